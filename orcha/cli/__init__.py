@@ -1,0 +1,1 @@
+"""The ``orcha`` command line."""

@@ -1,0 +1,87 @@
+"""``orcha ls``: the installed plugins, their versions and what they provide."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from orcha.cli.options import global_options
+
+FOOTER = "Plugins marked with an asterisk (*) are embedded plugins"
+
+
+def _details(entry: Any) -> list[str]:
+    if entry.error:
+        return [f"error: {entry.error}"]
+    lines = []
+    if entry.commands:
+        names = []
+        for name in sorted(entry.commands):
+            aliases = sorted(a for a, t in entry.aliases.items() if t == name)
+            names.append(f"{name} ({', '.join(aliases)})" if aliases else name)
+        lines.append("commands: " + ", ".join(names))
+    if entry.kinds:
+        lines.append("kinds: " + ", ".join(sorted(entry.kinds)))
+    return lines
+
+
+def _label(entry: Any) -> str:
+    return entry.display if entry.plugin is not None else f"{entry.name} - not loaded"
+
+
+@click.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@global_options
+@click.pass_context
+def ls(ctx: click.Context, as_json: bool) -> int:
+    """List discovered plugins with their versions, commands and petition kinds."""
+    from orcha import __version__
+
+    group = ctx.find_root().command
+    entries = group.plugins()  # type: ignore[attr-defined]
+    if as_json:
+        doc = {
+            "orcha": __version__,
+            "plugins": [
+                {
+                    "name": e.name,
+                    "version": e.version if e.plugin is not None else None,
+                    "display": _label(e),
+                    "embedded": e.embedded,
+                    "origin": e.origin,
+                    "module": e.module,
+                    "commands": sorted(e.commands),
+                    "aliases": dict(sorted(e.aliases.items())),
+                    "kinds": sorted(e.kinds),
+                    "error": e.error,
+                }
+                for e in entries
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return 0
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.tree import Tree
+
+        tree = Tree(f"[bold]orcha[/] - {__version__}")
+        for e in entries:
+            style = "red" if e.error else "green" if e.embedded else "cyan"
+            node = tree.add(f"[{style}]{_label(e)}[/]")
+            for line in _details(e):
+                node.add(line)
+        console = Console()
+        console.print(tree)
+        console.print(f"\n{FOOTER}")
+        return 0
+    out = [f"orcha - {__version__}"]
+    for i, e in enumerate(entries):
+        last = i == len(entries) - 1
+        out.append(("└ " if last else "├ ") + _label(e))
+        out.extend(("    " if last else "│   ") + line for line in _details(e))
+    out += ["", FOOTER]
+    click.echo("\n".join(out))
+    return 0

@@ -1,0 +1,82 @@
+"""Options every orcha command accepts: ``--address``, ``--key``, ``-v``, ``--version``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Globals:
+    """What the global options set, wherever on the command line they were given."""
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.key: str | None = None
+        self.verbose = 0
+
+
+def globals_of(ctx: click.Context) -> Globals:
+    root = ctx.find_root()
+    if not isinstance(root.obj, Globals):
+        root.obj = Globals()
+    return root.obj
+
+
+def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        g = globals_of(ctx)
+        if name == "verbose":
+            g.verbose += value or 0
+        elif value is not None:
+            setattr(g, name, value)
+
+    return callback
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from orcha import __version__
+
+        click.echo(f"orcha {__version__}")
+        ctx.exit(0)
+
+
+def global_options(f: F) -> F:
+    """Add the global options to a command (they also work before the command name)."""
+    decorators = [
+        click.option(
+            "--address", metavar="ADDR", expose_value=False, callback=_set("address"),
+            help="Service address: a socket path, or HOST:PORT for TCP (default: a socket "
+            "in the user's runtime directory; env ORCHA_ADDRESS).",
+        ),
+        click.option(
+            "--key", metavar="KEY", expose_value=False, callback=_set("key"),
+            help="Authentication key (default: the key file in the user's state "
+            "directory; env ORCHA_KEY).",
+        ),
+        click.option(
+            "-v", "--verbose", count=True, expose_value=False, callback=_set("verbose"),
+            help="More logging on stderr (-vv for debug).",
+        ),
+        click.option(
+            "--version", is_flag=True, expose_value=False, is_eager=True,
+            callback=_show_version, help="Print orcha's version and exit.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def settings_from(ctx: click.Context, **service_options: Any) -> Any:
+    """Resolve and install the Settings for this invocation."""
+    from orcha import settings
+
+    g = globals_of(ctx)
+    resolved = settings.resolve(address=g.address, key=g.key, verbose=g.verbose, **service_options)
+    settings.configure(resolved)
+    return resolved

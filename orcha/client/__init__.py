@@ -1,0 +1,1 @@
+"""The client side: short-lived processes that talk to the service."""

@@ -1,0 +1,125 @@
+"""Running a petition in the foreground: submit, stream its output live, handle Ctrl+C.
+
+Signal handling follows the service's rule: the SIGINT handler only counts, and the loop
+(woken through the signal wakeup descriptor) acts. First Ctrl+C: ask the service to
+cancel and keep printing until the petition has ended (exit 130). Second Ctrl+C: stop
+waiting at once (the service still stops the petition, because the session closes).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+from typing import Any
+
+from orcha.client.session import Session
+from orcha.errors import ExitCode, LostServiceError
+from orcha.protocol import messages
+from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
+
+
+def notice(text: str) -> None:
+    """One line for the user on stderr (stdout carries only the petition's output)."""
+    try:
+        sys.stderr.write(f"orcha: {text}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+class _Interrupts:
+    """Counts SIGINTs and makes them wake a selector."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> _Interrupts:
+        self._old_handler = signal.signal(signal.SIGINT, self._handler)
+        self._old_fd = signal.set_wakeup_fd(self.write_fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        signal.signal(signal.SIGINT, self._old_handler)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 64):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _write(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def run_attached(session: Session, request: SubmitRequest) -> int:
+    """Submit ``request`` and stream its output until it ends; return the exit code.
+
+    Raises PetitionError if the service refuses it, LostServiceError if the service goes
+    away meanwhile.
+    """
+    with _Interrupts() as interrupts:
+        session.submit(request)  # refusals raise before anything is printed
+        cancel_sent = False
+        with selectors.DefaultSelector() as sel:
+            sel.register(session.fileno(), selectors.EVENT_READ, "service")
+            sel.register(interrupts.read_fd, selectors.EVENT_READ, "signal")
+            while True:
+                if interrupts.count >= 2:
+                    notice(f"stopped waiting; petition {request.id} is being cancelled")
+                    return int(ExitCode.INTERRUPTED)
+                if interrupts.count == 1 and not cancel_sent:
+                    cancel_sent = True
+                    notice(f"cancelling petition {request.id} (press Ctrl+C again to stop waiting)")
+                    session.send(messages.encode({"op": "cancel", "id": request.id}))
+                if session.pending:
+                    ready = ["service"]
+                else:
+                    ready = [key.data for key, _ in sel.select()]
+                if "signal" in ready:
+                    interrupts.drain()
+                if "service" not in ready:
+                    continue
+                frame = session.recv()
+                tag = frame[0]
+                if tag in (STDOUT, STDERR):
+                    _, _, data = messages.split_output(frame)
+                    try:
+                        _write(1 if tag == STDOUT else 2, data)
+                    except BrokenPipeError:
+                        # Our reader went away (``orcha run ... | head``): like a command
+                        # killed by SIGPIPE. Closing the session cancels the petition.
+                        return 128 + signal.SIGPIPE
+                    continue
+                event = messages.decode(frame)
+                if event.get("event") == "end":
+                    return _end_code(event, request.id)
+                # started events and replies (to our cancel) need no action
+
+
+def _end_code(event: dict[str, Any], petition_id: str) -> int:
+    state, code, message = event.get("state"), int(event.get("code", 1)), event.get("message")
+    if state == "SUCCEEDED":
+        return 0
+    if state == "CANCELLED":
+        if event.get("by_client"):
+            return int(ExitCode.INTERRUPTED)
+        notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
+        return int(ExitCode.CANCELLED)
+    if state == "INTERRUPTED":
+        raise LostServiceError("the petition was interrupted")
+    if message:
+        notice(message)
+    return code if code else int(ExitCode.FAILED)

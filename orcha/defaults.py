@@ -1,0 +1,61 @@
+"""Every default and protocol constant of orcha, named and documented in one place.
+
+Imports nothing, so any process can read it cheaply.
+"""
+
+#: Name used for the runtime, state and config directories (platformdirs).
+APP_NAME = "orcha"
+
+#: File name of the unix socket inside the runtime directory.
+SOCKET_NAME = "orcha.sock"
+
+#: File name of the per-user authentication key inside the state directory.
+KEY_FILE_NAME = "key"
+
+#: Bytes of randomness in a generated key (stored hex-encoded, so twice as many characters).
+KEY_BYTES = 32
+
+#: Host used when ``--address`` gives only a port: TCP is loopback unless asked otherwise.
+DEFAULT_TCP_HOST = "127.0.0.1"
+
+#: Environment variables that override the defaults (command-line options win over them).
+ENV_ADDRESS = "ORCHA_ADDRESS"
+ENV_KEY = "ORCHA_KEY"
+ENV_RUNTIME_DIR = "ORCHA_RUNTIME_DIR"
+ENV_STATE_DIR = "ORCHA_STATE_DIR"
+
+#: Set in the environment of every process a petition starts; its value identifies the
+#: petition to the service, so the whole tree is found even after setsid or a double fork.
+ENV_PETITION_TOKEN = "ORCHA_PETITION_TOKEN"
+
+#: Set in the environment of every process a petition starts: the petition's ID, for the user.
+ENV_PETITION_ID = "ORCHA_PETITION_ID"
+
+#: Seconds between SIGTERM and SIGKILL when a petition's tree is stopped (``--grace``).
+DEFAULT_GRACE = 5.0
+
+#: Seconds a client or the service waits for the other side of the authentication handshake.
+HANDSHAKE_TIMEOUT = 5.0
+
+#: Seconds a client waits to connect before saying the service is not answering.
+CONNECT_TIMEOUT = 5.0
+
+#: Pending connections the listening socket queues (a burst of clients must not be refused).
+LISTEN_BACKLOG = 512
+
+#: Largest read from a petition's stdout/stderr pipe, and the pipe size orcha asks for.
+PIPE_CHUNK = 1 << 20
+
+#: Output a running petition may have buffered for its client before it is made to wait,
+#: so a slow reader slows the command rather than filling the service's memory.
+OUTPUT_BUFFER_BYTES = 8 << 20
+
+#: Longest petition ID accepted.
+MAX_ID_LENGTH = 128
+
+#: Largest request frame the service accepts from a client, in bytes.
+MAX_REQUEST_BYTES = 16 << 20
+
+#: First bytes of a session request; anything else is treated as a multiprocessing.managers
+#: request (the tutorial's ``ClientManager.manager.Queue()`` uses those).
+SESSION_MAGIC = b"ORCHA1"

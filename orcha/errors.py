@@ -1,0 +1,143 @@
+"""One exception hierarchy and one table of exit codes, used by every command.
+
+Each error's message says what happened and what to do; the CLI prints it as one line
+and exits with the error's code. Users never see a traceback.
+
+orcha's own outcomes use codes 200-208 so that they never collide with what ``orcha run``
+passes through from the command it ran (0-125 the command's own, 126 cannot execute,
+127 not found, 128+N killed by signal N).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of every orcha command (documented in README.md)."""
+
+    OK = 0
+    FAILED = 1  # the petition ran and failed; or an unexpected internal error
+    USAGE = 2  # bad option or value: nothing was sent
+    CANNOT_EXECUTE = 126  # orcha run: the command exists but cannot be executed
+    NOT_FOUND = 127  # orcha run: the command was not found
+    INTERRUPTED = 130  # Ctrl+C in this client cancelled its petition
+    NO_SERVICE = 200  # no service answers at the address
+    AUTH = 201  # the service refused the key
+    DUPLICATE = 202  # a petition with this ID is queued or running
+    UNKNOWN = 203  # unknown petition kind or plugin
+    REFUSED = 204  # the service refused the petition (bad request, shutting down)
+    START_FAILED = 205  # the petition could not be started
+    LOST_SERVICE = 206  # the service went away while the petition was in it
+    CANCELLED = 207  # cancelled by someone else (another client, service shutdown)
+    ALREADY_RUNNING = 208  # serve: a service already listens at that address
+
+
+class OrchaError(Exception):
+    """Base of every error orcha reports to a user."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(OrchaError):
+    """A setting (option, environment variable, file) is invalid."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NoServiceError(OrchaError):
+    """Nothing answers at the address."""
+
+    exit_code = ExitCode.NO_SERVICE
+
+    def __init__(self, address: str, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"no orcha service is running at {address}{why}; start one with 'orcha serve'"
+        )
+
+
+class AuthError(OrchaError):
+    """The service rejected our key, or the peer is not an orcha service."""
+
+    exit_code = ExitCode.AUTH
+
+
+class AlreadyRunningError(OrchaError):
+    """``serve`` found another service at its address."""
+
+    exit_code = ExitCode.ALREADY_RUNNING
+
+
+class LostServiceError(OrchaError):
+    """The connection to the service broke while a petition was in it."""
+
+    exit_code = ExitCode.LOST_SERVICE
+
+    def __init__(self, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"lost the connection to the orcha service{extra}; "
+            "check it is still running with 'orcha ls' or restart it with 'orcha serve'"
+        )
+
+
+class PetitionError(OrchaError):
+    """The service refused or failed a petition; ``exit_code`` says how."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DuplicateIdError(PetitionError):
+    def __init__(self, petition_id: str) -> None:
+        super().__init__(
+            f"a petition with ID {petition_id!r} is already queued or running; "
+            "choose another ID or wait for it to finish",
+            ExitCode.DUPLICATE,
+        )
+
+
+class UnknownKindError(PetitionError):
+    def __init__(self, kind: str, known: list[str]) -> None:
+        legal = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"the service has no petition kind {kind!r} (it has: {legal}); "
+            "install the plugin that provides it and restart 'orcha serve'",
+            ExitCode.UNKNOWN,
+        )
+
+
+class InvalidPetitionError(PetitionError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ExitCode.REFUSED)
+
+
+class PluginError(OrchaError):
+    """A plugin failed to load or broke its contract."""
+
+
+#: Error names on the wire (service -> client) mapped to exit codes; the service sends the
+#: name, the client rebuilds a PetitionError with the right code.
+WIRE_ERRORS: dict[str, ExitCode] = {
+    "duplicate": ExitCode.DUPLICATE,
+    "unknown": ExitCode.UNKNOWN,
+    "refused": ExitCode.REFUSED,
+    "start_failed": ExitCode.START_FAILED,
+}
+
+
+def wire_name(code: ExitCode) -> str:
+    """The wire name of a petition error's exit code (``refused`` when it has none)."""
+    for name, value in WIRE_ERRORS.items():
+        if value == code:
+            return name
+    return "refused"

@@ -1,0 +1,237 @@
+"""Plugins: how petition kinds and CLI commands get into orcha.
+
+A plugin is a :class:`BasePlugin` subclass found in one of two ways, in this order:
+
+1. the ``orcha.plugins`` entry-point group (orcha's own plugins in ``orcha_plugins``
+   register there too), the entry point naming the class or a module with ``plugin``;
+2. a top-level module named ``orcha_*`` with a ``plugin`` attribute, as in the original
+   Orcha tutorial.
+
+A plugin either supplies click commands (:meth:`BasePlugin.commands`) or, like the
+tutorial's, an argparse parser (:meth:`BasePlugin.create_parser` and
+:meth:`BasePlugin.handle`), which orcha bridges into a command named after the plugin.
+It may also supply petition kinds (:meth:`BasePlugin.kinds`) that ``orcha serve`` runs.
+
+A plugin that fails to import, or claims a name another plugin has, is listed by
+``orcha ls`` with its error and left out; everything else keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import click
+
+    from orcha.kinds import Kind
+
+__all__ = ["ENTRY_POINT_GROUP", "BasePlugin", "LoadedPlugin", "discover"]
+
+log = logging.getLogger("orcha.plugins")
+
+#: The entry-point group plugins register in.
+ENTRY_POINT_GROUP = "orcha.plugins"
+
+#: Top-level packages whose plugins ship with orcha (marked ``*`` by ``orcha ls``).
+EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
+
+#: Command names orcha itself provides; no plugin may take them.
+CORE_COMMANDS = frozenset({"serve", "ls"})
+
+
+class BasePlugin:
+    """Base class of orcha plugins.
+
+    Contract (names as in the original Orcha):
+
+    * ``name``: the plugin's name; for argparse plugins also the command's name;
+    * ``aliases``: other names for that command; ``help``: one line for ``--help``;
+    * ``create_parser(parser)``: add arguments/subparsers to an ``argparse`` parser;
+      ``handle(namespace)``: run the command, returning the exit code;
+    * ``version()``: the line ``orcha ls`` prints, e.g. ``"my-plugin - 1.0.0"``;
+    * ``commands()``: click commands added to ``orcha`` (instead of create_parser);
+    * ``kinds()``: petition kinds (:class:`orcha.kinds.Kind`) served by ``orcha serve``.
+    """
+
+    name: str = ""
+    aliases: tuple[str, ...] = ()
+    help: str = ""
+
+    def create_parser(self, parser: argparse.ArgumentParser) -> None:
+        """Add this plugin's arguments to ``parser`` (argparse plugins only)."""
+
+    def handle(self, namespace: argparse.Namespace) -> int:
+        """Run the command parsed by :meth:`create_parser`; return its exit code."""
+        return 0
+
+    @staticmethod
+    def version() -> str:
+        return "unknown"
+
+    def commands(self) -> list[click.Command]:
+        return []
+
+    def kinds(self) -> list[Kind]:
+        return []
+
+    @property
+    def is_argparse(self) -> bool:
+        """Whether the plugin brings an argparse CLI (it overrides create_parser)."""
+        return type(self).create_parser is not BasePlugin.create_parser
+
+
+@dataclass
+class LoadedPlugin:
+    """What discovery found: the plugin, or why it could not be used."""
+
+    name: str
+    origin: str  # e.g. "entry point hello" or "module orcha_hello_world"
+    module: str
+    plugin: BasePlugin | None = None
+    error: str | None = None
+    commands: dict[str, Any] = field(default_factory=dict)  # name -> click.Command
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> command name
+    kinds: dict[str, Kind] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.module.split(".")[0] in EMBEDDED_PACKAGES
+
+    @property
+    def version(self) -> str:
+        if self.plugin is None:
+            return "unknown"
+        try:
+            return str(self.plugin.version())
+        except Exception as e:
+            return f"unknown ({type(e).__name__}: {e})"
+
+    @property
+    def display(self) -> str:
+        """``name - version`` as the tutorial prints it, ``*`` after embedded names."""
+        line = self.version
+        if self.embedded and " - " in line:
+            head, _, tail = line.partition(" - ")
+            return f"{head}* - {tail}"
+        return f"{self.name}* - {line}" if self.embedded else line
+
+
+def _instantiate(obj: Any) -> BasePlugin:
+    """Accept a plugin class, a plugin instance, or a module exporting ``plugin``."""
+    import types
+
+    if isinstance(obj, types.ModuleType):
+        if not hasattr(obj, "plugin"):
+            raise TypeError(f"module {obj.__name__} has no 'plugin' attribute")
+        obj = obj.plugin
+    if isinstance(obj, type):
+        obj = obj()
+    if not isinstance(obj, BasePlugin):
+        raise TypeError(f"{obj!r} is not a subclass of orcha.plugins.BasePlugin")
+    if not isinstance(obj.name, str) or not obj.name:
+        raise TypeError(f"plugin {type(obj).__name__} has no name")
+    return obj
+
+
+def _entry_points() -> list[Any]:
+    from importlib import metadata
+
+    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    # Embedded plugins first, then by name, so conflicts resolve the same way every time.
+    return sorted(eps, key=lambda ep: (ep.value.split(".")[0] not in EMBEDDED_PACKAGES, ep.name))
+
+
+def _legacy_modules(seen: set[str]) -> list[str]:
+    import pkgutil
+
+    names = {
+        m.name
+        for m in pkgutil.iter_modules()
+        if m.name.startswith("orcha_") and m.name not in EMBEDDED_PACKAGES
+    }
+    return sorted(names - seen)
+
+
+def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
+    """Find, import and check every plugin. Never raises for a plugin's fault."""
+    import importlib
+
+    found: list[LoadedPlugin] = []
+    seen_modules: set[str] = set()
+    for ep in _entry_points():
+        module = ep.value.split(":")[0]
+        seen_modules.add(module.split(".")[0])
+        entry = LoadedPlugin(name=ep.name, origin=f"entry point {ep.name}", module=module)
+        try:
+            entry.plugin = _instantiate(ep.load())
+            entry.name = entry.plugin.name
+        except BaseException as e:  # a plugin's SystemExit must not end orcha either
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            entry.error = f"{type(e).__name__}: {e}"
+        found.append(entry)
+    for module in _legacy_modules(seen_modules):
+        entry = LoadedPlugin(name=module, origin=f"module {module}", module=module)
+        try:
+            entry.plugin = _instantiate(importlib.import_module(module))
+            entry.name = entry.plugin.name
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            entry.error = f"{type(e).__name__}: {e}"
+        found.append(entry)
+    _collect(found, disabled)
+    return found
+
+
+def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
+    """Gather commands and kinds; a later plugin claiming a taken name gets an error."""
+    owners: dict[str, str] = {name: "orcha" for name in CORE_COMMANDS}
+    kind_owners: dict[str, str] = {}
+    for entry in found:
+        plugin = entry.plugin
+        if plugin is None:
+            continue
+        if entry.name in disabled:
+            entry.error = "disabled"
+            entry.plugin = None
+            continue
+        try:
+            commands, aliases = _commands_of(plugin)
+            kinds = {k.name: k for k in plugin.kinds()}
+        except Exception as e:
+            entry.error = f"{type(e).__name__}: {e}"
+            entry.plugin = None
+            continue
+        clash = [n for n in list(commands) + list(aliases) if n in owners]
+        clash_kinds = [k for k in kinds if k in kind_owners]
+        if clash or clash_kinds:
+            what = [f"command {n!r} (already provided by {owners[n]})" for n in clash]
+            what += [f"kind {k!r} (already provided by {kind_owners[k]})" for k in clash_kinds]
+            entry.error = f"conflict: plugin {entry.name} claims " + ", ".join(what)
+            entry.plugin = None
+            continue
+        for name in list(commands) + list(aliases):
+            owners[name] = entry.name
+        for name in kinds:
+            kind_owners[name] = entry.name
+        entry.commands, entry.aliases, entry.kinds = commands, aliases, kinds
+
+
+def _commands_of(plugin: BasePlugin) -> tuple[dict[str, Any], dict[str, str]]:
+    commands: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    if plugin.is_argparse:
+        from orcha.cli.bridge import bridge
+
+        commands[plugin.name] = bridge(plugin)
+        for alias in plugin.aliases:
+            aliases[alias] = plugin.name
+    for command in plugin.commands():
+        if not command.name:
+            raise TypeError(f"plugin {plugin.name} supplies a command without a name")
+        commands[command.name] = command
+    return commands, aliases

@@ -1,0 +1,78 @@
+"""Parsing and printing service addresses: a unix socket path or a TCP ``HOST:PORT``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from orcha.defaults import DEFAULT_TCP_HOST
+from orcha.errors import ConfigError
+
+#: Longest unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
+MAX_UNIX_PATH = 107
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a service listens. Exactly one of ``path`` or (``host``, ``port``) is set."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def sockaddr(self) -> str | tuple[str, int]:
+        """The address in the form ``socket.connect`` and ``bind`` take."""
+        if self.path is not None:
+            return self.path
+        assert self.host is not None and self.port is not None
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``--address``: ``unix:PATH`` or a path with a ``/`` is a unix socket;
+    ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT`` is TCP (host defaults to loopback).
+
+    Raises ConfigError quoting the bad value and the accepted forms.
+    """
+    raw = text.strip()
+    forms = "expected a socket path (unix:PATH or /path) or HOST:PORT"
+    if not raw:
+        raise ConfigError(f"invalid address {text!r}: {forms}")
+    if raw.startswith("unix:") or "/" in raw:
+        path = os.path.abspath(os.path.expanduser(raw.removeprefix("unix:")))
+        if len(os.fsencode(path)) > MAX_UNIX_PATH:
+            raise ConfigError(
+                f"socket path {path!r} is longer than {MAX_UNIX_PATH} bytes; "
+                "choose a shorter path with --address"
+            )
+        return Address(path=path)
+    host, sep, port_text = raw.rpartition(":")
+    if not sep:
+        host, port_text = "", raw
+    host = host.strip("[]") or DEFAULT_TCP_HOST
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"invalid address {text!r}: port {port_text!r} is not a number; {forms}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"invalid address {text!r}: port must be 1-65535")
+    return Address(host=host, port=port)
+
+
+def is_loopback(address: Address) -> bool:
+    """Whether a TCP address is on the loopback interface (unix sockets count as local)."""
+    if address.is_unix:
+        return True
+    host = address.host or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"

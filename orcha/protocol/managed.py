@@ -1,0 +1,87 @@
+"""The ``multiprocessing.managers`` side of the protocol: the objects clients may create.
+
+Clients written for the original Orcha call ``ClientManager.manager.Queue()`` and send
+the resulting proxy inside a :class:`orcha.interfaces.Message`; the service puts the
+petition's output into it. :class:`QueueManager` is that ``manager``; the service serves
+the same registry (see ``orcha.service.server``).
+"""
+
+from __future__ import annotations
+
+import os
+from multiprocessing.managers import BaseManager, BaseProxy
+from typing import Any
+
+from orcha.protocol.outputs import OutputQueue
+
+
+class QueueProxy(BaseProxy):
+    """Proxy to an :class:`OutputQueue`.
+
+    Inside the service process that owns the queue, calls go straight to the object
+    instead of through a socket round-trip to the service itself.
+    """
+
+    _exposed_ = ("put", "put_nowait", "get", "get_nowait", "qsize", "empty", "full")
+
+    def __init__(self, *args: Any, **kwds: Any) -> None:
+        super().__init__(*args, **kwds)
+        self._local: OutputQueue | None = None
+        self._local_pid = os.getpid()
+        if kwds.get("manager_owned"):
+            from multiprocessing import process
+
+            server = getattr(process.current_process(), "_manager_server", None)
+            entry = server.id_to_local_proxy_obj.get(self._id) if server else None
+            if entry is not None and isinstance(entry[0], OutputQueue):
+                self._local = entry[0]
+
+    def _target(self) -> OutputQueue | None:
+        # After a fork (the tutorial's action starts a multiprocessing.Process) the child
+        # holds a copy of the queue, so it must go through the socket like any client.
+        return self._local if os.getpid() == self._local_pid else None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        local = self._target()
+        if local is not None:
+            local.put(item, block, timeout)
+        else:
+            self._callmethod("put", (item, block, timeout))
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        local = self._target()
+        if local is not None:
+            return local.get(block, timeout)
+        return self._callmethod("get", (block, timeout))
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def qsize(self) -> int:
+        return self._callmethod("qsize")  # type: ignore[no-any-return]
+
+    def empty(self) -> bool:
+        return self._callmethod("empty")  # type: ignore[no-any-return]
+
+    def full(self) -> bool:
+        return False
+
+
+class QueueManager(BaseManager):
+    """A client's handle on the service's ``multiprocessing.managers`` registry."""
+
+
+QueueManager.register("Queue", callable=OutputQueue, proxytype=QueueProxy)
+
+
+def registry() -> dict[str, Any]:
+    """The typeid table the service serves (the same one clients create proxies from)."""
+    return QueueManager._registry  # type: ignore[attr-defined,no-any-return]
+
+
+def proxy_ident(obj: Any) -> str | None:
+    """The server-side object id of a proxy, or None if ``obj`` is not one."""
+    return obj._id if isinstance(obj, BaseProxy) else None  # type: ignore[no-any-return]

@@ -1,0 +1,131 @@
+"""The session protocol: what a client and the service say to each other.
+
+A session is one authenticated connection whose first frame is
+:data:`~orcha.defaults.SESSION_MAGIC`. After it:
+
+* client -> service: JSON requests ``{"op": ..., ...}`` (plain data only), or a
+  :data:`LEGACY` frame carrying a pickled :class:`orcha.interfaces.Message` from the
+  original Orcha API.
+* service -> client: JSON replies ``{"re": op, "ok": true, ...}`` or
+  ``{"re": op, "ok": false, "error": NAME, "message": TEXT}``; JSON events
+  ``{"event": "started"|"end", "handle": N, ...}``; and output frames: one tag byte
+  (:data:`STDOUT` or :data:`STDERR`), a 4-byte petition handle, then the raw bytes.
+
+Closing the session connection detaches the client: the service cancels every petition
+the session submitted and has not finished (a vanished client is the same as Ctrl+C).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+STDOUT = b"o"[0]
+STDERR = b"e"[0]
+JSON = b"{"[0]
+LEGACY = b"P"[0]
+
+_HANDLE = struct.Struct("!I")
+
+#: Operations a client may request.
+OPS = frozenset({"submit", "cancel", "info"})
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """A JSON frame."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    """Parse a JSON frame; ValueError if it is not a JSON object."""
+    obj = json.loads(frame)
+    if not isinstance(obj, dict):
+        raise ValueError("a request must be a JSON object")
+    return obj
+
+
+def output_frame(tag: int, handle: int, data: bytes) -> bytes:
+    """An output frame: tag byte, handle, data."""
+    return bytes((tag,)) + _HANDLE.pack(handle) + data
+
+
+def split_output(frame: bytes) -> tuple[int, int, memoryview]:
+    """(tag, handle, data) of an output frame."""
+    (handle,) = _HANDLE.unpack_from(frame, 1)
+    return frame[0], handle, memoryview(frame)[5:]
+
+
+def reply(op: str, **fields: Any) -> bytes:
+    return encode({"re": op, "ok": True, **fields})
+
+
+def error_reply(op: str, error: str, message: str) -> bytes:
+    return encode({"re": op, "ok": False, "error": error, "message": message})
+
+
+def check_id(petition_id: object) -> str:
+    """A valid petition ID as text; ValueError saying what is wrong otherwise.
+
+    IDs are 1-128 printable characters without whitespace, so they are safe to print,
+    to pass as arguments and to use in file names.
+    """
+    from orcha.defaults import MAX_ID_LENGTH
+
+    if isinstance(petition_id, int) and not isinstance(petition_id, bool):
+        petition_id = str(petition_id)
+    if not isinstance(petition_id, str) or not petition_id:
+        raise ValueError("the petition ID must be a non-empty string")
+    if len(petition_id) > MAX_ID_LENGTH:
+        raise ValueError(f"the petition ID is longer than {MAX_ID_LENGTH} characters")
+    if not petition_id.isprintable() or any(c.isspace() for c in petition_id):
+        raise ValueError(f"the petition ID {petition_id!r} has whitespace or control characters")
+    return petition_id
+
+
+class SubmitRequest:
+    """A validated ``submit`` request (plain data: strings, numbers, lists, dicts)."""
+
+    __slots__ = ("cwd", "env", "id", "kind", "params", "priority")
+
+    def __init__(
+        self,
+        kind: str,
+        id: str,
+        params: dict[str, Any],
+        priority: int | None,
+        cwd: str,
+        env: dict[str, str],
+    ) -> None:
+        self.kind = kind
+        self.id = id
+        self.params = params
+        self.priority = priority
+        self.cwd = cwd
+        self.env = env
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> SubmitRequest:
+        """Check every field's type; ValueError naming the bad field otherwise."""
+        kind = obj.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("'kind' must be a non-empty string")
+        petition_id = check_id(obj.get("id"))
+        params = obj.get("params", {})
+        if not isinstance(params, dict):
+            raise ValueError("'params' must be an object")
+        priority = obj.get("priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise ValueError("'priority' must be an integer")
+        cwd = obj.get("cwd", "/")
+        if not isinstance(cwd, str) or not cwd.startswith("/"):
+            raise ValueError("'cwd' must be an absolute path")
+        env = obj.get("env", {})
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ValueError("'env' must map strings to strings")
+        return cls(kind, petition_id, params, priority, cwd, env)

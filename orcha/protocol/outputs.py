@@ -1,0 +1,127 @@
+"""OutputQueue: the shared queue that carries a petition's output to its client.
+
+It lives in the service. The service's own code puts into it directly; clients of the
+original Orcha API reach it through a ``multiprocessing.managers`` proxy
+(``ClientManager.manager.Queue()``); orcha's session threads wait on :meth:`fileno`
+together with their client's socket, so one thread serves a client with no polling.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any
+
+__all__ = ["OutputQueue"]
+
+
+def _size(item: Any) -> int:
+    return len(item) if isinstance(item, (bytes, bytearray, str)) else 0
+
+
+class OutputQueue:
+    """A FIFO with the interface of :class:`queue.Queue` plus :meth:`drain` and :meth:`fileno`.
+
+    With ``max_bytes`` > 0, :meth:`put` blocks while more than that many bytes of text or
+    binary items are buffered, so a slow reader slows the writer instead of growing the
+    service's memory. After :meth:`discard`, puts are dropped and never block.
+    """
+
+    def __init__(self, max_bytes: int = 0) -> None:
+        self._items: deque[Any] = deque()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._cond = threading.Condition()
+        self._discarded = False
+        self._efd: int | None = None
+
+    # -- writer side -------------------------------------------------------------------
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        size = _size(item)
+        with self._cond:
+            if self._max_bytes and size and block:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while self._bytes > self._max_bytes and not self._discarded:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise queue.Full
+                    self._cond.wait(left)
+            if self._discarded:
+                return
+            was_empty = not self._items
+            self._items.append(item)
+            self._bytes += size
+            self._cond.notify_all()
+            if was_empty and self._efd is not None:
+                os.eventfd_write(self._efd, 1)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    # -- reader side -------------------------------------------------------------------
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not block:
+                if not self._items:
+                    raise queue.Empty
+            elif not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            item = self._items.popleft()
+            self._bytes -= _size(item)
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def drain(self) -> list[Any]:
+        """Every item queued now, without blocking (clears the readiness of :meth:`fileno`)."""
+        with self._cond:
+            if self._efd is not None:
+                try:
+                    os.eventfd_read(self._efd)
+                except BlockingIOError:
+                    pass
+            items = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+            return items
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while items are waiting (created on first use)."""
+        with self._cond:
+            if self._efd is None:
+                self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                if self._items:
+                    os.eventfd_write(self._efd, 1)
+            return self._efd
+
+    def discard(self) -> None:
+        """Nobody will read any more: drop what is queued and every later put."""
+        with self._cond:
+            self._discarded = True
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Release the descriptor of :meth:`fileno`."""
+        self.discard()
+        with self._cond:
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+
+    def qsize(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return False

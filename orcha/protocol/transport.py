@@ -1,0 +1,178 @@
+"""Sockets and authenticated connections between clients and the service.
+
+The wire format is ``multiprocessing.connection``'s (length-prefixed frames, HMAC
+challenge/response with the shared key), so the standard ``multiprocessing.managers``
+proxies of the original Orcha API work against the same socket. What this module adds
+over the standard Listener/Client: a deadline on every handshake (a silent peer cannot
+block anyone), ``TCP_NODELAY`` (no 40 ms Nagle stalls), errors mapped to orcha's
+hierarchy, and a listening socket the service can poll from its event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+from orcha.defaults import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, LISTEN_BACKLOG
+from orcha.errors import AlreadyRunningError, AuthError, ConfigError, NoServiceError
+from orcha.protocol.address import Address
+
+__all__ = ["Connection", "accept", "authenticate", "connect", "listen", "set_recv_timeout"]
+
+
+def _family(address: Address) -> socket.AddressFamily:
+    if address.is_unix:
+        return socket.AF_UNIX
+    return socket.AF_INET6 if ":" in (address.host or "") else socket.AF_INET
+
+
+def set_recv_timeout(fd: int, seconds: float) -> None:
+    """Bound blocking reads on ``fd`` (0 removes the bound). Reads past it raise OSError."""
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_RCVTIMEO,
+            struct.pack("ll", whole, int((seconds - whole) * 1e6)),
+        )
+    finally:
+        sock.close()
+
+
+def _nodelay(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT) -> Connection:
+    """Connect and authenticate to the service at ``address``.
+
+    Raises NoServiceError when nothing listens or it does not answer in time, and
+    AuthError when the key is missing or refused.
+    """
+    sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address.sockaddr)
+    except FileNotFoundError:
+        sock.close()
+        raise NoServiceError(str(address), "no socket there")
+    except ConnectionRefusedError:
+        sock.close()
+        raise NoServiceError(str(address), "connection refused")
+    except TimeoutError:
+        sock.close()
+        raise NoServiceError(str(address), "it did not answer")
+    except OSError as e:
+        sock.close()
+        raise NoServiceError(str(address), e.strerror or str(e))
+    if key is None:
+        sock.close()
+        raise AuthError(
+            f"a service listens at {address} but this user has no key for it; "
+            "pass the service's key with --key or ORCHA_KEY"
+        )
+    _nodelay(sock)
+    sock.settimeout(None)
+    conn = Connection(sock.detach())
+    set_recv_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
+    try:
+        answer_challenge(conn, key)
+        deliver_challenge(conn, key)
+    except AuthenticationError:
+        conn.close()
+        raise AuthError(
+            f"the service at {address} refused this key; use the key in its key file "
+            "(the same user's state directory) or pass it with --key or ORCHA_KEY"
+        )
+    except (OSError, EOFError):
+        conn.close()
+        raise NoServiceError(str(address), "it closed the connection during authentication")
+    set_recv_timeout(conn.fileno(), 0)
+    return conn
+
+
+def listen(address: Address) -> socket.socket:
+    """Bind a non-blocking listening socket at ``address`` (unix sockets get mode 0600).
+
+    A unix socket path left by a crashed service is removed; a path another live
+    service answers on raises AlreadyRunningError. The caller holds the address lock
+    (see ``orcha.service.lock``), so checking then binding does not race.
+    """
+    family = _family(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if address.is_unix:
+            assert address.path is not None
+            _remove_stale_socket(address)
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(address.path)
+            finally:
+                os.umask(old_umask)
+            os.chmod(address.path, 0o600)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address.sockaddr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise AlreadyRunningError(
+                f"cannot listen on {address}: the address is in use "
+                "(is another orcha service running there? stop it or use --address)"
+            )
+        raise ConfigError(f"cannot listen on {address}: {e.strerror or e}")
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale_socket(address: Address) -> None:
+    assert address.path is not None
+    if not os.path.lexists(address.path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(address.path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(address.path)  # nobody listens: a crashed service left it
+        return
+    except OSError:
+        os.unlink(address.path)
+        return
+    finally:
+        probe.close()
+    raise AlreadyRunningError(
+        f"another orcha service is already listening at {address}; "
+        "stop it first (Ctrl+C in its terminal) or use --address"
+    )
+
+
+def accept(listener: socket.socket) -> Connection | None:
+    """Accept one pending client, not yet authenticated (see :func:`authenticate`);
+    None if there was none."""
+    try:
+        sock, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    sock.setblocking(True)
+    _nodelay(sock)
+    return Connection(sock.detach())
+
+
+def authenticate(conn: Connection, key: bytes) -> None:
+    """Run the service's side of the handshake on an accepted connection, with a deadline."""
+    set_recv_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
+    try:
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+    except AuthenticationError as e:
+        raise AuthError(f"client failed authentication: {e}")
+    finally:
+        set_recv_timeout(conn.fileno(), 0)

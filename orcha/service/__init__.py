@@ -1,0 +1,1 @@
+"""The service process: accepts clients, queues petitions, starts them, stops them."""

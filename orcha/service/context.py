@@ -1,0 +1,77 @@
+"""Context: what a running petition of a :class:`orcha.kinds.Kind` may do in the service."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from orcha.defaults import ENV_PETITION_ID, ENV_PETITION_TOKEN, PIPE_CHUNK
+from orcha.protocol.messages import STDERR, STDOUT
+from orcha.service.procs import ProcessControl, exit_code_of
+
+if TYPE_CHECKING:
+    from orcha.interfaces import ActionCallbackT
+    from orcha.service.job import Job
+
+
+class Context:
+    """Handed to :meth:`Kind.run`: the petition's parameters and its ways to act."""
+
+    def __init__(self, job: Job, register: ActionCallbackT, procs: ProcessControl) -> None:
+        petition: Any = job.petition
+        self.id: str = job.id
+        self.params: dict[str, Any] = petition.params
+        self.cwd: str = petition.cwd
+        self.env: dict[str, str] = petition.env
+        self.cancelled = job.cancel_event
+        self._job = job
+        self._register = register
+        self._procs = procs
+
+    def write(self, data: str | bytes) -> None:
+        """Send ``data`` to the client's stdout."""
+        self._job.queue.put((STDOUT, data.encode() if isinstance(data, str) else data))
+
+    def write_err(self, data: str | bytes) -> None:
+        """Send ``data`` to the client's stderr."""
+        self._job.queue.put((STDERR, data.encode() if isinstance(data, str) else data))
+
+    def fail(self, message: str) -> None:
+        """Record why the petition failed; the client prints it as one line."""
+        self._job.message = message
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds``; True (at once) if the petition was cancelled meanwhile."""
+        return self.cancelled.wait(seconds)
+
+    def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in its own session, in the petition's cwd and environment (plus
+        ``ORCHA_PETITION_ID`` and the token that lets cancellation find the whole tree)."""
+        env = dict(self.env)
+        env[ENV_PETITION_TOKEN] = self._job.token
+        env[ENV_PETITION_ID] = self.id
+        proc = self._procs.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK)
+        self._register(proc.pid)
+        return proc
+
+    def pump(self, proc: subprocess.Popen[bytes]) -> int:
+        """Stream ``proc``'s stdout and stderr to the client until both close; return its
+        exit code (128+N if a signal N killed it)."""
+        with selectors.DefaultSelector() as sel:
+            for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
+                if pipe is not None:
+                    sel.register(pipe.fileno(), selectors.EVENT_READ, tag)
+            while sel.get_map():
+                for key, _ in sel.select():
+                    data = os.read(key.fd, PIPE_CHUNK)  # type: ignore[arg-type]
+                    if data:
+                        self._job.queue.put((key.data, data))
+                    else:
+                        sel.unregister(key.fd)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return exit_code_of(proc.wait())

@@ -1,0 +1,146 @@
+"""Job: the service's record of one petition, from submission to its end."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orcha.errors import ExitCode
+from orcha.states import ACTIVE, FINISHED, State, transition
+
+if TYPE_CHECKING:
+    from orcha.interfaces import Petition
+
+_sequence = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Started:
+    """Queue item: the petition's action has started."""
+
+
+@dataclass(frozen=True)
+class End:
+    """Queue item: the petition ended; the last item a client receives for it."""
+
+    state: State
+    code: int
+    message: str | None
+    by_client: bool
+
+
+class Job:
+    """One petition inside the service.
+
+    ``native`` jobs come from orcha's own sessions: their queue is an OutputQueue the
+    service created, and the client learns the end from an :class:`End` item. Legacy jobs
+    come from the original Orcha API: their queue is the client's proxy, and the client
+    learns the end from the integer (or None) the action passes to ``Petition.finish``.
+    """
+
+    def __init__(
+        self, petition: Petition, *, native: bool, token_prefix: str, kind: str | None = None
+    ) -> None:
+        self.seq = next(_sequence)
+        self.petition = petition
+        self.id = str(petition.id)
+        self.kind = kind
+        self.native = native
+        self.token = f"{token_prefix}-{self.seq}"
+        self.state = State.QUEUED
+        self.lock = threading.Lock()
+        self.cancel_event = threading.Event()
+        self.cancel_reason: str | None = None
+        self.cancelled_by_client = False
+        self.pids: set[int] = set()
+        self.code: int | None = None
+        self.message: str | None = None
+        self.finish_was_called = False
+        self.session: Any = None
+        self.created = time.time()
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.done = threading.Event()
+        self.stoppers: list[threading.Thread] = []
+        petition._orcha_job = self  # type: ignore[attr-defined]
+
+    @property
+    def priority(self) -> int:
+        try:
+            return int(self.petition.priority)
+        except (AttributeError, TypeError, ValueError):
+            return 0
+
+    @property
+    def queue(self) -> Any:
+        return self.petition.queue
+
+    def set_state(self, new: State) -> None:
+        """Move to ``new``; InvalidTransition if the lifecycle forbids it."""
+        with self.lock:
+            self.state = transition(self.state, new)
+            if new in ACTIVE:
+                self.started = time.time()
+            elif new in FINISHED:
+                self.ended = time.time()
+
+    def request_cancel(self, reason: str, by_client: bool) -> bool:
+        """Mark the job cancelled; False if it had already been asked (or has ended)."""
+        with self.lock:
+            if self.cancel_event.is_set() or self.state in FINISHED:
+                return False
+            self.cancel_reason = reason
+            self.cancelled_by_client = by_client
+            self.cancel_event.set()
+            return True
+
+    def finish_called(self, ret: int | None) -> None:
+        """``Petition.finish(ret)`` was called by the action."""
+        with self.lock:
+            if self.finish_was_called:
+                return
+            self.finish_was_called = True
+            self.code = 0 if ret is None else ret
+        if not self.native:
+            # The original API's client returns the integer it reads, so a cancelled
+            # petition must not look like a success to it.
+            self.queue.put(self.client_code() if self.cancel_event.is_set() else ret)
+
+    def client_code(self) -> int:
+        """The exit code a client of this job should end with."""
+        if self.state is State.CANCELLED or self.cancel_event.is_set():
+            return int(ExitCode.INTERRUPTED if self.cancelled_by_client else ExitCode.CANCELLED)
+        if self.state is State.INTERRUPTED:
+            return int(ExitCode.LOST_SERVICE)
+        return self.code if self.code is not None else 0
+
+    def end_item(self) -> End:
+        return End(self.state, self.client_code(), self.message, self.cancelled_by_client)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary (for ``info`` and logs)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": str(self.state),
+            "priority": self.priority,
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "code": self.code,
+        }
+
+
+@dataclass
+class HeapEntry:
+    """(priority, sequence) order: lower priority value first, then arrival order."""
+
+    priority: int
+    seq: int
+    job: Job = field(compare=False)
+
+    def __lt__(self, other: HeapEntry) -> bool:
+        return (self.priority, self.seq) < (other.priority, other.seq)

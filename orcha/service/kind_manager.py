@@ -1,0 +1,82 @@
+"""The manager of ``orcha serve``: serves every petition kind the installed plugins provide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orcha.errors import InvalidPetitionError, UnknownKindError
+from orcha.interfaces import ActionCallbackT, Message, Petition
+from orcha.kinds import Kind
+from orcha.lib import Manager
+from orcha.protocol.messages import SubmitRequest
+from orcha.service.context import Context
+from orcha.service.procs import ProcessControl
+from dataclasses import dataclass, field
+
+
+@dataclass(order=True)
+class KindPetition(Petition):
+    """A petition of a plugin kind: plain-data parameters plus the client's cwd and env."""
+
+    kind: str = field(compare=False, default="")
+    params: dict[str, Any] = field(compare=False, default_factory=dict, repr=False)
+    cwd: str = field(compare=False, default="/", repr=False)
+    env: dict[str, str] = field(compare=False, default_factory=dict, repr=False)
+
+
+class KindManager(Manager):
+    """Builds petitions for the kinds in ``kinds`` and runs them through ``Kind.run``."""
+
+    def __init__(self, kinds: dict[str, Kind], procs: ProcessControl | None = None) -> None:
+        super().__init__()
+        self._kinds = dict(kinds)
+        self.procs = procs or ProcessControl()
+
+    def kinds(self) -> dict[str, Kind]:
+        return dict(self._kinds)
+
+    def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
+        kind = self._kinds.get(request.kind)
+        if kind is None:
+            raise UnknownKindError(request.kind, list(self._kinds))
+        try:
+            params = kind.validate(dict(request.params))
+        except InvalidPetitionError:
+            raise
+        except Exception as e:  # a kind's validator must not take the request path down
+            raise InvalidPetitionError(f"invalid parameters for kind {kind.name!r}: {e}")
+        petition = KindPetition(
+            id=request.id,
+            queue=queue,
+            action=self._action(kind),
+            condition=self.predicate,
+            kind=kind.name,
+            params=params,
+            cwd=request.cwd,
+            env=request.env,
+        )
+        if request.priority is not None:
+            petition.priority = request.priority
+        return petition
+
+    def convert_to_petition(self, m: Message) -> Petition | None:
+        """Messages of the original API may name a kind in ``extras["kind"]``."""
+        extras = m.extras or {}
+        if "kind" not in extras or "queue" not in extras:
+            return None
+        request = SubmitRequest.from_wire(
+            {"kind": extras["kind"], "id": m.id, "params": extras.get("params", {}),
+             "priority": extras.get("priority"), "cwd": extras.get("cwd", "/"),
+             "env": extras.get("env", {})}
+        )
+        return self.petition_from_request(request, extras["queue"])
+
+    def _action(self, kind: Kind) -> Any:
+        procs = self.procs
+
+        def action(cb: ActionCallbackT, petition: Any) -> None:
+            job = petition._orcha_job
+            code = kind.run(Context(job, cb, procs))
+            petition.finish(int(code) if code is not None else 0)
+
+        return action

@@ -1,0 +1,176 @@
+"""The OS seam: every process the service starts or stops goes through :class:`ProcessControl`.
+
+Scheduling and session code never call ``os.kill`` or ``subprocess`` themselves, so tests
+can swap this object for a fake, and the rules for finding a petition's tree live here:
+
+* the roots: PIDs the petition's action reported (``cb(pid)``) or that orcha spawned;
+* their descendants (psutil);
+* any process of this user whose environment carries the petition's token
+  (``ORCHA_PETITION_TOKEN``): that finds grandchildren that called ``setsid`` or
+  double-forked, which have left both the process group and the parent chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import psutil
+
+from orcha.defaults import ENV_PETITION_TOKEN
+
+log = logging.getLogger("orcha.service.procs")
+
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.10
+
+
+class ProcessControl:
+    """Spawns and stops petition processes."""
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        pipe_size: int = 0,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a new session with piped stdout/stderr and stdin from /dev/null.
+
+        Raises FileNotFoundError / PermissionError / OSError as ``subprocess`` does.
+        """
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+        if pipe_size:
+            import fcntl
+
+            for pipe in (proc.stdout, proc.stderr):
+                try:
+                    fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, pipe_size)  # type: ignore[union-attr]
+                except OSError:
+                    pass  # a smaller pipe only costs throughput
+        return proc
+
+    def tree(self, roots: Iterable[int], token: str | None) -> dict[int, psutil.Process]:
+        """Every live process of the petition: roots, descendants, token carriers."""
+        found: dict[int, psutil.Process] = {}
+        me = os.getpid()
+
+        def add(proc: psutil.Process) -> None:
+            if proc.pid == me or proc.pid in found:
+                return
+            found[proc.pid] = proc
+            try:
+                for child in proc.children(recursive=True):
+                    if child.pid != me:
+                        found.setdefault(child.pid, child)
+            except psutil.Error:
+                pass
+
+        for pid in roots:
+            try:
+                add(psutil.Process(pid))
+            except psutil.Error:
+                pass
+        if token:
+            uid = os.getuid()
+            for proc in psutil.process_iter(["uids"]):
+                if proc.pid in found or proc.pid == me:
+                    continue
+                try:
+                    if proc.info["uids"] and proc.info["uids"].real != uid:
+                        continue
+                    if proc.environ().get(ENV_PETITION_TOKEN) == token:
+                        add(proc)
+                except (psutil.Error, OSError):
+                    continue
+        return {pid: p for pid, p in found.items() if _alive(p)}
+
+    def signal_all(self, procs: Iterable[psutil.Process], sig: int) -> None:
+        for proc in procs:
+            try:
+                proc.send_signal(sig)
+                if sig == signal.SIGTERM:
+                    proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
+            except psutil.Error:
+                pass
+
+    def stop_tree(
+        self, roots: Iterable[int], token: str | None, grace: float, force: bool = False
+    ) -> int:
+        """SIGTERM the petition's tree, wait up to ``grace`` s, SIGKILL what is left.
+
+        With ``force`` skip straight to SIGKILL. Returns how many processes were signalled.
+        Repeats the search after killing, so children forked meanwhile die too.
+        """
+        roots = list(roots)
+        procs = self.tree(roots, token)
+        total = len(procs)
+        if procs and not force:
+            self.signal_all(procs.values(), signal.SIGTERM)
+            _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
+            procs = {p.pid: p for p in alive}
+            procs.update(self.tree(roots, token))
+        for _ in range(10):
+            if not procs:
+                break
+            self.signal_all(procs.values(), signal.SIGKILL)
+            psutil.wait_procs(list(procs.values()), timeout=1.0)
+            procs = self.tree(roots, token)
+            total += len(procs)
+        if procs:
+            log.warning("processes %s survived SIGKILL", sorted(procs))
+        return total
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def reset_child_signals() -> None:
+    """In a child forked from the service: default signal handling, no wakeup fd.
+
+    Without this a forked worker would inherit the service's flag-setting handlers (so
+    SIGTERM would not stop it) and its signal wakeup descriptor (so its signals would
+    wake the service as if they were the service's own).
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+def exit_code_of(returncode: int) -> int:
+    """Shell convention: 128+N for a process killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> bool:
+    """Whether all ``pids`` ended within ``timeout`` seconds (for tests and shutdown)."""
+    deadline = time.monotonic() + timeout
+    pids = list(pids)
+    while time.monotonic() < deadline:
+        if not any(psutil.pid_exists(p) and _alive(psutil.Process(p)) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,114 @@
+"""Runs admitted petitions, each in its own thread, and stops them when asked."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from orcha.errors import ExitCode
+from orcha.service.job import Job, Started
+from orcha.service.procs import ProcessControl
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.lib import Manager
+    from orcha.service.scheduler import Scheduler
+
+log = logging.getLogger("orcha.service.runner")
+
+
+class Runner:
+    """Starts a job's action in a thread and finishes its bookkeeping when it returns."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        procs: ProcessControl,
+        grace: float,
+        on_end: Callable[[Job], None],
+    ) -> None:
+        self.manager = manager
+        self.procs = procs
+        self.grace = grace
+        self.scheduler: Scheduler | None = None
+        self._on_end = on_end
+
+    def start(self, job: Job) -> None:
+        """Called by the scheduler (under its lock) when ``job`` is admitted."""
+        threading.Thread(target=self._run, args=(job,), name=f"petition:{job.id}", daemon=True).start()
+
+    def _register(self, job: Job, pid: int) -> None:
+        with job.lock:
+            job.pids.add(pid)
+        if job.cancel_event.is_set():
+            self.cancel_running(job)  # cancelled before it could report this process
+
+    def _run(self, job: Job) -> None:
+        petition = job.petition
+        if job.native:
+            job.queue.put(Started())
+        log.info("petition %s started", job.id)
+        self._call_hook("on_start", job)
+        try:
+            petition.action(lambda pid: self._register(job, pid), petition)
+        except Exception as e:
+            log.exception("petition %s: action raised", job.id)
+            job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
+            if job.code in (None, 0):
+                job.code = int(ExitCode.FAILED)
+        cancelled = job.cancel_event.is_set()
+        if cancelled:
+            # The client hears the end only once the whole tree is gone.
+            for stopper in list(job.stoppers):
+                stopper.join()
+        self.finish(job)
+        if job.pids and not cancelled:
+            # What the action left behind (a daemonised grandchild, say) ends with it; done
+            # after the slot is freed so a clean exit costs the next petition nothing.
+            self._stop(job)
+
+    def finish(self, job: Job) -> None:
+        """Final state, hooks, queue bookkeeping, and the client's last item."""
+        if job.cancel_event.is_set():
+            final = State.CANCELLED
+        elif job.code in (None, 0) and not job.message:
+            final = State.SUCCEEDED
+        else:
+            final = State.FAILED
+            if job.code in (None, 0):
+                job.code = int(ExitCode.FAILED)
+        job.set_state(final)
+        log.info("petition %s ended: %s (code %s)", job.id, final, job.code)
+        self._call_hook("on_finish", job)
+        if self.scheduler is not None:
+            self.scheduler.finished(job)
+        if job.native:
+            job.queue.put(job.end_item())
+        elif not job.finish_was_called:
+            job.petition.finish(job.code)
+        job.done.set()
+        self._on_end(job)
+
+    def _call_hook(self, name: str, job: Job) -> None:
+        try:
+            getattr(self.manager, name)(job.petition)
+        except Exception:
+            log.exception("manager.%s raised for petition %s; ignored", name, job.id)
+
+    def cancel_running(self, job: Job, force: bool = False) -> None:
+        """Stop a running job's tree in the background (TERM, grace, KILL)."""
+        stopper = threading.Thread(
+            target=self._stop, args=(job, force), name=f"stop:{job.id}", daemon=True
+        )
+        with job.lock:
+            job.stoppers.append(stopper)
+        stopper.start()
+
+    def _stop(self, job: Job, force: bool = False) -> None:
+        try:
+            n = self.procs.stop_tree(list(job.pids), job.token, self.grace, force=force)
+            log.info("petition %s: stopped %d process(es)", job.id, n)
+        except Exception:
+            log.exception("petition %s: stopping its processes failed", job.id)

@@ -1,0 +1,316 @@
+"""Service: the ``orcha serve`` process.
+
+The main thread runs one event loop over three descriptors, with no timeout: the
+listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
+petition ends. Signal handlers only count signals; the loop acts on the count. The first
+SIGINT/SIGTERM/SIGHUP stops accepting and cancels every petition (queued ones are
+dropped, running trees get TERM, grace, KILL), then exits 0 once all have ended; a
+second signal kills every tree at once and exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from orcha import __version__
+from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
+from orcha.protocol import transport
+from orcha.protocol.managed import proxy_ident, registry
+from orcha.protocol.outputs import OutputQueue
+from orcha.service.job import Job
+from orcha.service.lock import AddressLock
+from orcha.service.procs import ProcessControl, reset_child_signals
+from orcha.service.runner import Runner
+from orcha.service.scheduler import Scheduler
+from orcha.service.server import ManagerServer
+from orcha.settings import Settings, ensure_runtime_dir
+
+if TYPE_CHECKING:
+    from orcha.interfaces import Message
+    from orcha.lib import Manager
+    from orcha.protocol.messages import SubmitRequest
+    from orcha.service.session import Session
+
+log = logging.getLogger("orcha.service")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Seconds the service waits, once every petition has ended, for sessions to deliver the
+#: last output and end events to their clients before it exits.
+_FLUSH_SECONDS = 2.0
+
+
+class Service:
+    """Serves ``manager`` at ``settings.address`` until stopped by a signal."""
+
+    def __init__(self, manager: Manager, settings: Settings, procs: ProcessControl | None = None):
+        self.manager = manager
+        self.settings = settings
+        self.procs: ProcessControl = procs or getattr(manager, "procs", None) or ProcessControl()
+        self.runner = Runner(manager, self.procs, settings.grace, self._job_ended)
+        self.scheduler = Scheduler(self.runner.start)
+        self.runner.scheduler = self.scheduler
+        self.token_prefix = f"{os.getpid()}.{time.time_ns()}"
+        self.started = time.time()
+        self.stopping = False
+        self.server: ManagerServer | None = None
+        self._sessions: set[Session] = set()
+        self._sessions_lock = threading.Lock()
+        self._signals = 0
+        self._waker_r, self._waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        manager.attach(self)
+
+    # -- requests from sessions ----------------------------------------------------------
+    def submit(self, request: SubmitRequest, queue: OutputQueue, session: Session) -> Job:
+        """Queue a petition for an orcha client. Raises PetitionError if refused."""
+        self._check_accepting()
+        petition = self.manager.petition_from_request(request, queue)
+        job = Job(petition, native=True, token_prefix=self.token_prefix, kind=request.kind)
+        job.session = session
+        self.scheduler.submit(job)
+        log.info("petition %s (%s) queued by a client", job.id, request.kind)
+        return job
+
+    def submit_message(self, message: Message, session: Session) -> Job:
+        """Queue a petition from an original-API message. Raises PetitionError if refused."""
+        self._check_accepting()
+        try:
+            petition = self.manager.convert_to_petition(message)
+        except PetitionError:
+            raise
+        except Exception as e:
+            raise InvalidPetitionError(f"the service could not use the message: {e}")
+        if petition is None:
+            raise InvalidPetitionError(
+                f"the service could not turn message {getattr(message, 'id', '?')!r} "
+                "into a petition (missing or invalid fields)"
+            )
+        job = Job(petition, native=False, token_prefix=self.token_prefix)
+        job.session = session
+        self.scheduler.submit(job)
+        return job
+
+    def _check_accepting(self) -> None:
+        if self.stopping:
+            raise PetitionError(
+                "the service is stopping and accepts no petitions; start it again with "
+                "'orcha serve'",
+                ExitCode.REFUSED,
+            )
+
+    def cancel(self, job: Job, reason: str, by_client: bool) -> None:
+        """Cancel ``job``: drop it if waiting, stop its tree if running."""
+        if not job.request_cancel(reason, by_client):
+            return
+        log.info("petition %s: %s", job.id, reason)
+        if self.scheduler.remove_queued(job):
+            job.message = reason
+            if job.native:
+                job.queue.put(job.end_item())
+            else:
+                job.queue.put(job.client_code())
+            job.done.set()
+            self._job_ended(job)
+        else:
+            self.runner.cancel_running(job)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "address": str(self.settings.address),
+            "kinds": sorted(self.manager.kinds()),
+            "running": self.scheduler.running_count,
+            "queued": self.scheduler.queued_count,
+            "max_running": self.manager.max_running,
+            "petitions": [job.describe() for job in self.scheduler.jobs()],
+            "served_objects": self.server.object_count() if self.server else 0,
+            "sessions": len(self._sessions),
+        }
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def session_opened(self, session: Session) -> None:
+        with self._sessions_lock:
+            self._sessions.add(session)
+
+    def session_closed(self, session: Session) -> None:
+        with self._sessions_lock:
+            self._sessions.discard(session)
+            ended, session.legacy_ended = session.legacy_ended, []
+        for job in ended:
+            self._purge(job)
+
+    def _job_ended(self, job: Job) -> None:
+        """Called (in any thread) once a job has ended and its client has been told."""
+        session = job.session
+        if session is not None:
+            with self._sessions_lock:
+                session.submitted.discard(job)
+                if not job.native:
+                    if session.closed:
+                        self._purge(job)
+                    else:
+                        session.legacy_ended.append(job)
+        try:
+            os.write(self._waker_w, b"\0")
+        except BlockingIOError:
+            pass  # the loop is awake already
+
+    def _purge(self, job: Job) -> None:
+        """Drop the served objects an ended original-API job referenced."""
+        ident = proxy_ident(job.queue)
+        if ident is not None and self.server is not None:
+            self.server.purge(ident)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only counts: the event loop acts on it (logging here could deadlock).
+        self._signals += 1
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped. Returns the exit code; raises OrchaError if it cannot start."""
+        settings = self.settings
+        address = settings.address
+        key = settings.service_key()
+        lock: AddressLock | None = None
+        if address.is_unix:
+            assert address.path is not None
+            if os.path.dirname(address.path) == os.path.abspath(settings.runtime_dir):
+                ensure_runtime_dir(settings)
+            lock = AddressLock(address.path + ".lock")
+            lock.acquire(str(address))
+        try:
+            listener = transport.listen(address)
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        multiprocessing.current_process().authkey = key  # proxies rebuilt here use our key
+        self.server = ManagerServer(registry(), address.sockaddr, key, self)
+        self.server.install()
+        os.register_at_fork(after_in_child=reset_child_signals)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        signal.set_wakeup_fd(wake_w)
+        if not address.is_unix:
+            from orcha.protocol.address import is_loopback
+
+            if not is_loopback(address):
+                log.warning(
+                    "listening on %s, which is not loopback: anyone who can reach it and has "
+                    "the key can run commands as this user", address
+                )
+        print(
+            f"orcha {__version__}: listening on {address} (pid {os.getpid()}, "
+            f"up to {self.manager.max_running} running, kinds: "
+            f"{', '.join(sorted(self.manager.kinds())) or 'none'})",
+            flush=True,
+        )
+        code = 0
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ, "accept")
+        sel.register(wake_r, selectors.EVENT_READ, "signal")
+        sel.register(self._waker_r, selectors.EVENT_READ, "waker")
+        try:
+            while True:
+                for key_, _ in sel.select():
+                    if key_.data == "accept":
+                        self._accept(listener)
+                    else:
+                        _drain(key_.fd)  # type: ignore[arg-type]
+                if self._signals and not self.stopping:
+                    sel.unregister(listener)
+                    listener.close()
+                    self._begin_stop()
+                if self._signals >= 2:
+                    self._force_stop()
+                    code = 1
+                    break
+                if self.stopping and self.scheduler.running_count == 0:
+                    self._flush_sessions()
+                    break
+        finally:
+            sel.close()
+            signal.set_wakeup_fd(-1)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if listener.fileno() >= 0:
+                listener.close()
+            if address.is_unix and address.path:
+                try:
+                    os.unlink(address.path)
+                except OSError:
+                    pass
+            if lock:
+                lock.release()
+            os.close(wake_r)
+            os.close(wake_w)
+        log.warning("stopped (exit code %d)", code)
+        return code
+
+    def _accept(self, listener: Any) -> None:
+        assert self.server is not None
+        while True:
+            try:
+                conn = transport.accept(listener)
+            except OSError as e:
+                log.warning("accept failed: %s", e)  # e.g. out of descriptors; keep serving
+                return
+            if conn is None:
+                return
+            threading.Thread(
+                target=self.server.handle_connection, args=(conn,), name="client", daemon=True
+            ).start()
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        queued = self.scheduler.drain_queued()
+        running = self.scheduler.running()
+        log.warning(
+            "stopping: cancelling %d running and %d queued petition(s); "
+            "send the signal again to kill them at once", len(running), len(queued)
+        )
+        for job in queued + running:
+            self.cancel(job, "the service is stopping", by_client=False)
+
+    def _force_stop(self) -> None:
+        running = self.scheduler.running()
+        log.warning("forced stop: killing %d petition(s) now", len(running))
+        for job in running:
+            job.request_cancel("the service was stopped by force", by_client=False)
+            self.procs.stop_tree(list(job.pids), job.token, 0, force=True)
+
+    def _flush_sessions(self) -> None:
+        deadline = time.monotonic() + _FLUSH_SECONDS
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.idle.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def configure_logging(verbose: int) -> None:
+    """Service logs go to stderr: warnings by default, -v info, -vv debug."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "orcha serve: %(message)s" if verbose <= 0 else "orcha serve: %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("orcha")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,196 @@
+"""Session: the service side of one orcha client connection.
+
+One thread per session waits, with no timeout, on the client's socket and on the output
+queues of the petitions the client is attached to. Requests are answered in order;
+output is forwarded as it arrives. When the socket closes (the client exited, was killed,
+or its terminal closed) every petition the session submitted and that has not ended is
+cancelled, exactly as if the client had pressed Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import selectors
+import threading
+from typing import TYPE_CHECKING, Any
+
+from orcha import __version__
+from orcha.defaults import MAX_REQUEST_BYTES, OUTPUT_BUFFER_BYTES
+from orcha.errors import PetitionError, wire_name
+from orcha.protocol import messages
+from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
+from orcha.protocol.outputs import OutputQueue
+from orcha.protocol.transport import Connection
+from orcha.service.job import End, Job, Started
+
+if TYPE_CHECKING:
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service.session")
+
+#: Output of one petition is sent in frames of at most this many bytes.
+_FRAME_LIMIT = 4 << 20
+
+
+class Session:
+    """Serves one client connection until it closes."""
+
+    def __init__(self, conn: Connection, service: Service) -> None:
+        self.conn = conn
+        self.service = service
+        self.attached: dict[int, Job] = {}
+        self.submitted: set[Job] = set()  # not yet ended (the service discards ended ones)
+        self.legacy_ended: list[Job] = []  # ended original-API jobs whose queue to purge
+        self.closed = False
+        self.idle = threading.Event()
+        self.idle.set()
+        self._next_handle = 1
+        self._sel = selectors.DefaultSelector()
+
+    def serve(self) -> None:
+        self.service.session_opened(self)
+        self._sel.register(self.conn.fileno(), selectors.EVENT_READ, None)
+        try:
+            while True:
+                for key, _ in self._sel.select():
+                    if key.data is None:
+                        self._read_request()
+                    else:
+                        self._forward(*key.data)
+        except (EOFError, OSError):
+            pass  # the client went away
+        finally:
+            self._close()
+
+    # -- requests ----------------------------------------------------------------------
+    def _read_request(self) -> None:
+        frame = self.conn.recv_bytes(MAX_REQUEST_BYTES)
+        if frame[:1] == bytes((messages.LEGACY,)):
+            answer = self._legacy(frame[1:])
+        else:
+            try:
+                request = messages.decode(frame)
+            except ValueError as e:
+                log.warning("rejected a malformed request: %s", e)
+                answer = messages.error_reply("?", "refused", f"malformed request: {e}")
+            else:
+                answer = self._dispatch(request)
+        self.conn.send_bytes(answer)
+
+    def _dispatch(self, request: dict[str, Any]) -> bytes:
+        op = request.get("op")
+        if op == "submit":
+            return self._submit(request)
+        if op == "cancel":
+            return self._cancel(request)
+        if op == "info":
+            return messages.reply("info", **self.service.info())
+        legal = ", ".join(sorted(messages.OPS))
+        return messages.error_reply(str(op), "refused", f"unknown operation {op!r} ({legal})")
+
+    def _submit(self, request: dict[str, Any]) -> bytes:
+        try:
+            submit = SubmitRequest.from_wire(request)
+        except ValueError as e:
+            return messages.error_reply("submit", "refused", f"invalid petition: {e}")
+        queue = OutputQueue(max_bytes=OUTPUT_BUFFER_BYTES)
+        try:
+            job = self.service.submit(submit, queue, self)
+        except PetitionError as e:
+            queue.close()
+            return messages.error_reply("submit", wire_name(e.exit_code), e.message)
+        handle = self._attach(job, queue)
+        return messages.reply("submit", handle=handle, id=job.id, state=str(job.state))
+
+    def _legacy(self, payload: bytes) -> bytes:
+        try:
+            message = pickle.loads(payload)
+            job = self.service.submit_message(message, self)
+        except PetitionError as e:
+            return messages.error_reply("send", wire_name(e.exit_code), e.message)
+        except Exception as e:
+            log.warning("rejected a malformed message: %s", e)
+            return messages.error_reply("send", "refused", f"malformed message: {e}")
+        self.submitted.add(job)
+        return messages.reply("send", id=job.id, state=str(job.state))
+
+    def _cancel(self, request: dict[str, Any]) -> bytes:
+        petition_id = request.get("id")
+        job = self.service.scheduler.get(str(petition_id))
+        if job is None:
+            return messages.error_reply(
+                "cancel", "refused", f"no queued or running petition has ID {petition_id!r}"
+            )
+        self.service.cancel(job, "cancelled by a client", by_client=job.session is self)
+        return messages.reply("cancel", id=job.id)
+
+    # -- output ------------------------------------------------------------------------
+    def _attach(self, job: Job, queue: OutputQueue) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        self.attached[handle] = job
+        self.submitted.add(job)
+        self.idle.clear()
+        self._sel.register(queue.fileno(), selectors.EVENT_READ, (handle, job))
+        return handle
+
+    def _forward(self, handle: int, job: Job) -> None:
+        queue: OutputQueue = job.queue
+        frames: list[bytes] = []
+        tag, chunks, size = -1, [], 0  # the run of same-stream data being coalesced
+
+        def flush() -> None:
+            nonlocal tag, chunks, size
+            if chunks:
+                frames.append(messages.output_frame(tag, handle, b"".join(chunks)))
+            tag, chunks, size = -1, [], 0
+
+        ended = None
+        for item in queue.drain():
+            if isinstance(item, tuple) and len(item) == 2 and item[0] in (STDOUT, STDERR):
+                stream, data = item
+            elif isinstance(item, (bytes, bytearray)):
+                stream, data = STDOUT, bytes(item)
+            elif isinstance(item, str):
+                stream, data = STDOUT, item.encode()
+            else:
+                flush()
+                if isinstance(item, Started):
+                    frames.append(messages.encode({"event": "started", "handle": handle, "id": job.id}))
+                elif isinstance(item, End):
+                    ended = item
+                    frames.append(
+                        messages.encode({
+                            "event": "end", "handle": handle, "id": job.id,
+                            "state": str(item.state), "code": item.code,
+                            "message": item.message, "by_client": item.by_client,
+                        })
+                    )
+                continue
+            if stream != tag or size + len(data) > _FRAME_LIMIT:
+                flush()
+                tag = stream
+            chunks.append(data)
+            size += len(data)
+        flush()
+        for frame in frames:
+            self.conn.send_bytes(frame)
+        if ended is not None:
+            self._sel.unregister(queue.fileno())
+            queue.close()
+            del self.attached[handle]
+            if not self.attached:
+                self.idle.set()
+
+    # -- end ---------------------------------------------------------------------------
+    def _close(self) -> None:
+        self.closed = True
+        self._sel.close()
+        for job in list(self.attached.values()):
+            job.queue.close()
+        self.attached.clear()
+        for job in list(self.submitted):
+            self.service.cancel(job, "its client went away", by_client=True)
+        self.service.session_closed(self)
+        self.idle.set()

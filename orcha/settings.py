@@ -1,0 +1,155 @@
+"""Resolves where the service listens, where its key and state live, and the key itself.
+
+Precedence, highest first: command-line options, environment variables
+(``ORCHA_ADDRESS``, ``ORCHA_KEY``, ``ORCHA_RUNTIME_DIR``, ``ORCHA_STATE_DIR``), defaults
+from platformdirs. The CLI calls :func:`configure` once; library code (``orcha.lib``)
+calls :func:`current` so that plugins written for the original Orcha, which construct
+their managers without arguments, follow the same options.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import warnings
+from dataclasses import dataclass, replace
+
+from orcha import defaults
+from orcha.errors import ConfigError
+from orcha.protocol.address import Address, parse_address
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where to listen or connect, and with which key. Immutable once resolved."""
+
+    address: Address
+    runtime_dir: str
+    state_dir: str
+    key_override: bytes | None = None
+    grace: float = defaults.DEFAULT_GRACE
+    max_running: int | None = None
+    verbose: int = 0
+
+    @property
+    def key_file(self) -> str:
+        return os.path.join(self.state_dir, defaults.KEY_FILE_NAME)
+
+    def client_key(self) -> bytes | None:
+        """The key a client presents: the override, else the key file's content, else None."""
+        if self.key_override is not None:
+            return self.key_override
+        try:
+            with open(self.key_file, "rb") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    def service_key(self) -> bytes:
+        """The key the service demands: the override, else the key file (created 0600)."""
+        if self.key_override is not None:
+            return self.key_override
+        existing = self.client_key()
+        if existing:
+            return existing
+        _private_dir(self.state_dir)
+        key = secrets.token_hex(defaults.KEY_BYTES).encode()
+        # O_EXCL: if another service created the file first, use its key instead.
+        try:
+            fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            existing = self.client_key()
+            if existing:
+                return existing
+            raise ConfigError(f"key file {self.key_file} is empty; delete it and start again")
+        except OSError as e:
+            raise ConfigError(f"cannot create key file {self.key_file}: {e.strerror}")
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+        return key
+
+
+def _platform_dir(kind: str) -> str:
+    import platformdirs  # imported here: only needed when no override is set
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp;
+        # that fallback is private to the user, so the warning is noise for our users.
+        warnings.simplefilter("ignore")
+        if kind == "runtime":
+            return platformdirs.user_runtime_dir(defaults.APP_NAME)
+        return platformdirs.user_state_dir(defaults.APP_NAME)
+
+
+def _private_dir(path: str) -> str:
+    """Create ``path`` (mode 0700) if missing; refuse one that others may write to."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"directory {path} belongs to another user; choose another one")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as e:
+            raise ConfigError(f"cannot make {path} private (mode 0700): {e.strerror}")
+    return path
+
+
+def ensure_runtime_dir(settings: Settings) -> None:
+    """Create the runtime directory (0700) that holds the unix socket."""
+    _private_dir(settings.runtime_dir)
+
+
+def resolve(
+    address: str | None = None,
+    key: str | None = None,
+    grace: float | None = None,
+    max_running: int | None = None,
+    verbose: int = 0,
+) -> Settings:
+    """Build Settings from explicit values, then the environment, then defaults."""
+    runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
+    state_dir = os.environ.get(defaults.ENV_STATE_DIR) or _platform_dir("state")
+    address = address or os.environ.get(defaults.ENV_ADDRESS)
+    if address:
+        addr = parse_address(address)
+    else:
+        addr = parse_address(os.path.join(runtime_dir, defaults.SOCKET_NAME))
+    key = key if key is not None else os.environ.get(defaults.ENV_KEY)
+    if key is not None and not key:
+        raise ConfigError("the key is empty; give a non-empty --key or ORCHA_KEY")
+    return Settings(
+        address=addr,
+        runtime_dir=runtime_dir,
+        state_dir=state_dir,
+        key_override=key.encode() if key is not None else None,
+        grace=defaults.DEFAULT_GRACE if grace is None else grace,
+        max_running=max_running,
+        verbose=verbose,
+    )
+
+
+_current: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Make ``settings`` what :func:`current` returns for the rest of this process."""
+    global _current
+    _current = settings
+
+
+def current() -> Settings:
+    """The settings configured by the CLI, or resolved from environment and defaults."""
+    global _current
+    if _current is None:
+        _current = resolve()
+    return _current
+
+
+def with_overrides(settings: Settings, **changes: object) -> Settings:
+    """A copy of ``settings`` with some fields changed."""
+    return replace(settings, **changes)  # type: ignore[arg-type]

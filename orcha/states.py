@@ -1,0 +1,56 @@
+"""Petition states, their named groups and the transitions allowed between them.
+
+Imports nothing else from orcha. Every state change goes through :func:`transition`,
+which refuses a change the lifecycle does not allow.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(str, enum.Enum):
+    """Where a petition is in its lifecycle."""
+
+    QUEUED = "QUEUED"  # accepted, waiting for its condition to hold
+    RUNNING = "RUNNING"  # its action has started
+    SUCCEEDED = "SUCCEEDED"  # ended with exit code 0
+    FAILED = "FAILED"  # ended with a non-zero code, or could not start
+    CANCELLED = "CANCELLED"  # stopped by a client, by ``cancel`` or by the service stopping
+    INTERRUPTED = "INTERRUPTED"  # was running when the service died
+
+    def __str__(self) -> str:
+        return self.value
+
+
+WAITING = frozenset({State.QUEUED})
+ACTIVE = frozenset({State.RUNNING})
+FINISHED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED})
+
+_ALLOWED: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED, State.INTERRUPTED}),
+    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED}),
+    State.SUCCEEDED: frozenset(),
+    State.FAILED: frozenset(),
+    State.CANCELLED: frozenset(),
+    State.INTERRUPTED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the lifecycle does not allow (a bug in orcha or a plugin)."""
+
+    def __init__(self, old: State, new: State) -> None:
+        super().__init__(f"petition cannot go from {old} to {new}")
+
+
+def can_transition(old: State, new: State) -> bool:
+    """Whether the lifecycle allows going from ``old`` to ``new``."""
+    return new in _ALLOWED[old]
+
+
+def transition(old: State, new: State) -> State:
+    """Return ``new`` if the lifecycle allows ``old`` -> ``new``; raise InvalidTransition."""
+    if not can_transition(old, new):
+        raise InvalidTransition(old, new)
+    return new

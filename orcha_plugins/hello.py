@@ -1,0 +1,78 @@
+"""The hello plugin: the original Orcha tutorial's hello world as a native orcha kind."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orcha.cli.options import global_options
+from orcha.errors import InvalidPetitionError
+from orcha.kinds import Kind
+from orcha.plugins import BasePlugin
+
+if TYPE_CHECKING:
+    from orcha.service.context import Context
+
+
+class HelloKind(Kind):
+    """Prints ``Hello world! i`` for i in 0..counter-1, sleeping ``sleep_time`` between."""
+
+    name = "hello"
+    help = "Print 'Hello world! i' COUNTER times, SLEEP_TIME seconds apart."
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        counter = params.get("counter", 1)
+        if isinstance(counter, bool) or not isinstance(counter, int) or counter < 0:
+            raise InvalidPetitionError(f"counter must be an integer >= 0, got {counter!r}")
+        sleep_time = params.get("sleep_time", 0.0)
+        if (
+            isinstance(sleep_time, bool)
+            or not isinstance(sleep_time, (int, float))
+            or not math.isfinite(sleep_time)
+            or sleep_time < 0
+        ):
+            raise InvalidPetitionError(f"sleep_time must be a number >= 0, got {sleep_time!r}")
+        return {"counter": counter, "sleep_time": float(sleep_time)}
+
+    def run(self, ctx: Context) -> int:
+        for i in range(ctx.params["counter"]):
+            if i and ctx.sleep(ctx.params["sleep_time"]):
+                break  # cancelled
+            ctx.write(f"Hello world! {i}\n")
+        return 0
+
+
+@click.command("send")
+@click.argument("petition_id", metavar="ID")
+@click.option("--counter", type=click.IntRange(min=0), default=1, show_default=True,
+              metavar="N", help="How many lines to print.")
+@click.option("--sleep-time", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="T", help="Seconds between lines.")
+@click.option("--priority", type=int, metavar="P",
+              help="Lower runs first; equal priorities run in arrival order (default 0).")
+@global_options
+def send(petition_id: str, counter: int, sleep_time: float, priority: int | None) -> int:
+    """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'."""
+    from orcha.client.submit import attach
+
+    params = {"counter": counter, "sleep_time": sleep_time}
+    return attach(HelloKind.name, petition_id, params, priority)
+
+
+class HelloPlugin(BasePlugin):
+    name = "hello"
+    help = "Hello world! from orcha: the 'send' command and the 'hello' kind"
+
+    @staticmethod
+    def version() -> str:
+        from orcha import __version__
+
+        return f"hello - {__version__}"
+
+    def commands(self) -> list[click.Command]:
+        return [send]
+
+    def kinds(self) -> list[Kind]:
+        return [HelloKind()]
