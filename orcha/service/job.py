@@ -90,8 +90,8 @@ class Job:
     def request_cancel(self, reason: str, by_client: bool) -> bool:
         """Mark the job cancelled; False if it had already been asked (or has ended)."""
         with self.lock:
-            if self.cancel_event.is_set() or self.state in FINISHED:
-                return False
+            if self.cancel_event.is_set() or self.state in FINISHED or self.finish_was_called:
+                return False  # asked already, or the action has reported its end
             self.cancel_reason = reason
             self.cancelled_by_client = by_client
             self.cancel_event.set()

@@ -46,6 +46,25 @@ class Runner:
             self.cancel_running(job)  # cancelled before it could report this process
 
     def _run(self, job: Job) -> None:
+        try:
+            self._execute(job)
+        finally:
+            try:
+                self.finish(job)
+            except Exception:
+                # Bookkeeping must not leave the job RUNNING forever (it would hold its
+                # slot and block shutdown), whatever a plugin hook did.
+                log.exception("petition %s: finishing failed", job.id)
+                job.done.set()
+                if self.scheduler is not None:
+                    self.scheduler.finished(job)
+                self._on_end(job)
+        if job.pids and not job.cancel_event.is_set():
+            # What the action left behind (a daemonised grandchild, say) ends with it; done
+            # after the slot is freed so a clean exit costs the next petition nothing.
+            self._stop(job)
+
+    def _execute(self, job: Job) -> None:
         petition = job.petition
         if job.native:
             job.queue.put(Started())
@@ -53,21 +72,15 @@ class Runner:
         self._call_hook("on_start", job)
         try:
             petition.action(lambda pid: self._register(job, pid), petition)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a plugin's sys.exit() must not end a thread silently
             log.exception("petition %s: action raised", job.id)
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
-        cancelled = job.cancel_event.is_set()
-        if cancelled:
+        if job.cancel_event.is_set():
             # The client hears the end only once the whole tree is gone.
             for stopper in list(job.stoppers):
                 stopper.join()
-        self.finish(job)
-        if job.pids and not cancelled:
-            # What the action left behind (a daemonised grandchild, say) ends with it; done
-            # after the slot is freed so a clean exit costs the next petition nothing.
-            self._stop(job)
 
     def finish(self, job: Job) -> None:
         """Final state, hooks, queue bookkeeping, and the client's last item."""
@@ -102,9 +115,9 @@ class Runner:
         stopper = threading.Thread(
             target=self._stop, args=(job, force), name=f"stop:{job.id}", daemon=True
         )
+        stopper.start()
         with job.lock:
             job.stoppers.append(stopper)
-        stopper.start()
 
     def _stop(self, job: Job, force: bool = False) -> None:
         try:

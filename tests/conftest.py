@@ -1,0 +1,209 @@
+"""Shared fixtures: an isolated environment, a real ``orcha serve``, and the CLI.
+
+Every service a test starts runs as ``sys.executable -m orcha serve`` in a private
+temporary runtime/state directory, is waited for with a timeout, and is stopped by its
+PID (with everything it started) in the fixture's finaliser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+READY_TIMEOUT = 20.0
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = [proc, *proc.children(recursive=True)]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+class Env:
+    """A private orcha environment: its own runtime and state directories."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runtime = root / "run"
+        self.state = root / "state"
+        self.vars = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith("ORCHA_") and k not in ("COVERAGE_PROCESS_START",)
+        }
+        self.vars.update(
+            ORCHA_RUNTIME_DIR=str(self.runtime),
+            ORCHA_STATE_DIR=str(self.state),
+            PYTHONUNBUFFERED="1",
+        )
+        self.services: list[Service] = []
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "orcha.sock"
+
+    def run(
+        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
+        cwd: str | Path | None = None, input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the orcha CLI to completion; text output."""
+        return subprocess.run(
+            [sys.executable, "-m", "orcha", *args],
+            env={**self.vars, **(env or {})}, cwd=cwd, capture_output=True,
+            timeout=timeout, text=True, input=input.decode() if input else None,
+        )
+
+    def run_bytes(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "orcha", *args],
+            env=self.vars, capture_output=True, timeout=timeout,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[bytes]:
+        """Start the orcha CLI in the background (pipes for stdout and stderr)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "orcha", *args], env={**self.vars, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw,  # type: ignore[arg-type]
+        )
+
+    def serve(self, *args: str, env: dict[str, str] | None = None) -> Service:
+        service = Service(self, list(args), env or {})
+        self.services.append(service)
+        service.start()
+        return service
+
+
+class Service:
+    """A real ``orcha serve`` subprocess."""
+
+    def __init__(self, env: Env, args: list[str], extra_env: dict[str, str]) -> None:
+        self.env = env
+        self.args = args
+        self.extra_env = extra_env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.banner = ""
+        self.stderr_lines: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, expect_ready: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orcha", "serve", *self.args],
+            env={**self.env.vars, **self.extra_env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._collect_stderr, daemon=True).start()
+        if expect_ready:
+            self.wait_ready()
+
+    def _collect_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.decode(errors="replace"))
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait for the 'listening on' line; fail the test if it does not come in time."""
+        assert self.proc is not None and self.proc.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline().decode()))  # type: ignore[union-attr]
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        if not result or "listening on" not in result[0]:
+            self.kill()
+            raise AssertionError(
+                f"service not ready within {timeout}s: {result!r} {''.join(self.stderr_lines)}"
+            )
+        self.banner = result[0]
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            _kill_tree(self.proc.pid)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    # Short paths: a unix socket path must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))
+    e = Env(root)
+    try:
+        yield e
+    finally:
+        for service in e.services:
+            if service.proc is not None and service.proc.poll() is None:
+                try:
+                    service.stop(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            service.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def service(env: Env) -> Service:
+    """A running service with defaults (max-running 2, grace 2 s) in a private environment."""
+    return env.serve("--max-running", "2", "--grace", "2")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or ``timeout``; returns its last value (tests only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return bool(value)
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_processes() -> Iterator[None]:
+    """The suite must not leave any process behind."""
+    yield
+    time.sleep(0.2)
+    left = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    for p in left:
+        p.kill()
+    assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"

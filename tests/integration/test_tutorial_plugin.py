@@ -1,0 +1,106 @@
+"""The original Orcha tutorial's hello-world plugin, typed in as written, installed with
+pip and run against orcha: listed, served, sent to, and cancelled with Ctrl+C."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, Service
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "tutorial_plugin"
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """pip-install the tutorial package (offline, from a copy) into its own target dir."""
+    src = tmp_path_factory.mktemp("src") / "tutorial_plugin"
+    shutil.copytree(FIXTURE, src)
+    target = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    yield target
+
+
+@pytest.fixture
+def tenv(env: Env, plugin_path: Path) -> Env:
+    env.vars["PYTHONPATH"] = str(plugin_path)
+    return env
+
+
+def _serve_tutorial(env: Env) -> Service:
+    service = Service(env, [], {})
+    env.services.append(service)
+    # `orcha hello-world serve`, not `orcha serve`: Service starts `orcha serve`, so
+    # start it by hand with the plugin's command.
+    service.proc = subprocess.Popen(
+        [sys.executable, "-m", "orcha", "hello-world", "serve"], env=env.vars,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    threading.Thread(target=service._collect_stderr, daemon=True).start()
+    service.wait_ready()
+    return service
+
+
+def test_ls_lists_the_tutorial_plugin(tenv: Env) -> None:
+    result = tenv.run("ls")
+    assert result.returncode == 0, result.stderr
+    assert "orcha-hello-world - 0.1.0" in result.stdout
+    assert "hello-world (hw)" in result.stdout
+    assert "hello* - " in result.stdout and "shell* - " in result.stdout
+
+
+def test_hello_world_serve_and_send(tenv: Env) -> None:
+    service = _serve_tutorial(tenv)
+    # The tutorial writes "Hello world! {i}\n\r"; compare bytes, without the \r.
+    result = tenv.run_bytes("hello-world", "send", "t1", "--counter", "3", "--sleep-time", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(b"\r", b"") == b"Hello world! 0\nHello world! 1\nHello world! 2\n"
+    alias = tenv.run_bytes("hw", "send", "t2", "--counter", "2")
+    assert alias.returncode == 0, alias.stderr
+    assert alias.stdout.replace(b"\r", b"") == b"Hello world! 0\nHello world! 1\n"
+    assert service.stop() == 0
+
+
+def test_hw_alias_serves(tenv: Env) -> None:
+    service = Service(tenv, [], {})
+    tenv.services.append(service)
+    service.proc = subprocess.Popen(
+        [sys.executable, "-m", "orcha", "hw", "serve"], env=tenv.vars,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    service.wait_ready()
+    assert tenv.run_bytes("hw", "send", "a").stdout.replace(b"\r", b"") == b"Hello world! 0\n"
+
+
+def test_ctrl_c_finishes_the_tutorial_petition(tenv: Env) -> None:
+    service = _serve_tutorial(tenv)
+    client = tenv.popen("hello-world", "send", "long", "--counter", "100", "--sleep-time", "0.1")
+    try:
+        assert client.stdout is not None
+        first = client.stdout.readline()
+        assert first.startswith(b"Hello world! 0")
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert b"Ctrl + C caught! Finishing..." in out
+    assert client.returncode == 130
+    assert b"Traceback" not in err
+    # The service is still serving, and its intake is intact.
+    again = tenv.run("hello-world", "send", "after", "--counter", "1")
+    assert again.returncode == 0, again.stderr
+    assert service.stop() == 0
