@@ -1,0 +1,376 @@
+"""``orcha serve`` as a user sees it: banner, files, signals, keys, TCP, admission, idleness."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from orcha import __version__
+from orcha.protocol import transport
+from orcha.protocol.address import parse_address
+from tests.conftest import Env, Service, wait_for
+
+HELLO_KINDS = "hello, shell"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def session(env: Env, address: str | None = None, key: bytes | None = None) -> Iterator[Any]:
+    """A raw authenticated session connection to the service of ``env``."""
+    if key is None:
+        key = (env.state / "key").read_bytes().strip()
+    conn = transport.connect(parse_address(address or str(env.socket)), key)
+    try:
+        conn.send_bytes(b"ORCHA1")
+        yield conn
+    finally:
+        conn.close()
+
+
+def request(conn: Any, obj: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+    """Send a JSON request and return its reply (skipping events and output frames)."""
+    conn.send_bytes(json.dumps(obj).encode())
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and conn.poll(left), f"no reply to {obj!r} within {timeout}s"
+        frame = conn.recv_bytes()
+        if frame[:1] == b"{":
+            answer = json.loads(frame)
+            if "re" in answer:
+                return answer  # type: ignore[no-any-return]
+
+
+def info(env: Env, **kw: Any) -> dict[str, Any]:
+    with session(env, **kw) as conn:
+        answer = request(conn, {"op": "info"})
+    assert answer["ok"], answer
+    return answer
+
+
+def states(env: Env, **kw: Any) -> dict[str, str]:
+    """Petition ID -> state, for every queued or running petition."""
+    return {p["id"]: p["state"] for p in info(env, **kw)["petitions"]}
+
+
+def wait_state(env: Env, petition_id: str, state: str, timeout: float = 20) -> None:
+    ok = wait_for(lambda: states(env).get(petition_id) == state, timeout, 0.1)
+    assert ok, f"petition {petition_id} not {state} within {timeout}s: {states(env)}"
+
+
+def reap(*procs: subprocess.Popen[bytes]) -> None:
+    """Kill (if still running) and wait for client processes this test started."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            pass
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 20) -> tuple[int, str, str]:
+    """Wait for a client; (exit code, stdout, stderr)."""
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def one_error_line(stderr: str) -> str:
+    """Assert ``stderr`` is exactly one 'orcha: ' line (no traceback) and return it."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("orcha: "), stderr
+    return lines[0]
+
+
+def read_pid(path: Path, timeout: float = 20) -> int:
+    assert wait_for(lambda: path.exists() and path.read_text().strip() != "", timeout), (
+        f"{path} not written within {timeout}s"
+    )
+    return int(path.read_text().strip())
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pid_writer(pidfile: Path, then: str = "exec sleep 300") -> list[str]:
+    """argv for ``orcha run``: a shell that records its PID, then runs ``then``."""
+    return ["sh", "-c", f'echo $$ > "{pidfile}"; {then}']
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- banner and files ------------------------------------------------------------------------
+def test_banner_is_one_line_with_address_pid_limit_and_kinds(env: Env) -> None:
+    service = env.serve("--max-running", "3")
+    expected = (
+        f"orcha {__version__}: listening on {env.socket} "
+        f"(pid {service.pid}, up to 3 running, kinds: {HELLO_KINDS})\n"
+    )
+    assert service.banner == expected
+    assert __version__ == "0.1.0"
+
+
+def test_runtime_dir_socket_and_key_file_are_private(env: Env, service: Service) -> None:
+    assert stat.S_IMODE(env.runtime.stat().st_mode) == 0o700
+    sock = env.socket.stat()
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert stat.S_IMODE(sock.st_mode) == 0o600
+    key = env.state / "key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes().strip() != b""
+
+
+# -- one service per address -----------------------------------------------------------------
+def test_second_serve_on_same_address_is_refused_with_208(env: Env, service: Service) -> None:
+    second = env.run("serve", timeout=30)
+    assert second.returncode == 208, (second.returncode, second.stderr)
+    line = one_error_line(second.stderr)
+    assert "already" in line
+    assert second.stdout == ""
+    # The first service is unaffected.
+    assert service.proc is not None and service.proc.poll() is None
+    assert env.socket.exists()
+    assert env.run("send", "after", timeout=30).returncode == 0
+
+
+def test_stale_socket_of_killed_service_is_cleaned_up(env: Env) -> None:
+    first = env.serve()
+    assert first.proc is not None
+    first.proc.kill()
+    first.proc.wait(10)
+    assert env.socket.exists()  # kill -9 leaves the socket behind
+    nobody = env.run("send", "x", timeout=30)
+    assert nobody.returncode == 200, nobody.stderr
+    second = env.serve()
+    assert "listening on" in second.banner
+    result = env.run("send", "y", "--counter", "2", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\nHello world! 1\n"
+
+
+# -- stopping --------------------------------------------------------------------------------
+def test_sigterm_cancels_running_petition_kills_its_tree_and_exits_zero(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    client = env.popen("run", "x", "--", *pid_writer(pidfile))
+    try:
+        pid = read_pid(pidfile)
+        wait_state(env, "x", "RUNNING")
+        assert not gone(pid)
+        service.signal(signal.SIGTERM)
+        assert service.proc is not None
+        assert service.proc.wait(20) == 0
+        code, out, err = finish(client)
+        assert code == 207, (code, err)
+        assert "cancelled" in one_error_line(err)
+        assert out == ""
+        assert wait_for(lambda: gone(pid), 10), f"petition process {pid} survived the service"
+        assert not env.socket.exists()
+    finally:
+        reap(client)
+
+
+def test_sigterm_reports_queued_petitions_as_cancelled(
+    env: Env, tmp_path: Path
+) -> None:
+    service = env.serve("--max-running", "1", "--grace", "2")
+    pidfile = tmp_path / "pid"
+    blocker = env.popen("run", "blocker", "--", *pid_writer(pidfile))
+    queued: list[subprocess.Popen[bytes]] = []
+    try:
+        read_pid(pidfile)
+        wait_state(env, "blocker", "RUNNING")
+        for name in ("q1", "q2"):
+            queued.append(env.popen("send", name, "--counter", "1"))
+            wait_state(env, name, "QUEUED")
+        service.signal(signal.SIGTERM)
+        assert service.proc is not None
+        assert service.proc.wait(20) == 0
+        for client in (blocker, *queued):
+            code, out, err = finish(client)
+            assert code == 207, (code, out, err)
+            assert out == ""
+            assert "cancelled" in one_error_line(err)
+    finally:
+        reap(blocker, *queued)
+
+
+def test_second_signal_forces_stop_with_exit_one(env: Env, tmp_path: Path) -> None:
+    service = env.serve("--max-running", "2", "--grace", "30")
+    pidfile = tmp_path / "pid"
+    stubborn = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(300)\n"
+    )
+    client = env.popen("run", "stubborn", "--", sys.executable, "-c", stubborn)
+    try:
+        pid = read_pid(pidfile)
+        wait_state(env, "stubborn", "RUNNING")
+        service.signal(signal.SIGTERM)
+        # The first signal is being acted on: it stops accepting and TERMs the tree.
+        assert wait_for(lambda: "stopping" in service.stderr, 10), service.stderr
+        time.sleep(0.5)
+        assert service.proc is not None
+        assert service.proc.poll() is None  # still inside the 30 s grace period
+        assert not gone(pid)  # ignores SIGTERM
+        t0 = time.monotonic()
+        service.signal(signal.SIGTERM)
+        assert service.proc.wait(10) == 1
+        assert time.monotonic() - t0 < 5
+        assert wait_for(lambda: gone(pid), 10), f"process {pid} survived a forced stop"
+        code, _, err = finish(client)
+        assert code in (206, 207), (code, err)
+        one_error_line(err)
+        assert not env.socket.exists()
+    finally:
+        reap(client)
+
+
+def test_sigkill_of_service_makes_attached_client_exit_206(env: Env, service: Service) -> None:
+    client = env.popen("send", "long", "--counter", "10000", "--sleep-time", "0.05")
+    try:
+        wait_state(env, "long", "RUNNING")
+        assert service.proc is not None
+        service.proc.kill()
+        service.proc.wait(10)
+        code, out, err = finish(client)
+        assert code == 206, (code, err)
+        assert "lost" in one_error_line(err)
+        assert out.startswith("Hello world! 0\n")
+    finally:
+        reap(client)
+
+
+# -- clients and keys ------------------------------------------------------------------------
+def test_no_service_exits_200_and_says_how_to_start_one(env: Env) -> None:
+    result = env.run("send", "x", timeout=30)
+    assert result.returncode == 200
+    assert "orcha serve" in one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+def test_wrong_key_exits_201(env: Env, service: Service) -> None:
+    result = env.run("send", "x", "--key", "wrong", timeout=30)
+    assert result.returncode == 201, result.stderr
+    one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+def test_orcha_key_environment_on_both_sides(env: Env) -> None:
+    env.serve(env={"ORCHA_KEY": "shared-secret"})
+    ok = env.run("send", "x", "--counter", "2", env={"ORCHA_KEY": "shared-secret"}, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "Hello world! 0\nHello world! 1\n"
+    wrong = env.run("send", "y", env={"ORCHA_KEY": "other-secret"}, timeout=30)
+    assert wrong.returncode == 201, wrong.stderr
+    one_error_line(wrong.stderr)
+
+
+def test_tcp_address(env: Env) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    service = env.serve("--address", address)
+    assert f"listening on {address} (pid {service.pid}," in service.banner
+    assert not env.socket.exists()
+    result = env.run("--address", address, "send", "t", "--counter", "2", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\nHello world! 1\n"
+    ran = env.run("--address", address, "run", "r", "--", "sh", "-c", "exit 3", timeout=30)
+    assert ran.returncode == 3, ran.stderr
+    assert info(env, address=address)["pid"] == service.pid
+
+
+# -- admission -------------------------------------------------------------------------------
+def test_max_running_one_honours_priority_and_never_overlaps(env: Env, tmp_path: Path) -> None:
+    env.serve("--max-running", "1", "--grace", "2")
+    log = tmp_path / "log"
+    release = tmp_path / "release"
+
+    def marker(name: str) -> list[str]:
+        script = f'echo "start {name}" >> "{log}"; sleep 0.2; echo "end {name}" >> "{log}"'
+        return ["sh", "-c", script]
+
+    blocker_script = (
+        f'echo "start blocker" >> "{log}"; '
+        f'while [ ! -e "{release}" ]; do sleep 0.05; done; echo "end blocker" >> "{log}"'
+    )
+    clients = [env.popen("run", "blocker", "--", "sh", "-c", blocker_script)]
+    try:
+        wait_state(env, "blocker", "RUNNING")
+        for name, priority in (("p5", 5), ("p1a", 1), ("p3", 3), ("p1b", 1)):
+            clients.append(env.popen("run", name, "--priority", str(priority), "--", *marker(name)))
+            wait_state(env, name, "QUEUED")
+        snapshot = info(env)
+        assert (snapshot["running"], snapshot["queued"]) == (1, 4)
+        release.touch()
+        for client in clients:
+            code, _, err = finish(client, timeout=30)
+            assert code == 0, err
+        order = ["blocker", "p1a", "p1b", "p3", "p5"]
+        expected = [f"{edge} {name}" for name in order for edge in ("start", "end")]
+        assert log.read_text().splitlines() == expected
+    finally:
+        reap(*clients)
+
+
+def test_idle_service_uses_no_cpu(env: Env, service: Service) -> None:
+    assert env.run("send", "warmup", timeout=30).returncode == 0
+    proc = psutil.Process(service.pid)
+    time.sleep(1.0)  # let start-up and the last session settle
+    before = proc.cpu_times()
+    time.sleep(2.0)
+    after = proc.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    assert used < 0.05, f"idle service used {used:.3f}s of CPU in 2s"
+
+
+# -- ls --------------------------------------------------------------------------------------
+def test_ls_lists_embedded_plugins(env: Env) -> None:
+    result = env.run("ls", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert re.search(r"hello\* - ", result.stdout), result.stdout
+    assert re.search(r"shell\* - ", result.stdout), result.stdout
+    assert "commands: send" in result.stdout
+    assert "commands: run" in result.stdout
+
+
+def test_ls_json(env: Env) -> None:
+    result = env.run("ls", "--json", timeout=30)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["orcha"] == __version__
+    plugins = {p["name"]: p for p in doc["plugins"]}
+    for name, command in (("hello", "send"), ("shell", "run")):
+        plugin = plugins[name]
+        assert plugin["embedded"] is True
+        assert plugin["commands"] == [command]
+        assert plugin["kinds"] == [name]
+        assert plugin["error"] is None
+

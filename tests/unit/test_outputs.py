@@ -1,0 +1,224 @@
+"""OutputQueue: FIFO, timeouts, drain, eventfd readiness, back-pressure, discard, close."""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from orcha.protocol.outputs import OutputQueue
+
+JOIN = 5.0  # seconds a helper thread may take before the test fails
+
+
+@pytest.fixture
+def q() -> Iterator[OutputQueue]:
+    oq = OutputQueue()
+    yield oq
+    oq.close()
+
+
+def readable(fd: int, timeout: float = 0.05) -> bool:
+    r, _, _ = select.select([fd], [], [], timeout)
+    return fd in r
+
+
+def test_fifo_order(q: OutputQueue) -> None:
+    items = ["a", b"b", 3, None, ("o", b"x")]
+    for item in items:
+        q.put(item)
+    assert q.qsize() == len(items)
+    assert not q.empty()
+    assert [q.get() for _ in items] == items
+    assert q.empty()
+
+
+def test_get_timeout_raises_empty(q: OutputQueue) -> None:
+    start = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+    assert time.monotonic() - start >= 0.04
+
+
+def test_get_nowait_on_empty_raises(q: OutputQueue) -> None:
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    q.put_nowait("x")
+    assert q.get_nowait() == "x"
+
+
+def test_get_wakes_when_item_arrives(q: OutputQueue) -> None:
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(q.get(timeout=JOIN)))
+    reader.start()
+    time.sleep(0.02)
+    q.put("late")
+    reader.join(JOIN)
+    assert not reader.is_alive()
+    assert got == ["late"]
+
+
+def test_drain_returns_everything_in_order(q: OutputQueue) -> None:
+    for i in range(5):
+        q.put(f"line {i}")
+    assert q.drain() == [f"line {i}" for i in range(5)]
+    assert q.drain() == []
+    assert q.empty()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_fileno_readable_after_put_and_not_after_drain(q: OutputQueue) -> None:
+    fd = q.fileno()
+    assert q.fileno() == fd  # created once
+    assert not readable(fd)
+    q.put(b"data")
+    assert readable(fd)
+    q.put(b"more")
+    assert readable(fd)
+    assert q.drain() == [b"data", b"more"]
+    assert not readable(fd)
+    q.put("again")
+    assert readable(fd)
+
+
+def test_fileno_created_late_is_readable_if_items_wait(q: OutputQueue) -> None:
+    q.put("early")
+    fd = q.fileno()
+    assert readable(fd)
+    assert q.drain() == ["early"]
+    assert not readable(fd)
+
+
+def test_bounded_put_blocks_until_reader_drains() -> None:
+    oq = OutputQueue(max_bytes=10)
+    try:
+        oq.put(b"x" * 11)  # an empty queue always takes an item, even a large one
+        done = threading.Event()
+
+        def writer() -> None:
+            oq.put(b"y" * 4)
+            done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        assert not done.wait(0.1)  # over the limit: the writer waits
+        assert oq.qsize() == 1
+        assert oq.drain() == [b"x" * 11]
+        t.join(JOIN)
+        assert not t.is_alive()
+        assert done.is_set()
+        assert oq.drain() == [b"y" * 4]
+    finally:
+        oq.close()
+
+
+def test_bounded_put_unblocks_on_get() -> None:
+    oq = OutputQueue(max_bytes=4)
+    try:
+        oq.put("12345")
+        t = threading.Thread(target=oq.put, args=("abc",))
+        t.start()
+        time.sleep(0.05)
+        assert t.is_alive()
+        assert oq.get(timeout=JOIN) == "12345"
+        t.join(JOIN)
+        assert not t.is_alive()
+        assert oq.get_nowait() == "abc"
+    finally:
+        oq.close()
+
+
+def test_bounded_put_with_timeout_raises_full() -> None:
+    oq = OutputQueue(max_bytes=3)
+    try:
+        oq.put("four")
+        start = time.monotonic()
+        with pytest.raises(queue.Full):
+            oq.put("more", timeout=0.05)
+        assert time.monotonic() - start >= 0.04
+        assert oq.drain() == ["four"]  # the refused item was not queued
+    finally:
+        oq.close()
+
+
+def test_bounded_queue_takes_sizeless_items_and_nonblocking_puts() -> None:
+    oq = OutputQueue(max_bytes=3)
+    try:
+        oq.put("four")
+        oq.put(7, timeout=0.01)  # not text or bytes: never waits
+        oq.put(None, timeout=0.01)
+        oq.put_nowait("nowait")
+        assert oq.drain() == ["four", 7, None, "nowait"]
+    finally:
+        oq.close()
+
+
+def test_up_to_max_bytes_does_not_block() -> None:
+    oq = OutputQueue(max_bytes=10)
+    try:
+        oq.put(b"12345")
+        oq.put(b"67890", timeout=0.01)  # 5 <= 10 buffered before this put
+        oq.put(b"!", timeout=0.01)  # 10 <= 10
+        with pytest.raises(queue.Full):
+            oq.put(b"?", timeout=0.01)  # 11 > 10
+    finally:
+        oq.close()
+
+
+def test_discard_drops_queued_and_later_puts(q: OutputQueue) -> None:
+    fd = q.fileno()
+    q.put("a")
+    q.discard()
+    assert q.empty()
+    q.put("b")
+    q.put_nowait(b"c")
+    assert q.qsize() == 0
+    assert q.drain() == []
+    assert not readable(fd)
+
+
+def test_discard_wakes_blocked_putter() -> None:
+    oq = OutputQueue(max_bytes=2)
+    try:
+        oq.put("abc")
+        t = threading.Thread(target=oq.put, args=("def",))
+        t.start()
+        time.sleep(0.05)
+        assert t.is_alive()
+        oq.discard()
+        t.join(JOIN)
+        assert not t.is_alive()
+        assert oq.empty()
+        oq.put("x" * 100, timeout=0.01)  # never blocks once discarded
+        assert oq.empty()
+    finally:
+        oq.close()
+
+
+def test_close_releases_descriptor_and_is_idempotent() -> None:
+    oq = OutputQueue()
+    fd = oq.fileno()
+    oq.put("x")
+    oq.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    oq.close()
+    oq.put("dropped")
+    assert oq.empty()
+
+
+def test_queue_interface() -> None:
+    oq = OutputQueue()
+    assert oq.full() is False
+    assert oq.empty() is True
+    oq.put("x", True, None)  # queue.Queue's positional signature
+    assert oq.get(True, None) == "x"
+    oq.close()
