@@ -10,27 +10,47 @@ their managers without arguments, follow the same options.
 from __future__ import annotations
 
 import os
-import secrets
-import stat
-import warnings
-from dataclasses import dataclass, replace
 
 from orcha import defaults
 from orcha.errors import ConfigError
 from orcha.protocol.address import Address, parse_address
 
 
-@dataclass(frozen=True)
 class Settings:
-    """Where to listen or connect, and with which key. Immutable once resolved."""
+    """Where to listen or connect, and with which key. Immutable once resolved.
 
-    address: Address
-    runtime_dir: str
-    state_dir: str
-    key_override: bytes | None = None
-    grace: float = defaults.DEFAULT_GRACE
-    max_running: int | None = None
-    verbose: int = 0
+    (A plain class rather than a dataclass: every client imports this module, and the
+    dataclasses machinery costs more start-up time than a short petition takes.)
+    """
+
+    __slots__ = ("address", "grace", "key_override", "max_running", "runtime_dir",
+                 "state_dir", "verbose")
+
+    def __init__(
+        self,
+        address: Address,
+        runtime_dir: str,
+        state_dir: str,
+        key_override: bytes | None = None,
+        grace: float = defaults.DEFAULT_GRACE,
+        max_running: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "address", address)
+        set_(self, "runtime_dir", runtime_dir)
+        set_(self, "state_dir", state_dir)
+        set_(self, "key_override", key_override)
+        set_(self, "grace", grace)
+        set_(self, "max_running", max_running)
+        set_(self, "verbose", verbose)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are immutable; use with_overrides()")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "key_override")
+        return f"Settings({fields})"
 
     @property
     def key_file(self) -> str:
@@ -53,6 +73,8 @@ class Settings:
         existing = self.client_key()
         if existing:
             return existing
+        import secrets
+
         _private_dir(self.state_dir)
         key = secrets.token_hex(defaults.KEY_BYTES).encode()
         # O_EXCL: if another service created the file first, use its key instead.
@@ -71,6 +93,8 @@ class Settings:
 
 
 def _platform_dir(kind: str) -> str:
+    import warnings
+
     import platformdirs  # imported here: only needed when no override is set
 
     with warnings.catch_warnings():
@@ -84,6 +108,8 @@ def _platform_dir(kind: str) -> str:
 
 def _private_dir(path: str) -> str:
     """Create ``path`` (mode 0700) if missing; refuse one that others may write to."""
+    import stat
+
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
@@ -152,4 +178,6 @@ def current() -> Settings:
 
 def with_overrides(settings: Settings, **changes: object) -> Settings:
     """A copy of ``settings`` with some fields changed."""
-    return replace(settings, **changes)  # type: ignore[arg-type]
+    values = {name: getattr(settings, name) for name in Settings.__slots__}
+    values.update(changes)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,109 +1,54 @@
-"""``orcha``: the entry point. Maps every error to one line on stderr and an exit code."""
+"""``orcha``: the entry point.
+
+Kept free of heavy imports: ``orcha run`` and ``orcha send`` in their documented form are
+parsed by :mod:`orcha.cli.fast` and never load click or discover plugins; everything else
+(and any form the fast parser does not fully understand, such as ``--help`` or a bad
+value) goes to the click application, which gives the full help and usage errors.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-import click
-
-from orcha.cli.options import global_options, globals_of
-from orcha.errors import ExitCode, OrchaError
 
 
-class OrchaGroup(click.Group):
-    """Core commands, plus the commands of plugins, discovered only when needed."""
+def report(error: BaseException, args: list[str]) -> int:
+    """Print ``error`` as one line on stderr and return its exit code (no traceback)."""
+    from orcha.errors import ExitCode, OrchaError
 
-    _plugins: list[Any] | None = None
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else 0
+    if isinstance(error, KeyboardInterrupt):
+        message, code = "interrupted", int(ExitCode.INTERRUPTED)
+    elif isinstance(error, BrokenPipeError):
+        return 128 + 13  # our reader went away: exit as if killed by SIGPIPE, quietly
+    elif isinstance(error, OrchaError):
+        message, code = error.message, int(error.exit_code)
+    else:
+        if any(a in ("-v", "-vv", "--verbose") for a in args):
+            import traceback
 
-    def plugins(self) -> list[Any]:
-        if OrchaGroup._plugins is None:
-            import os
-
-            from orcha.plugins import discover
-
-            disabled = frozenset(
-                n.strip() for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",") if n.strip()
-            )
-            OrchaGroup._plugins = discover(disabled)
-        return OrchaGroup._plugins
-
-    def _plugin_commands(self) -> dict[str, click.Command]:
-        found: dict[str, click.Command] = {}
-        for entry in self.plugins():
-            found.update(entry.commands)
-            for alias, target in entry.aliases.items():
-                found[alias] = entry.commands[target]
-        return found
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        plugin_names = [
-            name for entry in self.plugins() for name in entry.commands  # no aliases
-        ]
-        return sorted(self.commands) + sorted(plugin_names)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
-        return self._plugin_commands().get(cmd_name)
-
-
-@click.group(cls=OrchaGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@global_options
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """orcha: a local orchestrator for heavy jobs on a shared host.
-
-    Start the service with 'orcha serve', then send it petitions from any shell:
-    'orcha send ID --counter N' or 'orcha run ID -- CMD ARGS'. 'orcha ls' lists the
-    installed plugins.
-    """
-    globals_of(ctx)
-
-
-def _register_core() -> None:
-    from orcha.cli.ls import ls
-    from orcha.cli.serve import serve
-
-    cli.add_command(serve)
-    cli.add_command(ls)
-
-
-_register_core()
-
-
-def _fail(message: str, code: int) -> None:
+            traceback.print_exception(error)
+        message = (
+            f"internal error: {type(error).__name__}: {error} "
+            "(run with -v for details, and please report it)"
+        )
+        code = int(ExitCode.FAILED)
     try:
-        click.echo(f"orcha: {message}", err=True)
+        sys.stderr.write(f"orcha: {message}\n")
+        sys.stderr.flush()
     except OSError:
         pass
-    sys.exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; never lets a traceback reach the user."""
-    verbose = any(a in ("-v", "-vv", "--verbose") for a in (argv or sys.argv[1:]))
-    try:
-        rv = cli.main(args=argv, prog_name="orcha", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("interrupted", ExitCode.INTERRUPTED)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except OrchaError as e:
-        _fail(e.message, e.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        sys.exit(128 + 13)
-    except Exception as e:
-        if verbose:
-            import traceback
+    """Run orcha with ``argv`` (default: the command line) and exit with its code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    from orcha.cli.fast import try_fast
 
-            traceback.print_exc()
-        _fail(
-            f"internal error: {type(e).__name__}: {e} (run with -v for details and please "
-            "report it)",
-            ExitCode.FAILED,
-        )
-    sys.exit(rv if isinstance(rv, int) else 0)
+    code = try_fast(args)
+    if code is None:
+        from orcha.cli.app import run
+
+        code = run(args)
+    sys.exit(code)

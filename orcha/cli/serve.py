@@ -25,7 +25,7 @@ def serve(ctx: click.Context, max_running: int | None, grace: float | None) -> i
     running ones are stopped: SIGTERM, grace period, SIGKILL) and exits 0; a second
     signal kills them at once and exits 1.
     """
-    from orcha.cli.main import OrchaGroup
+    from orcha.cli.app import OrchaGroup
     from orcha.service.kind_manager import KindManager
     from orcha.service.service import Service, configure_logging
 

@@ -12,7 +12,10 @@ import os
 import selectors
 import signal
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 from orcha.client.session import Session
 from orcha.errors import ExitCode, LostServiceError

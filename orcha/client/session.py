@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 
 from orcha.defaults import SESSION_MAGIC
 from orcha.errors import WIRE_ERRORS, ExitCode, LostServiceError, PetitionError
@@ -11,8 +10,10 @@ from orcha.protocol import messages, transport
 from orcha.protocol.messages import SubmitRequest
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from orcha.interfaces import Message
-    from orcha.protocol.transport import Connection
+    from orcha.protocol.wire import WireConnection as Connection
     from orcha.settings import Settings
 
 
@@ -78,6 +79,8 @@ class Session:
 
     def send_message(self, message: Message) -> dict[str, Any]:
         """Submit an original-API message (it may hold proxies, so it travels pickled)."""
+        import pickle
+
         return self.request(raw=bytes((messages.LEGACY,)) + pickle.dumps(message))
 
     def cancel(self, petition_id: str) -> dict[str, Any]:

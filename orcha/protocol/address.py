@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from orcha.defaults import DEFAULT_TCP_HOST
 from orcha.errors import ConfigError
@@ -12,13 +11,29 @@ from orcha.errors import ConfigError
 MAX_UNIX_PATH = 107
 
 
-@dataclass(frozen=True)
 class Address:
     """Where a service listens. Exactly one of ``path`` or (``host``, ``port``) is set."""
 
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
+    __slots__ = ("host", "path", "port")
+
+    def __init__(self, path: str | None = None, host: str | None = None, port: int | None = None):
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Address is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and (self.path, self.host, self.port) == (
+            other.path, other.host, other.port
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.host, self.port))
+
+    def __repr__(self) -> str:
+        return f"Address({str(self)!r})"
 
     @property
     def is_unix(self) -> bool:
@@ -50,7 +65,10 @@ def parse_address(text: str) -> Address:
     if not raw:
         raise ConfigError(f"invalid address {text!r}: {forms}")
     if raw.startswith("unix:") or "/" in raw:
-        path = os.path.abspath(os.path.expanduser(raw.removeprefix("unix:")))
+        given = raw.removeprefix("unix:")
+        if not given:
+            raise ConfigError(f"invalid address {text!r}: the socket path is empty; {forms}")
+        path = os.path.abspath(os.path.expanduser(given))
         if len(os.fsencode(path)) > MAX_UNIX_PATH:
             raise ConfigError(
                 f"socket path {path!r} is longer than {MAX_UNIX_PATH} bytes; "
@@ -61,12 +79,11 @@ def parse_address(text: str) -> Address:
     if not sep:
         host, port_text = "", raw
     host = host.strip("[]") or DEFAULT_TCP_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"invalid address {text!r}: port {port_text!r} is not a number; {forms}")
-    if not 0 < port < 65536:
-        raise ConfigError(f"invalid address {text!r}: port must be 1-65535")
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError(
+            f"invalid address {text!r}: port {port_text!r} is not a number from 1-65535; {forms}"
+        )
+    port = int(port_text)
     return Address(host=host, port=port)
 
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 STDOUT = b"o"[0]
 STDERR = b"e"[0]

@@ -71,6 +71,8 @@ class OutputQueue:
                 raise queue.Empty
             item = self._items.popleft()
             self._bytes -= _size(item)
+            if not self._items:
+                self._reset_fd()
             self._cond.notify_all()
             return item
 
@@ -80,16 +82,20 @@ class OutputQueue:
     def drain(self) -> list[Any]:
         """Every item queued now, without blocking (clears the readiness of :meth:`fileno`)."""
         with self._cond:
-            if self._efd is not None:
-                try:
-                    os.eventfd_read(self._efd)
-                except BlockingIOError:
-                    pass
+            self._reset_fd()
             items = list(self._items)
             self._items.clear()
             self._bytes = 0
             self._cond.notify_all()
             return items
+
+    def _reset_fd(self) -> None:
+        # Caller holds the lock: the queue is (about to be) empty, so not readable.
+        if self._efd is not None:
+            try:
+                os.eventfd_read(self._efd)
+            except BlockingIOError:
+                pass
 
     def fileno(self) -> int:
         """A descriptor that is readable while items are waiting (created on first use)."""

@@ -2,7 +2,8 @@
 
 The wire format is ``multiprocessing.connection``'s (length-prefixed frames, HMAC
 challenge/response with the shared key), so the standard ``multiprocessing.managers``
-proxies of the original Orcha API work against the same socket. What this module adds
+proxies of the original Orcha API work against the same socket. The service uses the
+standard implementation; orcha's own clients use the lean one in ``orcha.protocol.wire``. What this module adds
 over the standard Listener/Client: a deadline on every handshake (a silent peer cannot
 block anyone), ``TCP_NODELAY`` (no 40 ms Nagle stalls), errors mapped to orcha's
 hierarchy, and a listening socket the service can poll from its event loop.
@@ -14,14 +15,17 @@ import errno
 import os
 import socket
 import struct
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 from orcha.defaults import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, LISTEN_BACKLOG
 from orcha.errors import AlreadyRunningError, AuthError, ConfigError, NoServiceError
 from orcha.protocol.address import Address
+from orcha.protocol.wire import AuthenticationFailed, WireConnection
 
-__all__ = ["Connection", "accept", "authenticate", "connect", "listen", "set_recv_timeout"]
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = ["accept", "authenticate", "connect", "listen", "set_recv_timeout"]
 
 
 def _family(address: Address) -> socket.AddressFamily:
@@ -49,8 +53,8 @@ def _nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT) -> Connection:
-    """Connect and authenticate to the service at ``address``.
+def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT) -> WireConnection:
+    """Connect and authenticate to the service at ``address`` (the client's end).
 
     Raises NoServiceError when nothing listens or it does not answer in time, and
     AuthError when the key is missing or refused.
@@ -78,13 +82,11 @@ def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOU
             "pass the service's key with --key or ORCHA_KEY"
         )
     _nodelay(sock)
-    sock.settimeout(None)
-    conn = Connection(sock.detach())
-    set_recv_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    conn = WireConnection(sock)
     try:
-        answer_challenge(conn, key)
-        deliver_challenge(conn, key)
-    except AuthenticationError:
+        conn.authenticate(key)
+    except AuthenticationFailed:
         conn.close()
         raise AuthError(
             f"the service at {address} refused this key; use the key in its key file "
@@ -93,7 +95,7 @@ def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOU
     except (OSError, EOFError):
         conn.close()
         raise NoServiceError(str(address), "it closed the connection during authentication")
-    set_recv_timeout(conn.fileno(), 0)
+    sock.settimeout(None)
     return conn
 
 
@@ -161,6 +163,8 @@ def accept(listener: socket.socket) -> Connection | None:
         sock, _ = listener.accept()
     except (BlockingIOError, InterruptedError):
         return None
+    from multiprocessing.connection import Connection
+
     sock.setblocking(True)
     _nodelay(sock)
     return Connection(sock.detach())
@@ -168,6 +172,9 @@ def accept(listener: socket.socket) -> Connection | None:
 
 def authenticate(conn: Connection, key: bytes) -> None:
     """Run the service's side of the handshake on an accepted connection, with a deadline."""
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import answer_challenge, deliver_challenge
+
     set_recv_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
     try:
         deliver_challenge(conn, key)

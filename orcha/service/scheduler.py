@@ -81,7 +81,7 @@ class Scheduler:
     def _may_start(self, job: Job) -> bool:
         try:
             return bool(job.petition.condition(job.petition))
-        except Exception:
+        except (Exception, SystemExit):
             # A broken predicate means "not now"; logged once per job so a plugin bug
             # neither floods the log nor takes the service down.
             if job.seq not in self._condition_errors:

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import MAX_REQUEST_BYTES, SESSION_MAGIC
 from orcha.errors import AuthError
-from orcha.protocol.transport import Connection, authenticate
+from orcha.protocol.transport import authenticate
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service.server")

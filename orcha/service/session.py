@@ -21,10 +21,11 @@ from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
 from orcha.protocol.outputs import OutputQueue
-from orcha.protocol.transport import Connection
 from orcha.service.job import End, Job, Started
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service.session")

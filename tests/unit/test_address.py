@@ -121,6 +121,13 @@ def test_empty_address_is_config_error(text: str) -> None:
     assert repr(text) in str(info.value)
 
 
+def test_empty_unix_path_is_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "unix:" names no socket; it must not silently become the current directory
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError):
+        parse_address("unix:")
+
+
 def test_config_error_exit_code_is_usage() -> None:
     with pytest.raises(ConfigError) as info:
         parse_address("x:y")
@@ -164,8 +171,10 @@ def test_is_loopback(text: str, loopback: bool) -> None:
     assert is_loopback(parse_address(text)) is loopback
 
 
-def test_address_is_frozen_and_hashable() -> None:
+def test_address_equality_and_hash() -> None:
     addr = parse_address("9000")
-    with pytest.raises(AttributeError):
-        addr.port = 1  # type: ignore[misc]
-    assert {addr, parse_address(":9000")} == {addr}
+    assert {addr, parse_address(":9000"), parse_address("127.0.0.1:9000")} == {addr}
+    assert addr != parse_address("9001")
+    assert addr != parse_address("localhost:9000")
+    assert parse_address("/tmp/a.sock") != Address(host="/tmp/a.sock")
+    assert addr != "127.0.0.1:9000"

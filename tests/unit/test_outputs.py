@@ -89,6 +89,18 @@ def test_fileno_readable_after_put_and_not_after_drain(q: OutputQueue) -> None:
     assert readable(fd)
 
 
+def test_fileno_not_readable_after_get_takes_last_item(q: OutputQueue) -> None:
+    # documented: "readable while items are waiting"
+    fd = q.fileno()
+    q.put("a")
+    q.put("b")
+    assert q.get_nowait() == "a"
+    assert readable(fd)  # "b" still waits
+    assert q.get(timeout=1) == "b"
+    assert q.empty()
+    assert not readable(fd)
+
+
 def test_fileno_created_late_is_readable_if_items_wait(q: OutputQueue) -> None:
     q.put("early")
     fd = q.fileno()
@@ -149,14 +161,13 @@ def test_bounded_put_with_timeout_raises_full() -> None:
         oq.close()
 
 
-def test_bounded_queue_takes_sizeless_items_and_nonblocking_puts() -> None:
+def test_bounded_queue_takes_sizeless_items() -> None:
     oq = OutputQueue(max_bytes=3)
     try:
         oq.put("four")
-        oq.put(7, timeout=0.01)  # not text or bytes: never waits
+        oq.put(7, timeout=0.01)  # not text or bytes (an exit code, an end marker): never waits
         oq.put(None, timeout=0.01)
-        oq.put_nowait("nowait")
-        assert oq.drain() == ["four", 7, None, "nowait"]
+        assert oq.drain() == ["four", 7, None]
     finally:
         oq.close()
 

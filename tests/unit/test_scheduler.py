@@ -309,6 +309,28 @@ def test_raising_condition_is_false_logged_once_and_recovers(
     assert len([r for r in caplog.records if r.name == "orcha.service.scheduler"]) == 1
 
 
+def test_condition_calling_sys_exit_is_treated_as_false(
+    sched: Scheduler, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a plugin's sys.exit() in its predicate must not escape into the service's threads
+    exits = {"on": True}
+
+    def exiting(_: Any) -> bool:
+        if exits["on"]:
+            raise SystemExit(1)
+        return True
+
+    caplog.set_level(logging.ERROR, logger="orcha.service.scheduler")
+    job = make_job("exiting", 0, exiting)
+    sched.submit(job)
+    sched.admit()
+    assert job.state is State.QUEUED
+    assert len([r for r in caplog.records if r.name == "orcha.service.scheduler"]) == 1
+    exits["on"] = False
+    sched.submit(make_job("next", 1))
+    assert rec.ids == ["exiting", "next"]
+
+
 def test_each_raising_job_is_logged_once(
     sched: Scheduler, caplog: pytest.LogCaptureFixture
 ) -> None:

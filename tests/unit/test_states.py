@@ -78,10 +78,10 @@ def test_groups_are_disjoint_and_cover_all_states() -> None:
     assert not WAITING & ACTIVE
     assert not WAITING & FINISHED
     assert not ACTIVE & FINISHED
-    assert WAITING | ACTIVE | FINISHED == set(State)
-    assert WAITING == {S.QUEUED}
-    assert ACTIVE == {S.RUNNING}
-    assert FINISHED == {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED}
+    assert set(State) == WAITING | ACTIVE | FINISHED
+    assert {S.QUEUED} == WAITING
+    assert {S.RUNNING} == ACTIVE
+    assert {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED} == FINISHED
 
 
 def test_only_finished_states_have_no_way_out() -> None:

@@ -1,0 +1,86 @@
+"""The click application: core commands, plugin commands, global options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from orcha.cli.options import global_options, globals_of
+
+
+class OrchaGroup(click.Group):
+    """Core commands, plus the commands of plugins, discovered only when needed."""
+
+    _plugins: list[Any] | None = None
+
+    def plugins(self) -> list[Any]:
+        if OrchaGroup._plugins is None:
+            import os
+
+            from orcha.plugins import discover
+
+            disabled = frozenset(
+                n.strip() for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",") if n.strip()
+            )
+            OrchaGroup._plugins = discover(disabled)
+        return OrchaGroup._plugins
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for entry in self.plugins():
+            found.update(entry.commands)
+            for alias, target in entry.aliases.items():
+                found[alias] = entry.commands[target]
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugin_names = [
+            name for entry in self.plugins() for name in entry.commands  # no aliases
+        ]
+        return sorted(self.commands) + sorted(plugin_names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        return self._plugin_commands().get(cmd_name)
+
+
+@click.group(cls=OrchaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@global_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """orcha: a local orchestrator for heavy jobs on a shared host.
+
+    Start the service with 'orcha serve', then send it petitions from any shell:
+    'orcha send ID --counter N' or 'orcha run ID -- CMD ARGS'. 'orcha ls' lists the
+    installed plugins.
+    """
+    globals_of(ctx)
+
+
+def _register_core() -> None:
+    from orcha.cli.ls import ls
+    from orcha.cli.serve import serve
+
+    cli.add_command(serve)
+    cli.add_command(ls)
+
+
+_register_core()
+
+
+def run(args: list[str]) -> int:
+    """Run the click application on ``args``; return the exit code (never raises)."""
+    from orcha.cli.main import report
+
+    try:
+        rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)
+    except click.exceptions.Abort:
+        return report(KeyboardInterrupt(), args)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except BaseException as e:
+        return report(e, args)
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,112 @@
+"""A lean client end of ``multiprocessing.connection``'s wire protocol.
+
+Every ``orcha run`` pays for its imports before its command can start, and
+``multiprocessing.connection`` drags in ``tempfile``, ``shutil``, ``pickle`` and the
+multiprocessing context: more than Python's own start-up. This module speaks the same
+bytes with ``socket``, ``struct`` and ``hmac`` only: frames are a signed 4-byte big-endian
+length (``-1`` then an 8-byte length for frames over 2 GiB) and the payload; the handshake
+is the HMAC challenge/response of ``multiprocessing.connection`` in both its legacy form
+(20-byte challenge, raw HMAC-MD5) and the ``{digest}``-prefixed form of Python 3.12+.
+The service keeps using the standard implementation; ``tests/unit/test_wire.py`` checks
+the two agree.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+CHALLENGE = b"#CHALLENGE#"
+WELCOME = b"#WELCOME#"
+FAILURE = b"#FAILURE#"
+_LEGACY_LENGTHS = (20, 16)  # legacy challenge length, HMAC-MD5 length
+_DIGESTS = (b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384")
+_HEADER = struct.Struct("!i")
+_LONG_HEADER = struct.Struct("!Q")
+
+
+class AuthenticationFailed(Exception):
+    """The peer rejected our key, or answered our challenge wrongly."""
+
+
+def _digest_of(message: bytes) -> tuple[str, bytes]:
+    """('', message) for the legacy form, else (digest name, payload) of '{name}payload'."""
+    if len(message) in _LEGACY_LENGTHS:
+        return "", message
+    if message.startswith(b"{"):
+        end = message.find(b"}", 1, 20)
+        if end > 0 and message[1:end] in _DIGESTS:
+            return message[1:end].decode(), message[end + 1 :]
+    raise AuthenticationFailed("unsupported challenge or response format")
+
+
+class WireConnection:
+    """A blocking connection with the methods of ``multiprocessing.connection.Connection``
+    that orcha's client uses: ``send_bytes``, ``recv_bytes``, ``fileno``, ``close``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def send_bytes(self, data: bytes) -> None:
+        n = len(data)
+        if n > 0x7FFFFFFF:
+            self._sock.sendall(_HEADER.pack(-1) + _LONG_HEADER.pack(n))
+            self._sock.sendall(data)
+        elif n > 16384:
+            self._sock.sendall(_HEADER.pack(n))
+            self._sock.sendall(data)
+        else:
+            self._sock.sendall(_HEADER.pack(n) + data)
+
+    def _exactly(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise EOFError("connection closed")
+            got += k
+        return bytes(buf)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        (size,) = _HEADER.unpack(self._exactly(4))
+        if size == -1:
+            (size,) = _LONG_HEADER.unpack(self._exactly(8))
+        if maxlength is not None and size > maxlength:
+            raise OSError("bad message length")
+        return self._exactly(size)
+
+    # -- the handshake, client side: answer the service's challenge, then challenge it --
+    def authenticate(self, key: bytes) -> None:
+        import hmac
+
+        message = self.recv_bytes(256)
+        if not message.startswith(CHALLENGE):
+            raise AuthenticationFailed("the peer is not an orcha service (no challenge)")
+        message = message[len(CHALLENGE) :]
+        name, _ = _digest_of(message)
+        if name:
+            response = b"{%s}%s" % (name.encode(), hmac.new(key, message, name).digest())
+        else:
+            response = hmac.new(key, message, "md5").digest()
+        self.send_bytes(response)
+        if self.recv_bytes(256) != WELCOME:
+            raise AuthenticationFailed("the service rejected the key")
+        # Legacy-length challenge: services on every Python version answer it.
+        ours = os.urandom(20)
+        self.send_bytes(CHALLENGE + ours)
+        answer = self.recv_bytes(256)
+        name, mac = _digest_of(answer)
+        expected = hmac.new(key, ours, name or "md5").digest()
+        if not hmac.compare_digest(expected, mac):
+            self.send_bytes(FAILURE)
+            raise AuthenticationFailed("the service does not hold the key")
+        self.send_bytes(WELCOME)

@@ -1,0 +1,236 @@
+"""Settings: precedence of options, environment and defaults; the key file; private dirs."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orcha import defaults, settings
+from orcha.errors import ConfigError
+from orcha.protocol.address import Address
+
+ENV_VARS = (
+    defaults.ENV_ADDRESS, defaults.ENV_KEY, defaults.ENV_RUNTIME_DIR, defaults.ENV_STATE_DIR,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    saved = settings._current
+    yield
+    settings._current = saved
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    runtime, state = tmp_path / "run", tmp_path / "state"
+    monkeypatch.setenv(defaults.ENV_RUNTIME_DIR, str(runtime))
+    monkeypatch.setenv(defaults.ENV_STATE_DIR, str(state))
+    return runtime, state
+
+
+def mode(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_resolve_uses_runtime_and_state_dirs_from_env(dirs: tuple[Path, Path]) -> None:
+    runtime, state = dirs
+    s = settings.resolve()
+    assert s.runtime_dir == str(runtime)
+    assert s.state_dir == str(state)
+    assert s.address == Address(path=str(runtime / defaults.SOCKET_NAME))
+    assert s.key_file == str(state / defaults.KEY_FILE_NAME)
+    assert s.key_override is None
+    assert s.grace == defaults.DEFAULT_GRACE
+    assert s.max_running is None
+    assert s.verbose == 0
+    assert not runtime.exists() and not state.exists()  # resolving creates nothing
+
+
+def test_resolve_without_env_uses_platform_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def fake(kind: str) -> str:
+        calls.append(kind)
+        return f"/fake/{kind}"
+
+    monkeypatch.setattr(settings, "_platform_dir", fake)
+    s = settings.resolve()
+    assert sorted(calls) == ["runtime", "state"]
+    assert s.runtime_dir == "/fake/runtime"
+    assert s.state_dir == "/fake/state"
+    assert s.address.path == "/fake/runtime/orcha.sock"
+
+
+def test_empty_env_dirs_fall_back_to_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(defaults.ENV_RUNTIME_DIR, "")
+    monkeypatch.setattr(settings, "_platform_dir", lambda kind: f"/fake/{kind}")
+    assert settings.resolve().runtime_dir == "/fake/runtime"
+
+
+def test_resolve_address_and_key_from_env(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(defaults.ENV_ADDRESS, "9123")
+    monkeypatch.setenv(defaults.ENV_KEY, "env-secret")
+    s = settings.resolve()
+    assert s.address == Address(host="127.0.0.1", port=9123)
+    assert s.key_override == b"env-secret"
+    assert s.client_key() == b"env-secret"
+    assert s.service_key() == b"env-secret"
+    assert not dirs[1].exists()  # an override never writes a key file
+
+
+def test_explicit_arguments_win_over_env(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(defaults.ENV_ADDRESS, "9123")
+    monkeypatch.setenv(defaults.ENV_KEY, "env-secret")
+    s = settings.resolve(address="/tmp/explicit.sock", key="cli-secret", grace=0.5,
+                         max_running=3, verbose=2)
+    assert s.address == Address(path="/tmp/explicit.sock")
+    assert s.key_override == b"cli-secret"
+    assert (s.grace, s.max_running, s.verbose) == (0.5, 3, 2)
+
+
+def test_explicit_empty_key_is_config_error(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(defaults.ENV_KEY, "env-secret")
+    with pytest.raises(ConfigError, match="key is empty"):
+        settings.resolve(key="")
+
+
+def test_empty_env_key_is_config_error(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(defaults.ENV_KEY, "")
+    with pytest.raises(ConfigError):
+        settings.resolve()
+
+
+def test_bad_env_address_is_config_error(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(defaults.ENV_ADDRESS, "host:nope")
+    with pytest.raises(ConfigError, match="'host:nope'"):
+        settings.resolve()
+
+
+def test_client_key_none_when_absent(dirs: tuple[Path, Path]) -> None:
+    assert settings.resolve().client_key() is None
+
+
+def test_client_key_none_when_file_blank(dirs: tuple[Path, Path]) -> None:
+    state = dirs[1]
+    state.mkdir()
+    (state / defaults.KEY_FILE_NAME).write_bytes(b"  \n")
+    assert settings.resolve().client_key() is None
+
+
+def test_client_key_reads_stripped_file(dirs: tuple[Path, Path]) -> None:
+    state = dirs[1]
+    state.mkdir()
+    (state / defaults.KEY_FILE_NAME).write_bytes(b"abc123\n")
+    assert settings.resolve().client_key() == b"abc123"
+
+
+def test_service_key_creates_private_key_once(dirs: tuple[Path, Path]) -> None:
+    s = settings.resolve()
+    key = s.service_key()
+    assert len(key) == 2 * defaults.KEY_BYTES
+    int(key, 16)  # hex
+    key_file = Path(s.key_file)
+    assert key_file.read_bytes() == key + b"\n"
+    assert mode(key_file) == 0o600
+    assert mode(s.state_dir) == 0o700
+    before = key_file.stat().st_mtime_ns
+    # the same key next time, from this object or a freshly resolved one
+    assert s.service_key() == key
+    assert settings.resolve().service_key() == key
+    assert settings.resolve().client_key() == key
+    assert key_file.stat().st_mtime_ns == before
+
+
+def test_service_keys_differ_between_state_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = []
+    for name in ("s1", "s2"):
+        monkeypatch.setenv(defaults.ENV_STATE_DIR, str(tmp_path / name))
+        monkeypatch.setenv(defaults.ENV_RUNTIME_DIR, str(tmp_path / "run"))
+        keys.append(settings.resolve().service_key())
+    assert keys[0] != keys[1]
+
+
+def test_service_key_blank_file_is_config_error(dirs: tuple[Path, Path]) -> None:
+    state = dirs[1]
+    state.mkdir(mode=0o700)
+    (state / defaults.KEY_FILE_NAME).write_bytes(b"\n")
+    with pytest.raises(ConfigError, match="empty"):
+        settings.resolve().service_key()
+
+
+def test_private_dir_creates_0700(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b"
+    assert settings._private_dir(str(path)) == str(path)
+    assert path.is_dir()
+    assert mode(path) == 0o700
+
+
+@pytest.mark.parametrize("loose", [0o755, 0o770, 0o701, 0o777])
+def test_private_dir_tightens_loose_mode(tmp_path: Path, loose: int) -> None:
+    path = tmp_path / "d"
+    path.mkdir()
+    os.chmod(path, loose)
+    settings._private_dir(str(path))
+    assert mode(path) == 0o700
+
+
+def test_private_dir_keeps_already_private_mode(tmp_path: Path) -> None:
+    path = tmp_path / "d"
+    path.mkdir()
+    os.chmod(path, 0o500)
+    try:
+        settings._private_dir(str(path))
+        assert mode(path) == 0o500  # no group/other bits: left alone
+    finally:
+        os.chmod(path, 0o700)
+
+
+def test_private_dir_on_a_file_is_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ConfigError, match="cannot create directory"):
+        settings._private_dir(str(path / "sub"))
+
+
+def test_ensure_runtime_dir(dirs: tuple[Path, Path]) -> None:
+    settings.ensure_runtime_dir(settings.resolve())
+    assert mode(dirs[0]) == 0o700
+
+
+def test_settings_are_immutable_and_repr_hides_key(dirs: tuple[Path, Path]) -> None:
+    s = settings.resolve(key="top-secret-key")
+    with pytest.raises(AttributeError):
+        s.max_running = 3  # type: ignore[misc]
+    assert s.max_running is None
+    assert "top-secret-key" not in repr(s)
+    assert str(dirs[0]) in repr(s)
+
+
+def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
+    settings._current = None
+    resolved = settings.current()
+    assert resolved.runtime_dir == str(dirs[0])
+    assert settings.current() is resolved
+    custom = settings.with_overrides(resolved, max_running=7)
+    assert custom.max_running == 7 and resolved.max_running is None
+    settings.configure(custom)
+    assert settings.current() is custom
