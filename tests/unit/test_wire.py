@@ -1,0 +1,126 @@
+"""orcha.protocol.wire speaks multiprocessing.connection's protocol byte for byte."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import threading
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+import pytest
+
+from orcha.protocol.wire import CHALLENGE, WELCOME, AuthenticationFailed, WireConnection
+
+KEY = b"k" * 32
+
+
+def _pair() -> tuple[WireConnection, Connection]:
+    a, b = socket.socketpair()
+    return WireConnection(a), Connection(b.detach())
+
+
+def _serve(conn: Connection, key: bytes, errors: list[BaseException]) -> None:
+    try:
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+    except (AuthenticationError, EOFError, OSError) as e:
+        errors.append(e)
+
+
+def test_handshake_with_the_standard_server() -> None:
+    client, server = _pair()
+    errors: list[BaseException] = []
+    t = threading.Thread(target=_serve, args=(server, KEY, errors))
+    t.start()
+    client.authenticate(KEY)
+    t.join(5)
+    assert errors == []
+    client.send_bytes(b"ping")
+    assert server.recv_bytes() == b"ping"
+    server.send_bytes(b"pong")
+    assert client.recv_bytes() == b"pong"
+
+
+def test_wrong_key_is_refused_on_both_sides() -> None:
+    client, server = _pair()
+    errors: list[BaseException] = []
+    t = threading.Thread(target=_serve, args=(server, KEY, errors))
+    t.start()
+    with pytest.raises(AuthenticationFailed):
+        client.authenticate(b"wrong")
+    t.join(5)
+    assert errors and isinstance(errors[0], AuthenticationError)
+
+
+def test_answers_a_digest_prefixed_challenge_as_python_312_does() -> None:
+    client, server = _pair()
+    message = b"{sha256}" + os.urandom(40)
+    result: list[bytes] = []
+
+    def modern_server() -> None:
+        server.send_bytes(CHALLENGE + message)
+        result.append(server.recv_bytes(256))
+        server.send_bytes(WELCOME)
+        challenge = server.recv_bytes(256)[len(CHALLENGE):]
+        server.send_bytes(b"{sha256}" + hmac.new(KEY, challenge, "sha256").digest())
+        result.append(server.recv_bytes(256))
+
+    t = threading.Thread(target=modern_server)
+    t.start()
+    client.authenticate(KEY)
+    t.join(5)
+    assert result[0] == b"{sha256}" + hmac.new(KEY, message, "sha256").digest()
+    assert result[1] == WELCOME
+
+
+def test_a_server_without_the_key_is_detected() -> None:
+    client, server = _pair()
+
+    def impostor() -> None:
+        server.send_bytes(CHALLENGE + os.urandom(20))
+        server.recv_bytes(256)
+        server.send_bytes(WELCOME)  # accepts anything...
+        challenge = server.recv_bytes(256)[len(CHALLENGE):]
+        server.send_bytes(hmac.new(b"other", challenge, "md5").digest())  # ...but has no key
+        server.recv_bytes(256)
+
+    t = threading.Thread(target=impostor)
+    t.start()
+    with pytest.raises(AuthenticationFailed):
+        client.authenticate(KEY)
+    t.join(5)
+
+
+@pytest.mark.parametrize("size", [0, 1, 16384, 16385, 3 << 20])
+def test_frames_interoperate(size: int) -> None:
+    client, server = _pair()
+    data = os.urandom(size)
+    t = threading.Thread(target=client.send_bytes, args=(data,))
+    t.start()
+    assert server.recv_bytes() == data
+    t.join(5)
+    t = threading.Thread(target=server.send_bytes, args=(data,))
+    t.start()
+    assert client.recv_bytes() == data
+    t.join(5)
+
+
+def test_eof_and_oversized_frames() -> None:
+    client, server = _pair()
+    server.send_bytes(b"x" * 100)
+    with pytest.raises(OSError):
+        client.recv_bytes(10)
+    server.close()
+    client2, server2 = _pair()
+    server2.close()
+    with pytest.raises(EOFError):
+        client2.recv_bytes()
+
+
+def test_not_an_orcha_service() -> None:
+    client, server = _pair()
+    server.send_bytes(b"HTTP/1.1 400 Bad Request")
+    with pytest.raises(AuthenticationFailed):
+        client.authenticate(KEY)
