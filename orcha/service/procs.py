@@ -30,6 +30,9 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3
 class ProcessControl:
     """Spawns and stops petition processes."""
 
+    def __init__(self) -> None:
+        self._devnull: int | None = None
+
     def spawn(
         self,
         argv: Sequence[str],
@@ -42,11 +45,13 @@ class ProcessControl:
 
         Raises FileNotFoundError / PermissionError / OSError as ``subprocess`` does.
         """
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=self._devnull,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -129,27 +134,38 @@ class ProcessControl:
         return total
 
 
-def token_carriers(token: str) -> list[int]:
-    """PIDs of processes whose environment holds ``ORCHA_PETITION_TOKEN=<token>``.
+_TOKEN_KEY = f"\0{ENV_PETITION_TOKEN}=".encode()
 
-    Reads /proc directly: a tenth of the cost of psutil, and this runs at the end of every
-    petition. Processes of other users are unreadable and skipped.
+
+def tokens_in_proc() -> dict[str, list[int]]:
+    """Every petition token found in a process environment, with the PIDs carrying it.
+
+    Reads /proc directly (a tenth of psutil's cost). Processes of other users are
+    unreadable and skipped.
     """
-    # Each entry ends with NUL; prefixing one delimits every entry on both sides.
-    needle = f"\0{ENV_PETITION_TOKEN}={token}\0".encode()
     me = os.getpid()
-    pids = []
+    found: dict[str, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
+                environ = b"\0" + f.read()  # each entry now has a NUL on both sides
         except OSError:
             continue
-        if needle in b"\0" + environ:
-            pids.append(int(name))
-    return pids
+        start = environ.find(_TOKEN_KEY)
+        if start < 0:
+            continue
+        start += len(_TOKEN_KEY)
+        end = environ.find(b"\0", start)
+        token = environ[start : end if end >= 0 else None].decode(errors="replace")
+        found.setdefault(token, []).append(int(name))
+    return found
+
+
+def token_carriers(token: str) -> list[int]:
+    """PIDs of processes whose environment holds ``ORCHA_PETITION_TOKEN=<token>``."""
+    return tokens_in_proc().get(token, [])
 
 
 def _alive(proc: psutil.Process) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from orcha.errors import ExitCode
@@ -34,10 +35,14 @@ class Runner:
         self.grace = grace
         self.scheduler: Scheduler | None = None
         self._on_end = on_end
+        # Threads are reused: starting one per petition cost more than the petition
+        # when they are short. The pool grows only while every thread is busy.
+        self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="petition")
+        self._sweeper = Sweeper(procs, grace)
 
     def start(self, job: Job) -> None:
         """Called by the scheduler (under its lock) when ``job`` is admitted."""
-        threading.Thread(target=self._run, args=(job,), name=f"petition:{job.id}", daemon=True).start()
+        self._pool.submit(self._run, job)
 
     def _register(self, job: Job, pid: int) -> None:
         with job.lock:
@@ -62,7 +67,7 @@ class Runner:
         if job.pids and not job.cancel_event.is_set():
             # What the action left behind (a daemonised grandchild, say) ends with it; done
             # after the slot is freed so a clean exit costs the next petition nothing.
-            self._stop(job)
+            self._sweeper.add(job)
 
     def _execute(self, job: Job) -> None:
         petition = job.petition
@@ -125,3 +130,50 @@ class Runner:
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
+
+
+class Sweeper:
+    """Stops what petitions left running after they ended normally.
+
+    One thread, woken when petitions end; one scan of /proc covers every petition that
+    ended since the last scan, so a stream of short petitions costs one scan per batch
+    instead of one each. Idle, it waits without a timeout.
+    """
+
+    #: Seconds the sweeper lets ends accumulate before a scan.
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, procs: ProcessControl, grace: float) -> None:
+        self._procs = procs
+        self._grace = grace
+        self._pending: dict[str, Job] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Job) -> None:
+        with self._cond:
+            self._pending[job.token] = job
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        import time
+
+        from orcha.service.procs import tokens_in_proc
+
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+            time.sleep(self.BATCH_SECONDS)
+            with self._cond:
+                batch, self._pending = self._pending, {}
+            try:
+                carriers = tokens_in_proc()
+                for token, job in batch.items():
+                    if token in carriers:
+                        n = self._procs.stop_tree(carriers[token], token, self._grace)
+                        log.info("petition %s left %d process(es) behind; stopped", job.id, n)
+            except Exception:
+                log.exception("sweeping leftover processes failed")

@@ -1,0 +1,197 @@
+"""orcha benchmarks: figures and ratios against peers measured in the same run.
+
+Run it with the Python of a regular (not editable) install of orcha, e.g.::
+
+    python3 -m venv /tmp/ob && /tmp/ob/bin/pip install -q . && /tmp/ob/bin/python bench/bench.py
+
+It measures, as medians over repeated runs: end-to-end wall time of ``orcha run x -- true``
+against ``python -c pass`` (and ``tsp -f true`` when task-spooler is installed); the time
+to push 1,000 ``true`` petitions through ``--max-running 2`` (and through ``tsp -S 2``);
+the service's idle CPU; and streaming throughput of ``orcha run x -- cat FILE`` into
+/dev/null against plain ``cat``. Everything runs in a private temporary directory; the
+service and tsp server it starts are stopped at the end.
+
+Targets (issue 2): run latency within 25 ms of Python's start-up; 1,000 petitions at least
+as fast as task-spooler; idle CPU under 0.1 %; streaming at least 200 MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _median_wall(argv: list[str], runs: int, env: dict[str, str], **kw: object) -> float:
+    times = []
+    for i in range(runs):
+        cmd = [a.replace("{i}", str(i)) for a in argv]
+        start = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, **kw)  # type: ignore[call-overload]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.root = Path(tempfile.mkdtemp(prefix="orcha-bench-", dir="/tmp"))
+        self.env = {
+            **os.environ,
+            "ORCHA_RUNTIME_DIR": str(self.root / "run"),
+            "ORCHA_STATE_DIR": str(self.root / "state"),
+        }
+        self.env.pop("ORCHA_ADDRESS", None)
+        self.env.pop("ORCHA_KEY", None)
+        script = Path(sys.executable).with_name("orcha")
+        self.orcha = [str(script)] if script.exists() else [sys.executable, "-m", "orcha"]
+        self.service: subprocess.Popen[bytes] | None = None
+        self.tsp = shutil.which("tsp")
+        self.tsp_env = {**os.environ, "TS_SOCKET": str(self.root / "tsp.sock"),
+                        "TMPDIR": str(self.root), "TS_MAXFINISHED": "100000"}
+        self.rows: list[tuple[str, str, str]] = []
+
+    def row(self, what: str, value: str, note: str = "") -> None:
+        self.rows.append((what, value, note))
+        print(f"  {what:<48} {value:>14}  {note}", flush=True)
+
+    def start_service(self) -> None:
+        self.service = subprocess.Popen(
+            [*self.orcha, "serve", "--max-running", "2"], env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        assert self.service.stdout is not None
+        if "listening on" not in self.service.stdout.readline().decode():
+            raise SystemExit("bench: the service did not start")
+
+    def stop(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            self.service.send_signal(signal.SIGTERM)
+            try:
+                self.service.wait(30)
+            except subprocess.TimeoutExpired:
+                self.service.kill()
+        if self.tsp:
+            subprocess.run([self.tsp, "-K"], env=self.tsp_env, capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- measurements --------------------------------------------------------------------
+    def latency(self) -> None:
+        runs = self.args.runs
+        py = _median_wall([sys.executable, "-c", "pass"], runs, self.env)
+        orcha = _median_wall([*self.orcha, "run", "lat-{i}", "--", "true"], runs, self.env)
+        self.row("python -c pass (median)", f"{py * 1000:.1f} ms")
+        target = "MET" if orcha - py <= 0.025 else "MISSED"
+        self.row("orcha run x -- true (median)", f"{orcha * 1000:.1f} ms",
+                 f"+{(orcha - py) * 1000:.1f} ms over python (target <= 25 ms: {target})")
+        if self.tsp:
+            subprocess.run([self.tsp, "-S", "2"], env=self.tsp_env, capture_output=True, check=True)
+            tsp = _median_wall([self.tsp, "-f", "true"], runs, self.tsp_env, capture_output=True)
+            self.row("tsp -f true (median)", f"{tsp * 1000:.1f} ms",
+                     f"orcha/tsp = {orcha / tsp:.1f}x")
+
+    def throughput(self) -> None:
+        n = self.args.petitions
+        from orcha import settings
+        from orcha.client.session import Session
+        from orcha.protocol import messages
+        from orcha.protocol.messages import SubmitRequest
+
+        os.environ.update(ORCHA_RUNTIME_DIR=self.env["ORCHA_RUNTIME_DIR"],
+                          ORCHA_STATE_DIR=self.env["ORCHA_STATE_DIR"])
+        results = []
+        for attempt in range(self.args.repeat):
+            session = Session.open(settings.resolve())
+            start = time.perf_counter()
+            for i in range(n):
+                session.submit(SubmitRequest("shell", f"t{attempt}-{i}", {"argv": ["true"]},
+                                             None, "/", {"PATH": os.environ.get("PATH", "")}))
+            ended = 0
+            while ended < n:
+                frame = session.recv()
+                if frame[:1] == b"{" and messages.decode(frame).get("event") == "end":
+                    ended += 1
+            results.append(time.perf_counter() - start)
+            session.close()
+        orcha = statistics.median(results)
+        self.row(f"{n} x true through --max-running 2", f"{orcha:.2f} s", f"{n / orcha:.0f}/s")
+        if self.tsp:
+            times = []
+            for _ in range(self.args.repeat):
+                start = time.perf_counter()
+                last = ""
+                for _ in range(n):
+                    last = subprocess.run([self.tsp, "true"], env=self.tsp_env,
+                                          capture_output=True, text=True, check=True).stdout.strip()
+                subprocess.run([self.tsp, "-w", last], env=self.tsp_env, capture_output=True)
+                times.append(time.perf_counter() - start)
+                subprocess.run([self.tsp, "-C"], env=self.tsp_env, capture_output=True)
+            tsp = statistics.median(times)
+            target = "MET" if orcha <= tsp else "MISSED"
+            self.row(f"{n} x tsp true through tsp -S 2", f"{tsp:.2f} s",
+                     f"tsp/orcha = {tsp / orcha:.2f}x (target >= 1: {target})")
+
+    def idle_cpu(self) -> None:
+        import psutil
+
+        assert self.service is not None
+        proc = psutil.Process(self.service.pid)
+        time.sleep(1)
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(self.args.idle_seconds)
+        used = sum(proc.cpu_times()[:2]) - before
+        pct = used / self.args.idle_seconds * 100
+        target = "MET" if pct < 0.1 else "MISSED"
+        self.row(f"service idle CPU over {self.args.idle_seconds:.0f} s", f"{pct:.3f} %",
+                 f"(target < 0.1 %: {target})")
+
+    def streaming(self) -> None:
+        size = self.args.stream_mb << 20
+        path = self.root / "stream.bin"
+        block = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(self.args.stream_mb):
+                f.write(block)
+        with open(os.devnull, "wb") as null:
+            cat = _median_wall(["cat", str(path)], 3, self.env, stdout=null)
+            orcha = _median_wall([*self.orcha, "run", "cat-{i}", "--", "cat", str(path)], 3,
+                                 self.env, stdout=null)
+        mbps = size / orcha / 1e6
+        target = "MET" if mbps >= 200 else "MISSED"
+        self.row(f"cat {self.args.stream_mb} MiB > /dev/null", f"{size / cat / 1e6:.0f} MB/s")
+        self.row(f"orcha run x -- cat {self.args.stream_mb} MiB > /dev/null", f"{mbps:.0f} MB/s",
+                 f"cat/orcha = {orcha / cat:.1f}x (target >= 200 MB/s: {target})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="runs per latency median")
+    parser.add_argument("--petitions", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput repetitions")
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--stream-mb", type=int, default=200)
+    args = parser.parse_args()
+    bench = Bench(args)
+    print(f"orcha benchmarks ({os.cpu_count()} cores, {sys.executable})")
+    if "__editable__" in "".join(str(f) for f in sys.meta_path):
+        print("  warning: orcha is an editable install; its import hook slows every client")
+    try:
+        bench.start_service()
+        bench.latency()
+        bench.throughput()
+        bench.idle_cpu()
+        bench.streaming()
+    finally:
+        bench.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
