@@ -54,8 +54,12 @@ class Bench:
         self.orcha = [str(script)] if script.exists() else [sys.executable, "-m", "orcha"]
         self.service: subprocess.Popen[bytes] | None = None
         self.tsp = shutil.which("tsp")
-        self.tsp_env = {**os.environ, "TS_SOCKET": str(self.root / "tsp.sock"),
-                        "TMPDIR": str(self.root), "TS_MAXFINISHED": "100000"}
+        self.tsp_env = {
+            **os.environ,
+            "TS_SOCKET": str(self.root / "tsp.sock"),
+            "TMPDIR": str(self.root),
+            "TS_MAXFINISHED": "100000",
+        }
         self.rows: list[tuple[str, str, str]] = []
 
     def row(self, what: str, value: str, note: str = "") -> None:
@@ -64,8 +68,10 @@ class Bench:
 
     def start_service(self) -> None:
         self.service = subprocess.Popen(
-            [*self.orcha, "serve", "--max-running", "2"], env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [*self.orcha, "serve", "--max-running", "2"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert self.service.stdout is not None
         if "listening on" not in self.service.stdout.readline().decode():
@@ -89,13 +95,17 @@ class Bench:
         orcha = _median_wall([*self.orcha, "run", "lat-{i}", "--", "true"], runs, self.env)
         self.row("python -c pass (median)", f"{py * 1000:.1f} ms")
         target = "MET" if orcha - py <= 0.025 else "MISSED"
-        self.row("orcha run x -- true (median)", f"{orcha * 1000:.1f} ms",
-                 f"+{(orcha - py) * 1000:.1f} ms over python (target <= 25 ms: {target})")
+        self.row(
+            "orcha run x -- true (median)",
+            f"{orcha * 1000:.1f} ms",
+            f"+{(orcha - py) * 1000:.1f} ms over python (target <= 25 ms: {target})",
+        )
         if self.tsp:
             subprocess.run([self.tsp, "-S", "2"], env=self.tsp_env, capture_output=True, check=True)
             tsp = _median_wall([self.tsp, "-f", "true"], runs, self.tsp_env, capture_output=True)
-            self.row("tsp -f true (median)", f"{tsp * 1000:.1f} ms",
-                     f"orcha/tsp = {orcha / tsp:.1f}x")
+            self.row(
+                "tsp -f true (median)", f"{tsp * 1000:.1f} ms", f"orcha/tsp = {orcha / tsp:.1f}x"
+            )
 
     def throughput(self) -> None:
         n = self.args.petitions
@@ -104,15 +114,25 @@ class Bench:
         from orcha.protocol import messages
         from orcha.protocol.messages import SubmitRequest
 
-        os.environ.update(ORCHA_RUNTIME_DIR=self.env["ORCHA_RUNTIME_DIR"],
-                          ORCHA_STATE_DIR=self.env["ORCHA_STATE_DIR"])
+        os.environ.update(
+            ORCHA_RUNTIME_DIR=self.env["ORCHA_RUNTIME_DIR"],
+            ORCHA_STATE_DIR=self.env["ORCHA_STATE_DIR"],
+        )
         results = []
         for attempt in range(self.args.repeat):
             session = Session.open(settings.resolve())
             start = time.perf_counter()
             for i in range(n):
-                session.submit(SubmitRequest("shell", f"t{attempt}-{i}", {"argv": ["true"]},
-                                             None, "/", {"PATH": os.environ.get("PATH", "")}))
+                session.submit(
+                    SubmitRequest(
+                        "shell",
+                        f"t{attempt}-{i}",
+                        {"argv": ["true"]},
+                        None,
+                        "/",
+                        {"PATH": os.environ.get("PATH", "")},
+                    )
+                )
             ended = 0
             while ended < n:
                 frame = session.recv()
@@ -128,15 +148,23 @@ class Bench:
                 start = time.perf_counter()
                 last = ""
                 for _ in range(n):
-                    last = subprocess.run([self.tsp, "true"], env=self.tsp_env,
-                                          capture_output=True, text=True, check=True).stdout.strip()
+                    last = subprocess.run(
+                        [self.tsp, "true"],
+                        env=self.tsp_env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.strip()
                 subprocess.run([self.tsp, "-w", last], env=self.tsp_env, capture_output=True)
                 times.append(time.perf_counter() - start)
                 subprocess.run([self.tsp, "-C"], env=self.tsp_env, capture_output=True)
             tsp = statistics.median(times)
             target = "MET" if orcha <= tsp else "MISSED"
-            self.row(f"{n} x tsp true through tsp -S 2", f"{tsp:.2f} s",
-                     f"tsp/orcha = {tsp / orcha:.2f}x (target >= 1: {target})")
+            self.row(
+                f"{n} x tsp true through tsp -S 2",
+                f"{tsp:.2f} s",
+                f"tsp/orcha = {tsp / orcha:.2f}x (target >= 1: {target})",
+            )
 
     def idle_cpu(self) -> None:
         import psutil
@@ -149,8 +177,11 @@ class Bench:
         used = sum(proc.cpu_times()[:2]) - before
         pct = used / self.args.idle_seconds * 100
         target = "MET" if pct < 0.1 else "MISSED"
-        self.row(f"service idle CPU over {self.args.idle_seconds:.0f} s", f"{pct:.3f} %",
-                 f"(target < 0.1 %: {target})")
+        self.row(
+            f"service idle CPU over {self.args.idle_seconds:.0f} s",
+            f"{pct:.3f} %",
+            f"(target < 0.1 %: {target})",
+        )
 
     def streaming(self) -> None:
         size = self.args.stream_mb << 20
@@ -161,13 +192,17 @@ class Bench:
                 f.write(block)
         with open(os.devnull, "wb") as null:
             cat = _median_wall(["cat", str(path)], 3, self.env, stdout=null)
-            orcha = _median_wall([*self.orcha, "run", "cat-{i}", "--", "cat", str(path)], 3,
-                                 self.env, stdout=null)
+            orcha = _median_wall(
+                [*self.orcha, "run", "cat-{i}", "--", "cat", str(path)], 3, self.env, stdout=null
+            )
         mbps = size / orcha / 1e6
         target = "MET" if mbps >= 200 else "MISSED"
         self.row(f"cat {self.args.stream_mb} MiB > /dev/null", f"{size / cat / 1e6:.0f} MB/s")
-        self.row(f"orcha run x -- cat {self.args.stream_mb} MiB > /dev/null", f"{mbps:.0f} MB/s",
-                 f"cat/orcha = {orcha / cat:.1f}x (target >= 200 MB/s: {target})")
+        self.row(
+            f"orcha run x -- cat {self.args.stream_mb} MiB > /dev/null",
+            f"{mbps:.0f} MB/s",
+            f"cat/orcha = {orcha / cat:.1f}x (target >= 200 MB/s: {target})",
+        )
 
 
 def main() -> int:

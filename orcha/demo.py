@@ -28,8 +28,10 @@ def main() -> int:
     env.pop("ORCHA_KEY", None)
     print("$ orcha serve --max-running 2 &", flush=True)
     service = subprocess.Popen(
-        [sys.executable, "-m", "orcha", "serve", "--max-running", "2"], env=env,
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "orcha", "serve", "--max-running", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     failures = 0
     try:
@@ -40,19 +42,29 @@ def main() -> int:
             return 1
         print(banner, end="", flush=True)
         failures += _step("the plugins orcha found", ["ls"], env) != 0
-        failures += _step(
-            "a hello-world petition; lines arrive as they are produced",
-            ["send", "hello-1", "--counter", "3", "--sleep-time", "0.5"], env,
-        ) != 0
+        failures += (
+            _step(
+                "a hello-world petition; lines arrive as they are produced",
+                ["send", "hello-1", "--counter", "3", "--sleep-time", "0.5"],
+                env,
+            )
+            != 0
+        )
         script = (
             'for i in 1 2 3; do echo "step $i of 3 in $PWD"; sleep 0.5; done; '
             'echo "stderr stays stderr" >&2'
         )
-        failures += _step(
-            "a command run by the service, streamed live",
-            ["run", "build-1", "--", "sh", "-c", script], env,
-        ) != 0
-        code = _step("its exit code is the command's", ["run", "fails", "--", "sh", "-c", "exit 3"], env)
+        failures += (
+            _step(
+                "a command run by the service, streamed live",
+                ["run", "build-1", "--", "sh", "-c", script],
+                env,
+            )
+            != 0
+        )
+        code = _step(
+            "its exit code is the command's", ["run", "fails", "--", "sh", "-c", "exit 3"], env
+        )
         print(f"(exit code {code})")
         failures += code != 3
     finally:

@@ -23,8 +23,22 @@ class Settings:
     dataclasses machinery costs more start-up time than a short petition takes.)
     """
 
-    __slots__ = ("address", "grace", "key_override", "max_running", "runtime_dir",
-                 "state_dir", "verbose")
+    __slots__ = (
+        "address",
+        "grace",
+        "key_override",
+        "max_running",
+        "runtime_dir",
+        "state_dir",
+        "verbose",
+    )
+    address: Address
+    runtime_dir: str
+    state_dir: str
+    key_override: bytes | None
+    grace: float
+    max_running: int | None
+    verbose: int
 
     def __init__(
         self,
@@ -49,7 +63,9 @@ class Settings:
         raise AttributeError("Settings are immutable; use with_overrides()")
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "key_override")
+        fields = ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "key_override"
+        )
         return f"Settings({fields})"
 
     @property
@@ -84,9 +100,11 @@ class Settings:
             existing = self.client_key()
             if existing:
                 return existing
-            raise ConfigError(f"key file {self.key_file} is empty; delete it and start again")
+            raise ConfigError(
+                f"key file {self.key_file} is empty; delete it and start again"
+            ) from None
         except OSError as e:
-            raise ConfigError(f"cannot create key file {self.key_file}: {e.strerror}")
+            raise ConfigError(f"cannot create key file {self.key_file}: {e.strerror}") from e
         with os.fdopen(fd, "wb") as f:
             f.write(key + b"\n")
         return key
@@ -114,14 +132,14 @@ def _private_dir(path: str) -> str:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
     except OSError as e:
-        raise ConfigError(f"cannot create directory {path}: {e.strerror}")
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
     if st.st_uid != os.getuid():
         raise ConfigError(f"directory {path} belongs to another user; choose another one")
     if stat.S_IMODE(st.st_mode) & 0o077:
         try:
             os.chmod(path, 0o700)
         except OSError as e:
-            raise ConfigError(f"cannot make {path} private (mode 0700): {e.strerror}")
+            raise ConfigError(f"cannot make {path} private (mode 0700): {e.strerror}") from e
     return path
 
 
@@ -180,4 +198,4 @@ def with_overrides(settings: Settings, **changes: object) -> Settings:
     """A copy of ``settings`` with some fields changed."""
     values = {name: getattr(settings, name) for name in Settings.__slots__}
     values.update(changes)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)

@@ -46,12 +46,28 @@ class HelloKind(Kind):
 
 @click.command("send")
 @click.argument("petition_id", metavar="ID")
-@click.option("--counter", type=click.IntRange(min=0), default=1, show_default=True,
-              metavar="N", help="How many lines to print.")
-@click.option("--sleep-time", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              metavar="T", help="Seconds between lines.")
-@click.option("--priority", type=int, metavar="P",
-              help="Lower runs first; equal priorities run in arrival order (default 0).")
+@click.option(
+    "--counter",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="How many lines to print.",
+)
+@click.option(
+    "--sleep-time",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="T",
+    help="Seconds between lines.",
+)
+@click.option(
+    "--priority",
+    type=int,
+    metavar="P",
+    help="Lower runs first; equal priorities run in arrival order (default 0).",
+)
 @global_options
 def send(petition_id: str, counter: int, sleep_time: float, priority: int | None) -> int:
     """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'."""

@@ -56,9 +56,15 @@ class ShellKind(Kind):
 
 @click.command("run")
 @click.argument("petition_id", metavar="ID")
-@click.option("--priority", type=int, metavar="P",
-              help="Lower runs first; equal priorities run in arrival order (default 0).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARG]...")
+@click.option(
+    "--priority",
+    type=int,
+    metavar="P",
+    help="Lower runs first; equal priorities run in arrival order (default 0).",
+)
+@click.argument(
+    "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARG]..."
+)
 @global_options
 def run(petition_id: str, priority: int | None, command: tuple[str, ...]) -> int:
     """Run CMD on the service host once there is room, streaming its output live.

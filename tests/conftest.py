@@ -46,7 +46,8 @@ class Env:
         self.runtime = root / "run"
         self.state = root / "state"
         self.vars = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith("ORCHA_") and k not in ("COVERAGE_PROCESS_START",)
         }
         self.vars.update(
@@ -61,27 +62,42 @@ class Env:
         return self.runtime / "orcha.sock"
 
     def run(
-        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
-        cwd: str | Path | None = None, input: bytes | None = None,
+        self,
+        *args: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        input: bytes | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the orcha CLI to completion; text output."""
         return subprocess.run(
             [sys.executable, "-m", "orcha", *args],
-            env={**self.vars, **(env or {})}, cwd=cwd, capture_output=True,
-            timeout=timeout, text=True, input=input.decode() if input else None,
+            env={**self.vars, **(env or {})},
+            cwd=cwd,
+            capture_output=True,
+            timeout=timeout,
+            text=True,
+            input=input.decode() if input else None,
         )
 
     def run_bytes(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "orcha", *args],
-            env=self.vars, capture_output=True, timeout=timeout,
+            env=self.vars,
+            capture_output=True,
+            timeout=timeout,
         )
 
-    def popen(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[bytes]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, **kw: object
+    ) -> subprocess.Popen[bytes]:
         """Start the orcha CLI in the background (pipes for stdout and stderr)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "orcha", *args], env={**self.vars, **(env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw,  # type: ignore[arg-type]
+            [sys.executable, "-m", "orcha", *args],
+            env={**self.vars, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kw,  # type: ignore[arg-type]
         )
 
     def serve(self, *args: str, env: dict[str, str] | None = None) -> Service:
@@ -111,7 +127,8 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orcha", "serve", *self.args],
             env={**self.env.vars, **self.extra_env},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         threading.Thread(target=self._collect_stderr, daemon=True).start()
         if expect_ready:
@@ -126,7 +143,9 @@ class Service:
         """Wait for the 'listening on' line; fail the test if it does not come in time."""
         assert self.proc is not None and self.proc.stdout is not None
         result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline().decode()))  # type: ignore[union-attr]
+        reader = threading.Thread(
+            target=lambda: result.append(self.proc.stdout.readline().decode())
+        )  # type: ignore[union-attr]
         reader.daemon = True
         reader.start()
         reader.join(timeout)
@@ -203,7 +222,9 @@ def no_leftover_processes() -> Iterator[None]:
     """The suite must not leave any process behind."""
     yield
     time.sleep(0.2)
-    left = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    left = [
+        p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+    ]
     for p in left:
         p.kill()
     assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"

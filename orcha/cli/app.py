@@ -21,7 +21,9 @@ class OrchaGroup(click.Group):
             from orcha.plugins import discover
 
             disabled = frozenset(
-                n.strip() for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",") if n.strip()
+                n.strip()
+                for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",")
+                if n.strip()
             )
             OrchaGroup._plugins = discover(disabled)
         return OrchaGroup._plugins
@@ -36,7 +38,9 @@ class OrchaGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         plugin_names = [
-            name for entry in self.plugins() for name in entry.commands  # no aliases
+            name
+            for entry in self.plugins()
+            for name in entry.commands  # no aliases
         ]
         return sorted(self.commands) + sorted(plugin_names)
 

@@ -144,7 +144,9 @@ def try_fast(args: list[str]) -> int | None:
             verbose=parsed.verbose,
         )
         settings.configure(resolved)
-        request = SubmitRequest(parsed.kind, petition_id, params, priority, os.getcwd(), dict(os.environ))
+        request = SubmitRequest(
+            parsed.kind, petition_id, params, priority, os.getcwd(), dict(os.environ)
+        )
         session = Session.open(resolved)
         try:
             return run_attached(session, request)

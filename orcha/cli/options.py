@@ -49,22 +49,36 @@ def global_options(f: F) -> F:
     """Add the global options to a command (they also work before the command name)."""
     decorators = [
         click.option(
-            "--address", metavar="ADDR", expose_value=False, callback=_set("address"),
+            "--address",
+            metavar="ADDR",
+            expose_value=False,
+            callback=_set("address"),
             help="Service address: a socket path, or HOST:PORT for TCP (default: a socket "
             "in the user's runtime directory; env ORCHA_ADDRESS).",
         ),
         click.option(
-            "--key", metavar="KEY", expose_value=False, callback=_set("key"),
+            "--key",
+            metavar="KEY",
+            expose_value=False,
+            callback=_set("key"),
             help="Authentication key (default: the key file in the user's state "
             "directory; env ORCHA_KEY).",
         ),
         click.option(
-            "-v", "--verbose", count=True, expose_value=False, callback=_set("verbose"),
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_set("verbose"),
             help="More logging on stderr (-vv for debug).",
         ),
         click.option(
-            "--version", is_flag=True, expose_value=False, is_eager=True,
-            callback=_show_version, help="Print orcha's version and exit.",
+            "--version",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_show_version,
+            help="Print orcha's version and exit.",
         ),
     ]
     for decorator in reversed(decorators):

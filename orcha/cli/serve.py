@@ -9,11 +9,15 @@ from orcha.cli.options import global_options, settings_from
 
 @click.command()
 @click.option(
-    "--max-running", type=click.IntRange(min=1), metavar="N",
+    "--max-running",
+    type=click.IntRange(min=1),
+    metavar="N",
     help="Run at most N petitions at once (default: the number of CPU cores).",
 )
 @click.option(
-    "--grace", type=click.FloatRange(min=0), metavar="SECONDS",
+    "--grace",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
     help="Seconds between SIGTERM and SIGKILL when a petition is stopped (default 5).",
 )
 @global_options

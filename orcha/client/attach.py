@@ -13,14 +13,14 @@ import selectors
 import signal
 import sys
 
-TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
-if TYPE_CHECKING:
-    from typing import Any
-
 from orcha.client.session import Session
 from orcha.errors import ExitCode, LostServiceError
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def notice(text: str) -> None:
@@ -87,10 +87,8 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
                     cancel_sent = True
                     notice(f"cancelling petition {request.id} (press Ctrl+C again to stop waiting)")
                     session.send(messages.encode({"op": "cancel", "id": request.id}))
-                if session.pending:
-                    ready = ["service"]
-                else:
-                    ready = [key.data for key, _ in sel.select()]
+                # Frames already read while waiting for a reply are handled first.
+                ready = ["service"] if session.pending else [k.data for k, _ in sel.select()]
                 if "signal" in ready:
                     interrupts.drain()
                 if "service" not in ready:

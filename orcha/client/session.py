@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
-
 from orcha.defaults import SESSION_MAGIC
 from orcha.errors import WIRE_ERRORS, ExitCode, LostServiceError, PetitionError
 from orcha.protocol import messages, transport
 from orcha.protocol.messages import SubmitRequest
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
 
@@ -36,7 +35,7 @@ class Session:
             conn.send_bytes(SESSION_MAGIC)
         except OSError as e:
             conn.close()
-            raise LostServiceError(str(e))
+            raise LostServiceError(str(e)) from e
         return cls(conn)
 
     def fileno(self) -> int:
@@ -49,22 +48,24 @@ class Session:
         try:
             return self.conn.recv_bytes()
         except (EOFError, OSError) as e:
-            raise LostServiceError(str(e) or "connection closed")
+            raise LostServiceError(str(e) or "connection closed") from e
 
     def send(self, frame: bytes) -> None:
         try:
             self.conn.send_bytes(frame)
         except OSError as e:
-            raise LostServiceError(str(e))
+            raise LostServiceError(str(e)) from e
 
-    def request(self, obj: dict[str, Any] | None = None, raw: bytes | None = None) -> dict[str, Any]:
+    def request(
+        self, obj: dict[str, Any] | None = None, raw: bytes | None = None
+    ) -> dict[str, Any]:
         """Send a request and return its successful reply; PetitionError if refused."""
         self.send(raw if raw is not None else messages.encode(obj or {}))
         while True:
             try:
                 frame = self.conn.recv_bytes()
             except (EOFError, OSError) as e:
-                raise LostServiceError(str(e) or "connection closed")
+                raise LostServiceError(str(e) or "connection closed") from e
             if frame[:1] == b"{":
                 answer = messages.decode(frame)
                 if "re" in answer:

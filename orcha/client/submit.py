@@ -22,7 +22,7 @@ def attach(kind: str, petition_id: str, params: dict[str, Any], priority: int | 
     try:
         petition_id = check_id(petition_id)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'ID'")
+        raise click.BadParameter(str(e), param_hint="'ID'") from e
     settings = settings_from(click.get_current_context())
     request = SubmitRequest(
         kind=kind,

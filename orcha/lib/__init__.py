@@ -90,9 +90,9 @@ class ClientManager:
             base = settings.current()
             self.settings = settings.resolve(
                 address=address or str(base.address),
-                key=key if key is not None else (
-                    base.key_override.decode() if base.key_override else None
-                ),
+                key=key
+                if key is not None
+                else (base.key_override.decode() if base.key_override else None),
             )
         self.manager: QueueManager | None = None
         self._session: Session | None = None
@@ -109,7 +109,7 @@ class ClientManager:
         try:
             manager.connect()
         except OSError as e:
-            raise NoServiceError(str(self.settings.address), str(e))
+            raise NoServiceError(str(self.settings.address), str(e)) from e
         self.manager = manager
         return True
 

@@ -15,6 +15,9 @@ class Address:
     """Where a service listens. Exactly one of ``path`` or (``host``, ``port``) is set."""
 
     __slots__ = ("host", "path", "port")
+    path: str | None
+    host: str | None
+    port: int | None
 
     def __init__(self, path: str | None = None, host: str | None = None, port: int | None = None):
         object.__setattr__(self, "path", path)
@@ -26,7 +29,9 @@ class Address:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Address) and (self.path, self.host, self.port) == (
-            other.path, other.host, other.port
+            other.path,
+            other.host,
+            other.port,
         )
 
     def __hash__(self) -> int:

@@ -32,9 +32,14 @@ class QueueProxy(BaseProxy):
             from multiprocessing import process
 
             server = getattr(process.current_process(), "_manager_server", None)
-            entry = server.id_to_local_proxy_obj.get(self._id) if server else None
+            ident = getattr(self, "_id", None)
+            entry = server.id_to_local_proxy_obj.get(ident) if server else None
             if entry is not None and isinstance(entry[0], OutputQueue):
                 self._local = entry[0]
+
+    def _remote(self, method: str, *args: Any) -> Any:
+        call: Any = self._callmethod  # typeshed declares it as returning None
+        return call(method, args)
 
     def _target(self) -> OutputQueue | None:
         # After a fork (the tutorial's action starts a multiprocessing.Process) the child
@@ -46,7 +51,7 @@ class QueueProxy(BaseProxy):
         if local is not None:
             local.put(item, block, timeout)
         else:
-            self._callmethod("put", (item, block, timeout))
+            self._remote("put", item, block, timeout)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, False)
@@ -55,16 +60,16 @@ class QueueProxy(BaseProxy):
         local = self._target()
         if local is not None:
             return local.get(block, timeout)
-        return self._callmethod("get", (block, timeout))
+        return self._remote("get", block, timeout)
 
     def get_nowait(self) -> Any:
         return self.get(False)
 
     def qsize(self) -> int:
-        return self._callmethod("qsize")  # type: ignore[no-any-return]
+        return int(self._remote("qsize"))
 
     def empty(self) -> bool:
-        return self._callmethod("empty")  # type: ignore[no-any-return]
+        return bool(self._remote("empty"))
 
     def full(self) -> bool:
         return False
@@ -79,9 +84,9 @@ QueueManager.register("Queue", callable=OutputQueue, proxytype=QueueProxy)
 
 def registry() -> dict[str, Any]:
     """The typeid table the service serves (the same one clients create proxies from)."""
-    return QueueManager._registry  # type: ignore[attr-defined,no-any-return]
+    return QueueManager._registry  # type: ignore[attr-defined]
 
 
 def proxy_ident(obj: Any) -> str | None:
     """The server-side object id of a proxy, or None if ``obj`` is not one."""
-    return obj._id if isinstance(obj, BaseProxy) else None  # type: ignore[no-any-return]
+    return getattr(obj, "_id", None) if isinstance(obj, BaseProxy) else None

@@ -3,10 +3,10 @@
 The wire format is ``multiprocessing.connection``'s (length-prefixed frames, HMAC
 challenge/response with the shared key), so the standard ``multiprocessing.managers``
 proxies of the original Orcha API work against the same socket. The service uses the
-standard implementation; orcha's own clients use the lean one in ``orcha.protocol.wire``. What this module adds
-over the standard Listener/Client: a deadline on every handshake (a silent peer cannot
-block anyone), ``TCP_NODELAY`` (no 40 ms Nagle stalls), errors mapped to orcha's
-hierarchy, and a listening socket the service can poll from its event loop.
+standard implementation; orcha's own clients use the lean one in ``orcha.protocol.wire``.
+What this module adds over the standard Listener/Client: a deadline on every handshake
+(a silent peer cannot block anyone), ``TCP_NODELAY`` (no 40 ms Nagle stalls), errors
+mapped to orcha's hierarchy, and a listening socket the service can poll from its loop.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def _nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT) -> WireConnection:
+def connect(
+    address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT
+) -> WireConnection:
     """Connect and authenticate to the service at ``address`` (the client's end).
 
     Raises NoServiceError when nothing listens or it does not answer in time, and
@@ -65,16 +67,16 @@ def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOU
         sock.connect(address.sockaddr)
     except FileNotFoundError:
         sock.close()
-        raise NoServiceError(str(address), "no socket there")
+        raise NoServiceError(str(address), "no socket there") from None
     except ConnectionRefusedError:
         sock.close()
-        raise NoServiceError(str(address), "connection refused")
+        raise NoServiceError(str(address), "connection refused") from None
     except TimeoutError:
         sock.close()
-        raise NoServiceError(str(address), "it did not answer")
+        raise NoServiceError(str(address), "it did not answer") from None
     except OSError as e:
         sock.close()
-        raise NoServiceError(str(address), e.strerror or str(e))
+        raise NoServiceError(str(address), e.strerror or str(e)) from e
     if key is None:
         sock.close()
         raise AuthError(
@@ -91,10 +93,12 @@ def connect(address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOU
         raise AuthError(
             f"the service at {address} refused this key; use the key in its key file "
             "(the same user's state directory) or pass it with --key or ORCHA_KEY"
-        )
+        ) from None
     except (OSError, EOFError):
         conn.close()
-        raise NoServiceError(str(address), "it closed the connection during authentication")
+        raise NoServiceError(
+            str(address), "it closed the connection during authentication"
+        ) from None
     sock.settimeout(None)
     return conn
 
@@ -128,8 +132,8 @@ def listen(address: Address) -> socket.socket:
             raise AlreadyRunningError(
                 f"cannot listen on {address}: the address is in use "
                 "(is another orcha service running there? stop it or use --address)"
-            )
-        raise ConfigError(f"cannot listen on {address}: {e.strerror or e}")
+            ) from e
+        raise ConfigError(f"cannot listen on {address}: {e.strerror or e}") from e
     sock.setblocking(False)
     return sock
 
@@ -180,6 +184,6 @@ def authenticate(conn: Connection, key: bytes) -> None:
         deliver_challenge(conn, key)
         answer_challenge(conn, key)
     except AuthenticationError as e:
-        raise AuthError(f"client failed authentication: {e}")
+        raise AuthError(f"client failed authentication: {e}") from e
     finally:
         set_recv_timeout(conn.fileno(), 0)

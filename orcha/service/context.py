@@ -66,7 +66,7 @@ class Context:
                     sel.register(pipe.fileno(), selectors.EVENT_READ, tag)
             while sel.get_map():
                 for key, _ in sel.select():
-                    data = os.read(key.fd, PIPE_CHUNK)  # type: ignore[arg-type]
+                    data = os.read(key.fd, PIPE_CHUNK)
                     if data:
                         self._job.queue.put((key.data, data))
                     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from orcha.errors import InvalidPetitionError, UnknownKindError
@@ -11,7 +12,6 @@ from orcha.lib import Manager
 from orcha.protocol.messages import SubmitRequest
 from orcha.service.context import Context
 from orcha.service.procs import ProcessControl
-from dataclasses import dataclass, field
 
 
 @dataclass(order=True)
@@ -44,7 +44,7 @@ class KindManager(Manager):
         except InvalidPetitionError:
             raise
         except Exception as e:  # a kind's validator must not take the request path down
-            raise InvalidPetitionError(f"invalid parameters for kind {kind.name!r}: {e}")
+            raise InvalidPetitionError(f"invalid parameters for kind {kind.name!r}: {e}") from e
         petition = KindPetition(
             id=request.id,
             queue=queue,
@@ -65,9 +65,14 @@ class KindManager(Manager):
         if "kind" not in extras or "queue" not in extras:
             return None
         request = SubmitRequest.from_wire(
-            {"kind": extras["kind"], "id": m.id, "params": extras.get("params", {}),
-             "priority": extras.get("priority"), "cwd": extras.get("cwd", "/"),
-             "env": extras.get("env", {})}
+            {
+                "kind": extras["kind"],
+                "id": m.id,
+                "params": extras.get("params", {}),
+                "priority": extras.get("priority"),
+                "cwd": extras.get("cwd", "/"),
+                "env": extras.get("env", {}),
+            }
         )
         return self.petition_from_request(request, extras["queue"])
 

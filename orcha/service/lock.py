@@ -20,7 +20,7 @@ class AddressLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            raise ConfigError(f"cannot create lock file {self.path}: {e.strerror}")
+            raise ConfigError(f"cannot create lock file {self.path}: {e.strerror}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -29,7 +29,7 @@ class AddressLock:
             raise AlreadyRunningError(
                 f"another orcha service (pid {owner}) is already listening at {address}; "
                 "stop it first (Ctrl+C in its terminal) or use --address"
-            )
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -47,7 +47,7 @@ class Scheduler:
     def jobs(self) -> list[Job]:
         """Every queued or running job, running first, then in admission order."""
         with self.lock:
-            queued = sorted((e for e in self._heap if e.job.state is State.QUEUED))
+            queued = sorted(e for e in self._heap if e.job.state is State.QUEUED)
             return list(self._running.values()) + [e.job for e in queued]
 
     def get(self, petition_id: str) -> Job | None:

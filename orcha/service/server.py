@@ -39,7 +39,7 @@ class ManagerServer(managers.Server):
     ) -> None:
         # Not calling super().__init__: it would bind a Listener of its own.
         self.registry = registry
-        self.authkey = process.AuthenticationString(authkey)
+        self.authkey = process.AuthenticationString(authkey)  # type: ignore[attr-defined]
         self.address = address
         self.id_to_obj: dict[str, Any] = {"0": (None, ())}
         self.id_to_refcount: dict[str, int] = {}

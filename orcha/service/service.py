@@ -87,7 +87,7 @@ class Service:
         except PetitionError:
             raise
         except Exception as e:
-            raise InvalidPetitionError(f"the service could not use the message: {e}")
+            raise InvalidPetitionError(f"the service could not use the message: {e}") from e
         if petition is None:
             raise InvalidPetitionError(
                 f"the service could not turn message {getattr(message, 'id', '?')!r} "
@@ -206,7 +206,8 @@ class Service:
             if not is_loopback(address):
                 log.warning(
                     "listening on %s, which is not loopback: anyone who can reach it and has "
-                    "the key can run commands as this user", address
+                    "the key can run commands as this user",
+                    address,
                 )
         print(
             f"orcha {__version__}: listening on {address} (pid {os.getpid()}, "
@@ -225,7 +226,7 @@ class Service:
                     if key_.data == "accept":
                         self._accept(listener)
                     else:
-                        _drain(key_.fd)  # type: ignore[arg-type]
+                        _drain(key_.fd)
                 if self._signals and not self.stopping:
                     sel.unregister(listener)
                     listener.close()
@@ -276,7 +277,9 @@ class Service:
         running = self.scheduler.running()
         log.warning(
             "stopping: cancelling %d running and %d queued petition(s); "
-            "send the signal again to kill them at once", len(running), len(queued)
+            "send the signal again to kill them at once",
+            len(running),
+            len(queued),
         )
         for job in queued + running:
             self.cancel(job, "the service is stopping", by_client=False)
@@ -308,7 +311,11 @@ def configure_logging(verbose: int) -> None:
     """Service logs go to stderr: warnings by default, -v info, -vv debug."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "orcha serve: %(message)s" if verbose <= 0 else "orcha serve: %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "orcha serve: %(message)s"
+        if verbose <= 0
+        else "orcha serve: %(levelname)s %(name)s: %(message)s"
+    )
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("orcha")
     root.handlers[:] = [handler]

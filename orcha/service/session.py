@@ -15,7 +15,6 @@ import selectors
 import threading
 from typing import TYPE_CHECKING, Any
 
-from orcha import __version__
 from orcha.defaults import MAX_REQUEST_BYTES, OUTPUT_BUFFER_BYTES
 from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
@@ -139,7 +138,8 @@ class Session:
     def _forward(self, handle: int, job: Job) -> None:
         queue: OutputQueue = job.queue
         frames: list[bytes] = []
-        tag, chunks, size = -1, [], 0  # the run of same-stream data being coalesced
+        chunks: list[bytes] = []  # the run of same-stream data being coalesced
+        tag, size = -1, 0
 
         def flush() -> None:
             nonlocal tag, chunks, size
@@ -158,15 +158,23 @@ class Session:
             else:
                 flush()
                 if isinstance(item, Started):
-                    frames.append(messages.encode({"event": "started", "handle": handle, "id": job.id}))
+                    frames.append(
+                        messages.encode({"event": "started", "handle": handle, "id": job.id})
+                    )
                 elif isinstance(item, End):
                     ended = item
                     frames.append(
-                        messages.encode({
-                            "event": "end", "handle": handle, "id": job.id,
-                            "state": str(item.state), "code": item.code,
-                            "message": item.message, "by_client": item.by_client,
-                        })
+                        messages.encode(
+                            {
+                                "event": "end",
+                                "handle": handle,
+                                "id": job.id,
+                                "state": str(item.state),
+                                "code": item.code,
+                                "message": item.message,
+                                "by_client": item.by_client,
+                            }
+                        )
                     )
                 continue
             if stream != tag or size + len(data) > _FRAME_LIMIT:

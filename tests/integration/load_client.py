@@ -39,13 +39,19 @@ def main() -> int:
         if n % 2:
             code = (client + n) % 4
             request = SubmitRequest(
-                "shell", pid, {"argv": ["sh", "-c", f"echo $ORCHA_PETITION_ID; echo e >&2; exit {code}"]},
-                None, os.getcwd(), dict(os.environ),
+                "shell",
+                pid,
+                {"argv": ["sh", "-c", f"echo $ORCHA_PETITION_ID; echo e >&2; exit {code}"]},
+                None,
+                os.getcwd(),
+                dict(os.environ),
             )
             want = (f"{pid}\n".encode(), b"e\n", code)
         else:
             lines = n % 4 + 1
-            request = SubmitRequest("hello", pid, {"counter": lines, "sleep_time": 0}, None, "/", {})
+            request = SubmitRequest(
+                "hello", pid, {"counter": lines, "sleep_time": 0}, None, "/", {}
+            )
             want = ("".join(f"Hello world! {i}\n" for i in range(lines)).encode(), b"", 0)
         got = run_one(request)
         if got != want:

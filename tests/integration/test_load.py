@@ -24,8 +24,10 @@ def test_hundred_concurrent_clients(env: Env) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, str(driver), str(i), str(PETITIONS)],
-            env={**env.vars, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            env={**env.vars, "PYTHONPATH": str(root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(CLIENTS)
     ]

@@ -25,9 +25,22 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(FIXTURE, src)
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     yield target
@@ -45,8 +58,10 @@ def _serve_tutorial(env: Env) -> Service:
     # `orcha hello-world serve`, not `orcha serve`: Service starts `orcha serve`, so
     # start it by hand with the plugin's command.
     service.proc = subprocess.Popen(
-        [sys.executable, "-m", "orcha", "hello-world", "serve"], env=env.vars,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "orcha", "hello-world", "serve"],
+        env=env.vars,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     threading.Thread(target=service._collect_stderr, daemon=True).start()
     service.wait_ready()
@@ -77,8 +92,10 @@ def test_hw_alias_serves(tenv: Env) -> None:
     service = Service(tenv, [], {})
     tenv.services.append(service)
     service.proc = subprocess.Popen(
-        [sys.executable, "-m", "orcha", "hw", "serve"], env=tenv.vars,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "orcha", "hw", "serve"],
+        env=tenv.vars,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     service.wait_ready()
     assert tenv.run_bytes("hw", "send", "a").stdout.replace(b"\r", b"") == b"Hello world! 0\n"

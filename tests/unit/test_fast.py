@@ -66,8 +66,15 @@ def _click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, A
 
         g = click.get_current_context().find_root().obj
         assert isinstance(g, Globals)
-        seen.update(kind=kind, id=petition_id, params=params, priority=priority,
-                    address=g.address, key=g.key, verbose=g.verbose)
+        seen.update(
+            kind=kind,
+            id=petition_id,
+            params=params,
+            priority=priority,
+            address=g.address,
+            key=g.key,
+            verbose=g.verbose,
+        )
         return 0
 
     monkeypatch.setattr(submit, "attach", fake_attach)
@@ -84,7 +91,10 @@ def test_fast_and_click_agree(args: list[str], monkeypatch: pytest.MonkeyPatch) 
     params, priority = values
     clicked = _click_view(args, monkeypatch)
     assert (parsed.kind, parsed.petition_id, params, priority) == (
-        clicked["kind"], clicked["id"], clicked["params"], clicked["priority"]
+        clicked["kind"],
+        clicked["id"],
+        clicked["params"],
+        clicked["priority"],
     )
     assert parsed.options.get("--address") == clicked["address"]
     assert parsed.options.get("--key") == clicked["key"]

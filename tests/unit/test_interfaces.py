@@ -46,18 +46,22 @@ class ListQueue:
         self.calls.append((item, *args))
 
 
-def hw(pid: int | str = "hw", counter: int = 1, sleep_time: float = 0.0,
-       q: Any = None) -> HWPetition:
+def hw(
+    pid: int | str = "hw", counter: int = 1, sleep_time: float = 0.0, q: Any = None
+) -> HWPetition:
     return HWPetition(
-        id=pid, queue=q if q is not None else ListQueue(), action=_action,
-        condition=_condition, counter=counter, sleep_time=sleep_time,
+        id=pid,
+        queue=q if q is not None else ListQueue(),
+        action=_action,
+        condition=_condition,
+        counter=counter,
+        sleep_time=sleep_time,
     )
 
 
 def test_tutorial_petition_constructs_from_keywords() -> None:
     q = ListQueue()
-    p = HWPetition(id=3, queue=q, action=_action, condition=_condition, counter=4,
-                   sleep_time=0.5)
+    p = HWPetition(id=3, queue=q, action=_action, condition=_condition, counter=4, sleep_time=0.5)
     assert p.id == 3
     assert p.queue is q
     assert p.action is _action
@@ -69,8 +73,15 @@ def test_tutorial_petition_constructs_from_keywords() -> None:
 
 def test_priority_is_not_an_init_argument() -> None:
     with pytest.raises(TypeError):
-        HWPetition(priority=1, id=1, queue=None, action=_action, condition=_condition,  # type: ignore[call-arg]
-                   counter=1, sleep_time=1.0)
+        HWPetition(
+            priority=1,
+            id=1,
+            queue=None,
+            action=_action,
+            condition=_condition,  # type: ignore[call-arg]
+            counter=1,
+            sleep_time=1.0,
+        )
     init_names = [f.name for f in fields(HWPetition) if f.init]
     assert init_names == ["id", "queue", "action", "condition", "counter", "sleep_time"]
 

@@ -28,8 +28,9 @@ def manager() -> KindManager:
     return KindManager({"hello": HelloKind(), "shell": ShellKind()}, procs=FakeProcs())  # type: ignore[arg-type]
 
 
-def request(kind: str, params: dict[str, Any], priority: int | None = None,
-            pid: str = "p1") -> SubmitRequest:
+def request(
+    kind: str, params: dict[str, Any], priority: int | None = None, pid: str = "p1"
+) -> SubmitRequest:
     return SubmitRequest(kind, pid, params, priority, "/work/dir", {"LANG": "C"})
 
 
@@ -156,8 +157,14 @@ def test_convert_legacy_message_with_kind(manager: KindManager) -> None:
     queue = OutputQueue()
     message = Message(
         id=17,
-        extras={"kind": "hello", "queue": queue, "params": {"counter": 2}, "priority": 5,
-                "cwd": "/srv", "env": {"A": "b"}},
+        extras={
+            "kind": "hello",
+            "queue": queue,
+            "params": {"counter": 2},
+            "priority": 5,
+            "cwd": "/srv",
+            "env": {"A": "b"},
+        },
     )
     petition = manager.convert_to_petition(message)
     assert isinstance(petition, KindPetition)
@@ -172,8 +179,9 @@ def test_convert_legacy_message_with_kind(manager: KindManager) -> None:
 
 def test_convert_legacy_message_defaults(manager: KindManager) -> None:
     petition = manager.convert_to_petition(
-        Message(id="m", extras={"kind": "shell", "queue": OutputQueue(),
-                                "params": {"argv": ["true"]}})
+        Message(
+            id="m", extras={"kind": "shell", "queue": OutputQueue(), "params": {"argv": ["true"]}}
+        )
     )
     assert petition is not None
     assert petition.priority == 0

@@ -53,7 +53,10 @@ def test_output_frame_round_trip(tag: int, handle: int, data: bytes) -> None:
 def test_reply_and_error_reply() -> None:
     assert m.decode(m.reply("info", running=2)) == {"re": "info", "ok": True, "running": 2}
     assert m.decode(m.error_reply("submit", "duplicate", "taken")) == {
-        "re": "submit", "ok": False, "error": "duplicate", "message": "taken",
+        "re": "submit",
+        "ok": False,
+        "error": "duplicate",
+        "message": "taken",
     }
 
 
@@ -63,8 +66,14 @@ def test_ops() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0, "0"), (42, "42"), (-7, "-7"), ("job-1", "job-1"), ("a.b_c:d-é", "a.b_c:d-é"),
-     ("x" * MAX_ID_LENGTH, "x" * MAX_ID_LENGTH)],
+    [
+        (0, "0"),
+        (42, "42"),
+        (-7, "-7"),
+        ("job-1", "job-1"),
+        ("a.b_c:d-é", "a.b_c:d-é"),
+        ("x" * MAX_ID_LENGTH, "x" * MAX_ID_LENGTH),
+    ],
 )
 def test_check_id_accepts(value: object, text: str) -> None:
     assert check_id(value) == text
@@ -72,8 +81,24 @@ def test_check_id_accepts(value: object, text: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", " ", "a b", "tab\there", "new\nline", "\x00nul", "bell\x07", "esc\x1b[31m",
-     "nbsp\u00a0x", "x" * (MAX_ID_LENGTH + 1), None, True, False, 1.5, b"bytes", ["l"]],
+    [
+        "",
+        " ",
+        "a b",
+        "tab\there",
+        "new\nline",
+        "\x00nul",
+        "bell\x07",
+        "esc\x1b[31m",
+        "nbsp\u00a0x",
+        "x" * (MAX_ID_LENGTH + 1),
+        None,
+        True,
+        False,
+        1.5,
+        b"bytes",
+        ["l"],
+    ],
 )
 def test_check_id_rejects(value: object) -> None:
     with pytest.raises(ValueError):
@@ -109,7 +134,12 @@ _MISSING = object()
 def test_submit_from_wire_and_to_wire_round_trip() -> None:
     req = SubmitRequest.from_wire(_wire())
     assert (req.kind, req.id, req.params, req.priority, req.cwd, req.env) == (
-        "hello", "p1", {"counter": 2}, 3, "/home/u", {"PATH": "/bin"},
+        "hello",
+        "p1",
+        {"counter": 2},
+        3,
+        "/home/u",
+        {"PATH": "/bin"},
     )
     wire = req.to_wire()
     assert wire == _wire()
@@ -126,8 +156,13 @@ def test_submit_defaults() -> None:
     assert req.cwd == "/"
     assert req.env == {}
     assert req.to_wire() == {
-        "op": "submit", "kind": "shell", "id": "5", "params": {}, "priority": None,
-        "cwd": "/", "env": {},
+        "op": "submit",
+        "kind": "shell",
+        "id": "5",
+        "params": {},
+        "priority": None,
+        "cwd": "/",
+        "env": {},
     }
 
 

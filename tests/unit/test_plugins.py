@@ -192,8 +192,17 @@ def test_tutorial_plugin_found_as_legacy_module(monkeypatch: pytest.MonkeyPatch)
             "ValueError: ctor",
         ),
     ],
-    ids=["import-error", "missing-dep", "syntax", "sys-exit", "runtime", "no-plugin",
-         "not-a-plugin", "no-name", "ctor-raises"],
+    ids=[
+        "import-error",
+        "missing-dep",
+        "syntax",
+        "sys-exit",
+        "runtime",
+        "no-plugin",
+        "not-a-plugin",
+        "no-name",
+        "ctor-raises",
+    ],
 )
 def test_broken_legacy_module_listed_with_error(
     plugin_dir: Path, source: str, error_start: str
@@ -221,7 +230,10 @@ def test_plugin_whose_kinds_raise_is_listed_with_error(plugin_dir: Path) -> None
 
 
 def test_plugin_version_error_does_not_break_listing(plugin_dir: Path) -> None:
-    write(plugin_dir, "orcha_tver", """
+    write(
+        plugin_dir,
+        "orcha_tver",
+        """
         from orcha.plugins import BasePlugin
         class P(BasePlugin):
             name = "tver"
@@ -229,7 +241,8 @@ def test_plugin_version_error_does_not_break_listing(plugin_dir: Path) -> None:
             def version():
                 raise OSError("no metadata")
         plugin = P
-    """)
+    """,
+    )
     entry = by_module(discover(), "orcha_tver")
     assert entry.error is None
     assert entry.version == "unknown (OSError: no metadata)"
@@ -271,7 +284,10 @@ def test_command_conflict_names_the_owner(
 
 
 def test_click_command_conflict(plugin_dir: Path) -> None:
-    write(plugin_dir, "orcha_tclick", """
+    write(
+        plugin_dir,
+        "orcha_tclick",
+        """
         import click
         from orcha.plugins import BasePlugin
 
@@ -285,13 +301,17 @@ def test_click_command_conflict(plugin_dir: Path) -> None:
                 return [run]
 
         plugin = P
-    """)
+    """,
+    )
     entry = by_module(discover(), "orcha_tclick")
     assert entry.error == "conflict: plugin tclick claims command 'run' (already provided by shell)"
 
 
 def test_kind_conflict(plugin_dir: Path) -> None:
-    write(plugin_dir, "orcha_tkind", """
+    write(
+        plugin_dir,
+        "orcha_tkind",
+        """
         from orcha.kinds import Kind
         from orcha.plugins import BasePlugin
 
@@ -304,7 +324,8 @@ def test_kind_conflict(plugin_dir: Path) -> None:
                 return [K()]
 
         plugin = P
-    """)
+    """,
+    )
     entry = by_module(discover(), "orcha_tkind")
     assert entry.error == "conflict: plugin tkind claims kind 'hello' (already provided by hello)"
     assert entry.kinds == {}

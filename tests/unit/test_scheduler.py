@@ -175,9 +175,7 @@ def test_admit_stops_at_first_blocked_job(sched: Scheduler, rec: Recorder) -> No
     assert [j.id for j in sched.jobs()] == ["first", "blocked", "after"]
 
 
-def test_max_running_condition_and_finished_frees_a_slot(
-    sched: Scheduler, rec: Recorder
-) -> None:
+def test_max_running_condition_and_finished_frees_a_slot(sched: Scheduler, rec: Recorder) -> None:
     def room(_: Any) -> bool:
         return sched.running_count < 2
 

@@ -14,7 +14,10 @@ from orcha.errors import ConfigError
 from orcha.protocol.address import Address
 
 ENV_VARS = (
-    defaults.ENV_ADDRESS, defaults.ENV_KEY, defaults.ENV_RUNTIME_DIR, defaults.ENV_STATE_DIR,
+    defaults.ENV_ADDRESS,
+    defaults.ENV_KEY,
+    defaults.ENV_RUNTIME_DIR,
+    defaults.ENV_STATE_DIR,
 )
 
 
@@ -92,8 +95,9 @@ def test_explicit_arguments_win_over_env(
 ) -> None:
     monkeypatch.setenv(defaults.ENV_ADDRESS, "9123")
     monkeypatch.setenv(defaults.ENV_KEY, "env-secret")
-    s = settings.resolve(address="/tmp/explicit.sock", key="cli-secret", grace=0.5,
-                         max_running=3, verbose=2)
+    s = settings.resolve(
+        address="/tmp/explicit.sock", key="cli-secret", grace=0.5, max_running=3, verbose=2
+    )
     assert s.address == Address(path="/tmp/explicit.sock")
     assert s.key_override == b"cli-secret"
     assert (s.grace, s.max_running, s.verbose) == (0.5, 3, 2)

@@ -63,7 +63,7 @@ def test_answers_a_digest_prefixed_challenge_as_python_312_does() -> None:
         server.send_bytes(CHALLENGE + message)
         result.append(server.recv_bytes(256))
         server.send_bytes(WELCOME)
-        challenge = server.recv_bytes(256)[len(CHALLENGE):]
+        challenge = server.recv_bytes(256)[len(CHALLENGE) :]
         server.send_bytes(b"{sha256}" + hmac.new(KEY, challenge, "sha256").digest())
         result.append(server.recv_bytes(256))
 
@@ -82,7 +82,7 @@ def test_a_server_without_the_key_is_detected() -> None:
         server.send_bytes(CHALLENGE + os.urandom(20))
         server.recv_bytes(256)
         server.send_bytes(WELCOME)  # accepts anything...
-        challenge = server.recv_bytes(256)[len(CHALLENGE):]
+        challenge = server.recv_bytes(256)[len(CHALLENGE) :]
         server.send_bytes(hmac.new(b"other", challenge, "md5").digest())  # ...but has no key
         server.recv_bytes(256)
 
