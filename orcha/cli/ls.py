@@ -48,7 +48,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
             "plugins": [
                 {
                     "name": e.name,
-                    "version": e.version if e.plugin is not None else None,
+                    "version": e.version.rpartition(" - ")[2] if e.plugin is not None else None,
                     "display": _label(e),
                     "embedded": e.embedded,
                     "origin": e.origin,
@@ -65,17 +65,18 @@ def ls(ctx: click.Context, as_json: bool) -> int:
         return 0
     if sys.stdout.isatty():
         from rich.console import Console
+        from rich.markup import escape
         from rich.tree import Tree
 
         tree = Tree(f"[bold]orcha[/] - {__version__}")
         for e in entries:
             style = "red" if e.error else "green" if e.embedded else "cyan"
-            node = tree.add(f"[{style}]{_label(e)}[/]")
+            node = tree.add(f"[{style}]{escape(_label(e))}[/]")
             for line in _details(e):
-                node.add(line)
-        console = Console()
+                node.add(escape(line))
+        console = Console(highlight=False)
         console.print(tree)
-        console.print(f"\n{FOOTER}")
+        console.print(f"\n{escape(FOOTER)}")
         return 0
     out = [f"orcha - {__version__}"]
     for i, e in enumerate(entries):
