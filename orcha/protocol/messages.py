@@ -42,7 +42,10 @@ def encode(obj: dict[str, Any]) -> bytes:
 
 def decode(frame: bytes) -> dict[str, Any]:
     """Parse a JSON frame; ValueError if it is not a JSON object."""
-    obj = json.loads(frame)
+    try:
+        obj = json.loads(frame)
+    except RecursionError:
+        raise ValueError("the request is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ValueError("a request must be a JSON object")
     return obj

@@ -130,7 +130,7 @@ def listen(address: Address) -> socket.socket:
         sock.close()
         if e.errno == errno.EADDRINUSE:
             raise AlreadyRunningError(
-                f"cannot listen on {address}: the address is in use "
+                f"cannot listen on {address}: the address is already in use "
                 "(is another orcha service running there? stop it or use --address)"
             ) from e
         raise ConfigError(f"cannot listen on {address}: {e.strerror or e}") from e

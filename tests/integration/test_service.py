@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -41,13 +41,19 @@ def session(env: Env, address: str | None = None, key: bytes | None = None) -> I
         conn.close()
 
 
+def readable(conn: Any, timeout: float) -> bool:
+    """Whether a frame (or EOF) arrives on ``conn`` within ``timeout`` seconds."""
+    ready, _, _ = select.select([conn.fileno()], [], [], timeout)
+    return bool(ready)
+
+
 def request(conn: Any, obj: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
     """Send a JSON request and return its reply (skipping events and output frames)."""
     conn.send_bytes(json.dumps(obj).encode())
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
-        assert left > 0 and conn.poll(left), f"no reply to {obj!r} within {timeout}s"
+        assert left > 0 and readable(conn, left), f"no reply to {obj!r} within {timeout}s"
         frame = conn.recv_bytes()
         if frame[:1] == b"{":
             answer = json.loads(frame)
@@ -77,10 +83,8 @@ def reap(*procs: subprocess.Popen[bytes]) -> None:
     for p in procs:
         if p.poll() is None:
             p.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
             p.communicate(timeout=10)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
-            pass
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 20) -> tuple[int, str, str]:
@@ -115,6 +119,12 @@ def gone(pid: int) -> bool:
 def pid_writer(pidfile: Path, then: str = "exec sleep 300") -> list[str]:
     """argv for ``orcha run``: a shell that records its PID, then runs ``then``."""
     return ["sh", "-c", f'echo $$ > "{pidfile}"; {then}']
+
+
+def assert_cancelled_by_service(line: str) -> None:
+    """The client's message says the service (not some other client) cancelled it."""
+    assert "cancelled" in line, line
+    assert "service" in line and "another client" not in line, line
 
 
 def free_port() -> int:
@@ -173,8 +183,9 @@ def test_stale_socket_of_killed_service_is_cleaned_up(env: Env) -> None:
 
 
 # -- stopping --------------------------------------------------------------------------------
-def test_sigterm_cancels_running_petition_kills_its_tree_and_exits_zero(
-    env: Env, service: Service, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_cancels_running_petition_kills_its_tree_and_exits_zero(
+    env: Env, service: Service, tmp_path: Path, sig: signal.Signals
 ) -> None:
     pidfile = tmp_path / "pid"
     client = env.popen("run", "x", "--", *pid_writer(pidfile))
@@ -182,22 +193,20 @@ def test_sigterm_cancels_running_petition_kills_its_tree_and_exits_zero(
         pid = read_pid(pidfile)
         wait_state(env, "x", "RUNNING")
         assert not gone(pid)
-        service.signal(signal.SIGTERM)
+        service.signal(sig)
         assert service.proc is not None
         assert service.proc.wait(20) == 0
         code, out, err = finish(client)
         assert code == 207, (code, err)
-        assert "cancelled" in one_error_line(err)
         assert out == ""
+        assert_cancelled_by_service(one_error_line(err))
         assert wait_for(lambda: gone(pid), 10), f"petition process {pid} survived the service"
         assert not env.socket.exists()
     finally:
         reap(client)
 
 
-def test_sigterm_reports_queued_petitions_as_cancelled(
-    env: Env, tmp_path: Path
-) -> None:
+def test_sigterm_reports_queued_petitions_as_cancelled(env: Env, tmp_path: Path) -> None:
     service = env.serve("--max-running", "1", "--grace", "2")
     pidfile = tmp_path / "pid"
     blocker = env.popen("run", "blocker", "--", *pid_writer(pidfile))
@@ -211,11 +220,14 @@ def test_sigterm_reports_queued_petitions_as_cancelled(
         service.signal(signal.SIGTERM)
         assert service.proc is not None
         assert service.proc.wait(20) == 0
-        for client in (blocker, *queued):
+        for client in queued:
             code, out, err = finish(client)
             assert code == 207, (code, out, err)
             assert out == ""
-            assert "cancelled" in one_error_line(err)
+            assert_cancelled_by_service(one_error_line(err))
+        code, out, err = finish(blocker)  # its message: see the running-petition test
+        assert (code, out) == (207, ""), (code, out, err)
+        one_error_line(err)
     finally:
         reap(blocker, *queued)
 
@@ -294,10 +306,14 @@ def test_orcha_key_environment_on_both_sides(env: Env) -> None:
 
 
 def test_tcp_address(env: Env) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    service = env.serve("--address", address)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    service = env.serve("--address", f":{port}")  # loopback by default
     assert f"listening on {address} (pid {service.pid}," in service.banner
     assert not env.socket.exists()
+    second = env.run("serve", "--address", address, timeout=30)
+    assert second.returncode == 208, second.stderr
+    assert address in one_error_line(second.stderr)
     result = env.run("--address", address, "send", "t", "--counter", "2", timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello world! 0\nHello world! 1\n"
@@ -373,4 +389,3 @@ def test_ls_json(env: Env) -> None:
         assert plugin["commands"] == [command]
         assert plugin["kinds"] == [name]
         assert plugin["error"] is None
-

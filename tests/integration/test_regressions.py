@@ -1,0 +1,349 @@
+"""Regression tests: one per flaw of the original Orcha, named after the flaw."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orcha import settings as orcha_settings
+from orcha.client.session import Session
+from orcha.errors import AuthError, PetitionError
+from orcha.protocol import transport
+from orcha.protocol.address import parse_address
+from orcha.protocol.messages import SubmitRequest
+from tests.conftest import Env, Service, wait_for
+from tests.integration.test_service import (
+    assert_cancelled_by_service,
+    finish,
+    gone,
+    info,
+    one_error_line,
+    pid_writer,
+    read_pid,
+    readable,
+    reap,
+    request,
+    session,
+    wait_state,
+)
+
+
+def key_of(env: Env) -> bytes:
+    return (env.state / "key").read_bytes().strip()
+
+
+def blocker_argv(release: Path) -> list[str]:
+    """A petition that runs until ``release`` exists."""
+    return ["sh", "-c", f'while [ ! -e "{release}" ]; do sleep 0.05; done']
+
+
+def appender(log: Path, name: str) -> list[str]:
+    return ["sh", "-c", f'echo {name} >> "{log}"']
+
+
+def log_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def reply_to(conn: Any, frame: bytes, timeout: float = 10) -> dict[str, Any]:
+    """Send a raw frame on a session and return the reply."""
+    conn.send_bytes(frame)
+    assert readable(conn, timeout), f"no reply to {frame[:40]!r} within {timeout}s"
+    answer = json.loads(conn.recv_bytes())
+    assert isinstance(answer, dict) and "re" in answer, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def assert_serves_promptly(env: Env, limit: float = 2.5) -> None:
+    """An info round-trip on a fresh connection answers well within the handshake timeout."""
+    t0 = time.monotonic()
+    assert info(env)["ok"]
+    elapsed = time.monotonic() - t0
+    assert elapsed < limit, f"info took {elapsed:.2f}s"
+
+
+# -- scheduling ------------------------------------------------------------------------------
+def test_freed_slot_starts_next_petition_without_scheduler_sleep(env: Env, tmp_path: Path) -> None:
+    env.serve("--max-running", "1", "--grace", "2")
+    release, log = tmp_path / "release", tmp_path / "log"
+    clients = [env.popen("run", "blocker", "--", *blocker_argv(release))]
+    try:
+        wait_state(env, "blocker", "RUNNING")
+        names = [f"c{i}" for i in range(5)]
+        for name in names:
+            clients.append(env.popen("run", name, "--", *appender(log, name)))
+            wait_state(env, name, "QUEUED")
+        t0 = time.monotonic()
+        release.touch()
+        assert wait_for(lambda: len(log_lines(log)) == 5, 10, 0.01), log_lines(log)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 3.0, f"5 queued petitions took {elapsed:.2f}s to run after the release"
+        assert log_lines(log) == names
+        for client in clients:
+            code, _, err = finish(client)
+            assert code == 0, err
+    finally:
+        reap(*clients)
+
+
+def test_equal_priorities_run_in_arrival_order(env: Env, tmp_path: Path) -> None:
+    env.serve("--max-running", "1", "--grace", "2")
+    release, log = tmp_path / "release", tmp_path / "log"
+    clients = [env.popen("run", "blocker", "--", *blocker_argv(release))]
+    try:
+        wait_state(env, "blocker", "RUNNING")
+        names = [f"f{i}" for i in range(10)]
+        for name in names:
+            clients.append(env.popen("run", name, "--priority", "7", "--", *appender(log, name)))
+            wait_state(env, name, "QUEUED")
+        release.touch()
+        for client in clients:
+            code, _, err = finish(client, timeout=30)
+            assert code == 0, err
+        assert log_lines(log) == names
+    finally:
+        reap(*clients)
+
+
+# -- hostile or broken connections -----------------------------------------------------------
+def test_garbage_bytes_and_silent_connection_do_not_stall_intake(
+    env: Env, service: Service
+) -> None:
+    for garbage in (
+        os.urandom(4096),
+        b"\xff\xff\xff\xff" + os.urandom(64),  # absurd frame length
+        b"\x00\x00\x00\x05hello",  # a well-formed frame that is no handshake answer
+        b"ORCHA1",
+    ):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.connect(str(env.socket))
+            raw.sendall(garbage)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Authenticated, then silent: it never says whether it is a session.
+    mute = transport.connect(parse_address(str(env.socket)), key_of(env))
+    try:
+        silent.connect(str(env.socket))
+        assert_serves_promptly(env)
+        t0 = time.monotonic()
+        result = env.run("send", "while-silent", "--counter", "2", timeout=30)
+        elapsed = time.monotonic() - t0
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "Hello world! 0\nHello world! 1\n"
+        assert elapsed < 4.0, f"send took {elapsed:.2f}s while a silent connection was open"
+        assert service.proc is not None and service.proc.poll() is None
+    finally:
+        silent.close()
+        mute.close()
+    assert_serves_promptly(env)
+    assert "Traceback" not in service.stderr
+
+
+def test_wrong_key_client_does_not_stop_intake(env: Env, service: Service) -> None:
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            transport.connect(parse_address(str(env.socket)), b"not-the-key")
+    bad = env.run("send", "bad", "--key", "wrong", timeout=30)
+    assert bad.returncode == 201, bad.stderr
+    good = env.run("send", "good", timeout=30)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == "Hello world! 0\n"
+    assert_serves_promptly(env)
+
+
+VALID_SUBMIT: dict[str, Any] = {
+    "op": "submit",
+    "kind": "hello",
+    "id": "ok",
+    "params": {"counter": 1, "sleep_time": 0},
+    "priority": None,
+    "cwd": "/",
+    "env": {},
+}
+
+MALFORMED_FRAMES = {
+    "not json": b"this is not json",
+    "not utf-8": b"\xff\xfe\xfd",
+    "empty frame": b"",
+    "json list": b"[1, 2, 3]",
+    "json string": b'"info"',
+    "deeply nested list": b"[" * 100_000 + b"]" * 100_000,
+    "no op": b"{}",
+    "unknown op": b'{"op": "frobnicate"}',
+    "op not a string": b'{"op": ["info"]}',
+    "cancel without id": b'{"op": "cancel"}',
+    "submit without kind": json.dumps({**VALID_SUBMIT, "kind": None}).encode(),
+    "submit id with space": json.dumps({**VALID_SUBMIT, "id": "a b"}).encode(),
+    "submit empty id": json.dumps({**VALID_SUBMIT, "id": ""}).encode(),
+    "submit id too long": json.dumps({**VALID_SUBMIT, "id": "x" * 500}).encode(),
+    "submit params list": json.dumps({**VALID_SUBMIT, "params": [1]}).encode(),
+    "submit priority text": json.dumps({**VALID_SUBMIT, "priority": "high"}).encode(),
+    "submit priority bool": json.dumps({**VALID_SUBMIT, "priority": True}).encode(),
+    "submit relative cwd": json.dumps({**VALID_SUBMIT, "cwd": "tmp"}).encode(),
+    "submit env not strings": json.dumps({**VALID_SUBMIT, "env": {"A": 1}}).encode(),
+    "submit bad counter": json.dumps({**VALID_SUBMIT, "params": {"counter": "x"}}).encode(),
+    "submit negative sleep": json.dumps(
+        {**VALID_SUBMIT, "params": {"counter": 1, "sleep_time": -1}}
+    ).encode(),
+    "submit shell empty argv": json.dumps(
+        {**VALID_SUBMIT, "kind": "shell", "params": {"argv": []}}
+    ).encode(),
+    "legacy garbage pickle": b"P" + b"\x80\x04garbage",
+    "legacy empty": b"P",
+    "legacy pickled int": b"P" + pickle.dumps(42),
+    "legacy pickled dict": b"P" + pickle.dumps({"id": "x", "extras": {}}),
+}
+
+
+@pytest.mark.parametrize("frame", MALFORMED_FRAMES.values(), ids=MALFORMED_FRAMES.keys())
+def test_malformed_session_request_gets_error_reply_and_service_keeps_working(
+    env: Env, service: Service, frame: bytes
+) -> None:
+    with session(env) as conn:
+        answer = reply_to(conn, frame)
+        assert answer["ok"] is False, answer
+        assert isinstance(answer.get("error"), str) and answer["error"], answer
+        assert isinstance(answer.get("message"), str) and answer["message"], answer
+        # The same session still answers...
+        again = request(conn, {"op": "info"})
+        assert again["ok"] is True and again["running"] == 0 and again["queued"] == 0
+    # ...and so does the service, for everyone.
+    result = env.run("send", "after", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\n"
+    assert "Traceback" not in service.stderr
+
+
+def test_unknown_kind_is_refused_with_203(env: Env, service: Service) -> None:
+    with session(env) as conn:
+        answer = request(conn, {**VALID_SUBMIT, "kind": "no-such-kind"})
+    assert answer["ok"] is False
+    assert answer["error"] == "unknown"
+    assert "no-such-kind" in answer["message"]
+    settings = orcha_settings.resolve(address=str(env.socket), key=key_of(env).decode())
+    lib_session = Session.open(settings)
+    try:
+        request_ = SubmitRequest("no-such-kind", "k", {}, None, "/", {})
+        with pytest.raises(PetitionError) as caught:
+            lib_session.submit(request_)
+        assert caught.value.exit_code == 203
+        assert lib_session.info()["queued"] == 0
+    finally:
+        lib_session.close()
+
+
+# -- cancellation and shutdown ---------------------------------------------------------------
+def test_ctrl_c_of_a_client_does_not_stop_intake(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    client = env.popen("run", "c", "--", *pid_writer(pidfile))
+    try:
+        pid = read_pid(pidfile)
+        wait_state(env, "c", "RUNNING")
+        client.send_signal(signal.SIGINT)
+        code, out, err = finish(client)
+        assert code == 130, (code, err)
+        assert out == ""
+        assert "Traceback" not in err
+        assert wait_for(lambda: gone(pid), 10), f"cancelled petition's process {pid} survived"
+        assert wait_for(lambda: info(env)["running"] == 0, 10)
+        again = env.run("run", "c", "--", "sh", "-c", "echo again", timeout=30)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == "again\n"
+        hello = env.run("send", "after", "--counter", "2", timeout=30)
+        assert hello.returncode == 0, hello.stderr
+        assert hello.stdout == "Hello world! 0\nHello world! 1\n"
+        assert service.proc is not None and service.proc.poll() is None
+    finally:
+        reap(client)
+
+
+def test_duplicate_id_race_admits_exactly_one(env: Env, service: Service, tmp_path: Path) -> None:
+    # The winner runs until released, so no latecomer can find the ID free again.
+    release = tmp_path / "release"
+    clients = [env.popen("run", "same", "--", *blocker_argv(release)) for _ in range(10)]
+    try:
+        assert wait_for(lambda: sum(c.poll() is not None for c in clients) == 9, 30), [
+            c.poll() for c in clients
+        ]
+        release.touch()
+        results = [finish(c, timeout=30) for c in clients]
+        codes = sorted(code for code, _, _ in results)
+        assert codes == [0] + [202] * 9, results
+        for code, _, err in results:
+            if code == 202:
+                assert "same" in one_error_line(err)
+    finally:
+        release.touch()
+        reap(*clients)
+
+
+def test_queued_petitions_are_reported_cancelled_on_shutdown_not_successful(
+    env: Env, tmp_path: Path
+) -> None:
+    service = env.serve("--max-running", "1", "--grace", "2")
+    release = tmp_path / "release"
+    blocker = env.popen("run", "blocker", "--", *blocker_argv(release))
+    queued: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_state(env, "blocker", "RUNNING")
+        for argv in (["send", "h", "--counter", "3"], ["run", "r", "--", "true"]):
+            queued.append(env.popen(*argv))
+            wait_state(env, argv[1], "QUEUED")
+        service.signal(signal.SIGTERM)
+        assert service.proc is not None
+        assert service.proc.wait(20) == 0
+        for client in queued:
+            code, out, err = finish(client)
+            assert (code, out) == (207, ""), (code, out, err)
+            assert_cancelled_by_service(one_error_line(err))
+        code, _, err = finish(blocker)
+        assert code == 207, err
+    finally:
+        release.touch()
+        reap(blocker, *queued)
+
+
+# -- output channels and keys ----------------------------------------------------------------
+@pytest.mark.parametrize("verbosity", [[], ["-v"], ["-vv"]], ids=["quiet", "-v", "-vv"])
+def test_logs_never_go_to_stdout(env: Env, verbosity: list[str]) -> None:
+    service = env.serve(*verbosity)
+    result = env.run(*verbosity, "send", "x", "--counter", "3", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\nHello world! 1\nHello world! 2\n"
+    ran = env.run("run", *verbosity, "r", "--", "sh", "-c", "echo out; echo err >&2", timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "out\n"
+    assert ran.stderr.endswith("err\n")
+    assert service.stop() == 0
+    assert service.proc is not None and service.proc.stdout is not None
+    assert service.proc.stdout.read() == b""  # nothing after the banner
+    assert wait_for(lambda: "orcha serve: " in service.stderr, 5), service.stderr
+    if verbosity:
+        assert "petition x" in service.stderr
+
+
+def test_key_is_created_by_default_and_no_key_option_is_needed(env: Env) -> None:
+    key_file = env.state / "key"
+    assert not key_file.exists()
+    first = env.serve()
+    key = key_of(env)
+    assert len(key) >= 32
+    result = env.run("send", "x", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\n"
+    assert first.stop() == 0
+    # A restarted service keeps the key, so clients need no new configuration.
+    env.serve()
+    assert key_of(env) == key
+    result = env.run("send", "y", timeout=30)
+    assert result.returncode == 0, result.stderr
