@@ -44,6 +44,12 @@ class HelloKind(Kind):
         return 0
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
 @click.command("send")
 @click.argument("petition_id", metavar="ID")
 @click.option(
@@ -60,6 +66,7 @@ class HelloKind(Kind):
     default=0.0,
     show_default=True,
     metavar="T",
+    callback=_finite,
     help="Seconds between lines.",
 )
 @click.option(

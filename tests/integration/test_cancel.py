@@ -1,0 +1,372 @@
+"""Ctrl+C and vanished clients: a petition's whole tree goes, the service keeps serving."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Client as WireClient
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+import pytest
+
+from tests.conftest import Env, Service, wait_for
+
+WAIT = 30.0  # generous bound for what should take well under a second
+GRACE = 2.0  # the ``service`` fixture's --grace
+
+# Trees that SIGTERM alone cannot end: a grandchild that ignores TERM and has left the
+# client's process group and session (setsid), or its parent chain and the petition's
+# pipes (double fork), next to an ordinary child. The grandchild writes its PID to gc.pid.
+GRANDCHILD = 'trap "" TERM; echo $$ > gc.pid.tmp; mv gc.pid.tmp gc.pid; exec sleep 300\n'
+TREES = {
+    "setsid": "setsid sh gc.sh &\n",
+    "double-fork": "(sh gc.sh </dev/null >/dev/null 2>&1 &)\n",
+}
+
+
+def write_tree(directory: Path, how: str) -> Path:
+    (directory / "gc.sh").write_text(GRANDCHILD)
+    script = directory / "tree.sh"
+    script.write_text(TREES[how] + "sleep 300 &\necho started\nwait\n")
+    return script
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def new_id(name: str) -> str:
+    """A petition ID no other test (or concurrent suite) uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def notice(petition_id: str) -> str:
+    return f"orcha: cancelling petition {petition_id} (press Ctrl+C again to stop waiting)"
+
+
+class Stream:
+    """Everything a pipe delivers, collected by a thread as it arrives."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.data = bytearray()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(pipe.fileno(),), daemon=True)
+        self._thread.start()
+
+    def _pump(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            with self._cond:
+                self.data += chunk
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = WAIT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(bytes(self.data)), timeout)
+
+    def text(self, timeout: float = 10) -> str:
+        """The whole output, once the pipe has closed."""
+        self._thread.join(timeout)
+        with self._cond:
+            return self.data.decode(errors="replace")
+
+
+class Client:
+    """An orcha client running in the background, its output collected live."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        self.out = Stream(proc.stdout)
+        self.err = Stream(proc.stderr)
+
+    def finish(self, timeout: float = WAIT) -> tuple[int, str, str]:
+        rc = self.proc.wait(timeout)
+        out, err = self.out.text(), self.err.text()
+        assert "Traceback" not in err, err
+        return rc, out, err
+
+    def reap(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def petition_processes(petition_id: str) -> list[psutil.Process]:
+    """Live processes of this user started by petition ``petition_id``."""
+    uid = os.getuid()
+    found = []
+    for proc in psutil.process_iter(["uids", "status"]):
+        try:
+            if proc.info["uids"].real != uid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("ORCHA_PETITION_ID") == petition_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def read_pid(path: Path, timeout: float = WAIT) -> int:
+    assert wait_for(path.exists, timeout), f"{path} not written within {timeout}s"
+    return int(path.read_text().strip())
+
+
+def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            out.append((p.pid, p.cmdline()))
+    return out
+
+
+def states(env: Env) -> dict[str, str]:
+    """Petition ID -> state of every queued or running petition: the session protocol's
+    ``info`` request, over the standard library's implementation of orcha's wire format."""
+    key = (env.state / "key").read_bytes().strip()
+    conn = WireClient(str(env.socket), family="AF_UNIX", authkey=key)
+    try:
+        conn.send_bytes(b"ORCHA1")
+        conn.send_bytes(json.dumps({"op": "info"}).encode())
+        deadline = time.monotonic() + 10
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0 and conn.poll(left), "no answer to info"
+            answer = json.loads(conn.recv_bytes())
+            if answer.get("re") == "info":
+                return {p["id"]: p["state"] for p in answer["petitions"]}
+    finally:
+        conn.close()
+
+
+def assert_still_serving(env: Env) -> None:
+    result = env.run("send", new_id("after"), "--counter", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world! 0\nHello world! 1\n"
+    assert result.stderr == ""
+
+
+@pytest.fixture
+def start(env: Env) -> Iterator[Callable[..., Client]]:
+    """Start an orcha client in the background. Afterwards every client is killed and
+    waited for, and any process a petition of this test left behind is killed."""
+    clients: list[Client] = []
+
+    def _start(*args: str, **kw: Any) -> Client:
+        client = Client(env.popen(*args, **kw))
+        clients.append(client)
+        return client
+
+    yield _start
+    for client in clients:
+        client.reap()
+    for client in clients:
+        petition_id = client.proc.args[4]  # [python, -m, orcha, send|run, ID, ...]
+        for proc in petition_processes(str(petition_id)):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+# -- Ctrl+C ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", sorted(TREES))
+def test_ctrl_c_kills_the_whole_tree_including_detached_grandchild(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path, how: str
+) -> None:
+    petition_id = new_id("tree")
+    script = write_tree(tmp_path, how)
+    client = start("run", petition_id, "--", "sh", str(script), cwd=tmp_path)
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    grandchild = read_pid(tmp_path / "gc.pid")
+    assert not gone(grandchild)
+    tree = petition_processes(petition_id)
+    assert grandchild in [p.pid for p in tree]
+    assert len(tree) >= 3, describe(tree)  # sh, sleep, the grandchild
+    assert os.getsid(grandchild) != os.getsid(client.proc.pid)
+
+    sent = time.monotonic()
+    client.proc.send_signal(signal.SIGINT)
+    rc, out, err = client.finish(timeout=GRACE + 20)
+    assert rc == 130, err
+    assert out == "started\n"
+    assert err.splitlines() == [notice(petition_id)]
+
+    left = max(0.5, sent + GRACE + 5 - time.monotonic())
+    assert wait_for(lambda: gone(grandchild) and not petition_processes(petition_id), left), (
+        f"left behind: {describe(petition_processes(petition_id))}"
+    )
+    assert_still_serving(env)
+
+
+def test_ctrl_c_prints_what_the_command_writes_while_it_stops(
+    env: Env, service: Service, start: Callable[..., Client]
+) -> None:
+    petition_id = new_id("bye")
+    program = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    print('cleanup', flush=True)\n"
+        "    print('cleanup-err', file=sys.stderr, flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('started', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+    )
+    client = start("run", petition_id, "--", sys.executable, "-c", program)
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    client.proc.send_signal(signal.SIGINT)
+    rc, out, err = client.finish(timeout=GRACE + 20)
+    assert rc == 130, err
+    assert out == "started\ncleanup\n"
+    assert err.splitlines() == [notice(petition_id), "cleanup-err"]
+    assert wait_for(lambda: not petition_processes(petition_id), GRACE + 5)
+    assert_still_serving(env)
+
+
+def test_ctrl_c_on_send_stops_it_and_keeps_printed_lines(
+    env: Env, service: Service, start: Callable[..., Client]
+) -> None:
+    petition_id = new_id("send")
+    client = start("send", petition_id, "--counter", "100", "--sleep-time", "0.2")
+    assert client.out.wait_for(lambda d: b"Hello world! 1\n" in d), bytes(client.out.data)
+    sent = time.monotonic()
+    client.proc.send_signal(signal.SIGINT)
+    rc, out, err = client.finish()
+    took = time.monotonic() - sent
+    assert rc == 130, err
+    assert err.splitlines() == [notice(petition_id)]
+    lines = out.splitlines(keepends=True)
+    assert 2 <= len(lines) < 100, out
+    assert lines == [f"Hello world! {i}\n" for i in range(len(lines))]
+    assert took < 5, f"the client took {took:.1f}s to end after Ctrl+C"
+    assert_still_serving(env)
+
+
+def test_second_ctrl_c_stops_waiting_at_once_and_tree_still_dies(
+    env: Env, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    grace = 10.0
+    env.serve("--max-running", "2", "--grace", str(grace))
+    petition_id = new_id("twice")
+    client = start(
+        "run",
+        petition_id,
+        "--",
+        "sh",
+        "-c",
+        'trap "" TERM; echo started; while :; do sleep 0.1; done',
+    )
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    assert petition_processes(petition_id)
+
+    first = time.monotonic()
+    client.proc.send_signal(signal.SIGINT)
+    assert client.err.wait_for(lambda d: notice(petition_id).encode() in d), bytes(client.err.data)
+    time.sleep(0.5)  # the TERM-ignoring tree keeps the petition alive for the grace period
+    assert client.proc.poll() is None, "the client ended before the grace period was over"
+    assert petition_processes(petition_id), "the tree ignores TERM; it must outlive it"
+
+    second = time.monotonic()
+    client.proc.send_signal(signal.SIGINT)
+    rc, out, err = client.finish(timeout=WAIT)
+    took = time.monotonic() - second
+    assert rc == 130, err
+    assert took < 2.5, f"the client took {took:.1f}s to end after the second Ctrl+C"
+    assert out == "started\n"
+    assert err.splitlines()[0] == notice(petition_id)
+
+    left = max(0.5, first + grace + 5 - time.monotonic())
+    assert wait_for(lambda: not petition_processes(petition_id), left), (
+        f"left behind: {describe(petition_processes(petition_id))}"
+    )
+    assert_still_serving(env)
+
+
+# -- a vanished client -----------------------------------------------------------------------
+def test_sigkilled_client_has_its_petition_cancelled(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    petition_id = new_id("killed")
+    script = write_tree(tmp_path, "setsid")
+    client = start("run", petition_id, "--", "sh", str(script), cwd=tmp_path)
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    grandchild = read_pid(tmp_path / "gc.pid")
+    assert len(petition_processes(petition_id)) >= 3
+
+    killed = time.monotonic()
+    client.proc.kill()
+    assert client.proc.wait(WAIT) == -signal.SIGKILL
+    left = max(0.5, killed + GRACE + 5 - time.monotonic())
+    assert wait_for(lambda: gone(grandchild) and not petition_processes(petition_id), left), (
+        f"left behind: {describe(petition_processes(petition_id))}"
+    )
+    # The petition has ended (its ID is free again) shortly after.
+    left = max(0.5, killed + GRACE + 5 - time.monotonic())
+    assert wait_for(lambda: petition_id not in states(env), left), states(env)
+    again = env.run("send", petition_id, "--counter", "1")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "Hello world! 0\n", "")
+    assert_still_serving(env)
+
+
+# -- a queued petition -----------------------------------------------------------------------
+def test_ctrl_c_removes_a_queued_petition(
+    env: Env, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    env.serve("--max-running", "1", "--grace", "2")
+    blocker_id, queued_id = new_id("blocker"), new_id("queued")
+    release = tmp_path / "release"
+    blocker = start(
+        "run",
+        blocker_id,
+        "--",
+        "sh",
+        "-c",
+        f'echo started; i=0; while [ ! -e "{release}" ] && [ $i -lt 500 ]; do sleep 0.05; '
+        f'i=$((i+1)); done; [ -e "{release}" ] || exit 9; echo done',
+    )
+    assert blocker.out.wait_for(lambda d: d == b"started\n"), bytes(blocker.out.data)
+
+    queued = start("send", queued_id, "--counter", "1")
+    assert wait_for(lambda: states(env).get(queued_id) == "QUEUED", WAIT), states(env)
+    sent = time.monotonic()
+    queued.proc.send_signal(signal.SIGINT)
+    rc, out, err = queued.finish()
+    took = time.monotonic() - sent
+    assert rc == 130, err
+    assert took < 3, f"the client took {took:.1f}s to end after Ctrl+C"
+    assert out == ""
+    assert err.splitlines() == [notice(queued_id)]
+    assert states(env) == {blocker_id: "RUNNING"}
+
+    # The ID can be used again at once; the new petition waits for the slot.
+    reuse = start("send", queued_id, "--counter", "2")
+    assert wait_for(lambda: states(env).get(queued_id) == "QUEUED", WAIT), states(env)
+    assert reuse.proc.poll() is None
+
+    release.touch()
+    assert blocker.finish() == (0, "started\ndone\n", "")
+    assert reuse.finish() == (0, "Hello world! 0\nHello world! 1\n", "")
+    assert_still_serving(env)

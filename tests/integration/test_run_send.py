@@ -1,0 +1,401 @@
+"""``orcha send`` and ``orcha run`` as a user sees them: output, streams, exit codes, IDs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Client as WireClient
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.conftest import Env, Service, wait_for
+
+WAIT = 30.0  # generous bound for anything that should take well under a second
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def new_id(name: str) -> str:
+    """A petition ID no other test (or concurrent suite) uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def no_traceback(*streams: str | bytes) -> None:
+    for s in streams:
+        text = s.decode(errors="replace") if isinstance(s, bytes) else s
+        assert "Traceback" not in text, text
+
+
+def one_error_line(stderr: str) -> str:
+    """Assert ``stderr`` is exactly one 'orcha: ' line and return it."""
+    no_traceback(stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("orcha: "), stderr
+    return lines[0]
+
+
+class Stream:
+    """Everything a pipe delivers, collected by a thread as it arrives."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.data = bytearray()
+        self.closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(pipe.fileno(),), daemon=True)
+        self._thread.start()
+
+    def _pump(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            with self._cond:
+                if chunk:
+                    self.data += chunk
+                else:
+                    self.closed = True
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = WAIT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(bytes(self.data)), timeout)
+
+    def value(self, timeout: float = 10) -> bytes:
+        """The whole output, once the pipe has closed."""
+        self._thread.join(timeout)
+        with self._cond:
+            return bytes(self.data)
+
+
+class Client:
+    """An orcha client running in the background, its output collected live."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        self.out = Stream(proc.stdout)
+        self.err = Stream(proc.stderr)
+
+    def finish(self, timeout: float = WAIT) -> tuple[int, bytes, bytes]:
+        rc = self.proc.wait(timeout)
+        return rc, self.out.value(), self.err.value()
+
+    def reap(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def start(env: Env) -> Iterator[Callable[..., Client]]:
+    """Start an orcha client in the background; every one is killed and waited for."""
+    clients: list[Client] = []
+
+    def _start(*args: str, **kw: Any) -> Client:
+        client = Client(env.popen(*args, **kw))
+        clients.append(client)
+        return client
+
+    yield _start
+    for client in clients:
+        client.reap()
+
+
+def states(env: Env) -> dict[str, str]:
+    """Petition ID -> state of every queued or running petition: the session protocol's
+    ``info`` request, over the standard library's implementation of orcha's wire format."""
+    key = (env.state / "key").read_bytes().strip()
+    conn = WireClient(str(env.socket), family="AF_UNIX", authkey=key)
+    try:
+        conn.send_bytes(b"ORCHA1")
+        conn.send_bytes(json.dumps({"op": "info"}).encode())
+        deadline = time.monotonic() + 10
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0 and conn.poll(left), "no answer to info"
+            answer = json.loads(conn.recv_bytes())
+            if answer.get("re") == "info":
+                return {p["id"]: p["state"] for p in answer["petitions"]}
+    finally:
+        conn.close()
+
+
+def release_script(tmp_path: Path, name: str) -> tuple[list[str], Path]:
+    """A command that prints 'started', waits (at most 25 s) for a file, prints 'done'."""
+    flag = tmp_path / f"{name}.release"
+    script = (
+        f'echo started; i=0; while [ ! -e "{flag}" ] && [ $i -lt 500 ]; do '
+        f'sleep 0.05; i=$((i+1)); done; [ -e "{flag}" ] || exit 9; echo done'
+    )
+    return ["sh", "-c", script], flag
+
+
+def hello(n: int) -> str:
+    return "".join(f"Hello world! {i}\n" for i in range(n))
+
+
+# -- send ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("counter", [0, 1, 5])
+def test_send_prints_exact_lines_and_nothing_else(env: Env, service: Service, counter: int) -> None:
+    result = env.run("send", new_id("send"), "--counter", str(counter))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hello(counter)
+    assert result.stderr == ""
+
+
+def _assert_streams_live(client: Client, first: bytes, full: bytes, rest_seconds: float) -> None:
+    """The first line reaches the client's stdout while the petition still has
+    ``rest_seconds`` of work left, not only at the end."""
+    assert client.out.wait_for(lambda d: d.startswith(first), WAIT), (
+        f"first line not seen within {WAIT}s: {bytes(client.out.data)!r}"
+    )
+    seen = time.monotonic()
+    assert client.proc.poll() is None, "the client had already ended: output was not live"
+    assert bytes(client.out.data) == first, "the later lines came with the first one"
+    rc, out, err = client.finish()
+    ended = time.monotonic()
+    assert (rc, out, err) == (0, full, b"")
+    # Later lines come >= rest_seconds after the first is produced, so a first line
+    # delivered late by more than 0.8 s would leave less than rest_seconds - 0.8 s.
+    assert ended - seen >= rest_seconds - 0.8, f"first line delivered late ({ended - seen:.2f}s)"
+
+
+def test_send_streams_output_live(env: Env, service: Service, start: Callable[..., Client]) -> None:
+    client = start("send", new_id("live"), "--counter", "3", "--sleep-time", "1")
+    _assert_streams_live(client, b"Hello world! 0\n", hello(3).encode(), 2.0)
+
+
+def test_run_streams_output_live(env: Env, service: Service, start: Callable[..., Client]) -> None:
+    client = start(
+        "run", new_id("live"), "--", "sh", "-c", "echo one; sleep 1; echo two; sleep 1; echo three"
+    )
+    _assert_streams_live(client, b"one\n", b"one\ntwo\nthree\n", 2.0)
+
+
+# -- run: streams, bytes, exit codes ---------------------------------------------------------
+def test_run_keeps_stdout_and_stderr_apart(env: Env, service: Service) -> None:
+    result = env.run(
+        "run", new_id("split"), "--", "sh", "-c", "echo out; echo err >&2; echo out2; echo err2 >&2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "out\nout2\n"
+    assert result.stderr == "err\nerr2\n"
+
+
+def test_run_output_is_byte_exact(env: Env, service: Service, tmp_path: Path) -> None:
+    special = b"\r\n\0\r\r\n\xff\xfe\xc3\x28\xed\xa0\x80\x00\x1b[31m\x80no newline at end"
+    data = special + os.urandom(3 << 20) + special
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(data)
+    result = env.run_bytes(
+        "run",
+        new_id("bytes"),
+        "--",
+        "sh",
+        "-c",
+        'cat "$1"; cat "$1" >&2',
+        "sh",
+        str(blob),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout) == len(data)
+    assert result.stdout == data
+    assert result.stderr == data
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 125])
+def test_run_passes_the_exit_code_through(env: Env, service: Service, code: int) -> None:
+    result = env.run("run", new_id("code"), "--", "sh", "-c", f"echo before; exit {code}")
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "before\n"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("KILL", 137), ("TERM", 143), ("SEGV", 139)])
+def test_run_killed_by_signal_exits_128_plus_n(
+    env: Env, service: Service, sig: str, code: int
+) -> None:
+    result = env.run("run", new_id("sig"), "--", "sh", "-c", f"echo x; kill -{sig} $$; echo no")
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "x\n"
+    assert result.stderr == ""
+
+
+def test_run_command_not_found_exits_127(env: Env, service: Service) -> None:
+    result = env.run("run", new_id("nf"), "--", "orcha-no-such-command-xyz", "arg")
+    assert result.returncode == 127, result.stderr
+    assert result.stdout == ""
+    assert one_error_line(result.stderr) == "orcha: command not found: orcha-no-such-command-xyz"
+
+
+def test_run_not_executable_exits_126(env: Env, service: Service, tmp_path: Path) -> None:
+    script = tmp_path / "plain.sh"
+    script.write_text("#!/bin/sh\necho should not run\n")
+    script.chmod(0o644)
+    result = env.run("run", new_id("nx"), "--", str(script))
+    assert result.returncode == 126, result.stderr
+    assert result.stdout == ""
+    one_error_line(result.stderr)
+
+
+# -- run: the client's cwd and environment ---------------------------------------------------
+def test_run_uses_the_clients_working_directory(env: Env, service: Service, tmp_path: Path) -> None:
+    workdir = tmp_path / "work dir"
+    workdir.mkdir()
+    (workdir / "marker.txt").write_text("here\n")
+    result = env.run(
+        "run",
+        new_id("cwd"),
+        "--",
+        sys.executable,
+        "-c",
+        "import os; print(os.getcwd()); print(open('marker.txt').read(), end='')",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{os.path.realpath(workdir)}\nhere\n"
+    assert result.stderr == ""
+
+
+def test_run_uses_the_clients_environment(env: Env, tmp_path: Path) -> None:
+    env.serve("--max-running", "2", "--grace", "2", env={"ORCHA_T_SERVICE_ONLY": "leak"})
+    result = env.run(
+        "run",
+        new_id("env"),
+        "--",
+        "sh",
+        "-c",
+        'printf "%s|%s|%s\\n" "$FOO" "$SPACED" "${ORCHA_T_SERVICE_ONLY-unset}"',
+        env={"FOO": "bar", "SPACED": "a b\tc"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "bar|a b\tc|unset\n"
+    assert result.stderr == ""
+
+
+def test_run_sets_petition_id_and_token(env: Env, service: Service) -> None:
+    petition_id = new_id("pid")
+    result = env.run(
+        "run",
+        petition_id,
+        "--",
+        "sh",
+        "-c",
+        'echo "$ORCHA_PETITION_ID"; test -n "$ORCHA_PETITION_TOKEN" && echo token',
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{petition_id}\ntoken\n"
+    assert result.stderr == ""
+
+
+# -- usage errors ----------------------------------------------------------------------------
+USAGE_ERRORS = [
+    ["send", "u1", "--counter", "-1"],
+    ["send", "u1", "--counter", "abc"],
+    ["send", "u1", "--priority", "abc"],
+    ["send"],
+    ["send", "a b"],
+    ["run"],
+    ["run", "u1"],
+    ["run", "u1", "--"],
+    ["run", "u1", "--priority", "abc", "--", "true"],
+    ["run", "a b", "--", "true"],
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
+def test_usage_errors_exit_2(env: Env, service: Service, args: list[str]) -> None:
+    result = env.run(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.strip() != ""
+    no_traceback(result.stderr)
+    assert states(env) == {}
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
+def test_usage_errors_send_nothing(env: Env, args: list[str]) -> None:
+    """Without a service, sending would fail with 200: usage errors are found first."""
+    result = env.run(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    no_traceback(result.stderr)
+
+
+# -- duplicate IDs ---------------------------------------------------------------------------
+def test_duplicate_of_running_id_is_refused_and_first_completes(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    petition_id = new_id("dup")
+    argv, release = release_script(tmp_path, "first")
+    first = start("run", petition_id, "--", *argv)
+    assert first.out.wait_for(lambda d: d == b"started\n"), bytes(first.out.data)
+
+    for args in (["send", petition_id, "--counter", "1"], ["run", petition_id, "--", "true"]):
+        dup = env.run(*args)
+        assert dup.returncode == 202, (dup.stdout, dup.stderr)
+        assert dup.stdout == ""
+        one_error_line(dup.stderr)
+
+    assert first.proc.poll() is None
+    release.touch()
+    assert first.finish() == (0, b"started\ndone\n", b"")
+    # The ID is free again once its petition has ended.
+    again = env.run("send", petition_id, "--counter", "1")
+    assert (again.returncode, again.stdout, again.stderr) == (0, hello(1), "")
+
+
+def test_duplicate_of_queued_id_is_refused(
+    env: Env, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    env.serve("--max-running", "1", "--grace", "2")
+    blocker_id, queued_id = new_id("blocker"), new_id("queued")
+    argv, release = release_script(tmp_path, "blocker")
+    blocker = start("run", blocker_id, "--", *argv)
+    assert blocker.out.wait_for(lambda d: d == b"started\n"), bytes(blocker.out.data)
+    queued = start("send", queued_id, "--counter", "2")
+    assert wait_for(lambda: states(env).get(queued_id) == "QUEUED", WAIT), states(env)
+
+    dup = env.run("send", queued_id, "--counter", "1")
+    assert dup.returncode == 202, (dup.stdout, dup.stderr)
+    assert dup.stdout == ""
+    one_error_line(dup.stderr)
+
+    release.touch()
+    assert blocker.finish() == (0, b"started\ndone\n", b"")
+    assert queued.finish() == (0, hello(2).encode(), b"")
+
+
+def test_service_log_has_no_traceback(env: Env, service: Service) -> None:
+    """A failing command, a missing one and a refusal leave no traceback in the service."""
+    env.run("run", new_id("t"), "--", "sh", "-c", "exit 4")
+    env.run("run", new_id("t"), "--", "orcha-no-such-command-xyz")
+    env.run("send", new_id("t"), "--counter", "1")
+    assert service.stop() == 0
+    no_traceback(service.stderr)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_sleep_time_is_a_usage_error(env, value: str) -> None:
+    # No service is running: exit 2 (not 200) shows nothing was sent.
+    result = env.run("send", "x", "--sleep-time", value)
+    assert result.returncode == 2, result.stderr
+    assert "--sleep-time" in result.stderr
+    assert "Traceback" not in result.stderr
