@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -99,6 +100,18 @@ class Env:
             stderr=subprocess.PIPE,
             **kw,  # type: ignore[arg-type]
         )
+
+    def info(self) -> dict[str, Any]:
+        """The service's own account of itself (petitions, served objects, sessions)."""
+        from orcha import settings
+        from orcha.client.session import Session
+
+        key = (self.state / "key").read_text().strip()
+        session = Session.open(settings.resolve(address=str(self.socket), key=key))
+        try:
+            return session.info()
+        finally:
+            session.close()
 
     def serve(self, *args: str, env: dict[str, str] | None = None) -> Service:
         service = Service(self, list(args), env or {})

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, wait_for
 
 CLIENTS = 100
 PETITIONS = 10
@@ -44,7 +44,9 @@ def test_hundred_concurrent_clients(env: Env) -> None:
     bad = [r for r in results if r[0] != 0]
     assert not bad, bad[:3]
     assert sum(f"{PETITIONS}/{PETITIONS} ok" in r[1] for r in results) == CLIENTS
-    # Nothing leaked in the service: no petition processes, no served objects.
-    children = [p for p in psutil.Process(service.pid).children(recursive=True)]
-    assert children == []
+    # Nothing leaked in the service: no petition processes, queues, proxies or sessions.
+    assert wait_for(lambda: psutil.Process(service.pid).children(recursive=True) == [], 10)
+    info = env.info()
+    assert info["petitions"] == [] and info["served_objects"] == 0, info
+    assert info["sessions"] == 1, info  # the one asking
     assert service.stop() == 0

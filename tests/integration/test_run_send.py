@@ -399,3 +399,25 @@ def test_non_finite_sleep_time_is_a_usage_error(env, value: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "--sleep-time" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_missing_working_directory_fails_to_start_with_205(env, service) -> None:
+    """The cwd is the client's; if it is gone on the service host the petition cannot
+    start (exit 205, one line saying why)."""
+    code = (
+        "import sys\n"
+        "from orcha import settings\n"
+        "from orcha.client.attach import run_attached\n"
+        "from orcha.client.session import Session\n"
+        "from orcha.protocol.messages import SubmitRequest\n"
+        "s = Session.open(settings.resolve())\n"
+        "req = SubmitRequest('shell', 'nocwd', {'argv': ['true']}, None, '/nonexistent/dir', {})\n"
+        "sys.exit(run_attached(s, req))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env.vars, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 205, result.stderr
+    assert result.stderr.strip() == (
+        "orcha: working directory /nonexistent/dir does not exist on the service host"
+    )

@@ -121,3 +121,29 @@ def test_ctrl_c_finishes_the_tutorial_petition(tenv: Env) -> None:
     again = tenv.run("hello-world", "send", "after", "--counter", "1")
     assert again.returncode == 0, again.stderr
     assert service.stop() == 0
+
+
+def test_a_killed_tutorial_client_leaks_nothing(tenv: Env) -> None:
+    """SIGKILL of a client of the original API: its petition's process is stopped and
+    the queue it created in the service is dropped."""
+    import psutil
+
+    from tests.conftest import wait_for
+
+    service = _serve_tutorial(tenv)
+    client = tenv.popen("hello-world", "send", "doomed", "--counter", "1000", "--sleep-time", "0.05")
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().startswith(b"Hello world! 0")
+        workers = psutil.Process(service.pid).children()
+        assert workers, "the tutorial's action runs its counter in a child process"
+        client.kill()
+        client.wait(10)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert wait_for(lambda: not any(w.is_running() and w.status() != "zombie" for w in workers), 10)
+    assert wait_for(lambda: tenv.info()["petitions"] == [], 10)
+    assert wait_for(lambda: tenv.info()["served_objects"] == 0, 10), tenv.info()
+    assert service.stop() == 0
