@@ -131,7 +131,9 @@ def test_a_killed_tutorial_client_leaks_nothing(tenv: Env) -> None:
     from tests.conftest import wait_for
 
     service = _serve_tutorial(tenv)
-    client = tenv.popen("hello-world", "send", "doomed", "--counter", "1000", "--sleep-time", "0.05")
+    client = tenv.popen(
+        "hello-world", "send", "doomed", "--counter", "1000", "--sleep-time", "0.05"
+    )
     try:
         assert client.stdout is not None
         assert client.stdout.readline().startswith(b"Hello world! 0")
