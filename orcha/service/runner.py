@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from orcha.errors import ExitCode
@@ -35,14 +35,12 @@ class Runner:
         self.grace = grace
         self.scheduler: Scheduler | None = None
         self._on_end = on_end
-        # Threads are reused: starting one per petition cost more than the petition
-        # when they are short. The pool grows only while every thread is busy.
-        self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="petition")
+        self._pool = WorkerPool("petition")
         self._sweeper = Sweeper(procs, grace)
 
     def start(self, job: Job) -> None:
         """Called by the scheduler (under its lock) when ``job`` is admitted."""
-        self._pool.submit(self._run, job)
+        self._pool.submit(lambda: self._run(job))
 
     def _register(self, job: Job, pid: int) -> None:
         with job.lock:
@@ -130,6 +128,45 @@ class Runner:
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
+
+
+class WorkerPool:
+    """Reused daemon threads: starting a thread per petition cost more than a short
+    petition. Grows only while every thread is busy; idle threads wait without a timeout.
+
+    (Not ThreadPoolExecutor: its threads are joined at interpreter exit, so an action
+    stuck in uninterruptible code would keep a forced stop from exiting.)
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._count += 1
+            else:
+                self._idle -= 1
+        self._tasks.put(task)
+        if spawn:
+            threading.Thread(
+                target=self._work, name=f"{self._name}-{self._count}", daemon=True
+            ).start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                task()
+            except BaseException:
+                log.exception("worker task raised")
+            with self._lock:
+                self._idle += 1
 
 
 class Sweeper:

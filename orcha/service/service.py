@@ -194,6 +194,10 @@ class Service:
                 lock.release()
             raise
         multiprocessing.current_process().authkey = key  # proxies rebuilt here use our key
+        # Actions of the original API start multiprocessing.Process children that get the
+        # petition as an argument; it holds the manager, so it must be inherited by fork,
+        # not pickled (Python 3.14 makes forkserver the default on Linux).
+        multiprocessing.set_start_method("fork", force=True)
         self.server = ManagerServer(registry(), address.sockaddr, key, self)
         self.server.install()
         os.register_at_fork(after_in_child=reset_child_signals)
