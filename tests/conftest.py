@@ -101,17 +101,23 @@ class Env:
             **kw,  # type: ignore[arg-type]
         )
 
-    def info(self) -> dict[str, Any]:
-        """The service's own account of itself (petitions, served objects, sessions)."""
+    def info(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The service's own account of itself (petitions, served objects, sessions);
+        fails the test if the service does not answer within ``timeout`` seconds."""
         from orcha import settings
         from orcha.client.session import Session
 
         key = (self.state / "key").read_text().strip()
         session = Session.open(settings.resolve(address=str(self.socket), key=key))
+        answer: list[dict[str, Any]] = []
+        asker = threading.Thread(target=lambda: answer.append(session.info()), daemon=True)
         try:
-            return session.info()
+            asker.start()
+            asker.join(timeout)
         finally:
             session.close()
+        assert answer, f"the service did not answer 'info' within {timeout} s"
+        return answer[0]
 
     def serve(self, *args: str, env: dict[str, str] | None = None) -> Service:
         service = Service(self, list(args), env or {})

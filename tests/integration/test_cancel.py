@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Client as WireClient
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 import pytest
 
 from tests.conftest import Env, Service, wait_for
+from tests.integration.clients import WAIT, Client, new_id, petition_processes, states
 
-WAIT = 30.0  # generous bound for what should take well under a second
 GRACE = 2.0  # the ``service`` fixture's --grace
 
 # Trees that SIGTERM alone cannot end: a grandchild that ignores TERM and has left the
@@ -42,85 +37,8 @@ def write_tree(directory: Path, how: str) -> Path:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def new_id(name: str) -> str:
-    """A petition ID no other test (or concurrent suite) uses."""
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
 def notice(petition_id: str) -> str:
     return f"orcha: cancelling petition {petition_id} (press Ctrl+C again to stop waiting)"
-
-
-class Stream:
-    """Everything a pipe delivers, collected by a thread as it arrives."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        self.data = bytearray()
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, args=(pipe.fileno(),), daemon=True)
-        self._thread.start()
-
-    def _pump(self, fd: int) -> None:
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except OSError:
-                chunk = b""
-            with self._cond:
-                self.data += chunk
-                self._cond.notify_all()
-            if not chunk:
-                return
-
-    def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = WAIT) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(bytes(self.data)), timeout)
-
-    def text(self, timeout: float = 10) -> str:
-        """The whole output, once the pipe has closed."""
-        self._thread.join(timeout)
-        with self._cond:
-            return self.data.decode(errors="replace")
-
-
-class Client:
-    """An orcha client running in the background, its output collected live."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        assert proc.stdout is not None and proc.stderr is not None
-        self.out = Stream(proc.stdout)
-        self.err = Stream(proc.stderr)
-
-    def finish(self, timeout: float = WAIT) -> tuple[int, str, str]:
-        rc = self.proc.wait(timeout)
-        out, err = self.out.text(), self.err.text()
-        assert "Traceback" not in err, err
-        return rc, out, err
-
-    def reap(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def petition_processes(petition_id: str) -> list[psutil.Process]:
-    """Live processes of this user started by petition ``petition_id``."""
-    uid = os.getuid()
-    found = []
-    for proc in psutil.process_iter(["uids", "status"]):
-        try:
-            if proc.info["uids"].real != uid or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get("ORCHA_PETITION_ID") == petition_id:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def gone(pid: int) -> bool:
@@ -143,51 +61,11 @@ def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
     return out
 
 
-def states(env: Env) -> dict[str, str]:
-    """Petition ID -> state of every queued or running petition: the session protocol's
-    ``info`` request, over the standard library's implementation of orcha's wire format."""
-    key = (env.state / "key").read_bytes().strip()
-    conn = WireClient(str(env.socket), family="AF_UNIX", authkey=key)
-    try:
-        conn.send_bytes(b"ORCHA1")
-        conn.send_bytes(json.dumps({"op": "info"}).encode())
-        deadline = time.monotonic() + 10
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0 and conn.poll(left), "no answer to info"
-            answer = json.loads(conn.recv_bytes())
-            if answer.get("re") == "info":
-                return {p["id"]: p["state"] for p in answer["petitions"]}
-    finally:
-        conn.close()
-
-
 def assert_still_serving(env: Env) -> None:
     result = env.run("send", new_id("after"), "--counter", "2")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello world! 0\nHello world! 1\n"
     assert result.stderr == ""
-
-
-@pytest.fixture
-def start(env: Env) -> Iterator[Callable[..., Client]]:
-    """Start an orcha client in the background. Afterwards every client is killed and
-    waited for, and any process a petition of this test left behind is killed."""
-    clients: list[Client] = []
-
-    def _start(*args: str, **kw: Any) -> Client:
-        client = Client(env.popen(*args, **kw))
-        clients.append(client)
-        return client
-
-    yield _start
-    for client in clients:
-        client.reap()
-    for client in clients:
-        petition_id = client.proc.args[4]  # [python, -m, orcha, send|run, ID, ...]
-        for proc in petition_processes(str(petition_id)):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
 
 
 # -- Ctrl+C ----------------------------------------------------------------------------------
@@ -208,7 +86,7 @@ def test_ctrl_c_kills_the_whole_tree_including_detached_grandchild(
 
     sent = time.monotonic()
     client.proc.send_signal(signal.SIGINT)
-    rc, out, err = client.finish(timeout=GRACE + 20)
+    rc, out, err = client.finish_text(timeout=GRACE + 20)
     assert rc == 130, err
     assert out == "started\n"
     assert err.splitlines() == [notice(petition_id)]
@@ -238,7 +116,7 @@ def test_ctrl_c_prints_what_the_command_writes_while_it_stops(
     client = start("run", petition_id, "--", sys.executable, "-c", program)
     assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
     client.proc.send_signal(signal.SIGINT)
-    rc, out, err = client.finish(timeout=GRACE + 20)
+    rc, out, err = client.finish_text(timeout=GRACE + 20)
     assert rc == 130, err
     assert out == "started\ncleanup\n"
     assert err.splitlines() == [notice(petition_id), "cleanup-err"]
@@ -254,7 +132,7 @@ def test_ctrl_c_on_send_stops_it_and_keeps_printed_lines(
     assert client.out.wait_for(lambda d: b"Hello world! 1\n" in d), bytes(client.out.data)
     sent = time.monotonic()
     client.proc.send_signal(signal.SIGINT)
-    rc, out, err = client.finish()
+    rc, out, err = client.finish_text()
     took = time.monotonic() - sent
     assert rc == 130, err
     assert err.splitlines() == [notice(petition_id)]
@@ -291,7 +169,7 @@ def test_second_ctrl_c_stops_waiting_at_once_and_tree_still_dies(
 
     second = time.monotonic()
     client.proc.send_signal(signal.SIGINT)
-    rc, out, err = client.finish(timeout=WAIT)
+    rc, out, err = client.finish_text(timeout=WAIT)
     took = time.monotonic() - second
     assert rc == 130, err
     assert took < 2.5, f"the client took {took:.1f}s to end after the second Ctrl+C"
@@ -353,7 +231,7 @@ def test_ctrl_c_removes_a_queued_petition(
     assert wait_for(lambda: states(env).get(queued_id) == "QUEUED", WAIT), states(env)
     sent = time.monotonic()
     queued.proc.send_signal(signal.SIGINT)
-    rc, out, err = queued.finish()
+    rc, out, err = queued.finish_text()
     took = time.monotonic() - sent
     assert rc == 130, err
     assert took < 3, f"the client took {took:.1f}s to end after Ctrl+C"
@@ -367,6 +245,6 @@ def test_ctrl_c_removes_a_queued_petition(
     assert reuse.proc.poll() is None
 
     release.touch()
-    assert blocker.finish() == (0, "started\ndone\n", "")
-    assert reuse.finish() == (0, "Hello world! 0\nHello world! 1\n", "")
+    assert blocker.finish_text() == (0, "started\ndone\n", "")
+    assert reuse.finish_text() == (0, "Hello world! 0\nHello world! 1\n", "")
     assert_still_serving(env)

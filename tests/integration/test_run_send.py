@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Client as WireClient
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
 from tests.conftest import Env, Service, wait_for
-
-WAIT = 30.0  # generous bound for anything that should take well under a second
+from tests.integration.clients import WAIT, Client, new_id, states
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def new_id(name: str) -> str:
-    """A petition ID no other test (or concurrent suite) uses."""
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
 def no_traceback(*streams: str | bytes) -> None:
     for s in streams:
         text = s.decode(errors="replace") if isinstance(s, bytes) else s
@@ -41,99 +29,6 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("orcha: "), stderr
     return lines[0]
-
-
-class Stream:
-    """Everything a pipe delivers, collected by a thread as it arrives."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, args=(pipe.fileno(),), daemon=True)
-        self._thread.start()
-
-    def _pump(self, fd: int) -> None:
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except OSError:
-                chunk = b""
-            with self._cond:
-                if chunk:
-                    self.data += chunk
-                else:
-                    self.closed = True
-                self._cond.notify_all()
-            if not chunk:
-                return
-
-    def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = WAIT) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(bytes(self.data)), timeout)
-
-    def value(self, timeout: float = 10) -> bytes:
-        """The whole output, once the pipe has closed."""
-        self._thread.join(timeout)
-        with self._cond:
-            return bytes(self.data)
-
-
-class Client:
-    """An orcha client running in the background, its output collected live."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        assert proc.stdout is not None and proc.stderr is not None
-        self.out = Stream(proc.stdout)
-        self.err = Stream(proc.stderr)
-
-    def finish(self, timeout: float = WAIT) -> tuple[int, bytes, bytes]:
-        rc = self.proc.wait(timeout)
-        return rc, self.out.value(), self.err.value()
-
-    def reap(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-@pytest.fixture
-def start(env: Env) -> Iterator[Callable[..., Client]]:
-    """Start an orcha client in the background; every one is killed and waited for."""
-    clients: list[Client] = []
-
-    def _start(*args: str, **kw: Any) -> Client:
-        client = Client(env.popen(*args, **kw))
-        clients.append(client)
-        return client
-
-    yield _start
-    for client in clients:
-        client.reap()
-
-
-def states(env: Env) -> dict[str, str]:
-    """Petition ID -> state of every queued or running petition: the session protocol's
-    ``info`` request, over the standard library's implementation of orcha's wire format."""
-    key = (env.state / "key").read_bytes().strip()
-    conn = WireClient(str(env.socket), family="AF_UNIX", authkey=key)
-    try:
-        conn.send_bytes(b"ORCHA1")
-        conn.send_bytes(json.dumps({"op": "info"}).encode())
-        deadline = time.monotonic() + 10
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0 and conn.poll(left), "no answer to info"
-            answer = json.loads(conn.recv_bytes())
-            if answer.get("re") == "info":
-                return {p["id"]: p["state"] for p in answer["petitions"]}
-    finally:
-        conn.close()
 
 
 def release_script(tmp_path: Path, name: str) -> tuple[list[str], Path]:

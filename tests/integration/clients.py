@@ -1,0 +1,116 @@
+"""Helpers for tests that drive orcha clients in the background and watch their petitions.
+
+The ``start`` fixture that builds :class:`Client` objects lives in this folder's conftest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
+from typing import IO
+
+import psutil
+
+from tests.conftest import Env
+
+WAIT = 30.0  # generous bound for what should take well under a second
+
+
+def new_id(name: str) -> str:
+    """A petition ID no other test (or concurrent suite) uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+class Stream:
+    """Everything a pipe delivers, collected by a thread as it arrives."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.data = bytearray()
+        self.closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(pipe.fileno(),), daemon=True)
+        self._thread.start()
+
+    def _pump(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            with self._cond:
+                if chunk:
+                    self.data += chunk
+                else:
+                    self.closed = True
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, predicate: Callable[[bytes], bool], timeout: float = WAIT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(bytes(self.data)), timeout)
+
+    def value(self, timeout: float = 10) -> bytes:
+        """The whole output, once the pipe has closed."""
+        self._thread.join(timeout)
+        with self._cond:
+            return bytes(self.data)
+
+    def text(self, timeout: float = 10) -> str:
+        """The whole output as text, once the pipe has closed."""
+        return self.value(timeout).decode(errors="replace")
+
+
+class Client:
+    """An orcha client running in the background, its output collected live."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        self.out = Stream(proc.stdout)
+        self.err = Stream(proc.stderr)
+
+    def finish(self, timeout: float = WAIT) -> tuple[int, bytes, bytes]:
+        """Wait for the client to end: (exit code, stdout, stderr)."""
+        rc = self.proc.wait(timeout)
+        return rc, self.out.value(), self.err.value()
+
+    def finish_text(self, timeout: float = WAIT) -> tuple[int, str, str]:
+        """:meth:`finish` with text output; the client's stderr holds no traceback."""
+        rc = self.proc.wait(timeout)
+        out, err = self.out.text(), self.err.text()
+        assert "Traceback" not in err, err
+        return rc, out, err
+
+    def reap(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def petition_processes(petition_id: str) -> list[psutil.Process]:
+    """Live processes of this user started by petition ``petition_id``."""
+    uid = os.getuid()
+    found = []
+    for proc in psutil.process_iter(["uids", "status"]):
+        try:
+            if proc.info["uids"].real != uid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("ORCHA_PETITION_ID") == petition_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def states(env: Env) -> dict[str, str]:
+    """Petition ID -> state of every queued or running petition, from the service's info."""
+    return {p["id"]: p["state"] for p in env.info()["petitions"]}
