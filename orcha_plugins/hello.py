@@ -10,7 +10,7 @@ import click
 from orcha.cli.options import global_options
 from orcha.errors import InvalidPetitionError
 from orcha.kinds import Kind
-from orcha.plugins import BasePlugin
+from orcha_plugins import FirstPartyPlugin
 
 if TYPE_CHECKING:
     from orcha.service.context import Context
@@ -84,15 +84,9 @@ def send(petition_id: str, counter: int, sleep_time: float, priority: int | None
     return attach(HelloKind.name, petition_id, params, priority)
 
 
-class HelloPlugin(BasePlugin):
+class HelloPlugin(FirstPartyPlugin):
     name = "hello"
     help = "Hello world! from orcha: the 'send' command and the 'hello' kind"
-
-    @staticmethod
-    def version() -> str:
-        from orcha import __version__
-
-        return f"hello - {__version__}"
 
     def commands(self) -> list[click.Command]:
         return [send]

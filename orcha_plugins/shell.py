@@ -10,7 +10,7 @@ import click
 from orcha.cli.options import global_options
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
-from orcha.plugins import BasePlugin
+from orcha_plugins import FirstPartyPlugin
 
 if TYPE_CHECKING:
     from orcha.service.context import Context
@@ -77,15 +77,9 @@ def run(petition_id: str, priority: int | None, command: tuple[str, ...]) -> int
     return attach(ShellKind.name, petition_id, {"argv": list(command)}, priority)
 
 
-class ShellPlugin(BasePlugin):
+class ShellPlugin(FirstPartyPlugin):
     name = "shell"
     help = "Run commands: the 'run' command and the 'shell' kind"
-
-    @staticmethod
-    def version() -> str:
-        from orcha import __version__
-
-        return f"shell - {__version__}"
 
     def commands(self) -> list[click.Command]:
         return [run]

@@ -119,8 +119,12 @@ class Env:
         assert answer, f"the service did not answer 'info' within {timeout} s"
         return answer[0]
 
-    def serve(self, *args: str, env: dict[str, str] | None = None) -> Service:
-        service = Service(self, list(args), env or {})
+    def serve(
+        self, *args: str, env: dict[str, str] | None = None, command: tuple[str, ...] = ("serve",)
+    ) -> Service:
+        """Start ``orcha COMMAND ARGS`` (``orcha serve`` unless a plugin's serve command is
+        given) and wait until it is listening."""
+        service = Service(self, list(args), env or {}, command)
         self.services.append(service)
         service.start()
         return service
@@ -129,9 +133,16 @@ class Env:
 class Service:
     """A real ``orcha serve`` subprocess."""
 
-    def __init__(self, env: Env, args: list[str], extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        env: Env,
+        args: list[str],
+        extra_env: dict[str, str],
+        command: tuple[str, ...] = ("serve",),
+    ) -> None:
         self.env = env
         self.args = args
+        self.command = command
         self.extra_env = extra_env
         self.proc: subprocess.Popen[bytes] | None = None
         self.banner = ""
@@ -144,7 +155,7 @@ class Service:
 
     def start(self, expect_ready: bool = True) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orcha", "serve", *self.args],
+            [sys.executable, "-m", "orcha", *self.command, *self.args],
             env={**self.env.vars, **self.extra_env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,20 +51,9 @@ def tenv(env: Env, plugin_path: Path) -> Env:
     return env
 
 
-def _serve_tutorial(env: Env) -> Service:
-    service = Service(env, [], {})
-    env.services.append(service)
-    # `orcha hello-world serve`, not `orcha serve`: Service starts `orcha serve`, so
-    # start it by hand with the plugin's command.
-    service.proc = subprocess.Popen(
-        [sys.executable, "-m", "orcha", "hello-world", "serve"],
-        env=env.vars,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    threading.Thread(target=service._collect_stderr, daemon=True).start()
-    service.wait_ready()
-    return service
+def _serve_tutorial(env: Env, command: str = "hello-world") -> Service:
+    """The plugin's own service: ``orcha hello-world serve`` (or its alias)."""
+    return env.serve(command=(command, "serve"))
 
 
 def test_ls_lists_the_tutorial_plugin(tenv: Env) -> None:
@@ -89,15 +77,7 @@ def test_hello_world_serve_and_send(tenv: Env) -> None:
 
 
 def test_hw_alias_serves(tenv: Env) -> None:
-    service = Service(tenv, [], {})
-    tenv.services.append(service)
-    service.proc = subprocess.Popen(
-        [sys.executable, "-m", "orcha", "hw", "serve"],
-        env=tenv.vars,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    service.wait_ready()
+    _serve_tutorial(tenv, "hw")
     assert tenv.run_bytes("hw", "send", "a").stdout.replace(b"\r", b"") == b"Hello world! 0\n"
 
 
