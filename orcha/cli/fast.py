@@ -134,9 +134,7 @@ def try_fast(args: list[str]) -> int | None:
     params, priority = values
     try:
         from orcha import settings
-        from orcha.client.attach import run_attached
-        from orcha.client.session import Session
-        from orcha.protocol.messages import SubmitRequest
+        from orcha.client.attach import run_in_foreground
 
         resolved = settings.resolve(
             address=parsed.options.get("--address"),
@@ -144,14 +142,7 @@ def try_fast(args: list[str]) -> int | None:
             verbose=parsed.verbose,
         )
         settings.configure(resolved)
-        request = SubmitRequest(
-            parsed.kind, petition_id, params, priority, os.getcwd(), dict(os.environ)
-        )
-        session = Session.open(resolved)
-        try:
-            return run_attached(session, request)
-        finally:
-            session.close()
+        return run_in_foreground(resolved, parsed.kind, petition_id, params, priority)
     except BaseException as e:
         from orcha.cli.main import report
 

@@ -22,6 +22,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs client sta
 if TYPE_CHECKING:
     from typing import Any
 
+    from orcha.settings import Settings
+
 
 def notice(text: str) -> None:
     """One line for the user on stderr (stdout carries only the petition's output)."""
@@ -124,3 +126,19 @@ def _end_code(event: dict[str, Any], petition_id: str) -> int:
     if message:
         notice(message)
     return code if code else int(ExitCode.FAILED)
+
+
+def run_in_foreground(
+    settings: Settings, kind: str, petition_id: str, params: dict[str, Any], priority: int | None
+) -> int:
+    """Submit a petition of ``kind`` with this process's cwd and environment, stream its
+    output and return the exit code the client should end with.
+
+    Raises OrchaError subclasses (no service, wrong key, refused, lost service).
+    """
+    request = SubmitRequest(kind, petition_id, params, priority, os.getcwd(), dict(os.environ))
+    session = Session.open(settings)
+    try:
+        return run_attached(session, request)
+    finally:
+        session.close()

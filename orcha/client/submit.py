@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -12,28 +11,16 @@ def attach(kind: str, petition_id: str, params: dict[str, Any], priority: int | 
     """Submit a petition of ``kind`` with the client's cwd and environment, stream its
     output and return the exit code the client should end with.
 
-    Raises OrchaError subclasses (no service, wrong key, refused, lost service).
+    Raises OrchaError subclasses (no service, wrong key, refused, lost service), and
+    click.BadParameter for an invalid ID (nothing is sent).
     """
     from orcha.cli.options import settings_from
-    from orcha.client.attach import run_attached
-    from orcha.client.session import Session
-    from orcha.protocol.messages import SubmitRequest, check_id
+    from orcha.client.attach import run_in_foreground
+    from orcha.protocol.messages import check_id
 
     try:
         petition_id = check_id(petition_id)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'ID'") from e
     settings = settings_from(click.get_current_context())
-    request = SubmitRequest(
-        kind=kind,
-        id=petition_id,
-        params=params,
-        priority=priority,
-        cwd=os.getcwd(),
-        env=dict(os.environ),
-    )
-    session = Session.open(settings)
-    try:
-        return run_attached(session, request)
-    finally:
-        session.close()
+    return run_in_foreground(settings, kind, petition_id, params, priority)
