@@ -59,3 +59,13 @@ MAX_REQUEST_BYTES = 16 << 20
 #: First bytes of a session request; anything else is treated as a multiprocessing.managers
 #: request (the tutorial's ``ClientManager.manager.Queue()`` uses those).
 SESSION_MAGIC = b"ORCHA1"
+
+#: Bytes of a petition's output kept in its log file (``serve --log-cap``); past it the log
+#: says it was capped and later output is only streamed to attached clients.
+DEFAULT_LOG_CAP = 64 << 20
+
+#: File name of the petition database inside the state directory.
+DATABASE_NAME = "orcha.db"
+
+#: Folder of petition output logs inside the state directory.
+LOGS_DIR_NAME = "logs"

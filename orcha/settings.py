@@ -143,6 +143,11 @@ def _private_dir(path: str) -> str:
     return path
 
 
+def ensure_state_dir(settings: Settings) -> None:
+    """Create the state directory (0700) that holds the key, the database and the logs."""
+    _private_dir(settings.state_dir)
+
+
 def ensure_runtime_dir(settings: Settings) -> None:
     """Create the runtime directory (0700) that holds the unix socket."""
     _private_dir(settings.runtime_dir)

@@ -92,7 +92,7 @@ def check_id(petition_id: object) -> str:
 class SubmitRequest:
     """A validated ``submit`` request (plain data: strings, numbers, lists, dicts)."""
 
-    __slots__ = ("cwd", "env", "id", "kind", "params", "priority")
+    __slots__ = ("attach", "cwd", "env", "host", "id", "kind", "params", "priority", "user")
 
     def __init__(
         self,
@@ -102,6 +102,9 @@ class SubmitRequest:
         priority: int | None,
         cwd: str,
         env: dict[str, str],
+        attach: bool = True,
+        user: str = "",
+        host: str = "",
     ) -> None:
         self.kind = kind
         self.id = id
@@ -109,6 +112,9 @@ class SubmitRequest:
         self.priority = priority
         self.cwd = cwd
         self.env = env
+        self.attach = attach  # False: the petition does not end when this client goes
+        self.user = user  # who submitted it, from where (for records; informational)
+        self.host = host
 
     def to_wire(self) -> dict[str, Any]:
         return {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
@@ -134,4 +140,10 @@ class SubmitRequest:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             raise ValueError("'env' must map strings to strings")
-        return cls(kind, petition_id, params, priority, cwd, env)
+        attach = obj.get("attach", True)
+        if not isinstance(attach, bool):
+            raise ValueError("'attach' must be true or false")
+        user, host = obj.get("user", ""), obj.get("host", "")
+        if not isinstance(user, str) or not isinstance(host, str):
+            raise ValueError("'user' and 'host' must be strings")
+        return cls(kind, petition_id, params, priority, cwd, env, attach, user, host)

@@ -33,11 +33,11 @@ class Context:
 
     def write(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stdout."""
-        self._job.queue.put((STDOUT, data.encode() if isinstance(data, str) else data))
+        self._job.emit(STDOUT, data.encode() if isinstance(data, str) else data)
 
     def write_err(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stderr."""
-        self._job.queue.put((STDERR, data.encode() if isinstance(data, str) else data))
+        self._job.emit(STDERR, data.encode() if isinstance(data, str) else data)
 
     def fail(self, message: str) -> None:
         """Record why the petition failed; the client prints it as one line."""
@@ -68,7 +68,7 @@ class Context:
                 for key, _ in sel.select():
                     data = os.read(key.fd, PIPE_CHUNK)
                     if data:
-                        self._job.queue.put((key.data, data))
+                        self._job.emit(key.data, data)
                     else:
                         sel.unregister(key.fd)
         for pipe in (proc.stdout, proc.stderr):

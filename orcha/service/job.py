@@ -13,6 +13,7 @@ from orcha.states import ACTIVE, FINISHED, State, transition
 
 if TYPE_CHECKING:
     from orcha.interfaces import Petition
+    from orcha.service.logs import PetitionLog
 
 _sequence = itertools.count(1)
 
@@ -42,9 +43,17 @@ class Job:
     """
 
     def __init__(
-        self, petition: Petition, *, native: bool, token_prefix: str, kind: str | None = None
+        self,
+        petition: Petition,
+        *,
+        native: bool,
+        token_prefix: str,
+        kind: str | None = None,
+        seq: int | None = None,
     ) -> None:
-        self.seq = next(_sequence)
+        # Arrival order: the record's number when the service keeps records (so the order
+        # survives restarts), else a process-wide counter.
+        self.seq = next(_sequence) if seq is None else seq
         self.petition = petition
         self.id = str(petition.id)
         self.kind = kind
@@ -65,6 +74,7 @@ class Job:
         self.ended: float | None = None
         self.done = threading.Event()
         self.stoppers: list[threading.Thread] = []
+        self.log: PetitionLog | None = None  # set by a service that keeps logs
         petition._orcha_job = self  # type: ignore[attr-defined]
 
     @property
@@ -77,6 +87,12 @@ class Job:
     @property
     def queue(self) -> Any:
         return self.petition.queue
+
+    def emit(self, stream: int, data: bytes) -> None:
+        """Output of the petition: kept in its log, and sent to its client if attached."""
+        if self.log is not None:
+            self.log.write(stream, data)
+        self.queue.put((stream, data))
 
     def set_state(self, new: State) -> None:
         """Move to ``new``; InvalidTransition if the lifecycle forbids it."""

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from orcha.errors import ExitCode
 from orcha.service.job import Job, Started
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("orcha.service.runner")
 
 
+class RunnerEvents(Protocol):
+    """What the runner tells the service about a job (each may be called in any thread)."""
+
+    def job_started(self, job: Job) -> None: ...
+
+    def job_pid(self, job: Job, pid: int) -> None: ...
+
+    def job_ended(self, job: Job) -> None: ...
+
+
 class Runner:
     """Starts a job's action in a thread and finishes its bookkeeping when it returns."""
 
@@ -28,13 +38,13 @@ class Runner:
         manager: Manager,
         procs: ProcessControl,
         grace: float,
-        on_end: Callable[[Job], None],
+        events: RunnerEvents,
     ) -> None:
         self.manager = manager
         self.procs = procs
         self.grace = grace
         self.scheduler: Scheduler | None = None
-        self._on_end = on_end
+        self._events = events
         self._pool = WorkerPool("petition")
         self._sweeper = Sweeper(procs, grace)
 
@@ -45,6 +55,7 @@ class Runner:
     def _register(self, job: Job, pid: int) -> None:
         with job.lock:
             job.pids.add(pid)
+        self._events.job_pid(job, pid)
         if job.cancel_event.is_set():
             self.cancel_running(job)  # cancelled before it could report this process
 
@@ -61,7 +72,7 @@ class Runner:
                 job.done.set()
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
-                self._on_end(job)
+                self._events.job_ended(job)
         if job.pids and not job.cancel_event.is_set():
             # What the action left behind (a daemonised grandchild, say) ends with it; done
             # after the slot is freed so a clean exit costs the next petition nothing.
@@ -71,6 +82,7 @@ class Runner:
         petition = job.petition
         if job.native:
             job.queue.put(Started())
+        self._events.job_started(job)
         log.info("petition %s started", job.id)
         self._call_hook("on_start", job)
         try:
@@ -100,12 +112,12 @@ class Runner:
         self._call_hook("on_finish", job)
         if self.scheduler is not None:
             self.scheduler.finished(job)
+        self._events.job_ended(job)  # recorded before the client hears the end
         if job.native:
             job.queue.put(job.end_item())
         elif not job.finish_was_called:
             job.petition.finish(job.code)
         job.done.set()
-        self._on_end(job)
 
     def _call_hook(self, name: str, job: Job) -> None:
         try:

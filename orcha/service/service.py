@@ -15,26 +15,31 @@ import multiprocessing
 import os
 import selectors
 import signal
+import socket
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
-from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
+from orcha.defaults import DATABASE_NAME, DEFAULT_LOG_CAP, LOGS_DIR_NAME
+from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol import transport
 from orcha.protocol.managed import proxy_ident, registry
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Job
 from orcha.service.lock import AddressLock
+from orcha.service.logs import PetitionLog
 from orcha.service.procs import ProcessControl, reset_child_signals
 from orcha.service.runner import Runner
 from orcha.service.scheduler import Scheduler
 from orcha.service.server import ManagerServer
-from orcha.settings import Settings, ensure_runtime_dir
+from orcha.service.store import Store
+from orcha.settings import Settings, ensure_runtime_dir, ensure_state_dir
+from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.interfaces import Message
+    from orcha.interfaces import Message, Petition
     from orcha.lib import Manager
     from orcha.protocol.messages import SubmitRequest
     from orcha.service.session import Session
@@ -55,13 +60,15 @@ class Service:
         self.manager = manager
         self.settings = settings
         self.procs: ProcessControl = procs or getattr(manager, "procs", None) or ProcessControl()
-        self.runner = Runner(manager, self.procs, settings.grace, self._job_ended)
+        self.runner = Runner(manager, self.procs, settings.grace, self)
         self.scheduler = Scheduler(self.runner.start)
         self.runner.scheduler = self.scheduler
         self.token_prefix = f"{os.getpid()}.{time.time_ns()}"
         self.started = time.time()
         self.stopping = False
         self.server: ManagerServer | None = None
+        self.store: Store | None = None  # opened by run()
+        self.log_cap = getattr(settings, "log_cap", None) or DEFAULT_LOG_CAP
         self._sessions: set[Session] = set()
         self._sessions_lock = threading.Lock()
         self._signals = 0
@@ -72,12 +79,64 @@ class Service:
     def submit(self, request: SubmitRequest, queue: OutputQueue, session: Session) -> Job:
         """Queue a petition for an orcha client. Raises PetitionError if refused."""
         self._check_accepting()
+        if not request.attach:
+            queue.discard()  # nobody streams it; its output goes to its log only
         petition = self.manager.petition_from_request(request, queue)
-        job = Job(petition, native=True, token_prefix=self.token_prefix, kind=request.kind)
-        job.session = session
-        self.scheduler.submit(job)
-        log.info("petition %s (%s) queued by a client", job.id, request.kind)
+        job = self._enqueue(
+            petition,
+            native=True,
+            kind=request.kind,
+            request=request,
+            session=session if request.attach else None,
+        )
+        log.info("petition %s (%s) queued", job.id, request.kind)
         return job
+
+    def _enqueue(
+        self,
+        petition: Petition,
+        native: bool,
+        kind: str | None,
+        request: SubmitRequest | None,
+        session: Session | None,
+    ) -> Job:
+        """Record and queue a petition; DuplicateIdError if its ID is queued or running.
+
+        Under the scheduler's lock, so the duplicate check, the record and the queueing
+        happen as one step for concurrent submissions of the same ID.
+        """
+        with self.scheduler.lock:
+            if self.scheduler.get(str(petition.id)) is not None:
+                raise DuplicateIdError(str(petition.id))
+            seq = None
+            if self.store is not None:
+                seq = self.store.add(
+                    {
+                        "service": str(self.settings.address),
+                        "id": str(petition.id),
+                        "kind": kind or "",
+                        "params": request.params if request else {},
+                        "priority": int(getattr(petition, "priority", 0) or 0),
+                        "state": str(State.QUEUED),
+                        "submitted": time.time(),
+                        "user": (request.user if request else "") or _user(),
+                        "host": (request.host if request else "") or socket.gethostname(),
+                        "cwd": request.cwd if request else "",
+                        "env": request.env if request else {},
+                    }
+                )
+            job = Job(petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq)
+            job.session = session
+            self._attach_log(job)
+            self.scheduler.submit(job)
+        return job
+
+    def _attach_log(self, job: Job) -> None:
+        if self.store is None or not job.native:
+            return
+        logs = os.path.join(self.settings.state_dir, LOGS_DIR_NAME)
+        job.log = PetitionLog(os.path.join(logs, f"{job.seq}.log"), self.log_cap)
+        self.store.update(job.seq, token=job.token, log_path=job.log.path)
 
     def submit_message(self, message: Message, session: Session) -> Job:
         """Queue a petition from an original-API message. Raises PetitionError if refused."""
@@ -93,10 +152,7 @@ class Service:
                 f"the service could not turn message {getattr(message, 'id', '?')!r} "
                 "into a petition (missing or invalid fields)"
             )
-        job = Job(petition, native=False, token_prefix=self.token_prefix)
-        job.session = session
-        self.scheduler.submit(job)
-        return job
+        return self._enqueue(petition, native=False, kind=None, request=None, session=session)
 
     def _check_accepting(self) -> None:
         if self.stopping:
@@ -113,12 +169,12 @@ class Service:
         log.info("petition %s: %s", job.id, reason)
         job.message = reason  # what the client is told, whether it was waiting or running
         if self.scheduler.remove_queued(job):
+            self.job_ended(job)
             if job.native:
                 job.queue.put(job.end_item())
             else:
                 job.queue.put(job.client_code())
             job.done.set()
-            self._job_ended(job)
         else:
             self.runner.cancel_running(job)
 
@@ -148,8 +204,36 @@ class Service:
         for job in ended:
             self._purge(job)
 
-    def _job_ended(self, job: Job) -> None:
-        """Called (in any thread) once a job has ended and its client has been told."""
+    # -- what the runner reports (RunnerEvents) ----------------------------------------------
+    def job_started(self, job: Job) -> None:
+        if self.store is not None:
+            self.store.update(job.seq, state=str(job.state), started=job.started)
+
+    def job_pid(self, job: Job, pid: int) -> None:
+        if self.store is None:
+            return
+        import psutil
+
+        pids = []
+        for p in sorted(job.pids):
+            try:
+                pids.append([p, psutil.Process(p).create_time()])
+            except psutil.Error:
+                pass
+        self.store.update(job.seq, pids=pids)
+
+    def job_ended(self, job: Job) -> None:
+        """Called (in any thread) once a job has ended, before its client is told."""
+        if self.store is not None:
+            self.store.update(
+                job.seq,
+                state=str(job.state),
+                ended=job.ended or time.time(),
+                code=job.code,
+                message=job.message,
+            )
+        if job.log is not None:
+            job.log.close()
         session = job.session
         if session is not None:
             with self._sessions_lock:
@@ -193,6 +277,13 @@ class Service:
             if lock:
                 lock.release()
             raise
+        try:
+            self._open_store()
+        except BaseException:
+            listener.close()
+            if lock:
+                lock.release()
+            raise
         multiprocessing.current_process().authkey = key  # proxies rebuilt here use our key
         # Actions of the original API start multiprocessing.Process children that get the
         # petition as an argument; it holds the manager, so it must be inherited by fork,
@@ -219,6 +310,7 @@ class Service:
             f"{', '.join(sorted(self.manager.kinds())) or 'none'})",
             flush=True,
         )
+        self._restore()
         code = 0
         sel = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, "accept")
@@ -256,10 +348,87 @@ class Service:
                     pass
             if lock:
                 lock.release()
+            if self.store is not None:
+                self.store.close()
             os.close(wake_r)
             os.close(wake_w)
         log.warning("stopped (exit code %d)", code)
         return code
+
+    def _open_store(self) -> None:
+        ensure_state_dir(self.settings)
+        os.makedirs(os.path.join(self.settings.state_dir, LOGS_DIR_NAME), mode=0o700, exist_ok=True)
+        self.store = Store(os.path.join(self.settings.state_dir, DATABASE_NAME))
+
+    def _restore(self) -> None:
+        """Take back what a previous service at this address left: queued petitions are
+        queued again in their order; running ones are INTERRUPTED, their processes stopped."""
+        assert self.store is not None
+        rows = self.store.live(str(self.settings.address))
+        if not rows:
+            return
+        now = time.time()
+        self.scheduler.accepting = False  # queue them all before any starts: order holds
+        requeued = interrupted = 0
+        try:
+            for row in rows:
+                if row["state"] == str(State.RUNNING):
+                    self._stop_leftovers(row)
+                    self.store.update(
+                        row["seq"], state=str(State.INTERRUPTED), ended=now,
+                        message="the service stopped while it was running",
+                    )  # fmt: skip
+                    interrupted += 1
+                elif self._requeue(row, now):
+                    requeued += 1
+        finally:
+            self.scheduler.accepting = True
+        self.scheduler.admit()
+        log.warning(
+            "restored %d queued petition(s); %d that were running became INTERRUPTED",
+            requeued, interrupted,
+        )  # fmt: skip
+
+    def _stop_leftovers(self, row: dict[str, Any]) -> None:
+        import psutil
+
+        roots = []
+        for pid, started in row["pids"]:
+            try:
+                if abs(psutil.Process(pid).create_time() - started) < 0.01:
+                    roots.append(pid)  # the same process, not a reused PID
+            except psutil.Error:
+                pass
+        if roots or row["token"]:
+            n = self.procs.stop_tree(roots, row["token"] or None, self.settings.grace)
+            if n:
+                log.warning("petition %s: stopped %d process(es) left running", row["id"], n)
+
+    def _requeue(self, row: dict[str, Any], now: float) -> bool:
+        from orcha.protocol.messages import SubmitRequest
+
+        assert self.store is not None
+        try:
+            if not row["kind"]:
+                raise InvalidPetitionError("petitions of the original Orcha API are not restored")
+            request = SubmitRequest(
+                row["kind"], row["id"], row["params"], row["priority"], row["cwd"], row["env"],
+                attach=False,
+            )  # fmt: skip
+            queue = OutputQueue()
+            queue.discard()
+            petition = self.manager.petition_from_request(request, queue)
+        except PetitionError as e:
+            self.store.update(
+                row["seq"], state=str(State.CANCELLED), ended=now,
+                message=f"not queued again after a restart: {e}",
+            )  # fmt: skip
+            return False
+        job = Job(petition, native=True, token_prefix=self.token_prefix, kind=row["kind"],
+                  seq=row["seq"])  # fmt: skip
+        self._attach_log(job)
+        self.scheduler.submit(job)
+        return True
 
     def _accept(self, listener: Any) -> None:
         assert self.server is not None
@@ -301,6 +470,15 @@ class Service:
             sessions = list(self._sessions)
         for session in sessions:
             session.idle.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _drain(fd: int) -> None:

@@ -123,6 +123,9 @@ def _wire(**changes: Any) -> dict[str, Any]:
         "priority": 3,
         "cwd": "/home/u",
         "env": {"PATH": "/bin"},
+        "attach": False,
+        "user": "ana",
+        "host": "box",
     }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not _MISSING}
@@ -163,6 +166,9 @@ def test_submit_defaults() -> None:
         "priority": None,
         "cwd": "/",
         "env": {},
+        "attach": True,
+        "user": "",
+        "host": "",
     }
 
 
@@ -200,3 +206,14 @@ def test_submit_from_wire_rejects_bad_field(changes: dict[str, Any], field: str)
 def test_submit_from_wire_rejects_bad_id(bad_id: object) -> None:
     with pytest.raises(ValueError):
         SubmitRequest.from_wire(_wire(id=bad_id))
+
+
+def test_submit_attach_user_host_default_and_types() -> None:
+    req = SubmitRequest.from_wire(_wire(attach=_MISSING, user=_MISSING, host=_MISSING))
+    assert (req.attach, req.user, req.host) == (True, "", "")
+    req = SubmitRequest.from_wire(_wire())
+    assert (req.attach, req.user, req.host) == (False, "ana", "box")
+    with pytest.raises(ValueError, match="'attach'"):
+        SubmitRequest.from_wire(_wire(attach="yes"))
+    with pytest.raises(ValueError, match="'user' and 'host'"):
+        SubmitRequest.from_wire(_wire(user=1))

@@ -1,0 +1,74 @@
+"""A petition's output log: every byte it wrote, in order, with the stream it went to.
+
+The file is a sequence of frames: one stream byte (``o`` stdout, ``e`` stderr), a 4-byte
+big-endian length, then the data. Writes are flushed at once, so ``orcha logs`` and
+``orcha follow`` see output while the petition runs. Past the cap one last stderr frame
+says so, and later output is no longer kept (attached clients still receive it).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+
+from orcha.protocol.messages import STDERR
+
+_FRAME = struct.Struct("!BI")
+
+
+class PetitionLog:
+    """Appends one petition's output to its log file."""
+
+    def __init__(self, path: str, cap: int) -> None:
+        self.path = path
+        self.cap = cap
+        self.written = 0
+        self.capped = False
+        self._lock = threading.Lock()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "ab", buffering=0)
+
+    def write(self, stream: int, data: bytes) -> None:
+        with self._lock:
+            if self.capped or self._file.closed:
+                return
+            room = self.cap - self.written
+            if len(data) > room:
+                if room > 0:
+                    self._frame(stream, data[:room])
+                self._frame(
+                    STDERR,
+                    f"orcha: the output log is capped at {self.cap} bytes; later output "
+                    "was not kept\n".encode(),
+                )
+                self.capped = True
+                return
+            self._frame(stream, data)
+
+    def _frame(self, stream: int, data: bytes) -> None:
+        self._file.write(_FRAME.pack(stream, len(data)) + data)
+        self.written += len(data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_log(path: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a log file from byte ``offset``; stops at the end of
+    what has been written so far (a frame being written is left for the next read)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            header = f.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                return
+            stream, size = _FRAME.unpack(header)
+            data = f.read(size)
+            if len(data) < size:
+                return
+            yield stream, data

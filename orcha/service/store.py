@@ -1,0 +1,222 @@
+"""Store: petition records in an embedded SQLite database (the user's state directory).
+
+WAL mode, so readers never block the scheduler's writes; one small transaction per
+event (submitted, started, ended), indexed so its cost does not grow with the number of
+records. The schema is versioned: :data:`MIGRATIONS` holds, in order, the statements that
+bring a database from each version to the next; a database is migrated forward at open
+and never wiped. A database from a newer orcha is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from orcha.errors import ConfigError
+
+#: MIGRATIONS[n] brings a database from version n to version n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE petitions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, kept across restarts
+            service TEXT NOT NULL,     -- address of the service that owns it
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,        -- '' for petitions of the original Orcha API
+            params TEXT NOT NULL,      -- JSON
+            priority INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            submitted REAL NOT NULL,
+            started REAL,
+            ended REAL,
+            code INTEGER,
+            message TEXT,
+            user TEXT NOT NULL,
+            host TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            env TEXT NOT NULL,         -- JSON: needed to start it after a restart
+            log_path TEXT,
+            token TEXT NOT NULL DEFAULT '',  -- ORCHA_PETITION_TOKEN of its processes
+            pids TEXT NOT NULL DEFAULT '[]'  -- JSON [[pid, start time], ...]
+        )""",
+        "CREATE INDEX petitions_by_id ON petitions (id, seq)",
+        "CREATE INDEX petitions_live ON petitions (service, state) "
+        "WHERE state IN ('QUEUED', 'RUNNING')",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_JSON_FIELDS = ("params", "env", "pids")
+_COLUMNS = (
+    "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
+    "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
+)  # fmt: skip
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for name in _JSON_FIELDS:
+        if name in record and isinstance(record[name], str):
+            record[name] = json.loads(record[name])
+    return record
+
+
+class Store:
+    """The petition records. Thread-safe: one connection behind one lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open the petition database {path}: {e}") from e
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()  # first: a newer database is refused before anything is written
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+        except sqlite3.Error as e:
+            self._db.close()
+            raise ConfigError(
+                f"cannot use the petition database {path}: {e}; move it aside to start afresh"
+            ) from e
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the petition database {self.path} was written by a newer orcha "
+                    f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade orcha"
+                )
+            for target in range(version, SCHEMA_VERSION):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in MIGRATIONS[target]:
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {target + 1}")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+
+    @property
+    def version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def add(self, record: dict[str, Any]) -> int:
+        """Insert a new record (one transaction); return its ``seq``."""
+        unknown = set(record) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown record fields: {sorted(unknown)}")
+        values = {k: v for k, v in record.items() if k != "seq"}
+        for name in _JSON_FIELDS:
+            if name in values:
+                values[name] = json.dumps(values[name])
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._lock:
+            cur = self._db.execute(
+                f"INSERT INTO petitions ({names}) VALUES ({marks})", tuple(values.values())
+            )
+            return int(cur.lastrowid or 0)
+
+    def update(self, seq: int, **fields: Any) -> None:
+        """Change some fields of record ``seq`` (one transaction)."""
+        if not fields:
+            return
+        for name in _JSON_FIELDS:
+            if name in fields:
+                fields[name] = json.dumps(fields[name])
+        unknown = set(fields) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown record fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._lock:
+            self._db.execute(
+                f"UPDATE petitions SET {assignments} WHERE seq = ?", (*fields.values(), seq)
+            )
+
+    def live(self, service: str) -> list[dict[str, Any]]:
+        """Queued and running records of ``service``, in arrival order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
+                "ORDER BY seq",
+                (service,),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, seq: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM petitions WHERE seq = ?", (seq,)).fetchone()
+        return _row(row) if row else None
+
+    def latest(self, petition_id: str) -> dict[str, Any] | None:
+        """The newest record with this ID (IDs may be reused once a petition has ended)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1", (petition_id,)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def find(
+        self,
+        ids: Sequence[str] = (),
+        states: Iterable[str] = (),
+        columns: Sequence[str] = _COLUMNS,
+    ) -> list[dict[str, Any]]:
+        """Records, oldest first: the newest record of each of ``ids`` (all if empty),
+        restricted to ``states`` if given."""
+        where: list[str] = []
+        args: list[Any] = []
+        if ids:
+            where.append(
+                f"seq IN (SELECT MAX(seq) FROM petitions WHERE id IN "
+                f"({', '.join('?' for _ in ids)}) GROUP BY id)"
+            )
+            args.extend(ids)
+        states = list(states)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args.extend(states)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        cols = ", ".join(c for c in columns if c in _COLUMNS) or "*"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
+        """Delete ended records (ended before ``before`` if given); return what was deleted."""
+        clause = "state NOT IN ('QUEUED', 'RUNNING')"
+        args: list[Any] = []
+        if before is not None:
+            clause += " AND ended < ?"
+            args.append(before)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
+                ).fetchall()
+                self._db.execute(f"DELETE FROM petitions WHERE {clause}", args)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return [dict(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
