@@ -50,6 +50,7 @@ class Job:
         token_prefix: str,
         kind: str | None = None,
         seq: int | None = None,
+        token: str | None = None,
     ) -> None:
         # Arrival order: the record's number when the service keeps records (so the order
         # survives restarts), else a process-wide counter.
@@ -58,13 +59,14 @@ class Job:
         self.id = str(petition.id)
         self.kind = kind
         self.native = native
-        self.token = f"{token_prefix}-{self.seq}"
+        self.token = token or f"{token_prefix}-{self.seq}"
         self.state = State.QUEUED
         self.lock = threading.Lock()
         self.cancel_event = threading.Event()
         self.cancel_reason: str | None = None
         self.cancelled_by_client = False
         self.pids: set[int] = set()
+        self.pid_starts: dict[int, int | None] = {}  # pid -> start ticks, for the record
         self.code: int | None = None
         self.message: str | None = None
         self.finish_was_called = False

@@ -26,14 +26,17 @@ class PetitionLog:
         self.cap = cap
         self.written = 0
         self.capped = False
+        self.closed = False
         self._lock = threading.Lock()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "ab", buffering=0)
+        self._fd: int | None = None  # opened on the first output: a silent petition has none
 
     def write(self, stream: int, data: bytes) -> None:
         with self._lock:
-            if self.capped or self._file.closed:
+            if self.capped or self.closed:
                 return
+            if self._fd is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o600)
             room = self.cap - self.written
             if len(data) > room:
                 if room > 0:
@@ -48,12 +51,16 @@ class PetitionLog:
             self._frame(stream, data)
 
     def _frame(self, stream: int, data: bytes) -> None:
-        self._file.write(_FRAME.pack(stream, len(data)) + data)
+        assert self._fd is not None
+        os.write(self._fd, _FRAME.pack(stream, len(data)) + data)  # O_APPEND: one write
         self.written += len(data)
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self.closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_log(path: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -30,7 +30,7 @@ from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
-from orcha.service.procs import ProcessControl, reset_child_signals
+from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
 from orcha.service.runner import Runner
 from orcha.service.scheduler import Scheduler
 from orcha.service.server import ManagerServer
@@ -105,6 +105,9 @@ class Service:
         Under the scheduler's lock, so the duplicate check, the record and the queueing
         happen as one step for concurrent submissions of the same ID.
         """
+        # Named before the record exists, so one INSERT holds everything.
+        uid = os.urandom(8).hex()
+        token, log_path = f"{self.token_prefix}-{uid}", self._log_path(uid)
         with self.scheduler.lock:
             if self.scheduler.get(str(petition.id)) is not None:
                 raise DuplicateIdError(str(petition.id))
@@ -123,20 +126,22 @@ class Service:
                         "host": (request.host if request else "") or socket.gethostname(),
                         "cwd": request.cwd if request else "",
                         "env": request.env if request else {},
+                        "token": token,
+                        "log_path": log_path if native else None,
                     }
                 )
-            job = Job(petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq)
+            job = Job(
+                petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
+                token=token,
+            )  # fmt: skip
             job.session = session
-            self._attach_log(job)
+            if self.store is not None and native:
+                job.log = PetitionLog(log_path, self.log_cap)
             self.scheduler.submit(job)
         return job
 
-    def _attach_log(self, job: Job) -> None:
-        if self.store is None or not job.native:
-            return
-        logs = os.path.join(self.settings.state_dir, LOGS_DIR_NAME)
-        job.log = PetitionLog(os.path.join(logs, f"{job.seq}.log"), self.log_cap)
-        self.store.update(job.seq, token=job.token, log_path=job.log.path)
+    def _log_path(self, uid: str) -> str:
+        return os.path.join(self.settings.state_dir, LOGS_DIR_NAME, f"{uid}.log")
 
     def submit_message(self, message: Message, session: Session) -> Job:
         """Queue a petition from an original-API message. Raises PetitionError if refused."""
@@ -207,25 +212,20 @@ class Service:
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
         if self.store is not None:
-            self.store.update(job.seq, state=str(job.state), started=job.started)
+            self.store.update_later(job.seq, state=str(job.state), started=job.started)
 
     def job_pid(self, job: Job, pid: int) -> None:
         if self.store is None:
             return
-        import psutil
-
-        pids = []
-        for p in sorted(job.pids):
-            try:
-                pids.append([p, psutil.Process(p).create_time()])
-            except psutil.Error:
-                pass
-        self.store.update(job.seq, pids=pids)
+        with job.lock:
+            job.pid_starts[pid] = start_ticks(pid)
+            pids = [[p, t] for p, t in sorted(job.pid_starts.items()) if t is not None]
+        self.store.update_later(job.seq, pids=pids)
 
     def job_ended(self, job: Job) -> None:
         """Called (in any thread) once a job has ended, before its client is told."""
         if self.store is not None:
-            self.store.update(
+            self.store.update_later(
                 job.seq,
                 state=str(job.state),
                 ended=job.ended or time.time(),
@@ -390,15 +390,8 @@ class Service:
         )  # fmt: skip
 
     def _stop_leftovers(self, row: dict[str, Any]) -> None:
-        import psutil
-
-        roots = []
-        for pid, started in row["pids"]:
-            try:
-                if abs(psutil.Process(pid).create_time() - started) < 0.01:
-                    roots.append(pid)  # the same process, not a reused PID
-            except psutil.Error:
-                pass
+        # The same process, not a reused PID: same start time.
+        roots = [pid for pid, started in row["pids"] if start_ticks(pid) == started]
         if roots or row["token"]:
             n = self.procs.stop_tree(roots, row["token"] or None, self.settings.grace)
             if n:
@@ -424,9 +417,13 @@ class Service:
                 message=f"not queued again after a restart: {e}",
             )  # fmt: skip
             return False
-        job = Job(petition, native=True, token_prefix=self.token_prefix, kind=row["kind"],
-                  seq=row["seq"])  # fmt: skip
-        self._attach_log(job)
+        uid = os.urandom(8).hex()
+        job = Job(
+            petition, native=True, token_prefix=self.token_prefix, kind=row["kind"],
+            seq=row["seq"], token=f"{self.token_prefix}-{uid}",
+        )  # fmt: skip
+        job.log = PetitionLog(row["log_path"] or self._log_path(uid), self.log_cap)
+        self.store.update(row["seq"], token=job.token, log_path=job.log.path)
         self.scheduler.submit(job)
         return True
 

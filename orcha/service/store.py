@@ -65,11 +65,20 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 class Store:
-    """The petition records. Thread-safe: one connection behind one lock."""
+    """The petition records. Thread-safe: one connection behind one lock.
+
+    :meth:`add` commits before it returns (a client told "queued" can rely on it);
+    :meth:`update_later` hands changes to a writer thread that commits whatever has
+    accumulated in one transaction, so a burst of state changes costs one commit.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+        self._pending_cond = threading.Condition()
+        self._writing = False
+        self._writer: threading.Thread | None = None
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
@@ -146,6 +155,54 @@ class Store:
                 f"UPDATE petitions SET {assignments} WHERE seq = ?", (*fields.values(), seq)
             )
 
+    def update_later(self, seq: int, **fields: Any) -> None:
+        """Queue a change of record ``seq``; committed soon, in order, with others."""
+        unknown = set(fields) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown record fields: {sorted(unknown)}")
+        with self._pending_cond:
+            self._pending.append((seq, fields))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
+                self._writer.start()
+            self._pending_cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every queued change is committed."""
+        with self._pending_cond:
+            self._pending_cond.wait_for(lambda: not self._pending and not self._writing)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._pending_cond:
+                self._pending_cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending = self._pending, []
+                self._writing = True
+            try:
+                self._commit(batch)
+            finally:
+                with self._pending_cond:
+                    self._writing = False
+                    self._pending_cond.notify_all()
+
+    def _commit(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for seq, fields in batch:
+                    values = {
+                        k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()
+                    }
+                    assignments = ", ".join(f"{name} = ?" for name in values)
+                    self._db.execute(
+                        f"UPDATE petitions SET {assignments} WHERE seq = ?",
+                        (*values.values(), seq),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def live(self, service: str) -> list[dict[str, Any]]:
         """Queued and running records of ``service``, in arrival order."""
         with self._lock:
@@ -218,5 +275,8 @@ class Store:
         return [dict(r) for r in rows]
 
     def close(self) -> None:
+        """Commit what is queued, then close."""
+        if self._writer is not None:
+            self.flush()
         with self._lock:
             self._db.close()
