@@ -3,7 +3,7 @@
 Each error's message says what happened and what to do; the CLI prints it as one line
 and exits with the error's code. Users never see a traceback.
 
-orcha's own outcomes use codes 200-208 so that they never collide with what ``orcha run``
+orcha's own outcomes use codes 200-209 so that they never collide with what ``orcha run``
 passes through from the command it ran (0-125 the command's own, 126 cannot execute,
 127 not found, 128+N killed by signal N).
 """
@@ -31,6 +31,7 @@ class ExitCode(enum.IntEnum):
     LOST_SERVICE = 206  # the service went away while the petition was in it
     CANCELLED = 207  # cancelled by someone else (another client, service shutdown)
     ALREADY_RUNNING = 208  # serve: a service already listens at that address
+    NO_PETITION = 209  # no petition has that ID (or it has ended, for cancel)
 
 
 class OrchaError(Exception):
@@ -128,6 +129,7 @@ class PluginError(OrchaError):
 #: Error names on the wire (service -> client) mapped to exit codes; the service sends the
 #: name, the client rebuilds a PetitionError with the right code.
 WIRE_ERRORS: dict[str, ExitCode] = {
+    "no_petition": ExitCode.NO_PETITION,
     "duplicate": ExitCode.DUPLICATE,
     "unknown": ExitCode.UNKNOWN,
     "refused": ExitCode.REFUSED,

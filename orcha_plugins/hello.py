@@ -75,13 +75,18 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     metavar="P",
     help="Lower runs first; equal priorities run in arrival order (default 0).",
 )
+@click.option(
+    "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
+)
 @global_options
-def send(petition_id: str, counter: int, sleep_time: float, priority: int | None) -> int:
+def send(
+    petition_id: str, counter: int, sleep_time: float, priority: int | None, detach: bool
+) -> int:
     """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'."""
     from orcha.client.submit import attach
 
     params = {"counter": counter, "sleep_time": sleep_time}
-    return attach(HelloKind.name, petition_id, params, priority)
+    return attach(HelloKind.name, petition_id, params, priority, detach)
 
 
 class HelloPlugin(FirstPartyPlugin):

@@ -65,8 +65,11 @@ class ShellKind(Kind):
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARG]..."
 )
+@click.option(
+    "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
+)
 @global_options
-def run(petition_id: str, priority: int | None, command: tuple[str, ...]) -> int:
+def run(petition_id: str, priority: int | None, command: tuple[str, ...], detach: bool) -> int:
     """Run CMD on the service host once there is room, streaming its output live.
 
     The command runs in the current directory with the current environment; its exit
@@ -74,7 +77,7 @@ def run(petition_id: str, priority: int | None, command: tuple[str, ...]) -> int
     """
     from orcha.client.submit import attach
 
-    return attach(ShellKind.name, petition_id, {"argv": list(command)}, priority)
+    return attach(ShellKind.name, petition_id, {"argv": list(command)}, priority, detach)
 
 
 class ShellPlugin(FirstPartyPlugin):

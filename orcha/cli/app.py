@@ -64,11 +64,12 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_core() -> None:
+    from orcha.cli.jobs import cancel, clean, status
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
 
-    cli.add_command(serve)
-    cli.add_command(ls)
+    for command in (serve, ls, status, cancel, clean):
+        cli.add_command(command)
 
 
 _register_core()

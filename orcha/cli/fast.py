@@ -47,12 +47,17 @@ def parse(args: list[str]) -> Parsed | None:
     i, n = 0, len(args)
     options: dict[str, str] = {}
     verbose = 0
+    command_seen = False
 
     def take(option_names: tuple[str, ...]) -> bool:
         nonlocal i, verbose
         arg = args[i]
         if arg in _VERBOSE:
             verbose += _VERBOSE[arg]
+            i += 1
+            return True
+        if arg == "--detach" and command_seen and "--detach" not in options:
+            options[arg] = ""
             i += 1
             return True
         name, eq, value = arg.partition("=")
@@ -75,6 +80,7 @@ def parse(args: list[str]) -> Parsed | None:
     if i >= n or args[i] not in _COMMANDS:
         return None
     parsed = Parsed(args[i])
+    command_seen = True
     i += 1
     allowed = parsed.value_options + _GLOBAL_VALUES
     while i < n:
@@ -142,7 +148,8 @@ def try_fast(args: list[str]) -> int | None:
             verbose=parsed.verbose,
         )
         settings.configure(resolved)
-        return run_in_foreground(resolved, parsed.kind, petition_id, params, priority)
+        detach = "--detach" in parsed.options
+        return run_in_foreground(resolved, parsed.kind, petition_id, params, priority, detach)
     except BaseException as e:
         from orcha.cli.main import report
 

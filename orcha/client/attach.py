@@ -129,16 +129,36 @@ def _end_code(event: dict[str, Any], petition_id: str) -> int:
 
 
 def run_in_foreground(
-    settings: Settings, kind: str, petition_id: str, params: dict[str, Any], priority: int | None
+    settings: Settings,
+    kind: str,
+    petition_id: str,
+    params: dict[str, Any],
+    priority: int | None,
+    detach: bool = False,
 ) -> int:
     """Submit a petition of ``kind`` with this process's cwd and environment, stream its
-    output and return the exit code the client should end with.
+    output and return the exit code the client should end with. With ``detach``, print
+    its ID once it is queued and return 0: it runs whether or not this client stays.
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
-    request = SubmitRequest(kind, petition_id, params, priority, os.getcwd(), dict(os.environ))
+    import pwd
+    import socket
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    request = SubmitRequest(
+        kind, petition_id, params, priority, os.getcwd(), dict(os.environ),
+        attach=not detach, user=user, host=socket.gethostname(),
+    )  # fmt: skip
     session = Session.open(settings)
     try:
+        if detach:
+            session.submit(request)
+            sys.stdout.write(f"{petition_id}\n")
+            return 0
         return run_attached(session, request)
     finally:
         session.close()

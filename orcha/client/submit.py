@@ -7,7 +7,13 @@ from typing import Any
 import click
 
 
-def attach(kind: str, petition_id: str, params: dict[str, Any], priority: int | None) -> int:
+def attach(
+    kind: str,
+    petition_id: str,
+    params: dict[str, Any],
+    priority: int | None,
+    detach: bool = False,
+) -> int:
     """Submit a petition of ``kind`` with the client's cwd and environment, stream its
     output and return the exit code the client should end with.
 
@@ -23,4 +29,4 @@ def attach(kind: str, petition_id: str, params: dict[str, Any], priority: int | 
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'ID'") from e
     settings = settings_from(click.get_current_context())
-    return run_in_foreground(settings, kind, petition_id, params, priority)
+    return run_in_foreground(settings, kind, petition_id, params, priority, detach)

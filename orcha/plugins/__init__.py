@@ -39,7 +39,8 @@ ENTRY_POINT_GROUP = "orcha.plugins"
 EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
 
 #: Command names orcha itself provides; no plugin may take them.
-CORE_COMMANDS = frozenset({"serve", "ls"})
+CORE_COMMANDS = frozenset({"serve", "ls", "status", "cancel", "clean", "wait", "logs", "follow",
+                           "watch"})  # fmt: skip
 
 
 class BasePlugin:

@@ -119,14 +119,14 @@ class ProcessControl:
         total = len(procs)
         if procs and not force:
             self.signal_all(procs.values(), signal.SIGTERM)
-            _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
+            alive = _wait_gone(list(procs.values()), grace)
             procs = {p.pid: p for p in alive}
             procs.update(self.tree(roots, token))
         for _ in range(10):
             if not procs:
                 break
             self.signal_all(procs.values(), signal.SIGKILL)
-            psutil.wait_procs(list(procs.values()), timeout=1.0)
+            _wait_gone(list(procs.values()), 1.0)
             procs = self.tree(roots, token)
             total += len(procs)
         if procs:
@@ -179,6 +179,23 @@ def start_ticks(pid: int) -> int | None:
     # The command name (field 2) is in parentheses and may contain anything.
     fields = stat[stat.rfind(b")") + 2 :].split()
     return int(fields[19]) if len(fields) > 19 else None
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` s for ``procs`` to end; return those still alive.
+
+    Not psutil.wait_procs: it reaps the service's own children, stealing the exit status
+    their runner's ``Popen.wait()`` reports. A zombie counts as gone here; its parent reaps
+    it. (Polls, but only while a petition is being stopped.)
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if _alive(p)]
+    return alive
 
 
 def _alive(proc: psutil.Process) -> bool:

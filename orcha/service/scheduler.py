@@ -89,6 +89,19 @@ class Scheduler:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return False
 
+    def why_waiting(self, job: Job, describe_condition: str) -> str:
+        """Why a queued job has not started, in words (for ``orcha status``)."""
+        with self.lock:
+            ahead = sum(
+                1 for e in self._heap
+                if e.job.state is State.QUEUED and (e.priority, e.seq) < (job.priority, job.seq)
+            )  # fmt: skip
+        if not self.accepting:
+            return "the service is not starting petitions"
+        if ahead:
+            return f"behind {ahead} petition(s) of higher priority or earlier arrival"
+        return describe_condition
+
     def remove_queued(self, job: Job) -> bool:
         """Take a waiting job out of the queue (it is marked CANCELLED); False if it started."""
         with self.lock:

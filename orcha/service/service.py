@@ -183,6 +183,67 @@ class Service:
         else:
             self.runner.cancel_running(job)
 
+    def status(self, ids: list[str], states: list[str]) -> dict[str, Any]:
+        """Records of the given petitions (all if none given), with why waiting ones wait."""
+        if self.store is None:
+            return {"petitions": [], "missing": list(ids)}
+        self.store.flush()
+        rows = self.store.find(ids, states)
+        columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
+                   "code", "message", "user", "host", "cwd", "params")  # fmt: skip
+        out = []
+        for row in rows:
+            record = {name: row[name] for name in columns}
+            if row["state"] == str(State.QUEUED):
+                job = self.scheduler.get(row["id"])
+                if job is not None:
+                    record["waiting"] = self.scheduler.why_waiting(job, self._condition_words())
+            out.append(record)
+        found = {r["id"] for r in rows}
+        known = {r["id"] for r in self.store.find(ids, (), columns=("id",))} if states else found
+        return {"petitions": out, "missing": [i for i in ids if i not in known]}
+
+    def _condition_words(self) -> str:
+        running, most = self.scheduler.running_count, self.manager.max_running
+        if running >= most:
+            return f"waiting for a free slot ({running}/{most} running)"
+        return "waiting for its condition to hold"
+
+    def cancel_ids(self, ids: list[str], force: bool, session: Session | None) -> dict[str, Any]:
+        """Cancel each of ``ids``; says, for each, whether it was cancelled or why not."""
+        results: dict[str, str] = {}
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is None:
+                record = self.store.latest(petition_id) if self.store is not None else None
+                results[petition_id] = (
+                    f"petition {petition_id!r} has already ended ({record['state']})"
+                    if record else f"there is no petition with ID {petition_id!r}"
+                )  # fmt: skip
+                continue
+            by_client = session is not None and job.session is session
+            self.cancel(job, "cancelled with 'orcha cancel'" if not by_client
+                        else "cancelled by its client", by_client=by_client)  # fmt: skip
+            if force:
+                self.runner.cancel_running(job, force=True)
+            results[petition_id] = "cancelled"
+        return {"results": results}
+
+    def clean(self, older_than: float | None) -> dict[str, Any]:
+        """Drop ended records (ended more than ``older_than`` seconds ago) and their logs."""
+        if self.store is None:
+            return {"removed": 0}
+        self.store.flush()
+        before = time.time() - older_than if older_than is not None else None
+        removed = self.store.remove_finished(before)
+        for row in removed:
+            if row["log_path"]:
+                try:
+                    os.unlink(row["log_path"])
+                except OSError:
+                    pass
+        return {"removed": len(removed)}
+
     def info(self) -> dict[str, Any]:
         return {
             "version": __version__,

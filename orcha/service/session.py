@@ -84,6 +84,22 @@ class Session:
             return self._submit(request)
         if op == "cancel":
             return self._cancel(request)
+        if op == "status":
+            ids, states = request.get("ids", []), request.get("states", [])
+            if not _strings(ids) or not _strings(states):
+                return messages.error_reply(
+                    "status", "refused", "'ids' and 'states' must be lists of strings"
+                )
+            return messages.reply("status", **self.service.status(ids, states))
+        if op == "clean":
+            older = request.get("older_than")
+            if older is not None and (
+                isinstance(older, bool) or not isinstance(older, (int, float)) or older < 0
+            ):
+                return messages.error_reply(
+                    "clean", "refused", "'older_than' must be a number of seconds >= 0"
+                )
+            return messages.reply("clean", **self.service.clean(older))
         if op == "info":
             return messages.reply("info", **self.service.info())
         legal = ", ".join(sorted(messages.OPS))
@@ -100,6 +116,8 @@ class Session:
         except PetitionError as e:
             queue.close()
             return messages.error_reply("submit", wire_name(e.exit_code), e.message)
+        if not submit.attach:
+            return messages.reply("submit", id=job.id, state=str(job.state))
         handle = self._attach(job, queue)
         return messages.reply("submit", handle=handle, id=job.id, state=str(job.state))
 
@@ -116,6 +134,14 @@ class Session:
         return messages.reply("send", id=job.id, state=str(job.state))
 
     def _cancel(self, request: dict[str, Any]) -> bytes:
+        if "ids" in request:  # orcha cancel ID... [--force]
+            ids = request["ids"]
+            if not _strings(ids) or not ids:
+                return messages.error_reply(
+                    "cancel", "refused", "'ids' must be a non-empty list of strings"
+                )
+            answer = self.service.cancel_ids(ids, bool(request.get("force")), self)
+            return messages.reply("cancel", **answer)
         petition_id = request.get("id")
         job = self.service.scheduler.get(str(petition_id))
         if job is None:
@@ -203,3 +229,7 @@ class Session:
             self.service.cancel(job, "its client went away", by_client=True)
         self.service.session_closed(self)
         self.idle.set()
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)

@@ -18,6 +18,8 @@ FAST_FORMS = [
     ["send", "a", "--counter", "3", "--sleep-time", "0.5"],
     ["send", "--counter=0", "a", "--priority", "7"],
     ["-v", "--key=secret", "send", "a", "--sleep-time", "1e-3"],
+    ["run", "x", "--detach", "--", "sleep", "9"],
+    ["send", "--detach", "a", "--counter", "2"],
 ]
 
 SLOW_FORMS = [
@@ -44,6 +46,8 @@ SLOW_FORMS = [
     ["send", "has space"],
     ["run", "x", "--timeout", "3", "--", "true"],
     ["hello-world", "send", "x"],
+    ["--detach", "send", "x"],  # --detach belongs to the command, not before it
+    ["send", "x", "--detach", "--detach"],
 ]
 
 
@@ -61,7 +65,9 @@ def _click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, A
 
     seen: dict[str, Any] = {}
 
-    def fake_attach(kind: str, petition_id: str, params: dict[str, Any], priority: Any) -> int:
+    def fake_attach(
+        kind: str, petition_id: str, params: dict[str, Any], priority: Any, detach: bool = False
+    ) -> int:
         import click
 
         g = click.get_current_context().find_root().obj
@@ -69,6 +75,7 @@ def _click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, A
         seen.update(
             kind=kind,
             id=petition_id,
+            detach=detach,
             params=params,
             priority=priority,
             address=g.address,
@@ -99,6 +106,7 @@ def test_fast_and_click_agree(args: list[str], monkeypatch: pytest.MonkeyPatch) 
     assert parsed.options.get("--address") == clicked["address"]
     assert parsed.options.get("--key") == clicked["key"]
     assert parsed.verbose == clicked["verbose"]
+    assert ("--detach" in parsed.options) == clicked["detach"]
 
 
 def test_disabled_plugin_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:

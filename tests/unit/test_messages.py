@@ -61,7 +61,7 @@ def test_reply_and_error_reply() -> None:
 
 
 def test_ops() -> None:
-    assert frozenset({"submit", "cancel", "info"}) == m.OPS
+    assert frozenset({"submit", "cancel", "info", "status", "clean"}) == m.OPS
 
 
 @pytest.mark.parametrize(
