@@ -64,11 +64,11 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_core() -> None:
-    from orcha.cli.jobs import cancel, clean, status
+    from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
 
-    for command in (serve, ls, status, cancel, clean):
+    for command in (serve, ls, status, cancel, clean, wait, logs, follow, watch):
         cli.add_command(command)
 
 

@@ -146,3 +146,224 @@ def clean(ctx: click.Context, older_than: str | None) -> int:
     answer = _request(ctx, {"op": "clean", "older_than": seconds})
     click.echo(f"orcha: removed {answer['removed']} ended petition(s)", err=True)
     return 0
+
+
+def _code_of(summary: dict[str, Any]) -> int:
+    """The exit code a client reports for a petition that ended as ``summary`` says."""
+    state, code = summary.get("state"), summary.get("code")
+    if state == "SUCCEEDED":
+        return 0
+    if state == "CANCELLED":
+        return int(ExitCode.CANCELLED)
+    if state == "INTERRUPTED":
+        return int(ExitCode.LOST_SERVICE)
+    return int(code) if code else int(ExitCode.FAILED)
+
+
+def _open(ctx: click.Context) -> Any:
+    from orcha.client.session import Session
+
+    return Session.open(settings_from(ctx))
+
+
+def _answer(session: Any, frame: bytes) -> dict[str, Any] | None:
+    """A JSON frame as a dict; raises the refusal if it is an error reply."""
+    from orcha.errors import WIRE_ERRORS, PetitionError
+    from orcha.protocol import messages
+
+    obj = messages.decode(frame)
+    if "re" in obj and not obj.get("ok"):
+        code = WIRE_ERRORS.get(obj.get("error", ""), ExitCode.REFUSED)
+        raise PetitionError(str(obj.get("message")), code)
+    return obj
+
+
+def _write(fd: int, data: bytes | memoryview) -> None:
+    import os
+
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@click.command("wait")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--status", "want", type=click.Choice(["any", "success"]), default="any",
+              show_default=True,
+              help="'success': exit non-zero if any of them did not succeed.")  # fmt: skip
+@global_options
+@click.pass_context
+def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
+    """Block until the given petitions have ended."""
+    from orcha.protocol import messages
+
+    session = _open(ctx)
+    try:
+        session.send(messages.encode({"op": "wait", "ids": list(ids)}))
+        reply = None
+        while reply is None:
+            obj = _answer(session, session.recv())
+            if obj and obj.get("re") == "wait":
+                reply = obj
+        if reply["missing"]:
+            raise NoPetitionError(f"no petition has ID {', '.join(map(repr, reply['missing']))}")
+        ended = {e["id"]: e for e in reply["ended"]}
+        while len(ended) < len(set(ids)):
+            obj = _answer(session, session.recv())
+            if obj and obj.get("event") == "ended":
+                ended[obj["id"]] = obj
+    finally:
+        session.close()
+    failed = [e for e in ended.values() if e["state"] != "SUCCEEDED"]
+    if want == "success" and failed:
+        for e in failed:
+            click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
+        return int(ExitCode.FAILED)
+    return 0
+
+
+@click.command("logs")
+@click.argument("petition_id", metavar="ID")
+@click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@global_options
+@click.pass_context
+def logs(ctx: click.Context, petition_id: str, tail: int | None) -> int:
+    """Print the stored output of a petition, running or ended (stdout and stderr apart)."""
+    from orcha.protocol import messages
+    from orcha.protocol.messages import STDERR, STDOUT
+
+    session = _open(ctx)
+    try:
+        session.send(messages.encode({"op": "logs", "id": petition_id, "tail": tail}))
+        while True:
+            frame = session.recv()
+            if frame[0] in (STDOUT, STDERR):
+                _, _, data = messages.split_output(frame)
+                _write(1 if frame[0] == STDOUT else 2, data)
+                continue
+            obj = _answer(session, frame)
+            if obj and obj.get("re") == "logs":
+                return 0
+    finally:
+        session.close()
+
+
+class _Prefixer:
+    """Writes each petition's output line by line behind ``[ID] `` (for several IDs)."""
+
+    def __init__(self, names: dict[int, str], prefix: bool) -> None:
+        self.names = names
+        self.prefix = prefix
+        self.partial: dict[tuple[int, int], bytes] = {}
+
+    def write(self, handle: int, stream: int, data: bytes) -> None:
+        from orcha.protocol.messages import STDOUT
+
+        fd = 1 if stream == STDOUT else 2
+        if not self.prefix:
+            _write(fd, data)
+            return
+        key = (handle, fd)
+        head = f"[{self.names.get(handle, '?')}] ".encode()
+        *lines, rest = (self.partial.pop(key, b"") + data).split(b"\n")
+        if lines:
+            _write(fd, b"".join(head + line + b"\n" for line in lines))
+        if rest:
+            self.partial[key] = rest
+
+    def flush(self, handle: int) -> None:
+        head = f"[{self.names.get(handle, '?')}] ".encode()
+        for (h, fd), rest in list(self.partial.items()):
+            if h == handle:
+                _write(fd, head + rest + b"\n")
+                del self.partial[(h, fd)]
+
+
+@click.command("follow")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@global_options
+@click.pass_context
+def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
+    """Stream the output of running or ended petitions from the start (with several IDs,
+    each line is prefixed [ID]); exit with the petition's code. Ctrl+C only stops
+    following: the petitions keep running."""
+    from orcha.protocol import messages
+    from orcha.protocol.messages import STDERR, STDOUT
+
+    session = _open(ctx)
+    try:
+        session.send(messages.encode({"op": "follow", "ids": list(ids)}))
+        reply = None
+        while reply is None:
+            obj = _answer(session, session.recv())
+            if obj and obj.get("re") == "follow":
+                reply = obj
+        for missing in reply["missing"]:
+            click.echo(f"orcha: no petition with ID {missing!r} to follow", err=True)
+        names = {h: i for i, h in reply["handles"].items()}
+        if not names:
+            raise NoPetitionError("nothing to follow; see 'orcha status'")
+        out = _Prefixer(names, prefix=len(ids) > 1)
+        codes: dict[int, int] = {}
+        while len(codes) < len(names):
+            frame = session.recv()
+            if frame[0] in (STDOUT, STDERR):
+                _, handle, data = messages.split_output(frame)
+                out.write(handle, frame[0], bytes(data))
+                continue
+            obj = _answer(session, frame)
+            if obj and obj.get("event") == "end":
+                out.flush(obj["handle"])
+                codes[obj["handle"]] = _code_of(obj)
+    except KeyboardInterrupt:
+        click.echo("orcha: stopped following; the petitions keep running", err=True)
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        session.close()
+    return next((codes[h] for h in sorted(codes) if codes[h]), 0)
+
+
+@click.command("watch")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event envelope per line.")
+@global_options
+@click.pass_context
+def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
+    """Print events as they happen: the current state first, then submitted, started,
+    output and finished. With IDs, exit once all of them have finished."""
+    from orcha.protocol import messages
+
+    session = _open(ctx)
+    finished: set[str] = set()
+    try:
+        session.send(messages.encode({"op": "watch", "ids": list(ids)}))
+        while not ids or len(finished) < len(set(ids)):
+            obj = _answer(session, session.recv())
+            if not obj:
+                continue
+            if obj.get("re") == "watch":
+                if obj["missing"]:
+                    raise NoPetitionError(
+                        f"no petition has ID {', '.join(map(repr, obj['missing']))}"
+                    )
+                continue
+            if "petition" not in obj:
+                continue
+            if obj["event"] == "finished":
+                finished.add(obj["petition"])
+            if as_json:
+                click.echo(json.dumps(obj))
+            else:
+                data = obj.get("data") or {}
+                if obj["event"] == "output":
+                    detail = data.get("text", "").rstrip("\n")
+                elif obj["event"] == "finished":
+                    detail = f"{data.get('state')} (code {data.get('code')})"
+                else:
+                    detail = str(data.get("state", ""))
+                click.echo(f"{_when(obj['timestamp'])} {obj['petition']} {obj['event']} {detail}")
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        session.close()
+    return 0

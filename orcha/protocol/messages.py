@@ -32,7 +32,7 @@ LEGACY = b"P"[0]
 _HANDLE = struct.Struct("!I")
 
 #: Operations a client may request.
-OPS = frozenset({"submit", "cancel", "info", "status", "clean"})
+OPS = frozenset({"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch"})
 
 
 def encode(obj: dict[str, Any]) -> bytes:

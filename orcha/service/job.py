@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import ExitCode
+from orcha.protocol.messages import STDOUT
 from orcha.states import ACTIVE, FINISHED, State, transition
 
 if TYPE_CHECKING:
@@ -77,6 +78,14 @@ class Job:
         self.done = threading.Event()
         self.stoppers: list[threading.Thread] = []
         self.log: PetitionLog | None = None  # set by a service that keeps logs
+        # Sessions following the output (session -> handle) or waiting for the end. The
+        # output lock makes "log written + followers fed" one step, so a follower that
+        # replays the log up to a point and then subscribes misses nothing, twice nothing.
+        self.output_lock = threading.Lock()
+        self.followers: dict[Any, int] = {}
+        self.waiters: set[Any] = set()
+        self.end_announced = False  # set (under output_lock) once subscribers are told
+        self.events: Any = None  # the service, for watch events
         petition._orcha_job = self  # type: ignore[attr-defined]
 
     @property
@@ -91,9 +100,17 @@ class Job:
         return self.petition.queue
 
     def emit(self, stream: int, data: bytes) -> None:
-        """Output of the petition: kept in its log, and sent to its client if attached."""
-        if self.log is not None:
-            self.log.write(stream, data)
+        """Output of the petition: kept in its log, sent to its client if attached and to
+        every session following it."""
+        with self.output_lock:
+            if self.log is not None:
+                self.log.write(stream, data)
+            for session, handle in self.followers.items():
+                session.deliver_output(handle, stream, data)
+        if self.events is not None:
+            name = "stdout" if stream == STDOUT else "stderr"
+            text = data.decode(errors="replace")
+            self.events.watch_event(self, "output", {"stream": name, "text": text})
         self.queue.put((stream, data))
 
     def set_state(self, new: State) -> None:
@@ -137,6 +154,15 @@ class Job:
 
     def end_item(self) -> End:
         return End(self.state, self.client_code(), self.message, self.cancelled_by_client)
+
+    def summary(self) -> dict[str, Any]:
+        """How it ended (or where it is), for waiters, followers and watchers."""
+        return {
+            "id": self.id,
+            "state": str(self.state),
+            "code": self.code,
+            "message": self.message,
+        }
 
     def describe(self) -> dict[str, Any]:
         """Plain-data summary (for ``info`` and logs)."""

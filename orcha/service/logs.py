@@ -24,7 +24,8 @@ class PetitionLog:
     def __init__(self, path: str, cap: int) -> None:
         self.path = path
         self.cap = cap
-        self.written = 0
+        self.written = 0  # bytes of output kept
+        self.size = 0  # bytes in the file (frames included): where a reader catches up
         self.capped = False
         self.closed = False
         self._lock = threading.Lock()
@@ -52,8 +53,10 @@ class PetitionLog:
 
     def _frame(self, stream: int, data: bytes) -> None:
         assert self._fd is not None
-        os.write(self._fd, _FRAME.pack(stream, len(data)) + data)  # O_APPEND: one write
+        frame = _FRAME.pack(stream, len(data)) + data
+        os.write(self._fd, frame)  # O_APPEND: one write
         self.written += len(data)
+        self.size += len(frame)
 
     def close(self) -> None:
         with self._lock:
@@ -63,14 +66,13 @@ class PetitionLog:
                 self._fd = None
 
 
-def read_log(path: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """The (stream, data) frames of a log file from byte ``offset``; stops at the end of
-    what has been written so far (a frame being written is left for the next read)."""
-    if not os.path.exists(path):
+def read_log(path: str, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a log file, up to byte ``end`` (all if None); stops at
+    the end of what has been written so far."""
+    if not path or not os.path.exists(path):
         return
     with open(path, "rb") as f:
-        f.seek(offset)
-        while True:
+        while end is None or f.tell() < end:
             header = f.read(_FRAME.size)
             if len(header) < _FRAME.size:
                 return

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from orcha import __version__
 from orcha.defaults import DATABASE_NAME, DEFAULT_LOG_CAP, LOGS_DIR_NAME
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
-from orcha.protocol import transport
+from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Job
@@ -70,6 +70,7 @@ class Service:
         self.store: Store | None = None  # opened by run()
         self.log_cap = getattr(settings, "log_cap", None) or DEFAULT_LOG_CAP
         self._sessions: set[Session] = set()
+        self._watchers: dict[Session, frozenset[str] | None] = {}
         self._sessions_lock = threading.Lock()
         self._signals = 0
         self._waker_r, self._waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -135,9 +136,11 @@ class Service:
                 token=token,
             )  # fmt: skip
             job.session = session
+            job.events = self
             if self.store is not None and native:
                 job.log = PetitionLog(log_path, self.log_cap)
             self.scheduler.submit(job)
+        self.watch_event(job, "submitted", {"priority": job.priority})
         return job
 
     def _log_path(self, uid: str) -> str:
@@ -244,6 +247,130 @@ class Service:
                     pass
         return {"removed": len(removed)}
 
+    # -- subscriptions: wait, follow, watch ------------------------------------------------
+    def _announce_end(self, job: Job) -> None:
+        with job.output_lock:
+            job.end_announced = True
+            waiters, followers = list(job.waiters), dict(job.followers)
+            job.waiters.clear()
+            job.followers.clear()
+        summary = job.summary()
+        for session in waiters:
+            session.deliver(messages.encode({"event": "ended", **summary}))
+        for session, handle in followers.items():
+            session.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
+        self.watch_event(job, "finished", summary)
+
+    def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
+        """Send an event envelope about ``job`` to every session watching it."""
+        if not self._watchers:
+            return
+        envelope = messages.encode(
+            {"event": event, "petition": job.id, "kind": job.kind or "",
+             "timestamp": time.time(), "data": data}
+        )  # fmt: skip
+        with self._sessions_lock:
+            watchers = list(self._watchers.items())
+        for session, ids in watchers:
+            if ids is None or job.id in ids:
+                session.deliver(envelope)
+
+    def _ended_record(self, petition_id: str) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        self.store.flush()
+        return self.store.latest(petition_id)
+
+    def wait_for(self, session: Session, ids: list[str]) -> dict[str, Any]:
+        """Which of ``ids`` have ended, which are pending (the session is told when each
+        ends), and which are unknown."""
+        ended: list[dict[str, Any]] = []
+        pending: list[str] = []
+        missing: list[str] = []
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is not None:
+                with job.output_lock:
+                    if not job.end_announced:
+                        job.waiters.add(session)
+                        pending.append(petition_id)
+                        continue
+                ended.append(job.summary())
+                continue
+            record = self._ended_record(petition_id)
+            if record is None:
+                missing.append(petition_id)
+            else:
+                ended.append({k: record[k] for k in ("id", "state", "code", "message")})
+        return {"ended": ended, "pending": pending, "missing": missing}
+
+    def follow(self, session: Session, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """For each ID, what to replay from its log and whether it has ended; live ones
+        are subscribed exactly where the replay stops."""
+        plan: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is not None and job.log is not None:
+                handle = session.new_handle()
+                with job.output_lock:
+                    if not job.end_announced:
+                        job.followers[session] = handle
+                        plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
+                                     "end": job.log.size, "ended": None})  # fmt: skip
+                        continue
+                plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
+                             "end": None, "ended": job.summary()})  # fmt: skip
+                continue
+            record = self._ended_record(petition_id)
+            if record is None or record["state"] in (str(State.QUEUED), str(State.RUNNING)):
+                missing.append(petition_id)  # unknown, or of the original API (no log)
+                continue
+            plan.append({
+                "id": record["id"], "handle": session.new_handle(),
+                "log_path": record["log_path"], "end": None,
+                "ended": {k: record[k] for k in ("id", "state", "code", "message")},
+            })  # fmt: skip
+        return plan, missing
+
+    def watch(self, session: Session, ids: list[str]) -> dict[str, Any]:
+        """Subscribe ``session`` to events (of ``ids``, or all); it first gets the current
+        state of each, so a watcher that starts late misses nothing."""
+        wanted = frozenset(ids) or None
+        with self._sessions_lock:
+            self._watchers[session] = wanted
+        missing = []
+        live = {job.id: job for job in self.scheduler.jobs()}
+        for job in live.values():
+            if wanted is None or job.id in wanted:
+                self.watch_event(job, "state", {"state": str(job.state), "priority": job.priority})
+        for petition_id in ids:
+            if petition_id in live:
+                continue
+            record = self._ended_record(petition_id)
+            if record is None:
+                missing.append(petition_id)
+                continue
+            session.deliver(messages.encode({
+                "event": "finished", "petition": record["id"], "kind": record["kind"],
+                "timestamp": record["ended"],
+                "data": {k: record[k] for k in ("id", "state", "code", "message")},
+            }))  # fmt: skip
+        return {"missing": missing}
+
+    def logs(self, petition_id: str, tail: int | None) -> tuple[list[Any], dict[str, Any]]:
+        """The stored output of a petition (its last ``tail`` lines if given)."""
+        from orcha.service.logs import read_log
+
+        record = self._ended_record(petition_id)
+        if record is None:
+            raise PetitionError(
+                f"no petition has ID {petition_id!r}; see 'orcha status' for all",
+                ExitCode.NO_PETITION,
+            )
+        frames = list(read_log(record["log_path"]))
+        return (frames if tail is None else _last_lines(frames, tail)), record
+
     def info(self) -> dict[str, Any]:
         return {
             "version": __version__,
@@ -264,8 +391,13 @@ class Service:
             self._sessions.add(session)
 
     def session_closed(self, session: Session) -> None:
+        for job in self.scheduler.jobs():
+            with job.output_lock:
+                job.followers.pop(session, None)
+                job.waiters.discard(session)
         with self._sessions_lock:
             self._sessions.discard(session)
+            self._watchers.pop(session, None)
             ended, session.legacy_ended = session.legacy_ended, []
         for job in ended:
             self._purge(job)
@@ -274,6 +406,7 @@ class Service:
     def job_started(self, job: Job) -> None:
         if self.store is not None:
             self.store.update_later(job.seq, state=str(job.state), started=job.started)
+        self.watch_event(job, "started", {})
 
     def job_pid(self, job: Job, pid: int) -> None:
         if self.store is None:
@@ -295,6 +428,7 @@ class Service:
             )
         if job.log is not None:
             job.log.close()
+        self._announce_end(job)
         session = job.session
         if session is not None:
             with self._sessions_lock:
@@ -528,6 +662,24 @@ class Service:
             sessions = list(self._sessions)
         for session in sessions:
             session.idle.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _last_lines(frames: list[Any], n: int) -> list[Any]:
+    """The frames holding the last ``n`` lines of output (a final newline ends the last
+    line rather than starting an empty one)."""
+    if n == 0:
+        return []
+    out: list[Any] = []
+    for i in range(len(frames) - 1, -1, -1):
+        stream, data = frames[i]
+        pos = len(data) - 1 if (i == len(frames) - 1 and data.endswith(b"\n")) else len(data)
+        while (pos := data.rfind(b"\n", 0, pos)) >= 0:
+            n -= 1
+            if n == 0:
+                out.append((stream, data[pos + 1 :]))
+                return out[::-1]
+        out.append((stream, data))
+    return out[::-1]
 
 
 def _user() -> str:

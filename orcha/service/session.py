@@ -47,15 +47,22 @@ class Session:
         self.idle.set()
         self._next_handle = 1
         self._sel = selectors.DefaultSelector()
+        # Frames the service pushes to this client (follow, wait, watch), sent in order by
+        # this session's thread.
+        self.mailbox = OutputQueue()
 
     def serve(self) -> None:
         self.service.session_opened(self)
         self._sel.register(self.conn.fileno(), selectors.EVENT_READ, None)
+        self._sel.register(self.mailbox.fileno(), selectors.EVENT_READ, "mail")
         try:
             while True:
                 for key, _ in self._sel.select():
                     if key.data is None:
                         self._read_request()
+                    elif key.data == "mail":
+                        for frame in self.mailbox.drain():
+                            self.conn.send_bytes(frame)
                     else:
                         self._forward(*key.data)
         except (EOFError, OSError):
@@ -76,7 +83,8 @@ class Session:
                 answer = messages.error_reply("?", "refused", f"malformed request: {e}")
             else:
                 answer = self._dispatch(request)
-        self.conn.send_bytes(answer)
+        if answer:
+            self.conn.send_bytes(answer)
 
     def _dispatch(self, request: dict[str, Any]) -> bytes:
         op = request.get("op")
@@ -102,6 +110,17 @@ class Session:
             return messages.reply("clean", **self.service.clean(older))
         if op == "info":
             return messages.reply("info", **self.service.info())
+        if op in ("wait", "follow", "watch"):
+            ids = request.get("ids", [])
+            if not _strings(ids):
+                return _refuse(op, "'ids' must be a list of strings")
+            if op == "wait":
+                return messages.reply("wait", **self.service.wait_for(self, ids))
+            if op == "watch":
+                return messages.reply("watch", **self.service.watch(self, ids))
+            return self._follow(ids)
+        if op == "logs":
+            return self._logs(request)
         legal = ", ".join(sorted(messages.OPS))
         return messages.error_reply(str(op), "refused", f"unknown operation {op!r} ({legal})")
 
@@ -150,6 +169,50 @@ class Session:
             )
         self.service.cancel(job, "cancelled by a client", by_client=job.session is self)
         return messages.reply("cancel", id=job.id)
+
+    def new_handle(self) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    def deliver(self, frame: bytes) -> None:
+        """Queue a frame for this client (any thread)."""
+        if not self.closed:
+            self.mailbox.put(frame)
+
+    def deliver_output(self, handle: int, stream: int, data: bytes) -> None:
+        self.deliver(messages.output_frame(stream, handle, data))
+
+    def _follow(self, ids: list[str]) -> bytes:
+        """Reply with the handles first, then replay each log, then live output follows
+        from the mailbox (the service subscribed us where the replay ends)."""
+        from orcha.service.logs import read_log
+
+        plan, missing = self.service.follow(self, ids)
+        handles = {p["id"]: p["handle"] for p in plan}
+        self.conn.send_bytes(messages.reply("follow", handles=handles, missing=missing))
+        for p in plan:
+            for stream, data in read_log(p["log_path"], p["end"]):
+                self.conn.send_bytes(messages.output_frame(stream, p["handle"], data))
+            if p["ended"] is not None:
+                self.conn.send_bytes(
+                    messages.encode({"event": "end", "handle": p["handle"], **p["ended"]})
+                )
+        return b""  # already answered
+
+    def _logs(self, request: dict[str, Any]) -> bytes:
+        petition_id, tail = request.get("id"), request.get("tail")
+        if not isinstance(petition_id, str):
+            return _refuse("logs", "'id' must be a string")
+        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
+            return _refuse("logs", "'tail' must be a whole number >= 0")
+        try:
+            frames, record = self.service.logs(petition_id, tail)
+        except PetitionError as e:
+            return messages.error_reply("logs", wire_name(e.exit_code), e.message)
+        for stream, data in frames:
+            self.conn.send_bytes(messages.output_frame(stream, 0, data))
+        return messages.reply("logs", state=record["state"], code=record["code"])
 
     # -- output ------------------------------------------------------------------------
     def _attach(self, job: Job, queue: OutputQueue) -> int:
@@ -222,6 +285,7 @@ class Session:
     def _close(self) -> None:
         self.closed = True
         self._sel.close()
+        self.mailbox.close()
         for job in list(self.attached.values()):
             job.queue.close()
         self.attached.clear()
@@ -233,3 +297,7 @@ class Session:
 
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _refuse(op: str, message: str) -> bytes:
+    return messages.error_reply(op, "refused", f"invalid request: {message}")

@@ -61,7 +61,12 @@ def test_reply_and_error_reply() -> None:
 
 
 def test_ops() -> None:
-    assert frozenset({"submit", "cancel", "info", "status", "clean"}) == m.OPS
+    assert (
+        frozenset(
+            {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch"}
+        )
+        == m.OPS
+    )
 
 
 @pytest.mark.parametrize(
