@@ -109,6 +109,9 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
                 event = messages.decode(frame)
                 if event.get("event") == "end":
                     return _end_code(event, request.id)
+                if event.get("event") == "detached":
+                    notice(str(event.get("message")))
+                    return int(ExitCode.LOST_SERVICE)
                 # started events and replies (to our cancel) need no action
 
 

@@ -25,6 +25,14 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Detached:
+    """Queue item: the service is stopping and keeps the petition queued for its restart;
+    the client stops waiting for it."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class End:
     """Queue item: the petition ended; the last item a client receives for it."""
 

@@ -125,6 +125,11 @@ class Scheduler:
             del self._live[job.id]
         self._condition_errors.discard(job.seq)
 
+    def forget(self, job: Job) -> None:
+        """Drop a waiting job from the live IDs without ending it (kept for a restart)."""
+        with self.lock:
+            self._forget(job)
+
     def drain_queued(self) -> list[Job]:
         """Stop admitting and return every waiting job (for shutdown)."""
         with self.lock:

@@ -27,7 +27,7 @@ from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, Petit
 from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
 from orcha.protocol.outputs import OutputQueue
-from orcha.service.job import Job
+from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
 from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
@@ -637,16 +637,33 @@ class Service:
             ).start()
 
     def _begin_stop(self) -> None:
+        """Stop admitting; keep queued petitions (recorded, they are queued again when the
+        service restarts); cancel running ones (trees stopped: TERM, grace, KILL)."""
         self.stopping = True
         queued = self.scheduler.drain_queued()
         running = self.scheduler.running()
+        kept = [job for job in queued if job.native and self.store is not None]
         log.warning(
-            "stopping: cancelling %d running and %d queued petition(s); "
-            "send the signal again to kill them at once",
+            "stopping: cancelling %d running petition(s), keeping %d queued for the next "
+            "start; send the signal again to kill them at once",
             len(running),
-            len(queued),
+            len(kept),
         )
-        for job in queued + running:
+        for job in kept:
+            self.scheduler.forget(job)
+            session, job.session = job.session, None  # its client leaving must not cancel it
+            if session is not None:
+                with self._sessions_lock:
+                    session.submitted.discard(job)
+            if job.log is not None:
+                job.log.close()
+            job.queue.put(
+                Detached(
+                    f"the service is stopping; petition {job.id} stays queued and runs when "
+                    f"it starts again (follow it then with 'orcha follow {job.id}')"
+                )
+            )
+        for job in [j for j in queued if j not in kept] + running:
             self.cancel(job, "the service is stopping", by_client=False)
 
     def _force_stop(self) -> None:

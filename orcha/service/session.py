@@ -20,7 +20,7 @@ from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
 from orcha.protocol.outputs import OutputQueue
-from orcha.service.job import End, Job, Started
+from orcha.service.job import Detached, End, Job, Started
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -236,7 +236,7 @@ class Session:
                 frames.append(messages.output_frame(tag, handle, b"".join(chunks)))
             tag, chunks, size = -1, [], 0
 
-        ended = None
+        ended: Detached | End | None = None
         for item in queue.drain():
             if isinstance(item, tuple) and len(item) == 2 and item[0] in (STDOUT, STDERR):
                 stream, data = item
@@ -250,6 +250,10 @@ class Session:
                     frames.append(
                         messages.encode({"event": "started", "handle": handle, "id": job.id})
                     )
+                elif isinstance(item, Detached):
+                    ended = item
+                    detached = {"event": "detached", "handle": handle, "id": job.id}
+                    frames.append(messages.encode({**detached, "message": item.message}))
                 elif isinstance(item, End):
                     ended = item
                     frames.append(

@@ -22,7 +22,6 @@ from orcha.protocol.address import parse_address
 from orcha.protocol.messages import SubmitRequest
 from tests.conftest import Env, Service, wait_for
 from tests.integration.test_service import (
-    assert_cancelled_by_service,
     finish,
     gone,
     info,
@@ -287,9 +286,11 @@ def test_duplicate_id_race_admits_exactly_one(env: Env, service: Service, tmp_pa
         reap(*clients)
 
 
-def test_queued_petitions_are_reported_cancelled_on_shutdown_not_successful(
+def test_queued_petitions_are_kept_on_shutdown_and_their_clients_not_told_success(
     env: Env, tmp_path: Path
 ) -> None:
+    """The original dropped queued petitions on shutdown and its clients exited 0. orcha
+    keeps them queued for the next start (issue 3), and their clients exit 206 saying so."""
     service = env.serve("--max-running", "1", "--grace", "2")
     release = tmp_path / "release"
     blocker = env.popen("run", "blocker", "--", *blocker_argv(release))
@@ -302,12 +303,17 @@ def test_queued_petitions_are_reported_cancelled_on_shutdown_not_successful(
         service.signal(signal.SIGTERM)
         assert service.proc is not None
         assert service.proc.wait(20) == 0
-        for client in queued:
+        for client, name in zip(queued, ("h", "r"), strict=True):
             code, out, err = finish(client)
-            assert (code, out) == (207, ""), (code, out, err)
-            assert_cancelled_by_service(one_error_line(err))
+            assert (code, out) == (206, ""), (code, out, err)
+            line = one_error_line(err)
+            assert f"petition {name} stays queued" in line, line
         code, _, err = finish(blocker)
         assert code == 207, err
+        # Restarted, the service runs what it kept.
+        env.serve("--max-running", "1")
+        waited = env.run("wait", "h", "r", "--status", "success", timeout=30)
+        assert waited.returncode == 0, waited.stderr
     finally:
         release.touch()
         reap(blocker, *queued)

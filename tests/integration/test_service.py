@@ -206,7 +206,7 @@ def test_stop_signal_cancels_running_petition_kills_its_tree_and_exits_zero(
         reap(client)
 
 
-def test_sigterm_reports_queued_petitions_as_cancelled(env: Env, tmp_path: Path) -> None:
+def test_sigterm_keeps_queued_petitions_for_the_next_start(env: Env, tmp_path: Path) -> None:
     service = env.serve("--max-running", "1", "--grace", "2")
     pidfile = tmp_path / "pid"
     blocker = env.popen("run", "blocker", "--", *pid_writer(pidfile))
@@ -220,14 +220,19 @@ def test_sigterm_reports_queued_petitions_as_cancelled(env: Env, tmp_path: Path)
         service.signal(signal.SIGTERM)
         assert service.proc is not None
         assert service.proc.wait(20) == 0
-        for client in queued:
+        for client, name in zip(queued, ("q1", "q2"), strict=True):
             code, out, err = finish(client)
-            assert code == 207, (code, out, err)
+            assert code == 206, (code, out, err)
             assert out == ""
-            assert_cancelled_by_service(one_error_line(err))
+            assert f"'orcha follow {name}'" in one_error_line(err)
         code, out, err = finish(blocker)  # its message: see the running-petition test
         assert (code, out) == (207, ""), (code, out, err)
         one_error_line(err)
+        # Their records say QUEUED; a new service runs them, and their output is kept.
+        env.serve("--max-running", "1")
+        for name in ("q1", "q2"):
+            followed = env.run("follow", name, timeout=30)
+            assert (followed.returncode, followed.stdout) == (0, "Hello world! 0\n")
     finally:
         reap(blocker, *queued)
 
