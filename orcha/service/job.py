@@ -83,7 +83,6 @@ class Job:
         self.created = time.time()
         self.started: float | None = None
         self.ended: float | None = None
-        self.done = threading.Event()
         self.stoppers: list[threading.Thread] = []
         self.log: PetitionLog | None = None  # set by a service that keeps logs
         # Sessions following the output (session -> handle) or waiting for the end. The

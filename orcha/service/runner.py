@@ -69,7 +69,6 @@ class Runner:
                 # Bookkeeping must not leave the job RUNNING forever (it would hold its
                 # slot and block shutdown), whatever a plugin hook did.
                 log.exception("petition %s: finishing failed", job.id)
-                job.done.set()
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
                 self._events.job_ended(job)
@@ -117,7 +116,6 @@ class Runner:
             job.queue.put(job.end_item())
         elif not job.finish_was_called:
             job.petition.finish(job.code)
-        job.done.set()
 
     def _call_hook(self, name: str, job: Job) -> None:
         try:

@@ -89,17 +89,18 @@ class Scheduler:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return False
 
-    def why_waiting(self, job: Job, describe_condition: str) -> str:
-        """Why a queued job has not started, in words (for ``orcha status``)."""
+    def positions(self) -> dict[int, int]:
+        """Each waiting job's place in the queue (0 = next), by seq: one sort for all."""
         with self.lock:
-            ahead = sum(
-                1 for e in self._heap
-                if e.job.state is State.QUEUED and (e.priority, e.seq) < (job.priority, job.seq)
-            )  # fmt: skip
+            waiting = sorted(e for e in self._heap if e.job.state is State.QUEUED)
+        return {entry.seq: place for place, entry in enumerate(waiting)}
+
+    def why_waiting(self, place: int, describe_condition: str) -> str:
+        """Why a waiting job at ``place`` in the queue has not started, in words."""
         if not self.accepting:
             return "the service is not starting petitions"
-        if ahead:
-            return f"behind {ahead} petition(s) of higher priority or earlier arrival"
+        if place:
+            return f"behind {place} petition(s) of higher priority or earlier arrival"
         return describe_condition
 
     def remove_queued(self, job: Job) -> bool:

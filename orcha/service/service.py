@@ -182,7 +182,6 @@ class Service:
                 job.queue.put(job.end_item())
             else:
                 job.queue.put(job.client_code())
-            job.done.set()
         else:
             self.runner.cancel_running(job)
 
@@ -195,12 +194,13 @@ class Service:
         columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
                    "code", "message", "user", "host", "cwd", "params")  # fmt: skip
         out = []
+        places = self.scheduler.positions()
+        condition = self._condition_words()
         for row in rows:
             record = {name: row[name] for name in columns}
-            if row["state"] == str(State.QUEUED):
-                job = self.scheduler.get(row["id"])
-                if job is not None:
-                    record["waiting"] = self.scheduler.why_waiting(job, self._condition_words())
+            place = places.get(row["seq"])
+            if row["state"] == str(State.QUEUED) and place is not None:
+                record["waiting"] = self.scheduler.why_waiting(place, condition)
             out.append(record)
         found = {r["id"] for r in rows}
         known = {r["id"] for r in self.store.find(ids, (), columns=("id",))} if states else found
