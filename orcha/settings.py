@@ -27,6 +27,7 @@ class Settings:
         "address",
         "grace",
         "key_override",
+        "log_cap",
         "max_running",
         "runtime_dir",
         "state_dir",
@@ -37,6 +38,7 @@ class Settings:
     state_dir: str
     key_override: bytes | None
     grace: float
+    log_cap: int
     max_running: int | None
     verbose: int
 
@@ -49,6 +51,7 @@ class Settings:
         grace: float = defaults.DEFAULT_GRACE,
         max_running: int | None = None,
         verbose: int = 0,
+        log_cap: int = defaults.DEFAULT_LOG_CAP,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "address", address)
@@ -58,6 +61,7 @@ class Settings:
         set_(self, "grace", grace)
         set_(self, "max_running", max_running)
         set_(self, "verbose", verbose)
+        set_(self, "log_cap", log_cap)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; use with_overrides()")
@@ -159,6 +163,7 @@ def resolve(
     grace: float | None = None,
     max_running: int | None = None,
     verbose: int = 0,
+    log_cap: int | None = None,
 ) -> Settings:
     """Build Settings from explicit values, then the environment, then defaults."""
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
@@ -179,6 +184,7 @@ def resolve(
         grace=defaults.DEFAULT_GRACE if grace is None else grace,
         max_running=max_running,
         verbose=verbose,
+        log_cap=defaults.DEFAULT_LOG_CAP if log_cap is None else log_cap,
     )
 
 
@@ -204,3 +210,14 @@ def with_overrides(settings: Settings, **changes: object) -> Settings:
     values = {name: getattr(settings, name) for name in Settings.__slots__}
     values.update(changes)
     return Settings(**values)
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``512K``, ``64M``, ``1G`` (powers of 1024) -> bytes; ValueError otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (e.g. 4096, 512K, 64M, 1G)")
+    scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
+    return int(float(m.group(1)) * scale)

@@ -20,9 +20,15 @@ from orcha.cli.options import global_options, settings_from
     metavar="SECONDS",
     help="Seconds between SIGTERM and SIGKILL when a petition is stopped (default 5).",
 )
+@click.option(
+    "--log-cap", metavar="SIZE",
+    help="Output kept per petition in its log, e.g. 512K, 64M, 1G (default 64M).",
+)  # fmt: skip
 @global_options
 @click.pass_context
-def serve(ctx: click.Context, max_running: int | None, grace: float | None) -> int:
+def serve(
+    ctx: click.Context, max_running: int | None, grace: float | None, log_cap: str | None
+) -> int:
     """Serve petitions of every installed kind until Ctrl+C or SIGTERM.
 
     The first signal stops accepting, cancels every petition (queued ones are dropped,
@@ -32,8 +38,15 @@ def serve(ctx: click.Context, max_running: int | None, grace: float | None) -> i
     from orcha.cli.app import OrchaGroup
     from orcha.service.kind_manager import KindManager
     from orcha.service.service import Service, configure_logging
+    from orcha.settings import parse_size
 
-    settings = settings_from(ctx, max_running=max_running, grace=grace)
+    cap = None
+    if log_cap is not None:
+        try:
+            cap = parse_size(log_cap)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--log-cap'") from e
+    settings = settings_from(ctx, max_running=max_running, grace=grace, log_cap=cap)
     configure_logging(settings.verbose)
     group = ctx.find_root().command
     assert isinstance(group, OrchaGroup)

@@ -46,16 +46,18 @@ class PetitionLog:
                     STDERR,
                     f"orcha: the output log is capped at {self.cap} bytes; later output "
                     "was not kept\n".encode(),
+                    output=False,
                 )
                 self.capped = True
                 return
             self._frame(stream, data)
 
-    def _frame(self, stream: int, data: bytes) -> None:
+    def _frame(self, stream: int, data: bytes, output: bool = True) -> None:
         assert self._fd is not None
         frame = _FRAME.pack(stream, len(data)) + data
         os.write(self._fd, frame)  # O_APPEND: one write
-        self.written += len(data)
+        if output:
+            self.written += len(data)
         self.size += len(frame)
 
     def close(self) -> None:

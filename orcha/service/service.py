@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
-from orcha.defaults import DATABASE_NAME, DEFAULT_LOG_CAP, LOGS_DIR_NAME
+from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
@@ -68,7 +68,7 @@ class Service:
         self.stopping = False
         self.server: ManagerServer | None = None
         self.store: Store | None = None  # opened by run()
-        self.log_cap = getattr(settings, "log_cap", None) or DEFAULT_LOG_CAP
+        self.log_cap = settings.log_cap
         self._sessions: set[Session] = set()
         self._watchers: dict[Session, frozenset[str] | None] = {}
         self._sessions_lock = threading.Lock()
