@@ -78,7 +78,9 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
     )
     rows, missing = answer["petitions"], answer["missing"]
     if as_json:
-        click.echo(json.dumps({"petitions": rows, "missing": missing}, indent=2))
+        # Indented for people; compact for scripts (and three times faster to write).
+        indent = 2 if sys.stdout.isatty() else None
+        click.echo(json.dumps({"petitions": rows, "missing": missing}, indent=indent))
     else:
         header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
         table = [
@@ -298,11 +300,12 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
             obj = _answer(session, session.recv())
             if obj and obj.get("re") == "follow":
                 reply = obj
-        for missing in reply["missing"]:
-            click.echo(f"orcha: no petition with ID {missing!r} to follow", err=True)
         names = {h: i for i, h in reply["handles"].items()}
+        missing = ", ".join(map(repr, reply["missing"]))
         if not names:
-            raise NoPetitionError("nothing to follow; see 'orcha status'")
+            raise NoPetitionError(f"no petition has ID {missing}; see 'orcha status'")
+        if missing:
+            click.echo(f"orcha: no petition has ID {missing}; following the others", err=True)
         out = _Prefixer(names, prefix=len(ids) > 1)
         codes: dict[int, int] = {}
         while len(codes) < len(names):

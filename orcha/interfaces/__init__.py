@@ -73,7 +73,7 @@ class Petition:
     def cancelled(self) -> bool:
         """Whether the petition has been asked to stop (for actions that poll)."""
         job = getattr(self, "_orcha_job", None)
-        return bool(job is not None and job.cancel_event.is_set())
+        return bool(job is not None and job.cancel_requested)
 
 
 P = TypeVar("P", bound=Petition)

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["OutputQueue"]
+__all__ = ["DISCARD", "OutputQueue"]
 
 
 def _size(item: Any) -> int:
@@ -131,3 +131,20 @@ class OutputQueue:
 
     def full(self) -> bool:
         return False
+
+
+class _Discard:
+    """Where the output of a petition no client streams goes (it is still logged): one
+    shared object rather than an OutputQueue per detached petition."""
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        pass
+
+    def put_nowait(self, item: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+DISCARD = _Discard()

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 _sequence = itertools.count(1)
 
+# Shared empty placeholders for jobs that have not started; never added to: a job gets its
+# own set and list when it starts (see Job.set_state).
+_NO_PIDS: set[int] = set()
+_NO_STOPPERS: list[threading.Thread] = []
+
 
 @dataclass(frozen=True)
 class Started:
@@ -51,6 +56,13 @@ class Job:
     learns the end from the integer (or None) the action passes to ``Petition.finish``.
     """
 
+    __slots__ = (
+        "_cancel_event", "cancel_reason", "cancel_requested", "cancelled_by_client", "code",
+        "created", "end_announced", "ended", "events", "finish_was_called", "followers", "id",
+        "kind", "lock", "log", "message", "native", "output_lock", "petition", "pid_starts",
+        "pids", "seq", "session", "started", "state", "stoppers", "token", "waiters",
+    )  # fmt: skip
+
     def __init__(
         self,
         petition: Petition,
@@ -71,10 +83,14 @@ class Job:
         self.token = token or f"{token_prefix}-{self.seq}"
         self.state = State.QUEUED
         self.lock = threading.Lock()
-        self.cancel_event = threading.Event()
+        # A flag for the many cheap checks; the Event only once a running petition's
+        # context waits on it (an Event per queued petition cost ~1 KB each).
+        self.cancel_requested = False
+        self._cancel_event: threading.Event | None = None
         self.cancel_reason: str | None = None
         self.cancelled_by_client = False
-        self.pids: set[int] = set()
+        # Processes it started: filled in once it runs (empty and shared until then).
+        self.pids: set[int] = _NO_PIDS
         self.pid_starts: dict[int, int | None] = {}  # pid -> start ticks, for the record
         self.code: int | None = None
         self.message: str | None = None
@@ -83,7 +99,7 @@ class Job:
         self.created = time.time()
         self.started: float | None = None
         self.ended: float | None = None
-        self.stoppers: list[threading.Thread] = []
+        self.stoppers: list[threading.Thread] = _NO_STOPPERS
         self.log: PetitionLog | None = None  # set by a service that keeps logs
         # Sessions following the output (session -> handle) or waiting for the end. The
         # output lock makes "log written + followers fed" one step, so a follower that
@@ -120,23 +136,36 @@ class Job:
             self.events.watch_event(self, "output", {"stream": name, "text": text})
         self.queue.put((stream, data))
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the petition is asked to stop (created on first use)."""
+        with self.lock:
+            if self._cancel_event is None:
+                self._cancel_event = threading.Event()
+                if self.cancel_requested:
+                    self._cancel_event.set()
+            return self._cancel_event
+
     def set_state(self, new: State) -> None:
         """Move to ``new``; InvalidTransition if the lifecycle forbids it."""
         with self.lock:
             self.state = transition(self.state, new)
             if new in ACTIVE:
                 self.started = time.time()
+                self.pids, self.stoppers = set(), []
             elif new in FINISHED:
                 self.ended = time.time()
 
     def request_cancel(self, reason: str, by_client: bool) -> bool:
         """Mark the job cancelled; False if it had already been asked (or has ended)."""
         with self.lock:
-            if self.cancel_event.is_set() or self.state in FINISHED or self.finish_was_called:
+            if self.cancel_requested or self.state in FINISHED or self.finish_was_called:
                 return False  # asked already, or the action has reported its end
             self.cancel_reason = reason
             self.cancelled_by_client = by_client
-            self.cancel_event.set()
+            self.cancel_requested = True
+            if self._cancel_event is not None:
+                self._cancel_event.set()
             return True
 
     def finish_called(self, ret: int | None) -> None:
@@ -149,11 +178,11 @@ class Job:
         if not self.native:
             # The original API's client returns the integer it reads, so a cancelled
             # petition must not look like a success to it.
-            self.queue.put(self.client_code() if self.cancel_event.is_set() else ret)
+            self.queue.put(self.client_code() if self.cancel_requested else ret)
 
     def client_code(self) -> int:
         """The exit code a client of this job should end with."""
-        if self.state is State.CANCELLED or self.cancel_event.is_set():
+        if self.state is State.CANCELLED or self.cancel_requested:
             return int(ExitCode.INTERRUPTED if self.cancelled_by_client else ExitCode.CANCELLED)
         if self.state is State.INTERRUPTED:
             return int(ExitCode.LOST_SERVICE)
@@ -185,7 +214,7 @@ class Job:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class HeapEntry:
     """(priority, sequence) order: lower priority value first, then arrival order."""
 

@@ -31,6 +31,9 @@ class KindManager(Manager):
         super().__init__()
         self._kinds = dict(kinds)
         self.procs = procs or ProcessControl()
+        # One action and one bound predicate shared by every petition (not one each).
+        self._actions = {name: self._action(kind) for name, kind in self._kinds.items()}
+        self._condition = self.predicate
 
     def kinds(self) -> dict[str, Kind]:
         return dict(self._kinds)
@@ -48,8 +51,8 @@ class KindManager(Manager):
         petition = KindPetition(
             id=request.id,
             queue=queue,
-            action=self._action(kind),
-            condition=self.predicate,
+            action=self._actions[kind.name],
+            condition=self._condition,
             kind=kind.name,
             params=params,
             cwd=request.cwd,

@@ -29,6 +29,8 @@ class RunnerEvents(Protocol):
 
     def job_ended(self, job: Job) -> None: ...
 
+    def wake(self) -> None: ...
+
 
 class Runner:
     """Starts a job's action in a thread and finishes its bookkeeping when it returns."""
@@ -56,7 +58,7 @@ class Runner:
         with job.lock:
             job.pids.add(pid)
         self._events.job_pid(job, pid)
-        if job.cancel_event.is_set():
+        if job.cancel_requested:
             self.cancel_running(job)  # cancelled before it could report this process
 
     def _run(self, job: Job) -> None:
@@ -69,10 +71,11 @@ class Runner:
                 # Bookkeeping must not leave the job RUNNING forever (it would hold its
                 # slot and block shutdown), whatever a plugin hook did.
                 log.exception("petition %s: finishing failed", job.id)
+                self._events.job_ended(job)
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
-                self._events.job_ended(job)
-        if job.pids and not job.cancel_event.is_set():
+                self._events.wake()
+        if job.pids and not job.cancel_requested:
             # What the action left behind (a daemonised grandchild, say) ends with it; done
             # after the slot is freed so a clean exit costs the next petition nothing.
             self._sweeper.add(job)
@@ -91,14 +94,14 @@ class Runner:
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
-        if job.cancel_event.is_set():
+        if job.cancel_requested:
             # The client hears the end only once the whole tree is gone.
             for stopper in list(job.stoppers):
                 stopper.join()
 
     def finish(self, job: Job) -> None:
         """Final state, hooks, queue bookkeeping, and the client's last item."""
-        if job.cancel_event.is_set():
+        if job.cancel_requested:
             final = State.CANCELLED
         elif job.code in (None, 0) and not job.message:
             final = State.SUCCEEDED
@@ -109,9 +112,12 @@ class Runner:
         job.set_state(final)
         log.info("petition %s ended: %s (code %s)", job.id, final, job.code)
         self._call_hook("on_finish", job)
+        # Recorded and announced while the job is still known by its ID (so a 'wait' or
+        # 'follow' arriving now finds it ended), then its slot is freed.
+        self._events.job_ended(job)
         if self.scheduler is not None:
             self.scheduler.finished(job)
-        self._events.job_ended(job)  # recorded before the client hears the end
+        self._events.wake()
         if job.native:
             job.queue.put(job.end_item())
         elif not job.finish_was_called:
@@ -125,6 +131,8 @@ class Runner:
 
     def cancel_running(self, job: Job, force: bool = False) -> None:
         """Stop a running job's tree in the background (TERM, grace, KILL)."""
+        if job.started is None:
+            return  # it never ran: no tree (and no stopper list of its own)
         stopper = threading.Thread(
             target=self._stop, args=(job, force), name=f"stop:{job.id}", daemon=True
         )

@@ -103,12 +103,18 @@ class Scheduler:
             return f"behind {place} petition(s) of higher priority or earlier arrival"
         return describe_condition
 
-    def remove_queued(self, job: Job) -> bool:
-        """Take a waiting job out of the queue (it is marked CANCELLED); False if it started."""
+    def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
+        """Take a waiting job out of the queue (it is marked CANCELLED); False if it started.
+
+        ``on_removed`` runs while the job is still known by its ID, so whoever looks it up
+        meanwhile finds it ended rather than not at all.
+        """
         with self.lock:
             if job.state is not State.QUEUED:
                 return False
             job.set_state(State.CANCELLED)
+            if on_removed is not None:
+                on_removed(job)
             self._forget(job)
             # The heap entry is dropped lazily by admit(); re-admit in case it was the head.
             self.admit()

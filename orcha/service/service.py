@@ -26,7 +26,7 @@ from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
-from orcha.protocol.outputs import OutputQueue
+from orcha.protocol.outputs import DISCARD
 from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
@@ -71,17 +71,21 @@ class Service:
         self.log_cap = settings.log_cap
         self._sessions: set[Session] = set()
         self._watchers: dict[Session, frozenset[str] | None] = {}
+        self._envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
         self._sessions_lock = threading.Lock()
         self._signals = 0
         self._waker_r, self._waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         manager.attach(self)
 
     # -- requests from sessions ----------------------------------------------------------
-    def submit(self, request: SubmitRequest, queue: OutputQueue, session: Session) -> Job:
-        """Queue a petition for an orcha client. Raises PetitionError if refused."""
+    def submit(self, request: SubmitRequest, queue: Any, session: Session) -> Job:
+        """Queue a petition for an orcha client (``queue``: its client's stream, or DISCARD
+        when detached). Raises PetitionError if refused."""
         self._check_accepting()
-        if not request.attach:
-            queue.discard()  # nobody streams it; its output goes to its log only
+        # Petitions from one shell carry the same environment: keep one copy of it.
+        if len(self._envs) > 1024:
+            self._envs.clear()  # bounded: many different environments share nothing anyway
+        request.env = self._envs.setdefault(frozenset(request.env.items()), request.env)
         petition = self.manager.petition_from_request(request, queue)
         job = self._enqueue(
             petition,
@@ -139,8 +143,10 @@ class Service:
             job.events = self
             if self.store is not None and native:
                 job.log = PetitionLog(log_path, self.log_cap)
+            # Before submit(): it may start the petition at once, and watchers must see
+            # "submitted" before "started".
+            self.watch_event(job, "submitted", {"priority": job.priority})
             self.scheduler.submit(job)
-        self.watch_event(job, "submitted", {"priority": job.priority})
         return job
 
     def _log_path(self, uid: str) -> str:
@@ -176,8 +182,7 @@ class Service:
             return
         log.info("petition %s: %s", job.id, reason)
         job.message = reason  # what the client is told, whether it was waiting or running
-        if self.scheduler.remove_queued(job):
-            self.job_ended(job)
+        if self.scheduler.remove_queued(job, on_removed=self.job_ended):
             if job.native:
                 job.queue.put(job.end_item())
             else:
@@ -190,9 +195,9 @@ class Service:
         if self.store is None:
             return {"petitions": [], "missing": list(ids)}
         self.store.flush()
-        rows = self.store.find(ids, states)
         columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
                    "code", "message", "user", "host", "cwd", "params")  # fmt: skip
+        rows = self.store.find(ids, states, columns=columns)  # not env: big, and not shown
         out = []
         places = self.scheduler.positions()
         condition = self._condition_words()
@@ -227,7 +232,7 @@ class Service:
             by_client = session is not None and job.session is session
             self.cancel(job, "cancelled with 'orcha cancel'" if not by_client
                         else "cancelled by its client", by_client=by_client)  # fmt: skip
-            if force:
+            if force and job.state is State.RUNNING:
                 self.runner.cancel_running(job, force=True)
             results[petition_id] = "cancelled"
         return {"results": results}
@@ -293,6 +298,7 @@ class Service:
                 with job.output_lock:
                     if not job.end_announced:
                         job.waiters.add(session)
+                        session.subscribed.add(job)
                         pending.append(petition_id)
                         continue
                 ended.append(job.summary())
@@ -316,6 +322,7 @@ class Service:
                 with job.output_lock:
                     if not job.end_announced:
                         job.followers[session] = handle
+                        session.subscribed.add(job)
                         plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
                                      "end": job.log.size, "ended": None})  # fmt: skip
                         continue
@@ -391,7 +398,7 @@ class Service:
             self._sessions.add(session)
 
     def session_closed(self, session: Session) -> None:
-        for job in self.scheduler.jobs():
+        for job in list(session.subscribed):  # only its own subscriptions, not the queue
             with job.output_lock:
                 job.followers.pop(session, None)
                 job.waiters.discard(session)
@@ -438,6 +445,9 @@ class Service:
                         self._purge(job)
                     else:
                         session.legacy_ended.append(job)
+
+    def wake(self) -> None:
+        """A slot was freed: let the main loop look again (it may be waiting to stop)."""
         try:
             os.write(self._waker_w, b"\0")
         except BlockingIOError:
@@ -603,9 +613,7 @@ class Service:
                 row["kind"], row["id"], row["params"], row["priority"], row["cwd"], row["env"],
                 attach=False,
             )  # fmt: skip
-            queue = OutputQueue()
-            queue.discard()
-            petition = self.manager.petition_from_request(request, queue)
+            petition = self.manager.petition_from_request(request, DISCARD)
         except PetitionError as e:
             self.store.update(
                 row["seq"], state=str(State.CANCELLED), ended=now,
@@ -663,7 +671,8 @@ class Service:
                     f"it starts again (follow it then with 'orcha follow {job.id}')"
                 )
             )
-        for job in [j for j in queued if j not in kept] + running:
+        keep = set(kept)  # a set: with 100,000 queued a list lookup made this quadratic
+        for job in [j for j in queued if j not in keep] + running:
             self.cancel(job, "the service is stopping", by_client=False)
 
     def _force_stop(self) -> None:

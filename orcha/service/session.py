@@ -19,7 +19,7 @@ from orcha.defaults import MAX_REQUEST_BYTES, OUTPUT_BUFFER_BYTES
 from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
-from orcha.protocol.outputs import OutputQueue
+from orcha.protocol.outputs import DISCARD, OutputQueue
 from orcha.service.job import Detached, End, Job, Started
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Session:
         self.attached: dict[int, Job] = {}
         self.submitted: set[Job] = set()  # not yet ended (the service discards ended ones)
         self.legacy_ended: list[Job] = []  # ended original-API jobs whose queue to purge
+        self.subscribed: set[Job] = set()  # jobs this session follows or waits for
         self.closed = False
         self.idle = threading.Event()
         self.idle.set()
@@ -129,7 +130,7 @@ class Session:
             submit = SubmitRequest.from_wire(request)
         except ValueError as e:
             return messages.error_reply("submit", "refused", f"invalid petition: {e}")
-        queue = OutputQueue(max_bytes=OUTPUT_BUFFER_BYTES)
+        queue: Any = OutputQueue(max_bytes=OUTPUT_BUFFER_BYTES) if submit.attach else DISCARD
         try:
             job = self.service.submit(submit, queue, self)
         except PetitionError as e:

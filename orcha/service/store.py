@@ -74,6 +74,14 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        import os
+
+        try:
+            # Private from the start: SQLite gives its -wal and -shm files this file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.chmod(path, 0o600)
+        except OSError as e:
+            raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
         self._lock = threading.Lock()
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._pending_cond = threading.Condition()
