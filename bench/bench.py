@@ -24,9 +24,9 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from common import orcha_command, private_env
 
 
 def _median_wall(argv: list[str], runs: int, env: dict[str, str], **kw: object) -> float:
@@ -42,16 +42,8 @@ def _median_wall(argv: list[str], runs: int, env: dict[str, str], **kw: object) 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.root = Path(tempfile.mkdtemp(prefix="orcha-bench-", dir="/tmp"))
-        self.env = {
-            **os.environ,
-            "ORCHA_RUNTIME_DIR": str(self.root / "run"),
-            "ORCHA_STATE_DIR": str(self.root / "state"),
-        }
-        self.env.pop("ORCHA_ADDRESS", None)
-        self.env.pop("ORCHA_KEY", None)
-        script = Path(sys.executable).with_name("orcha")
-        self.orcha = [str(script)] if script.exists() else [sys.executable, "-m", "orcha"]
+        self.root, self.env = private_env("orcha-bench-")
+        self.orcha = orcha_command()
         self.service: subprocess.Popen[bytes] | None = None
         self.tsp = shutil.which("tsp")
         self.tsp_env = {

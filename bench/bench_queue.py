@@ -28,10 +28,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from common import orcha_command, private_env
 
 #: Requests in flight while filling the queue. Replies are small, so this many fit in the
 #: socket buffers both ways and neither side can block the other.
@@ -45,16 +45,8 @@ def _mb(n: float) -> str:
 class QueueBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.root = Path(tempfile.mkdtemp(prefix="orcha-bench-queue-", dir="/tmp"))
-        self.env = {
-            **os.environ,
-            "ORCHA_RUNTIME_DIR": str(self.root / "run"),
-            "ORCHA_STATE_DIR": str(self.root / "state"),
-        }
-        self.env.pop("ORCHA_ADDRESS", None)
-        self.env.pop("ORCHA_KEY", None)
-        script = Path(sys.executable).with_name("orcha")
-        self.orcha = [str(script)] if script.exists() else [sys.executable, "-m", "orcha"]
+        self.root, self.env = private_env("orcha-bench-queue-")
+        self.orcha = orcha_command()
         self.petition_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self.service: subprocess.Popen[bytes] | None = None
         self.session: Any = None

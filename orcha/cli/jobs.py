@@ -197,16 +197,10 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 @click.pass_context
 def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
     """Block until the given petitions have ended."""
-    from orcha.protocol import messages
 
     session = _open(ctx)
     try:
-        session.send(messages.encode({"op": "wait", "ids": list(ids)}))
-        reply = None
-        while reply is None:
-            obj = _answer(session, session.recv())
-            if obj and obj.get("re") == "wait":
-                reply = obj
+        reply = session.request({"op": "wait", "ids": list(ids)})
         if reply["missing"]:
             raise NoPetitionError(f"no petition has ID {', '.join(map(repr, reply['missing']))}")
         ended = {e["id"]: e for e in reply["ended"]}
@@ -294,12 +288,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
 
     session = _open(ctx)
     try:
-        session.send(messages.encode({"op": "follow", "ids": list(ids)}))
-        reply = None
-        while reply is None:
-            obj = _answer(session, session.recv())
-            if obj and obj.get("re") == "follow":
-                reply = obj
+        reply = session.request({"op": "follow", "ids": list(ids)})
         names = {h: i for i, h in reply["handles"].items()}
         missing = ", ".join(map(repr, reply["missing"]))
         if not names:
