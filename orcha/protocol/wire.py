@@ -3,7 +3,7 @@
 Every ``orcha run`` pays for its imports before its command can start, and
 ``multiprocessing.connection`` drags in ``tempfile``, ``shutil``, ``pickle`` and the
 multiprocessing context: more than Python's own start-up. This module speaks the same
-bytes with ``socket``, ``struct`` and ``hmac`` only: frames are a signed 4-byte big-endian
+bytes with ``socket``, ``struct`` and OpenSSL's HMAC only: frames are a signed 4-byte big-endian
 length (``-1`` then an 8-byte length for frames over 2 GiB) and the payload; the handshake
 is the HMAC challenge/response of ``multiprocessing.connection`` in both its legacy form
 (20-byte challenge, raw HMAC-MD5) and the ``{digest}``-prefixed form of Python 3.12+.
@@ -24,6 +24,25 @@ _LEGACY_LENGTHS = (20, 16)  # legacy challenge length, HMAC-MD5 length
 _DIGESTS = (b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384")
 _HEADER = struct.Struct("!i")
 _LONG_HEADER = struct.Struct("!Q")
+
+
+def _mac(key: bytes, message: bytes, digest: str) -> bytes:
+    """HMAC of ``message``. OpenSSL's one-shot function where it exists: importing
+    ``hmac`` (and with it all of ``hashlib``) costs several milliseconds of start-up."""
+    try:
+        from _hashlib import hmac_digest
+    except ImportError:  # a Python built without OpenSSL
+        import hmac
+
+        return hmac.new(key, message, digest).digest()
+    return hmac_digest(key, message, digest)
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (what ``hmac.compare_digest`` is)."""
+    from _operator import _compare_digest
+
+    return bool(_compare_digest(a, b))
 
 
 class AuthenticationFailed(Exception):
@@ -86,17 +105,15 @@ class WireConnection:
 
     # -- the handshake, client side: answer the service's challenge, then challenge it --
     def authenticate(self, key: bytes) -> None:
-        import hmac
-
         message = self.recv_bytes(256)
         if not message.startswith(CHALLENGE):
             raise AuthenticationFailed("the peer is not an orcha service (no challenge)")
         message = message[len(CHALLENGE) :]
         name, _ = _digest_of(message)
         if name:
-            response = b"{%s}%s" % (name.encode(), hmac.new(key, message, name).digest())
+            response = b"{%s}%s" % (name.encode(), _mac(key, message, name))
         else:
-            response = hmac.new(key, message, "md5").digest()
+            response = _mac(key, message, "md5")
         self.send_bytes(response)
         if self.recv_bytes(256) != WELCOME:
             raise AuthenticationFailed("the service rejected the key")
@@ -105,8 +122,8 @@ class WireConnection:
         self.send_bytes(CHALLENGE + ours)
         answer = self.recv_bytes(256)
         name, mac = _digest_of(answer)
-        expected = hmac.new(key, ours, name or "md5").digest()
-        if not hmac.compare_digest(expected, mac):
+        expected = _mac(key, ours, name or "md5")
+        if not _same(expected, mac):
             self.send_bytes(FAILURE)
             raise AuthenticationFailed("the service does not hold the key")
         self.send_bytes(WELCOME)

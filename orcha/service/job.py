@@ -130,7 +130,7 @@ class Job:
                 self.log.write(stream, data)
             for session, handle in self.followers.items():
                 session.deliver_output(handle, stream, data)
-        if self.events is not None:
+        if self.events is not None and self.events.watching:  # decode only for watchers
             name = "stdout" if stream == STDOUT else "stderr"
             text = data.decode(errors="replace")
             self.events.watch_event(self, "output", {"stream": name, "text": text})

@@ -266,6 +266,11 @@ class Service:
             session.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
         self.watch_event(job, "finished", summary)
 
+    @property
+    def watching(self) -> bool:
+        """Whether any session watches events (so building them is worth it)."""
+        return bool(self._watchers)
+
     def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
         """Send an event envelope about ``job`` to every session watching it."""
         if not self._watchers:
