@@ -11,11 +11,12 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable
-from typing import IO
+from pathlib import Path
+from typing import IO, Any
 
 import psutil
 
-from tests.conftest import Env
+from tests.conftest import Env, wait_for
 
 WAIT = 30.0  # generous bound for what should take well under a second
 
@@ -114,3 +115,28 @@ def petition_processes(petition_id: str) -> list[psutil.Process]:
 def states(env: Env) -> dict[str, str]:
     """Petition ID -> state of every queued or running petition, from the service's info."""
     return {p["id"]: p["state"] for p in env.info()["petitions"]}
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting to be reaped counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def read_pid(path: Path, timeout: float = WAIT) -> int:
+    """The PID a test script wrote to ``path``, once it is there (fails after ``timeout``)."""
+    assert wait_for(lambda: path.exists() and path.read_text().strip() != "", timeout), (
+        f"{path} not written within {timeout}s"
+    )
+    return int(path.read_text().strip())
+
+
+def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
+    """(pid, command line) of each process, for assertion messages."""
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            out.append((p.pid, p.cmdline()))
+    return out

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import WAIT, Client, new_id, petition_processes, states
+from tests.integration.clients import (
+    WAIT,
+    Client,
+    describe,
+    gone,
+    new_id,
+    petition_processes,
+    read_pid,
+    states,
+)
 
 GRACE = 2.0  # the ``service`` fixture's --grace
 
@@ -39,26 +45,6 @@ def write_tree(directory: Path, how: str) -> Path:
 # -- helpers ---------------------------------------------------------------------------------
 def notice(petition_id: str) -> str:
     return f"orcha: cancelling petition {petition_id} (press Ctrl+C again to stop waiting)"
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def read_pid(path: Path, timeout: float = WAIT) -> int:
-    assert wait_for(path.exists, timeout), f"{path} not written within {timeout}s"
-    return int(path.read_text().strip())
-
-
-def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
-    out = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            out.append((p.pid, p.cmdline()))
-    return out
 
 
 def assert_still_serving(env: Env) -> None:

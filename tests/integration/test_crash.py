@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import WAIT, Client, new_id
+from tests.integration.clients import WAIT, Client, describe, gone, new_id, read_pid
 
 GRACE = "1"  # --grace of every service here: a TERM-ignoring grandchild costs 1 s
 SERVE = ("--max-running", "1", "--grace", GRACE)
@@ -80,18 +80,6 @@ def wait_state(env: Env, petition_id: str, state: str, timeout: float = WAIT) ->
     assert ok, f"{petition_id} not {state} within {timeout}s: {by_id(env, petition_id)}"
 
 
-def read_pid(path: Path, timeout: float = WAIT) -> int:
-    assert wait_for(path.exists, timeout), f"{path} not written within {timeout}s"
-    return int(path.read_text().strip())
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def petition_processes(env: Env, petition_id: str) -> list[psutil.Process]:
     """Live processes of petition ``petition_id`` of this Env (not of a concurrent suite)."""
     found = []
@@ -108,14 +96,6 @@ def petition_processes(env: Env, petition_id: str) -> list[psutil.Process]:
         ):
             found.append(proc)
     return found
-
-
-def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
-    out = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            out.append((p.pid, p.cmdline()))
-    return out
 
 
 def write_tree(directory: Path) -> list[str]:

@@ -23,6 +23,7 @@ from orcha import __version__
 from orcha.protocol import transport
 from orcha.protocol.address import parse_address
 from tests.conftest import Env, Service, wait_for
+from tests.integration.clients import gone, read_pid
 
 HELLO_KINDS = "hello, shell"
 
@@ -100,20 +101,6 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("orcha: "), stderr
     return lines[0]
-
-
-def read_pid(path: Path, timeout: float = 20) -> int:
-    assert wait_for(lambda: path.exists() and path.read_text().strip() != "", timeout), (
-        f"{path} not written within {timeout}s"
-    )
-    return int(path.read_text().strip())
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def pid_writer(pidfile: Path, then: str = "exec sleep 300") -> list[str]:
