@@ -64,7 +64,7 @@ class Settings:
         set_(self, "log_cap", log_cap)
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Settings are immutable; use with_overrides()")
+        raise AttributeError("Settings are immutable; resolve() new ones")
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -203,13 +203,6 @@ def current() -> Settings:
     if _current is None:
         _current = resolve()
     return _current
-
-
-def with_overrides(settings: Settings, **changes: object) -> Settings:
-    """A copy of ``settings`` with some fields changed."""
-    values = {name: getattr(settings, name) for name in Settings.__slots__}
-    values.update(changes)
-    return Settings(**values)
 
 
 def parse_size(text: str) -> int:

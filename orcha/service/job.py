@@ -57,7 +57,7 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "cancel_reason", "cancel_requested", "cancelled_by_client", "code",
+        "_cancel_event", "cancel_requested", "cancelled_by_client", "code",
         "created", "end_announced", "ended", "events", "finish_was_called", "followers", "id",
         "kind", "lock", "log", "message", "native", "output_lock", "petition", "pid_starts",
         "pids", "seq", "session", "started", "state", "stoppers", "token", "waiters",
@@ -87,7 +87,6 @@ class Job:
         # context waits on it (an Event per queued petition cost ~1 KB each).
         self.cancel_requested = False
         self._cancel_event: threading.Event | None = None
-        self.cancel_reason: str | None = None
         self.cancelled_by_client = False
         # Processes it started: filled in once it runs (empty and shared until then).
         self.pids: set[int] = _NO_PIDS
@@ -161,7 +160,7 @@ class Job:
         with self.lock:
             if self.cancel_requested or self.state in FINISHED or self.finish_was_called:
                 return False  # asked already, or the action has reported its end
-            self.cancel_reason = reason
+            self.message = reason  # what its clients and its record are told
             self.cancelled_by_client = by_client
             self.cancel_requested = True
             if self._cancel_event is not None:

@@ -181,7 +181,6 @@ class Service:
         if not job.request_cancel(reason, by_client):
             return
         log.info("petition %s: %s", job.id, reason)
-        job.message = reason  # what the client is told, whether it was waiting or running
         if self.scheduler.remove_queued(job, on_removed=self.job_ended):
             if job.native:
                 job.queue.put(job.end_item())

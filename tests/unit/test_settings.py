@@ -234,7 +234,7 @@ def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
     resolved = settings.current()
     assert resolved.runtime_dir == str(dirs[0])
     assert settings.current() is resolved
-    custom = settings.with_overrides(resolved, max_running=7)
+    custom = settings.resolve(max_running=7)
     assert custom.max_running == 7 and resolved.max_running is None
     settings.configure(custom)
     assert settings.current() is custom
