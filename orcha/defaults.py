@@ -69,3 +69,25 @@ DATABASE_NAME = "orcha.db"
 
 #: Folder of petition output logs inside the state directory.
 LOGS_DIR_NAME = "logs"
+
+#: Set in the environment of every process a petition starts: the GPU indices it was given,
+#: comma-separated (also as ``CUDA_VISIBLE_DEVICES``, empty when it was given none and the
+#: service has GPUs, so it cannot use GPUs other petitions hold).
+ENV_GPUS = "ORCHA_GPUS"
+
+#: Set in the environment of every process a petition starts: which attempt this is (1, 2,
+#: ...; see ``--retries``).
+ENV_ATTEMPT = "ORCHA_ATTEMPT"
+
+#: Seconds of waiting that improve a petition's effective priority by one step (aging;
+#: ``serve --aging``, 0 turns it off), so low priorities are never starved by a stream of
+#: higher ones.
+DEFAULT_AGING = 600.0
+
+#: Longest a petition blocked waiting for resources may be delayed by later, smaller
+#: petitions that start ahead of it (backfill; ``serve --backfill-bound``, 0 turns it off).
+DEFAULT_BACKFILL_BOUND = 300.0
+
+#: Seconds between admission checks while a petition waits for something that changes
+#: without an event orcha sees (free memory, a plugin's predicate). No checks otherwise.
+RECHECK_SECONDS = 1.0

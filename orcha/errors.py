@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1  # the petition ran and failed; or an unexpected internal error
     USAGE = 2  # bad option or value: nothing was sent
+    TIMEOUT = 124  # the petition ran longer than its --timeout (as timeout(1) exits)
     CANNOT_EXECUTE = 126  # orcha run: the command exists but cannot be executed
     NOT_FOUND = 127  # orcha run: the command was not found
     INTERRUPTED = 130  # Ctrl+C in this client cancelled its petition
@@ -32,6 +33,7 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 207  # cancelled by someone else (another client, service shutdown)
     ALREADY_RUNNING = 208  # serve: a service already listens at that address
     NO_PETITION = 209  # no petition has that ID (or it has ended, for cancel)
+    DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
 
 
 class OrchaError(Exception):

@@ -25,6 +25,9 @@ class Settings:
 
     __slots__ = (
         "address",
+        "aging",
+        "backfill_bound",
+        "gpus",
         "grace",
         "key_override",
         "log_cap",
@@ -41,6 +44,9 @@ class Settings:
     log_cap: int
     max_running: int | None
     verbose: int
+    gpus: tuple[str, ...] | None
+    aging: float
+    backfill_bound: float
 
     def __init__(
         self,
@@ -52,7 +58,11 @@ class Settings:
         max_running: int | None = None,
         verbose: int = 0,
         log_cap: int = defaults.DEFAULT_LOG_CAP,
+        gpus: tuple[str, ...] | None = None,
+        aging: float = defaults.DEFAULT_AGING,
+        backfill_bound: float = defaults.DEFAULT_BACKFILL_BOUND,
     ) -> None:
+        """``gpus``: the GPU inventory (None: discover with nvidia-smi)."""
         set_ = object.__setattr__
         set_(self, "address", address)
         set_(self, "runtime_dir", runtime_dir)
@@ -62,6 +72,9 @@ class Settings:
         set_(self, "max_running", max_running)
         set_(self, "verbose", verbose)
         set_(self, "log_cap", log_cap)
+        set_(self, "gpus", gpus)
+        set_(self, "aging", aging)
+        set_(self, "backfill_bound", backfill_bound)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; resolve() new ones")
@@ -164,6 +177,9 @@ def resolve(
     max_running: int | None = None,
     verbose: int = 0,
     log_cap: int | None = None,
+    gpus: tuple[str, ...] | None = None,
+    aging: float | None = None,
+    backfill_bound: float | None = None,
 ) -> Settings:
     """Build Settings from explicit values, then the environment, then defaults."""
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
@@ -185,6 +201,11 @@ def resolve(
         max_running=max_running,
         verbose=verbose,
         log_cap=defaults.DEFAULT_LOG_CAP if log_cap is None else log_cap,
+        gpus=gpus,
+        aging=defaults.DEFAULT_AGING if aging is None else aging,
+        backfill_bound=(
+            defaults.DEFAULT_BACKFILL_BOUND if backfill_bound is None else backfill_bound
+        ),
     )
 
 
@@ -214,3 +235,35 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (e.g. 4096, 512K, 64M, 1G)")
     scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
     return int(float(m.group(1)) * scale)
+
+
+def parse_gpus(text: str) -> tuple[str, ...] | None:
+    """``auto`` -> None (discover), ``none`` or empty -> no GPUs, ``0,1,3`` -> those
+    indices (distinct, each a non-negative integer or a GPU UUID); ValueError otherwise."""
+    text = text.strip()
+    if text.lower() == "auto":
+        return None
+    if text.lower() in ("", "none"):
+        return ()
+    out: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item or not all(c.isalnum() or c in "-_" for c in item):
+            raise ValueError(f"{text!r} is not a GPU list (e.g. 0,1,2; 'auto'; 'none')")
+        if item in out:
+            raise ValueError(f"GPU {item} is listed twice in {text!r}")
+        out.append(item)
+    return tuple(out)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``1.5``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds; ValueError
+    otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)")
+    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.petition_options import petition_options
 from orcha.errors import InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins import FirstPartyPlugin
@@ -78,6 +79,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option(
     "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
 )
+@petition_options
 @global_options
 def send(
     petition_id: str, counter: int, sleep_time: float, priority: int | None, detach: bool

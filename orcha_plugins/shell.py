@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.petition_options import petition_options
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins import FirstPartyPlugin
@@ -68,6 +69,7 @@ class ShellKind(Kind):
 @click.option(
     "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
 )
+@petition_options
 @global_options
 def run(petition_id: str, priority: int | None, command: tuple[str, ...], detach: bool) -> int:
     """Run CMD on the service host once there is room, streaming its output live.

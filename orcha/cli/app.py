@@ -64,11 +64,13 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_core() -> None:
+    from orcha.cli.admission import group, pause, resume
     from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
 
-    for command in (serve, ls, status, cancel, clean, wait, logs, follow, watch):
+    for command in (serve, ls, status, cancel, clean, wait, logs, follow, watch, group, pause,
+                    resume):  # fmt: skip
         cli.add_command(command)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from typing import Any
@@ -12,10 +11,10 @@ import click
 
 from orcha.cli.options import global_options, settings_from
 from orcha.errors import ExitCode, OrchaError
+from orcha.settings import parse_duration
 from orcha.states import State
 
 _STATES = [s.value for s in State]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _request(ctx: click.Context, obj: dict[str, Any]) -> dict[str, Any]:
@@ -26,14 +25,6 @@ def _request(ctx: click.Context, obj: dict[str, Any]) -> dict[str, Any]:
         return session.request(obj)
     finally:
         session.close()
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds; ValueError otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)")
-    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)
 
 
 def _when(stamp: float | None) -> str:

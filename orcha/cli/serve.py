@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from orcha.cli.options import global_options, settings_from
@@ -12,7 +14,26 @@ from orcha.cli.options import global_options, settings_from
     "--max-running",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Run at most N petitions at once (default: the number of CPU cores).",
+    help="CPU slots: running petitions together ask for at most N CPUs (--cpus, 1 each by "
+    "default), so at most N run at once (default: the number of CPU cores).",
+)
+@click.option(
+    "--gpus",
+    "gpus_text",
+    metavar="LIST",
+    help="GPUs to hand out, e.g. 0,1,2; 'none'; 'auto' asks nvidia-smi (default auto).",
+)
+@click.option(
+    "--aging",
+    metavar="DURATION",
+    help="Waiting this long improves a petition's priority by one step, so none starves "
+    "(e.g. 10m; 0 turns aging off; default 10m).",
+)
+@click.option(
+    "--backfill-bound",
+    metavar="DURATION",
+    help="Longest later petitions may delay one that waits for resources by starting "
+    "ahead of it; only those with a --timeout within it may (default 5m; 0: never).",
 )
 @click.option(
     "--grace",
@@ -27,7 +48,13 @@ from orcha.cli.options import global_options, settings_from
 @global_options
 @click.pass_context
 def serve(
-    ctx: click.Context, max_running: int | None, grace: float | None, log_cap: str | None
+    ctx: click.Context,
+    max_running: int | None,
+    gpus_text: str | None,
+    aging: str | None,
+    backfill_bound: str | None,
+    grace: float | None,
+    log_cap: str | None,
 ) -> int:
     """Serve petitions of every installed kind until Ctrl+C or SIGTERM.
 
@@ -38,21 +65,33 @@ def serve(
     from orcha.cli.app import OrchaGroup
     from orcha.service.kind_manager import KindManager
     from orcha.service.service import Service, configure_logging
-    from orcha.settings import parse_size
+    from orcha.settings import parse_duration, parse_gpus, parse_size
 
-    cap = None
-    if log_cap is not None:
+    def parsed(text: str | None, parse: Any, hint: str) -> Any:
+        if text is None:
+            return None
         try:
-            cap = parse_size(log_cap)
+            return parse(text)
         except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="'--log-cap'") from e
-    settings = settings_from(ctx, max_running=max_running, grace=grace, log_cap=cap)
+            raise click.BadParameter(str(e), param_hint=hint) from e
+
+    settings = settings_from(
+        ctx,
+        max_running=max_running,
+        grace=grace,
+        log_cap=parsed(log_cap, parse_size, "'--log-cap'"),
+        gpus=parsed(gpus_text, parse_gpus, "'--gpus'") if gpus_text is not None else None,
+        aging=parsed(aging, parse_duration, "'--aging'"),
+        backfill_bound=parsed(backfill_bound, parse_duration, "'--backfill-bound'"),
+    )
     configure_logging(settings.verbose)
     group = ctx.find_root().command
     assert isinstance(group, OrchaGroup)
     kinds = {}
+    predicates = []
     for entry in group.plugins():
         if entry.error and entry.error != "disabled":
             click.echo(f"orcha serve: plugin {entry.name} not loaded: {entry.error}", err=True)
         kinds.update(entry.kinds)
-    return Service(KindManager(kinds), settings).run()
+        predicates.extend(entry.predicates)
+    return Service(KindManager(kinds, predicates=predicates), settings).run()

@@ -22,6 +22,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs client sta
 if TYPE_CHECKING:
     from typing import Any
 
+    from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
 
 
@@ -138,10 +139,14 @@ def run_in_foreground(
     params: dict[str, Any],
     priority: int | None,
     detach: bool = False,
+    schedule: Schedule | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> int:
-    """Submit a petition of ``kind`` with this process's cwd and environment, stream its
-    output and return the exit code the client should end with. With ``detach``, print
-    its ID once it is queued and return 0: it runs whether or not this client stays.
+    """Submit a petition of ``kind`` with this process's cwd and environment (``cwd``
+    and ``env`` override them), stream its output and return the exit code the client
+    should end with. With ``detach``, print its ID once it is queued and return 0: it
+    runs whether or not this client stays.
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
@@ -152,9 +157,12 @@ def run_in_foreground(
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         user = str(os.getuid())
+    environment = dict(os.environ)
+    if env:
+        environment.update(env)
     request = SubmitRequest(
-        kind, petition_id, params, priority, os.getcwd(), dict(os.environ),
-        attach=not detach, user=user, host=socket.gethostname(),
+        kind, petition_id, params, priority, cwd or os.getcwd(), environment,
+        attach=not detach, user=user, host=socket.gethostname(), schedule=schedule,
     )  # fmt: skip
     session = Session.open(settings)
     try:

@@ -17,16 +17,30 @@ def attach(
     """Submit a petition of ``kind`` with the client's cwd and environment, stream its
     output and return the exit code the client should end with.
 
+    What the command's :func:`~orcha.cli.petition_options.petition_options` were given
+    (resources, group, dependencies, timeout, retries, environment, directory) goes with it.
+
     Raises OrchaError subclasses (no service, wrong key, refused, lost service), and
     click.BadParameter for an invalid ID (nothing is sent).
     """
     from orcha.cli.options import settings_from
+    from orcha.cli.petition_options import chosen
     from orcha.client.attach import run_in_foreground
     from orcha.protocol.messages import check_id
+    from orcha.protocol.schedule import Schedule
 
     try:
         petition_id = check_id(petition_id)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'ID'") from e
-    settings = settings_from(click.get_current_context())
-    return run_in_foreground(settings, kind, petition_id, params, priority, detach)
+    ctx = click.get_current_context()
+    options = chosen(ctx)
+    try:
+        schedule = Schedule.from_wire(options.schedule)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    settings = settings_from(ctx)
+    return run_in_foreground(
+        settings, kind, petition_id, params, priority, detach,
+        schedule=schedule, env=options.env, cwd=options.cwd,
+    )  # fmt: skip

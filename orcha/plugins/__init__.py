@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
 
 #: Command names orcha itself provides; no plugin may take them.
 CORE_COMMANDS = frozenset({"serve", "ls", "status", "cancel", "clean", "wait", "logs", "follow",
-                           "watch"})  # fmt: skip
+                           "watch", "group", "pause", "resume"})  # fmt: skip
 
 
 class BasePlugin:
@@ -54,7 +55,11 @@ class BasePlugin:
       ``handle(namespace)``: run the command, returning the exit code;
     * ``version()``: the line ``orcha ls`` prints, e.g. ``"my-plugin - 1.0.0"``;
     * ``commands()``: click commands added to ``orcha`` (instead of create_parser);
-    * ``kinds()``: petition kinds (:class:`orcha.kinds.Kind`) served by ``orcha serve``.
+    * ``kinds()``: petition kinds (:class:`orcha.kinds.Kind`) served by ``orcha serve``;
+    * ``predicates()``: callables ``predicate(petition) -> bool`` that every petition of
+      an orcha kind must satisfy to start, besides its resource requests (all must hold;
+      one that raises counts as "not now" and is logged once). They run in the service,
+      under its scheduler's lock, so they must be quick and must not block.
     """
 
     name: str = ""
@@ -78,6 +83,9 @@ class BasePlugin:
     def kinds(self) -> list[Kind]:
         return []
 
+    def predicates(self) -> list[Callable[[Any], bool]]:
+        return []
+
     @property
     def is_argparse(self) -> bool:
         """Whether the plugin brings an argparse CLI (it overrides create_parser)."""
@@ -96,6 +104,7 @@ class LoadedPlugin:
     commands: dict[str, Any] = field(default_factory=dict)  # name -> click.Command
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> command name
     kinds: dict[str, Kind] = field(default_factory=dict)
+    predicates: list[Callable[[Any], bool]] = field(default_factory=list)
 
     @property
     def embedded(self) -> bool:
@@ -203,6 +212,10 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
         try:
             commands, aliases = _commands_of(plugin)
             kinds = {k.name: k for k in plugin.kinds()}
+            predicates = list(plugin.predicates())
+            for predicate in predicates:
+                if not callable(predicate):
+                    raise TypeError(f"predicate {predicate!r} is not callable")
         except Exception as e:
             entry.error = f"{type(e).__name__}: {e}"
             entry.plugin = None
@@ -220,6 +233,7 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
         for name in kinds:
             kind_owners[name] = entry.name
         entry.commands, entry.aliases, entry.kinds = commands, aliases, kinds
+        entry.predicates = predicates
 
 
 def _commands_of(plugin: BasePlugin) -> tuple[dict[str, Any], dict[str, str]]:

@@ -24,6 +24,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs client sta
 if TYPE_CHECKING:
     from typing import Any
 
+    from orcha.protocol.schedule import Schedule
+
 STDOUT = b"o"[0]
 STDERR = b"e"[0]
 JSON = b"{"[0]
@@ -32,7 +34,10 @@ LEGACY = b"P"[0]
 _HANDLE = struct.Struct("!I")
 
 #: Operations a client may request.
-OPS = frozenset({"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch"})
+OPS = frozenset(
+    {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch", "group",
+     "pause", "resume"}
+)  # fmt: skip
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -92,7 +97,9 @@ def check_id(petition_id: object) -> str:
 class SubmitRequest:
     """A validated ``submit`` request (plain data: strings, numbers, lists, dicts)."""
 
-    __slots__ = ("attach", "cwd", "env", "host", "id", "kind", "params", "priority", "user")
+    __slots__ = (
+        "attach", "cwd", "env", "host", "id", "kind", "params", "priority", "schedule", "user",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -105,6 +112,7 @@ class SubmitRequest:
         attach: bool = True,
         user: str = "",
         host: str = "",
+        schedule: Schedule | None = None,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -115,9 +123,12 @@ class SubmitRequest:
         self.attach = attach  # False: the petition does not end when this client goes
         self.user = user  # who submitted it, from where (for records; informational)
         self.host = host
+        self.schedule = schedule  # None: the defaults (orcha.protocol.schedule)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
+        out = {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
+        out["schedule"] = self.schedule.to_wire() if self.schedule is not None else {}
+        return out
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> SubmitRequest:
@@ -146,4 +157,7 @@ class SubmitRequest:
         user, host = obj.get("user", ""), obj.get("host", "")
         if not isinstance(user, str) or not isinstance(host, str):
             raise ValueError("'user' and 'host' must be strings")
-        return cls(kind, petition_id, params, priority, cwd, env, attach, user, host)
+        from orcha.protocol.schedule import Schedule
+
+        schedule = Schedule.from_wire(obj.get("schedule"))
+        return cls(kind, petition_id, params, priority, cwd, env, attach, user, host, schedule)

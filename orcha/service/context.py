@@ -8,7 +8,13 @@ import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import ENV_PETITION_ID, ENV_PETITION_TOKEN, PIPE_CHUNK
+from orcha.defaults import (
+    ENV_ATTEMPT,
+    ENV_GPUS,
+    ENV_PETITION_ID,
+    ENV_PETITION_TOKEN,
+    PIPE_CHUNK,
+)
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.procs import ProcessControl, exit_code_of
 
@@ -26,10 +32,15 @@ class Context:
         self.params: dict[str, Any] = petition.params
         self.cwd: str = petition.cwd
         self.env: dict[str, str] = petition.env
-        self.cancelled = job.cancel_event
+        self.cancelled = job.cancel_event  # set on cancel, or when this attempt times out
+        self.attempt: int = job.attempt
+        self.gpus: tuple[str, ...] = job.gpu_ids
         self._job = job
         self._register = register
         self._procs = procs
+        events: Any = job.events
+        # With GPUs in the inventory, a petition that asked for none sees none.
+        self._has_gpus = bool(getattr(getattr(events, "scheduler", None), "inventory", ()))
 
     def write(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stdout."""
@@ -49,10 +60,15 @@ class Context:
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` in its own session, in the petition's cwd and environment (plus
-        ``ORCHA_PETITION_ID`` and the token that lets cancellation find the whole tree)."""
+        ``ORCHA_PETITION_ID``, ``ORCHA_ATTEMPT``, its GPUs as ``ORCHA_GPUS`` and
+        ``CUDA_VISIBLE_DEVICES``, and the token that lets cancellation find the whole
+        tree)."""
         env = dict(self.env)
         env[ENV_PETITION_TOKEN] = self._job.token
         env[ENV_PETITION_ID] = self.id
+        env[ENV_ATTEMPT] = str(self.attempt)
+        if self.gpus or self._job.schedule.gpus or self._has_gpus:
+            env[ENV_GPUS] = env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         proc = self._procs.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK)
         self._register(proc.pid)
         return proc

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import ExitCode
 from orcha.protocol.messages import STDOUT
+from orcha.protocol.schedule import Schedule
 from orcha.states import ACTIVE, FINISHED, State, transition
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from orcha.service.logs import PetitionLog
 
 _sequence = itertools.count(1)
+_DEFAULT_SCHEDULE = Schedule()
 
 # Shared empty placeholders for jobs that have not started; never added to: a job gets its
 # own set and list when it starts (see Job.set_state).
@@ -57,10 +59,12 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "cancel_requested", "cancelled_by_client", "code",
-        "created", "end_announced", "ended", "events", "finish_was_called", "followers", "id",
-        "kind", "lock", "log", "message", "native", "output_lock", "petition", "pid_starts",
-        "pids", "seq", "session", "started", "state", "stoppers", "token", "waiters",
+        "_cancel_event", "attempt", "blocked_since", "cancel_requested", "cancelled_by_client",
+        "code", "created", "deps_ready", "end_announced", "ended", "events",
+        "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock", "log", "message",
+        "native", "order_key", "output_lock", "paused", "petition", "pid_starts", "pids",
+        "schedule", "seq", "session", "started", "state", "stopped", "stoppers", "timed_out",
+        "token", "waiters",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +76,8 @@ class Job:
         kind: str | None = None,
         seq: int | None = None,
         token: str | None = None,
+        schedule: Schedule | None = None,
+        created: float | None = None,
     ) -> None:
         # Arrival order: the record's number when the service keeps records (so the order
         # survives restarts), else a process-wide counter.
@@ -95,7 +101,17 @@ class Job:
         self.message: str | None = None
         self.finish_was_called = False
         self.session: Any = None
-        self.created = time.time()
+        self.created = time.time() if created is None else created
+        # Scheduling (see orcha.service.scheduler): what it asked for, what it holds.
+        self.schedule = schedule if schedule is not None else _DEFAULT_SCHEDULE
+        self.paused = False  # admission paused for this petition ('orcha pause ID')
+        self.stopped = False  # its running tree was SIGSTOPped ('orcha pause --running')
+        self.deps_ready = not self.schedule.dependencies
+        self.blocked_since: float | None = None  # first found waiting for resources
+        self.order_key = 0.0
+        self.gpu_ids: tuple[str, ...] = ()
+        self.attempt = 1
+        self.timed_out = False  # the current attempt ran out of time
         self.started: float | None = None
         self.ended: float | None = None
         self.stoppers: list[threading.Thread] = _NO_STOPPERS
@@ -137,13 +153,41 @@ class Job:
 
     @property
     def cancel_event(self) -> threading.Event:
-        """Set once the petition is asked to stop (created on first use)."""
+        """Set once the current attempt is asked to stop: the petition is cancelled or the
+        attempt timed out (created on first use)."""
         with self.lock:
             if self._cancel_event is None:
                 self._cancel_event = threading.Event()
-                if self.cancel_requested:
+                if self.cancel_requested or self.timed_out:
                     self._cancel_event.set()
             return self._cancel_event
+
+    def time_out(self, attempt: int) -> bool:
+        """The given attempt ran out of time: ask it to stop. False if that attempt has
+        already ended or the petition is being cancelled anyway."""
+        with self.lock:
+            if self.attempt != attempt or self.state is not State.RUNNING:
+                return False
+            if self.cancel_requested or self.finish_was_called:
+                return False
+            self.timed_out = True
+            if self._cancel_event is not None:
+                self._cancel_event.set()
+            return True
+
+    def next_attempt(self) -> bool:
+        """Start the next attempt afresh (exit code, message, stop request); False if the
+        petition is being cancelled."""
+        with self.lock:
+            if self.cancel_requested:
+                return False
+            self.attempt += 1
+            self.timed_out = False
+            self._cancel_event = None
+            self.code = None
+            self.message = None
+            self.finish_was_called = False
+            return True
 
     def set_state(self, new: State) -> None:
         """Move to ``new``; InvalidTransition if the lifecycle forbids it."""
@@ -197,6 +241,7 @@ class Job:
             "state": str(self.state),
             "code": self.code,
             "message": self.message,
+            "attempt": self.attempt,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -210,16 +255,7 @@ class Job:
             "started": self.started,
             "ended": self.ended,
             "code": self.code,
+            "attempt": self.attempt,
+            "gpus": list(self.gpu_ids),
+            "paused": self.paused,
         }
-
-
-@dataclass(slots=True)
-class HeapEntry:
-    """(priority, sequence) order: lower priority value first, then arrival order."""
-
-    priority: int
-    seq: int
-    job: Job = field(compare=False)
-
-    def __lt__(self, other: HeapEntry) -> bool:
-        return (self.priority, self.seq) < (other.priority, other.seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,16 +28,29 @@ class KindPetition(Petition):
 class KindManager(Manager):
     """Builds petitions for the kinds in ``kinds`` and runs them through ``Kind.run``."""
 
-    def __init__(self, kinds: dict[str, Kind], procs: ProcessControl | None = None) -> None:
+    def __init__(
+        self,
+        kinds: dict[str, Kind],
+        procs: ProcessControl | None = None,
+        predicates: list[Callable[[Any], bool]] | None = None,
+    ) -> None:
+        """``predicates``: what plugins add to the scheduler's resource checks (all must
+        hold for a petition to start)."""
         super().__init__()
         self._kinds = dict(kinds)
         self.procs = procs or ProcessControl()
-        # One action and one bound predicate shared by every petition (not one each).
+        self.predicates = list(predicates or [])
+        # One action and one condition shared by every petition (not one each).
         self._actions = {name: self._action(kind) for name, kind in self._kinds.items()}
-        self._condition = self.predicate
+        self._condition = self._all_predicates
 
     def kinds(self) -> dict[str, Kind]:
         return dict(self._kinds)
+
+    def _all_predicates(self, petition: Petition) -> bool:
+        """The condition of every petition of a kind: the plugins' predicates. (CPU slots,
+        memory and GPUs are the scheduler's own checks.)"""
+        return all(predicate(petition) for predicate in self.predicates)
 
     def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
         kind = self._kinds.get(request.kind)

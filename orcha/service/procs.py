@@ -106,6 +106,17 @@ class ProcessControl:
             except psutil.Error:
                 pass
 
+    def signal_tree(self, roots: Iterable[int], token: str | None, sig: int) -> int:
+        """Send ``sig`` to every process of a petition's tree (e.g. SIGSTOP/SIGCONT to
+        pause and resume it); returns how many were signalled."""
+        procs = self.tree(roots, token)
+        for proc in procs.values():
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+        return len(procs)
+
     def stop_tree(
         self, roots: Iterable[int], token: str | None, grace: float, force: bool = False
     ) -> int:

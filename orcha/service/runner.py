@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from orcha.errors import ExitCode
+from orcha.protocol.messages import STDERR
 from orcha.service.job import Job, Started
 from orcha.service.procs import ProcessControl
 from orcha.states import State
@@ -28,6 +31,8 @@ class RunnerEvents(Protocol):
     def job_pid(self, job: Job, pid: int) -> None: ...
 
     def job_ended(self, job: Job) -> None: ...
+
+    def job_attempt(self, job: Job) -> None: ...
 
     def wake(self) -> None: ...
 
@@ -49,6 +54,7 @@ class Runner:
         self._events = events
         self._pool = WorkerPool("petition")
         self._sweeper = Sweeper(procs, grace)
+        self._deadlines = Deadlines(self._time_out)
 
     def start(self, job: Job) -> None:
         """Called by the scheduler (under its lock) when ``job`` is admitted."""
@@ -81,12 +87,43 @@ class Runner:
             self._sweeper.add(job)
 
     def _execute(self, job: Job) -> None:
-        petition = job.petition
+        """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
         if job.native:
             job.queue.put(Started())
         self._events.job_started(job)
         log.info("petition %s started", job.id)
         self._call_hook("on_start", job)
+        schedule = job.schedule
+        attempts = 1 + schedule.retries
+        while True:
+            self._attempt(job)
+            if job.cancel_requested or job.attempt >= attempts:
+                break
+            if job.code in (None, 0) and not job.message:
+                break  # succeeded
+            why = job.message or f"exit code {job.code}"
+            delay = schedule.retry_delay
+            self._notice(
+                job,
+                f"attempt {job.attempt} of {attempts} failed ({why}); "
+                + (f"retrying in {delay:g}s" if delay else "retrying"),
+            )
+            cancel = job.cancel_event
+            if delay and cancel.wait(delay):
+                break  # cancelled while waiting to retry
+            if not job.next_attempt():
+                break
+            self._events.job_attempt(job)
+        if job.cancel_requested:
+            # The client hears the end only once the whole tree is gone.
+            for stopper in list(job.stoppers):
+                stopper.join()
+
+    def _attempt(self, job: Job) -> None:
+        petition = job.petition
+        timeout = job.schedule.timeout
+        if timeout is not None:
+            self._deadlines.add(job, timeout)
         try:
             petition.action(lambda pid: self._register(job, pid), petition)
         except (Exception, SystemExit) as e:  # a plugin's sys.exit() must not end a thread silently
@@ -94,15 +131,34 @@ class Runner:
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
-        if job.cancel_requested:
-            # The client hears the end only once the whole tree is gone.
+        if timeout is not None:
+            self._deadlines.remove(job)
+        if job.timed_out:
             for stopper in list(job.stoppers):
-                stopper.join()
+                stopper.join()  # what the attempt started is gone before the next one
+            job.code = int(ExitCode.TIMEOUT)
+            job.message = f"timed out after {timeout:g}s"
+            log.info("petition %s: attempt %d timed out", job.id, job.attempt)
+
+    def _time_out(self, job: Job) -> None:
+        """Called by the deadline thread: the current attempt ran out of time."""
+        if job.time_out(job.attempt):
+            log.info("petition %s: timed out; stopping its processes", job.id)
+            self._start_stopper(job, force=False)
+
+    def _notice(self, job: Job, text: str) -> None:
+        """A line from orcha itself in the petition's stderr (its log and its client)."""
+        try:
+            job.emit(STDERR, f"orcha: {text}\n".encode())
+        except Exception:
+            log.exception("petition %s: could not report %r", job.id, text)
 
     def finish(self, job: Job) -> None:
         """Final state, hooks, queue bookkeeping, and the client's last item."""
         if job.cancel_requested:
             final = State.CANCELLED
+        elif job.timed_out:
+            final = State.FAILED
         elif job.code in (None, 0) and not job.message:
             final = State.SUCCEEDED
         else:
@@ -133,6 +189,9 @@ class Runner:
         """Stop a running job's tree in the background (TERM, grace, KILL)."""
         if job.started is None:
             return  # it never ran: no tree (and no stopper list of its own)
+        self._start_stopper(job, force)
+
+    def _start_stopper(self, job: Job, force: bool) -> None:
         stopper = threading.Thread(
             target=self._stop, args=(job, force), name=f"stop:{job.id}", daemon=True
         )
@@ -214,8 +273,6 @@ class Sweeper:
             self._cond.notify()
 
     def _loop(self) -> None:
-        import time
-
         from orcha.service.procs import tokens_in_proc
 
         while True:
@@ -232,3 +289,42 @@ class Sweeper:
                         log.info("petition %s left %d process(es) behind; stopped", job.id, n)
             except Exception:
                 log.exception("sweeping leftover processes failed")
+
+
+class Deadlines:
+    """Calls ``expire(job)`` when a running attempt's ``--timeout`` is up.
+
+    One thread for every petition with a timeout, sleeping until the earliest deadline
+    (without a timeout when there is none).
+    """
+
+    def __init__(self, expire: Callable[[Job], None]) -> None:
+        self._expire = expire
+        self._heap: list[tuple[float, int, int, Job]] = []  # (when, seq, attempt, job)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Job, seconds: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, job.seq, job.attempt, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, job: Job) -> None:
+        with self._cond:
+            self._heap = [e for e in self._heap if e[1] != job.seq]
+            heapq.heapify(self._heap)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, attempt, job = heapq.heappop(self._heap)
+            if job.attempt == attempt:
+                try:
+                    self._expire(job)
+                except Exception:
+                    log.exception("petition %s: timing out failed", job.id)

@@ -1,58 +1,198 @@
-"""Admission: which queued petition starts next, and when.
+"""Admission: which waiting petition starts next, and when.
 
 Pure logic behind one lock, with no threads or processes of its own: the service calls
 :meth:`Scheduler.admit` whenever something that could let a petition start has happened
-(a submission, an end, a cancellation). Nothing polls.
+(a submission, an end, a cancellation, a resume, a changed group limit), and, only while
+some petition waits for free memory or for a plugin's predicate (things that change
+without telling orcha), every :data:`~orcha.defaults.RECHECK_SECONDS`. The clock and the
+machine are parameters, so tests drive it with fakes.
 
-Order: lowest ``priority`` first; equal priorities in arrival order. The head of the queue
-blocks those behind it when its condition does not hold (strict order: a large petition
-is never starved by smaller ones that arrive later).
+The rules (docs/scheduling.md explains them for users):
+
+* **Order.** Lowest effective priority first; equal ones in arrival order. With aging,
+  a petition's effective priority is ``priority - waited / aging`` (one step better per
+  ``aging`` seconds of waiting). Every waiting petition ages at the same rate, so the
+  order is that of ``priority + submitted / aging``: fixed at arrival, kept sorted.
+* **Holds.** A petition that is paused, whose group is paused or full, or that runs
+  ``--after`` petitions that have not ended, is skipped: it holds nothing back. A
+  dependency that failed or was cancelled fails the dependent (``--after``; with
+  ``--after-any`` any end will do).
+* **Fit.** It starts when its requests fit: CPU slots (the sum over running petitions plus
+  its own at most the capacity), memory (available memory minus what running petitions
+  reserved at least its request), distinct GPUs from the inventory. Then the predicates
+  plugins supply must all hold (one that raises means "not now"; it is logged once).
+* **Backfill.** A petition that does not fit is *blocked*, and it is never starved: a
+  later petition that fits may start ahead of it only if it cannot delay it by more than
+  ``backfill_bound`` seconds, that is, only if it has a ``--timeout`` that ends within
+  ``backfill_bound`` of the moment the blocked petition was first found blocked.
+  Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
+  petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from orcha.errors import DuplicateIdError
-from orcha.service.job import HeapEntry, Job
+from orcha.errors import DuplicateIdError, ExitCode, PetitionError
+from orcha.protocol.schedule import DEFAULT_GROUP, Schedule
 from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.service.host import Host
+    from orcha.service.job import Job
 
 log = logging.getLogger("orcha.service.scheduler")
 
+_INF = float("inf")
+
+#: How many ended IDs the scheduler remembers for dependants (older ones are looked up
+#: in the records).
+_RECENT_ENDS = 4096
+
+#: (state, code) of an ended petition, or None if no petition had that ID.
+EndLookup = Callable[[str], "tuple[State, int | None] | None"]
+
+
+def gib(n: int) -> str:
+    """Bytes as GiB with one decimal, for messages."""
+    return f"{n / (1 << 30):.1f} GiB"
+
 
 class Scheduler:
-    """The priority queue of waiting jobs and the set of running ones."""
+    """The waiting petitions in order, the running ones, and what they hold."""
 
-    def __init__(self, start: Callable[[Job], None]) -> None:
+    def __init__(
+        self,
+        start: Callable[[Job], None],
+        *,
+        capacity: int | Callable[[], int] | None = None,
+        host: Host | None = None,
+        gpus: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+        aging: float = 0.0,
+        backfill_bound: float = 0.0,
+        ended: EndLookup | None = None,
+        failed: Callable[[Job], None] | None = None,
+    ) -> None:
+        """``start(job)`` runs an admitted job (called under the lock, must not block);
+        ``capacity``: CPU slots (default: the host's cores); ``gpus``: the inventory of
+        GPU indices; ``aging``: seconds of waiting per priority step (0: no aging);
+        ``backfill_bound``: how long a blocked petition may be delayed by later ones;
+        ``ended(id)``: how an ID that is neither queued nor running ended (records);
+        ``failed(job)``: told when a waiting job fails (a dependency failed)."""
+        if host is None:
+            from orcha.service.host import Host
+
+            host = Host()
+        self.host = host
+        if capacity is None:
+            capacity = host.cpu_count()
+        self._capacity = capacity if callable(capacity) else (lambda c=capacity: c)
         self._start = start
-        self._heap: list[HeapEntry] = []
-        self._live: dict[str, Job] = {}  # ID -> queued or running job
+        self._clock = clock
+        self.aging = aging
+        self.backfill_bound = backfill_bound
+        self._ended = ended or (lambda _id: None)
+        self._failed = failed
+        self.inventory: tuple[str, ...] = tuple(gpus)
+        self._free_gpus: list[str] = list(self.inventory)
+        self._order: list[tuple[float, int]] = []  # sorted (order key, seq) of waiting jobs
+        self._waiting: dict[int, Job] = {}  # seq -> waiting job
+        self._live: dict[str, Job] = {}  # ID -> waiting or running job
         self._running: dict[int, Job] = {}  # seq -> running job
+        self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
+        self._used_cpus = 0
+        self._reserved_mem = 0
+        self._group_limits: dict[str, int] = {}
+        self._group_running: dict[str, int] = {}
+        self._paused_groups: set[str] = set()
+        self.paused_all = False
+        self._recent_ends: dict[str, tuple[State, int | None]] = {}
         self._condition_errors: set[int] = set()
+        self._admitting = False
+        self._again = False
         self.lock = threading.RLock()
         self.accepting = True
+        #: Whether some petition waits on something that changes without an event (free
+        #: memory, a plugin predicate): the service then calls admit() now and then.
+        self.needs_recheck = False
+
+    # -- what is known ----------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._capacity()
 
     @property
     def running_count(self) -> int:
         return len(self._running)
 
     @property
+    def used_cpus(self) -> int:
+        return self._used_cpus
+
+    @property
     def queued_count(self) -> int:
-        with self.lock:
-            return sum(1 for e in self._heap if e.job.state is State.QUEUED)
+        return len(self._waiting)
 
     def jobs(self) -> list[Job]:
-        """Every queued or running job, running first, then in admission order."""
+        """Every waiting or running job: running first, then waiting in order."""
         with self.lock:
-            queued = sorted(e for e in self._heap if e.job.state is State.QUEUED)
-            return list(self._running.values()) + [e.job for e in queued]
+            return list(self._running.values()) + [self._waiting[s] for _, s in self._order]
+
+    def waiting(self) -> list[Job]:
+        with self.lock:
+            return [self._waiting[s] for _, s in self._order]
+
+    def running(self) -> list[Job]:
+        with self.lock:
+            return list(self._running.values())
 
     def get(self, petition_id: str) -> Job | None:
         with self.lock:
             return self._live.get(petition_id)
+
+    def order_key(self, job: Job) -> float:
+        """Smaller starts first (see the module docstring on aging)."""
+        if self.aging > 0:
+            return job.priority + job.created / self.aging
+        return float(job.priority)
+
+    def effective_priority(self, job: Job) -> float:
+        """The priority a waiting job competes with now (its own, improved by aging)."""
+        if self.aging > 0 and job.state is State.QUEUED:
+            return job.priority - max(0.0, self._clock() - job.created) / self.aging
+        return float(job.priority)
+
+    # -- submission ---------------------------------------------------------------------------
+    def check_feasible(self, schedule: Schedule) -> None:
+        """Refuse (PetitionError) a request that can never fit on this service."""
+        capacity = self.capacity
+        if schedule.cpus > capacity:
+            raise PetitionError(
+                f"the petition asks for {schedule.cpus} CPUs but this service has {capacity} "
+                "('orcha serve --max-running'); ask for fewer with --cpus",
+                ExitCode.REFUSED,
+            )
+        if schedule.gpus > len(self.inventory):
+            have = ", ".join(self.inventory) if self.inventory else "none"
+            raise PetitionError(
+                f"the petition asks for {schedule.gpus} GPU(s) but this service has "
+                f"{len(self.inventory)} ({have}; 'orcha serve --gpus'); ask for fewer with --gpus",
+                ExitCode.REFUSED,
+            )
+        if schedule.mem:
+            total = self.host.total_memory()
+            if schedule.mem > total:
+                raise PetitionError(
+                    f"the petition asks for {gib(schedule.mem)} of memory but this host has "
+                    f"{gib(total)}; ask for less with --mem",
+                    ExitCode.REFUSED,
+                )
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` and start whatever may start. DuplicateIdError if its ID is live."""
@@ -60,25 +200,155 @@ class Scheduler:
             if job.id in self._live:
                 raise DuplicateIdError(job.id)
             self._live[job.id] = job
-            heapq.heappush(self._heap, HeapEntry(job.priority, job.seq, job))
+            self._insert(job)
             self.admit()
 
-    def admit(self) -> None:
-        """Start queued jobs, in order, while the one at the head may start."""
-        with self.lock:
-            while self._heap and self.accepting:
-                head = self._heap[0].job
-                if head.state is not State.QUEUED:  # cancelled while waiting
-                    heapq.heappop(self._heap)
-                    continue
-                if not self._may_start(head):
-                    return
-                heapq.heappop(self._heap)
-                head.set_state(State.RUNNING)
-                self._running[head.seq] = head
-                self._start(head)
+    def _insert(self, job: Job) -> None:
+        entry = (self.order_key(job), job.seq)
+        job.order_key = entry[0]
+        bisect.insort(self._order, entry)
+        self._waiting[job.seq] = job
+        if not job.native:
+            self._legacy_waiting += 1
 
-    def _may_start(self, job: Job) -> bool:
+    def _unqueue(self, job: Job) -> None:
+        if self._waiting.pop(job.seq, None) is None:
+            return
+        entry = (job.order_key, job.seq)
+        i = bisect.bisect_left(self._order, entry)
+        if i < len(self._order) and self._order[i] == entry:
+            del self._order[i]
+        if not job.native:
+            self._legacy_waiting -= 1
+
+    # -- admission ----------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Start every waiting job that may start now, by the rules above."""
+        with self.lock:
+            if self._admitting:  # called back from a failure handler: walk once more
+                self._again = True
+                return
+            self._admitting = True
+            try:
+                self._again = True
+                while self._again:
+                    self._again = False
+                    self._walk()
+            finally:
+                self._admitting = False
+
+    def _walk(self) -> None:
+        if not self.accepting or not self._order or self.paused_all:
+            self.needs_recheck = False
+            return
+        free_cpus = self.capacity - self._used_cpus
+        if free_cpus <= 0 and not self._legacy_waiting:
+            self.needs_recheck = False  # nothing fits until a petition ends (an event)
+            return
+        now = self._clock()
+        free_mem: int | None = None  # asked of the host only if some petition needs it
+        deadline = _INF  # backfill: later petitions must end by then (see module docstring)
+        recheck = False
+        started: list[Job] = []
+        failures: list[tuple[Job, str]] = []
+        for _, seq in self._order:
+            if free_cpus <= 0 and not self._legacy_waiting:
+                break
+            job = self._waiting[seq]
+            if job.state is not State.QUEUED:
+                continue
+            hold = self._hold(job)
+            if hold is not None:
+                if hold[0] == "fail":
+                    failures.append((job, hold[1]))
+                continue
+            need = job.schedule
+            if job.native:
+                fits = need.cpus <= free_cpus and need.gpus <= len(self._free_gpus)
+                if fits and need.mem:
+                    if free_mem is None:
+                        free_mem = self._free_memory()
+                    fits = need.mem <= free_mem
+                    recheck = recheck or not fits
+            else:
+                fits = free_cpus >= 1 and self._condition(job)
+                recheck = recheck or not fits
+            if not fits:
+                if job.blocked_since is None:
+                    job.blocked_since = now
+                deadline = min(deadline, job.blocked_since + self.backfill_bound)
+                continue
+            if deadline < _INF and (need.timeout is None or now + need.timeout > deadline):
+                continue  # would pass a blocked petition by more than the bound
+            if job.native and not self._condition(job):
+                recheck = True
+                continue
+            self._take(job)
+            started.append(job)
+            free_cpus -= need.cpus
+            if need.mem and free_mem is not None:
+                free_mem -= need.mem
+        self.needs_recheck = recheck
+        for job in started:
+            self._unqueue(job)
+            self._start(job)
+        for job, reason in failures:
+            self._fail(job, reason)
+
+    def _take(self, job: Job) -> None:
+        """Give ``job`` what it asked for and mark it running."""
+        need = job.schedule
+        job.set_state(State.RUNNING)
+        self._used_cpus += need.cpus
+        self._reserved_mem += need.mem
+        job.gpu_ids = tuple(self._free_gpus[: need.gpus])
+        del self._free_gpus[: need.gpus]
+        self._group_running[need.group] = self._group_running.get(need.group, 0) + 1
+        self._running[job.seq] = job
+
+    def _free_memory(self) -> int:
+        try:
+            return self.host.available_memory() - self._reserved_mem
+        except Exception:
+            log.exception("cannot read available memory; petitions that need memory wait")
+            return 0
+
+    def _hold(self, job: Job) -> tuple[str, str] | None:
+        """Why ``job`` may not start regardless of resources: ("hold", words), ("fail",
+        reason) if it never can, or None."""
+        if job.paused:
+            return ("hold", f"paused ('orcha resume {job.id}')")
+        group = job.schedule.group
+        if group in self._paused_groups:
+            return ("hold", f"group {group} is paused ('orcha resume --group {group}')")
+        if not job.deps_ready:
+            outcome = self._dependencies(job)
+            if outcome is not None:
+                return outcome
+            job.deps_ready = True
+        limit = self._group_limits.get(group)
+        if limit is not None:
+            running = self._group_running.get(group, 0)
+            if running >= limit:
+                return ("hold", f"group {group} full ({running}/{limit})")
+        return None
+
+    def _dependencies(self, job: Job) -> tuple[str, str] | None:
+        schedule = job.schedule
+        for dep in schedule.dependencies:
+            live = self._live.get(dep)
+            if live is not None and live is not job:
+                return ("hold", f"after {dep} ({str(live.state).lower()})")
+            end = self._recent_ends.get(dep) or self._ended(dep)
+            if end is None:
+                return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
+            state, code = end
+            if state is not State.SUCCEEDED and dep not in schedule.after_any:
+                how = f"{state}" if code is None else f"{state} (code {code})"
+                return ("fail", f"dependency {dep} ended {how}")
+        return None
+
+    def _condition(self, job: Job) -> bool:
         try:
             return bool(job.petition.condition(job.petition))
         except (Exception, SystemExit):
@@ -89,20 +359,85 @@ class Scheduler:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return False
 
-    def positions(self) -> dict[int, int]:
-        """Each waiting job's place in the queue (0 = next), by seq: one sort for all."""
+    def _fail(self, job: Job, reason: str) -> None:
+        if job.state is not State.QUEUED:
+            return
+        job.message = reason
+        job.code = int(ExitCode.DEPENDENCY_FAILED)
+        job.set_state(State.FAILED)
+        self._unqueue(job)
+        log.info("petition %s failed before starting: %s", job.id, reason)
+        if self._failed is not None:
+            try:
+                self._failed(job)
+            except Exception:
+                log.exception("reporting the failure of petition %s failed", job.id)
+        self._ended_now(job)
+        self._again = True  # its own dependants may fail in turn
+
+    # -- why petitions wait ---------------------------------------------------------------------
+    def explain(self) -> dict[int, str]:
+        """For each waiting job (by seq), why it has not started, in words."""
         with self.lock:
-            waiting = sorted(e for e in self._heap if e.job.state is State.QUEUED)
-        return {entry.seq: place for place, entry in enumerate(waiting)}
+            out: dict[int, str] = {}
+            if not self.accepting:
+                return {seq: "the service is not starting petitions" for seq in self._waiting}
+            capacity = self.capacity
+            free_cpus = capacity - self._used_cpus
+            free_mem: int | None = None
+            blocker: Job | None = None
+            ahead = 0  # waiting for resources ahead of this one
+            deadline = _INF
+            for _, seq in self._order:
+                job = self._waiting[seq]
+                if self.paused_all:
+                    out[seq] = "all petitions are paused ('orcha resume --all')"
+                    continue
+                hold = self._hold(job)
+                if hold is not None:
+                    out[seq] = hold[1] if hold[0] == "hold" else f"failing: {hold[1]}"
+                    continue
+                need, words = job.schedule, ""
+                if not job.native:
+                    if free_cpus < 1 or not self._condition(job):
+                        words = "waiting for its condition to hold"
+                elif need.cpus > free_cpus:
+                    if need.cpus == 1:
+                        words = (
+                            f"waiting for a free slot ({self._used_cpus}/{capacity} CPUs in use)"
+                        )
+                    else:
+                        words = f"needs {need.cpus} CPUs, {max(free_cpus, 0)} free"
+                elif need.gpus > len(self._free_gpus):
+                    words = f"needs {need.gpus} GPU(s), {len(self._free_gpus)} free"
+                elif need.mem:
+                    if free_mem is None:
+                        free_mem = self._free_memory()
+                    if need.mem > free_mem:
+                        words = f"needs {gib(need.mem)}, {gib(max(free_mem, 0))} free"
+                if words:
+                    if blocker is not None:
+                        words += f"; {ahead} ahead of it"
+                    else:
+                        blocker = job
+                    ahead += 1
+                    since = job.blocked_since if job.blocked_since is not None else self._clock()
+                    deadline = min(deadline, since + self.backfill_bound)
+                    out[seq] = words
+                elif blocker is not None and (
+                    need.timeout is None or self._clock() + need.timeout > deadline
+                ):
+                    out[seq] = (
+                        f"behind {blocker.id}, which waits for resources (only a petition "
+                        "whose --timeout ends soon enough may pass it)"
+                    )
+                elif not self._condition(job):
+                    out[seq] = "waiting for a plugin's predicate to hold"
+                else:
+                    out[seq] = "starting"
+            return out
 
-    def why_waiting(self, place: int, describe_condition: str) -> str:
-        """Why a waiting job at ``place`` in the queue has not started, in words."""
-        if not self.accepting:
-            return "the service is not starting petitions"
-        if place:
-            return f"behind {place} petition(s) of higher priority or earlier arrival"
-        return describe_condition
-
+    # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
         """Take a waiting job out of the queue (it is marked CANCELLED); False if it started.
 
@@ -113,19 +448,34 @@ class Scheduler:
             if job.state is not State.QUEUED:
                 return False
             job.set_state(State.CANCELLED)
+            self._unqueue(job)
             if on_removed is not None:
                 on_removed(job)
-            self._forget(job)
-            # The heap entry is dropped lazily by admit(); re-admit in case it was the head.
-            self.admit()
+            self._ended_now(job)
+            self.admit()  # its dependants fail; what it held back may start
             return True
 
     def finished(self, job: Job) -> None:
-        """A running job ended: free its slot and start what may start."""
+        """A running job ended: free what it held and start what may start."""
         with self.lock:
-            self._running.pop(job.seq, None)
-            self._forget(job)
+            if self._running.pop(job.seq, None) is not None:
+                need = job.schedule
+                self._used_cpus -= need.cpus
+                self._reserved_mem -= need.mem
+                self._free_gpus.extend(job.gpu_ids)
+                self._free_gpus.sort(key=self.inventory.index)
+                group = need.group
+                self._group_running[group] = self._group_running.get(group, 1) - 1
+                if not self._group_running[group]:
+                    del self._group_running[group]
+            self._ended_now(job)
             self.admit()
+
+    def _ended_now(self, job: Job) -> None:
+        self._recent_ends[job.id] = (job.state, job.code)
+        if len(self._recent_ends) > _RECENT_ENDS:
+            del self._recent_ends[next(iter(self._recent_ends))]
+        self._forget(job)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:
@@ -138,13 +488,75 @@ class Scheduler:
             self._forget(job)
 
     def drain_queued(self) -> list[Job]:
-        """Stop admitting and return every waiting job (for shutdown)."""
+        """Stop admitting and return every waiting job, in order (for shutdown)."""
         with self.lock:
             self.accepting = False
-            waiting = [e.job for e in sorted(self._heap) if e.job.state is State.QUEUED]
-            self._heap.clear()
+            waiting = [self._waiting[s] for _, s in self._order]
+            self._order.clear()
+            self._waiting.clear()
+            self._legacy_waiting = 0
             return waiting
 
-    def running(self) -> list[Job]:
+    # -- groups and pauses ------------------------------------------------------------------
+    def set_group_limit(self, group: str, limit: int | None) -> None:
+        """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
         with self.lock:
-            return list(self._running.values())
+            if limit is None:
+                self._group_limits.pop(group, None)
+            else:
+                self._group_limits[group] = limit
+            self.admit()
+
+    def set_paused(
+        self,
+        paused: bool,
+        jobs: Iterable[Job] = (),
+        groups: Iterable[str] = (),
+        everything: bool = False,
+    ) -> None:
+        """Pause (or resume) admission of some jobs, whole groups, or everything."""
+        with self.lock:
+            for job in jobs:
+                job.paused = paused
+            for group in groups:
+                if paused:
+                    self._paused_groups.add(group)
+                else:
+                    self._paused_groups.discard(group)
+            if everything:
+                self.paused_all = paused
+                if not paused:
+                    self._paused_groups.clear()
+                    for job in self._waiting.values():
+                        job.paused = False
+            if not paused:
+                self.admit()
+
+    def paused_groups(self) -> set[str]:
+        with self.lock:
+            return set(self._paused_groups)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group with a limit, a pause or a petition: name, limit, counts, paused."""
+        with self.lock:
+            queued: dict[str, int] = {}
+            for job in self._waiting.values():
+                queued[job.schedule.group] = queued.get(job.schedule.group, 0) + 1
+            names = (
+                {DEFAULT_GROUP} | set(self._group_limits) | self._paused_groups
+                | set(self._group_running) | set(queued)
+            )  # fmt: skip
+            return [
+                {
+                    "name": name,
+                    "max_running": self._group_limits.get(name),
+                    "running": self._group_running.get(name, 0),
+                    "queued": queued.get(name, 0),
+                    "paused": self.paused_all or name in self._paused_groups,
+                }
+                for name in sorted(names)
+            ]
+
+    def group_limits(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self._group_limits)

@@ -22,11 +22,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
-from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME
+from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, RECHECK_SECONDS
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
 from orcha.protocol.outputs import DISCARD
+from orcha.protocol.schedule import Schedule
+from orcha.service.host import Host
 from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
@@ -56,12 +58,29 @@ _FLUSH_SECONDS = 2.0
 class Service:
     """Serves ``manager`` at ``settings.address`` until stopped by a signal."""
 
-    def __init__(self, manager: Manager, settings: Settings, procs: ProcessControl | None = None):
+    def __init__(
+        self,
+        manager: Manager,
+        settings: Settings,
+        procs: ProcessControl | None = None,
+        host: Host | None = None,
+    ):
         self.manager = manager
         self.settings = settings
         self.procs: ProcessControl = procs or getattr(manager, "procs", None) or ProcessControl()
+        self.host = host or Host()
         self.runner = Runner(manager, self.procs, settings.grace, self)
-        self.scheduler = Scheduler(self.runner.start)
+        gpus = settings.gpus if settings.gpus is not None else self.host.discover_gpus()
+        self.scheduler = Scheduler(
+            self.runner.start,
+            capacity=lambda: manager.max_running,
+            host=self.host,
+            gpus=gpus,
+            aging=settings.aging,
+            backfill_bound=settings.backfill_bound,
+            ended=self._end_of,
+            failed=self._failed_waiting,
+        )
         self.runner.scheduler = self.scheduler
         self.token_prefix = f"{os.getpid()}.{time.time_ns()}"
         self.started = time.time()
@@ -113,9 +132,12 @@ class Service:
         # Named before the record exists, so one INSERT holds everything.
         uid = os.urandom(8).hex()
         token, log_path = f"{self.token_prefix}-{uid}", self._log_path(uid)
+        schedule = (request.schedule if request else None) or Schedule()
+        self.scheduler.check_feasible(schedule)
         with self.scheduler.lock:
             if self.scheduler.get(str(petition.id)) is not None:
                 raise DuplicateIdError(str(petition.id))
+            self._check_dependencies(str(petition.id), schedule)
             seq = None
             if self.store is not None:
                 seq = self.store.add(
@@ -133,11 +155,12 @@ class Service:
                         "env": request.env if request else {},
                         "token": token,
                         "log_path": log_path if native else None,
+                        "schedule": schedule.to_wire(),
                     }
                 )
             job = Job(
                 petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
-                token=token,
+                token=token, schedule=schedule,
             )  # fmt: skip
             job.session = session
             job.events = self
@@ -148,6 +171,39 @@ class Service:
             self.watch_event(job, "submitted", {"priority": job.priority})
             self.scheduler.submit(job)
         return job
+
+    def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
+        """Refuse dependencies on itself or on IDs no petition ever had."""
+        for dep in schedule.dependencies:
+            if dep == petition_id:
+                raise PetitionError(
+                    f"petition {petition_id!r} cannot run after itself; check --after",
+                    ExitCode.REFUSED,
+                )
+            if self.scheduler.get(dep) is None and self._end_of(dep) is None:
+                raise PetitionError(
+                    f"there is no petition {dep!r} to run after; see 'orcha status'",
+                    ExitCode.NO_PETITION,
+                )
+
+    def _end_of(self, petition_id: str) -> tuple[State, int | None] | None:
+        """How the newest petition with this ID ended (records), or None."""
+        record = self._ended_record(petition_id)
+        if record is None:
+            return None
+        state = State(record["state"])
+        if state in (State.QUEUED, State.RUNNING):
+            # Queued before a restart and not queued again: treat as ended, not waiting.
+            return (State.INTERRUPTED, record["code"])
+        return (state, record["code"])
+
+    def _failed_waiting(self, job: Job) -> None:
+        """The scheduler failed a waiting job (a dependency failed): record and tell."""
+        self.job_ended(job)
+        if job.native:
+            job.queue.put(job.end_item())
+        else:
+            job.queue.put(job.code)
 
     def _log_path(self, uid: str) -> str:
         return os.path.join(self.settings.state_dir, LOGS_DIR_NAME, f"{uid}.log")
@@ -195,26 +251,28 @@ class Service:
             return {"petitions": [], "missing": list(ids)}
         self.store.flush()
         columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
-                   "code", "message", "user", "host", "cwd", "params")  # fmt: skip
+                   "code", "message", "user", "host", "cwd", "params", "schedule",
+                   "attempt", "paused")  # fmt: skip
         rows = self.store.find(ids, states, columns=columns)  # not env: big, and not shown
         out = []
-        places = self.scheduler.positions()
-        condition = self._condition_words()
+        reasons = self.scheduler.explain()
         for row in rows:
             record = {name: row[name] for name in columns}
-            place = places.get(row["seq"])
-            if row["state"] == str(State.QUEUED) and place is not None:
-                record["waiting"] = self.scheduler.why_waiting(place, condition)
+            record["paused"] = bool(record["paused"])
+            job = self.scheduler.get(row["id"])
+            if job is not None and job.seq == row["seq"]:
+                record["paused"] = job.paused or job.stopped
+                record["attempt"] = job.attempt
+                if job.gpu_ids:
+                    record["gpus"] = list(job.gpu_ids)
+                if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
+                    record["waiting"] = reasons[row["seq"]]
+                elif job.stopped:
+                    record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
             out.append(record)
         found = {r["id"] for r in rows}
         known = {r["id"] for r in self.store.find(ids, (), columns=("id",))} if states else found
         return {"petitions": out, "missing": [i for i in ids if i not in known]}
-
-    def _condition_words(self) -> str:
-        running, most = self.scheduler.running_count, self.manager.max_running
-        if running >= most:
-            return f"waiting for a free slot ({running}/{most} running)"
-        return "waiting for its condition to hold"
 
     def cancel_ids(self, ids: list[str], force: bool, session: Session | None) -> dict[str, Any]:
         """Cancel each of ``ids``; says, for each, whether it was cancelled or why not."""
@@ -235,6 +293,74 @@ class Service:
                 self.runner.cancel_running(job, force=True)
             results[petition_id] = "cancelled"
         return {"results": results}
+
+    # -- groups and pauses ------------------------------------------------------------------
+    def set_group(self, name: str, max_running: int | None) -> dict[str, Any]:
+        """Give ``name`` its own limit of running petitions (None removes it); kept."""
+        self.scheduler.set_group_limit(name, max_running)
+        self._save_groups()
+        log.info("group %s: max running %s", name, max_running or "unlimited")
+        return {"groups": self.scheduler.groups()}
+
+    def pause(
+        self, ids: list[str], groups: list[str], everything: bool, running: bool, paused: bool
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume admission for ``ids``, ``groups`` or everything;
+        with ``running`` (pause) SIGSTOP their running trees too. Resuming always
+        continues (SIGCONT) the stopped trees it covers. Says what happened to each ID."""
+        import signal as signals
+
+        results: dict[str, str] = {}
+        jobs: list[Job] = []
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is None:
+                results[petition_id] = f"there is no queued or running petition {petition_id!r}"
+            else:
+                jobs.append(job)
+        self.scheduler.set_paused(paused, jobs, groups, everything)
+        scope = set(groups)
+        covered = list(jobs)
+        if everything or scope:
+            covered += [j for j in self.scheduler.jobs()
+                        if everything or j.schedule.group in scope]  # fmt: skip
+        for job in covered:
+            if job.state is State.RUNNING and (running or not paused) and job.stopped != paused:
+                sig = signals.SIGSTOP if paused else signals.SIGCONT
+                self.procs.signal_tree(list(job.pids), job.token, sig)
+                job.stopped = paused
+            if job.state is State.QUEUED and self.store is not None:
+                self.store.update_later(job.seq, paused=int(job.paused))
+            self.watch_event(job, "paused" if paused else "resumed", {})
+        for job in jobs:
+            results[job.id] = "paused" if paused else "resumed"
+        self._save_groups()
+        log.info(
+            "%s: ids %s, groups %s%s", "paused" if paused else "resumed", ids, groups,
+            ", everything" if everything else "",
+        )  # fmt: skip
+        return {"results": results, "groups": self.scheduler.groups()}
+
+    def _save_groups(self) -> None:
+        if self.store is None:
+            return
+        self.store.set_value(
+            str(self.settings.address),
+            "groups",
+            {
+                "limits": self.scheduler.group_limits(),
+                "paused": sorted(self.scheduler.paused_groups()),
+                "paused_all": self.scheduler.paused_all,
+            },
+        )
+
+    def _load_groups(self) -> None:
+        assert self.store is not None
+        saved = self.store.get_value(str(self.settings.address), "groups", {})
+        for name, limit in (saved.get("limits") or {}).items():
+            self.scheduler.set_group_limit(name, int(limit))
+        paused_all = bool(saved.get("paused_all"))
+        self.scheduler.set_paused(True, (), saved.get("paused") or (), paused_all)
 
     def clean(self, older_than: float | None) -> dict[str, Any]:
         """Drop ended records (ended more than ``older_than`` seconds ago) and their logs."""
@@ -391,6 +517,10 @@ class Service:
             "running": self.scheduler.running_count,
             "queued": self.scheduler.queued_count,
             "max_running": self.manager.max_running,
+            "cpus_in_use": self.scheduler.used_cpus,
+            "gpus": list(self.scheduler.inventory),
+            "groups": self.scheduler.groups(),
+            "paused": self.scheduler.paused_all,
             "petitions": [job.describe() for job in self.scheduler.jobs()],
             "served_objects": self.server.object_count() if self.server else 0,
             "sessions": len(self._sessions),
@@ -418,6 +548,11 @@ class Service:
         if self.store is not None:
             self.store.update_later(job.seq, state=str(job.state), started=job.started)
         self.watch_event(job, "started", {})
+
+    def job_attempt(self, job: Job) -> None:
+        if self.store is not None:
+            self.store.update_later(job.seq, attempt=job.attempt)
+        self.watch_event(job, "attempt", {"attempt": job.attempt})
 
     def job_pid(self, job: Job, pid: int) -> None:
         if self.store is None:
@@ -515,10 +650,12 @@ class Service:
                 )
         print(
             f"orcha {__version__}: listening on {address} (pid {os.getpid()}, "
-            f"up to {self.manager.max_running} running, kinds: "
+            f"up to {self.manager.max_running} running, "
+            f"GPUs: {','.join(self.scheduler.inventory) or 'none'}, kinds: "
             f"{', '.join(sorted(self.manager.kinds())) or 'none'})",
             flush=True,
         )
+        self._load_groups()
         self._restore()
         code = 0
         sel = selectors.DefaultSelector()
@@ -527,7 +664,12 @@ class Service:
         sel.register(self._waker_r, selectors.EVENT_READ, "waker")
         try:
             while True:
-                for key_, _ in sel.select():
+                # Only while a petition waits for free memory or a plugin's predicate.
+                timeout = RECHECK_SECONDS if self.scheduler.needs_recheck else None
+                events = sel.select(timeout)
+                if not events and timeout is not None:
+                    self.scheduler.admit()
+                for key_, _ in events:
                     if key_.data == "accept":
                         self._accept(listener)
                     else:
@@ -613,11 +755,18 @@ class Service:
         try:
             if not row["kind"]:
                 raise InvalidPetitionError("petitions of the original Orcha API are not restored")
+            schedule = Schedule.from_wire(row["schedule"])
             request = SubmitRequest(
                 row["kind"], row["id"], row["params"], row["priority"], row["cwd"], row["env"],
-                attach=False,
+                attach=False, schedule=schedule,
             )  # fmt: skip
             petition = self.manager.petition_from_request(request, DISCARD)
+        except ValueError as e:
+            self.store.update(
+                row["seq"], state=str(State.CANCELLED), ended=now,
+                message=f"not queued again after a restart: {e}",
+            )  # fmt: skip
+            return False
         except PetitionError as e:
             self.store.update(
                 row["seq"], state=str(State.CANCELLED), ended=now,
@@ -627,8 +776,11 @@ class Service:
         uid = os.urandom(8).hex()
         job = Job(
             petition, native=True, token_prefix=self.token_prefix, kind=row["kind"],
-            seq=row["seq"], token=f"{self.token_prefix}-{uid}",
+            seq=row["seq"], token=f"{self.token_prefix}-{uid}", schedule=schedule,
+            created=row["submitted"],
         )  # fmt: skip
+        job.paused = bool(row["paused"])
+        job.events = self
         job.log = PetitionLog(row["log_path"] or self._log_path(uid), self.log_cap)
         self.store.update(row["seq"], token=job.token, log_path=job.log.path)
         self.scheduler.submit(job)

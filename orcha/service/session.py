@@ -122,6 +122,10 @@ class Session:
             return self._follow(ids)
         if op == "logs":
             return self._logs(request)
+        if op == "group":
+            return self._group(request)
+        if op in ("pause", "resume"):
+            return self._pause(op, request)
         legal = ", ".join(sorted(messages.OPS))
         return messages.error_reply(str(op), "refused", f"unknown operation {op!r} ({legal})")
 
@@ -140,6 +144,41 @@ class Session:
             return messages.reply("submit", id=job.id, state=str(job.state))
         handle = self._attach(job, queue)
         return messages.reply("submit", handle=handle, id=job.id, state=str(job.state))
+
+    def _group(self, request: dict[str, Any]) -> bytes:
+        """{"op": "group"} lists groups; with "name", sets (or with "max_running": null
+        removes) that group's limit."""
+        from orcha.protocol.schedule import check_group
+
+        if "name" not in request:
+            return messages.reply("group", groups=self.service.scheduler.groups())
+        try:
+            name = check_group(request["name"])
+        except ValueError as e:
+            return _refuse("group", str(e))
+        limit = request.get("max_running")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):  # fmt: skip
+            return _refuse("group", "'max_running' must be an integer >= 1 or null")
+        return messages.reply("group", **self.service.set_group(name, limit))
+
+    def _pause(self, op: str, request: dict[str, Any]) -> bytes:
+        from orcha.protocol.schedule import check_group
+
+        ids, groups = request.get("ids", []), request.get("groups", [])
+        if not _strings(ids) or not _strings(groups):
+            return _refuse(op, "'ids' and 'groups' must be lists of strings")
+        try:
+            groups = [check_group(g) for g in groups]
+        except ValueError as e:
+            return _refuse(op, str(e))
+        everything = request.get("all", False) is True
+        if not (ids or groups or everything):
+            return _refuse(op, "name petition IDs, groups, or all")
+        answer = self.service.pause(
+            ids, groups, everything, request.get("running", False) is True, op == "pause"
+        )
+        return messages.reply(op, **answer)
 
     def _legacy(self, payload: bytes) -> bytes:
         try:

@@ -45,14 +45,28 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX petitions_live ON petitions (service, state) "
         "WHERE state IN ('QUEUED', 'RUNNING')",
     ],
+    [
+        # Resource-aware scheduling: what each petition asked for, its attempt, its pause.
+        "ALTER TABLE petitions ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}'",  # JSON
+        "ALTER TABLE petitions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE petitions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+        # Settings a service keeps across restarts (group limits, pauses): JSON values.
+        """CREATE TABLE service_state (
+            service TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (service, key)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JSON_FIELDS = ("params", "env", "pids")
+_JSON_FIELDS = ("params", "env", "pids", "schedule")
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
+    "schedule", "attempt", "paused",
 )  # fmt: skip
 
 
@@ -281,6 +295,23 @@ class Store:
                 raise
             self._db.execute("COMMIT")
         return [dict(r) for r in rows]
+
+    def get_value(self, service: str, key: str, default: Any = None) -> Any:
+        """A JSON value the service kept under ``key`` (``default`` if none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM service_state WHERE service = ? AND key = ?", (service, key)
+            ).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_value(self, service: str, key: str, value: Any) -> None:
+        """Keep a JSON value under ``key`` (one transaction)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO service_state (service, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
+                (service, key, json.dumps(value)),
+            )
 
     def close(self) -> None:
         """Commit what is queued, then close."""

@@ -23,7 +23,7 @@ GATE = "while [ ! -e go ]; do sleep 0.02; done"
 HEADER = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
 ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
-          "message", "user", "host", "cwd", "params"}  # fmt: skip
+          "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused"}  # fmt: skip
 NO_PETITION = 209
 CANCELLED = 207
 
@@ -173,8 +173,8 @@ def test_status_table_json_state_filter_and_why_waiting(
         "RUNNING", "-", "")  # fmt: skip
     assert rows[running]["RUNTIME"].endswith("s")
     assert rows[second]["STATE"] == "QUEUED" and rows[second]["RUNTIME"] == "-"
-    assert rows[second]["NOTE"] == "waiting for a free slot (1/1 running)"
-    assert rows[third]["NOTE"].startswith("behind 1 petition(s)"), rows[third]
+    assert rows[second]["NOTE"] == "waiting for a free slot (1/1 CPUs in use)"
+    assert rows[third]["NOTE"].endswith("; 1 ahead of it"), rows[third]
     assert rows[third]["PRIO"] == "0"
 
     answer = status_json(env)
@@ -185,7 +185,7 @@ def test_status_table_json_state_filter_and_why_waiting(
         assert set(by_id[pid]) == FIELDS, by_id[pid]
     for pid in (second, third):
         assert set(by_id[pid]) == FIELDS | {"waiting"}, by_id[pid]
-    assert by_id[second]["waiting"] == "waiting for a free slot (1/1 running)"
+    assert by_id[second]["waiting"] == "waiting for a free slot (1/1 CPUs in use)"
     assert by_id[done]["state"] == "FAILED" and by_id[done]["code"] == 3
     assert by_id[done]["started"] <= by_id[done]["ended"]
     assert by_id[running]["kind"] == "shell"
@@ -218,9 +218,9 @@ def test_status_waiting_note_counts_the_petitions_ahead(
     detach(env, high, "true", tmp_path, "--priority", "1")
     detach(env, urgent, "true", tmp_path, "--priority", "-1")
     waiting = {r["id"]: r["waiting"] for r in status_json(env, "--state", "QUEUED")["petitions"]}
-    assert waiting[urgent] == "waiting for a free slot (1/1 running)"
-    assert waiting[high].startswith("behind 1 petition(s)")
-    assert waiting[low].startswith("behind 2 petition(s)")
+    assert waiting[urgent] == "waiting for a free slot (1/1 CPUs in use)"
+    assert waiting[high] == "waiting for a free slot (1/1 CPUs in use); 1 ahead of it"
+    assert waiting[low] == "waiting for a free slot (1/1 CPUs in use); 2 ahead of it"
     release(tmp_path)
     wait_ended(env, blocker, low, high, urgent)
 

@@ -125,7 +125,7 @@ def test_banner_is_one_line_with_address_pid_limit_and_kinds(env: Env) -> None:
     service = env.serve("--max-running", "3")
     expected = (
         f"orcha {__version__}: listening on {env.socket} "
-        f"(pid {service.pid}, up to 3 running, kinds: {HELLO_KINDS})\n"
+        f"(pid {service.pid}, up to 3 running, GPUs: none, kinds: {HELLO_KINDS})\n"
     )
     assert service.banner == expected
     assert __version__ == "0.1.0"

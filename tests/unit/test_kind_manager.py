@@ -58,7 +58,7 @@ def test_hello_petition(manager: KindManager) -> None:
     assert petition.queue is queue
     assert petition.priority == 0
     assert callable(petition.action)
-    assert petition.condition == manager.predicate
+    assert petition.condition(petition) is True  # no plugin predicates: resources decide
 
 
 def test_hello_defaults(manager: KindManager) -> None:
@@ -249,12 +249,23 @@ def test_max_running_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Manager().max_running == 1
 
 
-def test_kind_manager_uses_default_predicate(manager: KindManager) -> None:
-    manager.attach(fake_service(running=1, max_running=1))
+def test_kind_manager_condition_is_all_plugin_predicates() -> None:
+    seen: list[str] = []
+    gate = {"open": False}
+
+    def quiet_hours(petition: Any) -> bool:
+        seen.append(petition.id)
+        return True
+
+    def licence_free(petition: Any) -> bool:
+        return gate["open"]
+
+    manager = KindManager({"hello": HelloKind()}, predicates=[quiet_hours, licence_free])
     petition = manager.petition_from_request(request("hello", {}), OutputQueue())
-    assert petition.condition(petition) is False
-    manager.attach(fake_service(running=0, max_running=1))
-    assert petition.condition(petition) is True
+    assert petition.condition(petition) is False  # one predicate does not hold
+    gate["open"] = True
+    assert petition.condition(petition) is True  # all hold
+    assert seen == [petition.id, petition.id]
 
 
 def test_base_manager_defaults() -> None:

@@ -63,7 +63,20 @@ def test_reply_and_error_reply() -> None:
 def test_ops() -> None:
     assert (
         frozenset(
-            {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch"}
+            {
+                "submit",
+                "cancel",
+                "info",
+                "status",
+                "clean",
+                "wait",
+                "logs",
+                "follow",
+                "watch",
+                "group",
+                "pause",
+                "resume",
+            }
         )
         == m.OPS
     )
@@ -131,7 +144,9 @@ def _wire(**changes: Any) -> dict[str, Any]:
         "attach": False,
         "user": "ana",
         "host": "box",
-    }
+        "schedule": {"cpus": 2, "mem": 1 << 30, "group": "gpu", "after": ["a", "b"],
+                     "timeout": 90.0, "retries": 2},
+    }  # fmt: skip
     base.update(changes)
     return {k: v for k, v in base.items() if v is not _MISSING}
 
@@ -149,6 +164,7 @@ def test_submit_from_wire_and_to_wire_round_trip() -> None:
         "/home/u",
         {"PATH": "/bin"},
     )
+    assert (req.schedule.cpus, req.schedule.after, req.schedule.retry_delay) == (2, ("a", "b"), 0)
     wire = req.to_wire()
     assert wire == _wire()
     assert m.decode(m.encode(wire)) == wire  # plain JSON data
@@ -174,7 +190,15 @@ def test_submit_defaults() -> None:
         "attach": True,
         "user": "",
         "host": "",
+        "schedule": {},
     }
+
+
+def test_submit_rejects_a_bad_schedule() -> None:
+    with pytest.raises(ValueError, match="'cpus' must be an integer from 1"):
+        SubmitRequest.from_wire(_wire(schedule={"cpus": 0}))
+    with pytest.raises(ValueError, match="unknown schedule field"):
+        SubmitRequest.from_wire(_wire(schedule={"nice": 5}))
 
 
 def test_submit_negative_priority_accepted() -> None:

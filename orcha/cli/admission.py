@@ -1,0 +1,157 @@
+"""Admission control from any shell: ``group``, ``pause``, ``resume``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from orcha.cli.jobs import NoPetitionError, _request
+from orcha.cli.options import global_options
+
+
+def _group_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from orcha.protocol.schedule import check_group
+
+    if value is None:
+        return None
+    try:
+        return check_group(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def _print_groups(groups: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"groups": groups}, indent=2 if sys.stdout.isatty() else None))
+        return
+    header = ["GROUP", "MAX", "RUNNING", "QUEUED", "STATE"]
+    rows = [
+        [g["name"], str(g["max_running"] or "-"), str(g["running"]), str(g["queued"]),
+         "paused" if g["paused"] else "admitting"]
+        for g in groups
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in [header, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+@click.group("group")
+def group() -> None:
+    """Named groups of petitions, each with its own limit of running petitions.
+
+    A petition joins a group with --group NAME (else it is in 'default'); a group's
+    limit counts its running petitions, within the service's CPU capacity.
+    """
+
+
+@group.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@global_options
+@click.pass_context
+def group_ls(ctx: click.Context, as_json: bool) -> int:
+    """List groups: limit, running and queued petitions, paused or not."""
+    answer = _request(ctx, {"op": "group"})
+    _print_groups(answer["groups"], as_json)
+    return 0
+
+
+@group.command("set")
+@click.argument("name", callback=_group_name)
+@click.option("--max-running", type=click.IntRange(min=1), metavar="N", required=True,
+              help="Run at most N petitions of this group at once.")  # fmt: skip
+@global_options
+@click.pass_context
+def group_set(ctx: click.Context, name: str, max_running: int) -> int:
+    """Limit how many petitions of group NAME run at once (kept across restarts)."""
+    answer = _request(ctx, {"op": "group", "name": name, "max_running": max_running})
+    _print_groups([g for g in answer["groups"] if g["name"] == name], False)
+    return 0
+
+
+@group.command("rm")
+@click.argument("name", callback=_group_name)
+@global_options
+@click.pass_context
+def group_rm(ctx: click.Context, name: str) -> int:
+    """Remove group NAME's own limit (its petitions then share the service's capacity)."""
+    _request(ctx, {"op": "group", "name": name, "max_running": None})
+    click.echo(f"orcha: group {name} has no limit of its own now", err=True)
+    return 0
+
+
+def _group_names(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str | None, ...]:
+    return tuple(_group_name(ctx, param, name) for name in values)
+
+
+def _scope_options(f: Any) -> Any:
+    f = click.option(
+        "--all", "everything", is_flag=True,
+        help="Every petition and group (the default without IDs or --group).",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--group", "groups", multiple=True, metavar="NAME", callback=_group_names,
+        help="Every petition of this group, now and later. Repeatable.",
+    )(f)  # fmt: skip
+    return click.argument("ids", nargs=-1, metavar="[ID]...")(f)
+
+
+def _pause_or_resume(
+    ctx: click.Context, op: str, ids: tuple[str, ...], groups: tuple[str, ...],
+    everything: bool, running: bool,
+) -> int:  # fmt: skip
+    everything = everything or not (ids or groups)
+    answer = _request(
+        ctx, {"op": op, "ids": list(ids), "groups": list(groups), "all": everything,
+              "running": running},
+    )  # fmt: skip
+    done = "paused" if op == "pause" else "resumed"
+    if everything:
+        click.echo(f"orcha: {done} everything", err=True)
+    for name in groups:
+        click.echo(f"orcha: {done} group {name}", err=True)
+    failures = [r for r in answer["results"].values() if r != done]
+    for petition_id, result in answer["results"].items():
+        if result == done:
+            click.echo(f"orcha: {done} {petition_id}", err=True)
+    for reason in failures[:-1]:
+        click.echo(f"orcha: {reason}", err=True)
+    if failures:
+        raise NoPetitionError(f"{failures[-1]}; see 'orcha status'")
+    return 0
+
+
+@click.command("pause")
+@_scope_options
+@click.option(
+    "--running", is_flag=True,
+    help="Also stop (SIGSTOP) the process trees of running petitions in scope.",
+)  # fmt: skip
+@global_options
+@click.pass_context
+def pause(
+    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool,
+    running: bool,
+) -> int:  # fmt: skip
+    """Stop starting petitions: these IDs, these groups, or all (kept across restarts).
+
+    Running petitions go on unless --running is given, which stops their processes
+    until 'orcha resume'. Timeouts keep counting while a petition is stopped.
+    """
+    return _pause_or_resume(ctx, "pause", ids, groups, everything, running)
+
+
+@click.command("resume")
+@_scope_options
+@global_options
+@click.pass_context
+def resume(
+    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool
+) -> int:
+    """Undo 'orcha pause': admit these IDs, groups, or all again, and continue (SIGCONT)
+    the stopped processes among them."""
+    return _pause_or_resume(ctx, "resume", ids, groups, everything, False)

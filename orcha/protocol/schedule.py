@@ -1,0 +1,161 @@
+"""Schedule: what a petition asks of the scheduler (resources, group, order, lifecycle).
+
+Plain data travelling inside a ``submit`` request (``"schedule": {...}``, only the fields
+that differ from the defaults) and kept in the petition's record, so a petition queued
+again after a restart asks for the same. Validated on both sides: the client for a fast
+error, the service because clients can lie.
+"""
+
+from __future__ import annotations
+
+import math
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+#: Default group of petitions submitted without ``--group``.
+DEFAULT_GROUP = "default"
+
+#: Upper bounds that keep a lying client from asking for absurd bookkeeping.
+MAX_CPUS = 1 << 16
+MAX_RETRIES = 1000
+MAX_DEPENDENCIES = 1000
+MAX_GROUP_LENGTH = 64
+
+
+def check_group(name: object) -> str:
+    """A valid group name; ValueError saying what is wrong otherwise.
+
+    1-64 characters from letters, digits, ``-``, ``_`` and ``.`` (safe in file names,
+    command lines and logs).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("a group name must be a non-empty string")
+    if len(name) > MAX_GROUP_LENGTH or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(
+            f"group name {name!r} must be 1-{MAX_GROUP_LENGTH} letters, digits, '-', '_' or '.'"
+        )
+    return name
+
+
+class Schedule:
+    """Resources, group, dependencies and lifecycle options of one petition.
+
+    * ``cpus``: CPU slots it occupies while running (the service has ``--max-running``);
+    * ``mem``: bytes of memory it reserves; it starts only when that much is available;
+    * ``gpus``: how many distinct GPUs of the service's inventory it gets;
+    * ``group``: the named group whose own limit and pause apply to it;
+    * ``after``: IDs that must end successfully before it starts (if one fails or is
+      cancelled, this petition fails); ``after_any``: IDs that must end, however;
+    * ``timeout``: seconds an attempt may run before its tree is stopped;
+    * ``retries``: extra attempts after a non-zero exit, ``retry_delay`` seconds apart.
+    """
+
+    __slots__ = (
+        "after", "after_any", "cpus", "gpus", "group", "mem", "retries", "retry_delay",
+        "timeout",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        cpus: int = 1,
+        mem: int = 0,
+        gpus: int = 0,
+        group: str = DEFAULT_GROUP,
+        after: tuple[str, ...] = (),
+        after_any: tuple[str, ...] = (),
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+    ) -> None:
+        self.cpus = cpus
+        self.mem = mem
+        self.gpus = gpus
+        self.group = group
+        self.after = after
+        self.after_any = after_any
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.to_wire()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every ID it runs after (success required or not)."""
+        return self.after + self.after_any
+
+    def to_wire(self) -> dict[str, Any]:
+        """The fields that differ from the defaults, as plain data."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value != getattr(_DEFAULT, name):
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: object) -> Schedule:
+        """Check every field; ValueError naming the bad one otherwise."""
+        if obj is None:
+            return cls()
+        if not isinstance(obj, dict):
+            raise ValueError("'schedule' must be an object")
+        unknown = set(obj) - set(cls.__slots__)
+        if unknown:
+            raise ValueError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
+        cpus = _int(obj, "cpus", 1, low=1, high=MAX_CPUS)
+        mem = _int(obj, "mem", 0, low=0, high=1 << 62)
+        gpus = _int(obj, "gpus", 0, low=0, high=MAX_CPUS)
+        retries = _int(obj, "retries", 0, low=0, high=MAX_RETRIES)
+        group = check_group(obj.get("group", DEFAULT_GROUP))
+        after = _ids(obj, "after")
+        after_any = _ids(obj, "after_any")
+        if len(after) + len(after_any) > MAX_DEPENDENCIES:
+            raise ValueError(f"at most {MAX_DEPENDENCIES} dependencies")
+        timeout = obj.get("timeout")
+        if timeout is not None:
+            timeout = _seconds(timeout, "timeout")
+            if timeout <= 0:
+                raise ValueError("'timeout' must be more than 0 seconds")
+        retry_delay = _seconds(obj.get("retry_delay", 0.0), "retry_delay")
+        return cls(cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay)
+
+
+_DEFAULT = Schedule()
+
+
+def _int(obj: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = obj.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"'{name}' must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'{name}' must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"'{name}' must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _ids(obj: dict[str, Any], name: str) -> tuple[str, ...]:
+    from orcha.protocol.messages import check_id
+
+    value = obj.get(name, [])
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list of petition IDs")
+    out: list[str] = []
+    for item in value:
+        petition_id = check_id(item)
+        if petition_id not in out:
+            out.append(petition_id)
+    return tuple(out)
