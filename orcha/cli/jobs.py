@@ -44,7 +44,13 @@ def _runtime(row: dict[str, Any]) -> str:
 
 
 def _note(row: dict[str, Any]) -> str:
-    return str(row.get("waiting") or row.get("message") or "")
+    note = str(row.get("waiting") or row.get("message") or "")
+    retries = (row.get("schedule") or {}).get("retries", 0)
+    if retries and row.get("started"):
+        note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
+    if row.get("paused") and row["state"] == "QUEUED" and not note:
+        note = "paused"
+    return note
 
 
 class NoPetitionError(OrchaError):
@@ -79,6 +85,11 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
              _runtime(r), "-" if r["code"] is None else str(r["code"]), _note(r)]
             for r in rows
         ]  # fmt: skip
+        groups = [(r.get("schedule") or {}).get("group", "default") for r in rows]
+        if any(g != "default" for g in groups):  # a column only when groups are in use
+            header.insert(2, "GROUP")
+            for line, name in zip(table, groups, strict=True):
+                line.insert(2, name)
         if sys.stdout.isatty():
             from rich.console import Console
             from rich.table import Table
@@ -86,8 +97,9 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
             t = Table(*header, box=None, header_style="bold")
             colours = {"RUNNING": "cyan", "SUCCEEDED": "green", "FAILED": "red",
                        "CANCELLED": "yellow", "INTERRUPTED": "magenta"}  # fmt: skip
+            state_at = header.index("STATE")
             for line in table:
-                t.add_row(*line, style=colours.get(line[2]))
+                t.add_row(*line, style=colours.get(line[state_at]))
             Console(highlight=False).print(t)
         elif table:
             widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(header)]

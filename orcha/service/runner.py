@@ -97,10 +97,13 @@ class Runner:
         attempts = 1 + schedule.retries
         while True:
             self._attempt(job)
-            if job.cancel_requested or job.attempt >= attempts:
+            if job.cancel_requested or (job.code in (None, 0) and not job.message):
+                break  # cancelled, or succeeded
+            if job.attempt >= attempts:
+                if attempts > 1:
+                    why = job.message or f"exit code {job.code}"
+                    job.message = f"failed after {attempts} attempts (the last: {why})"
                 break
-            if job.code in (None, 0) and not job.message:
-                break  # succeeded
             why = job.message or f"exit code {job.code}"
             delay = schedule.retry_delay
             self._notice(
