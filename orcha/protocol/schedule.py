@@ -92,6 +92,14 @@ class Schedule:
         """Every ID it runs after (success required or not)."""
         return self.after + self.after_any
 
+    @property
+    def longest_run(self) -> float | None:
+        """The longest it can hold its resources once started: every attempt timing out,
+        plus the delays between them; None without a timeout (no bound)."""
+        if self.timeout is None:
+            return None
+        return self.timeout * (1 + self.retries) + self.retry_delay * self.retries
+
     def to_wire(self) -> dict[str, Any]:
         """The fields that differ from the defaults, as plain data."""
         out: dict[str, Any] = {}
@@ -155,7 +163,10 @@ def _ids(obj: dict[str, Any], name: str) -> tuple[str, ...]:
         raise ValueError(f"'{name}' must be a list of petition IDs")
     out: list[str] = []
     for item in value:
-        petition_id = check_id(item)
+        try:
+            petition_id = check_id(item)
+        except ValueError as e:
+            raise ValueError(f"'{name}': {e}") from None
         if petition_id not in out:
             out.append(petition_id)
     return tuple(out)

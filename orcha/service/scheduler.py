@@ -15,16 +15,17 @@ The rules (docs/scheduling.md explains them for users):
   order is that of ``priority + submitted / aging``: fixed at arrival, kept sorted.
 * **Holds.** A petition that is paused, whose group is paused or full, or that runs
   ``--after`` petitions that have not ended, is skipped: it holds nothing back. A
-  dependency that failed or was cancelled fails the dependent (``--after``; with
-  ``--after-any`` any end will do).
+  dependency that failed or was cancelled fails the dependent as soon as it ends
+  (``--after``; with ``--after-any`` any end will do).
 * **Fit.** It starts when its requests fit: CPU slots (the sum over running petitions plus
   its own at most the capacity), memory (available memory minus what running petitions
   reserved at least its request), distinct GPUs from the inventory. Then the predicates
   plugins supply must all hold (one that raises means "not now"; it is logged once).
 * **Backfill.** A petition that does not fit is *blocked*, and it is never starved: a
   later petition that fits may start ahead of it only if it cannot delay it by more than
-  ``backfill_bound`` seconds, that is, only if it has a ``--timeout`` that ends within
-  ``backfill_bound`` of the moment the blocked petition was first found blocked.
+  ``backfill_bound`` seconds, that is, only if it has a ``--timeout`` and all its attempts
+  (``--retries``) end within ``backfill_bound`` of the moment the blocked petition was
+  first found blocked.
   Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
   petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
 """
@@ -56,6 +57,12 @@ _RECENT_ENDS = 4096
 
 #: (state, code) of an ended petition, or None if no petition had that ID.
 EndLookup = Callable[[str], "tuple[State, int | None] | None"]
+
+
+def _ends_by(need: Schedule, now: float, deadline: float) -> bool:
+    """Whether a petition started now surely frees its resources by ``deadline``."""
+    longest = need.longest_run
+    return longest is not None and now + longest <= deadline
 
 
 def gib(n: int) -> str:
@@ -114,6 +121,9 @@ class Scheduler:
         self.paused_all = False
         self._recent_ends: dict[str, tuple[State, int | None]] = {}
         self._condition_errors: set[int] = set()
+        self._memory_error = False
+        # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
+        self._dependents: dict[str, set[int]] = {}
         self._admitting = False
         self._again = False
         self.lock = threading.RLock()
@@ -208,6 +218,9 @@ class Scheduler:
         job.order_key = entry[0]
         bisect.insort(self._order, entry)
         self._waiting[job.seq] = job
+        if not job.deps_ready:
+            for dep in job.schedule.dependencies:
+                self._dependents.setdefault(dep, set()).add(job.seq)
         if not job.native:
             self._legacy_waiting += 1
 
@@ -278,7 +291,7 @@ class Scheduler:
                     job.blocked_since = now
                 deadline = min(deadline, job.blocked_since + self.backfill_bound)
                 continue
-            if deadline < _INF and (need.timeout is None or now + need.timeout > deadline):
+            if deadline < _INF and not _ends_by(need, now, deadline):
                 continue  # would pass a blocked petition by more than the bound
             if job.native and not self._condition(job):
                 recheck = True
@@ -308,10 +321,14 @@ class Scheduler:
 
     def _free_memory(self) -> int:
         try:
-            return self.host.available_memory() - self._reserved_mem
+            free = self.host.available_memory() - self._reserved_mem
         except Exception:
-            log.exception("cannot read available memory; petitions that need memory wait")
+            if not self._memory_error:  # once, not at every recheck
+                log.exception("cannot read available memory; petitions that need memory wait")
+            self._memory_error = True
             return 0
+        self._memory_error = False
+        return free
 
     def _hold(self, job: Job) -> tuple[str, str] | None:
         """Why ``job`` may not start regardless of resources: ("hold", words), ("fail",
@@ -359,9 +376,11 @@ class Scheduler:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return False
 
-    def _fail(self, job: Job, reason: str) -> None:
+    def _fail(self, job: Job, reason: str, settle: bool = True) -> bool:
+        """Fail a waiting job; with ``settle``, its own dependants too. False if it was
+        not waiting."""
         if job.state is not State.QUEUED:
-            return
+            return False
         job.message = reason
         job.code = int(ExitCode.DEPENDENCY_FAILED)
         job.set_state(State.FAILED)
@@ -372,8 +391,10 @@ class Scheduler:
                 self._failed(job)
             except Exception:
                 log.exception("reporting the failure of petition %s failed", job.id)
-        self._ended_now(job)
-        self._again = True  # its own dependants may fail in turn
+        if settle:
+            self._ended_now(job)
+        self._again = True  # what it held back may start
+        return True
 
     # -- why petitions wait ---------------------------------------------------------------------
     def explain(self) -> dict[int, str]:
@@ -424,9 +445,7 @@ class Scheduler:
                     since = job.blocked_since if job.blocked_since is not None else self._clock()
                     deadline = min(deadline, since + self.backfill_bound)
                     out[seq] = words
-                elif blocker is not None and (
-                    need.timeout is None or self._clock() + need.timeout > deadline
-                ):
+                elif blocker is not None and not _ends_by(need, self._clock(), deadline):
                     out[seq] = (
                         f"behind {blocker.id}, which waits for resources (only a petition "
                         "whose --timeout ends soon enough may pass it)"
@@ -472,10 +491,30 @@ class Scheduler:
             self.admit()
 
     def _ended_now(self, job: Job) -> None:
-        self._recent_ends[job.id] = (job.state, job.code)
-        if len(self._recent_ends) > _RECENT_ENDS:
-            del self._recent_ends[next(iter(self._recent_ends))]
-        self._forget(job)
+        """Remember how ``job`` ended, and settle the waiting jobs that run after it: a
+        failed dependency fails them now, whatever else they wait for (CPUs, a pause).
+        Iterative, so a long chain of dependants cannot exhaust the stack."""
+        ended = [job]
+        while ended:
+            job = ended.pop()
+            self._recent_ends[job.id] = (job.state, job.code)
+            if len(self._recent_ends) > _RECENT_ENDS:
+                del self._recent_ends[next(iter(self._recent_ends))]
+            self._forget(job)
+            for seq in sorted(self._dependents.pop(job.id, ())):
+                dependent = self._waiting.get(seq)
+                if dependent is None or dependent.deps_ready:
+                    continue
+                outcome = self._dependencies(dependent)
+                if outcome is None:
+                    dependent.deps_ready = True
+                elif outcome[0] == "fail":
+                    if self._fail(dependent, outcome[1], settle=False):
+                        ended.append(dependent)
+                else:  # still waiting for another dependency: hear about that one
+                    for dep in dependent.schedule.dependencies:
+                        if dep in self._live:
+                            self._dependents.setdefault(dep, set()).add(seq)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:

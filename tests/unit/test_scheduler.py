@@ -1,4 +1,9 @@
-"""Scheduler: admission order, conditions, slots, duplicate IDs, cancellation, draining."""
+"""Scheduler: order, aging, CPU/memory/GPU fit, backfill, conditions, groups, pauses,
+dependencies, cancellation, draining.
+
+Pure logic: a fake clock and a fake machine drive the scheduler; nothing sleeps, no thread
+or process is started. The ``start`` callback only records what it was asked to start.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,21 @@ from typing import Any
 
 import pytest
 
-from orcha.errors import DuplicateIdError
+from orcha.errors import DuplicateIdError, ExitCode, PetitionError
 from orcha.interfaces import Petition
 from orcha.protocol.outputs import OutputQueue
+from orcha.protocol.schedule import Schedule
+from orcha.service.host import Host
 from orcha.service.job import Job
 from orcha.service.scheduler import Scheduler
 from orcha.states import State
 
+GIB = 1 << 30
+T0 = 1_000_000.0  # the fake clock's start: an arbitrary, epoch-like moment
+LOGGER = "orcha.service.scheduler"
 
+
+# -- fakes and helpers --------------------------------------------------------------------------
 def _always(_: Any) -> bool:
     return True
 
@@ -36,45 +48,68 @@ class PrioPetition(Petition):
         self.priority = self.prio
 
 
-class Recorder:
-    """The scheduler's ``start`` callback: records what it was asked to start, no threads."""
+class FakeClock:
+    """The scheduler's clock: returns ``now`` until told to advance."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeHost(Host):
+    """The machine: configurable cores, memory and GPUs; memory reads may fail."""
+
+    def __init__(
+        self,
+        cpus: int = 8,
+        total: int = 64 * GIB,
+        available: int = 64 * GIB,
+        gpus: tuple[str, ...] = (),
+    ) -> None:
+        self.cpus = cpus
+        self.total = total
+        self.available = available
+        self.gpus = list(gpus)
+        self.memory_broken = False
+        self.memory_reads = 0
+
+    def cpu_count(self) -> int:
+        return self.cpus
+
+    def total_memory(self) -> int:
+        return self.total
+
+    def available_memory(self) -> int:
+        self.memory_reads += 1
+        if self.memory_broken:
+            raise OSError("cannot read /proc/meminfo")
+        return self.available
+
+    def discover_gpus(self) -> list[str]:
+        return list(self.gpus)
+
+
+class Recorder:
+    """The scheduler's ``start`` callback: records each admitted job and the fake time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.started: list[Job] = []
+        self.times: dict[str, float] = {}
 
     def __call__(self, job: Job) -> None:
-        assert job.state is State.RUNNING
+        assert job.state is State.RUNNING  # moved to RUNNING before start() is called
         self.started.append(job)
+        self.times[job.id] = self.clock()
 
     @property
     def ids(self) -> list[str]:
         return [job.id for job in self.started]
-
-
-def make_job(
-    pid: str | int,
-    priority: int = 0,
-    condition: Callable[[Any], bool] = _always,
-    queue: Any = None,
-) -> Job:
-    petition = PrioPetition(
-        id=pid,
-        queue=queue if queue is not None else OutputQueue(),
-        action=_noop,
-        condition=condition,
-        prio=priority,
-    )
-    return Job(petition, native=True, token_prefix="test")
-
-
-@pytest.fixture
-def rec() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def sched(rec: Recorder) -> Scheduler:
-    return Scheduler(rec)
 
 
 class Gate:
@@ -89,197 +124,594 @@ class Gate:
         return self.open
 
 
+class World:
+    """A scheduler on a fake clock and a fake host, with its callbacks recorded."""
+
+    def __init__(
+        self,
+        capacity: int | None = 4,
+        gpus: tuple[str, ...] = (),
+        aging: float = 0.0,
+        backfill_bound: float = 0.0,
+        host: FakeHost | None = None,
+    ) -> None:
+        self.clock = FakeClock()
+        self.host = host if host is not None else FakeHost(gpus=gpus)
+        self.rec = Recorder(self.clock)
+        self.failed: list[Job] = []
+        #: How petitions that are neither queued nor running ended (the service's records).
+        self.records: dict[str, tuple[State, int | None]] = {}
+        self.sched = Scheduler(
+            self.rec,
+            capacity=capacity,
+            host=self.host,
+            gpus=gpus,
+            clock=self.clock,
+            aging=aging,
+            backfill_bound=backfill_bound,
+            ended=self.records.get,
+            failed=self.failed.append,
+        )
+
+    def job(
+        self,
+        pid: str | int,
+        priority: int = 0,
+        *,
+        condition: Callable[[Any], bool] = _always,
+        native: bool = True,
+        **schedule: Any,
+    ) -> Job:
+        """A job created now (fake time); ``schedule`` are Schedule's keyword arguments."""
+        petition = PrioPetition(
+            id=pid, queue=OutputQueue(), action=_noop, condition=condition, prio=priority
+        )
+        return Job(
+            petition,
+            native=native,
+            token_prefix="t",
+            schedule=Schedule(**schedule),
+            created=self.clock(),
+        )
+
+    def submit(self, pid: str | int, priority: int = 0, **kwargs: Any) -> Job:
+        job = self.job(pid, priority, **kwargs)
+        self.sched.submit(job)
+        return job
+
+    def finish(self, job: Job, state: State = State.SUCCEEDED, code: int = 0) -> None:
+        job.code = code
+        job.set_state(state)
+        self.sched.finished(job)
+
+    def why(self, job: Job) -> str:
+        return self.sched.explain()[job.seq]
+
+    @property
+    def started(self) -> list[str]:
+        return self.rec.ids
+
+
+def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER]
+
+
+# -- basics -----------------------------------------------------------------------------------
 def test_job_wraps_petition() -> None:
-    job = make_job(7, priority=3)
+    w = World()
+    job = w.job(7, priority=3, cpus=2)
     assert job.id == "7"
     assert job.priority == 3
     assert job.state is State.QUEUED
-    assert job.token == f"test-{job.seq}"
-    assert job.petition._orcha_job is job
+    assert job.token == f"t-{job.seq}"
+    assert job.created == T0
+    assert job.schedule == Schedule(cpus=2)
+    assert job.petition._orcha_job is job  # type: ignore[attr-defined]
 
 
-def test_submit_with_true_condition_starts_at_once(sched: Scheduler, rec: Recorder) -> None:
-    job = make_job("a")
-    sched.submit(job)
-    assert rec.started == [job]
+def test_submit_starts_a_fitting_job_at_once() -> None:
+    w = World(capacity=4)
+    job = w.submit("a", cpus=2)
+    assert w.rec.started == [job]
     assert job.state is State.RUNNING
-    assert job.started is not None
-    assert sched.running_count == 1
-    assert sched.queued_count == 0
-    assert sched.get("a") is job
-    assert sched.running() == [job]
+    assert w.sched.running_count == 1
+    assert w.sched.queued_count == 0
+    assert w.sched.used_cpus == 2
+    assert w.sched.get("a") is job
+    assert w.sched.running() == [job]
 
 
-def test_lower_priority_starts_first(sched: Scheduler, rec: Recorder) -> None:
-    gate = Gate(open=False)
-    jobs = [make_job(name, prio, gate) for name, prio in [("p5", 5), ("p1", 1), ("m3", -3)]]
-    for job in jobs:
-        sched.submit(job)
-    assert rec.started == []
-    assert sched.queued_count == 3
-    assert [j.id for j in sched.jobs()] == ["m3", "p1", "p5"]
-    gate.open = True
-    sched.admit()
-    assert rec.ids == ["m3", "p1", "p5"]
+def test_capacity_defaults_to_the_hosts_cpu_count() -> None:
+    w = World(capacity=None, host=FakeHost(cpus=3))
+    assert w.sched.capacity == 3
+    jobs = [w.submit(f"j{i}") for i in range(4)]
+    assert w.started == ["j0", "j1", "j2"]
+    assert jobs[3].state is State.QUEUED
 
 
-def test_equal_priorities_start_in_arrival_order(sched: Scheduler, rec: Recorder) -> None:
-    gate = Gate(open=False)
+def test_capacity_may_be_a_callable_read_at_each_admission() -> None:
+    w = World()
+    slots = {"n": 1}
+    w.sched = Scheduler(w.rec, capacity=lambda: slots["n"], host=w.host, clock=w.clock)
+    w.submit("a")
+    b = w.submit("b")
+    assert w.started == ["a"]
+    slots["n"] = 2
+    w.sched.admit()
+    assert w.started == ["a", "b"]
+    assert b.state is State.RUNNING
+
+
+# -- order ------------------------------------------------------------------------------------
+def test_lower_priority_starts_first() -> None:
+    w = World(capacity=8)
+    w.sched.set_paused(True, everything=True)  # a gate: everything queues first
+    for name, prio in [("p5", 5), ("p1", 1), ("m3", -3)]:
+        w.submit(name, prio)
+    assert w.started == []
+    assert [j.id for j in w.sched.waiting()] == ["m3", "p1", "p5"]
+    w.sched.set_paused(False, everything=True)
+    assert w.started == ["m3", "p1", "p5"]
+
+
+def test_lower_priority_takes_the_next_free_slot() -> None:
+    w = World(capacity=1)
+    running = w.submit("running", 9)
+    w.submit("late", 4)
+    w.submit("urgent", 1)
+    w.finish(running)
+    assert w.started == ["running", "urgent"]
+
+
+def test_equal_priorities_start_in_arrival_order() -> None:
+    w = World(capacity=10)
+    w.sched.set_paused(True, everything=True)
     names = [f"j{i}" for i in range(10)]
     for name in names:
-        sched.submit(make_job(name, 4, gate))
-    gate.open = True
-    sched.admit()
-    assert rec.ids == names
+        w.submit(name, 4)
+    w.sched.set_paused(False, everything=True)
+    assert w.started == names
 
 
-def test_many_mixed_priorities_follow_priority_then_arrival(
-    sched: Scheduler, rec: Recorder
-) -> None:
-    gate = Gate(open=False)
+def test_many_mixed_priorities_follow_priority_then_arrival() -> None:
+    w = World(capacity=50)
+    w.sched.set_paused(True, everything=True)
     rng = random.Random(1234)
-    jobs = [make_job(f"n{i}", rng.choice([-2, 0, 0, 1, 5, 5, 9]), gate) for i in range(50)]
-    for job in jobs:
-        sched.submit(job)
-    expected = sorted(jobs, key=lambda j: (j.priority, j.seq))
-    # arrival order and seq order agree, and the sample really mixes priorities
-    assert [j.seq for j in jobs] == sorted(j.seq for j in jobs)
-    assert len({j.priority for j in jobs}) > 3
-    assert sched.jobs() == expected
-    gate.open = True
-    sched.admit()
-    assert rec.started == expected
+    jobs = [w.submit(f"n{i}", rng.choice([-2, 0, 0, 1, 5, 5, 9])) for i in range(50)]
+    assert len({j.priority for j in jobs}) > 3  # the sample really mixes priorities
+    expected = sorted(jobs, key=lambda j: (j.priority, jobs.index(j)))
+    assert w.sched.waiting() == expected
+    w.sched.set_paused(False, everything=True)
+    assert w.rec.started == expected
 
 
-def test_condition_false_blocks_head_and_those_behind(sched: Scheduler, rec: Recorder) -> None:
-    head_gate = Gate(open=False)
-    head = make_job("big", 0, head_gate)
-    sched.submit(head)
-    later = [make_job("small1", 1), make_job("small2", 0)]  # their conditions hold
-    for job in later:
-        sched.submit(job)
-    assert rec.started == []  # strict order: nothing overtakes the blocked head
-    assert all(j.state is State.QUEUED for j in [head, *later])
-    assert head_gate.calls >= 1
-    head_gate.open = True
-    sched.admit()
-    assert rec.ids == ["big", "small2", "small1"]
+# -- aging --------------------------------------------------------------------------------------
+def _aging_race(aging: float, apart: float) -> list[str]:
+    """A priority-5 petition, then a priority-0 one ``apart`` seconds later, both waiting
+    behind a running one on one slot: which order do they start in?"""
+    w = World(capacity=1, aging=aging)
+    running = w.submit("running")
+    w.submit("old-low", 5)
+    w.clock.advance(apart)
+    w.submit("new-high", 0)
+    w.finish(running)
+    w.finish(w.rec.started[-1])
+    return w.started[1:]
 
 
-def test_admit_stops_at_first_blocked_job(sched: Scheduler, rec: Recorder) -> None:
-    gate = Gate(open=False)
-    sched.submit(make_job("first", 0))
-    sched.submit(make_job("blocked", 1, gate))
-    sched.submit(make_job("after", 2))
-    assert rec.ids == ["first"]
-    assert [j.id for j in sched.jobs()] == ["first", "blocked", "after"]
+def test_aging_puts_old_low_priority_ahead_of_much_newer_high_priority() -> None:
+    # 5 steps of 60 s: a priority-5 petition submitted 301 s earlier competes as 0 - 1/60
+    assert _aging_race(aging=60, apart=301) == ["old-low", "new-high"]
 
 
-def test_max_running_condition_and_finished_frees_a_slot(sched: Scheduler, rec: Recorder) -> None:
-    def room(_: Any) -> bool:
-        return sched.running_count < 2
-
-    jobs = [make_job(f"r{i}", 0, room) for i in range(5)]
-    for job in jobs:
-        sched.submit(job)
-    assert rec.started == jobs[:2]
-    assert sched.running_count == 2
-    assert sched.queued_count == 3
-
-    jobs[0].set_state(State.SUCCEEDED)
-    sched.finished(jobs[0])
-    assert rec.started == jobs[:3]  # the next one started at once
-    assert sched.running_count == 2
-    assert sched.get("r0") is None
-
-    jobs[2].set_state(State.FAILED)
-    sched.finished(jobs[2])
-    jobs[1].set_state(State.CANCELLED)
-    sched.finished(jobs[1])
-    assert rec.started == jobs
-    assert sched.running_count == 2
-    assert sched.queued_count == 0
+def test_aging_keeps_high_priority_ahead_when_submitted_soon_enough_after() -> None:
+    assert _aging_race(aging=60, apart=299) == ["new-high", "old-low"]
 
 
-def test_duplicate_id_while_queued(sched: Scheduler, rec: Recorder) -> None:
-    sched.submit(make_job("dup", 0, Gate(open=False)))
-    with pytest.raises(DuplicateIdError) as info:
-        sched.submit(make_job("dup"))
-    assert "dup" in str(info.value)
-    assert sched.queued_count == 1
-    assert rec.started == []
+def test_without_aging_priority_is_strict_however_long_apart() -> None:
+    assert _aging_race(aging=0, apart=1e6) == ["new-high", "old-low"]
 
 
-def test_duplicate_id_while_running_then_accepted_after_finish(
-    sched: Scheduler, rec: Recorder
-) -> None:
-    first = make_job("same")
-    sched.submit(first)
-    assert rec.started == [first]
-    second = make_job("same")
-    with pytest.raises(DuplicateIdError):
-        sched.submit(second)
+def test_aging_keeps_arrival_order_among_equal_priorities() -> None:
+    w = World(capacity=1, aging=60)
+    running = w.submit("running")
+    for i in range(5):
+        w.clock.advance(7)
+        w.submit(f"e{i}", 3)
+    for _ in range(5):
+        w.finish(w.rec.started[-1])
+    assert w.started == ["running", "e0", "e1", "e2", "e3", "e4"]
+    assert running.state is State.SUCCEEDED
+
+
+def test_effective_priority_improves_as_the_clock_advances() -> None:
+    w = World(capacity=1, aging=60)
+    running = w.submit("running", 5)
+    waiting = w.submit("waiting", 5)
+    assert w.sched.effective_priority(waiting) == 5.0
+    w.clock.advance(60)
+    assert w.sched.effective_priority(waiting) == pytest.approx(4.0)
+    w.clock.advance(240)
+    assert w.sched.effective_priority(waiting) == pytest.approx(0.0)
+    w.clock.advance(600)
+    assert w.sched.effective_priority(waiting) == pytest.approx(-10.0)
+    # only waiting petitions age: a running one competes with nothing
+    assert w.sched.effective_priority(running) == 5.0
+
+
+def test_effective_priority_is_the_priority_without_aging() -> None:
+    w = World(capacity=1, aging=0)
+    w.submit("running")
+    waiting = w.submit("waiting", 5)
+    w.clock.advance(10_000)
+    assert w.sched.effective_priority(waiting) == 5.0
+
+
+def _stream_of_urgent(aging: float, rounds: int) -> tuple[World, Job, int | None]:
+    """One slot; a priority-5 petition waits while, every 10 s, a priority-0 one arrives
+    and the running one ends. Returns the round in which the priority-5 one started."""
+    w = World(capacity=1, aging=aging)
+    w.submit("urgent-0")
+    low = w.submit("low", 5)
+    for i in range(1, rounds + 1):
+        w.clock.advance(10)
+        w.submit(f"urgent-{i}")
+        w.finish(w.rec.started[-1])
+        if low.state is State.RUNNING:
+            return w, low, i
+    return w, low, None
+
+
+def test_aging_keeps_a_stream_of_higher_priority_from_starving_a_low_one() -> None:
+    w, low, started_in = _stream_of_urgent(aging=60, rounds=1000)
+    # priority 5 with 60 s per step: it overtakes newcomers after about 5 x 60 s
+    assert started_in is not None
+    assert 29 <= started_in <= 31
+    assert w.rec.times["low"] - low.created == pytest.approx(10 * started_in)
+
+
+def test_without_aging_a_stream_of_higher_priority_starves_a_low_one() -> None:
+    # why aging exists: with strict priority the low one never gets the slot
+    w, low, started_in = _stream_of_urgent(aging=0, rounds=1000)
+    assert started_in is None
+    assert low.state is State.QUEUED
+    assert len(w.rec.started) == 1001
+    assert "low" not in w.started
+
+
+# -- CPU slots ----------------------------------------------------------------------------------
+def test_jobs_start_while_their_cpus_fit() -> None:
+    w = World(capacity=4)
+    w.submit("a", cpus=2)
+    w.submit("b", cpus=2)
+    c = w.submit("c", cpus=1)
+    assert w.started == ["a", "b"]
+    assert w.sched.used_cpus == 4
+    assert c.state is State.QUEUED
+    assert w.why(c) == "waiting for a free slot (4/4 CPUs in use)"
+
+
+def test_explain_a_job_needing_more_cpus_than_free() -> None:
+    w = World(capacity=4)
+    w.submit("a", cpus=2)
+    w.submit("b", cpus=1)
+    c = w.submit("c", cpus=3)
+    assert w.started == ["a", "b"]
+    assert w.why(c) == "needs 3 CPUs, 1 free"
+
+
+def test_finishing_a_job_frees_its_cpus() -> None:
+    w = World(capacity=4)
+    a = w.submit("a", cpus=2)
+    w.submit("b", cpus=1)
+    c = w.submit("c", cpus=3)
+    w.finish(a)
+    assert w.started == ["a", "b", "c"]
+    assert c.state is State.RUNNING
+    assert w.sched.used_cpus == 4
+    assert w.sched.running_count == 2
+
+
+def test_every_end_state_frees_the_slot() -> None:
+    w = World(capacity=1)
+    jobs = [w.submit(f"r{i}") for i in range(4)]
+    for job, end in zip(jobs[:3], [State.SUCCEEDED, State.FAILED, State.CANCELLED], strict=True):
+        w.finish(job, end, 0 if end is State.SUCCEEDED else 1)
+    assert w.rec.started == jobs
+    assert w.sched.used_cpus == 1
+    assert w.sched.get("r0") is None
+
+
+# -- feasibility ----------------------------------------------------------------------------------
+def test_check_feasible_refuses_more_cpus_than_capacity() -> None:
+    w = World(capacity=4)
+    with pytest.raises(PetitionError) as info:
+        w.sched.check_feasible(Schedule(cpus=5))
+    assert info.value.exit_code is ExitCode.REFUSED
+    assert "asks for 5 CPUs but this service has 4" in str(info.value)
+
+
+def test_check_feasible_refuses_more_gpus_than_the_inventory() -> None:
+    w = World(gpus=("0", "1"))
+    with pytest.raises(PetitionError) as info:
+        w.sched.check_feasible(Schedule(gpus=3))
+    assert info.value.exit_code is ExitCode.REFUSED
+    assert "asks for 3 GPU(s) but this service has 2 (0, 1;" in str(info.value)
+
+
+def test_check_feasible_refuses_gpus_when_there_are_none() -> None:
+    w = World()
+    with pytest.raises(PetitionError) as info:
+        w.sched.check_feasible(Schedule(gpus=1))
+    assert "has 0 (none;" in str(info.value)
+
+
+def test_check_feasible_refuses_more_memory_than_the_host_has() -> None:
+    w = World(host=FakeHost(total=16 * GIB))
+    with pytest.raises(PetitionError) as info:
+        w.sched.check_feasible(Schedule(mem=17 * GIB))
+    assert info.value.exit_code is ExitCode.REFUSED
+    assert "asks for 17.0 GiB of memory but this host has 16.0 GiB" in str(info.value)
+
+
+def test_check_feasible_accepts_requests_that_fit_exactly() -> None:
+    w = World(capacity=4, gpus=("0", "1"), host=FakeHost(total=16 * GIB))
+    w.sched.check_feasible(Schedule(cpus=4, gpus=2, mem=16 * GIB))
+    w.sched.check_feasible(Schedule())
+
+
+# -- memory -----------------------------------------------------------------------------------
+def test_memory_is_reserved_and_a_job_that_does_not_fit_waits() -> None:
+    w = World(host=FakeHost(available=8 * GIB))
+    first = w.submit("first", mem=6 * GIB)
+    second = w.submit("second", mem=4 * GIB)
+    assert w.rec.started == [first]
     assert second.state is State.QUEUED
-    assert sched.get("same") is first
-
-    first.set_state(State.SUCCEEDED)
-    sched.finished(first)
-    third = make_job("same")
-    sched.submit(third)
-    assert rec.started == [first, third]
-    assert sched.get("same") is third
+    # what running petitions reserved is subtracted from what the host reports available
+    assert w.why(second) == "needs 4.0 GiB, 2.0 GiB free"
 
 
-def test_int_and_str_ids_collide(sched: Scheduler) -> None:
-    sched.submit(make_job(42, 0, Gate(open=False)))
-    with pytest.raises(DuplicateIdError):
-        sched.submit(make_job("42"))
+def test_needs_recheck_only_while_a_job_waits_for_memory() -> None:
+    w = World(host=FakeHost(available=8 * GIB))
+    first = w.submit("first", mem=6 * GIB)
+    assert w.sched.needs_recheck is False
+    w.submit("second", mem=4 * GIB)
+    assert w.sched.needs_recheck is True
+    w.finish(first)
+    assert w.started == ["first", "second"]
+    assert w.sched.needs_recheck is False
 
 
-def test_remove_queued_cancels_and_never_starts(sched: Scheduler, rec: Recorder) -> None:
-    gate = Gate(open=False)
-    a, b, c = make_job("a", 0, gate), make_job("b", 1, gate), make_job("c", 2, gate)
-    for job in (a, b, c):
-        sched.submit(job)
-    assert sched.remove_queued(a) is True  # the head
-    assert sched.remove_queued(c) is True  # one behind
-    assert a.state is State.CANCELLED
-    assert c.state is State.CANCELLED
-    assert a.ended is not None
-    assert sched.get("a") is None
-    assert sched.queued_count == 1
-    assert [j.id for j in sched.jobs()] == ["b"]
-    gate.open = True
-    sched.admit()
-    assert rec.ids == ["b"]
-    # removing twice is refused, and the ID is free again
-    assert sched.remove_queued(a) is False
-    again = make_job("a")
-    sched.submit(again)
-    assert rec.ids == ["b", "a"]
+def test_memory_freed_outside_orcha_is_noticed_on_admit() -> None:
+    w = World(host=FakeHost(available=8 * GIB))
+    w.submit("first", mem=6 * GIB)
+    second = w.submit("second", mem=4 * GIB)
+    w.host.available = 12 * GIB
+    assert second.state is State.QUEUED  # nothing told the scheduler yet
+    w.sched.admit()
+    assert second.state is State.RUNNING
+    assert w.sched.needs_recheck is False
 
 
-def test_remove_queued_head_lets_next_start(sched: Scheduler, rec: Recorder) -> None:
-    head = make_job("head", 0, Gate(open=False))
-    sched.submit(head)
-    sched.submit(make_job("next", 1))
-    assert rec.started == []
-    assert sched.remove_queued(head) is True
-    assert rec.ids == ["next"]
+def test_jobs_without_memory_requests_never_read_memory() -> None:
+    w = World()
+    w.submit("a")
+    w.submit("b", cpus=2)
+    assert w.host.memory_reads == 0
 
 
-def test_remove_queued_refuses_running_job(sched: Scheduler, rec: Recorder) -> None:
-    job = make_job("run")
-    sched.submit(job)
-    assert sched.remove_queued(job) is False
-    assert job.state is State.RUNNING
-    assert sched.running() == [job]
-    assert sched.get("run") is job
-
-
-def test_raising_condition_is_false_logged_once_and_recovers(
-    sched: Scheduler, rec: Recorder, caplog: pytest.LogCaptureFixture
+def test_unreadable_memory_makes_memory_jobs_wait_without_crashing(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    w = World(host=FakeHost(available=8 * GIB))
+    w.host.memory_broken = True
+    plain = w.submit("plain")
+    hungry = w.submit("hungry", mem=1 * GIB)
+    w.sched.admit()
+    assert w.rec.started == [plain]
+    assert hungry.state is State.QUEUED
+    assert w.sched.needs_recheck is True
+    assert w.why(hungry) == "needs 1.0 GiB, 0.0 GiB free"
+    assert any("available memory" in r.getMessage() for r in _records(caplog))
+    w.host.memory_broken = False
+    w.sched.admit()
+    assert hungry.state is State.RUNNING
+
+
+# -- GPUs ---------------------------------------------------------------------------------------
+def test_gpu_jobs_get_distinct_lowest_free_indices() -> None:
+    w = World(gpus=("0", "1", "2"))
+    a = w.submit("a", gpus=1)
+    b = w.submit("b", gpus=2)
+    none = w.submit("none")
+    assert a.gpu_ids == ("0",)
+    assert b.gpu_ids == ("1", "2")
+    assert none.gpu_ids == ()
+
+
+def test_freed_gpus_are_reused_lowest_first() -> None:
+    w = World(gpus=("0", "1", "2"))
+    a = w.submit("a", gpus=2)
+    b = w.submit("b", gpus=1)
+    assert (a.gpu_ids, b.gpu_ids) == (("0", "1"), ("2",))
+    w.finish(a)
+    c = w.submit("c", gpus=1)
+    d = w.submit("d", gpus=1)
+    assert c.gpu_ids == ("0",)
+    assert d.gpu_ids == ("1",)
+    w.finish(b)
+    w.finish(c)
+    e = w.submit("e", gpus=2)
+    assert e.gpu_ids == ("0", "2")
+
+
+def test_gpu_job_waits_when_not_enough_gpus_are_free() -> None:
+    w = World(gpus=("0", "1", "2"))
+    a = w.submit("a", gpus=2)
+    b = w.submit("b", gpus=2)
+    assert w.rec.started == [a]
+    assert w.why(b) == "needs 2 GPU(s), 1 free"
+    w.finish(a)
+    assert b.state is State.RUNNING
+    assert b.gpu_ids == ("0", "1")
+
+
+# -- backfill ------------------------------------------------------------------------------------
+def _blocked_big(backfill_bound: float = 300) -> tuple[World, Job, Job]:
+    """Capacity 4, one petition running (1 CPU), and ``big`` (4 CPUs) blocked behind it."""
+    w = World(capacity=4, backfill_bound=backfill_bound)
+    small = w.submit("small")
+    big = w.submit("big", cpus=4)
+    assert big.state is State.QUEUED
+    assert big.blocked_since == T0
+    return w, small, big
+
+
+def test_blocked_job_holds_back_later_jobs_without_a_timeout() -> None:
+    w, _, big = _blocked_big()
+    later = w.submit("later")
+    assert later.state is State.QUEUED
+    assert w.started == ["small"]
+    assert w.why(big) == "needs 4 CPUs, 3 free"
+    assert w.why(later).startswith("behind big, which waits for resources")
+
+
+def test_later_job_with_a_short_timeout_passes_a_blocked_job() -> None:
+    w, _, _ = _blocked_big()
+    quick = w.submit("quick", timeout=100)
+    assert quick.state is State.RUNNING
+    assert w.started == ["small", "quick"]
+
+
+def test_later_job_with_a_timeout_beyond_the_bound_does_not_pass() -> None:
+    w, _, big = _blocked_big()
+    slow = w.submit("slow", timeout=400)
+    assert slow.state is State.QUEUED
+    assert w.why(slow).startswith(f"behind {big.id}")
+
+
+def test_a_timeout_ending_exactly_at_the_bound_passes() -> None:
+    w, _, big = _blocked_big()
+    w.clock.advance(200)  # now + 100 == blocked_since + 300
+    quick = w.submit("quick", timeout=100)
+    assert quick.state is State.RUNNING
+    assert big.blocked_since == T0
+
+
+def test_short_timeout_no_longer_passes_once_the_window_closes() -> None:
+    w, _, _ = _blocked_big()
+    w.clock.advance(201)  # now + 100 > blocked_since + 300
+    quick = w.submit("quick", timeout=100)
+    assert quick.state is State.QUEUED
+    assert w.why(quick).startswith("behind big")
+
+
+def test_backfill_bound_zero_lets_nothing_pass() -> None:
+    w, _, _ = _blocked_big(backfill_bound=0)
+    tiny = w.submit("tiny", timeout=0.001)
+    assert tiny.state is State.QUEUED
+    assert w.started == ["small"]
+
+
+def test_blocked_job_starts_once_what_it_waits_for_ends() -> None:
+    w, small, big = _blocked_big()
+    later = w.submit("later")
+    w.finish(small)
+    assert big.state is State.RUNNING
+    assert w.started == ["small", "big"]
+    assert later.state is State.QUEUED
+    assert w.why(later) == "waiting for a free slot (4/4 CPUs in use)"
+
+
+def test_second_blocked_job_counts_the_ones_ahead_of_it() -> None:
+    w, _, big = _blocked_big()
+    w.submit("also-big", cpus=4)
+    also = w.sched.get("also-big")
+    assert also is not None
+    assert w.why(big) == "needs 4 CPUs, 3 free"
+    assert w.why(also) == "needs 4 CPUs, 3 free; 1 ahead of it"
+
+
+def test_held_job_does_not_block_later_ones() -> None:
+    # a paused petition is skipped, not blocked: no backfill rule applies behind it
+    w = World(capacity=4, backfill_bound=0)
+    held = w.job("held", cpus=4)
+    w.sched.set_paused(True, jobs=[held])
+    w.sched.submit(held)
+    later = w.submit("later")
+    assert later.state is State.RUNNING
+    assert held.blocked_since is None
+
+
+def test_a_stream_of_short_jobs_cannot_delay_a_blocked_one_beyond_the_bound() -> None:
+    w, long_one, big = _blocked_big(backfill_bound=300)
+    smalls: list[Job] = []
+    for i in range(100):
+        w.clock.advance(20)
+        if w.clock.now == T0 + 40:
+            w.finish(long_one)
+        # the short ones end when their timeout stops them, at the latest
+        for job in smalls:
+            if job.state is State.RUNNING and w.rec.times[job.id] + 60 <= w.clock.now:
+                w.finish(job)
+        smalls += [w.submit(f"s{i}a", timeout=60), w.submit(f"s{i}b", timeout=60)]
+        if big.state is State.RUNNING:
+            break
+    started_small = [j for j in smalls if j.id in w.rec.times and j.id != "big"]
+    assert len(started_small) >= 6  # backfill did let short petitions through
+    assert w.rec.times["big"] <= T0 + 300
+    # every small one that passed started within the window and has ended
+    passed = [j for j in started_small if w.rec.times[j.id] < w.rec.times["big"]]
+    assert passed
+    assert all(w.rec.times[j.id] + 60 <= T0 + 300 for j in passed)
+    assert all(j.state is State.SUCCEEDED for j in passed)
+
+
+def test_a_job_with_retries_passes_only_if_all_its_attempts_end_within_the_bound() -> None:
+    w, _, _ = _blocked_big(backfill_bound=300)
+    # up to 6 attempts of 100 s each: it may hold its slot 600 s > 300 s
+    retrying = w.submit("retrying", timeout=100, retries=5)
+    assert retrying.state is State.QUEUED
+
+
+# -- original-API conditions (native=False) ----------------------------------------------------
+def test_original_api_false_condition_blocks_those_behind() -> None:
+    w = World(capacity=4)
+    gate = Gate(open=False)
+    legacy = w.submit("legacy", condition=gate, native=False)
+    behind = w.submit("behind")
+    assert w.started == []
+    assert gate.calls >= 1
+    assert w.why(legacy) == "waiting for its condition to hold"
+    assert w.why(behind).startswith("behind legacy")
+    assert w.sched.needs_recheck is True
+
+
+def test_original_api_true_condition_starts_in_order() -> None:
+    w = World(capacity=4)
+    gate = Gate(open=False)
+    w.submit("legacy", condition=gate, native=False)
+    w.submit("behind")
+    gate.open = True
+    w.sched.admit()
+    assert w.started == ["legacy", "behind"]
+
+
+def test_original_api_condition_is_asked_only_with_a_free_slot() -> None:
+    w = World(capacity=1)
+    running = w.submit("running")
+    legacy = w.submit("legacy", native=False)  # its condition holds, but no slot is free
+    assert legacy.state is State.QUEUED
+    w.finish(running)
+    assert legacy.state is State.RUNNING
+    assert w.sched.used_cpus == 1
+
+
+def test_original_api_raising_condition_is_false_logged_once_and_service_keeps_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
     state = {"raise": True}
 
     def flaky(_: Any) -> bool:
@@ -287,30 +719,28 @@ def test_raising_condition_is_false_logged_once_and_recovers(
             raise RuntimeError("plugin bug")
         return True
 
-    caplog.set_level(logging.ERROR, logger="orcha.service.scheduler")
-    broken = make_job("broken", 0, flaky)
-    sched.submit(broken)
+    w = World(capacity=4)
+    broken = w.submit("broken", condition=flaky, native=False)
     for _ in range(3):
-        sched.admit()
-    later = make_job("later", 1)
-    sched.submit(later)  # admission does not crash; the broken head still blocks
-    assert rec.started == []
+        w.sched.admit()
+    w.sched.explain()
     assert broken.state is State.QUEUED
-    records = [r for r in caplog.records if r.name == "orcha.service.scheduler"]
+    records = _records(caplog)
     assert len(records) == 1
     assert "broken" in records[0].getMessage()
     assert records[0].exc_info is not None
-
+    # the service keeps working: a petition ahead of it in order still starts
+    w.submit("urgent", -1)
+    assert w.started == ["urgent"]
     state["raise"] = False
-    sched.submit(make_job("third", 2))
-    assert rec.ids == ["broken", "later", "third"]
-    assert len([r for r in caplog.records if r.name == "orcha.service.scheduler"]) == 1
+    w.sched.admit()
+    assert w.started == ["urgent", "broken"]
+    assert len(_records(caplog)) == 1
 
 
-def test_condition_calling_sys_exit_is_treated_as_false(
-    sched: Scheduler, rec: Recorder, caplog: pytest.LogCaptureFixture
-) -> None:
-    # a plugin's sys.exit() in its predicate must not escape into the service's threads
+def test_condition_calling_sys_exit_counts_as_false(caplog: pytest.LogCaptureFixture) -> None:
+    # a plugin's sys.exit() in its condition must not escape into the service's threads
+    caplog.set_level(logging.ERROR, logger=LOGGER)
     exits = {"on": True}
 
     def exiting(_: Any) -> bool:
@@ -318,71 +748,479 @@ def test_condition_calling_sys_exit_is_treated_as_false(
             raise SystemExit(1)
         return True
 
-    caplog.set_level(logging.ERROR, logger="orcha.service.scheduler")
-    job = make_job("exiting", 0, exiting)
-    sched.submit(job)
-    sched.admit()
+    w = World(capacity=4)
+    job = w.submit("exiting", condition=exiting, native=False)
+    w.sched.admit()
     assert job.state is State.QUEUED
-    assert len([r for r in caplog.records if r.name == "orcha.service.scheduler"]) == 1
+    assert len(_records(caplog)) == 1
     exits["on"] = False
-    sched.submit(make_job("next", 1))
-    assert rec.ids == ["exiting", "next"]
+    w.sched.admit()
+    assert job.state is State.RUNNING
 
 
-def test_each_raising_job_is_logged_once(
-    sched: Scheduler, caplog: pytest.LogCaptureFixture
+# -- plugin predicates of native petitions ------------------------------------------------------
+def test_native_false_predicate_skips_only_that_job() -> None:
+    w = World(capacity=4)
+    gate = Gate(open=False)
+    picky = w.submit("picky", condition=gate)
+    behind = w.submit("behind")
+    assert picky.state is State.QUEUED
+    assert behind.state is State.RUNNING
+    assert picky.blocked_since is None  # skipped, not blocked
+    assert w.sched.needs_recheck is True
+    assert w.why(picky) == "waiting for a plugin's predicate to hold"
+
+
+def test_native_predicate_that_becomes_true_starts_on_admit() -> None:
+    w = World(capacity=4)
+    gate = Gate(open=False)
+    picky = w.submit("picky", condition=gate)
+    gate.open = True
+    w.sched.admit()
+    assert picky.state is State.RUNNING
+    assert w.sched.needs_recheck is False
+
+
+def test_native_predicate_is_asked_only_once_resources_fit() -> None:
+    w = World(capacity=1)
+    w.submit("running")
+    gate = Gate(open=True)
+    w.submit("picky", condition=gate)
+    w.sched.admit()
+    assert gate.calls == 0
+
+
+def test_native_raising_predicate_is_logged_once_and_skipped(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+
     def boom(_: Any) -> bool:
         raise ValueError("nope")
 
-    caplog.set_level(logging.ERROR, logger="orcha.service.scheduler")
-    first = make_job("x1", 0, boom)
-    sched.submit(first)
-    sched.admit()
-    assert sched.remove_queued(first) is True
-    sched.submit(make_job("x2", 0, boom))
-    sched.admit()
-    messages = [r.getMessage() for r in caplog.records if r.name == "orcha.service.scheduler"]
+    w = World(capacity=4)
+    broken = w.submit("broken", condition=boom)
+    behind = w.submit("behind")
+    for _ in range(3):
+        w.sched.admit()
+    assert broken.state is State.QUEUED
+    assert behind.state is State.RUNNING
+    assert w.why(broken) == "waiting for a plugin's predicate to hold"
+    records = _records(caplog)
+    assert len(records) == 1
+    assert "broken" in records[0].getMessage()
+
+
+def test_each_raising_job_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+
+    def boom(_: Any) -> bool:
+        raise ValueError("nope")
+
+    w = World(capacity=4)
+    first = w.submit("x1", condition=boom)
+    w.sched.admit()
+    assert w.sched.remove_queued(first) is True
+    w.submit("x2", condition=boom)
+    w.sched.admit()
+    messages = [r.getMessage() for r in _records(caplog)]
     assert len(messages) == 2
     assert "x1" in messages[0]
     assert "x2" in messages[1]
 
 
-def test_drain_queued_stops_admission_and_returns_waiting_in_order(
-    sched: Scheduler, rec: Recorder
+# -- groups ---------------------------------------------------------------------------------------
+def test_group_limit_holds_a_second_job_of_a_full_group() -> None:
+    w = World(capacity=4)
+    w.sched.set_group_limit("build", 1)
+    b1 = w.submit("b1", group="build")
+    b2 = w.submit("b2", group="build")
+    assert w.rec.started == [b1]
+    assert w.why(b2) == "group build full (1/1)"
+    w.finish(b1)
+    assert b2.state is State.RUNNING
+
+
+def test_a_full_group_does_not_hold_other_groups() -> None:
+    w = World(capacity=4, backfill_bound=0)
+    w.sched.set_group_limit("build", 1)
+    w.submit("b1", group="build")
+    b2 = w.submit("b2", group="build")
+    w.submit("other", group="test")
+    w.submit("plain")
+    assert w.started == ["b1", "other", "plain"]
+    assert b2.blocked_since is None  # held, not blocked
+
+
+def test_removing_a_group_limit_admits_at_once() -> None:
+    w = World(capacity=4)
+    w.sched.set_group_limit("build", 1)
+    w.submit("b1", group="build")
+    b2 = w.submit("b2", group="build")
+    w.sched.set_group_limit("build", None)
+    assert b2.state is State.RUNNING
+    assert w.sched.group_limits() == {}
+
+
+def test_raising_a_group_limit_admits_at_once() -> None:
+    w = World(capacity=4)
+    w.sched.set_group_limit("build", 1)
+    w.submit("b1", group="build")
+    b2 = w.submit("b2", group="build")
+    w.sched.set_group_limit("build", 2)
+    assert b2.state is State.RUNNING
+    assert w.sched.group_limits() == {"build": 2}
+
+
+def test_groups_lists_limits_counts_and_pauses() -> None:
+    w = World(capacity=4)
+    w.sched.set_group_limit("build", 1)
+    w.sched.set_paused(True, groups=["docs"])
+    w.submit("b1", group="build")
+    w.submit("b2", group="build")
+    w.submit("plain")
+    w.submit("d1", group="docs")
+    assert w.sched.groups() == [
+        {"name": "build", "max_running": 1, "running": 1, "queued": 1, "paused": False},
+        {"name": "default", "max_running": None, "running": 1, "queued": 0, "paused": False},
+        {"name": "docs", "max_running": None, "running": 0, "queued": 1, "paused": True},
+    ]
+
+
+def test_groups_always_lists_the_default_group() -> None:
+    w = World()
+    assert w.sched.groups() == [
+        {"name": "default", "max_running": None, "running": 0, "queued": 0, "paused": False}
+    ]
+
+
+# -- pause and resume -----------------------------------------------------------------------------
+def test_pausing_one_job_holds_only_it() -> None:
+    w = World(capacity=1)
+    running = w.submit("running")
+    j = w.submit("j")
+    k = w.submit("k")
+    w.sched.set_paused(True, jobs=[j])
+    assert w.why(j) == "paused ('orcha resume j')"
+    w.finish(running)
+    assert w.started == ["running", "k"]
+    w.finish(k)
+    assert j.state is State.QUEUED
+    assert w.sched.running_count == 0
+
+
+def test_resuming_a_job_admits_it_at_once() -> None:
+    w = World(capacity=4)
+    j = w.job("j")
+    w.sched.set_paused(True, jobs=[j])
+    w.sched.submit(j)
+    assert j.state is State.QUEUED
+    w.sched.set_paused(False, jobs=[j])
+    assert j.state is State.RUNNING
+
+
+def test_pausing_a_group_holds_its_jobs_only() -> None:
+    w = World(capacity=4)
+    w.sched.set_paused(True, groups=["g"])
+    g1 = w.submit("g1", group="g")
+    other = w.submit("other")
+    assert w.rec.started == [other]
+    assert w.why(g1) == "group g is paused ('orcha resume --group g')"
+    assert w.sched.paused_groups() == {"g"}
+    w.sched.set_paused(False, groups=["g"])
+    assert g1.state is State.RUNNING
+    assert w.sched.paused_groups() == set()
+
+
+def test_pausing_everything_holds_all() -> None:
+    w = World(capacity=4)
+    w.sched.set_paused(True, everything=True)
+    jobs = [w.submit("a"), w.submit("b", group="g")]
+    assert w.started == []
+    explained = w.sched.explain()
+    paused = "all petitions are paused ('orcha resume --all')"
+    assert [explained[j.seq] for j in jobs] == [paused, paused]
+    assert all(g["paused"] for g in w.sched.groups())
+    assert w.sched.needs_recheck is False
+
+
+def test_resuming_everything_admits_at_once_and_clears_other_pauses() -> None:
+    w = World(capacity=4)
+    j = w.job("j")
+    w.sched.set_paused(True, jobs=[j], groups=["g"], everything=True)
+    w.sched.submit(j)
+    g1 = w.submit("g1", group="g")
+    w.sched.set_paused(False, everything=True)
+    assert w.started == ["j", "g1"]
+    assert g1.state is State.RUNNING
+    assert w.sched.paused_groups() == set()
+    assert w.sched.paused_all is False
+
+
+# -- dependencies ---------------------------------------------------------------------------------
+def test_after_waits_while_the_dependency_is_queued() -> None:
+    w = World(capacity=1)
+    w.submit("running")
+    a = w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    assert a.state is State.QUEUED
+    assert w.why(dep) == "after a (queued)"
+
+
+def test_after_waits_while_the_dependency_runs() -> None:
+    w = World(capacity=4)
+    w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    assert dep.state is State.QUEUED
+    assert w.why(dep) == "after a (running)"
+    assert dep.blocked_since is None  # held, not blocked: it holds nothing back
+    assert w.submit("free").state is State.RUNNING
+
+
+def test_after_starts_once_the_dependency_succeeded() -> None:
+    w = World(capacity=4)
+    a = w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    w.finish(a)
+    assert dep.state is State.RUNNING
+    assert w.failed == []
+
+
+def test_after_a_failed_dependency_fails_the_dependent() -> None:
+    w = World(capacity=4)
+    a = w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    w.finish(a, State.FAILED, 3)
+    assert dep.state is State.FAILED
+    assert dep.code == ExitCode.DEPENDENCY_FAILED == 210
+    assert dep.message == "dependency a ended FAILED (code 3)"
+    assert w.failed == [dep]
+    assert "dep" not in w.started
+    assert w.sched.get("dep") is None
+    assert w.sched.queued_count == 0
+
+
+def test_after_a_cancelled_dependency_fails_the_dependent() -> None:
+    w = World(capacity=4)
+    a = w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    w.finish(a, State.CANCELLED, 207)
+    assert dep.state is State.FAILED
+    assert dep.message == "dependency a ended CANCELLED (code 207)"
+    assert w.failed == [dep]
+
+
+def test_a_failed_dependency_cascades_to_dependents_of_dependents() -> None:
+    w = World(capacity=4)
+    a = w.submit("a")
+    b = w.submit("b", after=("a",))
+    c = w.submit("c", after=("b",))
+    assert w.why(c) == "after b (queued)"
+    w.finish(a, State.FAILED, 3)
+    assert (b.state, c.state) == (State.FAILED, State.FAILED)
+    assert b.message == "dependency a ended FAILED (code 3)"
+    assert c.message == "dependency b ended FAILED (code 210)"
+    assert w.failed == [b, c]
+
+
+def test_after_any_starts_once_the_dependency_ended_however() -> None:
+    w = World(capacity=4)
+    a = w.submit("a")
+    dep = w.submit("dep", after_any=("a",))
+    assert w.why(dep) == "after a (running)"
+    w.finish(a, State.FAILED, 3)
+    assert dep.state is State.RUNNING
+    assert w.failed == []
+
+
+def test_dependency_that_is_not_live_is_looked_up_in_the_records() -> None:
+    w = World(capacity=4)
+    w.records["old"] = (State.SUCCEEDED, 0)
+    dep = w.submit("dep", after=("old",))
+    assert dep.state is State.RUNNING
+
+
+def test_dependency_that_failed_in_the_records_fails_the_dependent() -> None:
+    w = World(capacity=4)
+    w.records["old"] = (State.INTERRUPTED, None)
+    dep = w.submit("dep", after=("old",))
+    assert dep.state is State.FAILED
+    assert dep.message == "dependency old ended INTERRUPTED"
+    assert w.failed == [dep]
+
+
+def test_unknown_dependency_fails_the_dependent() -> None:
+    w = World(capacity=4)
+    dep = w.submit("dep", after=("ghost",))
+    assert dep.state is State.FAILED
+    assert dep.code == ExitCode.DEPENDENCY_FAILED
+    assert dep.message == "dependency ghost is unknown (its record was cleaned)"
+    assert w.failed == [dep]
+
+
+def test_a_live_dependency_wins_over_an_older_record() -> None:
+    w = World(capacity=4)
+    w.records["a"] = (State.FAILED, 1)  # an earlier petition with the same ID
+    w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    assert dep.state is State.QUEUED
+    assert w.why(dep) == "after a (running)"
+
+
+def test_a_raising_failed_callback_is_logged_and_admission_goes_on(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gate = Gate(open=False)
-    running = make_job("running")
-    sched.submit(running)
-    waiting = [make_job("w3", 3, gate), make_job("w1", 1, gate), make_job("w1b", 1, gate)]
-    for job in waiting:
-        sched.submit(job)
-    removed = make_job("gone", 0, gate)
-    sched.submit(removed)
-    sched.remove_queued(removed)
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    w = World(capacity=4)
 
-    drained = sched.drain_queued()
+    def broken(_: Job) -> None:
+        raise RuntimeError("reporting failed")
+
+    w.sched = Scheduler(w.rec, capacity=4, host=w.host, clock=w.clock, failed=broken)
+    dep = w.submit("dep", after=("ghost",))
+    assert dep.state is State.FAILED
+    assert w.submit("next").state is State.RUNNING
+    assert any("reporting the failure" in r.getMessage() for r in _records(caplog))
+
+
+def test_dependent_fails_at_once_even_while_every_cpu_is_busy() -> None:
+    w = World(capacity=1)
+    w.submit("running")
+    a = w.submit("a")
+    dep = w.submit("dep", after=("a",))
+    assert w.sched.remove_queued(a) is True
+    assert dep.state is State.FAILED
+
+
+# -- cancellation and duplicate IDs ---------------------------------------------------------------
+def test_remove_queued_cancels_a_waiting_job_that_never_starts() -> None:
+    w = World(capacity=1)
+    running = w.submit("running")
+    a = w.submit("a")
+    b = w.submit("b")
+    removed: list[str] = []
+    assert w.sched.remove_queued(a, on_removed=lambda j: removed.append(j.id)) is True
+    assert removed == ["a"]
+    assert a.state is State.CANCELLED
+    assert w.sched.get("a") is None
+    assert w.sched.waiting() == [b]
+    w.finish(running)
+    assert w.started == ["running", "b"]
+    assert w.sched.remove_queued(a) is False  # once only
+
+
+def test_remove_queued_fails_a_dependent() -> None:
+    w = World(capacity=4)
+    a = w.job("a")
+    w.sched.set_paused(True, jobs=[a])
+    w.sched.submit(a)
+    dep = w.submit("dep", after=("a",))
+    assert w.sched.remove_queued(a) is True
+    assert dep.state is State.FAILED
+    assert dep.code == ExitCode.DEPENDENCY_FAILED
+    assert dep.message == "dependency a ended CANCELLED"
+    assert w.failed == [dep]
+
+
+def test_remove_queued_refuses_a_running_job() -> None:
+    w = World(capacity=4)
+    job = w.submit("run")
+    assert w.sched.remove_queued(job) is False
+    assert job.state is State.RUNNING
+    assert w.sched.get("run") is job
+
+
+def test_removing_a_blocked_job_lets_those_behind_start() -> None:
+    w, _, big = _blocked_big()
+    later = w.submit("later")
+    assert w.sched.remove_queued(big) is True
+    assert later.state is State.RUNNING
+
+
+def test_duplicate_id_while_queued_is_refused() -> None:
+    w = World(capacity=1)
+    w.submit("running")
+    w.submit("dup")
+    with pytest.raises(DuplicateIdError) as info:
+        w.submit("dup")
+    assert "dup" in str(info.value)
+    assert info.value.exit_code is ExitCode.DUPLICATE
+    assert w.sched.queued_count == 1
+
+
+def test_duplicate_id_while_running_then_accepted_after_it_ends() -> None:
+    w = World(capacity=4)
+    first = w.submit("same")
+    second = w.job("same")
+    with pytest.raises(DuplicateIdError):
+        w.sched.submit(second)
+    assert second.state is State.QUEUED
+    assert w.sched.get("same") is first
+    w.finish(first)
+    third = w.submit("same")
+    assert w.rec.started == [first, third]
+    assert w.sched.get("same") is third
+
+
+def test_int_and_str_ids_collide() -> None:
+    w = World(capacity=4)
+    w.submit(42)
+    with pytest.raises(DuplicateIdError):
+        w.submit("42")
+
+
+# -- draining, accepting, listings ----------------------------------------------------------------
+def test_drain_queued_returns_waiting_jobs_in_order_and_stops_admission() -> None:
+    w = World(capacity=1)
+    running = w.submit("running")
+    w.submit("w3", 3)
+    w.submit("w1", 1)
+    w.submit("w1b", 1)
+    gone = w.submit("gone", 0)
+    w.sched.remove_queued(gone)
+    drained = w.sched.drain_queued()
     assert [j.id for j in drained] == ["w1", "w1b", "w3"]
-    assert sched.accepting is False
-    assert sched.queued_count == 0
-    assert sched.running() == [running]
-
-    gate.open = True
-    sched.admit()
-    late = make_job("late")
-    sched.submit(late)
-    running.set_state(State.SUCCEEDED)
-    sched.finished(running)
-    assert rec.started == [running]
+    assert all(j.state is State.QUEUED for j in drained)
+    assert w.sched.accepting is False
+    assert w.sched.queued_count == 0
+    assert w.sched.running() == [running]
+    late = w.submit("late")
+    w.finish(running)
+    assert w.rec.started == [running]
     assert late.state is State.QUEUED
 
 
-def test_jobs_lists_running_first_then_queued(sched: Scheduler) -> None:
-    gate = Gate(open=False)
-    r = make_job("r", 9)
-    sched.submit(r)
-    q2 = make_job("q2", 2, gate)
-    q1 = make_job("q1", 1, gate)
-    sched.submit(q2)
-    sched.submit(q1)
-    assert sched.jobs() == [r, q1, q2]
+def test_not_accepting_explains_that_nothing_starts() -> None:
+    w = World(capacity=4)
+    w.sched.accepting = False
+    jobs = [w.submit("a"), w.submit("b", after=("ghost",))]
+    assert w.started == []
+    assert all(j.state is State.QUEUED for j in jobs)
+    explained = w.sched.explain()
+    assert [explained[j.seq] for j in jobs] == ["the service is not starting petitions"] * 2
+    w.sched.accepting = True
+    w.sched.admit()
+    assert w.started == ["a"]
+
+
+def test_jobs_lists_running_first_then_waiting_in_order() -> None:
+    w = World(capacity=2)
+    r1 = w.submit("r1", 9)
+    r2 = w.submit("r2", 7)
+    q2 = w.submit("q2", 2)
+    q1 = w.submit("q1", 1)
+    q1b = w.submit("q1b", 1)
+    assert w.sched.running() == [r1, r2]
+    assert w.sched.waiting() == [q1, q1b, q2]
+    assert w.sched.jobs() == [r1, r2, q1, q1b, q2]
+    assert (w.sched.running_count, w.sched.queued_count) == (2, 3)
+
+
+def test_forget_drops_the_id_but_keeps_the_job_waiting() -> None:
+    w = World(capacity=1)
+    w.submit("running")
+    kept = w.submit("kept")
+    w.sched.forget(kept)
+    assert w.sched.get("kept") is None
+    assert kept.state is State.QUEUED
+    assert w.sched.waiting() == [kept]
