@@ -108,13 +108,19 @@ class Scheduler:
         self._failed = failed
         self.inventory: tuple[str, ...] = tuple(gpus)
         self._free_gpus: list[str] = list(self.inventory)
-        self._order: list[tuple[float, int]] = []  # sorted (order key, seq) of waiting jobs
-        self._waiting: dict[int, Job] = {}  # seq -> waiting job
+        # Waiting jobs whose dependencies are met, sorted by (order key, seq); and those of
+        # them with a bounded run (a --timeout), the only ones that may pass a blocked job.
+        # Jobs waiting for dependencies are in neither: they cost admission nothing.
+        self._order: list[tuple[float, int]] = []
+        self._timed: list[tuple[float, int]] = []
+        self._waiting: dict[int, Job] = {}  # seq -> every waiting job
         self._live: dict[str, Job] = {}  # ID -> waiting or running job
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         self._used_cpus = 0
         self._reserved_mem = 0
+        self._free_cpus = 0  # during a walk: what is left to give
+        self._free_mem: int | None = None
         self._group_limits: dict[str, int] = {}
         self._group_running: dict[str, int] = {}
         self._paused_groups: set[str] = set()
@@ -152,11 +158,15 @@ class Scheduler:
     def jobs(self) -> list[Job]:
         """Every waiting or running job: running first, then waiting in order."""
         with self.lock:
-            return list(self._running.values()) + [self._waiting[s] for _, s in self._order]
+            return list(self._running.values()) + self._in_order()
 
     def waiting(self) -> list[Job]:
+        """Every waiting job in order (those waiting for dependencies included)."""
         with self.lock:
-            return [self._waiting[s] for _, s in self._order]
+            return self._in_order()
+
+    def _in_order(self) -> list[Job]:
+        return sorted(self._waiting.values(), key=lambda j: (j.order_key, j.seq))
 
     def running(self) -> list[Job]:
         with self.lock:
@@ -214,23 +224,63 @@ class Scheduler:
             self.admit()
 
     def _insert(self, job: Job) -> None:
-        entry = (self.order_key(job), job.seq)
-        job.order_key = entry[0]
-        bisect.insort(self._order, entry)
+        job.order_key = self.order_key(job)
         self._waiting[job.seq] = job
-        if not job.deps_ready:
-            for dep in job.schedule.dependencies:
-                self._dependents.setdefault(dep, set()).add(job.seq)
         if not job.native:
             self._legacy_waiting += 1
+        if not job.deps_ready:
+            if not self.accepting:
+                # Being restored: its dependencies may not be queued again yet. They are
+                # looked at once everything is back (settle_dependencies).
+                self._watch_dependencies(job)
+                return
+            outcome = self._dependencies(job)
+            if outcome is None:
+                job.deps_ready = True
+            elif outcome[0] == "fail":
+                self._fail(job, outcome[1])
+                return
+            else:
+                self._watch_dependencies(job)
+                return
+        self._enter_order(job)
+
+    def _enter_order(self, job: Job) -> None:
+        entry = (job.order_key, job.seq)
+        bisect.insort(self._order, entry)
+        if job.schedule.longest_run is not None:
+            bisect.insort(self._timed, entry)
+
+    def settle_dependencies(self) -> None:
+        """Look at every job waiting for dependencies: start the ready, fail the doomed
+        (after a restore, which queues jobs before their dependencies are back)."""
+        with self.lock:
+            for job in self._in_order():
+                if job.deps_ready or job.state is not State.QUEUED:
+                    continue
+                outcome = self._dependencies(job)
+                if outcome is None:
+                    job.deps_ready = True
+                    self._enter_order(job)
+                elif outcome[0] == "fail":
+                    self._fail(job, outcome[1])
+                else:
+                    self._watch_dependencies(job)
+            self.admit()
+
+    def _watch_dependencies(self, job: Job) -> None:
+        for dep in job.schedule.dependencies:
+            if dep in self._live:
+                self._dependents.setdefault(dep, set()).add(job.seq)
 
     def _unqueue(self, job: Job) -> None:
         if self._waiting.pop(job.seq, None) is None:
             return
         entry = (job.order_key, job.seq)
-        i = bisect.bisect_left(self._order, entry)
-        if i < len(self._order) and self._order[i] == entry:
-            del self._order[i]
+        for ordered in (self._order, self._timed):
+            i = bisect.bisect_left(ordered, entry)
+            if i < len(ordered) and ordered[i] == entry:
+                del ordered[i]
         if not job.native:
             self._legacy_waiting -= 1
 
@@ -251,69 +301,97 @@ class Scheduler:
                 self._admitting = False
 
     def _walk(self) -> None:
+        """Phase 1 walks the order and starts what fits, up to the first job that does
+        not (the blocked one). Phase 2 walks only the jobs with a bounded run behind it,
+        the only ones that may pass it. So a refill costs what it looks at, not the
+        length of the queue."""
+        self.needs_recheck = False
         if not self.accepting or not self._order or self.paused_all:
-            self.needs_recheck = False
             return
-        free_cpus = self.capacity - self._used_cpus
-        if free_cpus <= 0 and not self._legacy_waiting:
-            self.needs_recheck = False  # nothing fits until a petition ends (an event)
-            return
+        self._free_cpus = self.capacity - self._used_cpus
+        if self._free_cpus <= 0 and not self._legacy_waiting:
+            return  # nothing fits until a petition ends (an event)
+        self._free_mem = None  # asked of the host only if some job needs it
         now = self._clock()
-        free_mem: int | None = None  # asked of the host only if some petition needs it
-        deadline = _INF  # backfill: later petitions must end by then (see module docstring)
-        recheck = False
         started: list[Job] = []
-        failures: list[tuple[Job, str]] = []
+        blocked: Job | None = None
         for _, seq in self._order:
-            if free_cpus <= 0 and not self._legacy_waiting:
+            if self._free_cpus <= 0 and not self._legacy_waiting:
                 break
             job = self._waiting[seq]
-            if job.state is not State.QUEUED:
+            if self._held(job):
                 continue
-            hold = self._hold(job)
-            if hold is not None:
-                if hold[0] == "fail":
-                    failures.append((job, hold[1]))
-                continue
-            need = job.schedule
-            if job.native:
-                fits = need.cpus <= free_cpus and need.gpus <= len(self._free_gpus)
-                if fits and need.mem:
-                    if free_mem is None:
-                        free_mem = self._free_memory()
-                    fits = need.mem <= free_mem
-                    recheck = recheck or not fits
-            else:
-                fits = free_cpus >= 1 and self._condition(job)
-                recheck = recheck or not fits
-            if not fits:
-                if job.blocked_since is None:
-                    job.blocked_since = now
-                deadline = min(deadline, job.blocked_since + self.backfill_bound)
-                continue
-            if deadline < _INF and not _ends_by(need, now, deadline):
-                continue  # would pass a blocked petition by more than the bound
+            if not self._fits(job):
+                blocked = job
+                break
             if job.native and not self._condition(job):
-                recheck = True
+                self.needs_recheck = True
                 continue
             self._take(job)
             started.append(job)
-            free_cpus -= need.cpus
-            if need.mem and free_mem is not None:
-                free_mem -= need.mem
-        self.needs_recheck = recheck
+        if blocked is not None:
+            if blocked.blocked_since is None:
+                blocked.blocked_since = now
+            deadline = blocked.blocked_since + self.backfill_bound
+            start_at = bisect.bisect_right(self._timed, (blocked.order_key, blocked.seq))
+            for i in range(start_at, len(self._timed)):
+                if self._free_cpus <= 0 or now >= deadline:
+                    break
+                job = self._waiting[self._timed[i][1]]
+                if job.state is not State.QUEUED or self._held(job):
+                    continue
+                if not self._fits(job):
+                    if job.blocked_since is None:
+                        job.blocked_since = now
+                    deadline = min(deadline, job.blocked_since + self.backfill_bound)
+                    continue
+                if not _ends_by(job.schedule, now, deadline):
+                    continue  # would delay a blocked job by more than the bound
+                if job.native and not self._condition(job):
+                    self.needs_recheck = True
+                    continue
+                self._take(job)
+                started.append(job)
         for job in started:
             self._unqueue(job)
             self._start(job)
-        for job, reason in failures:
-            self._fail(job, reason)
+
+    def _held(self, job: Job) -> bool:
+        """Paused, in a paused group, or its group full (a cheap check for admission)."""
+        if job.paused:
+            return True
+        group = job.schedule.group
+        if group in self._paused_groups:
+            return True
+        limit = self._group_limits.get(group)
+        return limit is not None and self._group_running.get(group, 0) >= limit
+
+    def _fits(self, job: Job) -> bool:
+        """Whether its requests fit now (an original-API job: its condition holds)."""
+        need = job.schedule
+        if not job.native:
+            fits = self._free_cpus >= 1 and self._condition(job)
+            self.needs_recheck = self.needs_recheck or not fits
+            return fits
+        if need.cpus > self._free_cpus or need.gpus > len(self._free_gpus):
+            return False
+        if need.mem:
+            if self._free_mem is None:
+                self._free_mem = self._free_memory()
+            if need.mem > self._free_mem:
+                self.needs_recheck = True  # memory is freed without telling orcha
+                return False
+        return True
 
     def _take(self, job: Job) -> None:
         """Give ``job`` what it asked for and mark it running."""
         need = job.schedule
         job.set_state(State.RUNNING)
         self._used_cpus += need.cpus
+        self._free_cpus -= need.cpus
         self._reserved_mem += need.mem
+        if need.mem and self._free_mem is not None:
+            self._free_mem -= need.mem
         job.gpu_ids = tuple(self._free_gpus[: need.gpus])
         del self._free_gpus[: need.gpus]
         self._group_running[need.group] = self._group_running.get(need.group, 0) + 1
@@ -330,24 +408,22 @@ class Scheduler:
         self._memory_error = False
         return free
 
-    def _hold(self, job: Job) -> tuple[str, str] | None:
-        """Why ``job`` may not start regardless of resources: ("hold", words), ("fail",
-        reason) if it never can, or None."""
-        if job.paused:
-            return ("hold", f"paused ('orcha resume {job.id}')")
-        group = job.schedule.group
-        if group in self._paused_groups:
-            return ("hold", f"group {group} is paused ('orcha resume --group {group}')")
+    def _hold_words(self, job: Job) -> str | None:
+        """Why ``job`` is held whatever the resources, in words (for explain)."""
         if not job.deps_ready:
             outcome = self._dependencies(job)
             if outcome is not None:
-                return outcome
-            job.deps_ready = True
+                return outcome[1] if outcome[0] == "hold" else f"failing: {outcome[1]}"
+        if job.paused:
+            return f"paused ('orcha resume {job.id}')"
+        group = job.schedule.group
+        if group in self._paused_groups:
+            return f"group {group} is paused ('orcha resume --group {group}')"
         limit = self._group_limits.get(group)
         if limit is not None:
             running = self._group_running.get(group, 0)
             if running >= limit:
-                return ("hold", f"group {group} full ({running}/{limit})")
+                return f"group {group} full ({running}/{limit})"
         return None
 
     def _dependencies(self, job: Job) -> tuple[str, str] | None:
@@ -398,63 +474,65 @@ class Scheduler:
 
     # -- why petitions wait ---------------------------------------------------------------------
     def explain(self) -> dict[int, str]:
-        """For each waiting job (by seq), why it has not started, in words."""
+        """For each waiting job (by seq), why it has not started, in words.
+
+        Copies what it needs under the lock and words it outside, so a status request
+        over a long queue does not hold up admission.
+        """
         with self.lock:
-            out: dict[int, str] = {}
+            jobs = self._in_order()
             if not self.accepting:
-                return {seq: "the service is not starting petitions" for seq in self._waiting}
-            capacity = self.capacity
-            free_cpus = capacity - self._used_cpus
-            free_mem: int | None = None
-            blocker: Job | None = None
-            ahead = 0  # waiting for resources ahead of this one
-            deadline = _INF
-            for _, seq in self._order:
-                job = self._waiting[seq]
-                if self.paused_all:
-                    out[seq] = "all petitions are paused ('orcha resume --all')"
-                    continue
-                hold = self._hold(job)
-                if hold is not None:
-                    out[seq] = hold[1] if hold[0] == "hold" else f"failing: {hold[1]}"
-                    continue
-                need, words = job.schedule, ""
-                if not job.native:
-                    if free_cpus < 1 or not self._condition(job):
-                        words = "waiting for its condition to hold"
-                elif need.cpus > free_cpus:
-                    if need.cpus == 1:
-                        words = (
-                            f"waiting for a free slot ({self._used_cpus}/{capacity} CPUs in use)"
-                        )
-                    else:
-                        words = f"needs {need.cpus} CPUs, {max(free_cpus, 0)} free"
-                elif need.gpus > len(self._free_gpus):
-                    words = f"needs {need.gpus} GPU(s), {len(self._free_gpus)} free"
-                elif need.mem:
-                    if free_mem is None:
-                        free_mem = self._free_memory()
-                    if need.mem > free_mem:
-                        words = f"needs {gib(need.mem)}, {gib(max(free_mem, 0))} free"
-                if words:
-                    if blocker is not None:
-                        words += f"; {ahead} ahead of it"
-                    else:
-                        blocker = job
-                    ahead += 1
-                    since = job.blocked_since if job.blocked_since is not None else self._clock()
-                    deadline = min(deadline, since + self.backfill_bound)
-                    out[seq] = words
-                elif blocker is not None and not _ends_by(need, self._clock(), deadline):
-                    out[seq] = (
-                        f"behind {blocker.id}, which waits for resources (only a petition "
-                        "whose --timeout ends soon enough may pass it)"
-                    )
-                elif not self._condition(job):
-                    out[seq] = "waiting for a plugin's predicate to hold"
+                return {job.seq: "the service is not starting petitions" for job in jobs}
+            if self.paused_all:
+                return {job.seq: "all petitions are paused ('orcha resume --all')" for job in jobs}
+            capacity, used = self.capacity, self._used_cpus
+            free_gpus = len(self._free_gpus)
+            free_mem_now = self._free_memory if any(j.schedule.mem for j in jobs) else None
+            free_mem = free_mem_now() if free_mem_now is not None else 0
+            holds = {job.seq: self._hold_words(job) for job in jobs}
+        free_cpus = capacity - used
+        now = self._clock()
+        out: dict[int, str] = {}
+        blocker: Job | None = None
+        ahead = 0  # waiting for resources ahead of this one
+        deadline = _INF
+        for job in jobs:
+            hold = holds[job.seq]
+            if hold is not None:
+                out[job.seq] = hold
+                continue
+            need, words = job.schedule, ""
+            if not job.native:
+                if free_cpus < 1 or not self._condition(job):
+                    words = "waiting for its condition to hold"
+            elif need.cpus > free_cpus:
+                if need.cpus == 1:
+                    words = f"waiting for a free slot ({used}/{capacity} CPUs in use)"
                 else:
-                    out[seq] = "starting"
-            return out
+                    words = f"needs {need.cpus} CPUs, {max(free_cpus, 0)} free"
+            elif need.gpus > free_gpus:
+                words = f"needs {need.gpus} GPU(s), {free_gpus} free"
+            elif need.mem and need.mem > free_mem:
+                words = f"needs {gib(need.mem)}, {gib(max(free_mem, 0))} free"
+            if words:
+                if blocker is not None:
+                    words += f"; {ahead} ahead of it"
+                else:
+                    blocker = job
+                ahead += 1
+                since = job.blocked_since if job.blocked_since is not None else now
+                deadline = min(deadline, since + self.backfill_bound)
+                out[job.seq] = words
+            elif blocker is not None and not _ends_by(need, now, deadline):
+                out[job.seq] = (
+                    f"behind {blocker.id}, which waits for resources (only a petition "
+                    "whose --timeout ends soon enough may pass it)"
+                )
+            elif not self._condition(job):
+                out[job.seq] = "waiting for a plugin's predicate to hold"
+            else:
+                out[job.seq] = "starting"
+        return out
 
     # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
@@ -508,6 +586,7 @@ class Scheduler:
                 outcome = self._dependencies(dependent)
                 if outcome is None:
                     dependent.deps_ready = True
+                    self._enter_order(dependent)
                 elif outcome[0] == "fail":
                     if self._fail(dependent, outcome[1], settle=False):
                         ended.append(dependent)
@@ -530,8 +609,9 @@ class Scheduler:
         """Stop admitting and return every waiting job, in order (for shutdown)."""
         with self.lock:
             self.accepting = False
-            waiting = [self._waiting[s] for _, s in self._order]
+            waiting = self._in_order()
             self._order.clear()
+            self._timed.clear()
             self._waiting.clear()
             self._legacy_waiting = 0
             return waiting

@@ -734,7 +734,7 @@ class Service:
                     requeued += 1
         finally:
             self.scheduler.accepting = True
-        self.scheduler.admit()
+        self.scheduler.settle_dependencies()  # also admits
         log.warning(
             "restored %d queued petition(s); %d that were running became INTERRUPTED",
             requeued, interrupted,
