@@ -175,18 +175,26 @@ class Job:
                 self._cancel_event.set()
             return True
 
+    def end_attempt(self) -> bool:
+        """The attempt ended and another will follow: from now on a cancel is heard (and
+        the stop request is fresh). False if the petition is being cancelled."""
+        with self.lock:
+            if self.cancel_requested:
+                return False
+            self.timed_out = False
+            self._cancel_event = None
+            self.finish_was_called = False
+            return True
+
     def next_attempt(self) -> bool:
-        """Start the next attempt afresh (exit code, message, stop request); False if the
-        petition is being cancelled."""
+        """Start the next attempt (no exit code or message yet); False if the petition is
+        being cancelled."""
         with self.lock:
             if self.cancel_requested:
                 return False
             self.attempt += 1
-            self.timed_out = False
-            self._cancel_event = None
             self.code = None
             self.message = None
-            self.finish_was_called = False
             return True
 
     def set_state(self, new: State) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +67,9 @@ class Runner:
         self._events.job_pid(job, pid)
         if job.cancel_requested:
             self.cancel_running(job)  # cancelled before it could report this process
+        elif job.stopped:
+            # 'orcha pause --running' came before this process existed.
+            self.procs.signal_tree([pid], None, signal.SIGSTOP)
 
     def _run(self, job: Job) -> None:
         try:
@@ -111,8 +115,10 @@ class Runner:
                 f"attempt {job.attempt} of {attempts} failed ({why}); "
                 + (f"retrying in {delay:g}s" if delay else "retrying"),
             )
-            cancel = job.cancel_event
-            if delay and cancel.wait(delay):
+            # A cancel during the delay must be heard at once.
+            if not job.end_attempt():
+                break
+            if delay and job.cancel_event.wait(delay):
                 break  # cancelled while waiting to retry
             if not job.next_attempt():
                 break

@@ -326,9 +326,11 @@ class Service:
                         if everything or j.schedule.group in scope]  # fmt: skip
         for job in covered:
             if job.state is State.RUNNING and (running or not paused) and job.stopped != paused:
+                # The flag first: a process the petition starts meanwhile is stopped by
+                # the runner when it registers (see Runner._register).
+                job.stopped = paused
                 sig = signals.SIGSTOP if paused else signals.SIGCONT
                 self.procs.signal_tree(list(job.pids), job.token, sig)
-                job.stopped = paused
             if job.state is State.QUEUED and self.store is not None:
                 self.store.update_later(job.seq, paused=int(job.paused))
             self.watch_event(job, "paused" if paused else "resumed", {})
