@@ -618,3 +618,59 @@ def test_pause_or_resume_of_an_unknown_id_exits_209(env: Env) -> None:
         stdout, stderr = orcha(env, command, unknown, code=NO_PETITION)
         assert stdout == ""
         one_error(stderr, unknown)
+
+
+# -- predicates from plugins -----------------------------------------------------------------
+GATE_PLUGIN = '''
+"""A plugin found by its module name (orcha_*): two predicates for every petition."""
+import os
+
+from orcha.plugins import BasePlugin
+
+
+def door_open(petition):
+    return os.path.exists(os.environ["ORCHA_TEST_DOOR"])
+
+
+def broken_for_boom(petition):
+    if str(petition.id).startswith("boom"):
+        raise RuntimeError("plugin bug")
+    return True
+
+
+class GatePlugin(BasePlugin):
+    name = "gatetest"
+
+    def predicates(self):
+        return [door_open, broken_for_boom]
+
+
+plugin = GatePlugin
+'''
+
+
+def test_plugin_predicates_compose_with_resources_and_a_raising_one_is_contained(
+    env: Env, tmp_path: Path
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "orcha_gatetest.py").write_text(GATE_PLUGIN)
+    door = tmp_path / "door"
+    service = env.serve(
+        "--grace", "2", env={"PYTHONPATH": str(plugins), "ORCHA_TEST_DOOR": str(door)}
+    )
+    p1, boom, p2 = new_id("pred"), new_id("boom"), new_id("pred2")
+    detach(env, p1, "true", tmp_path)
+    assert waiting(env, p1) == "waiting for a plugin's predicate to hold"
+    door.touch()  # nothing tells orcha: its recheck (once a second) notices
+    assert ended(env, p1) == ("SUCCEEDED", 0)
+
+    detach(env, boom, "true", tmp_path)
+    detach(env, p2, "true", tmp_path)
+    assert ended(env, p2) == ("SUCCEEDED", 0)  # the raising predicate holds back no one
+    time.sleep(2.5)  # a few rechecks
+    assert waiting(env, boom) == "waiting for a plugin's predicate to hold"
+    raised = [line for line in service.stderr_lines if f"condition of petition {boom}" in line]
+    assert len(raised) == 1, service.stderr_lines  # logged once, not at every recheck
+    orcha(env, "cancel", boom)
+    assert service.proc is not None and service.proc.poll() is None  # still serving
