@@ -238,3 +238,45 @@ def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
     assert custom.max_running == 7 and resolved.max_running is None
     settings.configure(custom)
     assert settings.current() is custom
+
+
+# -- parse_duration and parse_gpus -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("1.5", 1.5), ("90s", 90.0), ("15m", 900.0), (" 12h ", 43200.0),
+     ("7d", 604800.0), ("2w", 1209600.0), ("0", 0.0)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert settings.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "-5", "5 minutes", "1e3", "5y", "inf"])
+def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        settings.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "gpus"),
+    [("auto", None), ("AUTO", None), ("none", ()), ("", ()), ("0", ("0",)),
+     ("0,1, 3", ("0", "1", "3")), ("GPU-1a2b,GPU-3c4d", ("GPU-1a2b", "GPU-3c4d"))],
+)  # fmt: skip
+def test_parse_gpus(text: str, gpus: tuple[str, ...] | None) -> None:
+    assert settings.parse_gpus(text) == gpus
+
+
+@pytest.mark.parametrize(("text", "words"), [("0,,1", "not a GPU list"), ("0;1", "not a GPU list"),
+                                             ("1,1", "listed twice")])  # fmt: skip
+def test_parse_gpus_refuses_bad_lists(text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        settings.parse_gpus(text)
+
+
+def test_scheduling_defaults_resolve_from_one_place() -> None:
+    from orcha import defaults
+
+    resolved = settings.resolve()
+    assert (resolved.gpus, resolved.aging, resolved.backfill_bound) == (
+        None, defaults.DEFAULT_AGING, defaults.DEFAULT_BACKFILL_BOUND)  # fmt: skip
+    given = settings.resolve(gpus=("0",), aging=0.0, backfill_bound=60.0)
+    assert (given.gpus, given.aging, given.backfill_bound) == (("0",), 0.0, 60.0)

@@ -1,0 +1,78 @@
+"""petition_options: what each option puts in the petition, and what it refuses (exit 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from orcha.cli.petition_options import chosen, petition_options
+from orcha.protocol.schedule import Schedule
+
+
+@click.command()
+@petition_options
+def probe() -> dict[str, Any]:
+    options = chosen()
+    return {"schedule": Schedule.from_wire(options.schedule), "env": options.env,
+            "cwd": options.cwd}  # fmt: skip
+
+
+def parse(*args: str) -> dict[str, Any]:
+    result: dict[str, Any] = probe.main(list(args), standalone_mode=False)
+    return result
+
+
+def test_no_options_are_the_defaults() -> None:
+    assert parse() == {"schedule": Schedule(), "env": {}, "cwd": None}
+
+
+def test_every_option_reaches_the_schedule() -> None:
+    got = parse(
+        "--cpus", "4", "--mem", "1.5G", "--gpus", "2", "--group", "train", "--after", "a,b",
+        "--after", "c", "--after-any", "d", "--timeout", "2h", "--retries", "3",
+        "--retry-delay", "30s",
+    )  # fmt: skip
+    assert got["schedule"] == Schedule(
+        cpus=4, mem=int(1.5 * (1 << 30)), gpus=2, group="train", after=("a", "b", "c"),
+        after_any=("d",), timeout=7200.0, retries=3, retry_delay=30.0,
+    )  # fmt: skip
+
+
+def test_env_is_repeatable_and_values_may_hold_equals_or_be_empty() -> None:
+    got = parse("--env", "A=1", "--env", "B=x=y", "--env", "C=")
+    assert got["env"] == {"A": "1", "B": "x=y", "C": ""}
+
+
+def test_cwd_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse("--cwd", "sub")["cwd"] == os.path.join(str(tmp_path), "sub")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--cpus", "0"], "--cpus"),
+        (["--mem", "lots"], "is not a size"),
+        (["--gpus", "-1"], "--gpus"),
+        (["--group", "a b"], "group name"),
+        (["--after", "x y"], "whitespace"),
+        (["--after-any", ","], "non-empty"),
+        (["--timeout", "0"], "more than 0 seconds"),
+        (["--timeout", "soon"], "is not a duration"),
+        (["--retries", "1001"], "--retries"),
+        (["--retry-delay", "-1"], "is not a duration"),
+        (["--env", "NOEQUALS"], "is not NAME=VALUE"),
+        (["--env", "=v"], "is not NAME=VALUE"),
+        (["--cwd", "/no/such/dir"], "does not exist"),
+    ],
+)
+def test_bad_values_are_usage_errors(args: list[str], words: str) -> None:
+    result = CliRunner().invoke(probe, args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output, result.output
