@@ -660,7 +660,7 @@ class ServiceBench:
                      "(a 2-CPU petition was next and nothing could pass it)")  # fmt: skip
         smed = statistics.median(status_times) * 1000
         self.row(f"status request, {args.waiting:,} waiting", f"{smed:.0f} ms",
-                 "(median; holds the scheduler's lock while it explains)")  # fmt: skip
+                 "(median; the lock is held only to copy the queue)")  # fmt: skip
         target = f"<= {TARGET_MS:g} ms"
         self.rows.append((f"service refill, {label} (median of {len(gaps)})", f"{med:.2f} ms",
                           target, f"{med / TARGET_MS:.2f}x target"))  # fmt: skip
