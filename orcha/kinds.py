@@ -21,9 +21,14 @@ class Kind:
 
     * ``name`` is unique among installed kinds (the client sends it; the service looks it
       up in its own registry and refuses unknown names);
-    * :meth:`validate` runs in the service before the petition is queued: it returns the
-      normalised parameters or raises :class:`orcha.errors.InvalidPetitionError` with a
-      message that names the bad parameter and the legal values;
+    * ``schema`` (optional) describes the parameters in the JSON Schema subset of
+      :mod:`orcha.schema`: ``orcha describe KIND`` prints it, ``orcha ls --json`` lists
+      it, and parameters are checked against it (with defaults filled in) by the client
+      for a fast error and by the service, because clients can lie;
+    * :meth:`validate` runs before the petition is queued, after the schema check (in
+      the client of a plugin command for a fast error, and in the service): it returns the normalised parameters or raises
+      :class:`orcha.errors.InvalidPetitionError` with a message that names the bad
+      parameter and the legal values;
     * :meth:`run` runs in a service thread once the petition is admitted. It writes output
       with ``ctx.write``/``ctx.write_err``, starts processes only through ``ctx.spawn`` (so
       cancellation finds them), returns promptly once ``ctx.cancelled`` is set, and returns
@@ -33,6 +38,24 @@ class Kind:
 
     name: ClassVar[str]
     help: ClassVar[str] = ""
+    schema: ClassVar[dict[str, Any] | None] = None
+
+    def check(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The schema check then :meth:`validate`: what clients and the service call.
+        InvalidPetitionError naming the bad parameter otherwise."""
+        from orcha.errors import InvalidPetitionError
+
+        if self.schema is not None:
+            from orcha.schema import SchemaError, validate
+
+            try:
+                params = validate(self.schema, params, "params")
+            except SchemaError as e:
+                raise InvalidPetitionError(
+                    f"invalid parameters for kind {self.name!r}: {e}; "
+                    f"see 'orcha describe {self.name}'"
+                ) from None
+        return self.validate(params)
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         return dict(params)

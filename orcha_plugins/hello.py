@@ -22,6 +22,16 @@ class HelloKind(Kind):
 
     name = "hello"
     help = "Print 'Hello world! i' COUNTER times, SLEEP_TIME seconds apart."
+    schema = {
+        "type": "object",
+        "properties": {
+            "counter": {"type": "integer", "minimum": 0, "default": 1,
+                        "description": "How many lines to print."},
+            "sleep_time": {"type": "number", "minimum": 0, "default": 0,
+                           "description": "Seconds between lines."},
+        },
+        "additionalProperties": False,
+    }  # fmt: skip
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         counter = params.get("counter", 1)

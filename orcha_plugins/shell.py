@@ -24,6 +24,15 @@ class ShellKind(Kind):
 
     name = "shell"
     help = "Run a command (argv list) on the service host."
+    schema = {
+        "type": "object",
+        "properties": {
+            "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                     "description": "The command and its arguments (no shell)."},
+        },
+        "required": ["argv"],
+        "additionalProperties": False,
+    }  # fmt: skip
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         argv = params.get("argv")

@@ -65,12 +65,13 @@ def cli(ctx: click.Context) -> None:
 
 def _register_core() -> None:
     from orcha.cli.admission import group, pause, resume
+    from orcha.cli.describe import describe
     from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
 
-    for command in (serve, ls, status, cancel, clean, wait, logs, follow, watch, group, pause,
-                    resume):  # fmt: skip
+    for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
+                    group, pause, resume):  # fmt: skip
         cli.add_command(command)
 
 

@@ -25,7 +25,13 @@ def _details(entry: Any) -> list[str]:
         lines.append("commands: " + ", ".join(names))
     if entry.kinds:
         lines.append("kinds: " + ", ".join(sorted(entry.kinds)))
+    if entry.predicates:
+        lines.append("predicates: " + ", ".join(_name_of(p) for p in entry.predicates))
     return lines
+
+
+def _name_of(predicate: Any) -> str:
+    return str(getattr(predicate, "__name__", None) or type(predicate).__name__)
 
 
 def _label(entry: Any) -> str:
@@ -55,7 +61,12 @@ def ls(ctx: click.Context, as_json: bool) -> int:
                     "module": e.module,
                     "commands": sorted(e.commands),
                     "aliases": dict(sorted(e.aliases.items())),
-                    "kinds": sorted(e.kinds),
+                    "description": (e.plugin.help if e.plugin is not None else "") or "",
+                    "kinds": [
+                        {"name": k.name, "description": k.help, "schema": k.schema}
+                        for _, k in sorted(e.kinds.items())
+                    ],
+                    "predicates": [_name_of(p) for p in e.predicates],
                     "error": e.error,
                 }
                 for e in entries

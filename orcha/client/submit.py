@@ -34,6 +34,7 @@ def attach(
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'ID'") from e
     ctx = click.get_current_context()
+    params = _checked(ctx, kind, params)
     options = chosen(ctx)
     try:
         schedule = Schedule.from_wire(options.schedule)
@@ -44,3 +45,19 @@ def attach(
         settings, kind, petition_id, params, priority, detach,
         schedule=schedule, env=options.env, cwd=options.cwd,
     )  # fmt: skip
+
+
+def _checked(ctx: click.Context, kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters checked against the kind's schema here, for a fast error (the
+    service checks again); unchanged if this client does not have the kind."""
+    from orcha.errors import InvalidPetitionError
+
+    plugins = getattr(ctx.find_root().command, "plugins", None)
+    for entry in plugins() if callable(plugins) else ():
+        kind = entry.kinds.get(kind_name)
+        if kind is not None:
+            try:
+                return dict(kind.check(dict(params)))
+            except InvalidPetitionError as e:
+                raise click.UsageError(e.message) from None
+    return params

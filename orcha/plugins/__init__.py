@@ -41,7 +41,7 @@ EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
 
 #: Command names orcha itself provides; no plugin may take them.
 CORE_COMMANDS = frozenset({"serve", "ls", "status", "cancel", "clean", "wait", "logs", "follow",
-                           "watch", "group", "pause", "resume"})  # fmt: skip
+                           "watch", "group", "pause", "resume", "describe"})  # fmt: skip
 
 
 class BasePlugin:
@@ -216,6 +216,11 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
             for predicate in predicates:
                 if not callable(predicate):
                     raise TypeError(f"predicate {predicate!r} is not callable")
+            for kind in kinds.values():
+                if kind.schema is not None:
+                    from orcha.schema import check_schema
+
+                    check_schema(kind.schema, f"the schema of kind {kind.name}")
         except Exception as e:
             entry.error = f"{type(e).__name__}: {e}"
             entry.plugin = None

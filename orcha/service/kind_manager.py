@@ -57,7 +57,7 @@ class KindManager(Manager):
         if kind is None:
             raise UnknownKindError(request.kind, list(self._kinds))
         try:
-            params = kind.validate(dict(request.params))
+            params = kind.check(dict(request.params))
         except InvalidPetitionError:
             raise
         except Exception as e:  # a kind's validator must not take the request path down

@@ -379,5 +379,6 @@ def test_ls_json(env: Env) -> None:
         plugin = plugins[name]
         assert plugin["embedded"] is True
         assert plugin["commands"] == [command]
-        assert plugin["kinds"] == [name]
+        assert [k["name"] for k in plugin["kinds"]] == [name]
+        assert plugin["kinds"][0]["schema"]["type"] == "object"
         assert plugin["error"] is None
