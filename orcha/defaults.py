@@ -91,3 +91,10 @@ DEFAULT_BACKFILL_BOUND = 300.0
 #: Seconds between admission checks while a petition waits for something that changes
 #: without an event orcha sees (free memory, a plugin's predicate). No checks otherwise.
 RECHECK_SECONDS = 1.0
+
+#: Seconds a plugin's load, start or stop hook may take before the service goes on
+#: without waiting for it (it is logged).
+PLUGIN_HOOK_TIMEOUT = 10.0
+
+#: Seconds a plugin's health check may take before it counts as unhealthy.
+HEALTH_TIMEOUT = 5.0

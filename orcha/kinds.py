@@ -26,9 +26,9 @@ class Kind:
       it, and parameters are checked against it (with defaults filled in) by the client
       for a fast error and by the service, because clients can lie;
     * :meth:`validate` runs before the petition is queued, after the schema check (in
-      the client of a plugin command for a fast error, and in the service): it returns the normalised parameters or raises
-      :class:`orcha.errors.InvalidPetitionError` with a message that names the bad
-      parameter and the legal values;
+      the client of a plugin command for a fast error, and in the service): it returns
+      the normalised parameters or raises :class:`orcha.errors.InvalidPetitionError`
+      with a message that names the bad parameter and the legal values;
     * :meth:`run` runs in a service thread once the petition is admitted. It writes output
       with ``ctx.write``/``ctx.write_err``, starts processes only through ``ctx.spawn`` (so
       cancellation finds them), returns promptly once ``ctx.cancelled`` is set, and returns

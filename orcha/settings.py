@@ -15,6 +15,10 @@ from orcha import defaults
 from orcha.errors import ConfigError
 from orcha.protocol.address import Address, parse_address
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from orcha.config import Config
+
 
 class Settings:
     """Where to listen or connect, and with which key. Immutable once resolved.
@@ -180,11 +184,31 @@ def resolve(
     gpus: tuple[str, ...] | None = None,
     aging: float | None = None,
     backfill_bound: float | None = None,
+    config: Config | None = None,
 ) -> Settings:
-    """Build Settings from explicit values, then the environment, then defaults."""
+    """Build Settings from explicit values, then the environment, then the configuration
+    file (``config``, else the one :func:`orcha.config.config_path` names, if it exists),
+    then defaults. ConfigError if the file is invalid."""
+    if config is None:
+        config = _config_if_any()
+    if config is not None and config.exists:
+        if max_running is None:
+            max_running = config.data.get("max_running")
+        if grace is None and config.given("grace"):
+            grace = float(config.data["grace"])
+        if log_cap is None and config.given("log_cap"):
+            log_cap = config.size("log_cap")
+        if gpus is None and config.given("gpus"):
+            gpus = config.gpus()
+        if aging is None and config.given("aging"):
+            aging = config.seconds("aging")
+        if backfill_bound is None and config.given("backfill_bound"):
+            backfill_bound = config.seconds("backfill_bound")
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
     state_dir = os.environ.get(defaults.ENV_STATE_DIR) or _platform_dir("state")
     address = address or os.environ.get(defaults.ENV_ADDRESS)
+    if not address and config is not None and config.exists:
+        address = config.data.get("address")
     if address:
         addr = parse_address(address)
     else:
@@ -207,6 +231,17 @@ def resolve(
             defaults.DEFAULT_BACKFILL_BOUND if backfill_bound is None else backfill_bound
         ),
     )
+
+
+def _config_if_any() -> Config | None:
+    """The configuration file if one is named or the default one exists (a client
+    without one imports no YAML parser)."""
+    from orcha.config import config_path, load
+
+    path, named = config_path()
+    if not named and not os.path.exists(path):
+        return None
+    return load()
 
 
 _current: Settings | None = None

@@ -51,7 +51,9 @@ class Env:
             for k, v in os.environ.items()
             if not k.startswith("ORCHA_") and k not in ("COVERAGE_PROCESS_START",)
         }
+        self.config_dir = root / "config"  # XDG_CONFIG_HOME: never the user's own file
         self.vars.update(
+            XDG_CONFIG_HOME=str(self.config_dir),
             ORCHA_RUNTIME_DIR=str(self.runtime),
             ORCHA_STATE_DIR=str(self.state),
             PYTHONUNBUFFERED="1",

@@ -20,12 +20,13 @@ class OrchaGroup(click.Group):
 
             from orcha.plugins import discover
 
-            disabled = frozenset(
+            disabled = {
                 n.strip()
                 for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",")
                 if n.strip()
-            )
-            OrchaGroup._plugins = discover(disabled)
+            }
+            disabled |= _disabled_in_config()
+            OrchaGroup._plugins = discover(frozenset(disabled))
         return OrchaGroup._plugins
 
     def _plugin_commands(self) -> dict[str, click.Command]:
@@ -50,6 +51,27 @@ class OrchaGroup(click.Group):
         return self._plugin_commands().get(cmd_name)
 
 
+def _disabled_in_config() -> set[str]:
+    """Plugins the configuration file disables (``enabled: false``). An invalid file
+    disables nothing here: 'orcha config validate' and 'orcha serve' report it."""
+    from orcha import config
+    from orcha.errors import ConfigError
+
+    ctx = click.get_current_context(silent=True)
+    explicit = globals_of(ctx).config if ctx is not None else None
+    path, named = config.config_path(explicit)
+    if not named:
+        import os
+
+        if not os.path.exists(path):
+            return set()
+    try:
+        loaded = config.load(explicit)
+    except ConfigError:
+        return set()
+    return {name for name in loaded.data["plugins"] if not loaded.plugin_enabled(name)}
+
+
 @click.group(cls=OrchaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
 @click.pass_context
@@ -65,13 +87,15 @@ def cli(ctx: click.Context) -> None:
 
 def _register_core() -> None:
     from orcha.cli.admission import group, pause, resume
+    from orcha.cli.config_command import config
     from orcha.cli.describe import describe
+    from orcha.cli.health import health
     from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
 
     for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
-                    group, pause, resume):  # fmt: skip
+                    group, pause, resume, health, config):  # fmt: skip
         cli.add_command(command)
 
 

@@ -16,6 +16,7 @@ class Globals:
     def __init__(self) -> None:
         self.address: str | None = None
         self.key: str | None = None
+        self.config: str | None = None
         self.verbose = 0
 
 
@@ -65,6 +66,14 @@ def global_options(f: F) -> F:
             "directory; env ORCHA_KEY).",
         ),
         click.option(
+            "--config",
+            metavar="PATH",
+            expose_value=False,
+            callback=_set("config"),
+            help="Configuration file (default: config.yaml in the user's config "
+            "directory; env ORCHA_CONFIG).",
+        ),
+        click.option(
             "-v",
             "--verbose",
             count=True,
@@ -91,6 +100,17 @@ def settings_from(ctx: click.Context, **service_options: Any) -> Any:
     from orcha import settings
 
     g = globals_of(ctx)
-    resolved = settings.resolve(address=g.address, key=g.key, verbose=g.verbose, **service_options)
+    config = load_config(ctx) if g.config else None
+    resolved = settings.resolve(
+        address=g.address, key=g.key, verbose=g.verbose, config=config, **service_options
+    )
     settings.configure(resolved)
     return resolved
+
+
+def load_config(ctx: click.Context) -> Any:
+    """The configuration file this invocation names (``--config``, ``ORCHA_CONFIG``) or
+    the default one, loaded and validated. ConfigError if it is invalid."""
+    from orcha import config
+
+    return config.load(globals_of(ctx).config)

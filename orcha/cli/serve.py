@@ -87,11 +87,24 @@ def serve(
     configure_logging(settings.verbose)
     group = ctx.find_root().command
     assert isinstance(group, OrchaGroup)
+    from orcha.cli.options import load_config
+    from orcha.config import check_plugins
+    from orcha.service.plugin_host import PluginHost
+
+    config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
+    entries = group.plugins()
+    plugin_settings, unconfigured = check_plugins(config, {e.name: e.plugin for e in entries})
+    loaded = {e.name: e.plugin for e in entries if e.plugin is not None}
     kinds = {}
     predicates = []
-    for entry in group.plugins():
+    for entry in entries:
+        if entry.name in unconfigured:
+            entry.error = unconfigured[entry.name]
+            loaded.pop(entry.name, None)
         if entry.error and entry.error != "disabled":
             click.echo(f"orcha serve: plugin {entry.name} not loaded: {entry.error}", err=True)
+            continue
         kinds.update(entry.kinds)
         predicates.extend(entry.predicates)
-    return Service(KindManager(kinds, predicates=predicates), settings).run()
+    host = PluginHost(loaded, plugin_settings)
+    return Service(KindManager(kinds, predicates=predicates), settings, plugins=host).run()

@@ -41,7 +41,8 @@ EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
 
 #: Command names orcha itself provides; no plugin may take them.
 CORE_COMMANDS = frozenset({"serve", "ls", "status", "cancel", "clean", "wait", "logs", "follow",
-                           "watch", "group", "pause", "resume", "describe"})  # fmt: skip
+                           "watch", "group", "pause", "resume", "describe", "health",
+                           "config"})  # fmt: skip
 
 
 class BasePlugin:
@@ -60,6 +61,17 @@ class BasePlugin:
       an orcha kind must satisfy to start, besides its resource requests (all must hold;
       one that raises counts as "not now" and is logged once). They run in the service,
       under its scheduler's lock, so they must be quick and must not block.
+
+    Service-side lifecycle (``orcha serve`` calls these in its own process, each within a
+    time limit; an exception or a hook that overruns is logged and the service goes on):
+
+    * ``config_schema``: the schema (:mod:`orcha.schema`) of the plugin's settings in
+      the configuration file (``plugins: {NAME: {config: ...}}``), with defaults;
+    * ``load(config)``: the validated settings, defaults filled in, once at start;
+    * ``start(service)``: the service is about to accept clients; ``service`` is a
+      :class:`orcha.service.plugin_host.PluginService` (logger, the plugin's state);
+    * ``stop()``: the service is stopping (plugins are stopped in reverse order);
+    * ``health()``: ``(healthy, details)`` for ``orcha health``; must be quick.
     """
 
     name: str = ""
@@ -85,6 +97,21 @@ class BasePlugin:
 
     def predicates(self) -> list[Callable[[Any], bool]]:
         return []
+
+    config_schema: dict[str, Any] | None = None
+
+    def load(self, config: dict[str, Any]) -> None:
+        """Receive the plugin's validated settings (service side)."""
+
+    def start(self, service: Any) -> None:
+        """The service is about to accept clients."""
+
+    def stop(self) -> None:
+        """The service is stopping."""
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the plugin works, with details for people (``orcha health``)."""
+        return True, {}
 
     @property
     def is_argparse(self) -> bool:

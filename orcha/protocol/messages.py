@@ -36,7 +36,7 @@ _HANDLE = struct.Struct("!I")
 #: Operations a client may request.
 OPS = frozenset(
     {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch", "group",
-     "pause", "resume"}
+     "pause", "resume", "health"}
 )  # fmt: skip
 
 

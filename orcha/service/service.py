@@ -32,6 +32,7 @@ from orcha.service.host import Host
 from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
+from orcha.service.plugin_host import PluginHost
 from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
 from orcha.service.runner import Runner
 from orcha.service.scheduler import Scheduler
@@ -64,8 +65,10 @@ class Service:
         settings: Settings,
         procs: ProcessControl | None = None,
         host: Host | None = None,
+        plugins: PluginHost | None = None,
     ):
         self.manager = manager
+        self.plugins = plugins or PluginHost({}, {})
         self.settings = settings
         self.procs: ProcessControl = procs or getattr(manager, "procs", None) or ProcessControl()
         self.host = host or Host()
@@ -510,6 +513,20 @@ class Service:
         frames = list(read_log(record["log_path"]))
         return (frames if tail is None else _last_lines(frames, tail)), record
 
+    def health(self) -> dict[str, Any]:
+        """Whether the service and each plugin are healthy (plugin checks run with a
+        time limit, their errors caught), with the queue and capacity."""
+        plugins = self.plugins.health()
+        return {
+            "healthy": all(p["healthy"] for p in plugins.values()),
+            "queued": self.scheduler.queued_count,
+            "running": self.scheduler.running_count,
+            "cpus_in_use": self.scheduler.used_cpus,
+            "capacity": self.scheduler.capacity,
+            "paused": self.scheduler.paused_all,
+            "plugins": plugins,
+        }
+
     def info(self) -> dict[str, Any]:
         return {
             "version": __version__,
@@ -657,6 +674,7 @@ class Service:
             f"{', '.join(sorted(self.manager.kinds())) or 'none'})",
             flush=True,
         )
+        self.plugins.start()  # load and start hooks, before petitions run or clients are served
         self._load_groups()
         self._restore()
         code = 0
@@ -688,6 +706,7 @@ class Service:
                     self._flush_sessions()
                     break
         finally:
+            self.plugins.stop()
             sel.close()
             signal.set_wakeup_fd(-1)
             for sig, handler in previous.items():

@@ -111,6 +111,8 @@ class Session:
             return messages.reply("clean", **self.service.clean(older))
         if op == "info":
             return messages.reply("info", **self.service.info())
+        if op == "health":
+            return messages.reply("health", **self.service.health())
         if op in ("wait", "follow", "watch"):
             ids = request.get("ids", [])
             if not _strings(ids):

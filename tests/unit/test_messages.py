@@ -76,6 +76,7 @@ def test_ops() -> None:
                 "group",
                 "pause",
                 "resume",
+                "health",
             }
         )
         == m.OPS

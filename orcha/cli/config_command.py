@@ -1,0 +1,80 @@
+"""``orcha config path|show|validate``: the configuration file."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from orcha.cli.options import global_options, globals_of
+
+
+@click.group("config")
+def config() -> None:
+    """The configuration file: where it is, what it says, whether it is valid."""
+
+
+@config.command("path")
+@global_options
+@click.pass_context
+def config_path(ctx: click.Context) -> int:
+    """Print where the configuration file is (or would be)."""
+    from orcha import config as configuration
+
+    path, _ = configuration.config_path(globals_of(ctx).config)
+    click.echo(path)
+    return 0
+
+
+def _complete(ctx: click.Context) -> dict[str, Any]:
+    """The file, validated, with every default filled in, plugins' settings included."""
+    from orcha.cli.options import load_config
+    from orcha.config import check_plugins
+
+    loaded = load_config(ctx)
+    group = ctx.find_root().command
+    plugins = {e.name: e.plugin for e in group.plugins()}  # type: ignore[attr-defined]
+    settings, unconfigured = check_plugins(loaded, plugins)
+    data = dict(loaded.data)
+    data["plugins"] = {
+        name: {
+            "enabled": loaded.plugin_enabled(name),
+            "config": settings.get(name, loaded.plugin_settings(name)),
+            **({"error": unconfigured[name]} if name in unconfigured else {}),
+        }
+        for name in sorted(set(plugins) | set(loaded.data["plugins"]))
+    }
+    return {"path": loaded.path, "exists": loaded.exists, "config": data}
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@global_options
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> int:
+    """Print the configuration in effect: the file, defaults filled in."""
+    doc = _complete(ctx)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return 0
+    import yaml
+
+    where = doc["path"] if doc["exists"] else f"{doc['path']} (absent: defaults)"
+    click.echo(f"# {where}")
+    click.echo(yaml.safe_dump(doc["config"], sort_keys=False).rstrip())
+    return 0
+
+
+@config.command("validate")
+@global_options
+@click.pass_context
+def config_validate(ctx: click.Context) -> int:
+    """Check the configuration file (and every plugin's settings); exit 2 if invalid."""
+    doc = _complete(ctx)
+    problems = {n: p["error"] for n, p in doc["config"]["plugins"].items() if "error" in p}
+    state = "valid" if doc["exists"] else "absent (the defaults apply)"
+    click.echo(f"orcha: {doc['path']}: {state}", err=True)
+    for name, why in problems.items():
+        click.echo(f"orcha: plugin {name} will not load: {why}", err=True)
+    return 0

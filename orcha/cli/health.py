@@ -1,0 +1,59 @@
+"""``orcha health``: whether the service answers, its queue and capacity, each plugin's health."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from orcha.cli.options import global_options, settings_from
+
+#: Exit codes of ``orcha health`` (a monitoring convention, documented in the README).
+HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 2
+
+
+@click.command("health")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@global_options
+@click.pass_context
+def health(ctx: click.Context, as_json: bool) -> int:
+    """Check the service: does it answer, how full is it, are its plugins healthy.
+
+    Exit 0 when healthy, 1 when a plugin is unhealthy, 2 when the service cannot be
+    reached (not running, wrong key, connection lost).
+    """
+    from orcha.client.session import Session
+    from orcha.errors import AuthError, LostServiceError, NoServiceError
+
+    settings = settings_from(ctx)
+    try:
+        session = Session.open(settings)
+        try:
+            answer: dict[str, Any] = session.request({"op": "health"})
+        finally:
+            session.close()
+    except (NoServiceError, AuthError, LostServiceError) as e:
+        if as_json:
+            click.echo(json.dumps({"reachable": False, "healthy": False, "error": str(e)}))
+        click.echo(f"orcha: {e}", err=True)
+        return UNREACHABLE
+    answer.pop("re", None)
+    answer.pop("ok", None)
+    answer["reachable"] = True
+    if as_json:
+        click.echo(json.dumps(answer, indent=2 if sys.stdout.isatty() else None))
+    else:
+        state = "healthy" if answer["healthy"] else "UNHEALTHY"
+        click.echo(
+            f"service: {state}; {answer['queued']} queued, {answer['running']} running, "
+            f"{answer['cpus_in_use']}/{answer['capacity']} CPUs in use"
+            + ("; paused" if answer.get("paused") else "")
+        )
+        for name, result in answer["plugins"].items():
+            details = result.get("details") or {}
+            words = ", ".join(f"{k}={v}" for k, v in details.items())
+            mark = "healthy" if result["healthy"] else "UNHEALTHY"
+            click.echo(f"plugin {name}: {mark}" + (f" ({words})" if words else ""))
+    return HEALTHY if answer["healthy"] else UNHEALTHY

@@ -1,0 +1,246 @@
+"""The configuration file: one YAML file of global settings and per-plugin settings.
+
+Where: ``--config PATH``, else ``ORCHA_CONFIG``, else ``config.yaml`` in the user's
+config directory (platformdirs). A missing default file is an empty configuration; a
+missing file that was named explicitly is an error.
+
+What (every key optional; :data:`SCHEMA` is the reference, ``orcha config show`` prints
+it filled in)::
+
+    address: /run/orcha/orcha.sock      # or HOST:PORT
+    max_running: 8                      # CPU slots
+    grace: 5                            # seconds between SIGTERM and SIGKILL
+    log_cap: 64M                        # output kept per petition
+    gpus: "0,1"                         # or [0, 1], "none", "auto"
+    aging: 10m                          # one priority step per 10 minutes of waiting
+    backfill_bound: 5m
+    plugins:
+      shell:
+        enabled: true
+        config: {...}                   # checked against the plugin's config_schema
+
+Precedence: command-line options, then environment variables, then this file, then
+orcha's defaults. The file is validated once, when it is loaded: errors name the key path
+(``plugins.shell.config.grace: expected a number, got "x"``), and ``orcha serve``
+refuses to start on an invalid file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from orcha import defaults
+from orcha.errors import ConfigError
+
+ENV_CONFIG = "ORCHA_CONFIG"
+CONFIG_FILE_NAME = "config.yaml"
+
+_DURATION = {"type": ["string", "number"], "description": "seconds, or e.g. 90s, 15m, 2h"}
+
+#: The schema of the file (plugins' own settings are checked against theirs).
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "address": {"type": "string", "description": "socket path or HOST:PORT"},
+        "max_running": {"type": "integer", "minimum": 1,
+                        "description": "CPU slots (default: the number of cores)"},
+        "grace": {"type": "number", "minimum": 0, "default": defaults.DEFAULT_GRACE,
+                  "description": "seconds between SIGTERM and SIGKILL"},
+        "log_cap": {"type": ["string", "integer"], "default": "64M",
+                    "description": "output kept per petition, e.g. 512K, 64M"},
+        "gpus": {"type": ["string", "array"], "default": "auto",
+                 "items": {"type": ["string", "integer"]},
+                 "description": "GPU indices, 'none' or 'auto' (nvidia-smi)"},
+        "aging": {**_DURATION, "default": defaults.DEFAULT_AGING},
+        "backfill_bound": {**_DURATION, "default": defaults.DEFAULT_BACKFILL_BOUND},
+        "plugins": {
+            "type": "object",
+            "default": {},
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean", "default": True},
+                    "config": {"type": "object", "default": {}},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}  # fmt: skip
+
+
+class Config:
+    """A loaded, validated configuration file."""
+
+    def __init__(
+        self, path: str, exists: bool, data: dict[str, Any], raw: dict[str, Any] | None = None
+    ) -> None:
+        self.path = path
+        self.exists = exists
+        self.data = data  # validated, defaults filled in (plugin settings not yet)
+        self._raw = raw or {}  # as written
+
+    def plugin_enabled(self, name: str) -> bool:
+        return bool(self.data["plugins"].get(name, {}).get("enabled", True))
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        return dict(self.data["plugins"].get(name, {}).get("config", {}))
+
+    # Settings in the units Settings takes (None: not given, use the default).
+    def seconds(self, key: str) -> float:
+        from orcha.settings import parse_duration
+
+        value = self.data[key]
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError as e:
+                raise ConfigError(f"{self.path}: {key}: {e}") from None
+        return float(value)
+
+    def size(self, key: str) -> int:
+        from orcha.settings import parse_size
+
+        value = self.data[key]
+        if isinstance(value, str):
+            try:
+                return parse_size(value)
+            except ValueError as e:
+                raise ConfigError(f"{self.path}: {key}: {e}") from None
+        if value < 0:
+            raise ConfigError(f"{self.path}: {key}: expected a size >= 0, got {value}")
+        return int(value)
+
+    def gpus(self) -> tuple[str, ...] | None:
+        from orcha.settings import parse_gpus
+
+        value = self.data["gpus"]
+        text = value if isinstance(value, str) else ",".join(str(v) for v in value)
+        try:
+            return parse_gpus(text)
+        except ValueError as e:
+            raise ConfigError(f"{self.path}: gpus: {e}") from None
+
+    def given(self, key: str) -> bool:
+        """Whether the file sets ``key`` (rather than its default being filled in)."""
+        return key in self._raw
+
+
+def default_path() -> str:
+    """``config.yaml`` in the user's config directory (platformdirs'; on Linux that is
+    ``$XDG_CONFIG_HOME/orcha`` or ``~/.config/orcha``, worked out here without importing
+    platformdirs, because every client asks)."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        base = os.environ.get("XDG_CONFIG_HOME", "").strip()
+        if not os.path.isabs(base):
+            base = os.path.join(os.path.expanduser("~"), ".config")
+        return os.path.join(base, defaults.APP_NAME, CONFIG_FILE_NAME)
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return os.path.join(platformdirs.user_config_dir(defaults.APP_NAME), CONFIG_FILE_NAME)
+
+
+def config_path(explicit: str | None = None) -> tuple[str, bool]:
+    """(path, whether the user named it) by the precedence in the module docstring."""
+    if explicit:
+        return os.path.abspath(explicit), True
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return os.path.abspath(env), True
+    return default_path(), False
+
+
+def load(explicit: str | None = None) -> Config:
+    """Read and validate the configuration file. ConfigError (one line, with the path
+    and the key path or YAML line) if it cannot be read or is invalid."""
+    from orcha.schema import SchemaError, validate
+
+    path, named = config_path(explicit)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(
+                f"configuration file {path} does not exist; create it or fix --config/{ENV_CONFIG}"
+            ) from None
+        return Config(path, False, validate(SCHEMA, {}))
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    raw = _parse_yaml(path, text)
+    try:
+        data = validate(SCHEMA, raw)
+    except SchemaError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    config = Config(path, True, data, raw)
+    # Values whose syntax the schema cannot express are checked now, not when used.
+    config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
+    config.gpus()
+    return config
+
+
+def _parse_yaml(path: str, text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the file must be a mapping of settings, not a list or text")
+    return raw
+
+
+def check_plugins(
+    config: Config, plugins: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each plugin's settings validated against its ``config_schema`` (defaults filled
+    in), by plugin name; and the plugins that cannot load for want of settings the file
+    does not give (name -> why).
+
+    ``plugins`` maps installed plugin names to plugin objects (None for one that is not
+    loaded: disabled or broken; its settings are not checked). ConfigError naming the
+    key path if the file's settings for a plugin are invalid, or name no plugin.
+    """
+    from orcha.schema import SchemaError, validate
+
+    for name in config.data["plugins"]:
+        if name not in plugins:
+            known = ", ".join(sorted(plugins)) or "none"
+            raise ConfigError(
+                f"{config.path}: plugins.{name}: no installed plugin is named {name!r} "
+                f"(installed: {known})"
+            )
+    settings: dict[str, dict[str, Any]] = {}
+    unconfigured: dict[str, str] = {}
+    for name, plugin in plugins.items():
+        if plugin is None:
+            continue
+        schema = getattr(plugin, "config_schema", None)
+        given = config.plugin_settings(name)
+        path = f"plugins.{name}.config"
+        if schema is None:
+            if given:
+                raise ConfigError(f"{config.path}: {path}: plugin {name} takes no settings")
+            settings[name] = {}
+            continue
+        try:
+            settings[name] = validate(schema, given, path)
+        except SchemaError as e:
+            if name in config.data["plugins"]:
+                raise ConfigError(f"{config.path}: {e}") from None
+            unconfigured[name] = f"needs settings in {config.path}: {e}"
+    return settings, unconfigured

@@ -1,0 +1,136 @@
+"""PluginHost: runs plugins' service-side hooks (load, start, stop, health), contained.
+
+Every hook runs in a thread of its own with a time limit: a plugin that raises, blocks or
+calls ``sys.exit`` is logged and the service goes on. A plugin whose ``load`` or ``start``
+fails is marked failed (``orcha health`` says so); its kinds keep being served, since a
+kind may not depend on its plugin's hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from orcha.defaults import HEALTH_TIMEOUT, PLUGIN_HOOK_TIMEOUT
+
+log = logging.getLogger("orcha.service.plugins")
+
+
+class PluginService:
+    """What a plugin's ``start`` hook receives: its name, settings and logger."""
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        self.name = name
+        self.config = config
+        self.log = logging.getLogger(f"orcha.plugin.{name}")
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float, name: str) -> _Outcome:
+    """Run ``fn`` in a daemon thread; wait up to ``timeout`` s. ``done`` says if it ended."""
+    outcome = _Outcome()
+
+    def run() -> None:
+        try:
+            outcome.value = fn()
+        except BaseException as e:  # a plugin's SystemExit is contained too
+            outcome.error = e
+        finally:
+            outcome.done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    outcome.done.wait(timeout)
+    return outcome
+
+
+class PluginHost:
+    """The loaded plugins of a service, in discovery order."""
+
+    def __init__(
+        self,
+        plugins: dict[str, Any],
+        settings: dict[str, dict[str, Any]],
+        hook_timeout: float = PLUGIN_HOOK_TIMEOUT,
+        health_timeout: float = HEALTH_TIMEOUT,
+    ) -> None:
+        self.plugins = dict(plugins)  # name -> plugin object
+        self.settings = settings
+        self.failed: dict[str, str] = {}  # name -> what went wrong in load/start
+        self.hook_timeout = hook_timeout
+        self.health_timeout = health_timeout
+
+    def _hook(self, name: str, hook: str, fn: Callable[[], Any]) -> bool:
+        outcome = call_with_timeout(fn, self.hook_timeout, f"plugin-{name}-{hook}")
+        if not outcome.done.is_set():
+            why = f"{hook} did not return within {self.hook_timeout:g}s"
+        elif outcome.error is not None:
+            e = outcome.error
+            why = f"{hook} failed: {type(e).__name__}: {e}"
+        else:
+            return True
+        log.error("plugin %s: %s; the service goes on", name, why)
+        if hook in ("load", "start"):
+            self.failed.setdefault(name, why)
+        return False
+
+    def start(self) -> None:
+        """``load`` then ``start`` of every plugin, in order."""
+        for name, plugin in self.plugins.items():
+            config = self.settings.get(name, {})
+            if self._hook(name, "load", functools.partial(plugin.load, config)):
+                service = PluginService(name, config)
+                self._hook(name, "start", functools.partial(plugin.start, service))
+
+    def stop(self) -> None:
+        """``stop`` of every plugin, in reverse order."""
+        for name, plugin in reversed(list(self.plugins.items())):
+            self._hook(name, "stop", plugin.stop)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each plugin's health check, run with a time limit and its errors caught."""
+        checks = {
+            name: call_with_timeout(plugin.health, 0, f"plugin-{name}-health")
+            for name, plugin in self.plugins.items()
+        }  # all at once: one slow plugin does not add up with others
+        out: dict[str, dict[str, Any]] = {}
+        for name, outcome in checks.items():
+            outcome.done.wait(self.health_timeout)
+            if name in self.failed:
+                out[name] = {"healthy": False, "details": {"error": self.failed[name]}}
+            elif not outcome.done.is_set():
+                out[name] = {
+                    "healthy": False,
+                    "details": {
+                        "error": f"health check did not answer within {self.health_timeout:g}s"
+                    },
+                }
+            elif outcome.error is not None:
+                e = outcome.error
+                out[name] = {"healthy": False, "details": {"error": f"{type(e).__name__}: {e}"}}
+            else:
+                out[name] = _health_result(outcome.value)
+        return out
+
+
+def _health_result(value: Any) -> dict[str, Any]:
+    """A plugin's ``health()`` answer as {"healthy": bool, "details": {...}}."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        healthy, details = value
+    else:
+        healthy, details = value, {}
+    import json
+
+    try:
+        json.dumps(details)
+    except (TypeError, ValueError):
+        details = {"details": repr(details)}
+    return {"healthy": bool(healthy), "details": details}
