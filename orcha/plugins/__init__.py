@@ -1,11 +1,16 @@
 """Plugins: how petition kinds and CLI commands get into orcha.
 
-A plugin is a :class:`BasePlugin` subclass found in one of two ways, in this order:
+A plugin is a :class:`BasePlugin` subclass found in one of three ways, in this order:
 
 1. the ``orcha.plugins`` entry-point group (orcha's own plugins in ``orcha_plugins``
    register there too), the entry point naming the class or a module with ``plugin``;
 2. a top-level module named ``orcha_*`` with a ``plugin`` attribute, as in the original
-   Orcha tutorial.
+   Orcha tutorial;
+3. for development, every module (``NAME.py``) or package (``NAME/__init__.py``) with a
+   ``plugin`` attribute in the folders of ``ORCHA_PLUGIN_PATH`` (separated by ``:``).
+
+``ORCHA_DISABLE_PLUGINS=a,b`` (or ``enabled: false`` in the configuration file) blocks
+plugins by name: one whose entry point or module has that name is not even imported.
 
 A plugin either supplies click commands (:meth:`BasePlugin.commands`) or, like the
 tutorial's, an argparse parser (:meth:`BasePlugin.create_parser` and
@@ -35,6 +40,9 @@ log = logging.getLogger("orcha.plugins")
 
 #: The entry-point group plugins register in.
 ENTRY_POINT_GROUP = "orcha.plugins"
+
+#: Folders (separated by os.pathsep) whose modules and packages are plugins too.
+ENV_PLUGIN_PATH = "ORCHA_PLUGIN_PATH"
 
 #: Top-level packages whose plugins ship with orcha (marked ``*`` by ``orcha ls``).
 EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
@@ -194,6 +202,7 @@ def _legacy_modules(seen: set[str]) -> list[str]:
 
 def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
     """Find, import and check every plugin. Never raises for a plugin's fault."""
+    import functools
     import importlib
 
     found: list[LoadedPlugin] = []
@@ -202,26 +211,85 @@ def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
         module = ep.value.split(":")[0]
         seen_modules.add(module.split(".")[0])
         entry = LoadedPlugin(name=ep.name, origin=f"entry point {ep.name}", module=module)
-        try:
-            entry.plugin = _instantiate(ep.load())
-            entry.name = entry.plugin.name
-        except BaseException as e:  # a plugin's SystemExit must not end orcha either
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            entry.error = f"{type(e).__name__}: {e}"
-        found.append(entry)
+        found.append(_load(entry, ep.load, disabled))
     for module in _legacy_modules(seen_modules):
+        seen_modules.add(module)
         entry = LoadedPlugin(name=module, origin=f"module {module}", module=module)
-        try:
-            entry.plugin = _instantiate(importlib.import_module(module))
-            entry.name = entry.plugin.name
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            entry.error = f"{type(e).__name__}: {e}"
-        found.append(entry)
+        found.append(_load(entry, functools.partial(importlib.import_module, module), disabled))
+    for folder, name, location in _path_modules(seen_modules):
+        entry = LoadedPlugin(name=name, origin=f"path {folder}", module=name)
+        found.append(_load(entry, functools.partial(_import_file, name, location), disabled))
     _collect(found, disabled)
     return found
+
+
+def _load(entry: LoadedPlugin, load: Callable[[], Any], disabled: frozenset[str]) -> LoadedPlugin:
+    """Import and instantiate the plugin of ``entry`` unless its name is disabled; its
+    error recorded otherwise."""
+    if entry.name in disabled or entry.module in disabled:
+        entry.error = "disabled"
+        return entry
+    try:
+        entry.plugin = _instantiate(load())
+        entry.name = entry.plugin.name
+    except BaseException as e:  # a plugin's SystemExit must not end orcha either
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        entry.error = f"{type(e).__name__}: {e}"
+    return entry
+
+
+def _path_modules(seen: set[str]) -> list[tuple[str, str, str]]:
+    """(folder, module name, file) of every module or package in ORCHA_PLUGIN_PATH."""
+    import os
+
+    out: list[tuple[str, str, str]] = []
+    for folder in os.environ.get(ENV_PLUGIN_PATH, "").split(os.pathsep):
+        if not folder or not os.path.isdir(folder):
+            continue
+        folder = os.path.abspath(folder)
+        for item in sorted(os.listdir(folder)):
+            name, ext = os.path.splitext(item)
+            path = os.path.join(folder, item)
+            if item.startswith((".", "_")) or not name.isidentifier() or name in seen:
+                continue
+            if ext == ".py" and os.path.isfile(path):
+                out.append((folder, name, path))
+            elif not ext and os.path.isfile(os.path.join(path, "__init__.py")):
+                out.append((folder, name, os.path.join(path, "__init__.py")))
+            else:
+                continue
+            seen.add(name)
+    return out
+
+
+def _import_file(name: str, location: str) -> Any:
+    """Import module ``name`` from ``location`` (a package's __init__.py or a module);
+    its folder joins sys.path so it can import its own siblings."""
+    import importlib.util
+    import os
+    import sys
+
+    if name in sys.modules:
+        raise ImportError(f"a module named {name!r} is already imported; rename the plugin")
+    package = os.path.basename(location) == "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        name, location,
+        submodule_search_locations=[os.path.dirname(location)] if package else None,
+    )  # fmt: skip
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {location}")
+    folder = os.path.dirname(os.path.dirname(location)) if package else os.path.dirname(location)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
@@ -232,7 +300,7 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
         plugin = entry.plugin
         if plugin is None:
             continue
-        if entry.name in disabled:
+        if entry.name in disabled:  # a plugin whose own name differs from its module's
             entry.error = "disabled"
             entry.plugin = None
             continue
