@@ -93,9 +93,10 @@ def _register_core() -> None:
     from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
+    from orcha.cli.state import state
 
     for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
-                    group, pause, resume, health, config):  # fmt: skip
+                    group, pause, resume, health, config, state):  # fmt: skip
         cli.add_command(command)
 
 

@@ -12,20 +12,26 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import HEALTH_TIMEOUT, PLUGIN_HOOK_TIMEOUT
+from orcha.service.plugin_state import PluginState
+
+if TYPE_CHECKING:
+    from orcha.service.store import Store
 
 log = logging.getLogger("orcha.service.plugins")
 
 
 class PluginService:
-    """What a plugin's ``start`` hook receives: its name, settings and logger."""
+    """What a plugin's ``start`` hook receives: its name, settings, logger and state
+    (a :class:`~orcha.service.plugin_state.PluginState`, None without a store)."""
 
-    def __init__(self, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, name: str, config: dict[str, Any], state: PluginState | None = None):
         self.name = name
         self.config = config
         self.log = logging.getLogger(f"orcha.plugin.{name}")
+        self.state = state
 
 
 class _Outcome:
@@ -82,12 +88,14 @@ class PluginHost:
             self.failed.setdefault(name, why)
         return False
 
-    def start(self) -> None:
-        """``load`` then ``start`` of every plugin, in order."""
+    def start(self, store: Store | None = None) -> None:
+        """``load`` then ``start`` of every plugin, in order; each gets its namespace of
+        ``store`` as its state."""
         for name, plugin in self.plugins.items():
             config = self.settings.get(name, {})
             if self._hook(name, "load", functools.partial(plugin.load, config)):
-                service = PluginService(name, config)
+                state = PluginState(store, name) if store is not None else None
+                service = PluginService(name, config, state)
                 self._hook(name, "start", functools.partial(plugin.start, service))
 
     def stop(self) -> None:

@@ -513,6 +513,36 @@ class Service:
         frames = list(read_log(record["log_path"]))
         return (frames if tail is None else _last_lines(frames, tail)), record
 
+    def state(self, action: str, plugin: str, key: str | None, value: Any) -> dict[str, Any]:
+        """A plugin's state for users: ``ls`` every key, ``get``/``set``/``rm`` one.
+        PetitionError if the plugin is not loaded, the key is missing, or the value is not
+        JSON data."""
+        from orcha.service.plugin_state import PluginState
+
+        if plugin not in self.plugins.plugins or self.store is None:
+            loaded = ", ".join(sorted(self.plugins.plugins)) or "none"
+            raise PetitionError(
+                f"the service has no plugin {plugin!r} (loaded: {loaded})", ExitCode.UNKNOWN
+            )
+        state = PluginState(self.store, plugin)
+        try:
+            if action == "ls":
+                return {"plugin": plugin, "state": state.items()}
+            assert key is not None
+            if action == "get":
+                if key not in state:
+                    raise PetitionError(
+                        f"plugin {plugin} has no state key {key!r}; see 'orcha state ls {plugin}'",
+                        ExitCode.NO_PETITION,
+                    )
+                return {"plugin": plugin, "key": key, "value": state.get(key)}
+            if action == "set":
+                state.set(key, value)
+                return {"plugin": plugin, "key": key, "value": value}
+            return {"plugin": plugin, "key": key, "removed": state.delete(key)}
+        except ValueError as e:
+            raise PetitionError(str(e), ExitCode.REFUSED) from None
+
     def health(self) -> dict[str, Any]:
         """Whether the service and each plugin are healthy (plugin checks run with a
         time limit, their errors caught), with the queue and capacity."""
@@ -674,7 +704,7 @@ class Service:
             f"{', '.join(sorted(self.manager.kinds())) or 'none'})",
             flush=True,
         )
-        self.plugins.start()  # load and start hooks, before petitions run or clients are served
+        self.plugins.start(self.store)  # load, start: before petitions run or clients come
         self._load_groups()
         self._restore()
         code = 0

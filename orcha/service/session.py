@@ -113,6 +113,8 @@ class Session:
             return messages.reply("info", **self.service.info())
         if op == "health":
             return messages.reply("health", **self.service.health())
+        if op == "state":
+            return self._state(request)
         if op in ("wait", "follow", "watch"):
             ids = request.get("ids", [])
             if not _strings(ids):
@@ -181,6 +183,25 @@ class Session:
             ids, groups, everything, request.get("running", False) is True, op == "pause"
         )
         return messages.reply(op, **answer)
+
+    def _state(self, request: dict[str, Any]) -> bytes:
+        action, plugin, key = request.get("action"), request.get("plugin"), request.get("key")
+        if action not in ("ls", "get", "set", "rm"):
+            return _refuse("state", "'action' must be ls, get, set or rm")
+        if not isinstance(plugin, str) or not plugin:
+            return _refuse("state", "'plugin' must be a plugin name")
+        if action != "ls":
+            from orcha.service.plugin_state import check_key
+
+            try:
+                key = check_key(key)
+            except ValueError as e:
+                return _refuse("state", str(e))
+        try:
+            answer = self.service.state(action, plugin, key, request.get("value"))
+        except PetitionError as e:
+            return messages.error_reply("state", wire_name(e.exit_code), e.message)
+        return messages.reply("state", **answer)
 
     def _legacy(self, payload: bytes) -> bytes:
         try:

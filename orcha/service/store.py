@@ -58,6 +58,16 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (service, key)
         )""",
     ],
+    [
+        # Plugins' own persistent key-value state (JSON values), one namespace each.
+        """CREATE TABLE plugin_state (
+            plugin TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated REAL NOT NULL,
+            PRIMARY KEY (plugin, key)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -312,6 +322,47 @@ class Store:
                 "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
                 (service, key, json.dumps(value)),
             )
+
+    # -- plugins' state ------------------------------------------------------------------
+    def state_items(self, plugin: str) -> dict[str, Any]:
+        """Every key of ``plugin``'s state with its value, by key."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM plugin_state WHERE plugin = ? ORDER BY key", (plugin,)
+            ).fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def state_get(self, plugin: str, key: str) -> tuple[bool, Any]:
+        """(found, value) of one key of ``plugin``'s state."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
+            ).fetchone()
+        return (True, json.loads(row[0])) if row else (False, None)
+
+    def state_set(self, plugin: str, key: str, value: Any) -> None:
+        """Keep a JSON value (one transaction). ValueError if it is not JSON data."""
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the value of {key!r} is not JSON data: {e}") from None
+        import time
+
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO plugin_state (plugin, key, value, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, "
+                "updated = excluded.updated",
+                (plugin, key, text, time.time()),
+            )
+
+    def state_rm(self, plugin: str, key: str) -> bool:
+        """Forget one key; False if it was not there."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
+            )
+        return cur.rowcount > 0
 
     def close(self) -> None:
         """Commit what is queued, then close."""

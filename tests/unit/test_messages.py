@@ -77,6 +77,7 @@ def test_ops() -> None:
                 "pause",
                 "resume",
                 "health",
+                "state",
             }
         )
         == m.OPS

@@ -1,0 +1,75 @@
+"""``orcha state ls|get|set|rm PLUGIN [KEY] [VALUE]``: plugins' persistent state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from orcha.cli.jobs import _request
+from orcha.cli.options import global_options
+
+
+@click.group("state")
+def state() -> None:
+    """A plugin's persistent key-value state (JSON values), kept by the service."""
+
+
+def _ask(ctx: click.Context, **fields: Any) -> dict[str, Any]:
+    return _request(ctx, {"op": "state", **fields})
+
+
+@state.command("ls")
+@click.argument("plugin")
+@global_options
+@click.pass_context
+def state_ls(ctx: click.Context, plugin: str) -> int:
+    """Print every key of PLUGIN's state with its value (JSON)."""
+    for key, value in _ask(ctx, action="ls", plugin=plugin)["state"].items():
+        click.echo(f"{key}\t{json.dumps(value)}")
+    return 0
+
+
+@state.command("get")
+@click.argument("plugin")
+@click.argument("state_key", metavar="KEY")
+@global_options
+@click.pass_context
+def state_get(ctx: click.Context, plugin: str, state_key: str) -> int:
+    """Print the value (JSON) of KEY in PLUGIN's state."""
+    click.echo(json.dumps(_ask(ctx, action="get", plugin=plugin, key=state_key)["value"]))
+    return 0
+
+
+def _json(ctx: click.Context, param: click.Parameter, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not JSON; quote text as JSON, e.g. '\"{text}\"'"
+        ) from None
+
+
+@state.command("set")
+@click.argument("plugin")
+@click.argument("state_key", metavar="KEY")
+@click.argument("value", callback=_json)
+@global_options
+@click.pass_context
+def state_set(ctx: click.Context, plugin: str, state_key: str, value: Any) -> int:
+    """Set KEY in PLUGIN's state to VALUE, a JSON value (5, true, '"text"', '[1, 2]')."""
+    _ask(ctx, action="set", plugin=plugin, key=state_key, value=value)
+    return 0
+
+
+@state.command("rm")
+@click.argument("plugin")
+@click.argument("state_key", metavar="KEY")
+@global_options
+@click.pass_context
+def state_rm(ctx: click.Context, plugin: str, state_key: str) -> int:
+    """Remove KEY from PLUGIN's state."""
+    if not _ask(ctx, action="rm", plugin=plugin, key=state_key)["removed"]:
+        click.echo(f"orcha: plugin {plugin} had no state key {state_key!r}", err=True)
+    return 0
