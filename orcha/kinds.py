@@ -33,7 +33,12 @@ class Kind:
       with ``ctx.write``/``ctx.write_err``, starts processes only through ``ctx.spawn`` (so
       cancellation finds them), returns promptly once ``ctx.cancelled`` is set, and returns
       the petition's exit code (0 = success). An exception fails the petition, never the
-      service.
+      service. It may record a JSON ``outcome`` with ``ctx.set_outcome(value)``: the
+      client prints it and ``orcha status`` shows it;
+    * :meth:`close` (optional) is what Ctrl+C and ``orcha cancel`` call first: it should
+      bring the work to an orderly end (save, release, tell a remote system) and may
+      return an outcome. The service then gives ``run`` the grace period to return
+      before it stops the process tree (SIGTERM, grace, SIGKILL).
     """
 
     name: ClassVar[str]
@@ -62,3 +67,13 @@ class Kind:
 
     def run(self, ctx: Context) -> int:
         raise NotImplementedError
+
+    def close(self, ctx: Context) -> Any:
+        """Bring a running petition to an orderly end; return its outcome (JSON) or None.
+        Not defined by default: cancelling then goes straight to the process tree."""
+        raise NotImplementedError
+
+    @property
+    def closable(self) -> bool:
+        """Whether this kind defines :meth:`close`."""
+        return type(self).close is not Kind.close

@@ -48,10 +48,12 @@ class HelloKind(Kind):
         return {"counter": counter, "sleep_time": float(sleep_time)}
 
     def run(self, ctx: Context) -> int:
-        for i in range(ctx.params["counter"]):
+        counter = ctx.params["counter"]
+        for i in range(counter):
             if i and ctx.sleep(ctx.params["sleep_time"]):
                 break  # cancelled
             ctx.write(f"Hello world! {i}\n")
+            ctx.progress(i + 1, counter, "lines")
         return 0
 
 

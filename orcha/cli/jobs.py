@@ -50,6 +50,12 @@ def _note(row: dict[str, Any]) -> str:
         note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
     if row.get("paused") and row["state"] == "QUEUED" and not note:
         note = "paused"
+    progress = row.get("progress")
+    if progress and row["state"] == "RUNNING":
+        from orcha.client.progress import describe
+
+        words = describe(progress.get("value"), progress.get("target"), progress.get("unit", ""))
+        note = f"{words}; {note}" if note else words
     return note
 
 

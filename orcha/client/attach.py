@@ -22,6 +22,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs client sta
 if TYPE_CHECKING:
     from typing import Any
 
+    from orcha.client.progress import ProgressView
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
 
@@ -79,6 +80,7 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
     with _Interrupts() as interrupts:
         session.submit(request)  # refusals raise before anything is printed
         cancel_sent = False
+        progress: ProgressView | None = None
         with selectors.DefaultSelector() as sel:
             sel.register(session.fileno(), selectors.EVENT_READ, "service")
             sel.register(interrupts.read_fd, selectors.EVENT_READ, "signal")
@@ -108,6 +110,17 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
                         return 128 + signal.SIGPIPE
                     continue
                 event = messages.decode(frame)
+                if event.get("event") == "progress":
+                    if progress is None:
+                        from orcha.client.progress import ProgressView
+
+                        progress = ProgressView(request.id)
+                    progress.update(event.get("value"), event.get("target"),
+                                    str(event.get("unit") or ""))  # fmt: skip
+                    continue
+                if event.get("event") in ("end", "detached") and progress is not None:
+                    progress.close()
+                    progress = None
                 if event.get("event") == "end":
                     return _end_code(event, request.id)
                 if event.get("event") == "detached":
@@ -118,6 +131,10 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
 
 def _end_code(event: dict[str, Any], petition_id: str) -> int:
     state, code, message = event.get("state"), int(event.get("code", 1)), event.get("message")
+    if event.get("outcome") is not None:
+        import json
+
+        notice(f"outcome: {json.dumps(event['outcome'])}")
     if state == "SUCCEEDED":
         return 0
     if state == "CANCELLED":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import selectors
 import subprocess
@@ -49,6 +50,31 @@ class Context:
     def write_err(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stderr."""
         self._job.emit(STDERR, data.encode() if isinstance(data, str) else data)
+
+    def progress(
+        self, value: float | None = None, target: float | None = None, unit: str = ""
+    ) -> None:
+        """Report how far the petition has come: ``value`` of ``target`` ``unit`` (e.g.
+        ``progress(3, 10, "files")``); no value means "working, amount unknown". The
+        client shows a progress bar on a terminal, plain lines otherwise."""
+        for name, number in (("value", value), ("target", target)):
+            if number is not None and (
+                isinstance(number, bool) or not isinstance(number, (int, float))
+                or not math.isfinite(number)
+            ):  # fmt: skip
+                raise ValueError(f"progress {name} must be a finite number or None")
+        self._job.report_progress(value, target, str(unit))
+
+    def set_outcome(self, value: Any) -> None:
+        """Record the petition's outcome: JSON data the client prints when it ends and
+        ``orcha status`` shows. ValueError if it is not JSON data."""
+        import json
+
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"an outcome must be JSON data: {e}") from None
+        self._job.outcome = value
 
     def fail(self, message: str) -> None:
         """Record why the petition failed; the client prints it as one line."""

@@ -40,6 +40,15 @@ class Detached:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Queue item: how far the petition has come (``value`` None: indeterminate)."""
+
+    value: float | None
+    target: float | None
+    unit: str
+
+
+@dataclass(frozen=True)
 class End:
     """Queue item: the petition ended; the last item a client receives for it."""
 
@@ -47,6 +56,7 @@ class End:
     code: int
     message: str | None
     by_client: bool
+    outcome: Any = None
 
 
 class Job:
@@ -59,12 +69,13 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "attempt", "blocked_since", "cancel_requested", "cancelled_by_client",
-        "code", "created", "deps_ready", "end_announced", "ended", "events",
-        "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock", "log", "message",
-        "native", "order_key", "output_lock", "paused", "petition", "pid_starts", "pids",
-        "schedule", "seq", "session", "started", "state", "stopped", "stoppers", "timed_out",
-        "token", "waiters",
+        "_cancel_event", "action_done", "attempt", "blocked_since", "cancel_deferred",
+        "cancel_requested",
+        "cancelled_by_client", "closer", "code", "created", "deps_ready", "end_announced",
+        "ended", "events", "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock",
+        "log", "message", "native", "order_key", "outcome", "output_lock", "paused", "petition",
+        "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
+        "stopped", "stoppers", "timed_out", "token", "waiters",
     )  # fmt: skip
 
     def __init__(
@@ -112,6 +123,11 @@ class Job:
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time
+        self.progress: dict[str, Any] | None = None  # the last progress it reported
+        self.outcome: Any = None  # JSON data its kind recorded (ctx.set_outcome, close())
+        self.closer: Any = None  # its kind's close(), bound to its context, while running
+        self.cancel_deferred = False  # cancelled, but close() comes before the action hears
+        self.action_done: threading.Event | None = None  # set when an attempt's action returns
         self.started: float | None = None
         self.ended: float | None = None
         self.stoppers: list[threading.Thread] = _NO_STOPPERS
@@ -151,6 +167,14 @@ class Job:
             self.events.watch_event(self, "output", {"stream": name, "text": text})
         self.queue.put((stream, data))
 
+    def report_progress(self, value: float | None, target: float | None, unit: str) -> None:
+        """How far the petition has come: to its client, to watchers, and for status."""
+        self.progress = {"value": value, "target": target, "unit": unit}
+        if self.events is not None and self.events.watching:
+            self.events.watch_event(self, "progress", dict(self.progress))
+        if self.native:
+            self.queue.put(Progress(value, target, unit))
+
     @property
     def cancel_event(self) -> threading.Event:
         """Set once the current attempt is asked to stop: the petition is cancelled or the
@@ -158,7 +182,7 @@ class Job:
         with self.lock:
             if self._cancel_event is None:
                 self._cancel_event = threading.Event()
-                if self.cancel_requested or self.timed_out:
+                if (self.cancel_requested and not self.cancel_deferred) or self.timed_out:
                     self._cancel_event.set()
             return self._cancel_event
 
@@ -208,16 +232,28 @@ class Job:
                 self.ended = time.time()
 
     def request_cancel(self, reason: str, by_client: bool) -> bool:
-        """Mark the job cancelled; False if it had already been asked (or has ended)."""
+        """Mark the job cancelled; False if it had already been asked (or has ended).
+
+        A running job whose kind defines ``close()`` is not told yet (its cancel event
+        stays clear): the runner calls ``close()`` first, then :meth:`wake_cancel`.
+        """
         with self.lock:
             if self.cancel_requested or self.state in FINISHED or self.finish_was_called:
                 return False  # asked already, or the action has reported its end
             self.message = reason  # what its clients and its record are told
             self.cancelled_by_client = by_client
             self.cancel_requested = True
-            if self._cancel_event is not None:
+            self.cancel_deferred = self.closer is not None
+            if self._cancel_event is not None and not self.cancel_deferred:
                 self._cancel_event.set()
             return True
+
+    def wake_cancel(self) -> None:
+        """Tell the running action it is cancelled (after its kind's close())."""
+        with self.lock:
+            self.cancel_deferred = False
+            if self.cancel_requested and self._cancel_event is not None:
+                self._cancel_event.set()
 
     def finish_called(self, ret: int | None) -> None:
         """``Petition.finish(ret)`` was called by the action."""
@@ -240,7 +276,9 @@ class Job:
         return self.code if self.code is not None else 0
 
     def end_item(self) -> End:
-        return End(self.state, self.client_code(), self.message, self.cancelled_by_client)
+        return End(
+            self.state, self.client_code(), self.message, self.cancelled_by_client, self.outcome
+        )
 
     def summary(self) -> dict[str, Any]:
         """How it ended (or where it is), for waiters, followers and watchers."""
@@ -250,6 +288,7 @@ class Job:
             "code": self.code,
             "message": self.message,
             "attempt": self.attempt,
+            "outcome": self.outcome,
         }
 
     def describe(self) -> dict[str, Any]:

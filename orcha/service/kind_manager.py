@@ -98,7 +98,10 @@ class KindManager(Manager):
 
         def action(cb: ActionCallbackT, petition: Any) -> None:
             job = petition._orcha_job
-            code = kind.run(Context(job, cb, procs))
+            ctx = Context(job, cb, procs)
+            if kind.closable:
+                job.closer = lambda: kind.close(ctx)
+            code = kind.run(ctx)
             petition.finish(int(code) if code is not None else 0)
 
         return action

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.errors import ExitCode
 from orcha.protocol.messages import STDERR
@@ -133,6 +133,7 @@ class Runner:
         timeout = job.schedule.timeout
         if timeout is not None:
             self._deadlines.add(job, timeout)
+        job.action_done = threading.Event()
         try:
             petition.action(lambda pid: self._register(job, pid), petition)
         except (Exception, SystemExit) as e:  # a plugin's sys.exit() must not end a thread silently
@@ -140,6 +141,8 @@ class Runner:
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
+        job.action_done.set()
+        job.closer = None  # bound to this attempt's context
         if timeout is not None:
             self._deadlines.remove(job)
         if job.timed_out:
@@ -209,11 +212,41 @@ class Runner:
             job.stoppers.append(stopper)
 
     def _stop(self, job: Job, force: bool = False) -> None:
+        closer = job.closer
+        if not force and closer is not None and job.cancel_deferred:
+            self._close(job, closer)
+        job.wake_cancel()
         try:
             n = self.procs.stop_tree(list(job.pids), job.token, self.grace, force=force)
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
+
+    def _close(self, job: Job, closer: Callable[[], Any]) -> None:
+        """The kind's close() first, within the grace period; then the action is told it
+        is cancelled and has what is left of the grace period to return before its tree
+        is stopped."""
+        import json
+
+        from orcha.service.plugin_host import call_with_timeout
+
+        deadline = time.monotonic() + self.grace
+        outcome = call_with_timeout(closer, self.grace, f"close:{job.id}")
+        if not outcome.done.is_set():
+            log.warning("petition %s: close() did not return within %gs", job.id, self.grace)
+        elif outcome.error is not None:
+            e = outcome.error
+            log.warning("petition %s: close() failed: %s: %s", job.id, type(e).__name__, e)
+        elif outcome.value is not None:
+            try:
+                json.dumps(outcome.value, allow_nan=False)
+                job.outcome = outcome.value
+            except (TypeError, ValueError):
+                log.warning("petition %s: close() returned an outcome that is not JSON", job.id)
+        job.wake_cancel()
+        done = job.action_done
+        if done is not None:
+            done.wait(max(0.0, deadline - time.monotonic()))
 
 
 class WorkerPool:

@@ -255,7 +255,7 @@ class Service:
         self.store.flush()
         columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
                    "code", "message", "user", "host", "cwd", "params", "schedule",
-                   "attempt", "paused")  # fmt: skip
+                   "attempt", "paused", "outcome")  # fmt: skip
         rows = self.store.find(ids, states, columns=columns)  # not env: big, and not shown
         out = []
         reasons = self.scheduler.explain()
@@ -268,6 +268,8 @@ class Service:
                 record["attempt"] = job.attempt
                 if job.gpu_ids:
                     record["gpus"] = list(job.gpu_ids)
+                if job.progress is not None:
+                    record["progress"] = dict(job.progress)
                 if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                     record["waiting"] = reasons[row["seq"]]
                 elif job.stopped:
@@ -620,6 +622,7 @@ class Service:
                 ended=job.ended or time.time(),
                 code=job.code,
                 message=job.message,
+                **({"outcome": job.outcome} if job.outcome is not None else {}),
             )
         if job.log is not None:
             job.log.close()

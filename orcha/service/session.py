@@ -20,7 +20,7 @@ from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
 from orcha.protocol.outputs import DISCARD, OutputQueue
-from orcha.service.job import Detached, End, Job, Started
+from orcha.service.job import Detached, End, Job, Progress, Started
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -300,7 +300,11 @@ class Session:
             tag, chunks, size = -1, [], 0
 
         ended: Detached | End | None = None
-        for item in queue.drain():
+        items = queue.drain()
+        # Only the newest of the progress reports drained together is worth sending.
+        last_progress = max((i for i, x in enumerate(items) if isinstance(x, Progress)),
+                            default=-1)  # fmt: skip
+        for index, item in enumerate(items):
             if isinstance(item, tuple) and len(item) == 2 and item[0] in (STDOUT, STDERR):
                 stream, data = item
             elif isinstance(item, (bytes, bytearray)):
@@ -309,7 +313,13 @@ class Session:
                 stream, data = STDOUT, item.encode()
             else:
                 flush()
-                if isinstance(item, Started):
+                if isinstance(item, Progress):
+                    if index == last_progress:
+                        frames.append(messages.encode({
+                            "event": "progress", "handle": handle, "id": job.id,
+                            "value": item.value, "target": item.target, "unit": item.unit,
+                        }))  # fmt: skip
+                elif isinstance(item, Started):
                     frames.append(
                         messages.encode({"event": "started", "handle": handle, "id": job.id})
                     )
@@ -329,6 +339,7 @@ class Session:
                                 "code": item.code,
                                 "message": item.message,
                                 "by_client": item.by_client,
+                                "outcome": item.outcome,
                             }
                         )
                     )

@@ -68,15 +68,18 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (plugin, key)
         )""",
     ],
+    [
+        "ALTER TABLE petitions ADD COLUMN outcome TEXT",  # JSON a kind recorded, or NULL
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JSON_FIELDS = ("params", "env", "pids", "schedule")
+_JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
-    "schedule", "attempt", "paused",
+    "schedule", "attempt", "paused", "outcome",
 )  # fmt: skip
 
 
