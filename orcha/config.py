@@ -54,6 +54,24 @@ SCHEMA: dict[str, Any] = {
                  "description": "GPU indices, 'none' or 'auto' (nvidia-smi)"},
         "aging": {**_DURATION, "default": defaults.DEFAULT_AGING},
         "backfill_bound": {**_DURATION, "default": defaults.DEFAULT_BACKFILL_BOUND},
+        "notify": {
+            "type": "array", "default": [],
+            "description": "webhooks for every petition: a URL, or {url, events}",
+            "items": {
+                "type": ["string", "object"],
+                "properties": {"url": {"type": "string"},
+                               "events": {"type": "array", "items": {"type": "string"}}},
+                "required": ["url"], "additionalProperties": False,
+            },
+        },
+        "hooks": {
+            "type": "object", "default": {}, "additionalProperties": False,
+            "properties": {"on_finish": {
+                "type": "string",
+                "description": "a command run after each petition ends, e.g. "
+                "notify-send {id} {state}",
+            }},
+        },
         "plugins": {
             "type": "object",
             "default": {},
@@ -123,6 +141,34 @@ class Config:
         except ValueError as e:
             raise ConfigError(f"{self.path}: gpus: {e}") from None
 
+    def webhooks(self) -> list[dict[str, Any]]:
+        """``notify:`` as [{"url", "events"}] (the default events when none are named)."""
+        from orcha.protocol.schedule import check_url
+        from orcha.service.notify import DEFAULT_EVENTS
+
+        out = []
+        for i, item in enumerate(self.data["notify"]):
+            url, events = (
+                (item, None) if isinstance(item, str) else (item["url"], item.get("events"))
+            )
+            try:
+                check_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{self.path}: notify[{i}]: {e}") from None
+            out.append({"url": url, "events": frozenset(events or DEFAULT_EVENTS)})
+        return out
+
+    def on_finish(self) -> str | None:
+        from orcha.service.notify import FinishHooks
+
+        template = self.data["hooks"].get("on_finish")
+        if template is not None:
+            try:
+                FinishHooks.check_template(template)
+            except ValueError as e:
+                raise ConfigError(f"{self.path}: hooks.on_finish: {e}") from None
+        return template
+
     def given(self, key: str) -> bool:
         """Whether the file sets ``key`` (rather than its default being filled in)."""
         return key in self._raw
@@ -183,7 +229,7 @@ def load(explicit: str | None = None) -> Config:
     config = Config(path, True, data, raw)
     # Values whose syntax the schema cannot express are checked now, not when used.
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
-    config.gpus()
+    config.gpus(), config.webhooks(), config.on_finish()
     return config
 
 

@@ -98,3 +98,15 @@ PLUGIN_HOOK_TIMEOUT = 10.0
 
 #: Seconds a plugin's health check may take before it counts as unhealthy.
 HEALTH_TIMEOUT = 5.0
+
+#: Webhooks (``--notify``, ``notify:``): seconds a POST may take, how many tries (the
+#: first and 3 retries), and the first pause between tries (doubling each time).
+WEBHOOK_TIMEOUT = 5.0
+WEBHOOK_ATTEMPTS = 4
+WEBHOOK_BACKOFF = 0.5
+
+#: Seconds an ``on_finish`` hook command may run before it is stopped.
+HOOK_TIMEOUT = 60.0
+
+#: Deliveries (webhook POSTs, hook runs) waiting at most; older ones are dropped beyond.
+DELIVERY_QUEUE = 10000

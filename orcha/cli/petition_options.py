@@ -63,6 +63,12 @@ def _ids(values: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _urls(values: tuple[str, ...]) -> list[str]:
+    from orcha.protocol.schedule import check_url
+
+    return [check_url(v) for v in values]
+
+
 def _duration(text: str) -> float:
     from orcha.settings import parse_duration
 
@@ -103,7 +109,7 @@ def _cwd(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
 
 def petition_options(f: F) -> F:
     """Add ``--cpus --mem --gpus --group --after --after-any --timeout --retries
-    --retry-delay --env --cwd`` to a command that submits a petition."""
+    --retry-delay --notify --env --cwd`` to a command that submits a petition."""
     decorators = [
         click.option("--cpus", type=click.IntRange(min=1), metavar="N", expose_value=False,
                      callback=_parsed("cpus", int, "'--cpus'"),
@@ -135,6 +141,9 @@ def petition_options(f: F) -> F:
         click.option("--retry-delay", metavar="DURATION", expose_value=False,
                      callback=_parsed("retry_delay", _duration, "'--retry-delay'"),
                      help="Wait this long before each new attempt (default 0)."),
+        click.option("--notify", metavar="URL", multiple=True, expose_value=False,
+                     callback=_parsed("notify", _urls, "'--notify'"),
+                     help="POST its state changes as JSON to this URL. Repeatable."),
         click.option("--env", metavar="NAME=VALUE", multiple=True, expose_value=False,
                      callback=_env, help="Set an environment variable. Repeatable."),
         click.option("--cwd", metavar="DIR", expose_value=False, callback=_cwd,

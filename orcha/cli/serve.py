@@ -107,4 +107,7 @@ def serve(
         kinds.update(entry.kinds)
         predicates.extend(entry.predicates)
     host = PluginHost(loaded, plugin_settings)
-    return Service(KindManager(kinds, predicates=predicates), settings, plugins=host).run()
+    return Service(
+        KindManager(kinds, predicates=predicates), settings, plugins=host,
+        webhooks=config.webhooks(), on_finish=config.on_finish(),
+    ).run()  # fmt: skip

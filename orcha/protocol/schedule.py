@@ -22,6 +22,19 @@ MAX_CPUS = 1 << 16
 MAX_RETRIES = 1000
 MAX_DEPENDENCIES = 1000
 MAX_GROUP_LENGTH = 64
+MAX_WEBHOOKS = 16
+
+
+def check_url(url: object) -> str:
+    """A webhook URL (http or https); ValueError otherwise."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url:
+        raise ValueError("a webhook URL must be a non-empty string")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return url
 
 
 def check_group(name: object) -> str:
@@ -49,12 +62,13 @@ class Schedule:
     * ``after``: IDs that must end successfully before it starts (if one fails or is
       cancelled, this petition fails); ``after_any``: IDs that must end, however;
     * ``timeout``: seconds an attempt may run before its tree is stopped;
-    * ``retries``: extra attempts after a non-zero exit, ``retry_delay`` seconds apart.
+    * ``retries``: extra attempts after a non-zero exit, ``retry_delay`` seconds apart;
+    * ``notify``: URLs its state changes are POSTed to (webhooks).
     """
 
     __slots__ = (
-        "after", "after_any", "cpus", "gpus", "group", "mem", "retries", "retry_delay",
-        "timeout",
+        "after", "after_any", "cpus", "gpus", "group", "mem", "notify", "retries",
+        "retry_delay", "timeout",
     )  # fmt: skip
 
     def __init__(
@@ -68,6 +82,7 @@ class Schedule:
         timeout: float | None = None,
         retries: int = 0,
         retry_delay: float = 0.0,
+        notify: tuple[str, ...] = (),
     ) -> None:
         self.cpus = cpus
         self.mem = mem
@@ -78,6 +93,7 @@ class Schedule:
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
+        self.notify = notify
 
     def __repr__(self) -> str:
         return f"Schedule({self.to_wire()!r})"
@@ -134,7 +150,11 @@ class Schedule:
             if timeout <= 0:
                 raise ValueError("'timeout' must be more than 0 seconds")
         retry_delay = _seconds(obj.get("retry_delay", 0.0), "retry_delay")
-        return cls(cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay)
+        notify = obj.get("notify", [])
+        if not isinstance(notify, list) or len(notify) > MAX_WEBHOOKS:
+            raise ValueError(f"'notify' must be a list of at most {MAX_WEBHOOKS} URLs")
+        urls = tuple(dict.fromkeys(check_url(u) for u in notify))
+        return cls(cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls)
 
 
 _DEFAULT = Schedule()

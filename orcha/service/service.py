@@ -32,6 +32,7 @@ from orcha.service.host import Host
 from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
+from orcha.service.notify import FinishHooks, Webhooks
 from orcha.service.plugin_host import PluginHost
 from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
 from orcha.service.runner import Runner
@@ -66,9 +67,19 @@ class Service:
         procs: ProcessControl | None = None,
         host: Host | None = None,
         plugins: PluginHost | None = None,
+        webhooks: list[dict[str, Any]] | None = None,
+        on_finish: str | None = None,
     ):
+        """``webhooks``: [{"url", "events"}] for every petition; ``on_finish``: the hook
+        command template (both from the configuration file)."""
         self.manager = manager
         self.plugins = plugins or PluginHost({}, {})
+        self.webhooks = Webhooks(webhooks, failed=self._webhook_failed)
+        self.finish_hooks = FinishHooks(on_finish)
+        # Output and progress events are built only if someone wants them.
+        self._hooks_want_stream = any(
+            {"output", "progress"} & w["events"] for w in self.webhooks.everyone
+        )
         self.settings = settings
         self.procs: ProcessControl = procs or getattr(manager, "procs", None) or ProcessControl()
         self.host = host or Host()
@@ -255,7 +266,7 @@ class Service:
         self.store.flush()
         columns = ("seq", "id", "kind", "state", "priority", "submitted", "started", "ended",
                    "code", "message", "user", "host", "cwd", "params", "schedule",
-                   "attempt", "paused", "outcome")  # fmt: skip
+                   "attempt", "paused", "outcome", "notify_error")  # fmt: skip
         rows = self.store.find(ids, states, columns=columns)  # not env: big, and not shown
         out = []
         reasons = self.scheduler.explain()
@@ -400,22 +411,32 @@ class Service:
 
     @property
     def watching(self) -> bool:
-        """Whether any session watches events (so building them is worth it)."""
-        return bool(self._watchers)
+        """Whether anyone wants output and progress events (so building them is worth it)."""
+        return bool(self._watchers) or self._hooks_want_stream
 
     def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
-        """Send an event envelope about ``job`` to every session watching it."""
+        """The one event envelope ``{event, petition, kind, timestamp, data}`` about
+        ``job``: to every session watching it, and to the webhooks that want it."""
+        hooked = bool(self.webhooks.everyone or job.schedule.notify)
+        if not self._watchers and not hooked:
+            return
+        envelope = {"event": event, "petition": job.id, "kind": job.kind or "",
+                    "timestamp": time.time(), "data": data}  # fmt: skip
+        if hooked:
+            self.webhooks.event(job, envelope)
         if not self._watchers:
             return
-        envelope = messages.encode(
-            {"event": event, "petition": job.id, "kind": job.kind or "",
-             "timestamp": time.time(), "data": data}
-        )  # fmt: skip
+        frame = messages.encode(envelope)
         with self._sessions_lock:
             watchers = list(self._watchers.items())
         for session, ids in watchers:
             if ids is None or job.id in ids:
-                session.deliver(envelope)
+                session.deliver(frame)
+
+    def _webhook_failed(self, job: Job, message: str) -> None:
+        """A webhook delivery finally failed: kept in the petition's record."""
+        if self.store is not None and job.seq:
+            self.store.update_later(job.seq, notify_error=message)
 
     def _ended_record(self, petition_id: str) -> dict[str, Any] | None:
         if self.store is None:
@@ -627,6 +648,7 @@ class Service:
         if job.log is not None:
             job.log.close()
         self._announce_end(job)
+        self.finish_hooks.finished(job)
         session = job.session
         if session is not None:
             with self._sessions_lock:

@@ -71,6 +71,9 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE petitions ADD COLUMN outcome TEXT",  # JSON a kind recorded, or NULL
     ],
+    [
+        "ALTER TABLE petitions ADD COLUMN notify_error TEXT",  # the last failed webhook
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -79,7 +82,7 @@ _JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
-    "schedule", "attempt", "paused", "outcome",
+    "schedule", "attempt", "paused", "outcome", "notify_error",
 )  # fmt: skip
 
 

@@ -23,7 +23,8 @@ GATE = "while [ ! -e go ]; do sleep 0.02; done"
 HEADER = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
 ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
-          "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome"}  # fmt: skip
+          "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
+          "notify_error"}  # fmt: skip
 NO_PETITION = 209
 CANCELLED = 207
 
