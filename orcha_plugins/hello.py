@@ -91,14 +91,29 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option(
     "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
 )
+@click.option(
+    "--kind", "kind_name", metavar="NAME",
+    help="Send a petition of runtime kind NAME instead (see 'orcha kinds'): its template's "
+    "parameters apply, --counter and --sleep-time are not sent.",
+)  # fmt: skip
 @petition_options
 @global_options
 def send(
-    petition_id: str, counter: int, sleep_time: float, priority: int | None, detach: bool
+    petition_id: str,
+    counter: int,
+    sleep_time: float,
+    priority: int | None,
+    detach: bool,
+    kind_name: str | None,
 ) -> int:
-    """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'."""
+    """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'.
+
+    With --kind NAME, send a petition of that runtime kind instead.
+    """
     from orcha.client.submit import attach
 
+    if kind_name is not None:
+        return attach(kind_name, petition_id, {}, priority, detach)
     params = {"counter": counter, "sleep_time": sleep_time}
     return attach(HelloKind.name, petition_id, params, priority, detach)
 

@@ -91,12 +91,13 @@ def _register_core() -> None:
     from orcha.cli.describe import describe
     from orcha.cli.health import health
     from orcha.cli.jobs import cancel, clean, follow, logs, status, wait, watch
+    from orcha.cli.kinds import kinds
     from orcha.cli.ls import ls
     from orcha.cli.serve import serve
     from orcha.cli.state import state
 
     for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
-                    group, pause, resume, health, config, state):  # fmt: skip
+                    group, pause, resume, health, config, state, kinds):  # fmt: skip
         cli.add_command(command)
 
 

@@ -36,7 +36,7 @@ _HANDLE = struct.Struct("!I")
 #: Operations a client may request.
 OPS = frozenset(
     {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch", "group",
-     "pause", "resume", "health", "state"}
+     "pause", "resume", "health", "state", "kinds"}
 )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from orcha.service.notify import FinishHooks, Webhooks
 from orcha.service.plugin_host import PluginHost
 from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
 from orcha.service.runner import Runner
+from orcha.service.runtime_kinds import RuntimeKinds
 from orcha.service.scheduler import Scheduler
 from orcha.service.server import ManagerServer
 from orcha.service.store import Store
@@ -76,6 +77,7 @@ class Service:
         self.plugins = plugins or PluginHost({}, {})
         self.webhooks = Webhooks(webhooks, failed=self._webhook_failed)
         self.finish_hooks = FinishHooks(on_finish)
+        self.runtime_kinds = RuntimeKinds(manager.kinds, service=str(settings.address))
         # Output and progress events are built only if someone wants them.
         self._hooks_want_stream = any(
             {"output", "progress"} & w["events"] for w in self.webhooks.everyone
@@ -119,12 +121,13 @@ class Service:
         if len(self._envs) > 1024:
             self._envs.clear()  # bounded: many different environments share nothing anyway
         request.env = self._envs.setdefault(frozenset(request.env.items()), request.env)
-        petition = self.manager.petition_from_request(request, queue)
+        resolved = self.runtime_kinds.resolve(request)  # a template's parent kind, if one
+        petition = self.manager.petition_from_request(resolved, queue)
         job = self._enqueue(
             petition,
             native=True,
             kind=request.kind,
-            request=request,
+            request=resolved,
             session=session if request.attach else None,
         )
         log.info("petition %s (%s) queued", job.id, request.kind)
@@ -586,6 +589,7 @@ class Service:
             "pid": os.getpid(),
             "address": str(self.settings.address),
             "kinds": sorted(self.manager.kinds()),
+            "runtime_kinds": self.runtime_kinds.listing(),
             "running": self.scheduler.running_count,
             "queued": self.scheduler.queued_count,
             "max_running": self.manager.max_running,
@@ -730,6 +734,8 @@ class Service:
             flush=True,
         )
         self.plugins.start(self.store)  # load, start: before petitions run or clients come
+        assert self.store is not None
+        self.runtime_kinds.load(self.store)
         self._load_groups()
         self._restore()
         code = 0
@@ -836,6 +842,8 @@ class Service:
                 row["kind"], row["id"], row["params"], row["priority"], row["cwd"], row["env"],
                 attach=False, schedule=schedule,
             )  # fmt: skip
+            request = self.runtime_kinds.resolve(request)
+            schedule = request.schedule or schedule
             petition = self.manager.petition_from_request(request, DISCARD)
         except ValueError as e:
             self.store.update(

@@ -115,6 +115,8 @@ class Session:
             return messages.reply("health", **self.service.health())
         if op == "state":
             return self._state(request)
+        if op == "kinds":
+            return self._kinds(request)
         if op in ("wait", "follow", "watch"):
             ids = request.get("ids", [])
             if not _strings(ids):
@@ -202,6 +204,26 @@ class Session:
         except PetitionError as e:
             return messages.error_reply("state", wire_name(e.exit_code), e.message)
         return messages.reply("state", **answer)
+
+    def _kinds(self, request: dict[str, Any]) -> bytes:
+        """{"op": "kinds"} lists templates; with "add" or "rm", changes one."""
+        kinds = self.service.runtime_kinds
+        action, name = request.get("action", "ls"), request.get("name")
+        try:
+            if action == "ls":
+                return messages.reply("kinds", kinds=kinds.listing())
+            if not isinstance(name, str) or not name:
+                return _refuse("kinds", "'name' must be a kind name")
+            if action == "add":
+                parent, settings = request.get("from"), request.get("set", {})
+                if not isinstance(parent, str) or not isinstance(settings, dict):
+                    return _refuse("kinds", "'from' must be a kind and 'set' an object")
+                return messages.reply("kinds", kind=kinds.add(name, parent, settings))
+            if action == "rm":
+                return messages.reply("kinds", removed=kinds.remove(name))
+        except PetitionError as e:
+            return messages.error_reply("kinds", wire_name(e.exit_code), e.message)
+        return _refuse("kinds", "'action' must be ls, add or rm")
 
     def _legacy(self, payload: bytes) -> bytes:
         try:

@@ -78,6 +78,7 @@ def test_ops() -> None:
                 "resume",
                 "health",
                 "state",
+                "kinds",
             }
         )
         == m.OPS

@@ -1,0 +1,101 @@
+"""``orcha kinds ls|add|rm``: petition templates defined while the service runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from orcha.cli.jobs import _request
+from orcha.cli.options import global_options
+
+
+@click.group("kinds")
+def kinds() -> None:
+    """Runtime kinds: reusable petition templates (a kind, fixed parameters, resources).
+
+    A template is kept by the service across restarts and usable at once, e.g. with
+    'orcha send ID --kind NAME'. What a submission gives itself wins over the template.
+    """
+
+
+def _value(key: str, text: str) -> Any:
+    """A --set value: JSON if it parses, else text; sizes and durations as orcha reads them."""
+    from orcha.settings import parse_duration, parse_size
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    if isinstance(value, str):
+        try:
+            if key == "mem":
+                return parse_size(value)
+            if key in ("timeout", "retry_delay"):
+                return parse_duration(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=f"'--set {key}'") from None
+    if key in ("after", "after_any", "notify") and isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return value
+
+
+def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--set'")
+        out[key] = _value(key, text)
+    return out
+
+
+@kinds.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@global_options
+@click.pass_context
+def kinds_ls(ctx: click.Context, as_json: bool) -> int:
+    """List the runtime kinds: parent kind, settings, and whether usable now."""
+    listing = _request(ctx, {"op": "kinds", "action": "ls"})["kinds"]
+    if as_json:
+        click.echo(json.dumps({"kinds": listing}, indent=2 if sys.stdout.isatty() else None))
+        return 0
+    for k in listing:
+        settings = {**k["params"], **k["schedule"]}
+        words = " ".join(f"{key}={json.dumps(v)}" for key, v in settings.items())
+        state = "" if k["available"] else f"  (unavailable: no loaded plugin has {k['from']})"
+        click.echo(f"{k['name']}  from {k['from']}  {words}{state}".rstrip())
+    return 0
+
+
+@kinds.command("add")
+@click.argument("name")
+@click.option("--from", "parent", required=True, metavar="KIND",
+              help="The kind it is a template of (see 'orcha ls').")  # fmt: skip
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", callback=_settings,
+              help="A parameter of that kind, or cpus, mem, gpus, group, timeout, retries, "
+              "retry_delay, notify. VALUE is JSON or text. Repeatable.")  # fmt: skip
+@global_options
+@click.pass_context
+def kinds_add(ctx: click.Context, name: str, parent: str, settings: dict[str, Any]) -> int:
+    """Define runtime kind NAME from KIND with fixed settings (replacing one of that name)."""
+    answer = _request(ctx, {"op": "kinds", "action": "add", "name": name, "from": parent,
+                            "set": settings})  # fmt: skip
+    click.echo(f"orcha: kind {answer['kind']['name']} defined from {parent}", err=True)
+    return 0
+
+
+@kinds.command("rm")
+@click.argument("name")
+@global_options
+@click.pass_context
+def kinds_rm(ctx: click.Context, name: str) -> int:
+    """Remove runtime kind NAME (queued petitions of it keep their settings)."""
+    from orcha.cli.jobs import NoPetitionError
+
+    if not _request(ctx, {"op": "kinds", "action": "rm", "name": name})["removed"]:
+        raise NoPetitionError(f"there is no runtime kind {name!r}; see 'orcha kinds ls'")
+    click.echo(f"orcha: kind {name} removed", err=True)
+    return 0
