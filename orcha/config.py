@@ -116,6 +116,8 @@ class Config:
                 return parse_duration(value)
             except ValueError as e:
                 raise ConfigError(f"{self.path}: {key}: {e}") from None
+        if value < 0:
+            raise ConfigError(f"{self.path}: {key}: expected a duration >= 0, got {value}")
         return float(value)
 
     def size(self, key: str) -> int:
@@ -230,6 +232,13 @@ def load(explicit: str | None = None) -> Config:
     # Values whose syntax the schema cannot express are checked now, not when used.
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
     config.gpus(), config.webhooks(), config.on_finish()
+    if "address" in data:
+        from orcha.protocol.address import parse_address
+
+        try:
+            parse_address(data["address"])
+        except (ValueError, ConfigError) as e:
+            raise ConfigError(f"{path}: address: {e}") from None
     return config
 
 

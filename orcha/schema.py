@@ -79,8 +79,18 @@ def _type_of(value: Any) -> str:
 def _is(value: Any, kind: str) -> bool:
     actual = _type_of(value)
     if kind == "number":
-        return actual in ("integer", "number") and math.isfinite(value)
+        try:
+            return actual in ("integer", "number") and math.isfinite(float(value))
+        except OverflowError:  # an integer beyond any float
+            return False
     return actual == kind
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: true is not 1, 1.0 is 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
 
 
 def _join(path: str, key: str | int) -> str:
@@ -98,7 +108,7 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> Any:
         if not any(_is(value, t) for t in wanted):
             words = " or ".join(_WORDS.get(t, t) for t in wanted)
             raise SchemaError(path, f"expected {words}, got {_show(value)}")
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_same(value, v) for v in schema["enum"]):
         legal = ", ".join(_show(v) for v in schema["enum"])
         raise SchemaError(path, f"expected one of {legal}, got {_show(value)}")
     if isinstance(value, dict):
@@ -216,5 +226,23 @@ def check_schema(schema: Any, path: str = "schema") -> None:
         check_schema(extra, _join(path, "additionalProperties"))
     if "enum" in schema and not isinstance(schema["enum"], list):
         raise SchemaError(_join(path, "enum"), "expected a list")
+    for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        if key in schema and not _is(schema[key], "number"):
+            raise SchemaError(_join(path, key), f"expected a number, got {_show(schema[key])}")
+    for key in ("minItems", "maxItems", "minLength", "maxLength"):
+        if key in schema and (not _is(schema[key], "integer") or schema[key] < 0):
+            raise SchemaError(
+                _join(path, key), f"expected an integer >= 0, got {_show(schema[key])}"
+            )
+    for key in ("description", "title"):
+        if key in schema and not isinstance(schema[key], str):
+            raise SchemaError(_join(path, key), "expected a string")
+    if "pattern" in schema:
+        import re
+
+        try:
+            re.compile(schema["pattern"])
+        except (re.error, TypeError) as e:
+            raise SchemaError(_join(path, "pattern"), f"not a regular expression: {e}") from None
     if "default" in schema:
         validate(schema, schema["default"], _join(path, "default"))

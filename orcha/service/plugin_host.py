@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +111,9 @@ class PluginHost:
             for name, plugin in self.plugins.items()
         }  # all at once: one slow plugin does not add up with others
         out: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + self.health_timeout  # one limit for all of them
         for name, outcome in checks.items():
-            outcome.done.wait(self.health_timeout)
+            outcome.done.wait(max(0.0, deadline - time.monotonic()))
             if name in self.failed:
                 out[name] = {"healthy": False, "details": {"error": self.failed[name]}}
             elif not outcome.done.is_set():
@@ -131,8 +133,10 @@ class PluginHost:
 
 def _health_result(value: Any) -> dict[str, Any]:
     """A plugin's ``health()`` answer as {"healthy": bool, "details": {...}}."""
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+    if isinstance(value, tuple) and len(value) == 2:
         healthy, details = value
+        if not isinstance(details, dict):
+            details = {"details": details}
     else:
         healthy, details = value, {}
     import json
