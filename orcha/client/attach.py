@@ -77,6 +77,15 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
     Raises PetitionError if the service refuses it, LostServiceError if the service goes
     away meanwhile.
     """
+    progress: list[ProgressView] = []  # the view, once a progress report arrives
+    try:
+        return _stream(session, request, progress)
+    finally:
+        if progress:
+            progress[0].close()  # whatever happened, the terminal gets its cursor back
+
+
+def _stream(session: Session, request: SubmitRequest, progress_view: list[ProgressView]) -> int:
     with _Interrupts() as interrupts:
         session.submit(request)  # refusals raise before anything is printed
         cancel_sent = False
@@ -115,11 +124,13 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
                         from orcha.client.progress import ProgressView
 
                         progress = ProgressView(request.id)
+                        progress_view.append(progress)
                     progress.update(event.get("value"), event.get("target"),
                                     str(event.get("unit") or ""))  # fmt: skip
                     continue
                 if event.get("event") in ("end", "detached") and progress is not None:
                     progress.close()
+                    progress_view.clear()
                     progress = None
                 if event.get("event") == "end":
                     return _end_code(event, request.id)

@@ -96,8 +96,11 @@ class ProgressView:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+            bar, self._bar = self._bar, None
+            try:
+                bar.stop()
+            except OSError:
+                pass  # the terminal went away; nothing left to restore
         elif self._pending is not None:
             self._emit(self._pending)
             self._pending = None

@@ -7,18 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, AnyStr
 
 import psutil
 
 from tests.conftest import Env, wait_for
 
 WAIT = 30.0  # generous bound for what should take well under a second
+
+
+# The plain progress lines a foreground client prints on stderr when stderr is not a
+# terminal (``orcha: progress 2/3 lines``, see orcha/client/progress.py): whole lines only.
+_PROGRESS_LINE = re.compile(r"^orcha: progress [^\n]*\n", re.MULTILINE)
+_PROGRESS_LINE_BYTES = re.compile(rb"^orcha: progress [^\n]*\n", re.MULTILINE)
+
+
+def without_progress(stderr: AnyStr) -> AnyStr:
+    """A client's stderr without its ``orcha: progress ...`` lines; everything else
+    (notices, the petition's own stderr) is kept exactly, in order."""
+    if isinstance(stderr, bytes):
+        return _PROGRESS_LINE_BYTES.sub(b"", stderr)
+    return _PROGRESS_LINE.sub("", stderr)
 
 
 def new_id(name: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import WAIT, Client, new_id, states
+from tests.integration.clients import WAIT, Client, Stream, new_id, states, without_progress
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -51,12 +53,72 @@ def test_send_prints_exact_lines_and_nothing_else(env: Env, service: Service, co
     result = env.run("send", new_id("send"), "--counter", str(counter))
     assert result.returncode == 0, result.stderr
     assert result.stdout == hello(counter)
-    assert result.stderr == ""
+    assert without_progress(result.stderr) == ""
+
+
+# -- send: progress ---------------------------------------------------------------------------
+PROGRESS = re.compile(r"orcha: progress (\d+)/3 lines")
+
+
+def test_send_reports_progress_as_plain_lines_when_stderr_is_not_a_terminal(
+    env: Env, service: Service
+) -> None:
+    result = env.run(
+        "send", new_id("progress"), "--counter", "3", "--sleep-time", "0.6", timeout=WAIT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hello(3)
+    lines = result.stderr.splitlines()
+    assert lines, "no progress lines on stderr"
+    values = []
+    for line in lines:
+        match = PROGRESS.fullmatch(line)
+        assert match, f"not a progress line: {line!r} in {result.stderr!r}"
+        values.append(int(match.group(1)))
+    # Throttled (at most two a second, plus the last): a line may be skipped, never repeated.
+    assert values == sorted(set(values)), values
+    assert values[-1] == 3, values
+    assert values[0] >= 1, values
+    assert without_progress(result.stderr) == ""
+
+
+def test_send_draws_a_progress_bar_on_a_terminal(env: Env, service: Service) -> None:
+    """With stderr on a (pseudo-)terminal the client draws a bar instead of plain lines."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orcha", "send", new_id("bar"), "--counter", "3",
+             "--sleep-time", "0.6"],
+            env={**env.vars, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "24"},
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+    terminal = os.fdopen(master, "rb", buffering=0)
+    try:
+        assert proc.stdout is not None
+        out = Stream(proc.stdout)
+        tty = Stream(terminal)  # ends (EIO) once the client, the pty's last user, is gone
+        rc = proc.wait(WAIT)
+        stdout, shown = out.value(), tty.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        terminal.close()
+    assert rc == 0, shown
+    assert stdout == hello(3).encode()
+    assert "3/3 lines" in shown, repr(shown)
+    assert "orcha: progress" not in shown, repr(shown)
+    assert "Traceback" not in shown, shown
 
 
 def _assert_streams_live(client: Client, first: bytes, full: bytes, rest_seconds: float) -> None:
     """The first line reaches the client's stdout while the petition still has
-    ``rest_seconds`` of work left, not only at the end."""
+    ``rest_seconds`` of work left, not only at the end. Its stderr has nothing but
+    progress lines (``send`` reports some; ``run`` none)."""
     assert client.out.wait_for(lambda d: d.startswith(first), WAIT), (
         f"first line not seen within {WAIT}s: {bytes(client.out.data)!r}"
     )
@@ -65,7 +127,7 @@ def _assert_streams_live(client: Client, first: bytes, full: bytes, rest_seconds
     assert bytes(client.out.data) == first, "the later lines came with the first one"
     rc, out, err = client.finish()
     ended = time.monotonic()
-    assert (rc, out, err) == (0, full, b"")
+    assert (rc, out, without_progress(err)) == (0, full, b"")
     # Later lines come >= rest_seconds after the first is produced, so a first line
     # delivered late by more than 0.8 s would leave less than rest_seconds - 0.8 s.
     assert ended - seen >= rest_seconds - 0.8, f"first line delivered late ({ended - seen:.2f}s)"
@@ -254,7 +316,7 @@ def test_duplicate_of_running_id_is_refused_and_first_completes(
     assert first.finish() == (0, b"started\ndone\n", b"")
     # The ID is free again once its petition has ended.
     again = env.run("send", petition_id, "--counter", "1")
-    assert (again.returncode, again.stdout, again.stderr) == (0, hello(1), "")
+    assert (again.returncode, again.stdout, without_progress(again.stderr)) == (0, hello(1), "")
 
 
 def test_duplicate_of_queued_id_is_refused(
@@ -275,7 +337,8 @@ def test_duplicate_of_queued_id_is_refused(
 
     release.touch()
     assert blocker.finish() == (0, b"started\ndone\n", b"")
-    assert queued.finish() == (0, hello(2).encode(), b"")
+    rc, out, err = queued.finish()
+    assert (rc, out, without_progress(err)) == (0, hello(2).encode(), b"")
 
 
 def test_service_log_has_no_traceback(env: Env, service: Service) -> None:
