@@ -55,6 +55,16 @@ class ConfigError(OrchaError):
     exit_code = ExitCode.USAGE
 
 
+class SchemaError(ConfigError):
+    """A value does not match its schema (orcha.schema); ``path`` says where
+    (``plugins.shell.config.grace``, ``params.argv[2]``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
 class NoServiceError(OrchaError):
     """Nothing answers at the address."""
 
@@ -122,6 +132,12 @@ class UnknownKindError(PetitionError):
 class InvalidPetitionError(PetitionError):
     def __init__(self, message: str) -> None:
         super().__init__(message, ExitCode.REFUSED)
+
+
+class NoPetitionError(OrchaError):
+    """No petition (or other named thing: a runtime kind, a state key) has that name."""
+
+    exit_code = ExitCode.NO_PETITION
 
 
 class PluginError(OrchaError):

@@ -25,7 +25,7 @@ import json
 import math
 from typing import Any
 
-from orcha.errors import ConfigError
+from orcha.errors import SchemaError
 
 __all__ = ["SchemaError", "check_schema", "defaults_of", "validate"]
 
@@ -39,15 +39,6 @@ _KEYWORDS = frozenset({
     "exclusiveMinimum", "exclusiveMaximum", "enum", "default", "description", "title",
     "examples", "$schema",
 })  # fmt: skip
-
-
-class SchemaError(ConfigError):
-    """A value does not match its schema; ``path`` says where (``a.b[2].c``)."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}" if path else problem)
-        self.path = path
-        self.problem = problem
 
 
 def _show(value: Any) -> str:

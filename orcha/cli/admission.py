@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from orcha.cli.jobs import NoPetitionError, _request
+from orcha.cli.jobs import _request
 from orcha.cli.options import global_options
+from orcha.errors import NoPetitionError
 
 
 def _group_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

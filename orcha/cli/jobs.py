@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from orcha.cli.options import global_options, settings_from
-from orcha.errors import ExitCode, OrchaError
+from orcha.errors import ExitCode, NoPetitionError
 from orcha.settings import parse_duration
 from orcha.states import State
 
@@ -57,10 +57,6 @@ def _note(row: dict[str, Any]) -> str:
         words = describe(progress.get("value"), progress.get("target"), progress.get("unit", ""))
         note = f"{words}; {note}" if note else words
     return note
-
-
-class NoPetitionError(OrchaError):
-    exit_code = ExitCode.NO_PETITION
 
 
 @click.command("status")

@@ -93,7 +93,7 @@ def kinds_add(ctx: click.Context, name: str, parent: str, settings: dict[str, An
 @click.pass_context
 def kinds_rm(ctx: click.Context, name: str) -> int:
     """Remove runtime kind NAME (queued petitions of it keep their settings)."""
-    from orcha.cli.jobs import NoPetitionError
+    from orcha.errors import NoPetitionError
 
     if not _request(ctx, {"op": "kinds", "action": "rm", "name": name})["removed"]:
         raise NoPetitionError(f"there is no runtime kind {name!r}; see 'orcha kinds ls'")

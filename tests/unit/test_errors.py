@@ -16,10 +16,12 @@ from orcha.errors import (
     ExitCode,
     InvalidPetitionError,
     LostServiceError,
+    NoPetitionError,
     NoServiceError,
     OrchaError,
     PetitionError,
     PluginError,
+    SchemaError,
     UnknownKindError,
     wire_name,
 )
@@ -46,6 +48,8 @@ EXAMPLES: dict[type[OrchaError], tuple[OrchaError, ExitCode]] = {
     UnknownKindError: (UnknownKindError("nope", ["shell", "hello"]), ExitCode.UNKNOWN),
     InvalidPetitionError: (InvalidPetitionError("counter < 0"), ExitCode.REFUSED),
     PluginError: (PluginError("plugin broke"), ExitCode.FAILED),
+    SchemaError: (SchemaError("plugins.a.config.b", "expected a number"), ExitCode.USAGE),
+    NoPetitionError: (NoPetitionError("no petition has ID 'x'"), ExitCode.NO_PETITION),
 }
 
 
