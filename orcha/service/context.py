@@ -65,6 +65,22 @@ class Context:
                 raise ValueError(f"progress {name} must be a finite number or None")
         self._job.report_progress(value, target, str(unit))
 
+    def event(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """Emit a custom event, ``KIND.NAME`` in the usual envelope, to watchers
+        (``orcha watch``) and webhooks (``--notify`` gets every custom event of its
+        petition). ValueError if ``name`` is not a short word or ``data`` not JSON data."""
+        import json
+
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > 64:
+            raise ValueError("an event name is a word of letters, digits and '_'")
+        try:
+            json.dumps(data or {}, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"event data must be JSON data: {e}") from None
+        events = self._job.events
+        if events is not None:
+            events.watch_event(self._job, f"{self._job.kind or 'petition'}.{name}", data or {})
+
     def set_outcome(self, value: Any) -> None:
         """Record the petition's outcome: JSON data the client prints when it ends and
         ``orcha status`` shows. ValueError if it is not JSON data."""

@@ -106,8 +106,9 @@ class Webhooks:
 
     def event(self, job: Any, envelope: dict[str, Any]) -> None:
         """Queue ``envelope`` for every URL that wants its event."""
-        targets = [t["url"] for t in self.everyone if envelope["event"] in t["events"]]
-        if envelope["event"] in DEFAULT_EVENTS:
+        event = envelope["event"]
+        targets = [t["url"] for t in self.everyone if event in t["events"]]
+        if event in DEFAULT_EVENTS or "." in event:  # state changes and custom events
             targets += [u for u in job.schedule.notify if u not in targets]
         if not targets:
             return
