@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from common import orcha_command, private_env
+from common import orcha_command, private_env, start_service
 
 #: Requests in flight while filling the queue. Replies are small, so this many fit in the
 #: socket buffers both ways and neither side can block the other.
@@ -61,30 +61,7 @@ class QueueBench:
 
     # -- the service ---------------------------------------------------------------------
     def start_service(self) -> None:
-        with open(self.root / "service.err", "wb") as err:
-            self.service = subprocess.Popen(
-                [*self.orcha, "serve", "--max-running", "1"],
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-            )
-        assert self.service.stdout is not None
-        if "listening on" not in self.service.stdout.readline().decode():
-            raise SystemExit(f"bench: the service did not start\n{self._service_err()}")
-        from orcha import settings
-        from orcha.client.session import Session
-
-        for name in ("ORCHA_RUNTIME_DIR", "ORCHA_STATE_DIR"):
-            os.environ[name] = self.env[name]
-        os.environ.pop("ORCHA_ADDRESS", None)
-        os.environ.pop("ORCHA_KEY", None)
-        self.session = Session.open(settings.resolve())
-
-    def _service_err(self) -> str:
-        try:
-            return (self.root / "service.err").read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
+        self.service, self.session = start_service(self.orcha, self.env, self.root, 1)
 
     def _request(self, petition_id: str, argv: list[str]) -> Any:
         from orcha.protocol.messages import SubmitRequest

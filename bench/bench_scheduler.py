@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import orcha_command, private_env
+from common import orcha_command, private_env, start_service
 
 from orcha.interfaces import Petition
 from orcha.protocol.outputs import DISCARD
@@ -446,30 +446,7 @@ class ServiceBench:
 
     # -- the service (as bench_queue.py) ---------------------------------------------------
     def start_service(self) -> None:
-        with open(self.root / "service.err", "wb") as err:
-            self.service = subprocess.Popen(
-                [*self.orcha, "serve", "--max-running", "2"],
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-            )
-        assert self.service.stdout is not None
-        if "listening on" not in self.service.stdout.readline().decode():
-            raise SystemExit(f"bench: the service did not start\n{self._service_err()}")
-        from orcha import settings
-        from orcha.client.session import Session
-
-        for name in ("ORCHA_RUNTIME_DIR", "ORCHA_STATE_DIR"):
-            os.environ[name] = self.env[name]
-        os.environ.pop("ORCHA_ADDRESS", None)
-        os.environ.pop("ORCHA_KEY", None)
-        self.session = Session.open(settings.resolve())
-
-    def _service_err(self) -> str:
-        try:
-            return (self.root / "service.err").read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
+        self.service, self.session = start_service(self.orcha, self.env, self.root, 2)
 
     def _collect_children(self) -> None:
         import psutil

@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def private_env(prefix: str) -> tuple[Path, dict[str, str]]:
@@ -26,3 +27,37 @@ def orcha_command() -> list[str]:
     """The ``orcha`` script beside this Python (as users run it), else ``python -m orcha``."""
     script = Path(sys.executable).with_name("orcha")
     return [str(script)] if script.exists() else [sys.executable, "-m", "orcha"]
+
+
+def start_service(orcha: list[str], env: dict[str, str], root: Path, max_running: int) -> Any:
+    """Start ``orcha serve --max-running N`` with ``env`` (stderr to root/service.err),
+    wait for its banner, point this process's client settings at it, and return
+    (the Popen, an open Session). SystemExit with the service's stderr if it fails."""
+    import subprocess
+
+    with open(root / "service.err", "wb") as err:
+        service = subprocess.Popen(
+            [*orcha, "serve", "--max-running", str(max_running)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    assert service.stdout is not None
+    if "listening on" not in service.stdout.readline().decode():
+        raise SystemExit(f"bench: the service did not start\n{service_err(root)}")
+    from orcha import settings
+    from orcha.client.session import Session
+
+    for name in ("ORCHA_RUNTIME_DIR", "ORCHA_STATE_DIR"):
+        os.environ[name] = env[name]
+    os.environ.pop("ORCHA_ADDRESS", None)
+    os.environ.pop("ORCHA_KEY", None)
+    return service, Session.open(settings.resolve())
+
+
+def service_err(root: Path) -> str:
+    """The last of what the service wrote on stderr (for error messages)."""
+    try:
+        return (root / "service.err").read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""

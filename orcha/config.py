@@ -106,32 +106,28 @@ class Config:
     def plugin_settings(self, name: str) -> dict[str, Any]:
         return dict(self.data["plugins"].get(name, {}).get("config", {}))
 
-    # Settings in the units Settings takes (None: not given, use the default).
+    # Settings in the units Settings takes.
     def seconds(self, key: str) -> float:
         from orcha.settings import parse_duration
 
-        value = self.data[key]
-        if isinstance(value, str):
-            try:
-                return parse_duration(value)
-            except ValueError as e:
-                raise ConfigError(f"{self.path}: {key}: {e}") from None
-        if value < 0:
-            raise ConfigError(f"{self.path}: {key}: expected a duration >= 0, got {value}")
-        return float(value)
+        return float(self._amount(key, parse_duration, "duration"))
 
     def size(self, key: str) -> int:
         from orcha.settings import parse_size
 
+        return int(self._amount(key, parse_size, "size"))
+
+    def _amount(self, key: str, parse: Any, what: str) -> float:
+        """A setting written as text (``10m``, ``64M``) or a number, at least 0."""
         value = self.data[key]
         if isinstance(value, str):
             try:
-                return parse_size(value)
+                return float(parse(value))
             except ValueError as e:
                 raise ConfigError(f"{self.path}: {key}: {e}") from None
         if value < 0:
-            raise ConfigError(f"{self.path}: {key}: expected a size >= 0, got {value}")
-        return int(value)
+            raise ConfigError(f"{self.path}: {key}: expected a {what} >= 0, got {value}")
+        return float(value)
 
     def gpus(self) -> tuple[str, ...] | None:
         from orcha.settings import parse_gpus
