@@ -27,6 +27,8 @@ def _details(entry: Any) -> list[str]:
         lines.append("kinds: " + ", ".join(sorted(entry.kinds)))
     if entry.predicates:
         lines.append("predicates: " + ", ".join(_name_of(p) for p in entry.predicates))
+    if entry.sinks:
+        lines.append("event sinks: " + ", ".join(_name_of(s) for s in entry.sinks))
     return lines
 
 
@@ -67,6 +69,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
                         for _, k in sorted(e.kinds.items())
                     ],
                     "predicates": [_name_of(p) for p in e.predicates],
+                    "event_sinks": [_name_of(s) for s in e.sinks],
                     "error": e.error,
                 }
                 for e in entries

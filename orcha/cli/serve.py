@@ -97,6 +97,7 @@ def serve(
     loaded = {e.name: e.plugin for e in entries if e.plugin is not None}
     kinds = {}
     predicates = []
+    sinks: list[tuple[str, Any]] = []
     for entry in entries:
         if entry.name in unconfigured:
             entry.error = unconfigured[entry.name]
@@ -106,8 +107,9 @@ def serve(
             continue
         kinds.update(entry.kinds)
         predicates.extend(entry.predicates)
+        sinks.extend((entry.name, sink) for sink in entry.sinks)
     host = PluginHost(loaded, plugin_settings)
     return Service(
         KindManager(kinds, predicates=predicates), settings, plugins=host,
-        webhooks=config.webhooks(), on_finish=config.on_finish(),
+        webhooks=config.webhooks(), on_finish=config.on_finish(), sinks=sinks,
     ).run()  # fmt: skip

@@ -106,6 +106,12 @@ class BasePlugin:
     def predicates(self) -> list[Callable[[Any], bool]]:
         return []
 
+    def event_sinks(self) -> list[Callable[[dict[str, Any]], None]]:
+        """Callables the service hands every event envelope to (state changes, custom
+        events; output and progress too), in a delivery thread of their own: a slow or
+        failing sink delays and harms nothing else."""
+        return []
+
     config_schema: dict[str, Any] | None = None
 
     def load(self, config: dict[str, Any]) -> None:
@@ -140,6 +146,7 @@ class LoadedPlugin:
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> command name
     kinds: dict[str, Kind] = field(default_factory=dict)
     predicates: list[Callable[[Any], bool]] = field(default_factory=list)
+    sinks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
     @property
     def embedded(self) -> bool:
@@ -308,9 +315,10 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
             commands, aliases = _commands_of(plugin)
             kinds = {k.name: k for k in plugin.kinds()}
             predicates = list(plugin.predicates())
-            for predicate in predicates:
-                if not callable(predicate):
-                    raise TypeError(f"predicate {predicate!r} is not callable")
+            sinks = list(plugin.event_sinks())
+            for hook in predicates + sinks:
+                if not callable(hook):
+                    raise TypeError(f"{hook!r} (a predicate or event sink) is not callable")
             for kind in kinds.values():
                 if kind.schema is not None:
                     from orcha.schema import check_schema
@@ -334,6 +342,7 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
             kind_owners[name] = entry.name
         entry.commands, entry.aliases, entry.kinds = commands, aliases, kinds
         entry.predicates = predicates
+        entry.sinks = sinks
 
 
 def _commands_of(plugin: BasePlugin) -> tuple[dict[str, Any], dict[str, str]]:

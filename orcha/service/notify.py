@@ -148,6 +148,28 @@ def _post(url: str, body: bytes, timeout: float) -> None:
             raise OSError(f"HTTP {answer.status}")
 
 
+class EventSinks:
+    """Hands every event envelope to the sinks plugins supply, in a delivery thread."""
+
+    def __init__(self, sinks: list[tuple[str, Callable[[dict[str, Any]], None]]]) -> None:
+        self.sinks = sinks  # (plugin name, sink)
+        self._worker = _Worker("event-sinks")
+
+    def event(self, envelope: dict[str, Any]) -> None:
+        if self.sinks:
+            self._worker.put(functools.partial(self._deliver, envelope))
+
+    def _deliver(self, envelope: dict[str, Any]) -> None:
+        for plugin, sink in self.sinks:
+            try:
+                sink(dict(envelope))
+            except Exception:
+                log.exception("plugin %s: its event sink raised; ignored", plugin)
+
+    def idle(self, timeout: float) -> bool:
+        return self._worker.idle(timeout)
+
+
 class FinishHooks:
     """Runs the ``on_finish`` command template after each petition ends."""
 

@@ -32,7 +32,7 @@ from orcha.service.host import Host
 from orcha.service.job import Detached, Job
 from orcha.service.lock import AddressLock
 from orcha.service.logs import PetitionLog
-from orcha.service.notify import FinishHooks, Webhooks
+from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.service.plugin_host import PluginHost
 from orcha.service.procs import ProcessControl, reset_child_signals, start_ticks
 from orcha.service.runner import Runner
@@ -70,16 +70,19 @@ class Service:
         plugins: PluginHost | None = None,
         webhooks: list[dict[str, Any]] | None = None,
         on_finish: str | None = None,
+        sinks: list[tuple[str, Any]] | None = None,
     ):
         """``webhooks``: [{"url", "events"}] for every petition; ``on_finish``: the hook
-        command template (both from the configuration file)."""
+        command template (both from the configuration file); ``sinks``: (plugin name,
+        callable) receiving every event envelope."""
         self.manager = manager
         self.plugins = plugins or PluginHost({}, {})
         self.webhooks = Webhooks(webhooks, failed=self._webhook_failed)
         self.finish_hooks = FinishHooks(on_finish)
+        self.sinks = EventSinks(sinks or [])
         self.runtime_kinds = RuntimeKinds(manager.kinds, service=str(settings.address))
         # Output and progress events are built only if someone wants them.
-        self._hooks_want_stream = any(
+        self._hooks_want_stream = bool(self.sinks.sinks) or any(
             {"output", "progress"} & w["events"] for w in self.webhooks.everyone
         )
         self.settings = settings
@@ -421,12 +424,13 @@ class Service:
         """The one event envelope ``{event, petition, kind, timestamp, data}`` about
         ``job``: to every session watching it, and to the webhooks that want it."""
         hooked = bool(self.webhooks.everyone or job.schedule.notify)
-        if not self._watchers and not hooked:
+        if not self._watchers and not hooked and not self.sinks.sinks:
             return
         envelope = {"event": event, "petition": job.id, "kind": job.kind or "",
                     "timestamp": time.time(), "data": data}  # fmt: skip
         if hooked:
             self.webhooks.event(job, envelope)
+        self.sinks.event(envelope)
         if not self._watchers:
             return
         frame = messages.encode(envelope)

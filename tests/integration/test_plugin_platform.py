@@ -175,6 +175,7 @@ def test_ls_json_describes_path_plugins(penv: Env) -> None:
         "predicate",
         "kinds": [{"name": "greet", "description": GREET_HELP, "schema": GREET_SCHEMA}],
         "predicates": ["orchatest_always"],
+        "event_sinks": [],
         "error": None,
     }
     broken = plugins["orchatest_broken"]
