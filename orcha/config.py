@@ -60,7 +60,8 @@ SCHEMA: dict[str, Any] = {
             "items": {
                 "type": ["string", "object"],
                 "properties": {"url": {"type": "string"},
-                               "events": {"type": "array", "items": {"type": "string"}}},
+                               "events": {"type": "array", "items": {"type": "string"},
+                                          "minItems": 1}},
                 "required": ["url"], "additionalProperties": False,
             },
         },
@@ -142,10 +143,17 @@ class Config:
     def webhooks(self) -> list[dict[str, Any]]:
         """``notify:`` as [{"url", "events"}] (the default events when none are named)."""
         from orcha.protocol.schedule import check_url
-        from orcha.service.notify import DEFAULT_EVENTS
+        from orcha.service.notify import DEFAULT_EVENTS, STREAM_EVENTS
 
         out = []
         for i, item in enumerate(self.data["notify"]):
+            for name in [] if isinstance(item, str) else item.get("events", []):
+                if name not in DEFAULT_EVENTS | STREAM_EVENTS and "." not in name:
+                    known = ", ".join(sorted(DEFAULT_EVENTS | STREAM_EVENTS))
+                    raise ConfigError(
+                        f"{self.path}: notify[{i}].events: no event is named {name!r} "
+                        f"(events: {known}, or KIND.NAME for a kind's own)"
+                    )
             url, events = (
                 (item, None) if isinstance(item, str) else (item["url"], item.get("events"))
             )

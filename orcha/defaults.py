@@ -110,3 +110,6 @@ HOOK_TIMEOUT = 60.0
 
 #: Deliveries (webhook POSTs, hook runs) waiting at most; older ones are dropped beyond.
 DELIVERY_QUEUE = 10000
+
+#: Seconds a cleanly stopping service waits for queued webhooks, hooks and event sinks.
+DELIVERY_DRAIN_SECONDS = 10.0

@@ -44,11 +44,17 @@ def state_get(ctx: click.Context, plugin: str, state_key: str) -> int:
 
 def _json(ctx: click.Context, param: click.Parameter, text: str) -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
+        json.dumps(value, allow_nan=False)  # 1e999 parses as infinity: not JSON either
+        return value
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not JSON; quote text as JSON, e.g. '\"{text}\"'"
         ) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @state.command("set")

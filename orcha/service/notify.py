@@ -39,6 +39,9 @@ log = logging.getLogger("orcha.service.notify")
 #: Events POSTed by default (state changes; output and progress are too chatty).
 DEFAULT_EVENTS = frozenset({"submitted", "started", "attempt", "finished", "paused", "resumed"})
 
+#: Events sent only to webhooks that name them.
+STREAM_EVENTS = frozenset({"output", "progress"})
+
 
 class _Worker:
     """One daemon thread draining a bounded queue of tasks."""
@@ -48,6 +51,7 @@ class _Worker:
         self._tasks: collections.deque[Callable[[], None]] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._busy = False  # a task taken off the queue is running
         self.dropped = 0
 
     def put(self, task: Callable[[], None]) -> None:
@@ -67,8 +71,10 @@ class _Worker:
     def _loop(self) -> None:
         while True:
             with self._cond:
+                self._busy = False
                 self._cond.wait_for(lambda: bool(self._tasks))
                 task = self._tasks.popleft()
+                self._busy = True
             try:
                 task()
             except Exception:
@@ -79,7 +85,7 @@ class _Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._cond:
-                if not self._tasks:
+                if not self._tasks and not self._busy:
                     return True
             time.sleep(0.02)
         return False
@@ -183,12 +189,24 @@ class FinishHooks:
 
     @classmethod
     def check_template(cls, template: str) -> None:
-        """ValueError if the template uses a field that does not exist."""
+        """ValueError if the template uses a field that does not exist, or cannot be
+        filled in (format specs and conversions: every value is text)."""
         import string
 
-        for _, field, _, _ in string.Formatter().parse(template):
-            if field is not None and field not in cls.FIELDS:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"not a template: {e}") from None
+        for field in fields:
+            if field not in cls.FIELDS:
                 raise ValueError(f"unknown field {{{field}}} (fields: {', '.join(cls.FIELDS)})")
+        try:
+            template.format(**{f: "x" for f in cls.FIELDS})
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+            raise ValueError(
+                f"cannot be filled in ({type(e).__name__}: {e}); write fields plainly, "
+                "like {code}"
+            ) from None
 
     def finished(self, job: Any) -> None:
         if not self.on_finish:
@@ -199,7 +217,11 @@ class FinishHooks:
             "group": job.schedule.group, "started": job.started or "", "ended": job.ended or "",
             "cwd": getattr(job.petition, "cwd", ""),
         }  # fmt: skip
-        command = self.on_finish.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
+        try:
+            command = self.on_finish.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
+        except Exception as e:  # checked at load; a hook must never fail a petition's end
+            log.warning("petition %s: on_finish hook not run: %s", job.id, e)
+            return
         self._worker.put(lambda: self._call(job.id, command))
 
     def _call(self, petition_id: str, command: str) -> None:

@@ -22,7 +22,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
-from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, RECHECK_SECONDS
+from orcha.defaults import (
+    DATABASE_NAME,
+    DELIVERY_DRAIN_SECONDS,
+    LOGS_DIR_NAME,
+    RECHECK_SECONDS,
+)
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol import messages, transport
 from orcha.protocol.managed import proxy_ident, registry
@@ -165,6 +170,7 @@ class Service:
                         "service": str(self.settings.address),
                         "id": str(petition.id),
                         "kind": kind or "",
+                        "runs_as": request.kind if request and request.kind != kind else None,
                         "params": request.params if request else {},
                         "priority": int(getattr(petition, "priority", 0) or 0),
                         "state": str(State.QUEUED),
@@ -769,6 +775,7 @@ class Service:
                     break
                 if self.stopping and self.scheduler.running_count == 0:
                     self._flush_sessions()
+                    self._finish_deliveries()
                     break
         finally:
             self.plugins.stop()
@@ -842,12 +849,12 @@ class Service:
             if not row["kind"]:
                 raise InvalidPetitionError("petitions of the original Orcha API are not restored")
             schedule = Schedule.from_wire(row["schedule"])
+            # A runtime kind's petition runs as its parent, with the settings it was
+            # queued with, whatever became of the template since.
             request = SubmitRequest(
-                row["kind"], row["id"], row["params"], row["priority"], row["cwd"], row["env"],
-                attach=False, schedule=schedule,
+                row["runs_as"] or row["kind"], row["id"], row["params"], row["priority"],
+                row["cwd"], row["env"], attach=False, schedule=schedule,
             )  # fmt: skip
-            request = self.runtime_kinds.resolve(request)
-            schedule = request.schedule or schedule
             petition = self.manager.petition_from_request(request, DISCARD)
         except ValueError as e:
             self.store.update(
@@ -925,6 +932,16 @@ class Service:
         for job in running:
             job.request_cancel("the service was stopped by force", by_client=False)
             self.procs.stop_tree(list(job.pids), job.token, 0, force=True)
+
+    def _finish_deliveries(self) -> None:
+        """On a clean stop: let queued webhooks, hooks and event sinks go out, within
+        DELIVERY_DRAIN_SECONDS in all (a forced stop does not wait)."""
+        deadline = time.monotonic() + DELIVERY_DRAIN_SECONDS
+        queues = (("webhook deliveries", self.webhooks), ("on_finish hooks", self.finish_hooks),
+                  ("event sinks", self.sinks))  # fmt: skip
+        for what, queue in queues:
+            if not queue.idle(max(0.0, deadline - time.monotonic())):
+                log.warning("stopping without the %s still queued", what)
 
     def _flush_sessions(self) -> None:
         deadline = time.monotonic() + _FLUSH_SECONDS

@@ -74,6 +74,11 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE petitions ADD COLUMN notify_error TEXT",  # the last failed webhook
     ],
+    [
+        # A petition of a runtime kind: the kind it runs as (its record keeps the
+        # template's settings, so it runs even if the template is removed meanwhile).
+        "ALTER TABLE petitions ADD COLUMN runs_as TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -82,7 +87,7 @@ _JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
-    "schedule", "attempt", "paused", "outcome", "notify_error",
+    "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as",
 )  # fmt: skip
 
 
