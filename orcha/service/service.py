@@ -295,6 +295,8 @@ class Service:
                     record["progress"] = dict(job.progress)
                 if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                     record["waiting"] = reasons[row["seq"]]
+                    # Aging at work: what it competes with now (lower starts first).
+                    record["effective_priority"] = round(self.scheduler.effective_priority(job), 3)
                 elif job.stopped:
                     record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
             out.append(record)

@@ -185,7 +185,7 @@ def test_status_table_json_state_filter_and_why_waiting(
     for pid in (done, running):
         assert set(by_id[pid]) == FIELDS, by_id[pid]
     for pid in (second, third):
-        assert set(by_id[pid]) == FIELDS | {"waiting"}, by_id[pid]
+        assert set(by_id[pid]) == FIELDS | {"waiting", "effective_priority"}, by_id[pid]
     assert by_id[second]["waiting"] == "waiting for a free slot (1/1 CPUs in use)"
     assert by_id[done]["state"] == "FAILED" and by_id[done]["code"] == 3
     assert by_id[done]["started"] <= by_id[done]["ended"]
