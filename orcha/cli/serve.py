@@ -42,6 +42,13 @@ from orcha.cli.options import global_options, settings_from
     help="Seconds between SIGTERM and SIGKILL when a petition is stopped (default 5).",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Service log lines on stderr: text, or one JSON object per line (for journald).",
+)
+@click.option(
     "--log-cap", metavar="SIZE",
     help="Output kept per petition in its log, e.g. 512K, 64M, 1G (default 64M).",
 )  # fmt: skip
@@ -54,6 +61,7 @@ def serve(
     aging: str | None,
     backfill_bound: str | None,
     grace: float | None,
+    log_format: str,
     log_cap: str | None,
 ) -> int:
     """Serve petitions of every installed kind until Ctrl+C or SIGTERM.
@@ -84,7 +92,7 @@ def serve(
         aging=parsed(aging, parse_duration, "'--aging'"),
         backfill_bound=parsed(backfill_bound, parse_duration, "'--backfill-bound'"),
     )
-    configure_logging(settings.verbose)
+    configure_logging(settings.verbose, log_format)
     group = ctx.find_root().command
     assert isinstance(group, OrchaGroup)
     from orcha.cli.options import load_config

@@ -45,6 +45,7 @@ from orcha.service.runtime_kinds import RuntimeKinds
 from orcha.service.scheduler import Scheduler
 from orcha.service.server import ManagerServer
 from orcha.service.store import Store
+from orcha.service.systemd import Notifier
 from orcha.settings import Settings, ensure_runtime_dir, ensure_state_dir
 from orcha.states import State
 
@@ -86,6 +87,7 @@ class Service:
         self.finish_hooks = FinishHooks(on_finish)
         self.sinks = EventSinks(sinks or [])
         self.runtime_kinds = RuntimeKinds(manager.kinds, service=str(settings.address))
+        self.systemd = Notifier()
         # Output and progress events are built only if someone wants them.
         self._hooks_want_stream = bool(self.sinks.sinks) or any(
             {"output", "progress"} & w["events"] for w in self.webhooks.everyone
@@ -139,6 +141,8 @@ class Service:
             session=session if request.attach else None,
         )
         log.info("petition %s (%s) queued", job.id, request.kind)
+        if self.systemd.enabled:
+            self.wake()  # the main loop tells systemd the new queue length
         return job
 
     def _enqueue(
@@ -756,12 +760,31 @@ class Service:
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         sel.register(self._waker_r, selectors.EVENT_READ, "waker")
         try:
+            self.systemd.ready(self._status_words())
+            watchdog = self.systemd.watchdog_interval
+            next_ping = time.monotonic()
             while True:
-                # Only while a petition waits for free memory or a plugin's predicate.
-                timeout = RECHECK_SECONDS if self.scheduler.needs_recheck else None
+                # Wake up on a timer only while a petition waits for free memory or a
+                # plugin's predicate, or to feed systemd's watchdog.
+                recheck = RECHECK_SECONDS if self.scheduler.needs_recheck else None
+                timeout = recheck
+                if watchdog is not None:
+                    due = max(0.0, next_ping - time.monotonic())
+                    timeout = due if timeout is None else min(timeout, due)
                 events = sel.select(timeout)
-                if not events and timeout is not None:
+                if not events and recheck is not None:
                     self.scheduler.admit()
+                # Only a scheduler whose lock can be taken is alive: a stuck one stops
+                # the pings, and systemd restarts the service.
+                if (
+                    watchdog is not None
+                    and time.monotonic() >= next_ping
+                    and self.scheduler.lock.acquire(timeout=watchdog)
+                ):
+                    self.scheduler.lock.release()
+                    self.systemd.watchdog()
+                    next_ping = time.monotonic() + watchdog
+                self.systemd.status(self._status_words())
                 for key_, _ in events:
                     if key_.data == "accept":
                         self._accept(listener)
@@ -781,6 +804,7 @@ class Service:
                     break
         finally:
             self.plugins.stop()
+            self.systemd.close()
             sel.close()
             signal.set_wakeup_fd(-1)
             for sig, handler in previous.items():
@@ -897,10 +921,20 @@ class Service:
                 target=self.server.handle_connection, args=(conn,), name="client", daemon=True
             ).start()
 
+    def _status_words(self) -> str:
+        """One line for systemd's STATUS=: the queue and the running petitions."""
+        scheduler = self.scheduler
+        words = (
+            f"{scheduler.queued_count} queued, {scheduler.running_count} running, "
+            f"{scheduler.used_cpus}/{scheduler.capacity} CPUs in use"
+        )
+        return words + (", paused" if scheduler.paused_all else "")
+
     def _begin_stop(self) -> None:
         """Stop admitting; keep queued petitions (recorded, they are queued again when the
         service restarts); cancel running ones (trees stopped: TERM, grace, KILL)."""
         self.stopping = True
+        self.systemd.stopping(f"stopping; {self._status_words()}")
         queued = self.scheduler.drain_queued()
         running = self.scheduler.running()
         kept = [job for job in queued if job.native and self.store is not None]
@@ -988,8 +1022,29 @@ def _drain(fd: int) -> None:
         pass
 
 
-def configure_logging(verbose: int) -> None:
-    """Service logs go to stderr: warnings by default, -v info, -vv debug."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message, and the
+    exception's traceback when there is one (for journald and log shippers)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime
+        import json
+
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }  # fmt: skip
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(verbose: int, log_format: str = "text") -> None:
+    """Service logs go to stderr: warnings by default, -v info, -vv debug; as text lines
+    or (``log_format="json"``) one JSON object per line."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     fmt = (
@@ -997,7 +1052,7 @@ def configure_logging(verbose: int) -> None:
         if verbose <= 0
         else "orcha serve: %(levelname)s %(name)s: %(message)s"
     )
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(fmt))
     root = logging.getLogger("orcha")
     root.handlers[:] = [handler]
     root.setLevel(level)

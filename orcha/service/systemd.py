@@ -1,0 +1,74 @@
+"""The sd_notify protocol, spoken by the service itself when systemd starts it.
+
+With ``Type=notify`` systemd sets ``NOTIFY_SOCKET`` (a datagram socket: a path, or an
+abstract name written ``@name``) and, with ``WatchdogSec=``, ``WATCHDOG_USEC``. The
+service sends ``READY=1`` once it accepts clients, ``STATUS=...`` when its queue or its
+running count change, ``WATCHDOG=1`` at half the watchdog interval from its main loop,
+and only after taking the scheduler's lock (so a stuck scheduler stops the pings and
+systemd restarts the service), and ``STOPPING=1`` when it begins to stop. Without
+``NOTIFY_SOCKET`` every call does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+log = logging.getLogger("orcha.service.systemd")
+
+
+class Notifier:
+    """Sends sd_notify messages; a no-op outside systemd."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):
+            address = "\0" + address[1:]  # abstract namespace
+        self._address = address if address.startswith(("/", "\0")) else ""
+        self.watchdog_interval: float | None = None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        for_us = not pid or pid == str(os.getpid())  # the watchdog is for this process
+        if self._address and usec.isdigit() and int(usec) > 0 and for_us:
+            self.watchdog_interval = int(usec) / 1e6 / 2
+        self._last_status = ""
+        self._sock: socket.socket | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    def _send(self, message: str) -> None:
+        if not self._address:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto(message.encode(), self._address)
+        except OSError as e:
+            log.warning("cannot notify systemd at %r: %s", self._address, e)
+
+    def ready(self, status: str) -> None:
+        self._last_status = status
+        self._send(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+
+    def status(self, status: str) -> None:
+        """``STATUS=`` if it changed since the last one sent."""
+        if status != self._last_status:
+            self._last_status = status
+            self._send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1")
+
+    def stopping(self, status: str = "stopping") -> None:
+        self._last_status = status
+        self._send(f"STOPPING=1\nSTATUS={status}")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

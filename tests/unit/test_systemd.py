@@ -1,0 +1,60 @@
+"""The sd_notify Notifier: addresses, the watchdog interval, and silence outside systemd."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from orcha.service.systemd import Notifier
+
+
+def test_without_notify_socket_it_does_nothing() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    notifier.ready("x")
+    notifier.watchdog()
+    notifier.stopping()  # nothing to send to, nothing raised
+
+
+def test_messages_reach_a_path_socket(tmp_path: Path) -> None:
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(5)
+        notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+        assert notifier.enabled and notifier.watchdog_interval == 1.0
+        notifier.ready("0 queued")
+        notifier.status("0 queued")  # unchanged: not sent again
+        notifier.status("1 queued")
+        notifier.watchdog()
+        notifier.stopping("stopping")
+        got = [sock.recv(1024).decode() for _ in range(4)]
+        notifier.close()
+    assert got == [
+        f"READY=1\nSTATUS=0 queued\nMAINPID={os.getpid()}",
+        "STATUS=1 queued",
+        "WATCHDOG=1",
+        "STOPPING=1\nSTATUS=stopping",
+    ]
+
+
+def test_an_abstract_socket_name_is_understood() -> None:
+    name = f"orcha-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name})
+        notifier.watchdog()
+        assert sock.recv(64) == b"WATCHDOG=1"
+        notifier.close()
+
+
+def test_the_watchdog_of_another_process_is_not_ours(tmp_path: Path) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "n"), "WATCHDOG_USEC": "1000000"}
+    assert Notifier({**env, "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert Notifier({**env, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 0.5
+
+
+def test_a_relative_notify_socket_is_ignored() -> None:
+    assert not Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled
