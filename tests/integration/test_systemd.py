@@ -112,7 +112,10 @@ from orcha.plugins import BasePlugin
 
 
 def stuck(petition):
-    while os.path.exists(os.environ["ORCHA_TEST_STUCK"]):
+    gate = os.environ["ORCHA_TEST_STUCK"]
+    if os.path.exists(gate):
+        open(gate + ".entered", "w").close()  # the test measures from here
+    while os.path.exists(gate):
         time.sleep(0.05)
     return True
 
@@ -157,7 +160,12 @@ def test_the_service_speaks_sd_notify(env: Env, fake_systemd: FakeSystemd, tmp_p
     # The submission is answered only once its admission walk is done: do not wait.
     client = env.popen("run", new_id("sd-stuck"), "--detach", "--", "true")
     try:
-        time.sleep(0.5)  # let the walk reach the predicate
+        entered = Path(f"{stuck}.entered")
+        deadline = time.monotonic() + WAIT
+        while not entered.exists():  # the walk has reached the predicate: now it is stuck
+            assert time.monotonic() < deadline, "the predicate was never asked"
+            fake_systemd.read(time.monotonic() + 0.05)
+        fake_systemd.read(time.monotonic() + 0.3)  # a ping already on its way arrives
         before = len(fake_systemd.pings())
         fake_systemd.read(time.monotonic() + 1.5)
         assert len(fake_systemd.pings()) <= before + 1, "pings went on with a stuck scheduler"
