@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from orcha.cli.completion import petition_ids
 from orcha.cli.jobs import _request
 from orcha.cli.options import global_options
 from orcha.errors import NoPetitionError
@@ -98,7 +99,7 @@ def _scope_options(f: Any) -> Any:
         "--group", "groups", multiple=True, metavar="NAME", callback=_group_names,
         help="Every petition of this group, now and later. Repeatable.",
     )(f)  # fmt: skip
-    return click.argument("ids", nargs=-1, metavar="[ID]...")(f)
+    return click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)(f)
 
 
 def _pause_or_resume(

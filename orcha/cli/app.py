@@ -87,6 +87,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_core() -> None:
     from orcha.cli.admission import group, pause, resume
+    from orcha.cli.completion import completion
     from orcha.cli.config_command import config
     from orcha.cli.describe import describe
     from orcha.cli.health import health
@@ -97,7 +98,8 @@ def _register_core() -> None:
     from orcha.cli.state import state
 
     for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
-                    group, pause, resume, health, config, state, kinds):  # fmt: skip
+                    group, pause, resume, health, config, state, kinds,
+                    completion):  # fmt: skip
         cli.add_command(command)
 
 

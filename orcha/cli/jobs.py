@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from orcha.cli.completion import petition_ids
 from orcha.cli.options import global_options, settings_from
 from orcha.errors import ExitCode, NoPetitionError
 from orcha.settings import parse_duration
@@ -60,7 +61,7 @@ def _note(row: dict[str, Any]) -> str:
 
 
 @click.command("status")
-@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
 @click.option("--state", "states", multiple=True, metavar="STATE",
               type=click.Choice(_STATES, case_sensitive=False),
               help="Only petitions in this state (repeatable).")  # fmt: skip
@@ -116,7 +117,7 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
 
 
 @click.command("cancel")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @click.option("--force", is_flag=True, help="SIGKILL the processes at once (no grace period).")
 @global_options
 @click.pass_context
@@ -194,7 +195,7 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 
 
 @click.command("wait")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @click.option("--status", "want", type=click.Choice(["any", "success"]), default="any",
               show_default=True,
               help="'success': exit non-zero if any of them did not succeed.")  # fmt: skip
@@ -224,7 +225,7 @@ def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
 
 
 @click.command("logs")
-@click.argument("petition_id", metavar="ID")
+@click.argument("petition_id", metavar="ID", shell_complete=petition_ids)
 @click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
 @global_options
 @click.pass_context
@@ -281,7 +282,7 @@ class _Prefixer:
 
 
 @click.command("follow")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @global_options
 @click.pass_context
 def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
@@ -321,7 +322,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
 
 
 @click.command("watch")
-@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event envelope per line.")
 @global_options
 @click.pass_context

@@ -50,7 +50,7 @@ EMBEDDED_PACKAGES = frozenset({"orcha", "orcha_plugins"})
 #: Command names orcha itself provides; no plugin may take them.
 CORE_COMMANDS = frozenset({"serve", "ls", "status", "cancel", "clean", "wait", "logs", "follow",
                            "watch", "group", "pause", "resume", "describe", "health",
-                           "config", "state", "kinds"})  # fmt: skip
+                           "config", "state", "kinds", "completion"})  # fmt: skip
 
 
 class BasePlugin:
