@@ -155,3 +155,18 @@ def describe(procs: list[psutil.Process]) -> list[tuple[int, Any]]:
         with contextlib.suppress(psutil.Error):
             out.append((p.pid, p.cmdline()))
     return out
+
+
+def orcha(
+    env: Env,
+    *args: str,
+    code: int = 0,
+    extra: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[str, str]:
+    """Run an orcha command that must exit with ``code`` and print no traceback;
+    (stdout, stderr). ``extra``: environment variables for this command only."""
+    result = env.run(*args, timeout=WAIT, env=extra, cwd=cwd)
+    assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout, result.stderr

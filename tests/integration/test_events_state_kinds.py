@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import WAIT, Client, gone, new_id, petition_processes
+from tests.integration.clients import WAIT, Client, gone, new_id, orcha, petition_processes
 from tests.integration.clients import without_progress as no_progress
 
 pytestmark = pytest.mark.timeout(90)
@@ -54,16 +54,6 @@ def senv(env: Env) -> Env:
             del env.vars[name]
     env.vars["NO_PROXY"] = env.vars["no_proxy"] = "127.0.0.1,localhost"
     return env
-
-
-def orcha(
-    env: Env, *args: str, code: int = 0, extra: dict[str, str] | None = None
-) -> tuple[str, str]:
-    """Run an orcha command that must exit with ``code``; (stdout, stderr)."""
-    result = env.run(*args, timeout=WAIT, env=extra)
-    assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout, result.stderr
 
 
 def serve(env: Env, *args: str, extra: dict[str, str] | None = None) -> Service:

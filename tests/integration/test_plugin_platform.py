@@ -23,7 +23,7 @@ from orcha.errors import PetitionError
 from orcha.protocol.messages import SubmitRequest
 from orcha.protocol.transport import set_recv_timeout
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import WAIT
+from tests.integration.clients import WAIT, orcha
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -82,16 +82,6 @@ def write_config(env: Env, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def orcha(
-    env: Env, *args: str, code: int = 0, extra: dict[str, str] | None = None
-) -> tuple[str, str]:
-    """Run an orcha command that must exit with ``code``; (stdout, stderr)."""
-    result = env.run(*args, timeout=WAIT, env=extra)
-    assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout, result.stderr
 
 
 def one_error(stderr: str, expected: str) -> None:

@@ -27,6 +27,7 @@ from tests.integration.clients import (
     Client,
     gone,
     new_id,
+    orcha,
     petition_processes,
     states,
     without_progress,
@@ -68,14 +69,6 @@ def detach(env: Env, petition_id: str, script: str, cwd: Path, *options: str) ->
         "run", petition_id, "--detach", *options, "--", "sh", "-c", script, cwd=cwd, timeout=WAIT
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{petition_id}\n", "")
-
-
-def orcha(env: Env, *args: str, code: int = 0, cwd: Path | None = None) -> tuple[str, str]:
-    """Run an orcha command that must exit with ``code``; (stdout, stderr)."""
-    result = env.run(*args, timeout=WAIT, cwd=cwd)
-    assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout, result.stderr
 
 
 def record(env: Env, petition_id: str) -> dict[str, Any]:
