@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from common import orcha_command, private_env, start_service
+from common import orcha_command, private_env, start_service, stop_service
 
 #: Requests in flight while filling the queue. Replies are small, so this many fit in the
 #: socket buffers both ways and neither side can block the other.
@@ -92,20 +91,16 @@ class QueueBench:
         if self.session is not None:
             self.session.close()
         if self.service is not None and self.service.poll() is None:
-            start = time.perf_counter()
-            self.service.send_signal(signal.SIGTERM)
-            try:
-                self.service.wait(60)
-                self.row(
-                    f"graceful stop with {self.queued:,} queued",
-                    f"{time.perf_counter() - start:.2f} s",
-                    f"(exit code {self.service.returncode})",
-                )
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+            seconds, code = stop_service(self.service)
+            if seconds is None:
                 self.row("graceful stop", "> 60 s", "killed with SIGKILL")
                 self.ok = False
+            else:
+                self.row(
+                    f"graceful stop with {self.queued:,} queued",
+                    f"{seconds:.2f} s",
+                    f"(exit code {code})",
+                )
         left = []
         for p in self.blockers:
             try:

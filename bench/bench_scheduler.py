@@ -39,7 +39,6 @@ import heapq
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import orcha_command, private_env, start_service
+from common import orcha_command, private_env, start_service, stop_service
 
 from orcha.interfaces import Petition
 from orcha.protocol.outputs import DISCARD
@@ -466,20 +465,12 @@ class ServiceBench:
         if self.session is not None:
             self.session.close()
         if self.service is not None and self.service.poll() is None:
-            start = time.perf_counter()
-            self.service.send_signal(signal.SIGTERM)
-            try:
-                self.service.wait(60)
-                self.row(
-                    "graceful stop",
-                    f"{time.perf_counter() - start:.2f} s",
-                    f"(exit code {self.service.returncode})",
-                )
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+            seconds, code = stop_service(self.service)
+            if seconds is None:
                 self.row("graceful stop", "> 60 s", "killed with SIGKILL")
                 self.ok = False
+            else:
+                self.row("graceful stop", f"{seconds:.2f} s", f"(exit code {code})")
         left = []
         for p in self.children.values():
             try:

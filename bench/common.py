@@ -61,3 +61,21 @@ def service_err(root: Path) -> str:
         return (root / "service.err").read_text(errors="replace")[-2000:]
     except OSError:
         return ""
+
+
+def stop_service(service: Any, timeout: float = 60.0) -> tuple[float | None, int]:
+    """SIGTERM the service and wait for it: (seconds it took, exit code), or (None, code)
+    if it had to be killed after ``timeout`` seconds."""
+    import signal
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    service.send_signal(signal.SIGTERM)
+    try:
+        service.wait(timeout)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
+        return None, service.returncode
+    return time.perf_counter() - start, service.returncode
