@@ -9,7 +9,7 @@ import click
 
 from orcha.cli.options import global_options
 from orcha.cli.petition_options import petition_options
-from orcha.errors import InvalidPetitionError
+from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins import FirstPartyPlugin
 
@@ -51,7 +51,8 @@ class HelloKind(Kind):
         counter = ctx.params["counter"]
         for i in range(counter):
             if i and ctx.sleep(ctx.params["sleep_time"]):
-                break  # cancelled
+                # Cancelled: a code of 0 would read as success in status and logs.
+                return int(ExitCode.INTERRUPTED)
             ctx.write(f"Hello world! {i}\n")
             ctx.progress(i + 1, counter, "lines")
         return 0
