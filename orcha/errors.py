@@ -36,6 +36,36 @@ class ExitCode(enum.IntEnum):
     DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
 
 
+#: What each exit code means to a user (the reference pages are generated from this).
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "the petition succeeded ('serve': stopped cleanly)",
+    ExitCode.FAILED: "the petition failed ('wait --status success': one of them did not "
+    "succeed); 'serve': stopped by a second signal; an internal error",
+    ExitCode.USAGE: "usage error: bad option or value, or an invalid configuration file "
+    "(nothing was sent)",
+    ExitCode.TIMEOUT: "the petition ran longer than its --timeout",
+    ExitCode.CANNOT_EXECUTE: "'orcha run': the command cannot be executed",
+    ExitCode.NOT_FOUND: "'orcha run': the command was not found",
+    ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
+    ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha serve')",
+    ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file)",
+    ExitCode.DUPLICATE: "a petition with this ID is already queued or running",
+    ExitCode.UNKNOWN: "no such petition kind or plugin",
+    ExitCode.REFUSED: "the service refused the petition (malformed, can never fit, or the "
+    "service is stopping)",
+    ExitCode.START_FAILED: "the petition could not be started (e.g. its working directory "
+    "is missing)",
+    ExitCode.LOST_SERVICE: "the connection to the service was lost while the petition was in "
+    "it, or the service stopped and kept the petition queued for its next start",
+    ExitCode.CANCELLED: "the petition was cancelled by someone else (e.g. the service stopped)",
+    ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address",
+    ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, or no "
+    "such runtime kind or state key",
+    ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
+    "interrupted",
+}
+
+
 class OrchaError(Exception):
     """Base of every error orcha reports to a user."""
 

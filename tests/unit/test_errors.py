@@ -123,3 +123,18 @@ def test_codes_without_wire_name_are_refused(code: ExitCode) -> None:
 def test_module_exports_exit_code_enum() -> None:
     assert errors.ExitCode is ExitCode
     assert issubclass(ExitCode, int)
+
+
+def test_every_exit_code_has_a_meaning_for_the_reference() -> None:
+    assert set(errors.EXIT_CODE_MEANINGS) == set(ExitCode)
+    for code, meaning in errors.EXIT_CODE_MEANINGS.items():
+        assert meaning and "\n" not in meaning, code
+
+
+def test_the_readme_table_lists_every_exit_code() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = {int(line.split("|")[1]) for line in readme.splitlines()
+              if line.startswith("| ") and line.split("|")[1].strip().isdigit()}  # fmt: skip
+    assert listed == {int(code) for code in ExitCode}
