@@ -27,13 +27,20 @@ WAITING = frozenset({State.QUEUED})
 ACTIVE = frozenset({State.RUNNING})
 FINISHED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED})
 
+#: Every transition the lifecycle allows, with what causes it (the docs draw this).
+TRANSITIONS: dict[tuple[State, State], str] = {
+    (State.QUEUED, State.RUNNING): "admitted: its resources, group and predicates allow it",
+    (State.QUEUED, State.CANCELLED): "cancelled before it started",
+    (State.QUEUED, State.FAILED): "a dependency failed, or it could not start",
+    (State.QUEUED, State.INTERRUPTED): "the service died and could not queue it again",
+    (State.RUNNING, State.SUCCEEDED): "its action ended with code 0",
+    (State.RUNNING, State.FAILED): "non-zero code, timeout, or retries used up",
+    (State.RUNNING, State.CANCELLED): "Ctrl+C in its client, 'orcha cancel', service stop",
+    (State.RUNNING, State.INTERRUPTED): "the service died while it ran",
+}
+
 _ALLOWED: dict[State, frozenset[State]] = {
-    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED, State.INTERRUPTED}),
-    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED}),
-    State.SUCCEEDED: frozenset(),
-    State.FAILED: frozenset(),
-    State.CANCELLED: frozenset(),
-    State.INTERRUPTED: frozenset(),
+    state: frozenset(new for old, new in TRANSITIONS if old is state) for state in State
 }
 
 

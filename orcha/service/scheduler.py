@@ -7,7 +7,7 @@ some petition waits for free memory or for a plugin's predicate (things that cha
 without telling orcha), every :data:`~orcha.defaults.RECHECK_SECONDS`. The clock and the
 machine are parameters, so tests drive it with fakes.
 
-The rules (docs/scheduling.md explains them for users):
+The rules (docs/scheduling.rst explains them for users):
 
 * **Order.** Lowest effective priority first; equal ones in arrival order. With aging,
   a petition's effective priority is ``priority - waited / aging`` (one step better per
