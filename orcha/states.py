@@ -30,9 +30,9 @@ FINISHED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTE
 #: Every transition the lifecycle allows, with what causes it (the docs draw this).
 TRANSITIONS: dict[tuple[State, State], str] = {
     (State.QUEUED, State.RUNNING): "admitted: its resources, group and predicates allow it",
-    (State.QUEUED, State.CANCELLED): "cancelled before it started",
-    (State.QUEUED, State.FAILED): "a dependency failed, or it could not start",
-    (State.QUEUED, State.INTERRUPTED): "the service died and could not queue it again",
+    (State.QUEUED, State.CANCELLED): "cancelled before it started, or not queued again "
+    "after a restart",
+    (State.QUEUED, State.FAILED): "a petition it runs --after failed or was cancelled",
     (State.RUNNING, State.SUCCEEDED): "its action ended with code 0",
     (State.RUNNING, State.FAILED): "non-zero code, timeout, or retries used up",
     (State.RUNNING, State.CANCELLED): "Ctrl+C in its client, 'orcha cancel', service stop",

@@ -66,9 +66,9 @@ def serve(
 ) -> int:
     """Serve petitions of every installed kind until Ctrl+C or SIGTERM.
 
-    The first signal stops accepting, cancels every petition (queued ones are dropped,
-    running ones are stopped: SIGTERM, grace period, SIGKILL) and exits 0; a second
-    signal kills them at once and exits 1.
+    The first signal stops accepting, stops the running petitions (SIGTERM, grace period,
+    SIGKILL), keeps the queued ones for the next start, and exits 0; a second signal
+    kills the running ones at once and exits 1.
     """
     from orcha.cli.app import OrchaGroup
     from orcha.service.kind_manager import KindManager

@@ -3,9 +3,9 @@
 The main thread runs one event loop over three descriptors, with no timeout: the
 listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
 petition ends. Signal handlers only count signals; the loop acts on the count. The first
-SIGINT/SIGTERM/SIGHUP stops accepting and cancels every petition (queued ones are
-dropped, running trees get TERM, grace, KILL), then exits 0 once all have ended; a
-second signal kills every tree at once and exits 1.
+SIGINT/SIGTERM/SIGHUP stops accepting, keeps the queued petitions for the next start and
+cancels the running ones (their trees get TERM, grace, KILL), then exits 0 once all have
+ended; a second signal kills every tree at once and exits 1.
 """
 
 from __future__ import annotations
@@ -300,7 +300,9 @@ class Service:
                 if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                     record["waiting"] = reasons[row["seq"]]
                     # Aging at work: what it competes with now (lower starts first).
-                    record["effective_priority"] = round(self.scheduler.effective_priority(job), 3)
+                    # + 0.0: rounding a tiny negative gives -0.0, which reads oddly in JSON.
+                    effective = round(self.scheduler.effective_priority(job), 3) + 0.0
+                    record["effective_priority"] = effective
                 elif job.stopped:
                     record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
             out.append(record)
@@ -538,7 +540,9 @@ class Service:
             session.deliver(messages.encode({
                 "event": "finished", "petition": record["id"], "kind": record["kind"],
                 "timestamp": record["ended"],
-                "data": {k: record[k] for k in ("id", "state", "code", "message")},
+                # The same fields as a finish seen live (Job.summary).
+                "data": {k: record.get(k) for k in ("id", "state", "code", "message",
+                                                    "attempt", "outcome")},
             }))  # fmt: skip
         return {"missing": missing}
 

@@ -21,7 +21,7 @@ S = State
 #: The lifecycle as documented: QUEUED -> RUNNING -> an end; a waiting petition may also be
 #: cancelled, fail to start, or be interrupted; ends are terminal.
 EXPECTED: dict[State, set[State]] = {
-    S.QUEUED: {S.RUNNING, S.CANCELLED, S.FAILED, S.INTERRUPTED},
+    S.QUEUED: {S.RUNNING, S.CANCELLED, S.FAILED},
     S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED},
     S.SUCCEEDED: set(),
     S.FAILED: set(),
