@@ -21,7 +21,7 @@ it filled in)::
 
 Precedence: command-line options, then environment variables, then this file, then
 orcha's defaults. The file is validated once, when it is loaded: errors name the key path
-(``plugins.shell.config.grace: expected a number, got "x"``), and ``orcha serve``
+(``plugins.greet.config.limit: expected an integer, got "x"``), and ``orcha serve``
 refuses to start on an invalid file.
 """
 

@@ -87,7 +87,7 @@ class ConfigError(OrchaError):
 
 class SchemaError(ConfigError):
     """A value does not match its schema (orcha.schema); ``path`` says where
-    (``plugins.shell.config.grace``, ``params.argv[2]``)."""
+    (``plugins.greet.config.limit``, ``params.argv[2]``)."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)

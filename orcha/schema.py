@@ -13,7 +13,7 @@ A schema is a dictionary in a subset of JSON Schema (so ``orcha describe`` and
 * any: ``enum``, ``default``, ``description``, ``title``, ``examples``.
 
 :func:`validate` checks a value and returns it with defaults filled in; the error names
-the key path (``plugins.shell.config.grace: expected a number, got "x"``).
+the key path (``plugins.greet.config.limit: expected an integer, got "x"``).
 :func:`check_schema` refuses a schema using anything else, so a plugin's typo is found
 when it loads, not when a user's value is checked.
 """
