@@ -313,6 +313,10 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
             if obj and obj.get("event") == "end":
                 out.flush(obj["handle"])
                 codes[obj["handle"]] = _code_of(obj)
+                if obj.get("message") and obj.get("state") != "SUCCEEDED":
+                    # Why it failed (a dependency, a timeout...), as the attached client says.
+                    who = f"{names[obj['handle']]}: " if len(ids) > 1 else ""
+                    click.echo(f"orcha: {who}{obj['message']}", err=True)
     except KeyboardInterrupt:
         click.echo("orcha: stopped following; the petitions keep running", err=True)
         return int(ExitCode.INTERRUPTED)

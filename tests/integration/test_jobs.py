@@ -643,6 +643,16 @@ def test_follow_of_a_cancelled_petition_exits_207(
     assert (result.returncode, result.stdout) == (CANCELLED, "before\n"), result.stderr
 
 
+def test_follow_says_why_a_petition_failed_without_running(env: Env, service: Service) -> None:
+    first, second = new_id("ff"), new_id("fg")
+    assert env.run("run", first, "--detach", "--", "sh", "-c", "exit 3").returncode == 0
+    wait_ended(env, first)
+    assert env.run("run", second, "--detach", "--after", first, "--", "true").returncode == 0
+    result = env.run("follow", second, timeout=WAIT)
+    assert result.returncode == 210, result.stderr
+    assert result.stderr == f"orcha: dependency {first} ended FAILED (code 3)\n"
+
+
 def test_follow_of_an_unknown_petition_exits_209(env: Env, service: Service) -> None:
     unknown = new_id("nope")
     result = env.run("follow", unknown, timeout=WAIT)
