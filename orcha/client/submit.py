@@ -20,6 +20,10 @@ def attach(
     What the command's :func:`~orcha.cli.petition_options.petition_options` were given
     (resources, group, dependencies, timeout, retries, environment, directory) goes with it.
 
+    Call it from a plugin's click command, or from an argparse plugin's ``handle()``
+    (orcha runs that inside a click command too, so the global options apply; the
+    petition options do not, as the argparse parser has none).
+
     Raises OrchaError subclasses (no service, wrong key, refused, lost service), and
     click.BadParameter for an invalid ID (nothing is sent).
     """

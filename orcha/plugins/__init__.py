@@ -165,10 +165,12 @@ class LoadedPlugin:
     def display(self) -> str:
         """``name - version`` as the tutorial prints it, ``*`` after embedded names."""
         line = self.version
-        if self.embedded and " - " in line:
+        if " - " not in line:
+            line = f"{self.name} - {line}"  # a bare version, or none: still name the plugin
+        if self.embedded:
             head, _, tail = line.partition(" - ")
             return f"{head}* - {tail}"
-        return f"{self.name}* - {line}" if self.embedded else line
+        return line
 
 
 def _instantiate(obj: Any) -> BasePlugin:

@@ -165,7 +165,8 @@ class Job:
             name = "stdout" if stream == STDOUT else "stderr"
             text = data.decode(errors="replace")
             self.events.watch_event(self, "output", {"stream": name, "text": text})
-        self.queue.put((stream, data))
+        # The original API's clients read text lines from their queue, then the exit code.
+        self.queue.put((stream, data) if self.native else data.decode(errors="replace"))
 
     def report_progress(self, value: float | None, target: float | None, unit: str) -> None:
         """How far the petition has come: to its client, to watchers, and for status."""

@@ -252,7 +252,9 @@ class Service:
                 f"the service could not turn message {getattr(message, 'id', '?')!r} "
                 "into a petition (missing or invalid fields)"
             )
-        return self._enqueue(petition, native=False, kind=None, request=None, session=session)
+        # A message may name a plugin kind (KindManager): status shows it like any other.
+        kind = getattr(petition, "kind", None) or None
+        return self._enqueue(petition, native=False, kind=kind, request=None, session=session)
 
     def _check_accepting(self) -> None:
         if self.stopping:

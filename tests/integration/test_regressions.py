@@ -8,6 +8,7 @@ import pickle
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,37 @@ def test_key_is_created_by_default_and_no_key_option_is_needed(env: Env) -> None
     assert key_of(env) == key
     result = env.run("send", "y", timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+LEGACY_KIND_CLIENT = """
+import os, sys
+from orcha.interfaces import Message
+from orcha.lib import ClientManager
+
+client = ClientManager()
+client.connect()
+queue = client.manager.Queue()
+client.send(Message(id=sys.argv[1], extras={
+    "kind": "hello", "queue": queue, "params": {"counter": 2}, "cwd": os.getcwd()}))
+while True:
+    item = queue.get()
+    print(repr(item), flush=True)
+    if not isinstance(item, str):
+        break
+client.close()
+"""
+
+
+def test_an_original_api_message_naming_a_kind_reads_text_then_the_code(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    """The original API's clients print the strings they read and stop at the integer."""
+    script = tmp_path / "client.py"
+    script.write_text(LEGACY_KIND_CLIENT)
+    proc = subprocess.run([sys.executable, str(script), "legacy-kind"], env=env.vars,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["'Hello world! 0\\n'", "'Hello world! 1\\n'", "0"]
+    status = env.run("status", "legacy-kind", "--json")
+    record = json.loads(status.stdout)["petitions"][0]
+    assert (record["kind"], record["state"]) == ("hello", "SUCCEEDED"), record

@@ -362,3 +362,21 @@ def test_instantiate_accepts_class_instance_and_module() -> None:
     assert _instantiate(instance) is instance
     with pytest.raises(TypeError, match="no 'plugin' attribute"):
         _instantiate(hello_module)
+
+
+def test_ls_names_a_plugin_that_gives_no_version_line() -> None:
+    from orcha.plugins import BasePlugin, LoadedPlugin
+
+    class Bare(BasePlugin):
+        name = "bare"
+
+    class Numbered(BasePlugin):
+        name = "numbered"
+
+        @staticmethod
+        def version() -> str:
+            return "2.1"
+
+    assert LoadedPlugin("bare", "path x", "bare", plugin=Bare()).display == "bare - unknown"
+    numbered = LoadedPlugin("numbered", "path x", "numbered", plugin=Numbered())
+    assert numbered.display == "numbered - 2.1"
