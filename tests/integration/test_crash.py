@@ -230,7 +230,8 @@ def test_follow_and_logs_show_output_recorded_before_the_crash(
     followed = env.run("follow", talk, timeout=WAIT)
     assert followed.returncode == 206, (followed.returncode, followed.stderr)
     assert followed.stdout == "out-1\nout-2\n"
-    assert followed.stderr == "err-1\n"
+    # Its own stderr, then orcha's word on how it ended.
+    assert followed.stderr == "err-1\norcha: the service stopped while it was running\n"
     logs = env.run("logs", talk, timeout=WAIT)
     assert logs.returncode == 0, logs.stderr
     assert (logs.stdout, logs.stderr) == ("out-1\nout-2\n", "err-1\n")
