@@ -44,11 +44,18 @@ def report(error: BaseException, args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Run orcha with ``argv`` (default: the command line) and exit with its code."""
     args = sys.argv[1:] if argv is None else list(argv)
-    from orcha.cli.fast import try_fast
+    from orcha.cli import take_back_sigint
 
-    code = try_fast(args)
-    if code is None:
-        from orcha.cli.app import run
+    try:
+        if take_back_sigint():
+            raise KeyboardInterrupt  # Ctrl+C while the command was being imported
+        from orcha.cli.fast import try_fast
 
-        code = run(args)
+        code = try_fast(args)
+        if code is None:
+            from orcha.cli.app import run
+
+            code = run(args)
+    except KeyboardInterrupt as e:  # before a command's own handling takes over
+        code = report(e, args)
     sys.exit(code)

@@ -1,0 +1,34 @@
+"""orcha.cli: a Ctrl+C while the ``orcha`` command is still importing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+EARLY_CTRL_C = """
+import os, signal, sys
+sys.argv = ["/somewhere/bin/orcha", "status"]
+import orcha.cli  # the orcha script imports this first
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C while the rest is being imported
+from orcha.cli.main import main
+main()
+"""
+
+AS_A_LIBRARY = """
+import signal, sys
+sys.argv = ["my-program"]
+import orcha.cli
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+"""
+
+
+def test_ctrl_c_while_importing_is_an_interruption_not_a_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-c", EARLY_CTRL_C], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (130, "orcha: interrupted\n")
+
+
+def test_a_program_importing_orcha_keeps_its_own_ctrl_c() -> None:
+    proc = subprocess.run([sys.executable, "-c", AS_A_LIBRARY], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
