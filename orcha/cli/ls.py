@@ -13,10 +13,12 @@ from orcha.cli.options import global_options
 FOOTER = "Plugins marked with an asterisk (*) are embedded plugins"
 
 
-def _details(entry: Any) -> list[str]:
+def _details(entry: Any, unconfigured: dict[str, str]) -> list[str]:
     if entry.error:
         return [f"error: {entry.error}"]
     lines = []
+    if entry.name in unconfigured:
+        lines.append(f"error: the service will not load it: {unconfigured[entry.name]}")
     if entry.commands:
         names = []
         for name in sorted(entry.commands):
@@ -36,6 +38,20 @@ def _name_of(predicate: Any) -> str:
     return str(getattr(predicate, "__name__", None) or type(predicate).__name__)
 
 
+def _unconfigured(ctx: click.Context, entries: list[Any]) -> dict[str, str]:
+    """Plugins the service will leave out for want of settings, by name. An invalid
+    configuration file is for 'orcha config validate' to report: nothing here then."""
+    from orcha.cli.options import load_config
+    from orcha.config import check_plugins
+    from orcha.errors import ConfigError
+
+    try:
+        _, unconfigured = check_plugins(load_config(ctx), {e.name: e.plugin for e in entries})
+    except ConfigError:
+        return {}
+    return unconfigured
+
+
 def _label(entry: Any) -> str:
     return entry.display if entry.plugin is not None else f"{entry.name} - not loaded"
 
@@ -50,6 +66,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
 
     group = ctx.find_root().command
     entries = group.plugins()  # type: ignore[attr-defined]
+    unconfigured = _unconfigured(ctx, entries)
     if as_json:
         doc = {
             "orcha": __version__,
@@ -70,7 +87,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
                     ],
                     "predicates": [_name_of(p) for p in e.predicates],
                     "event_sinks": [_name_of(s) for s in e.sinks],
-                    "error": e.error,
+                    "error": e.error or unconfigured.get(e.name),
                 }
                 for e in entries
             ],
@@ -84,9 +101,10 @@ def ls(ctx: click.Context, as_json: bool) -> int:
 
         tree = Tree(f"[bold]orcha[/] - {__version__}")
         for e in entries:
-            style = "red" if e.error else "green" if e.embedded else "cyan"
+            broken = e.error or e.name in unconfigured
+            style = "red" if broken else "green" if e.embedded else "cyan"
             node = tree.add(f"[{style}]{escape(_label(e))}[/]")
-            for line in _details(e):
+            for line in _details(e, unconfigured):
                 node.add(escape(line))
         console = Console(highlight=False)
         console.print(tree)
@@ -96,7 +114,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
     for i, e in enumerate(entries):
         last = i == len(entries) - 1
         out.append(("└ " if last else "├ ") + _label(e))
-        out.extend(("    " if last else "│   ") + line for line in _details(e))
+        out.extend(("    " if last else "│   ") + line for line in _details(e, unconfigured))
     out += ["", FOOTER]
     click.echo("\n".join(out))
     return 0

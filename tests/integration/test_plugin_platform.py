@@ -505,3 +505,38 @@ def test_hooks_with_default_settings(penv: Env) -> None:
     assert hook_lines(penv) == [
         f"load {DEFAULT_SETTINGS}", f"start {FULL} {DEFAULT_SETTINGS}", "stop",
     ]  # fmt: skip
+
+
+NEEDY_PLUGIN = """
+from orcha.plugins import BasePlugin
+
+
+class Needy(BasePlugin):
+    name = "needy"
+    config_schema = {"type": "object", "required": ["token"],
+                     "properties": {"token": {"type": "string"}}}
+
+    @staticmethod
+    def version():
+        return "needy - 1.0"
+
+
+plugin = Needy
+"""
+
+
+def test_ls_says_the_service_will_not_load_a_plugin_missing_its_settings(
+    env: Env, tmp_path: Path
+) -> None:
+    folder = tmp_path / "needy_plugins"
+    folder.mkdir()
+    (folder / "needy.py").write_text(NEEDY_PLUGIN)
+    env.vars["ORCHA_PLUGIN_PATH"] = str(folder)
+    listed = env.run("ls")
+    assert listed.returncode == 0, listed.stderr
+    assert "    error: the service will not load it: needs settings in " in listed.stdout
+    assert "plugins.needy.config.token: is required" in listed.stdout
+    assert "needs settings in" in ls_json(env)["needy"]["error"]
+    write_config(env, "plugins:\n  needy:\n    config: {token: abc}\n")
+    assert "error" not in env.run("ls").stdout
+    assert ls_json(env)["needy"]["error"] is None
