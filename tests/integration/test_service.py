@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from orcha import __version__
 from orcha.protocol import transport
 from orcha.protocol.address import parse_address
 from tests.conftest import Env, Service, wait_for
-from tests.integration.clients import gone, read_pid, without_progress
+from tests.integration.clients import Client, gone, read_pid, without_progress
 
 HELLO_KINDS = "hello, shell"
 
@@ -257,19 +257,19 @@ def test_second_signal_forces_stop_with_exit_one(env: Env, tmp_path: Path) -> No
         reap(client)
 
 
-def test_sigkill_of_service_makes_attached_client_exit_206(env: Env, service: Service) -> None:
-    client = env.popen("send", "long", "--counter", "10000", "--sleep-time", "0.05")
-    try:
-        wait_state(env, "long", "RUNNING")
-        assert service.proc is not None
-        service.proc.kill()
-        service.proc.wait(10)
-        code, out, err = finish(client)
-        assert code == 206, (code, err)
-        assert "lost" in one_error_line(without_progress(err))
-        assert out.startswith("Hello world! 0\n")
-    finally:
-        reap(client)
+def test_sigkill_of_service_makes_attached_client_exit_206(
+    env: Env, service: Service, start: Callable[..., Client]
+) -> None:
+    client = start("send", "long", "--counter", "10000", "--sleep-time", "0.05")
+    # Its first line has reached the client (RUNNING alone does not say so under load).
+    assert client.out.wait_for(lambda d: d.startswith(b"Hello world! 0\n"))
+    assert service.proc is not None
+    service.proc.kill()
+    service.proc.wait(10)
+    code, out, err = client.finish_text()
+    assert code == 206, (code, err)
+    assert "lost" in one_error_line(without_progress(err))
+    assert out.startswith("Hello world! 0\n")
 
 
 # -- clients and keys ------------------------------------------------------------------------
