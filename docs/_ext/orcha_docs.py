@@ -37,18 +37,6 @@ EXAMPLES_FILE = "examples.json"
 logger = logging.getLogger(__name__)
 
 
-def _type(schema: dict[str, Any]) -> str:
-    from orcha.cli.describe import _type as describe_type
-
-    return describe_type(schema)
-
-
-def _constraints(schema: dict[str, Any]) -> str:
-    from orcha.cli.describe import _constraints as describe_constraints
-
-    return describe_constraints(schema)
-
-
 def _cell(text: str) -> str:
     """One list-table cell: literal text never breaks the table's markup."""
     return text.replace("\n", " ").strip() or "\\-"
@@ -57,7 +45,10 @@ def _cell(text: str) -> str:
 def _schema_rows(
     schema: dict[str, Any], prefix: str = "", required: frozenset[str] = frozenset()
 ) -> list[list[str]]:
-    """A row per key (nested objects flattened to ``a.b``; array items to ``a[]``)."""
+    """A row per key (nested objects flattened to ``a.b``; array items to ``a[]``), its
+    type and constraints worded as ``orcha describe`` words them."""
+    from orcha.cli.describe import _constraints, _type
+
     rows: list[list[str]] = []
     for name, sub in schema.get("properties", {}).items():
         path = f"{prefix}{name}"
