@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from common import orcha_command, private_env, start_service, stop_service
+from common import kill_leftovers, orcha_command, private_env, start_service, stop_service
 
 #: Requests in flight while filling the queue. Replies are small, so this many fit in the
 #: socket buffers both ways and neither side can block the other.
@@ -86,8 +86,6 @@ class QueueBench:
         raise SystemExit("bench: the blocker petition did not start")
 
     def stop(self) -> None:
-        import psutil
-
         if self.session is not None:
             self.session.close()
         if self.service is not None and self.service.poll() is None:
@@ -101,21 +99,10 @@ class QueueBench:
                     f"{seconds:.2f} s",
                     f"(exit code {code})",
                 )
-        left = []
-        for p in self.blockers:
-            try:
-                if p.is_running() and _is_blocker(p):
-                    left.append(p)
-            except psutil.Error:
-                pass
+        left = kill_leftovers(self.blockers, _is_blocker)
         if left:
-            self.row("blocker process after stop", "LEFT BEHIND", f"pids {[p.pid for p in left]}")
+            self.row("blocker process after stop", "LEFT BEHIND", f"pids {left}")
             self.ok = False
-            for p in left:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
         elif self.blockers:
             self.row("blocker process after stop", "gone")
         shutil.rmtree(self.root, ignore_errors=True)

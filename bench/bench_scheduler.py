@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import orcha_command, private_env, start_service, stop_service
+from common import kill_leftovers, orcha_command, private_env, start_service, stop_service
 
 from orcha.interfaces import Petition
 from orcha.protocol.outputs import DISCARD
@@ -459,8 +459,6 @@ class ServiceBench:
             pass
 
     def stop(self) -> None:
-        import psutil
-
         self._collect_children()
         if self.session is not None:
             self.session.close()
@@ -471,23 +469,11 @@ class ServiceBench:
                 self.ok = False
             else:
                 self.row("graceful stop", f"{seconds:.2f} s", f"(exit code {code})")
-        left = []
-        for p in self.children.values():
-            try:
-                if p.is_running() and str(self.root) in " ".join(p.cmdline()):
-                    left.append(p)
-            except psutil.Error:
-                pass
+        left = kill_leftovers(self.children.values(),
+                              lambda p: str(self.root) in " ".join(p.cmdline()))  # fmt: skip
         if left:
-            self.row(
-                "petition processes after stop", "LEFT BEHIND", f"pids {[p.pid for p in left]}"
-            )
+            self.row("petition processes after stop", "LEFT BEHIND", f"pids {left}")
             self.ok = False
-            for p in left:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
         elif self.children:
             self.row("petition processes after stop", "gone", f"({len(self.children)} seen)")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -79,3 +79,23 @@ def stop_service(service: Any, timeout: float = 60.0) -> tuple[float | None, int
         service.wait()
         return None, service.returncode
     return time.perf_counter() - start, service.returncode
+
+
+def kill_leftovers(procs: Any, belongs: Any) -> list[int]:
+    """Kill the processes of ``procs`` still running for which ``belongs(p)`` holds (the
+    benchmark's petitions, left behind by a stop); return their PIDs."""
+    import psutil
+
+    left = []
+    for p in procs:
+        try:
+            if p.is_running() and belongs(p):
+                left.append(p)
+        except psutil.Error:
+            pass
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return [p.pid for p in left]
