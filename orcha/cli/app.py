@@ -18,7 +18,7 @@ class OrchaGroup(click.Group):
         if OrchaGroup._plugins is None:
             import os
 
-            from orcha.plugins import discover
+            from orcha.cli.bridge import discover
 
             disabled = {
                 n.strip()

@@ -1,4 +1,10 @@
-"""Bridges an argparse plugin (the original Orcha style) into a click command."""
+"""Plugins' commands in the CLI: discovery plus the bridge for argparse plugins.
+
+Discovery (:mod:`orcha.plugins.discovery`) finds the plugins and the command objects
+their ``commands()`` hooks give; a plugin of the original Orcha API brings an argparse
+parser instead, which :func:`bridge` turns into a click command named after it. The CLI
+calls :func:`discover` here, so that every entry's ``commands`` holds click commands.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,29 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orcha.plugins.discovery import LoadedPlugin
+from orcha.plugins.discovery import discover as discover_plugins
+
 if TYPE_CHECKING:
-    from orcha.plugins import BasePlugin
+    from orcha.plugins.contract import BasePlugin
+
+__all__ = ["bridge", "discover", "with_commands"]
+
+
+def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
+    """:func:`orcha.plugins.discovery.discover`, each argparse plugin's command bridged."""
+    return with_commands(discover_plugins(disabled))
+
+
+def with_commands(entries: list[LoadedPlugin]) -> list[LoadedPlugin]:
+    """``entries``, the command of each loaded argparse plugin added to its ``commands``
+    (first, as it is the plugin's own). Discovery already checked that no one else has
+    its name."""
+    for entry in entries:
+        plugin = entry.plugin
+        if plugin is not None and plugin.is_argparse and plugin.name not in entry.commands:
+            entry.commands = {plugin.name: bridge(plugin), **entry.commands}
+    return entries
 
 
 def bridge(plugin: BasePlugin) -> click.Command:

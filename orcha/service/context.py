@@ -1,4 +1,9 @@
-"""Context: what a running petition of a :class:`orcha.kinds.Kind` may do in the service."""
+"""ServiceContext: the service's implementation of the context a kind's ``run`` receives.
+
+The contract (what a kind may rely on) is :class:`orcha.plugins.contract.Context`; this
+is how the service keeps it, on top of the petition's job and the machine's process
+control.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +21,20 @@ from orcha.defaults import (
     ENV_PETITION_TOKEN,
     PIPE_CHUNK,
 )
+from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.procs import ProcessControl, exit_code_of
+
+__all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
 
 if TYPE_CHECKING:
     from orcha.interfaces import ActionCallbackT
     from orcha.service.job import Job
 
 
-class Context:
-    """Handed to :meth:`Kind.run`: the petition's parameters and its ways to act."""
+class ServiceContext:
+    """Handed to :meth:`Kind.run`: the petition's parameters and its ways to act
+    (:class:`orcha.plugins.contract.Context`, implemented)."""
 
     def __init__(self, job: Job, register: ActionCallbackT, procs: ProcessControl) -> None:
         petition: Any = job.petition

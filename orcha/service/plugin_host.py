@@ -1,4 +1,8 @@
-"""PluginHost: runs plugins' service-side hooks (load, start, stop, health), contained.
+"""PluginHost: the service's plugins, and their service-side hooks run contained.
+
+:func:`load_plugins` is how a service gets its plugins: it discovers them itself
+(:mod:`orcha.plugins.discovery`), leaves out those disabled or short of settings, and
+returns the host with what the rest supply (kinds, predicates, event sinks).
 
 Every hook runs in a thread of its own with a time limit: a plugin that raises, blocks or
 calls ``sys.exit`` is logged and the service goes on. A plugin whose ``load`` or ``start``
@@ -19,9 +23,49 @@ from orcha.defaults import HEALTH_TIMEOUT, PLUGIN_HOOK_TIMEOUT
 from orcha.service.plugin_state import PluginState
 
 if TYPE_CHECKING:
+    from orcha.config import Config
+    from orcha.plugins.contract import EventSink, Kind, Predicate
+    from orcha.plugins.discovery import LoadedPlugin
     from orcha.service.store import Store
 
 log = logging.getLogger("orcha.service.plugins")
+
+
+def load_plugins(
+    config: Config,
+    disabled: frozenset[str] | None = None,
+    entries: list[LoadedPlugin] | None = None,
+) -> PluginHost:
+    """The plugins of a service configured by ``config``, in a host.
+
+    ``disabled``: names not to load (default: ``ORCHA_DISABLE_PLUGINS`` plus those the
+    file marks ``enabled: false``); ``entries``: what an earlier discovery in this
+    process found, instead of discovering again. A plugin that is broken, in conflict, or
+    lacks settings it requires is left out and named in ``not_loaded`` with the reason.
+    ConfigError if the file's settings for a plugin are invalid.
+    """
+    from orcha.config import check_plugins
+    from orcha.plugins.discovery import disabled_from_env, discover
+
+    if entries is None:
+        if disabled is None:
+            disabled = disabled_from_env() | {
+                name for name in config.data["plugins"] if not config.plugin_enabled(name)
+            }
+        entries = discover(disabled)
+    settings, unconfigured = check_plugins(config, {e.name: e.plugin for e in entries})
+    host = PluginHost({}, settings)
+    for entry in entries:
+        why = entry.error or unconfigured.get(entry.name)
+        if why is not None or entry.plugin is None:
+            if why != "disabled":
+                host.not_loaded[entry.name] = why or "not loaded"
+            continue
+        host.plugins[entry.name] = entry.plugin
+        host.kinds.update(entry.kinds)
+        host.predicates.extend(entry.predicates)
+        host.sinks.extend((entry.name, sink) for sink in entry.sinks)
+    return host
 
 
 class PluginService:
@@ -72,6 +116,11 @@ class PluginHost:
         self.plugins = dict(plugins)  # name -> plugin object
         self.settings = settings
         self.failed: dict[str, str] = {}  # name -> what went wrong in load/start
+        # What load_plugins found besides the plugins (empty for a host built directly).
+        self.kinds: dict[str, Kind] = {}
+        self.predicates: list[Predicate] = []
+        self.sinks: list[tuple[str, EventSink]] = []  # (plugin name, sink)
+        self.not_loaded: dict[str, str] = {}  # name -> why (disabled ones are not here)
         self.hook_timeout = hook_timeout
         self.health_timeout = health_timeout
 

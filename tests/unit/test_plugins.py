@@ -1,4 +1,5 @@
-"""Plugin discovery: entry points, legacy ``orcha_*`` modules, broken plugins, conflicts."""
+"""Plugin discovery: entry points, legacy ``orcha_*`` modules, broken plugins, conflicts;
+the CLI's view of it (argparse plugins bridged into click commands)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import click
 import pytest
 
-from orcha.plugins import BasePlugin, LoadedPlugin, _instantiate, discover
+from orcha.cli.bridge import discover as cli_discover
+from orcha.plugins import BasePlugin, LoadedPlugin, discover
+from orcha.plugins.discovery import _instantiate
 from orcha_plugins.hello import HelloKind, HelloPlugin
 from orcha_plugins.shell import ShellKind, ShellPlugin
 
@@ -147,10 +150,15 @@ def test_legacy_package_plugin_found(plugin_dir: Path) -> None:
 
 def test_legacy_argparse_plugin_is_bridged(plugin_dir: Path) -> None:
     write(plugin_dir, "orcha_targ", argparse_plugin("targ", ("ta", "tb")))
-    entry = by_module(discover(), "orcha_targ")
+    found = by_module(discover(), "orcha_targ")  # discovery: names only, no CLI
+    assert found.error is None and found.commands == {}
+    assert found.command_names == ["targ"]
+    assert found.aliases == {"ta": "targ", "tb": "targ"}
+    entry = by_module(cli_discover(), "orcha_targ")  # the CLI bridges it
     assert entry.error is None
     assert entry.plugin is not None and entry.plugin.is_argparse
     assert list(entry.commands) == ["targ"]
+    assert isinstance(entry.commands["targ"], click.Command)
     assert entry.commands["targ"].name == "targ"
     assert entry.aliases == {"ta": "targ", "tb": "targ"}
 
@@ -160,7 +168,7 @@ def test_tutorial_plugin_found_as_legacy_module(monkeypatch: pytest.MonkeyPatch)
     _drop_modules(("orcha_hello_world",))
     monkeypatch.syspath_prepend(str(TUTORIAL))
     try:
-        entry = by_module(discover(), "orcha_hello_world")
+        entry = by_module(cli_discover(), "orcha_hello_world")
         assert entry.error is None
         assert entry.name == "hello-world"
         assert list(entry.commands) == ["hello-world"]
@@ -344,7 +352,7 @@ def test_conflict_between_legacy_plugins_first_module_wins(plugin_dir: Path) -> 
 
 def test_disabling_the_owner_frees_its_name(plugin_dir: Path) -> None:
     write(plugin_dir, "orcha_tclash", argparse_plugin("send"))
-    found = discover(disabled=frozenset({"hello"}))
+    found = cli_discover(disabled=frozenset({"hello"}))
     assert by_module(found, "orcha_plugins.hello").error == "disabled"
     entry = by_module(found, "orcha_tclash")
     assert entry.error is None
