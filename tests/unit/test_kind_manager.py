@@ -14,7 +14,7 @@ from orcha.kinds import Kind
 from orcha.lib import Manager
 from orcha.protocol.messages import SubmitRequest
 from orcha.protocol.outputs import OutputQueue
-from orcha.service.kind_manager import KindManager, KindPetition
+from orcha.service.kinds import KindManager, KindPetition
 from orcha_plugins.hello import HelloKind
 from orcha_plugins.shell import ShellKind
 

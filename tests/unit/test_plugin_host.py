@@ -320,3 +320,92 @@ def test_a_plugin_whose_load_timed_out_is_unhealthy(
 
 def test_health_of_no_plugins() -> None:
     assert PluginHost({}, {}).health() == {}
+
+
+# -- load_plugins: the service loads its own plugins -----------------------------------------
+
+
+def _config(plugins: dict[str, Any]) -> Any:
+    from orcha.config import Config
+
+    return Config("/etc/orcha.yaml", True, {"plugins": plugins})
+
+
+class Supplier(BasePlugin):
+    """A plugin with a kind, a predicate and an event sink."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def kinds(self) -> list[Any]:
+        from orcha.kinds import Kind
+
+        return [type(f"K{self.name}", (Kind,), {"name": f"{self.name}-kind"})()]
+
+    def predicates(self) -> list[Any]:
+        return [lambda petition: True]
+
+    def event_sinks(self) -> list[Any]:
+        return [print]
+
+
+class NeedsSettings(Supplier):
+    config_schema = {
+        "type": "object",
+        "properties": {"token": {"type": "string"}},
+        "required": ["token"],
+    }
+
+
+def _entries(*plugins: BasePlugin, errors: dict[str, str] | None = None) -> list[Any]:
+    from orcha.plugins.discovery import LoadedPlugin, _collect
+
+    entries = [LoadedPlugin(p.name, "path x", p.name, plugin=p) for p in plugins]
+    for name, error in (errors or {}).items():
+        entries.append(LoadedPlugin(name, "path x", name, error=error))
+    _collect(entries, frozenset())
+    return entries
+
+
+def test_load_plugins_gathers_what_the_loaded_plugins_supply() -> None:
+    from orcha.service.plugin_host import load_plugins
+
+    entries = _entries(
+        Supplier("a"), NeedsSettings("b"), Supplier("c"),
+        errors={"broken": "ImportError: needs libfoo", "off": "disabled"},
+    )  # fmt: skip
+    host = load_plugins(_config({}), entries=entries)
+    assert list(host.plugins) == ["a", "c"]
+    assert list(host.kinds) == ["a-kind", "c-kind"]
+    assert len(host.predicates) == 2
+    assert [(name, sink) for name, sink in host.sinks] == [("a", print), ("c", print)]
+    assert host.not_loaded == {
+        "b": "needs settings in /etc/orcha.yaml: plugins.b.config.token: is required",
+        "broken": "ImportError: needs libfoo",
+    }  # a disabled plugin is left out silently
+    assert host.settings == {"a": {}, "c": {}}
+
+
+def test_load_plugins_gives_each_its_settings() -> None:
+    from orcha.service.plugin_host import load_plugins
+
+    config = _config({"b": {"enabled": True, "config": {"token": "s3cret"}}})
+    host = load_plugins(config, entries=_entries(NeedsSettings("b")))
+    assert list(host.plugins) == ["b"] and host.not_loaded == {}
+    assert host.settings["b"] == {"token": "s3cret"}
+
+
+def test_load_plugins_discovers_and_disables_by_env_and_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orcha.service.plugin_host import load_plugins
+
+    monkeypatch.delenv("ORCHA_PLUGIN_PATH", raising=False)
+    monkeypatch.setenv("ORCHA_DISABLE_PLUGINS", "hello")
+    host = load_plugins(_config({"shell": {"enabled": False}}))
+    assert "hello" not in host.plugins and "shell" not in host.plugins
+    assert not {"hello", "shell"} & set(host.kinds)
+    monkeypatch.delenv("ORCHA_DISABLE_PLUGINS")
+    host = load_plugins(_config({}))
+    assert {"hello", "shell"} <= set(host.plugins)
+    assert {"hello", "shell"} <= set(host.kinds)

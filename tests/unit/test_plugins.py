@@ -388,3 +388,98 @@ def test_ls_names_a_plugin_that_gives_no_version_line() -> None:
     assert LoadedPlugin("bare", "path x", "bare", plugin=Bare()).display == "bare - unknown"
     numbered = LoadedPlugin("numbered", "path x", "numbered", plugin=Numbered())
     assert numbered.display == "numbered - 2.1"
+
+
+# -- third-party entry points, path modules, predicates -------------------------------------
+
+
+def _with_entry_point(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    from importlib.metadata import EntryPoint
+
+    import orcha.plugins.discovery as discovery
+
+    real = discovery._entry_points
+    extra = EntryPoint(name=name, value=value, group=discovery.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(discovery, "_entry_points", lambda: [*real(), extra])
+
+
+def test_third_party_entry_point_found_once(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(plugin_dir, "orcha_tep", plain_plugin("tep"))
+    _with_entry_point(monkeypatch, "tep", "orcha_tep:P")
+    found = discover()
+    entry = by_module(found, "orcha_tep")  # not found again as a legacy module
+    assert entry.error is None
+    assert entry.origin == "entry point tep"
+    assert entry.embedded is False
+    assert entry.display == "tep - 1.2.3"
+
+
+def test_entry_point_disabled_by_name_is_not_imported(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(plugin_dir, "orcha_tep", "raise RuntimeError('imported')\n")
+    _with_entry_point(monkeypatch, "tep", "orcha_tep:P")
+    entry = by_module(discover(disabled=frozenset({"tep"})), "orcha_tep")
+    assert entry.error == "disabled"
+    assert "orcha_tep" not in sys.modules
+
+
+def test_disabled_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orcha.plugins.discovery import disabled_from_env
+
+    monkeypatch.setenv("ORCHA_DISABLE_PLUGINS", " hello, ,tep ")
+    assert disabled_from_env() == frozenset({"hello", "tep"})
+    monkeypatch.delenv("ORCHA_DISABLE_PLUGINS")
+    assert disabled_from_env() == frozenset()
+
+
+def test_path_module_survives_a_second_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI and the service may each discover in one process (orcha serve)."""
+    (tmp_path / "tpath_mod.py").write_text(textwrap.dedent(plain_plugin("tpath")))
+    monkeypatch.setenv("ORCHA_PLUGIN_PATH", str(tmp_path))
+    try:
+        first = by_module(discover(), "tpath_mod")
+        second = by_module(discover(), "tpath_mod")
+        assert first.error is None and second.error is None, second.error
+        assert first.origin == f"path {tmp_path}"
+    finally:
+        sys.modules.pop("tpath_mod", None)
+
+
+def test_predicates_are_adapted_and_keep_their_names(plugin_dir: Path) -> None:
+    extra = (
+        "def predicates(self):\n"
+        "                def licence_free(petition):\n"
+        "                    return False\n"
+        "                return [licence_free]"
+    )
+    write(plugin_dir, "orcha_tpred", plain_plugin("tpred", extra))
+    entry = by_module(discover(), "orcha_tpred")
+    assert entry.error is None
+    [predicate] = entry.predicates
+    assert getattr(predicate, "__name__", None) == "licence_free"
+    assert predicate(object(), None) == "waiting for a plugin's predicate to hold"
+
+
+@pytest.mark.parametrize(
+    ("hook", "error"),
+    [
+        ("predicates", "TypeError: 42 (a predicate) is not callable"),
+        ("event_sinks", "TypeError: 42 (an event sink) is not callable"),
+        ("kinds", "TypeError: plugin tbadhook supplies a kind without a name: 42"),
+    ],
+)
+def test_a_hook_of_the_wrong_shape_is_reported_not_fatal(
+    plugin_dir: Path, hook: str, error: str
+) -> None:
+    extra = f"def {hook}(self):\n                return [42]"
+    write(plugin_dir, "orcha_tbadhook", plain_plugin("tbadhook", extra))
+    found = discover()
+    entry = by_module(found, "orcha_tbadhook")
+    assert entry.plugin is None
+    assert entry.error == error
+    assert by_module(found, "orcha_plugins.shell").error is None
