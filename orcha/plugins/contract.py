@@ -17,7 +17,7 @@ against it.
   else the reason it waits. Plain ``(petition) -> bool`` callables, the shape of earlier
   releases, are accepted and adapted (:func:`orcha.plugins.predicates.as_predicate`).
 * :data:`EventSink`: ``(envelope) -> None``, handed every event the service emits.
-* :class:`PluginService` and :class:`PluginState`: what the ``start`` hook receives.
+* :class:`PluginServiceSpec` and :class:`PluginStateSpec`: what the ``start`` hook receives.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ __all__ = [
     "EventSink",
     "Kind",
     "LegacyPredicate",
-    "PluginService",
-    "PluginState",
+    "PluginServiceSpec",
+    "PluginStateSpec",
     "Predicate",
 ]
 
@@ -74,7 +74,7 @@ class Predicate(Protocol):
     def __call__(self, petition: Any, machine: Any) -> str | None: ...
 
 
-class PluginState(Protocol):
+class PluginStateSpec(Protocol):
     """A plugin's persistent key-value store (JSON values), kept by the service across
     restarts; users reach it with ``orcha state``. Thread-safe."""
 
@@ -95,17 +95,28 @@ class PluginState(Protocol):
         ...
 
 
-class PluginService(Protocol):
+class PluginServiceSpec(Protocol):
     """What a plugin's :meth:`BasePlugin.start` receives from the service."""
 
-    #: The plugin's name.
-    name: str
-    #: Its validated settings (``plugins: {NAME: {config: ...}}``), defaults filled in.
-    config: dict[str, Any]
-    #: A logger of its own (``orcha.plugin.NAME``), into the service's log.
-    log: logging.Logger
-    #: Its persistent state; None when the service runs without a database.
-    state: PluginState | None
+    @property
+    def name(self) -> str:
+        """The plugin's name."""
+        ...
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Its validated settings (``plugins: {NAME: {config: ...}}``), defaults filled in."""
+        ...
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger of its own (``orcha.plugin.NAME``), into the service's log."""
+        ...
+
+    @property
+    def state(self) -> PluginStateSpec | None:
+        """Its persistent state; None when the service runs without a database."""
+        ...
 
 
 class Context(Protocol):
@@ -308,7 +319,7 @@ class BasePlugin:
     def load(self, config: dict[str, Any]) -> None:
         """Receive the plugin's validated settings, defaults filled in, once at start."""
 
-    def start(self, service: PluginService) -> None:
+    def start(self, service: PluginServiceSpec) -> None:
         """The service is about to accept clients; ``service`` gives the plugin's name,
         settings, logger and persistent state."""
 

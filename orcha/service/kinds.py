@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError, UnknownKindError
 from orcha.interfaces import ActionCallbackT, Message, Petition
 from orcha.lib import Manager
-from orcha.plugins.contract import Kind, LegacyPredicate, Predicate
+from orcha.plugins.contract import Context, Kind, LegacyPredicate, Predicate
 from orcha.plugins.predicates import as_predicate
 from orcha.protocol.messages import SubmitRequest
 from orcha.protocol.schedule import Schedule, check_group
@@ -321,7 +321,7 @@ class KindManager(Manager):
 
         def action(cb: ActionCallbackT, petition: Any) -> None:
             job = petition._orcha_job
-            ctx = ServiceContext(job, cb, procs)
+            ctx: Context = ServiceContext(job, cb, procs)
             if kind.closable:
                 job.closer = lambda: kind.close(ctx)
             code = kind.run(ctx)

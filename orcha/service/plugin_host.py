@@ -24,7 +24,7 @@ from orcha.service.plugin_state import PluginState
 
 if TYPE_CHECKING:
     from orcha.config import Config
-    from orcha.plugins.contract import EventSink, Kind, Predicate
+    from orcha.plugins.contract import EventSink, Kind, PluginServiceSpec, Predicate
     from orcha.plugins.discovery import LoadedPlugin
     from orcha.service.store import Store
 
@@ -70,7 +70,8 @@ def load_plugins(
 
 class PluginService:
     """What a plugin's ``start`` hook receives: its name, settings, logger and state
-    (a :class:`~orcha.service.plugin_state.PluginState`, None without a store)."""
+    (a :class:`~orcha.service.plugin_state.PluginState`, None without a store); the
+    contract is :class:`orcha.plugins.contract.PluginServiceSpec`."""
 
     def __init__(self, name: str, config: dict[str, Any], state: PluginState | None = None):
         self.name = name
@@ -145,7 +146,7 @@ class PluginHost:
             config = self.settings.get(name, {})
             if self._hook(name, "load", functools.partial(plugin.load, config)):
                 state = PluginState(store, name) if store is not None else None
-                service = PluginService(name, config, state)
+                service: PluginServiceSpec = PluginService(name, config, state)
                 self._hook(name, "start", functools.partial(plugin.start, service))
 
     def stop(self) -> None:
