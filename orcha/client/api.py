@@ -10,7 +10,7 @@ The commands themselves are built on it. What travels on the socket is the busin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from orcha.client import operations
@@ -366,7 +366,7 @@ class Client:
         finally:
             self._forget(session)
 
-    def logs(self, id: str, tail: int | None = None) -> Iterator[tuple[str, bytes]]:
+    def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, None]:
         """The stored output of a petition (running or ended) as ``(stream, data)``
         chunks; only its last ``tail`` lines if given. PetitionError (209) if none."""
         session = self._open()
@@ -379,7 +379,9 @@ class Client:
         """Follow petitions' output from the start, live (see :class:`Following`)."""
         return Following(self, self._open(), list(dict.fromkeys(_ids(ids))))
 
-    def watch(self, ids: str | Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+    def watch(
+        self, ids: str | Iterable[str] | None = None
+    ) -> Generator[dict[str, Any], None, None]:
         """Events as they happen, as ``orcha watch --json`` prints them: ``{"event",
         "petition", "kind", "timestamp", "data"}``, the current state of each petition
         first (``state``), then ``submitted``, ``started``, ``output``, ``finished``...
