@@ -224,7 +224,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
     """Stream the output of running or ended petitions from the start (with several IDs,
     each line is prefixed [ID]); exit with the petition's code. Ctrl+C only stops
     following: the petitions keep running."""
-    from orcha.client.api import exit_code
+    from orcha.client.handles import exit_code
 
     service = client(ctx)
     try:

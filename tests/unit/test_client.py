@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from orcha.client import operations
-from orcha.client.api import Client, _attached_code, _schedule, exit_code
+from orcha.client.api import Client, _schedule
+from orcha.client.handles import _attached_code, exit_code
 from orcha.errors import ExitCode, InvalidPetitionError, NoPetitionError, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.messages import STDERR, STDOUT
