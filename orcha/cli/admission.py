@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from orcha.cli.completion import petition_ids
-from orcha.cli.jobs import _request
+from orcha.cli.connect import client
 from orcha.cli.options import global_options
 from orcha.errors import NoPetitionError
 
@@ -55,8 +55,9 @@ def group() -> None:
 @click.pass_context
 def group_ls(ctx: click.Context, as_json: bool) -> int:
     """List groups: limit, running and queued petitions, paused or not."""
-    answer = _request(ctx, {"op": "group"})
-    _print_groups(answer["groups"], as_json)
+    with client(ctx) as service:
+        groups = service.groups()
+    _print_groups(groups, as_json)
     return 0
 
 
@@ -68,8 +69,9 @@ def group_ls(ctx: click.Context, as_json: bool) -> int:
 @click.pass_context
 def group_set(ctx: click.Context, name: str, max_running: int) -> int:
     """Limit how many petitions of group NAME run at once (kept across restarts)."""
-    answer = _request(ctx, {"op": "group", "name": name, "max_running": max_running})
-    _print_groups([g for g in answer["groups"] if g["name"] == name], False)
+    with client(ctx) as service:
+        groups = service.set_group(name, max_running)
+    _print_groups([g for g in groups if g["name"] == name], False)
     return 0
 
 
@@ -79,7 +81,8 @@ def group_set(ctx: click.Context, name: str, max_running: int) -> int:
 @click.pass_context
 def group_rm(ctx: click.Context, name: str) -> int:
     """Remove group NAME's own limit (its petitions then share the service's capacity)."""
-    _request(ctx, {"op": "group", "name": name, "max_running": None})
+    with client(ctx) as service:
+        service.set_group(name, None)
     click.echo(f"orcha: group {name} has no limit of its own now", err=True)
     return 0
 
@@ -107,17 +110,18 @@ def _pause_or_resume(
     everything: bool, running: bool,
 ) -> int:  # fmt: skip
     everything = everything or not (ids or groups)
-    answer = _request(
-        ctx, {"op": op, "ids": list(ids), "groups": list(groups), "all": everything,
-              "running": running},
-    )  # fmt: skip
+    with client(ctx) as service:
+        if op == "pause":
+            results = service.pause(ids, groups, everything, running)
+        else:
+            results = service.resume(ids, groups, everything)
     done = "paused" if op == "pause" else "resumed"
     if everything:
         click.echo(f"orcha: {done} everything", err=True)
     for name in groups:
         click.echo(f"orcha: {done} group {name}", err=True)
-    failures = [r for r in answer["results"].values() if r != done]
-    for petition_id, result in answer["results"].items():
+    failures = [r for r in results.values() if r != done]
+    for petition_id, result in results.items():
         if result == done:
             click.echo(f"orcha: {done} {petition_id}", err=True)
     for reason in failures[:-1]:

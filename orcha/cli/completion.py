@@ -40,15 +40,10 @@ def petition_ids(ctx: click.Context, param: click.Parameter, incomplete: str) ->
 
     try:
         from orcha import settings
-        from orcha.client.session import Session
-        from orcha.protocol.transport import set_recv_timeout
+        from orcha.client.api import Client
 
-        session = Session.open(settings.resolve())
-        try:
-            set_recv_timeout(session.fileno(), 1.0)
-            rows = session.request({"op": "status", "ids": [], "states": []})["petitions"]
-        finally:
-            session.close()
+        with Client(settings=settings.resolve(), timeout=1.0) as service:
+            rows = service.status()
     except Exception:
         return []  # no service, wrong key, too slow: complete nothing rather than fail
     return [

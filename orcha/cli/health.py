@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from orcha.cli.options import global_options, settings_from
+from orcha.cli.connect import client
+from orcha.cli.options import global_options
 
 #: Exit codes of ``orcha health`` (a monitoring convention, documented in the README).
 HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 2
@@ -24,23 +25,17 @@ def health(ctx: click.Context, as_json: bool) -> int:
     Exit 0 when healthy, 1 when a plugin is unhealthy, 2 when the service cannot be
     reached (not running, wrong key, connection lost).
     """
-    from orcha.client.session import Session
     from orcha.errors import AuthError, LostServiceError, NoServiceError
 
-    settings = settings_from(ctx)
+    service = client(ctx)
     try:
-        session = Session.open(settings)
-        try:
-            answer: dict[str, Any] = session.request({"op": "health"})
-        finally:
-            session.close()
+        with service:
+            answer: dict[str, Any] = service.health()
     except (NoServiceError, AuthError, LostServiceError) as e:
         if as_json:
             click.echo(json.dumps({"reachable": False, "healthy": False, "error": str(e)}))
         click.echo(f"orcha: {e}", err=True)
         return UNREACHABLE
-    answer.pop("re", None)
-    answer.pop("ok", None)
     answer["reachable"] = True
     if as_json:
         click.echo(json.dumps(answer, indent=2 if sys.stdout.isatty() else None))

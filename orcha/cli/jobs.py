@@ -10,22 +10,13 @@ from typing import Any
 import click
 
 from orcha.cli.completion import petition_ids
-from orcha.cli.options import global_options, settings_from
+from orcha.cli.connect import client
+from orcha.cli.options import global_options
 from orcha.errors import ExitCode, NoPetitionError
 from orcha.settings import parse_duration
 from orcha.states import State
 
 _STATES = [s.value for s in State]
-
-
-def _request(ctx: click.Context, obj: dict[str, Any]) -> dict[str, Any]:
-    from orcha.client.session import Session
-
-    session = Session.open(settings_from(ctx))
-    try:
-        return session.request(obj)
-    finally:
-        session.close()
 
 
 def _when(stamp: float | None) -> str:
@@ -73,9 +64,8 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
 
     For a waiting petition it says why it waits.
     """
-    answer = _request(
-        ctx, {"op": "status", "ids": list(ids), "states": [s.upper() for s in states]}
-    )
+    with client(ctx) as service:
+        answer = service.status_report(ids, states)
     rows, missing = answer["petitions"], answer["missing"]
     if as_json:
         # Indented for people; compact for scripts (and three times faster to write).
@@ -123,9 +113,10 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
 @click.pass_context
 def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
     """Cancel queued or running petitions (their whole process trees are stopped)."""
-    answer = _request(ctx, {"op": "cancel", "ids": list(ids), "force": force})
-    failures = [(i, r) for i, r in answer["results"].items() if r != "cancelled"]
-    for petition_id, result in answer["results"].items():
+    with client(ctx) as service:
+        results = service.cancel_each(ids, force)
+    failures = [(i, r) for i, r in results.items() if r != "cancelled"]
+    for petition_id, result in results.items():
         if result == "cancelled":
             click.echo(f"orcha: cancelled {petition_id}", err=True)
     for _, reason in failures[:-1]:
@@ -151,39 +142,10 @@ def clean(ctx: click.Context, older_than: str | None) -> int:
             seconds = parse_duration(older_than)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="'--older-than'") from e
-    answer = _request(ctx, {"op": "clean", "older_than": seconds})
-    click.echo(f"orcha: removed {answer['removed']} ended petition(s)", err=True)
+    with client(ctx) as service:
+        removed = service.clean(seconds)
+    click.echo(f"orcha: removed {removed} ended petition(s)", err=True)
     return 0
-
-
-def _code_of(summary: dict[str, Any]) -> int:
-    """The exit code a client reports for a petition that ended as ``summary`` says."""
-    state, code = summary.get("state"), summary.get("code")
-    if state == "SUCCEEDED":
-        return 0
-    if state == "CANCELLED":
-        return int(ExitCode.CANCELLED)
-    if state == "INTERRUPTED":
-        return int(ExitCode.LOST_SERVICE)
-    return int(code) if code else int(ExitCode.FAILED)
-
-
-def _open(ctx: click.Context) -> Any:
-    from orcha.client.session import Session
-
-    return Session.open(settings_from(ctx))
-
-
-def _answer(session: Any, frame: bytes) -> dict[str, Any] | None:
-    """A JSON frame as a dict; raises the refusal if it is an error reply."""
-    from orcha.errors import WIRE_ERRORS, PetitionError
-    from orcha.protocol import messages
-
-    obj = messages.decode(frame)
-    if "re" in obj and not obj.get("ok"):
-        code = WIRE_ERRORS.get(obj.get("error", ""), ExitCode.REFUSED)
-        raise PetitionError(str(obj.get("message")), code)
-    return obj
 
 
 def _write(fd: int, data: bytes | memoryview) -> None:
@@ -203,19 +165,8 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 @click.pass_context
 def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
     """Block until the given petitions have ended."""
-
-    session = _open(ctx)
-    try:
-        reply = session.request({"op": "wait", "ids": list(ids)})
-        if reply["missing"]:
-            raise NoPetitionError(f"no petition has ID {', '.join(map(repr, reply['missing']))}")
-        ended = {e["id"]: e for e in reply["ended"]}
-        while len(ended) < len(set(ids)):
-            obj = _answer(session, session.recv())
-            if obj and obj.get("event") == "ended":
-                ended[obj["id"]] = obj
-    finally:
-        session.close()
+    with client(ctx) as service:
+        ended = service.wait_summaries(ids)
     failed = [e for e in ended.values() if e["state"] != "SUCCEEDED"]
     if want == "success" and failed:
         for e in failed:
@@ -231,54 +182,38 @@ def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
 @click.pass_context
 def logs(ctx: click.Context, petition_id: str, tail: int | None) -> int:
     """Print the stored output of a petition, running or ended (stdout and stderr apart)."""
-    from orcha.protocol import messages
-    from orcha.protocol.messages import STDERR, STDOUT
-
-    session = _open(ctx)
-    try:
-        session.send(messages.encode({"op": "logs", "id": petition_id, "tail": tail}))
-        while True:
-            frame = session.recv()
-            if frame[0] in (STDOUT, STDERR):
-                _, _, data = messages.split_output(frame)
-                _write(1 if frame[0] == STDOUT else 2, data)
-                continue
-            obj = _answer(session, frame)
-            if obj and obj.get("re") == "logs":
-                return 0
-    finally:
-        session.close()
+    with client(ctx) as service:
+        for stream, data in service.logs(petition_id, tail):
+            _write(1 if stream == "stdout" else 2, data)
+    return 0
 
 
 class _Prefixer:
     """Writes each petition's output line by line behind ``[ID] `` (for several IDs)."""
 
-    def __init__(self, names: dict[int, str], prefix: bool) -> None:
-        self.names = names
+    def __init__(self, prefix: bool) -> None:
         self.prefix = prefix
-        self.partial: dict[tuple[int, int], bytes] = {}
+        self.partial: dict[tuple[str, int], bytes] = {}
 
-    def write(self, handle: int, stream: int, data: bytes) -> None:
-        from orcha.protocol.messages import STDOUT
-
-        fd = 1 if stream == STDOUT else 2
+    def write(self, petition_id: str, stream: str, data: bytes) -> None:
+        fd = 1 if stream == "stdout" else 2
         if not self.prefix:
             _write(fd, data)
             return
-        key = (handle, fd)
-        head = f"[{self.names.get(handle, '?')}] ".encode()
+        key = (petition_id, fd)
+        head = f"[{petition_id}] ".encode()
         *lines, rest = (self.partial.pop(key, b"") + data).split(b"\n")
         if lines:
             _write(fd, b"".join(head + line + b"\n" for line in lines))
         if rest:
             self.partial[key] = rest
 
-    def flush(self, handle: int) -> None:
-        head = f"[{self.names.get(handle, '?')}] ".encode()
-        for (h, fd), rest in list(self.partial.items()):
-            if h == handle:
+    def flush(self, petition_id: str) -> None:
+        head = f"[{petition_id}] ".encode()
+        for (name, fd), rest in list(self.partial.items()):
+            if name == petition_id:
                 _write(fd, head + rest + b"\n")
-                del self.partial[(h, fd)]
+                del self.partial[(name, fd)]
 
 
 @click.command("follow")
@@ -289,40 +224,34 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
     """Stream the output of running or ended petitions from the start (with several IDs,
     each line is prefixed [ID]); exit with the petition's code. Ctrl+C only stops
     following: the petitions keep running."""
-    from orcha.protocol import messages
-    from orcha.protocol.messages import STDERR, STDOUT
+    from orcha.client.handles import exit_code
 
-    session = _open(ctx)
+    service = client(ctx)
     try:
-        reply = session.request({"op": "follow", "ids": list(ids)})
-        names = {h: i for i, h in reply["handles"].items()}
-        missing = ", ".join(map(repr, reply["missing"]))
-        if not names:
+        following = service.follow(ids)
+        missing = ", ".join(map(repr, following.missing))
+        if not following.ids:
             raise NoPetitionError(f"no petition has ID {missing}; see 'orcha status'")
         if missing:
             click.echo(f"orcha: no petition has ID {missing}; following the others", err=True)
-        out = _Prefixer(names, prefix=len(ids) > 1)
-        codes: dict[int, int] = {}
-        while len(codes) < len(names):
-            frame = session.recv()
-            if frame[0] in (STDOUT, STDERR):
-                _, handle, data = messages.split_output(frame)
-                out.write(handle, frame[0], bytes(data))
+        out = _Prefixer(prefix=len(ids) > 1)
+        codes: dict[str, int] = {}
+        for petition_id, stream, data in following:
+            if stream != "end":
+                out.write(petition_id, stream, data)
                 continue
-            obj = _answer(session, frame)
-            if obj and obj.get("event") == "end":
-                out.flush(obj["handle"])
-                codes[obj["handle"]] = _code_of(obj)
-                if obj.get("message") and obj.get("state") != "SUCCEEDED":
-                    # Why it failed (a dependency, a timeout...), as the attached client says.
-                    who = f"{names[obj['handle']]}: " if len(ids) > 1 else ""
-                    click.echo(f"orcha: {who}{obj['message']}", err=True)
+            out.flush(petition_id)
+            codes[petition_id] = exit_code(data)
+            if data.get("message") and data.get("state") != "SUCCEEDED":
+                # Why it failed (a dependency, a timeout...), as the attached client says.
+                who = f"{petition_id}: " if len(ids) > 1 else ""
+                click.echo(f"orcha: {who}{data['message']}", err=True)
     except KeyboardInterrupt:
         click.echo("orcha: stopped following; the petitions keep running", err=True)
         return int(ExitCode.INTERRUPTED)
     finally:
-        session.close()
-    return next((codes[h] for h in sorted(codes) if codes[h]), 0)
+        service.close()
+    return next((codes[i] for i in following.ids if codes.get(i)), 0)
 
 
 @click.command("watch")
@@ -333,26 +262,9 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
 def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     """Print events as they happen: the current state first, then submitted, started,
     output and finished. With IDs, exit once all of them have finished."""
-    from orcha.protocol import messages
-
-    session = _open(ctx)
-    finished: set[str] = set()
+    service = client(ctx)
     try:
-        session.send(messages.encode({"op": "watch", "ids": list(ids)}))
-        while not ids or len(finished) < len(set(ids)):
-            obj = _answer(session, session.recv())
-            if not obj:
-                continue
-            if obj.get("re") == "watch":
-                if obj["missing"]:
-                    raise NoPetitionError(
-                        f"no petition has ID {', '.join(map(repr, obj['missing']))}"
-                    )
-                continue
-            if "petition" not in obj:
-                continue
-            if obj["event"] == "finished":
-                finished.add(obj["petition"])
+        for obj in service.watch(ids):
             if as_json:
                 click.echo(json.dumps(obj))
             else:
@@ -367,5 +279,5 @@ def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
     finally:
-        session.close()
+        service.close()
     return 0

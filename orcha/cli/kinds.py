@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from orcha.cli.jobs import _request
+from orcha.cli.connect import client
 from orcha.cli.options import global_options
 
 
@@ -58,7 +58,8 @@ def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]
 @click.pass_context
 def kinds_ls(ctx: click.Context, as_json: bool) -> int:
     """List the runtime kinds: parent kind, settings, and whether usable now."""
-    listing = _request(ctx, {"op": "kinds", "action": "ls"})["kinds"]
+    with client(ctx) as service:
+        listing = service.kinds()
     if as_json:
         click.echo(json.dumps({"kinds": listing}, indent=2 if sys.stdout.isatty() else None))
         return 0
@@ -81,9 +82,9 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
 @click.pass_context
 def kinds_add(ctx: click.Context, name: str, parent: str, settings: dict[str, Any]) -> int:
     """Define runtime kind NAME from KIND with fixed settings (replacing one of that name)."""
-    answer = _request(ctx, {"op": "kinds", "action": "add", "name": name, "from": parent,
-                            "set": settings})  # fmt: skip
-    click.echo(f"orcha: kind {answer['kind']['name']} defined from {parent}", err=True)
+    with client(ctx) as service:
+        kind = service.add_kind(name, parent, settings)
+    click.echo(f"orcha: kind {kind['name']} defined from {parent}", err=True)
     return 0
 
 
@@ -95,7 +96,9 @@ def kinds_rm(ctx: click.Context, name: str) -> int:
     """Remove runtime kind NAME (queued petitions of it keep their settings)."""
     from orcha.errors import NoPetitionError
 
-    if not _request(ctx, {"op": "kinds", "action": "rm", "name": name})["removed"]:
+    with client(ctx) as service:
+        removed = service.remove_kind(name)
+    if not removed:
         raise NoPetitionError(f"there is no runtime kind {name!r}; see 'orcha kinds ls'")
     click.echo(f"orcha: kind {name} removed", err=True)
     return 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from orcha.cli.jobs import _request
+from orcha.cli.connect import client
 from orcha.cli.options import global_options
 
 
@@ -16,17 +16,15 @@ def state() -> None:
     """A plugin's persistent key-value state (JSON values), kept by the service."""
 
 
-def _ask(ctx: click.Context, **fields: Any) -> dict[str, Any]:
-    return _request(ctx, {"op": "state", **fields})
-
-
 @state.command("ls")
 @click.argument("plugin")
 @global_options
 @click.pass_context
 def state_ls(ctx: click.Context, plugin: str) -> int:
     """Print every key of PLUGIN's state with its value (JSON)."""
-    for key, value in _ask(ctx, action="ls", plugin=plugin)["state"].items():
+    with client(ctx) as service:
+        items = service.state(plugin)
+    for key, value in items.items():
         click.echo(f"{key}\t{json.dumps(value)}")
     return 0
 
@@ -38,7 +36,9 @@ def state_ls(ctx: click.Context, plugin: str) -> int:
 @click.pass_context
 def state_get(ctx: click.Context, plugin: str, state_key: str) -> int:
     """Print the value (JSON) of KEY in PLUGIN's state."""
-    click.echo(json.dumps(_ask(ctx, action="get", plugin=plugin, key=state_key)["value"]))
+    with client(ctx) as service:
+        value = service.state_get(plugin, state_key)
+    click.echo(json.dumps(value))
     return 0
 
 
@@ -65,7 +65,8 @@ def _not_json(name: str) -> Any:
 @click.pass_context
 def state_set(ctx: click.Context, plugin: str, state_key: str, value: Any) -> int:
     """Set KEY in PLUGIN's state to VALUE, a JSON value (5, true, '"text"', '[1, 2]')."""
-    _ask(ctx, action="set", plugin=plugin, key=state_key, value=value)
+    with client(ctx) as service:
+        service.state_set(plugin, state_key, value)
     return 0
 
 
@@ -76,6 +77,8 @@ def state_set(ctx: click.Context, plugin: str, state_key: str, value: Any) -> in
 @click.pass_context
 def state_rm(ctx: click.Context, plugin: str, state_key: str) -> int:
     """Remove KEY from PLUGIN's state."""
-    if not _ask(ctx, action="rm", plugin=plugin, key=state_key)["removed"]:
+    with client(ctx) as service:
+        removed = service.state_rm(plugin, state_key)
+    if not removed:
         click.echo(f"orcha: plugin {plugin} had no state key {state_key!r}", err=True)
     return 0

@@ -1,67 +1,24 @@
-"""What a plugin's click command calls to run a petition in the foreground."""
+"""``orcha.client.submit.attach``: the old name of :func:`orcha.cli.petition.attach`.
+
+Plugins written for earlier releases import ``attach`` from here; it lives in
+``orcha.cli.petition`` now, because it reads the click context of the command that calls
+it, and the client layer imports no CLI. The name is looked up on first use (module
+``__getattr__``), so importing this module loads nothing of the CLI.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from orcha.cli.petition import attach as attach
 
-import click
-
-
-def attach(
-    kind: str,
-    petition_id: str,
-    params: dict[str, Any],
-    priority: int | None,
-    detach: bool = False,
-) -> int:
-    """Submit a petition of ``kind`` with the client's cwd and environment, stream its
-    output and return the exit code the client should end with.
-
-    What the command's :func:`~orcha.cli.petition_options.petition_options` were given
-    (resources, group, dependencies, timeout, retries, environment, directory) goes with it.
-
-    Call it from a plugin's click command, or from an argparse plugin's ``handle()``
-    (orcha runs that inside a click command too, so the global options apply; the
-    petition options do not, as the argparse parser has none).
-
-    Raises OrchaError subclasses (no service, wrong key, refused, lost service), and
-    click.BadParameter for an invalid ID (nothing is sent).
-    """
-    from orcha.cli.options import settings_from
-    from orcha.cli.petition_options import chosen
-    from orcha.client.attach import run_in_foreground
-    from orcha.protocol.messages import check_id
-    from orcha.protocol.schedule import Schedule
-
-    try:
-        petition_id = check_id(petition_id)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'ID'") from e
-    ctx = click.get_current_context()
-    params = _checked(ctx, kind, params)
-    options = chosen(ctx)
-    try:
-        schedule = Schedule.from_wire(options.schedule)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    settings = settings_from(ctx)
-    return run_in_foreground(
-        settings, kind, petition_id, params, priority, detach,
-        schedule=schedule, env=options.env, cwd=options.cwd,
-    )  # fmt: skip
+#: The modules that hold the names this module still answers for.
+_MOVED = {"attach": "orcha.cli.petition"}
 
 
-def _checked(ctx: click.Context, kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters checked against the kind's schema here, for a fast error (the
-    service checks again); unchanged if this client does not have the kind."""
-    from orcha.errors import InvalidPetitionError
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        from importlib import import_module
 
-    plugins = getattr(ctx.find_root().command, "plugins", None)
-    for entry in plugins() if callable(plugins) else ():
-        kind = entry.kinds.get(kind_name)
-        if kind is not None:
-            try:
-                return dict(kind.check(dict(params)))
-            except InvalidPetitionError as e:
-                raise click.UsageError(e.message) from None
-    return params
+        return getattr(import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,7 +53,7 @@ class CountdownPlugin(BasePlugin):
                             help="print the ID once queued and return")  # fmt: skip
 
     def handle(self, namespace: argparse.Namespace) -> int:
-        from orcha.client.submit import attach
+        from orcha.cli.petition import attach
 
         params = {"start": namespace.start, "pause": namespace.pause}
         return attach(CountdownKind.name, namespace.id, params, None, namespace.detach)

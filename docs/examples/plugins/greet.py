@@ -82,7 +82,7 @@ def greet(
     detach: bool,
 ) -> int:
     """Greet NAME from the service: 'Hello, NAME!' TIMES times."""
-    from orcha.client.submit import attach  # imported when used: clients start fast
+    from orcha.cli.petition import attach  # imported when used: clients start fast
 
     params: dict[str, Any] = {"name": name}
     if times is not None:

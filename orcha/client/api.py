@@ -1,0 +1,372 @@
+"""``orcha.Client``: the public Python client of an orcha service.
+
+Everything the ``orcha`` commands do to a service, a Python program can do with a
+:class:`Client`: submit petitions and stream their output, list, cancel and wait for
+petitions, watch events, and manage groups, pauses, runtime kinds and plugins' state.
+The commands themselves are built on it. What travels on the socket is the business of
+:mod:`orcha.client.operations` alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any
+
+from orcha.client import operations
+from orcha.client.handles import Following, PetitionHandle, exit_code
+from orcha.client.session import Session
+from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
+from orcha.protocol.messages import SubmitRequest, check_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from orcha.protocol.schedule import Schedule
+    from orcha.settings import Settings
+
+__all__ = ["Client", "Following", "PetitionHandle", "exit_code"]
+
+
+def _ids(ids: str | Iterable[str] | None) -> list[str]:
+    """A list of IDs (a single ID may be given as a string)."""
+    if ids is None:
+        return []
+    return [ids] if isinstance(ids, str) else list(ids)
+
+
+class Client:
+    """A client of the orcha service at ``address`` (a socket path or ``HOST:PORT``)
+    with ``key``; both are resolved as the ``orcha`` commands resolve them: the value
+    given, else ``ORCHA_ADDRESS``/``ORCHA_KEY``, else the configuration file and the
+    defaults (the socket in the user's runtime directory, the key file in the state
+    directory). ``settings`` (resolved :class:`orcha.settings.Settings`) replaces both.
+    ``timeout``: seconds to wait at most for each answer of the service (LostServiceError
+    past it); the default waits as long as it takes.
+
+    It connects when first used; use it as a context manager, or call :meth:`close`:
+    closing it cancels the attached petitions it submitted that have not ended. Use a
+    client from one thread at a time (a handle's :meth:`~PetitionHandle.cancel` may come
+    from another thread while one reads its output). Every
+    method raises the errors of :mod:`orcha.errors`, each with its ``exit_code``:
+    :class:`~orcha.errors.NoServiceError` (200), :class:`~orcha.errors.AuthError` (201),
+    :class:`~orcha.errors.PetitionError` (refused: 202 duplicate ID, 203 unknown kind,
+    204 invalid...), :class:`~orcha.errors.NoPetitionError` (209),
+    :class:`~orcha.errors.LostServiceError` (206).
+    """
+
+    def __init__(
+        self, address: str | None = None, key: str | None = None, *,
+        settings: Settings | None = None, timeout: float | None = None,
+    ) -> None:  # fmt: skip
+        if settings is None:
+            from orcha import settings as configuration
+
+            settings = configuration.resolve(address=address, key=key)
+        self.settings = settings
+        self.timeout = timeout
+        self._control: Session | None = None
+        self._sessions: list[Session] = []
+
+    # -- connections ----------------------------------------------------------------------
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection (attached petitions not yet ended are cancelled)."""
+        for session in [*self._sessions]:
+            self._forget(session)
+        self._control = None
+
+    def _open(self) -> Session:
+        """A new connection of its own (output streams and attached petitions)."""
+        session = Session.open(self.settings)
+        if self.timeout:
+            from orcha.protocol.transport import set_recv_timeout
+
+            set_recv_timeout(session.fileno(), self.timeout)
+        self._sessions.append(session)
+        return session
+
+    def _forget(self, session: Session) -> None:
+        if session in self._sessions:
+            self._sessions.remove(session)
+        if session is self._control:
+            self._control = None
+        session.close()
+
+    def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a request-reply operation on the shared connection (reopened next time if
+        it broke)."""
+        if self._control is None:
+            self._control = self._open()
+        try:
+            return operation(self._control, *args, **kwargs)
+        except (OSError, LostServiceError):
+            self._forget(self._control)
+            raise
+
+    # -- petitions ------------------------------------------------------------------------
+    def submit(
+        self,
+        id: str,
+        argv: Sequence[str] | None = None,
+        *,
+        kind: str = "shell",
+        params: dict[str, Any] | None = None,
+        detach: bool = False,
+        priority: int | None = None,
+        cpus: int | None = None,
+        mem: int | str | None = None,
+        gpus: int | None = None,
+        group: str | None = None,
+        after: str | Iterable[str] | None = None,
+        after_any: str | Iterable[str] | None = None,
+        timeout: float | str | None = None,
+        retries: int | None = None,
+        retry_delay: float | str | None = None,
+        notify: str | Iterable[str] | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> PetitionHandle:
+        """Submit petition ``id``: the command ``argv`` (a ``shell`` petition, as
+        ``orcha run ID -- ARGV`` does), or a petition of ``kind`` with ``params``.
+
+        The other arguments are ``orcha run``'s options: ``priority`` (lower runs first),
+        ``cpus``, ``mem`` (bytes, or ``"4G"``), ``gpus``, ``group``, ``after`` and
+        ``after_any`` (IDs), ``timeout`` and ``retry_delay`` (seconds, or ``"90s"``),
+        ``retries``, ``notify`` (webhook URLs); ``cwd`` (default: the current directory)
+        and ``env`` (added to this process's environment, which the petition gets).
+
+        Without ``detach``, the petition is tied to this client as to ``orcha run``: its
+        output streams here, and closing the client (or the handle) cancels it. Read it
+        (:meth:`PetitionHandle.output` or :meth:`~PetitionHandle.wait`): as for a
+        terminal, a petition whose output nobody reads is held up once the buffers are
+        full. With ``detach``, it runs whether or not this client stays.
+
+        Invalid options raise InvalidPetitionError before anything is sent.
+        """
+        if argv is not None:
+            if params is not None or kind != "shell":
+                raise TypeError("give either argv (a shell petition) or kind= and params=")
+            params = {"argv": [str(a) for a in argv]}
+        elif params is None:
+            raise TypeError("give argv (a shell petition) or kind= and params=")
+        try:
+            petition_id = check_id(id)
+            schedule = _schedule(
+                cpus=cpus, mem=mem, gpus=gpus, group=group, after=after, after_any=after_any,
+                timeout=timeout, retries=retries, retry_delay=retry_delay, notify=notify,
+            )  # fmt: skip
+        except ValueError as e:
+            raise InvalidPetitionError(f"invalid petition: {e}") from None
+        environment = dict(os.environ)
+        environment.update(env or {})
+        request = SubmitRequest(
+            kind, petition_id, dict(params), priority, os.path.abspath(cwd or os.getcwd()),
+            environment, attach=not detach, user=_user(), host=_host(), schedule=schedule,
+        )  # fmt: skip
+        if detach:
+            reply = self._call(operations.submit, request)
+            return PetitionHandle(self, reply["id"], None)
+        session = self._open()
+        try:
+            reply = operations.submit(session, request)
+        except BaseException:
+            self._forget(session)
+            raise
+        return PetitionHandle(self, reply["id"], session)
+
+    def status(
+        self, ids: str | Iterable[str] | None = None, states: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The records of petitions (all, or these IDs; only in ``states`` if given), as
+        ``orcha status --json`` prints them. NoPetitionError if an ID is unknown."""
+        report = self.status_report(ids, states)
+        if report["missing"]:
+            raise operations.no_petition(report["missing"])
+        records: list[dict[str, Any]] = report["petitions"]
+        return records
+
+    def status_report(
+        self, ids: str | Iterable[str] | None = None, states: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...]}``."""
+        wanted = [s.upper() for s in states]
+        result: dict[str, Any] = self._call(operations.status, _ids(ids), wanted)
+        return result
+
+    def cancel(self, id: str, force: bool = False) -> None:
+        """Cancel a queued or running petition (``force``: SIGKILL its processes at once,
+        without the grace period). NoPetitionError if none has that ID."""
+        reason = self.cancel_each([id], force)[id]
+        if reason != "cancelled":
+            raise NoPetitionError(f"{reason}; nothing to cancel")
+
+    def cancel_each(self, ids: Iterable[str], force: bool = False) -> dict[str, str]:
+        """Cancel petitions: for each ID, ``"cancelled"`` or why it was not."""
+        results: dict[str, str] = self._call(operations.cancel, _ids(ids), force)
+        return results
+
+    def clean(self, older_than: float | None = None) -> int:
+        """Forget ended petitions (those that ended over ``older_than`` seconds ago):
+        drop their records and logs. How many were removed."""
+        removed: int = self._call(operations.clean, older_than)
+        return removed
+
+    def wait(self, ids: str | Iterable[str]) -> dict[str, int]:
+        """Block until these petitions have ended: ID -> exit code (as :func:`exit_code`
+        says). NoPetitionError if an ID is unknown."""
+        return {i: exit_code(s) for i, s in self.wait_summaries(ids).items()}
+
+    def wait_summaries(self, ids: str | Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Block until these petitions have ended: ID -> ``{"id", "state", "code",
+        "message"}``. NoPetitionError if an ID is unknown."""
+        session = self._open()
+        try:
+            return {s["id"]: s for s in operations.wait(session, _ids(ids))}
+        finally:
+            self._forget(session)
+
+    def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, None]:
+        """The stored output of a petition (running or ended) as ``(stream, data)``
+        chunks; only its last ``tail`` lines if given. PetitionError (209) if none."""
+        session = self._open()
+        try:
+            yield from operations.logs(session, id, tail)
+        finally:
+            self._forget(session)
+
+    def follow(self, ids: str | Iterable[str]) -> Following:
+        """Follow petitions' output from the start, live (see :class:`Following`)."""
+        return Following(self, self._open(), list(dict.fromkeys(_ids(ids))))
+
+    def watch(
+        self, ids: str | Iterable[str] | None = None
+    ) -> Generator[dict[str, Any], None, None]:
+        """Events as they happen, as ``orcha watch --json`` prints them: ``{"event",
+        "petition", "kind", "timestamp", "data"}``, the current state of each petition
+        first (``state``), then ``submitted``, ``started``, ``output``, ``finished``...
+        Of all petitions, endless; or of ``ids``, until each has finished."""
+        session = self._open()
+        try:
+            yield from operations.watch(session, _ids(ids))
+        finally:
+            self._forget(session)
+
+    # -- admission ------------------------------------------------------------------------
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group: ``{"name", "max_running", "running", "queued", "paused"}``."""
+        listing: list[dict[str, Any]] = self._call(operations.groups)
+        return listing
+
+    def set_group(self, name: str, max_running: int | None) -> list[dict[str, Any]]:
+        """Limit how many petitions of group ``name`` run at once (None: no limit of its
+        own); the groups afterwards."""
+        listing: list[dict[str, Any]] = self._call(operations.set_group, name, max_running)
+        return listing
+
+    def pause(
+        self, ids: Iterable[str] = (), groups: Iterable[str] = (), everything: bool = False,
+        running: bool = False,
+    ) -> dict[str, str]:  # fmt: skip
+        """Stop starting these petitions, groups, or everything (``running``: also stop
+        the processes of running ones). For each ID, ``"paused"`` or why not."""
+        results: dict[str, str] = self._call(
+            operations.pause, _ids(ids), list(groups), everything, running
+        )
+        return results
+
+    def resume(
+        self, ids: Iterable[str] = (), groups: Iterable[str] = (), everything: bool = False
+    ) -> dict[str, str]:
+        """Undo :meth:`pause`. For each ID, ``"resumed"`` or why not."""
+        results: dict[str, str] = self._call(
+            operations.pause, _ids(ids), list(groups), everything, False, resume=True
+        )
+        return results
+
+    # -- the service, plugins' state and runtime kinds ------------------------------------
+    def health(self) -> dict[str, Any]:
+        """``orcha health --json``'s fields (but ``reachable``)."""
+        answer: dict[str, Any] = self._call(operations.health)
+        return answer
+
+    def info(self) -> dict[str, Any]:
+        """The service's own account of itself (its petitions, sessions, served objects)."""
+        answer: dict[str, Any] = self._call(operations.info)
+        return answer
+
+    def state(self, plugin: str) -> dict[str, Any]:
+        """Every key of a plugin's persistent state with its value."""
+        return dict(self._call(operations.state, "ls", plugin)["state"])
+
+    def state_get(self, plugin: str, key: str) -> Any:
+        """The value of ``key`` in a plugin's state (NoPetitionError if it has none)."""
+        return self._call(operations.state, "get", plugin, key=key)["value"]
+
+    def state_set(self, plugin: str, key: str, value: Any) -> None:
+        """Set ``key`` in a plugin's state to ``value`` (JSON data)."""
+        self._call(operations.state, "set", plugin, key=key, value=value)
+
+    def state_rm(self, plugin: str, key: str) -> bool:
+        """Remove ``key`` from a plugin's state; whether it was there."""
+        return bool(self._call(operations.state, "rm", plugin, key=key)["removed"])
+
+    def kinds(self) -> list[dict[str, Any]]:
+        """The runtime kinds: ``{"name", "from", "params", "schedule", "available"}``."""
+        listing: list[dict[str, Any]] = self._call(operations.kinds)["kinds"]
+        return listing
+
+    def add_kind(self, name: str, parent: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """Define runtime kind ``name`` from kind ``parent`` with fixed ``settings``
+        (parameters, and cpus, mem, gpus, group, timeout...); the kind as defined."""
+        kind: dict[str, Any] = self._call(
+            operations.kinds, "add", name=name, **{"from": parent, "set": settings}
+        )["kind"]
+        return kind
+
+    def remove_kind(self, name: str) -> bool:
+        """Remove runtime kind ``name``; whether there was one."""
+        return bool(self._call(operations.kinds, "rm", name=name)["removed"])
+
+
+def _schedule(**given: Any) -> Schedule:
+    """The Schedule of :meth:`Client.submit`'s options; ValueError if one is invalid."""
+    from orcha.protocol.schedule import Schedule
+    from orcha.settings import parse_duration, parse_size
+
+    wire: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "mem" and isinstance(value, str):
+            value = parse_size(value)
+        elif name in ("timeout", "retry_delay") and isinstance(value, str):
+            value = parse_duration(value)
+        elif name in ("after", "after_any", "notify"):
+            value = [value] if isinstance(value, str) else list(value)
+        wire[name] = value
+    return Schedule.from_wire(wire)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()

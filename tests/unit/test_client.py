@@ -1,0 +1,200 @@
+"""orcha.Client without a service: exit codes, argument checks, the operations' frame
+handling (on a scripted session), and what importing the client loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from orcha.client import operations
+from orcha.client.api import Client, _schedule
+from orcha.client.handles import _attached_code, exit_code
+from orcha.errors import ExitCode, InvalidPetitionError, NoPetitionError, PetitionError
+from orcha.protocol import messages
+from orcha.protocol.messages import STDERR, STDOUT
+
+
+class ScriptedSession:
+    """A session whose replies and later frames are given in advance."""
+
+    def __init__(self, replies: list[dict[str, Any]], frames: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        self.replies = list(replies)
+        self.frames = list(frames)
+        self.sent: list[dict[str, Any]] = []
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(obj)
+        answer = self.replies.pop(0)
+        if not answer.get("ok", True):
+            raise operations.refusal(answer)
+        return answer
+
+    def send(self, frame: bytes) -> None:
+        self.sent.append(messages.decode(frame))
+
+    def recv(self) -> bytes:
+        return self.frames.pop(0)
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return messages.encode(obj)
+
+
+@pytest.mark.parametrize(
+    ("summary", "code"),
+    [
+        ({"state": "SUCCEEDED", "code": 0}, 0),
+        ({"state": "FAILED", "code": 3}, 3),
+        ({"state": "FAILED", "code": None}, 1),
+        ({"state": "FAILED", "code": 124}, 124),
+        ({"state": "CANCELLED", "code": None}, 207),
+        ({"state": "INTERRUPTED", "code": None}, 206),
+    ],
+)
+def test_exit_code_of_an_ended_petition(summary: dict[str, Any], code: int) -> None:
+    assert exit_code(summary) == code
+
+
+def test_attached_code_is_what_orcha_run_exits_with() -> None:
+    assert _attached_code({"event": "end", "state": "CANCELLED", "by_client": True}) == 130
+    assert _attached_code({"event": "end", "state": "CANCELLED", "by_client": False}) == 207
+    assert _attached_code({"event": "detached", "message": "service stopped"}) == 206
+    assert _attached_code({"event": "end", "state": "FAILED", "code": 127}) == 127
+
+
+def test_submit_options_become_the_schedule() -> None:
+    schedule = _schedule(cpus=2, mem="1K", gpus=None, group="g", after="a", after_any=["b", "c"],
+                         timeout="90s", retries=2, retry_delay=1.5, notify=None)  # fmt: skip
+    assert schedule.to_wire() == {
+        "after": ["a"], "after_any": ["b", "c"], "cpus": 2, "group": "g", "mem": 1024,
+        "retries": 2, "retry_delay": 1.5, "timeout": 90.0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"cpus": 0}, {"mem": "lots"}, {"timeout": "soon"}, {"timeout": 0}, {"group": "a b"},
+     {"after": ["has space"]}],
+)  # fmt: skip
+def test_invalid_options_are_refused_before_anything_is_sent(kwargs: dict[str, Any]) -> None:
+    # No service listens at that address: reaching it would raise NoServiceError instead.
+    client = Client(address="/nonexistent/orcha.sock", key="k")
+    with pytest.raises(InvalidPetitionError) as caught:
+        client.submit("x", ["true"], **kwargs)
+    assert caught.value.exit_code == ExitCode.REFUSED
+    assert caught.value.message.startswith("invalid petition: ")
+
+
+def test_submit_needs_argv_or_kind_and_params() -> None:
+    client = Client(address="/nonexistent/orcha.sock", key="k")
+    with pytest.raises(TypeError):
+        client.submit("x")
+    with pytest.raises(TypeError):
+        client.submit("x", ["true"], params={"argv": ["true"]})
+    with pytest.raises(InvalidPetitionError):
+        client.submit("has space", ["true"])
+
+
+def test_read_turns_frames_into_chunks_and_error_replies_into_errors() -> None:
+    session = ScriptedSession([], [
+        messages.output_frame(STDOUT, 1, b"out"), messages.output_frame(STDERR, 2, b"err"),
+        _json({"event": "started", "handle": 1}),
+        messages.error_reply("logs", "no_petition", "no petition has ID 'x'"),
+    ])  # fmt: skip
+    assert operations.read(session) == ("stdout", 1, b"out")  # type: ignore[arg-type]
+    assert operations.read(session) == ("stderr", 2, b"err")  # type: ignore[arg-type]
+    assert operations.read(session) == {"event": "started", "handle": 1}  # type: ignore[arg-type]
+    with pytest.raises(PetitionError) as caught:
+        operations.read(session)  # type: ignore[arg-type]
+    assert caught.value.exit_code == ExitCode.NO_PETITION
+
+
+def test_attached_items_skip_replies_and_stop_at_the_end() -> None:
+    end = {"event": "end", "handle": 1, "state": "SUCCEEDED", "code": 0}
+    session = ScriptedSession([], [
+        messages.output_frame(STDOUT, 1, b"a"), _json({"re": "cancel", "ok": True}),
+        messages.error_reply("cancel", "refused", "already ended"),
+        messages.output_frame(STDERR, 1, b"b"), _json(end), b"never read",
+    ])  # fmt: skip
+    items = list(operations.attached_items(session))  # type: ignore[arg-type]
+    assert items == [("stdout", b"a"), ("stderr", b"b"), end]
+    assert session.frames == [b"never read"]
+
+
+def test_wait_yields_ended_ones_first_then_as_they_end() -> None:
+    session = ScriptedSession(
+        [{"ended": [{"id": "a", "state": "SUCCEEDED"}], "pending": ["b"], "missing": []}],
+        [_json({"event": "ended", "id": "b", "state": "FAILED", "code": 2})],
+    )
+    got = list(operations.wait(session, ["a", "b", "b"]))  # type: ignore[arg-type]
+    assert [s["id"] for s in got] == ["a", "b"]
+    assert session.sent == [{"op": "wait", "ids": ["a", "b", "b"]}]
+
+
+def test_wait_and_watch_refuse_unknown_ids() -> None:
+    session = ScriptedSession([{"ended": [], "pending": [], "missing": ["x", "y"]}])
+    with pytest.raises(NoPetitionError, match=r"^no petition has ID 'x', 'y'$"):
+        list(operations.wait(session, ["x", "y"]))  # type: ignore[arg-type]
+    session = ScriptedSession([], [_json({"re": "watch", "ok": True, "missing": ["x"]})])
+    with pytest.raises(NoPetitionError, match=r"^no petition has ID 'x'$"):
+        list(operations.watch(session, ["x"]))  # type: ignore[arg-type]
+
+
+def test_watch_with_ids_ends_once_each_has_finished() -> None:
+    events = [
+        {"event": "state", "petition": "a", "data": {"state": "RUNNING"}},
+        {"event": "finished", "petition": "a", "data": {}},
+        {"event": "finished", "petition": "b", "data": {}},
+    ]
+    session = ScriptedSession([], [
+        _json({"re": "watch", "ok": True, "missing": []}), *map(_json, events), b"never read",
+    ])  # fmt: skip
+    assert list(operations.watch(session, ["a", "b"])) == events  # type: ignore[arg-type]
+    assert session.sent == [{"op": "watch", "ids": ["a", "b"]}]
+
+
+def _imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; import json; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return set(json.loads(out))
+
+
+def test_the_client_layer_imports_neither_cli_nor_service() -> None:
+    loaded = _imported_after(
+        "import orcha.client.api, orcha.client.operations, orcha.client.submit; "
+        "from orcha.client.submit import __doc__"
+    )
+    wrong = sorted(m for m in loaded if m.split(".")[:2] in (["orcha", "cli"], ["orcha", "service"])
+                   or m == "click")  # fmt: skip
+    assert not wrong
+
+
+def test_orcha_client_is_loaded_on_first_use_only() -> None:
+    assert "orcha.client.api" not in _imported_after("import orcha")
+    import orcha
+    import orcha.client.api
+
+    assert orcha.Client is orcha.client.api.Client
+    with pytest.raises(AttributeError):
+        orcha.NoSuchThing  # noqa: B018
+
+
+def test_the_old_name_of_attach_still_works_without_loading_the_cli_early() -> None:
+    import orcha.cli.petition
+    import orcha.client.submit
+    from orcha.client.submit import attach
+
+    assert attach is orcha.cli.petition.attach
+    with pytest.raises(AttributeError):
+        orcha.client.submit.no_such_name  # noqa: B018
+
+
+def test_orcha_run_start_up_path_loads_no_client_api() -> None:
+    loaded = _imported_after("import orcha.client.attach")
+    heavy = {"typing", "click", "orcha.client.api", "orcha.client.operations"}
+    assert not heavy & loaded
