@@ -16,6 +16,7 @@ from orcha.states import ACTIVE, FINISHED, State, transition
 if TYPE_CHECKING:
     from orcha.interfaces import Petition
     from orcha.service.logs import PetitionLog
+    from orcha.service.machines import Machine
 
 _sequence = itertools.count(1)
 _DEFAULT_SCHEDULE = Schedule()
@@ -73,7 +74,7 @@ class Job:
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready", "end_announced",
         "ended", "events", "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock",
-        "log", "message", "native", "order_key", "outcome", "output_lock", "paused", "petition",
+        "log", "machine", "message", "native", "outcome", "output_lock", "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token", "waiters",
     )  # fmt: skip
@@ -119,7 +120,7 @@ class Job:
         self.stopped = False  # its running tree was SIGSTOPped ('orcha pause --running')
         self.deps_ready = not self.schedule.dependencies
         self.blocked_since: float | None = None  # first found waiting for resources
-        self.order_key = 0.0
+        self.machine: Machine | None = None  # where it was admitted (kept after it ends)
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time
@@ -141,6 +142,15 @@ class Job:
         self.end_announced = False  # set (under output_lock) once subscribers are told
         self.events: Any = None  # the service, for watch events
         petition._orcha_job = self  # type: ignore[attr-defined]
+
+    def __lt__(self, other: Job) -> bool:
+        """Queue order: its petition's own comparison (rank, then priority). Petitions of
+        different classes (whose dataclass comparison refuses the other) compare by the
+        same fields."""
+        a, b = self.petition, other.petition
+        if a.__class__ is b.__class__:
+            return bool(a < b)
+        return bool((a.rank, a.priority) < (b.rank, b.priority))
 
     @property
     def priority(self) -> int:
@@ -305,5 +315,6 @@ class Job:
             "code": self.code,
             "attempt": self.attempt,
             "gpus": list(self.gpu_ids),
+            "machine": self.machine.name if self.machine is not None else None,
             "paused": self.paused,
         }

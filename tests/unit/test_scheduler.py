@@ -27,6 +27,7 @@ from orcha.states import State
 GIB = 1 << 30
 T0 = 1_000_000.0  # the fake clock's start: an arbitrary, epoch-like moment
 LOGGER = "orcha.service.scheduler"
+MACHINES_LOGGER = "orcha.service.machines"
 
 
 # -- fakes and helpers --------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def test_jobs_without_memory_requests_never_read_memory() -> None:
 def test_unreadable_memory_makes_memory_jobs_wait_without_crashing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger=LOGGER)
+    caplog.set_level(logging.ERROR, logger=MACHINES_LOGGER)
     w = World(host=FakeHost(available=8 * GIB))
     w.host.memory_broken = True
     plain = w.submit("plain")
@@ -513,7 +514,8 @@ def test_unreadable_memory_makes_memory_jobs_wait_without_crashing(
     assert hungry.state is State.QUEUED
     assert w.sched.needs_recheck is True
     assert w.why(hungry) == "needs 1.0 GiB, 0.0 GiB free"
-    assert any("available memory" in r.getMessage() for r in _records(caplog))
+    logged = [r for r in caplog.records if r.name == MACHINES_LOGGER]
+    assert any("available memory" in r.getMessage() for r in logged)
     w.host.memory_broken = False
     w.sched.admit()
     assert hungry.state is State.RUNNING
