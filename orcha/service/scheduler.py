@@ -69,8 +69,6 @@ _RECENT_ENDS = 4096
 #: (state, code) of an ended petition, or None if no petition had that ID.
 EndLookup = Callable[[str], "tuple[State, int | None] | None"]
 
-gib = preds.gib  # kept here for the modules that format sizes as the scheduler does
-
 
 class Scheduler:
     """The waiting petitions in order, the running ones, and what they hold where."""
