@@ -22,8 +22,11 @@ asks again every :data:`~orcha.defaults.RECHECK_SECONDS`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orcha.protocol.schedule import DEFAULT_GROUP
+from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
@@ -177,6 +180,44 @@ class Holds:
         else:
             self.group_running.pop(group, None)
 
+    def set_limit(self, group: str, limit: int | None) -> None:
+        """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
+        if limit is None:
+            self.group_limits.pop(group, None)
+        else:
+            self.group_limits[group] = limit
+
+    def pause(self, paused: bool, groups: Iterable[str], everything: bool) -> None:
+        """Pause (or resume) whole groups, or everything (resuming everything resumes
+        every group too)."""
+        for group in groups:
+            if paused:
+                self.paused_groups.add(group)
+            else:
+                self.paused_groups.discard(group)
+        if everything:
+            self.paused_all = paused
+            if not paused:
+                self.paused_groups.clear()
+
+    def report(self, queued: dict[str, int]) -> list[dict[str, Any]]:
+        """Every group with a limit, a pause or a petition (``queued``: waiting ones by
+        group): name, limit, counts, paused."""
+        names = (
+            {DEFAULT_GROUP} | set(self.group_limits) | self.paused_groups
+            | set(self.group_running) | set(queued)
+        )  # fmt: skip
+        return [
+            {
+                "name": name,
+                "max_running": self.group_limits.get(name),
+                "running": self.group_running.get(name, 0),
+                "queued": queued.get(name, 0),
+                "paused": self.paused_all or name in self.paused_groups,
+            }
+            for name in sorted(names)
+        ]
+
 
 class AllPaused:
     """Not while everything is paused ('orcha pause --all')."""
@@ -218,8 +259,12 @@ class GroupFull:
         return f"group {group} full ({running}/{limit})" if running >= limit else None
 
 
-#: How a petition's dependencies stand: None (met), ("hold", why) or ("fail", why).
-DependencyCheck = Callable[["Job"], "tuple[str, str] | None"]
+#: How an ID that is neither queued nor running ended: (state, code), None if unknown.
+EndLookup = Callable[[str], "tuple[State, int | None] | None"]
+
+#: How many ended IDs are remembered for dependants (older ones are looked up in the
+#: records).
+RECENT_ENDS = 4096
 
 
 class Dependencies:
@@ -227,8 +272,34 @@ class Dependencies:
     ``--after-any``). A dependency that failed dooms it: the scheduler fails it; until
     then the reason says so."""
 
-    def __init__(self, check: DependencyCheck) -> None:
-        self.check = check
+    def __init__(self, live: dict[str, Job], ended: EndLookup) -> None:
+        """``live``: the waiting and running jobs by ID; ``ended``: the records."""
+        self.live = live
+        self.ended = ended
+        self.recent: dict[str, tuple[State, int | None]] = {}  # ID -> how it ended
+
+    def remember(self, job: Job) -> None:
+        """``job`` has ended (its dependants look its end up here first)."""
+        self.recent[job.id] = (job.state, job.code)
+        if len(self.recent) > RECENT_ENDS:
+            del self.recent[next(iter(self.recent))]
+
+    def check(self, job: Job) -> tuple[str, str] | None:
+        """None if its dependencies are met, ("hold", why) while one has not ended, or
+        ("fail", why) once one ended in a way that dooms it."""
+        schedule = job.schedule
+        for dep in schedule.dependencies:
+            live = self.live.get(dep)
+            if live is not None and live is not job:
+                return ("hold", f"after {dep} ({str(live.state).lower()})")
+            end = self.recent.get(dep) or self.ended(dep)
+            if end is None:
+                return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
+            state, code = end
+            if state is not State.SUCCEEDED and dep not in schedule.after_any:
+                how = f"{state}" if code is None else f"{state} (code {code})"
+                return ("fail", f"dependency {dep} ended {how}")
+        return None
 
     def __call__(self, job: Job, machine: Capacity | None) -> str | None:
         if job.deps_ready:

@@ -15,18 +15,13 @@ The rules (docs/scheduling.rst explains them for users):
   better per ``aging`` seconds of waiting). Every waiting petition ages at the same rate,
   so the order is that of ``priority + submitted / aging``: fixed at arrival, set as the
   petition's rank when it is queued, never re-sorted.
-* **Predicates** (:mod:`orcha.service.predicates`), each ``(petition, machine) -> None or
-  why not``, say whether it may start. *Holds* (everything paused, ``--after``
-  petitions that have not ended, the petition or its group paused, its group full) are
-  global: a held petition is skipped and holds nothing back. A dependency that failed or
-  was cancelled fails the dependent as soon as it ends (``--after``; with
-  ``--after-any`` any end will do).
-* **Fit.** Its *resources* must fit on one machine: CPU slots (the sum over the
-  petitions running there plus its own at most the machine's slots), memory (available
-  memory minus what running petitions reserved there at least its request), distinct
-  GPUs from the machine's inventory. It goes to the first machine, in the order given,
-  where they fit and its *conditions* (the petition's condition: the predicates plugins
-  supply) hold; one that raises means "not now" (logged once).
+* **Predicates** (:mod:`orcha.service.predicates`, which words each rule), each
+  ``(petition, machine) -> None or why not``, say whether it may start. *Holds* (pauses,
+  ``--after``, group limits) are global: a held petition is skipped and holds nothing
+  back. A dependency that failed or was cancelled fails the dependent as soon as it ends.
+* **Fit.** Its *resources* (CPU slots, memory, GPUs) must fit on one machine, counting
+  what the petitions running there reserved. It goes to the first machine, in the order
+  given, where they fit and its *conditions* (the predicates plugins supply) hold.
 * **Backfill.** A petition whose resources fit on no machine is *blocked*, and it is
   never starved: a later petition that fits may start ahead of it only if it cannot
   delay it by more than ``backfill_bound`` seconds, that is, only if it has a
@@ -48,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import DuplicateIdError, ExitCode
-from orcha.protocol.schedule import DEFAULT_GROUP, Schedule
+from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.explain import Rules, explain
 from orcha.service.machines import LocalMachine, Machine, check_feasible
@@ -62,12 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orcha.service.scheduler")
 
-#: How many ended IDs the scheduler remembers for dependants (older ones are looked up
-#: in the records).
-_RECENT_ENDS = 4096
-
-#: (state, code) of an ended petition, or None if no petition had that ID.
-EndLookup = Callable[[str], "tuple[State, int | None] | None"]
+EndLookup = preds.EndLookup
 
 
 class Scheduler:
@@ -107,31 +97,29 @@ class Scheduler:
         self._clock = clock
         self.aging = aging
         self.backfill_bound = backfill_bound
-        self._ended = ended or (lambda _id: None)
         self._failed = failed
         self.inventory: tuple[str, ...] = tuple(g for m in self.machines for g in m.inventory)
         # The predicates (see orcha.service.predicates for the three roles).
         self._state = preds.Holds()
         paused, full = preds.Paused(self._state), preds.GroupFull(self._state)
-        self._holds: list[preds.Hold] = [
-            preds.AllPaused(self._state), preds.Dependencies(self._dependencies), paused, full
-        ]  # fmt: skip
+        self._live: dict[str, Job] = {}  # ID -> waiting or running job
+        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None))
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
-        self._resources: list[preds.Predicate] = [preds.slots, preds.gpus, preds.memory]
-        self._legacy_resources: list[preds.Predicate] = [preds.LegacyCondition(self._condition)]
-        self._conditions: list[preds.Predicate] = [self._condition, *predicates]
-        self._rules = Rules(self._holds, self._resources, self._legacy_resources, self._conditions)
+        self._rules = Rules(
+            holds=[preds.AllPaused(self._state), self._deps, paused, full],
+            resources=[preds.slots, preds.gpus, preds.memory],
+            legacy_resources=[preds.LegacyCondition(self._condition)],
+            conditions=[self._condition, *predicates],
+        )
         # Waiting jobs whose dependencies are met, in order; and those of them with a
         # bounded run (a --timeout), the only ones that may pass a blocked job. Jobs
         # waiting for dependencies are in neither: they cost admission nothing.
         self._queue = PetitionQueue()
         self._timed = SortedIndex()
         self._waiting: dict[int, Job] = {}  # seq -> every waiting job
-        self._live: dict[str, Job] = {}  # ID -> waiting or running job
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
-        self._recent_ends: dict[str, tuple[State, int | None]] = {}
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
         self._dependents: dict[str, set[int]] = {}
         self._admitting = False
@@ -223,22 +211,14 @@ class Scheduler:
         self._waiting[job.seq] = job
         if not job.native:
             self._legacy_waiting += 1
-        if not job.deps_ready:
-            if not self.accepting:
-                # Being restored: its dependencies may not be queued again yet. They are
-                # looked at once everything is back (settle_dependencies).
-                self._watch_dependencies(job)
-                return
-            outcome = self._dependencies(job)
-            if outcome is None:
-                job.deps_ready = True
-            elif outcome[0] == "fail":
-                self._fail(job, outcome[1])
-                return
-            else:
-                self._watch_dependencies(job)
-                return
-        self._enter_order(job)
+        if job.deps_ready:
+            self._enter_order(job)
+        elif not self.accepting:
+            # Being restored: its dependencies may not be queued again yet. They are
+            # looked at once everything is back (settle_dependencies).
+            self._watch_dependencies(job)
+        else:
+            self._settle(job)
 
     def _enter_order(self, job: Job) -> None:
         self._queue.push(job)
@@ -250,17 +230,23 @@ class Scheduler:
         (after a restore, which queues jobs before their dependencies are back)."""
         with self.lock:
             for job in self._in_order():
-                if job.deps_ready or job.state is not State.QUEUED:
-                    continue
-                outcome = self._dependencies(job)
-                if outcome is None:
-                    job.deps_ready = True
-                    self._enter_order(job)
-                elif outcome[0] == "fail":
-                    self._fail(job, outcome[1])
-                else:
-                    self._watch_dependencies(job)
+                if not job.deps_ready and job.state is State.QUEUED:
+                    self._settle(job)
             self.admit()
+
+    def _settle(self, job: Job, settle: bool = True) -> bool:
+        """Look at a waiting job's dependencies: met, it enters the order; doomed, it
+        fails (``settle``: its dependants too); else it hears of their ends. True if it
+        failed."""
+        outcome = self._deps.check(job)
+        if outcome is None:
+            job.deps_ready = True
+            self._enter_order(job)
+        elif outcome[0] == "fail":
+            return self._fail(job, outcome[1], settle=settle)
+        else:
+            self._watch_dependencies(job)
+        return False
 
     def _watch_dependencies(self, job: Job) -> None:
         for dep in job.schedule.dependencies:
@@ -367,7 +353,8 @@ class Scheduler:
 
     def _fitting(self, job: Job) -> list[Machine]:
         """The machines its resources fit on now (usually one or none)."""
-        resources = self._resources if job.native else self._legacy_resources
+        rules = self._rules
+        resources = rules.resources if job.native else rules.legacy_resources
         fitting: list[Machine] = []
         for machine in self.machines:
             for predicate in resources:
@@ -385,7 +372,7 @@ class Scheduler:
         if not job.native:
             return fitting[0]
         for machine in fitting:
-            if all(cond(job, machine) is None for cond in self._conditions):
+            if all(cond(job, machine) is None for cond in self._rules.conditions):
                 return machine
         self.needs_recheck = True  # conditions change without telling orcha
         return None
@@ -397,21 +384,6 @@ class Scheduler:
         job.gpu_ids = machine.reserve(job.schedule)
         self._state.started(job.schedule.group)
         self._running[job.seq] = job
-
-    def _dependencies(self, job: Job) -> tuple[str, str] | None:
-        schedule = job.schedule
-        for dep in schedule.dependencies:
-            live = self._live.get(dep)
-            if live is not None and live is not job:
-                return ("hold", f"after {dep} ({str(live.state).lower()})")
-            end = self._recent_ends.get(dep) or self._ended(dep)
-            if end is None:
-                return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
-            state, code = end
-            if state is not State.SUCCEEDED and dep not in schedule.after_any:
-                how = f"{state}" if code is None else f"{state} (code {code})"
-                return ("fail", f"dependency {dep} ended {how}")
-        return None
 
     def _fail(self, job: Job, reason: str, settle: bool = True) -> bool:
         """Fail a waiting job; with ``settle``, its own dependants too. False if it was
@@ -485,25 +457,14 @@ class Scheduler:
         ended = [job]
         while ended:
             job = ended.pop()
-            self._recent_ends[job.id] = (job.state, job.code)
-            if len(self._recent_ends) > _RECENT_ENDS:
-                del self._recent_ends[next(iter(self._recent_ends))]
+            self._deps.remember(job)
             self._forget(job)
             for seq in sorted(self._dependents.pop(job.id, ())):
                 dependent = self._waiting.get(seq)
                 if dependent is None or dependent.deps_ready:
                     continue
-                outcome = self._dependencies(dependent)
-                if outcome is None:
-                    dependent.deps_ready = True
-                    self._enter_order(dependent)
-                elif outcome[0] == "fail":
-                    if self._fail(dependent, outcome[1], settle=False):
-                        ended.append(dependent)
-                else:  # still waiting for another dependency: hear about that one
-                    for dep in dependent.schedule.dependencies:
-                        if dep in self._live:
-                            self._dependents.setdefault(dep, set()).add(seq)
+                if self._settle(dependent, settle=False):
+                    ended.append(dependent)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:
@@ -530,10 +491,7 @@ class Scheduler:
     def set_group_limit(self, group: str, limit: int | None) -> None:
         """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
         with self.lock:
-            if limit is None:
-                self._state.group_limits.pop(group, None)
-            else:
-                self._state.group_limits[group] = limit
+            self._state.set_limit(group, limit)
             self.admit()
 
     def set_paused(
@@ -547,18 +505,10 @@ class Scheduler:
         with self.lock:
             for job in jobs:
                 job.paused = paused
-            state = self._state
-            for group in groups:
-                if paused:
-                    state.paused_groups.add(group)
-                else:
-                    state.paused_groups.discard(group)
-            if everything:
-                state.paused_all = paused
-                if not paused:
-                    state.paused_groups.clear()
-                    for job in self._waiting.values():
-                        job.paused = False
+            self._state.pause(paused, groups, everything)
+            if everything and not paused:
+                for job in self._waiting.values():
+                    job.paused = False
             if not paused:
                 self.admit()
 
@@ -572,21 +522,7 @@ class Scheduler:
             queued: dict[str, int] = {}
             for job in self._waiting.values():
                 queued[job.schedule.group] = queued.get(job.schedule.group, 0) + 1
-            state = self._state
-            names = (
-                {DEFAULT_GROUP} | set(state.group_limits) | state.paused_groups
-                | set(state.group_running) | set(queued)
-            )  # fmt: skip
-            return [
-                {
-                    "name": name,
-                    "max_running": state.group_limits.get(name),
-                    "running": state.group_running.get(name, 0),
-                    "queued": queued.get(name, 0),
-                    "paused": state.paused_all or name in state.paused_groups,
-                }
-                for name in sorted(names)
-            ]
+            return self._state.report(queued)
 
     def group_limits(self) -> dict[str, int]:
         with self.lock:

@@ -13,6 +13,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.job import Job
 from orcha.service.machines import MachineView
+from orcha.states import State
 from tests.unit.fake_machines import GIB, FakeMachine
 
 
@@ -146,15 +147,29 @@ def test_group_full_counts_its_running_petitions() -> None:
     assert holds.group_running == {}  # no empty counters left behind
 
 
-def test_dependencies_hold_or_doom() -> None:
-    outcome: dict[str, tuple[str, str] | None] = {"now": ("hold", "after a (running)")}
-    deps = preds.Dependencies(lambda _: outcome["now"])
+def test_dependencies_hold_while_live_then_pass_or_doom_by_how_they_ended() -> None:
+    live: dict[str, Job] = {}
+    records: dict[str, tuple[State, int | None]] = {}
+    deps = preds.Dependencies(live, records.get)
     waiting = job(after=("a",))
-    assert deps(waiting, None) == "after a (running)"
-    outcome["now"] = ("fail", "dependency a ended FAILED (code 1)")
+    waiting.deps_ready = False
+    live["a"] = job("a")
+    assert deps(waiting, None) == "after a (queued)"
+    del live["a"]
+    assert deps(waiting, None) == "failing: dependency a is unknown (its record was cleaned)"
+    records["a"] = (State.FAILED, 1)
     assert deps(waiting, None) == "failing: dependency a ended FAILED (code 1)"
-    outcome["now"] = None
+    assert deps.check(waiting) == ("fail", "dependency a ended FAILED (code 1)")
+    ended = job("a")
+    ended.set_state(State.RUNNING)
+    ended.set_state(State.SUCCEEDED)
+    deps.remember(ended)  # its own end, looked up before the records
     assert deps(waiting, None) is None
+    any_end = job(after_any=("a",))
+    any_end.deps_ready = False
+    records["a"] = (State.FAILED, 1)
+    deps.recent.clear()
+    assert deps(any_end, None) is None  # --after-any: any end will do
     assert deps(job(), None) is None  # no dependencies: not even asked
 
 
