@@ -143,15 +143,6 @@ class Job:
         self.events: Any = None  # the service, for watch events
         petition._orcha_job = self  # type: ignore[attr-defined]
 
-    def __lt__(self, other: Job) -> bool:
-        """Queue order: its petition's own comparison (rank, then priority). Petitions of
-        different classes (whose dataclass comparison refuses the other) compare by the
-        same fields."""
-        a, b = self.petition, other.petition
-        if a.__class__ is b.__class__:
-            return bool(a < b)
-        return bool((a.rank, a.priority) < (b.rank, b.priority))
-
     @property
     def priority(self) -> int:
         try:

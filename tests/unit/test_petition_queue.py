@@ -114,3 +114,12 @@ def test_sorted_index_walks_the_jobs_after_a_rank() -> None:
     assert len(index) == 9
     index.clear()
     assert list(index.after((-1.0, 0))) == []
+
+
+def test_the_heap_order_is_the_petitions_own_comparison() -> None:
+    rng = random.Random(11)
+    jobs = [queued(f"j{i}", (float(rng.randint(0, 4)), i), priority=9 - i) for i in range(60)]
+    q = PetitionQueue()
+    for job in rng.sample(jobs, len(jobs)):
+        q.push(job)
+    assert [j.petition for j in q.in_order()] == sorted(j.petition for j in jobs)
