@@ -167,6 +167,16 @@ class Machine:
         """The petition ended normally: stop, in the background, what it left running."""
         raise NotImplementedError
 
+    def start_ticks(self, pid: int) -> int | None:
+        """What names process ``pid`` beside its PID in a record (so a reused PID is not
+        taken for it after a restart), or None."""
+        return None
+
+    def stop_recorded(self, pids: Iterable[Sequence[int]], token: str | None, grace: float) -> int:
+        """Stop what a petition recorded before a restart left running: ``pids`` as the
+        record keeps them ([pid, start ticks]). Returns how many were signalled."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class MachineView:
@@ -277,16 +287,14 @@ class LocalMachine(Machine):
             self._sweeper = Sweeper(self.procs, grace)
         self._sweeper.add(job)
 
-    # -- local processes only (restart recovery and records) ------------------------------------
     def start_ticks(self, pid: int) -> int | None:
-        """When process ``pid`` started (with the PID, it names a process in a record)."""
+        """When process ``pid`` started, in clock ticks since boot (``/proc``)."""
         from orcha.service.procs import start_ticks
 
         return start_ticks(pid)
 
     def stop_recorded(self, pids: Iterable[Sequence[int]], token: str | None, grace: float) -> int:
-        """Stop what a petition recorded before a restart left running: ``pids`` as the
-        record keeps them ([pid, start ticks], so a reused PID is left alone)."""
+        # The same process, not a reused PID: same start time.
         roots = [pid for pid, started in pids if self.start_ticks(pid) == started]
         if not roots and not token:
             return 0
