@@ -43,14 +43,22 @@ class Petition:
     Contract for subclasses (as in the original Orcha):
 
     * decorate with ``@dataclass(order=True)`` and mark every new field
-      ``field(compare=False)``: petitions compare by ``priority`` only (lower runs first;
-      among equal priorities the service keeps arrival order);
+      ``field(compare=False)``: petitions compare by ``priority`` (lower runs first);
+      once queued by the service, by their :attr:`rank` (see below);
     * ``priority`` is not an ``__init__`` argument; set it in ``__post_init__``;
     * ``action(cb, petition)`` does the work, blocking until it is done; it calls ``cb(pid)``
       for each process it starts and may call :meth:`finish` with an exit code;
     * ``condition(petition)`` says whether the petition may start now.
+
+    Order: petitions compare by ``(rank, priority)``. ``rank`` is empty until the service
+    queues the petition, so petitions never queued compare by ``priority`` alone; at
+    enqueue the service sets it to ``(effective priority at arrival, arrival sequence)``
+    (:meth:`orcha.service.scheduler.Scheduler.order_key`), unique per petition, so queued
+    petitions run by effective priority, first come first served among equals, and the
+    order (aging included) is fixed at arrival: the queue never needs re-sorting.
     """
 
+    rank: tuple[Any, ...] = field(init=False, default=(), compare=True, repr=False)
     priority: int = field(init=False, default=0, compare=True)
     id: int | str = field(compare=False)
     queue: Any = field(compare=False, repr=False)

@@ -16,6 +16,7 @@ from orcha.states import ACTIVE, FINISHED, State, transition
 if TYPE_CHECKING:
     from orcha.interfaces import Petition
     from orcha.service.logs import PetitionLog
+    from orcha.service.machines import Machine
 
 _sequence = itertools.count(1)
 _DEFAULT_SCHEDULE = Schedule()
@@ -73,7 +74,7 @@ class Job:
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready", "end_announced",
         "ended", "events", "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock",
-        "log", "message", "native", "order_key", "outcome", "output_lock", "paused", "petition",
+        "log", "machine", "message", "native", "outcome", "output_lock", "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token", "waiters",
     )  # fmt: skip
@@ -119,7 +120,7 @@ class Job:
         self.stopped = False  # its running tree was SIGSTOPped ('orcha pause --running')
         self.deps_ready = not self.schedule.dependencies
         self.blocked_since: float | None = None  # first found waiting for resources
-        self.order_key = 0.0
+        self.machine: Machine | None = None  # where it was admitted (kept after it ends)
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time
@@ -305,5 +306,6 @@ class Job:
             "code": self.code,
             "attempt": self.attempt,
             "gpus": list(self.gpu_ids),
+            "machine": self.machine.name if self.machine is not None else None,
             "paused": self.paused,
         }

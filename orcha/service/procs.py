@@ -1,4 +1,5 @@
-"""The OS seam: every process the service starts or stops goes through :class:`ProcessControl`.
+"""The local OS seam: every process the local machine starts or stops goes through
+:class:`ProcessControl` (the implementation of :class:`~orcha.service.machines.LocalMachine`).
 
 Scheduling and session code never call ``os.kill`` or ``subprocess`` themselves, so tests
 can swap this object for a fake, and the rules for finding a petition's tree live here:
@@ -16,11 +17,17 @@ import logging
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN
+
+if TYPE_CHECKING:
+    from orcha.service.job import Job
 
 log = logging.getLogger("orcha.service.procs")
 
@@ -145,6 +152,49 @@ class ProcessControl:
         return total
 
 
+class Sweeper:
+    """Stops what petitions left running after they ended normally.
+
+    One thread, woken when petitions end; one scan of /proc covers every petition that
+    ended since the last scan, so a stream of short petitions costs one scan per batch
+    instead of one each. Idle, it waits without a timeout.
+    """
+
+    #: Seconds the sweeper lets ends accumulate before a scan.
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, procs: ProcessControl, grace: float) -> None:
+        self._procs = procs
+        self._grace = grace
+        self._pending: dict[str, Job] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Job) -> None:
+        with self._cond:
+            self._pending[job.token] = job
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+            time.sleep(self.BATCH_SECONDS)
+            with self._cond:
+                batch, self._pending = self._pending, {}
+            try:
+                carriers = tokens_in_proc()
+                for token, job in batch.items():
+                    if token in carriers:
+                        n = self._procs.stop_tree(carriers[token], token, self._grace)
+                        log.info("petition %s left %d process(es) behind; stopped", job.id, n)
+            except Exception:
+                log.exception("sweeping leftover processes failed")
+
+
 _TOKEN_KEY = f"\0{ENV_PETITION_TOKEN}=".encode()
 
 
@@ -199,8 +249,6 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     their runner's ``Popen.wait()`` reports. A zombie counts as gone here; its parent reaps
     it. (Polls, but only while a petition is being stopped.)
     """
-    import time
-
     deadline = time.monotonic() + timeout
     alive = [p for p in procs if _alive(p)]
     while alive and time.monotonic() < deadline:

@@ -1,4 +1,8 @@
-"""Runs admitted petitions, each in its own thread, and stops them when asked."""
+"""Runs admitted petitions, each in its own thread, and stops them when asked.
+
+A petition's processes are reached only through the machine it was admitted onto
+(``job.machine``): the runner adopts, pauses, stops and sweeps them there, never by PID.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from orcha.errors import ExitCode
 from orcha.protocol.messages import STDERR
 from orcha.service.job import Job, Started
-from orcha.service.procs import ProcessControl
 from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.lib import Manager
+    from orcha.service.machines import Machine
+    from orcha.service.procs import ProcessControl
     from orcha.service.scheduler import Scheduler
 
 log = logging.getLogger("orcha.service.runner")
@@ -44,17 +49,17 @@ class Runner:
     def __init__(
         self,
         manager: Manager,
-        procs: ProcessControl,
+        procs: ProcessControl | None,
         grace: float,
         events: RunnerEvents,
     ) -> None:
+        """``procs`` is not used (each job's machine controls its processes); kept so
+        existing callers need no change."""
         self.manager = manager
-        self.procs = procs
         self.grace = grace
         self.scheduler: Scheduler | None = None
         self._events = events
         self._pool = WorkerPool("petition")
-        self._sweeper = Sweeper(procs, grace)
         self._deadlines = Deadlines(self._time_out)
 
     def start(self, job: Job) -> None:
@@ -62,14 +67,14 @@ class Runner:
         self._pool.submit(lambda: self._run(job))
 
     def _register(self, job: Job, pid: int) -> None:
-        with job.lock:
-            job.pids.add(pid)
+        machine = _machine(job)
+        machine.adopt(job, pid)
         self._events.job_pid(job, pid)
         if job.cancel_requested:
             self.cancel_running(job)  # cancelled before it could report this process
         elif job.stopped:
             # 'orcha pause --running' came before this process existed.
-            self.procs.signal_tree([pid], None, signal.SIGSTOP)
+            machine.signal_tree(job, signal.SIGSTOP)
 
     def _run(self, job: Job) -> None:
         try:
@@ -85,10 +90,10 @@ class Runner:
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
                 self._events.wake()
-        if job.pids and not job.cancel_requested:
+        if job.machine is not None and not job.cancel_requested:
             # What the action left behind (a daemonised grandchild, say) ends with it; done
             # after the slot is freed so a clean exit costs the next petition nothing.
-            self._sweeper.add(job)
+            job.machine.sweep(job, self.grace)
 
     def _execute(self, job: Job) -> None:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
@@ -217,7 +222,7 @@ class Runner:
             self._close(job, closer)
         job.wake_cancel()
         try:
-            n = self.procs.stop_tree(list(job.pids), job.token, self.grace, force=force)
+            n = _machine(job).stop_tree(job, self.grace, force=force)
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
@@ -247,6 +252,14 @@ class Runner:
         done = job.action_done
         if done is not None:
             done.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _machine(job: Job) -> Machine:
+    """The machine ``job`` runs on (the scheduler set it when it admitted the job)."""
+    machine = job.machine
+    if machine is None:
+        raise RuntimeError(f"petition {job.id} runs on no machine")
+    return machine
 
 
 class WorkerPool:
@@ -286,51 +299,6 @@ class WorkerPool:
                 log.exception("worker task raised")
             with self._lock:
                 self._idle += 1
-
-
-class Sweeper:
-    """Stops what petitions left running after they ended normally.
-
-    One thread, woken when petitions end; one scan of /proc covers every petition that
-    ended since the last scan, so a stream of short petitions costs one scan per batch
-    instead of one each. Idle, it waits without a timeout.
-    """
-
-    #: Seconds the sweeper lets ends accumulate before a scan.
-    BATCH_SECONDS = 0.05
-
-    def __init__(self, procs: ProcessControl, grace: float) -> None:
-        self._procs = procs
-        self._grace = grace
-        self._pending: dict[str, Job] = {}
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, job: Job) -> None:
-        with self._cond:
-            self._pending[job.token] = job
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        from orcha.service.procs import tokens_in_proc
-
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending))
-            time.sleep(self.BATCH_SECONDS)
-            with self._cond:
-                batch, self._pending = self._pending, {}
-            try:
-                carriers = tokens_in_proc()
-                for token, job in batch.items():
-                    if token in carriers:
-                        n = self._procs.stop_tree(carriers[token], token, self._grace)
-                        log.info("petition %s left %d process(es) behind; stopped", job.id, n)
-            except Exception:
-                log.exception("sweeping leftover processes failed")
 
 
 class Deadlines:

@@ -1,77 +1,67 @@
-"""Admission: which waiting petition starts next, and when.
+"""Admission: which waiting petition starts next, on which machine, and when.
 
 Pure logic behind one lock, with no threads or processes of its own: the service calls
 :meth:`Scheduler.admit` whenever something that could let a petition start has happened
 (a submission, an end, a cancellation, a resume, a changed group limit), and, only while
 some petition waits for free memory or for a plugin's predicate (things that change
 without telling orcha), every :data:`~orcha.defaults.RECHECK_SECONDS`. The clock and the
-machine are parameters, so tests drive it with fakes.
+machines are parameters, so tests drive it with fakes.
 
 The rules (docs/scheduling.rst explains them for users):
 
-* **Order.** Lowest effective priority first; equal ones in arrival order. With aging,
-  a petition's effective priority is ``priority - waited / aging`` (one step better per
-  ``aging`` seconds of waiting). Every waiting petition ages at the same rate, so the
-  order is that of ``priority + submitted / aging``: fixed at arrival, kept sorted.
-* **Holds.** A petition that is paused, whose group is paused or full, or that runs
-  ``--after`` petitions that have not ended, is skipped: it holds nothing back. A
-  dependency that failed or was cancelled fails the dependent as soon as it ends
-  (``--after``; with ``--after-any`` any end will do).
-* **Fit.** It starts when its requests fit: CPU slots (the sum over running petitions plus
-  its own at most the capacity), memory (available memory minus what running petitions
-  reserved at least its request), distinct GPUs from the inventory. Then the predicates
-  plugins supply must all hold (one that raises means "not now"; it is logged once).
-* **Backfill.** A petition that does not fit is *blocked*, and it is never starved: a
-  later petition that fits may start ahead of it only if it cannot delay it by more than
-  ``backfill_bound`` seconds, that is, only if it has a ``--timeout`` and all its attempts
-  (``--retries``) end within ``backfill_bound`` of the moment the blocked petition was
-  first found blocked.
+* **Order.** The waiting petitions are a priority queue (a heap) of petitions ordered by
+  their own comparison: lowest effective priority first, equal ones in arrival order.
+  With aging, a petition's effective priority is ``priority - waited / aging`` (one step
+  better per ``aging`` seconds of waiting). Every waiting petition ages at the same rate,
+  so the order is that of ``priority + submitted / aging``: fixed at arrival, set as the
+  petition's rank when it is queued, never re-sorted.
+* **Predicates** (:mod:`orcha.service.predicates`, which words each rule), each
+  ``(petition, machine) -> None or why not``, say whether it may start. *Holds* (pauses,
+  ``--after``, group limits) are global: a held petition is skipped and holds nothing
+  back. A dependency that failed or was cancelled fails the dependent as soon as it ends.
+* **Fit.** Its *resources* (CPU slots, memory, GPUs) must fit on one machine, counting
+  what the petitions running there reserved. It goes to the first machine, in the order
+  given, where they fit and its *conditions* (the predicates plugins supply) hold.
+* **Backfill.** A petition whose resources fit on no machine is *blocked*, and it is
+  never starved: a later petition that fits may start ahead of it only if it cannot
+  delay it by more than ``backfill_bound`` seconds, that is, only if it has a
+  ``--timeout`` and all its attempts (``--retries``) end within ``backfill_bound`` of the
+  moment the blocked petition was first found blocked.
   Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
   petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
+
+Why a petition waits (:meth:`Scheduler.explain`) is the words of the predicate that said
+no.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from orcha.errors import DuplicateIdError, ExitCode, PetitionError
-from orcha.protocol.schedule import DEFAULT_GROUP, Schedule
+from orcha.errors import DuplicateIdError, ExitCode
+from orcha.protocol.schedule import Schedule
+from orcha.service import predicates as preds
+from orcha.service.explain import Rules, explain
+from orcha.service.machines import LocalMachine, Machine, check_feasible
+from orcha.service.petition_queue import PetitionQueue, SortedIndex
 from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.service.host import Host
     from orcha.service.job import Job
+    from orcha.service.procs import ProcessControl
 
 log = logging.getLogger("orcha.service.scheduler")
 
-_INF = float("inf")
-
-#: How many ended IDs the scheduler remembers for dependants (older ones are looked up
-#: in the records).
-_RECENT_ENDS = 4096
-
-#: (state, code) of an ended petition, or None if no petition had that ID.
-EndLookup = Callable[[str], "tuple[State, int | None] | None"]
-
-
-def _ends_by(need: Schedule, now: float, deadline: float) -> bool:
-    """Whether a petition started now surely frees its resources by ``deadline``."""
-    longest = need.longest_run
-    return longest is not None and now + longest <= deadline
-
-
-def gib(n: int) -> str:
-    """Bytes as GiB with one decimal, for messages."""
-    return f"{n / (1 << 30):.1f} GiB"
+EndLookup = preds.EndLookup
 
 
 class Scheduler:
-    """The waiting petitions in order, the running ones, and what they hold."""
+    """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
         self,
@@ -85,49 +75,51 @@ class Scheduler:
         backfill_bound: float = 0.0,
         ended: EndLookup | None = None,
         failed: Callable[[Job], None] | None = None,
+        machines: Sequence[Machine] | None = None,
+        procs: ProcessControl | None = None,
+        predicates: Sequence[preds.Predicate] = (),
     ) -> None:
-        """``start(job)`` runs an admitted job (called under the lock, must not block);
-        ``capacity``: CPU slots (default: the host's cores); ``gpus``: the inventory of
-        GPU indices; ``aging``: seconds of waiting per priority step (0: no aging);
-        ``backfill_bound``: how long a blocked petition may be delayed by later ones;
-        ``ended(id)``: how an ID that is neither queued nor running ended (records);
-        ``failed(job)``: told when a waiting job fails (a dependency failed)."""
-        if host is None:
-            from orcha.service.host import Host
-
-            host = Host()
-        self.host = host
-        if capacity is None:
-            capacity = host.cpu_count()
-        self._capacity = capacity if callable(capacity) else (lambda c=capacity: c)
+        """``start(job)`` runs an admitted job (called under the lock, must not block;
+        ``job.machine`` says where); ``machines``: where petitions run, in the order they
+        are tried (default: one :class:`~orcha.service.machines.LocalMachine` of ``host``
+        and ``procs`` with ``capacity`` CPU slots, default the host's cores, and ``gpus``,
+        the inventory of GPU indices); ``aging``: seconds of waiting per priority step (0:
+        no aging); ``backfill_bound``: how long a blocked petition may be delayed by later
+        ones; ``ended(id)``: how an ID that is neither queued nor running ended (records);
+        ``failed(job)``: told when a waiting job fails (a dependency failed);
+        ``predicates``: more conditions every petition of orcha's kinds must meet."""
+        if machines is None:
+            machines = [LocalMachine(host, procs, slots=capacity, gpus=gpus)]
+        if not machines:
+            raise ValueError("a scheduler needs at least one machine")
+        self.machines: list[Machine] = list(machines)
         self._start = start
         self._clock = clock
         self.aging = aging
         self.backfill_bound = backfill_bound
-        self._ended = ended or (lambda _id: None)
         self._failed = failed
-        self.inventory: tuple[str, ...] = tuple(gpus)
-        self._free_gpus: list[str] = list(self.inventory)
-        # Waiting jobs whose dependencies are met, sorted by (order key, seq); and those of
-        # them with a bounded run (a --timeout), the only ones that may pass a blocked job.
-        # Jobs waiting for dependencies are in neither: they cost admission nothing.
-        self._order: list[tuple[float, int]] = []
-        self._timed: list[tuple[float, int]] = []
-        self._waiting: dict[int, Job] = {}  # seq -> every waiting job
+        self.inventory: tuple[str, ...] = tuple(g for m in self.machines for g in m.inventory)
+        # The predicates (see orcha.service.predicates for the three roles).
+        self._state = preds.Holds()
+        paused, full = preds.Paused(self._state), preds.GroupFull(self._state)
         self._live: dict[str, Job] = {}  # ID -> waiting or running job
+        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None))
+        self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
+        self._condition = preds.PetitionCondition()
+        self._rules = Rules(
+            holds=[preds.AllPaused(self._state), self._deps, paused, full],
+            resources=[preds.slots, preds.gpus, preds.memory],
+            legacy_resources=[preds.LegacyCondition(self._condition)],
+            conditions=[self._condition, *predicates],
+        )
+        # Waiting jobs whose dependencies are met, in order; and those of them with a
+        # bounded run (a --timeout), the only ones that may pass a blocked job. Jobs
+        # waiting for dependencies are in neither: they cost admission nothing.
+        self._queue = PetitionQueue()
+        self._timed = SortedIndex()
+        self._waiting: dict[int, Job] = {}  # seq -> every waiting job
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
-        self._used_cpus = 0
-        self._reserved_mem = 0
-        self._free_cpus = 0  # during a walk: what is left to give
-        self._free_mem: int | None = None
-        self._group_limits: dict[str, int] = {}
-        self._group_running: dict[str, int] = {}
-        self._paused_groups: set[str] = set()
-        self.paused_all = False
-        self._recent_ends: dict[str, tuple[State, int | None]] = {}
-        self._condition_errors: set[int] = set()
-        self._memory_error = False
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
         self._dependents: dict[str, set[int]] = {}
         self._admitting = False
@@ -141,7 +133,8 @@ class Scheduler:
     # -- what is known ----------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        return self._capacity()
+        """CPU slots over every machine."""
+        return sum(m.slots for m in self.machines)
 
     @property
     def running_count(self) -> int:
@@ -149,11 +142,19 @@ class Scheduler:
 
     @property
     def used_cpus(self) -> int:
-        return self._used_cpus
+        return sum(m.used_slots for m in self.machines)
 
     @property
     def queued_count(self) -> int:
         return len(self._waiting)
+
+    @property
+    def paused_all(self) -> bool:
+        return self._state.paused_all
+
+    @paused_all.setter
+    def paused_all(self, paused: bool) -> None:
+        self._state.paused_all = paused
 
     def jobs(self) -> list[Job]:
         """Every waiting or running job: running first, then waiting in order."""
@@ -166,7 +167,8 @@ class Scheduler:
             return self._in_order()
 
     def _in_order(self) -> list[Job]:
-        return sorted(self._waiting.values(), key=lambda j: (j.order_key, j.seq))
+        # By rank: the petitions' order (ranks are unique), compared in C.
+        return sorted(self._waiting.values(), key=lambda j: j.petition.rank)
 
     def running(self) -> list[Job]:
         with self.lock:
@@ -177,7 +179,8 @@ class Scheduler:
             return self._live.get(petition_id)
 
     def order_key(self, job: Job) -> float:
-        """Smaller starts first (see the module docstring on aging)."""
+        """Its effective priority at arrival, up to a constant shared by all (see the
+        module docstring on aging): smaller starts first."""
         if self.aging > 0:
             return job.priority + job.created / self.aging
         return float(job.priority)
@@ -190,29 +193,8 @@ class Scheduler:
 
     # -- submission ---------------------------------------------------------------------------
     def check_feasible(self, schedule: Schedule) -> None:
-        """Refuse (PetitionError) a request that can never fit on this service."""
-        capacity = self.capacity
-        if schedule.cpus > capacity:
-            raise PetitionError(
-                f"the petition asks for {schedule.cpus} CPUs but this service has {capacity} "
-                "('orcha serve --max-running'); ask for fewer with --cpus",
-                ExitCode.REFUSED,
-            )
-        if schedule.gpus > len(self.inventory):
-            have = ", ".join(self.inventory) if self.inventory else "none"
-            raise PetitionError(
-                f"the petition asks for {schedule.gpus} GPU(s) but this service has "
-                f"{len(self.inventory)} ({have}; 'orcha serve --gpus'); ask for fewer with --gpus",
-                ExitCode.REFUSED,
-            )
-        if schedule.mem:
-            total = self.host.total_memory()
-            if schedule.mem > total:
-                raise PetitionError(
-                    f"the petition asks for {gib(schedule.mem)} of memory but this host has "
-                    f"{gib(total)}; ask for less with --mem",
-                    ExitCode.REFUSED,
-                )
+        """Refuse (PetitionError) a request that can never fit on any machine."""
+        check_feasible(self.machines, schedule)
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` and start whatever may start. DuplicateIdError if its ID is live."""
@@ -224,49 +206,47 @@ class Scheduler:
             self.admit()
 
     def _insert(self, job: Job) -> None:
-        job.order_key = self.order_key(job)
+        # The petition's place in the order, fixed now: (effective priority, arrival).
+        job.petition.rank = (self.order_key(job), job.seq)
         self._waiting[job.seq] = job
         if not job.native:
             self._legacy_waiting += 1
-        if not job.deps_ready:
-            if not self.accepting:
-                # Being restored: its dependencies may not be queued again yet. They are
-                # looked at once everything is back (settle_dependencies).
-                self._watch_dependencies(job)
-                return
-            outcome = self._dependencies(job)
-            if outcome is None:
-                job.deps_ready = True
-            elif outcome[0] == "fail":
-                self._fail(job, outcome[1])
-                return
-            else:
-                self._watch_dependencies(job)
-                return
-        self._enter_order(job)
+        if job.deps_ready:
+            self._enter_order(job)
+        elif not self.accepting:
+            # Being restored: its dependencies may not be queued again yet. They are
+            # looked at once everything is back (settle_dependencies).
+            self._watch_dependencies(job)
+        else:
+            self._settle(job)
 
     def _enter_order(self, job: Job) -> None:
-        entry = (job.order_key, job.seq)
-        bisect.insort(self._order, entry)
+        self._queue.push(job)
         if job.schedule.longest_run is not None:
-            bisect.insort(self._timed, entry)
+            self._timed.push(job)
 
     def settle_dependencies(self) -> None:
         """Look at every job waiting for dependencies: start the ready, fail the doomed
         (after a restore, which queues jobs before their dependencies are back)."""
         with self.lock:
             for job in self._in_order():
-                if job.deps_ready or job.state is not State.QUEUED:
-                    continue
-                outcome = self._dependencies(job)
-                if outcome is None:
-                    job.deps_ready = True
-                    self._enter_order(job)
-                elif outcome[0] == "fail":
-                    self._fail(job, outcome[1])
-                else:
-                    self._watch_dependencies(job)
+                if not job.deps_ready and job.state is State.QUEUED:
+                    self._settle(job)
             self.admit()
+
+    def _settle(self, job: Job, settle: bool = True) -> bool:
+        """Look at a waiting job's dependencies: met, it enters the order; doomed, it
+        fails (``settle``: its dependants too); else it hears of their ends. True if it
+        failed."""
+        outcome = self._deps.check(job)
+        if outcome is None:
+            job.deps_ready = True
+            self._enter_order(job)
+        elif outcome[0] == "fail":
+            return self._fail(job, outcome[1], settle=settle)
+        else:
+            self._watch_dependencies(job)
+        return False
 
     def _watch_dependencies(self, job: Job) -> None:
         for dep in job.schedule.dependencies:
@@ -276,11 +256,8 @@ class Scheduler:
     def _unqueue(self, job: Job) -> None:
         if self._waiting.pop(job.seq, None) is None:
             return
-        entry = (job.order_key, job.seq)
-        for ordered in (self._order, self._timed):
-            i = bisect.bisect_left(ordered, entry)
-            if i < len(ordered) and ordered[i] == entry:
-                del ordered[i]
+        self._queue.remove(job)
+        self._timed.remove(job)
         if not job.native:
             self._legacy_waiting -= 1
 
@@ -300,157 +277,113 @@ class Scheduler:
             finally:
                 self._admitting = False
 
+    def _room(self) -> bool:
+        """Whether some machine has a free slot (or some job of the original API waits:
+        its condition is asked even then, so that it is rechecked)."""
+        if self._legacy_waiting > 0:
+            return True
+        # Loops, not any(): called for every job a walk looks at.
+        for machine in self.machines:  # noqa: SIM110
+            if machine.free_slots > 0:
+                return True
+        return False
+
     def _walk(self) -> None:
-        """Phase 1 walks the order and starts what fits, up to the first job that does
-        not (the blocked one). Phase 2 walks only the jobs with a bounded run behind it,
-        the only ones that may pass it. So a refill costs what it looks at, not the
-        length of the queue."""
+        """Phase 1 walks the queue in order and starts what fits, up to the first job
+        that fits nowhere (the blocked one). Phase 2 walks only the jobs with a bounded
+        run behind it, the only ones that may pass it. So a refill costs what it looks
+        at, not the length of the queue."""
         self.needs_recheck = False
-        if not self.accepting or not self._order or self.paused_all:
+        if not self.accepting or not self._queue or self.paused_all:
             return
-        self._free_cpus = self.capacity - self._used_cpus
-        if self._free_cpus <= 0 and not self._legacy_waiting:
+        for machine in self.machines:
+            machine.refresh()  # free memory is read at most once per walk
+        room = self._room()  # changes only when a job is taken
+        if not room:
             return  # nothing fits until a petition ends (an event)
-        self._free_mem = None  # asked of the host only if some job needs it
         now = self._clock()
         started: list[Job] = []
         blocked: Job | None = None
-        for _, seq in self._order:
-            if self._free_cpus <= 0 and not self._legacy_waiting:
+        for job in self._queue.in_order():
+            if not room:
                 break
-            job = self._waiting[seq]
             if self._held(job):
                 continue
-            if not self._fits(job):
+            fitting = self._fitting(job)
+            if not fitting:
                 blocked = job
                 break
-            if job.native and not self._condition(job):
-                self.needs_recheck = True
-                continue
-            self._take(job)
-            started.append(job)
+            chosen = self._choose(job, fitting)
+            if chosen is not None:
+                self._take(job, chosen)
+                started.append(job)
+                room = self._room()
         if blocked is not None:
             if blocked.blocked_since is None:
                 blocked.blocked_since = now
             deadline = blocked.blocked_since + self.backfill_bound
-            start_at = bisect.bisect_right(self._timed, (blocked.order_key, blocked.seq))
-            for i in range(start_at, len(self._timed)):
-                if self._free_cpus <= 0 or now >= deadline:
+            for job in self._timed.after(blocked.petition.rank):
+                if not room or now >= deadline:
                     break
-                job = self._waiting[self._timed[i][1]]
                 if job.state is not State.QUEUED or self._held(job):
                     continue
-                if not self._fits(job):
+                fitting = self._fitting(job)
+                if not fitting:
                     if job.blocked_since is None:
                         job.blocked_since = now
                     deadline = min(deadline, job.blocked_since + self.backfill_bound)
                     continue
-                if not _ends_by(job.schedule, now, deadline):
+                if not preds.ends_by(job.schedule, now, deadline):
                     continue  # would delay a blocked job by more than the bound
-                if job.native and not self._condition(job):
-                    self.needs_recheck = True
-                    continue
-                self._take(job)
-                started.append(job)
+                chosen = self._choose(job, fitting)
+                if chosen is not None:
+                    self._take(job, chosen)
+                    started.append(job)
+                    room = self._room()
         for job in started:
             self._unqueue(job)
             self._start(job)
 
     def _held(self, job: Job) -> bool:
-        """Paused, in a paused group, or its group full (a cheap check for admission)."""
-        if job.paused:
-            return True
-        group = job.schedule.group
-        if group in self._paused_groups:
-            return True
-        limit = self._group_limits.get(group)
-        return limit is not None and self._group_running.get(group, 0) >= limit
+        """Whether a hold predicate says no (only those a queued job may fail)."""
+        for hold in self._walk_holds:  # noqa: SIM110
+            if hold(job, None) is not None:
+                return True
+        return False
 
-    def _fits(self, job: Job) -> bool:
-        """Whether its requests fit now (an original-API job: its condition holds)."""
-        need = job.schedule
+    def _fitting(self, job: Job) -> list[Machine]:
+        """The machines its resources fit on now (usually one or none)."""
+        rules = self._rules
+        resources = rules.resources if job.native else rules.legacy_resources
+        fitting: list[Machine] = []
+        for machine in self.machines:
+            for predicate in resources:
+                if predicate(job, machine) is not None:
+                    if preds.is_volatile(predicate):
+                        self.needs_recheck = True  # it may fit without an event
+                    break
+            else:
+                fitting.append(machine)
+        return fitting
+
+    def _choose(self, job: Job, fitting: list[Machine]) -> Machine | None:
+        """The first of ``fitting`` on which its conditions hold (for jobs of the original
+        API, its condition was a resource predicate)."""
         if not job.native:
-            fits = self._free_cpus >= 1 and self._condition(job)
-            self.needs_recheck = self.needs_recheck or not fits
-            return fits
-        if need.cpus > self._free_cpus or need.gpus > len(self._free_gpus):
-            return False
-        if need.mem:
-            if self._free_mem is None:
-                self._free_mem = self._free_memory()
-            if need.mem > self._free_mem:
-                self.needs_recheck = True  # memory is freed without telling orcha
-                return False
-        return True
+            return fitting[0]
+        for machine in fitting:
+            if all(cond(job, machine) is None for cond in self._rules.conditions):
+                return machine
+        self.needs_recheck = True  # conditions change without telling orcha
+        return None
 
-    def _take(self, job: Job) -> None:
-        """Give ``job`` what it asked for and mark it running."""
-        need = job.schedule
+    def _take(self, job: Job, machine: Machine) -> None:
+        """Give ``job`` what it asked for on ``machine`` and mark it running."""
         job.set_state(State.RUNNING)
-        self._used_cpus += need.cpus
-        self._free_cpus -= need.cpus
-        self._reserved_mem += need.mem
-        if need.mem and self._free_mem is not None:
-            self._free_mem -= need.mem
-        job.gpu_ids = tuple(self._free_gpus[: need.gpus])
-        del self._free_gpus[: need.gpus]
-        self._group_running[need.group] = self._group_running.get(need.group, 0) + 1
+        job.machine = machine
+        job.gpu_ids = machine.reserve(job.schedule)
+        self._state.started(job.schedule.group)
         self._running[job.seq] = job
-
-    def _free_memory(self) -> int:
-        try:
-            free = self.host.available_memory() - self._reserved_mem
-        except Exception:
-            if not self._memory_error:  # once, not at every recheck
-                log.exception("cannot read available memory; petitions that need memory wait")
-            self._memory_error = True
-            return 0
-        self._memory_error = False
-        return free
-
-    def _hold_words(self, job: Job) -> str | None:
-        """Why ``job`` is held whatever the resources, in words (for explain)."""
-        if not job.deps_ready:
-            outcome = self._dependencies(job)
-            if outcome is not None:
-                return outcome[1] if outcome[0] == "hold" else f"failing: {outcome[1]}"
-        if job.paused:
-            return f"paused ('orcha resume {job.id}')"
-        group = job.schedule.group
-        if group in self._paused_groups:
-            return f"group {group} is paused ('orcha resume --group {group}')"
-        limit = self._group_limits.get(group)
-        if limit is not None:
-            running = self._group_running.get(group, 0)
-            if running >= limit:
-                return f"group {group} full ({running}/{limit})"
-        return None
-
-    def _dependencies(self, job: Job) -> tuple[str, str] | None:
-        schedule = job.schedule
-        for dep in schedule.dependencies:
-            live = self._live.get(dep)
-            if live is not None and live is not job:
-                return ("hold", f"after {dep} ({str(live.state).lower()})")
-            end = self._recent_ends.get(dep) or self._ended(dep)
-            if end is None:
-                return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
-            state, code = end
-            if state is not State.SUCCEEDED and dep not in schedule.after_any:
-                how = f"{state}" if code is None else f"{state} (code {code})"
-                return ("fail", f"dependency {dep} ended {how}")
-        return None
-
-    def _condition(self, job: Job) -> bool:
-        try:
-            return bool(job.petition.condition(job.petition))
-        except (Exception, SystemExit):
-            # A broken predicate means "not now"; logged once per job so a plugin bug
-            # neither floods the log nor takes the service down.
-            if job.seq not in self._condition_errors:
-                self._condition_errors.add(job.seq)
-                log.exception("condition of petition %s raised; it keeps waiting", job.id)
-            return False
 
     def _fail(self, job: Job, reason: str, settle: bool = True) -> bool:
         """Fail a waiting job; with ``settle``, its own dependants too. False if it was
@@ -474,7 +407,8 @@ class Scheduler:
 
     # -- why petitions wait ---------------------------------------------------------------------
     def explain(self) -> dict[int, str]:
-        """For each waiting job (by seq), why it has not started, in words.
+        """For each waiting job (by seq), why it has not started, in words: those of the
+        predicate that said no, or why the backfill rule keeps it back.
 
         Copies what it needs under the lock and words it outside, so a status request
         over a long queue does not hold up admission.
@@ -483,56 +417,10 @@ class Scheduler:
             jobs = self._in_order()
             if not self.accepting:
                 return {job.seq: "the service is not starting petitions" for job in jobs}
-            if self.paused_all:
-                return {job.seq: "all petitions are paused ('orcha resume --all')" for job in jobs}
-            capacity, used = self.capacity, self._used_cpus
-            free_gpus = len(self._free_gpus)
-            free_mem_now = self._free_memory if any(j.schedule.mem for j in jobs) else None
-            free_mem = free_mem_now() if free_mem_now is not None else 0
-            holds = {job.seq: self._hold_words(job) for job in jobs}
-        free_cpus = capacity - used
-        now = self._clock()
-        out: dict[int, str] = {}
-        blocker: Job | None = None
-        ahead = 0  # waiting for resources ahead of this one
-        deadline = _INF
-        for job in jobs:
-            hold = holds[job.seq]
-            if hold is not None:
-                out[job.seq] = hold
-                continue
-            need, words = job.schedule, ""
-            if not job.native:
-                if free_cpus < 1 or not self._condition(job):
-                    words = "waiting for its condition to hold"
-            elif need.cpus > free_cpus:
-                if need.cpus == 1:
-                    words = f"waiting for a free slot ({used}/{capacity} CPUs in use)"
-                else:
-                    words = f"needs {need.cpus} CPUs, {max(free_cpus, 0)} free"
-            elif need.gpus > free_gpus:
-                words = f"needs {need.gpus} GPU(s), {free_gpus} free"
-            elif need.mem and need.mem > free_mem:
-                words = f"needs {gib(need.mem)}, {gib(max(free_mem, 0))} free"
-            if words:
-                if blocker is not None:
-                    words += f"; {ahead} ahead of it"
-                else:
-                    blocker = job
-                ahead += 1
-                since = job.blocked_since if job.blocked_since is not None else now
-                deadline = min(deadline, since + self.backfill_bound)
-                out[job.seq] = words
-            elif blocker is not None and not _ends_by(need, now, deadline):
-                out[job.seq] = (
-                    f"behind {blocker.id}, which waits for resources (only a petition "
-                    "whose --timeout ends soon enough may pass it)"
-                )
-            elif not self._condition(job):
-                out[job.seq] = "waiting for a plugin's predicate to hold"
-            else:
-                out[job.seq] = "starting"
-        return out
+            memory = any(j.schedule.mem for j in jobs)
+            views = [m.snapshot(memory) for m in self.machines]
+            holds = {job.seq: self._rules.hold_reason(job) for job in jobs}
+        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound)
 
     # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
@@ -556,15 +444,9 @@ class Scheduler:
         """A running job ended: free what it held and start what may start."""
         with self.lock:
             if self._running.pop(job.seq, None) is not None:
-                need = job.schedule
-                self._used_cpus -= need.cpus
-                self._reserved_mem -= need.mem
-                self._free_gpus.extend(job.gpu_ids)
-                self._free_gpus.sort(key=self.inventory.index)
-                group = need.group
-                self._group_running[group] = self._group_running.get(group, 1) - 1
-                if not self._group_running[group]:
-                    del self._group_running[group]
+                if job.machine is not None:
+                    job.machine.release(job.schedule, job.gpu_ids)
+                self._state.ended(job.schedule.group)
             self._ended_now(job)
             self.admit()
 
@@ -575,30 +457,19 @@ class Scheduler:
         ended = [job]
         while ended:
             job = ended.pop()
-            self._recent_ends[job.id] = (job.state, job.code)
-            if len(self._recent_ends) > _RECENT_ENDS:
-                del self._recent_ends[next(iter(self._recent_ends))]
+            self._deps.remember(job)
             self._forget(job)
             for seq in sorted(self._dependents.pop(job.id, ())):
                 dependent = self._waiting.get(seq)
                 if dependent is None or dependent.deps_ready:
                     continue
-                outcome = self._dependencies(dependent)
-                if outcome is None:
-                    dependent.deps_ready = True
-                    self._enter_order(dependent)
-                elif outcome[0] == "fail":
-                    if self._fail(dependent, outcome[1], settle=False):
-                        ended.append(dependent)
-                else:  # still waiting for another dependency: hear about that one
-                    for dep in dependent.schedule.dependencies:
-                        if dep in self._live:
-                            self._dependents.setdefault(dep, set()).add(seq)
+                if self._settle(dependent, settle=False):
+                    ended.append(dependent)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:
             del self._live[job.id]
-        self._condition_errors.discard(job.seq)
+        self._condition.forget(job)
 
     def forget(self, job: Job) -> None:
         """Drop a waiting job from the live IDs without ending it (kept for a restart)."""
@@ -610,7 +481,7 @@ class Scheduler:
         with self.lock:
             self.accepting = False
             waiting = self._in_order()
-            self._order.clear()
+            self._queue.clear()
             self._timed.clear()
             self._waiting.clear()
             self._legacy_waiting = 0
@@ -620,10 +491,7 @@ class Scheduler:
     def set_group_limit(self, group: str, limit: int | None) -> None:
         """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
         with self.lock:
-            if limit is None:
-                self._group_limits.pop(group, None)
-            else:
-                self._group_limits[group] = limit
+            self._state.set_limit(group, limit)
             self.admit()
 
     def set_paused(
@@ -637,23 +505,16 @@ class Scheduler:
         with self.lock:
             for job in jobs:
                 job.paused = paused
-            for group in groups:
-                if paused:
-                    self._paused_groups.add(group)
-                else:
-                    self._paused_groups.discard(group)
-            if everything:
-                self.paused_all = paused
-                if not paused:
-                    self._paused_groups.clear()
-                    for job in self._waiting.values():
-                        job.paused = False
+            self._state.pause(paused, groups, everything)
+            if everything and not paused:
+                for job in self._waiting.values():
+                    job.paused = False
             if not paused:
                 self.admit()
 
     def paused_groups(self) -> set[str]:
         with self.lock:
-            return set(self._paused_groups)
+            return set(self._state.paused_groups)
 
     def groups(self) -> list[dict[str, Any]]:
         """Every group with a limit, a pause or a petition: name, limit, counts, paused."""
@@ -661,21 +522,8 @@ class Scheduler:
             queued: dict[str, int] = {}
             for job in self._waiting.values():
                 queued[job.schedule.group] = queued.get(job.schedule.group, 0) + 1
-            names = (
-                {DEFAULT_GROUP} | set(self._group_limits) | self._paused_groups
-                | set(self._group_running) | set(queued)
-            )  # fmt: skip
-            return [
-                {
-                    "name": name,
-                    "max_running": self._group_limits.get(name),
-                    "running": self._group_running.get(name, 0),
-                    "queued": queued.get(name, 0),
-                    "paused": self.paused_all or name in self._paused_groups,
-                }
-                for name in sorted(names)
-            ]
+            return self._state.report(queued)
 
     def group_limits(self) -> dict[str, int]:
         with self.lock:
-            return dict(self._group_limits)
+            return dict(self._state.group_limits)

@@ -79,6 +79,10 @@ MIGRATIONS: list[list[str]] = [
         # template's settings, so it runs even if the template is removed meanwhile).
         "ALTER TABLE petitions ADD COLUMN runs_as TEXT",
     ],
+    [
+        # The machine it was admitted onto (Machine.name: 'local' for the service's host).
+        "ALTER TABLE petitions ADD COLUMN machine TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -87,7 +91,7 @@ _JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
-    "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as",
+    "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
 )  # fmt: skip
 
 

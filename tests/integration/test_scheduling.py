@@ -675,17 +675,3 @@ def test_plugin_predicates_compose_with_resources_and_a_raising_one_is_contained
     assert len(raised) == 1, service.stderr_lines  # logged once, not at every recheck
     orcha(env, "cancel", boom)
     assert service.proc is not None and service.proc.poll() is None  # still serving
-
-
-def test_status_shows_the_effective_priority_improving_with_aging(env: Env, tmp_path: Path) -> None:
-    serve(env, "--max-running", "1", "--aging", "1s")
-    blocker, waiter = new_id("age-blk"), new_id("age")
-    detach(env, blocker, gate(), tmp_path)
-    wait_running(env, blocker)
-    detach(env, waiter, "true", tmp_path, "--priority", "5")
-    first = record(env, waiter)["effective_priority"]
-    time.sleep(1.5)
-    later = record(env, waiter)["effective_priority"]
-    assert 3.0 < later < first <= 5.0, (first, later)  # one step per second waited
-    release(tmp_path)
-    wait_ended(env, blocker, waiter)

@@ -21,12 +21,15 @@ from orcha.protocol.outputs import OutputQueue
 from orcha.protocol.schedule import Schedule
 from orcha.service.host import Host
 from orcha.service.job import Job
+from orcha.service.machines import LocalMachine
 from orcha.service.scheduler import Scheduler
 from orcha.states import State
+from tests.unit.fake_machines import FakeMachine
 
 GIB = 1 << 30
 T0 = 1_000_000.0  # the fake clock's start: an arbitrary, epoch-like moment
 LOGGER = "orcha.service.scheduler"
+MACHINES_LOGGER = "orcha.service.machines"
 
 
 # -- fakes and helpers --------------------------------------------------------------------------
@@ -503,7 +506,7 @@ def test_jobs_without_memory_requests_never_read_memory() -> None:
 def test_unreadable_memory_makes_memory_jobs_wait_without_crashing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger=LOGGER)
+    caplog.set_level(logging.ERROR, logger=MACHINES_LOGGER)
     w = World(host=FakeHost(available=8 * GIB))
     w.host.memory_broken = True
     plain = w.submit("plain")
@@ -513,7 +516,8 @@ def test_unreadable_memory_makes_memory_jobs_wait_without_crashing(
     assert hungry.state is State.QUEUED
     assert w.sched.needs_recheck is True
     assert w.why(hungry) == "needs 1.0 GiB, 0.0 GiB free"
-    assert any("available memory" in r.getMessage() for r in _records(caplog))
+    logged = [r for r in caplog.records if r.name == MACHINES_LOGGER]
+    assert any("available memory" in r.getMessage() for r in logged)
     w.host.memory_broken = False
     w.sched.admit()
     assert hungry.state is State.RUNNING
@@ -1224,3 +1228,108 @@ def test_forget_drops_the_id_but_keeps_the_job_waiting() -> None:
     assert w.sched.get("kept") is None
     assert kept.state is State.QUEUED
     assert w.sched.waiting() == [kept]
+
+
+# -- aging, end to end on the fake clock (was a wall-clock integration test) ---------------------
+def test_an_old_low_priority_petition_overtakes_newer_higher_priority_ones() -> None:
+    # One slot, aging one priority step per second waited.
+    w = World(capacity=1, aging=1.0)
+    blocker = w.submit("blocker")
+    old = w.submit("old", 5)
+    first = w.sched.effective_priority(old)
+    w.clock.advance(1.5)
+    later = w.sched.effective_priority(old)
+    assert first == 5.0 and later == pytest.approx(3.5)  # what status shows, improving
+    w.submit("new-4", 4)  # arrives when old competes as 3.5: old is ahead of it
+    w.submit("new-3", 3)  # better than 3.5: ahead of old
+    w.clock.advance(10)
+    w.submit("new-0", 0)  # old competes as -6.5 by now: ahead of it too
+    assert [j.id for j in w.sched.waiting()] == ["new-3", "old", "new-4", "new-0"]
+    assert w.sched.effective_priority(old) == pytest.approx(-6.5)
+    w.finish(blocker)
+    for _ in range(4):
+        w.finish(w.rec.started[-1])
+    assert w.started == ["blocker", "new-3", "old", "new-4", "new-0"]
+
+
+# -- machines ---------------------------------------------------------------------------------
+def _on(*machines: FakeMachine, **kwargs: Any) -> tuple[World, Scheduler]:
+    """A World whose scheduler admits onto ``machines``."""
+    w = World()
+    w.sched = Scheduler(w.rec, machines=list(machines), clock=w.clock, **kwargs)
+    return w, w.sched
+
+
+def test_by_default_one_local_machine_of_the_host_and_jobs_record_it() -> None:
+    w = World(capacity=2, gpus=("0", "1"))
+    (machine,) = w.sched.machines
+    assert isinstance(machine, LocalMachine)
+    assert machine.name == "local" and machine.host is w.host
+    assert (machine.slots, machine.inventory) == (2, ("0", "1"))
+    job = w.submit("a", cpus=2, gpus=1)
+    assert job.machine is machine
+    assert (machine.used_slots, machine.free_gpus) == (2, ["1"])
+    w.finish(job)
+    assert job.machine is machine  # still named once it ended (for its record)
+    assert (machine.used_slots, machine.free_gpus) == (0, ["0", "1"])
+
+
+def test_a_petition_goes_to_the_machine_that_has_room_for_it() -> None:
+    small, big = FakeMachine("small", slots=1), FakeMachine("big", slots=2)
+    w, sched = _on(small, big)
+    one = w.submit("one")
+    two = w.submit("two", cpus=2)
+    assert (one.machine, two.machine) == (small, big)
+    assert (small.used_slots, big.used_slots) == (1, 2)
+    assert (sched.capacity, sched.used_cpus) == (3, 3)
+
+
+def test_two_machines_share_one_global_order_each_with_its_own_capacity() -> None:
+    a, b = FakeMachine("a", slots=1), FakeMachine("b", slots=2)
+    w, sched = _on(a, b)
+    sched.set_paused(True, everything=True)
+    w.submit("low", 5)
+    w.submit("wide", 1, cpus=2)
+    w.submit("high", 0)
+    w.submit("mid", 3)
+    sched.set_paused(False, everything=True)
+    # Global priority: high first (onto a, the first with room); wide needs 2 CPUs: only
+    # b has them. mid then fits nowhere, and neither does low behind it.
+    assert w.started == ["high", "wide"]
+    assert [j.machine.name for j in w.rec.started if j.machine] == ["a", "b"]
+    assert sched.explain()[sched.get("mid").seq] == (  # type: ignore[union-attr]
+        "a: waiting for a free slot (1/1 CPUs in use); b: waiting for a free slot (2/2 CPUs in use)"
+    )
+    w.finish(w.rec.started[1])  # wide ends: b has 2 free; mid then low, in order
+    assert w.started == ["high", "wide", "mid", "low"]
+    assert [j.machine for j in w.rec.started[2:]] == [b, b]
+
+
+def test_a_request_no_single_machine_can_meet_is_refused() -> None:
+    _, sched = _on(FakeMachine("a", slots=2), FakeMachine("b", slots=3, gpus=("0",)))
+    sched.check_feasible(Schedule(cpus=3))
+    sched.check_feasible(Schedule(cpus=2, gpus=1))
+    with pytest.raises(PetitionError, match="largest machine of this service has 3"):
+        sched.check_feasible(Schedule(cpus=4))
+    _, apart = _on(FakeMachine("a", slots=3), FakeMachine("b", slots=1, gpus=("0",)))
+    apart.check_feasible(Schedule(cpus=3))
+    apart.check_feasible(Schedule(gpus=1))
+    with pytest.raises(PetitionError, match="no machine of this service has 3 CPUs, 1 GPU"):
+        apart.check_feasible(Schedule(cpus=3, gpus=1))
+
+
+def test_plugin_predicates_of_the_machine_shape_are_asked_per_machine() -> None:
+    a, b = FakeMachine("a", slots=1), FakeMachine("b", slots=1)
+
+    def not_on_a(job: Job, machine: Any) -> str | None:
+        return "not on a" if machine.name == "a" else None
+
+    w, sched = _on(a, b, predicates=[not_on_a])
+    first = w.submit("first")
+    second = w.submit("second")
+    assert first.machine is b
+    assert second.state is State.QUEUED
+    assert sched.needs_recheck is True  # a predicate said no: asked again later
+    assert sched.explain()[second.seq] == "not on a"  # the words of the one that said no
+    w.finish(first)
+    assert second.machine is b

@@ -1,0 +1,116 @@
+"""Why waiting petitions wait, in words (what ``orcha status`` shows for each).
+
+The words are those of the predicate that said no (:mod:`orcha.service.predicates`), or
+of the backfill rule when a petition that would fit stays behind a blocked one. Pure: it
+works on a copy of the queue and on snapshots of the machines, so the scheduler words it
+outside its lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orcha.service.predicates import ends_by
+
+if TYPE_CHECKING:
+    from orcha.service.job import Job
+    from orcha.service.predicates import Capacity, Hold, Predicate
+
+_INF = float("inf")
+
+
+@dataclass
+class Rules:
+    """The scheduler's predicates by role (see :mod:`orcha.service.predicates`)."""
+
+    holds: list[Hold]
+    resources: list[Predicate]
+    legacy_resources: list[Predicate]  # for petitions of the original API
+    conditions: list[Predicate]
+
+    def hold_reason(self, job: Job) -> str | None:
+        """Why ``job`` is held whatever the resources, or None."""
+        for hold in self.holds:
+            reason = hold(job, None)
+            if reason is not None:
+                return reason
+        return None
+
+    def misfit(self, job: Job, machines: Sequence[Capacity]) -> str | None:
+        """None if its resources fit on some machine, else why not (on each machine)."""
+        resources = self.resources if job.native else self.legacy_resources
+        reasons = []
+        for machine in machines:
+            reason = _first_no(resources, job, machine)
+            if reason is None:
+                return None
+            reasons.append(reason if len(machines) == 1 else f"{machine.name}: {reason}")
+        return "; ".join(reasons)
+
+    def unmet_condition(self, job: Job, machines: Sequence[Capacity]) -> str | None:
+        """None if its conditions hold on a machine its resources fit on, else why not."""
+        if not job.native:
+            return None  # its condition was one of its resources
+        first = None
+        for machine in machines:
+            if _first_no(self.resources, job, machine) is not None:
+                continue
+            reason = _first_no(self.conditions, job, machine)
+            if reason is None:
+                return None
+            first = first or reason
+        return first
+
+
+def _first_no(predicates: Sequence[Predicate], job: Job, machine: Capacity) -> str | None:
+    for predicate in predicates:
+        reason = predicate(job, machine)
+        if reason is not None:
+            return reason
+    return None
+
+
+def explain(
+    jobs: Sequence[Job],
+    holds: dict[int, str | None],
+    machines: Sequence[Capacity],
+    rules: Rules,
+    now: float,
+    backfill_bound: float,
+) -> dict[int, str]:
+    """For each of ``jobs`` (waiting, in order; by seq) why it has not started.
+
+    ``holds``: each job's hold reason (read under the scheduler's lock); ``machines``:
+    snapshots of the machines' free resources. A job its resources fit on no machine
+    is a blocker; a later one that fits waits behind it unless its ``--timeout`` ends
+    within ``backfill_bound`` (the scheduler's backfill rule).
+    """
+    out: dict[int, str] = {}
+    blocker: Job | None = None
+    ahead = 0  # waiting for resources ahead of this one
+    deadline = _INF
+    for job in jobs:
+        hold = holds[job.seq]
+        if hold is not None:
+            out[job.seq] = hold
+            continue
+        words = rules.misfit(job, machines)
+        if words:
+            if blocker is not None:
+                words += f"; {ahead} ahead of it"
+            else:
+                blocker = job
+            ahead += 1
+            since = job.blocked_since if job.blocked_since is not None else now
+            deadline = min(deadline, since + backfill_bound)
+            out[job.seq] = words
+        elif blocker is not None and not ends_by(job.schedule, now, deadline):
+            out[job.seq] = (
+                f"behind {blocker.id}, which waits for resources (only a petition "
+                "whose --timeout ends soon enough may pass it)"
+            )
+        else:
+            out[job.seq] = rules.unmet_condition(job, machines) or "starting"
+    return out

@@ -1,0 +1,345 @@
+"""Machines: where petitions run.
+
+A :class:`Machine` has capacity (CPU slots, memory, GPUs), the reservations of the
+petitions running on it, and process control (spawn, signal the tree, stop the tree,
+measure the tree). The scheduler admits each petition *onto* one machine (it records it
+as ``job.machine``); priority, aging, backfill, groups and dependencies stay global.
+Everything that touches a petition's processes goes through its machine, so nothing
+outside a machine's process control assumes local PIDs or ``/proc``.
+
+Today there is one machine, :class:`LocalMachine`: the host the service runs on, named
+``"local"`` (its ``name`` is what a petition's record and ``status --json`` show; a
+later remote machine names itself, e.g. by its worker address).
+
+The reservations are the scheduler's bookkeeping, kept under its lock; capacity and
+process control are the subclass's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.host import Host
+    from orcha.service.job import Job
+    from orcha.service.procs import ProcessControl, Sweeper
+
+log = logging.getLogger("orcha.service.machines")
+
+
+class Machine:
+    """A place petitions run: its capacity, what running petitions reserved on it, and
+    control over each petition's processes.
+
+    Subclasses implement :attr:`slots`, :meth:`total_memory`, :meth:`available_memory`
+    and the process control methods; the reservation methods here are called by the
+    scheduler under its lock.
+    """
+
+    def __init__(self, name: str, gpus: Iterable[str] = ()) -> None:
+        self.name = name
+        #: The GPUs petitions may be given on this machine (e.g. nvidia-smi indices).
+        self.inventory: tuple[str, ...] = tuple(gpus)
+        self.free_gpus: list[str] = list(self.inventory)
+        self.used_slots = 0
+        self.reserved_memory = 0
+        self._slots_now: int | None = None  # slots, read once per walk (see refresh())
+        # Free memory, read at most once per admission walk (see refresh()).
+        self._free_mem: int | None = None
+        self._memory_error = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    # -- capacity ---------------------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        """CPU slots petitions may occupy at once (may change between admissions)."""
+        raise NotImplementedError
+
+    def total_memory(self) -> int:
+        """Bytes of memory the machine has (a request above it can never fit)."""
+        raise NotImplementedError
+
+    def available_memory(self) -> int:
+        """Bytes that can be given to new processes now (running petitions included)."""
+        raise NotImplementedError
+
+    # -- reservations (scheduler bookkeeping) -------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        """Slots not in use (capacity as read at the last :meth:`refresh`)."""
+        if self._slots_now is None:
+            self._slots_now = self.slots
+        return self._slots_now - self.used_slots
+
+    @property
+    def free_gpu_count(self) -> int:
+        return len(self.free_gpus)
+
+    def refresh(self) -> None:
+        """Read the slots again and forget the free memory read during the last admission
+        walk (the scheduler calls it at the start of each)."""
+        self._slots_now = self.slots
+        self._free_mem = None
+
+    def free_memory(self) -> int:
+        """Available memory minus what running petitions reserved; read once per walk
+        (between :meth:`refresh` calls). 0 if it cannot be read (logged once)."""
+        if self._free_mem is None:
+            self._free_mem = self._read_free_memory()
+        return self._free_mem
+
+    def _read_free_memory(self) -> int:
+        try:
+            free = self.available_memory() - self.reserved_memory
+        except Exception:
+            if not self._memory_error:  # once, not at every recheck
+                log.exception(
+                    "%s: cannot read available memory; petitions that need memory wait",
+                    self.name,
+                )
+            self._memory_error = True
+            return 0
+        self._memory_error = False
+        return free
+
+    def reserve(self, need: Schedule) -> tuple[str, ...]:
+        """Give a starting petition what it asked for; returns its GPUs."""
+        self.used_slots += need.cpus
+        self.reserved_memory += need.mem
+        if need.mem and self._free_mem is not None:
+            self._free_mem -= need.mem
+        gpus = tuple(self.free_gpus[: need.gpus])
+        del self.free_gpus[: need.gpus]
+        return gpus
+
+    def release(self, need: Schedule, gpus: Sequence[str]) -> None:
+        """Take back what an ended petition held."""
+        self.used_slots -= need.cpus
+        self.reserved_memory -= need.mem
+        self.free_gpus.extend(gpus)
+        self.free_gpus.sort(key=self.inventory.index)
+
+    def snapshot(self, memory: bool) -> MachineView:
+        """Its free resources now, as plain data (for explaining outside the lock);
+        free memory is read only if ``memory``."""
+        return MachineView(
+            self.name,
+            self.slots,
+            self.used_slots,
+            self.free_gpu_count,
+            self._read_free_memory() if memory else 0,
+        )
+
+    # -- process control --------------------------------------------------------------------
+    def spawn(
+        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pipe_size: int = 0
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` for a petition, its stdout and stderr piped to the service."""
+        raise NotImplementedError
+
+    def adopt(self, job: Job, pid: int) -> None:
+        """A process the petition's action started (``cb(pid)``) belongs to its tree."""
+        raise NotImplementedError
+
+    def signal_tree(self, job: Job, sig: int) -> int:
+        """Send ``sig`` to every process of the petition; returns how many."""
+        raise NotImplementedError
+
+    def stop_tree(self, job: Job, grace: float, force: bool = False) -> int:
+        """Stop every process of the petition: TERM, ``grace`` seconds, KILL (with
+        ``force``: KILL at once). Returns how many were signalled."""
+        raise NotImplementedError
+
+    def measure_tree(self, job: Job) -> dict[str, float]:
+        """What the petition's processes use now: ``processes``, ``cpu_seconds``,
+        ``rss`` (bytes)."""
+        raise NotImplementedError
+
+    def sweep(self, job: Job, grace: float) -> None:
+        """The petition ended normally: stop, in the background, what it left running."""
+        raise NotImplementedError
+
+    def start_ticks(self, pid: int) -> int | None:
+        """What names process ``pid`` beside its PID in a record (so a reused PID is not
+        taken for it after a restart), or None."""
+        return None
+
+    def stop_recorded(self, pids: Iterable[Sequence[int]], token: str | None, grace: float) -> int:
+        """Stop what a petition recorded before a restart left running: ``pids`` as the
+        record keeps them ([pid, start ticks]). Returns how many were signalled."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MachineView:
+    """A machine's free resources at one moment (what predicates read in explain)."""
+
+    name: str
+    slots: int
+    used_slots: int
+    free_gpu_count: int
+    memory: int
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self.used_slots
+
+    def free_memory(self) -> int:
+        return self.memory
+
+
+class LocalMachine(Machine):
+    """The host the service runs on: capacity from :class:`~orcha.service.host.Host`,
+    process control by :class:`~orcha.service.procs.ProcessControl` (local PIDs, process
+    trees found through psutil and the petition's token in ``/proc``)."""
+
+    def __init__(
+        self,
+        host: Host | None = None,
+        procs: ProcessControl | None = None,
+        *,
+        slots: int | Callable[[], int] | None = None,
+        gpus: Iterable[str] = (),
+        name: str = "local",
+    ) -> None:
+        """``slots``: CPU slots, or a callable read at each admission (default: the
+        host's cores); ``gpus``: the GPU inventory (default none; the composition root
+        passes ``host.discover_gpus()`` or the configured list)."""
+        super().__init__(name, gpus)
+        if host is None:
+            from orcha.service.host import Host
+
+            host = Host()
+        self.host = host
+        self._procs = procs
+        if slots is None:
+            slots = host.cpu_count()
+        if callable(slots):
+            self._slots: Callable[[], int] = slots
+        else:
+            count = slots
+            self._slots = lambda: count
+        self._sweeper: Sweeper | None = None
+
+    @property
+    def procs(self) -> ProcessControl:
+        """Its process control (created on first use: psutil is imported only then)."""
+        if self._procs is None:
+            from orcha.service.procs import ProcessControl
+
+            self._procs = ProcessControl()
+        return self._procs
+
+    @property
+    def slots(self) -> int:
+        return self._slots()
+
+    def total_memory(self) -> int:
+        return self.host.total_memory()
+
+    def available_memory(self) -> int:
+        return self.host.available_memory()
+
+    def spawn(
+        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pipe_size: int = 0
+    ) -> subprocess.Popen[bytes]:
+        return self.procs.spawn(argv, cwd=cwd, env=env, pipe_size=pipe_size)
+
+    def adopt(self, job: Job, pid: int) -> None:
+        with job.lock:
+            job.pids.add(pid)
+
+    def signal_tree(self, job: Job, sig: int) -> int:
+        return self.procs.signal_tree(list(job.pids), job.token, sig)
+
+    def stop_tree(self, job: Job, grace: float, force: bool = False) -> int:
+        return self.procs.stop_tree(list(job.pids), job.token, grace, force=force)
+
+    def measure_tree(self, job: Job) -> dict[str, float]:
+        import psutil
+
+        cpu = 0.0
+        rss = 0
+        procs = self.procs.tree(list(job.pids), job.token)
+        for proc in procs.values():
+            try:
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return {"processes": float(len(procs)), "cpu_seconds": cpu, "rss": float(rss)}
+
+    def sweep(self, job: Job, grace: float) -> None:
+        if not job.pids:
+            return  # it started nothing it told orcha about: nothing to look for
+        if self._sweeper is None:
+            from orcha.service.procs import Sweeper
+
+            self._sweeper = Sweeper(self.procs, grace)
+        self._sweeper.add(job)
+
+    def start_ticks(self, pid: int) -> int | None:
+        """When process ``pid`` started, in clock ticks since boot (``/proc``)."""
+        from orcha.service.procs import start_ticks
+
+        return start_ticks(pid)
+
+    def stop_recorded(self, pids: Iterable[Sequence[int]], token: str | None, grace: float) -> int:
+        # The same process, not a reused PID: same start time.
+        roots = [pid for pid, started in pids if self.start_ticks(pid) == started]
+        if not roots and not token:
+            return 0
+        return self.procs.stop_tree(roots, token, grace)
+
+
+def check_feasible(machines: Sequence[Machine], schedule: Schedule) -> None:
+    """Refuse (PetitionError, REFUSED) a request no machine could ever meet, whatever
+    ended: a petition runs on one machine, so each request is held against the largest."""
+    from orcha.errors import ExitCode, PetitionError
+    from orcha.service.predicates import gib
+
+    one = len(machines) == 1
+    slots = max(m.slots for m in machines)
+    if schedule.cpus > slots:
+        where = "this service has" if one else "the largest machine of this service has"
+        raise PetitionError(
+            f"the petition asks for {schedule.cpus} CPUs but {where} {slots} "
+            "('orcha serve --max-running'); ask for fewer with --cpus",
+            ExitCode.REFUSED,
+        )
+    most_gpus = max(len(m.inventory) for m in machines)
+    if schedule.gpus > most_gpus:
+        inventory = [g for m in machines for g in m.inventory]
+        have = ", ".join(inventory) if inventory else "none"
+        raise PetitionError(
+            f"the petition asks for {schedule.gpus} GPU(s) but this service has "
+            f"{most_gpus} ({have}; 'orcha serve --gpus'); ask for fewer with --gpus",
+            ExitCode.REFUSED,
+        )
+    totals = {m.name: m.total_memory() for m in machines} if schedule.mem else {}
+    if totals and schedule.mem > max(totals.values()):
+        raise PetitionError(
+            f"the petition asks for {gib(schedule.mem)} of memory but this host has "
+            f"{gib(max(totals.values()))}; ask for less with --mem",
+            ExitCode.REFUSED,
+        )
+    if not one and not any(
+        schedule.cpus <= m.slots
+        and schedule.gpus <= len(m.inventory)
+        and (not schedule.mem or schedule.mem <= totals[m.name])
+        for m in machines
+    ):
+        raise PetitionError(
+            f"no machine of this service has {schedule.cpus} CPUs, {schedule.gpus} "
+            f"GPU(s) and {gib(schedule.mem)} of memory together; ask for less",
+            ExitCode.REFUSED,
+        )

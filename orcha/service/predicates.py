@@ -1,0 +1,310 @@
+"""Predicates: whether a waiting petition may start on a machine now, and if not, why.
+
+One shape: ``predicate(job, machine) -> None`` when it fits, else the reason in words
+(what ``orcha status`` shows as why the petition waits). The scheduler asks three lists
+of them (see :class:`~orcha.service.scheduler.Scheduler`), and the three differ only in
+what a "no" does to admission, which the scheduler decides, not the predicate:
+
+* **holds** (:class:`AllPaused`, :class:`Dependencies`, :class:`Paused`,
+  :class:`GroupFull`): global, the machine is ignored; a held petition is skipped and
+  holds nothing back;
+* **resources** (:func:`slots`, the default, then :func:`gpus` and :data:`memory`; for a
+  petition of the original API :class:`LegacyCondition` instead): per machine; a petition
+  that fits on no machine is *blocked*, and only backfill may pass it;
+* **conditions** (:class:`PetitionCondition`, then plugins' predicates): asked once its
+  resources fit; a "no" skips it until the next recheck.
+
+A predicate whose answer changes without an event orcha hears of (free memory, a
+plugin's condition) has a true ``volatile`` attribute: while one says no, the service
+asks again every :data:`~orcha.defaults.RECHECK_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orcha.protocol.schedule import DEFAULT_GROUP
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.job import Job
+
+# Scheduling's logger: these are the scheduler's rules.
+log = logging.getLogger("orcha.service.scheduler")
+
+
+class Capacity(Protocol):
+    """What a predicate may read of a machine: a live
+    :class:`~orcha.service.machines.Machine` during admission, a
+    :class:`~orcha.service.machines.MachineView` when explaining."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def slots(self) -> int: ...
+
+    @property
+    def used_slots(self) -> int: ...
+
+    @property
+    def free_slots(self) -> int: ...
+
+    @property
+    def free_gpu_count(self) -> int: ...
+
+    def free_memory(self) -> int: ...
+
+
+#: ``(job, machine) -> None`` if it fits, else why not.
+Predicate = Callable[["Job", Capacity], "str | None"]
+#: A global predicate: the same shape, but the machine is None (and ignored).
+Hold = Callable[["Job", "Capacity | None"], "str | None"]
+
+
+def gib(n: int) -> str:
+    """Bytes as GiB with one decimal, for messages."""
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def ends_by(need: Schedule, now: float, deadline: float) -> bool:
+    """Whether a petition started now surely frees its resources by ``deadline`` (for
+    the scheduler's backfill rule, which is not a predicate: it depends on the queue)."""
+    longest = need.longest_run
+    return longest is not None and now + longest <= deadline
+
+
+def is_volatile(predicate: Predicate) -> bool:
+    """Whether ``predicate``'s answer may change without an event (see the module)."""
+    return bool(getattr(predicate, "volatile", False))
+
+
+# -- resources (per machine) -------------------------------------------------------------------
+def slots(job: Job, machine: Capacity) -> str | None:
+    """The default predicate: its CPU slots are free on the machine."""
+    need, free = job.schedule.cpus, machine.free_slots
+    if need <= free:
+        return None
+    if need == 1:
+        return f"waiting for a free slot ({machine.used_slots}/{machine.slots} CPUs in use)"
+    return f"needs {need} CPUs, {max(free, 0)} free"
+
+
+def gpus(job: Job, machine: Capacity) -> str | None:
+    """As many distinct GPUs as it asks for are free on the machine."""
+    need, free = job.schedule.gpus, machine.free_gpu_count
+    return None if need <= free else f"needs {need} GPU(s), {free} free"
+
+
+class Memory:
+    """The machine's available memory, minus what running petitions reserved, covers
+    the request. Volatile: memory is freed without telling orcha."""
+
+    volatile = True
+
+    def __call__(self, job: Job, machine: Capacity) -> str | None:
+        need = job.schedule.mem
+        if not need:
+            return None  # free memory is not even read
+        free = machine.free_memory()
+        return None if need <= free else f"needs {gib(need)}, {gib(max(free, 0))} free"
+
+
+#: See :class:`Memory`.
+memory = Memory()
+
+
+class PetitionCondition:
+    """The petition's own ``condition(petition)`` holds (for orcha's kinds: every plugin
+    predicate). One that raises means "not now", logged once per petition so a plugin
+    bug neither floods the log nor takes the service down."""
+
+    volatile = True
+
+    def __init__(self, reason: str = "waiting for a plugin's predicate to hold") -> None:
+        self.reason = reason
+        self._raised: set[int] = set()  # seqs of jobs whose condition raised (logged)
+
+    def holds(self, job: Job) -> bool:
+        try:
+            return bool(job.petition.condition(job.petition))
+        except (Exception, SystemExit):
+            if job.seq not in self._raised:
+                self._raised.add(job.seq)
+                log.exception("condition of petition %s raised; it keeps waiting", job.id)
+            return False
+
+    def __call__(self, job: Job, machine: Capacity) -> str | None:
+        return None if self.holds(job) else self.reason
+
+    def forget(self, job: Job) -> None:
+        """``job`` has left the queue: log its condition's next failure again."""
+        self._raised.discard(job.seq)
+
+
+class LegacyCondition:
+    """A petition of the original API fits when a slot is free and its own condition
+    holds (the original ``look_ahead`` behaviour: it blocks those behind it)."""
+
+    volatile = True
+
+    def __init__(self, condition: PetitionCondition) -> None:
+        self.condition = condition
+
+    def __call__(self, job: Job, machine: Capacity) -> str | None:
+        if machine.free_slots < 1 or not self.condition.holds(job):
+            return "waiting for its condition to hold"
+        return None
+
+
+# -- holds (global) ------------------------------------------------------------------------
+class Holds:
+    """The global state hold predicates read: pauses and group limits."""
+
+    def __init__(self) -> None:
+        self.paused_all = False
+        self.paused_groups: set[str] = set()
+        self.group_limits: dict[str, int] = {}
+        self.group_running: dict[str, int] = {}  # group -> petitions of it running
+
+    def started(self, group: str) -> None:
+        self.group_running[group] = self.group_running.get(group, 0) + 1
+
+    def ended(self, group: str) -> None:
+        left = self.group_running.get(group, 1) - 1
+        if left:
+            self.group_running[group] = left
+        else:
+            self.group_running.pop(group, None)
+
+    def set_limit(self, group: str, limit: int | None) -> None:
+        """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
+        if limit is None:
+            self.group_limits.pop(group, None)
+        else:
+            self.group_limits[group] = limit
+
+    def pause(self, paused: bool, groups: Iterable[str], everything: bool) -> None:
+        """Pause (or resume) whole groups, or everything (resuming everything resumes
+        every group too)."""
+        for group in groups:
+            if paused:
+                self.paused_groups.add(group)
+            else:
+                self.paused_groups.discard(group)
+        if everything:
+            self.paused_all = paused
+            if not paused:
+                self.paused_groups.clear()
+
+    def report(self, queued: dict[str, int]) -> list[dict[str, Any]]:
+        """Every group with a limit, a pause or a petition (``queued``: waiting ones by
+        group): name, limit, counts, paused."""
+        names = (
+            {DEFAULT_GROUP} | set(self.group_limits) | self.paused_groups
+            | set(self.group_running) | set(queued)
+        )  # fmt: skip
+        return [
+            {
+                "name": name,
+                "max_running": self.group_limits.get(name),
+                "running": self.group_running.get(name, 0),
+                "queued": queued.get(name, 0),
+                "paused": self.paused_all or name in self.paused_groups,
+            }
+            for name in sorted(names)
+        ]
+
+
+class AllPaused:
+    """Not while everything is paused ('orcha pause --all')."""
+
+    def __init__(self, holds: Holds) -> None:
+        self.holds = holds
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        return "all petitions are paused ('orcha resume --all')" if self.holds.paused_all else None
+
+
+class Paused:
+    """Not while the petition, or its group, is paused."""
+
+    def __init__(self, holds: Holds) -> None:
+        self.holds = holds
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        if job.paused:
+            return f"paused ('orcha resume {job.id}')"
+        group = job.schedule.group
+        if group in self.holds.paused_groups:
+            return f"group {group} is paused ('orcha resume --group {group}')"
+        return None
+
+
+class GroupFull:
+    """Not while its group runs as many petitions as the group's limit."""
+
+    def __init__(self, holds: Holds) -> None:
+        self.holds = holds
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        group = job.schedule.group
+        limit = self.holds.group_limits.get(group)
+        if limit is None:
+            return None
+        running = self.holds.group_running.get(group, 0)
+        return f"group {group} full ({running}/{limit})" if running >= limit else None
+
+
+#: How an ID that is neither queued nor running ended: (state, code), None if unknown.
+EndLookup = Callable[[str], "tuple[State, int | None] | None"]
+
+#: How many ended IDs are remembered for dependants (older ones are looked up in the
+#: records).
+RECENT_ENDS = 4096
+
+
+class Dependencies:
+    """Not before the petitions it runs ``--after`` have ended (successfully, unless
+    ``--after-any``). A dependency that failed dooms it: the scheduler fails it; until
+    then the reason says so."""
+
+    def __init__(self, live: dict[str, Job], ended: EndLookup) -> None:
+        """``live``: the waiting and running jobs by ID; ``ended``: the records."""
+        self.live = live
+        self.ended = ended
+        self.recent: dict[str, tuple[State, int | None]] = {}  # ID -> how it ended
+
+    def remember(self, job: Job) -> None:
+        """``job`` has ended (its dependants look its end up here first)."""
+        self.recent[job.id] = (job.state, job.code)
+        if len(self.recent) > RECENT_ENDS:
+            del self.recent[next(iter(self.recent))]
+
+    def check(self, job: Job) -> tuple[str, str] | None:
+        """None if its dependencies are met, ("hold", why) while one has not ended, or
+        ("fail", why) once one ended in a way that dooms it."""
+        schedule = job.schedule
+        for dep in schedule.dependencies:
+            live = self.live.get(dep)
+            if live is not None and live is not job:
+                return ("hold", f"after {dep} ({str(live.state).lower()})")
+            end = self.recent.get(dep) or self.ended(dep)
+            if end is None:
+                return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
+            state, code = end
+            if state is not State.SUCCEEDED and dep not in schedule.after_any:
+                how = f"{state}" if code is None else f"{state} (code {code})"
+                return ("fail", f"dependency {dep} ended {how}")
+        return None
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        if job.deps_ready:
+            return None
+        outcome = self.check(job)
+        if outcome is None:
+            return None
+        return outcome[1] if outcome[0] == "hold" else f"failing: {outcome[1]}"
