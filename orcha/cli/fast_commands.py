@@ -7,9 +7,10 @@ it built its click command from; see :func:`orcha.cli.petition_options.command`)
 fast path reads that note. It holds only while what discovery saw is unchanged, so it is
 keyed by orcha's version, the disabled plugins, ``ORCHA_PLUGIN_PATH`` and the
 modification times of every folder discovery looks in (``sys.path``: installing or
-removing a distribution or module changes them). On any other key, or a module that no
-longer declares the command, the fast path leaves the command line to click, which
-writes the note afresh.
+removing a distribution or module changes them; for ``python -m orcha`` that includes the
+current directory, so there the note holds only while that directory is unchanged). On
+any other key, or a module that no longer declares the command, the fast path leaves the
+command line to click, which writes the note afresh.
 
 Cheap to import: no click, typing or re.
 """
@@ -42,7 +43,7 @@ def key(disabled: Iterable[str]) -> str:
 
     plugin_path = os.environ.get("ORCHA_PLUGIN_PATH", "")
     parts = [__version__, ",".join(sorted(disabled)), plugin_path]
-    for folder in [*sys.path, *plugin_path.split(os.pathsep)]:
+    for folder in [*sys.path, *(f for f in plugin_path.split(os.pathsep) if f)]:
         try:
             parts.append(f"{folder}={os.stat(folder or '.').st_mtime_ns}")
         except (OSError, ValueError):

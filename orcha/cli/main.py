@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import sys
 
-from orcha.cli.report import report
-
-__all__ = ["main", "report"]
-
 
 def main(argv: list[str] | None = None) -> None:
     """Run orcha with ``argv`` (default: the command line) and exit with its code."""
@@ -32,5 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
             code = run(args)
     except KeyboardInterrupt as e:  # before a command's own handling takes over
+        from orcha.cli.report import report
+
         code = report(e, args)
     sys.exit(code)
