@@ -97,7 +97,8 @@ class Command:
     petition options (:data:`PETITION_OPTIONS`, unless ``petition`` is false) and the
     global options follow. ``submission(values)`` turns the values (dest -> value,
     defaults filled in) into ``(kind, params)`` for the service, or raises ValueError
-    for values the command refuses. ``module``: the module that declares it, importable
+    for values the command refuses (all that the kind's own check would refuse: the fast
+    path does not load the kind). ``module``: the module that declares it, importable
     without click, so that the fast path can find it by name (``module=__name__``).
     Its values have ``petition_id`` and may have ``priority`` and ``detach``.
     """
