@@ -6,7 +6,7 @@ takes a value, its type and range, its default, and the function from
 :mod:`orcha.cli.values` that checks it. :mod:`orcha.cli.build` turns these declarations
 into click options and commands; :func:`parse` reads a command line by the same
 declarations without click. What :func:`parse` accepts, click accepts and means the same
-by (``tests/unit/test_grammar.py`` checks it over many command lines); anything it is not
+by (``tests/unit/test_fast.py`` checks it over many command lines); anything it is not
 sure of (help, an unknown or repeated option, a bad value, an option marked ``fast=False``)
 makes it return None, so that click answers with its own message and exit code 2.
 
