@@ -247,3 +247,18 @@ def test_each_click_command_has_exactly_the_declared_parameters(spec: Command) -
             default = param.get_default(click.Context(command))
             unset = default is None or type(default).__name__ == "Sentinel"  # click >= 8.3
             assert (None if unset else default) == option.default, param.name
+
+
+def test_the_declarations_and_the_fast_path_are_cheap_to_import() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; before = set(sys.modules)\n"
+        "import orcha.cli.fast, orcha.cli.grammar, orcha.cli.fast_commands\n"
+        "import orcha_plugins.shell_command, orcha_plugins.hello_command\n"
+        "print(sorted({'click', 'typing', 're', 'yaml', 'json'} & (set(sys.modules) - before)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.stdout == "[]\n", proc.stderr
