@@ -3,15 +3,16 @@ exactly as third-party plugins are.
 
 * ``hello``: ``orcha send ID --counter N`` prints "Hello world! 0" ... "Hello world! N-1";
 * ``shell``: ``orcha run ID -- CMD [ARG...]`` runs a command on the service host.
+
+Each declares its command in a module of its own (``hello_command``, ``shell_command``)
+that imports neither click nor the plugin machinery, so that ``orcha``'s fast path can
+read it; this package itself imports nothing either.
 """
 
-from orcha.plugins import BasePlugin
 
+def __getattr__(name: str) -> object:
+    if name == "FirstPartyPlugin":  # where it was before the command modules came
+        from orcha_plugins.base import FirstPartyPlugin
 
-class FirstPartyPlugin(BasePlugin):
-    """Base of orcha's own plugins: they are versioned with orcha itself."""
-
-    def version(self) -> str:  # type: ignore[override]
-        from orcha import __version__
-
-        return f"{self.name} - {__version__}"
+        return FirstPartyPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""The hello plugin: the original Orcha tutorial's hello world as a native orcha kind."""
+"""The hello plugin: the original Orcha tutorial's hello world as a native orcha kind.
+
+The ``send`` command is declared in :mod:`orcha_plugins.hello_command`; this module adds
+its click command and the ``hello`` kind."""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orcha.cli.options import global_options
-from orcha.cli.petition_options import petition_options
+from orcha.cli.petition_options import command, submission
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
-from orcha_plugins import FirstPartyPlugin
+from orcha_plugins.base import FirstPartyPlugin
+from orcha_plugins.hello_command import KIND, SEND
 
 if TYPE_CHECKING:
     from orcha.service.context import Context
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 class HelloKind(Kind):
     """Prints ``Hello world! i`` for i in 0..counter-1, sleeping ``sleep_time`` between."""
 
-    name = "hello"
+    name = KIND
     help = "Print 'Hello world! i' COUNTER times, SLEEP_TIME seconds apart."
     schema = {
         "type": "object",
@@ -58,65 +61,16 @@ class HelloKind(Kind):
         return 0
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number of seconds")
-    return value
-
-
-@click.command("send")
-@click.argument("petition_id", metavar="ID")
-@click.option(
-    "--counter",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="How many lines to print.",
-)
-@click.option(
-    "--sleep-time",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="T",
-    callback=_finite,
-    help="Seconds between lines.",
-)
-@click.option(
-    "--priority",
-    type=int,
-    metavar="P",
-    help="Lower runs first; equal priorities run in arrival order (default 0).",
-)
-@click.option(
-    "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
-)
-@click.option(
-    "--kind", "kind_name", metavar="NAME",
-    help="Send a petition of runtime kind NAME instead (see 'orcha kinds'): its template's "
-    "parameters apply, --counter and --sleep-time are not sent.",
-)  # fmt: skip
-@petition_options
-@global_options
-def send(
-    petition_id: str,
-    counter: int,
-    sleep_time: float,
-    priority: int | None,
-    detach: bool,
-    kind_name: str | None,
-) -> int:
+@command(SEND)
+def send(**values: Any) -> int:
     """Send a hello-world petition: prints 'Hello world! 0' .. 'Hello world! N-1'.
 
     With --kind NAME, send a petition of that runtime kind instead.
     """
     from orcha.client.submit import attach
 
-    if kind_name is not None:
-        return attach(kind_name, petition_id, {}, priority, detach)
-    params = {"counter": counter, "sleep_time": sleep_time}
-    return attach(HelloKind.name, petition_id, params, priority, detach)
+    kind, params = submission(SEND, values)
+    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
 
 
 class HelloPlugin(FirstPartyPlugin):

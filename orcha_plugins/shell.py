@@ -1,4 +1,7 @@
-"""The shell plugin: ``orcha run ID -- CMD [ARG...]`` runs a command on the service host."""
+"""The shell plugin: ``orcha run ID -- CMD [ARG...]`` runs a command on the service host.
+
+The command is declared in :mod:`orcha_plugins.shell_command`; this module adds its click
+command and the ``shell`` kind."""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orcha.cli.options import global_options
-from orcha.cli.petition_options import petition_options
+from orcha.cli.petition_options import command, submission
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
-from orcha_plugins import FirstPartyPlugin
+from orcha_plugins.base import FirstPartyPlugin
+from orcha_plugins.shell_command import KIND, RUN, check_argv
 
 if TYPE_CHECKING:
     from orcha.service.context import Context
@@ -22,7 +25,7 @@ class ShellKind(Kind):
     stdout and stderr byte for byte; the exit code is the command's (128+N if killed by
     signal N, 127 if not found, 126 if not executable)."""
 
-    name = "shell"
+    name = KIND
     help = "Run a command (argv list) on the service host."
     schema = {
         "type": "object",
@@ -35,15 +38,10 @@ class ShellKind(Kind):
     }  # fmt: skip
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        argv = params.get("argv")
-        if (
-            not isinstance(argv, list)
-            or not argv
-            or not all(isinstance(a, str) for a in argv)
-            or not argv[0]
-        ):
-            raise InvalidPetitionError("argv must be a non-empty list of strings")
-        return {"argv": argv}
+        try:
+            return {"argv": check_argv(params.get("argv"))}
+        except ValueError as e:
+            raise InvalidPetitionError(str(e)) from None
 
     def run(self, ctx: Context) -> int:
         argv = ctx.params["argv"]
@@ -64,23 +62,8 @@ class ShellKind(Kind):
         return ctx.pump(proc)
 
 
-@click.command("run")
-@click.argument("petition_id", metavar="ID")
-@click.option(
-    "--priority",
-    type=int,
-    metavar="P",
-    help="Lower runs first; equal priorities run in arrival order (default 0).",
-)
-@click.argument(
-    "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARG]..."
-)
-@click.option(
-    "--detach", is_flag=True, help="Print the ID once queued and return; it runs on its own."
-)
-@petition_options
-@global_options
-def run(petition_id: str, priority: int | None, command: tuple[str, ...], detach: bool) -> int:
+@command(RUN)
+def run(**values: Any) -> int:
     """Run CMD on the service host once there is room, streaming its output live.
 
     The command runs in the current directory with the current environment; its exit
@@ -88,11 +71,12 @@ def run(petition_id: str, priority: int | None, command: tuple[str, ...], detach
     """
     from orcha.client.submit import attach
 
-    return attach(ShellKind.name, petition_id, {"argv": list(command)}, priority, detach)
+    kind, params = submission(RUN, values)
+    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
 
 
 class ShellPlugin(FirstPartyPlugin):
-    name = "shell"
+    name = KIND
     help = "Run commands: the 'run' command and the 'shell' kind"
 
     def commands(self) -> list[click.Command]:

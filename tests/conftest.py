@@ -25,6 +25,23 @@ import pytest
 READY_TIMEOUT = 20.0
 
 
+def _sigint_at_default_in_every_child() -> None:
+    """Tests send SIGINT to the processes they start (as Ctrl+C would) and expect its
+    default disposition there. A suite started from a shell that ignores SIGINT (``nohup``,
+    ``&`` in a non-interactive shell) would pass SIG_IGN down to every one of them, since
+    an ignored signal stays ignored across fork and exec. A handled signal does not: exec
+    resets it to its default. So if this process ignores SIGINT, it handles it instead,
+    as Python does by default; every process the suite starts (with any helper or
+    directly, services, clients and the docs' shells alike) then begins with SIGINT at
+    SIG_DFL. (A preexec_fn in each spawn would do the same at the price of a fork instead
+    of a vfork for every process, and only in the helpers that remember to pass it.)"""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_sigint_at_default_in_every_child()
+
+
 def _kill_tree(pid: int) -> None:
     try:
         proc = psutil.Process(pid)

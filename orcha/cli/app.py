@@ -16,17 +16,13 @@ class OrchaGroup(click.Group):
 
     def plugins(self) -> list[Any]:
         if OrchaGroup._plugins is None:
-            import os
-
+            from orcha.cli import fast_commands
             from orcha.cli.bridge import discover
 
-            disabled = {
-                n.strip()
-                for n in os.environ.get("ORCHA_DISABLE_PLUGINS", "").split(",")
-                if n.strip()
-            }
-            disabled |= _disabled_in_config()
-            OrchaGroup._plugins = discover(frozenset(disabled))
+            disabled = fast_commands.disabled_plugins(_config())
+            note_key = fast_commands.key(disabled)  # before discovery extends sys.path
+            OrchaGroup._plugins = discover(disabled)
+            _note_fast_commands(note_key, OrchaGroup._plugins)
         return OrchaGroup._plugins
 
     def _plugin_commands(self) -> dict[str, click.Command]:
@@ -51,9 +47,10 @@ class OrchaGroup(click.Group):
         return self._plugin_commands().get(cmd_name)
 
 
-def _disabled_in_config() -> set[str]:
-    """Plugins the configuration file disables (``enabled: false``). An invalid file
-    disables nothing here: 'orcha config validate' and 'orcha serve' report it."""
+def _config() -> Any:
+    """The configuration file (``--config``, ``ORCHA_CONFIG`` or the default one) if
+    there is one. An invalid file counts as none here (it disables no plugin): 'orcha
+    config validate' and 'orcha serve' report it."""
     from orcha import config
     from orcha.errors import ConfigError
 
@@ -64,12 +61,25 @@ def _disabled_in_config() -> set[str]:
         import os
 
         if not os.path.exists(path):
-            return set()
+            return None
     try:
-        loaded = config.load(explicit)
+        return config.load(explicit)
     except ConfigError:
-        return set()
-    return {name for name in loaded.data["plugins"] if not loaded.plugin_enabled(name)}
+        return None
+
+
+def _note_fast_commands(note_key: str, plugins: list[Any]) -> None:
+    """Note, for the fast path, the commands built from a declaration (orcha.cli.grammar)."""
+    from orcha.cli import fast_commands
+
+    entries = []
+    for entry in plugins:
+        names = {**{name: name for name in entry.commands}, **entry.aliases}
+        for name, target in names.items():
+            spec = getattr(entry.commands[target], "orcha_spec", None)
+            if spec is not None:
+                entries.append((name, entry.name, spec.module, spec.name))
+    fast_commands.write(note_key, entries)
 
 
 @click.group(cls=OrchaGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,7 +118,7 @@ _register_core()
 
 def run(args: list[str]) -> int:
     """Run the click application on ``args``; return the exit code (never raises)."""
-    from orcha.cli.main import report
+    from orcha.cli.report import report
 
     try:
         rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)

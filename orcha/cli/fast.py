@@ -1,156 +1,129 @@
-"""The fast path for ``orcha run`` and ``orcha send``: no click, no plugin discovery.
+"""The fast path: run a plugin's declared command without click or plugin discovery.
 
-A client's start-up time is most of a short petition's latency, and click plus entry-point
-discovery cost several times Python's own start-up. This parser accepts exactly the
-documented grammar of the two first-party commands::
-
-    orcha [GLOBAL]... run  [--priority P | GLOBAL]... ID [...] -- CMD [ARG]...
-    orcha [GLOBAL]... send [--counter N | --sleep-time T | --priority P | GLOBAL]... ID
-    GLOBAL: --address ADDR | --key KEY | -v | -vv | --verbose  (also --opt=value)
-
-and returns None for anything else (help, unknown options, bad values, plugins disabled),
-so that the click commands in ``orcha_plugins`` answer those with their full messages.
-``tests/unit/test_fast.py`` checks both paths agree.
+A client's start-up time is most of a short petition's latency, and click plus
+entry-point discovery cost several times Python's own start-up. So a command line such as
+``orcha run ID -- CMD`` or ``orcha send ID --counter 3`` is read here, by the same
+declarations the click commands are built from (:mod:`orcha.cli.grammar`), for the
+commands the click application last found (:mod:`orcha.cli.fast_commands`). It names no
+plugin. It returns None, so that click answers, for anything it is not sure of: help, an
+unknown, repeated or ``fast=False`` option, a bad value, ``--config``, a command it has no
+current note of, and a command of a plugin that ``ORCHA_DISABLE_PLUGINS`` or the
+configuration file disables (click then says "No such command").
 """
 
 from __future__ import annotations
-
-import math
-import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
 
-_GLOBAL_VALUES = ("--address", "--key")
-_VERBOSE = {"-v": 1, "-vv": 2, "-vvv": 3, "--verbose": 1}
-
-#: command -> (kind, options taking a value); the plugins that own them (orcha_plugins).
-_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "run": ("shell", ("--priority",), "shell"),
-    "send": ("hello", ("--counter", "--sleep-time", "--priority"), "hello"),
-}
+    from orcha.cli.grammar import Command, Parsed
+    from orcha.config import Config
+    from orcha.protocol.schedule import Schedule
 
 
-class Parsed:
-    def __init__(self, command: str) -> None:
-        self.command = command
-        self.kind, self.value_options, self.plugin = _COMMANDS[command]
-        self.options: dict[str, str] = {}
-        self.petition_id: str | None = None
-        self.argv: list[str] = []
-        self.verbose = 0
+def _configuration() -> tuple[bool, Config | None]:
+    """(usable, the configuration file if there is one). An invalid one is not usable:
+    click reports it."""
+    import os
 
+    from orcha import config
+    from orcha.errors import ConfigError
 
-def parse(args: list[str]) -> Parsed | None:
-    """Parse the documented forms; None if ``args`` is anything else."""
-    i, n = 0, len(args)
-    options: dict[str, str] = {}
-    verbose = 0
-    command_seen = False
-
-    def take(option_names: tuple[str, ...]) -> bool:
-        nonlocal i, verbose
-        arg = args[i]
-        if arg in _VERBOSE:
-            verbose += _VERBOSE[arg]
-            i += 1
-            return True
-        if arg == "--detach" and command_seen and "--detach" not in options:
-            options[arg] = ""
-            i += 1
-            return True
-        name, eq, value = arg.partition("=")
-        if name not in option_names:
-            return False
-        if not eq:
-            if i + 1 >= n:
-                return False
-            value = args[i + 1]
-            i += 1
-        if name in options:
-            return False  # repeated: leave the semantics to click
-        options[name] = value
-        i += 1
-        return True
-
-    while i < n and args[i].startswith("-"):
-        if not take(_GLOBAL_VALUES):
-            return None
-    if i >= n or args[i] not in _COMMANDS:
-        return None
-    parsed = Parsed(args[i])
-    command_seen = True
-    i += 1
-    allowed = parsed.value_options + _GLOBAL_VALUES
-    while i < n:
-        arg = args[i]
-        if arg == "--":
-            if parsed.command != "run":
-                return None
-            parsed.argv = args[i + 1 :]
-            break
-        if arg.startswith("-") and arg != "-":
-            if not take(allowed):
-                return None
-            continue
-        if parsed.petition_id is not None:
-            return None  # a second positional: only click knows what was meant
-        parsed.petition_id = arg
-        i += 1
-    if parsed.petition_id is None or (parsed.command == "run" and not parsed.argv):
-        return None
-    parsed.options = options
-    parsed.verbose = verbose
-    return parsed
-
-
-def _params(parsed: Parsed) -> tuple[dict[str, Any], int | None] | None:
-    opts = parsed.options
+    path, named = config.config_path()
+    if not named and not os.path.exists(path):
+        return True, None  # the common case: no YAML parser imported
     try:
-        priority = int(opts["--priority"]) if "--priority" in opts else None
-        if parsed.command == "run":
-            return {"argv": parsed.argv}, priority
-        counter = int(opts.get("--counter", "1"))
-        sleep_time = float(opts.get("--sleep-time", "0"))
+        return True, config.load()
+    except ConfigError:
+        return False, None
+
+
+def parse(args: list[str], disabled: frozenset[str]) -> Parsed | None:
+    """``args`` parsed by the declaration of its command, if the fast path may run it
+    with ``disabled`` plugins; None otherwise."""
+    from orcha.cli import fast_commands, grammar
+
+    table = fast_commands.read(disabled)
+    if not table:
+        return None
+
+    def find(name: str) -> Command | None:
+        entry = table.get(name)
+        if entry is None or entry[0] in disabled:
+            return None
+        return fast_commands.declared(entry[1], entry[2])
+
+    return grammar.parse(args, find)
+
+
+class Request:
+    """What the fast path would send, and with which global options."""
+
+    __slots__ = ("cwd", "detach", "env", "kind", "params", "petition_id", "priority",
+                 "schedule", "values")  # fmt: skip
+    values: dict[str, Any]
+    schedule: Schedule | None
+    env: dict[str, str]
+    cwd: str | None
+
+    def __init__(self, parsed: Parsed) -> None:
+        from orcha.cli.grammar import petition_request
+        from orcha.protocol.messages import check_id
+
+        self.values = values = parsed.values
+        self.kind, self.params = parsed.command.submission(values)
+        self.petition_id = check_id(values["petition_id"])
+        self.priority = values.get("priority")
+        self.detach = bool(values.get("detach"))
+        fields, env, cwd = petition_request(values)
+        self.schedule = None
+        if fields:
+            from orcha.protocol.schedule import Schedule
+
+            self.schedule = Schedule.from_wire(fields)
+        self.env, self.cwd = env, cwd
+
+
+def prepare(args: list[str], disabled: frozenset[str]) -> Request | None:
+    """The request ``args`` makes if the fast path may send it with ``disabled`` plugins;
+    None to leave ``args`` to click."""
+    parsed = parse(args, disabled)
+    if parsed is None:
+        return None
+    try:
+        return Request(parsed)
     except ValueError:
-        return None
-    if counter < 0 or not math.isfinite(sleep_time) or sleep_time < 0:
-        return None
-    return {"counter": counter, "sleep_time": sleep_time}, priority
+        return None  # click says what is wrong, with exit code 2
 
 
 def try_fast(args: list[str]) -> int | None:
     """Run ``args`` if it is a fast-path command line; None to let click handle it."""
-    parsed = parse(args)
-    if parsed is None:
-        return None
-    disabled = os.environ.get("ORCHA_DISABLE_PLUGINS", "")
-    if parsed.plugin in (name.strip() for name in disabled.split(",")):
-        return None
-    values = _params(parsed)
-    if values is None:
-        return None
-    from orcha.protocol.messages import check_id
+    from orcha.cli import fast_commands
 
-    try:
-        petition_id = check_id(parsed.petition_id)
-    except ValueError:
+    usable, config = _configuration()
+    if not usable:
         return None
-    params, priority = values
+    request = prepare(args, fast_commands.disabled_plugins(config))
+    if request is None:
+        return None
+    values = request.values
     try:
         from orcha import settings
         from orcha.client.attach import run_in_foreground
 
         resolved = settings.resolve(
-            address=parsed.options.get("--address"),
-            key=parsed.options.get("--key"),
-            verbose=parsed.verbose,
+            address=values.get("address"),
+            key=values.get("key"),
+            verbose=values.get("verbose", 0),
+            config=config,
         )
         settings.configure(resolved)
-        detach = "--detach" in parsed.options
-        return run_in_foreground(resolved, parsed.kind, petition_id, params, priority, detach)
+        return run_in_foreground(
+            resolved, request.kind, request.petition_id, request.params, request.priority,
+            request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,
+        )  # fmt: skip
     except BaseException as e:
-        from orcha.cli.main import report
+        from orcha.cli.report import report
 
         return report(e, args)

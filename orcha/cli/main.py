@@ -1,44 +1,15 @@
 """``orcha``: the entry point.
 
-Kept free of heavy imports: ``orcha run`` and ``orcha send`` in their documented form are
-parsed by :mod:`orcha.cli.fast` and never load click or discover plugins; everything else
-(and any form the fast parser does not fully understand, such as ``--help`` or a bad
-value) goes to the click application, which gives the full help and usage errors.
+Kept free of heavy imports: a command line that a plugin's declared command
+(:mod:`orcha.cli.grammar`) fully covers, such as ``orcha run ID -- CMD``, is run by
+:mod:`orcha.cli.fast` without loading click or discovering plugins; everything else
+(and any form the fast parser is not sure of, such as ``--help`` or a bad value) goes to
+the click application, which gives the full help and usage errors.
 """
 
 from __future__ import annotations
 
 import sys
-
-
-def report(error: BaseException, args: list[str]) -> int:
-    """Print ``error`` as one line on stderr and return its exit code (no traceback)."""
-    from orcha.errors import ExitCode, OrchaError
-
-    if isinstance(error, SystemExit):
-        return error.code if isinstance(error.code, int) else 0
-    if isinstance(error, KeyboardInterrupt):
-        message, code = "interrupted", int(ExitCode.INTERRUPTED)
-    elif isinstance(error, BrokenPipeError):
-        return 128 + 13  # our reader went away: exit as if killed by SIGPIPE, quietly
-    elif isinstance(error, OrchaError):
-        message, code = error.message, int(error.exit_code)
-    else:
-        if any(a in ("-v", "-vv", "--verbose") for a in args):
-            import traceback
-
-            traceback.print_exception(error)
-        message = (
-            f"internal error: {type(error).__name__}: {error} "
-            "(run with -v for details, and please report it)"
-        )
-        code = int(ExitCode.FAILED)
-    try:
-        sys.stderr.write(f"orcha: {message}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
-    return code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,5 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
             code = run(args)
     except KeyboardInterrupt as e:  # before a command's own handling takes over
+        from orcha.cli.report import report
+
         code = report(e, args)
     sys.exit(code)

@@ -1,4 +1,5 @@
-"""Options every orcha command accepts: ``--address``, ``--key``, ``-v``, ``--version``."""
+"""Options every orcha command accepts: ``--address``, ``--key``, ``--config``, ``-v``,
+``--version``, declared in :mod:`orcha.cli.grammar`; what they set."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from orcha.cli.build import click_option
+from orcha.cli.grammar import GLOBAL_OPTIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,51 +51,11 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 
 
 def global_options(f: F) -> F:
-    """Add the global options to a command (they also work before the command name)."""
-    decorators = [
-        click.option(
-            "--address",
-            metavar="ADDR",
-            expose_value=False,
-            callback=_set("address"),
-            help="Service address: a socket path, or HOST:PORT for TCP (default: a socket "
-            "in the user's runtime directory; env ORCHA_ADDRESS).",
-        ),
-        click.option(
-            "--key",
-            metavar="KEY",
-            expose_value=False,
-            callback=_set("key"),
-            help="Authentication key (default: the key file in the user's state "
-            "directory; env ORCHA_KEY).",
-        ),
-        click.option(
-            "--config",
-            metavar="PATH",
-            expose_value=False,
-            callback=_set("config"),
-            help="Configuration file (default: config.yaml in the user's config "
-            "directory; env ORCHA_CONFIG).",
-        ),
-        click.option(
-            "-v",
-            "--verbose",
-            count=True,
-            expose_value=False,
-            callback=_set("verbose"),
-            help="More logging on stderr (-vv for debug).",
-        ),
-        click.option(
-            "--version",
-            is_flag=True,
-            expose_value=False,
-            is_eager=True,
-            callback=_show_version,
-            help="Print orcha's version and exit.",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        f = decorator(f)
+    """Add the global options (:data:`orcha.cli.grammar.GLOBAL_OPTIONS`) to a command
+    (they also work before the command name)."""
+    for option in reversed(GLOBAL_OPTIONS):
+        callback = _show_version if option.dest == "version" else _set(option.dest)
+        f = click_option(option, callback)(f)
     return f
 
 

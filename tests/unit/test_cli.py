@@ -32,3 +32,12 @@ def test_a_program_importing_orcha_keeps_its_own_ctrl_c() -> None:
     proc = subprocess.run([sys.executable, "-c", AS_A_LIBRARY], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+def test_processes_the_suite_starts_get_sigint_at_its_default() -> None:
+    """Holds even when the suite itself was started with SIGINT ignored (nohup, '&'):
+    tests/conftest.py sees to it, and the tests that send SIGINT rely on it."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.stdout == "True\n", proc.stderr

@@ -1,12 +1,20 @@
-"""orcha.cli.fast accepts only what the click commands accept, and means the same by it."""
+"""The fast path and click read one grammar: whatever the fast path accepts, click
+accepts and means the same by; everything else the fast path leaves to click."""
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
-from orcha.cli import fast
+from orcha.cli import fast, fast_commands
+from orcha.cli.app import OrchaGroup, cli
+from orcha.cli.grammar import COUNT, FLAG, Argument, Command
+from orcha_plugins.hello_command import SEND
+from orcha_plugins.shell_command import RUN
 
 FAST_FORMS = [
     ["run", "x", "--", "true"],
@@ -14,12 +22,22 @@ FAST_FORMS = [
     ["run", "--priority=-2", "x", "--", "ls", "-la"],
     ["--address", "/tmp/s.sock", "run", "x", "--", "true"],
     ["run", "x", "--key", "k", "-v", "--", "true", "--", "--help"],
+    ["run", "x", "true"],  # no '--': click reads the same
+    ["run", "--", "x", "true"],
+    ["run", "x", "--timeout", "3", "--cpus", "2", "--mem", "1G", "--", "true"],
+    ["run", "x", "--after", "a,b", "--after", "c", "--after-any", "d", "--", "true"],
+    ["run", "x", "--env", "A=1", "--env", "B=x=y", "--cwd", "/tmp", "--", "env"],
+    ["run", "x", "--group", "g", "--retries", "2", "--retry-delay", "1m", "--", "true"],
+    ["run", "x", "--notify", "http://localhost:1/h", "--gpus", "0", "--", "true"],
     ["send", "a"],
     ["send", "a", "--counter", "3", "--sleep-time", "0.5"],
     ["send", "--counter=0", "a", "--priority", "7"],
     ["-v", "--key=secret", "send", "a", "--sleep-time", "1e-3"],
+    ["-vv", "send", "a", "-v", "--verbose"],
     ["run", "x", "--detach", "--", "sleep", "9"],
     ["send", "--detach", "a", "--counter", "2"],
+    ["send", "--", "a"],
+    ["send", "-", "--counter", " 4 "],
 ]
 
 SLOW_FORMS = [
@@ -27,12 +45,18 @@ SLOW_FORMS = [
     ["ls"],
     ["serve"],
     ["run", "--help"],
-    ["send", "--help"],
+    ["send", "-h"],
     ["--help"],
     ["--version"],
-    ["run", "x", "true"],  # no '--': click decides
     ["run", "x", "--"],  # no command
-    ["run", "--", "true"],  # no ID
+    ["run", "--", "true"],  # 'true' is the ID: no command
+    ["run", "x", "--", ""],  # an empty command name
+    ["run", "x", "--cpus", "0", "--", "true"],
+    ["run", "x", "--timeout", "0", "--", "true"],
+    ["run", "x", "--env", "NOEQUALS", "--", "true"],
+    ["run", "x", "--cwd", "/no/such/dir", "--", "true"],
+    ["run", "x", "--after", "a b", "--", "true"],
+    ["--config", "/tmp/c.yaml", "run", "x", "--", "true"],
     ["send"],
     ["send", "a", "b"],
     ["send", "a", "--counter", "-1"],
@@ -43,72 +67,198 @@ SLOW_FORMS = [
     ["send", "a", "--counter"],
     ["send", "a", "--counter", "1", "--counter", "2"],
     ["send", "a", "--unknown"],
+    ["send", "a", "-x"],
+    ["send", "a", "-v=1"],
+    ["send", "a", "--detach=yes"],
+    ["send", "a", "--kind", "hello"],
     ["send", "has space"],
-    ["run", "x", "--timeout", "3", "--", "true"],
     ["hello-world", "send", "x"],
     ["--detach", "send", "x"],  # --detach belongs to the command, not before it
     ["send", "x", "--detach", "--detach"],
+    ["--address", "a", "send", "x", "--address", "b"],
+    ["--", "send", "x"],
+    ["-", "send", "x"],
 ]
 
 
-@pytest.mark.parametrize("args", SLOW_FORMS)
-def test_everything_else_goes_to_click(args: list[str]) -> None:
-    parsed = fast.parse(args)
-    assert parsed is None or fast._params(parsed) is None or args == ["send", "has space"]
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Discovery as installed; its note for the fast path in a private state directory,
+    no configuration file, no plugin disabled."""
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("ORCHA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for name in ("ORCHA_DISABLE_PLUGINS", "ORCHA_CONFIG", "ORCHA_ADDRESS", "ORCHA_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(OrchaGroup, "_plugins", None)
 
 
-def _click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What the click command would submit for ``args``."""
+def fast_view(args: list[str], disabled: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """What the fast path would send for ``args``; None if it leaves them to click."""
+    request = fast.prepare(args, disabled)
+    if request is None:
+        return None
+    values = request.values
+    return {
+        "kind": request.kind, "id": request.petition_id, "params": request.params,
+        "priority": request.priority, "detach": request.detach,
+        "schedule": request.schedule.to_wire() if request.schedule else {},
+        "env": request.env, "cwd": request.cwd, "address": values.get("address"),
+        "key": values.get("key"), "verbose": values.get("verbose", 0),
+    }  # fmt: skip
+
+
+def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
+    """What the click command would send for ``args``; None if click refuses them."""
     import orcha.client.submit as submit
-    from orcha.cli.app import cli
-    from orcha.cli.options import Globals
+    from orcha.cli.options import globals_of
+    from orcha.cli.petition_options import chosen
+    from orcha.protocol.schedule import Schedule
 
     seen: dict[str, Any] = {}
 
     def fake_attach(
         kind: str, petition_id: str, params: dict[str, Any], priority: Any, detach: bool = False
     ) -> int:
-        import click
+        from orcha.protocol.messages import check_id
 
-        g = click.get_current_context().find_root().obj
-        assert isinstance(g, Globals)
+        ctx = click.get_current_context()
+        options, g = chosen(ctx), globals_of(ctx)
         seen.update(
-            kind=kind,
-            id=petition_id,
-            detach=detach,
-            params=params,
-            priority=priority,
-            address=g.address,
-            key=g.key,
-            verbose=g.verbose,
-        )
+            kind=kind, id=check_id(petition_id), params=submit._checked(ctx, kind, params),
+            priority=priority, detach=detach,
+            schedule=Schedule.from_wire(options.schedule).to_wire(), env=options.env,
+            cwd=options.cwd, address=g.address, key=g.key, verbose=g.verbose,
+        )  # fmt: skip
         return 0
 
     monkeypatch.setattr(submit, "attach", fake_attach)
-    assert cli.main(args=args, prog_name="orcha", standalone_mode=False) == 0
-    return seen
+    try:
+        rv = cli.main(args=list(args), prog_name="orcha", standalone_mode=False)
+    except (click.ClickException, ValueError):
+        return None
+    return seen if rv == 0 and seen else None
+
+
+def _note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the click application discover the plugins and write its note."""
+    assert click_view(["send", "x"], monkeypatch) is not None
 
 
 @pytest.mark.parametrize("args", FAST_FORMS)
 def test_fast_and_click_agree(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    parsed = fast.parse(args)
-    assert parsed is not None
-    values = fast._params(parsed)
-    assert values is not None
-    params, priority = values
-    clicked = _click_view(args, monkeypatch)
-    assert (parsed.kind, parsed.petition_id, params, priority) == (
-        clicked["kind"],
-        clicked["id"],
-        clicked["params"],
-        clicked["priority"],
+    _note(monkeypatch)
+    fast_says = fast_view(args)
+    assert fast_says is not None
+    assert fast_says == click_view(args, monkeypatch)
+
+
+@pytest.mark.parametrize("args", SLOW_FORMS)
+def test_everything_else_goes_to_click(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _note(monkeypatch)
+    assert fast_view(args) is None
+
+
+WORDS = ["x", "y", "--", "-", "true", "", "a,b", "-v", "-vv", "-x", "--verbose", "--help",
+         "--priority", "--priority=5", "-3", "7", "--counter", "--counter=2", "1.5",
+         "--sleep-time", "nan", "--detach", "--key", "--address=/s", "--cpus", "0",
+         "--timeout", "2m", "--env", "A=1", "--after", "--cwd", "/tmp", "--kind",
+         "--mem", "5G", "--notify", "--group", "has space"]  # fmt: skip
+
+
+def test_whenever_the_fast_path_accepts_click_means_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _note(monkeypatch)
+    rng = random.Random(11)
+    accepted = 0
+    for _ in range(1500):
+        head = rng.choice([[], ["-v"], ["--key", "k"], ["--address=/s"]])
+        body = [rng.choice(WORDS) for _ in range(rng.randint(0, 6))]
+        args = [*head, rng.choice(["run", "send"]), *body]
+        fast_says = fast_view(args)
+        if fast_says is not None:
+            accepted += 1
+            assert fast_says == click_view(args, monkeypatch), args
+    assert accepted > 100  # the test saw the fast path at work, not only refusals
+
+
+def test_a_disabled_plugin_turns_its_fast_command_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    _note(monkeypatch)
+    assert fast_view(["run", "x", "--", "true"]) is not None
+    assert fast_view(["run", "x", "--", "true"], frozenset({"shell"})) is None
+    assert fast_view(["send", "x"], frozenset({"shell"})) is None  # another key: no note
+
+
+def test_disabled_plugins_come_from_the_environment_and_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orcha import config
+
+    monkeypatch.setenv("ORCHA_DISABLE_PLUGINS", " x, ,shell")
+    assert fast_commands.disabled_plugins() == {"x", "shell"}
+    (tmp_path / "c.yaml").write_text("plugins: {hello: {enabled: false}, y: {}}\n")
+    loaded = config.load(str(tmp_path / "c.yaml"))
+    assert fast_commands.disabled_plugins(loaded) == {"x", "shell", "hello"}
+
+
+def test_without_a_current_note_everything_goes_to_click(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert fast_view(["run", "x", "--", "true"]) is None  # no note yet
+    _note(monkeypatch)
+    assert fast_view(["run", "x", "--", "true"]) is not None
+    monkeypatch.setenv("ORCHA_PLUGIN_PATH", str(tmp_path))  # discovery would look further
+    assert fast_view(["run", "x", "--", "true"]) is None
+
+
+def test_the_note_names_no_plugin_in_the_core_and_finds_each_declaration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _note(monkeypatch)
+    table = fast_commands.read(frozenset())
+    assert table is not None
+    assert table["run"] == ("shell", "orcha_plugins.shell_command", "run")
+    assert table["send"] == ("hello", "orcha_plugins.hello_command", "send")
+    assert fast_commands.declared("orcha_plugins.shell_command", "run") is RUN
+    assert fast_commands.declared("orcha_plugins.shell_command", "send") is None
+    assert fast_commands.declared("no_such_module_here", "run") is None
+
+
+@pytest.mark.parametrize("spec", [RUN, SEND], ids=lambda s: s.name)
+def test_each_click_command_has_exactly_the_declared_parameters(spec: Command) -> None:
+    command = cli.get_command(click.Context(cli), spec.name)
+    assert command is not None
+    declared_options = {o.dest: o for o in spec.options()}
+    declared_arguments = [p for p in spec.params if isinstance(p, Argument)]
+    click_options = [p for p in command.params if isinstance(p, click.Option)]
+    click_arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    assert [(a.name, a.nargs) for a in click_arguments] == [
+        (a.dest, -1 if a.rest else 1) for a in declared_arguments
+    ]
+    assert {p.name for p in click_options} == set(declared_options)
+    for param in click_options:
+        option = declared_options[param.name]  # type: ignore[index]
+        assert tuple(param.opts) == option.names
+        assert param.is_flag == (option.action == FLAG)
+        assert param.count == (option.action == COUNT)
+        assert param.multiple == option.multiple
+        if option.action not in (FLAG, COUNT):
+            default = param.get_default(click.Context(command))
+            unset = default is None or type(default).__name__ == "Sentinel"  # click >= 8.3
+            assert (None if unset else default) == option.default, param.name
+
+
+def test_the_declarations_and_the_fast_path_are_cheap_to_import() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; before = set(sys.modules)\n"
+        "import orcha.cli.fast, orcha.cli.grammar, orcha.cli.fast_commands\n"
+        "import orcha_plugins.shell_command, orcha_plugins.hello_command\n"
+        "print(sorted({'click', 'typing', 're', 'yaml', 'json'} & (set(sys.modules) - before)))"
     )
-    assert parsed.options.get("--address") == clicked["address"]
-    assert parsed.options.get("--key") == clicked["key"]
-    assert parsed.verbose == clicked["verbose"]
-    assert ("--detach" in parsed.options) == clicked["detach"]
-
-
-def test_disabled_plugin_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ORCHA_DISABLE_PLUGINS", "x, shell")
-    assert fast.try_fast(["run", "x", "--", "true"]) is None
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.stdout == "[]\n", proc.stderr

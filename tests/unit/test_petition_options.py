@@ -76,3 +76,32 @@ def test_bad_values_are_usage_errors(args: list[str], words: str) -> None:
     result = CliRunner().invoke(probe, args)
     assert result.exit_code == 2, result.output
     assert words in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cpus", "0"], ["--mem", "lots"], ["--gpus", "-1"], ["--group", "a b"],
+        ["--after", "x y"], ["--after-any", ","], ["--timeout", "0"], ["--timeout", "soon"],
+        ["--retries", "1001"], ["--retry-delay", "-1"], ["--env", "NOEQUALS"],
+        ["--env", "=v"], ["--cwd", "/no/such/dir"], ["--cwd", __file__], ["--cpus"],
+    ],
+)  # fmt: skip
+def test_the_fast_parser_leaves_every_bad_value_to_click(args: list[str]) -> None:
+    from orcha.cli import grammar
+    from orcha_plugins.shell_command import RUN
+
+    assert grammar.parse(["run", "x", *args, "--", "true"], {"run": RUN}.get) is None
+    assert CliRunner().invoke(probe, args).exit_code == 2
+
+
+def test_the_fast_parser_reads_good_values_as_click_does(tmp_path: Path) -> None:
+    from orcha.cli import grammar
+    from orcha_plugins.shell_command import RUN
+
+    args = ["--cpus", "4", "--mem", "1.5G", "--after", "a,b", "--after", "c", "--timeout",
+            "2h", "--env", "A=1", "--env", "B=x=y", "--cwd", str(tmp_path)]  # fmt: skip
+    parsed = grammar.parse(["run", "x", *args, "--", "true"], {"run": RUN}.get)
+    assert parsed is not None
+    schedule, env, cwd = grammar.petition_request(parsed.values)
+    assert {"schedule": Schedule.from_wire(schedule), "env": env, "cwd": cwd} == parse(*args)

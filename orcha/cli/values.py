@@ -1,0 +1,91 @@
+"""What the values of orcha's options mean: one checking function per kind of value.
+
+Each takes what the option's declared type produced (:mod:`orcha.cli.grammar`) and
+returns the value the command uses, or raises ValueError saying what is wrong. The click
+commands (which turn that into a usage error, exit 2) and the fast path (which then
+leaves the command line to click) call the same functions, so they cannot disagree.
+
+Cheap to import: what a check needs is imported when it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def finite(value: float) -> float:
+    """A finite number (FloatRange lets nan and inf through)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number of seconds")
+    return value
+
+
+def size(text: str) -> int:
+    """``4096``, ``512K``, ``1.5G`` -> bytes."""
+    from orcha.settings import parse_size
+
+    return parse_size(text)
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
+    from orcha.settings import parse_duration
+
+    return parse_duration(text)
+
+
+def timeout(text: str) -> float:
+    """A duration of more than 0 seconds."""
+    seconds = duration(text)
+    if seconds <= 0:
+        raise ValueError("the timeout must be more than 0 seconds")
+    return seconds
+
+
+def group(text: str) -> str:
+    """A valid group name."""
+    from orcha.protocol.schedule import check_group
+
+    return check_group(text)
+
+
+def ids(values: Sequence[str]) -> list[str]:
+    """Petition IDs, each value holding one or more separated by commas; in order,
+    without repeats."""
+    from orcha.protocol.messages import check_id
+
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            petition_id = check_id(item.strip())
+            if petition_id not in out:
+                out.append(petition_id)
+    return out
+
+
+def urls(values: Sequence[str]) -> list[str]:
+    """Webhook URLs (http or https)."""
+    from orcha.protocol.schedule import check_url
+
+    return [check_url(v) for v in values]
+
+
+def environment(values: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items (the value may be empty or hold ``=``) -> a dict."""
+    out: dict[str, str] = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        if not eq or not name or "\0" in item:
+            raise ValueError(f"{item!r} is not NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def absolute(path: str) -> str:
+    """The path made absolute (relative to the current directory)."""
+    return os.path.abspath(path)
