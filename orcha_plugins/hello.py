@@ -67,7 +67,7 @@ def send(**values: Any) -> int:
 
     With --kind NAME, send a petition of that runtime kind instead.
     """
-    from orcha.client.submit import attach
+    from orcha.cli.petition import attach
 
     kind, params = submission(SEND, values)
     return attach(kind, values["petition_id"], params, values["priority"], values["detach"])

@@ -69,7 +69,7 @@ def run(**values: Any) -> int:
     The command runs in the current directory with the current environment; its exit
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
     """
-    from orcha.client.submit import attach
+    from orcha.cli.petition import attach
 
     kind, params = submission(RUN, values)
     return attach(kind, values["petition_id"], params, values["priority"], values["detach"])

@@ -1,8 +1,7 @@
 """What a plugin's command calls to run a petition in the foreground: :func:`attach`.
 
 It reads the invocation's click context (global and petition options); streaming the
-petition is the client's part (:func:`orcha.client.attach.run_in_foreground`). The old
-name ``orcha.client.submit.attach`` still works.
+petition is the client's part (:func:`orcha.client.attach.run_in_foreground`).
 """
 
 from __future__ import annotations

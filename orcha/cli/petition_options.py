@@ -1,7 +1,7 @@
 """Options of every command that submits a petition: resources, group, order, lifecycle.
 
 They are declared once in :mod:`orcha.cli.grammar` (``PETITION_OPTIONS``).
-``@petition_options`` adds them to a plugin's click command; :func:`orcha.client.submit.attach`
+``@petition_options`` adds them to a plugin's click command; :func:`orcha.cli.petition.attach`
 picks up what the user gave, so a plugin command gets all of them by adding one line.
 :func:`command` builds a plugin's whole click command from its declaration
 (:class:`orcha.cli.grammar.Command`), the same one the fast path reads.

@@ -166,8 +166,8 @@ def _imported_after(statement: str) -> set[str]:
 
 def test_the_client_layer_imports_neither_cli_nor_service() -> None:
     loaded = _imported_after(
-        "import orcha.client.api, orcha.client.operations, orcha.client.submit; "
-        "from orcha.client.submit import __doc__"
+        "import orcha.client.api, orcha.client.operations, orcha.client.attach, "
+        "orcha.client.handles"
     )
     wrong = sorted(m for m in loaded if m.split(".")[:2] in (["orcha", "cli"], ["orcha", "service"])
                    or m == "click")  # fmt: skip
@@ -182,16 +182,6 @@ def test_orcha_client_is_loaded_on_first_use_only() -> None:
     assert orcha.Client is orcha.client.api.Client
     with pytest.raises(AttributeError):
         orcha.NoSuchThing  # noqa: B018
-
-
-def test_the_old_name_of_attach_still_works_without_loading_the_cli_early() -> None:
-    import orcha.cli.petition
-    import orcha.client.submit
-    from orcha.client.submit import attach
-
-    assert attach is orcha.cli.petition.attach
-    with pytest.raises(AttributeError):
-        orcha.client.submit.no_such_name  # noqa: B018
 
 
 def test_orcha_run_start_up_path_loads_no_client_api() -> None:

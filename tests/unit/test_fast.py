@@ -110,7 +110,7 @@ def fast_view(args: list[str], disabled: frozenset[str] = frozenset()) -> dict[s
 
 def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
     """What the click command would send for ``args``; None if click refuses them."""
-    import orcha.client.submit as submit
+    import orcha.cli.petition as submit
     from orcha.cli.options import globals_of
     from orcha.cli.petition_options import chosen
     from orcha.protocol.schedule import Schedule
