@@ -102,12 +102,10 @@ class Service:
         recovery.restore(self)
 
     def close(self) -> None:
-        """Stop the plugins and close the records (the service has stopped)."""
-        self.plugins.stop()
+        """Close the records (the service has stopped; its plugins too). The waker pipe
+        stays open: a runner thread finishing its bookkeeping may still write to it."""
         if self.store is not None:
             self.store.close()
-        os.close(self.waker_r)
-        os.close(self.waker_w)
 
     # -- intake --------------------------------------------------------------------------
     def submit(self, request: SubmitRequest, queue: Any, peer: Peer | None) -> Job:
