@@ -7,19 +7,18 @@ The service registers exactly one handler per name (``orcha.service.handlers``);
 client builds its requests from the same classes. Adding an operation is one declaration
 here and one handler there.
 
-Imported by every client at start-up (through ``orcha.protocol.messages``): plain
-classes, no ``typing`` or ``dataclasses`` at run time.
+``submit``'s request, :class:`~orcha.protocol.messages.SubmitRequest`, lives with the
+frames in ``orcha.protocol.messages``: a client that only submits (``orcha run``) does
+not import this table at start-up. Plain classes, no ``typing`` or ``dataclasses``.
 """
 
 from __future__ import annotations
 
-from orcha.protocol.ids import check_id
+from orcha.protocol.messages import SubmitRequest
 
-TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up
 if TYPE_CHECKING:
     from typing import Any
-
-    from orcha.protocol.schedule import Schedule
 
 #: Longest plugin state key accepted (keys are printed and used on command lines).
 MAX_KEY_LENGTH = 256
@@ -51,75 +50,6 @@ class Request:
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"{type(self).__name__}({fields})"
-
-
-class SubmitRequest(Request):
-    """A validated ``submit`` request (plain data: strings, numbers, lists, dicts)."""
-
-    __slots__ = (
-        "attach", "cwd", "env", "host", "id", "kind", "params", "priority", "schedule", "user",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        kind: str,
-        id: str,
-        params: dict[str, Any],
-        priority: int | None,
-        cwd: str,
-        env: dict[str, str],
-        attach: bool = True,
-        user: str = "",
-        host: str = "",
-        schedule: Schedule | None = None,
-    ) -> None:
-        self.kind = kind
-        self.id = id
-        self.params = params
-        self.priority = priority
-        self.cwd = cwd
-        self.env = env
-        self.attach = attach  # False: the petition does not end when this client goes
-        self.user = user  # who submitted it, from where (for records; informational)
-        self.host = host
-        self.schedule = schedule  # None: the defaults (orcha.protocol.schedule)
-
-    def to_wire(self) -> dict[str, Any]:
-        out = {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
-        out["schedule"] = self.schedule.to_wire() if self.schedule is not None else {}
-        return out
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> SubmitRequest:
-        """Check every field's type; ValueError naming the bad field otherwise."""
-        kind = obj.get("kind")
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("'kind' must be a non-empty string")
-        petition_id = check_id(obj.get("id"))
-        params = obj.get("params", {})
-        if not isinstance(params, dict):
-            raise ValueError("'params' must be an object")
-        priority = obj.get("priority")
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-            raise ValueError("'priority' must be an integer")
-        cwd = obj.get("cwd", "/")
-        if not isinstance(cwd, str) or not cwd.startswith("/"):
-            raise ValueError("'cwd' must be an absolute path")
-        env = obj.get("env", {})
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ValueError("'env' must map strings to strings")
-        attach = obj.get("attach", True)
-        if not isinstance(attach, bool):
-            raise ValueError("'attach' must be true or false")
-        user, host = obj.get("user", ""), obj.get("host", "")
-        if not isinstance(user, str) or not isinstance(host, str):
-            raise ValueError("'user' and 'host' must be strings")
-        from orcha.protocol.schedule import Schedule
-
-        schedule = Schedule.from_wire(obj.get("schedule"))
-        return cls(kind, petition_id, params, priority, cwd, env, attach, user, host, schedule)
 
 
 class MessageRequest(Request):

@@ -10,9 +10,9 @@ import pytest
 
 import orcha.protocol.operations as operations_module
 from orcha.errors import WIRE_ERRORS
-from orcha.protocol import messages
 from orcha.protocol.operations import (
     OPERATIONS,
+    OPS,
     CancelRequest,
     GroupRequest,
     KindsRequest,
@@ -22,7 +22,7 @@ from orcha.protocol.operations import (
 
 
 def test_ops_are_the_json_operations_of_the_table() -> None:
-    assert {name for name, op in OPERATIONS.items() if op.framing == "json"} == messages.OPS
+    assert {name for name, op in OPERATIONS.items() if op.framing == "json"} == OPS
     assert OPERATIONS["send"].framing == "legacy"
 
 

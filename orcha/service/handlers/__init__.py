@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
-from orcha.protocol.operations import OPERATIONS, Operation
+from orcha.protocol.operations import OPERATIONS, OPS, Operation
 from orcha.service.handlers import control, petitions, subscriptions
 from orcha.service.peer import Reply
 
@@ -48,7 +48,7 @@ def respond(service: Service, peer: Peer, frame: bytes) -> Iterator[bytes]:
     name = request.get("op")
     operation = OPERATIONS.get(name) if isinstance(name, str) else None
     if operation is None or operation.framing != "json":
-        legal = ", ".join(sorted(messages.OPS))
+        legal = ", ".join(sorted(OPS))
         yield messages.error_reply(str(name), "refused", f"unknown operation {name!r} ({legal})")
         return
     yield from answer(service, peer, operation, request)
