@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orcha.errors import WIRE_ERRORS, ExitCode
+from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT
 from orcha.protocol.operations import OPERATIONS
-from orcha.service.handlers import HANDLERS, control, petitions, subscriptions
+from orcha.service.handlers import HANDLERS, control, petitions, respond, subscriptions
 from orcha.service.job import End, Started
 from orcha.states import State
 from tests.unit.service.harness import Harness
@@ -229,3 +231,12 @@ def test_a_stop_keeps_the_queued_and_cancels_the_running(h: Harness) -> None:
     assert h.record("b")["state"] == "QUEUED"
     refused = h.submit("c")
     assert refused["error"] == "refused" and "stopping" in refused["message"]
+
+
+def test_a_message_of_the_original_api_that_is_no_message_is_refused(h: Harness) -> None:
+    (frame,) = respond(h.service, h.client, b"P" + pickle.dumps(42))
+    reply = messages.decode(frame)
+    assert (reply["re"], reply["ok"], reply["error"]) == ("send", False, "refused")
+    assert reply["message"].startswith("the service could not use the message")
+    (frame,) = respond(h.service, h.client, b"P" + b"garbage")
+    assert messages.decode(frame)["message"].startswith("malformed message: ")
