@@ -340,7 +340,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("health", NoRequest, _HEALTH),
         Operation("state", StateRequest, ("plugin", "state", "key", "value", "removed"),
                   ("refused", "unknown", "no_petition")),
-        Operation("kinds", KindsRequest, ("kinds", "kind", "removed")),
+        Operation("kinds", KindsRequest, ("kinds", "kind", "removed"), ("refused", "unknown")),
         Operation("info", NoRequest, _INFO),
     )
 }  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 from orcha.kinds import Kind
 from orcha.protocol import messages
 from orcha.protocol.address import parse_address
+from orcha.protocol.operations import OPERATIONS
 from orcha.service.build import build_service
 from orcha.service.handlers import respond
 from orcha.service.host import Host
@@ -235,13 +236,20 @@ class Harness:
         return peer
 
     def request(self, op: str, peer: FakePeer | None = None, **fields: Any) -> dict[str, Any]:
-        """The reply to one request (frames other than the reply are left out)."""
+        """The reply to one request (frames other than the reply are left out). Checks
+        it against the operations table: only declared fields, only declared errors."""
         frame = messages.encode({"op": op, **fields})
         replies = [json.loads(f) for f in respond(self.service, peer or self.client, frame)
                    if f[:1] == b"{"]  # fmt: skip
         replies = [r for r in replies if "re" in r]
         assert len(replies) == 1, replies
-        return replies[0]
+        reply: dict[str, Any] = replies[0]
+        declared = OPERATIONS.get(op)
+        if declared is not None and reply["ok"]:
+            assert set(reply) - {"re", "ok"} <= set(declared.reply), reply
+        elif declared is not None:
+            assert reply["error"] in declared.errors, reply
+        return reply
 
     def call(self, op: str, peer: FakePeer | None = None, **fields: Any) -> dict[str, Any]:
         """The reply to one request that must succeed."""
@@ -252,10 +260,11 @@ class Harness:
     def submit(
         self, petition_id: str, peer: FakePeer | None = None, attach: bool = False, **fields: Any
     ) -> dict[str, Any]:
-        """Submit a ``gate`` petition (``params``, ``priority``, ``schedule`` in fields)."""
+        """Submit a petition (of kind ``gate`` unless ``kind`` is given; ``params``,
+        ``priority``, ``schedule`` in fields)."""
         return self.request(
-            "submit", peer, kind="gate", id=petition_id, cwd="/", env={}, attach=attach,
-            **{"params": {}, **fields},
+            "submit", peer, id=petition_id, cwd="/", env={}, attach=attach,
+            **{"kind": "gate", "params": {}, **fields},
         )  # fmt: skip
 
     def run_to_end(self, petition_id: str, code: int = 0) -> dict[str, Any]:

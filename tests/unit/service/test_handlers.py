@@ -1,4 +1,7 @@
-"""The service's handlers, driven in process through the operations table (see harness)."""
+"""The service's handlers, driven in process through the operations table (see harness).
+
+Every reply the harness gets is checked against the table: only the declared fields, only
+the declared errors."""
 
 from __future__ import annotations
 
@@ -26,10 +29,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness.close()
 
 
-def replied_fields_are_declared(op: str, reply: dict[str, object]) -> bool:
-    return set(reply) - {"re", "ok"} <= set(OPERATIONS[op].reply)
-
-
 def test_every_operation_has_exactly_one_handler() -> None:
     modules = (petitions.HANDLERS, subscriptions.HANDLERS, control.HANDLERS)
     assert sum(len(m) for m in modules) == len(HANDLERS)  # no name registered twice
@@ -39,7 +38,6 @@ def test_every_operation_has_exactly_one_handler() -> None:
 def test_submit_attached_streams_output_then_the_end(h: Harness) -> None:
     reply = h.submit("a", attach=True, params={"out": "hello\n"})
     assert reply == {"re": "submit", "ok": True, "handle": 1, "id": "a", "state": "RUNNING"}
-    assert replied_fields_are_declared("submit", reply)
     h.gates.wait_started("a")
     h.gates.open("a", 3)
     items = h.client.read_until_end(1)
@@ -56,7 +54,6 @@ def test_a_duplicate_id_is_refused_with_its_exit_code(h: Harness) -> None:
     reply = h.submit("a")
     assert reply["ok"] is False
     assert WIRE_ERRORS[reply["error"]] == ExitCode.DUPLICATE
-    assert reply["error"] in OPERATIONS["submit"].errors
     assert "a" in reply["message"]
 
 
@@ -212,10 +209,8 @@ def test_clean_drops_ended_records_and_their_logs(h: Harness) -> None:
 def test_health_and_info(h: Harness) -> None:
     health = h.call("health")
     assert health["healthy"] is True and health["capacity"] == 1
-    assert replied_fields_are_declared("health", health)
     info = h.call("info")
     assert info["kinds"] == ["gate"] and info["max_running"] == 1 and info["sessions"] == 1
-    assert replied_fields_are_declared("info", info)
 
 
 def test_a_stop_keeps_the_queued_and_cancels_the_running(h: Harness) -> None:
@@ -240,3 +235,24 @@ def test_a_message_of_the_original_api_that_is_no_message_is_refused(h: Harness)
     assert reply["message"].startswith("the service could not use the message")
     (frame,) = respond(h.service, h.client, b"P" + b"garbage")
     assert messages.decode(frame)["message"].startswith("malformed message: ")
+
+
+def test_runtime_kinds_run_as_their_parent(h: Harness) -> None:
+    assert h.call("kinds")["kinds"] == []
+    kind = h.call("kinds", action="add", name="greeting", **{"from": "gate"},
+                  set={"out": "hi\n", "group": "g"})["kind"]  # fmt: skip
+    assert (kind["from"], kind["params"], kind["available"]) == ("gate", {"out": "hi\n"}, True)
+    h.submit("a", kind="greeting")
+    h.gates.wait_started("a")
+    record = h.record("a")
+    assert (record["kind"], record["schedule"]["group"]) == ("greeting", "g")
+    unknown = h.request("kinds", action="add", name="other", **{"from": "nope"})
+    assert WIRE_ERRORS[unknown["error"]] == ExitCode.UNKNOWN
+    assert h.call("kinds", action="rm", name="greeting")["removed"] is True
+    assert h.call("kinds", action="rm", name="greeting")["removed"] is False
+
+
+def test_state_of_a_plugin_that_is_not_loaded_is_refused(h: Harness) -> None:
+    reply = h.request("state", action="ls", plugin="nope")
+    assert WIRE_ERRORS[reply["error"]] == ExitCode.UNKNOWN
+    assert reply["message"] == "the service has no plugin 'nope' (loaded: none)"
