@@ -71,8 +71,10 @@ def serve(
     kills the running ones at once and exits 1.
     """
     from orcha.cli.app import OrchaGroup
-    from orcha.service.kind_manager import KindManager
-    from orcha.service.service import Service, configure_logging
+    from orcha.cli.options import load_config
+    from orcha.service.build import build_service
+    from orcha.service.daemon import Daemon
+    from orcha.service.log_config import configure_logging
     from orcha.settings import parse_duration, parse_gpus, parse_size
 
     def parsed(text: str | None, parse: Any, hint: str) -> Any:
@@ -95,29 +97,5 @@ def serve(
     configure_logging(settings.verbose, log_format)
     group = ctx.find_root().command
     assert isinstance(group, OrchaGroup)
-    from orcha.cli.options import load_config
-    from orcha.config import check_plugins
-    from orcha.service.plugin_host import PluginHost
-
     config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
-    entries = group.plugins()
-    plugin_settings, unconfigured = check_plugins(config, {e.name: e.plugin for e in entries})
-    loaded = {e.name: e.plugin for e in entries if e.plugin is not None}
-    kinds = {}
-    predicates = []
-    sinks: list[tuple[str, Any]] = []
-    for entry in entries:
-        if entry.name in unconfigured:
-            entry.error = unconfigured[entry.name]
-            loaded.pop(entry.name, None)
-        if entry.error and entry.error != "disabled":
-            click.echo(f"orcha serve: plugin {entry.name} not loaded: {entry.error}", err=True)
-            continue
-        kinds.update(entry.kinds)
-        predicates.extend(entry.predicates)
-        sinks.extend((entry.name, sink) for sink in entry.sinks)
-    host = PluginHost(loaded, plugin_settings)
-    return Service(
-        KindManager(kinds, predicates=predicates), settings, plugins=host,
-        webhooks=config.webhooks(), on_finish=config.on_finish(), sinks=sinks,
-    ).run()  # fmt: skip
+    return Daemon(build_service(settings, config=config, plugins=group.plugins())).run()

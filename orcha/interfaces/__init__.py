@@ -101,6 +101,7 @@ def start_service(service: ServiceWrapper) -> int:
     or the environment, as for ``orcha serve``.
     """
     from orcha import settings
-    from orcha.service.service import Service
+    from orcha.service.build import build_service
+    from orcha.service.daemon import Daemon
 
-    return Service(service.manager, settings.current()).run()
+    return Daemon(build_service(settings.current(), manager=service.manager)).run()

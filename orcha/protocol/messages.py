@@ -20,6 +20,9 @@ from __future__ import annotations
 import json
 import struct
 
+# Re-exported: clients import it from here.
+from orcha.protocol.ids import check_id as check_id
+
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -32,12 +35,6 @@ JSON = b"{"[0]
 LEGACY = b"P"[0]
 
 _HANDLE = struct.Struct("!I")
-
-#: Operations a client may request.
-OPS = frozenset(
-    {"submit", "cancel", "info", "status", "clean", "wait", "logs", "follow", "watch", "group",
-     "pause", "resume", "health", "state", "kinds"}
-)  # fmt: skip
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -73,25 +70,6 @@ def reply(op: str, **fields: Any) -> bytes:
 
 def error_reply(op: str, error: str, message: str) -> bytes:
     return encode({"re": op, "ok": False, "error": error, "message": message})
-
-
-def check_id(petition_id: object) -> str:
-    """A valid petition ID as text; ValueError saying what is wrong otherwise.
-
-    IDs are 1-128 printable characters without whitespace, so they are safe to print,
-    to pass as arguments and to use in file names.
-    """
-    from orcha.defaults import MAX_ID_LENGTH
-
-    if isinstance(petition_id, int) and not isinstance(petition_id, bool):
-        petition_id = str(petition_id)
-    if not isinstance(petition_id, str) or not petition_id:
-        raise ValueError("the petition ID must be a non-empty string")
-    if len(petition_id) > MAX_ID_LENGTH:
-        raise ValueError(f"the petition ID is longer than {MAX_ID_LENGTH} characters")
-    if not petition_id.isprintable() or any(c.isspace() for c in petition_id):
-        raise ValueError(f"the petition ID {petition_id!r} has whitespace or control characters")
-    return petition_id
 
 
 class SubmitRequest:

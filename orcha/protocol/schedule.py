@@ -176,7 +176,7 @@ def _seconds(value: object, name: str) -> float:
 
 
 def _ids(obj: dict[str, Any], name: str) -> tuple[str, ...]:
-    from orcha.protocol.messages import check_id
+    from orcha.protocol.ids import check_id
 
     value = obj.get(name, [])
     if not isinstance(value, list):

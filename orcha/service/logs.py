@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from orcha.protocol.messages import STDERR
 
@@ -83,3 +84,21 @@ def read_log(path: str, end: int | None = None) -> Iterator[tuple[int, bytes]]:
             if len(data) < size:
                 return
             yield stream, data
+
+
+def last_lines(frames: list[Any], n: int) -> list[Any]:
+    """The frames holding the last ``n`` lines of output (a final newline ends the last
+    line rather than starting an empty one)."""
+    if n == 0:
+        return []
+    out: list[Any] = []
+    for i in range(len(frames) - 1, -1, -1):
+        stream, data = frames[i]
+        pos = len(data) - 1 if (i == len(frames) - 1 and data.endswith(b"\n")) else len(data)
+        while (pos := data.rfind(b"\n", 0, pos)) >= 0:
+            n -= 1
+            if n == 0:
+                out.append((stream, data[pos + 1 :]))
+                return out[::-1]
+        out.append((stream, data))
+    return out[::-1]

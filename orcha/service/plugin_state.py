@@ -9,22 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The key check is the protocol's: requests are checked before they reach the service.
+from orcha.protocol.operations import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from orcha.protocol.operations import check_state_key as check_key
+
 if TYPE_CHECKING:
     from orcha.service.store import Store
 
 _MISSING = object()
-
-#: Longest key accepted (keys are printed and used on command lines).
-MAX_KEY_LENGTH = 256
-
-
-def check_key(key: object) -> str:
-    """A valid state key; ValueError saying what is wrong otherwise."""
-    if not isinstance(key, str) or not key:
-        raise ValueError("a state key must be a non-empty string")
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ValueError(f"a state key is 1-{MAX_KEY_LENGTH} printable characters")
-    return key
 
 
 class PluginState:

@@ -9,7 +9,7 @@ import pytest
 
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.logs import PetitionLog, read_log
-from orcha.service.service import _last_lines
+from orcha.service.logs import last_lines as _last_lines
 from orcha.settings import parse_size
 
 

@@ -10,6 +10,7 @@ import pytest
 from orcha.defaults import MAX_ID_LENGTH
 from orcha.protocol import messages as m
 from orcha.protocol.messages import SubmitRequest, check_id
+from orcha.protocol.operations import OPS
 
 
 def test_encode_decode_round_trip() -> None:
@@ -81,7 +82,7 @@ def test_ops() -> None:
                 "kinds",
             }
         )
-        == m.OPS
+        == OPS
     )
 
 

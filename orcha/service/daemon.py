@@ -1,0 +1,234 @@
+"""Daemon: the ``orcha serve`` process around the service core.
+
+The main thread runs one event loop over three descriptors, with no timeout: the
+listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
+petition ends. Signal handlers only count signals; the loop acts on the count. The first
+SIGINT/SIGTERM/SIGHUP stops accepting, keeps the queued petitions for the next start and
+cancels the running ones (their trees get TERM, grace, KILL), then exits 0 once all have
+ended; a second signal kills every tree at once and exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from orcha import __version__
+from orcha.defaults import DELIVERY_DRAIN_SECONDS, RECHECK_SECONDS
+from orcha.protocol import transport
+from orcha.protocol.managed import registry
+from orcha.service.lock import AddressLock
+from orcha.service.procs import reset_child_signals
+from orcha.service.server import ManagerServer
+from orcha.service.systemd import Notifier
+from orcha.settings import ensure_runtime_dir
+
+if TYPE_CHECKING:
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Seconds the service waits, once every petition has ended, for sessions to deliver the
+#: last output and end events to their clients before it exits.
+_FLUSH_SECONDS = 2.0
+
+
+class Daemon:
+    """Serves ``service`` at its settings' address until stopped by a signal."""
+
+    def __init__(self, service: Service, systemd: Notifier | None = None) -> None:
+        self.service = service
+        self.systemd = systemd or Notifier()
+        self._signals = 0
+
+    def run(self) -> int:
+        """Serve until stopped. Returns the exit code; raises OrchaError if it cannot start."""
+        service = self.service
+        with contextlib.ExitStack() as stack:
+            listener = self._listen(stack)
+            service.open_store()
+            stack.callback(service.close)
+            self._serve_managers()
+            signal_r = self._catch_signals(stack)
+            self._announce()
+            service.start()  # plugins and recovery: before petitions run or clients come
+            stack.callback(self.systemd.close)
+            stack.callback(service.plugins.stop)
+            sel = selectors.DefaultSelector()
+            stack.callback(sel.close)
+            sel.register(listener, selectors.EVENT_READ, "accept")
+            sel.register(signal_r, selectors.EVENT_READ, "signal")
+            sel.register(service.waker_r, selectors.EVENT_READ, "waker")
+            code = self._loop(sel, listener)
+        log.warning("stopped (exit code %d)", code)
+        return code
+
+    def _loop(self, sel: selectors.BaseSelector, listener: Any) -> int:
+        service, scheduler, systemd = self.service, self.service.scheduler, self.systemd
+        service.wake_on_submit = systemd.enabled  # systemd hears the new queue length
+        systemd.ready(service.status_words())
+        watchdog = systemd.watchdog_interval
+        next_ping = time.monotonic()
+        while True:
+            # Wake up on a timer only while a petition waits for free memory or a
+            # plugin's predicate, or to feed systemd's watchdog.
+            recheck = RECHECK_SECONDS if scheduler.needs_recheck else None
+            timeout = recheck
+            if watchdog is not None:
+                due = max(0.0, next_ping - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
+            events = sel.select(timeout)
+            if not events and recheck is not None:
+                scheduler.admit()
+            # Only a scheduler whose lock can be taken is alive: a stuck one stops the
+            # pings, and systemd restarts the service.
+            if watchdog is not None and time.monotonic() >= next_ping and _alive(service, watchdog):
+                systemd.watchdog()
+                next_ping = time.monotonic() + watchdog
+            systemd.status(service.status_words())
+            for key, _ in events:
+                if key.data == "accept":
+                    self._accept(listener)
+                else:
+                    _drain(key.fd)
+            if self._signals and not service.stopping:
+                sel.unregister(listener)
+                listener.close()
+                systemd.stopping(f"stopping; {service.status_words()}")
+                service.begin_stop()
+            if self._signals >= 2:
+                service.force_stop()
+                return 1
+            if service.stopping and scheduler.running_count == 0:
+                self._flush()
+                return 0
+
+    # -- start -----------------------------------------------------------------------------
+    def _listen(self, stack: contextlib.ExitStack) -> Any:
+        """Take the address (its lock first, for a unix socket) and listen on it."""
+        settings = self.service.settings
+        address = settings.address
+        if address.is_unix:
+            assert address.path is not None
+            if os.path.dirname(address.path) == os.path.abspath(settings.runtime_dir):
+                ensure_runtime_dir(settings)
+            lock = AddressLock(address.path + ".lock")
+            lock.acquire(str(address))
+            stack.callback(lock.release)
+        listener = transport.listen(address)
+        if address.is_unix and address.path:
+            stack.callback(_unlink, address.path)
+        stack.callback(_close, listener)
+        return listener
+
+    def _serve_managers(self) -> None:
+        """The ``multiprocessing.managers`` server that serves sessions and proxies."""
+        service = self.service
+        key = service.settings.service_key()
+        multiprocessing.current_process().authkey = key  # proxies rebuilt here use our key
+        # Actions of the original API start multiprocessing.Process children that get the
+        # petition as an argument; it holds the manager, so it must be inherited by fork,
+        # not pickled (Python 3.14 makes forkserver the default on Linux).
+        multiprocessing.set_start_method("fork", force=True)
+        service.server = ManagerServer(registry(), service.settings.address.sockaddr, key, service)
+        service.server.install()
+        os.register_at_fork(after_in_child=reset_child_signals)
+
+    def _catch_signals(self, stack: contextlib.ExitStack) -> int:
+        """Count stop signals from now on; the returned descriptor wakes the loop."""
+        signal_r, signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        stack.callback(os.close, signal_w)
+        stack.callback(os.close, signal_r)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
+        signal.set_wakeup_fd(signal_w)
+        stack.callback(signal.set_wakeup_fd, -1)
+        return signal_r
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only counts: the event loop acts on it (logging here could deadlock).
+        self._signals += 1
+
+    def _announce(self) -> None:
+        service = self.service
+        address = service.settings.address
+        if not address.is_unix:
+            from orcha.protocol.address import is_loopback
+
+            if not is_loopback(address):
+                log.warning(
+                    "listening on %s, which is not loopback: anyone who can reach it and has "
+                    "the key can run commands as this user",
+                    address,
+                )
+        print(
+            f"orcha {__version__}: listening on {address} (pid {os.getpid()}, "
+            f"up to {service.manager.max_running} running, "
+            f"GPUs: {','.join(service.scheduler.inventory) or 'none'}, kinds: "
+            f"{', '.join(sorted(service.manager.kinds())) or 'none'})",
+            flush=True,
+        )
+
+    # -- while serving -----------------------------------------------------------------------
+    def _accept(self, listener: Any) -> None:
+        server = self.service.server
+        assert server is not None
+        while True:
+            try:
+                conn = transport.accept(listener)
+            except OSError as e:
+                log.warning("accept failed: %s", e)  # e.g. out of descriptors; keep serving
+                return
+            if conn is None:
+                return
+            threading.Thread(
+                target=server.handle_connection, args=(conn,), name="client", daemon=True
+            ).start()
+
+    def _flush(self) -> None:
+        """On a clean stop: let sessions send their clients the last output and ends, and
+        queued webhooks, hooks and event sinks go out (a forced stop waits for neither)."""
+        deadline = time.monotonic() + _FLUSH_SECONDS
+        with self.service.peers_lock:
+            peers = list(self.service.peers)
+        for peer in peers:
+            peer.idle.wait(max(0.0, deadline - time.monotonic()))
+        for what in self.service.events.finish_deliveries(DELIVERY_DRAIN_SECONDS):
+            log.warning("stopping without the %s still queued", what)
+
+
+def _alive(service: Service, timeout: float) -> bool:
+    """Whether the scheduler's lock can be taken within ``timeout`` seconds."""
+    if not service.scheduler.lock.acquire(timeout=timeout):
+        return False
+    service.scheduler.lock.release()
+    return True
+
+
+def _close(listener: Any) -> None:
+    if listener.fileno() >= 0:
+        listener.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,207 @@
+"""Events: who hears about a petition besides its own client.
+
+The fan-out of petition events, apart from the petition's record (the Job): sessions
+that ``wait`` for or ``follow`` a petition, sessions that ``watch`` events, webhooks,
+plugins' event sinks and ``on_finish`` hooks. A Job reaches it as ``job.events`` (its
+output and progress go to watchers through :meth:`Events.watch_event`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orcha.protocol import messages
+from orcha.service.notify import EventSinks, FinishHooks, Webhooks
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.service.job import Job
+    from orcha.service.peer import Peer
+    from orcha.service.scheduler import Scheduler
+    from orcha.service.store import Store
+
+#: The fields of an ended petition's record that subscribers get (as Job.summary gives).
+_ENDED = ("id", "state", "code", "message")
+
+
+class Events:
+    """Subscriptions and deliveries of petition events (thread-safe)."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        webhooks: list[dict[str, Any]] | None = None,
+        on_finish: str | None = None,
+        sinks: list[tuple[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``webhooks``: [{"url", "events"}] for every petition; ``on_finish``: the hook
+        command template (both from the configuration file); ``sinks``: (plugin name,
+        callable) receiving every event envelope."""
+        self.scheduler = scheduler  # also for kinds' contexts (the GPU inventory)
+        self.store: Store | None = None  # set once the service opens its records
+        self.webhooks = Webhooks(webhooks, failed=self._webhook_failed)
+        self.finish_hooks = FinishHooks(on_finish)
+        self.sinks = EventSinks(sinks or [])
+        self._clock = clock
+        self._watchers: dict[Peer, frozenset[str] | None] = {}
+        self._lock = threading.Lock()
+        # Output and progress events are built only if someone wants them.
+        self._hooks_want_stream = bool(self.sinks.sinks) or any(
+            {"output", "progress"} & w["events"] for w in self.webhooks.everyone
+        )
+
+    # -- events --------------------------------------------------------------------------
+    @property
+    def watching(self) -> bool:
+        """Whether anyone wants output and progress events (so building them is worth it)."""
+        return bool(self._watchers) or self._hooks_want_stream
+
+    def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
+        """The one event envelope ``{event, petition, kind, timestamp, data}`` about
+        ``job``: to every peer watching it, and to the webhooks that want it."""
+        hooked = bool(self.webhooks.everyone or job.schedule.notify)
+        if not self._watchers and not hooked and not self.sinks.sinks:
+            return
+        envelope = {"event": event, "petition": job.id, "kind": job.kind or "",
+                    "timestamp": self._clock(), "data": data}  # fmt: skip
+        if hooked:
+            self.webhooks.event(job, envelope)
+        self.sinks.event(envelope)
+        if not self._watchers:
+            return
+        frame = messages.encode(envelope)
+        with self._lock:
+            watchers = list(self._watchers.items())
+        for peer, ids in watchers:
+            if ids is None or job.id in ids:
+                peer.deliver(frame)
+
+    def ended(self, job: Job) -> None:
+        """``job`` has ended: tell its waiters, followers, watchers and the on_finish hook."""
+        with job.output_lock:
+            job.end_announced = True
+            waiters, followers = list(job.waiters), dict(job.followers)
+            job.waiters.clear()
+            job.followers.clear()
+        summary = job.summary()
+        for peer in waiters:
+            peer.deliver(messages.encode({"event": "ended", **summary}))
+        for peer, handle in followers.items():
+            peer.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
+        self.watch_event(job, "finished", summary)
+        self.finish_hooks.finished(job)
+
+    def _webhook_failed(self, job: Job, message: str) -> None:
+        """A webhook delivery finally failed: kept in the petition's record."""
+        if self.store is not None and job.seq:
+            self.store.update_later(job.seq, notify_error=message)
+
+    def finish_deliveries(self, timeout: float) -> list[str]:
+        """Let queued webhooks, hooks and sink events go out within ``timeout`` seconds in
+        all; what is still queued then."""
+        deadline = time.monotonic() + timeout
+        queues = (("webhook deliveries", self.webhooks), ("on_finish hooks", self.finish_hooks),
+                  ("event sinks", self.sinks))  # fmt: skip
+        return [what for what, queue in queues
+                if not queue.idle(max(0.0, deadline - time.monotonic()))]  # fmt: skip
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def ended_record(self, petition_id: str) -> dict[str, Any] | None:
+        """The newest record of ``petition_id`` (None without one, or without records)."""
+        if self.store is None:
+            return None
+        self.store.flush()
+        return self.store.latest(petition_id)
+
+    def wait_for(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
+        """Which of ``ids`` have ended, which are pending (the peer is told when each
+        ends), and which are unknown."""
+        ended: list[dict[str, Any]] = []
+        pending: list[str] = []
+        missing: list[str] = []
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is not None:
+                with job.output_lock:
+                    if not job.end_announced:
+                        job.waiters.add(peer)
+                        peer.subscribed.add(job)
+                        pending.append(petition_id)
+                        continue
+                ended.append(job.summary())
+                continue
+            record = self.ended_record(petition_id)
+            if record is None:
+                missing.append(petition_id)
+            else:
+                ended.append({k: record[k] for k in _ENDED})
+        return {"ended": ended, "pending": pending, "missing": missing}
+
+    def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """For each ID, what to replay from its log and whether it has ended; live ones
+        are subscribed exactly where the replay stops."""
+        plan: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for petition_id in ids:
+            job = self.scheduler.get(petition_id)
+            if job is not None and job.log is not None:
+                handle = peer.new_handle()
+                with job.output_lock:
+                    if not job.end_announced:
+                        job.followers[peer] = handle
+                        peer.subscribed.add(job)
+                        plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
+                                     "end": job.log.size, "ended": None})  # fmt: skip
+                        continue
+                plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
+                             "end": None, "ended": job.summary()})  # fmt: skip
+                continue
+            record = self.ended_record(petition_id)
+            if record is None or record["state"] in (str(State.QUEUED), str(State.RUNNING)):
+                missing.append(petition_id)  # unknown, or of the original API (no log)
+                continue
+            plan.append({
+                "id": record["id"], "handle": peer.new_handle(),
+                "log_path": record["log_path"], "end": None,
+                "ended": {k: record[k] for k in _ENDED},
+            })  # fmt: skip
+        return plan, missing
+
+    def watch(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
+        """Subscribe ``peer`` to events (of ``ids``, or all); it first gets the current
+        state of each, so a watcher that starts late misses nothing."""
+        wanted = frozenset(ids) or None
+        with self._lock:
+            self._watchers[peer] = wanted
+        missing = []
+        live = {job.id: job for job in self.scheduler.jobs()}
+        for job in live.values():
+            if wanted is None or job.id in wanted:
+                self.watch_event(job, "state", {"state": str(job.state), "priority": job.priority})
+        for petition_id in ids:
+            if petition_id in live:
+                continue
+            record = self.ended_record(petition_id)
+            if record is None:
+                missing.append(petition_id)
+                continue
+            peer.deliver(messages.encode({
+                "event": "finished", "petition": record["id"], "kind": record["kind"],
+                "timestamp": record["ended"],
+                # The same fields as a finish seen live (Job.summary).
+                "data": {k: record.get(k) for k in (*_ENDED, "attempt", "outcome")},
+            }))  # fmt: skip
+        return {"missing": missing}
+
+    def unsubscribe(self, peer: Peer) -> None:
+        """``peer`` has gone: it follows, waits for and watches nothing any more."""
+        for job in list(peer.subscribed):  # only its own subscriptions, not the queue
+            with job.output_lock:
+                job.followers.pop(peer, None)
+                job.waiters.discard(peer)
+        with self._lock:
+            self._watchers.pop(peer, None)

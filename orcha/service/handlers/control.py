@@ -1,0 +1,182 @@
+"""Handlers that steer and inspect the service: group, pause, resume, state, kinds,
+health, info."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from orcha import __version__
+from orcha.errors import ExitCode, PetitionError
+from orcha.service.recovery import save_groups
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.protocol.operations import (
+        GroupRequest,
+        KindsRequest,
+        NoRequest,
+        PauseRequest,
+        StateRequest,
+    )
+    from orcha.service.handlers import Handler
+    from orcha.service.job import Job
+    from orcha.service.peer import Peer
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service")
+
+
+def group(service: Service, peer: Peer, request: GroupRequest) -> dict[str, Any]:
+    """List the groups; with a name, give it its own limit of running petitions (None
+    removes it), kept across restarts."""
+    scheduler = service.scheduler
+    if request.name is None:
+        return {"groups": scheduler.groups()}
+    scheduler.set_group_limit(request.name, request.max_running)
+    save_groups(service)
+    log.info("group %s: max running %s", request.name, request.max_running or "unlimited")
+    return {"groups": scheduler.groups()}
+
+
+def pause(service: Service, peer: Peer, request: PauseRequest) -> dict[str, Any]:
+    """Pause admission for IDs, groups or everything (with ``running``, SIGSTOP their
+    running trees too)."""
+    return _set_paused(service, request, paused=True)
+
+
+def resume(service: Service, peer: Peer, request: PauseRequest) -> dict[str, Any]:
+    """Resume admission for IDs, groups or everything; continue (SIGCONT) the stopped
+    trees it covers."""
+    return _set_paused(service, request, paused=False)
+
+
+def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[str, Any]:
+    """Says what happened to each ID, and the groups now."""
+    scheduler = service.scheduler
+    ids, groups, everything = request.ids, request.groups, request.all
+    results: dict[str, str] = {}
+    jobs: list[Job] = []
+    for petition_id in ids:
+        job = scheduler.get(petition_id)
+        if job is None:
+            results[petition_id] = f"there is no queued or running petition {petition_id!r}"
+        else:
+            jobs.append(job)
+    scheduler.set_paused(paused, jobs, groups, everything)
+    scope = set(groups)
+    covered = list(jobs)
+    if everything or scope:
+        covered += [j for j in scheduler.jobs() if everything or j.schedule.group in scope]
+    for job in covered:
+        if job.state is State.RUNNING and (request.running or not paused) and job.stopped != paused:
+            # The flag first: a process the petition starts meanwhile is stopped by
+            # the runner when it registers (see Runner._register).
+            job.stopped = paused
+            sig = signal.SIGSTOP if paused else signal.SIGCONT
+            service.procs.signal_tree(list(job.pids), job.token, sig)
+        if job.state is State.QUEUED and service.store is not None:
+            service.store.update_later(job.seq, paused=int(job.paused))
+        service.events.watch_event(job, "paused" if paused else "resumed", {})
+    for job in jobs:
+        results[job.id] = "paused" if paused else "resumed"
+    save_groups(service)
+    log.info(
+        "%s: ids %s, groups %s%s", "paused" if paused else "resumed", ids, groups,
+        ", everything" if everything else "",
+    )  # fmt: skip
+    return {"results": results, "groups": scheduler.groups()}
+
+
+def state(service: Service, peer: Peer, request: StateRequest) -> dict[str, Any]:
+    """A plugin's state for users: ``ls`` every key, ``get``/``set``/``rm`` one. Refused
+    if the plugin is not loaded, the key is missing, or the value is not JSON data."""
+    from orcha.service.plugin_state import PluginState
+
+    plugin, key = request.plugin, request.key
+    if plugin not in service.plugins.plugins or service.store is None:
+        loaded = ", ".join(sorted(service.plugins.plugins)) or "none"
+        raise PetitionError(
+            f"the service has no plugin {plugin!r} (loaded: {loaded})", ExitCode.UNKNOWN
+        )
+    store = PluginState(service.store, plugin)
+    try:
+        if request.action == "ls":
+            return {"plugin": plugin, "state": store.items()}
+        assert key is not None
+        if request.action == "get":
+            if key not in store:
+                raise PetitionError(
+                    f"plugin {plugin} has no state key {key!r}; see 'orcha state ls {plugin}'",
+                    ExitCode.NO_PETITION,
+                )
+            return {"plugin": plugin, "key": key, "value": store.get(key)}
+        if request.action == "set":
+            store.set(key, request.value)
+            return {"plugin": plugin, "key": key, "value": request.value}
+        return {"plugin": plugin, "key": key, "removed": store.delete(key)}
+    except ValueError as e:
+        raise PetitionError(str(e), ExitCode.REFUSED) from None
+
+
+def kinds(service: Service, peer: Peer, request: KindsRequest) -> dict[str, Any]:
+    """List the runtime kinds (templates), or add or remove one."""
+    runtime = service.runtime_kinds
+    if request.action == "ls":
+        return {"kinds": runtime.listing()}
+    assert request.name is not None
+    if request.action == "add":
+        assert request.parent is not None and request.settings is not None
+        return {"kind": runtime.add(request.name, request.parent, request.settings)}
+    return {"removed": runtime.remove(request.name)}
+
+
+def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+    """Whether the service and each plugin are healthy (plugin checks run with a time
+    limit, their errors caught), with the queue and capacity."""
+    plugins = service.plugins.health()
+    scheduler = service.scheduler
+    return {
+        "healthy": all(p["healthy"] for p in plugins.values()),
+        "queued": scheduler.queued_count,
+        "running": scheduler.running_count,
+        "cpus_in_use": scheduler.used_cpus,
+        "capacity": scheduler.capacity,
+        "paused": scheduler.paused_all,
+        "plugins": plugins,
+    }
+
+
+def info(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+    """What the service is and holds: version, address, kinds, queue, petitions."""
+    scheduler = service.scheduler
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "address": str(service.settings.address),
+        "kinds": sorted(service.manager.kinds()),
+        "runtime_kinds": service.runtime_kinds.listing(),
+        "running": scheduler.running_count,
+        "queued": scheduler.queued_count,
+        "max_running": service.manager.max_running,
+        "cpus_in_use": scheduler.used_cpus,
+        "gpus": list(scheduler.inventory),
+        "groups": scheduler.groups(),
+        "paused": scheduler.paused_all,
+        "petitions": [job.describe() for job in scheduler.jobs()],
+        "served_objects": service.server.object_count() if service.server else 0,
+        "sessions": len(service.peers),
+    }
+
+
+HANDLERS: dict[str, Handler] = {
+    "group": group,
+    "pause": pause,
+    "resume": resume,
+    "state": state,
+    "kinds": kinds,
+    "health": health,
+    "info": info,
+}

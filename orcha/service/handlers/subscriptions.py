@@ -1,0 +1,46 @@
+"""Handlers of the subscriptions: wait, follow, watch (the fan-out is orcha.service.events)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from orcha.protocol import messages
+from orcha.service.logs import read_log
+from orcha.service.peer import Reply
+
+if TYPE_CHECKING:
+    from orcha.protocol.operations import IdsRequest
+    from orcha.service.handlers import Handler
+    from orcha.service.peer import Peer
+    from orcha.service.service import Service
+
+
+def wait(service: Service, peer: Peer, request: IdsRequest) -> dict[str, Any]:
+    """Which petitions have ended, which are pending (an ``ended`` event follows for
+    each), which are unknown."""
+    return service.events.wait_for(peer, request.ids)
+
+
+def follow(service: Service, peer: Peer, request: IdsRequest) -> Reply:
+    """The handles first, then each log replayed, then live output follows (the peer is
+    subscribed exactly where the replay ends)."""
+    plan, missing = service.events.follow(peer, request.ids)
+    handles = {p["id"]: p["handle"] for p in plan}
+    return Reply({"handles": handles, "missing": missing}, after=_replay(plan))
+
+
+def _replay(plan: list[dict[str, Any]]) -> Iterator[bytes]:
+    for p in plan:
+        for stream, data in read_log(p["log_path"], p["end"]):
+            yield messages.output_frame(stream, p["handle"], data)
+        if p["ended"] is not None:
+            yield messages.encode({"event": "end", "handle": p["handle"], **p["ended"]})
+
+
+def watch(service: Service, peer: Peer, request: IdsRequest) -> dict[str, Any]:
+    """Events of the given petitions (all if none), starting with the state of each."""
+    return service.events.watch(peer, request.ids)
+
+
+HANDLERS: dict[str, Handler] = {"wait": wait, "follow": follow, "watch": watch}

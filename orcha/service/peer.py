@@ -1,0 +1,82 @@
+"""Peer: one client as the service core sees it.
+
+What a client submitted, attached to, follows and waits for, and where frames pushed to
+it go. :class:`orcha.service.session.Session` is the peer of a socket connection; tests
+drive the handlers with an in-process peer that keeps its frames in memory. A
+:class:`Reply` is what a handler answers a peer with when more than the reply goes out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from orcha.protocol import messages
+
+if TYPE_CHECKING:
+    from orcha.service.job import Job
+
+
+class Peer:
+    """The client side of the service's bookkeeping. Subclasses define :meth:`deliver`
+    (push a frame to the client, from any thread) and may watch attached queues."""
+
+    def __init__(self) -> None:
+        self.attached: dict[int, Job] = {}  # handle -> job whose output this client reads
+        self.submitted: set[Job] = set()  # not yet ended (the service discards ended ones)
+        self.legacy_ended: list[Job] = []  # ended original-API jobs whose queue to purge
+        self.subscribed: set[Job] = set()  # jobs this client follows or waits for
+        self.closed = False
+        # Clear while an attached petition has not told its client its end.
+        self.idle = threading.Event()
+        self.idle.set()
+        self._next_handle = 1
+
+    def new_handle(self) -> int:
+        """A number naming one petition's stream in this client's frames."""
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    def attach(self, job: Job, queue: Any) -> int:
+        """The client reads ``job``'s output from ``queue`` (it submitted the job)."""
+        handle = self.new_handle()
+        self.attached[handle] = job
+        self.submitted.add(job)
+        self.idle.clear()
+        self.watch_queue(handle, job, queue)
+        return handle
+
+    def detach(self, handle: int) -> None:
+        """The client has had the end of the petition behind ``handle``."""
+        del self.attached[handle]
+        if not self.attached:
+            self.idle.set()
+
+    def watch_queue(self, handle: int, job: Job, queue: Any) -> None:
+        """Start forwarding ``queue`` to the client (a socket peer selects on it)."""
+
+    def deliver(self, frame: bytes) -> None:
+        """Push a frame to the client (any thread)."""
+        raise NotImplementedError
+
+    def deliver_output(self, handle: int, stream: int, data: bytes) -> None:
+        self.deliver(messages.output_frame(stream, handle, data))
+
+
+class Reply:
+    """A handler's answer when more than the reply goes out: frames ``before`` it (the
+    output ``logs`` sends) and ``after`` it (the log ``follow`` replays, read lazily)."""
+
+    __slots__ = ("after", "before", "fields")
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        before: Iterable[bytes] = (),
+        after: Iterable[bytes] = (),
+    ) -> None:
+        self.fields = fields
+        self.before = before
+        self.after = after

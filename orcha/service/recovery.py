@@ -1,0 +1,131 @@
+"""Recovery: what a service takes back, at start, from the one before it at its address.
+
+Queued petitions are queued again in their order; those that were running become
+INTERRUPTED and whatever of their process trees survived is stopped; group limits and
+pauses hold again. (The stop that leaves this behind is ``Service.begin_stop``.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from orcha.errors import InvalidPetitionError, PetitionError
+from orcha.protocol.outputs import DISCARD
+from orcha.protocol.schedule import Schedule
+from orcha.service.job import Job
+from orcha.service.logs import PetitionLog
+from orcha.service.procs import start_ticks
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service")
+
+
+def restore(service: Service) -> None:
+    """Take back what a previous service at this address left: queued petitions are
+    queued again in their order; running ones are INTERRUPTED, their processes stopped."""
+    store = service.store
+    assert store is not None
+    rows = store.live(str(service.settings.address))
+    if not rows:
+        return
+    now = service.clock()
+    scheduler = service.scheduler
+    scheduler.accepting = False  # queue them all before any starts: order holds
+    requeued = interrupted = 0
+    try:
+        for row in rows:
+            if row["state"] == str(State.RUNNING):
+                _stop_leftovers(service, row)
+                store.update(
+                    row["seq"], state=str(State.INTERRUPTED), ended=now,
+                    message="the service stopped while it was running",
+                )  # fmt: skip
+                interrupted += 1
+            elif _requeue(service, row, now):
+                requeued += 1
+    finally:
+        scheduler.accepting = True
+    scheduler.settle_dependencies()  # also admits
+    log.warning(
+        "restored %d queued petition(s); %d that were running became INTERRUPTED",
+        requeued, interrupted,
+    )  # fmt: skip
+
+
+def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
+    # The same process, not a reused PID: same start time.
+    roots = [pid for pid, started in row["pids"] if start_ticks(pid) == started]
+    if roots or row["token"]:
+        n = service.procs.stop_tree(roots, row["token"] or None, service.settings.grace)
+        if n:
+            log.warning("petition %s: stopped %d process(es) left running", row["id"], n)
+
+
+def _requeue(service: Service, row: dict[str, Any], now: float) -> bool:
+    """Queue a recorded petition again (as its kind's petition, detached); False, with
+    the record CANCELLED and why, if it can no longer be built."""
+    from orcha.protocol.messages import SubmitRequest
+
+    store = service.store
+    assert store is not None
+    try:
+        if not row["kind"]:
+            raise InvalidPetitionError("petitions of the original Orcha API are not restored")
+        schedule = Schedule.from_wire(row["schedule"])
+        # A runtime kind's petition runs as its parent, with the settings it was
+        # queued with, whatever became of the template since.
+        request = SubmitRequest(
+            row["runs_as"] or row["kind"], row["id"], row["params"], row["priority"],
+            row["cwd"], row["env"], attach=False, schedule=schedule,
+        )  # fmt: skip
+        petition = service.manager.petition_from_request(request, DISCARD)
+    except (ValueError, PetitionError) as e:
+        store.update(
+            row["seq"], state=str(State.CANCELLED), ended=now,
+            message=f"not queued again after a restart: {e}",
+        )  # fmt: skip
+        return False
+    uid = os.urandom(8).hex()
+    job = Job(
+        petition, native=True, token_prefix=service.token_prefix, kind=row["kind"],
+        seq=row["seq"], token=f"{service.token_prefix}-{uid}", schedule=schedule,
+        created=row["submitted"],
+    )  # fmt: skip
+    job.paused = bool(row["paused"])
+    job.events = service.events
+    job.log = PetitionLog(row["log_path"] or service.log_path(uid), service.log_cap)
+    store.update(row["seq"], token=job.token, log_path=job.log.path)
+    service.scheduler.submit(job)
+    return True
+
+
+# -- group limits and pauses ------------------------------------------------------------
+def save_groups(service: Service) -> None:
+    """Keep the group limits and pauses for the next start."""
+    if service.store is None:
+        return
+    scheduler = service.scheduler
+    service.store.set_value(
+        str(service.settings.address),
+        "groups",
+        {
+            "limits": scheduler.group_limits(),
+            "paused": sorted(scheduler.paused_groups()),
+            "paused_all": scheduler.paused_all,
+        },
+    )
+
+
+def load_groups(service: Service) -> None:
+    """Set the group limits and pauses a previous service kept."""
+    assert service.store is not None
+    saved = service.store.get_value(str(service.settings.address), "groups", {})
+    for name, limit in (saved.get("limits") or {}).items():
+        service.scheduler.set_group_limit(name, int(limit))
+    paused_all = bool(saved.get("paused_all"))
+    service.scheduler.set_paused(True, (), saved.get("paused") or (), paused_all)

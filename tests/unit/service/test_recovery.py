@@ -1,0 +1,61 @@
+"""What a service takes back from the one before it (in process, see harness)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orcha.states import State
+from tests.unit.service.harness import Harness
+
+
+def test_a_restart_requeues_in_order_and_interrupts_what_was_running(tmp_path: Path) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.submit("a")
+    first.gates.wait_started("a")
+    first.submit("b", priority=5)
+    first.submit("c")
+    first.submit("d")
+    first.call("group", name="g", max_running=3)
+    first.service.begin_stop()  # keeps b, c, d queued; cancels a
+    first.wait_ended("a")
+    seq = first.record("a")["seq"]
+    assert first.service.store is not None
+    # As if the service had died while 'a' ran:
+    first.service.store.update(seq, state=str(State.RUNNING), pids=[], token="token-a")
+    first.close()
+
+    second = Harness(tmp_path, max_running=1)
+    try:
+        a = second.record("a")
+        assert (a["state"], a["message"]) == (
+            "INTERRUPTED",
+            "the service stopped while it was running",
+        )
+        assert ([], "token-a", False) in second.procs.stopped  # its leftovers were stopped
+        second.gates.wait_started("c")
+        states = [second.record(i)["state"] for i in ("c", "d", "b")]
+        assert states == ["RUNNING", "QUEUED", "QUEUED"]
+        second.run_to_end("c")
+        second.gates.wait_started("d")
+        second.run_to_end("d")
+        second.gates.wait_started("b")
+        assert second.gates.started == ["c", "d", "b"]
+        (g,) = [group for group in second.call("group")["groups"] if group["name"] == "g"]
+        assert g["max_running"] == 3
+    finally:
+        second.close()
+
+
+def test_a_restart_keeps_pauses(tmp_path: Path) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.call("pause", all=True)
+    first.submit("a")
+    first.service.begin_stop()
+    first.close()
+    second = Harness(tmp_path, max_running=1)
+    try:
+        assert second.record("a")["waiting"] == "all petitions are paused ('orcha resume --all')"
+        second.call("resume", all=True)
+        second.gates.wait_started("a")
+    finally:
+        second.close()
