@@ -109,12 +109,12 @@ class Config:
 
     # Settings in the units Settings takes.
     def seconds(self, key: str) -> float:
-        from orcha.settings import parse_duration
+        from orcha.units import parse_duration
 
         return float(self._amount(key, parse_duration, "duration"))
 
     def size(self, key: str) -> int:
-        from orcha.settings import parse_size
+        from orcha.units import parse_size
 
         return int(self._amount(key, parse_size, "size"))
 
@@ -131,7 +131,7 @@ class Config:
         return float(value)
 
     def gpus(self) -> tuple[str, ...] | None:
-        from orcha.settings import parse_gpus
+        from orcha.units import parse_gpus
 
         value = self.data["gpus"]
         text = value if isinstance(value, str) else ",".join(str(v) for v in value)
@@ -142,8 +142,8 @@ class Config:
 
     def webhooks(self) -> list[dict[str, Any]]:
         """``notify:`` as [{"url", "events"}] (the default events when none are named)."""
-        from orcha.protocol.schedule import check_url
-        from orcha.service.notify import DEFAULT_EVENTS, STREAM_EVENTS
+        from orcha.defaults import DEFAULT_EVENTS, STREAM_EVENTS
+        from orcha.units import check_url
 
         out = []
         for i, item in enumerate(self.data["notify"]):
@@ -165,12 +165,12 @@ class Config:
         return out
 
     def on_finish(self) -> str | None:
-        from orcha.service.notify import FinishHooks
+        from orcha.units import check_hook_template
 
         template = self.data["hooks"].get("on_finish")
         if template is not None:
             try:
-                FinishHooks.check_template(template)
+                check_hook_template(template)
             except ValueError as e:
                 raise ConfigError(f"{self.path}: hooks.on_finish: {e}") from None
         return template
@@ -237,7 +237,7 @@ def load(explicit: str | None = None) -> Config:
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
     config.gpus(), config.webhooks(), config.on_finish()
     if "address" in data:
-        from orcha.protocol.address import parse_address
+        from orcha.address import parse_address
 
         try:
             parse_address(data["address"])

@@ -113,3 +113,12 @@ DELIVERY_QUEUE = 10000
 
 #: Seconds a cleanly stopping service waits for queued webhooks, hooks and event sinks.
 DELIVERY_DRAIN_SECONDS = 10.0
+
+#: Events POSTed by default (state changes; output and progress are too chatty).
+DEFAULT_EVENTS = frozenset({"submitted", "started", "attempt", "finished", "paused", "resumed"})
+
+#: Events sent only to webhooks that name them.
+STREAM_EVENTS = frozenset({"output", "progress"})
+
+#: Fields an ``on_finish`` template may use, e.g. ``notify-send "orcha: {id} {state} ({code})"``.
+HOOK_FIELDS = ("id", "kind", "state", "code", "message", "group", "started", "ended", "cwd")

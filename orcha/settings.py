@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 from orcha import defaults
+from orcha.address import Address, parse_address
 from orcha.errors import ConfigError
-from orcha.protocol.address import Address, parse_address
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -259,46 +259,3 @@ def current() -> Settings:
     if _current is None:
         _current = resolve()
     return _current
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``512K``, ``64M``, ``1G`` (powers of 1024) -> bytes; ValueError otherwise."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"{text!r} is not a size (e.g. 4096, 512K, 64M, 1G)")
-    scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
-    return int(float(m.group(1)) * scale)
-
-
-def parse_gpus(text: str) -> tuple[str, ...] | None:
-    """``auto`` -> None (discover), ``none`` or empty -> no GPUs, ``0,1,3`` -> those
-    indices (distinct, each a non-negative integer or a GPU UUID); ValueError otherwise."""
-    text = text.strip()
-    if text.lower() == "auto":
-        return None
-    if text.lower() in ("", "none"):
-        return ()
-    out: list[str] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item or not all(c.isalnum() or c in "-_" for c in item):
-            raise ValueError(f"{text!r} is not a GPU list (e.g. 0,1,2; 'auto'; 'none')")
-        if item in out:
-            raise ValueError(f"GPU {item} is listed twice in {text!r}")
-        out.append(item)
-    return tuple(out)
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``1.5``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds; ValueError
-    otherwise."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)")
-    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)

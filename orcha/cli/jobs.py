@@ -13,8 +13,8 @@ from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
 from orcha.errors import ExitCode, NoPetitionError
-from orcha.settings import parse_duration
 from orcha.states import State
+from orcha.units import parse_duration
 
 _STATES = [s.value for s in State]
 

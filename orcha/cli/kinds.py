@@ -23,7 +23,7 @@ def kinds() -> None:
 
 def _value(key: str, text: str) -> Any:
     """A --set value: JSON if it parses, else text; sizes and durations as orcha reads them."""
-    from orcha.settings import parse_duration, parse_size
+    from orcha.units import parse_duration, parse_size
 
     try:
         value = json.loads(text)

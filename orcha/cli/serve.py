@@ -70,12 +70,11 @@ def serve(
     SIGKILL), keeps the queued ones for the next start, and exits 0; a second signal
     kills the running ones at once and exits 1.
     """
-    from orcha.cli.app import OrchaGroup
     from orcha.cli.options import load_config
     from orcha.service.build import build_service
     from orcha.service.daemon import Daemon
     from orcha.service.log_config import configure_logging
-    from orcha.settings import parse_duration, parse_gpus, parse_size
+    from orcha.units import parse_duration, parse_gpus, parse_size
 
     def parsed(text: str | None, parse: Any, hint: str) -> Any:
         if text is None:
@@ -95,7 +94,5 @@ def serve(
         backfill_bound=parsed(backfill_bound, parse_duration, "'--backfill-bound'"),
     )
     configure_logging(settings.verbose, log_format)
-    group = ctx.find_root().command
-    assert isinstance(group, OrchaGroup)
     config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
-    return Daemon(build_service(settings, config=config, plugins=group.plugins())).run()
+    return Daemon(build_service(settings, config=config)).run()

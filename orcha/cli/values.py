@@ -27,14 +27,14 @@ def finite(value: float) -> float:
 
 def size(text: str) -> int:
     """``4096``, ``512K``, ``1.5G`` -> bytes."""
-    from orcha.settings import parse_size
+    from orcha.units import parse_size
 
     return parse_size(text)
 
 
 def duration(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
-    from orcha.settings import parse_duration
+    from orcha.units import parse_duration
 
     return parse_duration(text)
 
@@ -70,7 +70,7 @@ def ids(values: Sequence[str]) -> list[str]:
 
 def urls(values: Sequence[str]) -> list[str]:
     """Webhook URLs (http or https)."""
-    from orcha.protocol.schedule import check_url
+    from orcha.units import check_url
 
     return [check_url(v) for v in values]
 

@@ -341,7 +341,7 @@ class Client:
 def _schedule(**given: Any) -> Schedule:
     """The Schedule of :meth:`Client.submit`'s options; ValueError if one is invalid."""
     from orcha.protocol.schedule import Schedule
-    from orcha.settings import parse_duration, parse_size
+    from orcha.units import parse_duration, parse_size
 
     wire: dict[str, Any] = {}
     for name, value in given.items():

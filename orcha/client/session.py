@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs client sta
 if TYPE_CHECKING:
     from typing import Any
 
-    from orcha.interfaces import Message
+    from orcha.model import Message
     from orcha.protocol.wire import WireConnection as Connection
     from orcha.settings import Settings
 

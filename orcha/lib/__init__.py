@@ -3,74 +3,18 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from orcha.errors import NoServiceError, UnknownKindError
-from orcha.interfaces import Message, Petition
+from orcha.errors import NoServiceError
+from orcha.model import Message
+from orcha.service.manager import Manager
 
 if TYPE_CHECKING:
     from orcha.client.session import Session
-    from orcha.kinds import Kind
     from orcha.protocol.managed import QueueManager
-    from orcha.protocol.messages import SubmitRequest
-    from orcha.service.service import Service
     from orcha.settings import Settings
 
 __all__ = ["ClientManager", "Manager"]
-
-
-class Manager:
-    """The service's policy: how messages become petitions, and when petitions may start.
-
-    Subclass it and override :meth:`convert_to_petition` (and optionally
-    :meth:`predicate`, :meth:`on_start`, :meth:`on_finish`), then serve it with
-    ``start_service(ServiceWrapper(manager))``.
-    """
-
-    def __init__(self, max_running: int | None = None) -> None:
-        self._max_running = max_running
-        self._service: Service | None = None
-
-    def attach(self, service: Service) -> None:
-        """Called by the service that serves this manager, before it accepts clients."""
-        self._service = service
-
-    @property
-    def max_running(self) -> int:
-        """How many petitions :meth:`predicate` lets run at once (default: CPU cores)."""
-        if self._max_running is not None:
-            return self._max_running
-        if self._service is not None and self._service.settings.max_running is not None:
-            return self._service.settings.max_running
-        return os.cpu_count() or 1
-
-    @property
-    def running_processes(self) -> int:
-        """How many petitions are running now."""
-        return self._service.scheduler.running_count if self._service is not None else 0
-
-    def predicate(self, *_: Any) -> bool:
-        """The default condition: fewer petitions running than :attr:`max_running`."""
-        return self.running_processes < self.max_running
-
-    def convert_to_petition(self, m: Message) -> Petition | None:
-        """Turn a client's message into a petition; None if the message is invalid."""
-        return None
-
-    def kinds(self) -> dict[str, Kind]:
-        """The petition kinds this manager serves to orcha's own clients, by name."""
-        return {}
-
-    def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
-        """Build the petition for an orcha client's submit request (see ``orcha.kinds``)."""
-        raise UnknownKindError(request.kind, list(self.kinds()))
-
-    def on_start(self, petition: Petition) -> None:
-        """Called in the petition's thread just before its action runs."""
-
-    def on_finish(self, petition: Petition) -> None:
-        """Called in the petition's thread after its action returned."""
 
 
 class ClientManager:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from orcha.units import check_url
+
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -23,18 +25,6 @@ MAX_RETRIES = 1000
 MAX_DEPENDENCIES = 1000
 MAX_GROUP_LENGTH = 64
 MAX_WEBHOOKS = 16
-
-
-def check_url(url: object) -> str:
-    """A webhook URL (http or https); ValueError otherwise."""
-    from urllib.parse import urlsplit
-
-    if not isinstance(url, str) or not url:
-        raise ValueError("a webhook URL must be a non-empty string")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
-    return url
 
 
 def check_group(name: object) -> str:

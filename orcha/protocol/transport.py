@@ -16,9 +16,9 @@ import os
 import socket
 import struct
 
+from orcha.address import Address
 from orcha.defaults import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, LISTEN_BACKLOG
 from orcha.errors import AlreadyRunningError, AuthError, ConfigError, NoServiceError
-from orcha.protocol.address import Address
 from orcha.protocol.wire import AuthenticationFailed, WireConnection
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from orcha.config import load as load_config
 from orcha.service.events import Events
 from orcha.service.handlers import HANDLERS
 from orcha.service.host import Host
-from orcha.service.plugin_host import PluginHost
+from orcha.service.kinds import KindManager, templates_of
+from orcha.service.machines import LocalMachine
+from orcha.service.plugin_host import PluginHost, load_plugins
+from orcha.service.predicates import PluginPredicate
 from orcha.service.procs import ProcessControl
 from orcha.service.runner import Runner
-from orcha.service.runtime_kinds import RuntimeKinds
 from orcha.service.scheduler import Scheduler
 from orcha.service.service import Service
 
 if TYPE_CHECKING:
     from orcha.config import Config
-    from orcha.lib import Manager
+    from orcha.plugins.discovery import LoadedPlugin
+    from orcha.service.manager import Manager
     from orcha.settings import Settings
 
 
@@ -34,7 +38,7 @@ def build_service(
     settings: Settings,
     *,
     config: Config | None = None,
-    plugins: Sequence[Any] = (),
+    plugins: list[LoadedPlugin] | None = None,
     manager: Manager | None = None,
     host: Host | None = None,
     procs: ProcessControl | None = None,
@@ -42,34 +46,42 @@ def build_service(
 ) -> Service:
     """The service core, composed and ready to open its records and start.
 
-    ``plugins``: the discovered plugin entries (name, plugin, kinds, predicates, sinks,
-    error), as ``orcha serve`` finds them; those the configuration leaves unconfigured are
-    not loaded, and each plugin not loaded is reported on stderr. ``manager``: an original
-    API manager to serve instead of the plugins' kinds. ``host`` (CPUs, memory, GPUs),
-    ``procs`` (spawn, signal, stop trees) and ``clock``: the machine, its process control
-    and the time, which tests replace with fakes.
+    Without ``manager`` the service loads its own plugins (those ``config`` and
+    ``ORCHA_DISABLE_PLUGINS`` leave enabled; ``plugins``: what a discovery in this process
+    already found, to use instead of discovering again) and serves their kinds; each
+    plugin not loaded is reported on stderr. ``manager``: an original-API manager to serve
+    instead. ``host`` (CPUs, memory, GPUs), ``procs`` (spawn, signal, stop trees) and
+    ``clock``: the local machine, its process control and the time, which tests replace.
     """
     host = host or Host()
     if manager is None:
-        manager, plugin_host, sinks = _from_plugins(config, plugins, procs)
+        plugin_host = load_plugins(config or load_config(None), entries=plugins)
+        for name, why in plugin_host.not_loaded.items():
+            print(f"orcha serve: plugin {name} not loaded: {why}", file=sys.stderr, flush=True)
+        manager = KindManager(plugin_host.kinds, predicates=plugin_host.predicates)
     else:
-        plugin_host, sinks = PluginHost({}, {}), []
-    procs = procs or getattr(manager, "procs", None) or ProcessControl()
+        plugin_host = PluginHost({}, {})
+    kind_manager = manager if isinstance(manager, KindManager) else None
     service = Service(
-        manager, settings, procs=procs, plugins=plugin_host, clock=clock,
-        runtime_kinds=RuntimeKinds(manager.kinds, service=str(settings.address)),
+        manager, settings, plugins=plugin_host, clock=clock,
+        runtime_kinds=templates_of(manager, str(settings.address)),
     )  # fmt: skip
-    runner = Runner(manager, procs, settings.grace, service)
+    runner = Runner(manager, service, settings.grace)
+    # Today one machine, this host; its slots follow the manager (the original API may
+    # override max_running).
+    local = LocalMachine(
+        host, procs or ProcessControl(), slots=lambda: manager.max_running,
+        gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
+    )  # fmt: skip
     scheduler = Scheduler(
         runner.start,
-        capacity=lambda: manager.max_running,
-        host=host,
-        gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
+        machines=[local],
         clock=clock,
         aging=settings.aging,
         backfill_bound=settings.backfill_bound,
         ended=service.end_of,
         failed=service.failed_waiting,
+        predicates=[PluginPredicate(p) for p in kind_manager.predicates] if kind_manager else (),
     )
     runner.scheduler = scheduler
     service.scheduler, service.runner, service.handlers = scheduler, runner, HANDLERS
@@ -77,43 +89,8 @@ def build_service(
         scheduler,
         webhooks=config.webhooks() if config is not None else None,
         on_finish=config.on_finish() if config is not None else None,
-        sinks=sinks,
+        sinks=plugin_host.sinks,
         clock=clock,
     )
     manager.attach(service)
     return service
-
-
-def _from_plugins(
-    config: Config | None, entries: Sequence[Any], procs: ProcessControl | None
-) -> tuple[Manager, PluginHost, list[tuple[str, Any]]]:
-    """The manager of every loaded plugin's kinds and predicates, the host of the
-    plugins' hooks, and their event sinks."""
-    from orcha.service.kind_manager import KindManager
-
-    plugin_settings: dict[str, dict[str, Any]] = {}
-    unconfigured: dict[str, str] = {}
-    if config is not None:
-        from orcha.config import check_plugins
-
-        plugin_settings, unconfigured = check_plugins(config, {e.name: e.plugin for e in entries})
-    loaded = {e.name: e.plugin for e in entries if e.plugin is not None}
-    kinds: dict[str, Any] = {}
-    predicates: list[Any] = []
-    sinks: list[tuple[str, Any]] = []
-    for entry in entries:
-        if entry.name in unconfigured:
-            entry.error = unconfigured[entry.name]
-            loaded.pop(entry.name, None)
-        if entry.error and entry.error != "disabled":
-            print(
-                f"orcha serve: plugin {entry.name} not loaded: {entry.error}",
-                file=sys.stderr,
-                flush=True,
-            )
-            continue
-        kinds.update(entry.kinds)
-        predicates.extend(entry.predicates)
-        sinks.extend((entry.name, sink) for sink in entry.sinks)
-    manager = KindManager(kinds, procs=procs, predicates=predicates)
-    return manager, PluginHost(loaded, plugin_settings), sinks

@@ -23,20 +23,22 @@ from orcha.defaults import (
 )
 from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
-from orcha.service.procs import ProcessControl, exit_code_of
+from orcha.service.procs import exit_code_of
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
 
 if TYPE_CHECKING:
-    from orcha.interfaces import ActionCallbackT
+    from orcha.model import ActionCallbackT
     from orcha.service.job import Job
+    from orcha.service.machines import Machine
 
 
 class ServiceContext:
     """Handed to :meth:`Kind.run`: the petition's parameters and its ways to act
     (:class:`orcha.plugins.contract.Context`, implemented)."""
 
-    def __init__(self, job: Job, register: ActionCallbackT, procs: ProcessControl) -> None:
+    def __init__(self, job: Job, register: ActionCallbackT, machine: Machine) -> None:
+        """``machine``: where the petition runs (its processes are spawned there)."""
         petition: Any = job.petition
         self.id: str = job.id
         self.params: dict[str, Any] = petition.params
@@ -47,7 +49,7 @@ class ServiceContext:
         self.gpus: tuple[str, ...] = job.gpu_ids
         self._job = job
         self._register = register
-        self._procs = procs
+        self._machine = machine
         events: Any = job.events
         # With GPUs in the inventory, a petition that asked for none sees none.
         self._has_gpus = bool(getattr(getattr(events, "scheduler", None), "inventory", ()))
@@ -120,7 +122,7 @@ class ServiceContext:
         env[ENV_ATTEMPT] = str(self.attempt)
         if self.gpus or self._job.schedule.gpus or self._has_gpus:
             env[ENV_GPUS] = env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
-        proc = self._procs.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK)
+        proc = self._machine.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK)
         self._register(proc.pid)
         return proc
 

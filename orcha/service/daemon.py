@@ -162,7 +162,7 @@ class Daemon:
         service = self.service
         address = service.settings.address
         if not address.is_unix:
-            from orcha.protocol.address import is_loopback
+            from orcha.address import is_loopback
 
             if not is_loopback(address):
                 log.warning(

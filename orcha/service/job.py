@@ -14,7 +14,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.states import ACTIVE, FINISHED, State, transition
 
 if TYPE_CHECKING:
-    from orcha.interfaces import Petition
+    from orcha.model import Petition
     from orcha.service.logs import PetitionLog
     from orcha.service.machines import Machine
 
@@ -149,6 +149,14 @@ class Job:
             return int(self.petition.priority)
         except (AttributeError, TypeError, ValueError):
             return 0
+
+    @property
+    def placed(self) -> Machine:
+        """The machine the scheduler admitted it onto (RuntimeError before that)."""
+        machine = self.machine
+        if machine is None:
+            raise RuntimeError(f"petition {self.id} runs on no machine")
+        return machine
 
     @property
     def queue(self) -> Any:

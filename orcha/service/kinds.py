@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError, UnknownKindError
-from orcha.interfaces import ActionCallbackT, Message, Petition
-from orcha.lib import Manager
+from orcha.model import ActionCallbackT, Message, Petition
 from orcha.plugins.contract import Context, Kind, LegacyPredicate, Predicate
 from orcha.plugins.predicates import as_predicate
 from orcha.protocol.messages import SubmitRequest
 from orcha.protocol.schedule import Schedule, check_group
 from orcha.service.context import ServiceContext
-from orcha.service.procs import ProcessControl
+from orcha.service.manager import Manager
 
 if TYPE_CHECKING:
     from orcha.service.store import Store
@@ -225,6 +224,12 @@ def templates_of(manager: Manager, service: str) -> RuntimeKinds:
     return RuntimeKinds(manager.kinds, service=service)
 
 
+def _always(petition: Any) -> bool:
+    """The condition of a petition of a kind: what it waits for is the scheduler's
+    predicates' business (resources, holds, the plugins' predicates)."""
+    return True
+
+
 @dataclass(order=True)
 class KindPetition(Petition):
     """A petition of a plugin kind: plain-data parameters plus the client's cwd and env."""
@@ -241,19 +246,20 @@ class KindManager(Manager):
     def __init__(
         self,
         kinds: Mapping[str, Kind] | KindRegistry,
-        procs: ProcessControl | None = None,
         predicates: Iterable[Predicate | LegacyPredicate] | None = None,
     ) -> None:
         """``kinds``: a registry, or the plugins' kinds by name; ``predicates``: what
         plugins add to the scheduler's resource checks (all must hold for a petition to
-        start), in either shape (:func:`orcha.plugins.predicates.as_predicate`)."""
+        start), in either shape (:func:`orcha.plugins.predicates.as_predicate`). The
+        scheduler asks them itself (each petition of a kind waits with the reason of the
+        first that says no); a petition sent through the original API's ``send`` has them
+        as its ``condition``, as such petitions always did. A running petition's context
+        spawns on the machine the petition was admitted onto."""
         super().__init__()
         self.registry = kinds if isinstance(kinds, KindRegistry) else KindRegistry(kinds)
-        self.procs = procs or ProcessControl()
         self.predicates: list[Predicate] = [as_predicate(p) for p in predicates or ()]
         # One action and one condition shared by every petition (not one each).
         self._actions = {name: self._action(kind) for name, kind in self.registry.kinds().items()}
-        self._condition = self._all_predicates
 
     def kinds(self) -> dict[str, Kind]:
         return self.registry.kinds()
@@ -273,7 +279,9 @@ class KindManager(Manager):
         memory and GPUs are the scheduler's own checks.)"""
         return self.why_not(petition) is None
 
-    def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
+    def petition_from_request(
+        self, request: SubmitRequest, queue: Any, condition: Any = None
+    ) -> Petition:
         """The petition of ``request``'s kind (a plugin kind: templates are resolved
         before). UnknownKindError or InvalidPetitionError if there is none."""
         kind = self.registry.plugin_kind(request.kind)
@@ -289,7 +297,7 @@ class KindManager(Manager):
             id=request.id,
             queue=queue,
             action=self._actions[kind.name],
-            condition=self._condition,
+            condition=condition or _always,
             kind=kind.name,
             params=params,
             cwd=request.cwd,
@@ -314,14 +322,12 @@ class KindManager(Manager):
                 "env": extras.get("env", {}),
             }
         )
-        return self.petition_from_request(request, extras["queue"])
+        return self.petition_from_request(request, extras["queue"], self._all_predicates)
 
     def _action(self, kind: Kind) -> Any:
-        procs = self.procs
-
         def action(cb: ActionCallbackT, petition: Any) -> None:
             job = petition._orcha_job
-            ctx: Context = ServiceContext(job, cb, procs)
+            ctx: Context = ServiceContext(job, cb, job.placed)
             if kind.closable:
                 job.closer = lambda: kind.close(ctx)
             code = kind.run(ctx)

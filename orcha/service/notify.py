@@ -27,7 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 from orcha.defaults import (
+    DEFAULT_EVENTS,
     DELIVERY_QUEUE,
+    HOOK_FIELDS,
     HOOK_TIMEOUT,
     WEBHOOK_ATTEMPTS,
     WEBHOOK_BACKOFF,
@@ -35,12 +37,6 @@ from orcha.defaults import (
 )
 
 log = logging.getLogger("orcha.service.notify")
-
-#: Events POSTed by default (state changes; output and progress are too chatty).
-DEFAULT_EVENTS = frozenset({"submitted", "started", "attempt", "finished", "paused", "resumed"})
-
-#: Events sent only to webhooks that name them.
-STREAM_EVENTS = frozenset({"output", "progress"})
 
 
 class _Worker:
@@ -179,34 +175,12 @@ class EventSinks:
 class FinishHooks:
     """Runs the ``on_finish`` command template after each petition ends."""
 
-    #: Fields a template may use, e.g. ``notify-send "orcha: {id} {state} ({code})"``.
-    FIELDS = ("id", "kind", "state", "code", "message", "group", "started", "ended", "cwd")
+    FIELDS = HOOK_FIELDS  # what a template may use (orcha.units.check_hook_template)
 
     def __init__(self, on_finish: str | None, run: Callable[..., Any] | None = None) -> None:
         self.on_finish = on_finish
         self._run = run or subprocess.run
         self._worker = _Worker("on_finish")
-
-    @classmethod
-    def check_template(cls, template: str) -> None:
-        """ValueError if the template uses a field that does not exist, or cannot be
-        filled in (format specs and conversions: every value is text)."""
-        import string
-
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as e:
-            raise ValueError(f"not a template: {e}") from None
-        for field in fields:
-            if field not in cls.FIELDS:
-                raise ValueError(f"unknown field {{{field}}} (fields: {', '.join(cls.FIELDS)})")
-        try:
-            template.format(**{f: "x" for f in cls.FIELDS})
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
-            raise ValueError(
-                f"cannot be filled in ({type(e).__name__}: {e}); write fields plainly, "
-                "like {code}"
-            ) from None
 
     def finished(self, job: Any) -> None:
         if not self.on_finish:

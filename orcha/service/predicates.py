@@ -160,6 +160,30 @@ class LegacyCondition:
         return None
 
 
+class PluginPredicate:
+    """A plugin's predicate, ``(petition, machine) -> None | reason`` (see
+    :class:`orcha.plugins.contract.Predicate`), asked for petitions of orcha's kinds.
+    One that raises means "not now", logged once per petition, like a condition."""
+
+    volatile = True
+
+    def __init__(self, predicate: Callable[[Any, Any], str | None]) -> None:
+        self.predicate = predicate
+        self._raised: set[int] = set()
+
+    def __call__(self, job: Job, machine: Capacity) -> str | None:
+        try:
+            return self.predicate(job.petition, machine)
+        except (Exception, SystemExit):
+            if job.seq not in self._raised:
+                self._raised.add(job.seq)
+                log.exception("a plugin predicate raised for petition %s; it keeps waiting", job.id)
+            return "waiting for a plugin's predicate to hold"
+
+    def forget(self, job: Job) -> None:
+        self._raised.discard(job.seq)
+
+
 # -- holds (global) ------------------------------------------------------------------------
 class Holds:
     """The global state hold predicates read: pauses and group limits."""

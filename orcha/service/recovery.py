@@ -16,7 +16,6 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Job
 from orcha.service.logs import PetitionLog
-from orcha.service.procs import start_ticks
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -58,10 +57,9 @@ def restore(service: Service) -> None:
 
 
 def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
-    # The same process, not a reused PID: same start time.
-    roots = [pid for pid, started in row["pids"] if start_ticks(pid) == started]
-    if roots or row["token"]:
-        n = service.procs.stop_tree(roots, row["token"] or None, service.settings.grace)
+    machine = service.scheduler.machine_named(row.get("machine"))
+    if row["pids"] or row["token"]:
+        n = machine.stop_recorded(row["pids"], row["token"] or None, service.settings.grace)
         if n:
             log.warning("petition %s: stopped %d process(es) left running", row["id"], n)
 

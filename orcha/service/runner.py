@@ -21,9 +21,7 @@ from orcha.service.job import Job, Started
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.lib import Manager
-    from orcha.service.machines import Machine
-    from orcha.service.procs import ProcessControl
+    from orcha.service.manager import Manager
     from orcha.service.scheduler import Scheduler
 
 log = logging.getLogger("orcha.service.runner")
@@ -49,12 +47,12 @@ class Runner:
     def __init__(
         self,
         manager: Manager,
-        procs: ProcessControl | None,
-        grace: float,
         events: RunnerEvents,
+        grace: float,
     ) -> None:
-        """``procs`` is not used (each job's machine controls its processes); kept so
-        existing callers need no change."""
+        """``events``: told what happens to each job; ``grace``: how long a tree asked to
+        stop gets before it is killed. Each job's processes are reached through its
+        machine."""
         self.manager = manager
         self.grace = grace
         self.scheduler: Scheduler | None = None
@@ -67,7 +65,7 @@ class Runner:
         self._pool.submit(lambda: self._run(job))
 
     def _register(self, job: Job, pid: int) -> None:
-        machine = _machine(job)
+        machine = job.placed
         machine.adopt(job, pid)
         self._events.job_pid(job, pid)
         if job.cancel_requested:
@@ -222,7 +220,7 @@ class Runner:
             self._close(job, closer)
         job.wake_cancel()
         try:
-            n = _machine(job).stop_tree(job, self.grace, force=force)
+            n = job.placed.stop_tree(job, self.grace, force=force)
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
@@ -252,14 +250,6 @@ class Runner:
         done = job.action_done
         if done is not None:
             done.wait(max(0.0, deadline - time.monotonic()))
-
-
-def _machine(job: Job) -> Machine:
-    """The machine ``job`` runs on (the scheduler set it when it admitted the job)."""
-    machine = job.machine
-    if machine is None:
-        raise RuntimeError(f"petition {job.id} runs on no machine")
-    return machine
 
 
 class WorkerPool:

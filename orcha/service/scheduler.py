@@ -40,12 +40,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orcha.errors import DuplicateIdError, ExitCode
 from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.explain import Rules, explain
+from orcha.service.groups import GroupControl
 from orcha.service.machines import LocalMachine, Machine, check_feasible
 from orcha.service.petition_queue import PetitionQueue, SortedIndex
 from orcha.states import State
@@ -60,7 +61,7 @@ log = logging.getLogger("orcha.service.scheduler")
 EndLookup = preds.EndLookup
 
 
-class Scheduler:
+class Scheduler(GroupControl):
     """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
@@ -131,6 +132,14 @@ class Scheduler:
         self.needs_recheck = False
 
     # -- what is known ----------------------------------------------------------------------
+    def machine_named(self, name: str | None) -> Machine:
+        """The machine called ``name``; the first (the local host) for records that name
+        none or one this service no longer has."""
+        for machine in self.machines:
+            if machine.name == name:
+                return machine
+        return self.machines[0]
+
     @property
     def capacity(self) -> int:
         """CPU slots over every machine."""
@@ -469,7 +478,10 @@ class Scheduler:
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:
             del self._live[job.id]
-        self._condition.forget(job)
+        for condition in self._rules.conditions:  # a condition may log once per job
+            forget = getattr(condition, "forget", None)
+            if forget is not None:
+                forget(job)
 
     def forget(self, job: Job) -> None:
         """Drop a waiting job from the live IDs without ending it (kept for a restart)."""
@@ -486,44 +498,3 @@ class Scheduler:
             self._waiting.clear()
             self._legacy_waiting = 0
             return waiting
-
-    # -- groups and pauses ------------------------------------------------------------------
-    def set_group_limit(self, group: str, limit: int | None) -> None:
-        """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
-        with self.lock:
-            self._state.set_limit(group, limit)
-            self.admit()
-
-    def set_paused(
-        self,
-        paused: bool,
-        jobs: Iterable[Job] = (),
-        groups: Iterable[str] = (),
-        everything: bool = False,
-    ) -> None:
-        """Pause (or resume) admission of some jobs, whole groups, or everything."""
-        with self.lock:
-            for job in jobs:
-                job.paused = paused
-            self._state.pause(paused, groups, everything)
-            if everything and not paused:
-                for job in self._waiting.values():
-                    job.paused = False
-            if not paused:
-                self.admit()
-
-    def paused_groups(self) -> set[str]:
-        with self.lock:
-            return set(self._state.paused_groups)
-
-    def groups(self) -> list[dict[str, Any]]:
-        """Every group with a limit, a pause or a petition: name, limit, counts, paused."""
-        with self.lock:
-            queued: dict[str, int] = {}
-            for job in self._waiting.values():
-                queued[job.schedule.group] = queued.get(job.schedule.group, 0) + 1
-            return self._state.report(queued)
-
-    def group_limits(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self._state.group_limits)

@@ -25,21 +25,20 @@ from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Detached, Job
 from orcha.service.logs import PetitionLog
-from orcha.service.procs import ProcessControl, start_ticks
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.interfaces import Message, Petition
-    from orcha.lib import Manager
+    from orcha.model import Message, Petition
     from orcha.protocol.messages import SubmitRequest
     from orcha.service.events import Events
     from orcha.service.handlers import Handler
+    from orcha.service.kinds import RuntimeKinds
+    from orcha.service.manager import Manager
     from orcha.service.peer import Peer
     from orcha.service.plugin_host import PluginHost
     from orcha.service.runner import Runner
-    from orcha.service.runtime_kinds import RuntimeKinds
     from orcha.service.scheduler import Scheduler
     from orcha.service.server import ManagerServer
 
@@ -60,14 +59,12 @@ class Service:
         manager: Manager,
         settings: Settings,
         *,
-        procs: ProcessControl,
         plugins: PluginHost,
         runtime_kinds: RuntimeKinds,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.manager = manager
         self.settings = settings
-        self.procs = procs
         self.plugins = plugins
         self.runtime_kinds = runtime_kinds
         self.clock = clock
@@ -262,7 +259,9 @@ class Service:
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
         if self.store is not None:
-            self.store.update_later(job.seq, state=str(job.state), started=job.started)
+            self.store.update_later(
+                job.seq, state=str(job.state), started=job.started, machine=job.placed.name
+            )
         self.events.watch_event(job, "started", {})
 
     def job_attempt(self, job: Job) -> None:
@@ -274,7 +273,7 @@ class Service:
         if self.store is None:
             return
         with job.lock:
-            job.pid_starts[pid] = start_ticks(pid)
+            job.pid_starts[pid] = job.placed.start_ticks(pid)
             pids = [[p, t] for p, t in sorted(job.pid_starts.items()) if t is not None]
         self.store.update_later(job.seq, pids=pids)
 
@@ -370,7 +369,7 @@ class Service:
         log.warning("forced stop: killing %d petition(s) now", len(running))
         for job in running:
             job.request_cancel("the service was stopped by force", by_client=False)
-            self.procs.stop_tree(list(job.pids), job.token, 0, force=True)
+            job.placed.stop_tree(job, 0, force=True)
 
     def status_words(self) -> str:
         """One line for systemd's STATUS=: the queue and the running petitions."""

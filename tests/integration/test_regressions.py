@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from orcha import settings as orcha_settings
+from orcha.address import parse_address
 from orcha.client.session import Session
 from orcha.errors import AuthError, PetitionError
 from orcha.protocol import transport
-from orcha.protocol.address import parse_address
 from orcha.protocol.messages import SubmitRequest
 from tests.conftest import Env, Service, wait_for
 from tests.integration.test_service import (

@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from orcha import __version__
+from orcha.address import parse_address
 from orcha.protocol import transport
-from orcha.protocol.address import parse_address
 from tests.conftest import Env, Service, wait_for
 from tests.integration.clients import Client, gone, read_pid, without_progress
 

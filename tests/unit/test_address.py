@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from orcha.address import MAX_UNIX_PATH, Address, is_loopback, parse_address
 from orcha.errors import ConfigError
-from orcha.protocol.address import MAX_UNIX_PATH, Address, is_loopback, parse_address
 
 
 def test_absolute_unix_path() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from orcha import config, defaults, settings
+from orcha.address import Address
 from orcha.config import Config, check_plugins, config_path, load
 from orcha.errors import ConfigError
-from orcha.protocol.address import Address
 
 #: The settings these tests are about (the file has more, e.g. notify and hooks, whose own
 #: tests cover them), with their defaults ("address" and "max_running" have none).

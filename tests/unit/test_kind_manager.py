@@ -19,13 +19,9 @@ from orcha_plugins.hello import HelloKind
 from orcha_plugins.shell import ShellKind
 
 
-class FakeProcs:
-    """Stands in for ProcessControl: the manager must not need the real one to build."""
-
-
 @pytest.fixture
 def manager() -> KindManager:
-    return KindManager({"hello": HelloKind(), "shell": ShellKind()}, procs=FakeProcs())  # type: ignore[arg-type]
+    return KindManager({"hello": HelloKind(), "shell": ShellKind()})
 
 
 def request(
@@ -39,7 +35,6 @@ def test_kinds_are_a_copy(manager: KindManager) -> None:
     assert set(kinds) == {"hello", "shell"}
     kinds.clear()
     assert set(manager.kinds()) == {"hello", "shell"}
-    assert isinstance(manager.procs, FakeProcs)
 
 
 def test_hello_petition(manager: KindManager) -> None:
@@ -143,7 +138,7 @@ def test_validator_crash_becomes_invalid_petition() -> None:
         def validate(self, params: dict[str, Any]) -> dict[str, Any]:
             raise KeyError("oops")
 
-    km = KindManager({"broken": Broken()}, procs=FakeProcs())  # type: ignore[arg-type]
+    km = KindManager({"broken": Broken()})
     with pytest.raises(InvalidPetitionError, match=r"'broken'.*oops"):
         km.petition_from_request(request("broken", {}), OutputQueue())
 
@@ -262,10 +257,19 @@ def test_kind_manager_condition_is_all_plugin_predicates() -> None:
 
     manager = KindManager({"hello": HelloKind()}, predicates=[quiet_hours, licence_free])
     petition = manager.petition_from_request(request("hello", {}), OutputQueue())
-    assert petition.condition(petition) is False  # one predicate does not hold
+    # The scheduler asks the predicates (with the first "no"'s reason), not the petition.
+    assert petition.condition(petition) is True
+    assert manager.why_not(petition) == "waiting for a plugin's predicate to hold"
     gate["open"] = True
-    assert petition.condition(petition) is True  # all hold
+    assert manager.why_not(petition) is None  # all hold
     assert seen == [petition.id, petition.id]
+    # An original-API message naming a kind carries them as its condition, as before.
+    legacy = manager.convert_to_petition(
+        Message(id="m", extras={"kind": "hello", "queue": OutputQueue()})
+    )
+    assert legacy is not None and legacy.condition(legacy) is True
+    gate["open"] = False
+    assert legacy.condition(legacy) is False
 
 
 def test_base_manager_defaults() -> None:

@@ -10,7 +10,7 @@ import pytest
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.logs import PetitionLog, read_log
 from orcha.service.logs import last_lines as _last_lines
-from orcha.settings import parse_size
+from orcha.units import parse_size
 
 
 def test_no_output_no_file(tmp_path: Path) -> None:

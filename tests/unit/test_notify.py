@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from orcha.defaults import DEFAULT_EVENTS
 from orcha.protocol.schedule import Schedule
-from orcha.service.notify import DEFAULT_EVENTS, EventSinks, FinishHooks, Webhooks
+from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.states import State
+from orcha.units import check_hook_template
 
 
 def job(notify: tuple[str, ...] = (), **fields: Any) -> Any:
@@ -124,6 +126,6 @@ def test_on_finish_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None
 
 
 def test_on_finish_template_fields_are_checked() -> None:
-    FinishHooks.check_template("echo {id} {state}")
+    check_hook_template("echo {id} {state}")
     with pytest.raises(ValueError, match=r"unknown field \{nope\}"):
-        FinishHooks.check_template("echo {nope}")
+        check_hook_template("echo {nope}")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orcha import defaults, settings
+from orcha import defaults, settings, units
+from orcha.address import Address
 from orcha.errors import ConfigError
-from orcha.protocol.address import Address
 
 ENV_VARS = (
     defaults.ENV_ADDRESS,
@@ -247,13 +247,13 @@ def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
      ("7d", 604800.0), ("2w", 1209600.0), ("0", 0.0)],
 )  # fmt: skip
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert settings.parse_duration(text) == seconds
+    assert units.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "m", "-5", "5 minutes", "1e3", "5y", "inf"])
 def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
-        settings.parse_duration(text)
+        units.parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -262,14 +262,14 @@ def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
      ("0,1, 3", ("0", "1", "3")), ("GPU-1a2b,GPU-3c4d", ("GPU-1a2b", "GPU-3c4d"))],
 )  # fmt: skip
 def test_parse_gpus(text: str, gpus: tuple[str, ...] | None) -> None:
-    assert settings.parse_gpus(text) == gpus
+    assert units.parse_gpus(text) == gpus
 
 
 @pytest.mark.parametrize(("text", "words"), [("0,,1", "not a GPU list"), ("0;1", "not a GPU list"),
                                              ("1,1", "listed twice")])  # fmt: skip
 def test_parse_gpus_refuses_bad_lists(text: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        settings.parse_gpus(text)
+        units.parse_gpus(text)
 
 
 def test_scheduling_defaults_resolve_from_one_place() -> None:

@@ -76,7 +76,7 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
             # the runner when it registers (see Runner._register).
             job.stopped = paused
             sig = signal.SIGSTOP if paused else signal.SIGCONT
-            service.procs.signal_tree(list(job.pids), job.token, sig)
+            job.placed.signal_tree(job, sig)
         if job.state is State.QUEUED and service.store is not None:
             service.store.update_later(job.seq, paused=int(job.paused))
         service.events.watch_event(job, "paused" if paused else "resumed", {})

@@ -34,7 +34,7 @@ log = logging.getLogger("orcha.service.session")
 _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-    "notify_error",
+    "notify_error", "machine",
 )  # fmt: skip
 
 

@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orcha.address import parse_address
 from orcha.kinds import Kind
+from orcha.plugins import BasePlugin
+from orcha.plugins.discovery import LoadedPlugin
 from orcha.protocol import messages
-from orcha.protocol.address import parse_address
 from orcha.protocol.operations import OPERATIONS
 from orcha.service.build import build_service
 from orcha.service.handlers import respond
@@ -137,16 +139,17 @@ class GateKind(Kind):
         return self.gates.run(ctx.id, ctx.cancelled)
 
 
-class PluginEntry:
-    """What plugin discovery yields for one plugin (the fields build_service reads)."""
+def gate_plugin(gates: Gates) -> LoadedPlugin:
+    """What plugin discovery would yield for a plugin serving the gate kind."""
+    kind = GateKind(gates)
 
-    def __init__(self, name: str, kinds: dict[str, Kind]) -> None:
-        self.name = name
-        self.plugin = None
-        self.kinds = kinds
-        self.predicates: list[Any] = []
-        self.sinks: list[Any] = []
-        self.error: str | None = None
+    class GatePlugin(BasePlugin):
+        name = "test"
+
+        def kinds(self) -> list[Kind]:
+            return [kind]
+
+    return LoadedPlugin("test", "test harness", __name__, GatePlugin(), kinds={"gate": kind})
 
 
 class FakePeer(Peer):
@@ -220,7 +223,7 @@ class Harness:
         )
         self.service: Service = build_service(
             self.settings,
-            plugins=[PluginEntry("test", {"gate": GateKind(self.gates)})],
+            plugins=[gate_plugin(self.gates)],
             host=self.host,
             procs=self.procs,
             clock=self.clock,

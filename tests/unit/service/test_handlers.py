@@ -255,4 +255,4 @@ def test_runtime_kinds_run_as_their_parent(h: Harness) -> None:
 def test_state_of_a_plugin_that_is_not_loaded_is_refused(h: Harness) -> None:
     reply = h.request("state", action="ls", plugin="nope")
     assert WIRE_ERRORS[reply["error"]] == ExitCode.UNKNOWN
-    assert reply["message"] == "the service has no plugin 'nope' (loaded: none)"
+    assert reply["message"] == "the service has no plugin 'nope' (loaded: test)"
