@@ -57,6 +57,9 @@ class Petition:
     queue: Any = field(compare=False, repr=False)
     action: Callable[[ActionCallbackT, Any], None] = field(compare=False, repr=False)
     condition: Callable[[Any], bool] = field(compare=False, repr=False)
+    #: The service's record of it (set when it is queued): how :meth:`finish` and
+    #: :attr:`cancelled` reach the service. None outside a service.
+    record: Any = field(init=False, default=None, compare=False, repr=False)
 
     def communicate(self, message: Any, blocking: bool = True) -> None:
         """Send ``message`` (text or bytes) to the client, in order."""
@@ -64,17 +67,15 @@ class Petition:
 
     def finish(self, ret: int | None = None) -> None:
         """End the petition with exit code ``ret`` (None means 0) and tell the client."""
-        job = getattr(self, "_orcha_job", None)
-        if job is not None:
-            job.finish_called(ret)  # the service decides what the client receives
+        if self.record is not None:
+            self.record.finish_called(ret)  # the service decides what the client receives
         else:
             self.queue.put(ret)
 
     @property
     def cancelled(self) -> bool:
         """Whether the petition has been asked to stop (for actions that poll)."""
-        job = getattr(self, "_orcha_job", None)
-        return bool(job is not None and job.cancel_requested)
+        return bool(self.record is not None and self.record.cancel_requested)
 
 
 P = TypeVar("P", bound=Petition)

@@ -141,7 +141,7 @@ class Job:
         self.waiters: set[Any] = set()
         self.end_announced = False  # set (under output_lock) once subscribers are told
         self.events: Any = None  # the service, for watch events
-        petition._orcha_job = self  # type: ignore[attr-defined]
+        petition.record = self
 
     @property
     def priority(self) -> int:

@@ -224,6 +224,10 @@ def templates_of(manager: Manager, service: str) -> RuntimeKinds:
     return RuntimeKinds(manager.kinds, service=service)
 
 
+def _run_by_its_kind(register: ActionCallbackT, petition: Any) -> None:
+    raise RuntimeError(f"petition {petition.id} is run by its kind, not by an action")
+
+
 def _always(petition: Any) -> bool:
     """The condition of a petition of a kind: what it waits for is the scheduler's
     predicates' business (resources, holds, the plugins' predicates)."""
@@ -232,8 +236,14 @@ def _always(petition: Any) -> bool:
 
 @dataclass(order=True)
 class KindPetition(Petition):
-    """A petition of a plugin kind: plain-data parameters plus the client's cwd and env."""
+    """A petition of a plugin kind: plain-data parameters plus the client's cwd and env.
+    Its kind runs it (:meth:`KindManager.run`), not an ``action``; the scheduler's
+    predicates say when, not a ``condition`` (except for one the original API sent)."""
 
+    action: Callable[[ActionCallbackT, Any], None] = field(
+        default=_run_by_its_kind, compare=False, repr=False
+    )
+    condition: Callable[[Any], bool] = field(default=_always, compare=False, repr=False)
     kind: str = field(compare=False, default="")
     params: dict[str, Any] = field(compare=False, default_factory=dict, repr=False)
     cwd: str = field(compare=False, default="/", repr=False)
@@ -258,8 +268,6 @@ class KindManager(Manager):
         super().__init__()
         self.registry = kinds if isinstance(kinds, KindRegistry) else KindRegistry(kinds)
         self.predicates: list[Predicate] = [as_predicate(p) for p in predicates or ()]
-        # One action and one condition shared by every petition (not one each).
-        self._actions = {name: self._action(kind) for name, kind in self.registry.kinds().items()}
 
     def kinds(self) -> dict[str, Kind]:
         return self.registry.kinds()
@@ -296,7 +304,6 @@ class KindManager(Manager):
         petition = KindPetition(
             id=request.id,
             queue=queue,
-            action=self._actions[kind.name],
             condition=condition or _always,
             kind=kind.name,
             params=params,
@@ -324,13 +331,19 @@ class KindManager(Manager):
         )
         return self.petition_from_request(request, extras["queue"], self._all_predicates)
 
-    def _action(self, kind: Kind) -> Any:
-        def action(cb: ActionCallbackT, petition: Any) -> None:
-            job = petition._orcha_job
-            ctx: Context = ServiceContext(job, cb, job.placed)
-            if kind.closable:
-                job.closer = lambda: kind.close(ctx)
-            code = kind.run(ctx)
-            petition.finish(int(code) if code is not None else 0)
-
-        return action
+    def run(self, petition: Petition, register: ActionCallbackT) -> None:
+        """Run one attempt: a petition of a kind through ``Kind.run`` with its context
+        (processes spawned on the machine it was admitted onto); any other petition
+        (the original API's) through its ``action``."""
+        if not isinstance(petition, KindPetition):
+            super().run(petition, register)
+            return
+        kind = self.registry.plugin_kind(petition.kind)
+        if kind is None:  # its plugin was there when it was queued: not again
+            raise UnknownKindError(petition.kind, self.registry.names())
+        job = petition.record
+        ctx: Context = ServiceContext(job, register, job.placed)
+        if kind.closable:
+            job.closer = lambda: kind.close(ctx)
+        code = kind.run(ctx)
+        job.finish_called(int(code) if code is not None else 0)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import UnknownKindError
 
 if TYPE_CHECKING:
-    from orcha.model import Message, Petition
+    from orcha.model import ActionCallbackT, Message, Petition
     from orcha.plugins.contract import Kind
     from orcha.protocol.messages import SubmitRequest
     from orcha.service.service import Service
@@ -66,6 +66,13 @@ class Manager:
     def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
         """Build the petition for an orcha client's submit request (see ``orcha.kinds``)."""
         raise UnknownKindError(request.kind, list(self.kinds()))
+
+    def run(self, petition: Petition, register: ActionCallbackT) -> None:
+        """Run one attempt of an admitted petition, blocking until it is done (the
+        service calls it in the petition's own thread, once per attempt): the original
+        API's way, the petition's ``action``. ``register(pid)`` hands the service each
+        process the attempt starts, so a cancel stops its whole tree."""
+        petition.action(register, petition)
 
     def on_start(self, petition: Petition) -> None:
         """Called in the petition's thread just before its action runs."""

@@ -138,7 +138,7 @@ class Runner:
             self._deadlines.add(job, timeout)
         job.action_done = threading.Event()
         try:
-            petition.action(lambda pid: self._register(job, pid), petition)
+            self.manager.run(petition, lambda pid: self._register(job, pid))
         except (Exception, SystemExit) as e:  # a plugin's sys.exit() must not end a thread silently
             log.exception("petition %s: action raised", job.id)
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"

@@ -209,7 +209,7 @@ def test_job_wraps_petition() -> None:
     assert job.token == f"t-{job.seq}"
     assert job.created == T0
     assert job.schedule == Schedule(cpus=2)
-    assert job.petition._orcha_job is job  # type: ignore[attr-defined]
+    assert job.petition.record is job
 
 
 def test_submit_starts_a_fitting_job_at_once() -> None:
