@@ -177,7 +177,7 @@ class PluginPredicate:
         except (Exception, SystemExit):
             if job.seq not in self._raised:
                 self._raised.add(job.seq)
-                log.exception("a plugin predicate raised for petition %s; it keeps waiting", job.id)
+                log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return "waiting for a plugin's predicate to hold"
 
     def forget(self, job: Job) -> None:

@@ -544,6 +544,9 @@ def test_watch_id_json_shows_progress_events(senv: Env, start: Callable[..., Cli
     gate = senv.root / "gate"
     blocker = new_id("blocker")
     start("run", blocker, "--", "sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done")
+    # Known to the service before the next client names it in --after (both clients
+    # start at once; the second must not win the race).
+    assert wait_for(lambda: record_state(senv, blocker) == "RUNNING", WAIT)
     petition_id = new_id("prog")
     # Queued behind the blocker, so the watcher is there before its first progress report.
     client = start("send", petition_id, "--counter", "3", "--sleep-time", "0.3",
