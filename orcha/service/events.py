@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
-from orcha.states import State
+from orcha.states import FINISHED, State
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 
 #: The fields of an ended petition's record that subscribers get (as Job.summary gives).
 _ENDED = ("id", "state", "code", "message")
+
+
+class _Subscribers:
+    """Who follows one petition's output (peer -> handle) or waits for its end. Read and
+    changed under the petition's output lock; dropped once its end is announced."""
+
+    __slots__ = ("followers", "waiters")
+
+    def __init__(self) -> None:
+        self.followers: dict[Peer, int] = {}
+        self.waiters: set[Peer] = set()
 
 
 class Events:
@@ -48,6 +59,7 @@ class Events:
         self.sinks = EventSinks(sinks or [])
         self._clock = clock
         self._watchers: dict[Peer, frozenset[str] | None] = {}
+        self._subscribers: dict[int, _Subscribers] = {}  # job seq -> followers, waiters
         self._lock = threading.Lock()
         # Output and progress events are built only if someone wants them.
         self._hooks_want_stream = bool(self.sinks.sinks) or any(
@@ -81,12 +93,11 @@ class Events:
                 peer.deliver(frame)
 
     def ended(self, job: Job) -> None:
-        """``job`` has ended: tell its waiters, followers, watchers and the on_finish hook."""
+        """``job`` has ended: tell its waiters, followers, watchers and the on_finish hook.
+        (Its state is final already: who subscribes from now on is told at once.)"""
         with job.output_lock:
-            job.end_announced = True
-            waiters, followers = list(job.waiters), dict(job.followers)
-            job.waiters.clear()
-            job.followers.clear()
+            subscribers = self._subscribers.pop(job.seq, None) or _Subscribers()
+        waiters, followers = subscribers.waiters, subscribers.followers
         summary = job.summary()
         for peer in waiters:
             peer.deliver(messages.encode({"event": "ended", **summary}))
@@ -94,6 +105,21 @@ class Events:
             peer.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
         self.watch_event(job, "finished", summary)
         self.finish_hooks.finished(job)
+
+    def feed(self, job: Job, stream: int, data: bytes) -> None:
+        """Output of ``job`` to the clients following it (its emit calls this under its
+        output lock, right after writing its log)."""
+        subscribers = self._subscribers.get(job.seq)
+        if subscribers is not None:
+            for peer, handle in subscribers.followers.items():
+                peer.deliver_output(handle, stream, data)
+
+    def _of(self, job: Job) -> _Subscribers:
+        # Under the job's output lock.
+        subscribers = self._subscribers.get(job.seq)
+        if subscribers is None:
+            subscribers = self._subscribers[job.seq] = _Subscribers()
+        return subscribers
 
     def _webhook_failed(self, job: Job, message: str) -> None:
         """A webhook delivery finally failed: kept in the petition's record."""
@@ -127,8 +153,8 @@ class Events:
             job = self.scheduler.get(petition_id)
             if job is not None:
                 with job.output_lock:
-                    if not job.end_announced:
-                        job.waiters.add(peer)
+                    if job.state not in FINISHED:
+                        self._of(job).waiters.add(peer)
                         peer.subscribed.add(job)
                         pending.append(petition_id)
                         continue
@@ -151,8 +177,8 @@ class Events:
             if job is not None and job.log is not None:
                 handle = peer.new_handle()
                 with job.output_lock:
-                    if not job.end_announced:
-                        job.followers[peer] = handle
+                    if job.state not in FINISHED:
+                        self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
                         plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
                                      "end": job.log.size, "ended": None})  # fmt: skip
@@ -201,7 +227,11 @@ class Events:
         """``peer`` has gone: it follows, waits for and watches nothing any more."""
         for job in list(peer.subscribed):  # only its own subscriptions, not the queue
             with job.output_lock:
-                job.followers.pop(peer, None)
-                job.waiters.discard(peer)
+                subscribers = self._subscribers.get(job.seq)
+                if subscribers is not None:
+                    subscribers.followers.pop(peer, None)
+                    subscribers.waiters.discard(peer)
+                    if not subscribers.followers and not subscribers.waiters:
+                        del self._subscribers[job.seq]
         with self._lock:
             self._watchers.pop(peer, None)

@@ -72,11 +72,11 @@ class Job:
     __slots__ = (
         "_cancel_event", "action_done", "attempt", "blocked_since", "cancel_deferred",
         "cancel_requested",
-        "cancelled_by_client", "closer", "code", "created", "deps_ready", "end_announced",
-        "ended", "events", "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock",
+        "cancelled_by_client", "closer", "code", "created", "deps_ready",
+        "ended", "events", "finish_was_called", "gpu_ids", "id", "kind", "lock",
         "log", "machine", "message", "native", "outcome", "output_lock", "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
-        "stopped", "stoppers", "timed_out", "token", "waiters",
+        "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
 
     def __init__(
@@ -133,14 +133,11 @@ class Job:
         self.ended: float | None = None
         self.stoppers: list[threading.Thread] = _NO_STOPPERS
         self.log: PetitionLog | None = None  # set by a service that keeps logs
-        # Sessions following the output (session -> handle) or waiting for the end. The
-        # output lock makes "log written + followers fed" one step, so a follower that
-        # replays the log up to a point and then subscribes misses nothing, twice nothing.
+        # Makes "log written + followers fed" one step, so a follower that replays the log
+        # up to a point and then subscribes (orcha.service.events) misses nothing, twice
+        # nothing.
         self.output_lock = threading.Lock()
-        self.followers: dict[Any, int] = {}
-        self.waiters: set[Any] = set()
-        self.end_announced = False  # set (under output_lock) once subscribers are told
-        self.events: Any = None  # the service, for watch events
+        self.events: Any = None  # the service's Events: followers, watchers, hooks
         petition.record = self
 
     @property
@@ -164,12 +161,12 @@ class Job:
 
     def emit(self, stream: int, data: bytes) -> None:
         """Output of the petition: kept in its log, sent to its client if attached and to
-        every session following it."""
+        every client following it."""
         with self.output_lock:
             if self.log is not None:
                 self.log.write(stream, data)
-            for session, handle in self.followers.items():
-                session.deliver_output(handle, stream, data)
+            if self.events is not None:
+                self.events.feed(self, stream, data)
         if self.events is not None and self.events.watching:  # decode only for watchers
             name = "stdout" if stream == STDOUT else "stderr"
             text = data.decode(errors="replace")
