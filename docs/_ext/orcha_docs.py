@@ -12,6 +12,9 @@ Directives (each renders what the code says, so the pages cannot drift from it):
     is installed, and always a table of the allowed transitions.
 ``.. orcha-exit-codes::``
     The exit codes, from :class:`orcha.errors.ExitCode` and its meanings.
+``.. orcha-module-map::``
+    Every module of ``orcha`` and ``orcha_plugins`` with the first line of its
+    docstring, grouped by the layers of :mod:`orcha.layers`.
 
 The collector writes ``examples.json`` into the output folder: every literal block of
 every page with its page, line, language and text, and the file it was included from.
@@ -178,6 +181,39 @@ class ExitCodes(_GeneratedDirective):
         return _list_table("Exit codes", ["Code", "Name", "Meaning"], rows)
 
 
+class ModuleMap(_GeneratedDirective):
+    """One table per layer: each module and what it owns (its docstring's first line,
+    read with ast: nothing is imported)."""
+
+    def lines(self) -> list[str]:
+        import ast
+        from pathlib import Path
+
+        from orcha.layers import ENTRY, FIRST_PARTY, LAYERS, ORIGINAL_API, layer_of
+
+        root = Path(__file__).resolve().parents[2]
+        by_layer: dict[str, list[list[str]]] = {}
+        for package in ("orcha", "orcha_plugins"):
+            for path in sorted((root / package).rglob("*.py")):
+                parts = list(path.relative_to(root).with_suffix("").parts)
+                if parts[-1] == "__init__":
+                    parts.pop()
+                module = ".".join(parts)
+                doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+                first = " ".join(doc.split("\n\n")[0].split())
+                by_layer.setdefault(layer_of(module), []).append([f"``{module}``", _cell(first)])
+        out: list[str] = []
+        described = dict(LAYERS)
+        order = [name for name, _ in LAYERS] + [ORIGINAL_API, FIRST_PARTY, ENTRY]
+        for layer in order:
+            rows = by_layer.pop(layer, [])
+            title = f"{layer}: {described[layer]}" if layer in described else layer
+            out += _list_table(_cell(title), ["Module", "What it owns"], rows)
+        if by_layer:
+            raise ValueError(f"modules in no known layer: {by_layer}")
+        return out
+
+
 def _collect(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     """Remember every literal block of ``docname`` for :func:`_write`."""
     found = app.env.__dict__.setdefault("orcha_examples", {})
@@ -212,6 +248,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("orcha-kinds-reference", KindsReference)
     app.add_directive("orcha-state-diagram", StateDiagram)
     app.add_directive("orcha-exit-codes", ExitCodes)
+    app.add_directive("orcha-module-map", ModuleMap)
     app.connect("doctree-resolved", _collect)
     app.connect("build-finished", _write)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": False}

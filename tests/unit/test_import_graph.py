@@ -1,13 +1,7 @@
 """The import graph of ``orcha`` and ``orcha_plugins``: no cycles, imports point down.
 
-The layers (../shared/ARCHITECTURE.md, docs/concepts.rst), top to bottom::
-
-    cli          click commands: parse, call orcha.Client, print
-    client       orcha.Client, the lean protocol client, attach/stream, progress
-    service      the daemon and everything it owns
-    plugins      the extension contract and discovery (no CLI, no service internals)
-    protocol     what both sides share
-    base         states, errors, defaults, schema, settings/config
+The layers and the rules between them are :mod:`orcha.layers` (ARCHITECTURE.md, and the
+module map in docs/internals.rst).
 
 Every import counts, at module level or inside a function, except those under
 ``if TYPE_CHECKING:`` (they never run). The scan reads the source with :mod:`ast`; it
@@ -21,6 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from orcha.layers import FORBIDDEN, layer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("orcha", "orcha_plugins")
@@ -152,47 +148,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
-def _layer(module: str) -> str:
-    parts = module.split(".")
-    if parts[0] == "orcha_plugins":
-        return "first-party plugins"
-    if len(parts) == 1:
-        return "package"
-    top = parts[1]
-    if top in ("cli", "client", "service", "protocol", "plugins"):
-        return top
-    if top == "kinds":
-        return "plugins"  # the Kind contract
-    if top in ("lib", "interfaces", "utils"):
-        return "original API"
-    if top in ("demo", "__main__"):
-        return "entry"
-    if top == "model":
-        return "base"  # the card's nouns, shared by every layer
-    return "base"
-
-
-#: Layer -> the layers it must not import.
-FORBIDDEN = {
-    "base": {
-        "protocol",
-        "client",
-        "service",
-        "cli",
-        "plugins",
-        "original API",
-        "first-party plugins",
-    },
-    # The original API's modules re-export the core's classes; the core never imports
-    # them (it is not a parallel world the core calls into).
-    "protocol": {"client", "service", "cli", "plugins", "original API", "first-party plugins"},
-    "client": {"service", "cli", "original API", "first-party plugins"},
-    "plugins": {"service", "cli", "client", "original API", "first-party plugins"},
-    "service": {"cli", "client", "original API", "first-party plugins"},
-    "first-party plugins": {"service"},
-}
-
-
 def test_the_scan_sees_the_code() -> None:
     # A broken scan would pass every rule below: check it finds known edges.
     assert len(MODULES) > 40
@@ -214,8 +169,10 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_imports_point_down(module: str) -> None:
-    layer = _layer(module)
-    wrong = sorted(target for target in GRAPH[module] if _layer(target) in FORBIDDEN.get(layer, ()))
+    layer = layer_of(module)
+    wrong = sorted(
+        target for target in GRAPH[module] if layer_of(target) in FORBIDDEN.get(layer, frozenset())
+    )
     assert not wrong, f"{module} ({layer}) imports {wrong}"
 
 
