@@ -206,7 +206,18 @@ class Events:
         missing = []
         live = {job.id: job for job in self.scheduler.jobs()}
         for job in live.values():
-            if wanted is None or job.id in wanted:
+            if wanted is not None and job.id not in wanted:
+                continue
+            if job.state in FINISHED:
+                # Ended, and its "finished" may have gone out before this peer watched
+                # (the scheduler forgets a job just after announcing its end): tell it
+                # here, or a watcher of this ID would wait forever. At worst it hears
+                # the end twice.
+                peer.deliver(messages.encode({
+                    "event": "finished", "petition": job.id, "kind": job.kind or "",
+                    "timestamp": job.ended or self._clock(), "data": job.summary(),
+                }))  # fmt: skip
+            else:
                 self.watch_event(job, "state", {"state": str(job.state), "priority": job.priority})
         for petition_id in ids:
             if petition_id in live:

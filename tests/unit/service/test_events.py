@@ -1,0 +1,77 @@
+"""Events: the fan-out of petition events, on its own (a stub scheduler, in-process peers)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from orcha.model import Petition
+from orcha.protocol.messages import STDOUT
+from orcha.protocol.outputs import DISCARD
+from orcha.service.events import Events
+from orcha.service.job import Job
+from orcha.states import State
+from tests.unit.service.harness import FakePeer
+
+
+def job(petition_id: str) -> Job:
+    petition = Petition(id=petition_id, queue=DISCARD, action=None, condition=None)  # type: ignore[arg-type]
+    return Job(petition, native=True, token_prefix="t")
+
+
+def events_over(*jobs: Job) -> Events:
+    scheduler: Any = SimpleNamespace(jobs=lambda: list(jobs), get=lambda i: None)
+    return Events(scheduler)
+
+
+def ended(j: Job, state: State = State.SUCCEEDED) -> Job:
+    j.set_state(State.RUNNING)
+    j.code = 0
+    j.set_state(state)
+    return j
+
+
+def test_a_watcher_of_a_petition_that_has_just_ended_hears_it_ended() -> None:
+    # Its end was announced before the watcher came, and the scheduler has not forgotten
+    # it yet: the watcher must still hear "finished", not only its state.
+    done = ended(job("done"))
+    peer = FakePeer()
+    assert events_over(done).watch(peer, ["done"]) == {"missing": []}
+    assert [f["event"] for f in peer.frames] == ["finished"]
+    assert peer.frames[0]["data"]["state"] == "SUCCEEDED"
+
+
+def test_a_watcher_of_a_live_petition_gets_its_state_then_its_end() -> None:
+    running = job("run")
+    running.set_state(State.RUNNING)
+    events = events_over(running)
+    peer = FakePeer()
+    events.watch(peer, ["run"])
+    running.code = 0
+    running.set_state(State.SUCCEEDED)
+    events.ended(running)
+    assert [f["event"] for f in peer.frames] == ["state", "finished"]
+
+
+def test_followers_are_kept_by_events_and_dropped_at_the_end() -> None:
+    running = job("f")
+    running.set_state(State.RUNNING)
+    running.events = events = events_over(running)
+    events.scheduler.get = lambda i: running if i == "f" else None
+    running.log = SimpleNamespace(path="/nonexistent", size=0, write=lambda *a: None)  # type: ignore[assignment]
+    peer = FakePeer()
+    outputs: list[tuple[int, int, bytes]] = []
+    peer.deliver_output = lambda handle, stream, data: outputs.append((handle, stream, data))  # type: ignore[method-assign]
+    plan, missing = events.follow(peer, ["f"])
+    assert missing == [] and plan[0]["ended"] is None
+    running.emit(STDOUT, b"hello\n")
+    assert outputs == [(plan[0]["handle"], STDOUT, b"hello\n")]
+    running.code = 0
+    running.set_state(State.SUCCEEDED)
+    events.ended(running)
+    assert [f["event"] for f in peer.frames] == ["end"]
+    running.emit(STDOUT, b"late\n")  # no follower any more
+    assert len(outputs) == 1
+    # A follower that comes after the end is told it has ended, with nothing to wait for.
+    plan, _ = events.follow(FakePeer(), ["f"])
+    assert plan[0]["ended"]["state"] == "SUCCEEDED"
