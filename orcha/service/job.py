@@ -73,8 +73,9 @@ class Job:
         "_cancel_event", "action_done", "attempt", "blocked_since", "cancel_deferred",
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready", "end_announced",
-        "ended", "events", "finish_was_called", "followers", "gpu_ids", "id", "kind", "lock",
-        "log", "machine", "message", "native", "outcome", "output_lock", "paused", "petition",
+        "ended", "events", "family", "finish_was_called", "followers", "gpu_ids", "id", "kind",
+        "lock", "log", "machine", "message", "native", "outcome", "output_lock", "parent",
+        "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token", "waiters",
     )  # fmt: skip
@@ -141,6 +142,10 @@ class Job:
         self.waiters: set[Any] = set()
         self.end_announced = False  # set (under output_lock) once subscribers are told
         self.events: Any = None  # the service, for watch events
+        # Child petitions (orcha.service.children): the job that submitted this one, and
+        # a running job's own children (set when it starts).
+        self.parent: Job | None = None
+        self.family: Any = None
         petition.record = self
 
     @property
