@@ -154,3 +154,25 @@ def test_a_stopping_service_does_not_keep_queued_children(h: Harness) -> None:
     assert h.record("p.3")["state"] == "CANCELLED"
     assert h.service.store is not None
     assert [r["id"] for r in h.service.store.live(str(h.settings.address))] == []
+
+
+def test_a_parent_that_times_out_cancels_its_children(h: Harness) -> None:
+    reply = h.submit("p", kind="fanout", params=gates(2), schedule={"timeout": 0.2})
+    assert reply["ok"]
+    h.wait_ended("p", "p.1", "p.2")  # nobody opens a gate: the timeout ends it all
+    parent = h.record("p")
+    assert (parent["state"], parent["code"]) == ("FAILED", int(ExitCode.TIMEOUT))
+    for kid in ("p.1", "p.2"):
+        record = h.record(kid)
+        assert (record["state"], record["message"]) == ("CANCELLED", "its parent is stopping")
+
+
+def test_a_child_id_in_use_is_refused_and_the_parent_hears_why(h: Harness) -> None:
+    assert h.submit("taken")["ok"]
+    params = {"children": [{"id": "taken"}]}
+    assert h.submit("p", attach=True, kind="fanout", params=params)["ok"]
+    end = h.client.read_until_end(1)[-1]
+    assert isinstance(end, End) and end.state is State.FAILED
+    assert "taken" in (end.message or "")
+    assert "children" not in h.record("p")
+    assert h.record("taken")["parent"] is None
