@@ -2,10 +2,11 @@
 
 It holds the parts :func:`orcha.service.build.build_service` composed (the manager and its
 kinds, the scheduler, the runner, the records, the event fan-out, the plugins) and owns a
-petition's way through them: intake (a client's request or an original-API message
-becomes a recorded, queued Job), cancellation, what the runner reports (started, ended:
-recorded and announced), the peers that submitted, and the stop that keeps the queue for
-the next start. The daemon loop (``orcha.service.daemon``) serves it on a socket; the
+petition's way through them: intake (a client's request, an original-API message or a
+running petition's child becomes a recorded, queued Job), cancellation (children
+first), what the runner reports (started, ended: recorded and announced; children left
+behind cancelled), the peers that submitted, and the stop that keeps the queue for the
+next start. The daemon loop (``orcha.service.daemon``) serves it on a socket; the
 handlers (``orcha.service.handlers``) answer requests with it; tests drive it in process.
 """
 
