@@ -105,7 +105,8 @@ def test_two_parents_filling_every_slot_fan_out_and_finish(
     lines = orcha(fenv, "status", *parents, *children)[0].splitlines()
     ids = [line.split()[0] if not line.startswith("└") else line[:2] + line.split()[1]
            for line in lines[1:]]  # fmt: skip
-    assert ids == [x for p in parents for x in (p, f"└ {p}.1", f"└ {p}.2", f"└ {p}.3")]
+    oldest_first = sorted(parents, key=lambda p: rows[p]["seq"])  # both were sent at once
+    assert ids == [x for p in oldest_first for x in (p, f"└ {p}.1", f"└ {p}.2", f"└ {p}.3")]
 
 
 def test_ctrl_c_on_a_parent_leaves_no_child_process(
