@@ -51,6 +51,32 @@ def _note(row: dict[str, Any]) -> str:
     return note
 
 
+def _tree(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The rows in the order ``status`` shows them, each with its ID cell: a child
+    petition right under its parent (after its elder siblings), its ID indented behind
+    ``└ ``, when its parent is shown too; everything else in the order given (oldest
+    first)."""
+    latest: dict[str, dict[str, Any]] = {}  # ID -> its newest row so far
+    children: dict[int, list[dict[str, Any]]] = {}  # parent's seq -> its children's rows
+    roots: list[dict[str, Any]] = []
+    for row in rows:  # oldest first: a parent comes before its children
+        parent = latest.get(row.get("parent") or "")
+        if parent is None:
+            roots.append(row)
+        else:
+            children.setdefault(parent["seq"], []).append(row)
+        latest[row["id"]] = row
+    if not children:
+        return [(row["id"], row) for row in rows]
+    out: list[tuple[str, dict[str, Any]]] = []
+    stack = [(0, row) for row in reversed(roots)]
+    while stack:
+        depth, row = stack.pop()
+        out.append(("  " * (depth - 1) + "└ " + row["id"] if depth else row["id"], row))
+        stack.extend((depth + 1, child) for child in reversed(children.get(row["seq"], [])))
+    return out
+
+
 @click.command("status")
 @click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
 @click.option("--state", "states", multiple=True, metavar="STATE",
@@ -62,7 +88,8 @@ def _note(row: dict[str, Any]) -> str:
 def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as_json: bool) -> int:
     """Show petitions: queued, running and ended (all, or those with the given IDs).
 
-    For a waiting petition it says why it waits.
+    For a waiting petition it says why it waits. Child petitions (submitted by a
+    running petition's kind) are shown under their parent.
     """
     with client(ctx) as service:
         answer = service.status_report(ids, states)
@@ -73,10 +100,12 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
         click.echo(json.dumps({"petitions": rows, "missing": missing}, indent=indent))
     else:
         header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
+        shown = _tree(rows)
+        rows = [row for _, row in shown]  # the groups below follow the shown order
         table = [
-            [r["id"], r["kind"] or "-", r["state"], str(r["priority"]), _when(r["submitted"]),
+            [cell, r["kind"] or "-", r["state"], str(r["priority"]), _when(r["submitted"]),
              _runtime(r), "-" if r["code"] is None else str(r["code"]), _note(r)]
-            for r in rows
+            for cell, r in shown
         ]  # fmt: skip
         groups = [(r.get("schedule") or {}).get("group", "default") for r in rows]
         if any(g != "default" for g in groups):  # a column only when groups are in use

@@ -12,7 +12,9 @@ against it.
   lifecycle (load, start, stop, health) and its version line.
 * :class:`Kind`: a petition kind: checks the plain-data parameters a client sends and
   runs the petition in the service.
-* :class:`Context`: what a kind's :meth:`Kind.run` receives.
+* :class:`Context`: what a kind's :meth:`Kind.run` receives; with it a kind may submit
+  child petitions of other kinds and wait for them (:meth:`Context.submit`,
+  :class:`Child`).
 * :class:`Predicate`: ``(petition, machine) -> None`` if the petition may start there,
   else the reason it waits. Plain ``(petition) -> bool`` callables, the shape of earlier
   releases, are accepted and adapted (:func:`orcha.plugins.predicates.as_predicate`).
@@ -22,7 +24,7 @@ against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BasePlugin",
+    "Child",
     "Context",
     "EventSink",
     "Kind",
@@ -119,6 +122,60 @@ class PluginServiceSpec(Protocol):
         ...
 
 
+class Child(Protocol):
+    """A child petition, as the running petition that submitted it sees it
+    (:meth:`Context.submit`).
+
+    A child is a petition like any other: it has a record (``orcha status`` shows it
+    under its parent), waits in the same queue for the same predicates, and may be
+    followed, waited for or cancelled by any client. It belongs to its parent: it is
+    cancelled when its parent is cancelled (first), and when its parent's ``run``
+    returns while it has not ended. Its failure does not fail the parent: the parent's
+    kind decides from the codes.
+
+    Its output comes to the parent (through :meth:`output`), never to the parent's
+    client, unless the parent writes it there itself. Reading is not required: output
+    nobody reads is dropped by :meth:`wait` and kept in the child's log (``orcha logs
+    ID``), but a child whose unread output fills its buffer waits until the parent
+    reads or waits.
+
+    While its parent is blocked in :meth:`wait` or :meth:`output`, the parent lends its
+    resources to its own children (see docs/scheduling.rst), so parents waiting on
+    children never deadlock the queue.
+    """
+
+    #: The child's petition ID.
+    id: str
+
+    @property
+    def state(self) -> str:
+        """Its state now: ``QUEUED``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``,
+        ``CANCELLED`` or ``INTERRUPTED``."""
+        ...
+
+    @property
+    def outcome(self) -> Any:
+        """The outcome (JSON data) its kind recorded, or None (so far)."""
+        ...
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        """Its output as it comes, ``(stream, data)`` with ``stream`` ``"stdout"`` or
+        ``"stderr"``, until it ends (then the iteration stops; :meth:`wait` returns its
+        code at once). Blocks while the child is quiet."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit code once it has ended: the code ``orcha run`` would end with (the
+        command's code; 124 timed out; 207 cancelled...). Output not yet read through
+        :meth:`output` is dropped. TimeoutError if ``timeout`` seconds pass first."""
+        ...
+
+    def cancel(self) -> None:
+        """Cancel it (dropped if waiting, its tree stopped if running); nothing if it has
+        ended. :meth:`wait` then returns the code of a cancelled petition (207)."""
+        ...
+
+
 class Context(Protocol):
     """What a running petition's :meth:`Kind.run` (and :meth:`Kind.close`) receives.
 
@@ -182,6 +239,28 @@ class Context(Protocol):
     def pump(self, proc: subprocess.Popen[bytes]) -> int:
         """Stream ``proc``'s output to the client until it closes; return its exit code
         (128+N if signal N killed it)."""
+        ...
+
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        **requests: Any,
+    ) -> Child:
+        """Submit a child petition of ``kind`` (any kind the service serves, runtime kinds
+        too) with ``params``; return its :class:`Child` at once (it is queued, not run).
+
+        ``id``: its petition ID, by default ``PARENT-ID.N`` (N counting from 1 for each
+        parent). ``requests`` are those of ``orcha run``: ``priority`` (int), ``cpus``,
+        ``gpus``, ``retries`` (ints), ``mem`` (bytes, or a size such as ``"2G"``),
+        ``timeout`` (seconds, or a duration such as ``"5m"``), ``group`` (str),
+        ``after`` (an ID or a list of IDs), ``cwd`` and ``env`` (default: the
+        parent's). The child goes through the same checks as any petition:
+        :class:`orcha.errors.PetitionError` (unknown kind, invalid parameters or
+        requests, an ID in use, the parent cancelled) if it is refused.
+        """
         ...
 
 

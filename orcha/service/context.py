@@ -29,6 +29,7 @@ __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier ty
 
 if TYPE_CHECKING:
     from orcha.model import ActionCallbackT
+    from orcha.service.children import ServiceChild
     from orcha.service.job import Job
     from orcha.service.machines import Machine
 
@@ -144,3 +145,23 @@ class ServiceContext:
             if pipe is not None:
                 pipe.close()
         return exit_code_of(proc.wait())
+
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        **requests: Any,
+    ) -> ServiceChild:
+        """Submit a child petition of ``kind`` (see
+        :meth:`orcha.plugins.contract.Context.submit`); its handle, at once.
+        PetitionError if it is refused."""
+        family = self._job.family
+        if family is None:
+            from orcha.errors import ExitCode, PetitionError
+
+            raise PetitionError(
+                "only a running petition of an orcha kind may submit children", ExitCode.REFUSED
+            )
+        return family.submit(kind, params, id, requests)

@@ -73,8 +73,9 @@ class Job:
         "_cancel_event", "action_done", "attempt", "blocked_since", "cancel_deferred",
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready",
-        "ended", "events", "finish_was_called", "gpu_ids", "id", "kind", "lock",
-        "log", "machine", "message", "native", "outcome", "output_lock", "paused", "petition",
+        "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
+        "lock", "log", "machine", "message", "native", "outcome", "output_lock", "parent",
+        "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
@@ -138,6 +139,10 @@ class Job:
         # nothing.
         self.output_lock = threading.Lock()
         self.events: Any = None  # the service's Events: followers, watchers, hooks
+        # Child petitions (orcha.service.children): the job that submitted this one, and
+        # a running job's own children (set when it starts).
+        self.parent: Job | None = None
+        self.family: Any = None
         petition.record = self
 
     @property

@@ -127,6 +127,15 @@ class Machine:
         self.free_gpus.extend(gpus)
         self.free_gpus.sort(key=self.inventory.index)
 
+    def hold(self, need: Schedule, gpus: Sequence[str]) -> None:
+        """Count as reserved what a running petition already has (a child that ran in
+        its parent's loan keeps it when the parent ends first)."""
+        self.used_slots += need.cpus
+        self.reserved_memory += need.mem
+        for gpu in gpus:
+            if gpu in self.free_gpus:
+                self.free_gpus.remove(gpu)
+
     def snapshot(self, memory: bool) -> MachineView:
         """Its free resources now, as plain data (for explaining outside the lock);
         free memory is read only if ``memory``."""

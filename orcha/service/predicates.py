@@ -99,6 +99,15 @@ def gpus(job: Job, machine: Capacity) -> str | None:
     return None if need <= free else f"needs {need} GPU(s), {free} free"
 
 
+def loan(job: Job, lender: Job) -> str | None:
+    """It asks no more than ``lender`` (its parent, blocked on its children) holds: the
+    rule for starting in the parent's loan (:mod:`orcha.service.loans`)."""
+    need, held = job.schedule, lender.schedule
+    if need.cpus > held.cpus or need.mem > held.mem or need.gpus > len(lender.gpu_ids):
+        return f"asks for more than its parent {lender.id} holds"
+    return None
+
+
 class Memory:
     """The machine's available memory, minus what running petitions reserved, covers
     the request. Volatile: memory is freed without telling orcha."""

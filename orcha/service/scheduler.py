@@ -29,6 +29,8 @@ The rules (docs/scheduling.rst explains them for users):
   moment the blocked petition was first found blocked.
   Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
   petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
+* **Loans** (:mod:`orcha.service.loans`): a parent blocked on its children lends them
+  its reservation, one child at a time, so parents waiting on children never deadlock.
 
 Why a petition waits (:meth:`Scheduler.explain`) is the words of the predicate that said
 no.
@@ -47,6 +49,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.explain import Rules, explain
 from orcha.service.groups import GroupControl
+from orcha.service.loans import Loan, LoanControl, Loans
 from orcha.service.machines import LocalMachine, Machine, check_feasible
 from orcha.service.petition_queue import PetitionQueue, SortedIndex
 from orcha.states import State
@@ -61,7 +64,7 @@ log = logging.getLogger("orcha.service.scheduler")
 EndLookup = preds.EndLookup
 
 
-class Scheduler(GroupControl):
+class Scheduler(GroupControl, LoanControl):
     """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
@@ -123,7 +126,7 @@ class Scheduler(GroupControl):
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
         self._dependents: dict[str, set[int]] = {}
-        self._admitting = False
+        self._loans, self._admitting = Loans(), False  # loans: see orcha.service.loans
         self._again = False
         self.lock = threading.RLock()
         self.accepting = True
@@ -135,10 +138,7 @@ class Scheduler(GroupControl):
     def machine_named(self, name: str | None) -> Machine:
         """The machine called ``name``; the first (the local host) for records that name
         none or one this service no longer has."""
-        for machine in self.machines:
-            if machine.name == name:
-                return machine
-        return self.machines[0]
+        return next((m for m in self.machines if m.name == name), self.machines[0])
 
     @property
     def capacity(self) -> int:
@@ -190,9 +190,7 @@ class Scheduler(GroupControl):
     def order_key(self, job: Job) -> float:
         """Its effective priority at arrival, up to a constant shared by all (see the
         module docstring on aging): smaller starts first."""
-        if self.aging > 0:
-            return job.priority + job.created / self.aging
-        return float(job.priority)
+        return job.priority + job.created / self.aging if self.aging > 0 else float(job.priority)
 
     def effective_priority(self, job: Job) -> float:
         """The priority a waiting job competes with now (its own, improved by aging)."""
@@ -218,6 +216,7 @@ class Scheduler(GroupControl):
         # The petition's place in the order, fixed now: (effective priority, arrival).
         job.petition.rank = (self.order_key(job), job.seq)
         self._waiting[job.seq] = job
+        self._loans.queued(job)
         if not job.native:
             self._legacy_waiting += 1
         if job.deps_ready:
@@ -267,6 +266,7 @@ class Scheduler(GroupControl):
             return
         self._queue.remove(job)
         self._timed.remove(job)
+        self._loans.unqueued(job)
         if not job.native:
             self._legacy_waiting -= 1
 
@@ -307,6 +307,7 @@ class Scheduler(GroupControl):
             return
         for machine in self.machines:
             machine.refresh()  # free memory is read at most once per walk
+        self._walk_loans()
         room = self._room()  # changes only when a job is taken
         if not room:
             return  # nothing fits until a petition ends (an event)
@@ -386,11 +387,11 @@ class Scheduler(GroupControl):
         self.needs_recheck = True  # conditions change without telling orcha
         return None
 
-    def _take(self, job: Job, machine: Machine) -> None:
-        """Give ``job`` what it asked for on ``machine`` and mark it running."""
+    def _take(self, job: Job, machine: Machine, loan: Loan | None = None) -> None:
+        """Give ``job`` its request on ``machine`` (or its parent's ``loan``); running."""
         job.set_state(State.RUNNING)
         job.machine = machine
-        job.gpu_ids = machine.reserve(job.schedule)
+        job.gpu_ids = self._loans.borrow(loan, job) if loan else machine.reserve(job.schedule)
         self._state.started(job.schedule.group)
         self._running[job.seq] = job
 
@@ -453,8 +454,7 @@ class Scheduler(GroupControl):
         """A running job ended: free what it held and start what may start."""
         with self.lock:
             if self._running.pop(job.seq, None) is not None:
-                if job.machine is not None:
-                    job.machine.release(job.schedule, job.gpu_ids)
+                self._release(job)
                 self._state.ended(job.schedule.group)
             self._ended_now(job)
             self.admit()

@@ -2,10 +2,11 @@
 
 It holds the parts :func:`orcha.service.build.build_service` composed (the manager and its
 kinds, the scheduler, the runner, the records, the event fan-out, the plugins) and owns a
-petition's way through them: intake (a client's request or an original-API message
-becomes a recorded, queued Job), cancellation, what the runner reports (started, ended:
-recorded and announced), the peers that submitted, and the stop that keeps the queue for
-the next start. The daemon loop (``orcha.service.daemon``) serves it on a socket; the
+petition's way through them: intake (a client's request, an original-API message or a
+running petition's child becomes a recorded, queued Job), cancellation (children
+first), what the runner reports (started, ended: recorded and announced; children left
+behind cancelled), the peers that submitted, and the stop that keeps the queue for the
+next start. The daemon loop (``orcha.service.daemon``) serves it on a socket; the
 handlers (``orcha.service.handlers``) answer requests with it; tests drive it in process.
 """
 
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
+from orcha.protocol.messages import STDERR
 from orcha.protocol.schedule import Schedule
+from orcha.service.children import Family
 from orcha.service.job import Detached, Job
 from orcha.service.logs import PetitionLog
 from orcha.service.store import Store
@@ -127,6 +130,21 @@ class Service:
             self.wake()  # the main loop tells systemd the new queue length
         return job
 
+    def submit_child(self, parent: Job, request: SubmitRequest, queue: Any) -> Job:
+        """Queue a child petition of the running ``parent`` (its kind's ``ctx.submit``):
+        the intake of :meth:`submit`, in process, owned by the parent instead of a
+        client; its output goes into ``queue``. Raises PetitionError if refused."""
+        self._check_accepting()
+        resolved = self.runtime_kinds.resolve(request)
+        petition = self.manager.petition_from_request(resolved, queue)
+        job = self._enqueue(
+            petition, native=True, kind=request.kind, request=resolved, peer=None, parent=parent
+        )
+        log.info("petition %s (%s) queued, a child of %s", job.id, request.kind, parent.id)
+        if self.wake_on_submit:
+            self.wake()
+        return job
+
     def submit_message(self, message: Message, peer: Peer) -> Job:
         """Queue a petition from an original-API message. Raises PetitionError if refused."""
         self._check_accepting()
@@ -152,11 +170,14 @@ class Service:
         kind: str | None,
         request: SubmitRequest | None,
         peer: Peer | None,
+        parent: Job | None = None,
     ) -> Job:
-        """Record and queue a petition; DuplicateIdError if its ID is queued or running.
+        """Record and queue a petition (a child of ``parent`` if given); DuplicateIdError
+        if its ID is queued or running.
 
         Under the scheduler's lock, so the duplicate check, the record and the queueing
-        happen as one step for concurrent submissions of the same ID.
+        happen as one step for concurrent submissions of the same ID (and a parent being
+        cancelled meanwhile either sees the child or refuses it).
         """
         # Named before the record exists, so one INSERT holds everything.
         uid = os.urandom(8).hex()
@@ -167,6 +188,9 @@ class Service:
             if self.scheduler.get(str(petition.id)) is not None:
                 raise DuplicateIdError(str(petition.id))
             self._check_dependencies(str(petition.id), schedule)
+            family: Family | None = parent.family if parent is not None else None
+            if family is not None:
+                family.check_open()
             seq = None
             now = self.clock()
             if self.store is not None:
@@ -187,14 +211,21 @@ class Service:
                         "token": token,
                         "log_path": log_path if native else None,
                         "schedule": schedule.to_wire(),
+                        **(
+                            {"parent": parent.id, "parent_seq": parent.seq}
+                            if parent is not None else {}
+                        ),
                     }
-                )
+                )  # fmt: skip
             job = Job(
                 petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
                 token=token, schedule=schedule, created=now,
             )  # fmt: skip
             job.session = peer
             job.events = self.events
+            if family is not None:
+                job.parent = parent
+                family.adopt(job)
             if self.store is not None and native:
                 job.log = PetitionLog(log_path, self.log_cap)
             # Before submit(): it may start the petition at once, and watchers must see
@@ -247,7 +278,10 @@ class Service:
 
     # -- cancellation ----------------------------------------------------------------------
     def cancel(self, job: Job, reason: str, by_client: bool) -> None:
-        """Cancel ``job``: drop it if waiting, stop its tree if running."""
+        """Cancel ``job``: its unfinished children first, then drop it if waiting, stop
+        its tree if running."""
+        if job.family is not None:
+            self.cancel_children(job, f"its parent {job.id} was cancelled")
         if not job.request_cancel(reason, by_client):
             return
         log.info("petition %s: %s", job.id, reason)
@@ -256,8 +290,41 @@ class Service:
         else:
             self.runner.cancel_running(job)
 
+    def cancel_children(self, parent: Job, reason: str) -> list[Job]:
+        """Cancel ``parent``'s unfinished children (it takes no more); return them."""
+        family = parent.family
+        if family is None:
+            return []
+        with self.scheduler.lock:  # atomic with the intake of a child (see _enqueue)
+            live = family.close()
+        for child in live:
+            self.cancel(child, reason, by_client=False)
+        return live
+
+    def _reap_children(self, parent: Job) -> None:
+        """``parent``'s run returned: cancel the children it left unfinished (saying so
+        in its stderr) and give them until the grace period is over to end."""
+        family = parent.family
+        if family is None:
+            return
+        with self.scheduler.lock:
+            live = family.close()
+        left = [child.id for child in live if not child.cancel_requested]
+        if left:
+            parent.emit(
+                STDERR,
+                f"orcha: {parent.id} returned before its child petition(s) "
+                f"{', '.join(left)} ended; cancelling them\n".encode(),
+            )
+        for child in live:
+            self.cancel(child, f"its parent {parent.id} returned first", by_client=False)
+        if live and not family.wait_ended(live, 2 * self.settings.grace + 5):
+            log.warning("petition %s: some children did not end in time", parent.id)
+
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
+        if job.native:
+            job.family = Family(self, job)
         if self.store is not None:
             self.store.update_later(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name
@@ -265,6 +332,9 @@ class Service:
         self.events.watch_event(job, "started", {})
 
     def job_attempt(self, job: Job) -> None:
+        self._reap_children(job)  # what the last attempt left
+        if job.family is not None:
+            job.family.reopen()
         if self.store is not None:
             self.store.update_later(job.seq, attempt=job.attempt)
         self.events.watch_event(job, "attempt", {"attempt": job.attempt})
@@ -279,6 +349,10 @@ class Service:
 
     def job_ended(self, job: Job) -> None:
         """Called (in any thread) once a job has ended, before its client is told."""
+        self._reap_children(job)
+        parent = job.parent
+        if parent is not None and parent.family is not None:
+            parent.family.ended()
         if self.store is not None:
             self.store.update_later(
                 job.seq,
@@ -338,7 +412,8 @@ class Service:
         self.stopping = True
         queued = self.scheduler.drain_queued()
         running = self.scheduler.running()
-        kept = [job for job in queued if job.native and self.store is not None]
+        # Children are not kept: their parents are cancelled.
+        kept = [j for j in queued if j.native and self.store is not None and j.parent is None]
         log.warning(
             "stopping: cancelling %d running petition(s), keeping %d queued for the next "
             "start; send the signal again to kill them at once",

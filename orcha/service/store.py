@@ -83,6 +83,13 @@ MIGRATIONS: list[list[str]] = [
         # The machine it was admitted onto (Machine.name: 'local' for the service's host).
         "ALTER TABLE petitions ADD COLUMN machine TEXT",
     ],
+    [
+        # A child petition's parent (submitted by its kind's ctx.submit): the parent's ID
+        # and record number (an ID may be reused; the number names one run of it).
+        "ALTER TABLE petitions ADD COLUMN parent TEXT",
+        "ALTER TABLE petitions ADD COLUMN parent_seq INTEGER",
+        "CREATE INDEX petitions_parent ON petitions (parent_seq) WHERE parent_seq IS NOT NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -92,6 +99,7 @@ _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
+    "parent", "parent_seq",
 )  # fmt: skip
 
 
@@ -300,6 +308,26 @@ class Store:
                 f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args
             ).fetchall()
         return [_row(r) for r in rows]
+
+    def children(self, seqs: Sequence[int] | None = None) -> dict[int, list[str]]:
+        """The IDs of the children of the records ``seqs`` (of every record if None),
+        by the parent's record number, oldest first; parents without any are left out."""
+        args: list[Any] = []
+        clause = "parent_seq IS NOT NULL"
+        if seqs is not None:
+            seqs = list(seqs)
+            if not seqs:
+                return {}
+            clause = f"parent_seq IN ({', '.join('?' for _ in seqs)})"
+            args.extend(seqs)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT parent_seq, id FROM petitions WHERE {clause} ORDER BY seq", args
+            ).fetchall()
+        out: dict[int, list[str]] = {}
+        for parent_seq, child in rows:
+            out.setdefault(parent_seq, []).append(child)
+        return out
 
     def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
         """Delete ended records (ended before ``before`` if given); return what was deleted."""

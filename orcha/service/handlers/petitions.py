@@ -34,7 +34,7 @@ log = logging.getLogger("orcha.service.session")
 _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-    "notify_error", "machine",
+    "notify_error", "machine", "parent",
 )  # fmt: skip
 
 
@@ -105,8 +105,12 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
     out = []
     reasons = scheduler.explain()
+    # A parent's children (IDs), for the records of parents: all of them at once.
+    children = store.children([r["seq"] for r in rows] if ids else None)
     for row in rows:
         record = {name: row[name] for name in _STATUS_COLUMNS}
+        if row["seq"] in children:
+            record["children"] = children[row["seq"]]
         record["paused"] = bool(record["paused"])
         job = scheduler.get(row["id"])
         if job is not None and job.seq == row["seq"]:

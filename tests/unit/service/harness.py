@@ -3,8 +3,9 @@
 The real handlers, scheduler, runner, records and event fan-out, composed by
 ``build_service`` in a temporary directory, driven without sockets or subprocesses: a
 fake machine (:class:`FakeHost`), fake process control (:class:`FakeProcs`, which
-records what it was asked to signal), a fake clock, and a ``gate`` petition kind whose
-petitions run until the test opens their gate (or they are cancelled). Requests go
+records what it was asked to signal), a fake clock, a ``gate`` petition kind whose
+petitions run until the test opens their gate (or they are cancelled), and a ``fanout``
+kind whose petitions submit child petitions and gather their exit codes. Requests go
 through ``orcha.service.handlers.respond``, the very path a session's frames take.
 
 Nothing here sleeps to synchronise: waits are on conditions and events, each with a
@@ -139,17 +140,51 @@ class GateKind(Kind):
         return self.gates.run(ctx.id, ctx.cancelled)
 
 
-def gate_plugin(gates: Gates) -> LoadedPlugin:
-    """What plugin discovery would yield for a plugin serving the gate kind."""
-    kind = GateKind(gates)
+class FanoutKind(Kind):
+    """Submits a child per entry of ``params["children"]`` (``{"kind": "gate",
+    "params": {}, "id": None, "requests": {}}`` by default), then waits for each in turn
+    (with ``stream``, copying its output into its own first) and records their codes as
+    its outcome, ``{"codes": [...]}``; exits with the largest (0 with ``lenient``). With
+    ``leave`` it returns at once, leaving its children to the service. The handles of
+    each petition's children are kept in :attr:`children` by petition ID."""
+
+    name = "fanout"
+    help = "a test petition that fans out to child petitions and gathers their codes"
+
+    def __init__(self) -> None:
+        self.children: dict[str, list[Any]] = {}
+
+    def run(self, ctx: Any) -> int:
+        params = ctx.params
+        children = [
+            ctx.submit(c.get("kind", "gate"), c.get("params"), id=c.get("id"),
+                       **c.get("requests", {}))
+            for c in params.get("children", [])
+        ]  # fmt: skip
+        self.children[ctx.id] = children
+        if params.get("leave"):
+            return 0
+        codes = []
+        for handle in children:
+            if params.get("stream"):
+                for stream, data in handle.output():
+                    (ctx.write if stream == "stdout" else ctx.write_err)(data)
+            codes.append(handle.wait())
+        ctx.set_outcome({"codes": codes})
+        return 0 if params.get("lenient") else max(codes, default=0)
+
+
+def gate_plugin(gates: Gates, fanout: FanoutKind | None = None) -> LoadedPlugin:
+    """What plugin discovery would yield for a plugin serving the gate and fanout kinds."""
+    kinds: dict[str, Kind] = {"gate": GateKind(gates), "fanout": fanout or FanoutKind()}
 
     class GatePlugin(BasePlugin):
         name = "test"
 
         def kinds(self) -> list[Kind]:
-            return [kind]
+            return list(kinds.values())
 
-    return LoadedPlugin("test", "test harness", __name__, GatePlugin(), kinds={"gate": kind})
+    return LoadedPlugin("test", "test harness", __name__, GatePlugin(), kinds=kinds)
 
 
 class FakePeer(Peer):
@@ -212,6 +247,7 @@ class Harness:
         self.host = FakeHost(cpus=max_running)
         self.procs = FakeProcs()
         self.gates = Gates()
+        self.fanout = FanoutKind()
         self.settings = Settings(
             address=parse_address(str(tmp_path / "orcha.sock")),
             runtime_dir=str(tmp_path),
@@ -223,7 +259,7 @@ class Harness:
         )
         self.service: Service = build_service(
             self.settings,
-            plugins=[gate_plugin(self.gates)],
+            plugins=[gate_plugin(self.gates, self.fanout)],
             host=self.host,
             procs=self.procs,
             clock=self.clock,

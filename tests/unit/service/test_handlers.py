@@ -210,7 +210,8 @@ def test_health_and_info(h: Harness) -> None:
     health = h.call("health")
     assert health["healthy"] is True and health["capacity"] == 1
     info = h.call("info")
-    assert info["kinds"] == ["gate"] and info["max_running"] == 1 and info["sessions"] == 1
+    assert info["kinds"] == ["fanout", "gate"]
+    assert info["max_running"] == 1 and info["sessions"] == 1
 
 
 def test_a_stop_keeps_the_queued_and_cancels_the_running(h: Harness) -> None:
