@@ -35,11 +35,6 @@ REQUESTS = frozenset(
     {"priority", "cpus", "mem", "gpus", "group", "after", "timeout", "retries", "cwd", "env"}
 )
 
-#: How often a parent blocked on a child looks whether it was told to stop itself: a
-#: timeout only sets its cancel event, which nothing else can wait on together with
-#: the child's queue.
-POLL_SECONDS = 0.05
-
 
 def child_request(
     parent: Job, kind: str, params: dict[str, Any] | None, child_id: str,
@@ -233,22 +228,16 @@ class ServiceChild:
         family = self._family
         parent, scheduler = family.parent, family.service.scheduler
         scheduler.lend(parent)
+        # No polling: a parent that is cancelled or times out has its children cancelled
+        # first (Service.cancel, Service.job_timed_out), and their end wakes it here.
         try:
-            while True:
-                wait = POLL_SECONDS
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"child petition {self.id} has not ended")
-                    wait = min(wait, left)
-                try:
-                    return self._out.get(timeout=wait)
-                except queue.Empty:
-                    pass
-                if parent.timed_out or parent.cancel_requested:
-                    # Its parent was told to stop (a timeout tells nobody else): its
-                    # children go first, then it hears its own end.
-                    family.service.cancel_children(parent, "its parent is stopping")
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                if left is not None and left <= 0:
+                    raise queue.Empty
+                return self._out.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError(f"child petition {self.id} has not ended") from None
         finally:
             scheduler.end_loan(parent)
 

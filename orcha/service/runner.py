@@ -38,6 +38,8 @@ class RunnerEvents(Protocol):
 
     def job_attempt(self, job: Job) -> None: ...
 
+    def job_timed_out(self, job: Job) -> None: ...
+
     def wake(self) -> None: ...
 
 
@@ -159,6 +161,7 @@ class Runner:
         """Called by the deadline thread: the current attempt ran out of time."""
         if job.time_out(job.attempt):
             log.info("petition %s: timed out; stopping its processes", job.id)
+            self._events.job_timed_out(job)
             self._start_stopper(job, force=False)
 
     def _notice(self, job: Job, text: str) -> None:

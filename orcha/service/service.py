@@ -290,6 +290,12 @@ class Service:
         else:
             self.runner.cancel_running(job)
 
+    def job_timed_out(self, job: Job) -> None:
+        """An attempt of ``job`` ran out of time: its children go first (a parent blocked
+        on one wakes when it ends)."""
+        if job.family is not None:
+            self.cancel_children(job, f"its parent {job.id} timed out")
+
     def cancel_children(self, parent: Job, reason: str) -> list[Job]:
         """Cancel ``parent``'s unfinished children (it takes no more); return them."""
         family = parent.family

@@ -164,7 +164,7 @@ def test_a_parent_that_times_out_cancels_its_children(h: Harness) -> None:
     assert (parent["state"], parent["code"]) == ("FAILED", int(ExitCode.TIMEOUT))
     for kid in ("p.1", "p.2"):
         record = h.record(kid)
-        assert (record["state"], record["message"]) == ("CANCELLED", "its parent is stopping")
+        assert (record["state"], record["message"]) == ("CANCELLED", "its parent p timed out")
 
 
 def test_a_child_id_in_use_is_refused_and_the_parent_hears_why(h: Harness) -> None:
