@@ -26,7 +26,8 @@ log = logging.getLogger("orcha.service")
 
 def restore(service: Service) -> None:
     """Take back what a previous service at this address left: queued petitions are
-    queued again in their order; running ones are INTERRUPTED, their processes stopped."""
+    queued again in their order (but not child petitions: their parent was running, so
+    they are CANCELLED); running ones are INTERRUPTED, their processes stopped."""
     store = service.store
     assert store is not None
     rows = store.live(str(service.settings.address))
@@ -45,6 +46,13 @@ def restore(service: Service) -> None:
                     message="the service stopped while it was running",
                 )  # fmt: skip
                 interrupted += 1
+            elif row.get("parent"):
+                # Its parent was running, so it is INTERRUPTED now: nobody waits for
+                # this child any more.
+                store.update(
+                    row["seq"], state=str(State.CANCELLED), ended=now,
+                    message=f"its parent {row['parent']} was interrupted by a restart",
+                )  # fmt: skip
             elif _requeue(service, row, now):
                 requeued += 1
     finally:

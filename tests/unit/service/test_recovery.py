@@ -59,3 +59,25 @@ def test_a_restart_keeps_pauses(tmp_path: Path) -> None:
         second.gates.wait_started("a")
     finally:
         second.close()
+
+
+def test_a_restart_cancels_the_queued_children_of_an_interrupted_parent(tmp_path: Path) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.call("pause", all=True)
+    first.submit("p.1")
+    first.submit("alone")
+    first.service.begin_stop()
+    assert first.service.store is not None
+    # As if the service had died while 'p' ran and 'p.1', its child, waited:
+    first.service.store.update(first.record("p.1")["seq"], parent="p")
+    first.close()
+    second = Harness(tmp_path, max_running=1)
+    try:
+        child = second.record("p.1")
+        assert (child["state"], child["message"]) == (
+            "CANCELLED",
+            "its parent p was interrupted by a restart",
+        )
+        assert second.record("alone")["state"] == "QUEUED"  # not a child: queued again
+    finally:
+        second.close()
