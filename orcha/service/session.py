@@ -129,20 +129,25 @@ class Session(StreamPeer):
         self.service.peer_opened(self)
         sel = selectors.DefaultSelector()
         socket_fd = self.conn.fileno()
-        watched: int | None = None  # the descriptor of the stream the first answer awaits
+        # The stream the first answer waits for, and its descriptor as registered. Compared
+        # by stream, not by number: an ended stream's descriptor is closed (which drops it
+        # from epoll) and its number may come back as the next stream's.
+        watched: Any = None
+        watched_fd: int | None = None
         reading = True
         sel.register(socket_fd, selectors.EVENT_READ)
         try:
             while True:
                 timeout = self._flush()
                 head = self._answers[0] if self._answers else None
-                fd = head.stream.fileno() if isinstance(head, _Waiting) else None
-                if fd != watched:
-                    if watched is not None:
-                        sel.unregister(watched)
+                stream = head.stream if isinstance(head, _Waiting) else None
+                fd = stream.fileno() if stream is not None else None
+                if stream is not watched or fd != watched_fd:
+                    if watched_fd is not None:
+                        sel.unregister(watched_fd)  # a closed one is ignored
                     if fd is not None:
                         sel.register(fd, selectors.EVENT_READ)
-                    watched = fd
+                    watched, watched_fd = stream, fd
                 want_read = len(self._answers) < _MAX_PENDING
                 if want_read != reading:
                     if want_read:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 from multiprocessing.managers import BaseManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,5 +160,69 @@ def test_a_refusal_leaves_the_connection_serving(env: Env, service: Service) -> 
             session.call("submit", shell("bad id", "true"))
         assert refused.value.exit_code == 204
         assert session.call("info")["queued"] == 0
+    finally:
+        session.close()
+
+
+def test_many_attached_petitions_pipelined_on_one_connection_all_end(
+    env: Env, service: Service
+) -> None:
+    """As bench/bench.py pushes them: up to 64 requests in flight, each submit's answer
+    followed by batched reads of its stream until its end. Batches wait on one stream
+    after another (an ended stream's descriptor is closed and its number reused by the
+    next stream's): every end arrives."""
+    session = lean(env)
+    n, sent, ends = 300, 0, 0
+    asked: list[str | None] = []  # per request in flight: None (submit) or its queue
+    try:
+        while ends < n:
+            while sent < n and len(asked) < 64:
+                session.send(None, "call", "submit", shell(f"m{sent}", "true"))
+                asked.append(None)
+                sent += 1
+            queue, value = asked.pop(0), session.recv()
+            if queue is None:
+                queue = value["queue"]
+            elif value and value[-1].get("event") == "end":
+                ends += 1
+                continue
+            session.send(queue, "get_batch")
+            asked.append(queue)
+    finally:
+        session.close()
+    assert ends == n
+
+
+def test_a_batch_waits_on_a_new_stream_right_after_another_ended(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    """Batches of two streams in flight: when the first stream ends its descriptor is
+    closed, and the second's, made next, often gets its number: the connection must still
+    wake for the second."""
+    session = lean(env)
+    try:
+        queues = {}
+        for name in ("a", "b"):
+            gate = tmp_path / name
+            argv = ["sh", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.05; done']
+            queues[name] = session.call("submit", shell(name, *argv))["queue"]
+        assert wait_for(lambda: running(env) == {"a", "b"}, WAIT)
+        for name in ("a", "b"):  # both have started: these answer at once
+            assert session.get_batch(queues[name]) == [{"event": "started", "id": name}]
+        session.send(queues["a"], "get_batch")  # waits on a's descriptor
+        session.send(queues["b"], "get_batch")  # then on b's
+        (tmp_path / "a").touch()
+        assert session.recv()[-1]["state"] == "SUCCEEDED"
+        (tmp_path / "b").touch()
+        assert session.recv()[-1]["state"] == "SUCCEEDED"  # past WAIT it raises
+    finally:
+        session.close()
+
+
+def running(env: Env) -> set[str]:
+    session = lean(env)
+    try:
+        records = session.call("status", {"ids": [], "states": ["RUNNING"]})["petitions"]
+        return {r["id"] for r in records}
     finally:
         session.close()
