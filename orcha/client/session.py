@@ -52,11 +52,11 @@ class Session:
 
     def send(self, ident: str | None, method: str, *args: Any, skip: bool = False) -> None:
         """Send one request without waiting for its answer."""
+        self._skip.append(skip)  # first: another thread may read its answer at once
         try:
             self.conn.send_bytes(request_frame(ident, method, args))
         except OSError as e:
             raise LostServiceError(str(e)) from e
-        self._skip.append(skip)
 
     def recv(self) -> Any:
         """The value of the next answer (those of ``skip`` requests are dropped); the
