@@ -101,39 +101,55 @@ class Bench:
 
     def _push(self, n: int, tag: str, pipelined: bool) -> float:
         """Seconds from the first submit of ``n`` x ``true`` to the last end, over one
-        session; pipelined: up to 64 submits in flight (replies come back in order), else
-        one request and its reply at a time."""
+        connection (attached, as ``orcha run`` submits); pipelined: up to 64 requests in
+        flight (answers come back in order), else one request and its answer at a time.
+        Each end is read from the petition's served queue (``get_batch``)."""
+        from collections import deque
+
         from orcha import settings
         from orcha.client.session import Session
-        from orcha.protocol import messages
         from orcha.protocol.messages import SubmitRequest
 
         env = {"PATH": os.environ.get("PATH", "")}
         session = Session.open(settings.resolve())
         start = time.perf_counter()
-        ended = replies = 0
+        ended = 0
+        asked: deque[str | None] = deque()  # per request in flight: None (submit) or its queue
 
-        def read_one() -> None:
-            nonlocal ended, replies
-            frame = session.recv()
-            if frame[:1] == b"{":
-                obj = messages.decode(frame)
-                replies += "re" in obj
-                ended += obj.get("event") == "end"
+        def ended_in(items: list[object]) -> bool:
+            last = items[-1] if items else None
+            return isinstance(last, dict) and last.get("event") == "end"
+
+        def answer_one() -> None:
+            nonlocal ended
+            queue, value = asked.popleft(), session.recv()
+            if queue is None:
+                queue = value["queue"]
+            elif ended_in(value):
+                ended += 1
+                return
+            session.send(queue, "get_batch")
+            asked.append(queue)
 
         for i in range(n):
-            request = SubmitRequest("shell", f"{tag}-{i}", {"argv": ["true"]}, None, "/", env)
+            wire = SubmitRequest("shell", f"{tag}-{i}", {"argv": ["true"]}, None, "/", env)
             if pipelined:
-                # At most 64 requests in flight: unread replies would otherwise fill the
+                # At most 64 requests in flight: unread answers would otherwise fill the
                 # socket buffers until both sides block.
-                while i - replies >= 64:
-                    read_one()
-                session.send(messages.encode(request.to_wire()))
+                while len(asked) >= 64:
+                    answer_one()
+                session.send(None, "call", "submit", wire.to_wire())
+                asked.append(None)
             else:
-                session.submit(request)
-                replies += 1
+                asked.append(session.call("submit", wire.to_wire())["queue"])
+        if not pipelined:
+            for queue in list(asked):
+                while not ended_in(session.get_batch(queue)):
+                    pass
+                ended += 1
+            asked.clear()
         while ended < n:
-            read_one()
+            answer_one()
         elapsed = time.perf_counter() - start
         session.close()
         return elapsed

@@ -74,11 +74,11 @@ class QueueBench:
         import psutil
 
         assert self.service is not None
-        self.session.submit(self._request("blocker", ["sleep", "3600"]))
+        self.session.call("submit", self._request("blocker", ["sleep", "3600"]).to_wire())
         service = psutil.Process(self.service.pid)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.session.info()["running"] == 1:
+            if self.session.call("info")["running"] == 1:
                 self.blockers = [p for p in service.children(recursive=True) if _is_blocker(p)]
                 if self.blockers:
                     return
@@ -113,21 +113,21 @@ class QueueBench:
         n = target - self.queued
         if n <= 0:
             return
-        from orcha.protocol import messages
+        from orcha.errors import PetitionError
 
         session = self.session
         start = time.perf_counter()
         sent = answered = 0
         while answered < n:
             while sent < n and sent - answered < _WINDOW:
-                session.send(
-                    messages.encode(self._request(f"q-{self.next_id}", ["true"]).to_wire())
-                )
+                wire = self._request(f"q-{self.next_id}", ["true"]).to_wire()
+                session.send(None, "call", "submit", wire)
                 self.next_id += 1
                 sent += 1
-            answer = messages.decode(session.recv())
-            if not answer.get("ok"):
-                raise SystemExit(f"bench: a submit was refused: {answer}")
+            try:
+                session.recv()
+            except PetitionError as e:
+                raise SystemExit(f"bench: a submit was refused: {e.message}") from None
             answered += 1
         took = time.perf_counter() - start
         self.queued += n
@@ -145,7 +145,7 @@ class QueueBench:
             self.next_id += self.args.batch
             start = time.perf_counter()
             for petition_id in ids:
-                self.session.submit(self._request(petition_id, ["true"]))
+                self.session.call("submit", self._request(petition_id, ["true"]).to_wire())
             rates.append(self.args.batch / (time.perf_counter() - start))
             self.queued += self.args.batch
         rate = statistics.median(rates)

@@ -506,7 +506,7 @@ class ServiceBench:
             return
 
     def _status(self, ids: list[str], states: list[str]) -> dict[str, dict[str, Any]]:
-        answer = self.session.request({"op": "status", "ids": ids, "states": states})
+        answer = self.session.call("status", {"ids": ids, "states": states})
         return {r["id"]: r for r in answer["petitions"]}
 
     def _requests(self, n: int) -> list[Any]:
@@ -532,7 +532,7 @@ class ServiceBench:
 
     def fill(self, n: int) -> None:
         """Queue the scenario's petitions, pipelined (as bench_queue.py)."""
-        from orcha.protocol import messages
+        from orcha.errors import PetitionError
 
         requests = self._requests(n)
         session = self.session
@@ -540,11 +540,12 @@ class ServiceBench:
         sent = answered = queued = 0
         while answered < len(requests):
             while sent < len(requests) and sent - answered < _WINDOW:
-                session.send(messages.encode(requests[sent].to_wire()))
+                session.send(None, "call", "submit", requests[sent].to_wire())
                 sent += 1
-            answer = messages.decode(session.recv())
-            if not answer.get("ok"):
-                raise SystemExit(f"bench: a submit was refused: {answer}")
+            try:
+                answer = session.recv()
+            except PetitionError as e:
+                raise SystemExit(f"bench: a submit was refused: {e.message}") from None
             queued += answer.get("state") == str(State.QUEUED)
             answered += 1
         took = time.perf_counter() - start
@@ -555,11 +556,11 @@ class ServiceBench:
         args = self.args
         for name, limit, _ in SERVICE_GROUPS:
             if limit is not None:
-                self.session.request({"op": "group", "name": name, "max_running": limit})
+                self.session.call("group", {"name": name, "max_running": limit})
         for gate in ("gate-0", "gate-1"):
-            self.session.submit(self._request(gate, None, None))
+            self.session.call("submit", self._request(gate, None, None).to_wire())
         deadline = time.monotonic() + 30
-        while self.session.info()["running"] < 2:
+        while self.session.call("info")["running"] < 2:
             if time.monotonic() > deadline:
                 raise SystemExit("bench: the gate petitions did not start")
             time.sleep(0.05)

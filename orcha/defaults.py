@@ -56,9 +56,9 @@ MAX_ID_LENGTH = 128
 #: Largest request frame the service accepts from a client, in bytes.
 MAX_REQUEST_BYTES = 16 << 20
 
-#: First bytes of a session request; anything else is treated as a multiprocessing.managers
-#: request (the tutorial's ``ClientManager.manager.Queue()`` uses those).
-SESSION_MAGIC = b"ORCHA1"
+#: Most bytes of output one batched read of a petition's stream returns (more waits for
+#: the next read; the bigger the batch, the fewer round trips per megabyte).
+STREAM_BATCH_BYTES = 4 << 20
 
 #: Bytes of a petition's output kept in its log file (``serve --log-cap``); past it the log
 #: says it was capped and later output is only streamed to attached clients.

@@ -129,7 +129,7 @@ class Env:
         key = (self.state / "key").read_text().strip()
         session = Session.open(settings.resolve(address=str(self.socket), key=key))
         answer: list[dict[str, Any]] = []
-        asker = threading.Thread(target=lambda: answer.append(session.info()), daemon=True)
+        asker = threading.Thread(target=lambda: answer.append(session.call("info")), daemon=True)
         try:
             asker.start()
             asker.join(timeout)

@@ -182,7 +182,7 @@ class Client:
         except BaseException:
             self._forget(session)
             raise
-        return PetitionHandle(self, reply["id"], session)
+        return PetitionHandle(self, reply["id"], session, reply["queue"])
 
     def status(
         self, ids: str | Iterable[str] | None = None, states: Iterable[str] = ()
@@ -264,13 +264,13 @@ class Client:
     # -- admission ------------------------------------------------------------------------
     def groups(self) -> list[dict[str, Any]]:
         """Every group: ``{"name", "max_running", "running", "queued", "paused"}``."""
-        listing: list[dict[str, Any]] = self._call(operations.groups)
+        listing: list[dict[str, Any]] = self._call(operations.group)
         return listing
 
     def set_group(self, name: str, max_running: int | None) -> list[dict[str, Any]]:
         """Limit how many petitions of group ``name`` run at once (None: no limit of its
         own); the groups afterwards."""
-        listing: list[dict[str, Any]] = self._call(operations.set_group, name, max_running)
+        listing: list[dict[str, Any]] = self._call(operations.group, name, max_running)
         return listing
 
     def pause(
@@ -288,9 +288,7 @@ class Client:
         self, ids: Iterable[str] = (), groups: Iterable[str] = (), everything: bool = False
     ) -> dict[str, str]:
         """Undo :meth:`pause`. For each ID, ``"resumed"`` or why not."""
-        results: dict[str, str] = self._call(
-            operations.pause, _ids(ids), list(groups), everything, False, resume=True
-        )
+        results: dict[str, str] = self._call(operations.resume, _ids(ids), list(groups), everything)
         return results
 
     # -- the service, plugins' state and runtime kinds ------------------------------------

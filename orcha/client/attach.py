@@ -15,8 +15,7 @@ import sys
 
 from orcha.client.session import Session
 from orcha.errors import ExitCode, LostServiceError
-from orcha.protocol import messages
-from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
+from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -65,10 +64,11 @@ class _Interrupts:
             pass
 
 
-def _write(fd: int, data: memoryview) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def run_attached(session: Session, request: SubmitRequest) -> int:
@@ -87,7 +87,10 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
 
 def _stream(session: Session, request: SubmitRequest, progress_view: list[ProgressView]) -> int:
     with _Interrupts() as interrupts:
-        session.submit(request)  # refusals raise before anything is printed
+        queue = session.call("submit", request.to_wire())["queue"]  # refusals raise here
+        # One batched read is always in flight: it is sent before the last batch is
+        # written out, so the service fills the next while this process writes.
+        session.send(queue, "get_batch")
         cancel_sent = False
         progress: ProgressView | None = None
         with selectors.DefaultSelector() as sel:
@@ -100,44 +103,46 @@ def _stream(session: Session, request: SubmitRequest, progress_view: list[Progre
                 if interrupts.count == 1 and not cancel_sent:
                     cancel_sent = True
                     notice(f"cancelling petition {request.id} (press Ctrl+C again to stop waiting)")
-                    session.send(messages.encode({"op": "cancel", "id": request.id}))
-                # Frames already read while waiting for a reply are handled first.
-                ready = ["service"] if session.pending else [k.data for k, _ in sel.select()]
+                    # Its answer follows the batch in flight; the end says how it went.
+                    session.send(None, "call", "cancel", {"id": request.id}, skip=True)
+                ready = [k.data for k, _ in sel.select()]
                 if "signal" in ready:
                     interrupts.drain()
                 if "service" not in ready:
                     continue
-                frame = session.recv()
-                tag = frame[0]
-                if tag in (STDOUT, STDERR):
-                    _, _, data = messages.split_output(frame)
-                    try:
-                        _write(1 if tag == STDOUT else 2, data)
-                    except BrokenPipeError:
-                        # Our reader went away (``orcha run ... | head``): like a command
-                        # killed by SIGPIPE. Closing the session cancels the petition.
-                        return 128 + signal.SIGPIPE
-                    continue
-                event = messages.decode(frame)
-                if event.get("event") == "progress":
-                    if progress is None:
-                        from orcha.client.progress import ProgressView
+                items = session.recv()
+                last = items[-1] if items else None
+                if not (type(last) is dict and last.get("event") in ("end", "detached")):
+                    session.send(queue, "get_batch")
+                for item in items:
+                    if type(item) is tuple:
+                        try:
+                            _write(1 if item[0] == "stdout" else 2, item[1])
+                        except BrokenPipeError:
+                            # Our reader went away (``orcha run ... | head``): like a command
+                            # killed by SIGPIPE. Closing the session cancels the petition.
+                            return 128 + signal.SIGPIPE
+                        continue
+                    event = item.get("event")
+                    if event == "progress":
+                        if progress is None:
+                            from orcha.client.progress import ProgressView
 
-                        progress = ProgressView(request.id)
-                        progress_view.append(progress)
-                    progress.update(event.get("value"), event.get("target"),
-                                    str(event.get("unit") or ""))  # fmt: skip
-                    continue
-                if event.get("event") in ("end", "detached") and progress is not None:
-                    progress.close()
-                    progress_view.clear()
-                    progress = None
-                if event.get("event") == "end":
-                    return _end_code(event, request.id)
-                if event.get("event") == "detached":
-                    notice(str(event.get("message")))
-                    return int(ExitCode.LOST_SERVICE)
-                # started events and replies (to our cancel) need no action
+                            progress = ProgressView(request.id)
+                            progress_view.append(progress)
+                        progress.update(item.get("value"), item.get("target"),
+                                        str(item.get("unit") or ""))  # fmt: skip
+                        continue
+                    if event in ("end", "detached") and progress is not None:
+                        progress.close()
+                        progress_view.clear()
+                        progress = None
+                    if event == "end":
+                        return _end_code(item, request.id)
+                    if event == "detached":
+                        notice(str(item.get("message")))
+                        return int(ExitCode.LOST_SERVICE)
+                    # "started" needs no action
 
 
 def _end_code(event: dict[str, Any], petition_id: str) -> int:
@@ -195,7 +200,7 @@ def run_in_foreground(
     session = Session.open(settings)
     try:
         if detach:
-            session.submit(request)
+            session.call("submit", request.to_wire())
             sys.stdout.write(f"{petition_id}\n")
             return 0
         return run_attached(session, request)

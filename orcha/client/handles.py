@@ -49,7 +49,9 @@ class PetitionHandle:
     returned, if anything) are set; before, they are None.
     """
 
-    def __init__(self, client: Client, petition_id: str, session: Session | None) -> None:
+    def __init__(
+        self, client: Client, petition_id: str, session: Session | None, queue: str = ""
+    ) -> None:
         self.id = petition_id
         self.detached = session is None
         self.state: str | None = None
@@ -58,6 +60,7 @@ class PetitionHandle:
         self.outcome: Any = None
         self._client = client
         self._session = session  # attached: the session its output and end arrive on
+        self._queue = queue  # ... read from this served queue
 
     def __repr__(self) -> str:
         return f"<PetitionHandle {self.id!r} {self.state or 'submitted'}>"
@@ -69,7 +72,7 @@ class PetitionHandle:
         if self.code is not None:
             return
         if self._session is not None:
-            for item in operations.attached_items(self._session):
+            for item in operations.attached_items(self._session, self._queue):
                 if isinstance(item, tuple):
                     yield item
                 elif item.get("event") in ("end", "detached"):
@@ -133,7 +136,7 @@ class Following:
         self._client = client
         self._session = session
         try:
-            self._names, self.missing = operations.follow(session, ids)
+            self._names, self.missing, self._queue = operations.follow(session, ids)
         except BaseException:
             client._forget(session)
             raise
@@ -142,7 +145,7 @@ class Following:
     def __iter__(self) -> Iterator[tuple[str, str, Any]]:
         ended: set[int] = set()
         try:
-            items = operations.followed_items(self._session)
+            items = operations.followed_items(self._session, self._queue)
             while len(ended) < len(self._names):
                 item = next(items)
                 if isinstance(item, tuple):

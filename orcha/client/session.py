@@ -1,94 +1,97 @@
-"""Session: a client's connection to the service (see ``orcha.protocol.messages``)."""
+"""Session: a client's connection to the service, speaking ``multiprocessing.managers``.
+
+One authenticated connection that stays open (closing it cancels what it submitted
+attached). Requests are the managers protocol's (``orcha.protocol.wire``): an operation
+is ``call(name, request)`` on the server, one round trip; what streams after a reply is
+read from the served queue the reply names, with ``get_batch``. Answers come back in the
+order of the requests, so requests may be pipelined: :meth:`Session.send` queues one,
+:meth:`Session.recv` reads the next answer.
+"""
 
 from __future__ import annotations
 
-from orcha.defaults import SESSION_MAGIC
 from orcha.errors import WIRE_ERRORS, ExitCode, LostServiceError, PetitionError
-from orcha.protocol import messages, transport
-from orcha.protocol.messages import SubmitRequest
+from orcha.protocol import transport
+from orcha.protocol.wire import RemoteError, answer, request_frame
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
 
-    from orcha.model import Message
     from orcha.protocol.wire import WireConnection as Connection
     from orcha.settings import Settings
 
 
-class Session:
-    """One authenticated connection; requests are answered in order.
+def error_of(e: BaseException) -> PetitionError:
+    """The PetitionError an exception the service answered with stands for: a refusal
+    travels as ``RuntimeError(wire error name, message)``."""
+    args: tuple[Any, ...] = getattr(e, "args", ())
+    if isinstance(e, RuntimeError) and len(args) == 2 and args[0] in WIRE_ERRORS:
+        return PetitionError(str(args[1]), WIRE_ERRORS[args[0]])
+    return PetitionError(str(e) or type(e).__name__, ExitCode.REFUSED)
 
-    Frames that arrive while waiting for a reply (output of a petition already
-    submitted) are kept in :attr:`pending` for the caller's stream loop.
+
+class Session:
+    """One authenticated connection; answers are read in request order.
+
+    Answers of requests sent with ``skip`` (a cancel sent while output is being read)
+    are read and dropped by :meth:`recv`.
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.pending: list[bytes] = []
+        self._skip: list[bool] = []  # per request in flight: drop its answer?
 
     @classmethod
     def open(cls, settings: Settings) -> Session:
         """Connect to the service. Raises NoServiceError or AuthError."""
-        conn = transport.connect(settings.address, settings.client_key())
-        try:
-            conn.send_bytes(SESSION_MAGIC)
-        except OSError as e:
-            conn.close()
-            raise LostServiceError(str(e)) from e
-        return cls(conn)
+        return cls(transport.connect(settings.address, settings.client_key()))
 
     def fileno(self) -> int:
         return self.conn.fileno()
 
-    def recv(self) -> bytes:
-        """Next frame from the service; LostServiceError if the connection broke."""
-        if self.pending:
-            return self.pending.pop(0)
+    def send(self, ident: str | None, method: str, *args: Any, skip: bool = False) -> None:
+        """Send one request without waiting for its answer."""
+        self._skip.append(skip)  # first: another thread may read its answer at once
         try:
-            return self.conn.recv_bytes()
-        except (EOFError, OSError) as e:
-            raise LostServiceError(str(e) or "connection closed") from e
-
-    def send(self, frame: bytes) -> None:
-        try:
-            self.conn.send_bytes(frame)
+            self.conn.send_bytes(request_frame(ident, method, args))
         except OSError as e:
             raise LostServiceError(str(e)) from e
 
-    def request(
-        self, obj: dict[str, Any] | None = None, raw: bytes | None = None
-    ) -> dict[str, Any]:
-        """Send a request and return its successful reply; PetitionError if refused."""
-        self.send(raw if raw is not None else messages.encode(obj or {}))
+    def recv(self) -> Any:
+        """The value of the next answer (those of ``skip`` requests are dropped); the
+        PetitionError it stands for if it is a refusal; LostServiceError if the
+        connection broke."""
         while True:
             try:
                 frame = self.conn.recv_bytes()
             except (EOFError, OSError) as e:
                 raise LostServiceError(str(e) or "connection closed") from e
-            if frame[:1] == b"{":
-                answer = messages.decode(frame)
-                if "re" in answer:
-                    if not answer.get("ok"):
-                        code = WIRE_ERRORS.get(answer.get("error", ""), ExitCode.REFUSED)
-                        raise PetitionError(str(answer.get("message")), code)
-                    return answer
-            self.pending.append(frame)
+            skip = self._skip.pop(0) if self._skip else False
+            try:
+                value = answer(frame)
+            except RemoteError as e:
+                if not skip:
+                    raise PetitionError(str(e), ExitCode.REFUSED) from None
+                continue
+            except Exception as e:
+                if not skip:
+                    raise error_of(e) from None
+                continue
+            if not skip:
+                return value
 
-    def submit(self, request: SubmitRequest) -> dict[str, Any]:
-        return self.request(request.to_wire())
+    def call(self, name: str, request: Any = None) -> Any:
+        """Carry out operation ``name`` with ``request`` (plain data, a dict): its reply.
+        PetitionError if refused."""
+        self.send(None, "call", name, request if request is not None else {})
+        return self.recv()
 
-    def send_message(self, message: Message) -> dict[str, Any]:
-        """Submit an original-API message (it may hold proxies, so it travels pickled)."""
-        import pickle
-
-        return self.request(raw=bytes((messages.LEGACY,)) + pickle.dumps(message))
-
-    def cancel(self, petition_id: str) -> dict[str, Any]:
-        return self.request({"op": "cancel", "id": petition_id})
-
-    def info(self) -> dict[str, Any]:
-        return self.request({"op": "info"})
+    def get_batch(self, queue: str) -> list[Any]:
+        """Every item queued in the served queue ``queue``, waiting for at least one."""
+        self.send(queue, "get_batch")
+        items: list[Any] = self.recv()
+        return items
 
     def close(self) -> None:
         self.conn.close()

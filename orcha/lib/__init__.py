@@ -64,13 +64,15 @@ class ClientManager:
         return self._session
 
     def send(self, message: Message) -> None:
-        """Submit ``message``. Raises PetitionError if the service refuses it."""
-        self.session.send_message(message)
+        """Submit ``message`` (the ``send`` operation, on this client's connection: if
+        the connection closes, the petition is cancelled). Raises PetitionError if the
+        service refuses it."""
+        self.session.call("send", message)
 
     def finish(self, message: Message | int | str) -> None:
         """Cancel the petition of ``message`` (or with that ID)."""
         petition_id = message.id if isinstance(message, Message) else message
-        self.session.cancel(str(petition_id))
+        self.session.call("cancel", {"id": str(petition_id)})
 
     def close(self) -> None:
         if self._session is not None:

@@ -1,9 +1,13 @@
-"""The ``multiprocessing.managers`` side of the protocol: the objects clients may create.
+"""The ``multiprocessing.managers`` registry: the typeids the service serves.
 
-Clients written for the original Orcha call ``ClientManager.manager.Queue()`` and send
-the resulting proxy inside a :class:`orcha.interfaces.Message`; the service puts the
-petition's output into it. :class:`QueueManager` is that ``manager``; the service serves
-the same registry (see ``orcha.service.server``).
+``Queue``: clients written for the original Orcha call ``ClientManager.manager.Queue()``
+and send the resulting proxy inside a :class:`orcha.interfaces.Message`; the service puts
+the petition's output into it. ``send`` and ``finish`` (the original API's submit and
+cancel) and one typeid per operation of ``orcha.protocol.operations``: ``create`` of one
+carries the operation out (its argument is the request, a dict) and serves the result,
+whose ``value()`` is the reply and whose ``get_batch()`` reads what streams after it.
+:class:`QueueManager` is the original API's ``manager``; the service serves the same
+registry (see ``orcha.service.server``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any
 
+from orcha.protocol.operations import OPERATIONS
 from orcha.protocol.outputs import OutputQueue
 
 
@@ -22,7 +27,7 @@ class QueueProxy(BaseProxy):
     instead of through a socket round-trip to the service itself.
     """
 
-    _exposed_ = ("put", "put_nowait", "get", "get_nowait", "qsize", "empty", "full")
+    _exposed_ = ("put", "put_nowait", "get", "get_nowait", "get_batch", "qsize", "empty", "full")
 
     def __init__(self, *args: Any, **kwds: Any) -> None:
         super().__init__(*args, **kwds)
@@ -65,6 +70,13 @@ class QueueProxy(BaseProxy):
     def get_nowait(self) -> Any:
         return self.get(False)
 
+    def get_batch(self, timeout: float | None = None) -> list[Any]:
+        """Every item queued, waiting until there is at least one (see OutputQueue)."""
+        local = self._target()
+        if local is not None:
+            return local.get_batch(timeout)
+        return list(self._remote("get_batch", timeout))
+
     def qsize(self) -> int:
         return int(self._remote("qsize"))
 
@@ -79,7 +91,13 @@ class QueueManager(BaseManager):
     """A client's handle on the service's ``multiprocessing.managers`` registry."""
 
 
+#: The typeids served besides ``Queue``: the original API's and each operation's.
+OPERATION_TYPEIDS = ("finish", *OPERATIONS)
+
 QueueManager.register("Queue", callable=OutputQueue, proxytype=QueueProxy)
+for _typeid in OPERATION_TYPEIDS:
+    # No callable: the service carries the operation out (orcha.service.server.create).
+    QueueManager.register(_typeid)
 
 
 def registry() -> dict[str, Any]:

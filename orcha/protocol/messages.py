@@ -1,23 +1,21 @@
-"""The session protocol: what a client and the service say to each other.
+"""What travels in orcha's requests and streams, as plain data.
 
-A session is one authenticated connection whose first frame is
-:data:`~orcha.defaults.SESSION_MAGIC`. After it:
+Requests and replies go over the ``multiprocessing.managers`` protocol (see
+``orcha.protocol.wire`` and ``orcha.protocol.managed``); this module defines the plain
+data inside them:
 
-* client -> service: JSON requests ``{"op": ..., ...}`` (plain data only), or a
-  :data:`LEGACY` frame carrying a pickled :class:`orcha.interfaces.Message` from the
-  original Orcha API.
-* service -> client: JSON replies ``{"re": op, "ok": true, ...}`` or
-  ``{"re": op, "ok": false, "error": NAME, "message": TEXT}``; JSON events
-  ``{"event": "started"|"end", "handle": N, ...}``; and output frames: one tag byte
-  (:data:`STDOUT` or :data:`STDERR`), a 4-byte petition handle, then the raw bytes.
-
-Closing the session connection detaches the client: the service cancels every petition
-the session submitted and has not finished (a vanished client is the same as Ctrl+C).
+* :class:`SubmitRequest`, the checked request of ``submit`` (``to_wire`` gives the dict
+  a client sends);
+* the items a served stream returns (``get_batch``): output chunks ``("stdout"|"stderr",
+  data)`` (with the petition's handle in the middle for ``follow``), and event dicts
+  ``{"event": "started"|"progress"|"end"|"detached"|"ended"|..., ...}``;
+* inside the service, the frames pushed to a client's event queue (:func:`encode`d event
+  dicts and output frames), turned into those items by :func:`item` before they
+  leave the service.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 
 # Re-exported: clients import it from here.
@@ -31,30 +29,34 @@ if TYPE_CHECKING:
 
 STDOUT = b"o"[0]
 STDERR = b"e"[0]
-JSON = b"{"[0]
-LEGACY = b"P"[0]
+#: The stream names of output items, by tag.
+STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
 _HANDLE = struct.Struct("!I")
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """A JSON frame."""
+    """An event frame (JSON) pushed to a client's event queue inside the service."""
+    import json
+
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def decode(frame: bytes) -> dict[str, Any]:
-    """Parse a JSON frame; ValueError if it is not a JSON object."""
+    """Parse an event frame; ValueError if it is not a JSON object."""
+    import json
+
     try:
         obj = json.loads(frame)
     except RecursionError:
-        raise ValueError("the request is nested too deeply") from None
+        raise ValueError("the frame is nested too deeply") from None
     if not isinstance(obj, dict):
-        raise ValueError("a request must be a JSON object")
+        raise ValueError("an event must be a JSON object")
     return obj
 
 
 def output_frame(tag: int, handle: int, data: bytes) -> bytes:
-    """An output frame: tag byte, handle, data."""
+    """An output frame pushed to a follower: tag byte, handle, data."""
     return bytes((tag,)) + _HANDLE.pack(handle) + data
 
 
@@ -64,12 +66,12 @@ def split_output(frame: bytes) -> tuple[int, int, memoryview]:
     return frame[0], handle, memoryview(frame)[5:]
 
 
-def reply(op: str, **fields: Any) -> bytes:
-    return encode({"re": op, "ok": True, **fields})
-
-
-def error_reply(op: str, error: str, message: str) -> bytes:
-    return encode({"re": op, "ok": False, "error": error, "message": message})
+def item(frame: bytes) -> tuple[str, int, bytes] | dict[str, Any]:
+    """The plain item a pushed frame stands for: ``(stream, handle, data)`` or a dict."""
+    if frame[0] in STREAM_NAMES:
+        tag, handle, data = split_output(frame)
+        return STREAM_NAMES[tag], handle, bytes(data)
+    return decode(frame)
 
 
 class SubmitRequest:
@@ -104,7 +106,7 @@ class SubmitRequest:
         self.schedule = schedule  # None: the defaults (orcha.protocol.schedule)
 
     def to_wire(self) -> dict[str, Any]:
-        out = {"op": "submit", **{name: getattr(self, name) for name in self.__slots__}}
+        out = {name: getattr(self, name) for name in self.__slots__}
         out["schedule"] = self.schedule.to_wire() if self.schedule is not None else {}
         return out
 

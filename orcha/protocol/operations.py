@@ -1,11 +1,13 @@
 """The operations table: every operation a client may ask of the service, declared once.
 
 Each :class:`Operation` names its request type (a class whose ``from_wire`` checks every
-field of the JSON request and raises ValueError naming the bad one), the fields its reply
-may carry, and the wire error names (see ``orcha.errors.WIRE_ERRORS``) it can answer with.
-The service registers exactly one handler per name (``orcha.service.handlers``); the
-client builds its requests from the same classes. Adding an operation is one declaration
-here and one handler there.
+field of the request, plain data, and raises ValueError naming the bad one), its response
+(the fields its reply may carry), the service's handler (``orcha.service.handlers``), the
+client's function (``orcha.client.operations``), the error names (see
+``orcha.errors.WIRE_ERRORS``) it can answer with, and whether items stream back through a
+served queue after the reply. Each name is also a typeid of the service's
+``multiprocessing.managers`` registry (``orcha.protocol.managed``). Adding an operation is
+one declaration here, one handler there and one client function.
 
 ``submit``'s request, :class:`~orcha.protocol.messages.SubmitRequest`, lives with the
 frames in ``orcha.protocol.messages``: a client that only submits (``orcha run``) does
@@ -53,17 +55,16 @@ class Request:
 
 
 class MessageRequest(Request):
-    """``send``: a pickled ``orcha.interfaces.Message`` of the original Orcha API (a
-    ``LEGACY`` frame, not JSON); the service unpickles it, since only it knows the
-    classes the message may name."""
+    """``send``: an ``orcha.interfaces.Message`` of the original Orcha API, as unpickled
+    with the request (it may hold a proxy of a served ``Queue``); the service checks it."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("message",)
 
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    def __init__(self, message: Any) -> None:
+        self.message = message
 
     @classmethod
-    def from_wire(cls, obj: bytes) -> MessageRequest:
+    def from_wire(cls, obj: Any) -> MessageRequest:
         return cls(obj)
 
 
@@ -279,12 +280,16 @@ class KindsRequest(Request):
 
 
 class Operation:
-    """One operation: ``name``; ``request``, the class that checks and holds its request;
-    ``reply``, the fields its reply may carry; ``errors``, the wire error names it may
-    answer with; ``refusal``, how a refusal of an invalid request begins; ``framing``:
-    ``json`` (a JSON request) or ``legacy`` (a pickled original-API message)."""
+    """One operation: ``name`` (also its typeid); ``request``, the class that checks and
+    holds its request; ``reply``, the fields its reply may carry; ``errors``, the wire
+    error names it may answer with; ``refusal``, how a refusal of an invalid request
+    begins; ``handler``, the name of the service's handler; ``client``, the name of the
+    client's function in ``orcha.client.operations``; ``stream``: None, ``"output"`` (an
+    attached submit: its output and end are read from the served queue the reply names in
+    ``"queue"``) or ``"events"`` (what the service pushes to this client later, read from
+    the served queue the reply names in ``"queue"``)."""
 
-    __slots__ = ("errors", "framing", "name", "refusal", "reply", "request")
+    __slots__ = ("client", "errors", "handler", "name", "refusal", "reply", "request", "stream")
 
     def __init__(
         self,
@@ -293,17 +298,22 @@ class Operation:
         reply: tuple[str, ...],
         errors: tuple[str, ...] = ("refused",),
         refusal: str = "invalid request: ",
-        framing: str = "json",
+        stream: str | None = None,
+        client: str | None = None,
     ) -> None:
         self.name = name
         self.request = request
         self.reply = reply
         self.errors = errors
         self.refusal = refusal
-        self.framing = framing
+        self.stream = stream
+        self.handler = name
+        self.client = client or name
 
     def parse(self, obj: Any) -> Any:
         """The checked request; ValueError with the refusal's text otherwise."""
+        if self.request is not MessageRequest and not isinstance(obj, dict):
+            raise ValueError(f"{self.refusal}a request is a dict of its fields")
         try:
             return self.request.from_wire(obj)
         except ValueError as e:
@@ -323,17 +333,17 @@ _HEALTH = ("healthy", "queued", "running", "cpus_in_use", "capacity", "paused", 
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation("submit", SubmitRequest, ("handle", "id", "state"), _SUBMIT_ERRORS,
-                  refusal="invalid petition: "),
-        Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal="",
-                  framing="legacy"),
+        Operation("submit", SubmitRequest, ("handle", "id", "state", "queue"), _SUBMIT_ERRORS,
+                  refusal="invalid petition: ", stream="output"),
+        Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal=""),
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
         Operation("status", StatusRequest, ("petitions", "missing"), refusal=""),
         Operation("clean", CleanRequest, ("removed",), refusal=""),
-        Operation("wait", IdsRequest, ("ended", "pending", "missing")),
-        Operation("follow", IdsRequest, ("handles", "missing")),
-        Operation("watch", IdsRequest, ("missing",)),
-        Operation("logs", LogsRequest, ("state", "code"), ("refused", "no_petition")),
+        Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue"),
+                  stream="events"),
+        Operation("follow", IdsRequest, ("handles", "missing", "queue"), stream="events"),
+        Operation("watch", IdsRequest, ("missing", "queue"), stream="events"),
+        Operation("logs", LogsRequest, ("state", "code", "output"), ("refused", "no_petition")),
         Operation("group", GroupRequest, ("groups",)),
         Operation("pause", PauseRequest, ("results", "groups")),
         Operation("resume", PauseRequest, ("results", "groups")),
@@ -344,6 +354,3 @@ OPERATIONS: dict[str, Operation] = {
         Operation("info", NoRequest, _INFO),
     )
 }  # fmt: skip
-
-#: Operations a client may request in a JSON frame.
-OPS = frozenset(name for name, op in OPERATIONS.items() if op.framing == "json")

@@ -19,15 +19,22 @@ __all__ = ["DISCARD", "OutputQueue"]
 
 
 def _size(item: Any) -> int:
-    return len(item) if isinstance(item, (bytes, bytearray, str)) else 0
+    """Bytes an item holds against the cap: text, binary, or the data of an orcha output
+    chunk ``(stream, data)``; 0 for everything else (events, exit codes)."""
+    if isinstance(item, (bytes, bytearray, str)):
+        return len(item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (bytes, bytearray)):
+        return len(item[1])
+    return 0
 
 
 class OutputQueue:
     """A FIFO with the interface of :class:`queue.Queue` plus :meth:`drain` and :meth:`fileno`.
 
-    With ``max_bytes`` > 0, :meth:`put` blocks while more than that many bytes of text or
-    binary items are buffered, so a slow reader slows the writer instead of growing the
-    service's memory. After :meth:`discard`, puts are dropped and never block.
+    With ``max_bytes`` > 0, :meth:`put` blocks while more than that many bytes of text,
+    binary items or output chunks ``(stream, data)`` are buffered, so a slow reader slows
+    the writer instead of growing the service's memory. After :meth:`discard`, puts are
+    dropped and never block.
     """
 
     def __init__(self, max_bytes: int = 0) -> None:
@@ -79,6 +86,14 @@ class OutputQueue:
     def get_nowait(self) -> Any:
         return self.get(block=False)
 
+    def get_batch(self, timeout: float | None = None) -> list[Any]:
+        """Every item queued, waiting until there is at least one (``timeout`` seconds at
+        most: then an empty list). One round trip reads what many :meth:`get` calls would."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return []
+        return self.drain()
+
     def drain(self) -> list[Any]:
         """Every item queued now, without blocking (clears the readiness of :meth:`fileno`)."""
         with self._cond:
@@ -88,6 +103,10 @@ class OutputQueue:
             self._bytes = 0
             self._cond.notify_all()
             return items
+
+    #: A session answers ``get_batch`` without blocking: it waits for :meth:`fileno`,
+    #: then takes.
+    take = drain
 
     def _reset_fd(self) -> None:
         # Caller holds the lock: the queue is (about to be) empty, so not readable.

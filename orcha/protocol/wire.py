@@ -7,6 +7,12 @@ bytes with ``socket``, ``struct`` and OpenSSL's HMAC only: frames are a signed 4
 length (``-1`` then an 8-byte length for frames over 2 GiB) and the payload; the handshake
 is the HMAC challenge/response of ``multiprocessing.connection`` in both its legacy form
 (20-byte challenge, raw HMAC-MD5) and the ``{digest}``-prefixed form of Python 3.12+.
+Over the frames, the ``multiprocessing.managers`` request/response protocol: a request is
+the pickled tuple ``(ident, method, args, kwds)`` (``ident`` None for the server's own
+methods such as ``create`` and ``call``), an answer the pickled ``(kind, value)`` with
+``kind`` ``#RETURN``, ``#ERROR`` (``value`` is the exception), ``#TRACEBACK`` or
+``#UNSERIALIZABLE`` (``value`` is text). :func:`request_frame` and :func:`answer` build and
+read them with the C pickler only (``pickle.py`` imports ``re`` and more).
 The service keeps using the standard implementation; ``tests/unit/test_wire.py`` checks
 the two agree.
 """
@@ -17,12 +23,23 @@ import os
 import socket
 import struct
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
+
 CHALLENGE = b"#CHALLENGE#"
 WELCOME = b"#WELCOME#"
 FAILURE = b"#FAILURE#"
 _LEGACY_LENGTHS = (20, 16)  # legacy challenge length, HMAC-MD5 length
 _DIGESTS = (b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384")
 _HEADER = struct.Struct("!i")
+_PROTOCOL = 4  # understood by every Python orcha supports
+try:
+    from _pickle import dumps as _dumps
+    from _pickle import loads as _loads
+except ImportError:  # a Python without the C pickler
+    from pickle import dumps as _dumps
+    from pickle import loads as _loads
 _LONG_HEADER = struct.Struct("!Q")
 
 
@@ -43,6 +60,29 @@ def _same(a: bytes, b: bytes) -> bool:
     from _operator import _compare_digest
 
     return bool(_compare_digest(a, b))
+
+
+class RemoteError(Exception):
+    """The service answered with a traceback or could not send its answer (the text)."""
+
+
+def request_frame(
+    ident: str | None, method: str, args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None
+) -> bytes:
+    """The frame of one request: ``method`` of the served object ``ident`` (None: of the
+    server) with ``args`` and ``kwds``."""
+    return _dumps((ident, method, args, kwds or {}), _PROTOCOL)
+
+
+def answer(frame: bytes) -> object:
+    """The value of an answer frame; its exception for ``#ERROR``, RemoteError for the
+    other kinds of failure."""
+    kind, value = _loads(frame)
+    if kind == "#RETURN":
+        return value
+    if kind == "#ERROR":
+        raise value
+    raise RemoteError(str(value))
 
 
 class AuthenticationFailed(Exception):

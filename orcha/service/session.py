@@ -1,158 +1,248 @@
-"""Session: the service side of one orcha client connection.
+"""Session: the service side of one connection, speaking the ``multiprocessing.managers``
+protocol.
 
-One thread per session waits, with no timeout, on the client's socket and on the output
-queues of the petitions the client is attached to. Requests are answered in order (by
-``orcha.service.handlers.respond``); output is forwarded as it arrives. When the socket
-closes (the client exited, was killed, or its terminal closed) every petition the session
-submitted and that has not ended is cancelled, exactly as if the client had pressed
-Ctrl+C.
+Every request is a pickled ``(ident, method, args, kwds)`` and every answer a pickled
+``(kind, value)``, in request order, as ``multiprocessing.managers`` defines them. With
+``ident`` None, ``method`` is one of the server's methods (``create``, ``incref``,
+``decref``, ``accept_connection``... and ``call``, see :meth:`Session.call`); otherwise it
+is a method of the served object with that id (a ``Queue``'s ``get``, a stream's
+``get_batch``). Unlike the standard server, one connection may carry any number of both
+kinds, and a ``get_batch`` that has nothing to return yet does not block the connection:
+later requests are read and carried out meanwhile (a first Ctrl+C's cancel reaches the
+service while its client waits for output), their answers sent after it.
+
+When the connection closes (the client exited, was killed, or its terminal closed) every
+petition it submitted attached and that has not ended is cancelled, exactly as if the
+client had pressed Ctrl+C.
 """
 
 from __future__ import annotations
 
+import logging
+import pickle
 import selectors
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import MAX_REQUEST_BYTES
-from orcha.protocol import messages
-from orcha.protocol.messages import STDERR, STDOUT
-from orcha.protocol.outputs import OutputQueue
-from orcha.service.handlers import respond
-from orcha.service.job import Detached, End, Job, Progress, Started
+from orcha.errors import PetitionError, wire_name
+from orcha.service.handlers import operation_named, perform
 from orcha.service.peer import Peer
+from orcha.service.streams import EventStream, PetitionStream
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from orcha.service.service import Service
+    from orcha.service.job import Job
+    from orcha.service.server import ManagerServer
 
-#: Output of one petition is sent in frames of at most this many bytes.
-_FRAME_LIMIT = 4 << 20
+log = logging.getLogger("orcha.service.session")
+
+#: Answers a session holds back behind a waiting ``get_batch`` before it stops reading
+#: requests (a client that sends without reading cannot grow the service's memory).
+_MAX_PENDING = 256
 
 
-class Session(Peer):
-    """Serves one client connection until it closes."""
+def refusal(error: PetitionError) -> RuntimeError:
+    """How a refusal travels: a builtin exception (a plain BaseManager program unpickles
+    it without orcha) whose args are the error's wire name and its message."""
+    return RuntimeError(wire_name(error.exit_code), error.message)
 
-    def __init__(self, conn: Connection, service: Service) -> None:
+
+class StreamPeer(Peer):
+    """A peer whose pushed events and attached petitions' output are served queues."""
+
+    def __init__(self, server: ManagerServer) -> None:
         super().__init__()
-        self.conn = conn
-        self.service = service
-        self._sel = selectors.DefaultSelector()
-        # Frames the service pushes to this client (follow, wait, watch), sent in order by
-        # this session's thread.
-        self.mailbox = OutputQueue()
-
-    def serve(self) -> None:
-        self.service.peer_opened(self)
-        self._sel.register(self.conn.fileno(), selectors.EVENT_READ, None)
-        self._sel.register(self.mailbox.fileno(), selectors.EVENT_READ, "mail")
-        try:
-            while True:
-                for key, _ in self._sel.select():
-                    if key.data is None:
-                        self._read_request()
-                    elif key.data == "mail":
-                        for frame in self.mailbox.drain():
-                            self.conn.send_bytes(frame)
-                    else:
-                        self._forward(*key.data)
-        except (EOFError, OSError):
-            pass  # the client went away
-        finally:
-            self._close()
-
-    def _read_request(self) -> None:
-        """Answer one request: the operations table checks it, its handler answers."""
-        frame = self.conn.recv_bytes(MAX_REQUEST_BYTES)
-        for answer in respond(self.service, self, frame):
-            self.conn.send_bytes(answer)
+        self.server = server
+        self.service = server.service
+        self.events = EventStream()
+        self.events_ident: str | None = None
+        self.streams: dict[int, PetitionStream] = {}
 
     def deliver(self, frame: bytes) -> None:
         """Queue a frame for this client (any thread)."""
         if not self.closed:
-            self.mailbox.put(frame)
+            self.events.push(frame)
 
     def watch_queue(self, handle: int, job: Job, queue: Any) -> None:
-        self._sel.register(queue.fileno(), selectors.EVENT_READ, (handle, job))
+        stream = PetitionStream(self, handle, job, queue)
+        stream.ident = self.server.serve(stream)
+        self.streams[handle] = stream
 
-    # -- output ------------------------------------------------------------------------
-    def _forward(self, handle: int, job: Job) -> None:
-        queue: OutputQueue = job.queue
-        frames: list[bytes] = []
-        chunks: list[bytes] = []  # the run of same-stream data being coalesced
-        tag, size = -1, 0
+    def stream_ended(self, stream: PetitionStream) -> None:
+        """Its end has been read: the client is done with it."""
+        self.streams.pop(stream.handle, None)
+        self.server.release(stream.ident)
+        self.detach(stream.handle)
 
-        def flush() -> None:
-            nonlocal tag, chunks, size
-            if chunks:
-                frames.append(messages.output_frame(tag, handle, b"".join(chunks)))
-            tag, chunks, size = -1, [], 0
+    def call(self, name: str, raw: Any) -> dict[str, Any]:
+        """Carry out operation ``name`` for this peer: the reply's fields, naming (in
+        ``"queue"``) the served stream its items follow on. PetitionError if refused."""
+        operation = operation_named(name)
+        fields, after = perform(self.service, self, operation, raw)
+        if operation.stream == "output" and "handle" in fields:
+            fields["queue"] = self.streams[fields["handle"]].ident
+        elif operation.stream == "events":
+            if after:
+                self.events.replay(after)
+            if self.events_ident is None:
+                self.events_ident = self.server.serve(self.events)
+            fields["queue"] = self.events_ident
+        return fields
 
-        ended: Detached | End | None = None
-        items = queue.drain()
-        # Only the newest of the progress reports drained together is worth sending.
-        last_progress = max((i for i, x in enumerate(items) if isinstance(x, Progress)),
-                            default=-1)  # fmt: skip
-        for index, item in enumerate(items):
-            if isinstance(item, tuple) and len(item) == 2 and item[0] in (STDOUT, STDERR):
-                stream, data = item
-            elif isinstance(item, (bytes, bytearray)):
-                stream, data = STDOUT, bytes(item)
-            elif isinstance(item, str):
-                stream, data = STDOUT, item.encode()
-            else:
-                flush()
-                if isinstance(item, Progress):
-                    if index == last_progress:
-                        frames.append(messages.encode({
-                            "event": "progress", "handle": handle, "id": job.id,
-                            "value": item.value, "target": item.target, "unit": item.unit,
-                        }))  # fmt: skip
-                elif isinstance(item, Started):
-                    frames.append(
-                        messages.encode({"event": "started", "handle": handle, "id": job.id})
-                    )
-                elif isinstance(item, Detached):
-                    ended = item
-                    detached = {"event": "detached", "handle": handle, "id": job.id}
-                    frames.append(messages.encode({**detached, "message": item.message}))
-                elif isinstance(item, End):
-                    ended = item
-                    frames.append(
-                        messages.encode(
-                            {
-                                "event": "end",
-                                "handle": handle,
-                                "id": job.id,
-                                "state": str(item.state),
-                                "code": item.code,
-                                "message": item.message,
-                                "by_client": item.by_client,
-                                "outcome": item.outcome,
-                            }
-                        )
-                    )
-                continue
-            if stream != tag or size + len(data) > _FRAME_LIMIT:
-                flush()
-                tag = stream
-            chunks.append(data)
-            size += len(data)
-        flush()
-        for frame in frames:
-            self.conn.send_bytes(frame)
-        if ended is not None:
-            self._sel.unregister(queue.fileno())
-            queue.close()
-            self.detach(handle)
-
-    # -- end ---------------------------------------------------------------------------
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Nobody will read this peer's queues: release them; the service forgets it."""
         self.closed = True
-        self._sel.close()
-        self.mailbox.close()
-        for job in list(self.attached.values()):
-            job.queue.close()
+        self.events.close()
+        if self.events_ident is not None:
+            self.server.release(self.events_ident)
+        for stream in list(self.streams.values()):
+            stream.close()
+            self.server.release(stream.ident)
+        self.streams.clear()
         self.attached.clear()
         self.service.peer_closed(self)
         self.idle.set()
+
+
+class _Waiting:
+    """A ``get_batch`` whose stream had nothing yet (answered once it has)."""
+
+    __slots__ = ("deadline", "stream")
+
+    def __init__(self, stream: Any, timeout: float | None = None) -> None:
+        self.stream = stream
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+
+class Session(StreamPeer):
+    """Serves one connection until it closes."""
+
+    def __init__(self, conn: Connection, server: ManagerServer) -> None:
+        super().__init__(server)
+        self.conn = conn
+        self._answers: deque[tuple[str, Any] | _Waiting] = deque()
+
+    def serve(self) -> None:
+        self.service.peer_opened(self)
+        sel = selectors.DefaultSelector()
+        socket_fd = self.conn.fileno()
+        # The stream the first answer waits for, and its descriptor as registered. Compared
+        # by stream, not by number: an ended stream's descriptor is closed (which drops it
+        # from epoll) and its number may come back as the next stream's.
+        watched: Any = None
+        watched_fd: int | None = None
+        reading = True
+        sel.register(socket_fd, selectors.EVENT_READ)
+        try:
+            while True:
+                timeout = self._flush()
+                head = self._answers[0] if self._answers else None
+                stream = head.stream if isinstance(head, _Waiting) else None
+                fd = stream.fileno() if stream is not None else None
+                if stream is not watched or fd != watched_fd:
+                    if watched_fd is not None:
+                        sel.unregister(watched_fd)  # a closed one is ignored
+                    if fd is not None:
+                        sel.register(fd, selectors.EVENT_READ)
+                    watched, watched_fd = stream, fd
+                want_read = len(self._answers) < _MAX_PENDING
+                if want_read != reading:
+                    if want_read:
+                        sel.register(socket_fd, selectors.EVENT_READ)
+                    else:
+                        sel.unregister(socket_fd)
+                    reading = want_read
+                for key, _ in sel.select(timeout):
+                    if key.fd == socket_fd:
+                        self._request(self.conn.recv_bytes(MAX_REQUEST_BYTES))
+        except (EOFError, OSError):
+            pass  # the client went away
+        finally:
+            sel.close()
+            self.close()
+
+    def _flush(self) -> float | None:
+        """Send the answers that are ready, in order; how long the first waiting one may
+        still wait (None: no limit)."""
+        answers = self._answers
+        while answers:
+            head = answers[0]
+            if isinstance(head, _Waiting):
+                items = head.stream.take()
+                if not items:
+                    if head.deadline is None:
+                        return None
+                    left = head.deadline - time.monotonic()
+                    if left > 0:
+                        return left
+                head = ("#RETURN", items)
+            answers.popleft()
+            self._send(head)
+        return None
+
+    def _send(self, msg: tuple[str, Any]) -> None:
+        try:
+            self.conn.send(msg)
+        except (OSError, EOFError):
+            raise
+        except Exception as e:  # the value does not pickle
+            self.conn.send(("#UNSERIALIZABLE", f"{type(e).__name__}: {e}"))
+
+    def _request(self, frame: bytes) -> None:
+        """Read one request and queue its answer (or its wait)."""
+        try:
+            ident, method, args, kwds = pickle.loads(frame)
+            if not isinstance(args, tuple) or not isinstance(kwds, dict):
+                raise ValueError("args must be a tuple and kwds a dict")
+        except Exception as e:
+            log.warning("rejected a malformed request: %s", e)
+            self._answers.append(("#ERROR", ValueError(f"malformed request: {e}")))
+            return
+        try:
+            if ident is None:
+                self._answers.append(("#RETURN", self._server_method(method, args, kwds)))
+            else:
+                self._object_method(ident, method, args, kwds)
+        except PetitionError as e:
+            self._answers.append(("#ERROR", refusal(e)))
+        except Exception as e:
+            self._answers.append(("#ERROR", e))
+
+    def _server_method(self, method: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+        if method == "call":
+            return self.call(*args, **kwds)
+        if method == "accept_connection":
+            return None  # this connection serves object methods already
+        if method not in self.server.public or not isinstance(method, str):
+            raise ValueError(f"{method!r} is not a request this service serves")
+        return getattr(self.server, method)(self.conn, *args, **kwds)
+
+    def _object_method(self, ident: str, method: str, args: tuple[Any, ...],
+                       kwds: dict[str, Any]) -> None:  # fmt: skip
+        obj, exposed = self.server.lookup(ident)
+        if method == "#GETVALUE":
+            self._answers.append(("#RETURN", obj))
+            return
+        if method not in exposed:
+            raise AttributeError(f"method {method!r} of {type(obj).__name__} is not exposed")
+        if method == "get_batch" and hasattr(obj, "take"):
+            self._answers.append(_Waiting(obj, *args, **kwds))
+            return
+        self._answers.append(("#RETURN", getattr(obj, method)(*args, **kwds)))
+
+
+def serve_call(server: ManagerServer, name: str, raw: Any) -> Any:
+    """``create`` of an operation's typeid (a plain ``BaseManager`` program's
+    ``manager.status(...)``): the operation carried out for a peer of its own, whose
+    result is a served :class:`Call`."""
+    from orcha.service.streams import Call
+
+    peer = StreamPeer(server)
+    fields = peer.call(name, raw)
+    if name == "send":
+        # Not tied to any connection (a create's closes at once): finish cancels it.
+        peer.submitted.clear()
+    return Call(peer, fields)

@@ -9,24 +9,20 @@ import sys
 
 from orcha import settings
 from orcha.client.session import Session
-from orcha.protocol import messages
-from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
+from orcha.protocol.messages import SubmitRequest
 
 
 def run_one(request: SubmitRequest) -> tuple[bytes, bytes, int]:
     session = Session.open(settings.current())
     try:
-        session.submit(request)
+        queue = session.call("submit", request.to_wire())["queue"]
         out, err = bytearray(), bytearray()
         while True:
-            frame = session.recv()
-            if frame[0] in (STDOUT, STDERR):
-                _, _, data = messages.split_output(frame)
-                (out if frame[0] == STDOUT else err).extend(data)
-                continue
-            event = messages.decode(frame)
-            if event.get("event") == "end":
-                return bytes(out), bytes(err), int(event["code"])
+            for item in session.get_batch(queue):
+                if isinstance(item, tuple):
+                    (out if item[0] == "stdout" else err).extend(item[1])
+                elif item.get("event") == "end":
+                    return bytes(out), bytes(err), int(item["code"])
     finally:
         session.close()
 

@@ -118,7 +118,8 @@ def submit(env: Env, request: SubmitRequest) -> dict[str, Any]:
     session = Session.open(settings.resolve(address=str(env.socket), key=key))
     try:
         set_recv_timeout(session.fileno(), WAIT)
-        return session.submit(request)
+        reply: dict[str, Any] = session.call("submit", request.to_wire())
+        return reply
     finally:
         session.close()
 

@@ -23,6 +23,7 @@ from orcha.protocol import transport
 from orcha.protocol.messages import SubmitRequest
 from tests.conftest import Env, Service, wait_for
 from tests.integration.test_service import (
+    answer_of,
     finish,
     gone,
     info,
@@ -55,12 +56,10 @@ def log_lines(log: Path) -> list[str]:
 
 
 def reply_to(conn: Any, frame: bytes, timeout: float = 10) -> dict[str, Any]:
-    """Send a raw frame on a session and return the reply."""
+    """Send a raw frame on a connection and return the answer (see ``answer_of``)."""
     conn.send_bytes(frame)
     assert readable(conn, timeout), f"no reply to {frame[:40]!r} within {timeout}s"
-    answer = json.loads(conn.recv_bytes())
-    assert isinstance(answer, dict) and "re" in answer, answer
-    return answer  # type: ignore[no-any-return]
+    return answer_of("?", conn.recv_bytes())
 
 
 def assert_serves_promptly(env: Env, limit: float = 2.5) -> None:
@@ -160,7 +159,6 @@ def test_wrong_key_client_does_not_stop_intake(env: Env, service: Service) -> No
 
 
 VALID_SUBMIT: dict[str, Any] = {
-    "op": "submit",
     "kind": "hello",
     "id": "ok",
     "params": {"counter": 1, "sleep_time": 0},
@@ -169,42 +167,54 @@ VALID_SUBMIT: dict[str, Any] = {
     "env": {},
 }
 
+
+def call(op: Any, request: Any) -> bytes:
+    """The frame of the managers protocol's ``call`` of ``op``."""
+    return pickle.dumps((None, "call", (op, request), {}))
+
+
 MALFORMED_FRAMES = {
-    "not json": b"this is not json",
+    "not pickle": b"this is not a pickle",
     "not utf-8": b"\xff\xfe\xfd",
     "empty frame": b"",
-    "json list": b"[1, 2, 3]",
-    "json string": b'"info"',
-    "deeply nested list": b"[" * 100_000 + b"]" * 100_000,
-    "no op": b"{}",
-    "unknown op": b'{"op": "frobnicate"}',
-    "op not a string": b'{"op": ["info"]}',
-    "cancel without id": b'{"op": "cancel"}',
-    "submit without kind": json.dumps({**VALID_SUBMIT, "kind": None}).encode(),
-    "submit id with space": json.dumps({**VALID_SUBMIT, "id": "a b"}).encode(),
-    "submit empty id": json.dumps({**VALID_SUBMIT, "id": ""}).encode(),
-    "submit id too long": json.dumps({**VALID_SUBMIT, "id": "x" * 500}).encode(),
-    "submit params list": json.dumps({**VALID_SUBMIT, "params": [1]}).encode(),
-    "submit priority text": json.dumps({**VALID_SUBMIT, "priority": "high"}).encode(),
-    "submit priority bool": json.dumps({**VALID_SUBMIT, "priority": True}).encode(),
-    "submit relative cwd": json.dumps({**VALID_SUBMIT, "cwd": "tmp"}).encode(),
-    "submit env not strings": json.dumps({**VALID_SUBMIT, "env": {"A": 1}}).encode(),
-    "submit bad counter": json.dumps({**VALID_SUBMIT, "params": {"counter": "x"}}).encode(),
-    "submit negative sleep": json.dumps(
-        {**VALID_SUBMIT, "params": {"counter": 1, "sleep_time": -1}}
-    ).encode(),
-    "submit shell empty argv": json.dumps(
-        {**VALID_SUBMIT, "kind": "shell", "params": {"argv": []}}
-    ).encode(),
-    "legacy garbage pickle": b"P" + b"\x80\x04garbage",
-    "legacy empty": b"P",
-    "legacy pickled int": b"P" + pickle.dumps(42),
-    "legacy pickled dict": b"P" + pickle.dumps({"id": "x", "extras": {}}),
+    "truncated pickle": pickle.dumps((None, "call", ("info", {}), {}))[:-3],
+    "pickled list": pickle.dumps([1, 2, 3]),
+    "pickled string": pickle.dumps("info"),
+    "deeply nested list": b"\x80\x04" + b"]" * 100_000 + b"a" * 99_999 + b".",
+    "three-tuple": pickle.dumps((None, "call", ("info", {}))),
+    "args not a tuple": pickle.dumps((None, "call", "info", {})),
+    "server method unknown": pickle.dumps((None, "shutdown", (), {})),
+    "server method not a string": pickle.dumps((None, ["call"], (), {})),
+    "no such object": pickle.dumps(("deadbeef", "get_batch", (), {})),
+    "unknown op": call("frobnicate", {}),
+    "op not a string": call(["info"], {}),
+    "create unknown typeid": pickle.dumps((None, "create", ("frobnicate",), {})),
+    "cancel without id": call("cancel", {}),
+    "submit without kind": call("submit", {**VALID_SUBMIT, "kind": None}),
+    "submit not a dict": call("submit", [1, 2]),
+    "submit id with space": call("submit", {**VALID_SUBMIT, "id": "a b"}),
+    "submit empty id": call("submit", {**VALID_SUBMIT, "id": ""}),
+    "submit id too long": call("submit", {**VALID_SUBMIT, "id": "x" * 500}),
+    "submit params list": call("submit", {**VALID_SUBMIT, "params": [1]}),
+    "submit priority text": call("submit", {**VALID_SUBMIT, "priority": "high"}),
+    "submit priority bool": call("submit", {**VALID_SUBMIT, "priority": True}),
+    "submit relative cwd": call("submit", {**VALID_SUBMIT, "cwd": "tmp"}),
+    "submit env not strings": call("submit", {**VALID_SUBMIT, "env": {"A": 1}}),
+    "submit bad counter": call("submit", {**VALID_SUBMIT, "params": {"counter": "x"}}),
+    "submit negative sleep": call(
+        "submit", {**VALID_SUBMIT, "params": {"counter": 1, "sleep_time": -1}}
+    ),
+    "submit shell empty argv": call(
+        "submit", {**VALID_SUBMIT, "kind": "shell", "params": {"argv": []}}
+    ),
+    "send an int": call("send", 42),
+    "send a dict": call("send", {"id": "x", "extras": {}}),
+    "send nothing": call("send", None),
 }
 
 
 @pytest.mark.parametrize("frame", MALFORMED_FRAMES.values(), ids=MALFORMED_FRAMES.keys())
-def test_malformed_session_request_gets_error_reply_and_service_keeps_working(
+def test_malformed_request_gets_error_reply_and_service_keeps_working(
     env: Env, service: Service, frame: bytes
 ) -> None:
     with session(env) as conn:
@@ -224,7 +234,7 @@ def test_malformed_session_request_gets_error_reply_and_service_keeps_working(
 
 def test_unknown_kind_is_refused_with_203(env: Env, service: Service) -> None:
     with session(env) as conn:
-        answer = request(conn, {**VALID_SUBMIT, "kind": "no-such-kind"})
+        answer = request(conn, {"op": "submit", **VALID_SUBMIT, "kind": "no-such-kind"})
     assert answer["ok"] is False
     assert answer["error"] == "unknown"
     assert "no-such-kind" in answer["message"]
@@ -233,9 +243,9 @@ def test_unknown_kind_is_refused_with_203(env: Env, service: Service) -> None:
     try:
         request_ = SubmitRequest("no-such-kind", "k", {}, None, "/", {})
         with pytest.raises(PetitionError) as caught:
-            lib_session.submit(request_)
+            lib_session.call("submit", request_.to_wire())
         assert caught.value.exit_code == 203
-        assert lib_session.info()["queued"] == 0
+        assert lib_session.call("info")["queued"] == 0
     finally:
         lib_session.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from orcha.protocol import messages
+from orcha.errors import PetitionError, wire_name
 from orcha.protocol.messages import SubmitRequest
 from orcha.protocol.transport import set_recv_timeout
 from tests.conftest import Env, Service, wait_for
@@ -129,12 +129,21 @@ def pipelined(env: Env, *requests: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         set_recv_timeout(session.fileno(), WAIT)  # a read past it raises
         for request in requests:
-            session.send(messages.encode(request))
+            fields = {k: v for k, v in request.items() if k != "op"}
+            session.send(None, "call", request["op"], fields)
         replies: list[dict[str, Any]] = []
-        while len(replies) < len(requests):
-            frame = session.recv()
-            if frame[:1] == b"{" and "re" in (answer := messages.decode(frame)):
-                replies.append(answer)
+        for request in requests:
+            try:
+                replies.append({"re": request["op"], "ok": True, **session.recv()})
+            except PetitionError as e:
+                replies.append(
+                    {
+                        "re": request["op"],
+                        "ok": False,
+                        "error": wire_name(e.exit_code),
+                        "message": e.message,
+                    }
+                )
         return replies
     finally:
         session.close()
@@ -552,7 +561,7 @@ def test_pause_running_right_after_admission_still_stops_the_petition(
         attach=False, user="test", host="test",
     )  # fmt: skip
     pause = {"op": "pause", "ids": [p], "groups": [], "all": False, "running": True}
-    replies = pipelined(env, submit.to_wire(), pause)
+    replies = pipelined(env, {"op": "submit", **submit.to_wire()}, pause)
     assert replies[1]["results"] == {p: "paused"}, replies
     try:
         assert wait_for(lambda: bool(petition_processes(p)), WAIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import re
 import select
 import signal
@@ -36,7 +37,6 @@ def session(env: Env, address: str | None = None, key: bytes | None = None) -> I
         key = (env.state / "key").read_bytes().strip()
     conn = transport.connect(parse_address(address or str(env.socket)), key)
     try:
-        conn.send_bytes(b"ORCHA1")
         yield conn
     finally:
         conn.close()
@@ -48,18 +48,27 @@ def readable(conn: Any, timeout: float) -> bool:
     return bool(ready)
 
 
+def answer_of(op: str, frame: bytes) -> dict[str, Any]:
+    """A managers-protocol answer as ``{"re", "ok", ...fields}`` or ``{"re", "ok": False,
+    "error", "message"}`` (a refusal is ``RuntimeError(error name, message)``)."""
+    kind, value = pickle.loads(frame)
+    if kind == "#RETURN":
+        return {"re": op, "ok": True, **(value if isinstance(value, dict) else {"value": value})}
+    args = getattr(value, "args", ())
+    if kind == "#ERROR" and isinstance(value, RuntimeError) and len(args) == 2:
+        return {"re": op, "ok": False, "error": args[0], "message": args[1]}
+    name = type(value).__name__ if isinstance(value, BaseException) else kind
+    return {"re": op, "ok": False, "error": name, "message": str(value)}
+
+
 def request(conn: Any, obj: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-    """Send a JSON request and return its reply (skipping events and output frames)."""
-    conn.send_bytes(json.dumps(obj).encode())
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0 and readable(conn, left), f"no reply to {obj!r} within {timeout}s"
-        frame = conn.recv_bytes()
-        if frame[:1] == b"{":
-            answer = json.loads(frame)
-            if "re" in answer:
-                return answer  # type: ignore[no-any-return]
+    """Carry out ``obj["op"]`` with the rest of ``obj`` (the managers protocol's ``call``)
+    and return its answer (see :func:`answer_of`)."""
+    op = obj["op"]
+    fields = {k: v for k, v in obj.items() if k != "op"}
+    conn.send_bytes(pickle.dumps((None, "call", (op, fields), {})))
+    assert readable(conn, timeout), f"no reply to {obj!r} within {timeout}s"
+    return answer_of(op, conn.recv_bytes())
 
 
 def info(env: Env, **kw: Any) -> dict[str, Any]:

@@ -14,34 +14,29 @@ from orcha.client import operations
 from orcha.client.api import Client, _schedule
 from orcha.client.handles import _attached_code, exit_code
 from orcha.errors import ExitCode, InvalidPetitionError, NoPetitionError, PetitionError
-from orcha.protocol import messages
-from orcha.protocol.messages import STDERR, STDOUT
 
 
 class ScriptedSession:
-    """A session whose replies and later frames are given in advance."""
+    """A session whose replies and later batches are given in advance."""
 
-    def __init__(self, replies: list[dict[str, Any]], frames: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, replies: list[Any], batches: list[list[Any]] = ()) -> None:  # type: ignore[assignment]
         self.replies = list(replies)
-        self.frames = list(frames)
-        self.sent: list[dict[str, Any]] = []
+        self.batches = list(batches)
+        self.sent: list[tuple[Any, ...]] = []
 
-    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.sent.append(obj)
+    def call(self, name: str, request: Any = None) -> Any:
+        self.sent.append((name, request))
         answer = self.replies.pop(0)
-        if not answer.get("ok", True):
-            raise operations.refusal(answer)
+        if isinstance(answer, BaseException):
+            raise answer
         return answer
 
-    def send(self, frame: bytes) -> None:
-        self.sent.append(messages.decode(frame))
+    def get_batch(self, queue: str) -> list[Any]:
+        self.sent.append(("get_batch", queue))
+        return self.batches.pop(0)
 
-    def recv(self) -> bytes:
-        return self.frames.pop(0)
-
-
-def _json(obj: dict[str, Any]) -> bytes:
-    return messages.encode(obj)
+    def send(self, ident: Any, method: str, *args: Any, skip: bool = False) -> None:
+        self.sent.append((ident, method, *args))
 
 
 @pytest.mark.parametrize(
@@ -99,47 +94,41 @@ def test_submit_needs_argv_or_kind_and_params() -> None:
         client.submit("has space", ["true"])
 
 
-def test_read_turns_frames_into_chunks_and_error_replies_into_errors() -> None:
-    session = ScriptedSession([], [
-        messages.output_frame(STDOUT, 1, b"out"), messages.output_frame(STDERR, 2, b"err"),
-        _json({"event": "started", "handle": 1}),
-        messages.error_reply("logs", "no_petition", "no petition has ID 'x'"),
-    ])  # fmt: skip
-    assert operations.read(session) == ("stdout", 1, b"out")  # type: ignore[arg-type]
-    assert operations.read(session) == ("stderr", 2, b"err")  # type: ignore[arg-type]
-    assert operations.read(session) == {"event": "started", "handle": 1}  # type: ignore[arg-type]
-    with pytest.raises(PetitionError) as caught:
-        operations.read(session)  # type: ignore[arg-type]
-    assert caught.value.exit_code == ExitCode.NO_PETITION
+def test_a_refusal_travels_as_a_builtin_exception_naming_the_wire_error() -> None:
+    from orcha.client.session import error_of
+
+    error = error_of(RuntimeError("no_petition", "no petition has ID 'x'"))
+    assert (error.exit_code, error.message) == (ExitCode.NO_PETITION, "no petition has ID 'x'")
+    assert error_of(ValueError("malformed request: x")).exit_code == ExitCode.REFUSED
 
 
-def test_attached_items_skip_replies_and_stop_at_the_end() -> None:
-    end = {"event": "end", "handle": 1, "state": "SUCCEEDED", "code": 0}
+def test_attached_items_read_batches_and_stop_at_the_end() -> None:
+    end = {"event": "end", "id": "x", "state": "SUCCEEDED", "code": 0}
     session = ScriptedSession([], [
-        messages.output_frame(STDOUT, 1, b"a"), _json({"re": "cancel", "ok": True}),
-        messages.error_reply("cancel", "refused", "already ended"),
-        messages.output_frame(STDERR, 1, b"b"), _json(end), b"never read",
+        [("stdout", b"a"), {"event": "started", "id": "x"}], [("stderr", b"b"), end],
+        [("stdout", b"never read")],
     ])  # fmt: skip
-    items = list(operations.attached_items(session))  # type: ignore[arg-type]
-    assert items == [("stdout", b"a"), ("stderr", b"b"), end]
-    assert session.frames == [b"never read"]
+    items = list(operations.attached_items(session, "q1"))  # type: ignore[arg-type]
+    assert items == [("stdout", b"a"), {"event": "started", "id": "x"}, ("stderr", b"b"), end]
+    assert session.sent == [("get_batch", "q1"), ("get_batch", "q1")]
 
 
 def test_wait_yields_ended_ones_first_then_as_they_end() -> None:
     session = ScriptedSession(
-        [{"ended": [{"id": "a", "state": "SUCCEEDED"}], "pending": ["b"], "missing": []}],
-        [_json({"event": "ended", "id": "b", "state": "FAILED", "code": 2})],
-    )
+        [{"ended": [{"id": "a", "state": "SUCCEEDED"}], "pending": ["b"], "missing": [],
+          "queue": "q"}],
+        [[{"event": "ended", "id": "b", "state": "FAILED", "code": 2}]],
+    )  # fmt: skip
     got = list(operations.wait(session, ["a", "b", "b"]))  # type: ignore[arg-type]
     assert [s["id"] for s in got] == ["a", "b"]
-    assert session.sent == [{"op": "wait", "ids": ["a", "b", "b"]}]
+    assert session.sent == [("wait", {"ids": ["a", "b", "b"]}), ("get_batch", "q")]
 
 
 def test_wait_and_watch_refuse_unknown_ids() -> None:
-    session = ScriptedSession([{"ended": [], "pending": [], "missing": ["x", "y"]}])
+    session = ScriptedSession([{"ended": [], "pending": [], "missing": ["x", "y"], "queue": "q"}])
     with pytest.raises(NoPetitionError, match=r"^no petition has ID 'x', 'y'$"):
         list(operations.wait(session, ["x", "y"]))  # type: ignore[arg-type]
-    session = ScriptedSession([], [_json({"re": "watch", "ok": True, "missing": ["x"]})])
+    session = ScriptedSession([{"missing": ["x"], "queue": "q"}])
     with pytest.raises(NoPetitionError, match=r"^no petition has ID 'x'$"):
         list(operations.watch(session, ["x"]))  # type: ignore[arg-type]
 
@@ -150,11 +139,18 @@ def test_watch_with_ids_ends_once_each_has_finished() -> None:
         {"event": "finished", "petition": "a", "data": {}},
         {"event": "finished", "petition": "b", "data": {}},
     ]
-    session = ScriptedSession([], [
-        _json({"re": "watch", "ok": True, "missing": []}), *map(_json, events), b"never read",
-    ])  # fmt: skip
+    session = ScriptedSession([{"missing": [], "queue": "q"}],
+                              [events[:1], events[1:], [{"never": "read"}]])  # fmt: skip
     assert list(operations.watch(session, ["a", "b"])) == events  # type: ignore[arg-type]
-    assert session.sent == [{"op": "watch", "ids": ["a", "b"]}]
+    assert session.sent == [("watch", {"ids": ["a", "b"]}), ("get_batch", "q"),
+                            ("get_batch", "q")]  # fmt: skip
+
+
+def test_refusals_of_request_reply_operations_raise_their_error() -> None:
+    session = ScriptedSession([PetitionError("no petition has ID 'x'", ExitCode.NO_PETITION)])
+    with pytest.raises(PetitionError) as caught:
+        list(operations.logs(session, "x", None))  # type: ignore[arg-type]
+    assert caught.value.exit_code == ExitCode.NO_PETITION
 
 
 def _imported_after(statement: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""The session protocol: JSON frames, output frames, IDs and submit requests."""
+"""The plain data of the protocol: event frames, output frames, items, IDs and submit
+requests."""
 
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ import pytest
 from orcha.defaults import MAX_ID_LENGTH
 from orcha.protocol import messages as m
 from orcha.protocol.messages import SubmitRequest, check_id
-from orcha.protocol.operations import OPS
 
 
 def test_encode_decode_round_trip() -> None:
     obj = {"op": "submit", "id": "x", "n": 3, "list": [1, "é", None], "nested": {"a": True}}
     frame = m.encode(obj)
     assert isinstance(frame, bytes)
-    assert frame[0] == m.JSON
     assert b" " not in frame  # compact separators
     assert m.decode(frame) == obj
 
@@ -33,11 +32,16 @@ def test_decode_bad_json_raises_value_error() -> None:
         m.decode(b"{not json")
 
 
-def test_tags_are_distinct_bytes() -> None:
-    tags = [m.STDOUT, m.STDERR, m.JSON, m.LEGACY]
-    assert len(set(tags)) == 4
+def test_tags_are_distinct_bytes_and_not_json() -> None:
+    tags = [m.STDOUT, m.STDERR, ord("{")]
+    assert len(set(tags)) == 3
     assert all(isinstance(t, int) and 0 <= t < 256 for t in tags)
-    assert ord("{") == m.JSON
+    assert m.STREAM_NAMES == {m.STDOUT: "stdout", m.STDERR: "stderr"}
+
+
+def test_item_turns_pushed_frames_into_plain_data() -> None:
+    assert m.item(m.output_frame(m.STDERR, 3, b"x\n")) == ("stderr", 3, b"x\n")
+    assert m.item(m.encode({"event": "end", "id": "a"})) == {"event": "end", "id": "a"}
 
 
 @pytest.mark.parametrize("tag", [m.STDOUT, m.STDERR])
@@ -49,41 +53,6 @@ def test_output_frame_round_trip(tag: int, handle: int, data: bytes) -> None:
     assert frame[0] == tag
     got_tag, got_handle, got_data = m.split_output(frame)
     assert (got_tag, got_handle, bytes(got_data)) == (tag, handle, data)
-
-
-def test_reply_and_error_reply() -> None:
-    assert m.decode(m.reply("info", running=2)) == {"re": "info", "ok": True, "running": 2}
-    assert m.decode(m.error_reply("submit", "duplicate", "taken")) == {
-        "re": "submit",
-        "ok": False,
-        "error": "duplicate",
-        "message": "taken",
-    }
-
-
-def test_ops() -> None:
-    assert (
-        frozenset(
-            {
-                "submit",
-                "cancel",
-                "info",
-                "status",
-                "clean",
-                "wait",
-                "logs",
-                "follow",
-                "watch",
-                "group",
-                "pause",
-                "resume",
-                "health",
-                "state",
-                "kinds",
-            }
-        )
-        == OPS
-    )
 
 
 @pytest.mark.parametrize(
@@ -138,7 +107,6 @@ def test_check_id_message_names_the_problem() -> None:
 
 def _wire(**changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "op": "submit",
         "kind": "hello",
         "id": "p1",
         "params": {"counter": 2},
@@ -184,7 +152,6 @@ def test_submit_defaults() -> None:
     assert req.cwd == "/"
     assert req.env == {}
     assert req.to_wire() == {
-        "op": "submit",
         "kind": "shell",
         "id": "5",
         "params": {},

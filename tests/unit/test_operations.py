@@ -12,7 +12,6 @@ import orcha.protocol.operations as operations_module
 from orcha.errors import WIRE_ERRORS
 from orcha.protocol.operations import (
     OPERATIONS,
-    OPS,
     CancelRequest,
     GroupRequest,
     KindsRequest,
@@ -21,9 +20,32 @@ from orcha.protocol.operations import (
 )
 
 
-def test_ops_are_the_json_operations_of_the_table() -> None:
-    assert {name for name, op in OPERATIONS.items() if op.framing == "json"} == OPS
-    assert OPERATIONS["send"].framing == "legacy"
+def test_every_operation_has_one_handler_one_client_function_and_one_typeid() -> None:
+    import inspect
+
+    from orcha.client import operations as client_operations
+    from orcha.protocol.managed import QueueManager
+    from orcha.service.handlers import HANDLERS, control, petitions, subscriptions
+
+    # One handler each: the handler modules together declare each name exactly once.
+    declared = [*petitions.HANDLERS, *subscriptions.HANDLERS, *control.HANDLERS]
+    assert sorted(declared) == sorted({op.handler for op in OPERATIONS.values()})
+    assert set(HANDLERS) == set(OPERATIONS)
+    # One client function each, in orcha.client.operations, named by the table.
+    functions = {name for name, f in inspect.getmembers(client_operations, inspect.isfunction)
+                 if f.__module__ == client_operations.__name__}  # fmt: skip
+    assert {op.client for op in OPERATIONS.values()} <= functions
+    assert len({op.client for op in OPERATIONS.values()}) == len(OPERATIONS)
+    # One typeid each, besides the original API's Queue and finish.
+    registry = QueueManager._registry  # type: ignore[attr-defined]
+    assert set(registry) == {*OPERATIONS, "Queue", "finish"}
+
+
+def test_the_streaming_operations_name_their_queue() -> None:
+    streaming = {name for name, op in OPERATIONS.items() if op.stream}
+    assert streaming == {"submit", "wait", "follow", "watch"}
+    for name in streaming:
+        assert "queue" in OPERATIONS[name].reply
 
 
 def test_every_declared_error_is_a_wire_error() -> None:

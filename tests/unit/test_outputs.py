@@ -233,3 +233,46 @@ def test_queue_interface() -> None:
     oq.put("x", True, None)  # queue.Queue's positional signature
     assert oq.get(True, None) == "x"
     oq.close()
+
+
+def test_the_cap_counts_the_data_of_output_chunks() -> None:
+    """orcha's own petitions queue (stream, data) chunks: they count against the cap as
+    bytes do, so a slow reader holds the writer back."""
+    from orcha.protocol.messages import STDERR, STDOUT
+    from orcha.protocol.outputs import _size
+
+    assert _size((STDOUT, b"x" * 7)) == 7
+    assert _size(b"xy") == _size("xy") == 2
+    assert _size(("stdout", 3)) == _size(42) == 0
+    oq = OutputQueue(max_bytes=10)
+    try:
+        oq.put((STDOUT, b"x" * 11))
+        done = threading.Event()
+
+        def writer() -> None:
+            oq.put((STDERR, b"y" * 4))
+            done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        assert not done.wait(0.1)  # over the limit: the writer waits
+        assert oq.drain() == [(STDOUT, b"x" * 11)]
+        t.join(JOIN)
+        assert done.is_set()
+        assert oq.drain() == [(STDERR, b"y" * 4)]
+    finally:
+        oq.close()
+
+
+def test_get_batch_waits_for_one_item_and_returns_all_queued(q: OutputQueue) -> None:
+    assert q.get_batch(timeout=0) == []
+    got: list[list[object]] = []
+    t = threading.Thread(target=lambda: got.append(q.get_batch()))
+    t.start()
+    q.put(1)
+    t.join(JOIN)
+    assert not t.is_alive()
+    q.put(2)
+    q.put(3)
+    assert got[0] + q.get_batch() == [1, 2, 3]
+    assert q.take is not None and q.take() == []

@@ -124,3 +124,41 @@ def test_not_an_orcha_service() -> None:
     server.send_bytes(b"HTTP/1.1 400 Bad Request")
     with pytest.raises(AuthenticationFailed):
         client.authenticate(KEY)
+
+
+def test_requests_and_answers_are_the_managers_protocol_frames() -> None:
+    """What the lean client sends unpickles to the standard request tuple; what the
+    standard server sends (Connection.send) reads as its value or its exception."""
+    import pickle
+
+    from orcha.protocol.wire import RemoteError, answer, request_frame
+
+    frame = request_frame(None, "call", ("info", {}))
+    assert pickle.loads(frame) == (None, "call", ("info", {}), {})
+    assert pickle.loads(request_frame("7f", "get_batch")) == ("7f", "get_batch", (), {})
+    client, server = _pair()
+    try:
+        server.send(("#RETURN", {"queue": "7f", "data": b"\0"}))
+        assert answer(client.recv_bytes()) == {"queue": "7f", "data": b"\0"}
+        server.send(("#ERROR", RuntimeError("refused", "no")))
+        with pytest.raises(RuntimeError) as refused:
+            answer(client.recv_bytes())
+        assert refused.value.args == ("refused", "no")
+        server.send(("#TRACEBACK", "Traceback: boom"))
+        with pytest.raises(RemoteError, match="boom"):
+            answer(client.recv_bytes())
+    finally:
+        client.close()
+        server.close()
+
+
+def test_the_lean_wire_imports_no_pickle_module_and_no_re() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); import orcha.protocol.wire; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")  # fmt: skip
+    added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split()  # fmt: skip
+    assert "_pickle" in added
+    assert not {"pickle", "re", "json", "typing"} & set(added), added

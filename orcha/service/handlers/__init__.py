@@ -4,23 +4,25 @@ One handler per operation, registered by name in :data:`HANDLERS` (built once, h
 handler takes the service, the peer that asked and the checked request, and returns the
 reply's fields (a dict, or a :class:`~orcha.service.peer.Reply` when frames go out
 around the reply) or raises :class:`orcha.errors.PetitionError`, whose exit code names
-the error on the wire. :func:`respond` turns one request frame into its answer frames:
-what a session sends back, and what tests drive in process.
+the error on the wire. :func:`perform` checks a request against its operation, calls the
+handler and gives the reply as plain data: what a session answers a ``call`` or a
+``create`` with, and what tests drive in process.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from orcha.errors import PetitionError, wire_name
-from orcha.protocol import messages
-from orcha.protocol.operations import OPERATIONS, OPS, Operation
+from orcha.errors import ExitCode, PetitionError
+from orcha.protocol.messages import item
+from orcha.protocol.operations import OPERATIONS
 from orcha.service.handlers import control, petitions, subscriptions
 from orcha.service.peer import Reply
 
 if TYPE_CHECKING:
+    from orcha.protocol.operations import Operation
     from orcha.service.peer import Peer
     from orcha.service.service import Service
 
@@ -33,42 +35,33 @@ HANDLERS: dict[str, Handler] = {**petitions.HANDLERS, **subscriptions.HANDLERS, 
 log = logging.getLogger("orcha.service.session")
 
 
-def respond(service: Service, peer: Peer, frame: bytes) -> Iterator[bytes]:
-    """The frames that answer one request frame, in order (read lazily: a ``follow``
-    replays its logs as they are sent)."""
-    if frame[:1] == bytes((messages.LEGACY,)):
-        yield from answer(service, peer, OPERATIONS["send"], frame[1:])
-        return
-    try:
-        request = messages.decode(frame)
-    except ValueError as e:
-        log.warning("rejected a malformed request: %s", e)
-        yield messages.error_reply("?", "refused", f"malformed request: {e}")
-        return
-    name = request.get("op")
+def operation_named(name: object) -> Operation:
+    """The declared operation ``name``; PetitionError (refused) listing them otherwise."""
     operation = OPERATIONS.get(name) if isinstance(name, str) else None
-    if operation is None or operation.framing != "json":
-        legal = ", ".join(sorted(OPS))
-        yield messages.error_reply(str(name), "refused", f"unknown operation {name!r} ({legal})")
-        return
-    yield from answer(service, peer, operation, request)
+    if operation is None:
+        legal = ", ".join(sorted(OPERATIONS))
+        raise PetitionError(f"unknown operation {name!r} ({legal})", ExitCode.REFUSED)
+    return operation
 
 
-def answer(service: Service, peer: Peer, operation: Operation, raw: Any) -> Iterator[bytes]:
-    """Check ``raw`` against ``operation``, call its handler, and frame what it says."""
+def perform(
+    service: Service, peer: Peer, operation: Operation, raw: Any
+) -> tuple[dict[str, Any], Iterable[bytes]]:
+    """Check ``raw`` against ``operation`` and call its handler: (the reply's fields,
+    the frames to push to the peer after it, read lazily: a ``follow``'s replay). Output
+    a handler sends before its reply (``logs``) is in the reply, as ``"output"``:
+    ``[(stream, data), ...]``. PetitionError if the request is invalid or refused."""
     try:
         request = operation.parse(raw)
     except ValueError as e:
-        yield messages.error_reply(operation.name, "refused", str(e))
-        return
-    try:
-        result = service.handlers[operation.name](service, peer, request)
-    except PetitionError as e:
-        yield messages.error_reply(operation.name, wire_name(e.exit_code), e.message)
-        return
-    if isinstance(result, Reply):
-        yield from result.before
-        yield messages.reply(operation.name, **result.fields)
-        yield from result.after
-    else:
-        yield messages.reply(operation.name, **result)
+        raise PetitionError(str(e), ExitCode.REFUSED) from None
+    result = service.handlers[operation.handler](service, peer, request)
+    if not isinstance(result, Reply):
+        return result, ()
+    fields = dict(result.fields)
+    before = [item(frame) for frame in result.before]
+    if before:
+        fields["output"] = [(x[0], x[2]) for x in before if isinstance(x, tuple)]
+    elif "output" in operation.reply:
+        fields["output"] = []
+    return fields, result.after

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import OUTPUT_BUFFER_BYTES
@@ -55,8 +54,7 @@ def submit(service: Service, peer: Peer, request: SubmitRequest) -> dict[str, An
 def send(service: Service, peer: Peer, request: MessageRequest) -> dict[str, Any]:
     """Queue a petition from a message of the original Orcha API."""
     try:
-        message = pickle.loads(request.payload)
-        job = service.submit_message(message, peer)
+        job = service.submit_message(request.message, peer)
     except PetitionError:
         raise
     except Exception as e:

@@ -6,7 +6,7 @@ fake machine (:class:`FakeHost`), fake process control (:class:`FakeProcs`, whic
 records what it was asked to signal), a fake clock, a ``gate`` petition kind whose
 petitions run until the test opens their gate (or they are cancelled), and a ``fanout``
 kind whose petitions submit child petitions and gather their exit codes. Requests go
-through ``orcha.service.handlers.respond``, the very path a session's frames take.
+through ``orcha.service.handlers.perform``, the very path a session's requests take.
 
 Nothing here sleeps to synchronise: waits are on conditions and events, each with a
 deadline that fails the test rather than hanging it.
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from orcha.address import parse_address
+from orcha.errors import PetitionError, wire_name
 from orcha.kinds import Kind
 from orcha.plugins import BasePlugin
 from orcha.plugins.discovery import LoadedPlugin
-from orcha.protocol import messages
 from orcha.protocol.operations import OPERATIONS
 from orcha.service.build import build_service
-from orcha.service.handlers import respond
+from orcha.service.handlers import operation_named, perform
 from orcha.service.host import Host
 from orcha.service.job import Detached, End
 from orcha.service.peer import Peer
@@ -187,6 +187,10 @@ def gate_plugin(gates: Gates, fanout: FanoutKind | None = None) -> LoadedPlugin:
     return LoadedPlugin("test", "test harness", __name__, GatePlugin(), kinds=kinds)
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 class FakePeer(Peer):
     """A client in process: keeps the frames pushed to it and the queues it reads."""
 
@@ -277,13 +281,16 @@ class Harness:
     def request(self, op: str, peer: FakePeer | None = None, **fields: Any) -> dict[str, Any]:
         """The reply to one request (frames other than the reply are left out). Checks
         it against the operations table: only declared fields, only declared errors."""
-        frame = messages.encode({"op": op, **fields})
-        replies = [json.loads(f) for f in respond(self.service, peer or self.client, frame)
-                   if f[:1] == b"{"]  # fmt: skip
-        replies = [r for r in replies if "re" in r]
-        assert len(replies) == 1, replies
-        reply: dict[str, Any] = replies[0]
         declared = OPERATIONS.get(op)
+        try:
+            operation = operation_named(op)
+            answer, _ = perform(self.service, peer or self.client, operation, fields)
+        except PetitionError as e:
+            answer = {"ok": False, "error": wire_name(e.exit_code), "message": e.message}
+        else:
+            answer = {"ok": True, **answer}
+        # As plain data crosses the wire (tuples as lists, keys as strings).
+        reply: dict[str, Any] = json.loads(json.dumps({"re": op, **answer}, default=_text))
         if declared is not None and reply["ok"]:
             assert set(reply) - {"re", "ok"} <= set(declared.reply), reply
         elif declared is not None:

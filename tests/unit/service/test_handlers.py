@@ -6,17 +6,16 @@ the declared errors."""
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orcha.errors import WIRE_ERRORS, ExitCode
+from orcha.errors import WIRE_ERRORS, ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT
 from orcha.protocol.operations import OPERATIONS
-from orcha.service.handlers import HANDLERS, control, petitions, respond, subscriptions
+from orcha.service.handlers import HANDLERS, control, perform, petitions, subscriptions
 from orcha.service.job import End, Started
 from orcha.states import State
 from tests.unit.service.harness import Harness
@@ -67,7 +66,7 @@ def test_invalid_requests_are_refused_with_the_tables_words(h: Harness) -> None:
     assert reply["message"] == "invalid request: name petition IDs, groups, or all"
     reply = h.request("nonsense")
     assert reply["re"] == "nonsense" and reply["message"].startswith("unknown operation")
-    assert "submit" in reply["message"] and "send" not in reply["message"]
+    assert "submit" in reply["message"] and "watch" in reply["message"]
 
 
 def test_status_says_why_a_petition_waits(h: Harness) -> None:
@@ -146,13 +145,12 @@ def test_follow_replays_the_log_of_an_ended_petition(h: Harness) -> None:
     h.submit("a", params={"out": "one\n"})
     h.gates.wait_started("a")
     h.run_to_end("a")
-    from orcha.protocol import messages
-    from orcha.service.handlers import respond
 
-    frames = list(respond(h.service, h.client, messages.encode({"op": "follow", "ids": ["a"]})))
-    assert messages.decode(frames[0])["handles"] == {"a": 1}
-    assert frames[1] == messages.output_frame(STDOUT, 1, b"one\n")
-    assert messages.decode(frames[2])["event"] == "end"
+    fields, after = perform(h.service, h.client, OPERATIONS["follow"], {"ids": ["a"]})
+    assert fields["handles"] == {"a": 1}
+    frames = list(after)
+    assert frames[0] == messages.output_frame(STDOUT, 1, b"one\n")
+    assert messages.decode(frames[1])["event"] == "end"
 
 
 def test_group_limits_hold_petitions_back(tmp_path: Path) -> None:
@@ -230,12 +228,10 @@ def test_a_stop_keeps_the_queued_and_cancels_the_running(h: Harness) -> None:
 
 
 def test_a_message_of_the_original_api_that_is_no_message_is_refused(h: Harness) -> None:
-    (frame,) = respond(h.service, h.client, b"P" + pickle.dumps(42))
-    reply = messages.decode(frame)
-    assert (reply["re"], reply["ok"], reply["error"]) == ("send", False, "refused")
-    assert reply["message"].startswith("the service could not use the message")
-    (frame,) = respond(h.service, h.client, b"P" + b"garbage")
-    assert messages.decode(frame)["message"].startswith("malformed message: ")
+    with pytest.raises(PetitionError) as refused:
+        perform(h.service, h.client, OPERATIONS["send"], 42)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert refused.value.message.startswith("the service could not use the message")
 
 
 def test_runtime_kinds_run_as_their_parent(h: Harness) -> None:
