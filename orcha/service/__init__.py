@@ -2,8 +2,11 @@
 
 By role: ``build`` composes everything (the one composition root); ``daemon`` is the
 process loop (listener, signals, watchdog, stop); ``server`` and ``session`` serve
-connections; ``handlers`` answer each operation of ``orcha.protocol.operations``;
-``service`` is the core a petition goes through (intake, cancel, ends); ``scheduler``
-admits, ``runner`` runs, ``events`` fans out, ``store`` and ``logs`` keep records and
-output, ``recovery`` takes back what a previous service left.
+connections (the ``multiprocessing.managers`` protocol), ``streams`` what clients read
+in batches; ``handlers`` answer each operation of ``orcha.protocol.operations``;
+``service`` is the core a petition goes through (intake, cancel, ends; ``children`` for
+the petitions a kind submits); ``scheduler`` admits onto ``machines`` by ``predicates``
+(``loans`` for parents waiting on children), ``runner`` runs, ``events`` fans out,
+``store`` and ``logs`` keep records and output, ``recovery`` takes back what a
+previous service left. The full map is docs/internals.rst.
 """
