@@ -36,7 +36,12 @@ def notice(text: str) -> None:
 
 
 class _Interrupts:
-    """Counts SIGINTs and makes them wake a selector."""
+    """Counts SIGINTs and makes them wake a selector.
+
+    A client started with SIGINT ignored (``orcha run ... &`` in a script, ``nohup``)
+    keeps ignoring it, as shells intend for background jobs: Ctrl+C in the terminal is
+    then not meant for it, and its petition is not cancelled.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -46,13 +51,16 @@ class _Interrupts:
         self.count += 1
 
     def __enter__(self) -> _Interrupts:
-        self._old_handler = signal.signal(signal.SIGINT, self._handler)
+        self._old_handler = signal.getsignal(signal.SIGINT)
+        if self._old_handler is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._handler)
         self._old_fd = signal.set_wakeup_fd(self.write_fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
         signal.set_wakeup_fd(self._old_fd)
-        signal.signal(signal.SIGINT, self._old_handler)
+        if self._old_handler is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._old_handler)
         os.close(self.read_fd)
         os.close(self.write_fd)
 

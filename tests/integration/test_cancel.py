@@ -85,6 +85,27 @@ def test_ctrl_c_kills_the_whole_tree_including_detached_grandchild(
     assert_still_serving(env)
 
 
+def test_a_client_started_with_sigint_ignored_keeps_ignoring_it(
+    env: Env, service: Service, start: Callable[..., Client]
+) -> None:
+    # As ``orcha run ... &`` in a script or under nohup: Ctrl+C is not meant for it.
+    petition_id = new_id("bg")
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    client = start("run", petition_id, "--", "sh", "-c", "echo started; exec sleep 300",
+                   preexec_fn=ignore_sigint)  # fmt: skip
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    client.proc.send_signal(signal.SIGINT)  # discarded by the kernel at delivery
+    assert client.proc.poll() is None
+    assert states(env)[petition_id] == "RUNNING"
+    assert env.run("cancel", petition_id).returncode == 0
+    rc, out, err = client.finish_text(timeout=GRACE + 20)
+    assert (rc, out) == (207, "started\n"), err
+    assert wait_for(lambda: not petition_processes(petition_id), GRACE + 5)
+
+
 def test_ctrl_c_prints_what_the_command_writes_while_it_stops(
     env: Env, service: Service, start: Callable[..., Client]
 ) -> None:
