@@ -64,7 +64,7 @@ class Session:
         connection broke."""
         while True:
             try:
-                frame = self.conn.recv_bytes()
+                frame = self.conn.recv_frame()
             except (EOFError, OSError) as e:
                 raise LostServiceError(str(e) or "connection closed") from e
             skip = self._skip.pop(0) if self._skip else False

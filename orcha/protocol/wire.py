@@ -74,7 +74,7 @@ def request_frame(
     return _dumps((ident, method, args, kwds or {}), _PROTOCOL)
 
 
-def answer(frame: bytes) -> object:
+def answer(frame: bytes | bytearray) -> object:
     """The value of an answer frame; its exception for ``#ERROR``, RemoteError for the
     other kinds of failure."""
     kind, value = _loads(frame)
@@ -124,7 +124,7 @@ class WireConnection:
         else:
             self._sock.sendall(_HEADER.pack(n) + data)
 
-    def _exactly(self, n: int) -> bytes:
+    def _exactly(self, n: int) -> bytearray:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -133,15 +133,20 @@ class WireConnection:
             if k == 0:
                 raise EOFError("connection closed")
             got += k
-        return bytes(buf)
+        return buf
 
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+    def recv_frame(self, maxlength: int | None = None) -> bytearray:
+        """The next frame, in the buffer it was read into: no copy (a petition's output
+        arrives in frames of megabytes, and each copy of them costs the client time)."""
         (size,) = _HEADER.unpack(self._exactly(4))
         if size == -1:
             (size,) = _LONG_HEADER.unpack(self._exactly(8))
         if maxlength is not None and size > maxlength:
             raise OSError("bad message length")
         return self._exactly(size)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        return bytes(self.recv_frame(maxlength))
 
     # -- the handshake, client side: answer the service's challenge, then challenge it --
     def authenticate(self, key: bytes) -> None:
