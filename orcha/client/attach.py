@@ -96,8 +96,9 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
 def _stream(session: Session, request: SubmitRequest, progress_view: list[ProgressView]) -> int:
     with _Interrupts() as interrupts:
         queue = session.call("submit", request.to_wire())["queue"]  # refusals raise here
-        # One batched read is always in flight: it is sent before the last batch is
-        # written out, so the service fills the next while this process writes.
+        # Two batched reads are always in flight: while this process writes one batch
+        # out, the service already sends the next, and it never waits for a request.
+        session.send(queue, "get_batch")
         session.send(queue, "get_batch")
         cancel_sent = False
         progress: ProgressView | None = None
