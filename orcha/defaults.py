@@ -53,6 +53,10 @@ OUTPUT_BUFFER_BYTES = 8 << 20
 #: Longest petition ID accepted.
 MAX_ID_LENGTH = 128
 
+#: Priorities run from -MAX_PRIORITY to MAX_PRIORITY (lower first); the bound keeps them
+#: exact in the effective-priority arithmetic and in the records.
+MAX_PRIORITY = 1_000_000_000
+
 #: Largest request frame the service accepts from a client, in bytes.
 MAX_REQUEST_BYTES = 16 << 20
 

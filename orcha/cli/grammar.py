@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from orcha.cli import values as _values
+from orcha.defaults import MAX_PRIORITY
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -177,6 +178,8 @@ PETITION_OPTIONS = (
 PRIORITY = Option(
     "--priority",
     type="int",
+    min=-MAX_PRIORITY,
+    max=MAX_PRIORITY,
     metavar="P",
     help="Lower runs first; equal priorities run in arrival order (default 0).",
 )

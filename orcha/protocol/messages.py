@@ -123,6 +123,12 @@ class SubmitRequest:
         priority = obj.get("priority")
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise ValueError("'priority' must be an integer")
+        from orcha.defaults import MAX_PRIORITY
+
+        if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ValueError(
+                f"'priority' must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {priority}"
+            )
         cwd = obj.get("cwd", "/")
         if not isinstance(cwd, str) or not cwd.startswith("/"):
             raise ValueError("'cwd' must be an absolute path")

@@ -274,6 +274,9 @@ USAGE_ERRORS = [
     ["run", "u1", "--"],
     ["run", "u1", "--priority", "abc", "--", "true"],
     ["run", "a b", "--", "true"],
+    # A priority beyond what the records hold (it used to reach the service, exit 206).
+    ["run", "u1", "--priority", "99999999999999999999", "--", "true"],
+    ["send", "u1", "--priority", "-1000000001"],
 ]
 
 

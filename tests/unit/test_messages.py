@@ -176,6 +176,16 @@ def test_submit_negative_priority_accepted() -> None:
     assert SubmitRequest.from_wire(_wire(priority=-5)).priority == -5
 
 
+def test_submit_priority_is_bounded() -> None:
+    from orcha.defaults import MAX_PRIORITY
+
+    for edge in (MAX_PRIORITY, -MAX_PRIORITY):
+        assert SubmitRequest.from_wire(_wire(priority=edge)).priority == edge
+    for beyond in (MAX_PRIORITY + 1, -MAX_PRIORITY - 1, 2**63, -(2**70)):
+        with pytest.raises(ValueError, match="'priority' must be between"):
+            SubmitRequest.from_wire(_wire(priority=beyond))
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
