@@ -59,10 +59,13 @@ class Daemon:
             stack.callback(service.close)
             self._serve_managers()
             signal_r = self._catch_signals(stack)
-            self._announce()
             service.start()  # plugins and recovery: before petitions run or clients come
             stack.callback(self.systemd.close)
             stack.callback(service.plugins.stop)
+            # Only now: whoever waits for this line (a script, a test; systemd waits for
+            # READY in the loop) may rely on clients being served, however long the
+            # plugins' start hooks took.
+            self._announce()
             sel = selectors.DefaultSelector()
             stack.callback(sel.close)
             sel.register(listener, selectors.EVENT_READ, "accept")
