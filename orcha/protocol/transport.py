@@ -74,6 +74,9 @@ def connect(
     except TimeoutError:
         sock.close()
         raise NoServiceError(str(address), "it did not answer") from None
+    except PermissionError:
+        sock.close()
+        raise AuthError(_permission_denied(address)) from None
     except OSError as e:
         sock.close()
         raise NoServiceError(str(address), e.strerror or str(e)) from e
@@ -101,6 +104,24 @@ def connect(
         ) from None
     sock.settimeout(None)
     return conn
+
+
+def _permission_denied(address: Address) -> str:
+    """Why this user may not connect to a unix socket, and whose service it is."""
+    owner = "another user"
+    if address.path is not None:
+        try:
+            uid = os.stat(address.path).st_uid
+            import pwd
+
+            owner = f"user {pwd.getpwuid(uid).pw_name}"
+        except (OSError, KeyError):
+            pass
+    return (
+        f"permission denied at {address}: the service there belongs to {owner} and only "
+        "that user may connect; run orcha as that user, or start your own service with "
+        "'orcha serve'"
+    )
 
 
 def listen(address: Address) -> socket.socket:

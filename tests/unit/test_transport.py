@@ -1,0 +1,47 @@
+"""transport.connect: what a client is told when it cannot reach a service."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from orcha.address import parse_address
+from orcha.errors import AuthError, ExitCode, NoServiceError
+from orcha.protocol import transport
+
+
+def test_no_socket_is_no_service(tmp_path: Path) -> None:
+    with pytest.raises(NoServiceError) as caught:
+        transport.connect(parse_address(str(tmp_path / "none.sock")), b"key")
+    assert caught.value.exit_code == ExitCode.NO_SERVICE
+
+
+def test_a_socket_this_user_may_not_use_says_permission_denied_and_whose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "orcha.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    try:
+
+        def refuse(self: socket.socket, address: object) -> None:
+            raise PermissionError(13, "Permission denied")  # as for another user's 0600 socket
+
+        monkeypatch.setattr(socket.socket, "connect", refuse)
+        with pytest.raises(AuthError) as caught:
+            transport.connect(parse_address(str(path)), b"key")
+    finally:
+        listener.close()
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    message = caught.value.message
+    assert message.startswith(
+        f"permission denied at {path}: the service there belongs to user {me}"
+    )
+    assert "no orcha service" not in message
+    assert caught.value.exit_code == ExitCode.AUTH
