@@ -48,7 +48,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "'orcha run': the command was not found",
     ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
     ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha serve')",
-    ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file)",
+    ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file), or the "
+    "socket belongs to another user's service (permission denied)",
     ExitCode.DUPLICATE: "a petition with this ID is already queued or running",
     ExitCode.UNKNOWN: "no such petition kind or plugin",
     ExitCode.REFUSED: "the service refused the petition (malformed, can never fit, or the "
