@@ -332,7 +332,10 @@ class Service:
         if job.native:
             job.family = Family(self, job)
         if self.store is not None:
-            self.store.update_later(
+            # Committed now, before its action starts a process: if the service dies from
+            # here on, the next one finds it RUNNING and marks it INTERRUPTED; it never
+            # queues (and runs) it a second time.
+            self.store.update(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name
             )
         self.events.watch_event(job, "started", {})

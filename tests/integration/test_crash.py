@@ -336,3 +336,27 @@ def test_stale_socket_of_sigkilled_service_does_not_prevent_restart(env: Env) ->
     assert f"listening on {env.socket} (pid {second.pid}," in second.banner
     result = env.run("run", "after", "--", "echo", "ok", timeout=WAIT)
     assert (result.returncode, result.stdout) == (0, "ok\n"), result.stderr
+
+
+# -- 8. a petition that kills the service -----------------------------------------------------
+def test_a_petition_that_kills_its_service_is_interrupted_not_run_again(
+    env: Env, tmp_path: Path
+) -> None:
+    # Its RUNNING state is committed before it starts, so the next service does not take
+    # it for a queued petition (it would run again, and kill that service too).
+    first = env.serve(*SERVE)
+    ran = tmp_path / "ran"
+    killer = ["sh", "-c", f"echo ran >> {ran}; kill -9 $PPID"]
+    result = env.run("run", "killer", "--detach", "--", *killer, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert first.proc is not None
+    assert first.proc.wait(WAIT) == -signal.SIGKILL
+
+    env.serve(*SERVE)
+    assert env.info()["petitions"] == []  # nothing queued or running again
+    (row,) = records(env, "killer")
+    assert (row["state"], row["message"]) == (
+        "INTERRUPTED",
+        "the service stopped while it was running",
+    )
+    assert lines(ran) == ["ran"]

@@ -81,3 +81,26 @@ def test_a_restart_cancels_the_queued_children_of_an_interrupted_parent(tmp_path
         assert second.record("alone")["state"] == "QUEUED"  # not a child: queued again
     finally:
         second.close()
+
+
+def test_a_petition_is_recorded_running_before_its_work_starts(tmp_path: Path) -> None:
+    # Read by another connection, without the service flushing its queued changes: what
+    # a restart after a crash at this moment would find.
+    import sqlite3
+
+    h = Harness(tmp_path, max_running=1)
+    try:
+        assert h.service.store is not None
+        # Changes queued for the background writer never land (as when the service dies
+        # before it writes them): only what is committed at once counts.
+        h.service.store.update_later = lambda seq, **fields: None  # type: ignore[method-assign]
+        h.submit("a")
+        h.gates.wait_started("a")  # its kind's run has begun
+        db = sqlite3.connect(tmp_path / "state" / "orcha.db")
+        try:
+            (state,) = db.execute("SELECT state FROM petitions WHERE id = 'a'").fetchone()
+        finally:
+            db.close()
+        assert state == "RUNNING"
+    finally:
+        h.close()
