@@ -78,3 +78,28 @@ def test_a_file_that_is_not_a_database_is_refused(env: Env) -> None:
     line = refused(env)
     assert line == f"orcha: the petition database {db} is damaged (file is not a database){RECOVER}"
     assert db.read_bytes() == garbage
+
+
+def test_a_database_with_corrupt_middle_pages_is_refused_before_listening(env: Env) -> None:
+    from orcha.service.store import Store
+
+    env.state.mkdir(mode=0o700, parents=True)
+    db = env.state / "orcha.db"
+    store = Store(str(db))
+    for i in range(300):
+        store.add(
+            {
+                "service": "unix:/x.sock", "id": f"p{i}", "kind": "", "params": {"pad": "x" * 200},
+                "priority": 0, "state": "QUEUED", "submitted": 1.0, "user": "u", "host": "h",
+                "cwd": "/", "env": {},
+            }
+        )  # fmt: skip
+    store.close()
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[3 * page : 6 * page] = b"\xa5" * (3 * page)  # the header and the schema stay sound
+    db.write_bytes(bytes(data))
+    line = refused(env)
+    assert line.startswith(f"orcha: the petition database {db} is damaged (")
+    assert line.endswith(RECOVER)
+    assert db.read_bytes() == bytes(data)
