@@ -94,11 +94,15 @@ class Settings:
         return os.path.join(self.state_dir, defaults.KEY_FILE_NAME)
 
     def client_key(self) -> bytes | None:
-        """The key a client presents: the override, else the key file's content, else None."""
+        """The key a client presents: the override, else the key file's content, else None.
+
+        ConfigError if the key file can be read or written by others or belongs to another
+        user (as ssh refuses such a private key): a key others can read is no secret."""
         if self.key_override is not None:
             return self.key_override
         try:
             with open(self.key_file, "rb") as f:
+                _check_key_file(self.key_file, os.fstat(f.fileno()))
                 return f.read().strip() or None
         except OSError:
             return None
@@ -129,6 +133,23 @@ class Settings:
         with os.fdopen(fd, "wb") as f:
             f.write(key + b"\n")
         return key
+
+
+def _check_key_file(path: str, st: os.stat_result) -> None:
+    """ConfigError, saying how to fix it, unless ``st`` is a key file only its user (we)
+    can read and write."""
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"the key file {path} is owned by another user (uid {st.st_uid}); remove it "
+            "(the service makes a new one) or give the key with --key or ORCHA_KEY"
+        )
+    mode = st.st_mode & 0o777
+    if mode & 0o066:  # execute bits on a key file are harmless
+        what = "readable" if mode & 0o044 else "writable"
+        whom = "others" if mode & 0o007 else "its group"
+        raise ConfigError(
+            f"the key file {path} is {what} by {whom} (mode {mode:04o}); run 'chmod 600 {path}'"
+        )
 
 
 def _platform_dir(kind: str) -> str:

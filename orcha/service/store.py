@@ -103,6 +103,14 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+def _damaged(path: str, why: str) -> str:
+    """The one line that refuses a damaged database and says how to recover."""
+    return (
+        f"the petition database {path} is damaged ({why}); move it aside to start "
+        "afresh, or restore it from a backup"
+    )
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for name in _JSON_FIELDS:
@@ -125,7 +133,18 @@ class Store:
 
         try:
             # Private from the start: SQLite gives its -wal and -shm files this file's mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            # O_EXCL tells a database we create from one that exists: only ours is new.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            existing = False
+        except FileExistsError:
+            existing = True
+        except OSError as e:
+            raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
+        try:
+            if existing and os.stat(path).st_size == 0:
+                # Not one SQLite would make (it writes its header at the first commit):
+                # taking it as new would silently drop every petition it held.
+                raise ConfigError(_damaged(path, "it is empty"))
             os.chmod(path, 0o600)
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
@@ -141,17 +160,31 @@ class Store:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout=5000")
+            if existing:
+                self._check()
             self._migrate()  # first: a newer database is refused before anything is written
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
         except sqlite3.Error as e:
             self._db.close()
+            if type(e) is sqlite3.DatabaseError:  # not a database, or malformed; not busy
+                raise ConfigError(_damaged(path, str(e))) from e
             raise ConfigError(
                 f"cannot use the petition database {path}: {e}; move it aside to start afresh"
             ) from e
         except BaseException:
             self._db.close()
             raise
+
+    def _check(self) -> None:
+        """ConfigError if the database's pages are damaged (``PRAGMA quick_check``: reads
+        every page once, without the index cross-checks of ``integrity_check``), so a
+        damaged database is refused at start rather than failing on a later write."""
+        with self._lock:
+            rows = self._db.execute("PRAGMA quick_check(1)").fetchall()  # the first error
+        problems = [" ".join(str(row[0]).split()) for row in rows]  # one line: no newlines
+        if problems != ["ok"]:
+            raise ConfigError(_damaged(self.path, "; ".join(problems)))
 
     def _migrate(self) -> None:
         with self._lock:

@@ -42,6 +42,14 @@ def mode(path: Path | str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def _write_key(state: Path, content: bytes, file_mode: int = 0o600) -> Path:
+    """A key file as the service writes it (0600), or with ``file_mode``."""
+    path = state / defaults.KEY_FILE_NAME
+    path.write_bytes(content)
+    path.chmod(file_mode)
+    return path
+
+
 def test_resolve_uses_runtime_and_state_dirs_from_env(dirs: tuple[Path, Path]) -> None:
     runtime, state = dirs
     s = settings.resolve()
@@ -134,14 +142,14 @@ def test_client_key_none_when_absent(dirs: tuple[Path, Path]) -> None:
 def test_client_key_none_when_file_blank(dirs: tuple[Path, Path]) -> None:
     state = dirs[1]
     state.mkdir()
-    (state / defaults.KEY_FILE_NAME).write_bytes(b"  \n")
+    _write_key(state, b"  \n")
     assert settings.resolve().client_key() is None
 
 
 def test_client_key_reads_stripped_file(dirs: tuple[Path, Path]) -> None:
     state = dirs[1]
     state.mkdir()
-    (state / defaults.KEY_FILE_NAME).write_bytes(b"abc123\n")
+    _write_key(state, b"abc123\n")
     assert settings.resolve().client_key() == b"abc123"
 
 
@@ -176,7 +184,7 @@ def test_service_keys_differ_between_state_dirs(
 def test_service_key_blank_file_is_config_error(dirs: tuple[Path, Path]) -> None:
     state = dirs[1]
     state.mkdir(mode=0o700)
-    (state / defaults.KEY_FILE_NAME).write_bytes(b"\n")
+    _write_key(state, b"\n")
     with pytest.raises(ConfigError, match="empty"):
         settings.resolve().service_key()
 
@@ -280,3 +288,54 @@ def test_scheduling_defaults_resolve_from_one_place() -> None:
         None, defaults.DEFAULT_AGING, defaults.DEFAULT_BACKFILL_BOUND)  # fmt: skip
     given = settings.resolve(gpus=("0",), aging=0.0, backfill_bound=60.0)
     assert (given.gpus, given.aging, given.backfill_bound) == (("0",), 0.0, 60.0)
+
+
+# -- the key file's mode and owner are checked, as ssh checks a private key -----------------
+@pytest.mark.parametrize(
+    ("file_mode", "problem"),
+    [
+        (0o644, "is readable by others (mode 0644)"),
+        (0o640, "is readable by its group (mode 0640)"),
+        (0o602, "is writable by others (mode 0602)"),
+        (0o620, "is writable by its group (mode 0620)"),
+    ],
+)
+def test_key_file_open_to_others_is_refused_with_the_fix(
+    dirs: tuple[Path, Path], file_mode: int, problem: str
+) -> None:
+    state = dirs[1]
+    state.mkdir(mode=0o700)
+    path = _write_key(state, b"abc123\n", file_mode)
+    s = settings.resolve()
+    for read in (s.client_key, s.service_key):  # a client refuses it, and so does the service
+        with pytest.raises(ConfigError) as caught:
+            read()
+        assert str(caught.value) == f"the key file {path} {problem}; run 'chmod 600 {path}'"
+    assert path.read_bytes() == b"abc123\n"  # refused, not rewritten
+
+
+def test_key_file_with_execute_bits_only_is_accepted(dirs: tuple[Path, Path]) -> None:
+    state = dirs[1]
+    state.mkdir(mode=0o700)
+    _write_key(state, b"abc123\n", 0o711)
+    assert settings.resolve().client_key() == b"abc123"
+
+
+def test_key_file_of_another_user_is_refused(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = dirs[1]
+    state.mkdir(mode=0o700)
+    path = _write_key(state, b"abc123\n")
+    other = os.geteuid() + 1
+    monkeypatch.setattr(settings.os, "geteuid", lambda: other)  # we are someone else now
+    with pytest.raises(ConfigError, match="is owned by another user") as caught:
+        settings.resolve().client_key()
+    assert str(path) in str(caught.value) and "--key" in str(caught.value)
+
+
+def test_key_override_skips_the_key_file(dirs: tuple[Path, Path]) -> None:
+    state = dirs[1]
+    state.mkdir(mode=0o700)
+    _write_key(state, b"abc123\n", 0o644)
+    assert settings.resolve(key="given").client_key() == b"given"

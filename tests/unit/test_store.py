@@ -244,6 +244,60 @@ def test_unopenable_path_is_a_config_error(tmp_path: Path) -> None:
         Store(str(tmp_path / "no" / "such" / "dir" / "petitions.db"))
 
 
+# -- a damaged database is refused, never replaced ---------------------------------------------
+RECOVER = "; move it aside to start afresh, or restore it from a backup"
+
+
+def _filled(db_path: str, n: int = 300) -> None:
+    """A database of ``n`` queued petitions, closed (checkpointed into the main file)."""
+    s = Store(db_path)
+    for i in range(n):
+        s.add(_record(id=f"p{i}", params={"pad": "x" * 200}))
+    s.close()
+
+
+def test_an_empty_existing_database_is_refused_not_taken_as_new(db_path: str) -> None:
+    Path(db_path).touch()
+    with pytest.raises(ConfigError) as info:
+        Store(db_path)
+    assert str(info.value) == f"the petition database {db_path} is damaged (it is empty){RECOVER}"
+    assert Path(db_path).stat().st_size == 0  # left as found, for whoever investigates
+
+
+def test_a_file_that_is_not_a_database_is_refused(db_path: str) -> None:
+    garbage = b"this is not sqlite\n" * 500
+    Path(db_path).write_bytes(garbage)
+    with pytest.raises(ConfigError) as info:
+        Store(db_path)
+    assert str(info.value) == (
+        f"the petition database {db_path} is damaged (file is not a database){RECOVER}"
+    )
+    assert Path(db_path).read_bytes() == garbage
+
+
+def test_a_database_with_corrupt_middle_pages_is_refused_at_open(db_path: str) -> None:
+    _filled(db_path)
+    data = bytearray(Path(db_path).read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > 8 * page  # enough pages to damage some in the middle
+    data[3 * page : 6 * page] = b"\xa5" * (3 * page)  # header and schema intact
+    Path(db_path).write_bytes(bytes(data))
+    with pytest.raises(ConfigError) as info:
+        Store(db_path)
+    message = str(info.value)
+    assert message.startswith(f"the petition database {db_path} is damaged (")
+    assert message.endswith(RECOVER) and "\n" not in message
+
+
+def test_a_sound_existing_database_passes_the_check(db_path: str) -> None:
+    _filled(db_path, 20)
+    s = Store(db_path)
+    try:
+        assert len(s.live(SERVICE)) == 20
+    finally:
+        s.close()
+
+
 # -- add / get ---------------------------------------------------------------------------------
 
 
