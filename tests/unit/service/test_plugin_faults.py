@@ -3,6 +3,7 @@ petition ends FAILED with the reason, and the service keeps serving (see harness
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,10 @@ from typing import Any
 import pytest
 
 from orcha.errors import ExitCode
-from tests.unit.service.harness import Harness
+from orcha.states import FINISHED
+from tests.unit.service.harness import DEADLINE, Harness
+
+FAILED = int(ExitCode.FAILED)
 
 
 @pytest.fixture
@@ -20,19 +24,39 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness.close()
 
 
+def ended(h: Harness, petition_id: str) -> dict[str, Any]:
+    """How the petition ended, by 'wait' (its end event if it is still running)."""
+    waiter = h.peer()
+    reply = h.call("wait", waiter, ids=[petition_id])
+    if reply["pending"]:
+        return waiter.expect(event="ended", id=petition_id)
+    (summary,) = reply["ended"]
+    return dict(summary)
+
+
+def record_of_ended(h: Harness, petition_id: str) -> dict[str, Any]:
+    """The status record of a petition that has ended. 'wait' can tell of an end a moment
+    before the record has it (the job's state is set, then recorded): poll for it."""
+    deadline = time.monotonic() + DEADLINE
+    while (record := h.record(petition_id))["state"] not in {str(s) for s in FINISHED}:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.005)
+    return record
+
+
 @pytest.mark.parametrize("code", [-1, 256, 300, 2**63, 2**70])
 def test_a_code_out_of_range_fails_the_petition_and_says_so(h: Harness, code: int) -> None:
     h.submit("a")
     h.gates.wait_started("a")
-    ended = h.run_to_end("a", code)
+    summary = h.run_to_end("a", code)
     message = f"exit code {code} is out of range 0-255"
-    assert (ended["state"], ended["code"], ended["message"]) == ("FAILED", 1, message)
-    record = h.record("a")
-    assert (record["state"], record["code"], record["message"]) == ("FAILED", 1, message)
+    assert (summary["state"], summary["code"], summary["message"]) == ("FAILED", FAILED, message)
+    record = record_of_ended(h, "a")
+    assert (record["state"], record["code"], record["message"]) == ("FAILED", FAILED, message)
     h.submit("next")  # the records' writer is alive: the next petition is recorded too
     h.gates.wait_started("next")
     assert h.run_to_end("next", 255)["code"] == 255  # the edges of the range are kept
-    assert h.record("next")["state"] == "FAILED"
+    assert record_of_ended(h, "next")["state"] == "FAILED"
 
 
 @pytest.mark.parametrize(
@@ -50,12 +74,27 @@ def test_a_kind_raising_any_base_exception_fails_its_petition(
 
     monkeypatch.setattr(h.gates, "run", run)
     h.submit("bad")
-    h.wait_ended("bad")
-    record = h.record("bad")
-    assert record["state"] == "FAILED"
-    assert record["code"] == int(ExitCode.FAILED)
-    assert record["message"] == f"petition bad failed: {type(error).__name__}: {error}"
+    message = f"petition bad failed: {type(error).__name__}: {error}"
+    summary = ended(h, "bad")
+    assert (summary["state"], summary["code"], summary["message"]) == ("FAILED", FAILED, message)
+    record = record_of_ended(h, "bad")
+    assert (record["state"], record["code"], record["message"]) == ("FAILED", FAILED, message)
     # The runner's thread survived and the service goes on serving.
     h.submit("good")
     h.gates.wait_started("good")
     assert h.run_to_end("good", 0)["state"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("code", [-9, 256, 2**63])
+def test_the_original_apis_finish_maps_a_code_out_of_range(code: int) -> None:
+    # An original-API action ends its petition with petition.finish(ret): its client
+    # reads the integer put on the queue, and the record keeps the same.
+    from orcha.service.job import Job
+    from tests.unit.test_interfaces import ListQueue, hw
+
+    q = ListQueue()
+    petition = hw(q=q)
+    job = Job(petition, native=False, token_prefix="t")
+    petition.finish(code)
+    assert (job.code, job.message) == (FAILED, f"exit code {code} is out of range 0-255")
+    assert q.items == [FAILED]
