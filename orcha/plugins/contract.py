@@ -282,7 +282,9 @@ class Kind:
     * :meth:`run` runs in a service thread once the petition is admitted. It writes output
       with ``ctx.write``/``ctx.write_err``, starts processes only through ``ctx.spawn`` (so
       cancellation finds them), returns promptly once ``ctx.cancelled`` is set, and returns
-      the petition's exit code (0 = success). An exception fails the petition, never the
+      the petition's exit code (0 = success; a code outside 0-255 fails the petition
+      with code 1 and the message "exit code N is out of range 0-255"). An exception
+      (any, KeyboardInterrupt and SystemExit too) fails the petition, never the
       service. It may record a JSON ``outcome`` with ``ctx.set_outcome(value)``: the
       client prints it and ``orcha status`` shows it;
     * :meth:`close` (optional) is what Ctrl+C and ``orcha cancel`` call first: it should

@@ -268,11 +268,17 @@ class Job:
                 self._cancel_event.set()
 
     def finish_called(self, ret: int | None) -> None:
-        """``Petition.finish(ret)`` was called by the action."""
+        """``Petition.finish(ret)`` was called by the action (or ``Kind.run`` returned
+        ``ret``). A code outside 0-255 (negative, or more than an exit status holds, or
+        more than the database's integers hold) fails the petition: its code becomes
+        FAILED's and its message says which code it was."""
         with self.lock:
             if self.finish_was_called:
                 return
             self.finish_was_called = True
+            if ret is not None and not 0 <= ret <= 255:
+                self.message = self.message or f"exit code {ret} is out of range 0-255"
+                ret = int(ExitCode.FAILED)
             self.code = 0 if ret is None else ret
         if not self.native:
             # The original API's client returns the integer it reads, so a cancelled

@@ -346,4 +346,6 @@ class KindManager(Manager):
         if kind.closable:
             job.closer = lambda: kind.close(ctx)
         code = kind.run(ctx)
+        # finish_called fails a code outside 0-255 (see the contract of Kind.run), so a
+        # negative or huge one reaches neither the client nor the database as it is.
         job.finish_called(int(code) if code is not None else 0)

@@ -85,6 +85,7 @@ class _Outcome:
         self.value: Any = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.started = time.monotonic()
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout: float, name: str) -> _Outcome:
@@ -124,6 +125,10 @@ class PluginHost:
         self.not_loaded: dict[str, str] = {}  # name -> why (disabled ones are not here)
         self.hook_timeout = hook_timeout
         self.health_timeout = health_timeout
+        # Each plugin's last health check, kept while it runs: one in flight per plugin,
+        # so a check that never returns costs one thread, not one per 'orcha health'.
+        self._checks: dict[str, _Outcome] = {}
+        self._checks_lock = threading.Lock()
 
     def _hook(self, name: str, hook: str, fn: Callable[[], Any]) -> bool:
         outcome = call_with_timeout(fn, self.hook_timeout, f"plugin-{name}-{hook}")
@@ -155,24 +160,40 @@ class PluginHost:
             self._hook(name, "stop", plugin.stop)
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Each plugin's health check, run with a time limit and its errors caught."""
-        checks = {
-            name: call_with_timeout(plugin.health, 0, f"plugin-{name}-health")
-            for name, plugin in self.plugins.items()
-        }  # all at once: one slow plugin does not add up with others
-        out: dict[str, dict[str, Any]] = {}
+        """Each plugin's health check, run with a time limit and its errors caught.
+
+        At most one check per plugin is in flight: while the previous one has not
+        returned, the plugin is reported unhealthy without starting another. A plugin
+        whose ``load`` or ``start`` failed is reported as such, its check not run."""
+        with self._checks_lock:
+            checks: dict[str, _Outcome] = {}
+            stuck: dict[str, float] = {}  # name -> for how long its check has been running
+            for name, plugin in self.plugins.items():
+                if name in self.failed:
+                    continue
+                previous = self._checks.get(name)
+                if previous is not None and not previous.done.is_set():
+                    stuck[name] = time.monotonic() - previous.started
+                    continue
+                # All started at once: one slow plugin does not add up with others.
+                checks[name] = self._checks[name] = call_with_timeout(
+                    plugin.health, 0, f"plugin-{name}-health"
+                )
         deadline = time.monotonic() + self.health_timeout  # one limit for all of them
-        for name, outcome in checks.items():
-            outcome.done.wait(max(0.0, deadline - time.monotonic()))
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.plugins:
             if name in self.failed:
                 out[name] = {"healthy": False, "details": {"error": self.failed[name]}}
-            elif not outcome.done.is_set():
-                out[name] = {
-                    "healthy": False,
-                    "details": {
-                        "error": f"health check did not answer within {self.health_timeout:g}s"
-                    },
-                }
+                continue
+            if name in stuck:
+                why = f"its health check has not returned for {stuck[name]:.0f}s"
+                out[name] = {"healthy": False, "details": {"error": why}}
+                continue
+            outcome = checks[name]
+            outcome.done.wait(max(0.0, deadline - time.monotonic()))
+            if not outcome.done.is_set():
+                why = f"health check did not answer within {self.health_timeout:g}s"
+                out[name] = {"healthy": False, "details": {"error": why}}
             elif outcome.error is not None:
                 e = outcome.error
                 out[name] = {"healthy": False, "details": {"error": f"{type(e).__name__}: {e}"}}

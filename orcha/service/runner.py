@@ -141,7 +141,10 @@ class Runner:
         job.action_done = threading.Event()
         try:
             self.manager.run(petition, lambda pid: self._register(job, pid))
-        except (Exception, SystemExit) as e:  # a plugin's sys.exit() must not end a thread silently
+        except BaseException as e:
+            # Whatever an action raises fails its petition, never the thread or the
+            # service: a plugin's sys.exit() or KeyboardInterrupt (or any BaseException;
+            # none is used here to end a thread) must not pass for a success.
             log.exception("petition %s: action raised", job.id)
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):

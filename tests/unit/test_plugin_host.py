@@ -4,6 +4,7 @@ within a time limit, their failures contained and reported by health()."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -284,6 +285,40 @@ def test_hung_health_checks_do_not_add_up(gate: threading.Event) -> None:
     took = time.monotonic() - began
     assert not any(r["healthy"] for r in result.values())
     assert took < LIMIT * 2, f"{took:.2f}s for 4 hung checks with a {LIMIT}s limit"
+
+
+def test_a_hung_health_check_is_not_started_again_while_it_runs(gate: threading.Event) -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def hangs() -> bool:
+        with lock:
+            started.append(threading.get_ident())
+        return gate.wait(SLOW)
+
+    host = PluginHost(
+        {"hung": Health("hung", hangs), "fine": Health("fine", True)}, {}, LIMIT, LIMIT
+    )
+    threads = threading.active_count()
+    first = host.health()
+    assert first["hung"]["details"] == {"error": "health check did not answer within 0.2s"}
+    for _ in range(20):
+        result = host.health()
+        assert result["fine"] == {"healthy": True, "details": {}}  # checked every time
+        assert result["hung"]["healthy"] is False
+        assert re.fullmatch(
+            r"its health check has not returned for \d+s", result["hung"]["details"]["error"]
+        ), result
+    assert len(started) == 1  # one check in flight, not one per call
+    # At most the hung check's thread (and a finished check still exiting) are left.
+    assert threading.active_count() <= threads + 2
+    gate.set()
+    deadline = time.monotonic() + SLOW
+    while time.monotonic() < deadline:  # once it has returned, the next call checks again
+        if host.health()["hung"]["healthy"]:
+            break
+    assert host.health()["hung"] == {"healthy": True, "details": {}}
+    assert len(started) >= 2
 
 
 def test_a_plugin_whose_start_failed_is_unhealthy_with_that_error(
