@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
-from orcha.states import FINISHED, State
+from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -93,9 +93,10 @@ class Events:
                 peer.deliver(frame)
 
     def ended(self, job: Job) -> None:
-        """``job`` has ended: tell its waiters, followers, watchers and the on_finish hook.
-        (Its state is final already: who subscribes from now on is told at once.)"""
+        """``job`` has ended (its record written): tell its waiters, followers, watchers
+        and the on_finish hook. Who subscribes from now on is told at once."""
         with job.output_lock:
+            job.announced = True
             subscribers = self._subscribers.pop(job.seq, None) or _Subscribers()
         waiters, followers = subscribers.waiters, subscribers.followers
         summary = job.summary()
@@ -153,7 +154,7 @@ class Events:
             job = self.scheduler.get(petition_id)
             if job is not None:
                 with job.output_lock:
-                    if job.state not in FINISHED:
+                    if not job.announced:
                         self._of(job).waiters.add(peer)
                         peer.subscribed.add(job)
                         pending.append(petition_id)
@@ -177,7 +178,7 @@ class Events:
             if job is not None and job.log is not None:
                 handle = peer.new_handle()
                 with job.output_lock:
-                    if job.state not in FINISHED:
+                    if not job.announced:
                         self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
                         plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
@@ -208,11 +209,10 @@ class Events:
         for job in live.values():
             if wanted is not None and job.id not in wanted:
                 continue
-            if job.state in FINISHED:
-                # Ended, and its "finished" may have gone out before this peer watched
-                # (the scheduler forgets a job just after announcing its end): tell it
-                # here, or a watcher of this ID would wait forever. At worst it hears
-                # the end twice.
+            if job.announced:
+                # Its "finished" went out before this peer watched (the scheduler forgets
+                # a job just after its end is announced): tell it here, or a watcher of
+                # this ID would wait forever. At worst it hears the end twice.
                 peer.deliver(messages.encode({
                     "event": "finished", "petition": job.id, "kind": job.kind or "",
                     "timestamp": job.ended or self._clock(), "data": job.summary(),

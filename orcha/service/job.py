@@ -70,7 +70,7 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "action_done", "attempt", "blocked_since", "cancel_deferred",
+        "_cancel_event", "action_done", "announced", "attempt", "blocked_since", "cancel_deferred",
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
@@ -139,6 +139,9 @@ class Job:
         # nothing.
         self.output_lock = threading.Lock()
         self.events: Any = None  # the service's Events: followers, watchers, hooks
+        # Set by Events (under the output lock) once its end has been told: from then on a
+        # new subscriber is answered at once (its record is written by then, too).
+        self.announced = False
         # Child petitions (orcha.service.children): the job that submitted this one, and
         # a running job's own children (set when it starts).
         self.parent: Job | None = None

@@ -35,8 +35,10 @@ def test_a_watcher_of_a_petition_that_has_just_ended_hears_it_ended() -> None:
     # Its end was announced before the watcher came, and the scheduler has not forgotten
     # it yet: the watcher must still hear "finished", not only its state.
     done = ended(job("done"))
+    events = events_over(done)
+    events.ended(done)  # announced to nobody yet
     peer = FakePeer()
-    assert events_over(done).watch(peer, ["done"]) == {"missing": []}
+    assert events.watch(peer, ["done"]) == {"missing": []}
     assert [f["event"] for f in peer.frames] == ["finished"]
     assert peer.frames[0]["data"]["state"] == "SUCCEEDED"
 
@@ -75,3 +77,17 @@ def test_followers_are_kept_by_events_and_dropped_at_the_end() -> None:
     # A follower that comes after the end is told it has ended, with nothing to wait for.
     plan, _ = events.follow(FakePeer(), ["f"])
     assert plan[0]["ended"]["state"] == "SUCCEEDED"
+
+
+def test_a_waiter_of_a_petition_ended_but_not_yet_announced_waits_for_the_announcement() -> None:
+    # Its state is final a moment before its record is written and its end announced: a
+    # waiter coming then must not be told "ended" before the record says so.
+    done = ended(job("w"))
+    events = events_over(done)
+    events.scheduler.get = lambda i: done if i == "w" else None
+    peer = FakePeer()
+    assert events.wait_for(peer, ["w"]) == {"ended": [], "pending": ["w"], "missing": []}
+    events.ended(done)
+    assert [f["event"] for f in peer.frames] == ["ended"]
+    # After the announcement, a new waiter is answered at once.
+    assert events.wait_for(FakePeer(), ["w"])["ended"][0]["state"] == "SUCCEEDED"
