@@ -74,7 +74,7 @@ def request_frame(
     return _dumps((ident, method, args, kwds or {}), _PROTOCOL)
 
 
-def answer(frame: bytes | bytearray) -> object:
+def answer(frame: bytes | bytearray | memoryview) -> object:
     """The value of an answer frame; its exception for ``#ERROR``, RemoteError for the
     other kinds of failure."""
     kind, value = _loads(frame)
@@ -106,6 +106,7 @@ class WireConnection:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._buffer = bytearray()  # recv_frame's, reused
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -135,18 +136,33 @@ class WireConnection:
             got += k
         return buf
 
-    def recv_frame(self, maxlength: int | None = None) -> bytearray:
-        """The next frame, in the buffer it was read into: no copy (a petition's output
-        arrives in frames of megabytes, and each copy of them costs the client time)."""
+    def recv_frame(self, maxlength: int | None = None) -> memoryview:
+        """The next frame, as a view of this connection's receive buffer: valid until the
+        next call. A petition's output arrives in frames of megabytes: reading each into
+        the same buffer spares a fresh allocation (and its page faults) per frame."""
         (size,) = _HEADER.unpack(self._exactly(4))
         if size == -1:
             (size,) = _LONG_HEADER.unpack(self._exactly(8))
         if maxlength is not None and size > maxlength:
             raise OSError("bad message length")
-        return self._exactly(size)
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        view = memoryview(self._buffer)[:size]
+        got = 0
+        while got < size:
+            k = self._sock.recv_into(view[got:], size - got)
+            if k == 0:
+                raise EOFError("connection closed")
+            got += k
+        return view
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return bytes(self.recv_frame(maxlength))
+        (size,) = _HEADER.unpack(self._exactly(4))
+        if size == -1:
+            (size,) = _LONG_HEADER.unpack(self._exactly(8))
+        if maxlength is not None and size > maxlength:
+            raise OSError("bad message length")
+        return bytes(self._exactly(size))
 
     # -- the handshake, client side: answer the service's challenge, then challenge it --
     def authenticate(self, key: bytes) -> None:
