@@ -125,44 +125,37 @@ class WireConnection:
         else:
             self._sock.sendall(_HEADER.pack(n) + data)
 
-    def _exactly(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
+    def _fill(self, view: memoryview) -> memoryview:
+        """Read exactly ``len(view)`` bytes into ``view``; EOFError if the peer closes."""
+        got, n = 0, len(view)
         while got < n:
             k = self._sock.recv_into(view[got:], n - got)
             if k == 0:
                 raise EOFError("connection closed")
             got += k
-        return buf
+        return view
+
+    def _size(self, maxlength: int | None) -> int:
+        """The length of the next frame, from its header."""
+        (size,) = _HEADER.unpack(self._fill(memoryview(bytearray(4))))
+        if size == -1:
+            (size,) = _LONG_HEADER.unpack(self._fill(memoryview(bytearray(8))))
+        if maxlength is not None and size > maxlength:
+            raise OSError("bad message length")
+        return int(size)
 
     def recv_frame(self, maxlength: int | None = None) -> memoryview:
         """The next frame, as a view of this connection's receive buffer: valid until the
         next call. A petition's output arrives in frames of megabytes: reading each into
         the same buffer spares a fresh allocation (and its page faults) per frame."""
-        (size,) = _HEADER.unpack(self._exactly(4))
-        if size == -1:
-            (size,) = _LONG_HEADER.unpack(self._exactly(8))
-        if maxlength is not None and size > maxlength:
-            raise OSError("bad message length")
+        size = self._size(maxlength)
         if len(self._buffer) < size:
             self._buffer = bytearray(size)
-        view = memoryview(self._buffer)[:size]
-        got = 0
-        while got < size:
-            k = self._sock.recv_into(view[got:], size - got)
-            if k == 0:
-                raise EOFError("connection closed")
-            got += k
-        return view
+        return self._fill(memoryview(self._buffer)[:size])
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        (size,) = _HEADER.unpack(self._exactly(4))
-        if size == -1:
-            (size,) = _LONG_HEADER.unpack(self._exactly(8))
-        if maxlength is not None and size > maxlength:
-            raise OSError("bad message length")
-        return bytes(self._exactly(size))
+        """The next frame, as bytes of its own."""
+        return bytes(self._fill(memoryview(bytearray(self._size(maxlength)))))
 
     # -- the handshake, client side: answer the service's challenge, then challenge it --
     def authenticate(self, key: bytes) -> None:
