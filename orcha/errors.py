@@ -3,7 +3,7 @@
 Each error's message says what happened and what to do; the CLI prints it as one line
 and exits with the error's code. Users never see a traceback.
 
-orcha's own outcomes use codes 200-209 so that they never collide with what ``orcha run``
+orcha's own outcomes use codes 200-212 so that they never collide with what ``orcha run``
 passes through from the command it ran (0-125 the command's own, 126 cannot execute,
 127 not found, 128+N killed by signal N).
 """
@@ -34,6 +34,8 @@ class ExitCode(enum.IntEnum):
     ALREADY_RUNNING = 208  # serve: a service already listens at that address
     NO_PETITION = 209  # no petition has that ID (or it has ended, for cancel)
     DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
+    MEMORY = 211  # the petition's tree used more memory than its --mem
+    NOT_SAVED = 212  # the service cannot save its state now: the petition was not taken
 
 
 #: What each exit code means to a user (the reference pages are generated from this).
@@ -64,6 +66,10 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "such runtime kind or state key",
     ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
     "interrupted",
+    ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "
+    "and were stopped",
+    ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
+    "failing): the petition was not taken; see 'orcha health', then submit again",
 }
 
 

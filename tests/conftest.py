@@ -166,6 +166,8 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.banner = ""
         self.stderr_lines: list[str] = []
+        # A wrapper command in front of python (e.g. prlimit with its flags).
+        self.prefix: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int:
@@ -174,7 +176,7 @@ class Service:
 
     def start(self, expect_ready: bool = True) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orcha", *self.command, *self.args],
+            [*self.prefix, sys.executable, "-m", "orcha", *self.command, *self.args],
             env={**self.env.vars, **self.extra_env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
