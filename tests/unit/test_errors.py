@@ -60,7 +60,7 @@ def test_exit_codes_are_distinct() -> None:
 
 def test_orcha_outcomes_avoid_command_and_signal_codes() -> None:
     own = [c for c in ExitCode if c >= 200]
-    assert [int(c) for c in own] == list(range(200, 211))
+    assert [int(c) for c in own] == list(range(200, 213))
     assert all(c > 128 + max(signal.Signals) for c in own)
     assert ExitCode.INTERRUPTED == 128 + signal.SIGINT
     assert all(0 <= c <= 255 for c in ExitCode)
