@@ -90,6 +90,13 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE petitions ADD COLUMN parent_seq INTEGER",
         "CREATE INDEX petitions_parent ON petitions (parent_seq) WHERE parent_seq IS NOT NULL",
     ],
+    [
+        # How many processes of its tree were still alive after its main process ended,
+        # and were stopped then (NULL: none were looked for, e.g. it never started).
+        "ALTER TABLE petitions ADD COLUMN leftovers INTEGER",
+        # Why its log is incomplete (a write failed: disk full, ...), or NULL if complete.
+        "ALTER TABLE petitions ADD COLUMN log_truncated TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -99,7 +106,7 @@ _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
-    "parent", "parent_seq",
+    "parent", "parent_seq", "leftovers", "log_truncated",
 )  # fmt: skip
 
 
