@@ -126,3 +126,14 @@ STREAM_EVENTS = frozenset({"output", "progress"})
 
 #: Fields an ``on_finish`` template may use, e.g. ``notify-send "orcha: {id} {state} ({code})"``.
 HOOK_FIELDS = ("id", "kind", "state", "code", "message", "group", "started", "ended", "cwd")
+
+
+# --- Issue 12 sections: each keeps its constants under its own heading. ---
+
+# The guard process that outlives the service (reliability, point 3a).
+
+# Leftover processes, per-petition cgroups and memory limits (points 3b, 3c, 4).
+
+# Saving state and petition logs under faults (points 1, 7).
+
+# Connections before authentication and slow subscribers (points 5, 6).
