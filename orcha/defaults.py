@@ -132,6 +132,16 @@ HOOK_FIELDS = ("id", "kind", "state", "code", "message", "group", "started", "en
 
 # The guard process that outlives the service (reliability, point 3a).
 
+#: Set to 1 in ``orcha serve``'s environment to run the service without its guard (the
+#: parent process that stops the petitions' trees if the service dies): one process, as
+#: before; a service killed with ``kill -9`` then leaves its petitions running until the
+#: next ``orcha serve`` at its address stops them.
+ENV_NO_GUARD = "ORCHA_NO_GUARD"
+
+#: Seconds, beyond the grace period, the guard gives the service to stop after passing it
+#: a stop signal (time for its sessions, webhooks and hooks); then it SIGKILLs it.
+GUARD_STOP_MARGIN = 15.0
+
 # Leftover processes, per-petition cgroups and memory limits (points 3b, 3c, 4).
 
 # Saving state and petition logs under faults (points 1, 7).

@@ -68,12 +68,15 @@ def serve(
 
     The first signal stops accepting, stops the running petitions (SIGTERM, grace period,
     SIGKILL), keeps the queued ones for the next start, and exits 0; a second signal
-    kills the running ones at once and exits 1.
+    kills the running ones at once and exits 1. If the service dies (even by kill -9), the
+    process you started, its guard, stops every petition's tree within the grace period.
     """
     from orcha.cli.options import load_config
     from orcha.service.build import build_service
     from orcha.service.daemon import Daemon
+    from orcha.service.guard import serve_guarded
     from orcha.service.log_config import configure_logging
+    from orcha.service.systemd import Notifier
     from orcha.units import parse_duration, parse_gpus, parse_size
 
     def parsed(text: str | None, parse: Any, hint: str) -> Any:
@@ -95,4 +98,11 @@ def serve(
     )
     configure_logging(settings.verbose, log_format)
     config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
-    return Daemon(build_service(settings, config=config)).run()
+
+    def run(guard_pid: int | None) -> int:
+        notifier = Notifier(main_pid=guard_pid)
+        return Daemon(build_service(settings, config=config), notifier, guard_pid).run()
+
+    # Forks here, before plugins and sockets: this process stays as the guard that stops
+    # the petitions' trees if the service dies (orcha.service.guard).
+    return serve_guarded(settings.grace, run)

@@ -45,9 +45,12 @@ _FLUSH_SECONDS = 2.0
 class Daemon:
     """Serves ``service`` at its settings' address until stopped by a signal."""
 
-    def __init__(self, service: Service, systemd: Notifier | None = None) -> None:
+    def __init__(
+        self, service: Service, systemd: Notifier | None = None, guard_pid: int | None = None
+    ) -> None:
         self.service = service
         self.systemd = systemd or Notifier()
+        self.guard_pid = guard_pid  # the guard above this process (orcha.service.guard)
         self._signals = 0
 
     def run(self) -> int:
@@ -173,8 +176,9 @@ class Daemon:
                     "the key can run commands as this user",
                     address,
                 )
+        guard = f"guard {self.guard_pid}, " if self.guard_pid else ""
         print(
-            f"orcha {__version__}: listening on {address} (pid {os.getpid()}, "
+            f"orcha {__version__}: listening on {address} (pid {os.getpid()}, {guard}"
             f"up to {service.manager.max_running} running, "
             f"GPUs: {','.join(service.scheduler.inventory) or 'none'}, kinds: "
             f"{', '.join(sorted(service.manager.kinds())) or 'none'})",

@@ -22,8 +22,15 @@ log = logging.getLogger("orcha.service.systemd")
 class Notifier:
     """Sends sd_notify messages; a no-op outside systemd."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, main_pid: int | None = None
+    ) -> None:
+        """``main_pid``: the process systemd started, if not this one (the guard above
+        the service): its watchdog is taken over, and READY names it as MAINPID (so
+        ``systemctl stop`` signals the guard, which forwards the signal); the unit then
+        needs ``NotifyAccess=all``."""
         env = os.environ if environ is None else environ
+        self.main_pid = main_pid or os.getpid()
         address = env.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract namespace
@@ -31,7 +38,8 @@ class Notifier:
         self.watchdog_interval: float | None = None
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
-        for_us = not pid or pid == str(os.getpid())  # the watchdog is for this process
+        # The watchdog is for this process, or for the guard that forked it.
+        for_us = not pid or pid in (str(os.getpid()), str(self.main_pid))
         if self._address and usec.isdigit() and int(usec) > 0 and for_us:
             self.watchdog_interval = int(usec) / 1e6 / 2
         self._last_status = ""
@@ -53,7 +61,7 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self._last_status = status
-        self._send(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+        self._send(f"READY=1\nSTATUS={status}\nMAINPID={self.main_pid}")
 
     def status(self, status: str) -> None:
         """``STATUS=`` if it changed since the last one sent."""

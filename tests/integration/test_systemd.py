@@ -55,7 +55,7 @@ def test_units_match_orchas_shutdown(unit: Path) -> None:
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             settings[key.strip()] = value.strip()
-    assert settings["Type"] == "notify" and settings["NotifyAccess"] == "main"
+    assert settings["Type"] == "notify" and settings["NotifyAccess"] == "all"
     assert settings["KillMode"] == "mixed" and settings["KillSignal"] == "SIGTERM"
     # orcha's grace (5 s) plus its delivery drain (10 s) fit before systemd's SIGKILL.
     assert int(settings["TimeoutStopSec"]) > 5 + 10
