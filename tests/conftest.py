@@ -8,6 +8,7 @@ PID (with everything it started) in the fixture's finaliser.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -171,8 +172,29 @@ class Service:
 
     @property
     def pid(self) -> int:
+        """The PID of ``orcha serve`` as started: the guard, unless ``ORCHA_NO_GUARD=1``
+        (then the service itself). Signals sent to it reach the service."""
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def service_pid(self) -> int:
+        """The PID of the service process (the banner's ``pid``): the guard's child."""
+        match = re.search(r"\(pid (\d+),", self.banner)
+        assert match, f"no pid in the banner {self.banner!r}"
+        return int(match.group(1))
+
+    @property
+    def guarded(self) -> bool:
+        return self.service_pid != self.pid
+
+    def kill_service(self, timeout: float = 30) -> int:
+        """SIGKILL the service process alone, as a crash would, and wait for ``orcha
+        serve`` to exit; returns its exit status (137 from a guard once it has stopped
+        what the service left running, -9 without a guard)."""
+        assert self.proc is not None
+        os.kill(self.service_pid, signal.SIGKILL)
+        return self.proc.wait(timeout)
 
     def start(self, expect_ready: bool = True) -> None:
         self.proc = subprocess.Popen(

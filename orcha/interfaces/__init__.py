@@ -40,5 +40,14 @@ def start_service(service: ServiceWrapper) -> int:
     from orcha import settings
     from orcha.service.build import build_service
     from orcha.service.daemon import Daemon
+    from orcha.service.guard import serve_guarded
+    from orcha.service.systemd import Notifier
 
-    return Daemon(build_service(settings.current(), manager=service.manager)).run()
+    current = settings.current()
+
+    def run(guard_pid: int | None) -> int:
+        built = build_service(current, manager=service.manager)
+        return Daemon(built, Notifier(main_pid=guard_pid), guard_pid).run()
+
+    # As ``orcha serve``: this process stays as the guard (orcha.service.guard).
+    return serve_guarded(current.grace, run)

@@ -33,6 +33,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -305,11 +306,12 @@ def serve_guarded(
     """Run ``serve(guard_pid)`` in a child under a guard (this process); returns the exit
     code in both: the guard's (the service's status) here, ``serve``'s in the child.
 
-    Without a guard (``ORCHA_NO_GUARD=1``, or no child subreaper on this system) it calls
+    Without a guard (``ORCHA_NO_GUARD=1``, no child subreaper on this system, or other
+    threads already running here, which a forked child would not have) it calls
     ``serve(None)`` in this process.
     """
     osx = osx or GuardOS()
-    if not enabled() or not osx.set_subreaper():
+    if not enabled() or threading.active_count() > 1 or not osx.set_subreaper():
         return serve(None)
     guard_pid = os.getpid()
     mask = osx.block_signals()  # none may come between the fork and the handlers

@@ -56,10 +56,11 @@ def sweep(env: Env) -> Iterator[None]:
 
 
 def kill9(service: Service) -> None:
-    """SIGKILL the service process alone (its petitions are left running) and reap it."""
-    assert service.proc is not None
-    service.proc.send_signal(signal.SIGKILL)
-    assert service.proc.wait(10) == -signal.SIGKILL
+    """SIGKILL the service process alone and wait for ``orcha serve`` to exit: its guard,
+    once it has stopped what the service left running, exits 128+9 (without a guard,
+    ``ORCHA_NO_GUARD=1``, the petitions are left running)."""
+    code = service.kill_service(WAIT)
+    assert code == (128 + signal.SIGKILL if service.guarded else -signal.SIGKILL), code
 
 
 def records(env: Env, *ids: str) -> list[dict[str, Any]]:
@@ -170,7 +171,10 @@ def one_error_line(stderr: str) -> str:
 def test_sigkill_interrupts_running_kills_its_tree_and_requeues_in_priority_order(
     env: Env, tmp_path: Path
 ) -> None:
-    first = env.serve(*SERVE)
+    # Without its guard (which would stop the tree at once: tests/chaos/test_service_death),
+    # as when the guard and the service are killed together.
+    first = env.serve(*SERVE, env={"ORCHA_NO_GUARD": "1"})
+    assert not first.guarded
     order = tmp_path / "order"
     root, grandchild = start_tree(env, tmp_path, "r")
     submit_queued(env, order)
@@ -333,7 +337,9 @@ def test_stale_socket_of_sigkilled_service_does_not_prevent_restart(env: Env) ->
     assert nobody.returncode == 200, nobody.stderr
 
     second = env.serve(*SERVE)
-    assert f"listening on {env.socket} (pid {second.pid}," in second.banner
+    assert f"listening on {env.socket} (pid {second.service_pid}, guard {second.pid}," in (
+        second.banner
+    )
     result = env.run("run", "after", "--", "echo", "ok", timeout=WAIT)
     assert (result.returncode, result.stdout) == (0, "ok\n"), result.stderr
 
@@ -350,7 +356,7 @@ def test_a_petition_that_kills_its_service_is_interrupted_not_run_again(
     result = env.run("run", "killer", "--detach", "--", *killer, timeout=WAIT)
     assert result.returncode == 0, result.stderr
     assert first.proc is not None
-    assert first.proc.wait(WAIT) == -signal.SIGKILL
+    assert first.proc.wait(WAIT) == 128 + signal.SIGKILL  # the guard's word for it
 
     env.serve(*SERVE)
     assert env.info()["petitions"] == []  # nothing queued or running again

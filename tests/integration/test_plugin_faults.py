@@ -116,7 +116,7 @@ def test_a_kind_that_misbehaves_fails_its_petition_and_the_service_goes_on(fenv:
 
 def test_a_hung_health_check_costs_one_thread_not_one_per_call(fenv: Env) -> None:
     service = fenv.serve()
-    proc = psutil.Process(service.pid)
+    proc = psutil.Process(service.service_pid)
     out, _ = orcha(fenv, "health", code=1)  # the first check starts, and hangs
     hung = "plugin orchatest_faults: UNHEALTHY (error=health check did not answer within 5s)"
     assert hung in out.splitlines(), out

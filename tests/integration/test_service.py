@@ -134,7 +134,8 @@ def test_banner_is_one_line_with_address_pid_limit_and_kinds(env: Env) -> None:
     service = env.serve("--max-running", "3")
     expected = (
         f"orcha {__version__}: listening on {env.socket} "
-        f"(pid {service.pid}, up to 3 running, GPUs: none, kinds: {HELLO_KINDS})\n"
+        f"(pid {service.service_pid}, guard {service.pid}, up to 3 running, GPUs: none, "
+        f"kinds: {HELLO_KINDS})\n"
     )
     assert service.banner == expected
     assert __version__ == "0.1.0"
@@ -165,9 +166,7 @@ def test_second_serve_on_same_address_is_refused_with_208(env: Env, service: Ser
 
 def test_stale_socket_of_killed_service_is_cleaned_up(env: Env) -> None:
     first = env.serve()
-    assert first.proc is not None
-    first.proc.kill()
-    first.proc.wait(10)
+    assert first.kill_service() == 128 + signal.SIGKILL
     assert env.socket.exists()  # kill -9 leaves the socket behind
     nobody = env.run("send", "x", timeout=30)
     assert nobody.returncode == 200, nobody.stderr
@@ -272,9 +271,7 @@ def test_sigkill_of_service_makes_attached_client_exit_206(
     client = start("send", "long", "--counter", "10000", "--sleep-time", "0.05")
     # Its first line has reached the client (RUNNING alone does not say so under load).
     assert client.out.wait_for(lambda d: d.startswith(b"Hello world! 0\n"))
-    assert service.proc is not None
-    service.proc.kill()
-    service.proc.wait(10)
+    service.kill_service()
     code, out, err = client.finish_text()
     assert code == 206, (code, err)
     assert "lost" in one_error_line(without_progress(err))
@@ -310,7 +307,9 @@ def test_tcp_address(env: Env) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
     service = env.serve("--address", f":{port}")  # loopback by default
-    assert f"listening on {address} (pid {service.pid}," in service.banner
+    assert f"listening on {address} (pid {service.service_pid}, guard {service.pid}," in (
+        service.banner
+    )
     assert not env.socket.exists()
     second = env.run("serve", "--address", address, timeout=30)
     assert second.returncode == 208, second.stderr
@@ -320,7 +319,7 @@ def test_tcp_address(env: Env) -> None:
     assert result.stdout == "Hello world! 0\nHello world! 1\n"
     ran = env.run("--address", address, "run", "r", "--", "sh", "-c", "exit 3", timeout=30)
     assert ran.returncode == 3, ran.stderr
-    assert info(env, address=address)["pid"] == service.pid
+    assert info(env, address=address)["pid"] == service.service_pid
 
 
 # -- admission -------------------------------------------------------------------------------
@@ -358,13 +357,13 @@ def test_max_running_one_honours_priority_and_never_overlaps(env: Env, tmp_path:
 
 def test_idle_service_uses_no_cpu(env: Env, service: Service) -> None:
     assert env.run("send", "warmup", timeout=30).returncode == 0
-    proc = psutil.Process(service.pid)
+    procs = [psutil.Process(service.service_pid), psutil.Process(service.pid)]  # and its guard
     time.sleep(1.0)  # let start-up and the last session settle
-    before = proc.cpu_times()
+    before = [p.cpu_times() for p in procs]
     time.sleep(2.0)
-    after = proc.cpu_times()
-    used = (after.user - before.user) + (after.system - before.system)
-    assert used < 0.05, f"idle service used {used:.3f}s of CPU in 2s"
+    after = [p.cpu_times() for p in procs]
+    used = sum(a.user - b.user + a.system - b.system for a, b in zip(after, before, strict=True))
+    assert used < 0.05, f"idle service and guard used {used:.3f}s of CPU in 2s"
 
 
 # -- ls --------------------------------------------------------------------------------------

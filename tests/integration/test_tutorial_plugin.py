@@ -117,7 +117,7 @@ def test_a_killed_tutorial_client_leaks_nothing(tenv: Env) -> None:
     try:
         assert client.stdout is not None
         assert client.stdout.readline().startswith(b"Hello world! 0")
-        workers = psutil.Process(service.pid).children()
+        workers = psutil.Process(service.service_pid).children()
         assert workers, "the tutorial's action runs its counter in a child process"
         client.kill()
         client.wait(10)
