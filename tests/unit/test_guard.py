@@ -108,9 +108,12 @@ def to(fake: FakeOS, pid: int) -> list[tuple[float, int]]:
 def test_signals_are_forwarded_and_the_guard_exits_with_the_service(fake: FakeOS) -> None:
     fake.at(0.0, lambda: fake.arrive(signal.SIGUSR1))
     fake.at(0.5, lambda: fake.arrive(signal.SIGTERM))
-    fake.on_stop = lambda sig: (
-        sig == signal.SIGTERM and fake.at(fake.now + 1.0, lambda: fake.end(SERVICE, exited(0)))
-    )
+
+    def stops_a_second_later(sig: int) -> None:
+        if sig == signal.SIGTERM:
+            fake.at(fake.now + 1.0, lambda: fake.end(SERVICE, exited(0)))
+
+    fake.on_stop = stops_a_second_later
     code = Guard(fake, SERVICE, GRACE).run()
     assert code == 0
     assert to(fake, SERVICE) == [(0.0, signal.SIGUSR1), (0.5, signal.SIGTERM)]
