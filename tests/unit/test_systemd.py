@@ -58,3 +58,17 @@ def test_the_watchdog_of_another_process_is_not_ours(tmp_path: Path) -> None:
 
 def test_a_relative_notify_socket_is_ignored() -> None:
     assert not Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled
+
+
+def test_under_a_guard_the_service_takes_its_watchdog_and_names_it_main(tmp_path: Path) -> None:
+    guard = os.getpid() + 1  # systemd started the guard; this process is its service
+    env = {"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "1000000"}
+    assert Notifier({**env, "WATCHDOG_PID": str(guard)}, main_pid=guard).watchdog_interval == 0.5
+    assert Notifier({**env, "WATCHDOG_PID": "1"}, main_pid=guard).watchdog_interval is None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(env["NOTIFY_SOCKET"])
+        sock.settimeout(5)
+        notifier = Notifier(env, main_pid=guard)
+        notifier.ready("0 queued")
+        assert sock.recv(1024).decode() == f"READY=1\nSTATUS=0 queued\nMAINPID={guard}"
+        notifier.close()
