@@ -44,6 +44,12 @@ class Notifier:
             self.watchdog_interval = int(usec) / 1e6 / 2
         self._last_status = ""
         self._sock: socket.socket | None = None
+        if environ is None:
+            # As sd_notify(unset_environment=1): what the service starts (plugins'
+            # processes, hooks) must not speak for it, all the more as the units accept
+            # notifications from any of the unit's processes (NotifyAccess=all).
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
 
     @property
     def enabled(self) -> bool:
