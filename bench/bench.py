@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from common import orcha_command, private_env
+from common import banner_pid, orcha_command, private_env
 
 
 def _median_wall(argv: list[str], runs: int, env: dict[str, str], **kw: object) -> float:
@@ -66,8 +66,10 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
         assert self.service.stdout is not None
-        if "listening on" not in self.service.stdout.readline().decode():
+        banner = self.service.stdout.readline().decode()
+        if "listening on" not in banner:
             raise SystemExit("bench: the service did not start")
+        self.service_pid = banner_pid(banner)  # not the Popen's: that is its guard
 
     def stop(self) -> None:
         if self.service is not None and self.service.poll() is None:
@@ -191,7 +193,7 @@ class Bench:
         import psutil
 
         assert self.service is not None
-        proc = psutil.Process(self.service.pid)
+        proc = psutil.Process(self.service_pid)
         time.sleep(1)
         before = sum(proc.cpu_times()[:2])
         time.sleep(self.args.idle_seconds)

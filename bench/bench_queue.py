@@ -75,7 +75,7 @@ class QueueBench:
 
         assert self.service is not None
         self.session.call("submit", self._request("blocker", ["sleep", "3600"]).to_wire())
-        service = psutil.Process(self.service.pid)
+        service = psutil.Process(self.service.service_pid)  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.session.call("info")["running"] == 1:
@@ -158,7 +158,8 @@ class QueueBench:
         import psutil
 
         assert self.service is not None
-        return int(psutil.Process(self.service.pid).memory_info().rss)
+        service = psutil.Process(self.service.service_pid)  # type: ignore[attr-defined]
+        return int(service.memory_info().rss)
 
     def status_cli(self) -> None:
         times = []

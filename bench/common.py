@@ -43,8 +43,10 @@ def start_service(orcha: list[str], env: dict[str, str], root: Path, max_running
             stderr=err,
         )
     assert service.stdout is not None
-    if "listening on" not in service.stdout.readline().decode():
+    banner = service.stdout.readline().decode()
+    if "listening on" not in banner:
         raise SystemExit(f"bench: the service did not start\n{service_err(root)}")
+    service.service_pid = banner_pid(banner)  # type: ignore[attr-defined]
     from orcha import settings
     from orcha.client.session import Session
 
@@ -53,6 +55,17 @@ def start_service(orcha: list[str], env: dict[str, str], root: Path, max_running
     os.environ.pop("ORCHA_ADDRESS", None)
     os.environ.pop("ORCHA_KEY", None)
     return service, Session.open(settings.resolve())
+
+
+def banner_pid(banner: str) -> int:
+    """The service's own PID from its banner (``(pid N, guard M, ...``): the process to
+    measure; the Popen's PID is its guard's (orcha/service/guard.py)."""
+    import re
+
+    match = re.search(r"\(pid (\d+),", banner)
+    if match is None:
+        raise SystemExit(f"bench: no pid in the banner {banner!r}")
+    return int(match.group(1))
 
 
 def service_err(root: Path) -> str:
