@@ -163,3 +163,21 @@ def test_sigterm_to_the_guard_stops_everything_and_exits_0(
     print(f"\nclean stop with {len(pids)} processes in 2 trees took {took:.2f} s")
     states = env.run("status", "--json", timeout=WAIT)
     assert states.returncode == 200  # no service: the guard went with it
+
+
+def test_ctrl_c_in_a_terminal_reaches_the_service_once(env: Env, pids: list[int]) -> None:
+    # A terminal sends SIGINT to its foreground process group: here the guard's (setsid
+    # gives it one of its own, as a shell's job has). The service has a group of its own,
+    # so it gets the signal once, forwarded, and stops cleanly; twice would force (exit 1).
+    service = Service(env, ["--grace", str(GRACE)], {}, ("serve",))
+    service.prefix = ("setsid",)
+    env.services.append(service)
+    service.start()
+    assert service.guarded and os.getpgid(service.pid) == service.pid
+    assert os.getpgid(service.service_pid) == service.service_pid
+    done = env.run("run", "sleeper", "--detach", "--", "sleep", "300", timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    os.killpg(service.pid, signal.SIGINT)
+    assert service.proc is not None
+    assert service.proc.wait(WAIT) == 0, service.stderr
+    assert service.stderr.count("stopping: cancelling 1 running") == 1, service.stderr
