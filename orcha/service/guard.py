@@ -83,8 +83,8 @@ class GuardOS:
         self._wake_w = -1
 
     # -- set-up ------------------------------------------------------------------------
-    def set_subreaper(self) -> bool:
-        return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    def set_subreaper(self, on: bool = True) -> bool:
+        return _prctl(_PR_SET_CHILD_SUBREAPER, int(on))
 
     def block_signals(self) -> set[int]:
         """Block the forwarded signals and SIGCHLD; returns the mask before."""
@@ -315,7 +315,13 @@ def serve_guarded(
         return serve(None)
     guard_pid = os.getpid()
     mask = osx.block_signals()  # none may come between the fork and the handlers
-    pid = osx.fork()
+    try:
+        pid = osx.fork()
+    except OSError as e:  # e.g. EAGAIN under a process limit: serve all the same
+        osx.restore_signals(mask)
+        osx.set_subreaper(False)  # nobody here would reap the orphans
+        log.warning("cannot start the guard process (%s); serving without it", e.strerror)
+        return serve(None)
     if pid == 0:
         osx.restore_signals(mask)
         osx.become_service(guard_pid)

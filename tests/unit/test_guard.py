@@ -206,7 +206,7 @@ def test_descendants_are_found_below_the_root_without_zombies() -> None:
 
 
 class NoFork(GuardOS):
-    def set_subreaper(self) -> bool:
+    def set_subreaper(self, on: bool = True) -> bool:
         return True
 
     def fork(self) -> int:
@@ -224,7 +224,30 @@ def test_without_a_subreaper_it_serves_in_this_process(monkeypatch: pytest.Monke
     monkeypatch.delenv("ORCHA_NO_GUARD", raising=False)
 
     class NoSubreaper(NoFork):
-        def set_subreaper(self) -> bool:
+        def set_subreaper(self, on: bool = True) -> bool:
             return False
 
     assert serve_guarded(GRACE, lambda guard_pid: 7 if guard_pid is None else 0, NoSubreaper()) == 7
+
+
+def test_a_fork_that_fails_serves_without_a_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHA_NO_GUARD", raising=False)
+    monkeypatch.setattr(guard.threading, "active_count", lambda: 1)  # whatever ran before
+
+    class ForkFails(GuardOS):
+        def __init__(self) -> None:
+            super().__init__()
+            self.subreaper: list[bool] = []
+
+        def set_subreaper(self, on: bool = True) -> bool:
+            self.subreaper.append(on)
+            return True
+
+        def fork(self) -> int:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    osx = ForkFails()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert serve_guarded(GRACE, lambda guard_pid: 7 if guard_pid is None else 0, osx) == 7
+    assert osx.subreaper == [True, False]  # no subreaper left where nobody reaps orphans
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # signals unblocked again
