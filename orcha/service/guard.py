@@ -33,6 +33,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -94,6 +95,9 @@ class GuardOS:
         signal.pthread_sigmask(signal.SIG_SETMASK, list(mask))
 
     def fork(self) -> int:
+        for stream in (sys.stdout, sys.stderr):  # else both would write what is buffered
+            with contextlib.suppress(Exception):
+                stream.flush()
         return os.fork()
 
     def become_service(self, guard_pid: int) -> None:
