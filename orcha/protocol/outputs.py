@@ -43,6 +43,7 @@ class OutputQueue:
         self._max_bytes = max_bytes
         self._cond = threading.Condition()
         self._discarded = False
+        self._closed = False
         self._efd: int | None = None
 
     # -- writer side -------------------------------------------------------------------
@@ -117,8 +118,13 @@ class OutputQueue:
                 pass
 
     def fileno(self) -> int:
-        """A descriptor that is readable while items are waiting (created on first use)."""
+        """A descriptor that is readable while items are waiting (created on first use).
+
+        ValueError once the queue is closed: a closed queue never creates another
+        descriptor (nobody would close it)."""
         with self._cond:
+            if self._closed:
+                raise ValueError("the output queue is closed")
             if self._efd is None:
                 self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 if self._items:
@@ -134,12 +140,18 @@ class OutputQueue:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Release the descriptor of :meth:`fileno`."""
+        """Release the descriptor of :meth:`fileno` for good (puts are dropped from now)."""
         self.discard()
         with self._cond:
+            self._closed = True
             if self._efd is not None:
                 os.close(self._efd)
                 self._efd = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing more will ever be read."""
+        return self._closed
 
     def qsize(self) -> int:
         with self._cond:

@@ -141,6 +141,8 @@ class Session(StreamPeer):
                 timeout = self._flush()
                 head = self._answers[0] if self._answers else None
                 stream = head.stream if isinstance(head, _Waiting) else None
+                # _flush answered any wait on a closed stream: a closed stream has no
+                # descriptor to wait on (asking would leak a new one).
                 fd = stream.fileno() if stream is not None else None
                 if stream is not watched or fd != watched_fd:
                     if watched_fd is not None:
@@ -172,7 +174,9 @@ class Session(StreamPeer):
             head = answers[0]
             if isinstance(head, _Waiting):
                 items = head.stream.take()
-                if not items:
+                # A read after the end (the client keeps two in flight) gets an empty
+                # batch at once: nothing will ever come.
+                if not items and not head.stream.closed:
                     if head.deadline is None:
                         return None
                     left = head.deadline - time.monotonic()

@@ -44,6 +44,11 @@ class PetitionStream:
         self.ident = ""
         self.ended = False
 
+    @property
+    def closed(self) -> bool:
+        """Its end has been taken (or the client is gone): nothing more to wait for."""
+        return self.queue.closed
+
     def fileno(self) -> int:
         return self.queue.fileno()
 
@@ -122,6 +127,10 @@ class EventStream:
         """Frames to deliver before anything pushed after now."""
         self._replays.append(iter(frames))
 
+    @property
+    def closed(self) -> bool:
+        return self.queue.closed
+
     def fileno(self) -> int:
         return self.queue.fileno()
 
@@ -165,6 +174,10 @@ class Call:
 
     def value(self) -> dict[str, Any]:
         return self.fields
+
+    @property
+    def closed(self) -> bool:
+        return self._stream is None or bool(self._stream.closed)
 
     def fileno(self) -> int:
         if self._stream is None:
