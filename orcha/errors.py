@@ -114,6 +114,18 @@ class NoServiceError(OrchaError):
         )
 
 
+class DroppedError(NoServiceError):
+    """The service closed the connection before the handshake was done."""
+
+    def __init__(self, address: str) -> None:
+        OrchaError.__init__(
+            self,
+            f"the service at {address} closed the connection before authentication "
+            "finished (too many clients connecting at once, or the handshake took too "
+            "long); try again",
+        )
+
+
 class AuthError(OrchaError):
     """The service rejected our key, or the peer is not an orcha service."""
 
