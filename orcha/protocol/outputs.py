@@ -69,6 +69,19 @@ class OutputQueue:
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
 
+    def offer(self, item: Any) -> bool:
+        """Queue ``item`` unless that would hold more than ``max_bytes`` (an item is
+        always taken by an empty queue, so the queue never refuses for ever); never
+        blocks. False if refused: the reader has fallen behind."""
+        size = _size(item)
+        with self._cond:
+            if self._discarded:
+                return True  # nobody reads: as good as delivered
+            if self._max_bytes and self._items and self._bytes + size > self._max_bytes:
+                return False
+        self.put(item, block=False)
+        return True
+
     # -- reader side -------------------------------------------------------------------
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         with self._cond:

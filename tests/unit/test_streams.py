@@ -1,4 +1,5 @@
-"""Served streams and the session that waits on them: an ended stream leaks nothing."""
+"""Served streams and the session that waits on them: an ended stream leaks nothing; a
+subscriber that reads too slowly is bounded and told what it skipped."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import socket
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from orcha.protocol import messages
+from orcha.protocol.messages import STDOUT
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import End
+from orcha.service.logs import PetitionLog
 from orcha.service.session import Session
-from orcha.service.streams import PetitionStream
+from orcha.service.streams import EventStream, PetitionStream
 from orcha.states import State
 
 JOIN = 5.0
@@ -129,3 +134,58 @@ def test_a_stream_is_closed_once_its_end_is_taken() -> None:
     assert items[-1]["event"] == "end"
     assert stream.closed
     assert stream.take() == []
+
+
+# -- a subscriber that reads too slowly (reliability, point 6) -----------------------------
+def _write(log: PetitionLog, stream: EventStream, handle: int, data: bytes) -> None:
+    """What a petition's emit does for a follower: log, then push (under its lock)."""
+    log.write(STDOUT, data)
+    stream.push_output(handle, messages.output_frame(STDOUT, handle, data), log.size)
+
+
+def _read_all(stream: EventStream) -> list[Any]:
+    items: list[Any] = []
+    while batch := stream.take():
+        items.extend(batch)
+    return items
+
+
+def test_a_follower_behind_skips_to_the_log_and_misses_nothing(tmp_path: Path) -> None:
+    log = PetitionLog(str(tmp_path / "p.log"), cap=1 << 20)
+    stream = EventStream(max_bytes=100)
+    log.write(STDOUT, b"before-follow;")  # replayed by follow itself
+    stream.follow(1, log.path, log.size)
+    chunks = [b"%03d:" % i + b"x" * 20 for i in range(40)]  # ~1000 bytes against 100
+    for chunk in chunks[:20]:
+        _write(log, stream, 1, chunk)
+    assert stream.skips == 1
+    assert stream.queue.qsize() < 20  # bounded: the rest stays in the log
+    stream.push(messages.encode({"event": "end", "handle": 1, "state": "SUCCEEDED"}))
+    items = _read_all(stream)
+    kinds = [x["event"] if isinstance(x, dict) else "output" for x in items]
+    assert "skipped" in kinds and kinds[-1] == "end"  # the end waits for the catch-up
+    data = b"".join(x[2] for x in items if isinstance(x, tuple))
+    assert data == b"".join(chunks[:20])  # in order, nothing lost, nothing twice
+    for chunk in chunks[20:22]:  # caught up: live again
+        _write(log, stream, 1, chunk)
+    assert [x[2] for x in stream.take()] == chunks[20:22]
+    stream.close()
+    log.close()
+
+
+def test_a_slow_watcher_is_told_how_many_events_were_dropped() -> None:
+    stream = EventStream(max_bytes=200)
+    output = messages.encode({"event": "output", "petition": "p", "data": {"text": "y" * 50}})
+    for _ in range(10):
+        stream.push(output, droppable=True)
+    finished = messages.encode({"event": "finished", "petition": "p", "data": {}})
+    stream.push(finished)  # never dropped: a watcher of p waits for it
+    items = stream.take()
+    outputs = [x for x in items if x["event"] == "output"]
+    assert 0 < len(outputs) < 10
+    assert any(x["event"] == "finished" for x in items)
+    assert items[-1]["event"] == "dropped"
+    assert items[-1]["data"]["count"] == 10 - len(outputs)
+    stream.push(output, droppable=True)  # caught up: delivered again
+    assert [x["event"] for x in stream.take()] == ["output"]
+    stream.close()
