@@ -153,7 +153,8 @@ class EventStream:
         self._lock = threading.Lock()  # the fields below: pushers and the reader
         self._followed: dict[int, _Followed] = {}
         self._behind = 0  # followed handles behind
-        self._dropped = 0  # droppable events dropped since the client last caught up
+        self._dropping = False  # droppable events are dropped until the client catches up
+        self._dropped = 0  # how many, not told yet
         self.skips = 0  # times a follower fell behind (for tests and logs)
 
     def push(self, frame: bytes, droppable: bool = False) -> None:
@@ -161,9 +162,13 @@ class EventStream:
         is behind."""
         with self._lock:
             if droppable:
-                if self._dropped or not self.queue.offer(frame):
+                if self._dropping or not self.queue.offer(frame):
+                    self._dropping = True
                     self._dropped += 1
                 return
+            if self._dropped:  # the client hears of them before what came after them
+                self.queue.put(_dropped(self._dropped), block=False)
+                self._dropped = 0
             if self._behind and frame[:1] == b"{":
                 held = self._followed_end(frame)
                 if held is not None:
@@ -233,14 +238,13 @@ class EventStream:
                 dropped = self._catch_up()
             items.extend(item(frame) for frame in frames)
             if dropped:
-                items.append({"event": "dropped", "petition": None, "kind": "",
-                              "timestamp": time.time(), "data": {"count": dropped}})  # fmt: skip
+                items.append(item(_dropped(dropped)))
         return items
 
     def _catch_up(self) -> int:
         """Under the lock, the queue just drained: whatever fell behind resumes after it.
         How many droppable events were dropped."""
-        dropped, self._dropped = self._dropped, 0
+        dropped, self._dropped, self._dropping = self._dropped, 0, False
         if not self._behind:
             return dropped
         for handle, followed in self._followed.items():
@@ -257,6 +261,11 @@ class EventStream:
     def close(self) -> None:
         self._replays.clear()
         self.queue.close()
+
+
+def _dropped(count: int) -> bytes:
+    return messages.encode({"event": "dropped", "petition": None, "kind": "",
+                            "timestamp": time.time(), "data": {"count": count}})  # fmt: skip
 
 
 def _from_log(handle: int, followed: _Followed, start: int, end: int) -> Iterator[bytes]:
