@@ -204,12 +204,15 @@ class Intake:
     def _log(self, now: float) -> None:
         total = sum(self._closed.values())
         why = ", ".join(f"{n} {reason}" for reason, n in self._closed.most_common())
+        # Clients that only looked (a second 'orcha serve' probing the socket) are news
+        # only when something else happened too.
+        level = logging.INFO if set(self._closed) == {LEFT} else logging.WARNING
         if self._logged_at is None:
-            log.warning("closed a connection before authentication: %s (more are counted, "
-                        "logged at most every %g s)", why, self.log_interval)  # fmt: skip
+            log.log(level, "closed a connection before authentication: %s (more are counted, "
+                    "logged at most every %g s)", why, self.log_interval)  # fmt: skip
         else:
-            log.warning("closed %d connection%s before authentication in the last %.0f s: %s",
-                        total, "" if total == 1 else "s", now - self._logged_at, why)  # fmt: skip
+            log.log(level, "closed %d connection%s before authentication in the last %.0f s: %s",
+                    total, "" if total == 1 else "s", now - self._logged_at, why)  # fmt: skip
         self._closed.clear()
         self._logged_at = now
 
