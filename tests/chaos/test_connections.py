@@ -1,9 +1,10 @@
 """Point 5: connections before authentication are bounded.
 
 A local user without the key opens hundreds of connections (to a service allowed 120
-threads: as root it runs as ``nobody``, or the kernel would not apply the limit), trickles a handshake one
-byte at a time, or exhausts the service's file descriptors; the service stays up,
-bounds its threads and its log, and keeps serving clients that have the key.
+threads: as root it runs as ``nobody``, or the kernel would not apply the limit),
+trickles a handshake one byte at a time, or exhausts the service's file descriptors;
+the service stays up, bounds its threads and its log, and keeps serving clients that
+have the key.
 """
 
 from __future__ import annotations
