@@ -270,8 +270,9 @@ class ManagerServer(managers.Server):
 
         Out of descriptors (EMFILE, ENFILE), the oldest unauthenticated connection is
         hung up to make room and accepting pauses ACCEPT_BACKOFF seconds, so the loop
-        neither spins nor logs a line per try."""
-        while True:
+        neither spins nor logs a line per try. At most MAX_UNAUTHENTICATED are taken per
+        call, so a flood cannot keep the loop from its signals and timers."""
+        for _ in range(self.intake.limit):
             try:
                 conn = transport.accept(listener)
             except OSError as e:
