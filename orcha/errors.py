@@ -115,14 +115,13 @@ class NoServiceError(OrchaError):
 
 
 class DroppedError(NoServiceError):
-    """The service closed the connection before the handshake was done."""
+    """The service hung up (or did not answer in time) before the handshake was done."""
 
     def __init__(self, address: str) -> None:
         OrchaError.__init__(
             self,
-            f"the service at {address} closed the connection before authentication "
-            "finished (too many clients connecting at once, or the handshake took too "
-            "long); try again",
+            f"the service at {address} hung up or stopped answering before authentication "
+            "finished (too many clients connecting at once, or it is overloaded); try again",
         )
 
 
