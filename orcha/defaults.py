@@ -147,3 +147,19 @@ GUARD_STOP_MARGIN = 15.0
 # Saving state and petition logs under faults (points 1, 7).
 
 # Connections before authentication and slow subscribers (points 5, 6).
+
+#: Connections accepted but not yet authenticated, at most (each has a thread): beyond
+#: it the oldest is closed. The whole handshake must end within HANDSHAKE_TIMEOUT.
+MAX_UNAUTHENTICATED = 64
+
+#: Seconds between two log lines about connections closed before authentication (the
+#: ones in between are counted in the next line), so a flood cannot flood the log.
+REFUSAL_LOG_INTERVAL = 10.0
+
+#: Seconds the service pauses accepting when it has no file descriptor left.
+ACCEPT_BACKOFF = 0.1
+
+#: Bytes buffered at most for one client that follows or watches: a client that reads
+#: slower is told it fell behind (followers catch up from the log; watchers get a
+#: ``dropped`` event), so it cannot grow the service's memory.
+SUBSCRIBER_BUFFER_BYTES = 8 << 20

@@ -114,6 +114,17 @@ class NoServiceError(OrchaError):
         )
 
 
+class DroppedError(NoServiceError):
+    """The service hung up (or did not answer in time) before the handshake was done."""
+
+    def __init__(self, address: str) -> None:
+        OrchaError.__init__(
+            self,
+            f"the service at {address} hung up or stopped answering before authentication "
+            "finished (too many clients connecting at once, or it is overloaded); try again",
+        )
+
+
 class AuthError(OrchaError):
     """The service rejected our key, or the peer is not an orcha service."""
 

@@ -266,6 +266,10 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
         out = _Prefixer(prefix=len(ids) > 1)
         codes: dict[str, int] = {}
         for petition_id, stream, data in following:
+            if stream == "skipped":
+                who = f"{petition_id}: " if len(ids) > 1 else ""
+                click.echo(f"orcha: {who}{data.get('message')}", err=True)
+                continue
             if stream != "end":
                 out.write(petition_id, stream, data)
                 continue
@@ -298,6 +302,10 @@ def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
                 click.echo(json.dumps(obj))
             else:
                 data = obj.get("data") or {}
+                if obj["event"] == "dropped":
+                    click.echo(f"orcha: this client fell behind; {data.get('count')} output "
+                               "and progress events were dropped", err=True)  # fmt: skip
+                    continue
                 if obj["event"] == "output":
                     detail = data.get("text", "").rstrip("\n")
                 elif obj["event"] == "finished":

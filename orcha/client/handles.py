@@ -81,7 +81,7 @@ class PetitionHandle:
         for _, stream, data in self._client.follow([self.id]):
             if stream == "end":
                 self._ended(data, exit_code(data))
-            else:
+            elif stream != "skipped":
                 yield stream, data
 
     def wait(self) -> int:
@@ -130,6 +130,9 @@ class Following:
     Iterating yields ``(id, stream, data)``: output chunks (``stream`` ``"stdout"`` or
     ``"stderr"``, ``data`` bytes), and once per petition ``(id, "end", summary)`` with
     ``summary`` ``{"id", "state", "code", "message"}``. It stops after the last end.
+    If this client read too slowly, ``(id, "skipped", {"message"})`` says where its
+    output goes on from the petition's log instead of live (nothing is missing but
+    what the log did not keep).
     """
 
     def __init__(self, client: Client, session: Session, ids: list[str]) -> None:
@@ -151,6 +154,9 @@ class Following:
                 if isinstance(item, tuple):
                     stream, handle, data = item
                     yield self._names.get(handle, "?"), stream, data
+                    continue
+                if item.get("event") == "skipped":
+                    yield self._names.get(item["handle"], "?"), "skipped", item
                     continue
                 ended.add(item["handle"])
                 yield self._names.get(item["handle"], "?"), "end", item

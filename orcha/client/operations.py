@@ -127,16 +127,20 @@ def followed_items(
 ) -> Iterator[tuple[str, int, bytes] | dict[str, Any]]:
     """After :func:`follow`: output chunks ``(stream, handle, data)`` (the log from the
     start, then live) and, for each petition, an ``{"event": "end", "handle", "id",
-    "state", "code", "message"}``. Endless: the caller stops after the last end."""
+    "state", "code", "message"}``. Endless: the caller stops after the last end. A
+    client that read too slowly also gets ``{"event": "skipped", "handle", "message"}``
+    where its output continues from the petition's log rather than live."""
     for item in items(session, queue):
-        if isinstance(item, tuple) or item.get("event") == "end":
+        if isinstance(item, tuple) or item.get("event") in ("end", "skipped"):
             yield item
 
 
 def watch(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
     """Event envelopes ``{"event", "petition", "kind", "timestamp", "data"}``: the
     current state of each petition first, then submitted, started, output, finished...
-    With IDs, it ends once each of them has finished. NoPetitionError for unknown IDs."""
+    With IDs, it ends once each of them has finished. NoPetitionError for unknown IDs.
+    A client that read too slowly gets ``{"event": "dropped", "petition": None,
+    "data": {"count"}}`` where output and progress events were dropped."""
     reply = session.call("watch", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])

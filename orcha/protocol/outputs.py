@@ -43,6 +43,7 @@ class OutputQueue:
         self._max_bytes = max_bytes
         self._cond = threading.Condition()
         self._discarded = False
+        self._closed = False
         self._efd: int | None = None
 
     # -- writer side -------------------------------------------------------------------
@@ -67,6 +68,19 @@ class OutputQueue:
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
+
+    def offer(self, item: Any) -> bool:
+        """Queue ``item`` unless that would hold more than ``max_bytes`` (an item is
+        always taken by an empty queue, so the queue never refuses for ever); never
+        blocks. False if refused: the reader has fallen behind."""
+        size = _size(item)
+        with self._cond:
+            if self._discarded:
+                return True  # nobody reads: as good as delivered
+            if self._max_bytes and self._items and self._bytes + size > self._max_bytes:
+                return False
+        self.put(item, block=False)
+        return True
 
     # -- reader side -------------------------------------------------------------------
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -117,8 +131,13 @@ class OutputQueue:
                 pass
 
     def fileno(self) -> int:
-        """A descriptor that is readable while items are waiting (created on first use)."""
+        """A descriptor that is readable while items are waiting (created on first use).
+
+        ValueError once the queue is closed: a closed queue never creates another
+        descriptor (nobody would close it)."""
         with self._cond:
+            if self._closed:
+                raise ValueError("the output queue is closed")
             if self._efd is None:
                 self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 if self._items:
@@ -134,12 +153,18 @@ class OutputQueue:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Release the descriptor of :meth:`fileno`."""
+        """Release the descriptor of :meth:`fileno` for good (puts are dropped from now)."""
         self.discard()
         with self._cond:
+            self._closed = True
             if self._efd is not None:
                 os.close(self._efd)
                 self._efd = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing more will ever be read."""
+        return self._closed
 
     def qsize(self) -> int:
         with self._cond:

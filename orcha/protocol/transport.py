@@ -18,7 +18,13 @@ import struct
 
 from orcha.address import Address
 from orcha.defaults import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, LISTEN_BACKLOG
-from orcha.errors import AlreadyRunningError, AuthError, ConfigError, NoServiceError
+from orcha.errors import (
+    AlreadyRunningError,
+    AuthError,
+    ConfigError,
+    DroppedError,
+    NoServiceError,
+)
 from orcha.protocol.wire import AuthenticationFailed, WireConnection
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -36,7 +42,7 @@ def _family(address: Address) -> socket.AddressFamily:
 
 def set_recv_timeout(fd: int, seconds: float) -> None:
     """Bound blocking reads on ``fd`` (0 removes the bound). Reads past it raise OSError."""
-    sock = socket.socket(fileno=os.dup(fd))
+    sock = socket.socket(fileno=fd)  # no dup: it must work with no descriptor to spare
     try:
         whole = int(seconds)
         sock.setsockopt(
@@ -45,7 +51,7 @@ def set_recv_timeout(fd: int, seconds: float) -> None:
             struct.pack("ll", whole, int((seconds - whole) * 1e6)),
         )
     finally:
-        sock.close()
+        sock.detach()
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -99,9 +105,7 @@ def connect(
         ) from None
     except (OSError, EOFError):
         conn.close()
-        raise NoServiceError(
-            str(address), "it closed the connection during authentication"
-        ) from None
+        raise DroppedError(str(address)) from None
     sock.settimeout(None)
     return conn
 

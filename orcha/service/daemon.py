@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import selectors
 import signal
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -189,17 +188,7 @@ class Daemon:
     def _accept(self, listener: Any) -> None:
         server = self.service.server
         assert server is not None
-        while True:
-            try:
-                conn = transport.accept(listener)
-            except OSError as e:
-                log.warning("accept failed: %s", e)  # e.g. out of descriptors; keep serving
-                return
-            if conn is None:
-                return
-            threading.Thread(
-                target=server.handle_connection, args=(conn,), name="client", daemon=True
-            ).start()
+        server.accept_pending(listener)  # bounded: see orcha.service.server.Intake
 
     def _flush(self) -> None:
         """On a clean stop: let sessions send their clients the last output and ends, and

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.states import State
@@ -88,9 +89,10 @@ class Events:
         frame = messages.encode(envelope)
         with self._lock:
             watchers = list(self._watchers.items())
+        droppable = event in STREAM_EVENTS  # a slow watcher is told how many it missed
         for peer, ids in watchers:
             if ids is None or job.id in ids:
-                peer.deliver(frame)
+                peer.deliver_event(frame, droppable)
 
     def ended(self, job: Job) -> None:
         """``job`` has ended (its record written): tell its waiters, followers, watchers
@@ -113,7 +115,7 @@ class Events:
         subscribers = self._subscribers.get(job.seq)
         if subscribers is not None:
             for peer, handle in subscribers.followers.items():
-                peer.deliver_output(handle, stream, data)
+                peer.deliver_output(handle, stream, data, job.log)
 
     def _of(self, job: Job) -> _Subscribers:
         # Under the job's output lock.
@@ -181,6 +183,7 @@ class Events:
                     if not job.announced:
                         self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
+                        peer.following(handle, job.log)
                         plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
                                      "end": job.log.size, "ended": None})  # fmt: skip
                         continue

@@ -69,12 +69,14 @@ class PetitionLog:
                 self._fd = None
 
 
-def read_log(path: str, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """The (stream, data) frames of a log file, up to byte ``end`` (all if None); stops at
-    the end of what has been written so far."""
+def read_log(path: str, end: int | None = None, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a log file from byte ``start`` (a frame boundary:
+    ``PetitionLog.size`` at some point) up to byte ``end`` (all if None); stops at the end
+    of what has been written so far."""
     if not path or not os.path.exists(path):
         return
     with open(path, "rb") as f:
+        f.seek(start)
         while end is None or f.tell() < end:
             header = f.read(_FRAME.size)
             if len(header) < _FRAME.size:

@@ -16,6 +16,7 @@ from orcha.protocol import messages
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
+    from orcha.service.logs import PetitionLog
 
 
 class Peer:
@@ -61,7 +62,21 @@ class Peer:
         """Push a frame to the client (any thread)."""
         raise NotImplementedError
 
-    def deliver_output(self, handle: int, stream: int, data: bytes) -> None:
+    def deliver_event(self, frame: bytes, droppable: bool = False) -> None:
+        """Push a watched event; a ``droppable`` one (output, progress) may be dropped
+        for a client that reads too slowly (it is then told how many were)."""
+        self.deliver(frame)
+
+    def following(self, handle: int, log: PetitionLog) -> None:
+        """The client follows the petition writing ``log`` under ``handle``: its live
+        output from ``log.size`` on comes through :meth:`deliver_output` (called under
+        the petition's output lock)."""
+
+    def deliver_output(
+        self, handle: int, stream: int, data: bytes, log: PetitionLog | None = None
+    ) -> None:
+        """Push output of a followed petition, just written to its ``log`` (a client
+        that reads too slowly may catch up from there instead)."""
         self.deliver(messages.output_frame(stream, handle, data))
 
 

@@ -11,18 +11,33 @@ clients talk (one connection per client, whose end cancels what it submitted att
 
 The standard ``Server`` authenticates inside its single accept thread (one silent or
 wrong-key client stalls or kills all intake) and polls a stop event once a second. Here
-the service's event loop accepts, and each connection is authenticated in its own thread
-with a deadline, then served by a :class:`~orcha.service.session.Session`.
+the service's event loop accepts (:meth:`ManagerServer.accept_pending`), and each
+connection is authenticated in its own thread, then served by a
+:class:`~orcha.service.session.Session`. Until it is authenticated a connection belongs
+to the :class:`Intake`, which bounds what keyless clients can hold: a deadline on the
+whole handshake, a cap on how many are pending, and a throttled log.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from multiprocessing import managers, process
 from typing import TYPE_CHECKING, Any
 
+from orcha.defaults import (
+    ACCEPT_BACKOFF,
+    HANDSHAKE_TIMEOUT,
+    MAX_UNAUTHENTICATED,
+    REFUSAL_LOG_INTERVAL,
+)
 from orcha.errors import AuthError, ExitCode, PetitionError
+from orcha.protocol import transport
 from orcha.protocol.transport import authenticate
 
 if TYPE_CHECKING:
@@ -31,6 +46,199 @@ if TYPE_CHECKING:
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service.server")
+
+#: Why the intake closed connections, as its log lines say.
+TOO_MANY = "too many unauthenticated connections"
+TOO_SLOW = "handshake not finished in time"
+NO_THREAD = "no thread could be started for it"
+WRONG_KEY = "wrong key"
+LEFT = "left before authenticating"
+NO_DESCRIPTORS = "the service has no file descriptor left"
+
+
+class Pending:
+    """One accepted connection not yet authenticated."""
+
+    __slots__ = ("conn", "deadline", "dropped")
+
+    def __init__(self, conn: Connection, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.dropped = False  # closed by the intake (its thread is not to log it)
+
+
+def _start_thread(target: Callable[[], None]) -> None:
+    threading.Thread(target=target, name="client", daemon=True).start()
+
+
+def _hang_up(conn: Connection) -> None:
+    """Shut the connection down so a thread blocked reading it returns at once (the
+    thread closes it). Without a new descriptor: there may be none left."""
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the peer is gone already
+    finally:
+        sock.detach()
+
+
+class Intake:
+    """The connections accepted and not yet authenticated (thread-safe).
+
+    Each gets a thread running ``handle(conn, pending)``, which must call :meth:`done`
+    once the handshake is over (either way) and before it closes the connection. The
+    intake guarantees:
+
+    * at most ``limit`` are pending: admitting one more first hangs up the oldest;
+    * each is hung up ``deadline`` seconds after it was accepted if its handshake has not
+      ended (the whole handshake, however slowly its bytes come);
+    * a thread that cannot be started costs the connection only (it is closed);
+    * what it closes is logged at most once every ``log_interval`` seconds, with counts.
+
+    ``clock`` and ``start_thread`` are seams for tests; with ``reaper`` False nobody
+    enforces deadlines but calls to :meth:`expire`.
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[Connection, Pending], None],
+        limit: int = MAX_UNAUTHENTICATED,
+        deadline: float = HANDSHAKE_TIMEOUT,
+        log_interval: float = REFUSAL_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        start_thread: Callable[[Callable[[], None]], None] = _start_thread,
+        hang_up: Callable[[Connection], None] = _hang_up,
+        reaper: bool = True,
+    ) -> None:
+        self._handle = handle
+        self.limit = limit
+        self.deadline = deadline
+        self.log_interval = log_interval
+        self._clock = clock
+        self._start_thread = start_thread
+        self._hang_up = hang_up
+        self._pending: dict[int, Pending] = {}  # by id, oldest first
+        self._closed: Counter[str] = Counter()  # since the last log line
+        self._logged_at: float | None = None
+        self._cond = threading.Condition()
+        self._reaper = reaper
+        self._reaper_started = False
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def admit(self, conn: Connection) -> None:
+        """Take an accepted connection: its handshake runs in a thread of its own."""
+        with self._cond:
+            self._expire()
+            while len(self._pending) >= self.limit:
+                self._drop(next(iter(self._pending.values())), TOO_MANY)
+            pending = Pending(conn, self._clock() + self.deadline)
+            self._pending[id(pending)] = pending
+            self._cond.notify()
+        try:
+            self._start_thread(lambda: self._handle(conn, pending))
+        except Exception as e:  # RuntimeError: can't start new thread (nproc, memory)
+            with self._cond:
+                self._pending.pop(id(pending), None)
+                self._note(NO_THREAD, e)
+            conn.close()
+            return
+        self._start_reaper()
+
+    def done(self, pending: Pending, outcome: str | None = None) -> None:
+        """The handshake of ``pending`` is over; ``outcome`` says why it failed (None:
+        authenticated, or already closed by the intake)."""
+        with self._cond:
+            self._pending.pop(id(pending), None)
+            if outcome is not None and not pending.dropped:
+                self._note(outcome)
+
+    def note(self, reason: str, error: BaseException | None = None) -> None:
+        """Count a connection closed before authentication (logged, throttled)."""
+        with self._cond:
+            self._note(reason, error)
+
+    def drop_oldest(self, reason: str) -> bool:
+        """Hang up the oldest pending connection; False if none is pending."""
+        with self._cond:
+            if not self._pending:
+                return False
+            self._drop(next(iter(self._pending.values())), reason)
+            return True
+
+    def expire(self) -> None:
+        """Hang up every connection whose handshake is past its deadline."""
+        with self._cond:
+            self._expire()
+
+    # -- under the lock -----------------------------------------------------------------
+    def _expire(self) -> None:
+        now = self._clock()
+        for pending in list(self._pending.values()):
+            if pending.deadline > now:
+                break  # oldest first: the later ones are not due either
+            self._drop(pending, TOO_SLOW)
+        if self._closed and self._due(now):
+            self._log(now)
+
+    def _drop(self, pending: Pending, reason: str) -> None:
+        # Under the lock and while it is pending, so its thread has not closed the
+        # connection (done() comes first): the descriptor is still this connection's.
+        del self._pending[id(pending)]
+        pending.dropped = True
+        self._hang_up(pending.conn)
+        self._note(reason)
+
+    def _note(self, reason: str, error: BaseException | None = None) -> None:
+        self._closed[f"{reason} ({error})" if error is not None else reason] += 1
+        now = self._clock()
+        if self._due(now):
+            self._log(now)
+
+    def _due(self, now: float) -> bool:
+        return self._logged_at is None or now - self._logged_at >= self.log_interval
+
+    def _log(self, now: float) -> None:
+        total = sum(self._closed.values())
+        why = ", ".join(f"{n} {reason}" for reason, n in self._closed.most_common())
+        # Clients that only looked (a second 'orcha serve' probing the socket) are news
+        # only when something else happened too.
+        level = logging.INFO if set(self._closed) == {LEFT} else logging.WARNING
+        if self._logged_at is None:
+            log.log(level, "closed a connection before authentication: %s (more are counted, "
+                    "logged at most every %g s)", why, self.log_interval)  # fmt: skip
+        else:
+            log.log(level, "closed %d connection%s before authentication in the last %.0f s: %s",
+                    total, "" if total == 1 else "s", now - self._logged_at, why)  # fmt: skip
+        self._closed.clear()
+        self._logged_at = now
+
+    # -- the reaper ---------------------------------------------------------------------
+    def _start_reaper(self) -> None:
+        with self._cond:
+            if not self._reaper or self._reaper_started:
+                return
+            self._reaper_started = True
+        try:
+            threading.Thread(target=self._reap, name="intake", daemon=True).start()
+        except RuntimeError as e:  # admit() still expires overdue ones: retry later
+            with self._cond:
+                self._reaper_started = False
+                self._note(NO_THREAD, e)
+
+    def _reap(self) -> None:
+        """Thread body: hang up overdue handshakes, flush counts due to be logged."""
+        with self._cond:
+            while True:
+                self._expire()
+                waits = [p.deadline for p in list(self._pending.values())[:1]]
+                if self._closed and self._logged_at is not None:
+                    waits.append(self._logged_at + self.log_interval)
+                timeout = max(0.01, min(waits) - self._clock()) if waits else None
+                self._cond.wait(timeout)
 
 
 class ManagerServer(managers.Server):
@@ -54,23 +262,49 @@ class ManagerServer(managers.Server):
         self.stop_event = threading.Event()
         self.service = service
 
+        self.intake = Intake(self.handle_connection)
+
+    def accept_pending(self, listener: Any) -> None:
+        """Accept every connection waiting at ``listener`` into the intake (the event
+        loop calls this when it is readable). Never raises.
+
+        Out of descriptors (EMFILE, ENFILE), the oldest unauthenticated connection is
+        hung up to make room and accepting pauses ACCEPT_BACKOFF seconds, so the loop
+        neither spins nor logs a line per try. At most MAX_UNAUTHENTICATED are taken per
+        call, so a flood cannot keep the loop from its signals and timers."""
+        for _ in range(self.intake.limit):
+            try:
+                conn = transport.accept(listener)
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.intake.drop_oldest(NO_DESCRIPTORS)
+                    self.intake.note("accept failed", e)
+                    time.sleep(ACCEPT_BACKOFF)
+                else:  # e.g. the client reset before it was accepted
+                    self.intake.note("accept failed", e)
+                return
+            if conn is None:
+                return
+            self.intake.admit(conn)
+
     def install(self) -> None:
         """Make proxies unpickled in this process recognise this server as their owner."""
         process.current_process()._manager_server = self  # type: ignore[attr-defined]
 
-    def handle_connection(self, conn: Connection) -> None:
-        """Thread body for one accepted connection. Never raises."""
+    def handle_connection(self, conn: Connection, pending: Pending) -> None:
+        """Thread body for one accepted connection (of the intake). Never raises."""
         from orcha.service.session import Session
 
         try:
             try:
                 authenticate(conn, bytes(self.authkey))
             except AuthError:
-                log.warning("refused a client that presented a wrong key")
+                self.intake.done(pending, WRONG_KEY)
                 return
-            except (OSError, EOFError) as e:
-                log.info("a client left before it was served: %s", e)
+            except (OSError, EOFError):
+                self.intake.done(pending, LEFT)
                 return
+            self.intake.done(pending)
             Session(conn, self).serve()
         except Exception:
             log.exception("unexpected error while serving a client; the client was dropped")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import MAX_REQUEST_BYTES
 from orcha.errors import PetitionError, wire_name
+from orcha.protocol import messages
 from orcha.service.handlers import operation_named, perform
 from orcha.service.peer import Peer
 from orcha.service.streams import EventStream, PetitionStream
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from orcha.service.job import Job
+    from orcha.service.logs import PetitionLog
     from orcha.service.server import ManagerServer
 
 log = logging.getLogger("orcha.service.session")
@@ -65,6 +67,21 @@ class StreamPeer(Peer):
         """Queue a frame for this client (any thread)."""
         if not self.closed:
             self.events.push(frame)
+
+    def deliver_event(self, frame: bytes, droppable: bool = False) -> None:
+        if not self.closed:
+            self.events.push(frame, droppable)
+
+    def following(self, handle: int, log: PetitionLog) -> None:
+        self.events.follow(handle, log.path, log.size)
+
+    def deliver_output(
+        self, handle: int, stream: int, data: bytes, log: PetitionLog | None = None
+    ) -> None:
+        """Output of a followed petition (under its output lock, just logged)."""
+        if not self.closed:
+            frame = messages.output_frame(stream, handle, data)
+            self.events.push_output(handle, frame, None if log is None else log.size)
 
     def watch_queue(self, handle: int, job: Job, queue: Any) -> None:
         stream = PetitionStream(self, handle, job, queue)
@@ -141,6 +158,8 @@ class Session(StreamPeer):
                 timeout = self._flush()
                 head = self._answers[0] if self._answers else None
                 stream = head.stream if isinstance(head, _Waiting) else None
+                # _flush answered any wait on a closed stream: a closed stream has no
+                # descriptor to wait on (asking would leak a new one).
                 fd = stream.fileno() if stream is not None else None
                 if stream is not watched or fd != watched_fd:
                     if watched_fd is not None:
@@ -172,7 +191,9 @@ class Session(StreamPeer):
             head = answers[0]
             if isinstance(head, _Waiting):
                 items = head.stream.take()
-                if not items:
+                # A read after the end (the client keeps two in flight) gets an empty
+                # batch at once: nothing will ever come.
+                if not items and not head.stream.closed:
                     if head.deadline is None:
                         return None
                     left = head.deadline - time.monotonic()

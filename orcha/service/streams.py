@@ -17,14 +17,18 @@ on :meth:`fileno` and calls :meth:`take`). Items are plain data, so a plain
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import STREAM_BATCH_BYTES
+from orcha.defaults import STREAM_BATCH_BYTES, SUBSCRIBER_BUFFER_BYTES
+from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT, STREAM_NAMES, item
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Detached, End, Progress, Started
+from orcha.service.logs import read_log
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -43,6 +47,11 @@ class PetitionStream:
         self.queue = queue
         self.ident = ""
         self.ended = False
+
+    @property
+    def closed(self) -> bool:
+        """Its end has been taken (or the client is gone): nothing more to wait for."""
+        return self.queue.closed
 
     def fileno(self) -> int:
         return self.queue.fileno()
@@ -105,22 +114,109 @@ class PetitionStream:
         self.queue.close()
 
 
+class _Followed:
+    """Where one followed petition's output stands for this client: queued up to log
+    byte ``end``; while ``behind``, later output is left in the log (up to ``latest``)."""
+
+    __slots__ = ("behind", "end", "held_end", "latest", "path")
+
+    def __init__(self, path: str, end: int) -> None:
+        self.path = path
+        self.end = end
+        self.behind = False
+        self.latest = end
+        self.held_end: bytes | None = None  # the petition's end, due after the catch-up
+
+
 class EventStream:
     """What the service pushes to one client, read in batches: the replay of a
-    ``follow`` first (read lazily, in order), then what was pushed."""
+    ``follow`` first (read lazily, in order), then what was pushed.
+
+    At most ``max_bytes`` are buffered (SUBSCRIBER_BUFFER_BYTES), so a client that
+    reads slower than petitions write cannot grow the service's memory, and the
+    petitions and other clients never wait for it. Beyond the bound:
+
+    * a followed petition's output is no longer queued: once the client has read what
+      was, it gets ``{"event": "skipped", "handle", "id"}`` and the rest from the
+      petition's log (what the log kept: see its cap), then live output again;
+    * watched output and progress events are dropped: once the client has read what was
+      queued, it gets ``{"event": "dropped", "petition": None, "data": {"count": N}}``;
+    * everything else (ends, state changes) is always queued: it is small and is what
+      lets a client finish.
+    """
 
     _exposed_ = ("get_batch",)
 
-    def __init__(self) -> None:
-        self.queue = OutputQueue()
+    def __init__(self, max_bytes: int = SUBSCRIBER_BUFFER_BYTES) -> None:
+        self.queue = OutputQueue(max_bytes)
         self._replays: deque[Iterator[bytes]] = deque()
+        self._lock = threading.Lock()  # the fields below: pushers and the reader
+        self._followed: dict[int, _Followed] = {}
+        self._behind = 0  # followed handles behind
+        self._dropping = False  # droppable events are dropped until the client catches up
+        self._dropped = 0  # how many, not told yet
+        self.skips = 0  # times a follower fell behind (for tests and logs)
 
-    def push(self, frame: bytes) -> None:
-        self.queue.put(frame)
+    def push(self, frame: bytes, droppable: bool = False) -> None:
+        """Queue a frame; a ``droppable`` one is dropped (and counted) while the client
+        is behind."""
+        with self._lock:
+            if droppable:
+                if self._dropping or not self.queue.offer(frame):
+                    self._dropping = True
+                    self._dropped += 1
+                return
+            if self._dropped:  # the client hears of them before what came after them
+                self.queue.put(_dropped(self._dropped), block=False)
+                self._dropped = 0
+            if self._behind and frame[:1] == b"{":
+                held = self._followed_end(frame)
+                if held is not None:
+                    held.held_end = frame  # after what it has still to read of the log
+                    return
+            self.queue.put(frame, block=False)
+
+    def follow(self, handle: int, path: str, end: int) -> None:
+        """Output of ``handle`` pushed from now on is written to the log at ``path``
+        after byte ``end`` (the live output follows the replay up to there)."""
+        with self._lock:
+            self._followed[handle] = _Followed(path, end)
+
+    def push_output(self, handle: int, frame: bytes, end: int | None) -> None:
+        """Queue an output frame of ``handle``, whose data ends at byte ``end`` of its
+        log; left in the log (the client catches up later) if the buffer is full."""
+        with self._lock:
+            followed = self._followed.get(handle)
+            if followed is None or end is None:
+                self.queue.put(frame, block=False)
+                return
+            if not followed.behind:
+                if self.queue.offer(frame):
+                    followed.end = followed.latest = end
+                    return
+                followed.behind = True
+                self._behind += 1
+                self.skips += 1
+            followed.latest = end
+
+    def _followed_end(self, frame: bytes) -> _Followed | None:
+        # Under the lock, only while some handle is behind (rare): is it its end?
+        try:
+            event = messages.decode(frame)
+        except ValueError:
+            return None
+        followed = self._followed.get(event.get("handle"))  # type: ignore[arg-type]
+        if event.get("event") == "end" and followed is not None and followed.behind:
+            return followed
+        return None
 
     def replay(self, frames: Iterable[bytes]) -> None:
         """Frames to deliver before anything pushed after now."""
         self._replays.append(iter(frames))
+
+    @property
+    def closed(self) -> bool:
+        return self.queue.closed
 
     def fileno(self) -> int:
         return self.queue.fileno()
@@ -137,12 +233,48 @@ class EventStream:
             else:
                 self._replays.popleft()
         if not self._replays:
-            items.extend(item(frame) for frame in self.queue.drain())
+            with self._lock:
+                frames = self.queue.drain()
+                dropped = self._catch_up()
+            items.extend(item(frame) for frame in frames)
+            if dropped:
+                items.append(item(_dropped(dropped)))
         return items
+
+    def _catch_up(self) -> int:
+        """Under the lock, the queue just drained: whatever fell behind resumes after it.
+        How many droppable events were dropped."""
+        dropped, self._dropped, self._dropping = self._dropped, 0, False
+        if not self._behind:
+            return dropped
+        for handle, followed in self._followed.items():
+            if followed.behind:
+                self._replays.append(_from_log(handle, followed, followed.end, followed.latest))
+                followed.end = followed.latest
+                followed.behind = False
+                if followed.held_end is not None:
+                    self._replays.append(iter((followed.held_end,)))
+                    followed.held_end = None
+        self._behind = 0
+        return dropped
 
     def close(self) -> None:
         self._replays.clear()
         self.queue.close()
+
+
+def _dropped(count: int) -> bytes:
+    return messages.encode({"event": "dropped", "petition": None, "kind": "",
+                            "timestamp": time.time(), "data": {"count": count}})  # fmt: skip
+
+
+def _from_log(handle: int, followed: _Followed, start: int, end: int) -> Iterator[bytes]:
+    """What a follower that fell behind missed: a note, then the log from ``start``."""
+    yield messages.encode({"event": "skipped", "handle": handle,
+                           "message": "this client fell behind; its output continues "
+                           "from the petition's log"})  # fmt: skip
+    for stream, data in read_log(followed.path, end, start):
+        yield messages.output_frame(stream, handle, data)
 
 
 class Call:
@@ -165,6 +297,10 @@ class Call:
 
     def value(self) -> dict[str, Any]:
         return self.fields
+
+    @property
+    def closed(self) -> bool:
+        return self._stream is None or bool(self._stream.closed)
 
     def fileno(self) -> int:
         if self._stream is None:

@@ -101,3 +101,17 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+
+
+def test_read_log_from_an_offset(tmp_path: Path) -> None:
+    """A follower that fell behind resumes from where its live output stopped."""
+    log = PetitionLog(str(tmp_path / "log"), cap=1000)
+    log.write(STDOUT, b"one")
+    middle = log.size
+    log.write(STDERR, b"two")
+    log.write(STDOUT, b"three")
+    end = log.size
+    log.write(STDOUT, b"four")
+    log.close()
+    assert list(read_log(log.path, end, start=middle)) == [(STDERR, b"two"), (STDOUT, b"three")]
+    assert list(read_log(log.path, start=end)) == [(STDOUT, b"four")]

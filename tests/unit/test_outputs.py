@@ -276,3 +276,14 @@ def test_get_batch_waits_for_one_item_and_returns_all_queued(q: OutputQueue) -> 
     q.put(3)
     assert got[0] + q.get_batch() == [1, 2, 3]
     assert q.take is not None and q.take() == []
+
+
+def test_offer_refuses_beyond_the_bound_and_never_blocks() -> None:
+    q = OutputQueue(max_bytes=10)
+    assert q.offer(b"x" * 50)  # an empty queue takes anything: never refused for ever
+    assert not q.offer(b"y")
+    q.drain()
+    assert q.offer(b"a" * 6) and q.offer(b"b" * 4)
+    assert not q.offer(b"c")
+    assert q.offer(("event", 1))  # sizeless items always fit
+    q.close()

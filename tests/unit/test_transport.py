@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orcha.address import parse_address
-from orcha.errors import AuthError, ExitCode, NoServiceError
+from orcha.errors import AuthError, DroppedError, ExitCode, NoServiceError
 from orcha.protocol import transport
 
 
@@ -45,3 +45,31 @@ def test_a_socket_this_user_may_not_use_says_permission_denied_and_whose(
     )
     assert "no orcha service" not in message
     assert caught.value.exit_code == ExitCode.AUTH
+
+
+def test_a_handshake_the_service_drops_says_so_not_that_no_service_runs(tmp_path: Path) -> None:
+    """What a client hears when the service hangs up before authentication (too many
+    unauthenticated connections, or a handshake past its deadline)."""
+    import threading
+
+    path = tmp_path / "orcha.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DroppedError) as caught:
+            transport.connect(parse_address(str(path)), b"key")
+    finally:
+        thread.join(5)
+        listener.close()
+    message = str(caught.value)
+    assert "before authentication finished" in message and "try again" in message
+    assert "no orcha service is running" not in message
+    assert caught.value.exit_code == ExitCode.NO_SERVICE

@@ -63,7 +63,9 @@ def test_followers_are_kept_by_events_and_dropped_at_the_end() -> None:
     running.log = SimpleNamespace(path="/nonexistent", size=0, write=lambda *a: None)  # type: ignore[assignment]
     peer = FakePeer()
     outputs: list[tuple[int, int, bytes]] = []
-    peer.deliver_output = lambda handle, stream, data: outputs.append((handle, stream, data))  # type: ignore[method-assign]
+    peer.deliver_output = lambda handle, stream, data, log=None: outputs.append(  # type: ignore[method-assign]
+        (handle, stream, data)
+    )
     plan, missing = events.follow(peer, ["f"])
     assert missing == [] and plan[0]["ended"] is None
     running.emit(STDOUT, b"hello\n")
