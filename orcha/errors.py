@@ -49,7 +49,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CANNOT_EXECUTE: "'orcha run': the command cannot be executed",
     ExitCode.NOT_FOUND: "'orcha run': the command was not found",
     ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
-    ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha serve')",
+    ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha "
+    "serve'), or it hung up before the handshake finished (overloaded: try again)",
     ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file), or the "
     "socket belongs to another user's service (permission denied)",
     ExitCode.DUPLICATE: "a petition with this ID is already queued or running",
