@@ -3,7 +3,8 @@
 Queued petitions are queued again in their order; those that were running become
 INTERRUPTED and whatever of their process trees survived is stopped, unless they asked
 for ``--retries`` and have attempts left: then the interrupted run counts as an attempt
-and they are queued again; group limits and pauses hold again. (The stop that leaves this behind is ``Service.begin_stop``.)
+and they are queued again; group limits and pauses hold again. (The stop that leaves
+this behind is ``Service.begin_stop``.)
 """
 
 from __future__ import annotations
