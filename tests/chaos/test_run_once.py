@@ -11,6 +11,7 @@ moment its petition has just started; the first test checks that this still hold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
+from orcha.errors import LostServiceError
 from tests.chaos.conftest import crash, service_pid, start_unready
 from tests.conftest import Env, Service, wait_for
 
@@ -72,7 +74,8 @@ def test_self_killing_petitions_each_ran_once_and_end_interrupted(
         argv = ["sh", "-c", f"echo {petition_id} >> {out}; kill -9 $PPID"]
         done = env.run("run", petition_id, "--detach", "--", *argv, timeout=30)
         assert done.returncode == 0, done.stderr
-    assert env.run("resume", "--all", timeout=30).returncode == 0
+    # The first petition may kill the service before it answers (206).
+    assert env.run("resume", "--all", timeout=30).returncode in (0, 206)
     died(service)  # the first one killed it
 
     started = time.monotonic()
@@ -96,7 +99,7 @@ def test_an_interrupted_petition_with_retries_runs_again_and_the_attempt_counts(
     # Kills its service on its first attempt only; then succeeds.
     script = f"echo again >> {out}; [ -e {first} ] || {{ touch {first}; kill -9 $PPID; }}"
     done = env.run("run", "again", "--retries", "1", "--detach", "--", "sh", "-c", script)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in (0, 206), done.stderr  # 206: it killed the service first
     # Kills its service on every attempt: three attempts, then INTERRUPTED for good.
     thrice = f"echo thrice >> {out}; kill -9 $PPID"
     died(service)
@@ -105,7 +108,7 @@ def test_an_interrupted_petition_with_retries_runs_again_and_the_attempt_counts(
     row = rows(env)["again"]
     assert (row["attempt"], ran(out)) == (2, ["again", "again"]), row
     done = env.run("run", "thrice", "--retries", "2", "--detach", "--", "sh", "-c", thrice)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in (0, 206), done.stderr  # 206: it killed the service first
     died(service)
     restart_until(env, lambda: ran(out).count("thrice") >= 3, 5)
     env.serve(*SERVE)
@@ -152,7 +155,8 @@ def test_a_kind_that_calls_os_exit_does_not_put_the_service_in_a_restart_loop(
     env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
     out = tmp_path / "ran.txt"
     service = env.serve(*SERVE)
-    with client() as c:
+    with client() as c, contextlib.suppress(LostServiceError):
+        # The service may die before it answers: the petition starts at once.
         c.submit("bye", kind="exittest", params={"id": "bye", "out": str(out)}, detach=True)
     died(service)
     assert ran(out) == ["bye"]
