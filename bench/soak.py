@@ -272,12 +272,11 @@ class Soak:
                 kill_tree(proc.pid)
                 _, err_b = proc.communicate()
                 code = None
-        else:
+        else:  # its petition did not start in time, or printed something else
             kill_tree(proc.pid)
             _, err_b = proc.communicate()
-            code = proc.returncode if started else None
-            err_b += f" (its petition did not start: {started!r})".encode()
-            code = -2 if code is not None else None
+            err_b += f"\nits petition did not start in time (output {started!r})".encode()
+            code = -2
         with self.lock:
             self.children.discard(proc)
         if self.check("ctrl_c", args, code, err_b.decode(errors="replace")) and code == 130:
