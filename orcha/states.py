@@ -37,6 +37,8 @@ TRANSITIONS: dict[tuple[State, State], str] = {
     (State.RUNNING, State.FAILED): "non-zero code, timeout, or retries used up",
     (State.RUNNING, State.CANCELLED): "Ctrl+C in its client, 'orcha cancel', service stop",
     (State.RUNNING, State.INTERRUPTED): "the service died while it ran",
+    (State.RUNNING, State.QUEUED): "the service died while it ran, and it asked for "
+    "--retries and has an attempt left (the interrupted one counts)",
 }
 
 _ALLOWED: dict[State, frozenset[State]] = {

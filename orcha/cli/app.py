@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
@@ -116,6 +117,19 @@ def _register_core() -> None:
 _register_core()
 
 
+def bad_value(error: click.BadParameter) -> str:
+    """One line for a value the user gave and click refused (``--priority 10**30``): what
+    is wrong and where the help is; not the usage block, which says nothing more."""
+    path = error.ctx.command_path if error.ctx is not None else "orcha"
+    text = " ".join(error.format_message().split())
+    text = text[:1].lower() + text[1:]
+    # click's range and type words, said plainly ("between A and B", "an integer").
+    text = re.sub(r"is not in the range (\S+)<=x<=(\S+?)\.?$", r"is not between \1 and \2", text)
+    text = text.replace("valid integer range", "valid integer")
+    text = text.replace("valid float range", "valid number")
+    return f"{path}: {text.rstrip('.')} (see '{path} --help')"
+
+
 def run(args: list[str]) -> int:
     """Run the click application on ``args``; return the exit code (never raises)."""
     from orcha.cli.report import report
@@ -124,6 +138,12 @@ def run(args: list[str]) -> int:
         rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)
     except click.exceptions.Abort:
         return report(KeyboardInterrupt(), args)
+    except click.BadParameter as e:
+        if isinstance(e, click.MissingParameter):
+            e.show()  # what is missing is best shown with the usage line
+        else:
+            click.echo(bad_value(e), err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code

@@ -10,7 +10,7 @@ order of the requests, so requests may be pipelined: :meth:`Session.send` queues
 
 from __future__ import annotations
 
-from orcha.errors import WIRE_ERRORS, ExitCode, LostServiceError, PetitionError
+from orcha.errors import WIRE_ERRORS, AuthError, ExitCode, LostServiceError, PetitionError
 from orcha.protocol import transport
 from orcha.protocol.wire import RemoteError, answer, request_frame
 
@@ -45,7 +45,16 @@ class Session:
     @classmethod
     def open(cls, settings: Settings) -> Session:
         """Connect to the service. Raises NoServiceError or AuthError."""
-        return cls(transport.connect(settings.address, settings.client_key()))
+        key = settings.client_key()
+        try:
+            return cls(transport.connect(settings.address, key))
+        except AuthError:
+            # No key file when we looked, a listening service when we connected: one
+            # that was just starting (it writes its key file before it listens). Look
+            # again before telling the user they have no key.
+            if key is not None or (key := settings.client_key()) is None:
+                raise
+        return cls(transport.connect(settings.address, key))
 
     def fileno(self) -> int:
         return self.conn.fileno()

@@ -129,6 +129,9 @@ class Daemon:
             lock = AddressLock(address.path + ".lock")
             lock.acquire(str(address))
             stack.callback(lock.release)
+        # The key file exists before the socket does: a client that finds the socket of
+        # a starting service finds its key too (and is not told it has none).
+        settings.service_key()
         listener = transport.listen(address)
         if address.is_unix and address.path:
             stack.callback(_unlink, address.path)

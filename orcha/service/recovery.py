@@ -1,8 +1,10 @@
 """Recovery: what a service takes back, at start, from the one before it at its address.
 
 Queued petitions are queued again in their order; those that were running become
-INTERRUPTED and whatever of their process trees survived is stopped; group limits and
-pauses hold again. (The stop that leaves this behind is ``Service.begin_stop``.)
+INTERRUPTED and whatever of their process trees survived is stopped, unless they asked
+for ``--retries`` and have attempts left: then the interrupted run counts as an attempt
+and they are queued again; group limits and pauses hold again. (The stop that leaves
+this behind is ``Service.begin_stop``.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Job
 from orcha.service.logs import PetitionLog
-from orcha.states import State
+from orcha.states import State, transition
 
 if TYPE_CHECKING:
     from orcha.service.service import Service
@@ -27,7 +29,9 @@ log = logging.getLogger("orcha.service")
 def restore(service: Service) -> None:
     """Take back what a previous service at this address left: queued petitions are
     queued again in their order (but not child petitions: their parent was running, so
-    they are CANCELLED); running ones are INTERRUPTED, their processes stopped."""
+    they are CANCELLED); running ones have their processes stopped and are INTERRUPTED,
+    or queued again for their next attempt if they asked for ``--retries`` and have one
+    left (never otherwise: a petition without retries never runs twice)."""
     store = service.store
     assert store is not None
     rows = store.live(str(service.settings.address))
@@ -36,11 +40,14 @@ def restore(service: Service) -> None:
     now = service.clock()
     scheduler = service.scheduler
     scheduler.accepting = False  # queue them all before any starts: order holds
-    requeued = interrupted = 0
+    requeued = interrupted = retried = 0
     try:
         for row in rows:
             if row["state"] == str(State.RUNNING):
                 _stop_leftovers(service, row)
+                if _retry(service, row, now):
+                    retried += 1
+                    continue
                 store.update(
                     row["seq"], state=str(State.INTERRUPTED), ended=now,
                     message="the service stopped while it was running",
@@ -59,9 +66,37 @@ def restore(service: Service) -> None:
         scheduler.accepting = True
     scheduler.settle_dependencies()  # also admits
     log.warning(
-        "restored %d queued petition(s); %d that were running became INTERRUPTED",
-        requeued, interrupted,
+        "restored %d queued petition(s); %d that were running became INTERRUPTED, "
+        "%d were queued for another attempt",
+        requeued, interrupted, retried,
     )  # fmt: skip
+
+
+def _retry(service: Service, row: dict[str, Any], now: float) -> bool:
+    """Queue a petition that was RUNNING again for its next attempt, if it asked for
+    ``--retries`` and has one left; the interrupted run counts as an attempt (the record's
+    ``attempt`` is committed before each attempt starts). False, with nothing changed, if
+    it gets no other attempt: a child (its parent was interrupted too), a petition of the
+    original API, or one without attempts left."""
+    if row.get("parent") or not row["kind"]:
+        return False
+    try:
+        schedule = Schedule.from_wire(row["schedule"])
+    except (ValueError, PetitionError):
+        return False
+    attempts = 1 + schedule.retries
+    done = int(row.get("attempt") or 1)
+    if done >= attempts:
+        return False
+    store = service.store
+    assert store is not None
+    state = transition(State.RUNNING, State.QUEUED)
+    store.update(
+        row["seq"], state=str(state), started=None, pids=[], attempt=done + 1,
+        message=f"attempt {done} of {attempts} was interrupted by a restart; "
+        f"queued for attempt {done + 1}",
+    )  # fmt: skip
+    return _requeue(service, row, now, attempt=done + 1)
 
 
 def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
@@ -72,9 +107,10 @@ def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
             log.warning("petition %s: stopped %d process(es) left running", row["id"], n)
 
 
-def _requeue(service: Service, row: dict[str, Any], now: float) -> bool:
-    """Queue a recorded petition again (as its kind's petition, detached); False, with
-    the record CANCELLED and why, if it can no longer be built."""
+def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1) -> bool:
+    """Queue a recorded petition again (as its kind's petition, detached), to run as
+    attempt ``attempt``; False, with the record CANCELLED and why, if it can no longer
+    be built."""
     from orcha.protocol.messages import SubmitRequest
 
     store = service.store
@@ -103,6 +139,7 @@ def _requeue(service: Service, row: dict[str, Any], now: float) -> bool:
         created=row["submitted"],
     )  # fmt: skip
     job.paused = bool(row["paused"])
+    job.attempt = attempt
     job.events = service.events
     job.log = PetitionLog(row["log_path"] or service.log_path(uid), service.log_cap)
     store.update(row["seq"], token=job.token, log_path=job.log.path)

@@ -345,7 +345,8 @@ class Service:
         if job.family is not None:
             job.family.reopen()
         if self.store is not None:
-            self.store.update_later(job.seq, attempt=job.attempt)
+            # Committed before the attempt starts: a restart after a crash counts it.
+            self.store.update(job.seq, attempt=job.attempt)
         self.events.watch_event(job, "attempt", {"attempt": job.attempt})
 
     def job_pid(self, job: Job, pid: int) -> None:

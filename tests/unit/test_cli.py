@@ -1,9 +1,12 @@
-"""orcha.cli: a Ctrl+C while the ``orcha`` command is still importing."""
+"""orcha.cli: a Ctrl+C while the ``orcha`` command is still importing; values refused in
+one line."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 EARLY_CTRL_C = """
 import os, signal, sys
@@ -41,3 +44,21 @@ def test_processes_the_suite_starts_get_sigint_at_its_default() -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert proc.stdout == "True\n", proc.stderr
+
+
+def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orcha.cli.app import run
+
+    assert run(["run", "x", "--priority", str(10**30), "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"orcha run: invalid value for '--priority': {10**30} is not between -1000000000 "
+        "and 1000000000 (see 'orcha run --help')\n"
+    )
+    assert run(["send", "x", "--priority", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'abc' is not a valid integer" in err, err
+    assert run(["run"]) == 2
+    assert "Usage: orcha run" in capsys.readouterr().err

@@ -184,3 +184,35 @@ def test_orcha_run_start_up_path_loads_no_client_api() -> None:
     loaded = _imported_after("import orcha.client.attach")
     heavy = {"typing", "click", "orcha.client.api", "orcha.client.operations"}
     assert not heavy & loaded
+
+
+def test_a_session_looks_for_the_key_again_once_it_finds_a_starting_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No key file when the client looked, a service when it connected (one that was just
+    starting and writing its key): the client looks again instead of saying it has none."""
+    from orcha.client.session import Session
+    from orcha.errors import AuthError
+    from orcha.protocol import transport
+
+    keys = iter([None, b"written-meanwhile"])
+    tried: list[bytes | None] = []
+
+    class Settings:
+        address = "unix:/nowhere"
+
+        def client_key(self) -> bytes | None:
+            return next(keys)
+
+    def connect(address: Any, key: bytes | None) -> Any:
+        tried.append(key)
+        if key is None:
+            raise AuthError("a service listens there but this user has no key for it")
+        return object()
+
+    monkeypatch.setattr(transport, "connect", connect)
+    assert isinstance(Session.open(Settings()), Session)  # type: ignore[arg-type]
+    assert tried == [None, b"written-meanwhile"]
+    keys = iter([None, None])  # still none: the user is told so
+    with pytest.raises(AuthError):
+        Session.open(Settings())  # type: ignore[arg-type]

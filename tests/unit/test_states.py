@@ -19,10 +19,17 @@ from orcha.states import (
 S = State
 
 #: The lifecycle as documented: QUEUED -> RUNNING -> an end; a waiting petition may also be
-#: cancelled, fail to start, or be interrupted; ends are terminal.
+#: cancelled, fail to start, or be interrupted (and queued again if it has --retries left);
+#: ends are terminal.
 EXPECTED: dict[State, set[State]] = {
     S.QUEUED: {S.RUNNING, S.CANCELLED, S.FAILED},
-    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED},
+    S.RUNNING: {
+        S.SUCCEEDED,
+        S.FAILED,
+        S.CANCELLED,
+        S.INTERRUPTED,
+        S.QUEUED,
+    },  # QUEUED: retried after a restart
     S.SUCCEEDED: set(),
     S.FAILED: set(),
     S.CANCELLED: set(),

@@ -104,3 +104,88 @@ def test_a_petition_is_recorded_running_before_its_work_starts(tmp_path: Path) -
         assert state == "RUNNING"
     finally:
         h.close()
+
+
+def _as_if_died(tmp_path: Path, h: Harness, fields: dict[str, dict[str, object]]) -> None:
+    """Close ``h`` and leave the records of ``fields``' petitions RUNNING (with those
+    fields), as a service that died while they ran would (the harness's close cancels
+    them; their records are put back once all its writes have landed)."""
+    import sqlite3
+
+    h.close()
+    db = sqlite3.connect(tmp_path / "state" / "orcha.db")
+    try:
+        for petition_id, values in fields.items():
+            values = {"state": "RUNNING", "pids": "[]", "token": f"token-{petition_id}", **values}
+            names = ", ".join(f"{name} = ?" for name in values)
+            db.execute(
+                f"UPDATE petitions SET {names} WHERE id = ?", (*values.values(), petition_id)
+            )
+        db.commit()
+    finally:
+        db.close()
+
+
+def _die_while_running(h: Harness, tmp_path: Path, petition_id: str, attempt: int) -> None:
+    _as_if_died(tmp_path, h, {petition_id: {"attempt": attempt}})
+
+
+def test_an_interrupted_petition_with_retries_left_is_queued_again_and_the_attempt_counts(
+    tmp_path: Path,
+) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.submit("r", schedule={"retries": 2})
+    first.gates.wait_started("r")
+    _die_while_running(first, tmp_path, "r", attempt=1)
+
+    second = Harness(tmp_path, max_running=1)
+    try:
+        second.gates.wait_started("r")  # run again: attempt 2 of 3
+        row = second.record("r")
+        assert (row["state"], row["attempt"]) == ("RUNNING", 2)
+        assert ([], "token-r", False) in second.procs.stopped  # the old tree was stopped
+        assert second.service.store is not None
+        stored = second.service.store.latest("r")
+        assert stored is not None and stored["attempt"] == 2
+        assert stored["message"] == (
+            "attempt 1 of 3 was interrupted by a restart; queued for attempt 2"
+        )
+    except BaseException:
+        second.close()
+        raise
+    _die_while_running(second, tmp_path, "r", attempt=2)
+
+    third = Harness(tmp_path, max_running=1)
+    try:
+        third.gates.wait_started("r")
+        assert third.record("r")["attempt"] == 3
+    except BaseException:
+        third.close()
+        raise
+    _die_while_running(third, tmp_path, "r", attempt=3)
+
+    fourth = Harness(tmp_path, max_running=1)  # attempts used up: INTERRUPTED, not run
+    try:
+        row = fourth.record("r")
+        assert (row["state"], row["attempt"]) == ("INTERRUPTED", 3)
+        assert fourth.gates.started == []
+    finally:
+        fourth.close()
+
+
+def test_an_interrupted_petition_without_retries_or_with_a_parent_is_never_run_again(
+    tmp_path: Path,
+) -> None:
+    first = Harness(tmp_path, max_running=2)
+    first.submit("once")
+    first.submit("child.1", schedule={"retries": 3})
+    first.gates.wait_started("once")
+    first.gates.wait_started("child.1")
+    _as_if_died(tmp_path, first, {"once": {}, "child.1": {"parent": "child"}})
+
+    second = Harness(tmp_path, max_running=2)
+    try:
+        assert [second.record(i)["state"] for i in ("once", "child.1")] == ["INTERRUPTED"] * 2
+        assert second.gates.started == []
+    finally:
+        second.close()
