@@ -171,6 +171,20 @@ class InvalidPetitionError(PetitionError):
         super().__init__(message, ExitCode.REFUSED)
 
 
+class NotSavedError(PetitionError):
+    """The service could not save a change to its records (disk full, database locked or
+    failing), so it did not take what it was asked (``what``: what was not done)."""
+
+    def __init__(self, reason: str, what: str = "nothing was submitted") -> None:
+        super().__init__(
+            f"the service cannot save its state ({reason}); {what}. Free space in its state "
+            "directory (or end what holds its database) and retry; 'orcha health' says when "
+            "it saves again",
+            ExitCode.NOT_SAVED,
+        )
+        self.reason = reason
+
+
 class NoPetitionError(OrchaError):
     """No petition (or other named thing: a runtime kind, a state key) has that name."""
 
@@ -189,6 +203,7 @@ WIRE_ERRORS: dict[str, ExitCode] = {
     "unknown": ExitCode.UNKNOWN,
     "refused": ExitCode.REFUSED,
     "start_failed": ExitCode.START_FAILED,
+    "not_saved": ExitCode.NOT_SAVED,
 }
 
 

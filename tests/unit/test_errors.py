@@ -18,6 +18,7 @@ from orcha.errors import (
     LostServiceError,
     NoPetitionError,
     NoServiceError,
+    NotSavedError,
     OrchaError,
     PetitionError,
     PluginError,
@@ -50,6 +51,7 @@ EXAMPLES: dict[type[OrchaError], tuple[OrchaError, ExitCode]] = {
     PluginError: (PluginError("plugin broke"), ExitCode.FAILED),
     SchemaError: (SchemaError("plugins.a.config.b", "expected a number"), ExitCode.USAGE),
     NoPetitionError: (NoPetitionError("no petition has ID 'x'"), ExitCode.NO_PETITION),
+    NotSavedError: (NotSavedError("disk full: database or disk is full"), ExitCode.NOT_SAVED),
 }
 
 

@@ -606,11 +606,11 @@ def _plan_of(
     """Run ``call`` with the store's statements traced; return the query plan (one string per
     row) of the statement that reads ``table_marker``, planned on a separate connection."""
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
+    store._reader.set_trace_callback(statements.append)
     try:
         call()
     finally:
-        store._db.set_trace_callback(None)
+        store._reader.set_trace_callback(None)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")
                and table_marker in s]  # fmt: skip
     assert len(selects) == 1, statements
