@@ -258,13 +258,37 @@ class Store:
 
     # -- saving -------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
-        """(saving works, in words): ``saving ok`` or ``UNSAVED (why; N waiting)``."""
+        """(saving works, in words): ``saving ok`` or ``UNSAVED (why; N waiting)``.
+
+        During an outage with nothing queued (a refused submit started it), a small
+        write is tried first: health tells when saving works again without a submit."""
+        if self.outage.problem is not None and not self.saver.pending:
+            self._probe()
         problem = self.outage.problem
         if problem is None:
             return True, "saving ok"
         waiting = self.saver.pending
         more = f"; changes of {waiting} petition(s) waiting" if waiting else ""
         return False, f"UNSAVED ({problem}{more})"
+
+    def _probe(self) -> None:
+        """One small write (skipped if the writing connection is busy): ends an outage
+        if it succeeds."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._db.execute(
+                "INSERT INTO service_state (service, key, value) VALUES ('', 'saved', ?) "
+                "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
+                (json.dumps(time.time()),),
+            )
+        except Exception as e:
+            if is_transient(e):
+                self.outage.failed(describe(e))
+        else:
+            self.outage.succeeded()
+        finally:
+            self._lock.release()
 
     def _write(self, work: Callable[[sqlite3.Connection], _T], what: str, wait: float = 0) -> _T:
         """Run ``work`` on the writing connection (it commits); retried for ``wait``
