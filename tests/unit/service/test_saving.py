@@ -7,14 +7,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orcha.errors import ExitCode, NotSavedError
+from orcha.errors import WIRE_ERRORS, ExitCode, NotSavedError
+from orcha.service import service as service_module
 from orcha.service.saving import Changes, Outage, Saver, describe
 from orcha.service.store import Store
+from tests.unit.service.harness import Harness
 
 FULL = sqlite3.OperationalError("database or disk is full")
 LOCKED = sqlite3.OperationalError("database is locked")
@@ -220,3 +223,96 @@ def test_a_start_is_retried_for_its_bound_then_refused(store: Store) -> None:
         release.join()
         other.close()
     assert store.get(seq)["state"] == "RUNNING"  # type: ignore[index]
+
+
+# -- the service core, in process, with a writing connection that fails on demand ------
+
+
+class Breakable:
+    """The store's writing connection, failing like a full disk while ``broken``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.broken = False
+
+    def execute(self, *args: Any) -> Any:
+        if self.broken:
+            raise FULL
+        return self.db.execute(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+@pytest.fixture
+def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setattr(service_module, "STORE_START_WAIT", 0.2)
+    harness = Harness(tmp_path, max_running=1)
+    store = harness.service.store
+    assert store is not None
+    store.saver.retry_first = store.saver.retry_max = 0.01
+    store._db = Breakable(store._db)  # type: ignore[assignment]
+    yield harness
+    store._db.broken = False  # type: ignore[attr-defined]
+    harness.close()
+
+
+def _saved(h: Harness, petition_id: str) -> tuple[str, int | None]:
+    """State and code of a petition as saved in the database (another connection)."""
+    assert h.service.store is not None and h.service.store.flush(timeout=5)
+    db = sqlite3.connect(h.service.store.path)
+    try:
+        row = db.execute(
+            "SELECT state, code FROM petitions WHERE id = ? ORDER BY seq DESC", (petition_id,)
+        ).fetchone()
+    finally:
+        db.close()
+    return (row[0], row[1])
+
+
+def test_while_state_cannot_be_saved_submits_are_refused_and_the_rest_answers(
+    h: Harness,
+) -> None:
+    store = h.service.store
+    assert store is not None
+    assert h.submit("a")["ok"]
+    h.gates.wait_started("a")
+    store._db.broken = True  # type: ignore[attr-defined]
+    refused = h.submit("b")
+    assert (refused["ok"], refused["error"]) == (False, "not_saved")
+    assert refused["message"].startswith("the service cannot save its state (disk full")
+    assert WIRE_ERRORS["not_saved"] == ExitCode.NOT_SAVED
+    health = h.call("health")
+    assert health["healthy"] is False and health["state"].startswith("UNSAVED (disk full")
+    h.run_to_end("a")  # its end cannot be saved: kept, and shown
+    assert h.record("a")["state"] == "SUCCEEDED"
+    assert h.request("status", ids=["b"])["missing"] == ["b"]
+    clean = h.request("clean")
+    assert clean["ok"] is False and clean["error"] == "not_saved"
+    assert "nothing was removed" in clean["message"]
+    store._db.broken = False  # type: ignore[attr-defined]
+    assert _saved(h, "a") == ("SUCCEEDED", 0)
+    assert h.call("health")["state"] == "saving ok"
+    assert h.submit("b")["ok"]
+
+
+def test_a_start_that_cannot_be_saved_fails_the_petition_without_running_it(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = h.service.store
+    assert store is not None
+    assert h.submit("first")["ok"]
+    h.gates.wait_started("first")
+    assert h.submit("second")["ok"]  # queued behind it: one slot
+    store._db.broken = True  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="orcha"):
+        h.run_to_end("first")
+        h.wait_ended("second")
+    record = h.record("second")
+    assert (record["state"], record["code"]) == ("FAILED", int(ExitCode.NOT_SAVED))
+    assert "petition second was not started" in record["message"]
+    assert "second" not in h.gates.started  # never run
+    assert "petition second not started: its start could not be saved" in caplog.text
+    assert "worker task raised" not in caplog.text and "Traceback" not in caplog.text
+    store._db.broken = False  # type: ignore[attr-defined]
+    assert _saved(h, "second") == ("FAILED", int(ExitCode.NOT_SAVED))
