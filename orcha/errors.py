@@ -69,7 +69,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "
     "and were stopped",
     ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
-    "failing): the petition was not taken; see 'orcha health', then submit again",
+    "failing): the petition was not taken (or, queued before, was not started); see "
+    "'orcha health', then submit again",
 }
 
 
