@@ -146,6 +146,10 @@ STORE_RETRY_MAX = 2.0
 #: try counts as failed (SQLite's busy timeout on the service's writing connection).
 STORE_WRITE_BUSY_MS = 2000
 
+#: Milliseconds opening the database waits for another process's lock (the service
+#: serves nothing yet); beyond it, 'orcha serve' exits with a line saying so.
+STORE_OPEN_BUSY_MS = 5000
+
 #: Milliseconds a read (status, wait, logs, clean) waits for a lock. Reads have their own
 #: connection (WAL): they never wait for the service's own writes.
 STORE_READ_BUSY_MS = 2000

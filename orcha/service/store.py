@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from orcha.defaults import (
     STORE_CLOSE_WAIT,
+    STORE_OPEN_BUSY_MS,
     STORE_READ_BUSY_MS,
     STORE_RETRY_FIRST,
     STORE_RETRY_MAX,
@@ -203,7 +204,8 @@ class Store:
             raise ConfigError(f"cannot open the petition database {path}: {e}") from e
         try:
             self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout={STORE_WRITE_BUSY_MS}")
+            # At open, a lock may be waited for longer: nothing else is served yet.
+            self._db.execute(f"PRAGMA busy_timeout={STORE_OPEN_BUSY_MS}")
             if existing:
                 self._check()
             self._migrate()  # first: a newer database is refused before anything is written
@@ -212,10 +214,16 @@ class Store:
             self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             self._reader.execute(f"PRAGMA busy_timeout={STORE_READ_BUSY_MS}")
+            self._db.execute(f"PRAGMA busy_timeout={STORE_WRITE_BUSY_MS}")
         except sqlite3.Error as e:
             self._db.close()
             if type(e) is sqlite3.DatabaseError:  # not a database, or malformed; not busy
                 raise ConfigError(_damaged(path, str(e))) from e
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise ConfigError(
+                    f"cannot use the petition database {path}: another process holds it "
+                    "locked; end that process (see 'fuser' or 'lsof') and start again"
+                ) from e
             raise ConfigError(
                 f"cannot use the petition database {path}: {e}; move it aside to start afresh"
             ) from e
