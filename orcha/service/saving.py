@@ -154,6 +154,11 @@ class Saver:
             fields = self._pending.get(seq)
             return dict(fields) if fields else None
 
+    def snapshot(self) -> Changes:
+        """Everything queued and not committed yet (copies), by record."""
+        with self._cond:
+            return {seq: dict(fields) for seq, fields in self._pending.items()}
+
     def pending_seqs(self) -> list[int]:
         with self._cond:
             return list(self._pending)

@@ -372,7 +372,8 @@ class Service:
             # queues (and runs) it a second time. Not recorded, it is not run at all.
             self.store.update(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name,
-                wait=STORE_START_WAIT, what=f"petition {job.id} was not started",
+                wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested,
+                what=f"petition {job.id} was not started",
             )  # fmt: skip
         if job.native:
             job.family = Family(self, job)

@@ -298,11 +298,17 @@ class Store:
         finally:
             self._lock.release()
 
-    def _write(self, work: Callable[[sqlite3.Connection], _T], what: str, wait: float = 0) -> _T:
+    def _write(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        what: str,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+    ) -> _T:
         """Run ``work`` on the writing connection (it commits); retried for ``wait``
-        seconds while it fails as a full disk or a lock does. NotSavedError (saying
-        ``what`` was not done) once that is over, or if the writer holds the connection
-        longer than the store's ``sync_wait``."""
+        seconds (or until ``give_up()``) while it fails as a full disk or a lock does.
+        NotSavedError (saying ``what`` was not done) once that is over, or if the writer
+        holds the connection longer than the store's ``sync_wait``."""
         deadline = time.monotonic() + wait
         pause = STORE_RETRY_FIRST
         while True:
@@ -320,7 +326,7 @@ class Store:
                 if not is_transient(e):
                     raise
                 self.outage.failed(describe(e))
-                if time.monotonic() + pause > deadline:
+                if time.monotonic() + pause > deadline or (give_up is not None and give_up()):
                     raise NotSavedError(describe(e), what) from None
             else:
                 self.outage.succeeded()
@@ -352,12 +358,12 @@ class Store:
     def _overlaid(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
         """Rows as records, with the changes not committed yet applied."""
         records = [_row(r) for r in rows]
-        if self.saver.pending:
+        unsaved = self.saver.snapshot()
+        if unsaved:
             for record in records:
-                if "seq" in record:
-                    fields = self.saver.overlay(record["seq"])
-                    if fields:
-                        record.update((k, v) for k, v in fields.items() if k in record)
+                fields = unsaved.get(record.get("seq", -1))
+                if fields:
+                    record.update((k, v) for k, v in fields.items() if k in record)
         return records
 
     # -- writing --------------------------------------------------------------------------
@@ -381,10 +387,16 @@ class Store:
         return self._write(insert, what)
 
     def update(
-        self, seq: int, *, wait: float = 0, what: str = "the change was not saved", **fields: Any
+        self,
+        seq: int,
+        *,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+        what: str = "the change was not saved",
+        **fields: Any,
     ) -> None:
         """Change some fields of record ``seq`` (one transaction), retried for ``wait``
-        seconds; NotSavedError if it could not be saved by then."""
+        seconds or until ``give_up()``; NotSavedError if it could not be saved by then."""
         if not fields:
             return
         _check_fields(fields)
@@ -396,6 +408,7 @@ class Store:
             ),
             what,
             wait,
+            give_up,
         )
         self.saver.supersede(seq, set(fields))
 
