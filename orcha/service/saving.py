@@ -125,6 +125,7 @@ class Saver:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pause = 0.0  # before the next try (0: none failed)
+        self.failing = False  # the last try failed: queued changes wait for a retry
         self.dropped = 0  # values the database refused (never retried)
 
     # -- what callers use ------------------------------------------------------------------
@@ -220,25 +221,30 @@ class Saver:
                     # A value the database refuses (an integer beyond 64 bits, say):
                     # save the rest, one field at a time, and drop only what fails.
                     self._commit_apart(batch)
+                    self.failing = False
                     self.outage.succeeded()
                 else:
-                    self.outage.failed(describe(e))
-                    self._pause = min(self.retry_max, max(self.retry_first, self._pause * 2))
+                    self._failed(e)
                     return self._pause
             else:
+                self.failing = False
                 self.outage.succeeded()
             self._pause = 0.0
             self._done(batch)
             return 0.0
         except BaseException as e:
             # _commit_apart met a transient failure: the whole batch stays queued.
-            self.outage.failed(describe(e))
-            self._pause = min(self.retry_max, max(self.retry_first, self._pause * 2))
+            self._failed(e)
             return self._pause
         finally:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _failed(self, error: BaseException) -> None:
+        self.failing = True
+        self.outage.failed(describe(error))
+        self._pause = min(self.retry_max, max(self.retry_first, self._pause * 2))
 
     def _commit_apart(self, batch: Changes) -> None:
         for seq, fields in batch.items():

@@ -279,12 +279,20 @@ class Store:
         more = f"; changes of {waiting} petition(s) waiting" if waiting else ""
         return False, f"UNSAVED ({problem}{more})"
 
+    def _saved(self, changes_before: int) -> None:
+        """A write succeeded: it ends an outage if it really wrote something (a
+        transaction that changed nothing writes nothing, on a full disk too) and the
+        writer's queued changes are not failing meanwhile."""
+        if self._db.total_changes > changes_before and not self.saver.failing:
+            self.outage.succeeded()
+
     def _probe(self) -> None:
         """One small write (skipped if the writing connection is busy): ends an outage
         if it succeeds."""
         if not self._lock.acquire(blocking=False):
             return
         try:
+            changes = self._db.total_changes
             self._db.execute(
                 "INSERT INTO service_state (service, key, value) VALUES ('', 'saved', ?) "
                 "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
@@ -294,7 +302,7 @@ class Store:
             if is_transient(e):
                 self.outage.failed(describe(e))
         else:
-            self.outage.succeeded()
+            self._saved(changes)
         finally:
             self._lock.release()
 
@@ -316,6 +324,7 @@ class Store:
                 reason = self.outage.problem or "the database is busy"
                 raise NotSavedError(reason, what)
             try:
+                changes = self._db.total_changes
                 result = work(self._db)
             except Exception as e:
                 if self._db.in_transaction:
@@ -329,7 +338,7 @@ class Store:
                 if time.monotonic() + pause > deadline or (give_up is not None and give_up()):
                     raise NotSavedError(describe(e), what) from None
             else:
-                self.outage.succeeded()
+                self._saved(changes)
                 return result
             finally:
                 self._lock.release()

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_a_full_state_disk_refuses_submits_and_everything_else_answers(
     assert clean.returncode in (0, NOT_SAVED), clean.stderr
     health = env.run("health", timeout=10)
     print(health.stdout.strip())
-    assert health.returncode == 1
+    assert health.returncode == 1, service.stderr
     assert "state: UNSAVED (disk full" in health.stdout
 
     filler.unlink()
@@ -103,11 +104,13 @@ def test_sigterm_stops_the_service_during_an_outage(env: Env, tmpfs: Callable[[s
     assert wait_for(lambda: _running(env, "long"))
     fill(disk)
     _refused_submit(env, [])
+    signalled = time.monotonic()
     service.signal(signal.SIGTERM)
     # Grace 1 s for 'long', then at most STORE_CLOSE_WAIT for what is unsaved: well
     # within this bound (which is only there so that a hang fails the test).
     assert service.proc is not None
     assert service.proc.wait(timeout=30) == 0
+    print(f"stopped {time.monotonic() - signalled:.1f}s after SIGTERM")
     print(service.stderr.strip().splitlines()[-2:])
     assert "not saved" in service.stderr
     assert "Traceback" not in service.stderr

@@ -316,3 +316,15 @@ def test_a_start_that_cannot_be_saved_fails_the_petition_without_running_it(
     assert "worker task raised" not in caplog.text and "Traceback" not in caplog.text
     store._db.broken = False  # type: ignore[attr-defined]
     assert _saved(h, "second") == ("FAILED", int(ExitCode.NOT_SAVED))
+
+
+def test_only_a_write_that_saved_something_ends_an_outage(store: Store) -> None:
+    store.outage.failed("disk full: database or disk is full")
+    assert store.remove_finished() == []  # a transaction that changed nothing
+    assert not store.outage.ok  # proves nothing: on a full disk it writes nothing
+    store.saver.failing = True  # the writer's queued changes still fail meanwhile
+    store.add(_record("a"))
+    assert not store.outage.ok
+    store.saver.failing = False
+    store.add(_record("b"))
+    assert store.outage.ok and store.health() == (True, "saving ok")
