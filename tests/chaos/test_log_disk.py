@@ -36,10 +36,9 @@ def _record(env: Env, petition_id: str) -> dict[str, object]:
 def test_a_full_log_disk_delivers_every_byte_and_marks_the_log(
     env: Env, tmpfs: Callable[[str], Path]
 ) -> None:
-    disk = tmpfs("1m")
+    disk = tmpfs("2m")  # the log fills it up part way through the output
     _logs_on(env, disk)
     env.serve("--grace", "1")
-    fill(disk)
     done = env.run_bytes("run", "filler", "--", "head", "-c", "6000000", "/dev/zero", timeout=60)
     print(f"delivered {len(done.stdout)} bytes, exit {done.returncode}")
     assert (done.returncode, len(done.stdout)) == (0, 6_000_000), done.stderr
@@ -47,16 +46,23 @@ def test_a_full_log_disk_delivers_every_byte_and_marks_the_log(
     record = _record(env, "filler")
     assert record["state"] == "SUCCEEDED"
     assert "No space left on device" in str(record["log_truncated"])
-    logs = env.run("logs", "filler", timeout=10)
+    logs = env.run_bytes("logs", "filler", timeout=10)
     assert logs.returncode == 0
-    assert logs.stderr.strip().startswith("orcha: the log of filler is incomplete: No space")
-    assert "\n" not in logs.stderr.strip()
+    note = logs.stderr.decode().strip()
+    assert note.startswith("orcha: the log of filler is incomplete: No space"), note
+    assert "\n" not in note
     status = env.run("status", timeout=10)
     print(status.stdout.strip().splitlines()[-1])
     assert "log incomplete: No space left on device" in status.stdout
+    kept = len(logs.stdout)
+    print(f"log kept {kept} bytes: {record['log_truncated']}")
+    assert 0 < kept < 6_000_000
+    # With the logs' disk full from the start: nothing is kept, all is delivered.
+    fill(disk)
     # Submits still work (the records are on another disk).
     again = env.run("run", "again", "--", "echo", "hello", timeout=30)
     assert (again.returncode, again.stdout) == (0, "hello\n"), again.stderr
+    assert "No space left on device" in str(_record(env, "again")["log_truncated"])
 
 
 def test_a_read_only_log_folder_still_delivers_the_output(
