@@ -122,6 +122,7 @@ class Saver:
         self.view_lock = threading.Lock()
         self._cond = threading.Condition()
         self._busy = False  # a batch is being committed
+        self._hurry = False  # flush() or close() wants the next try now, not after the pause
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pause = 0.0  # before the next try (0: none failed)
@@ -174,7 +175,8 @@ class Saver:
         """Wait until every queued change is committed (at most ``timeout`` seconds);
         whether they all were."""
         with self._cond:
-            self._cond.notify_all()  # a writer pausing between tries tries again now
+            self._hurry = True  # a writer pausing between tries tries again now
+            self._cond.notify_all()
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def close(self, timeout: float) -> int:
@@ -200,8 +202,8 @@ class Saver:
                 pause = self.retry_max
             if pause:
                 with self._cond:
-                    # Woken early by flush() or close().
-                    self._cond.wait(pause)
+                    # Early only for flush() or close(): new changes wait for the pause.
+                    self._cond.wait_for(lambda: self._hurry or self._closed, pause)
                     if self._closed:
                         return
 
@@ -209,6 +211,7 @@ class Saver:
         """Try to commit what is queued, once; the pause before the next try (0 when it
         was committed, or nothing was queued)."""
         with self._cond:
+            self._hurry = False
             if not self._pending:
                 return 0.0
             batch = {seq: dict(fields) for seq, fields in self._pending.items()}

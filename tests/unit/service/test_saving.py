@@ -328,3 +328,22 @@ def test_only_a_write_that_saved_something_ends_an_outage(store: Store) -> None:
     store.saver.failing = False
     store.add(_record("b"))
     assert store.outage.ok and store.health() == (True, "saving ok")
+
+
+def test_flush_hurries_a_writer_pausing_between_tries() -> None:
+    db = FakeDatabase(LOCKED)
+    tried = threading.Event()
+    commit = db.commit
+
+    def counted(batch: Changes) -> None:
+        try:
+            commit(batch)
+        finally:
+            tried.set()
+
+    saver = Saver(counted, Outage(), retry_first=60, retry_max=60)  # a long pause
+    saver.put(1, {"code": 0})
+    assert tried.wait(10)  # the first try failed: the writer pauses for 60 s
+    assert saver.flush(timeout=10)  # but a flush (a stop) has it try again at once
+    assert db.committed == [{1: {"code": 0}}]
+    saver.close(timeout=1)
