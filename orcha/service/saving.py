@@ -8,6 +8,10 @@ record queued meanwhile are merged into one, and readers see it at once through
 writer never dies: whatever a commit raises is caught. A failure that is not the disk's
 or the lock's (a value the database refuses) costs only that value, never the others.
 
+:class:`Writes` runs the writes a caller waits for (a new record, a start) on the same
+connection, one at a time, each within a bound: retried while the disk or a lock fails
+it, then :class:`~orcha.errors.NotSavedError`.
+
 :class:`Outage` says whether the service can save its state. The first failure of an
 outage is logged once (not each retry), ``orcha health`` reports it, and the first write
 that succeeds ends it (logged once too).
@@ -20,14 +24,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from orcha.defaults import STORE_RETRY_FIRST, STORE_RETRY_MAX
+from orcha.defaults import STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_SYNC_WAIT
+from orcha.errors import NotSavedError
 
 log = logging.getLogger("orcha.service.store")
 
 #: Changes by record number: {seq: {field: value}}.
 Changes = dict[int, dict[str, Any]]
+
+_T = TypeVar("_T")
 
 
 def is_transient(error: BaseException) -> bool:
@@ -275,3 +282,64 @@ class Saver:
                         del queued[name]
                 if not queued:
                     del self._pending[seq]
+
+
+class Writes:
+    """The writing connection (``connection()``), one write at a time behind ``lock``:
+    the writes callers wait for, bounded, and what they tell the outage."""
+
+    def __init__(
+        self,
+        connection: Callable[[], sqlite3.Connection],
+        saver: Saver,
+        sync_wait: float = STORE_SYNC_WAIT,
+    ) -> None:
+        self.connection = connection
+        self.saver = saver
+        self.outage = saver.outage
+        self.sync_wait = sync_wait
+        self.lock = threading.Lock()
+
+    def run(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        what: str,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+        probe: bool = False,
+    ) -> _T:
+        """Run ``work`` on the connection (it commits); retried for ``wait`` seconds (or
+        until ``give_up()``) while it fails as a full disk or a lock does. NotSavedError
+        (saying ``what`` was not done) once that is over, or if the connection stays
+        taken longer than ``sync_wait`` (``probe``: if it is not free at once)."""
+        deadline = time.monotonic() + wait
+        pause = self.saver.retry_first
+        while True:
+            if not self.lock.acquire(timeout=0 if probe else self.sync_wait):
+                raise NotSavedError(self.outage.problem or "the database is busy", what)
+            db = self.connection()
+            try:
+                changes = db.total_changes
+                result = work(db)
+            except Exception as e:
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection rolls back by itself when it can
+                if not is_transient(e):
+                    raise
+                self.outage.failed(describe(e))
+                if time.monotonic() + pause > deadline or (give_up is not None and give_up()):
+                    raise NotSavedError(describe(e), what) from None
+            else:
+                # It ends an outage only if it wrote something (a transaction that
+                # changed nothing writes nothing, on a full disk too) and the queued
+                # changes are not failing meanwhile.
+                if db.total_changes > changes and not self.saver.failing:
+                    self.outage.succeeded()
+                return result
+            finally:
+                self.lock.release()
+            time.sleep(pause)
+            pause = min(self.saver.retry_max, pause * 2)

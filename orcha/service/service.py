@@ -176,11 +176,9 @@ class Service:
         """Record and queue a petition (a child of ``parent`` if given); DuplicateIdError
         if its ID is queued or running, NotSavedError if it cannot be recorded.
 
-        The ID is taken under the scheduler's lock (concurrent submissions of one ID see
-        each other), the record is written outside it (a database that is slow, full or
-        locked by another process never holds up scheduling, run or cancel), and the job
-        is queued under it again (a parent cancelled meanwhile refuses the child then).
-        """
+        The ID is taken under the scheduler's lock (concurrent submits of one ID see each
+        other), recorded outside it (a slow, full or locked database never holds up run
+        or cancel), and queued under it again (a parent cancelled meanwhile refuses it)."""
         petition_id = str(petition.id)
         family: Family | None = parent.family if parent is not None else None
         schedule = (request.schedule if request else None) or Schedule()
@@ -228,17 +226,18 @@ class Service:
             )  # fmt: skip
             job.session = peer
             job.events = self.events
-            if self.store is not None and native:
-                job.log = self.open_log(job, log_path)
             with self.scheduler.lock:
                 if family is not None:
                     try:
                         family.check_open()
-                    except PetitionError as e:
-                        self._unqueued(job, e.message)
+                    except PetitionError:  # recorded, not queued: its record says so
+                        if self.store is not None and seq is not None:
+                            self.store.update_later(seq, state="CANCELLED", ended=now)
                         raise
                     job.parent = parent
                     family.adopt(job)
+                if self.store is not None and native:
+                    job.log = self.open_log(job, log_path)
                 # Before submit(): it may start the petition at once, and watchers must
                 # see "submitted" before "started".
                 self.events.watch_event(job, "submitted", {"priority": job.priority})
@@ -247,15 +246,6 @@ class Service:
             with self.scheduler.lock:
                 self._intake.discard(petition_id)
         return job
-
-    def _unqueued(self, job: Job, reason: str) -> None:
-        """A recorded job was refused before it was queued: its record says so."""
-        if job.log is not None:
-            job.log.close()
-        if self.store is not None and job.seq is not None:
-            self.store.update_later(
-                job.seq, state=str(State.CANCELLED), ended=self.clock(), message=reason
-            )
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
         """Refuse dependencies on itself or on IDs no petition ever had."""
@@ -280,14 +270,12 @@ class Service:
             )
 
     def open_log(self, job: Job, path: str) -> PetitionLog:
-        """The log of ``job``'s output at ``path``; its record says so if it ends up
-        incomplete (a write failed: the petition and its client go on regardless)."""
-        store, seq = self.store, job.seq
+        """``job``'s output log at ``path``: if a write fails, its record says why."""
 
         def truncated(reason: str) -> None:
             log.warning("petition %s: its output log is incomplete: %s", job.id, reason)
-            if store is not None and seq is not None:
-                store.update_later(seq, log_truncated=reason)
+            if self.store is not None and job.seq is not None:
+                self.store.update_later(job.seq, log_truncated=reason)
 
         return PetitionLog(path, self.log_cap, on_truncated=truncated)
 
@@ -364,16 +352,13 @@ class Service:
 
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
-        """NotSavedError if its start cannot be recorded (retried for STORE_START_WAIT
-        seconds): then it must not run."""
         if self.store is not None:
             # Committed now, before its action starts a process: if the service dies from
             # here on, the next one finds it RUNNING and marks it INTERRUPTED; it never
-            # queues (and runs) it a second time. Not recorded, it is not run at all.
+            # runs it a second time. Not recorded (disk full), it is not run at all.
             self.store.update(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name,
-                wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested,
-                what=f"petition {job.id} was not started",
+                wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested, what="it did not run",
             )  # fmt: skip
         if job.native:
             job.family = Family(self, job)

@@ -8,13 +8,13 @@ changes are kept and retried by :class:`~orcha.service.saving.Saver`, reads see 
 once, and a write a caller waits for (a new record) fails within a bound with
 :class:`~orcha.errors.NotSavedError` while :attr:`Store.outage` reports why.
 
-The schema is versioned: :data:`MIGRATIONS` holds, in order, the statements that
-bring a database from each version to the next; a database is migrated forward at open
-and never wiped. A database from a newer orcha is refused rather than guessed at.
+The schema is versioned (:mod:`orcha.service.migrations`): a database is migrated
+forward at open and never wiped. A database from a newer orcha is refused rather than guessed at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -33,94 +33,12 @@ from orcha.defaults import (
     STORE_WRITE_BUSY_MS,
 )
 from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
-from orcha.service.saving import Changes, Outage, Saver, describe, is_transient
+from orcha.service.migrations import check_pages, damaged, migrate
+from orcha.service.saving import Changes, Outage, Saver, Writes, describe
 
 _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
 
-#: MIGRATIONS[n] brings a database from version n to version n + 1.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE petitions (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, kept across restarts
-            service TEXT NOT NULL,     -- address of the service that owns it
-            id TEXT NOT NULL,
-            kind TEXT NOT NULL,        -- '' for petitions of the original Orcha API
-            params TEXT NOT NULL,      -- JSON
-            priority INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            submitted REAL NOT NULL,
-            started REAL,
-            ended REAL,
-            code INTEGER,
-            message TEXT,
-            user TEXT NOT NULL,
-            host TEXT NOT NULL,
-            cwd TEXT NOT NULL,
-            env TEXT NOT NULL,         -- JSON: needed to start it after a restart
-            log_path TEXT,
-            token TEXT NOT NULL DEFAULT '',  -- ORCHA_PETITION_TOKEN of its processes
-            pids TEXT NOT NULL DEFAULT '[]'  -- JSON [[pid, start time], ...]
-        )""",
-        "CREATE INDEX petitions_by_id ON petitions (id, seq)",
-        "CREATE INDEX petitions_live ON petitions (service, state) "
-        "WHERE state IN ('QUEUED', 'RUNNING')",
-    ],
-    [
-        # Resource-aware scheduling: what each petition asked for, its attempt, its pause.
-        "ALTER TABLE petitions ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}'",  # JSON
-        "ALTER TABLE petitions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
-        "ALTER TABLE petitions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
-        # Settings a service keeps across restarts (group limits, pauses): JSON values.
-        """CREATE TABLE service_state (
-            service TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            PRIMARY KEY (service, key)
-        )""",
-    ],
-    [
-        # Plugins' own persistent key-value state (JSON values), one namespace each.
-        """CREATE TABLE plugin_state (
-            plugin TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            updated REAL NOT NULL,
-            PRIMARY KEY (plugin, key)
-        )""",
-    ],
-    [
-        "ALTER TABLE petitions ADD COLUMN outcome TEXT",  # JSON a kind recorded, or NULL
-    ],
-    [
-        "ALTER TABLE petitions ADD COLUMN notify_error TEXT",  # the last failed webhook
-    ],
-    [
-        # A petition of a runtime kind: the kind it runs as (its record keeps the
-        # template's settings, so it runs even if the template is removed meanwhile).
-        "ALTER TABLE petitions ADD COLUMN runs_as TEXT",
-    ],
-    [
-        # The machine it was admitted onto (Machine.name: 'local' for the service's host).
-        "ALTER TABLE petitions ADD COLUMN machine TEXT",
-    ],
-    [
-        # A child petition's parent (submitted by its kind's ctx.submit): the parent's ID
-        # and record number (an ID may be reused; the number names one run of it).
-        "ALTER TABLE petitions ADD COLUMN parent TEXT",
-        "ALTER TABLE petitions ADD COLUMN parent_seq INTEGER",
-        "CREATE INDEX petitions_parent ON petitions (parent_seq) WHERE parent_seq IS NOT NULL",
-    ],
-    [
-        # How many processes of its tree were still alive after its main process ended,
-        # and were stopped then (NULL: none were looked for, e.g. it never started).
-        "ALTER TABLE petitions ADD COLUMN leftovers INTEGER",
-        # Why its log is incomplete (a write failed: disk full, ...), or NULL if complete.
-        "ALTER TABLE petitions ADD COLUMN log_truncated TEXT",
-    ],
-]
-
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
@@ -131,20 +49,21 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _damaged(path: str, why: str) -> str:
-    """The one line that refuses a damaged database and says how to recover."""
-    return (
-        f"the petition database {path} is damaged ({why}); move it aside to start "
-        "afresh, or restore it from a backup"
-    )
-
-
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for name in _JSON_FIELDS:
         if name in record and isinstance(record[name], str):
             record[name] = json.loads(record[name])
     return record
+
+
+def _probe(db: sqlite3.Connection) -> None:
+    """A small write: whether the database takes writes again."""
+    db.execute(
+        "INSERT INTO service_state (service, key, value) VALUES ('', 'saved', ?) "
+        "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
+        (json.dumps(time.time()),),
+    )
 
 
 def _check_fields(fields: Iterable[str]) -> None:
@@ -188,16 +107,17 @@ class Store:
             if existing and os.stat(path).st_size == 0:
                 # Not one SQLite would make (it writes its header at the first commit):
                 # taking it as new would silently drop every petition it held.
-                raise ConfigError(_damaged(path, "it is empty"))
+                raise ConfigError(damaged(path, "it is empty"))
             os.chmod(path, 0o600)
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
-        self._lock = threading.Lock()  # the writing connection
         self._read_lock = threading.Lock()  # the reading connection
         self.outage = Outage(clock)
         self.saver = Saver(
             self._commit, self.outage, retry_first=STORE_RETRY_FIRST, retry_max=STORE_RETRY_MAX
         )
+        self._writes = Writes(lambda: self._db, self.saver, sync_wait)
+        self._lock = self._writes.lock  # the writing connection
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
@@ -207,8 +127,8 @@ class Store:
             # At open, a lock may be waited for longer: nothing else is served yet.
             self._db.execute(f"PRAGMA busy_timeout={STORE_OPEN_BUSY_MS}")
             if existing:
-                self._check()
-            self._migrate()  # first: a newer database is refused before anything is written
+                check_pages(self._db, path)
+            migrate(self._db, path)  # first: a newer database is refused before anything is written
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
             self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -218,7 +138,7 @@ class Store:
         except sqlite3.Error as e:
             self._db.close()
             if type(e) is sqlite3.DatabaseError:  # not a database, or malformed; not busy
-                raise ConfigError(_damaged(path, str(e))) from e
+                raise ConfigError(damaged(path, str(e))) from e
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise ConfigError(
                     f"cannot use the petition database {path}: another process holds it "
@@ -231,35 +151,6 @@ class Store:
             self._db.close()
             raise
 
-    def _check(self) -> None:
-        """ConfigError if the database's pages are damaged (``PRAGMA quick_check``: reads
-        every page once, without the index cross-checks of ``integrity_check``), so a
-        damaged database is refused at start rather than failing on a later write."""
-        with self._lock:
-            rows = self._db.execute("PRAGMA quick_check(1)").fetchall()  # the first error
-        problems = [" ".join(str(row[0]).split()) for row in rows]  # one line: no newlines
-        if problems != ["ok"]:
-            raise ConfigError(_damaged(self.path, "; ".join(problems)))
-
-    def _migrate(self) -> None:
-        with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the petition database {self.path} was written by a newer orcha "
-                    f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade orcha"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in MIGRATIONS[target]:
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {target + 1}")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-
     @property
     def version(self) -> int:
         return int(self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0]))
@@ -271,40 +162,14 @@ class Store:
         During an outage with nothing queued (a refused submit started it), a small
         write is tried first: health tells when saving works again without a submit."""
         if self.outage.problem is not None and not self.saver.pending:
-            self._probe()
+            with contextlib.suppress(NotSavedError):  # it fails: the outage goes on
+                self._writes.run(_probe, "nothing", probe=True)
         problem = self.outage.problem
         if problem is None:
             return True, "saving ok"
         waiting = self.saver.pending
         more = f"; changes of {waiting} petition(s) waiting" if waiting else ""
         return False, f"UNSAVED ({problem}{more})"
-
-    def _saved(self, changes_before: int) -> None:
-        """A write succeeded: it ends an outage if it really wrote something (a
-        transaction that changed nothing writes nothing, on a full disk too) and the
-        writer's queued changes are not failing meanwhile."""
-        if self._db.total_changes > changes_before and not self.saver.failing:
-            self.outage.succeeded()
-
-    def _probe(self) -> None:
-        """One small write (skipped if the writing connection is busy): ends an outage
-        if it succeeds."""
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            changes = self._db.total_changes
-            self._db.execute(
-                "INSERT INTO service_state (service, key, value) VALUES ('', 'saved', ?) "
-                "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
-                (json.dumps(time.time()),),
-            )
-        except Exception as e:
-            if is_transient(e):
-                self.outage.failed(describe(e))
-        else:
-            self._saved(changes)
-        finally:
-            self._lock.release()
 
     def _write(
         self,
@@ -313,37 +178,7 @@ class Store:
         wait: float = 0,
         give_up: Callable[[], bool] | None = None,
     ) -> _T:
-        """Run ``work`` on the writing connection (it commits); retried for ``wait``
-        seconds (or until ``give_up()``) while it fails as a full disk or a lock does.
-        NotSavedError (saying ``what`` was not done) once that is over, or if the writer
-        holds the connection longer than the store's ``sync_wait``."""
-        deadline = time.monotonic() + wait
-        pause = STORE_RETRY_FIRST
-        while True:
-            if not self._lock.acquire(timeout=self.sync_wait):
-                reason = self.outage.problem or "the database is busy"
-                raise NotSavedError(reason, what)
-            try:
-                changes = self._db.total_changes
-                result = work(self._db)
-            except Exception as e:
-                if self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if not is_transient(e):
-                    raise
-                self.outage.failed(describe(e))
-                if time.monotonic() + pause > deadline or (give_up is not None and give_up()):
-                    raise NotSavedError(describe(e), what) from None
-            else:
-                self._saved(changes)
-                return result
-            finally:
-                self._lock.release()
-            time.sleep(pause)
-            pause = min(STORE_RETRY_MAX, pause * 2)
+        return self._writes.run(work, what, wait, give_up)
 
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` on the reading connection; a PetitionError (refused) if the

@@ -310,7 +310,7 @@ def test_a_start_that_cannot_be_saved_fails_the_petition_without_running_it(
         h.wait_ended("second")
     record = h.record("second")
     assert (record["state"], record["code"]) == ("FAILED", int(ExitCode.NOT_SAVED))
-    assert "petition second was not started" in record["message"]
+    assert "it did not run" in record["message"]
     assert "second" not in h.gates.started  # never run
     assert "petition second not started: its start could not be saved" in caplog.text
     assert "worker task raised" not in caplog.text and "Traceback" not in caplog.text
