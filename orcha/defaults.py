@@ -146,6 +146,35 @@ GUARD_STOP_MARGIN = 15.0
 
 # Saving state and petition logs under faults (points 1, 7).
 
+#: A change of a record that cannot be committed (disk full, database locked by another
+#: process) is kept in memory and tried again: first after STORE_RETRY_FIRST seconds,
+#: the pause doubling up to STORE_RETRY_MAX, for as long as it fails.
+STORE_RETRY_FIRST = 0.1
+STORE_RETRY_MAX = 2.0
+
+#: Milliseconds a write waits for another process's lock on the database before that
+#: try counts as failed (SQLite's busy timeout on the service's writing connection).
+STORE_WRITE_BUSY_MS = 2000
+
+#: Milliseconds opening the database waits for another process's lock (the service
+#: serves nothing yet); beyond it, 'orcha serve' exits with a line saying so.
+STORE_OPEN_BUSY_MS = 5000
+
+#: Milliseconds a read (status, wait, logs, clean) waits for a lock. Reads have their own
+#: connection (WAL): they never wait for the service's own writes.
+STORE_READ_BUSY_MS = 2000
+
+#: Seconds a new record (a submit) may wait for the service's writer before the submit is
+#: refused with exit code 212 (NOT_SAVED) rather than taken unrecorded.
+STORE_SYNC_WAIT = 5.0
+
+#: Seconds a petition's start is retried to be recorded before the petition is failed
+#: with 212 instead of run (a start that is not recorded could run twice after a crash).
+STORE_START_WAIT = 5.0
+
+#: Seconds a stopping service gives changes not yet saved before it exits without them.
+STORE_CLOSE_WAIT = 2.0
+
 # Connections before authentication and slow subscribers (points 5, 6).
 
 #: Connections accepted but not yet authenticated, at most (each has a thread): beyond

@@ -70,7 +70,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "
     "and were stopped",
     ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
-    "failing): the petition was not taken; see 'orcha health', then submit again",
+    "failing): the petition was not taken (or, queued before, was not started); see "
+    "'orcha health', then submit again",
 }
 
 
@@ -183,6 +184,20 @@ class InvalidPetitionError(PetitionError):
         super().__init__(message, ExitCode.REFUSED)
 
 
+class NotSavedError(PetitionError):
+    """The service could not save a change to its records (disk full, database locked or
+    failing), so it did not take what it was asked (``what``: what was not done)."""
+
+    def __init__(self, reason: str, what: str = "nothing was submitted") -> None:
+        super().__init__(
+            f"the service cannot save its state ({reason}); {what}. Free space in its state "
+            "directory (or end what holds its database) and retry; 'orcha health' says when "
+            "it saves again",
+            ExitCode.NOT_SAVED,
+        )
+        self.reason = reason
+
+
 class NoPetitionError(OrchaError):
     """No petition (or other named thing: a runtime kind, a state key) has that name."""
 
@@ -201,6 +216,7 @@ WIRE_ERRORS: dict[str, ExitCode] = {
     "unknown": ExitCode.UNKNOWN,
     "refused": ExitCode.REFUSED,
     "start_failed": ExitCode.START_FAILED,
+    "not_saved": ExitCode.NOT_SAVED,
 }
 
 

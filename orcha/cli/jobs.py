@@ -42,6 +42,9 @@ def _note(row: dict[str, Any]) -> str:
         note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
     if row.get("paused") and row["state"] == "QUEUED" and not note:
         note = "paused"
+    if row.get("log_truncated"):
+        words = f"log incomplete: {row['log_truncated']}"
+        note = f"{note}; {words}" if note else words
     progress = row.get("progress")
     if progress and row["state"] == "RUNNING":
         from orcha.client.progress import describe

@@ -323,11 +323,12 @@ class Operation:
         return f"Operation({self.name!r})"
 
 
-_SUBMIT_ERRORS = ("refused", "duplicate", "unknown", "no_petition")
+_SUBMIT_ERRORS = ("refused", "duplicate", "unknown", "no_petition", "not_saved")
 _INFO = ("version", "pid", "address", "kinds", "runtime_kinds", "running", "queued",
          "max_running", "cpus_in_use", "gpus", "groups", "paused", "petitions",
          "served_objects", "sessions")  # fmt: skip
-_HEALTH = ("healthy", "queued", "running", "cpus_in_use", "capacity", "paused", "plugins")
+_HEALTH = ("healthy", "state", "queued", "running", "cpus_in_use", "capacity", "paused",
+           "plugins")  # fmt: skip
 
 #: Every operation, by name.
 OPERATIONS: dict[str, Operation] = {
@@ -338,19 +339,20 @@ OPERATIONS: dict[str, Operation] = {
         Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal=""),
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
         Operation("status", StatusRequest, ("petitions", "missing"), refusal=""),
-        Operation("clean", CleanRequest, ("removed",), refusal=""),
+        Operation("clean", CleanRequest, ("removed",), ("refused", "not_saved"), refusal=""),
         Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue"),
                   stream="events"),
         Operation("follow", IdsRequest, ("handles", "missing", "queue"), stream="events"),
         Operation("watch", IdsRequest, ("missing", "queue"), stream="events"),
         Operation("logs", LogsRequest, ("state", "code", "output"), ("refused", "no_petition")),
-        Operation("group", GroupRequest, ("groups",)),
+        Operation("group", GroupRequest, ("groups",), ("refused", "not_saved")),
         Operation("pause", PauseRequest, ("results", "groups")),
         Operation("resume", PauseRequest, ("results", "groups")),
         Operation("health", NoRequest, _HEALTH),
         Operation("state", StateRequest, ("plugin", "state", "key", "value", "removed"),
-                  ("refused", "unknown", "no_petition")),
-        Operation("kinds", KindsRequest, ("kinds", "kind", "removed"), ("refused", "unknown")),
+                  ("refused", "unknown", "no_petition", "not_saved")),
+        Operation("kinds", KindsRequest, ("kinds", "kind", "removed"),
+                  ("refused", "unknown", "not_saved")),
         Operation("info", NoRequest, _INFO),
     )
 }  # fmt: skip

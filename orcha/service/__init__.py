@@ -7,6 +7,7 @@ in batches; ``handlers`` answer each operation of ``orcha.protocol.operations``;
 ``service`` is the core a petition goes through (intake, cancel, ends; ``children`` for
 the petitions a kind submits); ``scheduler`` admits onto ``machines`` by ``predicates``
 (``loans`` for parents waiting on children), ``runner`` runs, ``events`` fans out,
-``store`` and ``logs`` keep records and output, ``recovery`` takes back what a
-previous service left. The full map is docs/internals.rst.
+``store`` and ``logs`` keep records and output (``saving`` retries what cannot be
+saved yet, ``migrations`` keeps the schema), ``recovery`` takes back what a previous
+service left. The full map is docs/internals.rst.
 """

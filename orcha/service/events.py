@@ -143,8 +143,7 @@ class Events:
         """The newest record of ``petition_id`` (None without one, or without records)."""
         if self.store is None:
             return None
-        self.store.flush()
-        return self.store.latest(petition_id)
+        return self.store.latest(petition_id)  # with its changes not committed yet
 
     def wait_for(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
         """Which of ``ids`` have ended, which are pending (the peer is told when each

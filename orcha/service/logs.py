@@ -4,14 +4,19 @@ The file is a sequence of frames: one stream byte (``o`` stdout, ``e`` stderr), 
 big-endian length, then the data. Writes are flushed at once, so ``orcha logs`` and
 ``orcha follow`` see output while the petition runs. Past the cap one last stderr frame
 says so, and later output is no longer kept (attached clients still receive it).
+
+A write that fails (disk full, a read-only or missing folder) never reaches the petition
+or its clients: the log keeps what was written before, is marked incomplete with the
+reason (``truncated``; the record's ``log_truncated``), and later output is not kept.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orcha.protocol.messages import STDERR
@@ -20,43 +25,75 @@ _FRAME = struct.Struct("!BI")
 
 
 class PetitionLog:
-    """Appends one petition's output to its log file."""
+    """Appends one petition's output to its log file.
 
-    def __init__(self, path: str, cap: int) -> None:
+    ``on_truncated(reason)`` is called once, if a write fails (under the log's lock: it
+    must not block or write to this log)."""
+
+    def __init__(
+        self, path: str, cap: int, on_truncated: Callable[[str], None] | None = None
+    ) -> None:
         self.path = path
         self.cap = cap
         self.written = 0  # bytes of output kept
         self.size = 0  # bytes in the file (frames included): where a reader catches up
         self.capped = False
         self.closed = False
+        self.truncated: str | None = None  # why later output is not kept (a write failed)
+        self._on_truncated = on_truncated
         self._lock = threading.Lock()
         self._fd: int | None = None  # opened on the first output: a silent petition has none
 
     def write(self, stream: int, data: bytes) -> None:
+        """Keep ``data``; never raises (a failure truncates the log, see above)."""
         with self._lock:
-            if self.capped or self.closed:
+            if self.capped or self.closed or self.truncated is not None:
                 return
-            if self._fd is None:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o600)
-            room = self.cap - self.written
-            if len(data) > room:
-                if room > 0:
-                    self._frame(stream, data[:room])
-                self._frame(
-                    STDERR,
-                    f"orcha: the output log is capped at {self.cap} bytes; later output "
-                    "was not kept\n".encode(),
-                    output=False,
-                )
-                self.capped = True
-                return
-            self._frame(stream, data)
+            try:
+                self._write(stream, data)
+            except OSError as e:
+                why = e.strerror or str(e)
+                self._truncate(f"{why} (output after byte {self.written} not kept)")
+
+    def _truncate(self, reason: str) -> None:
+        self.truncated = reason
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        if self._on_truncated is not None:
+            try:
+                self._on_truncated(reason)
+            except Exception:  # a report must not fail the petition's output
+                pass
+
+    def _write(self, stream: int, data: bytes) -> None:
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o600)
+        room = self.cap - self.written
+        if len(data) > room:
+            if room > 0:
+                self._frame(stream, data[:room])
+            self._frame(
+                STDERR,
+                f"orcha: the output log is capped at {self.cap} bytes; later output "
+                "was not kept\n".encode(),
+                output=False,
+            )
+            self.capped = True
+            return
+        self._frame(stream, data)
 
     def _frame(self, stream: int, data: bytes, output: bool = True) -> None:
         assert self._fd is not None
         frame = _FRAME.pack(stream, len(data)) + data
-        os.write(self._fd, frame)  # O_APPEND: one write
+        done = os.write(self._fd, frame)  # O_APPEND: one write
+        if done < len(frame):
+            # The disk filled up within the frame: readers stop at a partial frame.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if output:
             self.written += len(data)
         self.size += len(frame)
@@ -65,7 +102,10 @@ class PetitionLog:
         with self._lock:
             self.closed = True
             if self._fd is not None:
-                os.close(self._fd)
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass  # a delayed write error: nothing more to keep anyway
                 self._fd = None
 
 

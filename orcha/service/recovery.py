@@ -17,7 +17,6 @@ from orcha.errors import InvalidPetitionError, PetitionError
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Job
-from orcha.service.logs import PetitionLog
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -141,7 +140,7 @@ def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1
     job.paused = bool(row["paused"])
     job.attempt = attempt
     job.events = service.events
-    job.log = PetitionLog(row["log_path"] or service.log_path(uid), service.log_cap)
+    job.log = service.open_log(job, row["log_path"] or service.log_path(uid))
     store.update(row["seq"], token=job.token, log_path=job.log.path)
     service.scheduler.submit(job)
     return True

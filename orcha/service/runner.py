@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orcha.errors import ExitCode
+from orcha.errors import ExitCode, NotSavedError
 from orcha.protocol.messages import STDERR
 from orcha.service.job import Job, Started
 from orcha.states import State
@@ -30,7 +30,8 @@ log = logging.getLogger("orcha.service.runner")
 class RunnerEvents(Protocol):
     """What the runner tells the service about a job (each may be called in any thread)."""
 
-    def job_started(self, job: Job) -> None: ...
+    def job_started(self, job: Job) -> None:
+        """NotSavedError if its start cannot be recorded: then it is not run."""
 
     def job_pid(self, job: Job, pid: int) -> None: ...
 
@@ -97,9 +98,16 @@ class Runner:
 
     def _execute(self, job: Job) -> None:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
+        try:
+            self._events.job_started(job)
+        except NotSavedError as e:
+            # Not recorded as started, so not run: after a crash it could run twice. One
+            # line here (the store logged the outage); its record is finished later.
+            log.warning("petition %s not started: its start could not be saved", job.id)
+            job.code, job.message = int(ExitCode.NOT_SAVED), e.message
+            return
         if job.native:
             job.queue.put(Started())
-        self._events.job_started(job)
         log.info("petition %s started", job.id)
         self._call_hook("on_start", job)
         schedule = job.schedule

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME
+from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STORE_START_WAIT
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.messages import STDERR
@@ -80,6 +80,7 @@ class Service:
         self.peers: set[Peer] = set()
         self.peers_lock = threading.Lock()
         self._envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+        self._intake: set[str] = set()  # IDs being recorded (under the scheduler's lock)
         self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- start and end -------------------------------------------------------------------
@@ -173,31 +174,33 @@ class Service:
         parent: Job | None = None,
     ) -> Job:
         """Record and queue a petition (a child of ``parent`` if given); DuplicateIdError
-        if its ID is queued or running.
+        if its ID is queued or running, NotSavedError if it cannot be recorded.
 
-        Under the scheduler's lock, so the duplicate check, the record and the queueing
-        happen as one step for concurrent submissions of the same ID (and a parent being
-        cancelled meanwhile either sees the child or refuses it).
-        """
-        # Named before the record exists, so one INSERT holds everything.
-        uid = os.urandom(8).hex()
-        token, log_path = f"{self.token_prefix}-{uid}", self.log_path(uid)
+        The ID is taken under the scheduler's lock (concurrent submits of one ID see each
+        other), recorded outside it (a slow, full or locked database never holds up run
+        or cancel), and queued under it again (a parent cancelled meanwhile refuses it)."""
+        petition_id = str(petition.id)
+        family: Family | None = parent.family if parent is not None else None
         schedule = (request.schedule if request else None) or Schedule()
         self.scheduler.check_feasible(schedule)
         with self.scheduler.lock:
-            if self.scheduler.get(str(petition.id)) is not None:
-                raise DuplicateIdError(str(petition.id))
-            self._check_dependencies(str(petition.id), schedule)
-            family: Family | None = parent.family if parent is not None else None
+            if self.scheduler.get(petition_id) is not None or petition_id in self._intake:
+                raise DuplicateIdError(petition_id)
             if family is not None:
                 family.check_open()
+            self._intake.add(petition_id)
+        try:
+            self._check_dependencies(petition_id, schedule)  # reads records: not locked
+            # Named before the record exists, so one INSERT holds everything.
+            uid = os.urandom(8).hex()
+            token, log_path = f"{self.token_prefix}-{uid}", self.log_path(uid)
             seq = None
             now = self.clock()
             if self.store is not None:
                 seq = self.store.add(
                     {
                         "service": str(self.settings.address),
-                        "id": str(petition.id),
+                        "id": petition_id,
                         "kind": kind or "",
                         "runs_as": request.kind if request and request.kind != kind else None,
                         "params": request.params if request else {},
@@ -223,15 +226,25 @@ class Service:
             )  # fmt: skip
             job.session = peer
             job.events = self.events
-            if family is not None:
-                job.parent = parent
-                family.adopt(job)
-            if self.store is not None and native:
-                job.log = PetitionLog(log_path, self.log_cap)
-            # Before submit(): it may start the petition at once, and watchers must see
-            # "submitted" before "started".
-            self.events.watch_event(job, "submitted", {"priority": job.priority})
-            self.scheduler.submit(job)
+            with self.scheduler.lock:
+                if family is not None:
+                    try:
+                        family.check_open()
+                    except PetitionError:  # recorded, not queued: its record says so
+                        if self.store is not None and seq is not None:
+                            self.store.update_later(seq, state="CANCELLED", ended=now)
+                        raise
+                    job.parent = parent
+                    family.adopt(job)
+                if self.store is not None and native:
+                    job.log = self.open_log(job, log_path)
+                # Before submit(): it may start the petition at once, and watchers must
+                # see "submitted" before "started".
+                self.events.watch_event(job, "submitted", {"priority": job.priority})
+                self.scheduler.submit(job)
+        finally:
+            with self.scheduler.lock:
+                self._intake.discard(petition_id)
         return job
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
@@ -255,6 +268,16 @@ class Service:
                 "'orcha serve'",
                 ExitCode.REFUSED,
             )
+
+    def open_log(self, job: Job, path: str) -> PetitionLog:
+        """``job``'s output log at ``path``: if a write fails, its record says why."""
+
+        def truncated(reason: str) -> None:
+            log.warning("petition %s: its output log is incomplete: %s", job.id, reason)
+            if self.store is not None and job.seq is not None:
+                self.store.update_later(job.seq, log_truncated=reason)
+
+        return PetitionLog(path, self.log_cap, on_truncated=truncated)
 
     def log_path(self, uid: str) -> str:
         """Where the output of the petition with this unique name is kept."""
@@ -329,15 +352,16 @@ class Service:
 
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
-        if job.native:
-            job.family = Family(self, job)
         if self.store is not None:
             # Committed now, before its action starts a process: if the service dies from
             # here on, the next one finds it RUNNING and marks it INTERRUPTED; it never
-            # queues (and runs) it a second time.
+            # runs it a second time. Not recorded (disk full), it is not run at all.
             self.store.update(
-                job.seq, state=str(job.state), started=job.started, machine=job.placed.name
-            )
+                job.seq, state=str(job.state), started=job.started, machine=job.placed.name,
+                wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested, what="it did not run",
+            )  # fmt: skip
+        if job.native:
+            job.family = Family(self, job)
         self.events.watch_event(job, "started", {})
 
     def job_attempt(self, job: Job) -> None:

@@ -1,105 +1,44 @@
 """Store: petition records in an embedded SQLite database (the user's state directory).
 
-WAL mode, so readers never block the scheduler's writes; one small transaction per
-event (submitted, started, ended), indexed so its cost does not grow with the number of
-records. The schema is versioned: :data:`MIGRATIONS` holds, in order, the statements that
-bring a database from each version to the next; a database is migrated forward at open
-and never wiped. A database from a newer orcha is refused rather than guessed at.
+WAL mode, and reads on a connection of their own, so readers (status, wait, logs) never
+wait for the service's writes; one small transaction per event (submitted, started,
+ended), indexed so its cost does not grow with the number of records. A write that fails
+(disk full, database locked by another process) never wedges the service: queued
+changes are kept and retried by :class:`~orcha.service.saving.Saver`, reads see them at
+once, and a write a caller waits for (a new record) fails within a bound with
+:class:`~orcha.errors.NotSavedError` while :attr:`Store.outage` reports why.
+
+The schema is versioned (:mod:`orcha.service.migrations`): a database is migrated
+forward at open and never wiped. A database from a newer orcha is refused rather than guessed at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
-from orcha.errors import ConfigError
+from orcha.defaults import (
+    STORE_CLOSE_WAIT,
+    STORE_OPEN_BUSY_MS,
+    STORE_READ_BUSY_MS,
+    STORE_RETRY_FIRST,
+    STORE_RETRY_MAX,
+    STORE_SYNC_WAIT,
+    STORE_WRITE_BUSY_MS,
+)
+from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
+from orcha.service.migrations import check_pages, damaged, migrate
+from orcha.service.saving import Changes, Outage, Saver, Writes, describe
 
-#: MIGRATIONS[n] brings a database from version n to version n + 1.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE petitions (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, kept across restarts
-            service TEXT NOT NULL,     -- address of the service that owns it
-            id TEXT NOT NULL,
-            kind TEXT NOT NULL,        -- '' for petitions of the original Orcha API
-            params TEXT NOT NULL,      -- JSON
-            priority INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            submitted REAL NOT NULL,
-            started REAL,
-            ended REAL,
-            code INTEGER,
-            message TEXT,
-            user TEXT NOT NULL,
-            host TEXT NOT NULL,
-            cwd TEXT NOT NULL,
-            env TEXT NOT NULL,         -- JSON: needed to start it after a restart
-            log_path TEXT,
-            token TEXT NOT NULL DEFAULT '',  -- ORCHA_PETITION_TOKEN of its processes
-            pids TEXT NOT NULL DEFAULT '[]'  -- JSON [[pid, start time], ...]
-        )""",
-        "CREATE INDEX petitions_by_id ON petitions (id, seq)",
-        "CREATE INDEX petitions_live ON petitions (service, state) "
-        "WHERE state IN ('QUEUED', 'RUNNING')",
-    ],
-    [
-        # Resource-aware scheduling: what each petition asked for, its attempt, its pause.
-        "ALTER TABLE petitions ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}'",  # JSON
-        "ALTER TABLE petitions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
-        "ALTER TABLE petitions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
-        # Settings a service keeps across restarts (group limits, pauses): JSON values.
-        """CREATE TABLE service_state (
-            service TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            PRIMARY KEY (service, key)
-        )""",
-    ],
-    [
-        # Plugins' own persistent key-value state (JSON values), one namespace each.
-        """CREATE TABLE plugin_state (
-            plugin TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            updated REAL NOT NULL,
-            PRIMARY KEY (plugin, key)
-        )""",
-    ],
-    [
-        "ALTER TABLE petitions ADD COLUMN outcome TEXT",  # JSON a kind recorded, or NULL
-    ],
-    [
-        "ALTER TABLE petitions ADD COLUMN notify_error TEXT",  # the last failed webhook
-    ],
-    [
-        # A petition of a runtime kind: the kind it runs as (its record keeps the
-        # template's settings, so it runs even if the template is removed meanwhile).
-        "ALTER TABLE petitions ADD COLUMN runs_as TEXT",
-    ],
-    [
-        # The machine it was admitted onto (Machine.name: 'local' for the service's host).
-        "ALTER TABLE petitions ADD COLUMN machine TEXT",
-    ],
-    [
-        # A child petition's parent (submitted by its kind's ctx.submit): the parent's ID
-        # and record number (an ID may be reused; the number names one run of it).
-        "ALTER TABLE petitions ADD COLUMN parent TEXT",
-        "ALTER TABLE petitions ADD COLUMN parent_seq INTEGER",
-        "CREATE INDEX petitions_parent ON petitions (parent_seq) WHERE parent_seq IS NOT NULL",
-    ],
-    [
-        # How many processes of its tree were still alive after its main process ended,
-        # and were stopped then (NULL: none were looked for, e.g. it never started).
-        "ALTER TABLE petitions ADD COLUMN leftovers INTEGER",
-        # Why its log is incomplete (a write failed: disk full, ...), or NULL if complete.
-        "ALTER TABLE petitions ADD COLUMN log_truncated TEXT",
-    ],
-]
+_T = TypeVar("_T")
+log = logging.getLogger("orcha.service.store")
 
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
 _COLUMNS = (
@@ -110,14 +49,6 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _damaged(path: str, why: str) -> str:
-    """The one line that refuses a damaged database and says how to recover."""
-    return (
-        f"the petition database {path} is damaged ({why}); move it aside to start "
-        "afresh, or restore it from a backup"
-    )
-
-
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for name in _JSON_FIELDS:
@@ -126,16 +57,41 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     return record
 
 
-class Store:
-    """The petition records. Thread-safe: one connection behind one lock.
+def _probe(db: sqlite3.Connection) -> None:
+    """A small write: whether the database takes writes again."""
+    db.execute(
+        "INSERT INTO service_state (service, key, value) VALUES ('', 'saved', ?) "
+        "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
+        (json.dumps(time.time()),),
+    )
 
-    :meth:`add` commits before it returns (a client told "queued" can rely on it);
-    :meth:`update_later` hands changes to a writer thread that commits whatever has
-    accumulated in one transaction, so a burst of state changes costs one commit.
+
+def _check_fields(fields: Iterable[str]) -> None:
+    unknown = set(fields) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown record fields: {sorted(unknown)}")
+
+
+class Store:
+    """The petition records. Thread-safe: a writing connection behind one lock, a
+    reading connection behind another.
+
+    :meth:`add` commits before it returns (a client told "queued" can rely on it), or
+    raises NotSavedError within a bound; :meth:`update_later` hands changes to the
+    writer thread (:class:`~orcha.service.saving.Saver`), which commits whatever has
+    accumulated in one transaction, so a burst of state changes costs one commit, and
+    retries for as long as it fails. Reads include the changes not committed yet.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sync_wait: float = STORE_SYNC_WAIT,
+    ) -> None:
         self.path = path
+        self.sync_wait = sync_wait
         import os
 
         try:
@@ -151,31 +107,43 @@ class Store:
             if existing and os.stat(path).st_size == 0:
                 # Not one SQLite would make (it writes its header at the first commit):
                 # taking it as new would silently drop every petition it held.
-                raise ConfigError(_damaged(path, "it is empty"))
+                raise ConfigError(damaged(path, "it is empty"))
             os.chmod(path, 0o600)
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
-        self._lock = threading.Lock()
-        self._pending: list[tuple[int, dict[str, Any]]] = []
-        self._pending_cond = threading.Condition()
-        self._writing = False
-        self._writer: threading.Thread | None = None
+        self._read_lock = threading.Lock()  # the reading connection
+        self.outage = Outage(clock)
+        self.saver = Saver(
+            self._commit, self.outage, retry_first=STORE_RETRY_FIRST, retry_max=STORE_RETRY_MAX
+        )
+        self._writes = Writes(lambda: self._db, self.saver, sync_wait)
+        self._lock = self._writes.lock  # the writing connection
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
             raise ConfigError(f"cannot open the petition database {path}: {e}") from e
         try:
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout=5000")
+            # At open, a lock may be waited for longer: nothing else is served yet.
+            self._db.execute(f"PRAGMA busy_timeout={STORE_OPEN_BUSY_MS}")
             if existing:
-                self._check()
-            self._migrate()  # first: a newer database is refused before anything is written
+                check_pages(self._db, path)
+            migrate(self._db, path)  # first: a newer database is refused before anything is written
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            self._reader.execute(f"PRAGMA busy_timeout={STORE_READ_BUSY_MS}")
+            self._db.execute(f"PRAGMA busy_timeout={STORE_WRITE_BUSY_MS}")
         except sqlite3.Error as e:
             self._db.close()
             if type(e) is sqlite3.DatabaseError:  # not a database, or malformed; not busy
-                raise ConfigError(_damaged(path, str(e))) from e
+                raise ConfigError(damaged(path, str(e))) from e
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise ConfigError(
+                    f"cannot use the petition database {path}: another process holds it "
+                    "locked; end that process (see 'fuser' or 'lsof') and start again"
+                ) from e
             raise ConfigError(
                 f"cannot use the petition database {path}: {e}; move it aside to start afresh"
             ) from e
@@ -183,108 +151,127 @@ class Store:
             self._db.close()
             raise
 
-    def _check(self) -> None:
-        """ConfigError if the database's pages are damaged (``PRAGMA quick_check``: reads
-        every page once, without the index cross-checks of ``integrity_check``), so a
-        damaged database is refused at start rather than failing on a later write."""
-        with self._lock:
-            rows = self._db.execute("PRAGMA quick_check(1)").fetchall()  # the first error
-        problems = [" ".join(str(row[0]).split()) for row in rows]  # one line: no newlines
-        if problems != ["ok"]:
-            raise ConfigError(_damaged(self.path, "; ".join(problems)))
-
-    def _migrate(self) -> None:
-        with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the petition database {self.path} was written by a newer orcha "
-                    f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade orcha"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in MIGRATIONS[target]:
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {target + 1}")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-
     @property
     def version(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0]))
 
-    def add(self, record: dict[str, Any]) -> int:
-        """Insert a new record (one transaction); return its ``seq``."""
-        unknown = set(record) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown record fields: {sorted(unknown)}")
+    # -- saving -------------------------------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        """(saving works, in words): ``saving ok`` or ``UNSAVED (why; N waiting)``.
+
+        During an outage with nothing queued (a refused submit started it), a small
+        write is tried first: health tells when saving works again without a submit."""
+        if self.outage.problem is not None and not self.saver.pending:
+            with contextlib.suppress(NotSavedError):  # it fails: the outage goes on
+                self._writes.run(_probe, "nothing", probe=True)
+        problem = self.outage.problem
+        if problem is None:
+            return True, "saving ok"
+        waiting = self.saver.pending
+        more = f"; changes of {waiting} petition(s) waiting" if waiting else ""
+        return False, f"UNSAVED ({problem}{more})"
+
+    def _write(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        what: str,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+    ) -> _T:
+        return self._writes.run(work, what, wait, give_up)
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the reading connection; a PetitionError (refused) if the
+        database cannot be read now."""
+        with self._read_lock:
+            try:
+                return work(self._reader)
+            except sqlite3.OperationalError as e:
+                raise PetitionError(
+                    f"the service cannot read its records now ({describe(e)}); retry soon",
+                    ExitCode.REFUSED,
+                ) from None
+
+    def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
+        """The rows ``work`` reads, as records with the changes not committed yet
+        applied (the overlay is looked at after the read, before a commit is forgotten)."""
+        with self.saver.view_lock:
+            rows = [r for r in self._read(work) if r is not None]
+            return self._overlaid(rows)
+
+    def _overlaid(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+        """Rows as records, with the changes not committed yet applied."""
+        records = [_row(r) for r in rows]
+        unsaved = self.saver.snapshot()
+        if unsaved:
+            for record in records:
+                fields = unsaved.get(record.get("seq", -1))
+                if fields:
+                    record.update((k, v) for k, v in fields.items() if k in record)
+        return records
+
+    # -- writing --------------------------------------------------------------------------
+    def add(self, record: dict[str, Any], what: str = "nothing was submitted") -> int:
+        """Insert a new record (one transaction); return its ``seq``. NotSavedError (with
+        ``what`` was not done) if it cannot be saved within a bound."""
+        _check_fields(record)
         values = {k: v for k, v in record.items() if k != "seq"}
         for name in _JSON_FIELDS:
             if name in values:
                 values[name] = json.dumps(values[name])
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        with self._lock:
-            cur = self._db.execute(
+
+        def insert(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 f"INSERT INTO petitions ({names}) VALUES ({marks})", tuple(values.values())
             )
             return int(cur.lastrowid or 0)
 
-    def update(self, seq: int, **fields: Any) -> None:
-        """Change some fields of record ``seq`` (one transaction)."""
+        return self._write(insert, what)
+
+    def update(
+        self,
+        seq: int,
+        *,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+        what: str = "the change was not saved",
+        **fields: Any,
+    ) -> None:
+        """Change some fields of record ``seq`` (one transaction), retried for ``wait``
+        seconds or until ``give_up()``; NotSavedError if it could not be saved by then."""
         if not fields:
             return
-        for name in _JSON_FIELDS:
-            if name in fields:
-                fields[name] = json.dumps(fields[name])
-        unknown = set(fields) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown record fields: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        with self._lock:
-            self._db.execute(
-                f"UPDATE petitions SET {assignments} WHERE seq = ?", (*fields.values(), seq)
-            )
+        _check_fields(fields)
+        values = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        self._write(
+            lambda db: db.execute(
+                f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
+            ),
+            what,
+            wait,
+            give_up,
+        )
+        self.saver.supersede(seq, set(fields))
 
     def update_later(self, seq: int, **fields: Any) -> None:
-        """Queue a change of record ``seq``; committed soon, in order, with others."""
-        unknown = set(fields) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown record fields: {sorted(unknown)}")
-        with self._pending_cond:
-            self._pending.append((seq, fields))
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
-                self._writer.start()
-            self._pending_cond.notify_all()
+        """Queue a change of record ``seq``; committed soon, with others, and retried
+        until it is (reads see it at once)."""
+        _check_fields(fields)
+        self.saver.put(seq, fields)
 
-    def flush(self) -> None:
-        """Wait until every queued change is committed."""
-        with self._pending_cond:
-            self._pending_cond.wait_for(lambda: not self._pending and not self._writing)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued change is committed (at most ``timeout`` seconds);
+        whether they all were."""
+        return self.saver.flush(timeout)
 
-    def _write_loop(self) -> None:
-        while True:
-            with self._pending_cond:
-                self._pending_cond.wait_for(lambda: bool(self._pending))
-                batch, self._pending = self._pending, []
-                self._writing = True
-            try:
-                self._commit(batch)
-            finally:
-                with self._pending_cond:
-                    self._writing = False
-                    self._pending_cond.notify_all()
-
-    def _commit(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+    def _commit(self, batch: Changes) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                for seq, fields in batch:
+                for seq, fields in batch.items():
                     values = {
                         k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()
                     }
@@ -293,33 +280,44 @@ class Store:
                         f"UPDATE petitions SET {assignments} WHERE seq = ?",
                         (*values.values(), seq),
                     )
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection rolls back by itself when it can
                 raise
-            self._db.execute("COMMIT")
 
+    # -- reading --------------------------------------------------------------------------
     def live(self, service: str) -> list[dict[str, Any]]:
         """Queued and running records of ``service``, in arrival order."""
-        with self._lock:
-            rows = self._db.execute(
+        records = self._records(
+            lambda db: db.execute(
                 "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
                 "ORDER BY seq",
                 (service,),
             ).fetchall()
-        return [_row(r) for r in rows]
+        )
+        return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
 
     def get(self, seq: int) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM petitions WHERE seq = ?", (seq,)).fetchone()
-        return _row(row) if row else None
+        rows = self._records(
+            lambda db: [db.execute("SELECT * FROM petitions WHERE seq = ?", (seq,)).fetchone()]
+        )
+        return rows[0] if rows else None
 
     def latest(self, petition_id: str) -> dict[str, Any] | None:
         """The newest record with this ID (IDs may be reused once a petition has ended)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1", (petition_id,)
-            ).fetchone()
-        return _row(row) if row else None
+        rows = self._records(
+            lambda db: [
+                db.execute(
+                    "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1",
+                    (petition_id,),
+                ).fetchone()
+            ]
+        )
+        return rows[0] if rows else None
 
     def find(
         self,
@@ -338,16 +336,29 @@ class Store:
             )
             args.extend(ids)
         states = list(states)
+        # Records whose state is queued but not committed may match: taken too, then
+        # filtered once their queued changes are applied.
+        unsaved = self.saver.pending_seqs() if states else []
         if states:
-            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            clause = f"state IN ({', '.join('?' for _ in states)})"
             args.extend(states)
+            if unsaved:
+                clause = f"({clause} OR seq IN ({', '.join('?' for _ in unsaved)}))"
+                args.extend(unsaved)
+            where.append(clause)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        cols = ", ".join(c for c in columns if c in _COLUMNS) or "*"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args
-            ).fetchall()
-        return [_row(r) for r in rows]
+        wanted = [c for c in columns if c in _COLUMNS]
+        cols = ", ".join(dict.fromkeys(["seq", *wanted])) if wanted else "*"
+        records = self._records(
+            lambda db: db.execute(f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args)
+            .fetchall()
+        )  # fmt: skip
+        if unsaved:
+            records = [r for r in records if r.get("state") in states or "state" not in r]
+        if wanted and "seq" not in wanted:
+            for record in records:
+                del record["seq"]
+        return records
 
     def children(self, seqs: Sequence[int] | None = None) -> dict[int, list[str]]:
         """The IDs of the children of the records ``seqs`` (of every record if None),
@@ -360,96 +371,123 @@ class Store:
                 return {}
             clause = f"parent_seq IN ({', '.join('?' for _ in seqs)})"
             args.extend(seqs)
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._read(
+            lambda db: db.execute(
                 f"SELECT parent_seq, id FROM petitions WHERE {clause} ORDER BY seq", args
             ).fetchall()
+        )
         out: dict[int, list[str]] = {}
         for parent_seq, child in rows:
             out.setdefault(parent_seq, []).append(child)
         return out
 
     def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
-        """Delete ended records (ended before ``before`` if given); return what was deleted."""
+        """Delete ended records (ended before ``before`` if given); return what was
+        deleted. Records with changes not saved yet are kept (their end may not be).
+        NotSavedError if the database cannot be written now."""
         clause = "state NOT IN ('QUEUED', 'RUNNING')"
         args: list[Any] = []
         if before is not None:
             clause += " AND ended < ?"
             args.append(before)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute(
-                    f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
-                ).fetchall()
-                self._db.execute(f"DELETE FROM petitions WHERE {clause}", args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        unsaved = self.saver.pending_seqs()
+        if unsaved:
+            clause += f" AND seq NOT IN ({', '.join('?' for _ in unsaved)})"
+            args.extend(unsaved)
+
+        def delete(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
+            ).fetchall()
+            db.execute(f"DELETE FROM petitions WHERE {clause}", args)
+            db.execute("COMMIT")
+            return rows
+
+        rows = self._write(delete, "nothing was removed")
         return [dict(r) for r in rows]
 
     def get_value(self, service: str, key: str, default: Any = None) -> Any:
         """A JSON value the service kept under ``key`` (``default`` if none)."""
-        with self._lock:
-            row = self._db.execute(
+        row = self._read(
+            lambda db: db.execute(
                 "SELECT value FROM service_state WHERE service = ? AND key = ?", (service, key)
             ).fetchone()
+        )
         return json.loads(row[0]) if row else default
 
     def set_value(self, service: str, key: str, value: Any) -> None:
-        """Keep a JSON value under ``key`` (one transaction)."""
-        with self._lock:
-            self._db.execute(
+        """Keep a JSON value under ``key`` (one transaction); NotSavedError if it cannot."""
+        text = json.dumps(value)
+        self._write(
+            lambda db: db.execute(
                 "INSERT INTO service_state (service, key, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
-                (service, key, json.dumps(value)),
-            )
+                (service, key, text),
+            ),
+            "the setting was not kept",
+        )
 
     # -- plugins' state ------------------------------------------------------------------
     def state_items(self, plugin: str) -> dict[str, Any]:
         """Every key of ``plugin``'s state with its value, by key."""
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._read(
+            lambda db: db.execute(
                 "SELECT key, value FROM plugin_state WHERE plugin = ? ORDER BY key", (plugin,)
             ).fetchall()
+        )
         return {key: json.loads(value) for key, value in rows}
 
     def state_get(self, plugin: str, key: str) -> tuple[bool, Any]:
         """(found, value) of one key of ``plugin``'s state."""
-        with self._lock:
-            row = self._db.execute(
+        row = self._read(
+            lambda db: db.execute(
                 "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
             ).fetchone()
+        )
         return (True, json.loads(row[0])) if row else (False, None)
 
     def state_set(self, plugin: str, key: str, value: Any) -> None:
-        """Keep a JSON value (one transaction). ValueError if it is not JSON data."""
+        """Keep a JSON value (one transaction). ValueError if it is not JSON data;
+        NotSavedError if it cannot be saved now."""
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"the value of {key!r} is not JSON data: {e}") from None
-        import time
-
-        with self._lock:
-            self._db.execute(
+        now = time.time()
+        self._write(
+            lambda db: db.execute(
                 "INSERT INTO plugin_state (plugin, key, value, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, "
                 "updated = excluded.updated",
-                (plugin, key, text, time.time()),
-            )
+                (plugin, key, text, now),
+            ),
+            "the value was not kept",
+        )
 
     def state_rm(self, plugin: str, key: str) -> bool:
-        """Forget one key; False if it was not there."""
-        with self._lock:
-            cur = self._db.execute(
+        """Forget one key; False if it was not there. NotSavedError if it cannot."""
+        cur = self._write(
+            lambda db: db.execute(
                 "DELETE FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
-            )
+            ),
+            "the key was not removed",
+        )
         return cur.rowcount > 0
 
-    def close(self) -> None:
-        """Commit what is queued, then close."""
-        if self._writer is not None:
-            self.flush()
-        with self._lock:
-            self._db.close()
+    def close(self, timeout: float = STORE_CLOSE_WAIT) -> None:
+        """Give queued changes ``timeout`` seconds to be committed, then close (what is
+        still unsaved then is logged and lost: a stop never waits on a full disk)."""
+        unsaved = self.saver.close(timeout)
+        if unsaved:
+            log.error(
+                "stopping with changes of %d petition record(s) not saved (%s)",
+                unsaved, self.outage.problem or "the database was busy",
+            )  # fmt: skip
+        with self._read_lock:
+            self._reader.close()
+        if self._lock.acquire(timeout=timeout):
+            try:
+                self._db.close()
+            finally:
+                self._lock.release()

@@ -19,6 +19,7 @@ from orcha.errors import (
     LostServiceError,
     NoPetitionError,
     NoServiceError,
+    NotSavedError,
     OrchaError,
     PetitionError,
     PluginError,
@@ -52,6 +53,7 @@ EXAMPLES: dict[type[OrchaError], tuple[OrchaError, ExitCode]] = {
     PluginError: (PluginError("plugin broke"), ExitCode.FAILED),
     SchemaError: (SchemaError("plugins.a.config.b", "expected a number"), ExitCode.USAGE),
     NoPetitionError: (NoPetitionError("no petition has ID 'x'"), ExitCode.NO_PETITION),
+    NotSavedError: (NotSavedError("disk full: database or disk is full"), ExitCode.NOT_SAVED),
 }
 
 

@@ -20,6 +20,44 @@ def test_no_output_no_file(tmp_path: Path) -> None:
     assert list(read_log(str(tmp_path / "a.log"))) == []
 
 
+def test_a_failed_write_truncates_the_log_once_and_never_raises(tmp_path: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    reasons: list[str] = []
+    log = PetitionLog("/dev/full", cap=1 << 20, on_truncated=reasons.append)
+    log.write(STDOUT, b"lost\n")  # ENOSPC: kept from the petition, noted once
+    log.write(STDOUT, b"lost too\n")
+    assert log.truncated is not None and log.truncated.startswith("No space left on device")
+    assert reasons == [log.truncated]
+    assert (log.written, log.size) == (0, 0)
+    log.close()
+
+
+def test_a_log_in_a_folder_it_cannot_create_files_in_is_truncated(tmp_path: Path) -> None:
+    missing = tmp_path / "gone" / "a.log"  # the same failure as a read-only folder
+    reasons: list[str] = []
+    log = PetitionLog(str(missing), cap=100, on_truncated=reasons.append)
+    log.write(STDOUT, b"hello\n")
+    assert reasons and "No such file or directory" in reasons[0]
+    log.close()
+
+
+def test_a_write_cut_short_by_a_full_disk_stops_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "a.log")
+    log = PetitionLog(path, cap=1 << 20)
+    log.write(STDOUT, b"kept\n")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:3]))
+    log.write(STDOUT, b"half of this fits\n")
+    monkeypatch.undo()
+    log.write(STDOUT, b"never\n")
+    log.close()
+    assert log.truncated is not None and log.truncated.startswith("No space left on device")
+    assert list(read_log(path)) == [(STDOUT, b"kept\n")]  # the partial frame is not read
+
+
 def test_frames_round_trip_with_streams_apart(tmp_path: Path) -> None:
     path = str(tmp_path / "a.log")
     log = PetitionLog(path, cap=1 << 20)

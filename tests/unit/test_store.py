@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from orcha.errors import ConfigError
+from orcha.service import migrations
 from orcha.service import store as store_mod
-from orcha.service.store import MIGRATIONS, SCHEMA_VERSION, Store
+from orcha.service.migrations import MIGRATIONS, SCHEMA_VERSION
+from orcha.service.store import Store
 
 SERVICE = "/run/orcha/a.sock"
 OTHER = "/run/orcha/b.sock"
@@ -180,8 +182,8 @@ def test_older_database_is_migrated_forward_keeping_records(
     con.close()
 
     extra = ["CREATE TABLE extra_marker (n INTEGER)", "INSERT INTO extra_marker VALUES (1)"]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, extra])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, extra])
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
 
     for _ in range(2):  # the second open must not apply anything again
         s = Store(db_path)
@@ -203,8 +205,8 @@ def test_older_database_is_migrated_forward_keeping_records(
 def test_failed_migration_is_rolled_back(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(db_path).close()
     broken = ["CREATE TABLE half_done (n INTEGER)", "THIS IS NOT SQL"]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, broken])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     # Reported as orcha's own error (one line for the user), the migration rolled back.
     with pytest.raises(ConfigError, match="THIS"):
         Store(db_path)
@@ -606,11 +608,11 @@ def _plan_of(
     """Run ``call`` with the store's statements traced; return the query plan (one string per
     row) of the statement that reads ``table_marker``, planned on a separate connection."""
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
+    store._reader.set_trace_callback(statements.append)
     try:
         call()
     finally:
-        store._db.set_trace_callback(None)
+        store._reader.set_trace_callback(None)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")
                and table_marker in s]  # fmt: skip
     assert len(selects) == 1, statements

@@ -138,8 +138,10 @@ def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     limit, their errors caught), with the queue and capacity."""
     plugins = service.plugins.health()
     scheduler = service.scheduler
+    saving, state = service.store.health() if service.store is not None else (True, "saving ok")
     return {
-        "healthy": all(p["healthy"] for p in plugins.values()),
+        "healthy": saving and all(p["healthy"] for p in plugins.values()),
+        "state": state,
         "queued": scheduler.queued_count,
         "running": scheduler.running_count,
         "cpus_in_use": scheduler.used_cpus,

@@ -99,7 +99,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     ids, store, scheduler = request.ids, service.store, service.scheduler
     if store is None:
         return {"petitions": [], "missing": list(ids)}
-    store.flush()
+    # No flush: reads include the changes not committed yet, and never wait for them.
     rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
     out = []
     reasons = scheduler.explain()
@@ -143,6 +143,10 @@ def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
     frames = list(read_log(record["log_path"]))
     if request.tail is not None:
         frames = last_lines(frames, request.tail)
+    if record.get("log_truncated"):
+        # The disk could not take this note when the log broke off: it is added here.
+        note = f"orcha: the log of {request.id} is incomplete: {record['log_truncated']}\n"
+        frames.append((messages.STDERR, note.encode()))
     return Reply(
         {"state": record["state"], "code": record["code"]},
         before=[messages.output_frame(stream, 0, data) for stream, data in frames],
@@ -153,7 +157,6 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
     """Drop ended records (ended more than ``older_than`` seconds ago) and their logs."""
     if service.store is None:
         return {"removed": 0}
-    service.store.flush()
     older = request.older_than
     removed = service.store.remove_finished(service.clock() - older if older is not None else None)
     for row in removed:

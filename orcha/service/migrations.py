@@ -1,0 +1,138 @@
+"""Migrations: the schema of the petition database, version by version, and the checks
+made when it is opened.
+
+:data:`MIGRATIONS` holds, in order, the statements that bring a database from each
+version to the next (``PRAGMA user_version``); :func:`migrate` applies them when
+:class:`orcha.service.store.Store` opens it, each version in one transaction, so a
+database is migrated forward and never wiped. A database from a newer orcha is refused
+rather than guessed at, and so is one whose pages are damaged (:func:`check_pages`).
+Never edit a migration that has shipped: add the next.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from orcha.errors import ConfigError
+
+#: MIGRATIONS[n] brings a database from version n to version n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE petitions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, kept across restarts
+            service TEXT NOT NULL,     -- address of the service that owns it
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,        -- '' for petitions of the original Orcha API
+            params TEXT NOT NULL,      -- JSON
+            priority INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            submitted REAL NOT NULL,
+            started REAL,
+            ended REAL,
+            code INTEGER,
+            message TEXT,
+            user TEXT NOT NULL,
+            host TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            env TEXT NOT NULL,         -- JSON: needed to start it after a restart
+            log_path TEXT,
+            token TEXT NOT NULL DEFAULT '',  -- ORCHA_PETITION_TOKEN of its processes
+            pids TEXT NOT NULL DEFAULT '[]'  -- JSON [[pid, start time], ...]
+        )""",
+        "CREATE INDEX petitions_by_id ON petitions (id, seq)",
+        "CREATE INDEX petitions_live ON petitions (service, state) "
+        "WHERE state IN ('QUEUED', 'RUNNING')",
+    ],
+    [
+        # Resource-aware scheduling: what each petition asked for, its attempt, its pause.
+        "ALTER TABLE petitions ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}'",  # JSON
+        "ALTER TABLE petitions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE petitions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+        # Settings a service keeps across restarts (group limits, pauses): JSON values.
+        """CREATE TABLE service_state (
+            service TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (service, key)
+        )""",
+    ],
+    [
+        # Plugins' own persistent key-value state (JSON values), one namespace each.
+        """CREATE TABLE plugin_state (
+            plugin TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated REAL NOT NULL,
+            PRIMARY KEY (plugin, key)
+        )""",
+    ],
+    [
+        "ALTER TABLE petitions ADD COLUMN outcome TEXT",  # JSON a kind recorded, or NULL
+    ],
+    [
+        "ALTER TABLE petitions ADD COLUMN notify_error TEXT",  # the last failed webhook
+    ],
+    [
+        # A petition of a runtime kind: the kind it runs as (its record keeps the
+        # template's settings, so it runs even if the template is removed meanwhile).
+        "ALTER TABLE petitions ADD COLUMN runs_as TEXT",
+    ],
+    [
+        # The machine it was admitted onto (Machine.name: 'local' for the service's host).
+        "ALTER TABLE petitions ADD COLUMN machine TEXT",
+    ],
+    [
+        # A child petition's parent (submitted by its kind's ctx.submit): the parent's ID
+        # and record number (an ID may be reused; the number names one run of it).
+        "ALTER TABLE petitions ADD COLUMN parent TEXT",
+        "ALTER TABLE petitions ADD COLUMN parent_seq INTEGER",
+        "CREATE INDEX petitions_parent ON petitions (parent_seq) WHERE parent_seq IS NOT NULL",
+    ],
+    [
+        # How many processes of its tree were still alive after its main process ended,
+        # and were stopped then (NULL: none were looked for, e.g. it never started).
+        "ALTER TABLE petitions ADD COLUMN leftovers INTEGER",
+        # Why its log is incomplete (a write failed: disk full, ...), or NULL if complete.
+        "ALTER TABLE petitions ADD COLUMN log_truncated TEXT",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def damaged(path: str, why: str) -> str:
+    """The one line that refuses a damaged database and says how to recover."""
+    return (
+        f"the petition database {path} is damaged ({why}); move it aside to start "
+        "afresh, or restore it from a backup"
+    )
+
+
+def check_pages(db: sqlite3.Connection, path: str) -> None:
+    """ConfigError if the database's pages are damaged (``PRAGMA quick_check``: reads
+    every page once, without the index cross-checks of ``integrity_check``), so a
+    damaged database is refused at start rather than failing on a later write."""
+    rows = db.execute("PRAGMA quick_check(1)").fetchall()  # the first error
+    problems = [" ".join(str(row[0]).split()) for row in rows]  # one line: no newlines
+    if problems != ["ok"]:
+        raise ConfigError(damaged(path, "; ".join(problems)))
+
+
+def migrate(db: sqlite3.Connection, path: str) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION`; ConfigError if it is newer."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the petition database {path} was written by a newer orcha "
+            f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade orcha"
+        )
+    for target in range(version, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[target]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {target + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
