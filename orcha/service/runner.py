@@ -37,7 +37,8 @@ class RunnerEvents(Protocol):
 
     def job_ended(self, job: Job) -> None: ...
 
-    def job_attempt(self, job: Job) -> None: ...
+    def job_attempt(self, job: Job) -> None:
+        """NotSavedError if the attempt cannot be recorded: then it is not run."""
 
     def job_timed_out(self, job: Job) -> None: ...
 
@@ -135,7 +136,14 @@ class Runner:
                 break  # cancelled while waiting to retry
             if not job.next_attempt():
                 break
-            self._events.job_attempt(job)
+            try:
+                self._events.job_attempt(job)
+            except NotSavedError as e:
+                # As for a start: an attempt not recorded is not run (a crash could
+                # otherwise run it without counting it).
+                log.warning("petition %s: attempt %d not started: not saved", job.id, job.attempt)
+                job.code, job.message = int(ExitCode.NOT_SAVED), e.message
+                break
         if job.cancel_requested:
             # The client hears the end only once the whole tree is gone.
             for stopper in list(job.stoppers):

@@ -370,7 +370,10 @@ class Service:
             job.family.reopen()
         if self.store is not None:
             # Committed before the attempt starts: a restart after a crash counts it.
-            self.store.update(job.seq, attempt=job.attempt)
+            self.store.update(
+                job.seq, attempt=job.attempt, wait=STORE_START_WAIT,
+                give_up=lambda: job.cancel_requested, what="its next attempt did not run",
+            )  # fmt: skip
         self.events.watch_event(job, "attempt", {"attempt": job.attempt})
 
     def job_pid(self, job: Job, pid: int) -> None:
