@@ -42,6 +42,9 @@ def _note(row: dict[str, Any]) -> str:
         note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
     if row.get("paused") and row["state"] == "QUEUED" and not note:
         note = "paused"
+    if row.get("leftovers"):
+        left = f"stopped {row['leftovers']} process(es) it left running"
+        note = f"{note}; {left}" if note else left
     progress = row.get("progress")
     if progress and row["state"] == "RUNNING":
         from orcha.client.progress import describe

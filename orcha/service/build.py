@@ -70,7 +70,8 @@ def build_service(
     # Today one machine, this host; its slots follow the manager (the original API may
     # override max_running).
     local = LocalMachine(
-        host, procs or ProcessControl(), slots=lambda: manager.max_running,
+        host, procs or ProcessControl.for_service(_isolation(config)),
+        slots=lambda: manager.max_running,
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip
     scheduler = Scheduler(
@@ -94,3 +95,12 @@ def build_service(
     )
     manager.attach(service)
     return service
+
+
+def _isolation(config: Config | None) -> str:
+    """How petitions are isolated (``isolation:`` in the configuration file)."""
+    from orcha.defaults import DEFAULT_ISOLATION
+
+    if config is None:
+        return DEFAULT_ISOLATION
+    return str(config.data.get("isolation") or DEFAULT_ISOLATION)

@@ -217,9 +217,7 @@ class Tracker:
                 children.setdefault(info.ppid, []).append(pid)
             roots: set[int] = set()
             for tracked in self._tracked.values():
-                tracked.members = {
-                    p: s for p, s in tracked.members.items() if _same(table, p, s)
-                }
+                tracked.members = {p: s for p, s in tracked.members.items() if _same(table, p, s)}
                 roots.update(tracked.roots)
             # Descendants of what each petition has: children of its processes.
             owner: dict[int, str] = {}
@@ -249,7 +247,7 @@ class Tracker:
                         for child in children.get(frontier.pop(), ()):
                             self._tracked[token].members[child] = table[child].start
                             frontier.append(child)
-            for pid, (start, candidates) in list(self._ambiguous.items()):
+            for pid, (start, _) in list(self._ambiguous.items()):
                 if not _same(table, pid, start):
                     del self._ambiguous[pid]
 
