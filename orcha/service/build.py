@@ -70,7 +70,7 @@ def build_service(
     # Today one machine, this host; its slots follow the manager (the original API may
     # override max_running).
     local = LocalMachine(
-        host, procs or ProcessControl.for_service(_isolation(config)),
+        host, procs or ProcessControl.for_service(_isolation(config), _namespace(settings)),
         slots=lambda: manager.max_running,
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip
@@ -104,3 +104,11 @@ def _isolation(config: Config | None) -> str:
     if config is None:
         return DEFAULT_ISOLATION
     return str(config.data.get("isolation") or DEFAULT_ISOLATION)
+
+
+def _namespace(settings: Settings) -> str:
+    """A short word naming this service among others sharing a cgroup: its state
+    directory, hashed."""
+    import hashlib
+
+    return hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:8]

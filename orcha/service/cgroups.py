@@ -33,6 +33,9 @@ log = logging.getLogger("orcha.service.cgroups")
 #: ``cgroup.procs`` is ``$0``, then become the command.
 _ENTER = 'echo 0 >"$0" || exit 127; exec "$@"'
 
+#: Where a hybrid host (cgroup v1 controllers) mounts its cgroup v2 hierarchy.
+_HYBRID = "/sys/fs/cgroup/unified"
+
 
 class CgroupUnavailable(Exception):
     """The service may not create cgroups here; the message says why (one line)."""
@@ -95,23 +98,56 @@ class CgroupFS:
         return [n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n))]
 
 
+def hierarchy() -> CgroupFS:
+    """The cgroup v2 hierarchy of this host: /sys/fs/cgroup, or a hybrid host's
+    /sys/fs/cgroup/unified (which may lack the memory controller)."""
+    fs = CgroupFS()
+    if not fs.is_cgroup2() and CgroupFS(_HYBRID).is_cgroup2():
+        return CgroupFS(_HYBRID)
+    return fs
+
+
+def unavailable() -> str | None:
+    """Why this process could not give petitions cgroups (one line), or None; changes
+    nothing (a first look, e.g. for tests; :meth:`Cgroups.setup` decides)."""
+    fs = hierarchy()
+    if not fs.is_cgroup2():
+        return f"{fs.root} is not a cgroup v2 mount"
+    try:
+        base = fs.path(fs.own())
+    except (OSError, CgroupUnavailable) as e:
+        return str(e)
+    if not os.access(base, os.W_OK):
+        return f"this process may not create cgroups under {base}"
+    return None
+
+
 class Cgroups:
     """The petitions' cgroups under the service's own cgroup (see the module doc)."""
 
-    def __init__(self, fs: CgroupFS, base: str, memory: bool) -> None:
+    def __init__(self, fs: CgroupFS, base: str, memory: bool, namespace: str = "") -> None:
+        """``namespace``: a word naming the service (its state directory), so that two
+        services sharing a cgroup never take each other's petitions for stale ones."""
         self.fs = fs
         self.base = base  # the service's cgroup, a directory path
         self.memory = memory  # petition cgroups have memory.max
+        self.prefix = CGROUP_PETITION_PREFIX + (f"{namespace}-" if namespace else "")
 
     @classmethod
-    def setup(cls, fs: CgroupFS | None = None, pid: int | None = None) -> Cgroups:
+    def setup(
+        cls, fs: CgroupFS | None = None, pid: int | None = None, namespace: str = ""
+    ) -> Cgroups:
         """Take over this process's cgroup for petitions (see the module doc); raises
-        CgroupUnavailable, with the reason, where the service may not."""
-        fs = fs or CgroupFS()
+        CgroupUnavailable, with the reason, where the service may not. Without ``fs``:
+        the cgroup v2 hierarchy at /sys/fs/cgroup, or a hybrid host's
+        /sys/fs/cgroup/unified (which may lack the memory controller)."""
+        fs = fs or hierarchy()
         pid = os.getpid() if pid is None else pid
         if not fs.is_cgroup2():
             raise CgroupUnavailable(f"{fs.root} is not a cgroup v2 mount")
         own = fs.own()
+        if os.path.basename(own) == CGROUP_SERVICE_LEAF:
+            own = os.path.dirname(own)  # a service before this one moved there already
         base = fs.path(own)
         leaf = fs.path(own, CGROUP_SERVICE_LEAF)
         try:
@@ -119,9 +155,13 @@ class Cgroups:
                 if not fs.exists(leaf):
                     fs.mkdir(leaf)
                 fs.write(os.path.join(leaf, "cgroup.procs"), str(pid))
+            else:  # the root cgroup may hold processes; may we create one under it?
+                probe = fs.path(own, f"{CGROUP_PETITION_PREFIX}probe-{pid}")
+                fs.mkdir(probe)
+                fs.rmdir(probe)
         except OSError as e:
             raise CgroupUnavailable(f"cannot create cgroups under {base}: {e.strerror}") from None
-        cgroups = cls(fs, base, memory=False)
+        cgroups = cls(fs, base, memory=False, namespace=namespace)
         cgroups.remove_stale()
         try:
             available = fs.read(os.path.join(base, "cgroup.controllers")).split()
@@ -142,7 +182,7 @@ class Cgroups:
 
     # -- one petition's cgroup ------------------------------------------------------------
     def path(self, token: str) -> str:
-        return os.path.join(self.base, CGROUP_PETITION_PREFIX + token)
+        return os.path.join(self.base, self.prefix + token)
 
     def create(self, token: str, memory_limit: int = 0) -> str:
         """The cgroup of petition ``token`` (created if need be, with ``memory.max`` if
@@ -228,9 +268,9 @@ class Cgroups:
     def remove_stale(self) -> int:
         """Remove the petition cgroups a previous service left (what is in them is
         killed); returns how many."""
-        names = [n for n in self.fs.listdir(self.base) if n.startswith(CGROUP_PETITION_PREFIX)]
+        names = [n for n in self.fs.listdir(self.base) if n.startswith(self.prefix)]
         for name in names:
-            token = name[len(CGROUP_PETITION_PREFIX) :]
+            token = name[len(self.prefix) :]
             left = self.pids(token)
             if left:
                 log.warning("killing %d process(es) a previous service left in %s", len(left), name)

@@ -71,17 +71,18 @@ class ProcessControl:
         self._ticker: threading.Thread | None = None
 
     @classmethod
-    def for_service(cls, isolation: str = "auto") -> ProcessControl:
+    def for_service(cls, isolation: str = "auto", namespace: str = "") -> ProcessControl:
         """The process control of a service: ``isolation`` "cgroup" (a cgroup v2 per
         petition, ConfigError if the service may not create them), "none" (the service
         becomes a child subreaper and tracks descendants) or "auto" (cgroups if it may,
-        else as "none"). Logs which."""
+        else as "none"). ``namespace``: names this service's cgroups (see
+        :class:`~orcha.service.cgroups.Cgroups`). Logs which."""
         from orcha.service.cgroups import Cgroups, CgroupUnavailable
         from orcha.service.orphans import Tracker, become_subreaper
 
         if isolation in ("auto", "cgroup"):
             try:
-                cgroups = Cgroups.setup()
+                cgroups = Cgroups.setup(namespace=namespace)
             except CgroupUnavailable as e:
                 if isolation == "cgroup":
                     raise ConfigError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orcha.service.cgroups import unavailable
 from tests.conftest import Env, Service, wait_for
 
 #: A daemon that leaves every trace orcha could follow: it double-forks, calls setsid,
@@ -57,10 +58,16 @@ def _record(env: Env, petition_id: str) -> dict:  # type: ignore[type-arg]
     return json.loads(done.stdout)["petitions"][0]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def fast(env: Env) -> Service:
-    """A service with a short grace period (the tests wait for it)."""
-    return env.serve("--max-running", "4", "--grace", "1")
+@pytest.fixture(params=["none", "cgroup"])
+def fast(env: Env, request: pytest.FixtureRequest) -> Service:
+    """A service with a short grace period (the tests wait for it), once per isolation
+    (a cgroup each where this machine allows it; subreaper and tracking otherwise)."""
+    isolation = request.param
+    if isolation == "cgroup" and (why := unavailable()):
+        pytest.skip(why)
+    config = env.root / "config.yaml"
+    config.write_text(f"isolation: {isolation}\n")
+    return env.serve("--max-running", "4", "--grace", "1", env={"ORCHA_CONFIG": str(config)})
 
 
 def test_a_child_holding_the_pipe_does_not_hold_the_petition(env: Env, fast: Service) -> None:

@@ -5,34 +5,21 @@ cgroups, measuring the tree's memory otherwise)."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
 from orcha.errors import ExitCode
-from orcha.service.cgroups import CgroupFS
+from orcha.service.cgroups import unavailable
 from tests.conftest import Env
 
 _HOG = "x = bytearray(300 * 2**20); import time; time.sleep(30)"
 
 
-def _cgroups_here() -> str | None:
-    """Why the cgroup mode cannot run here, or None."""
-    fs = CgroupFS()
-    if not fs.is_cgroup2():
-        return f"{fs.root} is not a cgroup v2 mount here (cgroup v1 or hybrid)"
-    if not os.access(fs.path(fs.own()), os.W_OK):
-        return "this process may not create cgroups under its own (not root, no delegation)"
-    return None
-
-
 @pytest.mark.parametrize("isolation", ["none", "cgroup"])
-def test_a_petition_over_its_memory_is_stopped_with_its_own_code(
-    env: Env, isolation: str
-) -> None:
-    if isolation == "cgroup" and (why := _cgroups_here()):
+def test_a_petition_over_its_memory_is_stopped_with_its_own_code(env: Env, isolation: str) -> None:
+    if isolation == "cgroup" and (why := unavailable()):
         pytest.skip(why)
     config = env.root / "config.yaml"
     config.write_text(f"isolation: {isolation}\n")
