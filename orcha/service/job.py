@@ -224,9 +224,7 @@ class Job:
         with self.lock:
             if self.attempt != attempt or self.state is not State.RUNNING:
                 return False
-            if self.cancel_requested or self.finish_was_called or self.timed_out:
-                return False
-            if self.over_memory is not None:
+            if self.cancel_requested or self.timed_out or self.over_memory is not None:
                 return False
             self.over_memory = reason
             if self._cancel_event is not None:

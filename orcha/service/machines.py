@@ -187,6 +187,10 @@ class Machine:
         ``exceeded(reason)`` (once, in any thread) when it is found using more. Called
         before its first process starts."""
 
+    def check_memory(self, job: Job) -> None:
+        """Look at once whether the petition went over its limit (its action has just
+        returned: a process the kernel killed for it may be why)."""
+
     def forget(self, job: Job) -> None:
         """The petition has ended and its processes were stopped: drop what the machine
         kept for it."""
@@ -320,6 +324,9 @@ class LocalMachine(Machine):
 
     def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
         self.procs.limit_memory(job.token, limit, lambda: list(job.pids), exceeded)
+
+    def check_memory(self, job: Job) -> None:
+        self.procs.memory.check()
 
     def forget(self, job: Job) -> None:
         self.procs.finished(job.token)

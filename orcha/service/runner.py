@@ -162,6 +162,8 @@ class Runner:
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
+        if mem:
+            job.placed.check_memory(job)  # the kernel's OOM kill may be why it returned
         job.action_done.set()
         job.closer = None  # bound to this attempt's context
         if timeout is not None:
