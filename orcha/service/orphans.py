@@ -188,6 +188,15 @@ class Tracker:
             found += [pid for pid, (_, c) in self._ambiguous.items() if c == {token}]
             return found
 
+    def live_roots(self, token: str) -> list[int]:
+        """Petition ``token``'s main processes still running (same PID, same start)."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            if tracked is None:
+                return []
+            table = self._read_table()
+            return [p for p, s in tracked.roots.items() if _same(table, p, s)]
+
     def rss(self, token: str) -> int:
         """Bytes resident in petition ``token``'s processes at the last look (each
         process's RSS summed: pages shared between them count once per process)."""

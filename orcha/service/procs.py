@@ -158,8 +158,12 @@ class ProcessControl:
                     pass  # a smaller pipe only costs throughput
         return proc
 
-    def tree(self, roots: Iterable[int], token: str | None) -> dict[int, psutil.Process]:
-        """Every live process of the petition: roots, descendants, token carriers."""
+    def tree(
+        self, roots: Iterable[int], token: str | None, carriers: bool = True
+    ) -> dict[int, psutil.Process]:
+        """Every live process of the petition: roots, descendants, what its cgroup or
+        the tracker holds, and (with ``carriers``: a read of every process's
+        environment) token carriers."""
         found: dict[int, psutil.Process] = {}
         me = os.getpid()
 
@@ -180,7 +184,7 @@ class ProcessControl:
             except psutil.Error:
                 pass
         if token:
-            more = token_carriers(token)
+            more = token_carriers(token) if carriers else []
             if self.tracker is not None:
                 more += self.tracker.members(token)
             if self.cgroups is not None:
@@ -197,7 +201,16 @@ class ProcessControl:
     def stop_leftovers(self, roots: Iterable[int], token: str, grace: float) -> int:
         """Stop what petition ``token`` left running once its main process(es) ended
         (TERM, ``grace``, KILL); returns how many processes that was."""
-        return self.stop_tree(roots, token, grace)
+        # The token search reads every process's environment: at each end of a stream
+        # of short petitions that cost more than the petitions. With a cgroup or the
+        # tracker it finds nothing more (the sweep after the end still looks, in batches).
+        carriers = self.cgroups is None and self.tracker is None
+        # Its main processes have exited: a PID of theirs may be another process's by now.
+        if self.cgroups is not None:
+            roots = []  # the cgroup holds all that is left
+        elif self.tracker is not None:
+            roots = self.tracker.live_roots(token)
+        return self._stop(roots, token, grace, False, carriers)
 
     def finished(self, token: str) -> None:
         """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
@@ -258,7 +271,7 @@ class ProcessControl:
     def resident(self, roots: Iterable[int], token: str | None) -> int:
         """Bytes resident in the petition's processes (their RSS summed)."""
         total = 0
-        for proc in self.tree(roots, token).values():
+        for proc in self.tree(roots, token, self.tracker is None and self.cgroups is None).values():
             try:
                 total += proc.memory_info().rss
             except psutil.Error:
@@ -325,16 +338,21 @@ class ProcessControl:
         signalled.
         Repeats the search after killing, so children forked meanwhile die too.
         """
+        return self._stop(roots, token, grace, force, carriers=True)
+
+    def _stop(
+        self, roots: Iterable[int], token: str | None, grace: float, force: bool, carriers: bool
+    ) -> int:
         roots = list(roots)
         self._look()
-        procs = self.tree(roots, token)
+        procs = self.tree(roots, token, carriers)
         seen = set(procs)
         if procs and not force:
             self.signal_all(procs.values(), signal.SIGTERM)
             alive = _wait_gone(list(procs.values()), grace)
             procs = {p.pid: p for p in alive}
             self._look()
-            procs.update(self.tree(roots, token))
+            procs.update(self.tree(roots, token, carriers))
             seen.update(procs)
         for _ in range(10):
             if not procs:
@@ -344,7 +362,7 @@ class ProcessControl:
             self.signal_all(procs.values(), signal.SIGKILL)
             _wait_gone(list(procs.values()), 1.0)
             self._look()
-            procs = self.tree(roots, token)
+            procs = self.tree(roots, token, carriers)
             seen.update(procs)
         if procs:
             log.warning("processes %s survived SIGKILL", sorted(procs))
