@@ -122,6 +122,18 @@ def unavailable() -> str | None:
     return None
 
 
+def _move_parent(fs: CgroupFS, base: str, leaf: str) -> None:
+    """If the only process left in ``base`` is this process's parent (a supervisor that
+    started the service, e.g. under a systemd unit), move it into ``leaf`` too, so
+    controllers can be enabled; anything else in ``base`` is not the service's to move."""
+    try:
+        left = fs.read(os.path.join(base, "cgroup.procs")).split()
+        if left == [str(os.getppid())]:
+            fs.write(os.path.join(leaf, "cgroup.procs"), left[0])
+    except OSError:
+        pass  # then the controllers stay off: memory is measured instead
+
+
 class Cgroups:
     """The petitions' cgroups under the service's own cgroup (see the module doc)."""
 
@@ -155,6 +167,7 @@ class Cgroups:
                 if not fs.exists(leaf):
                     fs.mkdir(leaf)
                 fs.write(os.path.join(leaf, "cgroup.procs"), str(pid))
+                _move_parent(fs, base, leaf)
             else:  # the root cgroup may hold processes; may we create one under it?
                 probe = fs.path(own, f"{CGROUP_PETITION_PREFIX}probe-{pid}")
                 fs.mkdir(probe)

@@ -151,3 +151,19 @@ def test_kill_remove_and_stale_cgroups(tmp_path: Path) -> None:
     Cgroups.setup(fs, pid=4242, namespace="ns")
     assert not (tmp_path / "svc" / "orcha-p-ns-old").exists()
     assert (tmp_path / "svc" / "orcha-p-other-theirs").exists()
+
+
+def test_a_parent_alone_in_the_cgroup_moves_into_the_leaf_too(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n")  # the service left
+    Cgroups.setup(fs, pid=4242)
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == str(
+        os.getppid()
+    )
+
+
+def test_other_processes_in_the_cgroup_are_left_alone(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n777\n")
+    Cgroups.setup(fs, pid=4242)
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == "4242"
