@@ -157,9 +157,7 @@ def test_a_parent_alone_in_the_cgroup_moves_into_the_leaf_too(tmp_path: Path) ->
     fs = _fs(tmp_path)
     (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n")  # the service left
     Cgroups.setup(fs, pid=4242)
-    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == str(
-        os.getppid()
-    )
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == str(os.getppid())
 
 
 def test_other_processes_in_the_cgroup_are_left_alone(tmp_path: Path) -> None:
