@@ -18,6 +18,7 @@ from orcha.config import load as load_config
 from orcha.service.events import Events
 from orcha.service.handlers import HANDLERS
 from orcha.service.host import Host
+from orcha.service.isolation import process_control
 from orcha.service.kinds import KindManager, templates_of
 from orcha.service.machines import LocalMachine
 from orcha.service.plugin_host import PluginHost, load_plugins
@@ -70,7 +71,7 @@ def build_service(
     # Today one machine, this host; its slots follow the manager (the original API may
     # override max_running).
     local = LocalMachine(
-        host, procs or ProcessControl.for_service(_isolation(config), _namespace(settings)),
+        host, procs or process_control(_isolation(config), _namespace(settings)),
         slots=lambda: manager.max_running,
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip

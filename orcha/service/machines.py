@@ -288,6 +288,7 @@ class LocalMachine(Machine):
     def adopt(self, job: Job, pid: int) -> None:
         with job.lock:
             job.pids.add(pid)
+        self.procs.watch(job.token, pid)
 
     def signal_tree(self, job: Job, sig: int) -> int:
         return self.procs.signal_tree(list(job.pids), job.token, sig)

@@ -188,6 +188,12 @@ class Tracker:
             found += [pid for pid, (_, c) in self._ambiguous.items() if c == {token}]
             return found
 
+    def roots(self, token: str) -> list[int]:
+        """Petition ``token``'s main processes, as told by :meth:`watch`."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            return list(tracked.roots) if tracked is not None else []
+
     def live_roots(self, token: str) -> list[int]:
         """Petition ``token``'s main processes still running (same PID, same start)."""
         with self.lock:

@@ -9,7 +9,7 @@ can swap this object for a fake, and the rules for finding a petition's tree liv
 * any process of this user whose environment carries the petition's token
   (``ORCHA_PETITION_TOKEN``): that finds grandchildren that called ``setsid`` or
   double-forked, which have left both the process group and the parent chain;
-* with isolation (see :meth:`ProcessControl.for_service`): every process in the
+* with isolation (see :mod:`orcha.service.isolation`): every process in the
   petition's cgroup (:mod:`orcha.service.cgroups`), or, without cgroups, every process
   the :class:`~orcha.service.orphans.Tracker` attributed to it (descendants it saw,
   orphans the service adopted as a child subreaper): that finds those that also cleared
@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
-from orcha.errors import ConfigError
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
@@ -69,36 +68,6 @@ class ProcessControl:
         self._interval = interval
         self._tick_cond = threading.Condition()
         self._ticker: threading.Thread | None = None
-
-    @classmethod
-    def for_service(cls, isolation: str = "auto", namespace: str = "") -> ProcessControl:
-        """The process control of a service: ``isolation`` "cgroup" (a cgroup v2 per
-        petition, ConfigError if the service may not create them), "none" (the service
-        becomes a child subreaper and tracks descendants) or "auto" (cgroups if it may,
-        else as "none"). ``namespace``: names this service's cgroups (see
-        :class:`~orcha.service.cgroups.Cgroups`). Logs which."""
-        from orcha.service.cgroups import Cgroups, CgroupUnavailable
-        from orcha.service.orphans import Tracker, become_subreaper
-
-        if isolation in ("auto", "cgroup"):
-            try:
-                cgroups = Cgroups.setup(namespace=namespace)
-            except CgroupUnavailable as e:
-                if isolation == "cgroup":
-                    raise ConfigError(
-                        f"isolation 'cgroup': {e}; run the service where it may create "
-                        "cgroups (systemd: Delegate=yes) or set 'isolation: auto'"
-                    ) from None
-                log.info("petitions are not put in cgroups (%s); tracking their processes", e)
-            else:
-                what = "with" if cgroups.memory else "without"
-                log.info("each petition runs in a cgroup under %s (%s memory.max)",
-                         cgroups.base, what)  # fmt: skip
-                return cls(cgroups=cgroups)
-        subreaper = become_subreaper()
-        if not subreaper:
-            log.warning("cannot become a child subreaper: orphans of petitions go to init")
-        return cls(tracker=Tracker(subreaper=subreaper))
 
     @property
     def isolation(self) -> str:
@@ -196,6 +165,16 @@ class ProcessControl:
                     except psutil.Error:
                         pass
         return {pid: p for pid, p in found.items() if _alive(p)}
+
+    def watch(self, token: str, pid: int) -> None:
+        """Process ``pid`` is a main process of petition ``token`` (one its action
+        reported; those spawned here are known already): track what it starts, and
+        never take it for an orphan."""
+        if self.tracker is not None:
+            with self.tracker.lock:
+                if pid not in self.tracker.roots(token):
+                    self.tracker.watch(token, pid, start_ticks(pid))
+            self._wake_ticker()
 
     # -- after a petition's main process ended ----------------------------------------------
     def stop_leftovers(self, roots: Iterable[int], token: str, grace: float) -> int:
