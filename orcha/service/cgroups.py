@@ -288,4 +288,24 @@ class Cgroups:
             if left:
                 log.warning("killing %d process(es) a previous service left in %s", len(left), name)
             self.remove(token)
+        self._remove_abandoned()
         return len(names)
+
+    def _remove_abandoned(self) -> None:
+        """Remove the empty petition cgroups other services left when they died (killed
+        with SIGKILL, say: nobody else would). A petition's token starts with its
+        service's PID (``Service.token_prefix``); a cgroup whose service is alive, or
+        that holds processes, is left alone."""
+        for name in self.fs.listdir(self.base):
+            if not name.startswith(CGROUP_PETITION_PREFIX) or name.startswith(self.prefix):
+                continue
+            _, _, token = name[len(CGROUP_PETITION_PREFIX) :].partition("-")
+            pid = token.partition(".")[0]
+            if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+                continue
+            path = os.path.join(self.base, name)
+            try:
+                if not self.fs.read(os.path.join(path, "cgroup.procs")).split():
+                    self.fs.rmdir(path)
+            except OSError:
+                pass

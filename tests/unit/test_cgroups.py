@@ -165,3 +165,19 @@ def test_other_processes_in_the_cgroup_are_left_alone(tmp_path: Path) -> None:
     (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n777\n")
     Cgroups.setup(fs, pid=4242)
     assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == "4242"
+
+
+def test_empty_cgroups_of_dead_services_are_removed(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    dead = Cgroups(fs, cgroups.base, memory=True, namespace="other")
+    dead.create("999999999.123-1")  # its service's PID is no process
+    alive = Cgroups(fs, cgroups.base, memory=True, namespace="more")
+    alive.create(f"{os.getpid()}.123-1")
+    busy = Cgroups(fs, cgroups.base, memory=True, namespace="busy")
+    busy.create("999999999.123-2")
+    (Path(busy.path("999999999.123-2")) / "cgroup.procs").write_text("5\n")
+    Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert not os.path.exists(dead.path("999999999.123-1"))
+    assert os.path.exists(alive.path(f"{os.getpid()}.123-1"))
+    assert os.path.exists(busy.path("999999999.123-2"))
