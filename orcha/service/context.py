@@ -176,6 +176,11 @@ class ServiceContext:
                 if drain_until is None and pidfd is None and proc.poll() is not None:
                     drain_until = time.monotonic() + DRAIN_SECONDS
                 if drain_until is not None and time.monotonic() >= drain_until:
+                    # All it wrote before it exited is in the pipes by now (a slow
+                    # client may have kept us from reading it): take that, not more.
+                    for key in list(sel.get_map().values()):
+                        if key.data is not None:
+                            self._take_buffered(key.fd, key.data)
                     break
         if pidfd is not None:
             os.close(pidfd)
@@ -183,6 +188,19 @@ class ServiceContext:
             if pipe is not None:
                 pipe.close()
         return exit_code_of(proc.wait())
+
+    def _take_buffered(self, fd: int, stream: int) -> None:
+        """Emit what pipe ``fd`` holds now, without waiting (a process writing without
+        end, one it left running, cannot keep this going: a pipe's worth at most)."""
+        os.set_blocking(fd, False)
+        for _ in range(2):  # a pipe holds at most PIPE_CHUNK (F_SETPIPE_SZ) bytes
+            try:
+                data = os.read(fd, PIPE_CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._job.emit(stream, data)
 
     def submit(
         self,
