@@ -91,14 +91,9 @@ class ProcessControl:
         token = env.get(ENV_PETITION_TOKEN)
         argv = list(argv)
         if self.cgroups is not None and token:
-            # The command runs only once it is in its cgroup: look it up here, so a
-            # missing one still fails as it does without the shell in front.
-            import shutil
+            from orcha.service.cgroups import check_command
 
-            if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None and not (
-                os.sep in argv[0] and os.access(os.path.join(cwd, argv[0]), os.X_OK)
-            ):
-                raise FileNotFoundError(2, "No such file or directory", argv[0])
+            check_command(argv[0], cwd, env.get("PATH", os.defpath))
             argv = self.cgroups.wrap(self.cgroups.create(token), argv)
         # Held from fork to watch(): the tracker never sees a main process it does not
         # know (it would take it for an orphan).

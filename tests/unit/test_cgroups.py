@@ -181,3 +181,24 @@ def test_empty_cgroups_of_dead_services_are_removed(tmp_path: Path) -> None:
     assert not os.path.exists(dead.path("999999999.123-1"))
     assert os.path.exists(alive.path(f"{os.getpid()}.123-1"))
     assert os.path.exists(busy.path("999999999.123-2"))
+
+
+def test_a_command_is_checked_as_popen_would(tmp_path: Path) -> None:
+    from orcha.service.cgroups import check_command
+
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    runnable = tmp_path / "run.sh"
+    runnable.write_text("#!/bin/sh\n")
+    runnable.chmod(0o755)
+    check_command("./run.sh", str(tmp_path), "")
+    check_command("run.sh", "/", str(tmp_path))
+    check_command("sh", "/", os.defpath)
+    with pytest.raises(PermissionError):
+        check_command(str(plain), "/", "")
+    with pytest.raises(PermissionError):
+        check_command("plain.sh", "/", str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        check_command("orcha-no-such-command-xyz", "/", os.defpath)
+    with pytest.raises(FileNotFoundError):
+        check_command("./missing", str(tmp_path), "")
