@@ -87,6 +87,7 @@ def test_a_child_holding_the_pipe_does_not_hold_the_petition(env: Env, fast: Ser
         assert record["leftovers"] == 1
         note = env.run("status", "holder").stdout
         assert "stopped 1 process(es) it left running" in note
+        print(f"ended after {took:.2f} s, leftovers {record['leftovers']}")
     finally:
         _kill(pid)
 
