@@ -29,6 +29,7 @@ import ctypes
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -38,6 +39,10 @@ from orcha.defaults import ENV_PETITION_TOKEN
 log = logging.getLogger("orcha.service.orphans")
 
 _PR_SET_CHILD_SUBREAPER = 36
+
+#: Seconds between two reads of every process's stat (between them, a look reads only
+#: new processes and those that matter; see Tracker._read_table).
+FULL_SECONDS = 2.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -60,29 +65,39 @@ class ProcInfo(NamedTuple):
     rss: int  # bytes
 
 
+def list_pids() -> list[int]:
+    """Every PID in /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def read_stat(pid: int) -> ProcInfo | None:
+    """Process ``pid`` as /proc/PID/stat tells it, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain anything.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return ProcInfo(
+            ppid=int(fields[1]),
+            sid=int(fields[3]),
+            start=int(fields[19]),
+            state=fields[0].decode(),
+            rss=int(fields[21]) * _PAGE,
+        )
+    except (IndexError, ValueError):
+        return None
+
+
 def read_proc_table() -> dict[int, ProcInfo]:
     """Every process of /proc, read from /proc/PID/stat."""
     table: dict[int, ProcInfo] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name (field 2) is in parentheses and may contain anything.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        try:
-            table[int(name)] = ProcInfo(
-                ppid=int(fields[1]),
-                sid=int(fields[3]),
-                start=int(fields[19]),
-                state=fields[0].decode(),
-                rss=int(fields[21]) * _PAGE,
-            )
-        except (IndexError, ValueError):
-            continue
+    for pid in list_pids():
+        info = read_stat(pid)
+        if info is not None:
+            table[pid] = info
     return table
 
 
@@ -132,17 +147,22 @@ class Tracker:
     def __init__(
         self,
         *,
-        read_table: Callable[[], dict[int, ProcInfo]] = read_proc_table,
+        list_pids: Callable[[], list[int]] = list_pids,
+        read_stat: Callable[[int], ProcInfo | None] = read_stat,
         read_token: Callable[[int], str | None] = read_token,
         reap: Callable[[int], None] = reap,
         me: int | None = None,
         subreaper: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """The callables are the OS seam (tests pass a fake table); ``subreaper``:
         whether this process adopts orphans (else it only remembers what it saw)."""
         self.lock = threading.RLock()
         self.subreaper = subreaper
-        self._read_table = read_table
+        self._list_pids = list_pids
+        self._read_stat = read_stat
+        self._clock = clock
+        self._full_at = 0.0  # when the next look reads every process again
         self._read_token = read_token
         self._reap = reap
         self._me = os.getpid() if me is None else me
@@ -188,6 +208,11 @@ class Tracker:
             found += [pid for pid, (_, c) in self._ambiguous.items() if c == {token}]
             return found
 
+    def knows(self, token: str) -> bool:
+        """Whether petition ``token`` is tracked (its processes are all listed)."""
+        with self.lock:
+            return token in self._tracked
+
     def roots(self, token: str) -> list[int]:
         """Petition ``token``'s main processes, as told by :meth:`watch`."""
         with self.lock:
@@ -200,8 +225,7 @@ class Tracker:
             tracked = self._tracked.get(token)
             if tracked is None:
                 return []
-            table = self._read_table()
-            return [p for p, s in tracked.roots.items() if _same(table, p, s)]
+            return [p for p, s in tracked.roots.items() if self._alive(p, s)]
 
     def rss(self, token: str) -> int:
         """Bytes resident in petition ``token``'s processes at the last look (each
@@ -217,9 +241,35 @@ class Tracker:
         """Orphans no running petition can own any more (the service stops them when it
         stops); dead ones dropped."""
         with self.lock:
-            table = self._read_table()
-            self._strays = {p: s for p, s in self._strays.items() if _same(table, p, s)}
+            self._strays = {p: s for p, s in self._strays.items() if self._alive(p, s)}
             return list(self._strays)
+
+    def _alive(self, pid: int, start: int | None) -> bool:
+        info = self._read_stat(pid)
+        return info is not None and info.state != "Z" and (start is None or info.start == start)
+
+    def _read_table(self) -> dict[int, ProcInfo]:
+        """The process table: /proc/PID/stat read again only for what may have changed
+        in a way that matters (new PIDs, the service's children, what petitions own or
+        may own), and for every process every :data:`FULL_SECONDS`: so a look at the
+        end of each of many short petitions costs a listing, not a read of each."""
+        old = self._table
+        now = self._clock()
+        full = now >= self._full_at
+        if full:
+            self._full_at = now + FULL_SECONDS
+        fresh = {self._me} | set(self._ambiguous) | set(self._strays)
+        for tracked in self._tracked.values():
+            fresh.update(tracked.roots)
+            fresh.update(tracked.members)
+        table: dict[int, ProcInfo] = {}
+        for pid in self._list_pids():
+            info = old.get(pid)
+            if full or info is None or pid in fresh or info.ppid == self._me:
+                info = self._read_stat(pid)
+            if info is not None:
+                table[pid] = info
+        return table
 
     def tick(self) -> None:
         """One look at the process table: attribute new descendants and orphans, reap the

@@ -130,11 +130,18 @@ class ProcessControl:
         environment) token carriers."""
         found: dict[int, psutil.Process] = {}
         me = os.getpid()
+        # psutil finds descendants by reading every process's stat: not needed where the
+        # petition's cgroup or the tracker already lists them all.
+        listed = token is not None and (
+            self.cgroups is not None or (self.tracker is not None and self.tracker.knows(token))
+        )
 
         def add(proc: psutil.Process) -> None:
             if proc.pid == me or proc.pid in found:
                 return
             found[proc.pid] = proc
+            if listed:
+                return
             try:
                 for child in proc.children(recursive=True):
                     if child.pid != me:

@@ -29,7 +29,8 @@ class Table:
 
     def tracker(self) -> Tracker:
         return Tracker(
-            read_table=lambda: dict(self.rows),
+            list_pids=lambda: list(self.rows),
+            read_stat=self.rows.get,
             read_token=self.tokens.get,
             reap=self._reap,
             me=ME,
