@@ -129,3 +129,31 @@ def test_the_real_process_table_has_this_process() -> None:
     table = read_proc_table()
     me = table[os.getpid()]
     assert me.ppid == os.getppid() and me.rss > 0 and me.state in "RS"
+
+
+def test_a_look_reads_only_what_may_matter_and_everything_now_and_then() -> None:
+    t = Table()
+    t.add(200, ME, 200, 50)
+    t.add(900, 1, 900, 5)  # somebody else's process
+    now = [0.0]
+    read: list[int] = []
+
+    def read_stat(pid: int) -> ProcInfo | None:
+        read.append(pid)
+        return t.rows.get(pid)
+
+    tracker = Tracker(
+        list_pids=lambda: list(t.rows), read_stat=read_stat, read_token=t.tokens.get,
+        reap=t._reap, me=ME, subreaper=True, clock=lambda: now[0],
+    )  # fmt: skip
+    tracker.watch("a", 200, 50)
+    tracker.tick()
+    assert 900 in read  # the first look reads everything
+    read.clear()
+    t.add(300, ME, 300, 60)  # new: read
+    tracker.tick()
+    assert 900 not in read and 300 in read and 200 in read
+    read.clear()
+    now[0] += 2.5
+    tracker.tick()
+    assert 900 in read  # every 2 s, everything again
