@@ -14,6 +14,7 @@ it filled in)::
     gpus: "0,1"                         # or [0, 1], "none", "auto"
     aging: 10m                          # one priority step per 10 minutes of waiting
     backfill_bound: 5m
+    isolation: auto                     # cgroup | none: see docs/reliability.rst
     plugins:
       shell:
         enabled: true
@@ -54,6 +55,10 @@ SCHEMA: dict[str, Any] = {
                  "description": "GPU indices, 'none' or 'auto' (nvidia-smi)"},
         "aging": {**_DURATION, "default": defaults.DEFAULT_AGING},
         "backfill_bound": {**_DURATION, "default": defaults.DEFAULT_BACKFILL_BOUND},
+        "isolation": {"type": "string", "enum": list(defaults.ISOLATIONS),
+                      "default": defaults.DEFAULT_ISOLATION,
+                      "description": "how each petition's processes are kept together: "
+                      "a cgroup v2 each ('cgroup'), tracking ('none'), or 'auto'"},
         "notify": {
             "type": "array", "default": [],
             "description": "webhooks for every petition: a URL, or {url, events}",

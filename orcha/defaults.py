@@ -144,6 +144,24 @@ GUARD_STOP_MARGIN = 15.0
 
 # Leftover processes, per-petition cgroups and memory limits (points 3b, 3c, 4).
 
+#: Seconds the output of a petition whose main process has exited is still read, for
+#: what it wrote last; a leftover that keeps the pipe open does not hold it longer.
+DRAIN_SECONDS = 1.0
+
+#: Seconds between two looks at the running petitions' processes when orcha cannot give
+#: each petition a cgroup: new descendants (orphans included) are attributed, and the
+#: memory of a petition that asked for some (``--mem``) is measured.
+TRACK_SECONDS = 0.25
+
+#: How petitions are isolated: "auto" (a cgroup v2 each where the service may create
+#: them, else the fallback), "cgroup" (cgroups or refuse to start), "none" (fallback).
+DEFAULT_ISOLATION = "auto"
+ISOLATIONS = ("auto", "cgroup", "none")
+
+#: Names of the cgroups the service creates under its own cgroup.
+CGROUP_SERVICE_LEAF = "orcha-service"
+CGROUP_PETITION_PREFIX = "orcha-p-"
+
 # Saving state and petition logs under faults (points 1, 7).
 
 #: A change of a record that cannot be committed (disk full, database locked by another

@@ -149,7 +149,8 @@ PETITION_OPTIONS = (
            help="CPU slots it occupies while running (default 1)."),
     Option("--mem", metavar="SIZE", check=_values.size, into="schedule",
            help="Memory it needs, e.g. 512M, 4G: it starts only when that much "
-           "is available and not reserved by running petitions."),
+           "is available and not reserved by running petitions, and is stopped "
+           "(exit 211) if its processes use more."),
     Option("--gpus", type="int", min=0, metavar="N", into="schedule",
            help="GPUs it gets to itself (CUDA_VISIBLE_DEVICES and ORCHA_GPUS)."),
     Option("--group", metavar="NAME", check=_values.group, into="schedule",

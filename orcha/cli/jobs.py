@@ -42,9 +42,12 @@ def _note(row: dict[str, Any]) -> str:
         note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
     if row.get("paused") and row["state"] == "QUEUED" and not note:
         note = "paused"
+    extras = []
+    if row.get("leftovers"):
+        extras.append(f"stopped {row['leftovers']} process(es) it left running")
     if row.get("log_truncated"):
-        words = f"log incomplete: {row['log_truncated']}"
-        note = f"{note}; {words}" if note else words
+        extras.append(f"log incomplete: {row['log_truncated']}")
+    note = "; ".join([note, *extras] if note else extras)
     progress = row.get("progress")
     if progress and row["state"] == "RUNNING":
         from orcha.client.progress import describe

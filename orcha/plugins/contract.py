@@ -237,8 +237,9 @@ class Context(Protocol):
         ...
 
     def pump(self, proc: subprocess.Popen[bytes]) -> int:
-        """Stream ``proc``'s output to the client until it closes; return its exit code
-        (128+N if signal N killed it)."""
+        """Stream ``proc``'s output to the client until it has exited (and what it wrote
+        until then: a process it left running may hold its pipes open for at most a
+        second more); return its exit code (128+N if signal N killed it)."""
         ...
 
     def submit(

@@ -18,6 +18,7 @@ from orcha.config import load as load_config
 from orcha.service.events import Events
 from orcha.service.handlers import HANDLERS
 from orcha.service.host import Host
+from orcha.service.isolation import process_control
 from orcha.service.kinds import KindManager, templates_of
 from orcha.service.machines import LocalMachine
 from orcha.service.plugin_host import PluginHost, load_plugins
@@ -70,7 +71,8 @@ def build_service(
     # Today one machine, this host; its slots follow the manager (the original API may
     # override max_running).
     local = LocalMachine(
-        host, procs or ProcessControl(), slots=lambda: manager.max_running,
+        host, procs or process_control(_isolation(config), _namespace(settings)),
+        slots=lambda: manager.max_running,
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip
     scheduler = Scheduler(
@@ -94,3 +96,20 @@ def build_service(
     )
     manager.attach(service)
     return service
+
+
+def _isolation(config: Config | None) -> str:
+    """How petitions are isolated (``isolation:`` in the configuration file)."""
+    from orcha.defaults import DEFAULT_ISOLATION
+
+    if config is None:
+        return DEFAULT_ISOLATION
+    return str(config.data.get("isolation") or DEFAULT_ISOLATION)
+
+
+def _namespace(settings: Settings) -> str:
+    """A short word naming this service among others sharing a cgroup: its state
+    directory, hashed."""
+    import hashlib
+
+    return hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:8]

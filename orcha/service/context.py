@@ -11,10 +11,12 @@ import math
 import os
 import selectors
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import (
+    DRAIN_SECONDS,
     ENV_ATTEMPT,
     ENV_GPUS,
     ENV_PETITION_ID,
@@ -32,6 +34,18 @@ if TYPE_CHECKING:
     from orcha.service.children import ServiceChild
     from orcha.service.job import Job
     from orcha.service.machines import Machine
+
+
+#: Seconds between two looks at whether a process has exited, where pidfds are missing.
+_EXIT_POLL_SECONDS = 0.05
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor readable once process ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class ServiceContext:
@@ -128,23 +142,65 @@ class ServiceContext:
         return proc
 
     def pump(self, proc: subprocess.Popen[bytes]) -> int:
-        """Stream ``proc``'s stdout and stderr to the client until both close; return its
-        exit code (128+N if a signal N killed it)."""
+        """Stream ``proc``'s stdout and stderr to the client until it has exited and its
+        pipes are closed, or :data:`~orcha.defaults.DRAIN_SECONDS` after it exited (a
+        process it left running may hold them open: that one is stopped once the action
+        returns); return its exit code (128+N if a signal N killed it)."""
+        pidfd = _pidfd(proc.pid)
+        pipes = 0
+        drain_until: float | None = None
         with selectors.DefaultSelector() as sel:
             for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
                 if pipe is not None:
                     sel.register(pipe.fileno(), selectors.EVENT_READ, tag)
-            while sel.get_map():
-                for key, _ in sel.select():
+                    pipes += 1
+            if pidfd is not None:
+                sel.register(pidfd, selectors.EVENT_READ, None)  # readable once it exits
+            while pipes:
+                if drain_until is not None:
+                    timeout: float | None = max(0.0, drain_until - time.monotonic())
+                else:
+                    timeout = None if pidfd is not None else _EXIT_POLL_SECONDS
+                events = sel.select(timeout)
+                for key, _ in events:
+                    if key.data is None:  # the pidfd: the process has exited
+                        sel.unregister(key.fd)
+                        drain_until = time.monotonic() + DRAIN_SECONDS
+                        continue
                     data = os.read(key.fd, PIPE_CHUNK)
                     if data:
                         self._job.emit(key.data, data)
                     else:
                         sel.unregister(key.fd)
+                        pipes -= 1
+                if drain_until is None and pidfd is None and proc.poll() is not None:
+                    drain_until = time.monotonic() + DRAIN_SECONDS
+                if drain_until is not None and time.monotonic() >= drain_until:
+                    # All it wrote before it exited is in the pipes by now (a slow
+                    # client may have kept us from reading it): take that, not more.
+                    for key in list(sel.get_map().values()):
+                        if key.data is not None:
+                            self._take_buffered(key.fd, key.data)
+                    break
+        if pidfd is not None:
+            os.close(pidfd)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         return exit_code_of(proc.wait())
+
+    def _take_buffered(self, fd: int, stream: int) -> None:
+        """Emit what pipe ``fd`` holds now, without waiting (a process writing without
+        end, one it left running, cannot keep this going: a pipe's worth at most)."""
+        os.set_blocking(fd, False)
+        for _ in range(2):  # a pipe holds at most PIPE_CHUNK (F_SETPIPE_SZ) bytes
+            try:
+                data = os.read(fd, PIPE_CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._job.emit(stream, data)
 
     def submit(
         self,

@@ -74,8 +74,8 @@ class Job:
         "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
-        "lock", "log", "machine", "message", "native", "outcome", "output_lock", "parent",
-        "paused", "petition",
+        "leftovers", "lock", "log", "machine", "message", "native", "outcome", "output_lock",
+        "over_memory", "parent", "paused", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
@@ -125,6 +125,9 @@ class Job:
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time
+        # The current attempt used more memory than it asked for: the one-line reason.
+        self.over_memory: str | None = None
+        self.leftovers: int | None = None  # processes stopped after its main one ended
         self.progress: dict[str, Any] | None = None  # the last progress it reported
         self.outcome: Any = None  # JSON data its kind recorded (ctx.set_outcome, close())
         self.closer: Any = None  # its kind's close(), bound to its context, while running
@@ -197,7 +200,8 @@ class Job:
         with self.lock:
             if self._cancel_event is None:
                 self._cancel_event = threading.Event()
-                if (self.cancel_requested and not self.cancel_deferred) or self.timed_out:
+                stopping = self.timed_out or self.over_memory is not None
+                if (self.cancel_requested and not self.cancel_deferred) or stopping:
                     self._cancel_event.set()
             return self._cancel_event
 
@@ -214,6 +218,19 @@ class Job:
                 self._cancel_event.set()
             return True
 
+    def exceed_memory(self, attempt: int, reason: str) -> bool:
+        """The given attempt used more memory than it asked for (``reason``: one line):
+        ask it to stop. False if that attempt has ended or is being stopped anyway."""
+        with self.lock:
+            if self.attempt != attempt or self.state is not State.RUNNING:
+                return False
+            if self.cancel_requested or self.timed_out or self.over_memory is not None:
+                return False
+            self.over_memory = reason
+            if self._cancel_event is not None:
+                self._cancel_event.set()
+            return True
+
     def end_attempt(self) -> bool:
         """The attempt ended and another will follow: from now on a cancel is heard (and
         the stop request is fresh). False if the petition is being cancelled."""
@@ -221,6 +238,7 @@ class Job:
             if self.cancel_requested:
                 return False
             self.timed_out = False
+            self.over_memory = None
             self._cancel_event = None
             self.finish_was_called = False
             return True

@@ -176,6 +176,29 @@ class Machine:
         """The petition ended normally: stop, in the background, what it left running."""
         raise NotImplementedError
 
+    def stop_leftovers(self, job: Job, grace: float) -> int:
+        """The petition's action has returned (its main process ended): stop what of its
+        tree is still running (TERM, ``grace``, KILL) and return how many processes
+        that was."""
+        return 0
+
+    def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
+        """Hold the running petition to ``limit`` bytes for its whole tree: call
+        ``exceeded(reason)`` (once, in any thread) when it is found using more. Called
+        before its first process starts."""
+
+    def check_memory(self, job: Job) -> None:
+        """Look at once whether the petition went over its limit (its action has just
+        returned: a process the kernel killed for it may be why)."""
+
+    def forget(self, job: Job) -> None:
+        """The petition has ended and its processes were stopped: drop what the machine
+        kept for it."""
+
+    def shutdown(self, grace: float) -> None:
+        """The service stops (its petitions have): stop whatever petitions left running
+        that no petition could be given."""
+
     def start_ticks(self, pid: int) -> int | None:
         """What names process ``pid`` beside its PID in a record (so a reused PID is not
         taken for it after a restart), or None."""
@@ -265,6 +288,7 @@ class LocalMachine(Machine):
     def adopt(self, job: Job, pid: int) -> None:
         with job.lock:
             job.pids.add(pid)
+        self.procs.watch(job.token, pid)
 
     def signal_tree(self, job: Job, sig: int) -> int:
         return self.procs.signal_tree(list(job.pids), job.token, sig)
@@ -295,6 +319,22 @@ class LocalMachine(Machine):
 
             self._sweeper = Sweeper(self.procs, grace)
         self._sweeper.add(job)
+
+    def stop_leftovers(self, job: Job, grace: float) -> int:
+        return self.procs.stop_leftovers(list(job.pids), job.token, grace)
+
+    def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
+        self.procs.limit_memory(job.token, limit, lambda: list(job.pids), exceeded)
+
+    def check_memory(self, job: Job) -> None:
+        self.procs.memory.check()
+
+    def forget(self, job: Job) -> None:
+        self.procs.finished(job.token)
+
+    def shutdown(self, grace: float) -> None:
+        if self._procs is not None:
+            self.procs.stop_strays(grace)
 
     def start_ticks(self, pid: int) -> int | None:
         """When process ``pid`` started, in clock ticks since boot (``/proc``)."""

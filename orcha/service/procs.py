@@ -8,28 +8,39 @@ can swap this object for a fake, and the rules for finding a petition's tree liv
 * their descendants (psutil);
 * any process of this user whose environment carries the petition's token
   (``ORCHA_PETITION_TOKEN``): that finds grandchildren that called ``setsid`` or
-  double-forked, which have left both the process group and the parent chain.
+  double-forked, which have left both the process group and the parent chain;
+* with isolation (see :mod:`orcha.service.isolation`): every process in the
+  petition's cgroup (:mod:`orcha.service.cgroups`), or, without cgroups, every process
+  the :class:`~orcha.service.orphans.Tracker` attributed to it (descendants it saw,
+  orphans the service adopted as a child subreaper): that finds those that also cleared
+  their environment (``env -i``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import psutil
 
-from orcha.defaults import ENV_PETITION_TOKEN
+from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
 
 if TYPE_CHECKING:
+    from orcha.service.cgroups import Cgroups
     from orcha.service.job import Job
+    from orcha.service.memory import MemoryWatch
+    from orcha.service.orphans import Tracker
 
 log = logging.getLogger("orcha.service.procs")
+
+_NO_LOCK = contextlib.nullcontext()
 
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.10
 
@@ -37,8 +48,31 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3
 class ProcessControl:
     """Spawns and stops petition processes."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        cgroups: Cgroups | None = None,
+        tracker: Tracker | None = None,
+        interval: float = TRACK_SECONDS,
+    ) -> None:
+        """``cgroups``: give each petition a cgroup (see :mod:`orcha.service.cgroups`);
+        ``tracker``: else, follow each petition's descendants and orphans (see
+        :mod:`orcha.service.orphans`); neither: roots, descendants and token carriers
+        only. ``interval``: seconds between two looks (tracking, memory limits)."""
+        from orcha.service.memory import MemoryWatch
+
         self._devnull: int | None = None
+        self.cgroups = cgroups
+        self.tracker = tracker
+        self.memory: MemoryWatch = MemoryWatch()
+        self._interval = interval
+        self._tick_cond = threading.Condition()
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def isolation(self) -> str:
+        """What finds a petition's processes: "cgroup", "tracking" or "token"."""
+        return "cgroup" if self.cgroups else "tracking" if self.tracker else "token"
 
     def spawn(
         self,
@@ -54,16 +88,30 @@ class ProcessControl:
         """
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=self._devnull,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        token = env.get(ENV_PETITION_TOKEN)
+        argv = list(argv)
+        if self.cgroups is not None and token:
+            from orcha.service.cgroups import check_command
+
+            check_command(argv[0], cwd, env.get("PATH", os.defpath))
+            argv = self.cgroups.wrap(self.cgroups.create(token), argv)
+        # Held from fork to watch(): the tracker never sees a main process it does not
+        # know (it would take it for an orphan).
+        with self.tracker.lock if self.tracker is not None else _NO_LOCK:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=self._devnull,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+            if self.tracker is not None and token:
+                self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        if self.tracker is not None and token:
+            self._wake_ticker()
         if pipe_size:
             import fcntl
 
@@ -74,15 +122,26 @@ class ProcessControl:
                     pass  # a smaller pipe only costs throughput
         return proc
 
-    def tree(self, roots: Iterable[int], token: str | None) -> dict[int, psutil.Process]:
-        """Every live process of the petition: roots, descendants, token carriers."""
+    def tree(
+        self, roots: Iterable[int], token: str | None, carriers: bool = True
+    ) -> dict[int, psutil.Process]:
+        """Every live process of the petition: roots, descendants, what its cgroup or
+        the tracker holds, and (with ``carriers``: a read of every process's
+        environment) token carriers."""
         found: dict[int, psutil.Process] = {}
         me = os.getpid()
+        # psutil finds descendants by reading every process's stat: not needed where the
+        # petition's cgroup or the tracker already lists them all.
+        listed = token is not None and (
+            self.cgroups is not None or (self.tracker is not None and self.tracker.knows(token))
+        )
 
         def add(proc: psutil.Process) -> None:
             if proc.pid == me or proc.pid in found:
                 return
             found[proc.pid] = proc
+            if listed:
+                return
             try:
                 for child in proc.children(recursive=True):
                     if child.pid != me:
@@ -96,13 +155,139 @@ class ProcessControl:
             except psutil.Error:
                 pass
         if token:
-            for pid in token_carriers(token):
+            more = token_carriers(token) if carriers else []
+            if self.tracker is not None:
+                more += self.tracker.members(token)
+            if self.cgroups is not None:
+                more += self.cgroups.pids(token)
+            for pid in more:
                 if pid not in found:
                     try:
                         add(psutil.Process(pid))
                     except psutil.Error:
                         pass
         return {pid: p for pid, p in found.items() if _alive(p)}
+
+    def watch(self, token: str, pid: int) -> None:
+        """Process ``pid`` is a main process of petition ``token`` (one its action
+        reported; those spawned here are known already): track what it starts, and
+        never take it for an orphan."""
+        if self.tracker is not None:
+            with self.tracker.lock:
+                if pid not in self.tracker.roots(token):
+                    self.tracker.watch(token, pid, start_ticks(pid))
+            self._wake_ticker()
+
+    # -- after a petition's main process ended ----------------------------------------------
+    def stop_leftovers(self, roots: Iterable[int], token: str, grace: float) -> int:
+        """Stop what petition ``token`` left running once its main process(es) ended
+        (TERM, ``grace``, KILL); returns how many processes that was."""
+        # The token search reads every process's environment: at each end of a stream
+        # of short petitions that cost more than the petitions. With a cgroup or the
+        # tracker it finds nothing more (the sweep after the end still looks, in batches).
+        carriers = self.cgroups is None and self.tracker is None
+        # Its main processes have exited: a PID of theirs may be another process's by now.
+        if self.cgroups is not None:
+            roots = []  # the cgroup holds all that is left
+        elif self.tracker is not None:
+            roots = self.tracker.live_roots(token)
+        return self._stop(roots, token, grace, False, carriers)
+
+    def finished(self, token: str) -> None:
+        """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
+        is removed)."""
+        self.memory.remove(token)
+        if self.tracker is not None:
+            self.tracker.forget(token)
+        if self.cgroups is not None:
+            try:
+                self.cgroups.remove(token)
+            except OSError as e:
+                log.warning("cannot remove the cgroup of %s: %s", token, e)
+
+    def stop_strays(self, grace: float) -> int:
+        """The service stops: stop the orphans no petition could be given (see
+        :class:`~orcha.service.orphans.Tracker`); returns how many."""
+        if self.tracker is None:
+            return 0
+        self.tracker.tick()
+        strays = self.tracker.strays()
+        if not strays:
+            return 0
+        n = self.stop_tree(strays, None, grace)
+        log.warning("stopped %d process(es) left by petitions that had ended", n)
+        self.tracker.tick()  # reap them
+        return n
+
+    # -- memory limits -----------------------------------------------------------------------
+    def limit_memory(
+        self,
+        token: str,
+        limit: int,
+        roots: Callable[[], Iterable[int]],
+        exceeded: Callable[[str], None],
+    ) -> None:
+        """Hold petition ``token`` to ``limit`` bytes: ``exceeded(message)`` is called
+        (once, from the ticking thread) when its tree is found using more. With a
+        cgroup that has a memory controller the kernel enforces it (``memory.max``;
+        set before its first process starts) and its OOM kills are counted; else the
+        resident memory of its processes is summed at every look."""
+        cgroups = self.cgroups
+        if cgroups is not None and cgroups.memory:
+            cgroups.create(token, limit)
+
+            def probe() -> tuple[int | None, bool]:
+                assert cgroups is not None
+                killed = cgroups.oom_kills(token) > 0
+                return (cgroups.usage(token) if killed else None, killed)
+
+        else:
+
+            def probe() -> tuple[int | None, bool]:
+                return (self.resident(list(roots()), token), False)
+
+        self.memory.add(token, limit, probe, exceeded)
+        self._wake_ticker()
+
+    def resident(self, roots: Iterable[int], token: str | None) -> int:
+        """Bytes resident in the petition's processes (their RSS summed)."""
+        total = 0
+        for proc in self.tree(roots, token, self.tracker is None and self.cgroups is None).values():
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _look(self) -> None:
+        """Let the tracker attribute what was born (or orphaned) since its last look."""
+        if self.tracker is not None:
+            self.tracker.tick()
+
+    # -- the ticking thread ------------------------------------------------------------------
+    def _wake_ticker(self) -> None:
+        with self._tick_cond:
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick_loop, name="procs", daemon=True)
+                self._ticker.start()
+            self._tick_cond.notify()
+
+    def _busy(self) -> bool:
+        return bool(self.memory) or (self.tracker is not None and self.tracker.active)
+
+    def _tick_loop(self) -> None:
+        """Every ``interval`` while there is anything to look at: track, check memory.
+        Idle, it waits without a timeout."""
+        while True:
+            with self._tick_cond:
+                self._tick_cond.wait_for(self._busy)
+            try:
+                if self.tracker is not None:
+                    self.tracker.tick()
+                self.memory.check()
+            except Exception:
+                log.exception("looking at the petitions' processes failed")
+            time.sleep(self._interval)
 
     def signal_all(self, procs: Iterable[psutil.Process], sig: int) -> None:
         for proc in procs:
@@ -116,6 +301,7 @@ class ProcessControl:
     def signal_tree(self, roots: Iterable[int], token: str | None, sig: int) -> int:
         """Send ``sig`` to every process of a petition's tree (e.g. SIGSTOP/SIGCONT to
         pause and resume it); returns how many were signalled."""
+        self._look()
         procs = self.tree(roots, token)
         for proc in procs.values():
             try:
@@ -129,27 +315,39 @@ class ProcessControl:
     ) -> int:
         """SIGTERM the petition's tree, wait up to ``grace`` s, SIGKILL what is left.
 
-        With ``force`` skip straight to SIGKILL. Returns how many processes were signalled.
+        With ``force`` skip straight to SIGKILL. Returns how many distinct processes were
+        signalled.
         Repeats the search after killing, so children forked meanwhile die too.
         """
+        return self._stop(roots, token, grace, force, carriers=True)
+
+    def _stop(
+        self, roots: Iterable[int], token: str | None, grace: float, force: bool, carriers: bool
+    ) -> int:
         roots = list(roots)
-        procs = self.tree(roots, token)
-        total = len(procs)
+        self._look()
+        procs = self.tree(roots, token, carriers)
+        seen = set(procs)
         if procs and not force:
             self.signal_all(procs.values(), signal.SIGTERM)
             alive = _wait_gone(list(procs.values()), grace)
             procs = {p.pid: p for p in alive}
-            procs.update(self.tree(roots, token))
+            self._look()
+            procs.update(self.tree(roots, token, carriers))
+            seen.update(procs)
         for _ in range(10):
             if not procs:
                 break
+            if self.cgroups is not None and token:
+                self.cgroups.kill(token)  # all at once, forks in flight included
             self.signal_all(procs.values(), signal.SIGKILL)
             _wait_gone(list(procs.values()), 1.0)
-            procs = self.tree(roots, token)
-            total += len(procs)
+            self._look()
+            procs = self.tree(roots, token, carriers)
+            seen.update(procs)
         if procs:
             log.warning("processes %s survived SIGKILL", sorted(procs))
-        return total
+        return len(seen)
 
 
 class Sweeper:

@@ -92,10 +92,15 @@ class Runner:
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
                 self._events.wake()
-        if job.machine is not None and not job.cancel_requested:
-            # What the action left behind (a daemonised grandchild, say) ends with it; done
-            # after the slot is freed so a clean exit costs the next petition nothing.
-            job.machine.sweep(job, self.grace)
+        if job.machine is not None:
+            if not job.cancel_requested:
+                # What the action left behind without telling orcha (a daemonised
+                # grandchild that kept the token) ends with it; in the background.
+                job.machine.sweep(job, self.grace)
+            try:
+                job.machine.forget(job)
+            except Exception:
+                log.exception("petition %s: forgetting its processes failed", job.id)
 
     def _execute(self, job: Job) -> None:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
@@ -155,6 +160,14 @@ class Runner:
         if timeout is not None:
             self._deadlines.add(job, timeout)
         job.action_done = threading.Event()
+        if job.leftovers is None:
+            job.leftovers = 0
+        mem = job.schedule.mem
+        if mem:
+            attempt = job.attempt
+            job.placed.limit_memory(
+                job, mem, lambda reason: self._over_memory(job, attempt, reason)
+            )
         try:
             self.manager.run(petition, lambda pid: self._register(job, pid))
         except BaseException as e:
@@ -165,6 +178,8 @@ class Runner:
             job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
             if job.code in (None, 0):
                 job.code = int(ExitCode.FAILED)
+        if mem:
+            job.placed.check_memory(job)  # the kernel's OOM kill may be why it returned
         job.action_done.set()
         job.closer = None  # bound to this attempt's context
         if timeout is not None:
@@ -175,6 +190,32 @@ class Runner:
             job.code = int(ExitCode.TIMEOUT)
             job.message = f"timed out after {timeout:g}s"
             log.info("petition %s: attempt %d timed out", job.id, job.attempt)
+        elif job.over_memory is not None and not job.cancel_requested:
+            for stopper in list(job.stoppers):
+                stopper.join()
+            job.code = int(ExitCode.MEMORY)
+            job.message = job.over_memory
+            log.info("petition %s: attempt %d %s", job.id, job.attempt, job.over_memory)
+        elif not job.cancel_requested:
+            self._stop_leftovers(job)
+
+    def _stop_leftovers(self, job: Job) -> None:
+        """Its action returned (its main process exited): what of its tree still runs is
+        stopped now, before it is recorded as ended, and counted in its record."""
+        try:
+            n = job.placed.stop_leftovers(job, self.grace)
+        except Exception:
+            log.exception("petition %s: stopping what it left running failed", job.id)
+            return
+        if n:
+            job.leftovers = (job.leftovers or 0) + n
+            log.info("petition %s left %d process(es) running; stopped them", job.id, n)
+
+    def _over_memory(self, job: Job, attempt: int, reason: str) -> None:
+        """Called by the machine's memory watch: the attempt used more than it asked."""
+        if job.exceed_memory(attempt, reason):
+            log.info("petition %s: %s; stopping it", job.id, reason)
+            self._start_stopper(job, force=True)
 
     def _time_out(self, job: Job) -> None:
         """Called by the deadline thread: the current attempt ran out of time."""

@@ -105,6 +105,11 @@ class Service:
     def close(self) -> None:
         """Close the records (the service has stopped; its plugins too). The waker pipe
         stays open: a runner thread finishing its bookkeeping may still write to it."""
+        for machine in self.scheduler.machines:
+            try:
+                machine.shutdown(self.settings.grace)
+            except Exception:
+                log.exception("%s: stopping what petitions left running failed", machine.name)
         if self.store is not None:
             self.store.close()
 
@@ -398,6 +403,7 @@ class Service:
                 code=job.code,
                 message=job.message,
                 **({"outcome": job.outcome} if job.outcome is not None else {}),
+                **({"leftovers": job.leftovers} if job.leftovers is not None else {}),
             )
         if job.log is not None:
             job.log.close()

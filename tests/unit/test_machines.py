@@ -44,6 +44,19 @@ class FakeProcs:
         self.calls.append(("signal", sorted(roots), token, sig))
         return 1
 
+    def watch(self, token: str, pid: int) -> None:
+        pass  # the tracker's business (tests/unit/test_orphans.py)
+
+    def stop_leftovers(self, roots: Iterable[int], token: str, grace: float) -> int:
+        self.calls.append(("leftovers", sorted(roots), token, grace))
+        return 3
+
+    def limit_memory(self, token: str, limit: int, roots: Any, exceeded: Any) -> None:
+        self.calls.append(("limit", token, limit, sorted(roots())))
+
+    def finished(self, token: str) -> None:
+        self.calls.append(("finished", token))
+
     def stop_tree(
         self, roots: Iterable[int], token: str | None, grace: float, force: bool = False
     ) -> int:
@@ -150,3 +163,17 @@ def test_recorded_processes_are_stopped_only_if_they_are_the_same_process() -> N
     procs.calls.clear()
     assert machine.stop_recorded([[11, 600]], None, 2.0) == 0  # nothing left to find
     assert procs.calls == []
+
+
+def test_leftovers_memory_limits_and_forgetting_go_to_the_jobs_processes() -> None:
+    machine, _, procs = local()
+    job = running_job()
+    machine.adopt(job, 41)
+    assert machine.stop_leftovers(job, 2.0) == 3
+    machine.limit_memory(job, 10 << 20, lambda why: None)
+    machine.forget(job)
+    assert procs.calls == [
+        ("leftovers", [41], job.token, 2.0),
+        ("limit", job.token, 10 << 20, [41]),
+        ("finished", job.token),
+    ]

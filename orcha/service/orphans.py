@@ -1,0 +1,360 @@
+"""Finding every process of a petition when orcha cannot give it a cgroup (the fallback
+of points 3b and 3c of issue 12; see docs/reliability.rst).
+
+Two things together:
+
+* the service is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): a process whose
+  parent dies is re-parented to the service instead of to init, so a double-forked
+  daemon stays below the service, whatever it did to its environment or its session;
+* a :class:`Tracker` looks at the process table every :data:`~orcha.defaults.TRACK_SECONDS`
+  while petitions run and remembers, per petition, every descendant of its processes it
+  has seen (PID and start time, so a reused PID is never taken for it). A process that
+  was seen once stays the petition's after its parent dies.
+
+An orphan the tracker never saw below a petition (it was born and orphaned between two
+looks) is a child of the service in a session other than the service's. It is
+attributed, in this order, by the petition token in its environment, by its session (a
+petition's main process leads its own session), or, when only one running petition
+started before it, to that one. Otherwise it is ambiguous: it is attributed once all but
+one of the petitions it may belong to have ended, and if all have, it is a *stray* the
+service stops when it stops.
+
+The service reaps (by PID, never ``waitpid(-1)``, which would steal the exit status of
+processes the runner waits for) the zombies of orphans it adopted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from orcha.defaults import ENV_PETITION_TOKEN
+
+log = logging.getLogger("orcha.service.orphans")
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+#: Seconds between two reads of every process's stat (between them, a look reads only
+#: new processes and those that matter; see Tracker._read_table).
+FULL_SECONDS = 2.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux); False if the kernel refuses."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ProcInfo(NamedTuple):
+    """One line of the process table: what the tracker needs of a process."""
+
+    ppid: int
+    sid: int
+    start: int  # clock ticks since boot: with the PID, it names one process
+    state: str  # "Z" for a zombie
+    rss: int  # bytes
+
+
+def list_pids() -> list[int]:
+    """Every PID in /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def read_stat(pid: int) -> ProcInfo | None:
+    """Process ``pid`` as /proc/PID/stat tells it, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain anything.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return ProcInfo(
+            ppid=int(fields[1]),
+            sid=int(fields[3]),
+            start=int(fields[19]),
+            state=fields[0].decode(),
+            rss=int(fields[21]) * _PAGE,
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+def read_proc_table() -> dict[int, ProcInfo]:
+    """Every process of /proc, read from /proc/PID/stat."""
+    table: dict[int, ProcInfo] = {}
+    for pid in list_pids():
+        info = read_stat(pid)
+        if info is not None:
+            table[pid] = info
+    return table
+
+
+def read_token(pid: int) -> str | None:
+    """The petition token in process ``pid``'s environment, or None."""
+    key = f"\0{ENV_PETITION_TOKEN}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = b"\0" + f.read()
+    except OSError:
+        return None
+    start = environ.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = environ.find(b"\0", start)
+    return environ[start : end if end >= 0 else None].decode(errors="replace")
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of zombie child ``pid`` (and drop it)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@dataclass
+class Tracked:
+    """One petition's processes, as far as the tracker knows them."""
+
+    token: str
+    since: int  # start ticks of its first main process: nothing of it is older
+    roots: dict[int, int | None] = field(default_factory=dict)  # pid -> start ticks
+    members: dict[int, int] = field(default_factory=dict)  # pid -> start ticks
+
+
+class Tracker:
+    """Remembers each running petition's descendants, adopts its orphans, reaps them.
+
+    Thread-safe. :meth:`tick` is one look at the process table (the caller's thread
+    calls it every :data:`~orcha.defaults.TRACK_SECONDS`); spawning a petition's process
+    holds :attr:`lock` from fork to :meth:`watch`, so a look never sees a main process
+    before it is known (and never takes it for an orphan or reaps it).
+    """
+
+    def __init__(
+        self,
+        *,
+        list_pids: Callable[[], list[int]] = list_pids,
+        read_stat: Callable[[int], ProcInfo | None] = read_stat,
+        read_token: Callable[[int], str | None] = read_token,
+        reap: Callable[[int], None] = reap,
+        me: int | None = None,
+        subreaper: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """The callables are the OS seam (tests pass a fake table); ``subreaper``:
+        whether this process adopts orphans (else it only remembers what it saw)."""
+        self.lock = threading.RLock()
+        self.subreaper = subreaper
+        self._list_pids = list_pids
+        self._read_stat = read_stat
+        self._clock = clock
+        self._full_at = 0.0  # when the next look reads every process again
+        self._read_token = read_token
+        self._reap = reap
+        self._me = os.getpid() if me is None else me
+        self._tracked: dict[str, Tracked] = {}
+        # Orphans that may belong to several petitions: pid -> (start, candidate tokens).
+        self._ambiguous: dict[int, tuple[int, set[str]]] = {}
+        self._strays: dict[int, int] = {}  # every candidate ended: pid -> start
+        self._table: dict[int, ProcInfo] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any petition is tracked (the caller ticks only then)."""
+        with self.lock:
+            return bool(self._tracked) or bool(self._ambiguous)
+
+    def watch(self, token: str, pid: int, start: int | None) -> None:
+        """Process ``pid`` (started at ``start`` ticks) is a main process of petition
+        ``token``."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            if tracked is None:
+                tracked = self._tracked[token] = Tracked(token, start or 0)
+            elif start is not None and start < tracked.since:
+                tracked.since = start
+            tracked.roots[pid] = start
+
+    def forget(self, token: str) -> None:
+        """Petition ``token`` has ended and its processes were stopped."""
+        with self.lock:
+            self._tracked.pop(token, None)
+            for pid, (start, candidates) in list(self._ambiguous.items()):
+                candidates.discard(token)
+                if not candidates:
+                    del self._ambiguous[pid]
+                    self._strays[pid] = start
+
+    def members(self, token: str) -> list[int]:
+        """The PIDs the tracker attributes to petition ``token`` (main processes
+        excluded), as of the last look."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            found = list(tracked.members) if tracked is not None else []
+            found += [pid for pid, (_, c) in self._ambiguous.items() if c == {token}]
+            return found
+
+    def knows(self, token: str) -> bool:
+        """Whether petition ``token`` is tracked (its processes are all listed)."""
+        with self.lock:
+            return token in self._tracked
+
+    def roots(self, token: str) -> list[int]:
+        """Petition ``token``'s main processes, as told by :meth:`watch`."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            return list(tracked.roots) if tracked is not None else []
+
+    def live_roots(self, token: str) -> list[int]:
+        """Petition ``token``'s main processes still running (same PID, same start)."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            if tracked is None:
+                return []
+            return [p for p, s in tracked.roots.items() if self._alive(p, s)]
+
+    def rss(self, token: str) -> int:
+        """Bytes resident in petition ``token``'s processes at the last look (each
+        process's RSS summed: pages shared between them count once per process)."""
+        with self.lock:
+            tracked = self._tracked.get(token)
+            if tracked is None:
+                return 0
+            pids = set(tracked.roots) | set(tracked.members)
+            return sum(self._table[pid].rss for pid in pids if pid in self._table)
+
+    def strays(self) -> list[int]:
+        """Orphans no running petition can own any more (the service stops them when it
+        stops); dead ones dropped."""
+        with self.lock:
+            self._strays = {p: s for p, s in self._strays.items() if self._alive(p, s)}
+            return list(self._strays)
+
+    def _alive(self, pid: int, start: int | None) -> bool:
+        info = self._read_stat(pid)
+        return info is not None and info.state != "Z" and (start is None or info.start == start)
+
+    def _read_table(self) -> dict[int, ProcInfo]:
+        """The process table: /proc/PID/stat read again only for what may have changed
+        in a way that matters (new PIDs, the service's children, what petitions own or
+        may own), and for every process every :data:`FULL_SECONDS`: so a look at the
+        end of each of many short petitions costs a listing, not a read of each."""
+        old = self._table
+        now = self._clock()
+        full = now >= self._full_at
+        if full:
+            self._full_at = now + FULL_SECONDS
+        fresh = {self._me} | set(self._ambiguous) | set(self._strays)
+        for tracked in self._tracked.values():
+            fresh.update(tracked.roots)
+            fresh.update(tracked.members)
+        table: dict[int, ProcInfo] = {}
+        for pid in self._list_pids():
+            info = old.get(pid)
+            if full or info is None or pid in fresh or info.ppid == self._me:
+                info = self._read_stat(pid)
+            if info is not None:
+                table[pid] = info
+        return table
+
+    def tick(self) -> None:
+        """One look at the process table: attribute new descendants and orphans, reap the
+        zombies of adopted orphans, forget the dead."""
+        with self.lock:
+            table = self._read_table()
+            self._table = table
+            children: dict[int, list[int]] = {}
+            for pid, info in table.items():
+                children.setdefault(info.ppid, []).append(pid)
+            roots: set[int] = set()
+            for tracked in self._tracked.values():
+                tracked.members = {p: s for p, s in tracked.members.items() if _same(table, p, s)}
+                roots.update(tracked.roots)
+            # Descendants of what each petition has: children of its processes.
+            owner: dict[int, str] = {}
+            for tracked in self._tracked.values():
+                frontier = [p for p in tracked.roots if p in table] + list(tracked.members)
+                while frontier:
+                    pid = frontier.pop()
+                    owner[pid] = tracked.token
+                    for child in children.get(pid, ()):
+                        if child not in tracked.members and child not in tracked.roots:
+                            tracked.members[child] = table[child].start
+                            frontier.append(child)
+            me = table.get(self._me)
+            my_sid = me.sid if me is not None else None
+            for pid in children.get(self._me, ()):
+                info = table[pid]
+                if pid in roots or info.sid == my_sid:
+                    continue  # a main process (its runner waits for it), or our own child
+                token = owner.get(pid) or self._attribute(pid, info)
+                if info.state == "Z" and self.subreaper:
+                    self._reap(pid)  # adopted: nobody else waits for it
+                    continue
+                if token is not None and pid not in owner:
+                    self._tracked[token].members[pid] = info.start
+                    frontier = [pid]
+                    while frontier:
+                        for child in children.get(frontier.pop(), ()):
+                            self._tracked[token].members[child] = table[child].start
+                            frontier.append(child)
+            for pid, (start, _) in list(self._ambiguous.items()):
+                if not _same(table, pid, start):
+                    del self._ambiguous[pid]
+
+    def _attribute(self, pid: int, info: ProcInfo) -> str | None:
+        """The petition an orphan the tracker never saw belongs to, or None (ambiguous
+        ones are kept aside)."""
+        known = self._ambiguous.get(pid)
+        if known is not None and known[0] == info.start:
+            candidates = known[1] & set(self._tracked)
+            if len(candidates) == 1:
+                del self._ambiguous[pid]
+                return next(iter(candidates))
+            return None
+        if pid in self._strays:
+            return None
+        token = self._read_token(pid)
+        if token in self._tracked:
+            return token
+        for tracked in self._tracked.values():
+            if info.sid in tracked.roots:
+                return tracked.token
+        candidates = {t.token for t in self._tracked.values() if t.since <= info.start}
+        if len(candidates) == 1:
+            return next(iter(candidates))
+        if candidates:
+            log.info("process %d may belong to %d petitions; kept aside", pid, len(candidates))
+            self._ambiguous[pid] = (info.start, candidates)
+        else:
+            self._strays[pid] = info.start
+        return None
+
+    def all_known(self) -> Iterable[int]:
+        """Every PID attributed to any petition, ambiguous or stray (for a stopping
+        service)."""
+        with self.lock:
+            pids: set[int] = set(self._ambiguous) | set(self._strays)
+            for tracked in self._tracked.values():
+                pids.update(tracked.roots)
+                pids.update(tracked.members)
+            return sorted(pids)
+
+
+def _same(table: dict[int, ProcInfo], pid: int, start: int | None) -> bool:
+    info = table.get(pid)
+    return info is not None and (start is None or info.start == start)

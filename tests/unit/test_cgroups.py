@@ -1,0 +1,204 @@
+"""Per-petition cgroups (orcha.service.cgroups) on a fake cgroupfs: a directory whose
+"cgroups" get the interface files a kernel would create."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orcha.service.cgroups import CgroupFS, Cgroups, CgroupUnavailable
+
+
+class FakeCgroupFS(CgroupFS):
+    """A cgroupfs stand-in on a plain directory: ``mkdir`` creates the interface files
+    a kernel would; ``rmdir`` removes them (refused while processes are listed)."""
+
+    def __init__(self, root: Path, own: str = "/svc", cgroup2: bool = True) -> None:
+        super().__init__(str(root))
+        self._own = own
+        self.cgroup2 = cgroup2
+        self.killed: list[str] = []
+
+    def is_cgroup2(self) -> bool:
+        return self.cgroup2
+
+    def own(self) -> str:
+        return self._own
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+        parent = os.path.dirname(path)
+        enabled = self.read(os.path.join(parent, "cgroup.subtree_control")).split()
+        files = {"cgroup.procs": "", "cgroup.kill": "", "cgroup.subtree_control": "",
+                 "cgroup.controllers": " ".join(enabled)}  # fmt: skip
+        if "memory" in enabled:
+            files.update({"memory.max": "max\n", "memory.swap.max": "max\n",
+                          "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+                          "memory.peak": "0\n"})  # fmt: skip
+        for name, text in files.items():
+            CgroupFS.write(self, os.path.join(path, name), text)
+
+    def write(self, path: str, text: str) -> None:
+        name = os.path.basename(path)
+        if name == "cgroup.kill":
+            self.killed.append(os.path.dirname(path))
+            super().write(os.path.join(os.path.dirname(path), "cgroup.procs"), "")
+            return
+        if name == "cgroup.subtree_control" and text.strip():
+            current = set(self.read(path).split()) if os.path.exists(path) else set()
+            for word in text.split():
+                (current.add if word[0] == "+" else current.discard)(word[1:])
+            text = " ".join(sorted(current))
+        super().write(path, text)
+
+    def rmdir(self, path: str) -> None:
+        if self.read(os.path.join(path, "cgroup.procs")).split():
+            raise OSError(16, "Device or resource busy", path)
+        shutil.rmtree(path)
+
+
+def _fs(tmp_path: Path, controllers: str = "cpu memory pids io") -> FakeCgroupFS:
+    base = tmp_path / "svc"
+    base.mkdir()
+    (base / "cgroup.controllers").write_text(controllers)
+    (base / "cgroup.subtree_control").write_text("")
+    (base / "cgroup.procs").write_text("4242\n")
+    return FakeCgroupFS(tmp_path)
+
+
+def test_setup_moves_the_service_into_a_leaf_and_enables_memory(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == "4242"
+    assert cgroups.memory
+    assert (tmp_path / "svc" / "cgroup.subtree_control").read_text().split() == [
+        "memory", "pids"
+    ]  # fmt: skip
+
+
+def test_a_service_already_in_its_leaf_keeps_the_cgroup_above(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    Cgroups.setup(fs, pid=4242)
+    fs._own = "/svc/orcha-service"  # the next service, started from the first one's leaf
+    cgroups = Cgroups.setup(fs, pid=4343)
+    assert cgroups.base == str(tmp_path / "svc")
+    assert not (tmp_path / "svc" / "orcha-service" / "orcha-service").exists()
+
+
+def test_without_cgroup2_or_rights_setup_says_why(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    fs.cgroup2 = False
+    with pytest.raises(CgroupUnavailable, match="not a cgroup v2 mount"):
+        Cgroups.setup(fs, pid=1)
+    fs = FakeCgroupFS(tmp_path, own="/missing")
+    with pytest.raises(CgroupUnavailable, match="cannot create cgroups under"):
+        Cgroups.setup(fs, pid=1)
+
+
+def test_a_petitions_cgroup_limits_memory_and_counts_oom_kills(tmp_path: Path) -> None:
+    cgroups = Cgroups.setup(_fs(tmp_path), pid=4242, namespace="ns")
+    procs = cgroups.create("tok", memory_limit=10 << 20)
+    path = tmp_path / "svc" / "orcha-p-ns-tok"
+    assert procs == str(path / "cgroup.procs")
+    assert (path / "memory.max").read_text() == str(10 << 20)
+    assert (path / "memory.swap.max").read_text() == "0"
+    assert cgroups.oom_kills("tok") == 0
+    (path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (path / "memory.peak").write_text(f"{10 << 20}\n")
+    assert cgroups.oom_kills("tok") == 1
+    assert cgroups.usage("tok") == 10 << 20
+
+
+def test_without_the_memory_controller_there_is_no_memory_max(tmp_path: Path) -> None:
+    cgroups = Cgroups.setup(_fs(tmp_path, controllers="cpu pids"), pid=4242)
+    assert not cgroups.memory
+    cgroups.create("tok", memory_limit=10 << 20)
+    assert not (tmp_path / "svc" / "orcha-p-tok" / "memory.max").exists()
+
+
+def test_the_main_process_enters_its_cgroup_before_it_execs(tmp_path: Path) -> None:
+    argv = Cgroups.wrap("/cg/orcha-p-tok/cgroup.procs", ["python3", "-c", "print(1)"])
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[3:] == ["/cg/orcha-p-tok/cgroup.procs", "python3", "-c", "print(1)"]
+    # The line itself, run by a real shell on a plain file standing for cgroup.procs.
+    procs = tmp_path / "cgroup.procs"
+    import subprocess
+
+    done = subprocess.run(Cgroups.wrap(str(procs), ["echo", "hi"]), capture_output=True)
+    assert done.stdout == b"hi\n" and procs.read_text() == "0\n"
+    bad = subprocess.run(Cgroups.wrap(str(tmp_path / "no" / "x"), ["echo", "hi"]))
+    assert bad.returncode == 127  # never runs outside its cgroup
+
+
+def test_kill_remove_and_stale_cgroups(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    cgroups.create("tok")
+    path = tmp_path / "svc" / "orcha-p-ns-tok"
+    (path / "cgroup.procs").write_text("11\n12\n")
+    assert cgroups.pids("tok") == [11, 12]
+    cgroups.kill("tok")
+    assert fs.killed == [str(path)] and cgroups.pids("tok") == []
+    assert cgroups.remove("tok") and not path.exists()
+    # A previous run's cgroups (this namespace only) are killed and removed at setup.
+    cgroups.create("old")
+    (tmp_path / "svc" / "orcha-p-ns-old" / "cgroup.procs").write_text("13\n")
+    other = Cgroups(fs, cgroups.base, memory=True, namespace="other")
+    other.create("theirs")
+    Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert not (tmp_path / "svc" / "orcha-p-ns-old").exists()
+    assert (tmp_path / "svc" / "orcha-p-other-theirs").exists()
+
+
+def test_a_parent_alone_in_the_cgroup_moves_into_the_leaf_too(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n")  # the service left
+    Cgroups.setup(fs, pid=4242)
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == str(os.getppid())
+
+
+def test_other_processes_in_the_cgroup_are_left_alone(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    (tmp_path / "svc" / "cgroup.procs").write_text(f"{os.getppid()}\n777\n")
+    Cgroups.setup(fs, pid=4242)
+    assert (tmp_path / "svc" / "orcha-service" / "cgroup.procs").read_text() == "4242"
+
+
+def test_empty_cgroups_of_dead_services_are_removed(tmp_path: Path) -> None:
+    fs = _fs(tmp_path)
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    dead = Cgroups(fs, cgroups.base, memory=True, namespace="other")
+    dead.create("999999999.123-1")  # its service's PID is no process
+    alive = Cgroups(fs, cgroups.base, memory=True, namespace="more")
+    alive.create(f"{os.getpid()}.123-1")
+    busy = Cgroups(fs, cgroups.base, memory=True, namespace="busy")
+    busy.create("999999999.123-2")
+    (Path(busy.path("999999999.123-2")) / "cgroup.procs").write_text("5\n")
+    Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert not os.path.exists(dead.path("999999999.123-1"))
+    assert os.path.exists(alive.path(f"{os.getpid()}.123-1"))
+    assert os.path.exists(busy.path("999999999.123-2"))
+
+
+def test_a_command_is_checked_as_popen_would(tmp_path: Path) -> None:
+    from orcha.service.cgroups import check_command
+
+    plain = tmp_path / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    runnable = tmp_path / "run.sh"
+    runnable.write_text("#!/bin/sh\n")
+    runnable.chmod(0o755)
+    check_command("./run.sh", str(tmp_path), "")
+    check_command("run.sh", "/", str(tmp_path))
+    check_command("sh", "/", os.defpath)
+    with pytest.raises(PermissionError):
+        check_command(str(plain), "/", "")
+    with pytest.raises(PermissionError):
+        check_command("plain.sh", "/", str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        check_command("orcha-no-such-command-xyz", "/", os.defpath)
+    with pytest.raises(FileNotFoundError):
+        check_command("./missing", str(tmp_path), "")

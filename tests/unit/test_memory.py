@@ -1,0 +1,59 @@
+"""Memory limits (orcha.service.memory): the one-line reason, and the watch that tells
+each petition over its limit once."""
+
+from __future__ import annotations
+
+from orcha.service.memory import MemoryWatch, over_limit_message
+
+MIB = 1 << 20
+
+
+def test_the_reason_says_what_it_used_and_what_it_asked_for() -> None:
+    assert over_limit_message(312 * MIB, 10 * MIB) == "used 312 MiB, asked for 10 MiB"
+    assert over_limit_message(10 * MIB + 1, 10 * MIB) == "used 10 MiB, asked for 10 MiB"
+    # Stopped by the kernel at its limit: it used more than it could be seen using.
+    assert over_limit_message(None, 10 * MIB) == "used more than 10 MiB, asked for 10 MiB"
+    assert over_limit_message(512 * 1024, 512 * 1024 - 1).startswith("used 1 MiB")
+
+
+def test_a_petition_over_its_limit_is_told_once_and_one_under_it_never() -> None:
+    watch = MemoryWatch()
+    told: list[tuple[str, str]] = []
+    usage = {"a": 5 * MIB, "b": 5 * MIB}
+    watch.add("a", 10 * MIB, lambda: (usage["a"], False), lambda why: told.append(("a", why)))
+    watch.add("b", 10 * MIB, lambda: (usage["b"], False), lambda why: told.append(("b", why)))
+    watch.check()
+    assert told == []
+    usage["a"] = 312 * MIB
+    watch.check()
+    watch.check()
+    assert told == [("a", "used 312 MiB, asked for 10 MiB")]
+    watch.remove("a")
+    watch.remove("b")
+    assert not watch
+
+
+def test_the_kernels_word_counts_even_when_the_amount_does_not_show_it() -> None:
+    watch = MemoryWatch()
+    told: list[str] = []
+    watch.add("a", 10 * MIB, lambda: (10 * MIB, True), told.append)
+    watch.check()
+    assert told == ["used more than 10 MiB, asked for 10 MiB"]
+
+
+def test_a_failing_probe_is_logged_and_tried_again() -> None:
+    watch = MemoryWatch()
+    told: list[str] = []
+    calls = {"n": 0}
+
+    def probe() -> tuple[int | None, bool]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("gone")
+        return (50 * MIB, False)
+
+    watch.add("a", 10 * MIB, probe, told.append)
+    watch.check()
+    assert told == []
+    watch.check()
+    assert told == ["used 50 MiB, asked for 10 MiB"]
