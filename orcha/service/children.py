@@ -13,6 +13,7 @@ the parent blocks on that queue it lends its reservation to its children
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
-from orcha.protocol.messages import STDOUT, SubmitRequest
+from orcha.protocol.messages import STDERR, STDOUT, SubmitRequest
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Detached, End
 from orcha.states import FINISHED
@@ -29,6 +30,8 @@ from orcha.states import FINISHED
 if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service")
 
 #: The requests a child may make, as ``orcha run``'s options.
 REQUESTS = frozenset(
@@ -153,6 +156,32 @@ class Family:
         with self._lock:
             self.closed = True
             return [job for job in self.children if job.state not in FINISHED]
+
+    def cancel_all(self, reason: str) -> list[Job]:
+        """Cancel the unfinished children (the parent takes no more); return them."""
+        with self.service.scheduler.lock:  # atomic with the intake of a child (_enqueue)
+            live = self.close()
+        for child in live:
+            self.service.cancel(child, reason, by_client=False)
+        return live
+
+    def cancel_left(self) -> None:
+        """The parent's run returned: cancel the children it left unfinished (saying so
+        in its stderr) and give them until the grace period is over to end."""
+        parent = self.parent
+        with self.service.scheduler.lock:
+            live = self.close()
+        left = [child.id for child in live if not child.cancel_requested]
+        if left:
+            parent.emit(
+                STDERR,
+                f"orcha: {parent.id} returned before its child petition(s) "
+                f"{', '.join(left)} ended; cancelling them\n".encode(),
+            )
+        for child in live:
+            self.service.cancel(child, f"its parent {parent.id} returned first", by_client=False)
+        if live and not self.wait_ended(live, 2 * self.service.settings.grace + 5):
+            log.warning("petition %s: some children did not end in time", parent.id)
 
     def reopen(self) -> None:
         """A new attempt of the parent may submit children again."""

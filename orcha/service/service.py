@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STORE_START_WAIT
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
-from orcha.protocol.messages import STDERR
 from orcha.protocol.schedule import Schedule
 from orcha.service.children import Family
 from orcha.service.job import Detached, Job
@@ -309,7 +308,7 @@ class Service:
         """Cancel ``job``: its unfinished children first, then drop it if waiting, stop
         its tree if running."""
         if job.family is not None:
-            self.cancel_children(job, f"its parent {job.id} was cancelled")
+            job.family.cancel_all(f"its parent {job.id} was cancelled")
         if not job.request_cancel(reason, by_client):
             return
         log.info("petition %s: %s", job.id, reason)
@@ -322,38 +321,7 @@ class Service:
         """An attempt of ``job`` ran out of time: its children go first (a parent blocked
         on one wakes when it ends)."""
         if job.family is not None:
-            self.cancel_children(job, f"its parent {job.id} timed out")
-
-    def cancel_children(self, parent: Job, reason: str) -> list[Job]:
-        """Cancel ``parent``'s unfinished children (it takes no more); return them."""
-        family = parent.family
-        if family is None:
-            return []
-        with self.scheduler.lock:  # atomic with the intake of a child (see _enqueue)
-            live = family.close()
-        for child in live:
-            self.cancel(child, reason, by_client=False)
-        return live
-
-    def _reap_children(self, parent: Job) -> None:
-        """``parent``'s run returned: cancel the children it left unfinished (saying so
-        in its stderr) and give them until the grace period is over to end."""
-        family = parent.family
-        if family is None:
-            return
-        with self.scheduler.lock:
-            live = family.close()
-        left = [child.id for child in live if not child.cancel_requested]
-        if left:
-            parent.emit(
-                STDERR,
-                f"orcha: {parent.id} returned before its child petition(s) "
-                f"{', '.join(left)} ended; cancelling them\n".encode(),
-            )
-        for child in live:
-            self.cancel(child, f"its parent {parent.id} returned first", by_client=False)
-        if live and not family.wait_ended(live, 2 * self.settings.grace + 5):
-            log.warning("petition %s: some children did not end in time", parent.id)
+            job.family.cancel_all(f"its parent {job.id} timed out")
 
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
     def job_started(self, job: Job) -> None:
@@ -370,8 +338,8 @@ class Service:
         self.events.watch_event(job, "started", {})
 
     def job_attempt(self, job: Job) -> None:
-        self._reap_children(job)  # what the last attempt left
         if job.family is not None:
+            job.family.cancel_left()  # what the last attempt left
             job.family.reopen()
         if self.store is not None:
             # Committed before the attempt starts: a restart after a crash counts it.
@@ -391,7 +359,8 @@ class Service:
 
     def job_ended(self, job: Job) -> None:
         """Called (in any thread) once a job has ended, before its client is told."""
-        self._reap_children(job)
+        if job.family is not None:
+            job.family.cancel_left()
         parent = job.parent
         if parent is not None and parent.family is not None:
             parent.family.ended()
