@@ -107,10 +107,18 @@ class Soak:
     # -- the service ------------------------------------------------------------------------
     def start_service(self) -> None:
         err = open(self.root / "service.err", "wb")  # noqa: SIM115 - kept for the run
+        env = dict(self.env)
+        if self.args.tracemalloc:  # the service alone loads bench/tracemalloc_hook
+            Path(self.args.tracemalloc).mkdir(parents=True, exist_ok=True)
+            hook = str(Path(__file__).resolve().parent / "tracemalloc_hook")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [hook, env.get("PYTHONPATH")]))
+            env["ORCHA_SOAK_TRACEMALLOC"] = str(Path(self.args.tracemalloc).resolve())
+            env["ORCHA_SOAK_TRACEMALLOC_EVERY"] = str(self.args.tracemalloc_every)
+            env["ORCHA_SOAK_TRACEMALLOC_FRAMES"] = str(self.args.tracemalloc_frames)
         self.service = subprocess.Popen(
             [*self.orcha, "serve", "--max-running", str(self.args.max_running),
              "--grace", str(self.args.grace)],
-            env=self.env, stdout=subprocess.PIPE, stderr=err,
+            env=env, stdout=subprocess.PIPE, stderr=err,
             start_new_session=True,  # a Ctrl+C at the terminal is the soak's, not its
         )  # fmt: skip
         err.close()
@@ -588,6 +596,11 @@ def main() -> int:
                         help="clean only petitions ended this many seconds ago")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--tracemalloc", metavar="DIR",
+                        help="the service writes memory diffs into DIR")  # fmt: skip
+    parser.add_argument("--tracemalloc-every", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--tracemalloc-frames", type=int, default=16, metavar="N",
+                        help="frames per traceback; 0: only the native memory figures")  # fmt: skip
     args = parser.parse_args()
 
     soak = Soak(args)

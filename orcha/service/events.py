@@ -100,6 +100,10 @@ class Events:
         with job.output_lock:
             job.announced = True
             subscribers = self._subscribers.pop(job.seq, None) or _Subscribers()
+            # Its subscribers' peers forget it too: a long-lived client that waits for or
+            # follows petition after petition would otherwise keep every ended job.
+            for peer in (*subscribers.waiters, *subscribers.followers):
+                peer.subscribed.discard(job)
         waiters, followers = subscribers.waiters, subscribers.followers
         summary = job.summary()
         for peer in waiters:

@@ -350,6 +350,7 @@ class WorkerPool:
                 task()
             except BaseException:
                 log.exception("worker task raised")
+            del task  # idle, a worker keeps no ended petition alive
             with self._lock:
                 self._idle += 1
 
