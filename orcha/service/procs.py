@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
+from orcha.service.orphans import read_stat
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
@@ -430,14 +431,8 @@ def token_carriers(token: str) -> list[int]:
 def start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (field 22 of
     /proc/PID/stat); with the PID it identifies a process even after PIDs are reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain anything.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    info = read_stat(pid)
+    return info.start if info is not None else None
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
