@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,14 +38,19 @@ def test_the_system_unit_passes_systemd_analyze_verify() -> None:
 
 
 @needs_analyze
-def test_the_user_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    runtime = tmp_path / "xdg-runtime"
-    runtime.mkdir(mode=0o700)
-    result = subprocess.run(
-        ["systemd-analyze", "--user", "verify", str(USER_UNIT)],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
-    )  # fmt: skip
+def test_the_user_unit_passes_systemd_analyze_verify() -> None:
+    # A short path: systemd-analyze reads the user's socket units, whose socket paths
+    # under it must fit in a unix address (108 bytes; pytest's tmp_path may not).
+    runtime = Path(tempfile.mkdtemp(prefix="xdg-", dir="/tmp"))
+    runtime.chmod(0o700)
+    try:
+        result = subprocess.run(
+            ["systemd-analyze", "--user", "verify", str(USER_UNIT)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
