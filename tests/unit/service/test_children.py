@@ -141,6 +141,9 @@ def test_children_left_running_when_the_run_returns_are_cancelled(h: Harness) ->
     notices = b"".join(data for stream, data in (i for i in items if isinstance(i, tuple))
                        if stream == STDERR)  # fmt: skip
     assert b"orcha: p returned before its child petition(s) p.1, p.2 ended" in notices
+    # The parent waited for its children's states; their records follow their announced
+    # ends, which may come a moment after the parent's.
+    h.wait_ended("p.1", "p.2")
     for kid in ("p.1", "p.2"):
         record = h.record(kid)
         assert (record["state"], record["message"]) == ("CANCELLED", "its parent p returned first")
