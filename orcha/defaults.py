@@ -210,3 +210,20 @@ ACCEPT_BACKOFF = 0.1
 #: slower is told it fell behind (followers catch up from the log; watchers get a
 #: ``dropped`` event), so it cannot grow the service's memory.
 SUBSCRIBER_BUFFER_BYTES = 8 << 20
+
+# ---------------------------------------------------------------------------------------
+# Issue 13 (daily use). One heading per part; each part adds its constants under its own.
+
+# Identity, history and accounting (points 1, 2, 19).
+
+# Restart, hold/delay/at, edit, durations, scheduling past blocked petitions (3-5, 10, 24).
+
+# stdin and the attached client's output (points 6, 12-16).
+
+# Arrays and bulk operations (points 7, 8).
+
+# Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).
+
+# Reload on SIGHUP, hooks and signed webhooks, docs and man pages (points 11, 21, 23).
+
+# orcha top (point 25).

@@ -95,6 +95,20 @@ MIGRATIONS: list[list[str]] = [
         # Why its log is incomplete (a write failed: disk full, ...), or NULL if complete.
         "ALTER TABLE petitions ADD COLUMN log_truncated TEXT",
     ],
+    [
+        # Accounting (as sacct gives it): CPU seconds (user + system) used by the
+        # petition's tree over all its attempts, and the tree's peak resident memory in
+        # bytes (NULL: not measured, e.g. it never started).
+        "ALTER TABLE petitions ADD COLUMN cpu_time REAL",
+        "ALTER TABLE petitions ADD COLUMN peak_rss INTEGER",
+        # 'orcha restart': the record number this petition runs again (NULL: a new one).
+        "ALTER TABLE petitions ADD COLUMN restart_of INTEGER",
+        # A member of an array ('run --array', 'run --each'): the array's name and this
+        # member's index in it (NULL: not a member of an array).
+        "ALTER TABLE petitions ADD COLUMN array TEXT",
+        "ALTER TABLE petitions ADD COLUMN array_index INTEGER",
+        "CREATE INDEX petitions_array ON petitions (array, array_index) WHERE array IS NOT NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

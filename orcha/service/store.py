@@ -45,7 +45,8 @@ _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
-    "parent", "parent_seq", "leftovers", "log_truncated",
+    "parent", "parent_seq", "leftovers", "log_truncated", "cpu_time", "peak_rss",
+    "restart_of", "array", "array_index",
 )  # fmt: skip
 
 
