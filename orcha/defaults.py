@@ -193,6 +193,10 @@ STORE_START_WAIT = 5.0
 #: Seconds a stopping service gives changes not yet saved before it exits without them.
 STORE_CLOSE_WAIT = 2.0
 
+#: Seconds 'orcha clean' waits for changes not yet saved (a petition that has just
+#: ended) before it deletes, so what the user saw end is cleaned.
+STORE_CLEAN_FLUSH_WAIT = 1.0
+
 # Connections before authentication and slow subscribers (points 5, 6).
 
 #: Connections accepted but not yet authenticated, at most (each has a thread): beyond

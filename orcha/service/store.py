@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from orcha.defaults import (
+    STORE_CLEAN_FLUSH_WAIT,
     STORE_CLOSE_WAIT,
     STORE_OPEN_BUSY_MS,
     STORE_READ_BUSY_MS,
@@ -384,8 +385,11 @@ class Store:
 
     def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
         """Delete ended records (ended before ``before`` if given); return what was
-        deleted. Records with changes not saved yet are kept (their end may not be).
-        NotSavedError if the database cannot be written now."""
+        deleted. Changes waiting to be saved are saved first (within a bound), so a
+        petition that has just ended is removed too; records whose changes still are not
+        saved are kept (their end may not be). NotSavedError if the database cannot be
+        written now."""
+        self.flush(STORE_CLEAN_FLUSH_WAIT)
         clause = "state NOT IN ('QUEUED', 'RUNNING')"
         args: list[Any] = []
         if before is not None:
