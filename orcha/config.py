@@ -14,6 +14,11 @@ it filled in)::
     gpus: "0,1"                         # or [0, 1], "none", "auto"
     aging: 10m                          # one priority step per 10 minutes of waiting
     backfill_bound: 5m
+    groups:
+      render: {max_running: 2}          # as 'orcha group set render --max-running 2'
+    notify: [https://example.org/hook]  # webhooks for every petition
+    notify_secret_file: secret          # signs their bodies (or notify_secret: TEXT)
+    hooks: {on_finish: "notify-send {id} {state}"}
     isolation: auto                     # cgroup | none: see docs/reliability.rst
     plugins:
       shell:
@@ -23,7 +28,8 @@ it filled in)::
 Precedence: command-line options, then environment variables, then this file, then
 orcha's defaults. The file is validated once, when it is loaded: errors name the key path
 (``plugins.greet.config.limit: expected an integer, got "x"``), and ``orcha serve``
-refuses to start on an invalid file.
+refuses to start on an invalid file. A running service reads it again on SIGHUP
+(``orcha config reload``; :mod:`orcha.service.reload` says what a reload changes).
 """
 
 from __future__ import annotations
@@ -66,8 +72,25 @@ SCHEMA: dict[str, Any] = {
                 "type": ["string", "object"],
                 "properties": {"url": {"type": "string"},
                                "events": {"type": "array", "items": {"type": "string"},
-                                          "minItems": 1}},
+                                          "minItems": 1},
+                               "secret": {"type": "string", "minLength": 1,
+                                          "description": "signs this webhook's bodies"},
+                               "secret_file": {"type": "string", "minLength": 1,
+                                               "description": "a file holding the secret"}},
                 "required": ["url"], "additionalProperties": False,
+            },
+        },
+        "notify_secret": {"type": "string", "minLength": 1,
+                          "description": "signs every webhook body (HMAC-SHA256, header "
+                          "X-Orcha-Signature-256); never logged or shown"},
+        "notify_secret_file": {"type": "string", "minLength": 1,
+                               "description": "a file (mode 0600) holding notify_secret"},
+        "groups": {
+            "type": "object", "default": {},
+            "description": "group limits, e.g. render: {max_running: 2}",
+            "additionalProperties": {
+                "type": "object", "required": ["max_running"], "additionalProperties": False,
+                "properties": {"max_running": {"type": "integer", "minimum": 1}},
             },
         },
         "hooks": {
@@ -166,7 +189,45 @@ class Config:
                 check_url(url)
             except ValueError as e:
                 raise ConfigError(f"{self.path}: notify[{i}]: {e}") from None
-            out.append({"url": url, "events": frozenset(events or DEFAULT_EVENTS)})
+            secret = self.notify_secret()
+            if isinstance(item, dict):
+                secret = self._secret(item, "secret", f"notify[{i}].") or secret
+            out.append({"url": url, "events": frozenset(events or DEFAULT_EVENTS),
+                        "secret": secret})  # fmt: skip
+        return out
+
+    def notify_secret(self) -> bytes | None:
+        """The secret that signs webhook bodies (``notify_secret`` or the file
+        ``notify_secret_file`` names), or None. ConfigError if both are given, or the file
+        cannot be read or others may read it."""
+        return self._secret(self.data, "notify_secret", "")
+
+    def _secret(self, where: dict[str, Any], key: str, path: str) -> bytes | None:
+        literal, file = where.get(key), where.get(f"{key}_file")
+        if literal is not None and file is not None:
+            raise ConfigError(
+                f"{self.path}: {path}{key} and {path}{key}_file are both given; keep one"
+            )
+        if literal is not None:
+            return str(literal).encode()
+        if file is None:
+            return None
+        return read_secret_file(
+            os.path.join(os.path.dirname(self.path), os.path.expanduser(file)),
+            f"{self.path}: {path}{key}_file",
+        )
+
+    def group_limits(self) -> dict[str, int]:
+        """``groups:`` as {name: max_running}. ConfigError for an invalid group name."""
+        out = {}
+        for name, group in self.data["groups"].items():
+            # The rule of orcha.protocol.schedule.check_group (not imported: a layer above).
+            if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+                raise ConfigError(
+                    f"{self.path}: groups.{name}: a group name is 1-64 letters, digits, "
+                    "'-', '_' or '.'"
+                )
+            out[name] = int(group["max_running"])
         return out
 
     def on_finish(self) -> str | None:
@@ -183,6 +244,29 @@ class Config:
     def given(self, key: str) -> bool:
         """Whether the file sets ``key`` (rather than its default being filled in)."""
         return key in self._raw
+
+
+def read_secret_file(path: str, what: str) -> bytes:
+    """The secret in the file at ``path`` (surrounding whitespace stripped). ConfigError,
+    naming ``what`` and saying how to fix it, if it cannot be read, is empty, belongs to
+    another user, or others or its group may read or write it (as the key file)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            secret = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+    if st.st_uid != os.geteuid():
+        raise ConfigError(f"{what}: {path} belongs to another user (uid {st.st_uid})")
+    mode = st.st_mode & 0o777
+    if mode & 0o066:
+        raise ConfigError(
+            f"{what}: {path} may be read or written by others (mode {mode:04o}); "
+            f"run 'chmod 600 {path}'"
+        )
+    if not secret:
+        raise ConfigError(f"{what}: {path} is empty")
+    return secret
 
 
 def default_path() -> str:
@@ -240,7 +324,7 @@ def load(explicit: str | None = None) -> Config:
     config = Config(path, True, data, raw)
     # Values whose syntax the schema cannot express are checked now, not when used.
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
-    config.gpus(), config.webhooks(), config.on_finish()
+    config.gpus(), config.webhooks(), config.on_finish(), config.group_limits()
     if "address" in data:
         from orcha.address import parse_address
 

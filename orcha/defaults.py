@@ -125,7 +125,20 @@ DEFAULT_EVENTS = frozenset({"submitted", "started", "attempt", "finished", "paus
 STREAM_EVENTS = frozenset({"output", "progress"})
 
 #: Fields an ``on_finish`` template may use, e.g. ``notify-send "orcha: {id} {state} ({code})"``.
-HOOK_FIELDS = ("id", "kind", "state", "code", "message", "group", "started", "ended", "cwd")
+HOOK_FIELDS = (
+    "id",
+    "kind",
+    "state",
+    "code",
+    "message",
+    "group",
+    "started",
+    "ended",
+    "cwd",
+    "command",
+    "log",
+    "tail",
+)
 
 
 # --- Issue 12 sections: each keeps its constants under its own heading. ---
@@ -229,5 +242,36 @@ SUBSCRIBER_BUFFER_BYTES = 8 << 20
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).
 
 # Reload on SIGHUP, hooks and signed webhooks, docs and man pages (points 11, 21, 23).
+
+#: What ``orcha serve`` re-reads from its configuration file on SIGHUP (``orcha config
+#: reload``), and what only a restart changes (a reload names these but leaves them).
+RELOADABLE_SETTINGS = (
+    "max_running",
+    "gpus",
+    "groups",
+    "aging",
+    "backfill_bound",
+    "grace",
+    "log_cap",
+    "notify",
+    "notify_secret",
+    "notify_secret_file",
+    "hooks",
+)
+RESTART_SETTINGS = ("address", "isolation", "plugins")
+
+#: Lines of a petition's output an ``on_finish`` hook gets as ``{tail}`` and
+#: ``ORCHA_TAIL`` (pueue's callback_log_lines), and the most bytes they may take.
+HOOK_TAIL_LINES = 10
+HOOK_TAIL_BYTES = 4096
+
+#: The header carrying a webhook body's signature, ``sha256=<hex HMAC-SHA256 of the body
+#: under the secret>`` (as GitHub's ``X-Hub-Signature-256``, which is sent too, so
+#: receivers written for GitHub verify it unchanged); the event's name; and a unique ID per
+#: delivery (the same on each retry of it), so a receiver can drop a replayed one.
+WEBHOOK_SIGNATURE_HEADER = "X-Orcha-Signature-256"
+WEBHOOK_GITHUB_SIGNATURE_HEADER = "X-Hub-Signature-256"
+WEBHOOK_EVENT_HEADER = "X-Orcha-Event"
+WEBHOOK_DELIVERY_HEADER = "X-Orcha-Delivery"
 
 # orcha top (point 25).

@@ -71,7 +71,11 @@ def group_set(ctx: click.Context, name: str, max_running: int) -> int:
     """Limit how many petitions of group NAME run at once (kept across restarts)."""
     with client(ctx) as service:
         groups = service.set_group(name, max_running)
-    _print_groups([g for g in groups if g["name"] == name], False)
+    mine = [g for g in groups if g["name"] == name]
+    _print_groups(mine, False)
+    for g in mine:
+        if g.get("warning"):
+            click.echo(f"orcha: warning: {g['warning']}", err=True)
     return 0
 
 

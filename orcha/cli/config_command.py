@@ -1,8 +1,9 @@
-"""``orcha config path|show|validate``: the configuration file."""
+"""``orcha config path|show|validate|reload``: the configuration file."""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -45,7 +46,19 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
         }
         for name in sorted(set(plugins) | set(loaded.data["plugins"]))
     }
-    return {"path": loaded.path, "exists": loaded.exists, "config": data}
+    return {"path": loaded.path, "exists": loaded.exists, "config": _hide_secrets(data)}
+
+
+def _hide_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with webhook secrets replaced by a mark: they are never shown."""
+    hidden = "(secret: not shown)"
+    if "notify_secret" in data:
+        data["notify_secret"] = hidden
+    data["notify"] = [
+        {**w, "secret": hidden} if isinstance(w, dict) and "secret" in w else w
+        for w in data.get("notify", [])
+    ]
+    return data
 
 
 @config.command("show")
@@ -77,4 +90,37 @@ def config_validate(ctx: click.Context) -> int:
     click.echo(f"orcha: {doc['path']}: {state}", err=True)
     for name, why in problems.items():
         click.echo(f"orcha: plugin {name} will not load: {why}", err=True)
+    return 0
+
+
+@config.command("reload")
+@click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")
+@global_options
+@click.pass_context
+def config_reload(ctx: click.Context, as_json: bool) -> int:
+    """Have the running service read its configuration file again, as SIGHUP does.
+
+    max_running, gpus, groups, aging, backfill_bound, grace, log_cap, notify,
+    notify_secret and hooks change at once; no petition is stopped or restarted (a lower
+    max_running lets the running ones finish). Options given on 'orcha serve''s command
+    line still beat the file. Prints what changed; exits 204 with the reason if the file
+    is invalid (the service then keeps the configuration it had). The service reads the
+    file it was started with, whatever --config says here.
+    """
+    from orcha.cli.connect import client
+
+    with client(ctx) as service:
+        answer = service.reload_config()
+    if as_json:
+        click.echo(json.dumps(answer, indent=2 if sys.stdout.isatty() else None))
+        return 0
+    for line in answer["changed"]:
+        click.echo(line)
+    if not answer["changed"]:
+        click.echo(f"orcha: {answer['path']}: nothing changed", err=True)
+    for name in answer["restart"]:
+        click.echo(f"orcha: {name} changed in the file; it takes effect at the next start "
+                   "('orcha serve')", err=True)  # fmt: skip
+    for line in answer["warnings"]:
+        click.echo(f"orcha: warning: {line}", err=True)
     return 0

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from orcha.cli.options import global_options, settings_from
+from orcha.cli.options import global_options, globals_of, settings_from
 
 
 @click.command()
@@ -70,12 +70,17 @@ def serve(
     SIGKILL), keeps the queued ones for the next start, and exits 0; a second signal
     kills the running ones at once and exits 1. If the service dies (even by kill -9), the
     process you started, its guard, stops every petition's tree within the grace period.
+
+    SIGHUP (or 'orcha config reload') reads the configuration file again and applies
+    max_running, gpus, groups, aging, backfill_bound, grace, log_cap, notify and hooks
+    without stopping any petition; the options given here still beat the file.
     """
     from orcha.cli.options import load_config
     from orcha.service.build import build_service
     from orcha.service.daemon import Daemon
     from orcha.service.guard import serve_guarded
     from orcha.service.log_config import configure_logging
+    from orcha.service.reload import ConfigSource
     from orcha.service.systemd import Notifier
     from orcha.units import parse_duration, parse_gpus, parse_size
 
@@ -87,21 +92,24 @@ def serve(
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=hint) from e
 
-    settings = settings_from(
-        ctx,
-        max_running=max_running,
-        grace=grace,
-        log_cap=parsed(log_cap, parse_size, "'--log-cap'"),
-        gpus=parsed(gpus_text, parse_gpus, "'--gpus'") if gpus_text is not None else None,
-        aging=parsed(aging, parse_duration, "'--aging'"),
-        backfill_bound=parsed(backfill_bound, parse_duration, "'--backfill-bound'"),
-    )
+    options = {
+        "max_running": max_running,
+        "grace": grace,
+        "log_cap": parsed(log_cap, parse_size, "'--log-cap'"),
+        "gpus": parsed(gpus_text, parse_gpus, "'--gpus'") if gpus_text is not None else None,
+        "aging": parsed(aging, parse_duration, "'--aging'"),
+        "backfill_bound": parsed(backfill_bound, parse_duration, "'--backfill-bound'"),
+    }
+    settings = settings_from(ctx, **options)
     configure_logging(settings.verbose, log_format)
     config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
 
     def run(guard_pid: int | None) -> int:
         notifier = Notifier(main_pid=guard_pid)
-        return Daemon(build_service(settings, config=config), notifier, guard_pid).run()
+        service = build_service(settings, config=config)
+        # A reload reads the same file again; these options still beat it then.
+        service.config_source = ConfigSource(globals_of(ctx).config, options, config)
+        return Daemon(service, notifier, guard_pid).run()
 
     # Forks here, before plugins and sockets: this process stays as the guard that stops
     # the petitions' trees if the service dies (orcha.service.guard).

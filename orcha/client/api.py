@@ -302,6 +302,13 @@ class Client:
         answer: dict[str, Any] = self._call(operations.info)
         return answer
 
+    def reload_config(self) -> dict[str, Any]:
+        """Have the service read its configuration file again (as SIGHUP does): ``{"path",
+        "changed", "restart", "warnings"}``. PetitionError (REFUSED) if the file is
+        invalid: the service keeps the configuration it had."""
+        answer: dict[str, Any] = self._call(operations.reload)
+        return answer
+
     def state(self, plugin: str) -> dict[str, Any]:
         """Every key of a plugin's persistent state with its value."""
         return dict(self._call(operations.state, "ls", plugin)["state"])

@@ -214,3 +214,11 @@ def kinds(session: Session, action: str = "ls", **fields: Any) -> dict[str, Any]
     ``{"kind"}``) or rm (``name``; ``{"removed"}``)."""
     reply: dict[str, Any] = session.call("kinds", {"action": action, **fields})
     return reply
+
+
+def reload(session: Session) -> dict[str, Any]:
+    """Ask the service to read its configuration file again: ``{"path", "changed":
+    [lines], "restart": [settings that need one], "warnings": [lines]}``; PetitionError
+    (REFUSED) with the reason if the file is invalid (the service keeps its own)."""
+    reply: dict[str, Any] = session.call("reload")
+    return reply

@@ -354,5 +354,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation("kinds", KindsRequest, ("kinds", "kind", "removed"),
                   ("refused", "unknown", "not_saved")),
         Operation("info", NoRequest, _INFO),
+        Operation("reload", NoRequest, ("path", "changed", "restart", "warnings")),
     )
 }  # fmt: skip

@@ -91,9 +91,12 @@ def build_service(
         scheduler,
         webhooks=config.webhooks() if config is not None else None,
         on_finish=config.on_finish() if config is not None else None,
+        secret=config.notify_secret() if config is not None else None,
         sinks=plugin_host.sinks,
         clock=clock,
     )
+    if config is not None:
+        service.config_groups = config.group_limits()
     manager.attach(service)
     return service
 

@@ -3,9 +3,13 @@
 The main thread runs one event loop over three descriptors, with no timeout: the
 listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
 petition ends. Signal handlers only count signals; the loop acts on the count. The first
-SIGINT/SIGTERM/SIGHUP stops accepting, keeps the queued petitions for the next start and
+SIGINT/SIGTERM stops accepting, keeps the queued petitions for the next start and
 cancels the running ones (their trees get TERM, grace, KILL), then exits 0 once all have
 ended; a second signal kills every tree at once and exits 1.
+
+SIGHUP reloads the configuration file (``orcha.service.reload``): the handler only sets a
+flag; the loop reloads. Only when the terminal the service was started from has hung up
+(it can no longer be opened) does SIGHUP stop the service, as the first stop signal.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orcha.service")
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Seconds the service waits, once every petition has ended, for sessions to deliver the
 #: last output and end events to their clients before it exits.
@@ -51,6 +55,8 @@ class Daemon:
         self.systemd = systemd or Notifier()
         self.guard_pid = guard_pid  # the guard above this process (orcha.service.guard)
         self._signals = 0
+        self._hangups = 0  # SIGHUPs not yet acted on (a reload each, at most one at a time)
+        self._terminal = _has_terminal()  # a hang-up then stops rather than reloads
 
     def run(self) -> int:
         """Serve until stopped. Returns the exit code; raises OrchaError if it cannot start."""
@@ -105,6 +111,9 @@ class Daemon:
                     self._accept(listener)
                 else:
                     _drain(key.fd)
+            if self._hangups:
+                self._hangups = 0
+                self._hang_up()
             if self._signals and not service.stopping:
                 sel.unregister(listener)
                 listener.close()
@@ -157,6 +166,7 @@ class Daemon:
         stack.callback(os.close, signal_w)
         stack.callback(os.close, signal_r)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
         signal.set_wakeup_fd(signal_w)
         stack.callback(signal.set_wakeup_fd, -1)
@@ -165,6 +175,33 @@ class Daemon:
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Only counts: the event loop acts on it (logging here could deadlock).
         self._signals += 1
+
+    def _on_hangup(self, signum: int, frame: Any) -> None:
+        # Only counts, as _on_signal: the loop reloads (or stops, if the terminal is gone).
+        self._hangups += 1
+
+    def _hang_up(self) -> None:
+        """SIGHUP came: reload the configuration; but stop, as on a first stop signal, if
+        the terminal the service runs in has hung up (its guard forwards that SIGHUP too:
+        it counts once)."""
+        from orcha.errors import OrchaError
+        from orcha.service.reload import reload
+
+        if self._terminal and not _has_terminal():
+            log.warning("the terminal hung up: stopping")
+            self._signals = max(self._signals, 1)
+            return
+        if self.service.stopping:
+            return
+        log.warning("SIGHUP: reloading the configuration")
+        self.systemd.reloading()
+        try:
+            reload(self.service)  # logs what changed, or why the file was refused
+        except OrchaError:
+            pass  # refused and logged: the service keeps its configuration
+        except Exception:
+            log.exception("reload failed; the service keeps its configuration")
+        self.systemd.ready(self.service.status_words())
 
     def _announce(self) -> None:
         service = self.service
@@ -203,6 +240,16 @@ class Daemon:
             peer.idle.wait(max(0.0, deadline - time.monotonic()))
         for what in self.service.events.finish_deliveries(DELIVERY_DRAIN_SECONDS):
             log.warning("stopping without the %s still queued", what)
+
+
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal that can still be opened."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _alive(service: Service, timeout: float) -> bool:

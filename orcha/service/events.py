@@ -49,13 +49,15 @@ class Events:
         on_finish: str | None = None,
         sinks: list[tuple[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        secret: bytes | None = None,
     ) -> None:
-        """``webhooks``: [{"url", "events"}] for every petition; ``on_finish``: the hook
-        command template (both from the configuration file); ``sinks``: (plugin name,
-        callable) receiving every event envelope."""
+        """``webhooks``: [{"url", "events", "secret"}] for every petition; ``on_finish``:
+        the hook command template; ``secret``: what signs the bodies of the petitions' own
+        webhooks (``--notify``) (all from the configuration file); ``sinks``: (plugin
+        name, callable) receiving every event envelope."""
         self.scheduler = scheduler  # also for kinds' contexts (the GPU inventory)
         self.store: Store | None = None  # set once the service opens its records
-        self.webhooks = Webhooks(webhooks, failed=self._webhook_failed)
+        self.webhooks = Webhooks(webhooks, failed=self._webhook_failed, secret=secret)
         self.finish_hooks = FinishHooks(on_finish)
         self.sinks = EventSinks(sinks or [])
         self._clock = clock
@@ -65,6 +67,17 @@ class Events:
         # Output and progress events are built only if someone wants them.
         self._hooks_want_stream = bool(self.sinks.sinks) or any(
             {"output", "progress"} & w["events"] for w in self.webhooks.everyone
+        )
+
+    def configure(
+        self, webhooks: list[dict[str, Any]], on_finish: str | None, secret: bytes | None
+    ) -> None:
+        """New webhooks, hook and secret (a configuration reload), for events from now on."""
+        self.webhooks.everyone = webhooks
+        self.webhooks.secret = secret
+        self.finish_hooks.on_finish = on_finish
+        self._hooks_want_stream = bool(self.sinks.sinks) or any(
+            {"output", "progress"} & w["events"] for w in webhooks
         )
 
     # -- events --------------------------------------------------------------------------
@@ -112,6 +125,27 @@ class Events:
             peer.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
         self.watch_event(job, "finished", summary)
         self.finish_hooks.finished(job)
+
+    def ended_at_restart(self, row: dict[str, Any]) -> None:
+        """A petition a restart found ended (INTERRUPTED, or CANCELLED): ``row`` is its
+        record as updated. Its webhooks, the event sinks and the on_finish hook hear of
+        it as of a live end (no session can be waiting for it yet)."""
+        from types import SimpleNamespace
+
+        from orcha.protocol.schedule import Schedule
+
+        try:
+            schedule = Schedule.from_wire(row.get("schedule") or {})
+        except Exception:  # a record that cannot be read again: hooks still hear of it
+            schedule = Schedule()
+        envelope = {"event": "finished", "petition": row["id"], "kind": row.get("kind") or "",
+                    "timestamp": row.get("ended") or self._clock(),
+                    "data": {k: row.get(k) for k in (*_ENDED, "attempt", "outcome")}}  # fmt: skip
+        if self.webhooks.everyone or schedule.notify:
+            job = SimpleNamespace(id=row["id"], seq=row.get("seq"), schedule=schedule)
+            self.webhooks.event(job, envelope)
+        self.sinks.event(envelope)
+        self.finish_hooks.record_ended(row, schedule.group)
 
     def feed(self, job: Job, stream: int, data: bytes) -> None:
         """Output of ``job`` to the clients following it (its emit calls this under its

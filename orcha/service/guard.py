@@ -54,7 +54,7 @@ FORWARDED = (
 )
 
 #: Forwarded signals that ask the service to stop: they start the stop deadline.
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOPPING = (signal.SIGINT, signal.SIGTERM)  # SIGHUP is forwarded too: the service reloads
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36

@@ -124,8 +124,17 @@ class Machine:
         """Take back what an ended petition held."""
         self.used_slots -= need.cpus
         self.reserved_memory -= need.mem
-        self.free_gpus.extend(gpus)
+        # A GPU taken out of the inventory by a reload while it was held is not given out again.
+        self.free_gpus.extend(g for g in gpus if g in self.inventory)
         self.free_gpus.sort(key=self.inventory.index)
+
+    def set_inventory(self, gpus: Iterable[str], held: Iterable[str]) -> None:
+        """Hand out ``gpus`` from now on (a configuration reload); ``held``: the GPUs
+        running petitions hold, which stay theirs until they end (even one no longer in
+        the inventory, which is then not given out again)."""
+        taken = set(held)
+        self.inventory = tuple(gpus)
+        self.free_gpus = [g for g in self.inventory if g not in taken]
 
     def hold(self, need: Schedule, gpus: Sequence[str]) -> None:
         """Count as reserved what a running petition already has (a child that ran in

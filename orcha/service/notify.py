@@ -5,8 +5,16 @@
   configuration file for all. Each POST has a short timeout and up to
   :data:`~orcha.defaults.WEBHOOK_ATTEMPTS` tries with growing pauses; what finally fails
   is logged and reported through ``failed(job, message)`` (``orcha status`` shows it).
+  With a secret (``notify_secret``, or a webhook's own ``secret``), each body is signed:
+  header ``X-Orcha-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` (and the same in
+  GitHub's ``X-Hub-Signature-256``); ``X-Orcha-Delivery`` is unique per delivery (kept on
+  its retries) and the body's ``timestamp`` is signed with it, so a receiver can refuse
+  replays. The secret is never logged.
 * :class:`FinishHooks` runs ``hooks: {on_finish: "command template"}`` once a petition
-  has ended, with its fields substituted (shell-quoted), like pueue's callback.
+  has ended (or was found INTERRUPTED at a restart), like pueue's callback: its fields
+  (:data:`~orcha.defaults.HOOK_FIELDS`: the command, the log's path and the output's last
+  lines among them) are substituted shell-quoted, and given as ``ORCHA_<FIELD>``
+  environment variables (``ORCHA_ID``, ``ORCHA_TAIL``, ...).
 
 Both work in one daemon thread each, fed by a bounded queue: when a receiver is slow or
 down, events queue up to :data:`~orcha.defaults.DELIVERY_QUEUE` and older ones are
@@ -17,8 +25,11 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import hmac
 import json
 import logging
+import os
 import shlex
 import subprocess
 import threading
@@ -30,9 +41,15 @@ from orcha.defaults import (
     DEFAULT_EVENTS,
     DELIVERY_QUEUE,
     HOOK_FIELDS,
+    HOOK_TAIL_BYTES,
+    HOOK_TAIL_LINES,
     HOOK_TIMEOUT,
     WEBHOOK_ATTEMPTS,
     WEBHOOK_BACKOFF,
+    WEBHOOK_DELIVERY_HEADER,
+    WEBHOOK_EVENT_HEADER,
+    WEBHOOK_GITHUB_SIGNATURE_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMEOUT,
 )
 
@@ -94,13 +111,16 @@ class Webhooks:
         self,
         everyone: list[dict[str, Any]] | None = None,
         failed: Callable[[Any, str], None] | None = None,
-        post: Callable[[str, bytes, float], None] | None = None,
+        post: Callable[[str, bytes, float, dict[str, str]], None] | None = None,
         backoff: float = WEBHOOK_BACKOFF,
+        secret: bytes | None = None,
     ) -> None:
-        """``everyone``: [{"url", "events"}] for every petition (the configuration);
-        ``failed(job, message)``: told when a delivery finally fails; ``post``: the HTTP
-        seam (tests replace it)."""
+        """``everyone``: [{"url", "events", "secret"}] for every petition (the
+        configuration; ``secret`` optional); ``failed(job, message)``: told when a
+        delivery finally fails; ``post(url, body, timeout, headers)``: the HTTP seam
+        (tests replace it); ``secret``: signs what goes to a petition's own URLs."""
         self.everyone = everyone or []
+        self.secret = secret
         self._failed = failed
         self._post = post or _post
         self._backoff = backoff
@@ -109,22 +129,26 @@ class Webhooks:
     def event(self, job: Any, envelope: dict[str, Any]) -> None:
         """Queue ``envelope`` for every URL that wants its event."""
         event = envelope["event"]
-        targets = [t["url"] for t in self.everyone if event in t["events"]]
+        targets = {t["url"]: t.get("secret") for t in self.everyone if event in t["events"]}
         if event in DEFAULT_EVENTS or "." in event:  # state changes and custom events
-            targets += [u for u in job.schedule.notify if u not in targets]
+            for url in job.schedule.notify:
+                targets.setdefault(url, self.secret)
         if not targets:
             return
         body = json.dumps(envelope).encode()
-        for url in targets:
-            self._worker.put(functools.partial(self._deliver, job, url, body, envelope["event"]))
+        for url, secret in targets.items():
+            headers = signed(body, secret, event)
+            self._worker.put(functools.partial(self._deliver, job, url, body, event, headers))
 
-    def _deliver(self, job: Any, url: str, body: bytes, event: str) -> None:
+    def _deliver(
+        self, job: Any, url: str, body: bytes, event: str, headers: dict[str, str]
+    ) -> None:
         error = ""
         for attempt in range(WEBHOOK_ATTEMPTS):
             if attempt:
                 time.sleep(self._backoff * (2 ** (attempt - 1)))
             try:
-                self._post(url, body, WEBHOOK_TIMEOUT)
+                self._post(url, body, WEBHOOK_TIMEOUT, headers)
                 return
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
@@ -137,13 +161,24 @@ class Webhooks:
         return self._worker.idle(timeout)
 
 
-def _post(url: str, body: bytes, timeout: float) -> None:
+def signed(body: bytes, secret: bytes | None, event: str) -> dict[str, str]:
+    """The headers of one delivery of ``body``: its event, a delivery ID, and with a
+    ``secret`` its signature (``sha256=`` and the hex HMAC-SHA256 of the body)."""
+    headers = {WEBHOOK_EVENT_HEADER: event, WEBHOOK_DELIVERY_HEADER: os.urandom(16).hex()}
+    if secret:
+        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        headers[WEBHOOK_SIGNATURE_HEADER] = signature
+        headers[WEBHOOK_GITHUB_SIGNATURE_HEADER] = signature
+    return headers
+
+
+def _post(url: str, body: bytes, timeout: float, headers: dict[str, str]) -> None:
     """POST ``body`` as JSON; raises on a connection error or a non-2xx answer."""
     import urllib.request
 
     request = urllib.request.Request(
         url, data=body, method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "orcha"},
+        headers={"Content-Type": "application/json", "User-Agent": "orcha", **headers},
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=timeout) as answer:  # URLs: http(s) only
         if not 200 <= answer.status < 300:
@@ -183,26 +218,57 @@ class FinishHooks:
         self._worker = _Worker("on_finish")
 
     def finished(self, job: Any) -> None:
+        """Run the hook for ``job``, which has ended (its log closed)."""
         if not self.on_finish:
             return
-        values = {
+        log_file = getattr(job, "log", None)
+        self._queue({
             "id": job.id, "kind": job.kind or "", "state": str(job.state),
             "code": "" if job.code is None else job.code, "message": job.message or "",
             "group": job.schedule.group, "started": job.started or "", "ended": job.ended or "",
             "cwd": getattr(job.petition, "cwd", ""),
-        }  # fmt: skip
-        try:
-            command = self.on_finish.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
-        except Exception as e:  # checked at load; a hook must never fail a petition's end
-            log.warning("petition %s: on_finish hook not run: %s", job.id, e)
-            return
-        self._worker.put(lambda: self._call(job.id, command))
+            "command": command_of(job.kind, getattr(job.petition, "params", None)),
+            "log": getattr(log_file, "path", "") or "",
+        })  # fmt: skip
 
-    def _call(self, petition_id: str, command: str) -> None:
+    def record_ended(self, row: dict[str, Any], group: str) -> None:
+        """Run the hook for a petition that ended without a job: a record (``status``'s
+        fields) a restart marked INTERRUPTED; ``group``: its group."""
+        if not self.on_finish:
+            return
+        self._queue({
+            "id": row["id"], "kind": row.get("kind") or "", "state": row["state"],
+            "code": "" if row.get("code") is None else row["code"],
+            "message": row.get("message") or "", "group": group,
+            "started": row.get("started") or "", "ended": row.get("ended") or "",
+            "cwd": row.get("cwd") or "", "command": command_of(row.get("kind"), row.get("params")),
+            "log": row.get("log_path") or "",
+        })  # fmt: skip
+
+    def _queue(self, values: dict[str, Any]) -> None:
+        """The hook's run with ``values`` (all of HOOK_FIELDS but ``tail``, read from the
+        log in the hook's thread), in the hooks' thread."""
+        template = self.on_finish
+        assert template is not None
+        self._worker.put(lambda: self._fill_and_call(template, values))
+
+    def _fill_and_call(self, template: str, values: dict[str, Any]) -> None:
+        petition_id = values["id"]
+        values = {**values, "tail": tail_of(values["log"])}
+        try:
+            command = template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
+        except Exception as e:  # checked at load; a hook must never fail a petition's end
+            log.warning("petition %s: on_finish hook not run: %s", petition_id, e)
+            return
+        env = {**os.environ, **{f"ORCHA_{k.upper()}": str(v).replace("\0", "")
+                                for k, v in values.items()}}  # fmt: skip
+        self._call(petition_id, command, env)
+
+    def _call(self, petition_id: str, command: str, env: dict[str, str] | None = None) -> None:
         try:
             done = self._run(
                 ["/bin/sh", "-c", command], capture_output=True, timeout=HOOK_TIMEOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, env=env,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             log.warning("petition %s: on_finish hook ran over %gs; stopped", petition_id,
@@ -218,3 +284,35 @@ class FinishHooks:
 
     def idle(self, timeout: float) -> bool:
         return self._worker.idle(timeout)
+
+
+def command_of(kind: str | None, params: Any) -> str:
+    """A petition's command in one line: a shell petition's argv, shell-quoted; else its
+    kind and parameters (JSON)."""
+    if isinstance(params, dict) and isinstance(params.get("argv"), list):
+        return shlex.join(str(a) for a in params["argv"])
+    if params:
+        return f"{kind or ''} {json.dumps(params, sort_keys=True)}".strip()
+    return kind or ""
+
+
+def tail_of(path: str, lines: int = HOOK_TAIL_LINES, limit: int = HOOK_TAIL_BYTES) -> str:
+    """The last ``lines`` lines of a petition's output log (stdout and stderr in the order
+    written; at most ``limit`` bytes, cut at the front), as text; "" without a log."""
+    from orcha.service.logs import last_lines, read_log
+
+    if not path:
+        return ""
+    kept: collections.deque[tuple[int, bytes]] = collections.deque()
+    size = 0
+    try:
+        for frame in read_log(path):
+            kept.append(frame)
+            size += len(frame[1])
+            # Enough frames for the lines wanted: drop older ones (a log may be 64 MiB).
+            while len(kept) > 1 and size - len(kept[0][1]) >= limit * 2:
+                size -= len(kept.popleft()[1])
+    except OSError:
+        return ""
+    data = b"".join(d for _, d in last_lines(list(kept), lines))
+    return data[-limit:].decode(errors="replace")

@@ -3,7 +3,9 @@
 Queued petitions are queued again in their order; those that were running become
 INTERRUPTED and whatever of their process trees survived is stopped, unless they asked
 for ``--retries`` and have attempts left: then the interrupted run counts as an attempt
-and they are queued again; group limits and pauses hold again. (The stop that leaves
+and they are queued again; group limits and pauses hold again. A petition that ends here
+(INTERRUPTED, or CANCELLED) is announced like any end: webhooks, event sinks and the
+``on_finish`` hook hear of it. (The stop that leaves
 this behind is ``Service.begin_stop``.)
 """
 
@@ -47,16 +49,16 @@ def restore(service: Service) -> None:
                 if _retry(service, row, now):
                     retried += 1
                     continue
-                store.update(
-                    row["seq"], state=str(State.INTERRUPTED), ended=now,
+                _end(
+                    service, row, state=str(State.INTERRUPTED), ended=now,
                     message="the service stopped while it was running",
                 )  # fmt: skip
                 interrupted += 1
             elif row.get("parent"):
                 # Its parent was running, so it is INTERRUPTED now: nobody waits for
                 # this child any more.
-                store.update(
-                    row["seq"], state=str(State.CANCELLED), ended=now,
+                _end(
+                    service, row, state=str(State.CANCELLED), ended=now,
                     message=f"its parent {row['parent']} was interrupted by a restart",
                 )  # fmt: skip
             elif _requeue(service, row, now):
@@ -98,6 +100,14 @@ def _retry(service: Service, row: dict[str, Any], now: float) -> bool:
     return _requeue(service, row, now, attempt=done + 1)
 
 
+def _end(service: Service, row: dict[str, Any], **changes: Any) -> None:
+    """Record that a petition found at start has ended, and announce it as a live end
+    is announced: webhooks, plugins' event sinks and the ``on_finish`` hook hear it."""
+    assert service.store is not None
+    service.store.update(row["seq"], **changes)
+    service.events.ended_at_restart({**row, **changes})
+
+
 def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
     machine = service.scheduler.machine_named(row.get("machine"))
     if row["pids"] or row["token"]:
@@ -126,8 +136,8 @@ def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1
         )  # fmt: skip
         petition = service.manager.petition_from_request(request, DISCARD)
     except (ValueError, PetitionError) as e:
-        store.update(
-            row["seq"], state=str(State.CANCELLED), ended=now,
+        _end(
+            service, row, state=str(State.CANCELLED), ended=now,
             message=f"not queued again after a restart: {e}",
         )  # fmt: skip
         return False

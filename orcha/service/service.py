@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from orcha.service.manager import Manager
     from orcha.service.peer import Peer
     from orcha.service.plugin_host import PluginHost
+    from orcha.service.reload import ConfigSource
     from orcha.service.runner import Runner
     from orcha.service.scheduler import Scheduler
     from orcha.service.server import ManagerServer
@@ -81,6 +82,10 @@ class Service:
         self._envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
         self._intake: set[str] = set()  # IDs being recorded (under the scheduler's lock)
         self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # What a reload reads again (orcha.service.reload; set by 'orcha serve'), and the
+        # group limits the configuration file gave (applied at start and at each reload).
+        self.config_source: ConfigSource | None = None
+        self.config_groups: dict[str, int] = {}
 
     # -- start and end -------------------------------------------------------------------
     def open_store(self) -> None:
@@ -99,6 +104,10 @@ class Service:
         assert self.store is not None
         self.runtime_kinds.load(self.store)
         recovery.load_groups(self)
+        for name, limit in self.config_groups.items():  # the file beats 'orcha group set'
+            self.scheduler.set_group_limit(name, limit)
+        for warning in self.scheduler.group_warnings().values():
+            log.warning("%s", warning)
         recovery.restore(self)
 
     def close(self) -> None:

@@ -78,6 +78,14 @@ class Notifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
+    def reloading(self) -> None:
+        """``RELOADING=1`` (with the monotonic time systemd asks for): a configuration
+        reload begins; :meth:`ready` says it is over."""
+        import time
+
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={now}")
+
     def stopping(self, status: str = "stopping") -> None:
         self._last_status = status
         self._send(f"STOPPING=1\nSTATUS={status}")

@@ -34,9 +34,13 @@ class Poster:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.calls: list[tuple[str, dict[str, Any], float]] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
 
-    def __call__(self, url: str, body: bytes, timeout: float) -> None:
+    def __call__(self, url: str, body: bytes, timeout: float, headers: dict[str, str]) -> None:
         self.calls.append((url, json.loads(body), timeout))
+        self.headers.append(headers)
+        self.bodies.append(body)
         if len(self.calls) <= self.failures:
             raise OSError("connection refused")
 
@@ -129,3 +133,77 @@ def test_on_finish_template_fields_are_checked() -> None:
     check_hook_template("echo {id} {state}")
     with pytest.raises(ValueError, match=r"unknown field \{nope\}"):
         check_hook_template("echo {nope}")
+
+
+# -- signed webhooks (issue 13, point 21) -----------------------------------------------------
+def test_bodies_are_signed_with_the_webhooks_secret_or_the_global_one() -> None:
+    import hashlib
+    import hmac
+
+    post = Poster()
+    everyone = [{"url": "http://127.0.0.1:9/own", "events": DEFAULT_EVENTS, "secret": b"own"},
+                {"url": "http://127.0.0.1:9/none", "events": DEFAULT_EVENTS}]  # fmt: skip
+    hooks = Webhooks(everyone, post=post, backoff=0, secret=b"global")
+    hooks.event(job(notify=("http://127.0.0.1:9/petition",)), envelope("finished"))
+    assert hooks.idle(5)
+    by_url = {c[0]: (h, b) for c, h, b in zip(post.calls, post.headers, post.bodies, strict=True)}
+    for url, secret in (("/own", b"own"), ("/petition", b"global")):
+        headers, body = by_url["http://127.0.0.1:9" + url]
+        expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        assert headers["X-Orcha-Signature-256"] == expected
+        assert headers["X-Hub-Signature-256"] == expected
+        assert headers["X-Orcha-Event"] == "finished" and len(headers["X-Orcha-Delivery"]) == 32
+    unsigned, _ = by_url["http://127.0.0.1:9/none"]
+    assert "X-Orcha-Signature-256" not in unsigned and "X-Orcha-Delivery" in unsigned
+
+
+def test_a_retried_delivery_keeps_its_id_and_signature() -> None:
+    post = Poster(failures=2)
+    hooks = Webhooks(post=post, backoff=0, secret=b"s")
+    hooks.event(job(notify=("http://127.0.0.1:9/a",)), envelope("finished"))
+    assert hooks.idle(5)
+    assert len(post.headers) == 3 and all(h == post.headers[0] for h in post.headers)
+
+
+# -- on_finish: command, log, tail; environment variables (issue 13, point 21) ---------------
+def test_on_finish_gets_the_command_the_log_and_its_tail(tmp_path: Any) -> None:
+    from orcha.service.logs import PetitionLog
+
+    log = PetitionLog(str(tmp_path / "p.log"), 1 << 20)
+    for i in range(15):
+        log.write(1 if i % 2 else 2, f"line {i}\n".encode())
+    log.close()
+    runs: list[tuple[list[str], dict[str, str]]] = []
+
+    def run(argv: list[str], **kw: Any) -> Any:
+        runs.append((argv, kw["env"]))
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    hooks = FinishHooks("echo {command} {log} {tail}", run=run)
+    hooks.finished(job(petition=SimpleNamespace(cwd="/", params={"argv": ["sh", "-c", "x y"]}),
+                       log=log))  # fmt: skip
+    assert hooks.idle(5)
+    ((argv, env),) = runs
+    tail = "".join(f"line {i}\n" for i in range(5, 15))
+    assert argv[2] == f"echo 'sh -c '\"'\"'x y'\"'\"'' {log.path} '{tail}'"
+    assert env["ORCHA_ID"] == "j1" and env["ORCHA_STATE"] == "FAILED" and env["ORCHA_CODE"] == "2"
+    assert env["ORCHA_COMMAND"] == "sh -c 'x y'" and env["ORCHA_LOG"] == log.path
+    assert env["ORCHA_TAIL"] == tail and env["ORCHA_GROUP"] == "build"
+
+
+def test_on_finish_runs_for_a_record_ended_at_a_restart() -> None:
+    runs: list[dict[str, str]] = []
+
+    def run(argv: list[str], **kw: Any) -> Any:
+        runs.append(kw["env"])
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    hooks = FinishHooks("true", run=run)
+    hooks.record_ended({"id": "r1", "kind": "hello", "state": "INTERRUPTED", "code": None,
+                        "message": "stopped", "params": {"counter": 3}, "log_path": None,
+                        "cwd": "/w"}, "default")  # fmt: skip
+    assert hooks.idle(5)
+    ((env,),) = [runs]
+    assert (env["ORCHA_STATE"], env["ORCHA_CODE"], env["ORCHA_COMMAND"], env["ORCHA_TAIL"]) == (
+        "INTERRUPTED", "", 'hello {"counter": 3}', ""
+    )

@@ -1,5 +1,5 @@
 """Handlers that steer and inspect the service: group, pause, resume, state, kinds,
-health, info."""
+health, info, reload."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def group(service: Service, peer: Peer, request: GroupRequest) -> dict[str, Any]
     scheduler.set_group_limit(request.name, request.max_running)
     save_groups(service)
     log.info("group %s: max running %s", request.name, request.max_running or "unlimited")
+    if request.max_running is not None:
+        for warning in scheduler.group_warnings({request.name: request.max_running}).values():
+            log.warning("%s", warning)
     return {"groups": scheduler.groups()}
 
 
@@ -173,6 +176,20 @@ def info(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     }
 
 
+def reload(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+    """Read the configuration file again and apply what changed (as SIGHUP does); refused,
+    with the reason, if the file is invalid (the service keeps its configuration)."""
+    from orcha.errors import ConfigError
+    from orcha.service.reload import reload as reload_config
+
+    try:
+        return reload_config(service)
+    except ConfigError as e:
+        raise PetitionError(
+            f"{e.message}; the service keeps its configuration", ExitCode.REFUSED
+        ) from None
+
+
 HANDLERS: dict[str, Handler] = {
     "group": group,
     "pause": pause,
@@ -181,4 +198,5 @@ HANDLERS: dict[str, Handler] = {
     "kinds": kinds,
     "health": health,
     "info": info,
+    "reload": reload,
 }
