@@ -103,13 +103,20 @@ def config_reload(ctx: click.Context, as_json: bool) -> int:
     max_running, gpus, groups, aging, backfill_bound, grace, log_cap, notify,
     notify_secret and hooks change at once; no petition is stopped or restarted (a lower
     max_running lets the running ones finish). Options given on 'orcha serve''s command
-    line still beat the file. Prints what changed; exits 204 with the reason if the file
-    is invalid (the service then keeps the configuration it had). The service reads the
-    file it was started with, whatever --config says here.
+    line still beat the file. Prints what changed. If the file is invalid, nothing is
+    reloaded and the service keeps the configuration it had: this command exits 2 with the
+    reason when it finds the file invalid itself, 204 when the service does (it reads
+    the file it was started with, whatever --config says here).
     """
     from orcha.cli.connect import client
+    from orcha.errors import ConfigError
 
-    with client(ctx) as service:
+    try:
+        connection = client(ctx)  # reads the file too (the address may be in it)
+    except ConfigError as e:
+        raise ConfigError(f"{e.message}; nothing was reloaded: the service keeps its "
+                          "configuration") from None  # fmt: skip
+    with connection as service:
         answer = service.reload_config()
     if as_json:
         click.echo(json.dumps(answer, indent=2 if sys.stdout.isatty() else None))

@@ -205,5 +205,8 @@ def test_on_finish_runs_for_a_record_ended_at_a_restart() -> None:
     assert hooks.idle(5)
     ((env,),) = [runs]
     assert (env["ORCHA_STATE"], env["ORCHA_CODE"], env["ORCHA_COMMAND"], env["ORCHA_TAIL"]) == (
-        "INTERRUPTED", "", 'hello {"counter": 3}', ""
+        "INTERRUPTED",
+        "",
+        'hello {"counter": 3}',
+        "",
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orcha.states import State
 from tests.unit.service.harness import Harness
 
@@ -187,5 +189,33 @@ def test_an_interrupted_petition_without_retries_or_with_a_parent_is_never_run_a
     try:
         assert [second.record(i)["state"] for i in ("once", "child.1")] == ["INTERRUPTED"] * 2
         assert second.gates.started == []
+    finally:
+        second.close()
+
+
+def test_the_on_finish_hook_hears_of_petitions_a_restart_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orcha.service.notify import FinishHooks
+
+    heard: list[tuple[str, str, str, str]] = []
+    monkeypatch.setattr(
+        FinishHooks, "record_ended",
+        lambda self, row, group: heard.append((row["id"], row["state"], group, row["log_path"])),
+    )  # fmt: skip
+    first = Harness(tmp_path, max_running=1)
+    first.submit("a", schedule={"group": "g"}, params={"out": "x"})
+    first.gates.wait_started("a")
+    first.service.begin_stop()
+    first.wait_ended("a")
+    a = first.record("a")
+    assert first.service.store is not None
+    first.service.store.update(a["seq"], state=str(State.RUNNING), pids=[], token="t")
+    first.close()
+    second = Harness(tmp_path, max_running=1)
+    try:
+        ((petition_id, state, group, log_path),) = heard
+        assert (petition_id, state, group) == ("a", "INTERRUPTED", "g")
+        assert log_path.startswith(str(tmp_path)) and log_path.endswith(".log")
     finally:
         second.close()
