@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, Service
+from tests.conftest import Env, Service, wait_for
 from tests.integration.clients import WAIT, new_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +67,8 @@ def test_units_match_orchas_shutdown(unit: Path) -> None:
     assert int(settings["TimeoutStopSec"]) > 5 + 10
     assert "--log-format json" in settings["ExecStart"]
     assert int(settings["WatchdogSec"]) > 0
+    # systemctl reload: SIGHUP, which orcha (through its guard) takes as a reload.
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
 
 class FakeSystemd:
@@ -186,8 +188,16 @@ def test_the_service_speaks_sd_notify(env: Env, fake_systemd: FakeSystemd, tmp_p
             client.kill()
             client.wait()
 
-    # STOPPING=1 on SIGTERM.
+    # SIGHUP (systemctl reload's ExecReload): RELOADING=1, then READY=1 again; no stop.
     assert service.proc is not None
+    service.proc.send_signal(signal.SIGHUP)
+    reloading = fake_systemd.wait_for("RELOADING")
+    assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) > 0
+    assert wait_for(lambda: len([f for _, f in fake_systemd.messages if "READY" in f]) == 2
+                    or fake_systemd.read(time.monotonic() + 0.1), WAIT)  # fmt: skip
+    assert service.proc.poll() is None and "reload:" in service.stderr
+
+    # STOPPING=1 on SIGTERM.
     service.proc.send_signal(signal.SIGTERM)
     stopping = fake_systemd.wait_for("STOPPING")
     assert stopping["STOPPING"] == "1" and stopping["STATUS"].startswith("stopping")
