@@ -56,7 +56,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.DUPLICATE: "a petition with this ID is already queued or running",
     ExitCode.UNKNOWN: "no such petition kind or plugin",
     ExitCode.REFUSED: "the service refused the petition (malformed, can never fit, or the "
-    "service is stopping)",
+    "service is stopping); 'config reload': the service found its file invalid",
     ExitCode.START_FAILED: "the petition could not be started (e.g. its working directory "
     "is missing)",
     ExitCode.LOST_SERVICE: "the connection to the service was lost while the petition was in "

@@ -102,8 +102,8 @@ def config_reload(ctx: click.Context, as_json: bool) -> int:
 
     max_running, gpus, groups, aging, backfill_bound, grace, log_cap, notify,
     notify_secret and hooks change at once; no petition is stopped or restarted (a lower
-    max_running lets the running ones finish). Options given on 'orcha serve''s command
-    line still beat the file. Prints what changed. If the file is invalid, nothing is
+    max_running lets the running ones finish). Options given to 'orcha serve' on its
+    command line still beat the file. Prints what changed. If the file is invalid, nothing is
     reloaded and the service keeps the configuration it had: this command exits 2 with the
     reason when it finds the file invalid itself, 204 when the service does (it reads
     the file it was started with, whatever --config says here).

@@ -321,8 +321,15 @@ def test_wheel_holds_the_packages_their_typing_marker_and_entry_points(dists: Di
     dist_info = _dist_info(dists.wheel)
     assert dists.package_files() <= names, sorted(dists.package_files() - names)
     assert {"orcha/py.typed", "orcha_plugins/hello.py", "orcha_plugins/shell.py"} <= names
-    # Only orcha's own packages: no tests, bench or docs installed as top-level packages.
-    assert {n.split("/", 1)[0] for n in names} == {*PACKAGES, dist_info}
+    # Only orcha's own packages: no tests, bench or docs installed as top-level packages;
+    # and, as data files, the man pages (share/man/man1).
+    data = dist_info.removesuffix(".dist-info") + ".data"
+    assert {n.split("/", 1)[0] for n in names} == {*PACKAGES, dist_info, data}
+    pages = {n for n in names if n.startswith(f"{data}/data/share/man/man1/")}
+    assert {p.rsplit("/", 1)[1] for p in pages} == {
+        p.name for p in (dists.source / "man" / "man1").glob("*.1")
+    }
+    assert {f"{data}/data/share/man/man1/{p}" for p in ("orcha.1", "orcha-run.1")} <= pages
     assert f"{dist_info}/LICENSE" in names or f"{dist_info}/licenses/LICENSE" in names
 
     with zipfile.ZipFile(dists.wheel) as zf:
@@ -348,7 +355,7 @@ def test_sdist_holds_the_changelog_docs_and_units(dists: Dists) -> None:
     names = _sdist_names(dists)
     assert {"CHANGELOG.md", "MANIFEST.in", "docs/conf.py", "docs/index.rst",
             "docs/_ext/orcha_docs.py", "systemd/orcha.service",
-            "systemd/user/orcha.service"} <= names  # fmt: skip
+            "systemd/user/orcha.service", "man/man1/orcha.1"} <= names  # fmt: skip
 
 
 def test_version_is_the_same_everywhere(dists: Dists, wheel_venv: Venv) -> None:
@@ -417,6 +424,8 @@ def test_installs_into_a_fresh_venv(
     # The point of it all: the installed copy is imported, not the editable checkout.
     for package in PACKAGES:
         assert Path(probe[package]).resolve().is_relative_to(root), probe
+    # The man pages land where man looks for a venv's commands (beside its bin folder).
+    assert (venv.root / "share" / "man" / "man1" / "orcha-config-reload.1").is_file()
     assert Path(probe["metadata_at"]).resolve().is_relative_to(root), probe
     assert probe["py.typed"]
     assert probe["version"] == probe["metadata_version"] == dists.version
