@@ -38,6 +38,10 @@ exclude_patterns = ["_build", "examples/**/README*"]
 # Every literal block names its language: the examples test runs each one by it.
 highlight_language = "none"
 nitpicky = False
+# No typographic quotes and dashes: docutils' smartquotes turned "--json" and "ID -- CMD"
+# into en dashes (in headings, the sidebar, the CLI reference), which break when copied
+# into a shell. tests/docs checks that no dash lookalike stands where an option is written.
+smartquotes = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -140,6 +140,37 @@ def test_every_example_is_in_a_language_the_tests_run(build: Build) -> None:
     assert not shell, f"'shell' is for sphinx-click's usage lines only; use 'console': {shell}"
 
 
+#: A dash lookalike (hyphen, non-breaking hyphen, figure dash, en and em dash) where a
+#: command line would have ASCII hyphens: before a letter or digit (``–json``), or alone
+#: between spaces (``ID – CMD``). (A minus sign in a formula is no option.)
+_DASH_FOR_OPTION = re.compile(r"[\u2010-\u2014]+(?=[\w=])|(?<=\s)[\u2010-\u2014](?=\s)")
+
+
+@pytest.mark.timeout(320)
+def test_no_dash_lookalike_stands_where_an_option_is_written(build: Build) -> None:
+    """Options copied from any page (headings, the sidebar, the CLI reference, the search
+    index) work in a shell: smartquotes are off, and nothing else makes dashes of them."""
+    assert build.returncode == 0, build.output
+    bad = []
+    files = [*build.outdir.glob("*.html"), build.outdir / "searchindex.js"]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for match in _DASH_FOR_OPTION.finditer(text):
+            around = text[max(0, match.start() - 30) : match.end() + 30].replace("\n", " ")
+            bad.append(f"{path.name}: ...{around}...")
+    assert not bad, "dashes where options are written:\n" + "\n".join(bad[:40])
+    # And the options are there, as typed.
+    cli = (build.outdir / "cli.html").read_text(encoding="utf-8")
+    assert "--json" in cli and "--timeout" in cli and "-- CMD" in cli
+
+
+def test_the_dash_check_catches_what_smartquotes_did() -> None:
+    for text in ("<code>\u2013json</code>", "orcha run ID \u2013 CMD", "\u2014timeout=5"):
+        assert _DASH_FOR_OPTION.search(text), text
+    for text in ("--json", "ID -- CMD", "priority \u2212 waited / aging"):
+        assert not _DASH_FOR_OPTION.search(text), text
+
+
 # ---------------------------------------------------------------------------- matching
 
 
