@@ -9,6 +9,7 @@ host, the runtime kinds and the handlers. ``orcha serve`` and the original API's
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from orcha.service.machines import LocalMachine
 from orcha.service.plugin_host import PluginHost, load_plugins
 from orcha.service.predicates import PluginPredicate
 from orcha.service.procs import ProcessControl
+from orcha.service.reload import secret_warnings
 from orcha.service.runner import Runner
 from orcha.service.scheduler import Scheduler
 from orcha.service.service import Service
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from orcha.plugins.discovery import LoadedPlugin
     from orcha.service.manager import Manager
     from orcha.settings import Settings
+
+log = logging.getLogger("orcha.service")
 
 
 def build_service(
@@ -97,6 +101,8 @@ def build_service(
     )
     if config is not None:
         service.config_groups = config.group_limits()
+        for warning in secret_warnings(config):
+            log.warning("%s", warning)
     manager.attach(service)
     return service
 

@@ -158,7 +158,7 @@ def _plan(service: Service, source: ConfigSource, config: Config) -> dict[str, A
     # max_running last: the original API's manager may fix it whatever the file says.
     plan["restart"] = _restart_only(source.config, config)
     plan["slots_before"] = slots_before
-    plan["warnings"] = []
+    plan["warnings"] = secret_warnings(config)
     return plan
 
 
@@ -206,6 +206,28 @@ def _too_big(service: Service) -> list[str]:
         except PetitionError as e:
             out.append(f"petition {job.id} waits but can no longer fit: {e.message}")
     return out
+
+
+def secret_warnings(config: Config) -> list[str]:
+    """A warning if the file holds a webhook secret itself and others may read it (the
+    secret is then no secret; a secret file of such a mode is refused outright)."""
+    import os
+
+    holds = "notify_secret" in config.data or any(
+        isinstance(w, dict) and "secret" in w for w in config.data.get("notify", [])
+    )
+    if not (config.exists and holds):
+        return []
+    try:
+        mode = os.stat(config.path).st_mode & 0o777
+    except OSError:
+        return []
+    if not mode & 0o044:
+        return []
+    return [
+        f"{config.path} holds a webhook secret and others may read it (mode {mode:04o}): "
+        f"run 'chmod 600 {config.path}', or keep the secret in notify_secret_file"
+    ]
 
 
 def _restart_only(before: Config | None, after: Config) -> list[str]:

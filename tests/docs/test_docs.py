@@ -141,8 +141,9 @@ def test_every_example_is_in_a_language_the_tests_run(build: Build) -> None:
 
 
 #: A dash lookalike (hyphen, non-breaking hyphen, figure dash, en and em dash) where a
-#: command line would have ASCII hyphens: before a letter or digit (``–json``), or alone
-#: between spaces (``ID – CMD``). (A minus sign in a formula is no option.)
+#: command line would have ASCII hyphens: before a letter or digit (an en dash and
+#: ``json``), or alone between spaces (``ID``, an en dash, ``CMD``). (A minus sign in a
+#: formula is no option.)
 _DASH_FOR_OPTION = re.compile(r"[\u2010-\u2014]+(?=[\w=])|(?<=\s)[\u2010-\u2014](?=\s)")
 
 

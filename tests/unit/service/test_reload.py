@@ -128,12 +128,17 @@ def test_webhooks_hooks_and_secrets_change_for_later_events(h: Harness, tmp_path
     configure(h, tmp_path, "notify: ['http://127.0.0.1:9/x']\nnotify_secret: s3cret\n"
               "hooks: {on_finish: 'true {id}'}\nlog_cap: 1K\ngrace: 2\n",
               max_running=1, grace=None)  # fmt: skip
+    (tmp_path / "config.yaml").chmod(0o644)
     answer = reload(h)
     assert answer["changed"] == [
         "grace: 1s -> 2s", "log_cap: 67108864 bytes -> 1024 bytes", "notify: 0 -> 1 webhook(s)",
         "notify_secret: changed (not shown)", "hooks.on_finish: set",
     ]  # fmt: skip
     assert "s3cret" not in str(answer)
+    (warning,) = answer["warnings"]  # the file holds the secret and others may read it
+    assert "holds a webhook secret and others may read it (mode 0644)" in warning
+    (tmp_path / "config.yaml").chmod(0o600)
+    assert reload(h)["warnings"] == []
     events = h.service.events
     assert events.webhooks.secret == b"s3cret" and events.finish_hooks.on_finish == "true {id}"
     assert (h.service.log_cap, h.service.runner.grace) == (1024, 2.0)
@@ -152,3 +157,23 @@ def test_a_reload_that_leaves_a_waiting_petition_too_big_warns_and_keeps_it(
     (warning,) = answer["warnings"]
     assert warning.startswith("petition wide waits but can no longer fit: ")
     assert h.record("wide")["state"] == "QUEUED"
+
+
+def test_sighup_reloads_unless_the_terminal_hung_up(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orcha.service import daemon
+
+    d = daemon.Daemon(h.service)
+    configure(h, tmp_path, "max_running: 2\n")
+    d._terminal = True
+    monkeypatch.setattr(daemon, "_has_terminal", lambda: True)
+    d._hang_up()  # the terminal is there: a reload
+    assert h.service.manager.max_running == 2 and d._signals == 0
+    configure(h, tmp_path, "max_running: [\n")
+    d._hang_up()  # refused: logged, the service goes on as it was
+    assert h.service.manager.max_running == 2 and d._signals == 0
+    monkeypatch.setattr(daemon, "_has_terminal", lambda: False)
+    d._hang_up()  # the terminal hung up: a stop, counted once however many SIGHUPs came
+    d._hang_up()
+    assert d._signals == 1
