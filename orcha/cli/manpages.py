@@ -46,7 +46,8 @@ def commands(embedded_only: bool = True) -> list[Entry]:
     found = discover()
     OrchaGroup._plugins = [p for p in found if p.embedded] if embedded_only else found
     try:
-        return list(_walk(cli, click.Context(cli, info_name="orcha"), ["orcha"]))
+        root = click.Context(cli, info_name="orcha", **cli.context_settings)  # -h too
+        return list(_walk(cli, root, ["orcha"]))
     finally:
         OrchaGroup._plugins = before
 
