@@ -325,6 +325,7 @@ def load(explicit: str | None = None) -> Config:
     # Values whose syntax the schema cannot express are checked now, not when used.
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
     config.gpus(), config.webhooks(), config.on_finish(), config.group_limits()
+    config.notify_secret()
     if "address" in data:
         from orcha.address import parse_address
 

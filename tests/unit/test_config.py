@@ -470,3 +470,60 @@ def test_resolve_without_a_file_uses_defaults(private_env: Path) -> None:
     s = settings.resolve()
     assert (s.max_running, s.grace) == (None, defaults.DEFAULT_GRACE)
     assert not (private_env / "orcha").exists()
+
+
+# -- groups and webhook secrets (issue 13, points 11 and 21) ---------------------------------
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_group_limits_are_read_and_checked(tmp_path: Path) -> None:
+    loaded = load(str(config_file(tmp_path, "groups:\n  render: {max_running: 2}\n  a.b-c_d: "
+                                      "{max_running: 1}\n")))  # fmt: skip
+    assert loaded.group_limits() == {"render": 2, "a.b-c_d": 1}
+    with pytest.raises(ConfigError, match=r"groups\.no/slash: a group name is 1-64"):
+        load(str(config_file(tmp_path, "groups:\n  no/slash: {max_running: 1}\n")))
+    with pytest.raises(ConfigError, match=r"groups\.render"):
+        load(str(config_file(tmp_path, "groups:\n  render: {max_running: 0}\n")))
+
+
+def test_webhook_secrets_literal_from_a_file_and_per_webhook(tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    loaded = load(str(config_file(tmp_path, "notify_secret_file: s\nnotify:\n  - http://h/a\n"
+                                      "  - {url: 'http://h/b', secret: own}\n")))  # fmt: skip
+    assert loaded.notify_secret() == b"from-file"  # relative to the file's folder
+    assert [w["secret"] for w in loaded.webhooks()] == [b"from-file", b"own"]
+    assert load(str(config_file(tmp_path, "notify_secret: lit\n"))).notify_secret() == b"lit"
+    assert load(str(config_file(tmp_path, "{}\n"))).notify_secret() is None
+
+
+@pytest.mark.parametrize(("text", "mode", "message"), [
+    ("notify_secret: a\nnotify_secret_file: s\n", 0o600, "are both given; keep one"),
+    ("notify_secret_file: s\n", 0o644, r"may be read or written by others \(mode 0644\); "
+                                        r"run 'chmod 600 .*/s'"),
+    ("notify_secret_file: missing\n", 0o600, "cannot read .*missing"),
+    ("notify:\n  - {url: 'http://h/', secret_file: s}\n", 0o640, r"notify\[0\]\.secret_file"),
+])  # fmt: skip
+def test_a_secret_file_is_checked_like_the_key(
+    tmp_path: Path, text: str, mode: int, message: str
+) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("x\n")
+    secret.chmod(mode)
+    with pytest.raises(ConfigError, match=message):
+        load(str(config_file(tmp_path, text)))
+
+
+def test_config_show_never_shows_a_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orcha.cli.app import run
+
+    path = config_file(tmp_path, "notify_secret: hush-1\nnotify: [{url: 'http://h/', secret: hush-2}]\n")
+    assert run(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "hush" not in out and out.count("(secret: not shown)") == 2
