@@ -523,7 +523,8 @@ def test_config_show_never_shows_a_secret(
 ) -> None:
     from orcha.cli.app import run
 
-    path = config_file(tmp_path, "notify_secret: hush-1\nnotify: [{url: 'http://h/', secret: hush-2}]\n")
+    text = "notify_secret: hush-1\nnotify: [{url: 'http://h/', secret: hush-2}]\n"
+    path = config_file(tmp_path, text)
     assert run(["config", "show", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "hush" not in out and out.count("(secret: not shown)") == 2
