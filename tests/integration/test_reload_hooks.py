@@ -54,8 +54,10 @@ def gated(gate: Path) -> str:
 
 
 def test_sighup_and_config_reload_change_the_running_service(env: Env) -> None:
-    write_config(env, "max_running: 1\n")
+    write_config(env, "max_running: 1\ngroups:\n  wide: {max_running: 3}\n")
     service = env.serve("--grace", "1")
+    # A group limit above the capacity is warned about at start (and at reload, below).
+    assert wait_for(lambda: "group wide's limit of 3 running is above" in service.stderr, WAIT)
     gate = env.root / "gate"
     ids = [new_id(n) for n in "abc"]
     for petition_id in ids:
@@ -66,7 +68,8 @@ def test_sighup_and_config_reload_change_the_running_service(env: Env) -> None:
     write_config(env, "max_running: 3\n")
     service.signal(signal.SIGHUP)
     assert wait_for(lambda: states(env, *ids) == ["RUNNING"] * 3, WAIT), service.stderr
-    assert "reload: max_running: 1 -> 3" in service.stderr
+    assert wait_for(lambda: "reload: groups.wide: 3 -> no limit" in service.stderr, WAIT)
+    assert "reload: max_running: 1 -> 3" in service.stderr  # (logged before the groups)
 
     # An invalid file: refused with the reason; the service keeps max_running 3. By
     # SIGHUP: one log line. By 'config reload': the client finds it invalid (2); given
