@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = os.path.join(args.out, "man1")
         wanted = pages(embedded_only=False)
     else:
+        if not os.path.exists(os.path.join(_ROOT, "pyproject.toml")):
+            parser.error("--write and --check work in orcha's source tree; use --out DIR")
         folder = os.path.join(_ROOT, SHIPPED)
         wanted = pages()
     if args.check:

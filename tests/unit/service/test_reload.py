@@ -177,3 +177,17 @@ def test_sighup_reloads_unless_the_terminal_hung_up(
     d._hang_up()  # the terminal hung up: a stop, counted once however many SIGHUPs came
     d._hang_up()
     assert d._signals == 1
+
+
+def test_settings_that_need_a_restart_are_named_and_left(h: Harness, tmp_path: Path) -> None:
+    from orcha.config import load
+
+    path = configure(h, tmp_path, "max_running: 1\nisolation: auto\n")
+    source = h.service.config_source
+    assert source is not None
+    source.config = load(str(path))  # as 'orcha serve' started with it
+    address = h.service.settings.address
+    path.write_text("max_running: 1\nisolation: none\naddress: /tmp/elsewhere.sock\n")
+    answer = reload(h)
+    assert (answer["changed"], answer["restart"]) == ([], ["address", "isolation"])
+    assert h.service.settings.address == address
