@@ -9,7 +9,8 @@ ended; a second signal kills every tree at once and exits 1.
 
 SIGHUP reloads the configuration file (``orcha.service.reload``): the handler only sets a
 flag; the loop reloads. Only when the terminal the service was started from has hung up
-(it can no longer be opened) does SIGHUP stop the service, as the first stop signal.
+(it can no longer be opened) does SIGHUP stop the service, as the first stop signal; not
+under ``nohup`` (SIGHUP ignored at start), where it only reloads.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class Daemon:
         stack.callback(os.close, signal_r)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
+        if previous[signal.SIGHUP] == signal.SIG_IGN:
+            self._terminal = False  # started under nohup: a hang-up never stops it
         stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
         signal.set_wakeup_fd(signal_w)
         stack.callback(signal.set_wakeup_fd, -1)

@@ -113,6 +113,8 @@ class GuardOS:
         on SIGCHLD."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for sig in FORWARDED:
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # nohup: the terminal's hang-up must not reach the service
             signal.signal(sig, self._record)
         signal.signal(signal.SIGCHLD, self._nothing)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)

@@ -191,3 +191,22 @@ def test_settings_that_need_a_restart_are_named_and_left(h: Harness, tmp_path: P
     answer = reload(h)
     assert (answer["changed"], answer["restart"]) == ([], ["address", "isolation"])
     assert h.service.settings.address == address
+
+
+def test_under_nohup_a_hang_up_only_reloads(h: Harness) -> None:
+    import contextlib
+    import signal
+
+    from orcha.service import daemon
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        d = daemon.Daemon(h.service)
+        d._terminal = True
+        with contextlib.ExitStack() as stack:
+            d._catch_signals(stack)
+            assert signal.getsignal(signal.SIGHUP) == d._on_hangup  # kill -HUP reloads
+            assert d._terminal is False  # and the terminal's hang-up cannot stop it
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
