@@ -155,7 +155,6 @@ def _plan(service: Service, source: ConfigSource, config: Config) -> dict[str, A
     if on_finish != events.finish_hooks.on_finish:
         changed.append(f"hooks.on_finish: {'set' if on_finish else 'none'}")
     plan["hooks"] = (webhooks, on_finish, secret)
-    # max_running last: the original API's manager may fix it whatever the file says.
     plan["restart"] = _restart_only(source.config, config)
     plan["slots_before"] = slots_before
     plan["warnings"] = secret_warnings(config)
@@ -182,6 +181,7 @@ def _apply(service: Service, plan: dict[str, Any]) -> None:
         service.config_groups = plan["config_groups"]
         scheduler.set_aging(new.aging)
         service.events.configure(*plan["hooks"])
+        # Read back, not planned: the original API's manager may fix max_running itself.
         slots = service.manager.max_running
         if slots != plan["slots_before"]:
             plan["changed"].insert(0, f"max_running: {plan['slots_before']} -> {slots}")
