@@ -154,13 +154,26 @@ _ENVIRONMENT = (
 )
 
 
+#: The files orcha(1) names (defaults; the variables above move them).
+_FILES = (
+    ("~/.config/orcha/config.yaml", "the configuration file ($XDG_CONFIG_HOME/orcha)"),
+    ("$XDG_RUNTIME_DIR/orcha/orcha.sock", "the service's socket (directory mode 0700)"),
+    ("~/.local/state/orcha/key", "the authentication key (mode 0600; $XDG_STATE_HOME/orcha)"),
+    ("~/.local/state/orcha/orcha.db", "the petition records"),
+    ("~/.local/state/orcha/logs/", "the petitions' output logs"),
+)
+
+
 def _root_sections() -> list[str]:
-    """ENVIRONMENT and EXIT STATUS, on orcha(1) only."""
+    """ENVIRONMENT, FILES and EXIT STATUS, on orcha(1) only."""
     from orcha.errors import EXIT_CODE_MEANINGS
 
     lines = [".SH ENVIRONMENT"]
     for name, meaning in _ENVIRONMENT:
         lines += [".TP", f".B {name}", _escape(meaning)]
+    lines.append(".SH FILES")
+    for name, meaning in _FILES:
+        lines += [".TP", f".I {_escape(name)}", _escape(meaning)]
     lines.append(".SH EXIT STATUS")
     for code, meaning in EXIT_CODE_MEANINGS.items():
         lines += [".TP", f".B {int(code)}", _escape(meaning)]
