@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shlex
+import struct
 import subprocess
 import threading
 import time
@@ -303,16 +304,35 @@ def tail_of(path: str, lines: int = HOOK_TAIL_LINES, limit: int = HOOK_TAIL_BYTE
 
     if not path:
         return ""
-    kept: collections.deque[tuple[int, bytes]] = collections.deque()
-    size = 0
     try:
-        for frame in read_log(path):
-            kept.append(frame)
-            size += len(frame[1])
-            # Enough frames for the lines wanted: drop older ones (a log may be 64 MiB).
-            while len(kept) > 1 and size - len(kept[0][1]) >= limit * 2:
-                size -= len(kept.popleft()[1])
+        start = _tail_start(path, limit * 2)
+        frames = list(read_log(path, start=start))
     except OSError:
         return ""
-    data = b"".join(d for _, d in last_lines(list(kept), lines))
+    data = b"".join(d for _, d in last_lines(frames, lines))
     return data[-limit:].decode(errors="replace")
+
+
+#: A log frame's header (orcha.service.logs: stream byte, 4-byte big-endian length).
+_FRAME_HEADER = struct.Struct("!BI")
+
+
+def _tail_start(path: str, wanted: int) -> int:
+    """The offset of the first frame of the last frames holding at least ``wanted``
+    bytes of output: found by reading the headers only, so a 64 MiB log costs a walk
+    over its headers, not a read of its output."""
+    starts: collections.deque[tuple[int, int]] = collections.deque()  # (offset, size)
+    held = 0
+    with open(path, "rb") as f:
+        offset = 0
+        while True:
+            header = f.read(_FRAME_HEADER.size)
+            if len(header) < _FRAME_HEADER.size:
+                break
+            _, size = _FRAME_HEADER.unpack(header)
+            starts.append((offset, size))
+            held += size
+            while len(starts) > 1 and held - starts[0][1] >= wanted:
+                held -= starts.popleft()[1]
+            offset = f.seek(size, os.SEEK_CUR)
+    return starts[0][0] if starts else 0

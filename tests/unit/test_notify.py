@@ -210,3 +210,20 @@ def test_on_finish_runs_for_a_record_ended_at_a_restart() -> None:
         'hello {"counter": 3}',
         "",
     )
+
+
+def test_the_tail_of_a_big_log_reads_only_its_end(tmp_path: Any) -> None:
+    from orcha.service.logs import PetitionLog
+    from orcha.service.notify import tail_of
+
+    log = PetitionLog(str(tmp_path / "big.log"), 1 << 30)
+    for i in range(20000):
+        log.write(1, f"line {i} {'x' * 80}\n".encode())
+    log.write(2, b"the end, no newline")
+    log.close()
+    assert (
+        tail_of(log.path, lines=3)
+        == "".join(f"line {i} {'x' * 80}\n" for i in (19998, 19999)) + "the end, no newline"
+    )
+    assert len(tail_of(log.path, lines=1000, limit=500)) == 500
+    assert tail_of(str(tmp_path / "none.log")) == "" and tail_of("") == ""
