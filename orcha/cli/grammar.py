@@ -161,8 +161,8 @@ PETITION_OPTIONS = (
     Option("--after-any", metavar="ID[,ID]", multiple=True, check=_values.ids,
            into="schedule", help="Start after these end, however they end. Repeatable."),
     Option("--timeout", metavar="DURATION", check=_values.timeout, into="schedule",
-           help="Stop an attempt that runs longer (e.g. 90s, 2h): it fails with "
-           "exit code 124."),
+           help="Stop an attempt that runs longer (e.g. 90s, 1h30m, 1:30:00, "
+           "2-00:00:00): it fails with exit code 124."),
     Option("--retries", type="int", min=0, max=1000, metavar="N", into="schedule",
            help="Run again up to N times after a non-zero exit."),
     Option("--retry-delay", metavar="DURATION", check=_values.duration, into="schedule",

@@ -33,7 +33,8 @@ def size(text: str) -> int:
 
 
 def duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
+    """``90``, ``90s``, ``1h30m``, ``1:30:00``, ``2-00:00:00`` -> seconds (see
+    :func:`orcha.units.parse_duration`)."""
     from orcha.units import parse_duration
 
     return parse_duration(text)
