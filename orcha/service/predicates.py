@@ -5,9 +5,11 @@ One shape: ``predicate(job, machine) -> None`` when it fits, else the reason in 
 of them (see :class:`~orcha.service.scheduler.Scheduler`), and the three differ only in
 what a "no" does to admission, which the scheduler decides, not the predicate:
 
-* **holds** (:class:`AllPaused`, :class:`Dependencies`, :class:`Paused`,
-  :class:`GroupFull`): global, the machine is ignored; a held petition is skipped and
-  holds nothing back;
+* **holds** (:class:`AllPaused`, :func:`held`, :class:`Dependencies`,
+  :class:`StartsAt`, :class:`Paused`, :class:`GroupFull`): global, the machine is
+  ignored; a held petition is skipped and holds nothing back (those held by ``--hold``,
+  a start time or dependencies are not even in the queue the scheduler walks: they cost
+  admission nothing until released, due or settled);
 * **resources** (:func:`slots`, the default, then :func:`gpus` and :data:`memory`; for a
   petition of the original API :class:`LegacyCondition` instead): per machine; a petition
   that fits on no machine is *blocked*, and only backfill may pass it;
@@ -290,6 +292,39 @@ class GroupFull:
             return None
         running = self.holds.group_running.get(group, 0)
         return f"group {group} full ({running}/{limit})" if running >= limit else None
+
+
+def held(job: Job, machine: Capacity | None) -> str | None:
+    """Not while it is held (submitted with ``--hold``) until ``orcha release``."""
+    return f"held ('orcha release {job.id}')" if job.schedule.hold else None
+
+
+class StartsAt:
+    """Not before its start time (``--delay``, ``--at``), on the service's clock."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        begin = job.schedule.begin
+        if begin is None or begin <= self.clock():
+            return None
+        return f"starts at {when(begin, self.clock())}"
+
+
+def when(moment: float, now: float) -> str:
+    """``14:30`` today, ``09:00 tomorrow``, else ``2026-12-10 09:00`` (local time;
+    seconds only when not zero)."""
+    import datetime
+
+    at = datetime.datetime.fromtimestamp(moment)
+    today = datetime.datetime.fromtimestamp(now).date()
+    clock = at.strftime("%H:%M:%S" if at.second or at.microsecond else "%H:%M")
+    if at.date() == today:
+        return clock
+    if at.date() == today + datetime.timedelta(days=1):
+        return f"{clock} tomorrow"
+    return f"{at.date().isoformat()} {clock}"
 
 
 #: How an ID that is neither queued nor running ended: (state, code), None if unknown.

@@ -38,6 +38,7 @@ no.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -111,7 +112,14 @@ class Scheduler(GroupControl, LoanControl):
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
         self._rules = Rules(
-            holds=[preds.AllPaused(self._state), self._deps, paused, full],
+            holds=[
+                preds.AllPaused(self._state),
+                preds.held,
+                self._deps,
+                preds.StartsAt(clock),
+                paused,
+                full,
+            ],
             resources=[preds.slots, preds.gpus, preds.memory],
             legacy_resources=[preds.LegacyCondition(self._condition)],
             conditions=[self._condition, *predicates],
@@ -122,6 +130,10 @@ class Scheduler(GroupControl, LoanControl):
         self._queue = PetitionQueue()
         self._timed = SortedIndex()
         self._waiting: dict[int, Job] = {}  # seq -> every waiting job
+        # Waiting jobs out of the order until released (--hold) or due (--delay, --at):
+        # like those waiting for dependencies, they cost admission nothing meanwhile.
+        self._parked: dict[int, Job] = {}  # seq -> job held until 'orcha release'
+        self._timers: list[tuple[float, int, Job]] = []  # heap of (start time, seq, job)
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
@@ -229,6 +241,18 @@ class Scheduler(GroupControl, LoanControl):
             self._settle(job)
 
     def _enter_order(self, job: Job) -> None:
+        """Its dependencies are met: it enters the order, unless it is held or its start
+        time has not come (then it enters once released or due)."""
+        schedule = job.schedule
+        if schedule.hold:
+            self._parked[job.seq] = job
+            return
+        if schedule.begin is not None and schedule.begin > self._clock():
+            heapq.heappush(self._timers, (schedule.begin, job.seq, job))
+            return
+        self._push(job)
+
+    def _push(self, job: Job) -> None:
         self._queue.push(job)
         if job.schedule.longest_run is not None:
             self._timed.push(job)
@@ -264,11 +288,47 @@ class Scheduler(GroupControl, LoanControl):
     def _unqueue(self, job: Job) -> None:
         if self._waiting.pop(job.seq, None) is None:
             return
+        self._parked.pop(job.seq, None)  # its timer, if any, is dropped when it comes
         self._queue.remove(job)
         self._timed.remove(job)
         self._loans.unqueued(job)
         if not job.native:
             self._legacy_waiting -= 1
+
+    # -- changes to a waiting job ----------------------------------------------------------
+    def release(self, job: Job) -> bool:
+        """Let a waiting job start like any other: drop its ``--hold`` and its start time
+        (``--delay``, ``--at``). False if it is not waiting any more."""
+        return self.change(job, schedule=job.schedule.replace(hold=False, begin=None, delay=0.0))
+
+    def change(self, job: Job, *, priority: int | None = None,
+               schedule: Schedule | None = None) -> bool:  # fmt: skip
+        """Give a waiting job a new ``priority`` (its place in the order is that of a
+        petition of this priority submitted when it was) and/or a new ``schedule``
+        (checked by the caller), then start whatever may start. False (nothing changed)
+        if it is not waiting any more."""
+        with self.lock:
+            if job.state is not State.QUEUED or self._waiting.get(job.seq) is not job:
+                return False
+            # Out of the order first: its rank and its bounded run are the index keys.
+            self._queue.remove(job)
+            self._timed.remove(job)
+            self._parked.pop(job.seq, None)
+            if priority is not None:
+                job.petition.priority = priority
+                job.petition.rank = (self.order_key(job), job.seq)
+            if schedule is not None:
+                deps_changed = schedule.dependencies != job.schedule.dependencies
+                job.schedule = schedule
+                job.blocked_since = None  # what it waits for may have changed
+                if deps_changed:
+                    job.deps_ready = not schedule.dependencies
+            if job.deps_ready:
+                self._enter_order(job)
+            else:
+                self._settle(job)  # may fail it now, if a new dependency failed
+            self.admit()
+            return True
 
     # -- admission ----------------------------------------------------------------------------
     def admit(self) -> None:
@@ -303,6 +363,8 @@ class Scheduler(GroupControl, LoanControl):
         run behind it, the only ones that may pass it. So a refill costs what it looks
         at, not the length of the queue."""
         self.needs_recheck = False
+        if self._timers:
+            self._enter_due()
         if not self.accepting or not self._queue or self.paused_all:
             return
         for machine in self.machines:
@@ -353,6 +415,28 @@ class Scheduler(GroupControl, LoanControl):
         for job in started:
             self._unqueue(job)
             self._start(job)
+
+    def _timer_valid(self, entry: tuple[float, int, Job]) -> bool:
+        """Whether a timer still stands for its job (not started, cancelled or changed)."""
+        begin, seq, job = entry
+        return self._waiting.get(seq) is job and job.schedule.begin == begin
+
+    def _enter_due(self) -> None:
+        """Jobs whose start time has come enter the order."""
+        now, timers = self._clock(), self._timers
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            if self._timer_valid(entry) and not entry[2].schedule.hold:
+                self._push(entry[2])
+
+    def next_start(self) -> float | None:
+        """The earliest start time (on the scheduler's clock) a waiting job waits for,
+        or None: when admission must look again though no event comes."""
+        with self.lock:
+            timers = self._timers
+            while timers and not self._timer_valid(timers[0]):
+                heapq.heappop(timers)
+            return timers[0][0] if timers else None
 
     def _held(self, job: Job) -> bool:
         """Whether a hold predicate says no (only those a queued job may fail)."""
@@ -496,5 +580,7 @@ class Scheduler(GroupControl, LoanControl):
             self._queue.clear()
             self._timed.clear()
             self._waiting.clear()
+            self._parked.clear()
+            self._timers.clear()
             self._legacy_waiting = 0
             return waiting
