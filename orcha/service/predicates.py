@@ -79,6 +79,48 @@ def ends_by(need: Schedule, now: float, deadline: float) -> bool:
     return longest is not None and now + longest <= deadline
 
 
+class Need:
+    """What a blocked petition needs, for the backfill rule that lets a later petition
+    pass it only if that leaves it room (:func:`leaves_room`). Equal needs are one."""
+
+    __slots__ = ("cpus", "gpus", "group", "mem")
+
+    def __init__(self, cpus: int, mem: int, gpus: int, group: str) -> None:
+        self.cpus, self.mem, self.gpus, self.group = cpus, mem, gpus, group
+
+    @classmethod
+    def of(cls, job: Job) -> Need:
+        s = job.schedule
+        return cls(s.cpus, s.mem, s.gpus, s.group)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Need) and (self.cpus, self.mem, self.gpus, self.group) == (
+            other.cpus, other.mem, other.gpus, other.group,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def leaves_room(job: Job, machine: Capacity, blocked: Need, groups: Holds) -> bool:
+    """Whether starting ``job`` on ``machine`` cannot delay a blocked petition that
+    needs ``blocked`` at all (the scheduler's backfill rule, not a predicate): of each
+    resource ``job`` takes (CPU slots, GPUs, memory, a slot of a limited group), what is
+    left is still enough for the blocked one. So it takes nothing the blocked one waits
+    for (of that, not even what is left is enough), and leaves it the rest."""
+    need = job.schedule
+    if machine.free_slots - need.cpus < blocked.cpus:
+        return False
+    if need.gpus and machine.free_gpu_count - need.gpus < blocked.gpus:
+        return False
+    if need.mem and machine.free_memory() - need.mem < blocked.mem:
+        return False
+    if need.group == blocked.group:
+        limit = groups.group_limits.get(need.group)
+        if limit is not None and groups.group_running.get(need.group, 0) + 1 >= limit:
+            return False
+    return True
+
+
 def is_volatile(predicate: Predicate) -> bool:
     """Whether ``predicate``'s answer may change without an event (see the module)."""
     return bool(getattr(predicate, "volatile", False))
@@ -204,6 +246,13 @@ class Holds:
         self.paused_groups: set[str] = set()
         self.group_limits: dict[str, int] = {}
         self.group_running: dict[str, int] = {}  # group -> petitions of it running
+
+    def copy(self) -> Holds:
+        """A copy to read outside the scheduler's lock (explaining)."""
+        out = Holds()
+        out.paused_all, out.paused_groups = self.paused_all, set(self.paused_groups)
+        out.group_limits, out.group_running = dict(self.group_limits), dict(self.group_running)
+        return out
 
     def started(self, group: str) -> None:
         self.group_running[group] = self.group_running.get(group, 0) + 1

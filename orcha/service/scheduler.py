@@ -22,13 +22,10 @@ The rules (docs/scheduling.rst explains them for users):
 * **Fit.** Its *resources* (CPU slots, memory, GPUs) must fit on one machine, counting
   what the petitions running there reserved. It goes to the first machine, in the order
   given, where they fit and its *conditions* (the predicates plugins supply) hold.
-* **Backfill.** A petition whose resources fit on no machine is *blocked*, and it is
-  never starved: a later petition that fits may start ahead of it only if it cannot
-  delay it by more than ``backfill_bound`` seconds, that is, only if it has a
-  ``--timeout`` and all its attempts (``--retries``) end within ``backfill_bound`` of the
-  moment the blocked petition was first found blocked.
-  Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
-  petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
+* **Backfill** (:mod:`orcha.service.backfill`). A petition whose resources fit on no
+  machine is *blocked*, and never starved: a later one may start ahead of it only if
+  that cannot delay it at all (it takes nothing the blocked one waits for and leaves it
+  the rest), or by more than ``backfill_bound`` (its ``--timeout`` ends soon enough).
 * **Loans** (:mod:`orcha.service.loans`): a parent blocked on its children lends them
   its reservation, one child at a time, so parents waiting on children never deadlock.
 
@@ -38,7 +35,6 @@ no.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
@@ -48,11 +44,13 @@ from typing import TYPE_CHECKING
 from orcha.errors import DuplicateIdError, ExitCode
 from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
+from orcha.service.backfill import BackfillControl
 from orcha.service.explain import Rules, explain
 from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
 from orcha.service.machines import LocalMachine, Machine, check_feasible
 from orcha.service.petition_queue import PetitionQueue, SortedIndex
+from orcha.service.waiting import WaitingControl
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -65,7 +63,7 @@ log = logging.getLogger("orcha.service.scheduler")
 EndLookup = preds.EndLookup
 
 
-class Scheduler(GroupControl, LoanControl):
+class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
     """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
@@ -130,10 +128,7 @@ class Scheduler(GroupControl, LoanControl):
         self._queue = PetitionQueue()
         self._timed = SortedIndex()
         self._waiting: dict[int, Job] = {}  # seq -> every waiting job
-        # Waiting jobs out of the order until released (--hold) or due (--delay, --at):
-        # like those waiting for dependencies, they cost admission nothing meanwhile.
-        self._parked: dict[int, Job] = {}  # seq -> job held until 'orcha release'
-        self._timers: list[tuple[float, int, Job]] = []  # heap of (start time, seq, job)
+        self._unpark_all()  # held and timed jobs wait out of the order (see .waiting)
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
@@ -242,15 +237,9 @@ class Scheduler(GroupControl, LoanControl):
 
     def _enter_order(self, job: Job) -> None:
         """Its dependencies are met: it enters the order, unless it is held or its start
-        time has not come (then it enters once released or due)."""
-        schedule = job.schedule
-        if schedule.hold:
-            self._parked[job.seq] = job
-            return
-        if schedule.begin is not None and schedule.begin > self._clock():
-            heapq.heappush(self._timers, (schedule.begin, job.seq, job))
-            return
-        self._push(job)
+        time has not come (see :meth:`~orcha.service.waiting.WaitingControl._park`)."""
+        if not self._park(job):
+            self._push(job)
 
     def _push(self, job: Job) -> None:
         self._queue.push(job)
@@ -295,41 +284,6 @@ class Scheduler(GroupControl, LoanControl):
         if not job.native:
             self._legacy_waiting -= 1
 
-    # -- changes to a waiting job ----------------------------------------------------------
-    def release(self, job: Job) -> bool:
-        """Let a waiting job start like any other: drop its ``--hold`` and its start time
-        (``--delay``, ``--at``). False if it is not waiting any more."""
-        return self.change(job, schedule=job.schedule.replace(hold=False, begin=None, delay=0.0))
-
-    def change(self, job: Job, *, priority: int | None = None,
-               schedule: Schedule | None = None) -> bool:  # fmt: skip
-        """Give a waiting job a new ``priority`` (its place in the order is that of a
-        petition of this priority submitted when it was) and/or a new ``schedule``
-        (checked by the caller), then start whatever may start. False (nothing changed)
-        if it is not waiting any more."""
-        with self.lock:
-            if job.state is not State.QUEUED or self._waiting.get(job.seq) is not job:
-                return False
-            # Out of the order first: its rank and its bounded run are the index keys.
-            self._queue.remove(job)
-            self._timed.remove(job)
-            self._parked.pop(job.seq, None)
-            if priority is not None:
-                job.petition.priority = priority
-                job.petition.rank = (self.order_key(job), job.seq)
-            if schedule is not None:
-                deps_changed = schedule.dependencies != job.schedule.dependencies
-                job.schedule = schedule
-                job.blocked_since = None  # what it waits for may have changed
-                if deps_changed:
-                    job.deps_ready = not schedule.dependencies
-            if job.deps_ready:
-                self._enter_order(job)
-            else:
-                self._settle(job)  # may fail it now, if a new dependency failed
-            self.admit()
-            return True
-
     # -- admission ----------------------------------------------------------------------------
     def admit(self) -> None:
         """Start every waiting job that may start now, by the rules above."""
@@ -359,9 +313,10 @@ class Scheduler(GroupControl, LoanControl):
 
     def _walk(self) -> None:
         """Phase 1 walks the queue in order and starts what fits, up to the first job
-        that fits nowhere (the blocked one). Phase 2 walks only the jobs with a bounded
-        run behind it, the only ones that may pass it. So a refill costs what it looks
-        at, not the length of the queue."""
+        that fits nowhere (the blocked one). Phase 2 (:mod:`orcha.service.backfill`)
+        starts what may pass it: a bounded number of jobs behind it that leave it room,
+        and jobs with a bounded run. So a refill costs what it looks at, not the length
+        of the queue."""
         self.needs_recheck = False
         if self._timers:
             self._enter_due()
@@ -376,7 +331,8 @@ class Scheduler(GroupControl, LoanControl):
         now = self._clock()
         started: list[Job] = []
         blocked: Job | None = None
-        for job in self._queue.in_order():
+        in_order = self._queue.in_order()
+        for job in in_order:
             if not room:
                 break
             if self._held(job):
@@ -390,53 +346,11 @@ class Scheduler(GroupControl, LoanControl):
                 self._take(job, chosen)
                 started.append(job)
                 room = self._room()
-        if blocked is not None:
-            if blocked.blocked_since is None:
-                blocked.blocked_since = now
-            deadline = blocked.blocked_since + self.backfill_bound
-            for job in self._timed.after(blocked.petition.rank):
-                if not room or now >= deadline:
-                    break
-                if job.state is not State.QUEUED or self._held(job):
-                    continue
-                fitting = self._fitting(job)
-                if not fitting:
-                    if job.blocked_since is None:
-                        job.blocked_since = now
-                    deadline = min(deadline, job.blocked_since + self.backfill_bound)
-                    continue
-                if not preds.ends_by(job.schedule, now, deadline):
-                    continue  # would delay a blocked job by more than the bound
-                chosen = self._choose(job, fitting)
-                if chosen is not None:
-                    self._take(job, chosen)
-                    started.append(job)
-                    room = self._room()
+        if blocked is not None and room:
+            started += self._backfill(blocked, in_order, now)
         for job in started:
             self._unqueue(job)
             self._start(job)
-
-    def _timer_valid(self, entry: tuple[float, int, Job]) -> bool:
-        """Whether a timer still stands for its job (not started, cancelled or changed)."""
-        begin, seq, job = entry
-        return self._waiting.get(seq) is job and job.schedule.begin == begin
-
-    def _enter_due(self) -> None:
-        """Jobs whose start time has come enter the order."""
-        now, timers = self._clock(), self._timers
-        while timers and timers[0][0] <= now:
-            entry = heapq.heappop(timers)
-            if self._timer_valid(entry) and not entry[2].schedule.hold:
-                self._push(entry[2])
-
-    def next_start(self) -> float | None:
-        """The earliest start time (on the scheduler's clock) a waiting job waits for,
-        or None: when admission must look again though no event comes."""
-        with self.lock:
-            timers = self._timers
-            while timers and not self._timer_valid(timers[0]):
-                heapq.heappop(timers)
-            return timers[0][0] if timers else None
 
     def _held(self, job: Job) -> bool:
         """Whether a hold predicate says no (only those a queued job may fail)."""
@@ -514,7 +428,8 @@ class Scheduler(GroupControl, LoanControl):
             memory = any(j.schedule.mem for j in jobs)
             views = [m.snapshot(memory) for m in self.machines]
             holds = {job.seq: self._rules.hold_reason(job) for job in jobs}
-        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound)
+            groups = self._state.copy()
+        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound, groups)
 
     # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
@@ -580,7 +495,6 @@ class Scheduler(GroupControl, LoanControl):
             self._queue.clear()
             self._timed.clear()
             self._waiting.clear()
-            self._parked.clear()
-            self._timers.clear()
+            self._unpark_all()
             self._legacy_waiting = 0
             return waiting
