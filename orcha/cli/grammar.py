@@ -173,6 +173,15 @@ PETITION_OPTIONS = (
            into="env", help="Set an environment variable. Repeatable."),
     Option("--cwd", type="dir", metavar="DIR", check=_values.absolute, into="cwd",
            help="Working directory (default: the current one)."),
+    Option("--hold", action=FLAG, into="schedule",
+           help="Queue it but start it only once released ('orcha release ID'); as "
+           "pueue's --stashed and Slurm's --hold."),
+    Option("--delay", metavar="DURATION", check=_values.duration, into="schedule",
+           help="Start it no sooner than DURATION from now (e.g. 90s, 1h30m, 2:00:00)."),
+    Option("--at", metavar="TIME", dest="begin", check=_values.start_time, into="schedule",
+           help="Start it no sooner than TIME: HH:MM[:SS] (the next one: a time already "
+           "past today means tomorrow) or ISO 8601 (2026-12-10T09:00, with an optional "
+           "UTC offset), in local time."),
 )  # fmt: skip
 
 #: Options most commands that submit a petition have.

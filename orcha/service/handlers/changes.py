@@ -91,7 +91,8 @@ def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, 
 # -- edit ------------------------------------------------------------------------------------
 def _changed(schedule: Schedule, changes: dict[str, Any], now: float) -> Schedule:
     """``schedule`` with ``changes``; PetitionError (refused) if one is invalid. A
-    ``delay`` becomes a start time now (``begin``)."""
+    ``delay`` becomes a start time counted from now (the later of it and a ``begin``
+    given with it)."""
     changes = dict(changes)
     delay = changes.pop("delay", None)
     if delay is not None and not (isinstance(delay, (int, float)) and not isinstance(delay, bool)):
@@ -101,7 +102,8 @@ def _changed(schedule: Schedule, changes: dict[str, Any], now: float) -> Schedul
     try:
         changed = schedule.replace(**changes)
         if delay:
-            changed = changed.replace(begin=max(changed.begin or 0.0, now + delay))
+            begin = max(changes.get("begin") or 0.0, now + delay)
+            changed = changed.replace(begin=begin)
     except ValueError as e:
         raise PetitionError(f"invalid request: {e}", ExitCode.REFUSED) from None
     return changed

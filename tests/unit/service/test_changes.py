@@ -229,3 +229,13 @@ def test_holds_start_times_and_edits_survive_a_restart_of_the_service(tmp_path: 
         second.gates.wait_started("later")
     finally:
         second.close()
+
+
+def test_edit_delay_counts_from_now_and_replaces_an_earlier_start_time(h: Harness) -> None:
+    h.submit("at", schedule={"begin": h.clock.now + 3600})
+    h.clock.advance(10)
+    reply = h.call("edit", id="at", changes={"delay": 5})
+    assert reply["schedule"]["begin"] == pytest.approx(h.clock.now + 5)
+    h.clock.advance(5)
+    h.service.scheduler.admit()
+    h.gates.wait_started("at")
