@@ -95,6 +95,21 @@ def parse_duration(text: str) -> float:
     raise ValueError(f"{text!r} is not a duration (accepted: {DURATION_FORMS})")
 
 
+def clock_time(moment: float, now: float) -> str:
+    """A time (seconds since the epoch) as people read it: ``14:30`` today, ``09:00
+    tomorrow``, else ``2026-12-10 09:00`` (local time; seconds only when not zero)."""
+    import datetime
+
+    at = datetime.datetime.fromtimestamp(round(moment))
+    today = datetime.datetime.fromtimestamp(now).date()
+    clock = at.strftime("%H:%M:%S" if at.second else "%H:%M")
+    if at.date() == today:
+        return clock
+    if at.date() == today + datetime.timedelta(days=1):
+        return f"{clock} tomorrow"
+    return f"{at.date().isoformat()} {clock}"
+
+
 def check_url(url: object) -> str:
     """A webhook URL (http or https); ValueError otherwise."""
     from urllib.parse import urlsplit

@@ -92,9 +92,28 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
     if as_json:
         _print_json(now)
     else:
-        requests = ", ".join(f"{k}={v}" for k, v in now["schedule"].items()) or "defaults"
-        click.echo(f"orcha: edited {now['id']}: priority {now['priority']}, {requests}", err=True)
+        click.echo(f"orcha: edited {now['id']}: {_requests(now)}", err=True)
     return 0
+
+
+def _requests(record: dict[str, Any]) -> str:
+    """A petition's priority and requests in one line: ``priority -1, cpus=2, held,
+    starts at 14:30``."""
+    import time
+
+    from orcha.units import clock_time
+
+    words = [f"priority {record['priority']}"]
+    for name, value in record["schedule"].items():
+        if name == "hold":
+            words.append("held")
+        elif name == "begin":
+            words.append(f"starts at {clock_time(value, time.time())}")
+        else:
+            words.append(
+                f"{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            )
+    return ", ".join(words)
 
 
 @click.command("restart")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.protocol.schedule import DEFAULT_GROUP
 from orcha.states import State
+from orcha.units import clock_time
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
@@ -358,22 +359,7 @@ class StartsAt:
         begin = job.schedule.begin
         if begin is None or begin <= self.clock():
             return None
-        return f"starts at {when(begin, self.clock())}"
-
-
-def when(moment: float, now: float) -> str:
-    """``14:30`` today, ``09:00 tomorrow``, else ``2026-12-10 09:00`` (local time;
-    seconds only when not zero)."""
-    import datetime
-
-    at = datetime.datetime.fromtimestamp(moment)
-    today = datetime.datetime.fromtimestamp(now).date()
-    clock = at.strftime("%H:%M:%S" if at.second or at.microsecond else "%H:%M")
-    if at.date() == today:
-        return clock
-    if at.date() == today + datetime.timedelta(days=1):
-        return f"{clock} tomorrow"
-    return f"{at.date().isoformat()} {clock}"
+        return f"starts at {clock_time(begin, self.clock())}"
 
 
 #: How an ID that is neither queued nor running ended: (state, code), None if unknown.

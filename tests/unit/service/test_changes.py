@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orcha.service.predicates import when
+from orcha.units import clock_time as when
 from tests.unit.service.harness import Harness
 
 
