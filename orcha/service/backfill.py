@@ -67,12 +67,15 @@ class BackfillControl:
         if blocked.blocked_since is None:
             blocked.blocked_since = now
         deadline = blocked.blocked_since + self.backfill_bound
-        # What each blocked job ahead needs (alike ones once): a passer must leave it.
-        needs = [preds.Need.of(blocked)] if blocked.native else None
+        # What the blocked jobs ahead need: a passer must leave it to them.
+        kept: preds.Kept | None = None
+        if blocked.native:
+            kept = preds.Kept()
+            kept.add(blocked)
         last = blocked
         room = self._room()
         looked = 0
-        while needs is not None and room and looked < BACKFILL_LOOKAHEAD and self._spare(needs):
+        while kept is not None and room and looked < BACKFILL_LOOKAHEAD and self._spare(kept):
             job = next(behind, None)
             if job is None:
                 return started  # the whole queue was looked at
@@ -83,14 +86,12 @@ class BackfillControl:
             fitting = self._fitting(job)
             if not fitting:
                 deadline = self._blocked_too(job, now, deadline)
-                need = preds.Need.of(job)
                 if not job.native:
-                    needs = None  # the original API's look_ahead: nothing passes it
-                elif need not in needs:
-                    needs.append(need)
+                    kept = None  # the original API's look_ahead: nothing passes it
+                    break
+                kept.add(job)
                 continue
-            harmless = [m for m in fitting if all(preds.leaves_room(job, m, n, self._state)
-                                                  for n in needs)]  # fmt: skip
+            harmless = [m for m in fitting if preds.leaves_room(job, m, kept, self._state)]
             if not harmless and not preds.ends_by(job.schedule, now, deadline):
                 continue
             chosen = self._choose(job, harmless or fitting)
@@ -124,8 +125,7 @@ class BackfillControl:
             job.blocked_since = now
         return min(deadline, job.blocked_since + self.backfill_bound)
 
-    def _spare(self, needs: list[preds.Need]) -> bool:
-        """Whether some machine has a CPU slot beyond what every blocked job needs (every
+    def _spare(self, kept: preds.Kept) -> bool:
+        """Whether some machine has a CPU slot beyond what the blocked jobs need (every
         petition takes one, so without one nothing passes by the first rule)."""
-        most = max(n.cpus for n in needs)
-        return any(m.free_slots > most for m in self.machines)
+        return any(m.free_slots > kept.cpus for m in self.machines)

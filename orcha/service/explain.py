@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orcha.defaults import BACKFILL_LOOKAHEAD
-from orcha.service.predicates import Need, ends_by, leaves_room
+from orcha.service.predicates import Kept, ends_by, leaves_room
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -92,7 +92,7 @@ def explain(
     """
     out: dict[int, str] = {}
     blocker: Job | None = None
-    needs: list[Need] | None = []  # what the blockers need (None: one of the original API)
+    kept: Kept | None = Kept()  # what the blockers need (None: one of the original API's)
     ahead = 0  # waiting for resources ahead of this one
     looked = 0  # jobs not held behind the first blocker
     deadline = _INF
@@ -111,15 +111,15 @@ def explain(
             ahead += 1
             since = job.blocked_since if job.blocked_since is not None else now
             deadline = min(deadline, since + backfill_bound)
-            if needs is not None and job.native and Need.of(job) not in needs:
-                needs.append(Need.of(job))
-            elif not job.native:
-                needs = None
+            if kept is not None and job.native and looked <= BACKFILL_LOOKAHEAD:
+                kept.add(job)
+            elif not job.native and looked <= BACKFILL_LOOKAHEAD:
+                kept = None
             out[job.seq] = words
         elif (
             blocker is not None
             and not ends_by(job.schedule, now, deadline)
-            and not _leaves_room(job, machines, needs, groups, looked)
+            and not _leaves_room(job, machines, kept, groups, looked)
         ):
             out[job.seq] = (
                 f"behind {blocker.id}, which waits for resources (only a petition that "
@@ -131,10 +131,10 @@ def explain(
 
 
 def _leaves_room(
-    job: Job, machines: Sequence[Capacity], needs: list[Need] | None, groups: Holds, looked: int
+    job: Job, machines: Sequence[Capacity], kept: Kept | None, groups: Holds, looked: int
 ) -> bool:
-    """Whether ``job`` may pass the blockers ahead of it because it leaves each of them
-    room on some machine (and the walk looks that far behind the first)."""
-    if needs is None or looked > BACKFILL_LOOKAHEAD:
+    """Whether ``job`` may pass the blockers ahead of it because it leaves them room on
+    some machine (and the walk looks that far behind the first)."""
+    if kept is None or looked > BACKFILL_LOOKAHEAD:
         return False
-    return any(all(leaves_room(job, m, n, groups) for n in needs) for m in machines)
+    return any(leaves_room(job, m, kept, groups) for m in machines)

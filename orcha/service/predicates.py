@@ -80,42 +80,43 @@ def ends_by(need: Schedule, now: float, deadline: float) -> bool:
     return longest is not None and now + longest <= deadline
 
 
-class Need:
-    """What a blocked petition needs, for the backfill rule that lets a later petition
-    pass it only if that leaves it room (:func:`leaves_room`). Equal needs are one."""
+class Kept:
+    """What passers must leave the blocked petitions ahead of them (the backfill rule of
+    :func:`leaves_room`): of each resource, the most one of them needs, and their groups.
+    Leaving each blocked petition what it needs, resource by resource, is leaving the
+    most any of them needs: so one check covers them all, however many."""
 
-    __slots__ = ("cpus", "gpus", "group", "mem")
+    __slots__ = ("cpus", "gpus", "groups", "mem")
 
-    def __init__(self, cpus: int, mem: int, gpus: int, group: str) -> None:
-        self.cpus, self.mem, self.gpus, self.group = cpus, mem, gpus, group
+    def __init__(self) -> None:
+        self.cpus = self.mem = self.gpus = 0
+        self.groups: set[str] = set()
 
-    @classmethod
-    def of(cls, job: Job) -> Need:
+    def add(self, job: Job) -> None:
+        """``job`` is blocked: keep what it needs."""
         s = job.schedule
-        return cls(s.cpus, s.mem, s.gpus, s.group)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Need) and (self.cpus, self.mem, self.gpus, self.group) == (
-            other.cpus, other.mem, other.gpus, other.group,
-        )  # fmt: skip
-
-    __hash__ = None  # type: ignore[assignment]
+        self.cpus, self.mem, self.gpus = (
+            max(self.cpus, s.cpus),
+            max(self.mem, s.mem),
+            max(self.gpus, s.gpus),
+        )
+        self.groups.add(s.group)
 
 
-def leaves_room(job: Job, machine: Capacity, blocked: Need, groups: Holds) -> bool:
-    """Whether starting ``job`` on ``machine`` cannot delay a blocked petition that
-    needs ``blocked`` at all (the scheduler's backfill rule, not a predicate): of each
+def leaves_room(job: Job, machine: Capacity, kept: Kept, groups: Holds) -> bool:
+    """Whether starting ``job`` on ``machine`` cannot delay the blocked petitions ahead
+    of it (``kept``) at all (the scheduler's backfill rule, not a predicate): of each
     resource ``job`` takes (CPU slots, GPUs, memory, a slot of a limited group), what is
-    left is still enough for the blocked one. So it takes nothing the blocked one waits
-    for (of that, not even what is left is enough), and leaves it the rest."""
+    left is still enough for each of them. So it takes nothing a blocked one waits for
+    (of that, not even what is left is enough), and leaves them the rest."""
     need = job.schedule
-    if machine.free_slots - need.cpus < blocked.cpus:
+    if machine.free_slots - need.cpus < kept.cpus:
         return False
-    if need.gpus and machine.free_gpu_count - need.gpus < blocked.gpus:
+    if need.gpus and machine.free_gpu_count - need.gpus < kept.gpus:
         return False
-    if need.mem and machine.free_memory() - need.mem < blocked.mem:
+    if need.mem and machine.free_memory() - need.mem < kept.mem:
         return False
-    if need.group == blocked.group:
+    if need.group in kept.groups:
         limit = groups.group_limits.get(need.group)
         if limit is not None and groups.group_running.get(need.group, 0) + 1 >= limit:
             return False
