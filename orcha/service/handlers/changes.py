@@ -40,19 +40,26 @@ def latest_record(service: Service, petition_id: str) -> dict[str, Any] | None:
     return service.store.latest(petition_id) if service.store is not None else None
 
 
-def _not_waiting(service: Service, petition_id: str, what: str) -> str:
-    """Why petition ``petition_id`` cannot be ``what`` (released, edited): one line."""
+def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError:
+    """Why petition ``petition_id`` cannot be ``what`` (released, edited), in one line:
+    refused, or no petition if none has that ID."""
     job = live_job(service, petition_id)
     if job is not None:
-        return (
-            f"petition {petition_id!r} is {str(job.state).lower()}; only a queued one can be {what}"
+        return PetitionError(
+            f"petition {petition_id!r} is {str(job.state).lower()}; only a queued one can be "
+            f"{what}",
+            ExitCode.REFUSED,
         )
     record = latest_record(service, petition_id)
     if record is None:
-        return f"there is no petition with ID {petition_id!r}; see 'orcha status'"
-    return (
+        return PetitionError(
+            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
+            ExitCode.NO_PETITION,
+        )
+    return PetitionError(
         f"petition {petition_id!r} has ended ({record['state']}); only a queued one can be "
-        f"{what} ('orcha restart {petition_id}' runs it again)"
+        f"{what} ('orcha restart {petition_id}' runs it again)",
+        ExitCode.REFUSED,
     )
 
 
@@ -72,14 +79,14 @@ def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, 
     for petition_id in request.ids:
         job = live_job(service, petition_id)
         if job is None or job.state is not State.QUEUED:
-            results[petition_id] = _not_waiting(service, petition_id, "released")
+            results[petition_id] = _not_waiting(service, petition_id, "released").message
             continue
         schedule = job.schedule
         if not schedule.hold and (schedule.begin is None or schedule.begin <= now):
             results[petition_id] = f"petition {petition_id!r} is neither held nor delayed"
             continue
         if not scheduler.release(job):  # it started or ended meanwhile
-            results[petition_id] = _not_waiting(service, petition_id, "released")
+            results[petition_id] = _not_waiting(service, petition_id, "released").message
             continue
         _save(service, job)
         service.events.watch_event(job, "released", {})
@@ -116,16 +123,14 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
     petition_id = request.id
     job = live_job(service, petition_id)
     if job is None or job.state is not State.QUEUED:
-        reason = _not_waiting(service, petition_id, "edited")
-        code = ExitCode.NO_PETITION if "no petition" in reason else ExitCode.REFUSED
-        raise PetitionError(reason, code)
+        raise _not_waiting(service, petition_id, "edited")
     schedule = None
     if request.changes:
         schedule = _changed(job.schedule, request.changes, service.clock())
         service.scheduler.check_feasible(schedule)
         service.check_dependencies(job.id, schedule)
     if not service.scheduler.change(job, priority=request.priority, schedule=schedule):
-        raise PetitionError(_not_waiting(service, petition_id, "edited"), ExitCode.REFUSED)
+        raise _not_waiting(service, petition_id, "edited")
     _save(service, job, **({"priority": request.priority} if request.priority is not None else {}))
     service.events.watch_event(job, "edited", {"priority": job.priority,
                                                "schedule": job.schedule.to_wire()})  # fmt: skip
