@@ -139,8 +139,9 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
 
 
 # -- restart ---------------------------------------------------------------------------------
-#: The ended states ``restart --failed`` picks.
-_FAILED = (str(State.FAILED),)
+#: The ended states ``restart --failed`` picks: failed, or cut short by the service's
+#: death (not cancelled: someone meant that).
+_FAILED = (str(State.FAILED), str(State.INTERRUPTED))
 
 
 def _chosen(service: Service, request: RestartRequest) -> list[str]:
