@@ -121,7 +121,7 @@ def _requests(record: dict[str, Any]) -> str:
 @click.option(
     "--failed",
     is_flag=True,
-    help="Every petition whose newest run failed (with --group: of that group).",
+    help="Every petition whose newest run failed or was INTERRUPTED (with --group: of that group).",
 )
 @_change_options
 @click.option(
@@ -139,8 +139,9 @@ def restart(
     directory, environment and requests, as a new record linked to the old one
     ('restart_of' in 'orcha status --json'). Request options override the old ones.
 
-    Without IDs, --failed restarts every petition whose newest run failed, and --group
-    G those of group G (then --group selects, it does not move them). The new runs are
+    Without IDs, --failed restarts every petition whose newest run failed (or was
+    INTERRUPTED by the service's death), and --group G those of group G (then --group
+    selects, it does not move them). The new runs are
     detached, as pueue's restart: 'orcha follow ID' (or --follow) streams one. A
     petition still queued or running is refused.
     """
