@@ -239,3 +239,16 @@ def test_edit_delay_counts_from_now_and_replaces_an_earlier_start_time(h: Harnes
     h.clock.advance(5)
     h.service.scheduler.admit()
     h.gates.wait_started("at")
+
+
+def test_restart_failed_takes_interrupted_runs_but_not_cancelled_ones(h: Harness) -> None:
+    h.submit("crashed")
+    h.gates.wait_started("crashed")
+    h.run_to_end("crashed")
+    store = h.service.store
+    assert store is not None
+    store.flush()
+    store.update(h.record("crashed")["seq"], state="INTERRUPTED")  # as after a crash
+    h.submit("stopped", schedule={"hold": True})
+    h.call("cancel", ids=["stopped"])
+    assert h.call("restart", failed=True)["results"] == {"crashed": "restarted"}
