@@ -16,16 +16,14 @@ from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
 from orcha.cli.options import global_options
 from orcha.cli.petition_options import chosen
 from orcha.errors import ExitCode, NoPetitionError
-
-#: The petition options ``edit`` and ``restart`` take: the requests they may change.
-_CHANGEABLE = ("cpus", "mem", "gpus", "group", "after", "after_any", "timeout", "retries",
-               "retry_delay", "notify", "hold", "delay", "begin")  # fmt: skip
+from orcha.protocol.operations import CHANGEABLE
 
 
 def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--priority`` and the petition options that change requests; their values are
-    collected in :func:`orcha.cli.petition_options.chosen`."""
-    for option in reversed([o for o in PETITION_OPTIONS if o.dest in _CHANGEABLE]):
+    """``--priority`` and the petition options of the requests that may change
+    (:data:`~orcha.protocol.operations.CHANGEABLE`); their values are collected in
+    :func:`orcha.cli.petition_options.chosen`."""
+    for option in reversed([o for o in PETITION_OPTIONS if o.dest in CHANGEABLE]):
 
         def store(ctx: click.Context, param: click.Parameter, value: Any, dest: str = option.dest):
             if value is not None and value != () and value is not False:
