@@ -2,10 +2,10 @@
 
 Pure logic behind one lock, with no threads or processes of its own: the service calls
 :meth:`Scheduler.admit` whenever something that could let a petition start has happened
-(a submission, an end, a cancellation, a resume, a changed group limit), and, only while
-some petition waits for free memory or for a plugin's predicate (things that change
-without telling orcha), every :data:`~orcha.defaults.RECHECK_SECONDS`. The clock and the
-machines are parameters, so tests drive it with fakes.
+(a submission, an end, a cancellation, a resume, a release, an edit, a changed group
+limit), at the next start time (:meth:`next_start`), and, only while some petition waits
+for free memory or a plugin's predicate, every :data:`~orcha.defaults.RECHECK_SECONDS`.
+The clock and the machines are parameters, so tests drive it with fakes.
 
 The rules (docs/scheduling.rst explains them for users):
 
