@@ -234,6 +234,10 @@ SUBSCRIBER_BUFFER_BYTES = 8 << 20
 # Identity, history and accounting (points 1, 2, 19).
 
 # Restart, hold/delay/at, edit, durations, scheduling past blocked petitions (3-5, 10, 24).
+#: How many waiting petitions behind a blocked one an admission walk looks at for one that
+#: may pass it because it takes nothing the blocked one waits for (Slurm's bf_max_job_test:
+#: a bound on what one walk costs with a long queue).
+BACKFILL_LOOKAHEAD = 500
 
 # stdin and the attached client's output (points 6, 12-16).
 

@@ -40,18 +40,74 @@ def parse_gpus(text: str) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+#: The forms :func:`parse_duration` accepts, for its error messages.
+DURATION_FORMS = "90 or 90s, 15m, 1h30m, 2d12h, 1w; 30:00 (MM:SS), 1:30:00, 2-12 (D-HH), 2-00:00:00"
+
+# 1w2d3h4m5s: units in this order, each at most once (the last number may have decimals).
+_COMPOUND = r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?"
+# Slurm's --time forms: [D-]HH[:MM[:SS]] with a day, [[H:]M:]S without one.
+_CLOCK = r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+(?:\.\d+)?))?"
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``1.5``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds; ValueError
-    otherwise."""
+    """A duration -> seconds; ValueError naming the accepted forms otherwise.
+
+    * a number of seconds, ``90`` or ``1.5`` (unlike Slurm's ``--time``, where a bare
+      number is minutes);
+    * units, largest first, each at most once: ``90s``, ``15m``, ``1h30m``, ``2d12h``,
+      ``1w`` (w, d, h, m, s);
+    * Slurm's clock forms: ``MM:SS`` (``30:00``), ``H:MM:SS`` (``1:30:00``), and with
+      days ``D-HH`` (``2-12``), ``D-HH:MM``, ``D-HH:MM:SS`` (``2-00:00:00``). Minutes and
+      seconds after the first field are below 60, hours after a day below 24.
+    """
     import re
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)")
-    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)
+    given = text.strip()
+    single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", given)  # 1.5h, 12 h
+    if single is not None:
+        return float(single.group(1)) * _UNITS[single.group(2) or "s"]
+    compound = re.fullmatch(_COMPOUND, given)
+    if given and compound is not None:
+        weeks, days, hours, minutes, seconds = compound.groups()
+        return (
+            int(weeks or 0) * _UNITS["w"] + int(days or 0) * _UNITS["d"]
+            + int(hours or 0) * _UNITS["h"] + int(minutes or 0) * _UNITS["m"]
+            + float(seconds or 0)
+        )  # fmt: skip
+    clock = re.fullmatch(_CLOCK, given)
+    if clock is not None and (":" in given or "-" in given):
+        days, first, second, third = clock.groups()
+        limits: tuple[int | None, ...]
+        if days is not None:  # D-HH[:MM[:SS]]
+            parts = [int(days), int(first), int(second or 0), float(third or 0)]
+            limits = (None, 24, 60, 60)
+        elif third is not None:  # H:MM:SS
+            parts = [0, int(first), int(second), float(third)]
+            limits = (None, None, 60, 60)
+        else:  # MM:SS
+            parts = [0, 0, int(first), float(second or 0)]
+            limits = (None, None, None, 60)
+        if all(limit is None or value < limit for value, limit in zip(parts, limits, strict=True)):
+            d, h, m, s = parts
+            return d * _UNITS["d"] + h * _UNITS["h"] + m * _UNITS["m"] + s
+    raise ValueError(f"{text!r} is not a duration (accepted: {DURATION_FORMS})")
+
+
+def clock_time(moment: float, now: float) -> str:
+    """A time (seconds since the epoch) as people read it: ``14:30`` today, ``09:00
+    tomorrow``, else ``2026-12-10 09:00`` (local time; seconds only when not zero)."""
+    import datetime
+
+    at = datetime.datetime.fromtimestamp(round(moment))
+    today = datetime.datetime.fromtimestamp(now).date()
+    clock = at.strftime("%H:%M:%S" if at.second else "%H:%M")
+    if at.date() == today:
+        return clock
+    if at.date() == today + datetime.timedelta(days=1):
+        return f"{clock} tomorrow"
+    return f"{at.date().isoformat()} {clock}"
 
 
 def check_url(url: object) -> str:

@@ -98,6 +98,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_core() -> None:
     from orcha.cli.admission import group, pause, resume
+    from orcha.cli.changes import edit, release, restart
     from orcha.cli.completion import completion
     from orcha.cli.config_command import config
     from orcha.cli.describe import describe
@@ -110,7 +111,7 @@ def _register_core() -> None:
 
     for command in (serve, ls, describe, status, cancel, clean, wait, logs, follow, watch,
                     group, pause, resume, health, config, state, kinds,
-                    completion):  # fmt: skip
+                    completion, release, edit, restart):  # fmt: skip
         cli.add_command(command)
 
 

@@ -161,8 +161,8 @@ PETITION_OPTIONS = (
     Option("--after-any", metavar="ID[,ID]", multiple=True, check=_values.ids,
            into="schedule", help="Start after these end, however they end. Repeatable."),
     Option("--timeout", metavar="DURATION", check=_values.timeout, into="schedule",
-           help="Stop an attempt that runs longer (e.g. 90s, 2h): it fails with "
-           "exit code 124."),
+           help="Stop an attempt that runs longer (e.g. 90s, 1h30m, 1:30:00, "
+           "2-00:00:00): it fails with exit code 124."),
     Option("--retries", type="int", min=0, max=1000, metavar="N", into="schedule",
            help="Run again up to N times after a non-zero exit."),
     Option("--retry-delay", metavar="DURATION", check=_values.duration, into="schedule",
@@ -173,6 +173,15 @@ PETITION_OPTIONS = (
            into="env", help="Set an environment variable. Repeatable."),
     Option("--cwd", type="dir", metavar="DIR", check=_values.absolute, into="cwd",
            help="Working directory (default: the current one)."),
+    Option("--hold", action=FLAG, into="schedule",
+           help="Queue it but start it only once released ('orcha release ID'); as "
+           "pueue's --stashed and Slurm's --hold."),
+    Option("--delay", metavar="DURATION", check=_values.duration, into="schedule",
+           help="Start it no sooner than DURATION from now (e.g. 90s, 1h30m, 2:00:00)."),
+    Option("--at", metavar="TIME", dest="begin", check=_values.start_time, into="schedule",
+           help="Start it no sooner than TIME: HH:MM[:SS] (the next one: a time already "
+           "past today means tomorrow) or ISO 8601 (2026-12-10T09:00, with an optional "
+           "UTC offset), in local time."),
 )  # fmt: skip
 
 #: Options most commands that submit a petition have.

@@ -165,7 +165,7 @@ def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
 @click.option(
     "--older-than",
     metavar="DURATION",
-    help="Only petitions that ended more than DURATION ago (90s, 15m, 12h, 7d).",
+    help="Only petitions that ended more than DURATION ago (90s, 15m, 1h30m, 7d, 2-12).",
 )
 @global_options
 @click.pass_context

@@ -33,7 +33,8 @@ def size(text: str) -> int:
 
 
 def duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
+    """``90``, ``90s``, ``1h30m``, ``1:30:00``, ``2-00:00:00`` -> seconds (see
+    :func:`orcha.units.parse_duration`)."""
     from orcha.units import parse_duration
 
     return parse_duration(text)
@@ -45,6 +46,30 @@ def timeout(text: str) -> float:
     if seconds <= 0:
         raise ValueError("the timeout must be more than 0 seconds")
     return seconds
+
+
+def start_time(text: str) -> float:
+    """``HH:MM[:SS]`` (the next such time: today, or tomorrow if it has passed) or an
+    ISO 8601 date and time (local unless it has a UTC offset) -> seconds since the epoch."""
+    import datetime
+    import re
+
+    given = text.strip()
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", given)
+    try:
+        if clock is not None:
+            hour, minute, second = (int(g or 0) for g in clock.groups())
+            now = datetime.datetime.now()
+            at = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+            if at <= now:
+                at += datetime.timedelta(days=1)
+            return at.timestamp()
+        return datetime.datetime.fromisoformat(given).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time (e.g. 14:30, 14:30:15, 2026-12-10T09:00, "
+            "2026-12-10 09:00+01:00)"
+        ) from None
 
 
 def group(text: str) -> str:

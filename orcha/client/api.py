@@ -135,6 +135,9 @@ class Client:
         notify: str | Iterable[str] | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        hold: bool = False,
+        delay: float | str | None = None,
+        begin: float | None = None,
     ) -> PetitionHandle:
         """Submit petition ``id``: the command ``argv`` (a ``shell`` petition, as
         ``orcha run ID -- ARGV`` does), or a petition of ``kind`` with ``params``.
@@ -143,7 +146,9 @@ class Client:
         ``cpus``, ``mem`` (bytes, or ``"4G"``), ``gpus``, ``group``, ``after`` and
         ``after_any`` (IDs), ``timeout`` and ``retry_delay`` (seconds, or ``"90s"``),
         ``retries``, ``notify`` (webhook URLs); ``cwd`` (default: the current directory)
-        and ``env`` (added to this process's environment, which the petition gets).
+        and ``env`` (added to this process's environment, which the petition gets);
+        ``hold`` (start only once released), ``delay`` (seconds, or ``"1h30m"``) and
+        ``begin`` (seconds since the epoch): not before then.
 
         Without ``detach``, the petition is tied to this client as to ``orcha run``: its
         output streams here, and closing the client (or the handle) cancels it. Read it
@@ -164,6 +169,7 @@ class Client:
             schedule = _schedule(
                 cpus=cpus, mem=mem, gpus=gpus, group=group, after=after, after_any=after_any,
                 timeout=timeout, retries=retries, retry_delay=retry_delay, notify=notify,
+                hold=hold or None, delay=delay, begin=begin,
             )  # fmt: skip
         except ValueError as e:
             raise InvalidPetitionError(f"invalid petition: {e}") from None
@@ -325,6 +331,41 @@ class Client:
         """Remove ``key`` from a plugin's state; whether it was there."""
         return bool(self._call(operations.state, "rm", plugin, key=key)["removed"])
 
+    # -- changes after submission ------------------------------------------------------------
+    def release(self, ids: str | Iterable[str]) -> dict[str, str]:
+        """Let held or delayed petitions start like any other: for each ID,
+        ``"released"`` or why not."""
+        results: dict[str, str] = self._call(operations.release, _ids(ids))
+        return results
+
+    def edit(self, id: str, priority: int | None = None, **requests: Any) -> dict[str, Any]:
+        """Change a queued petition's ``priority`` and ``requests`` (as :meth:`submit`
+        takes them: ``cpus``, ``mem``, ``gpus``, ``group``, ``after``, ``after_any``,
+        ``timeout``, ``retries``, ``retry_delay``, ``notify``, ``hold``, ``delay``,
+        ``begin``): ``{"id", "priority", "schedule"}`` as they are now. PetitionError
+        if it is not queued (it has started or ended) or the change is refused."""
+        result: dict[str, Any] = self._call(operations.edit, id, priority, _changes(requests))
+        return result
+
+    def restart(
+        self,
+        ids: str | Iterable[str] | None = None,
+        *,
+        failed: bool = False,
+        group: str | None = None,
+        priority: int | None = None,
+        **requests: Any,
+    ) -> dict[str, Any]:
+        """Run ended petitions again, detached, each as a new record linked to its old
+        one: ``ids``, or (without) the failed ones (of ``group``). ``priority`` and
+        ``requests`` (as for :meth:`edit`) override theirs. ``{"results": {ID:
+        "restarted" or why not}, "restarted": [{"id", "seq", "restart_of"}]}``; with
+        one ID, its refusal raises PetitionError."""
+        result: dict[str, Any] = self._call(
+            operations.restart, _ids(ids), failed, group, priority, _changes(requests)
+        )
+        return result
+
     def kinds(self) -> list[dict[str, Any]]:
         """The runtime kinds: ``{"name", "from", "params", "schedule", "available"}``."""
         listing: list[dict[str, Any]] = self._call(operations.kinds)["kinds"]
@@ -354,12 +395,34 @@ def _schedule(**given: Any) -> Schedule:
             continue
         if name == "mem" and isinstance(value, str):
             value = parse_size(value)
-        elif name in ("timeout", "retry_delay") and isinstance(value, str):
+        elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
             value = parse_duration(value)
         elif name in ("after", "after_any", "notify"):
             value = [value] if isinstance(value, str) else list(value)
         wire[name] = value
     return Schedule.from_wire(wire)
+
+
+def _changes(requests: dict[str, Any]) -> dict[str, Any]:
+    """Requests as :meth:`Client.edit` takes them, as the wire's schedule fields
+    (sizes and durations as text are read here; None means unchanged)."""
+    from orcha.units import parse_duration, parse_size
+
+    wire: dict[str, Any] = {}
+    try:
+        for name, value in requests.items():
+            if value is None:
+                continue
+            if name == "mem" and isinstance(value, str):
+                value = parse_size(value)
+            elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
+                value = parse_duration(value)
+            elif name in ("after", "after_any", "notify"):
+                value = [value] if isinstance(value, str) else list(value)
+            wire[name] = value
+    except ValueError as e:
+        raise InvalidPetitionError(f"invalid request: {e}") from None
+    return wire
 
 
 def _user() -> str:

@@ -222,3 +222,41 @@ def reload(session: Session) -> dict[str, Any]:
     (REFUSED) with the reason if the file is invalid (the service keeps its own)."""
     reply: dict[str, Any] = session.call("reload")
     return reply
+
+
+# -- changes after submission ----------------------------------------------------------------
+def release(session: Session, ids: list[str]) -> dict[str, str]:
+    """Let held or delayed petitions start: for each ID, ``"released"`` or why not."""
+    results: dict[str, str] = session.call("release", {"ids": ids})["results"]
+    return results
+
+
+def edit(
+    session: Session, petition_id: str, priority: int | None, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Change a queued petition's priority and requests (``changes``: schedule fields):
+    ``{"id", "priority", "schedule"}`` as they are now. PetitionError (one line) if it
+    is not queued."""
+    reply: dict[str, Any] = session.call(
+        "edit", {"id": petition_id, "priority": priority, "changes": changes}
+    )
+    return {k: reply[k] for k in ("id", "priority", "schedule")}
+
+
+def restart(
+    session: Session,
+    ids: list[str],
+    failed: bool = False,
+    group: str | None = None,
+    priority: int | None = None,
+    changes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ended petitions again (the given IDs, or the failed ones, of ``group`` if
+    given), detached, with ``priority`` and ``changes`` overriding their requests:
+    ``{"results": {ID: "restarted" or why not}, "restarted": [{"id", "seq",
+    "restart_of"}, ...]}``. With one ID, its refusal raises PetitionError."""
+    reply = session.call("restart", {
+        "ids": ids, "failed": failed, "group": group, "priority": priority,
+        "changes": changes or {},
+    })  # fmt: skip
+    return {"results": reply["results"], "restarted": reply["restarted"]}

@@ -53,12 +53,17 @@ class Schedule:
       cancelled, this petition fails); ``after_any``: IDs that must end, however;
     * ``timeout``: seconds an attempt may run before its tree is stopped;
     * ``retries``: extra attempts after a non-zero exit, ``retry_delay`` seconds apart;
-    * ``notify``: URLs its state changes are POSTed to (webhooks).
+    * ``notify``: URLs its state changes are POSTed to (webhooks);
+    * ``hold``: queued but never started until released (``orcha release``);
+    * ``begin``: not started before this time (seconds since the epoch, on the service's
+      clock); ``delay``: not started before this many seconds after submission (the
+      service turns it into ``begin`` when it queues the petition, so the record keeps
+      the time, which survives a restart).
     """
 
     __slots__ = (
-        "after", "after_any", "cpus", "gpus", "group", "mem", "notify", "retries",
-        "retry_delay", "timeout",
+        "after", "after_any", "begin", "cpus", "delay", "gpus", "group", "hold", "mem",
+        "notify", "retries", "retry_delay", "timeout",
     )  # fmt: skip
 
     def __init__(
@@ -73,6 +78,9 @@ class Schedule:
         retries: int = 0,
         retry_delay: float = 0.0,
         notify: tuple[str, ...] = (),
+        hold: bool = False,
+        begin: float | None = None,
+        delay: float = 0.0,
     ) -> None:
         self.cpus = cpus
         self.mem = mem
@@ -84,6 +92,9 @@ class Schedule:
         self.retries = retries
         self.retry_delay = retry_delay
         self.notify = notify
+        self.hold = hold
+        self.begin = begin
+        self.delay = delay
 
     def __repr__(self) -> str:
         return f"Schedule({self.to_wire()!r})"
@@ -105,6 +116,14 @@ class Schedule:
         if self.timeout is None:
             return None
         return self.timeout * (1 + self.retries) + self.retry_delay * self.retries
+
+    def replace(self, **changes: Any) -> Schedule:
+        """A copy with ``changes`` (field -> value); the copy is checked like a request
+        (ValueError naming the bad field). Schedules are shared: change a copy."""
+        wire = self.to_wire()
+        for name, value in changes.items():
+            wire[name] = list(value) if isinstance(value, tuple) else value
+        return Schedule.from_wire({k: v for k, v in wire.items() if v is not None})
 
     def to_wire(self) -> dict[str, Any]:
         """The fields that differ from the defaults, as plain data."""
@@ -144,7 +163,17 @@ class Schedule:
         if not isinstance(notify, list) or len(notify) > MAX_WEBHOOKS:
             raise ValueError(f"'notify' must be a list of at most {MAX_WEBHOOKS} URLs")
         urls = tuple(dict.fromkeys(check_url(u) for u in notify))
-        return cls(cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls)
+        hold = obj.get("hold", False)
+        if not isinstance(hold, bool):
+            raise ValueError("'hold' must be true or false")
+        begin = obj.get("begin")
+        if begin is not None:
+            begin = _seconds(begin, "begin")
+        delay = _seconds(obj.get("delay", 0.0), "delay")
+        return cls(
+            cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls,
+            hold=hold, begin=begin, delay=delay,
+        )  # fmt: skip
 
 
 _DEFAULT = Schedule()

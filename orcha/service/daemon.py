@@ -92,8 +92,13 @@ class Daemon:
         next_ping = time.monotonic()
         while True:
             # Wake up on a timer only while a petition waits for free memory or a
-            # plugin's predicate, or to feed systemd's watchdog.
+            # plugin's predicate, for the next start time (--delay, --at), or to feed
+            # systemd's watchdog.
             recheck = RECHECK_SECONDS if scheduler.needs_recheck else None
+            start = scheduler.next_start()
+            if start is not None:
+                due = max(0.0, start - service.clock())
+                recheck = due if recheck is None else min(recheck, due)
             timeout = recheck
             if watchdog is not None:
                 due = max(0.0, next_ping - time.monotonic())

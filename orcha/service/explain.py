@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orcha.service.predicates import ends_by
+from orcha.defaults import BACKFILL_LOOKAHEAD
+from orcha.service.predicates import Kept, ends_by, leaves_room
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
-    from orcha.service.predicates import Capacity, Hold, Predicate
+    from orcha.service.predicates import Capacity, Hold, Holds, Predicate
 
 _INF = float("inf")
 
@@ -79,23 +80,28 @@ def explain(
     rules: Rules,
     now: float,
     backfill_bound: float,
+    groups: Holds,
 ) -> dict[int, str]:
     """For each of ``jobs`` (waiting, in order; by seq) why it has not started.
 
     ``holds``: each job's hold reason (read under the scheduler's lock); ``machines``:
-    snapshots of the machines' free resources. A job its resources fit on no machine
-    is a blocker; a later one that fits waits behind it unless its ``--timeout`` ends
-    within ``backfill_bound`` (the scheduler's backfill rule).
+    snapshots of the machines' free resources; ``groups``: a copy of the group limits
+    and counts. A job its resources fit on no machine is a blocker; a later one that
+    fits waits behind it unless it leaves every blocker ahead of it room, or its
+    ``--timeout`` ends within ``backfill_bound`` (:mod:`orcha.service.backfill`).
     """
     out: dict[int, str] = {}
     blocker: Job | None = None
+    kept: Kept | None = Kept()  # what the blockers need (None: one of the original API's)
     ahead = 0  # waiting for resources ahead of this one
+    looked = 0  # jobs not held behind the first blocker
     deadline = _INF
     for job in jobs:
         hold = holds[job.seq]
         if hold is not None:
             out[job.seq] = hold
             continue
+        looked += blocker is not None
         words = rules.misfit(job, machines)
         if words:
             if blocker is not None:
@@ -105,12 +111,30 @@ def explain(
             ahead += 1
             since = job.blocked_since if job.blocked_since is not None else now
             deadline = min(deadline, since + backfill_bound)
+            if kept is not None and job.native and looked <= BACKFILL_LOOKAHEAD:
+                kept.add(job)
+            elif not job.native and looked <= BACKFILL_LOOKAHEAD:
+                kept = None
             out[job.seq] = words
-        elif blocker is not None and not ends_by(job.schedule, now, deadline):
+        elif (
+            blocker is not None
+            and not ends_by(job.schedule, now, deadline)
+            and not _leaves_room(job, machines, kept, groups, looked)
+        ):
             out[job.seq] = (
-                f"behind {blocker.id}, which waits for resources (only a petition "
-                "whose --timeout ends soon enough may pass it)"
+                f"behind {blocker.id}, which waits for resources (only a petition that "
+                "leaves it what it needs, or whose --timeout ends soon enough, may pass it)"
             )
         else:
             out[job.seq] = rules.unmet_condition(job, machines) or "starting"
     return out
+
+
+def _leaves_room(
+    job: Job, machines: Sequence[Capacity], kept: Kept | None, groups: Holds, looked: int
+) -> bool:
+    """Whether ``job`` may pass the blockers ahead of it because it leaves them room on
+    some machine (and the walk looks that far behind the first)."""
+    if kept is None or looked > BACKFILL_LOOKAHEAD:
+        return False
+    return any(leaves_room(job, m, kept, groups) for m in machines)

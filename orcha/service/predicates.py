@@ -5,9 +5,11 @@ One shape: ``predicate(job, machine) -> None`` when it fits, else the reason in 
 of them (see :class:`~orcha.service.scheduler.Scheduler`), and the three differ only in
 what a "no" does to admission, which the scheduler decides, not the predicate:
 
-* **holds** (:class:`AllPaused`, :class:`Dependencies`, :class:`Paused`,
-  :class:`GroupFull`): global, the machine is ignored; a held petition is skipped and
-  holds nothing back;
+* **holds** (:class:`AllPaused`, :func:`held`, :class:`Dependencies`,
+  :class:`StartsAt`, :class:`Paused`, :class:`GroupFull`): global, the machine is
+  ignored; a held petition is skipped and holds nothing back (those held by ``--hold``,
+  a start time or dependencies are not even in the queue the scheduler walks: they cost
+  admission nothing until released, due or settled);
 * **resources** (:func:`slots`, the default, then :func:`gpus` and :data:`memory`; for a
   petition of the original API :class:`LegacyCondition` instead): per machine; a petition
   that fits on no machine is *blocked*, and only backfill may pass it;
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.protocol.schedule import DEFAULT_GROUP
 from orcha.states import State
+from orcha.units import clock_time
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
@@ -75,6 +78,49 @@ def ends_by(need: Schedule, now: float, deadline: float) -> bool:
     the scheduler's backfill rule, which is not a predicate: it depends on the queue)."""
     longest = need.longest_run
     return longest is not None and now + longest <= deadline
+
+
+class Kept:
+    """What passers must leave the blocked petitions ahead of them (the backfill rule of
+    :func:`leaves_room`): of each resource, the most one of them needs, and their groups.
+    Leaving each blocked petition what it needs, resource by resource, is leaving the
+    most any of them needs: so one check covers them all, however many."""
+
+    __slots__ = ("cpus", "gpus", "groups", "mem")
+
+    def __init__(self) -> None:
+        self.cpus = self.mem = self.gpus = 0
+        self.groups: set[str] = set()
+
+    def add(self, job: Job) -> None:
+        """``job`` is blocked: keep what it needs."""
+        s = job.schedule
+        self.cpus, self.mem, self.gpus = (
+            max(self.cpus, s.cpus),
+            max(self.mem, s.mem),
+            max(self.gpus, s.gpus),
+        )
+        self.groups.add(s.group)
+
+
+def leaves_room(job: Job, machine: Capacity, kept: Kept, groups: Holds) -> bool:
+    """Whether starting ``job`` on ``machine`` cannot delay the blocked petitions ahead
+    of it (``kept``) at all (the scheduler's backfill rule, not a predicate): of each
+    resource ``job`` takes (CPU slots, GPUs, memory, a slot of a limited group), what is
+    left is still enough for each of them. So it takes nothing a blocked one waits for
+    (of that, not even what is left is enough), and leaves them the rest."""
+    need = job.schedule
+    if machine.free_slots - need.cpus < kept.cpus:
+        return False
+    if need.gpus and machine.free_gpu_count - need.gpus < kept.gpus:
+        return False
+    if need.mem and machine.free_memory() - need.mem < kept.mem:
+        return False
+    if need.group in kept.groups:
+        limit = groups.group_limits.get(need.group)
+        if limit is not None and groups.group_running.get(need.group, 0) + 1 >= limit:
+            return False
+    return True
 
 
 def is_volatile(predicate: Predicate) -> bool:
@@ -203,6 +249,13 @@ class Holds:
         self.group_limits: dict[str, int] = {}
         self.group_running: dict[str, int] = {}  # group -> petitions of it running
 
+    def copy(self) -> Holds:
+        """A copy to read outside the scheduler's lock (explaining)."""
+        out = Holds()
+        out.paused_all, out.paused_groups = self.paused_all, set(self.paused_groups)
+        out.group_limits, out.group_running = dict(self.group_limits), dict(self.group_running)
+        return out
+
     def started(self, group: str) -> None:
         self.group_running[group] = self.group_running.get(group, 0) + 1
 
@@ -290,6 +343,24 @@ class GroupFull:
             return None
         running = self.holds.group_running.get(group, 0)
         return f"group {group} full ({running}/{limit})" if running >= limit else None
+
+
+def held(job: Job, machine: Capacity | None) -> str | None:
+    """Not while it is held (submitted with ``--hold``) until ``orcha release``."""
+    return f"held ('orcha release {job.id}')" if job.schedule.hold else None
+
+
+class StartsAt:
+    """Not before its start time (``--delay``, ``--at``), on the service's clock."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        begin = job.schedule.begin
+        if begin is None or begin <= self.clock():
+            return None
+        return f"starts at {clock_time(begin, self.clock())}"
 
 
 #: How an ID that is neither queued nor running ended: (state, code), None if unknown.

@@ -2,10 +2,10 @@
 
 Pure logic behind one lock, with no threads or processes of its own: the service calls
 :meth:`Scheduler.admit` whenever something that could let a petition start has happened
-(a submission, an end, a cancellation, a resume, a changed group limit), and, only while
-some petition waits for free memory or for a plugin's predicate (things that change
-without telling orcha), every :data:`~orcha.defaults.RECHECK_SECONDS`. The clock and the
-machines are parameters, so tests drive it with fakes.
+(a submission, an end, a cancellation, a resume, a release, an edit, a changed group
+limit), at the next start time (:meth:`next_start`), and, only while some petition waits
+for free memory or a plugin's predicate, every :data:`~orcha.defaults.RECHECK_SECONDS`.
+The clock and the machines are parameters, so tests drive it with fakes.
 
 The rules (docs/scheduling.rst explains them for users):
 
@@ -22,13 +22,10 @@ The rules (docs/scheduling.rst explains them for users):
 * **Fit.** Its *resources* (CPU slots, memory, GPUs) must fit on one machine, counting
   what the petitions running there reserved. It goes to the first machine, in the order
   given, where they fit and its *conditions* (the predicates plugins supply) hold.
-* **Backfill.** A petition whose resources fit on no machine is *blocked*, and it is
-  never starved: a later petition that fits may start ahead of it only if it cannot
-  delay it by more than ``backfill_bound`` seconds, that is, only if it has a
-  ``--timeout`` and all its attempts (``--retries``) end within ``backfill_bound`` of the
-  moment the blocked petition was first found blocked.
-  Petitions without a timeout never pass a blocked one. Original Orcha conditions (of
-  petitions sent through its API) block the same way: its ``look_ahead`` behaviour.
+* **Backfill** (:mod:`orcha.service.backfill`). A petition whose resources fit on no
+  machine is *blocked*, and never starved: a later one may start ahead of it only if
+  that cannot delay it at all (it takes nothing the blocked one waits for and leaves it
+  the rest), or by more than ``backfill_bound`` (its ``--timeout`` ends soon enough).
 * **Loans** (:mod:`orcha.service.loans`): a parent blocked on its children lends them
   its reservation, one child at a time, so parents waiting on children never deadlock.
 
@@ -47,11 +44,13 @@ from typing import TYPE_CHECKING
 from orcha.errors import DuplicateIdError, ExitCode
 from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
+from orcha.service.backfill import BackfillControl
 from orcha.service.explain import Rules, explain
 from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
 from orcha.service.machines import LocalMachine, Machine, check_feasible
 from orcha.service.petition_queue import PetitionQueue, SortedIndex
+from orcha.service.waiting import WaitingControl
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ log = logging.getLogger("orcha.service.scheduler")
 EndLookup = preds.EndLookup
 
 
-class Scheduler(GroupControl, LoanControl):
+class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
     """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
@@ -111,7 +110,14 @@ class Scheduler(GroupControl, LoanControl):
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
         self._rules = Rules(
-            holds=[preds.AllPaused(self._state), self._deps, paused, full],
+            holds=[
+                preds.AllPaused(self._state),
+                preds.held,
+                self._deps,
+                preds.StartsAt(clock),
+                paused,
+                full,
+            ],
             resources=[preds.slots, preds.gpus, preds.memory],
             legacy_resources=[preds.LegacyCondition(self._condition)],
             conditions=[self._condition, *predicates],
@@ -122,6 +128,7 @@ class Scheduler(GroupControl, LoanControl):
         self._queue = PetitionQueue()
         self._timed = SortedIndex()
         self._waiting: dict[int, Job] = {}  # seq -> every waiting job
+        self._unpark_all()  # held and timed jobs wait out of the order (see .waiting)
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
@@ -229,6 +236,12 @@ class Scheduler(GroupControl, LoanControl):
             self._settle(job)
 
     def _enter_order(self, job: Job) -> None:
+        """Its dependencies are met: it enters the order, unless it is held or its start
+        time has not come (see :meth:`~orcha.service.waiting.WaitingControl._park`)."""
+        if not self._park(job):
+            self._push(job)
+
+    def _push(self, job: Job) -> None:
         self._queue.push(job)
         if job.schedule.longest_run is not None:
             self._timed.push(job)
@@ -264,6 +277,7 @@ class Scheduler(GroupControl, LoanControl):
     def _unqueue(self, job: Job) -> None:
         if self._waiting.pop(job.seq, None) is None:
             return
+        self._parked.pop(job.seq, None)  # its timer, if any, is dropped when it comes
         self._queue.remove(job)
         self._timed.remove(job)
         self._loans.unqueued(job)
@@ -299,10 +313,13 @@ class Scheduler(GroupControl, LoanControl):
 
     def _walk(self) -> None:
         """Phase 1 walks the queue in order and starts what fits, up to the first job
-        that fits nowhere (the blocked one). Phase 2 walks only the jobs with a bounded
-        run behind it, the only ones that may pass it. So a refill costs what it looks
-        at, not the length of the queue."""
+        that fits nowhere (the blocked one). Phase 2 (:mod:`orcha.service.backfill`)
+        starts what may pass it: a bounded number of jobs behind it that leave it room,
+        and jobs with a bounded run. So a refill costs what it looks at, not the length
+        of the queue."""
         self.needs_recheck = False
+        if self._timers:
+            self._enter_due()
         if not self.accepting or not self._queue or self.paused_all:
             return
         for machine in self.machines:
@@ -314,7 +331,8 @@ class Scheduler(GroupControl, LoanControl):
         now = self._clock()
         started: list[Job] = []
         blocked: Job | None = None
-        for job in self._queue.in_order():
+        in_order = self._queue.in_order()
+        for job in in_order:
             if not room:
                 break
             if self._held(job):
@@ -328,28 +346,8 @@ class Scheduler(GroupControl, LoanControl):
                 self._take(job, chosen)
                 started.append(job)
                 room = self._room()
-        if blocked is not None:
-            if blocked.blocked_since is None:
-                blocked.blocked_since = now
-            deadline = blocked.blocked_since + self.backfill_bound
-            for job in self._timed.after(blocked.petition.rank):
-                if not room or now >= deadline:
-                    break
-                if job.state is not State.QUEUED or self._held(job):
-                    continue
-                fitting = self._fitting(job)
-                if not fitting:
-                    if job.blocked_since is None:
-                        job.blocked_since = now
-                    deadline = min(deadline, job.blocked_since + self.backfill_bound)
-                    continue
-                if not preds.ends_by(job.schedule, now, deadline):
-                    continue  # would delay a blocked job by more than the bound
-                chosen = self._choose(job, fitting)
-                if chosen is not None:
-                    self._take(job, chosen)
-                    started.append(job)
-                    room = self._room()
+        if blocked is not None and room:
+            started += self._backfill(blocked, in_order, now)
         for job in started:
             self._unqueue(job)
             self._start(job)
@@ -430,7 +428,8 @@ class Scheduler(GroupControl, LoanControl):
             memory = any(j.schedule.mem for j in jobs)
             views = [m.snapshot(memory) for m in self.machines]
             holds = {job.seq: self._rules.hold_reason(job) for job in jobs}
-        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound)
+            groups = self._state.copy()
+        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound, groups)
 
     # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:
@@ -496,5 +495,6 @@ class Scheduler(GroupControl, LoanControl):
             self._queue.clear()
             self._timed.clear()
             self._waiting.clear()
+            self._unpark_all()
             self._legacy_waiting = 0
             return waiting

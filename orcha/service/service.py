@@ -122,9 +122,12 @@ class Service:
             self.store.close()
 
     # -- intake --------------------------------------------------------------------------
-    def submit(self, request: SubmitRequest, queue: Any, peer: Peer | None) -> Job:
+    def submit(
+        self, request: SubmitRequest, queue: Any, peer: Peer | None, restart_of: int | None = None
+    ) -> Job:
         """Queue a petition for an orcha client (``queue``: its client's stream, or DISCARD
-        when detached). Raises PetitionError if refused."""
+        when detached; ``restart_of``: the record it runs again, ``orcha restart``).
+        Raises PetitionError if refused."""
         self._check_accepting()
         # Petitions from one shell carry the same environment: keep one copy of it.
         if len(self._envs) > 1024:
@@ -138,6 +141,7 @@ class Service:
             kind=request.kind,
             request=resolved,
             peer=peer if request.attach else None,
+            restart_of=restart_of,
         )
         log.info("petition %s (%s) queued", job.id, request.kind)
         if self.wake_on_submit:
@@ -185,6 +189,7 @@ class Service:
         request: SubmitRequest | None,
         peer: Peer | None,
         parent: Job | None = None,
+        restart_of: int | None = None,
     ) -> Job:
         """Record and queue a petition (a child of ``parent`` if given); DuplicateIdError
         if its ID is queued or running, NotSavedError if it cannot be recorded.
@@ -209,6 +214,10 @@ class Service:
             token, log_path = f"{self.token_prefix}-{uid}", self.log_path(uid)
             seq = None
             now = self.clock()
+            if schedule.delay:
+                # On the service's clock, and kept as a time: a restart keeps it.
+                begin = max(schedule.begin or 0.0, now + schedule.delay)
+                schedule = schedule.replace(begin=begin, delay=0.0)
             if self.store is not None:
                 seq = self.store.add(
                     {
@@ -231,6 +240,7 @@ class Service:
                             {"parent": parent.id, "parent_seq": parent.seq}
                             if parent is not None else {}
                         ),
+                        **({"restart_of": restart_of} if restart_of is not None else {}),
                     }
                 )  # fmt: skip
             job = Job(
@@ -273,6 +283,11 @@ class Service:
                     f"there is no petition {dep!r} to run after; see 'orcha status'",
                     ExitCode.NO_PETITION,
                 )
+
+    def check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
+        """Refuse (PetitionError) dependencies on itself or on IDs no petition ever had
+        (for a request changed after submission: ``orcha edit``)."""
+        self._check_dependencies(petition_id, schedule)
 
     def _check_accepting(self) -> None:
         if self.stopping:

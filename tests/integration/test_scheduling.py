@@ -159,10 +159,12 @@ def all_stopped(petition_id: str, stopped: bool) -> bool:
 
 
 # -- memory ----------------------------------------------------------------------------------
-def test_memory_gating_backfills_only_petitions_with_a_timeout(env: Env, tmp_path: Path) -> None:
+def test_memory_gating_lets_pass_only_what_cannot_delay_the_blocked_one(
+    env: Env, tmp_path: Path
+) -> None:
     serve(env, "--max-running", "4")
     total = psutil.virtual_memory().total
-    big, quick, held = new_id("big"), new_id("quick"), new_id("held")
+    big, quick, held, free = new_id("big"), new_id("quick"), new_id("held"), new_id("free")
     detach(env, big, "echo big", tmp_path, "--mem", str(total))
     assert re.fullmatch(MEMORY_WORDS, waiting(env, big)), waiting(env, big)
     assert record(env, big)["schedule"]["mem"] == total
@@ -171,11 +173,14 @@ def test_memory_gating_backfills_only_petitions_with_a_timeout(env: Env, tmp_pat
     detach(env, quick, "echo quick", tmp_path, "--timeout", "5")
     assert ended(env, quick) == ("SUCCEEDED", 0)
     assert logs(env, quick) == "quick\n"
-    # One without a timeout could delay it without bound: it waits behind it.
-    detach(env, held, "echo held", tmp_path)
+    # One without a timeout that takes memory could delay it without bound: it waits.
+    detach(env, held, "echo held", tmp_path, "--mem", "1M")
     assert waiting(env, held).startswith(f"behind {big}, which waits for resources"), waiting(
         env, held
     )
+    # One that takes no memory, and leaves a CPU slot for big, cannot delay it: it passes.
+    detach(env, free, "echo free", tmp_path)
+    assert ended(env, free) == ("SUCCEEDED", 0)
     assert record(env, big)["state"] == "QUEUED"
 
     orcha(env, "cancel", big)

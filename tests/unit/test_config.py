@@ -14,6 +14,7 @@ from orcha import config, defaults, settings
 from orcha.address import Address
 from orcha.config import Config, check_plugins, config_path, load
 from orcha.errors import ConfigError
+from orcha.units import DURATION_FORMS
 
 #: The settings these tests are about (the file has more, e.g. notify and hooks, whose own
 #: tests cover them), with their defaults ("address" and "max_running" have none).
@@ -209,9 +210,9 @@ def test_an_unknown_top_level_key_is_refused_by_name(tmp_path: Path) -> None:
         ("address: 5", "address: expected a string, got 5"),
         ("aging: [1]", "aging: expected a string or a number, got [1]"),
         ("aging: .inf", "aging: expected a string or a number, got Infinity"),
-        ("aging: ten", "aging: 'ten' is not a duration (e.g. 90s, 15m, 12h, 7d)"),
+        ("aging: ten", f"aging: 'ten' is not a duration (accepted: {DURATION_FORMS})"),
         ("backfill_bound: 5 minutes", "backfill_bound: '5 minutes' is not a duration "
-                                      "(e.g. 90s, 15m, 12h, 7d)"),
+                                      f"(accepted: {DURATION_FORMS})"),
         ("log_cap: 1.5", "log_cap: expected a string or an integer, got 1.5"),
         ("log_cap: 12Q", "log_cap: '12Q' is not a size (e.g. 4096, 512K, 64M, 1G)"),
         ("log_cap: -1", "log_cap: expected a size >= 0, got -1"),
@@ -239,8 +240,11 @@ def test_an_invalid_address_is_refused_when_the_file_is_loaded(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90.0), ("1.5", 1.5), ("'90s'", 90.0), ("15m", 900.0), ("2h", 7200.0), ("0", 0.0)],
-)
+    [("90", 90.0), ("1.5", 1.5), ("'90s'", 90.0), ("15m", 900.0), ("2h", 7200.0), ("0", 0.0),
+     # Slurm's forms: YAML reads 1:30:00 as a base-60 number (5400), the same seconds
+     ("1h30m", 5400.0), ("1:30:00", 5400.0), ("'1:30:00'", 5400.0), ("'30:00'", 1800.0),
+     ("2-00:00:00", 172800.0), ("2-12", 216000.0)],
+)  # fmt: skip
 def test_durations_as_strings_or_numbers(tmp_path: Path, text: str, seconds: float) -> None:
     loaded = load_text(tmp_path, f"aging: {text}\nbackfill_bound: {text}\n")
     assert loaded.seconds("aging") == seconds

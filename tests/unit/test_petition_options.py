@@ -70,6 +70,9 @@ def test_cwd_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (["--env", "NOEQUALS"], "is not NAME=VALUE"),
         (["--env", "=v"], "is not NAME=VALUE"),
         (["--cwd", "/no/such/dir"], "does not exist"),
+        (["--delay", "2 hours"], "is not a duration"),
+        (["--at", "25:00"], "is not a time"),
+        (["--at", "tomorrow"], "is not a time"),
     ],
 )
 def test_bad_values_are_usage_errors(args: list[str], words: str) -> None:
@@ -105,3 +108,17 @@ def test_the_fast_parser_reads_good_values_as_click_does(tmp_path: Path) -> None
     assert parsed is not None
     schedule, env, cwd = grammar.petition_request(parsed.values)
     assert {"schedule": Schedule.from_wire(schedule), "env": env, "cwd": cwd} == parse(*args)
+
+
+def test_hold_delay_and_at_go_into_the_schedule() -> None:
+    import datetime
+
+    now = datetime.datetime.now()
+    got = parse("--hold", "--delay", "1:30:00", "--at", "2030-01-02T03:04")["schedule"]
+    assert (got.hold, got.delay) == (True, 5400.0)
+    assert got.begin == datetime.datetime(2030, 1, 2, 3, 4).timestamp()
+    # HH:MM is the next such time: today if still to come, else tomorrow
+    past = (now - datetime.timedelta(minutes=1)).strftime("%H:%M")
+    begin = parse("--at", past)["schedule"].begin
+    assert now.timestamp() < begin <= now.timestamp() + 86400
+    assert datetime.datetime.fromtimestamp(begin).strftime("%H:%M") == past

@@ -679,6 +679,109 @@ def test_a_job_with_retries_passes_only_if_all_its_attempts_end_within_the_bound
     assert retrying.state is State.QUEUED
 
 
+# -- passing a blocked job that waits for what one does not take ------------------------------
+def _waiting_for_a_gpu(capacity: int = 4) -> tuple[World, Job, Job]:
+    """One GPU held by ``g1``; ``g5`` (1 CPU, 1 GPU) blocked for it; backfill bound 0."""
+    w = World(capacity=capacity, gpus=("0",))
+    g1 = w.submit("g1", gpus=1)
+    g5 = w.submit("g5", gpus=1)
+    assert w.why(g5) == "needs 1 GPU(s), 0 free"
+    return w, g1, g5
+
+
+def test_a_cpu_only_job_without_a_timeout_passes_one_that_waits_for_gpus() -> None:
+    w, g1, g5 = _waiting_for_a_gpu()
+    cpu = w.submit("cpu")
+    assert cpu.state is State.RUNNING
+    # it left g5 its CPU slot: g5 starts the moment the GPU is free, as without it
+    w.finish(g1)
+    assert g5.state is State.RUNNING
+    assert w.started == ["g1", "cpu", "g5"]
+
+
+def test_passers_never_take_the_blocked_jobs_own_slot() -> None:
+    w, g1, g5 = _waiting_for_a_gpu(capacity=4)
+    cpus = [w.submit(f"c{i}") for i in range(4)]
+    # 3 slots were free: 2 passers, 1 slot kept for g5
+    assert [c.state for c in cpus] == [State.RUNNING] * 2 + [State.QUEUED] * 2
+    assert w.why(cpus[2]).startswith("behind g5, which waits for resources (only a petition")
+    w.finish(g1)
+    assert g5.state is State.RUNNING  # at once: nothing it needs was taken
+
+
+def test_a_job_that_takes_what_the_blocked_one_waits_for_does_not_pass() -> None:
+    w, _, _ = _waiting_for_a_gpu()
+    other = w.submit("other-gpu", gpus=1)
+    assert other.state is State.QUEUED
+    assert w.why(other) == "needs 1 GPU(s), 0 free; 1 ahead of it"
+    two = w.submit("two-cpus", cpus=3)  # 3 free, but g5 needs one of them
+    assert two.state is State.QUEUED
+    assert w.why(two).startswith("behind g5")
+
+
+def test_on_two_slots_a_cpu_job_waits_rather_than_take_the_gpu_jobs_slot() -> None:
+    w, g1, _ = _waiting_for_a_gpu(capacity=2)
+    cpu = w.submit("cpu")
+    assert cpu.state is State.QUEUED
+    assert w.why(cpu).startswith("behind g5, which waits for resources")
+    w.finish(g1)
+    assert w.started == ["g1", "g5", "cpu"]  # g5 first, in its slot
+
+
+def test_passing_a_job_blocked_for_memory_with_a_job_that_needs_none() -> None:
+    w = World(capacity=4, host=FakeHost(total=8 * GIB, available=1 * GIB))
+    big = w.submit("big", mem=4 << 30)
+    takes_mem = w.submit("takes-mem", mem=1 << 20)
+    no_mem = w.submit("no-mem")
+    assert big.state is State.QUEUED and takes_mem.state is State.QUEUED
+    assert no_mem.state is State.RUNNING
+
+
+def test_a_passer_leaves_the_blocked_jobs_group_a_slot() -> None:
+    w = World(capacity=4, gpus=("0",))
+    w.sched.set_group_limit("train", 2)
+    w.submit("g1", gpus=1, group="train")
+    w.submit("g5", gpus=1, group="train")  # group 1/2: one slot left, for g5
+    same = w.submit("same-group", group="train")
+    other = w.submit("other-group")
+    assert same.state is State.QUEUED
+    assert other.state is State.RUNNING
+
+
+def test_passers_leave_room_for_every_blocked_job_ahead_of_them() -> None:
+    w = World(capacity=6, gpus=("0",))
+    w.submit("g1", gpus=1)
+    w.submit("g5", gpus=1)
+    w.submit("wide", gpus=1, cpus=3)  # also blocked on the GPU, needs 3 CPUs
+    small = [w.submit(f"s{i}") for i in range(3)]
+    # 5 slots free; each passer must leave 3 (wide's need): 2 pass
+    assert [j.state for j in small] == [State.RUNNING] * 2 + [State.QUEUED]
+
+
+def test_an_original_api_job_blocks_as_its_look_ahead_did() -> None:
+    w = World(capacity=4)
+    w.submit("legacy", condition=Gate(open=False), native=False)
+    behind = w.submit("behind")
+    assert behind.state is State.QUEUED
+
+
+def test_the_walk_looks_a_bounded_number_of_jobs_behind_a_blocked_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orcha.service import backfill, explain
+
+    monkeypatch.setattr(backfill, "BACKFILL_LOOKAHEAD", 3)
+    monkeypatch.setattr(explain, "BACKFILL_LOOKAHEAD", 3)
+    w, _, _ = _waiting_for_a_gpu(capacity=8)
+    gpu_jobs = [w.submit(f"g{i}x", gpus=1) for i in range(3)]  # blocked: looked at
+    cpu = w.submit("cpu")  # the fourth behind g5: not looked at
+    assert cpu.state is State.QUEUED
+    assert w.why(cpu).startswith("behind g5")
+    w.sched.admit()
+    assert cpu.state is State.QUEUED
+    assert all(j.state is State.QUEUED for j in gpu_jobs)
+
+
 # -- original-API conditions (native=False) ----------------------------------------------------
 def test_original_api_false_condition_blocks_those_behind() -> None:
     w = World(capacity=4)

@@ -1,0 +1,168 @@
+"""Changing petitions after submission: ``release``, ``edit``, ``restart``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from orcha.cli.build import click_option
+from orcha.cli.completion import petition_ids
+from orcha.cli.connect import client
+from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
+from orcha.cli.options import global_options
+from orcha.cli.petition_options import chosen
+from orcha.errors import ExitCode, NoPetitionError
+from orcha.protocol.operations import CHANGEABLE
+
+
+def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--priority`` and the petition options of the requests that may change
+    (:data:`~orcha.protocol.operations.CHANGEABLE`); their values are collected in
+    :func:`orcha.cli.petition_options.chosen`."""
+    for option in reversed([o for o in PETITION_OPTIONS if o.dest in CHANGEABLE]):
+
+        def store(ctx: click.Context, param: click.Parameter, value: Any, dest: str = option.dest):
+            if value is not None and value != () and value is not False:
+                chosen(ctx).schedule[dest] = list(value) if isinstance(value, tuple) else value
+
+        f = click_option(option, store)(f)
+    return click_option(PRIORITY)(f)
+
+
+def _print_json(document: Any) -> None:
+    # Indented for people; compact for scripts.
+    click.echo(json.dumps(document, indent=2 if sys.stdout.isatty() else None))
+
+
+def _report(results: dict[str, str], done: str, as_json: bool, extra: Any = None) -> int:
+    """Say what happened to each ID (one line each on stderr, or JSON); NoPetitionError
+    (its one line) if nothing was done for the last one that failed."""
+    failures = [(i, r) for i, r in results.items() if r != done]
+    if as_json:
+        _print_json(extra if extra is not None else {"results": results})
+    else:
+        for petition_id, result in results.items():
+            if result == done:
+                click.echo(f"orcha: {done} {petition_id}", err=True)
+        for _, reason in failures[:-1]:
+            click.echo(f"orcha: {reason}", err=True)
+    if failures:
+        if as_json:
+            return int(ExitCode.NO_PETITION)
+        raise NoPetitionError(failures[-1][1])
+    return 0
+
+
+@click.command("release")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"results": {ID: ...}}.')
+@global_options
+@click.pass_context
+def release(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
+    """Let held (--hold) or delayed (--delay, --at) petitions start like any other:
+    the hold and the start time are dropped (Slurm's 'scontrol release', pueue's
+    'enqueue')."""
+    with client(ctx) as service:
+        results = service.release(ids)
+    return _report(results, "released", as_json)
+
+
+@click.command("edit")
+@click.argument("petition_id", metavar="ID", shell_complete=petition_ids)
+@_change_options
+@click.option("--json", "as_json", is_flag=True, help="Print the petition's new requests as JSON.")
+@global_options
+@click.pass_context
+def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bool) -> int:
+    """Change a queued petition's priority and requests while it waits (refused once it
+    has started). Its place in the queue follows its new priority; 'orcha status'
+    shows the change. --after and --after-any replace its dependencies; --delay counts
+    from now."""
+    changes = dict(chosen(ctx).schedule)
+    if priority is None and not changes:
+        raise click.UsageError("nothing to change: give --priority or other requests")
+    with client(ctx) as service:
+        now = service.edit(petition_id, priority=priority, **changes)
+    if as_json:
+        _print_json(now)
+    else:
+        click.echo(f"orcha: edited {now['id']}: {_requests(now)}", err=True)
+    return 0
+
+
+def _requests(record: dict[str, Any]) -> str:
+    """A petition's priority and requests in one line: ``priority -1, cpus=2, held,
+    starts at 14:30``."""
+    import time
+
+    from orcha.units import clock_time
+
+    words = [f"priority {record['priority']}"]
+    for name, value in record["schedule"].items():
+        if name == "hold":
+            words.append("held")
+        elif name == "begin":
+            words.append(f"starts at {clock_time(value, time.time())}")
+        else:
+            words.append(
+                f"{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            )
+    return ", ".join(words)
+
+
+@click.command("restart")
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Every petition whose newest run failed or was INTERRUPTED (with --group: of that group).",
+)
+@_change_options
+@click.option(
+    "--follow", is_flag=True, help="Then stream the new run's output, as 'orcha follow' (one ID)."
+)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: the results and the new records.")  # fmt: skip
+@global_options
+@click.pass_context
+def restart(
+    ctx: click.Context, ids: tuple[str, ...], failed: bool, priority: int | None,
+    follow: bool, as_json: bool,
+) -> int:  # fmt: skip
+    """Run ended petitions again: the same kind, command or parameters, working
+    directory, environment and requests, as a new record linked to the old one
+    ('restart_of' in 'orcha status --json'). Request options override the old ones.
+
+    Without IDs, --failed restarts every petition whose newest run failed (or was
+    INTERRUPTED by the service's death), and --group G those of group G (then --group
+    selects, it does not move them). The new runs are
+    detached, as pueue's restart: 'orcha follow ID' (or --follow) streams one. A
+    petition still queued or running is refused.
+    """
+    changes = dict(chosen(ctx).schedule)
+    group = None
+    if not ids:
+        group = changes.pop("group", None)
+        if not (failed or group):
+            raise click.UsageError("name the petitions to restart, or use --failed or --group")
+    if follow and len(ids) != 1:
+        raise click.UsageError("--follow needs exactly one ID")
+    with client(ctx) as service:
+        answer = service.restart(ids, failed=failed, group=group, priority=priority, **changes)
+    results = answer["results"]
+    if not results and not as_json:
+        click.echo("orcha: no failed petition to restart", err=True)
+    code = _report(results, "restarted", as_json, answer)
+    if follow:
+        return int(ctx.invoke(_follow_command(), ids=ids))
+    return code
+
+
+def _follow_command() -> click.Command:
+    from orcha.cli.jobs import follow
+
+    return follow

@@ -1,0 +1,234 @@
+"""Handlers that change petitions after submission: release, edit, restart.
+
+``release`` lets held or delayed petitions start; ``edit`` changes a queued petition's
+priority and requests; ``restart`` runs ended petitions again, each as a new record
+linked to its old one (``restart_of``). Every change of a waiting petition is saved in
+its record, so it survives a restart of the service.
+
+IDs are resolved in one place (:func:`live_job`, :func:`latest_record`), so a change of
+what an ID names (record numbers, ``NAME~1``) is made there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from orcha.errors import ExitCode, PetitionError
+from orcha.protocol.outputs import DISCARD
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.protocol.operations import EditRequest, ReleaseRequest, RestartRequest
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.handlers import Handler
+    from orcha.service.job import Job
+    from orcha.service.peer import Peer
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service")
+
+
+# -- what an ID names ------------------------------------------------------------------------
+def live_job(service: Service, petition_id: str) -> Job | None:
+    """The queued or running petition ``petition_id`` names, or None."""
+    return service.scheduler.get(petition_id)
+
+
+def latest_record(service: Service, petition_id: str) -> dict[str, Any] | None:
+    """The newest record ``petition_id`` names, or None."""
+    return service.store.latest(petition_id) if service.store is not None else None
+
+
+def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError:
+    """Why petition ``petition_id`` cannot be ``what`` (released, edited), in one line:
+    refused, or no petition if none has that ID."""
+    job = live_job(service, petition_id)
+    if job is not None:
+        return PetitionError(
+            f"petition {petition_id!r} is {str(job.state).lower()}; only a queued one can be "
+            f"{what}",
+            ExitCode.REFUSED,
+        )
+    record = latest_record(service, petition_id)
+    if record is None:
+        return PetitionError(
+            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
+            ExitCode.NO_PETITION,
+        )
+    return PetitionError(
+        f"petition {petition_id!r} has ended ({record['state']}); only a queued one can be "
+        f"{what} ('orcha restart {petition_id}' runs it again)",
+        ExitCode.REFUSED,
+    )
+
+
+def _save(service: Service, job: Job, **fields: Any) -> None:
+    """Keep a waiting job's changed request in its record (queued again after a restart
+    with it)."""
+    if service.store is not None and job.seq is not None:
+        service.store.update_later(job.seq, schedule=job.schedule.to_wire(), **fields)
+
+
+# -- release ---------------------------------------------------------------------------------
+def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, Any]:
+    """Let held (``--hold``) or delayed (``--delay``, ``--at``) petitions start like any
+    other: for each ID, ``"released"`` or why not."""
+    scheduler, now = service.scheduler, service.clock()
+    results: dict[str, str] = {}
+    for petition_id in request.ids:
+        job = live_job(service, petition_id)
+        if job is None or job.state is not State.QUEUED:
+            results[petition_id] = _not_waiting(service, petition_id, "released").message
+            continue
+        schedule = job.schedule
+        if not schedule.hold and (schedule.begin is None or schedule.begin <= now):
+            results[petition_id] = f"petition {petition_id!r} is neither held nor delayed"
+            continue
+        if not scheduler.release(job):  # it started or ended meanwhile
+            results[petition_id] = _not_waiting(service, petition_id, "released").message
+            continue
+        _save(service, job)
+        service.events.watch_event(job, "released", {})
+        log.info("petition %s released", job.id)
+        results[petition_id] = "released"
+    return {"results": results}
+
+
+# -- edit ------------------------------------------------------------------------------------
+def _changed(schedule: Schedule, changes: dict[str, Any], now: float) -> Schedule:
+    """``schedule`` with ``changes``; PetitionError (refused) if one is invalid. A
+    ``delay`` becomes a start time counted from now (the later of it and a ``begin``
+    given with it)."""
+    changes = dict(changes)
+    delay = changes.pop("delay", None)
+    if delay is not None and not (isinstance(delay, (int, float)) and not isinstance(delay, bool)):
+        raise PetitionError(
+            "invalid request: 'delay' must be a number of seconds", ExitCode.REFUSED
+        )
+    try:
+        changed = schedule.replace(**changes)
+        if delay:
+            begin = max(changes.get("begin") or 0.0, now + delay)
+            changed = changed.replace(begin=begin)
+    except ValueError as e:
+        raise PetitionError(f"invalid request: {e}", ExitCode.REFUSED) from None
+    return changed
+
+
+def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
+    """Change a queued petition's priority and requests (refused once it has started);
+    its place in the queue follows its new priority. The new request must be one this
+    service can ever meet, and its new dependencies must exist."""
+    petition_id = request.id
+    job = live_job(service, petition_id)
+    if job is None or job.state is not State.QUEUED:
+        raise _not_waiting(service, petition_id, "edited")
+    schedule = None
+    if request.changes:
+        schedule = _changed(job.schedule, request.changes, service.clock())
+        service.scheduler.check_feasible(schedule)
+        service.check_dependencies(job.id, schedule)
+    if not service.scheduler.change(job, priority=request.priority, schedule=schedule):
+        raise _not_waiting(service, petition_id, "edited")
+    _save(service, job, **({"priority": request.priority} if request.priority is not None else {}))
+    service.events.watch_event(job, "edited", {"priority": job.priority,
+                                               "schedule": job.schedule.to_wire()})  # fmt: skip
+    log.info("petition %s edited: priority %s, %s", job.id, job.priority, job.schedule.to_wire())
+    return {"id": job.id, "priority": job.priority, "schedule": job.schedule.to_wire()}
+
+
+# -- restart ---------------------------------------------------------------------------------
+#: The ended states ``restart --failed`` picks: failed, or cut short by the service's
+#: death (not cancelled: someone meant that).
+_FAILED = (str(State.FAILED), str(State.INTERRUPTED))
+
+
+def _chosen(service: Service, request: RestartRequest) -> list[str]:
+    """The IDs to restart: those given, or the failed ones (of a group), whose newest
+    record failed."""
+    if request.ids:
+        return list(dict.fromkeys(request.ids))
+    store = service.store
+    if store is None:
+        return []
+    failed = store.find((), _FAILED, columns=("seq", "id", "state", "schedule"))
+    if request.group is not None:
+        failed = [
+            r for r in failed if (r["schedule"] or {}).get("group", "default") == request.group
+        ]
+    newest = {r["id"]: r["seq"] for r in store.find([r["id"] for r in failed], (), ("seq", "id"))}
+    return list(dict.fromkeys(r["id"] for r in failed if newest.get(r["id"]) == r["seq"]))
+
+
+def _restart_one(service: Service, petition_id: str, request: RestartRequest) -> dict[str, Any]:
+    """Queue petition ``petition_id`` again (a new record, linked to the old); its new
+    record's ``{"id", "seq", "restart_of"}``. PetitionError (one line) if it cannot."""
+    from orcha.protocol.messages import SubmitRequest
+    from orcha.protocol.schedule import Schedule
+
+    job = live_job(service, petition_id)
+    if job is not None:
+        raise PetitionError(
+            f"petition {petition_id!r} is still {str(job.state).lower()}; restart it once it "
+            f"has ended (or 'orcha cancel {petition_id}' first)",
+            ExitCode.DUPLICATE,
+        )
+    record = latest_record(service, petition_id)
+    if record is None:
+        raise PetitionError(
+            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
+            ExitCode.NO_PETITION,
+        )
+    if record["state"] in (str(State.QUEUED), str(State.RUNNING)):
+        raise PetitionError(
+            f"petition {petition_id!r} is still {record['state'].lower()}", ExitCode.DUPLICATE
+        )
+    if not record["kind"] or not record["log_path"]:
+        raise PetitionError(
+            f"petition {petition_id!r} came through the original Orcha API; send it again instead",
+            ExitCode.REFUSED,
+        )
+    try:
+        old = Schedule.from_wire(record["schedule"])
+    except ValueError as e:  # a record written by another version
+        raise PetitionError(f"cannot restart {petition_id!r}: {e}", ExitCode.REFUSED) from None
+    # Its old start time has passed and its hold was released: it runs now unless the
+    # restart asks again (--hold, --delay, --at).
+    schedule = _changed(old.replace(hold=False, begin=None), request.changes, service.clock())
+    priority = request.priority if request.priority is not None else record["priority"]
+    submit = SubmitRequest(
+        record["kind"], petition_id, record["params"] or {}, priority, record["cwd"] or "/",
+        record["env"] or {}, attach=False, user=record["user"] or "", host=record["host"] or "",
+        schedule=schedule,
+    )  # fmt: skip
+    job = service.submit(submit, DISCARD, None, restart_of=record["seq"])
+    log.info("petition %s restarted (record %s, of record %s)", job.id, job.seq, record["seq"])
+    return {"id": job.id, "seq": job.seq, "restart_of": record["seq"]}
+
+
+def restart(service: Service, peer: Peer, request: RestartRequest) -> dict[str, Any]:
+    """Run ended petitions again, detached: each with the same kind, parameters, working
+    directory, environment and requests (``priority`` and ``changes`` override them),
+    as a new record whose ``restart_of`` is the old one's number. For each ID,
+    ``"restarted"`` or why not (one line); ``restarted``: the new records."""
+    results: dict[str, str] = {}
+    restarted: list[dict[str, Any]] = []
+    for petition_id in _chosen(service, request):
+        try:
+            new = _restart_one(service, petition_id, request)
+        except PetitionError as e:
+            if len(request.ids) == 1:
+                raise  # one ID: its refusal is the answer, with its exit code
+            results[petition_id] = e.message
+            continue
+        results[petition_id] = "restarted"
+        restarted.append(new)
+    return {"results": results, "restarted": restarted}
+
+
+HANDLERS: dict[str, Handler] = {
+    "release": release,
+    "edit": edit,
+    "restart": restart,
+}

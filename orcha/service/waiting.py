@@ -1,0 +1,132 @@
+"""Waiting petitions that are not in the order yet, and changes to waiting petitions.
+
+A petition submitted with ``--hold`` waits until ``orcha release``; one with ``--delay``
+or ``--at`` until its start time, on the scheduler's clock. Like those waiting for
+their dependencies, they stay out of the order the admission walk goes through (so a
+thousand held petitions cost a walk nothing), parked: the held ones in a dict, the timed
+ones in a heap of start times. The walk moves the due ones into the order first; the
+daemon sleeps until the earliest start time (:meth:`WaitingControl.next_start`), so an
+idle service has one timer at most and never polls.
+
+``orcha edit`` and ``orcha release`` change a waiting petition here: out of the order,
+changed, back in (its place follows its new priority), then admission.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.job import Job
+    from orcha.service.petition_queue import PetitionQueue, SortedIndex
+
+
+class WaitingControl:
+    """Mixed into :class:`~orcha.service.scheduler.Scheduler`, whose lock, clock, queue
+    and admission it uses."""
+
+    lock: threading.RLock
+    _clock: Callable[[], float]
+    _queue: PetitionQueue
+    _timed: SortedIndex
+    _waiting: dict[int, Job]
+    _parked: dict[int, Job]  # seq -> job held until 'orcha release'
+    _timers: list[tuple[float, int, Job]]  # heap of (start time, seq, job)
+
+    def admit(self) -> None:
+        raise NotImplementedError
+
+    def order_key(self, job: Job) -> float:
+        raise NotImplementedError
+
+    def _enter_order(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _push(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _settle(self, job: Job, settle: bool = True) -> bool:
+        raise NotImplementedError
+
+    # -- parked jobs -----------------------------------------------------------------------
+    def _unpark_all(self) -> None:
+        """No job is parked (at start, and when the queue is drained)."""
+        self._parked = {}
+        self._timers = []
+
+    def _park(self, job: Job) -> bool:
+        """Keep ``job`` (dependencies met) out of the order if it is held or its start
+        time has not come; whether it was."""
+        schedule = job.schedule
+        if schedule.hold:
+            self._parked[job.seq] = job
+            return True
+        if schedule.begin is not None and schedule.begin > self._clock():
+            heapq.heappush(self._timers, (schedule.begin, job.seq, job))
+            return True
+        return False
+
+    def _timer_valid(self, entry: tuple[float, int, Job]) -> bool:
+        """Whether a timer still stands for its job (not started, cancelled or changed:
+        timers are dropped lazily, when they come up)."""
+        begin, seq, job = entry
+        return self._waiting.get(seq) is job and job.schedule.begin == begin
+
+    def _enter_due(self) -> None:
+        """Jobs whose start time has come enter the order (the walk calls it first)."""
+        now, timers = self._clock(), self._timers
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            if self._timer_valid(entry) and not entry[2].schedule.hold:
+                self._push(entry[2])
+
+    def next_start(self) -> float | None:
+        """The earliest start time (on the scheduler's clock) a waiting job waits for,
+        or None: when admission must look again though no event comes."""
+        with self.lock:
+            timers = self._timers
+            while timers and not self._timer_valid(timers[0]):
+                heapq.heappop(timers)
+            return timers[0][0] if timers else None
+
+    # -- changes to a waiting job ------------------------------------------------------------
+    def release(self, job: Job) -> bool:
+        """Let a waiting job start like any other: drop its ``--hold`` and its start time
+        (``--delay``, ``--at``). False if it is not waiting any more."""
+        return self.change(job, schedule=job.schedule.replace(hold=False, begin=None, delay=0.0))
+
+    def change(
+        self, job: Job, *, priority: int | None = None, schedule: Schedule | None = None
+    ) -> bool:
+        """Give a waiting job a new ``priority`` (its place in the order is that of a
+        petition of this priority submitted when it was) and/or a new ``schedule``
+        (checked by the caller), then start whatever may start. False (nothing changed)
+        if it is not waiting any more."""
+        with self.lock:
+            if job.state is not State.QUEUED or self._waiting.get(job.seq) is not job:
+                return False
+            # Out of the order first: its rank and its bounded run are the index keys.
+            self._queue.remove(job)
+            self._timed.remove(job)
+            self._parked.pop(job.seq, None)
+            if priority is not None:
+                job.petition.priority = priority
+                job.petition.rank = (self.order_key(job), job.seq)
+            if schedule is not None:
+                deps_changed = schedule.dependencies != job.schedule.dependencies
+                job.schedule = schedule
+                job.blocked_since = None  # what it waits for may have changed
+                if deps_changed:
+                    job.deps_ready = not schedule.dependencies
+            if job.deps_ready:
+                self._enter_order(job)
+            else:
+                self._settle(job)  # may fail it now, if a new dependency failed
+            self.admit()
+            return True

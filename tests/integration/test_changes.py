@@ -1,0 +1,144 @@
+"""Hold, delay and at; release; edit; restart; Slurm's durations; passing a petition that
+waits for GPUs: against one real ``orcha serve`` (3 slots, 1 GPU) shared by the module's
+tests, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orcha.client.api import Client
+from orcha.errors import PetitionError
+from orcha.units import clock_time
+from tests.conftest import Env
+from tests.integration.clients import WAIT, new_id, orcha
+
+REFUSED = 204
+DUPLICATE = 202
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    """One environment and service for the module (each test uses its own IDs)."""
+    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))
+    e = Env(root)
+    try:
+        e.serve("--max-running", "3", "--gpus", "0", "--grace", "2")
+        yield e
+    finally:
+        for service in e.services:
+            service.stop(timeout=20)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(env: Env) -> Iterator[Client]:
+    """The Python client of the module's service (cheaper than a command per look)."""
+    with Client(str(env.socket), (env.state / "key").read_text().strip(), timeout=WAIT) as c:
+        yield c
+
+
+def ended(client: Client, *ids: str) -> dict[str, str]:
+    return {i: s["state"] for i, s in client.wait_summaries(ids).items()}
+
+
+def record(client: Client, petition_id: str) -> dict[str, Any]:
+    (row,) = client.status([petition_id])
+    return dict(row)
+
+
+def detach(env: Env, petition_id: str, *options_and_command: str, cwd: Path | None = None) -> None:
+    out, err = orcha(env, "run", petition_id, "--detach", *options_and_command, cwd=cwd)
+    assert (out, err) == (f"{petition_id}\n", "")
+
+
+def one_line(stderr: str, *words: str) -> None:
+    assert stderr.startswith("orcha: ") and stderr.count("\n") == 1, stderr
+    for word in words:
+        assert word in stderr, stderr
+
+
+def test_hold_delay_at_release_and_edit(env: Env, client: Client) -> None:
+    held, later, at = new_id("held"), new_id("later"), new_id("at")
+    detach(env, held, "--hold", "--", "echo", "held")
+    # Slurm's MM:SS: one second; the service's timer starts it with nothing else happening
+    detach(env, later, "--delay", "0:01", "--", "echo", "later")
+    start = time.time() + 7200
+    hhmm = time.strftime("%H:%M", time.localtime(start))
+    detach(env, at, "--at", hhmm, "--timeout", "1h30m", "--", "true")
+    assert record(client, held)["waiting"] == f"held ('orcha release {held}')"
+    row = record(client, at)
+    assert row["waiting"] == f"starts at {clock_time(start // 60 * 60, time.time())}", row
+    assert row["schedule"]["timeout"] == 5400.0
+    assert ended(client, later) == {later: "SUCCEEDED"}
+    assert record(client, held)["state"] == "QUEUED"
+
+    # edit: the change shows in status and is kept in the record
+    _, err = orcha(env, "edit", held, "--priority", "-2", "--timeout", "2-00:00:00", "--cpus", "2")
+    assert err == f"orcha: edited {held}: priority -2, cpus=2, held, timeout=172800.0\n"
+    row = record(client, held)
+    assert (row["priority"], row["schedule"]) == (
+        -2,
+        {"cpus": 2, "hold": True, "timeout": 172800.0},
+    )
+    result = env.run("edit", later, "--priority", "1", timeout=WAIT)
+    assert result.returncode == REFUSED
+    one_line(result.stderr, "has ended (SUCCEEDED)", "only a queued one can be edited")
+
+    # release: both start now
+    _, err = orcha(env, "release", held, at)
+    assert err == f"orcha: released {held}\norcha: released {at}\n"
+    assert ended(client, held, at) == {held: "SUCCEEDED", at: "SUCCEEDED"}
+    assert list(client.logs(held)) == [("stdout", b"held\n")]
+
+
+def test_restart_runs_ended_petitions_again_as_new_records(
+    env: Env, client: Client, tmp_path: Path
+) -> None:
+    job, bad, live = new_id("job"), new_id("bad"), new_id("live")
+    out, _ = orcha(env, "run", job, "--env", "WHO=orcha", "--", "sh", "-c", 'echo "$WHO in $PWD"',
+                   cwd=tmp_path)  # fmt: skip
+    assert out == f"orcha in {tmp_path}\n"
+    old = record(client, job)
+    # the same command, directory and environment; --cpus overrides; --follow streams it
+    out, err = orcha(env, "restart", job, "--cpus", "2", "--follow", cwd=Path("/"))
+    assert (out, err) == (f"orcha in {tmp_path}\n", f"orcha: restarted {job}\n")
+    new = record(client, job)
+    assert new["seq"] != old["seq"] and new["restart_of"] == old["seq"]
+    assert new["schedule"] == {"cpus": 2} and new["cwd"] == str(tmp_path)
+
+    client.submit(bad, ["sh", "-c", "exit 3"], detach=True)
+    assert ended(client, bad) == {bad: "FAILED"}
+    answer = json.loads(orcha(env, "restart", "--failed", "--json")[0])
+    assert answer["results"] == {bad: "restarted"}
+    assert [r["restart_of"] for r in answer["restarted"]] == [record(client, bad)["restart_of"]]
+
+    client.submit(live, ["sleep", "30"], detach=True)
+    with pytest.raises(PetitionError) as refused:
+        client.restart(live)
+    assert refused.value.exit_code == DUPLICATE
+    assert refused.value.message.startswith(f"petition '{live}' is still")
+    client.cancel(live)
+
+
+def test_a_cpu_only_petition_passes_one_that_waits_for_the_gpu(
+    env: Env, client: Client, tmp_path: Path
+) -> None:
+    g1, g5, cpu = new_id("g1"), new_id("g5"), new_id("cpu")
+    gate = "while [ ! -e go ]; do sleep 0.05; done"
+    client.submit(g1, ["sh", "-c", gate], gpus=1, cwd=str(tmp_path), detach=True)
+    client.submit(g5, ["echo", "gpu"], gpus=1, detach=True)
+    # no --timeout: it passes g5 because it takes no GPU and leaves g5 a CPU slot
+    detach(env, cpu, "--", "echo", "cpu")
+    assert ended(client, cpu) == {cpu: "SUCCEEDED"}
+    row = record(client, g5)
+    assert (row["state"], row["waiting"]) == ("QUEUED", "needs 1 GPU(s), 0 free")
+    (tmp_path / "go").touch()
+    assert ended(client, g1, g5) == {g1: "SUCCEEDED", g5: "SUCCEEDED"}
