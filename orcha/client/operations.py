@@ -23,6 +23,10 @@ from orcha.client.session import Session
 from orcha.errors import NoPetitionError
 from orcha.protocol.messages import SubmitRequest
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from orcha.protocol.arrays import ArrayRequest
+
 
 def no_petition(ids: list[str], hint: str = "") -> NoPetitionError:
     """``no petition has ID 'a', 'b'`` (plus ``hint``): the error for unknown IDs."""
@@ -214,3 +218,12 @@ def kinds(session: Session, action: str = "ls", **fields: Any) -> dict[str, Any]
     ``{"kind"}``) or rm (``name``; ``{"removed"}``)."""
     reply: dict[str, Any] = session.call("kinds", {"action": action, **fields})
     return reply
+
+
+# -- arrays --------------------------------------------------------------------------------
+def submit_array(session: Session, request: ArrayRequest) -> dict[str, Any]:
+    """Queue every member of an array in one request (all or none): ``{"name", "ids"}``.
+    An attached array's members end with this session; read their output with
+    :func:`follow`."""
+    reply: dict[str, Any] = session.call("submit_array", request.to_wire())
+    return {"name": reply["name"], "ids": list(reply["ids"])}

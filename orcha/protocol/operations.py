@@ -16,6 +16,7 @@ not import this table at start-up. Plain classes, no ``typing`` or ``dataclasses
 
 from __future__ import annotations
 
+from orcha.protocol.arrays import ArrayRequest
 from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up
@@ -354,5 +355,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("kinds", KindsRequest, ("kinds", "kind", "removed"),
                   ("refused", "unknown", "not_saved")),
         Operation("info", NoRequest, _INFO),
+        Operation("submit_array", ArrayRequest, ("name", "ids"), _SUBMIT_ERRORS,
+                  refusal="invalid array: "),
     )
 }  # fmt: skip
