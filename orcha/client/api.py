@@ -23,6 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from orcha.protocol.arrays import ArrayRequest
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
 
@@ -234,6 +235,34 @@ class Client:
             return {s["id"]: s for s in operations.wait(session, _ids(ids))}
         finally:
             self._forget(session)
+
+    def wait_report(self, ids: str | Iterable[str], timeout: float | None = None) -> dict[str, Any]:
+        """Block until these petitions (an array's name: its members) have ended, or
+        for ``timeout`` seconds at most: ``{"ended": {ID: summary}, "ids": [every ID
+        waited for], "arrays": {name: [member IDs]}, "timed_out": bool}``.
+        NoPetitionError if an ID is unknown."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        asked: dict[str, Any] = {"ids": [], "arrays": {}}
+        ended: dict[str, dict[str, Any]] = {}
+        session = self._open()
+        try:
+            for summary in operations.wait(session, _ids(ids), deadline, asked):
+                ended[summary["id"]] = summary
+        except TimeoutError:
+            return {"ended": ended, **asked, "timed_out": True}
+        finally:
+            self._forget(session)
+        return {"ended": ended, **asked, "timed_out": False}
+
+    def submit_array(self, request: ArrayRequest) -> dict[str, Any]:
+        """Queue every member of an array in one request, all or none (see
+        :mod:`orcha.protocol.arrays`): ``{"name", "ids"}``. Members of an attached
+        array (``request.submit.attach``) are cancelled when this client closes; follow
+        their output with :meth:`follow` (the array's name stands for its members)."""
+        reply: dict[str, Any] = self._call(operations.submit_array, request)
+        return reply
 
     def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, None]:
         """The stored output of a petition (running or ended) as ``(stream, data)``

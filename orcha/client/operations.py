@@ -90,25 +90,50 @@ def clean(session: Session, older_than: float | None) -> int:
     return removed
 
 
-def wait(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
+def wait(
+    session: Session,
+    ids: list[str],
+    deadline: float | None = None,
+    asked: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The end summary ``{"id", "state", "code", "message"}`` of each petition, those
-    already ended first, the others as they end. NoPetitionError for unknown IDs."""
+    already ended first, the others as they end. An array's name stands for its members.
+    NoPetitionError for unknown IDs. ``deadline`` (``time.monotonic()``): TimeoutError
+    once it passes (the session is then unusable: close it). ``asked``, if given, is
+    filled with ``"ids"`` (every petition waited for) and ``"arrays"`` (the arrays
+    named, with their members' IDs)."""
     reply = session.call("wait", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])
-    wanted = set(ids)
-    seen: set[str] = set()
-    for summary in reply["ended"]:
-        seen.add(summary["id"])
-        yield summary
-    if len(seen) >= len(wanted):
+    pending = set(reply["pending"])
+    if asked is not None:
+        asked["ids"] = [s["id"] for s in reply["ended"]] + list(reply["pending"])
+        asked["arrays"] = dict(reply.get("arrays") or {})
+    yield from reply["ended"]
+    if not pending:
         return
-    for item in items(session, reply["queue"]):
-        if isinstance(item, dict) and item.get("event") == "ended":
-            seen.add(item["id"])
+    for item in _items_until(session, reply["queue"], deadline):
+        if isinstance(item, dict) and item.get("event") == "ended" and item["id"] in pending:
+            pending.discard(item["id"])
             yield item
-            if len(seen) >= len(wanted):
+            if not pending:
                 return
+
+
+def _items_until(session: Session, queue: str, deadline: float | None) -> Iterator[Any]:
+    """The items of the served queue ``queue`` until ``deadline`` (TimeoutError then)."""
+    if deadline is None:
+        yield from items(session, queue)
+        return
+    import select
+    import time
+
+    while True:
+        session.send(queue, "get_batch")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([session.fileno()], [], [], remaining)[0]:
+            raise TimeoutError("the deadline passed")
+        yield from session.recv()
 
 
 def logs(session: Session, petition_id: str, tail: int | None) -> Iterator[tuple[str, bytes]]:

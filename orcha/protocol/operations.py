@@ -341,7 +341,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
         Operation("status", StatusRequest, ("petitions", "missing"), refusal=""),
         Operation("clean", CleanRequest, ("removed",), ("refused", "not_saved"), refusal=""),
-        Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue"),
+        Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue", "arrays"),
                   stream="events"),
         Operation("follow", IdsRequest, ("handles", "missing", "queue"), stream="events"),
         Operation("watch", IdsRequest, ("missing", "queue"), stream="events"),

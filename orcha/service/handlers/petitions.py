@@ -10,6 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.service import arrays
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.states import State
@@ -76,7 +77,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         service.cancel(job, "cancelled by a client", by_client=job.session is peer)
         return {"id": job.id}
     results: dict[str, str] = {}
-    for petition_id in request.ids:
+    for petition_id in arrays.expand(service, request.ids)[0]:  # an array: its members
         job = service.scheduler.get(petition_id)
         if job is None:
             record = service.store.latest(petition_id) if service.store is not None else None
@@ -96,7 +97,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:
     """Records of the given petitions (all if none given), with why waiting ones wait."""
-    ids, store, scheduler = request.ids, service.store, service.scheduler
+    ids, store, scheduler = arrays.expand(service, request.ids)[0], service.store, service.scheduler
     if store is None:
         return {"petitions": [], "missing": list(ids)}
     # No flush: reads include the changes not committed yet, and never wait for them.

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orcha.protocol import messages
+from orcha.service import arrays
 from orcha.service.logs import read_log
 from orcha.service.peer import Reply
 
@@ -18,14 +19,15 @@ if TYPE_CHECKING:
 
 def wait(service: Service, peer: Peer, request: IdsRequest) -> dict[str, Any]:
     """Which petitions have ended, which are pending (an ``ended`` event follows for
-    each), which are unknown."""
-    return service.events.wait_for(peer, request.ids)
+    each), which are unknown; and the arrays named, with their members."""
+    ids, named = arrays.expand(service, request.ids)
+    return {**service.events.wait_for(peer, ids), "arrays": named}
 
 
 def follow(service: Service, peer: Peer, request: IdsRequest) -> Reply:
     """The handles first, then each log replayed, then live output follows (the peer is
     subscribed exactly where the replay ends)."""
-    plan, missing = service.events.follow(peer, request.ids)
+    plan, missing = service.events.follow(peer, arrays.expand(service, request.ids)[0])
     handles = {p["id"]: p["handle"] for p in plan}
     return Reply({"handles": handles, "missing": missing}, after=_replay(plan))
 
