@@ -40,18 +40,38 @@ class BulkRecords:
     def flush(self, timeout: float | None = None) -> bool:
         raise NotImplementedError
 
-    def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
-        """Delete ended records (ended before ``before`` if given); return what was
+    def remove_finished(
+        self,
+        before: float | None = None,
+        seqs: Sequence[int] | None = None,
+        states: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Delete ended records (ended before ``before`` if given; only records ``seqs``
+        if given; only in ``states`` and of ``groups`` if given); return what was
         deleted. Changes waiting to be saved are saved first (within a bound), so a
         petition that has just ended is removed too; records whose changes still are not
         saved are kept (their end may not be). NotSavedError if the database cannot be
         written now."""
+        if seqs is not None and not seqs:
+            return []
         self.flush(STORE_CLEAN_FLUSH_WAIT)
         clause = "state NOT IN ('QUEUED', 'RUNNING')"
         args: list[Any] = []
         if before is not None:
             clause += " AND ended < ?"
             args.append(before)
+        for column, values in (("seq", seqs or ()), ("state", states)):
+            if values:
+                clause += f" AND {column} IN ({', '.join('?' for _ in values)})"
+                args.extend(values)
+        if groups:
+            # A record's group is in its schedule, which leaves out the default one.
+            clause += (
+                " AND COALESCE(json_extract(schedule, '$.group'), 'default') IN "
+                f"({', '.join('?' for _ in groups)})"
+            )
+            args.extend(groups)
         unsaved = self.saver.pending_seqs()
         if unsaved:
             clause += f" AND seq NOT IN ({', '.join('?' for _ in unsaved)})"

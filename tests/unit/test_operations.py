@@ -89,7 +89,14 @@ def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> 
 @pytest.mark.parametrize(
     ("op", "body", "message"),
     [
-        ("cancel", {"ids": []}, "'ids' must be a non-empty list of strings"),
+        ("cancel", {"ids": []}, "name petition IDs, groups, states, or all"),
+        ("cancel", {"states": ["FAILED"]},
+         "only QUEUED and RUNNING petitions can be cancelled or signalled"),
+        ("cancel", {"all": True, "signal": 99}, "'signal' must be a signal number from 1 to 64"),
+        ("clean", {"states": ["RUNNING"]}, "only ended petitions are cleaned: SUCCEEDED, "
+                                           "FAILED, CANCELLED or INTERRUPTED"),
+        ("follow", {"ids": ["a"], "lines": -1}, "invalid request: 'lines' must be a whole "
+                                                "number >= 0"),
         ("status", {"states": [1]}, "'ids' and 'states' must be lists of strings"),
         ("clean", {"older_than": -1}, "'older_than' must be a number of seconds >= 0"),
         ("clean", {"older_than": True}, "'older_than' must be a number of seconds >= 0"),
