@@ -211,16 +211,47 @@ class Client:
         if reason != "cancelled":
             raise NoPetitionError(f"{reason}; nothing to cancel")
 
-    def cancel_each(self, ids: Iterable[str], force: bool = False) -> dict[str, str]:
-        """Cancel petitions: for each ID, ``"cancelled"`` or why it was not."""
-        results: dict[str, str] = self._call(operations.cancel, _ids(ids), force)
+    def cancel_each(
+        self,
+        ids: Iterable[str],
+        force: bool = False,
+        *,
+        groups: Iterable[str] = (),
+        states: Iterable[str] = (),
+        everything: bool = False,
+        signal: int | None = None,
+    ) -> dict[str, str]:
+        """Cancel petitions (``ids``; an array's name: its members), and the queued or
+        running ones of ``groups`` in ``states`` (QUEUED, RUNNING), or ``everything``;
+        with ``signal`` (a number), send it to their running trees instead: for each
+        ID, ``"cancelled"`` (``"signalled"``) or why it was not."""
+        results: dict[str, str] = self._call(
+            operations.cancel, _ids(ids), force, list(groups), [s.upper() for s in states],
+            everything, signal,
+        )  # fmt: skip
         return results
 
     def clean(self, older_than: float | None = None) -> int:
         """Forget ended petitions (those that ended over ``older_than`` seconds ago):
         drop their records and logs. How many were removed."""
-        removed: int = self._call(operations.clean, older_than)
+        removed: int = self._call(operations.clean, older_than)["removed"]
         return removed
+
+    def clean_each(
+        self,
+        ids: Iterable[str] = (),
+        *,
+        states: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        older_than: float | None = None,
+    ) -> dict[str, Any]:
+        """Forget ended petitions: ``ids`` (all if none; an array's name: its members),
+        only in ``states``, of ``groups``, that ended over ``older_than`` seconds ago.
+        ``{"removed": how many, "results": {ID: why it was not cleaned}}``."""
+        reply: dict[str, Any] = self._call(
+            operations.clean, older_than, _ids(ids), [s.upper() for s in states], list(groups)
+        )
+        return reply
 
     def wait(self, ids: str | Iterable[str]) -> dict[str, int]:
         """Block until these petitions have ended: ID -> exit code (as :func:`exit_code`
@@ -273,9 +304,10 @@ class Client:
         finally:
             self._forget(session)
 
-    def follow(self, ids: str | Iterable[str]) -> Following:
-        """Follow petitions' output from the start, live (see :class:`Following`)."""
-        return Following(self, self._open(), list(dict.fromkeys(_ids(ids))))
+    def follow(self, ids: str | Iterable[str], lines: int | None = None) -> Following:
+        """Follow petitions' output from the start (from their last ``lines`` lines, if
+        given), live (see :class:`Following`)."""
+        return Following(self, self._open(), list(dict.fromkeys(_ids(ids))), lines)
 
     def watch(
         self, ids: str | Iterable[str] | None = None

@@ -70,9 +70,24 @@ def request_cancel(session: Session, petition_id: str) -> None:
     session.send(None, "call", "cancel", {"id": petition_id}, skip=True)
 
 
-def cancel(session: Session, ids: list[str], force: bool = False) -> dict[str, str]:
-    """Cancel petitions: for each ID, ``"cancelled"`` or why not."""
-    results: dict[str, str] = session.call("cancel", {"ids": ids, "force": force})["results"]
+def cancel(
+    session: Session,
+    ids: list[str],
+    force: bool = False,
+    groups: list[str] | None = None,
+    states: list[str] | None = None,
+    everything: bool = False,
+    signal: int | None = None,
+) -> dict[str, str]:
+    """Cancel petitions (``ids``, and the queued or running ones of ``groups`` in
+    ``states``, or ``everything``); with ``signal``, send it to the running trees
+    instead: for each ID, ``"cancelled"`` (``"signalled"``) or why not."""
+    request: dict[str, Any] = {"ids": ids, "force": force}
+    if groups or states or everything:
+        request.update(groups=groups or [], states=states or [], all=everything)
+    if signal is not None:
+        request["signal"] = signal
+    results: dict[str, str] = session.call("cancel", request)["results"]
     return results
 
 
@@ -80,14 +95,23 @@ def status(session: Session, ids: list[str], states: list[str]) -> dict[str, Any
     """``{"petitions": [record, ...], "missing": [ID, ...]}`` (the ``status --json``
     document); no IDs means all, ``states`` (upper case) narrows."""
     reply = session.call("status", {"ids": ids, "states": states})
-    return {"petitions": reply["petitions"], "missing": reply["missing"]}
+    return {"petitions": reply["petitions"], "missing": reply["missing"],
+            "arrays": dict(reply.get("arrays") or {})}  # fmt: skip
 
 
-def clean(session: Session, older_than: float | None) -> int:
-    """Forget ended petitions (those that ended over ``older_than`` seconds ago):
-    how many were removed."""
-    removed: int = session.call("clean", {"older_than": older_than})["removed"]
-    return removed
+def clean(
+    session: Session,
+    older_than: float | None,
+    ids: list[str] | None = None,
+    states: list[str] | None = None,
+    groups: list[str] | None = None,
+) -> dict[str, Any]:
+    """Forget ended petitions (``ids``, or all; only in ``states``, of ``groups``, that
+    ended over ``older_than`` seconds ago): ``{"removed": how many, "results": {ID: why
+    it was not cleaned}}``."""
+    reply = session.call("clean", {"older_than": older_than, "ids": ids or [],
+                                   "states": states or [], "groups": groups or []})  # fmt: skip
+    return {"removed": reply["removed"], "results": dict(reply.get("results") or {})}
 
 
 def wait(
@@ -143,10 +167,16 @@ def logs(session: Session, petition_id: str, tail: int | None) -> Iterator[tuple
     yield from ((stream, data) for stream, data in reply["output"])
 
 
-def follow(session: Session, ids: list[str]) -> tuple[dict[int, str], list[str], str]:
-    """Start following petitions: (handle -> ID of those followed, unknown IDs, the
-    served queue :func:`followed_items` reads)."""
-    reply = session.call("follow", {"ids": ids})
+def follow(
+    session: Session, ids: list[str], lines: int | None = None
+) -> tuple[dict[int, str], list[str], str]:
+    """Start following petitions (from the last ``lines`` lines of each, if given):
+    (handle -> ID of those followed, unknown IDs, the served queue
+    :func:`followed_items` reads)."""
+    request: dict[str, Any] = {"ids": ids}
+    if lines is not None:
+        request["lines"] = lines
+    reply = session.call("follow", request)
     names = {h: i for i, h in reply["handles"].items()}
     return names, list(reply["missing"]), reply["queue"]
 
