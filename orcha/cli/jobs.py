@@ -104,7 +104,8 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
     if as_json:
         # Indented for people; compact for scripts (and three times faster to write).
         indent = 2 if sys.stdout.isatty() else None
-        click.echo(json.dumps({"petitions": rows, "missing": missing}, indent=indent))
+        arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
+        click.echo(json.dumps({"petitions": rows, "missing": missing, **arrays}, indent=indent))
     else:
         header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
         shown = _tree(rows)
@@ -288,7 +289,7 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None) -> int:
     """
     failures: list[str] = []
     with client(ctx) as service:
-        arrays = service.status_report(ids)["arrays"]  # an array's name: its members
+        arrays = service.status_report(ids).get("arrays", {})  # an array's name: its members
         targets = list(dict.fromkeys(m for i in ids for m in arrays.get(i, [i])))
         out = _Prefixer(prefix=len(targets) > 1)
         for petition_id in targets:

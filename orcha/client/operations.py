@@ -93,10 +93,13 @@ def cancel(
 
 def status(session: Session, ids: list[str], states: list[str]) -> dict[str, Any]:
     """``{"petitions": [record, ...], "missing": [ID, ...]}`` (the ``status --json``
-    document); no IDs means all, ``states`` (upper case) narrows."""
+    document; ``"arrays": {name: [member IDs]}`` too if an array was named); no IDs
+    means all, ``states`` (upper case) narrows."""
     reply = session.call("status", {"ids": ids, "states": states})
-    return {"petitions": reply["petitions"], "missing": reply["missing"],
-            "arrays": dict(reply.get("arrays") or {})}  # fmt: skip
+    out = {"petitions": reply["petitions"], "missing": reply["missing"]}
+    if reply.get("arrays"):  # the arrays named, with their members (an array's name)
+        out["arrays"] = reply["arrays"]
+    return out
 
 
 def clean(
