@@ -94,9 +94,12 @@ def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: st
     ended: dict[str, dict[str, Any]] = report["ended"]
     asked: list[str] = report["ids"]
     failed = [e for e in ended.values() if e.get("state") != "SUCCEEDED"]
-    if failed and (collective or want == "success"):
+    if failed and collective:
         named = some(f"{e['id']} ({e.get('state')}, code {e.get('code')})" for e in failed)
         click.echo(f"orcha: {len(failed)} of {len(asked)} failed: {named}", err=True)
+    elif failed and want == "success":
+        for e in failed:
+            click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
     if report["timed_out"]:
         pending = [i for i in asked if i not in ended]
         click.echo(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "
