@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -107,3 +108,19 @@ def test_bulk_signal_wait_cancel_clean_follow(env: Env) -> None:
     assert cleaned.returncode == 209
     assert "removed 1 ended petition(s)" in cleaned.stderr
     assert "there is no petition with ID 'nope'; not cleaned" in cleaned.stderr
+
+
+def test_ctrl_c_in_an_attached_array_cancels_the_members_left(env: Env) -> None:
+    proc = env.popen("run", "cc", "--array", "1-3%1", "--", "sh", "-c", "echo up; sleep 30")
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"[cc_1] up\n"  # the first member runs
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        err = proc.stderr.read().decode()
+        assert "orcha: cancelled 3 petition(s) of array cc that had not ended" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert wait_for(lambda: {r["state"] for r in _records(env, "cc")} == {"CANCELLED"})

@@ -35,7 +35,7 @@ log = logging.getLogger("orcha.service.session")
 _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-    "notify_error", "machine", "parent", "leftovers", "log_truncated",
+    "notify_error", "machine", "parent", "leftovers", "log_truncated", "array", "array_index",
 )  # fmt: skip
 
 
