@@ -243,6 +243,26 @@ BACKFILL_LOOKAHEAD = 500
 
 # Arrays and bulk operations (points 7, 8).
 
+#: Most members one array ('run --array', 'run --each') may have: all of them are
+#: recorded in one transaction and sent in one request.
+MAX_ARRAY_MEMBERS = 10_000
+
+#: Highest index an '--array' range may name (as Slurm's MaxArraySize bounds it).
+MAX_ARRAY_INDEX = 1_000_000
+
+#: Environment of an array's member: its index (for '--each', the line's number), the
+#: array's name and how many members the array has.
+ENV_ARRAY_INDEX = "ORCHA_ARRAY_INDEX"
+ENV_ARRAY_NAME = "ORCHA_ARRAY_NAME"
+ENV_ARRAY_COUNT = "ORCHA_ARRAY_COUNT"
+
+#: What a member's command says in place of its index (or, for '--each', its line).
+ARRAY_PLACEHOLDER = "{}"
+
+#: Separates an array's name from a member's index in the member's ID (NAME_INDEX, as
+#: Slurm's JOBID_INDEX).
+ARRAY_SEPARATOR = "_"
+
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).
 
 # Reload on SIGHUP, hooks and signed webhooks, docs and man pages (points 11, 21, 23).

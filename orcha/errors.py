@@ -41,11 +41,13 @@ class ExitCode(enum.IntEnum):
 #: What each exit code means to a user (the reference pages are generated from this).
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "the petition succeeded ('serve': stopped cleanly)",
-    ExitCode.FAILED: "the petition failed ('wait --status success': one of them did not "
-    "succeed); 'serve': stopped by a second signal; an internal error",
+    ExitCode.FAILED: "the petition failed ('wait --status success', or 'wait' on an array, "
+    "--group or --all, and an attached array: one of them did not succeed); 'serve': "
+    "stopped by a second signal; an internal error",
     ExitCode.USAGE: "usage error: bad option or value, or an invalid configuration file "
     "(nothing was sent)",
-    ExitCode.TIMEOUT: "the petition ran longer than its --timeout",
+    ExitCode.TIMEOUT: "the petition ran longer than its --timeout; 'wait --timeout': some "
+    "had not ended by then",
     ExitCode.CANNOT_EXECUTE: "'orcha run': the command cannot be executed",
     ExitCode.NOT_FOUND: "'orcha run': the command was not found",
     ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
@@ -63,8 +65,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "it, or the service stopped and kept the petition queued for its next start",
     ExitCode.CANCELLED: "the petition was cancelled by someone else (e.g. the service stopped)",
     ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address",
-    ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, or no "
-    "such runtime kind or state key",
+    ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, 'clean' "
+    "of one still queued or running, or no such runtime kind or state key",
     ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
     "interrupted",
     ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "

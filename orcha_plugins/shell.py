@@ -72,6 +72,14 @@ def run(**values: Any) -> int:
     from orcha.cli.petition import attach
 
     kind, params = submission(RUN, values)
+    if values.get("array") is not None or values.get("each") is not None:
+        from orcha.cli.arrays import members_of, run_array
+
+        members, limit = members_of(values["array"], values["each"], values["at_once"])
+        return run_array(kind, values["petition_id"], params, values["priority"],
+                         values["detach"], members, limit)  # fmt: skip
+    if values.get("at_once") is not None:
+        raise click.UsageError("--at-once goes with --array or --each")
     return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
 
 

@@ -6,7 +6,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command
+from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command, Option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,6 +41,31 @@ RUN = Command(
         PRIORITY,
         Argument("command", "-- CMD [ARG]...", rest=True),
         DETACH,
+        # Arrays are left to click (fast=False): they are read by orcha.cli.arrays.
+        Option(
+            "--array",
+            metavar="SPEC",
+            fast=False,
+            help="Run an array: one petition ID_INDEX per index of SPEC (Slurm's "
+            "syntax: 1-100, 1,3,5-9, 0-20:5; '%N' at the end: at most N at once). "
+            "'{}' in the command and ORCHA_ARRAY_INDEX give the index.",
+        ),
+        Option(
+            "--each",
+            metavar="FILE",
+            fast=False,
+            help="Run one petition ID_N per line of FILE ('-': stdin; blank lines "
+            "skipped), as GNU parallel's '::::': '{}' in the command is the line "
+            "(appended if there is no '{}'), ORCHA_ARRAY_INDEX its number N.",
+        ),
+        Option(
+            "--at-once",
+            type="int",
+            min=1,
+            metavar="N",
+            fast=False,
+            help="With --array or --each: at most N of its petitions run at once (as '%N').",
+        ),
     ),
     submission=_submission,
 )

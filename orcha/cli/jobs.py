@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
+from orcha.cli import bulk
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
-from orcha.errors import ExitCode, NoPetitionError
-from orcha.states import State
+from orcha.errors import ExitCode, NoPetitionError, PetitionError
+from orcha.states import FINISHED, State
 from orcha.units import parse_duration
 
 _STATES = [s.value for s in State]
@@ -103,7 +104,8 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
     if as_json:
         # Indented for people; compact for scripts (and three times faster to write).
         indent = 2 if sys.stdout.isatty() else None
-        click.echo(json.dumps({"petitions": rows, "missing": missing}, indent=indent))
+        arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
+        click.echo(json.dumps({"petitions": rows, "missing": missing, **arrays}, indent=indent))
     else:
         header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
         shown = _tree(rows)
@@ -142,26 +144,55 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
 
 
 @click.command("cancel")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
+@click.option("--group", "groups", multiple=True, metavar="NAME",
+              help="Every queued or running petition of this group. Repeatable.")  # fmt: skip
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              type=click.Choice(["QUEUED", "RUNNING"], case_sensitive=False),
+              help="Every petition in this state (QUEUED or RUNNING; with --group, of "
+              "those groups). Repeatable.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True,
+              help="Every queued and running petition (no confirmation is asked; it "
+              "says how many it cancelled).")  # fmt: skip
+@click.option("--signal", "sig", metavar="SIG", callback=bulk.signal_option,
+              help="Send SIG (USR1, SIGUSR1 or 10) to their running process trees "
+              "instead of cancelling them (with a selection, to the running ones).")  # fmt: skip
 @click.option("--force", is_flag=True, help="SIGKILL the processes at once (no grace period).")
 @global_options
 @click.pass_context
-def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
-    """Cancel queued or running petitions (their whole process trees are stopped)."""
+def cancel(
+    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], states: tuple[str, ...],
+    everything: bool, sig: int | None, force: bool,
+) -> int:  # fmt: skip
+    """Cancel queued or running petitions (their whole process trees are stopped): by
+    ID (an array's name: its members), --group, --state or --all.
+
+    Exit 0 when each was cancelled (signalled); 209 if one named could not be (one
+    line each: unknown, or already ended).
+    """
+    selects = bool(groups or states or everything)
+    if not (ids or selects):
+        raise click.UsageError("say what to cancel: IDs, --group, --state or --all")
+    if sig is not None and force:
+        raise click.UsageError("--force goes with cancelling, not with --signal")
+    if sig is not None and selects and not states:
+        states = ("RUNNING",)  # a signal goes to running trees: queued ones are not named
     with client(ctx) as service:
-        results = service.cancel_each(ids, force)
-    failures = [(i, r) for i, r in results.items() if r != "cancelled"]
-    for petition_id, result in results.items():
-        if result == "cancelled":
-            click.echo(f"orcha: cancelled {petition_id}", err=True)
-    for _, reason in failures[:-1]:
-        click.echo(f"orcha: {reason}; nothing to cancel", err=True)
-    if failures:
-        raise NoPetitionError(f"{failures[-1][1]}; nothing to cancel")
-    return 0
+        results = service.cancel_each(ids, force, groups=groups, states=states,
+                                      everything=everything, signal=sig)  # fmt: skip
+    return bulk.report_cancel(results, selects, sig)
+
+
+_ENDED_STATES = [str(s) for s in FINISHED]
 
 
 @click.command("clean")
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              type=click.Choice(sorted(_ENDED_STATES), case_sensitive=False),
+              help="Only petitions that ended in this state. Repeatable.")  # fmt: skip
+@click.option("--group", "groups", multiple=True, metavar="NAME",
+              help="Only petitions of this group. Repeatable.")  # fmt: skip
 @click.option(
     "--older-than",
     metavar="DURATION",
@@ -169,8 +200,16 @@ def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
 )
 @global_options
 @click.pass_context
-def clean(ctx: click.Context, older_than: str | None) -> int:
-    """Forget ended petitions: drop their records and output logs."""
+def clean(
+    ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], groups: tuple[str, ...],
+    older_than: str | None,
+) -> int:  # fmt: skip
+    """Forget ended petitions: drop their records and output logs (those given by ID,
+    an array's name standing for its members; or all that the options keep).
+
+    Exit 0; 209 if an ID given could not be cleaned (one line each: unknown, or still
+    queued or running).
+    """
     seconds = None
     if older_than is not None:
         try:
@@ -178,9 +217,11 @@ def clean(ctx: click.Context, older_than: str | None) -> int:
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="'--older-than'") from e
     with client(ctx) as service:
-        removed = service.clean(seconds)
-    click.echo(f"orcha: removed {removed} ended petition(s)", err=True)
-    return 0
+        answer = service.clean_each(ids, states=states, groups=groups, older_than=seconds)
+    click.echo(f"orcha: removed {answer['removed']} ended petition(s)", err=True)
+    for reason in answer["results"].values():
+        click.echo(f"orcha: {reason}; not cleaned", err=True)
+    return int(ExitCode.NO_PETITION) if answer["results"] else 0
 
 
 def _write(fd: int, data: bytes | memoryview) -> None:
@@ -192,35 +233,79 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 
 
 @click.command("wait")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
+@click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
+@click.option("--group", "groups", multiple=True, metavar="NAME",
+              help="Every petition of this group queued or running now. Repeatable.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True,
+              help="Every petition queued or running now.")  # fmt: skip
+@click.option("--timeout", metavar="DURATION",
+              help="Give up after DURATION (90s, 15m): exit 124, naming those that have "
+              "not ended.")  # fmt: skip
 @click.option("--status", "want", type=click.Choice(["any", "success"]), default="any",
               show_default=True,
               help="'success': exit non-zero if any of them did not succeed.")  # fmt: skip
 @global_options
 @click.pass_context
-def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
-    """Block until the given petitions have ended."""
+def wait(
+    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool,
+    timeout: str | None, want: str,
+) -> int:  # fmt: skip
+    """Block until the given petitions have ended: by ID (an array's name: its
+    members), --group or --all.
+
+    Exit 0; 1 if one did not succeed, for an array, --group or --all (saying how many:
+    "3 of 100 failed"), or with --status success; 124 if --timeout passed first.
+    """
+    if not (ids or groups or everything):
+        raise click.UsageError("say what to wait for: IDs, --group or --all")
+    seconds = None
+    if timeout is not None:
+        try:
+            seconds = parse_duration(timeout)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--timeout'") from e
     with client(ctx) as service:
-        ended = service.wait_summaries(ids)
-    failed = [e for e in ended.values() if e["state"] != "SUCCEEDED"]
-    if want == "success" and failed:
-        for e in failed:
-            click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
-        return int(ExitCode.FAILED)
-    return 0
+        targets = list(ids)
+        if groups or everything:
+            targets += [i for i in bulk.live_ids(service, groups) if i not in targets]
+        if not targets:
+            click.echo("orcha: no petition is queued or running; nothing to wait for", err=True)
+            return 0
+        report = service.wait_report(targets, seconds)
+    collective = bool(groups or everything or report["arrays"])
+    return bulk.report_wait(report, collective, want, timeout)
 
 
 @click.command("logs")
-@click.argument("petition_id", metavar="ID", shell_complete=petition_ids)
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
 @global_options
 @click.pass_context
-def logs(ctx: click.Context, petition_id: str, tail: int | None) -> int:
-    """Print the stored output of a petition, running or ended (stdout and stderr apart)."""
+def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None) -> int:
+    """Print the stored output of petitions, running or ended (stdout and stderr apart).
+    With several (or an array's name), each line is prefixed [ID].
+
+    Exit 0; 209 if one has no petition (one line each).
+    """
+    failures: list[str] = []
     with client(ctx) as service:
-        for stream, data in service.logs(petition_id, tail):
-            _write(1 if stream == "stdout" else 2, data)
-    return 0
+        arrays = service.status_report(ids).get("arrays", {})  # an array's name: its members
+        targets = list(dict.fromkeys(m for i in ids for m in arrays.get(i, [i])))
+        out = _Prefixer(prefix=len(targets) > 1)
+        for petition_id in targets:
+            try:
+                for stream, data in service.logs(petition_id, tail):
+                    out.write(petition_id, stream, data)
+            except NoPetitionError as e:
+                failures.append(e.message)
+            except PetitionError as e:
+                if e.exit_code != ExitCode.NO_PETITION:
+                    raise
+                failures.append(e.message)
+            out.flush(petition_id)
+    for message in failures:
+        click.echo(f"orcha: {message}", err=True)
+    return int(ExitCode.NO_PETITION) if failures else 0
 
 
 class _Prefixer:
@@ -253,9 +338,11 @@ class _Prefixer:
 
 @click.command("follow")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
+@click.option("--lines", "-n", type=click.IntRange(min=0), metavar="N",
+              help="Start with the last N lines of each (as tail -n), not the start.")  # fmt: skip
 @global_options
 @click.pass_context
-def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
+def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
     """Stream the output of running or ended petitions from the start (with several IDs,
     each line is prefixed [ID]); exit with the petition's code. Ctrl+C only stops
     following: the petitions keep running."""
@@ -263,17 +350,17 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
 
     service = client(ctx)
     try:
-        following = service.follow(ids)
+        following = service.follow(ids, lines)
         missing = ", ".join(map(repr, following.missing))
         if not following.ids:
             raise NoPetitionError(f"no petition has ID {missing}; see 'orcha status'")
         if missing:
             click.echo(f"orcha: no petition has ID {missing}; following the others", err=True)
-        out = _Prefixer(prefix=len(ids) > 1)
+        out = _Prefixer(prefix=len(following.ids) > 1)
         codes: dict[str, int] = {}
         for petition_id, stream, data in following:
             if stream == "skipped":
-                who = f"{petition_id}: " if len(ids) > 1 else ""
+                who = f"{petition_id}: " if len(following.ids) > 1 else ""
                 click.echo(f"orcha: {who}{data.get('message')}", err=True)
                 continue
             if stream != "end":
@@ -283,7 +370,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...]) -> int:
             codes[petition_id] = exit_code(data)
             if data.get("message") and data.get("state") != "SUCCEEDED":
                 # Why it failed (a dependency, a timeout...), as the attached client says.
-                who = f"{petition_id}: " if len(ids) > 1 else ""
+                who = f"{petition_id}: " if len(following.ids) > 1 else ""
                 click.echo(f"orcha: {who}{data['message']}", err=True)
     except KeyboardInterrupt:
         click.echo("orcha: stopped following; the petitions keep running", err=True)

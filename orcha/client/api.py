@@ -23,6 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from orcha.protocol.arrays import ArrayRequest
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
 
@@ -216,16 +217,47 @@ class Client:
         if reason != "cancelled":
             raise NoPetitionError(f"{reason}; nothing to cancel")
 
-    def cancel_each(self, ids: Iterable[str], force: bool = False) -> dict[str, str]:
-        """Cancel petitions: for each ID, ``"cancelled"`` or why it was not."""
-        results: dict[str, str] = self._call(operations.cancel, _ids(ids), force)
+    def cancel_each(
+        self,
+        ids: Iterable[str],
+        force: bool = False,
+        *,
+        groups: Iterable[str] = (),
+        states: Iterable[str] = (),
+        everything: bool = False,
+        signal: int | None = None,
+    ) -> dict[str, str]:
+        """Cancel petitions (``ids``; an array's name: its members), and the queued or
+        running ones of ``groups`` in ``states`` (QUEUED, RUNNING), or ``everything``;
+        with ``signal`` (a number), send it to their running trees instead: for each
+        ID, ``"cancelled"`` (``"signalled"``) or why it was not."""
+        results: dict[str, str] = self._call(
+            operations.cancel, _ids(ids), force, list(groups), [s.upper() for s in states],
+            everything, signal,
+        )  # fmt: skip
         return results
 
     def clean(self, older_than: float | None = None) -> int:
         """Forget ended petitions (those that ended over ``older_than`` seconds ago):
         drop their records and logs. How many were removed."""
-        removed: int = self._call(operations.clean, older_than)
+        removed: int = self._call(operations.clean, older_than)["removed"]
         return removed
+
+    def clean_each(
+        self,
+        ids: Iterable[str] = (),
+        *,
+        states: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        older_than: float | None = None,
+    ) -> dict[str, Any]:
+        """Forget ended petitions: ``ids`` (all if none; an array's name: its members),
+        only in ``states``, of ``groups``, that ended over ``older_than`` seconds ago.
+        ``{"removed": how many, "results": {ID: why it was not cleaned}}``."""
+        reply: dict[str, Any] = self._call(
+            operations.clean, older_than, _ids(ids), [s.upper() for s in states], list(groups)
+        )
+        return reply
 
     def wait(self, ids: str | Iterable[str]) -> dict[str, int]:
         """Block until these petitions have ended: ID -> exit code (as :func:`exit_code`
@@ -241,6 +273,34 @@ class Client:
         finally:
             self._forget(session)
 
+    def wait_report(self, ids: str | Iterable[str], timeout: float | None = None) -> dict[str, Any]:
+        """Block until these petitions (an array's name: its members) have ended, or
+        for ``timeout`` seconds at most: ``{"ended": {ID: summary}, "ids": [every ID
+        waited for], "arrays": {name: [member IDs]}, "timed_out": bool}``.
+        NoPetitionError if an ID is unknown."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        asked: dict[str, Any] = {"ids": [], "arrays": {}}
+        ended: dict[str, dict[str, Any]] = {}
+        session = self._open()
+        try:
+            for summary in operations.wait(session, _ids(ids), deadline, asked):
+                ended[summary["id"]] = summary
+        except TimeoutError:
+            return {"ended": ended, **asked, "timed_out": True}
+        finally:
+            self._forget(session)
+        return {"ended": ended, **asked, "timed_out": False}
+
+    def submit_array(self, request: ArrayRequest) -> dict[str, Any]:
+        """Queue every member of an array in one request, all or none (see
+        :mod:`orcha.protocol.arrays`): ``{"name", "ids"}``. Members of an attached
+        array (``request.submit.attach``) are cancelled when this client closes; follow
+        their output with :meth:`follow` (the array's name stands for its members)."""
+        reply: dict[str, Any] = self._call(operations.submit_array, request)
+        return reply
+
     def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, None]:
         """The stored output of a petition (running or ended) as ``(stream, data)``
         chunks; only its last ``tail`` lines if given. PetitionError (209) if none."""
@@ -250,9 +310,10 @@ class Client:
         finally:
             self._forget(session)
 
-    def follow(self, ids: str | Iterable[str]) -> Following:
-        """Follow petitions' output from the start, live (see :class:`Following`)."""
-        return Following(self, self._open(), list(dict.fromkeys(_ids(ids))))
+    def follow(self, ids: str | Iterable[str], lines: int | None = None) -> Following:
+        """Follow petitions' output from the start (from their last ``lines`` lines, if
+        given), live (see :class:`Following`)."""
+        return Following(self, self._open(), list(dict.fromkeys(_ids(ids))), lines)
 
     def watch(
         self, ids: str | Iterable[str] | None = None

@@ -135,11 +135,13 @@ class Following:
     what the log did not keep).
     """
 
-    def __init__(self, client: Client, session: Session, ids: list[str]) -> None:
+    def __init__(
+        self, client: Client, session: Session, ids: list[str], lines: int | None = None
+    ) -> None:
         self._client = client
         self._session = session
         try:
-            self._names, self.missing, self._queue = operations.follow(session, ids)
+            self._names, self.missing, self._queue = operations.follow(session, ids, lines)
         except BaseException:
             client._forget(session)
             raise

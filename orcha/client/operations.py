@@ -23,6 +23,10 @@ from orcha.client.session import Session
 from orcha.errors import NoPetitionError
 from orcha.protocol.messages import SubmitRequest
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from orcha.protocol.arrays import ArrayRequest
+
 
 def no_petition(ids: list[str], hint: str = "") -> NoPetitionError:
     """``no petition has ID 'a', 'b'`` (plus ``hint``): the error for unknown IDs."""
@@ -66,45 +70,97 @@ def request_cancel(session: Session, petition_id: str) -> None:
     session.send(None, "call", "cancel", {"id": petition_id}, skip=True)
 
 
-def cancel(session: Session, ids: list[str], force: bool = False) -> dict[str, str]:
-    """Cancel petitions: for each ID, ``"cancelled"`` or why not."""
-    results: dict[str, str] = session.call("cancel", {"ids": ids, "force": force})["results"]
+def cancel(
+    session: Session,
+    ids: list[str],
+    force: bool = False,
+    groups: list[str] | None = None,
+    states: list[str] | None = None,
+    everything: bool = False,
+    signal: int | None = None,
+) -> dict[str, str]:
+    """Cancel petitions (``ids``, and the queued or running ones of ``groups`` in
+    ``states``, or ``everything``); with ``signal``, send it to the running trees
+    instead: for each ID, ``"cancelled"`` (``"signalled"``) or why not."""
+    request: dict[str, Any] = {"ids": ids, "force": force}
+    if groups or states or everything:
+        request.update(groups=groups or [], states=states or [], all=everything)
+    if signal is not None:
+        request["signal"] = signal
+    results: dict[str, str] = session.call("cancel", request)["results"]
     return results
 
 
 def status(session: Session, ids: list[str], states: list[str]) -> dict[str, Any]:
     """``{"petitions": [record, ...], "missing": [ID, ...]}`` (the ``status --json``
-    document); no IDs means all, ``states`` (upper case) narrows."""
+    document; ``"arrays": {name: [member IDs]}`` too if an array was named); no IDs
+    means all, ``states`` (upper case) narrows."""
     reply = session.call("status", {"ids": ids, "states": states})
-    return {"petitions": reply["petitions"], "missing": reply["missing"]}
+    out = {"petitions": reply["petitions"], "missing": reply["missing"]}
+    if reply.get("arrays"):  # the arrays named, with their members (an array's name)
+        out["arrays"] = reply["arrays"]
+    return out
 
 
-def clean(session: Session, older_than: float | None) -> int:
-    """Forget ended petitions (those that ended over ``older_than`` seconds ago):
-    how many were removed."""
-    removed: int = session.call("clean", {"older_than": older_than})["removed"]
-    return removed
+def clean(
+    session: Session,
+    older_than: float | None,
+    ids: list[str] | None = None,
+    states: list[str] | None = None,
+    groups: list[str] | None = None,
+) -> dict[str, Any]:
+    """Forget ended petitions (``ids``, or all; only in ``states``, of ``groups``, that
+    ended over ``older_than`` seconds ago): ``{"removed": how many, "results": {ID: why
+    it was not cleaned}}``."""
+    reply = session.call("clean", {"older_than": older_than, "ids": ids or [],
+                                   "states": states or [], "groups": groups or []})  # fmt: skip
+    return {"removed": reply["removed"], "results": dict(reply.get("results") or {})}
 
 
-def wait(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
+def wait(
+    session: Session,
+    ids: list[str],
+    deadline: float | None = None,
+    asked: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The end summary ``{"id", "state", "code", "message"}`` of each petition, those
-    already ended first, the others as they end. NoPetitionError for unknown IDs."""
+    already ended first, the others as they end. An array's name stands for its members.
+    NoPetitionError for unknown IDs. ``deadline`` (``time.monotonic()``): TimeoutError
+    once it passes (the session is then unusable: close it). ``asked``, if given, is
+    filled with ``"ids"`` (every petition waited for) and ``"arrays"`` (the arrays
+    named, with their members' IDs)."""
     reply = session.call("wait", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])
-    wanted = set(ids)
-    seen: set[str] = set()
-    for summary in reply["ended"]:
-        seen.add(summary["id"])
-        yield summary
-    if len(seen) >= len(wanted):
+    pending = set(reply["pending"])
+    if asked is not None:
+        asked["ids"] = [s["id"] for s in reply["ended"]] + list(reply["pending"])
+        asked["arrays"] = dict(reply.get("arrays") or {})
+    yield from reply["ended"]
+    if not pending:
         return
-    for item in items(session, reply["queue"]):
-        if isinstance(item, dict) and item.get("event") == "ended":
-            seen.add(item["id"])
+    for item in _items_until(session, reply["queue"], deadline):
+        if isinstance(item, dict) and item.get("event") == "ended" and item["id"] in pending:
+            pending.discard(item["id"])
             yield item
-            if len(seen) >= len(wanted):
+            if not pending:
                 return
+
+
+def _items_until(session: Session, queue: str, deadline: float | None) -> Iterator[Any]:
+    """The items of the served queue ``queue`` until ``deadline`` (TimeoutError then)."""
+    if deadline is None:
+        yield from items(session, queue)
+        return
+    import select
+    import time
+
+    while True:
+        session.send(queue, "get_batch")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([session.fileno()], [], [], remaining)[0]:
+            raise TimeoutError("the deadline passed")
+        yield from session.recv()
 
 
 def logs(session: Session, petition_id: str, tail: int | None) -> Iterator[tuple[str, bytes]]:
@@ -114,10 +170,16 @@ def logs(session: Session, petition_id: str, tail: int | None) -> Iterator[tuple
     yield from ((stream, data) for stream, data in reply["output"])
 
 
-def follow(session: Session, ids: list[str]) -> tuple[dict[int, str], list[str], str]:
-    """Start following petitions: (handle -> ID of those followed, unknown IDs, the
-    served queue :func:`followed_items` reads)."""
-    reply = session.call("follow", {"ids": ids})
+def follow(
+    session: Session, ids: list[str], lines: int | None = None
+) -> tuple[dict[int, str], list[str], str]:
+    """Start following petitions (from the last ``lines`` lines of each, if given):
+    (handle -> ID of those followed, unknown IDs, the served queue
+    :func:`followed_items` reads)."""
+    request: dict[str, Any] = {"ids": ids}
+    if lines is not None:
+        request["lines"] = lines
+    reply = session.call("follow", request)
     names = {h: i for i, h in reply["handles"].items()}
     return names, list(reply["missing"]), reply["queue"]
 
@@ -260,3 +322,12 @@ def restart(
         "changes": changes or {},
     })  # fmt: skip
     return {"results": reply["results"], "restarted": reply["restarted"]}
+
+
+# -- arrays --------------------------------------------------------------------------------
+def submit_array(session: Session, request: ArrayRequest) -> dict[str, Any]:
+    """Queue every member of an array in one request (all or none): ``{"name", "ids"}``.
+    An attached array's members end with this session; read their output with
+    :func:`follow`."""
+    reply: dict[str, Any] = session.call("submit_array", request.to_wire())
+    return {"name": reply["name"], "ids": list(reply["ids"])}

@@ -16,6 +16,7 @@ not import this table at start-up. Plain classes, no ``typing`` or ``dataclasses
 
 from __future__ import annotations
 
+from orcha.protocol.arrays import ArrayRequest
 from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up
@@ -112,42 +113,96 @@ class StatusRequest(Request):
 
 
 class CancelRequest(Request):
-    """``cancel``: ``ids`` (``orcha cancel ID... [--force]``: says what happened to each),
-    or one ``id`` (an attached client's Ctrl+C, or the original API's ``finish``)."""
+    """``cancel``: petitions named by ``ids`` (an array's name: its members) and the
+    queued or running ones the filters select (``groups``, ``states``: QUEUED and/or
+    RUNNING, each narrowing the other; ``all``: every one), saying what happened to
+    each (``orcha cancel ID... [--force]``); with ``signal``, that signal is sent to
+    the running trees instead (``orcha cancel --signal USR1``). Or one ``id`` (an
+    attached client's Ctrl+C, or the original API's ``finish``)."""
 
-    __slots__ = ("force", "id", "ids")
+    __slots__ = ("all", "force", "groups", "id", "ids", "signal", "states")
 
-    def __init__(self, ids: list[str] | None, id: object = None, force: bool = False) -> None:
+    def __init__(
+        self,
+        ids: list[str] | None,
+        id: object = None,
+        force: bool = False,
+        groups: list[str] | None = None,
+        states: list[str] | None = None,
+        all: bool = False,
+        signal: int | None = None,
+    ) -> None:
         self.ids = ids
         self.id = id  # as sent: the reply quotes it
         self.force = force
+        self.groups = groups or []
+        self.states = states or []
+        self.all = all
+        self.signal = signal
+
+    @property
+    def selects(self) -> bool:
+        """Whether filters select petitions (not only IDs)."""
+        return bool(self.groups or self.states or self.all)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> CancelRequest:
-        if "ids" in obj:
-            ids = obj["ids"]
-            if not _strings(ids) or not ids:
-                raise ValueError("'ids' must be a non-empty list of strings")
-            return cls(ids, force=bool(obj.get("force")))
-        return cls(None, obj.get("id"))
+        from orcha.protocol.schedule import check_group
+
+        if not any(k in obj for k in ("ids", "groups", "states", "all")):
+            return cls(None, obj.get("id"))
+        ids, groups, states = obj.get("ids", []), obj.get("groups", []), obj.get("states", [])
+        if not _strings(ids) or not _strings(groups) or not _strings(states):
+            raise ValueError("'ids', 'groups' and 'states' must be lists of strings")
+        groups = [check_group(g) for g in groups]
+        if not set(states) <= {"QUEUED", "RUNNING"}:
+            raise ValueError("only QUEUED and RUNNING petitions can be cancelled or signalled")
+        everything = obj.get("all", False) is True
+        if not (ids or groups or states or everything):
+            raise ValueError("name petition IDs, groups, states, or all")
+        sig = obj.get("signal")
+        if sig is not None and (isinstance(sig, bool) or not isinstance(sig, int)
+                                or not 1 <= sig <= 64):  # fmt: skip
+            raise ValueError("'signal' must be a signal number from 1 to 64")
+        return cls(ids, force=bool(obj.get("force")), groups=groups, states=states,
+                   all=everything, signal=sig)  # fmt: skip
 
 
 class CleanRequest(Request):
-    """``clean``: drop records ended more than ``older_than`` seconds ago (all if None)."""
+    """``clean``: drop ended records (and their logs): those of ``ids`` (an array's
+    name: its members), narrowed by ``states``, ``groups`` and ``older_than`` (seconds
+    since they ended); with no IDs, every ended record those filters keep."""
 
-    __slots__ = ("older_than",)
+    __slots__ = ("groups", "ids", "older_than", "states")
 
-    def __init__(self, older_than: float | None) -> None:
+    def __init__(
+        self,
+        older_than: float | None,
+        ids: list[str] | None = None,
+        states: list[str] | None = None,
+        groups: list[str] | None = None,
+    ) -> None:
         self.older_than = older_than
+        self.ids = ids or []
+        self.states = states or []
+        self.groups = groups or []
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> CleanRequest:
+        from orcha.protocol.schedule import check_group
+
         older = obj.get("older_than")
         if older is not None and (
             isinstance(older, bool) or not isinstance(older, (int, float)) or older < 0
         ):
             raise ValueError("'older_than' must be a number of seconds >= 0")
-        return cls(older)
+        ids, groups, states = obj.get("ids", []), obj.get("groups", []), obj.get("states", [])
+        if not _strings(ids) or not _strings(groups) or not _strings(states):
+            raise ValueError("'ids', 'groups' and 'states' must be lists of strings")
+        if not set(states) <= {"SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"}:
+            raise ValueError("only ended petitions are cleaned: SUCCEEDED, FAILED, "
+                             "CANCELLED or INTERRUPTED")  # fmt: skip
+        return cls(older, ids, states, [check_group(g) for g in groups])
 
 
 class LogsRequest(Request):
@@ -382,6 +437,25 @@ class RestartRequest(Request):
         return cls(ids, failed, group, priority, changes)
 
 
+class FollowRequest(IdsRequest):
+    """``follow``: petition ``ids``; ``lines``: replay only the last N lines of each
+    log before the live output (as ``tail -n``; None: all of it)."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, ids: list[str], lines: int | None = None) -> None:
+        super().__init__(ids)
+        self.lines = lines
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> FollowRequest:
+        lines = obj.get("lines")
+        if lines is not None and (isinstance(lines, bool) or not isinstance(lines, int)
+                                  or lines < 0):  # fmt: skip
+            raise ValueError("'lines' must be a whole number >= 0")
+        return cls(IdsRequest.from_wire(obj).ids, lines)
+
+
 class Operation:
     """One operation: ``name`` (also its typeid); ``request``, the class that checks and
     holds its request; ``reply``, the fields its reply may carry; ``errors``, the wire
@@ -441,11 +515,12 @@ OPERATIONS: dict[str, Operation] = {
                   refusal="invalid petition: ", stream="output"),
         Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal=""),
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
-        Operation("status", StatusRequest, ("petitions", "missing"), refusal=""),
-        Operation("clean", CleanRequest, ("removed",), ("refused", "not_saved"), refusal=""),
-        Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue"),
+        Operation("status", StatusRequest, ("petitions", "missing", "arrays"), refusal=""),
+        Operation("clean", CleanRequest, ("removed", "results"), ("refused", "not_saved"),
+                  refusal=""),
+        Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue", "arrays"),
                   stream="events"),
-        Operation("follow", IdsRequest, ("handles", "missing", "queue"), stream="events"),
+        Operation("follow", FollowRequest, ("handles", "missing", "queue"), stream="events"),
         Operation("watch", IdsRequest, ("missing", "queue"), stream="events"),
         Operation("logs", LogsRequest, ("state", "code", "output"), ("refused", "no_petition")),
         Operation("group", GroupRequest, ("groups",), ("refused", "not_saved")),
@@ -463,5 +538,7 @@ OPERATIONS: dict[str, Operation] = {
                   ("refused", "no_petition")),
         Operation("restart", RestartRequest, ("results", "restarted"),
                   ("refused", "no_petition", "duplicate", "unknown", "not_saved")),
+        Operation("submit_array", ArrayRequest, ("name", "ids"), _SUBMIT_ERRORS,
+                  refusal="invalid array: "),
     )
 }  # fmt: skip

@@ -70,8 +70,8 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "action_done", "announced", "attempt", "blocked_since", "cancel_deferred",
-        "cancel_requested",
+        "_cancel_event", "action_done", "announced", "array", "attempt", "blocked_since",
+        "cancel_deferred", "cancel_requested",
         "cancelled_by_client", "closer", "code", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
         "leftovers", "lock", "log", "machine", "message", "native", "outcome", "output_lock",
@@ -118,6 +118,8 @@ class Job:
         # Scheduling (see orcha.service.scheduler): what it asked for, what it holds.
         self.schedule = schedule if schedule is not None else _DEFAULT_SCHEDULE
         self.paused = False  # admission paused for this petition ('orcha pause ID')
+        # A member of an array with a %N limit: (the array's key, its name, N).
+        self.array: tuple[str, str, int] | None = None
         self.stopped = False  # its running tree was SIGSTOPped ('orcha pause --running')
         self.deps_ready = not self.schedule.dependencies
         self.blocked_since: float | None = None  # first found waiting for resources

@@ -109,6 +109,11 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE petitions ADD COLUMN array_index INTEGER",
         "CREATE INDEX petitions_array ON petitions (array, array_index) WHERE array IS NOT NULL",
     ],
+    [
+        # An array member's '%N' (at most N members of its array run at once; NULL: no
+        # limit), kept so the limit holds again after a restart.
+        "ALTER TABLE petitions ADD COLUMN array_limit INTEGER",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

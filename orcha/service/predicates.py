@@ -248,23 +248,27 @@ class Holds:
         self.paused_groups: set[str] = set()
         self.group_limits: dict[str, int] = {}
         self.group_running: dict[str, int] = {}  # group -> petitions of it running
+        self.array_running: dict[str, int] = {}  # array (Job.array's key) -> members running
 
     def copy(self) -> Holds:
         """A copy to read outside the scheduler's lock (explaining)."""
         out = Holds()
         out.paused_all, out.paused_groups = self.paused_all, set(self.paused_groups)
         out.group_limits, out.group_running = dict(self.group_limits), dict(self.group_running)
+        out.array_running = dict(self.array_running)
         return out
 
-    def started(self, group: str) -> None:
+    def started(self, group: str, array: tuple[str, str, int] | None = None) -> None:
+        """A petition of ``group`` (a member of ``array``, if given) has started."""
         self.group_running[group] = self.group_running.get(group, 0) + 1
+        if array is not None:
+            self.array_running[array[0]] = self.array_running.get(array[0], 0) + 1
 
-    def ended(self, group: str) -> None:
-        left = self.group_running.get(group, 1) - 1
-        if left:
-            self.group_running[group] = left
-        else:
-            self.group_running.pop(group, None)
+    def ended(self, group: str, array: tuple[str, str, int] | None = None) -> None:
+        """A petition of ``group`` (a member of ``array``, if given) has ended."""
+        _decrement(self.group_running, group)
+        if array is not None:
+            _decrement(self.array_running, array[0])
 
     def set_limit(self, group: str, limit: int | None) -> None:
         """At most ``limit`` petitions of ``group`` run at once (None: no own limit)."""
@@ -305,6 +309,14 @@ class Holds:
         ]
 
 
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 1) - 1
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class AllPaused:
     """Not while everything is paused ('orcha pause --all')."""
 
@@ -331,12 +343,19 @@ class Paused:
 
 
 class GroupFull:
-    """Not while its group runs as many petitions as the group's limit."""
+    """Not while its group runs as many petitions as the group's limit, nor while its
+    array (``run --array 1-100%4``: a group of its own) runs as many members as its
+    ``%N``."""
 
     def __init__(self, holds: Holds) -> None:
         self.holds = holds
 
     def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+        if job.array is not None:
+            key, name, most = job.array
+            members = self.holds.array_running.get(key, 0)
+            if members >= most:
+                return f"array {name} runs {members} of at most {most} at once"
         group = job.schedule.group
         limit = self.holds.group_limits.get(group)
         if limit is None:

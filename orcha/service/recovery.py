@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import InvalidPetitionError, PetitionError
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
+from orcha.service import arrays
 from orcha.service.job import Job
 from orcha.states import State, transition
 
@@ -152,6 +153,7 @@ def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1
     job.events = service.events
     job.log = service.open_log(job, row["log_path"] or service.log_path(uid))
     store.update(row["seq"], token=job.token, log_path=job.log.path)
+    arrays.restored(job, row)  # its array's %N holds again
     service.scheduler.submit(job)
     return True
 

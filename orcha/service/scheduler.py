@@ -390,7 +390,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         job.set_state(State.RUNNING)
         job.machine = machine
         job.gpu_ids = self._loans.borrow(loan, job) if loan else machine.reserve(job.schedule)
-        self._state.started(job.schedule.group)
+        self._state.started(job.schedule.group, job.array)
         self._running[job.seq] = job
 
     def _fail(self, job: Job, reason: str, settle: bool = True) -> bool:
@@ -454,7 +454,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         with self.lock:
             if self._running.pop(job.seq, None) is not None:
                 self._release(job)
-                self._state.ended(job.schedule.group)
+                self._state.ended(job.schedule.group, job.array)
             self._ended_now(job)
             self.admit()
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STORE_START_WAIT
-from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
+from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
 from orcha.service.children import Family
+from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job
 from orcha.service.logs import PetitionLog
 from orcha.service.store import Store
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("orcha.service")
 
 
-class Service:
+class Service(Intake):
     """The service core. Built by ``build_service``, which sets the parts that need the
     service itself (``scheduler``, ``runner``, ``events``, ``handlers``)."""
 
@@ -198,15 +198,9 @@ class Service:
         other), recorded outside it (a slow, full or locked database never holds up run
         or cancel), and queued under it again (a parent cancelled meanwhile refuses it)."""
         petition_id = str(petition.id)
-        family: Family | None = parent.family if parent is not None else None
         schedule = (request.schedule if request else None) or Schedule()
         self.scheduler.check_feasible(schedule)
-        with self.scheduler.lock:
-            if self.scheduler.get(petition_id) is not None or petition_id in self._intake:
-                raise DuplicateIdError(petition_id)
-            if family is not None:
-                family.check_open()
-            self._intake.add(petition_id)
+        self._take_ids([petition_id], parent)
         try:
             self._check_dependencies(petition_id, schedule)  # reads records: not locked
             # Named before the record exists, so one INSERT holds everything.
@@ -214,60 +208,20 @@ class Service:
             token, log_path = f"{self.token_prefix}-{uid}", self.log_path(uid)
             seq = None
             now = self.clock()
-            if schedule.delay:
-                # On the service's clock, and kept as a time: a restart keeps it.
-                begin = max(schedule.begin or 0.0, now + schedule.delay)
-                schedule = schedule.replace(begin=begin, delay=0.0)
+            schedule = timed_schedule(schedule, now)
             if self.store is not None:
                 seq = self.store.add(
                     {
-                        "service": str(self.settings.address),
-                        "id": petition_id,
-                        "kind": kind or "",
-                        "runs_as": request.kind if request and request.kind != kind else None,
-                        "params": request.params if request else {},
-                        "priority": int(getattr(petition, "priority", 0) or 0),
-                        "state": str(State.QUEUED),
-                        "submitted": now,
-                        "user": (request.user if request else "") or _user(),
-                        "host": (request.host if request else "") or socket.gethostname(),
-                        "cwd": request.cwd if request else "",
-                        "env": request.env if request else {},
-                        "token": token,
-                        "log_path": log_path if native else None,
-                        "schedule": schedule.to_wire(),
-                        **(
-                            {"parent": parent.id, "parent_seq": parent.seq}
-                            if parent is not None else {}
-                        ),
+                        **self._new_record(petition, native, kind, request, schedule,
+                                           parent, now, token, log_path),
                         **({"restart_of": restart_of} if restart_of is not None else {}),
                     }
                 )  # fmt: skip
-            job = Job(
-                petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
-                token=token, schedule=schedule, created=now,
-            )  # fmt: skip
-            job.session = peer
-            job.events = self.events
-            with self.scheduler.lock:
-                if family is not None:
-                    try:
-                        family.check_open()
-                    except PetitionError:  # recorded, not queued: its record says so
-                        if self.store is not None and seq is not None:
-                            self.store.update_later(seq, state="CANCELLED", ended=now)
-                        raise
-                    job.parent = parent
-                    family.adopt(job)
-                if self.store is not None and native:
-                    job.log = self.open_log(job, log_path)
-                # Before submit(): it may start the petition at once, and watchers must
-                # see "submitted" before "started".
-                self.events.watch_event(job, "submitted", {"priority": job.priority})
-                self.scheduler.submit(job)
+            job = self._queue_recorded(
+                petition, native, kind, schedule, peer, parent, seq, token, log_path, now
+            )
         finally:
-            with self.scheduler.lock:
-                self._intake.discard(petition_id)
+            self._release_ids([petition_id])
         return job
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
@@ -490,12 +444,3 @@ class Service:
             f"{scheduler.used_cpus}/{scheduler.capacity} CPUs in use"
         )
         return words + (", paused" if scheduler.paused_all else "")
-
-
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from orcha.defaults import (
-    STORE_CLEAN_FLUSH_WAIT,
     STORE_CLOSE_WAIT,
     STORE_OPEN_BUSY_MS,
     STORE_READ_BUSY_MS,
@@ -36,6 +35,7 @@ from orcha.defaults import (
 from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
 from orcha.service.migrations import check_pages, damaged, migrate
 from orcha.service.saving import Changes, Outage, Saver, Writes, describe
+from orcha.service.store_bulk import BulkRecords
 
 _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
@@ -47,7 +47,7 @@ _COLUMNS = (
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
     "parent", "parent_seq", "leftovers", "log_truncated", "cpu_time", "peak_rss",
-    "restart_of", "array", "array_index",
+    "restart_of", "array", "array_index", "array_limit",
 )  # fmt: skip
 
 
@@ -74,7 +74,7 @@ def _check_fields(fields: Iterable[str]) -> None:
         raise ValueError(f"unknown record fields: {sorted(unknown)}")
 
 
-class Store:
+class Store(BulkRecords):
     """The petition records. Thread-safe: a writing connection behind one lock, a
     reading connection behind another.
 
@@ -216,11 +216,7 @@ class Store:
     def add(self, record: dict[str, Any], what: str = "nothing was submitted") -> int:
         """Insert a new record (one transaction); return its ``seq``. NotSavedError (with
         ``what`` was not done) if it cannot be saved within a bound."""
-        _check_fields(record)
-        values = {k: v for k, v in record.items() if k != "seq"}
-        for name in _JSON_FIELDS:
-            if name in values:
-                values[name] = json.dumps(values[name])
+        values = self._encode(record)
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
 
@@ -231,6 +227,16 @@ class Store:
             return int(cur.lastrowid or 0)
 
         return self._write(insert, what)
+
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> dict[str, Any]:
+        """A new record's fields, checked, JSON fields encoded, without ``seq``."""
+        _check_fields(record)
+        values = {k: v for k, v in record.items() if k != "seq"}
+        for name in _JSON_FIELDS:
+            if name in values:
+                values[name] = json.dumps(values[name])
+        return values
 
     def update(
         self,
@@ -382,35 +388,6 @@ class Store:
         for parent_seq, child in rows:
             out.setdefault(parent_seq, []).append(child)
         return out
-
-    def remove_finished(self, before: float | None = None) -> list[dict[str, Any]]:
-        """Delete ended records (ended before ``before`` if given); return what was
-        deleted. Changes waiting to be saved are saved first (within a bound), so a
-        petition that has just ended is removed too; records whose changes still are not
-        saved are kept (their end may not be). NotSavedError if the database cannot be
-        written now."""
-        self.flush(STORE_CLEAN_FLUSH_WAIT)
-        clause = "state NOT IN ('QUEUED', 'RUNNING')"
-        args: list[Any] = []
-        if before is not None:
-            clause += " AND ended < ?"
-            args.append(before)
-        unsaved = self.saver.pending_seqs()
-        if unsaved:
-            clause += f" AND seq NOT IN ({', '.join('?' for _ in unsaved)})"
-            args.extend(unsaved)
-
-        def delete(db: sqlite3.Connection) -> list[sqlite3.Row]:
-            db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
-            ).fetchall()
-            db.execute(f"DELETE FROM petitions WHERE {clause}", args)
-            db.execute("COMMIT")
-            return rows
-
-        rows = self._write(delete, "nothing was removed")
-        return [dict(r) for r in rows]
 
     def get_value(self, service: str, key: str, default: Any = None) -> Any:
         """A JSON value the service kept under ``key`` (``default`` if none)."""

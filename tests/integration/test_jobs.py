@@ -25,7 +25,7 @@ ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
           "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
           "notify_error", "machine", "parent", "leftovers", "log_truncated",
-          "restart_of"}  # fmt: skip
+          "restart_of", "array", "array_index"}  # fmt: skip
 NO_PETITION = 209
 CANCELLED = 207
 

@@ -25,11 +25,11 @@ def test_every_operation_has_one_handler_one_client_function_and_one_typeid() ->
 
     from orcha.client import operations as client_operations
     from orcha.protocol.managed import QueueManager
-    from orcha.service.handlers import HANDLERS, changes, control, petitions, subscriptions
+    from orcha.service.handlers import HANDLERS, arrays, changes, control, petitions, subscriptions
 
     # One handler each: the handler modules together declare each name exactly once.
     declared = [*petitions.HANDLERS, *subscriptions.HANDLERS, *control.HANDLERS,
-                *changes.HANDLERS]  # fmt: skip
+                *changes.HANDLERS, *arrays.HANDLERS]  # fmt: skip
     assert sorted(declared) == sorted({op.handler for op in OPERATIONS.values()})
     assert set(HANDLERS) == set(OPERATIONS)
     # One client function each, in orcha.client.operations, named by the table.
@@ -89,7 +89,14 @@ def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> 
 @pytest.mark.parametrize(
     ("op", "body", "message"),
     [
-        ("cancel", {"ids": []}, "'ids' must be a non-empty list of strings"),
+        ("cancel", {"ids": []}, "name petition IDs, groups, states, or all"),
+        ("cancel", {"states": ["FAILED"]},
+         "only QUEUED and RUNNING petitions can be cancelled or signalled"),
+        ("cancel", {"all": True, "signal": 99}, "'signal' must be a signal number from 1 to 64"),
+        ("clean", {"states": ["RUNNING"]}, "only ended petitions are cleaned: SUCCEEDED, "
+                                           "FAILED, CANCELLED or INTERRUPTED"),
+        ("follow", {"ids": ["a"], "lines": -1}, "invalid request: 'lines' must be a whole "
+                                                "number >= 0"),
         ("status", {"states": [1]}, "'ids' and 'states' must be lists of strings"),
         ("clean", {"older_than": -1}, "'older_than' must be a number of seconds >= 0"),
         ("clean", {"older_than": True}, "'older_than' must be a number of seconds >= 0"),

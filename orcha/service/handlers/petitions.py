@@ -10,6 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.service import arrays, bulk
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.states import State
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         SubmitRequest,
     )
     from orcha.service.handlers import Handler
+    from orcha.service.job import Job
     from orcha.service.peer import Peer
     from orcha.service.service import Service
 
@@ -34,6 +36,7 @@ _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
     "notify_error", "machine", "parent", "leftovers", "log_truncated", "restart_of",
+    "array", "array_index",
 )  # fmt: skip
 
 
@@ -65,8 +68,9 @@ def send(service: Service, peer: Peer, request: MessageRequest) -> dict[str, Any
 
 
 def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, Any]:
-    """Cancel ``ids`` (saying, for each, whether it was cancelled or why not), or the one
-    petition ``id`` (refused if it is not queued or running)."""
+    """Cancel (or, with ``signal``, signal) the petitions ``ids`` name and those the
+    filters select, saying, for each, what was done or why not; or the one petition
+    ``id`` (refused if it is not queued or running)."""
     if request.ids is None:
         job = service.scheduler.get(str(request.id))
         if job is None:
@@ -76,7 +80,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         service.cancel(job, "cancelled by a client", by_client=job.session is peer)
         return {"id": job.id}
     results: dict[str, str] = {}
-    for petition_id in request.ids:
+    jobs: list[Job] = []
+    for petition_id in arrays.expand(service, request.ids)[0]:  # an array: its members
         job = service.scheduler.get(petition_id)
         if job is None:
             record = service.store.latest(petition_id) if service.store is not None else None
@@ -85,20 +90,29 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
                 if record else f"there is no petition with ID {petition_id!r}"
             )  # fmt: skip
             continue
+        jobs.append(job)
+    if request.selects:
+        jobs += bulk.selected(service.scheduler.jobs(), request.groups, request.states)
+    if request.signal is not None:
+        results.update(bulk.signal(jobs, request.signal))
+        return {"results": results}
+    # Queued ones first: cancelling a running one frees room that one of them would take.
+    for job in sorted(dict.fromkeys(jobs), key=lambda j: j.state is State.RUNNING):
         by_client = job.session is peer
         service.cancel(job, "cancelled with 'orcha cancel'" if not by_client
                        else "cancelled by its client", by_client=by_client)  # fmt: skip
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
-        results[petition_id] = "cancelled"
+        results[job.id] = "cancelled"
     return {"results": results}
 
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:
     """Records of the given petitions (all if none given), with why waiting ones wait."""
-    ids, store, scheduler = request.ids, service.store, service.scheduler
+    ids, named = arrays.expand(service, request.ids)  # an array's name: its members
+    store, scheduler = service.store, service.scheduler
     if store is None:
-        return {"petitions": [], "missing": list(ids)}
+        return {"petitions": [], "missing": list(ids), "arrays": named}
     # No flush: reads include the changes not committed yet, and never wait for them.
     rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
     out = []
@@ -128,7 +142,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
         out.append(record)
     found = {r["id"] for r in rows}
     known = {r["id"] for r in store.find(ids, (), columns=("id",))} if request.states else found
-    return {"petitions": out, "missing": [i for i in ids if i not in known]}
+    return {"petitions": out, "missing": [i for i in ids if i not in known], "arrays": named}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
@@ -154,18 +168,37 @@ def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
 
 
 def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]:
-    """Drop ended records (ended more than ``older_than`` seconds ago) and their logs."""
+    """Drop ended records and their logs: those of the IDs given (an array's name: its
+    members; for each ID not cleaned, why), or all, narrowed by states, groups and the
+    time since they ended."""
     if service.store is None:
-        return {"removed": 0}
+        return {"removed": 0, "results": {}}
     older = request.older_than
-    removed = service.store.remove_finished(service.clock() - older if older is not None else None)
+    seqs: list[int] | None = None
+    results: dict[str, str] = {}
+    if request.ids:
+        seqs = []
+        for petition_id in arrays.expand(service, request.ids)[0]:
+            record = service.store.latest(petition_id)
+            if record is None:
+                results[petition_id] = f"there is no petition with ID {petition_id!r}"
+            elif record["state"] in (str(State.QUEUED), str(State.RUNNING)):
+                results[petition_id] = (
+                    f"petition {petition_id!r} is {record['state'].lower()}; cancel it first"
+                )
+            else:
+                seqs.append(record["seq"])
+    removed = service.store.remove_finished(
+        service.clock() - older if older is not None else None,
+        seqs=seqs, states=request.states, groups=request.groups,
+    )  # fmt: skip
     for row in removed:
         if row["log_path"]:
             try:
                 os.unlink(row["log_path"])
             except OSError:
                 pass
-    return {"removed": len(removed)}
+    return {"removed": len(removed), "results": results}
 
 
 HANDLERS: dict[str, Handler] = {

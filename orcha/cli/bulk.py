@@ -1,0 +1,108 @@
+"""What ``cancel``, ``wait``, ``clean`` and ``logs`` say when they act on many petitions
+(IDs, an array's name, ``--group``, ``--state``, ``--all``): one line per failure, a
+count for a selection, and their exit codes (documented in each command's help)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+from orcha.errors import ExitCode
+
+#: How many petitions a summary line names before it says "...".
+NAMED = 10
+
+
+def signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--signal``: ``USR1``, ``SIGUSR1``, ``usr1`` or ``10`` -> the signal's number."""
+    import signal
+
+    if value is None:
+        return None
+    text = value.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if 1 <= number <= signal.SIGRTMAX:
+            return number
+    else:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        if isinstance(getattr(signal, name, None), signal.Signals):
+            return int(getattr(signal, name))
+    raise click.BadParameter(
+        f"{value!r} is not a signal (e.g. USR1, SIGTERM, 10)", ctx=ctx, param=param
+    )
+
+
+def signal_words(sig: int) -> str:
+    """``SIGUSR1`` for 10; ``signal 42`` for a number without a name."""
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def some(ids: Iterable[str]) -> str:
+    """The first few of ``ids``, comma separated, then "..." if there are more."""
+    ids = list(ids)
+    return ", ".join(ids[:NAMED]) + (", ..." if len(ids) > NAMED else "")
+
+
+def report_cancel(results: dict[str, str], selects: bool, sig: int | None) -> int:
+    """Say what ``cancel`` did: each ID cancelled (a count for a selection: ``--all``,
+    ``--group``, ``--state``), one line per petition it could not act on. 0, or 209
+    (NO_PETITION) if there was one."""
+    done_word = "cancelled" if sig is None else "signalled"
+    done = [i for i, r in results.items() if r == done_word]
+    failures = [r for r in results.values() if r != done_word]
+    if sig is not None:
+        if done:
+            click.echo(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
+                       f"{some(done)}", err=True)  # fmt: skip
+    elif selects and results:
+        click.echo(f"orcha: cancelled {len(done)} petition(s)"
+                   + (f": {some(done)}" if done else ""), err=True)  # fmt: skip
+    else:
+        for petition_id in done:
+            click.echo(f"orcha: cancelled {petition_id}", err=True)
+    if selects and not results:
+        what = "running" if sig is not None else "queued or running"
+        click.echo(f"orcha: no {what} petition matched; nothing done", err=True)
+    what = "nothing to cancel" if sig is None else "not signalled"
+    for reason in failures:
+        click.echo(f"orcha: {reason}; {what}", err=True)
+    return int(ExitCode.NO_PETITION) if failures else 0
+
+
+def live_ids(service: Any, groups: Iterable[str]) -> list[str]:
+    """The IDs of the petitions queued or running now (of ``groups``, if given)."""
+    wanted = set(groups)
+    rows = service.status_report((), ("QUEUED", "RUNNING"))["petitions"]
+    return [
+        r["id"] for r in rows
+        if not wanted or ((r.get("schedule") or {}).get("group") or "default") in wanted
+    ]  # fmt: skip
+
+
+def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: str | None) -> int:
+    """Say how a wait ended. Timed out: which have not ended, exit 124. For an array, a
+    group or ``--all`` (``collective``): "N of M failed" and exit 1 if any did not
+    succeed; for IDs, the same only with ``--status success``. Else 0."""
+    ended: dict[str, dict[str, Any]] = report["ended"]
+    asked: list[str] = report["ids"]
+    failed = [e for e in ended.values() if e.get("state") != "SUCCEEDED"]
+    if failed and collective:
+        named = some(f"{e['id']} ({e.get('state')}, code {e.get('code')})" for e in failed)
+        click.echo(f"orcha: {len(failed)} of {len(asked)} failed: {named}", err=True)
+    elif failed and want == "success":
+        for e in failed:
+            click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
+    if report["timed_out"]:
+        pending = [i for i in asked if i not in ended]
+        click.echo(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "
+                   f"not ended: {some(pending)}", err=True)  # fmt: skip
+        return int(ExitCode.TIMEOUT)
+    return int(ExitCode.FAILED) if failed and (collective or want == "success") else 0

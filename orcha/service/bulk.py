@@ -1,0 +1,51 @@
+"""Bulk operations on live petitions: which ones a filter selects (``cancel --group G
+--state S --all``), and sending a signal to running trees (``cancel --signal SIG``)."""
+
+from __future__ import annotations
+
+import logging
+import signal as signals
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.service.job import Job
+
+log = logging.getLogger("orcha.service")
+
+
+def selected(jobs: Iterable[Job], groups: list[str], states: list[str]) -> list[Job]:
+    """The queued or running ``jobs`` of any of ``groups`` (all if none) in any of
+    ``states`` (all if none): the filters narrow each other."""
+    return [
+        job for job in jobs
+        if (not groups or job.schedule.group in groups)
+        and (not states or str(job.state) in states)
+    ]  # fmt: skip
+
+
+def signal_name(sig: int) -> str:
+    """``SIGUSR1`` for 10; ``signal 42`` for a number without a name."""
+    try:
+        return signals.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def signal(jobs: Iterable[Job], sig: int) -> dict[str, str]:
+    """Send ``sig`` to the process tree of each running job (not to queued ones): for
+    each, ``"signalled"`` or why not."""
+    results: dict[str, str] = {}
+    name = signal_name(sig)
+    for job in dict.fromkeys(jobs):
+        if job.state is not State.RUNNING:
+            results[job.id] = (
+                f"petition {job.id!r} is {str(job.state).lower()}, not running; no {name} sent"
+            )
+            continue
+        count = job.placed.signal_tree(job, sig)
+        log.info("petition %s: sent %s to %d process(es)", job.id, name, count)
+        results[job.id] = "signalled"
+    return results

@@ -1,0 +1,249 @@
+"""Intake: how the service takes petitions of orcha's kinds into its records and queue.
+
+Mixed into :class:`~orcha.service.service.Service`: the ID reservation, the record and
+the queueing that one submission (``Service._enqueue``) and a batch (an array's members,
+:meth:`Intake.submit_many`: all or none, one transaction) share.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orcha.errors import DuplicateIdError, PetitionError
+from orcha.protocol.outputs import DISCARD
+from orcha.protocol.schedule import Schedule
+from orcha.service.job import Job
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from orcha.model import Petition
+    from orcha.protocol.messages import SubmitRequest
+    from orcha.service.children import Family
+    from orcha.service.events import Events
+    from orcha.service.kinds import RuntimeKinds
+    from orcha.service.logs import PetitionLog
+    from orcha.service.manager import Manager
+    from orcha.service.peer import Peer
+    from orcha.service.scheduler import Scheduler
+    from orcha.service.store import Store
+    from orcha.settings import Settings
+
+log = logging.getLogger("orcha.service")
+
+
+class Intake:
+    """The parts of intake :class:`~orcha.service.service.Service` shares between one
+    submission and a batch (it provides the attributes and methods declared here)."""
+
+    scheduler: Scheduler
+    events: Events
+    store: Store | None
+    settings: Settings
+    manager: Manager
+    runtime_kinds: RuntimeKinds
+    clock: Callable[[], float]
+    token_prefix: str
+    wake_on_submit: bool
+    _intake: set[str]
+
+    def _check_accepting(self) -> None:
+        raise NotImplementedError
+
+    def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
+        raise NotImplementedError
+
+    def open_log(self, job: Job, path: str) -> PetitionLog:
+        raise NotImplementedError
+
+    def log_path(self, uid: str) -> str:
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+    def submit_many(
+        self,
+        requests: list[SubmitRequest],
+        peer: Peer | None,
+        fields: list[dict[str, Any]],
+        prepare: Callable[[Job], None] | None = None,
+    ) -> list[Job]:
+        """Queue several petitions of orcha's kinds at once (an array's members), all or
+        none: every ID is checked, every petition built and every record added (with
+        its own extra ``fields``) in one transaction before any is queued;
+        ``prepare(job)`` is called on each before it is queued. Their output is
+        kept in their logs only (followers read it); ``peer``, if given, is the client
+        they end with. Raises PetitionError if refused (nothing is recorded then)."""
+        self._check_accepting()
+        ids = [r.id for r in requests]
+        built: list[tuple[Petition, SubmitRequest, Schedule]] = []
+        for request in requests:
+            resolved = self.runtime_kinds.resolve(request)
+            petition = self.manager.petition_from_request(resolved, DISCARD)
+            built.append((petition, resolved, request.schedule or Schedule()))
+        now = self.clock()
+        built = [(petition, resolved, timed_schedule(schedule, now))
+                 for petition, resolved, schedule in built]  # fmt: skip
+        for schedule in {id(s): s for _, _, s in built}.values():
+            self.scheduler.check_feasible(schedule)
+        self._take_ids(ids, None)
+        try:
+            for petition_id, (_, _, schedule) in zip(ids, built, strict=True):
+                if schedule.dependencies:
+                    self._check_dependencies(petition_id, schedule)
+            named = []
+            for _ in built:
+                uid = os.urandom(8).hex()
+                named.append((f"{self.token_prefix}-{uid}", self.log_path(uid)))
+            seqs: list[int | None] = [None] * len(built)
+            if self.store is not None:
+                records = [
+                    {**self._new_record(petition, True, request.kind, resolved, schedule,
+                                        None, now, token, log_path), **extra}
+                    for (petition, resolved, schedule), (token, log_path), request, extra
+                    in zip(built, named, requests, fields, strict=True)
+                ]  # fmt: skip
+                seqs = list(self.store.add_many(records, "nothing was submitted"))
+            jobs = []
+            scheduler = self.scheduler
+            # Queued together and admitted once (not once per member, which walks the
+            # queue each time): the scheduler's lock is held, so no one sees it paused.
+            with scheduler.lock:
+                accepting, scheduler.accepting = scheduler.accepting, False
+                try:
+                    for (petition, _, schedule), (token, log_path), request, seq in zip(
+                        built, named, requests, seqs, strict=True
+                    ):
+                        jobs.append(
+                            self._queue_recorded(petition, True, request.kind, schedule, peer,
+                                                 None, seq, token, log_path, now, prepare)
+                        )  # fmt: skip
+                finally:
+                    scheduler.accepting = accepting
+                scheduler.settle_dependencies()  # starts what may start
+        finally:
+            self._release_ids(ids)
+        log.info("%d petitions (%s) queued together", len(jobs), ", ".join(ids[:3]) +
+                 (", ..." if len(ids) > 3 else ""))  # fmt: skip
+        if self.wake_on_submit:
+            self.wake()
+        return jobs
+
+    def _take_ids(self, ids: list[str], parent: Job | None) -> None:
+        """Reserve ``ids`` for petitions being recorded (under the scheduler's lock, so
+        concurrent submits of one ID see each other); DuplicateIdError if one is queued,
+        running, being recorded, or given twice."""
+        with self.scheduler.lock:
+            seen: set[str] = set()
+            for petition_id in ids:
+                if (self.scheduler.get(petition_id) is not None or petition_id in self._intake
+                        or petition_id in seen):  # fmt: skip
+                    raise DuplicateIdError(petition_id)
+                seen.add(petition_id)
+            if parent is not None and parent.family is not None:
+                parent.family.check_open()
+            self._intake.update(ids)
+
+    def _release_ids(self, ids: list[str]) -> None:
+        with self.scheduler.lock:
+            self._intake.difference_update(ids)
+
+    def _new_record(
+        self,
+        petition: Petition,
+        native: bool,
+        kind: str | None,
+        request: SubmitRequest | None,
+        schedule: Schedule,
+        parent: Job | None,
+        now: float,
+        token: str,
+        log_path: str,
+    ) -> dict[str, Any]:
+        """The record of a petition being queued (QUEUED)."""
+        return {
+            "service": str(self.settings.address),
+            "id": str(petition.id),
+            "kind": kind or "",
+            "runs_as": request.kind if request and request.kind != kind else None,
+            "params": request.params if request else {},
+            "priority": int(getattr(petition, "priority", 0) or 0),
+            "state": str(State.QUEUED),
+            "submitted": now,
+            "user": (request.user if request else "") or _user(),
+            "host": (request.host if request else "") or socket.gethostname(),
+            "cwd": request.cwd if request else "",
+            "env": request.env if request else {},
+            "token": token,
+            "log_path": log_path if native else None,
+            "schedule": schedule.to_wire(),
+            **(
+                {"parent": parent.id, "parent_seq": parent.seq}
+                if parent is not None else {}
+            ),
+        }  # fmt: skip
+
+    def _queue_recorded(
+        self,
+        petition: Petition,
+        native: bool,
+        kind: str | None,
+        schedule: Schedule,
+        peer: Peer | None,
+        parent: Job | None,
+        seq: int | None,
+        token: str,
+        log_path: str,
+        now: float,
+        prepare: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Queue a petition whose record (``seq``) was added (a parent cancelled
+        meanwhile refuses it: its record then says CANCELLED)."""
+        family: Family | None = parent.family if parent is not None else None
+        job = Job(
+            petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
+            token=token, schedule=schedule, created=now,
+        )  # fmt: skip
+        job.session = peer
+        job.events = self.events
+        if prepare is not None:
+            prepare(job)
+        with self.scheduler.lock:
+            if family is not None:
+                try:
+                    family.check_open()
+                except PetitionError:  # recorded, not queued: its record says so
+                    if self.store is not None and seq is not None:
+                        self.store.update_later(seq, state="CANCELLED", ended=now)
+                    raise
+                job.parent = parent
+                family.adopt(job)
+            if self.store is not None and native:
+                job.log = self.open_log(job, log_path)
+            # Before submit(): it may start the petition at once, and watchers must
+            # see "submitted" before "started".
+            self.events.watch_event(job, "submitted", {"priority": job.priority})
+            self.scheduler.submit(job)
+        return job
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def timed_schedule(schedule: Schedule, now: float) -> Schedule:
+    """``schedule`` with its ``--delay`` turned into a start time on the service's clock
+    (kept in the record as a time, so a restart keeps it)."""
+    if not schedule.delay:
+        return schedule
+    begin = max(schedule.begin or 0.0, now + schedule.delay)
+    return schedule.replace(begin=begin, delay=0.0)

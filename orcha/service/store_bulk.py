@@ -1,0 +1,140 @@
+"""Records in bulk: the members of an array (``run --array``, ``run --each``) added in
+one transaction and found again by the array's name; ended records removed by selection
+(``clean``). Mixed into :class:`~orcha.service.store.Store`, whose connections it uses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
+
+if TYPE_CHECKING:
+    from orcha.service.saving import Saver
+
+_T = TypeVar("_T")
+
+
+class BulkRecords:
+    """What :class:`~orcha.service.store.Store` does to many records at once."""
+
+    saver: Saver
+
+    def _write(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        what: str,
+        wait: float = 0,
+        give_up: Callable[[], bool] | None = None,
+    ) -> _T:
+        raise NotImplementedError
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        raise NotImplementedError
+
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def remove_finished(
+        self,
+        before: float | None = None,
+        seqs: Sequence[int] | None = None,
+        states: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Delete ended records (ended before ``before`` if given; only records ``seqs``
+        if given; only in ``states`` and of ``groups`` if given); return what was
+        deleted. Changes waiting to be saved are saved first (within a bound), so a
+        petition that has just ended is removed too; records whose changes still are not
+        saved are kept (their end may not be). NotSavedError if the database cannot be
+        written now."""
+        if seqs is not None and not seqs:
+            return []
+        self.flush(STORE_CLEAN_FLUSH_WAIT)
+        clause = "state NOT IN ('QUEUED', 'RUNNING')"
+        args: list[Any] = []
+        if before is not None:
+            clause += " AND ended < ?"
+            args.append(before)
+        for column, values in (("seq", seqs or ()), ("state", states)):
+            if values:
+                clause += f" AND {column} IN ({', '.join('?' for _ in values)})"
+                args.extend(values)
+        if groups:
+            # A record's group is in its schedule, which leaves out the default one.
+            clause += (
+                " AND COALESCE(json_extract(schedule, '$.group'), 'default') IN "
+                f"({', '.join('?' for _ in groups)})"
+            )
+            args.extend(groups)
+        unsaved = self.saver.pending_seqs()
+        if unsaved:
+            clause += f" AND seq NOT IN ({', '.join('?' for _ in unsaved)})"
+            args.extend(unsaved)
+
+        def delete(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
+            ).fetchall()
+            db.execute(f"DELETE FROM petitions WHERE {clause}", args)
+            db.execute("COMMIT")
+            return rows
+
+        rows = self._write(delete, "nothing was removed")
+        return [dict(r) for r in rows]
+
+    def add_many(
+        self, records: Sequence[dict[str, Any]], what: str = "nothing was submitted"
+    ) -> list[int]:
+        """Insert new records in one transaction (all or none, as an array is taken);
+        return their ``seq``s in order. NotSavedError (with ``what`` was not done) if they
+        cannot be saved within a bound."""
+        rows = [self._encode(record) for record in records]
+
+        def insert(db: sqlite3.Connection) -> list[int]:
+            seqs: list[int] = []
+            db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
+            for values in rows:
+                cur = db.execute(
+                    f"INSERT INTO petitions ({', '.join(values)}) "
+                    f"VALUES ({', '.join('?' for _ in values)})",
+                    tuple(values.values()),
+                )
+                seqs.append(int(cur.lastrowid or 0))
+            db.execute("COMMIT")
+            return seqs
+
+        return self._write(insert, what)
+
+    def array_members(self, name: str) -> tuple[int, list[str]] | None:
+        """(the newest record number, the member IDs by index) of the newest array
+        called ``name`` (its members were recorded together: they share their
+        submission time); None if no array has that name."""
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            return db.execute(
+                "SELECT seq, id FROM petitions WHERE array = ? AND submitted = "
+                "(SELECT submitted FROM petitions WHERE array = ? ORDER BY seq DESC LIMIT 1) "
+                "ORDER BY array_index",
+                (name, name),
+            ).fetchall()
+
+        rows = self._read(read)
+        if not rows:
+            return None
+        return max(r[0] for r in rows), [r[1] for r in rows]
+
+    def array_names(self) -> set[str]:
+        """The name of every array recorded."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT DISTINCT array FROM petitions WHERE array IS NOT NULL"
+            ).fetchall()
+        )
+        return {r[0] for r in rows}

@@ -1,0 +1,126 @@
+"""Arrays (run --array, run --each) and bulk operations (cancel/wait/clean by
+selection, cancel --signal, logs of several IDs, follow --lines) against one real
+service shared by the module's tests (each test uses its own names)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, wait_for
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))  # short socket path
+    e = Env(root)
+    try:
+        e.serve("--max-running", "3", "--grace", "1")
+        yield e
+    finally:
+        for service in e.services:
+            if service.proc is not None and service.proc.poll() is None:
+                try:
+                    service.stop(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            service.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _records(env: Env, *ids: str) -> list[dict]:  # type: ignore[type-arg]
+    result = env.run("status", "--json", *ids)
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout)["petitions"])
+
+
+def test_an_array_keeps_its_limit_and_its_name_stands_for_its_members(env: Env) -> None:
+    script = 'echo "$ORCHA_ARRAY_INDEX:{}"; sleep 0.1; [ {} -ne 4 ]'
+    run = env.run("run", "arr", "--array", "1-6%2", "--", "sh", "-c", script)
+    assert run.returncode == 1, run.stderr
+    assert sorted(run.stdout.splitlines()) == [f"[arr_{i}] {i}:{i}" for i in range(1, 7)]
+    assert "orcha: array arr: 6 petition(s) queued (arr_1 to arr_6), at most 2 at once" in (
+        run.stderr
+    )
+    assert "orcha: array arr: 1 of 6 failed: arr_4 (FAILED, code 1)" in run.stderr
+    members = _records(env, "arr")
+    assert [m["id"] for m in members] == [f"arr_{i}" for i in range(1, 7)]
+    # Never more than 2 at once: at each start, fewer than 2 others had started and
+    # not yet ended.
+    for m in members:
+        overlapping = [o for o in members if o is not m
+                       and o["started"] <= m["started"] < o["ended"]]  # fmt: skip
+        assert len(overlapping) < 2, (m["id"], [o["id"] for o in overlapping])
+    waited = env.run("wait", "arr")
+    assert waited.returncode == 1
+    assert "orcha: 1 of 6 failed: arr_4 (FAILED, code 1)" in waited.stderr
+    logs = env.run("logs", "arr")
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines()[:2] == ["[arr_1] 1:1", "[arr_2] 2:2"]
+    cancelled = env.run("cancel", "arr")
+    assert cancelled.returncode == 209
+    assert cancelled.stderr.count("has already ended") == 6
+
+
+def test_each_line_of_stdin_is_a_petition(env: Env, tmp_path: Path) -> None:
+    run = env.run("run", "ea", "--each", "-", "--detach", "--", "sh", "-c", "echo [{}] >&2",
+                  input=b"one two\n\nthree\n")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "ea\n"
+    assert env.run("wait", "ea").returncode == 0
+    logs = env.run("logs", "ea")
+    assert logs.stderr.splitlines() == ["[ea_1] [one two]", "[ea_3] [three]"]
+    refused = env.run("run", "eb", "--each", str(tmp_path / "none"), "--", "true")
+    assert refused.returncode == 2 and "cannot read" in refused.stderr
+
+
+def test_bulk_signal_wait_cancel_clean_follow(env: Env) -> None:
+    trap = 'trap "echo got usr1; exit 0" USR1; echo ready; while :; do sleep 0.05; done'
+    for name in ("b1", "b2"):
+        assert env.run("run", name, "--group", "bulk", "--detach", "--", "sh", "-c",
+                       trap).returncode == 0  # fmt: skip
+    assert env.run("run", "b3", "--group", "bulk", "--detach", "--", "sleep", "30").returncode == 0
+    # Both traps are set once both said so (their logs, prefixed [b1] and [b2]).
+    assert wait_for(lambda: env.run("logs", "b1", "b2").stdout.count("ready") == 2)
+    signalled = env.run("cancel", "b1", "--signal", "USR1")
+    assert signalled.returncode == 0, signalled.stderr
+    assert "orcha: sent SIGUSR1 to 1 running petition(s): b1" in signalled.stderr
+    timed_out = env.run("wait", "--group", "bulk", "--timeout", "0.5s")
+    assert timed_out.returncode == 124, timed_out.stderr
+    assert "timed out after 0.5s: 2 of 2 have not ended: b2, b3" in timed_out.stderr
+    follow = env.run("follow", "b1", "--lines", "1")
+    assert (follow.returncode, follow.stdout) == (0, "got usr1\n")
+    cancelled = env.run("cancel", "--group", "bulk")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "orcha: cancelled 2 petition(s): b2, b3" in cancelled.stderr
+    assert env.run("wait", "b2", "b3").returncode == 0
+    # b1 succeeded (its trap exited 0): only the two cancelled ones go, and 'nope' is said.
+    cleaned = env.run("clean", "b1", "b2", "b3", "nope", "--state", "cancelled")
+    assert cleaned.returncode == 209, cleaned.stderr
+    assert cleaned.stderr == (
+        "orcha: removed 2 ended petition(s)\n"
+        "orcha: there is no petition with ID 'nope'; not cleaned\n"
+    )
+
+
+def test_ctrl_c_in_an_attached_array_cancels_the_members_left(env: Env) -> None:
+    proc = env.popen("run", "cc", "--array", "1-3%1", "--", "sh", "-c", "echo up; sleep 30")
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"[cc_1] up\n"  # the first member runs
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        err = proc.stderr.read().decode()
+        assert "orcha: cancelled 3 petition(s) of array cc that had not ended" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert wait_for(lambda: {r["state"] for r in _records(env, "cc")} == {"CANCELLED"})

@@ -1,0 +1,151 @@
+"""Arrays in the service (in process, see harness): one request, one transaction, the
+%N limit (also after a restart), and array names in other requests."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.unit.service.harness import DEADLINE, Harness
+
+
+def _array(
+    h: Harness, name: str, indices: range | list[int], limit: int | None = None, **submit: Any
+) -> dict[str, Any]:
+    template = {"kind": "gate", "id": name, "params": {}, "cwd": "/", "env": {},
+                "attach": False, **submit}  # fmt: skip
+    return h.request(
+        "submit_array", submit=template, members=[[i, None] for i in indices], limit=limit
+    )
+
+
+def test_a_hundred_members_with_percent_4_never_run_more_than_4_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=8)
+    try:
+        lock, running, most = threading.Lock(), [0], [0]
+        gate = h.gates.run
+
+        def counted(petition_id: str, cancelled: threading.Event) -> int:
+            if not petition_id.startswith("arr_"):
+                return gate(petition_id, cancelled)
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                return gate(petition_id, cancelled)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        h.gates.run = counted  # type: ignore[method-assign]
+        reply = _array(h, "arr", range(1, 101), limit=4, params={"out": "member {}\n"})
+        assert reply["ok"] is True, reply
+        assert reply["name"] == "arr"
+        assert reply["ids"] == [f"arr_{i}" for i in range(1, 101)]
+        h.gates.wait_started("arr_4")
+        held = h.record("arr_5")
+        assert held["state"] == "QUEUED"
+        assert held["waiting"] == "array arr runs 4 of at most 4 at once"
+        # Other petitions are not held back by the array's limit.
+        h.submit("other")
+        h.gates.wait_started("other")
+        h.gates.open("other")
+        for k in range(100):
+            with h.gates._cond:
+                assert h.gates._cond.wait_for(lambda k=k: len(h.gates.started) > k + 1, DEADLINE)
+                member = [i for i in h.gates.started if i != "other"][k]
+            h.gates.open(member)
+        h.wait_ended(*reply["ids"])
+        assert most[0] == 4
+        members = h.call("status", ids=["arr"])["petitions"]
+        assert [m["id"] for m in members] == reply["ids"]
+        assert {m["state"] for m in members} == {"SUCCEEDED"}
+        assert h.service.store is not None
+        record = h.service.store.latest("arr_7")
+        assert record is not None
+        assert (record["array"], record["array_index"], record["array_limit"]) == ("arr", 7, 4)
+        assert record["env"]["ORCHA_ARRAY_INDEX"] == "7"
+        assert record["env"]["ORCHA_ARRAY_COUNT"] == "100"
+        assert record["params"] == {"out": "member 7\n"}
+        assert h.call("logs", id="arr_7")["output"] == [["stdout", "member 7\n"]]
+    finally:
+        h.close()
+
+
+def test_an_array_is_taken_whole_or_not_at_all(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        h.submit("arr_3")  # a member's ID is taken
+        reply = _array(h, "arr", range(1, 5))
+        assert reply["ok"] is False and reply["error"] == "duplicate", reply
+        assert "arr_3" in reply["message"]
+        assert h.call("status", ids=[])["petitions"][-1]["id"] == "arr_3"  # nothing else
+        bad = h.request("submit_array", submit={"kind": "gate", "id": "x"}, members=[])
+        assert bad["error"] == "refused" and bad["message"].startswith("invalid array: ")
+        twice = h.request(
+            "submit_array", submit={"kind": "gate", "id": "x"}, members=[[1, None], [1, None]]
+        )
+        assert twice["message"] == "invalid array: index 1 is given twice"
+        nameless = _array(h, "", [1, 2])
+        assert nameless["name"] == "array1" and nameless["ids"] == ["array1_1", "array1_2"]
+    finally:
+        h.close()
+
+
+def test_array_names_stand_for_their_members(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        h.submit("first")
+        h.gates.wait_started("first")
+        _array(h, "arr", [1, 2, 3])
+        waiter = h.peer()
+        reply = h.call("wait", waiter, ids=["arr"])
+        assert reply["pending"] == ["arr_1", "arr_2", "arr_3"]
+        assert reply["arrays"] == {"arr": ["arr_1", "arr_2", "arr_3"]}
+        cancelled = h.call("cancel", ids=["arr"])["results"]
+        assert cancelled == {"arr_1": "cancelled", "arr_2": "cancelled", "arr_3": "cancelled"}
+        for member in ("arr_1", "arr_2", "arr_3"):
+            waiter.expect(event="ended", id=member)
+        # A newer petition with the array's very name wins over the array.
+        h.gates.open("first")
+        h.wait_ended("first")
+        h.submit("arr")
+        assert [p["id"] for p in h.call("status", ids=["arr"])["petitions"]] == ["arr"]
+    finally:
+        h.close()
+
+
+def test_the_percent_limit_holds_again_after_a_restart(tmp_path: Path) -> None:
+    first = Harness(tmp_path, max_running=4)
+    first.call("pause", all=True)
+    assert _array(first, "arr", range(1, 6), limit=2)["ok"] is True
+    first.service.begin_stop()
+    first.close()
+    second = Harness(tmp_path, max_running=4)
+    try:
+        second.call("resume", all=True)
+        second.gates.wait_started("arr_2")
+        assert second.record("arr_3")["waiting"] == "array arr runs 2 of at most 2 at once"
+        assert second.service.scheduler.running_count == 2
+        second.run_to_end("arr_1")
+        second.gates.wait_started("arr_3")
+        assert second.service.scheduler.running_count == 2
+    finally:
+        second.close()
+
+
+def test_an_attached_array_ends_with_its_client(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        client = h.peer()
+        assert _array(h, "arr", [1, 2], attach=True)["ok"] is True  # by h.client
+        other = _array(h, "keep", [1])  # detached
+        assert other["ok"] is True
+        h.service.peer_closed(h.client)
+        h.wait_ended("arr_1", "arr_2")
+        assert h.record("arr_1")["state"] == "CANCELLED"
+        assert h.call("status", client, ids=["keep_1"])["petitions"][0]["state"] == "RUNNING"
+    finally:
+        h.client = h.peer()
+        h.close()
