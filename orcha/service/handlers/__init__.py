@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 #: A handler: (service, peer, checked request) -> the reply's fields.
 Handler = Callable[["Service", "Peer", Any], "dict[str, Any] | Reply"]
 
+#: The handler modules; each declares ``HANDLERS``, its operations' handlers by name.
+MODULES = (petitions, subscriptions, control, changes, arrays)
+
 #: The handler of each operation, by name.
 HANDLERS: dict[str, Handler] = {
-    **petitions.HANDLERS, **subscriptions.HANDLERS, **control.HANDLERS, **changes.HANDLERS,
-    **arrays.HANDLERS,
-}  # fmt: skip
+    name: handler for module in MODULES for name, handler in module.HANDLERS.items()
+}
 
 log = logging.getLogger("orcha.service.session")
 
