@@ -330,6 +330,8 @@ def _live(model: TopModel, events: Iterator[dict[str, Any]], address: str, ended
                 if item is not False:
                     changed = model.apply(item) or changed
                 now = time.monotonic()
+                if not model.usage_seen:
+                    continue  # the first usage event comes at once and completes the view
                 if (changed and now - drawn >= _REDRAW_MIN) or now - drawn >= _REDRAW_MAX:
                     live.update(render(model, address, ended, console.size.height),
                                 refresh=True)  # fmt: skip
