@@ -181,7 +181,8 @@ def _fit(parts: list[Section], height: int) -> None:
     ``height`` lines; each section notes how many it left out."""
 
     def used() -> int:
-        return 1 + sum(2 + max(1, len(p.rows)) + (1 if p.more else 0) for p in parts)
+        # The header and the key line, then each table's title, header and rows.
+        return 2 + sum(2 + max(1, len(p.rows)) + (1 if p.more else 0) for p in parts)
 
     for title in ("Waiting", "Ended", "Running"):
         for part in parts:
