@@ -339,6 +339,10 @@ def _live(model: TopModel, events: Iterator[dict[str, Any]], address: str, ended
                     drawn, changed = now, False
     except KeyboardInterrupt:
         code = int(ExitCode.INTERRUPTED)
+    except OSError:
+        if not signalled:
+            raise
+        # SIGHUP: the terminal has gone, and restoring it cannot be written.
     except _Gone:
         from orcha.errors import LostServiceError
 

@@ -79,7 +79,6 @@ def test_plain_text_has_no_trailing_spaces_and_says_what_is_left_out() -> None:
     model.apply(_usage(waiting=[{"id": "w", "why": "held"}], queued=3, paused=True))
     text = plain(header_line(model, "/run/orcha.sock", 0.0), sections(model, 0.0))
     lines = text.splitlines()
-    assert lines[0].startswith("orcha: /run/orcha.sock") is False
     assert lines[0].startswith("orcha top: /run/orcha.sock · ")
     assert "1/2 CPU slots in use · 0 running · 3 waiting · PAUSED" in lines[0]
     assert "Running:" in lines and "  (none)" in lines and "  … and 2 more" in lines
