@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
-from orcha.service.usage import UsageFeed
+from orcha.service.usage import UsageFeed, recent_ended
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -269,13 +269,13 @@ class Events:
         if self.store is None:
             return []
         try:
-            records = self.store.recent_ended(USAGE_RECENT if wanted is None else 10 * USAGE_RECENT)
+            records = recent_ended(
+                self.store, USAGE_RECENT if wanted is None else 10 * USAGE_RECENT
+            )
         except Exception:  # the records cannot be read now: a watcher can do without them
             log.warning("reading the last ended petitions failed", exc_info=True)
             return []
-        out = [{k: v for k, v in r.items() if k != "seq"} for r in records
-               if wanted is None or r["id"] in wanted]  # fmt: skip
-        return out[:USAGE_RECENT]
+        return [r for r in records if wanted is None or r["id"] in wanted][:USAGE_RECENT]
 
     def unsubscribe(self, peer: Peer) -> None:
         """``peer`` has gone: it follows, waits for and watches nothing any more."""

@@ -362,25 +362,6 @@ class Store:
                 del record["seq"]
         return records
 
-    def recent_ended(self, limit: int) -> list[dict[str, Any]]:
-        """The ``limit`` records that ended last, newest first: ``seq``, ``id``,
-        ``kind``, ``state``, ``code``, ``message``, ``started``, ``ended`` (for
-        ``orcha top``, which starts with them)."""
-        cols = "seq, id, kind, state, code, message, started, ended"
-        # Ends not committed yet are in the overlay only: their rows are read too.
-        unsaved = self.saver.pending_seqs()
-        extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
-        records = self._records(
-            lambda db: db.execute(
-                f"SELECT {cols} FROM petitions WHERE ended IS NOT NULL{extra} "
-                "ORDER BY ended DESC LIMIT ?",
-                (*unsaved, limit + len(unsaved)),
-            ).fetchall()
-        )
-        ended = [r for r in records if r.get("ended") is not None]
-        ended.sort(key=lambda r: r["ended"], reverse=True)
-        return ended[:limit]
-
     def children(self, seqs: Sequence[int] | None = None) -> dict[int, list[str]]:
         """The IDs of the children of the records ``seqs`` (of every record if None),
         by the parent's record number, oldest first; parents without any are left out."""

@@ -238,3 +238,25 @@ def _only(data: dict[str, Any], ids: frozenset[str]) -> dict[str, Any]:
         "running": [p for p in data["running"] if p["id"] in ids],
         "waiting": [p for p in data["waiting"] if p["id"] in ids],
     }
+
+
+def recent_ended(store: Store, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` records that ended last, newest first: ``id``, ``kind``, ``state``,
+    ``code``, ``message``, ``started``, ``ended`` (what ``orcha top`` starts with).
+
+    One query with a limit (a scan: ``ended`` has no index; once per watcher), through
+    the store's reading connection and its overlay of changes not committed yet (an end
+    not committed is in the overlay only, so those rows are read too)."""
+    cols = "seq, id, kind, state, code, message, started, ended"
+    unsaved = store.saver.pending_seqs()
+    extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
+    records = store._records(  # the store's own read path, overlay included
+        lambda db: db.execute(
+            f"SELECT {cols} FROM petitions WHERE ended IS NOT NULL{extra} "
+            "ORDER BY ended DESC LIMIT ?",
+            (*unsaved, limit + len(unsaved)),
+        ).fetchall()
+    )
+    ended = [r for r in records if r.get("ended") is not None]
+    ended.sort(key=lambda r: r["ended"], reverse=True)
+    return [{k: v for k, v in r.items() if k != "seq"} for r in ended[:limit]]
