@@ -243,7 +243,12 @@ class Events:
                     "timestamp": job.ended or self._clock(), "data": job.summary(),
                 }))  # fmt: skip
             else:
-                self.watch_event(job, "state", {"state": str(job.state), "priority": job.priority})
+                # To this peer only: the others (and webhooks) knew it already.
+                peer.deliver(messages.encode({
+                    "event": "state", "petition": job.id, "kind": job.kind or "",
+                    "timestamp": self._clock(),
+                    "data": {"state": str(job.state), "priority": job.priority},
+                }))  # fmt: skip
         for petition_id in ids:
             if petition_id in live:
                 continue

@@ -143,3 +143,19 @@ def test_command_of() -> None:
     assert command_of("shell", {"argv": ["printf", "a\nb"]}) == "printf 'a b'"
     long = command_of("shell", {"argv": ["x" * 1000]})
     assert len(long) == USAGE_COMMAND_CHARS and long.endswith("…")
+
+
+def test_a_new_watcher_gets_the_states_and_the_others_do_not_again(h: Harness) -> None:
+    # Each 'orcha top' that starts is told where every petition stands; the watchers
+    # already there (and webhooks) are not told again.
+    h.submit("busy")
+    h.gates.wait_started("busy")
+    first, top = h.peer(), h.peer()
+    h.call("watch", first, ids=[])
+    first.expect(event="state", petition="busy")
+    h.call("watch", top, ids=[], usage=0.5, output=False)
+    top.expect(event="state", petition="busy")
+    top.expect(event="usage")
+    h.run_to_end("busy")
+    first.expect(event="finished", petition="busy")
+    assert [f["event"] for f in first.frames] == ["state", "finished"]
