@@ -4,9 +4,10 @@ One ``watch`` with ``usage`` events (see :mod:`orcha.service.usage`) feeds a
 :class:`~orcha.client.top_model.TopModel`; nothing is polled. On a terminal the view is
 drawn with rich's ``Live`` on the alternate screen, keys read in cbreak mode; ``q``
 leaves (exit 0), Ctrl+C too (exit 130), and the terminal is restored either way (also on
-SIGTERM and SIGHUP: their handlers only set a flag the loop reads). Not on a terminal,
-with ``--once`` or ``--json``, it prints one snapshot, taken once the first ``usage``
-event has come, and exits 0.
+SIGTERM). Signal handlers only set flags the loop reads: SIGTERM and SIGHUP end it,
+SIGWINCH redraws the view at the terminal's new size. Not on a terminal, with
+``--once`` or ``--json``, it prints one snapshot, taken once the first ``usage`` event
+has come, and exits 0.
 
 rich is imported only when the live view or a snapshot is drawn: the module is imported
 at every ``orcha`` start (to register the command) and must stay light.
@@ -308,8 +309,12 @@ def _live(model: TopModel, events: Iterator[dict[str, Any]], address: str, ended
 
     threading.Thread(target=read, name="top-events", daemon=True).start()
     signalled: list[int] = []
+    resized: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _frame: signalled.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGHUP)}  # fmt: skip
+    previous[signal.SIGWINCH] = signal.signal(
+        signal.SIGWINCH, lambda signum, _frame: resized.append(signum)
+    )
     console = Console(highlight=False)
     keys = _Keys()
     code = 0
@@ -333,6 +338,9 @@ def _live(model: TopModel, events: Iterator[dict[str, Any]], address: str, ended
                 now = time.monotonic()
                 if not model.usage_seen:
                     continue  # the first usage event comes at once and completes the view
+                if resized:  # the terminal's size changed: fit the view to it now
+                    resized.clear()
+                    drawn = 0.0
                 if (changed and now - drawn >= _REDRAW_MIN) or now - drawn >= _REDRAW_MAX:
                     live.update(render(model, address, ended, console.size.height),
                                 refresh=True)  # fmt: skip
