@@ -272,6 +272,10 @@ def top(ctx: click.Context, interval: float, ended: int, once: bool, as_json: bo
                 model.apply(envelope)
                 if model.usage_seen:
                     break
+            else:
+                from orcha.errors import LostServiceError
+
+                raise LostServiceError("the service stopped before it sent a snapshot")
             if as_json:
                 import json
 
