@@ -205,7 +205,9 @@ def render(model: TopModel, address: str, ended: int, height: int | None) -> Any
     parts = sections(model, now, ended)
     if height is not None:
         _fit(parts, height)
-    items: list[Any] = [Text(header_line(model, address, now), style="bold")]
+    # One line whatever the width (the fitting counts one).
+    items: list[Any] = [Text(header_line(model, address, now), style="bold", no_wrap=True,
+                             overflow="ellipsis")]  # fmt: skip
     for part in parts:
         table = Table(*part.header, box=None, header_style="bold", title=part.title,
                       title_justify="left", title_style="bold cyan", expand=False,
