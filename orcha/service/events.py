@@ -226,8 +226,10 @@ class Events:
         without ``output``, no ``output`` events."""
         wanted = frozenset(ids) or None
         with self._lock:
-            self._watchers[peer] = wanted
-            if not output:
+            self._watchers[peer] = wanted  # a peer's new watch replaces its old one
+            if output:
+                self._mute.discard(peer)
+            else:
                 self._mute.add(peer)
         missing = []
         live = {job.id: job for job in self.scheduler.jobs()}
@@ -263,6 +265,7 @@ class Events:
                 "data": {k: record.get(k) for k in (*_ENDED, "attempt", "outcome")},
             }))  # fmt: skip
         if usage is None:
+            self.usage.remove(peer)
             return {"missing": missing}
         self.usage.add(peer, usage, wanted)  # after the state events: its first comes now
         return {"missing": missing, "recent": self._recent(wanted)}

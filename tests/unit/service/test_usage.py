@@ -159,3 +159,11 @@ def test_a_new_watcher_gets_the_states_and_the_others_do_not_again(h: Harness) -
     h.run_to_end("busy")
     first.expect(event="finished", petition="busy")
     assert [f["event"] for f in first.frames] == ["state", "finished"]
+
+
+def test_a_new_watch_of_the_same_client_replaces_its_old_one(h: Harness) -> None:
+    peer = h.peer()
+    h.call("watch", peer, ids=[], usage=0.5, output=False)
+    assert h.service.events.usage and not h.service.events.wants_output
+    h.call("watch", peer, ids=[])  # now a plain watch: output, no usage
+    assert not h.service.events.usage and h.service.events.wants_output
