@@ -299,3 +299,21 @@ WEBHOOK_EVENT_HEADER = "X-Orcha-Event"
 WEBHOOK_DELIVERY_HEADER = "X-Orcha-Delivery"
 
 # orcha top (point 25).
+
+#: Seconds between two ``usage`` events to a watcher that asked for them (``orcha top``
+#: refreshes at this rate unless told otherwise with ``--interval``).
+TOP_INTERVAL = 2.0
+
+#: The shortest and longest interval a watcher may ask ``usage`` events at: each tick
+#: measures every running petition's tree, so a watcher cannot make the service spin.
+USAGE_MIN_INTERVAL = 0.5
+USAGE_MAX_INTERVAL = 3600.0
+
+#: How many waiting petitions (the head of the queue) a ``usage`` event describes.
+USAGE_QUEUE_HEAD = 50
+
+#: How many of the last ended petitions a watch with ``usage`` starts with.
+USAGE_RECENT = 20
+
+#: Longest command text a ``usage`` event carries per petition (longer is cut, with …).
+USAGE_COMMAND_CHARS = 200

@@ -114,6 +114,10 @@ def _register_core() -> None:
                     completion, release, edit, restart):  # fmt: skip
         cli.add_command(command)
 
+    from orcha.cli.top import top
+
+    cli.add_command(top)
+
 
 _register_core()
 

@@ -328,6 +328,28 @@ class Client:
         finally:
             self._forget(session)
 
+    def watch_usage(
+        self, interval: float, ids: str | Iterable[str] | None = None
+    ) -> tuple[list[dict[str, Any]], Generator[dict[str, Any], None, None]]:
+        """What ``orcha top`` reads: (the last ended records, newest first; the events
+        of every petition, or of ``ids``, with a ``usage`` event every ``interval``
+        seconds and no ``output``). The events are endless; closing them (or the client)
+        ends the watch."""
+        session = self._open()
+        try:
+            recent, events = operations.watch_usage(session, interval, _ids(ids))
+        except BaseException:
+            self._forget(session)
+            raise
+
+        def stream() -> Generator[dict[str, Any], None, None]:
+            try:
+                yield from events
+            finally:
+                self._forget(session)
+
+        return recent, stream()
+
     # -- admission ------------------------------------------------------------------------
     def groups(self) -> list[dict[str, Any]]:
         """Every group: ``{"name", "max_running", "running", "queued", "paused"}``."""

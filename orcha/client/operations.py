@@ -219,6 +219,33 @@ def watch(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
             return
 
 
+def watch_usage(
+    session: Session, interval: float, ids: list[str] | None = None
+) -> tuple[list[dict[str, Any]], Iterator[dict[str, Any]]]:
+    """Watch (``ids``, or every petition) with a ``usage`` event every ``interval``
+    seconds and no ``output`` events, as ``orcha top`` does: (the last ended records,
+    newest first; the event envelopes, endless). PetitionError (refused) from a service
+    that sends no ``usage`` events."""
+    from orcha.errors import ExitCode, PetitionError
+
+    reply = session.call("watch", {"ids": ids or [], "usage": interval, "output": False})
+    if reply["missing"]:
+        raise no_petition(reply["missing"])
+    if "recent" not in reply:
+        raise PetitionError(
+            "the service is too old to send usage events (for 'orcha top'); "
+            "restart it with this version of orcha",
+            ExitCode.REFUSED,
+        )
+
+    def events() -> Iterator[dict[str, Any]]:
+        for item in items(session, reply["queue"]):
+            if isinstance(item, dict) and "event" in item:
+                yield item
+
+    return list(reply["recent"]), events()
+
+
 # -- admission ---------------------------------------------------------------------------
 def group(
     session: Session, name: str | None = None, max_running: int | None = None

@@ -95,6 +95,38 @@ class IdsRequest(Request):
         return cls(ids)
 
 
+class WatchRequest(IdsRequest):
+    """``watch``: events of ``ids`` (all if none); ``usage``: also a ``usage`` event
+    every so many seconds (the running petitions' CPU and memory, why the queue's head
+    waits, GPUs, groups), None for none; ``output``: whether ``output`` events are
+    wanted (``orcha top`` needs none)."""
+
+    __slots__ = ("output", "usage")
+
+    def __init__(self, ids: list[str], usage: float | None = None, output: bool = True) -> None:
+        super().__init__(ids)
+        self.usage = usage
+        self.output = output
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> WatchRequest:
+        from orcha.defaults import USAGE_MAX_INTERVAL, USAGE_MIN_INTERVAL
+
+        ids = IdsRequest.from_wire(obj).ids
+        usage, output = obj.get("usage"), obj.get("output", True)
+        if usage is not None and (
+            isinstance(usage, bool) or not isinstance(usage, (int, float))
+            or not USAGE_MIN_INTERVAL <= usage <= USAGE_MAX_INTERVAL
+        ):  # fmt: skip
+            raise ValueError(
+                f"'usage' must be a number of seconds from {USAGE_MIN_INTERVAL:g} "
+                f"to {USAGE_MAX_INTERVAL:g}, or null"
+            )
+        if not isinstance(output, bool):
+            raise ValueError("'output' must be true or false")
+        return cls(ids, None if usage is None else float(usage), output)
+
+
 class StatusRequest(Request):
     """``status``: records of ``ids`` (all if none) in ``states`` (any if none)."""
 
@@ -521,7 +553,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue", "arrays"),
                   stream="events"),
         Operation("follow", FollowRequest, ("handles", "missing", "queue"), stream="events"),
-        Operation("watch", IdsRequest, ("missing", "queue"), stream="events"),
+        Operation("watch", WatchRequest, ("missing", "queue", "recent"), stream="events"),
         Operation("logs", LogsRequest, ("state", "code", "output"), ("refused", "no_petition")),
         Operation("group", GroupRequest, ("groups",), ("refused", "not_saved")),
         Operation("pause", PauseRequest, ("results", "groups")),

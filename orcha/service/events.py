@@ -8,6 +8,7 @@ output and progress go to watchers through :meth:`Events.watch_event`).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
+from orcha.service.usage import UsageFeed, recent_ended
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from orcha.service.peer import Peer
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
+
+log = logging.getLogger("orcha.service.events")
 
 #: The fields of an ended petition's record that subscribers get (as Job.summary gives).
 _ENDED = ("id", "state", "code", "message")
@@ -62,6 +66,8 @@ class Events:
         self.sinks = EventSinks(sinks or [])
         self._clock = clock
         self._watchers: dict[Peer, frozenset[str] | None] = {}
+        self._mute: set[Peer] = set()  # watchers that want no output events
+        self.usage = UsageFeed(scheduler, lambda: self.store, clock=clock)
         self._subscribers: dict[int, _Subscribers] = {}  # job seq -> followers, waiters
         self._lock = threading.Lock()
         # Output and progress events are built only if someone wants them.
@@ -86,6 +92,11 @@ class Events:
         """Whether anyone wants output and progress events (so building them is worth it)."""
         return bool(self._watchers) or self._hooks_want_stream
 
+    @property
+    def wants_output(self) -> bool:
+        """Whether anyone wants output events (``orcha top`` watches without them)."""
+        return len(self._watchers) > len(self._mute) or self._hooks_want_stream
+
     def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
         """The one event envelope ``{event, petition, kind, timestamp, data}`` about
         ``job``: to every peer watching it, and to the webhooks that want it."""
@@ -103,8 +114,9 @@ class Events:
         with self._lock:
             watchers = list(self._watchers.items())
         droppable = event in STREAM_EVENTS  # a slow watcher is told how many it missed
+        mute = self._mute if event == "output" else ()
         for peer, ids in watchers:
-            if ids is None or job.id in ids:
+            if (ids is None or job.id in ids) and peer not in mute:
                 peer.deliver_event(frame, droppable)
 
     def ended(self, job: Job) -> None:
@@ -238,12 +250,21 @@ class Events:
             })  # fmt: skip
         return plan, missing
 
-    def watch(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
+    def watch(
+        self, peer: Peer, ids: list[str], usage: float | None = None, output: bool = True
+    ) -> dict[str, Any]:
         """Subscribe ``peer`` to events (of ``ids``, or all); it first gets the current
-        state of each, so a watcher that starts late misses nothing."""
+        state of each, so a watcher that starts late misses nothing. With ``usage``, it
+        also gets a ``usage`` event now and every ``usage`` seconds (see
+        :mod:`orcha.service.usage`), and the reply has the ``recent`` ended records;
+        without ``output``, no ``output`` events."""
         wanted = frozenset(ids) or None
         with self._lock:
-            self._watchers[peer] = wanted
+            self._watchers[peer] = wanted  # a peer's new watch replaces its old one
+            if output:
+                self._mute.discard(peer)
+            else:
+                self._mute.add(peer)
         missing = []
         live = {job.id: job for job in self.scheduler.jobs()}
         for job in live.values():
@@ -258,7 +279,12 @@ class Events:
                     "timestamp": job.ended or self._clock(), "data": job.summary(),
                 }))  # fmt: skip
             else:
-                self.watch_event(job, "state", {"state": str(job.state), "priority": job.priority})
+                # To this peer only: the others (and webhooks) knew it already.
+                peer.deliver(messages.encode({
+                    "event": "state", "petition": job.id, "kind": job.kind or "",
+                    "timestamp": self._clock(),
+                    "data": {"state": str(job.state), "priority": job.priority},
+                }))  # fmt: skip
         for petition_id in ids:
             if petition_id in live:
                 continue
@@ -272,7 +298,26 @@ class Events:
                 # The same fields as a finish seen live (Job.summary).
                 "data": {k: record.get(k) for k in (*_ENDED, "attempt", "outcome")},
             }))  # fmt: skip
-        return {"missing": missing}
+        if usage is None:
+            self.usage.remove(peer)
+            return {"missing": missing}
+        self.usage.add(peer, usage, wanted)  # after the state events: its first comes now
+        return {"missing": missing, "recent": self._recent(wanted)}
+
+    def _recent(self, wanted: frozenset[str] | None) -> list[dict[str, Any]]:
+        """The last ended records (of ``wanted``), newest first, without their seq."""
+        from orcha.defaults import USAGE_RECENT
+
+        if self.store is None:
+            return []
+        try:
+            records = recent_ended(
+                self.store, USAGE_RECENT if wanted is None else 10 * USAGE_RECENT
+            )
+        except Exception:  # the records cannot be read now: a watcher can do without them
+            log.warning("reading the last ended petitions failed", exc_info=True)
+            return []
+        return [r for r in records if wanted is None or r["id"] in wanted][:USAGE_RECENT]
 
     def unsubscribe(self, peer: Peer) -> None:
         """``peer`` has gone: it follows, waits for and watches nothing any more."""
@@ -286,3 +331,5 @@ class Events:
                         del self._subscribers[job.seq]
         with self._lock:
             self._watchers.pop(peer, None)
+            self._mute.discard(peer)
+        self.usage.remove(peer)

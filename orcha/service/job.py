@@ -180,7 +180,7 @@ class Job:
                 self.log.write(stream, data)
             if self.events is not None:
                 self.events.feed(self, stream, data)
-        if self.events is not None and self.events.watching:  # decode only for watchers
+        if self.events is not None and self.events.wants_output:  # decode only for watchers
             name = "stdout" if stream == STDOUT else "stderr"
             text = data.decode(errors="replace")
             self.events.watch_event(self, "output", {"stream": name, "text": text})

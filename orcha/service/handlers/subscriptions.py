@@ -11,7 +11,7 @@ from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 
 if TYPE_CHECKING:
-    from orcha.protocol.operations import FollowRequest, IdsRequest
+    from orcha.protocol.operations import FollowRequest, IdsRequest, WatchRequest
     from orcha.service.handlers import Handler
     from orcha.service.peer import Peer
     from orcha.service.service import Service
@@ -45,9 +45,10 @@ def _replay(plan: list[dict[str, Any]], lines: int | None = None) -> Iterator[by
             yield messages.encode({"event": "end", "handle": p["handle"], **p["ended"]})
 
 
-def watch(service: Service, peer: Peer, request: IdsRequest) -> dict[str, Any]:
-    """Events of the given petitions (all if none), starting with the state of each."""
-    return service.events.watch(peer, request.ids)
+def watch(service: Service, peer: Peer, request: WatchRequest) -> dict[str, Any]:
+    """Events of the given petitions (all if none), starting with the state of each;
+    ``usage`` events too if asked (with the last ended records in the reply)."""
+    return service.events.watch(peer, request.ids, request.usage, request.output)
 
 
 HANDLERS: dict[str, Handler] = {"wait": wait, "follow": follow, "watch": watch}

@@ -246,6 +246,7 @@ class Harness:
         max_running: int = 2,
         aging: float = 0.0,
         clock: FakeClock | None = None,
+        gpus: tuple[str, ...] = (),
     ) -> None:
         self.clock = clock or FakeClock()
         self.host = FakeHost(cpus=max_running)
@@ -258,7 +259,7 @@ class Harness:
             state_dir=str(tmp_path / "state"),
             grace=1.0,
             max_running=max_running,
-            gpus=(),
+            gpus=gpus,
             aging=aging,
         )
         self.service: Service = build_service(

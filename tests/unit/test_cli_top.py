@@ -1,0 +1,110 @@
+"""orcha.cli.top: the view's tables, its plain text and its fitting to the terminal,
+from a model fed with the recorded event stream (tests/fixtures/top_events.jsonl)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from orcha.cli.top import header_line, plain, render, sections
+from orcha.client.top_model import TopModel
+
+RECORDING = Path(__file__).parent.parent / "fixtures" / "top_events.jsonl"
+
+
+def _model(events: int = 3) -> TopModel:
+    """The model after the reply and the first ``events`` events (3: the two state
+    events and the first usage: hog runs, later waits, done1 has ended)."""
+    first, *rest = (json.loads(line) for line in RECORDING.read_text().splitlines())
+    model = TopModel(first["recent"])
+    for event in rest[:events]:
+        model.apply(event)
+    return model
+
+
+def _usage(**data: Any) -> dict[str, Any]:
+    base = {"cpus": {"used": 1, "capacity": 2}, "paused": False, "queued": 0, "running": [],
+            "waiting": [], "gpus": [], "groups": []}  # fmt: skip
+    return {"event": "usage", "petition": None, "kind": "", "timestamp": 1.0,
+            "data": {**base, **data}}  # fmt: skip
+
+
+def test_the_sections_of_the_recorded_service() -> None:
+    model = _model()
+    now = model.running["hog"]["started"] + 65
+    parts = sections(model, now)
+    assert [p.title for p in parts] == ["Running", "Waiting (queue head)", "Ended (last 5)"]
+    running, waiting, ended = parts
+    (hog,) = running.rows
+    row = dict(zip(running.header, hog, strict=True))
+    assert row["ID"] == "hog" and row["COMMAND"] == "sleep 100000" and row["TIME"] == "1:05"
+    assert row["PROCS"] == "1" and row["MEM"].endswith("M") and row["CPU%"] == "0"
+    (later,) = waiting.rows
+    row = dict(zip(waiting.header, later, strict=True))
+    assert row["WHY IT WAITS"] == "waiting for a free slot (1/1 CPUs in use)"
+    assert row["PRIO"] == "2" and row["COMMAND"] == "echo late"
+    (done,) = ended.rows
+    assert done[:3] == ["done1", "FAILED", "3"] and ended.styles == ["red"]
+
+
+def test_gpus_and_groups_show_when_in_use() -> None:
+    model = TopModel()
+    model.apply(_usage(
+        running=[{"id": "train", "gpus": ["1"], "group": "batch", "cpus": 1, "started": 0.0,
+                  "cpu_percent": 99.5, "rss": 3 << 30, "processes": 4, "attempt": 2,
+                  "progress": {"value": 3, "target": 10, "unit": "epochs"}}],
+        waiting=[{"id": "b2", "group": "batch", "why": "group batch full (1/1)", "paused": True}],
+        queued=7,
+        gpus=[{"index": "0", "petition": None}, {"index": "1", "petition": "train"}],
+        groups=[{"name": "batch", "max_running": 1, "running": 1, "queued": 1, "paused": False},
+                {"name": "default", "max_running": None, "running": 0, "queued": 0,
+                 "paused": True}],
+    ))  # fmt: skip
+    parts = {p.title: p for p in sections(model, 3600.0, ended=0)}
+    assert list(parts) == ["Running", "Waiting (queue head)", "GPUs", "Groups"]
+    (train,) = parts["Running"].rows
+    assert train[1:4] == ["100", "3.0G", "4"] and train[4] == "1:00:00"
+    assert train[-1] == "3/10 epochs; attempt 2"
+    assert parts["Waiting (queue head)"].rows[0][-1] == "paused; group batch full (1/1)"
+    assert parts["Waiting (queue head)"].more == 6
+    assert parts["GPUs"].rows == [["0", "free"], ["1", "train"]]
+    assert parts["Groups"].rows[1] == ["default", "-", "0", "0", "paused"]
+
+
+def test_plain_text_has_no_trailing_spaces_and_says_what_is_left_out() -> None:
+    model = TopModel()
+    model.apply(_usage(waiting=[{"id": "w", "why": "held"}], queued=3, paused=True))
+    text = plain(header_line(model, "/run/orcha.sock", 0.0), sections(model, 0.0))
+    lines = text.splitlines()
+    assert lines[0].startswith("orcha top: /run/orcha.sock · ")
+    assert "1/2 CPU slots in use · 0 running · 3 waiting · PAUSED" in lines[0]
+    assert "Running:" in lines and "  (none)" in lines and "  … and 2 more" in lines
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_the_live_view_fits_the_terminal_leaving_out_waiting_rows_first() -> None:
+    from rich.console import Console
+
+    model = TopModel()
+    model.apply(_usage(
+        running=[{"id": f"r{i}", "started": 0.0} for i in range(3)],
+        waiting=[{"id": f"w{i}", "why": "waiting for a free slot"} for i in range(40)],
+        queued=40,
+    ))  # fmt: skip
+    console = Console(record=True, width=120, height=20, color_system=None)
+    console.print(render(model, "/run/orcha.sock", 5, 20))
+    text = console.export_text()
+    assert len(text.splitlines()) <= 20
+    assert all(f"r{i}" in text for i in range(3))
+    assert "w0" in text and "w39" not in text and "… and " in text
+    assert "q: quit" in text
+
+
+def test_importing_the_command_does_not_import_rich() -> None:
+    # Every orcha command imports orcha.cli.top to register it: it must stay light.
+    code = "import sys, orcha.cli.app; print('rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
