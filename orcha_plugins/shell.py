@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orcha.cli.petition_options import command, submission
+from orcha.cli.petition_options import command, petition_id, submission
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins.base import FirstPartyPlugin
@@ -68,11 +68,13 @@ def run(**values: Any) -> int:
 
     The command runs in the current directory with the current environment; its exit
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
+    An ID, if given, goes before '--' (or with --id); without one the service numbers
+    the petition ('orcha run -- make test' runs 'make test'; --detach prints the number).
     """
     from orcha.cli.petition import attach
 
     kind, params = submission(RUN, values)
-    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
+    return attach(kind, petition_id(values), params, values["priority"], values["detach"])
 
 
 class ShellPlugin(FirstPartyPlugin):

@@ -27,6 +27,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.service.children import Family
 from orcha.service.job import Detached, Job
 from orcha.service.logs import PetitionLog
+from orcha.service.references import intake_name, pin
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
@@ -182,13 +183,15 @@ class Service:
 
         The ID is taken under the scheduler's lock (concurrent submits of one ID see each
         other), recorded outside it (a slow, full or locked database never holds up run
-        or cancel), and queued under it again (a parent cancelled meanwhile refuses it)."""
-        petition_id = str(petition.id)
+        or cancel), and queued under it again (a parent cancelled meanwhile refuses it).
+        Without an ID, it is named by its record number (see orcha.service.references)."""
+        petition_id = intake_name(petition.id, native)
+        auto = not petition_id
         family: Family | None = parent.family if parent is not None else None
         schedule = (request.schedule if request else None) or Schedule()
         self.scheduler.check_feasible(schedule)
         with self.scheduler.lock:
-            if self.scheduler.get(petition_id) is not None or petition_id in self._intake:
+            if petition_id and (self.scheduler.get(petition_id) or petition_id in self._intake):
                 raise DuplicateIdError(petition_id)
             if family is not None:
                 family.check_open()
@@ -204,7 +207,7 @@ class Service:
                 seq = self.store.add(
                     {
                         "service": str(self.settings.address),
-                        "id": petition_id,
+                        "id": petition_id or None,  # None: named by its number
                         "kind": kind or "",
                         "runs_as": request.kind if request and request.kind != kind else None,
                         "params": request.params if request else {},
@@ -228,6 +231,12 @@ class Service:
                 petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
                 token=token, schedule=schedule, created=now,
             )  # fmt: skip
+            if auto:
+                job.id = petition.id = str(job.seq)
+                if self.scheduler.get(job.id) is not None:  # an original-API message's ID
+                    if self.store is not None and seq is not None:
+                        self.store.update_later(seq, state="CANCELLED", ended=now)
+                    raise DuplicateIdError(job.id)
             job.session = peer
             job.events = self.events
             with self.scheduler.lock:
@@ -252,18 +261,23 @@ class Service:
         return job
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        """Refuse dependencies on itself or on IDs no petition ever had."""
-        for dep in schedule.dependencies:
-            if dep == petition_id:
+        """Refuse dependencies on itself or on references that name no petition; keep
+        the others pinned (``schedule`` is changed; see references.pin)."""
+
+        def pinned(dep: str) -> str:
+            found = pin(dep, self.scheduler, self.store)
+            if dep == petition_id or found is None:
+                itself = dep == petition_id
                 raise PetitionError(
-                    f"petition {petition_id!r} cannot run after itself; check --after",
-                    ExitCode.REFUSED,
-                )
-            if self.scheduler.get(dep) is None and self.end_of(dep) is None:
-                raise PetitionError(
-                    f"there is no petition {dep!r} to run after; see 'orcha status'",
-                    ExitCode.NO_PETITION,
-                )
+                    f"petition {petition_id!r} cannot run after itself; check --after"
+                    if itself else f"there is no petition {dep!r} to run after; see 'orcha status'",
+                    ExitCode.REFUSED if itself else ExitCode.NO_PETITION,
+                )  # fmt: skip
+            return found
+
+        if schedule.dependencies:
+            schedule.after = tuple(dict.fromkeys(map(pinned, schedule.after)))
+            schedule.after_any = tuple(dict.fromkeys(map(pinned, schedule.after_any)))
 
     def _check_accepting(self) -> None:
         if self.stopping:

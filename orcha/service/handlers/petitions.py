@@ -12,6 +12,7 @@ from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
+from orcha.service.references import resolve, resolve_all
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     """Cancel ``ids`` (saying, for each, whether it was cancelled or why not), or the one
     petition ``id`` (refused if it is not queued or running)."""
     if request.ids is None:
-        job = service.scheduler.get(str(request.id))
+        found = resolve(str(request.id), service.scheduler, service.store)
+        job = found[-1].job if found else None
         if job is None:
             raise PetitionError(
                 f"no queued or running petition has ID {request.id!r}", ExitCode.REFUSED
@@ -77,9 +79,10 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         return {"id": job.id}
     results: dict[str, str] = {}
     for petition_id in request.ids:
-        job = service.scheduler.get(petition_id)
+        found = resolve(petition_id, service.scheduler, service.store)
+        job = found[-1].job if found else None
         if job is None:
-            record = service.store.latest(petition_id) if service.store is not None else None
+            record = found[-1].record if found else None
             results[petition_id] = (
                 f"petition {petition_id!r} has already ended ({record['state']})"
                 if record else f"there is no petition with ID {petition_id!r}"
@@ -100,7 +103,9 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     if store is None:
         return {"petitions": [], "missing": list(ids)}
     # No flush: reads include the changes not committed yet, and never wait for them.
-    rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
+    targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
+    seqs = [t.seq for t in targets if t.seq is not None] if ids else None
+    rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
     out = []
     reasons = scheduler.explain()
     # A parent's children (IDs), for the records of parents: all of them at once.
@@ -126,9 +131,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    found = {r["id"] for r in rows}
-    known = {r["id"] for r in store.find(ids, (), columns=("id",))} if request.states else found
-    return {"petitions": out, "missing": [i for i in ids if i not in known]}
+    return {"petitions": out, "missing": unknown}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
