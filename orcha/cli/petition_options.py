@@ -85,8 +85,9 @@ def command(spec: Command) -> Callable[[Callable[..., Any]], click.Command]:
                         metavar=param.metavar,
                     ))  # fmt: skip
                 else:
+                    metavar = f"[{param.metavar}]" if param.optional else param.metavar
                     decorators.append(click.argument(
-                        param.dest, metavar=param.metavar, required=not param.optional
+                        param.dest, metavar=metavar, required=not param.optional
                     ))  # fmt: skip
             else:
                 decorators.append(click_option(param))

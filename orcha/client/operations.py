@@ -92,18 +92,16 @@ def wait(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
     reply = session.call("wait", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])
-    wanted = set(ids)
-    seen: set[str] = set()
-    for summary in reply["ended"]:
-        seen.add(summary["id"])
-        yield summary
-    if len(seen) >= len(wanted):
+    yield from reply["ended"]
+    # Each pending petition once, by its ID (several references may name one).
+    pending = set(reply["pending"])
+    if not pending:
         return
     for item in items(session, reply["queue"]):
-        if isinstance(item, dict) and item.get("event") == "ended":
-            seen.add(item["id"])
+        if isinstance(item, dict) and item.get("event") == "ended" and item["id"] in pending:
+            pending.discard(item["id"])
             yield item
-            if len(seen) >= len(wanted):
+            if not pending:
                 return
 
 

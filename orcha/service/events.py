@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
-from orcha.service.references import resolve, resolve_all
+from orcha.service.references import label, resolve, resolve_all
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -179,7 +179,8 @@ class Events:
 
     def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """For each petition ``ids`` name, what to replay from its log and whether it
-        has ended; live ones are subscribed exactly where the replay stops."""
+        has ended; live ones are subscribed exactly where the replay stops. Each is
+        named as the reference given (see references.label)."""
         plan: list[dict[str, Any]] = []
         targets, missing = resolve_all(ids, self.scheduler, self.store)
         for target in targets:
@@ -191,18 +192,20 @@ class Events:
                         self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
                         peer.following(handle, job.log)
-                        plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
-                                     "end": job.log.size, "ended": None})  # fmt: skip
+                        plan.append({"id": label(target, targets), "handle": handle,
+                                     "log_path": job.log.path, "end": job.log.size,
+                                     "ended": None})  # fmt: skip
                         continue
-                plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
-                             "end": None, "ended": job.summary()})  # fmt: skip
+                plan.append({"id": label(target, targets), "handle": handle,
+                             "log_path": job.log.path, "end": None,
+                             "ended": job.summary()})  # fmt: skip
                 continue
             record = target.record
             if record is None or record["state"] in (str(State.QUEUED), str(State.RUNNING)):
                 missing.append(target.ref)  # unknown, or of the original API (no log)
                 continue
             plan.append({
-                "id": record["id"], "handle": peer.new_handle(),
+                "id": label(target, targets), "handle": peer.new_handle(),
                 "log_path": record["log_path"], "end": None,
                 "ended": {k: record[k] for k in _ENDED},
             })  # fmt: skip

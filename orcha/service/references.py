@@ -164,3 +164,14 @@ def resolve_all(
                 seen.add(key)
                 targets.append(target)
     return targets, missing
+
+
+def label(target: Target, targets: list[Target]) -> str:
+    """How a reply names ``target`` among ``targets`` (as ``follow``'s handles): the
+    reference given, or its ID where several share that reference, or its record number
+    where several share that ID too."""
+    if sum(t.ref == target.ref for t in targets) == 1:
+        return target.ref
+    if sum(t.id == target.id for t in targets) == 1:
+        return target.id
+    return str(target.seq)

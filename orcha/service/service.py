@@ -387,6 +387,8 @@ class Service:
                 message=job.message,
                 **({"outcome": job.outcome} if job.outcome is not None else {}),
                 **({"leftovers": job.leftovers} if job.leftovers is not None else {}),
+                **({"cpu_time": job.cpu_time} if job.cpu_time is not None else {}),
+                **({"peak_rss": job.peak_rss} if job.peak_rss is not None else {}),
             )
         if job.log is not None:
             job.log.close()

@@ -10,6 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.service.accounting import live_usage, wall_time
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.service.references import resolve, resolve_all
@@ -34,7 +35,7 @@ log = logging.getLogger("orcha.service.session")
 _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-    "notify_error", "machine", "parent", "leftovers", "log_truncated",
+    "notify_error", "machine", "parent", "leftovers", "log_truncated", "cpu_time", "peak_rss",
 )  # fmt: skip
 
 
@@ -115,6 +116,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
         if row["seq"] in children:
             record["children"] = children[row["seq"]]
         record["paused"] = bool(record["paused"])
+        record["wall_time"] = wall_time(row, service.clock())
         job = scheduler.get(row["id"])
         if job is not None and job.seq == row["seq"]:
             record["paused"] = job.paused or job.stopped
@@ -123,6 +125,8 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
                 record["gpus"] = list(job.gpu_ids)
             if job.progress is not None:
                 record["progress"] = dict(job.progress)
+            if ids and job.state is State.RUNNING:
+                record.update(live_usage(job))  # measured when asked for by ID only
             if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                 record["waiting"] = reasons[row["seq"]]
                 # Aging at work: what it competes with now (lower starts first).

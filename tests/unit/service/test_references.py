@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from orcha.errors import WIRE_ERRORS, ExitCode
+from orcha.protocol import messages
 from orcha.protocol.ids import check_name, split
+from orcha.protocol.messages import STDOUT
+from orcha.protocol.operations import OPERATIONS
+from orcha.service.handlers import perform
 from orcha.service.references import resolve, resolve_all
 from tests.unit.service.harness import Harness
 
@@ -145,3 +149,16 @@ def test_resolve_all_names_each_record_once_and_lists_the_unknown(h: Harness) ->
     targets, missing = resolve_all(["a", str(seq), "zz", "a~1"], service.scheduler, service.store)
     assert [(t.ref, t.seq) for t in targets] == [("a", seq)]
     assert missing == ["zz", "a~1"]
+
+
+def test_follow_names_each_record_by_the_reference_given(h: Harness) -> None:
+    for out in ("one\n", "two\n"):
+        assert h.submit("a", params={"out": out})["ok"]
+        h.gates.wait_started("a")
+        h.run_to_end("a")
+        h.gates.started.clear()
+    fields, after = perform(h.service, h.client, OPERATIONS["follow"], {"ids": ["a~1", "a"]})
+    assert fields["handles"] == {"a~1": 1, "a": 2}
+    frames = list(after)
+    assert frames[0] == messages.output_frame(STDOUT, 1, b"one\n")
+    assert messages.output_frame(STDOUT, 2, b"two\n") in frames
