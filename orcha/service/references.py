@@ -136,14 +136,17 @@ def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]
 
 def pin(dep: str, scheduler: Scheduler, store: Store | None) -> str | None:
     """What a petition that runs after ``dep`` keeps as its dependency: the name of the
-    queued or running petition ``dep`` names (the only live one of that name), or the
-    record number of an ended one (so that a later petition of the same name does not
-    change what it waits for); None if ``dep`` names no petition."""
+    queued or running petition ``dep`` names (the only live one of that name), the
+    record number of an ended one named ``NAME~N`` (which names another record once
+    NAME is used again), else ``dep`` as given; None if ``dep`` names no petition."""
     found = resolve(dep, scheduler, store)
     if not found:
         return None
     target = found[-1]
-    return target.id if target.job is not None or target.seq is None else str(target.seq)
+    if target.job is not None or target.seq is None:
+        return target.id
+    parts = split(dep)
+    return str(target.seq) if parts is not None and parts[0] != dep else dep
 
 
 def resolve_all(

@@ -24,7 +24,8 @@ HEADER = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
 ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
           "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-          "notify_error", "machine", "parent", "leftovers", "log_truncated"}  # fmt: skip
+          "notify_error", "machine", "parent", "leftovers", "log_truncated", "cpu_time",
+          "peak_rss", "wall_time"}  # fmt: skip
 NO_PETITION = 209
 CANCELLED = 207
 

@@ -129,14 +129,17 @@ def test_a_live_petition_is_reached_by_name_and_number_alike(h: Harness) -> None
     )
 
 
-def test_after_pins_an_ended_petition_by_its_number(h: Harness) -> None:
-    assert h.submit("dep")["ok"]
-    h.gates.wait_started("dep")
-    h.run_to_end("dep", 0)
-    dep_seq = h.record("dep")["seq"]
-    assert h.submit("later", schedule={"after": ["dep"]})["ok"]
+def test_after_pins_an_older_record_by_its_number(h: Harness) -> None:
+    for _ in range(2):
+        assert h.submit("dep")["ok"]
+        h.gates.wait_started("dep")
+        h.run_to_end("dep", 0)
+        h.gates.started.clear()
+    old_seq = h.call("status", ids=["dep~1"])["petitions"][0]["seq"]
+    assert h.submit("later", schedule={"after": ["dep~1", "dep"]})["ok"]
     h.gates.wait_started("later")
-    assert h.record("later")["schedule"]["after"] == [str(dep_seq)]
+    # dep~1 would name another record once dep runs again: kept by its number.
+    assert h.record("later")["schedule"]["after"] == [str(old_seq), "dep"]
     h.run_to_end("later")
     reply = h.submit("never", schedule={"after": ["nothing~3"]})
     assert WIRE_ERRORS[reply["error"]] == ExitCode.NO_PETITION
