@@ -38,6 +38,7 @@ __all__ = [
     "check_name",
     "intake_name",
     "is_number",
+    "label",
     "pin",
     "resolve",
     "resolve_all",
