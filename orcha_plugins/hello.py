@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orcha.cli.petition_options import command, submission
+from orcha.cli.petition_options import command, petition_id, submission
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins.base import FirstPartyPlugin
@@ -70,7 +70,7 @@ def send(**values: Any) -> int:
     from orcha.cli.petition import attach
 
     kind, params = submission(SEND, values)
-    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
+    return attach(kind, petition_id(values), params, values["priority"], values["detach"])
 
 
 class HelloPlugin(FirstPartyPlugin):

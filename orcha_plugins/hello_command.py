@@ -1,4 +1,4 @@
-"""``orcha send ID [--counter N] [--sleep-time T]``: the hello plugin's command, declared
+"""``orcha send [ID] [--counter N] [--sleep-time T]``: the hello plugin's command, declared
 as plain data.
 
 Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
@@ -7,7 +7,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, ID, PRIORITY, Argument, Command, Option
 from orcha.cli.values import finite
 
 TYPE_CHECKING = False
@@ -28,7 +28,8 @@ SEND = Command(
     "send",
     module=__name__,
     params=(
-        Argument("petition_id", "ID"),
+        Argument("petition_id", "ID", optional=True),
+        ID,
         Option("--counter", type="int", min=0, default=1, show_default=True, metavar="N",
                help="How many lines to print."),
         Option("--sleep-time", type="float", min=0, default=0.0, show_default=True,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orcha.cli.petition_options import command, submission
+from orcha.cli.petition_options import command, petition_id, submission
 from orcha.errors import ExitCode, InvalidPetitionError
 from orcha.kinds import Kind
 from orcha_plugins.base import FirstPartyPlugin
@@ -68,6 +68,8 @@ def run(**values: Any) -> int:
 
     The command runs in the current directory with the current environment; its exit
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
+    An ID, if given, goes before '--' (or with --id); without one the service numbers
+    the petition ('orcha run -- make test' runs 'make test'; --detach prints the number).
     """
     from orcha.cli.petition import attach
 
@@ -76,11 +78,11 @@ def run(**values: Any) -> int:
         from orcha.cli.arrays import members_of, run_array
 
         members, limit = members_of(values["array"], values["each"], values["at_once"])
-        return run_array(kind, values["petition_id"], params, values["priority"],
+        return run_array(kind, petition_id(values), params, values["priority"],
                          values["detach"], members, limit)  # fmt: skip
     if values.get("at_once") is not None:
         raise click.UsageError("--at-once goes with --array or --each")
-    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
+    return attach(kind, petition_id(values), params, values["priority"], values["detach"])
 
 
 class ShellPlugin(FirstPartyPlugin):

@@ -1,4 +1,4 @@
-"""``orcha run ID -- CMD [ARG]...``: the shell plugin's command, declared as plain data.
+"""``orcha run [ID] -- CMD [ARG]...``: the shell plugin's command, declared as plain data.
 
 Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 :mod:`orcha_plugins.shell` builds the click command from it.
@@ -6,7 +6,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, ID, PRIORITY, Argument, Command, Option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ RUN = Command(
     "run",
     module=__name__,
     params=(
-        Argument("petition_id", "ID"),
+        Argument("petition_id", "ID", optional=True),
+        ID,
         PRIORITY,
         Argument("command", "-- CMD [ARG]...", rest=True),
         DETACH,

@@ -46,6 +46,7 @@ def petition_ids(ctx: click.Context, param: click.Parameter, incomplete: str) ->
             rows = service.status()
     except Exception:
         return []  # no service, wrong key, too slow: complete nothing rather than fail
+    newest = {r["id"]: r for r in rows}  # a name used again: once, with its newest state
     return [
-        CompletionItem(r["id"], help=r["state"]) for r in rows if r["id"].startswith(incomplete)
+        CompletionItem(i, help=r["state"]) for i, r in newest.items() if i.startswith(incomplete)
     ]

@@ -68,12 +68,11 @@ class Request:
     cwd: str | None
 
     def __init__(self, parsed: Parsed) -> None:
-        from orcha.cli.grammar import petition_request
-        from orcha.protocol.messages import check_id
+        from orcha.cli.grammar import petition_id_of, petition_request
 
         self.values = values = parsed.values
         self.kind, self.params = parsed.command.submission(values)
-        self.petition_id = check_id(values["petition_id"])
+        self.petition_id = petition_id_of(values)
         self.priority = values.get("priority")
         self.detach = bool(values.get("detach"))
         fields, env, cwd = petition_request(values)

@@ -83,12 +83,60 @@ def max_name(names: Sequence[str]) -> str:
 
 class Argument:
     """A positional argument: ``dest`` its name; ``rest`` for one that takes all the
-    remaining words (at least one, taken as they are: ``-- CMD [ARG]...``)."""
+    remaining words (at least one, taken as they are: ``-- CMD [ARG]...``); ``optional``
+    for one that may be left out (its value is then None). An optional argument before
+    a ``rest`` one is given only before ``--``: ``orcha run [ID] -- CMD``, so that
+    ``orcha run -- echo x`` runs ``echo x`` and ``orcha run echo x`` too."""
 
-    __slots__ = ("dest", "metavar", "rest")
+    __slots__ = ("dest", "metavar", "optional", "rest")
 
-    def __init__(self, dest: str, metavar: str, rest: bool = False) -> None:
-        self.dest, self.metavar, self.rest = dest, metavar, rest
+    def __init__(self, dest: str, metavar: str, rest: bool = False, optional: bool = False) -> None:
+        self.dest, self.metavar, self.rest, self.optional = dest, metavar, rest, optional
+
+
+def assign(arguments: Sequence[Argument], words: list[str], split: int | None) -> dict[str, Any]:
+    """The values of ``arguments`` from the positional ``words`` (``split``: how many
+    came before ``--``; None without one); ValueError saying what is wrong.
+
+    Without a ``rest`` argument, the words fill the arguments in order. With one, the
+    words after ``--`` (all of them without ``--``) are the rest, and those before fill
+    the other arguments."""
+    values: dict[str, Any] = {}
+    rest = arguments[-1] if arguments and arguments[-1].rest else None
+    if rest is not None:
+        head = words[:split] if split is not None else []
+        tail = words[split:] if split is not None else words
+        if not tail:
+            raise ValueError(f"Missing argument '{rest.metavar}'.")
+        values[rest.dest] = tuple(tail)
+        before = arguments[:-1]
+    else:
+        head, before = list(words), list(arguments)
+    for argument in before:
+        if head:
+            values[argument.dest] = head.pop(0)
+        elif argument.optional:
+            values[argument.dest] = None
+        else:
+            raise ValueError(f"Missing argument '{argument.metavar}'.")
+    if head:
+        where = " before '--'" if rest is not None else ""
+        raise ValueError(f"Got unexpected extra argument{where} ({' '.join(head)})")
+    return values
+
+
+def petition_id_of(values: dict[str, Any]) -> str | None:
+    """The ID a command line gave (as its ID argument or with ``--id``), or None (the
+    service names the petition); ValueError if it gave both, or a name a new petition
+    may not take (see :func:`orcha.protocol.ids.check_name`)."""
+    from orcha.protocol.ids import check_id, check_name
+
+    given = values.get("petition_id")
+    option = values.get("id_option")
+    if given is not None and option is not None:
+        raise ValueError("give the ID once: as the ID argument or with --id, not both")
+    name = option if option is not None else given
+    return None if name is None else check_name(check_id(name))
 
 
 class Command:
@@ -101,7 +149,8 @@ class Command:
     for values the command refuses (all that the kind's own check would refuse: the fast
     path does not load the kind). ``module``: the module that declares it, importable
     without click, so that the fast path can find it by name (``module=__name__``).
-    Its values have ``petition_id`` and may have ``priority`` and ``detach``.
+    Its values have ``petition_id`` (None if left out) and may have ``id_option``
+    (``--id``), ``priority`` and ``detach``: :func:`petition_id_of` gives the ID.
     """
 
     __slots__ = ("module", "name", "params", "petition", "submission")
@@ -185,6 +234,14 @@ PETITION_OPTIONS = (
 )  # fmt: skip
 
 #: Options most commands that submit a petition have.
+ID = Option(
+    "--id",
+    dest="id_option",
+    metavar="ID",
+    help="The petition's ID (instead of the ID argument; the way to give one that "
+    "starts with '-'). Without any, the service numbers it. A name may not be all "
+    "digits nor end in '~N': those name records.",
+)
 PRIORITY = Option(
     "--priority",
     type="int",
@@ -329,10 +386,12 @@ def parse(args: list[str], find: Callable[[str], Command | None]) -> Parsed | No
     options = command.options()
     reader.use(options)
     words: list[str] = []
+    split: int | None = None  # how many words came before '--'
     i += 1
     while i < n:
         arg = args[i]
         if arg == "--":
+            split = len(words)
             words += args[i + 1 :]
             break
         if arg[:1] == "-" and arg != "-":
@@ -343,15 +402,13 @@ def parse(args: list[str], find: Callable[[str], Command | None]) -> Parsed | No
         else:
             words.append(arg)
             i += 1
-    values: dict[str, Any] = {}
-    for param in command.params:
-        if isinstance(param, Argument):
-            if not words:
-                return None
-            values[param.dest] = tuple(words) if param.rest else words[0]
-            words = [] if param.rest else words[1:]
-    if words:
-        return None  # more words than arguments: click explains
+    if any(text == "--" for given in reader.given.values() if isinstance(given, list)
+           for text in given):  # fmt: skip
+        return None  # '--' as an option's value: where the command starts is click's
+    try:
+        values = assign([p for p in command.params if isinstance(p, Argument)], words, split)
+    except ValueError:
+        return None  # click explains
     try:
         for option in options:
             if option.dest in reader.given:

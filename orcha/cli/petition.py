@@ -13,7 +13,7 @@ import click
 
 def attach(
     kind: str,
-    petition_id: str,
+    petition_id: str | None,
     params: dict[str, Any],
     priority: int | None,
     detach: bool = False,
@@ -28,17 +28,18 @@ def attach(
     (orcha runs that inside a click command too, so the global options apply; the
     petition options do not, as the argparse parser has none).
 
-    Raises OrchaError subclasses (no service, wrong key, refused, lost service), and
-    click.BadParameter for an invalid ID (nothing is sent).
+    Without ``petition_id`` (None), the service names the petition by its record
+    number. Raises OrchaError subclasses (no service, wrong key, refused, lost service),
+    and click.BadParameter for an invalid ID (nothing is sent).
     """
     from orcha.cli.options import settings_from
     from orcha.cli.petition_options import chosen
     from orcha.client.attach import run_in_foreground
-    from orcha.protocol.messages import check_id
+    from orcha.protocol.ids import check_id, check_name
     from orcha.protocol.schedule import Schedule
 
     try:
-        petition_id = check_id(petition_id)
+        petition_id = None if petition_id is None else check_name(check_id(petition_id))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'ID'") from e
     ctx = click.get_current_context()

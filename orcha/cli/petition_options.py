@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from orcha.cli.build import click_option
-from orcha.cli.grammar import PETITION_OPTIONS, Argument, Command, Option
+from orcha.cli.grammar import PETITION_OPTIONS, Argument, Command, Option, assign, petition_id_of
 from orcha.cli.options import global_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,12 +79,16 @@ def command(spec: Command) -> Callable[[Callable[..., Any]], click.Command]:
         for param in spec.params:
             if isinstance(param, Argument):
                 if param.rest:
+                    # Checked by _Command: the words after '--' are the rest.
                     decorators.append(click.argument(
-                        param.dest, nargs=-1, required=True, type=click.UNPROCESSED,
+                        param.dest, nargs=-1, required=False, type=click.UNPROCESSED,
                         metavar=param.metavar,
                     ))  # fmt: skip
                 else:
-                    decorators.append(click.argument(param.dest, metavar=param.metavar))
+                    metavar = f"[{param.metavar}]" if param.optional else param.metavar
+                    decorators.append(click.argument(
+                        param.dest, metavar=metavar, required=not param.optional
+                    ))  # fmt: skip
             else:
                 decorators.append(click_option(param))
         if spec.petition:
@@ -92,11 +96,47 @@ def command(spec: Command) -> Callable[[Callable[..., Any]], click.Command]:
         decorators.append(global_options)
         for decorator in reversed(decorators):
             f = decorator(f)
-        cmd = click.command(spec.name)(f)
+        cmd = click.command(spec.name, cls=_Command)(f)
         cmd.orcha_spec = spec  # type: ignore[attr-defined]  # read by orcha.cli.fast_commands
         return cmd
 
     return decorate
+
+
+class _Command(click.Command):
+    """A command built from a declaration: its positional words are given to its
+    arguments as :func:`orcha.cli.grammar.assign` says (the words after ``--`` are the
+    command, those before it the ID), exactly as the fast path reads them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # click does not say where '--' was: the words after the first one are the last
+        # positional words (the fast path leaves a line with '--' as a value to click).
+        after = len(args) - args.index("--") - 1 if "--" in args else None
+        rest = super().parse_args(ctx, args)
+        spec: Command = self.orcha_spec  # type: ignore[attr-defined]
+        arguments = [p for p in spec.params if isinstance(p, Argument)]
+        words: list[str] = []
+        for argument in arguments:
+            value = ctx.params.get(argument.dest)
+            if argument.rest:
+                words.extend(value or ())
+            elif value is not None:
+                words.append(value)
+        split = None if after is None else len(words) - after
+        try:
+            ctx.params.update(assign(arguments, words, split))
+        except ValueError as e:
+            raise click.UsageError(str(e), ctx) from None
+        return rest
+
+
+def petition_id(values: dict[str, Any]) -> str | None:
+    """The ID the command line gave (ID argument or ``--id``), None for none; a usage
+    error (exit 2) for both, or for a name a new petition may not take."""
+    try:
+        return petition_id_of(values)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def submission(spec: Command, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:

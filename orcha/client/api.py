@@ -17,6 +17,7 @@ from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
 from orcha.client.session import Session
 from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
+from orcha.protocol.ids import check_name
 from orcha.protocol.messages import SubmitRequest, check_id
 
 TYPE_CHECKING = False
@@ -117,7 +118,7 @@ class Client:
     # -- petitions ------------------------------------------------------------------------
     def submit(
         self,
-        id: str,
+        id: str | None = None,
         argv: Sequence[str] | None = None,
         *,
         kind: str = "shell",
@@ -142,6 +143,9 @@ class Client:
     ) -> PetitionHandle:
         """Submit petition ``id``: the command ``argv`` (a ``shell`` petition, as
         ``orcha run ID -- ARGV`` does), or a petition of ``kind`` with ``params``.
+        Without ``id`` (None) the service names it by its record number; the handle's
+        :attr:`~PetitionHandle.id` is the ID it got either way. A name may not be all
+        digits nor end in ``~`` and digits: those name records (see the docs' concepts).
 
         The other arguments are ``orcha run``'s options: ``priority`` (lower runs first),
         ``cpus``, ``mem`` (bytes, or ``"4G"``), ``gpus``, ``group``, ``after`` and
@@ -166,7 +170,7 @@ class Client:
         elif params is None:
             raise TypeError("give argv (a shell petition) or kind= and params=")
         try:
-            petition_id = check_id(id)
+            petition_id = None if id is None else check_name(check_id(id))
             schedule = _schedule(
                 cpus=cpus, mem=mem, gpus=gpus, group=group, after=after, after_any=after_any,
                 timeout=timeout, retries=retries, retry_delay=retry_delay, notify=notify,

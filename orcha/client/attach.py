@@ -95,7 +95,8 @@ def run_attached(session: Session, request: SubmitRequest) -> int:
 
 def _stream(session: Session, request: SubmitRequest, progress_view: list[ProgressView]) -> int:
     with _Interrupts() as interrupts:
-        queue = session.call("submit", request.to_wire())["queue"]  # refusals raise here
+        reply = session.call("submit", request.to_wire())  # refusals raise here
+        queue, request.id = reply["queue"], str(reply.get("id") or request.id)  # its ID
         # Two batched reads are always in flight: while this process writes one batch
         # out, the service already sends the next, and it never waits for a request.
         session.send(queue, "get_batch")
@@ -177,7 +178,7 @@ def _end_code(event: dict[str, Any], petition_id: str) -> int:
 def run_in_foreground(
     settings: Settings,
     kind: str,
-    petition_id: str,
+    petition_id: str | None,
     params: dict[str, Any],
     priority: int | None,
     detach: bool = False,
@@ -188,7 +189,8 @@ def run_in_foreground(
     """Submit a petition of ``kind`` with this process's cwd and environment (``cwd``
     and ``env`` override them), stream its output and return the exit code the client
     should end with. With ``detach``, print its ID once it is queued and return 0: it
-    runs whether or not this client stays.
+    runs whether or not this client stays. Without ``petition_id``, the service names
+    it by its record number.
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
@@ -209,8 +211,8 @@ def run_in_foreground(
     session = Session.open(settings)
     try:
         if detach:
-            session.call("submit", request.to_wire())
-            sys.stdout.write(f"{petition_id}\n")
+            reply = session.call("submit", request.to_wire())
+            sys.stdout.write(f"{reply.get('id') or petition_id}\n")
             return 0
         return run_attached(session, request)
     finally:

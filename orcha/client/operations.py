@@ -132,6 +132,7 @@ def wait(
     reply = session.call("wait", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])
+    # Each pending petition once, by its ID (several references may name one).
     pending = set(reply["pending"])
     if asked is not None:
         asked["ids"] = [s["id"] for s in reply["ended"]] + list(reply["pending"])

@@ -144,7 +144,7 @@ class ArrayRequest:
 
     @property
     def name(self) -> str:
-        return self.submit.id
+        return self.submit.id or ""  # named by the client (arrayN) when the user gave none
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ArrayRequest) and self.to_wire() == other.to_wire()

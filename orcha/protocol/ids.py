@@ -1,4 +1,5 @@
-"""Petition IDs: what makes one valid (shared by requests and schedules)."""
+"""Petition IDs: what makes one valid (shared by requests and schedules), and what makes
+a name one a new petition may take (see :mod:`orcha.service.references`)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,36 @@ def check_id(petition_id: object) -> str:
     if not petition_id.isprintable() or any(c.isspace() for c in petition_id):
         raise ValueError(f"the petition ID {petition_id!r} has whitespace or control characters")
     return petition_id
+
+
+def is_number(ref: str) -> bool:
+    """Whether ``ref`` is a record number (ASCII digits only)."""
+    return ref.isascii() and ref.isdigit()
+
+
+def split(ref: str) -> tuple[str, int] | None:
+    """``(NAME, N)`` for ``NAME~N`` (``(ref, 0)`` for a plain name); None for a record
+    number."""
+    if is_number(ref):
+        return None
+    name, tilde, back = ref.rpartition("~")
+    if tilde and name and is_number(back):
+        return name, int(back)
+    return ref, 0
+
+
+def check_name(name: str) -> str:
+    """``name`` if a new petition may take it; ValueError saying why not otherwise (all
+    digits: a number means a record number; ``NAME~N``: the N-th older NAME)."""
+    if is_number(name):
+        raise ValueError(
+            f"the petition ID {name!r} is a number, and numbers name records; leave the "
+            "ID out to get a number, or choose a name with a letter in it"
+        )
+    parts = split(name)
+    if parts is not None and parts[0] != name:
+        raise ValueError(
+            f"the petition ID {name!r} ends in '~' and a number, which names an older "
+            f"record of {parts[0]!r}; choose another name"
+        )
+    return name

@@ -84,7 +84,7 @@ class SubmitRequest:
     def __init__(
         self,
         kind: str,
-        id: str,
+        id: str | None,
         params: dict[str, Any],
         priority: int | None,
         cwd: str,
@@ -95,7 +95,7 @@ class SubmitRequest:
         schedule: Schedule | None = None,
     ) -> None:
         self.kind = kind
-        self.id = id
+        self.id = id  # None: the service names it by its record number
         self.params = params
         self.priority = priority
         self.cwd = cwd
@@ -116,7 +116,7 @@ class SubmitRequest:
         kind = obj.get("kind")
         if not isinstance(kind, str) or not kind:
             raise ValueError("'kind' must be a non-empty string")
-        petition_id = check_id(obj.get("id"))
+        petition_id = None if obj.get("id") is None else check_id(obj.get("id"))
         params = obj.get("params", {})
         if not isinstance(params, dict):
             raise ValueError("'params' must be an object")

@@ -106,7 +106,7 @@ def expand(service: Service, ids: list[str]) -> tuple[list[str], dict[str, list[
         found = store.array_members(given)
         if found is not None:
             newest, members = found
-            own = store.latest(given)
+            own = store.named(given, 0)
             if own is None or own["seq"] < newest:
                 arrays[given] = members
                 out.extend(members)

@@ -264,6 +264,19 @@ class Cgroups:
                 continue
         return None
 
+    def cpu_seconds(self, token: str) -> float | None:
+        """CPU seconds (user + system) every process of the petition's cgroup used, those
+        that have exited included (``cpu.stat``, kept by every cgroup v2)."""
+        try:
+            text = self.fs.read(os.path.join(self.path(token), "cpu.stat"))
+        except OSError:
+            return None
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "usage_usec" and value.strip().isdigit():
+                return int(value) / 1e6
+        return None
+
     def kill(self, token: str) -> None:
         """SIGKILL every process in petition ``token``'s cgroup, at once."""
         path = self.path(token)

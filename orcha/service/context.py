@@ -187,7 +187,7 @@ class ServiceContext:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-        return exit_code_of(proc.wait())
+        return exit_code_of(self._machine.reap(self._job, proc))  # accounted for
 
     def _take_buffered(self, fd: int, stream: int) -> None:
         """Emit what pipe ``fd`` holds now, without waiting (a process writing without

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
+from orcha.service.references import label, resolve, resolve_all
 from orcha.service.usage import UsageFeed, recent_ended
 from orcha.states import State
 
@@ -190,42 +191,46 @@ class Events:
 
     # -- subscriptions ---------------------------------------------------------------------
     def ended_record(self, petition_id: str) -> dict[str, Any] | None:
-        """The newest record of ``petition_id`` (None without one, or without records)."""
+        """The record ``petition_id`` names (a reference: see
+        :mod:`orcha.service.references`); None without one, or without records."""
         if self.store is None:
             return None
-        return self.store.latest(petition_id)  # with its changes not committed yet
+        found = resolve(petition_id, self.scheduler, self.store)
+        return found[-1].record if found else None  # with its changes not committed yet
 
     def wait_for(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
-        """Which of ``ids`` have ended, which are pending (the peer is told when each
-        ends), and which are unknown."""
+        """Which of the petitions ``ids`` name have ended, which are pending (the peer
+        is told when each ends; each petition once, by its ID), and which references
+        name none."""
         ended: list[dict[str, Any]] = []
         pending: list[str] = []
-        missing: list[str] = []
-        for petition_id in ids:
-            job = self.scheduler.get(petition_id)
+        targets, missing = resolve_all(ids, self.scheduler, self.store)
+        for target in targets:
+            job = target.job
             if job is not None:
                 with job.output_lock:
                     if not job.announced:
                         self._of(job).waiters.add(peer)
                         peer.subscribed.add(job)
-                        pending.append(petition_id)
+                        pending.append(job.id)
                         continue
                 ended.append(job.summary())
                 continue
-            record = self.ended_record(petition_id)
+            record = target.record
             if record is None:
-                missing.append(petition_id)
+                missing.append(target.ref)
             else:
                 ended.append({k: record[k] for k in _ENDED})
         return {"ended": ended, "pending": pending, "missing": missing}
 
     def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-        """For each ID, what to replay from its log and whether it has ended; live ones
-        are subscribed exactly where the replay stops."""
+        """For each petition ``ids`` name, what to replay from its log and whether it
+        has ended; live ones are subscribed exactly where the replay stops. Each is
+        named as the reference given (see references.label)."""
         plan: list[dict[str, Any]] = []
-        missing: list[str] = []
-        for petition_id in ids:
-            job = self.scheduler.get(petition_id)
+        targets, missing = resolve_all(ids, self.scheduler, self.store)
+        for target in targets:
+            job = target.job
             if job is not None and job.log is not None:
                 handle = peer.new_handle()
                 with job.output_lock:
@@ -233,18 +238,20 @@ class Events:
                         self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
                         peer.following(handle, job.log)
-                        plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
-                                     "end": job.log.size, "ended": None})  # fmt: skip
+                        plan.append({"id": label(target, targets), "handle": handle,
+                                     "log_path": job.log.path, "end": job.log.size,
+                                     "ended": None})  # fmt: skip
                         continue
-                plan.append({"id": job.id, "handle": handle, "log_path": job.log.path,
-                             "end": None, "ended": job.summary()})  # fmt: skip
+                plan.append({"id": label(target, targets), "handle": handle,
+                             "log_path": job.log.path, "end": None,
+                             "ended": job.summary()})  # fmt: skip
                 continue
-            record = self.ended_record(petition_id)
+            record = target.record
             if record is None or record["state"] in (str(State.QUEUED), str(State.RUNNING)):
-                missing.append(petition_id)  # unknown, or of the original API (no log)
+                missing.append(target.ref)  # unknown, or of the original API (no log)
                 continue
             plan.append({
-                "id": record["id"], "handle": peer.new_handle(),
+                "id": label(target, targets), "handle": peer.new_handle(),
                 "log_path": record["log_path"], "end": None,
                 "ended": {k: record[k] for k in _ENDED},
             })  # fmt: skip
@@ -258,14 +265,17 @@ class Events:
         also gets a ``usage`` event now and every ``usage`` seconds (see
         :mod:`orcha.service.usage`), and the reply has the ``recent`` ended records;
         without ``output``, no ``output`` events."""
-        wanted = frozenset(ids) or None
+        targets, missing = resolve_all(ids, self.scheduler, self.store)
+        # Watched by name: a name belongs to one live petition at most.
+        wanted = frozenset(t.id for t in targets) or None
+        if ids and wanted is None:
+            wanted = frozenset()
         with self._lock:
             self._watchers[peer] = wanted  # a peer's new watch replaces its old one
             if output:
                 self._mute.discard(peer)
             else:
                 self._mute.add(peer)
-        missing = []
         live = {job.id: job for job in self.scheduler.jobs()}
         for job in live.values():
             if wanted is not None and job.id not in wanted:
@@ -285,12 +295,12 @@ class Events:
                     "timestamp": self._clock(),
                     "data": {"state": str(job.state), "priority": job.priority},
                 }))  # fmt: skip
-        for petition_id in ids:
-            if petition_id in live:
+        for target in targets:
+            if target.job is not None and target.job is live.get(target.id):
                 continue
-            record = self.ended_record(petition_id)
+            record = target.record
             if record is None:
-                missing.append(petition_id)
+                missing.append(target.ref)
                 continue
             peer.deliver(messages.encode({
                 "event": "finished", "petition": record["id"], "kind": record["kind"],

@@ -79,7 +79,7 @@ class Intake:
         kept in their logs only (followers read it); ``peer``, if given, is the client
         they end with. Raises PetitionError if refused (nothing is recorded then)."""
         self._check_accepting()
-        ids = [r.id for r in requests]
+        ids = [r.id or "" for r in requests]  # members are always named
         built: list[tuple[Petition, SubmitRequest, Schedule]] = []
         for request in requests:
             resolved = self.runtime_kinds.resolve(request)
@@ -140,6 +140,8 @@ class Intake:
         with self.scheduler.lock:
             seen: set[str] = set()
             for petition_id in ids:
+                if not petition_id:  # named by its record number once recorded
+                    continue
                 if (self.scheduler.get(petition_id) is not None or petition_id in self._intake
                         or petition_id in seen):  # fmt: skip
                     raise DuplicateIdError(petition_id)
@@ -167,7 +169,7 @@ class Intake:
         """The record of a petition being queued (QUEUED)."""
         return {
             "service": str(self.settings.address),
-            "id": str(petition.id),
+            "id": str(petition.id) or None,  # None: named by its record number
             "kind": kind or "",
             "runs_as": request.kind if request and request.kind != kind else None,
             "params": request.params if request else {},
@@ -208,6 +210,12 @@ class Intake:
             petition, native=native, token_prefix=self.token_prefix, kind=kind, seq=seq,
             token=token, schedule=schedule, created=now,
         )  # fmt: skip
+        if not job.id:  # no ID given: named by its record number
+            job.id = petition.id = str(job.seq)
+            if self.scheduler.get(job.id) is not None:  # an original-API message's ID
+                if self.store is not None and seq is not None:
+                    self.store.update_later(seq, state="CANCELLED", ended=now)
+                raise DuplicateIdError(job.id)
         job.session = peer
         job.events = self.events
         if prepare is not None:

@@ -72,10 +72,10 @@ class Job:
     __slots__ = (
         "_cancel_event", "action_done", "announced", "array", "attempt", "blocked_since",
         "cancel_deferred", "cancel_requested",
-        "cancelled_by_client", "closer", "code", "created", "deps_ready",
+        "cancelled_by_client", "closer", "code", "cpu_time", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
         "leftovers", "lock", "log", "machine", "message", "native", "outcome", "output_lock",
-        "over_memory", "parent", "paused", "petition",
+        "over_memory", "parent", "paused", "peak_rss", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
@@ -132,6 +132,9 @@ class Job:
         self.leftovers: int | None = None  # processes stopped after its main one ended
         self.progress: dict[str, Any] | None = None  # the last progress it reported
         self.outcome: Any = None  # JSON data its kind recorded (ctx.set_outcome, close())
+        # Accounting over every attempt (see used()): None until something was measured.
+        self.cpu_time: float | None = None  # CPU seconds, user + system, of its tree
+        self.peak_rss: int | None = None  # the most resident memory seen, in bytes
         self.closer: Any = None  # its kind's close(), bound to its context, while running
         self.cancel_deferred = False  # cancelled, but close() comes before the action hears
         self.action_done: threading.Event | None = None  # set when an attempt's action returns
@@ -219,6 +222,17 @@ class Job:
             if self._cancel_event is not None:
                 self._cancel_event.set()
             return True
+
+    def used(self, cpu: float | None = None, rss: int | None = None, total: bool = False) -> None:
+        """Account for resources its processes used: ``cpu`` seconds more (with
+        ``total``, ``cpu`` is a total for the whole petition so far, as its cgroup
+        counts), ``rss`` bytes resident at a peak."""
+        with self.lock:
+            if cpu is not None:
+                known = self.cpu_time or 0.0
+                self.cpu_time = max(known, cpu) if total else known + cpu
+            if rss is not None:
+                self.peak_rss = max(self.peak_rss or 0, rss)
 
     def exceed_memory(self, attempt: int, reason: str) -> bool:
         """The given attempt used more memory than it asked for (``reason``: one line):

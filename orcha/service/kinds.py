@@ -302,7 +302,7 @@ class KindManager(Manager):
         except Exception as e:  # a kind's validator must not take the request path down
             raise InvalidPetitionError(f"invalid parameters for kind {kind.name!r}: {e}") from e
         petition = KindPetition(
-            id=request.id,
+            id=request.id or "",  # "": the service numbers it
             queue=queue,
             condition=condition or _always,
             kind=kind.name,

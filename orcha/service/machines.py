@@ -177,9 +177,18 @@ class Machine:
         raise NotImplementedError
 
     def measure_tree(self, job: Job) -> dict[str, float]:
-        """What the petition's processes use now: ``processes``, ``cpu_seconds``,
-        ``rss`` (bytes)."""
+        """What the petition's processes use now: ``processes``, ``cpu_seconds`` (theirs
+        and that of the children they reaped), ``rss`` (bytes)."""
         raise NotImplementedError
+
+    def reap(self, job: Job, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for ``proc`` (one the petition's kind spawned) and return its returncode,
+        accounting for what it used (:meth:`Job.used`) where the machine can tell."""
+        return proc.wait()
+
+    def account(self, job: Job) -> None:
+        """An attempt of the petition has ended and its tree was stopped: account for
+        what the machine measured of it as a whole (its cgroup), if anything."""
 
     def sweep(self, job: Job, grace: float) -> None:
         """The petition ended normally: stop, in the background, what it left running."""
@@ -313,12 +322,26 @@ class LocalMachine(Machine):
         procs = self.procs.tree(list(job.pids), job.token)
         for proc in procs.values():
             try:
-                times = proc.cpu_times()
-                cpu += times.user + times.system
+                times = proc.cpu_times()  # with the children it waited for (sacct's TotalCPU)
+                cpu += times.user + times.system + times.children_user + times.children_system
                 rss += proc.memory_info().rss
             except psutil.Error:
                 pass
         return {"processes": float(len(procs)), "cpu_seconds": cpu, "rss": float(rss)}
+
+    def reap(self, job: Job, proc: subprocess.Popen[bytes]) -> int:
+        from orcha.service.procs import reap
+
+        returncode, cpu, rss = reap(proc)
+        job.used(cpu, rss)
+        return returncode
+
+    def account(self, job: Job) -> None:
+        cgroups = self.procs.cgroups
+        if cgroups is not None:
+            # The whole tree, what exited unwaited included; over every attempt so far.
+            peak = cgroups.usage(job.token) if cgroups.memory else None
+            job.used(cgroups.cpu_seconds(job.token), peak, total=True)
 
     def sweep(self, job: Job, grace: float) -> None:
         if not job.pids:

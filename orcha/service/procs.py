@@ -478,3 +478,18 @@ def reset_child_signals() -> None:
 def exit_code_of(returncode: int) -> int:
     """Shell convention: 128+N for a process killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
+    """Wait for ``proc``, a child of the service, as ``proc.wait()`` does: (its
+    returncode, the CPU seconds (user + system) and the peak resident bytes of it and of
+    the descendants it waited for), from ``wait4``: the kernel's own figures, measured
+    without polling. (returncode, None, None) if it was reaped already."""
+    if proc.returncode is None:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # reaped meanwhile (poll()): its figures are gone
+            return proc.wait(), None, None
+        proc.returncode = os.waitstatus_to_exitcode(status)  # what Popen.wait() returns
+        return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    return proc.returncode, None, None

@@ -198,6 +198,10 @@ class Runner:
             log.info("petition %s: attempt %d %s", job.id, job.attempt, job.over_memory)
         elif not job.cancel_requested:
             self._stop_leftovers(job)
+        try:
+            job.placed.account(job)
+        except Exception:
+            log.exception("petition %s: accounting for its processes failed", job.id)
 
     def _stop_leftovers(self, job: Job) -> None:
         """Its action returned (its main process exited): what of its tree still runs is

@@ -27,6 +27,7 @@ from orcha.service.children import Family
 from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job
 from orcha.service.logs import PetitionLog
+from orcha.service.references import intake_name, pin
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
@@ -196,8 +197,11 @@ class Service(Intake):
 
         The ID is taken under the scheduler's lock (concurrent submits of one ID see each
         other), recorded outside it (a slow, full or locked database never holds up run
-        or cancel), and queued under it again (a parent cancelled meanwhile refuses it)."""
-        petition_id = str(petition.id)
+        or cancel), and queued under it again (a parent cancelled meanwhile refuses it).
+        Without an ID, it is named by its record number (see orcha.service.references)."""
+        petition_id = intake_name(petition.id, native)
+        if not petition_id:
+            petition.id = ""  # named by its record number once recorded (_queue_recorded)
         schedule = (request.schedule if request else None) or Schedule()
         self.scheduler.check_feasible(schedule)
         self._take_ids([petition_id], parent)
@@ -225,18 +229,23 @@ class Service(Intake):
         return job
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        """Refuse dependencies on itself or on IDs no petition ever had."""
-        for dep in schedule.dependencies:
-            if dep == petition_id:
+        """Refuse dependencies on itself or on references that name no petition; keep
+        the others pinned (``schedule`` is changed; see references.pin)."""
+
+        def pinned(dep: str) -> str:
+            found = pin(dep, self.scheduler, self.store)
+            if dep == petition_id or found is None:
+                itself = dep == petition_id
                 raise PetitionError(
-                    f"petition {petition_id!r} cannot run after itself; check --after",
-                    ExitCode.REFUSED,
-                )
-            if self.scheduler.get(dep) is None and self.end_of(dep) is None:
-                raise PetitionError(
-                    f"there is no petition {dep!r} to run after; see 'orcha status'",
-                    ExitCode.NO_PETITION,
-                )
+                    f"petition {petition_id!r} cannot run after itself; check --after"
+                    if itself else f"there is no petition {dep!r} to run after; see 'orcha status'",
+                    ExitCode.REFUSED if itself else ExitCode.NO_PETITION,
+                )  # fmt: skip
+            return found
+
+        if schedule.dependencies:
+            schedule.after = tuple(dict.fromkeys(map(pinned, schedule.after)))
+            schedule.after_any = tuple(dict.fromkeys(map(pinned, schedule.after_any)))
 
     def check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
         """Refuse (PetitionError) dependencies on itself or on IDs no petition ever had
@@ -351,6 +360,8 @@ class Service(Intake):
                 message=job.message,
                 **({"outcome": job.outcome} if job.outcome is not None else {}),
                 **({"leftovers": job.leftovers} if job.leftovers is not None else {}),
+                **({"cpu_time": job.cpu_time} if job.cpu_time is not None else {}),
+                **({"peak_rss": job.peak_rss} if job.peak_rss is not None else {}),
             )
         if job.log is not None:
             job.log.close()

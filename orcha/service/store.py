@@ -215,18 +215,9 @@ class Store(BulkRecords):
     # -- writing --------------------------------------------------------------------------
     def add(self, record: dict[str, Any], what: str = "nothing was submitted") -> int:
         """Insert a new record (one transaction); return its ``seq``. NotSavedError (with
-        ``what`` was not done) if it cannot be saved within a bound."""
-        values = self._encode(record)
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-
-        def insert(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                f"INSERT INTO petitions ({names}) VALUES ({marks})", tuple(values.values())
-            )
-            return int(cur.lastrowid or 0)
-
-        return self._write(insert, what)
+        ``what`` was not done) if it cannot be saved within a bound. A record whose
+        ``id`` is None is named by its ``seq``, as text."""
+        return self.add_many([record], what)[0]
 
     @staticmethod
     def _encode(record: dict[str, Any]) -> dict[str, Any]:
@@ -315,16 +306,10 @@ class Store(BulkRecords):
         )
         return rows[0] if rows else None
 
-    def latest(self, petition_id: str) -> dict[str, Any] | None:
-        """The newest record with this ID (IDs may be reused once a petition has ended)."""
-        rows = self._records(
-            lambda db: [
-                db.execute(
-                    "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1",
-                    (petition_id,),
-                ).fetchone()
-            ]
-        )
+    def named(self, petition_id: str, back: int = 0) -> dict[str, Any] | None:
+        """The record with this ID ``back`` records before the newest (0: the newest)."""
+        sql = "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        rows = self._records(lambda db: [db.execute(sql, (petition_id, back)).fetchone()])
         return rows[0] if rows else None
 
     def find(
@@ -332,12 +317,16 @@ class Store(BulkRecords):
         ids: Sequence[str] = (),
         states: Iterable[str] = (),
         columns: Sequence[str] = _COLUMNS,
+        seqs: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Records, oldest first: the newest record of each of ``ids`` (all if empty),
-        restricted to ``states`` if given."""
+        """Records, oldest first: the newest record of each of ``ids`` (all if empty), or
+        the records numbered ``seqs`` if given, restricted to ``states`` if given."""
         where: list[str] = []
         args: list[Any] = []
-        if ids:
+        if seqs is not None:
+            where.append(f"seq IN ({', '.join('?' for _ in seqs)})" if seqs else "0")
+            args.extend(seqs)
+        elif ids:
             where.append(
                 f"seq IN (SELECT MAX(seq) FROM petitions WHERE id IN "
                 f"({', '.join('?' for _ in ids)}) GROUP BY id)"

@@ -94,19 +94,26 @@ class BulkRecords:
     ) -> list[int]:
         """Insert new records in one transaction (all or none, as an array is taken);
         return their ``seq``s in order. NotSavedError (with ``what`` was not done) if they
-        cannot be saved within a bound."""
+        cannot be saved within a bound. A record whose ``id`` is None is named by its
+        ``seq``, as text, in the same transaction (never a record without a name)."""
         rows = [self._encode(record) for record in records]
 
         def insert(db: sqlite3.Connection) -> list[int]:
             seqs: list[int] = []
             db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
             for values in rows:
+                by_seq = values.get("id") is None
+                if by_seq:
+                    values = {**values, "id": ""}
                 cur = db.execute(
                     f"INSERT INTO petitions ({', '.join(values)}) "
                     f"VALUES ({', '.join('?' for _ in values)})",
                     tuple(values.values()),
                 )
-                seqs.append(int(cur.lastrowid or 0))
+                seq = int(cur.lastrowid or 0)
+                if by_seq:
+                    db.execute("UPDATE petitions SET id = ? WHERE seq = ?", (str(seq), seq))
+                seqs.append(seq)
             db.execute("COMMIT")
             return seqs
 

@@ -48,7 +48,7 @@ def test_commands_complete(env: Env) -> None:
 def test_petition_ids_complete_from_the_service(env: Env) -> None:
     env.serve()
     first, second, other = new_id("alpha"), new_id("alpine"), new_id("beta")
-    for petition in (first, second, other):
+    for petition in (first, second, other, first):  # a name used again: listed once
         assert env.run("run", petition, "--", "true", timeout=WAIT).returncode == 0
     for command in ("logs", "status", "cancel", "follow", "wait", "pause"):
         assert complete(env, f"orcha {command} al", 2) == [first, second], command

@@ -25,7 +25,8 @@ ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
           "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
           "notify_error", "machine", "parent", "leftovers", "log_truncated",
-          "restart_of", "array", "array_index"}  # fmt: skip
+          "restart_of", "array", "array_index", "cpu_time", "peak_rss",
+          "wall_time"}  # fmt: skip
 NO_PETITION = 209
 CANCELLED = 207
 

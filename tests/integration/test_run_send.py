@@ -267,10 +267,11 @@ USAGE_ERRORS = [
     ["send", "u1", "--counter", "-1"],
     ["send", "u1", "--counter", "abc"],
     ["send", "u1", "--priority", "abc"],
-    ["send"],
+    ["send", "7"],  # a number names a record: not a new petition's ID
     ["send", "a b"],
     ["run"],
-    ["run", "u1"],
+    ["run", "u1", "u2", "--", "true"],  # one ID at most before '--'
+    ["run", "--id", "u1~2", "--", "true"],  # NAME~N names an older record
     ["run", "u1", "--"],
     ["run", "u1", "--priority", "abc", "--", "true"],
     ["run", "a b", "--", "true"],

@@ -22,8 +22,12 @@ FAST_FORMS = [
     ["run", "--priority=-2", "x", "--", "ls", "-la"],
     ["--address", "/tmp/s.sock", "run", "x", "--", "true"],
     ["run", "x", "--key", "k", "-v", "--", "true", "--", "--help"],
-    ["run", "x", "true"],  # no '--': click reads the same
-    ["run", "--", "x", "true"],
+    ["run", "x", "true"],  # no '--': all words are the command, no ID
+    ["run", "--", "x", "true"],  # no ID: the service numbers it
+    ["run", "--", "true"],
+    ["run", "--id", "-x", "--", "true"],  # an ID that starts with '-'
+    ["run", "--id=y", "--priority", "1", "--", "echo", "--id"],
+    ["run", "x", "--detach", "--", "true", "--"],
     ["run", "x", "--timeout", "3", "--cpus", "2", "--mem", "1G", "--", "true"],
     ["run", "x", "--after", "a,b", "--after", "c", "--after-any", "d", "--", "true"],
     ["run", "x", "--env", "A=1", "--env", "B=x=y", "--cwd", "/tmp", "--", "env"],
@@ -38,6 +42,8 @@ FAST_FORMS = [
     ["send", "--detach", "a", "--counter", "2"],
     ["send", "--", "a"],
     ["send", "-", "--counter", " 4 "],
+    ["send"],  # no ID: the service numbers it
+    ["send", "--id", "--weird", "--counter", "2"],
 ]
 
 SLOW_FORMS = [
@@ -49,7 +55,11 @@ SLOW_FORMS = [
     ["--help"],
     ["--version"],
     ["run", "x", "--"],  # no command
-    ["run", "--", "true"],  # 'true' is the ID: no command
+    ["run", "x", "y", "--", "true"],  # two words before '--'
+    ["run", "x", "--id", "y", "--", "true"],  # two IDs
+    ["run", "12", "--", "true"],  # numbers name records
+    ["run", "--id", "a~1", "--", "true"],  # so does NAME~N
+    ["run", "--group", "--", "true"],  # '--' as a value: click's to read
     ["run", "x", "--", ""],  # an empty command name
     ["run", "x", "--cpus", "0", "--", "true"],
     ["run", "x", "--timeout", "0", "--", "true"],
@@ -57,8 +67,8 @@ SLOW_FORMS = [
     ["run", "x", "--cwd", "/no/such/dir", "--", "true"],
     ["run", "x", "--after", "a b", "--", "true"],
     ["--config", "/tmp/c.yaml", "run", "x", "--", "true"],
-    ["send"],
     ["send", "a", "b"],
+    ["send", "7"],
     ["send", "a", "--counter", "-1"],
     ["send", "a", "--counter", "abc"],
     ["send", "a", "--sleep-time", "nan"],
@@ -118,15 +128,19 @@ def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
     seen: dict[str, Any] = {}
 
     def fake_attach(
-        kind: str, petition_id: str, params: dict[str, Any], priority: Any, detach: bool = False
+        kind: str,
+        petition_id: str | None,
+        params: dict[str, Any],
+        priority: Any,
+        detach: bool = False,
     ) -> int:
         from orcha.protocol.messages import check_id
 
         ctx = click.get_current_context()
         options, g = chosen(ctx), globals_of(ctx)
         seen.update(
-            kind=kind, id=check_id(petition_id), params=submit._checked(ctx, kind, params),
-            priority=priority, detach=detach,
+            kind=kind, id=petition_id and check_id(petition_id),
+            params=submit._checked(ctx, kind, params), priority=priority, detach=detach,
             schedule=Schedule.from_wire(options.schedule).to_wire(), env=options.env,
             cwd=options.cwd, address=g.address, key=g.key, verbose=g.verbose,
         )  # fmt: skip

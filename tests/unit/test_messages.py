@@ -212,10 +212,15 @@ def test_submit_from_wire_rejects_bad_field(changes: dict[str, Any], field: str)
     assert repr(field) in str(info.value)
 
 
-@pytest.mark.parametrize("bad_id", [_MISSING, "", "a b", "x" * 129, True])
+@pytest.mark.parametrize("bad_id", ["", "a b", "x" * 129, True])
 def test_submit_from_wire_rejects_bad_id(bad_id: object) -> None:
     with pytest.raises(ValueError):
         SubmitRequest.from_wire(_wire(id=bad_id))
+
+
+@pytest.mark.parametrize("no_id", [_MISSING, None])
+def test_submit_without_an_id_leaves_it_to_the_service(no_id: object) -> None:
+    assert SubmitRequest.from_wire(_wire(id=no_id)).id is None
 
 
 def test_submit_attach_user_host_default_and_types() -> None:

@@ -448,7 +448,7 @@ def test_latest_returns_newest_record_of_a_reused_id(store: Store) -> None:
     second = store.add(_record(id="job", state="SUCCEEDED", ended=2.0, code=0))
     store.add(_record(id="other2"))
     third = store.add(_record(id="job"))
-    rec = store.latest("job")
+    rec = store.named("job")
     assert rec is not None
     assert rec["seq"] == third
     assert rec["state"] == "QUEUED"
@@ -456,10 +456,10 @@ def test_latest_returns_newest_record_of_a_reused_id(store: Store) -> None:
     store.remove_finished(before=2.5)  # removes first and second only
     assert store.get(first) is None
     assert store.get(second) is None
-    rec = store.latest("job")
+    rec = store.named("job")
     assert rec is not None
     assert rec["seq"] == third
-    assert store.latest("missing") is None
+    assert store.named("missing") is None
 
 
 def test_find_ids_returns_newest_of_each_oldest_first(store: Store) -> None:
@@ -576,7 +576,7 @@ def test_concurrent_adds_from_8_threads(store: Store) -> None:
                 results[t].append(store.add(_record(id=f"t{t}-{i}", pids=[[t, float(i)]])))
                 if i % 50 == 0:
                     store.live(SERVICE)
-                    store.latest(f"t{t}-{i}")
+                    store.named(f"t{t}-{i}")
         except BaseException as e:  # reported below
             errors.append(e)
 
@@ -639,7 +639,7 @@ def test_live_uses_the_live_index(big_store: Store, db_path: str) -> None:
 
 
 def test_latest_uses_the_id_index(big_store: Store, db_path: str) -> None:
-    plan = _plan_of(big_store, db_path, lambda: big_store.latest("p7"), "petitions")
+    plan = _plan_of(big_store, db_path, lambda: big_store.named("p7"), "petitions")
     text = "\n".join(plan)
     assert "petitions_by_id" in text, text
     assert not any(p.startswith("SCAN petitions") for p in plan), text

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol.outputs import DISCARD
+from orcha.service.references import resolve
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -32,12 +33,14 @@ log = logging.getLogger("orcha.service")
 # -- what an ID names ------------------------------------------------------------------------
 def live_job(service: Service, petition_id: str) -> Job | None:
     """The queued or running petition ``petition_id`` names, or None."""
-    return service.scheduler.get(petition_id)
+    found = resolve(petition_id, service.scheduler, service.store)
+    return found[-1].job if found else None
 
 
 def latest_record(service: Service, petition_id: str) -> dict[str, Any] | None:
-    """The newest record ``petition_id`` names, or None."""
-    return service.store.latest(petition_id) if service.store is not None else None
+    """The record ``petition_id`` names (a name: its newest), or None."""
+    found = resolve(petition_id, service.scheduler, service.store)
+    return found[-1].record if found else None
 
 
 def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError:

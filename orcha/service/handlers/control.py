@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from orcha import __version__
 from orcha.errors import ExitCode, PetitionError
 from orcha.service.recovery import save_groups
+from orcha.service.references import resolve
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -62,12 +63,15 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
     ids, groups, everything = request.ids, request.groups, request.all
     results: dict[str, str] = {}
     jobs: list[Job] = []
+    refs: dict[Job, str] = {}  # each job's result under the reference it was named by
     for petition_id in ids:
-        job = scheduler.get(petition_id)
+        found = resolve(petition_id, scheduler, service.store)
+        job = found[-1].job if found else None
         if job is None:
             results[petition_id] = f"there is no queued or running petition {petition_id!r}"
         else:
             jobs.append(job)
+            refs.setdefault(job, petition_id)
     scheduler.set_paused(paused, jobs, groups, everything)
     scope = set(groups)
     covered = list(jobs)
@@ -84,7 +88,7 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
             service.store.update_later(job.seq, paused=int(job.paused))
         service.events.watch_event(job, "paused" if paused else "resumed", {})
     for job in jobs:
-        results[job.id] = "paused" if paused else "resumed"
+        results[refs[job]] = "paused" if paused else "resumed"
     save_groups(service)
     log.info(
         "%s: ids %s, groups %s%s", "paused" if paused else "resumed", ids, groups,

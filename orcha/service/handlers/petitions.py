@@ -11,8 +11,10 @@ from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
 from orcha.service import arrays, bulk
+from orcha.service.accounting import live_usage, wall_time
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
+from orcha.service.references import resolve, resolve_all
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ _STATUS_COLUMNS = (
     "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
     "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
     "notify_error", "machine", "parent", "leftovers", "log_truncated", "restart_of",
-    "array", "array_index",
+    "array", "array_index", "cpu_time", "peak_rss",
 )  # fmt: skip
 
 
@@ -72,7 +74,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     filters select, saying, for each, what was done or why not; or the one petition
     ``id`` (refused if it is not queued or running)."""
     if request.ids is None:
-        job = service.scheduler.get(str(request.id))
+        found = resolve(str(request.id), service.scheduler, service.store)
+        job = found[-1].job if found else None
         if job is None:
             raise PetitionError(
                 f"no queued or running petition has ID {request.id!r}", ExitCode.REFUSED
@@ -82,9 +85,10 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     results: dict[str, str] = {}
     jobs: list[Job] = []
     for petition_id in arrays.expand(service, request.ids)[0]:  # an array: its members
-        job = service.scheduler.get(petition_id)
+        found = resolve(petition_id, service.scheduler, service.store)
+        job = found[-1].job if found else None
         if job is None:
-            record = service.store.latest(petition_id) if service.store is not None else None
+            record = found[-1].record if found else None
             results[petition_id] = (
                 f"petition {petition_id!r} has already ended ({record['state']})"
                 if record else f"there is no petition with ID {petition_id!r}"
@@ -114,7 +118,9 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     if store is None:
         return {"petitions": [], "missing": list(ids), "arrays": named}
     # No flush: reads include the changes not committed yet, and never wait for them.
-    rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
+    targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
+    seqs = [t.seq for t in targets if t.seq is not None] if ids else None
+    rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
     out = []
     reasons = scheduler.explain()
     # A parent's children (IDs), for the records of parents: all of them at once.
@@ -124,6 +130,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
         if row["seq"] in children:
             record["children"] = children[row["seq"]]
         record["paused"] = bool(record["paused"])
+        record["wall_time"] = wall_time(row, service.clock())
         job = scheduler.get(row["id"])
         if job is not None and job.seq == row["seq"]:
             record["paused"] = job.paused or job.stopped
@@ -132,6 +139,8 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
                 record["gpus"] = list(job.gpu_ids)
             if job.progress is not None:
                 record["progress"] = dict(job.progress)
+            if ids and job.state is State.RUNNING:
+                record.update(live_usage(job))  # measured when asked for by ID only
             if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                 record["waiting"] = reasons[row["seq"]]
                 # Aging at work: what it competes with now (lower starts first).
@@ -140,9 +149,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    found = {r["id"] for r in rows}
-    known = {r["id"] for r in store.find(ids, (), columns=("id",))} if request.states else found
-    return {"petitions": out, "missing": [i for i in ids if i not in known], "arrays": named}
+    return {"petitions": out, "missing": unknown, "arrays": named}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
@@ -179,7 +186,8 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
     if request.ids:
         seqs = []
         for petition_id in arrays.expand(service, request.ids)[0]:
-            record = service.store.latest(petition_id)
+            found = resolve(petition_id, service.scheduler, service.store)
+            record = found[-1].record if found else None
             if record is None:
                 results[petition_id] = f"there is no petition with ID {petition_id!r}"
             elif record["state"] in (str(State.QUEUED), str(State.RUNNING)):

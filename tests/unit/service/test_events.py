@@ -20,7 +20,10 @@ def job(petition_id: str) -> Job:
 
 
 def events_over(*jobs: Job) -> Events:
-    scheduler: Any = SimpleNamespace(jobs=lambda: list(jobs), get=lambda i: None)
+    scheduler: Any = SimpleNamespace(
+        jobs=lambda: list(jobs),
+        get=lambda i: next((j for j in jobs if j.id == i), None),
+    )
     return Events(scheduler)
 
 

@@ -147,7 +147,7 @@ def test_an_interrupted_petition_with_retries_left_is_queued_again_and_the_attem
         assert (row["state"], row["attempt"]) == ("RUNNING", 2)
         assert ([], "token-r", False) in second.procs.stopped  # the old tree was stopped
         assert second.service.store is not None
-        stored = second.service.store.latest("r")
+        stored = second.service.store.named("r")
         assert stored is not None and stored["attempt"] == 2
         assert stored["message"] == (
             "attempt 1 of 3 was interrupted by a restart; queued for attempt 2"

@@ -194,7 +194,7 @@ def test_a_locked_database_refuses_new_records_but_keeps_answering(store: Store)
         ok, words = store.health()
         assert not ok and words.startswith("UNSAVED (database is locked")
         # Reads answer, with the change not saved yet.
-        assert store.latest("a")["state"] == "SUCCEEDED"  # type: ignore[index]
+        assert store.named("a")["state"] == "SUCCEEDED"  # type: ignore[index]
         assert [r["id"] for r in store.find(states=["SUCCEEDED"])] == ["a"]
         assert store.live("s") == []
     finally:

@@ -1,0 +1,181 @@
+"""References: what a user types to name a petition, and the one function that resolves it.
+
+Every submission keeps its own record (and log) until ``orcha clean``, so one name may
+belong to several records. A *reference* names records this way, in every command
+(``status``, ``logs``, ``follow``, ``wait``, ``watch``, ``cancel``, ``pause``,
+``resume``, ``--after``...):
+
+``12``
+    a record number (``seq``, all ASCII digits): exactly that record. A petition
+    submitted without an ID is named by its record number, so its name and its number
+    agree.
+``NAME``
+    the newest record named NAME. While a petition of that name is queued or running,
+    that one: a name belongs to one queued or running petition at most (the intake
+    refuses a second), so the newest record is the live one.
+``NAME~N``
+    the N-th record named NAME before the newest (``NAME~0`` is ``NAME``), as git's
+    ``HEAD~N``.
+
+So that a reference always means one thing, a name given to a new petition may not be
+all digits nor end in ``~`` and digits (:func:`check_name`). Petitions of the original
+Orcha API keep whatever ID their message has; one with a numeric ID is reached by its
+record number.
+
+:func:`resolve` is the single place that turns a reference into records; the handlers
+call it, and nothing else interprets references.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orcha.errors import InvalidPetitionError
+from orcha.protocol.ids import check_name, is_number, split
+
+__all__ = [
+    "Target",
+    "check_name",
+    "intake_name",
+    "is_number",
+    "label",
+    "pin",
+    "resolve",
+    "resolve_all",
+    "split",
+]
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from orcha.service.job import Job
+    from orcha.service.scheduler import Scheduler
+    from orcha.service.store import Store
+
+
+def intake_name(petition_id: object, native: bool) -> str:
+    """The name a new petition takes: ``""`` if it has none (the service names it by
+    its record number); InvalidPetitionError if an orcha client's petition (``native``)
+    has a name that looks like a reference (:func:`check_name`). Messages of the
+    original API keep theirs."""
+    if petition_id is None or petition_id == "":
+        return ""
+    try:
+        return check_name(str(petition_id)) if native else str(petition_id)
+    except ValueError as e:
+        raise InvalidPetitionError(str(e)) from None
+
+
+class Target:
+    """One record a reference names: its number ``seq``, its petition's name ``id``, the
+    live ``job`` if it is queued or running in this service (None otherwise), and its
+    ``record`` (read when first asked for; None without records)."""
+
+    __slots__ = ("_record", "_store", "id", "job", "ref", "seq")
+
+    def __init__(
+        self,
+        ref: str,
+        seq: int | None,
+        petition_id: str,
+        job: Job | None,
+        record: dict[str, Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.ref, self.seq, self.id, self.job = ref, seq, petition_id, job
+        self._record, self._store = record, store
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        if self._record is None and self._store is not None and self.seq is not None:
+            self._record = self._store.get(self.seq)
+        return self._record
+
+    def __repr__(self) -> str:
+        return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={self.job is not None})"
+
+
+def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Job | None:
+    """The queued or running job named ``petition_id`` (that is record ``seq``)."""
+    job = scheduler.get(petition_id)
+    return job if job is not None and (seq is None or job.seq == seq) else None
+
+
+def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]:
+    """The records ``ref`` names (see the module's docstring), oldest first; empty if
+    none. A reference names one record today; the result is a list so that a name may
+    come to mean several (an array's members).
+
+    The live job is the scheduler's (a queued or running petition), the record the
+    store's, with the changes not saved yet."""
+    parts = split(ref)
+    if parts is None:  # a record number
+        seq = int(ref)
+        if store is None:  # no records: numbers are the jobs' own
+            job = next((j for j in scheduler.jobs() if j.seq == seq), None)
+            return [Target(ref, seq, job.id, job)] if job is not None else []
+        record = store.get(seq)
+        if record is None:
+            return []
+        return [Target(ref, seq, record["id"], _live(scheduler, record["id"], seq), record)]
+    # The name as given first: a name of the original API may itself end in ~N.
+    job = _live(scheduler, ref)  # the live one is the newest of its name
+    if job is not None:
+        return [Target(ref, job.seq, job.id, job, store=store)]
+    record = store.named(ref, 0) if store is not None else None
+    name, back = parts
+    if record is None and name != ref:  # NAME~N
+        job = _live(scheduler, name) if back == 0 else None
+        if job is not None:
+            return [Target(ref, job.seq, job.id, job, store=store)]
+        record = store.named(name, back) if store is not None else None
+    if record is None:
+        return []
+    seq = record["seq"]
+    return [Target(ref, seq, record["id"], _live(scheduler, record["id"], seq), record)]
+
+
+def pin(dep: str, scheduler: Scheduler, store: Store | None) -> str | None:
+    """What a petition that runs after ``dep`` keeps as its dependency: the name of the
+    queued or running petition ``dep`` names (the only live one of that name), the
+    record number of an ended one named ``NAME~N`` (which names another record once
+    NAME is used again), else ``dep`` as given; None if ``dep`` names no petition."""
+    found = resolve(dep, scheduler, store)
+    if not found:
+        return None
+    target = found[-1]
+    if target.job is not None or target.seq is None:
+        return target.id
+    parts = split(dep)
+    return str(target.seq) if parts is not None and parts[0] != dep else dep
+
+
+def resolve_all(
+    refs: Iterable[str], scheduler: Scheduler, store: Store | None
+) -> tuple[list[Target], list[str]]:
+    """(the records ``refs`` name, each once, in the order first named; the references
+    that name none)."""
+    targets: list[Target] = []
+    missing: list[str] = []
+    seen: set[int | None] = set()
+    for ref in refs:
+        found = resolve(ref, scheduler, store)
+        if not found:
+            missing.append(ref)
+        for target in found:
+            key = target.seq if target.seq is not None else id(target.job)
+            if key not in seen:
+                seen.add(key)
+                targets.append(target)
+    return targets, missing
+
+
+def label(target: Target, targets: list[Target]) -> str:
+    """How a reply names ``target`` among ``targets`` (as ``follow``'s handles): the
+    reference given, or its ID where several share that reference, or its record number
+    where several share that ID too."""
+    if sum(t.ref == target.ref for t in targets) == 1:
+        return target.ref
+    if sum(t.id == target.id for t in targets) == 1:
+        return target.id
+    return str(target.seq)
