@@ -72,7 +72,7 @@ def test_the_pages_render_without_warnings() -> None:
     )  # fmt: skip
     assert (shown.returncode, shown.stderr) == (0, "")
     text = shown.stdout
-    assert "orcha run [OPTIONS] ID -- CMD [ARG]..." in text
+    assert "orcha run [OPTIONS] [ID] -- CMD [ARG]..." in text
     # Options stay ASCII hyphens, ready to copy: no hyphen or dash lookalike before them.
     assert "--timeout DURATION" in text and "--cpus N" in text
     assert not any(c in text for c in "\u2010\u2013\u2014\u2212")

@@ -84,6 +84,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         return {"id": job.id}
     results: dict[str, str] = {}
     jobs: list[Job] = []
+    given: dict[Job, str] = {}  # a job named on the command line: the reference used
     for petition_id in arrays.expand(service, request.ids)[0]:  # an array: its members
         found = resolve(petition_id, service.scheduler, service.store)
         job = found[-1].job if found else None
@@ -95,6 +96,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
             )  # fmt: skip
             continue
         jobs.append(job)
+        given.setdefault(job, petition_id)
     if request.selects:
         jobs += bulk.selected(service.scheduler.jobs(), request.groups, request.states)
     if request.signal is not None:
@@ -107,7 +109,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
                        else "cancelled by its client", by_client=by_client)  # fmt: skip
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
-        results[job.id] = "cancelled"
+        results[given.get(job, job.id)] = "cancelled"
     return {"results": results}
 
 

@@ -62,7 +62,7 @@ def test_a_hundred_members_with_percent_4_never_run_more_than_4_at_once(tmp_path
         assert [m["id"] for m in members] == reply["ids"]
         assert {m["state"] for m in members} == {"SUCCEEDED"}
         assert h.service.store is not None
-        record = h.service.store.latest("arr_7")
+        record = h.service.store.named("arr_7", 0)
         assert record is not None
         assert (record["array"], record["array_index"], record["array_limit"]) == ("arr", 7, 4)
         assert record["env"]["ORCHA_ARRAY_INDEX"] == "7"
