@@ -7,7 +7,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, JSON, PRIORITY, Argument, Command, Option
 from orcha.cli.values import finite
 
 TYPE_CHECKING = False
@@ -35,6 +35,7 @@ SEND = Command(
                metavar="T", check=finite, help="Seconds between lines."),
         PRIORITY,
         DETACH,
+        JSON,
         # Another kind's parameters are that kind's to check: the fast path leaves it.
         Option("--kind", dest="kind_name", metavar="NAME", fast=False,
                help="Send a petition of runtime kind NAME instead (see 'orcha kinds'): its "

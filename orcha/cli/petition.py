@@ -48,10 +48,15 @@ def attach(
         schedule = Schedule.from_wire(options.schedule)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    as_json = bool(ctx.params.get("as_json"))
+    if as_json and not detach:
+        raise click.UsageError(
+            "--json goes with --detach (attached, stdout is the petition's own output)"
+        )
     settings = settings_from(ctx)
     return run_in_foreground(
         settings, kind, petition_id, params, priority, detach,
-        schedule=schedule, env=options.env, cwd=options.cwd,
+        schedule=schedule, env=options.env, cwd=options.cwd, as_json=as_json,
     )  # fmt: skip
 
 
