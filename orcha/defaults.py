@@ -228,6 +228,10 @@ SUBSCRIBER_BUFFER_BYTES = 8 << 20
 
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).
 
+#: Ended petitions 'orcha status' shows without --all (the most recently ended; queued
+#: and running ones are always shown), as 'pueue status' keeps a screenful.
+STATUS_ENDED_SHOWN = 20
+
 # Reload on SIGHUP, hooks and signed webhooks, docs and man pages (points 11, 21, 23).
 
 # orcha top (point 25).

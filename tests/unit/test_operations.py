@@ -89,7 +89,7 @@ def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> 
     ("op", "body", "message"),
     [
         ("cancel", {"ids": []}, "'ids' must be a non-empty list of strings"),
-        ("status", {"states": [1]}, "'ids' and 'states' must be lists of strings"),
+        ("status", {"states": [1]}, "'ids', 'states' and 'groups' must be lists of strings"),
         ("clean", {"older_than": -1}, "'older_than' must be a number of seconds >= 0"),
         ("clean", {"older_than": True}, "'older_than' must be a number of seconds >= 0"),
         ("wait", {"ids": "a"}, "invalid request: 'ids' must be a list of strings"),

@@ -10,6 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.protocol.selection import select
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.states import State
@@ -98,9 +99,10 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     """Records of the given petitions (all if none given), with why waiting ones wait."""
     ids, store, scheduler = request.ids, service.store, service.scheduler
     if store is None:
-        return {"petitions": [], "missing": list(ids)}
+        return {"petitions": [], "missing": list(ids), "hidden": 0}
     # No flush: reads include the changes not committed yet, and never wait for them.
     rows = store.find(ids, request.states, columns=_STATUS_COLUMNS)
+    rows, hidden = select(rows, request.groups, request.last, request.ended)
     out = []
     reasons = scheduler.explain()
     # A parent's children (IDs), for the records of parents: all of them at once.
@@ -128,7 +130,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
         out.append(record)
     found = {r["id"] for r in rows}
     known = {r["id"] for r in store.find(ids, (), columns=("id",))} if request.states else found
-    return {"petitions": out, "missing": [i for i in ids if i not in known]}
+    return {"petitions": out, "missing": [i for i in ids if i not in known], "hidden": hidden}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
