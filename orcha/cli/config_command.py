@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
 from orcha.cli.options import global_options, globals_of
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("config")
@@ -49,14 +49,14 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
 
 
 @config.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@json_option
 @global_options
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> int:
     """Print the configuration in effect: the file, defaults filled in."""
     doc = _complete(ctx)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        print_json(doc)
         return 0
     import yaml
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -154,15 +155,18 @@ def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
 @click.command("cancel")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @click.option("--force", is_flag=True, help="SIGKILL the processes at once (no grace period).")
+@json_option
 @global_options
 @click.pass_context
-def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
+def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool, as_json: bool) -> int:
     """Cancel queued or running petitions (their whole process trees are stopped)."""
     with client(ctx) as service:
         results = service.cancel_each(ids, force)
     failures = [(i, r) for i, r in results.items() if r != "cancelled"]
+    if as_json:
+        print_json({"results": results})
     for petition_id, result in results.items():
-        if result == "cancelled":
+        if result == "cancelled" and not as_json:
             click.echo(f"orcha: cancelled {petition_id}", err=True)
     for _, reason in failures[:-1]:
         click.echo(f"orcha: {reason}; nothing to cancel", err=True)
@@ -177,9 +181,10 @@ def cancel(ctx: click.Context, ids: tuple[str, ...], force: bool) -> int:
     metavar="DURATION",
     help="Only petitions that ended more than DURATION ago (90s, 15m, 12h, 7d).",
 )
+@json_option
 @global_options
 @click.pass_context
-def clean(ctx: click.Context, older_than: str | None) -> int:
+def clean(ctx: click.Context, older_than: str | None, as_json: bool) -> int:
     """Forget ended petitions: drop their records and output logs."""
     seconds = None
     if older_than is not None:
@@ -189,6 +194,9 @@ def clean(ctx: click.Context, older_than: str | None) -> int:
             raise click.BadParameter(str(e), param_hint="'--older-than'") from e
     with client(ctx) as service:
         removed = service.clean(seconds)
+    if as_json:
+        print_json({"removed": removed})
+        return 0
     click.echo(f"orcha: removed {removed} ended petition(s)", err=True)
     return 0
 
@@ -206,13 +214,18 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 @click.option("--status", "want", type=click.Choice(["any", "success"]), default="any",
               show_default=True,
               help="'success': exit non-zero if any of them did not succeed.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
-def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
+def wait(ctx: click.Context, ids: tuple[str, ...], want: str, as_json: bool) -> int:
     """Block until the given petitions have ended."""
     with client(ctx) as service:
         ended = service.wait_summaries(ids)
     failed = [e for e in ended.values() if e["state"] != "SUCCEEDED"]
+    if as_json:
+        summaries = [{k: e.get(k) for k in ("id", "state", "code", "message")}
+                     for e in ended.values()]  # fmt: skip
+        print_json({"petitions": summaries, "failed": len(failed)})
     if want == "success" and failed:
         for e in failed:
             click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
@@ -223,14 +236,31 @@ def wait(ctx: click.Context, ids: tuple[str, ...], want: str) -> int:
 @click.command("logs")
 @click.argument("petition_id", metavar="ID", shell_complete=petition_ids)
 @click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@json_option
 @global_options
 @click.pass_context
-def logs(ctx: click.Context, petition_id: str, tail: int | None) -> int:
+def logs(ctx: click.Context, petition_id: str, tail: int | None, as_json: bool) -> int:
     """Print the stored output of a petition, running or ended (stdout and stderr apart)."""
     with client(ctx) as service:
+        if as_json:
+            print_json({"id": petition_id, "output": _chunks(service.logs(petition_id, tail))})
+            return 0
         for stream, data in service.logs(petition_id, tail):
             _write(1 if stream == "stdout" else 2, data)
     return 0
+
+
+def _chunks(output: Iterable[tuple[str, bytes]]) -> list[dict[str, str]]:
+    """Output as ``logs --json`` prints it: ``{"stream", "text"}`` in the order stored,
+    consecutive chunks of one stream joined, text decoded as UTF-8 (bad bytes replaced)."""
+    out: list[dict[str, str]] = []
+    for stream, data in output:
+        text = bytes(data).decode("utf-8", "replace")
+        if out and out[-1]["stream"] == stream:
+            out[-1]["text"] += text
+        else:
+            out.append({"stream": stream, "text": text})
+    return out
 
 
 class _Prefixer:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("kinds")
@@ -53,7 +53,7 @@ def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]
 
 
 @kinds.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def kinds_ls(ctx: click.Context, as_json: bool) -> int:
@@ -61,7 +61,7 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
     with client(ctx) as service:
         listing = service.kinds()
     if as_json:
-        click.echo(json.dumps({"kinds": listing}, indent=2 if sys.stdout.isatty() else None))
+        print_json({"kinds": listing})
         return 0
     for k in listing:
         settings = {**k["params"], **k["schedule"]}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 FOOTER = "Plugins marked with an asterisk (*) are embedded plugins"
 
@@ -57,7 +57,7 @@ def _label(entry: Any) -> str:
 
 
 @click.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def ls(ctx: click.Context, as_json: bool) -> int:
@@ -92,7 +92,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
                 for e in entries
             ],
         }
-        click.echo(json.dumps(doc, indent=2))
+        print_json(doc)
         return 0
     if sys.stdout.isatty():
         from rich.console import Console

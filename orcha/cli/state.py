@@ -9,6 +9,7 @@ import click
 
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("state")
@@ -18,12 +19,16 @@ def state() -> None:
 
 @state.command("ls")
 @click.argument("plugin")
+@json_option
 @global_options
 @click.pass_context
-def state_ls(ctx: click.Context, plugin: str) -> int:
-    """Print every key of PLUGIN's state with its value (JSON)."""
+def state_ls(ctx: click.Context, plugin: str, as_json: bool) -> int:
+    """Print every key of PLUGIN's state with its value (JSON), a tab between them."""
     with client(ctx) as service:
         items = service.state(plugin)
+    if as_json:
+        print_json({"plugin": plugin, "state": items})
+        return 0
     for key, value in items.items():
         click.echo(f"{key}\t{json.dumps(value)}")
     return 0
