@@ -121,9 +121,8 @@ def status(
 
 
 def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
-    """The status table (see :mod:`orcha.cli.status_view`): on a terminal, COMMAND then
-    NOTE shortened to fit its width (also when piped if COLUMNS is set)."""
-    import os
+    """The status table (see :mod:`orcha.cli.status_view`): on a terminal, COMMAND cut
+    short and NOTE wrapped to fit its width."""
     import shutil
 
     from orcha.cli.tables import render
@@ -143,12 +142,13 @@ def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
         header.insert(2, "GROUP")
         for cells, name in zip(table, groups, strict=True):
             cells.insert(2, name)
-    tty = sys.stdout.isatty()
-    width = shutil.get_terminal_size().columns if tty or os.environ.get("COLUMNS") else None
+    # Piped, lines stay whole: a script or grep wants every word.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     at = header.index
     shrink = {at("COMMAND"): 12, at("NOTE"): 24}
     styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
-    for line in render(header, table, width, shrink, styles, color=use_color()):
+    lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")])
+    for line in lines:
         click.echo(line)
 
 

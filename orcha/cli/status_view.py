@@ -198,7 +198,8 @@ def detail(record: dict[str, Any], note: str) -> list[tuple[str, str]]:
     out.append(("Code", "-" if record.get("code") is None else str(record["code"])))
     if record.get("message"):
         out.append(("Message", printable(str(record["message"]))))
-    if note:
+    attempt_note = f"attempt {record.get('attempt', 1)}/{retries + 1}"
+    if note and note not in (record.get("message"), attempt_note):
         out.append(("Note", printable(note)))
     if record.get("parent"):
         out.append(("Parent", str(record["parent"])))

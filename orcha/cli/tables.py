@@ -67,6 +67,31 @@ def truncate(text: str, width: int) -> str:
     return "".join(out) + ELLIPSIS
 
 
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` broken into lines of at most ``width`` cells, at spaces where it can
+    (a word longer than a line is cut)."""
+    if cell_width(text) <= width or width <= 0:
+        return [text]
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if cell_width(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while cell_width(word) > width:  # a word longer than a line: cut it
+            head = truncate(word, width + 1)[:-1]  # the part that fits, no ellipsis
+            head = head or word[0]
+            lines.append(head)
+            word = word[len(head) :]
+        line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
 def pad(text: str, width: int) -> str:
     """``text`` padded with spaces to ``width`` cells."""
     return text + " " * max(0, width - cell_width(text))
@@ -100,11 +125,14 @@ def render(
     styles: Sequence[str | None] | None = None,
     color: bool = False,
     gap: int = 2,
+    wrapped: Sequence[int] = (),
 ) -> list[str]:
     """The lines of a table: ``header`` (bold when ``color``) and ``rows``, columns
     ``gap`` cells apart and aligned by cell width, no trailing spaces. With ``width``,
-    the columns of ``shrink`` (see :func:`fit`) are shortened to fit it. ``styles``:
-    one style per row (see :func:`orcha.cli.output.paint`)."""
+    the columns of ``shrink`` (see :func:`fit`) are narrowed to fit it: their cells are
+    cut short with an ellipsis, or, for the columns in ``wrapped``, continued on the
+    next lines of the row. ``styles``: one style per row (see
+    :func:`orcha.cli.output.paint`)."""
     header = [printable(h) for h in header]
     table = [[printable(c) for c in row] for row in rows]
     widths = [
@@ -115,8 +143,13 @@ def render(
     sep = " " * gap
     lines = []
     for n, row in enumerate([header, *table]):
-        cells = [truncate(c, w) for c, w in zip(row, widths, strict=True)]
-        line = sep.join(pad(c, w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        cells = [
+            wrap(c, w) if i in wrapped else [truncate(c, w)]
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         style = "bold" if n == 0 else (styles[n - 1] if styles is not None else None)
-        lines.append(paint(line, style, color))
+        for k in range(max(len(c) for c in cells)):
+            parts = (c[k] if k < len(c) else "" for c in cells)
+            line = sep.join(pad(p, w) for p, w in zip(parts, widths, strict=True)).rstrip()
+            lines.append(paint(line, style, color))
     return lines
