@@ -36,7 +36,7 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
     group = ctx.find_root().command
     plugins = {e.name: e.plugin for e in group.plugins()}  # type: ignore[attr-defined]
     settings, unconfigured = check_plugins(loaded, plugins)
-    data = dict(loaded.data)
+    data = {**_machine_defaults(), **loaded.data}
     data["plugins"] = {
         name: {
             "enabled": loaded.plugin_enabled(name),
@@ -46,6 +46,22 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
         for name in sorted(set(plugins) | set(loaded.data["plugins"]))
     }
     return {"path": loaded.path, "exists": loaded.exists, "config": data}
+
+
+def _machine_defaults() -> dict[str, Any]:
+    """The defaults of the keys that depend on the machine: ``address`` (the socket in
+    the runtime directory, ``ORCHA_RUNTIME_DIR`` if set) and ``max_running`` (the CPU
+    cores), first, as the file lists them."""
+    import os
+
+    from orcha import defaults
+    from orcha.settings import _platform_dir
+
+    runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
+    return {
+        "address": os.path.join(runtime_dir, defaults.SOCKET_NAME),
+        "max_running": os.cpu_count() or 1,
+    }
 
 
 @config.command("show")

@@ -127,6 +127,10 @@ def try_fast(args: list[str]) -> int | None:
             config=config,
         )
         settings.configure(resolved)
+        if resolved.verbose:
+            from orcha.cli import verbose
+
+            verbose.report(resolved)
         return run_in_foreground(
             resolved, request.kind, request.petition_id, request.params, request.priority,
             request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,

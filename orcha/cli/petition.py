@@ -33,6 +33,7 @@ def attach(
     """
     from orcha.cli.options import settings_from
     from orcha.cli.petition_options import chosen
+    from orcha.cli.verbose import report
     from orcha.client.attach import run_in_foreground
     from orcha.protocol.messages import check_id
     from orcha.protocol.schedule import Schedule
@@ -54,6 +55,7 @@ def attach(
             "--json goes with --detach (attached, stdout is the petition's own output)"
         )
     settings = settings_from(ctx)
+    report(settings)
     return run_in_foreground(
         settings, kind, petition_id, params, priority, detach,
         schedule=schedule, env=options.env, cwd=options.cwd, as_json=as_json,
