@@ -39,7 +39,8 @@ SEND = Command(
         # Another kind's parameters are that kind's to check: the fast path leaves it.
         Option("--kind", dest="kind_name", metavar="NAME", fast=False,
                help="Send a petition of runtime kind NAME instead (see 'orcha kinds'): its "
-               "template's parameters apply, --counter and --sleep-time are not sent."),
+               "template's parameters and resources apply (--cpus, --timeout... given "
+               "here override them); --counter and --sleep-time are not sent."),
     ),
     submission=_submission,
 )  # fmt: skip

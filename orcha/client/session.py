@@ -49,7 +49,7 @@ class Session:
         """Connect to the service. Raises NoServiceError or AuthError. With
         ``settings.verbose`` 2 or more, says on stderr how long connecting took, and
         each call its own time."""
-        trace = settings.verbose >= 2
+        trace = getattr(settings, "verbose", 0) >= 2  # a stand-in may have none
         started = _now() if trace else 0.0
         key = settings.client_key()
         try:

@@ -56,10 +56,12 @@ class Schedule:
     * ``notify``: URLs its state changes are POSTed to (webhooks).
     """
 
-    __slots__ = (
+    #: The request's fields (``given`` is not one: it says which were given).
+    FIELDS: tuple[str, ...] = (
         "after", "after_any", "cpus", "gpus", "group", "mem", "notify", "retries",
         "retry_delay", "timeout",
     )  # fmt: skip
+    __slots__ = (*FIELDS, "given")
 
     def __init__(
         self,
@@ -84,6 +86,9 @@ class Schedule:
         self.retries = retries
         self.retry_delay = retry_delay
         self.notify = notify
+        #: The fields named where it came from (:meth:`from_wire`), default or not: a
+        #: runtime kind's values give way to these (``--cpus 1`` over a template's 8).
+        self.given: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Schedule({self.to_wire()!r})"
@@ -106,12 +111,14 @@ class Schedule:
             return None
         return self.timeout * (1 + self.retries) + self.retry_delay * self.retries
 
-    def to_wire(self) -> dict[str, Any]:
-        """The fields that differ from the defaults, as plain data."""
+    def to_wire(self, given: bool = False) -> dict[str, Any]:
+        """The fields that differ from the defaults, as plain data; with ``given``, also
+        those that were given (what a client sends, so that a value given equal to the
+        default still overrides a runtime kind's)."""
         out: dict[str, Any] = {}
-        for name in self.__slots__:
+        for name in self.FIELDS:
             value = getattr(self, name)
-            if value != getattr(_DEFAULT, name):
+            if value != getattr(_DEFAULT, name) or (given and name in self.given):
                 out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -122,7 +129,7 @@ class Schedule:
             return cls()
         if not isinstance(obj, dict):
             raise ValueError("'schedule' must be an object")
-        unknown = set(obj) - set(cls.__slots__)
+        unknown = set(obj) - set(cls.FIELDS)
         if unknown:
             raise ValueError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
         cpus = _int(obj, "cpus", 1, low=1, high=MAX_CPUS)
@@ -144,7 +151,11 @@ class Schedule:
         if not isinstance(notify, list) or len(notify) > MAX_WEBHOOKS:
             raise ValueError(f"'notify' must be a list of at most {MAX_WEBHOOKS} URLs")
         urls = tuple(dict.fromkeys(check_url(u) for u in notify))
-        return cls(cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls)
+        schedule = cls(
+            cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls
+        )
+        schedule.given = frozenset(obj)
+        return schedule
 
 
 _DEFAULT = Schedule()

@@ -43,7 +43,7 @@ __all__ = ["KindManager", "KindPetition", "KindRegistry", "RuntimeKinds", "templ
 #: The key under which a service keeps its templates (service_state table).
 STATE_KEY = "kinds"
 
-_SCHEDULE_KEYS = frozenset(Schedule.__slots__)
+_SCHEDULE_KEYS = frozenset(Schedule.FIELDS)
 
 
 class RuntimeKinds:
@@ -155,7 +155,7 @@ class RuntimeKinds:
                 f"'orcha kinds rm {request.kind}'",
                 ExitCode.UNKNOWN,
             )
-        own = request.schedule.to_wire() if request.schedule is not None else {}
+        own = request.schedule.to_wire(given=True) if request.schedule is not None else {}
         try:
             schedule = Schedule.from_wire({**definition["schedule"], **own})
         except ValueError as e:
