@@ -108,7 +108,8 @@ def status(
     elif len(ids) == 1 and len(rows) == 1:
         color = use_color()
         pairs = status_view.detail(rows[0], _note(rows[0]))
-        click.echo("\n".join(status_view.detail_lines(pairs, color)))
+        # color=True: click would strip the codes off a pipe; use_color decided already.
+        click.echo("\n".join(status_view.detail_lines(pairs, color)), color=True)
     else:
         _print_table(rows, sort)
     if answer.get("hidden") and not as_json:
@@ -149,7 +150,7 @@ def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
     styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
     lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")])
     for line in lines:
-        click.echo(line)
+        click.echo(line, color=True)  # coloured only if use_color() said so
 
 
 @click.command("cancel")
