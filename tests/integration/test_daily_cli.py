@@ -232,3 +232,30 @@ def test_kinds_that_cannot_fit_options_over_them_config_and_verbose(
     _, err = orcha(denv, "-vv", "run", "k2", "--", "true")
     assert "orcha: connected and authenticated in " in err
     assert "orcha: operation submit: answered in " in err
+
+
+def test_a_plugins_message_without_a_kind_is_told_which_service_runs_it(
+    denv: Env, dservice: Service
+) -> None:
+    """What the tutorial's 'orcha hello-world send' sends (a message of the original
+    API, without a kind), sent to 'orcha serve': refused (204) with a hint."""
+    from orcha.errors import PetitionError
+    from orcha.interfaces import Message
+    from orcha.lib import ClientManager
+
+    key = (denv.state / "key").read_text().strip()
+    legacy = ClientManager(address=str(denv.socket), key=key)
+    assert legacy.connect()
+    try:
+        assert legacy.manager is not None
+        message = Message(id="m1", extras={"queue": legacy.manager.Queue(), "counter": 1})
+        with pytest.raises(PetitionError) as caught:
+            legacy.send(message)
+    finally:
+        legacy.close()
+    assert int(caught.value.exit_code) == REFUSED
+    assert caught.value.message.startswith(
+        "this service ('orcha serve') runs petitions of kinds hello, pair, shell; message "
+        "'m1' names no kind: it comes from a plugin's client that needs that plugin's own "
+        "service (e.g. 'orcha hello-world serve'; 'orcha ls' says which plugins have one)"
+    ), caught.value.message
