@@ -66,24 +66,31 @@ def group_ls(ctx: click.Context, as_json: bool) -> int:
 @click.argument("name", callback=_group_name)
 @click.option("--max-running", type=click.IntRange(min=1), metavar="N", required=True,
               help="Run at most N petitions of this group at once.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
-def group_set(ctx: click.Context, name: str, max_running: int) -> int:
+def group_set(ctx: click.Context, name: str, max_running: int, as_json: bool) -> int:
     """Limit how many petitions of group NAME run at once (kept across restarts)."""
     with client(ctx) as service:
         groups = service.set_group(name, max_running)
-    _print_groups([g for g in groups if g["name"] == name], False)
+    _print_groups([g for g in groups if g["name"] == name], as_json)
     return 0
 
 
 @group.command("rm")
 @click.argument("name", callback=_group_name)
+@json_option
 @global_options
 @click.pass_context
-def group_rm(ctx: click.Context, name: str) -> int:
+def group_rm(ctx: click.Context, name: str, as_json: bool) -> int:
     """Remove group NAME's own limit (its petitions then share the service's capacity)."""
     with client(ctx) as service:
         service.set_group(name, None)
+    if as_json:
+        from orcha.cli.output import print_json
+
+        print_json({"name": name, "max_running": None})
+        return 0
     click.echo(f"orcha: group {name} has no limit of its own now", err=True)
     return 0
 

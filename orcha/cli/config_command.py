@@ -83,12 +83,27 @@ def config_show(ctx: click.Context, as_json: bool) -> int:
 
 
 @config.command("validate")
+@json_option
 @global_options
 @click.pass_context
-def config_validate(ctx: click.Context) -> int:
+def config_validate(ctx: click.Context, as_json: bool) -> int:
     """Check the configuration file (and every plugin's settings); exit 2 if invalid."""
-    doc = _complete(ctx)
+    from orcha.errors import ConfigError
+
+    try:
+        doc = _complete(ctx)
+    except ConfigError as e:
+        if as_json:
+            from orcha import config as configuration
+
+            path, _ = configuration.config_path(globals_of(ctx).config)
+            print_json({"path": path, "valid": False, "error": e.message})
+        raise
     problems = {n: p["error"] for n, p in doc["config"]["plugins"].items() if "error" in p}
+    if as_json:
+        print_json({"path": doc["path"], "exists": doc["exists"], "valid": True,
+                    "plugins_left_out": problems})  # fmt: skip
+        return 0
     state = "valid" if doc["exists"] else "absent (the defaults apply)"
     click.echo(f"orcha: {doc['path']}: {state}", err=True)
     for name, why in problems.items():

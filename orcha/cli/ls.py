@@ -116,9 +116,10 @@ def ls(ctx: click.Context, as_json: bool) -> int:
         print_json(doc)
         return 0
     if sys.stdout.isatty():
-        from rich.console import Console
         from rich.markup import escape
         from rich.tree import Tree
+
+        from orcha.cli.output import rich_console
 
         tree = Tree(f"[bold]orcha[/] - {__version__}")
         for e in entries:
@@ -127,7 +128,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
             node = tree.add(f"[{style}]{escape(_label(e))}[/]")
             for line in _details(e, unconfigured):
                 node.add(escape(line))
-        console = Console(highlight=False)
+        console = rich_console()  # --color, NO_COLOR
         console.print(tree)
         console.print(f"\n{escape(FOOTER)}")
         return 0

@@ -236,3 +236,79 @@ def test_verbose_lines_say_where_the_address_key_and_config_came_from(
     assert lines[:2] == ["address 127.0.0.1:7000 (ORCHA_ADDRESS)", "key from --key"]
     lines = verbose.lines(settings.resolve(address=str(tmp_path / "s.sock")))
     assert lines[0] == f"address {tmp_path}/s.sock (--address)"
+
+
+# -- --json of the commands that act, without a service (a stand-in client) ---------------
+class FakeService:
+    """What the commands call on orcha.Client, answering as the service does."""
+
+    def __enter__(self) -> FakeService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_kind(self, name: str, parent: str, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "from": parent, "params": settings, "schedule": {},
+                "available": True}  # fmt: skip
+
+    def remove_kind(self, name: str) -> bool:
+        return name == "known"
+
+    def set_group(self, name: str, limit: int | None) -> list[dict[str, Any]]:
+        return [{"name": name, "max_running": limit, "running": 0, "queued": 0,
+                 "paused": False}]  # fmt: skip
+
+    def state_set(self, plugin: str, key: str, value: Any) -> None:
+        pass
+
+    def state_rm(self, plugin: str, key: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("args", "expected", "code"),
+    [
+        (["kinds", "add", "k", "--from", "shell", "--set", "argv=[\"true\"]"],
+         {"kind": {"name": "k", "from": "shell", "params": {"argv": ["true"]}, "schedule": {},
+                   "available": True}}, 0),
+        (["kinds", "rm", "known"], {"name": "known", "removed": True}, 0),
+        (["kinds", "rm", "other"], {"name": "other", "removed": False}, 209),
+        (["group", "set", "g", "--max-running", "2"],
+         {"groups": [{"name": "g", "max_running": 2, "running": 0, "queued": 0,
+                      "paused": False}]}, 0),
+        (["group", "rm", "g"], {"name": "g", "max_running": None}, 0),
+        (["state", "set", "p", "k", "[1, 2]"], {"plugin": "p", "key": "k", "value": [1, 2]}, 0),
+        (["state", "rm", "p", "k"], {"plugin": "p", "key": "k", "removed": True}, 0),
+    ],
+)  # fmt: skip
+def test_commands_that_act_print_their_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
+    expected: dict[str, Any], code: int,
+) -> None:  # fmt: skip
+    from orcha.cli import admission, app, kinds, state
+
+    for module in (admission, kinds, state):
+        monkeypatch.setattr(module, "client", lambda ctx: FakeService())
+    assert app.run([*args, "--json"]) == code
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and json.loads(out) == expected  # one line: not a terminal
+
+
+def test_config_validate_json_says_valid_or_why_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orcha.cli import app
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("grace: 2\n")
+    bad.write_text("grace: x\n")
+    assert app.run(["config", "validate", "--config", str(good), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {"path": str(good), "exists": True, "valid": True, "plugins_left_out": {}}
+    assert app.run(["config", "validate", "--config", str(bad), "--json"]) == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert (doc["path"], doc["valid"]) == (str(bad), False)
+    assert doc["error"].endswith('grace: expected a number, got "x"')
+    assert captured.err == f"orcha: {doc['error']}\n"
