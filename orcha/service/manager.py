@@ -74,13 +74,13 @@ class Manager:
         command = started_as()
         manager = f"{type(self).__module__}.{type(self).__qualname__}"
         words = command.split()
-        plugin_help = f"'{' '.join(words[:2])} --help'" if len(words) > 2 else "that plugin's"
+        plugin_help = f" ('{' '.join(words[:2])} --help')" if len(words) > 2 else ""
         raise UnknownKindError(
             request.kind,
             [],
             served_by=f"this service is a plugin's own ('{command}', manager {manager}): it "
             f"takes only that plugin's messages and serves no petition kind, so not "
-            f"{request.kind!r}. Send with that plugin's commands ({plugin_help}), or start "
+            f"{request.kind!r}. Send with that plugin's commands{plugin_help}, or start "
             "'orcha serve' at another address for orcha's own commands ('orcha serve "
             "--address PATH', then 'orcha --address PATH ...')",
         )

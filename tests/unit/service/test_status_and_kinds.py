@@ -73,18 +73,28 @@ def test_request_options_override_a_runtime_kinds_even_at_their_default(h: Harne
     assert h.record("templated")["waiting"] == "needs 2 CPUs, 1 free"
 
 
-def test_a_plugins_own_service_says_it_serves_no_kinds_and_what_to_run() -> None:
+def test_a_plugins_own_service_says_it_serves_no_kinds_and_what_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     class TutorialManager(Manager):
         pass
 
     request = SubmitRequest("hello", "x", {}, None, "/", {})
+    monkeypatch.setattr("sys.argv", ["/venv/bin/orcha", "hw", "serve", "--address", "a"])
     with pytest.raises(UnknownKindError) as caught:
         TutorialManager().petition_from_request(request, None)
     message = caught.value.message
     assert caught.value.exit_code == ExitCode.UNKNOWN
-    assert "this service is a plugin's own" in message
+    assert message.startswith("this service is a plugin's own ('orcha hw serve', manager ")
     assert "TutorialManager" in message and "so not 'hello'" in message
+    assert "Send with that plugin's commands ('orcha hw --help'), or start" in message
     assert "'orcha serve --address PATH'" in message
+    # Served by a script of one's own (start_service): named as it was started.
+    monkeypatch.setattr("sys.argv", ["/srv/my_service.py"])
+    with pytest.raises(UnknownKindError) as caught:
+        TutorialManager().petition_from_request(request, None)
+    assert "('my_service.py', manager " in caught.value.message
+    assert "Send with that plugin's commands, or start" in caught.value.message
 
 
 def test_orcha_serve_says_a_message_without_a_kind_needs_its_plugins_service(h: Harness) -> None:
