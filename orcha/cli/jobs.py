@@ -78,8 +78,10 @@ def _note(row: dict[str, Any]) -> str:
               "keep), whatever their state.")  # fmt: skip
 @click.option("--sort", type=click.Choice(status_view.SORT_FIELDS), default="submitted",
               show_default=True,
-              help="Order of the table (ties in order of submission; child petitions "
-              "stay under their parent).")  # fmt: skip
+              help="Order of the table: times oldest first (not yet: last), priority "
+              "lowest first, state running, queued, then failed, cancelled, interrupted, "
+              "succeeded; ties in order of submission, child petitions under their "
+              "parent.")  # fmt: skip
 @click.option("--all", "everything", is_flag=True,
               help=f"Every ended petition the service keeps, not only the last "
               f"{STATUS_ENDED_SHOWN}.")  # fmt: skip
