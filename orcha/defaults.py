@@ -265,6 +265,10 @@ ARRAY_SEPARATOR = "_"
 
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).
 
+#: Ended petitions 'orcha status' shows without --all (the most recently ended; queued
+#: and running ones are always shown), as 'pueue status' keeps a screenful.
+STATUS_ENDED_SHOWN = 20
+
 # Reload on SIGHUP, hooks and signed webhooks, docs and man pages (points 11, 21, 23).
 
 #: What ``orcha serve`` re-reads from its configuration file on SIGHUP (``orcha config

@@ -172,10 +172,14 @@ class DuplicateIdError(PetitionError):
 
 
 class UnknownKindError(PetitionError):
-    def __init__(self, kind: str, known: list[str]) -> None:
+    """The service has no such kind. ``served_by``: the whole message instead, when the
+    service is not one that serves kinds (a plugin's own service) and says so."""
+
+    def __init__(self, kind: str, known: list[str], served_by: str | None = None) -> None:
         legal = ", ".join(sorted(known)) or "none"
         super().__init__(
-            f"the service has no petition kind {kind!r} (it has: {legal}); "
+            served_by
+            or f"the service has no petition kind {kind!r} (it has: {legal}); "
             "install the plugin that provides it and restart 'orcha serve'",
             ExitCode.UNKNOWN,
         )

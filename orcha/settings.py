@@ -37,6 +37,7 @@ class Settings:
         "log_cap",
         "max_running",
         "runtime_dir",
+        "sources",
         "state_dir",
         "verbose",
     )
@@ -51,6 +52,7 @@ class Settings:
     gpus: tuple[str, ...] | None
     aging: float
     backfill_bound: float
+    sources: dict[str, str]
 
     def __init__(
         self,
@@ -65,8 +67,11 @@ class Settings:
         gpus: tuple[str, ...] | None = None,
         aging: float = defaults.DEFAULT_AGING,
         backfill_bound: float = defaults.DEFAULT_BACKFILL_BOUND,
+        sources: dict[str, str] | None = None,
     ) -> None:
-        """``gpus``: the GPU inventory (None: discover with nvidia-smi)."""
+        """``gpus``: the GPU inventory (None: discover with nvidia-smi); ``sources``:
+        where :func:`resolve` found the address, the key and the configuration file, in
+        words (what ``-v`` prints)."""
         set_ = object.__setattr__
         set_(self, "address", address)
         set_(self, "runtime_dir", runtime_dir)
@@ -79,13 +84,16 @@ class Settings:
         set_(self, "gpus", gpus)
         set_(self, "aging", aging)
         set_(self, "backfill_bound", backfill_bound)
+        set_(self, "sources", dict(sources or {}))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are immutable; resolve() new ones")
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "key_override"
+            f"{n}={getattr(self, n)!r}"
+            for n in self.__slots__
+            if n not in ("key_override", "sources")
         )
         return f"Settings({fields})"
 
@@ -227,16 +235,33 @@ def resolve(
             backfill_bound = config.seconds("backfill_bound")
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
     state_dir = os.environ.get(defaults.ENV_STATE_DIR) or _platform_dir("state")
-    address = address or os.environ.get(defaults.ENV_ADDRESS)
-    if not address and config is not None and config.exists:
-        address = config.data.get("address")
+    sources: dict[str, str] = {}
+    if address:
+        sources["address"] = "--address"
+    elif os.environ.get(defaults.ENV_ADDRESS):
+        address, sources["address"] = os.environ[defaults.ENV_ADDRESS], defaults.ENV_ADDRESS
+    elif config is not None and config.exists and config.data.get("address"):
+        address, sources["address"] = config.data["address"], "the configuration file"
     if address:
         addr = parse_address(address)
     else:
         addr = parse_address(os.path.join(runtime_dir, defaults.SOCKET_NAME))
-    key = key if key is not None else os.environ.get(defaults.ENV_KEY)
+        where = defaults.ENV_RUNTIME_DIR if os.environ.get(defaults.ENV_RUNTIME_DIR) else None
+        sources["address"] = f"default: the socket in {where or 'the runtime directory'}"
+    if key is not None:
+        sources["key"] = "--key"
+    elif os.environ.get(defaults.ENV_KEY) is not None:
+        key, sources["key"] = os.environ[defaults.ENV_KEY], defaults.ENV_KEY
+    else:
+        sources["key"] = "the key file"
     if key is not None and not key:
         raise ConfigError("the key is empty; give a non-empty --key or ORCHA_KEY")
+    if config is not None:
+        sources["config"] = config.path if config.exists else f"{config.path} (absent)"
+    else:
+        from orcha.config import config_path
+
+        sources["config"] = f"{config_path()[0]} (absent)"
     return Settings(
         address=addr,
         runtime_dir=runtime_dir,
@@ -251,6 +276,7 @@ def resolve(
         backfill_bound=(
             defaults.DEFAULT_BACKFILL_BOUND if backfill_bound is None else backfill_bound
         ),
+        sources=sources,
     )
 
 

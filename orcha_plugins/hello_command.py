@@ -7,7 +7,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, ID, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, ID, JSON, PRIORITY, Argument, Command, Option
 from orcha.cli.values import finite
 
 TYPE_CHECKING = False
@@ -36,10 +36,12 @@ SEND = Command(
                metavar="T", check=finite, help="Seconds between lines."),
         PRIORITY,
         DETACH,
+        JSON,
         # Another kind's parameters are that kind's to check: the fast path leaves it.
         Option("--kind", dest="kind_name", metavar="NAME", fast=False,
                help="Send a petition of runtime kind NAME instead (see 'orcha kinds'): its "
-               "template's parameters apply, --counter and --sleep-time are not sent."),
+               "template's parameters and resources apply (--cpus, --timeout... given "
+               "here override them); --counter and --sleep-time are not sent."),
     ),
     submission=_submission,
 )  # fmt: skip

@@ -6,7 +6,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, ID, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, ID, JSON, PRIORITY, Argument, Command, Option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ def check_argv(argv: object) -> list[str]:
 
 
 def _submission(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return KIND, {"argv": check_argv(list(values["command"]))}
+    # --kind NAME: a runtime kind of 'shell' (a template) gives its resources and
+    # settings; the command given here is its argv, and options given here win.
+    return values.get("kind_name") or KIND, {"argv": check_argv(list(values["command"]))}
 
 
 RUN = Command(
@@ -66,6 +68,17 @@ RUN = Command(
             metavar="N",
             fast=False,
             help="With --array or --each: at most N of its petitions run at once (as '%N').",
+        ),
+        JSON,
+        # A template's settings are the service's to merge: the fast path leaves it.
+        Option(
+            "--kind",
+            dest="kind_name",
+            metavar="NAME",
+            fast=False,
+            help="Run it as a petition of runtime kind NAME, a template of 'shell' "
+            "(see 'orcha kinds'): the template's resources and settings apply, this "
+            "command and the options given here override them.",
         ),
     ),
     submission=_submission,

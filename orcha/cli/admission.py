@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
@@ -11,6 +9,7 @@ import click
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option
 from orcha.errors import NoPetitionError
 
 
@@ -27,7 +26,9 @@ def _group_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 def _print_groups(groups: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"groups": groups}, indent=2 if sys.stdout.isatty() else None))
+        from orcha.cli.output import print_json
+
+        print_json({"groups": groups})
         return
     header = ["GROUP", "MAX", "RUNNING", "QUEUED", "STATE"]
     rows = [
@@ -50,7 +51,7 @@ def group() -> None:
 
 
 @group.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def group_ls(ctx: click.Context, as_json: bool) -> int:
@@ -65,14 +66,15 @@ def group_ls(ctx: click.Context, as_json: bool) -> int:
 @click.argument("name", callback=_group_name)
 @click.option("--max-running", type=click.IntRange(min=1), metavar="N", required=True,
               help="Run at most N petitions of this group at once.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
-def group_set(ctx: click.Context, name: str, max_running: int) -> int:
+def group_set(ctx: click.Context, name: str, max_running: int, as_json: bool) -> int:
     """Limit how many petitions of group NAME run at once (kept across restarts)."""
     with client(ctx) as service:
         groups = service.set_group(name, max_running)
     mine = [g for g in groups if g["name"] == name]
-    _print_groups(mine, False)
+    _print_groups(mine, as_json)
     for g in mine:
         if g.get("warning"):
             click.echo(f"orcha: warning: {g['warning']}", err=True)
@@ -81,12 +83,18 @@ def group_set(ctx: click.Context, name: str, max_running: int) -> int:
 
 @group.command("rm")
 @click.argument("name", callback=_group_name)
+@json_option
 @global_options
 @click.pass_context
-def group_rm(ctx: click.Context, name: str) -> int:
+def group_rm(ctx: click.Context, name: str, as_json: bool) -> int:
     """Remove group NAME's own limit (its petitions then share the service's capacity)."""
     with client(ctx) as service:
         service.set_group(name, None)
+    if as_json:
+        from orcha.cli.output import print_json
+
+        print_json({"name": name, "max_running": None})
+        return 0
     click.echo(f"orcha: group {name} has no limit of its own now", err=True)
     return 0
 
@@ -111,7 +119,7 @@ def _scope_options(f: Any) -> Any:
 
 def _pause_or_resume(
     ctx: click.Context, op: str, ids: tuple[str, ...], groups: tuple[str, ...],
-    everything: bool, running: bool,
+    everything: bool, running: bool, as_json: bool = False,
 ) -> int:  # fmt: skip
     everything = everything or not (ids or groups)
     with client(ctx) as service:
@@ -120,6 +128,14 @@ def _pause_or_resume(
         else:
             results = service.resume(ids, groups, everything)
     done = "paused" if op == "pause" else "resumed"
+    if as_json:
+        from orcha.cli.output import print_json
+
+        print_json({"all": everything, "groups": list(groups), "results": results})
+        failures = [r for r in results.values() if r != done]
+        if failures:
+            raise NoPetitionError(f"{failures[-1]}; see 'orcha status'")
+        return 0
     if everything:
         click.echo(f"orcha: {done} everything", err=True)
     for name in groups:
@@ -141,27 +157,30 @@ def _pause_or_resume(
     "--running", is_flag=True,
     help="Also stop (SIGSTOP) the process trees of running petitions in scope.",
 )  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
 def pause(
     ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool,
-    running: bool,
+    running: bool, as_json: bool,
 ) -> int:  # fmt: skip
     """Stop starting petitions: these IDs, these groups, or all (kept across restarts).
 
     Running petitions go on unless --running is given, which stops their processes
     until 'orcha resume'. Timeouts keep counting while a petition is stopped.
     """
-    return _pause_or_resume(ctx, "pause", ids, groups, everything, running)
+    return _pause_or_resume(ctx, "pause", ids, groups, everything, running, as_json)
 
 
 @click.command("resume")
 @_scope_options
+@json_option
 @global_options
 @click.pass_context
 def resume(
-    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool
-) -> int:
+    ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool,
+    as_json: bool,
+) -> int:  # fmt: skip
     """Undo 'orcha pause': admit these IDs, groups, or all again, and continue (SIGCONT)
     the stopped processes among them."""
-    return _pause_or_resume(ctx, "resume", ids, groups, everything, False)
+    return _pause_or_resume(ctx, "resume", ids, groups, everything, False, as_json)

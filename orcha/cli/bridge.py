@@ -44,8 +44,9 @@ def bridge(plugin: BasePlugin) -> click.Command:
     @click.pass_context
     def callback(ctx: click.Context) -> Any:
         from orcha.cli.options import settings_from
+        from orcha.cli.verbose import report
 
-        settings_from(ctx)
+        report(settings_from(ctx))
         parser = argparse.ArgumentParser(prog=f"orcha {plugin.name}", description=plugin.help)
         plugin.create_parser(parser)
         try:

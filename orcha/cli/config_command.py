@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from orcha.cli.options import global_options, globals_of
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("config")
@@ -37,7 +38,7 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
     group = ctx.find_root().command
     plugins = {e.name: e.plugin for e in group.plugins()}  # type: ignore[attr-defined]
     settings, unconfigured = check_plugins(loaded, plugins)
-    data = dict(loaded.data)
+    data = {**_machine_defaults(), **loaded.data}
     data["plugins"] = {
         name: {
             "enabled": loaded.plugin_enabled(name),
@@ -61,15 +62,31 @@ def _hide_secrets(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _machine_defaults() -> dict[str, Any]:
+    """The defaults of the keys that depend on the machine: ``address`` (the socket in
+    the runtime directory, ``ORCHA_RUNTIME_DIR`` if set) and ``max_running`` (the CPU
+    cores), first, as the file lists them."""
+    import os
+
+    from orcha import defaults
+    from orcha.settings import _platform_dir
+
+    runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
+    return {
+        "address": os.path.join(runtime_dir, defaults.SOCKET_NAME),
+        "max_running": os.cpu_count() or 1,
+    }
+
+
 @config.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@json_option
 @global_options
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> int:
     """Print the configuration in effect: the file, defaults filled in."""
     doc = _complete(ctx)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        print_json(doc)
         return 0
     import yaml
 
@@ -80,12 +97,27 @@ def config_show(ctx: click.Context, as_json: bool) -> int:
 
 
 @config.command("validate")
+@json_option
 @global_options
 @click.pass_context
-def config_validate(ctx: click.Context) -> int:
+def config_validate(ctx: click.Context, as_json: bool) -> int:
     """Check the configuration file (and every plugin's settings); exit 2 if invalid."""
-    doc = _complete(ctx)
+    from orcha.errors import ConfigError
+
+    try:
+        doc = _complete(ctx)
+    except ConfigError as e:
+        if as_json:
+            from orcha import config as configuration
+
+            path, _ = configuration.config_path(globals_of(ctx).config)
+            print_json({"path": path, "valid": False, "error": e.message})
+        raise
     problems = {n: p["error"] for n, p in doc["config"]["plugins"].items() if "error" in p}
+    if as_json:
+        print_json({"path": doc["path"], "exists": doc["exists"], "valid": True,
+                    "plugins_left_out": problems})  # fmt: skip
+        return 0
     state = "valid" if doc["exists"] else "absent (the defaults apply)"
     click.echo(f"orcha: {doc['path']}: {state}", err=True)
     for name, why in problems.items():

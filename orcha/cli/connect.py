@@ -13,6 +13,9 @@ def client(ctx: click.Context) -> Client:
     """A client of the service the invocation's global options (``--address``,
     ``--key``, ``--config``) and the environment name; use it with ``with``."""
     from orcha.cli.options import settings_from
+    from orcha.cli.verbose import report
     from orcha.client.api import Client
 
-    return Client(settings=settings_from(ctx))
+    settings = settings_from(ctx)
+    report(settings)
+    return Client(settings=settings)

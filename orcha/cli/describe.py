@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 from orcha.errors import ExitCode, PetitionError
 
 
@@ -35,7 +36,7 @@ def _type(schema: dict[str, Any]) -> str:
 
 @click.command("describe")
 @click.argument("kind_name", metavar="KIND")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON Schema.")
+@json_option
 @global_options
 @click.pass_context
 def describe(ctx: click.Context, kind_name: str, as_json: bool) -> int:
@@ -56,8 +57,8 @@ def describe(ctx: click.Context, kind_name: str, as_json: bool) -> int:
     entry, kind = found[0]
     schema = kind.schema
     if as_json:
-        click.echo(json.dumps({"kind": kind.name, "plugin": entry.name,
-                               "description": kind.help, "schema": schema}, indent=2))  # fmt: skip
+        print_json({"kind": kind.name, "plugin": entry.name, "description": kind.help,
+                    "schema": schema})  # fmt: skip
         return 0
     click.echo(f"{kind.name} (plugin {entry.name}): {kind.help or 'no description'}")
     if schema is None:

@@ -60,8 +60,8 @@ def parse(args: list[str], disabled: frozenset[str]) -> Parsed | None:
 class Request:
     """What the fast path would send, and with which global options."""
 
-    __slots__ = ("cwd", "detach", "env", "kind", "params", "petition_id", "priority",
-                 "schedule", "values")  # fmt: skip
+    __slots__ = ("as_json", "cwd", "detach", "env", "kind", "params", "petition_id",
+                 "priority", "schedule", "values")  # fmt: skip
     values: dict[str, Any]
     schedule: Schedule | None
     env: dict[str, str]
@@ -75,6 +75,9 @@ class Request:
         self.petition_id = petition_id_of(values)
         self.priority = values.get("priority")
         self.detach = bool(values.get("detach"))
+        self.as_json = bool(values.get("as_json"))
+        if self.as_json and not self.detach:
+            raise ValueError("--json goes with --detach")  # click says so
         fields, env, cwd = petition_request(values)
         self.schedule = None
         if fields:
@@ -109,6 +112,11 @@ def try_fast(args: list[str]) -> int | None:
     values = request.values
     try:
         from orcha import settings
+
+        if values.get("color") is not None:
+            from orcha.cli.output import set_color
+
+            set_color(values["color"])
         from orcha.client.attach import run_in_foreground
 
         resolved = settings.resolve(
@@ -118,9 +126,14 @@ def try_fast(args: list[str]) -> int | None:
             config=config,
         )
         settings.configure(resolved)
+        if resolved.verbose:
+            from orcha.cli import verbose
+
+            verbose.report(resolved)
         return run_in_foreground(
             resolved, request.kind, request.petition_id, request.params, request.priority,
             request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,
+            as_json=request.as_json,
         )  # fmt: skip
     except BaseException as e:
         from orcha.cli.report import report

@@ -188,7 +188,12 @@ GLOBAL_OPTIONS = (
            help="Configuration file (default: config.yaml in the user's config "
            "directory; env ORCHA_CONFIG)."),
     Option("-v", "--verbose", action=COUNT, into="globals",
-           help="More logging on stderr (-vv for debug)."),
+           help="Say on stderr what the client resolved: the address and where it came "
+           "from, the key file, the configuration file; -vv also the time to connect "
+           "and each operation called. For 'orcha serve': info logging, -vv debug."),
+    Option("--color", metavar="WHEN", check=_values.color, into="globals",
+           help="Colour the output: auto (on a terminal, unless NO_COLOR is set; "
+           "FORCE_COLOR forces it), always or never."),
     Option("--version", action=FLAG, into="globals", eager=True, fast=False,
            help="Print orcha's version and exit."),
 )  # fmt: skip
@@ -249,6 +254,13 @@ PRIORITY = Option(
     max=MAX_PRIORITY,
     metavar="P",
     help="Lower runs first; equal priorities run in arrival order (default 0).",
+)
+JSON = Option(
+    "--json",
+    dest="as_json",
+    action=FLAG,
+    default=False,
+    help='With --detach: print {"id", "state"} as JSON (one line when piped).',
 )
 DETACH = Option(
     "--detach",

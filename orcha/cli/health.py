@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 #: Exit codes of ``orcha health`` (a monitoring convention, documented in the README).
 HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 2
 
 
 @click.command("health")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def health(ctx: click.Context, as_json: bool) -> int:
@@ -34,12 +33,12 @@ def health(ctx: click.Context, as_json: bool) -> int:
             answer: dict[str, Any] = service.health()
     except (NoServiceError, AuthError, LostServiceError) as e:
         if as_json:
-            click.echo(json.dumps({"reachable": False, "healthy": False, "error": str(e)}))
+            print_json({"reachable": False, "healthy": False, "error": str(e)})
         click.echo(f"orcha: {e}", err=True)
         return UNREACHABLE
     answer["reachable"] = True
     if as_json:
-        click.echo(json.dumps(answer, indent=2 if sys.stdout.isatty() else None))
+        print_json(answer)
     else:
         state = "healthy" if answer["healthy"] else "UNHEALTHY"
         click.echo(

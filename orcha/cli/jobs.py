@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import click
 
-from orcha.cli import bulk
+from orcha.cli import bulk, status_view
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json, use_color
+from orcha.defaults import STATUS_ENDED_SHOWN
 from orcha.errors import ExitCode, NoPetitionError, PetitionError
+from orcha.protocol.selection import group_of
 from orcha.states import FINISHED, State
 from orcha.units import parse_duration
 
@@ -23,8 +27,10 @@ _STATES = [s.value for s in State]
 def _when(stamp: float | None) -> str:
     if not stamp:
         return "-"
-    t = time.localtime(stamp)
-    return time.strftime("%H:%M:%S" if t[:3] == time.localtime()[:3] else "%m-%d %H:%M", t)
+    t, now = time.localtime(stamp), time.localtime()
+    if t[:3] == now[:3]:
+        return time.strftime("%H:%M:%S", t)  # today's: the time is enough
+    return time.strftime("%m-%d %H:%M" if t[0] == now[0] else "%Y-%m-%d %H:%M", t)
 
 
 def _runtime(row: dict[str, Any]) -> str:
@@ -58,89 +64,97 @@ def _note(row: dict[str, Any]) -> str:
     return note
 
 
-def _tree(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """The rows in the order ``status`` shows them, each with its ID cell: a child
-    petition right under its parent (after its elder siblings), its ID indented behind
-    ``└ ``, when its parent is shown too; everything else in the order given (oldest
-    first)."""
-    latest: dict[str, dict[str, Any]] = {}  # ID -> its newest row so far
-    children: dict[int, list[dict[str, Any]]] = {}  # parent's seq -> its children's rows
-    roots: list[dict[str, Any]] = []
-    for row in rows:  # oldest first: a parent comes before its children
-        parent = latest.get(row.get("parent") or "")
-        if parent is None:
-            roots.append(row)
-        else:
-            children.setdefault(parent["seq"], []).append(row)
-        latest[row["id"]] = row
-    if not children:
-        return [(row["id"], row) for row in rows]
-    out: list[tuple[str, dict[str, Any]]] = []
-    stack = [(0, row) for row in reversed(roots)]
-    while stack:
-        depth, row = stack.pop()
-        out.append(("  " * (depth - 1) + "└ " + row["id"] if depth else row["id"], row))
-        stack.extend((depth + 1, child) for child in reversed(children.get(row["seq"], [])))
-    return out
-
-
 @click.command("status")
 @click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
-@click.option("--state", "states", multiple=True, metavar="STATE",
-              type=click.Choice(_STATES, case_sensitive=False),
-              help="Only petitions in this state (repeatable).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--state", "states", multiple=True, metavar="STATE[,STATE]",
+              callback=status_view.states_option,
+              help=f"Only petitions in these states ({', '.join(_STATES)}; any case). "
+              "Repeatable.")  # fmt: skip
+@click.option("--group", "groups", multiple=True, metavar="NAME[,NAME]",
+              callback=status_view.groups_option,
+              help="Only petitions of these groups. Repeatable.")  # fmt: skip
+@click.option("--last", type=click.IntRange(min=0), metavar="N",
+              help="Only the N petitions submitted last (of those the other options "
+              "keep), whatever their state.")  # fmt: skip
+@click.option("--sort", type=click.Choice(status_view.SORT_FIELDS), default="submitted",
+              show_default=True,
+              help="Order of the table: times oldest first (not yet: last), priority "
+              "lowest first, state running, queued, then failed, cancelled, interrupted, "
+              "succeeded; ties in order of submission, child petitions under their "
+              "parent.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True,
+              help=f"Every ended petition the service keeps, not only the last "
+              f"{STATUS_ENDED_SHOWN}.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
-def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as_json: bool) -> int:
-    """Show petitions: queued, running and ended (all, or those with the given IDs).
+def status(
+    ctx: click.Context, ids: tuple[str, ...], states: list[str], groups: list[str],
+    last: int | None, sort: str, everything: bool, as_json: bool,
+) -> int:  # fmt: skip
+    """Show petitions: queued, running and ended, with what each runs and why it waits.
 
-    For a waiting petition it says why it waits. Child petitions (submitted by a
-    running petition's kind) are shown under their parent.
+    Without IDs: the queued and running petitions and the last 20 ended ones (--all for
+    every one; --json lists every one unless --last is given). With one ID: that
+    petition in detail (its command, directory, requests, times). Child petitions
+    (submitted by a running petition's kind) are shown under their parent.
     """
+    limited = not (ids or everything or as_json or last is not None)
     with client(ctx) as service:
-        answer = service.status_report(ids, states)
+        answer = service.status_report(
+            ids, states, groups, last, STATUS_ENDED_SHOWN if limited else None
+        )
     rows, missing = answer["petitions"], answer["missing"]
     if as_json:
-        # Indented for people; compact for scripts (and three times faster to write).
-        indent = 2 if sys.stdout.isatty() else None
         arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
-        click.echo(json.dumps({"petitions": rows, "missing": missing, **arrays}, indent=indent))
+        print_json({"petitions": rows, "missing": missing, "hidden": answer.get("hidden", 0),
+                    **arrays})  # fmt: skip
+    elif len(ids) == 1 and len(rows) == 1:
+        color = use_color()
+        pairs = status_view.detail(rows[0], _note(rows[0]))
+        # color=True: click would strip the codes off a pipe; use_color decided already.
+        click.echo("\n".join(status_view.detail_lines(pairs, color)), color=True)
     else:
-        header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
-        shown = _tree(rows)
-        rows = [row for _, row in shown]  # the groups below follow the shown order
-        table = [
-            [cell, r["kind"] or "-", r["state"], str(r["priority"]), _when(r["submitted"]),
-             _runtime(r), "-" if r["code"] is None else str(r["code"]), _note(r)]
-            for cell, r in shown
-        ]  # fmt: skip
-        groups = [(r.get("schedule") or {}).get("group", "default") for r in rows]
-        if any(g != "default" for g in groups):  # a column only when groups are in use
-            header.insert(2, "GROUP")
-            for line, name in zip(table, groups, strict=True):
-                line.insert(2, name)
-        if sys.stdout.isatty():
-            from rich.console import Console
-            from rich.table import Table
-
-            t = Table(*header, box=None, header_style="bold")
-            colours = {"RUNNING": "cyan", "SUCCEEDED": "green", "FAILED": "red",
-                       "CANCELLED": "yellow", "INTERRUPTED": "magenta"}  # fmt: skip
-            state_at = header.index("STATE")
-            for line in table:
-                t.add_row(*line, style=colours.get(line[state_at]))
-            Console(highlight=False).print(t)
-        elif table:
-            widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(header)]
-            for line in [header, *table]:
-                cells = (c.ljust(w) for c, w in zip(line, widths, strict=True))
-                click.echo("  ".join(cells).rstrip())
+        _print_table(rows, sort)
+    if answer.get("hidden") and not as_json:
+        click.echo(f"orcha: {answer['hidden']} older ended petition(s) not shown (--all)", err=True)
     if missing:
         raise NoPetitionError(
             f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status' for all"
         )
     return 0
+
+
+def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
+    """The status table (see :mod:`orcha.cli.status_view`): on a terminal, COMMAND cut
+    short and NOTE wrapped to fit its width."""
+    import shutil
+
+    from orcha.cli.tables import render
+
+    if not rows:
+        return
+    header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "COMMAND", "NOTE"]
+    shown = status_view.ordered(rows, sort)
+    table = [
+        [cell, r["kind"] or "-", r["state"], str(r["priority"]), _when(r["submitted"]),
+         _runtime(r), "-" if r["code"] is None else str(r["code"]), status_view.command_of(r),
+         _note(r)]
+        for cell, r in shown
+    ]  # fmt: skip
+    groups = [group_of(r) for _, r in shown]
+    if any(g != "default" for g in groups):  # a column only when groups are in use
+        header.insert(2, "GROUP")
+        for cells, name in zip(table, groups, strict=True):
+            cells.insert(2, name)
+    # Piped, lines stay whole: a script or grep wants every word.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    at = header.index
+    shrink = {at("COMMAND"): 12, at("NOTE"): 24}
+    styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
+    lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")])
+    for line in lines:
+        click.echo(line, color=True)  # coloured only if use_color() said so
 
 
 @click.command("cancel")
@@ -158,11 +172,12 @@ def status(ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], as
               help="Send SIG (USR1, SIGUSR1 or 10) to their running process trees "
               "instead of cancelling them (with a selection, to the running ones).")  # fmt: skip
 @click.option("--force", is_flag=True, help="SIGKILL the processes at once (no grace period).")
+@json_option
 @global_options
 @click.pass_context
 def cancel(
     ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], states: tuple[str, ...],
-    everything: bool, sig: int | None, force: bool,
+    everything: bool, sig: int | None, force: bool, as_json: bool,
 ) -> int:  # fmt: skip
     """Cancel queued or running petitions (their whole process trees are stopped): by
     ID (an array's name: its members), --group, --state or --all.
@@ -180,6 +195,8 @@ def cancel(
     with client(ctx) as service:
         results = service.cancel_each(ids, force, groups=groups, states=states,
                                       everything=everything, signal=sig)  # fmt: skip
+    if as_json:
+        print_json({"results": results})
     return bulk.report_cancel(results, selects, sig)
 
 
@@ -198,11 +215,12 @@ _ENDED_STATES = [str(s) for s in FINISHED]
     metavar="DURATION",
     help="Only petitions that ended more than DURATION ago (90s, 15m, 1h30m, 7d, 2-12).",
 )
+@json_option
 @global_options
 @click.pass_context
 def clean(
     ctx: click.Context, ids: tuple[str, ...], states: tuple[str, ...], groups: tuple[str, ...],
-    older_than: str | None,
+    older_than: str | None, as_json: bool,
 ) -> int:  # fmt: skip
     """Forget ended petitions: drop their records and output logs (those given by ID,
     an array's name standing for its members; or all that the options keep).
@@ -218,7 +236,10 @@ def clean(
             raise click.BadParameter(str(e), param_hint="'--older-than'") from e
     with client(ctx) as service:
         answer = service.clean_each(ids, states=states, groups=groups, older_than=seconds)
-    click.echo(f"orcha: removed {answer['removed']} ended petition(s)", err=True)
+    if as_json:
+        print_json({"removed": answer["removed"], "results": answer["results"]})
+    else:
+        click.echo(f"orcha: removed {answer['removed']} ended petition(s)", err=True)
     for reason in answer["results"].values():
         click.echo(f"orcha: {reason}; not cleaned", err=True)
     return int(ExitCode.NO_PETITION) if answer["results"] else 0
@@ -244,11 +265,12 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 @click.option("--status", "want", type=click.Choice(["any", "success"]), default="any",
               show_default=True,
               help="'success': exit non-zero if any of them did not succeed.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
 def wait(
     ctx: click.Context, ids: tuple[str, ...], groups: tuple[str, ...], everything: bool,
-    timeout: str | None, want: str,
+    timeout: str | None, want: str, as_json: bool,
 ) -> int:  # fmt: skip
     """Block until the given petitions have ended: by ID (an array's name: its
     members), --group or --all.
@@ -273,27 +295,42 @@ def wait(
             return 0
         report = service.wait_report(targets, seconds)
     collective = bool(groups or everything or report["arrays"])
+    if as_json:
+        ended = report["ended"].values()
+        print_json({
+            "petitions": [{k: e.get(k) for k in ("id", "state", "code", "message")}
+                          for e in ended],
+            "failed": sum(e.get("state") != "SUCCEEDED" for e in ended),
+            "pending": [i for i in report["ids"] if i not in report["ended"]],
+            "timed_out": bool(report.get("timed_out")),
+        })  # fmt: skip
     return bulk.report_wait(report, collective, want, timeout)
 
 
 @click.command("logs")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
 @click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@json_option
 @global_options
 @click.pass_context
-def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None) -> int:
+def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bool) -> int:
     """Print the stored output of petitions, running or ended (stdout and stderr apart).
     With several (or an array's name), each line is prefixed [ID].
 
     Exit 0; 209 if one has no petition (one line each).
     """
     failures: list[str] = []
+    docs: list[dict[str, Any]] = []
     with client(ctx) as service:
         arrays = service.status_report(ids).get("arrays", {})  # an array's name: its members
         targets = list(dict.fromkeys(m for i in ids for m in arrays.get(i, [i])))
         out = _Prefixer(prefix=len(targets) > 1)
         for petition_id in targets:
             try:
+                if as_json:
+                    docs.append({"id": petition_id,
+                                 "output": _chunks(service.logs(petition_id, tail))})  # fmt: skip
+                    continue
                 for stream, data in service.logs(petition_id, tail):
                     out.write(petition_id, stream, data)
             except NoPetitionError as e:
@@ -303,9 +340,24 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None) -> int:
                     raise
                 failures.append(e.message)
             out.flush(petition_id)
+    if as_json:  # one ID: its document; several: {"logs": [its document, ...]}
+        print_json(docs[0] if len(targets) == 1 and docs else {"logs": docs})
     for message in failures:
         click.echo(f"orcha: {message}", err=True)
     return int(ExitCode.NO_PETITION) if failures else 0
+
+
+def _chunks(output: Iterable[tuple[str, bytes]]) -> list[dict[str, str]]:
+    """Output as ``logs --json`` prints it: ``{"stream", "text"}`` in the order stored,
+    consecutive chunks of one stream joined, text decoded as UTF-8 (bad bytes replaced)."""
+    out: list[dict[str, str]] = []
+    for stream, data in output:
+        text = bytes(data).decode("utf-8", "replace")
+        if out and out[-1]["stream"] == stream:
+            out[-1]["text"] += text
+        else:
+            out.append({"stream": stream, "text": text})
+    return out
 
 
 class _Prefixer:

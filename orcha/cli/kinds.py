@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("kinds")
@@ -53,7 +53,7 @@ def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]
 
 
 @kinds.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def kinds_ls(ctx: click.Context, as_json: bool) -> int:
@@ -61,7 +61,7 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
     with client(ctx) as service:
         listing = service.kinds()
     if as_json:
-        click.echo(json.dumps({"kinds": listing}, indent=2 if sys.stdout.isatty() else None))
+        print_json({"kinds": listing})
         return 0
     for k in listing:
         settings = {**k["params"], **k["schedule"]}
@@ -78,27 +78,41 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", callback=_settings,
               help="A parameter of that kind, or cpus, mem, gpus, group, timeout, retries, "
               "retry_delay, notify. VALUE is JSON or text. Repeatable.")  # fmt: skip
+@json_option
 @global_options
 @click.pass_context
-def kinds_add(ctx: click.Context, name: str, parent: str, settings: dict[str, Any]) -> int:
-    """Define runtime kind NAME from KIND with fixed settings (replacing one of that name)."""
+def kinds_add(
+    ctx: click.Context, name: str, parent: str, settings: dict[str, Any], as_json: bool
+) -> int:
+    """Define runtime kind NAME from KIND with fixed settings (replacing one of that name).
+
+    Refused if it asks for more CPUs, memory or GPUs than the service has. Options given
+    to 'orcha send/run --kind NAME' (--cpus, --timeout...) override its settings.
+    """
     with client(ctx) as service:
         kind = service.add_kind(name, parent, settings)
+    if as_json:
+        print_json({"kind": kind})
+        return 0
     click.echo(f"orcha: kind {kind['name']} defined from {parent}", err=True)
     return 0
 
 
 @kinds.command("rm")
 @click.argument("name")
+@json_option
 @global_options
 @click.pass_context
-def kinds_rm(ctx: click.Context, name: str) -> int:
+def kinds_rm(ctx: click.Context, name: str, as_json: bool) -> int:
     """Remove runtime kind NAME (queued petitions of it keep their settings)."""
     from orcha.errors import NoPetitionError
 
     with client(ctx) as service:
         removed = service.remove_kind(name)
+    if as_json:
+        print_json({"name": name, "removed": removed})
     if not removed:
         raise NoPetitionError(f"there is no runtime kind {name!r}; see 'orcha kinds ls'")
-    click.echo(f"orcha: kind {name} removed", err=True)
+    if not as_json:
+        click.echo(f"orcha: kind {name} removed", err=True)
     return 0

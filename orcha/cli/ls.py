@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 FOOTER = "Plugins marked with an asterisk (*) are embedded plugins"
 
@@ -26,12 +26,32 @@ def _details(entry: Any, unconfigured: dict[str, str]) -> list[str]:
             names.append(f"{name} ({', '.join(aliases)})" if aliases else name)
         lines.append("commands: " + ", ".join(names))
     if entry.kinds:
-        lines.append("kinds: " + ", ".join(sorted(entry.kinds)))
+        lines.append("kinds: " + ", ".join(sorted(entry.kinds)) + " (served by 'orcha serve')")
+    elif _own_service(entry):
+        lines.append(
+            f"service: its own, not 'orcha serve' (see 'orcha {entry.name} --help'); "
+            "its commands talk only to that one"
+        )
     if entry.predicates:
         lines.append("predicates: " + ", ".join(_name_of(p) for p in entry.predicates))
     if entry.sinks:
         lines.append("event sinks: " + ", ".join(_name_of(s) for s in entry.sinks))
     return lines
+
+
+def _own_service(entry: Any) -> bool:
+    """Whether the plugin is one of the original Orcha API that brings its own service
+    (an argparse plugin without kinds, such as the tutorial's hello-world): 'orcha
+    serve' cannot run what its commands send, and its service serves no kinds."""
+    plugin = entry.plugin
+    return plugin is not None and bool(plugin.is_argparse) and not entry.kinds
+
+
+def _service(entry: Any) -> str | None:
+    """Which service runs what the plugin sends (``orcha ls --json``'s ``service``)."""
+    if entry.kinds:
+        return "orcha serve"
+    return "own" if _own_service(entry) else None
 
 
 def _name_of(predicate: Any) -> str:
@@ -57,7 +77,7 @@ def _label(entry: Any) -> str:
 
 
 @click.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @global_options
 @click.pass_context
 def ls(ctx: click.Context, as_json: bool) -> int:
@@ -87,17 +107,19 @@ def ls(ctx: click.Context, as_json: bool) -> int:
                     ],
                     "predicates": [_name_of(p) for p in e.predicates],
                     "event_sinks": [_name_of(s) for s in e.sinks],
+                    "service": _service(e),
                     "error": e.error or unconfigured.get(e.name),
                 }
                 for e in entries
             ],
         }
-        click.echo(json.dumps(doc, indent=2))
+        print_json(doc)
         return 0
     if sys.stdout.isatty():
-        from rich.console import Console
         from rich.markup import escape
         from rich.tree import Tree
+
+        from orcha.cli.output import rich_console
 
         tree = Tree(f"[bold]orcha[/] - {__version__}")
         for e in entries:
@@ -106,7 +128,7 @@ def ls(ctx: click.Context, as_json: bool) -> int:
             node = tree.add(f"[{style}]{escape(_label(e))}[/]")
             for line in _details(e, unconfigured):
                 node.add(escape(line))
-        console = Console(highlight=False)
+        console = rich_console()  # --color, NO_COLOR
         console.print(tree)
         console.print(f"\n{escape(FOOTER)}")
         return 0

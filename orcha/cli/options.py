@@ -1,5 +1,5 @@
 """Options every orcha command accepts: ``--address``, ``--key``, ``--config``, ``-v``,
-``--version``, declared in :mod:`orcha.cli.grammar`; what they set."""
+``--color``, ``--version``, declared in :mod:`orcha.cli.grammar`; what they set."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Globals:
         self.key: str | None = None
         self.config: str | None = None
         self.verbose = 0
+        self.color: str | None = None
 
 
 def globals_of(ctx: click.Context) -> Globals:
@@ -36,6 +37,11 @@ def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
         g = globals_of(ctx)
         if name == "verbose":
             g.verbose += value or 0
+        elif name == "color" and value is not None:
+            from orcha.cli.output import set_color
+
+            g.color = value
+            set_color(value)
         elif value is not None:
             setattr(g, name, value)
 

@@ -34,6 +34,7 @@ def attach(
     """
     from orcha.cli.options import settings_from
     from orcha.cli.petition_options import chosen
+    from orcha.cli.verbose import report
     from orcha.client.attach import run_in_foreground
     from orcha.protocol.ids import check_id, check_name
     from orcha.protocol.schedule import Schedule
@@ -49,10 +50,16 @@ def attach(
         schedule = Schedule.from_wire(options.schedule)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    as_json = bool(ctx.params.get("as_json"))
+    if as_json and not detach:
+        raise click.UsageError(
+            "--json goes with --detach (attached, stdout is the petition's own output)"
+        )
     settings = settings_from(ctx)
+    report(settings)
     return run_in_foreground(
         settings, kind, petition_id, params, priority, detach,
-        schedule=schedule, env=options.env, cwd=options.cwd,
+        schedule=schedule, env=options.env, cwd=options.cwd, as_json=as_json,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import click
 
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
 
 
 @click.group("state")
@@ -18,12 +19,16 @@ def state() -> None:
 
 @state.command("ls")
 @click.argument("plugin")
+@json_option
 @global_options
 @click.pass_context
-def state_ls(ctx: click.Context, plugin: str) -> int:
-    """Print every key of PLUGIN's state with its value (JSON)."""
+def state_ls(ctx: click.Context, plugin: str, as_json: bool) -> int:
+    """Print every key of PLUGIN's state with its value (JSON), a tab between them."""
     with client(ctx) as service:
         items = service.state(plugin)
+    if as_json:
+        print_json({"plugin": plugin, "state": items})
+        return 0
     for key, value in items.items():
         click.echo(f"{key}\t{json.dumps(value)}")
     return 0
@@ -61,24 +66,31 @@ def _not_json(name: str) -> Any:
 @click.argument("plugin")
 @click.argument("state_key", metavar="KEY")
 @click.argument("value", callback=_json)
+@json_option
 @global_options
 @click.pass_context
-def state_set(ctx: click.Context, plugin: str, state_key: str, value: Any) -> int:
+def state_set(ctx: click.Context, plugin: str, state_key: str, value: Any, as_json: bool) -> int:
     """Set KEY in PLUGIN's state to VALUE, a JSON value (5, true, '"text"', '[1, 2]')."""
     with client(ctx) as service:
         service.state_set(plugin, state_key, value)
+    if as_json:
+        print_json({"plugin": plugin, "key": state_key, "value": value})
     return 0
 
 
 @state.command("rm")
 @click.argument("plugin")
 @click.argument("state_key", metavar="KEY")
+@json_option
 @global_options
 @click.pass_context
-def state_rm(ctx: click.Context, plugin: str, state_key: str) -> int:
+def state_rm(ctx: click.Context, plugin: str, state_key: str, as_json: bool) -> int:
     """Remove KEY from PLUGIN's state."""
     with client(ctx) as service:
         removed = service.state_rm(plugin, state_key)
+    if as_json:
+        print_json({"plugin": plugin, "key": state_key, "removed": removed})
+        return 0
     if not removed:
         click.echo(f"orcha: plugin {plugin} had no state key {state_key!r}", err=True)
     return 0

@@ -114,3 +114,11 @@ def environment(values: Sequence[str]) -> dict[str, str]:
 def absolute(path: str) -> str:
     """The path made absolute (relative to the current directory)."""
     return os.path.abspath(path)
+
+
+def color(text: str) -> str:
+    """``auto``, ``always`` or ``never`` (any case) -> lower case."""
+    word = text.lower()
+    if word not in ("auto", "always", "never"):
+        raise ValueError(f"{text!r} is not one of auto, always, never")
+    return word

@@ -207,11 +207,21 @@ class Client:
         return records
 
     def status_report(
-        self, ids: str | Iterable[str] | None = None, states: Iterable[str] = ()
+        self,
+        ids: str | Iterable[str] | None = None,
+        states: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        last: int | None = None,
+        ended: int | None = None,
     ) -> dict[str, Any]:
-        """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...]}``."""
+        """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...],
+        "hidden": N}``. ``groups`` narrows to those groups, ``last`` keeps the N last
+        submitted, ``ended`` every queued or running petition and the N last ended
+        (``hidden``: how many ended ones that left out)."""
         wanted = [s.upper() for s in states]
-        result: dict[str, Any] = self._call(operations.status, _ids(ids), wanted)
+        result: dict[str, Any] = self._call(
+            operations.status, _ids(ids), wanted, list(groups), last, ended
+        )
         return result
 
     def cancel(self, id: str, force: bool = False) -> None:

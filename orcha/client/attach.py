@@ -185,12 +185,14 @@ def run_in_foreground(
     schedule: Schedule | None = None,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    as_json: bool = False,
 ) -> int:
     """Submit a petition of ``kind`` with this process's cwd and environment (``cwd``
     and ``env`` override them), stream its output and return the exit code the client
     should end with. With ``detach``, print its ID once it is queued and return 0: it
-    runs whether or not this client stays. Without ``petition_id``, the service names
-    it by its record number.
+    runs whether or not this client stays (``as_json``: print ``{"id", "state"}`` as
+    JSON instead, one line when piped). Without ``petition_id``, the service names it
+    by its record number.
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
@@ -212,7 +214,13 @@ def run_in_foreground(
     try:
         if detach:
             reply = session.call("submit", request.to_wire())
-            sys.stdout.write(f"{reply.get('id') or petition_id}\n")
+            if as_json:  # as orcha.cli.output prints JSON: indented only on a terminal
+                import json
+
+                doc = {"id": reply["id"], "state": reply["state"]}
+                sys.stdout.write(json.dumps(doc, indent=2 if sys.stdout.isatty() else None) + "\n")
+            else:
+                sys.stdout.write(f"{reply.get('id') or petition_id}\n")
             return 0
         return run_attached(session, request)
     finally:

@@ -91,12 +91,33 @@ def cancel(
     return results
 
 
-def status(session: Session, ids: list[str], states: list[str]) -> dict[str, Any]:
-    """``{"petitions": [record, ...], "missing": [ID, ...]}`` (the ``status --json``
-    document; ``"arrays": {name: [member IDs]}`` too if an array was named); no IDs
-    means all, ``states`` (upper case) narrows."""
-    reply = session.call("status", {"ids": ids, "states": states})
-    out = {"petitions": reply["petitions"], "missing": reply["missing"]}
+def status(
+    session: Session,
+    ids: list[str],
+    states: list[str],
+    groups: list[str] | None = None,
+    last: int | None = None,
+    ended: int | None = None,
+) -> dict[str, Any]:
+    """``{"petitions": [record, ...], "missing": [ID, ...], "hidden": N}`` (the ``status
+    --json`` document; ``"arrays": {name: [member IDs]}`` too if an array was named); no
+    IDs means all, ``states`` (upper case) and ``groups`` narrow, ``last`` keeps the N
+    last submitted, ``ended`` the N last ended (``hidden`` counts the ended ones left
+    out; see :func:`orcha.protocol.selection.select`)."""
+    from orcha.protocol.selection import select
+
+    request: dict[str, Any] = {"ids": ids, "states": states}
+    if groups:
+        request["groups"] = list(groups)
+    if last is not None:
+        request["last"] = last
+    if ended is not None:
+        request["ended"] = ended
+    reply = session.call("status", request)
+    # Again here: a service older than these fields sent every record.
+    rows, hidden = select(reply["petitions"], groups or (), last, ended)
+    out = {"petitions": rows, "missing": reply["missing"],
+           "hidden": int(reply.get("hidden") or 0) + hidden}  # fmt: skip
     if reply.get("arrays"):  # the arrays named, with their members (an array's name)
         out["arrays"] = reply["arrays"]
     return out

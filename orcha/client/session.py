@@ -38,23 +38,32 @@ class Session:
     are read and dropped by :meth:`recv`.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, trace: bool = False) -> None:
+        """``trace``: say on stderr how long each :meth:`call` took (``-vv``)."""
         self.conn = conn
+        self.trace = trace
         self._skip: list[bool] = []  # per request in flight: drop its answer?
 
     @classmethod
     def open(cls, settings: Settings) -> Session:
-        """Connect to the service. Raises NoServiceError or AuthError."""
+        """Connect to the service. Raises NoServiceError or AuthError. With
+        ``settings.verbose`` 2 or more, says on stderr how long connecting took, and
+        each call its own time."""
+        trace = getattr(settings, "verbose", 0) >= 2  # a stand-in may have none
+        started = _now() if trace else 0.0
         key = settings.client_key()
         try:
-            return cls(transport.connect(settings.address, key))
+            session = cls(transport.connect(settings.address, key), trace)
         except AuthError:
             # No key file when we looked, a listening service when we connected: one
             # that was just starting (it writes its key file before it listens). Look
             # again before telling the user they have no key.
             if key is not None or (key := settings.client_key()) is None:
                 raise
-        return cls(transport.connect(settings.address, key))
+            session = cls(transport.connect(settings.address, key), trace)
+        if trace:
+            _say(f"connected and authenticated in {_ms(started)}")
+        return session
 
     def fileno(self) -> int:
         return self.conn.fileno()
@@ -93,8 +102,14 @@ class Session:
     def call(self, name: str, request: Any = None) -> Any:
         """Carry out operation ``name`` with ``request`` (plain data, a dict): its reply.
         PetitionError if refused."""
+        started = _now() if self.trace else 0.0
         self.send(None, "call", name, request if request is not None else {})
-        return self.recv()
+        if not self.trace:
+            return self.recv()
+        try:
+            return self.recv()
+        finally:
+            _say(f"operation {name}: answered in {_ms(started)}")
 
     def get_batch(self, queue: str) -> list[Any]:
         """Every item queued in the served queue ``queue``, waiting for at least one."""
@@ -104,3 +119,23 @@ class Session:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _ms(started: float) -> str:
+    return f"{(_now() - started) * 1000:.1f} ms"
+
+
+def _say(text: str) -> None:
+    import sys
+
+    try:
+        sys.stderr.write(f"orcha: {text}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass

@@ -107,7 +107,7 @@ class SubmitRequest:
 
     def to_wire(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__slots__}
-        out["schedule"] = self.schedule.to_wire() if self.schedule is not None else {}
+        out["schedule"] = self.schedule.to_wire(given=True) if self.schedule is not None else {}
         return out
 
     @classmethod

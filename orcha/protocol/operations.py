@@ -128,20 +128,40 @@ class WatchRequest(IdsRequest):
 
 
 class StatusRequest(Request):
-    """``status``: records of ``ids`` (all if none) in ``states`` (any if none)."""
+    """``status``: records of ``ids`` (all if none) in ``states`` (any if none) and in
+    ``groups`` (any if none); of those the ``last`` N submitted (all if None), and of
+    those every queued or running one plus the ``ended`` N most recently ended (all if
+    None; the reply's ``hidden`` counts those left out). See
+    :func:`orcha.protocol.selection.select`."""
 
-    __slots__ = ("ids", "states")
+    __slots__ = ("ended", "groups", "ids", "last", "states")
 
-    def __init__(self, ids: list[str], states: list[str]) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        states: list[str],
+        groups: list[str] | None = None,
+        last: int | None = None,
+        ended: int | None = None,
+    ) -> None:
         self.ids = ids
         self.states = states
+        self.groups = groups or []
+        self.last = last
+        self.ended = ended
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> StatusRequest:
-        ids, states = obj.get("ids", []), obj.get("states", [])
-        if not _strings(ids) or not _strings(states):
-            raise ValueError("'ids' and 'states' must be lists of strings")
-        return cls(ids, states)
+        ids, states, groups = obj.get("ids", []), obj.get("states", []), obj.get("groups", [])
+        if not _strings(ids) or not _strings(states) or not _strings(groups):
+            raise ValueError("'ids', 'states' and 'groups' must be lists of strings")
+        counts = {name: obj.get(name) for name in ("last", "ended")}
+        for name, value in counts.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"'{name}' must be a whole number >= 0 or null")
+        return cls(ids, states, groups, counts["last"], counts["ended"])
 
 
 class CancelRequest(Request):
@@ -547,7 +567,8 @@ OPERATIONS: dict[str, Operation] = {
                   refusal="invalid petition: ", stream="output"),
         Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal=""),
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
-        Operation("status", StatusRequest, ("petitions", "missing", "arrays"), refusal=""),
+        Operation("status", StatusRequest, ("petitions", "missing", "arrays", "hidden"),
+                  refusal=""),
         Operation("clean", CleanRequest, ("removed", "results"), ("refused", "not_saved"),
                   refusal=""),
         Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue", "arrays"),

@@ -61,10 +61,12 @@ class Schedule:
       the time, which survives a restart).
     """
 
-    __slots__ = (
+    #: The request's fields (``given`` is not one: it says which were given).
+    FIELDS: tuple[str, ...] = (
         "after", "after_any", "begin", "cpus", "delay", "gpus", "group", "hold", "mem",
         "notify", "retries", "retry_delay", "timeout",
     )  # fmt: skip
+    __slots__ = (*FIELDS, "given")
 
     def __init__(
         self,
@@ -95,6 +97,9 @@ class Schedule:
         self.hold = hold
         self.begin = begin
         self.delay = delay
+        #: The fields named where it came from (:meth:`from_wire`), default or not: a
+        #: runtime kind's values give way to these (``--cpus 1`` over a template's 8).
+        self.given: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Schedule({self.to_wire()!r})"
@@ -123,14 +128,18 @@ class Schedule:
         wire = self.to_wire()
         for name, value in changes.items():
             wire[name] = list(value) if isinstance(value, tuple) else value
-        return Schedule.from_wire({k: v for k, v in wire.items() if v is not None})
+        out = Schedule.from_wire({k: v for k, v in wire.items() if v is not None})
+        out.given = self.given | frozenset(changes)
+        return out
 
-    def to_wire(self) -> dict[str, Any]:
-        """The fields that differ from the defaults, as plain data."""
+    def to_wire(self, given: bool = False) -> dict[str, Any]:
+        """The fields that differ from the defaults, as plain data; with ``given``, also
+        those that were given (what a client sends, so that a value given equal to the
+        default still overrides a runtime kind's)."""
         out: dict[str, Any] = {}
-        for name in self.__slots__:
+        for name in self.FIELDS:
             value = getattr(self, name)
-            if value != getattr(_DEFAULT, name):
+            if value != getattr(_DEFAULT, name) or (given and name in self.given):
                 out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -141,7 +150,7 @@ class Schedule:
             return cls()
         if not isinstance(obj, dict):
             raise ValueError("'schedule' must be an object")
-        unknown = set(obj) - set(cls.__slots__)
+        unknown = set(obj) - set(cls.FIELDS)
         if unknown:
             raise ValueError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
         cpus = _int(obj, "cpus", 1, low=1, high=MAX_CPUS)
@@ -170,10 +179,12 @@ class Schedule:
         if begin is not None:
             begin = _seconds(begin, "begin")
         delay = _seconds(obj.get("delay", 0.0), "delay")
-        return cls(
+        schedule = cls(
             cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls,
             hold=hold, begin=begin, delay=delay,
         )  # fmt: skip
+        schedule.given = frozenset(obj)
+        return schedule
 
 
 _DEFAULT = Schedule()

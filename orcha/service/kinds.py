@@ -43,7 +43,7 @@ __all__ = ["KindManager", "KindPetition", "KindRegistry", "RuntimeKinds", "templ
 #: The key under which a service keeps its templates (service_state table).
 STATE_KEY = "kinds"
 
-_SCHEDULE_KEYS = frozenset(Schedule.__slots__)
+_SCHEDULE_KEYS = frozenset(Schedule.FIELDS)
 
 
 class RuntimeKinds:
@@ -155,7 +155,7 @@ class RuntimeKinds:
                 f"'orcha kinds rm {request.kind}'",
                 ExitCode.UNKNOWN,
             )
-        own = request.schedule.to_wire() if request.schedule is not None else {}
+        own = request.schedule.to_wire(given=True) if request.schedule is not None else {}
         try:
             schedule = Schedule.from_wire({**definition["schedule"], **own})
         except ValueError as e:
@@ -317,6 +317,16 @@ class KindManager(Manager):
     def convert_to_petition(self, m: Message) -> Petition | None:
         """Messages of the original API may name a kind in ``extras["kind"]``."""
         extras = m.extras or {}
+        if "kind" not in extras and "queue" in extras:
+            # A message of a plugin that brings its own service (the tutorial's
+            # 'orcha hello-world send'): this service cannot run it; say which can.
+            raise InvalidPetitionError(
+                f"this service ('orcha serve') runs petitions of kinds "
+                f"{', '.join(self.registry.names()) or 'none'}; message {m.id!r} names no "
+                "kind: it comes from a plugin's client that needs that plugin's own service "
+                "(e.g. 'orcha hello-world serve'; 'orcha ls' says which plugins have one). "
+                "Start it at another address to keep this one ('orcha --address PATH ...')"
+            )
         if "kind" not in extras or "queue" not in extras:
             return None
         request = SubmitRequest.from_wire(

@@ -64,8 +64,26 @@ class Manager:
         return {}
 
     def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
-        """Build the petition for an orcha client's submit request (see ``orcha.kinds``)."""
-        raise UnknownKindError(request.kind, list(self.kinds()))
+        """Build the petition for an orcha client's submit request (see ``orcha.kinds``).
+        This manager serves no kinds: UnknownKindError saying which service this is (a
+        plugin's own, such as the tutorial's ``orcha hello-world serve``) and what to run
+        instead."""
+        kinds = list(self.kinds())
+        if kinds:
+            raise UnknownKindError(request.kind, kinds)
+        command = started_as()
+        manager = f"{type(self).__module__}.{type(self).__qualname__}"
+        words = command.split()
+        plugin_help = f" ('{' '.join(words[:2])} --help')" if len(words) > 2 else ""
+        raise UnknownKindError(
+            request.kind,
+            [],
+            served_by=f"this service is a plugin's own ('{command}', manager {manager}): it "
+            f"takes only that plugin's messages and serves no petition kind, so not "
+            f"{request.kind!r}. Send with that plugin's commands{plugin_help}, or start "
+            "'orcha serve' at another address for orcha's own commands ('orcha serve "
+            "--address PATH', then 'orcha --address PATH ...')",
+        )
 
     def run(self, petition: Petition, register: ActionCallbackT) -> None:
         """Run one attempt of an admitted petition, blocking until it is done (the
@@ -79,3 +97,21 @@ class Manager:
 
     def on_finish(self, petition: Petition) -> None:
         """Called in the petition's thread after its action returned."""
+
+
+def started_as() -> str:
+    """The command that started this process, as the user typed it (``orcha hello-world
+    serve``): its leading words up to the first option; the script's name when it was
+    not started as ``orcha``."""
+    import sys
+
+    argv = list(sys.argv)
+    program = os.path.basename(argv[0]) if argv else "python"
+    if program in ("orcha", "__main__.py", "-m") or argv[0].endswith("orcha/__main__.py"):
+        program = "orcha"
+    words = [program]
+    for word in argv[1:]:
+        if word.startswith("-"):
+            break
+        words.append(word)
+    return " ".join(words)

@@ -20,7 +20,7 @@ from tests.conftest import Env, Service, wait_for
 from tests.integration.clients import WAIT, Client, new_id, petition_processes, states
 
 GATE = "while [ ! -e go ]; do sleep 0.02; done"
-HEADER = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "NOTE"]
+HEADER = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "COMMAND", "NOTE"]
 ENVELOPE = {"event", "petition", "kind", "timestamp", "data"}
 FIELDS = {"seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
           "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
@@ -245,7 +245,7 @@ def test_status_of_an_unknown_id_exits_209(env: Env, service: Service, tmp_path:
     # Known but filtered out by --state is not "missing".
     result = env.run("status", "--json", "--state", "running", known, timeout=WAIT)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"petitions": [], "missing": []}
+    assert json.loads(result.stdout) == {"petitions": [], "missing": [], "hidden": 0}
 
     result = env.run("status", "--state", "bogus", timeout=WAIT)
     assert result.returncode == 2 and result.stdout == ""

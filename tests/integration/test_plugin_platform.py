@@ -13,6 +13,7 @@ ORCHATEST_HOOK_FILE; ``orchatest_broken`` appends one when it is imported, then 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,13 @@ def test_ls_lists_path_plugins_with_what_they_provide(penv: Env) -> None:
         f"│   error: {CONFLICT_ERROR}\n"
         "└ orchatest_full - 1.0.0\n"
         "    commands: orchatest-greet\n"
-        "    kinds: greet\n"
+        "    kinds: greet (served by 'orcha serve')\n"
         "    predicates: orchatest_always\n"
         "\n"
         "Plugins marked with an asterisk (*) are embedded plugins\n"
     ) in out, out
-    assert "├ shell* - " in out and "│   kinds: shell\n" in out  # the first-party ones too
+    assert "├ shell* - " in out  # the first-party ones too
+    assert "│   kinds: shell (served by 'orcha serve')\n" in out
     assert broken_imports(penv) == 1  # discovery imported it (and it failed)
 
 
@@ -167,6 +169,7 @@ def test_ls_json_describes_path_plugins(penv: Env) -> None:
         "kinds": [{"name": "greet", "description": GREET_HELP, "schema": GREET_SCHEMA}],
         "predicates": ["orchatest_always"],
         "event_sinks": [],
+        "service": "orcha serve",
         "error": None,
     }
     broken = plugins["orchatest_broken"]
@@ -276,7 +279,7 @@ def test_a_plugin_command_refuses_parameters_against_the_schema(
     ) in err, err
     # Nothing was sent: the service never heard of it.
     status = json.loads(orcha(penv, "status", "--json", petition_id, code=209)[0])
-    assert status == {"petitions": [], "missing": [petition_id]}
+    assert status == {"petitions": [], "missing": [petition_id], "hidden": 0}
     stop(service)
 
 
@@ -327,7 +330,9 @@ def test_config_show_json_fills_in_every_default(penv: Env) -> None:
     assert {k: config[k] for k in ("grace", "log_cap", "gpus", "aging", "backfill_bound")} == {
         "grace": 5.0, "log_cap": "64M", "gpus": "auto", "aging": 600.0, "backfill_bound": 300.0,
     }  # fmt: skip
-    assert "address" not in config and "max_running" not in config  # no defaults: not shown
+    # The machine's own defaults: the socket in the runtime directory, one slot a core.
+    assert config["address"] == str(penv.socket)
+    assert config["max_running"] == os.cpu_count()
     plugins = config["plugins"]
     assert plugins[FULL] == {"enabled": True, "config": {"greeting": "hi", "healthy": True}}
     assert plugins["shell"] == {"enabled": True, "config": {}}

@@ -394,8 +394,9 @@ def test_retries_run_again_and_report_each_failed_attempt(env: Env) -> None:
     row = record(env, r)
     assert (row["state"], row["code"], row["attempt"]) == ("FAILED", 3, 3)
     assert row["message"] == "failed after 3 attempts (the last: exit code 3)"
-    line = orcha(env, "status", r)[0].splitlines()[1]
-    assert line.endswith("attempt 3/3; failed after 3 attempts (the last: exit code 3)"), line
+    detail = orcha(env, "status", r)[0].splitlines()
+    assert "Attempt:   3/3" in detail, detail
+    assert "Note:      attempt 3/3; failed after 3 attempts (the last: exit code 3)" in detail
 
 
 def test_retries_stop_at_the_first_success(env: Env, tmp_path: Path) -> None:

@@ -62,6 +62,9 @@ def test_ls_lists_the_tutorial_plugin(tenv: Env) -> None:
     assert "orcha-hello-world - 0.1.0" in result.stdout
     assert "hello-world (hw)" in result.stdout
     assert "hello* - " in result.stdout and "shell* - " in result.stdout
+    # Which service serves what: orcha serve the kinds, the tutorial its own.
+    assert "kinds: hello (served by 'orcha serve')" in result.stdout
+    assert "service: its own, not 'orcha serve' (see 'orcha hello-world --help')" in result.stdout
 
 
 def test_hello_world_serve_and_send(tenv: Env) -> None:
@@ -79,6 +82,18 @@ def test_hello_world_serve_and_send(tenv: Env) -> None:
 def test_hw_alias_serves(tenv: Env) -> None:
     _serve_tutorial(tenv, "hw")
     assert tenv.run_bytes("hw", "send", "a").stdout.replace(b"\r", b"") == b"Hello world! 0\n"
+    # orcha's own commands, sent to the plugin's own service: it says which it is and
+    # what to run instead (exit code 203, as before).
+    for args in (("send", "x"), ("run", "y", "--", "true")):
+        result = tenv.run(*args)
+        assert result.returncode == 203, result.stderr
+        assert result.stderr.startswith(
+            "orcha: this service is a plugin's own ('orcha hw serve', manager "
+            "orcha_hello_world.managers.ServiceManager): it takes only that plugin's "
+            "messages and serves no petition kind"
+        ), result.stderr
+        assert "('orcha hw --help')" in result.stderr
+        assert "'orcha serve --address PATH'" in result.stderr
 
 
 def test_ctrl_c_finishes_the_tutorial_petition(tenv: Env) -> None:

@@ -183,13 +183,20 @@ def test_convert_legacy_message_defaults(manager: KindManager) -> None:
     assert (petition.cwd, petition.env) == ("/", {})  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    "extras", [{}, {"queue": OutputQueue()}, {"kind": "hello"}, {"counter": 3, "sleep_time": 1}]
-)
+@pytest.mark.parametrize("extras", [{}, {"kind": "hello"}, {"counter": 3, "sleep_time": 1}])
 def test_convert_legacy_message_without_kind_or_queue(
     manager: KindManager, extras: dict[str, Any]
 ) -> None:
     assert manager.convert_to_petition(Message(id="m", extras=extras)) is None
+
+
+def test_a_legacy_message_with_a_queue_but_no_kind_is_told_which_service_runs_it(
+    manager: KindManager,
+) -> None:
+    """What a plugin's own client sends (the tutorial's 'orcha hello-world send'):
+    refused with the kinds this service has and where such messages go."""
+    with pytest.raises(InvalidPetitionError, match="message 'm' names no kind"):
+        manager.convert_to_petition(Message(id="m", extras={"queue": OutputQueue()}))
 
 
 def test_convert_legacy_message_bad_fields_raise(manager: KindManager) -> None:

@@ -96,7 +96,7 @@ def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> 
                                            "FAILED, CANCELLED or INTERRUPTED"),
         ("follow", {"ids": ["a"], "lines": -1}, "invalid request: 'lines' must be a whole "
                                                 "number >= 0"),
-        ("status", {"states": [1]}, "'ids' and 'states' must be lists of strings"),
+        ("status", {"states": [1]}, "'ids', 'states' and 'groups' must be lists of strings"),
         ("clean", {"older_than": -1}, "'older_than' must be a number of seconds >= 0"),
         ("clean", {"older_than": True}, "'older_than' must be a number of seconds >= 0"),
         ("wait", {"ids": "a"}, "invalid request: 'ids' must be a list of strings"),

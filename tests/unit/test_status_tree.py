@@ -1,10 +1,10 @@
-"""``orcha status`` shows child petitions under their parents (orcha.cli.jobs._tree)."""
+"""``orcha status`` shows child petitions under their parents (orcha.cli.status_view.ordered)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from orcha.cli.jobs import _tree
+from orcha.cli.status_view import ordered as _tree
 
 
 def row(seq: int, pid: str, parent: str | None = None) -> dict[str, Any]:

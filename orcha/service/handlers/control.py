@@ -136,8 +136,31 @@ def kinds(service: Service, peer: Peer, request: KindsRequest) -> dict[str, Any]
     assert request.name is not None
     if request.action == "add":
         assert request.parent is not None and request.settings is not None
+        _check_fits(service, request.name, request.settings)
         return {"kind": runtime.add(request.name, request.parent, request.settings)}
     return {"removed": runtime.remove(request.name)}
+
+
+def _check_fits(service: Service, name: str, settings: dict[str, Any]) -> None:
+    """Refuse (PetitionError, REFUSED) a template whose resources no machine of the
+    service has: every petition of it would be refused, and the refusal's hint would
+    point at a template the user no longer has in mind."""
+    import re
+
+    from orcha.protocol.schedule import Schedule
+
+    fields = {k: v for k, v in settings.items() if k in Schedule.FIELDS}
+    try:
+        schedule = Schedule.from_wire(fields)
+    except ValueError:
+        return  # the template's own check says what is wrong
+    try:
+        service.scheduler.check_feasible(schedule)
+    except PetitionError as e:
+        text = e.message.replace("the petition asks", f"kind {name!r} would ask")
+        text = re.sub(r"ask for (fewer|less) with --(\w+)", r"set \1 with --set \2=N", text)
+        text = text.replace("; ask for less", "; set less with --set cpus/mem/gpus")
+        raise PetitionError(f"{text} (nothing defined)", ExitCode.REFUSED) from None
 
 
 def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.protocol.selection import select
 from orcha.service import arrays, bulk
 from orcha.service.accounting import live_usage, wall_time
 from orcha.service.logs import last_lines, read_log
@@ -118,11 +119,12 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     ids, named = arrays.expand(service, request.ids)  # an array's name: its members
     store, scheduler = service.store, service.scheduler
     if store is None:
-        return {"petitions": [], "missing": list(ids), "arrays": named}
+        return {"petitions": [], "missing": list(ids), "arrays": named, "hidden": 0}
     # No flush: reads include the changes not committed yet, and never wait for them.
     targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
     seqs = [t.seq for t in targets if t.seq is not None] if ids else None
     rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
+    rows, hidden = select(rows, request.groups, request.last, request.ended)
     out = []
     reasons = scheduler.explain()
     # A parent's children (IDs), for the records of parents: all of them at once.
@@ -151,7 +153,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    return {"petitions": out, "missing": unknown, "arrays": named}
+    return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:

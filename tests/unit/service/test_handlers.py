@@ -60,7 +60,7 @@ def test_invalid_requests_are_refused_with_the_tables_words(h: Harness) -> None:
     assert reply["error"] == "refused"
     assert reply["message"].startswith("invalid petition: ")
     reply = h.request("status", ids="a")
-    assert reply["message"] == "'ids' and 'states' must be lists of strings"
+    assert reply["message"] == "'ids', 'states' and 'groups' must be lists of strings"
     reply = h.request("pause")
     assert reply["message"] == "invalid request: name petition IDs, groups, or all"
     reply = h.request("nonsense")
