@@ -224,6 +224,15 @@ SUBSCRIBER_BUFFER_BYTES = 8 << 20
 
 # stdin and the attached client's output (points 6, 12-16).
 
+#: Bytes of its stdin an attached client may send ahead of what the petition has read
+#: (``orcha run`` with piped input): the most the service buffers for one petition's
+#: stdin, whatever the input's size or the petition's pace.
+STDIN_WINDOW_BYTES = 1 << 20
+
+#: Bytes the client reads from its stdin and sends in one request, at most.
+#: Small enough that a connection the client finds writable takes it without blocking.
+STDIN_CHUNK_BYTES = 16 << 10
+
 # Arrays and bulk operations (points 7, 8).
 
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).

@@ -68,11 +68,16 @@ def run(**values: Any) -> int:
 
     The command runs in the current directory with the current environment; its exit
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
+    A piped or redirected stdin is sent to the command (--no-stdin: not); a terminal's
+    is not, nor with --detach (the command reads /dev/null).
     """
     from orcha.cli.petition import attach
 
     kind, params = submission(RUN, values)
-    return attach(kind, values["petition_id"], params, values["priority"], values["detach"])
+    return attach(
+        kind, values["petition_id"], params, values["priority"], values["detach"],
+        stdin=not values["no_stdin"],
+    )  # fmt: skip
 
 
 class ShellPlugin(FirstPartyPlugin):

@@ -6,7 +6,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, PRIORITY, Argument, Command
+from orcha.cli.grammar import DETACH, NO_STDIN, PRIORITY, Argument, Command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ RUN = Command(
         PRIORITY,
         Argument("command", "-- CMD [ARG]...", rest=True),
         DETACH,
+        NO_STDIN,
     ),
     submission=_submission,
 )

@@ -61,7 +61,7 @@ class Request:
     """What the fast path would send, and with which global options."""
 
     __slots__ = ("cwd", "detach", "env", "kind", "params", "petition_id", "priority",
-                 "schedule", "values")  # fmt: skip
+                 "schedule", "stdin", "values")  # fmt: skip
     values: dict[str, Any]
     schedule: Schedule | None
     env: dict[str, str]
@@ -76,6 +76,8 @@ class Request:
         self.petition_id = check_id(values["petition_id"])
         self.priority = values.get("priority")
         self.detach = bool(values.get("detach"))
+        # Only commands that declare --no-stdin send their stdin (``orcha run``).
+        self.stdin = "no_stdin" in values and not values["no_stdin"]
         fields, env, cwd = petition_request(values)
         self.schedule = None
         if fields:
@@ -122,6 +124,7 @@ def try_fast(args: list[str]) -> int | None:
         return run_in_foreground(
             resolved, request.kind, request.petition_id, request.params, request.priority,
             request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,
+            stdin=request.stdin,
         )  # fmt: skip
     except BaseException as e:
         from orcha.cli.report import report

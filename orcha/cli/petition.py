@@ -17,12 +17,16 @@ def attach(
     params: dict[str, Any],
     priority: int | None,
     detach: bool = False,
+    stdin: bool = False,
 ) -> int:
     """Submit a petition of ``kind`` with the client's cwd and environment, stream its
     output and return the exit code the client should end with.
 
     What the command's :func:`~orcha.cli.petition_options.petition_options` were given
     (resources, group, dependencies, timeout, retries, environment, directory) goes with it.
+
+    With ``stdin``, the client's stdin goes to the petition's first process when it is
+    piped or redirected (not a terminal) and ``detach`` is not given.
 
     Call it from a plugin's click command, or from an argparse plugin's ``handle()``
     (orcha runs that inside a click command too, so the global options apply; the
@@ -51,7 +55,7 @@ def attach(
     settings = settings_from(ctx)
     return run_in_foreground(
         settings, kind, petition_id, params, priority, detach,
-        schedule=schedule, env=options.env, cwd=options.cwd,
+        schedule=schedule, env=options.env, cwd=options.cwd, stdin=stdin,
     )  # fmt: skip
 
 

@@ -214,3 +214,12 @@ def kinds(session: Session, action: str = "ls", **fields: Any) -> dict[str, Any]
     ``{"kind"}``) or rm (``name``; ``{"removed"}``)."""
     reply: dict[str, Any] = session.call("kinds", {"action": action, **fields})
     return reply
+
+
+def stdin(session: Session, handle: int, data: bytes, eof: bool = False) -> None:
+    """Send ``data`` (and, with ``eof``, the end) to the stdin of the petition this
+    session submitted attached, with ``stdin``, under ``handle``; without waiting for
+    the answer (dropped when it arrives). Never more than STDIN_WINDOW_BYTES beyond
+    what the petition has read: its ``stdin`` events say how much that is. (The lean
+    foreground path, ``orcha.client.attach``, sends the same request.)"""
+    session.send(None, "call", "stdin", {"handle": handle, "data": data, "eof": eof}, skip=True)

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STORE_START_WAIT
+from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STDIN_WINDOW_BYTES, STORE_START_WAIT
 from orcha.errors import DuplicateIdError, ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
 from orcha.service.children import Family
-from orcha.service.job import Detached, Job
+from orcha.service.job import Detached, Job, StdinRead
 from orcha.service.logs import PetitionLog
+from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
@@ -230,6 +231,8 @@ class Service:
             )  # fmt: skip
             job.session = peer
             job.events = self.events
+            if request is not None and request.stdin:
+                job.stdin = _stdin_feed(job)
             with self.scheduler.lock:
                 if family is not None:
                     try:
@@ -376,6 +379,8 @@ class Service:
             )
         if job.log is not None:
             job.log.close()
+        if job.stdin is not None:
+            job.stdin.close()  # before its end reaches the client: nothing follows it
         self.events.ended(job)
         peer = job.session
         if peer is not None:
@@ -466,6 +471,15 @@ class Service:
             f"{scheduler.used_cpus}/{scheduler.capacity} CPUs in use"
         )
         return words + (", paused" if scheduler.paused_all else "")
+
+
+def _stdin_feed(job: Job) -> StdinFeed:
+    """The feed of an attached petition's stdin; what it has read goes to its client."""
+
+    def report(read: int, closed: bool) -> None:
+        job.queue.put(StdinRead(read, closed), block=False)
+
+    return StdinFeed(STDIN_WINDOW_BYTES, report)
 
 
 def _user() -> str:

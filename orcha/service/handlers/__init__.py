@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol.messages import item
 from orcha.protocol.operations import OPERATIONS
-from orcha.service.handlers import control, petitions, subscriptions
+from orcha.service.handlers import attached, control, petitions, subscriptions
 from orcha.service.peer import Reply
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 Handler = Callable[["Service", "Peer", Any], "dict[str, Any] | Reply"]
 
 #: The handler of each operation, by name.
-HANDLERS: dict[str, Handler] = {**petitions.HANDLERS, **subscriptions.HANDLERS, **control.HANDLERS}
+HANDLERS: dict[str, Handler] = {
+    **petitions.HANDLERS, **subscriptions.HANDLERS, **control.HANDLERS, **attached.HANDLERS,
+}  # fmt: skip
 
 log = logging.getLogger("orcha.service.session")
 

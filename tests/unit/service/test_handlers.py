@@ -29,7 +29,16 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 
 def test_every_operation_has_exactly_one_handler() -> None:
-    modules = (petitions.HANDLERS, subscriptions.HANDLERS, control.HANDLERS)
+    import importlib
+    import pkgutil
+
+    import orcha.service.handlers as package
+
+    modules = [
+        getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "HANDLERS", {})
+        for info in pkgutil.iter_modules(package.__path__)
+    ]
+    assert petitions.HANDLERS and subscriptions.HANDLERS and control.HANDLERS
     assert sum(len(m) for m in modules) == len(HANDLERS)  # no name registered twice
     assert set(HANDLERS) == set(OPERATIONS)
 
