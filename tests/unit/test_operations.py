@@ -21,14 +21,13 @@ from orcha.protocol.operations import (
 
 
 def test_every_operation_has_one_handler_one_client_function_and_one_typeid() -> None:
-    import inspect
-
-    from orcha.client import operations as client_operations
-    from orcha.protocol.managed import QueueManager
     import importlib
+    import inspect
     import pkgutil
 
     import orcha.service.handlers as package
+    from orcha.client import operations as client_operations
+    from orcha.protocol.managed import QueueManager
     from orcha.service.handlers import HANDLERS
 
     # One handler each: the handler modules together declare each name exactly once.
