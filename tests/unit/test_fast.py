@@ -119,8 +119,12 @@ def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
     seen: dict[str, Any] = {}
 
     def fake_attach(
-        kind: str, petition_id: str, params: dict[str, Any], priority: Any,
-        detach: bool = False, stdin: bool = False,
+        kind: str,
+        petition_id: str,
+        params: dict[str, Any],
+        priority: Any,
+        detach: bool = False,
+        stdin: bool = False,
     ) -> int:
         from orcha.protocol.messages import check_id
 
