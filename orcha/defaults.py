@@ -233,6 +233,11 @@ STDIN_WINDOW_BYTES = 1 << 20
 #: Small enough that a connection the client finds writable takes it without blocking.
 STDIN_CHUNK_BYTES = 16 << 10
 
+#: Seconds an attached petition waits before its client is told why (one that starts
+#: sooner is not announced as queued), and between two looks at whether the reason
+#: changed.
+QUEUED_NOTICE_SECONDS = 0.5
+
 # Arrays and bulk operations (points 7, 8).
 
 # Status, --json, --color and the rough edges of the CLI (points 9, 17, 18, 20, 22).

@@ -72,12 +72,20 @@ class Screen:
             self._draw()
 
     def _columns(self) -> int:
+        """The terminal's width: COLUMNS if set (as rich and shutil read it), else what
+        the terminal says, else 80."""
         if self._width is not None:
             return self._width()
         try:
-            return os.get_terminal_size(2).columns
-        except OSError:
-            return 80
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(2).columns
+            except OSError:
+                columns = 0
+        return columns if columns > 0 else 80
 
     def _draw(self) -> None:
         if self._render is None or self._midline:

@@ -51,6 +51,13 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Queue item: the petition waits, and why (the words of ``orcha status``)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class StdinRead:
     """Queue item: the petition has taken ``read`` bytes of the stdin its client sent
     (``closed``: it takes no more); the client's credit to send more."""

@@ -29,6 +29,7 @@ from orcha.service.job import Detached, Job, StdinRead
 from orcha.service.logs import PetitionLog
 from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
+from orcha.service.waiting import QueuedNotices
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
 
@@ -82,6 +83,7 @@ class Service:
         self._envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
         self._intake: set[str] = set()  # IDs being recorded (under the scheduler's lock)
         self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._queued_notices: QueuedNotices | None = None  # created on first use
 
     # -- start and end -------------------------------------------------------------------
     def open_store(self) -> None:
@@ -132,6 +134,10 @@ class Service:
             peer=peer if request.attach else None,
         )
         log.info("petition %s (%s) queued", job.id, request.kind)
+        if request.attach and job.state is State.QUEUED:
+            if self._queued_notices is None:
+                self._queued_notices = QueuedNotices(self.scheduler)
+            self._queued_notices.add(job)  # its client hears why it waits
         if self.wake_on_submit:
             self.wake()  # the main loop tells systemd the new queue length
         return job

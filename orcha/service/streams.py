@@ -9,7 +9,9 @@ on :meth:`fileno` and calls :meth:`take`). Items are plain data, so a plain
   chunks (consecutive chunks of one stream joined), ``{"event": "started"}``,
   ``{"event": "progress", ...}`` (the newest of a batch), ``{"event": "stdin", "read":
   N, "closed": bool}`` for a petition whose client sends its stdin (the newest of a
-  batch: see :mod:`orcha.service.stdin`), then ``{"event": "end", ...}`` or
+  batch: see :mod:`orcha.service.stdin`), ``{"event": "queued", "reason": ...}`` while
+  it waits (when the reason changes; see :mod:`orcha.service.waiting`), then
+  ``{"event": "end", ...}`` or
   ``{"event": "detached", ...}``, the last item.
 * :class:`EventStream`, what the service pushes to one client (``wait``, ``follow``,
   ``watch``): event dicts and, for ``follow``, ``(stream, handle, data)`` chunks.
@@ -29,7 +31,7 @@ from orcha.defaults import STREAM_BATCH_BYTES, SUBSCRIBER_BUFFER_BYTES
 from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT, STREAM_NAMES, item
 from orcha.protocol.outputs import OutputQueue
-from orcha.service.job import Detached, End, Progress, Started, StdinRead
+from orcha.service.job import Detached, End, Progress, Queued, Started, StdinRead
 from orcha.service.logs import read_log
 
 if TYPE_CHECKING:
@@ -109,6 +111,8 @@ class PetitionStream:
             return {"event": "stdin", "id": petition_id, "read": x.read, "closed": x.closed}
         if isinstance(x, Started):
             return {"event": "started", "id": petition_id}
+        if isinstance(x, Queued):
+            return {"event": "queued", "id": petition_id, "reason": x.reason}
         if isinstance(x, Detached):
             self.ended = True
             return {"event": "detached", "id": petition_id, "message": x.message}
