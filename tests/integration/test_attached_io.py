@@ -246,6 +246,22 @@ def test_ctrl_c_prints_what_the_petition_wrote_while_stopping(
     assert out == b"ready\ncleaning\ncleaned\n", err
     assert b"orcha: cancelling petition" in err
 
+    # A second Ctrl+C stops waiting for a petition that ignores SIGTERM: what had arrived
+    # is printed, whole, and the client exits 130 (the service kills it after the grace).
+    script = "trap '' TERM; echo ready; while :; do echo tick; sleep 0.02; done"
+    client = _client(env, "run", new_id("int2"), "--", "sh", "-c", script)
+    try:
+        assert client.out.wait_for(lambda data: b"ready\n" in data)
+        client.proc.send_signal(signal.SIGINT)
+        assert client.err.wait_for(lambda data: b"orcha: cancelling petition" in data)
+        client.proc.send_signal(signal.SIGINT)
+        rc, out, err = client.finish()
+    finally:
+        client.reap()
+    assert rc == 130, err
+    assert err.endswith(b" is being cancelled\n") and b"orcha: stopped waiting" in err, err
+    assert out.startswith(b"ready\ntick\n") and out.endswith(b"tick\n"), out
+
 
 # -- points 13 and 16: a queued client says why it waits; watch in words ----------------------
 def test_a_queued_run_says_why_once_when_piped_and_watch_reads_in_words(
