@@ -1,9 +1,17 @@
-"""Running a petition in the foreground: submit, stream its output live, handle Ctrl+C.
+"""Running a petition in the foreground: submit, stream its output live, send it this
+process's stdin, say why it waits, handle Ctrl+C.
+
+One loop, one thread: it selects on the connection, the signal wakeup descriptor and
+(while the petition may take more input) stdin, and writes through a
+:class:`~orcha.client.screen.Screen`, whose live line (progress bar, why it waits) never
+shares a line with output.
 
 Signal handling follows the service's rule: the SIGINT handler only counts, and the loop
 (woken through the signal wakeup descriptor) acts. First Ctrl+C: ask the service to
-cancel and keep printing until the petition has ended (exit 130). Second Ctrl+C: stop
-waiting at once (the service still stops the petition, because the session closes).
+cancel and keep printing until the petition has ended: everything it wrote, up to its
+end, is printed (exit 130). Second Ctrl+C: print what has already arrived (for
+_LAST_DRAIN_SECONDS at most) and stop waiting (exit 130; the service still stops the
+petition, because the session closes).
 """
 
 from __future__ import annotations
@@ -26,15 +34,6 @@ if TYPE_CHECKING:
     from orcha.client.screen import Screen
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
-
-
-def notice(text: str) -> None:
-    """One line for the user on stderr (stdout carries only the petition's output)."""
-    try:
-        sys.stderr.write(f"orcha: {text}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
 
 
 class _Interrupts:
