@@ -11,8 +11,7 @@ on :meth:`fileno` and calls :meth:`take`). Items are plain data, so a plain
   N, "closed": bool}`` for a petition whose client sends its stdin (the newest of a
   batch: see :mod:`orcha.service.stdin`), ``{"event": "queued", "reason": ...}`` while
   it waits (when the reason changes; see :mod:`orcha.service.waiting`), then
-  ``{"event": "end", ...}`` or
-  ``{"event": "detached", ...}``, the last item.
+  ``{"event": "end", ...}`` or ``{"event": "detached", ...}``, the last item.
 * :class:`EventStream`, what the service pushes to one client (``wait``, ``follow``,
   ``watch``): event dicts and, for ``follow``, ``(stream, handle, data)`` chunks.
 * :class:`Call`, what ``create`` of an operation's typeid serves: its reply (``value()``)
