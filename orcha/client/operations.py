@@ -51,8 +51,10 @@ def send(session: Session, message: Any) -> dict[str, Any]:
 
 def attached_items(session: Session, queue: str) -> Iterator[tuple[str, bytes] | dict[str, Any]]:
     """What an attached petition sends after its submit reply (``queue`` is the reply's):
-    output chunks ``(stream, data)`` and the events ``started``, ``progress``, then
-    ``end`` or ``detached`` (the last item)."""
+    output chunks ``(stream, data)`` and the events ``queued`` (why it waits, while it
+    waits), ``started``, ``progress``, ``stdin`` (if it was submitted with ``stdin``:
+    how much of it the petition has read), then ``end`` or ``detached`` (the last
+    item)."""
     for item in items(session, queue):
         yield item
         if isinstance(item, dict) and item.get("event") in ("end", "detached"):
