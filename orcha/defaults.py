@@ -241,6 +241,20 @@ BACKFILL_LOOKAHEAD = 500
 
 # stdin and the attached client's output (points 6, 12-16).
 
+#: Bytes of its stdin an attached client may send ahead of what the petition has read
+#: (``orcha run`` with piped input): the most the service buffers for one petition's
+#: stdin, whatever the input's size or the petition's pace.
+STDIN_WINDOW_BYTES = 1 << 20
+
+#: Bytes the client reads from its stdin and sends in one request, at most.
+#: Small enough that a connection the client finds writable takes it without blocking.
+STDIN_CHUNK_BYTES = 16 << 10
+
+#: Seconds an attached petition waits before its client is told why (one that starts
+#: sooner is not announced as queued), and between two looks at whether the reason
+#: changed.
+QUEUED_NOTICE_SECONDS = 0.5
+
 # Arrays and bulk operations (points 7, 8).
 
 #: Most members one array ('run --array', 'run --each') may have: all of them are

@@ -70,6 +70,8 @@ def run(**values: Any) -> int:
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
     An ID, if given, goes before '--' (or with --id); without one the service numbers
     the petition ('orcha run -- make test' runs 'make test'; --detach prints the number).
+    A piped or redirected stdin is sent to the command (--no-stdin: not); a terminal's
+    is not, nor with --detach (the command reads /dev/null).
     """
     from orcha.cli.petition import attach
 
@@ -82,7 +84,10 @@ def run(**values: Any) -> int:
                          values["detach"], members, limit)  # fmt: skip
     if values.get("at_once") is not None:
         raise click.UsageError("--at-once goes with --array or --each")
-    return attach(kind, petition_id(values), params, values["priority"], values["detach"])
+    return attach(
+        kind, petition_id(values), params, values["priority"], values["detach"],
+        stdin=not values["no_stdin"],
+    )  # fmt: skip
 
 
 class ShellPlugin(FirstPartyPlugin):

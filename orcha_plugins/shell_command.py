@@ -6,7 +6,7 @@ Cheap to import (no click): ``orcha``'s fast path reads this declaration, and
 
 from __future__ import annotations
 
-from orcha.cli.grammar import DETACH, ID, JSON, PRIORITY, Argument, Command, Option
+from orcha.cli.grammar import DETACH, ID, JSON, NO_STDIN, PRIORITY, Argument, Command, Option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ RUN = Command(
             "(see 'orcha kinds'): the template's resources and settings apply, this "
             "command and the options given here override them.",
         ),
+        NO_STDIN,
     ),
     submission=_submission,
 )

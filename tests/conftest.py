@@ -90,7 +90,8 @@ class Env:
         cwd: str | Path | None = None,
         input: bytes | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the orcha CLI to completion; text output."""
+        """Run the orcha CLI to completion; text output. Its stdin is ``input``, or
+        /dev/null: never the test runner's own (``orcha run`` sends a piped stdin on)."""
         return subprocess.run(
             [sys.executable, "-m", "orcha", *args],
             env={**self.vars, **(env or {})},
@@ -99,6 +100,7 @@ class Env:
             timeout=timeout,
             text=True,
             input=input.decode() if input else None,
+            **({} if input else {"stdin": subprocess.DEVNULL}),  # type: ignore[arg-type]
         )
 
     def run_bytes(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -107,12 +109,15 @@ class Env:
             env=self.vars,
             capture_output=True,
             timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
     def popen(
         self, *args: str, env: dict[str, str] | None = None, **kw: object
     ) -> subprocess.Popen[bytes]:
-        """Start the orcha CLI in the background (pipes for stdout and stderr)."""
+        """Start the orcha CLI in the background (pipes for stdout and stderr; stdin
+        /dev/null unless given)."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.Popen(
             [sys.executable, "-m", "orcha", *args],
             env={**self.vars, **(env or {})},

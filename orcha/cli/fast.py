@@ -61,7 +61,7 @@ class Request:
     """What the fast path would send, and with which global options."""
 
     __slots__ = ("as_json", "cwd", "detach", "env", "kind", "params", "petition_id",
-                 "priority", "schedule", "values")  # fmt: skip
+                 "priority", "schedule", "stdin", "values")  # fmt: skip
     values: dict[str, Any]
     schedule: Schedule | None
     env: dict[str, str]
@@ -78,6 +78,8 @@ class Request:
         self.as_json = bool(values.get("as_json"))
         if self.as_json and not self.detach:
             raise ValueError("--json goes with --detach")  # click says so
+        # Only commands that declare --no-stdin send their stdin (``orcha run``).
+        self.stdin = "no_stdin" in values and not values["no_stdin"]
         fields, env, cwd = petition_request(values)
         self.schedule = None
         if fields:
@@ -134,6 +136,7 @@ def try_fast(args: list[str]) -> int | None:
             resolved, request.kind, request.petition_id, request.params, request.priority,
             request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,
             as_json=request.as_json,
+            stdin=request.stdin,
         )  # fmt: skip
     except BaseException as e:
         from orcha.cli.report import report

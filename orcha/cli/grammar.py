@@ -268,6 +268,13 @@ DETACH = Option(
     default=False,
     help="Print the ID once queued and return; it runs on its own.",
 )
+NO_STDIN = Option(
+    "--no-stdin",
+    action=FLAG,
+    default=False,
+    help="Do not send this command's stdin to the petition (it reads /dev/null). By "
+    "default a piped or redirected stdin is sent; a terminal never is, nor with --detach.",
+)
 
 
 def typed(option: Option, text: str) -> Any:

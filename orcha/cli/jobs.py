@@ -451,13 +451,10 @@ def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
                     click.echo(f"orcha: this client fell behind; {data.get('count')} output "
                                "and progress events were dropped", err=True)  # fmt: skip
                     continue
-                if obj["event"] == "output":
-                    detail = data.get("text", "").rstrip("\n")
-                elif obj["event"] == "finished":
-                    detail = f"{data.get('state')} (code {data.get('code')})"
-                else:
-                    detail = str(data.get("state", ""))
-                click.echo(f"{_when(obj['timestamp'])} {obj['petition']} {obj['event']} {detail}")
+                from orcha.cli.watch_text import watch_lines
+
+                for line in watch_lines(obj):
+                    click.echo(line)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
     finally:

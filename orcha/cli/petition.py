@@ -17,12 +17,16 @@ def attach(
     params: dict[str, Any],
     priority: int | None,
     detach: bool = False,
+    stdin: bool = False,
 ) -> int:
     """Submit a petition of ``kind`` with the client's cwd and environment, stream its
     output and return the exit code the client should end with.
 
     What the command's :func:`~orcha.cli.petition_options.petition_options` were given
     (resources, group, dependencies, timeout, retries, environment, directory) goes with it.
+
+    With ``stdin``, the client's stdin goes to the petition's first process when it is
+    piped or redirected (not a terminal) and ``detach`` is not given.
 
     Call it from a plugin's click command, or from an argparse plugin's ``handle()``
     (orcha runs that inside a click command too, so the global options apply; the
@@ -59,7 +63,7 @@ def attach(
     report(settings)
     return run_in_foreground(
         settings, kind, petition_id, params, priority, detach,
-        schedule=schedule, env=options.env, cwd=options.cwd, as_json=as_json,
+        schedule=schedule, env=options.env, cwd=options.cwd, as_json=as_json, stdin=stdin,
     )  # fmt: skip
 
 

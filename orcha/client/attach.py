@@ -1,9 +1,17 @@
-"""Running a petition in the foreground: submit, stream its output live, handle Ctrl+C.
+"""Running a petition in the foreground: submit, stream its output live, send it this
+process's stdin, say why it waits, handle Ctrl+C.
+
+One loop, one thread: it selects on the connection, the signal wakeup descriptor and
+(while the petition may take more input) stdin, and writes through a
+:class:`~orcha.client.screen.Screen`, whose live line (progress bar, why it waits) never
+shares a line with output.
 
 Signal handling follows the service's rule: the SIGINT handler only counts, and the loop
 (woken through the signal wakeup descriptor) acts. First Ctrl+C: ask the service to
-cancel and keep printing until the petition has ended (exit 130). Second Ctrl+C: stop
-waiting at once (the service still stops the petition, because the session closes).
+cancel and keep printing until the petition has ended: everything it wrote, up to its
+end, is printed (exit 130). Second Ctrl+C: print what has already arrived (for
+_LAST_DRAIN_SECONDS at most) and stop waiting (exit 130; the service still stops the
+petition, because the session closes).
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ import os
 import selectors
 import signal
 import sys
+import time
 
-from orcha.client.session import Session
+from orcha.client.session import NOTHING, Session
 from orcha.errors import ExitCode, LostServiceError
 from orcha.protocol.messages import SubmitRequest
 
@@ -22,17 +31,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from orcha.client.progress import ProgressView
+    from orcha.client.screen import Screen
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
-
-
-def notice(text: str) -> None:
-    """One line for the user on stderr (stdout carries only the petition's output)."""
-    try:
-        sys.stderr.write(f"orcha: {text}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
 
 
 class _Interrupts:
@@ -72,106 +73,269 @@ class _Interrupts:
             pass
 
 
-def _write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+class _StdinForwarder:
+    """Sends this client's stdin to its petition (``orcha run`` with piped input), never
+    more than STDIN_WINDOW_BYTES ahead of what the petition has read (the service says,
+    in ``stdin`` events): however large the input, the service buffers one window.
+
+    A chunk read is sent only once the connection can take it without blocking: a
+    client blocked sending input while the service is blocked sending it output (a
+    ``cat`` of a large input) would wait for ever."""
+
+    def __init__(self, session: Session, handle: int) -> None:
+        from orcha.defaults import STDIN_CHUNK_BYTES, STDIN_WINDOW_BYTES
+
+        self.session = session
+        self.handle = handle
+        self.window, self.chunk = STDIN_WINDOW_BYTES, STDIN_CHUNK_BYTES
+        self.sent = 0  # bytes sent
+        self.read = 0  # bytes the petition has read
+        self.pending: bytes | None = None  # read, not sent yet (b"": the end of input)
+        self.done = False  # EOF sent, or the petition reads no more
+
+    def wants_input(self) -> bool:
+        """Whether to read more input now."""
+        return not self.done and self.pending is None and self.sent - self.read < self.window
+
+    def wants_to_send(self) -> bool:
+        return not self.done and self.pending is not None
+
+    def read_input(self) -> None:
+        """Read what stdin has (it is readable); b"" at its end."""
+        room = min(self.chunk, self.window - (self.sent - self.read))
+        try:
+            self.pending = os.read(0, room)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.pending = b""  # unreadable: as if it had ended
+
+    def send(self) -> None:
+        """Send what was read (the connection is writable); at the end of input, EOF."""
+        data, self.pending = self.pending, None
+        if data is None or self.done:
+            return
+        self.session.send(None, "call", "stdin",
+                          {"handle": self.handle, "data": data, "eof": not data},
+                          skip=True)  # fmt: skip
+        self.sent += len(data)
+        self.done = not data
+
+    def credit(self, event: dict[str, Any]) -> None:
+        """A ``stdin`` event: how much the petition has read, whether it reads more."""
+        self.read = max(self.read, int(event.get("read") or 0))
+        if event.get("closed"):
+            self.done = True
+            self.pending = None
 
 
-def run_attached(session: Session, request: SubmitRequest) -> int:
+#: Seconds a client that stopped waiting (a second Ctrl+C) still prints what the service
+#: had already sent, at most.
+_LAST_DRAIN_SECONDS = 0.5
+
+#: Seconds between two redraws of the live line (its spinner and clock).
+_TICK_SECONDS = 0.1
+
+
+def run_attached(session: Session, request: SubmitRequest, forward_stdin: bool = False) -> int:
     """Submit ``request`` and stream its output until it ends; return the exit code.
+    With ``forward_stdin`` (``request.stdin``), this process's stdin goes to the petition.
 
     Raises PetitionError if the service refuses it, LostServiceError if the service goes
     away meanwhile.
     """
-    progress: list[ProgressView] = []  # the view, once a progress report arrives
+    from orcha.client.screen import Screen
+
+    screen = Screen()
     try:
-        return _stream(session, request, progress)
+        return _Attached(session, request, screen, forward_stdin).run()
     finally:
-        if progress:
-            progress[0].close()  # whatever happened, the terminal gets its cursor back
+        screen.close()  # whatever happened, the terminal gets its cursor back
 
 
-def _stream(session: Session, request: SubmitRequest, progress_view: list[ProgressView]) -> int:
-    with _Interrupts() as interrupts:
-        reply = session.call("submit", request.to_wire())  # refusals raise here
-        queue, request.id = reply["queue"], str(reply.get("id") or request.id)  # its ID
-        # Two batched reads are always in flight: while this process writes one batch
-        # out, the service already sends the next, and it never waits for a request.
-        session.send(queue, "get_batch")
-        session.send(queue, "get_batch")
-        cancel_sent = False
-        progress: ProgressView | None = None
-        with selectors.DefaultSelector() as sel:
-            sel.register(session.fileno(), selectors.EVENT_READ, "service")
-            sel.register(interrupts.read_fd, selectors.EVENT_READ, "signal")
-            while True:
-                if interrupts.count >= 2:
-                    notice(f"stopped waiting; petition {request.id} is being cancelled")
-                    return int(ExitCode.INTERRUPTED)
-                if interrupts.count == 1 and not cancel_sent:
-                    cancel_sent = True
-                    notice(f"cancelling petition {request.id} (press Ctrl+C again to stop waiting)")
-                    # Its answer follows the batch in flight; the end says how it went.
-                    session.send(None, "call", "cancel", {"id": request.id}, skip=True)
-                ready = [k.data for k, _ in sel.select()]
-                if "signal" in ready:
-                    interrupts.drain()
-                if "service" not in ready:
+class _Attached:
+    """One attached petition's output, events and input (see :func:`run_attached`)."""
+
+    def __init__(
+        self, session: Session, request: SubmitRequest, screen: Screen, forward_stdin: bool
+    ) -> None:
+        self.session = session
+        self.request = request
+        self.screen = screen
+        self.forward_stdin = forward_stdin
+        self.progress: ProgressView | None = None
+        self.queued: str | None = None  # why it waits, while it is known to wait
+        self.queue = ""
+
+    def run(self) -> int:
+        session, request = self.session, self.request
+        with _Interrupts() as interrupts:
+            reply = session.call("submit", request.to_wire())  # refusals raise here
+            self.queue = queue = reply["queue"]
+            request.id = str(reply.get("id") or request.id)  # named by the service if unnamed
+            stdin = _StdinForwarder(session, reply["handle"]) if self.forward_stdin else None
+            # Two batched reads are always in flight: while this process writes one batch
+            # out, the service already sends the next, and it never waits for a request.
+            session.send(queue, "get_batch")
+            session.send(queue, "get_batch")
+            cancel_sent = False
+            reading = False  # stdin is registered
+            writing = False  # the connection is registered for writing too
+            # A file or /dev/null cannot be polled (epoll refuses them): always readable.
+            polled = True
+            service_fd = session.fileno()
+            with selectors.DefaultSelector() as sel:
+                sel.register(service_fd, selectors.EVENT_READ, "service")
+                sel.register(interrupts.read_fd, selectors.EVENT_READ, "signal")
+                while True:
+                    if interrupts.count >= 2:
+                        return self._stop_waiting(sel)
+                    if interrupts.count == 1 and not cancel_sent:
+                        cancel_sent = True
+                        self.screen.notice(f"cancelling petition {request.id} "
+                                           "(press Ctrl+C again to stop waiting)")  # fmt: skip
+                        # Its answer follows the batch in flight; the end says how it went.
+                        session.send(None, "call", "cancel", {"id": request.id}, skip=True)
+                    timeout = _TICK_SECONDS if self.screen.has_live else None
+                    if stdin is not None:
+                        wants = stdin.wants_input()
+                        if wants and not polled:
+                            stdin.read_input()
+                            wants = False
+                        if polled and wants != reading:
+                            reading = wants
+                            try:
+                                if reading:
+                                    sel.register(0, selectors.EVENT_READ, "stdin")
+                                else:
+                                    sel.unregister(0)
+                            except PermissionError:
+                                polled = reading = False
+                                timeout = 0  # read it at once, on the next turn
+                        if stdin.wants_to_send() != writing:
+                            writing = not writing
+                            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+                            sel.modify(service_fd, mask, "service")
+                    events = sel.select(timeout)
+                    if not events:
+                        self.screen.tick()
+                        continue
+                    for key, mask in events:
+                        if key.data == "signal":
+                            interrupts.drain()
+                        elif key.data == "stdin" and stdin is not None:
+                            stdin.read_input()
+                        elif mask & selectors.EVENT_WRITE and stdin is not None:
+                            stdin.send()
+                    if not any(k.data == "service" and m & selectors.EVENT_READ for k, m in events):
+                        continue
+                    items = session.recv(wait=False)
+                    if items is NOTHING:
+                        continue  # only the answers of input sent (dropped) had arrived
+                    code = self._batch(items, stdin)
+                    if code is not None:
+                        return code
+
+    def _batch(self, items: list[Any], stdin: _StdinForwarder | None) -> int | None:
+        """Show one batch; the exit code once the petition has ended (else None)."""
+        last = items[-1] if items else None
+        if not (type(last) is dict and last.get("event") in ("end", "detached")):
+            self.session.send(self.queue, "get_batch")
+        screen = self.screen
+        for item in items:
+            if type(item) is tuple:
+                if self.queued is not None:
+                    self._started()
+                try:
+                    screen.output(1 if item[0] == "stdout" else 2, item[1])
+                except BrokenPipeError:
+                    # Our reader went away (``orcha run ... | head``): like a command
+                    # killed by SIGPIPE. Closing the session cancels the petition.
+                    return 128 + signal.SIGPIPE
+                continue
+            event = item.get("event")
+            if event == "stdin":
+                if stdin is not None:
+                    stdin.credit(item)
+                continue
+            if event == "queued":
+                self._waits(str(item.get("reason") or "waiting"))
+                continue
+            if self.queued is not None:
+                self._started()
+            if event == "progress":
+                if self.progress is None:
+                    from orcha.client.progress import ProgressView
+
+                    self.progress = ProgressView(self.request.id or "", screen)
+                self.progress.update(item.get("value"), item.get("target"),
+                                     str(item.get("unit") or ""))  # fmt: skip
+                continue
+            if event in ("end", "detached") and self.progress is not None:
+                self.progress.close()
+                self.progress = None
+            if event == "end":
+                return _end_code(item, self.request.id or "", screen)
+            if event == "detached":
+                screen.notice(str(item.get("message")))
+                return int(ExitCode.LOST_SERVICE)
+            # "started" needs no more
+        return None
+
+    def _waits(self, reason: str) -> None:
+        """It waits, and why: on a terminal the live line says so (kept up to date);
+        otherwise one line, the first time."""
+        first, self.queued = self.queued is None, reason
+        if self.screen.tty:
+            text = f"orcha: queued ({reason})"
+            self.screen.live(lambda width: text[:width])
+        elif first:
+            self.screen.notice(f"queued ({reason})")
+
+    def _started(self) -> None:
+        self.queued = None
+        if self.screen.tty:
+            self.screen.live(None)
+
+    def _stop_waiting(self, sel: selectors.BaseSelector) -> int:
+        """A second Ctrl+C: print what the service has sent already (for a moment at
+        most), then stop waiting; the service still stops the petition."""
+        deadline = time.monotonic() + _LAST_DRAIN_SECONDS
+        try:
+            sel.modify(self.session.fileno(), selectors.EVENT_READ, "service")  # no input
+            while (left := deadline - time.monotonic()) > 0:
+                if not any(k.data == "service" and m & selectors.EVENT_READ
+                           for k, m in sel.select(left)):  # fmt: skip
                     continue
-                items = session.recv()
-                last = items[-1] if items else None
-                if not (type(last) is dict and last.get("event") in ("end", "detached")):
-                    session.send(queue, "get_batch")
-                for item in items:
-                    if type(item) is tuple:
-                        try:
-                            _write(1 if item[0] == "stdout" else 2, item[1])
-                        except BrokenPipeError:
-                            # Our reader went away (``orcha run ... | head``): like a command
-                            # killed by SIGPIPE. Closing the session cancels the petition.
-                            return 128 + signal.SIGPIPE
-                        continue
-                    event = item.get("event")
-                    if event == "progress":
-                        if progress is None:
-                            from orcha.client.progress import ProgressView
-
-                            progress = ProgressView(request.id)
-                            progress_view.append(progress)
-                        progress.update(item.get("value"), item.get("target"),
-                                        str(item.get("unit") or ""))  # fmt: skip
-                        continue
-                    if event in ("end", "detached") and progress is not None:
-                        progress.close()
-                        progress_view.clear()
-                        progress = None
-                    if event == "end":
-                        return _end_code(item, request.id)
-                    if event == "detached":
-                        notice(str(item.get("message")))
-                        return int(ExitCode.LOST_SERVICE)
-                    # "started" needs no action
+                items = self.session.recv(wait=False)
+                if items is NOTHING:
+                    continue
+                code = self._batch(items, None)
+                if code is not None:
+                    return code
+        except (LostServiceError, OSError):
+            pass
+        self.screen.notice(f"stopped waiting; petition {self.request.id} is being cancelled")
+        return int(ExitCode.INTERRUPTED)
 
 
-def _end_code(event: dict[str, Any], petition_id: str) -> int:
+def _end_code(event: dict[str, Any], petition_id: str, screen: Screen) -> int:
     state, code, message = event.get("state"), int(event.get("code", 1)), event.get("message")
     if event.get("outcome") is not None:
         import json
 
-        notice(f"outcome: {json.dumps(event['outcome'])}")
+        screen.notice(f"outcome: {json.dumps(event['outcome'])}")
     if state == "SUCCEEDED":
         return 0
     if state == "CANCELLED":
         if event.get("by_client"):
             return int(ExitCode.INTERRUPTED)
-        notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
+        screen.notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
         return int(ExitCode.CANCELLED)
     if state == "INTERRUPTED":
         raise LostServiceError("the petition was interrupted")
     if message:
-        notice(message)
+        screen.notice(message)
     return code if code else int(ExitCode.FAILED)
 
 
@@ -186,13 +350,16 @@ def run_in_foreground(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     as_json: bool = False,
+    stdin: bool = False,
 ) -> int:
     """Submit a petition of ``kind`` with this process's cwd and environment (``cwd``
     and ``env`` override them), stream its output and return the exit code the client
     should end with. With ``detach``, print its ID once it is queued and return 0: it
     runs whether or not this client stays (``as_json``: print ``{"id", "state"}`` as
     JSON instead, one line when piped). Without ``petition_id``, the service names it
-    by its record number.
+    by its record number. With ``stdin``, this process's stdin goes to the petition,
+    unless it is a terminal (or there is none) or ``detach`` is given: then the petition
+    reads /dev/null.
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
@@ -206,9 +373,11 @@ def run_in_foreground(
     environment = dict(os.environ)
     if env:
         environment.update(env)
+    forward = stdin and not detach and _piped_stdin()
     request = SubmitRequest(
         kind, petition_id, params, priority, cwd or os.getcwd(), environment,
         attach=not detach, user=user, host=socket.gethostname(), schedule=schedule,
+        stdin=forward,
     )  # fmt: skip
     session = Session.open(settings)
     try:
@@ -222,6 +391,16 @@ def run_in_foreground(
             else:
                 sys.stdout.write(f"{reply.get('id') or petition_id}\n")
             return 0
-        return run_attached(session, request)
+        return run_attached(session, request, forward)
     finally:
         session.close()
+
+
+def _piped_stdin() -> bool:
+    """Whether this process has a stdin to forward: open, and not a terminal (what is
+    typed there is for the shell, not for a petition that may run much later)."""
+    try:
+        os.fstat(0)
+    except OSError:
+        return False
+    return not os.isatty(0)

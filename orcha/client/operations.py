@@ -55,8 +55,10 @@ def send(session: Session, message: Any) -> dict[str, Any]:
 
 def attached_items(session: Session, queue: str) -> Iterator[tuple[str, bytes] | dict[str, Any]]:
     """What an attached petition sends after its submit reply (``queue`` is the reply's):
-    output chunks ``(stream, data)`` and the events ``started``, ``progress``, then
-    ``end`` or ``detached`` (the last item)."""
+    output chunks ``(stream, data)`` and the events ``queued`` (why it waits, while it
+    waits), ``started``, ``progress``, ``stdin`` (if it was submitted with ``stdin``:
+    how much of it the petition has read), then ``end`` or ``detached`` (the last
+    item)."""
     for item in items(session, queue):
         yield item
         if isinstance(item, dict) and item.get("event") in ("end", "detached"):
@@ -380,3 +382,12 @@ def submit_array(session: Session, request: ArrayRequest) -> dict[str, Any]:
     :func:`follow`."""
     reply: dict[str, Any] = session.call("submit_array", request.to_wire())
     return {"name": reply["name"], "ids": list(reply["ids"])}
+
+
+def stdin(session: Session, handle: int, data: bytes, eof: bool = False) -> None:
+    """Send ``data`` (and, with ``eof``, the end) to the stdin of the petition this
+    session submitted attached, with ``stdin``, under ``handle``; without waiting for
+    the answer (dropped when it arrives). Never more than STDIN_WINDOW_BYTES beyond
+    what the petition has read: its ``stdin`` events say how much that is. (The lean
+    foreground path, ``orcha.client.attach``, sends the same request.)"""
+    session.send(None, "call", "stdin", {"handle": handle, "data": data, "eof": eof}, skip=True)

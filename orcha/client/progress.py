@@ -1,7 +1,8 @@
 """How a foreground client shows a petition's progress reports.
 
 On a terminal (stderr is a TTY): a rich progress bar, a spinner when the amount is
-unknown, removed when the petition ends. Otherwise: plain lines on stderr
+unknown, as the live line of the client's :class:`~orcha.client.screen.Screen` (output
+never lands on it), removed when the petition ends. Otherwise: plain lines on stderr
 (``orcha: progress 3/10 files``), at most two a second plus the last, so logs stay
 readable. rich is imported only when a bar is drawn.
 """
@@ -9,12 +10,13 @@ readable. rich is imported only when a bar is drawn.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
+
+    from orcha.client.screen import Screen
 
 #: Least seconds between two plain progress lines.
 PLAIN_INTERVAL = 0.5
@@ -38,13 +40,17 @@ def describe(value: float | None, target: float | None, unit: str) -> str:
 
 
 class ProgressView:
-    """Shows progress reports for one petition; :meth:`close` when it ends."""
+    """Shows progress reports for one petition on ``screen``; :meth:`close` when it ends.
 
-    def __init__(self, petition_id: str, tty: bool | None = None) -> None:
+    On a terminal, the bar is the screen's live line (so output never lands on it)."""
+
+    def __init__(self, petition_id: str, screen: Screen) -> None:
         self.petition_id = petition_id
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.screen = screen
+        self.tty = screen.tty
         self._bar: Any = None
         self._task: Any = None
+        self._consoles: dict[int, Any] = {}  # width -> the console rendering the bar
         self._last_line = 0.0
         self._pending: str | None = None
 
@@ -63,14 +69,10 @@ class ProgressView:
             self._pending = line  # shown at close if nothing newer comes
 
     def _emit(self, line: str) -> None:
-        try:
-            os.write(2, f"orcha: progress {line}\n".encode())
-        except OSError:
-            pass
+        self.screen.notice(f"progress {line}")
 
     def _draw(self, value: float | None, target: float | None, unit: str) -> None:
         if self._bar is None:
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 Progress,
@@ -79,13 +81,11 @@ class ProgressView:
                 TimeElapsedColumn,
             )
 
-            console = Console(stderr=True, no_color="NO_COLOR" in os.environ)
+            # Never started: no thread of rich's draws; the screen asks for the line.
             self._bar = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
-                console=console, transient=True,
+                TextColumn("{task.fields[amount]}"), TimeElapsedColumn(), auto_refresh=False,
             )  # fmt: skip
-            self._bar.start()
             self._task = self._bar.add_task(self.petition_id, total=None, amount="")
         self._bar.update(
             self._task,
@@ -93,14 +93,28 @@ class ProgressView:
             total=target if value is not None else None,
             amount=describe(value, target, unit),
         )
+        self.screen.live(self._line)
+
+    def _line(self, width: int) -> str:
+        """The bar as one line of at most ``width`` columns, with its colours."""
+        console = self._consoles.get(width)
+        if console is None:
+            import io
+
+            from rich.console import Console
+
+            console = Console(file=io.StringIO(), width=width, force_terminal=True,
+                              no_color="NO_COLOR" in os.environ, highlight=False)  # fmt: skip
+            self._consoles = {width: console}
+        console.begin_capture()
+        console.print(self._bar.make_tasks_table(self._bar.tasks), end="", no_wrap=True,
+                      overflow="crop", crop=True)  # fmt: skip
+        return str(console.end_capture()).split("\n", 1)[0]
 
     def close(self) -> None:
         if self._bar is not None:
-            bar, self._bar = self._bar, None
-            try:
-                bar.stop()
-            except OSError:
-                pass  # the terminal went away; nothing left to restore
+            self._bar = None
+            self.screen.live(None)
         elif self._pending is not None:
             self._emit(self._pending)
             self._pending = None

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from orcha.settings import Settings
 
 
+#: What :meth:`Session.recv` returns without ``wait`` when no answer was there to keep.
+NOTHING = object()
+
+
 def error_of(e: BaseException) -> PetitionError:
     """The PetitionError an exception the service answered with stands for: a refusal
     travels as ``RuntimeError(wire error name, message)``."""
@@ -76,16 +80,22 @@ class Session:
         except OSError as e:
             raise LostServiceError(str(e)) from e
 
-    def recv(self) -> Any:
+    def recv(self, wait: bool = True) -> Any:
         """The value of the next answer (those of ``skip`` requests are dropped); the
         PetitionError it stands for if it is a refusal; LostServiceError if the
-        connection broke."""
+        connection broke. Without ``wait``, :data:`NOTHING` once the answers that have
+        arrived were all dropped (a caller that selects on the connection must not wait
+        here for an answer that may come much later)."""
+        dropped = False
         while True:
+            if dropped and not wait and not self.conn.readable():
+                return NOTHING
             try:
                 frame = self.conn.recv_frame()
             except (EOFError, OSError) as e:
                 raise LostServiceError(str(e) or "connection closed") from e
             skip = self._skip.pop(0) if self._skip else False
+            dropped = skip
             try:
                 value = answer(frame)
             except RemoteError as e:

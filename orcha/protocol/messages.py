@@ -78,7 +78,8 @@ class SubmitRequest:
     """A validated ``submit`` request (plain data: strings, numbers, lists, dicts)."""
 
     __slots__ = (
-        "attach", "cwd", "env", "host", "id", "kind", "params", "priority", "schedule", "user",
+        "attach", "cwd", "env", "host", "id", "kind", "params", "priority", "schedule",
+        "stdin", "user",
     )  # fmt: skip
 
     def __init__(
@@ -93,6 +94,7 @@ class SubmitRequest:
         user: str = "",
         host: str = "",
         schedule: Schedule | None = None,
+        stdin: bool = False,
     ) -> None:
         self.kind = kind
         self.id = id  # None: the service names it by its record number
@@ -104,6 +106,8 @@ class SubmitRequest:
         self.user = user  # who submitted it, from where (for records; informational)
         self.host = host
         self.schedule = schedule  # None: the defaults (orcha.protocol.schedule)
+        # The client sends the petition's stdin (operation ``stdin``); else /dev/null.
+        self.stdin = stdin
 
     def to_wire(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__slots__}
@@ -146,4 +150,40 @@ class SubmitRequest:
         from orcha.protocol.schedule import Schedule
 
         schedule = Schedule.from_wire(obj.get("schedule"))
-        return cls(kind, petition_id, params, priority, cwd, env, attach, user, host, schedule)
+        stdin = obj.get("stdin", False)
+        if not isinstance(stdin, bool) or (stdin and not attach):
+            raise ValueError("'stdin' must be true or false, and true only with 'attach'")
+        return cls(
+            kind, petition_id, params, priority, cwd, env, attach, user, host, schedule, stdin
+        )
+
+
+class StdinRequest:
+    """A validated ``stdin`` request: ``data`` for the stdin of the petition this client
+    submitted attached (with ``stdin``) under ``handle``; ``eof``: its input ends there.
+    The client sends at most STDIN_WINDOW_BYTES beyond what the petition has read (its
+    output stream says, see ``orcha.service.stdin``)."""
+
+    __slots__ = ("data", "eof", "handle")
+
+    def __init__(self, handle: int, data: bytes, eof: bool = False) -> None:
+        self.handle = handle
+        self.data = data
+        self.eof = eof
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> StdinRequest:
+        """Check every field's type; ValueError naming the bad field otherwise."""
+        handle, data, eof = obj.get("handle"), obj.get("data", b""), obj.get("eof", False)
+        if isinstance(handle, bool) or not isinstance(handle, int):
+            raise ValueError("'handle' must be the integer the submit's reply gave")
+        if not isinstance(data, bytes):
+            raise ValueError("'data' must be bytes")
+        if not isinstance(eof, bool):
+            raise ValueError("'eof' must be true or false")
+        return cls(handle, data, eof)

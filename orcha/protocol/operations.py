@@ -10,14 +10,15 @@ served queue after the reply. Each name is also a typeid of the service's
 one declaration here, one handler there and one client function.
 
 ``submit``'s request, :class:`~orcha.protocol.messages.SubmitRequest`, lives with the
-frames in ``orcha.protocol.messages``: a client that only submits (``orcha run``) does
-not import this table at start-up. Plain classes, no ``typing`` or ``dataclasses``.
+frames in ``orcha.protocol.messages``, as does ``stdin``'s: a client that only submits
+(``orcha run``) does not import this table at start-up. Plain classes, no ``typing``
+or ``dataclasses``.
 """
 
 from __future__ import annotations
 
 from orcha.protocol.arrays import ArrayRequest
-from orcha.protocol.messages import SubmitRequest
+from orcha.protocol.messages import StdinRequest, SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up
 if TYPE_CHECKING:
@@ -593,5 +594,6 @@ OPERATIONS: dict[str, Operation] = {
                   ("refused", "no_petition", "duplicate", "unknown", "not_saved")),
         Operation("submit_array", ArrayRequest, ("name", "ids"), _SUBMIT_ERRORS,
                   refusal="invalid array: "),
+        Operation("stdin", StdinRequest, ("buffered",)),
     )
 }  # fmt: skip

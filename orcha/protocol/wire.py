@@ -114,6 +114,12 @@ class WireConnection:
     def close(self) -> None:
         self._sock.close()
 
+    def readable(self) -> bool:
+        """Whether something has arrived: a read would not wait for the peer."""
+        import select
+
+        return bool(select.select([self._sock], [], [], 0)[0])
+
     def send_bytes(self, data: bytes) -> None:
         n = len(data)
         if n > 0x7FFFFFFF:

@@ -130,15 +130,22 @@ class ServiceContext:
         """Start ``argv`` in its own session, in the petition's cwd and environment (plus
         ``ORCHA_PETITION_ID``, ``ORCHA_ATTEMPT``, its GPUs as ``ORCHA_GPUS`` and
         ``CUDA_VISIBLE_DEVICES``, and the token that lets cancellation find the whole
-        tree)."""
+        tree). Its stdin is what the attached client sends (``orcha run`` with piped
+        input) for the petition's first process, /dev/null otherwise."""
         env = dict(self.env)
         env[ENV_PETITION_TOKEN] = self._job.token
         env[ENV_PETITION_ID] = self.id
         env[ENV_ATTEMPT] = str(self.attempt)
         if self.gpus or self._job.schedule.gpus or self._has_gpus:
             env[ENV_GPUS] = env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
-        proc = self._machine.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK)
+        # The input its attached client sends goes to its first process only.
+        feed = self._job.stdin
+        fed = feed is not None and not feed.used and not feed.closed
+        proc = self._machine.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK, stdin=fed)
         self._register(proc.pid)
+        if fed and feed is not None and proc.stdin is not None:
+            feed.attach(proc.stdin)
+            proc.stdin = None  # the feed's now: Popen.wait() or communicate() must not close it
         return proc
 
     def pump(self, proc: subprocess.Popen[bytes]) -> int:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orcha.model import Petition
     from orcha.service.logs import PetitionLog
     from orcha.service.machines import Machine
+    from orcha.service.stdin import StdinFeed
 
 _sequence = itertools.count(1)
 _DEFAULT_SCHEDULE = Schedule()
@@ -50,6 +51,22 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Queue item: the petition waits, and why (the words of ``orcha status``)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class StdinRead:
+    """Queue item: the petition has taken ``read`` bytes of the stdin its client sent
+    (``closed``: it takes no more); the client's credit to send more."""
+
+    read: int
+    closed: bool = False
+
+
+@dataclass(frozen=True)
 class End:
     """Queue item: the petition ended; the last item a client receives for it."""
 
@@ -77,7 +94,7 @@ class Job:
         "leftovers", "lock", "log", "machine", "message", "native", "outcome", "output_lock",
         "over_memory", "parent", "paused", "peak_rss", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
-        "stopped", "stoppers", "timed_out", "token",
+        "stdin", "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
 
     def __init__(
@@ -142,6 +159,7 @@ class Job:
         self.ended: float | None = None
         self.stoppers: list[threading.Thread] = _NO_STOPPERS
         self.log: PetitionLog | None = None  # set by a service that keeps logs
+        self.stdin: StdinFeed | None = None  # what its attached client sends to its stdin
         # Makes "log written + followers fed" one step, so a follower that replays the log
         # up to a point and then subscribes (orcha.service.events) misses nothing, twice
         # nothing.

@@ -163,6 +163,7 @@ class RuntimeKinds:
         return SubmitRequest(
             parent, request.id, {**definition["params"], **request.params}, request.priority,
             request.cwd, request.env, request.attach, request.user, request.host, schedule,
+            request.stdin,
         )  # fmt: skip
 
 

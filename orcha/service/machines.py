@@ -158,9 +158,16 @@ class Machine:
 
     # -- process control --------------------------------------------------------------------
     def spawn(
-        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pipe_size: int = 0
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        pipe_size: int = 0,
+        stdin: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` for a petition, its stdout and stderr piped to the service."""
+        """Start ``argv`` for a petition, its stdout and stderr piped to the service, and
+        its stdin too with ``stdin`` (else /dev/null)."""
         raise NotImplementedError
 
     def adopt(self, job: Job, pid: int) -> None:
@@ -299,9 +306,15 @@ class LocalMachine(Machine):
         return self.host.available_memory()
 
     def spawn(
-        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pipe_size: int = 0
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        pipe_size: int = 0,
+        stdin: bool = False,
     ) -> subprocess.Popen[bytes]:
-        return self.procs.spawn(argv, cwd=cwd, env=env, pipe_size=pipe_size)
+        return self.procs.spawn(argv, cwd=cwd, env=env, pipe_size=pipe_size, stdin=stdin)
 
     def adopt(self, job: Job, pid: int) -> None:
         with job.lock:

@@ -82,8 +82,10 @@ class ProcessControl:
         cwd: str,
         env: Mapping[str, str],
         pipe_size: int = 0,
+        stdin: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in a new session with piped stdout/stderr and stdin from /dev/null.
+        """Start ``argv`` in a new session with piped stdout/stderr, and stdin piped too
+        with ``stdin`` (else from /dev/null).
 
         Raises FileNotFoundError / PermissionError / OSError as ``subprocess`` does.
         """
@@ -103,7 +105,7 @@ class ProcessControl:
                 argv,
                 cwd=cwd,
                 env=dict(env),
-                stdin=self._devnull,
+                stdin=subprocess.PIPE if stdin else self._devnull,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,

@@ -19,15 +19,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STORE_START_WAIT
+from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STDIN_WINDOW_BYTES, STORE_START_WAIT
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
 from orcha.service.children import Family
 from orcha.service.intake import Intake, timed_schedule
-from orcha.service.job import Detached, Job
+from orcha.service.job import Detached, Job, StdinRead
 from orcha.service.logs import PetitionLog
+from orcha.service.queued_notices import QueuedNotices
 from orcha.service.references import intake_name, pin
+from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
 from orcha.states import State
@@ -87,6 +89,7 @@ class Service(Intake):
         # group limits the configuration file gave (applied at start and at each reload).
         self.config_source: ConfigSource | None = None
         self.config_groups: dict[str, int] = {}
+        self._queued_notices: QueuedNotices | None = None  # created on first use
 
     # -- start and end -------------------------------------------------------------------
     def open_store(self) -> None:
@@ -145,6 +148,10 @@ class Service(Intake):
             restart_of=restart_of,
         )
         log.info("petition %s (%s) queued", job.id, request.kind)
+        if request.attach and job.state is State.QUEUED:
+            if self._queued_notices is None:
+                self._queued_notices = QueuedNotices(self.scheduler)
+            self._queued_notices.add(job)  # its client hears why it waits
         if self.wake_on_submit:
             self.wake()  # the main loop tells systemd the new queue length
         return job
@@ -221,8 +228,19 @@ class Service(Intake):
                         **({"restart_of": restart_of} if restart_of is not None else {}),
                     }
                 )  # fmt: skip
+            prepare = _stdin_feed if request is not None and request.stdin else None
             job = self._queue_recorded(
-                petition, native, kind, schedule, peer, parent, seq, token, log_path, now
+                petition,
+                native,
+                kind,
+                schedule,
+                peer,
+                parent,
+                seq,
+                token,
+                log_path,
+                now,
+                prepare,
             )
         finally:
             self._release_ids([petition_id])
@@ -365,6 +383,8 @@ class Service(Intake):
             )
         if job.log is not None:
             job.log.close()
+        if job.stdin is not None:
+            job.stdin.close()  # before its end reaches the client: nothing follows it
         self.events.ended(job)
         peer = job.session
         if peer is not None:
@@ -455,3 +475,13 @@ class Service(Intake):
             f"{scheduler.used_cpus}/{scheduler.capacity} CPUs in use"
         )
         return words + (", paused" if scheduler.paused_all else "")
+
+
+def _stdin_feed(job: Job) -> None:
+    """Give an attached petition the feed of its stdin (what it has read goes to its
+    client), before it is queued."""
+
+    def report(read: int, closed: bool) -> None:
+        job.queue.put(StdinRead(read, closed), block=False)
+
+    job.stdin = StdinFeed(STDIN_WINDOW_BYTES, report)

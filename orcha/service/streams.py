@@ -7,8 +7,11 @@ on :meth:`fileno` and calls :meth:`take`). Items are plain data, so a plain
 
 * :class:`PetitionStream`, an attached petition's output: ``("stdout"|"stderr", data)``
   chunks (consecutive chunks of one stream joined), ``{"event": "started"}``,
-  ``{"event": "progress", ...}`` (the newest of a batch), then ``{"event": "end", ...}``
-  or ``{"event": "detached", ...}``, the last item.
+  ``{"event": "progress", ...}`` (the newest of a batch), ``{"event": "stdin", "read":
+  N, "closed": bool}`` for a petition whose client sends its stdin (the newest of a
+  batch: see :mod:`orcha.service.stdin`), ``{"event": "queued", "reason": ...}`` while
+  it waits (when the reason changes; see :mod:`orcha.service.queued_notices`), then
+  ``{"event": "end", ...}`` or ``{"event": "detached", ...}``, the last item.
 * :class:`EventStream`, what the service pushes to one client (``wait``, ``follow``,
   ``watch``): event dicts and, for ``follow``, ``(stream, handle, data)`` chunks.
 * :class:`Call`, what ``create`` of an operation's typeid serves: its reply (``value()``)
@@ -27,7 +30,7 @@ from orcha.defaults import STREAM_BATCH_BYTES, SUBSCRIBER_BUFFER_BYTES
 from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT, STREAM_NAMES, item
 from orcha.protocol.outputs import OutputQueue
-from orcha.service.job import Detached, End, Progress, Started
+from orcha.service.job import Detached, End, Progress, Queued, Started, StdinRead
 from orcha.service.logs import read_log
 
 if TYPE_CHECKING:
@@ -66,18 +69,21 @@ class PetitionStream:
         tag = -1
         last_progress = max((i for i, x in enumerate(raw) if isinstance(x, Progress)),
                             default=-1)  # fmt: skip
+        last_read = max((i for i, x in enumerate(raw) if isinstance(x, StdinRead)),
+                        default=-1)  # fmt: skip
         for index, x in enumerate(raw):
             if isinstance(x, tuple) and len(x) == 2 and x[0] in STREAM_NAMES:
                 stream, data = x
             elif isinstance(x, (bytes, bytearray)):
                 stream, data = STDOUT, bytes(x)
             else:
+                event = self._event(x, index in (last_progress, last_read))
+                if event is None:
+                    continue  # an older progress or stdin report: the newest follows
                 if chunks:
                     items.append((STREAM_NAMES[tag], b"".join(chunks)))
                     chunks, tag = [], -1
-                event = self._event(x, index == last_progress)
-                if event is not None:
-                    items.append(event)
+                items.append(event)
                 continue
             if stream != tag and chunks:
                 items.append((STREAM_NAMES[tag], b"".join(chunks)))
@@ -98,8 +104,14 @@ class PetitionStream:
                 return None
             return {"event": "progress", "id": petition_id, "value": x.value,
                     "target": x.target, "unit": x.unit}  # fmt: skip
+        if isinstance(x, StdinRead):
+            if not newest:
+                return None
+            return {"event": "stdin", "id": petition_id, "read": x.read, "closed": x.closed}
         if isinstance(x, Started):
             return {"event": "started", "id": petition_id}
+        if isinstance(x, Queued):
+            return {"event": "queued", "id": petition_id, "reason": x.reason}
         if isinstance(x, Detached):
             self.ended = True
             return {"event": "detached", "id": petition_id, "message": x.message}

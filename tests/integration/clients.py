@@ -23,14 +23,16 @@ WAIT = 30.0  # generous bound for what should take well under a second
 
 
 # The plain progress lines a foreground client prints on stderr when stderr is not a
-# terminal (``orcha: progress 2/3 lines``, see orcha/client/progress.py): whole lines only.
-_PROGRESS_LINE = re.compile(r"^orcha: progress [^\n]*\n", re.MULTILINE)
-_PROGRESS_LINE_BYTES = re.compile(rb"^orcha: progress [^\n]*\n", re.MULTILINE)
+# terminal (``orcha: progress 2/3 lines``, see orcha/client/progress.py), and the line
+# saying why it waits (``orcha: queued (...)``, when it waited a moment): whole lines only.
+_PROGRESS_LINE = re.compile(r"^orcha: (progress|queued) [^\n]*\n", re.MULTILINE)
+_PROGRESS_LINE_BYTES = re.compile(rb"^orcha: (progress|queued) [^\n]*\n", re.MULTILINE)
 
 
 def without_progress(stderr: AnyStr) -> AnyStr:
-    """A client's stderr without its ``orcha: progress ...`` lines; everything else
-    (notices, the petition's own stderr) is kept exactly, in order."""
+    """A client's stderr without its ``orcha: progress ...`` and ``orcha: queued ...``
+    lines; everything else (notices, the petition's own stderr) is kept exactly, in
+    order."""
     if isinstance(stderr, bytes):
         return _PROGRESS_LINE_BYTES.sub(b"", stderr)
     return _PROGRESS_LINE.sub("", stderr)

@@ -40,7 +40,13 @@ class FakeMachine(Machine):
         return self.available
 
     def spawn(
-        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pipe_size: int = 0
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        pipe_size: int = 0,
+        stdin: bool = False,
     ) -> Any:
         self.calls.append(("spawn", list(argv)))
         return None

@@ -31,6 +31,7 @@ FAST_FORMS = [
     ["run", "x", "--timeout", "3", "--cpus", "2", "--mem", "1G", "--", "true"],
     ["run", "x", "--after", "a,b", "--after", "c", "--after-any", "d", "--", "true"],
     ["run", "x", "--env", "A=1", "--env", "B=x=y", "--cwd", "/tmp", "--", "env"],
+    ["run", "x", "--no-stdin", "--", "cat"],
     ["run", "x", "--group", "g", "--retries", "2", "--retry-delay", "1m", "--", "true"],
     ["run", "x", "--notify", "http://localhost:1/h", "--gpus", "0", "--", "true"],
     ["send", "a"],
@@ -111,7 +112,7 @@ def fast_view(args: list[str], disabled: frozenset[str] = frozenset()) -> dict[s
     values = request.values
     return {
         "kind": request.kind, "id": request.petition_id, "params": request.params,
-        "priority": request.priority, "detach": request.detach,
+        "priority": request.priority, "detach": request.detach, "stdin": request.stdin,
         "schedule": request.schedule.to_wire() if request.schedule else {},
         "env": request.env, "cwd": request.cwd, "address": values.get("address"),
         "key": values.get("key"), "verbose": values.get("verbose", 0),
@@ -133,6 +134,7 @@ def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
         params: dict[str, Any],
         priority: Any,
         detach: bool = False,
+        stdin: bool = False,
     ) -> int:
         from orcha.protocol.messages import check_id
 
@@ -141,6 +143,7 @@ def click_view(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
         seen.update(
             kind=kind, id=petition_id and check_id(petition_id),
             params=submit._checked(ctx, kind, params), priority=priority, detach=detach,
+            stdin=stdin,
             schedule=Schedule.from_wire(options.schedule).to_wire(), env=options.env,
             cwd=options.cwd, address=g.address, key=g.key, verbose=g.verbose,
         )  # fmt: skip
@@ -177,7 +180,7 @@ WORDS = ["x", "y", "--", "-", "true", "", "a,b", "-v", "-vv", "-x", "--verbose",
          "--priority", "--priority=5", "-3", "7", "--counter", "--counter=2", "1.5",
          "--sleep-time", "nan", "--detach", "--key", "--address=/s", "--cpus", "0",
          "--timeout", "2m", "--env", "A=1", "--after", "--cwd", "/tmp", "--kind",
-         "--mem", "5G", "--notify", "--group", "has space"]  # fmt: skip
+         "--mem", "5G", "--notify", "--group", "has space", "--no-stdin"]  # fmt: skip
 
 
 def test_whenever_the_fast_path_accepts_click_means_the_same(

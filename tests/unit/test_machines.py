@@ -36,7 +36,9 @@ class FakeProcs:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def spawn(self, argv: Any, *, cwd: str, env: Any, pipe_size: int = 0) -> str:
+    def spawn(
+        self, argv: Any, *, cwd: str, env: Any, pipe_size: int = 0, stdin: bool = False
+    ) -> str:
         self.calls.append(("spawn", list(argv), cwd, dict(env), pipe_size))
         return "proc"
 

@@ -118,6 +118,7 @@ def _wire(**changes: Any) -> dict[str, Any]:
         "host": "box",
         "schedule": {"cpus": 2, "mem": 1 << 30, "group": "gpu", "after": ["a", "b"],
                      "timeout": 90.0, "retries": 2},
+        "stdin": False,
     }  # fmt: skip
     base.update(changes)
     return {k: v for k, v in base.items() if v is not _MISSING}
@@ -162,7 +163,29 @@ def test_submit_defaults() -> None:
         "user": "",
         "host": "",
         "schedule": {},
+        "stdin": False,
     }
+
+
+def test_submit_stdin_only_when_attached() -> None:
+    assert SubmitRequest.from_wire(_wire(attach=True, stdin=True)).stdin is True
+    with pytest.raises(ValueError, match="'stdin'"):
+        SubmitRequest.from_wire(_wire(attach=False, stdin=True))
+    with pytest.raises(ValueError, match="'stdin'"):
+        SubmitRequest.from_wire(_wire(attach=True, stdin="yes"))
+
+
+def test_stdin_request_checks_its_fields() -> None:
+    from orcha.protocol.messages import StdinRequest
+
+    assert StdinRequest.from_wire({"handle": 2, "data": b"x", "eof": True}) == StdinRequest(
+        2, b"x", True
+    )
+    assert StdinRequest.from_wire({"handle": 1}) == StdinRequest(1, b"", False)
+    for bad in ({"handle": "1"}, {"handle": True}, {"handle": 1, "data": "text"},
+                {"handle": 1, "eof": 1}):  # fmt: skip
+        with pytest.raises(ValueError):
+            StdinRequest.from_wire(bad)
 
 
 def test_submit_rejects_a_bad_schedule() -> None:

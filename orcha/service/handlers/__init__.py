@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol.messages import item
 from orcha.protocol.operations import OPERATIONS
-from orcha.service.handlers import arrays, changes, control, petitions, subscriptions
+from orcha.service.handlers import arrays, attached, changes, control, petitions, subscriptions
 from orcha.service.peer import Reply
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 Handler = Callable[["Service", "Peer", Any], "dict[str, Any] | Reply"]
 
 #: The handler modules; each declares ``HANDLERS``, its operations' handlers by name.
-MODULES = (petitions, subscriptions, control, changes, arrays)
+MODULES = (petitions, subscriptions, control, changes, arrays, attached)
 
 #: The handler of each operation, by name.
 HANDLERS: dict[str, Handler] = {

@@ -29,6 +29,16 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 
 def test_every_operation_has_exactly_one_handler() -> None:
+    import importlib
+    import pkgutil
+
+    import orcha.service.handlers as package
+
+    found = {
+        importlib.import_module(f"{package.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+    }
+    assert found == set(MODULES)  # every handler module is registered
     assert sum(len(m.HANDLERS) for m in MODULES) == len(HANDLERS)  # no name registered twice
     assert set(HANDLERS) == set(OPERATIONS)
 
