@@ -85,11 +85,11 @@ def run_array(
         raise click.UsageError(str(e)) from e
     environment = dict(os.environ)
     environment.update(options.env)
-    from orcha.client.api import _host, _user
+    from orcha.client.requests import host_name, user_name
 
     template = SubmitRequest(
         kind, name or "", params, priority, options.cwd or os.getcwd(), environment,
-        attach=not detach, user=_user(), host=_host(), schedule=schedule,
+        attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
     )  # fmt: skip
     if name:
         try:

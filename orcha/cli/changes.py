@@ -16,7 +16,7 @@ from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
 from orcha.cli.options import global_options
 from orcha.cli.petition_options import chosen
 from orcha.errors import ExitCode, NoPetitionError
-from orcha.protocol.operations import CHANGEABLE
+from orcha.protocol.requests import CHANGEABLE
 
 
 def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
+from orcha.client.requests import changes_of, host_name, schedule_of, user_name
 from orcha.client.session import Session
 from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
 from orcha.protocol.ids import check_name
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from orcha.protocol.arrays import ArrayRequest
-    from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
 
 __all__ = ["Client", "Following", "PetitionHandle", "exit_code"]
@@ -171,7 +171,7 @@ class Client:
             raise TypeError("give argv (a shell petition) or kind= and params=")
         try:
             petition_id = None if id is None else check_name(check_id(id))
-            schedule = _schedule(
+            schedule = schedule_of(
                 cpus=cpus, mem=mem, gpus=gpus, group=group, after=after, after_any=after_any,
                 timeout=timeout, retries=retries, retry_delay=retry_delay, notify=notify,
                 hold=hold or None, delay=delay, begin=begin,
@@ -182,7 +182,7 @@ class Client:
         environment.update(env or {})
         request = SubmitRequest(
             kind, petition_id, dict(params), priority, os.path.abspath(cwd or os.getcwd()),
-            environment, attach=not detach, user=_user(), host=_host(), schedule=schedule,
+            environment, attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
         )  # fmt: skip
         if detach:
             reply = self._call(operations.submit, request)
@@ -441,7 +441,7 @@ class Client:
         ``timeout``, ``retries``, ``retry_delay``, ``notify``, ``hold``, ``delay``,
         ``begin``): ``{"id", "priority", "schedule"}`` as they are now. PetitionError
         if it is not queued (it has started or ended) or the change is refused."""
-        result: dict[str, Any] = self._call(operations.edit, id, priority, _changes(requests))
+        result: dict[str, Any] = self._call(operations.edit, id, priority, changes_of(requests))
         return result
 
     def restart(
@@ -459,7 +459,7 @@ class Client:
         "restarted" or why not}, "restarted": [{"id", "seq", "restart_of"}]}``; with
         one ID, its refusal raises PetitionError."""
         result: dict[str, Any] = self._call(
-            operations.restart, _ids(ids), failed, group, priority, _changes(requests)
+            operations.restart, _ids(ids), failed, group, priority, changes_of(requests)
         )
         return result
 
@@ -479,59 +479,3 @@ class Client:
     def remove_kind(self, name: str) -> bool:
         """Remove runtime kind ``name``; whether there was one."""
         return bool(self._call(operations.kinds, "rm", name=name)["removed"])
-
-
-def _schedule(**given: Any) -> Schedule:
-    """The Schedule of :meth:`Client.submit`'s options; ValueError if one is invalid."""
-    from orcha.protocol.schedule import Schedule
-    from orcha.units import parse_duration, parse_size
-
-    wire: dict[str, Any] = {}
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name == "mem" and isinstance(value, str):
-            value = parse_size(value)
-        elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
-            value = parse_duration(value)
-        elif name in ("after", "after_any", "notify"):
-            value = [value] if isinstance(value, str) else list(value)
-        wire[name] = value
-    return Schedule.from_wire(wire)
-
-
-def _changes(requests: dict[str, Any]) -> dict[str, Any]:
-    """Requests as :meth:`Client.edit` takes them, as the wire's schedule fields
-    (sizes and durations as text are read here; None means unchanged)."""
-    from orcha.units import parse_duration, parse_size
-
-    wire: dict[str, Any] = {}
-    try:
-        for name, value in requests.items():
-            if value is None:
-                continue
-            if name == "mem" and isinstance(value, str):
-                value = parse_size(value)
-            elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
-                value = parse_duration(value)
-            elif name in ("after", "after_any", "notify"):
-                value = [value] if isinstance(value, str) else list(value)
-            wire[name] = value
-    except ValueError as e:
-        raise InvalidPetitionError(f"invalid request: {e}") from None
-    return wire
-
-
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()

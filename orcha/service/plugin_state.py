@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 # The key check is the protocol's: requests are checked before they reach the service.
-from orcha.protocol.operations import MAX_KEY_LENGTH as MAX_KEY_LENGTH
-from orcha.protocol.operations import check_state_key as check_key
+from orcha.protocol.requests import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from orcha.protocol.requests import check_state_key as check_key
 
 if TYPE_CHECKING:
     from orcha.service.store import Store

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from orcha.client import operations
-from orcha.client.api import Client, _schedule
+from orcha.client.api import Client
 from orcha.client.handles import _attached_code, exit_code
+from orcha.client.requests import schedule_of
 from orcha.errors import ExitCode, InvalidPetitionError, NoPetitionError, PetitionError
 
 
@@ -62,7 +63,7 @@ def test_attached_code_is_what_orcha_run_exits_with() -> None:
 
 
 def test_submit_options_become_the_schedule() -> None:
-    schedule = _schedule(cpus=2, mem="1K", gpus=None, group="g", after="a", after_any=["b", "c"],
+    schedule = schedule_of(cpus=2, mem="1K", gpus=None, group="g", after="a", after_any=["b", "c"],
                          timeout="90s", retries=2, retry_delay=1.5, notify=None)  # fmt: skip
     assert schedule.to_wire() == {
         "after": ["a"], "after_any": ["b", "c"], "cpus": 2, "group": "g", "mem": 1024,

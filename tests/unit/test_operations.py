@@ -10,8 +10,8 @@ import pytest
 
 import orcha.protocol.operations as operations_module
 from orcha.errors import WIRE_ERRORS
-from orcha.protocol.operations import (
-    OPERATIONS,
+from orcha.protocol.operations import OPERATIONS
+from orcha.protocol.requests import (
     CancelRequest,
     GroupRequest,
     KindsRequest,

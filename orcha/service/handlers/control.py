@@ -15,7 +15,7 @@ from orcha.service.references import resolve
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.protocol.operations import (
+    from orcha.protocol.requests import (
         GroupRequest,
         KindsRequest,
         NoRequest,

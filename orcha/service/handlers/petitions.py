@@ -19,13 +19,13 @@ from orcha.service.references import resolve, resolve_all
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.protocol.operations import (
+    from orcha.protocol.messages import SubmitRequest
+    from orcha.protocol.requests import (
         CancelRequest,
         CleanRequest,
         LogsRequest,
         MessageRequest,
         StatusRequest,
-        SubmitRequest,
     )
     from orcha.service.handlers import Handler
     from orcha.service.job import Job

@@ -11,7 +11,7 @@ from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 
 if TYPE_CHECKING:
-    from orcha.protocol.operations import FollowRequest, IdsRequest, WatchRequest
+    from orcha.protocol.requests import FollowRequest, IdsRequest, WatchRequest
     from orcha.service.handlers import Handler
     from orcha.service.peer import Peer
     from orcha.service.service import Service

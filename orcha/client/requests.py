@@ -1,0 +1,67 @@
+"""What :class:`orcha.Client`'s methods send as requests: keyword requests (``cpus``,
+``mem``, ``timeout``...) as the wire's schedule fields, and who submits from where."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from orcha.errors import InvalidPetitionError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from orcha.protocol.schedule import Schedule
+
+
+def requests_wire(requests: dict[str, Any]) -> dict[str, Any]:
+    """Requests as the Client's methods take them, as the wire's schedule fields: sizes
+    and durations as numbers or as text the options take (``"4G"``, ``"1h30m"``), one ID
+    or several for ``after``/``after_any``/``notify``; None means not given. ValueError
+    if a text cannot be read."""
+    from orcha.units import parse_duration, parse_size
+
+    wire: dict[str, Any] = {}
+    for name, value in requests.items():
+        if value is None:
+            continue
+        if name == "mem" and isinstance(value, str):
+            value = parse_size(value)
+        elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
+            value = parse_duration(value)
+        elif name in ("after", "after_any", "notify"):
+            value = [value] if isinstance(value, str) else list(value)
+        wire[name] = value
+    return wire
+
+
+def schedule_of(**given: Any) -> Schedule:
+    """The Schedule of :meth:`Client.submit`'s requests; ValueError if one is invalid."""
+    from orcha.protocol.schedule import Schedule
+
+    return Schedule.from_wire(requests_wire(given))
+
+
+def changes_of(requests: dict[str, Any]) -> dict[str, Any]:
+    """Requests as :meth:`Client.edit` and :meth:`Client.restart` take them, as schedule
+    fields; InvalidPetitionError (one line) if one cannot be read."""
+    try:
+        return requests_wire(requests)
+    except ValueError as e:
+        raise InvalidPetitionError(f"invalid request: {e}") from None
+
+
+def user_name() -> str:
+    """The submitting user's name (its number if it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def host_name() -> str:
+    """The submitting host's name."""
+    import socket
+
+    return socket.gethostname()
