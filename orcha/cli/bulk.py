@@ -51,14 +51,19 @@ def some(ids: Iterable[str]) -> str:
     return ", ".join(ids[:NAMED]) + (", ..." if len(ids) > NAMED else "")
 
 
-def report_cancel(results: dict[str, str], selects: bool, sig: int | None) -> int:
+def report_cancel(
+    results: dict[str, str], selects: bool, sig: int | None, quiet: bool = False
+) -> int:
     """Say what ``cancel`` did: each ID cancelled (a count for a selection: ``--all``,
     ``--group``, ``--state``), one line per petition it could not act on. 0, or 209
-    (NO_PETITION) if there was one."""
+    (NO_PETITION) if there was one. ``quiet`` (``--json``, which printed the results):
+    only the failures are said."""
     done_word = "cancelled" if sig is None else "signalled"
     done = [i for i, r in results.items() if r == done_word]
     failures = [r for r in results.values() if r != done_word]
-    if sig is not None:
+    if quiet:
+        pass
+    elif sig is not None:
         if done:
             click.echo(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
                        f"{some(done)}", err=True)  # fmt: skip
@@ -68,7 +73,7 @@ def report_cancel(results: dict[str, str], selects: bool, sig: int | None) -> in
     else:
         for petition_id in done:
             click.echo(f"orcha: cancelled {petition_id}", err=True)
-    if selects and not results:
+    if selects and not results and not quiet:
         what = "running" if sig is not None else "queued or running"
         click.echo(f"orcha: no {what} petition matched; nothing done", err=True)
     what = "nothing to cancel" if sig is None else "not signalled"

@@ -197,7 +197,7 @@ def cancel(
                                       everything=everything, signal=sig)  # fmt: skip
     if as_json:
         print_json({"results": results})
-    return bulk.report_cancel(results, selects, sig)
+    return bulk.report_cancel(results, selects, sig, quiet=as_json)
 
 
 _ENDED_STATES = [str(s) for s in FINISHED]

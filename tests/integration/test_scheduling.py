@@ -395,8 +395,9 @@ def test_retries_run_again_and_report_each_failed_attempt(env: Env) -> None:
     assert (row["state"], row["code"], row["attempt"]) == ("FAILED", 3, 3)
     assert row["message"] == "failed after 3 attempts (the last: exit code 3)"
     detail = orcha(env, "status", r)[0].splitlines()
-    assert "Attempt:   3/3" in detail, detail
-    assert "Note:      attempt 3/3; failed after 3 attempts (the last: exit code 3)" in detail
+    assert any(re.fullmatch(r"Attempt:\s+3/3", line) for line in detail), detail
+    note = "attempt 3/3; failed after 3 attempts (the last: exit code 3)"
+    assert any(re.fullmatch(r"Note:\s+" + re.escape(note), line) for line in detail), detail
 
 
 def test_retries_stop_at_the_first_success(env: Env, tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     results: dict[str, str] = {}
     jobs: list[Job] = []
     given: dict[Job, str] = {}  # a job named on the command line: the reference used
-    for petition_id in arrays.expand(service, request.ids)[0]:  # an array: its members
+    order = arrays.expand(service, request.ids)[0]  # an array: its members
+    for petition_id in order:
         found = resolve(petition_id, service.scheduler, service.store)
         job = found[-1].job if found else None
         if job is None:
@@ -111,7 +112,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
         results[given.get(job, job.id)] = "cancelled"
-    return {"results": results}
+    # In the order the IDs were given, then what the filters selected.
+    return {"results": {**{i: results[i] for i in order if i in results}, **results}}
 
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:
