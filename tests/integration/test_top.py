@@ -55,8 +55,10 @@ class Terminal:
         if pid == 0:  # the child: becomes orcha top, on the terminal
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # The terminal's own size, not a COLUMNS/LINES the suite's process may have.
+                variables = {k: v for k, v in env.vars.items() if k not in ("COLUMNS", "LINES")}
                 os.execve(sys.executable, [sys.executable, "-m", "orcha", "top", *args],
-                          {**env.vars, "TERM": "xterm-256color"})  # fmt: skip
+                          {**variables, "TERM": "xterm-256color"})  # fmt: skip
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
