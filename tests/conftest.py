@@ -7,6 +7,7 @@ PID (with everything it started) in the fixture's finaliser.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -261,10 +262,13 @@ class Service:
                     stream.close()
 
 
-@pytest.fixture
-def env() -> Iterator[Env]:
+@contextlib.contextmanager
+def private_env(prefix: str = "orcha-t-") -> Iterator[Env]:
+    """A private environment in a new folder; afterwards every service started in it is
+    stopped (killed if it does not stop) and the folder removed. For fixtures of any
+    scope (a module's shared service: ``with private_env() as e: e.serve(...); yield e``)."""
     # Short paths: a unix socket path must stay under 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     e = Env(root)
     try:
         yield e
@@ -277,6 +281,12 @@ def env() -> Iterator[Env]:
                     pass
             service.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    with private_env() as e:
+        yield e
 
 
 @pytest.fixture

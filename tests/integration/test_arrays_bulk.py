@@ -5,34 +5,20 @@ service shared by the module's tests (each test uses its own names)."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, wait_for
+from tests.conftest import Env, private_env, wait_for
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))  # short socket path
-    e = Env(root)
-    try:
+    with private_env() as e:
         e.serve("--max-running", "3", "--grace", "1")
         yield e
-    finally:
-        for service in e.services:
-            if service.proc is not None and service.proc.poll() is None:
-                try:
-                    service.stop(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            service.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _records(env: Env, *ids: str) -> list[dict]:  # type: ignore[type-arg]

@@ -9,19 +9,17 @@ import fcntl
 import os
 import pty
 import re
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, Service
+from tests.conftest import Env, Service, private_env
 from tests.integration.clients import WAIT, Client, Stream, new_id
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
@@ -30,19 +28,8 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[Env, Service]]:
     """One service for the module: 2 slots, a short grace."""
-    root = Path(tempfile.mkdtemp(prefix="orcha-io-", dir="/tmp"))
-    env = Env(root)
-    try:
+    with private_env("orcha-io-") as env:
         yield env, env.serve("--max-running", "2", "--grace", "1")
-    finally:
-        for service in env.services:
-            if service.proc is not None and service.proc.poll() is None:
-                try:
-                    service.stop(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            service.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _client(env: Env, *args: str, stdin: object = subprocess.DEVNULL) -> Client:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 
 from orcha.cli.tables import cell_width
-from tests.conftest import Env, Service
+from tests.conftest import Env, Service, private_env
 from tests.integration.clients import WAIT, orcha
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,19 +32,8 @@ ANSI = "\x1b["
 
 @pytest.fixture(scope="module")
 def denv() -> Iterator[Env]:
-    root = Path(tempfile.mkdtemp(prefix="orcha-d-", dir="/tmp"))
-    e = Env(root)
-    try:
+    with private_env("orcha-d-") as e:
         yield e
-    finally:
-        for service in e.services:
-            if service.proc is not None and service.proc.poll() is None:
-                try:
-                    service.stop(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            service.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,36 +8,21 @@ One service for the module: its checks are independent of each other's petitions
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, private_env
 
 MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    root = Path(tempfile.mkdtemp(prefix="orcha-t-", dir="/tmp"))
-    e = Env(root)
-    try:
+    with private_env() as e:
         e.serve("--max-running", "2", "--grace", "1")
         yield e
-    finally:
-        for service in e.services:
-            if service.proc is not None and service.proc.poll() is None:
-                try:
-                    service.stop(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            service.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def records(env: Env, *refs: str) -> list[dict[str, Any]]:
