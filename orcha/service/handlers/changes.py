@@ -5,8 +5,9 @@ priority and requests; ``restart`` runs ended petitions again, each as a new rec
 linked to its old one (``restart_of``). Every change of a waiting petition is saved in
 its record, so it survives a restart of the service.
 
-IDs are resolved in one place (:func:`live_job`, :func:`latest_record`), so a change of
-what an ID names (record numbers, ``NAME~1``) is made there.
+IDs are resolved through :mod:`orcha.service.references` in one place here
+(:func:`live_job`, :func:`_named`), so what an ID names (record numbers, ``NAME~1``) is
+read the same way by every change.
 """
 
 from __future__ import annotations
@@ -37,27 +38,33 @@ def live_job(service: Service, petition_id: str) -> Job | None:
     return found[-1].job if found else None
 
 
-def latest_record(service: Service, petition_id: str) -> dict[str, Any] | None:
-    """The record ``petition_id`` names (a name: its newest), or None."""
+def _named(service: Service, petition_id: str) -> tuple[Job | None, dict[str, Any]]:
+    """What ``petition_id`` names, resolved once: its queued or running job (None if it
+    has ended) and its record (a name: its newest). PetitionError (NO_PETITION, one
+    line) if it names none."""
     found = resolve(petition_id, service.scheduler, service.store)
-    return found[-1].record if found else None
+    target = found[-1] if found else None
+    record = target.record if target is not None else None
+    if target is None or (target.job is None and record is None):
+        raise PetitionError(
+            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
+            ExitCode.NO_PETITION,
+        )
+    return target.job, record if record is not None else {}
 
 
 def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError:
     """Why petition ``petition_id`` cannot be ``what`` (released, edited), in one line:
     refused, or no petition if none has that ID."""
-    job = live_job(service, petition_id)
+    try:
+        job, record = _named(service, petition_id)
+    except PetitionError as e:
+        return e
     if job is not None:
         return PetitionError(
             f"petition {petition_id!r} is {str(job.state).lower()}; only a queued one can be "
             f"{what}",
             ExitCode.REFUSED,
-        )
-    record = latest_record(service, petition_id)
-    if record is None:
-        return PetitionError(
-            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
-            ExitCode.NO_PETITION,
         )
     return PetitionError(
         f"petition {petition_id!r} has ended ({record['state']}); only a queued one can be "
@@ -170,18 +177,12 @@ def _restart_one(service: Service, petition_id: str, request: RestartRequest) ->
     from orcha.protocol.messages import SubmitRequest
     from orcha.protocol.schedule import Schedule
 
-    job = live_job(service, petition_id)
+    job, record = _named(service, petition_id)
     if job is not None:
         raise PetitionError(
             f"petition {petition_id!r} is still {str(job.state).lower()}; restart it once it "
             f"has ended (or 'orcha cancel {petition_id}' first)",
             ExitCode.DUPLICATE,
-        )
-    record = latest_record(service, petition_id)
-    if record is None:
-        raise PetitionError(
-            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
-            ExitCode.NO_PETITION,
         )
     if record["state"] in (str(State.QUEUED), str(State.RUNNING)):
         raise PetitionError(
