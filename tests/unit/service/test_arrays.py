@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_for
 from tests.unit.service.harness import DEADLINE, Harness
 
 
@@ -145,7 +146,10 @@ def test_an_attached_array_ends_with_its_client(tmp_path: Path) -> None:
         h.service.peer_closed(h.client)
         h.wait_ended("arr_1", "arr_2")
         assert h.record("arr_1")["state"] == "CANCELLED"
-        assert h.call("status", client, ids=["keep_1"])["petitions"][0]["state"] == "RUNNING"
+        # The freed slot goes to keep_1 just after the members' ends are announced.
+        assert wait_for(
+            lambda: h.call("status", client, ids=["keep_1"])["petitions"][0]["state"] == "RUNNING"
+        )
     finally:
         h.client = h.peer()
         h.close()
