@@ -152,8 +152,11 @@ def _requests(schedule: dict[str, Any]) -> str:
             continue
         if key == "mem" and isinstance(value, int):
             value = _size(value)
-        elif key in ("timeout", "retry_delay") and isinstance(value, (int, float)):
+        elif key in ("timeout", "retry_delay", "delay") and isinstance(value, (int, float)):
             value = _duration(value)
+        elif key == "begin" and isinstance(value, (int, float)):
+            # Shown as the option a user types to ask for it again (--at takes ISO 8601).
+            key, value = "at", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
         elif isinstance(value, list):
             value = ",".join(map(str, value))
         words.append(f"--{key.replace('_', '-')} {value}")

@@ -35,3 +35,15 @@ def test_a_reused_parent_id_takes_only_the_children_that_came_after_it() -> None
     rows = [row(1, "p"), row(2, "p.1", "p"), row(3, "p"), row(4, "p.1", "p")]
     cells = [(cell, r["seq"]) for cell, r in _tree(rows)]
     assert cells == [("p", 1), ("└ p.1", 2), ("p", 3), ("└ p.1", 4)]
+
+
+def test_the_detail_view_shows_requests_as_the_options_that_ask_for_them() -> None:
+    import time
+
+    from orcha.cli.status_view import detail
+
+    begin = time.mktime((2026, 12, 24, 14, 30, 0, 0, 0, -1))
+    record = {"id": "a", "state": "QUEUED", "priority": 0,
+              "schedule": {"begin": begin, "timeout": 90, "cpus": 2}}  # fmt: skip
+    requests = dict(detail(record, ""))["Requests"]
+    assert requests == "--at 2026-12-24T14:30:00 --timeout 1m30s --cpus 2"
