@@ -442,13 +442,19 @@ def test_clean_older_than_keeps_recent_records(env: Env, service: Service, tmp_p
     old, new = new_id("old"), new_id("new")
     detach(env, old, "echo old", tmp_path)
     wait_ended(env, old)
-    time.sleep(2.5)
+    old_end = record(env, old)["ended"]
+    # Four seconds between the two ends, and a cut half-way between their ages when
+    # `clean` is typed: the command may take up to two seconds under load and still cut
+    # between them (a fixed '2s' after a fixed sleep failed when the box was busy).
+    assert wait_for(lambda: time.time() - old_end >= 4, WAIT)
     detach(env, new, "echo new", tmp_path)
     wait_ended(env, new)
+    new_end = record(env, new)["ended"]
 
     result = env.run("clean", "--older-than", "1h", timeout=WAIT)
     assert (result.returncode, result.stderr) == (0, "orcha: removed 0 ended petition(s)\n")
-    result = env.run("clean", "--older-than", "2s", timeout=WAIT)
+    cut = time.time() - (old_end + new_end) / 2
+    result = env.run("clean", "--older-than", f"{cut:.2f}s", timeout=WAIT)
     assert (result.returncode, result.stderr) == (0, "orcha: removed 1 ended petition(s)\n")
     assert [r["id"] for r in status_json(env)["petitions"]] == [new]
     assert env.run("logs", new, timeout=WAIT).stdout == "new\n"
