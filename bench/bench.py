@@ -158,8 +158,10 @@ class Bench:
 
     def throughput(self) -> None:
         n = self.args.petitions
-        os.environ.update(ORCHA_RUNTIME_DIR=self.env["ORCHA_RUNTIME_DIR"],
-                          ORCHA_STATE_DIR=self.env["ORCHA_STATE_DIR"])  # fmt: skip
+        os.environ.update(
+            ORCHA_RUNTIME_DIR=self.env["ORCHA_RUNTIME_DIR"],
+            ORCHA_STATE_DIR=self.env["ORCHA_STATE_DIR"],
+        )
         one = statistics.median(self._push(n, f"s{a}", False) for a in range(self.args.repeat))
         self.row(f"{n} x true, one submit at a time", f"{one:.2f} s", f"{n / one:.0f}/s")
         orcha = statistics.median(self._push(n, f"p{a}", True) for a in range(self.args.repeat))

@@ -61,8 +61,13 @@ GIB = 1 << 30
 CAPACITY = 16
 GPUS = ("0", "1", "2", "3")
 #: (group, its own limit or None, weight) of the in-process mixed queue.
-GROUPS = (("default", None, 50), ("build", 4, 20), ("gpu", 2, 10), ("io", 1, 10),
-          ("batch", None, 10))  # fmt: skip
+GROUPS = (
+    ("default", None, 50),
+    ("build", 4, 20),
+    ("gpu", 2, 10),
+    ("io", 1, 10),
+    ("batch", None, 10),
+)
 #: The same for the service (2 CPU slots).
 SERVICE_GROUPS = (("default", None, 70), ("a", 1, 15), ("b", None, 15))
 #: Requests in flight while filling the service's queue (as bench_queue.py).
@@ -163,8 +168,7 @@ class Model:
         self.ids.append(petition_id)
         # Submitted 50 ms apart, up to now.
         self.now += 0.05
-        return Job(petition, native=True, token_prefix="bench", schedule=schedule,
-                   created=self.now)  # fmt: skip
+        return Job(petition, native=True, token_prefix="bench", schedule=schedule, created=self.now)
 
     def submit_paused(self, jobs: list[Job]) -> None:
         """Queue ``jobs`` with admission paused (one walk at the end, not one per submit),
@@ -334,8 +338,11 @@ class InProcess:
             reasons = sched.explain()
             etimes.append(time.perf_counter_ns() - t)
         emed = statistics.median(etimes)
-        self.row(f"explain(), {len(reasons):,} waiting (median)", _ms(emed),
-                 f"(runs {_ms(min(etimes))}..{_ms(max(etimes))})")  # fmt: skip
+        self.row(
+            f"explain(), {len(reasons):,} waiting (median)",
+            _ms(emed),
+            f"(runs {_ms(min(etimes))}..{_ms(max(etimes))})",
+        )
         self.table(f"explain(), {len(reasons):,} waiting (median)", _ms(emed), "", "")
         atimes = []
         for _ in range(args.explains):
@@ -360,8 +367,12 @@ class InProcess:
             f"failed before starting: {len(model.failed)}",
         )
         target = f"<= {TARGET_MS:g} ms"
-        self.table(f"refill, {args.waiting:,} mixed waiting (median)", _ms(med), target,
-                   f"{med / 1e6 / TARGET_MS:.2f}x target")  # fmt: skip
+        self.table(
+            f"refill, {args.waiting:,} mixed waiting (median)",
+            _ms(med),
+            target,
+            f"{med / 1e6 / TARGET_MS:.2f}x target",
+        )
         self.table("refill, mixed (p95)", _ms(p95), target, f"{p95 / 1e6 / TARGET_MS:.2f}x target")
 
         # 3. The strict-order baseline, same petitions, same number of refills.
@@ -414,10 +425,15 @@ class InProcess:
             f"({args.waiting:,} held --after a running petition, then 1-CPU ones)",
         )
         wmed, wp95 = self._report_refills("worst", self._refills(worst, frozenset({"anchor"})))
-        self.table(f"refill, {args.waiting:,} held first (median)", _ms(wmed), target,
-                   f"{wmed / 1e6 / TARGET_MS:.2f}x target")  # fmt: skip
-        self.table("refill, held first (p95)", _ms(wp95), target,
-                   f"{wp95 / 1e6 / TARGET_MS:.2f}x target")  # fmt: skip
+        self.table(
+            f"refill, {args.waiting:,} held first (median)",
+            _ms(wmed),
+            target,
+            f"{wmed / 1e6 / TARGET_MS:.2f}x target",
+        )
+        self.table(
+            "refill, held first (p95)", _ms(wp95), target, f"{wp95 / 1e6 / TARGET_MS:.2f}x target"
+        )
         self.row("worst / mixed (median refill)", f"{wmed / med:.1f}x")
 
 
@@ -469,8 +485,9 @@ class ServiceBench:
                 self.ok = False
             else:
                 self.row("graceful stop", f"{seconds:.2f} s", f"(exit code {code})")
-        left = kill_leftovers(self.children.values(),
-                              lambda p: str(self.root) in " ".join(p.cmdline()))  # fmt: skip
+        left = kill_leftovers(
+            self.children.values(), lambda p: str(self.root) in " ".join(p.cmdline())
+        )
         if left:
             self.row("petition processes after stop", "LEFT BEHIND", f"pids {left}")
             self.ok = False
@@ -485,8 +502,16 @@ class ServiceBench:
 
         fifo = self.fifos / petition_id
         os.mkfifo(fifo)
-        return SubmitRequest("shell", petition_id, {"argv": ["cat", str(fifo)]}, priority, "/",
-                             self.petition_env, attach=False, schedule=schedule)  # fmt: skip
+        return SubmitRequest(
+            "shell",
+            petition_id,
+            {"argv": ["cat", str(fifo)]},
+            priority,
+            "/",
+            self.petition_env,
+            attach=False,
+            schedule=schedule,
+        )
 
     def _release(self, petition_id: str) -> None:
         """Let the petition's ``cat`` end (its FIFO gets a writer, a line and EOF)."""
@@ -549,8 +574,11 @@ class ServiceBench:
             queued += answer.get("state") == str(State.QUEUED)
             answered += 1
         took = time.perf_counter() - start
-        self.row(f"fill: queue {len(requests):,} petitions", f"{took:.1f} s",
-                 f"{len(requests) / took:.0f}/s pipelined, {queued:,} queued")  # fmt: skip
+        self.row(
+            f"fill: queue {len(requests):,} petitions",
+            f"{took:.1f} s",
+            f"{len(requests) / took:.0f}/s pipelined, {queued:,} queued",
+        )
 
     def run(self) -> None:
         args = self.args
@@ -611,14 +639,26 @@ class ServiceBench:
             f"median of {len(gaps)} (runs {min(gaps) * 1000:.2f}..{max(gaps) * 1000:.2f} ms)",
         )
         if extra:
-            self.row("  rounds that had to free both slots", f"{extra}",
-                     "(a 2-CPU petition was next and nothing could pass it)")  # fmt: skip
+            self.row(
+                "  rounds that had to free both slots",
+                f"{extra}",
+                "(a 2-CPU petition was next and nothing could pass it)",
+            )
         smed = statistics.median(status_times) * 1000
-        self.row(f"status request, {args.waiting:,} waiting", f"{smed:.0f} ms",
-                 "(median; the lock is held only to copy the queue)")  # fmt: skip
+        self.row(
+            f"status request, {args.waiting:,} waiting",
+            f"{smed:.0f} ms",
+            "(median; the lock is held only to copy the queue)",
+        )
         target = f"<= {TARGET_MS:g} ms"
-        self.rows.append((f"service refill, {label} (median of {len(gaps)})", f"{med:.2f} ms",
-                          target, f"{med / TARGET_MS:.2f}x target"))  # fmt: skip
+        self.rows.append(
+            (
+                f"service refill, {label} (median of {len(gaps)})",
+                f"{med:.2f} ms",
+                target,
+                f"{med / TARGET_MS:.2f}x target",
+            )
+        )
         self.rows.append((f"service status request, {label}", f"{smed:.0f} ms", "", ""))
 
 

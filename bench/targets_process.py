@@ -1,0 +1,300 @@
+"""Targets 4 (streaming), 5 (refill, from the petitions' own timestamps) and 6 (idle)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from harness import Lab, Service, StepError, sampling, tool, wait_with_cpu
+from stats import ERROR, FAIL, Row, compare_row, parse_stamps, refill_gaps, summarize
+
+Emit = Callable[[Row], None]
+MB = 1_000_000
+
+
+# -- 4: streaming ----------------------------------------------------------------------------
+def _make_file(path: Path, size: int) -> str:
+    """Write ``size`` random bytes (a new random MiB each MiB); their sha256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for _ in range(0, size, 1 << 20):
+            block = os.urandom(min(1 << 20, size - f.tell()))
+            digest.update(block)
+            f.write(block)
+    return digest.hexdigest()
+
+
+def _drain(
+    procs: Sequence[subprocess.Popen[bytes]], hashing: bool, delay: float = 0.0
+) -> tuple[float, int, str]:
+    """Read the last of ``procs``'s stdout to its end (after ``delay`` seconds, a slow
+    reader), counting and, if ``hashing``, hashing it; wait for all. (seconds from now,
+    bytes, sha256 or ''); StepError if one exits non-zero or runs over 10 minutes."""
+    start = time.perf_counter()
+    if delay:
+        time.sleep(delay)
+    out = procs[-1].stdout
+    assert out is not None
+    fd, total = out.fileno(), 0
+    digest = hashlib.sha256() if hashing else None
+    while chunk := os.read(fd, 1 << 20):
+        total += len(chunk)
+        if digest is not None:
+            digest.update(chunk)
+    out.close()
+    for p in procs:
+        code, _ = wait_with_cpu(p, 600)
+        if code != 0:
+            raise StepError(f"{p.args!r} exited {code}")
+    return time.perf_counter() - start, total, digest.hexdigest() if digest else ""
+
+
+def streaming(lab: Lab, scale: Any, emit: Emit) -> None:
+    """4: ``orcha run -- cat FILE`` against ``cat FILE | cat``, both read to the end by
+    this process (interleaved; counted, not hashed: sha256 here runs at about the speed of
+    ``cat | cat`` itself and would cap both); one hashed run of each for the byte check;
+    the service's RSS sampled throughout and with a reader that starts 5 s late."""
+    size = scale.stream_bytes
+    path = lab.root / "stream.bin"
+    expected = _make_file(path, size)
+    env = lab.env("streaming")
+    service = lab.serve("streaming", "--max-running", "2", env=env)
+    o = lab.orcha_cmd
+    pipe = subprocess.PIPE
+
+    def orcha(name: str) -> list[subprocess.Popen[bytes]]:
+        argv = o("run", name, "--", "cat", str(path))
+        return [subprocess.Popen(argv, env=env, stdout=pipe, stdin=subprocess.DEVNULL)]
+
+    def cat_cat(name: str) -> list[subprocess.Popen[bytes]]:
+        first = subprocess.Popen(["cat", str(path)], env=env, stdout=pipe)
+        second = subprocess.Popen(["cat"], env=env, stdin=first.stdout, stdout=pipe)
+        assert first.stdout is not None
+        first.stdout.close()
+        return [first, second]
+
+    rates: dict[str, list[float]] = {"orcha": [], "cat": []}
+    peaks, short = [], []
+    for r in range(scale.repeats):
+        for which in ("orcha", "cat") if r % 2 else ("cat", "orcha"):
+            with sampling(service.pid, 0.05) as s:
+                procs = orcha(f"c{r}") if which == "orcha" else cat_cat("")
+                took, total, _ = _drain(procs, hashing=False)
+            if total != size:
+                short.append(f"{which} gave {total} of {size} bytes")
+            rates[which].append(total / took)
+            if which == "orcha":
+                peaks.append(s.peak)
+    hashed: dict[str, str] = {}
+    for which, start in (("orcha", orcha), ("cat", cat_cat)):
+        took, _, hashed[which] = _drain(start("hashed"), hashing=True)
+    mib = f"{size >> 20} MiB"
+    row = compare_row(
+        "4",
+        f"{mib} through orcha run -- cat FILE",
+        summarize(rates["orcha"]),
+        "MB/s",
+        "cat | cat",
+        summarize(rates["cat"]),
+        kind="ratio",
+        limit=0.6,
+        raw={"rss_peaks": peaks, "sha256": hashed, "expected": expected},
+    )
+    bad = [w for w, h in hashed.items() if h != expected] + short
+    if bad:
+        row.verdict, row.note = FAIL, f"bytes differ: {', '.join(bad)}"
+    else:
+        row.note = f"sha256 equal (both); service RSS peak {max(peaks) / MB:.0f} MB"
+    emit(row)
+    with sampling(service.pid, 0.02) as s:
+        took, total, digest = _drain(orcha("slow"), hashing=True, delay=5.0)
+    row = compare_row(
+        "4",
+        f"  service RSS peak, reader 5 s late ({mib})",
+        summarize([s.peak]),
+        "B",
+        "",
+        None,
+        kind="max",
+        limit=100 * MB,
+    )
+    if digest != expected:
+        row.verdict, row.note = FAIL, f"bytes differ ({total} of {size})"
+    else:
+        row.note = "sha256 equal"
+    emit(row)
+    path.unlink()
+
+
+# -- 5: refill -------------------------------------------------------------------------------
+STAMP = (
+    "#!{bash}\n"
+    'printf "s %s\\n" "$EPOCHREALTIME" >> "$1"\n'
+    'printf "e %s\\n" "$EPOCHREALTIME" >> "$1"\n'
+)
+
+
+def refill(lab: Lab, scale: Any, emit: Emit) -> None:
+    """5: one slot, N petitions each appending its first and last act's time to a file
+    (bash's $EPOCHREALTIME: no process forked for it); the gap from one's end to the
+    next's start, for orcha (an array behind a blocker), a shell loop and nq."""
+    bash, n, o = tool("bash"), scale.refill, lab.orcha_cmd
+    work = lab.dir("refill")
+    stamp = work / "stamp"
+    stamp.write_text(STAMP.format(bash=bash))
+    stamp.chmod(stamp.stat().st_mode | stat.S_IXUSR)
+    env = lab.env("refill")
+    lab.serve("refill", "--max-running", "1", env=env)
+
+    def blocker(go: Path) -> list[str]:
+        return [bash, "-c", f"while [ ! -e {go} ]; do sleep 0.01; done"]
+
+    def with_orcha(r: int) -> Path:
+        out, go = work / f"orcha-{r}", work / f"go-o{r}"
+        lab.run(o("run", "--detach", f"b{r}", "--", *blocker(go)), env)
+        lab.run(o("run", "--detach", "--array", f"1-{n}", f"r{r}", "--", str(stamp), str(out)), env)
+        go.touch()
+        lab.run(o("wait", f"r{r}"), env)
+        return out
+
+    def with_shell(r: int) -> Path:
+        out = work / f"shell-{r}"
+        lab.run([bash, "-c", f"for i in $(seq {n}); do {stamp} {out}; done"], env)
+        return out
+
+    def with_nq(r: int) -> Path:
+        nq, out, go = tool("nq"), work / f"nq-{r}", work / f"go-n{r}"
+        nq_env = dict(env, NQDIR=str(lab.dir(f"nq-{r}")))
+        lab.run([nq, "-q", *blocker(go)], nq_env)
+        for _ in range(n):
+            lab.run([nq, "-q", str(stamp), str(out)], nq_env)
+        go.touch()
+        lab.run([nq, "-w"], nq_env)
+        return out
+
+    ways: dict[str, Callable[[int], Path]] = {"orcha": with_orcha, "shell": with_shell}
+    try:
+        tool("nq")
+        ways["nq"] = with_nq
+    except StepError as e:
+        emit(Row("5", "refill: nq", verdict=ERROR, note=str(e)))
+    medians: dict[str, list[float]] = {k: [] for k in ways}
+    names = list(ways)
+    for r in range(scale.repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            pairs = parse_stamps(ways[name](r).read_text())
+            if len(pairs) != n:
+                raise StepError(f"{name}: {len(pairs)} of {n} petitions wrote their times")
+            medians[name].append(summarize(refill_gaps(pairs)).median)
+    value = summarize(medians["orcha"])
+    raw = {"per_repeat_medians": medians}
+    emit(
+        compare_row(
+            "5",
+            "freed slot -> next process, median",
+            value,
+            "ms",
+            "shell loop",
+            summarize(medians["shell"]),
+            kind="max",
+            limit=0.0015,
+            raw=raw,
+        )
+    )
+    for peer in [k for k in ways if k != "orcha"]:
+        emit(
+            compare_row(
+                "5",
+                f"  orcha vs {peer}",
+                value,
+                "ms",
+                peer,
+                summarize(medians[peer]),
+                kind="ratio_max",
+                limit=None,
+            )
+        )
+
+
+# -- 6: idle ---------------------------------------------------------------------------------
+def _wakeups(pid: int) -> int:
+    """Times the process's threads were scheduled onto a CPU (/proc/PID/task/*/schedstat,
+    third field), summed; falls back to its context switches."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[2])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        switches = psutil.Process(pid).num_ctx_switches()
+        return int(switches.voluntary + switches.involuntary)
+    return total
+
+
+def _phase(service: Service, seconds: float) -> tuple[float, float]:
+    """(CPU %, wakeups per second) of the serving process over ``seconds``."""
+    cpu, wake, start = service.cpu(), _wakeups(service.pid), time.perf_counter()
+    time.sleep(seconds)
+    took = time.perf_counter() - start
+    return (service.cpu() - cpu) / took * 100, (_wakeups(service.pid) - wake) / took
+
+
+def idle(lab: Lab, scale: Any, emit: Emit) -> None:
+    """6: the service's CPU and wakeups over idle seconds with nothing queued, then with
+    one petition queued waiting for more memory than is free (the memory predicate is
+    volatile: rechecked on a timer)."""
+    env, o, seconds = lab.env("idle"), lab.orcha_cmd, scale.idle_seconds
+    service = lab.serve("idle", "--max-running", "1", env=env)
+    lab.run(o("run", "warm", "--", "true"), env)
+    time.sleep(2)  # past the start's own bookkeeping
+    cpu, wake = _phase(service, seconds)
+    emit(
+        compare_row(
+            "6",
+            f"idle CPU over {seconds:.0f} s",
+            summarize([cpu]),
+            "%",
+            "",
+            None,
+            kind="max",
+            limit=0.01,
+            raw={"wakeups_per_s": wake},
+        )
+    )
+    emit(Row("6", "  idle wakeups", measured=f"{wake:.2f}/s"))
+    total = psutil.virtual_memory().total
+    need = f"{int(total * 0.98) >> 20}M"
+    lab.run(o("run", "--detach", "--mem", need, "memwait", "--", "true"), env)
+    time.sleep(1)
+    mem_cpu, mem_wake = _phase(service, seconds)
+    still = lab.run(o("cancel", "memwait"), env, check=False).code == 0
+    what = f"waiting on --mem {need}: wakeups over idle"
+    row = compare_row(
+        "6",
+        what,
+        summarize([mem_wake]),
+        "/s",
+        "idle",
+        summarize([wake]),
+        kind="max",
+        limit=None,
+        raw={"cpu_percent": mem_cpu},
+    )
+    extra = mem_wake - wake
+    row.compare = f"+{extra:.2f}/s"
+    row.limit = "<= +1.5/s"
+    row.verdict = "PASS" if extra <= 1.5 else FAIL
+    row.note = f"CPU {mem_cpu:.3f} %"
+    if not still:
+        row.verdict, row.note = ERROR, "the petition did not stay queued (memory was free)"
+    emit(row)
