@@ -116,7 +116,7 @@ def fmt(value: float, unit: str) -> str:
     if unit == "MB/s":
         return f"{value / 1e6:.0f} MB/s"
     if unit == "/s":
-        return f"{value:,.0f}/s"
+        return f"{value:,.0f}/s" if abs(value) >= 10 else f"{value:.2f}/s"
     if unit == "%":
         return f"{value:.3f} %"
     if unit == "x":
