@@ -225,7 +225,7 @@ class Service:
         times = self.process().cpu_times()
         return float(times.user + times.system)
 
-    def stop(self, timeout: float = 120.0) -> float | None:
+    def stop(self, timeout: float = 60.0) -> float | None:
         """SIGTERM and wait (SIGKILL after ``timeout``): the seconds it took, None if
         killed or not running."""
         proc = self.proc

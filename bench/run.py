@@ -46,6 +46,7 @@ class Scale:
     """How much each target does: the full figures of the issue, or scaled down."""
 
     repeats: int  # interleaved repeats of each A/B pair
+    heavy: int  # repeats of the long steps: arrays of 1,000, streams, status at N records
     petitions: int  # target 2: petitions per array / tsp batch
     detached: int  # target 2: separate 'orcha run --detach' calls (report only)
     queued: int  # target 3: petitions queued
@@ -56,6 +57,7 @@ class Scale:
 
 FULL = Scale(
     repeats=15,
+    heavy=5,
     petitions=1000,
     detached=1000,
     queued=100_000,
@@ -65,8 +67,9 @@ FULL = Scale(
 )
 QUICK = Scale(
     repeats=5,
+    heavy=3,
     petitions=1000,
-    detached=50,
+    detached=20,
     queued=10_000,
     stream_bytes=100 << 20,
     refill=50,
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only {name}: not a target (one of {', '.join(sorted(names))})")
     scale = QUICK if args.quick else FULL
     if args.repeats:
-        scale = Scale(**{**asdict(scale), "repeats": args.repeats})
+        scale = Scale(**{**asdict(scale), "repeats": args.repeats, "heavy": args.repeats})
     signal.signal(signal.SIGTERM, _interrupt)
 
     rows: list[Row] = []
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, number, measure in TARGETS:
             if args.only and name not in args.only and number not in args.only:
                 continue
+            began_target = time.monotonic()
             try:
                 measure(lab, scale, emit)
             except StepError as e:
@@ -142,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 where = traceback.extract_tb(e.__traceback__)[-1]
                 note = f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
                 emit(Row(number, f"{name}: bench error", verdict=ERROR, note=note))
+            print(f"     ({name}: {time.monotonic() - began_target:.0f} s)", flush=True)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", flush=True)
     finally:
+        # A second Ctrl+C must not cut the clean-up short (each stop is bounded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         left = lab.close() if lab is not None else []
         if args.orcha is None and "venv" in locals():
             import shutil
@@ -178,7 +186,8 @@ def _preamble(lab: Lab, args: argparse.Namespace, scale: Scale) -> None:
             f"QUICK, scaled down: {scale.queued:,} queued instead of {FULL.queued:,}, "
             f"{scale.stream_bytes >> 20} MiB instead of {FULL.stream_bytes >> 20} MiB, "
             f"{scale.detached} separate submits instead of {FULL.detached}, "
-            f"{scale.repeats} repeats instead of {FULL.repeats}, "
+            f"{scale.repeats} repeats instead of {FULL.repeats} ({scale.heavy} of long steps "
+            f"instead of {FULL.heavy}), "
             f"{scale.idle_seconds:.0f} s idle phases instead of {FULL.idle_seconds:.0f} s"
         )
     print(f"orcha benchmark ({mode})")

@@ -208,7 +208,7 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
             return rate(n, took)
 
         steps["tsp"] = tsp_batch
-    got = _interleave(scale.repeats if scale.repeats < 5 else 5, steps)
+    got = _interleave(scale.heavy, steps)
     what = f"{n:,} petitions: --array + wait, rate"
     orcha_rate = summarize(got["orcha"])
     if tsp:

@@ -84,7 +84,7 @@ def streaming(lab: Lab, scale: Any, emit: Emit) -> None:
 
     rates: dict[str, list[float]] = {"orcha": [], "cat": []}
     peaks, short = [], []
-    for r in range(scale.repeats):
+    for r in range(scale.heavy):
         for which in ("orcha", "cat") if r % 2 else ("cat", "orcha"):
             with sampling(service.pid, 0.05) as s:
                 procs = orcha(f"c{r}") if which == "orcha" else cat_cat("")

@@ -96,7 +96,7 @@ def _submit_rates(lab: Lab, scale: Any, big: Service, empty: Service, emit: Emit
     arrays: dict[str, list[float]] = {"big": [], "empty": []}
     single: dict[str, list[float]] = {"big": [], "empty": []}
     services = {"big": big, "empty": empty}
-    for r in range(max(3, scale.repeats)):
+    for r in range(max(3, scale.heavy)):
         for which in ("big", "empty") if r % 2 else ("empty", "big"):
             env = services[which].env
             argv = o("run", "--detach", "--array", f"1-{BATCH}", f"m{r}", "--", "true")
@@ -138,7 +138,7 @@ def _status(lab: Lab, scale: Any, big: Service, env: dict[str, str], emit: Emit)
     python = script_python(lab.orcha)
     walls, pythons, peaks = [], [], []
     before = big.rss()
-    for _ in range(scale.repeats):
+    for _ in range(scale.heavy):
         pythons.append(lab.run([python, "-c", "pass"], env).wall)
         with sampling(big.pid, 0.01) as s:
             walls.append(lab.run(o("status"), env, timeout=300).wall)
@@ -160,7 +160,7 @@ def _status(lab: Lab, scale: Any, big: Service, env: dict[str, str], emit: Emit)
     emit(Row("3", "  service RSS growth during it", measured=fmt(max(peaks) - before, "B")))
     out = lab.root / "status.json"
     walls, growth, counts = [], [], []
-    for _ in range(max(1, min(3, scale.repeats))):
+    for _ in range(scale.heavy):
         before = big.rss()
         with out.open("wb") as f, sampling(big.pid, 0.01) as s:
             walls.append(lab.run(o("status", "--all", "--json"), env, stdout=f, timeout=600).wall)
