@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         orcha = args.orcha
         if orcha is None:
-            print(f"installing {args.tree} into a fresh venv (pip install ., not editable)...")
+            print(f"installing {args.tree} {_commit(args.tree)} into a fresh venv (pip install .)")
             venv = Path(os.environ.get("TMPDIR", "/tmp")) / f"orcha-bench-venv-{os.getpid()}"
             try:
                 orcha = install(Path(args.tree), venv)
@@ -177,6 +177,26 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     return 0 if all(r.verdict not in (FAIL, ERROR) for r in rows) else 1
+
+
+def _commit(tree: str) -> str:
+    """The tree's git commit (and whether it has uncommitted changes), or ''."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", tree, "status", "--porcelain", "-uno"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"(commit {head}{', with uncommitted changes' if dirty else ''})" if head else ""
 
 
 def _preamble(lab: Lab, args: argparse.Namespace, scale: Scale) -> None:
