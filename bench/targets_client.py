@@ -135,11 +135,9 @@ def startup(lab: Lab, scale: Any, emit: Emit) -> None:
     emit(_imports(lab, env))
 
 
-def _imports(lab: Lab, env: dict[str, str]) -> Row:
-    """Whether ``orcha run`` as installed imports ``re`` (its wrapper or anything else),
-    from Python's own -X importtime (PYTHONPROFILEIMPORTTIME reaches the script's
-    Python whatever its shebang)."""
-    argv = lab.orcha_cmd("run", "imports", "--", "true")
+def _imported(argv: list[str], env: dict[str, str]) -> tuple[int, set[str]]:
+    """The modules ``argv`` imports, from Python's own import trace (PYTHONPROFILEIMPORTTIME
+    reaches the script's Python whatever its shebang): (exit code, module names)."""
     done = subprocess.run(
         argv,
         env=dict(env, PYTHONPROFILEIMPORTTIME="1"),
@@ -147,30 +145,32 @@ def _imports(lab: Lab, env: dict[str, str]) -> Row:
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    modules = [
+    names = {
         line.rsplit("|", 1)[1].strip()
         for line in done.stderr.decode(errors="replace").splitlines()
         if line.startswith("import time:") and line.count("|") == 2
-    ]
-    names = {m.strip() for m in modules}
-    if done.returncode != 0 or not names:
-        return Row(
-            "1",
-            "installed `orcha run` imports re",
-            verdict=ERROR,
-            note=f"exit {done.returncode}, no import trace",
-        )
+    }
+    return done.returncode, names - {"imported package"}  # minus the trace's header
+
+
+def _imports(lab: Lab, env: dict[str, str]) -> Row:
+    """Whether ``orcha run`` as installed imports ``re`` (through its wrapper or anything
+    else), and how many modules it imports next to ``python -c pass``."""
+    what = "installed `orcha run` imports re"
+    code, names = _imported(lab.orcha_cmd("run", "imports", "--", "true"), env)
+    _, python = _imported([script_python(lab.orcha), "-c", "pass"], env)
+    if code != 0 or not names:
+        return Row("1", what, verdict=ERROR, note=f"exit {code}, no import trace")
     heavy = sorted(names & {"re", "typing", "json", "_hashlib", "click", "rich", "enum"})
-    verdict = FAIL if "re" in names else PASS
     return Row(
         "1",
-        "installed `orcha run` imports re",
-        measured="yes" if "re" in names else "no",
-        peer=f"{len(names)} modules",
+        what,
+        measured=f"{'yes' if 're' in names else 'no'}, {len(names)} modules",
+        peer=f"python {len(python)} modules",
         limit="no",
-        verdict=verdict,
+        verdict=FAIL if "re" in names else PASS,
         note=f"of note: {', '.join(heavy) or 'none'}",
-        raw={"modules": sorted(names)},
+        raw={"modules": sorted(names), "python_modules": sorted(python)},
     )
 
 
