@@ -35,68 +35,67 @@ def _make_file(path: Path, size: int) -> str:
 
 def _drain(
     procs: Sequence[subprocess.Popen[bytes]], hashing: bool, delay: float = 0.0
-) -> tuple[float, int, str]:
-    """Read the last of ``procs``'s stdout to its end (after ``delay`` seconds, a slow
-    reader), counting and, if ``hashing``, hashing it; wait for all. (seconds from now,
-    bytes, sha256 or ''); StepError if one exits non-zero or runs over 10 minutes."""
-    start = time.perf_counter()
+) -> tuple[int, str]:
+    """Read the last of ``procs``'s stdout, if it is a pipe, to its end (after ``delay``
+    seconds: a slow reader), counting and, if ``hashing``, hashing it; wait for all.
+    (bytes, sha256 or ''); StepError if one exits non-zero or runs over 10 minutes."""
     if delay:
         time.sleep(delay)
-    out = procs[-1].stdout
-    assert out is not None
-    fd, total = out.fileno(), 0
+    out, total = procs[-1].stdout, 0
     digest = hashlib.sha256() if hashing else None
-    while chunk := os.read(fd, 1 << 20):
-        total += len(chunk)
-        if digest is not None:
-            digest.update(chunk)
-    out.close()
+    if out is not None:
+        while chunk := os.read(out.fileno(), 1 << 20):
+            total += len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+        out.close()
     for p in procs:
         code, _ = wait_with_cpu(p, 600)
         if code != 0:
             raise StepError(f"{p.args!r} exited {code}")
-    return time.perf_counter() - start, total, digest.hexdigest() if digest else ""
+    return total, digest.hexdigest() if digest else ""
 
 
 def streaming(lab: Lab, scale: Any, emit: Emit) -> None:
-    """4: ``orcha run -- cat FILE`` against ``cat FILE | cat``, both read to the end by
-    this process (interleaved; counted, not hashed: sha256 here runs at about the speed of
-    ``cat | cat`` itself and would cap both); one hashed run of each for the byte check;
-    the service's RSS sampled throughout and with a reader that starts 5 s late."""
+    """4: ``orcha run -- cat FILE`` against ``cat FILE | cat``, interleaved, both writing
+    to /dev/null as in a shell (a reader here would be a third process on the cores and cap
+    both); then one run of each read and hashed by this process for the byte check; the
+    service's RSS sampled throughout, and with a reader that starts 5 s late."""
     size = scale.stream_bytes
     path = lab.root / "stream.bin"
     expected = _make_file(path, size)
     env = lab.env("streaming")
     service = lab.serve("streaming", "--max-running", "2", env=env)
     o = lab.orcha_cmd
-    pipe = subprocess.PIPE
+    pipe, null = subprocess.PIPE, subprocess.DEVNULL
 
-    def orcha(name: str) -> list[subprocess.Popen[bytes]]:
+    def orcha(name: str, out: int = pipe) -> list[subprocess.Popen[bytes]]:
         argv = o("run", name, "--", "cat", str(path))
-        return [subprocess.Popen(argv, env=env, stdout=pipe, stdin=subprocess.DEVNULL)]
+        return [subprocess.Popen(argv, env=env, stdout=out, stdin=null)]
 
-    def cat_cat(name: str) -> list[subprocess.Popen[bytes]]:
+    def cat_cat(name: str, out: int = pipe) -> list[subprocess.Popen[bytes]]:
         first = subprocess.Popen(["cat", str(path)], env=env, stdout=pipe)
-        second = subprocess.Popen(["cat"], env=env, stdin=first.stdout, stdout=pipe)
+        second = subprocess.Popen(["cat"], env=env, stdin=first.stdout, stdout=out)
         assert first.stdout is not None
         first.stdout.close()
         return [first, second]
 
     rates: dict[str, list[float]] = {"orcha": [], "cat": []}
-    peaks, short = [], []
+    peaks = []
     for r in range(scale.heavy):
         for which in ("orcha", "cat") if r % 2 else ("cat", "orcha"):
             with sampling(service.pid, 0.05) as s:
-                procs = orcha(f"c{r}") if which == "orcha" else cat_cat("")
-                took, total, _ = _drain(procs, hashing=False)
-            if total != size:
-                short.append(f"{which} gave {total} of {size} bytes")
-            rates[which].append(total / took)
+                start = time.perf_counter()
+                _drain(orcha(f"c{r}", null) if which == "orcha" else cat_cat("", null), False)
+                rates[which].append(size / (time.perf_counter() - start))
             if which == "orcha":
                 peaks.append(s.peak)
     hashed: dict[str, str] = {}
-    for which, start in (("orcha", orcha), ("cat", cat_cat)):
-        took, _, hashed[which] = _drain(start("hashed"), hashing=True)
+    short = []
+    for which, begin in (("orcha", orcha), ("cat", cat_cat)):
+        total, hashed[which] = _drain(begin("hashed"), hashing=True)
+        if total != size:
+            short.append(f"{which} gave {total:,} of {size:,} bytes")
     mib = f"{size >> 20} MiB"
     row = compare_row(
         "4",
@@ -116,7 +115,7 @@ def streaming(lab: Lab, scale: Any, emit: Emit) -> None:
         row.note = f"sha256 equal (both); service RSS peak {max(peaks) / MB:.0f} MB"
     emit(row)
     with sampling(service.pid, 0.02) as s:
-        took, total, digest = _drain(orcha("slow"), hashing=True, delay=5.0)
+        total, digest = _drain(orcha("slow"), hashing=True, delay=5.0)
     row = compare_row(
         "4",
         f"  service RSS peak, reader 5 s late ({mib})",
