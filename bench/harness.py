@@ -46,10 +46,12 @@ class Timed:
 class Lab:
     """A run's private directory, the ``orcha`` under test and everything started in it."""
 
-    def __init__(self, orcha: str, keep: bool = False) -> None:
+    def __init__(self, orcha: str, keep: bool = False, profile: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="orcha-bench-", dir="/tmp"))
         self.orcha = orcha
         self.keep = keep
+        #: With a directory: every service is sampled by py-spy, its stacks written there.
+        self.profile = profile
         self.services: list[Service] = []
         self.base_env = {
             k: v
@@ -88,6 +90,17 @@ class Lab:
         self.services.append(service)
         service.start()
         return service
+
+    def stop_services(self) -> list[Path]:
+        """Stop the services still running (a target's, once it is done, so that they
+        neither load the next target nor hold memory); the profiles they leave."""
+        written = []
+        for service in self.services:
+            with contextlib.suppress(Exception):
+                service.stop()
+            written += service.profiles
+            service.profiles = []
+        return written
 
     def close(self) -> list[int]:
         """Stop every service (SIGTERM, then SIGKILL), then kill whatever still carries
@@ -188,6 +201,9 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.banner_seconds = 0.0
+        self.spy: subprocess.Popen[bytes] | None = None
+        self.profiles: list[Path] = []  # written, not yet reported
+        self._starts = 0
 
     @property
     def err_path(self) -> Path:
@@ -213,6 +229,26 @@ class Service:
             tail = self.err_path.read_text(errors="replace")[-500:]
             raise StepError(f"orcha serve did not start: {banner!r} {tail}")
         self.pid = int(match.group(1))
+        self._starts += 1
+        if self.lab.profile is not None:
+            self._spy()
+
+    def _spy(self) -> None:
+        """Sample the serving process with py-spy until it exits (collapsed stacks of its
+        threads while on a CPU, one file per start)."""
+        assert self.lab.profile is not None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        home = Path(self.env["ORCHA_STATE_DIR"]).parent.name
+        out = self.lab.profile / f"{home}-{self._starts}.txt"
+        argv = [spy, "record", "--format", "raw", "--nonblocking", "-p", str(self.pid)]
+        self.spy = subprocess.Popen(
+            [*argv, "-o", str(out)],
+            env=self.lab.base_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.profiles.append(out)
 
     def process(self) -> psutil.Process:
         return psutil.Process(self.pid)
@@ -244,6 +280,13 @@ class Service:
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
+            if self.spy is not None:  # it writes its file once the process is gone
+                try:
+                    self.spy.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.spy.kill()
+                    self.spy.wait()
+                self.spy = None
         return time.perf_counter() - start
 
 

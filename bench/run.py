@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import targets_client
 import targets_process
 import targets_queue
 from harness import Lab, StepError, describe, install
-from stats import ERROR, FAIL, HEADER, PASS, Row
+from stats import ERROR, FAIL, HEADER, PASS, Row, top_frames
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", metavar="DIR", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--repeats", type=int, help="interleaved repeats (overrides the mode)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample every service with py-spy (slows it: take figures from a run without)",
+    )
     args = parser.parse_args(argv)
     names = {n for name, number, _ in TARGETS for n in (name, number)}
     for name in args.only or ():
         if name not in names:
             parser.error(f"--only {name}: not a target (one of {', '.join(sorted(names))})")
+    profile = Path(args.profile).resolve() if args.profile else None
+    if profile is not None:
+        if not (shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()):
+            parser.error("--profile needs py-spy (pip install py-spy into this Python's venv)")
+        profile.mkdir(parents=True, exist_ok=True)
     scale = QUICK if args.quick else FULL
     if args.repeats:
         scale = Scale(**{**asdict(scale), "repeats": args.repeats, "heavy": args.repeats})
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             except (StepError, subprocess.SubprocessError) as e:
                 print(f"bench: {e}", file=sys.stderr)
                 return 1
-        lab = Lab(orcha, keep=args.keep)
+        lab = Lab(orcha, keep=args.keep, profile=profile)
         _preamble(lab, args, scale)
         print(HEADER, flush=True)
         for name, number, measure in TARGETS:
@@ -147,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"{type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno})"
                 emit(Row(number, f"{name}: bench error", verdict=ERROR, note=note))
             print(f"     ({name}: {time.monotonic() - began_target:.0f} s)", flush=True)
+            _profiles(lab.stop_services())
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", flush=True)
@@ -156,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         left = lab.close() if lab is not None else []
         if args.orcha is None and "venv" in locals():
-            import shutil
-
             shutil.rmtree(venv, ignore_errors=True)
     elapsed = time.monotonic() - began
     _summary(rows, elapsed, left)
@@ -177,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     return 0 if all(r.verdict not in (FAIL, ERROR) for r in rows) else 1
+
+
+def _profiles(paths: list[Path]) -> None:
+    """Say what dominated each profiled service's CPU (its top-of-stack functions)."""
+    for path in paths:
+        try:
+            top = top_frames(path.read_text())
+        except OSError:
+            print(f"     profile {path}: not written", flush=True)
+            continue
+        shares = "; ".join(f"{share:.0%} {name}" for name, share in top)
+        print(f"     profile {path.name}: {shares or 'no samples'}", flush=True)
 
 
 def _commit(tree: str) -> str:

@@ -94,6 +94,24 @@ def refill_gaps(pairs: Sequence[tuple[float, float]]) -> list[float]:
     return gaps
 
 
+def top_frames(collapsed: str, count: int = 6) -> list[tuple[str, float]]:
+    """The functions most often on top of the stack in py-spy's collapsed (``raw``)
+    output: ``frame;frame;...;leaf N`` per line, a frame ``function (file:line)``. The
+    line numbers are dropped, so a function's lines add up. [(function (file), share)]."""
+    totals: dict[str, int] = {}
+    for line in collapsed.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        name, _, where = leaf.partition(" (")
+        key = f"{name} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1]})" if where else name
+        totals[key] = totals.get(key, 0) + int(n)
+    whole = sum(totals.values())
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:count]
+    return [(key, n / whole) for key, n in ranked]
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 

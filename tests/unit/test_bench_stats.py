@@ -137,3 +137,17 @@ def test_figures_print_in_their_units() -> None:
     assert stats.fmt(1.5e9, "MB/s") == "1500 MB/s"
     s = stats.summarize([0.010, 0.020, 0.030])
     assert stats.fmt_summary(s, "s") == "20.0 ms [10.0 ms..30.0 ms]"
+
+
+def test_top_frames_add_up_a_function_s_lines_and_rank_by_share() -> None:
+    collapsed = (
+        "main (orcha/service/daemon.py:10);submit (orcha/service/intake.py:40) 6\n"
+        "main (orcha/service/daemon.py:10);submit (orcha/service/intake.py:52) 2\n"
+        "run (threading.py:1);_execute_child (subprocess.py:1800) 2\n"
+        "a line that is not a stack\n"
+    )
+    assert stats.top_frames(collapsed, count=2) == [
+        ("submit (intake.py)", 0.8),
+        ("_execute_child (subprocess.py)", 0.2),
+    ]
+    assert stats.top_frames("") == []
