@@ -43,6 +43,19 @@ class Timed:
     code: int
 
 
+def interleave(repeats: int, steps: dict[str, Callable[[int], Any]]) -> dict[str, list[Any]]:
+    """Run each step once per repeat (given the repeat's number), the order rotated every
+    repeat (A B C, B C A, ...), so that a slow moment of a shared machine falls on each of
+    them alike; each step's results in order."""
+    names = list(steps)
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            results[name].append(steps[name](r))
+    return results
+
+
 class Lab:
     """A run's private directory, the ``orcha`` under test and everything started in it."""
 

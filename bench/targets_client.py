@@ -8,22 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness import Lab, Timed, script_python, tool, tsp_server
+from harness import Lab, Timed, interleave, script_python, tool, tsp_server
 from stats import ERROR, FAIL, PASS, Row, compare_row, rate, summarize
 
 Emit = Callable[[Row], None]
-
-
-def _interleave(repeats: int, steps: dict[str, Callable[[int], Any]]) -> dict[str, list[Any]]:
-    """Run each step once per repeat, the order rotated every repeat (A B C, B C A, ...),
-    so that a slow moment of a shared machine falls on each of them alike."""
-    names = list(steps)
-    results: dict[str, list[Any]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            results[name].append(steps[name](r))
-    return results
 
 
 def startup(lab: Lab, scale: Any, emit: Emit) -> None:
@@ -65,7 +53,7 @@ def startup(lab: Lab, scale: Any, emit: Emit) -> None:
 
         steps["nq"] = nq_submit_wait
         peers.append("nq")
-    got = _interleave(scale.repeats, steps)
+    got = interleave(scale.repeats, steps)
     wall = {k: summarize(t.wall for t in v) for k, v in got.items()}
     cpu = {k: summarize(t.cpu for t in v) for k, v in got.items()}
     raw = {k: [(t.wall, t.cpu) for t in v] for k, v in got.items()}
@@ -208,7 +196,7 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
             return rate(n, took)
 
         steps["tsp"] = tsp_batch
-    got = _interleave(scale.heavy, steps)
+    got = interleave(scale.heavy, steps)
     what = f"{n:,} petitions: --array + wait, rate"
     orcha_rate = summarize(got["orcha"])
     if tsp:

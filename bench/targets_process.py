@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import Lab, Service, StepError, sampling, tool, wait_with_cpu
+from harness import Lab, Service, StepError, interleave, sampling, tool, wait_with_cpu
 from stats import ERROR, FAIL, Row, compare_row, parse_stamps, refill_gaps, summarize
 
 Emit = Callable[[Row], None]
@@ -222,14 +222,17 @@ def refill(lab: Lab, scale: Any, emit: Emit) -> None:
         ways["nq"] = with_nq
     except StepError as e:
         emit(Row("5", "refill: nq", verdict=ERROR, note=str(e)))
-    medians: dict[str, list[float]] = {k: [] for k in ways}
-    names = list(ways)
-    for r in range(scale.repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+
+    def median_gap(name: str) -> Callable[[int], float]:
+        def measure(r: int) -> float:
             pairs = parse_stamps(ways[name](r).read_text())
             if len(pairs) != n:
                 raise StepError(f"{name}: {len(pairs)} of {n} petitions wrote their times")
-            medians[name].append(summarize(refill_gaps(pairs)).median)
+            return summarize(refill_gaps(pairs)).median
+
+        return measure
+
+    medians = interleave(scale.repeats, {name: median_gap(name) for name in ways})
     value = summarize(medians["orcha"])
     raw = {"per_repeat_medians": medians}
     row = compare_row(
