@@ -116,11 +116,19 @@ class Soak:
             env["ORCHA_SOAK_TRACEMALLOC_EVERY"] = str(self.args.tracemalloc_every)
             env["ORCHA_SOAK_TRACEMALLOC_FRAMES"] = str(self.args.tracemalloc_frames)
         self.service = subprocess.Popen(
-            [*self.orcha, "serve", "--max-running", str(self.args.max_running),
-             "--grace", str(self.args.grace)],
-            env=env, stdout=subprocess.PIPE, stderr=err,
+            [
+                *self.orcha,
+                "serve",
+                "--max-running",
+                str(self.args.max_running),
+                "--grace",
+                str(self.args.grace),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
             start_new_session=True,  # a Ctrl+C at the terminal is the soak's, not its
-        )  # fmt: skip
+        )
         err.close()
         assert self.service.stdout is not None
         ready, _, _ = select.select([self.service.stdout], [], [], 30)
@@ -182,9 +190,13 @@ class Soak:
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [*self.orcha, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [*self.orcha, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         with self.lock:
             self.children.add(proc)
         return proc
@@ -226,8 +238,7 @@ class Soak:
 
     def op_submit(self, rng: random.Random, petition_id: str) -> None:
         argv = self.petition_argv(petition_id, f"sleep {rng.choice(['0', '0.05', '0.2'])}")
-        args = ("run", petition_id, "--detach", "--priority", str(rng.randint(-3, 3)),
-                "--", *argv)  # fmt: skip
+        args = ("run", petition_id, "--detach", "--priority", str(rng.randint(-3, 3)), "--", *argv)
         code, out, err = self.orcha_cmd("submit", *args)
         if self.check("submit", args, code, err) and out.strip() == petition_id:
             with self.lock:
@@ -236,8 +247,14 @@ class Soak:
                 del self.detached[:-200]
 
     def op_run(self, rng: random.Random, petition_id: str) -> None:
-        args = ("run", petition_id, "--priority", "-5", "--",
-                *self.petition_argv(petition_id, f"echo out-{petition_id}"))  # fmt: skip
+        args = (
+            "run",
+            petition_id,
+            "--priority",
+            "-5",
+            "--",
+            *self.petition_argv(petition_id, f"echo out-{petition_id}"),
+        )
         code, out, err = self.orcha_cmd("run", *args)
         if code == 0 and out != f"out-{petition_id}\n":
             code = -1  # its output is wrong: an error
@@ -255,8 +272,14 @@ class Soak:
 
     def op_ctrl_c(self, rng: random.Random, petition_id: str) -> None:
         """An attached run, interrupted by SIGINT once its petition has started."""
-        args = ("run", petition_id, "--priority", "-5", "--",
-                *self.petition_argv(petition_id, "echo started; exec sleep 60"))  # fmt: skip
+        args = (
+            "run",
+            petition_id,
+            "--priority",
+            "-5",
+            "--",
+            *self.petition_argv(petition_id, "echo started; exec sleep 60"),
+        )
         proc = self.spawn(*args)
         assert proc.stdout is not None
         deadline = time.monotonic() + self.args.op_timeout
@@ -376,10 +399,11 @@ class Soak:
         self.start_service()
         print(
             f"soak: {self.args.minutes:g} min, {self.args.clients} clients, service pid "
-            f"{self.service_pid}" + (f" (guard {self.guard_pid})" if self.guard_pid else "")
+            f"{self.service_pid}"
+            + (f" (guard {self.guard_pid})" if self.guard_pid else "")
             + f", in {self.root}",
             flush=True,
-        )  # fmt: skip
+        )
         self.t0 = time.monotonic()
         monitor = threading.Thread(target=self.monitor, daemon=True)
         monitor.start()
@@ -422,9 +446,13 @@ class Soak:
         leftovers: list[dict[str, Any]],
         last: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        ran = collections.Counter(
-            line.strip() for line in self.ran_file.read_text().splitlines() if line.strip()
-        ) if self.ran_file.exists() else collections.Counter()  # fmt: skip
+        ran = (
+            collections.Counter(
+                line.strip() for line in self.ran_file.read_text().splitlines() if line.strip()
+            )
+            if self.ran_file.exists()
+            else collections.Counter()
+        )
         lost = sorted(self.acked - set(records) - self.seen_final)
         twice = sorted(i for i, n in ran.items() if n > 1)
         samples = self.samples
@@ -498,9 +526,10 @@ def find_service_pid(serve_pid: int, banner: str, env: dict[str, str]) -> tuple[
         pid = serve_pid
         with contextlib.suppress(psutil.Error):
             kids = [
-                p for p in psutil.Process(serve_pid).children()
+                p
+                for p in psutil.Process(serve_pid).children()
                 if any("orcha" in part for part in p.cmdline()[:3])
-            ]  # fmt: skip
+            ]
             if len(kids) == 1:
                 pid = kids[0].pid
     return pid, (serve_pid if pid != serve_pid else None)
@@ -592,15 +621,25 @@ def main() -> int:
     parser.add_argument("--max-running", type=int, default=4)
     parser.add_argument("--grace", type=float, default=2.0)
     parser.add_argument("--op-timeout", type=float, default=60.0)
-    parser.add_argument("--clean-after", type=float, default=30.0,
-                        help="clean only petitions ended this many seconds ago")  # fmt: skip
+    parser.add_argument(
+        "--clean-after",
+        type=float,
+        default=30.0,
+        help="clean only petitions ended this many seconds ago",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--tracemalloc", metavar="DIR",
-                        help="the service writes memory diffs into DIR")  # fmt: skip
+    parser.add_argument(
+        "--tracemalloc", metavar="DIR", help="the service writes memory diffs into DIR"
+    )
     parser.add_argument("--tracemalloc-every", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--tracemalloc-frames", type=int, default=16, metavar="N",
-                        help="frames per traceback; 0: only the native memory figures")  # fmt: skip
+    parser.add_argument(
+        "--tracemalloc-frames",
+        type=int,
+        default=16,
+        metavar="N",
+        help="frames per traceback; 0: only the native memory figures",
+    )
     args = parser.parse_args()
 
     soak = Soak(args)

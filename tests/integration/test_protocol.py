@@ -167,7 +167,7 @@ def test_a_refusal_leaves_the_connection_serving(env: Env, service: Service) -> 
 def test_many_attached_petitions_pipelined_on_one_connection_all_end(
     env: Env, service: Service
 ) -> None:
-    """As bench/bench.py pushes them: up to 64 requests in flight, each submit's answer
+    """As a pipelining client pushes them: up to 64 requests in flight, each submit's answer
     followed by batched reads of its stream until its end. Batches wait on one stream
     after another (an ended stream's descriptor is closed and its number reused by the
     next stream's): every end arrives."""

@@ -1,0 +1,266 @@
+"""Targets 1 (client start-up) and 2 (1,000 petitions through the documented CLI)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness import Lab, Timed, interleave, script_python, tool, tsp_server
+from stats import ERROR, FAIL, PASS, Row, compare_row, rate, summarize
+
+Emit = Callable[[Row], None]
+
+
+def startup(lab: Lab, scale: Any, emit: Emit) -> None:
+    """1: ``orcha run x -- true`` end to end and its client CPU against ``python -c pass``
+    (the Python the orcha script runs with); ``status``, ``wait``, ``cancel``; task-spooler
+    and nq for reference; whether the installed script imports ``re``."""
+    env = lab.env("startup")
+    lab.serve("startup", "--max-running", "2", env=env)
+    python = script_python(lab.orcha)
+    o = lab.orcha_cmd
+    # Warm the page cache and the service once, untimed.
+    lab.run(o("run", "warm", "--", "true"), env)
+    lab.run([python, "-c", "pass"], env)
+
+    def cancel(r: int) -> Timed:
+        lab.run(o("run", "--detach", "--hold", f"c{r}", "--", "true"), env)
+        return lab.run(o("cancel", f"c{r}"), env)
+
+    steps: dict[str, Callable[[int], Timed]] = {
+        "python": lambda r: lab.run([python, "-c", "pass"], env),
+        "run": lambda r: lab.run(o("run", f"s{r}", "--", "true"), env),
+        "status": lambda r: lab.run(o("status"), env),
+        "wait": lambda r: lab.run(o("wait", "warm"), env),
+        "cancel": cancel,
+    }
+    peers: list[str] = []
+    if shutil.which("tsp"):
+        tsp, tsp_env = tsp_server(lab, env, "startup-tsp", 2)
+        steps["tsp"] = lambda r: lab.run([tsp, "-f", "true"], tsp_env)
+        peers.append("tsp")
+    nq_env = dict(env, NQDIR=str(lab.dir("startup-nq")))
+    if shutil.which("nq"):
+        nq = tool("nq")
+
+        def nq_submit_wait(r: int) -> Timed:
+            first = lab.run([nq, "-q", "true"], nq_env)
+            then = lab.run([nq, "-w"], nq_env)
+            return Timed(first.wall + then.wall, first.cpu + then.cpu, then.code)
+
+        steps["nq"] = nq_submit_wait
+        peers.append("nq")
+    got = interleave(scale.repeats, steps)
+    wall = {k: summarize(t.wall for t in v) for k, v in got.items()}
+    cpu = {k: summarize(t.cpu for t in v) for k, v in got.items()}
+    raw = {k: [(t.wall, t.cpu) for t in v] for k, v in got.items()}
+    what = "orcha run x -- true, wall"
+    emit(
+        compare_row(
+            "1",
+            what,
+            wall["run"],
+            "s",
+            "python",
+            wall["python"],
+            kind="over",
+            limit=0.015,
+            raw={"samples": raw},
+        )
+    )
+    emit(
+        compare_row(
+            "1",
+            "orcha run x -- true, client CPU",
+            cpu["run"],
+            "s",
+            "python",
+            cpu["python"],
+            kind="over",
+            limit=0.012,
+        )
+    )
+    for name in ("status", "wait", "cancel"):
+        emit(
+            compare_row(
+                "1",
+                f"orcha {name} (click), wall",
+                wall[name],
+                "s",
+                "python",
+                wall["python"],
+                kind="over",
+                limit=0.040,
+            )
+        )
+    for peer in ("tsp", "nq"):
+        label = {"tsp": "tsp -f true", "nq": "nq + nq -w"}[peer]
+        if peer in peers:
+            emit(
+                compare_row(
+                    "1",
+                    f"orcha run x -- true vs {label}",
+                    wall["run"],
+                    "s",
+                    peer,
+                    wall[peer],
+                    kind="ratio_max",
+                    limit=None,
+                )
+            )
+        else:
+            emit(
+                Row(
+                    "1",
+                    f"orcha run x -- true vs {label}",
+                    verdict=ERROR,
+                    note=f"{peer} is not installed",
+                )
+            )
+    emit(_imports(lab, env))
+
+
+def _imported(argv: list[str], env: dict[str, str]) -> tuple[int, set[str]]:
+    """The modules ``argv`` imports, from Python's own import trace (PYTHONPROFILEIMPORTTIME
+    reaches the script's Python whatever its shebang): (exit code, module names)."""
+    done = subprocess.run(
+        argv,
+        env=dict(env, PYTHONPROFILEIMPORTTIME="1"),
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.decode(errors="replace").splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    return done.returncode, names - {"imported package"}  # minus the trace's header
+
+
+def _imports(lab: Lab, env: dict[str, str]) -> Row:
+    """Whether ``orcha run`` as installed imports ``re`` (through its wrapper or anything
+    else), and how many modules it imports next to ``python -c pass``."""
+    what = "installed `orcha run` imports re"
+    code, names = _imported(lab.orcha_cmd("run", "imports", "--", "true"), env)
+    _, python = _imported([script_python(lab.orcha), "-c", "pass"], env)
+    if code != 0 or not names:
+        return Row("1", what, verdict=ERROR, note=f"exit {code}, no import trace")
+    heavy = sorted(names & {"re", "typing", "json", "_hashlib", "click", "rich", "enum"})
+    return Row(
+        "1",
+        what,
+        measured=f"{'yes' if 're' in names else 'no'}, {len(names)} modules",
+        peer=f"python {len(python)} modules",
+        limit="no",
+        verdict=FAIL if "re" in names else PASS,
+        note=f"of note: {', '.join(heavy) or 'none'}",
+        raw={"modules": sorted(names), "python_modules": sorted(python)},
+    )
+
+
+def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
+    """2: an array of N ``true`` then ``orcha wait`` on it against N ``tsp true`` then
+    ``tsp -w`` through ``tsp -S 2`` (rates); the service's CPU per petition; N separate
+    ``orcha run --detach`` calls interleaved with N ``python -c pass`` (report only)."""
+    n = scale.petitions
+    env = lab.env("petitions")
+    service = lab.serve("petitions", "--max-running", "2", env=env)
+    o = lab.orcha_cmd
+    cpu_per: list[float] = []
+
+    def orcha_array(r: int) -> float:
+        before = service.cpu()
+        t = lab.run(o("run", "--detach", "--array", f"1-{n}", f"a{r}", "--", "true"), env)
+        t2 = lab.run(o("wait", f"a{r}"), env)
+        cpu_per.append((service.cpu() - before) / n)
+        lab.run(o("clean"), env)  # untimed: each repeat starts with no ended records
+        return rate(n, t.wall + t2.wall)
+
+    steps: dict[str, Callable[[int], float]] = {"orcha": orcha_array}
+    tsp = shutil.which("tsp")
+    if tsp:
+        tsp, tsp_env = tsp_server(lab, env, "petitions-tsp", 2)
+
+        def tsp_batch(r: int) -> float:
+            start = time.perf_counter()
+            last = ""
+            for _ in range(n):
+                last = lab.output([tsp, "true"], tsp_env).strip()
+            lab.run([tsp, "-w", last], tsp_env, check=False)
+            took = time.perf_counter() - start
+            lab.run([tsp, "-C"], tsp_env)
+            return rate(n, took)
+
+        steps["tsp"] = tsp_batch
+    got = interleave(scale.heavy, steps)
+    what = f"{n:,} petitions: --array + wait, rate"
+    orcha_rate = summarize(got["orcha"])
+    if tsp:
+        emit(
+            compare_row(
+                "2",
+                what,
+                orcha_rate,
+                "/s",
+                "tsp -S 2",
+                summarize(got["tsp"]),
+                kind="ratio",
+                limit=2.0,
+            )
+        )
+    else:
+        emit(
+            Row(
+                "2",
+                what,
+                measured=f"{orcha_rate.median:,.0f}/s",
+                verdict=ERROR,
+                note="tsp is not installed: no peer",
+            )
+        )
+    emit(
+        compare_row(
+            "2",
+            "service CPU per petition",
+            summarize(cpu_per),
+            "ms",
+            "",
+            None,
+            kind="max",
+            limit=0.001,
+        )
+    )
+    _detached(lab, scale, env, emit)
+
+
+def _detached(lab: Lab, scale: Any, env: dict[str, str], emit: Emit) -> None:
+    n = scale.detached
+    python = script_python(lab.orcha)
+    orcha_times: list[float] = []
+    python_times: list[float] = []
+    for i in range(n):
+        submit = lab.orcha_cmd("run", "--detach", f"d{i}", "--", "true")
+        if i % 2:
+            orcha_times.append(lab.run(submit, env).wall)
+        python_times.append(lab.run([python, "-c", "pass"], env).wall)
+        if not i % 2:
+            orcha_times.append(lab.run(submit, env).wall)
+    wait = lab.run(lab.orcha_cmd("wait", "--all"), env).wall
+    orcha = summarize([rate(n, sum(orcha_times) + wait)])
+    peer = summarize([rate(n, sum(python_times))])
+    emit(
+        compare_row(
+            "2",
+            f"{n:,} x orcha run --detach, then wait --all",
+            orcha,
+            "/s",
+            "python -c pass",
+            peer,
+            kind="ratio",
+            limit=None,
+        )
+    )
