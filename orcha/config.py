@@ -35,10 +35,13 @@ refuses to start on an invalid file. A running service reads it again on SIGHUP
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from orcha import defaults
 from orcha.errors import ConfigError
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV_CONFIG = "ORCHA_CONFIG"
 CONFIG_FILE_NAME = "config.yaml"
