@@ -76,13 +76,11 @@ def _key() -> str:
     return "\t".join(parts).replace("\n", "\\n")
 
 
-def runtime_dir(note_dir: str | None = None) -> str:
-    """platformdirs' ``user_runtime_dir`` for orcha: as noted in ``note_dir`` (default:
-    the state directory, ``ORCHA_STATE_DIR`` if set), if the note is for this process's
-    circumstances; else platformdirs' answer, noted there if the directory exists."""
-    if note_dir is None:
-        note_dir = os.environ.get(defaults.ENV_STATE_DIR) or state_dir()
-    note = os.path.join(note_dir, FILE_NAME)
+def runtime_dir(folder: str | None = None) -> str:
+    """platformdirs' ``user_runtime_dir`` for orcha: as noted in ``folder`` (default:
+    :func:`note_dir`), if the note is for this process's circumstances; else
+    platformdirs' answer, noted there if the folder exists."""
+    note = os.path.join(folder or note_dir(), FILE_NAME)
     key = _key()
     try:
         with open(note, encoding="utf-8") as f:
@@ -92,18 +90,24 @@ def runtime_dir(note_dir: str | None = None) -> str:
     except (OSError, ValueError):
         pass
     found = _from_platformdirs("runtime")
-    _write(note, f"{key}\n{found}")
+    write_note(note, f"{key}\n{found}".encode())
     return found
 
 
-def _write(path: str, text: str) -> None:
-    """Write ``path`` whole (another process reads either the old or the new note);
-    quietly nothing where it cannot (no state directory yet, read-only)."""
+def note_dir() -> str:
+    """Where orcha keeps its notes: the state directory (``ORCHA_STATE_DIR`` if set)."""
+    return os.environ.get(defaults.ENV_STATE_DIR) or state_dir()
+
+
+def write_note(path: str, content: bytes) -> None:
+    """Write ``path`` whole, private to the user (another process reads either the old
+    or the new note); quietly nothing where it cannot (no state directory yet,
+    read-only)."""
     temporary = f"{path}.{os.getpid()}"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
         os.replace(temporary, path)
     except OSError:
         try:

@@ -305,16 +305,25 @@ import orcha.client.attach, orcha.client.screen
 from orcha.protocol.wire import _mac
 _mac(b"key", b"challenge", "md5"), _mac(b"key", b"challenge", "sha256")
 print(" ".join(sorted(set(sys.modules) - before)))
+print(config is not None and config.data["grace"])
 """
 
 
-def test_the_fast_path_loads_only_orcha_and_cheap_c_modules(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config_file", [False, True], ids=["no-config", "config"])
+def test_the_fast_path_loads_only_orcha_and_cheap_c_modules(
+    tmp_path: Path, config_file: bool
+) -> None:
     """The fast path's own steps (configuration, its note, parsing, settings with the
     default directories) and the modules it runs a petition with, in a fresh interpreter:
-    what they load (the second time: the first notes platformdirs' runtime directory)."""
+    what they load (the second time: the first notes platformdirs' runtime directory and
+    the configuration file, if there is one)."""
     import os
     import subprocess
     import sys
+
+    if config_file:
+        (tmp_path / "config" / "orcha").mkdir(parents=True)
+        (tmp_path / "config" / "orcha" / "config.yaml").write_text("grace: 3\n")
 
     env = {**os.environ, "ORCHA_STATE_DIR": str(tmp_path / "state"),
            "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
@@ -323,7 +332,9 @@ def test_the_fast_path_loads_only_orcha_and_cheap_c_modules(tmp_path: Path) -> N
         proc = subprocess.run([sys.executable, "-c", FAST_PATH_PROBE], capture_output=True,
                               text=True, timeout=60, env=env, cwd=tmp_path)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-    loaded = set(proc.stdout.split())
+    modules, grace = proc.stdout.splitlines()
+    assert grace == ("3" if config_file else "False")  # the file was read (from its note)
+    loaded = set(modules.split())
     assert "orcha.client.attach" in loaded and "_pickle" in loaded  # it did load the path
     others = {m for m in loaded if m.split(".")[0] not in ("orcha", "orcha_plugins")}
     assert others <= FAST_PATH_MAY_LOAD, sorted(others - FAST_PATH_MAY_LOAD)
