@@ -35,10 +35,13 @@ refuses to start on an invalid file. A running service reads it again on SIGHUP
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from orcha import defaults
 from orcha.errors import ConfigError
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV_CONFIG = "ORCHA_CONFIG"
 CONFIG_FILE_NAME = "config.yaml"
@@ -217,6 +220,13 @@ class Config:
             f"{self.path}: {path}{key}_file",
         )
 
+    def check_secret_files(self) -> None:
+        """Read the secret files the configuration names: ConfigError if one is unusable."""
+        self.notify_secret()
+        for i, item in enumerate(self.data["notify"]):
+            if isinstance(item, dict):
+                self._secret(item, "secret", f"notify[{i}].")
+
     def group_limits(self) -> dict[str, int]:
         """``groups:`` as {name: max_running}. ConfigError for an invalid group name."""
         out = {}
@@ -302,9 +312,17 @@ def config_path(explicit: str | None = None) -> tuple[str, bool]:
 def load(explicit: str | None = None) -> Config:
     """Read and validate the configuration file. ConfigError (one line, with the path
     and the key path or YAML line) if it cannot be read or is invalid."""
-    from orcha.schema import SchemaError, validate
+    from orcha import config_note
 
     path, named = config_path(explicit)
+    note_key = config_note.key(path)  # before reading: an edit meanwhile changes it
+    noted = config_note.read(note_key)
+    if noted is not None:
+        config = Config(path, True, *noted)
+        config.check_secret_files()  # what lies outside the file may have changed
+        return config
+    from orcha.schema import SchemaError, validate
+
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -333,6 +351,7 @@ def load(explicit: str | None = None) -> Config:
             parse_address(data["address"])
         except (ValueError, ConfigError) as e:
             raise ConfigError(f"{path}: address: {e}") from None
+    config_note.write(note_key, data, raw)
     return config
 
 

@@ -161,17 +161,13 @@ def _check_key_file(path: str, st: os.stat_result) -> None:
 
 
 def _platform_dir(kind: str) -> str:
-    import warnings
+    # platformdirs' answer, without importing it where that can be spared: see
+    # orcha.platform_dirs (imported here: only needed when no override is set).
+    from orcha import platform_dirs
 
-    import platformdirs  # imported here: only needed when no override is set
-
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp;
-        # that fallback is private to the user, so the warning is noise for our users.
-        warnings.simplefilter("ignore")
-        if kind == "runtime":
-            return platformdirs.user_runtime_dir(defaults.APP_NAME)
-        return platformdirs.user_state_dir(defaults.APP_NAME)
+    if kind == "runtime":
+        return platform_dirs.runtime_dir()
+    return platform_dirs.state_dir()
 
 
 def _private_dir(path: str) -> str:

@@ -16,12 +16,12 @@ petition, because the session closes).
 
 from __future__ import annotations
 
+import _signal as signal  # signal's C module: signal.py builds enums on import
 import os
-import selectors
-import signal
 import sys
 import time
 
+from orcha.client import poller as selectors  # selectors' epoll, without its imports
 from orcha.client.session import NOTHING, Session
 from orcha.errors import ExitCode, LostServiceError
 from orcha.protocol.messages import SubmitRequest
@@ -53,14 +53,14 @@ class _Interrupts:
 
     def __enter__(self) -> _Interrupts:
         self._old_handler = signal.getsignal(signal.SIGINT)
-        if self._old_handler is not signal.SIG_IGN:
+        if self._old_handler != signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._handler)
         self._old_fd = signal.set_wakeup_fd(self.write_fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
         signal.set_wakeup_fd(self._old_fd)
-        if self._old_handler is not signal.SIG_IGN:
+        if self._old_handler != signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._old_handler)
         os.close(self.read_fd)
         os.close(self.write_fd)
@@ -363,8 +363,8 @@ def run_in_foreground(
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
+    import _socket
     import pwd
-    import socket
 
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
@@ -376,7 +376,7 @@ def run_in_foreground(
     forward = stdin and not detach and _piped_stdin()
     request = SubmitRequest(
         kind, petition_id, params, priority, cwd or os.getcwd(), environment,
-        attach=not detach, user=user, host=socket.gethostname(), schedule=schedule,
+        attach=not detach, user=user, host=_socket.gethostname(), schedule=schedule,
         stdin=forward,
     )  # fmt: skip
     session = Session.open(settings)

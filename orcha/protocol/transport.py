@@ -7,14 +7,16 @@ standard implementation; orcha's own clients use the lean one in ``orcha.protoco
 What this module adds over the standard Listener/Client: a deadline on every handshake
 (a silent peer cannot block anyone), ``TCP_NODELAY`` (no 40 ms Nagle stalls), errors
 mapped to orcha's hierarchy, and a listening socket the service can poll from its loop.
+A client's connection is a ``_socket`` socket: ``socket.py`` builds its enums on import,
+which costs every ``orcha`` command several milliseconds; the service's side uses
+``socket``.
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
-import struct
 
 from orcha.address import Address
 from orcha.defaults import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, LISTEN_BACKLOG
@@ -29,19 +31,29 @@ from orcha.protocol.wire import AuthenticationFailed, WireConnection
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    import socket
     from multiprocessing.connection import Connection
 
 __all__ = ["accept", "authenticate", "connect", "listen", "set_recv_timeout"]
 
 
-def _family(address: Address) -> socket.AddressFamily:
+def _family(address: Address) -> int:
     if address.is_unix:
-        return socket.AF_UNIX
-    return socket.AF_INET6 if ":" in (address.host or "") else socket.AF_INET
+        return _socket.AF_UNIX
+    return _socket.AF_INET6 if ":" in (address.host or "") else _socket.AF_INET
+
+
+def _client_socket(family: int) -> _socket.socket:
+    """A new stream socket for a client (the seam tests replace to make ``connect``
+    fail as they need)."""
+    return _socket.socket(family, _socket.SOCK_STREAM)
 
 
 def set_recv_timeout(fd: int, seconds: float) -> None:
     """Bound blocking reads on ``fd`` (0 removes the bound). Reads past it raise OSError."""
+    import socket
+    import struct
+
     sock = socket.socket(fileno=fd)  # no dup: it must work with no descriptor to spare
     try:
         whole = int(seconds)
@@ -54,9 +66,9 @@ def set_recv_timeout(fd: int, seconds: float) -> None:
         sock.detach()
 
 
-def _nodelay(sock: socket.socket) -> None:
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _nodelay(sock: _socket.socket) -> None:
+    if sock.family in (_socket.AF_INET, _socket.AF_INET6):
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
 
 
 def connect(
@@ -67,7 +79,7 @@ def connect(
     Raises NoServiceError when nothing listens or it does not answer in time, and
     AuthError when the key is missing or refused.
     """
-    sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    sock = _client_socket(_family(address))
     sock.settimeout(timeout)
     try:
         sock.connect(address.sockaddr)
@@ -135,6 +147,8 @@ def listen(address: Address) -> socket.socket:
     service answers on raises AlreadyRunningError. The caller holds the address lock
     (see ``orcha.service.lock``), so checking then binding does not race.
     """
+    import socket
+
     family = _family(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -167,6 +181,8 @@ def _remove_stale_socket(address: Address) -> None:
     assert address.path is not None
     if not os.path.lexists(address.path):
         return
+    import socket
+
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:

@@ -3,7 +3,8 @@
 Every ``orcha run`` pays for its imports before its command can start, and
 ``multiprocessing.connection`` drags in ``tempfile``, ``shutil``, ``pickle`` and the
 multiprocessing context: more than Python's own start-up. This module speaks the same
-bytes with ``socket``, ``struct`` and OpenSSL's HMAC only: frames are a signed 4-byte big-endian
+bytes with C modules only (a ``_socket`` socket, ``_struct``, ``_pickle`` and the
+interpreter's own hash functions): frames are a signed 4-byte big-endian
 length (``-1`` then an 8-byte length for frames over 2 GiB) and the payload; the handshake
 is the HMAC challenge/response of ``multiprocessing.connection`` in both its legacy form
 (20-byte challenge, raw HMAC-MD5) and the ``{digest}``-prefixed form of Python 3.12+.
@@ -20,11 +21,12 @@ the two agree.
 from __future__ import annotations
 
 import os
-import socket
-import struct
+from _struct import Struct  # struct's C module: struct.py adds nothing orcha uses
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from _socket import socket
+    from collections.abc import Callable
     from typing import Any
 
 CHALLENGE = b"#CHALLENGE#"
@@ -32,27 +34,88 @@ WELCOME = b"#WELCOME#"
 FAILURE = b"#FAILURE#"
 _LEGACY_LENGTHS = (20, 16)  # legacy challenge length, HMAC-MD5 length
 _DIGESTS = (b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384")
-_HEADER = struct.Struct("!i")
+_HEADER = Struct("!i")
 _PROTOCOL = 4  # understood by every Python orcha supports
+
+
+def _import_c_pickler() -> None:
+    """Import ``_pickle`` without ``functools``. The C pickler takes only
+    ``functools.partial`` from it, which is ``_functools.partial``; but importing
+    ``functools`` (with ``collections``, ``itertools``, ``operator``...) costs a client
+    about 3 ms of start-up. So, if nothing imported it yet, ``_pickle`` is given a stand-in
+    holding that same class, removed at once: a later ``import functools`` loads the
+    real module, whose ``partial`` is the class ``_pickle`` holds."""
+    import sys
+
+    if "functools" in sys.modules or "_pickle" in sys.modules:
+        return  # nothing to spare
+    from _functools import partial
+
+    stand_in = type(sys)("functools")
+    stand_in.partial = partial  # type: ignore[attr-defined]
+    sys.modules["functools"] = stand_in
+    try:
+        import _pickle  # noqa: F401
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+
+
 try:
+    _import_c_pickler()
     from _pickle import dumps as _dumps
     from _pickle import loads as _loads
 except ImportError:  # a Python without the C pickler
     from pickle import dumps as _dumps
     from pickle import loads as _loads
-_LONG_HEADER = struct.Struct("!Q")
+_LONG_HEADER = Struct("!Q")
+
+
+#: Where the interpreter keeps each digest the handshake may name: (modules, function),
+#: the first module that imports wins (Python 3.12 merged _sha256 and _sha512 into _sha2).
+_HASHES = {
+    "md5": (("_md5",), "md5"),
+    "sha256": (("_sha2", "_sha256"), "sha256"),
+    "sha384": (("_sha2", "_sha512"), "sha384"),
+    "sha3_256": (("_sha3",), "sha3_256"),
+    "sha3_384": (("_sha3",), "sha3_384"),
+}
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # HMAC's inner and outer pads, as hmac.py
+_OPAD = bytes(x ^ 0x5C for x in range(256))  # builds them, for bytes.translate
+
+
+def _hash(digest: str) -> Callable[..., Any] | None:
+    """The interpreter's own (not OpenSSL's) constructor of ``digest``; None if it has
+    none (a Python built without its fallback hashes)."""
+    modules, name = _HASHES.get(digest, ((), ""))
+    for module in modules:
+        try:
+            return getattr(__import__(module), name)
+        except (ImportError, AttributeError):
+            continue
+    return None
 
 
 def _mac(key: bytes, message: bytes, digest: str) -> bytes:
-    """HMAC of ``message``. OpenSSL's one-shot function where it exists: importing
-    ``hmac`` (and with it all of ``hashlib``) costs several milliseconds of start-up."""
-    try:
-        from _hashlib import hmac_digest
-    except ImportError:  # a Python built without OpenSSL
+    """HMAC (RFC 2104) of ``message``: the same bytes as ``hmac.new(key, message,
+    digest).digest()``. Computed with the interpreter's built-in hash functions, because
+    loading OpenSSL (``_hashlib``, as ``hmac`` does) costs a client about 4 ms of
+    start-up, more than the whole handshake; OpenSSL's HMAC where those are missing."""
+    new = _hash(digest)
+    if new is None:
         import hmac
 
         return hmac.new(key, message, digest).digest()
-    return hmac_digest(key, message, digest)
+    inner, outer = new(), new()
+    block = inner.block_size
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    inner.update(key.translate(_IPAD))
+    inner.update(message)
+    outer.update(key.translate(_OPAD))
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -104,7 +167,7 @@ class WireConnection:
     """A blocking connection with the methods of ``multiprocessing.connection.Connection``
     that orcha's client uses: ``send_bytes``, ``recv_bytes``, ``fileno``, ``close``."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket) -> None:
         self._sock = sock
         self._buffer = bytearray()  # recv_frame's, reused
 

@@ -39,6 +39,21 @@ def test_both_forms_run_while_the_shell_plugin_is_enabled(env: Env, service: Ser
     assert not _imported(stderr, "click")  # the plain form took the fast path
 
 
+def test_the_fast_path_loads_nothing_heavy(env: Env, service: Service) -> None:
+    """A real ``orcha run`` on the fast path (no configuration file): none of the modules
+    whose start-up cost issue 14 measured (tests/unit/test_fast.py has the full list;
+    ``python -m`` itself loads functools and collections, the installed command not)."""
+    orcha(env, "run", new_id("noted"), "--", "true")
+    code, stderr = _imports(env, "run", new_id("lean"), "--", "true")
+    assert code == 0, stderr
+    # Only what orcha loads: an editable install's finder loads re and enum in site.
+    lines = stderr.splitlines()
+    ours = "\n".join(lines[[line.rsplit("|", 1)[-1].strip() for line in lines].index("site") :])
+    heavy = ("click", "re", "enum", "typing", "socket", "selectors", "signal", "_hashlib",
+             "json", "yaml")  # fmt: skip
+    assert [m for m in heavy if _imported(ours, m)] == [], ours
+
+
 def test_both_forms_are_no_such_command_once_the_config_disables_shell(
     env: Env, service: Service
 ) -> None:

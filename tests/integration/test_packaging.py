@@ -336,7 +336,13 @@ def test_wheel_holds_the_packages_their_typing_marker_and_entry_points(dists: Di
         entry_points = configparser.ConfigParser(delimiters=("=",))
         entry_points.optionxform = str  # type: ignore[assignment,method-assign]
         entry_points.read_string(zf.read(f"{dist_info}/entry_points.txt").decode())
-    assert dict(entry_points["console_scripts"]) == {"orcha": "orcha.cli.main:main"}
+    # The ``orcha`` command is a script of its own (bin/orcha), not a console-script
+    # entry point: pip's wrapper for those imports ``re`` before orcha starts (issue 14).
+    assert "console_scripts" not in entry_points
+    with zipfile.ZipFile(dists.wheel) as zf:
+        script = zf.read(f"{data}/scripts/orcha").decode()
+    assert script.startswith("#!python\n"), script[:100]  # the installer writes its python
+    assert "import re" not in script and "from orcha.cli.main import main" in script
     assert dict(entry_points["orcha.plugins"]) == {
         "hello": "orcha_plugins.hello:HelloPlugin",
         "shell": "orcha_plugins.shell:ShellPlugin",

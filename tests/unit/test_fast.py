@@ -279,3 +279,77 @@ def test_the_declarations_and_the_fast_path_are_cheap_to_import() -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert proc.stdout == "[]\n", proc.stderr
+
+
+#: What a client may load beyond Python's own start-up to run 'orcha run x -- true' on
+#: the fast path: orcha's modules and these cheap C modules. Anything else (enum through
+#: socket, signal or an IntEnum; re; typing; functools and collections through _pickle;
+#: selectors; hashlib or OpenSSL; json; click) costs start-up that every petition pays
+#: (issue 14), and fails here by name.
+FAST_PATH_MAY_LOAD = {
+    "__future__", "_compat_pickle", "_md5", "_pickle", "_sha2", "_sha256", "_socket",
+    "_struct", "copyreg", "errno", "pwd", "select",
+}  # fmt: skip
+FAST_PATH_PROBE = """
+import sys
+before = set(sys.modules)
+from orcha.cli import fast, fast_commands
+fast_commands.write(fast_commands.key(frozenset()),
+                    [("run", "shell", "orcha_plugins.shell_command", "run")])
+usable, config = fast._configuration()
+request = fast.prepare(["run", "x", "--", "true"], fast_commands.disabled_plugins(config))
+assert usable and request is not None and request.kind == "shell", request
+from orcha import settings
+settings.configure(settings.resolve(address=None, key=None, verbose=0, config=config))
+import orcha.client.attach, orcha.client.screen
+from orcha.protocol.wire import _mac
+_mac(b"key", b"challenge", "md5"), _mac(b"key", b"challenge", "sha256")
+print(" ".join(sorted(set(sys.modules) - before)))
+print(config is not None and config.data["grace"])
+"""
+
+
+@pytest.mark.parametrize("config_file", [False, True], ids=["no-config", "config"])
+def test_the_fast_path_loads_only_orcha_and_cheap_c_modules(
+    tmp_path: Path, config_file: bool
+) -> None:
+    """The fast path's own steps (configuration, its note, parsing, settings with the
+    default directories) and the modules it runs a petition with, in a fresh interpreter:
+    what they load (the second time: the first notes platformdirs' runtime directory and
+    the configuration file, if there is one)."""
+    import os
+    import subprocess
+    import sys
+
+    if config_file:
+        (tmp_path / "config" / "orcha").mkdir(parents=True)
+        (tmp_path / "config" / "orcha" / "config.yaml").write_text("grace: 3\n")
+
+    env = {**os.environ, "ORCHA_STATE_DIR": str(tmp_path / "state"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
+    env.pop("ORCHA_RUNTIME_DIR", None)  # platformdirs' runtime directory: noted the first time
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", FAST_PATH_PROBE], capture_output=True,
+                              text=True, timeout=60, env=env, cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    modules, grace = proc.stdout.splitlines()
+    assert grace == ("3" if config_file else "False")  # the file was read (from its note)
+    loaded = set(modules.split())
+    assert "orcha.client.attach" in loaded and "_pickle" in loaded  # it did load the path
+    others = {m for m in loaded if m.split(".")[0] not in ("orcha", "orcha_plugins")}
+    assert others <= FAST_PATH_MAY_LOAD, sorted(others - FAST_PATH_MAY_LOAD)
+
+
+def test_the_installed_command_imports_nothing_before_orcha() -> None:
+    """bin/orcha (what pip installs as ``orcha``) imports sys and orcha's entry point
+    only: no ``re``, as the wrapper pip writes for a [project.scripts] entry has."""
+    import ast
+    import os
+
+    script = Path(__file__).resolve().parents[2] / "bin" / "orcha"
+    tree = ast.parse(script.read_text())
+    imports = [ast.unparse(node) for node in ast.walk(tree)
+               if isinstance(node, (ast.Import, ast.ImportFrom))]  # fmt: skip
+    assert imports == ["import sys", "from orcha.cli.main import main"]
+    assert script.read_text().startswith("#!/usr/bin/env python3\n")  # pip rewrites it
+    assert os.access(script, os.X_OK)

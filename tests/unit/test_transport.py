@@ -28,10 +28,11 @@ def test_a_socket_this_user_may_not_use_says_permission_denied_and_whose(
     listener.listen(1)
     try:
 
-        def refuse(self: socket.socket, address: object) -> None:
-            raise PermissionError(13, "Permission denied")  # as for another user's 0600 socket
+        class Refused(socket.socket):
+            def connect(self, address: object) -> None:
+                raise PermissionError(13, "Permission denied")  # another user's 0600 socket
 
-        monkeypatch.setattr(socket.socket, "connect", refuse)
+        monkeypatch.setattr(transport, "_client_socket", lambda family: Refused(family))
         with pytest.raises(AuthError) as caught:
             transport.connect(parse_address(str(path)), b"key")
     finally:

@@ -162,3 +162,27 @@ def test_the_lean_wire_imports_no_pickle_module_and_no_re() -> None:
                            check=True).stdout.split()  # fmt: skip
     assert "_pickle" in added
     assert not {"pickle", "re", "json", "typing"} & set(added), added
+
+
+@pytest.mark.parametrize("digest", ["md5", "sha256", "sha384", "sha3_256", "sha3_384"])
+def test_the_handshake_mac_is_hmac_byte_for_byte(digest: str) -> None:
+    """The client's own HMAC (built-in hash functions, no OpenSSL) gives hmac's bytes
+    for every digest a service may name, for keys shorter than, as long as and longer
+    than the hash's block (longer ones are hashed first)."""
+    from orcha.protocol.wire import _hash, _mac
+
+    assert _hash(digest) is not None  # this interpreter has them: the fallback is not tested
+    for length in (0, 1, 32, 64, 65, 104, 128, 136, 137, 200):
+        key = os.urandom(length)
+        for message in (b"", os.urandom(20), os.urandom(1000)):
+            assert _mac(key, message, digest) == hmac.new(key, message, digest).digest()
+
+
+def test_the_handshake_mac_falls_back_to_hmac_without_built_in_hashes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orcha.protocol import wire
+
+    monkeypatch.setattr(wire, "_HASHES", {})
+    assert wire._hash("sha256") is None
+    assert wire._mac(KEY, b"m", "sha256") == hmac.new(KEY, b"m", "sha256").digest()
