@@ -359,6 +359,8 @@ class LocalMachine(Machine):
     def sweep(self, job: Job, grace: float) -> None:
         if not job.pids:
             return  # it started nothing it told orcha about: nothing to look for
+        if self.procs.contained(job.token, job.pids):
+            return  # its cgroup held its whole tree, emptied when its action returned
         if self._sweeper is None:
             from orcha.service.procs import Sweeper
 

@@ -43,6 +43,9 @@ log = logging.getLogger("orcha.service.procs")
 
 _NO_LOCK = contextlib.nullcontext()
 
+#: How many (command, PATH) lookups :meth:`ProcessControl._check_command` remembers.
+_COMMANDS_KEPT = 256
+
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.10
 
 
@@ -69,6 +72,9 @@ class ProcessControl:
         self._interval = interval
         self._tick_cond = threading.Condition()
         self._ticker: threading.Thread | None = None
+        self._commands: dict[tuple[str, str], str] = {}  # (name, PATH) -> where found
+        # Per petition token, the main processes spawned into its cgroup (see contained()).
+        self._caged: dict[str, set[int]] = {}
 
     @property
     def isolation(self) -> str:
@@ -94,9 +100,7 @@ class ProcessControl:
         token = env.get(ENV_PETITION_TOKEN)
         argv = list(argv)
         if self.cgroups is not None and token:
-            from orcha.service.cgroups import check_command
-
-            check_command(argv[0], cwd, env.get("PATH", os.defpath))
+            self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
             argv = self.cgroups.wrap(self.cgroups.create(token), argv)
         # Held from fork to watch(): the tracker never sees a main process it does not
         # know (it would take it for an orphan).
@@ -113,6 +117,8 @@ class ProcessControl:
             )
             if self.tracker is not None and token:
                 self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        if self.cgroups is not None and token:
+            self._caged.setdefault(token, set()).add(proc.pid)
         if self.tracker is not None and token:
             self._wake_ticker()
         if pipe_size:
@@ -124,6 +130,23 @@ class ProcessControl:
                 except OSError:
                     pass  # a smaller pipe only costs throughput
         return proc
+
+    def _check_command(self, name: str, cwd: str, path: str) -> None:
+        """Raise as ``subprocess.Popen`` would if ``name`` cannot be executed (see
+        :func:`~orcha.service.cgroups.check_command`). A command found on ``path``
+        before is only checked again where it was found (one ``access`` call instead
+        of a walk of ``path``): it runs if it is still executable there."""
+        key = (name, path)
+        found = self._commands.get(key) if os.sep not in name else None
+        if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+            return
+        from orcha.service.cgroups import check_command
+
+        found = check_command(name, cwd, path)
+        if found is not None and os.path.isabs(found):  # not one of a relative PATH entry
+            if len(self._commands) >= _COMMANDS_KEPT:
+                self._commands.clear()  # bounded; refilled by the commands in use
+            self._commands[key] = found
 
     def tree(
         self, roots: Iterable[int], token: str | None, carriers: bool = True
@@ -196,9 +219,19 @@ class ProcessControl:
             roots = self.tracker.live_roots(token)
         return self._stop(roots, token, grace, False, carriers)
 
+    def contained(self, token: str, roots: Iterable[int]) -> bool:
+        """Whether every process of petition ``token`` descends from ``roots`` spawned
+        into its cgroup: then the cgroup held its whole tree (a process is born in its
+        parent's cgroup, whatever it does to its session or environment), and once
+        :meth:`stop_leftovers` emptied it nothing of it can be left elsewhere. (Only a
+        process allowed to move itself to another cgroup could leave.)"""
+        caged = self._caged.get(token)
+        return caged is not None and all(pid in caged for pid in roots)
+
     def finished(self, token: str) -> None:
         """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
         is removed)."""
+        self._caged.pop(token, None)
         self.memory.remove(token)
         if self.tracker is not None:
             self.tracker.forget(token)
