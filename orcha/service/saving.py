@@ -26,7 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from orcha.defaults import STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_SYNC_WAIT
+from orcha.defaults import (
+    STORE_BATCH_SECONDS,
+    STORE_RETRY_FIRST,
+    STORE_RETRY_MAX,
+    STORE_SYNC_WAIT,
+)
 from orcha.errors import NotSavedError
 
 log = logging.getLogger("orcha.service.store")
@@ -116,8 +121,12 @@ class Saver:
         retry_first: float = STORE_RETRY_FIRST,
         retry_max: float = STORE_RETRY_MAX,
         start: bool = True,
+        batch: float = STORE_BATCH_SECONDS,
     ) -> None:
+        """``batch``: seconds the changes queued after a first one may gather before
+        they are committed together (0: at once)."""
         self._commit = commit
+        self.batch = batch
         self.outage = outage
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -140,11 +149,13 @@ class Saver:
     def put(self, seq: int, fields: dict[str, Any]) -> None:
         """Queue a change of record ``seq`` (merged with one not yet committed)."""
         with self._cond:
+            first = not self._pending
             self._pending.setdefault(seq, {}).update(fields)
             if self._thread is None and self._start and not self._closed:
                 self._thread = threading.Thread(target=self._loop, name="store", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if first:  # the writer waits only for a first change (else it is busy)
+                self._cond.notify_all()
 
     def supersede(self, seq: int, names: set[str] | Any) -> None:
         """Fields of ``seq`` were just committed directly: older queued values of them
@@ -202,6 +213,9 @@ class Saver:
                 self._cond.wait_for(lambda: bool(self._pending) or self._closed)
                 if self._closed:
                     return
+                if self.batch and not self._hurry:
+                    # Let the changes of the next moments join this one's transaction.
+                    self._cond.wait_for(lambda: self._hurry or self._closed, self.batch)
             try:
                 pause = self.step()
             except BaseException:  # never: step catches; but the writer must not die
