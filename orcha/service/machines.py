@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
     from orcha.service.host import Host
     from orcha.service.job import Job
-    from orcha.service.procs import ProcessControl, Sweeper
+    from orcha.service.procs import ProcessControl
+    from orcha.service.sweeping import Sweeper
 
 log = logging.getLogger("orcha.service.machines")
 
@@ -362,7 +363,7 @@ class LocalMachine(Machine):
         if self.procs.contained(job.token, job.pids):
             return  # its cgroup held its whole tree, emptied when its action returned
         if self._sweeper is None:
-            from orcha.service.procs import Sweeper
+            from orcha.service.sweeping import Sweeper
 
             self._sweeper = Sweeper(self.procs, grace)
         self._sweeper.add(job)
