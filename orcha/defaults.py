@@ -335,3 +335,11 @@ USAGE_RECENT = 20
 
 #: Longest command text a ``usage`` event carries per petition (longer is cut, with …).
 USAGE_COMMAND_CHARS = 200
+
+# -- issue 14: service CPU per petition, refill, idle (helper I) --
+
+#: Seconds the record writer lets changes queued after a first one gather before it
+#: commits them in one transaction (a stream of short petitions then costs one commit
+#: per batch, not three per petition). Only for changes nobody waits for: a new record
+#: and a start are committed at once.
+STORE_BATCH_SECONDS = 0.005

@@ -99,19 +99,21 @@ class CgroupFS:
         return [n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n))]
 
 
-def check_command(name: str, cwd: str, path: str) -> None:
+def check_command(name: str, cwd: str, path: str) -> str | None:
     """Raise as ``subprocess.Popen`` would if ``name`` could not be executed
     (FileNotFoundError, PermissionError): a petition's command runs behind the shell
-    that puts it in its cgroup, so it is looked up here, to fail the same way."""
+    that puts it in its cgroup, so it is looked up here, to fail the same way. Returns
+    where a name without a slash was found on ``path`` (None for a path)."""
     if os.sep in name:
         full = os.path.join(cwd, name)
         if not os.path.exists(full):
             raise FileNotFoundError(2, "No such file or directory", name)
         if os.path.isdir(full) or not os.access(full, os.X_OK):
             raise PermissionError(13, "Permission denied", name)
-        return
-    if shutil.which(name, path=path) is not None:
-        return
+        return None
+    found = shutil.which(name, path=path)
+    if found is not None:
+        return found
     for folder in path.split(os.pathsep):
         if os.path.exists(os.path.join(folder or ".", name)):
             raise PermissionError(13, "Permission denied", name)

@@ -95,13 +95,14 @@ class Family:
     """The children of one running petition (thread-safe). ``closed`` once the parent
     is cancelled or its run has returned: no child may be added then."""
 
-    __slots__ = ("_count", "_ended", "_lock", "children", "closed", "parent", "service")
+    __slots__ = ("_count", "_ended", "_lock", "_used", "children", "closed", "parent", "service")
 
     def __init__(self, service: Service, parent: Job) -> None:
         self.service = service
         self.parent = parent
         self.children: list[Job] = []
         self.closed = False
+        self._used = False  # a child was ever asked for (see cancel_left)
         self._count = 0  # for the default IDs: PARENT.1, PARENT.2...
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
@@ -128,6 +129,7 @@ class Family:
         """Called by the intake, under the scheduler's lock, before a child is recorded:
         PetitionError if the parent takes no more children."""
         with self._lock:
+            self._used = True
             if self.closed or self.parent.cancel_requested:
                 raise PetitionError(
                     f"petition {self.parent.id} is ending and cannot submit children",
@@ -169,6 +171,13 @@ class Family:
         """The parent's run returned: cancel the children it left unfinished (saying so
         in its stderr) and give them until the grace period is over to end."""
         parent = self.parent
+        with self._lock:
+            if not self._used:
+                # No child was ever asked for (most petitions): closed now, a child
+                # asked for from here on is refused (check_open), so the scheduler's
+                # lock, which makes closing atomic with an intake, is not needed.
+                self.closed = True
+                return
         with self.service.scheduler.lock:
             live = self.close()
         left = [child.id for child in live if not child.cancel_requested]

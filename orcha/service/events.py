@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
-from orcha.service.references import label, resolve, resolve_all
+from orcha.service.references import labeller, resolve, resolve_all
 from orcha.service.usage import UsageFeed, recent_ended
 from orcha.states import State
 
@@ -229,6 +229,7 @@ class Events:
         named as the reference given (see references.label)."""
         plan: list[dict[str, Any]] = []
         targets, missing = resolve_all(ids, self.scheduler, self.store)
+        label = labeller(targets)
         for target in targets:
             job = target.job
             if job is not None and job.log is not None:
@@ -238,11 +239,11 @@ class Events:
                         self._of(job).followers[peer] = handle
                         peer.subscribed.add(job)
                         peer.following(handle, job.log)
-                        plan.append({"id": label(target, targets), "handle": handle,
+                        plan.append({"id": label(target), "handle": handle,
                                      "log_path": job.log.path, "end": job.log.size,
                                      "ended": None})  # fmt: skip
                         continue
-                plan.append({"id": label(target, targets), "handle": handle,
+                plan.append({"id": label(target), "handle": handle,
                              "log_path": job.log.path, "end": None,
                              "ended": job.summary()})  # fmt: skip
                 continue
@@ -251,7 +252,7 @@ class Events:
                 missing.append(target.ref)  # unknown, or of the original API (no log)
                 continue
             plan.append({
-                "id": label(target, targets), "handle": peer.new_handle(),
+                "id": label(target), "handle": peer.new_handle(),
                 "log_path": record["log_path"], "end": None,
                 "ended": {k: record[k] for k in _ENDED},
             })  # fmt: skip

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
     from orcha.service.host import Host
     from orcha.service.job import Job
-    from orcha.service.procs import ProcessControl, Sweeper
+    from orcha.service.procs import ProcessControl
+    from orcha.service.sweeping import Sweeper
 
 log = logging.getLogger("orcha.service.machines")
 
@@ -359,8 +360,10 @@ class LocalMachine(Machine):
     def sweep(self, job: Job, grace: float) -> None:
         if not job.pids:
             return  # it started nothing it told orcha about: nothing to look for
+        if self.procs.contained(job.token, job.pids):
+            return  # its cgroup held its whole tree, emptied when its action returned
         if self._sweeper is None:
-            from orcha.service.procs import Sweeper
+            from orcha.service.sweeping import Sweeper
 
             self._sweeper = Sweeper(self.procs, grace)
         self._sweeper.add(job)

@@ -32,16 +32,19 @@ import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
 from orcha.service.orphans import read_stat
+from orcha.service.sweeping import CgroupRemover, token_carriers
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
-    from orcha.service.job import Job
     from orcha.service.memory import MemoryWatch
     from orcha.service.orphans import Tracker
 
 log = logging.getLogger("orcha.service.procs")
 
 _NO_LOCK = contextlib.nullcontext()
+
+#: How many (command, PATH) lookups :meth:`ProcessControl._check_command` remembers.
+_COMMANDS_KEPT = 256
 
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.10
 
@@ -69,6 +72,10 @@ class ProcessControl:
         self._interval = interval
         self._tick_cond = threading.Condition()
         self._ticker: threading.Thread | None = None
+        self._commands: dict[tuple[str, str], str] = {}  # (name, PATH) -> where found
+        self._remover: CgroupRemover | None = None  # created with the first removal
+        # Per petition token, the main processes spawned into its cgroup (see contained()).
+        self._caged: dict[str, set[int]] = {}
 
     @property
     def isolation(self) -> str:
@@ -94,9 +101,7 @@ class ProcessControl:
         token = env.get(ENV_PETITION_TOKEN)
         argv = list(argv)
         if self.cgroups is not None and token:
-            from orcha.service.cgroups import check_command
-
-            check_command(argv[0], cwd, env.get("PATH", os.defpath))
+            self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
             argv = self.cgroups.wrap(self.cgroups.create(token), argv)
         # Held from fork to watch(): the tracker never sees a main process it does not
         # know (it would take it for an orphan).
@@ -113,6 +118,8 @@ class ProcessControl:
             )
             if self.tracker is not None and token:
                 self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        if self.cgroups is not None and token:
+            self._caged.setdefault(token, set()).add(proc.pid)
         if self.tracker is not None and token:
             self._wake_ticker()
         if pipe_size:
@@ -124,6 +131,23 @@ class ProcessControl:
                 except OSError:
                     pass  # a smaller pipe only costs throughput
         return proc
+
+    def _check_command(self, name: str, cwd: str, path: str) -> None:
+        """Raise as ``subprocess.Popen`` would if ``name`` cannot be executed (see
+        :func:`~orcha.service.cgroups.check_command`). A command found on ``path``
+        before is only checked again where it was found (one ``access`` call instead
+        of a walk of ``path``): it runs if it is still executable there."""
+        key = (name, path)
+        found = self._commands.get(key) if os.sep not in name else None
+        if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+            return
+        from orcha.service.cgroups import check_command
+
+        found = check_command(name, cwd, path)
+        if found is not None and os.path.isabs(found):  # not one of a relative PATH entry
+            if len(self._commands) >= _COMMANDS_KEPT:
+                self._commands.clear()  # bounded; refilled by the commands in use
+            self._commands[key] = found
 
     def tree(
         self, roots: Iterable[int], token: str | None, carriers: bool = True
@@ -196,21 +220,33 @@ class ProcessControl:
             roots = self.tracker.live_roots(token)
         return self._stop(roots, token, grace, False, carriers)
 
+    def contained(self, token: str, roots: Iterable[int]) -> bool:
+        """Whether every process of petition ``token`` descends from ``roots`` spawned
+        into its cgroup: then the cgroup held its whole tree (a process is born in its
+        parent's cgroup, whatever it does to its session or environment), and once
+        :meth:`stop_leftovers` emptied it nothing of it can be left elsewhere. (Only a
+        process allowed to move itself to another cgroup could leave.)"""
+        caged = self._caged.get(token)
+        return caged is not None and all(pid in caged for pid in roots)
+
     def finished(self, token: str) -> None:
         """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
-        is removed)."""
+        is removed, in the background: see :class:`~orcha.service.sweeping.CgroupRemover`)."""
+        self._caged.pop(token, None)
         self.memory.remove(token)
         if self.tracker is not None:
             self.tracker.forget(token)
         if self.cgroups is not None:
-            try:
-                self.cgroups.remove(token)
-            except OSError as e:
-                log.warning("cannot remove the cgroup of %s: %s", token, e)
+            if self._remover is None:
+                self._remover = CgroupRemover(self.cgroups)
+            self._remover.add(token)
 
     def stop_strays(self, grace: float) -> int:
         """The service stops: stop the orphans no petition could be given (see
-        :class:`~orcha.service.orphans.Tracker`); returns how many."""
+        :class:`~orcha.service.orphans.Tracker`); returns how many. The cgroups of ended
+        petitions not removed yet are removed now."""
+        if self._remover is not None:
+            self._remover.flush()
         if self.tracker is None:
             return 0
         self.tracker.tick()
@@ -351,83 +387,6 @@ class ProcessControl:
         if procs:
             log.warning("processes %s survived SIGKILL", sorted(procs))
         return len(seen)
-
-
-class Sweeper:
-    """Stops what petitions left running after they ended normally.
-
-    One thread, woken when petitions end; one scan of /proc covers every petition that
-    ended since the last scan, so a stream of short petitions costs one scan per batch
-    instead of one each. Idle, it waits without a timeout.
-    """
-
-    #: Seconds the sweeper lets ends accumulate before a scan.
-    BATCH_SECONDS = 0.05
-
-    def __init__(self, procs: ProcessControl, grace: float) -> None:
-        self._procs = procs
-        self._grace = grace
-        self._pending: dict[str, Job] = {}
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, job: Job) -> None:
-        with self._cond:
-            self._pending[job.token] = job
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending))
-            time.sleep(self.BATCH_SECONDS)
-            with self._cond:
-                batch, self._pending = self._pending, {}
-            try:
-                carriers = tokens_in_proc()
-                for token, job in batch.items():
-                    if token in carriers:
-                        n = self._procs.stop_tree(carriers[token], token, self._grace)
-                        log.info("petition %s left %d process(es) behind; stopped", job.id, n)
-            except Exception:
-                log.exception("sweeping leftover processes failed")
-
-
-_TOKEN_KEY = f"\0{ENV_PETITION_TOKEN}=".encode()
-
-
-def tokens_in_proc() -> dict[str, list[int]]:
-    """Every petition token found in a process environment, with the PIDs carrying it.
-
-    Reads /proc directly (a tenth of psutil's cost). Processes of other users are
-    unreadable and skipped.
-    """
-    me = os.getpid()
-    found: dict[str, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = b"\0" + f.read()  # each entry now has a NUL on both sides
-        except OSError:
-            continue
-        start = environ.find(_TOKEN_KEY)
-        if start < 0:
-            continue
-        start += len(_TOKEN_KEY)
-        end = environ.find(b"\0", start)
-        token = environ[start : end if end >= 0 else None].decode(errors="replace")
-        found.setdefault(token, []).append(int(name))
-    return found
-
-
-def token_carriers(token: str) -> list[int]:
-    """PIDs of processes whose environment holds ``ORCHA_PETITION_TOKEN=<token>``."""
-    return tokens_in_proc().get(token, [])
 
 
 def start_ticks(pid: int) -> int | None:

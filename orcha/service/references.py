@@ -28,6 +28,8 @@ call it, and nothing else interprets references.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import InvalidPetitionError
@@ -39,6 +41,7 @@ __all__ = [
     "intake_name",
     "is_number",
     "label",
+    "labeller",
     "pin",
     "resolve",
     "resolve_all",
@@ -174,8 +177,20 @@ def label(target: Target, targets: list[Target]) -> str:
     """How a reply names ``target`` among ``targets`` (as ``follow``'s handles): the
     reference given, or its ID where several share that reference, or its record number
     where several share that ID too."""
-    if sum(t.ref == target.ref for t in targets) == 1:
-        return target.ref
-    if sum(t.id == target.id for t in targets) == 1:
-        return target.id
-    return str(target.seq)
+    return labeller(targets)(target)
+
+
+def labeller(targets: list[Target]) -> Callable[[Target], str]:
+    """:func:`label` for each of many ``targets`` (an array's members): the counts are
+    taken once, so naming all of them costs their number, not its square."""
+    refs = Counter(t.ref for t in targets)
+    ids = Counter(t.id for t in targets)
+
+    def name(target: Target) -> str:
+        if refs[target.ref] == 1:
+            return target.ref
+        if ids[target.id] == 1:
+            return target.id
+        return str(target.seq)
+
+    return name

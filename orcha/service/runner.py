@@ -6,13 +6,14 @@ A petition's processes are reached only through the machine it was admitted onto
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.errors import ExitCode, NotSavedError
@@ -254,7 +255,10 @@ class Runner:
         # 'follow' arriving now finds it ended), then its slot is freed.
         self._events.job_ended(job)
         if self.scheduler is not None:
-            self.scheduler.finished(job)
+            # The petition its slot goes to runs next in this thread: handing it to
+            # another one cost each refill a thread switch.
+            with self._pool.keeping_next():
+                self.scheduler.finished(job)
         self._events.wake()
         if job.native:
             job.queue.put(job.end_item())
@@ -322,6 +326,7 @@ class Runner:
 class WorkerPool:
     """Reused daemon threads: starting a thread per petition cost more than a short
     petition. Grows only while every thread is busy; idle threads wait without a timeout.
+    A worker ending a task may keep the next one for itself (:meth:`keeping_next`).
 
     (Not ThreadPoolExecutor: its threads are joined at interpreter exit, so an action
     stuck in uninterruptible code would keep a forced stop from exiting.)
@@ -333,8 +338,15 @@ class WorkerPool:
         self._idle = 0
         self._lock = threading.Lock()
         self._count = 0
+        # In a worker: "kept", the task it runs next ([] while it keeps the next one
+        # submitted, None otherwise).
+        self._local = threading.local()
 
     def submit(self, task: Callable[[], None]) -> None:
+        kept = getattr(self._local, "kept", None)
+        if kept is not None and not kept:
+            kept.append(task)  # this worker runs it once its current task returns
+            return
         with self._lock:
             spawn = self._idle == 0
             if spawn:
@@ -347,15 +359,35 @@ class WorkerPool:
                 target=self._work, name=f"{self._name}-{self._count}", daemon=True
             ).start()
 
+    @contextlib.contextmanager
+    def keeping_next(self) -> Iterator[None]:
+        """Within it, in a worker of this pool, the first task submitted from this
+        thread is run by this thread once its current task returns, not by another
+        (elsewhere, and for later tasks, :meth:`submit` as usual)."""
+        if not getattr(self._local, "worker", False) or self._local.next is not None:
+            yield
+            return
+        kept: list[Callable[[], None]] = []
+        self._local.kept = kept
+        try:
+            yield
+        finally:
+            self._local.kept = None
+            if kept:
+                self._local.next = kept[0]
+
     def _work(self) -> None:
+        local = self._local
+        local.worker, local.kept, local.next = True, None, None
         while True:
-            task = self._tasks.get()
-            try:
-                task()
-            except BaseException:
-                log.exception("worker task raised")
-            del task  # idle, a worker keeps no ended petition alive
-            with self._lock:
+            task: Callable[[], None] | None = self._tasks.get()
+            while task is not None:
+                try:
+                    task()
+                except BaseException:
+                    log.exception("worker task raised")
+                task, local.next = local.next, None
+            with self._lock:  # idle, a worker keeps no ended petition alive
                 self._idle += 1
 
 

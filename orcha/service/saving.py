@@ -26,7 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from orcha.defaults import STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_SYNC_WAIT
+from orcha.defaults import (
+    STORE_BATCH_SECONDS,
+    STORE_RETRY_FIRST,
+    STORE_RETRY_MAX,
+    STORE_SYNC_WAIT,
+)
 from orcha.errors import NotSavedError
 
 log = logging.getLogger("orcha.service.store")
@@ -116,8 +121,12 @@ class Saver:
         retry_first: float = STORE_RETRY_FIRST,
         retry_max: float = STORE_RETRY_MAX,
         start: bool = True,
+        batch: float = STORE_BATCH_SECONDS,
     ) -> None:
+        """``batch``: seconds the changes queued after a first one may gather before
+        they are committed together (0: at once)."""
         self._commit = commit
+        self.batch = batch
         self.outage = outage
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -131,6 +140,7 @@ class Saver:
         self._busy = False  # a batch is being committed
         self._hurry = False  # flush() or close() wants the next try now, not after the pause
         self._closed = False
+        self._idle = False  # the writer waits for a first change (without a timeout)
         self._thread: threading.Thread | None = None
         self._pause = 0.0  # before the next try (0: none failed)
         self.failing = False  # the last try failed: queued changes wait for a retry
@@ -144,7 +154,8 @@ class Saver:
             if self._thread is None and self._start and not self._closed:
                 self._thread = threading.Thread(target=self._loop, name="store", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if self._idle:  # else the writer looks again by itself, within a batch time
+                self._cond.notify_all()
 
     def supersede(self, seq: int, names: set[str] | Any) -> None:
         """Fields of ``seq`` were just committed directly: older queued values of them
@@ -197,9 +208,19 @@ class Saver:
 
     # -- the writer ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Commit what is queued; then, with ``batch``, linger that long, so that the
+        changes of the next moments are gathered without waking the writer each (a
+        wake-up per change cost a thread switch each); nothing queued after that, wait
+        without a timeout for a first change."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending and not self._closed:
+                    self._idle = True
+                    self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                    self._idle = False
+                    if self.batch and not self._hurry:
+                        # A first change: let those of the next moments join it.
+                        self._cond.wait_for(lambda: self._hurry or self._closed, self.batch)
                 if self._closed:
                     return
             try:
@@ -207,10 +228,11 @@ class Saver:
             except BaseException:  # never: step catches; but the writer must not die
                 log.exception("the record writer failed; it goes on")
                 pause = self.retry_max
-            if pause:
+            if pause or self.batch:
                 with self._cond:
-                    # Early only for flush() or close(): new changes wait for the pause.
-                    self._cond.wait_for(lambda: self._hurry or self._closed, pause)
+                    # Early only for flush() or close(): new changes wait for the pause
+                    # (after a failure) or the batch time.
+                    self._cond.wait_for(lambda: self._hurry or self._closed, pause or self.batch)
                     if self._closed:
                         return
 

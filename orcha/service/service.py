@@ -397,7 +397,12 @@ class Service(Intake):
                         peer.legacy_ended.append(job)
 
     def wake(self) -> None:
-        """A slot was freed: let the main loop look again (it may be waiting to stop)."""
+        """A slot was freed, or the queue changed: let the main loop look again, if it
+        has a reason to (it waits for the last petition to stop, or tells systemd the
+        queue's length). Otherwise nothing: a wake-up of the main thread per petition
+        cost each petition a thread switch for nothing."""
+        if not (self.stopping or self.wake_on_submit):
+            return
         try:
             os.write(self.waker_w, b"\0")
         except BlockingIOError:

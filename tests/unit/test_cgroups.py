@@ -202,3 +202,32 @@ def test_a_command_is_checked_as_popen_would(tmp_path: Path) -> None:
         check_command("orcha-no-such-command-xyz", "/", os.defpath)
     with pytest.raises(FileNotFoundError):
         check_command("./missing", str(tmp_path), "")
+
+
+def test_a_tree_spawned_into_its_cgroup_is_contained_and_commands_are_rechecked(
+    tmp_path: Path,
+) -> None:
+    """What the sweep after a petition's end may skip: its main processes were spawned
+    into its cgroup (none that its action reported from elsewhere); and a command found
+    once is checked again where it was found, so one no longer executable is refused."""
+    from orcha.defaults import ENV_PETITION_TOKEN
+    from orcha.service.procs import ProcessControl
+
+    procs = ProcessControl(cgroups=Cgroups.setup(_fs(tmp_path), pid=4242))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", ENV_PETITION_TOKEN: "tok"}
+    proc = procs.spawn(["tool"], cwd="/", env=env)
+    proc.communicate()
+    assert proc.returncode == 0
+    assert procs.contained("tok", [proc.pid])
+    assert not procs.contained("tok", [proc.pid, 1])  # 1: reported, not spawned here
+    assert not procs.contained("other", [proc.pid])
+    tool.chmod(0o644)
+    with pytest.raises(PermissionError):
+        procs.spawn(["tool"], cwd="/", env=env)
+    procs.finished("tok")
+    assert not procs.contained("tok", [proc.pid])

@@ -179,3 +179,25 @@ def test_a_child_id_in_use_is_refused_and_the_parent_hears_why(h: Harness) -> No
     assert "taken" in (end.message or "")
     assert "children" not in h.record("p")
     assert h.record("taken")["parent"] is None
+
+
+def test_a_parent_that_asked_for_no_child_closes_without_the_schedulers_lock() -> None:
+    """The end of a petition that never submitted a child (most) closes its family
+    without taking the scheduler's lock; a child asked for afterwards is refused."""
+    import threading
+    from types import SimpleNamespace
+
+    from orcha.errors import PetitionError
+    from orcha.service.children import Family
+
+    lock = threading.RLock()
+    service = SimpleNamespace(scheduler=SimpleNamespace(lock=lock))
+    parent = SimpleNamespace(id="p", cancel_requested=False)
+    family = Family(service, parent)  # type: ignore[arg-type]
+    taken = threading.Event()
+    holder = threading.Thread(target=lambda: (lock.acquire(), taken.set()), daemon=True)
+    holder.start()  # another thread holds the lock for good: cancel_left must not wait
+    assert taken.wait(10)
+    family.cancel_left()
+    with pytest.raises(PetitionError, match="cannot submit children"):
+        family.check_open()

@@ -165,3 +165,13 @@ def test_follow_names_each_record_by_the_reference_given(h: Harness) -> None:
     frames = list(after)
     assert frames[0] == messages.output_frame(STDOUT, 1, b"one\n")
     assert messages.output_frame(STDOUT, 2, b"two\n") in frames
+
+
+def test_labels_name_each_target_by_the_reference_given_else_its_id_else_its_number() -> None:
+    from orcha.service.references import Target, label, labeller
+
+    targets = [Target("a", 1, "a", None), Target("b", 2, "x", None), Target("b", 3, "y", None),
+               Target("c", 4, "z", None), Target("c", 5, "z", None)]  # fmt: skip
+    name = labeller(targets)
+    assert [name(t) for t in targets] == ["a", "x", "y", "4", "5"]
+    assert [label(t, targets) for t in targets] == [name(t) for t in targets]
