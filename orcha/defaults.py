@@ -335,3 +335,8 @@ USAGE_RECENT = 20
 
 #: Longest command text a ``usage`` event carries per petition (longer is cut, with …).
 USAGE_COMMAND_CHARS = 200
+
+# -- issue 14: queue scale (helper J) --
+#: Distinct environments (and whole environments of older records) the service keeps one
+#: shared copy of in memory; beyond that the cache starts again.
+ENV_CACHE_SIZE = 4096

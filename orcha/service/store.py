@@ -33,6 +33,7 @@ from orcha.defaults import (
     STORE_WRITE_BUSY_MS,
 )
 from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
+from orcha.service.environments import EnvironmentTable
 from orcha.service.migrations import check_pages, damaged, migrate
 from orcha.service.saving import Changes, Outage, Saver, Writes, describe
 from orcha.service.store_bulk import BulkRecords
@@ -41,7 +42,7 @@ _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
 
 
-_JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
+_JSON_FIELDS = ("params", "pids", "schedule", "outcome")  # and env: see environments
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
@@ -57,6 +58,13 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
         if name in record and isinstance(record[name], str):
             record[name] = json.loads(record[name])
     return record
+
+
+def _column(name: str, value: Any) -> Any:
+    """A field's value as its column holds it (a changed env is kept whole, unshared)."""
+    if name == "env":
+        return json.dumps(dict(value))
+    return json.dumps(value) if name in _JSON_FIELDS else value
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -114,6 +122,7 @@ class Store(BulkRecords):
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
         self._read_lock = threading.Lock()  # the reading connection
+        self.envs = EnvironmentTable()
         self.outage = Outage(clock)
         self.saver = Saver(
             self._commit, self.outage, retry_first=STORE_RETRY_FIRST, retry_max=STORE_RETRY_MAX
@@ -204,6 +213,10 @@ class Store(BulkRecords):
     def _overlaid(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
         """Rows as records, with the changes not committed yet applied."""
         records = [_row(r) for r in rows]
+        if records and "env" in records[0]:
+            decode = self.envs.decode
+            for record in records:
+                record["env"] = decode(record.pop("env_id", None), record["env"], self._base_text)
         unsaved = self.saver.snapshot()
         if unsaved:
             for record in records:
@@ -211,6 +224,13 @@ class Store(BulkRecords):
                 if fields:
                     record.update((k, v) for k, v in fields.items() if k in record)
         return records
+
+    def _base_text(self, env_id: int) -> str | None:
+        """The JSON of the shared environment ``env_id`` (None if there is none)."""
+        row = self._read(
+            lambda db: db.execute("SELECT env FROM environments WHERE id = ?", (env_id,)).fetchone()
+        )
+        return str(row[0]) if row else None
 
     # -- writing --------------------------------------------------------------------------
     def add(self, record: dict[str, Any], what: str = "nothing was submitted") -> int:
@@ -227,7 +247,7 @@ class Store(BulkRecords):
         for name in _JSON_FIELDS:
             if name in values:
                 values[name] = json.dumps(values[name])
-        return values
+        return values  # env: stored once, at insert (store_bulk)
 
     def update(
         self,
@@ -243,7 +263,9 @@ class Store(BulkRecords):
         if not fields:
             return
         _check_fields(fields)
-        values = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        if "env" in fields:
+            fields["env_id"] = None  # kept whole, no longer over a shared base
+        values = {k: _column(k, v) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in values)
         self._write(
             lambda db: db.execute(
@@ -259,6 +281,8 @@ class Store(BulkRecords):
         """Queue a change of record ``seq``; committed soon, with others, and retried
         until it is (reads see it at once)."""
         _check_fields(fields)
+        if "env" in fields:
+            fields["env_id"] = None  # kept whole, no longer over a shared base
         self.saver.put(seq, fields)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -271,9 +295,7 @@ class Store(BulkRecords):
             self._db.execute("BEGIN")
             try:
                 for seq, fields in batch.items():
-                    values = {
-                        k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()
-                    }
+                    values = {k: _column(k, v) for k, v in fields.items()}
                     assignments = ", ".join(f"{name} = ?" for name in values)
                     self._db.execute(
                         f"UPDATE petitions SET {assignments} WHERE seq = ?",
@@ -345,6 +367,8 @@ class Store(BulkRecords):
             where.append(clause)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         wanted = [c for c in columns if c in _COLUMNS]
+        if "env" in wanted and "env_id" not in wanted:
+            wanted.append("env_id")  # to read env (popped once it is)
         cols = ", ".join(dict.fromkeys(["seq", *wanted])) if wanted else "*"
         records = self._records(
             lambda db: db.execute(f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args)

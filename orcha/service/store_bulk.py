@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
 
 if TYPE_CHECKING:
+    from orcha.service.environments import EnvironmentTable
     from orcha.service.saving import Saver
 
 _T = TypeVar("_T")
@@ -20,6 +21,7 @@ class BulkRecords:
     """What :class:`~orcha.service.store.Store` does to many records at once."""
 
     saver: Saver
+    envs: EnvironmentTable
 
     def _write(
         self,
@@ -83,7 +85,14 @@ class BulkRecords:
                 f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
             ).fetchall()
             db.execute(f"DELETE FROM petitions WHERE {clause}", args)
+            if rows:  # environments no record uses any more
+                db.execute(
+                    "DELETE FROM environments WHERE id NOT IN "
+                    "(SELECT env_id FROM petitions WHERE env_id IS NOT NULL)"
+                )
             db.execute("COMMIT")
+            if rows:
+                self.envs.forget()  # under the write lock: no insert uses a deleted id
             return rows
 
         rows = self._write(delete, "nothing was removed")
@@ -98,13 +107,19 @@ class BulkRecords:
         ``seq``, as text, in the same transaction (never a record without a name)."""
         rows = [self._encode(record) for record in records]
 
+        new_envs: dict[str, int] = {}
+
         def insert(db: sqlite3.Connection) -> list[int]:
             seqs: list[int] = []
+            new_envs.clear()  # a retry starts again: what a rollback undid is not kept
             db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
             for values in rows:
                 by_seq = values.get("id") is None
                 if by_seq:
                     values = {**values, "id": ""}
+                if "env" in values:  # its shared base stored once, the rest with it
+                    env_id, own = self.envs.store(db, values["env"], new_envs)
+                    values = {**values, "env": own, "env_id": env_id}
                 cur = db.execute(
                     f"INSERT INTO petitions ({', '.join(values)}) "
                     f"VALUES ({', '.join('?' for _ in values)})",
@@ -117,7 +132,9 @@ class BulkRecords:
             db.execute("COMMIT")
             return seqs
 
-        return self._write(insert, what)
+        seqs = self._write(insert, what)
+        self.envs.committed(new_envs)
+        return seqs
 
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array
