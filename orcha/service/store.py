@@ -52,9 +52,9 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
+def _row(row: sqlite3.Row, decoded: tuple[str, ...] = _JSON_FIELDS) -> dict[str, Any]:
     record = dict(row)
-    for name in _JSON_FIELDS:
+    for name in decoded:
         if name in record and isinstance(record[name], str):
             record[name] = json.loads(record[name])
     return record
@@ -203,20 +203,33 @@ class Store(BulkRecords):
                     ExitCode.REFUSED,
                 ) from None
 
-    def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
+    def _records(
+        self,
+        work: Callable[[sqlite3.Connection], list[Any]],
+        marked: bool = False,
+        raw: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
         """The rows ``work`` reads, as records with the changes not committed yet
         applied (the overlay is looked at after the read, before a commit is forgotten)."""
         with self.saver.view_lock:
             rows = [r for r in self._read(work) if r is not None]
-            return self._overlaid(rows)
+            return self._overlaid(rows, marked, raw)
 
-    def _overlaid(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
-        """Rows as records, with the changes not committed yet applied."""
-        records = [_row(r) for r in rows]
+    def _overlaid(
+        self, rows: list[sqlite3.Row], marked: bool = False, raw: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows as records, with the changes not committed yet applied (``marked``: a
+        record whose env is kept whole, from before environments were shared, says
+        ``env_whole``)."""
+        decoded = tuple(name for name in _JSON_FIELDS if name not in raw)
+        records = [_row(r, decoded) for r in rows]
         if records and "env" in records[0]:
             decode = self.envs.decode
             for record in records:
-                record["env"] = decode(record.pop("env_id", None), record["env"], self._base_text)
+                env_id = record.pop("env_id", None)
+                record["env"] = decode(env_id, record["env"], self._base_text)
+                if marked and env_id is None:
+                    record["env_whole"] = True  # written before environments were shared
         unsaved = self.saver.snapshot()
         if unsaved:
             for record in records:
@@ -311,14 +324,19 @@ class Store(BulkRecords):
                 raise
 
     # -- reading --------------------------------------------------------------------------
-    def live(self, service: str) -> list[dict[str, Any]]:
-        """Queued and running records of ``service``, in arrival order."""
+    def live(self, service: str, raw: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Queued and running records of ``service``, in arrival order, with the JSON
+        fields named in ``raw`` left as text (for a caller that decodes identical ones
+        once); ``env_whole`` in those whose env is not shared yet (written by an older
+        orcha: saving the env again, with :meth:`update_many`, shares it)."""
         records = self._records(
             lambda db: db.execute(
                 "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
                 "ORDER BY seq",
                 (service,),
-            ).fetchall()
+            ).fetchall(),
+            marked=True,
+            raw=raw,
         )
         return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
 

@@ -136,6 +136,32 @@ class BulkRecords:
         self.envs.committed(new_envs)
         return seqs
 
+    def update_many(self, changes: dict[int, dict[str, Any]], what: str) -> None:
+        """Change fields of many records in one transaction (all or none); NotSavedError
+        (with ``what`` was not done) if it cannot be saved within a bound."""
+        if not changes:
+            return
+        encoded = [(seq, self._encode(fields)) for seq, fields in changes.items()]
+        new_envs: dict[str, int] = {}
+
+        def update(db: sqlite3.Connection) -> None:
+            new_envs.clear()  # a retry starts again: what a rollback undid is not kept
+            db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
+            for seq, values in encoded:
+                if "env" in values:  # kept shared from now on
+                    env_id, own = self.envs.store(db, values["env"], new_envs)
+                    values = {**values, "env": own, "env_id": env_id}
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                db.execute(
+                    f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
+                )
+            db.execute("COMMIT")
+
+        self._write(update, what)
+        self.envs.committed(new_envs)
+        for seq, fields in changes.items():
+            self.saver.supersede(seq, set(fields))
+
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array
         called ``name`` (its members were recorded together: they share their
