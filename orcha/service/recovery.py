@@ -12,6 +12,7 @@ this behind is ``Service.begin_stop``.)
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import logging
 import os
@@ -40,8 +41,9 @@ def restore(service: Service) -> None:
     store = service.store
     assert store is not None
     # Parameters and schedules as text: identical ones (an array's) are decoded once.
-    rows = store.live(str(service.settings.address), raw=_RAW)
-    if not rows:
+    chunks = store.live_chunks(str(service.settings.address), raw=_RAW)
+    first = next((chunk for chunk in chunks if chunk), None)
+    if first is None:
         return
     now = service.clock()
     scheduler = service.scheduler
@@ -54,7 +56,7 @@ def restore(service: Service) -> None:
     collecting = gc.isenabled()
     gc.disable()  # many objects and no garbage: a collection pass would scan them all
     try:
-        for row in rows:
+        for row in (row for chunk in itertools.chain([first], chunks) for row in chunk):
             if row["state"] != str(State.QUEUED) or row.get("parent"):
                 row = _decoded(row)  # it ends here, and is announced: as a whole record
             if row["state"] == str(State.RUNNING):
