@@ -162,6 +162,47 @@ class BulkRecords:
         for seq, fields in changes.items():
             self.saver.supersede(seq, set(fields))
 
+    def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def recent(self, ended: int, columns: Sequence[str]) -> tuple[list[dict[str, Any]], int]:
+        """``(records, hidden)``: every queued or running record and the ``ended`` most
+        recently ended ones (by end time, then number), oldest first, as
+        :func:`orcha.protocol.selection.select` keeps them; ``hidden`` counts the ended
+        ones left out. Read through indexes: its cost does not grow with the number of
+        ended records. Records with changes not saved yet are read whole and counted
+        with those changes."""
+        unsaved = self.saver.pending_seqs()
+        cols = ", ".join(dict.fromkeys(["seq", "state", "ended", *columns]))
+        marks = ", ".join("?" for _ in unsaved)
+        others = f" AND seq NOT IN ({marks})" if unsaved else ""
+        count: list[int] = []
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {cols} FROM petitions WHERE state IN ('QUEUED', 'RUNNING')"
+                + (f" OR seq IN ({marks})" if unsaved else ""),
+                unsaved,
+            ).fetchall()
+            done = f"state NOT IN ('QUEUED', 'RUNNING'){others}"
+            count.append(db.execute(f"SELECT COUNT(*) FROM petitions WHERE {done}", unsaved)
+                         .fetchone()[0])  # fmt: skip
+            rows += db.execute(
+                f"SELECT {cols} FROM petitions WHERE {done} ORDER BY ended DESC, seq DESC LIMIT ?",
+                (*unsaved, ended),
+            ).fetchall()
+            return rows
+
+        records = {r["seq"]: r for r in self._records(read)}.values()
+        live = [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
+        finished = [r for r in records if r["state"] not in ("QUEUED", "RUNNING")]
+        pending = set(unsaved)
+        total = count[0] + sum(1 for r in finished if r["seq"] in pending)
+        finished.sort(key=lambda r: (r.get("ended") or 0, r["seq"]))
+        shown = finished[len(finished) - ended :] if ended > 0 else []
+        out = sorted([*live, *shown], key=lambda r: r["seq"])
+        return out, total - len(shown)
+
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array
         called ``name`` (its members were recorded together: they share their

@@ -125,8 +125,16 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     # No flush: reads include the changes not committed yet, and never wait for them.
     targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
     seqs = [t.seq for t in targets if t.seq is not None] if ids else None
-    rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
-    rows, hidden = select(rows, request.groups, request.last, request.ended)
+    if (
+        not (ids or request.states or request.groups)
+        and request.last is None
+        and (request.ended is not None)
+    ):
+        # The default view: through indexes, never reading the whole history.
+        rows, hidden = store.recent(request.ended, _STATUS_COLUMNS)
+    else:
+        rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
+        rows, hidden = select(rows, request.groups, request.last, request.ended)
     out = []
     reasons = scheduler.explain()
     # A parent's children (IDs), for the records of parents: all of them at once.
