@@ -340,3 +340,6 @@ USAGE_COMMAND_CHARS = 200
 #: Distinct environments (and whole environments of older records) the service keeps one
 #: shared copy of in memory; beyond that the cache starts again.
 ENV_CACHE_SIZE = 4096
+#: Queued petitions 'orcha status' shows without --all (the first submitted; a line
+#: says how many more there are): a table of a long queue's every row helps nobody.
+STATUS_QUEUED_SHOWN = 100

@@ -213,14 +213,16 @@ class Client:
         groups: Iterable[str] = (),
         last: int | None = None,
         ended: int | None = None,
+        queued: int | None = None,
     ) -> dict[str, Any]:
         """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...],
         "hidden": N}``. ``groups`` narrows to those groups, ``last`` keeps the N last
         submitted, ``ended`` every queued or running petition and the N last ended
-        (``hidden``: how many ended ones that left out)."""
+        (``hidden``: how many ended ones that left out); ``queued``, of the queued
+        ones, the N first submitted (``"hidden_queued"``: how many it left out)."""
         wanted = [s.upper() for s in states]
         result: dict[str, Any] = self._call(
-            operations.status, _ids(ids), wanted, list(groups), last, ended
+            operations.status, _ids(ids), wanted, list(groups), last, ended, queued
         )
         return result
 

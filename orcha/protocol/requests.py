@@ -120,10 +120,11 @@ class StatusRequest(Request):
     """``status``: records of ``ids`` (all if none) in ``states`` (any if none) and in
     ``groups`` (any if none); of those the ``last`` N submitted (all if None), and of
     those every queued or running one plus the ``ended`` N most recently ended (all if
-    None; the reply's ``hidden`` counts those left out). See
-    :func:`orcha.protocol.selection.select`."""
+    None; the reply's ``hidden`` counts those left out); of the queued ones, the
+    ``queued`` first submitted (all if None; ``hidden_queued`` counts the others). See
+    :func:`orcha.protocol.selection.select` and :func:`~orcha.protocol.selection.first_queued`."""
 
-    __slots__ = ("ended", "groups", "ids", "last", "states")
+    __slots__ = ("ended", "groups", "ids", "last", "queued", "states")
 
     def __init__(
         self,
@@ -132,25 +133,27 @@ class StatusRequest(Request):
         groups: list[str] | None = None,
         last: int | None = None,
         ended: int | None = None,
+        queued: int | None = None,
     ) -> None:
         self.ids = ids
         self.states = states
         self.groups = groups or []
         self.last = last
         self.ended = ended
+        self.queued = queued  # of the queued ones, the first N submitted (reply: hidden_queued)
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> StatusRequest:
         ids, states, groups = obj.get("ids", []), obj.get("states", []), obj.get("groups", [])
         if not _strings(ids) or not _strings(states) or not _strings(groups):
             raise ValueError("'ids', 'states' and 'groups' must be lists of strings")
-        counts = {name: obj.get(name) for name in ("last", "ended")}
+        counts = {name: obj.get(name) for name in ("last", "ended", "queued")}
         for name, value in counts.items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"'{name}' must be a whole number >= 0 or null")
-        return cls(ids, states, groups, counts["last"], counts["ended"])
+        return cls(ids, states, groups, counts["last"], counts["ended"], counts["queued"])
 
 
 class CancelRequest(Request):

@@ -127,6 +127,9 @@ MIGRATIONS: list[list[str]] = [
         # 'orcha status': the last ended records, newest first, without reading them all.
         "CREATE INDEX petitions_ended ON petitions (ended, seq) "
         "WHERE state NOT IN ('QUEUED', 'RUNNING')",
+        # ... and the first queued ones, in arrival order, and how many there are.
+        "CREATE INDEX petitions_waiting ON petitions (state, seq) "
+        "WHERE state IN ('QUEUED', 'RUNNING')",
     ],
 ]
 

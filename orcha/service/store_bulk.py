@@ -165,43 +165,70 @@ class BulkRecords:
     def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def recent(self, ended: int, columns: Sequence[str]) -> tuple[list[dict[str, Any]], int]:
-        """``(records, hidden)``: every queued or running record and the ``ended`` most
-        recently ended ones (by end time, then number), oldest first, as
-        :func:`orcha.protocol.selection.select` keeps them; ``hidden`` counts the ended
-        ones left out. Read through indexes: its cost does not grow with the number of
-        ended records. Records with changes not saved yet are read whole and counted
-        with those changes."""
+    def recent(
+        self, ended: int, columns: Sequence[str], queued: int | None = None
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """``(records, hidden, hidden_queued)``: every running record, the ``queued``
+        first submitted queued ones (all if None) and the ``ended`` most recently ended
+        ones (by end time, then number), oldest first, as
+        :func:`orcha.protocol.selection.select` and
+        :func:`~orcha.protocol.selection.first_queued` keep them; ``hidden`` and
+        ``hidden_queued`` count the ended and queued ones left out. Read through
+        indexes: the cost does not grow with the number of records left out. Records
+        with changes not saved yet are read whole and counted with those changes."""
         unsaved = self.saver.pending_seqs()
         cols = ", ".join(dict.fromkeys(["seq", "state", "ended", *columns]))
         marks = ", ".join("?" for _ in unsaved)
         others = f" AND seq NOT IN ({marks})" if unsaved else ""
-        count: list[int] = []
+        counts: list[int] = []
 
         def read(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(
-                f"SELECT {cols} FROM petitions WHERE state IN ('QUEUED', 'RUNNING')"
+            def query(sql: str, *args: Any) -> list[Any]:
+                return db.execute(sql, args).fetchall()
+
+            # Running ones and those with unsaved changes: whole.
+            rows = query(
+                f"SELECT {cols} FROM petitions WHERE state = 'RUNNING'"
                 + (f" OR seq IN ({marks})" if unsaved else ""),
-                unsaved,
-            ).fetchall()
+                *unsaved,
+            )
+            waiting = f"state = 'QUEUED'{others}"
             done = f"state NOT IN ('QUEUED', 'RUNNING'){others}"
-            count.append(db.execute(f"SELECT COUNT(*) FROM petitions WHERE {done}", unsaved)
-                         .fetchone()[0])  # fmt: skip
-            rows += db.execute(
+            for clause in (waiting, done):
+                counts.append(
+                    query(f"SELECT COUNT(*) FROM petitions WHERE {clause}", *unsaved)[0][0]
+                )
+            limit = -1 if queued is None else queued  # -1: no limit
+            rows += query(
+                f"SELECT {cols} FROM petitions WHERE {waiting} ORDER BY seq LIMIT ?",
+                *unsaved,
+                limit,
+            )
+            rows += query(
                 f"SELECT {cols} FROM petitions WHERE {done} ORDER BY ended DESC, seq DESC LIMIT ?",
-                (*unsaved, ended),
-            ).fetchall()
+                *unsaved,
+                ended,
+            )
             return rows
 
-        records = {r["seq"]: r for r in self._records(read)}.values()
+        records = sorted(
+            {r["seq"]: r for r in self._records(read)}.values(), key=lambda r: r["seq"]
+        )
+        pending = set(unsaved)
         live = [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
         finished = [r for r in records if r["state"] not in ("QUEUED", "RUNNING")]
-        pending = set(unsaved)
-        total = count[0] + sum(1 for r in finished if r["seq"] in pending)
+        all_ended = counts[1] + sum(1 for r in finished if r["seq"] in pending)
+        all_queued = counts[0] + sum(
+            1 for r in live if r["seq"] in pending and r["state"] == "QUEUED"
+        )
         finished.sort(key=lambda r: (r.get("ended") or 0, r["seq"]))
         shown = finished[len(finished) - ended :] if ended > 0 else []
+        from orcha.protocol.selection import first_queued
+
+        live, _ = first_queued(live, queued)
         out = sorted([*live, *shown], key=lambda r: r["seq"])
-        return out, total - len(shown)
+        shown_queued = sum(1 for r in live if r["state"] == "QUEUED")
+        return out, all_ended - len(shown), all_queued - shown_queued
 
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array

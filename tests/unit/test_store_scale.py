@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orcha.protocol.selection import select
+from orcha.protocol.selection import first_queued, select
 from orcha.service.environments import Environment
 from orcha.service.store import Store
 from tests.unit.test_store import SERVICE, _record
@@ -115,14 +115,24 @@ def _history(store: Store) -> None:
         store.add(_record(id=f"p{i}", state=state, ended=ended))
 
 
-@pytest.mark.parametrize("ended", [0, 1, 2, 20])
-def test_the_default_view_is_what_select_keeps_of_every_record(store: Store, ended: int) -> None:
+def _expected(store: Store, ended: int, queued: int | None) -> tuple[list[str], int, int]:
+    kept, hidden = select(store.find(columns=("seq", "id", "state", "ended")), ended=ended)
+    kept, hidden_queued = first_queued(kept, queued)
+    return [r["id"] for r in kept], hidden, hidden_queued
+
+
+def _recent(store: Store, ended: int, queued: int | None) -> tuple[list[str], int, int]:
+    rows, hidden, hidden_queued = store.recent(ended, ("seq", "id", "state", "ended"), queued)
+    return [r["id"] for r in rows], hidden, hidden_queued
+
+
+@pytest.mark.parametrize(("ended", "queued"), [(0, None), (1, 0), (2, 1), (20, 5)])
+def test_the_default_view_is_what_select_keeps_of_every_record(
+    store: Store, ended: int, queued: int | None
+) -> None:
     _history(store)
-    columns = ("seq", "id", "state", "ended")
-    expected = select(store.find(columns=columns), ended=ended)
-    got = store.recent(ended, columns)
-    assert [r["id"] for r in got[0]] == [r["id"] for r in expected[0]]
-    assert got[1] == expected[1]
+    assert _recent(store, ended, queued) == _expected(store, ended, queued)
+    assert _recent(store, 1, 1) == (["p1", "p3", "p4"], 3, 1)
 
 
 def test_the_default_view_counts_changes_not_saved_yet(store: Store) -> None:
@@ -131,13 +141,13 @@ def test_the_default_view_counts_changes_not_saved_yet(store: Store) -> None:
     running = store.named("p3")
     assert running is not None
     store.update_later(running["seq"], state="SUCCEEDED", ended=99.0)  # just ended
-    columns = ("seq", "id", "state", "ended")
-    for ended in (0, 1, 3):
-        expected = select(store.find(columns=columns), ended=ended)
-        got = store.recent(ended, columns)
-        assert [r["id"] for r in got[0]] == [r["id"] for r in expected[0]]
-        assert got[1] == expected[1]
-    assert [r["id"] for r in store.recent(1, columns)[0]] == ["p1", "p3", "p6"]
+    queued = store.named("p6")
+    assert queued is not None
+    store.update_later(queued["seq"], state="CANCELLED", ended=98.0)
+    for ended, first in ((0, None), (1, 0), (3, 1)):
+        assert _recent(store, ended, first) == _expected(store, ended, first)
+    assert _recent(store, 1, 1) == (["p1", "p3"], 5, 0)
+    store.saver.step()  # commit them: nothing is left unsaved at close
 
 
 def test_the_default_view_reads_ended_records_through_their_index(

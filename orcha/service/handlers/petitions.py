@@ -10,7 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
-from orcha.protocol.selection import select
+from orcha.protocol.selection import first_queued, select
 from orcha.service import arrays, bulk
 from orcha.service.accounting import live_usage, wall_time
 from orcha.service.logs import last_lines, read_log
@@ -125,18 +125,16 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     # No flush: reads include the changes not committed yet, and never wait for them.
     targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
     seqs = [t.seq for t in targets if t.seq is not None] if ids else None
-    if (
-        not (ids or request.states or request.groups)
-        and request.last is None
-        and (request.ended is not None)
-    ):
-        # The default view: through indexes, never reading the whole history.
-        rows, hidden = store.recent(request.ended, _STATUS_COLUMNS)
+    default_view = not (ids or request.states or request.groups) and request.last is None
+    if default_view and request.ended is not None:
+        # The default view: through indexes, never reading what it leaves out.
+        rows, hidden, hidden_queued = store.recent(request.ended, _STATUS_COLUMNS, request.queued)
     else:
         rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
         rows, hidden = select(rows, request.groups, request.last, request.ended)
+        rows, hidden_queued = first_queued(rows, request.queued)
     out = []
-    reasons = scheduler.explain()
+    reasons = scheduler.explain(request.queued)
     # A parent's children (IDs), for the records of parents: all of them at once.
     children = store.children([r["seq"] for r in rows] if ids else None)
     for row in rows:
@@ -163,7 +161,8 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden}
+    more = {"hidden_queued": hidden_queued} if request.queued is not None else {}
+    return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden, **more}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
