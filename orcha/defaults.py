@@ -343,3 +343,5 @@ ENV_CACHE_SIZE = 4096
 #: Queued petitions 'orcha status' shows without --all (the first submitted; a line
 #: says how many more there are): a table of a long queue's every row helps nobody.
 STATUS_QUEUED_SHOWN = 100
+#: Records a page of 'orcha status --json' (every record, in pages) carries.
+STATUS_PAGE = 1000

@@ -100,6 +100,11 @@ def status(
     (submitted by a running petition's kind) are shown under their parent.
     """
     limited = not (ids or everything or as_json or last is not None)
+    if as_json and not ids and last is None:  # every record: in pages, never whole
+        with client(ctx) as service:
+            tail = {"missing": [], "hidden": 0}
+            status_view.print_json_pages(service.status_pages(states, groups), tail)
+        return 0
     with client(ctx) as service:
         answer = service.status_report(
             ids, states, groups, last, STATUS_ENDED_SHOWN if limited else None,

@@ -132,6 +132,21 @@ def status(
     return out
 
 
+def status_pages(
+    session: Session, states: list[str], groups: list[str] | None = None, page: int = 1000
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record (in ``states`` and ``groups`` if given), oldest first, ``page`` at a
+    time: a long listing crosses the wire, and is printed, a page at a time."""
+    request: dict[str, Any] = {"ids": [], "states": states, "groups": list(groups or ()),
+                               "page": page}  # fmt: skip
+    while True:
+        reply = session.call("status", request)
+        yield reply["petitions"]
+        if reply.get("next") is None:
+            return
+        request["after"] = reply["next"]
+
+
 def clean(
     session: Session,
     older_than: float | None,

@@ -103,7 +103,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("send", MessageRequest, ("id", "state"), _SUBMIT_ERRORS, refusal=""),
         Operation("cancel", CancelRequest, ("results", "id"), refusal=""),
         Operation("status", StatusRequest,
-                  ("petitions", "missing", "arrays", "hidden", "hidden_queued"),
+                  ("petitions", "missing", "arrays", "hidden", "hidden_queued", "next"),
                   refusal=""),
         Operation("clean", CleanRequest, ("removed", "results"), ("refused", "not_saved"),
                   refusal=""),

@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from orcha.defaults import (
@@ -324,49 +324,6 @@ class Store(BulkRecords):
                 raise
 
     # -- reading --------------------------------------------------------------------------
-    def live(self, service: str, raw: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Queued and running records of ``service``, in arrival order, with the JSON
-        fields named in ``raw`` left as text (for a caller that decodes identical ones
-        once); ``env_whole`` in those whose env is not shared yet (written by an older
-        orcha: saving the env again, with :meth:`update_many`, shares it)."""
-        records = self._records(
-            lambda db: db.execute(
-                "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
-                "ORDER BY seq",
-                (service,),
-            ).fetchall(),
-            marked=True,
-            raw=raw,
-        )
-        return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
-
-    def live_chunks(
-        self, service: str, raw: tuple[str, ...] = (), size: int = 1000
-    ) -> Iterator[list[dict[str, Any]]]:
-        """:meth:`live`'s records, ``size`` at a time (in arrival order): a long queue
-        is never all in memory twice, as records and as what is made of them."""
-        seqs = self._read(
-            lambda db: [
-                r[0]
-                for r in db.execute(
-                    "SELECT seq FROM petitions WHERE service = ? "
-                    "AND state IN ('QUEUED', 'RUNNING')",
-                    (service,),
-                )
-            ]
-        )
-        seqs.sort()
-        for i in range(0, len(seqs), size):
-            chunk = seqs[i : i + size]
-
-            def read(db: sqlite3.Connection, chunk: list[int] = chunk) -> list[Any]:
-                marks = ", ".join("?" for _ in chunk)
-                sql = f"SELECT * FROM petitions WHERE seq IN ({marks}) ORDER BY seq"
-                return db.execute(sql, chunk).fetchall()
-
-            records = self._records(read, marked=True, raw=raw)
-            yield [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
-
     def get(self, seq: int) -> dict[str, Any] | None:
         rows = self._records(
             lambda db: [db.execute("SELECT * FROM petitions WHERE seq = ?", (seq,)).fetchone()]

@@ -1,11 +1,13 @@
 """Records in bulk: the members of an array (``run --array``, ``run --each``) added in
 one transaction and found again by the array's name; ended records removed by selection
-(``clean``). Mixed into :class:`~orcha.service.store.Store`, whose connections it uses."""
+(``clean``); the live records (a restart's, in chunks), the default status view and
+listings in pages, read through indexes. Mixed into :class:`~orcha.service.store.Store`,
+whose connections it uses."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
@@ -162,7 +164,12 @@ class BulkRecords:
         for seq, fields in changes.items():
             self.saver.supersede(seq, set(fields))
 
-    def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
+    def _records(
+        self,
+        work: Callable[[sqlite3.Connection], list[Any]],
+        marked: bool = False,
+        raw: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def recent(
@@ -229,6 +236,75 @@ class BulkRecords:
         out = sorted([*live, *shown], key=lambda r: r["seq"])
         shown_queued = sum(1 for r in live if r["state"] == "QUEUED")
         return out, all_ended - len(shown), all_queued - shown_queued
+
+    def page(
+        self, after: int | None, limit: int, states: Sequence[str], columns: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """``(records, next)``: the next ``limit`` records numbered after ``after`` (from
+        the first if None), oldest first, of ``states`` if given (as they are with the
+        changes not saved yet); ``next``: where the page after starts (None: this was
+        the last)."""
+        cols = ", ".join(dict.fromkeys(["seq", "state", *columns]))
+        where = "seq > ?"
+        args: list[Any] = [after if after is not None else -1]
+        unsaved = self.saver.pending_seqs() if states else []
+        if states:
+            marks = ", ".join("?" for _ in states)
+            extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
+            where += f" AND (state IN ({marks}){extra})"
+            args += [*states, *unsaved]
+        rows = self._records(
+            lambda db: db.execute(
+                f"SELECT {cols} FROM petitions WHERE {where} ORDER BY seq LIMIT ?", (*args, limit)
+            ).fetchall()
+        )
+        nxt = rows[-1]["seq"] if len(rows) == limit else None
+        if states:
+            rows = [r for r in rows if r["state"] in states]  # changed, not saved yet
+        return rows, nxt
+
+    def live(self, service: str, raw: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Queued and running records of ``service``, in arrival order, with the JSON
+        fields named in ``raw`` left as text (for a caller that decodes identical ones
+        once); ``env_whole`` in those whose env is not shared yet (written by an older
+        orcha: saving the env again, with :meth:`update_many`, shares it)."""
+        records = self._records(
+            lambda db: db.execute(
+                "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
+                "ORDER BY seq",
+                (service,),
+            ).fetchall(),
+            marked=True,
+            raw=raw,
+        )
+        return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
+
+    def live_chunks(
+        self, service: str, raw: tuple[str, ...] = (), size: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`live`'s records, ``size`` at a time (in arrival order): a long queue
+        is never all in memory twice, as records and as what is made of them."""
+        seqs = self._read(
+            lambda db: [
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM petitions WHERE service = ? "
+                    "AND state IN ('QUEUED', 'RUNNING')",
+                    (service,),
+                )
+            ]
+        )
+        seqs.sort()
+        for i in range(0, len(seqs), size):
+            chunk = seqs[i : i + size]
+
+            def read(db: sqlite3.Connection, chunk: list[int] = chunk) -> list[Any]:
+                marks = ", ".join("?" for _ in chunk)
+                sql = f"SELECT * FROM petitions WHERE seq IN ({marks}) ORDER BY seq"
+                return db.execute(sql, chunk).fetchall()
+
+            records = self._records(read, marked=True, raw=raw)
+            yield [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
 
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array

@@ -126,7 +126,16 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
     seqs = [t.seq for t in targets if t.seq is not None] if ids else None
     default_view = not (ids or request.states or request.groups) and request.last is None
-    if default_view and request.ended is not None:
+    nxt = None
+    if request.page is not None:
+        if request.after is None or peer.listing is None:  # its first page
+            peer.listing = scheduler.explain()
+        rows, nxt = store.page(request.after, request.page, request.states, _STATUS_COLUMNS)
+        rows, hidden, hidden_queued = select(rows, request.groups)[0], 0, 0
+        reasons = peer.listing
+        if nxt is None:
+            peer.listing = None  # the last page
+    elif default_view and request.ended is not None:
         # The default view: through indexes, never reading what it leaves out.
         rows, hidden, hidden_queued = store.recent(request.ended, _STATUS_COLUMNS, request.queued)
     else:
@@ -134,7 +143,8 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
         rows, hidden = select(rows, request.groups, request.last, request.ended)
         rows, hidden_queued = first_queued(rows, request.queued)
     out = []
-    reasons = scheduler.explain(request.queued)
+    if request.page is None:
+        reasons = scheduler.explain(request.queued)
     # A parent's children (IDs), for the records of parents: all of them at once.
     children = store.children([r["seq"] for r in rows] if ids else None)
     for row in rows:
@@ -161,7 +171,9 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    more = {"hidden_queued": hidden_queued} if request.queued is not None else {}
+    more: dict[str, Any] = {"hidden_queued": hidden_queued} if request.queued is not None else {}
+    if request.page is not None:
+        more["next"] = nxt
     return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden, **more}
 
 
