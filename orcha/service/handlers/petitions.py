@@ -43,6 +43,10 @@ _STATUS_COLUMNS = (
 )  # fmt: skip
 
 
+#: Rows few enough to name in one query (SQLite's oldest limit is 999 variables).
+_FEW = 900
+
+
 def submit(service: Service, peer: Peer, request: SubmitRequest) -> dict[str, Any]:
     """Queue a petition; an attached client reads its output through the handle."""
     queue: Any = OutputQueue(max_bytes=OUTPUT_BUFFER_BYTES) if request.attach else DISCARD
@@ -145,8 +149,10 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     out = []
     if request.page is None:
         reasons = scheduler.explain(request.queued)
-    # A parent's children (IDs), for the records of parents: all of them at once.
-    children = store.children([r["seq"] for r in rows] if ids else None)
+    # A parent's children (IDs), for the records of parents: all of them at once (by
+    # the rows' numbers if they are few: a view of a long history or queue).
+    few = ids or len(rows) <= _FEW
+    children = store.children([r["seq"] for r in rows] if few else None)
     for row in rows:
         record = {name: row[name] for name in _STATUS_COLUMNS}
         if row["seq"] in children:
