@@ -74,6 +74,14 @@ def joined(base: Mapping[str, str], own: Mapping[str, str]) -> Mapping[str, str]
     return Environment(base, own) if own else base
 
 
+def member_environment(env: Mapping[str, str], name: str, index: int, count: str) -> dict[str, str]:
+    """An array member's environment (as :func:`orcha.protocol.arrays.member_env`): the
+    array's, shared, with the member's index, the array's name and size over it (typed
+    as the dict a request carries; it is read-only)."""
+    own = {ENV_ARRAY_INDEX: str(index), ENV_ARRAY_NAME: name, ENV_ARRAY_COUNT: count}
+    return Environment(env, own)  # type: ignore[return-value]
+
+
 class EnvironmentTable:
     """The ``environments`` table and the service's one copy of each base in memory.
     Thread-safe. The caches are bounded (:data:`~orcha.defaults.ENV_CACHE_SIZE`): many
