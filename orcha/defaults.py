@@ -343,5 +343,6 @@ ENV_CACHE_SIZE = 4096
 #: Queued petitions 'orcha status' shows without --all (the first submitted; a line
 #: says how many more there are): a table of a long queue's every row helps nobody.
 STATUS_QUEUED_SHOWN = 100
-#: Records a page of 'orcha status --json' (every record, in pages) carries.
-STATUS_PAGE = 1000
+#: Records a page of 'orcha status --json' (every record, in pages) carries: few enough
+#: to be looked up by their numbers in one query (SQLite's oldest limit: 999).
+STATUS_PAGE = 500
