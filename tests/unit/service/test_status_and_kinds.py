@@ -54,6 +54,8 @@ def test_status_shows_the_first_queued_ones_and_lists_every_record_in_pages(h: H
         h.run_to_end(f"e{n}")
     h.submit("run1")
     h.submit("run2")
+    h.gates.wait_started("run1")
+    h.gates.wait_started("run2")
     for n in range(4):
         h.submit(f"q{n}")
     view = h.call("status", ended=1, queued=2)
