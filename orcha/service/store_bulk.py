@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
+#: The condition of the partial indexes of live records (petitions_live, _waiting).
+_LIVE = "state IN ('QUEUED', 'RUNNING')"
+
+
 class BulkRecords:
     """What :class:`~orcha.service.store.Store` does to many records at once."""
 
@@ -194,12 +198,14 @@ class BulkRecords:
                 return db.execute(sql, args).fetchall()
 
             # Running ones and those with unsaved changes: whole.
+            # "state IN (live)" too: SQLite uses a partial index only for a query that
+            # repeats its condition (state = 'QUEUED' alone scans the table).
             rows = query(
-                f"SELECT {cols} FROM petitions WHERE state = 'RUNNING'"
+                f"SELECT {cols} FROM petitions WHERE ({_LIVE} AND state = 'RUNNING')"
                 + (f" OR seq IN ({marks})" if unsaved else ""),
                 *unsaved,
             )
-            waiting = f"state = 'QUEUED'{others}"
+            waiting = f"{_LIVE} AND state = 'QUEUED'{others}"
             done = f"state NOT IN ('QUEUED', 'RUNNING'){others}"
             for clause in (waiting, done):
                 counts.append(

@@ -150,18 +150,18 @@ def test_the_default_view_counts_changes_not_saved_yet(store: Store) -> None:
     store.saver.step()  # commit them: nothing is left unsaved at close
 
 
-def test_the_default_view_reads_ended_records_through_their_index(
-    store: Store, db_path: str
-) -> None:
+def test_the_default_view_reads_records_through_indexes(store: Store, db_path: str) -> None:
+    _history(store)
+    seen: list[str] = []
+    store._reader.set_trace_callback(seen.append)
+    store.recent(1, ("seq", "id"), 1)
+    store._reader.set_trace_callback(None)
+    queries = [q for q in seen if q.lstrip().startswith("SELECT")]
+    assert len(queries) == 5
     with sqlite3.connect(db_path) as db:
-        plan = " ".join(
-            str(row[-1])
-            for row in db.execute(
-                "EXPLAIN QUERY PLAN SELECT seq FROM petitions WHERE state NOT IN "
-                "('QUEUED', 'RUNNING') ORDER BY ended DESC, seq DESC LIMIT 20"
-            )
-        )
-    assert "petitions_ended" in plan and "TEMP B-TREE" not in plan
+        for query in queries:
+            plan = " ".join(str(r[-1]) for r in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+            assert "USING" in plan and "TEMP B-TREE" not in plan, (query, plan)
 
 
 def test_live_chunks_are_every_live_record_in_order(store: Store) -> None:
