@@ -343,3 +343,13 @@ USAGE_COMMAND_CHARS = 200
 #: per batch, not three per petition). Only for changes nobody waits for: a new record
 #: and a start are committed at once.
 STORE_BATCH_SECONDS = 0.005
+# -- issue 14: queue scale (helper J) --
+#: Distinct environments (and whole environments of older records) the service keeps one
+#: shared copy of in memory; beyond that the cache starts again.
+ENV_CACHE_SIZE = 4096
+#: Queued petitions 'orcha status' shows without --all (the first submitted; a line
+#: says how many more there are): a table of a long queue's every row helps nobody.
+STATUS_QUEUED_SHOWN = 100
+#: Records a page of 'orcha status --json' (every record, in pages) carries: few enough
+#: to be looked up by their numbers in one query (SQLite's oldest limit: 999).
+STATUS_PAGE = 500

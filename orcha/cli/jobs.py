@@ -15,7 +15,7 @@ from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
 from orcha.cli.output import json_option, print_json, use_color
-from orcha.defaults import STATUS_ENDED_SHOWN
+from orcha.defaults import STATUS_ENDED_SHOWN, STATUS_QUEUED_SHOWN
 from orcha.errors import ExitCode, NoPetitionError, PetitionError
 from orcha.protocol.selection import group_of
 from orcha.states import FINISHED, State
@@ -83,8 +83,8 @@ def _note(row: dict[str, Any]) -> str:
               "succeeded; ties in order of submission, child petitions under their "
               "parent.")  # fmt: skip
 @click.option("--all", "everything", is_flag=True,
-              help=f"Every ended petition the service keeps, not only the last "
-              f"{STATUS_ENDED_SHOWN}.")  # fmt: skip
+              help=f"Every petition the service keeps, not only the first "
+              f"{STATUS_QUEUED_SHOWN} queued and the last {STATUS_ENDED_SHOWN} ended.")  # fmt: skip
 @json_option
 @global_options
 @click.pass_context
@@ -94,16 +94,22 @@ def status(
 ) -> int:  # fmt: skip
     """Show petitions: queued, running and ended, with what each runs and why it waits.
 
-    Without IDs: the queued and running petitions and the last 20 ended ones (--all for
-    every one; --json lists every one unless --last is given). With one ID: that
+    Without IDs: the running petitions, the first 100 queued and the last 20 ended ones
+    (--all for every one; --json lists every one unless --last is given). With one ID: that
     petition in detail (its command, directory, requests, times). Child petitions
     (submitted by a running petition's kind) are shown under their parent.
     """
     limited = not (ids or everything or as_json or last is not None)
+    if as_json and not ids and last is None:  # every record: in pages, never whole
+        with client(ctx) as service:
+            tail = {"missing": [], "hidden": 0}
+            status_view.print_json_pages(service.status_pages(states, groups), tail)
+        return 0
     with client(ctx) as service:
         answer = service.status_report(
-            ids, states, groups, last, STATUS_ENDED_SHOWN if limited else None
-        )
+            ids, states, groups, last, STATUS_ENDED_SHOWN if limited else None,
+            STATUS_QUEUED_SHOWN if limited else None,
+        )  # fmt: skip
     rows, missing = answer["petitions"], answer["missing"]
     if as_json:
         arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
@@ -116,6 +122,9 @@ def status(
         click.echo("\n".join(status_view.detail_lines(pairs, color)), color=True)
     else:
         _print_table(rows, sort)
+    if answer.get("hidden_queued") and not as_json:
+        click.echo(f"orcha: {answer['hidden_queued']} later queued petition(s) not shown (--all)",
+                   err=True)  # fmt: skip
     if answer.get("hidden") and not as_json:
         click.echo(f"orcha: {answer['hidden']} older ended petition(s) not shown (--all)", err=True)
     if missing:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
@@ -223,3 +223,41 @@ def detail_lines(pairs: list[tuple[str, str]], color: bool) -> list[str]:
 
     width = max(len(label) for label, _ in pairs) + 1
     return [paint(f"{label}:".ljust(width), "bold", color) + f" {value}" for label, value in pairs]
+
+
+def json_pages(
+    pages: Iterable[list[dict[str, Any]]], tail: dict[str, Any], indent: int | None
+) -> Iterator[str]:
+    """The text of ``json.dumps({"petitions": [every record of pages], **tail},
+    indent=indent)``, exactly, in pieces: a page's records are printed as they arrive,
+    never all held at once."""
+    import json
+
+    empty = json.dumps({"petitions": [], **tail}, indent=indent)
+    head, rest = empty.split("[]", 1)  # '{"petitions": ' and what follows the list
+    inner = "\n" + " " * (2 * indent) if indent is not None else ""
+    sep = "," + inner if indent is not None else ", "
+    close = "\n" + " " * indent + "]" if indent is not None else "]"
+    yield head + "["
+    first = True
+    for page in pages:
+        texts = [json.dumps(r, indent=indent) for r in page]
+        if indent is not None:
+            texts = [t.replace("\n", inner) for t in texts]  # one level deeper
+        if texts:
+            yield (inner if first else sep) + sep.join(texts)
+            first = False
+    yield ("]" if first else close) + rest
+
+
+def print_json_pages(pages: Iterable[list[dict[str, Any]]], tail: dict[str, Any]) -> None:
+    """Print ``{"petitions": [...], **tail}`` as :func:`orcha.cli.output.print_json`
+    would (indented on a terminal), a page at a time."""
+    import sys
+
+    indent = 2 if sys.stdout.isatty() else None
+    for piece in json_pages(pages, tail, indent):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()

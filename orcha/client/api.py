@@ -10,13 +10,14 @@ The commands themselves are built on it. What travels on the socket is the busin
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
 from orcha.client.requests import changes_of, host_name, schedule_of, user_name
 from orcha.client.session import Session
+from orcha.defaults import STATUS_PAGE
 from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
 from orcha.protocol.ids import check_name
 from orcha.protocol.messages import SubmitRequest, check_id
@@ -213,16 +214,33 @@ class Client:
         groups: Iterable[str] = (),
         last: int | None = None,
         ended: int | None = None,
+        queued: int | None = None,
     ) -> dict[str, Any]:
         """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...],
         "hidden": N}``. ``groups`` narrows to those groups, ``last`` keeps the N last
         submitted, ``ended`` every queued or running petition and the N last ended
-        (``hidden``: how many ended ones that left out)."""
+        (``hidden``: how many ended ones that left out); ``queued``, of the queued
+        ones, the N first submitted (``"hidden_queued"``: how many it left out)."""
         wanted = [s.upper() for s in states]
         result: dict[str, Any] = self._call(
-            operations.status, _ids(ids), wanted, list(groups), last, ended
+            operations.status, _ids(ids), wanted, list(groups), last, ended, queued
         )
         return result
+
+    def status_pages(
+        self, states: Iterable[str] = (), groups: Iterable[str] = (), page: int = STATUS_PAGE
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every petition's record (only in ``states`` and ``groups`` if given), oldest
+        first, as ``orcha status --json`` prints them, ``page`` records at a time: a long
+        listing is never held whole, by the service or here."""
+        if self._control is None:
+            self._control = self._open()
+        try:
+            wanted = [s.upper() for s in states]
+            yield from operations.status_pages(self._control, wanted, list(groups), page)
+        except (OSError, LostServiceError):
+            self._forget(self._control)
+            raise
 
     def cancel(self, id: str, force: bool = False) -> None:
         """Cancel a queued or running petition (``force``: SIGKILL its processes at once,

@@ -100,13 +100,15 @@ def status(
     groups: list[str] | None = None,
     last: int | None = None,
     ended: int | None = None,
+    queued: int | None = None,
 ) -> dict[str, Any]:
     """``{"petitions": [record, ...], "missing": [ID, ...], "hidden": N}`` (the ``status
     --json`` document; ``"arrays": {name: [member IDs]}`` too if an array was named); no
     IDs means all, ``states`` (upper case) and ``groups`` narrow, ``last`` keeps the N
     last submitted, ``ended`` the N last ended (``hidden`` counts the ended ones left
-    out; see :func:`orcha.protocol.selection.select`)."""
-    from orcha.protocol.selection import select
+    out; see :func:`orcha.protocol.selection.select`); ``queued`` keeps the N first
+    submitted queued ones (``"hidden_queued"``: how many it left out)."""
+    from orcha.protocol.selection import first_queued, select
 
     request: dict[str, Any] = {"ids": ids, "states": states}
     if groups:
@@ -115,14 +117,34 @@ def status(
         request["last"] = last
     if ended is not None:
         request["ended"] = ended
+    if queued is not None:
+        request["queued"] = queued
     reply = session.call("status", request)
     # Again here: a service older than these fields sent every record.
     rows, hidden = select(reply["petitions"], groups or (), last, ended)
+    rows, more = first_queued(rows, queued)
     out = {"petitions": rows, "missing": reply["missing"],
            "hidden": int(reply.get("hidden") or 0) + hidden}  # fmt: skip
+    if queued is not None:
+        out["hidden_queued"] = int(reply.get("hidden_queued") or 0) + more
     if reply.get("arrays"):  # the arrays named, with their members (an array's name)
         out["arrays"] = reply["arrays"]
     return out
+
+
+def status_pages(
+    session: Session, states: list[str], groups: list[str] | None = None, page: int = 1000
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record (in ``states`` and ``groups`` if given), oldest first, ``page`` at a
+    time: a long listing crosses the wire, and is printed, a page at a time."""
+    request: dict[str, Any] = {"ids": [], "states": states, "groups": list(groups or ()),
+                               "page": page}  # fmt: skip
+    while True:
+        reply = session.call("status", request)
+        yield reply["petitions"]
+        if reply.get("next") is None:
+            return
+        request["after"] = reply["next"]
 
 
 def clean(

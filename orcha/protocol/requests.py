@@ -120,37 +120,39 @@ class StatusRequest(Request):
     """``status``: records of ``ids`` (all if none) in ``states`` (any if none) and in
     ``groups`` (any if none); of those the ``last`` N submitted (all if None), and of
     those every queued or running one plus the ``ended`` N most recently ended (all if
-    None; the reply's ``hidden`` counts those left out). See
-    :func:`orcha.protocol.selection.select`."""
+    None; the reply's ``hidden`` counts those left out), and of the queued ones the
+    ``queued`` first submitted (all if None; ``hidden_queued`` counts the others): see
+    :mod:`orcha.protocol.selection`. Or, with ``page``, every record (of ``states`` and
+    ``groups``) in pages of ``page``, numbered after ``after``; the reply's ``next`` is
+    where the next page starts (None after the last): a long listing is never whole."""
 
-    __slots__ = ("ended", "groups", "ids", "last", "states")
+    __slots__ = ("after", "ended", "groups", "ids", "last", "page", "queued", "states")
+    _COUNTS = ("last", "ended", "queued", "page", "after")
 
-    def __init__(
-        self,
-        ids: list[str],
-        states: list[str],
-        groups: list[str] | None = None,
-        last: int | None = None,
-        ended: int | None = None,
-    ) -> None:
-        self.ids = ids
-        self.states = states
-        self.groups = groups or []
-        self.last = last
-        self.ended = ended
+    def __init__(self, ids: list[str], states: list[str], groups: list[str] | None = None,
+                 **counts: int | None) -> None:  # fmt: skip
+        self.ids, self.states, self.groups = ids, states, groups or []
+        self.last, self.ended, self.queued, self.page, self.after = (
+            counts.pop(name, None) for name in self._COUNTS
+        )
+        if counts:
+            raise TypeError(f"unknown fields: {sorted(counts)}")
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> StatusRequest:
         ids, states, groups = obj.get("ids", []), obj.get("states", []), obj.get("groups", [])
         if not _strings(ids) or not _strings(states) or not _strings(groups):
             raise ValueError("'ids', 'states' and 'groups' must be lists of strings")
-        counts = {name: obj.get(name) for name in ("last", "ended")}
+        counts = {name: obj.get(name) for name in cls._COUNTS}
         for name, value in counts.items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"'{name}' must be a whole number >= 0 or null")
-        return cls(ids, states, groups, counts["last"], counts["ended"])
+        limits = ids or any(counts[n] is not None for n in ("last", "ended", "queued"))
+        if counts["page"] is not None and (limits or counts["page"] < 1):
+            raise ValueError("'page' (>= 1) lists every record: not with 'ids' or limits")
+        return cls(ids, states, groups, **counts)
 
 
 class CancelRequest(Request):

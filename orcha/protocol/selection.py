@@ -49,3 +49,17 @@ def select(
     shown = {id(r) for r in newest[len(newest) - ended :]} if ended > 0 else set()
     out = [r for r in kept if not is_ended(r) or id(r) in shown]
     return out, len(finished) - ended
+
+
+def first_queued(
+    rows: Sequence[dict[str, Any]], queued: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """``(kept, hidden)``: ``rows`` (oldest first, and kept in that order) with only the
+    ``queued`` first of the queued ones (all if None); ``hidden`` counts the others."""
+    if queued is None:
+        return list(rows), 0
+    waiting = [r for r in rows if str(r.get("state")) == "QUEUED"]
+    if len(waiting) <= queued:
+        return list(rows), 0
+    left = {id(r) for r in waiting[queued:]}
+    return [r for r in rows if id(r) not in left], len(left)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from orcha.protocol.arrays import member_env, member_id, member_params
+from orcha.protocol.arrays import member_id, member_params
 from orcha.protocol.messages import SubmitRequest
+from orcha.service.environments import member_environment
 
 if TYPE_CHECKING:
     from orcha.protocol.arrays import ArrayRequest
@@ -42,6 +43,7 @@ def submit_array(
     template = request.submit
     name = template.id or _free_name(service)
     count = len(request.members)
+    size = str(count)
     requests = [
         SubmitRequest(
             template.kind,
@@ -49,7 +51,7 @@ def submit_array(
             member_params(template.params, member),
             template.priority,
             template.cwd,
-            member_env(template.env, name, member, count),
+            member_environment(template.env, name, member[0], size),  # one shared env
             attach=template.attach,
             user=template.user,
             host=template.host,

@@ -289,15 +289,22 @@ class KindManager(Manager):
         return self.why_not(petition) is None
 
     def petition_from_request(
-        self, request: SubmitRequest, queue: Any, condition: Any = None
+        self,
+        request: SubmitRequest,
+        queue: Any,
+        condition: Any = None,
+        *,
+        checked: dict[str, Any] | None = None,
     ) -> Petition:
         """The petition of ``request``'s kind (a plugin kind: templates are resolved
-        before). UnknownKindError or InvalidPetitionError if there is none."""
+        before). UnknownKindError or InvalidPetitionError if there is none. ``checked``:
+        what its kind's check returned for these very parameters before (a restart
+        checks identical parameters once): used instead of checking them again."""
         kind = self.registry.plugin_kind(request.kind)
         if kind is None:
             raise UnknownKindError(request.kind, self.registry.names())
         try:
-            params = kind.check(dict(request.params))
+            params = dict(checked) if checked is not None else kind.check(dict(request.params))
         except InvalidPetitionError:
             raise
         except Exception as e:  # a kind's validator must not take the request path down

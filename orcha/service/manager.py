@@ -63,7 +63,9 @@ class Manager:
         """The petition kinds this manager serves to orcha's own clients, by name."""
         return {}
 
-    def petition_from_request(self, request: SubmitRequest, queue: Any) -> Petition:
+    def petition_from_request(
+        self, request: SubmitRequest, queue: Any, *, checked: dict[str, Any] | None = None
+    ) -> Petition:
         """Build the petition for an orcha client's submit request (see ``orcha.kinds``).
         This manager serves no kinds: UnknownKindError saying which service this is (a
         plugin's own, such as the tutorial's ``orcha hello-world serve``) and what to run

@@ -114,6 +114,23 @@ MIGRATIONS: list[list[str]] = [
         # limit), kept so the limit holds again after a restart.
         "ALTER TABLE petitions ADD COLUMN array_limit INTEGER",
     ],
+    [
+        # Each distinct environment once (orcha.service.environments), by its digest: a
+        # record names its shared base (env_id) and keeps only the variables of its own
+        # in 'env' (NULL env_id: the whole environment is in 'env', as before).
+        """CREATE TABLE environments (
+            id INTEGER PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,  -- sha256 of env
+            env TEXT NOT NULL             -- JSON, keys sorted
+        )""",
+        "ALTER TABLE petitions ADD COLUMN env_id INTEGER",
+        # 'orcha status': the last ended records, newest first, without reading them all.
+        "CREATE INDEX petitions_ended ON petitions (ended, seq) "
+        "WHERE state NOT IN ('QUEUED', 'RUNNING')",
+        # ... and the first queued ones, in arrival order, and how many there are.
+        "CREATE INDEX petitions_waiting ON petitions (state, seq) "
+        "WHERE state IN ('QUEUED', 'RUNNING')",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,6 +33,9 @@ class Peer:
         self.idle = threading.Event()
         self.idle.set()
         self._next_handle = 1
+        # A status listing in pages in progress: why its queued petitions wait (worded
+        # once, at its first page, not once a page).
+        self.listing: dict[int, str] | None = None
 
     def new_handle(self) -> int:
         """A number naming one petition's stream in this client's frames."""

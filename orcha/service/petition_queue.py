@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -128,3 +128,15 @@ class SortedIndex:
         ranks, jobs = self._ranks, self._jobs
         for i in range(bisect.bisect_right(ranks, rank), len(ranks)):
             yield jobs[ranks[i]]
+
+
+def first_in_order(jobs: Iterable[Job], first: int | None = None) -> list[Job]:
+    """The ``first`` N of ``jobs`` in their petitions' order (all if None): a partial
+    selection, cheaper than sorting a long queue to look at its head."""
+    if first is None:
+        return sorted(jobs, key=_rank)
+    return heapq.nsmallest(first, jobs, key=_rank)
+
+
+def _rank(job: Job) -> tuple[Any, ...]:
+    return job.petition.rank

@@ -11,10 +11,14 @@ this behind is ``Service.begin_stop``.)
 
 from __future__ import annotations
 
+import gc
+import itertools
+import json
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from orcha.defaults import ENV_CACHE_SIZE
 from orcha.errors import InvalidPetitionError, PetitionError
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
@@ -36,18 +40,28 @@ def restore(service: Service) -> None:
     left (never otherwise: a petition without retries never runs twice)."""
     store = service.store
     assert store is not None
-    rows = store.live(str(service.settings.address))
-    if not rows:
+    # Parameters and schedules as text: identical ones (an array's) are decoded once.
+    chunks = store.live_chunks(str(service.settings.address), raw=_RAW)
+    first = next((chunk for chunk in chunks if chunk), None)
+    if first is None:
         return
     now = service.clock()
     scheduler = service.scheduler
     scheduler.accepting = False  # queue them all before any starts: order holds
     requeued = interrupted = retried = 0
+    # What is saved again of those queued again (a missing log path; an environment to
+    # share), committed together before any may start: one transaction, not one each.
+    named: dict[int, dict[str, Any]] = {}
+    parsed = _Parsed()
+    collecting = gc.isenabled()
+    gc.disable()  # many objects and no garbage: a collection pass would scan them all
     try:
-        for row in rows:
+        for row in (row for chunk in itertools.chain([first], chunks) for row in chunk):
+            if row["state"] != str(State.QUEUED) or row.get("parent"):
+                row = _decoded(row)  # it ends here, and is announced: as a whole record
             if row["state"] == str(State.RUNNING):
                 _stop_leftovers(service, row)
-                if _retry(service, row, now):
+                if _retry(service, row, now, named, parsed):
                     retried += 1
                     continue
                 _end(
@@ -62,9 +76,12 @@ def restore(service: Service) -> None:
                     service, row, state=str(State.CANCELLED), ended=now,
                     message=f"its parent {row['parent']} was interrupted by a restart",
                 )  # fmt: skip
-            elif _requeue(service, row, now):
+            elif _requeue(service, row, now, named, parsed):
                 requeued += 1
+        store.update_many(named, "the queued petitions were not taken back")
     finally:
+        if collecting:
+            gc.enable()
         scheduler.accepting = True
     scheduler.settle_dependencies()  # also admits
     log.warning(
@@ -74,7 +91,50 @@ def restore(service: Service) -> None:
     )  # fmt: skip
 
 
-def _retry(service: Service, row: dict[str, Any], now: float) -> bool:
+_RAW = ("params", "schedule")
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its fields left as text (:data:`_RAW`) decoded."""
+    return {**row, **{k: json.loads(row[k]) for k in _RAW if isinstance(row.get(k), str)}}
+
+
+class _Parsed:
+    """What a restore has read already: identical schedules are parsed once (and
+    shared, as an array's members share theirs), identical parameters of a kind checked
+    once (the records were checked when submitted; a kind's check gives the same for the
+    same parameters)."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, Schedule] = {}
+        self.params: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def schedule(self, wire: Any) -> Schedule:
+        """The schedule of a record's ``schedule`` field (JSON text, or decoded)."""
+        key = wire if isinstance(wire, str) else json.dumps(wire, sort_keys=True)
+        schedule = self.schedules.get(key)
+        if schedule is None:
+            schedule = Schedule.from_wire(json.loads(wire) if isinstance(wire, str) else wire)
+            if len(self.schedules) >= ENV_CACHE_SIZE:
+                self.schedules.clear()
+            self.schedules[key] = schedule
+        return schedule
+
+    def keep(self, key: tuple[str, str], petition: Any) -> None:
+        params = getattr(petition, "params", None)
+        if isinstance(params, dict):
+            if len(self.params) >= ENV_CACHE_SIZE:
+                self.params.clear()
+            self.params[key] = params
+
+
+def _retry(
+    service: Service,
+    row: dict[str, Any],
+    now: float,
+    named: dict[int, dict[str, Any]],
+    parsed: _Parsed,
+) -> bool:
     """Queue a petition that was RUNNING again for its next attempt, if it asked for
     ``--retries`` and has one left; the interrupted run counts as an attempt (the record's
     ``attempt`` is committed before each attempt starts). False, with nothing changed, if
@@ -83,7 +143,7 @@ def _retry(service: Service, row: dict[str, Any], now: float) -> bool:
     if row.get("parent") or not row["kind"]:
         return False
     try:
-        schedule = Schedule.from_wire(row["schedule"])
+        schedule = parsed.schedule(row["schedule"])
     except (ValueError, PetitionError):
         return False
     attempts = 1 + schedule.retries
@@ -98,7 +158,7 @@ def _retry(service: Service, row: dict[str, Any], now: float) -> bool:
         message=f"attempt {done} of {attempts} was interrupted by a restart; "
         f"queued for attempt {done + 1}",
     )  # fmt: skip
-    return _requeue(service, row, now, attempt=done + 1)
+    return _requeue(service, row, now, named, parsed, attempt=done + 1)
 
 
 def _end(service: Service, row: dict[str, Any], **changes: Any) -> None:
@@ -117,10 +177,19 @@ def _stop_leftovers(service: Service, row: dict[str, Any]) -> None:
             log.warning("petition %s: stopped %d process(es) left running", row["id"], n)
 
 
-def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1) -> bool:
+def _requeue(
+    service: Service,
+    row: dict[str, Any],
+    now: float,
+    named: dict[int, dict[str, Any]],
+    parsed: _Parsed,
+    attempt: int = 1,
+) -> bool:
     """Queue a recorded petition again (as its kind's petition, detached), to run as
     attempt ``attempt``; False, with the record CANCELLED and why, if it can no longer
-    be built."""
+    be built. What its record must be given (a log path it lacks, its environment to
+    share) goes into ``named`` (by record number), for the caller to commit before it
+    may start."""
     from orcha.protocol.messages import SubmitRequest
 
     store = service.store
@@ -128,31 +197,45 @@ def _requeue(service: Service, row: dict[str, Any], now: float, attempt: int = 1
     try:
         if not row["kind"]:
             raise InvalidPetitionError("petitions of the original Orcha API are not restored")
-        schedule = Schedule.from_wire(row["schedule"])
+        schedule = parsed.schedule(row["schedule"])
+        params = row["params"]
+        kind = row["runs_as"] or row["kind"]
+        key = (kind, params if isinstance(params, str) else json.dumps(params, sort_keys=True))
+        checked = parsed.params.get(key)
         # A runtime kind's petition runs as its parent, with the settings it was
         # queued with, whatever became of the template since.
         request = SubmitRequest(
-            row["runs_as"] or row["kind"], row["id"], row["params"], row["priority"],
-            row["cwd"], row["env"], attach=False, schedule=schedule,
+            kind, row["id"], json.loads(key[1]) if checked is None else checked,
+            row["priority"], row["cwd"], row["env"], attach=False, schedule=schedule,
         )  # fmt: skip
-        petition = service.manager.petition_from_request(request, DISCARD)
+        petition = service.manager.petition_from_request(request, DISCARD, checked=checked)
+        if checked is None:
+            parsed.keep(key, petition)
     except (ValueError, PetitionError) as e:
         _end(
-            service, row, state=str(State.CANCELLED), ended=now,
+            service, _decoded(row), state=str(State.CANCELLED), ended=now,
             message=f"not queued again after a restart: {e}",
         )  # fmt: skip
         return False
-    uid = os.urandom(8).hex()
+    # A token of this service (the record's is the last one's): unique here, as the
+    # random ones of new petitions are; it is recorded when the petition starts
+    # (Service.job_started), the only time its processes' token matters.
     job = Job(
         petition, native=True, token_prefix=service.token_prefix, kind=row["kind"],
-        seq=row["seq"], token=f"{service.token_prefix}-{uid}", schedule=schedule,
+        seq=row["seq"], token=f"{service.token_prefix}-r{row['seq']}", schedule=schedule,
         created=row["submitted"],
     )  # fmt: skip
     job.paused = bool(row["paused"])
     job.attempt = attempt
     job.events = service.events
-    job.log = service.open_log(job, row["log_path"] or service.log_path(uid))
-    store.update(row["seq"], token=job.token, log_path=job.log.path)
+    changed: dict[str, Any] = {}
+    if not row["log_path"]:
+        changed["log_path"] = service.log_path(os.urandom(8).hex())
+    if row.get("env_whole"):
+        changed["env"] = row["env"]  # saved again, shared from now on
+    if changed:
+        named[row["seq"]] = changed
+    job.log = service.open_log(job, row["log_path"] or changed["log_path"])
     arrays.restored(job, row)  # its array's %N holds again
     service.scheduler.submit(job)
     return True

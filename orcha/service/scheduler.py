@@ -49,7 +49,7 @@ from orcha.service.explain import Rules, explain
 from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
 from orcha.service.machines import LocalMachine, Machine, check_feasible
-from orcha.service.petition_queue import PetitionQueue, SortedIndex
+from orcha.service.petition_queue import PetitionQueue, SortedIndex, first_in_order
 from orcha.service.waiting import WaitingControl
 from orcha.states import State
 
@@ -414,15 +414,15 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         return True
 
     # -- why petitions wait ---------------------------------------------------------------------
-    def explain(self) -> dict[int, str]:
-        """For each waiting job (by seq), why it has not started, in words: those of the
-        predicate that said no, or why the backfill rule keeps it back.
+    def explain(self, first: int | None = None) -> dict[int, str]:
+        """For each waiting job (by seq; the ``first`` N in order if given), why it has not
+        started, in words: those of the predicate that said no, or why backfill waits.
 
         Copies what it needs under the lock and words it outside, so a status request
         over a long queue does not hold up admission.
         """
         with self.lock:
-            jobs = self._in_order()
+            jobs = first_in_order(self._waiting.values(), first)
             if not self.accepting:
                 return {job.seq: "the service is not starting petitions" for job in jobs}
             memory = any(j.schedule.mem for j in jobs)

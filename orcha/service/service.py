@@ -334,9 +334,11 @@ class Service(Intake):
             # Committed now, before its action starts a process: if the service dies from
             # here on, the next one finds it RUNNING and marks it INTERRUPTED; it never
             # runs it a second time. Not recorded (disk full), it is not run at all.
+            # With its token: a petition queued again after a restart has a new one.
             self.store.update(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name,
-                wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested, what="it did not run",
+                token=job.token, wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested,
+                what="it did not run",
             )  # fmt: skip
         if job.native:
             job.family = Family(self, job)

@@ -33,6 +33,7 @@ from orcha.defaults import (
     STORE_WRITE_BUSY_MS,
 )
 from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
+from orcha.service.environments import EnvironmentTable
 from orcha.service.migrations import check_pages, damaged, migrate
 from orcha.service.saving import Changes, Outage, Saver, Writes, describe
 from orcha.service.store_bulk import BulkRecords
@@ -41,7 +42,7 @@ _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
 
 
-_JSON_FIELDS = ("params", "env", "pids", "schedule", "outcome")
+_JSON_FIELDS = ("params", "pids", "schedule", "outcome")  # and env: see environments
 _COLUMNS = (
     "seq", "service", "id", "kind", "params", "priority", "state", "submitted", "started",
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
@@ -51,12 +52,19 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
+def _row(row: sqlite3.Row, decoded: tuple[str, ...] = _JSON_FIELDS) -> dict[str, Any]:
     record = dict(row)
-    for name in _JSON_FIELDS:
+    for name in decoded:
         if name in record and isinstance(record[name], str):
             record[name] = json.loads(record[name])
     return record
+
+
+def _column(name: str, value: Any) -> Any:
+    """A field's value as its column holds it (a changed env is kept whole, unshared)."""
+    if name == "env":
+        return json.dumps(dict(value))
+    return json.dumps(value) if name in _JSON_FIELDS else value
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -114,6 +122,7 @@ class Store(BulkRecords):
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
         self._read_lock = threading.Lock()  # the reading connection
+        self.envs = EnvironmentTable()
         self.outage = Outage(clock)
         self.saver = Saver(
             self._commit, self.outage, retry_first=STORE_RETRY_FIRST, retry_max=STORE_RETRY_MAX
@@ -194,16 +203,33 @@ class Store(BulkRecords):
                     ExitCode.REFUSED,
                 ) from None
 
-    def _records(self, work: Callable[[sqlite3.Connection], list[Any]]) -> list[dict[str, Any]]:
+    def _records(
+        self,
+        work: Callable[[sqlite3.Connection], list[Any]],
+        marked: bool = False,
+        raw: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
         """The rows ``work`` reads, as records with the changes not committed yet
         applied (the overlay is looked at after the read, before a commit is forgotten)."""
         with self.saver.view_lock:
             rows = [r for r in self._read(work) if r is not None]
-            return self._overlaid(rows)
+            return self._overlaid(rows, marked, raw)
 
-    def _overlaid(self, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
-        """Rows as records, with the changes not committed yet applied."""
-        records = [_row(r) for r in rows]
+    def _overlaid(
+        self, rows: list[sqlite3.Row], marked: bool = False, raw: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows as records, with the changes not committed yet applied (``marked``: a
+        record whose env is kept whole, from before environments were shared, says
+        ``env_whole``)."""
+        decoded = tuple(name for name in _JSON_FIELDS if name not in raw)
+        records = [_row(r, decoded) for r in rows]
+        if records and "env" in records[0]:
+            decode = self.envs.decode
+            for record in records:
+                env_id = record.pop("env_id", None)
+                record["env"] = decode(env_id, record["env"], self._base_text)
+                if marked and env_id is None:
+                    record["env_whole"] = True  # written before environments were shared
         unsaved = self.saver.snapshot()
         if unsaved:
             for record in records:
@@ -211,6 +237,13 @@ class Store(BulkRecords):
                 if fields:
                     record.update((k, v) for k, v in fields.items() if k in record)
         return records
+
+    def _base_text(self, env_id: int) -> str | None:
+        """The JSON of the shared environment ``env_id`` (None if there is none)."""
+        row = self._read(
+            lambda db: db.execute("SELECT env FROM environments WHERE id = ?", (env_id,)).fetchone()
+        )
+        return str(row[0]) if row else None
 
     # -- writing --------------------------------------------------------------------------
     def add(self, record: dict[str, Any], what: str = "nothing was submitted") -> int:
@@ -227,7 +260,7 @@ class Store(BulkRecords):
         for name in _JSON_FIELDS:
             if name in values:
                 values[name] = json.dumps(values[name])
-        return values
+        return values  # env: stored once, at insert (store_bulk)
 
     def update(
         self,
@@ -243,7 +276,9 @@ class Store(BulkRecords):
         if not fields:
             return
         _check_fields(fields)
-        values = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
+        if "env" in fields:
+            fields["env_id"] = None  # kept whole, no longer over a shared base
+        values = {k: _column(k, v) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in values)
         self._write(
             lambda db: db.execute(
@@ -259,6 +294,8 @@ class Store(BulkRecords):
         """Queue a change of record ``seq``; committed soon, with others, and retried
         until it is (reads see it at once)."""
         _check_fields(fields)
+        if "env" in fields:
+            fields["env_id"] = None  # kept whole, no longer over a shared base
         self.saver.put(seq, fields)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -271,9 +308,7 @@ class Store(BulkRecords):
             self._db.execute("BEGIN")
             try:
                 for seq, fields in batch.items():
-                    values = {
-                        k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()
-                    }
+                    values = {k: _column(k, v) for k, v in fields.items()}
                     assignments = ", ".join(f"{name} = ?" for name in values)
                     self._db.execute(
                         f"UPDATE petitions SET {assignments} WHERE seq = ?",
@@ -289,17 +324,6 @@ class Store(BulkRecords):
                 raise
 
     # -- reading --------------------------------------------------------------------------
-    def live(self, service: str) -> list[dict[str, Any]]:
-        """Queued and running records of ``service``, in arrival order."""
-        records = self._records(
-            lambda db: db.execute(
-                "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
-                "ORDER BY seq",
-                (service,),
-            ).fetchall()
-        )
-        return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
-
     def get(self, seq: int) -> dict[str, Any] | None:
         rows = self._records(
             lambda db: [db.execute("SELECT * FROM petitions WHERE seq = ?", (seq,)).fetchone()]
@@ -345,6 +369,8 @@ class Store(BulkRecords):
             where.append(clause)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         wanted = [c for c in columns if c in _COLUMNS]
+        if "env" in wanted and "env_id" not in wanted:
+            wanted.append("env_id")  # to read env (popped once it is)
         cols = ", ".join(dict.fromkeys(["seq", *wanted])) if wanted else "*"
         records = self._records(
             lambda db: db.execute(f"SELECT {cols} FROM petitions{clause} ORDER BY seq", args)

@@ -1,25 +1,33 @@
 """Records in bulk: the members of an array (``run --array``, ``run --each``) added in
 one transaction and found again by the array's name; ended records removed by selection
-(``clean``). Mixed into :class:`~orcha.service.store.Store`, whose connections it uses."""
+(``clean``); the live records (a restart's, in chunks), the default status view and
+listings in pages, read through indexes. Mixed into :class:`~orcha.service.store.Store`,
+whose connections it uses."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
 
 if TYPE_CHECKING:
+    from orcha.service.environments import EnvironmentTable
     from orcha.service.saving import Saver
 
 _T = TypeVar("_T")
+
+
+#: The condition of the partial indexes of live records (petitions_live, _waiting).
+_LIVE = "state IN ('QUEUED', 'RUNNING')"
 
 
 class BulkRecords:
     """What :class:`~orcha.service.store.Store` does to many records at once."""
 
     saver: Saver
+    envs: EnvironmentTable
 
     def _write(
         self,
@@ -83,7 +91,14 @@ class BulkRecords:
                 f"SELECT seq, id, log_path FROM petitions WHERE {clause}", args
             ).fetchall()
             db.execute(f"DELETE FROM petitions WHERE {clause}", args)
+            if rows:  # environments no record uses any more
+                db.execute(
+                    "DELETE FROM environments WHERE id NOT IN "
+                    "(SELECT env_id FROM petitions WHERE env_id IS NOT NULL)"
+                )
             db.execute("COMMIT")
+            if rows:
+                self.envs.forget()  # under the write lock: no insert uses a deleted id
             return rows
 
         rows = self._write(delete, "nothing was removed")
@@ -98,13 +113,19 @@ class BulkRecords:
         ``seq``, as text, in the same transaction (never a record without a name)."""
         rows = [self._encode(record) for record in records]
 
+        new_envs: dict[str, int] = {}
+
         def insert(db: sqlite3.Connection) -> list[int]:
             seqs: list[int] = []
+            new_envs.clear()  # a retry starts again: what a rollback undid is not kept
             db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
             for values in rows:
                 by_seq = values.get("id") is None
                 if by_seq:
                     values = {**values, "id": ""}
+                if "env" in values:  # its shared base stored once, the rest with it
+                    env_id, own = self.envs.store(db, values["env"], new_envs)
+                    values = {**values, "env": own, "env_id": env_id}
                 cur = db.execute(
                     f"INSERT INTO petitions ({', '.join(values)}) "
                     f"VALUES ({', '.join('?' for _ in values)})",
@@ -117,7 +138,179 @@ class BulkRecords:
             db.execute("COMMIT")
             return seqs
 
-        return self._write(insert, what)
+        seqs = self._write(insert, what)
+        self.envs.committed(new_envs)
+        return seqs
+
+    def update_many(self, changes: dict[int, dict[str, Any]], what: str) -> None:
+        """Change fields of many records in one transaction (all or none); NotSavedError
+        (with ``what`` was not done) if it cannot be saved within a bound."""
+        if not changes:
+            return
+        encoded = [(seq, self._encode(fields)) for seq, fields in changes.items()]
+        new_envs: dict[str, int] = {}
+
+        def update(db: sqlite3.Connection) -> None:
+            new_envs.clear()  # a retry starts again: what a rollback undid is not kept
+            db.execute("BEGIN IMMEDIATE")  # a failure rolls back (Writes.run)
+            for seq, values in encoded:
+                if "env" in values:  # kept shared from now on
+                    env_id, own = self.envs.store(db, values["env"], new_envs)
+                    values = {**values, "env": own, "env_id": env_id}
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                db.execute(
+                    f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
+                )
+            db.execute("COMMIT")
+
+        self._write(update, what)
+        self.envs.committed(new_envs)
+        for seq, fields in changes.items():
+            self.saver.supersede(seq, set(fields))
+
+    def _records(
+        self,
+        work: Callable[[sqlite3.Connection], list[Any]],
+        marked: bool = False,
+        raw: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def recent(
+        self, ended: int, columns: Sequence[str], queued: int | None = None
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """``(records, hidden, hidden_queued)``: every running record, the ``queued``
+        first submitted queued ones (all if None) and the ``ended`` most recently ended
+        ones (by end time, then number), oldest first, as
+        :func:`orcha.protocol.selection.select` and
+        :func:`~orcha.protocol.selection.first_queued` keep them; ``hidden`` and
+        ``hidden_queued`` count the ended and queued ones left out. Read through
+        indexes: the cost does not grow with the number of records left out. Records
+        with changes not saved yet are read whole and counted with those changes."""
+        unsaved = self.saver.pending_seqs()
+        cols = ", ".join(dict.fromkeys(["seq", "state", "ended", *columns]))
+        marks = ", ".join("?" for _ in unsaved)
+        others = f" AND seq NOT IN ({marks})" if unsaved else ""
+        counts: list[int] = []
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            def query(sql: str, *args: Any) -> list[Any]:
+                return db.execute(sql, args).fetchall()
+
+            # Running ones and those with unsaved changes: whole.
+            # "state IN (live)" too: SQLite uses a partial index only for a query that
+            # repeats its condition (state = 'QUEUED' alone scans the table).
+            rows = query(
+                f"SELECT {cols} FROM petitions WHERE ({_LIVE} AND state = 'RUNNING')"
+                + (f" OR seq IN ({marks})" if unsaved else ""),
+                *unsaved,
+            )
+            waiting = f"{_LIVE} AND state = 'QUEUED'{others}"
+            done = f"state NOT IN ('QUEUED', 'RUNNING'){others}"
+            for clause in (waiting, done):
+                counts.append(
+                    query(f"SELECT COUNT(*) FROM petitions WHERE {clause}", *unsaved)[0][0]
+                )
+            limit = -1 if queued is None else queued  # -1: no limit
+            rows += query(
+                f"SELECT {cols} FROM petitions WHERE {waiting} ORDER BY seq LIMIT ?",
+                *unsaved,
+                limit,
+            )
+            rows += query(
+                f"SELECT {cols} FROM petitions WHERE {done} ORDER BY ended DESC, seq DESC LIMIT ?",
+                *unsaved,
+                ended,
+            )
+            return rows
+
+        records = sorted(
+            {r["seq"]: r for r in self._records(read)}.values(), key=lambda r: r["seq"]
+        )
+        pending = set(unsaved)
+        live = [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
+        finished = [r for r in records if r["state"] not in ("QUEUED", "RUNNING")]
+        all_ended = counts[1] + sum(1 for r in finished if r["seq"] in pending)
+        all_queued = counts[0] + sum(
+            1 for r in live if r["seq"] in pending and r["state"] == "QUEUED"
+        )
+        finished.sort(key=lambda r: (r.get("ended") or 0, r["seq"]))
+        shown = finished[len(finished) - ended :] if ended > 0 else []
+        from orcha.protocol.selection import first_queued
+
+        live, _ = first_queued(live, queued)
+        out = sorted([*live, *shown], key=lambda r: r["seq"])
+        shown_queued = sum(1 for r in live if r["state"] == "QUEUED")
+        return out, all_ended - len(shown), all_queued - shown_queued
+
+    def page(
+        self, after: int | None, limit: int, states: Sequence[str], columns: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """``(records, next)``: the next ``limit`` records numbered after ``after`` (from
+        the first if None), oldest first, of ``states`` if given (as they are with the
+        changes not saved yet); ``next``: where the page after starts (None: this was
+        the last)."""
+        cols = ", ".join(dict.fromkeys(["seq", "state", *columns]))
+        where = "seq > ?"
+        args: list[Any] = [after if after is not None else -1]
+        unsaved = self.saver.pending_seqs() if states else []
+        if states:
+            marks = ", ".join("?" for _ in states)
+            extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
+            where += f" AND (state IN ({marks}){extra})"
+            args += [*states, *unsaved]
+        rows = self._records(
+            lambda db: db.execute(
+                f"SELECT {cols} FROM petitions WHERE {where} ORDER BY seq LIMIT ?", (*args, limit)
+            ).fetchall()
+        )
+        nxt = rows[-1]["seq"] if len(rows) == limit else None
+        if states:
+            rows = [r for r in rows if r["state"] in states]  # changed, not saved yet
+        return rows, nxt
+
+    def live(self, service: str, raw: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Queued and running records of ``service``, in arrival order, with the JSON
+        fields named in ``raw`` left as text (for a caller that decodes identical ones
+        once); ``env_whole`` in those whose env is not shared yet (written by an older
+        orcha: saving the env again, with :meth:`update_many`, shares it)."""
+        records = self._records(
+            lambda db: db.execute(
+                "SELECT * FROM petitions WHERE service = ? AND state IN ('QUEUED', 'RUNNING') "
+                "ORDER BY seq",
+                (service,),
+            ).fetchall(),
+            marked=True,
+            raw=raw,
+        )
+        return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
+
+    def live_chunks(
+        self, service: str, raw: tuple[str, ...] = (), size: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`live`'s records, ``size`` at a time (in arrival order): a long queue
+        is never all in memory twice, as records and as what is made of them."""
+        seqs = self._read(
+            lambda db: [
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM petitions WHERE service = ? "
+                    "AND state IN ('QUEUED', 'RUNNING')",
+                    (service,),
+                )
+            ]
+        )
+        seqs.sort()
+        for i in range(0, len(seqs), size):
+            chunk = seqs[i : i + size]
+
+            def read(db: sqlite3.Connection, chunk: list[int] = chunk) -> list[Any]:
+                marks = ", ".join("?" for _ in chunk)
+                sql = f"SELECT * FROM petitions WHERE seq IN ({marks}) ORDER BY seq"
+                return db.execute(sql, chunk).fetchall()
+
+            records = self._records(read, marked=True, raw=raw)
+            yield [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
 
     def array_members(self, name: str) -> tuple[int, list[str]] | None:
         """(the newest record number, the member IDs by index) of the newest array

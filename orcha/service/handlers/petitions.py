@@ -10,7 +10,7 @@ from orcha.defaults import OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
-from orcha.protocol.selection import select
+from orcha.protocol.selection import first_queued, select
 from orcha.service import arrays, bulk
 from orcha.service.accounting import live_usage, wall_time
 from orcha.service.logs import last_lines, read_log
@@ -41,6 +41,10 @@ _STATUS_COLUMNS = (
     "notify_error", "machine", "parent", "leftovers", "log_truncated", "restart_of",
     "array", "array_index", "cpu_time", "peak_rss",
 )  # fmt: skip
+
+
+#: Rows few enough to name in one query (SQLite's oldest limit is 999 variables).
+_FEW = 900
 
 
 def submit(service: Service, peer: Peer, request: SubmitRequest) -> dict[str, Any]:
@@ -125,12 +129,30 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     # No flush: reads include the changes not committed yet, and never wait for them.
     targets, unknown = resolve_all(ids, scheduler, store) if ids else ([], [])
     seqs = [t.seq for t in targets if t.seq is not None] if ids else None
-    rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
-    rows, hidden = select(rows, request.groups, request.last, request.ended)
+    default_view = not (ids or request.states or request.groups) and request.last is None
+    nxt = None
+    if request.page is not None:
+        if request.after is None or peer.listing is None:  # its first page
+            peer.listing = scheduler.explain()
+        rows, nxt = store.page(request.after, request.page, request.states, _STATUS_COLUMNS)
+        rows, hidden, hidden_queued = select(rows, request.groups)[0], 0, 0
+        reasons = peer.listing
+        if nxt is None:
+            peer.listing = None  # the last page
+    elif default_view and request.ended is not None:
+        # The default view: through indexes, never reading what it leaves out.
+        rows, hidden, hidden_queued = store.recent(request.ended, _STATUS_COLUMNS, request.queued)
+    else:
+        rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
+        rows, hidden = select(rows, request.groups, request.last, request.ended)
+        rows, hidden_queued = first_queued(rows, request.queued)
     out = []
-    reasons = scheduler.explain()
-    # A parent's children (IDs), for the records of parents: all of them at once.
-    children = store.children([r["seq"] for r in rows] if ids else None)
+    if request.page is None:
+        reasons = scheduler.explain(request.queued)
+    # A parent's children (IDs), for the records of parents: all of them at once (by
+    # the rows' numbers if they are few: a view of a long history or queue).
+    few = ids or len(rows) <= _FEW
+    children = store.children([r["seq"] for r in rows] if few else None)
     for row in rows:
         record = {name: row[name] for name in _STATUS_COLUMNS}
         if row["seq"] in children:
@@ -155,7 +177,10 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             elif job.stopped:
                 record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
         out.append(record)
-    return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden}
+    more: dict[str, Any] = {"hidden_queued": hidden_queued} if request.queued is not None else {}
+    if request.page is not None:
+        more["next"] = nxt
+    return {"petitions": out, "missing": unknown, "arrays": named, "hidden": hidden, **more}
 
 
 def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:

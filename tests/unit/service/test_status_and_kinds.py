@@ -48,6 +48,37 @@ def test_status_selects_by_group_last_and_ended_in_the_service(h: Harness) -> No
     assert bad["ok"] is False and "'last' must be a whole number" in bad["message"]
 
 
+def test_status_shows_the_first_queued_ones_and_lists_every_record_in_pages(h: Harness) -> None:
+    for n in range(3):
+        h.submit(f"e{n}")
+        h.run_to_end(f"e{n}")
+    h.submit("run1")
+    h.submit("run2")
+    h.gates.wait_started("run1")
+    h.gates.wait_started("run2")
+    for n in range(4):
+        h.submit(f"q{n}")
+    view = h.call("status", ended=1, queued=2)
+    assert ids(view) == ["e2", "run1", "run2", "q0", "q1"]
+    assert (view["hidden"], view["hidden_queued"]) == (2, 2)
+    assert view["petitions"][3]["waiting"]  # the ones shown say why they wait
+    pages, after = [], None
+    while True:
+        reply = h.call("status", page=3, **({"after": after} if after is not None else {}))
+        pages.append(ids(reply))
+        if reply["next"] is None:
+            break
+        after = reply["next"]
+    assert pages == [["e0", "e1", "e2"], ["run1", "run2", "q0"], ["q1", "q2", "q3"], []]
+    assert [r.get("waiting") is not None for r in h.call("status", page=9)["petitions"]] == [
+        False, False, False, False, False, True, True, True, True,
+    ]  # fmt: skip
+    queued = h.call("status", page=2, states=["QUEUED"])
+    assert ids(queued) == ["q0", "q1"] and queued["next"] is not None
+    bad = h.request("status", page=2, last=1)
+    assert bad["ok"] is False and "'page'" in bad["message"]
+
+
 def test_a_runtime_kind_no_machine_can_run_is_refused_at_add(h: Harness) -> None:
     reply = h.request("kinds", action="add", name="big", **{"from": "gate"}, set={"cpus": 8})
     assert reply["ok"] is False and WIRE_ERRORS[reply["error"]] == ExitCode.REFUSED
