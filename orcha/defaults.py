@@ -343,6 +343,7 @@ USAGE_COMMAND_CHARS = 200
 #: per batch, not three per petition). Only for changes nobody waits for: a new record
 #: and a start are committed at once.
 STORE_BATCH_SECONDS = 0.005
+
 # -- issue 14: queue scale (helper J) --
 #: Distinct environments (and whole environments of older records) the service keeps one
 #: shared copy of in memory; beyond that the cache starts again.
