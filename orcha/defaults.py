@@ -335,3 +335,9 @@ USAGE_RECENT = 20
 
 #: Longest command text a ``usage`` event carries per petition (longer is cut, with …).
 USAGE_COMMAND_CHARS = 200
+
+# -- issue 14: streaming --
+
+#: An attached petition's consecutive output chunks of one stream are joined into one
+#: item until they hold this many bytes; larger chunks travel as read, never copied.
+JOIN_BELOW_BYTES = 64 << 10

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import MAX_REQUEST_BYTES
 from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
+from orcha.protocol.batch import answer_pieces, write_pieces
 from orcha.service.handlers import operation_named, perform
 from orcha.service.peer import Peer
 from orcha.service.streams import EventStream, PetitionStream
@@ -205,6 +206,11 @@ class Session(StreamPeer):
         return None
 
     def _send(self, msg: tuple[str, Any]) -> None:
+        # A batch of output goes out without being copied into a pickle first.
+        pieces = answer_pieces(msg[1]) if msg[0] == "#RETURN" and type(msg[1]) is list else None
+        if pieces is not None:
+            write_pieces(self.conn.fileno(), pieces)
+            return
         try:
             self.conn.send(msg)
         except (OSError, EOFError):

@@ -6,7 +6,8 @@ on :meth:`fileno` and calls :meth:`take`). Items are plain data, so a plain
 ``multiprocessing.managers`` client can read them without orcha's classes:
 
 * :class:`PetitionStream`, an attached petition's output: ``("stdout"|"stderr", data)``
-  chunks (consecutive chunks of one stream joined), ``{"event": "started"}``,
+  chunks (consecutive small chunks of one stream joined, up to JOIN_BELOW_BYTES: large
+  ones go as they were read, never copied), ``{"event": "started"}``,
   ``{"event": "progress", ...}`` (the newest of a batch), ``{"event": "stdin", "read":
   N, "closed": bool}`` for a petition whose client sends its stdin (the newest of a
   batch: see :mod:`orcha.service.stdin`), ``{"event": "queued", "reason": ...}`` while
@@ -26,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import STREAM_BATCH_BYTES, SUBSCRIBER_BUFFER_BYTES
+from orcha.defaults import JOIN_BELOW_BYTES, STREAM_BATCH_BYTES, SUBSCRIBER_BUFFER_BYTES
 from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT, STREAM_NAMES, item
 from orcha.protocol.outputs import OutputQueue
@@ -66,6 +67,7 @@ class PetitionStream:
             return []
         items: list[Any] = []
         chunks: list[bytes] = []
+        pending = 0  # bytes in chunks
         tag = -1
         last_progress = max((i for i, x in enumerate(raw) if isinstance(x, Progress)),
                             default=-1)  # fmt: skip
@@ -82,14 +84,15 @@ class PetitionStream:
                     continue  # an older progress or stdin report: the newest follows
                 if chunks:
                     items.append((STREAM_NAMES[tag], b"".join(chunks)))
-                    chunks, tag = [], -1
+                    chunks, pending, tag = [], 0, -1
                 items.append(event)
                 continue
-            if stream != tag and chunks:
+            if chunks and (stream != tag or pending >= JOIN_BELOW_BYTES):
                 items.append((STREAM_NAMES[tag], b"".join(chunks)))
-                chunks = []
+                chunks, pending = [], 0
             tag = stream
             chunks.append(data)
+            pending += len(data)
         if chunks:
             items.append((STREAM_NAMES[tag], b"".join(chunks)))
         if self.ended:
