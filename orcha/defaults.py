@@ -341,3 +341,9 @@ USAGE_COMMAND_CHARS = 200
 #: An attached petition's consecutive output chunks of one stream are joined into one
 #: item until they hold this many bytes; larger chunks travel as read, never copied.
 JOIN_BELOW_BYTES = 64 << 10
+
+#: The service asks glibc to serve memory blocks up to this size from its heap (not a
+#: fresh mmap each), so the buffers of output chunks are reused (PIPE_CHUNK fits)...
+OUTPUT_MALLOC_MMAP_BYTES = 4 << 20
+#: ... and to give free heap memory back to the system only beyond this much.
+OUTPUT_MALLOC_TRIM_BYTES = 32 << 20

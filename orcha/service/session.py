@@ -190,11 +190,13 @@ class Session(StreamPeer):
         answers = self._answers
         while answers:
             head = answers[0]
+            stream = None
             if isinstance(head, _Waiting):
-                items = head.stream.take()
+                stream = head.stream
+                items = stream.take()
                 # A read after the end (the client keeps two in flight) gets an empty
                 # batch at once: nothing will ever come.
-                if not items and not head.stream.closed:
+                if not items and not stream.closed:
                     if head.deadline is None:
                         return None
                     left = head.deadline - time.monotonic()
@@ -203,6 +205,8 @@ class Session(StreamPeer):
                 head = ("#RETURN", items)
             answers.popleft()
             self._send(head)
+            if stream is not None:
+                stream.release()  # written: its output no longer counts against the bound
         return None
 
     def _send(self, msg: tuple[str, Any]) -> None:
