@@ -299,6 +299,7 @@ RELOADABLE_SETTINGS = (
     "notify_secret",
     "notify_secret_file",
     "hooks",
+    "ordered_output",
 )
 RESTART_SETTINGS = ("address", "isolation", "plugins")
 
@@ -347,3 +348,9 @@ JOIN_BELOW_BYTES = 64 << 10
 OUTPUT_MALLOC_MMAP_BYTES = 4 << 20
 #: ... and to give free heap memory back to the system only beyond this much.
 OUTPUT_MALLOC_TRIM_BYTES = 32 << 20
+
+# -- issue 13 point 14: ordered output --
+
+#: Ordered capture (orcha.service.capture) emits a message once the service has read both
+#: streams at least this long after the kernel stamped it (nanoseconds).
+ORDERED_SETTLE_NS = 1_000_000
