@@ -211,7 +211,11 @@ class Session(StreamPeer):
 
     def _send(self, msg: tuple[str, Any]) -> None:
         # A batch of output goes out without being copied into a pickle first.
-        pieces = answer_pieces(msg[1]) if msg[0] == "#RETURN" and type(msg[1]) is list else None
+        try:
+            batch = msg[0] == "#RETURN" and type(msg[1]) is list
+            pieces = answer_pieces(msg[1]) if batch else None
+        except Exception:  # an item that does not pickle: the ordinary path says so
+            pieces = None
         if pieces is not None:
             write_pieces(self.conn.fileno(), pieces)
             return
