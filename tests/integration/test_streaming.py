@@ -77,7 +77,6 @@ def test_ordered_keeps_the_order_the_petition_wrote_in(shared: tuple[Env, Servic
     assert _merged(env, "logs", "four") == b"1\n2\n3\n4\n"
     assert _merged(env, "follow", "four") == b"1\n2\n3\n4\n"
     assert _merged(env, "logs", "--tail", "2", "four") == b"3\n4\n"
-    assert _merged(env, "follow", "--lines", "3", "four") == b"2\n3\n4\n"
 
 
 def test_one_write_beyond_the_socket_buffer_fails_in_the_petition(
