@@ -20,6 +20,7 @@ it filled in)::
     notify_secret_file: secret          # signs their bodies (or notify_secret: TEXT)
     hooks: {on_finish: "notify-send {id} {state}"}
     isolation: auto                     # cgroup | none: see docs/reliability.rst
+    ordered_output: false               # true: every petition as with --ordered
     plugins:
       shell:
         enabled: true
@@ -64,6 +65,8 @@ SCHEMA: dict[str, Any] = {
                  "description": "GPU indices, 'none' or 'auto' (nvidia-smi)"},
         "aging": {**_DURATION, "default": defaults.DEFAULT_AGING},
         "backfill_bound": {**_DURATION, "default": defaults.DEFAULT_BACKFILL_BOUND},
+        "ordered_output": {"type": "boolean", "default": False,
+                           "description": "capture every petition as --ordered does"},
         "isolation": {"type": "string", "enum": list(defaults.ISOLATIONS),
                       "default": defaults.DEFAULT_ISOLATION,
                       "description": "how each petition's processes are kept together: "

@@ -299,6 +299,7 @@ RELOADABLE_SETTINGS = (
     "notify_secret",
     "notify_secret_file",
     "hooks",
+    "ordered_output",
 )
 RESTART_SETTINGS = ("address", "isolation", "plugins")
 
@@ -354,3 +355,21 @@ STATUS_QUEUED_SHOWN = 100
 #: Records a page of 'orcha status --json' (every record, in pages) carries: few enough
 #: to be looked up by their numbers in one query (SQLite's oldest limit: 999).
 STATUS_PAGE = 500
+
+# -- issue 14: streaming --
+
+#: An attached petition's consecutive output chunks of one stream are joined into one
+#: item until they hold this many bytes; larger chunks travel as read, never copied.
+JOIN_BELOW_BYTES = 64 << 10
+
+#: The service asks glibc to serve memory blocks up to this size from its heap (not a
+#: fresh mmap each), so the buffers of output chunks are reused (PIPE_CHUNK fits)...
+OUTPUT_MALLOC_MMAP_BYTES = 4 << 20
+#: ... and to give free heap memory back to the system only beyond this much.
+OUTPUT_MALLOC_TRIM_BYTES = 32 << 20
+
+# -- issue 13 point 14: ordered output --
+
+#: Ordered capture (orcha.service.capture) emits a message once the service has read both
+#: streams at least this long after the kernel stamped it (nanoseconds).
+ORDERED_SETTLE_NS = 1_000_000

@@ -230,6 +230,12 @@ PETITION_OPTIONS = (
     Option("--hold", action=FLAG, into="schedule",
            help="Queue it but start it only once released ('orcha release ID'); as "
            "pueue's --stashed and Slurm's --hold."),
+    Option("--ordered", action=FLAG, into="schedule",
+           help="Keep the order between its stdout and stderr in the log (logs, follow): "
+           "each write is captured with a kernel timestamp. A single write larger than "
+           "the system's socket buffer limit (net.core.wmem_max, doubled: 8 MiB "
+           "usually) then fails in the petition, hence not the default; without it the "
+           "two streams are kept in the order read (or use 2>&1)."),
     Option("--delay", metavar="DURATION", check=_values.duration, into="schedule",
            help="Start it no sooner than DURATION from now (e.g. 90s, 1h30m, 2:00:00)."),
     Option("--at", metavar="TIME", dest="begin", check=_values.start_time, into="schedule",

@@ -324,7 +324,9 @@ def wait(
 @click.pass_context
 def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bool) -> int:
     """Print the stored output of petitions, running or ended (stdout and stderr apart).
-    With several (or an array's name), each line is prefixed [ID].
+    With several (or an array's name), each line is prefixed [ID]. Between stdout and
+    stderr, the order is the one the service read them in; writes made microseconds
+    apart come back stream by stream unless the petition ran with --ordered (or 2>&1).
 
     Exit 0; 209 if one has no petition (one line each).
     """

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 import click
 
 from orcha.cli.build import click_option
-from orcha.cli.grammar import PETITION_OPTIONS, Argument, Command, Option, assign, petition_id_of
+from orcha.cli.grammar import (
+    FLAG,
+    PETITION_OPTIONS,
+    Argument,
+    Command,
+    Option,
+    assign,
+    petition_id_of,
+)
 from orcha.cli.options import global_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,8 +56,8 @@ def _store(option: Option) -> Callable[[click.Context, click.Parameter, Any], No
     puts it on the fast path."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        if value is None or value == ():
-            return
+        if value is None or value == () or (option.action == FLAG and value is False):
+            return  # not given (a flag left out reads False): the fast path sends nothing
         target = chosen(ctx)
         if option.into == "env":
             target.env.update(value)

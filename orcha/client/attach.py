@@ -229,7 +229,7 @@ class _Attached:
                             stdin.send()
                     if not any(k.data == "service" and m & selectors.EVENT_READ for k, m in events):
                         continue
-                    items = session.recv(wait=False)
+                    items = session.recv(wait=False, views=True)
                     if items is NOTHING:
                         continue  # only the answers of input sent (dropped) had arrived
                     code = self._batch(items, stdin)
@@ -307,7 +307,7 @@ class _Attached:
                 if not any(k.data == "service" and m & selectors.EVENT_READ
                            for k, m in sel.select(left)):  # fmt: skip
                     continue
-                items = self.session.recv(wait=False)
+                items = self.session.recv(wait=False, views=True)
                 if items is NOTHING:
                     continue
                 code = self._batch(items, None)

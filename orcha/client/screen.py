@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 _ERASE, _HIDE_CURSOR, _SHOW_CURSOR = "\x1b[K", "\x1b[?25l", "\x1b[?25h"
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` to ``fd`` (BrokenPipeError if its reader has gone)."""
     view = memoryview(data)
     while view:
@@ -110,7 +110,7 @@ class Screen:
             self._render = None  # the terminal has gone: nothing to draw on
 
     # -- writes ----------------------------------------------------------------------------
-    def output(self, fd: int, data: bytes) -> None:
+    def output(self, fd: int, data: bytes | memoryview) -> None:
         """The petition's output to fd 1 or 2 (BrokenPipeError if its reader is gone)."""
         if not data:
             return
@@ -119,7 +119,7 @@ class Screen:
             return
         self._erase()
         write_all(fd, data)
-        self._midline = not data.endswith(b"\n")
+        self._midline = data[-1:] != b"\n"
         self._draw()
 
     def notice(self, text: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from orcha.errors import WIRE_ERRORS, AuthError, ExitCode, LostServiceError, PetitionError
 from orcha.protocol import transport
+from orcha.protocol.batch import output_batch
 from orcha.protocol.wire import RemoteError, answer, request_frame
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -80,12 +81,14 @@ class Session:
         except OSError as e:
             raise LostServiceError(str(e)) from e
 
-    def recv(self, wait: bool = True) -> Any:
+    def recv(self, wait: bool = True, views: bool = False) -> Any:
         """The value of the next answer (those of ``skip`` requests are dropped); the
         PetitionError it stands for if it is a refusal; LostServiceError if the
         connection broke. Without ``wait``, :data:`NOTHING` once the answers that have
         arrived were all dropped (a caller that selects on the connection must not wait
-        here for an answer that may come much later)."""
+        here for an answer that may come much later). With ``views``, a batch of output
+        chunks holds views into the connection's buffer (not copies): valid until the
+        next call."""
         dropped = False
         while True:
             if dropped and not wait and not self.conn.readable():
@@ -97,7 +100,9 @@ class Session:
             skip = self._skip.pop(0) if self._skip else False
             dropped = skip
             try:
-                value = answer(frame)
+                value: Any = output_batch(frame) if views else None
+                if value is None:
+                    value = answer(frame)
             except RemoteError as e:
                 if not skip:
                     raise PetitionError(str(e), ExitCode.REFUSED) from None

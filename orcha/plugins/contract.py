@@ -233,10 +233,11 @@ class Context(Protocol):
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` in the petition's cwd and environment, so that cancellation
-        finds it and every process it starts. Its stdout and stderr are pipes. Its
-        stdin is the input the attached client sends (``orcha run`` with piped input),
-        for the first process a petition spawns only; /dev/null otherwise. The service
-        writes it: ``proc.stdin`` is None either way."""
+        finds it and every process it starts. Its stdout and stderr are pipes (for a
+        petition submitted with ``--ordered``, sockets: read them with :meth:`pump`,
+        which keeps their order). Its stdin is the input the attached client sends
+        (``orcha run`` with piped input), for the first process a petition spawns only;
+        /dev/null otherwise. The service writes it: ``proc.stdin`` is None either way."""
         ...
 
     def pump(self, proc: subprocess.Popen[bytes]) -> int:

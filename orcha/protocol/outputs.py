@@ -19,27 +19,37 @@ __all__ = ["DISCARD", "OutputQueue"]
 
 
 def _size(item: Any) -> int:
-    """Bytes an item holds against the cap: text, binary, or the data of an orcha output
-    chunk ``(stream, data)``; 0 for everything else (events, exit codes)."""
-    if isinstance(item, (bytes, bytearray, str)):
+    """Bytes an item holds against the cap: text, binary, or the data of an output chunk
+    (orcha's ``(stream, data)`` and the followed ``(stream, handle, data)``); 0 for
+    everything else (events, exit codes, progress)."""
+    if isinstance(item, (bytes, bytearray, memoryview, str)):
         return len(item)
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (bytes, bytearray)):
-        return len(item[1])
+    if isinstance(item, tuple) and item and isinstance(item[-1], (bytes, bytearray, memoryview)):
+        return len(item[-1])
     return 0
 
 
 class OutputQueue:
     """A FIFO with the interface of :class:`queue.Queue` plus :meth:`drain` and :meth:`fileno`.
 
-    With ``max_bytes`` > 0, :meth:`put` blocks while more than that many bytes of text,
-    binary items or output chunks ``(stream, data)`` are buffered, so a slow reader slows
-    the writer instead of growing the service's memory. After :meth:`discard`, puts are
-    dropped and never block.
+    With ``max_bytes`` > 0, :meth:`put` blocks while the queue holds more than
+    ``max_bytes`` of text, binary items and output chunks, so a slow reader slows the
+    writer instead of growing the service's memory: one queue never holds more than
+    ``max_bytes`` plus one item. What it holds includes the batch :meth:`lend` last
+    handed out, until its reader is done with it (:meth:`release`, or its next read): a
+    session writing a batch to a slow client holds it meanwhile. After :meth:`discard`,
+    puts are dropped and never block.
+
+    ``OutputQueue.peak_bytes``: the most any bounded queue has held (for tests and
+    ``info``).
     """
+
+    peak_bytes = 0
 
     def __init__(self, max_bytes: int = 0) -> None:
         self._items: deque[Any] = deque()
-        self._bytes = 0
+        self._bytes = 0  # held by the items queued
+        self._lent = 0  # held by the batch last drained, until it is released
         self._max_bytes = max_bytes
         self._cond = threading.Condition()
         self._discarded = False
@@ -52,7 +62,7 @@ class OutputQueue:
         with self._cond:
             if self._max_bytes and size and block:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while self._bytes > self._max_bytes and not self._discarded:
+                while self._bytes + self._lent > self._max_bytes and not self._discarded:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise queue.Full
@@ -62,6 +72,8 @@ class OutputQueue:
             was_empty = not self._items
             self._items.append(item)
             self._bytes += size
+            if self._max_bytes and self._bytes + self._lent > OutputQueue.peak_bytes:
+                OutputQueue.peak_bytes = self._bytes + self._lent
             self._cond.notify_all()
             if was_empty and self._efd is not None:
                 os.eventfd_write(self._efd, 1)
@@ -92,6 +104,7 @@ class OutputQueue:
                 raise queue.Empty
             item = self._items.popleft()
             self._bytes -= _size(item)
+            self._lent = 0  # a reader back for more is done with the batch before
             if not self._items:
                 self._reset_fd()
             self._cond.notify_all()
@@ -110,13 +123,33 @@ class OutputQueue:
 
     def drain(self) -> list[Any]:
         """Every item queued now, without blocking (clears the readiness of :meth:`fileno`)."""
+        return self.lend(hold=False)
+
+    def lend(self, hold: bool = True) -> list[Any]:
+        """What :meth:`drain` returns; with ``hold``, its bytes still count against
+        ``max_bytes`` until :meth:`release` or the next read (a session writing them to a
+        slow client holds them meanwhile)."""
         with self._cond:
             self._reset_fd()
             items = list(self._items)
             self._items.clear()
-            self._bytes = 0
+            self._lent, self._bytes = (self._bytes if hold else 0), 0
             self._cond.notify_all()
             return items
+
+    def release(self) -> None:
+        """The reader is done with the batch :meth:`lend` last handed out (it has been
+        written to its client): its bytes no longer count."""
+        with self._cond:
+            if self._lent:
+                self._lent = 0
+                self._cond.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Bytes held now: queued, and handed out but not released."""
+        with self._cond:
+            return self._bytes + self._lent
 
     #: A session answers ``get_batch`` without blocking: it waits for :meth:`fileno`,
     #: then takes.
@@ -149,7 +182,7 @@ class OutputQueue:
         with self._cond:
             self._discarded = True
             self._items.clear()
-            self._bytes = 0
+            self._bytes = self._lent = 0
             self._cond.notify_all()
 
     def close(self) -> None:

@@ -58,13 +58,16 @@ class Schedule:
     * ``begin``: not started before this time (seconds since the epoch, on the service's
       clock); ``delay``: not started before this many seconds after submission (the
       service turns it into ``begin`` when it queues the petition, so the record keeps
-      the time, which survives a restart).
+      the time, which survives a restart);
+    * ``ordered``: capture stdout and stderr so that the log keeps the order between them
+      (``--ordered``; see :mod:`orcha.service.capture`); None: the service's default
+      (``ordered_output``), pipes unless configured.
     """
 
     #: The request's fields (``given`` is not one: it says which were given).
     FIELDS: tuple[str, ...] = (
         "after", "after_any", "begin", "cpus", "delay", "gpus", "group", "hold", "mem",
-        "notify", "retries", "retry_delay", "timeout",
+        "notify", "ordered", "retries", "retry_delay", "timeout",
     )  # fmt: skip
     __slots__ = (*FIELDS, "given")
 
@@ -83,6 +86,7 @@ class Schedule:
         hold: bool = False,
         begin: float | None = None,
         delay: float = 0.0,
+        ordered: bool | None = None,
     ) -> None:
         self.cpus = cpus
         self.mem = mem
@@ -97,6 +101,7 @@ class Schedule:
         self.hold = hold
         self.begin = begin
         self.delay = delay
+        self.ordered = ordered
         #: The fields named where it came from (:meth:`from_wire`), default or not: a
         #: runtime kind's values give way to these (``--cpus 1`` over a template's 8).
         self.given: frozenset[str] = frozenset()
@@ -179,9 +184,12 @@ class Schedule:
         if begin is not None:
             begin = _seconds(begin, "begin")
         delay = _seconds(obj.get("delay", 0.0), "delay")
+        ordered = obj.get("ordered")
+        if ordered is not None and not isinstance(ordered, bool):
+            raise ValueError("'ordered' must be true, false or null")
         schedule = cls(
             cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls,
-            hold=hold, begin=begin, delay=delay,
+            hold=hold, begin=begin, delay=delay, ordered=ordered,
         )  # fmt: skip
         schedule.given = frozenset(obj)
         return schedule

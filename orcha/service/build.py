@@ -79,6 +79,7 @@ def build_service(
         slots=lambda: manager.max_running,
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip
+    local.ordered_output = bool(config is not None and config.data.get("ordered_output"))
     scheduler = Scheduler(
         runner.start,
         machines=[local],

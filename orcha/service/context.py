@@ -25,6 +25,7 @@ from orcha.defaults import (
 )
 from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
+from orcha.service.capture import OrderedReader, is_ordered
 from orcha.service.procs import exit_code_of
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
@@ -141,7 +142,10 @@ class ServiceContext:
         # The input its attached client sends goes to its first process only.
         feed = self._job.stdin
         fed = feed is not None and not feed.used and not feed.closed
-        proc = self._machine.spawn(argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK, stdin=fed)
+        proc = self._machine.spawn(
+            argv, cwd=self.cwd, env=env, pipe_size=PIPE_CHUNK, stdin=fed,
+            ordered=self._job.schedule.ordered,
+        )  # fmt: skip
         self._register(proc.pid)
         if fed and feed is not None and proc.stdin is not None:
             feed.attach(proc.stdin)
@@ -156,10 +160,12 @@ class ServiceContext:
         pidfd = _pidfd(proc.pid)
         pipes = 0
         drain_until: float | None = None
+        # Ordered capture (--ordered): sockets read in rounds, merged by kernel stamps.
+        ordered = OrderedReader() if is_ordered(proc) else None
         with selectors.DefaultSelector() as sel:
             for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
                 if pipe is not None:
-                    sel.register(pipe.fileno(), selectors.EVENT_READ, tag)
+                    sel.register(pipe if ordered else pipe.fileno(), selectors.EVENT_READ, tag)
                     pipes += 1
             if pidfd is not None:
                 sel.register(pidfd, selectors.EVENT_READ, None)  # readable once it exits
@@ -168,29 +174,41 @@ class ServiceContext:
                     timeout: float | None = max(0.0, drain_until - time.monotonic())
                 else:
                     timeout = None if pidfd is not None else _EXIT_POLL_SECONDS
+                due = ordered.due_in() if ordered is not None else None
+                if due is not None:
+                    timeout = due if timeout is None else min(timeout, due)
                 events = sel.select(timeout)
                 for key, _ in events:
                     if key.data is None:  # the pidfd: the process has exited
                         sel.unregister(key.fd)
                         drain_until = time.monotonic() + DRAIN_SECONDS
                         continue
+                    if ordered is not None:
+                        continue  # read below, both channels at once
                     data = os.read(key.fd, PIPE_CHUNK)
                     if data:
                         self._job.emit(key.data, data)
                     else:
                         sel.unregister(key.fd)
                         pipes -= 1
+                if ordered is not None:
+                    pipes -= ordered.round(sel, self._job.emit)
                 if drain_until is None and pidfd is None and proc.poll() is not None:
                     drain_until = time.monotonic() + DRAIN_SECONDS
                 if drain_until is not None and time.monotonic() >= drain_until:
                     # All it wrote before it exited is in the pipes by now (a slow
                     # client may have kept us from reading it): take that, not more.
+                    if ordered is not None:
+                        ordered.round(sel, self._job.emit, final=True)
+                        break
                     for key in list(sel.get_map().values()):
                         if key.data is not None:
                             self._take_buffered(key.fd, key.data)
                     break
         if pidfd is not None:
             os.close(pidfd)
+        if ordered is not None:
+            ordered.close()
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -89,14 +89,15 @@ class PetitionLog:
 
     def _frame(self, stream: int, data: bytes, output: bool = True) -> None:
         assert self._fd is not None
-        frame = _FRAME.pack(stream, len(data)) + data
-        done = os.write(self._fd, frame)  # O_APPEND: one write
-        if done < len(frame):
+        header = _FRAME.pack(stream, len(data))
+        size = len(header) + len(data)
+        done = os.writev(self._fd, (header, data))  # O_APPEND: one write; data not copied
+        if done < size:
             # The disk filled up within the frame: readers stop at a partial frame.
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if output:
             self.written += len(data)
-        self.size += len(frame)
+        self.size += size
 
     def close(self) -> None:
         with self._lock:

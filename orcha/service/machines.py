@@ -166,9 +166,12 @@ class Machine:
         env: Mapping[str, str],
         pipe_size: int = 0,
         stdin: bool = False,
+        ordered: bool | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` for a petition, its stdout and stderr piped to the service, and
-        its stdin too with ``stdin`` (else /dev/null)."""
+        its stdin too with ``stdin`` (else /dev/null). ``ordered``: capture the two so
+        that their order is kept (:mod:`orcha.service.capture`); None: the machine's
+        default (``ordered_output``)."""
         raise NotImplementedError
 
     def adopt(self, job: Job, pid: int) -> None:
@@ -278,6 +281,8 @@ class LocalMachine(Machine):
             host = Host()
         self.host = host
         self._procs = procs
+        #: Whether a petition that does not say is captured ordered (``ordered_output``).
+        self.ordered_output = False
         if slots is None:
             slots = host.cpu_count()
         if callable(slots):
@@ -314,8 +319,12 @@ class LocalMachine(Machine):
         env: Mapping[str, str],
         pipe_size: int = 0,
         stdin: bool = False,
+        ordered: bool | None = None,
     ) -> subprocess.Popen[bytes]:
-        return self.procs.spawn(argv, cwd=cwd, env=env, pipe_size=pipe_size, stdin=stdin)
+        ordered = self.ordered_output if ordered is None else ordered
+        return self.procs.spawn(
+            argv, cwd=cwd, env=env, pipe_size=pipe_size, stdin=stdin, ordered=ordered
+        )
 
     def adopt(self, job: Job, pid: int) -> None:
         with job.lock:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
+from orcha.service.capture import capture_channels
 from orcha.service.orphans import read_stat
 from orcha.service.sweeping import CgroupRemover, token_carriers
 
@@ -90,12 +91,11 @@ class ProcessControl:
         env: Mapping[str, str],
         pipe_size: int = 0,
         stdin: bool = False,
+        ordered: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in a new session with piped stdout/stderr, and stdin piped too
-        with ``stdin`` (else from /dev/null).
-
-        Raises FileNotFoundError / PermissionError / OSError as ``subprocess`` does.
-        """
+        """Start ``argv`` in a new session, stdout/stderr piped (``ordered``: to capture
+        channels, :mod:`orcha.service.capture`), stdin too with ``stdin`` (else /dev/null).
+        Raises FileNotFoundError / PermissionError / OSError as ``subprocess`` does."""
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         token = env.get(ENV_PETITION_TOKEN)
@@ -105,24 +105,26 @@ class ProcessControl:
             argv = self.cgroups.wrap(self.cgroups.create(token), argv)
         # Held from fork to watch(): the tracker never sees a main process it does not
         # know (it would take it for an orphan).
+        channels = capture_channels(ordered)  # closed by the GC if Popen fails
         with self.tracker.lock if self.tracker is not None else _NO_LOCK:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.PIPE if stdin else self._devnull,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=channels.child[0],
+                stderr=channels.child[1],
                 start_new_session=True,
                 close_fds=True,
             )
+            channels.started(proc)
             if self.tracker is not None and token:
                 self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
         if self.cgroups is not None and token:
             self._caged.setdefault(token, set()).add(proc.pid)
         if self.tracker is not None and token:
             self._wake_ticker()
-        if pipe_size:
+        if pipe_size and not ordered:
             import fcntl
 
             for pipe in (proc.stdout, proc.stderr):

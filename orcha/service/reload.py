@@ -125,6 +125,10 @@ def _plan(service: Service, source: ConfigSource, config: Config) -> dict[str, A
     plan["gpus"] = inventory if inventory != local.inventory else None
     if plan["gpus"] is not None:
         changed.append(f"gpus: {_list(local.inventory)} -> {_list(inventory)}")
+    ordered = bool(config.data.get("ordered_output"))
+    plan["ordered_output"] = ordered
+    if ordered != getattr(local, "ordered_output", ordered):
+        changed.append(f"ordered_output: {not ordered} -> {ordered} (for petitions from now on)")
     # Group limits: those the file names; one it stops naming keeps a limit set by hand.
     before = service.config_groups
     after = config.group_limits()
@@ -176,6 +180,8 @@ def _apply(service: Service, plan: dict[str, Any]) -> None:
         scheduler.backfill_bound = new.backfill_bound
         if plan["gpus"] is not None:
             scheduler.set_inventory(scheduler.machines[0], plan["gpus"])
+        if hasattr(scheduler.machines[0], "ordered_output"):
+            scheduler.machines[0].ordered_output = plan["ordered_output"]
         for name, limit in plan["groups"].items():
             scheduler.set_group_limit(name, limit)
         service.config_groups = plan["config_groups"]

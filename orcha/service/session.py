@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import MAX_REQUEST_BYTES
 from orcha.errors import PetitionError, wire_name
 from orcha.protocol import messages
+from orcha.protocol.batch import answer_pieces, write_pieces
 from orcha.service.handlers import operation_named, perform
 from orcha.service.peer import Peer
 from orcha.service.streams import EventStream, PetitionStream
@@ -189,11 +190,13 @@ class Session(StreamPeer):
         answers = self._answers
         while answers:
             head = answers[0]
+            stream = None
             if isinstance(head, _Waiting):
-                items = head.stream.take()
+                stream = head.stream
+                items = stream.take()
                 # A read after the end (the client keeps two in flight) gets an empty
                 # batch at once: nothing will ever come.
-                if not items and not head.stream.closed:
+                if not items and not stream.closed:
                     if head.deadline is None:
                         return None
                     left = head.deadline - time.monotonic()
@@ -202,9 +205,20 @@ class Session(StreamPeer):
                 head = ("#RETURN", items)
             answers.popleft()
             self._send(head)
+            if stream is not None:
+                stream.release()  # written: its output no longer counts against the bound
         return None
 
     def _send(self, msg: tuple[str, Any]) -> None:
+        # A batch of output goes out without being copied into a pickle first.
+        try:
+            batch = msg[0] == "#RETURN" and type(msg[1]) is list
+            pieces = answer_pieces(msg[1]) if batch else None
+        except Exception:  # an item that does not pickle: the ordinary path says so
+            pieces = None
+        if pieces is not None:
+            write_pieces(self.conn.fileno(), pieces)
+            return
         try:
             self.conn.send(msg)
         except (OSError, EOFError):

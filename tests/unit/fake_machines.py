@@ -47,6 +47,7 @@ class FakeMachine(Machine):
         env: Mapping[str, str],
         pipe_size: int = 0,
         stdin: bool = False,
+        ordered: bool | None = None,
     ) -> Any:
         self.calls.append(("spawn", list(argv)))
         return None

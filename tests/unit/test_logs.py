@@ -49,7 +49,8 @@ def test_a_write_cut_short_by_a_full_disk_stops_the_log(
     log = PetitionLog(path, cap=1 << 20)
     log.write(STDOUT, b"kept\n")
     real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:3]))
+    # A frame is one writev (header and data): the disk takes its first 3 bytes only.
+    monkeypatch.setattr(os, "writev", lambda fd, parts: real_write(fd, b"".join(parts)[:3]))
     log.write(STDOUT, b"half of this fits\n")
     monkeypatch.undo()
     log.write(STDOUT, b"never\n")

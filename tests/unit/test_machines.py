@@ -37,9 +37,17 @@ class FakeProcs:
         self.calls: list[tuple[Any, ...]] = []
 
     def spawn(
-        self, argv: Any, *, cwd: str, env: Any, pipe_size: int = 0, stdin: bool = False
+        self,
+        argv: Any,
+        *,
+        cwd: str,
+        env: Any,
+        pipe_size: int = 0,
+        stdin: bool = False,
+        ordered: bool = False,
     ) -> str:
         self.calls.append(("spawn", list(argv), cwd, dict(env), pipe_size))
+        self.ordered = ordered
         return "proc"
 
     def signal_tree(self, roots: Iterable[int], token: str | None, sig: int) -> int:
@@ -179,3 +187,14 @@ def test_leftovers_memory_limits_and_forgetting_go_to_the_jobs_processes() -> No
         ("limit", job.token, 10 << 20, [41]),
         ("finished", job.token),
     ]
+
+
+def test_a_petition_that_does_not_say_is_captured_as_the_machine_is_configured() -> None:
+    machine, _, procs = local()
+    machine.spawn(["true"], cwd="/", env={})
+    assert procs.ordered is False  # pipes, unless ordered_output says otherwise
+    machine.ordered_output = True
+    machine.spawn(["true"], cwd="/", env={})
+    assert procs.ordered is True
+    machine.spawn(["true"], cwd="/", env={}, ordered=False)  # the petition's own word
+    assert procs.ordered is False

@@ -287,3 +287,53 @@ def test_offer_refuses_beyond_the_bound_and_never_blocks() -> None:
     assert not q.offer(b"c")
     assert q.offer(("event", 1))  # sizeless items always fit
     q.close()
+
+
+def test_a_batch_lent_to_a_session_counts_until_it_is_released() -> None:
+    """A session writing a batch to a slow client still holds it: the writer waits for the
+    release, so queued and in-flight output together stay within the bound."""
+    oq = OutputQueue(max_bytes=10)
+    try:
+        oq.put(("o", b"x" * 11))
+        assert oq.lend() == [("o", b"x" * 11)]
+        assert oq.held == 11
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (oq.put(("o", b"y")), done.set()))
+        t.start()
+        assert not done.wait(0.1)  # the batch is still being written: the writer waits
+        oq.release()
+        t.join(JOIN)
+        assert done.is_set() and oq.held == 1
+        assert oq.lend() == [("o", b"y")]
+        assert oq.qsize() == 0
+        oq.put(("o", b"z" * 3))
+        assert oq.get() == ("o", b"z" * 3)  # a reader back for more released the batch
+        assert oq.held == 0
+    finally:
+        oq.close()
+
+
+def test_the_peak_held_is_recorded_for_bounded_queues_only() -> None:
+    OutputQueue.peak_bytes = 0
+    unbounded = OutputQueue()
+    unbounded.put(b"x" * 1000)
+    assert OutputQueue.peak_bytes == 0
+    bounded = OutputQueue(max_bytes=100)
+    bounded.put(("o", memoryview(b"x" * 60)))
+    bounded.lend()
+    bounded.put(("o", b"y" * 30))
+    assert OutputQueue.peak_bytes == 90  # lent and queued together
+    bounded.release()
+    bounded.put(("o", b"z" * 5))
+    assert OutputQueue.peak_bytes == 90
+    unbounded.close()
+    bounded.close()
+
+
+def test_every_kind_of_output_chunk_counts() -> None:
+    from orcha.protocol.outputs import _size
+
+    assert _size(("stdout", memoryview(b"abc"))) == 3
+    assert _size(("stdout", 7, b"abcd")) == 4  # a followed petition's (stream, handle, data)
+    assert _size(bytearray(b"ab")) == _size(memoryview(b"ab")) == 2
+    assert _size(("stdout", None)) == _size(()) == 0

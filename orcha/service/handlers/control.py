@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
 from orcha.errors import ExitCode, PetitionError
+from orcha.protocol.outputs import OutputQueue
 from orcha.service.recovery import save_groups
 from orcha.service.references import resolve
 from orcha.states import State
@@ -200,6 +201,9 @@ def info(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         "petitions": [job.describe() for job in scheduler.jobs()],
         "served_objects": service.server.object_count() if service.server else 0,
         "sessions": len(service.peers),
+        # The most output one petition's client queue has held (queued and being sent):
+        # OUTPUT_BUFFER_BYTES bounds it, however slowly a client reads.
+        "output_peak_bytes": OutputQueue.peak_bytes,
     }
 
 
