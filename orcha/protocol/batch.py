@@ -8,14 +8,14 @@ a piece of its own, written straight from the bytes the petition's pipe gave (ne
 copied into a pickle buffer). orcha's client reads it back (:func:`output_batch`) as
 views into the frame it received (never copied out of it).
 
-Imports nothing the client does not already have (``struct``): it is on ``orcha run``'s
-path.
+Imports nothing the client does not already have (the C ``_struct``, not ``struct.py``):
+it is on ``orcha run``'s path.
 """
 
 from __future__ import annotations
 
+import _struct as struct  # the C module: struct.py itself costs the client start-up
 import os
-import struct
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
