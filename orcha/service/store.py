@@ -192,11 +192,18 @@ class Store(BulkRecords):
         return self._writes.run(work, what, wait, give_up)
 
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the reading connection; a PetitionError (refused) if the
-        database cannot be read now."""
+        """Run ``work`` on the reading connection, in one read transaction (its queries
+        see one state of the database: a view made of several queries, e.g. running,
+        queued and ended records, cannot miss a record that changed between two of
+        them); a PetitionError (refused) if the database cannot be read now."""
         with self._read_lock:
+            reader = self._reader
             try:
-                return work(self._reader)
+                reader.execute("BEGIN")
+                try:
+                    return work(reader)
+                finally:
+                    reader.execute("COMMIT")  # ends the read snapshot; nothing was written
             except sqlite3.OperationalError as e:
                 raise PetitionError(
                     f"the service cannot read its records now ({describe(e)}); retry soon",
