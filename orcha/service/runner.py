@@ -122,6 +122,8 @@ class Runner:
             self._attempt(job)
             if job.cancel_requested or (job.code in (None, 0) and not job.message):
                 break  # cancelled, or succeeded
+            if job.lost is not None:
+                break  # the machine it ran on is gone (a Dask worker): INTERRUPTED
             if job.attempt >= attempts:
                 if attempts > 1:
                     why = job.message or f"exit code {job.code}"
@@ -241,6 +243,8 @@ class Runner:
             final = State.CANCELLED
         elif job.timed_out:
             final = State.FAILED
+        elif job.lost is not None:
+            final = State.INTERRUPTED
         elif job.code in (None, 0) and not job.message:
             final = State.SUCCEEDED
         else:
