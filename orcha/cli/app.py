@@ -115,8 +115,10 @@ def _register_core() -> None:
         cli.add_command(command)
 
     from orcha.cli.top import top
+    from orcha.cli.workers import workers
 
     cli.add_command(top)
+    cli.add_command(workers)
 
 
 _register_core()

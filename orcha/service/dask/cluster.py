@@ -54,6 +54,8 @@ class Cluster:
         self.workers: dict[str, WorkerMachine] = {}  # by address, connected and orcha's
         self.refused: dict[str, WorkerReport] = {}  # version mismatch, by address
         self.gone: dict[str, tuple[WorkerMachine, float]] = {}  # lost, and when
+        self.dashboard = str(getattr(client, "dashboard_link", "") or "")
+        self.address = str(getattr(client.scheduler, "address", "") or target.where)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -229,7 +231,7 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
 
     atexit.register(cluster.close)
     print(
-        f"orcha serve: Dask scheduler {target.where}: {len(cluster.workers)} "
+        f"orcha serve: Dask scheduler {cluster.address}: {len(cluster.workers)} "
         f"worker(s) connected"
         + (f", {len(cluster.refused)} refused (version mismatch)" if cluster.refused else "")
         + f"; dashboard {client.dashboard_link}",
