@@ -157,7 +157,8 @@ class Cluster:
 
     def summary(self, job: Job, machines: Sequence[Capacity], reasons: list[str]) -> str:
         pairs = [(m, r) for m, r in zip(machines, reasons, strict=True) if m.slots > 0]
-        return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs])
+        gpus = {m.name: len(m.inventory) for m in self.workers.values()}
+        return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs], gpus)
 
     # -- what 'orcha workers' shows -------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:

@@ -86,15 +86,21 @@ def best_fit(machines: Sequence[Capacity]) -> list[Capacity]:
     return sorted(machines, key=lambda m: (getattr(m, "inventory", ()) != (), m.free_slots, m.name))
 
 
-def why_waiting(job: Job, machines: Sequence[Capacity], reasons: Sequence[str]) -> str:
+def why_waiting(
+    job: Job,
+    machines: Sequence[Capacity],
+    reasons: Sequence[str],
+    gpus: Mapping[str, int] | None = None,
+) -> str:
     """Why ``job``'s resources fit on no worker, in one line: the scarcest resource and
     the best worker for it, e.g. ``no worker has 4 free GPUs (best: w2 with 2)``.
-    ``machines`` and ``reasons``: each worker and what its predicate said."""
+    ``machines`` and ``reasons``: each worker and what its predicate said; ``gpus``: how
+    many GPUs each has in all (among equals, the best is the one with most)."""
     if not machines:
         return "no worker connected (start one: dask worker SCHEDULER)"
     need = job.schedule
     if need.gpus:
-        best = max(machines, key=lambda m: m.free_gpu_count)
+        best = max(machines, key=lambda m: (m.free_gpu_count, (gpus or {}).get(m.name, 0)))
         if best.free_gpu_count < need.gpus:
             return (f"no worker has {need.gpus} free GPU(s) (best: {best.name} with "
                     f"{best.free_gpu_count})")  # fmt: skip

@@ -18,6 +18,7 @@ stop-the-tree code as on this host); a :class:`Future`'s ``cancel()`` is never r
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -218,8 +219,10 @@ class WorkerMachine(Machine):
         proc.wait_started()
         if proc.start_error is not None:
             proc.wait()
-            errno, text = proc.start_error
-            raise (FileNotFoundError if errno == 2 else OSError)(errno, text)
+            number, text = proc.start_error
+            kinds = {errno.ENOENT: FileNotFoundError, errno.ENOTDIR: NotADirectoryError,
+                     errno.EACCES: PermissionError}  # fmt: skip
+            raise kinds.get(number, OSError)(number, text)
         if proc.lost is not None:
             raise OSError(proc.lost)
         return proc

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import select
@@ -88,7 +89,8 @@ class Spawner:
         env = {str(k): str(v) for k, v in msg["env"].items()}  # type: ignore[attr-defined]
         if not os.path.isdir(cwd):
             host = socket.gethostname()
-            self._send({"error": f"the working directory {cwd} does not exist on {host}"})
+            self._send({"error": f"the working directory {cwd} does not exist on {host}",
+                        "errno": errno.ENOTDIR})  # fmt: skip
             return
         try:
             proc = subprocess.Popen(

@@ -1,0 +1,251 @@
+"""orcha on a real Dask cluster (docs/dask.rst): a scheduler and two workers on loopback,
+shared by this module's tests (one xdist group: one cluster per run), started as the
+design's CI section says and stopped by PID.
+
+w1 declares 2 CPUs, 2 (fake) GPUs and 1 GB; w2 declares 1 CPU (its memory is measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Env, private_env, wait_for
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.xdist_group("dask")
+
+WORKER = ("--host", "127.0.0.1", "--no-nanny", "--nthreads", "8",
+          "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60")  # fmt: skip
+
+
+class Cluster:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.file = env.root / "scheduler.json"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = open(self.env.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the proc)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                env=self.env.vars)  # fmt: skip
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, name: str, resources: str, prefix: tuple[str, ...] = ()) -> None:
+        local = self.env.root / name
+        local.mkdir()
+        self.start(name, *(prefix or (sys.executable, "-m", "dask")), "worker",
+                   "--scheduler-file", str(self.file), *WORKER, "--name", name,
+                   "--resources", resources, "--local-directory", str(local))  # fmt: skip
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        out = self.env.run("workers", "--json")
+        assert out.returncode == 0, out.stderr
+        return {w["name"]: w for w in json.loads(out.stdout)["workers"]}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with private_env("orcha-dask-") as env:
+        c = Cluster(env)
+        try:
+            c.start("scheduler", sys.executable, "-m", "dask", "scheduler", "--host",
+                    "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                    "--scheduler-file", str(c.file))  # fmt: skip
+            assert wait_for(c.file.exists, timeout=60), "the scheduler did not start"
+            c.worker("w1", "CPU=2,GPU=2,MEM=1e9")
+            c.worker("w2", "CPU=1")
+            env.serve("--dask-scheduler-file", str(c.file), "--grace", "1")
+            # The workers' reports (orcha's plugin, then a heartbeat): never a fixed sleep.
+            assert wait_for(
+                lambda: {n for n, w in c.workers().items() if w["state"] == "ok"}
+                >= {"w1", "w2"},
+                timeout=60, interval=0.2,
+            ), (env.root / "w1.log").read_text()  # fmt: skip
+            yield c
+        finally:
+            for service in env.services:
+                service.stop()
+            for name in reversed(list(c.procs)):
+                c.stop(name)
+
+
+def field(env: Env, pid: str, name: str) -> Any:
+    out = env.run("status", pid, "--json")
+    return json.loads(out.stdout)["petitions"][0][name]
+
+
+def alive(marker: str) -> list[int]:
+    """The ``sleep`` processes whose argument starts with ``marker``, and the shells that
+    started them."""
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or ()
+            if any(marker in p for p in cmdline) and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def sleeps(marker: str) -> list[int]:
+    """The four ``sleep`` processes of :func:`tree`."""
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[:1] == ["sleep"] and cmdline[1:2] and cmdline[1].startswith(marker):
+            out.append(proc.pid)
+    return out
+
+
+def tree(marker: str) -> str:
+    """A command leaving a setsid'd, double-forked descendant and a plain one."""
+    return (f"setsid sh -c '(sleep {marker}1 &) ; sleep {marker}2' & "
+            f"(sh -c 'sleep {marker}3 &' &); sleep {marker}4")  # fmt: skip
+
+
+def test_workers_report_their_capacity(cluster: Cluster) -> None:
+    workers = cluster.workers()
+    assert workers["w1"]["cpus"] == 2 and workers["w1"]["gpus"] == ["0", "1"]
+    assert workers["w1"]["mem_total"] == 10**9
+    assert workers["w2"]["cpus"] == 1 and workers["w2"]["gpus"] == []
+    assert workers["w2"]["mem_total"] > 10**9  # measured
+    assert workers["w1"]["version"] == workers["w2"]["version"]
+    text = cluster.env.run("workers")
+    assert text.returncode == 0
+    assert "2 worker(s) connected" in text.stdout
+    assert any(line.split()[:1] == ["w1"] and "2/2" in line for line in text.stdout.splitlines())
+
+
+def test_placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
+    env = cluster.env
+    out = env.run("run", "--id", "g1", "--gpus", "2", "--", "sh", "-c", "echo $ORCHA_GPUS")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "0,1\n"
+    assert field(env, "g1", "machine") == "w1"
+    assert env.run("run", "--id", "c2", "--cpus", "2", "--", "true").returncode == 0
+    assert field(env, "c2", "machine") == "w1"  # w2 has 1 CPU
+    assert env.run("run", "--id", "m2", "--mem", "2G", "--", "true").returncode == 0
+    assert field(env, "m2", "machine") == "w2"  # w1 declared 1 GB
+    assert env.run("run", "--id", "p1", "--", "true").returncode == 0
+    assert field(env, "p1", "machine") == "w2"  # a CPU-only petition spares the GPU host
+    # More than any worker has: refused at once, as on one host.
+    refused = env.run("run", "--gpus", "3", "--", "true")
+    assert refused.returncode == 204 and "GPU" in refused.stderr
+
+
+def test_output_streams_byte_exact(cluster: Cluster) -> None:
+    size = 50 * 1024 * 1024
+    code = f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {size // 256})"
+    out = cluster.env.run_bytes("run", "--", sys.executable, "-c", code, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout) == size
+    want = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    assert hashlib.sha256(out.stdout).hexdigest() == want
+    both = cluster.env.run("run", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
+
+
+def test_priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
+    env = cluster.env
+    gates = [tmp_path / f"gate{i}" for i in range(3)]
+    wait = "while [ ! -e {} ]; do sleep 0.05; done"
+    # Fill every slot of both workers (w1: 2 CPUs with both GPUs, w2: 1 CPU).
+    env.run("run", "--detach", "--id", "h0", "--gpus", "2", "--", "sh", "-c", wait.format(gates[0]))
+    env.run("run", "--detach", "--id", "h1", "--cpus", "1", "--", "sh", "-c",
+            wait.format(gates[1]))  # fmt: skip
+    env.run("run", "--detach", "--id", "h2", "--cpus", "1", "--", "sh", "-c",
+            wait.format(gates[2]))  # fmt: skip
+    assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
+    assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
+    env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
+    env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
+    env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
+            "--", "true")  # fmt: skip
+    env.run("run", "--detach", "--id", "mid", "--priority", "0", "--", "true")
+    text = env.run("status", "gpu").stdout
+    assert "no worker has 1 free GPU(s) (best: w1 with 0)" in text, text
+    # Blocked, it would keep later petitions from starting ahead (the backfill rule).
+    assert env.run("cancel", "gpu").returncode == 0
+    # One CPU frees on some worker: 'mid' (priority 0) goes before 'low' (5); 'high'
+    # waits for h0 on the other worker.
+    busy = next(g for h, g in zip(("h1", "h2"), gates[1:], strict=True)
+                if field(env, h, "machine") == "w2")  # fmt: skip
+    busy.touch()
+    assert wait_for(lambda: field(env, "mid", "state") == "SUCCEEDED")
+    assert field(env, "high", "state") == "QUEUED"
+    for gate in gates:
+        gate.touch()
+    assert wait_for(lambda: field(env, "high", "state") == "SUCCEEDED")
+    assert field(env, "high", "started") >= field(env, "h0", "ended")
+    assert wait_for(lambda: field(env, "low", "state") == "SUCCEEDED")
+    assert field(env, "mid", "started") <= field(env, "low", "started")
+
+
+def test_cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) -> None:
+    env = cluster.env
+    env.run("run", "--detach", "--id", "tree", "--", "sh", "-c", tree("1731"))
+    assert wait_for(lambda: len(sleeps("1731")) == 4, timeout=30), alive("sleep 1731")
+    out = env.run("cancel", "tree")
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: field(env, "tree", "state") == "CANCELLED")
+    assert alive("sleep 1731") == []  # the client hears the end once the tree is gone
+    out = env.run("run", "--id", "slow", "--timeout", "1", "--", "sh", "-c", tree("1732"))
+    assert out.returncode == 124, out.stderr
+    assert field(env, "slow", "state") == "FAILED"
+    assert alive("sleep 1732") == []
+
+
+def test_worker_death_and_version_mismatch(cluster: Cluster) -> None:
+    env = cluster.env
+    other = (sys.executable, "-c",
+             "import sys, orcha; orcha.__version__ = '0.0.0+other'; "
+             "from distributed.cli.dask_worker import main; "
+             "sys.argv[0] = 'dask-worker'; main()")  # fmt: skip
+    cluster.worker("w3", "CPU=4")
+    cluster.worker("w4", "CPU=8", prefix=other)
+    try:
+        assert wait_for(lambda: {"w3", "w4"} <= set(cluster.workers()), timeout=60, interval=0.2)
+        workers = cluster.workers()
+        assert workers["w3"]["state"] == "ok"
+        assert workers["w4"]["state"] == "version mismatch"
+        assert workers["w4"]["version"] == "0.0.0+other"
+        # Only w4 would have 8 CPUs: refused, not placed there.
+        assert env.run("run", "--cpus", "8", "--", "true").returncode == 204
+        env.run("run", "--detach", "--id", "doomed", "--cpus", "4", "--", "sh", "-c", tree("1733"))
+        assert wait_for(lambda: len(sleeps("1733")) == 4, timeout=30)
+        assert field(env, "doomed", "machine") == "w3"
+        os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
+        assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
+        assert "w3" in field(env, "doomed", "message")
+        # Its spawner stopped the tree when its worker died (grace 5 s by default).
+        assert wait_for(lambda: alive("sleep 1733") == [], timeout=15)
+        assert wait_for(lambda: cluster.workers().get("w3", {}).get("state") == "lost")
+        out = env.run("run", "--cpus", "4", "--", "true", timeout=5)  # fits nowhere now
+        assert out.returncode == 204
+    finally:
+        cluster.stop("w3")
+        cluster.stop("w4")
