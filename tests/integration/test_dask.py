@@ -249,3 +249,16 @@ def test_worker_death_and_version_mismatch(cluster: Cluster) -> None:
     finally:
         cluster.stop("w3")
         cluster.stop("w4")
+
+
+def test_a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
+    cluster: Cluster,
+) -> None:
+    env = cluster.env
+    env.run("run", "--detach", "--id", "before", "--", "sh", "-c", tree("1734"))
+    assert wait_for(lambda: len(sleeps("1734")) == 4, timeout=30)
+    env.services[-1].kill_service()  # kill -9: the guard cannot reach a worker's tree
+    assert len(sleeps("1734")) == 4  # still running there, owned by the worker's spawner
+    env.serve("--dask-scheduler-file", str(cluster.file), "--grace", "1")
+    assert field(env, "before", "state") == "INTERRUPTED"
+    assert wait_for(lambda: alive("sleep 1734") == [], timeout=15)
