@@ -199,6 +199,8 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
 
     # The default client of this process: an actor's handle finds its client that way,
     # from any thread (the output pullers').
+    if target.scheduler_file:
+        _wait_for_file(target.scheduler_file)
     try:
         if target.address:
             client = Client(target.address, timeout=DASK_CONNECT_SECONDS, set_as_default=True)
@@ -239,3 +241,17 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
         file=sys.stderr, flush=True,
     )  # fmt: skip
     return cluster
+
+
+def _wait_for_file(path: str) -> None:
+    """Wait (briefly) for a starting scheduler to write its file; ExecutorError if none."""
+    import os
+
+    deadline = time.monotonic() + DASK_CONNECT_SECONDS
+    while not os.path.isfile(path):
+        if time.monotonic() > deadline:
+            raise ExecutorError(
+                f"no Dask scheduler file at {path} after {DASK_CONNECT_SECONDS:g} s; start "
+                f"'dask scheduler --scheduler-file {path}' first"
+            )
+        time.sleep(0.05)

@@ -89,9 +89,12 @@ def resolve(
 
 
 def _file(path: str, where: str) -> str:
-    if not os.path.isfile(path):
+    """``path``, absolute; ConfigError if its folder does not exist (the file itself may
+    appear later: a scheduler starting at the same time writes it; the service waits)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(path) and not os.path.isdir(os.path.dirname(path)):
         raise ConfigError(
             f"{where}: no scheduler file at {path} (start 'dask scheduler --scheduler-file "
             f"{path}' first)"
         )
-    return os.path.abspath(path)
+    return path
