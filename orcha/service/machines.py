@@ -216,6 +216,12 @@ class Machine:
         """Look at once whether the petition went over its limit (its action has just
         returned: a process the kernel killed for it may be why)."""
 
+    def relocate(self, job: Job) -> bool:
+        """This machine was lost while ``job`` ran on it and it has attempts left: move
+        it, with its reservation, to another machine for its next attempt (True), or say
+        it cannot be (False: it ends INTERRUPTED). Only remote machines can be lost."""
+        return False
+
     def forget(self, job: Job) -> None:
         """The petition has ended and its processes were stopped: drop what the machine
         kept for it."""

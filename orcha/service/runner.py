@@ -123,7 +123,11 @@ class Runner:
             if job.cancel_requested or (job.code in (None, 0) and not job.message):
                 break  # cancelled, or succeeded
             if job.lost is not None:
-                break  # the machine it ran on is gone (a Dask worker): INTERRUPTED
+                # The machine it ran on is gone (a Dask worker): INTERRUPTED, unless it has
+                # attempts left and another machine takes it.
+                if job.attempt >= attempts or not job.placed.relocate(job):
+                    break
+                job.lost = None
             if job.attempt >= attempts:
                 if attempts > 1:
                     why = job.message or f"exit code {job.code}"

@@ -219,13 +219,13 @@ def test_cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) 
     assert alive("sleep 1732") == []
 
 
-def test_worker_death_and_version_mismatch(cluster: Cluster) -> None:
+def test_worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
     env = cluster.env
     other = (sys.executable, "-c",
              "import sys, orcha; orcha.__version__ = '0.0.0+other'; "
              "from distributed.cli.dask_worker import main; "
              "sys.argv[0] = 'dask-worker'; main()")  # fmt: skip
-    cluster.worker("w3", "CPU=4")
+    cluster.worker("w3", "CPU=5")
     cluster.worker("w4", "CPU=8", prefix=other)
     try:
         assert wait_for(lambda: {"w3", "w4"} <= set(cluster.workers()), timeout=60, interval=0.2)
@@ -235,12 +235,23 @@ def test_worker_death_and_version_mismatch(cluster: Cluster) -> None:
         assert workers["w4"]["version"] == "0.0.0+other"
         # Only w4 would have 8 CPUs: refused, not placed there.
         assert env.run("run", "--cpus", "8", "--", "true").returncode == 204
+        gate = tmp_path / "gate"
+        env.run("run", "--detach", "--id", "hold", "--", "sh", "-c",
+                f"while [ ! -e {gate} ]; do sleep 0.05; done")  # fmt: skip
+        assert wait_for(lambda: field(env, "hold", "machine") == "w2")  # the fullest first
         env.run("run", "--detach", "--id", "doomed", "--cpus", "4", "--", "sh", "-c", tree("1733"))
-        assert wait_for(lambda: len(sleeps("1733")) == 4, timeout=30)
-        assert field(env, "doomed", "machine") == "w3"
+        again = 'if [ "$ORCHA_ATTEMPT" = 2 ]; then echo second; else exec sleep 17359; fi'
+        env.run("run", "--detach", "--id", "again", "--retries", "1", "--", "sh", "-c", again)
+        assert wait_for(lambda: len(sleeps("1733")) == 4 and len(sleeps("17359")) == 1, timeout=30)
+        assert field(env, "doomed", "machine") == field(env, "again", "machine") == "w3"
         os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
         assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
         assert "w3" in field(env, "doomed", "message")
+        # With a retry left, it runs again on a worker that has room (w1).
+        assert wait_for(lambda: field(env, "again", "state") == "SUCCEEDED")
+        assert (field(env, "again", "machine"), field(env, "again", "attempt")) == ("w1", 2)
+        assert env.run("logs", "again").stdout.endswith("second\n")
+        gate.touch()
         # Its spawner stopped the tree when its worker died (grace 5 s by default).
         assert wait_for(lambda: alive("sleep 1733") == [], timeout=15)
         assert wait_for(lambda: cluster.workers().get("w3", {}).get("state") == "lost")

@@ -79,7 +79,9 @@ class Cluster:
             self.refused.pop(address, None)
             machine = self.workers.get(address)
             if machine is None:
-                machine = WorkerMachine(report, self.client, self.service.settings.grace)
+                machine = WorkerMachine(
+                    report, self.client, self.service.settings.grace, self.relocate
+                )
                 with self.scheduler.lock:
                     self.workers[address] = machine
                 log.info("worker %s joined (%d CPUs, GPUs: %s)", report.name, report.cpus,
@@ -111,6 +113,38 @@ class Cluster:
                     len(procs))  # fmt: skip
         self._order()
         self.service.wake()
+
+    def relocate(self, job: Job) -> bool:
+        """Move ``job`` (its worker was lost; it has attempts left) to the best worker its
+        request fits on now, waiting for one; False if it is cancelled meanwhile. It goes
+        ahead of the waiting petitions, as a petition already started."""
+        need = job.schedule
+        while True:
+            with self.scheduler.lock:
+                old = job.placed
+                for machine in self.scheduler.machines:
+                    machine.refresh()
+                    if machine.slots <= 0 or machine is old:
+                        continue
+                    if (machine.free_slots >= need.cpus and machine.free_gpu_count >= need.gpus
+                            and (not need.mem or machine.free_memory() >= need.mem)):  # fmt: skip
+                        old.release(need, job.gpu_ids)
+                        job.gpu_ids = machine.reserve(need)
+                        job.machine = machine
+                        log.info("petition %s moves from %s to %s", job.id, old.name,
+                                 machine.name)  # fmt: skip
+                        break
+                else:
+                    machine = None
+            if machine is not None:
+                store = self.service.store
+                if store is not None:  # its record says where it runs now
+                    store.update_later(job.seq, machine=machine.name)
+                with job.lock:
+                    job.pids.clear()  # those were the lost worker's
+                return True
+            if job.cancel_event.wait(DASK_REFRESH_SECONDS):
+                return False
 
     def on_event(self, event: tuple[float, Any]) -> None:
         """A scheduler event on topic ``"all"`` (runs on the client's event loop)."""

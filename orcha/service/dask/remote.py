@@ -17,6 +17,7 @@ stop-the-tree code as on this host); a :class:`Future`'s ``cancel()`` is never r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -24,10 +25,16 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import DASK_POLL_SECONDS, ENV_ATTEMPT, ENV_PETITION_ID, ENV_PETITION_TOKEN
+from orcha.defaults import (
+    DASK_CONNECT_SECONDS,
+    DASK_POLL_SECONDS,
+    ENV_ATTEMPT,
+    ENV_PETITION_ID,
+    ENV_PETITION_TOKEN,
+)
 from orcha.service.dask.inventory import WorkerReport
 from orcha.service.machines import Machine
 
@@ -75,7 +82,11 @@ class RemoteProcess:
     def _pull(self) -> None:
         try:
             while True:
-                items, code = self._port.read(self.token, DASK_POLL_SECONDS).result()
+                reply = self._read()
+                if reply is None:  # its worker is lost and will not answer
+                    self._end(-9)
+                    return
+                items, code = reply
                 for stream, data in items:
                     if stream == 0:
                         self._record(json.loads(data))
@@ -92,6 +103,22 @@ class RemoteProcess:
                 self.lost = f"worker {self.machine.name} lost ({type(e).__name__}: {e})"
             log.info("petition %s: %s", self.token[:8], self.lost)
             self._end(-9)
+
+    def _read(self) -> tuple[list[tuple[int, bytes]], int | None] | None:
+        """The next read from the worker's buffer; None once the worker is known lost
+        (a read in flight when it died may never return: Dask waits for the actor's
+        worker to come back). A read is never given up otherwise: its output would be
+        lost."""
+        future = self._port.read(self.token, DASK_POLL_SECONDS)
+        while True:
+            try:
+                reply: tuple[list[tuple[int, bytes]], int | None] = future.result(
+                    timeout=DASK_POLL_SECONDS + 1
+                )
+                return reply
+            except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
+                if self.lost is not None:
+                    return None
 
     def _record(self, record: dict[str, Any]) -> None:
         if "pid" in record:
@@ -146,8 +173,17 @@ class WorkerMachine(Machine):
     """A Dask worker as a machine (see the module's docstring). ``report``: its latest
     :class:`~.inventory.WorkerReport`; ``client``: the service's Dask client."""
 
-    def __init__(self, report: WorkerReport, client: Any, grace: float) -> None:
+    def __init__(
+        self,
+        report: WorkerReport,
+        client: Any,
+        grace: float,
+        relocate: Callable[[Job], bool] | None = None,
+    ) -> None:
+        """``relocate``: moves a petition of this worker, once it is lost, to another
+        (see :meth:`Machine.relocate`)."""
         super().__init__(report.name, report.gpus)
+        self._relocate = relocate
         self.report = report
         self.address = report.address
         self.client = client
@@ -247,8 +283,11 @@ class WorkerMachine(Machine):
         if self.state == "lost":
             return 0
         try:
+            # Bounded: a worker that died a moment ago (not yet known lost) may never
+            # answer; Dask would try to reach it for its whole connect timeout.
             out = self.client.run(stop_tree, token, pid or None, grace, force, sig,
-                                  workers=[self.address])  # fmt: skip
+                                  workers=[self.address],
+                                  callback_timeout=grace + DASK_CONNECT_SECONDS)  # fmt: skip
         except Exception as e:
             log.warning("worker %s: cannot stop petition %s: %s", self.name, token[:8], e)
             return 0
@@ -269,6 +308,8 @@ class WorkerMachine(Machine):
         return self.stop(job.token, self._pid(job), grace, force)
 
     def stop_leftovers(self, job: Job, grace: float) -> int:
+        if job.lost is not None:
+            return 0  # the worker is gone, and its spawner stopped the tree
         # Its main process ended (its PID may be reused): the token finds the rest.
         return self.stop(job.token, None, grace, False)
 
@@ -285,6 +326,9 @@ class WorkerMachine(Machine):
             job.message = proc.lost
             job.lost = proc.lost
         return code
+
+    def relocate(self, job: Job) -> bool:
+        return self._relocate is not None and self._relocate(job)
 
     def sweep(self, job: Job, grace: float) -> None:
         pass  # stop_leftovers already looked for what carries its token there
