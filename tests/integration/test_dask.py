@@ -152,6 +152,10 @@ def test_placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
     assert field(env, "m2", "machine") == "w2"  # w1 declared 1 GB
     assert env.run("run", "--id", "p1", "--", "true").returncode == 0
     assert field(env, "p1", "machine") == "w2"  # a CPU-only petition spares the GPU host
+    assert env.run("run", "--id", "on1", "--on", "w1", "--", "true").returncode == 0
+    assert field(env, "on1", "machine") == "w1"  # pinned
+    nowhere = env.run("run", "--on", "nowhere", "--", "true")
+    assert nowhere.returncode == 204 and "no machine of this service" in nowhere.stderr
     # More than any worker has: refused at once, as on one host.
     refused = env.run("run", "--gpus", "3", "--", "true")
     assert refused.returncode == 204 and "GPU" in refused.stderr

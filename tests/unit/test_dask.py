@@ -218,3 +218,30 @@ def test_the_spawner_stops_every_tree_when_its_worker_goes(spawner: Any, tmp_pat
     sock.close()  # as when the worker dies: the spawner stops them all, then exits
     assert proc.wait(10) == 0
     assert wait_for(lambda: sleeps() == [], timeout=5)
+
+
+# -- --on ----------------------------------------------------------------------------------------
+def test_on_names_one_machine_by_name_host_or_address() -> None:
+    from orcha.errors import PetitionError
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.machines import LocalMachine, check_feasible
+    from orcha.service.predicates import pinned
+
+    assert Schedule.from_wire({"on": "w1"}).on == "w1"
+    assert Schedule.from_wire({"on": "w1"}).to_wire() == {"on": "w1"}
+    with pytest.raises(ValueError, match="spaces"):
+        Schedule.from_wire({"on": "w 1"})
+    local = LocalMachine(slots=2)
+    check_feasible([local], Schedule(on="local"))
+    with pytest.raises(PetitionError, match="no machine of this service is called so") as e:
+        check_feasible([local], Schedule(on="elsewhere"))
+    assert e.value.exit_code == ExitCode.REFUSED
+    w1 = MachineView("w1", 4, 0, 0, 0, ("w1", "gpu7", "tcp://10.0.0.7:4000"))
+    assert pinned(job_on("gpu7"), w1) is None
+    assert pinned(job_on("tcp://10.0.0.7:4000"), w1) is None
+    assert pinned(job_on("w2"), w1) == "runs only on w2"
+    assert pinned(job_on(None), w1) is None
+
+
+def job_on(where: str | None) -> Any:
+    return SimpleNamespace(schedule=SimpleNamespace(on=where, cpus=1, gpus=0, mem=0))

@@ -191,6 +191,11 @@ class Cluster:
 
     def summary(self, job: Job, machines: Sequence[Capacity], reasons: list[str]) -> str:
         pairs = [(m, r) for m, r in zip(machines, reasons, strict=True) if m.slots > 0]
+        where = job.schedule.on
+        if where is not None:
+            pairs = [(m, r) for m, r in pairs if where in getattr(m, "aliases", (m.name,))]
+            if not pairs:
+                return f"no worker called {where} is connected (--on)"
         gpus = {m.name: len(m.inventory) for m in self.workers.values()}
         return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs], gpus)
 

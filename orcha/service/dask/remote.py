@@ -195,6 +195,11 @@ class WorkerMachine(Machine):
 
     # -- capacity ---------------------------------------------------------------------------
     @property
+    def aliases(self) -> tuple[str, ...]:
+        r = self.report
+        return (r.name, r.host, r.address, r.address.split("://", 1)[-1])
+
+    @property
     def slots(self) -> int:
         return self.report.cpus if self.state == "ok" else 0
 
