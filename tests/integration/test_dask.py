@@ -213,6 +213,14 @@ def test_cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) 
     env = cluster.env
     env.run("run", "--detach", "--id", "tree", "--", "sh", "-c", tree("1731"))
     assert wait_for(lambda: len(sleeps("1731")) == 4, timeout=30), alive("sleep 1731")
+
+    def states() -> set[str]:
+        return {psutil.Process(pid).status() for pid in sleeps("1731")}
+
+    assert env.run("pause", "--running", "tree").returncode == 0
+    assert wait_for(lambda: states() == {psutil.STATUS_STOPPED})  # the whole tree, remotely
+    assert env.run("resume", "tree").returncode == 0
+    assert wait_for(lambda: psutil.STATUS_STOPPED not in states())
     out = env.run("cancel", "tree")
     assert out.returncode == 0, out.stderr
     assert wait_for(lambda: field(env, "tree", "state") == "CANCELLED")

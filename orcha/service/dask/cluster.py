@@ -78,6 +78,8 @@ class Cluster:
                 continue
             self.refused.pop(address, None)
             machine = self.workers.get(address)
+            if machine is None and report.status != "running":
+                continue  # closing already: never placed on
             if machine is None:
                 machine = WorkerMachine(
                     report, self.client, self.service.settings.grace, self.relocate

@@ -215,6 +215,9 @@ class WorkerMachine(Machine):
             held = [g for g in self.inventory if g not in self.free_gpus]
             self.set_inventory(report.gpus, held)
         self.report = report
+        if self.state != "lost":
+            # A worker Dask is closing (or has paused) gets no new petition.
+            self.state = "ok" if report.status == "running" else "closing"
 
     # -- process control --------------------------------------------------------------------
     def port(self) -> Any:
@@ -243,7 +246,7 @@ class WorkerMachine(Machine):
         command not found)."""
         from orcha.service.dask.plugin import run_petition
 
-        if self.state != "ok":
+        if self.state == "lost":
             raise OSError(f"worker {self.name} is {self.state}")
         token = env.get(ENV_PETITION_TOKEN) or uuid.uuid4().hex
         key = (f"orcha-{env.get(ENV_PETITION_ID, 'x')}-{env.get(ENV_ATTEMPT, '1')}-"
