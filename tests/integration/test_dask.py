@@ -154,6 +154,9 @@ def test_placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
     assert field(env, "p1", "machine") == "w2"  # a CPU-only petition spares the GPU host
     assert env.run("run", "--id", "on1", "--on", "w1", "--", "true").returncode == 0
     assert field(env, "on1", "machine") == "w1"  # pinned
+    table = env.run("status").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "KIND", "STATE", "WHERE"]
+    assert any(line.split()[:4] == ["on1", "shell", "SUCCEEDED", "w1"] for line in table)
     nowhere = env.run("run", "--on", "nowhere", "--", "true")
     assert nowhere.returncode == 204 and "no machine of this service" in nowhere.stderr
     # More than any worker has: refused at once, as on one host.
