@@ -358,3 +358,7 @@ DASK_REFRESH_SECONDS = 0.5
 
 #: Seconds to wait for the Dask scheduler at start-up.
 DASK_CONNECT_SECONDS = 10.0
+
+#: Seconds a worker keeps an ended petition's unread output (its service died or
+#: restarted meanwhile and will never read it), so nothing grows on the worker.
+DASK_FORGET_SECONDS = 300.0

@@ -259,7 +259,18 @@ def test_worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> 
         env.run("run", "--detach", "--id", "again", "--retries", "1", "--", "sh", "-c", again)
         assert wait_for(lambda: len(sleeps("1733")) == 4 and len(sleeps("17359")) == 1, timeout=30)
         assert field(env, "doomed", "machine") == field(env, "again", "machine") == "w3"
+        # Contract: the scheduler's event for a lost worker, as orcha reads it.
+        from distributed import Client
+
+        events: list[Any] = []
+        watcher = Client(scheduler_file=str(cluster.file), set_as_default=False)
+        watcher.subscribe_topic("all", events.append)
+        w3 = workers["w3"]["address"]
         os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
+        assert wait_for(lambda: any(
+            m.get("action") == "remove-worker" and m.get("worker") == w3 for _, m in events
+        ))  # fmt: skip
+        watcher.close()
         assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
         assert "w3" in field(env, "doomed", "message")
         # With a retry left, it runs again on a worker that has room (w1).

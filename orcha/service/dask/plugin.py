@@ -28,7 +28,13 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 import orcha
-from orcha.defaults import DASK_BUFFER_BYTES, DASK_POLL_SECONDS, DASK_READ_BYTES, DRAIN_SECONDS
+from orcha.defaults import (
+    DASK_BUFFER_BYTES,
+    DASK_FORGET_SECONDS,
+    DASK_POLL_SECONDS,
+    DASK_READ_BYTES,
+    DRAIN_SECONDS,
+)
 
 PLUGIN_NAME = "orcha"
 STDOUT, STDERR = 1, 2
@@ -209,6 +215,7 @@ class OrchaWorkerPlugin(WorkerPlugin):
             buffer.put(STDERR, f"orcha: {e.strerror or e}\n".encode())
             buffer.put(0, json.dumps({"start_error": e.strerror, "errno": e.errno}).encode())
             buffer.end(127 if e.errno == 2 else 126)
+            self._forget_later(token, buffer)
             return buffer.code or 0
         self.pids[token] = pid
         buffer.put(0, json.dumps({"pid": pid}).encode())  # stream 0: orcha's own record
@@ -224,7 +231,17 @@ class OrchaWorkerPlugin(WorkerPlugin):
             task.cancel()
         self.pids.pop(token, None)
         buffer.end(code)
+        self._forget_later(token, buffer)
         return code
+
+    def _forget_later(self, token: str, buffer: Buffer) -> None:
+        """Drop ``buffer`` if its service has not read it to its end in a while."""
+
+        def forget() -> None:
+            if self.buffers.get(token) is buffer:
+                del self.buffers[token]
+
+        asyncio.get_running_loop().call_later(DASK_FORGET_SECONDS, forget)
 
     async def _pump(self, fd: int, stream: int, buffer: Buffer) -> None:
         loop = asyncio.get_running_loop()
