@@ -61,9 +61,9 @@ class Cluster:
                 proc.wait(5)
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        out = self.env.run("workers", "--json")
-        assert out.returncode == 0, out.stderr
-        return {w["name"]: w for w in json.loads(out.stdout)["workers"]}
+        """``orcha workers --json``'s workers by name (asked in process)."""
+        with client(self.env) as c:
+            return {w["name"]: w for w in c.workers()["workers"]}
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,17 @@ def cluster() -> Iterator[Cluster]:
 
 
 def field(env: Env, pid: str, name: str) -> Any:
-    out = env.run("status", pid, "--json")
-    return json.loads(out.stdout)["petitions"][0][name]
+    """A field of petition ``pid``'s record (asked in process: polling through the CLI
+    would start a Python each time)."""
+    with client(env) as c:
+        return c.status(pid)[0][name]
+
+
+def client(env: Env) -> Any:
+    from orcha import Client, settings
+
+    key = (env.state / "key").read_text().strip()
+    return Client(settings=settings.resolve(address=str(env.socket), key=key))
 
 
 def alive(marker: str) -> list[int]:
@@ -128,7 +137,9 @@ def tree(marker: str) -> str:
 
 
 def test_workers_report_their_capacity(cluster: Cluster) -> None:
-    workers = cluster.workers()
+    out = cluster.env.run("workers", "--json")
+    assert out.returncode == 0, out.stderr
+    workers = {w["name"]: w for w in json.loads(out.stdout)["workers"]}
     assert workers["w1"]["cpus"] == 2 and workers["w1"]["gpus"] == ["0", "1"]
     assert workers["w1"]["mem_total"] == 10**9
     assert workers["w2"]["cpus"] == 1 and workers["w2"]["gpus"] == []
