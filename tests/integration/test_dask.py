@@ -281,6 +281,13 @@ def test_worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> 
         assert wait_for(lambda: any(
             m.get("action") == "remove-worker" and m.get("worker") == w3 for _, m in events
         ))  # fmt: skip
+        assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
+
+        def stuck(dask_scheduler: Any) -> list[str]:
+            return [str(k) for k, t in dask_scheduler.tasks.items() if t.state == "no-worker"]
+
+        # Its tasks were taken back: none waits for w3 to return (to run again).
+        assert wait_for(lambda: watcher.run_on_scheduler(stuck) == [])
         watcher.close()
         assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
         assert "w3" in field(env, "doomed", "message")

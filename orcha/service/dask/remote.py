@@ -132,14 +132,19 @@ class RemoteProcess:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.returncode = code
+        if self.lost is not None:
+            _cancel(self.future)
         self._started.set()
         self._ended.set()
         self.machine.ended(self)
 
     def mark_lost(self, reason: str) -> None:
-        """Its worker left: end it (the puller's read fails or sees nothing more)."""
+        """Its worker left: end it (the puller's read fails or sees nothing more), and
+        take its task back from Dask, which would otherwise keep it waiting for its worker
+        and run it again if a worker came back at that address."""
         self.lost = reason
         self._started.set()
+        _cancel(self.future)
 
     def poll(self) -> int | None:
         return self.returncode
@@ -157,6 +162,13 @@ class RemoteProcess:
 
     def terminate(self) -> None:
         self.machine.stop(self.token, self.pid, self.machine.grace, False)
+
+
+def _cancel(future: Any) -> None:
+    try:
+        future.cancel()
+    except Exception:
+        log.debug("cancelling a lost worker's task failed", exc_info=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -190,6 +202,7 @@ class WorkerMachine(Machine):
         self.grace = grace
         self.state = "ok"
         self._port: Any = None
+        self._port_future: Any = None
         self._lock = threading.Lock()
         self.running: dict[str, RemoteProcess] = {}
 
@@ -226,10 +239,11 @@ class WorkerMachine(Machine):
             if self._port is None:
                 from orcha.service.dask.plugin import OutputPort
 
-                self._port = self.client.submit(
+                self._port_future = self.client.submit(
                     OutputPort, actor=True, workers=[self.address], allow_other_workers=False,
                     key=f"orcha-port-{uuid.uuid4().hex}",
-                ).result()  # fmt: skip
+                )  # fmt: skip
+                self._port = self._port_future.result()
             return self._port
 
     def spawn(
@@ -280,6 +294,8 @@ class WorkerMachine(Machine):
         self.state = "lost"
         with self._lock:
             procs = list(self.running.values())
+            if self._port_future is not None:
+                _cancel(self._port_future)
         for proc in procs:
             proc.mark_lost(reason)
         return procs
