@@ -88,16 +88,23 @@ class Cluster:
                     self.workers[address] = machine
                 log.info("worker %s joined (%d CPUs, GPUs: %s)", report.name, report.cpus,
                          ",".join(report.gpus) or "none")  # fmt: skip
+                threads = int(winfo.get("nthreads") or 0)
+                if 0 < threads < report.cpus:
+                    # Each running petition holds one of its threads: the rest would
+                    # wait there, holding their slots.
+                    log.warning("worker %s has %d threads for %d CPU slots: give it "
+                                "--nthreads %d or more", report.name, threads, report.cpus,
+                                report.cpus)  # fmt: skip
                 changed = True
             else:
                 changed = changed or report.cpus != machine.report.cpus
                 with self.scheduler.lock:
                     machine.update(report)
-        for address in [a for a in self.workers if a not in seen]:
+        for address in [a for a in list(self.workers) if a not in seen]:
             if address not in info.get("workers", {}):
                 self.lose(address, "left the cluster")
                 changed = True
-        for address in [a for a in self.refused if a not in info.get("workers", {})]:
+        for address in [a for a in list(self.refused) if a not in info.get("workers", {})]:
             del self.refused[address]
         self._order()
         if changed:
