@@ -245,3 +245,18 @@ def test_on_names_one_machine_by_name_host_or_address() -> None:
 
 def job_on(where: str | None) -> Any:
     return SimpleNamespace(schedule=SimpleNamespace(on=where, cpus=1, gpus=0, mem=0))
+
+
+def test_a_working_directory_missing_on_the_worker_is_a_start_error(tmp_path: Path) -> None:
+    from orcha_plugins.shell import ShellKind
+
+    said: list[str] = []
+
+    def spawn(argv: list[str]) -> Any:
+        raise NotADirectoryError(errno.ENOTDIR, f"the working directory {tmp_path} does not "
+                                 "exist on gpu7")  # fmt: skip
+
+    ctx = SimpleNamespace(params={"argv": ["true"]}, cwd=str(tmp_path), spawn=spawn,
+                          fail=said.append)  # fmt: skip
+    assert ShellKind().run(ctx) == ExitCode.START_FAILED  # type: ignore[arg-type]
+    assert said == [f"the working directory {tmp_path} does not exist on gpu7"]
