@@ -1,6 +1,8 @@
 """orcha on a real Dask cluster (docs/dask.rst): a scheduler and two workers on loopback,
-shared by this module's tests (one xdist group: one cluster per run), started as the
-design's CI section says and stopped by PID.
+started as the design's CI section says and stopped by PID. One test drives every
+scenario in turn on that one cluster: pytest-xdist would spread separate tests over its
+processes, each starting a cluster of its own (its 'loadgroup' mode does not group them
+under pytest 9: it marks the groups on an attribute pytest no longer reads).
 
 w1 declares 2 CPUs, 2 (fake) GPUs and 1 GB; w2 declares 1 CPU (its memory is measured).
 """
@@ -23,7 +25,6 @@ import pytest
 from tests.conftest import Env, private_env, wait_for
 
 pytest.importorskip("distributed")
-pytestmark = pytest.mark.xdist_group("dask")
 
 WORKER = ("--host", "127.0.0.1", "--no-nanny", "--nthreads", "8",
           "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60")  # fmt: skip
@@ -136,7 +137,7 @@ def tree(marker: str) -> str:
             f"(sh -c 'sleep {marker}3 &' &); sleep {marker}4")  # fmt: skip
 
 
-def test_workers_report_their_capacity(cluster: Cluster) -> None:
+def workers_report_their_capacity(cluster: Cluster) -> None:
     out = cluster.env.run("workers", "--json")
     assert out.returncode == 0, out.stderr
     workers = {w["name"]: w for w in json.loads(out.stdout)["workers"]}
@@ -151,7 +152,7 @@ def test_workers_report_their_capacity(cluster: Cluster) -> None:
     assert any(line.split()[:1] == ["w1"] and "2/2" in line for line in text.stdout.splitlines())
 
 
-def test_placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
+def placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
     env = cluster.env
     out = env.run("run", "--id", "g1", "--gpus", "2", "--", "sh", "-c", "echo $ORCHA_GPUS")
     assert out.returncode == 0, out.stderr
@@ -175,7 +176,7 @@ def test_placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
     assert refused.returncode == 204 and "GPU" in refused.stderr
 
 
-def test_output_streams_byte_exact(cluster: Cluster) -> None:
+def output_streams_byte_exact(cluster: Cluster) -> None:
     size = 50 * 1024 * 1024
     code = f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {size // 256})"
     out = cluster.env.run_bytes("run", "--", sys.executable, "-c", code, timeout=120)
@@ -187,7 +188,7 @@ def test_output_streams_byte_exact(cluster: Cluster) -> None:
     assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
 
 
-def test_priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
+def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
     env = cluster.env
     gates = [tmp_path / f"gate{i}" for i in range(3)]
     wait = "while [ ! -e {} ]; do sleep 0.05; done"
@@ -223,7 +224,7 @@ def test_priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_pat
     assert field(env, "mid", "started") <= field(env, "low", "started")
 
 
-def test_cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) -> None:
+def cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) -> None:
     env = cluster.env
     env.run("run", "--detach", "--id", "tree", "--", "sh", "-c", tree("1731"))
     assert wait_for(lambda: len(sleeps("1731")) == 4, timeout=30), alive("sleep 1731")
@@ -245,7 +246,7 @@ def test_cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) 
     assert alive("sleep 1732") == []
 
 
-def test_worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
+def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
     env = cluster.env
     other = (sys.executable, "-c",
              "import sys, orcha; orcha.__version__ = '0.0.0+other'; "
@@ -306,7 +307,7 @@ def test_worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> 
         cluster.stop("w4")
 
 
-def test_a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
+def a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
     cluster: Cluster,
 ) -> None:
     env = cluster.env
@@ -317,3 +318,18 @@ def test_a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
     env.serve("--dask-scheduler-file", str(cluster.file), "--grace", "1")
     assert field(env, "before", "state") == "INTERRUPTED"
     assert wait_for(lambda: alive("sleep 1734") == [], timeout=15)
+
+
+@pytest.mark.timeout(600)  # seven tests' worth (about 25 s unloaded)
+def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """Every scenario, in this order, on the one cluster (each leaves it as it found it,
+    but the restart, which comes last)."""
+    (tmp_path / "priority").mkdir()
+    (tmp_path / "death").mkdir()
+    workers_report_their_capacity(cluster)
+    placement_by_cpus_memory_and_gpus(cluster)
+    output_streams_byte_exact(cluster)
+    priority_after_and_why_waiting_across_workers(cluster, tmp_path / "priority")
+    cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
+    worker_death_and_version_mismatch(cluster, tmp_path / "death")
+    a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(cluster)
