@@ -21,6 +21,7 @@ it filled in)::
     hooks: {on_finish: "notify-send {id} {state}"}
     isolation: auto                     # cgroup | none: see docs/reliability.rst
     ordered_output: false               # true: every petition as with --ordered
+    executor: {kind: dask, scheduler: "tcp://HOST:8786"}   # docs/dask.rst
     plugins:
       shell:
         enabled: true
@@ -71,6 +72,20 @@ SCHEMA: dict[str, Any] = {
                       "default": defaults.DEFAULT_ISOLATION,
                       "description": "how each petition's processes are kept together: "
                       "a cgroup v2 each ('cgroup'), tracking ('none'), or 'auto'"},
+        "executor": {
+            "type": "object", "default": {"kind": "local"}, "additionalProperties": False,
+            "description": "where petitions run: this host ('local'), or the workers of a "
+            "Dask cluster ('dask', docs/dask.rst)",
+            "properties": {
+                "kind": {"type": "string", "enum": ["local", "dask"], "default": "local"},
+                "scheduler": {"type": "string", "minLength": 1,
+                              "description": "the Dask scheduler's address, tcp://HOST:PORT"},
+                "scheduler_file": {"type": "string", "minLength": 1,
+                                   "description": "a Dask scheduler file (instead)"},
+                "local": {"type": "boolean", "default": False,
+                          "description": "with Dask: this host runs petitions too"},
+            },
+        },
         "notify": {
             "type": "array", "default": [],
             "description": "webhooks for every petition: a URL, or {url, events}",

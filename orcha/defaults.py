@@ -373,3 +373,30 @@ OUTPUT_MALLOC_TRIM_BYTES = 32 << 20
 #: Ordered capture (orcha.service.capture) emits a message once the service has read both
 #: streams at least this long after the kernel stamped it (nanoseconds).
 ORDERED_SETTLE_NS = 1_000_000
+
+# -- issue 15: Dask scale-out (docs/dask.rst) --
+
+#: Where ``orcha serve`` finds a Dask scheduler when no option says (an address, or the
+#: path of a scheduler file).
+ENV_DASK = "ORCHA_DASK"
+
+#: Output a worker keeps per running petition until the service reads it: a full buffer
+#: stops reading the petition's pipes, so it blocks as on a full pipe (backpressure).
+DASK_BUFFER_BYTES = 8 * 1024 * 1024
+
+#: Most bytes one read of a petition's output brings back from a worker.
+DASK_READ_BYTES = 1024 * 1024
+
+#: Seconds a read of a petition's output waits on the worker for something new.
+DASK_POLL_SECONDS = 1.0
+
+#: Seconds between two looks at the cluster's workers (their reports arrive with Dask's
+#: heartbeats; a worker's death is heard at once through the scheduler's events).
+DASK_REFRESH_SECONDS = 0.5
+
+#: Seconds to wait for the Dask scheduler at start-up.
+DASK_CONNECT_SECONDS = 10.0
+
+#: Seconds a worker keeps an ended petition's unread output (its service died or
+#: restarted meanwhile and will never read it), so nothing grows on the worker.
+DASK_FORGET_SECONDS = 300.0

@@ -120,6 +120,7 @@ class ExitCode(_IntEnum):
     DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
     MEMORY = 211  # the petition's tree used more memory than its --mem
     NOT_SAVED = 212  # the service cannot save its state now: the petition was not taken
+    EXECUTOR = 213  # serve: the executor (Dask) cannot be used: extra missing, unreachable
 
 
 #: What each exit code means to a user (the reference pages are generated from this).
@@ -158,6 +159,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
     "failing): the petition was not taken (or, queued before, was not started); see "
     "'orcha health', then submit again",
+    ExitCode.EXECUTOR: "'serve --dask': the Dask executor cannot be used: its extra is not "
+    "installed (pip install 'orcha[dask]') or the scheduler cannot be reached",
 }
 
 
@@ -178,6 +181,13 @@ class ConfigError(OrchaError):
     """A setting (option, environment variable, file) is invalid."""
 
     exit_code = ExitCode.USAGE
+
+
+class ExecutorError(OrchaError):
+    """The configured executor (a Dask cluster) cannot be used: its extra is missing, or
+    its scheduler cannot be reached."""
+
+    exit_code = ExitCode.EXECUTOR
 
 
 class SchemaError(ConfigError):

@@ -50,6 +50,9 @@ class ShellKind(Kind):
             return int(ExitCode.START_FAILED)
         try:
             proc = ctx.spawn(argv)
+        except NotADirectoryError as e:  # its cwd is missing where it runs (a Dask worker)
+            ctx.fail(e.strerror or str(e))
+            return int(ExitCode.START_FAILED)
         except FileNotFoundError:
             ctx.fail(f"command not found: {argv[0]}")
             return int(ExitCode.NOT_FOUND)

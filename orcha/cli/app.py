@@ -26,6 +26,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "kinds": ("orcha.cli.kinds", "kinds"),
     "completion": ("orcha.cli.completion", "completion"),
     "top": ("orcha.cli.top", "top"),
+    "workers": ("orcha.cli.workers", "workers"),
 }  # fmt: skip
 
 

@@ -209,6 +209,9 @@ PETITION_OPTIONS = (
            help="GPUs it gets to itself (CUDA_VISIBLE_DEVICES and ORCHA_GPUS)."),
     Option("--group", metavar="NAME", check=_values.group, into="schedule",
            help="Group whose own limit and pause apply (default 'default')."),
+    Option("--on", metavar="HOST", check=_values.machine, into="schedule",
+           help="Run it only there: a Dask worker's name, host or address ('orcha "
+           "workers'), or 'local' for the service's own host."),
     Option("--after", metavar="ID[,ID]", multiple=True, check=_values.ids, into="schedule",
            help="Start after these succeed; if one fails or is cancelled, this "
            "fails too (exit 210). Repeatable."),

@@ -156,6 +156,12 @@ def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
         header.insert(2, "GROUP")
         for cells, name in zip(table, groups, strict=True):
             cells.insert(2, name)
+    machines = [r.get("machine") for _, r in shown]
+    if any(m not in (None, "local") for m in machines):  # where each runs, with Dask
+        at_state = header.index("STATE") + 1
+        header.insert(at_state, "WHERE")
+        for cells, machine in zip(table, machines, strict=True):
+            cells.insert(at_state, machine or "-")
     # Piped, lines stay whole: a script or grep wants every word.
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     at = header.index

@@ -52,6 +52,23 @@ from orcha.cli.options import global_options, globals_of, settings_from
     "--log-cap", metavar="SIZE",
     help="Output kept per petition in its log, e.g. 512K, 64M, 1G (default 64M).",
 )  # fmt: skip
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS",
+    help="Run petitions on the workers of this Dask cluster, e.g. tcp://HOST:8786 (also "
+    "ORCHA_DASK, or 'executor:' in config.yaml; needs pip install 'orcha[dask]').",
+)
+@click.option(
+    "--dask-scheduler-file",
+    metavar="FILE",
+    help="Find the Dask scheduler through its scheduler file instead of --dask.",
+)
+@click.option(
+    "--dask-local/--no-dask-local",
+    default=None,
+    help="With Dask: this host runs petitions too (default: only the workers do).",
+)
 @global_options
 @click.pass_context
 def serve(
@@ -63,6 +80,9 @@ def serve(
     grace: float | None,
     log_format: str,
     log_cap: str | None,
+    dask_address: str | None,
+    dask_scheduler_file: str | None,
+    dask_local: bool | None,
 ) -> int:
     """Serve petitions of every installed kind until Ctrl+C or SIGTERM.
 
@@ -74,6 +94,9 @@ def serve(
     SIGHUP (or 'orcha config reload') reads the configuration file again and applies
     max_running, gpus, groups, aging, backfill_bound, grace, log_cap, notify and hooks
     without stopping any petition; the options given here still beat the file.
+
+    With --dask, petitions run on the workers of a Dask cluster (docs/dask.rst); orcha
+    keeps the queue, priorities, admission, output and logs here.
     """
     from orcha.cli.options import load_config
     from orcha.service.build import build_service
@@ -103,10 +126,17 @@ def serve(
     settings = settings_from(ctx, **options)
     configure_logging(settings.verbose, log_format)
     config = load_config(ctx)  # an invalid file: ConfigError, and the service never starts
+    from orcha.service.dask.target import resolve as resolve_dask
+
+    dask = resolve_dask(dask_address, dask_scheduler_file, dask_local, config)
+    if dask is not None:
+        from orcha.service.dask import require_distributed
+
+        require_distributed()  # one line saying what to install, before anything starts
 
     def run(guard_pid: int | None) -> int:
         notifier = Notifier(main_pid=guard_pid)
-        service = build_service(settings, config=config)
+        service = build_service(settings, config=config, dask=dask)
         # A reload reads the same file again; these options still beat it then.
         service.config_source = ConfigSource(globals_of(ctx).config, options, config)
         return Daemon(service, notifier, guard_pid).run()

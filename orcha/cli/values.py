@@ -78,6 +78,13 @@ def group(text: str) -> str:
     return check_group(text)
 
 
+def machine(text: str) -> str:
+    """A valid ``--on`` value."""
+    from orcha.protocol.schedule import check_machine
+
+    return check_machine(text)
+
+
 def ids(values: Sequence[str]) -> list[str]:
     """Petition IDs, each value holding one or more separated by commas; in order,
     without repeats."""

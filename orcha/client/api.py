@@ -418,6 +418,11 @@ class Client:
         answer: dict[str, Any] = self._call(operations.health)
         return answer
 
+    def workers(self) -> dict[str, Any]:
+        """Where petitions run: ``orcha workers --json``'s fields."""
+        answer: dict[str, Any] = self._call(operations.workers)
+        return answer
+
     def info(self) -> dict[str, Any]:
         """The service's own account of itself (its petitions, sessions, served objects)."""
         answer: dict[str, Any] = self._call(operations.info)

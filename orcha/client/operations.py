@@ -329,6 +329,13 @@ def info(session: Session) -> dict[str, Any]:
     return reply
 
 
+def workers(session: Session) -> dict[str, Any]:
+    """``{"executor": "local" | "dask", "scheduler", "dashboard", "workers": [...]}``: where
+    petitions run (``orcha workers --json``)."""
+    reply: dict[str, Any] = session.call("workers")
+    return reply
+
+
 def health(session: Session) -> dict[str, Any]:
     """``{"healthy", "queued", "running", "cpus_in_use", "capacity", "paused",
     "plugins": {name: {"healthy", "details"}}}``."""

@@ -130,5 +130,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation("submit_array", ArrayRequest, ("name", "ids"), _SUBMIT_ERRORS,
                   refusal="invalid array: "),
         Operation("stdin", StdinRequest, ("buffered",)),
+        Operation("workers", NoRequest, ("executor", "scheduler", "dashboard", "workers")),
     )
 }  # fmt: skip

@@ -27,6 +27,15 @@ MAX_GROUP_LENGTH = 64
 MAX_WEBHOOKS = 16
 
 
+def check_machine(name: object) -> str:
+    """A valid ``--on`` value (a machine's name, host or address); ValueError otherwise."""
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise ValueError("a machine name must be a non-empty string of at most 255 characters")
+    if not all(c.isprintable() and not c.isspace() for c in name):
+        raise ValueError(f"machine name {name!r} must not hold spaces or control characters")
+    return name
+
+
 def check_group(name: object) -> str:
     """A valid group name; ValueError saying what is wrong otherwise.
 
@@ -49,6 +58,8 @@ class Schedule:
     * ``mem``: bytes of memory it reserves; it starts only when that much is available;
     * ``gpus``: how many distinct GPUs of the service's inventory it gets;
     * ``group``: the named group whose own limit and pause apply to it;
+    * ``on``: the only machine it may run on (a Dask worker's name, host or address;
+      ``local`` or the service's host name for the service's own host), or None;
     * ``after``: IDs that must end successfully before it starts (if one fails or is
       cancelled, this petition fails); ``after_any``: IDs that must end, however;
     * ``timeout``: seconds an attempt may run before its tree is stopped;
@@ -67,7 +78,7 @@ class Schedule:
     #: The request's fields (``given`` is not one: it says which were given).
     FIELDS: tuple[str, ...] = (
         "after", "after_any", "begin", "cpus", "delay", "gpus", "group", "hold", "mem",
-        "notify", "ordered", "retries", "retry_delay", "timeout",
+        "notify", "on", "ordered", "retries", "retry_delay", "timeout",
     )  # fmt: skip
     __slots__ = (*FIELDS, "given")
 
@@ -87,6 +98,7 @@ class Schedule:
         begin: float | None = None,
         delay: float = 0.0,
         ordered: bool | None = None,
+        on: str | None = None,
     ) -> None:
         self.cpus = cpus
         self.mem = mem
@@ -102,6 +114,7 @@ class Schedule:
         self.begin = begin
         self.delay = delay
         self.ordered = ordered
+        self.on = on
         #: The fields named where it came from (:meth:`from_wire`), default or not: a
         #: runtime kind's values give way to these (``--cpus 1`` over a template's 8).
         self.given: frozenset[str] = frozenset()
@@ -187,9 +200,12 @@ class Schedule:
         ordered = obj.get("ordered")
         if ordered is not None and not isinstance(ordered, bool):
             raise ValueError("'ordered' must be true, false or null")
+        on = obj.get("on")
+        if on is not None:
+            on = check_machine(on)
         schedule = cls(
             cpus, mem, gpus, group, after, after_any, timeout, retries, retry_delay, urls,
-            hold=hold, begin=begin, delay=delay, ordered=ordered,
+            hold=hold, begin=begin, delay=delay, ordered=ordered, on=on,
         )  # fmt: skip
         schedule.given = frozenset(obj)
         return schedule

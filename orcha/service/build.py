@@ -33,6 +33,7 @@ from orcha.service.service import Service
 if TYPE_CHECKING:
     from orcha.config import Config
     from orcha.plugins.discovery import LoadedPlugin
+    from orcha.service.dask.target import DaskTarget
     from orcha.service.manager import Manager
     from orcha.settings import Settings
 
@@ -48,6 +49,7 @@ def build_service(
     host: Host | None = None,
     procs: ProcessControl | None = None,
     clock: Callable[[], float] = time.time,
+    dask: DaskTarget | None = None,
 ) -> Service:
     """The service core, composed and ready to open its records and start.
 
@@ -57,6 +59,8 @@ def build_service(
     plugin not loaded is reported on stderr. ``manager``: an original-API manager to serve
     instead. ``host`` (CPUs, memory, GPUs), ``procs`` (spawn, signal, stop trees) and
     ``clock``: the local machine, its process control and the time, which tests replace.
+    ``dask``: a Dask cluster whose workers run petitions too (:mod:`orcha.service.dask`;
+    ExecutorError if it cannot be reached).
     """
     host = host or Host()
     if manager is None:
@@ -76,7 +80,8 @@ def build_service(
     # override max_running).
     local = LocalMachine(
         host, procs or process_control(_isolation(config), _namespace(settings)),
-        slots=lambda: manager.max_running,
+        # With Dask, this host runs petitions only if told to (the workers do).
+        slots=(lambda: manager.max_running) if dask is None or dask.local else (lambda: 0),
         gpus=settings.gpus if settings.gpus is not None else host.discover_gpus(),
     )  # fmt: skip
     local.ordered_output = bool(config is not None and config.data.get("ordered_output"))
@@ -105,6 +110,10 @@ def build_service(
         for warning in secret_warnings(config):
             log.warning("%s", warning)
     manager.attach(service)
+    if dask is not None:
+        from orcha.service.dask.cluster import attach_cluster
+
+        attach_cluster(service, dask)
     return service
 
 

@@ -157,7 +157,8 @@ class ServiceContext:
         pipes are closed, or :data:`~orcha.defaults.DRAIN_SECONDS` after it exited (a
         process it left running may hold them open: that one is stopped once the action
         returns); return its exit code (128+N if a signal N killed it)."""
-        pidfd = _pidfd(proc.pid)
+        # A process on another host (a Dask worker's) has no pidfd here: its pipes end.
+        pidfd = None if getattr(proc, "remote", False) else _pidfd(proc.pid)
         pipes = 0
         drain_until: float | None = None
         # Ordered capture (--ordered): sockets read in rounds, merged by kernel stamps.

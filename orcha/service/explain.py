@@ -8,7 +8,7 @@ outside its lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,9 @@ class Rules:
     resources: list[Predicate]
     legacy_resources: list[Predicate]  # for petitions of the original API
     conditions: list[Predicate]
+    #: Words for a petition that fits on none of several machines, from each machine and
+    #: its reason (a cluster names the best worker); default: every machine's reason.
+    summary: Callable[[Job, Sequence[Capacity], list[str]], str] | None = None
 
     def hold_reason(self, job: Job) -> str | None:
         """Why ``job`` is held whatever the resources, or None."""
@@ -47,8 +50,12 @@ class Rules:
             reason = _first_no(resources, job, machine)
             if reason is None:
                 return None
-            reasons.append(reason if len(machines) == 1 else f"{machine.name}: {reason}")
-        return "; ".join(reasons)
+            reasons.append(reason)
+        if self.summary is not None:
+            return self.summary(job, machines, reasons)
+        if len(machines) == 1:
+            return reasons[0]
+        return "; ".join(f"{m.name}: {r}" for m, r in zip(machines, reasons, strict=True))
 
     def unmet_condition(self, job: Job, machines: Sequence[Capacity]) -> str | None:
         """None if its conditions hold on a machine its resources fit on, else why not."""

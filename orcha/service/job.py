@@ -91,7 +91,8 @@ class Job:
         "cancel_deferred", "cancel_requested",
         "cancelled_by_client", "closer", "code", "cpu_time", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
-        "leftovers", "lock", "log", "machine", "message", "native", "outcome", "output_lock",
+        "leftovers", "lock", "log", "lost", "machine", "message", "native", "outcome",
+        "output_lock",
         "over_memory", "parent", "paused", "peak_rss", "petition",
         "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
         "stdin", "stopped", "stoppers", "timed_out", "token",
@@ -141,6 +142,7 @@ class Job:
         self.deps_ready = not self.schedule.dependencies
         self.blocked_since: float | None = None  # first found waiting for resources
         self.machine: Machine | None = None  # where it was admitted (kept after it ends)
+        self.lost: str | None = None  # why the machine it ran on was lost (a Dask worker)
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time

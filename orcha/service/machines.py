@@ -58,6 +58,11 @@ class Machine:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """What ``--on`` may call it: its name, and e.g. its host's name."""
+        return (self.name,)
+
     # -- capacity ---------------------------------------------------------------------------
     @property
     def slots(self) -> int:
@@ -155,6 +160,7 @@ class Machine:
             self.used_slots,
             self.free_gpu_count,
             self._read_free_memory() if memory else 0,
+            self.aliases,
         )
 
     # -- process control --------------------------------------------------------------------
@@ -220,6 +226,12 @@ class Machine:
         """Look at once whether the petition went over its limit (its action has just
         returned: a process the kernel killed for it may be why)."""
 
+    def relocate(self, job: Job) -> bool:
+        """This machine was lost while ``job`` ran on it and it has attempts left: move
+        it, with its reservation, to another machine for its next attempt (True), or say
+        it cannot be (False: it ends INTERRUPTED). Only remote machines can be lost."""
+        return False
+
     def forget(self, job: Job) -> None:
         """The petition has ended and its processes were stopped: drop what the machine
         kept for it."""
@@ -248,6 +260,7 @@ class MachineView:
     used_slots: int
     free_gpu_count: int
     memory: int
+    aliases: tuple[str, ...] = ()
 
     @property
     def free_slots(self) -> int:
@@ -291,6 +304,12 @@ class LocalMachine(Machine):
             count = slots
             self._slots = lambda: count
         self._sweeper: Sweeper | None = None
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        import socket
+
+        return (self.name, "local", socket.gethostname())
 
     @property
     def procs(self) -> ProcessControl:
@@ -413,6 +432,15 @@ def check_feasible(machines: Sequence[Machine], schedule: Schedule) -> None:
     from orcha.errors import ExitCode, PetitionError
     from orcha.service.predicates import gib
 
+    if schedule.on is not None:  # held against the machine it names only
+        named = [m for m in machines if schedule.on in m.aliases]
+        if not named:
+            known = ", ".join(sorted({a for m in machines for a in m.aliases}))
+            raise PetitionError(
+                f"--on {schedule.on}: no machine of this service is called so (it has: {known})",
+                ExitCode.REFUSED,
+            )
+        machines = named
     one = len(machines) == 1
     slots = max(m.slots for m in machines)
     if schedule.cpus > slots:

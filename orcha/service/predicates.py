@@ -139,6 +139,14 @@ def slots(job: Job, machine: Capacity) -> str | None:
     return f"needs {need} CPUs, {max(free, 0)} free"
 
 
+def pinned(job: Job, machine: Capacity) -> str | None:
+    """``--on NAME``: it runs only on the machine NAME names (its name, host or address)."""
+    where = job.schedule.on
+    if where is None or where in getattr(machine, "aliases", (machine.name,)):
+        return None
+    return f"runs only on {where}"
+
+
 def gpus(job: Job, machine: Capacity) -> str | None:
     """As many distinct GPUs as it asks for are free on the machine."""
     need, free = job.schedule.gpus, machine.free_gpu_count

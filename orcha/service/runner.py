@@ -123,6 +123,12 @@ class Runner:
             self._attempt(job)
             if job.cancel_requested or (job.code in (None, 0) and not job.message):
                 break  # cancelled, or succeeded
+            if job.lost is not None:
+                # The machine it ran on is gone (a Dask worker): INTERRUPTED, unless it has
+                # attempts left and another machine takes it.
+                if job.attempt >= attempts or not job.placed.relocate(job):
+                    break
+                job.lost = None
             if job.attempt >= attempts:
                 if attempts > 1:
                     why = job.message or f"exit code {job.code}"
@@ -242,6 +248,8 @@ class Runner:
             final = State.CANCELLED
         elif job.timed_out:
             final = State.FAILED
+        elif job.lost is not None:
+            final = State.INTERRUPTED
         elif job.code in (None, 0) and not job.message:
             final = State.SUCCEEDED
         else:

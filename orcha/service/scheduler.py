@@ -118,7 +118,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
                 paused,
                 full,
             ],
-            resources=[preds.slots, preds.gpus, preds.memory],
+            resources=[preds.pinned, preds.slots, preds.gpus, preds.memory],
             legacy_resources=[preds.LegacyCondition(self._condition)],
             conditions=[self._condition, *predicates],
         )

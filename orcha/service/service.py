@@ -89,6 +89,7 @@ class Service(Intake):
         # group limits the configuration file gave (applied at start and at each reload).
         self.config_source: ConfigSource | None = None
         self.config_groups: dict[str, int] = {}
+        self.dask: Any = None  # the Dask cluster whose workers run petitions (orcha.service.dask)
         self._queued_notices: QueuedNotices | None = None  # created on first use
 
     # -- start and end -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from orcha.errors import (
     ConfigError,
     DroppedError,
     DuplicateIdError,
+    ExecutorError,
     ExitCode,
     InvalidPetitionError,
     LostServiceError,
@@ -54,6 +55,7 @@ EXAMPLES: dict[type[OrchaError], tuple[OrchaError, ExitCode]] = {
     SchemaError: (SchemaError("plugins.a.config.b", "expected a number"), ExitCode.USAGE),
     NoPetitionError: (NoPetitionError("no petition has ID 'x'"), ExitCode.NO_PETITION),
     NotSavedError: (NotSavedError("disk full: database or disk is full"), ExitCode.NOT_SAVED),
+    ExecutorError: (ExecutorError("needs distributed"), ExitCode.EXECUTOR),
 }
 
 
@@ -64,7 +66,7 @@ def test_exit_codes_are_distinct() -> None:
 
 def test_orcha_outcomes_avoid_command_and_signal_codes() -> None:
     own = [c for c in ExitCode if c >= 200]
-    assert [int(c) for c in own] == list(range(200, 213))
+    assert [int(c) for c in own] == list(range(200, 214))
     assert all(c > 128 + max(signal.Signals) for c in own)
     assert ExitCode.INTERRUPTED == 128 + signal.SIGINT
     assert all(0 <= c <= 255 for c in ExitCode)

@@ -182,6 +182,19 @@ def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     }
 
 
+def workers(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+    """Where petitions run: the Dask cluster's workers (docs/dask.rst), or this host only."""
+    cluster = service.dask
+    if cluster is None:
+        return {"executor": "local", "workers": []}
+    return {
+        "executor": "dask",
+        "scheduler": cluster.address,
+        "dashboard": cluster.dashboard,
+        "workers": cluster.describe(),
+    }
+
+
 def info(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     """What the service is and holds: version, address, kinds, queue, petitions."""
     scheduler = service.scheduler
@@ -229,5 +242,6 @@ HANDLERS: dict[str, Handler] = {
     "kinds": kinds,
     "health": health,
     "info": info,
+    "workers": workers,
     "reload": reload,
 }

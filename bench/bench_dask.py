@@ -1,0 +1,157 @@
+"""Dask scale-out benchmark (issue 15; not in CI): the same measures on a loopback Dask
+cluster (2 workers x 1 slot) and on the local machine (2 slots), in one run.
+
+* ``flood``: COUNT ``true`` petitions (one array), submitted to their end (petitions/s);
+* ``refill``: median time from a petition's end to the next start on the same worker
+  (a freed remote slot refilled; target 20 ms);
+* ``stream``: MB/s of SIZE MiB of output read by ``orcha run`` (target 100 MB/s);
+* ``line``: median latency of one line from the petition's ``print`` to the client.
+
+Usage: ``python bench/bench_dask.py [--count 1000] [--size 200]``. Self-contained
+(starts and stops its own scheduler, workers and services, by PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+ORCHA = [str(BIN / "orcha")] if (BIN / "orcha").exists() else [sys.executable, "-m", "orcha"]
+
+
+class Place:
+    """A private orcha environment with its own service."""
+
+    def __init__(self, root: Path, name: str, serve: list[str]) -> None:
+        self.root = root / name
+        self.env = {**os.environ, "ORCHA_RUNTIME_DIR": str(self.root / "run"),
+                    "ORCHA_STATE_DIR": str(self.root / "state"),
+                    "ORCHA_CONFIG": str(root / "empty.yaml")}  # fmt: skip
+        self.env.pop("ORCHA_ADDRESS", None)
+        self.env.pop("ORCHA_KEY", None)
+        self.root.mkdir(parents=True)
+        self.log = open(self.root / "service.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([*ORCHA, "serve", *serve], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=self.log)  # fmt: skip
+        assert self.proc.stdout is not None
+        banner = self.proc.stdout.readline().decode()
+        if "listening" not in banner:
+            raise SystemExit(f"{name}: the service did not start: {banner}")
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        out = subprocess.run([*ORCHA, *args], env=self.env, capture_output=True)
+        if check and out.returncode != 0:
+            raise SystemExit(f"orcha {' '.join(args)}: {out.stderr.decode()}")
+        return out
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+
+def flood(place: Place, count: int) -> dict[str, float]:
+    start = time.perf_counter()
+    place.run("run", "--detach", "--id", "flood", "--array", f"1-{count}", "--", "true")
+    place.run("wait", "flood")
+    took = time.perf_counter() - start
+    rows = json.loads(place.run("status", "--all", "--json").stdout)["petitions"]
+    rows = [r for r in rows if r["id"].startswith("flood_") and r["started"]]
+    gaps = []
+    by_machine: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_machine.setdefault(r["machine"] or "?", []).append(r)
+    for runs in by_machine.values():
+        runs.sort(key=lambda r: r["started"])
+        gaps += [b["started"] - a["ended"] for a, b in itertools.pairwise(runs) if a["ended"]]
+    refill = 1000 * statistics.median(gaps) if gaps else float("nan")
+    return {"petitions_per_s": count / took, "seconds": took, "refill_ms_median": refill}
+
+
+def stream(place: Place, mib: int) -> float:
+    code = f"import sys; b = b'x' * (1 << 20); [sys.stdout.buffer.write(b) for _ in range({mib})]"
+    start = time.perf_counter()
+    with subprocess.Popen([*ORCHA, "run", "--", sys.executable, "-c", code], env=place.env,
+                          stdout=subprocess.PIPE) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        got = 0
+        while chunk := proc.stdout.read(1 << 20):
+            got += len(chunk)
+    took = time.perf_counter() - start
+    assert got == mib << 20, got
+    return mib * 1.048576 / took
+
+
+def line_latency(place: Place, lines: int = 200) -> float:
+    code = (f"import time, sys\nfor _ in range({lines}):\n    print(time.time(), flush=True)\n"
+            "    time.sleep(0.01)\n")  # fmt: skip
+    delays = []
+    with subprocess.Popen([*ORCHA, "run", "--", sys.executable, "-c", code], env=place.env,
+                          stdout=subprocess.PIPE) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            delays.append(time.time() - float(raw))
+    return 1000 * statistics.median(delays)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=200, help="MiB streamed")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="orcha-bench-dask-", dir="/tmp"))
+    (root / "empty.yaml").write_text("{}\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    places: list[Place] = []
+    try:
+        file = root / "scheduler.json"
+        logs = open(root / "cluster.log", "wb")  # noqa: SIM115
+        dask = [sys.executable, "-m", "dask"]
+        procs.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--dashboard-address", "127.0.0.1:0",
+                                       "--scheduler-file", str(file)],
+                                      stdout=logs, stderr=logs))  # fmt: skip
+        for name in ("w1", "w2"):
+            procs.append(subprocess.Popen(
+                [*dask, "worker", "--scheduler-file", str(file), "--host", "127.0.0.1",
+                 "--no-nanny", "--nthreads", "4", "--dashboard-address", "127.0.0.1:0",
+                 "--local-directory", str(root / name), "--name", name, "--resources", "CPU=1"],
+                stdout=logs, stderr=logs))  # fmt: skip
+        subprocess.run([sys.executable, "-c", "from distributed import Client; "
+                        f"Client(scheduler_file={str(file)!r}).wait_for_workers(2)"],
+                       check=True, timeout=120)  # fmt: skip
+        places = [Place(root, "dask", ["--dask-scheduler-file", str(file)]),
+                  Place(root, "local", ["--max-running", "2"])]  # fmt: skip
+        results: dict[str, dict[str, float]] = {}
+        for place in places:
+            name = place.root.name
+            results[name] = flood(place, args.count)
+            results[name]["stream_MB_per_s"] = stream(place, args.size)
+            results[name]["line_latency_ms_median"] = line_latency(place)
+        print(json.dumps(results, indent=2))
+        for key in results["dask"]:
+            d, loc = results["dask"][key], results["local"][key]
+            print(f"{key:26} dask {d:10.2f}   local {loc:10.2f}")
+    finally:
+        for place in places:
+            place.stop()
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""The service's view of a Dask cluster: one :class:`~.remote.WorkerMachine` per worker,
+added to the scheduler's machines when its first report arrives and taken out when it
+leaves.
+
+* **Joining:** the service registers :class:`~.plugin.OrchaWorkerPlugin` (it reaches the
+  workers there and those that join later) and reads ``scheduler_info()`` every
+  :data:`~orcha.defaults.DASK_REFRESH_SECONDS`; a worker with orcha's facts in its
+  metrics becomes a machine, unless its orcha version differs (refused, and shown).
+* **Leaving:** the scheduler's ``remove-worker`` event (topic ``"all"``) is heard within
+  milliseconds; a worker missing from a report is taken as gone too. Its running
+  petitions end INTERRUPTED naming it; its spawner has already stopped their trees (it
+  dies with its worker, see :mod:`.spawner`).
+* **Admission** stays the scheduler's: the machines are kept in best-fit order
+  (:func:`~.inventory.best_fit`), a request is refused only if no connected worker could
+  ever hold it (with none connected it waits), and why a petition waits names the best
+  worker (:func:`~.inventory.why_waiting`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orcha
+from orcha.defaults import DASK_CONNECT_SECONDS, DASK_REFRESH_SECONDS
+from orcha.errors import ExecutorError
+from orcha.service.dask.inventory import WorkerReport, best_fit, read_report, why_waiting
+from orcha.service.dask.remote import WorkerMachine
+from orcha.service.machines import Machine, check_feasible
+
+if TYPE_CHECKING:
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.dask.target import DaskTarget
+    from orcha.service.job import Job
+    from orcha.service.predicates import Capacity
+    from orcha.service.service import Service
+
+log = logging.getLogger("orcha.service.dask")
+
+
+class Cluster:
+    """The workers of one Dask cluster as machines of ``service``'s scheduler."""
+
+    def __init__(self, service: Service, target: DaskTarget, client: Any) -> None:
+        self.service = service
+        self.target = target
+        self.client = client
+        self.scheduler = service.scheduler
+        self.local = self.scheduler.machines[0]
+        self.workers: dict[str, WorkerMachine] = {}  # by address, connected and orcha's
+        self.refused: dict[str, WorkerReport] = {}  # version mismatch, by address
+        self.gone: dict[str, tuple[WorkerMachine, float]] = {}  # lost, and when
+        self.dashboard = str(getattr(client, "dashboard_link", "") or "")
+        self.address = str(getattr(client.scheduler, "address", "") or target.where)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- joining and leaving --------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read every worker's report: add new ones, update known ones, drop those gone."""
+        info = self.client.scheduler_info(n_workers=-1)
+        seen: set[str] = set()
+        changed = False
+        for address, winfo in info.get("workers", {}).items():
+            report = read_report(address, winfo)
+            if report is None:
+                continue  # its first report with orcha's facts is still to come
+            seen.add(address)
+            why = report.refused(orcha.__version__)
+            if why is not None:
+                if address not in self.refused:
+                    log.warning("worker %s refused: %s", report.name, why)
+                self.refused[address] = report
+                continue
+            self.refused.pop(address, None)
+            machine = self.workers.get(address)
+            if machine is None and report.status != "running":
+                continue  # closing already: never placed on
+            if machine is None:
+                machine = WorkerMachine(
+                    report, self.client, self.service.settings.grace, self.relocate
+                )
+                with self.scheduler.lock:
+                    self.workers[address] = machine
+                log.info("worker %s joined (%d CPUs, GPUs: %s)", report.name, report.cpus,
+                         ",".join(report.gpus) or "none")  # fmt: skip
+                threads = int(winfo.get("nthreads") or 0)
+                if 0 < threads < report.cpus:
+                    # Each running petition holds one of its threads: the rest would
+                    # wait there, holding their slots.
+                    log.warning("worker %s has %d threads for %d CPU slots: give it "
+                                "--nthreads %d or more", report.name, threads, report.cpus,
+                                report.cpus)  # fmt: skip
+                changed = True
+            else:
+                changed = changed or report.cpus != machine.report.cpus
+                with self.scheduler.lock:
+                    machine.update(report)
+        for address in [a for a in list(self.workers) if a not in seen]:
+            if address not in info.get("workers", {}):
+                self.lose(address, "left the cluster")
+                changed = True
+        for address in [a for a in list(self.refused) if a not in info.get("workers", {})]:
+            del self.refused[address]
+        self._order()
+        if changed:
+            self.service.wake()
+
+    def lose(self, address: str, why: str) -> None:
+        """Worker ``address`` is gone: its petitions end INTERRUPTED, naming it."""
+        with self.scheduler.lock:
+            machine = self.workers.pop(address, None)
+            if machine is None:
+                return
+            self.gone[address] = (machine, time.time())
+        procs = machine.lost(f"worker {machine.name} {why}")
+        log.warning("worker %s %s; %d running petition(s) interrupted", machine.name, why,
+                    len(procs))  # fmt: skip
+        self._order()
+        self.service.wake()
+
+    def relocate(self, job: Job) -> bool:
+        """Move ``job`` (its worker was lost; it has attempts left) to the best worker its
+        request fits on now, waiting for one; False if it is cancelled meanwhile. It goes
+        ahead of the waiting petitions, as a petition already started."""
+        need = job.schedule
+        while True:
+            with self.scheduler.lock:
+                old = job.placed
+                for machine in self.scheduler.machines:
+                    machine.refresh()
+                    if machine.slots <= 0 or machine is old:
+                        continue
+                    if (machine.free_slots >= need.cpus and machine.free_gpu_count >= need.gpus
+                            and (not need.mem or machine.free_memory() >= need.mem)):  # fmt: skip
+                        old.release(need, job.gpu_ids)
+                        job.gpu_ids = machine.reserve(need)
+                        job.machine = machine
+                        log.info("petition %s moves from %s to %s", job.id, old.name,
+                                 machine.name)  # fmt: skip
+                        break
+                else:
+                    machine = None
+            if machine is not None:
+                store = self.service.store
+                if store is not None:  # its record says where it runs now
+                    store.update_later(job.seq, machine=machine.name)
+                with job.lock:
+                    job.pids.clear()  # those were the lost worker's
+                return True
+            if job.cancel_event.wait(DASK_REFRESH_SECONDS):
+                return False
+
+    def on_event(self, event: tuple[float, Any]) -> None:
+        """A scheduler event on topic ``"all"`` (runs on the client's event loop)."""
+        _, msg = event
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker":
+            address = str(msg.get("worker", ""))
+            # Not on the event loop: lose() takes the scheduler's lock.
+            threading.Thread(target=self.lose, args=(address, "was lost"), daemon=True).start()
+
+    def _order(self) -> None:
+        """The scheduler's machines: this host first (its records name it), then the
+        workers in best-fit order."""
+        with self.scheduler.lock:
+            workers: list[Machine] = list(best_fit(list(self.workers.values())))  # type: ignore[arg-type]
+            self.scheduler.machines[:] = [self.local, *workers]
+            self.scheduler.inventory = tuple(g for m in self.scheduler.machines
+                                             for g in m.inventory)  # fmt: skip
+
+    def _loop(self) -> None:
+        while not self._stop.wait(DASK_REFRESH_SECONDS):
+            try:
+                self.refresh()
+            except Exception as e:
+                log.warning("cannot read the Dask cluster's workers: %s", e)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dask-cluster", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.client.close(timeout=2)
+        except Exception:
+            log.debug("closing the Dask client failed", exc_info=True)
+
+    # -- admission words ------------------------------------------------------------------------
+    def check_feasible(self, schedule: Schedule) -> None:
+        """Refuse a request no connected worker (nor this host, if it runs petitions)
+        could ever hold; with no worker connected, accept it: it waits for one."""
+        machines = [m for m in self.scheduler.machines if m.slots > 0]
+        if machines:
+            check_feasible(machines, schedule)
+
+    def summary(self, job: Job, machines: Sequence[Capacity], reasons: list[str]) -> str:
+        pairs = [(m, r) for m, r in zip(machines, reasons, strict=True) if m.slots > 0]
+        where = job.schedule.on
+        if where is not None:
+            pairs = [(m, r) for m, r in pairs if where in getattr(m, "aliases", (m.name,))]
+            if not pairs:
+                return f"no worker called {where} is connected (--on)"
+        gpus = {m.name: len(m.inventory) for m in self.workers.values()}
+        return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs], gpus)
+
+    # -- what 'orcha workers' shows -------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        """Every worker: connected, refused, and recently lost."""
+        now = time.time()
+        with self.scheduler.lock:
+            rows: list[tuple[WorkerReport, str, WorkerMachine | None]]
+            rows = [(m.report, m.state, m) for m in self.workers.values()]
+            rows += [(r, "version mismatch", None) for r in self.refused.values()]
+            rows += [(m.report, "lost", m) for m, _ in self.gone.values()]
+            out = []
+            for report, state, machine in rows:
+                running = (
+                    [j.id for j in self.scheduler.running() if j.machine is machine]
+                    if machine is not None else []
+                )  # fmt: skip
+                out.append({
+                    "name": report.name, "host": report.host, "address": report.address,
+                    "state": state,
+                    "cpus_used": machine.used_slots if machine is not None else 0,
+                    "cpus": report.cpus, "mem_available": report.mem_available,
+                    "mem_total": report.mem_total, "gpus": list(report.gpus),
+                    "gpus_free": list(machine.free_gpus) if machine is not None else [],
+                    "load": report.load, "version": report.version, "running": running,
+                    "last_seen": report.last_seen or now,
+                })  # fmt: skip
+        return out
+
+
+def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
+    """Connect ``service`` to the Dask cluster ``target`` names: register orcha's worker
+    plugin, wait (briefly) for the connected workers' first reports, and keep the
+    scheduler's machines in step from then on. ExecutorError if the scheduler cannot be
+    reached."""
+    from distributed import Client
+
+    from orcha.service.dask.plugin import OrchaWorkerPlugin
+
+    # The default client of this process: an actor's handle finds its client that way,
+    # from any thread (the output pullers').
+    if target.scheduler_file:
+        _wait_for_file(target.scheduler_file)
+    try:
+        if target.address:
+            client = Client(target.address, timeout=DASK_CONNECT_SECONDS, set_as_default=True)
+        else:
+            client = Client(scheduler_file=target.scheduler_file, timeout=DASK_CONNECT_SECONDS,
+                            set_as_default=True)  # fmt: skip
+    except Exception as e:  # OSError, TimeoutError, or a TLS problem: one line
+        raise ExecutorError(
+            f"cannot reach the Dask scheduler at {target.where} ({target.source}): {e}"
+        ) from None
+    cluster = Cluster(service, target, client)
+    client.register_plugin(OrchaWorkerPlugin(service.settings.grace), name="orcha")
+    client.subscribe_topic("all", cluster.on_event)
+    scheduler = service.scheduler
+    scheduler.check_feasible = cluster.check_feasible  # type: ignore[method-assign]
+    scheduler._rules.summary = cluster.summary
+    # Workers already connected send orcha's facts with their next heartbeat: wait for
+    # them, so petitions recorded as running on them are found there at recovery.
+    deadline = time.monotonic() + DASK_CONNECT_SECONDS / 2
+    while True:
+        cluster.refresh()
+        listed = client.scheduler_info(n_workers=-1).get("workers", {})
+        if len(cluster.workers) + len(cluster.refused) >= len(listed):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    cluster.start()
+    service.dask = cluster
+    import atexit
+
+    atexit.register(cluster.close)
+    print(
+        f"orcha serve: Dask scheduler {cluster.address}: {len(cluster.workers)} "
+        f"worker(s) connected"
+        + (f", {len(cluster.refused)} refused (version mismatch)" if cluster.refused else "")
+        + f"; dashboard {client.dashboard_link}",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    return cluster
+
+
+def _wait_for_file(path: str) -> None:
+    """Wait (briefly) for a starting scheduler to write its file; ExecutorError if none."""
+    import os
+
+    deadline = time.monotonic() + DASK_CONNECT_SECONDS
+    while not os.path.isfile(path):
+        if time.monotonic() > deadline:
+            raise ExecutorError(
+                f"no Dask scheduler file at {path} after {DASK_CONNECT_SECONDS:g} s; start "
+                f"'dask scheduler --scheduler-file {path}' first"
+            )
+        time.sleep(0.05)

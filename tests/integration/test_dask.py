@@ -1,0 +1,335 @@
+"""orcha on a real Dask cluster (docs/dask.rst): a scheduler and two workers on loopback,
+started as the design's CI section says and stopped by PID. One test drives every
+scenario in turn on that one cluster: pytest-xdist would spread separate tests over its
+processes, each starting a cluster of its own (its 'loadgroup' mode does not group them
+under pytest 9: it marks the groups on an attribute pytest no longer reads).
+
+w1 declares 2 CPUs, 2 (fake) GPUs and 1 GB; w2 declares 1 CPU (its memory is measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Env, private_env, wait_for
+
+pytest.importorskip("distributed")
+
+WORKER = ("--host", "127.0.0.1", "--no-nanny", "--nthreads", "8",
+          "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60")  # fmt: skip
+
+
+class Cluster:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.file = env.root / "scheduler.json"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = open(self.env.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the proc)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                env=self.env.vars)  # fmt: skip
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, name: str, resources: str, prefix: tuple[str, ...] = ()) -> None:
+        local = self.env.root / name
+        local.mkdir()
+        self.start(name, *(prefix or (sys.executable, "-m", "dask")), "worker",
+                   "--scheduler-file", str(self.file), *WORKER, "--name", name,
+                   "--resources", resources, "--local-directory", str(local))  # fmt: skip
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """``orcha workers --json``'s workers by name (asked in process)."""
+        with client(self.env) as c:
+            return {w["name"]: w for w in c.workers()["workers"]}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with private_env("orcha-dask-") as env:
+        c = Cluster(env)
+        try:
+            c.start("scheduler", sys.executable, "-m", "dask", "scheduler", "--host",
+                    "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                    "--scheduler-file", str(c.file))  # fmt: skip
+            assert wait_for(c.file.exists, timeout=60), "the scheduler did not start"
+            c.worker("w1", "CPU=2,GPU=2,MEM=1e9")
+            c.worker("w2", "CPU=1")
+            env.serve("--dask-scheduler-file", str(c.file), "--grace", "1")
+            # The workers' reports (orcha's plugin, then a heartbeat): never a fixed sleep.
+            assert wait_for(
+                lambda: {n for n, w in c.workers().items() if w["state"] == "ok"}
+                >= {"w1", "w2"},
+                timeout=60, interval=0.2,
+            ), (env.root / "w1.log").read_text()  # fmt: skip
+            yield c
+        finally:
+            for service in env.services:
+                service.stop()
+            for name in reversed(list(c.procs)):
+                c.stop(name)
+
+
+def field(env: Env, pid: str, name: str) -> Any:
+    """A field of petition ``pid``'s record (asked in process: polling through the CLI
+    would start a Python each time)."""
+    with client(env) as c:
+        return c.status(pid)[0][name]
+
+
+def client(env: Env) -> Any:
+    from orcha import Client, settings
+
+    key = (env.state / "key").read_text().strip()
+    return Client(settings=settings.resolve(address=str(env.socket), key=key))
+
+
+def alive(marker: str) -> list[int]:
+    """The ``sleep`` processes whose argument starts with ``marker``, and the shells that
+    started them."""
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or ()
+            if any(marker in p for p in cmdline) and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def sleeps(marker: str) -> list[int]:
+    """The four ``sleep`` processes of :func:`tree`."""
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[:1] == ["sleep"] and cmdline[1:2] and cmdline[1].startswith(marker):
+            out.append(proc.pid)
+    return out
+
+
+def tree(marker: str) -> str:
+    """A command leaving a setsid'd, double-forked descendant and a plain one."""
+    return (f"setsid sh -c '(sleep {marker}1 &) ; sleep {marker}2' & "
+            f"(sh -c 'sleep {marker}3 &' &); sleep {marker}4")  # fmt: skip
+
+
+def workers_report_their_capacity(cluster: Cluster) -> None:
+    out = cluster.env.run("workers", "--json")
+    assert out.returncode == 0, out.stderr
+    workers = {w["name"]: w for w in json.loads(out.stdout)["workers"]}
+    assert workers["w1"]["cpus"] == 2 and workers["w1"]["gpus"] == ["0", "1"]
+    assert workers["w1"]["mem_total"] == 10**9
+    assert workers["w2"]["cpus"] == 1 and workers["w2"]["gpus"] == []
+    assert workers["w2"]["mem_total"] > 10**9  # measured
+    assert workers["w1"]["version"] == workers["w2"]["version"]
+    text = cluster.env.run("workers")
+    assert text.returncode == 0
+    assert "2 worker(s) connected" in text.stdout
+    assert any(line.split()[:1] == ["w1"] and "2/2" in line for line in text.stdout.splitlines())
+
+
+def placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
+    env = cluster.env
+    out = env.run("run", "--id", "g1", "--gpus", "2", "--", "sh", "-c", "echo $ORCHA_GPUS")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "0,1\n"
+    assert field(env, "g1", "machine") == "w1"
+    assert env.run("run", "--id", "c2", "--cpus", "2", "--", "true").returncode == 0
+    assert field(env, "c2", "machine") == "w1"  # w2 has 1 CPU
+    assert env.run("run", "--id", "m2", "--mem", "2G", "--", "true").returncode == 0
+    assert field(env, "m2", "machine") == "w2"  # w1 declared 1 GB
+    assert env.run("run", "--id", "p1", "--", "true").returncode == 0
+    assert field(env, "p1", "machine") == "w2"  # a CPU-only petition spares the GPU host
+    assert env.run("run", "--id", "on1", "--on", "w1", "--", "true").returncode == 0
+    assert field(env, "on1", "machine") == "w1"  # pinned
+    table = env.run("status").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "KIND", "STATE", "WHERE"]
+    assert any(line.split()[:4] == ["on1", "shell", "SUCCEEDED", "w1"] for line in table)
+    nowhere = env.run("run", "--on", "nowhere", "--", "true")
+    assert nowhere.returncode == 204 and "no machine of this service" in nowhere.stderr
+    # More than any worker has: refused at once, as on one host.
+    refused = env.run("run", "--gpus", "3", "--", "true")
+    assert refused.returncode == 204 and "GPU" in refused.stderr
+
+
+def output_streams_byte_exact(cluster: Cluster) -> None:
+    size = 50 * 1024 * 1024
+    code = f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {size // 256})"
+    out = cluster.env.run_bytes("run", "--", sys.executable, "-c", code, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout) == size
+    want = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    assert hashlib.sha256(out.stdout).hexdigest() == want
+    both = cluster.env.run("run", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
+
+
+def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
+    env = cluster.env
+    gates = [tmp_path / f"gate{i}" for i in range(3)]
+    wait = "while [ ! -e {} ]; do sleep 0.05; done"
+    # Fill every slot of both workers (w1: 2 CPUs with both GPUs, w2: 1 CPU).
+    env.run("run", "--detach", "--id", "h0", "--gpus", "2", "--", "sh", "-c", wait.format(gates[0]))
+    env.run("run", "--detach", "--id", "h1", "--cpus", "1", "--", "sh", "-c",
+            wait.format(gates[1]))  # fmt: skip
+    env.run("run", "--detach", "--id", "h2", "--cpus", "1", "--", "sh", "-c",
+            wait.format(gates[2]))  # fmt: skip
+    assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
+    assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
+    env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
+    env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
+    env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
+            "--", "true")  # fmt: skip
+    env.run("run", "--detach", "--id", "mid", "--priority", "0", "--", "true")
+    text = env.run("status", "gpu").stdout
+    assert "no worker has 1 free GPU(s) (best: w1 with 0)" in text, text
+    # Blocked, it would keep later petitions from starting ahead (the backfill rule).
+    assert env.run("cancel", "gpu").returncode == 0
+    # One CPU frees on some worker: 'mid' (priority 0) goes before 'low' (5); 'high'
+    # waits for h0 on the other worker.
+    busy = next(g for h, g in zip(("h1", "h2"), gates[1:], strict=True)
+                if field(env, h, "machine") == "w2")  # fmt: skip
+    busy.touch()
+    assert wait_for(lambda: field(env, "mid", "state") == "SUCCEEDED")
+    assert field(env, "high", "state") == "QUEUED"
+    for gate in gates:
+        gate.touch()
+    assert wait_for(lambda: field(env, "high", "state") == "SUCCEEDED")
+    assert field(env, "high", "started") >= field(env, "h0", "ended")
+    assert wait_for(lambda: field(env, "low", "state") == "SUCCEEDED")
+    assert field(env, "mid", "started") <= field(env, "low", "started")
+
+
+def cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) -> None:
+    env = cluster.env
+    env.run("run", "--detach", "--id", "tree", "--", "sh", "-c", tree("1731"))
+    assert wait_for(lambda: len(sleeps("1731")) == 4, timeout=30), alive("sleep 1731")
+
+    def states() -> set[str]:
+        return {psutil.Process(pid).status() for pid in sleeps("1731")}
+
+    assert env.run("pause", "--running", "tree").returncode == 0
+    assert wait_for(lambda: states() == {psutil.STATUS_STOPPED})  # the whole tree, remotely
+    assert env.run("resume", "tree").returncode == 0
+    assert wait_for(lambda: psutil.STATUS_STOPPED not in states())
+    out = env.run("cancel", "tree")
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: field(env, "tree", "state") == "CANCELLED")
+    assert alive("sleep 1731") == []  # the client hears the end once the tree is gone
+    out = env.run("run", "--id", "slow", "--timeout", "1", "--", "sh", "-c", tree("1732"))
+    assert out.returncode == 124, out.stderr
+    assert field(env, "slow", "state") == "FAILED"
+    assert alive("sleep 1732") == []
+
+
+def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
+    env = cluster.env
+    other = (sys.executable, "-c",
+             "import sys, orcha; orcha.__version__ = '0.0.0+other'; "
+             "from distributed.cli.dask_worker import main; "
+             "sys.argv[0] = 'dask-worker'; main()")  # fmt: skip
+    cluster.worker("w3", "CPU=5")
+    cluster.worker("w4", "CPU=8", prefix=other)
+    try:
+        assert wait_for(lambda: {"w3", "w4"} <= set(cluster.workers()), timeout=60, interval=0.2)
+        workers = cluster.workers()
+        assert workers["w3"]["state"] == "ok"
+        assert workers["w4"]["state"] == "version mismatch"
+        assert workers["w4"]["version"] == "0.0.0+other"
+        # Only w4 would have 8 CPUs: refused, not placed there.
+        assert env.run("run", "--cpus", "8", "--", "true").returncode == 204
+        gate = tmp_path / "gate"
+        env.run("run", "--detach", "--id", "hold", "--", "sh", "-c",
+                f"while [ ! -e {gate} ]; do sleep 0.05; done")  # fmt: skip
+        assert wait_for(lambda: field(env, "hold", "machine") == "w2")  # the fullest first
+        env.run("run", "--detach", "--id", "doomed", "--cpus", "4", "--", "sh", "-c", tree("1733"))
+        again = 'if [ "$ORCHA_ATTEMPT" = 2 ]; then echo second; else exec sleep 17359; fi'
+        env.run("run", "--detach", "--id", "again", "--retries", "1", "--", "sh", "-c", again)
+        assert wait_for(lambda: len(sleeps("1733")) == 4 and len(sleeps("17359")) == 1, timeout=30)
+        assert field(env, "doomed", "machine") == field(env, "again", "machine") == "w3"
+        # Contract: the scheduler's event for a lost worker, as orcha reads it.
+        from distributed import Client
+
+        events: list[Any] = []
+        watcher = Client(scheduler_file=str(cluster.file), set_as_default=False)
+        watcher.subscribe_topic("all", events.append)
+        w3 = workers["w3"]["address"]
+        os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
+        assert wait_for(lambda: any(
+            m.get("action") == "remove-worker" and m.get("worker") == w3 for _, m in events
+        ))  # fmt: skip
+        assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
+
+        def stuck(dask_scheduler: Any) -> list[str]:
+            return [str(k) for k, t in dask_scheduler.tasks.items() if t.state == "no-worker"]
+
+        # Its tasks were taken back: none waits for w3 to return (to run again).
+        assert wait_for(lambda: watcher.run_on_scheduler(stuck) == [])
+        watcher.close()
+        assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
+        assert "w3" in field(env, "doomed", "message")
+        # With a retry left, it runs again on a worker that has room (w1).
+        assert wait_for(lambda: field(env, "again", "state") == "SUCCEEDED")
+        assert (field(env, "again", "machine"), field(env, "again", "attempt")) == ("w1", 2)
+        assert env.run("logs", "again").stdout.endswith("second\n")
+        gate.touch()
+        # Its spawner stopped the tree when its worker died (grace 5 s by default).
+        assert wait_for(lambda: alive("sleep 1733") == [], timeout=15)
+        assert wait_for(lambda: cluster.workers().get("w3", {}).get("state") == "lost")
+        out = env.run("run", "--cpus", "4", "--", "true", timeout=5)  # fits nowhere now
+        assert out.returncode == 204
+    finally:
+        cluster.stop("w3")
+        cluster.stop("w4")
+
+
+def a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
+    cluster: Cluster,
+) -> None:
+    env = cluster.env
+    env.run("run", "--detach", "--id", "before", "--", "sh", "-c", tree("1734"))
+    assert wait_for(lambda: len(sleeps("1734")) == 4, timeout=30)
+    env.services[-1].kill_service()  # kill -9: the guard cannot reach a worker's tree
+    assert len(sleeps("1734")) == 4  # still running there, owned by the worker's spawner
+    env.serve("--dask-scheduler-file", str(cluster.file), "--grace", "1")
+    assert field(env, "before", "state") == "INTERRUPTED"
+    assert wait_for(lambda: alive("sleep 1734") == [], timeout=15)
+
+
+@pytest.mark.timeout(600)  # seven tests' worth (about 25 s unloaded)
+def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """Every scenario, in this order, on the one cluster (each leaves it as it found it,
+    but the restart, which comes last)."""
+    (tmp_path / "priority").mkdir()
+    (tmp_path / "death").mkdir()
+    workers_report_their_capacity(cluster)
+    placement_by_cpus_memory_and_gpus(cluster)
+    output_streams_byte_exact(cluster)
+    priority_after_and_why_waiting_across_workers(cluster, tmp_path / "priority")
+    cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
+    worker_death_and_version_mismatch(cluster, tmp_path / "death")
+    a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(cluster)

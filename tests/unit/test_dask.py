@@ -1,0 +1,262 @@
+"""The Dask executor's pure parts, in process: which cluster serve uses, a worker's report
+read into capacity, the words for why a petition waits, the worker's output buffer, and
+the per-worker spawner (a real process, no cluster). The cluster itself is exercised in
+tests/integration/test_dask.py."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import pytest
+
+from orcha.errors import ConfigError, ExecutorError, ExitCode
+from orcha.service.dask import require_distributed
+from orcha.service.dask.inventory import best_fit, read_report, why_waiting
+from orcha.service.dask.target import resolve
+from orcha.service.machines import MachineView
+from tests.conftest import wait_for
+
+
+def config(tmp_path: Path, executor: dict[str, Any] | None) -> Any:
+    return SimpleNamespace(path=str(tmp_path / "config.yaml"),
+                           data={"executor": executor} if executor else {})  # fmt: skip
+
+
+# -- which cluster ------------------------------------------------------------------------------
+def test_the_option_beats_the_environment_and_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "s.json"
+    file.write_text("{}")
+    cfg = config(tmp_path, {"kind": "dask", "scheduler": "tcp://h:1"})
+    target = resolve("h2:8786", None, None, cfg, env={"ORCHA_DASK": "tcp://h3:1"})
+    assert target is not None and (target.address, target.source) == ("tcp://h2:8786", "--dask")
+    target = resolve(None, None, None, cfg, env={"ORCHA_DASK": str(file)})
+    assert target is not None and target.scheduler_file == str(file)
+    target = resolve(None, None, None, cfg, env={})
+    assert target is not None and target.address == "tcp://h:1" and not target.local
+    target = resolve(None, None, True, None, env={"ORCHA_DASK": "tls://h:9"})
+    assert target is not None and target.address == "tls://h:9" and target.local
+    assert resolve(None, None, None, config(tmp_path, {"kind": "local"}), env={}) is None
+    assert resolve(None, None, None, None, env={}) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "file", "executor", "words"),
+    [
+        ("h:1", "f", None, "not both"),
+        ("http://h:1", None, None, "not a Dask scheduler address"),
+        ("h", None, None, "not a Dask scheduler address"),
+        (None, "/nonexistent/s.json", None, "no scheduler file"),
+        (None, None, {"kind": "dask"}, "give one of scheduler or scheduler_file"),
+        (None, None, {"kind": "local", "scheduler": "tcp://h:1"}, "kind is not 'dask'"),
+    ],
+)
+def test_invalid_targets_are_one_line_usage_errors(
+    tmp_path: Path, address: str | None, file: str | None, executor: Any, words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words) as e:
+        resolve(address, file, None, config(tmp_path, executor), env={})
+    assert e.value.exit_code == ExitCode.USAGE
+
+
+def test_without_distributed_serve_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExecutorError, match=r"pip install 'orcha\[dask\]'") as e:
+        require_distributed()
+    assert e.value.exit_code == ExitCode.EXECUTOR == 213
+
+
+def test_neither_the_client_nor_a_local_service_imports_distributed() -> None:
+    code = ("import sys, orcha.cli.app, orcha.service.build, orcha.cli.serve, "
+            "orcha.service.dask.target, orcha.service.dask.inventory; "
+            "print('distributed' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+# -- a worker's report ------------------------------------------------------------------------
+FACTS = {"version": "1.0", "host": "gpu7", "cpus": 16, "mem_total": 64 << 30,
+         "mem_available": 60 << 30, "load": 0.5, "gpus": ["0", "1"], "running": 0}  # fmt: skip
+
+
+def test_a_report_is_what_the_host_measured_unless_the_worker_declares_it() -> None:
+    assert read_report("tcp://10.0.0.7:4000", {"metrics": {}}) is None  # not yet
+    report = read_report("tcp://10.0.0.7:4000", {"metrics": {"orcha": FACTS}, "name": 3})
+    assert report is not None
+    assert (report.name, report.host, report.cpus, report.gpus) == (
+        "10.0.0.7:4000", "gpu7", 16, ("0", "1"),
+    )  # fmt: skip
+    declared = {"metrics": {"orcha": FACTS}, "name": "w1",
+                "resources": {"CPU": 4, "GPU": 1, "MEM": 8e9}}  # fmt: skip
+    report = read_report("tcp://10.0.0.7:4000", declared)
+    assert report is not None
+    assert (report.name, report.cpus, report.gpus, report.mem_total) == ("w1", 4, ("0",), 8e9)
+    assert report.mem_available == 8e9  # no more than declared
+    fake = read_report("a:1", {"metrics": {"orcha": {**FACTS, "gpus": []}},
+                               "resources": {"GPU": 2}})  # fmt: skip
+    assert fake is not None and fake.gpus == ("0", "1")  # declared GPUs on a host without
+    assert report.refused("1.0") is None
+    assert report.refused("1.1") == "version mismatch: worker has orcha 1.0, service 1.1"
+
+
+def job(cpus: int = 1, gpus: int = 0, mem: int = 0) -> Any:
+    return SimpleNamespace(schedule=SimpleNamespace(cpus=cpus, gpus=gpus, mem=mem))
+
+
+def view(name: str, slots: int, used: int, gpus: int = 0, memory: int = 0) -> MachineView:
+    return MachineView(name, slots, used, gpus, memory)
+
+
+def test_why_waiting_names_the_scarcest_resource_and_the_best_worker() -> None:
+    assert why_waiting(job(), [], []) == "no worker connected (start one: dask worker SCHEDULER)"
+    workers = [view("w1", 8, 8, gpus=0), view("w2", 8, 2, gpus=2), view("w3", 4, 0)]
+    assert why_waiting(job(gpus=4), workers, ["", "", ""]) == (
+        "no worker has 4 free GPU(s) (best: w2 with 2)"
+    )
+    assert why_waiting(job(cpus=7), workers, ["", "", ""]) == (
+        "no worker has 7 free CPU(s) (best: w2 with 6)"
+    )
+    busy = [view("w1", 8, 0, gpus=0), view("w2", 8, 0, gpus=0)]
+    words = why_waiting(job(gpus=1), busy, ["", ""], gpus={"w1": 0, "w2": 2})
+    assert words == "no worker has 1 free GPU(s) (best: w2 with 0)"
+    memory = [view("w1", 8, 0, memory=1 << 30), view("w2", 8, 0, memory=3 << 30)]
+    assert why_waiting(job(mem=4 << 30), memory, ["", ""]) == (
+        "no worker has 4.0 GiB of free memory (best: w2 with 3.0 GiB)"
+    )
+
+
+def test_best_fit_tries_hosts_without_gpus_first_then_the_fullest() -> None:
+    a = SimpleNamespace(name="a", inventory=("0",), free_slots=1)
+    b = SimpleNamespace(name="b", inventory=(), free_slots=8)
+    c = SimpleNamespace(name="c", inventory=(), free_slots=2)
+    assert [m.name for m in best_fit([a, b, c])] == ["c", "b", "a"]  # type: ignore[list-item]
+
+
+# -- the output buffer --------------------------------------------------------------------------
+def test_a_full_buffer_stops_the_reading_and_the_end_comes_after_the_output() -> None:
+    import asyncio
+
+    from orcha.service.dask.plugin import Buffer
+
+    async def scenario() -> None:
+        buffer = Buffer(limit=10)
+        buffer.put(1, b"12345")
+        assert buffer.room.is_set()
+        buffer.put(2, b"678901")
+        assert not buffer.room.is_set()  # the pipes are not read until it drains
+        buffer.end(3)
+        items, code = buffer.take(5)
+        assert (items, code) == ([(1, b"12345")], None)  # output first, not the end
+        assert buffer.room.is_set()
+        items, code = buffer.take(5)  # one item bigger than asked still goes out
+        assert (items, code) == ([(2, b"678901")], 3)
+
+    asyncio.run(scenario())
+
+
+# -- the spawner --------------------------------------------------------------------------------
+@pytest.fixture
+def spawner() -> Any:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orcha.service.dask.spawner", str(theirs.fileno()),
+         str(os.getpid()), "0.5"],
+        pass_fds=[theirs.fileno()],
+    )  # fmt: skip
+    theirs.close()
+    yield ours, proc
+    ours.close()
+    proc.wait(10)
+
+
+def ask(sock: socket.socket, argv: list[str], cwd: str) -> tuple[dict[str, Any], list[int]]:
+    env = {"PATH": "/bin:/usr/bin"}
+    sock.send(json.dumps({"op": "spawn", "argv": argv, "cwd": cwd, "env": env}).encode())
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
+    return json.loads(data), fds
+
+
+def test_the_spawner_starts_reports_and_refuses_in_one_line(spawner: Any, tmp_path: Path) -> None:
+    sock, _ = spawner
+    msg, fds = ask(sock, ["sh", "-c", "echo out; echo err >&2; exit 4"], str(tmp_path))
+    assert "pid" in msg and len(fds) == 2
+    with os.fdopen(fds[0], "rb") as out, os.fdopen(fds[1], "rb") as err:
+        assert (out.read(), err.read()) == (b"out\n", b"err\n")
+    assert json.loads(sock.recv(4096)) == {"exit": msg["pid"], "code": 4}
+    msg, fds = ask(sock, ["true"], str(tmp_path / "missing"))
+    assert fds == [] and msg["errno"] == errno.ENOTDIR
+    assert "does not exist on" in msg["error"]
+    msg, _ = ask(sock, ["no-such-command-orcha"], str(tmp_path))
+    assert msg["errno"] == errno.ENOENT
+
+
+def test_the_spawner_stops_every_tree_when_its_worker_goes(spawner: Any, tmp_path: Path) -> None:
+    sock, proc = spawner
+    script = "setsid sh -c '(sleep 4711 &); sleep 4712' & (sh -c 'sleep 4713 &' &); sleep 4714"
+    _, fds = ask(sock, ["sh", "-c", script], str(tmp_path))
+    for fd in fds:
+        os.close(fd)
+
+    def sleeps() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"])
+                if (p.info["cmdline"] or [""])[0] == "sleep"
+                and (p.info["cmdline"][1:2] or [""])[0].startswith("471")]  # fmt: skip
+
+    assert wait_for(lambda: len(sleeps()) == 4, timeout=20)
+    # The double-forked ones are the spawner's now (a subreaper), not init's.
+    assert all(p.ppid() != 1 for p in sleeps())
+    sock.close()  # as when the worker dies: the spawner stops them all, then exits
+    assert proc.wait(10) == 0
+    assert wait_for(lambda: sleeps() == [], timeout=5)
+
+
+# -- --on ----------------------------------------------------------------------------------------
+def test_on_names_one_machine_by_name_host_or_address() -> None:
+    from orcha.errors import PetitionError
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.machines import LocalMachine, check_feasible
+    from orcha.service.predicates import pinned
+
+    assert Schedule.from_wire({"on": "w1"}).on == "w1"
+    assert Schedule.from_wire({"on": "w1"}).to_wire() == {"on": "w1"}
+    with pytest.raises(ValueError, match="spaces"):
+        Schedule.from_wire({"on": "w 1"})
+    local = LocalMachine(slots=2)
+    check_feasible([local], Schedule(on="local"))
+    with pytest.raises(PetitionError, match="no machine of this service is called so") as e:
+        check_feasible([local], Schedule(on="elsewhere"))
+    assert e.value.exit_code == ExitCode.REFUSED
+    w1 = MachineView("w1", 4, 0, 0, 0, ("w1", "gpu7", "tcp://10.0.0.7:4000"))
+    assert pinned(job_on("gpu7"), w1) is None
+    assert pinned(job_on("tcp://10.0.0.7:4000"), w1) is None
+    assert pinned(job_on("w2"), w1) == "runs only on w2"
+    assert pinned(job_on(None), w1) is None
+
+
+def job_on(where: str | None) -> Any:
+    return SimpleNamespace(schedule=SimpleNamespace(on=where, cpus=1, gpus=0, mem=0))
+
+
+def test_a_working_directory_missing_on_the_worker_is_a_start_error(tmp_path: Path) -> None:
+    from orcha_plugins.shell import ShellKind
+
+    said: list[str] = []
+
+    def spawn(argv: list[str]) -> Any:
+        raise NotADirectoryError(errno.ENOTDIR, f"the working directory {tmp_path} does not "
+                                 "exist on gpu7")  # fmt: skip
+
+    ctx = SimpleNamespace(params={"argv": ["true"]}, cwd=str(tmp_path), spawn=spawn,
+                          fail=said.append)  # fmt: skip
+    assert ShellKind().run(ctx) == ExitCode.START_FAILED  # type: ignore[arg-type]
+    assert said == [f"the working directory {tmp_path} does not exist on gpu7"]
