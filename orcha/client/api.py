@@ -415,25 +415,21 @@ class Client:
     # -- the service, plugins' state and runtime kinds ------------------------------------
     def health(self) -> dict[str, Any]:
         """``orcha health --json``'s fields (but ``reachable``)."""
-        answer: dict[str, Any] = self._call(operations.health)
-        return answer
+        return dict(self._call(operations.health))
 
     def workers(self) -> dict[str, Any]:
         """Where petitions run: ``orcha workers --json``'s fields."""
-        answer: dict[str, Any] = self._call(operations.workers)
-        return answer
+        return dict(self._call(operations.workers))
 
     def info(self) -> dict[str, Any]:
         """The service's own account of itself (its petitions, sessions, served objects)."""
-        answer: dict[str, Any] = self._call(operations.info)
-        return answer
+        return dict(self._call(operations.info))
 
     def reload_config(self) -> dict[str, Any]:
         """Have the service read its configuration file again (as SIGHUP does): ``{"path",
         "changed", "restart", "warnings"}``. PetitionError (REFUSED) if the file is
         invalid: the service keeps the configuration it had."""
-        answer: dict[str, Any] = self._call(operations.reload)
-        return answer
+        return dict(self._call(operations.reload))
 
     def state(self, plugin: str) -> dict[str, Any]:
         """Every key of a plugin's persistent state with its value."""
