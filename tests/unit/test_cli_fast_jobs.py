@@ -115,7 +115,8 @@ def test_whenever_the_fast_path_serves_click_says_the_same(
 #: table's colours come from orcha's own renderer, the configuration file's parser only
 #: when there is a file, and plugins are discovered only for a command orcha lacks.
 CLICK_PATH_NEVER = {"rich", "yaml", "psutil", "importlib.metadata", "orcha_plugins",
-                    "orcha.cli.bridge", "orcha.cli.petition", "pkgutil", "asyncio"}  # fmt: skip
+                    "orcha.cli.bridge", "orcha.cli.petition", "pkgutil", "asyncio", "json",
+                    "shutil"}  # fmt: skip
 PROBE = """
 import sys
 before = set(sys.modules)
