@@ -4,12 +4,16 @@ count for a selection, and their exit codes (documented in each command's help).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import click
+import sys
 
 from orcha.errors import ExitCode
+
+TYPE_CHECKING = False  # no typing or click at run time: the fast path reports with these
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    import click
 
 #: How many petitions a summary line names before it says "...".
 NAMED = 10
@@ -18,6 +22,8 @@ NAMED = 10
 def signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """``--signal``: ``USR1``, ``SIGUSR1``, ``usr1`` or ``10`` -> the signal's number."""
     import signal
+
+    import click
 
     if value is None:
         return None
@@ -45,6 +51,13 @@ def signal_words(sig: int) -> str:
         return f"signal {sig}"
 
 
+def _say(line: str) -> None:
+    """``line`` on stderr, as ``click.echo(line, err=True)`` writes it: the fast path
+    (:mod:`orcha.cli.fast_jobs`) reports without importing click."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def some(ids: Iterable[str]) -> str:
     """The first few of ``ids``, comma separated, then "..." if there are more."""
     ids = list(ids)
@@ -65,20 +78,19 @@ def report_cancel(
         pass
     elif sig is not None:
         if done:
-            click.echo(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
-                       f"{some(done)}", err=True)  # fmt: skip
+            _say(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
+                 f"{some(done)}")  # fmt: skip
     elif selects and results:
-        click.echo(f"orcha: cancelled {len(done)} petition(s)"
-                   + (f": {some(done)}" if done else ""), err=True)  # fmt: skip
+        _say(f"orcha: cancelled {len(done)} petition(s)" + (f": {some(done)}" if done else ""))
     else:
         for petition_id in done:
-            click.echo(f"orcha: cancelled {petition_id}", err=True)
+            _say(f"orcha: cancelled {petition_id}")
     if selects and not results and not quiet:
         what = "running" if sig is not None else "queued or running"
-        click.echo(f"orcha: no {what} petition matched; nothing done", err=True)
+        _say(f"orcha: no {what} petition matched; nothing done")
     what = "nothing to cancel" if sig is None else "not signalled"
     for reason in failures:
-        click.echo(f"orcha: {reason}; {what}", err=True)
+        _say(f"orcha: {reason}; {what}")
     return int(ExitCode.NO_PETITION) if failures else 0
 
 
@@ -101,13 +113,13 @@ def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: st
     failed = [e for e in ended.values() if e.get("state") != "SUCCEEDED"]
     if failed and collective:
         named = some(f"{e['id']} ({e.get('state')}, code {e.get('code')})" for e in failed)
-        click.echo(f"orcha: {len(failed)} of {len(asked)} failed: {named}", err=True)
+        _say(f"orcha: {len(failed)} of {len(asked)} failed: {named}")
     elif failed and want == "success":
         for e in failed:
-            click.echo(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})", err=True)
+            _say(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})")
     if report["timed_out"]:
         pending = [i for i in asked if i not in ended]
-        click.echo(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "
-                   f"not ended: {some(pending)}", err=True)  # fmt: skip
+        _say(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "
+             f"not ended: {some(pending)}")  # fmt: skip
         return int(ExitCode.TIMEOUT)
     return int(ExitCode.FAILED) if failed and (collective or want == "success") else 0

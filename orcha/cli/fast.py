@@ -108,6 +108,10 @@ def try_fast(args: list[str]) -> int | None:
     usable, config = _configuration()
     if not usable:
         return None
+    if args and args[0] in ("wait", "cancel"):
+        from orcha.cli.fast_jobs import try_jobs
+
+        return try_jobs(args, config)
     request = prepare(args, fast_commands.disabled_plugins(config))
     if request is None:
         return None

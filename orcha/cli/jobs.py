@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterable
@@ -137,8 +136,6 @@ def status(
 def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
     """The status table (see :mod:`orcha.cli.status_view`): on a terminal, COMMAND cut
     short and NOTE wrapped to fit its width."""
-    import shutil
-
     from orcha.cli.tables import render
 
     if not rows:
@@ -163,7 +160,11 @@ def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
         for cells, machine in zip(table, machines, strict=True):
             cells.insert(at_state, machine or "-")
     # Piped, lines stay whole: a script or grep wants every word.
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    width = None
+    if sys.stdout.isatty():
+        import shutil  # only for a terminal: piped, its import is start-up wasted
+
+        width = shutil.get_terminal_size().columns
     at = header.index
     shrink = {at("COMMAND"): 12, at("NOTE"): 24}
     styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
@@ -461,6 +462,8 @@ def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     try:
         for obj in service.watch(ids):
             if as_json:
+                import json
+
                 click.echo(json.dumps(obj))
             else:
                 data = obj.get("data") or {}

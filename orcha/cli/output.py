@@ -16,7 +16,6 @@ import it on their way to printing.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -57,6 +56,8 @@ def dumps(doc: Any, stream: TextIO | None = None) -> str:
         tty = out.isatty()
     except (AttributeError, ValueError):
         tty = False
+    import json  # here: commands that print no JSON do not pay for its import
+
     return json.dumps(doc, indent=2 if tty else None)
 
 

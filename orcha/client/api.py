@@ -10,8 +10,6 @@ The commands themselves are built on it. What travels on the socket is the busin
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import Any
 
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
@@ -22,9 +20,11 @@ from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
 from orcha.protocol.ids import check_name
 from orcha.protocol.messages import SubmitRequest, check_id
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Iterator, Sequence
     from types import TracebackType
+    from typing import Any
 
     from orcha.protocol.arrays import ArrayRequest
     from orcha.settings import Settings

@@ -3,15 +3,15 @@ the petitions being followed, and the exit code of an ended petition."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from orcha.client import operations
 from orcha.client.session import Session
 from orcha.errors import ExitCode
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from orcha.client.api import Client
 
 __all__ = ["Following", "PetitionHandle", "exit_code"]

@@ -16,15 +16,15 @@ connection raises :class:`LostServiceError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from orcha.client.session import Session
 from orcha.errors import NoPetitionError
 from orcha.protocol.messages import SubmitRequest
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from orcha.protocol.arrays import ArrayRequest
 
 

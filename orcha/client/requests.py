@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from orcha.errors import InvalidPetitionError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from typing import Any
+
     from orcha.protocol.schedule import Schedule
 
 
