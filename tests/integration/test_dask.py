@@ -274,14 +274,15 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         # Contract: the scheduler's event for a lost worker, as orcha reads it.
         from distributed import Client
 
-        events: list[Any] = []
         watcher = Client(scheduler_file=str(cluster.file), set_as_default=False)
-        watcher.subscribe_topic("all", events.append)
         w3 = workers["w3"]["address"]
         os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
+        # Read back from the scheduler's record of the topic (its last 1000 events), not
+        # through a subscription made just before: under load the kill could come first.
         assert wait_for(lambda: any(
-            m.get("action") == "remove-worker" and m.get("worker") == w3 for _, m in events
-        ))  # fmt: skip
+            m.get("action") == "remove-worker" and m.get("worker") == w3
+            for _, m in watcher.get_events("all")
+        ), timeout=30)  # fmt: skip
         assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
 
         def stuck(dask_scheduler: Any) -> list[str]:
