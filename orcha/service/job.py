@@ -300,11 +300,14 @@ class Job:
             elif new in FINISHED:
                 self.ended = time.time()
 
-    def request_cancel(self, reason: str, by_client: bool) -> bool:
+    def request_cancel(self, reason: str, by_client: bool, defer: bool = False) -> bool:
         """Mark the job cancelled; False if it had already been asked (or has ended).
 
         A running job whose kind defines ``close()`` is not told yet (its cancel event
-        stays clear): the runner calls ``close()`` first, then :meth:`wake_cancel`.
+        stays clear): the runner calls ``close()`` first, then :meth:`wake_cancel`. With
+        ``defer`` it is not told yet either, whatever its kind: a parent is marked before
+        its children are cancelled (so that it ends CANCELLED even if it returns when
+        they end), and told only after them (so that they end first).
         """
         with self.lock:
             if self.cancel_requested or self.state in FINISHED or self.finish_was_called:
@@ -312,7 +315,7 @@ class Job:
             self.message = reason  # what its clients and its record are told
             self.cancelled_by_client = by_client
             self.cancel_requested = True
-            self.cancel_deferred = self.closer is not None
+            self.cancel_deferred = self.closer is not None or defer
             if self._cancel_event is not None and not self.cancel_deferred:
                 self._cancel_event.set()
             return True

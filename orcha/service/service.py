@@ -313,9 +313,12 @@ class Service(Intake):
     def cancel(self, job: Job, reason: str, by_client: bool) -> None:
         """Cancel ``job``: its unfinished children first, then drop it if waiting, stop
         its tree if running."""
+        # Marked first, told last: a parent whose action returns as soon as its children
+        # end (cancelled) must still end CANCELLED, not FAILED by their codes.
+        asked = job.request_cancel(reason, by_client, defer=job.family is not None)
         if job.family is not None:
             job.family.cancel_all(f"its parent {job.id} was cancelled")
-        if not job.request_cancel(reason, by_client):
+        if not asked:
             return
         log.info("petition %s: %s", job.id, reason)
         if self.scheduler.remove_queued(job, on_removed=self.job_ended):
