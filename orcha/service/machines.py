@@ -209,7 +209,7 @@ class Machine:
 
     def measure_tree(self, job: Job) -> dict[str, float]:
         """What the petition's processes use now: ``processes``, ``cpu_seconds`` (theirs
-        and that of the children they reaped), ``rss`` (bytes)."""
+        and that of the children they reaped), ``rss`` (bytes); {}: not measured here."""
         raise NotImplementedError
 
     def reap(self, job: Job, proc: subprocess.Popen[bytes]) -> int:

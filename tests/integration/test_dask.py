@@ -200,6 +200,11 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
             wait.format(gates[2]))  # fmt: skip
     assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
     assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
+    # Not measured on a worker: top says unknown, not 0.
+    top = json.loads(env.run("top", "--json").stdout)
+    assert {p["id"]: (p["cpu_percent"], p["rss"], p["processes"]) for p in top["running"]} == {
+        h: (None, None, None) for h in ("h0", "h1", "h2")
+    }
     env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
     env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
     env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
