@@ -45,7 +45,8 @@ class ShellKind(Kind):
 
     def run(self, ctx: Context) -> int:
         argv = ctx.params["argv"]
-        if not os.path.isdir(ctx.cwd):
+        # Only where it runs: a worker's file system is not the service host's.
+        if getattr(ctx, "local", True) and not os.path.isdir(ctx.cwd):
             ctx.fail(f"working directory {ctx.cwd} does not exist on the service host")
             return int(ExitCode.START_FAILED)
         try:

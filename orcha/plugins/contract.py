@@ -197,6 +197,10 @@ class Context(Protocol):
     gpus: tuple[str, ...]
     #: Set when the petition is cancelled or its attempt reaches its ``--timeout``.
     cancelled: threading.Event
+    #: Whether its processes run on the service's host (False on a Dask worker: paths
+    #: such as ``cwd`` are the worker's, so a check of them on the service host says
+    #: nothing; :meth:`spawn` raises NotADirectoryError if ``cwd`` is missing there).
+    local: bool
 
     def write(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stdout (and the petition's log)."""

@@ -9,7 +9,10 @@ from starving (docs/scheduling.rst, "Backfill", says it for users):
   each of them what it needs of the others (CPU slots, memory, GPUs, a slot of its
   group). So a blocked petition starts the moment what it waits for is freed, exactly
   as if nothing had passed it. A CPU-only petition passes one that waits for GPUs, as
-  long as a CPU slot stays free for it.
+  long as a CPU slot stays free for it. With several machines it holds machine by
+  machine: a blocked petition is kept room only on the machines it could ever run on
+  (:class:`~orcha.service.predicates.Kept`), so a CPU-only petition fills a worker
+  without GPUs freely.
 * **It cannot delay it by more than the backfill bound**
   (:func:`~orcha.service.predicates.ends_by`): it has a ``--timeout``, and all its
   attempts end within ``backfill_bound`` of when the blocked one was first found
@@ -70,7 +73,7 @@ class BackfillControl:
         # What the blocked jobs ahead need: a passer must leave it to them.
         kept: preds.Kept | None = None
         if blocked.native:
-            kept = preds.Kept()
+            kept = preds.Kept(self.machines)
             kept.add(blocked)
         last = blocked
         room = self._room()
@@ -126,6 +129,6 @@ class BackfillControl:
         return min(deadline, job.blocked_since + self.backfill_bound)
 
     def _spare(self, kept: preds.Kept) -> bool:
-        """Whether some machine has a CPU slot beyond what the blocked jobs need (every
-        petition takes one, so without one nothing passes by the first rule)."""
-        return any(m.free_slots > kept.cpus for m in self.machines)
+        """Whether some machine has a CPU slot beyond what the blocked jobs need there
+        (every petition takes one, so without one nothing passes by the first rule)."""
+        return any(m.free_slots > kept.on(m)[0] for m in self.machines)

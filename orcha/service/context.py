@@ -26,6 +26,7 @@ from orcha.defaults import (
 from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.capture import OrderedReader, is_ordered
+from orcha.service.machines import LocalMachine
 from orcha.service.procs import exit_code_of
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
@@ -63,6 +64,7 @@ class ServiceContext:
         self.cancelled = job.cancel_event  # set on cancel, or when this attempt times out
         self.attempt: int = job.attempt
         self.gpus: tuple[str, ...] = job.gpu_ids
+        self.local: bool = isinstance(machine, LocalMachine)
         self._job = job
         self._register = register
         self._machine = machine

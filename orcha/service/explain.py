@@ -99,7 +99,7 @@ def explain(
     """
     out: dict[int, str] = {}
     blocker: Job | None = None
-    kept: Kept | None = Kept()  # what the blockers need (None: one of the original API's)
+    kept: Kept | None = Kept(machines)  # what the blockers need (None: one of the original API's)
     ahead = 0  # waiting for resources ahead of this one
     looked = 0  # jobs not held behind the first blocker
     deadline = _INF

@@ -7,9 +7,8 @@ as ``job.machine``); priority, aging, backfill, groups and dependencies stay glo
 Everything that touches a petition's processes goes through its machine, so nothing
 outside a machine's process control assumes local PIDs or ``/proc``.
 
-Today there is one machine, :class:`LocalMachine`: the host the service runs on, named
-``"local"`` (its ``name`` is what a petition's record and ``status --json`` show; a
-later remote machine names itself, e.g. by its worker address).
+:class:`LocalMachine` is the service's host, named ``"local"`` (the ``name`` records and
+``status --json`` show); each Dask worker is a :class:`~.dask.remote.WorkerMachine`.
 
 The reservations are the scheduler's bookkeeping, kept under its lock; capacity and
 process control are the subclass's.
@@ -17,6 +16,7 @@ process control are the subclass's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +88,18 @@ class Machine:
     @property
     def free_gpu_count(self) -> int:
         return len(self.free_gpus)
+
+    def ever_fits(self, need: Schedule) -> bool:
+        """Whether a petition asking ``need`` could ever run here (backfill keeps a blocked
+        one room only where it could): it fits the slots, GPU inventory and total memory."""
+        total = (self._total_memory() or need.mem) if need.mem else 0  # unreadable: enough
+        slots, gpus = self.free_slots + self.used_slots, len(self.inventory)
+        return need.cpus <= slots and need.gpus <= gpus and need.mem <= total
+
+    def _total_memory(self) -> int | None:  # None: unreadable (logged when free memory is)
+        with contextlib.suppress(Exception):
+            return self.total_memory()
+        return None
 
     def refresh(self) -> None:
         """Read the slots again and forget the free memory read during the last admission
@@ -161,6 +173,8 @@ class Machine:
             self.free_gpu_count,
             self._read_free_memory() if memory else 0,
             self.aliases,
+            len(self.inventory),
+            self._total_memory() if memory else None,
         )
 
     # -- process control --------------------------------------------------------------------
@@ -195,7 +209,7 @@ class Machine:
 
     def measure_tree(self, job: Job) -> dict[str, float]:
         """What the petition's processes use now: ``processes``, ``cpu_seconds`` (theirs
-        and that of the children they reaped), ``rss`` (bytes)."""
+        and that of the children they reaped), ``rss`` (bytes); {}: not measured here."""
         raise NotImplementedError
 
     def reap(self, job: Job, proc: subprocess.Popen[bytes]) -> int:
@@ -261,10 +275,17 @@ class MachineView:
     free_gpu_count: int
     memory: int
     aliases: tuple[str, ...] = ()
+    gpu_total: int | None = None  # None: unknown
+    memory_total: int | None = None  # None: not read
 
     @property
     def free_slots(self) -> int:
         return self.slots - self.used_slots
+
+    def ever_fits(self, need: Schedule) -> bool:
+        """As :meth:`Machine.ever_fits`, on what was copied (None counts as enough)."""
+        gpus_ok = self.gpu_total is None or need.gpus <= self.gpu_total
+        return gpus_ok and need.cpus <= self.slots and need.mem <= (self.memory_total or need.mem)
 
     def free_memory(self) -> int:
         return self.memory

@@ -61,6 +61,8 @@ class Capacity(Protocol):
 
     def free_memory(self) -> int: ...
 
+    def ever_fits(self, need: Schedule) -> bool: ...
+
 
 #: ``(job, machine) -> None`` if it fits, else why not.
 Predicate = Callable[["Job", Capacity], "str | None"]
@@ -80,41 +82,58 @@ def ends_by(need: Schedule, now: float, deadline: float) -> bool:
     return longest is not None and now + longest <= deadline
 
 
+#: Nothing kept on a machine (no blocked petition could ever run there).
+_NOTHING = (0, 0, 0)
+
+
 class Kept:
     """What passers must leave the blocked petitions ahead of them (the backfill rule of
-    :func:`leaves_room`): of each resource, the most one of them needs, and their groups.
-    Leaving each blocked petition what it needs, resource by resource, is leaving the
-    most any of them needs: so one check covers them all, however many."""
+    :func:`leaves_room`), machine by machine: on each machine, of each resource, the most
+    one of them that could ever run there needs; and their groups (a group's limit holds
+    across machines). Leaving each blocked petition what it needs, resource by resource,
+    is leaving the most any of them needs: so one check covers them all, however many.
 
-    __slots__ = ("cpus", "gpus", "groups", "mem")
+    A blocked petition is kept room only on the machines it could ever run on (its
+    request fits the machine's whole capacity, and its ``--on`` names it): it starts on
+    one of those, and on each of them nothing that passed it took what it waits for. So
+    a CPU-only petition passes one waiting for GPUs on a machine without GPUs freely."""
 
-    def __init__(self) -> None:
-        self.cpus = self.mem = self.gpus = 0
+    __slots__ = ("groups", "machines", "need")
+
+    def __init__(self, machines: Iterable[Capacity]) -> None:
+        self.machines = tuple(machines)
+        self.need: dict[str, tuple[int, int, int]] = {}  # machine name -> (cpus, mem, gpus)
         self.groups: set[str] = set()
 
     def add(self, job: Job) -> None:
-        """``job`` is blocked: keep what it needs."""
+        """``job`` is blocked: keep what it needs on each machine it could ever run on."""
         s = job.schedule
-        self.cpus, self.mem, self.gpus = (
-            max(self.cpus, s.cpus),
-            max(self.mem, s.mem),
-            max(self.gpus, s.gpus),
-        )
+        for machine in self.machines:
+            if (s.on is not None and pinned(job, machine) is not None) or not machine.ever_fits(s):
+                continue
+            cpus, mem, gpus = self.need.get(machine.name, _NOTHING)
+            self.need[machine.name] = (max(cpus, s.cpus), max(mem, s.mem), max(gpus, s.gpus))
         self.groups.add(s.group)
+
+    def on(self, machine: Capacity) -> tuple[int, int, int]:
+        """``(cpus, mem, gpus)`` passers must leave free on ``machine``."""
+        return self.need.get(machine.name, _NOTHING)
 
 
 def leaves_room(job: Job, machine: Capacity, kept: Kept, groups: Holds) -> bool:
     """Whether starting ``job`` on ``machine`` cannot delay the blocked petitions ahead
     of it (``kept``) at all (the scheduler's backfill rule, not a predicate): of each
-    resource ``job`` takes (CPU slots, GPUs, memory, a slot of a limited group), what is
-    left is still enough for each of them. So it takes nothing a blocked one waits for
-    (of that, not even what is left is enough), and leaves them the rest."""
+    resource ``job`` takes on ``machine`` (CPU slots, GPUs, memory) and of a slot of a
+    limited group, what is left is still enough for each of them that could ever run
+    there. So it takes nothing a blocked one waits for (of that, not even what is left
+    is enough), and leaves them the rest."""
     need = job.schedule
-    if machine.free_slots - need.cpus < kept.cpus:
+    cpus, mem, gpus = kept.on(machine)
+    if machine.free_slots - need.cpus < cpus:
         return False
-    if need.gpus and machine.free_gpu_count - need.gpus < kept.gpus:
+    if need.gpus and machine.free_gpu_count - need.gpus < gpus:
         return False
-    if need.mem and machine.free_memory() - need.mem < kept.mem:
+    if need.mem and machine.free_memory() - need.mem < mem:
         return False
     if need.group in kept.groups:
         limit = groups.group_limits.get(need.group)

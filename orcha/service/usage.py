@@ -201,6 +201,8 @@ class UsageFeed:
             usage = job.machine.measure_tree(job)
         except Exception:  # its tree changes under the measure; the next tick says more
             log.debug("measuring petition %s failed", job.id, exc_info=True)
+            usage = {}
+        if not usage:  # or its machine does not measure (a Dask worker): unknown, not 0
             return {"cpu_percent": None, "rss": None, "processes": None}
         now, cpu = self._monotonic(), float(usage.get("cpu_seconds", 0.0))
         last = self._last.get(job.seq)

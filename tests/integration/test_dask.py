@@ -200,6 +200,11 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
             wait.format(gates[2]))  # fmt: skip
     assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
     assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
+    # Not measured on a worker: top says unknown, not 0.
+    top = json.loads(env.run("top", "--json").stdout)
+    assert {p["id"]: (p["cpu_percent"], p["rss"], p["processes"]) for p in top["running"]} == {
+        h: (None, None, None) for h in ("h0", "h1", "h2")
+    }
     env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
     env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
     env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
@@ -207,10 +212,9 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
     env.run("run", "--detach", "--id", "mid", "--priority", "0", "--", "true")
     text = env.run("status", "gpu").stdout
     assert "no worker has 1 free GPU(s) (best: w1 with 0)" in text, text
-    # Blocked, it would keep later petitions from starting ahead (the backfill rule).
-    assert env.run("cancel", "gpu").returncode == 0
     # One CPU frees on some worker: 'mid' (priority 0) goes before 'low' (5); 'high'
-    # waits for h0 on the other worker.
+    # waits for h0 on the other worker. 'gpu', blocked, holds back neither on w2 (it
+    # could never run there: the backfill rule keeps it room on w1 only).
     busy = next(g for h, g in zip(("h1", "h2"), gates[1:], strict=True)
                 if field(env, h, "machine") == "w2")  # fmt: skip
     busy.touch()
@@ -222,6 +226,31 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
     assert field(env, "high", "started") >= field(env, "h0", "ended")
     assert wait_for(lambda: field(env, "low", "state") == "SUCCEEDED")
     assert field(env, "mid", "started") <= field(env, "low", "started")
+    assert wait_for(lambda: field(env, "gpu", "state") == "SUCCEEDED")
+    assert field(env, "gpu", "machine") == "w1"
+
+
+def group_limits_hold_across_workers(cluster: Cluster, tmp_path: Path) -> None:
+    env = cluster.env
+    out = env.run("group", "set", "pool", "--max-running", "2")
+    assert out.returncode == 0, out.stderr
+    gates = [tmp_path / f"gate{i}" for i in range(3)]
+    for i, gate in enumerate(gates):
+        env.run("run", "--detach", "--id", f"pool{i}", "--group", "pool", "--", "sh", "-c",
+                f"while [ ! -e {gate} ]; do sleep 0.05; done")  # fmt: skip
+    assert wait_for(lambda: [field(env, f"pool{i}", "state") for i in range(2)] == ["RUNNING"] * 2)
+    # One on each worker (w2 first: CPU-only), and w1 still has a free CPU: the limit,
+    # not the capacity, holds the third.
+    assert {field(env, "pool0", "machine"), field(env, "pool1", "machine")} == {"w1", "w2"}
+    assert field(env, "pool2", "waiting") == "group pool full (2/2)"
+    gates[0].touch()
+    assert wait_for(lambda: field(env, "pool2", "state") == "RUNNING")
+    assert field(env, "pool1", "state") == "RUNNING"  # still 2 at once
+    assert field(env, "pool2", "started") >= field(env, "pool0", "ended")
+    for gate in gates[1:]:
+        gate.touch()
+    assert wait_for(lambda: field(env, "pool2", "state") == "SUCCEEDED")
+    assert env.run("group", "rm", "pool").returncode == 0
 
 
 def cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster: Cluster) -> None:
@@ -327,10 +356,12 @@ def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     but the restart, which comes last)."""
     (tmp_path / "priority").mkdir()
     (tmp_path / "death").mkdir()
+    (tmp_path / "groups").mkdir()
     workers_report_their_capacity(cluster)
     placement_by_cpus_memory_and_gpus(cluster)
     output_streams_byte_exact(cluster)
     priority_after_and_why_waiting_across_workers(cluster, tmp_path / "priority")
+    group_limits_hold_across_workers(cluster, tmp_path / "groups")
     cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
     worker_death_and_version_mismatch(cluster, tmp_path / "death")
     a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(cluster)

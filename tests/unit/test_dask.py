@@ -260,3 +260,34 @@ def test_a_working_directory_missing_on_the_worker_is_a_start_error(tmp_path: Pa
                           fail=said.append)  # fmt: skip
     assert ShellKind().run(ctx) == ExitCode.START_FAILED  # type: ignore[arg-type]
     assert said == [f"the working directory {tmp_path} does not exist on gpu7"]
+
+
+def test_the_shell_kind_checks_the_cwd_on_the_service_host_only_for_local_petitions(
+    tmp_path: Path,
+) -> None:
+    from orcha.service.context import ServiceContext
+    from orcha.service.machines import LocalMachine
+    from orcha_plugins.shell import ShellKind
+    from tests.unit.fake_machines import FakeMachine
+
+    missing = str(tmp_path / "only-on-the-worker")
+    spawned: list[Any] = []
+    said: list[str] = []
+
+    def ctx(local: bool) -> Any:
+        return SimpleNamespace(params={"argv": ["true"]}, cwd=missing, local=local,
+                               spawn=spawned.append, fail=said.append,
+                               pump=lambda _: 0)  # fmt: skip
+
+    # On a worker the service host's file system says nothing: the worker checks (205
+    # from spawn if it is missing there too, as above).
+    assert ShellKind().run(ctx(local=False)) == 0
+    assert (spawned, said) == ([["true"]], [])
+    assert ShellKind().run(ctx(local=True)) == ExitCode.START_FAILED
+    assert said == [f"working directory {missing} does not exist on the service host"]
+    assert spawned == [["true"]]  # not spawned again
+    # The service's context says which, from the machine the petition was placed on.
+    job = SimpleNamespace(id="p", petition=SimpleNamespace(params={}, cwd=missing, env={}),
+                          cancel_event=None, attempt=1, gpu_ids=(), events=None)  # fmt: skip
+    assert ServiceContext(job, print, LocalMachine(slots=1)).local is True  # type: ignore[arg-type]
+    assert ServiceContext(job, print, FakeMachine("w1")).local is False  # type: ignore[arg-type]

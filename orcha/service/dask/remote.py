@@ -344,7 +344,9 @@ class WorkerMachine(Machine):
         return proc.pid if proc is not None and proc.pid else next(iter(job.pids), None)
 
     def measure_tree(self, job: Job) -> dict[str, float]:
-        return {"processes": 0.0, "cpu_seconds": 0.0, "rss": 0.0}
+        """Not measured: the worker does not report a petition's use (``top`` and usage
+        events show it unknown, not a misleading 0)."""
+        return {}
 
     def reap(self, job: Job, proc: Any) -> int:
         code = int(proc.wait())

@@ -135,6 +135,18 @@ def test_cpu_percent_is_over_the_last_interval_and_since_the_start_at_first() ->
     assert feed._measure(job)["cpu_percent"] is None  # type: ignore[arg-type]
 
 
+def test_a_machine_that_does_not_measure_gives_unknown_not_zero() -> None:
+    from orcha.service.dask.remote import WorkerMachine
+
+    feed = UsageFeed(None, lambda: None)  # type: ignore[arg-type]
+    unknown = {"cpu_percent": None, "rss": None, "processes": None}
+    # A Dask worker's machine does not measure: {} (never zeros)
+    assert WorkerMachine.measure_tree(None, None) == {}  # type: ignore[arg-type]
+    machine = _Machine()
+    machine.measure_tree = lambda job: {}  # type: ignore[method-assign]
+    assert feed._measure(_Job(machine)) == unknown  # type: ignore[arg-type]
+
+
 def test_command_of() -> None:
     argv = ["sh", "-c", "echo 'a b'"]
     assert command_of("shell", {"argv": argv}) == shlex.join(argv)
