@@ -211,3 +211,22 @@ def test_plain_status_loads_only_orcha_and_cheap_c_modules(tmp_path: Path) -> No
     assert "orcha.cli.status_text" in loaded and "orcha.cli.tables" in loaded
     others = {m for m in loaded if m.split(".")[0] != "orcha"}
     assert others <= FAST_PATH_MAY_LOAD, sorted(others - FAST_PATH_MAY_LOAD)
+
+
+class GonePipe(io.StringIO):
+    """A pipe whose reader has gone."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_gone_ends_it_quietly_as_sigpipe_would(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As ``orcha run`` and the other plain forms do (orcha.cli.report): 128 + SIGPIPE,
+    nothing on stderr. (click's own commands exit 1 there: click's handling.)"""
+    monkeypatch.setattr(sys, "stdout", GonePipe())
+    assert fast(["status"]) == 128 + 13
+    assert capsys.readouterr().err == ""
