@@ -108,7 +108,7 @@ def try_fast(args: list[str]) -> int | None:
     usable, config = _configuration()
     if not usable:
         return None
-    if args and args[0] in ("wait", "cancel"):
+    if args and args[0] in ("wait", "cancel", "status"):
         from orcha.cli.fast_jobs import try_jobs
 
         return try_jobs(args, config)

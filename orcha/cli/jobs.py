@@ -2,65 +2,28 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import click
 
-from orcha.cli import bulk, status_view
+from orcha.cli import bulk, status_text, status_view
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
-from orcha.cli.output import json_option, print_json, use_color
+from orcha.cli.output import json_option, print_json
 from orcha.defaults import STATUS_ENDED_SHOWN, STATUS_QUEUED_SHOWN
 from orcha.errors import ExitCode, NoPetitionError, PetitionError
-from orcha.protocol.selection import group_of
 from orcha.states import FINISHED, State
 from orcha.units import parse_duration
 
 _STATES = [s.value for s in State]
 
 
-def _when(stamp: float | None) -> str:
-    if not stamp:
-        return "-"
-    t, now = time.localtime(stamp), time.localtime()
-    if t[:3] == now[:3]:
-        return time.strftime("%H:%M:%S", t)  # today's: the time is enough
-    return time.strftime("%m-%d %H:%M" if t[0] == now[0] else "%Y-%m-%d %H:%M", t)
-
-
-def _runtime(row: dict[str, Any]) -> str:
-    if not row.get("started"):
-        return "-"
-    seconds = (row.get("ended") or time.time()) - row["started"]
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def _note(row: dict[str, Any]) -> str:
-    note = str(row.get("waiting") or row.get("message") or "")
-    retries = (row.get("schedule") or {}).get("retries", 0)
-    if retries and row.get("started"):
-        note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")
-    if row.get("paused") and row["state"] == "QUEUED" and not note:
-        note = "paused"
-    extras = []
-    if row.get("leftovers"):
-        extras.append(f"stopped {row['leftovers']} process(es) it left running")
-    if row.get("log_truncated"):
-        extras.append(f"log incomplete: {row['log_truncated']}")
-    note = "; ".join([note, *extras] if note else extras)
-    progress = row.get("progress")
-    if progress and row["state"] == "RUNNING":
-        from orcha.client.progress import describe
-
-        words = describe(progress.get("value"), progress.get("target"), progress.get("unit", ""))
-        note = f"{words}; {note}" if note else words
-    return note
+def _echo(text: str, err: bool) -> None:
+    """Print a line of status's text with click (see :func:`orcha.cli.status_text.echo`).
+    color=True: click would strip the codes off a pipe; use_color decided already."""
+    click.echo(text, err=err, color=True)
 
 
 @click.command("status")
@@ -109,68 +72,18 @@ def status(
             ids, states, groups, last, STATUS_ENDED_SHOWN if limited else None,
             STATUS_QUEUED_SHOWN if limited else None,
         )  # fmt: skip
+    if not as_json:
+        status_text.show(answer, ids, sort, _echo)
+        return 0
     rows, missing = answer["petitions"], answer["missing"]
-    if as_json:
-        arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
-        print_json({"petitions": rows, "missing": missing, "hidden": answer.get("hidden", 0),
-                    **arrays})  # fmt: skip
-    elif len(ids) == 1 and len(rows) == 1:
-        color = use_color()
-        pairs = status_view.detail(rows[0], _note(rows[0]))
-        # color=True: click would strip the codes off a pipe; use_color decided already.
-        click.echo("\n".join(status_view.detail_lines(pairs, color)), color=True)
-    else:
-        _print_table(rows, sort)
-    if answer.get("hidden_queued") and not as_json:
-        click.echo(f"orcha: {answer['hidden_queued']} later queued petition(s) not shown (--all)",
-                   err=True)  # fmt: skip
-    if answer.get("hidden") and not as_json:
-        click.echo(f"orcha: {answer['hidden']} older ended petition(s) not shown (--all)", err=True)
+    arrays = {"arrays": answer["arrays"]} if answer.get("arrays") else {}
+    print_json({"petitions": rows, "missing": missing, "hidden": answer.get("hidden", 0),
+                **arrays})  # fmt: skip
     if missing:
         raise NoPetitionError(
             f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status' for all"
         )
     return 0
-
-
-def _print_table(rows: list[dict[str, Any]], sort: str) -> None:
-    """The status table (see :mod:`orcha.cli.status_view`): on a terminal, COMMAND cut
-    short and NOTE wrapped to fit its width."""
-    from orcha.cli.tables import render
-
-    if not rows:
-        return
-    header = ["ID", "KIND", "STATE", "PRIO", "SUBMITTED", "RUNTIME", "CODE", "COMMAND", "NOTE"]
-    shown = status_view.ordered(rows, sort)
-    table = [
-        [cell, r["kind"] or "-", r["state"], str(r["priority"]), _when(r["submitted"]),
-         _runtime(r), "-" if r["code"] is None else str(r["code"]), status_view.command_of(r),
-         _note(r)]
-        for cell, r in shown
-    ]  # fmt: skip
-    groups = [group_of(r) for _, r in shown]
-    if any(g != "default" for g in groups):  # a column only when groups are in use
-        header.insert(2, "GROUP")
-        for cells, name in zip(table, groups, strict=True):
-            cells.insert(2, name)
-    machines = [r.get("machine") for _, r in shown]
-    if any(m not in (None, "local") for m in machines):  # where each runs, with Dask
-        at_state = header.index("STATE") + 1
-        header.insert(at_state, "WHERE")
-        for cells, machine in zip(table, machines, strict=True):
-            cells.insert(at_state, machine or "-")
-    # Piped, lines stay whole: a script or grep wants every word.
-    width = None
-    if sys.stdout.isatty():
-        import shutil  # only for a terminal: piped, its import is start-up wasted
-
-        width = shutil.get_terminal_size().columns
-    at = header.index
-    shrink = {at("COMMAND"): 12, at("NOTE"): 24}
-    styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
-    lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")])
-    for line in lines:
-        click.echo(line, color=True)  # coloured only if use_color() said so
 
 
 @click.command("cancel")

@@ -8,14 +8,16 @@ and NOTE shortened to fit a terminal).
 
 from __future__ import annotations
 
-import shlex
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-import click
 
 from orcha.cli.tables import printable
+
+TYPE_CHECKING = False  # click and typing are not imported at load: status's plain forms
+if TYPE_CHECKING:  # print without them (orcha.cli.fast_jobs)
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
+
+    import click
 
 #: The fields ``--sort`` takes.
 SORT_FIELDS = ("submitted", "started", "ended", "priority", "id", "state")
@@ -38,13 +40,26 @@ def command_of(row: dict[str, Any]) -> str:
     params = row.get("params") or {}
     argv = params.get("argv")
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
-        return printable(shlex.join(argv))
+        return printable(" ".join(map(_quote, argv)))
     if not isinstance(params, dict) or not params:
         return "-"
     import json
 
     words = (f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
     return printable(" ".join(words))
+
+
+#: The characters a shell word may hold unquoted: those of :func:`shlex.quote`.
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def _quote(word: str) -> str:
+    """``shlex.quote(word)``, without the import of ``re`` it costs (client start-up)."""
+    if not word:
+        return "''"
+    if all(ch in _SAFE for ch in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -97,6 +112,8 @@ def _words(values: tuple[str, ...]) -> list[str]:
 def states_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
     """``--state``: repeatable or a comma list, any case; a usage error names the legal
     states."""
+    import click
+
     from orcha.states import State
 
     legal = [s.value for s in State]
@@ -110,6 +127,8 @@ def states_option(ctx: click.Context, param: click.Parameter, values: tuple[str,
 
 def groups_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
     """``--group``: repeatable or a comma list of group names."""
+    import click
+
     from orcha.protocol.schedule import check_group
 
     out = []

@@ -11,8 +11,6 @@ Cheap to import (no rich): ``orcha status`` piped prints through it.
 
 from __future__ import annotations
 
-import unicodedata
-
 from orcha.cli.output import paint
 
 TYPE_CHECKING = False
@@ -24,6 +22,8 @@ ELLIPSIS = "…"
 
 
 def _char_width(ch: str) -> int:
+    import unicodedata  # here: a table of ASCII text (the usual one) does not need it
+
     if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1

@@ -84,7 +84,7 @@ def test_plain_forms_say_what_click_says(
 @pytest.mark.parametrize("args", [
     ["wait"], ["cancel"], ["wait", "-h"], ["wait", "--all"], ["cancel", "x", "--force"],
     ["wait", "--", "x"], ["wait", "x", "--timeout", "1s"], ["-v", "wait", "x"],
-    ["status", "x"], ["run", "x", "--", "true"], [],
+    ["status", "-x"], ["run", "x", "--", "true"], [],
 ])  # fmt: skip
 def test_everything_else_goes_to_click(args: list[str]) -> None:
     assert fast_jobs.try_jobs(args, None) is None
@@ -130,6 +130,21 @@ if sys.argv[1] == "fast":
     _mac(b"key", b"challenge", "md5")
     orcha.cli.bulk.report_wait({"ended": {}, "ids": [], "arrays": {}, "timed_out": False},
                                False, "any", None)
+elif sys.argv[1] == "status":
+    fast_jobs.plain_ids(["status"])
+    from orcha import settings
+    settings.configure(settings.resolve(config=None))
+    import orcha.cli.report, orcha.client.api
+    from orcha.cli import status_text
+    row = {"seq": 1, "id": "a", "kind": "shell", "state": "RUNNING", "priority": 0,
+           "submitted": 1.0, "started": 2.0, "ended": None, "code": None,
+           "params": {"argv": ["echo", "a b"]}, "schedule": {"retries": 1},
+           "progress": {"value": 1, "target": 2}, "parent": None, "machine": "m"}
+    import io
+    stdout, sys.stdout, sys.stderr = sys.stdout, io.StringIO(), io.StringIO()
+    for ids in ((), ("a",)):
+        status_text.show({"petitions": [row], "missing": [], "hidden": 1}, ids, "submitted")
+    sys.stdout = stdout
 else:
     from orcha.cli.app import cli
     import click
