@@ -136,6 +136,10 @@ class Saver:
         # writer to forget committed values: a reader that read before a commit still
         # finds the values in the overlay (it never waits for a commit, only for this).
         self.view_lock = threading.Lock()
+        # Held by the writer from taking a batch until it is committed, and by a direct
+        # write of a record (Store.update) until it has superseded what is queued: so a
+        # batch taken before a direct write never commits its older values after it.
+        self.order = threading.RLock()
         self._cond = threading.Condition()
         self._busy = False  # a batch is being committed
         self._hurry = False  # flush() or close() wants the next try now, not after the pause
@@ -239,6 +243,10 @@ class Saver:
     def step(self) -> float:
         """Try to commit what is queued, once; the pause before the next try (0 when it
         was committed, or nothing was queued)."""
+        with self.order:
+            return self._step()
+
+    def _step(self) -> float:
         with self._cond:
             self._hurry = False
             if not self._pending:

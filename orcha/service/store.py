@@ -287,15 +287,16 @@ class Store(BulkRecords):
             fields["env_id"] = None  # kept whole, no longer over a shared base
         values = {k: _column(k, v) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in values)
-        self._write(
-            lambda db: db.execute(
-                f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
-            ),
-            what,
-            wait,
-            give_up,
-        )
-        self.saver.supersede(seq, set(fields))
+        with self.saver.order:  # never overtaken by an older batch being committed
+            self._write(
+                lambda db: db.execute(
+                    f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
+                ),
+                what,
+                wait,
+                give_up,
+            )
+            self.saver.supersede(seq, set(fields))
 
     def update_later(self, seq: int, **fields: Any) -> None:
         """Queue a change of record ``seq``; committed soon, with others, and retried

@@ -651,3 +651,31 @@ def test_close(db_path: str) -> None:
     s.close()
     with pytest.raises(sqlite3.ProgrammingError):
         s.get(1)
+
+
+def test_a_direct_write_is_never_overtaken_by_an_older_batch_being_committed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued change (an end, say) taken by the writer and being committed when a
+    direct write of the same field comes (a start of the next attempt) must not land
+    after it: the newest value is the one on disk."""
+    seq = store.add(_record())
+    committing, release = threading.Event(), threading.Event()
+    real_commit = store.saver._commit
+
+    def slow_commit(batch: Any) -> None:
+        committing.set()
+        assert release.wait(10)
+        real_commit(batch)
+
+    monkeypatch.setattr(store.saver, "_commit", slow_commit)
+    store.update_later(seq, state="CANCELLED")
+    assert committing.wait(10)  # the writer took the batch with CANCELLED: not committed
+    direct = threading.Thread(target=store.update, args=(seq,), kwargs={"state": "RUNNING"})
+    direct.start()
+    direct.join(0.2)  # it waits for the batch (done at once would be the bug)
+    release.set()
+    direct.join(10)
+    assert not direct.is_alive()
+    assert store.flush(10)
+    assert store.get(seq)["state"] == "RUNNING"  # type: ignore[index]
