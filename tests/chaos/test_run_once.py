@@ -28,7 +28,7 @@ from tests.conftest import Env, Service, wait_for
 pytestmark = pytest.mark.timeout(240)
 
 SERVE = ("--max-running", "1", "--grace", "1")
-PETITIONS = 40
+PETITIONS = 20  # each one service life: 20 restarts show it as well as 40, in half the time
 LIFE = 30.0  # bound for one service life: start, restore, run a petition that kills it
 
 
