@@ -403,7 +403,13 @@ def describe(orcha: str) -> str:
     code = "import orcha, sys; print(getattr(orcha, '__version__', '?'), orcha.__file__)"
     try:
         out = subprocess.run(
-            [python, "-c", code], capture_output=True, timeout=60, text=True
+            # From /: with `-c`, the working directory comes first on sys.path, and a
+            # source tree there would be taken for the installed package.
+            [python, "-c", code],
+            capture_output=True,
+            timeout=60,
+            text=True,
+            cwd="/",
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         out = "?"
