@@ -78,7 +78,21 @@ def connect(
 
     Raises NoServiceError when nothing listens or it does not answer in time, and
     AuthError when the key is missing or refused.
+
+    A handshake the service drops (DroppedError: it is overloaded, or too many clients
+    connect at once) is tried once more before that error is raised: nothing was sent
+    yet, so nothing can happen twice.
     """
+    try:
+        return _connect_once(address, key, timeout)
+    except DroppedError:
+        return _connect_once(address, key, timeout)
+
+
+def _connect_once(
+    address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT
+) -> WireConnection:
+    """One connection and handshake (see :func:`connect`)."""
     sock = _client_socket(_family(address))
     sock.settimeout(timeout)
     try:

@@ -56,11 +56,14 @@ def test_a_handshake_the_service_drops_says_so_not_that_no_service_runs(tmp_path
     path = tmp_path / "orcha.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
-    listener.listen(1)
+    listener.listen(2)
+    dropped: list[int] = []
 
-    def hang_up() -> None:
-        conn, _ = listener.accept()
-        conn.close()
+    def hang_up() -> None:  # every connection: the client tries twice, then says so
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.close()
+            dropped.append(1)
 
     thread = threading.Thread(target=hang_up, daemon=True)
     thread.start()
@@ -70,6 +73,7 @@ def test_a_handshake_the_service_drops_says_so_not_that_no_service_runs(tmp_path
     finally:
         thread.join(5)
         listener.close()
+    assert len(dropped) == 2  # tried once more before telling
     message = str(caught.value)
     assert "before authentication finished" in message and "try again" in message
     assert "no orcha service is running" not in message
