@@ -400,3 +400,10 @@ DASK_CONNECT_SECONDS = 10.0
 #: Seconds a worker keeps an ended petition's unread output (its service died or
 #: restarted meanwhile and will never read it), so nothing grows on the worker.
 DASK_FORGET_SECONDS = 300.0
+
+# -- systemd notifications --
+
+#: Seconds a READY/STOPPING/RELOADING notification may wait for room on systemd's notify
+#: socket (the main loop, which accepts clients, sends it); pings and status updates
+#: never wait: one that finds the socket full is sent again at the next turn.
+NOTIFY_SEND_TIMEOUT = 1.0

@@ -16,6 +16,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from orcha.defaults import NOTIFY_SEND_TIMEOUT
+
 log = logging.getLogger("orcha.service.systemd")
 
 
@@ -55,28 +57,46 @@ class Notifier:
     def enabled(self) -> bool:
         return bool(self._address)
 
-    def _send(self, message: str) -> None:
+    def _send(self, message: str, wait: bool = True) -> bool:
+        """Send one notification; whether it was sent. The main loop (which also accepts
+        clients) must never wedge on a notify socket nobody reads: a full one (10
+        datagrams queued by default) makes a send with ``wait`` give up after
+        NOTIFY_SEND_TIMEOUT seconds, one without ``wait`` at once."""
         if not self._address:
-            return
+            return False
+        import time
+
+        deadline = time.monotonic() + NOTIFY_SEND_TIMEOUT
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(message.encode(), self._address)
+                self._sock.setblocking(False)
+            while True:
+                try:
+                    self._sock.sendto(message.encode(), self._address)
+                    return True
+                except BlockingIOError:
+                    # Full. A datagram socket's peer has no "writable" to poll for: look
+                    # again shortly, until the deadline (a ping or status: not at all).
+                    if not wait or time.monotonic() >= deadline:
+                        return False
+                    time.sleep(0.01)
         except OSError as e:
             log.warning("cannot notify systemd at %r: %s", self._address, e)
+            return False
 
     def ready(self, status: str) -> None:
         self._last_status = status
         self._send(f"READY=1\nSTATUS={status}\nMAINPID={self.main_pid}")
 
     def status(self, status: str) -> None:
-        """``STATUS=`` if it changed since the last one sent."""
-        if status != self._last_status:
+        """``STATUS=`` if it changed since the last one sent (one not sent is tried again
+        at the next call)."""
+        if status != self._last_status and self._send(f"STATUS={status}", wait=False):
             self._last_status = status
-            self._send(f"STATUS={status}")
 
     def watchdog(self) -> None:
-        self._send("WATCHDOG=1")
+        self._send("WATCHDOG=1", wait=False)
 
     def reloading(self) -> None:
         """``RELOADING=1`` (with the monotonic time systemd asks for): a configuration

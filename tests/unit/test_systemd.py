@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -71,4 +72,36 @@ def test_under_a_guard_the_service_takes_its_watchdog_and_names_it_main(tmp_path
         notifier = Notifier(env, main_pid=guard)
         notifier.ready("0 queued")
         assert sock.recv(1024).decode() == f"READY=1\nSTATUS=0 queued\nMAINPID={guard}"
+        notifier.close()
+
+
+def test_a_notify_socket_nobody_reads_never_wedges_pings_and_status(tmp_path: Path) -> None:
+    """The main loop (which also accepts clients) sends pings and status: with systemd's
+    socket full (nobody reading: 10 datagrams by default), they give up at once, and a
+    status that could not be sent is sent at the next call once there is room."""
+    import threading
+
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+
+        def flood() -> None:
+            for _ in range(200):  # far beyond the queue's room
+                notifier.watchdog()
+            notifier.status("1 queued")
+
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        sender.join(30)
+        assert not sender.is_alive(), "a ping or status waited for systemd to read"
+        sock.settimeout(0.2)
+        queued = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                queued.append(sock.recv(1024).decode())
+        assert queued and set(queued) == {"WATCHDOG=1"}  # the status found no room
+        notifier.status("1 queued")  # room now: sent
+        sock.settimeout(5)
+        assert sock.recv(1024).decode() == "STATUS=1 queued"
         notifier.close()
