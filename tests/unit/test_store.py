@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +47,6 @@ def _record(**over: Any) -> dict[str, Any]:
     }
     record.update(over)
     return record
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "petitions.db")
-
-
-@pytest.fixture
-def store(db_path: str) -> Iterator[Store]:
-    s = Store(db_path)
-    yield s
-    try:
-        s.close()
-    except sqlite3.Error:
-        pass
 
 
 def _user_version(path: str) -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,18 +15,6 @@ from orcha.service.store import Store
 from tests.unit.test_store import SERVICE, _record
 
 ENV = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/home/alice"}
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "petitions.db")
-
-
-@pytest.fixture
-def store(db_path: str) -> Iterator[Store]:
-    s = Store(db_path)
-    yield s
-    s.close()
 
 
 def _environments(db_path: str) -> list[str]:
