@@ -107,6 +107,7 @@ class ExitCode(_IntEnum):
     CANNOT_EXECUTE = 126  # orcha run: the command exists but cannot be executed
     NOT_FOUND = 127  # orcha run: the command was not found
     INTERRUPTED = 130  # Ctrl+C in this client cancelled its petition
+    BROKEN_PIPE = 141  # the reader of orcha's output went away (128 + SIGPIPE, quietly)
     NO_SERVICE = 200  # no service answers at the address
     AUTH = 201  # the service refused the key
     DUPLICATE = 202  # a petition with this ID is queued or running
@@ -136,6 +137,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CANNOT_EXECUTE: "'orcha run': the command cannot be executed",
     ExitCode.NOT_FOUND: "'orcha run': the command was not found",
     ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
+    ExitCode.BROKEN_PIPE: "the reader of orcha's output went away ('orcha status | head "
+    "-1'): quietly, as a program killed by SIGPIPE",
     ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha "
     "serve'), or it hung up before the handshake finished (overloaded: try again)",
     ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file), or the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import click
@@ -169,6 +170,14 @@ def run(args: list[str]) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
+    except SystemExit as e:
+        from click.utils import PacifyFlushWrapper
+
+        if isinstance(sys.stdout, PacifyFlushWrapper):
+            # click turns a reader gone (EPIPE) into exit 1 and wraps stdout; exit as
+            # the plain forms do (orcha.cli.report): 128 + SIGPIPE, quietly.
+            return report(BrokenPipeError(32, "Broken pipe"), args)
+        return report(e, args)
     except BaseException as e:
         return report(e, args)
     return rv if isinstance(rv, int) else 0

@@ -14,7 +14,7 @@ def report(error: BaseException, args: list[str]) -> int:
     if isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", int(ExitCode.INTERRUPTED)
     elif isinstance(error, BrokenPipeError):
-        return 128 + 13  # our reader went away: exit as if killed by SIGPIPE, quietly
+        return int(ExitCode.BROKEN_PIPE)  # exit as if killed by SIGPIPE, quietly
     elif isinstance(error, OrchaError):
         message, code = error.message, int(error.exit_code)
     else:

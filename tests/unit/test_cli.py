@@ -62,3 +62,18 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
     assert err.count("\n") == 1 and "'abc' is not a valid integer" in err, err
     assert run(["run"]) == 2
     assert "Usage: orcha run" in capsys.readouterr().err
+
+
+def test_a_click_command_whose_reader_is_gone_exits_as_sigpipe_would() -> None:
+    """As the plain forms do (orcha.cli.report): 128 + SIGPIPE and nothing on stderr,
+    not click's own exit 1."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "orcha", "ls"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
