@@ -157,6 +157,7 @@ def run(args: list[str]) -> int:
     """Run the click application on ``args``; return the exit code (never raises)."""
     from orcha.cli.report import report
 
+    stdout = sys.stdout
     try:
         rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)
     except click.exceptions.Abort:
@@ -171,11 +172,10 @@ def run(args: list[str]) -> int:
         e.show()
         return e.exit_code
     except SystemExit as e:
-        from click.utils import PacifyFlushWrapper
-
-        if isinstance(sys.stdout, PacifyFlushWrapper):
-            # click turns a reader gone (EPIPE) into exit 1 and wraps stdout; exit as
-            # the plain forms do (orcha.cli.report): 128 + SIGPIPE, quietly.
+        if e.code == 1 and sys.stdout is not stdout:
+            # click turns a reader gone (EPIPE) into exit 1, and only then replaces
+            # stdout (with a wrapper that ignores the last flush): exit as the plain
+            # forms do (orcha.cli.report), 128 + SIGPIPE, quietly.
             return report(BrokenPipeError(32, "Broken pipe"), args)
         return report(e, args)
     except BaseException as e:
