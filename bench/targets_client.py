@@ -87,7 +87,7 @@ def startup(lab: Lab, scale: Any, emit: Emit) -> None:
         emit(
             compare_row(
                 "1",
-                f"orcha {name} (click), wall",
+                f"orcha {name}, wall (the issue's click-based commands)",
                 wall[name],
                 "s",
                 "python",
