@@ -60,19 +60,28 @@ def resume(service: Service, peer: Peer, request: PauseRequest) -> dict[str, Any
 
 def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[str, Any]:
     """Says what happened to each ID, and the groups now."""
+    from orcha.service import arrays
+
     scheduler = service.scheduler
-    ids, groups, everything = request.ids, request.groups, request.all
+    groups, everything = request.groups, request.all
+    # An array's name stands for its members that are still queued or running (the
+    # ended ones are left out quietly, as 'scontrol hold' does with a job array).
+    ids, named = arrays.expand(service, request.ids)
+    members = {member: name for name, of in named.items() for member in of}
     results: dict[str, str] = {}
     jobs: list[Job] = []
     refs: dict[Job, str] = {}  # each job's result under the reference it was named by
     for petition_id in ids:
         found = resolve(petition_id, scheduler, service.store)
         job = found[-1].job if found else None
-        if job is None:
-            results[petition_id] = f"there is no queued or running petition {petition_id!r}"
-        else:
+        if job is not None:
             jobs.append(job)
             refs.setdefault(job, petition_id)
+        elif petition_id not in members:
+            results[petition_id] = f"there is no queued or running petition {petition_id!r}"
+    for name, of in named.items():
+        if not any(job.id in of for job in jobs):
+            results[name] = f"array {name!r} has no queued or running petition"
     scheduler.set_paused(paused, jobs, groups, everything)
     scope = set(groups)
     covered = list(jobs)
@@ -92,7 +101,7 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
         results[refs[job]] = "paused" if paused else "resumed"
     save_groups(service)
     log.info(
-        "%s: ids %s, groups %s%s", "paused" if paused else "resumed", ids, groups,
+        "%s: ids %s, groups %s%s", "paused" if paused else "resumed", request.ids, groups,
         ", everything" if everything else "",
     )  # fmt: skip
     return {"results": results, "groups": scheduler.groups()}

@@ -48,7 +48,8 @@ def _replay(plan: list[dict[str, Any]], lines: int | None = None) -> Iterator[by
 def watch(service: Service, peer: Peer, request: WatchRequest) -> dict[str, Any]:
     """Events of the given petitions (all if none), starting with the state of each;
     ``usage`` events too if asked (with the last ended records in the reply)."""
-    return service.events.watch(peer, request.ids, request.usage, request.output)
+    ids = arrays.expand(service, request.ids)[0]  # an array's name: its members
+    return service.events.watch(peer, ids, request.usage, request.output)
 
 
 HANDLERS: dict[str, Handler] = {"wait": wait, "follow": follow, "watch": watch}

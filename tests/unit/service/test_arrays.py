@@ -104,10 +104,24 @@ def test_array_names_stand_for_their_members(tmp_path: Path) -> None:
         reply = h.call("wait", waiter, ids=["arr"])
         assert reply["pending"] == ["arr_1", "arr_2", "arr_3"]
         assert reply["arrays"] == {"arr": ["arr_1", "arr_2", "arr_3"]}
+        paused = h.call("pause", ids=["arr"])["results"]
+        assert paused == {"arr_1": "paused", "arr_2": "paused", "arr_3": "paused"}
+        assert h.record("arr_2")["paused"] is True
+        watcher = h.peer()
+        h.call("watch", watcher, ids=["arr"])
+        for member in ("arr_1", "arr_2", "arr_3"):
+            watcher.expect(event="state", petition=member)
+        resumed = h.call("resume", ids=["arr"])["results"]
+        assert resumed == {"arr_1": "resumed", "arr_2": "resumed", "arr_3": "resumed"}
+        assert h.record("arr_2")["paused"] is False
         cancelled = h.call("cancel", ids=["arr"])["results"]
         assert cancelled == {"arr_1": "cancelled", "arr_2": "cancelled", "arr_3": "cancelled"}
         for member in ("arr_1", "arr_2", "arr_3"):
             waiter.expect(event="ended", id=member)
+        # Its members have all ended: nothing of it is left to pause.
+        assert h.call("pause", ids=["arr"])["results"] == {
+            "arr": "array 'arr' has no queued or running petition"
+        }
         # A newer petition with the array's very name wins over the array.
         h.gates.open("first")
         h.wait_ended("first")
