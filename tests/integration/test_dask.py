@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,29 @@ def output_streams_byte_exact(cluster: Cluster) -> None:
     assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
 
 
+def stdin_reaches_a_remote_petition(cluster: Cluster) -> None:
+    env = cluster.env
+    data = os.urandom(3 << 20)  # more than the client's window and the pipes hold
+    out = subprocess.run([sys.executable, "-m", "orcha", "run", "--", "cat"], env=env.vars,
+                         input=data, capture_output=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(out.stdout).digest() == hashlib.sha256(data).digest()
+    # A petition that stops reading early: the client stops sending, nothing hangs.
+    head = subprocess.run([sys.executable, "-m", "orcha", "run", "--", "head", "-c", "5"],
+                          env=env.vars, input=data, capture_output=True, timeout=60)  # fmt: skip
+    assert (head.returncode, head.stdout) == (0, data[:5]), head.stderr
+
+
+def mem_is_enforced_on_the_worker(cluster: Cluster) -> None:
+    hog = "x = bytearray(300 * 2**20); import time; time.sleep(30)"
+    done = cluster.env.run("run", "--id", "hog", "--mem", "50M", "--", sys.executable, "-c",
+                           hog, timeout=40)  # fmt: skip
+    assert done.returncode == 211, (done.returncode, done.stderr)  # ExitCode.MEMORY
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(r"used \d+ MiB, asked for 50 MiB$", lines[0]), lines
+    assert field(cluster.env, "hog", "peak_rss") > 50 * 2**20  # the worker's wait4
+
+
 def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
     env = cluster.env
     gates = [tmp_path / f"gate{i}" for i in range(3)]
@@ -200,11 +224,13 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
             wait.format(gates[2]))  # fmt: skip
     assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
     assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
-    # Not measured on a worker: top says unknown, not 0.
-    top = json.loads(env.run("top", "--json").stdout)
-    assert {p["id"]: (p["cpu_percent"], p["rss"], p["processes"]) for p in top["running"]} == {
-        h: (None, None, None) for h in ("h0", "h1", "h2")
-    }
+
+    # Measured on their workers: top shows figures (the tree: sh and its sleep).
+    def measured() -> bool:
+        running = json.loads(env.run("top", "--json").stdout)["running"]
+        return {p["id"] for p in running if p["rss"] and p["processes"]} == {"h0", "h1", "h2"}
+
+    assert wait_for(measured, timeout=30)
     env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
     env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
     env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
@@ -360,6 +386,8 @@ def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     workers_report_their_capacity(cluster)
     placement_by_cpus_memory_and_gpus(cluster)
     output_streams_byte_exact(cluster)
+    stdin_reaches_a_remote_petition(cluster)
+    mem_is_enforced_on_the_worker(cluster)
     priority_after_and_why_waiting_across_workers(cluster, tmp_path / "priority")
     group_limits_hold_across_workers(cluster, tmp_path / "groups")
     cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
