@@ -277,6 +277,12 @@ def output_streams_byte_exact(cluster: Cluster) -> None:
     assert hashlib.sha256(out.stdout).hexdigest() == want
     both = cluster.env.run("run", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
+    # What a command leaves running is stopped when it ends (its worker says whether
+    # anything is left: a round trip only then).
+    out = cluster.env.run("run", "--id", "left", "--", "sh", "-c", "sleep 1739 & echo started")
+    assert (out.returncode, out.stdout) == (0, "started\n"), out.stderr
+    assert field(cluster.env, "left", "leftovers") == 1
+    assert alive("sleep 1739") == []
 
 
 def stdin_reaches_a_remote_petition(cluster: Cluster) -> None:

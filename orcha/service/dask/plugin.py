@@ -154,10 +154,16 @@ class OrchaWorkerPlugin(WorkerPlugin):
 
     def __init__(self, grace: float = 5.0) -> None:
         self.grace = grace
+        # By stream (one per start of a petition's command: a retry gets a new one).
         self.buffers: dict[str, Buffer] = {}
         self.stdins: dict[str, asyncio.Future[int]] = {}
+        self.ends: dict[str, asyncio.Future[int]] = {}
+        self.started: set[str] = set()
+        self._tasks: set[asyncio.Future[int]] = set()
+        # By petition token (what stopping and pausing name).
         self.pids: dict[str, int] = {}
-        self.limits: dict[str, int] = {}  # --mem, by token
+        self.streams: dict[str, str] = {}
+        self.limits: dict[str, int] = {}  # --mem
         self.link: SpawnerLink | None = None
         self._watch: asyncio.Task[None] | None = None
 
@@ -181,22 +187,50 @@ class OrchaWorkerPlugin(WorkerPlugin):
         if self.link is not None:
             self.link.close()
 
-    async def serve_output(self, comm: Any, token: str, offset: int = 0) -> Any:
-        return await serve_output(comm, self.buffers, token, offset)
+    async def serve_output(
+        self, comm: Any, stream: str, offset: int = 0, run: dict[str, Any] | None = None
+    ) -> Any:
+        """Stream ``stream``'s output from ``offset``; first start its command (``run``:
+        :meth:`run`'s arguments) unless it was started already (a resumed connection
+        sends it again, in case the first never arrived: it never runs twice)."""
+        if run is not None and stream not in self.started:
+            self.started.add(stream)
+            task = asyncio.ensure_future(self.run(stream, **run))
+            self._tasks.add(task)  # held: the loop keeps only weak references
+            task.add_done_callback(self._tasks.discard)
+        return await serve_output(comm, self.buffers, stream, offset)
 
-    async def serve_input(self, comm: Any, token: str) -> Any:
-        return await serve_input(comm, self.stdins, token)
+    async def serve_input(self, comm: Any, stream: str) -> Any:
+        return await serve_input(comm, self.stdins, stream)
 
     async def run(
-        self, token: str, argv: list[str], cwd: str, env: dict[str, str],
+        self, stream: str, token: str, argv: list[str], cwd: str, env: dict[str, str],
         stdin: bool = False, mem: int = 0,
     ) -> int:  # fmt: skip
-        """Run one petition's command: its output into its buffer, then its end record;
-        returns its exit code. A start error ends it at once (code 127 or 126).
-        ``stdin``: its stdin is fed by the service (else /dev/null); ``mem``: its
-        ``--mem`` in bytes (0: none), watched with its use."""
-        # The service's connection may come first and create it.
-        buffer = self.buffers.setdefault(token, Buffer())
+        """Run one petition's command (started by the service's ``orcha_output``
+        connection ``stream``, not by a Dask task: that costs the scheduler's round trip
+        and its batching): its output into its buffer, then its end record; returns its
+        exit code. A start error ends it at once (code 127 or 126). ``stdin``: its stdin
+        is fed by the service (else /dev/null); ``mem``: its ``--mem`` in bytes (0:
+        none), watched with its use."""
+        buffer = self.buffers.setdefault(stream, Buffer())
+        try:
+            code = await self._run(stream, token, buffer, argv, cwd, env, stdin, mem)
+        except BaseException:
+            if buffer.code is None:
+                buffer.end(-9)  # never leave the service waiting for an end
+            raise
+        finally:
+            self._forget_later(stream, buffer)
+        end = self.ends.setdefault(stream, asyncio.get_running_loop().create_future())
+        if not end.done():
+            end.set_result(code)
+        return code
+
+    async def _run(
+        self, stream: str, token: str, buffer: Buffer, argv: list[str], cwd: str,
+        env: dict[str, str], stdin: bool, mem: int,
+    ) -> int:  # fmt: skip
         assert self.link is not None
         try:
             pid, fds, done = await self.link.spawn(argv, cwd, env, stdin)
@@ -204,10 +238,10 @@ class OrchaWorkerPlugin(WorkerPlugin):
             buffer.put(STDERR, f"orcha: {e.strerror or e}\n".encode())
             buffer.put(0, json.dumps({"start_error": e.strerror, "errno": e.errno}).encode())
             buffer.end(127 if e.errno == 2 else 126)
-            self._forget_later(token, buffer)
-            self._unfeed(token)
+            self._unfeed(stream)
             return buffer.code or 0
         self.pids[token] = pid
+        self.streams[token] = stream
         if mem:
             self.limits[token] = mem
         if self._watch is None or self._watch.done():
@@ -215,32 +249,46 @@ class OrchaWorkerPlugin(WorkerPlugin):
         buffer.put(0, json.dumps({"pid": pid}).encode())  # stream 0: orcha's own record
         if stdin:
             os.set_blocking(fds[2], False)
-            feed = self.stdins.setdefault(token, asyncio.get_running_loop().create_future())
+            feed = self.stdins.setdefault(stream, asyncio.get_running_loop().create_future())
             if feed.done():  # the service gave up on it already
                 os.close(fds[2])
             else:
                 feed.set_result(fds[2])
         readers = [
-            asyncio.ensure_future(self._pump(fd, stream, buffer))
-            for fd, stream in ((fds[0], STDOUT), (fds[1], STDERR))
+            asyncio.ensure_future(self._pump(fd, which, buffer))
+            for fd, which in ((fds[0], STDOUT), (fds[1], STDERR))
         ]
         code, cpu, rss = await done
         # What it wrote before it exited is in its pipes; a process it left running may
         # hold them open: read on while it comes (or while the service is slow to take
         # it), and stop waiting only when they stay idle for the drain time.
         await _drain(readers, buffer)
-        self._unfeed(token)
+        self._unfeed(stream)
         self.pids.pop(token, None)
+        self.streams.pop(token, None)
         self.limits.pop(token, None)
-        if cpu is not None or rss is not None:
-            buffer.put(0, json.dumps({"rusage": [cpu, rss]}).encode())
+        end = {"rusage": [cpu, rss], "strays": self._strays()}
+        buffer.put(0, json.dumps(end).encode())
         buffer.end(code)
-        self._forget_later(token, buffer)
         return code
 
-    def _unfeed(self, token: str) -> None:
+    def _strays(self) -> bool:
+        """Whether anything may be left of a petition whose command ended: the spawner
+        is a subreaper, so what a command leaves behind becomes its child. False only
+        when its only children are the commands still running (then the service skips
+        a round trip to look for leftovers); True if that cannot be told."""
+        assert self.link is not None
+        spawner = self.link.proc.pid
+        try:
+            with open(f"/proc/{spawner}/task/{spawner}/children") as f:
+                children = {int(pid) for pid in f.read().split()}
+        except (OSError, ValueError):
+            return True
+        return not children <= set(self.pids.values())
+
+    def _unfeed(self, stream: str) -> None:
         """The petition ended (or never started): its stdin, if no connection took it."""
-        feed = self.stdins.pop(token, None)
+        feed = self.stdins.pop(stream, None)
         if feed is None:
             return
         if feed.done() and not feed.cancelled() and feed.exception() is None:
@@ -248,12 +296,14 @@ class OrchaWorkerPlugin(WorkerPlugin):
         elif not feed.done():
             feed.set_exception(BrokenPipeError("the petition has ended"))
 
-    def _forget_later(self, token: str, buffer: Buffer) -> None:
+    def _forget_later(self, stream: str, buffer: Buffer) -> None:
         """Drop ``buffer`` if its service has not read it to its end in a while."""
 
         def forget() -> None:
-            if self.buffers.get(token) is buffer:
-                del self.buffers[token]
+            if self.buffers.get(stream) is buffer:
+                del self.buffers[stream]
+            self.started.discard(stream)
+            self.ends.pop(stream, None)
 
         asyncio.get_running_loop().call_later(DASK_FORGET_SECONDS, forget)
 
@@ -288,7 +338,7 @@ class OrchaWorkerPlugin(WorkerPlugin):
             limits = dict(self.limits)
             figures = await asyncio.to_thread(_measure_trees, pids, limits)
             for token, usage in figures.items():
-                buffer = self.buffers.get(token)
+                buffer = self.buffers.get(self.streams.get(token, ""))
                 if buffer is None or token not in self.pids:
                     continue
                 limit = limits.get(token, 0)
@@ -350,11 +400,13 @@ def _plugin() -> OrchaWorkerPlugin:
     return plugin
 
 
-async def run_petition(
-    token: str, argv: list[str], cwd: str, env: dict[str, str], stdin: bool = False, mem: int = 0
-) -> int:
-    """The Dask task of one petition's command (pinned to its worker by the service)."""
-    return await _plugin().run(token, argv, cwd, env, stdin, mem)
+async def watch_petition(stream: str) -> int:
+    """The Dask task of one petition's command (pinned to its worker by the service): it
+    shows the petition on Dask's dashboard and ends with it, with its exit code. The
+    command itself is started by the service's stream (:meth:`OrchaWorkerPlugin.run`)."""
+    plugin = _plugin()
+    end = plugin.ends.setdefault(stream, asyncio.get_running_loop().create_future())
+    return await end
 
 
 async def stop_tree(

@@ -36,10 +36,16 @@ class RemoteProcess:
     remote = True  # the context must not look for this PID on the service's host
 
     def __init__(
-        self, machine: WorkerMachine, token: str, future: Any, stdin: bool = False
+        self, machine: WorkerMachine, token: str, future: Any, stream: str, run: dict[str, Any]
     ) -> None:
+        """``stream``: this start's name on the worker; ``run``: what the worker starts
+        (:meth:`~.plugin.OrchaWorkerPlugin.run`'s arguments), sent when the output stream
+        is opened (and again if it is resumed: the worker starts it once)."""
+        stdin = bool(run.get("stdin"))
         self.machine = machine
         self.token = token
+        self.stream = stream
+        self._run = run
         self.future = future
         self.pid = 0
         self.returncode: int | None = None
@@ -49,6 +55,7 @@ class RemoteProcess:
         self.lost: str | None = None
         self.usage: dict[str, float] = {}  # the worker's latest measure of its tree
         self.rusage: tuple[float | None, int | None] = (None, None)  # at its end
+        self.strays = True  # whether something of its tree may outlive it (the worker says)
         #: Called once with the bytes it used when found over its --mem.
         self.over: Callable[[int], None] | None = None
         out_r, self._out_w = _pipe()
@@ -82,8 +89,10 @@ class RemoteProcess:
             while True:
                 try:
                     if comm is None:
-                        comm = self._await(self.machine.open_stream(OUTPUT_OP, self.token,
-                                                                    offset=offset))  # fmt: skip
+                        opening = self.machine.open_stream(
+                            OUTPUT_OP, stream=self.stream, offset=offset, run=self._run
+                        )
+                        comm = self._await(opening)
                         self._acked = None
                     msg = self._await(comm.read())
                 except WorkerLost:
@@ -165,6 +174,7 @@ class RemoteProcess:
         elif "rusage" in record:
             cpu, rss = record["rusage"]
             self.rusage = (cpu, rss)
+            self.strays = bool(record.get("strays", True))
         self._started.set()
 
     # -- input --------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ class RemoteProcess:
         next write fails and it reports its stdin closed, as for a local petition."""
         comm: Any = None
         try:
-            comm = self._await(self.machine.open_stream(INPUT_OP, self.token))
+            comm = self._await(self.machine.open_stream(INPUT_OP, stream=self.stream))
             while True:
                 data = os.read(fd, PIPE_CHUNK)
                 self._await(self.machine.send(comm, {"data": data, "eof": not data},
@@ -236,6 +246,8 @@ def _pipe() -> tuple[int, int]:
 
 
 def cancel_task(future: Any) -> None:
+    if future is None:
+        return
     try:
         future.cancel()
     except Exception:

@@ -1,9 +1,12 @@
 """One :class:`~orcha.service.machines.Machine` per Dask worker.
 
 Its capacity is the worker's report (:mod:`.inventory`); its process control goes to
-the worker: :meth:`WorkerMachine.spawn` submits the command as a Dask task pinned to the
-worker (``workers=[addr], allow_other_workers=False, pure=False, retries=0``: Dask never
-runs it anywhere else, nor twice) and hands back a :class:`RemoteProcess`, which looks to
+the worker: :meth:`WorkerMachine.spawn` opens the petition's output stream to the worker,
+which starts the command (once, whatever happens to the connection: one hop, without
+the scheduler's round trip), submits a Dask task pinned to the worker that shows it on
+the dashboard and ends with it (``workers=[addr], allow_other_workers=False, pure=False,
+retries=0``: it never runs anything, anywhere else, or twice), and hands back a
+:class:`RemoteProcess`, which looks to
 the petition's kind like the ``Popen`` a local spawn gives: its ``stdout`` and ``stderr``
 are local pipes that a puller thread fills from the worker's output stream
 (:mod:`.stream`: a slow client fills the pipe, the puller stops acknowledging, the
@@ -35,7 +38,7 @@ from orcha.defaults import (
     ENV_PETITION_TOKEN,
 )
 from orcha.service.dask.inventory import WorkerReport
-from orcha.service.dask.process import RemoteProcess
+from orcha.service.dask.process import RemoteProcess, cancel_task
 from orcha.service.machines import Machine
 from orcha.service.memory import over_limit_message
 
@@ -66,6 +69,7 @@ class WorkerMachine(Machine):
         self.grace = grace
         self.state = "ok"
         self._limits: dict[str, tuple[int, Callable[[str], None]]] = {}  # --mem, by token
+        self._clean: set[str] = set()  # ended, and their worker saw nothing left of them
         self._lock = threading.Lock()
         self.running: dict[str, RemoteProcess] = {}
 
@@ -102,12 +106,12 @@ class WorkerMachine(Machine):
         loop: asyncio.AbstractEventLoop = self.client.loop.asyncio_loop
         return loop
 
-    async def open_stream(self, op: str, token: str, **args: Any) -> Any:
+    async def open_stream(self, op: str, **args: Any) -> Any:
         """A connection to the worker (from the client's pool: its TLS settings apply)
-        on which it serves ``op`` for petition ``token`` (:mod:`.stream`)."""
+        on which it serves ``op`` with ``args`` (:mod:`.stream`)."""
         comm = await self.client.rpc.connect(self.address)
         try:
-            await comm.write({"op": op, "token": token, "reply": False, **args})
+            await comm.write({"op": op, "reply": False, **args})
         except BaseException:
             comm.abort()
             raise
@@ -140,7 +144,7 @@ class WorkerMachine(Machine):
         there: a worker's two streams come back in the order it read them). OSError, as a
         local spawn, if the worker cannot start it (a missing working directory, a
         command not found)."""
-        from orcha.service.dask.plugin import run_petition
+        from orcha.service.dask.plugin import watch_petition
 
         if self.state == "lost":
             raise OSError(f"worker {self.name} is {self.state}")
@@ -148,11 +152,18 @@ class WorkerMachine(Machine):
         key = (f"orcha-{env.get(ENV_PETITION_ID, 'x')}-{env.get(ENV_ATTEMPT, '1')}-"
                f"{uuid.uuid4().hex[:8]}")  # fmt: skip
         limit, exceeded = self._limits.get(token, (0, None))
-        future = self.client.submit(
-            run_petition, token, list(argv), cwd, dict(env), stdin, limit, key=key,
+        stream = uuid.uuid4().hex  # this start's, on the worker
+        run = {"token": token, "argv": list(argv), "cwd": cwd, "env": dict(env),
+               "stdin": stdin, "mem": limit}  # fmt: skip
+        # The command starts from the stream's connection (one hop, no scheduler); the
+        # task, submitted after, only shows it on Dask's dashboard and ends with it.
+        proc = RemoteProcess(self, token, None, stream, run)
+        proc.future = self.client.submit(
+            watch_petition, stream, key=key,
             workers=[self.address], allow_other_workers=False, pure=False, retries=0,
         )  # fmt: skip
-        proc = RemoteProcess(self, token, future, stdin)
+        if proc.lost is not None:
+            cancel_task(proc.future)  # lost meanwhile: Dask must not keep it waiting
         if exceeded is not None:
             proc.over = lambda used: exceeded(over_limit_message(used, limit))
         proc.args = list(argv)
@@ -216,6 +227,10 @@ class WorkerMachine(Machine):
     def stop_leftovers(self, job: Job, grace: float) -> int:
         if job.lost is not None:
             return 0  # the worker is gone, and its spawner stopped the tree
+        with self._lock:
+            if job.token in self._clean:
+                self._clean.discard(job.token)
+                return 0  # its worker saw nothing left (no round trip to look)
         # Its main process ended (its PID may be reused): the token finds the rest.
         return self.stop(job.token, None, grace, False)
 
@@ -237,6 +252,9 @@ class WorkerMachine(Machine):
         cpu, rss = getattr(proc, "rusage", (None, None))
         if cpu is not None or rss is not None:
             job.used(cpu, rss)  # the spawner's wait4 of its main process
+        if not getattr(proc, "strays", True):
+            with self._lock:
+                self._clean.add(job.token)
         return code
 
     def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
@@ -249,6 +267,7 @@ class WorkerMachine(Machine):
     def forget(self, job: Job) -> None:
         with self._lock:
             self._limits.pop(job.token, None)
+            self._clean.discard(job.token)
 
     def relocate(self, job: Job) -> bool:
         return self._relocate is not None and self._relocate(job)
