@@ -287,14 +287,18 @@ class OrchaWorkerPlugin(WorkerPlugin):
         return not children <= set(self.pids.values())
 
     def _unfeed(self, stream: str) -> None:
-        """The petition ended (or never started): its stdin, if no connection took it."""
-        feed = self.stdins.pop(stream, None)
-        if feed is None:
-            return
-        if feed.done() and not feed.cancelled() and feed.exception() is None:
-            os.close(feed.result())
-        elif not feed.done():
-            feed.set_exception(BrokenPipeError("the petition has ended"))
+        """The petition ended (or never started): close its stdin if no connection took
+        it, and leave word (-1) for a connection that comes late (a command that ended
+        at once): it must not wait for a stdin that will never come."""
+        feed = self.stdins.get(stream)
+        if feed is not None and feed.done():
+            if feed.result() >= 0:
+                os.close(feed.result())
+        elif feed is not None:
+            feed.set_result(-1)
+        closed = asyncio.get_running_loop().create_future()
+        closed.set_result(-1)
+        self.stdins[stream] = closed
 
     def _forget_later(self, stream: str, buffer: Buffer) -> None:
         """Drop ``buffer`` if its service has not read it to its end in a while."""
@@ -304,6 +308,7 @@ class OrchaWorkerPlugin(WorkerPlugin):
                 del self.buffers[stream]
             self.started.discard(stream)
             self.ends.pop(stream, None)
+            self.stdins.pop(stream, None)
 
         asyncio.get_running_loop().call_later(DASK_FORGET_SECONDS, forget)
 

@@ -188,15 +188,13 @@ class RemoteProcess:
             comm = self._await(self.machine.open_stream(INPUT_OP, stream=self.stream))
             while True:
                 data = os.read(fd, PIPE_CHUNK)
-                self._await(self.machine.send(comm, {"data": data, "eof": not data},
-                                              reuse=not data))  # fmt: skip
+                self._await(self.machine.send(comm, {"data": data, "eof": not data}))
                 if not data:
-                    comm = None
-                    return
+                    return  # the connection is not reused: the worker may close it too
         except Exception as e:
             log.debug("petition %s: stdin to %s ended: %s", self.token[:8], self.machine.name, e)
-            self.machine.abort(comm)
         finally:
+            self.machine.abort(comm)
             os.close(fd)
 
     # -- the end ------------------------------------------------------------------------------

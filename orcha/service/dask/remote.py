@@ -170,6 +170,8 @@ class WorkerMachine(Machine):
         with self._lock:
             self.running[token] = proc
         proc.wait_started()
+        if (proc.start_error is not None or proc.lost is not None) and proc.stdin is not None:
+            proc.stdin.close()  # no feed will take it: its sender thread sees EOF and ends
         if proc.start_error is not None:
             proc.wait()
             number, text = proc.start_error

@@ -186,9 +186,10 @@ async def _read_acks(comm: Any, buffer: Buffer, closed: asyncio.Event) -> None:
 
 
 async def serve_input(comm: Any, pipes: dict[str, asyncio.Future[int]], token: str) -> Any:
-    """The ``orcha_input`` handler: write what comes into petition ``token``'s stdin,
-    chunk by chunk, until ``eof``; close it then. If the petition closed its stdin (or
-    ended), close the connection: the service's side stops sending."""
+    """The ``orcha_input`` handler: write what comes into stream ``token``'s stdin (its
+    pipe's write end, or -1 once the petition has ended), chunk by chunk, until ``eof``;
+    close it then. If the petition closed its stdin (or ended), close the connection:
+    the service's side stops sending."""
     from distributed.core import Status
 
     loop = asyncio.get_running_loop()
@@ -196,6 +197,8 @@ async def serve_input(comm: Any, pipes: dict[str, asyncio.Future[int]], token: s
     try:
         fd = await pipes.setdefault(token, loop.create_future())
         pipes.pop(token, None)  # this connection's now
+        if fd < 0:
+            raise BrokenPipeError("the petition has ended")
         while True:
             msg = await comm.read()
             data = msg.get("data")
