@@ -190,6 +190,39 @@ def test_a_resumed_stream_repeats_only_what_was_not_acknowledged() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stdin_connection_after_its_petition_ended_is_closed_at_once() -> None:
+    import asyncio
+
+    from orcha.service.dask.plugin import OrchaWorkerPlugin
+    from orcha.service.dask.stream import serve_input
+
+    class Comm:
+        aborted = False
+
+        async def read(self) -> dict[str, Any]:
+            raise AssertionError("nothing is read: the petition has ended")
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    async def scenario() -> None:
+        plugin = OrchaWorkerPlugin()
+        r, w = os.pipe()
+        fed = asyncio.get_running_loop().create_future()
+        fed.set_result(w)  # its stdin, which no connection took
+        plugin.stdins["a"] = fed
+        plugin._unfeed("a")  # it ended
+        plugin._unfeed("b")  # it ended before its stdin connection came
+        assert os.read(r, 1) == b""  # a's stdin was closed: EOF
+        os.close(r)
+        for stream in ("a", "b"):
+            comm = Comm()
+            await asyncio.wait_for(serve_input(comm, plugin.stdins, stream), 5)
+            assert comm.aborted and stream not in plugin.stdins
+
+    asyncio.run(scenario())
+
+
 # -- the spawner --------------------------------------------------------------------------------
 @pytest.fixture
 def spawner() -> Any:
