@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -221,6 +222,30 @@ def test_a_stdin_connection_after_its_petition_ended_is_closed_at_once() -> None
             assert comm.aborted and stream not in plugin.stdins
 
     asyncio.run(scenario())
+
+
+def test_the_worker_says_whether_anything_is_left_under_its_spawner() -> None:
+    from orcha.service.dask.plugin import OrchaWorkerPlugin
+    from tests.conftest import wait_for
+
+    # A shell stands for the spawner: its one child stands for what it holds.
+    spawner = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    children = Path(f"/proc/{spawner.pid}/task/{spawner.pid}/children")
+    child = 0
+    try:
+        assert wait_for(lambda: children.read_text().split(), timeout=10)
+        (child,) = map(int, children.read_text().split())
+        plugin = OrchaWorkerPlugin()
+        plugin.link = SimpleNamespace(proc=SimpleNamespace(pid=spawner.pid))  # type: ignore[assignment]
+        plugin.pids = {"running": child}
+        assert plugin._strays() is False  # only commands still running
+        plugin.pids = {}
+        assert plugin._strays() is True  # something left: the service looks for it
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+        spawner.kill()
+        spawner.wait()
 
 
 # -- the spawner --------------------------------------------------------------------------------
