@@ -3,11 +3,16 @@ cluster (2 workers x 1 slot) and on the local machine (2 slots), in one run.
 
 * ``flood``: COUNT ``true`` petitions (one array), submitted to their end (petitions/s);
 * ``refill``: median time from a petition's end to the next start on the same worker
-  (a freed remote slot refilled; target 20 ms);
+  (a freed remote slot refilled), from the records' times (what the service saw);
+* ``process refill``: the same at process level (target 20 ms): on one slot (``--on w1``
+  on the cluster, ``--cpus 2`` of the 2 local slots), REFILL petitions behind a blocker
+  each append the time of their first and last act to a file (bench/targets_process.py's
+  stamp program, a static C one where a compiler is here); the gap from one's last act
+  to the next one's first, as bench/run.py's refill measures locally;
 * ``stream``: MB/s of SIZE MiB of output read by ``orcha run`` (target 100 MB/s);
 * ``line``: median latency of one line from the petition's ``print`` to the client.
 
-Usage: ``python bench/bench_dask.py [--count 1000] [--size 200]``. Self-contained
+Usage: ``python bench/bench_dask.py [--count 1000] [--size 200] [--refill 100]``. Self-contained
 (starts and stops its own scheduler, workers and services, by PID).
 """
 
@@ -80,6 +85,32 @@ def flood(place: Place, count: int) -> dict[str, float]:
     return {"petitions_per_s": count / took, "seconds": took, "refill_ms_median": refill}
 
 
+def process_refill(place: Place, n: int, one_slot: list[str], work: Path) -> dict[str, float]:
+    """Median, 10th and 90th percentile (ms) of the gap from one petition's last act to the
+    next one's first, on one slot, from the petitions' own timestamps."""
+    from stats import parse_stamps, refill_gaps
+    from targets_process import _stamper
+
+    bash = shutil.which("bash") or "/bin/bash"
+    stamp, how = _stamper(work, bash)
+    out, go = work / f"stamps-{place.root.name}", work / f"go-{place.root.name}"
+    place.run("run", "--detach", "--id", "blocker", *one_slot, "--", bash, "-c",
+              f"while [ ! -e {go} ]; do sleep 0.01; done")  # fmt: skip
+    place.run("run", "--detach", "--id", "refill", "--array", f"1-{n}", *one_slot, "--",
+              str(stamp), str(out))  # fmt: skip
+    go.touch()
+    place.run("wait", "refill")
+    pairs = parse_stamps(out.read_text())
+    if len(pairs) != n:
+        raise SystemExit(f"refill: {len(pairs)} of {n} petitions wrote their times")
+    gaps = sorted(1000 * g for g in refill_gaps(pairs))
+    print(f"  {place.root.name}: process refill over {len(gaps)} gaps ({how} stamp program)",
+          file=sys.stderr)  # fmt: skip
+    return {"process_refill_ms_median": statistics.median(gaps),
+            "process_refill_ms_p10": gaps[len(gaps) // 10],
+            "process_refill_ms_p90": gaps[len(gaps) * 9 // 10]}  # fmt: skip
+
+
 def stream(place: Place, mib: int) -> float:
     code = f"import sys; b = b'x' * (1 << 20); [sys.stdout.buffer.write(b) for _ in range({mib})]"
     start = time.perf_counter()
@@ -110,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--size", type=int, default=200, help="MiB streamed")
+    parser.add_argument("--refill", type=int, default=100, help="petitions in the refill")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="orcha-bench-dask-", dir="/tmp"))
     (root / "empty.yaml").write_text("{}\n")
@@ -135,9 +167,11 @@ def main() -> None:
         places = [Place(root, "dask", ["--dask-scheduler-file", str(file)]),
                   Place(root, "local", ["--max-running", "2"])]  # fmt: skip
         results: dict[str, dict[str, float]] = {}
+        slot = {"dask": ["--on", "w1"], "local": ["--cpus", "2"]}
         for place in places:
             name = place.root.name
             results[name] = flood(place, args.count)
+            results[name].update(process_refill(place, args.refill, slot[name], root))
             results[name]["stream_MB_per_s"] = stream(place, args.size)
             results[name]["line_latency_ms_median"] = line_latency(place)
         print(json.dumps(results, indent=2))

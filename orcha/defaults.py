@@ -380,19 +380,25 @@ ORDERED_SETTLE_NS = 1_000_000
 #: path of a scheduler file).
 ENV_DASK = "ORCHA_DASK"
 
-#: Output a worker keeps per running petition until the service reads it: a full buffer
-#: stops reading the petition's pipes, so it blocks as on a full pipe (backpressure).
+#: Output a worker keeps per running petition until the service has acknowledged it
+#: (sent or not): a full buffer stops reading the petition's pipes, so it blocks as on a
+#: full pipe (backpressure).
 DASK_BUFFER_BYTES = 8 * 1024 * 1024
 
-#: Most bytes one read of a petition's output brings back from a worker.
+#: Most bytes of a petition's output in one message from its worker.
 DASK_READ_BYTES = 1024 * 1024
 
-#: Seconds a read of a petition's output waits on the worker for something new.
+#: Seconds between two looks, while waiting on a worker's answer, at whether the worker
+#: is known lost (a host that vanished never closes its connections).
 DASK_POLL_SECONDS = 1.0
 
 #: Seconds between two looks at the cluster's workers (their reports arrive with Dask's
 #: heartbeats; a worker's death is heard at once through the scheduler's events).
 DASK_REFRESH_SECONDS = 0.5
+
+#: Times in a row a broken output stream from a worker is reconnected (resumed from
+#: the last byte received) before its petition is taken as lost with its worker.
+DASK_RECONNECTS = 5
 
 #: Seconds to wait for the Dask scheduler at start-up.
 DASK_CONNECT_SECONDS = 10.0
@@ -400,6 +406,10 @@ DASK_CONNECT_SECONDS = 10.0
 #: Seconds a worker keeps an ended petition's unread output (its service died or
 #: restarted meanwhile and will never read it), so nothing grows on the worker.
 DASK_FORGET_SECONDS = 300.0
+
+#: Seconds between two measures of a remote petition's tree on its worker (``top``,
+#: usage events); one held to a ``--mem`` is looked at every TRACK_SECONDS.
+DASK_MEASURE_SECONDS = 1.0
 
 # -- systemd notifications --
 

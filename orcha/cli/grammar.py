@@ -238,7 +238,8 @@ PETITION_OPTIONS = (
            "each write is captured with a kernel timestamp. A single write larger than "
            "the system's socket buffer limit (net.core.wmem_max, doubled: 8 MiB "
            "usually) then fails in the petition, hence not the default; without it the "
-           "two streams are kept in the order read (or use 2>&1)."),
+           "two streams are kept in the order read (or use 2>&1). Local petitions only: one "
+           "that runs on a Dask worker keeps the order its worker read them in."),
     Option("--delay", metavar="DURATION", check=_values.duration, into="schedule",
            help="Start it no sooner than DURATION from now (e.g. 90s, 1h30m, 2:00:00)."),
     Option("--at", metavar="TIME", dest="begin", check=_values.start_time, into="schedule",

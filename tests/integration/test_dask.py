@@ -5,6 +5,12 @@ processes, each starting a cluster of its own (its 'loadgroup' mode does not gro
 under pytest 9: it marks the groups on an attribute pytest no longer reads).
 
 w1 declares 2 CPUs, 2 (fake) GPUs and 1 GB; w2 declares 1 CPU (its memory is measured).
+
+The cluster speaks TLS, mutual (docs/dask.rst, "Security"), where the ``openssl`` command
+is there to make a CA and a certificate in the test's folder: the scheduler and the
+workers get ``--tls-ca-file/--tls-cert/--tls-key``, the service Dask's configuration
+(``DASK_DISTRIBUTED__COMM__TLS__*`` in its environment). Without ``openssl`` it is plain
+TCP (said in the test's output).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +38,55 @@ WORKER = ("--host", "127.0.0.1", "--no-nanny", "--nthreads", "8",
           "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60")  # fmt: skip
 
 
+def make_certificates(folder: Path) -> tuple[Path, Path, Path] | None:
+    """A CA, and a key and certificate it signed for 127.0.0.1 (EC keys: quick), made
+    with the ``openssl`` command; None without it."""
+    if shutil.which("openssl") is None:
+        return None
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "node.key",
+                                                       "node.csr", "node.pem"))  # fmt: skip
+    ext = folder / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for argv in (
+        ("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj",
+         "/CN=orcha-test-ca"),
+        ("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"),
+        ("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext),
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    return ca, cert, key
+
+
 class Cluster:
     def __init__(self, env: Env) -> None:
         self.env = env
         self.file = env.root / "scheduler.json"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.tls: tuple[str, ...] = ()  # the scheduler's and workers' TLS options
+        self.security: Any = None  # for this process's own Dask clients
+
+    def use_tls(self) -> bool:
+        """Make certificates and give them to everything started from now on."""
+        made = make_certificates(self.env.root)
+        if made is None:
+            return False
+        ca, cert, key = map(str, made)
+        self.tls = ("--protocol", "tls", "--tls-ca-file", ca, "--tls-cert", cert,
+                    "--tls-key", key)  # fmt: skip
+        # What docs/dask.rst tells the service's host to set (its Dask configuration).
+        self.env.vars.update({
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": ca,
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": cert,
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": key,
+        })  # fmt: skip
+        from distributed.security import Security
+
+        self.security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key,
+                                 require_encryption=True)  # fmt: skip
+        return True
 
     def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         log = open(self.env.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the proc)
@@ -48,7 +100,7 @@ class Cluster:
         local = self.env.root / name
         local.mkdir()
         self.start(name, *(prefix or (sys.executable, "-m", "dask")), "worker",
-                   "--scheduler-file", str(self.file), *WORKER, "--name", name,
+                   "--scheduler-file", str(self.file), *WORKER, *self.tls, "--name", name,
                    "--resources", resources, "--local-directory", str(local))  # fmt: skip
 
     def stop(self, name: str) -> None:
@@ -72,9 +124,11 @@ def cluster() -> Iterator[Cluster]:
     with private_env("orcha-dask-") as env:
         c = Cluster(env)
         try:
+            if not c.use_tls():
+                print("test_dask: no openssl command: the cluster speaks plain TCP")
             c.start("scheduler", sys.executable, "-m", "dask", "scheduler", "--host",
                     "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-                    "--scheduler-file", str(c.file))  # fmt: skip
+                    "--scheduler-file", str(c.file), *c.tls)  # fmt: skip
             assert wait_for(c.file.exists, timeout=60), "the scheduler did not start"
             c.worker("w1", "CPU=2,GPU=2,MEM=1e9")
             c.worker("w2", "CPU=1")
@@ -152,6 +206,43 @@ def workers_report_their_capacity(cluster: Cluster) -> None:
     assert any(line.split()[:1] == ["w1"] and "2/2" in line for line in text.stdout.splitlines())
 
 
+def the_cluster_speaks_mutual_tls(cluster: Cluster) -> None:
+    """Everything above and below went over TLS; a peer without a certificate the CA
+    signed is refused."""
+    if not cluster.tls:
+        return
+    address = json.loads(cluster.file.read_text())["address"]
+    assert address.startswith("tls://127.0.0.1:")
+    workers = cluster.workers()
+    assert all(w["address"].startswith("tls://") for w in workers.values()), workers
+    out = cluster.env.run("workers")
+    assert f"Dask scheduler {address}" in out.stdout, out.stdout
+    import asyncio
+    import ssl
+
+    from distributed.comm import CommClosedError, connect
+
+    ca, cert, key = (cluster.tls[i] for i in (3, 5, 7))
+
+    def identity(with_certificate: bool) -> str:
+        context = ssl.create_default_context(cafile=ca)  # it trusts the scheduler
+        if with_certificate:
+            context.load_cert_chain(cert, key)
+
+        async def ask() -> str:
+            comm = await connect(address, timeout=5, ssl_context=context)
+            await comm.write({"op": "identity"})
+            reply = await comm.read()
+            await comm.close()
+            return str(reply["type"])
+
+        return asyncio.run(ask())
+
+    assert identity(with_certificate=True) == "Scheduler"
+    with pytest.raises(CommClosedError):  # mutual: the scheduler wants the client's too
+        identity(with_certificate=False)
+
+
 def placement_by_cpus_memory_and_gpus(cluster: Cluster) -> None:
     env = cluster.env
     out = env.run("run", "--id", "g1", "--gpus", "2", "--", "sh", "-c", "echo $ORCHA_GPUS")
@@ -186,6 +277,35 @@ def output_streams_byte_exact(cluster: Cluster) -> None:
     assert hashlib.sha256(out.stdout).hexdigest() == want
     both = cluster.env.run("run", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (both.returncode, both.stdout, both.stderr) == (3, "out\n", "err\n")
+    # What a command leaves running is stopped when it ends (its worker says whether
+    # anything is left: a round trip only then).
+    out = cluster.env.run("run", "--id", "left", "--", "sh", "-c", "sleep 1739 & echo started")
+    assert (out.returncode, out.stdout) == (0, "started\n"), out.stderr
+    assert field(cluster.env, "left", "leftovers") == 1
+    assert alive("sleep 1739") == []
+
+
+def stdin_reaches_a_remote_petition(cluster: Cluster) -> None:
+    env = cluster.env
+    data = os.urandom(3 << 20)  # more than the client's window and the pipes hold
+    out = subprocess.run([sys.executable, "-m", "orcha", "run", "--", "cat"], env=env.vars,
+                         input=data, capture_output=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(out.stdout).digest() == hashlib.sha256(data).digest()
+    # A petition that stops reading early: the client stops sending, nothing hangs.
+    head = subprocess.run([sys.executable, "-m", "orcha", "run", "--", "head", "-c", "5"],
+                          env=env.vars, input=data, capture_output=True, timeout=60)  # fmt: skip
+    assert (head.returncode, head.stdout) == (0, data[:5]), head.stderr
+
+
+def mem_is_enforced_on_the_worker(cluster: Cluster) -> None:
+    hog = "x = bytearray(300 * 2**20); import time; time.sleep(30)"
+    done = cluster.env.run("run", "--id", "hog", "--mem", "50M", "--", sys.executable, "-c",
+                           hog, timeout=40)  # fmt: skip
+    assert done.returncode == 211, (done.returncode, done.stderr)  # ExitCode.MEMORY
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(r"used \d+ MiB, asked for 50 MiB$", lines[0]), lines
+    assert field(cluster.env, "hog", "peak_rss") > 50 * 2**20  # the worker's wait4
 
 
 def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Path) -> None:
@@ -200,11 +320,13 @@ def priority_after_and_why_waiting_across_workers(cluster: Cluster, tmp_path: Pa
             wait.format(gates[2]))  # fmt: skip
     assert wait_for(lambda: all(field(env, h, "state") == "RUNNING" for h in ("h0", "h1", "h2")))
     assert {field(env, h, "machine") for h in ("h0", "h1", "h2")} == {"w1", "w2"}
-    # Not measured on a worker: top says unknown, not 0.
-    top = json.loads(env.run("top", "--json").stdout)
-    assert {p["id"]: (p["cpu_percent"], p["rss"], p["processes"]) for p in top["running"]} == {
-        h: (None, None, None) for h in ("h0", "h1", "h2")
-    }
+
+    # Measured on their workers: top shows figures (the tree: sh and its sleep).
+    def measured() -> bool:
+        running = json.loads(env.run("top", "--json").stdout)["running"]
+        return {p["id"] for p in running if p["rss"] and p["processes"]} == {"h0", "h1", "h2"}
+
+    assert wait_for(measured, timeout=30)
     env.run("run", "--detach", "--id", "gpu", "--gpus", "1", "--", "true")
     env.run("run", "--detach", "--id", "low", "--priority", "5", "--", "true")
     env.run("run", "--detach", "--id", "high", "--priority", "-5", "--after", "h0",
@@ -303,7 +425,8 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         # Contract: the scheduler's event for a lost worker, as orcha reads it.
         from distributed import Client
 
-        watcher = Client(scheduler_file=str(cluster.file), set_as_default=False)
+        watcher = Client(scheduler_file=str(cluster.file), set_as_default=False,
+                         security=cluster.security)  # fmt: skip
         w3 = workers["w3"]["address"]
         os.kill(cluster.procs["w3"].pid, signal.SIGKILL)
         # Read back from the scheduler's record of the topic (its last 1000 events), not
@@ -358,8 +481,11 @@ def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     (tmp_path / "death").mkdir()
     (tmp_path / "groups").mkdir()
     workers_report_their_capacity(cluster)
+    the_cluster_speaks_mutual_tls(cluster)
     placement_by_cpus_memory_and_gpus(cluster)
     output_streams_byte_exact(cluster)
+    stdin_reaches_a_remote_petition(cluster)
+    mem_is_enforced_on_the_worker(cluster)
     priority_after_and_why_waiting_across_workers(cluster, tmp_path / "priority")
     group_limits_hold_across_workers(cluster, tmp_path / "groups")
     cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,22 +147,105 @@ def test_best_fit_tries_hosts_without_gpus_first_then_the_fullest() -> None:
 def test_a_full_buffer_stops_the_reading_and_the_end_comes_after_the_output() -> None:
     import asyncio
 
-    from orcha.service.dask.plugin import Buffer
+    from orcha.service.dask.stream import Buffer
 
     async def scenario() -> None:
         buffer = Buffer(limit=10)
-        buffer.put(1, b"12345")
+        buffer.put(1, b"123")
+        buffer.put(1, b"45")
         assert buffer.room.is_set()
         buffer.put(2, b"678901")
         assert not buffer.room.is_set()  # the pipes are not read until it drains
         buffer.end(3)
-        items, code = buffer.take(5)
-        assert (items, code) == ([(1, b"12345")], None)  # output first, not the end
+        msg = buffer.take(5)  # runs of one stream in one frame; output first, not the end
+        assert (msg["at"], msg["out"], msg["code"]) == (0, [[1, b"12345"]], None)
+        assert not buffer.room.is_set()  # sent is not acknowledged: still kept
+        buffer.ack(5)
         assert buffer.room.is_set()
-        items, code = buffer.take(5)  # one item bigger than asked still goes out
-        assert (items, code) == ([(2, b"678901")], 3)
+        msg = buffer.take(5)  # one item bigger than asked still goes out
+        assert (msg["at"], msg["out"], msg["code"]) == (5, [[2, b"678901"]], 3)
+        assert not buffer.done
+        buffer.ack(11)
+        assert buffer.done
 
     asyncio.run(scenario())
+
+
+def test_a_resumed_stream_repeats_only_what_was_not_acknowledged() -> None:
+    import asyncio
+
+    from orcha.service.dask.stream import Buffer
+
+    async def scenario() -> None:
+        buffer = Buffer(limit=100)
+        for chunk in (b"aa", b"bb", b"cc"):
+            buffer.put(1, chunk)
+        buffer.note(usage={"rss": 1.0})
+        first = buffer.take(4)
+        assert (first["at"], first["out"], first["usage"]) == (0, [[1, b"aabb"]], {"rss": 1.0})
+        buffer.ack(2)  # "bb" was sent, then the connection broke before it was acknowledged
+        buffer.rewind(2)
+        again = buffer.take(100)
+        assert (again["at"], again["out"], "usage" in again) == (2, [[1, b"bbcc"]], False)
+
+    asyncio.run(scenario())
+
+
+def test_a_stdin_connection_after_its_petition_ended_is_closed_at_once() -> None:
+    import asyncio
+
+    from orcha.service.dask.plugin import OrchaWorkerPlugin
+    from orcha.service.dask.stream import serve_input
+
+    class Comm:
+        aborted = False
+
+        async def read(self) -> dict[str, Any]:
+            raise AssertionError("nothing is read: the petition has ended")
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    async def scenario() -> None:
+        plugin = OrchaWorkerPlugin()
+        r, w = os.pipe()
+        fed = asyncio.get_running_loop().create_future()
+        fed.set_result(w)  # its stdin, which no connection took
+        plugin.stdins["a"] = fed
+        plugin._unfeed("a")  # it ended
+        plugin._unfeed("b")  # it ended before its stdin connection came
+        assert os.read(r, 1) == b""  # a's stdin was closed: EOF
+        os.close(r)
+        for stream in ("a", "b"):
+            comm = Comm()
+            await asyncio.wait_for(serve_input(comm, plugin.stdins, stream), 5)
+            assert comm.aborted and stream not in plugin.stdins
+
+    asyncio.run(scenario())
+
+
+def test_the_worker_says_whether_anything_is_left_under_its_spawner() -> None:
+    from orcha.service.dask.plugin import OrchaWorkerPlugin
+    from tests.conftest import wait_for
+
+    # A shell stands for the spawner: its one child stands for what it holds.
+    spawner = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    children = Path(f"/proc/{spawner.pid}/task/{spawner.pid}/children")
+    child = 0
+    try:
+        assert wait_for(lambda: children.read_text().split(), timeout=10)
+        (child,) = map(int, children.read_text().split())
+        plugin = OrchaWorkerPlugin()
+        plugin.link = SimpleNamespace(proc=SimpleNamespace(pid=spawner.pid))  # type: ignore[assignment]
+        plugin.pids = {"running": child}
+        assert plugin._strays() is False  # only commands still running
+        plugin.pids = {}
+        assert plugin._strays() is True  # something left: the service looks for it
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+        spawner.kill()
+        spawner.wait()
 
 
 # -- the spawner --------------------------------------------------------------------------------
@@ -179,10 +263,13 @@ def spawner() -> Any:
     proc.wait(10)
 
 
-def ask(sock: socket.socket, argv: list[str], cwd: str) -> tuple[dict[str, Any], list[int]]:
+def ask(
+    sock: socket.socket, argv: list[str], cwd: str, stdin: bool = False
+) -> tuple[dict[str, Any], list[int]]:
     env = {"PATH": "/bin:/usr/bin"}
-    sock.send(json.dumps({"op": "spawn", "argv": argv, "cwd": cwd, "env": env}).encode())
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
+    sock.send(json.dumps({"op": "spawn", "argv": argv, "cwd": cwd, "env": env,
+                          "stdin": stdin}).encode())  # fmt: skip
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
     return json.loads(data), fds
 
 
@@ -192,7 +279,17 @@ def test_the_spawner_starts_reports_and_refuses_in_one_line(spawner: Any, tmp_pa
     assert "pid" in msg and len(fds) == 2
     with os.fdopen(fds[0], "rb") as out, os.fdopen(fds[1], "rb") as err:
         assert (out.read(), err.read()) == (b"out\n", b"err\n")
-    assert json.loads(sock.recv(4096)) == {"exit": msg["pid"], "code": 4}
+    end = json.loads(sock.recv(4096))
+    assert (end["exit"], end["code"]) == (msg["pid"], 4)
+    assert end["cpu"] >= 0 and end["rss"] > 0  # wait4's figures
+    # With stdin: the write end of its stdin pipe comes third.
+    msg, fds = ask(sock, ["cat"], str(tmp_path), stdin=True)
+    assert len(fds) == 3
+    os.write(fds[2], b"fed\n")
+    os.close(fds[2])
+    with os.fdopen(fds[0], "rb") as out, os.fdopen(fds[1], "rb") as err:
+        assert (out.read(), err.read()) == (b"fed\n", b"")
+    assert json.loads(sock.recv(4096))["code"] == 0
     msg, fds = ask(sock, ["true"], str(tmp_path / "missing"))
     assert fds == [] and msg["errno"] == errno.ENOTDIR
     assert "does not exist on" in msg["error"]

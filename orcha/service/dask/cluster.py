@@ -245,8 +245,7 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
 
     from orcha.service.dask.plugin import OrchaWorkerPlugin
 
-    # The default client of this process: an actor's handle finds its client that way,
-    # from any thread (the output pullers').
+    # The default client of this process (its loop carries the output and input streams).
     if target.scheduler_file:
         _wait_for_file(target.scheduler_file)
     try:

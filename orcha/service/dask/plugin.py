@@ -7,8 +7,10 @@ reaches the workers there now and those that join later). On each worker it
   each heartbeat, and the service reads them from ``scheduler_info()``);
 * starts the worker's :mod:`~orcha.service.dask.spawner` (from the event loop's thread:
   the spawner's death signal is tied to the thread that forked it);
-* keeps each running petition's output in a bounded :class:`Buffer` the service reads
-  through an :class:`OutputPort` actor (pulled: nothing is pushed into the scheduler).
+* keeps each running petition's output in a bounded :class:`~.stream.Buffer` and serves
+  it (and the petition's stdin) over a direct connection from the service
+  (:mod:`~orcha.service.dask.stream`: nothing goes through the scheduler);
+* measures each running petition's tree (``top``, usage events, ``--mem``).
 
 Task and run functions here are coroutines: they run on the worker's event loop and
 must never block it (blocking work goes to ``asyncio.to_thread``).
@@ -23,20 +25,24 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
 import orcha
 from orcha.defaults import (
-    DASK_BUFFER_BYTES,
     DASK_FORGET_SECONDS,
-    DASK_POLL_SECONDS,
-    DASK_READ_BYTES,
+    DASK_MEASURE_SECONDS,
     DRAIN_SECONDS,
+    PIPE_CHUNK,
+    TRACK_SECONDS,
 )
+from orcha.service.dask.stream import INPUT_OP, OUTPUT_OP, Buffer, serve_input, serve_output
 
 PLUGIN_NAME = "orcha"
+#: A command's end, from the spawner: exit code, CPU seconds, peak resident bytes.
+Exit = tuple[int, float | None, int | None]
 STDOUT, STDERR = 1, 2
 
 
@@ -63,46 +69,6 @@ def host_facts(running: int) -> dict[str, Any]:
 _GPUS: list[str] | None = None  # asked of nvidia-smi once per worker
 
 
-class Buffer:
-    """One petition's output on the worker, bounded: when it holds ``limit`` bytes the
-    pipes are no longer read, so the petition blocks as it would on a full pipe."""
-
-    def __init__(self, limit: int = DASK_BUFFER_BYTES) -> None:
-        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
-        self.size = 0
-        self.limit = limit
-        self.code: int | None = None  # set once: the end record
-        self.changed = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
-
-    def put(self, stream: int, data: bytes) -> None:
-        self.items.append((stream, data))
-        self.size += len(data)
-        if self.size >= self.limit:
-            self.room.clear()
-        self.changed.set()
-
-    def end(self, code: int) -> None:
-        self.code = code
-        self.changed.set()
-
-    def take(self, most: int) -> tuple[list[tuple[int, bytes]], int | None]:
-        """Up to ``most`` bytes of output, and the exit code once all output was taken."""
-        out: list[tuple[int, bytes]] = []
-        taken = 0
-        while self.items and (not out or taken + len(self.items[0][1]) <= most):
-            stream, data = self.items.popleft()
-            out.append((stream, data))
-            taken += len(data)
-        self.size -= taken
-        if self.size < self.limit:
-            self.room.set()
-        if not self.items:
-            self.changed.clear()
-        return out, (self.code if not self.items else None)
-
-
 class SpawnerLink:
     """The worker's end of its spawner's socket (used on the event loop only)."""
 
@@ -119,14 +85,14 @@ class SpawnerLink:
         self.replies: collections.deque[asyncio.Future[tuple[dict[str, Any], list[int]]]] = (
             collections.deque()
         )
-        self.exits: dict[int, asyncio.Future[int]] = {}
-        self.early: dict[int, int] = {}
+        self.exits: dict[int, asyncio.Future[Exit]] = {}
+        self.early: dict[int, Exit] = {}
         self.lock = asyncio.Lock()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 2)
+            data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 3)
         except (BlockingIOError, InterruptedError):
             return
         if not data:
@@ -135,29 +101,32 @@ class SpawnerLink:
                 reply.set_exception(OSError("the spawner is gone"))
             for exit_fut in self.exits.values():
                 if not exit_fut.done():
-                    exit_fut.set_result(-9)
+                    exit_fut.set_result((-9, None, None))
             return
         msg = json.loads(data)
         if "exit" in msg:
+            end = (int(msg["code"]), msg.get("cpu"), msg.get("rss"))
             done = self.exits.pop(msg["exit"], None)
             if done is not None and not done.done():
-                done.set_result(int(msg["code"]))
+                done.set_result(end)
             elif done is None:
-                self.early[msg["exit"]] = int(msg["code"])
+                self.early[msg["exit"]] = end
             return
         reply = self.replies.popleft()
         reply.set_result((msg, list(fds)))
 
     async def spawn(
-        self, argv: list[str], cwd: str, env: dict[str, str]
-    ) -> tuple[int, int, int, asyncio.Future[int]]:
-        """Start ``argv``: its PID, its stdout and stderr read ends, and its exit code to
-        come. OSError with the spawner's words if it could not be started."""
+        self, argv: list[str], cwd: str, env: dict[str, str], stdin: bool = False
+    ) -> tuple[int, list[int], asyncio.Future[Exit]]:
+        """Start ``argv``: its PID, the read ends of its stdout and stderr pipes (and,
+        with ``stdin``, the write end of its stdin's), and its end to come (exit code,
+        CPU seconds, peak RSS: the spawner's ``wait4``). OSError with the spawner's
+        words if it could not be started."""
         async with self.lock:  # replies come back in the order asked
             fut = asyncio.get_running_loop().create_future()
             self.replies.append(fut)
-            self.sock.send(json.dumps({"op": "spawn", "argv": argv, "cwd": cwd, "env": env})
-                           .encode())  # fmt: skip
+            self.sock.send(json.dumps({"op": "spawn", "argv": argv, "cwd": cwd, "env": env,
+                                       "stdin": stdin}).encode())  # fmt: skip
             msg, fds = await fut
         if "error" in msg:
             raise OSError(msg.get("errno", 0), msg["error"])
@@ -167,7 +136,7 @@ class SpawnerLink:
             done.set_result(self.early.pop(pid))
         else:
             self.exits[pid] = done
-        return pid, fds[0], fds[1], done
+        return pid, fds, done
 
     def close(self) -> None:
         try:
@@ -185,9 +154,18 @@ class OrchaWorkerPlugin(WorkerPlugin):
 
     def __init__(self, grace: float = 5.0) -> None:
         self.grace = grace
+        # By stream (one per start of a petition's command: a retry gets a new one).
         self.buffers: dict[str, Buffer] = {}
+        self.stdins: dict[str, asyncio.Future[int]] = {}
+        self.ends: dict[str, asyncio.Future[int]] = {}
+        self.started: set[str] = set()
+        self._tasks: set[asyncio.Future[int]] = set()
+        # By petition token (what stopping and pausing name).
         self.pids: dict[str, int] = {}
+        self.streams: dict[str, str] = {}
+        self.limits: dict[str, int] = {}  # --mem
         self.link: SpawnerLink | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def setup(self, worker: Any) -> None:
         global _GPUS
@@ -197,49 +175,140 @@ class OrchaWorkerPlugin(WorkerPlugin):
             _GPUS = await asyncio.to_thread(lambda: list(Host().discover_gpus()))
         self.link = SpawnerLink(self.grace)
         worker.metrics[PLUGIN_NAME] = lambda w: host_facts(len(self.pids))
+        worker.handlers[OUTPUT_OP] = self.serve_output
+        worker.handlers[INPUT_OP] = self.serve_input
 
     async def teardown(self, worker: Any) -> None:
         worker.metrics.pop(PLUGIN_NAME, None)
+        worker.handlers.pop(OUTPUT_OP, None)
+        worker.handlers.pop(INPUT_OP, None)
+        if self._watch is not None:
+            self._watch.cancel()
         if self.link is not None:
             self.link.close()
 
-    async def run(self, token: str, argv: list[str], cwd: str, env: dict[str, str]) -> int:
-        """Run one petition's command: its output into its buffer, then its end record;
-        returns its exit code. A start error ends it at once (code 127 or 126)."""
-        # The service's first read may come first and create it.
-        buffer = self.buffers.setdefault(token, Buffer())
+    async def serve_output(
+        self, comm: Any, stream: str, offset: int = 0, run: dict[str, Any] | None = None
+    ) -> Any:
+        """Stream ``stream``'s output from ``offset``; first start its command (``run``:
+        :meth:`run`'s arguments) unless it was started already (a resumed connection
+        sends it again, in case the first never arrived: it never runs twice)."""
+        if run is not None and stream not in self.started:
+            self.started.add(stream)
+            task = asyncio.ensure_future(self.run(stream, **run))
+            self._tasks.add(task)  # held: the loop keeps only weak references
+            task.add_done_callback(self._tasks.discard)
+        return await serve_output(comm, self.buffers, stream, offset)
+
+    async def serve_input(self, comm: Any, stream: str) -> Any:
+        return await serve_input(comm, self.stdins, stream)
+
+    async def run(
+        self, stream: str, token: str, argv: list[str], cwd: str, env: dict[str, str],
+        stdin: bool = False, mem: int = 0,
+    ) -> int:  # fmt: skip
+        """Run one petition's command (started by the service's ``orcha_output``
+        connection ``stream``, not by a Dask task: that costs the scheduler's round trip
+        and its batching): its output into its buffer, then its end record; returns its
+        exit code. A start error ends it at once (code 127 or 126). ``stdin``: its stdin
+        is fed by the service (else /dev/null); ``mem``: its ``--mem`` in bytes (0:
+        none), watched with its use."""
+        buffer = self.buffers.setdefault(stream, Buffer())
+        try:
+            code = await self._run(stream, token, buffer, argv, cwd, env, stdin, mem)
+        except BaseException:
+            if buffer.code is None:
+                buffer.end(-9)  # never leave the service waiting for an end
+            raise
+        finally:
+            self._forget_later(stream, buffer)
+        end = self.ends.setdefault(stream, asyncio.get_running_loop().create_future())
+        if not end.done():
+            end.set_result(code)
+        return code
+
+    async def _run(
+        self, stream: str, token: str, buffer: Buffer, argv: list[str], cwd: str,
+        env: dict[str, str], stdin: bool, mem: int,
+    ) -> int:  # fmt: skip
         assert self.link is not None
         try:
-            pid, out_fd, err_fd, done = await self.link.spawn(argv, cwd, env)
+            pid, fds, done = await self.link.spawn(argv, cwd, env, stdin)
         except OSError as e:
             buffer.put(STDERR, f"orcha: {e.strerror or e}\n".encode())
             buffer.put(0, json.dumps({"start_error": e.strerror, "errno": e.errno}).encode())
             buffer.end(127 if e.errno == 2 else 126)
-            self._forget_later(token, buffer)
+            self._unfeed(stream)
             return buffer.code or 0
         self.pids[token] = pid
+        self.streams[token] = stream
+        if mem:
+            self.limits[token] = mem
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._measure())
         buffer.put(0, json.dumps({"pid": pid}).encode())  # stream 0: orcha's own record
+        if stdin:
+            os.set_blocking(fds[2], False)
+            feed = self.stdins.setdefault(stream, asyncio.get_running_loop().create_future())
+            if feed.done():  # the service gave up on it already
+                os.close(fds[2])
+            else:
+                feed.set_result(fds[2])
         readers = [
-            asyncio.ensure_future(self._pump(fd, stream, buffer))
-            for fd, stream in ((out_fd, STDOUT), (err_fd, STDERR))
+            asyncio.ensure_future(self._pump(fd, which, buffer))
+            for fd, which in ((fds[0], STDOUT), (fds[1], STDERR))
         ]
-        code = await done
+        code, cpu, rss = await done
         # What it wrote before it exited is in its pipes; a process it left running may
-        # hold them open: take what comes within the drain time, not more.
-        _, pending = await asyncio.wait(readers, timeout=DRAIN_SECONDS)
-        for task in pending:
-            task.cancel()
+        # hold them open: read on while it comes (or while the service is slow to take
+        # it), and stop waiting only when they stay idle for the drain time.
+        await _drain(readers, buffer)
+        self._unfeed(stream)
         self.pids.pop(token, None)
+        self.streams.pop(token, None)
+        self.limits.pop(token, None)
+        end = {"rusage": [cpu, rss], "strays": self._strays()}
+        buffer.put(0, json.dumps(end).encode())
         buffer.end(code)
-        self._forget_later(token, buffer)
         return code
 
-    def _forget_later(self, token: str, buffer: Buffer) -> None:
+    def _strays(self) -> bool:
+        """Whether anything may be left of a petition whose command ended: the spawner
+        is a subreaper, so what a command leaves behind becomes its child. False only
+        when its only children are the commands still running (then the service skips
+        a round trip to look for leftovers); True if that cannot be told."""
+        assert self.link is not None
+        spawner = self.link.proc.pid
+        try:
+            with open(f"/proc/{spawner}/task/{spawner}/children") as f:
+                children = {int(pid) for pid in f.read().split()}
+        except (OSError, ValueError):
+            return True
+        return not children <= set(self.pids.values())
+
+    def _unfeed(self, stream: str) -> None:
+        """The petition ended (or never started): close its stdin if no connection took
+        it, and leave word (-1) for a connection that comes late (a command that ended
+        at once): it must not wait for a stdin that will never come."""
+        feed = self.stdins.get(stream)
+        if feed is not None and feed.done():
+            if feed.result() >= 0:
+                os.close(feed.result())
+        elif feed is not None:
+            feed.set_result(-1)
+        closed = asyncio.get_running_loop().create_future()
+        closed.set_result(-1)
+        self.stdins[stream] = closed
+
+    def _forget_later(self, stream: str, buffer: Buffer) -> None:
         """Drop ``buffer`` if its service has not read it to its end in a while."""
 
         def forget() -> None:
-            if self.buffers.get(token) is buffer:
-                del self.buffers[token]
+            if self.buffers.get(stream) is buffer:
+                del self.buffers[stream]
+            self.started.discard(stream)
+            self.ends.pop(stream, None)
+            self.stdins.pop(stream, None)
 
         asyncio.get_running_loop().call_later(DASK_FORGET_SECONDS, forget)
 
@@ -254,32 +323,80 @@ class OrchaWorkerPlugin(WorkerPlugin):
                 await readable.wait()
                 readable.clear()
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, PIPE_CHUNK)
                 except BlockingIOError:
                     continue
                 if not data:
                     return
                 buffer.put(stream, data)
+                buffer.moved = loop.time()
         finally:
             loop.remove_reader(fd)
             os.close(fd)
 
-    async def read(
-        self, token: str, wait: float = DASK_POLL_SECONDS, most: int = DASK_READ_BYTES
-    ) -> tuple[list[tuple[int, bytes]], int | None]:
-        """The next output of petition ``token`` (waiting up to ``wait`` s for some), and
-        its exit code once everything was read (its buffer is then dropped). A read may
-        come before the petition's task: it waits for it the same way."""
-        buffer = self.buffers.setdefault(token, Buffer())
-        if not buffer.items and buffer.code is None:
+    async def _measure(self) -> None:
+        """While petitions run here: measure each one's tree (CPU, memory, processes)
+        for the service's ``top`` and usage events, and tell it when one uses more
+        memory than its ``--mem`` (the service then stops it, as on its own host)."""
+        while self.pids:
+            pids = dict(self.pids)
+            limits = dict(self.limits)
+            figures = await asyncio.to_thread(_measure_trees, pids, limits)
+            for token, usage in figures.items():
+                buffer = self.buffers.get(self.streams.get(token, ""))
+                if buffer is None or token not in self.pids:
+                    continue
+                limit = limits.get(token, 0)
+                over = int(usage["rss"]) if limit and usage["rss"] > limit else None
+                if over is not None:
+                    self.limits.pop(token, None)  # told once
+                buffer.note(usage, over)
+            await asyncio.sleep(TRACK_SECONDS if self.limits else DASK_MEASURE_SECONDS)
+
+
+async def _drain(readers: Sequence[asyncio.Future[None]], buffer: Buffer) -> None:
+    """Wait for the pipes' readers to end; give up once nothing was read from them for
+    :data:`~orcha.defaults.DRAIN_SECONDS` while there was room to read (a process the
+    petition left running holds them open)."""
+    loop = asyncio.get_running_loop()
+    buffer.moved = loop.time()
+    while True:
+        _, pending = await asyncio.wait(readers, timeout=DRAIN_SECONDS)
+        if not pending:
+            return
+        if not buffer.room.is_set():
+            buffer.moved = loop.time()  # waiting for the service, not for the pipes
+        elif loop.time() - buffer.moved >= DRAIN_SECONDS:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+
+
+def _measure_trees(pids: dict[str, int], limits: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Each petition's tree as the service's own host measures it: processes, CPU seconds
+    (with the children they waited for), resident bytes. Those held to a ``--mem`` are
+    found with their token carriers too (what left the tree), as on the service's host."""
+    import psutil
+
+    from orcha.service.procs import ProcessControl
+
+    control = ProcessControl()
+    out: dict[str, dict[str, float]] = {}
+    for token, pid in pids.items():
+        cpu = 0.0
+        rss = 0
+        procs = control.tree([pid], token, token in limits)
+        for proc in procs.values():
             try:
-                await asyncio.wait_for(buffer.changed.wait(), wait)
-            except asyncio.TimeoutError:
+                times = proc.cpu_times()
+                cpu += times.user + times.system + times.children_user + times.children_system
+                rss += proc.memory_info().rss
+            except psutil.Error:
                 pass
-        items, code = buffer.take(most)
-        if code is not None:
-            self.buffers.pop(token, None)
-        return items, code
+        if procs:
+            out[token] = {"processes": float(len(procs)), "cpu_seconds": cpu, "rss": float(rss)}
+    return out
 
 
 def _plugin() -> OrchaWorkerPlugin:
@@ -288,17 +405,13 @@ def _plugin() -> OrchaWorkerPlugin:
     return plugin
 
 
-async def run_petition(token: str, argv: list[str], cwd: str, env: dict[str, str]) -> int:
-    """The Dask task of one petition's command (pinned to its worker by the service)."""
-    return await _plugin().run(token, argv, cwd, env)
-
-
-class OutputPort:
-    """The actor through which the service reads petitions' output on one worker (a
-    direct connection from the service to the worker, not through the scheduler)."""
-
-    async def read(self, token: str, wait: float) -> tuple[list[tuple[int, bytes]], int | None]:
-        return await _plugin().read(token, wait)
+async def watch_petition(stream: str) -> int:
+    """The Dask task of one petition's command (pinned to its worker by the service): it
+    shows the petition on Dask's dashboard and ends with it, with its exit code. The
+    command itself is started by the service's stream (:meth:`OrchaWorkerPlugin.run`)."""
+    plugin = _plugin()
+    end = plugin.ends.setdefault(stream, asyncio.get_running_loop().create_future())
+    return await end
 
 
 async def stop_tree(

@@ -1,18 +1,23 @@
 """One :class:`~orcha.service.machines.Machine` per Dask worker.
 
 Its capacity is the worker's report (:mod:`.inventory`); its process control goes to
-the worker: :meth:`WorkerMachine.spawn` submits the command as a Dask task pinned to the
-worker (``workers=[addr], allow_other_workers=False, pure=False, retries=0``: Dask never
-runs it anywhere else, nor twice) and hands back a :class:`RemoteProcess`, which looks to
+the worker: :meth:`WorkerMachine.spawn` opens the petition's output stream to the worker,
+which starts the command (once, whatever happens to the connection: one hop, without
+the scheduler's round trip), submits a Dask task pinned to the worker that shows it on
+the dashboard and ends with it (``workers=[addr], allow_other_workers=False, pure=False,
+retries=0``: it never runs anything, anywhere else, or twice), and hands back a
+:class:`RemoteProcess`, which looks to
 the petition's kind like the ``Popen`` a local spawn gives: its ``stdout`` and ``stderr``
-are local pipes that a puller thread fills from the worker's output buffer, one read at a
-time (a slow client fills the pipe, the puller stops reading, the worker's buffer fills,
-and the worker stops reading the petition: backpressure end to end). The end record from
-the worker carries the exit code, so no output arrives after the end.
+are local pipes that a puller thread fills from the worker's output stream
+(:mod:`.stream`: a slow client fills the pipe, the puller stops acknowledging, the
+worker's buffer fills, and the worker stops reading the petition: backpressure end to
+end), and its ``stdin``, when the client feeds it, a local pipe a thread sends on. The
+end record from the worker carries the exit code, so no output arrives after the end.
 
-Stopping, pausing and measuring run on the worker through ``Client.run`` (the same
-stop-the-tree code as on this host); a :class:`Future`'s ``cancel()`` is never relied on
-(it does not stop a running task).
+Stopping and pausing run on the worker through ``Client.run`` (the same stop-the-tree
+code as on this host); a :class:`Future`'s ``cancel()`` is never relied on (it does not
+stop a running task). The worker measures its petitions' trees itself and sends the
+figures with their output (``top``, usage events, ``--mem``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,155 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import (
     DASK_CONNECT_SECONDS,
-    DASK_POLL_SECONDS,
     ENV_ATTEMPT,
     ENV_PETITION_ID,
     ENV_PETITION_TOKEN,
 )
 from orcha.service.dask.inventory import WorkerReport
+from orcha.service.dask.process import RemoteProcess, cancel_task
 from orcha.service.machines import Machine
+from orcha.service.memory import over_limit_message
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
 
 log = logging.getLogger("orcha.service.dask")
-
-
-class WorkerLost(Exception):
-    """The worker a petition ran on left the cluster."""
-
-
-class RemoteProcess:
-    """A petition's command running on a worker, as the kind sees it (``Popen``-like:
-    ``pid``, ``stdout``, ``stderr``, ``poll()``, ``wait()``, ``returncode``)."""
-
-    remote = True  # the context must not look for this PID on the service's host
-
-    def __init__(self, machine: WorkerMachine, token: str, future: Any, port: Any) -> None:
-        self.machine = machine
-        self.token = token
-        self.future = future
-        self.pid = 0
-        self.returncode: int | None = None
-        self.stdin = None
-        self.args: list[str] = []
-        self.start_error: tuple[int, str] | None = None
-        self.lost: str | None = None
-        self._port = port
-        out_r, self._out_w = os.pipe()
-        err_r, self._err_w = os.pipe()
-        self.stdout = os.fdopen(out_r, "rb", buffering=0)
-        self.stderr = os.fdopen(err_r, "rb", buffering=0)
-        self._started = threading.Event()
-        self._ended = threading.Event()
-        self._thread = threading.Thread(target=self._pull, name=f"dask-pull-{token[:8]}",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
-
-    def wait_started(self) -> None:
-        """Block until the worker reported the PID (or why it did not start)."""
-        self._started.wait()
-
-    def _pull(self) -> None:
-        try:
-            while True:
-                reply = self._read()
-                if reply is None:  # its worker is lost and will not answer
-                    self._end(-9)
-                    return
-                items, code = reply
-                for stream, data in items:
-                    if stream == 0:
-                        self._record(json.loads(data))
-                    else:
-                        _write_all(self._out_w if stream == 1 else self._err_w, data)
-                if code is not None:
-                    self._end(code)
-                    return
-                if self.lost is not None:
-                    self._end(-9)
-                    return
-        except Exception as e:  # the worker, or the connection to it, is gone
-            if self.lost is None:
-                self.lost = f"worker {self.machine.name} lost ({type(e).__name__}: {e})"
-            log.info("petition %s: %s", self.token[:8], self.lost)
-            self._end(-9)
-
-    def _read(self) -> tuple[list[tuple[int, bytes]], int | None] | None:
-        """The next read from the worker's buffer; None once the worker is known lost
-        (a read in flight when it died may never return: Dask waits for the actor's
-        worker to come back). A read is never given up otherwise: its output would be
-        lost."""
-        future = self._port.read(self.token, DASK_POLL_SECONDS)
-        while True:
-            try:
-                reply: tuple[list[tuple[int, bytes]], int | None] = future.result(
-                    timeout=DASK_POLL_SECONDS + 1
-                )
-                return reply
-            except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
-                if self.lost is not None:
-                    return None
-
-    def _record(self, record: dict[str, Any]) -> None:
-        if "pid" in record:
-            self.pid = int(record["pid"])
-        elif "start_error" in record:
-            self.start_error = (int(record.get("errno") or 0), str(record["start_error"]))
-        self._started.set()
-
-    def _end(self, code: int) -> None:
-        for fd in (self._out_w, self._err_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.returncode = code
-        if self.lost is not None:
-            _cancel(self.future)
-        self._started.set()
-        self._ended.set()
-        self.machine.ended(self)
-
-    def mark_lost(self, reason: str) -> None:
-        """Its worker left: end it (the puller's read fails or sees nothing more), and
-        take its task back from Dask, which would otherwise keep it waiting for its worker
-        and run it again if a worker came back at that address."""
-        self.lost = reason
-        self._started.set()
-        _cancel(self.future)
-
-    def poll(self) -> int | None:
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._ended.wait(timeout):
-            import subprocess
-
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        assert self.returncode is not None
-        return self.returncode
-
-    def kill(self) -> None:
-        self.machine.stop(self.token, self.pid, 0.0, True)
-
-    def terminate(self) -> None:
-        self.machine.stop(self.token, self.pid, self.machine.grace, False)
-
-
-def _cancel(future: Any) -> None:
-    try:
-        future.cancel()
-    except Exception:
-        log.debug("cancelling a lost worker's task failed", exc_info=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)  # blocks while the pipe is full: backpressure
-        except BrokenPipeError:
-            return  # the reader is gone (the kind stopped reading): drop the rest
-        view = view[n:]
 
 
 class WorkerMachine(Machine):
@@ -201,8 +68,8 @@ class WorkerMachine(Machine):
         self.client = client
         self.grace = grace
         self.state = "ok"
-        self._port: Any = None
-        self._port_future: Any = None
+        self._limits: dict[str, tuple[int, Callable[[str], None]]] = {}  # --mem, by token
+        self._clean: set[str] = set()  # ended, and their worker saw nothing left of them
         self._lock = threading.Lock()
         self.running: dict[str, RemoteProcess] = {}
 
@@ -233,18 +100,34 @@ class WorkerMachine(Machine):
             self.state = "ok" if report.status == "running" else "closing"
 
     # -- process control --------------------------------------------------------------------
-    def port(self) -> Any:
-        """The worker's output actor (created on first use)."""
-        with self._lock:
-            if self._port is None:
-                from orcha.service.dask.plugin import OutputPort
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The Dask client's event loop (its own thread): comms are used there only."""
+        loop: asyncio.AbstractEventLoop = self.client.loop.asyncio_loop
+        return loop
 
-                self._port_future = self.client.submit(
-                    OutputPort, actor=True, workers=[self.address], allow_other_workers=False,
-                    key=f"orcha-port-{uuid.uuid4().hex}",
-                )  # fmt: skip
-                self._port = self._port_future.result()
-            return self._port
+    async def open_stream(self, op: str, **args: Any) -> Any:
+        """A connection to the worker (from the client's pool: its TLS settings apply)
+        on which it serves ``op`` with ``args`` (:mod:`.stream`)."""
+        comm = await self.client.rpc.connect(self.address)
+        try:
+            await comm.write({"op": op, "reply": False, **args})
+        except BaseException:
+            comm.abort()
+            raise
+        return comm
+
+    async def send(self, comm: Any, msg: dict[str, Any], reuse: bool = False) -> None:
+        """Write ``msg`` on ``comm``; with ``reuse`` its stream is over: back to the pool."""
+        await comm.write(msg)
+        if reuse:
+            self.client.rpc.reuse(self.address, comm)
+
+    def abort(self, comm: Any) -> None:
+        """Drop ``comm`` (from any thread)."""
+        if comm is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: so is it
+                self.loop.call_soon_threadsafe(comm.abort)
 
     def spawn(
         self,
@@ -256,27 +139,39 @@ class WorkerMachine(Machine):
         stdin: bool = False,
         ordered: bool | None = None,
     ) -> Any:
-        """Start ``argv`` on the worker (its stdin is /dev/null there; ``ordered`` is not
-        kept there: a worker's two streams come back in the order it read them). OSError,
-        as a local spawn, if the worker cannot start it (a missing working directory, a
+        """Start ``argv`` on the worker (with ``stdin``, its stdin is fed through
+        :attr:`RemoteProcess.stdin`, else it is /dev/null there; ``ordered`` is not kept
+        there: a worker's two streams come back in the order it read them). OSError, as a
+        local spawn, if the worker cannot start it (a missing working directory, a
         command not found)."""
-        from orcha.service.dask.plugin import run_petition
+        from orcha.service.dask.plugin import watch_petition
 
         if self.state == "lost":
             raise OSError(f"worker {self.name} is {self.state}")
         token = env.get(ENV_PETITION_TOKEN) or uuid.uuid4().hex
         key = (f"orcha-{env.get(ENV_PETITION_ID, 'x')}-{env.get(ENV_ATTEMPT, '1')}-"
                f"{uuid.uuid4().hex[:8]}")  # fmt: skip
-        port = self.port()
-        future = self.client.submit(
-            run_petition, token, list(argv), cwd, dict(env), key=key,
+        limit, exceeded = self._limits.get(token, (0, None))
+        stream = uuid.uuid4().hex  # this start's, on the worker
+        run = {"token": token, "argv": list(argv), "cwd": cwd, "env": dict(env),
+               "stdin": stdin, "mem": limit}  # fmt: skip
+        # The command starts from the stream's connection (one hop, no scheduler); the
+        # task, submitted after, only shows it on Dask's dashboard and ends with it.
+        proc = RemoteProcess(self, token, None, stream, run)
+        proc.future = self.client.submit(
+            watch_petition, stream, key=key,
             workers=[self.address], allow_other_workers=False, pure=False, retries=0,
         )  # fmt: skip
-        proc = RemoteProcess(self, token, future, port)
+        if proc.lost is not None:
+            cancel_task(proc.future)  # lost meanwhile: Dask must not keep it waiting
+        if exceeded is not None:
+            proc.over = lambda used: exceeded(over_limit_message(used, limit))
         proc.args = list(argv)
         with self._lock:
             self.running[token] = proc
         proc.wait_started()
+        if (proc.start_error is not None or proc.lost is not None) and proc.stdin is not None:
+            proc.stdin.close()  # no feed will take it: its sender thread sees EOF and ends
         if proc.start_error is not None:
             proc.wait()
             number, text = proc.start_error
@@ -296,8 +191,6 @@ class WorkerMachine(Machine):
         self.state = "lost"
         with self._lock:
             procs = list(self.running.values())
-            if self._port_future is not None:
-                _cancel(self._port_future)
         for proc in procs:
             proc.mark_lost(reason)
         return procs
@@ -336,6 +229,10 @@ class WorkerMachine(Machine):
     def stop_leftovers(self, job: Job, grace: float) -> int:
         if job.lost is not None:
             return 0  # the worker is gone, and its spawner stopped the tree
+        with self._lock:
+            if job.token in self._clean:
+                self._clean.discard(job.token)
+                return 0  # its worker saw nothing left (no round trip to look)
         # Its main process ended (its PID may be reused): the token finds the rest.
         return self.stop(job.token, None, grace, False)
 
@@ -344,16 +241,35 @@ class WorkerMachine(Machine):
         return proc.pid if proc is not None and proc.pid else next(iter(job.pids), None)
 
     def measure_tree(self, job: Job) -> dict[str, float]:
-        """Not measured: the worker does not report a petition's use (``top`` and usage
-        events show it unknown, not a misleading 0)."""
-        return {}
+        """The worker's latest measure of the petition's tree (every
+        :data:`~orcha.defaults.DASK_MEASURE_SECONDS`); {} (unknown) before the first."""
+        proc = self._proc(job)
+        return dict(proc.usage) if proc is not None else {}
 
     def reap(self, job: Job, proc: Any) -> int:
         code = int(proc.wait())
         if getattr(proc, "lost", None):
             job.message = proc.lost
             job.lost = proc.lost
+        cpu, rss = getattr(proc, "rusage", (None, None))
+        if cpu is not None or rss is not None:
+            job.used(cpu, rss)  # the spawner's wait4 of its main process
+        if not getattr(proc, "strays", True):
+            with self._lock:
+                self._clean.add(job.token)
         return code
+
+    def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
+        """Held on the worker: it measures the tree (with what carries its token) every
+        :data:`~orcha.defaults.TRACK_SECONDS` and says when it uses more than ``limit``;
+        ``exceeded`` then stops it, as on this host."""
+        with self._lock:
+            self._limits[job.token] = (limit, exceeded)
+
+    def forget(self, job: Job) -> None:
+        with self._lock:
+            self._limits.pop(job.token, None)
+            self._clean.discard(job.token)
 
     def relocate(self, job: Job) -> bool:
         return self._relocate is not None and self._relocate(job)

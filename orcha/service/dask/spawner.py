@@ -12,10 +12,13 @@ keep them owned. The spawner is
   it exits; it does the same when the worker closes its end of the socket.
 
 Protocol, over a ``SOCK_SEQPACKET`` socket (one JSON message per packet): the worker sends
-``{"op": "spawn", "argv", "cwd", "env"}``; the spawner answers ``{"pid": N}`` with the read
-ends of the command's stdout and stderr pipes attached (SCM_RIGHTS), or ``{"error":
-TEXT}``. When a command it spawned exits it sends ``{"exit": N, "code": C}`` (``C`` as
-Popen's returncode: ``-SIG`` if a signal killed it). Each command runs in its own session.
+``{"op": "spawn", "argv", "cwd", "env", "stdin"}``; the spawner answers ``{"pid": N}``
+with the read ends of the command's stdout and stderr pipes attached (SCM_RIGHTS; with
+``stdin`` true, the write end of its stdin pipe too, else its stdin is /dev/null), or
+``{"error": TEXT}``. When a command it spawned exits it sends ``{"exit": N, "code": C,
+"cpu": S, "rss": B}`` (``C`` as Popen's returncode: ``-SIG`` if a signal killed it; CPU
+seconds and peak resident bytes of it and of the children it waited for, from
+``wait4``). Each command runs in its own session.
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ class Spawner:
             self._send({"error": f"the working directory {cwd} does not exist on {host}",
                         "errno": errno.ENOTDIR})  # fmt: skip
             return
+        fed = bool(msg.get("stdin"))
         try:
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE if fed else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             )  # fmt: skip
         except OSError as e:
@@ -102,14 +106,16 @@ class Spawner:
             return
         assert proc.stdout is not None and proc.stderr is not None
         self.children[proc.pid] = proc
+        pipes = [proc.stdout, proc.stderr] + ([proc.stdin] if proc.stdin is not None else [])
+        for pipe in pipes:
+            _grow(pipe.fileno())
         try:
             socket.send_fds(
-                self.sock, [json.dumps({"pid": proc.pid}).encode()],
-                [proc.stdout.fileno(), proc.stderr.fileno()],
-            )  # fmt: skip
+                self.sock, [json.dumps({"pid": proc.pid}).encode()], [p.fileno() for p in pipes]
+            )
         finally:
-            proc.stdout.close()
-            proc.stderr.close()
+            for pipe in pipes:
+                pipe.close()
 
     def _send(self, msg: dict[str, object]) -> None:
         with contextlib.suppress(OSError):
@@ -120,7 +126,7 @@ class Spawner:
         petitions' trees (re-parented here) are only reaped."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -128,7 +134,9 @@ class Spawner:
             proc = self.children.pop(pid, None)
             if proc is not None:
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                self._send({"exit": pid, "code": proc.returncode})
+                self._send({"exit": pid, "code": proc.returncode,
+                            "cpu": usage.ru_utime + usage.ru_stime,
+                            "rss": usage.ru_maxrss * 1024})  # fmt: skip
 
     def stop_all(self) -> None:
         """Stop every process below the spawner: TERM, the grace period, KILL."""
@@ -153,6 +161,16 @@ class Spawner:
         while me.children(recursive=True) and time.monotonic() < end:
             self._reap()
             time.sleep(0.02)
+
+
+def _grow(fd: int) -> None:
+    """Ask for a pipe of PIPE_CHUNK bytes (fewer, larger reads; the default is 64 KiB)."""
+    import fcntl
+
+    from orcha.defaults import PIPE_CHUNK
+
+    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep it
+        fcntl.fcntl(fd, 1031, PIPE_CHUNK)  # F_SETPIPE_SZ
 
 
 def main(argv: list[str]) -> int:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import shlex
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -136,12 +138,16 @@ def test_cpu_percent_is_over_the_last_interval_and_since_the_start_at_first() ->
 
 
 def test_a_machine_that_does_not_measure_gives_unknown_not_zero() -> None:
+    pytest.importorskip("distributed")
     from orcha.service.dask.remote import WorkerMachine
 
     feed = UsageFeed(None, lambda: None)  # type: ignore[arg-type]
     unknown = {"cpu_percent": None, "rss": None, "processes": None}
-    # A Dask worker's machine does not measure: {} (never zeros)
-    assert WorkerMachine.measure_tree(None, None) == {}  # type: ignore[arg-type]
+    # A Dask worker's machine before the worker's first measure of the petition: {}
+    # (never zeros)
+    worker = WorkerMachine.__new__(WorkerMachine)
+    worker._lock, worker.running = threading.Lock(), {}
+    assert worker.measure_tree(SimpleNamespace(token="t")) == {}  # type: ignore[arg-type]
     machine = _Machine()
     machine.measure_tree = lambda job: {}  # type: ignore[method-assign]
     assert feed._measure(_Job(machine)) == unknown  # type: ignore[arg-type]
