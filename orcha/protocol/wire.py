@@ -96,7 +96,7 @@ def _hash(digest: str) -> Callable[..., Any] | None:
     return None
 
 
-def _mac(key: bytes, message: bytes, digest: str) -> bytes:
+def mac(key: bytes, message: bytes, digest: str) -> bytes:
     """HMAC (RFC 2104) of ``message``: the same bytes as ``hmac.new(key, message,
     digest).digest()``. Computed with the interpreter's built-in hash functions, because
     loading OpenSSL (``_hashlib``, as ``hmac`` does) costs a client about 4 ms of
@@ -118,7 +118,7 @@ def _mac(key: bytes, message: bytes, digest: str) -> bytes:
     return outer.digest()
 
 
-def _same(a: bytes, b: bytes) -> bool:
+def same(a: bytes, b: bytes) -> bool:
     """Constant-time comparison (what ``hmac.compare_digest`` is)."""
     from _operator import _compare_digest
 
@@ -152,7 +152,7 @@ class AuthenticationFailed(Exception):
     """The peer rejected our key, or answered our challenge wrongly."""
 
 
-def _digest_of(message: bytes) -> tuple[str, bytes]:
+def digest_of(message: bytes) -> tuple[str, bytes]:
     """('', message) for the legacy form, else (digest name, payload) of '{name}payload'."""
     if len(message) in _LEGACY_LENGTHS:
         return "", message
@@ -232,21 +232,23 @@ class WireConnection:
         if not message.startswith(CHALLENGE):
             raise AuthenticationFailed("the peer is not an orcha service (no challenge)")
         message = message[len(CHALLENGE) :]
-        name, _ = _digest_of(message)
+        name, _ = digest_of(message)
         if name:
-            response = b"{%s}%s" % (name.encode(), _mac(key, message, name))
+            response = b"{%s}%s" % (name.encode(), mac(key, message, name))
         else:
-            response = _mac(key, message, "md5")
-        self.send_bytes(response)
+            response = mac(key, message, "md5")
+        # Our challenge (legacy length: services on every Python version answer it) goes
+        # with our response, unasked: the service reads it once it has welcomed us, so
+        # the handshake takes two round trips, not three.
+        ours = os.urandom(20)
+        challenge = CHALLENGE + ours
+        self._sock.sendall(
+            _HEADER.pack(len(response)) + response + _HEADER.pack(len(challenge)) + challenge
+        )
         if self.recv_bytes(256) != WELCOME:
             raise AuthenticationFailed("the service rejected the key")
-        # Legacy-length challenge: services on every Python version answer it.
-        ours = os.urandom(20)
-        self.send_bytes(CHALLENGE + ours)
-        answer = self.recv_bytes(256)
-        name, mac = _digest_of(answer)
-        expected = _mac(key, ours, name or "md5")
-        if not _same(expected, mac):
+        name, theirs = digest_of(self.recv_bytes(256))
+        if not same(mac(key, ours, name or "md5"), theirs):
             self.send_bytes(FAILURE)
             raise AuthenticationFailed("the service does not hold the key")
         self.send_bytes(WELCOME)

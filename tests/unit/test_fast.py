@@ -302,8 +302,8 @@ assert usable and request is not None and request.kind == "shell", request
 from orcha import settings
 settings.configure(settings.resolve(address=None, key=None, verbose=0, config=config))
 import orcha.client.attach, orcha.client.screen
-from orcha.protocol.wire import _mac
-_mac(b"key", b"challenge", "md5"), _mac(b"key", b"challenge", "sha256")
+from orcha.protocol.wire import mac
+mac(b"key", b"challenge", "md5"), mac(b"key", b"challenge", "sha256")
 print(" ".join(sorted(set(sys.modules) - before)))
 print(config is not None and config.data["grace"])
 """

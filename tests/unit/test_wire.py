@@ -93,6 +93,32 @@ def test_a_server_without_the_key_is_detected() -> None:
     t.join(5)
 
 
+def test_the_handshake_takes_two_round_trips() -> None:
+    """The client's challenge comes with its response, before the service's WELCOME:
+    a service reading the next frame before it answers finds it there."""
+    a, b = socket.socketpair()
+    a.settimeout(10)  # a client that waits for WELCOME first fails, not hangs
+    client, server = WireConnection(a), Connection(b.detach())
+    got: list[bytes] = []
+
+    def server_side() -> None:
+        message = os.urandom(20)
+        server.send_bytes(CHALLENGE + message)
+        got.append(server.recv_bytes(256))
+        if server.poll(2):  # before WELCOME: only there if the client did not wait
+            challenge = server.recv_bytes(256)
+            got.append(challenge)
+            server.send_bytes(WELCOME)
+            server.send_bytes(hmac.new(KEY, challenge[len(CHALLENGE) :], "md5").digest())
+            got.append(server.recv_bytes(256))
+
+    t = threading.Thread(target=server_side)
+    t.start()
+    client.authenticate(KEY)
+    t.join(5)
+    assert len(got) == 3 and got[1].startswith(CHALLENGE) and got[2] == WELCOME, got
+
+
 @pytest.mark.parametrize("size", [0, 1, 16384, 16385, 3 << 20])
 def test_frames_interoperate(size: int) -> None:
     client, server = _pair()
@@ -169,13 +195,13 @@ def test_the_handshake_mac_is_hmac_byte_for_byte(digest: str) -> None:
     """The client's own HMAC (built-in hash functions, no OpenSSL) gives hmac's bytes
     for every digest a service may name, for keys shorter than, as long as and longer
     than the hash's block (longer ones are hashed first)."""
-    from orcha.protocol.wire import _hash, _mac
+    from orcha.protocol.wire import _hash, mac
 
     assert _hash(digest) is not None  # this interpreter has them: the fallback is not tested
     for length in (0, 1, 32, 64, 65, 104, 128, 136, 137, 200):
         key = os.urandom(length)
         for message in (b"", os.urandom(20), os.urandom(1000)):
-            assert _mac(key, message, digest) == hmac.new(key, message, digest).digest()
+            assert mac(key, message, digest) == hmac.new(key, message, digest).digest()
 
 
 def test_the_handshake_mac_falls_back_to_hmac_without_built_in_hashes(
@@ -185,4 +211,4 @@ def test_the_handshake_mac_falls_back_to_hmac_without_built_in_hashes(
 
     monkeypatch.setattr(wire, "_HASHES", {})
     assert wire._hash("sha256") is None
-    assert wire._mac(KEY, b"m", "sha256") == hmac.new(KEY, b"m", "sha256").digest()
+    assert wire.mac(KEY, b"m", "sha256") == hmac.new(KEY, b"m", "sha256").digest()
