@@ -355,3 +355,30 @@ def test_the_installed_command_imports_nothing_before_orcha() -> None:
     assert imports == ["import sys", "from orcha.cli.main import main"]
     assert script.read_text().startswith("#!/usr/bin/env python3\n")  # pip rewrites it
     assert os.access(script, os.X_OK)
+
+
+def test_the_fast_path_exits_with_its_output_flushed_and_no_teardown() -> None:
+    """exit_now: what was written reaches the reader and the code is the process's;
+    a flush that fails (the reader went away) returns, for sys.exit to report."""
+    import subprocess
+    import sys
+
+    code = ("import sys, atexit; from orcha.cli.main import exit_now; "
+            "atexit.register(lambda: print('teardown')); "
+            "sys.stdout.write('out'); sys.stderr.write('err'); exit_now(7)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out", "err")
+
+    class Gone:
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    from orcha.cli import main as main_module
+
+    saved = sys.stdout
+    sys.stdout = Gone()  # type: ignore[assignment]
+    try:
+        main_module.exit_now(0)  # returns: the process goes on
+    finally:
+        sys.stdout = saved
