@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _signal as signal  # signal's C module: signal.py builds enums on import
 import os
+import stat
 import sys
 import time
 
@@ -397,10 +398,18 @@ def run_in_foreground(
 
 
 def _piped_stdin() -> bool:
-    """Whether this process has a stdin to forward: open, and not a terminal (what is
-    typed there is for the shell, not for a petition that may run much later)."""
+    """Whether this process has a stdin to forward: open, not a terminal (what is typed
+    there is for the shell, not for a petition that may run much later) and not
+    ``/dev/null`` (the petition reads /dev/null anyway: forwarding it would only cost a
+    pipe and a request, in every ``orcha run ... < /dev/null`` of a script)."""
     try:
-        os.fstat(0)
+        st = os.fstat(0)
     except OSError:
         return False
+    if stat.S_ISCHR(st.st_mode):  # a terminal, /dev/null, /dev/zero...
+        try:
+            if st.st_rdev == os.stat(os.devnull).st_rdev:
+                return False
+        except OSError:
+            pass
     return not os.isatty(0)

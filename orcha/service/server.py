@@ -59,11 +59,12 @@ NO_DESCRIPTORS = "the service has no file descriptor left"
 class Pending:
     """One accepted connection not yet authenticated."""
 
-    __slots__ = ("conn", "deadline", "dropped")
+    __slots__ = ("challenge", "conn", "deadline", "dropped")
 
-    def __init__(self, conn: Connection, deadline: float) -> None:
+    def __init__(self, conn: Connection, deadline: float, challenge: bytes | None = None) -> None:
         self.conn = conn
         self.deadline = deadline
+        self.challenge = challenge  # the message already sent to it, if any
         self.dropped = False  # closed by the intake (its thread is not to log it)
 
 
@@ -129,13 +130,14 @@ class Intake:
         with self._cond:
             return len(self._pending)
 
-    def admit(self, conn: Connection) -> None:
-        """Take an accepted connection: its handshake runs in a thread of its own."""
+    def admit(self, conn: Connection, challenge: bytes | None = None) -> None:
+        """Take an accepted connection (``challenge``: the message already sent to it):
+        its handshake runs in a thread of its own."""
         with self._cond:
             self._expire()
             while len(self._pending) >= self.limit:
                 self._drop(next(iter(self._pending.values())), TOO_MANY)
-            pending = Pending(conn, self._clock() + self.deadline)
+            pending = Pending(conn, self._clock() + self.deadline, challenge)
             self._pending[id(pending)] = pending
             self._cond.notify()
         try:
@@ -285,7 +287,15 @@ class ManagerServer(managers.Server):
                 return
             if conn is None:
                 return
-            self.intake.admit(conn)
+            # The challenge goes out now, not from the connection's thread: the client
+            # works out its answer while that thread starts.
+            try:
+                message = transport.challenge(conn)
+            except OSError:
+                self.intake.note(LEFT)  # it went away at once (a probe)
+                conn.close()
+                continue
+            self.intake.admit(conn, message)
 
     def install(self) -> None:
         """Make proxies unpickled in this process recognise this server as their owner."""
@@ -297,7 +307,7 @@ class ManagerServer(managers.Server):
 
         try:
             try:
-                authenticate(conn, bytes(self.authkey))
+                authenticate(conn, bytes(self.authkey), pending.challenge)
             except AuthError:
                 self.intake.done(pending, WRONG_KEY)
                 return

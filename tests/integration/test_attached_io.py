@@ -59,6 +59,14 @@ def test_run_forwards_piped_stdin_byte_exact_and_not_with_no_stdin(
         input=b"hi\n", capture_output=True, env=env.vars, timeout=WAIT,
     )  # fmt: skip
     assert (off.returncode, off.stdout) == (0, b""), off.stderr
+    # /dev/null is not forwarded (nothing to send): the petition reads /dev/null itself;
+    # another character device is input like any other.
+    where = env.run("run", new_id("null"), "--", "readlink", "/proc/self/fd/0")
+    assert (where.returncode, where.stdout) == (0, "/dev/null\n"), where.stderr
+    with open("/dev/zero", "rb") as zero:
+        client = _client(env, "run", new_id("zero"), "--", "head", "-c", "5", stdin=zero)
+        rc, out, err = client.finish()
+    assert (rc, out) == (0, b"\0" * 5), err
     # Several windows' worth from a file (epoll cannot poll one: read as it comes), and
     # back through the petition's stdout: every byte, in order.
     data = tmp_path / "data"

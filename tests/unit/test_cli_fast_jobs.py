@@ -126,8 +126,8 @@ if sys.argv[1] == "fast":
     from orcha import settings
     settings.configure(settings.resolve(config=None))
     import orcha.cli.bulk, orcha.cli.report, orcha.client.api
-    from orcha.protocol.wire import _mac
-    _mac(b"key", b"challenge", "md5")
+    from orcha.protocol.wire import mac
+    mac(b"key", b"challenge", "md5")
     orcha.cli.bulk.report_wait({"ended": {}, "ids": [], "arrays": {}, "timed_out": False},
                                False, "any", None)
 elif sys.argv[1] == "status":

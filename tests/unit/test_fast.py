@@ -287,8 +287,7 @@ def test_the_declarations_and_the_fast_path_are_cheap_to_import() -> None:
 #: selectors; hashlib or OpenSSL; json; click) costs start-up that every petition pays
 #: (issue 14), and fails here by name.
 FAST_PATH_MAY_LOAD = {
-    "__future__", "_compat_pickle", "_md5", "_pickle", "_sha2", "_sha256", "_socket",
-    "_struct", "copyreg", "errno", "pwd", "select",
+    "__future__", "_md5", "_sha2", "_sha256", "_socket", "_struct", "errno", "pwd", "select",
 }  # fmt: skip
 FAST_PATH_PROBE = """
 import sys
@@ -302,8 +301,11 @@ assert usable and request is not None and request.kind == "shell", request
 from orcha import settings
 settings.configure(settings.resolve(address=None, key=None, verbose=0, config=config))
 import orcha.client.attach, orcha.client.screen
-from orcha.protocol.wire import _mac
-_mac(b"key", b"challenge", "md5"), _mac(b"key", b"challenge", "sha256")
+from orcha.protocol.wire import mac
+mac(b"key", b"challenge", "md5"), mac(b"key", b"challenge", "sha256")
+from orcha.protocol.wire import answer, dumps_plain, request_frame
+request_frame(None, "call", ("submit", {"env": {"A": "1"}, "n": 2.5, "b": b"x"}))
+answer(dumps_plain(("#RETURN", {"handle": 1, "queue": "7f"})))
 print(" ".join(sorted(set(sys.modules) - before)))
 print(config is not None and config.data["grace"])
 """
@@ -335,7 +337,7 @@ def test_the_fast_path_loads_only_orcha_and_cheap_c_modules(
     modules, grace = proc.stdout.splitlines()
     assert grace == ("3" if config_file else "False")  # the file was read (from its note)
     loaded = set(modules.split())
-    assert "orcha.client.attach" in loaded and "_pickle" in loaded  # it did load the path
+    assert "orcha.client.attach" in loaded and "_socket" in loaded  # it did load the path
     others = {m for m in loaded if m.split(".")[0] not in ("orcha", "orcha_plugins")}
     assert others <= FAST_PATH_MAY_LOAD, sorted(others - FAST_PATH_MAY_LOAD)
 
@@ -353,3 +355,30 @@ def test_the_installed_command_imports_nothing_before_orcha() -> None:
     assert imports == ["import sys", "from orcha.cli.main import main"]
     assert script.read_text().startswith("#!/usr/bin/env python3\n")  # pip rewrites it
     assert os.access(script, os.X_OK)
+
+
+def test_the_fast_path_exits_with_its_output_flushed_and_no_teardown() -> None:
+    """exit_now: what was written reaches the reader and the code is the process's;
+    a flush that fails (the reader went away) returns, for sys.exit to report."""
+    import subprocess
+    import sys
+
+    code = ("import sys, atexit; from orcha.cli.main import exit_now; "
+            "atexit.register(lambda: print('teardown')); "
+            "sys.stdout.write('out'); sys.stderr.write('err'); exit_now(7)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out", "err")
+
+    class Gone:
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    from orcha.cli import main as main_module
+
+    saved = sys.stdout
+    sys.stdout = Gone()  # type: ignore[assignment]
+    try:
+        main_module.exit_now(0)  # returns: the process goes on
+    finally:
+        sys.stdout = saved

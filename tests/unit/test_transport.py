@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,63 @@ def test_a_handshake_the_service_drops_says_so_not_that_no_service_runs(tmp_path
     assert "before authentication finished" in message and "try again" in message
     assert "no orcha service is running" not in message
     assert caught.value.exit_code == ExitCode.NO_SERVICE
+
+
+def _service_side(key: bytes, early: bool) -> tuple[socket.socket, threading.Thread, list[object]]:
+    """A socket pair whose far end runs the service's handshake in a thread (its
+    challenge sent before the thread, as the server's accept does, when ``early``);
+    the near end, the thread and what the handshake raised (or "ok")."""
+    from multiprocessing.connection import Connection
+
+    near, far = socket.socketpair()
+    conn = Connection(far.detach())
+    message = transport.challenge(conn) if early else None
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            transport.authenticate(conn, key, message)
+            outcome.append("ok")
+        except (AuthError, OSError, EOFError) as e:
+            outcome.append(e)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return near, thread, outcome
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["challenge-at-accept", "in-thread"])
+def test_the_service_handshake_with_both_clients_and_a_wrong_key(early: bool) -> None:
+    """The service's side: orcha's lean client and the standard multiprocessing client
+    are let in with the key; a wrong key is refused on both ends."""
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+    from orcha.protocol.wire import AuthenticationFailed, WireConnection
+
+    key = b"k" * 32
+    near, thread, outcome = _service_side(key, early)
+    WireConnection(near).authenticate(key)
+    thread.join(5)
+    assert outcome == ["ok"]
+
+    near, thread, outcome = _service_side(key, early)
+    standard = Connection(near.detach())
+    answer_challenge(standard, key)
+    deliver_challenge(standard, key)
+    thread.join(5)
+    assert outcome == ["ok"]
+
+    near, thread, outcome = _service_side(key, early)
+    with pytest.raises(AuthenticationFailed):
+        WireConnection(near).authenticate(b"wrong")
+    thread.join(5)
+    assert isinstance(outcome[0], AuthError)
+
+    near, thread, outcome = _service_side(key, early)
+    with pytest.raises(AuthenticationError):
+        answer_challenge(Connection(near.detach()), b"wrong")
+    thread.join(5)
+    assert isinstance(outcome[0], AuthError)

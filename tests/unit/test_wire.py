@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import os
+import random
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
@@ -93,6 +95,32 @@ def test_a_server_without_the_key_is_detected() -> None:
     t.join(5)
 
 
+def test_the_handshake_takes_two_round_trips() -> None:
+    """The client's challenge comes with its response, before the service's WELCOME:
+    a service reading the next frame before it answers finds it there."""
+    a, b = socket.socketpair()
+    a.settimeout(10)  # a client that waits for WELCOME first fails, not hangs
+    client, server = WireConnection(a), Connection(b.detach())
+    got: list[bytes] = []
+
+    def server_side() -> None:
+        message = os.urandom(20)
+        server.send_bytes(CHALLENGE + message)
+        got.append(server.recv_bytes(256))
+        if server.poll(2):  # before WELCOME: only there if the client did not wait
+            challenge = server.recv_bytes(256)
+            got.append(challenge)
+            server.send_bytes(WELCOME)
+            server.send_bytes(hmac.new(KEY, challenge[len(CHALLENGE) :], "md5").digest())
+            got.append(server.recv_bytes(256))
+
+    t = threading.Thread(target=server_side)
+    t.start()
+    client.authenticate(KEY)
+    t.join(5)
+    assert len(got) == 3 and got[1].startswith(CHALLENGE) and got[2] == WELCOME, got
+
+
 @pytest.mark.parametrize("size", [0, 1, 16384, 16385, 3 << 20])
 def test_frames_interoperate(size: int) -> None:
     client, server = _pair()
@@ -152,6 +180,51 @@ def test_requests_and_answers_are_the_managers_protocol_frames() -> None:
         server.close()
 
 
+def _plain(rng: random.Random, depth: int = 0) -> object:
+    """A random value of the plain data the lean codec handles."""
+    scalars: list[Callable[[], object]] = [
+        lambda: None, lambda: rng.random() < 0.5, lambda: rng.randint(-300, 300),
+        lambda: rng.choice([2**31 - 1, -(2**31), 2**31, 2**63, -(2**70), 255, 256, 65535,
+                            65536, -1, 0]),
+        lambda: rng.uniform(-1e9, 1e9), lambda: rng.choice([0.0, -0.0, 1e308, float("inf")]),
+        lambda: "".join(rng.choice("ab\u00e9\u4e2d\U0001f600\udc80 ")
+                        for _ in range(rng.choice([0, 3, 255, 256, 300]))),
+        lambda: os.urandom(rng.choice([0, 1, 255, 256, 70000])),
+    ]  # fmt: skip
+    if depth >= 3 or rng.random() < 0.5:
+        return rng.choice(scalars)()
+    size = rng.choice([0, 1, 2, 3, 4, 7])
+    shape = rng.choice(["tuple", "list", "dict"])
+    if shape == "dict":
+        return {str(rng.random()): _plain(rng, depth + 1) for _ in range(size)}
+    items = [_plain(rng, depth + 1) for _ in range(size)]
+    return tuple(items) if shape == "tuple" else items
+
+
+def test_plain_data_pickles_both_ways_as_the_pickle_module_does() -> None:
+    """What dumps_plain writes, pickle reads as the same value; what pickle writes for
+    plain data (protocols 3-5: framing, memo, shared strings), loads_plain reads."""
+    import pickle
+
+    from orcha.protocol.wire import NotPlain, dumps_plain, loads_plain
+
+    rng = random.Random(14)
+    shared = "shared" * 50
+    for _ in range(400):
+        value = _plain(rng)
+        assert pickle.loads(dumps_plain(value)) == value
+        for protocol in (3, 4, 5):
+            assert loads_plain(pickle.dumps(value, protocol)) == value
+        nested = [shared, {"a": shared, "b": (shared, value)}, shared]  # BINGET
+        assert loads_plain(pickle.dumps(nested, 4)) == nested
+    others: list[object] = [RuntimeError("x"), {1, 2}, frozenset(), bytearray(b"x"), 1j, type]
+    for other in others:
+        with pytest.raises(NotPlain):
+            dumps_plain([other])
+        with pytest.raises(NotPlain):
+            loads_plain(pickle.dumps(("#ERROR", other), 4))
+
+
 def test_the_lean_wire_imports_no_pickle_module_and_no_re() -> None:
     import subprocess
     import sys
@@ -160,8 +233,7 @@ def test_the_lean_wire_imports_no_pickle_module_and_no_re() -> None:
             "print(' '.join(sorted(set(sys.modules) - before)))")  # fmt: skip
     added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.split()  # fmt: skip
-    assert "_pickle" in added
-    assert not {"pickle", "re", "json", "typing"} & set(added), added
+    assert not {"_pickle", "pickle", "re", "json", "typing"} & set(added), added
 
 
 @pytest.mark.parametrize("digest", ["md5", "sha256", "sha384", "sha3_256", "sha3_384"])
@@ -169,13 +241,13 @@ def test_the_handshake_mac_is_hmac_byte_for_byte(digest: str) -> None:
     """The client's own HMAC (built-in hash functions, no OpenSSL) gives hmac's bytes
     for every digest a service may name, for keys shorter than, as long as and longer
     than the hash's block (longer ones are hashed first)."""
-    from orcha.protocol.wire import _hash, _mac
+    from orcha.protocol.wire import _hash, mac
 
     assert _hash(digest) is not None  # this interpreter has them: the fallback is not tested
     for length in (0, 1, 32, 64, 65, 104, 128, 136, 137, 200):
         key = os.urandom(length)
         for message in (b"", os.urandom(20), os.urandom(1000)):
-            assert _mac(key, message, digest) == hmac.new(key, message, digest).digest()
+            assert mac(key, message, digest) == hmac.new(key, message, digest).digest()
 
 
 def test_the_handshake_mac_falls_back_to_hmac_without_built_in_hashes(
@@ -185,4 +257,4 @@ def test_the_handshake_mac_falls_back_to_hmac_without_built_in_hashes(
 
     monkeypatch.setattr(wire, "_HASHES", {})
     assert wire._hash("sha256") is None
-    assert wire._mac(KEY, b"m", "sha256") == hmac.new(KEY, b"m", "sha256").digest()
+    assert wire.mac(KEY, b"m", "sha256") == hmac.new(KEY, b"m", "sha256").digest()
