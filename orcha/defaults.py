@@ -413,5 +413,6 @@ NOTIFY_SEND_TIMEOUT = 1.0
 #: Seconds the end of a petition may wait before it reaches a client that waits for
 #: others too (``orcha wait`` on an array): ends that come meanwhile go with it, in one
 #: answer, instead of one wake-up of the client's session each. The last end a client
-#: waits for goes at once.
-WAIT_BATCH_SECONDS = 0.02
+#: waits for goes at once, so a wait returns as soon as before; only what a ``wait
+#: --timeout`` that gives up reports as ended may be this much older.
+WAIT_BATCH_SECONDS = 0.1

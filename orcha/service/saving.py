@@ -60,31 +60,6 @@ def describe(error: BaseException) -> str:
     return text
 
 
-def write_joined(
-    db: sqlite3.Connection,
-    apply: Callable[[sqlite3.Connection, Changes], None],
-    batch: Changes | None,
-    sql: str,
-    args: tuple[Any, ...],
-) -> bool:
-    """``apply(db, batch)`` (queued changes: :meth:`Saver.joinable`) then the change ``sql``, in
-    one transaction: whether it was committed. False if the database refused a value
-    of the queued changes (nothing was written: the writer saves what it can of them,
-    the caller writes its change alone); a transient failure raises (retried)."""
-    db.execute("BEGIN")
-    try:
-        apply(db, batch or {})
-        db.execute(sql, args)
-        db.execute("COMMIT")
-    except Exception as e:  # a value it refuses may raise OverflowError, not sqlite3's
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        if is_transient(e):
-            raise
-        return False
-    return True
-
-
 class Outage:
     """Whether the records can be saved now; thread-safe.
 
@@ -172,7 +147,6 @@ class Saver:
         self._idle = False  # the writer waits for a first change (without a timeout)
         self._thread: threading.Thread | None = None
         self._pause = 0.0  # before the next try (0: none failed)
-        self._joined_at = float("-inf")  # monotonic time queued changes last joined a write
         self.failing = False  # the last try failed: queued changes wait for a retry
         self.dropped = 0  # values the database refused (never retried)
 
@@ -197,24 +171,6 @@ class Saver:
                     fields.pop(name, None)
                 if not fields:
                     del self._pending[seq]
-
-    def joinable(self) -> Changes | None:
-        """What is queued (copies), for a direct write to commit in its own transaction
-        before its change, or None (nothing queued, or the queued changes are failing:
-        a direct write must not fail with them). The caller holds :attr:`order` until
-        it has called :meth:`joined` (or given up)."""
-        with self._cond:
-            if self.failing or not self._pending:
-                return None
-            return {seq: dict(fields) for seq, fields in self._pending.items()}
-
-    def joined(self, batch: Changes) -> None:
-        """``batch`` (from :meth:`joinable`) was committed with a direct write: the
-        writer need not commit it again."""
-        self._done(batch)
-        with self._cond:
-            self._joined_at = time.monotonic()
-            self._cond.notify_all()  # flush() may be waiting for these
 
     def overlay(self, seq: int) -> dict[str, Any] | None:
         """What is queued for record ``seq`` and not committed yet (a copy), or None."""
@@ -259,9 +215,7 @@ class Saver:
         """Commit what is queued; then, with ``batch``, linger that long, so that the
         changes of the next moments are gathered without waking the writer each (a
         wake-up per change cost a thread switch each); nothing queued after that, wait
-        without a timeout for a first change. While direct writes take the queued
-        changes along (:meth:`joinable`: each start commits the ends before it), it
-        leaves them to those, committing only what none took within ``batch``."""
+        without a timeout for a first change."""
         while True:
             with self._cond:
                 if not self._pending and not self._closed:
@@ -274,10 +228,7 @@ class Saver:
                 if self._closed:
                     return
             try:
-                if not self._hurry and time.monotonic() - self._joined_at < self.batch:
-                    pause = 0.0  # direct writes take queued changes along these moments
-                else:
-                    pause = self.step()
+                pause = self.step()
             except BaseException:  # never: step catches; but the writer must not die
                 log.exception("the record writer failed; it goes on")
                 pause = self.retry_max

@@ -35,7 +35,7 @@ from orcha.defaults import (
 from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
 from orcha.service.environments import EnvironmentTable
 from orcha.service.migrations import check_pages, damaged, migrate
-from orcha.service.saving import Changes, Outage, Saver, Writes, describe, write_joined
+from orcha.service.saving import Changes, Outage, Saver, Writes, describe
 from orcha.service.store_bulk import BulkRecords
 
 _T = TypeVar("_T")
@@ -65,14 +65,6 @@ def _column(name: str, value: Any) -> Any:
     if name == "env":
         return json.dumps(dict(value))
     return json.dumps(value) if name in _JSON_FIELDS else value
-
-
-def _apply(db: sqlite3.Connection, batch: Changes) -> None:
-    """Write ``batch`` (in the caller's transaction)."""
-    for seq, fields in batch.items():
-        values = {k: _column(k, v) for k, v in fields.items()}
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        db.execute(f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq))
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -295,14 +287,15 @@ class Store(BulkRecords):
             fields["env_id"] = None  # kept whole, no longer over a shared base
         values = {k: _column(k, v) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in values)
-        sql, args = f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
         with self.saver.order:  # never overtaken by an older batch being committed
-            batch = self.saver.joinable()  # queued changes join it: a commit cost more than rows
-            joined = lambda db: write_joined(db, _apply, batch, sql, args)  # noqa: E731
-            if batch is not None and self._write(joined, what, wait, give_up):
-                self.saver.joined(batch)
-            else:
-                self._write(lambda db: db.execute(sql, args), what, wait, give_up)
+            self._write(
+                lambda db: db.execute(
+                    f"UPDATE petitions SET {assignments} WHERE seq = ?", (*values.values(), seq)
+                ),
+                what,
+                wait,
+                give_up,
+            )
             self.saver.supersede(seq, set(fields))
 
     def update_later(self, seq: int, **fields: Any) -> None:
@@ -322,7 +315,13 @@ class Store(BulkRecords):
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                _apply(self._db, batch)
+                for seq, fields in batch.items():
+                    values = {k: _column(k, v) for k, v in fields.items()}
+                    assignments = ", ".join(f"{name} = ?" for name in values)
+                    self._db.execute(
+                        f"UPDATE petitions SET {assignments} WHERE seq = ?",
+                        (*values.values(), seq),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:

@@ -17,7 +17,6 @@ from orcha.errors import WIRE_ERRORS, ExitCode, NotSavedError
 from orcha.service import service as service_module
 from orcha.service.saving import Changes, Outage, Saver, describe
 from orcha.service.store import Store
-from tests.conftest import wait_for
 from tests.unit.service.harness import Harness
 
 FULL = sqlite3.OperationalError("database or disk is full")
@@ -348,64 +347,3 @@ def test_flush_hurries_a_writer_pausing_between_tries() -> None:
     assert saver.flush(timeout=10)  # but a flush (a stop) has it try again at once
     assert db.committed == [{1: {"code": 0}}]
     saver.close(timeout=1)
-
-
-def _committed(store: Store, seq: int, *fields: str) -> tuple[Any, ...]:
-    """What the database file holds for record ``seq`` (not the overlay)."""
-    check = sqlite3.connect(store.path)
-    try:
-        row = check.execute(f"SELECT {', '.join(fields)} FROM petitions WHERE seq = ?", (seq,))
-        return tuple(row.fetchone())
-    finally:
-        check.close()
-
-
-def test_a_start_commits_the_changes_queued_before_it_in_its_transaction(store: Store) -> None:
-    ended, started = store.add(_record("a")), store.add(_record("b"))
-    store.saver._start = False  # no writer thread: only the direct write can commit them
-    store.update_later(ended, state="SUCCEEDED", code=0)
-    store.update_later(started, message="an older value", pids=[[42, 7]])
-    store.update(started, state="RUNNING", message="the newer value")
-    assert store.saver.pending == 0  # nothing left for the writer
-    assert _committed(store, ended, "state", "code") == ("SUCCEEDED", 0)
-    # Queued changes are written before the direct one: its newer value stays.
-    assert _committed(store, started, "state", "message", "pids") == (
-        "RUNNING", "the newer value", "[[42, 7]]",
-    )  # fmt: skip
-    assert store.saver.step() == 0.0  # and the writer has nothing to do
-
-
-def test_a_queued_value_the_database_refuses_does_not_fail_a_start(store: Store) -> None:
-    ended, started = store.add(_record("a")), store.add(_record("b"))
-    store.saver._start = False
-    store.update_later(ended, state="FAILED", code=2**63)  # beyond SQLite's integers
-    store.update(started, state="RUNNING")  # saved alone
-    assert _committed(store, started, "state") == ("RUNNING",)
-    assert store.saver.pending == 1  # the writer saves what it can of the rest
-    assert store.saver.step() == 0.0
-    assert _committed(store, ended, "state", "code") == ("FAILED", None)
-    assert store.saver.dropped == 1
-
-
-def test_changes_a_start_took_along_are_not_committed_again_nor_left_behind() -> None:
-    db = FakeDatabase()
-    saver = saver_over(db)
-    saver.put(1, {"state": "SUCCEEDED"})
-    with saver.order:  # a start takes it along, as Store.update does
-        batch = saver.joinable()
-        assert batch == {1: {"state": "SUCCEEDED"}}
-        saver.joined(batch)
-    assert saver.pending == 0 and saver.step() == 0.0 and db.committed == []
-    failing = saver_over(FakeDatabase(FULL))
-    failing.put(1, {"code": 0})
-    failing.step()
-    assert failing.joinable() is None  # failing changes never fail a start with them
-    # A writer thread that saw a start take changes along still commits what comes
-    # after it when no start takes that (no flush: by itself, within its batch time).
-    threaded = Saver(db.commit, Outage(), batch=0.01)
-    threaded.put(1, {"state": "SUCCEEDED"})
-    with threaded.order:
-        threaded.joined(threaded.joinable() or {})
-    threaded.put(2, {"code": 0})
-    assert wait_for(lambda: {2: {"code": 0}} in db.committed)
-    threaded.close(timeout=1)
