@@ -417,3 +417,12 @@ DASK_MEASURE_SECONDS = 1.0
 #: socket (the main loop, which accepts clients, sends it); pings and status updates
 #: never wait: one that finds the socket full is sent again at the next turn.
 NOTIFY_SEND_TIMEOUT = 1.0
+
+# -- issue 14: service CPU per petition (helper T) --
+
+#: Seconds the end of a petition may wait before it reaches a client that waits for
+#: others too (``orcha wait`` on an array): ends that come meanwhile go with it, in one
+#: answer, instead of one wake-up of the client's session each. The last end a client
+#: waits for goes at once, so a wait returns as soon as before; only what a ``wait
+#: --timeout`` that gives up reports as ended may be this much older.
+WAIT_BATCH_SECONDS = 0.1

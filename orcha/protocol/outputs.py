@@ -55,9 +55,15 @@ class OutputQueue:
         self._discarded = False
         self._closed = False
         self._efd: int | None = None
+        self._signalled = False  # the descriptor of fileno() is readable
 
     # -- writer side -------------------------------------------------------------------
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(
+        self, item: Any, block: bool = True, timeout: float | None = None, *, wake: bool = True
+    ) -> None:
+        """Queue ``item``. Without ``wake`` it does not make :meth:`fileno` readable: a
+        reader selecting on it takes it with what comes next, or after :meth:`wake`
+        (blocking :meth:`get` callers are woken either way)."""
         size = _size(item)
         with self._cond:
             if self._max_bytes and size and block:
@@ -69,14 +75,21 @@ class OutputQueue:
                     self._cond.wait(left)
             if self._discarded:
                 return
-            was_empty = not self._items
             self._items.append(item)
             self._bytes += size
             if self._max_bytes and self._bytes + self._lent > OutputQueue.peak_bytes:
                 OutputQueue.peak_bytes = self._bytes + self._lent
             self._cond.notify_all()
-            if was_empty and self._efd is not None:
+            if wake and not self._signalled and self._efd is not None:
                 os.eventfd_write(self._efd, 1)
+                self._signalled = True
+
+    def wake(self) -> None:
+        """Make :meth:`fileno` readable if items are waiting (those put without ``wake``)."""
+        with self._cond:
+            if self._items and not self._signalled and self._efd is not None:
+                os.eventfd_write(self._efd, 1)
+                self._signalled = True
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -157,7 +170,8 @@ class OutputQueue:
 
     def _reset_fd(self) -> None:
         # Caller holds the lock: the queue is (about to be) empty, so not readable.
-        if self._efd is not None:
+        if self._efd is not None and self._signalled:
+            self._signalled = False
             try:
                 os.eventfd_read(self._efd)
             except BlockingIOError:
@@ -175,6 +189,7 @@ class OutputQueue:
                 self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 if self._items:
                     os.eventfd_write(self._efd, 1)
+                    self._signalled = True
             return self._efd
 
     def discard(self) -> None:

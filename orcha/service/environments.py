@@ -92,6 +92,7 @@ class EnvironmentTable:
         self._ids: dict[str, int] = {}  # a base's canonical JSON -> its row id (committed)
         self._bases: dict[int, Mapping[str, str]] = {}  # row id -> the base
         self._texts: dict[str, Mapping[str, str]] = {}  # whole env JSON (old rows) -> env
+        self._last: tuple[Mapping[str, str], str] | None = None  # the last base, its JSON
 
     def forget(self) -> None:
         """Drop the caches (rows may have been deleted)."""
@@ -108,7 +109,12 @@ class EnvironmentTable:
         ``new`` collects the ids added by this transaction: :meth:`committed` caches
         them once it commits (a rollback must not leave an id that does not exist)."""
         base, own = split(env)
-        text = json.dumps(base, sort_keys=True, separators=(",", ":"))
+        last = self._last  # an array's members share one base: its JSON once
+        if last is not None and last[0] is base:
+            text = last[1]
+        else:
+            text = json.dumps(base, sort_keys=True, separators=(",", ":"))
+            self._last = (base, text)
         with self._lock:
             env_id = self._ids.get(text)
         if env_id is None:

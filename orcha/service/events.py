@@ -130,10 +130,17 @@ class Events:
             # follows petition after petition would otherwise keep every ended job.
             for peer in (*subscribers.waiters, *subscribers.followers):
                 peer.subscribed.discard(job)
+            # A waiter still subscribed to others needs this end only with theirs.
+            waiting_more = [p for p in subscribers.waiters if p.subscribed]
         waiters, followers = subscribers.waiters, subscribers.followers
         summary = job.summary()
-        for peer in waiters:
-            peer.deliver(messages.encode({"event": "ended", **summary}))
+        if waiters:
+            frame = messages.encode({"event": "ended", **summary})
+            for peer in waiters:
+                if peer in waiting_more:
+                    peer.deliver_soon(frame)
+                else:
+                    peer.deliver(frame)
         for peer, handle in followers.items():
             peer.deliver(messages.encode({"event": "end", "handle": handle, **summary}))
         self.watch_event(job, "finished", summary)

@@ -7,6 +7,7 @@ the queueing that one submission (``Service._enqueue``) and a batch (an array's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -101,9 +102,12 @@ class Intake:
                 named.append((f"{self.token_prefix}-{uid}", self.log_path(uid)))
             seqs: list[int | None] = [None] * len(built)
             if self.store is not None:
+                # Members share their schedule: one wire form for all.
+                wires = {id(s): s.to_wire() for _, _, s in built}
                 records = [
                     {**self._new_record(petition, True, request.kind, resolved, schedule,
-                                        None, now, token, log_path), **extra}
+                                        None, now, token, log_path, wires[id(schedule)]),
+                     **extra}
                     for (petition, resolved, schedule), (token, log_path), request, extra
                     in zip(built, named, requests, fields, strict=True)
                 ]  # fmt: skip
@@ -165,8 +169,10 @@ class Intake:
         now: float,
         token: str,
         log_path: str,
+        schedule_wire: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The record of a petition being queued (QUEUED)."""
+        """The record of a petition being queued (QUEUED); ``schedule_wire``:
+        ``schedule.to_wire()`` if the caller has it."""
         return {
             "service": str(self.settings.address),
             "id": str(petition.id) or None,  # None: named by its record number
@@ -182,7 +188,7 @@ class Intake:
             "env": request.env if request else {},
             "token": token,
             "log_path": log_path if native else None,
-            "schedule": schedule.to_wire(),
+            "schedule": schedule.to_wire() if schedule_wire is None else schedule_wire,
             **(
                 {"parent": parent.id, "parent_seq": parent.seq}
                 if parent is not None else {}
@@ -239,7 +245,9 @@ class Intake:
         return job
 
 
+@functools.cache
 def _user() -> str:
+    """The service's user (once: a lookup per record of an array cost more than it)."""
     import pwd
 
     try:

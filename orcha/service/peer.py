@@ -65,6 +65,11 @@ class Peer:
         """Push a frame to the client (any thread)."""
         raise NotImplementedError
 
+    def deliver_soon(self, frame: bytes) -> None:
+        """Push a frame the client does not need at once (it waits for more): it may
+        go with what follows it, within WAIT_BATCH_SECONDS."""
+        self.deliver(frame)
+
     def deliver_event(self, frame: bytes, droppable: bool = False) -> None:
         """Push a watched event; a ``droppable`` one (output, progress) may be dropped
         for a client that reads too slowly (it is then told how many were)."""

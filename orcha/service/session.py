@@ -69,6 +69,10 @@ class StreamPeer(Peer):
         if not self.closed:
             self.events.push(frame)
 
+    def deliver_soon(self, frame: bytes) -> None:
+        if not self.closed:
+            self.events.push(frame, soon=True)
+
     def deliver_event(self, frame: bytes, droppable: bool = False) -> None:
         if not self.closed:
             self.events.push(frame, droppable)

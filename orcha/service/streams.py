@@ -38,6 +38,7 @@ from orcha.protocol import messages
 from orcha.protocol.messages import STDOUT, STREAM_NAMES, item
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.job import Detached, End, Progress, Queued, Started, StdinRead
+from orcha.service.late_wakes import LATE_WAKES
 from orcha.service.logs import read_log
 
 if TYPE_CHECKING:
@@ -207,9 +208,10 @@ class EventStream:
         self._dropped = 0  # how many, not told yet
         self.skips = 0  # times a follower fell behind (for tests and logs)
 
-    def push(self, frame: bytes, droppable: bool = False) -> None:
+    def push(self, frame: bytes, droppable: bool = False, soon: bool = False) -> None:
         """Queue a frame; a ``droppable`` one is dropped (and counted) while the client
-        is behind."""
+        is behind. One that is wanted only ``soon`` reaches the client with what is
+        pushed next, or within WAIT_BATCH_SECONDS (see :mod:`orcha.service.late_wakes`)."""
         with self._lock:
             if droppable:
                 if self._dropping or not self.queue.offer(frame):
@@ -224,7 +226,9 @@ class EventStream:
                 if held is not None:
                     held.held_end = frame  # after what it has still to read of the log
                     return
-            self.queue.put(frame, block=False)
+            self.queue.put(frame, block=False, wake=not soon)
+        if soon:
+            LATE_WAKES.later(self.queue)
 
     def follow(self, handle: int, path: str, end: int) -> None:
         """Output of ``handle`` pushed from now on is written to the log at ``path``

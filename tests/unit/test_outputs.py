@@ -89,6 +89,28 @@ def test_fileno_readable_after_put_and_not_after_drain(q: OutputQueue) -> None:
     assert readable(fd)
 
 
+def test_an_item_put_without_waking_waits_for_the_next_or_for_wake(q: OutputQueue) -> None:
+    fd = q.fileno()
+    q.put(b"quiet", wake=False)
+    assert not readable(fd)  # its reader is not woken for it
+    q.put(b"loud")  # the next one wakes it, for both (the queue was not empty)
+    assert readable(fd)
+    assert q.drain() == [b"quiet", b"loud"]
+    assert not readable(fd)
+    q.put(b"quiet", wake=False)
+    q.wake()
+    assert readable(fd)
+    assert q.drain() == [b"quiet"]
+    q.wake()  # nothing waiting: nothing to see
+    assert not readable(fd)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(q.get(timeout=JOIN)))
+    reader.start()
+    q.put("for a blocking reader", wake=False)  # a blocking get is woken all the same
+    reader.join(JOIN)
+    assert got == ["for a blocking reader"]
+
+
 def test_fileno_not_readable_after_get_takes_last_item(q: OutputQueue) -> None:
     # documented: "readable while items are waiting"
     fd = q.fileno()

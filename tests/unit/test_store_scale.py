@@ -56,6 +56,21 @@ def test_an_array_members_own_variables_are_kept_with_it_over_the_shared_base(
     assert len(_environments(db_path)) == 1
 
 
+def test_members_sharing_one_base_object_store_it_once_and_another_base_apart(
+    store: Store, db_path: str
+) -> None:
+    # An array's members carry one base object: its JSON is made once, not per member.
+    base = dict(ENV)
+    members = [Environment(base, {"ORCHA_ARRAY_INDEX": str(i)}) for i in (1, 2, 3)]
+    seqs = store.add_many([_record(id=f"m_{i}", env=env) for i, env in enumerate(members)])
+    other = store.add(_record(id="other", env={**ENV, "LANG": "C"}))
+    again = store.add(_record(id="again", env=Environment(base, {"ORCHA_ARRAY_INDEX": "9"})))
+    assert len(_environments(db_path)) == 2
+    got = {seq: store.get(seq) for seq in [*seqs, other, again]}
+    assert [dict(got[s]["env"])["ORCHA_ARRAY_INDEX"] for s in seqs] == ["1", "2", "3"]  # type: ignore[index]
+    assert got[other]["env"]["LANG"] == "C" and dict(got[again]["env"])["LANG"] == ENV["LANG"]  # type: ignore[index]
+
+
 def test_a_changed_environment_is_kept_whole(store: Store) -> None:
     seq = store.add(_record(env=dict(ENV)))
     store.update(seq, env={"ONLY": "this"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -96,3 +97,30 @@ def test_a_waiter_of_a_petition_ended_but_not_yet_announced_waits_for_the_announ
     assert [f["event"] for f in peer.frames] == ["ended"]
     # After the announcement, a new waiter is answered at once.
     assert events.wait_for(FakePeer(), ["w"])["ended"][0]["state"] == "SUCCEEDED"
+
+
+class SoonPeer(FakePeer):
+    """Records which ends it was given only ``soon`` (batched with what follows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.soon: list[str] = []
+
+    def deliver_soon(self, frame: bytes) -> None:
+        self.soon.append(json.loads(frame)["id"])
+        super().deliver_soon(frame)
+
+
+def test_a_waiter_of_several_has_each_end_soon_and_the_last_at_once() -> None:
+    a, b = job("a"), job("b")
+    events = events_over(a, b)
+    peer, alone = SoonPeer(), SoonPeer()
+    assert events.wait_for(peer, ["a", "b"])["pending"] == ["a", "b"]
+    assert events.wait_for(alone, ["a"])["pending"] == ["a"]
+    events.ended(ended(a))
+    assert peer.soon == ["a"]  # it still waits for b: this end may go with b's
+    assert alone.soon == []  # all it waited for: at once
+    events.ended(ended(b, State.FAILED))
+    assert peer.soon == ["a"]  # its last: at once
+    assert [(f["id"], f["state"]) for f in peer.frames] == [("a", "SUCCEEDED"), ("b", "FAILED")]
+    assert [f["id"] for f in alone.frames] == ["a"]
