@@ -136,11 +136,6 @@ def _other(value: Any) -> str:
     return "null" if value is None else json.dumps(value)
 
 
-def _text_or_null(value: Any) -> str:
-    """``json.dumps(value)`` for a TEXT column's value (TypeError if it holds no text)."""
-    return "null" if value is None else _q(value)
-
-
 def _integer(value: Any) -> Any:
     """What formats as ``json.dumps(value)`` for an INTEGER column's value."""
     return value if value.__class__ is int else _other(value)
@@ -278,21 +273,32 @@ def _text(
         paused_text = "true" if live is True else "false" if live is False else json.dumps(live)
     kin = children.get(seq)
     family = f', "children": {json.dumps(kin)}' if kin else ""
-    wall = _number(span(started, ended, state, now))
-    outcome_text = encoded[outcome] if outcome is not None else "null"
+    wall = _number(span(started, ended, state, now)) if started else "null"
+    # Inline (not a call per column): the calls would cost more than the rest, and the
+    # rows of a long queue are mostly NULLs.
     return (
-        f'{{"seq": {_integer(seq)}, "id": {_q(pid)}, "kind": {_q(kind)}, '
-        f'"state": {_q(state)}, "priority": {_integer(prio)}, '
-        f'"submitted": {_number(submitted)}, "started": {_number(started)}, '
-        f'"ended": {_number(ended)}, "code": {_integer(code)}, '
-        f'"message": {_text_or_null(message)}, '
+        f'{{"seq": {seq if seq.__class__ is int else _other(seq)}, "id": {_q(pid)}, '
+        f'"kind": {_q(kind)}, "state": {_q(state)}, '
+        f'"priority": {prio if prio.__class__ is int else _other(prio)}, '
+        f'"submitted": {_number(submitted)}, '
+        f'"started": {"null" if started is None else _number(started)}, '
+        f'"ended": {"null" if ended is None else _number(ended)}, '
+        f'"code": {"null" if code is None else _integer(code)}, '
+        f'"message": {"null" if message is None else _q(message)}, '
         f'"user": {_q(user)}, "host": {_q(host)}, "cwd": {_q(cwd)}, '
         f'"params": {encoded[params]}, "schedule": {encoded[schedule]}, '
-        f'"attempt": {_integer(attempt)}, "paused": {paused_text}, "outcome": {outcome_text}, '
-        f'"notify_error": {_text_or_null(notify_error)}, "machine": {_text_or_null(machine)}, '
-        f'"parent": {_text_or_null(parent)}, "leftovers": {_integer(leftovers)}, '
-        f'"log_truncated": {_text_or_null(log_truncated)}, '
-        f'"restart_of": {_integer(restart_of)}, "array": {_text_or_null(array)}, '
-        f'"array_index": {_integer(array_index)}, "cpu_time": {_number(cpu_time)}, '
-        f'"peak_rss": {_integer(peak_rss)}{family}, "wall_time": {wall}{more}}}'
+        f'"attempt": {attempt if attempt.__class__ is int else _other(attempt)}, '
+        f'"paused": {paused_text}, '
+        f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
+        f'"notify_error": {"null" if notify_error is None else _q(notify_error)}, '
+        f'"machine": {"null" if machine is None else _q(machine)}, '
+        f'"parent": {"null" if parent is None else _q(parent)}, '
+        f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
+        f'"log_truncated": {"null" if log_truncated is None else _q(log_truncated)}, '
+        f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
+        f'"array": {"null" if array is None else _q(array)}, '
+        f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
+        f'"cpu_time": {"null" if cpu_time is None else _number(cpu_time)}, '
+        f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '
+        f'"wall_time": {wall}{more}}}'
     )
