@@ -7,14 +7,14 @@ record a page at a time (:func:`page_text`), already encoded: the text of
 what the client would have printed from the records themselves. The client writes it as
 it comes, never decoding a record and encoding it again.
 
-The text is built where the rows are read, without a dictionary per record. SQLite
-quotes the text and integer columns (``json_quote`` gives the bytes of ``json.dumps``
-for integers, NULL, and text of printable ASCII characters); Python adds the floats
-(SQLite prints 15 digits, ``json.dumps`` the shortest exact form), the JSON columns
-(each distinct text decoded and encoded once per page) and the live state. A row this
-cannot reproduce exactly is built by the reference instead: one holding other
-characters (non-ASCII, control characters, NUL), a fraction in an integer column, or
-changes not saved yet (it is read again with them applied).
+The text is built from each row read as a plain tuple, without a dictionary per
+record: text columns through the JSON module's own C string encoder, integers and finite
+floats by their ``repr`` (what ``json.dumps`` writes; any other value goes through
+``json.dumps``), each distinct text of a JSON column decoded and encoded once per page
+(an array's members share theirs), and the live state as :func:`record_of` merges it.
+A row with changes not saved yet is built by :func:`record_of` itself, read again with
+them applied. (SQLite cannot build the text: it prints floats with 15 digits and leaves
+non-ASCII characters unescaped, and its string concatenation costs more than Python's.)
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ def page_reply(service: Service, peer: Peer, request: StatusRequest) -> dict[str
 
 
 _SELECT = f"SELECT {', '.join(STATUS_COLUMNS)} FROM petitions"
+_FEW = 900  # rows named in one query (SQLite's oldest limit is 999 variables)
 _CHILDREN = (
     "SELECT parent_seq, id FROM petitions WHERE parent_seq BETWEEN ? AND ? "
     "AND parent_seq IS NOT NULL ORDER BY seq"
@@ -214,7 +215,7 @@ def page_text(
     get, priority = scheduler.get, scheduler.effective_priority
     for row in rows:
         seq, schedule = row[0], row[14]
-        if groups:
+        if groups and seq not in unsaved:
             group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
             if group not in groups:
                 continue
@@ -228,7 +229,8 @@ def page_text(
             redo.append(seq)
         texts.append(text)
     if redo:
-        again = {r["seq"]: r for r in store.find(seqs=redo, columns=STATUS_COLUMNS)}
+        again = {r["seq"]: r for i in range(0, len(redo), _FEW)
+                 for r in store.find(seqs=redo[i : i + _FEW], columns=STATUS_COLUMNS)}  # fmt: skip
         slots = iter(redo)
         for i, text in enumerate(texts):
             if text is None:

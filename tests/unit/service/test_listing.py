@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from orcha.service import listing
 from tests.unit.service.harness import FakeClock, Harness
 
 
@@ -108,19 +109,26 @@ def test_every_kind_of_record_is_listed_as_the_reference_lists_it(h: Harness) ->
     assert whole == reference(h, 500)[0]
 
 
-def test_changes_not_saved_yet_are_listed_with_their_record(h: Harness) -> None:
+def test_changes_not_saved_yet_are_listed_with_their_record(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = h.service.store
     assert store is not None
-    seq = h.record("every")["seq"]
+    seq, ok = h.record("every")["seq"], h.record("q0")["seq"]
+    monkeypatch.setattr(listing, "_FEW", 1)  # read again in several queries
     try:
         with store.saver.order:  # held: the writer cannot commit the change meanwhile
             store.update_later(seq, message="not saved yet ü", state="CANCELLED")
+            store.update_later(ok, message="queued, not saved")
             assert seq in store.saver.pending_seqs()
             listed, expected = texts(h, 2), reference(h, 2)
+            assert texts(h, 500) == reference(h, 500)  # both read again, in two queries
             cancelled = texts(h, 1, states=["CANCELLED"])
             assert cancelled == reference(h, 1, states=["CANCELLED"])
     finally:
         store.update_later(seq, message="line\x01\x7f\ttab", state="FAILED")
+        store.update_later(ok, message=None)
         assert store.flush(10)
     assert listed == expected and '"not saved yet \\u00fc"' in "".join(listed)
+    assert '"queued, not saved"' in "".join(listed)
     assert [json.loads(t)["id"] for t in cancelled if t] == ["every", "fan.1"]
