@@ -293,9 +293,8 @@ def print_json_listing(
     service: Client, states: list[str], groups: list[str], tail: dict[str, Any]
 ) -> None:
     """Print ``{"petitions": [every record of states and groups], **tail}`` as
-    :func:`orcha.cli.output.print_json` would, a page at a time: on one line as the
-    service encoded the records, or, on a
-    terminal, indented from the records themselves."""
+    :func:`orcha.cli.output.print_json` would, a page at a time: piped, on one line, the
+    pages as the service encoded them; on a terminal, indented from the records."""
     import sys
 
     indent = 2 if sys.stdout.isatty() else None
