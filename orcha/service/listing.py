@@ -215,10 +215,15 @@ def page_text(
     get, priority = scheduler.get, scheduler.effective_priority
     for row in rows:
         seq, schedule = row[0], row[14]
-        if groups and seq not in unsaved:
-            group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
-            if group not in groups:
+        if seq not in unsaved:
+            # Read for changes not saved when the read began, saved since: in the states
+            # asked for only if its saved state is (as Store.page filters).
+            if states and row[3] not in states:
                 continue
+            if groups:
+                group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
+                if group not in groups:
+                    continue
         text = None
         if seq not in unsaved:
             try:

@@ -132,3 +132,15 @@ def test_changes_not_saved_yet_are_listed_with_their_record(
     assert listed == expected and '"not saved yet \\u00fc"' in "".join(listed)
     assert '"queued, not saved"' in "".join(listed)
     assert [json.loads(t)["id"] for t in cancelled if t] == ["every", "fan.1"]
+
+
+def test_a_record_saved_during_the_read_is_listed_only_in_its_saved_state(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = h.service.store
+    assert store is not None
+    ended = h.record("ok")["seq"]
+    answers = iter([[ended], []])  # not saved as the read begins, saved once it is done
+    monkeypatch.setattr(store.saver, "pending_seqs", lambda: next(answers))
+    (page,) = texts(h, 500, states=["QUEUED"])
+    assert [r["state"] for r in json.loads(f"[{page}]")] == ["QUEUED"] * 5
