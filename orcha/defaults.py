@@ -426,3 +426,13 @@ NOTIFY_SEND_TIMEOUT = 1.0
 #: waits for goes at once, so a wait returns as soon as before; only what a ``wait
 #: --timeout`` that gives up reports as ended may be this much older.
 WAIT_BATCH_SECONDS = 0.1
+
+# -- issue 14: status --all --json (helper X) --
+
+#: Records a page of 'orcha status --json' carries when it travels as JSON text (the
+#: records already encoded by the service, written by the client as they come): fewer
+#: round trips than STATUS_PAGE, and a page's text (about 0.6 KB a record) stays small.
+STATUS_TEXT_PAGE = 2000
+#: The most records the service puts in one such page, whatever a client asks for: what
+#: a listing holds in the service's memory at once stays bounded.
+STATUS_TEXT_PAGE_MAX = 5000

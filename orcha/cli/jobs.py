@@ -65,7 +65,7 @@ def status(
     if as_json and not ids and last is None:  # every record: in pages, never whole
         with client(ctx) as service:
             tail = {"missing": [], "hidden": 0}
-            status_view.print_json_pages(service.status_pages(states, groups), tail)
+            status_view.print_json_listing(service, states, groups, tail)
         return 0
     with client(ctx) as service:
         answer = service.status_report(

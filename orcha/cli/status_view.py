@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # print without them (orcha.cli.fast_jobs)
 
     import click
 
+    from orcha.client.api import Client
+
 #: The fields ``--sort`` takes.
 SORT_FIELDS = ("submitted", "started", "ended", "priority", "id", "state")
 
@@ -269,13 +271,38 @@ def json_pages(
     yield ("]" if first else close) + rest
 
 
-def print_json_pages(pages: Iterable[list[dict[str, Any]]], tail: dict[str, Any]) -> None:
-    """Print ``{"petitions": [...], **tail}`` as :func:`orcha.cli.output.print_json`
-    would (indented on a terminal), a page at a time."""
+def json_texts(texts: Iterable[str], tail: dict[str, Any]) -> Iterator[str]:
+    """The text of ``json.dumps({"petitions": [every record], **tail})``, exactly, in
+    pieces, from ``texts``: pages of records already encoded, each page's records joined
+    by ``", "`` (:meth:`orcha.Client.status_pages` with ``text``)."""
+    import json
+
+    head, rest = json.dumps({"petitions": [], **tail}).split("[]", 1)
+    yield head + "["
+    first = True
+    for text in texts:
+        if text:
+            if not first:
+                yield ", "
+            yield text
+            first = False
+    yield "]" + rest
+
+
+def print_json_listing(
+    service: Client, states: list[str], groups: list[str], tail: dict[str, Any]
+) -> None:
+    """Print ``{"petitions": [every record of states and groups], **tail}`` as
+    :func:`orcha.cli.output.print_json` would, a page at a time: piped, on one line, the
+    pages as the service encoded them; on a terminal, indented from the records."""
     import sys
 
     indent = 2 if sys.stdout.isatty() else None
-    for piece in json_pages(pages, tail, indent):
+    if indent is None:
+        pieces = json_texts(service.status_pages(states, groups, text=True), tail)
+    else:
+        pieces = json_pages(service.status_pages(states, groups), tail, indent)
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

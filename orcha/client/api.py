@@ -15,7 +15,7 @@ from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
 from orcha.client.requests import changes_of, host_name, schedule_of, user_name
 from orcha.client.session import Session
-from orcha.defaults import STATUS_PAGE
+from orcha.defaults import STATUS_PAGE, STATUS_TEXT_PAGE
 from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
 from orcha.protocol.ids import check_name
 from orcha.protocol.messages import SubmitRequest, check_id
@@ -208,14 +208,10 @@ class Client:
         return records
 
     def status_report(
-        self,
-        ids: str | Iterable[str] | None = None,
-        states: Iterable[str] = (),
-        groups: Iterable[str] = (),
-        last: int | None = None,
-        ended: int | None = None,
+        self, ids: str | Iterable[str] | None = None, states: Iterable[str] = (),
+        groups: Iterable[str] = (), last: int | None = None, ended: int | None = None,
         queued: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # fmt: skip
         """``orcha status --json``'s document: ``{"petitions": [...], "missing": [...],
         "hidden": N}``. ``groups`` narrows to those groups, ``last`` keeps the N last
         submitted, ``ended`` every queued or running petition and the N last ended
@@ -228,16 +224,19 @@ class Client:
         return result
 
     def status_pages(
-        self, states: Iterable[str] = (), groups: Iterable[str] = (), page: int = STATUS_PAGE
-    ) -> Iterator[list[dict[str, Any]]]:
+        self, states: Iterable[str] = (), groups: Iterable[str] = (), page: int | None = None,
+        text: bool = False,
+    ) -> Iterator[Any]:  # fmt: skip
         """Every petition's record (only in ``states`` and ``groups`` if given), oldest
         first, as ``orcha status --json`` prints them, ``page`` records at a time: a long
-        listing is never held whole, by the service or here."""
+        listing is never held whole, by the service or here. With ``text``, each page as
+        the JSON text the service encoded: its records' ``json.dumps`` joined by ``", "``."""
         if self._control is None:
             self._control = self._open()
         try:
-            wanted = [s.upper() for s in states]
-            yield from operations.status_pages(self._control, wanted, list(groups), page)
+            read = operations.status_texts if text else operations.status_pages
+            yield from read(self._control, [s.upper() for s in states], list(groups),
+                            page or (STATUS_TEXT_PAGE if text else STATUS_PAGE))  # fmt: skip
         except (OSError, LostServiceError):
             self._forget(self._control)
             raise

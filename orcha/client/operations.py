@@ -147,6 +147,28 @@ def status_pages(
         request["after"] = reply["next"]
 
 
+def status_texts(
+    session: Session, states: list[str], groups: list[str] | None = None, page: int = 1000
+) -> Iterator[str]:
+    """Every record (in ``states`` and ``groups`` if given), oldest first, as JSON text a
+    page at a time: each record's ``json.dumps``, joined by ``", "`` (a page of none is
+    ``""``). The service encodes them (a service that does not, its records are encoded
+    here), so a long listing is never decoded and encoded again."""
+    request: dict[str, Any] = {"ids": [], "states": states, "groups": list(groups or ()),
+                               "page": page, "text": True}  # fmt: skip
+    while True:
+        reply = session.call("status", request)
+        text = reply.get("text")
+        if text is None:  # a service from before pages as text: its records
+            import json
+
+            text = ", ".join(json.dumps(r) for r in reply["petitions"])
+        yield text
+        if reply.get("next") is None:
+            return
+        request["after"] = reply["next"]
+
+
 def clean(
     session: Session,
     older_than: float | None,

@@ -124,14 +124,15 @@ class StatusRequest(Request):
     ``queued`` first submitted (all if None; ``hidden_queued`` counts the others): see
     :mod:`orcha.protocol.selection`. Or, with ``page``, every record (of ``states`` and
     ``groups``) in pages of ``page``, numbered after ``after``; the reply's ``next`` is
-    where the next page starts (None after the last): a long listing is never whole."""
+    where the next page starts (None after the last): a long listing is never whole.
+    With ``text`` too, as JSON text (:func:`orcha.service.listing.page_reply`)."""
 
-    __slots__ = ("after", "ended", "groups", "ids", "last", "page", "queued", "states")
+    __slots__ = ("after", "ended", "groups", "ids", "last", "page", "queued", "states", "text")
     _COUNTS = ("last", "ended", "queued", "page", "after")
 
     def __init__(self, ids: list[str], states: list[str], groups: list[str] | None = None,
-                 **counts: int | None) -> None:  # fmt: skip
-        self.ids, self.states, self.groups = ids, states, groups or []
+                 text: bool = False, **counts: int | None) -> None:  # fmt: skip
+        self.ids, self.states, self.groups, self.text = ids, states, groups or [], text
         self.last, self.ended, self.queued, self.page, self.after = (
             counts.pop(name, None) for name in self._COUNTS
         )
@@ -145,14 +146,14 @@ class StatusRequest(Request):
             raise ValueError("'ids', 'states' and 'groups' must be lists of strings")
         counts = {name: obj.get(name) for name in cls._COUNTS}
         for name, value in counts.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
+            if value is not None and (type(value) is not int or value < 0):  # not a bool
                 raise ValueError(f"'{name}' must be a whole number >= 0 or null")
         limits = ids or any(counts[n] is not None for n in ("last", "ended", "queued"))
         if counts["page"] is not None and (limits or counts["page"] < 1):
             raise ValueError("'page' (>= 1) lists every record: not with 'ids' or limits")
-        return cls(ids, states, groups, **counts)
+        if not isinstance(obj.get("text", False), bool) or (obj.get("text") and not counts["page"]):
+            raise ValueError("'text' (true or false) is only for a listing in pages ('page')")
+        return cls(ids, states, groups, obj.get("text") is True, **counts)
 
 
 class CancelRequest(Request):

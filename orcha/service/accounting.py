@@ -33,11 +33,14 @@ log = logging.getLogger("orcha.service.accounting")
 def wall_time(record: dict[str, Any], now: float) -> float | None:
     """Seconds from its start to its end (to ``now`` while it runs); None if it never
     started."""
-    started = record.get("started")
+    return span(record.get("started"), record.get("ended"), record.get("state"), now)
+
+
+def span(started: Any, ended: Any, state: Any, now: float) -> float | None:
+    """:func:`wall_time` of a record with these ``started``, ``ended`` and ``state``."""
     if not started:
         return None
-    ended = record.get("ended")
-    if ended is None and record.get("state") != "RUNNING":
+    if ended is None and state != "RUNNING":
         return None  # ended without a saved end: not known
     return round(max(0.0, (ended or now) - started), 3)
 

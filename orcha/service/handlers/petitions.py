@@ -11,8 +11,8 @@ from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
 from orcha.protocol.selection import first_queued, select
-from orcha.service import arrays, bulk
-from orcha.service.accounting import live_usage, wall_time
+from orcha.service import arrays, bulk, listing
+from orcha.service.listing import STATUS_COLUMNS
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.service.references import resolve, resolve_all
@@ -33,15 +33,6 @@ if TYPE_CHECKING:
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service.session")
-
-#: The record fields ``status`` answers with (not env: big, and not shown).
-_STATUS_COLUMNS = (
-    "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
-    "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
-    "notify_error", "machine", "parent", "leftovers", "log_truncated", "restart_of",
-    "array", "array_index", "cpu_time", "peak_rss",
-)  # fmt: skip
-
 
 #: Rows few enough to name in one query (SQLite's oldest limit is 999 variables).
 _FEW = 900
@@ -122,6 +113,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:
     """Records of the given petitions (all if none given), with why waiting ones wait."""
+    if request.page is not None and request.text:
+        return listing.page_reply(service, peer, request)  # already encoded, in pages
     ids, named = arrays.expand(service, request.ids)  # an array's name: its members
     store, scheduler = service.store, service.scheduler
     if store is None:
@@ -134,49 +127,26 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
     if request.page is not None:
         if request.after is None or peer.listing is None:  # its first page
             peer.listing = scheduler.explain()
-        rows, nxt = store.page(request.after, request.page, request.states, _STATUS_COLUMNS)
+        rows, nxt = store.page(request.after, request.page, request.states, STATUS_COLUMNS)
         rows, hidden, hidden_queued = select(rows, request.groups)[0], 0, 0
         reasons = peer.listing
         if nxt is None:
             peer.listing = None  # the last page
     elif default_view and request.ended is not None:
         # The default view: through indexes, never reading what it leaves out.
-        rows, hidden, hidden_queued = store.recent(request.ended, _STATUS_COLUMNS, request.queued)
+        rows, hidden, hidden_queued = store.recent(request.ended, STATUS_COLUMNS, request.queued)
     else:
-        rows = store.find(states=request.states, columns=_STATUS_COLUMNS, seqs=seqs)
+        rows = store.find(states=request.states, columns=STATUS_COLUMNS, seqs=seqs)
         rows, hidden = select(rows, request.groups, request.last, request.ended)
         rows, hidden_queued = first_queued(rows, request.queued)
-    out = []
     if request.page is None:
         reasons = scheduler.explain(request.queued)
     # A parent's children (IDs), for the records of parents: all of them at once (by
     # the rows' numbers if they are few: a view of a long history or queue).
     few = ids or len(rows) <= _FEW
     children = store.children([r["seq"] for r in rows] if few else None)
-    for row in rows:
-        record = {name: row[name] for name in _STATUS_COLUMNS}
-        if row["seq"] in children:
-            record["children"] = children[row["seq"]]
-        record["paused"] = bool(record["paused"])
-        record["wall_time"] = wall_time(row, service.clock())
-        job = scheduler.get(row["id"])
-        if job is not None and job.seq == row["seq"]:
-            record["paused"] = job.paused or job.stopped
-            record["attempt"] = job.attempt
-            if job.gpu_ids:
-                record["gpus"] = list(job.gpu_ids)
-            if job.progress is not None:
-                record["progress"] = dict(job.progress)
-            if ids and job.state is State.RUNNING:
-                record.update(live_usage(job))  # measured when asked for by ID only
-            if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
-                record["waiting"] = reasons[row["seq"]]
-                # Aging at work: what it competes with now (lower starts first).
-                # + 0.0: rounding a tiny negative gives -0.0, which reads oddly in JSON.
-                record["effective_priority"] = round(scheduler.effective_priority(job), 3) + 0.0
-            elif job.stopped:
-                record["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
-        out.append(record)
+    now = service.clock()
+    out = [listing.record_of(row, children, scheduler, reasons, now, bool(ids)) for row in rows]
     more: dict[str, Any] = {"hidden_queued": hidden_queued} if request.queued is not None else {}
     if request.page is not None:
         more["next"] = nxt

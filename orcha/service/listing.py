@@ -1,0 +1,311 @@
+"""The records ``status`` answers with, and the listing of every record as JSON text.
+
+:func:`record_of` is the reference: the record of one database row, with the live
+state of its petition if it is queued or running. ``status --all --json`` lists every
+record a page at a time (:func:`page_text`), already encoded: the text of
+``json.dumps(record)`` for each record of the page, joined by ``", "``, byte for byte
+what the client would have printed from the records themselves. The client writes it as
+it comes, never decoding a record and encoding it again.
+
+The text is built from each row read as a plain tuple, without a dictionary per
+record: text columns through the JSON module's own C string encoder, integers and finite
+floats by their ``repr`` (what ``json.dumps`` writes; any other value goes through
+``json.dumps``), each distinct text of a JSON column decoded and encoded once per page
+(an array's members share theirs), and the live state as :func:`record_of` merges it.
+A row with changes not saved yet is built by :func:`record_of` itself, read again with
+them applied. (SQLite cannot build the text: it prints floats with 15 digits and leaves
+non-ASCII characters unescaped, and its string concatenation costs more than Python's.)
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any
+
+from orcha.defaults import STATUS_TEXT_PAGE_MAX
+from orcha.protocol.selection import group_of
+from orcha.service.accounting import live_usage, span, wall_time
+from orcha.states import State
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Sequence
+
+    from orcha.protocol.requests import StatusRequest
+    from orcha.service.job import Job
+    from orcha.service.peer import Peer
+    from orcha.service.scheduler import Scheduler
+    from orcha.service.service import Service
+    from orcha.service.store import Store
+
+#: The record fields ``status`` answers with, in this order (not env: big, and not
+#: shown); :func:`record_of` adds ``children``, ``wall_time`` and the live fields after.
+STATUS_COLUMNS = (
+    "seq", "id", "kind", "state", "priority", "submitted", "started", "ended", "code",
+    "message", "user", "host", "cwd", "params", "schedule", "attempt", "paused", "outcome",
+    "notify_error", "machine", "parent", "leftovers", "log_truncated", "restart_of",
+    "array", "array_index", "cpu_time", "peak_rss",
+)  # fmt: skip
+
+_QUEUED = str(State.QUEUED)
+
+
+def live_fields(
+    job: Job, state: str, reasons: dict[int, str], scheduler: Scheduler, measured: bool = False
+) -> tuple[Any, int, dict[str, Any]]:
+    """What a live petition's record shows from its job rather than its row (``state``:
+    the row's): ``(paused, attempt, fields added after wall_time)``; ``measured``: with
+    the usage of its running processes so far (``cpu_time``, ``peak_rss``)."""
+    extra: dict[str, Any] = {}
+    if job.gpu_ids:
+        extra["gpus"] = list(job.gpu_ids)
+    if job.progress is not None:
+        extra["progress"] = dict(job.progress)
+    if measured and job.state is State.RUNNING:
+        extra.update(live_usage(job))  # measured when asked for by ID only
+    if state == _QUEUED and job.seq in reasons:
+        extra["waiting"] = reasons[job.seq]
+        # Aging at work: what it competes with now (lower starts first).
+        # + 0.0: rounding a tiny negative gives -0.0, which reads oddly in JSON.
+        extra["effective_priority"] = round(scheduler.effective_priority(job), 3) + 0.0
+    elif job.stopped:
+        extra["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
+    return job.paused or job.stopped, job.attempt, extra
+
+
+def record_of(
+    row: dict[str, Any],
+    children: dict[int, list[str]],
+    scheduler: Scheduler,
+    reasons: dict[int, str],
+    now: float,
+    measured: bool = False,
+) -> dict[str, Any]:
+    """The record ``status`` answers with for ``row`` (a record of the store with the
+    :data:`STATUS_COLUMNS`): its children's IDs, wall time, and what its job says now
+    if it is live (``reasons``: why queued ones wait, by seq)."""
+    record = {name: row[name] for name in STATUS_COLUMNS}
+    if row["seq"] in children:
+        record["children"] = children[row["seq"]]
+    record["paused"] = bool(record["paused"])
+    record["wall_time"] = wall_time(row, now)
+    job = scheduler.get(row["id"])
+    if job is not None and job.seq == row["seq"]:
+        record["paused"], record["attempt"], extra = live_fields(
+            job, row["state"], reasons, scheduler, measured
+        )
+        # Measured usage replaces the saved one (same keys); the rest come after.
+        record.update(extra)
+    return record
+
+
+# -- a page of every record, as text ------------------------------------------------------
+def page_reply(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:
+    """The reply to a ``status`` request for a page of every record as text
+    (``page`` and ``text``): ``{"text", "count", "next", "missing", "arrays",
+    "hidden"}`` (see :func:`page_text`; at most :data:`STATUS_TEXT_PAGE_MAX` records)."""
+    store, scheduler = service.store, service.scheduler
+    assert request.page is not None
+    if store is None:
+        return {"text": "", "count": 0, "next": None, "missing": [], "arrays": {}, "hidden": 0}
+    if request.after is None or peer.listing is None:  # its first page
+        peer.listing = scheduler.explain()
+    reasons = peer.listing
+    text, count, nxt = page_text(
+        store, scheduler, reasons, service.clock(), request.after,
+        min(request.page, STATUS_TEXT_PAGE_MAX), request.states, request.groups,
+    )  # fmt: skip
+    if nxt is None:
+        peer.listing = None  # the last page
+    return {"text": text, "count": count, "next": nxt, "missing": [], "arrays": {}, "hidden": 0}
+
+
+_SELECT = f"SELECT {', '.join(STATUS_COLUMNS)} FROM petitions"
+_FEW = 900  # rows named in one query (SQLite's oldest limit is 999 variables)
+_CHILDREN = (
+    "SELECT parent_seq, id FROM petitions WHERE parent_seq BETWEEN ? AND ? "
+    "AND parent_seq IS NOT NULL ORDER BY seq"
+)
+
+_float_repr = float.__repr__
+_q = encode_basestring_ascii  # json.dumps of a str (TypeError for anything else)
+
+
+def _other(value: Any) -> str:
+    """``json.dumps(value)``, quickly for None (what a record's NULL columns hold)."""
+    return "null" if value is None else json.dumps(value)
+
+
+def _integer(value: Any) -> Any:
+    """What formats as ``json.dumps(value)`` for an INTEGER column's value."""
+    return value if value.__class__ is int else _other(value)
+
+
+def _number(value: Any) -> str:
+    """``json.dumps(value)`` for a REAL column's value, quickly for a finite float."""
+    if value.__class__ is float and value - value == 0.0:  # not inf or nan
+        return _float_repr(value)
+    return _other(value)
+
+
+class _Encoded(dict[Any, str]):
+    """A JSON column's text -> the text ``json.dumps`` gives its value, each distinct
+    one decoded and encoded once (an array's members share theirs); with ``decode``
+    False, a string -> ``json.dumps`` of it."""
+
+    def __init__(self, decode: bool = True) -> None:
+        super().__init__()
+        self.decode = decode
+
+    def __missing__(self, text: Any) -> str:
+        value = json.loads(text) if self.decode and isinstance(text, str) else text
+        if len(self) > 4096:
+            self.clear()  # bounded: a listing of distinct values computes each once anyway
+        encoded = self[text] = json.dumps(value)
+        return encoded
+
+
+def _group(schedule: Any) -> str:
+    """The group of a record whose schedule's text is ``schedule``."""
+    return group_of({"schedule": json.loads(schedule) if isinstance(schedule, str) else schedule})
+
+
+def page_text(
+    store: Store,
+    scheduler: Scheduler,
+    reasons: dict[int, str],
+    now: float,
+    after: int | None,
+    limit: int,
+    states: Sequence[str] = (),
+    groups: Sequence[str] = (),
+) -> tuple[str, int, int | None]:
+    """``(text, count, next)``: the next ``limit`` records numbered after ``after``
+    (from the first if None), oldest first, of ``states`` and ``groups`` if given, as
+    the text of each record's ``json.dumps`` (:func:`record_of`) joined by ``", "``;
+    ``count``: how many records it holds; ``next``: where the next page starts (None:
+    this was the last)."""
+    where = "seq > ?"
+    args: list[Any] = [after if after is not None else -1]
+    unsaved_before = store.saver.pending_seqs() if states else []
+    if states:
+        marks = ", ".join("?" for _ in states)
+        extra = f" OR seq IN ({', '.join('?' for _ in unsaved_before)})" if unsaved_before else ""
+        where += f" AND (state IN ({marks}){extra})"
+        args += [*states, *unsaved_before]
+    sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?"
+
+    def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+        rows = db.execute(sql, (*args, limit)).fetchall()
+        kids = db.execute(_CHILDREN, (rows[0][0], rows[-1][0])).fetchall() if rows else []
+        return rows, kids
+
+    with store.saver.view_lock:  # the changes not saved yet, as they were at the read
+        rows, kids = store._read(read)
+        unsaved = set(store.saver.pending_seqs())
+    nxt = rows[-1][0] if len(rows) == limit else None
+    children: dict[int, list[str]] = {}
+    for parent_seq, child in kids:
+        children.setdefault(parent_seq, []).append(child)
+    texts: list[str | None] = []
+    redo: list[int] = []  # rows the reference builds: with their changes not saved yet
+    encoded, quoted = _Encoded(), _Encoded(decode=False)
+    grouped: dict[Any, str] = {}
+    get, priority = scheduler.get, scheduler.effective_priority
+    for row in rows:
+        seq, schedule = row[0], row[14]
+        if seq not in unsaved:
+            # Read for changes not saved when the read began, saved since: in the states
+            # asked for only if its saved state is (as Store.page filters).
+            if states and row[3] not in states:
+                continue
+            if groups:
+                group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
+                if group not in groups:
+                    continue
+        text = None
+        if seq not in unsaved:
+            try:
+                text = _text(row, children, reasons, now, get, priority, scheduler, encoded, quoted)
+            except TypeError:  # a column holding an unexpected type: the reference says
+                pass
+        if text is None:
+            redo.append(seq)
+        texts.append(text)
+    if redo:
+        again = {r["seq"]: r for i in range(0, len(redo), _FEW)
+                 for r in store.find(seqs=redo[i : i + _FEW], columns=STATUS_COLUMNS)}  # fmt: skip
+        slots = iter(redo)
+        for i, text in enumerate(texts):
+            if text is None:
+                row = again.get(next(slots))
+                if (row is not None and (not states or row["state"] in states)
+                        and (not groups or group_of(row) in groups)):  # fmt: skip
+                    texts[i] = json.dumps(record_of(row, children, scheduler, reasons, now))
+    out = [t for t in texts if t is not None]
+    return ", ".join(out), len(out), nxt
+
+
+def _text(
+    row: tuple[Any, ...],
+    children: dict[int, list[str]],
+    reasons: dict[int, str],
+    now: float,
+    get: Any,
+    priority: Any,
+    scheduler: Scheduler,
+    encoded: _Encoded,
+    quoted: _Encoded,
+) -> str:
+    """``json.dumps(record_of(row...))`` for a row of :data:`STATUS_COLUMNS` (a tuple),
+    built without the record. TypeError if a text column holds something else."""
+    (seq, pid, kind, state, prio, submitted, started, ended, code, message, user, host, cwd,
+     params, schedule, attempt, paused, outcome, notify_error, machine, parent, leftovers,
+     log_truncated, restart_of, array, array_index, cpu_time, peak_rss) = row  # fmt: skip
+    job = get(pid)
+    more = ""
+    if job is None or job.seq != seq:
+        paused_text = "true" if paused else "false"
+    else:
+        reason = reasons.get(seq) if state == _QUEUED else None
+        if reason is not None and not job.gpu_ids and job.progress is None:
+            # The common case of a long queue, without a dictionary: live_fields's.
+            live, attempt = job.paused or job.stopped, job.attempt
+            ep = round(priority(job), 3) + 0.0
+            more = f', "waiting": {quoted[reason]}, "effective_priority": {_number(ep)}'
+        else:
+            live, attempt, extra = live_fields(job, state, reasons, scheduler)
+            more = ", " + json.dumps(extra)[1:-1] if extra else ""
+        paused_text = "true" if live is True else "false" if live is False else json.dumps(live)
+    kin = children.get(seq)
+    family = f', "children": {json.dumps(kin)}' if kin else ""
+    wall = _number(span(started, ended, state, now)) if started else "null"
+    # Inline (not a call per column): the calls would cost more than the rest, and the
+    # rows of a long queue are mostly NULLs.
+    return (
+        f'{{"seq": {seq if seq.__class__ is int else _other(seq)}, "id": {_q(pid)}, '
+        f'"kind": {_q(kind)}, "state": {_q(state)}, '
+        f'"priority": {prio if prio.__class__ is int else _other(prio)}, '
+        f'"submitted": {_number(submitted)}, '
+        f'"started": {"null" if started is None else _number(started)}, '
+        f'"ended": {"null" if ended is None else _number(ended)}, '
+        f'"code": {"null" if code is None else _integer(code)}, '
+        f'"message": {"null" if message is None else _q(message)}, '
+        f'"user": {_q(user)}, "host": {_q(host)}, "cwd": {_q(cwd)}, '
+        f'"params": {encoded[params]}, "schedule": {encoded[schedule]}, '
+        f'"attempt": {attempt if attempt.__class__ is int else _other(attempt)}, '
+        f'"paused": {paused_text}, '
+        f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
+        f'"notify_error": {"null" if notify_error is None else _q(notify_error)}, '
+        f'"machine": {"null" if machine is None else _q(machine)}, '
+        f'"parent": {"null" if parent is None else _q(parent)}, '
+        f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
+        f'"log_truncated": {"null" if log_truncated is None else _q(log_truncated)}, '
+        f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
+        f'"array": {"null" if array is None else _q(array)}, '
+        f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
+        f'"cpu_time": {"null" if cpu_time is None else _number(cpu_time)}, '
+        f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '
+        f'"wall_time": {wall}{more}}}'
+    )
