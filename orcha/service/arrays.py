@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from orcha.protocol.arrays import ArrayRequest
     from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service")
@@ -35,7 +36,7 @@ def _limit_key(name: str, submitted: float) -> str:
 
 def submit_array(
     service: Service, request: ArrayRequest, peer: Peer | None
-) -> tuple[str, list[Job]]:
+) -> tuple[str, list[Waiting]]:
     """Queue every member of ``request`` (recorded in one transaction, all or none):
     (the array's name, its members). ``peer``: the client they end with (attached), or
     None. A nameless array gets the first free name ``arrayN``. Raises PetitionError
@@ -65,7 +66,7 @@ def submit_array(
     ]
     limit = request.limit
 
-    def limited(job: Job) -> None:
+    def limited(job: Waiting) -> None:
         if limit is not None:
             job.array = (_limit_key(name, job.created), name, limit)
 

@@ -100,8 +100,10 @@ class Target:
 
 def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Job | None:
     """The queued or running job named ``petition_id`` (that is record ``seq``)."""
-    job = scheduler.get(petition_id)
-    return job if job is not None and (seq is None or job.seq == seq) else None
+    found = scheduler.peek(petition_id)
+    if found is None or (seq is not None and found.seq != seq):
+        return None
+    return scheduler.job(found)  # a compact entry is built: its Job is acted on
 
 
 def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]:

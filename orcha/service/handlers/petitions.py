@@ -104,7 +104,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         jobs.append(job)
         given.setdefault(job, petition_id)
     if request.selects:
-        jobs += bulk.selected(service.scheduler.jobs(), request.groups, request.states)
+        scheduler = service.scheduler  # what the filters select is built, not the rest
+        jobs += [scheduler.job(j) for j in bulk.selected(scheduler.views(), request.groups,
+                                                          request.states)]  # fmt: skip
     if request.signal is not None:
         results.update(bulk.signal(jobs, request.signal))
         return {"results": results}
@@ -159,7 +161,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             record["children"] = children[row["seq"]]
         record["paused"] = bool(record["paused"])
         record["wall_time"] = wall_time(row, service.clock())
-        job = scheduler.get(row["id"])
+        job = scheduler.peek(row["id"])  # read only: a compact entry is not built
         if job is not None and job.seq == row["seq"]:
             record["paused"] = job.paused or job.stopped
             record["attempt"] = job.attempt
@@ -168,7 +170,7 @@ def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, An
             if job.progress is not None:
                 record["progress"] = dict(job.progress)
             if ids and job.state is State.RUNNING:
-                record.update(live_usage(job))  # measured when asked for by ID only
+                record.update(live_usage(scheduler.job(job)))  # measured when asked for by ID only
             if row["state"] == str(State.QUEUED) and row["seq"] in reasons:
                 record["waiting"] = reasons[row["seq"]]
                 # Aging at work: what it competes with now (lower starts first).

@@ -1,0 +1,290 @@
+"""Queued petitions held compactly, built into a :class:`~orcha.service.job.Job` only
+when one is needed.
+
+A waiting petition of orcha's kinds that no client is attached to (an array's member,
+``run --detach``'d, or queued again after a restart) costs the service a :class:`Queued`
+entry: its record number, ID, rank, parameters, log path, per-petition environment and
+a few flags, about a tenth of a Job with its petition, locks and log. What the members
+of one submission share (kind, working directory, schedule, priority, submission time,
+array, attempt) is one :class:`Source` they point to. So a queue of 100,000 costs tens
+of megabytes, not hundreds, and a restart reads rows into entries without building
+petitions.
+
+The contract (what the scheduler and the listing paths may do with an entry):
+
+* **read** what deciding and showing a waiting petition needs, with a Job's names:
+  ``seq``, ``id``, ``kind``, ``native`` (always true), ``state`` (always QUEUED),
+  ``schedule``, ``priority``, ``created``, ``attempt``, ``array``, ``paused``,
+  ``deps_ready``, ``blocked_since``, the rank (:func:`rank_of`), ``describe()``,
+  ``summary()``, and the fields a running Job has, at their values before it starts
+  (``started`` None, ``gpu_ids`` empty, ...). ``petition`` builds a new petition each
+  time, for predicates that read it (plugins'): it is not the petition that will run.
+* **change** only ``paused``, ``deps_ready``, ``blocked_since`` and the rank (the
+  scheduler's walk, ``pause``/``resume``, a reload's new aging).
+* anything else (start it, cancel it, fail it, change its schedule or priority, wait
+  for it, follow it) needs its Job: :meth:`Source.build`, through the scheduler
+  (:meth:`~orcha.service.scheduler.Scheduler.get`), which puts the Job in the entry's
+  place for good. A Job is never turned back into an entry: whoever holds it keeps the
+  one petition there is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from orcha.protocol.outputs import DISCARD
+from orcha.states import State
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from orcha.model import Petition
+    from orcha.protocol.messages import SubmitRequest
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.job import Job
+    from orcha.service.service import Service
+
+    #: A waiting petition as the scheduler holds it: its Job, or a compact entry.
+    Waiting: TypeAlias = "Job | Queued"
+
+
+class Source:
+    """What the entries of one submission (or the restored records of one array, kind,
+    schedule and submission time) share, and the service that builds their Jobs.
+
+    ``kind``: the kind the records name (a template's name, for a petition of a runtime
+    kind); ``runs``: the plugin kind that runs it; ``token``: how a Job's process token
+    is made (``"log"``: from its log's unique name, as a new petition's; ``"seq"``: from
+    its record number, as a restored one's); ``array``: the ``%N`` limit it is under
+    (:attr:`~orcha.service.job.Job.array`), or None."""
+
+    __slots__ = (
+        "array", "attempt", "created", "cwd", "kind", "priority", "runs", "schedule", "service",
+        "token",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        kind: str,
+        runs: str,
+        cwd: str,
+        priority: int | None,
+        schedule: Schedule,
+        created: float,
+        attempt: int = 1,
+        array: tuple[str, str, int] | None = None,
+        token: str = "log",
+    ) -> None:
+        self.service = service
+        self.kind = kind
+        self.runs = runs
+        self.cwd = cwd
+        self.priority = priority
+        self.schedule = schedule
+        self.created = created
+        self.attempt = attempt
+        self.array = array
+        self.token = token
+
+    def petition(self, entry: Queued) -> Petition:
+        """A petition of ``entry``, as its kind made it when it was queued (its
+        parameters were checked then: they are not checked again)."""
+        from orcha.service.kinds import KindPetition
+
+        petition = KindPetition(
+            id=entry.id, queue=DISCARD, kind=self.runs, params=dict(entry.params),
+            cwd=self.cwd, env=entry.env,  # type: ignore[arg-type]  # read-only mapping
+        )  # fmt: skip
+        if self.priority is not None:
+            petition.priority = self.priority
+        return petition
+
+    def build(self, entry: Queued) -> Job:
+        """The Job of ``entry``: the petition it stands for, as intake or a restart
+        would have queued it (detached, its log opened, its pause and %N kept)."""
+        from orcha.service.job import Job
+
+        service = self.service
+        petition = self.petition(entry)
+        petition.rank = entry.rank
+        prefix = service.token_prefix
+        if self.token == "seq":
+            token = f"{prefix}-r{entry.seq}"
+        else:
+            token = f"{prefix}-{entry.log.rsplit('/', 1)[-1].removesuffix('.log')}"
+        job = Job(
+            petition, native=True, token_prefix=prefix, kind=self.kind, seq=entry.seq,
+            token=token, schedule=self.schedule, created=self.created,
+        )  # fmt: skip
+        job.paused = entry.paused
+        job.attempt = self.attempt
+        job.array = self.array
+        job.deps_ready = entry.deps_ready
+        job.blocked_since = entry.blocked_since
+        job.events = service.events
+        job.log = service.open_log(job, entry.log)
+        return job
+
+
+class Queued:
+    """One waiting petition, compactly (see the module docstring for the contract)."""
+
+    __slots__ = (
+        "blocked_since", "deps_ready", "env", "id", "log", "params", "paused", "rank", "seq",
+        "source",
+    )  # fmt: skip
+
+    # What a Job that has not started says (read by listings and predicates).
+    native = True
+    state = State.QUEUED
+    stopped = False
+    started: float | None = None
+    ended: float | None = None
+    code: int | None = None
+    message: str | None = None
+    machine: Any = None
+    gpu_ids: tuple[str, ...] = ()
+    progress: dict[str, Any] | None = None
+    outcome: Any = None
+    announced = False
+    parent: Any = None
+    family: Any = None
+    session: Any = None
+    cpu_time: float | None = None
+    peak_rss: int | None = None
+    queue = DISCARD
+
+    def __init__(
+        self,
+        source: Source,
+        seq: int,
+        petition_id: str,
+        params: Mapping[str, Any],
+        env: Mapping[str, str],
+        log: str,
+        paused: bool = False,
+    ) -> None:
+        self.source = source
+        self.seq = seq
+        self.id = petition_id
+        self.params = params
+        self.env = env
+        self.log = log
+        self.paused = paused
+        self.rank: tuple[Any, ...] = ()
+        self.deps_ready = not source.schedule.dependencies
+        self.blocked_since: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.source.kind
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.source.schedule
+
+    @property
+    def created(self) -> float:
+        return self.source.created
+
+    @property
+    def priority(self) -> int:
+        return int(self.source.priority or 0)
+
+    @property
+    def attempt(self) -> int:
+        return self.source.attempt
+
+    @property
+    def array(self) -> tuple[str, str, int] | None:
+        return self.source.array
+
+    @array.setter
+    def array(self, array: tuple[str, str, int] | None) -> None:
+        # The members of one submission share their source, and their array's limit.
+        self.source.array = array
+
+    @property
+    def petition(self) -> Petition:
+        """A new petition of it each time (see the module docstring)."""
+        return self.source.petition(self)
+
+    def summary(self) -> dict[str, Any]:
+        """As :meth:`Job.summary <orcha.service.job.Job.summary>`."""
+        return {
+            "id": self.id, "state": str(self.state), "code": None, "message": None,
+            "attempt": self.attempt, "outcome": None,
+        }  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`Job.describe <orcha.service.job.Job.describe>`."""
+        return {
+            "id": self.id, "kind": self.kind, "state": str(self.state),
+            "priority": self.priority, "created": self.created, "started": None,
+            "ended": None, "code": None, "attempt": self.attempt, "gpus": [],
+            "machine": None, "paused": self.paused,
+        }  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Queued({self.id!r}, seq={self.seq})"
+
+
+def queue_many(
+    service: Service,
+    built: list[tuple[Petition, SubmitRequest, Schedule]],
+    named: list[tuple[str, str]],
+    requests: list[SubmitRequest],
+    seqs: list[int],
+    created: float,
+    prepare: Callable[[Waiting], None] | None = None,
+) -> list[Queued]:
+    """Queue recorded petitions of one submission (detached, no parent) as compact
+    entries, under the scheduler's lock: ``built`` (each petition as its kind made it,
+    its resolved request, its schedule), ``named`` (token, log path), ``requests`` (as
+    sent), ``seqs`` (record numbers); ``prepare(entry)`` on each before it is queued.
+    Identical parameters (an array's, without ``{}``) are kept once."""
+    sources: dict[tuple[Any, ...], Source] = {}
+    entries: list[Queued] = []
+    events = service.events
+    last: Mapping[str, Any] | None = None
+    for (petition, resolved, schedule), (_, log), request, seq in zip(
+        built, named, requests, seqs, strict=True
+    ):
+        key = (request.kind, resolved.kind, resolved.cwd, resolved.priority, id(schedule))
+        source = sources.get(key)
+        if source is None:
+            source = sources[key] = Source(
+                service, kind=request.kind, runs=resolved.kind, cwd=resolved.cwd,
+                priority=resolved.priority, schedule=schedule, created=created,
+            )  # fmt: skip
+        params: Mapping[str, Any] = petition.params  # type: ignore[attr-defined]
+        if params == last:
+            params = last
+        last = params
+        entry = Queued(source, seq, str(petition.id), params, resolved.env, log)
+        if prepare is not None:
+            prepare(entry)
+        entries.append(entry)
+        # Before it is queued: it may start at once, and watchers must see "submitted"
+        # before "started".
+        events.watch_event(entry, "submitted", {"priority": entry.priority})
+    service.scheduler.submit_queued(entries)
+    return entries
+
+
+def rank_of(job: Job | Queued) -> tuple[Any, ...]:
+    """The place of a waiting petition in the order (its petition's rank)."""
+    if type(job) is Queued:
+        return job.rank
+    return job.petition.rank
+
+
+def set_rank(job: Job | Queued, rank: tuple[Any, ...]) -> None:
+    """Give a waiting petition its place in the order."""
+    if type(job) is Queued:
+        job.rank = rank
+    else:
+        job.petition.rank = rank
