@@ -87,9 +87,15 @@ def _free_name(service: Service) -> str:
 def restored(job: Job, row: dict[str, Any]) -> None:
     """A member queued again after a restart (``row``, its record) keeps its array's
     ``%N`` limit. Called before it is queued."""
-    if row.get("array") and row.get("array_limit"):
-        key = _limit_key(row["array"], row["submitted"])
-        job.array = (key, row["array"], int(row["array_limit"]))
+    job.array = limit_of(row.get("array"), row["submitted"], row.get("array_limit"))
+
+
+def limit_of(name: str | None, submitted: float, limit: int | None) -> tuple[str, str, int] | None:
+    """The ``%N`` limit (:attr:`Job.array <orcha.service.job.Job.array>`) of a member of
+    array ``name`` submitted at ``submitted``; None without one."""
+    if not name or not limit:
+        return None
+    return (_limit_key(name, submitted), name, int(limit))
 
 
 def expand(service: Service, ids: list[str]) -> tuple[list[str], dict[str, list[str]]]:
