@@ -5,8 +5,10 @@ A waiting petition of orcha's kinds that no client is attached to (an array's me
 ``run --detach``'d, or queued again after a restart) costs the service a :class:`Queued`
 entry: its record number, ID, rank, parameters, log path, per-petition environment and
 a few flags, about a tenth of a Job with its petition, locks and log. What the members
-of one submission share (kind, working directory, schedule, priority, submission time,
-array, attempt) is one :class:`Source` they point to. So a queue of 100,000 costs tens
+of one submission share (kind, working directory, environment, schedule, priority,
+submission time, array, attempt) is one :class:`Source` they point to; of its
+environment an entry keeps only its own variables (an array member's index), as a
+flat tuple of names and values (:func:`own_variables`). So a queue of 100,000 costs tens
 of megabytes, not hundreds, and a restart reads rows into entries without building
 petitions.
 
@@ -34,6 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orcha.protocol.outputs import DISCARD
+from orcha.service.environments import joined, split
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -60,8 +63,8 @@ class Source:
     (:attr:`~orcha.service.job.Job.array`), or None."""
 
     __slots__ = (
-        "array", "attempt", "created", "cwd", "kind", "priority", "runs", "schedule", "service",
-        "token",
+        "array", "attempt", "created", "cwd", "env", "kind", "priority", "runs", "schedule",
+        "service", "token",
     )  # fmt: skip
 
     def __init__(
@@ -71,6 +74,7 @@ class Source:
         kind: str,
         runs: str,
         cwd: str,
+        env: Mapping[str, str],
         priority: int | None,
         schedule: Schedule,
         created: float,
@@ -82,6 +86,7 @@ class Source:
         self.kind = kind
         self.runs = runs
         self.cwd = cwd
+        self.env = env  # the shared base
         self.priority = priority
         self.schedule = schedule
         self.created = created
@@ -96,11 +101,18 @@ class Source:
 
         petition = KindPetition(
             id=entry.id, queue=DISCARD, kind=self.runs, params=dict(entry.params),
-            cwd=self.cwd, env=entry.env,  # type: ignore[arg-type]  # read-only mapping
+            cwd=self.cwd, env=self.environment(entry),  # type: ignore[arg-type]  # read-only
         )  # fmt: skip
         if self.priority is not None:
             petition.priority = self.priority
         return petition
+
+    def environment(self, entry: Queued) -> Mapping[str, str]:
+        """``entry``'s environment: the shared base with its own variables over it."""
+        own = entry.env
+        if not own:
+            return self.env
+        return joined(self.env, dict(zip(own[::2], own[1::2], strict=True)))
 
     def build(self, entry: Queued) -> Job:
         """The Job of ``entry``: the petition it stands for, as intake or a restart
@@ -163,7 +175,7 @@ class Queued:
         seq: int,
         petition_id: str,
         params: Mapping[str, Any],
-        env: Mapping[str, str],
+        env: tuple[str, ...],
         log: str,
         paused: bool = False,
     ) -> None:
@@ -171,7 +183,7 @@ class Queued:
         self.seq = seq
         self.id = petition_id
         self.params = params
-        self.env = env
+        self.env = env  # its own variables over its source's (see own_variables)
         self.log = log
         self.paused = paused
         self.rank: tuple[Any, ...] = ()
@@ -253,18 +265,19 @@ def queue_many(
     for (petition, resolved, schedule), (_, log), request, seq in zip(
         built, named, requests, seqs, strict=True
     ):
-        key = (request.kind, resolved.kind, resolved.cwd, resolved.priority, id(schedule))
+        base, own = split(resolved.env)
+        key = (request.kind, resolved.kind, resolved.cwd, resolved.priority, id(schedule), id(base))
         source = sources.get(key)
         if source is None:
             source = sources[key] = Source(
-                service, kind=request.kind, runs=resolved.kind, cwd=resolved.cwd,
+                service, kind=request.kind, runs=resolved.kind, cwd=resolved.cwd, env=base,
                 priority=resolved.priority, schedule=schedule, created=created,
             )  # fmt: skip
         params: Mapping[str, Any] = petition.params  # type: ignore[attr-defined]
         if params == last:
             params = last
         last = params
-        entry = Queued(source, seq, str(petition.id), params, resolved.env, log)
+        entry = Queued(source, seq, str(petition.id), params, own_variables(own), log)
         if prepare is not None:
             prepare(entry)
         entries.append(entry)
@@ -273,6 +286,17 @@ def queue_many(
         events.watch_event(entry, "submitted", {"priority": entry.priority})
     service.scheduler.submit_queued(entries)
     return entries
+
+
+def own_variables(own: Mapping[str, str], known: dict[str, str] | None = None) -> tuple[str, ...]:
+    """A petition's own environment variables as a flat tuple ``(name, value, ...)``:
+    a third of a dict's size. ``known``: strings seen before, to share (a restart's
+    records repeat an array's name and size)."""
+    if not own:
+        return ()
+    if known is None:
+        return tuple(s for item in own.items() for s in item)
+    return tuple(known.setdefault(s, s) for item in own.items() for s in item)
 
 
 def rank_of(job: Job | Queued) -> tuple[Any, ...]:

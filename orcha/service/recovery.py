@@ -25,7 +25,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
 from orcha.service.job import Job
-from orcha.service.queued import Queued, Source
+from orcha.service.queued import Queued, Source, own_variables
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class _Plain:
         self.parsed = _Parsed()
         self.sources: dict[tuple[Any, ...], Source] = {}
         self.params: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.strings: dict[str, str] = {}  # environment names and values, shared
 
     @staticmethod
     def possible(service: Service) -> bool:
@@ -137,13 +138,12 @@ class _Plain:
         scheduler = service.scheduler
         store = service.store
         assert store is not None
-        envs, load = store.envs, store._base_text
         queued = 0
         seen: set[str] = set()
         for batch in batches:
             entries: list[Queued] = []
             for row in batch:
-                (seq, petition_id, _, _, params, _, _, _, env_id, own, log_path, _,
+                (seq, petition_id, _, _, params, _, _, _, _, own, log_path, _,
                  paused, _, _) = row  # fmt: skip
                 try:
                     source = self.source(row)
@@ -159,7 +159,7 @@ class _Plain:
                         )  # fmt: skip
                     continue
                 seen.add(petition_id)
-                env = envs.decode(env_id, own, load)
+                env = self.own(own)
                 entries.append(
                     Queued(source, seq, petition_id, checked, env, log_path, bool(paused))
                 )
@@ -169,17 +169,20 @@ class _Plain:
 
     def source(self, row: tuple[Any, ...]) -> Source:
         """What the record shares with those of its kind, schedule and submission."""
-        (_, _, kind, runs_as, _, priority, submitted, cwd, _, _, _, schedule,
+        (_, _, kind, runs_as, _, priority, submitted, cwd, env_id, _, _, schedule,
          _, array, limit) = row  # fmt: skip
-        key = (kind, runs_as, priority, submitted, cwd, schedule, array, limit)
+        key = (kind, runs_as, priority, submitted, cwd, env_id, schedule, array, limit)
         source = self.sources.get(key)
         if source is None:
             runs = runs_as or kind
             assert self.registry is not None
             if self.registry.plugin_kind(runs) is None:
                 raise UnknownKindError(runs, self.registry.names())
+            store = self.service.store
+            assert store is not None
             source = Source(
-                self.service, kind=kind, runs=runs, cwd=cwd, priority=priority,
+                self.service, kind=kind, runs=runs, cwd=cwd,
+                env=store.envs.base(env_id, store._base_text), priority=priority,
                 schedule=self.parsed.schedule(schedule), created=submitted,
                 array=arrays.limit_of(array, submitted, limit), token="seq",
             )  # fmt: skip
@@ -187,6 +190,14 @@ class _Plain:
                 self.sources.clear()
             self.sources[key] = source
         return source
+
+    def own(self, text: str) -> tuple[str, ...]:
+        """A record's own environment variables (its ``env`` column), compactly."""
+        if text == "{}":
+            return ()
+        if len(self.strings) >= ENV_CACHE_SIZE:
+            self.strings.clear()
+        return own_variables(json.loads(text), self.strings)
 
     def checked(self, runs: str, text: str) -> Mapping[str, Any]:
         """The parameters of a record, as its kind's check returns them (identical
