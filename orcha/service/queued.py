@@ -32,6 +32,7 @@ The contract (what the scheduler and the listing paths may do with an entry):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,8 @@ class Source:
         own = entry.env
         if not own:
             return self.env
+        if isinstance(own, str):  # as its record keeps them (a restart reads no more)
+            return joined(self.env, json.loads(own))
         return joined(self.env, dict(zip(own[::2], own[1::2], strict=True)))
 
     def build(self, entry: Queued) -> Job:
@@ -175,7 +178,7 @@ class Queued:
         seq: int,
         petition_id: str,
         params: Mapping[str, Any],
-        env: tuple[str, ...],
+        env: tuple[str, ...] | str,
         log: str,
         paused: bool = False,
     ) -> None:
@@ -183,7 +186,9 @@ class Queued:
         self.seq = seq
         self.id = petition_id
         self.params = params
-        self.env = env  # its own variables over its source's (see own_variables)
+        # Its own variables over its source's: a flat tuple (own_variables), or the JSON
+        # its record keeps them in ("{}": none).
+        self.env = env if env != "{}" else ()
         self.log = log
         self.paused = paused
         self.rank: tuple[Any, ...] = ()

@@ -12,6 +12,7 @@ petition about to start, or to fail). Which do not: :meth:`peek`, :meth:`views`,
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orcha.errors import DuplicateIdError
@@ -29,6 +30,8 @@ class QueuedControl:
 
     lock: threading.RLock
     accepting: bool
+    aging: float
+    _clock: Callable[[], float]
     _live: dict[str, Waiting]
     _waiting: dict[int, Waiting]
     _running: dict[int, Job]
@@ -43,17 +46,40 @@ class QueuedControl:
         raise NotImplementedError
 
     # -- queuing -------------------------------------------------------------------------
-    def submit_queued(self, entries: list[Queued]) -> None:
-        """Queue compact entries (IDs reserved by the caller, so none is live) and start
-        whatever may start. DuplicateIdError, with none of them queued, if an ID is live."""
+    def submit_queued(self, entries: list[Queued], taken: list[Queued] | None = None) -> None:
+        """Queue compact entries and start whatever may start. An entry whose ID is
+        live already is put in ``taken`` and not queued; without ``taken``,
+        DuplicateIdError, with none of them queued (the caller reserved the IDs)."""
         with self.lock:
             live = self._live
+            if taken is None:
+                for entry in entries:
+                    if entry.id in live:
+                        raise DuplicateIdError(entry.id)
+            ready: list[Waiting] = []
+            timed: list[Waiting] = []
+            now, waiting, aging = self._clock(), self._waiting, self.aging
             for entry in entries:
                 if entry.id in live:
-                    raise DuplicateIdError(entry.id)
-            for entry in entries:
+                    assert taken is not None
+                    taken.append(entry)
+                    continue
                 live[entry.id] = entry
-                self._insert(entry)
+                schedule = entry.schedule
+                if not entry.deps_ready or schedule.hold or (schedule.begin or 0) > now:
+                    self._insert(entry)  # it waits out of the order (see Scheduler._insert)
+                    continue
+                # As Scheduler._insert does, for many: its rank, then into the order.
+                priority = entry.priority
+                entry.rank = (priority + entry.created / aging if aging > 0 else float(priority),
+                              entry.seq)  # fmt: skip
+                waiting[entry.seq] = entry
+                ready.append(entry)
+                if schedule.longest_run is not None:
+                    timed.append(entry)
+            self._queue.extend(ready)
+            for bounded in timed:
+                self._timed.push(bounded)
             self.admit()
 
     # -- looking up --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
 from orcha.service.job import Job
-from orcha.service.queued import Queued, Source, own_variables
+from orcha.service.queued import Queued, Source
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -121,7 +121,6 @@ class _Plain:
         self.parsed = _Parsed()
         self.sources: dict[tuple[Any, ...], Source] = {}
         self.params: dict[tuple[str, str], Mapping[str, Any]] = {}
-        self.strings: dict[str, str] = {}  # environment names and values, shared
 
     @staticmethod
     def possible(service: Service) -> bool:
@@ -134,12 +133,8 @@ class _Plain:
     def restore(self, batches: Iterator[list[tuple[Any, ...]]]) -> int:
         """Queue every record of ``batches`` (tuples of ``QUEUED_COLUMNS``) that passes
         the checks above; how many were queued."""
-        service = self.service
-        scheduler = service.scheduler
-        store = service.store
-        assert store is not None
+        scheduler = self.service.scheduler
         queued = 0
-        seen: set[str] = set()
         for batch in batches:
             entries: list[Queued] = []
             for row in batch:
@@ -148,24 +143,29 @@ class _Plain:
                 try:
                     source = self.source(row)
                     checked = self.checked(source.runs, params)
-                    if petition_id in seen or scheduler.peek(petition_id) is not None:
-                        raise DuplicateIdError(petition_id)
                 except (ValueError, PetitionError) as e:
-                    record = store.get(seq)
-                    if record is not None:
-                        _end(
-                            service, record, state=str(State.CANCELLED), ended=self.now,
-                            message=f"not queued again after a restart: {e}",
-                        )  # fmt: skip
+                    self.cancel(seq, e)
                     continue
-                seen.add(petition_id)
-                env = self.own(own)
                 entries.append(
-                    Queued(source, seq, petition_id, checked, env, log_path, bool(paused))
+                    Queued(source, seq, petition_id, checked, own, log_path, bool(paused))
                 )
-            scheduler.submit_queued(entries)
-            queued += len(entries)
+            taken: list[Queued] = []  # IDs live already: the first of a name stays
+            scheduler.submit_queued(entries, taken)
+            for entry in taken:
+                self.cancel(entry.seq, DuplicateIdError(entry.id))
+            queued += len(entries) - len(taken)
         return queued
+
+    def cancel(self, seq: int, error: PetitionError | ValueError) -> None:
+        """End record ``seq`` CANCELLED: it cannot be queued again, and says why."""
+        store = self.service.store
+        assert store is not None
+        record = store.get(seq)
+        if record is not None:
+            _end(
+                self.service, record, state=str(State.CANCELLED), ended=self.now,
+                message=f"not queued again after a restart: {error}",
+            )  # fmt: skip
 
     def source(self, row: tuple[Any, ...]) -> Source:
         """What the record shares with those of its kind, schedule and submission."""
@@ -190,14 +190,6 @@ class _Plain:
                 self.sources.clear()
             self.sources[key] = source
         return source
-
-    def own(self, text: str) -> tuple[str, ...]:
-        """A record's own environment variables (its ``env`` column), compactly."""
-        if text == "{}":
-            return ()
-        if len(self.strings) >= ENV_CACHE_SIZE:
-            self.strings.clear()
-        return own_variables(json.loads(text), self.strings)
 
     def checked(self, runs: str, text: str) -> Mapping[str, Any]:
         """The parameters of a record, as its kind's check returns them (identical

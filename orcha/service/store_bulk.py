@@ -310,7 +310,9 @@ class BulkRecords:
         after = -1
 
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return [tuple(r) for r in db.execute(sql, (service, after, size))]
+            cursor = db.cursor()
+            cursor.row_factory = None  # plain tuples: no Row made per record
+            return cursor.execute(sql, (service, after, size)).fetchall()
 
         while True:
             rows = self._read(read)
