@@ -298,7 +298,8 @@ class Events:
                     "data": {"state": str(job.state), "priority": job.priority},
                 }))  # fmt: skip
         for target in targets:
-            if target.job is not None and target.job is live.get(target.id):
+            held = live.get(target.id)  # by record number: reading builds no Job
+            if held is not None and held.seq == target.seq:
                 continue
             record = target.record
             if record is None:

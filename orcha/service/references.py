@@ -91,6 +91,11 @@ class Target:
         self._record, self._store, self._scheduler = record, store, scheduler
 
     @property
+    def live(self) -> bool:
+        """Whether it is queued or running here (nothing is built to say so)."""
+        return self._held is not None
+
+    @property
     def job(self) -> Job | None:
         """The live Job (a compact queue entry is built when first asked for: only
         what acts on a petition asks; a listing reads ``seq``)."""
@@ -107,8 +112,7 @@ class Target:
         return self._record
 
     def __repr__(self) -> str:
-        live = self._held is not None
-        return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={live})"
+        return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={self.live})"
 
 
 def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Waiting | None:
@@ -163,7 +167,7 @@ def pin(dep: str, scheduler: Scheduler, store: Store | None) -> str | None:
     if not found:
         return None
     target = found[-1]
-    if target.job is not None or target.seq is None:
+    if target.live or target.seq is None:
         return target.id
     parts = split(dep)
     return str(target.seq) if parts is not None and parts[0] != dep else dep
