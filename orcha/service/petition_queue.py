@@ -3,10 +3,11 @@
 Jobs are ordered as their petitions compare (:class:`orcha.interfaces.Petition`): by the
 rank the scheduler sets at enqueue (effective priority at arrival, then arrival
 sequence), which comes first in a petition's comparison and is unique once queued. So
-the heap holds ``(rank, seq)`` pairs: the same order, compared in C rather than
-through ``__lt__`` calls (that halved a refill with 100,000 queued), and the petition
-is looked up by its record number, so a compact entry (:mod:`orcha.service.queued`)
-can be replaced by its Job in place (:meth:`PetitionQueue.replace`). It never needs
+the heap holds the ranks themselves, ``(key, seq)`` tuples: the same order, compared
+in C rather than through ``__lt__`` calls (that halved a refill with 100,000 queued),
+and the petition is looked up by its record number (a rank's last item), so a compact
+entry (:mod:`orcha.service.queued`) can be replaced by its Job in place
+(:meth:`PetitionQueue.replace`). It never needs
 re-sorting. Removal is lazy: a removed job stays in the heap, skipped, until it reaches
 the top or until removed jobs are half the heap (then it is rebuilt), so removing costs
 O(1) amortised. :meth:`PetitionQueue.in_order` walks the heap in order without changing
@@ -34,7 +35,7 @@ class PetitionQueue:
     """Jobs by their petitions' order. Not thread-safe: the scheduler's lock guards it."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[tuple[Any, ...], int]] = []  # (its petition's rank, seq)
+        self._heap: list[tuple[Any, ...]] = []  # the ranks, (key, seq)
         self._members: dict[int, Waiting] = {}  # seq -> job, for the jobs really in the queue
         self._removed = 0  # entries of the heap that are no longer members
 
@@ -49,7 +50,7 @@ class PetitionQueue:
         if self._members.get(job.seq) is job:
             return
         self._members[job.seq] = job
-        heapq.heappush(self._heap, (rank_of(job), job.seq))
+        heapq.heappush(self._heap, rank_of(job))
 
     def extend(self, jobs: list[Waiting]) -> None:
         """Queue many (their ranks set): one heapify when they outnumber the queue."""
@@ -61,7 +62,7 @@ class PetitionQueue:
         for job in jobs:
             if members.get(job.seq) is not job:
                 members[job.seq] = job
-                self._heap.append((rank_of(job), job.seq))
+                self._heap.append(rank_of(job))
         heapq.heapify(self._heap)
 
     def replace(self, job: Waiting) -> None:
@@ -100,21 +101,21 @@ class PetitionQueue:
         if not heap:
             return
         # A second heap of the candidates for "next": the children of what was produced.
-        frontier: list[tuple[tuple[Any, ...], int]] = [(heap[0][0], 0)]
+        frontier: list[tuple[tuple[Any, ...], int]] = [(heap[0], 0)]
         n = len(heap)
         pop, push = heapq.heappop, heapq.heappush
         while frontier:
             i = pop(frontier)[1]
-            entry = heap[i]
-            job = members.get(entry[1])
-            if job is not None and rank_of(job) == entry[0]:
+            rank = heap[i]
+            job = members.get(rank[-1])
+            if job is not None and rank_of(job) == rank:
                 yield job
             child = 2 * i + 1
             if child < n:
-                push(frontier, (heap[child][0], child))
+                push(frontier, (heap[child], child))
                 child += 1
                 if child < n:
-                    push(frontier, (heap[child][0], child))
+                    push(frontier, (heap[child], child))
 
 
 class SortedIndex:
@@ -171,6 +172,6 @@ def first_in_order(jobs: Iterable[Waiting], first: int | None = None) -> list[Wa
     return heapq.nsmallest(first, jobs, key=rank_of)
 
 
-def _stands(entry: tuple[tuple[Any, ...], int], members: dict[int, Waiting]) -> bool:
-    job = members.get(entry[1])
-    return job is not None and rank_of(job) == entry[0]
+def _stands(rank: tuple[Any, ...], members: dict[int, Waiting]) -> bool:
+    job = members.get(rank[-1])
+    return job is not None and rank_of(job) == rank
