@@ -126,10 +126,13 @@ class Source:
         petition = self.petition(entry)
         petition.rank = entry.rank
         prefix = service.token_prefix
-        if self.token == "seq":
-            token = f"{prefix}-r{entry.seq}"
+        log = entry.log
+        if isinstance(log, bytes):  # the unique name of a log where the service keeps them
+            uid = log.hex()
+            path = service.log_path(uid)
         else:
-            token = f"{prefix}-{entry.log.rsplit('/', 1)[-1].removesuffix('.log')}"
+            path, uid = log, log.rsplit("/", 1)[-1].removesuffix(".log")
+        token = f"{prefix}-r{entry.seq}" if self.token == "seq" else f"{prefix}-{uid}"
         job = Job(
             petition, native=True, token_prefix=prefix, kind=self.kind, seq=entry.seq,
             token=token, schedule=self.schedule, created=self.created,
@@ -140,7 +143,7 @@ class Source:
         job.deps_ready = entry.deps_ready
         job.blocked_since = entry.blocked_since
         job.events = service.events
-        job.log = service.open_log(job, entry.log)
+        job.log = service.open_log(job, path)
         return job
 
 
@@ -179,7 +182,7 @@ class Queued:
         petition_id: str,
         params: Mapping[str, Any],
         env: tuple[str, ...] | str,
-        log: str,
+        log: str | bytes,
         paused: bool = False,
     ) -> None:
         self.source = source
@@ -189,7 +192,7 @@ class Queued:
         # Its own variables over its source's: a flat tuple (own_variables), or the JSON
         # its record keeps them in ("{}": none).
         self.env = env if env != "{}" else ()
-        self.log = log
+        self.log = log  # its log's path, or its unique name (see compact_log)
         self.paused = paused
         self.rank: tuple[Any, ...] = ()
         self.deps_ready = not source.schedule.dependencies
@@ -282,7 +285,9 @@ def queue_many(
         if params == last:
             params = last
         last = params
-        entry = Queued(source, seq, str(petition.id), params, own_variables(own), log)
+        entry = Queued(
+            source, seq, str(petition.id), params, own_variables(own), compact_log(service, log)
+        )
         if prepare is not None:
             prepare(entry)
         entries.append(entry)
@@ -291,6 +296,18 @@ def queue_many(
         events.watch_event(entry, "submitted", {"priority": entry.priority})
     service.scheduler.submit_queued(entries)
     return entries
+
+
+def compact_log(service: Service, path: str) -> str | bytes:
+    """A petition's log path as an entry keeps it: where the service keeps logs, its
+    unique name as 8 bytes (a third of the path's size), else the path itself."""
+    name = path[-20:]
+    if name.endswith(".log") and path == service.log_path(name[:16]):
+        try:
+            return bytes.fromhex(name[:16])
+        except ValueError:
+            pass
+    return path
 
 
 def own_variables(own: Mapping[str, str], known: dict[str, str] | None = None) -> tuple[str, ...]:

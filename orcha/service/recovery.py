@@ -25,7 +25,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
 from orcha.service.job import Job
-from orcha.service.queued import Queued, Source
+from orcha.service.queued import Queued, Source, compact_log
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -147,7 +147,15 @@ class _Plain:
                     self.cancel(seq, e)
                     continue
                 entries.append(
-                    Queued(source, seq, petition_id, checked, own, log_path, bool(paused))
+                    Queued(
+                        source,
+                        seq,
+                        petition_id,
+                        checked,
+                        own,
+                        compact_log(self.service, log_path),
+                        bool(paused),
+                    )
                 )
             taken: list[Queued] = []  # IDs live already: the first of a name stays
             scheduler.submit_queued(entries, taken)

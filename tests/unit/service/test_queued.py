@@ -65,6 +65,10 @@ def test_members_wait_compactly_and_are_used_as_petitions(tmp_path: Path) -> Non
         running = scheduler.get("m_3")
         assert running is not None and running.state is State.RUNNING
         assert running.log is not None and running.token.startswith(h.service.token_prefix)
+        assert h.service.store is not None
+        record = h.service.store.get(running.seq)
+        assert record is not None and running.log.path == record["log_path"]
+        assert running.token == record["token"]
         h.call("resume", groups=["grp"])
         h.call("resume", ids=["m_2"])
         h.run_to_end("m_3")
