@@ -137,3 +137,39 @@ def test_a_restart_queues_plain_records_as_entries_and_checks_them(tmp_path: Pat
         assert second.record("r_1")["attempt"] == 1
     finally:
         second.close()
+
+
+def test_held_timed_and_dependent_entries_wait_out_of_the_order_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.submit("blocker")
+    first.gates.wait_started("blocker")
+    _array(first, "h", 2, schedule={"hold": True})
+    _array(first, "t", 1, schedule={"begin": first.clock.now + 60})
+    _array(first, "a", 2, schedule={"after": ["h_1"]})
+    assert first.record("h_1")["waiting"] == "held ('orcha release h_1')"
+    first.service.begin_stop()
+    first.wait_ended("blocker")
+    first.close()
+
+    second = Harness(tmp_path, max_running=1, clock=first.clock)
+    try:
+        assert all(type(_held(second, i)) is Queued for i in ("h_1", "h_2", "t_1", "a_1"))
+        assert second.record("h_2")["waiting"] == "held ('orcha release h_2')"
+        assert second.record("a_1")["waiting"] == "after h_1 (queued)"
+        assert second.record("t_1")["waiting"].startswith("starts at ")
+        assert second.call("release", ids=["h_1"])["results"] == {"h_1": "released"}
+        second.gates.wait_started("h_1")
+        second.run_to_end("h_1")
+        for petition_id in ("a_1", "a_2"):  # h_2 is still held, t_1 not due
+            second.gates.wait_started(petition_id)
+            second.run_to_end(petition_id)
+        second.clock.advance(61)
+        second.service.scheduler.admit()  # what the daemon's timer does
+        second.gates.wait_started("t_1")
+        second.run_to_end("t_1")
+        assert second.record("h_2")["state"] == "QUEUED"
+        assert second.gates.started == ["h_1", "a_1", "a_2", "t_1"]
+    finally:
+        second.close()
