@@ -151,8 +151,8 @@ class Queued:
     """One waiting petition, compactly (see the module docstring for the contract)."""
 
     __slots__ = (
-        "blocked_since", "deps_ready", "env", "id", "log", "params", "paused", "rank", "seq",
-        "source",
+        "blocked_since", "built", "deps_ready", "env", "id", "log", "params", "paused", "rank",
+        "seq", "source",
     )  # fmt: skip
 
     # What a Job that has not started says (read by listings and predicates).
@@ -197,6 +197,7 @@ class Queued:
         self.rank: tuple[Any, ...] = ()
         self.deps_ready = not source.schedule.dependencies
         self.blocked_since: float | None = None
+        self.built: Job | None = None  # its Job, once built (Scheduler.job)
 
     @property
     def kind(self) -> str:

@@ -128,14 +128,17 @@ class QueuedControl:
     # -- building ------------------------------------------------------------------------------
     def job(self, found: Waiting) -> Job:
         """The Job of a waiting or running petition: ``found`` itself, or the Job its
-        compact entry is built into, which takes the entry's place for good."""
+        compact entry is built into, which takes the entry's place for good. An entry
+        read before (a view) gives the Job it became since, whatever it did meanwhile
+        (started, ended): never a second Job of one petition."""
         if type(found) is not Queued:
             return found  # type: ignore[return-value]
         with self.lock:
-            current = self._waiting.get(found.seq)
-            if current is not found:  # built meanwhile (or no longer waiting)
-                return found.source.build(found) if current is None else self.job(current)
-            job = found.source.build(found)
+            if found.built is not None:
+                return found.built
+            job = found.built = found.source.build(found)
+            if self._waiting.get(found.seq) is not found:
+                return job  # dropped at a stop: its record keeps it, as it was
             self._waiting[job.seq] = job
             if self._live.get(job.id) is found:
                 self._live[job.id] = job

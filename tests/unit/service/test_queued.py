@@ -173,3 +173,26 @@ def test_held_timed_and_dependent_entries_wait_out_of_the_order_across_a_restart
         assert second.gates.started == ["h_1", "a_1", "a_2", "t_1"]
     finally:
         second.close()
+
+
+def test_an_entry_read_before_gives_the_job_it_became(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        _array(h, "v", 1)
+        h.gates.wait_started("v_1")  # started at once: built by the walk
+        (view,) = [j for j in h.service.scheduler.views() if j.id == "v_1"]
+        assert type(view) is Job
+        h.call("pause", all=True)
+        _array(h, "w", 1)
+        (entry,) = h.service.scheduler.waiting_views()  # read, not built
+        assert type(entry) is Queued
+        h.call("resume", all=True)
+        h.run_to_end("v_1")
+        h.gates.wait_started("w_1")
+        h.run_to_end("w_1")
+        job = h.service.scheduler.job(entry)  # the one Job it became, ended
+        assert job.state is State.SUCCEEDED and h.service.scheduler.job(entry) is job
+        h.service.cancel(job, "late", by_client=False)  # nothing: it has ended
+        assert h.record("w_1")["state"] == "SUCCEEDED"
+    finally:
+        h.close()
