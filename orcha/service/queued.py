@@ -299,13 +299,16 @@ def queue_many(
     return entries
 
 
-def compact_log(service: Service, path: str) -> str | bytes:
+def compact_log(service: Service, path: str, logs: str | None = None) -> str | bytes:
     """A petition's log path as an entry keeps it: where the service keeps logs, its
-    unique name as 8 bytes (a third of the path's size), else the path itself."""
-    name = path[-20:]
-    if name.endswith(".log") and path == service.log_path(name[:16]):
+    unique name as 8 bytes (a third of the path's size), else the path itself.
+    ``logs``: the service's ``log_path("")``, for a caller that asks many times."""
+    if logs is None:
+        logs = service.log_path("")
+    # logs is ".../NAME.log" for NAME "": a log of the service is that with 16 hex digits.
+    if len(path) == len(logs) + 16 and path.startswith(logs[:-4]) and path.endswith(".log"):
         try:
-            return bytes.fromhex(name[:16])
+            return bytes.fromhex(path[-20:-4])
         except ValueError:
             pass
     return path

@@ -134,9 +134,9 @@ class _Plain:
         """Queue every record of ``batches`` (tuples of ``QUEUED_COLUMNS``) that passes
         the checks above; how many were queued."""
         scheduler = self.service.scheduler
-        queued = 0
+        logs = self.service.log_path("")
+        entries: list[Queued] = []  # queued at once: one heapify, not a push each
         for batch in batches:
-            entries: list[Queued] = []
             for row in batch:
                 (seq, petition_id, _, _, params, _, _, _, _, own, log_path, _,
                  paused, _, _) = row  # fmt: skip
@@ -153,16 +153,15 @@ class _Plain:
                         petition_id,
                         checked,
                         own,
-                        compact_log(self.service, log_path),
+                        compact_log(self.service, log_path, logs),
                         bool(paused),
                     )
                 )
-            taken: list[Queued] = []  # IDs live already: the first of a name stays
-            scheduler.submit_queued(entries, taken)
-            for entry in taken:
-                self.cancel(entry.seq, DuplicateIdError(entry.id))
-            queued += len(entries) - len(taken)
-        return queued
+        taken: list[Queued] = []  # IDs live already: the first of a name stays
+        scheduler.submit_queued(entries, taken)
+        for entry in taken:
+            self.cancel(entry.seq, DuplicateIdError(entry.id))
+        return len(entries) - len(taken)
 
     def cancel(self, seq: int, error: PetitionError | ValueError) -> None:
         """End record ``seq`` CANCELLED: it cannot be queued again, and says why."""

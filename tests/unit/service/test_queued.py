@@ -133,6 +133,7 @@ def test_a_restart_queues_plain_records_as_entries_and_checks_them(tmp_path: Pat
             second.gates.wait_started(petition_id)
             second.run_to_end(petition_id)
         assert second.gates.started == ["solo", "r_1", "r_2", "r_3"]  # once each, in order
+        assert second.call("logs", id="solo")["output"] == [["stdout", "x"]]  # its own log
         assert second.service.scheduler.queued_count == 0
         assert second.record("r_1")["attempt"] == 1
     finally:
