@@ -239,9 +239,9 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         dependencies are back). Those queued since it were looked at when queued."""
         with self.lock:
             unsettled, self._unsettled = self._unsettled, []
-            for job in first_in_order(unsettled):
-                job = self._waiting.get(job.seq, job)  # built meanwhile
-                if not job.deps_ready and job.state is State.QUEUED:
+            for queued in first_in_order(unsettled):
+                job = self._waiting.get(queued.seq)  # its Job if built since; None if gone
+                if job is not None and not job.deps_ready and job.state is State.QUEUED:
                     self._settle(job)
             self.admit()
 
