@@ -1,15 +1,17 @@
 """Queued petitions held compactly, built into a :class:`~orcha.service.job.Job` only
 when one is needed.
 
-A waiting petition of orcha's kinds that no client is attached to (an array's member,
-``run --detach``'d, or queued again after a restart) costs the service a :class:`Queued`
-entry: its record number, ID, rank, parameters, log path, per-petition environment and
-a few flags, about a tenth of a Job with its petition, locks and log. What the members
-of one submission share (kind, working directory, environment, schedule, priority,
+A waiting petition of orcha's kinds that no client is attached to and that has no
+parent (an array's member submitted detached, or any such petition queued again after a
+restart) costs the service a :class:`Queued` entry: its record number, ID, rank,
+parameters (identical ones shared), log name, per-petition environment variables and a
+few flags, about a fifth of a Job with its petition, locks and log. What the members of
+one submission share (kind, working directory, environment, schedule, priority,
 submission time, array, attempt) is one :class:`Source` they point to; of its
-environment an entry keeps only its own variables (an array member's index), as a
-flat tuple of names and values (:func:`own_variables`). So a queue of 100,000 costs tens
-of megabytes, not hundreds, and a restart reads rows into entries without building
+environment an entry keeps only its own variables (an array member's index, name and
+size): a flat tuple of names and values (:func:`own_variables`), or, after a restart,
+the JSON its record keeps them in. So 100,000 queued cost about 85 MB over an idle
+service (330 MB as Jobs), and a restart reads rows into entries without building
 petitions.
 
 The contract (what the scheduler and the listing paths may do with an entry):
@@ -25,9 +27,10 @@ The contract (what the scheduler and the listing paths may do with an entry):
   scheduler's walk, ``pause``/``resume``, a reload's new aging).
 * anything else (start it, cancel it, fail it, change its schedule or priority, wait
   for it, follow it) needs its Job: :meth:`Source.build`, through the scheduler
-  (:meth:`~orcha.service.scheduler.Scheduler.get`), which puts the Job in the entry's
-  place for good. A Job is never turned back into an entry: whoever holds it keeps the
-  one petition there is.
+  (:meth:`~orcha.service.queued_control.QueuedControl.get`, ``.job``), which puts the
+  Job in the entry's place for good and keeps it as the entry's ``built``: an entry
+  read before gives that Job. A Job is never turned back into an entry: whoever holds
+  it keeps the one petition there is.
 """
 
 from __future__ import annotations
