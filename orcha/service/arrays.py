@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from orcha.protocol.arrays import ArrayRequest
     from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service")
@@ -35,7 +36,7 @@ def _limit_key(name: str, submitted: float) -> str:
 
 def submit_array(
     service: Service, request: ArrayRequest, peer: Peer | None
-) -> tuple[str, list[Job]]:
+) -> tuple[str, list[Waiting]]:
     """Queue every member of ``request`` (recorded in one transaction, all or none):
     (the array's name, its members). ``peer``: the client they end with (attached), or
     None. A nameless array gets the first free name ``arrayN``. Raises PetitionError
@@ -65,7 +66,7 @@ def submit_array(
     ]
     limit = request.limit
 
-    def limited(job: Job) -> None:
+    def limited(job: Waiting) -> None:
         if limit is not None:
             job.array = (_limit_key(name, job.created), name, limit)
 
@@ -86,9 +87,15 @@ def _free_name(service: Service) -> str:
 def restored(job: Job, row: dict[str, Any]) -> None:
     """A member queued again after a restart (``row``, its record) keeps its array's
     ``%N`` limit. Called before it is queued."""
-    if row.get("array") and row.get("array_limit"):
-        key = _limit_key(row["array"], row["submitted"])
-        job.array = (key, row["array"], int(row["array_limit"]))
+    job.array = limit_of(row.get("array"), row["submitted"], row.get("array_limit"))
+
+
+def limit_of(name: str | None, submitted: float, limit: int | None) -> tuple[str, str, int] | None:
+    """The ``%N`` limit (:attr:`Job.array <orcha.service.job.Job.array>`) of a member of
+    array ``name`` submitted at ``submitted``; None without one."""
+    if not name or not limit:
+        return None
+    return (_limit_key(name, submitted), name, int(limit))
 
 
 def expand(service: Service, ids: list[str]) -> tuple[list[str], dict[str, list[str]]]:

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING
 
 from orcha.defaults import BACKFILL_LOOKAHEAD
 from orcha.service import predicates as preds
+from orcha.service.queued import rank_of
 from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.machines import Machine
     from orcha.service.petition_queue import SortedIndex
+    from orcha.service.queued import Waiting
 
 
 class BackfillControl:
@@ -48,10 +50,10 @@ class BackfillControl:
     _timed: SortedIndex
     _state: preds.Holds
 
-    def _held(self, job: Job) -> bool:
+    def _held(self, job: Waiting) -> bool:
         raise NotImplementedError
 
-    def _fitting(self, job: Job) -> list[Machine]:
+    def _fitting(self, job: Waiting) -> list[Machine]:
         raise NotImplementedError
 
     def _choose(self, job: Job, fitting: list[Machine]) -> Machine | None:
@@ -63,7 +65,10 @@ class BackfillControl:
     def _room(self) -> bool:
         raise NotImplementedError
 
-    def _backfill(self, blocked: Job, behind: Iterator[Job], now: float) -> list[Job]:
+    def job(self, found: Waiting) -> Job:
+        raise NotImplementedError
+
+    def _backfill(self, blocked: Waiting, behind: Iterator[Waiting], now: float) -> list[Job]:
         """Start, by the rules above, what may pass ``blocked`` (the first job that fits
         nowhere); ``behind``: the jobs after it, in order. Returns the jobs taken."""
         started: list[Job] = []
@@ -97,13 +102,14 @@ class BackfillControl:
             harmless = [m for m in fitting if preds.leaves_room(job, m, kept, self._state)]
             if not harmless and not preds.ends_by(job.schedule, now, deadline):
                 continue
+            job = self.job(job)  # it may start: a compact entry becomes its Job
             chosen = self._choose(job, harmless or fitting)
             if chosen is not None:
                 self._take(job, chosen)
                 started.append(job)
                 room = self._room()
         # Then only the jobs with a bounded run, after the last one looked at.
-        for job in self._timed.after(last.petition.rank):
+        for job in self._timed.after(rank_of(last)):
             if not room or now >= deadline:
                 break
             if job.state is not State.QUEUED or self._held(job):
@@ -114,6 +120,7 @@ class BackfillControl:
                 continue
             if not preds.ends_by(job.schedule, now, deadline):
                 continue  # would delay a blocked job by more than the bound
+            job = self.job(job)
             chosen = self._choose(job, fitting)
             if chosen is not None:
                 self._take(job, chosen)
@@ -121,7 +128,7 @@ class BackfillControl:
                 room = self._room()
         return started
 
-    def _blocked_too(self, job: Job, now: float, deadline: float) -> float:
+    def _blocked_too(self, job: Waiting, now: float, deadline: float) -> float:
         """``job``, behind the first blocked one, fits nowhere either: the deadline
         passers must end by protects it too."""
         if job.blocked_since is None:

@@ -12,11 +12,12 @@ from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
+    from orcha.service.queued import Waiting
 
 log = logging.getLogger("orcha.service")
 
 
-def selected(jobs: Iterable[Job], groups: list[str], states: list[str]) -> list[Job]:
+def selected(jobs: Iterable[Waiting], groups: list[str], states: list[str]) -> list[Waiting]:
     """The queued or running ``jobs`` of any of ``groups`` (all if none) in any of
     ``states`` (all if none): the filters narrow each other."""
     return [

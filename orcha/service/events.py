@@ -24,6 +24,7 @@ from orcha.states import State
 if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
 
@@ -98,7 +99,7 @@ class Events:
         """Whether anyone wants output events (``orcha top`` watches without them)."""
         return len(self._watchers) > len(self._mute) or self._hooks_want_stream
 
-    def watch_event(self, job: Job, event: str, data: dict[str, Any]) -> None:
+    def watch_event(self, job: Waiting, event: str, data: dict[str, Any]) -> None:
         """The one event envelope ``{event, petition, kind, timestamp, data}`` about
         ``job``: to every peer watching it, and to the webhooks that want it."""
         hooked = bool(self.webhooks.everyone or job.schedule.notify)
@@ -284,7 +285,7 @@ class Events:
                 self._mute.discard(peer)
             else:
                 self._mute.add(peer)
-        live = {job.id: job for job in self.scheduler.jobs()}
+        live = {job.id: job for job in self.scheduler.views()}
         for job in live.values():
             if wanted is not None and job.id not in wanted:
                 continue
@@ -304,7 +305,8 @@ class Events:
                     "data": {"state": str(job.state), "priority": job.priority},
                 }))  # fmt: skip
         for target in targets:
-            if target.job is not None and target.job is live.get(target.id):
+            held = live.get(target.id)  # by record number: reading builds no Job
+            if held is not None and held.seq == target.seq:
                 continue
             record = target.record
             if record is None:

@@ -16,8 +16,8 @@ from orcha.defaults import BACKFILL_LOOKAHEAD
 from orcha.service.predicates import Kept, ends_by, leaves_room
 
 if TYPE_CHECKING:
-    from orcha.service.job import Job
     from orcha.service.predicates import Capacity, Hold, Holds, Predicate
+    from orcha.service.queued import Waiting
 
 _INF = float("inf")
 
@@ -32,9 +32,9 @@ class Rules:
     conditions: list[Predicate]
     #: Words for a petition that fits on none of several machines, from each machine and
     #: its reason (a cluster names the best worker); default: every machine's reason.
-    summary: Callable[[Job, Sequence[Capacity], list[str]], str] | None = None
+    summary: Callable[[Waiting, Sequence[Capacity], list[str]], str] | None = None
 
-    def hold_reason(self, job: Job) -> str | None:
+    def hold_reason(self, job: Waiting) -> str | None:
         """Why ``job`` is held whatever the resources, or None."""
         for hold in self.holds:
             reason = hold(job, None)
@@ -42,7 +42,7 @@ class Rules:
                 return reason
         return None
 
-    def misfit(self, job: Job, machines: Sequence[Capacity]) -> str | None:
+    def misfit(self, job: Waiting, machines: Sequence[Capacity]) -> str | None:
         """None if its resources fit on some machine, else why not (on each machine)."""
         resources = self.resources if job.native else self.legacy_resources
         reasons = []
@@ -57,7 +57,7 @@ class Rules:
             return reasons[0]
         return "; ".join(f"{m.name}: {r}" for m, r in zip(machines, reasons, strict=True))
 
-    def unmet_condition(self, job: Job, machines: Sequence[Capacity]) -> str | None:
+    def unmet_condition(self, job: Waiting, machines: Sequence[Capacity]) -> str | None:
         """None if its conditions hold on a machine its resources fit on, else why not."""
         if not job.native:
             return None  # its condition was one of its resources
@@ -72,7 +72,7 @@ class Rules:
         return first
 
 
-def _first_no(predicates: Sequence[Predicate], job: Job, machine: Capacity) -> str | None:
+def _first_no(predicates: Sequence[Predicate], job: Waiting, machine: Capacity) -> str | None:
     for predicate in predicates:
         reason = predicate(job, machine)
         if reason is not None:
@@ -81,7 +81,7 @@ def _first_no(predicates: Sequence[Predicate], job: Job, machine: Capacity) -> s
 
 
 def explain(
-    jobs: Sequence[Job],
+    jobs: Sequence[Waiting],
     holds: dict[int, str | None],
     machines: Sequence[Capacity],
     rules: Rules,
@@ -98,7 +98,7 @@ def explain(
     ``--timeout`` ends within ``backfill_bound`` (:mod:`orcha.service.backfill`).
     """
     out: dict[int, str] = {}
-    blocker: Job | None = None
+    blocker: Waiting | None = None
     kept: Kept | None = Kept(machines)  # what the blockers need (None: one of the original API's)
     ahead = 0  # waiting for resources ahead of this one
     looked = 0  # jobs not held behind the first blocker
@@ -138,7 +138,7 @@ def explain(
 
 
 def _leaves_room(
-    job: Job, machines: Sequence[Capacity], kept: Kept | None, groups: Holds, looked: int
+    job: Waiting, machines: Sequence[Capacity], kept: Kept | None, groups: Holds, looked: int
 ) -> bool:
     """Whether ``job`` may pass the blockers ahead of it because it leaves them room on
     some machine (and the walk looks that far behind the first)."""

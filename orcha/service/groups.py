@@ -11,11 +11,14 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from orcha.service.queued import set_rank
+
 if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.machines import Machine
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
     from orcha.service.predicates import Holds
+    from orcha.service.queued import Waiting
 
 
 class GroupControl:
@@ -24,7 +27,7 @@ class GroupControl:
 
     lock: threading.RLock
     _state: Holds
-    _waiting: dict[int, Job]
+    _waiting: dict[int, Waiting]
     _queue: PetitionQueue
     _timed: SortedIndex
     _running: dict[int, Job]
@@ -35,7 +38,7 @@ class GroupControl:
     def admit(self) -> None:
         raise NotImplementedError
 
-    def order_key(self, job: Job) -> float:
+    def order_key(self, job: Waiting) -> float:
         raise NotImplementedError
 
     def set_group_limit(self, group: str, limit: int | None) -> None:
@@ -47,7 +50,7 @@ class GroupControl:
     def set_paused(
         self,
         paused: bool,
-        jobs: Iterable[Job] = (),
+        jobs: Iterable[Waiting] = (),
         groups: Iterable[str] = (),
         everything: bool = False,
     ) -> None:
@@ -107,7 +110,7 @@ class GroupControl:
             self.aging = aging
             ready = [job for job in self._waiting.values() if job.deps_ready]
             for job in self._waiting.values():
-                job.petition.rank = (self.order_key(job), job.seq)
+                set_rank(job, (self.order_key(job), job.seq))
             self._queue.clear()
             self._timed.clear()
             for job in ready:

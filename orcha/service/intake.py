@@ -18,6 +18,7 @@ from orcha.errors import DuplicateIdError, PetitionError
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Job
+from orcha.service.queued import queue_many
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from orcha.service.logs import PetitionLog
     from orcha.service.manager import Manager
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
     from orcha.settings import Settings
@@ -71,8 +73,8 @@ class Intake:
         requests: list[SubmitRequest],
         peer: Peer | None,
         fields: list[dict[str, Any]],
-        prepare: Callable[[Job], None] | None = None,
-    ) -> list[Job]:
+        prepare: Callable[[Waiting], None] | None = None,
+    ) -> list[Waiting]:
         """Queue several petitions of orcha's kinds at once (an array's members), all or
         none: every ID is checked, every petition built and every record added (with
         its own extra ``fields``) in one transaction before any is queued;
@@ -112,20 +114,24 @@ class Intake:
                     in zip(built, named, requests, fields, strict=True)
                 ]  # fmt: skip
                 seqs = list(self.store.add_many(records, "nothing was submitted"))
-            jobs = []
+            jobs: list[Waiting] = []
             scheduler = self.scheduler
             # Queued together and admitted once (not once per member, which walks the
             # queue each time): the scheduler's lock is held, so no one sees it paused.
             with scheduler.lock:
                 accepting, scheduler.accepting = scheduler.accepting, False
                 try:
-                    for (petition, _, schedule), (token, log_path), request, seq in zip(
-                        built, named, requests, seqs, strict=True
-                    ):
-                        jobs.append(
-                            self._queue_recorded(petition, True, request.kind, schedule, peer,
-                                                 None, seq, token, log_path, now, prepare)
-                        )  # fmt: skip
+                    if peer is None and self.store is not None:  # no Job until needed
+                        jobs += queue_many(self, built, named, requests, seqs, now, prepare)  # type: ignore[arg-type]
+                    else:
+                        for (petition, _, schedule), (token, log_path), request, seq in zip(
+                            built, named, requests, seqs, strict=True
+                        ):
+                            jobs.append(
+                                self._queue_recorded(petition, True, request.kind, schedule,
+                                                     peer, None, seq, token, log_path, now,
+                                                     prepare)
+                            )  # fmt: skip
                 finally:
                     scheduler.accepting = accepting
                 scheduler.settle_dependencies()  # starts what may start
@@ -146,7 +152,7 @@ class Intake:
             for petition_id in ids:
                 if not petition_id:  # named by its record number once recorded
                     continue
-                if (self.scheduler.get(petition_id) is not None or petition_id in self._intake
+                if (self.scheduler.peek(petition_id) is not None or petition_id in self._intake
                         or petition_id in seen):  # fmt: skip
                     raise DuplicateIdError(petition_id)
                 seen.add(petition_id)
@@ -218,7 +224,7 @@ class Intake:
         )  # fmt: skip
         if not job.id:  # no ID given: named by its record number
             job.id = petition.id = str(job.seq)
-            if self.scheduler.get(job.id) is not None:  # an original-API message's ID
+            if self.scheduler.peek(job.id) is not None:  # an original-API message's ID
                 if self.store is not None and seq is not None:
                     self.store.update_later(seq, state="CANCELLED", ended=now)
                 raise DuplicateIdError(job.id)

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from orcha.protocol.requests import StatusRequest
-    from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.scheduler import Scheduler
     from orcha.service.service import Service
     from orcha.service.store import Store
@@ -52,18 +52,19 @@ _QUEUED = str(State.QUEUED)
 
 
 def live_fields(
-    job: Job, state: str, reasons: dict[int, str], scheduler: Scheduler, measured: bool = False
+    job: Waiting, state: str, reasons: dict[int, str], scheduler: Scheduler, measured: bool = False
 ) -> tuple[Any, int, dict[str, Any]]:
-    """What a live petition's record shows from its job rather than its row (``state``:
-    the row's): ``(paused, attempt, fields added after wall_time)``; ``measured``: with
-    the usage of its running processes so far (``cpu_time``, ``peak_rss``)."""
+    """What a live petition's record shows from its job (or compact entry, read without
+    building it) rather than its row (``state``: the row's): ``(paused, attempt, fields
+    added after wall_time)``; ``measured``: with the usage of its running processes so
+    far (``cpu_time``, ``peak_rss``)."""
     extra: dict[str, Any] = {}
     if job.gpu_ids:
         extra["gpus"] = list(job.gpu_ids)
     if job.progress is not None:
         extra["progress"] = dict(job.progress)
     if measured and job.state is State.RUNNING:
-        extra.update(live_usage(job))  # measured when asked for by ID only
+        extra.update(live_usage(scheduler.job(job)))  # measured when asked for by ID only
     if state == _QUEUED and job.seq in reasons:
         extra["waiting"] = reasons[job.seq]
         # Aging at work: what it competes with now (lower starts first).
@@ -90,7 +91,7 @@ def record_of(
         record["children"] = children[row["seq"]]
     record["paused"] = bool(record["paused"])
     record["wall_time"] = wall_time(row, now)
-    job = scheduler.get(row["id"])
+    job = scheduler.peek(row["id"])  # read only: a compact entry is not built
     if job is not None and job.seq == row["seq"]:
         record["paused"], record["attempt"], extra = live_fields(
             job, row["state"], reasons, scheduler, measured
@@ -212,7 +213,7 @@ def page_text(
     redo: list[int] = []  # rows the reference builds: with their changes not saved yet
     encoded, quoted = _Encoded(), _Encoded(decode=False)
     grouped: dict[Any, str] = {}
-    get, priority = scheduler.get, scheduler.effective_priority
+    get, priority = scheduler.peek, scheduler.effective_priority  # peek: nothing built
     for row in rows:
         seq, schedule = row[0], row[14]
         if seq not in unsaved:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.machines import Machine
     from orcha.service.petition_queue import PetitionQueue
+    from orcha.service.queued import Waiting
 
 
 class Loan:
@@ -64,13 +65,14 @@ class Loans:
         self._borrowed: dict[int, Loan] = {}  # child seq -> the loan it runs in
 
     # -- the waiting children --------------------------------------------------------------
-    def queued(self, job: Job) -> None:
+    def queued(self, job: Waiting) -> None:
         """``job`` waits (a child: its parent's loan may go to it)."""
         parent = job.parent
         if parent is not None:
-            self._children.setdefault(parent.seq, {})[job.seq] = job
+            # A child is never queued compactly (orcha.service.queued): it is a Job.
+            self._children.setdefault(parent.seq, {})[job.seq] = job  # type: ignore[assignment]
 
-    def unqueued(self, job: Job) -> None:
+    def unqueued(self, job: Waiting) -> None:
         """``job`` waits no more (started, cancelled or failed)."""
         parent = job.parent
         if parent is not None:

@@ -34,6 +34,7 @@ from orcha.units import clock_time
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
     from orcha.service.job import Job
+    from orcha.service.queued import Waiting
 
 # Scheduling's logger: these are the scheduler's rules.
 log = logging.getLogger("orcha.service.scheduler")
@@ -65,9 +66,9 @@ class Capacity(Protocol):
 
 
 #: ``(job, machine) -> None`` if it fits, else why not.
-Predicate = Callable[["Job", Capacity], "str | None"]
+Predicate = Callable[["Waiting", Capacity], "str | None"]
 #: A global predicate: the same shape, but the machine is None (and ignored).
-Hold = Callable[["Job", "Capacity | None"], "str | None"]
+Hold = Callable[["Waiting", "Capacity | None"], "str | None"]
 
 
 def gib(n: int) -> str:
@@ -105,7 +106,7 @@ class Kept:
         self.need: dict[str, tuple[int, int, int]] = {}  # machine name -> (cpus, mem, gpus)
         self.groups: set[str] = set()
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Waiting) -> None:
         """``job`` is blocked: keep what it needs on each machine it could ever run on."""
         s = job.schedule
         for machine in self.machines:
@@ -120,7 +121,7 @@ class Kept:
         return self.need.get(machine.name, _NOTHING)
 
 
-def leaves_room(job: Job, machine: Capacity, kept: Kept, groups: Holds) -> bool:
+def leaves_room(job: Waiting, machine: Capacity, kept: Kept, groups: Holds) -> bool:
     """Whether starting ``job`` on ``machine`` cannot delay the blocked petitions ahead
     of it (``kept``) at all (the scheduler's backfill rule, not a predicate): of each
     resource ``job`` takes on ``machine`` (CPU slots, GPUs, memory) and of a slot of a
@@ -148,7 +149,7 @@ def is_volatile(predicate: Predicate) -> bool:
 
 
 # -- resources (per machine) -------------------------------------------------------------------
-def slots(job: Job, machine: Capacity) -> str | None:
+def slots(job: Waiting, machine: Capacity) -> str | None:
     """The default predicate: its CPU slots are free on the machine."""
     need, free = job.schedule.cpus, machine.free_slots
     if need <= free:
@@ -158,7 +159,7 @@ def slots(job: Job, machine: Capacity) -> str | None:
     return f"needs {need} CPUs, {max(free, 0)} free"
 
 
-def pinned(job: Job, machine: Capacity) -> str | None:
+def pinned(job: Waiting, machine: Capacity) -> str | None:
     """``--on NAME``: it runs only on the machine NAME names (its name, host or address)."""
     where = job.schedule.on
     if where is None or where in getattr(machine, "aliases", (machine.name,)):
@@ -166,13 +167,13 @@ def pinned(job: Job, machine: Capacity) -> str | None:
     return f"runs only on {where}"
 
 
-def gpus(job: Job, machine: Capacity) -> str | None:
+def gpus(job: Waiting, machine: Capacity) -> str | None:
     """As many distinct GPUs as it asks for are free on the machine."""
     need, free = job.schedule.gpus, machine.free_gpu_count
     return None if need <= free else f"needs {need} GPU(s), {free} free"
 
 
-def loan(job: Job, lender: Job) -> str | None:
+def loan(job: Waiting, lender: Job) -> str | None:
     """It asks no more than ``lender`` (its parent, blocked on its children) holds: the
     rule for starting in the parent's loan (:mod:`orcha.service.loans`)."""
     need, held = job.schedule, lender.schedule
@@ -187,7 +188,7 @@ class Memory:
 
     volatile = True
 
-    def __call__(self, job: Job, machine: Capacity) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity) -> str | None:
         need = job.schedule.mem
         if not need:
             return None  # free memory is not even read
@@ -210,7 +211,7 @@ class PetitionCondition:
         self.reason = reason
         self._raised: set[int] = set()  # seqs of jobs whose condition raised (logged)
 
-    def holds(self, job: Job) -> bool:
+    def holds(self, job: Waiting) -> bool:
         try:
             return bool(job.petition.condition(job.petition))
         except (Exception, SystemExit):
@@ -219,10 +220,10 @@ class PetitionCondition:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return False
 
-    def __call__(self, job: Job, machine: Capacity) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity) -> str | None:
         return None if self.holds(job) else self.reason
 
-    def forget(self, job: Job) -> None:
+    def forget(self, job: Waiting) -> None:
         """``job`` has left the queue: log its condition's next failure again."""
         self._raised.discard(job.seq)
 
@@ -236,7 +237,7 @@ class LegacyCondition:
     def __init__(self, condition: PetitionCondition) -> None:
         self.condition = condition
 
-    def __call__(self, job: Job, machine: Capacity) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity) -> str | None:
         if machine.free_slots < 1 or not self.condition.holds(job):
             return "waiting for its condition to hold"
         return None
@@ -253,7 +254,7 @@ class PluginPredicate:
         self.predicate = predicate
         self._raised: set[int] = set()
 
-    def __call__(self, job: Job, machine: Capacity) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity) -> str | None:
         try:
             return self.predicate(job.petition, machine)
         except (Exception, SystemExit):
@@ -262,7 +263,7 @@ class PluginPredicate:
                 log.exception("condition of petition %s raised; it keeps waiting", job.id)
             return "waiting for a plugin's predicate to hold"
 
-    def forget(self, job: Job) -> None:
+    def forget(self, job: Waiting) -> None:
         self._raised.discard(job.seq)
 
 
@@ -350,7 +351,7 @@ class AllPaused:
     def __init__(self, holds: Holds) -> None:
         self.holds = holds
 
-    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity | None) -> str | None:
         return "all petitions are paused ('orcha resume --all')" if self.holds.paused_all else None
 
 
@@ -360,7 +361,7 @@ class Paused:
     def __init__(self, holds: Holds) -> None:
         self.holds = holds
 
-    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity | None) -> str | None:
         if job.paused:
             return f"paused ('orcha resume {job.id}')"
         group = job.schedule.group
@@ -377,7 +378,7 @@ class GroupFull:
     def __init__(self, holds: Holds) -> None:
         self.holds = holds
 
-    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity | None) -> str | None:
         if job.array is not None:
             key, name, most = job.array
             members = self.holds.array_running.get(key, 0)
@@ -391,7 +392,7 @@ class GroupFull:
         return f"group {group} full ({running}/{limit})" if running >= limit else None
 
 
-def held(job: Job, machine: Capacity | None) -> str | None:
+def held(job: Waiting, machine: Capacity | None) -> str | None:
     """Not while it is held (submitted with ``--hold``) until ``orcha release``."""
     return f"held ('orcha release {job.id}')" if job.schedule.hold else None
 
@@ -402,7 +403,7 @@ class StartsAt:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
 
-    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity | None) -> str | None:
         begin = job.schedule.begin
         if begin is None or begin <= self.clock():
             return None
@@ -422,19 +423,19 @@ class Dependencies:
     ``--after-any``). A dependency that failed dooms it: the scheduler fails it; until
     then the reason says so."""
 
-    def __init__(self, live: dict[str, Job], ended: EndLookup) -> None:
+    def __init__(self, live: dict[str, Waiting], ended: EndLookup) -> None:
         """``live``: the waiting and running jobs by ID; ``ended``: the records."""
         self.live = live
         self.ended = ended
         self.recent: dict[str, tuple[State, int | None]] = {}  # ID -> how it ended
 
-    def remember(self, job: Job) -> None:
+    def remember(self, job: Waiting) -> None:
         """``job`` has ended (its dependants look its end up here first)."""
         self.recent[job.id] = (job.state, job.code)
         if len(self.recent) > RECENT_ENDS:
             del self.recent[next(iter(self.recent))]
 
-    def check(self, job: Job) -> tuple[str, str] | None:
+    def check(self, job: Waiting) -> tuple[str, str] | None:
         """None if its dependencies are met, ("hold", why) while one has not ended, or
         ("fail", why) once one ended in a way that dooms it."""
         schedule = job.schedule
@@ -451,7 +452,7 @@ class Dependencies:
                 return ("fail", f"dependency {dep} ended {how}")
         return None
 
-    def __call__(self, job: Job, machine: Capacity | None) -> str | None:
+    def __call__(self, job: Waiting, machine: Capacity | None) -> str | None:
         if job.deps_ready:
             return None
         outcome = self.check(job)

@@ -16,14 +16,16 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import ENV_CACHE_SIZE
-from orcha.errors import InvalidPetitionError, PetitionError
+from orcha.errors import DuplicateIdError, InvalidPetitionError, PetitionError, UnknownKindError
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
 from orcha.service.job import Job
+from orcha.service.queued import Queued, Source, compact_log
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -40,10 +42,14 @@ def restore(service: Service) -> None:
     left (never otherwise: a petition without retries never runs twice)."""
     store = service.store
     assert store is not None
+    address = str(service.settings.address)
     # Parameters and schedules as text: identical ones (an array's) are decoded once.
-    chunks = store.live_chunks(str(service.settings.address), raw=_RAW)
-    first = next((chunk for chunk in chunks if chunk), None)
-    if first is None:
+    # The plain queued records (most of a long queue) are read apart, as compact
+    # entries (_Plain), when nothing is waiting to be saved (at start).
+    plain = _Plain.possible(service)
+    chunks = store.live_chunks(address, raw=_RAW, plain=not plain)
+    first = next((chunk for chunk in chunks if chunk), [])
+    if not first and (not plain or not store.has_plain_queued(address)):
         return
     now = service.clock()
     scheduler = service.scheduler
@@ -56,6 +62,8 @@ def restore(service: Service) -> None:
     collecting = gc.isenabled()
     gc.disable()  # many objects and no garbage: a collection pass would scan them all
     try:
+        if plain:
+            requeued += _Plain(service, now).restore(store.queued_rows(address))
         for row in (row for chunk in itertools.chain([first], chunks) for row in chunk):
             if row["state"] != str(State.QUEUED) or row.get("parent"):
                 row = _decoded(row)  # it ends here, and is announced: as a whole record
@@ -92,6 +100,123 @@ def restore(service: Service) -> None:
 
 
 _RAW = ("params", "schedule")
+
+
+class _Plain:
+    """Queues the plain queued records again as compact entries
+    (:mod:`orcha.service.queued`), read in batches as tuples, with no petition, Job or
+    log built and nothing written per record.
+
+    What is checked, per distinct value rather than per record (an array's members
+    share theirs): its kind (a plugin that provides it is loaded), its schedule
+    (parsed), its parameters (its kind's check, as at submission: the same parameters
+    give the same answer); a record that fails one is CANCELLED, saying why, as before.
+    Its ID must not be live already. Nothing else is: the rest was checked when it was
+    submitted, and its Job is built from these very values when it is admitted."""
+
+    def __init__(self, service: Service, now: float) -> None:
+        self.service = service
+        self.now = now
+        self.registry = getattr(service.manager, "registry", None)
+        self.parsed = _Parsed()
+        self.sources: dict[tuple[Any, ...], Source] = {}
+        self.params: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    @staticmethod
+    def possible(service: Service) -> bool:
+        """Whether records can be read this way: a service of orcha's kinds, with no
+        change waiting to be saved (the tuples are read without them)."""
+        store = service.store
+        registry = getattr(service.manager, "registry", None)
+        return store is not None and registry is not None and not store.saver.snapshot()
+
+    def restore(self, batches: Iterator[list[tuple[Any, ...]]]) -> int:
+        """Queue every record of ``batches`` (tuples of ``QUEUED_COLUMNS``) that passes
+        the checks above; how many were queued."""
+        scheduler = self.service.scheduler
+        logs = self.service.log_path("")
+        entries: list[Queued] = []  # queued at once: one heapify, not a push each
+        for batch in batches:
+            for row in batch:
+                (seq, petition_id, _, _, params, _, _, _, _, own, log_path, _,
+                 paused, _, _) = row  # fmt: skip
+                try:
+                    source = self.source(row)
+                    checked = self.checked(source.runs, params)
+                except (ValueError, PetitionError) as e:
+                    self.cancel(seq, e)
+                    continue
+                entries.append(
+                    Queued(
+                        source,
+                        seq,
+                        petition_id,
+                        checked,
+                        own,
+                        compact_log(self.service, log_path, logs),
+                        bool(paused),
+                    )
+                )
+        taken: list[Queued] = []  # IDs live already: the first of a name stays
+        scheduler.submit_queued(entries, taken)
+        for entry in taken:
+            self.cancel(entry.seq, DuplicateIdError(entry.id))
+        return len(entries) - len(taken)
+
+    def cancel(self, seq: int, error: PetitionError | ValueError) -> None:
+        """End record ``seq`` CANCELLED: it cannot be queued again, and says why."""
+        store = self.service.store
+        assert store is not None
+        record = store.get(seq)
+        if record is not None:
+            _end(
+                self.service, record, state=str(State.CANCELLED), ended=self.now,
+                message=f"not queued again after a restart: {error}",
+            )  # fmt: skip
+
+    def source(self, row: tuple[Any, ...]) -> Source:
+        """What the record shares with those of its kind, schedule and submission."""
+        (_, _, kind, runs_as, _, priority, submitted, cwd, env_id, _, _, schedule,
+         _, array, limit) = row  # fmt: skip
+        key = (kind, runs_as, priority, submitted, cwd, env_id, schedule, array, limit)
+        source = self.sources.get(key)
+        if source is None:
+            runs = runs_as or kind
+            assert self.registry is not None
+            if self.registry.plugin_kind(runs) is None:
+                raise UnknownKindError(runs, self.registry.names())
+            store = self.service.store
+            assert store is not None
+            source = Source(
+                self.service, kind=kind, runs=runs, cwd=cwd,
+                env=store.envs.base(env_id, store._base_text), priority=priority,
+                schedule=self.parsed.schedule(schedule), created=submitted,
+                array=arrays.limit_of(array, submitted, limit), token="seq",
+            )  # fmt: skip
+            if len(self.sources) >= ENV_CACHE_SIZE:
+                self.sources.clear()
+            self.sources[key] = source
+        return source
+
+    def checked(self, runs: str, text: str) -> Mapping[str, Any]:
+        """The parameters of a record, as its kind's check returns them (identical
+        ones checked once, and shared)."""
+        key = (runs, text)
+        params = self.params.get(key)
+        if params is None:
+            assert self.registry is not None
+            kind = self.registry.plugin_kind(runs)
+            assert kind is not None  # the source was made
+            try:
+                params = kind.check(json.loads(text))
+            except PetitionError:
+                raise
+            except Exception as e:  # as KindManager.petition_from_request says it
+                raise InvalidPetitionError(f"invalid parameters for kind {kind.name!r}: {e}") from e
+            if len(self.params) >= ENV_CACHE_SIZE:
+                self.params.clear()
+            self.params[key] = params
+        return params
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

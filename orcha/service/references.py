@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from orcha.service.job import Job
+    from orcha.service.queued import Waiting
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
 
@@ -74,19 +75,35 @@ class Target:
     live ``job`` if it is queued or running in this service (None otherwise), and its
     ``record`` (read when first asked for; None without records)."""
 
-    __slots__ = ("_record", "_store", "id", "job", "ref", "seq")
+    __slots__ = ("_held", "_record", "_scheduler", "_store", "id", "ref", "seq")
 
     def __init__(
         self,
         ref: str,
         seq: int | None,
         petition_id: str,
-        job: Job | None,
+        job: Waiting | None,
         record: dict[str, Any] | None = None,
         store: Store | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
-        self.ref, self.seq, self.id, self.job = ref, seq, petition_id, job
-        self._record, self._store = record, store
+        self.ref, self.seq, self.id, self._held = ref, seq, petition_id, job
+        self._record, self._store, self._scheduler = record, store, scheduler
+
+    @property
+    def live(self) -> bool:
+        """Whether it is queued or running here (nothing is built to say so)."""
+        return self._held is not None
+
+    @property
+    def job(self) -> Job | None:
+        """The live Job (a compact queue entry is built when first asked for: only
+        what acts on a petition asks; a listing reads ``seq``)."""
+        held = self._held
+        if held is None or self._scheduler is None:
+            return held  # type: ignore[return-value]  # without a scheduler: a Job
+        job = self._held = self._scheduler.job(held)
+        return job
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -95,13 +112,14 @@ class Target:
         return self._record
 
     def __repr__(self) -> str:
-        return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={self.job is not None})"
+        return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={self.live})"
 
 
-def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Job | None:
-    """The queued or running job named ``petition_id`` (that is record ``seq``)."""
-    job = scheduler.get(petition_id)
-    return job if job is not None and (seq is None or job.seq == seq) else None
+def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Waiting | None:
+    """The queued or running job named ``petition_id`` (that is record ``seq``), as the
+    scheduler holds it (see :attr:`Target.job`)."""
+    found = scheduler.peek(petition_id)
+    return found if found is not None and (seq is None or found.seq == seq) else None
 
 
 def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]:
@@ -120,22 +138,24 @@ def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]
         record = store.get(seq)
         if record is None:
             return []
-        return [Target(ref, seq, record["id"], _live(scheduler, record["id"], seq), record)]
+        live = _live(scheduler, record["id"], seq)
+        return [Target(ref, seq, record["id"], live, record, scheduler=scheduler)]
     # The name as given first: a name of the original API may itself end in ~N.
-    job = _live(scheduler, ref)  # the live one is the newest of its name
-    if job is not None:
-        return [Target(ref, job.seq, job.id, job, store=store)]
+    held = _live(scheduler, ref)  # the live one is the newest of its name
+    if held is not None:
+        return [Target(ref, held.seq, held.id, held, store=store, scheduler=scheduler)]
     record = store.named(ref, 0) if store is not None else None
     name, back = parts
     if record is None and name != ref:  # NAME~N
-        job = _live(scheduler, name) if back == 0 else None
-        if job is not None:
-            return [Target(ref, job.seq, job.id, job, store=store)]
+        held = _live(scheduler, name) if back == 0 else None
+        if held is not None:
+            return [Target(ref, held.seq, held.id, held, store=store, scheduler=scheduler)]
         record = store.named(name, back) if store is not None else None
     if record is None:
         return []
     seq = record["seq"]
-    return [Target(ref, seq, record["id"], _live(scheduler, record["id"], seq), record)]
+    live = _live(scheduler, record["id"], seq)
+    return [Target(ref, seq, record["id"], live, record, scheduler=scheduler)]
 
 
 def pin(dep: str, scheduler: Scheduler, store: Store | None) -> str | None:
@@ -147,7 +167,7 @@ def pin(dep: str, scheduler: Scheduler, store: Store | None) -> str | None:
     if not found:
         return None
     target = found[-1]
-    if target.job is not None or target.seq is None:
+    if target.live or target.seq is None:
         return target.id
     parts = split(dep)
     return str(target.seq) if parts is not None and parts[0] != dep else dep

@@ -206,7 +206,7 @@ def _too_big(service: Service) -> list[str]:
 
     out = []
     scheduler = service.scheduler
-    for job in scheduler.waiting():
+    for job in scheduler.waiting_views():
         try:
             check_feasible(scheduler.machines, job.schedule)
         except PetitionError as e:

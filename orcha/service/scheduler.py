@@ -50,6 +50,8 @@ from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
 from orcha.service.machines import LocalMachine, Machine, check_feasible
 from orcha.service.petition_queue import PetitionQueue, SortedIndex, first_in_order
+from orcha.service.queued import Queued, set_rank
+from orcha.service.queued_control import QueuedControl
 from orcha.service.waiting import WaitingControl
 from orcha.states import State
 
@@ -57,13 +59,14 @@ if TYPE_CHECKING:
     from orcha.service.host import Host
     from orcha.service.job import Job
     from orcha.service.procs import ProcessControl
+    from orcha.service.queued import Waiting
 
 log = logging.getLogger("orcha.service.scheduler")
 
 EndLookup = preds.EndLookup
 
 
-class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
+class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, BackfillControl):
     """The waiting petitions in order, the running ones, and what they hold where."""
 
     def __init__(
@@ -105,7 +108,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         # The predicates (see orcha.service.predicates for the three roles).
         self._state = preds.Holds()
         paused, full = preds.Paused(self._state), preds.GroupFull(self._state)
-        self._live: dict[str, Job] = {}  # ID -> waiting or running job
+        self._live: dict[str, Waiting] = {}  # ID -> waiting or running job (or entry)
         self._deps = preds.Dependencies(self._live, ended or (lambda _id: None))
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
@@ -127,12 +130,13 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         # waiting for dependencies are in neither: they cost admission nothing.
         self._queue = PetitionQueue()
         self._timed = SortedIndex()
-        self._waiting: dict[int, Job] = {}  # seq -> every waiting job
+        self._waiting: dict[int, Waiting] = {}  # seq -> every waiting job (or entry)
         self._unpark_all()  # held and timed jobs wait out of the order (see .waiting)
         self._running: dict[int, Job] = {}  # seq -> running job
         self._legacy_waiting = 0  # waiting jobs of the original API (their own conditions)
         # Waiting jobs by the IDs they run after, so a dependency's end settles them at once.
         self._dependents: dict[str, set[int]] = {}
+        self._unsettled: list[Waiting] = []  # queued while restoring, deps not looked at
         self._loans, self._admitting = Loans(), False  # loans: see orcha.service.loans
         self._again = False
         self.lock = threading.RLock()
@@ -172,34 +176,16 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
     def paused_all(self, paused: bool) -> None:
         self._state.paused_all = paused
 
-    def jobs(self) -> list[Job]:
-        """Every waiting or running job: running first, then waiting in order."""
-        with self.lock:
-            return list(self._running.values()) + self._in_order()
-
-    def waiting(self) -> list[Job]:
-        """Every waiting job in order (those waiting for dependencies included)."""
-        with self.lock:
-            return self._in_order()
-
-    def _in_order(self) -> list[Job]:
-        # By rank: the petitions' order (ranks are unique), compared in C.
-        return sorted(self._waiting.values(), key=lambda j: j.petition.rank)
-
     def running(self) -> list[Job]:
         with self.lock:
             return list(self._running.values())
 
-    def get(self, petition_id: str) -> Job | None:
-        with self.lock:
-            return self._live.get(petition_id)
-
-    def order_key(self, job: Job) -> float:
+    def order_key(self, job: Waiting) -> float:
         """Its effective priority at arrival, up to a constant shared by all (see the
         module docstring on aging): smaller starts first."""
         return job.priority + job.created / self.aging if self.aging > 0 else float(job.priority)
 
-    def effective_priority(self, job: Job) -> float:
+    def effective_priority(self, job: Waiting) -> float:
         """The priority a waiting job competes with now (its own, improved by aging)."""
         if self.aging > 0 and job.state is State.QUEUED:
             return job.priority - max(0.0, self._clock() - job.created) / self.aging
@@ -219,9 +205,9 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             self._insert(job)
             self.admit()
 
-    def _insert(self, job: Job) -> None:
+    def _insert(self, job: Waiting) -> None:
         # The petition's place in the order, fixed now: (effective priority, arrival).
-        job.petition.rank = (self.order_key(job), job.seq)
+        set_rank(job, (self.order_key(job), job.seq))
         self._waiting[job.seq] = job
         self._loans.queued(job)
         if not job.native:
@@ -232,33 +218,37 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             # Being restored: its dependencies may not be queued again yet. They are
             # looked at once everything is back (settle_dependencies).
             self._watch_dependencies(job)
+            self._unsettled.append(job)
         else:
             self._settle(job)
 
-    def _enter_order(self, job: Job) -> None:
+    def _enter_order(self, job: Waiting) -> None:
         """Its dependencies are met: it enters the order, unless it is held or its start
         time has not come (see :meth:`~orcha.service.waiting.WaitingControl._park`)."""
         if not self._park(job):
             self._push(job)
 
-    def _push(self, job: Job) -> None:
+    def _push(self, job: Waiting) -> None:
         self._queue.push(job)
         if job.schedule.longest_run is not None:
             self._timed.push(job)
 
     def settle_dependencies(self) -> None:
-        """Look at every job waiting for dependencies: start the ready, fail the doomed
-        (after a restore, which queues jobs before their dependencies are back)."""
+        """Look at every job queued while not accepting that waits for dependencies:
+        start the ready, fail the doomed (after a restore, which queues jobs before their
+        dependencies are back). Those queued since it were looked at when queued."""
         with self.lock:
-            for job in self._in_order():
-                if not job.deps_ready and job.state is State.QUEUED:
+            unsettled, self._unsettled = self._unsettled, []
+            for queued in first_in_order(unsettled):
+                job = self._waiting.get(queued.seq)  # its Job if built since; None if gone
+                if job is not None and not job.deps_ready and job.state is State.QUEUED:
                     self._settle(job)
             self.admit()
 
-    def _settle(self, job: Job, settle: bool = True) -> bool:
+    def _settle(self, job: Waiting, settle: bool = True) -> Job | None:
         """Look at a waiting job's dependencies: met, it enters the order; doomed, it
-        fails (``settle``: its dependants too); else it hears of their ends. True if it
-        failed."""
+        fails (``settle``: its dependants too); else it hears of their ends. Its Job if
+        it failed."""
         outcome = self._deps.check(job)
         if outcome is None:
             job.deps_ready = True
@@ -267,14 +257,14 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             return self._fail(job, outcome[1], settle=settle)
         else:
             self._watch_dependencies(job)
-        return False
+        return None
 
-    def _watch_dependencies(self, job: Job) -> None:
+    def _watch_dependencies(self, job: Waiting) -> None:
         for dep in job.schedule.dependencies:
             if dep in self._live:
                 self._dependents.setdefault(dep, set()).add(job.seq)
 
-    def _unqueue(self, job: Job) -> None:
+    def _unqueue(self, job: Waiting) -> None:
         if self._waiting.pop(job.seq, None) is None:
             return
         self._parked.pop(job.seq, None)  # its timer, if any, is dropped when it comes
@@ -330,7 +320,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             return  # nothing fits until a petition ends (an event)
         now = self._clock()
         started: list[Job] = []
-        blocked: Job | None = None
+        blocked: Waiting | None = None
         in_order = self._queue.in_order()
         for job in in_order:
             if not room:
@@ -341,6 +331,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             if not fitting:
                 blocked = job
                 break
+            job = self.job(job)  # it may start: a compact entry becomes its Job
             chosen = self._choose(job, fitting)
             if chosen is not None:
                 self._take(job, chosen)
@@ -352,14 +343,14 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             self._unqueue(job)
             self._start(job)
 
-    def _held(self, job: Job) -> bool:
+    def _held(self, job: Waiting) -> bool:
         """Whether a hold predicate says no (only those a queued job may fail)."""
         for hold in self._walk_holds:  # noqa: SIM110
             if hold(job, None) is not None:
                 return True
         return False
 
-    def _fitting(self, job: Job) -> list[Machine]:
+    def _fitting(self, job: Waiting) -> list[Machine]:
         """The machines its resources fit on now (usually one or none)."""
         rules = self._rules
         resources = rules.resources if job.native else rules.legacy_resources
@@ -393,11 +384,12 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         self._state.started(job.schedule.group, job.array)
         self._running[job.seq] = job
 
-    def _fail(self, job: Job, reason: str, settle: bool = True) -> bool:
-        """Fail a waiting job; with ``settle``, its own dependants too. False if it was
-        not waiting."""
-        if job.state is not State.QUEUED:
-            return False
+    def _fail(self, found: Waiting, reason: str, settle: bool = True) -> Job | None:
+        """Fail a waiting job; with ``settle``, its own dependants too. Its Job; None if
+        it was not waiting."""
+        if found.state is not State.QUEUED:
+            return None
+        job = self.job(found)
         job.message = reason
         job.code = int(ExitCode.DEPENDENCY_FAILED)
         job.set_state(State.FAILED)
@@ -411,7 +403,7 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
         if settle:
             self._ended_now(job)
         self._again = True  # what it held back may start
-        return True
+        return job
 
     # -- why petitions wait ---------------------------------------------------------------------
     def explain(self, first: int | None = None) -> dict[int, str]:
@@ -471,8 +463,9 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
                 dependent = self._waiting.get(seq)
                 if dependent is None or dependent.deps_ready:
                     continue
-                if self._settle(dependent, settle=False):
-                    ended.append(dependent)
+                failed = self._settle(dependent, settle=False)
+                if failed is not None:
+                    ended.append(failed)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:
@@ -488,13 +481,19 @@ class Scheduler(GroupControl, LoanControl, WaitingControl, BackfillControl):
             self._forget(job)
 
     def drain_queued(self) -> list[Job]:
-        """Stop admitting and return every waiting job, in order (for shutdown)."""
+        """Stop admitting and return every waiting Job, in order (for shutdown). The
+        compact entries are dropped: their records keep them for the next start, and
+        no client, log or follower is attached to one."""
         with self.lock:
             self.accepting = False
-            waiting = self._in_order()
+            waiting = self.waiting_views()
+            for entry in waiting:
+                if type(entry) is Queued and self._live.get(entry.id) is entry:
+                    del self._live[entry.id]  # kept by its record: nothing else to do
             self._queue.clear()
             self._timed.clear()
             self._waiting.clear()
             self._unpark_all()
+            self._unsettled = []
             self._legacy_waiting = 0
-            return waiting
+            return [job for job in waiting if type(job) is not Queued]  # type: ignore[misc]

@@ -442,7 +442,8 @@ class Service(Intake):
         """Stop admitting; keep queued petitions (recorded, they are queued again when the
         service restarts); cancel running ones (trees stopped: TERM, grace, KILL)."""
         self.stopping = True
-        queued = self.scheduler.drain_queued()
+        waiting = self.scheduler.queued_count
+        queued = self.scheduler.drain_queued()  # Jobs only: compact entries need nothing
         running = self.scheduler.running()
         # Children are not kept: their parents are cancelled.
         kept = [j for j in queued if j.native and self.store is not None and j.parent is None]
@@ -450,7 +451,7 @@ class Service(Intake):
             "stopping: cancelling %d running petition(s), keeping %d queued for the next "
             "start; send the signal again to kill them at once",
             len(running),
-            len(kept),
+            waiting - len(queued) + len(kept),
         )
         for job in kept:
             self.scheduler.forget(job)

@@ -21,6 +21,17 @@ _T = TypeVar("_T")
 
 #: The condition of the partial indexes of live records (petitions_live, _waiting).
 _LIVE = "state IN ('QUEUED', 'RUNNING')"
+#: Queued records a restart queues again as they are (:meth:`BulkRecords.queued_rows`):
+#: not children, of a kind, with a shared environment and a log path.
+_PLAIN_QUEUED = (
+    "state = 'QUEUED' AND parent IS NULL AND kind != '' AND env_id IS NOT NULL "
+    "AND log_path IS NOT NULL"
+)
+#: Their columns, in this order.
+QUEUED_COLUMNS = (
+    "seq", "id", "kind", "runs_as", "params", "priority", "submitted", "cwd", "env_id",
+    "env", "log_path", "schedule", "paused", "array", "array_limit",
+)  # fmt: skip
 
 
 class BulkRecords:
@@ -285,17 +296,48 @@ class BulkRecords:
         )
         return [r for r in records if r["state"] in ("QUEUED", "RUNNING")]  # ended, unsaved
 
+    def queued_rows(self, service: str, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """The plain queued records of ``service`` (:data:`_PLAIN_QUEUED`), ``size``
+        at a time in arrival order, as tuples of :data:`QUEUED_COLUMNS` straight from
+        the database: JSON fields as text, ``env`` the record's own variables (JSON),
+        changes not committed yet NOT applied (for a restart, which reads before any
+        change is made). Each batch is one read, through the live records' index."""
+        columns = ", ".join(QUEUED_COLUMNS)
+        sql = (
+            f"SELECT {columns} FROM petitions WHERE service = ? AND {_LIVE} "
+            f"AND {_PLAIN_QUEUED} AND seq > ? ORDER BY seq LIMIT ?"
+        )
+        after = -1
+
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = db.cursor()
+            cursor.row_factory = None  # plain tuples: no Row made per record
+            return cursor.execute(sql, (service, after, size)).fetchall()
+
+        while True:
+            rows = self._read(read)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
+    def has_plain_queued(self, service: str) -> bool:
+        """Whether :meth:`queued_rows` would read any record."""
+        sql = f"SELECT 1 FROM petitions WHERE service = ? AND {_LIVE} AND {_PLAIN_QUEUED} LIMIT 1"
+        return bool(self._read(lambda db: db.execute(sql, (service,)).fetchall()))
+
     def live_chunks(
-        self, service: str, raw: tuple[str, ...] = (), size: int = 1000
+        self, service: str, raw: tuple[str, ...] = (), size: int = 1000, plain: bool = True
     ) -> Iterator[list[dict[str, Any]]]:
         """:meth:`live`'s records, ``size`` at a time (in arrival order): a long queue
-        is never all in memory twice, as records and as what is made of them."""
+        is never all in memory twice, as records and as what is made of them. Without
+        ``plain``, those :meth:`queued_rows` reads are left out."""
+        other = "" if plain else f" AND NOT ({_PLAIN_QUEUED})"
         seqs = self._read(
             lambda db: [
                 r[0]
                 for r in db.execute(
-                    "SELECT seq FROM petitions WHERE service = ? "
-                    "AND state IN ('QUEUED', 'RUNNING')",
+                    f"SELECT seq FROM petitions WHERE service = ? AND {_LIVE}{other}",
                     (service,),
                 )
             ]

@@ -38,6 +38,7 @@ from orcha.protocol import messages
 if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
 
@@ -143,7 +144,7 @@ class UsageFeed:
         scheduler = self.scheduler
         with scheduler.lock:
             running = scheduler.running()
-            waiting = scheduler.waiting()
+            waiting = scheduler.waiting_views()  # read only: compact entries stay so
             used, capacity = scheduler.used_cpus, scheduler.capacity
             paused = scheduler.paused_all
             groups = scheduler.groups()
@@ -165,7 +166,7 @@ class UsageFeed:
             "groups": groups,
         }
 
-    def _common(self, job: Job) -> dict[str, Any]:
+    def _common(self, job: Waiting) -> dict[str, Any]:
         schedule = job.schedule
         return {
             "id": job.id,
@@ -184,7 +185,7 @@ class UsageFeed:
         out.update(self._measure(job))
         return out
 
-    def _waiting(self, job: Job, why: str) -> dict[str, Any]:
+    def _waiting(self, job: Waiting, why: str) -> dict[str, Any]:
         out = self._common(job)
         out.update(gpus=job.schedule.gpus, priority=job.priority,
                    effective_priority=round(self.scheduler.effective_priority(job), 3) + 0.0,
@@ -220,7 +221,7 @@ class UsageFeed:
             "processes": int(usage.get("processes", 0)),
         }
 
-    def _command(self, job: Job) -> str:
+    def _command(self, job: Waiting) -> str:
         command = self._commands.get(job.seq)
         if command is None:
             store = self._store()

@@ -19,12 +19,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from orcha.service.queued import set_rank
 from orcha.states import State
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
     from orcha.service.job import Job
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
+    from orcha.service.queued import Waiting
 
 
 class WaitingControl:
@@ -35,23 +37,23 @@ class WaitingControl:
     _clock: Callable[[], float]
     _queue: PetitionQueue
     _timed: SortedIndex
-    _waiting: dict[int, Job]
-    _parked: dict[int, Job]  # seq -> job held until 'orcha release'
-    _timers: list[tuple[float, int, Job]]  # heap of (start time, seq, job)
+    _waiting: dict[int, Waiting]
+    _parked: dict[int, Waiting]  # seq -> job held until 'orcha release'
+    _timers: list[tuple[float, int]]  # heap of (start time, seq)
 
     def admit(self) -> None:
         raise NotImplementedError
 
-    def order_key(self, job: Job) -> float:
+    def order_key(self, job: Waiting) -> float:
         raise NotImplementedError
 
-    def _enter_order(self, job: Job) -> None:
+    def _enter_order(self, job: Waiting) -> None:
         raise NotImplementedError
 
-    def _push(self, job: Job) -> None:
+    def _push(self, job: Waiting) -> None:
         raise NotImplementedError
 
-    def _settle(self, job: Job, settle: bool = True) -> bool:
+    def _settle(self, job: Waiting, settle: bool = True) -> Job | None:
         raise NotImplementedError
 
     # -- parked jobs -----------------------------------------------------------------------
@@ -60,7 +62,7 @@ class WaitingControl:
         self._parked = {}
         self._timers = []
 
-    def _park(self, job: Job) -> bool:
+    def _park(self, job: Waiting) -> bool:
         """Keep ``job`` (dependencies met) out of the order if it is held or its start
         time has not come; whether it was."""
         schedule = job.schedule
@@ -68,23 +70,26 @@ class WaitingControl:
             self._parked[job.seq] = job
             return True
         if schedule.begin is not None and schedule.begin > self._clock():
-            heapq.heappush(self._timers, (schedule.begin, job.seq, job))
+            heapq.heappush(self._timers, (schedule.begin, job.seq))
             return True
         return False
 
-    def _timer_valid(self, entry: tuple[float, int, Job]) -> bool:
+    def _timer_valid(self, entry: tuple[float, int]) -> bool:
         """Whether a timer still stands for its job (not started, cancelled or changed:
-        timers are dropped lazily, when they come up)."""
-        begin, seq, job = entry
-        return self._waiting.get(seq) is job and job.schedule.begin == begin
+        timers are dropped lazily, when they come up). By record number: a compact
+        entry's Job takes its place (:mod:`orcha.service.queued`)."""
+        begin, seq = entry
+        job = self._waiting.get(seq)
+        return job is not None and job.schedule.begin == begin
 
     def _enter_due(self) -> None:
         """Jobs whose start time has come enter the order (the walk calls it first)."""
         now, timers = self._clock(), self._timers
         while timers and timers[0][0] <= now:
             entry = heapq.heappop(timers)
-            if self._timer_valid(entry) and not entry[2].schedule.hold:
-                self._push(entry[2])
+            job = self._waiting.get(entry[1])
+            if job is not None and self._timer_valid(entry) and not job.schedule.hold:
+                self._push(job)
 
     def next_start(self) -> float | None:
         """The earliest start time (on the scheduler's clock) a waiting job waits for,
@@ -117,7 +122,7 @@ class WaitingControl:
             self._parked.pop(job.seq, None)
             if priority is not None:
                 job.petition.priority = priority
-                job.petition.rank = (self.order_key(job), job.seq)
+                set_rank(job, (self.order_key(job), job.seq))
             if schedule is not None:
                 deps_changed = schedule.dependencies != job.schedule.dependencies
                 job.schedule = schedule

@@ -123,3 +123,24 @@ def test_the_heap_order_is_the_petitions_own_comparison() -> None:
     for job in rng.sample(jobs, len(jobs)):
         q.push(job)
     assert [j.petition for j in q.in_order()] == sorted(j.petition for j in jobs)
+
+
+def test_a_job_replacing_its_entry_keeps_its_place_and_a_new_rank_leaves_no_stale_one() -> None:
+    q, timed = PetitionQueue(), SortedIndex()
+    a, b, c = queued("a", (1.0, 1)), queued("b", (2.0, 2)), queued("c", (3.0, 3))
+    q.extend([c, a, b])  # many at once: one heapify
+    timed.push(b)
+    b2 = queued("b", (2.0, 2))  # b's Job, built from its compact entry
+    q.replace(b2)
+    timed.replace(b2)
+    assert list(q.in_order()) == [a, b2, c] and list(timed.after((1.0, 1))) == [b2]
+    q.replace(queued("x", (9.0, 9)))  # not queued: nothing happens
+    assert len(q) == 3
+    # Taken out, given a better rank, queued again: it comes once, at its new place.
+    q.remove(c)
+    c.petition.rank = (0.5, 3)
+    q.push(c)
+    assert list(q.in_order()) == [c, a, b2]
+    q.remove(c)
+    q.remove(a)
+    assert list(q.in_order()) == [b2]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from orcha.service.dask.target import DaskTarget
     from orcha.service.job import Job
     from orcha.service.predicates import Capacity
+    from orcha.service.queued import Waiting
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service.dask")
@@ -198,7 +199,7 @@ class Cluster:
         if machines:
             check_feasible(machines, schedule)
 
-    def summary(self, job: Job, machines: Sequence[Capacity], reasons: list[str]) -> str:
+    def summary(self, job: Waiting, machines: Sequence[Capacity], reasons: list[str]) -> str:
         pairs = [(m, r) for m, r in zip(machines, reasons, strict=True) if m.slots > 0]
         where = job.schedule.on
         if where is not None:

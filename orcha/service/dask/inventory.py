@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from orcha.service.predicates import gib
 
 if TYPE_CHECKING:
-    from orcha.service.job import Job
     from orcha.service.predicates import Capacity
+    from orcha.service.queued import Waiting
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def best_fit(machines: Sequence[Capacity]) -> list[Capacity]:
 
 
 def why_waiting(
-    job: Job,
+    job: Waiting,
     machines: Sequence[Capacity],
     reasons: Sequence[str],
     gpus: Mapping[str, int] | None = None,

@@ -22,8 +22,9 @@ def submit_array(service: Service, peer: Peer, request: ArrayRequest) -> dict[st
     name, jobs = arrays.submit_array(service, request, peer if attached else None)
     if attached:
         with service.peers_lock:
-            # Those that have ended already were discarded by then: not added back.
-            peer.submitted.update(j for j in jobs if j.state not in FINISHED)
+            # Those that have ended already were discarded by then: not added back. (An
+            # attached array's members are Jobs: only detached ones are queued compactly.)
+            peer.submitted.update(j for j in jobs if j.state not in FINISHED)  # type: ignore[misc]
     return {"name": name, "ids": [j.id for j in jobs]}
 
 

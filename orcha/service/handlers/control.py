@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from orcha.service.handlers import Handler
     from orcha.service.job import Job
     from orcha.service.peer import Peer
+    from orcha.service.queued import Waiting
     from orcha.service.service import Service
 
 log = logging.getLogger("orcha.service")
@@ -84,19 +85,25 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
             results[name] = f"array {name!r} has no queued or running petition"
     scheduler.set_paused(paused, jobs, groups, everything)
     scope = set(groups)
-    covered = list(jobs)
+    covered: list[Waiting] = list(jobs)
     if everything or scope:
-        covered += [j for j in scheduler.jobs() if everything or j.schedule.group in scope]
-    for job in covered:
-        if job.state is State.RUNNING and (request.running or not paused) and job.stopped != paused:
+        # As held (a compact entry is not built: its pause is all that changes).
+        covered += [j for j in scheduler.views() if everything or j.schedule.group in scope]
+    for held in covered:
+        if (
+            held.state is State.RUNNING
+            and (request.running or not paused)
+            and held.stopped != paused
+        ):
             # The flag first: a process the petition starts meanwhile is stopped by
             # the runner when it registers (see Runner._register).
-            job.stopped = paused
+            running = scheduler.job(held)  # a running petition is a Job
+            running.stopped = paused
             sig = signal.SIGSTOP if paused else signal.SIGCONT
-            job.placed.signal_tree(job, sig)
-        if job.state is State.QUEUED and service.store is not None:
-            service.store.update_later(job.seq, paused=int(job.paused))
-        service.events.watch_event(job, "paused" if paused else "resumed", {})
+            running.placed.signal_tree(running, sig)
+        if held.state is State.QUEUED and service.store is not None:
+            service.store.update_later(held.seq, paused=int(held.paused))
+        service.events.watch_event(held, "paused" if paused else "resumed", {})
     for job in jobs:
         results[refs[job]] = "paused" if paused else "resumed"
     save_groups(service)
@@ -220,7 +227,7 @@ def info(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         "gpus": list(scheduler.inventory),
         "groups": scheduler.groups(),
         "paused": scheduler.paused_all,
-        "petitions": [job.describe() for job in scheduler.jobs()],
+        "petitions": [job.describe() for job in scheduler.views()],
         "served_objects": service.server.object_count() if service.server else 0,
         "sessions": len(service.peers),
         # The most output one petition's client queue has held (queued and being sent):

@@ -95,7 +95,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         jobs.append(job)
         given.setdefault(job, petition_id)
     if request.selects:
-        jobs += bulk.selected(service.scheduler.jobs(), request.groups, request.states)
+        scheduler = service.scheduler  # what the filters select is built, not the rest
+        jobs += [scheduler.job(j) for j in bulk.selected(scheduler.views(), request.groups,
+                                                          request.states)]  # fmt: skip
     if request.signal is not None:
         results.update(bulk.signal(jobs, request.signal))
         return {"results": results}

@@ -21,9 +21,9 @@ def job(petition_id: str) -> Job:
 
 
 def events_over(*jobs: Job) -> Events:
+    get = lambda i: next((j for j in jobs if j.id == i), None)  # noqa: E731
     scheduler: Any = SimpleNamespace(
-        jobs=lambda: list(jobs),
-        get=lambda i: next((j for j in jobs if j.id == i), None),
+        jobs=lambda: list(jobs), views=lambda: list(jobs), get=get, peek=get, job=lambda j: j
     )
     return Events(scheduler)
 
