@@ -407,3 +407,9 @@ DASK_FORGET_SECONDS = 300.0
 #: socket (the main loop, which accepts clients, sends it); pings and status updates
 #: never wait: one that finds the socket full is sent again at the next turn.
 NOTIFY_SEND_TIMEOUT = 1.0
+
+# -- issue 14: spawn and refill (target 5) --
+#: Seconds the service waits for its process spawner (orcha.service.zygote) to come up,
+#: or to exit once told to at shutdown; one that does not come up is given up for good
+#: (petitions then join their cgroups through a shell).
+SPAWNER_READY_SECONDS = 10.0

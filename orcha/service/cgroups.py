@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Sequence
 
@@ -166,6 +167,11 @@ class Cgroups:
         self.base = base  # the service's cgroup, a directory path
         self.memory = memory  # petition cgroups have memory.max
         self.prefix = CGROUP_PETITION_PREFIX + (f"{namespace}-" if namespace else "")
+        #: The ``cgroup.procs`` of the service's own cgroup (its leaf).
+        self.home = os.path.join(base, "cgroup.procs")
+        #: Held while a process (the spawner) visits a petition's cgroup to start its
+        #: process there: a kill of that cgroup waits for it to be back home.
+        self.visiting = threading.Lock()
 
     @classmethod
     def setup(
@@ -197,6 +203,8 @@ class Cgroups:
         except OSError as e:
             raise CgroupUnavailable(f"cannot create cgroups under {base}: {e.strerror}") from None
         cgroups = cls(fs, base, memory=False, namespace=namespace)
+        if own != "/":
+            cgroups.home = os.path.join(leaf, "cgroup.procs")
         cgroups.remove_stale()
         try:
             available = fs.read(os.path.join(base, "cgroup.controllers")).split()
@@ -283,17 +291,18 @@ class Cgroups:
         """SIGKILL every process in petition ``token``'s cgroup, at once."""
         path = self.path(token)
         kill_file = os.path.join(path, "cgroup.kill")
-        if self.fs.exists(kill_file):
-            try:
-                self.fs.write(kill_file, "1")
-                return
-            except OSError:
-                pass
-        for pid in self.pids(token):  # a kernel before 5.14: one by one
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        with self.visiting:  # never the spawner with them
+            if self.fs.exists(kill_file):
+                try:
+                    self.fs.write(kill_file, "1")
+                    return
+                except OSError:
+                    pass
+            for pid in self.pids(token):  # a kernel before 5.14: one by one
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def remove(self, token: str, timeout: float = 1.0) -> bool:
         """Remove petition ``token``'s cgroup once empty (killing what is left); False
