@@ -111,18 +111,23 @@ class ProcessControl:
             procs_file = self.cgroups.create(token)
         channels = capture_channels(ordered)  # closed by the GC if Popen fails
         spawner = self.spawner
+        proc: subprocess.Popen[bytes] | None = None
         if procs_file is not None and spawner is not None and spawner.usable:
-            from orcha.service.spawner import SpawnedProcess
+            from orcha.service.spawner import SpawnedProcess, SpawnerUnavailable
 
             # Born in its cgroup, without a shell: the spawner reports a command that
             # cannot be executed as Popen would.
-            proc: subprocess.Popen[bytes] = SpawnedProcess(
-                spawner, procs_file, argv, cwd=cwd, env=env,
-                stdin=subprocess.PIPE if stdin else self._devnull,
-                stdout=channels.child[0], stderr=channels.child[1],
-            )  # fmt: skip
-            channels.started(proc)
-        else:
+            try:
+                proc = SpawnedProcess(
+                    spawner, procs_file, argv, cwd=cwd, env=env,
+                    stdin=subprocess.PIPE if stdin else self._devnull,
+                    stdout=channels.child[0], stderr=channels.child[1],
+                )  # fmt: skip
+            except SpawnerUnavailable:
+                pass  # nothing was started: through the shell, as if there were none
+            else:
+                channels.started(proc)
+        if proc is None:
             if procs_file is not None:
                 self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
                 argv = self.cgroups.wrap(procs_file, argv)  # type: ignore[union-attr]

@@ -37,6 +37,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,11 @@ GONE = "orcha's process spawner ended while starting it"
 
 class CgroupJoinError(OSError):
     """The spawner could not enter the petition's cgroup (nothing was started)."""
+
+
+class SpawnerUnavailable(OSError):
+    """There is no spawner to ask (it could not be started): nothing was sent, so the
+    caller may start the process another way."""
 
 
 class Spawner:
@@ -80,6 +86,7 @@ class Spawner:
         self._table = threading.Lock()  # guards the two dicts below
         self._running: dict[int, SpawnedProcess] = {}
         self._early: dict[int, tuple[int, float, int]] = {}  # exits told before the start
+        _ALL.add(self)
 
     @property
     def pid(self) -> int | None:
@@ -139,7 +146,7 @@ class Spawner:
             sock = self._requests
             if sock is None or not self._ready.wait(SPAWNER_READY_SECONDS) or not self._up:
                 self._broken()
-                raise OSError(errno.EPIPE, "orcha's process spawner could not be started")
+                raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
             try:
                 sent = socket.send_fds(sock, [_HEADER.pack(len(body)), body], list(fds))
                 if sent < _HEADER.size + len(body):
@@ -238,6 +245,25 @@ class Spawner:
                 proc.kill()
                 proc.wait()
 
+    def _forked(self) -> None:
+        """In a child forked from the service (a plugin's action may fork): its copy of
+        the request socket must not keep the spawner alive once the service is gone."""
+        sock, self._requests, self._proc = self._requests, None, None
+        if sock is not None:
+            sock.close()
+
+
+#: Every spawner of this process (see Spawner._forked).
+_ALL: weakref.WeakSet[Spawner] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for spawner in list(_ALL):
+        spawner._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class SpawnedProcess(subprocess.Popen[bytes]):
     """A ``subprocess.Popen`` started by a :class:`Spawner` in the cgroup of
@@ -282,7 +308,10 @@ class SpawnedProcess(subprocess.Popen[bytes]):
             fds = [p2cread, c2pwrite, errwrite]
             if -1 in fds:
                 raise ValueError("a spawned process needs its stdin, stdout and stderr")
-            self.pid = self._spawner.spawn(self, list(args), cwd, env, self._procs_file, fds)
+            self.pid = self._spawner.spawn(
+                self, list(args), os.fspath(cwd) if cwd is not None else os.getcwd(),
+                env if env is not None else os.environ, self._procs_file, fds,
+            )  # fmt: skip
             self._child_created = True
         finally:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
-from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner
+from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner, SpawnerUnavailable
 from tests.conftest import wait_for
 from tests.unit.test_cgroups import _fs
 
@@ -128,6 +128,15 @@ def test_its_processes_outlive_a_spawner_killed_and_the_next_spawn_starts_anothe
         spawner.close()
 
 
+def test_a_child_forked_from_the_service_does_not_keep_its_spawner(spawner: Spawner) -> None:
+    assert spawner.pid is not None
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the request socket is closed
+        os._exit(0 if spawner._requests is None and spawner.pid is None else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert spawner._requests is not None
+
+
 def test_a_spawner_that_never_comes_up_is_given_up_for_the_shell(
     home: Path, tmp_path: Path
 ) -> None:
@@ -135,14 +144,21 @@ def test_a_spawner_that_never_comes_up_is_given_up_for_the_shell(
     from orcha.service.procs import ProcessControl
 
     broken = Spawner(str(home), python="/bin/false")
-    with pytest.raises(OSError, match="could not be started"):
+    with pytest.raises(SpawnerUnavailable, match="could not start"):
         _run(broken, tmp_path / "x", ["true"])
     assert not broken.usable
-    control = ProcessControl(cgroups=Cgroups.setup(_fs(tmp_path), pid=4242), spawner=broken)
-    proc = control.spawn(["echo", "hi"], cwd="/", env={**ENV, ENV_PETITION_TOKEN: "tok"})
-    assert proc.communicate(timeout=10)[0] == b"hi\n"
-    assert not isinstance(proc, SpawnedProcess) and proc.args[0] == "/bin/sh"
-    control.stop_strays(0)
+    # The first petition already goes through the shell when it is found broken.
+    for python in ("/bin/false", str(tmp_path / "no-python")):
+        spawner = Spawner(str(home), python=python)
+        where = tmp_path / python[-6:]
+        where.mkdir()
+        cgroups = Cgroups.setup(_fs(where), pid=4242)
+        control = ProcessControl(cgroups=cgroups, spawner=spawner)
+        proc = control.spawn(["echo", "hi"], cwd="/", env={**ENV, ENV_PETITION_TOKEN: "tok"})
+        assert proc.communicate(timeout=10)[0] == b"hi\n"
+        assert not isinstance(proc, SpawnedProcess) and proc.args[0] == "/bin/sh"
+        assert not spawner.usable
+        control.stop_strays(0)
 
 
 def test_process_control_spawns_through_it_and_never_counts_it_in_a_tree(
