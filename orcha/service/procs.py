@@ -245,6 +245,8 @@ class ProcessControl:
         carriers = self.cgroups is None and self.tracker is None
         # Its main processes have exited: a PID of theirs may be another process's by now.
         if self.cgroups is not None:
+            if not self.cgroups.pids(token):
+                return 0  # empty: nothing of it is left anywhere (one read, at every end)
             roots = []  # the cgroup holds all that is left
         elif self.tracker is not None:
             roots = self.tracker.live_roots(token)

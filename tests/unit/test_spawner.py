@@ -148,9 +148,9 @@ def test_a_spawner_that_never_comes_up_is_given_up_for_the_shell(
         _run(broken, tmp_path / "x", ["true"])
     assert not broken.usable
     # The first petition already goes through the shell when it is found broken.
-    for python in ("/bin/false", str(tmp_path / "no-python")):
+    for n, python in enumerate(("/bin/false", str(tmp_path / "no-python"))):
         spawner = Spawner(str(home), python=python)
-        where = tmp_path / python[-6:]
+        where = tmp_path / f"cg{n}"
         where.mkdir()
         cgroups = Cgroups.setup(_fs(where), pid=4242)
         control = ProcessControl(cgroups=cgroups, spawner=spawner)
