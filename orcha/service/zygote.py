@@ -39,6 +39,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 _HEADER = struct.Struct("<I")
 _FD = array.array("i")
@@ -89,15 +90,33 @@ def _join(procs_file: str) -> None:
         os.close(fd)
 
 
+#: name, PATH, directory (if PATH has relative entries) -> (where found, when).
+_found: dict[tuple[str, str, str], tuple[str, float]] = {}
+#: Seconds a command found on PATH is taken from there without looking again: a command
+#: installed meanwhile in an earlier PATH directory is picked up that much later. (A walk
+#: of a long PATH cost more than the rest of a start.)
+_FOUND_SECONDS = 1.0
+
+
 def _find(name: str, env: dict) -> str:
     """Where ``name`` is executed from, as ``execvpe`` looks it up (the petition's
     PATH; relative entries from its directory, which is the current one now)."""
     if "/" in name:
         return name
+    path = env.get("PATH", os.defpath)
+    relative = any(not folder.startswith("/") for folder in path.split(":"))
+    key = (name, path, os.getcwd() if relative else "")
+    now = time.monotonic()
+    found = _found.get(key)
+    if found is not None and now - found[1] < _FOUND_SECONDS and os.access(found[0], os.X_OK):
+        return found[0]
     denied = False
     for folder in os.get_exec_path(env):
         full = os.path.join(folder, name)
         if os.access(full, os.X_OK) and not os.path.isdir(full):
+            if len(_found) >= 256:
+                _found.clear()  # bounded; refilled by the commands in use
+            _found[key] = (full, now)
             return full
         denied = denied or os.path.exists(full)
     code = errno.EACCES if denied else errno.ENOENT

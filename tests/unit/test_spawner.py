@@ -201,3 +201,22 @@ def test_process_control_spawns_through_it_and_never_counts_it_in_a_tree(
     finally:
         control.stop_strays(0)
     assert spawner.pid is None and not spawner.usable
+
+
+def test_a_command_found_on_path_is_looked_up_again_once_it_cannot_run(tmp_path: Path) -> None:
+    from orcha.service import zygote
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "tool").write_text("#!/bin/sh\n")
+        (folder / "tool").chmod(0o755)
+    env = {"PATH": f"{first}:{second}"}
+    assert zygote._find("tool", env) == str(first / "tool")
+    (first / "tool").chmod(0o644)  # no longer runnable where it was found
+    assert zygote._find("tool", env) == str(second / "tool")
+    (second / "tool").unlink()
+    with pytest.raises(PermissionError):
+        zygote._find("tool", env)
+    with pytest.raises(FileNotFoundError):
+        zygote._find("tool", {"PATH": str(second)})
