@@ -1,5 +1,7 @@
 """The process spawner (orcha.service.spawner and its process, orcha.service.zygote): real
-processes, with plain files standing for the cgroups' ``cgroup.procs``."""
+processes, with plain files standing for the cgroups' ``cgroup.procs`` (then it moves
+itself, the way taken where clone3 is refused), and one real cgroup where this machine
+gives them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
+from orcha.service.cgroups import hierarchy, unavailable
 from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner, SpawnerUnavailable
 from tests.conftest import wait_for
 from tests.unit.test_cgroups import _fs
@@ -69,6 +72,40 @@ def test_a_command_starts_in_its_cgroup_as_popen_would_start_it(
     assert procs.read_text() == "0" and home.read_text() == "0"
     cpu, rss = proc.usage
     assert cpu is not None and cpu >= 0 and rss is not None and rss > 0
+
+
+def test_in_a_real_cgroup_the_command_is_born_inside_and_the_spawner_never_moves(
+    spawner: Spawner, home: Path, tmp_path: Path
+) -> None:
+    """Where this machine gives cgroups: clone3(CLONE_INTO_CGROUP) starts the command in
+    its cgroup (the spawner never writes a cgroup.procs, so no RCU wait of a move), and
+    the child is set up as posix_spawn would: own session, no signal ignored, the
+    petition's directory and environment, fds 0, 1 and 2 only."""
+    if why := unavailable():
+        pytest.skip(why)
+    fs = hierarchy()
+    group = fs.path(fs.own(), f"orcha-test-spawner-{os.getpid()}")
+    os.mkdir(group)
+    try:
+        before = home.read_text()
+        script = "echo $$ $(cut -d' ' -f6 /proc/$$/stat); grep SigIgn /proc/$$/status; "
+        script += "pwd; echo $LC_ALL; cat /proc/self/cgroup; ls /proc/$$/fd; exit 3"
+        procs = Path(group) / "cgroup.procs"
+        proc = _run(spawner, procs, ["sh", "-c", script], cwd=str(tmp_path))
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 3 and err == b""
+        ids, ignored, cwd, lc_all, *rest = out.decode().split("\n")[:-1]
+        pid, session = ids.split()
+        assert int(pid) == proc.pid and session == pid
+        assert int(ignored.split()[1], 16) & 0x7FFFFFFF == 0
+        assert (cwd, lc_all) == (str(tmp_path), "C")
+        cgroups = [line for line in rest if line.startswith("0::")]
+        assert cgroups == ["0::" + group[len(fs.root) :]]
+        assert sorted(line for line in rest if line.isdigit()) == ["0", "1", "2"]
+        assert home.read_text() == before  # it never went home: it never left
+    finally:
+        wait_for(lambda: not fs.read(str(Path(group) / "cgroup.procs")).split())
+        os.rmdir(group)
 
 
 def test_what_cannot_be_started_fails_as_with_popen(spawner: Spawner, tmp_path: Path) -> None:
