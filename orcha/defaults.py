@@ -413,3 +413,7 @@ NOTIFY_SEND_TIMEOUT = 1.0
 #: or to exit once told to at shutdown; one that does not come up is given up for good
 #: (petitions then join their cgroups through a shell).
 SPAWNER_READY_SECONDS = 10.0
+#: Whether a service with a cgroup per petition starts their processes through its
+#: spawner (orcha.service.spawner: no shell on each start; a freed slot refills faster)
+#: or, False, through ``/bin/sh -c`` joining the cgroup before it execs the command.
+SPAWNER_ENABLED = True

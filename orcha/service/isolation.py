@@ -37,8 +37,11 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
             what = "with" if cgroups.memory else "without"
             log.info("each petition runs in a cgroup under %s (%s memory.max)",
                      cgroups.base, what)  # fmt: skip
+            from orcha.defaults import SPAWNER_ENABLED
             from orcha.service.spawner import Spawner
 
+            if not SPAWNER_ENABLED:
+                return ProcessControl(cgroups=cgroups)
             spawner = Spawner(cgroups.home, cgroups.visiting)
             spawner.start()  # ready by the first petition
             return ProcessControl(cgroups=cgroups, spawner=spawner)
