@@ -436,3 +436,14 @@ STATUS_TEXT_PAGE = 2000
 #: The most records the service puts in one such page, whatever a client asks for: what
 #: a listing holds in the service's memory at once stays bounded.
 STATUS_TEXT_PAGE_MAX = 5000
+
+# -- issue 14: spawn and refill (target 5) --
+
+#: Seconds the service waits for its process spawner (orcha.service.zygote) to come up,
+#: or to exit once told to at shutdown; one that does not come up is given up for good
+#: (petitions then join their cgroups through a shell).
+SPAWNER_READY_SECONDS = 10.0
+#: Whether a service with a cgroup per petition starts their processes through its
+#: spawner (orcha.service.spawner: no shell on each start; a freed slot refills faster)
+#: or, False, through ``/bin/sh -c`` joining the cgroup before it execs the command.
+SPAWNER_ENABLED = True

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Sequence
 
@@ -78,8 +79,16 @@ class CgroupFS:
         return os.path.join(self.root, *(p.strip("/") for p in parts if p.strip("/")))
 
     def read(self, path: str) -> str:
-        with open(path) as f:
-            return f.read()
+        # os.read, not open(): a petition's end reads two or three of these files, and
+        # the io stack cost more than the kernel's part.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode()
 
     def write(self, path: str, text: str) -> None:
         with open(path, "w") as f:
@@ -166,6 +175,11 @@ class Cgroups:
         self.base = base  # the service's cgroup, a directory path
         self.memory = memory  # petition cgroups have memory.max
         self.prefix = CGROUP_PETITION_PREFIX + (f"{namespace}-" if namespace else "")
+        #: The ``cgroup.procs`` of the service's own cgroup (its leaf).
+        self.home = os.path.join(base, "cgroup.procs")
+        #: Held while a process (the spawner) visits a petition's cgroup to start its
+        #: process there: a kill of that cgroup waits for it to be back home.
+        self.visiting = threading.Lock()
 
     @classmethod
     def setup(
@@ -197,6 +211,8 @@ class Cgroups:
         except OSError as e:
             raise CgroupUnavailable(f"cannot create cgroups under {base}: {e.strerror}") from None
         cgroups = cls(fs, base, memory=False, namespace=namespace)
+        if own != "/":
+            cgroups.home = os.path.join(leaf, "cgroup.procs")
         cgroups.remove_stale()
         try:
             available = fs.read(os.path.join(base, "cgroup.controllers")).split()
@@ -283,17 +299,18 @@ class Cgroups:
         """SIGKILL every process in petition ``token``'s cgroup, at once."""
         path = self.path(token)
         kill_file = os.path.join(path, "cgroup.kill")
-        if self.fs.exists(kill_file):
-            try:
-                self.fs.write(kill_file, "1")
-                return
-            except OSError:
-                pass
-        for pid in self.pids(token):  # a kernel before 5.14: one by one
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        with self.visiting:  # never the spawner with them
+            if self.fs.exists(kill_file):
+                try:
+                    self.fs.write(kill_file, "1")
+                    return
+                except OSError:
+                    pass
+            for pid in self.pids(token):  # a kernel before 5.14: one by one
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def remove(self, token: str, timeout: float = 1.0) -> bool:
         """Remove petition ``token``'s cgroup once empty (killing what is left); False

@@ -1,6 +1,7 @@
 """How a service keeps each petition's processes together (``isolation:`` in the
 configuration file; see docs/reliability.rst): a cgroup v2 per petition
-(:mod:`orcha.service.cgroups`) where the service may create cgroups, else a child
+(:mod:`orcha.service.cgroups`) where the service may create cgroups, its processes
+started there by a spawner process (:mod:`orcha.service.spawner`), else a child
 subreaper that tracks descendants (:mod:`orcha.service.orphans`)."""
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
             what = "with" if cgroups.memory else "without"
             log.info("each petition runs in a cgroup under %s (%s memory.max)",
                      cgroups.base, what)  # fmt: skip
-            return ProcessControl(cgroups=cgroups)
+            from orcha.defaults import SPAWNER_ENABLED
+            from orcha.service.spawner import Spawner
+
+            if not SPAWNER_ENABLED:
+                return ProcessControl(cgroups=cgroups)
+            spawner = Spawner(cgroups.home, cgroups.visiting)
+            spawner.start()  # ready by the first petition
+            return ProcessControl(cgroups=cgroups, spawner=spawner)
     subreaper = become_subreaper()
     if not subreaper:
         log.warning("cannot become a child subreaper: orphans of petitions go to init")

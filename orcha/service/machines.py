@@ -397,6 +397,9 @@ class LocalMachine(Machine):
 
         returncode, cpu, rss = reap(proc)
         job.used(cpu, rss)
+        lost = getattr(proc, "lost", None)  # its spawner ended: no status (spawner.py)
+        if lost and not job.message:
+            job.message = lost
         return returncode
 
     def account(self, job: Job) -> None:

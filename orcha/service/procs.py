@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
     from orcha.service.memory import MemoryWatch
     from orcha.service.orphans import Tracker
+    from orcha.service.spawner import Spawner
 
 log = logging.getLogger("orcha.service.procs")
 
@@ -59,11 +60,15 @@ class ProcessControl:
         cgroups: Cgroups | None = None,
         tracker: Tracker | None = None,
         interval: float = TRACK_SECONDS,
+        spawner: Spawner | None = None,
     ) -> None:
         """``cgroups``: give each petition a cgroup (see :mod:`orcha.service.cgroups`);
         ``tracker``: else, follow each petition's descendants and orphans (see
         :mod:`orcha.service.orphans`); neither: roots, descendants and token carriers
-        only. ``interval``: seconds between two looks (tracking, memory limits)."""
+        only. ``interval``: seconds between two looks (tracking, memory limits).
+        ``spawner``: with ``cgroups``, what starts each petition's processes in its
+        cgroup (:mod:`orcha.service.spawner`; without it, or while it is not usable, a
+        shell joins the cgroup before it execs the command)."""
         from orcha.service.memory import MemoryWatch
 
         self._devnull: int | None = None
@@ -77,6 +82,7 @@ class ProcessControl:
         self._remover: CgroupRemover | None = None  # created with the first removal
         # Per petition token, the main processes spawned into its cgroup (see contained()).
         self._caged: dict[str, set[int]] = {}
+        self.spawner = spawner
 
     @property
     def isolation(self) -> str:
@@ -100,26 +106,47 @@ class ProcessControl:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         token = env.get(ENV_PETITION_TOKEN)
         argv = list(argv)
+        procs_file = None
         if self.cgroups is not None and token:
-            self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
-            argv = self.cgroups.wrap(self.cgroups.create(token), argv)
-        # Held from fork to watch(): the tracker never sees a main process it does not
-        # know (it would take it for an orphan).
+            procs_file = self.cgroups.create(token)
         channels = capture_channels(ordered)  # closed by the GC if Popen fails
-        with self.tracker.lock if self.tracker is not None else _NO_LOCK:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.PIPE if stdin else self._devnull,
-                stdout=channels.child[0],
-                stderr=channels.child[1],
-                start_new_session=True,
-                close_fds=True,
-            )
-            channels.started(proc)
-            if self.tracker is not None and token:
-                self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        spawner = self.spawner
+        proc: subprocess.Popen[bytes] | None = None
+        if procs_file is not None and spawner is not None and spawner.usable:
+            from orcha.service.spawner import SpawnedProcess, SpawnerUnavailable
+
+            # Born in its cgroup, without a shell: the spawner reports a command that
+            # cannot be executed as Popen would.
+            try:
+                proc = SpawnedProcess(
+                    spawner, procs_file, argv, cwd=cwd, env=env,
+                    stdin=subprocess.PIPE if stdin else self._devnull,
+                    stdout=channels.child[0], stderr=channels.child[1],
+                )  # fmt: skip
+            except SpawnerUnavailable:
+                pass  # nothing was started: through the shell, as if there were none
+            else:
+                channels.started(proc)
+        if proc is None:
+            if procs_file is not None:
+                self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
+                argv = self.cgroups.wrap(procs_file, argv)  # type: ignore[union-attr]
+            # Held from fork to watch(): the tracker never sees a main process it does
+            # not know (it would take it for an orphan).
+            with self.tracker.lock if self.tracker is not None else _NO_LOCK:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.PIPE if stdin else self._devnull,
+                    stdout=channels.child[0],
+                    stderr=channels.child[1],
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                channels.started(proc)
+                if self.tracker is not None and token:
+                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
         if self.cgroups is not None and token:
             self._caged.setdefault(token, set()).add(proc.pid)
         if self.tracker is not None and token:
@@ -159,6 +186,7 @@ class ProcessControl:
         environment) token carriers."""
         found: dict[int, psutil.Process] = {}
         me = os.getpid()
+        spawner = self.spawner.pid if self.spawner is not None else None
         # psutil finds descendants by reading every process's stat: not needed where the
         # petition's cgroup or the tracker already lists them all.
         listed = token is not None and (
@@ -166,14 +194,14 @@ class ProcessControl:
         )
 
         def add(proc: psutil.Process) -> None:
-            if proc.pid == me or proc.pid in found:
+            if proc.pid == me or proc.pid == spawner or proc.pid in found:
                 return
             found[proc.pid] = proc
             if listed:
                 return
             try:
                 for child in proc.children(recursive=True):
-                    if child.pid != me:
+                    if child.pid not in (me, spawner):
                         found.setdefault(child.pid, child)
             except psutil.Error:
                 pass
@@ -217,6 +245,8 @@ class ProcessControl:
         carriers = self.cgroups is None and self.tracker is None
         # Its main processes have exited: a PID of theirs may be another process's by now.
         if self.cgroups is not None:
+            if not self.cgroups.pids(token):
+                return 0  # empty: nothing of it is left anywhere (one read, at every end)
             roots = []  # the cgroup holds all that is left
         elif self.tracker is not None:
             roots = self.tracker.live_roots(token)
@@ -246,9 +276,11 @@ class ProcessControl:
     def stop_strays(self, grace: float) -> int:
         """The service stops: stop the orphans no petition could be given (see
         :class:`~orcha.service.orphans.Tracker`); returns how many. The cgroups of ended
-        petitions not removed yet are removed now."""
+        petitions not removed yet are removed now; the spawner exits."""
         if self._remover is not None:
             self._remover.flush()
+        if self.spawner is not None:
+            self.spawner.close()
         if self.tracker is None:
             return 0
         self.tracker.tick()
@@ -448,6 +480,11 @@ def reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
     returncode, the CPU seconds (user + system) and the peak resident bytes of it and of
     the descendants it waited for), from ``wait4``: the kernel's own figures, measured
     without polling. (returncode, None, None) if it was reaped already."""
+    usage_of = getattr(proc, "usage", None)
+    if usage_of is not None:  # a SpawnedProcess: the spawner waited for it
+        returncode = proc.wait()
+        cpu, rss = proc.usage  # type: ignore[attr-defined]
+        return returncode, cpu, rss
     if proc.returncode is None:
         try:
             _, status, usage = os.wait4(proc.pid, 0)

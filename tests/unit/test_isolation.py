@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orcha.errors import ConfigError
@@ -31,3 +33,23 @@ def test_otherwise_the_service_tracks_as_a_subreaper(
     procs = isolation.process_control(mode)
     assert procs.isolation == "tracking" and procs.cgroups is None
     assert procs.tracker is not None and procs.tracker.subreaper
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_with_cgroups_processes_start_through_the_spawner_unless_disabled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, enabled: bool
+) -> None:
+    from orcha import defaults
+    from tests.unit.test_cgroups import _fs
+
+    fake = cgroups.Cgroups.setup(_fs(tmp_path), pid=4242)
+    monkeypatch.setattr(cgroups.Cgroups, "setup", lambda **_: fake)
+    monkeypatch.setattr(defaults, "SPAWNER_ENABLED", enabled)
+    procs = isolation.process_control("cgroup")
+    try:
+        assert procs.isolation == "cgroup" and procs.cgroups is fake
+        assert (procs.spawner is not None) is enabled
+        if procs.spawner is not None:
+            assert procs.spawner.home == fake.home and procs.spawner.lock is fake.visiting
+    finally:
+        procs.stop_strays(0)

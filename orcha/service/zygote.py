@@ -1,0 +1,316 @@
+"""The spawner process: starts petitions' processes inside their cgroups, for the service.
+
+Run by :class:`orcha.service.spawner.Spawner` as ``python -I -S zygote.py REQ EVENTS HOME``
+(no site, no orcha imports: it starts in a few milliseconds and stays small). It is
+single-threaded, so it may move *itself* between cgroups (a threaded process cannot be
+moved one thread at a time; the service has threads). For each request it
+
+1. changes to the petition's directory,
+2. creates the child directly inside the petition's cgroup with ``clone3`` and
+   ``CLONE_INTO_CGROUP`` (Linux 5.7+), which then takes a new session, puts SIGPIPE and
+   SIGXFSZ back to their defaults, makes the received fds its 0, 1 and 2 and execs the
+   command: every descendant of it is born inside the cgroup too,
+3. answers with the PID (or why the child could not exec, through a close-on-exec pipe,
+   as ``subprocess`` does).
+
+Where ``clone3`` is refused (an older kernel, a seccomp filter), it moves itself into
+the cgroup instead (writes ``0`` to its ``cgroup.procs``), ``posix_spawn``\\ s the command
+and moves back to ``HOME`` (the service's cgroup leaf). ``clone3`` is preferred: moving
+a process between cgroups waits for an RCU grace period whenever no other move came
+just before, 5-20 ms on this VM after an idle moment, on the way of every
+``orcha run``. The child of ``clone3`` runs Python until it execs: safe here, because
+this process has one thread (what makes ``os.fork`` unsafe in a threaded process, a lock
+held by another thread, cannot happen).
+
+It is the parent of every process it starts: it reaps them and reports each one's exit
+status and the kernel's rusage (CPU seconds, peak RSS) as ``wait4`` gives it. It is no
+subreaper: the petitions' orphans go where they went before it existed (to the guard,
+see :mod:`orcha.service.guard`, or to init), and when it ends its children go there too.
+
+Wire format, both sockets (Unix stream): a frame is a 4-byte little-endian length and a
+``marshal``-ed tuple (both ends run the same interpreter):
+
+* request, on REQ, with three fds (stdin, stdout, stderr) attached by ``SCM_RIGHTS``:
+  ``(procs_file, cwd, argv, env)``; ``procs_file`` "" means: stay where it is;
+* answer, on REQ: ``("s", pid)`` started, or ``("f", errno, where)`` failed, ``where``
+  "cwd" (the directory) or "exec" (the command) or "cgroup" (joining the cgroup);
+* events, on EVENTS: ``("r",)`` once, ready; then ``("x", pid, wait_status, cpu_seconds,
+  maxrss_kib)`` for each process it started, once reaped.
+
+It exits when the service closes REQ (or dies): its running children are then
+reparented (to the guard, or to init), and stay in their cgroups.
+"""
+
+import array
+import ctypes
+import errno
+import marshal
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+_HEADER = struct.Struct("<I")
+_FD = array.array("i")
+_SIGDEF = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        part = sock.recv(size - len(data))
+        if not part:
+            raise EOFError
+        data += part
+    return bytes(data)
+
+
+def _receive(sock: socket.socket) -> tuple[tuple, list[int]]:
+    """One request and its fds (close-on-exec); EOFError at the end."""
+    # Not socket.recv_fds: it drops its flags (CPython 3.11), and these fds must be
+    # close-on-exec, or every petition would inherit the previous ones' pipes.
+    head, ancdata, _, _ = sock.recvmsg(
+        _HEADER.size, socket.CMSG_SPACE(3 * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if not head:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError
+    if len(head) < _HEADER.size:
+        head += _read_exact(sock, _HEADER.size - len(head))
+    (size,) = _HEADER.unpack(head)
+    return marshal.loads(_read_exact(sock, size)), list(fds)
+
+
+def _send(sock: socket.socket, message: tuple) -> None:
+    body = marshal.dumps(message)
+    sock.sendall(_HEADER.pack(len(body)) + body)
+
+
+def _join(procs_file: str) -> None:
+    fd = os.open(procs_file, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+#: name, PATH, directory (if PATH has relative entries) -> (where found, when).
+_found: dict[tuple[str, str, str], tuple[str, float]] = {}
+#: Seconds a command found on PATH is taken from there without looking again: a command
+#: installed meanwhile in an earlier PATH directory is picked up that much later. (A walk
+#: of a long PATH cost more than the rest of a start.)
+_FOUND_SECONDS = 1.0
+
+
+def _find(name: str, env: dict) -> str:
+    """Where ``name`` is executed from, as ``execvpe`` looks it up (the petition's
+    PATH; relative entries from its directory, which is the current one now)."""
+    if "/" in name:
+        return name
+    path = env.get("PATH", os.defpath)
+    relative = any(not folder.startswith("/") for folder in path.split(":"))
+    key = (name, path, os.getcwd() if relative else "")
+    now = time.monotonic()
+    found = _found.get(key)
+    if found is not None and now - found[1] < _FOUND_SECONDS and os.access(found[0], os.X_OK):
+        return found[0]
+    denied = False
+    for folder in os.get_exec_path(env):
+        full = os.path.join(folder, name)
+        if os.access(full, os.X_OK) and not os.path.isdir(full):
+            if len(_found) >= 256:
+                _found.clear()  # bounded; refilled by the commands in use
+            _found[key] = (full, now)
+            return full
+        denied = denied or os.path.exists(full)
+    code = errno.EACCES if denied else errno.ENOENT
+    raise OSError(code, os.strerror(code), name)
+
+
+class _Clone3:
+    """``clone3(CLONE_INTO_CGROUP)`` through libc's ``syscall``, holding the GIL (PyDLL),
+    with the interpreter's own before/after-fork steps around it (as ``os.fork``)."""
+
+    SYSCALL = 435  # clone3, the same number on every Linux architecture
+    INTO_CGROUP = 0x200000000
+    ARGS = struct.Struct("=11Q")  # struct clone_args up to .cgroup (CLONE_ARGS_SIZE_VER2)
+
+    def __init__(self) -> None:
+        self.usable = sys.platform.startswith("linux")
+        if self.usable:
+            self._syscall = ctypes.PyDLL(None, use_errno=True).syscall
+            self._api = ctypes.pythonapi
+
+    def spawn(self, group: int, path: str, argv: list, env: dict, fds: list[int]) -> int:
+        """The child's PID, started inside the cgroup whose directory ``group`` is open
+        on, exec'ing ``path``; _Refused if clone3 failed (nothing was started), OSError
+        with the child's errno if it could not exec."""
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            args = self.ARGS.pack(self.INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0, group)
+            buf = ctypes.create_string_buffer(args, len(args))
+            self._api.PyOS_BeforeFork()
+            pid = self._syscall(ctypes.c_long(self.SYSCALL), buf, ctypes.c_size_t(len(args)))
+            if pid == 0:
+                self._api.PyOS_AfterFork_Child()
+                _exec_child(path, argv, env, fds, report_w)  # never returns
+            failure = ctypes.get_errno()
+            self._api.PyOS_AfterFork_Parent()
+            if pid < 0:
+                raise _Refused(failure, os.strerror(failure))
+            os.close(report_w)
+            report_w = -1
+            report = os.read(report_r, 8)  # EOF: it exec'd
+        finally:
+            os.close(report_r)
+            if report_w >= 0:
+                os.close(report_w)
+        if report:
+            os.waitpid(pid, 0)  # it has exited: not reported to the service
+            code = int.from_bytes(report[:4], "little")
+            raise OSError(code, os.strerror(code))
+        return pid
+
+
+class _Refused(OSError):
+    """clone3 itself failed: nothing was started."""
+
+
+def _exec_child(path: str, argv: list, env: dict, fds: list[int], report: int) -> None:
+    """In the child of clone3: become the command, or report why not and exit 127."""
+    code = errno.EIO
+    try:
+        os.setsid()
+        for sig in _SIGDEF:
+            signal.signal(sig, signal.SIG_DFL)
+        for n, fd in enumerate(fds):
+            os.dup2(fd, n)
+        os.execve(path, argv, env)
+    except OSError as e:
+        code = e.errno or errno.EIO
+    finally:
+        try:
+            os.write(report, code.to_bytes(4, "little"))
+        finally:
+            os._exit(127)
+
+
+_clone3: _Clone3 | None = None
+#: How a kernel (before 5.7) or a seccomp filter refuses clone3 or CLONE_INTO_CGROUP.
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG)
+
+
+def _spawn(request: tuple, fds: list[int], home: str) -> tuple[tuple, bool]:
+    """Start one command; (the answer, whether this process is stuck outside ``home``)."""
+    global _clone3
+    procs_file, cwd, argv, env = request
+    where = "cwd"
+    joined = False
+    try:
+        os.chdir(cwd)
+        where = "exec"
+        path = _find(argv[0], env)
+        pid = None
+        if procs_file and _clone3 is not None and _clone3.usable:
+            where = "cgroup"
+            group = os.open(os.path.dirname(procs_file), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                where = "exec"
+                pid = _clone3.spawn(group, path, argv, env, fds)
+            except _Refused as e:
+                if e.errno in _UNSUPPORTED:
+                    _clone3.usable = False  # and from now on: move, then posix_spawn
+                elif e.errno != errno.EBADF:  # EBADF: not a cgroup v2 directory
+                    where = "cgroup"  # e.g. the cgroup cannot take processes
+                    raise
+            finally:
+                os.close(group)
+        if pid is None:
+            if procs_file:
+                where = "cgroup"
+                _join(procs_file)
+                joined = True
+                where = "exec"
+            actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)]
+            pid = os.posix_spawn(
+                path, argv, env, file_actions=actions, setsid=True, setsigdef=_SIGDEF
+            )
+        answer: tuple = ("s", pid)
+    except OSError as e:
+        answer = ("f", e.errno or errno.EIO, where)
+    os.chdir("/")  # keeps no petition's directory busy
+    if joined:
+        try:
+            _join(home)  # never left in a petition's cgroup: its kill would hit us
+        except OSError:
+            return answer, True
+    return answer, False
+
+
+def _reap(events: socket.socket, started: set[int]) -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid in started:
+            started.discard(pid)
+            cpu = usage.ru_utime + usage.ru_stime
+            _send(events, ("x", pid, status, cpu, usage.ru_maxrss))
+
+
+def main(argv: list[str]) -> int:
+    global _clone3
+    _clone3 = _Clone3()
+    requests = socket.socket(fileno=int(argv[1]))
+    events = socket.socket(fileno=int(argv[2]))
+    home = argv[3]
+    for sock in (requests, events):
+        sock.set_inheritable(False)  # passed to us inheritable: not to the petitions
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # reset by exec
+    started: set[int] = set()
+    _send(events, ("r",))  # ready
+    poller = select.poll()
+    poller.register(requests, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                request, fds = _receive(requests)
+            except (EOFError, OSError):
+                return 0  # the service is gone or stopping
+            try:
+                answer, stuck = _spawn(request, fds, home)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if answer[0] == "s":
+                started.add(answer[1])
+            _send(requests, answer)
+            if stuck:
+                # Left in a petition's cgroup: its end would kill us with it. The service
+                # starts another spawner; what we started goes on without us.
+                return 1
+        _reap(events, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
