@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,6 +71,16 @@ def records(env: Env, *ids: str) -> list[dict[str, Any]]:
     assert "Traceback" not in result.stderr, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)["petitions"]
     return rows
+
+
+def saved_states(env: Env, *ids: str) -> list[str | None]:
+    """The state each of ``ids`` has in the database as committed (what a crash keeps),
+    read through a connection of the test's own."""
+    uri = f"file:{env.state / 'orcha.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        query = "SELECT state FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1"
+        rows = [db.execute(query, (petition_id,)).fetchone() for petition_id in ids]
+    return [row[0] if row else None for row in rows]
 
 
 def by_id(env: Env, *ids: str) -> dict[str, dict[str, Any]]:
@@ -280,6 +291,9 @@ def test_ended_records_survive_a_crash_in_private_files(env: Env) -> None:
     assert (ok.returncode, ok.stdout) == (0, "fine\n"), ok.stderr
     bad = env.run("run", "bad", "--", "sh", "-c", "exit 3", timeout=WAIT)
     assert bad.returncode == 3, bad.stderr
+    # An end may reach its client a few milliseconds before it is committed (the
+    # record writer's batch, docs/reliability.rst): the crash comes once both are.
+    wait_for(lambda: saved_states(env, "ok", "bad") == ["SUCCEEDED", "FAILED"])
     kill9(service)
 
     env.serve(*SERVE)
