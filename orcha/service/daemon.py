@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,9 @@ class Daemon:
         service = self.service
         reuse_output_buffers()  # streaming output costs half the CPU (see there)
         with contextlib.ExitStack() as stack:
+            # Its machine started the process spawner: a service that cannot start (its
+            # lock, its database) stops it too (a normal stop has, by then).
+            stack.callback(_close_spawners)
             listener = self._listen(stack)
             service.open_store()
             stack.callback(service.close)
@@ -288,3 +292,10 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _close_spawners() -> None:
+    if "orcha.service.spawner" in sys.modules:  # imported only where cgroups are made
+        from orcha.service.spawner import close_all
+
+        close_all()

@@ -265,6 +265,13 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def close_all() -> None:
+    """Every spawner of this process exits (those closed already are left as they
+    are): for a service that stops before its machines could (it could not start)."""
+    for spawner in list(_ALL):
+        spawner.close()
+
+
 class SpawnedProcess(subprocess.Popen[bytes]):
     """A ``subprocess.Popen`` started by a :class:`Spawner` in the cgroup of
     ``procs_file``; the spawner reaps it and reports its end here."""
