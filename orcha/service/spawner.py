@@ -33,7 +33,6 @@ import marshal
 import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -42,10 +41,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orcha.defaults import SPAWNER_READY_SECONDS
+from orcha.service.zygote import HEADER, read_exact
 
 log = logging.getLogger("orcha.service.spawner")
 
-_HEADER = struct.Struct("<I")
 _ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 
 #: Why a process's end could not be told (its :attr:`SpawnedProcess.lost`).
@@ -148,9 +147,9 @@ class Spawner:
                 self._broken()
                 raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
             try:
-                sent = socket.send_fds(sock, [_HEADER.pack(len(body)), body], list(fds))
-                if sent < _HEADER.size + len(body):
-                    sock.sendall((_HEADER.pack(len(body)) + body)[sent:])
+                sent = socket.send_fds(sock, [HEADER.pack(len(body)), body], list(fds))
+                if sent < HEADER.size + len(body):
+                    sock.sendall((HEADER.pack(len(body)) + body)[sent:])
                 answer = _receive(sock)
             except (OSError, EOFError, ValueError):
                 self._dropped(sock)
@@ -350,22 +349,12 @@ class SpawnedProcess(subprocess.Popen[bytes]):
 
 def _receive(sock: socket.socket) -> tuple[Any, ...]:
     """One frame (EOFError at the end of the stream)."""
-    head = _read_exact(sock, _HEADER.size)
-    (size,) = _HEADER.unpack(head)
-    message = marshal.loads(_read_exact(sock, size))
+    head = read_exact(sock, HEADER.size)
+    (size,) = HEADER.unpack(head)
+    message = marshal.loads(read_exact(sock, size))
     if not isinstance(message, tuple) or not message:
         raise ValueError("not a spawner message")
     return message
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        part = sock.recv(size - len(data))
-        if not part:
-            raise EOFError
-        data += part
-    return bytes(data)
 
 
 def _watch_lost(procs: list[SpawnedProcess]) -> None:

@@ -53,12 +53,14 @@ import struct
 import sys
 import time
 
-_HEADER = struct.Struct("<I")
+HEADER = struct.Struct("<I")  # a frame's length, before it (the service's end too)
 _FD = array.array("i")
 _SIGDEF = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
 
-def _read_exact(sock: socket.socket, size: int) -> bytes:
+def read_exact(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock``; EOFError if it ends first (the service's end of
+    the wire, :mod:`orcha.service.spawner`, reads with it too)."""
     data = bytearray()
     while len(data) < size:
         part = sock.recv(size - len(data))
@@ -73,7 +75,7 @@ def _receive(sock: socket.socket) -> tuple[tuple, list[int]]:
     # Not socket.recv_fds: it drops its flags (CPython 3.11), and these fds must be
     # close-on-exec, or every petition would inherit the previous ones' pipes.
     head, ancdata, _, _ = sock.recvmsg(
-        _HEADER.size, socket.CMSG_SPACE(3 * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
+        HEADER.size, socket.CMSG_SPACE(3 * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
     )
     fds = array.array("i")
     for level, kind, data in ancdata:
@@ -83,15 +85,15 @@ def _receive(sock: socket.socket) -> tuple[tuple, list[int]]:
         for fd in fds:
             os.close(fd)
         raise EOFError
-    if len(head) < _HEADER.size:
-        head += _read_exact(sock, _HEADER.size - len(head))
-    (size,) = _HEADER.unpack(head)
-    return marshal.loads(_read_exact(sock, size)), list(fds)
+    if len(head) < HEADER.size:
+        head += read_exact(sock, HEADER.size - len(head))
+    (size,) = HEADER.unpack(head)
+    return marshal.loads(read_exact(sock, size)), list(fds)
 
 
 def _send(sock: socket.socket, message: tuple) -> None:
     body = marshal.dumps(message)
-    sock.sendall(_HEADER.pack(len(body)) + body)
+    sock.sendall(HEADER.pack(len(body)) + body)
 
 
 def _join(procs_file: str) -> None:
