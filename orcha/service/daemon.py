@@ -30,7 +30,6 @@ from orcha.defaults import DELIVERY_DRAIN_SECONDS, RECHECK_SECONDS
 from orcha.protocol import transport
 from orcha.protocol.managed import registry
 from orcha.service.lock import AddressLock
-from orcha.service.procs import reset_child_signals
 from orcha.service.server import ManagerServer
 from orcha.service.streams import reuse_output_buffers
 from orcha.service.systemd import Notifier
@@ -299,3 +298,21 @@ def _close_spawners() -> None:
         from orcha.service.spawner import close_all
 
         close_all()
+
+
+def reset_child_signals() -> None:
+    """In a child forked from the service: default signal handling, no wakeup fd.
+
+    Without this a forked worker would inherit the service's flag-setting handlers (so
+    SIGTERM would not stop it) and its signal wakeup descriptor (so its signals would
+    wake the service as if they were the service's own).
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass

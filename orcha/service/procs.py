@@ -461,24 +461,6 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def reset_child_signals() -> None:
-    """In a child forked from the service: default signal handling, no wakeup fd.
-
-    Without this a forked worker would inherit the service's flag-setting handlers (so
-    SIGTERM would not stop it) and its signal wakeup descriptor (so its signals would
-    wake the service as if they were the service's own).
-    """
-    try:
-        signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        pass
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (ValueError, OSError):
-            pass
-
-
 def exit_code_of(returncode: int) -> int:
     """Shell convention: 128+N for a process killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode

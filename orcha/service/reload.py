@@ -202,7 +202,7 @@ def _too_big(service: Service) -> list[str]:
     """A warning for each waiting petition that can no longer fit (it waits on, until
     the capacity grows again or it is cancelled: a reload drops no petition)."""
     from orcha.errors import PetitionError
-    from orcha.service.machines import check_feasible
+    from orcha.service.feasible import check_feasible
 
     out = []
     scheduler = service.scheduler

@@ -46,9 +46,10 @@ from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.backfill import BackfillControl
 from orcha.service.explain import Rules, explain
+from orcha.service.feasible import check_feasible
 from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
-from orcha.service.machines import LocalMachine, Machine, check_feasible
+from orcha.service.machines import LocalMachine, Machine
 from orcha.service.petition_queue import PetitionQueue, SortedIndex, first_in_order
 from orcha.service.queued import Queued, set_rank
 from orcha.service.queued_control import QueuedControl

@@ -321,7 +321,8 @@ def test_the_spawner_stops_every_tree_when_its_worker_goes(spawner: Any, tmp_pat
 def test_on_names_one_machine_by_name_host_or_address() -> None:
     from orcha.errors import PetitionError
     from orcha.protocol.schedule import Schedule
-    from orcha.service.machines import LocalMachine, check_feasible
+    from orcha.service.feasible import check_feasible
+    from orcha.service.machines import LocalMachine
     from orcha.service.predicates import pinned
 
     assert Schedule.from_wire({"on": "w1"}).on == "w1"

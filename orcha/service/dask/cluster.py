@@ -30,7 +30,8 @@ from orcha.defaults import DASK_CONNECT_SECONDS, DASK_REFRESH_SECONDS
 from orcha.errors import ExecutorError
 from orcha.service.dask.inventory import WorkerReport, best_fit, read_report, why_waiting
 from orcha.service.dask.remote import WorkerMachine
-from orcha.service.machines import Machine, check_feasible
+from orcha.service.feasible import check_feasible
+from orcha.service.machines import Machine
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
