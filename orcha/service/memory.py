@@ -64,6 +64,11 @@ class MemoryWatch:
         with self._lock:
             return bool(self._watched)
 
+    def __contains__(self, token: object) -> bool:
+        """Whether petition ``token`` is held to a limit."""
+        with self._lock:
+            return token in self._watched
+
     def add(self, token: str, limit: int, probe: Probe, exceeded: Callable[[str], None]) -> None:
         """Hold petition ``token`` to ``limit`` bytes: ``exceeded(message)`` is called
         once (from the checking thread) when ``probe`` shows it above."""

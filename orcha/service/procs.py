@@ -118,9 +118,13 @@ class ProcessControl:
         # an RCU grace period when no move came in the last ~10 ms (8-22 ms here), while
         # the spawner creates it there (clone3) but costs two more hand-offs per
         # petition. So the spawner after a quiet moment (an 'orcha run' starts at once),
-        # the shell in a stream of starts (an array's members refill faster).
+        # the shell in a stream of starts (an array's members refill faster). Not for a
+        # petition held to --mem: until it execs, the spawner's child is a copy of a
+        # Python process, charged to the petition's cgroup (a small memory.max would
+        # kill it before the command even ran).
         now = time.monotonic()
         quiet, self._last_start = now - self._last_start >= SPAWNER_QUIET_SECONDS, now
+        quiet = quiet and token not in self.memory
         if procs_file is not None and spawner is not None and spawner.usable and quiet:
             from orcha.service.spawner import SpawnedProcess, SpawnerUnavailable
 
@@ -382,14 +386,13 @@ class ProcessControl:
 
     def signal_tree(self, roots: Iterable[int], token: str | None, sig: int) -> int:
         """Send ``sig`` to every process of a petition's tree (e.g. SIGSTOP/SIGCONT to
-        pause and resume it); returns how many were signalled."""
+        pause and resume it); returns how many were signalled. Not while the spawner
+        starts a process (it may be inside a cgroup, or its child not exec'd yet: a
+        SIGSTOP would stop it before it is the petition's command)."""
         self._look()
-        procs = self.tree(roots, token)
-        for proc in procs.values():
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
+        with self.cgroups.visiting if self.cgroups is not None else _NO_LOCK:
+            procs = self.tree(roots, token)
+            self.signal_all(procs.values(), sig)
         return len(procs)
 
     def stop_tree(

@@ -170,7 +170,7 @@ class _Clone3:
                 raise _Refused(failure, os.strerror(failure))
             os.close(report_w)
             report_w = -1
-            report = os.read(report_r, 8)  # EOF: it exec'd
+            report = _exec_report(report_r, pid)
         finally:
             os.close(report_r)
             if report_w >= 0:
@@ -180,6 +180,29 @@ class _Clone3:
             code = int.from_bytes(report[:4], "little")
             raise OSError(code, os.strerror(code))
         return pid
+
+
+def _exec_report(report: int, pid: int) -> bytes:
+    """What the child of clone3 reported: nothing once it exec'd (EOF), else the errno
+    of what failed. A child stopped before it could exec ('orcha pause --running' just
+    after the petition was admitted signals its whole cgroup) is taken as started: it
+    execs when it is continued (and a failure then ends it with 127), while waiting for
+    it here would keep every other petition from starting."""
+    while True:
+        ready, _, _ = select.select([report], [], [], _STOPPED_CHECK_SECONDS)
+        if ready:
+            return os.read(report, 8)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"T", b"t"):
+            return b""
+
+
+#: Seconds between two looks at whether a child that has not exec'd yet was stopped.
+_STOPPED_CHECK_SECONDS = 0.05
 
 
 class _Refused(OSError):
