@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STATUS_TEXT_PAGE_MAX
 from orcha.protocol.selection import group_of
 from orcha.service.accounting import live_usage, span, wall_time
+from orcha.service.store_bulk import page_where
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -187,14 +188,8 @@ def page_text(
     the text of each record's ``json.dumps`` (:func:`record_of`) joined by ``", "``;
     ``count``: how many records it holds; ``next``: where the next page starts (None:
     this was the last)."""
-    where = "seq > ?"
-    args: list[Any] = [after if after is not None else -1]
     unsaved_before = store.saver.pending_seqs() if states else []
-    if states:
-        marks = ", ".join("?" for _ in states)
-        extra = f" OR seq IN ({', '.join('?' for _ in unsaved_before)})" if unsaved_before else ""
-        where += f" AND (state IN ({marks}){extra})"
-        args += [*states, *unsaved_before]
+    where, args = page_where(after, states, unsaved_before)
     sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?"
 
     def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:

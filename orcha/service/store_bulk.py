@@ -262,14 +262,7 @@ class BulkRecords:
         changes not saved yet); ``next``: where the page after starts (None: this was
         the last)."""
         cols = ", ".join(dict.fromkeys(["seq", "state", *columns]))
-        where = "seq > ?"
-        args: list[Any] = [after if after is not None else -1]
-        unsaved = self.saver.pending_seqs() if states else []
-        if states:
-            marks = ", ".join("?" for _ in states)
-            extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
-            where += f" AND (state IN ({marks}){extra})"
-            args += [*states, *unsaved]
+        where, args = page_where(after, states, self.saver.pending_seqs() if states else [])
         rows = self._records(
             lambda db: db.execute(
                 f"SELECT {cols} FROM petitions WHERE {where} ORDER BY seq LIMIT ?", (*args, limit)
@@ -380,3 +373,20 @@ class BulkRecords:
             ).fetchall()
         )
         return {r[0] for r in rows}
+
+
+def page_where(
+    after: int | None, states: Sequence[str], unsaved: Sequence[int]
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of a page of records numbered after
+    ``after`` (from the first if None) in ``states`` (any if none), with the records of
+    ``unsaved`` (changes not saved yet, whose state in the database may be stale) read
+    whatever their saved state: the caller filters those by their state as changed."""
+    where = "seq > ?"
+    args: list[Any] = [after if after is not None else -1]
+    if states:
+        marks = ", ".join("?" for _ in states)
+        extra = f" OR seq IN ({', '.join('?' for _ in unsaved)})" if unsaved else ""
+        where += f" AND (state IN ({marks}){extra})"
+        args += [*states, *unsaved]
+    return where, args
