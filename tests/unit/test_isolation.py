@@ -53,3 +53,46 @@ def test_with_cgroups_processes_start_through_the_spawner_unless_disabled(
             assert procs.spawner.home == fake.home and procs.spawner.lock is fake.visiting
     finally:
         procs.stop_strays(0)
+
+
+def test_the_spawner_starts_after_a_quiet_moment_the_shell_in_a_stream_and_for_mem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SPAWNER_QUIET_SECONDS: a start with none in the last 10 ms goes through the spawner
+    (no cgroup move, no RCU wait); one right after another, or of a petition held to
+    --mem, through the shell that joins the cgroup."""
+    import subprocess
+
+    from orcha import defaults
+    from orcha.defaults import ENV_PETITION_TOKEN, SPAWNER_QUIET_SECONDS
+    from orcha.service import procs as procs_module
+    from orcha.service.spawner import SpawnedProcess
+    from tests.unit.test_cgroups import _fs
+
+    fake = cgroups.Cgroups.setup(_fs(tmp_path), pid=4242)
+    monkeypatch.setattr(cgroups.Cgroups, "setup", lambda **_: fake)
+    monkeypatch.setattr(defaults, "SPAWNER_ENABLED", True)
+    now = [1000.0]
+    monkeypatch.setattr(procs_module.time, "monotonic", lambda: now[0])
+    control = isolation.process_control("cgroup")
+    env = {"PATH": "/usr/bin:/bin"}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(token: str) -> subprocess.Popen[bytes]:
+        proc = control.spawn(["true"], cwd=str(tmp_path), env={**env, ENV_PETITION_TOKEN: token})
+        started.append(proc)
+        return proc
+
+    try:
+        assert isinstance(start("t1"), SpawnedProcess)  # quiet: the spawner
+        now[0] += SPAWNER_QUIET_SECONDS / 2
+        assert not isinstance(start("t2"), SpawnedProcess)  # in a stream: the shell
+        now[0] += 2 * SPAWNER_QUIET_SECONDS
+        control.limit_memory("t3", 1 << 20, lambda: [], lambda _: None)
+        assert not isinstance(start("t3"), SpawnedProcess)  # held to --mem: the shell
+        now[0] += 2 * SPAWNER_QUIET_SECONDS
+        assert isinstance(start("t4"), SpawnedProcess)  # quiet again
+        assert [proc.wait(10) for proc in started] == [0, 0, 0, 0]
+    finally:
+        control.memory.remove("t3")
+        control.stop_strays(0)
