@@ -223,6 +223,9 @@ def _exec_child(path: str, argv: list, env: dict, fds: list[int], report: int) -
         code = e.errno or errno.EIO
     finally:
         try:
+            # Ignored again: if nobody reads the report any more (it was taken as started
+            # while stopped), the write fails instead of SIGPIPE killing it; exit 127.
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             os.write(report, code.to_bytes(4, "little"))
         finally:
             os._exit(127)
