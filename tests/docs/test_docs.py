@@ -368,19 +368,25 @@ class Session:
             except (ProcessLookupError, PermissionError):
                 pass
         marker = str(self.root)
+        found: list[psutil.Process] = []
         for p in psutil.process_iter(["pid", "cmdline", "environ"]):
             try:
-                found = any(marker in part for part in p.info["cmdline"] or []) or any(
+                mine = any(marker in part for part in p.info["cmdline"] or []) or any(
                     marker in v for v in (p.info["environ"] or {}).values()
                 )
             except (psutil.Error, TypeError):
                 continue
-            if found and p.pid != os.getpid():
-                problems.append(f"left behind: {p.pid} {p.info['cmdline']}")
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
+            if mine and p.pid != os.getpid():
+                found.append(p)
+        # What is on its way out is not left behind: a Dask worker's spawner, told of its
+        # worker's death (PDEATHSIG), first stops what runs below it, within its grace.
+        _, alive = psutil.wait_procs(found, timeout=STOP_TIMEOUT)
+        for p in alive:
+            problems.append(f"left behind: {p.pid} {p.info['cmdline']}")
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
         return problems
 
 
