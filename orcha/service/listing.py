@@ -187,7 +187,33 @@ def page_text(
     (from the first if None), oldest first, of ``states`` and ``groups`` if given, as
     the text of each record's ``json.dumps`` (:func:`record_of`) joined by ``", "``;
     ``count``: how many records it holds; ``next``: where the next page starts (None:
-    this was the last)."""
+    this was the last). A page holds ``limit`` records unless it is the last, or
+    ``groups`` left many out (then it holds those of the next ``limit`` in ``states``)."""
+    texts: list[str] = []
+    while True:
+        more, nxt = _page_once(
+            store, scheduler, reasons, now, after, limit - len(texts), states, groups
+        )
+        texts += more
+        # A record read for a change not saved yet may be in another state by now: left
+        # out, and the page filled from the records after it.
+        if nxt is None or len(texts) == limit or groups:
+            return ", ".join(texts), len(texts), nxt
+        after = nxt
+
+
+def _page_once(
+    store: Store,
+    scheduler: Scheduler,
+    reasons: dict[int, str],
+    now: float,
+    after: int | None,
+    limit: int,
+    states: Sequence[str],
+    groups: Sequence[str],
+) -> tuple[list[str], int | None]:
+    """The texts of the records of :func:`page_text` among the next ``limit`` records
+    after ``after`` in ``states`` as saved, and where the next read starts."""
     unsaved_before = store.saver.pending_seqs() if states else []
     where, args = page_where(after, states, unsaved_before)
     sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?"
@@ -239,8 +265,7 @@ def page_text(
                 if (row is not None and (not states or row["state"] in states)
                         and (not groups or group_of(row) in groups)):  # fmt: skip
                     texts[i] = json.dumps(record_of(row, children, scheduler, reasons, now))
-    out = [t for t in texts if t is not None]
-    return ", ".join(out), len(out), nxt
+    return [t for t in texts if t is not None], nxt
 
 
 def _text(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
@@ -260,18 +261,20 @@ class BulkRecords:
         """``(records, next)``: the next ``limit`` records numbered after ``after`` (from
         the first if None), oldest first, of ``states`` if given (as they are with the
         changes not saved yet); ``next``: where the page after starts (None: this was
-        the last)."""
+        the last). A page holds ``limit`` records unless it is the last."""
         cols = ", ".join(dict.fromkeys(["seq", "state", *columns]))
-        where, args = page_where(after, states, self.saver.pending_seqs() if states else [])
-        rows = self._records(
-            lambda db: db.execute(
-                f"SELECT {cols} FROM petitions WHERE {where} ORDER BY seq LIMIT ?", (*args, limit)
-            ).fetchall()
-        )
-        nxt = rows[-1]["seq"] if len(rows) == limit else None
-        if states:
-            rows = [r for r in rows if r["state"] in states]  # changed, not saved yet
-        return rows, nxt
+        out: list[dict[str, Any]] = []
+        while True:
+            want = limit - len(out)
+            where, args = page_where(after, states, self.saver.pending_seqs() if states else [])
+            sql = f"SELECT {cols} FROM petitions WHERE {where} ORDER BY seq LIMIT ?"
+            rows = self._records(partial(_fetch, sql, (*args, want)))
+            after = rows[-1]["seq"] if len(rows) == want else None
+            # A record read for a change not saved yet may be in another state by now:
+            # left out, and the page filled from the records after it.
+            out += [r for r in rows if r["state"] in states] if states else rows
+            if after is None or len(out) == limit:
+                return out, after
 
     def live(self, service: str, raw: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Queued and running records of ``service``, in arrival order, with the JSON
@@ -390,3 +393,8 @@ def page_where(
         where += f" AND (state IN ({marks}){extra})"
         args += [*states, *unsaved]
     return where, args
+
+
+def _fetch(sql: str, args: Sequence[Any], db: sqlite3.Connection) -> list[Any]:
+    """The rows ``sql`` reads with ``args``."""
+    return db.execute(sql, args).fetchall()

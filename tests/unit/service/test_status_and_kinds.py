@@ -4,6 +4,7 @@ serves which kinds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,26 @@ def test_status_shows_the_first_queued_ones_and_lists_every_record_in_pages(h: H
     assert ids(queued) == ["q0", "q1"] and queued["next"] is not None
     bad = h.request("status", page=2, last=1)
     assert bad["ok"] is False and "'page'" in bad["message"]
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_page_of_some_states_is_filled_past_records_whose_state_is_not_saved_yet(
+    h: Harness, text: bool
+) -> None:
+    for name in ("run1", "run2"):  # every slot taken: the next ones stay queued
+        h.submit(name)
+        h.gates.wait_started(name)
+    for n in range(4):
+        h.submit(f"q{n}")
+    store = h.service.store
+    assert store is not None
+    first = h.record("q0")["seq"]
+    with store.saver.order:  # held: the writer cannot commit the change meanwhile
+        store.update_later(first, state="CANCELLED")  # saved as QUEUED, CANCELLED now
+        reply = h.call("status", page=2, states=["QUEUED"], text=text)
+        assert first in store.saver.pending_seqs()
+    listed = json.loads(f"[{reply['text']}]") if text else reply["petitions"]
+    assert [r["id"] for r in listed] == ["q1", "q2"] and reply["next"] is not None
 
 
 def test_a_runtime_kind_no_machine_can_run_is_refused_at_add(h: Harness) -> None:
