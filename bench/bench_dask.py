@@ -2,9 +2,9 @@
 cluster (2 workers x 1 slot) and on the local machine (2 slots), in one run.
 
 * ``flood``: COUNT ``true`` petitions (one array), submitted to their end (petitions/s);
-* ``refill``: median time from a petition's end to the next start on the same worker
-  (a freed remote slot refilled), from the records' times (what the service saw);
-* ``process refill``: the same at process level (target 20 ms): on one slot (``--on w1``
+* ``process refill``: a freed slot refilled (target 20 ms), at process level (the
+  records' times are not used: the service frees a slot before it records the end): on
+  one slot (``--on w1``
   on the cluster, ``--cpus 2`` of the 2 local slots), REFILL petitions behind a blocker
   each append the time of their first and last act to a file (bench/targets_process.py's
   stamp program, a static C one where a compiler is here); the gap from one's last act
@@ -19,7 +19,6 @@ Usage: ``python bench/bench_dask.py [--count 1000] [--size 200] [--refill 100]``
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 BIN = Path(sys.executable).parent
 ORCHA = [str(BIN / "orcha")] if (BIN / "orcha").exists() else [sys.executable, "-m", "orcha"]
@@ -68,21 +66,14 @@ class Place:
 
 
 def flood(place: Place, count: int) -> dict[str, float]:
+    """The rate of ``count`` ``true`` petitions through an array and ``wait``. (How fast a
+    freed slot is refilled is :func:`process_refill`'s, from the petitions' own times: the
+    service's timestamps free a slot before its end is recorded.)"""
     start = time.perf_counter()
     place.run("run", "--detach", "--id", "flood", "--array", f"1-{count}", "--", "true")
     place.run("wait", "flood")
     took = time.perf_counter() - start
-    rows = json.loads(place.run("status", "--all", "--json").stdout)["petitions"]
-    rows = [r for r in rows if r["id"].startswith("flood_") and r["started"]]
-    gaps = []
-    by_machine: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_machine.setdefault(r["machine"] or "?", []).append(r)
-    for runs in by_machine.values():
-        runs.sort(key=lambda r: r["started"])
-        gaps += [b["started"] - a["ended"] for a, b in itertools.pairwise(runs) if a["ended"]]
-    refill = 1000 * statistics.median(gaps) if gaps else float("nan")
-    return {"petitions_per_s": count / took, "seconds": took, "refill_ms_median": refill}
+    return {"petitions_per_s": count / took, "seconds": took}
 
 
 def process_refill(place: Place, n: int, one_slot: list[str], work: Path) -> dict[str, float]:
