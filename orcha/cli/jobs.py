@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import click
@@ -259,8 +259,7 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bo
         for petition_id in targets:
             try:
                 if as_json:
-                    docs.append({"id": petition_id,
-                                 "output": _chunks(service.logs(petition_id, tail))})  # fmt: skip
+                    docs.append(_document(petition_id, service.logs(petition_id, tail)))
                     continue
                 for stream, data in service.logs(petition_id, tail):
                     out.write(petition_id, stream, data)
@@ -276,6 +275,19 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bo
     for message in failures:
         click.echo(f"orcha: {message}", err=True)
     return int(ExitCode.NO_PETITION) if failures else 0
+
+
+def _document(petition_id: str, output: Generator[tuple[str, bytes], None, Any]) -> Any:
+    """What ``logs --json`` prints of one petition: ``{"id", "state", "code", "output"}``
+    (``output`` as :func:`_chunks` gives it; ``state`` and ``code`` as they are now)."""
+    chunks: list[tuple[str, bytes]] = []
+    while True:
+        try:
+            chunks.append(next(output))
+        except StopIteration as end:
+            now = end.value or {}
+            return {"id": petition_id, "state": now.get("state"), "code": now.get("code"),
+                    "output": _chunks(chunks)}  # fmt: skip
 
 
 def _chunks(output: Iterable[tuple[str, bytes]]) -> list[dict[str, str]]:

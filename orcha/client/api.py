@@ -51,8 +51,8 @@ class Client:
     It connects when first used; use it as a context manager, or call :meth:`close`:
     closing it cancels the attached petitions it submitted that have not ended. Use a
     client from one thread at a time (a handle's :meth:`~PetitionHandle.cancel` may come
-    from another thread while one reads its output). Every
-    method raises the errors of :mod:`orcha.errors`, each with its ``exit_code``:
+    from another thread while one reads its output). Every method raises the errors of
+    :mod:`orcha.errors`, each with its ``exit_code``:
     :class:`~orcha.errors.NoServiceError` (200), :class:`~orcha.errors.AuthError` (201),
     :class:`~orcha.errors.PetitionError` (refused: 202 duplicate ID, 203 unknown kind,
     204 invalid...), :class:`~orcha.errors.NoPetitionError` (209),
@@ -332,12 +332,13 @@ class Client:
         reply: dict[str, Any] = self._call(operations.submit_array, request)
         return reply
 
-    def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, None]:
+    def logs(self, id: str, tail: int | None = None) -> Generator[tuple[str, bytes], None, Any]:
         """The stored output of a petition (running or ended) as ``(stream, data)``
-        chunks; only its last ``tail`` lines if given. PetitionError (209) if none."""
+        chunks (its last ``tail`` lines if given), returning its ``{"state", "code"}``
+        as it is now (``None`` code: running). PetitionError (209) if none."""
         session = self._open()
         try:
-            yield from operations.logs(session, id, tail)
+            return (yield from operations.logs(session, id, tail))
         finally:
             self._forget(session)
 

@@ -22,7 +22,7 @@ from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
     from typing import Any
 
     from orcha.protocol.arrays import ArrayRequest
@@ -231,11 +231,15 @@ def _items_until(session: Session, queue: str, deadline: float | None) -> Iterat
         yield from session.recv()
 
 
-def logs(session: Session, petition_id: str, tail: int | None) -> Iterator[tuple[str, bytes]]:
+def logs(
+    session: Session, petition_id: str, tail: int | None
+) -> Generator[tuple[str, bytes], None, dict[str, Any]]:
     """The stored output of a petition as ``(stream, data)`` chunks (its last ``tail``
-    lines if given). PetitionError (no petition) if there is none."""
+    lines if given), then (returned) its ``{"state", "code"}`` as it is now.
+    PetitionError (no petition) if there is none."""
     reply = session.call("logs", {"id": petition_id, "tail": tail})
     yield from ((stream, data) for stream, data in reply["output"])
+    return {"state": reply.get("state"), "code": reply.get("code")}
 
 
 def follow(

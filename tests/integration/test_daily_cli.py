@@ -169,11 +169,13 @@ def test_every_command_that_acts_or_reports_takes_json(
                                      "message": None}], "failed": 0,
                       "pending": [], "timed_out": False}  # fmt: skip
     logs = one_line_json(orcha(denv, "logs", "j1", "--json")[0])
-    assert logs["id"] == "j1"
+    assert (logs["id"], logs["state"], logs["code"]) == ("j1", "SUCCEEDED", 0)
     assert {(c["stream"], c["text"]) for c in logs["output"]} == {
         ("stdout", "out\n"), ("stderr", "err\n"),
     }  # fmt: skip
     orcha(denv, "run", "j2", "--detach", "--", "sleep", "60", cwd=tmp_path)
+    running = one_line_json(orcha(denv, "logs", "j2", "--json")[0])
+    assert (running["state"], running["code"]) == ("RUNNING", None)
     paused = one_line_json(orcha(denv, "pause", "j2", "--json")[0])
     assert paused == {"all": False, "groups": [], "results": {"j2": "paused"}}
     resumed = one_line_json(orcha(denv, "resume", "--group", "g", "--json")[0])
