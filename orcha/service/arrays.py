@@ -10,6 +10,7 @@ of the same name. See :mod:`orcha.protocol.arrays` for what a client sends.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from orcha.protocol.arrays import member_id, member_params
@@ -27,6 +28,9 @@ log = logging.getLogger("orcha.service")
 
 #: The prefix of the names the service gives arrays submitted without one.
 _AUTO_NAME = "array"
+#: Held by a nameless array from choosing its name until its members are recorded: two
+#: submitted at once would otherwise choose the same free name, and one be refused.
+_NAMING = threading.Lock()
 
 
 def _limit_key(name: str, submitted: float) -> str:
@@ -41,8 +45,17 @@ def submit_array(
     (the array's name, its members). ``peer``: the client they end with (attached), or
     None. A nameless array gets the first free name ``arrayN``. Raises PetitionError
     if refused."""
+    if request.submit.id:
+        return _submit(service, request, peer, request.submit.id)
+    with _NAMING:
+        return _submit(service, request, peer, _free_name(service))
+
+
+def _submit(
+    service: Service, request: ArrayRequest, peer: Peer | None, name: str
+) -> tuple[str, list[Waiting]]:
+    """:func:`submit_array` of ``request`` as array ``name``."""
     template = request.submit
-    name = template.id or _free_name(service)
     count = len(request.members)
     size = str(count)
     requests = [

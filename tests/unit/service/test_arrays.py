@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tests.unit.service.harness import DEADLINE, Harness
+from tests.unit.service.harness import DEADLINE, FakePeer, Harness
 
 
 def _array(
-    h: Harness, name: str, indices: range | list[int], limit: int | None = None, **submit: Any
-) -> dict[str, Any]:
+    h: Harness, name: str, indices: range | list[int], limit: int | None = None,
+    peer: FakePeer | None = None, **submit: Any,
+) -> dict[str, Any]:  # fmt: skip
     template = {"kind": "gate", "id": name, "params": {}, "cwd": "/", "env": {},
                 "attach": False, **submit}  # fmt: skip
     return h.request(
-        "submit_array", submit=template, members=[[i, None] for i in indices], limit=limit
+        "submit_array", peer, submit=template, members=[[i, None] for i in indices], limit=limit
     )
 
 
@@ -166,4 +167,38 @@ def test_an_attached_array_ends_with_its_client(tmp_path: Path) -> None:
         )
     finally:
         h.client = h.peer()
+        h.close()
+
+
+def test_nameless_arrays_submitted_at_once_get_names_of_their_own(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        store = h.service.store
+        assert store is not None
+        names, meet = store.array_names, threading.Barrier(2, timeout=1.0)
+
+        def side_by_side() -> set[str]:
+            # Both would look for a free name before either's members are recorded: with
+            # the naming serialised, the second never gets here while the first waits.
+            taken = names()
+            try:
+                meet.wait()
+            except threading.BrokenBarrierError:
+                pass
+            return taken
+
+        store.array_names = side_by_side  # type: ignore[method-assign]
+        replies: list[dict[str, Any]] = []
+        peers = [h.peer(), h.peer()]
+        threads = [
+            threading.Thread(target=lambda p=p: replies.append(_array(h, "", [1], peer=p)))
+            for p in peers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+        assert all(r["ok"] for r in replies), replies
+        assert sorted(r["name"] for r in replies) == ["array1", "array2"]
+    finally:
         h.close()
