@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +62,28 @@ def reply_to(conn: Any, frame: bytes, timeout: float = 10) -> dict[str, Any]:
     return answer_of("?", conn.recv_bytes())
 
 
-def assert_serves_promptly(env: Env, limit: float = 2.5) -> None:
-    """An info round-trip on a fresh connection answers well within the handshake timeout."""
-    t0 = time.monotonic()
-    assert info(env)["ok"]
-    elapsed = time.monotonic() - t0
-    assert elapsed < limit, f"info took {elapsed:.2f}s"
+def still_open(conn: socket.socket) -> bool:
+    """Whether the service has not hung up ``conn``: what it sent (its challenge) is read
+    and dropped, and no end of file follows."""
+    try:
+        while conn.recv(4096, socket.MSG_DONTWAIT):
+            pass
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def assert_serves_while_one_is_pending(env: Env) -> None:
+    """An info round-trip on a fresh connection is answered while a connection that has
+    not finished its handshake is still open: intake does not wait for it to end (the
+    service hangs it up after HANDSHAKE_TIMEOUT, 5 s; a stalled intake would answer only
+    then, after the hang-up). Timed by cause, not by a clock a loaded machine slows."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as pending:
+        pending.connect(str(env.socket))
+        assert info(env)["ok"]
+        assert still_open(pending), "answered only once a pending connection was hung up"
 
 
 # -- scheduling ------------------------------------------------------------------------------
@@ -81,15 +97,21 @@ def test_freed_slot_starts_next_petition_without_scheduler_sleep(env: Env, tmp_p
         for name in names:
             clients.append(env.popen("run", name, "--", *appender(log, name)))
             wait_state(env, name, "QUEUED")
-        t0 = time.monotonic()
         release.touch()
-        assert wait_for(lambda: len(log_lines(log)) == 5, 10, 0.01), log_lines(log)
-        elapsed = time.monotonic() - t0
-        assert elapsed < 3.0, f"5 queued petitions took {elapsed:.2f}s to run after the release"
+        assert wait_for(lambda: len(log_lines(log)) == 5, 30, 0.01), log_lines(log)
         assert log_lines(log) == names
         for client in clients:
             code, _, err = finish(client)
             assert code == 0, err
+        # By the service's own times (a loaded machine slows the clients, not these): each
+        # freed slot went to the next petition at once, not after a pause of the scheduler
+        # (the median, so one descheduled moment of a loaded machine is not taken for one).
+        order = ["blocker", *names]
+        listed = env.run("status", "--json", *order, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        rows = {r["id"]: r for r in json.loads(listed.stdout)["petitions"]}
+        gaps = sorted(rows[b]["started"] - rows[a]["ended"] for a, b in pairwise(order))
+        assert gaps[len(gaps) // 2] < 0.25, gaps
     finally:
         reap(*clients)
 
@@ -131,18 +153,25 @@ def test_garbage_bytes_and_silent_connection_do_not_stall_intake(
     mute = transport.connect(parse_address(str(env.socket)), key_of(env))
     try:
         silent.connect(str(env.socket))
-        assert_serves_promptly(env)
-        t0 = time.monotonic()
-        result = env.run("send", "while-silent", "--counter", "2", timeout=30)
-        elapsed = time.monotonic() - t0
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == "Hello world! 0\nHello world! 1\n"
-        assert elapsed < 4.0, f"send took {elapsed:.2f}s while a silent connection was open"
+        assert_serves_while_one_is_pending(env)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fresh:
+            fresh.connect(str(env.socket))  # pending while the send is taken
+            client = env.popen("send", "while-silent", "--counter", "2")
+            try:
+                assert client.stdout is not None
+                first = client.stdout.readline()  # it was taken and has started
+                assert still_open(fresh), "the send was taken only once a silent one was hung up"
+                rest = client.stdout.read().decode()  # what is buffered after the first line
+                code, err = client.wait(30), client.stderr.read().decode()  # type: ignore[union-attr]
+            finally:
+                reap(client)
+            assert code == 0, err
+            assert first.decode() + rest == "Hello world! 0\nHello world! 1\n"
         assert service.proc is not None and service.proc.poll() is None
     finally:
         silent.close()
         mute.close()
-    assert_serves_promptly(env)
+    assert_serves_while_one_is_pending(env)
     assert "Traceback" not in service.stderr
 
 
@@ -155,7 +184,7 @@ def test_wrong_key_client_does_not_stop_intake(env: Env, service: Service) -> No
     good = env.run("send", "good", timeout=30)
     assert good.returncode == 0, good.stderr
     assert good.stdout == "Hello world! 0\n"
-    assert_serves_promptly(env)
+    assert_serves_while_one_is_pending(env)
 
 
 VALID_SUBMIT: dict[str, Any] = {

@@ -365,14 +365,16 @@ def test_timeout_of_a_send_exits_124(env: Env) -> None:
 def test_timeout_keeps_counting_while_paused(env: Env, tmp_path: Path) -> None:
     serve(env)
     t = new_id("tp")
-    began = time.monotonic()
     detach(env, t, "sleep 300", tmp_path, "--timeout", "3")
     assert wait_for(lambda: bool(petition_processes(t)), WAIT)
     orcha(env, "pause", t, "--running")
     assert wait_for(lambda: all_stopped(t, True), PROMPT)
     assert ended(env, t) == ("FAILED", TIMEOUT)
-    assert time.monotonic() - began < 3 + PROMPT
-    assert record(env, t)["message"] == "timed out after 3s"
+    row = record(env, t)
+    # By the service's own times (a loaded machine slows the commands around it, not
+    # these): it ended when its 3 s were up, paused or not.
+    assert 3 <= row["ended"] - row["started"] < 3 + PROMPT, row
+    assert row["message"] == "timed out after 3s"
     assert wait_for(lambda: not petition_processes(t), WAIT), petition_processes(t)
 
 
