@@ -474,8 +474,7 @@ def reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
     returncode, the CPU seconds (user + system) and the peak resident bytes of it and of
     the descendants it waited for), from ``wait4``: the kernel's own figures, measured
     without polling. (returncode, None, None) if it was reaped already."""
-    usage_of = getattr(proc, "usage", None)
-    if usage_of is not None:  # a SpawnedProcess: the spawner waited for it
+    if getattr(proc, "adopted", True) is False:  # a SpawnedProcess the spawner waits for
         returncode = proc.wait()
         cpu, rss = proc.usage  # type: ignore[attr-defined]
         return returncode, cpu, rss

@@ -156,6 +156,9 @@ class Spawner:
                 raise OSError(errno.EPIPE, GONE) from None
             if answer[0] == "s":
                 pid: int = answer[1]
+                if answer[2]:
+                    proc.adopted = True  # our own child: waited for as Popen does
+                    return pid
                 with self._table:
                     early = self._early.pop(pid, None)
                     if early is None:
@@ -163,7 +166,9 @@ class Spawner:
                 if early is not None:
                     proc.exited(*early)
                 return pid
-        _, code, where = answer
+        _, code, where, child = answer
+        if child:
+            _reap_failed(child)
         if where == "cgroup":
             raise CgroupJoinError(code, f"cannot enter the petition's cgroup: {os.strerror(code)}")
         raise OSError(code, os.strerror(code), cwd if where == "cwd" else argv[0])
@@ -286,6 +291,9 @@ class SpawnedProcess(subprocess.Popen[bytes]):
         self.usage: tuple[float | None, int | None] = (None, None)
         #: Why its exit status is unknown (the spawner ended while it ran), or None.
         self.lost: str | None = None
+        #: It is the service's own child (clone3's CLONE_PARENT): waited for as by Popen,
+        #: not through the spawner's reports (then :attr:`usage` stays unknown).
+        self.adopted = False
         super().__init__(argv, **kwargs)
 
     def _execute_child(
@@ -334,17 +342,33 @@ class SpawnedProcess(subprocess.Popen[bytes]):
         self._code = 1
         self._end.set()
 
-    def _internal_poll(self, _deadstate: Any = None, **_: Any) -> int | None:
+    def _internal_poll(self, _deadstate: Any = None, **kwargs: Any) -> int | None:
+        if self.adopted:
+            return super()._internal_poll(_deadstate, **kwargs)  # type: ignore[misc]
         if self.returncode is None and self._end.is_set():
             self.returncode = self._code
         return self.returncode
 
     def _wait(self, timeout: float | None) -> int:
+        if self.adopted:
+            return super()._wait(timeout)  # type: ignore[misc]
         if self.returncode is None:
             if not self._end.wait(timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
             self.returncode = self._code
         return self.returncode
+
+
+def _reap_failed(pid: int) -> None:
+    """Reap our child ``pid`` that could not exec (it exits 127 after its report)."""
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
 
 
 def _receive(sock: socket.socket) -> tuple[Any, ...]:

@@ -22,20 +22,26 @@ just before, 5-20 ms on this VM after an idle moment, on the way of every
 this process has one thread (what makes ``os.fork`` unsafe in a threaded process, a lock
 held by another thread, cannot happen).
 
-It is the parent of every process it starts: it reaps them and reports each one's exit
-status and the kernel's rusage (CPU seconds, peak RSS) as ``wait4`` gives it. It is no
-subreaper: the petitions' orphans go where they went before it existed (to the guard,
-see :mod:`orcha.service.guard`, or to init), and when it ends its children go there too.
+A child of ``clone3`` is created with ``CLONE_PARENT``: it is the *service's* child (its
+parent is ours), as if the service had forked it, so the service waits for it directly
+(``wait4``, a pidfd), with no report from here on the way from its exit to the next
+petition's start. Where that is refused, and for ``posix_spawn``\\ ed ones, we are the
+parent: we reap them and report each one's exit status and the kernel's rusage (CPU
+seconds, peak RSS) as ``wait4`` gives it. It is no subreaper: the petitions' orphans go
+where they went before it existed (to the guard, see :mod:`orcha.service.guard`, or to
+init), and when it ends its own children go there too.
 
 Wire format, both sockets (Unix stream): a frame is a 4-byte little-endian length and a
 ``marshal``-ed tuple (both ends run the same interpreter):
 
 * request, on REQ, with three fds (stdin, stdout, stderr) attached by ``SCM_RIGHTS``:
   ``(procs_file, cwd, argv, env)``; ``procs_file`` "" means: stay where it is;
-* answer, on REQ: ``("s", pid)`` started, or ``("f", errno, where)`` failed, ``where``
-  "cwd" (the directory) or "exec" (the command) or "cgroup" (joining the cgroup);
+* answer, on REQ: ``("s", pid, adopted)`` started (``adopted``: the service's child, see
+  below), or ``("f", errno, where, pid)`` failed, ``where`` "cwd" (the directory) or
+  "exec" (the command) or "cgroup" (joining the cgroup), ``pid`` a child of the service
+  that could not exec (it exits 127; the service reaps it) or 0;
 * events, on EVENTS: ``("r",)`` once, ready; then ``("x", pid, wait_status, cpu_seconds,
-  maxrss_kib)`` for each process it started, once reaped.
+  maxrss_kib)`` for each process it started as its own child, once reaped.
 
 It exits when the service closes REQ (or dies): its running children are then
 reparented (to the guard, or to init), and stay in their cgroups.
@@ -138,26 +144,53 @@ def _find(name: str, env: dict) -> str:
 
 
 class _Clone3:
-    """``clone3(CLONE_INTO_CGROUP)`` through libc's ``syscall``, holding the GIL (PyDLL),
-    with the interpreter's own before/after-fork steps around it (as ``os.fork``)."""
+    """``clone3(CLONE_INTO_CGROUP | CLONE_PARENT)`` through libc's ``syscall``, holding
+    the GIL (PyDLL), with the interpreter's own before/after-fork steps around it (as
+    ``os.fork``).
+
+    ``CLONE_PARENT`` makes the child the service's (this process's parent's) child, not
+    ours: the service waits for it itself, as for a process it forked (its exit wakes the
+    petition's thread directly, with no report from here in between). Where it is
+    refused, the child is ours, and we reap it and report its end."""
 
     SYSCALL = 435  # clone3, the same number on every Linux architecture
     INTO_CGROUP = 0x200000000
+    PARENT = 0x00008000  # CLONE_PARENT
     ARGS = struct.Struct("=11Q")  # struct clone_args up to .cgroup (CLONE_ARGS_SIZE_VER2)
 
     def __init__(self) -> None:
         self.usable = sys.platform.startswith("linux")
+        self.parent = self.usable  # CLONE_PARENT not refused (yet)
         if self.usable:
             self._syscall = ctypes.PyDLL(None, use_errno=True).syscall
             self._api = ctypes.pythonapi
 
-    def spawn(self, group: int, path: str, argv: list, env: dict, fds: list[int]) -> int:
-        """The child's PID, started inside the cgroup whose directory ``group`` is open
-        on, exec'ing ``path``; _Refused if clone3 failed (nothing was started), OSError
-        with the child's errno if it could not exec."""
+    def spawn(
+        self, group: int, path: str, argv: list, env: dict, fds: list[int]
+    ) -> tuple[int, bool]:
+        """(The child's PID, whether it is the service's child), started inside the
+        cgroup whose directory ``group`` is open on, exec'ing ``path``; _Refused if clone3
+        failed (nothing was started), _ExecFailed with the child's errno if it could not
+        exec."""
+        try:
+            return self._spawn(group, path, argv, env, fds, self.parent), self.parent
+        except _Refused as e:
+            if not self.parent or e.errno != errno.EINVAL:
+                raise
+        # CLONE_PARENT refused (this process is a PID namespace's init, say): ours.
+        pid = self._spawn(group, path, argv, env, fds, False)
+        self.parent = False
+        return pid, False
+
+    def _spawn(
+        self, group: int, path: str, argv: list, env: dict, fds: list[int], parent: bool
+    ) -> int:
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         try:
-            args = self.ARGS.pack(self.INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0, group)
+            # With CLONE_PARENT the exit signal must be 0: the kernel takes ours (SIGCHLD).
+            flags = self.INTO_CGROUP | (self.PARENT if parent else 0)
+            exit_signal = 0 if parent else signal.SIGCHLD
+            args = self.ARGS.pack(flags, 0, 0, 0, exit_signal, 0, 0, 0, 0, 0, group)
             buf = ctypes.create_string_buffer(args, len(args))
             self._api.PyOS_BeforeFork()
             pid = self._syscall(ctypes.c_long(self.SYSCALL), buf, ctypes.c_size_t(len(args)))
@@ -176,9 +209,11 @@ class _Clone3:
             if report_w >= 0:
                 os.close(report_w)
         if report:
-            os.waitpid(pid, 0)  # it has exited: not reported to the service
+            if not parent:
+                os.waitpid(pid, 0)  # it has exited: not reported to the service
             code = int.from_bytes(report[:4], "little")
-            raise OSError(code, os.strerror(code))
+            # The service's child: it reaps it (it exits 127 right after its report).
+            raise _ExecFailed(code, os.strerror(code), pid if parent else 0)
         return pid
 
 
@@ -207,6 +242,14 @@ _STOPPED_CHECK_SECONDS = 0.05
 
 class _Refused(OSError):
     """clone3 itself failed: nothing was started."""
+
+
+class _ExecFailed(OSError):
+    """The child could not exec (errno); ``pid``: the child, if the service is to reap it."""
+
+    def __init__(self, code: int, text: str, pid: int) -> None:
+        super().__init__(code, text)
+        self.pid = pid
 
 
 def _exec_child(path: str, argv: list, env: dict, fds: list[int], report: int) -> None:
@@ -247,12 +290,13 @@ def _spawn(request: tuple, fds: list[int], home: str) -> tuple[tuple, bool]:
         where = "exec"
         path = _find(argv[0], env)
         pid = None
+        adopted = False  # the service's child (CLONE_PARENT), not ours
         if procs_file and _clone3 is not None and _clone3.usable:
             where = "cgroup"
             group = os.open(os.path.dirname(procs_file), os.O_RDONLY | os.O_DIRECTORY)
             try:
                 where = "exec"
-                pid = _clone3.spawn(group, path, argv, env, fds)
+                pid, adopted = _clone3.spawn(group, path, argv, env, fds)
             except _Refused as e:
                 if e.errno in _UNSUPPORTED:
                     _clone3.usable = False  # and from now on: move, then posix_spawn
@@ -271,9 +315,11 @@ def _spawn(request: tuple, fds: list[int], home: str) -> tuple[tuple, bool]:
             pid = os.posix_spawn(
                 path, argv, env, file_actions=actions, setsid=True, setsigdef=_SIGDEF
             )
-        answer: tuple = ("s", pid)
+        answer: tuple = ("s", pid, adopted)
+    except _ExecFailed as e:
+        answer = ("f", e.errno or errno.EIO, where, e.pid)
     except OSError as e:
-        answer = ("f", e.errno or errno.EIO, where)
+        answer = ("f", e.errno or errno.EIO, where, 0)
     os.chdir("/")  # keeps no petition's directory busy
     if joined:
         try:
@@ -330,8 +376,8 @@ def main(argv: list[str]) -> int:
             finally:
                 for fd in fds:
                     os.close(fd)
-            if answer[0] == "s":
-                started.add(answer[1])
+            if answer[0] == "s" and not answer[2]:
+                started.add(answer[1])  # ours: reaped and reported here
             _send(requests, answer)
             if stuck:
                 # Left in a petition's cgroup: its end would kill us with it. The service
