@@ -139,39 +139,57 @@ class Spawner:
         its PID. OSError as ``subprocess.Popen`` raises it (filename: the command, or
         ``cwd``); :class:`CgroupJoinError`; OSError(EPIPE) if the spawner ended."""
         body = marshal.dumps((procs_file, cwd, list(argv), dict(env)))
-        with self.lock:
-            if self._requests is None:
-                self._start()
-            sock = self._requests
-            if sock is None or not self._ready.wait(SPAWNER_READY_SECONDS) or not self._up:
-                self._broken()
-                raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
-            try:
-                sent = socket.send_fds(sock, [HEADER.pack(len(body)), body], list(fds))
-                if sent < HEADER.size + len(body):
-                    sock.sendall((HEADER.pack(len(body)) + body)[sent:])
-                answer = _receive(sock)
-            except (OSError, EOFError, ValueError):
-                self._dropped(sock)
-                raise OSError(errno.EPIPE, GONE) from None
-            if answer[0] == "s":
-                pid: int = answer[1]
-                if answer[2]:
-                    proc.adopted = True  # our own child: waited for as Popen does
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)  # the child's exec report (zygote.py)
+        try:
+            with self.lock:
+                answer = self._ask(body, [*fds, report_w])
+                os.close(report_w)  # (the spawner and the child hold their own)
+                report_w = -1
+                if answer[0] == "s" and not answer[2]:  # its own child, exec'd already
+                    pid: int = answer[1]
+                    with self._table:
+                        early = self._early.pop(pid, None)
+                        if early is None:
+                            self._running[pid] = proc
+                    if early is not None:
+                        proc.exited(*early)
                     return pid
-                with self._table:
-                    early = self._early.pop(pid, None)
-                    if early is None:
-                        self._running[pid] = proc
-                if early is not None:
-                    proc.exited(*early)
-                return pid
-        _, code, where, child = answer
-        if child:
-            _reap_failed(child)
+            if answer[0] == "s":
+                # Our own child (CLONE_PARENT), waited for as Popen does; its exec is
+                # waited for here, outside the lock: another petition may start meanwhile.
+                pid = answer[1]
+                proc.adopted = True
+                code = _exec_report(report_r, pid)
+                if not code:
+                    return pid
+                _reap_failed(pid)
+                where = "exec"
+            else:
+                _, code, where = answer
+        finally:
+            os.close(report_r)
+            if report_w >= 0:
+                os.close(report_w)
         if where == "cgroup":
             raise CgroupJoinError(code, f"cannot enter the petition's cgroup: {os.strerror(code)}")
         raise OSError(code, os.strerror(code), cwd if where == "cwd" else argv[0])
+
+    def _ask(self, body: bytes, fds: list[int]) -> tuple[Any, ...]:
+        """(Under the lock.) Send one request with ``fds``; its answer."""
+        if self._requests is None:
+            self._start()
+        sock = self._requests
+        if sock is None or not self._ready.wait(SPAWNER_READY_SECONDS) or not self._up:
+            self._broken()
+            raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
+        try:
+            sent = socket.send_fds(sock, [HEADER.pack(len(body)), body], fds)
+            if sent < HEADER.size + len(body):
+                sock.sendall((HEADER.pack(len(body)) + body)[sent:])
+            return _receive(sock)
+        except (OSError, EOFError, ValueError):
+            self._dropped(sock)
+            raise OSError(errno.EPIPE, GONE) from None
 
     def _broken(self) -> None:
         """(Under the lock.) It did not come up: never try again (the caller falls back)."""
@@ -357,6 +375,30 @@ class SpawnedProcess(subprocess.Popen[bytes]):
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
             self.returncode = self._code
         return self.returncode
+
+
+def _exec_report(report: int, pid: int) -> int:
+    """Wait for our child ``pid`` (of the spawner's clone3) to exec: 0 once it did (the
+    end of file of its close-on-exec ``report`` pipe), else the errno it reported. A
+    child stopped before it could exec ('orcha pause --running' signals the petition's
+    whole cgroup) is taken as started: it execs when it is continued (and a failure
+    then ends it with 127)."""
+    while True:
+        ready, _, _ = select.select([report], [], [], _STOPPED_CHECK_SECONDS)
+        if ready:
+            data = os.read(report, 8)
+            return int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"T", b"t"):
+            return 0
+
+
+#: Seconds between two looks at whether a child that has not exec'd yet was stopped.
+_STOPPED_CHECK_SECONDS = 0.05
 
 
 def _reap_failed(pid: int) -> None:
