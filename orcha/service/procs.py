@@ -115,9 +115,10 @@ class ProcessControl:
         proc: subprocess.Popen[bytes] | None = None
         # Which way into the cgroup: moving a process there (the shell's way) waits for
         # an RCU grace period when no move came in the last ~10 ms (8-22 ms here), while
-        # the spawner creates it there (clone3) but costs two more hand-offs per
-        # petition. So the spawner after a quiet moment (an 'orcha run' starts at once),
-        # the shell in a stream of starts (an array's members refill faster). Not for a
+        # the spawner creates it there (clone3) but costs a hand-off and a copy of a
+        # Python process per start (in a stream, an array ran at 0.47-0.66x tsp through
+        # it alone against 0.74-1.02x this way). So the spawner after a quiet moment (an
+        # 'orcha run' starts at once), the shell in a stream of starts. Not for a
         # petition held to --mem: until it execs, the spawner's child is a copy of a
         # Python process, charged to the petition's cgroup (a small memory.max would
         # kill it before the command even ran).

@@ -11,18 +11,23 @@ descendant of the petition is still born inside its cgroup (issue 12).
 
 :class:`Spawner` is the service's end: one request at a time (under :attr:`lock`, which
 the cgroups' kill takes too, so a petition's cgroup is never killed while the spawner is
-inside it), a reader thread for the exit reports. :class:`SpawnedProcess` is what the
-petition's kind gets: a ``subprocess.Popen`` whose process the spawner started and
-reaps; ``wait``, ``poll``, ``communicate``, ``send_signal`` work as for any Popen, and
-:attr:`SpawnedProcess.usage` holds the kernel's figures (``wait4``'s rusage).
+inside it), a reader thread for its exit reports. :class:`SpawnedProcess` is what the
+petition's kind gets: a ``subprocess.Popen`` whose process the spawner started;
+``wait``, ``poll``, ``communicate``, ``send_signal`` work as for any Popen. A process
+made by ``clone3`` is the service's own child (``CLONE_PARENT``,
+:attr:`SpawnedProcess.adopted`): waited for as Popen waits, its exec waited for by the
+caller (outside the lock), and reaped with ``wait4``'s figures
+(:func:`orcha.service.procs.reap`). One the spawner ``posix_spawn``\\ ed (where clone3
+is refused) is its child: it reaps it and reports its end, and
+:attr:`SpawnedProcess.usage` holds the kernel's figures.
 
 When the spawner ends unexpectedly (killed by someone): a request in flight fails (the
 petition's start fails with a one-line reason; it is not retried, so nothing runs
-twice); the processes it had started keep running in their cgroups, but their exit
-statuses are lost: each one's :class:`SpawnedProcess` ends, when the process does, with
-:attr:`~SpawnedProcess.lost` saying so. The next spawn starts a new spawner. A spawner
-that never comes up (a broken Python) makes :attr:`Spawner.usable` False: the caller
-then goes back to the shell.
+twice); the processes it had started keep running in their cgroups; those that were its
+own children lose their exit statuses: each one's :class:`SpawnedProcess` ends, when
+the process does, with :attr:`~SpawnedProcess.lost` saying so. The next spawn starts a
+new spawner. A spawner that never comes up (a broken Python) makes
+:attr:`Spawner.usable` False: the caller then goes back to the shell.
 """
 
 from __future__ import annotations

@@ -272,3 +272,32 @@ def test_a_command_found_on_path_is_looked_up_again_once_it_cannot_run(tmp_path:
         zygote._find("tool", env)
     with pytest.raises(FileNotFoundError):
         zygote._find("tool", {"PATH": str(second)})
+
+
+def test_in_a_real_cgroup_a_killed_spawner_loses_no_exit_status(home: Path, tmp_path: Path) -> None:
+    """A process of clone3 is our own child (CLONE_PARENT): it outlives its spawner and
+    its end comes as any child's, with its figures (not 'lost')."""
+    if why := unavailable():
+        pytest.skip(why)
+    fs = hierarchy()
+    group = fs.path(fs.own(), f"orcha-test-spawner-k{os.getpid()}")
+    os.mkdir(group)
+    spawner = Spawner(str(home))
+    try:
+        procs = Path(group) / "cgroup.procs"
+        proc = _run(spawner, procs, ["sh", "-c", "read line; exit 4"], stdin=subprocess.PIPE)
+        first = spawner.pid
+        assert first is not None and proc.adopted
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: spawner.pid is None)
+        assert proc.poll() is None  # it runs on
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        code, cpu, rss = reap(proc)
+        assert code == 4 and proc.lost is None and cpu is not None and rss is not None
+        assert proc.stdout is not None and proc.stdout.read() == b""
+    finally:
+        spawner.close()
+        wait_for(lambda: not fs.read(str(Path(group) / "cgroup.procs")).split())
+        os.rmdir(group)
