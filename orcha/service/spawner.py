@@ -16,7 +16,7 @@ petition's kind gets: a ``subprocess.Popen`` whose process the spawner started;
 ``wait``, ``poll``, ``communicate``, ``send_signal`` work as for any Popen. A process
 made by ``clone3`` is the service's own child (``CLONE_PARENT``,
 :attr:`SpawnedProcess.adopted`): waited for as Popen waits, its exec waited for by the
-caller (outside the lock), and reaped with ``wait4``'s figures
+caller (still under the lock), and reaped with ``wait4``'s figures
 (:func:`orcha.service.procs.reap`). One the spawner ``posix_spawn``\\ ed (where clone3
 is refused) is its child: it reaps it and reports its end, and
 :attr:`SpawnedProcess.usage` holds the kernel's figures.
@@ -146,12 +146,24 @@ class Spawner:
         body = marshal.dumps((procs_file, cwd, list(argv), dict(env)))
         report_r, report_w = os.pipe2(os.O_CLOEXEC)  # the child's exec report (zygote.py)
         try:
+            # The lock is held until the child has exec'd: 'pause --running' (which
+            # takes it) must not stop the child before it is the petition's command.
             with self.lock:
                 answer = self._ask(body, [*fds, report_w])
                 os.close(report_w)  # (the spawner and the child hold their own)
                 report_w = -1
-                if answer[0] == "s" and not answer[2]:  # its own child, exec'd already
+                if answer[0] != "s":
+                    _, code, where = answer
+                elif answer[2]:
+                    # Our own child (CLONE_PARENT), waited for as Popen does.
                     pid: int = answer[1]
+                    proc.adopted = True
+                    code, where = _exec_report(report_r, pid), "exec"
+                    if not code:
+                        return pid
+                    _reap_failed(pid)
+                else:  # the spawner's child, exec'd already: it reports its end
+                    pid = answer[1]
                     with self._table:
                         early = self._early.pop(pid, None)
                         if early is None:
@@ -159,18 +171,6 @@ class Spawner:
                     if early is not None:
                         proc.exited(*early)
                     return pid
-            if answer[0] == "s":
-                # Our own child (CLONE_PARENT), waited for as Popen does; its exec is
-                # waited for here, outside the lock: another petition may start meanwhile.
-                pid = answer[1]
-                proc.adopted = True
-                code = _exec_report(report_r, pid)
-                if not code:
-                    return pid
-                _reap_failed(pid)
-                where = "exec"
-            else:
-                _, code, where = answer
         finally:
             os.close(report_r)
             if report_w >= 0:

@@ -13,8 +13,7 @@ moved one thread at a time; the service has threads). For each request it
    service's report pipe, and exits 127): every descendant of it is born inside the
    cgroup too,
 3. answers with the PID at once: the service waits for the exec itself (the report
-   pipe's end of file, as ``subprocess`` does), so one petition's exec never holds up
-   another's start.
+   pipe's end of file, as ``subprocess`` does).
 
 ``CLONE_PARENT`` makes the child the *service's* child (its parent is ours), as if the
 service had forked it: the service waits for its end directly (``wait4``, a pidfd),
@@ -153,9 +152,8 @@ class _Clone3:
 
     ``CLONE_PARENT`` makes the child the service's (this process's parent's) child, not
     ours: the service waits for its exec (the report pipe) and for its end itself, as
-    for a process it forked, so we answer as soon as it exists (the next request, from
-    another petition's thread, need not wait for this one's exec) and nothing of its
-    end passes through here."""
+    for a process it forked, so we answer as soon as it exists and nothing of its end
+    passes through here."""
 
     SYSCALL = 435  # clone3, the same number on every Linux architecture
     INTO_CGROUP = 0x200000000
