@@ -438,23 +438,17 @@ class ProcessControl:
 def start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (field 22 of
     /proc/PID/stat); with the PID it identifies a process even after PIDs are reused."""
-    # Only field 22, read with os.read: on every petition's start (read_stat's object
-    # and the io stack cost several times the kernel's part).
+    # Only field 22, through os.read: on every petition's start (read_stat's object and
+    # the io stack cost several times the kernel's part). The command name (field 2) is
+    # in parentheses and may contain anything.
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        stat = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # The command name (field 2) is in parentheses and may contain anything.
-    fields = stat[stat.rfind(b")") + 2 :].split(None, 20)
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return int(stat[stat.rfind(b")") + 2 :].split(None, 20)[19])
+    except (OSError, IndexError, ValueError):
         return None
 
 
