@@ -239,8 +239,10 @@ class Cgroups:
         """The cgroup of petition ``token`` (created if need be, with ``memory.max`` if
         ``memory_limit``); returns its ``cgroup.procs`` path."""
         path = self.path(token)
-        if not self.fs.exists(path):
-            self.fs.mkdir(path)
+        try:
+            self.fs.mkdir(path)  # one call, not a look first: every petition's start
+        except FileExistsError:
+            pass  # created before (its memory limit, or an earlier attempt)
         if memory_limit and self.memory:
             self.fs.write(os.path.join(path, "memory.max"), str(memory_limit))
             swap = os.path.join(path, "memory.swap.max")

@@ -11,18 +11,23 @@ descendant of the petition is still born inside its cgroup (issue 12).
 
 :class:`Spawner` is the service's end: one request at a time (under :attr:`lock`, which
 the cgroups' kill takes too, so a petition's cgroup is never killed while the spawner is
-inside it), a reader thread for the exit reports. :class:`SpawnedProcess` is what the
-petition's kind gets: a ``subprocess.Popen`` whose process the spawner started and
-reaps; ``wait``, ``poll``, ``communicate``, ``send_signal`` work as for any Popen, and
-:attr:`SpawnedProcess.usage` holds the kernel's figures (``wait4``'s rusage).
+inside it), a reader thread for its exit reports. :class:`SpawnedProcess` is what the
+petition's kind gets: a ``subprocess.Popen`` whose process the spawner started;
+``wait``, ``poll``, ``communicate``, ``send_signal`` work as for any Popen. A process
+made by ``clone3`` is the service's own child (``CLONE_PARENT``,
+:attr:`SpawnedProcess.adopted`): waited for as Popen waits, its exec waited for by the
+caller (still under the lock), and reaped with ``wait4``'s figures
+(:func:`orcha.service.procs.reap`). One the spawner ``posix_spawn``\\ ed (where clone3
+is refused) is its child: it reaps it and reports its end, and
+:attr:`SpawnedProcess.usage` holds the kernel's figures.
 
 When the spawner ends unexpectedly (killed by someone): a request in flight fails (the
 petition's start fails with a one-line reason; it is not retried, so nothing runs
-twice); the processes it had started keep running in their cgroups, but their exit
-statuses are lost: each one's :class:`SpawnedProcess` ends, when the process does, with
-:attr:`~SpawnedProcess.lost` saying so. The next spawn starts a new spawner. A spawner
-that never comes up (a broken Python) makes :attr:`Spawner.usable` False: the caller
-then goes back to the shell.
+twice); the processes it had started keep running in their cgroups; those that were its
+own children lose their exit statuses: each one's :class:`SpawnedProcess` ends, when
+the process does, with :attr:`~SpawnedProcess.lost` saying so. The next spawn starts a
+new spawner. A spawner that never comes up (a broken Python) makes
+:attr:`Spawner.usable` False: the caller then goes back to the shell.
 """
 
 from __future__ import annotations
@@ -139,34 +144,57 @@ class Spawner:
         its PID. OSError as ``subprocess.Popen`` raises it (filename: the command, or
         ``cwd``); :class:`CgroupJoinError`; OSError(EPIPE) if the spawner ended."""
         body = marshal.dumps((procs_file, cwd, list(argv), dict(env)))
-        with self.lock:
-            if self._requests is None:
-                self._start()
-            sock = self._requests
-            if sock is None or not self._ready.wait(SPAWNER_READY_SECONDS) or not self._up:
-                self._broken()
-                raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
-            try:
-                sent = socket.send_fds(sock, [HEADER.pack(len(body)), body], list(fds))
-                if sent < HEADER.size + len(body):
-                    sock.sendall((HEADER.pack(len(body)) + body)[sent:])
-                answer = _receive(sock)
-            except (OSError, EOFError, ValueError):
-                self._dropped(sock)
-                raise OSError(errno.EPIPE, GONE) from None
-            if answer[0] == "s":
-                pid: int = answer[1]
-                with self._table:
-                    early = self._early.pop(pid, None)
-                    if early is None:
-                        self._running[pid] = proc
-                if early is not None:
-                    proc.exited(*early)
-                return pid
-        _, code, where = answer
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)  # the child's exec report (zygote.py)
+        try:
+            # The lock is held until the child has exec'd: 'pause --running' (which
+            # takes it) must not stop the child before it is the petition's command.
+            with self.lock:
+                answer = self._ask(body, [*fds, report_w])
+                os.close(report_w)  # (the spawner and the child hold their own)
+                report_w = -1
+                if answer[0] != "s":
+                    _, code, where = answer
+                elif answer[2]:
+                    # Our own child (CLONE_PARENT), waited for as Popen does.
+                    pid: int = answer[1]
+                    proc.adopted = True
+                    code, where = _exec_report(report_r, pid), "exec"
+                    if not code:
+                        return pid
+                    _reap_failed(pid)
+                else:  # the spawner's child, exec'd already: it reports its end
+                    pid = answer[1]
+                    with self._table:
+                        early = self._early.pop(pid, None)
+                        if early is None:
+                            self._running[pid] = proc
+                    if early is not None:
+                        proc.exited(*early)
+                    return pid
+        finally:
+            os.close(report_r)
+            if report_w >= 0:
+                os.close(report_w)
         if where == "cgroup":
             raise CgroupJoinError(code, f"cannot enter the petition's cgroup: {os.strerror(code)}")
         raise OSError(code, os.strerror(code), cwd if where == "cwd" else argv[0])
+
+    def _ask(self, body: bytes, fds: list[int]) -> tuple[Any, ...]:
+        """(Under the lock.) Send one request with ``fds``; its answer."""
+        if self._requests is None:
+            self._start()
+        sock = self._requests
+        if sock is None or not self._ready.wait(SPAWNER_READY_SECONDS) or not self._up:
+            self._broken()
+            raise SpawnerUnavailable(errno.EPIPE, "orcha's process spawner could not start")
+        try:
+            sent = socket.send_fds(sock, [HEADER.pack(len(body)), body], fds)
+            if sent < HEADER.size + len(body):
+                sock.sendall((HEADER.pack(len(body)) + body)[sent:])
+            return _receive(sock)
+        except (OSError, EOFError, ValueError):
+            self._dropped(sock)
+            raise OSError(errno.EPIPE, GONE) from None
 
     def _broken(self) -> None:
         """(Under the lock.) It did not come up: never try again (the caller falls back)."""
@@ -286,6 +314,9 @@ class SpawnedProcess(subprocess.Popen[bytes]):
         self.usage: tuple[float | None, int | None] = (None, None)
         #: Why its exit status is unknown (the spawner ended while it ran), or None.
         self.lost: str | None = None
+        #: It is the service's own child (clone3's CLONE_PARENT): waited for as by Popen,
+        #: not through the spawner's reports (then :attr:`usage` stays unknown).
+        self.adopted = False
         super().__init__(argv, **kwargs)
 
     def _execute_child(
@@ -334,17 +365,57 @@ class SpawnedProcess(subprocess.Popen[bytes]):
         self._code = 1
         self._end.set()
 
-    def _internal_poll(self, _deadstate: Any = None, **_: Any) -> int | None:
+    def _internal_poll(self, _deadstate: Any = None, **kwargs: Any) -> int | None:
+        if self.adopted:
+            return super()._internal_poll(_deadstate, **kwargs)  # type: ignore[misc]
         if self.returncode is None and self._end.is_set():
             self.returncode = self._code
         return self.returncode
 
     def _wait(self, timeout: float | None) -> int:
+        if self.adopted:
+            return super()._wait(timeout)  # type: ignore[misc]
         if self.returncode is None:
             if not self._end.wait(timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
             self.returncode = self._code
         return self.returncode
+
+
+def _exec_report(report: int, pid: int) -> int:
+    """Wait for our child ``pid`` (of the spawner's clone3) to exec: 0 once it did (the
+    end of file of its close-on-exec ``report`` pipe), else the errno it reported. A
+    child stopped before it could exec ('orcha pause --running' signals the petition's
+    whole cgroup) is taken as started: it execs when it is continued (and a failure
+    then ends it with 127)."""
+    while True:
+        ready, _, _ = select.select([report], [], [], _STOPPED_CHECK_SECONDS)
+        if ready:
+            data = os.read(report, 8)
+            return int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"T", b"t"):
+            return 0
+
+
+#: Seconds between two looks at whether a child that has not exec'd yet was stopped.
+_STOPPED_CHECK_SECONDS = 0.05
+
+
+def _reap_failed(pid: int) -> None:
+    """Reap our child ``pid`` that could not exec (it exits 127 after its report)."""
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
 
 
 def _receive(sock: socket.socket) -> tuple[Any, ...]:

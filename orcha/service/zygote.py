@@ -6,36 +6,44 @@ single-threaded, so it may move *itself* between cgroups (a threaded process can
 moved one thread at a time; the service has threads). For each request it
 
 1. changes to the petition's directory,
-2. creates the child directly inside the petition's cgroup with ``clone3`` and
-   ``CLONE_INTO_CGROUP`` (Linux 5.7+), which then takes a new session, puts SIGPIPE and
-   SIGXFSZ back to their defaults, makes the received fds its 0, 1 and 2 and execs the
-   command: every descendant of it is born inside the cgroup too,
-3. answers with the PID (or why the child could not exec, through a close-on-exec pipe,
-   as ``subprocess`` does).
+2. creates the child directly inside the petition's cgroup with ``clone3``,
+   ``CLONE_INTO_CGROUP`` (Linux 5.7+) and ``CLONE_PARENT``, which then takes a new
+   session, puts SIGPIPE and SIGXFSZ back to their defaults, makes the received fds its
+   0, 1 and 2 and execs the command (or writes why it could not to the fourth fd, the
+   service's report pipe, and exits 127): every descendant of it is born inside the
+   cgroup too,
+3. answers with the PID at once: the service waits for the exec itself (the report
+   pipe's end of file, as ``subprocess`` does).
 
-Where ``clone3`` is refused (an older kernel, a seccomp filter), it moves itself into
-the cgroup instead (writes ``0`` to its ``cgroup.procs``), ``posix_spawn``\\ s the command
-and moves back to ``HOME`` (the service's cgroup leaf). ``clone3`` is preferred: moving
-a process between cgroups waits for an RCU grace period whenever no other move came
-just before, 5-20 ms on this VM after an idle moment, on the way of every
-``orcha run``. The child of ``clone3`` runs Python until it execs: safe here, because
-this process has one thread (what makes ``os.fork`` unsafe in a threaded process, a lock
-held by another thread, cannot happen).
+``CLONE_PARENT`` makes the child the *service's* child (its parent is ours), as if the
+service had forked it: the service waits for its end directly (``wait4``, a pidfd),
+with nothing from here on the way from its exit to the next petition's start.
 
-It is the parent of every process it starts: it reaps them and reports each one's exit
-status and the kernel's rusage (CPU seconds, peak RSS) as ``wait4`` gives it. It is no
-subreaper: the petitions' orphans go where they went before it existed (to the guard,
-see :mod:`orcha.service.guard`, or to init), and when it ends its children go there too.
+Where ``clone3`` (or ``CLONE_PARENT``) is refused (an older kernel, a seccomp filter),
+it moves itself into the cgroup instead (writes ``0`` to its ``cgroup.procs``),
+``posix_spawn``\\ s the command and moves back to ``HOME`` (the service's cgroup leaf);
+those children are ours: we reap them and report each one's exit status and the
+kernel's rusage (CPU seconds, peak RSS) as ``wait4`` gives it. ``clone3`` is preferred:
+moving a process between cgroups waits for an RCU grace period whenever no other move
+came just before, 5-20 ms on this VM after an idle moment, on the way of every ``orcha
+run``. The child of ``clone3`` runs Python until it execs: safe here, because this
+process has one thread (what makes ``os.fork`` unsafe in a threaded process, a lock held
+by another thread, cannot happen). It is no subreaper: the petitions' orphans go where
+they went before it existed (to the guard, see :mod:`orcha.service.guard`, or to init),
+and when it ends its own children go there too.
 
 Wire format, both sockets (Unix stream): a frame is a 4-byte little-endian length and a
 ``marshal``-ed tuple (both ends run the same interpreter):
 
-* request, on REQ, with three fds (stdin, stdout, stderr) attached by ``SCM_RIGHTS``:
-  ``(procs_file, cwd, argv, env)``; ``procs_file`` "" means: stay where it is;
-* answer, on REQ: ``("s", pid)`` started, or ``("f", errno, where)`` failed, ``where``
-  "cwd" (the directory) or "exec" (the command) or "cgroup" (joining the cgroup);
+* request, on REQ, with four fds (stdin, stdout, stderr, the report pipe's write end)
+  attached by ``SCM_RIGHTS``: ``(procs_file, cwd, argv, env)``; ``procs_file`` ""
+  means: stay where it is;
+* answer, on REQ: ``("s", pid, adopted)`` started (``adopted``: by ``clone3``, the
+  service's child, which it waits for; else ours, exec'd already), or ``("f", errno,
+  where)`` failed, ``where`` "cwd" (the directory) or "exec" (the command) or "cgroup"
+  (joining the cgroup);
 * events, on EVENTS: ``("r",)`` once, ready; then ``("x", pid, wait_status, cpu_seconds,
-  maxrss_kib)`` for each process it started, once reaped.
+  maxrss_kib)`` for each process it started as its own child, once reaped.
 
 It exits when the service closes REQ (or dies): its running children are then
 reparented (to the guard, or to init), and stay in their cgroups.
@@ -75,7 +83,7 @@ def _receive(sock: socket.socket) -> tuple[tuple, list[int]]:
     # Not socket.recv_fds: it drops its flags (CPython 3.11), and these fds must be
     # close-on-exec, or every petition would inherit the previous ones' pipes.
     head, ancdata, _, _ = sock.recvmsg(
-        HEADER.size, socket.CMSG_SPACE(3 * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
+        HEADER.size, socket.CMSG_SPACE(4 * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
     )
     fds = array.array("i")
     for level, kind, data in ancdata:
@@ -138,11 +146,18 @@ def _find(name: str, env: dict) -> str:
 
 
 class _Clone3:
-    """``clone3(CLONE_INTO_CGROUP)`` through libc's ``syscall``, holding the GIL (PyDLL),
-    with the interpreter's own before/after-fork steps around it (as ``os.fork``)."""
+    """``clone3(CLONE_INTO_CGROUP | CLONE_PARENT)`` through libc's ``syscall``, holding
+    the GIL (PyDLL), with the interpreter's own before/after-fork steps around it (as
+    ``os.fork``).
+
+    ``CLONE_PARENT`` makes the child the service's (this process's parent's) child, not
+    ours: the service waits for its exec (the report pipe) and for its end itself, as
+    for a process it forked, so we answer as soon as it exists and nothing of its end
+    passes through here."""
 
     SYSCALL = 435  # clone3, the same number on every Linux architecture
     INTO_CGROUP = 0x200000000
+    PARENT = 0x00008000  # CLONE_PARENT
     ARGS = struct.Struct("=11Q")  # struct clone_args up to .cgroup (CLONE_ARGS_SIZE_VER2)
 
     def __init__(self) -> None:
@@ -153,56 +168,22 @@ class _Clone3:
 
     def spawn(self, group: int, path: str, argv: list, env: dict, fds: list[int]) -> int:
         """The child's PID, started inside the cgroup whose directory ``group`` is open
-        on, exec'ing ``path``; _Refused if clone3 failed (nothing was started), OSError
-        with the child's errno if it could not exec."""
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            args = self.ARGS.pack(self.INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0, group)
-            buf = ctypes.create_string_buffer(args, len(args))
-            self._api.PyOS_BeforeFork()
-            pid = self._syscall(ctypes.c_long(self.SYSCALL), buf, ctypes.c_size_t(len(args)))
-            if pid == 0:
-                self._api.PyOS_AfterFork_Child()
-                _exec_child(path, argv, env, fds, report_w)  # never returns
-            failure = ctypes.get_errno()
-            self._api.PyOS_AfterFork_Parent()
-            if pid < 0:
-                raise _Refused(failure, os.strerror(failure))
-            os.close(report_w)
-            report_w = -1
-            report = _exec_report(report_r, pid)
-        finally:
-            os.close(report_r)
-            if report_w >= 0:
-                os.close(report_w)
-        if report:
-            os.waitpid(pid, 0)  # it has exited: not reported to the service
-            code = int.from_bytes(report[:4], "little")
-            raise OSError(code, os.strerror(code))
+        on, to exec ``path`` with ``fds[:3]`` as its 0, 1 and 2 and ``fds[3]`` (close-on-
+        exec) as its report (see :func:`_exec_child`); _Refused if clone3 failed
+        (nothing was started)."""
+        # With CLONE_PARENT the exit signal must be 0: the kernel takes ours (SIGCHLD).
+        args = self.ARGS.pack(self.INTO_CGROUP | self.PARENT, 0, 0, 0, 0, 0, 0, 0, 0, 0, group)
+        buf = ctypes.create_string_buffer(args, len(args))
+        self._api.PyOS_BeforeFork()
+        pid = self._syscall(ctypes.c_long(self.SYSCALL), buf, ctypes.c_size_t(len(args)))
+        if pid == 0:
+            self._api.PyOS_AfterFork_Child()
+            _exec_child(path, argv, env, fds[:3], fds[3])  # never returns
+        failure = ctypes.get_errno()
+        self._api.PyOS_AfterFork_Parent()
+        if pid < 0:
+            raise _Refused(failure, os.strerror(failure))
         return pid
-
-
-def _exec_report(report: int, pid: int) -> bytes:
-    """What the child of clone3 reported: nothing once it exec'd (EOF), else the errno
-    of what failed. A child stopped before it could exec ('orcha pause --running' just
-    after the petition was admitted signals its whole cgroup) is taken as started: it
-    execs when it is continued (and a failure then ends it with 127), while waiting for
-    it here would keep every other petition from starting."""
-    while True:
-        ready, _, _ = select.select([report], [], [], _STOPPED_CHECK_SECONDS)
-        if ready:
-            return os.read(report, 8)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state in (b"T", b"t"):
-            return b""
-
-
-#: Seconds between two looks at whether a child that has not exec'd yet was stopped.
-_STOPPED_CHECK_SECONDS = 0.05
 
 
 class _Refused(OSError):
@@ -210,7 +191,9 @@ class _Refused(OSError):
 
 
 def _exec_child(path: str, argv: list, env: dict, fds: list[int], report: int) -> None:
-    """In the child of clone3: become the command, or report why not and exit 127."""
+    """In the child of clone3: become the command, or report why not (its errno, 4
+    bytes, on ``report``: the service reads it, or the end of file once it exec'd) and
+    exit 127."""
     code = errno.EIO
     try:
         os.setsid()
@@ -223,8 +206,8 @@ def _exec_child(path: str, argv: list, env: dict, fds: list[int], report: int) -
         code = e.errno or errno.EIO
     finally:
         try:
-            # Ignored again: if nobody reads the report any more (it was taken as started
-            # while stopped), the write fails instead of SIGPIPE killing it; exit 127.
+            # Ignored again: if nobody reads the report any more (the service took it as
+            # started while stopped), the write fails instead of SIGPIPE killing it.
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             os.write(report, code.to_bytes(4, "little"))
         finally:
@@ -247,12 +230,13 @@ def _spawn(request: tuple, fds: list[int], home: str) -> tuple[tuple, bool]:
         where = "exec"
         path = _find(argv[0], env)
         pid = None
+        adopted = False  # the service's child (CLONE_PARENT), not ours
         if procs_file and _clone3 is not None and _clone3.usable:
             where = "cgroup"
             group = os.open(os.path.dirname(procs_file), os.O_RDONLY | os.O_DIRECTORY)
             try:
                 where = "exec"
-                pid = _clone3.spawn(group, path, argv, env, fds)
+                pid, adopted = _clone3.spawn(group, path, argv, env, fds), True
             except _Refused as e:
                 if e.errno in _UNSUPPORTED:
                     _clone3.usable = False  # and from now on: move, then posix_spawn
@@ -267,11 +251,11 @@ def _spawn(request: tuple, fds: list[int], home: str) -> tuple[tuple, bool]:
                 _join(procs_file)
                 joined = True
                 where = "exec"
-            actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)]
+            actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds[:3])]
             pid = os.posix_spawn(
                 path, argv, env, file_actions=actions, setsid=True, setsigdef=_SIGDEF
             )
-        answer: tuple = ("s", pid)
+        answer: tuple = ("s", pid, adopted)
     except OSError as e:
         answer = ("f", e.errno or errno.EIO, where)
     os.chdir("/")  # keeps no petition's directory busy
@@ -330,8 +314,8 @@ def main(argv: list[str]) -> int:
             finally:
                 for fd in fds:
                     os.close(fd)
-            if answer[0] == "s":
-                started.add(answer[1])
+            if answer[0] == "s" and not answer[2]:
+                started.add(answer[1])  # ours: reaped and reported here
             _send(requests, answer)
             if stuck:
                 # Left in a petition's cgroup: its end would kill us with it. The service

@@ -5,7 +5,7 @@ put the service in a restart loop; and a petition that asked for ``--retries`` *
 again after a crash, the interrupted run counting as an attempt.
 
 A petition's token starts with its service's PID (the guard, if any, is above the
-service; the petition's parent is the service's process spawner), so ``kill -9`` of it
+service; the petition's parent is not always the service), so ``kill -9`` of it
 in a ``shell`` petition is a crash of the service at the moment its petition has just
 started; the first test checks that this still holds.
 """

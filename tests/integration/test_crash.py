@@ -366,7 +366,7 @@ def test_a_petition_that_kills_its_service_is_interrupted_not_run_again(
     # it for a queued petition (it would run again, and kill that service too).
     first = env.serve(*SERVE)
     ran = tmp_path / "ran"
-    # The service's PID: its token's first part (the petition's parent is its spawner).
+    # The service's PID: its token's first part (not always the petition's parent).
     killer = ["sh", "-c", f"echo ran >> {ran}; kill -9 ${{ORCHA_PETITION_TOKEN%%.*}}"]
     result = env.run("run", "killer", "--detach", "--", *killer, timeout=WAIT)
     assert result.returncode == 0, result.stderr

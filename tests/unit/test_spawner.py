@@ -12,10 +12,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
 from orcha.service.cgroups import hierarchy, unavailable
+from orcha.service.procs import reap
 from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner, SpawnerUnavailable
 from tests.conftest import wait_for
 from tests.unit.test_cgroups import _fs
@@ -92,8 +94,9 @@ def test_in_a_real_cgroup_the_command_is_born_inside_and_the_spawner_never_moves
         script += "pwd; echo $LC_ALL; cat /proc/self/cgroup; ls /proc/$$/fd; exit 3"
         procs = Path(group) / "cgroup.procs"
         proc = _run(spawner, procs, ["sh", "-c", script], cwd=str(tmp_path))
-        out, err = proc.communicate(timeout=10)
-        assert proc.returncode == 3 and err == b""
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        assert err == b""
         ids, ignored, cwd, lc_all, *rest = out.decode().split("\n")[:-1]
         pid, session = ids.split()
         assert int(pid) == proc.pid and session == pid
@@ -103,6 +106,18 @@ def test_in_a_real_cgroup_the_command_is_born_inside_and_the_spawner_never_moves
         assert cgroups == ["0::" + group[len(fs.root) :]]
         assert sorted(line for line in rest if line.isdigit()) == ["0", "1", "2"]
         assert home.read_text() == before  # it never went home: it never left
+        # CLONE_PARENT: our own child, waited for here (wait4's figures), not reported.
+        assert proc.adopted and psutil.Process(proc.pid).ppid() == os.getpid()
+        code, cpu, rss = reap(proc)
+        assert code == 3 and cpu is not None and rss is not None and rss > 0
+        # A command that cannot be executed: refused as by Popen, and its child (ours,
+        # exited 127 after its report) reaped, not left a zombie.
+        plain = tmp_path / "plain"
+        plain.write_text("#!/bin/sh\n")
+        before_children = {p.pid for p in psutil.Process().children()}
+        with pytest.raises(PermissionError):
+            _run(spawner, procs, [str(plain)])
+        assert {p.pid for p in psutil.Process().children()} <= before_children
     finally:
         wait_for(lambda: not fs.read(str(Path(group) / "cgroup.procs")).split())
         os.rmdir(group)
@@ -257,3 +272,32 @@ def test_a_command_found_on_path_is_looked_up_again_once_it_cannot_run(tmp_path:
         zygote._find("tool", env)
     with pytest.raises(FileNotFoundError):
         zygote._find("tool", {"PATH": str(second)})
+
+
+def test_in_a_real_cgroup_a_killed_spawner_loses_no_exit_status(home: Path, tmp_path: Path) -> None:
+    """A process of clone3 is our own child (CLONE_PARENT): it outlives its spawner and
+    its end comes as any child's, with its figures (not 'lost')."""
+    if why := unavailable():
+        pytest.skip(why)
+    fs = hierarchy()
+    group = fs.path(fs.own(), f"orcha-test-spawner-k{os.getpid()}")
+    os.mkdir(group)
+    spawner = Spawner(str(home))
+    try:
+        procs = Path(group) / "cgroup.procs"
+        proc = _run(spawner, procs, ["sh", "-c", "read line; exit 4"], stdin=subprocess.PIPE)
+        first = spawner.pid
+        assert first is not None and proc.adopted
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: spawner.pid is None)
+        assert proc.poll() is None  # it runs on
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        code, cpu, rss = reap(proc)
+        assert code == 4 and proc.lost is None and cpu is not None and rss is not None
+        assert proc.stdout is not None and proc.stdout.read() == b""
+    finally:
+        spawner.close()
+        wait_for(lambda: not fs.read(str(Path(group) / "cgroup.procs")).split())
+        os.rmdir(group)
