@@ -219,8 +219,10 @@ def _page_once(
     sql = f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?"
 
     def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-        rows = db.execute(sql, (*args, limit)).fetchall()
-        kids = db.execute(_CHILDREN, (rows[0][0], rows[-1][0])).fetchall() if rows else []
+        cursor = db.cursor()
+        cursor.row_factory = None  # plain tuples: no Row made per record
+        rows = cursor.execute(sql, (*args, limit)).fetchall()
+        kids = cursor.execute(_CHILDREN, (rows[0][0], rows[-1][0])).fetchall() if rows else []
         return rows, kids
 
     with store.saver.view_lock:  # the changes not saved yet, as they were at the read
@@ -230,103 +232,130 @@ def _page_once(
     children: dict[int, list[str]] = {}
     for parent_seq, child in kids:
         children.setdefault(parent_seq, []).append(child)
-    texts: list[str | None] = []
-    redo: list[int] = []  # rows the reference builds: with their changes not saved yet
-    encoded, quoted = _Encoded(), _Encoded(decode=False)
-    grouped: dict[Any, str] = {}
-    get, priority = scheduler.peek, scheduler.effective_priority  # peek: nothing built
-    for row in rows:
-        seq, schedule = row[0], row[14]
-        if seq not in unsaved:
-            # Read for changes not saved when the read began, saved since: in the states
-            # asked for only if its saved state is (as Store.page filters).
-            if states and row[3] not in states:
-                continue
-            if groups:
-                group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
-                if group not in groups:
+    if states or groups:
+        # Read for changes not saved when the read began, saved since: in the states asked
+        # for only if its saved state is (as Store.page filters).
+        grouped: dict[Any, str] = {}
+        chosen = []
+        for row in rows:
+            if row[0] not in unsaved:
+                if states and row[3] not in states:
                     continue
-        text = None
-        if seq not in unsaved:
-            try:
-                text = _text(row, children, reasons, now, get, priority, scheduler, encoded, quoted)
-            except TypeError:  # a column holding an unexpected type: the reference says
-                pass
-        if text is None:
-            redo.append(seq)
-        texts.append(text)
+                if groups:
+                    schedule = row[14]
+                    group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
+                    if group not in groups:
+                        continue
+            chosen.append(row)
+        rows = chosen
+    texts = _texts(rows, unsaved, children, reasons, now, scheduler)
+    # Rows the reference builds: with their changes not saved yet (or an odd value).
+    redo = [row[0] for row, text in zip(rows, texts, strict=True) if text is None]
     if redo:
         again = {r["seq"]: r for i in range(0, len(redo), _FEW)
                  for r in store.find(seqs=redo[i : i + _FEW], columns=STATUS_COLUMNS)}  # fmt: skip
-        slots = iter(redo)
-        for i, text in enumerate(texts):
-            if text is None:
-                row = again.get(next(slots))
-                if (row is not None and (not states or row["state"] in states)
-                        and (not groups or group_of(row) in groups)):  # fmt: skip
-                    texts[i] = json.dumps(record_of(row, children, scheduler, reasons, now))
+        for i, row in enumerate(rows):
+            if texts[i] is None:
+                found = again.get(row[0])
+                if (found is not None and (not states or found["state"] in states)
+                        and (not groups or group_of(found) in groups)):  # fmt: skip
+                    texts[i] = json.dumps(record_of(found, children, scheduler, reasons, now))
     return [t for t in texts if t is not None], nxt
 
 
-def _text(
-    row: tuple[Any, ...],
+class _Floats(dict[float, str]):
+    """A float -> its text in JSON (each distinct one formatted once: an array's
+    members share their submission time)."""
+
+    def __missing__(self, value: float) -> str:
+        if len(self) > 4096:
+            self.clear()  # bounded
+        text = self[value] = _float_repr(value)
+        return text
+
+
+def _texts(
+    rows: list[tuple[Any, ...]],
+    unsaved: set[int],
     children: dict[int, list[str]],
     reasons: dict[int, str],
     now: float,
-    get: Any,
-    priority: Any,
     scheduler: Scheduler,
-    encoded: _Encoded,
-    quoted: _Encoded,
-) -> str:
-    """``json.dumps(record_of(row...))`` for a row of :data:`STATUS_COLUMNS` (a tuple),
-    built without the record. TypeError if a text column holds something else."""
-    (seq, pid, kind, state, prio, submitted, started, ended, code, message, user, host, cwd,
-     params, schedule, attempt, paused, outcome, notify_error, machine, parent, leftovers,
-     log_truncated, restart_of, array, array_index, cpu_time, peak_rss) = row  # fmt: skip
-    job = get(pid)
-    more = ""
-    if job is None or job.seq != seq:
-        paused_text = "true" if paused else "false"
-    else:
-        reason = reasons.get(seq) if state == _QUEUED else None
-        if reason is not None and not job.gpu_ids and job.progress is None:
-            # The common case of a long queue, without a dictionary: live_fields's.
-            live, attempt = job.paused or job.stopped, job.attempt
-            ep = round(priority(job), 3) + 0.0
-            more = f', "waiting": {quoted[reason]}, "effective_priority": {_number(ep)}'
-        else:
-            live, attempt, extra = live_fields(job, state, reasons, scheduler)
-            more = ", " + json.dumps(extra)[1:-1] if extra else ""
-        paused_text = "true" if live is True else "false" if live is False else json.dumps(live)
-    kin = children.get(seq)
-    family = f', "children": {json.dumps(kin)}' if kin else ""
-    wall = _number(span(started, ended, state, now)) if started else "null"
-    # Inline (not a call per column): the calls would cost more than the rest, and the
-    # rows of a long queue are mostly NULLs.
-    return (
-        f'{{"seq": {seq if seq.__class__ is int else _other(seq)}, "id": {_q(pid)}, '
-        f'"kind": {_q(kind)}, "state": {_q(state)}, '
-        f'"priority": {prio if prio.__class__ is int else _other(prio)}, '
-        f'"submitted": {_number(submitted)}, '
-        f'"started": {"null" if started is None else _number(started)}, '
-        f'"ended": {"null" if ended is None else _number(ended)}, '
-        f'"code": {"null" if code is None else _integer(code)}, '
-        f'"message": {"null" if message is None else _q(message)}, '
-        f'"user": {_q(user)}, "host": {_q(host)}, "cwd": {_q(cwd)}, '
-        f'"params": {encoded[params]}, "schedule": {encoded[schedule]}, '
-        f'"attempt": {attempt if attempt.__class__ is int else _other(attempt)}, '
-        f'"paused": {paused_text}, '
-        f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
-        f'"notify_error": {"null" if notify_error is None else _q(notify_error)}, '
-        f'"machine": {"null" if machine is None else _q(machine)}, '
-        f'"parent": {"null" if parent is None else _q(parent)}, '
-        f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
-        f'"log_truncated": {"null" if log_truncated is None else _q(log_truncated)}, '
-        f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
-        f'"array": {"null" if array is None else _q(array)}, '
-        f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
-        f'"cpu_time": {"null" if cpu_time is None else _number(cpu_time)}, '
-        f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '
-        f'"wall_time": {wall}{more}}}'
-    )
+) -> list[str | None]:
+    """``json.dumps(record_of(row...))`` for each row of :data:`STATUS_COLUMNS` (tuples),
+    built without the records; None for a row the reference must build: one in
+    ``unsaved``, or with a text column holding something else."""
+    texts: list[str | None] = []
+    encoded, quoted, floats = _Encoded(), _Encoded(decode=False), _Floats()
+    # What a waiting petition adds, by (reason, priority, created, state): an array's
+    # members share theirs (the page's clock read once for them all).
+    waits: dict[tuple[Any, ...], str] = {}
+    priority, q, number, other = scheduler.effective_priority, _q, _number, _other
+    queued, append = _QUEUED, texts.append
+    jobs = scheduler.peek_each([row[1] for row in rows])  # peek: nothing built
+    for row, job in zip(rows, jobs, strict=True):
+        (seq, pid, kind, state, prio, submitted, started, ended, code, message, user, host,
+         cwd, params, schedule, attempt, paused, outcome, notify_error, machine, parent,
+         leftovers, log_truncated, restart_of, array, array_index, cpu_time,
+         peak_rss) = row  # fmt: skip
+        if seq in unsaved:
+            append(None)
+            continue
+        try:
+            more = ""
+            if job is None or job.seq != seq:
+                paused_text = "true" if paused else "false"
+            else:
+                reason = reasons.get(seq) if state == queued else None
+                if reason is not None and not job.gpu_ids and job.progress is None:
+                    # The common case of a long queue, without a dictionary: live_fields's.
+                    live, attempt = job.paused or job.stopped, job.attempt
+                    key = (reason, job.priority, job.created, job.state)
+                    more = waits.get(key) or waits.setdefault(key, (
+                        f', "waiting": {quoted[reason]}, "effective_priority": '
+                        f"{number(round(priority(job), 3) + 0.0)}"))  # fmt: skip
+                else:
+                    live, attempt, extra = live_fields(job, state, reasons, scheduler)
+                    more = ", " + json.dumps(extra)[1:-1] if extra else ""
+                paused_text = (
+                    "true" if live is True else "false" if live is False else json.dumps(live)
+                )
+            kin = children.get(seq)
+            family = f', "children": {json.dumps(kin)}' if kin else ""
+            wall = number(span(started, ended, state, now)) if started else "null"
+            submitted_text = (
+                floats[submitted]
+                if submitted.__class__ is float and submitted
+                else number(submitted)
+            )
+            # Inline (not a call per column): the calls would cost more than the rest, and
+            # the rows of a long queue are mostly NULLs.
+            append(
+                f'{{"seq": {seq if seq.__class__ is int else other(seq)}, "id": {q(pid)}, '
+                f'"kind": {q(kind)}, "state": {q(state)}, '
+                f'"priority": {prio if prio.__class__ is int else other(prio)}, '
+                f'"submitted": {submitted_text}, '
+                f'"started": {"null" if started is None else number(started)}, '
+                f'"ended": {"null" if ended is None else number(ended)}, '
+                f'"code": {"null" if code is None else _integer(code)}, '
+                f'"message": {"null" if message is None else q(message)}, '
+                f'"user": {q(user)}, "host": {q(host)}, "cwd": {q(cwd)}, '
+                f'"params": {encoded[params]}, "schedule": {encoded[schedule]}, '
+                f'"attempt": {attempt if attempt.__class__ is int else other(attempt)}, '
+                f'"paused": {paused_text}, '
+                f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
+                f'"notify_error": {"null" if notify_error is None else q(notify_error)}, '
+                f'"machine": {"null" if machine is None else q(machine)}, '
+                f'"parent": {"null" if parent is None else q(parent)}, '
+                f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
+                f'"log_truncated": {"null" if log_truncated is None else q(log_truncated)}, '
+                f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
+                f'"array": {"null" if array is None else q(array)}, '
+                f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
+                f'"cpu_time": {"null" if cpu_time is None else number(cpu_time)}, '
+                f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '
+                f'"wall_time": {wall}{more}}}'
+            )  # fmt: skip
+        except TypeError:  # a column holding an unexpected type: the reference says
+            append(None)
+    return texts
