@@ -20,6 +20,7 @@ non-ASCII characters unescaped, and its string concatenation costs more than Pyt
 from __future__ import annotations
 
 import json
+from functools import partial
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from orcha.states import State
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from orcha.protocol.requests import StatusRequest
     from orcha.service.peer import Peer
@@ -151,21 +152,58 @@ def _number(value: Any) -> str:
     return _other(value)
 
 
-class _Encoded(dict[Any, str]):
-    """A JSON column's text -> the text ``json.dumps`` gives its value, each distinct
-    one decoded and encoded once (an array's members share theirs); with ``decode``
-    False, a string -> ``json.dumps`` of it."""
+class _Memo(dict[Any, str]):
+    """A value -> its text made by ``make``, each distinct one made once (an array's
+    members share most of theirs); bounded: a listing of distinct values makes each
+    once anyway."""
 
-    def __init__(self, decode: bool = True) -> None:
+    def __init__(self, make: Callable[[Any], str]) -> None:
         super().__init__()
-        self.decode = decode
+        self.make = make
 
-    def __missing__(self, text: Any) -> str:
-        value = json.loads(text) if self.decode and isinstance(text, str) else text
+    def __missing__(self, value: Any) -> str:
         if len(self) > 4096:
-            self.clear()  # bounded: a listing of distinct values computes each once anyway
-        encoded = self[text] = json.dumps(value)
-        return encoded
+            self.clear()
+        text = self[value] = self.make(value)
+        return text
+
+
+def _reencoded(text: Any) -> str:
+    """``json.dumps`` of the value of a JSON column's ``text``."""
+    return json.dumps(json.loads(text) if isinstance(text, str) else text)
+
+
+def _head(values: tuple[Any, ...]) -> str:
+    """The text of the fields ``kind`` to ``cwd`` of a record holding ``values``."""
+    (kind, state, prio, submitted, started, ended, code, message, user, host, cwd) = values
+    q = _q
+    return (
+        f'"kind": {q(kind)}, "state": {q(state)}, '
+        f'"priority": {prio if prio.__class__ is int else _other(prio)}, '
+        f'"submitted": {_number(submitted)}, '
+        f'"started": {"null" if started is None else _number(started)}, '
+        f'"ended": {"null" if ended is None else _number(ended)}, '
+        f'"code": {"null" if code is None else _integer(code)}, '
+        f'"message": {"null" if message is None else q(message)}, '
+        f'"user": {q(user)}, "host": {q(host)}, "cwd": {q(cwd)}'
+    )  # fmt: skip
+
+
+def _tail(values: tuple[Any, ...], encoded: _Memo) -> str:
+    """The text of the fields ``outcome`` to ``array`` of a record holding ``values``."""
+    (outcome, notify_error, machine, parent, leftovers, log_truncated, restart_of,
+     array) = values  # fmt: skip
+    q = _q
+    return (
+        f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
+        f'"notify_error": {"null" if notify_error is None else q(notify_error)}, '
+        f'"machine": {"null" if machine is None else q(machine)}, '
+        f'"parent": {"null" if parent is None else q(parent)}, '
+        f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
+        f'"log_truncated": {"null" if log_truncated is None else q(log_truncated)}, '
+        f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
+        f'"array": {"null" if array is None else q(array)}'
+    )  # fmt: skip
 
 
 def _group(schedule: Any) -> str:
@@ -263,17 +301,6 @@ def _page_once(
     return [t for t in texts if t is not None], nxt
 
 
-class _Floats(dict[float, str]):
-    """A float -> its text in JSON (each distinct one formatted once: an array's
-    members share their submission time)."""
-
-    def __missing__(self, value: float) -> str:
-        if len(self) > 4096:
-            self.clear()  # bounded
-        text = self[value] = _float_repr(value)
-        return text
-
-
 def _texts(
     rows: list[tuple[Any, ...]],
     unsaved: set[int],
@@ -286,7 +313,10 @@ def _texts(
     built without the records; None for a row the reference must build: one in
     ``unsaved``, or with a text column holding something else."""
     texts: list[str | None] = []
-    encoded, quoted, floats = _Encoded(), _Encoded(decode=False), _Floats()
+    encoded, quoted = _Memo(_reencoded), _Memo(json.dumps)
+    # The fields most records of an array share (those of records not started, not
+    # ended: an array's members queued, its submission time theirs), and the rarely set.
+    heads, tails = _Memo(_head), _Memo(partial(_tail, encoded=encoded))
     # What a waiting petition adds, by (reason, priority, created, state): an array's
     # members share theirs (the page's clock read once for them all).
     waits: dict[tuple[Any, ...], str] = {}
@@ -294,9 +324,9 @@ def _texts(
     queued, append = _QUEUED, texts.append
     jobs = scheduler.peek_each([row[1] for row in rows])  # peek: nothing built
     for row, job in zip(rows, jobs, strict=True):
-        (seq, pid, kind, state, prio, submitted, started, ended, code, message, user, host,
-         cwd, params, schedule, attempt, paused, outcome, notify_error, machine, parent,
-         leftovers, log_truncated, restart_of, array, array_index, cpu_time,
+        # Those of kind to cwd and outcome to array are read from the row where needed.
+        (seq, pid, _, state, _, submitted, started, ended, _, _, _, _, _, params,
+         schedule, attempt, paused, _, _, _, _, _, _, _, _, array_index, cpu_time,
          peak_rss) = row  # fmt: skip
         if seq in unsaved:
             append(None)
@@ -323,34 +353,16 @@ def _texts(
             kin = children.get(seq)
             family = f', "children": {json.dumps(kin)}' if kin else ""
             wall = number(span(started, ended, state, now)) if started else "null"
-            submitted_text = (
-                floats[submitted]
-                if submitted.__class__ is float and submitted
-                else number(submitted)
-            )
-            # Inline (not a call per column): the calls would cost more than the rest, and
-            # the rows of a long queue are mostly NULLs.
+            # A record's values are found again: not a submission time of 0.0 (-0.0 is
+            # equal to it, written otherwise).
+            shared = started is None and ended is None and submitted
+            head = heads[row[2:13]] if shared else _head(row[2:13])
+            # Inline (not a call per column): the calls would cost more than the rest.
             append(
                 f'{{"seq": {seq if seq.__class__ is int else other(seq)}, "id": {q(pid)}, '
-                f'"kind": {q(kind)}, "state": {q(state)}, '
-                f'"priority": {prio if prio.__class__ is int else other(prio)}, '
-                f'"submitted": {submitted_text}, '
-                f'"started": {"null" if started is None else number(started)}, '
-                f'"ended": {"null" if ended is None else number(ended)}, '
-                f'"code": {"null" if code is None else _integer(code)}, '
-                f'"message": {"null" if message is None else q(message)}, '
-                f'"user": {q(user)}, "host": {q(host)}, "cwd": {q(cwd)}, '
-                f'"params": {encoded[params]}, "schedule": {encoded[schedule]}, '
+                f'{head}, "params": {encoded[params]}, "schedule": {encoded[schedule]}, '
                 f'"attempt": {attempt if attempt.__class__ is int else other(attempt)}, '
-                f'"paused": {paused_text}, '
-                f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
-                f'"notify_error": {"null" if notify_error is None else q(notify_error)}, '
-                f'"machine": {"null" if machine is None else q(machine)}, '
-                f'"parent": {"null" if parent is None else q(parent)}, '
-                f'"leftovers": {"null" if leftovers is None else _integer(leftovers)}, '
-                f'"log_truncated": {"null" if log_truncated is None else q(log_truncated)}, '
-                f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
-                f'"array": {"null" if array is None else q(array)}, '
+                f'"paused": {paused_text}, {tails[row[17:25]]}, '
                 f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
                 f'"cpu_time": {"null" if cpu_time is None else number(cpu_time)}, '
                 f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '
