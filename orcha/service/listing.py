@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orcha.defaults import STATUS_TEXT_PAGE_MAX
 from orcha.protocol.selection import group_of
@@ -51,6 +51,7 @@ STATUS_COLUMNS = (
 )  # fmt: skip
 
 _QUEUED = str(State.QUEUED)
+_T = TypeVar("_T")
 
 
 def live_fields(
@@ -124,7 +125,17 @@ def page_reply(service: Service, peer: Peer, request: StatusRequest) -> dict[str
     return {"text": text, "count": count, "next": nxt, "missing": [], "arrays": {}, "hidden": 0}
 
 
-_SELECT = f"SELECT {', '.join(STATUS_COLUMNS)} FROM petitions"
+#: The columns of a row read for its text: those an array's members share (the last ones,
+#: from kind: :func:`_shared`) after those each has of its own.
+_ROW_COLUMNS = (
+    "seq", "id", "params", "attempt", "paused", "array_index", "cpu_time", "peak_rss",
+    "kind", "state", "priority", "submitted", "started", "ended", "code", "message", "user",
+    "host", "cwd", "schedule", "outcome", "notify_error", "machine", "parent", "leftovers",
+    "log_truncated", "restart_of", "array",
+)  # fmt: skip
+_SHARED = _ROW_COLUMNS.index("kind")
+_STATE, _SCHEDULE = _ROW_COLUMNS.index("state"), _ROW_COLUMNS.index("schedule")
+_SELECT = f"SELECT {', '.join(_ROW_COLUMNS)} FROM petitions"
 _FEW = 900  # rows named in one query (SQLite's oldest limit is 999 variables)
 _CHILDREN = (
     "SELECT parent_seq, id FROM petitions WHERE parent_seq BETWEEN ? AND ? "
@@ -152,16 +163,16 @@ def _number(value: Any) -> str:
     return _other(value)
 
 
-class _Memo(dict[Any, str]):
+class _Memo(dict[Any, _T]):
     """A value -> its text made by ``make``, each distinct one made once (an array's
     members share most of theirs); bounded: a listing of distinct values makes each
     once anyway."""
 
-    def __init__(self, make: Callable[[Any], str]) -> None:
+    def __init__(self, make: Callable[[Any], _T]) -> None:
         super().__init__()
         self.make = make
 
-    def __missing__(self, value: Any) -> str:
+    def __missing__(self, value: Any) -> _T:
         if len(self) > 4096:
             self.clear()
         text = self[value] = self.make(value)
@@ -173,11 +184,15 @@ def _reencoded(text: Any) -> str:
     return json.dumps(json.loads(text) if isinstance(text, str) else text)
 
 
-def _head(values: tuple[Any, ...]) -> str:
-    """The text of the fields ``kind`` to ``cwd`` of a record holding ``values``."""
-    (kind, state, prio, submitted, started, ended, code, message, user, host, cwd) = values
+def _shared(values: tuple[Any, ...], encoded: _Memo[str]) -> tuple[str, str, str]:
+    """The texts of the fields ``kind`` to ``cwd``, of ``schedule``'s value and of the
+    fields ``outcome`` to ``array`` of a record holding ``values`` (its columns from
+    ``kind`` in :data:`_ROW_COLUMNS`)."""
+    (kind, state, prio, submitted, started, ended, code, message, user, host, cwd, schedule,
+     outcome, notify_error, machine, parent, leftovers, log_truncated, restart_of,
+     array) = values  # fmt: skip
     q = _q
-    return (
+    head = (
         f'"kind": {q(kind)}, "state": {q(state)}, '
         f'"priority": {prio if prio.__class__ is int else _other(prio)}, '
         f'"submitted": {_number(submitted)}, '
@@ -187,14 +202,7 @@ def _head(values: tuple[Any, ...]) -> str:
         f'"message": {"null" if message is None else q(message)}, '
         f'"user": {q(user)}, "host": {q(host)}, "cwd": {q(cwd)}'
     )  # fmt: skip
-
-
-def _tail(values: tuple[Any, ...], encoded: _Memo) -> str:
-    """The text of the fields ``outcome`` to ``array`` of a record holding ``values``."""
-    (outcome, notify_error, machine, parent, leftovers, log_truncated, restart_of,
-     array) = values  # fmt: skip
-    q = _q
-    return (
+    tail = (
         f'"outcome": {"null" if outcome is None else encoded[outcome]}, '
         f'"notify_error": {"null" if notify_error is None else q(notify_error)}, '
         f'"machine": {"null" if machine is None else q(machine)}, '
@@ -204,6 +212,7 @@ def _tail(values: tuple[Any, ...], encoded: _Memo) -> str:
         f'"restart_of": {"null" if restart_of is None else _integer(restart_of)}, '
         f'"array": {"null" if array is None else q(array)}'
     )  # fmt: skip
+    return head, encoded[schedule], tail
 
 
 def _group(schedule: Any) -> str:
@@ -277,10 +286,10 @@ def _page_once(
         chosen = []
         for row in rows:
             if row[0] not in unsaved:
-                if states and row[3] not in states:
+                if states and row[_STATE] not in states:
                     continue
                 if groups:
-                    schedule = row[14]
+                    schedule = row[_SCHEDULE]
                     group = grouped.get(schedule) or grouped.setdefault(schedule, _group(schedule))
                     if group not in groups:
                         continue
@@ -309,14 +318,14 @@ def _texts(
     now: float,
     scheduler: Scheduler,
 ) -> list[str | None]:
-    """``json.dumps(record_of(row...))`` for each row of :data:`STATUS_COLUMNS` (tuples),
+    """``json.dumps(record_of(row...))`` for each row of :data:`_ROW_COLUMNS` (tuples),
     built without the records; None for a row the reference must build: one in
     ``unsaved``, or with a text column holding something else."""
     texts: list[str | None] = []
     encoded, quoted = _Memo(_reencoded), _Memo(json.dumps)
-    # The fields most records of an array share (those of records not started, not
-    # ended: an array's members queued, its submission time theirs), and the rarely set.
-    heads, tails = _Memo(_head), _Memo(partial(_tail, encoded=encoded))
+    # The fields an array's queued members share (not started, not ended; their
+    # submission time theirs), each distinct set formatted once.
+    shared = _Memo(partial(_shared, encoded=encoded))
     # What a waiting petition adds, by (reason, priority, created, state): an array's
     # members share theirs (the page's clock read once for them all).
     waits: dict[tuple[Any, ...], str] = {}
@@ -324,10 +333,8 @@ def _texts(
     queued, append = _QUEUED, texts.append
     jobs = scheduler.peek_each([row[1] for row in rows])  # peek: nothing built
     for row, job in zip(rows, jobs, strict=True):
-        # Those of kind to cwd and outcome to array are read from the row where needed.
-        (seq, pid, _, state, _, submitted, started, ended, _, _, _, _, _, params,
-         schedule, attempt, paused, _, _, _, _, _, _, _, _, array_index, cpu_time,
-         peak_rss) = row  # fmt: skip
+        (seq, pid, params, attempt, paused, array_index, cpu_time, peak_rss, _, state, _,
+         submitted, started, ended) = row[:14]  # fmt: skip
         if seq in unsaved:
             append(None)
             continue
@@ -355,14 +362,17 @@ def _texts(
             wall = number(span(started, ended, state, now)) if started else "null"
             # A record's values are found again: not a submission time of 0.0 (-0.0 is
             # equal to it, written otherwise).
-            shared = started is None and ended is None and submitted
-            head = heads[row[2:13]] if shared else _head(row[2:13])
+            values = row[_SHARED:]
+            if started is None and ended is None and submitted:
+                head, schedule, tail = shared[values]
+            else:
+                head, schedule, tail = _shared(values, encoded)
             # Inline (not a call per column): the calls would cost more than the rest.
             append(
                 f'{{"seq": {seq if seq.__class__ is int else other(seq)}, "id": {q(pid)}, '
-                f'{head}, "params": {encoded[params]}, "schedule": {encoded[schedule]}, '
+                f'{head}, "params": {encoded[params]}, "schedule": {schedule}, '
                 f'"attempt": {attempt if attempt.__class__ is int else other(attempt)}, '
-                f'"paused": {paused_text}, {tails[row[17:25]]}, '
+                f'"paused": {paused_text}, {tail}, '
                 f'"array_index": {"null" if array_index is None else _integer(array_index)}, '
                 f'"cpu_time": {"null" if cpu_time is None else number(cpu_time)}, '
                 f'"peak_rss": {"null" if peak_rss is None else _integer(peak_rss)}{family}, '

@@ -175,12 +175,12 @@ def test_values_an_array_shares_are_formatted_once_and_never_taken_for_others() 
         {"outcome": '{"k": 1}'}, {"outcome": '{"k": 1.0}'}, {},
     ]  # fmt: skip
     rows = [
-        tuple({**base, "seq": n, "id": f"a_{n}", **change}[c] for c in listing.STATUS_COLUMNS)
+        tuple({**base, "seq": n, "id": f"a_{n}", **change}[c] for c in listing._ROW_COLUMNS)
         for n, change in enumerate(changes, 1)
     ]
     scheduler: Any = _NothingLive()
     built = listing._texts(rows, set(), {}, {}, 1796317180.0, scheduler)
-    records = [dict(zip(listing.STATUS_COLUMNS, row, strict=True)) for row in rows]
+    records = [dict(zip(listing._ROW_COLUMNS, row, strict=True)) for row in rows]
     for record in records:  # as the store gives them: JSON fields decoded
         for name in ("params", "schedule", "outcome"):
             record[name] = None if record[name] is None else json.loads(record[name])
