@@ -332,6 +332,8 @@ def _texts(
     # The fields an array's queued members share (not started, not ended; their
     # submission time theirs), each distinct set formatted once.
     shared = _Memo(partial(_shared, encoded=encoded))
+    last: tuple[Any, ...] = ()
+    parts = ("", "", "")
     # What a waiting petition adds, by (reason, priority, created, state): an array's
     # members share theirs (the page's clock read once for them all).
     waits: dict[tuple[Any, ...], str] = {}
@@ -370,7 +372,9 @@ def _texts(
             # not for a submission time of 0.0: -0.0 is equal to it but written otherwise.
             values = row[_SHARED:]
             if started is None and ended is None and submitted:
-                head, schedule, tail = shared[values]
+                if values != last:  # the row before's, most often: no hashing
+                    last, parts = values, shared[values]
+                head, schedule, tail = parts
             else:
                 head, schedule, tail = _shared(values, encoded)
             # Inline (not a call per column): the calls would cost more than the rest.
