@@ -17,7 +17,7 @@ connection raises :class:`LostServiceError`.
 from __future__ import annotations
 
 from orcha.client.session import Session
-from orcha.errors import NoPetitionError
+from orcha.errors import LostServiceError, NoPetitionError, PetitionError
 from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -149,24 +149,45 @@ def status_pages(
 
 def status_texts(
     session: Session, states: list[str], groups: list[str] | None = None, page: int = 1000
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """Every record (in ``states`` and ``groups`` if given), oldest first, as JSON text a
     page at a time: each record's ``json.dumps``, joined by ``", "`` (a page of none is
     ``""``). The service encodes them (a service that does not, its records are encoded
-    here), so a long listing is never decoded and encoded again."""
+    here), so a long listing is never decoded and encoded again. The next page is asked
+    for before a page is handed on: the service builds it while this one is written.
+    Left early, the answer still on its way is read, so the session can be used on."""
     request: dict[str, Any] = {"ids": [], "states": states, "groups": list(groups or ()),
                                "page": page, "text": True}  # fmt: skip
-    while True:
-        reply = session.call("status", request)
-        text = reply.get("text")
-        if text is None:  # a service from before pages as text: its records
-            import json
+    session.send(None, "call", "status", request)
+    asked = False  # whether an answer nobody reads is on its way
+    try:
+        while True:
+            asked = False  # the answer on its way is read here (a refusal too)
+            reply = session.recv()
+            if reply.get("next") is not None:
+                request["after"] = reply["next"]
+                session.send(None, "call", "status", request)
+                asked = True
+            text = reply.get("text")
+            if text is None:  # a service from before pages as text: its records
+                import json
 
-            text = ", ".join(json.dumps(r) for r in reply["petitions"])
-        yield text
-        if reply.get("next") is None:
-            return
-        request["after"] = reply["next"]
+                text = ", ".join(json.dumps(r) for r in reply["petitions"])
+            yield text
+            if not asked:
+                return
+    finally:
+        if asked:  # left early (or failed) with a page asked for: its answer is dropped
+            _drop_answer(session)
+
+
+def _drop_answer(session: Session) -> None:
+    """Read (and drop) the answer to a request sent on ``session``; nothing if the
+    connection broke meanwhile (the next call says so)."""
+    try:
+        session.recv()
+    except (PetitionError, LostServiceError, OSError):
+        pass
 
 
 def clean(

@@ -12,7 +12,7 @@ petition about to start, or to fail). Which do not: :meth:`peek`, :meth:`views`,
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from orcha.errors import DuplicateIdError
@@ -95,6 +95,13 @@ class QueuedControl:
         entry is not built): for reading only."""
         with self.lock:
             return self._live.get(petition_id)
+
+    def peek_each(self, petition_ids: Iterable[str]) -> list[Waiting | None]:
+        """:meth:`peek` for each of ``petition_ids``, in order, under one hold of the lock
+        (a listing's page looks up thousands)."""
+        with self.lock:
+            get = self._live.get
+            return [get(petition_id) for petition_id in petition_ids]
 
     def get_seq(self, seq: int) -> Job | None:
         """The waiting or running petition of record ``seq``, as its Job, or None."""

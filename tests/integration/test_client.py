@@ -4,8 +4,9 @@ wait, watch, and its errors."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -127,6 +128,15 @@ def test_status_has_the_shape_of_status_json(client: orcha.Client, env: Env) -> 
     assert client.status(ids[1]) == json.loads(out)["petitions"]
     with pytest.raises(NoPetitionError):
         client.status(["no-such-petition"])
+    # Every record, a page at a time as text (the next page asked for before one is
+    # handed on), as the CLI prints them and as the client lists them.
+    listed = json.loads(run_orcha(env, "status", "--all", "--json")[0])["petitions"]
+    assert listed == records
+    assert [json.loads(t) for t in client.status_pages(text=True, page=1) if t] == records
+    pages = cast("Generator[str, None, None]", client.status_pages(text=True, page=1))
+    assert json.loads(next(pages)) == records[0]
+    pages.close()  # left early: the page on its way is not taken for the next answer
+    assert client.status(ids[1]) == records[1:]
 
 
 def test_wait_on_several(client: orcha.Client) -> None:

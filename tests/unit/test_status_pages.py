@@ -10,6 +10,7 @@ import pytest
 
 from orcha.cli.status_view import json_pages, json_texts
 from orcha.client.operations import status_texts
+from orcha.errors import ExitCode, PetitionError
 
 ROW: dict[str, Any] = {"seq": 1, "id": "a", "params": {"argv": ["echo", "x\ny"]}, "e": [], "o": {}}
 
@@ -39,15 +40,24 @@ def test_pages_of_text_print_the_same_text_as_the_whole_document(
 
 
 class FakeSession:
-    """Answers ``status`` with the replies given, in turn, keeping the requests."""
+    """Answers ``status`` requests in turn with the replies given (an exception: a
+    refusal), keeping the requests and counting the answers not read yet."""
 
-    def __init__(self, replies: list[dict[str, Any]]) -> None:
-        self.replies, self.requests = replies, []  # type: ignore[var-annotated]
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies, self.requests, self.unread = replies, [], 0  # type: ignore[var-annotated]
 
-    def call(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
-        assert name == "status"
+    def send(self, ident: str | None, method: str, name: str, request: dict[str, Any]) -> None:
+        assert (ident, method, name) == (None, "call", "status")
         self.requests.append(dict(request))
-        return self.replies.pop(0)
+        self.unread += 1
+
+    def recv(self) -> Any:
+        assert self.unread > 0, "read an answer to nothing asked: it would wait forever"
+        self.unread -= 1
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 
 def test_status_texts_asks_for_text_and_encodes_the_records_of_an_older_service() -> None:
@@ -59,3 +69,35 @@ def test_status_texts_asks_for_text_and_encodes_the_records_of_an_older_service(
         {"ids": [], "states": ["QUEUED"], "groups": ["g"], "page": 7, "text": True},
         {"ids": [], "states": ["QUEUED"], "groups": ["g"], "page": 7, "text": True, "after": 1},
     ]
+    assert session.unread == 0
+
+
+def page(n: int, last: bool = False) -> dict[str, Any]:
+    return {"text": f'{{"seq": {n}}}', "count": 1, "next": None if last else n}
+
+
+def test_the_next_page_is_asked_for_before_a_page_is_handed_on() -> None:
+    session = FakeSession([page(1), page(2), page(3, last=True)])
+    pages = status_texts(session, [], None, 1)  # type: ignore[arg-type]
+    assert next(pages) == '{"seq": 1}'
+    assert [r.get("after") for r in session.requests] == [None, 1]  # the second on its way
+    assert list(pages) == ['{"seq": 2}', '{"seq": 3}'] and session.unread == 0
+    assert len(session.requests) == 3  # none after the last
+
+
+def test_a_listing_left_early_reads_the_answer_on_its_way() -> None:
+    session = FakeSession([page(1), page(2), {"text": "", "next": None}])
+    pages = status_texts(session, [], None, 1)  # type: ignore[arg-type]
+    assert next(pages) == '{"seq": 1}'
+    pages.close()  # e.g. 'orcha status --all --json | head -c 10'
+    assert session.unread == 0 and session.replies == [{"text": "", "next": None}]
+
+
+def test_a_page_refused_leaves_no_answer_to_wait_for() -> None:
+    refused = PetitionError("the service cannot read its records now", ExitCode.REFUSED)
+    session = FakeSession([page(1), refused])
+    pages = status_texts(session, [], None, 1)  # type: ignore[arg-type]
+    assert next(pages) == '{"seq": 1}'
+    with pytest.raises(PetitionError, match="cannot read"):
+        next(pages)
+    assert session.unread == 0

@@ -144,3 +144,47 @@ def test_a_record_saved_during_the_read_is_listed_only_in_its_saved_state(
     monkeypatch.setattr(store.saver, "pending_seqs", lambda: next(answers))
     (page,) = texts(h, 500, states=["QUEUED"])
     assert [r["state"] for r in json.loads(f"[{page}]")] == ["QUEUED"] * 5
+
+
+class _NothingLive:
+    """A scheduler with no live petition (what the texts of saved rows ask of one)."""
+
+    def peek(self, petition_id: str) -> None:
+        return None
+
+    def peek_each(self, petition_ids: list[str]) -> list[None]:
+        return [None for _ in petition_ids]
+
+    def effective_priority(self, job: Any) -> float:
+        raise AssertionError("no petition is live")
+
+
+def test_values_an_array_shares_are_formatted_once_and_never_taken_for_others() -> None:
+    # An array's queued members share kind to cwd and outcome to array (formatted once a
+    # page); a member differing in one of them, or in a value equal to another but
+    # written otherwise (-0.0), is written as its own.
+    base = dict.fromkeys(listing.STATUS_COLUMNS)
+    base.update(id="a_1", kind="shell", state="QUEUED", priority=0, submitted=1796317175.9338324,
+                user="u", host="h", cwd="/w", params='{"argv": ["true"]}', schedule="{}",
+                attempt=1, paused=0, array="a", array_index=1)  # fmt: skip
+    changes: list[dict[str, Any]] = [
+        {}, {}, {"message": "m"}, {"priority": 2}, {"cwd": "/w\u2603"}, {"submitted": 0.0},
+        {"submitted": -0.0}, {"submitted": 0.0}, {"machine": "n"}, {"leftovers": 0},
+        {"array": None}, {"state": "CANCELLED", "ended": 1796317176.5},
+        {"started": 1796317176.25, "ended": 1796317177.5, "state": "FAILED", "code": 2},
+        {"outcome": '{"k": 1}'}, {"outcome": '{"k": 1.0}'}, {},
+    ]  # fmt: skip
+    rows = [
+        tuple({**base, "seq": n, "id": f"a_{n}", **change}[c] for c in listing._ROW_COLUMNS)
+        for n, change in enumerate(changes, 1)
+    ]
+    scheduler: Any = _NothingLive()
+    built = listing._texts(rows, set(), {}, {}, 1796317180.0, scheduler)
+    records = [dict(zip(listing._ROW_COLUMNS, row, strict=True)) for row in rows]
+    for record in records:  # as the store gives them: JSON fields decoded
+        for name in ("params", "schedule", "outcome"):
+            record[name] = None if record[name] is None else json.loads(record[name])
+    assert built == [json.dumps(listing.record_of(r, {}, scheduler, {}, 1796317180.0))
+                     for r in records]  # fmt: skip
+    assert '"submitted": -0.0' in str(built[6]) and '"submitted": 0.0' in str(built[7])
+    assert '"outcome": {"k": 1.0}' in str(built[14])
