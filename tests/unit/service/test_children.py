@@ -110,9 +110,14 @@ def test_a_cancelled_child_gives_its_parent_the_code_orcha_run_would(h: Harness)
 
 
 def test_parents_filling_every_slot_do_not_deadlock(h: Harness) -> None:
+    # Both parents start in one admission walk: submitted one after the other, a's
+    # first child could take the free slot before b is submitted (fair, but then b
+    # and its children wait for a's, and nothing fills every slot with parents).
+    h.call("pause", all=True)
     for parent in ("a", "b"):
         assert h.submit(parent, kind="fanout", params=gates(3))["ok"]
     assert h.submit("other")["ok"]  # queued behind the parents' children
+    h.call("resume", all=True)
     for n in (1, 2, 3):
         for parent in ("a", "b"):
             child = f"{parent}.{n}"
