@@ -76,7 +76,7 @@ def test_ended_petitions_and_gone_clients_leave_nothing_behind(h: Harness) -> No
     assert scheduler.jobs() == []
     assert (scheduler._live, scheduler._waiting, scheduler._running) == ({}, {}, {})
     assert scheduler._dependents == {}
-    assert events._subscribers == {} and events._watchers == {}
+    assert events._waiters == {} and events._followers == {} and events._watchers == {}
     assert all(not p.submitted and not p.subscribed for p in h.service.peers)
     for peer in list(h.service.peers - {h.client}):
         h.service.peer_closed(peer)
