@@ -39,6 +39,14 @@ _ENDED = ("id", "state", "code", "message")
 _LOCKED_BATCH = 1000
 
 
+def _unsubscribed(peer: Peer, seq: int) -> None:
+    """``peer`` follows or waits for record ``seq`` no more (under Events._subs_lock)."""
+    subscribed = peer.subscribed
+    subscribed.discard(seq)
+    if not subscribed and subscribed.__sizeof__() > 1024:
+        peer.subscribed = set()  # a set does not shrink: a long array's table goes
+
+
 class Events:
     """Subscriptions and deliveries of petition events (thread-safe)."""
 
@@ -132,6 +140,8 @@ class Events:
             job.announced = True
             with self._subs_lock:
                 found = self._waiters.pop(seq, None)
+                if found is not None and not self._waiters:
+                    self._waiters = {}  # a dict does not shrink: see _drop_waiter
                 waiters: list[Peer] = (
                     [] if found is None else found if isinstance(found, list) else [found]
                 )
@@ -139,7 +149,7 @@ class Events:
                 # Its subscribers' peers forget it too: a long-lived client that waits
                 # for or follows petition after petition would otherwise keep them all.
                 for peer in (*waiters, *followers):
-                    peer.subscribed.discard(seq)
+                    _unsubscribed(peer, seq)
                 # A waiter still subscribed to others needs this end only with theirs.
                 waiting_more = [p for p in waiters if p.subscribed]
         summary = job.summary()
@@ -202,6 +212,8 @@ class Events:
         found = self._waiters.get(seq)
         if found is peer:
             del self._waiters[seq]
+            if not self._waiters:
+                self._waiters = {}  # a dict does not shrink: a long array's table goes
         elif isinstance(found, list) and peer in found:
             found.remove(peer)
             if len(found) == 1:
@@ -396,7 +408,7 @@ class Events:
                 # took its subscribers already, or will take them.
                 with self._subs_lock:
                     self._drop_waiter(seq, peer)
-                    peer.subscribed.discard(seq)
+                    _unsubscribed(peer, seq)
                 continue
             with job.output_lock, self._subs_lock:  # feed reads the followers under it
                 self._drop_waiter(seq, peer)
@@ -405,7 +417,7 @@ class Events:
                     followers.pop(peer, None)
                     if not followers:
                         del self._followers[seq]
-                peer.subscribed.discard(seq)
+                _unsubscribed(peer, seq)
         with self._lock:
             self._watchers.pop(peer, None)
             self._mute.discard(peer)
