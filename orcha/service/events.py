@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.peer import Peer
     from orcha.service.queued import Waiting
+    from orcha.service.references import Target
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
 
@@ -34,8 +35,9 @@ log = logging.getLogger("orcha.service.events")
 #: The fields of an ended petition's record that subscribers get (as Job.summary gives).
 _ENDED = ("id", "state", "code", "message")
 
-#: How many petitions a wait subscribes to under one hold of the scheduler's lock (a
-#: wait on a long array does not hold up admission for all of them at once).
+#: How many references a wait resolves and subscribes to at a time, under one hold of
+#: the scheduler's lock (a wait on a long array does not hold up admission for all of
+#: them at once, nor hold all their targets).
 _LOCKED_BATCH = 1000
 
 
@@ -254,23 +256,40 @@ class Events:
         keeps the queue as compact as it was."""
         ended: list[dict[str, Any]] = []
         pending: list[str] = []
-        targets, missing = resolve_all(ids, self.scheduler, self.store)
+        missing: list[str] = []
+        seen: set[int] = set()  # record numbers: several references may name one
+        # In batches: a batch's targets, not 100,000 of them, are held at a time, and
+        # the scheduler's lock is not held up for all of them at once.
+        for start in range(0, len(ids), _LOCKED_BATCH):
+            targets, unknown = resolve_all(
+                ids[start : start + _LOCKED_BATCH], self.scheduler, self.store
+            )
+            missing += unknown
+            targets = [t for t in targets if t.seq is None or t.seq not in seen]
+            seen.update(t.seq for t in targets if t.seq is not None)
+            self._wait_batch(peer, targets, ended, pending, missing)
+        return {"ended": ended, "pending": pending, "missing": missing}
+
+    def _wait_batch(
+        self, peer: Peer, targets: list[Target], ended: list[dict[str, Any]],
+        pending: list[str], missing: list[str],
+    ) -> None:  # fmt: skip
+        """wait_for's work on some of its targets (the lists are its reply's)."""
         scheduler = self.scheduler
         # Each target's Job, or the ID it is waited for by (subscribed by number).
         held: list[Job | str | None] = []
-        for start in range(0, len(targets), _LOCKED_BATCH):
-            with scheduler.lock, self._subs_lock:
-                for target in targets[start : start + _LOCKED_BATCH]:
-                    found = target.held
-                    if found is not None and target.seq is not None:
-                        found = scheduler.held(target.seq) or found  # as it is now
-                    if type(found) is Queued:
-                        if found.built is None:
-                            self._add_waiter(found.seq, peer)
-                            held.append(found.id)
-                            continue
-                        found = found.built
-                    held.append(found)  # type: ignore[arg-type]  # a Job, or None
+        with scheduler.lock, self._subs_lock:
+            for target in targets:
+                found = target.held
+                if found is not None and target.seq is not None:
+                    found = scheduler.held(target.seq) or found  # as it is now
+                if type(found) is Queued:
+                    if found.built is None:
+                        self._add_waiter(found.seq, peer)
+                        held.append(found.id)
+                        continue
+                    found = found.built
+                held.append(found)  # type: ignore[arg-type]  # a Job, or None
         for target, job in zip(targets, held, strict=True):
             if isinstance(job, str):
                 pending.append(job)
@@ -286,7 +305,6 @@ class Events:
                 missing.append(target.ref)
             else:
                 ended.append({k: record[k] for k in _ENDED})
-        return {"ended": ended, "pending": pending, "missing": missing}
 
     def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """For each petition ``ids`` name, what to replay from its log and whether it
