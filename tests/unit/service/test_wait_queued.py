@@ -1,21 +1,23 @@
 """Waiting for queued array members (in process, see harness): a ``wait`` subscribes
 to compact queue entries by record number and builds no Job for them (a wait on a
 100,000-member array keeps the queue compact), and every end reaches the waiter as it
-did: cancelled, failed, run, ended before the wait, a waiter that goes away, a restart."""
+did: cancelled, failed (or by a dependency), run, ended before the wait, a waiter that goes
+away, a restart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from orcha.errors import ExitCode
 from orcha.service.job import Job
 from orcha.service.queued import Queued
 from tests.unit.service.harness import FakePeer, Harness
 
 
-def _array(h: Harness, name: str, n: int) -> list[str]:
+def _array(h: Harness, name: str, n: int, **submit: Any) -> list[str]:
     template = {"kind": "gate", "id": name, "params": {}, "cwd": "/", "env": {},
-                "attach": False}  # fmt: skip
+                "attach": False, **submit}  # fmt: skip
     reply = h.call("submit_array", submit=template, members=[[i, None] for i in range(1, n + 1)])
     return list(reply["ids"])
 
@@ -44,7 +46,8 @@ def test_a_wait_on_queued_members_builds_no_job_and_hears_every_end(tmp_path: Pa
         assert waiter.subscribed == seqs
         # Two waiters of one member, and a wait given the same member twice.
         other = h.peer()
-        assert h.call("wait", other, ids=["m_4", "m_4"])["pending"] == ["m_4"]
+        last = str(h.record("m_4")["seq"])
+        assert h.call("wait", other, ids=["m_4", last, "m_4"])["pending"] == ["m_4"]
         assert _held(h, ids) == [Queued] * 4
         # Cancelled while queued (built to be cancelled): its end by record number.
         assert h.call("cancel", ids=["m_2"])["results"] == {"m_2": "cancelled"}
@@ -74,6 +77,24 @@ def test_a_wait_on_queued_members_builds_no_job_and_hears_every_end(tmp_path: Pa
         assert len([f for f in waiter.frames if f.get("event") == "ended"]) == 4
         assert waiter.subscribed == other.subscribed == late.subscribed == set()
         assert h.service.events._waiters == {}
+    finally:
+        h.close()
+
+
+def test_members_failed_by_their_dependency_end_for_their_waiter(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        h.submit("first")
+        h.gates.wait_started("first")
+        ids = _array(h, "d", 2, schedule={"after": ["first"]})
+        waiter = h.peer()
+        assert h.call("wait", waiter, ids=["d"])["pending"] == ids
+        assert _held(h, ids) == [Queued] * 2
+        h.run_to_end("first", 1)  # they fail (built to fail), never run
+        waiter.expect(event="ended", id="d_2")
+        code = int(ExitCode.DEPENDENCY_FAILED)
+        assert _ends(waiter) == {"d_1": ("FAILED", code), "d_2": ("FAILED", code)}
+        assert waiter.subscribed == set() and h.service.events._waiters == {}
     finally:
         h.close()
 
