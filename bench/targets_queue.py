@@ -79,14 +79,14 @@ def queue(lab: Lab, scale: Any, emit: Emit) -> None:
     )
     row.note = _extrapolated(idle, live.median, n)
     emit(row)
-    _wait(lab, big, env, names, idle, emit)
+    _wait(lab, big, env, names, n, idle, emit)
     _submit_rates(lab, scale, big, empty, emit)
     _status(lab, scale, big, env, emit)
     _restart(lab, big, env, idle, n, emit)
 
 
 def _wait(
-    lab: Lab, big: Service, env: dict[str, str], names: list[str], idle: int, emit: Emit
+    lab: Lab, big: Service, env: dict[str, str], names: list[str], n: int, idle: int, emit: Emit
 ) -> None:
     """``orcha wait`` on every queued array (it gives up after 1 s: nothing runs): the
     service's RSS during and after it (a waited-for member must not become a Job)."""
@@ -97,7 +97,7 @@ def _wait(
     after = big.rss()
     row = compare_row(
         "3",
-        f"  service RSS after orcha wait on the {len(names)} queued arrays",
+        f"  service RSS after orcha wait on all {n:,} queued",
         summarize([after]),
         "B",
         "idle",
