@@ -136,6 +136,23 @@ def test_parents_filling_every_slot_do_not_deadlock(h: Harness) -> None:
     h.wait_ended("other")
 
 
+def test_a_parent_queued_behind_another_s_children_gets_its_turn(h: Harness) -> None:
+    # The interleaving the test above rules out, made certain: a's first child takes the
+    # free slot before b is submitted, its second a's loan. b then waits for a slot, and
+    # gets the first one freed; its child runs in b's loan.
+    assert h.submit("a", kind="fanout", params=gates(2))["ok"]
+    h.gates.wait_started("a.2")  # a.1 in the free slot, a.2 in a's loan
+    assert h.submit("b", kind="fanout", params=gates(1))["ok"]
+    assert h.record("b")["state"] == "QUEUED"
+    run_children(h, {"a.1": 0})
+    h.gates.wait_started("b.1")  # b took a.1's slot, then lent it to b.1
+    assert h.gates.started == ["a.1", "a.2", "b.1"]
+    assert h.service.scheduler.machines[0].used_slots == 2
+    run_children(h, {"a.2": 0, "b.1": 0})
+    h.wait_ended("a", "b")
+    assert [h.record(p)["state"] for p in ("a", "b")] == ["SUCCEEDED", "SUCCEEDED"]
+
+
 def test_children_left_running_when_the_run_returns_are_cancelled(h: Harness) -> None:
     assert h.submit("p", attach=True, kind="fanout", params={**gates(2), "leave": True})["ok"]
     items = h.client.read_until_end(1)
