@@ -27,8 +27,9 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 
 def live_jobs(h: Harness) -> list[Job]:
-    """The Job objects alive of ``h``'s service (not those of another test's service in
-    this process: one that has stopped may still be letting go of its last petitions)."""
+    """The Job objects alive of ``h``'s service, not those of another test's harness in
+    this process (which the test's own objects may keep alive until it is collected:
+    the fanout kind keeps its children's handles, each holding its Job)."""
     gc.collect()
     events = h.service.events
     return [o for o in gc.get_objects() if isinstance(o, Job) and o.events is events]
