@@ -48,11 +48,12 @@ def queue(lab: Lab, scale: Any, emit: Emit) -> None:
     for e in (env, empty_env):
         lab.run(o("pause", "--all"), e)  # kept across restarts: all stay queued
     idle = big.rss()
-    start, filled = time.perf_counter(), 0
+    start, filled, names = time.perf_counter(), 0, []
     with sampling(big.pid, 0.1) as fill:
         while filled < n:
             size = min(CHUNK, n - filled)
-            argv = o("run", "--detach", "--array", f"1-{size}", f"f{filled}", "--", "true")
+            names.append(f"f{filled}")
+            argv = o("run", "--detach", "--array", f"1-{size}", names[-1], "--", "true")
             lab.run(argv, env, timeout=1800)
             filled += size
     took = time.perf_counter() - start
@@ -78,9 +79,35 @@ def queue(lab: Lab, scale: Any, emit: Emit) -> None:
     )
     row.note = _extrapolated(idle, live.median, n)
     emit(row)
+    _wait(lab, big, env, names, n, idle, emit)
     _submit_rates(lab, scale, big, empty, emit)
     _status(lab, scale, big, env, emit)
     _restart(lab, big, env, idle, n, emit)
+
+
+def _wait(
+    lab: Lab, big: Service, env: dict[str, str], names: list[str], n: int, idle: int, emit: Emit
+) -> None:
+    """``orcha wait`` on every queued array (it gives up after 1 s: nothing runs): the
+    service's RSS during and after it (a waited-for member must not become a Job)."""
+    argv = lab.orcha_cmd("wait", "--timeout", "1", *names)
+    with sampling(big.pid, 0.05) as s:
+        timed = lab.run(argv, env, check=False, timeout=600)
+    time.sleep(1)  # the session has gone: what the service keeps
+    after = big.rss()
+    row = compare_row(
+        "3",
+        f"  service RSS after orcha wait on all {n:,} queued",
+        summarize([after]),
+        "B",
+        "idle",
+        summarize([idle]),
+        kind="max",
+        limit=150 * MB,
+        raw={"peak": s.peak, "wall": timed.wall, "code": timed.code},
+    )
+    row.note = f"peak {s.peak / MB:.0f} MB; exit {timed.code} in {timed.wall:.1f} s"
+    emit(row)
 
 
 def _extrapolated(idle: float, rss: float, n: int) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
+from orcha.service.queued import Queued
 from orcha.service.references import labeller, resolve, resolve_all
 from orcha.service.usage import UsageFeed, recent_ended
 from orcha.states import State
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.peer import Peer
     from orcha.service.queued import Waiting
+    from orcha.service.references import Target
     from orcha.service.scheduler import Scheduler
     from orcha.service.store import Store
 
@@ -33,16 +35,18 @@ log = logging.getLogger("orcha.service.events")
 #: The fields of an ended petition's record that subscribers get (as Job.summary gives).
 _ENDED = ("id", "state", "code", "message")
 
+#: How many references a wait resolves and subscribes to at a time, under one hold of
+#: the scheduler's lock (a wait on a long array does not hold up admission for all of
+#: them at once, nor hold all their targets).
+_LOCKED_BATCH = 1000
 
-class _Subscribers:
-    """Who follows one petition's output (peer -> handle) or waits for its end. Read and
-    changed under the petition's output lock; dropped once its end is announced."""
 
-    __slots__ = ("followers", "waiters")
-
-    def __init__(self) -> None:
-        self.followers: dict[Peer, int] = {}
-        self.waiters: set[Peer] = set()
+def _unsubscribed(peer: Peer, seq: int) -> None:
+    """``peer`` follows or waits for record ``seq`` no more (under Events._subs_lock)."""
+    subscribed = peer.subscribed
+    subscribed.discard(seq)
+    if not subscribed and subscribed.__sizeof__() > 1024:
+        peer.subscribed = set()  # a set does not shrink: a long array's table goes
 
 
 class Events:
@@ -70,7 +74,16 @@ class Events:
         self._watchers: dict[Peer, frozenset[str] | None] = {}
         self._mute: set[Peer] = set()  # watchers that want no output events
         self.usage = UsageFeed(scheduler, lambda: self.store, clock=clock)
-        self._subscribers: dict[int, _Subscribers] = {}  # job seq -> followers, waiters
+        # Who waits for each petition's end, by record number: one peer, or a list of
+        # several (a wait on a 100,000-member array costs a dict entry a member, and
+        # builds no Job: see wait_for). Changed under _subs_lock.
+        self._waiters: dict[int, Peer | list[Peer]] = {}
+        # Who follows each petition's output (peer -> handle), by record number: changed
+        # under the petition's output lock (feed reads it there) and _subs_lock.
+        self._followers: dict[int, dict[Peer, int]] = {}
+        # Guards _waiters, _followers and the peers' ``subscribed``; the innermost lock
+        # (taken under a petition's output lock or the scheduler's; nothing under it).
+        self._subs_lock = threading.Lock()
         self._lock = threading.Lock()
         # Output and progress events are built only if someone wants them.
         self._hooks_want_stream = bool(self.sinks.sinks) or any(
@@ -124,16 +137,23 @@ class Events:
     def ended(self, job: Job) -> None:
         """``job`` has ended (its record written): tell its waiters, followers, watchers
         and the on_finish hook. Who subscribes from now on is told at once."""
+        seq = job.seq
         with job.output_lock:
             job.announced = True
-            subscribers = self._subscribers.pop(job.seq, None) or _Subscribers()
-            # Its subscribers' peers forget it too: a long-lived client that waits for or
-            # follows petition after petition would otherwise keep every ended job.
-            for peer in (*subscribers.waiters, *subscribers.followers):
-                peer.subscribed.discard(job)
-            # A waiter still subscribed to others needs this end only with theirs.
-            waiting_more = [p for p in subscribers.waiters if p.subscribed]
-        waiters, followers = subscribers.waiters, subscribers.followers
+            with self._subs_lock:
+                found = self._waiters.pop(seq, None)
+                if found is not None and not self._waiters:
+                    self._waiters = {}  # a dict does not shrink: see _drop_waiter
+                waiters: list[Peer] = (
+                    [] if found is None else found if isinstance(found, list) else [found]
+                )
+                followers = self._followers.pop(seq, None) or {}
+                # Its subscribers' peers forget it too: a long-lived client that waits
+                # for or follows petition after petition would otherwise keep them all.
+                for peer in (*waiters, *followers):
+                    _unsubscribed(peer, seq)
+                # A waiter still subscribed to others needs this end only with theirs.
+                waiting_more = [p for p in waiters if p.subscribed]
         summary = job.summary()
         if waiters:
             frame = messages.encode({"event": "ended", **summary})
@@ -171,17 +191,35 @@ class Events:
     def feed(self, job: Job, stream: int, data: bytes) -> None:
         """Output of ``job`` to the clients following it (its emit calls this under its
         output lock, right after writing its log)."""
-        subscribers = self._subscribers.get(job.seq)
-        if subscribers is not None:
-            for peer, handle in subscribers.followers.items():
+        followers = self._followers.get(job.seq)
+        if followers is not None:
+            for peer, handle in followers.items():
                 peer.deliver_output(handle, stream, data, job.log)
 
-    def _of(self, job: Job) -> _Subscribers:
-        # Under the job's output lock.
-        subscribers = self._subscribers.get(job.seq)
-        if subscribers is None:
-            subscribers = self._subscribers[job.seq] = _Subscribers()
-        return subscribers
+    def _add_waiter(self, seq: int, peer: Peer) -> None:
+        # Under _subs_lock, and under what keeps the petition from being announced
+        # meanwhile (its output lock, or the scheduler's lock while it has no Job).
+        found = self._waiters.get(seq)
+        if found is None:
+            self._waiters[seq] = peer
+        elif isinstance(found, list):
+            if peer not in found:
+                found.append(peer)
+        elif found is not peer:
+            self._waiters[seq] = [found, peer]
+        peer.subscribed.add(seq)
+
+    def _drop_waiter(self, seq: int, peer: Peer) -> None:
+        # Under _subs_lock.
+        found = self._waiters.get(seq)
+        if found is peer:
+            del self._waiters[seq]
+            if not self._waiters:
+                self._waiters = {}  # a dict does not shrink: a long array's table goes
+        elif isinstance(found, list) and peer in found:
+            found.remove(peer)
+            if len(found) == 1:
+                self._waiters[seq] = found[0]
 
     def _webhook_failed(self, job: Job, message: str) -> None:
         """A webhook delivery finally failed: kept in the petition's record."""
@@ -209,27 +247,64 @@ class Events:
     def wait_for(self, peer: Peer, ids: list[str]) -> dict[str, Any]:
         """Which of the petitions ``ids`` name have ended, which are pending (the peer
         is told when each ends; each petition once, by its ID), and which references
-        name none."""
+        name none.
+
+        A petition queued compactly (:mod:`orcha.service.queued`) is waited for by its
+        record number, without building its Job: under the scheduler's lock, an entry
+        not built yet cannot have ended (its end needs its Job), and the Job built later
+        announces its end by that number. So a wait on a queued 100,000-member array
+        keeps the queue as compact as it was."""
         ended: list[dict[str, Any]] = []
         pending: list[str] = []
-        targets, missing = resolve_all(ids, self.scheduler, self.store)
-        for target in targets:
-            job = target.job
-            if job is not None:
+        missing: list[str] = []
+        seen: set[int] = set()  # record numbers: several references may name one
+        # In batches: a batch's targets, not 100,000 of them, are held at a time, and
+        # the scheduler's lock is not held up for all of them at once.
+        for start in range(0, len(ids), _LOCKED_BATCH):
+            targets, unknown = resolve_all(
+                ids[start : start + _LOCKED_BATCH], self.scheduler, self.store
+            )
+            missing += unknown
+            targets = [t for t in targets if t.seq is None or t.seq not in seen]
+            seen.update(t.seq for t in targets if t.seq is not None)
+            self._wait_batch(peer, targets, ended, pending, missing)
+        return {"ended": ended, "pending": pending, "missing": missing}
+
+    def _wait_batch(
+        self, peer: Peer, targets: list[Target], ended: list[dict[str, Any]],
+        pending: list[str], missing: list[str],
+    ) -> None:  # fmt: skip
+        """wait_for's work on some of its targets (the lists are its reply's)."""
+        scheduler = self.scheduler
+        # Each target's Job, or the ID it is waited for by (subscribed by number).
+        held: list[Job | str | None] = []
+        with scheduler.lock, self._subs_lock:
+            for target in targets:
+                found = target.held
+                if found is not None and target.seq is not None:
+                    found = scheduler.held(target.seq) or found  # as it is now
+                if type(found) is Queued:
+                    if found.built is None:
+                        self._add_waiter(found.seq, peer)
+                        held.append(found.id)
+                        continue
+                    found = found.built
+                held.append(found)  # type: ignore[arg-type]  # a Job, or None
+        for target, job in zip(targets, held, strict=True):
+            if isinstance(job, str):
+                pending.append(job)
+            elif job is not None:
                 with job.output_lock:
                     if not job.announced:
-                        self._of(job).waiters.add(peer)
-                        peer.subscribed.add(job)
+                        with self._subs_lock:
+                            self._add_waiter(job.seq, peer)
                         pending.append(job.id)
                         continue
                 ended.append(job.summary())
-                continue
-            record = target.record
-            if record is None:
+            elif (record := target.record) is None:
                 missing.append(target.ref)
             else:
                 ended.append({k: record[k] for k in _ENDED})
-        return {"ended": ended, "pending": pending, "missing": missing}
 
     def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """For each petition ``ids`` name, what to replay from its log and whether it
@@ -244,8 +319,9 @@ class Events:
                 handle = peer.new_handle()
                 with job.output_lock:
                     if not job.announced:
-                        self._of(job).followers[peer] = handle
-                        peer.subscribed.add(job)
+                        with self._subs_lock:
+                            self._followers.setdefault(job.seq, {})[peer] = handle
+                            peer.subscribed.add(job.seq)
                         peer.following(handle, job.log)
                         plan.append({"id": label(target), "handle": handle,
                                      "log_path": job.log.path, "end": job.log.size,
@@ -341,14 +417,25 @@ class Events:
 
     def unsubscribe(self, peer: Peer) -> None:
         """``peer`` has gone: it follows, waits for and watches nothing any more."""
-        for job in list(peer.subscribed):  # only its own subscriptions, not the queue
-            with job.output_lock:
-                subscribers = self._subscribers.get(job.seq)
-                if subscribers is not None:
-                    subscribers.followers.pop(peer, None)
-                    subscribers.waiters.discard(peer)
-                    if not subscribers.followers and not subscribers.waiters:
-                        del self._subscribers[job.seq]
+        with self._subs_lock:
+            seqs = list(peer.subscribed)  # only its own subscriptions, not the queue
+        for seq in seqs:
+            job = self.scheduler.built(seq)
+            if job is None:
+                # Not built (only waited for: a follower builds it), or ended: its end
+                # took its subscribers already, or will take them.
+                with self._subs_lock:
+                    self._drop_waiter(seq, peer)
+                    _unsubscribed(peer, seq)
+                continue
+            with job.output_lock, self._subs_lock:  # feed reads the followers under it
+                self._drop_waiter(seq, peer)
+                followers = self._followers.get(seq)
+                if followers is not None:
+                    followers.pop(peer, None)
+                    if not followers:
+                        del self._followers[seq]
+                _unsubscribed(peer, seq)
         with self._lock:
             self._watchers.pop(peer, None)
             self._mute.discard(peer)

@@ -27,7 +27,9 @@ class Peer:
         self.attached: dict[int, Job] = {}  # handle -> job whose output this client reads
         self.submitted: set[Job] = set()  # not yet ended (the service discards ended ones)
         self.legacy_ended: list[Job] = []  # ended original-API jobs whose queue to purge
-        self.subscribed: set[Job] = set()  # jobs this client follows or waits for
+        # The record numbers of the petitions this client follows or waits for (not
+        # their Jobs: a queued one waited for has none; see Events.wait_for).
+        self.subscribed: set[int] = set()
         self.closed = False
         # Clear while an attached petition has not told its client its end.
         self.idle = threading.Event()

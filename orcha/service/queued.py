@@ -25,8 +25,11 @@ The contract (what the scheduler and the listing paths may do with an entry):
   time, for predicates that read it (plugins'): it is not the petition that will run.
 * **change** only ``paused``, ``deps_ready``, ``blocked_since`` and the rank (the
   scheduler's walk, ``pause``/``resume``, a reload's new aging).
-* anything else (start it, cancel it, fail it, change its schedule or priority, wait
-  for it, follow it) needs its Job: :meth:`Source.build`, through the scheduler
+* waiting for its end builds nothing: a waiter is subscribed by its record number
+  (:meth:`~orcha.service.events.Events.wait_for`), and the Job built later announces
+  its end by that number.
+* anything else (start it, cancel it, fail it, change its schedule or priority, follow
+  it) needs its Job: :meth:`Source.build`, through the scheduler
   (:meth:`~orcha.service.queued_control.QueuedControl.get`, ``.job``), which puts the
   Job in the entry's place for good and keeps it as the entry's ``built``: an entry
   read before gives that Job. A Job is never turned back into an entry: whoever holds

@@ -6,7 +6,8 @@ Mixed into :class:`~orcha.service.scheduler.Scheduler`. Which calls build a Job:
 :meth:`QueuedControl.get` (a petition asked for by ID, to act on it), :meth:`job`,
 :meth:`jobs` and :meth:`waiting` (every one: for acting on all), the admission walk (a
 petition about to start, or to fail). Which do not: :meth:`peek`, :meth:`views`,
-:meth:`waiting_views` (for reading and listing), explaining why petitions wait.
+:meth:`waiting_views`, :meth:`held`, :meth:`built` (for reading and listing, and
+waiting by record number), explaining why petitions wait.
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ class QueuedControl:
         with self.lock:
             found = self._running.get(seq) or self._waiting.get(seq)
             return None if found is None else self.job(found)
+
+    def held(self, seq: int) -> Waiting | None:
+        """The waiting or running petition of record ``seq`` as it is held (a compact
+        entry is not built), or None: for reading only."""
+        with self.lock:
+            return self._running.get(seq) or self._waiting.get(seq)
+
+    def built(self, seq: int) -> Job | None:
+        """The Job of the waiting or running petition of record ``seq`` if it has one
+        (a compact entry not built yet has none: none is built), else None."""
+        with self.lock:
+            found = self._running.get(seq) or self._waiting.get(seq)
+        if type(found) is Queued:
+            return found.built
+        return found  # type: ignore[return-value]
 
     def views(self) -> list[Waiting]:
         """Every waiting or running petition as it is held (running first, then

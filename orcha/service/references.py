@@ -96,6 +96,12 @@ class Target:
         return self._held is not None
 
     @property
+    def held(self) -> Waiting | None:
+        """The live petition as the scheduler held it when resolved (a compact queue
+        entry is not built): for reading, or for waiting by record number."""
+        return self._held
+
+    @property
     def job(self) -> Job | None:
         """The live Job (a compact queue entry is built when first asked for: only
         what acts on a petition asks; a listing reads ``seq``)."""

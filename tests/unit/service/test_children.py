@@ -110,9 +110,14 @@ def test_a_cancelled_child_gives_its_parent_the_code_orcha_run_would(h: Harness)
 
 
 def test_parents_filling_every_slot_do_not_deadlock(h: Harness) -> None:
+    # Both parents start in one admission walk: submitted one after the other, a's
+    # first child could take the free slot before b is submitted (fair, but then b
+    # and its children wait for a's, and nothing fills every slot with parents).
+    h.call("pause", all=True)
     for parent in ("a", "b"):
         assert h.submit(parent, kind="fanout", params=gates(3))["ok"]
     assert h.submit("other")["ok"]  # queued behind the parents' children
+    h.call("resume", all=True)
     for n in (1, 2, 3):
         for parent in ("a", "b"):
             child = f"{parent}.{n}"
@@ -129,6 +134,23 @@ def test_parents_filling_every_slot_do_not_deadlock(h: Harness) -> None:
         )  # fmt: skip
     run_children(h, {"other": 0})
     h.wait_ended("other")
+
+
+def test_a_parent_queued_behind_another_s_children_gets_its_turn(h: Harness) -> None:
+    # The interleaving the test above rules out, made certain: a's first child takes the
+    # free slot before b is submitted, its second a's loan. b then waits for a slot, and
+    # gets the first one freed; its child runs in b's loan.
+    assert h.submit("a", kind="fanout", params=gates(2))["ok"]
+    h.gates.wait_started("a.2")  # a.1 in the free slot, a.2 in a's loan
+    assert h.submit("b", kind="fanout", params=gates(1))["ok"]
+    assert h.record("b")["state"] == "QUEUED"
+    run_children(h, {"a.1": 0})
+    h.gates.wait_started("b.1")  # b took a.1's slot, then lent it to b.1
+    assert h.gates.started == ["a.1", "a.2", "b.1"]
+    assert h.service.scheduler.machines[0].used_slots == 2
+    run_children(h, {"a.2": 0, "b.1": 0})
+    h.wait_ended("a", "b")
+    assert [h.record(p)["state"] for p in ("a", "b")] == ["SUCCEEDED", "SUCCEEDED"]
 
 
 def test_children_left_running_when_the_run_returns_are_cancelled(h: Harness) -> None:

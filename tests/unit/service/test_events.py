@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,9 +23,11 @@ def job(petition_id: str) -> Job:
 
 def events_over(*jobs: Job) -> Events:
     get = lambda i: next((j for j in jobs if j.id == i), None)  # noqa: E731
+    by_seq = lambda s: next((j for j in jobs if j.seq == s), None)  # noqa: E731
     scheduler: Any = SimpleNamespace(
-        jobs=lambda: list(jobs), views=lambda: list(jobs), get=get, peek=get, job=lambda j: j
-    )
+        jobs=lambda: list(jobs), views=lambda: list(jobs), get=get, peek=get, job=lambda j: j,
+        held=by_seq, built=by_seq, lock=threading.RLock(),
+    )  # fmt: skip
     return Events(scheduler)
 
 
