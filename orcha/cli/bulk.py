@@ -95,13 +95,11 @@ def report_cancel(
 
 
 def live_ids(service: Any, groups: Iterable[str]) -> list[str]:
-    """The IDs of the petitions queued or running now (of ``groups``, if given)."""
-    wanted = set(groups)
-    rows = service.status_report((), ("QUEUED", "RUNNING"))["petitions"]
-    return [
-        r["id"] for r in rows
-        if not wanted or ((r.get("schedule") or {}).get("group") or "default") in wanted
-    ]  # fmt: skip
+    """The IDs of the petitions queued or running now (of ``groups``, if given), read a
+    page at a time: a long queue is never listed in one reply (the service would hold it
+    whole, records and all)."""
+    pages = service.status_pages(("QUEUED", "RUNNING"), groups)
+    return [r["id"] for page in pages for r in page]
 
 
 def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: str | None) -> int:
