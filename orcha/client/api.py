@@ -296,11 +296,11 @@ class Client:
         return {i: exit_code(s) for i, s in self.wait_summaries(ids).items()}
 
     def wait_summaries(self, ids: str | Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Block until these petitions have ended: ID -> ``{"id", "state", "code",
-        "message"}``. NoPetitionError if an ID is unknown."""
+        """Block until these petitions have ended: ID (or the reference given, ``a~1``)
+        -> ``{"id", "state", "code", "message"}``. NoPetitionError if one is unknown."""
         session = self._open()
         try:
-            return {s["id"]: s for s in operations.wait(session, _ids(ids))}
+            return {s.get("ref", s["id"]): s for s in operations.wait(session, _ids(ids))}
         finally:
             self._forget(session)
 
@@ -317,7 +317,7 @@ class Client:
         session = self._open()
         try:
             for summary in operations.wait(session, _ids(ids), deadline, asked):
-                ended[summary["id"]] = summary
+                ended[summary.get("ref", summary["id"])] = summary  # a~1 apart from a
         except TimeoutError:
             return {"ended": ended, **asked, "timed_out": True}
         finally:

@@ -212,7 +212,8 @@ def wait(
     asked: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The end summary ``{"id", "state", "code", "message"}`` of each petition, those
-    already ended first, the others as they end. An array's name stands for its members.
+    already ended first (with ``ref``, the reference it was named by, where that is not
+    its ID: ``a~1``), the others as they end. An array's name stands for its members.
     NoPetitionError for unknown IDs. ``deadline`` (``time.monotonic()``): TimeoutError
     once it passes (the session is then unusable: close it). ``asked``, if given, is
     filled with ``"ids"`` (every petition waited for) and ``"arrays"`` (the arrays
@@ -223,7 +224,7 @@ def wait(
     # Each pending petition once, by its ID (several references may name one).
     pending = set(reply["pending"])
     if asked is not None:
-        asked["ids"] = [s["id"] for s in reply["ended"]] + list(reply["pending"])
+        asked["ids"] = [s.get("ref", s["id"]) for s in reply["ended"]] + list(reply["pending"])
         asked["arrays"] = dict(reply.get("arrays") or {})
     yield from reply["ended"]
     if not pending:

@@ -300,11 +300,11 @@ class Events:
                             self._add_waiter(job.seq, peer)
                         pending.append(job.id)
                         continue
-                ended.append(job.summary())
+                ended.append(_as_asked(job.summary(), target))
             elif (record := target.record) is None:
                 missing.append(target.ref)
             else:
-                ended.append({k: record[k] for k in _ENDED})
+                ended.append(_as_asked({k: record[k] for k in _ENDED}, target))
 
     def follow(self, peer: Peer, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """For each petition ``ids`` name, what to replay from its log and whether it
@@ -440,3 +440,12 @@ class Events:
             self._watchers.pop(peer, None)
             self._mute.discard(peer)
         self.usage.remove(peer)
+
+
+def _as_asked(summary: dict[str, Any], target: Target) -> dict[str, Any]:
+    """An ended petition's summary for a waiter, with the ``ref`` it was asked for by
+    where that is not its ID (``a~1``, ``#12``): two records of one reused ID are told
+    apart."""
+    if target.ref != summary["id"]:
+        summary["ref"] = target.ref
+    return summary

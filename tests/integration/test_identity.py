@@ -63,6 +63,13 @@ def test_a_reused_name_keeps_every_record_and_log(env: Env) -> None:
     older = str(rows[0]["seq"])
     assert env.run("logs", "job~1").stdout == "first\n"  # the one before the newest
     assert env.run("logs", older).stdout == "first\n"  # its record number
+    # Waited for together, both records are reported (by the reference each was named
+    # by), and the failure of one is not hidden by the other's success.
+    both = env.run("wait", "job~1", "job", "--json")
+    assert both.returncode == 0, both.stderr
+    assert [p["code"] for p in json.loads(both.stdout)["petitions"]] == [0, 3]
+    assert json.loads(both.stdout)["failed"] == 1
+    assert env.run("wait", "job", "job~1", "--status", "success").returncode == 1
     missing = env.run("status", "job", "job~2")
     assert missing.returncode == 209 and "job~2" in missing.stderr
     # A name that would read as a record number is refused before anything is sent.
