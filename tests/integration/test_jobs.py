@@ -455,17 +455,20 @@ def test_clean_older_than_keeps_recent_records(env: Env, service: Service, tmp_p
     detach(env, old, "echo old", tmp_path)
     wait_ended(env, old)
     old_end = record(env, old)["ended"]
-    # Four seconds between the two ends, and a cut half-way between their ages when
-    # `clean` is typed: the command may take up to two seconds under load and still cut
-    # between them (a fixed '2s' after a fixed sleep failed when the box was busy).
+    # Four seconds between the two ends, and a cut just under the older one's age when
+    # `clean` is typed: ages only grow, so the older one is past the cut whenever the
+    # service looks, and the newer one stays short of it unless the command takes nearly
+    # four seconds to get there (a cut half-way allowed two; a fixed '2s' after a fixed
+    # sleep failed when the box was busy).
     assert wait_for(lambda: time.time() - old_end >= 4, WAIT)
     detach(env, new, "echo new", tmp_path)
     wait_ended(env, new)
     new_end = record(env, new)["ended"]
+    assert new_end - old_end >= 4, (old_end, new_end)  # the margin the cut relies on
 
     result = env.run("clean", "--older-than", "1h", timeout=WAIT)
     assert (result.returncode, result.stderr) == (0, "orcha: removed 0 ended petition(s)\n")
-    cut = time.time() - (old_end + new_end) / 2
+    cut = time.time() - old_end - 0.1  # (printed with 2 decimals: rounding is < 0.01)
     result = env.run("clean", "--older-than", f"{cut:.2f}s", timeout=WAIT)
     assert (result.returncode, result.stderr) == (0, "orcha: removed 1 ended petition(s)\n")
     assert [r["id"] for r in status_json(env)["petitions"]] == [new]
