@@ -381,6 +381,12 @@ def test_notify_to_nothing_records_notify_error_without_delaying_anyone(
     final = record(senv, petition_id)
     assert (final["state"], final["code"]) == ("SUCCEEDED", 0)
     assert record(senv, other)["notify_error"] is None
+    # Once released, the held receiver has every event of both (and the service has no
+    # deliveries left to it when the receiver closes).
+    receiver.wait_posts(6, "/held")
+    held = receiver.delivered("/held")
+    expected = ["submitted", "started", "finished"]
+    assert events_of(held, petition_id) == events_of(held, other) == expected, held
 
 
 def test_config_notify_gets_every_petition_and_progress_when_asked(
