@@ -25,6 +25,7 @@ from tests.integration.clients import (
 )
 
 GRACE = 2.0  # the ``service`` fixture's --grace
+SEND_LEFT = 198.0  # what is left of a 1,000-line send 0.2 s apart once it printed 2 lines
 
 # Trees that SIGTERM alone cannot end: a grandchild that ignores TERM and has left the
 # client's process group and session (setsid), or its parent chain and the petition's
@@ -78,7 +79,7 @@ def test_ctrl_c_kills_the_whole_tree_including_detached_grandchild(
     assert out == "started\n"
     assert err.splitlines() == [notice(petition_id)]
 
-    left = max(0.5, sent + GRACE + 5 - time.monotonic())
+    left = max(0.5, sent + GRACE + WAIT - time.monotonic())
     assert wait_for(lambda: gone(grandchild) and not petition_processes(petition_id), left), (
         f"left behind: {describe(petition_processes(petition_id))}"
     )
@@ -103,7 +104,7 @@ def test_a_client_started_with_sigint_ignored_keeps_ignoring_it(
     assert env.run("cancel", petition_id).returncode == 0
     rc, out, err = client.finish_text(timeout=GRACE + 20)
     assert (rc, out) == (207, "started\n"), err
-    assert wait_for(lambda: not petition_processes(petition_id), GRACE + 5)
+    assert wait_for(lambda: not petition_processes(petition_id), GRACE + WAIT)
 
 
 def test_ctrl_c_prints_what_the_command_writes_while_it_stops(
@@ -128,7 +129,7 @@ def test_ctrl_c_prints_what_the_command_writes_while_it_stops(
     assert rc == 130, err
     assert out == "started\ncleanup\n"
     assert err.splitlines() == [notice(petition_id), "cleanup-err"]
-    assert wait_for(lambda: not petition_processes(petition_id), GRACE + 5)
+    assert wait_for(lambda: not petition_processes(petition_id), GRACE + WAIT)
     assert_still_serving(env)
 
 
@@ -136,25 +137,32 @@ def test_ctrl_c_on_send_stops_it_and_keeps_printed_lines(
     env: Env, service: Service, start: Callable[..., Client]
 ) -> None:
     petition_id = new_id("send")
-    client = start("send", petition_id, "--counter", "100", "--sleep-time", "0.2")
+    # 1,000 lines 0.2 s apart: left alone, the send would go on for 200 s.
+    client = start("send", petition_id, "--counter", "1000", "--sleep-time", "0.2")
     assert client.out.wait_for(lambda d: b"Hello world! 1\n" in d), bytes(client.out.data)
     sent = time.monotonic()
     client.proc.send_signal(signal.SIGINT)
-    rc, out, err = client.finish_text()
+    rc, out, err = client.finish_text(timeout=SEND_LEFT / 2)
     took = time.monotonic() - sent
     assert rc == 130, err
     assert without_progress(err).splitlines() == [notice(petition_id)]
     lines = out.splitlines(keepends=True)
-    assert 2 <= len(lines) < 100, out
+    assert 2 <= len(lines) < 1000, out
     assert lines == [f"Hello world! {i}\n" for i in range(len(lines))]
-    assert took < 5, f"the client took {took:.1f}s to end after Ctrl+C"
+    # The alternative is waiting for the send's own end, some 200 s away: half of that is
+    # a bound no loaded machine reaches in the few round-trips a cancel takes, and no
+    # client that waited for the end can meet.
+    assert took < SEND_LEFT / 2, f"the client took {took:.1f}s to end after Ctrl+C"
     assert_still_serving(env)
 
 
 def test_second_ctrl_c_stops_waiting_at_once_and_tree_still_dies(
     env: Env, start: Callable[..., Client], tmp_path: Path
 ) -> None:
-    grace = 10.0
+    # The TERM-ignoring tree keeps the petition alive for the whole grace period: long
+    # enough that a client which ends at once after the second Ctrl+C ends while the tree
+    # still lives, however loaded the machine (see below).
+    grace = 15.0
     env.serve("--max-running", "2", "--grace", str(grace))
     petition_id = new_id("twice")
     client = start(
@@ -175,16 +183,19 @@ def test_second_ctrl_c_stops_waiting_at_once_and_tree_still_dies(
     assert client.proc.poll() is None, "the client ended before the grace period was over"
     assert petition_processes(petition_id), "the tree ignores TERM; it must outlive it"
 
-    second = time.monotonic()
     client.proc.send_signal(signal.SIGINT)
     rc, out, err = client.finish_text(timeout=WAIT)
-    took = time.monotonic() - second
     assert rc == 130, err
-    assert took < 2.5, f"the client took {took:.1f}s to end after the second Ctrl+C"
+    # It stopped waiting at once: it ended while the petition it waited for still runs (the
+    # service ends the tree only when the grace period is over), an order of events that
+    # a loaded machine cannot turn round the way a bound on its duration could fail.
+    assert petition_processes(petition_id), "the client waited for the tree to end"
+    assert states(env).get(petition_id) is not None, "the client waited for the petition"
     assert out == "started\n"
     assert err.splitlines()[0] == notice(petition_id)
 
-    left = max(0.5, first + grace + 5 - time.monotonic())
+    # (The margin after the grace period is only a deadline for the poll.)
+    left = max(0.5, first + grace + WAIT - time.monotonic())
     assert wait_for(lambda: not petition_processes(petition_id), left), (
         f"left behind: {describe(petition_processes(petition_id))}"
     )
@@ -205,12 +216,12 @@ def test_sigkilled_client_has_its_petition_cancelled(
     killed = time.monotonic()
     client.proc.kill()
     assert client.proc.wait(WAIT) == -signal.SIGKILL
-    left = max(0.5, killed + GRACE + 5 - time.monotonic())
+    left = max(0.5, killed + GRACE + WAIT - time.monotonic())
     assert wait_for(lambda: gone(grandchild) and not petition_processes(petition_id), left), (
         f"left behind: {describe(petition_processes(petition_id))}"
     )
     # The petition has ended (its ID is free again) shortly after.
-    left = max(0.5, killed + GRACE + 5 - time.monotonic())
+    left = max(0.5, killed + GRACE + WAIT - time.monotonic())
     assert wait_for(lambda: petition_id not in states(env), left), states(env)
     again = env.run("send", petition_id, "--counter", "1")
     assert (again.returncode, again.stdout, without_progress(again.stderr)) == (
@@ -241,12 +252,12 @@ def test_ctrl_c_removes_a_queued_petition(
 
     queued = start("send", queued_id, "--counter", "1")
     assert wait_for(lambda: states(env).get(queued_id) == "QUEUED", WAIT), states(env)
-    sent = time.monotonic()
     queued.proc.send_signal(signal.SIGINT)
     rc, out, err = queued.finish_text()
-    took = time.monotonic() - sent
     assert rc == 130, err
-    assert took < 3, f"the client took {took:.1f}s to end after Ctrl+C"
+    # It did not wait for the slot: it ended while the blocker, which holds the only slot
+    # until released, still runs (an order of events, not a duration a load can stretch).
+    assert not release.exists() and blocker.proc.poll() is None
     assert out == ""
     assert err.splitlines() == [notice(queued_id)]
     assert states(env) == {blocker_id: "RUNNING"}

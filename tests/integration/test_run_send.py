@@ -138,11 +138,24 @@ def test_send_streams_output_live(env: Env, service: Service, start: Callable[..
     _assert_streams_live(client, b"Hello world! 0\n", hello(3).encode(), 2.0)
 
 
-def test_run_streams_output_live(env: Env, service: Service, start: Callable[..., Client]) -> None:
-    client = start(
-        "run", new_id("live"), "--", "sh", "-c", "echo one; sleep 1; echo two; sleep 1; echo three"
+def test_run_streams_output_live(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    # The command writes its first line, then waits for a gate the test opens only once
+    # that line has reached the client: live output is shown by the order of events (the
+    # client has the line while the command cannot have written more), which a loaded
+    # machine cannot reverse, rather than by how long before the end the line arrived.
+    gate = tmp_path / "gate"
+    script = f'echo one; while [ ! -e "{gate}" ]; do sleep 0.02; done; echo two; echo three'
+    client = start("run", new_id("live"), "--", "sh", "-c", script)
+    assert client.out.wait_for(lambda d: d.startswith(b"one\n"), WAIT), (
+        f"first line not seen within {WAIT}s: {bytes(client.out.data)!r}"
     )
-    _assert_streams_live(client, b"one\n", b"one\ntwo\nthree\n", 2.0)
+    assert client.proc.poll() is None, "the client had already ended: output was not live"
+    assert bytes(client.out.data) == b"one\n"
+    gate.touch()
+    rc, out, err = client.finish()
+    assert (rc, out, without_progress(err)) == (0, b"one\ntwo\nthree\n", b"")
 
 
 # -- run: streams, bytes, exit codes ---------------------------------------------------------
