@@ -127,7 +127,7 @@ class Job:
         self.cancelled_by_client = False
         # Processes it started: filled in once it runs (empty and shared until then).
         self.pids: set[int] = _NO_PIDS
-        self.pid_starts: dict[int, int | None] = {}  # pid -> start ticks, for the record
+        self.pid_starts: dict[int, int] = {}  # pid -> start ticks, for the record
         self.code: int | None = None
         self.message: str | None = None
         self.finish_was_called = False

@@ -437,7 +437,13 @@ class LocalMachine(Machine):
             self.procs.stop_strays(grace)
 
     def start_ticks(self, pid: int) -> int | None:
-        """When process ``pid`` started, in clock ticks since boot (``/proc``)."""
+        """When process ``pid`` started, in clock ticks since boot (``/proc``); None
+        where petitions run in cgroups: a restart kills what is left in those (all of
+        it, whatever its environment), so no record of PIDs is needed. (Read as the
+        process is exec'ing, /proc/PID/stat cost the service 0.3-0.4 ms of CPU per
+        petition: a quarter of what it spends on one.)"""
+        if self.procs.cgroups is not None:
+            return None
         from orcha.service.procs import start_ticks
 
         return start_ticks(pid)

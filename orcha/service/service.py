@@ -360,12 +360,13 @@ class Service(Intake):
             )  # fmt: skip
         self.events.watch_event(job, "attempt", {"attempt": job.attempt})
 
-    def job_pid(self, job: Job, pid: int) -> None:
-        if self.store is None:
+    def job_pid(self, job: Job, pid: int) -> None:  # with its start, if its machine gives one
+        started = job.placed.start_ticks(pid)
+        if self.store is None or started is None:
             return
         with job.lock:
-            job.pid_starts[pid] = job.placed.start_ticks(pid)
-            pids = [[p, t] for p, t in sorted(job.pid_starts.items()) if t is not None]
+            job.pid_starts[pid] = started
+            pids = [[p, t] for p, t in sorted(job.pid_starts.items())]
         self.store.update_later(job.seq, pids=pids)
 
     def job_ended(self, job: Job) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,7 @@ class FakeProcs:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.cgroups: Any = None  # petitions in cgroups (a Cgroups) or not (None)
 
     def spawn(
         self,
@@ -173,6 +175,13 @@ def test_recorded_processes_are_stopped_only_if_they_are_the_same_process() -> N
     procs.calls.clear()
     assert machine.stop_recorded([[11, 600]], None, 2.0) == 0  # nothing left to find
     assert procs.calls == []
+
+
+def test_processes_are_named_by_their_start_only_where_no_cgroup_holds_them() -> None:
+    machine, _, procs = local()
+    assert isinstance(machine.start_ticks(os.getpid()), int)  # for the record, after restart
+    procs.cgroups = object()  # a restart kills what is in old cgroups: nothing to record
+    assert machine.start_ticks(os.getpid()) is None
 
 
 def test_leftovers_memory_limits_and_forgetting_go_to_the_jobs_processes() -> None:
