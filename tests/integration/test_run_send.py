@@ -7,7 +7,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,27 +114,24 @@ def test_send_draws_a_progress_bar_on_a_terminal(env: Env, service: Service) -> 
     assert "Traceback" not in shown, shown
 
 
-def _assert_streams_live(client: Client, first: bytes, full: bytes, rest_seconds: float) -> None:
-    """The first line reaches the client's stdout while the petition still has
-    ``rest_seconds`` of work left, not only at the end. Its stderr has nothing but
-    progress lines (``send`` reports some; ``run`` none)."""
+def _assert_streams_live(client: Client, first: bytes, full: bytes) -> None:
+    """The first line reaches the client's stdout on its own, while the petition still
+    works, not only at the end: decided by the order of events (the petition writes its
+    next line a second after the first; the client has the first and not the next), not
+    by a clock a loaded machine slows. Its stderr has nothing but progress lines
+    (``send`` reports some; ``run`` none)."""
     assert client.out.wait_for(lambda d: d.startswith(first), WAIT), (
         f"first line not seen within {WAIT}s: {bytes(client.out.data)!r}"
     )
-    seen = time.monotonic()
     assert client.proc.poll() is None, "the client had already ended: output was not live"
     assert bytes(client.out.data) == first, "the later lines came with the first one"
     rc, out, err = client.finish()
-    ended = time.monotonic()
     assert (rc, out, without_progress(err)) == (0, full, b"")
-    # Later lines come >= rest_seconds after the first is produced, so a first line
-    # delivered late by more than 0.8 s would leave less than rest_seconds - 0.8 s.
-    assert ended - seen >= rest_seconds - 0.8, f"first line delivered late ({ended - seen:.2f}s)"
 
 
 def test_send_streams_output_live(env: Env, service: Service, start: Callable[..., Client]) -> None:
     client = start("send", new_id("live"), "--counter", "3", "--sleep-time", "1")
-    _assert_streams_live(client, b"Hello world! 0\n", hello(3).encode(), 2.0)
+    _assert_streams_live(client, b"Hello world! 0\n", hello(3).encode())
 
 
 def test_run_streams_output_live(
