@@ -443,6 +443,10 @@ STATUS_TEXT_PAGE_MAX = 5000
 #: or to exit once told to at shutdown; one that does not come up is given up for good
 #: (petitions then join their cgroups through a shell).
 SPAWNER_READY_SECONDS = 10.0
+#: Whether petitions' processes are started by orcha's compiled clone3 helper
+#: (orcha.service.native: born in their cgroups, no shell, no spawner) where it was
+#: built; False, or where it was not: as described below.
+NATIVE_SPAWN = True
 #: Whether a service with a cgroup per petition starts their processes through its
 #: spawner (orcha.service.spawner: no shell on each start; a freed slot refills faster)
 #: or, False, through ``/bin/sh -c`` joining the cgroup before it execs the command.

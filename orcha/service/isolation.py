@@ -1,8 +1,9 @@
 """How a service keeps each petition's processes together (``isolation:`` in the
 configuration file; see docs/reliability.rst): a cgroup v2 per petition
 (:mod:`orcha.service.cgroups`) where the service may create cgroups, its processes
-started there by a spawner process (:mod:`orcha.service.spawner`), else a child
-subreaper that tracks descendants (:mod:`orcha.service.orphans`)."""
+born there (:mod:`orcha.service.native`; where that module is not built, started there
+by a spawner process, :mod:`orcha.service.spawner`), else a child subreaper that
+tracks descendants (:mod:`orcha.service.orphans`)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
     service becomes a child subreaper and tracks descendants) or "auto" (cgroups if it
     may, else as "none"). ``namespace``: names this service's cgroups (see
     :class:`~orcha.service.cgroups.Cgroups`). Logs which it chose."""
+    from orcha.defaults import NATIVE_SPAWN
     from orcha.service.cgroups import Cgroups, CgroupUnavailable
+    from orcha.service.native import usable
     from orcha.service.orphans import Tracker, become_subreaper
+
+    native = NATIVE_SPAWN and usable()
 
     if isolation in ("auto", "cgroup"):
         try:
@@ -38,14 +43,17 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
             log.info("each petition runs in a cgroup under %s (%s memory.max)",
                      cgroups.base, what)  # fmt: skip
             from orcha.defaults import SPAWNER_ENABLED
-            from orcha.service.spawner import Spawner
 
+            if native:
+                return ProcessControl(cgroups=cgroups, native=True)
             if not SPAWNER_ENABLED:
                 return ProcessControl(cgroups=cgroups)
+            from orcha.service.spawner import Spawner
+
             spawner = Spawner(cgroups.home, cgroups.visiting)
             spawner.start()  # ready by the first petition
             return ProcessControl(cgroups=cgroups, spawner=spawner)
     subreaper = become_subreaper()
     if not subreaper:
         log.warning("cannot become a child subreaper: orphans of petitions go to init")
-    return ProcessControl(tracker=Tracker(subreaper=subreaper))
+    return ProcessControl(tracker=Tracker(subreaper=subreaper), native=native)

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from orcha.defaults import ENV_PETITION_TOKEN, SPAWNER_QUIET_SECONDS, TRACK_SECONDS
+from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
 from orcha.service.capture import capture_channels
+from orcha.service.starting import Starter, start_ticks
 from orcha.service.sweeping import CgroupRemover, token_carriers
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("orcha.service.procs")
 
 _NO_LOCK = contextlib.nullcontext()
-
-#: How many (command, PATH) lookups :meth:`ProcessControl._check_command` remembers.
-_COMMANDS_KEPT = 256
 
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.10
 
@@ -60,6 +58,7 @@ class ProcessControl:
         tracker: Tracker | None = None,
         interval: float = TRACK_SECONDS,
         spawner: Spawner | None = None,
+        native: bool = False,
     ) -> None:
         """``cgroups``: give each petition a cgroup (see :mod:`orcha.service.cgroups`);
         ``tracker``: else, follow each petition's descendants and orphans (see
@@ -68,7 +67,10 @@ class ProcessControl:
         ``spawner``: with ``cgroups``, what starts a petition's process in its cgroup
         after a quiet moment (:mod:`orcha.service.spawner`; in a stream of starts, or
         without it, or while it is not usable, a shell joins the cgroup before it execs
-        the command: see :meth:`spawn`)."""
+        the command: see :meth:`spawn`). ``native``: start processes with
+        :class:`~orcha.service.native.NativeProcess` (born in their cgroups, no shell, no
+        spawner) until the kernel refuses its clone; the other ways are then the
+        fallback."""
         from orcha.service.memory import MemoryWatch
 
         self._devnull: int | None = None
@@ -78,12 +80,20 @@ class ProcessControl:
         self._interval = interval
         self._tick_cond = threading.Condition()
         self._ticker: threading.Thread | None = None
-        self._commands: dict[tuple[str, str], str] = {}  # (name, PATH) -> where found
         self._remover: CgroupRemover | None = None  # created with the first removal
         # Per petition token, the main processes spawned into its cgroup (see contained()).
         self._caged: dict[str, set[int]] = {}
-        self.spawner = spawner
-        self._last_start = -SPAWNER_QUIET_SECONDS  # time.monotonic() of the last spawn
+        self.starter = Starter(cgroups, tracker, self.memory, spawner, native)
+
+    @property
+    def spawner(self) -> Spawner | None:
+        """The spawner process's end, if processes may start through it."""
+        return self.starter.spawner
+
+    @property
+    def native(self) -> bool:
+        """Whether processes start with :class:`~orcha.service.native.NativeProcess`."""
+        return self.starter.native
 
     @property
     def isolation(self) -> str:
@@ -111,55 +121,8 @@ class ProcessControl:
         if self.cgroups is not None and token:
             procs_file = self.cgroups.create(token)
         channels = capture_channels(ordered)  # closed by the GC if Popen fails
-        spawner = self.spawner
-        proc: subprocess.Popen[bytes] | None = None
-        # Which way into the cgroup: moving a process there (the shell's way) waits for
-        # an RCU grace period when no move came in the last ~10 ms (8-22 ms here), while
-        # the spawner creates it there (clone3) but costs a hand-off and a copy of a
-        # Python process per start (in a stream, an array ran at 0.47-0.66x tsp through
-        # it alone against 0.74-1.02x this way). So the spawner after a quiet moment (an
-        # 'orcha run' starts at once), the shell in a stream of starts. Not for a
-        # petition held to --mem: until it execs, the spawner's child is a copy of a
-        # Python process, charged to the petition's cgroup (a small memory.max would
-        # kill it before the command even ran).
-        now = time.monotonic()
-        quiet, self._last_start = now - self._last_start >= SPAWNER_QUIET_SECONDS, now
-        quiet = quiet and token not in self.memory
-        if procs_file is not None and spawner is not None and spawner.usable and quiet:
-            from orcha.service.spawner import SpawnedProcess, SpawnerUnavailable
-
-            # Born in its cgroup, without a shell: the spawner reports a command that
-            # cannot be executed as Popen would.
-            try:
-                proc = SpawnedProcess(
-                    spawner, procs_file, argv, cwd=cwd, env=env,
-                    stdin=subprocess.PIPE if stdin else self._devnull,
-                    stdout=channels.child[0], stderr=channels.child[1],
-                )  # fmt: skip
-            except SpawnerUnavailable:
-                pass  # nothing was started: through the shell, as if there were none
-            else:
-                channels.started(proc)
-        if proc is None:
-            if procs_file is not None:
-                self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
-                argv = self.cgroups.wrap(procs_file, argv)  # type: ignore[union-attr]
-            # Held from fork to watch(): the tracker never sees a main process it does
-            # not know (it would take it for an orphan).
-            with self.tracker.lock if self.tracker is not None else _NO_LOCK:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=dict(env),
-                    stdin=subprocess.PIPE if stdin else self._devnull,
-                    stdout=channels.child[0],
-                    stderr=channels.child[1],
-                    start_new_session=True,
-                    close_fds=True,
-                )
-                channels.started(proc)
-                if self.tracker is not None and token:
-                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        stdin_fd = subprocess.PIPE if stdin else self._devnull
+        proc = self.starter.start(argv, cwd, env, token, procs_file, stdin_fd, channels)
         if self.cgroups is not None and token:
             self._caged.setdefault(token, set()).add(proc.pid)
         if self.tracker is not None and token:
@@ -173,23 +136,6 @@ class ProcessControl:
                 except OSError:
                     pass  # a smaller pipe only costs throughput
         return proc
-
-    def _check_command(self, name: str, cwd: str, path: str) -> None:
-        """Raise as ``subprocess.Popen`` would if ``name`` cannot be executed (see
-        :func:`~orcha.service.cgroups.check_command`). A command found on ``path``
-        before is only checked again where it was found (one ``access`` call instead
-        of a walk of ``path``): it runs if it is still executable there."""
-        key = (name, path)
-        found = self._commands.get(key) if os.sep not in name else None
-        if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
-            return
-        from orcha.service.cgroups import check_command
-
-        found = check_command(name, cwd, path)
-        if found is not None and os.path.isabs(found):  # not one of a relative PATH entry
-            if len(self._commands) >= _COMMANDS_KEPT:
-                self._commands.clear()  # bounded; refilled by the commands in use
-            self._commands[key] = found
 
     def tree(
         self, roots: Iterable[int], token: str | None, carriers: bool = True
@@ -433,23 +379,6 @@ class ProcessControl:
         if procs:
             log.warning("processes %s survived SIGKILL", sorted(procs))
         return len(seen)
-
-
-def start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (field 22 of
-    /proc/PID/stat); with the PID it identifies a process even after PIDs are reused."""
-    # Only field 22, through os.read: on every petition's start (read_stat's object and
-    # the io stack cost several times the kernel's part). The command name (field 2) is
-    # in parentheses and may contain anything.
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            stat = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        return int(stat[stat.rfind(b")") + 2 :].split(None, 20)[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:

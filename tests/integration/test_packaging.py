@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -177,15 +178,19 @@ def _make_venv(root: Path, site_dirs: Iterable[Path]) -> Venv:
     """A fresh venv (with pip) that also sees ``site_dirs``, after its own site-packages."""
     _run([sys.executable, "-m", "venv", root], cwd=root.parent)
     venv = Venv(root)
-    purelib = _run(
-        [venv.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        cwd=root,
-    ).stdout.strip()
-    (Path(purelib) / "_orcha_test_deps.pth").write_text("".join(f"{d}\n" for d in site_dirs))
+    (Path(_purelib(venv)) / "_orcha_test_deps.pth").write_text("".join(f"{d}\n" for d in site_dirs))
     return venv
 
 
-def _pip_install(venv: Venv, *args: str | Path) -> None:
+def _purelib(venv: Venv) -> str:
+    """The venv's site-packages."""
+    return _run(
+        [venv.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        cwd=venv.root,
+    ).stdout.strip()
+
+
+def _pip_install(venv: Venv, *args: str | Path, env: dict[str, str] | None = None) -> None:
     _run(
         [
             venv.python,
@@ -199,6 +204,7 @@ def _pip_install(venv: Venv, *args: str | Path) -> None:
             *args,
         ],
         cwd=venv.root,
+        env=None if env is None else _isolated({**os.environ, **env}),
     )
 
 
@@ -303,8 +309,20 @@ def wheel_venv(workdir: Path, dists: Dists, site_dirs: dict[str, Path]) -> Venv:
 
 @pytest.fixture(scope="module")
 def sdist_venv(workdir: Path, dists: Dists, site_dirs: dict[str, Path]) -> Venv:
+    """Installed from the sdist on a machine without a C compiler (``CC=/bin/false``):
+    the clone3 helper (orcha/service/_clone3.c) is optional, orcha installs without it.
+    (The wheel, built with this machine's compiler where it has one, carries it.)"""
     venv = _make_venv(workdir / "venv-sdist", [site_dirs["runtime"], site_dirs["build"]])
-    _pip_install(venv, "--no-build-isolation", dists.sdist)
+    # The venv's own setuptools (bundled with Python) would shadow the linked one, which
+    # pyproject.toml's [build-system] asks for.
+    purelib = Path(_purelib(venv))
+    for name in ("setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth"):
+        for found in purelib.glob(f"{name}*"):
+            if found.is_dir():
+                shutil.rmtree(found)
+            else:
+                found.unlink()
+    _pip_install(venv, "--no-build-isolation", dists.sdist, env={"CC": "/bin/false"})
     return venv
 
 
@@ -408,12 +426,13 @@ def test_version_has_one_source(dists: Dists) -> None:
 
 PROBE = """
 import importlib.metadata, json, pathlib
-import orcha, orcha_plugins
+import orcha, orcha_plugins, orcha.service.native
 dist = importlib.metadata.distribution("orcha")
 print(json.dumps({
     "orcha": orcha.__file__,
     "orcha_plugins": orcha_plugins.__file__,
     "py.typed": (pathlib.Path(orcha.__file__).parent / "py.typed").is_file(),
+    "native": orcha.service.native.usable(),
     "version": orcha.__version__,
     "metadata_version": dist.version,
     "metadata_at": str(dist.locate_file("")),
@@ -440,6 +459,9 @@ def test_installs_into_a_fresh_venv(
     assert (venv.root / "share" / "man" / "man1" / "orcha-config-reload.1").is_file()
     assert Path(probe["metadata_at"]).resolve().is_relative_to(root), probe
     assert probe["py.typed"]
+    # The clone3 helper: compiled into the wheel where this machine has a compiler; the
+    # sdist, installed without one, works without it.
+    assert probe["native"] is (kind == "wheel" and shutil.which("cc") is not None)
     assert probe["version"] == probe["metadata_version"] == dists.version
     assert probe["plugins"] == {
         "hello": "orcha_plugins.hello:HelloPlugin",

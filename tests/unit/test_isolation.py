@@ -35,6 +35,30 @@ def test_otherwise_the_service_tracks_as_a_subreaper(
     assert procs.tracker is not None and procs.tracker.subreaper
 
 
+@pytest.mark.parametrize("mode", ["cgroup", "none"])
+def test_where_the_clone3_helper_was_built_processes_start_through_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
+    """With cgroups no spawner process is started: the helper's children are born in
+    their cgroups. Without (tracking), it starts them too."""
+    from orcha import defaults
+    from orcha.service import native
+    from tests.unit.test_cgroups import _fs
+
+    if not native.usable():
+        pytest.skip("orcha.service._clone3 is not built here")
+    fake = cgroups.Cgroups.setup(_fs(tmp_path), pid=4242)
+    monkeypatch.setattr(cgroups.Cgroups, "setup", lambda **_: fake)
+    monkeypatch.setattr(orphans, "become_subreaper", lambda: True)
+    monkeypatch.setattr(defaults, "NATIVE_SPAWN", True)
+    procs = isolation.process_control(mode)
+    try:
+        assert procs.native and procs.spawner is None
+        assert procs.isolation == ("cgroup" if mode == "cgroup" else "tracking")
+    finally:
+        procs.stop_strays(0)
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_with_cgroups_processes_start_through_the_spawner_unless_disabled(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, enabled: bool
@@ -44,6 +68,7 @@ def test_with_cgroups_processes_start_through_the_spawner_unless_disabled(
 
     fake = cgroups.Cgroups.setup(_fs(tmp_path), pid=4242)
     monkeypatch.setattr(cgroups.Cgroups, "setup", lambda **_: fake)
+    monkeypatch.setattr(defaults, "NATIVE_SPAWN", False)  # as where it was not built
     monkeypatch.setattr(defaults, "SPAWNER_ENABLED", enabled)
     procs = isolation.process_control("cgroup")
     try:
@@ -65,12 +90,13 @@ def test_the_spawner_starts_after_a_quiet_moment_the_shell_in_a_stream_and_for_m
 
     from orcha import defaults
     from orcha.defaults import ENV_PETITION_TOKEN, SPAWNER_QUIET_SECONDS
-    from orcha.service import procs as procs_module
+    from orcha.service import starting as procs_module
     from orcha.service.spawner import SpawnedProcess
     from tests.unit.test_cgroups import _fs
 
     fake = cgroups.Cgroups.setup(_fs(tmp_path), pid=4242)
     monkeypatch.setattr(cgroups.Cgroups, "setup", lambda **_: fake)
+    monkeypatch.setattr(defaults, "NATIVE_SPAWN", False)  # as where it was not built
     monkeypatch.setattr(defaults, "SPAWNER_ENABLED", True)
     now = [1000.0]
     monkeypatch.setattr(procs_module.time, "monotonic", lambda: now[0])

@@ -1,0 +1,113 @@
+"""Starting a petition's process born in its cgroup, without a shell, from the service
+itself: :class:`NativeProcess`, a ``subprocess.Popen`` whose child is created by
+``clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`` (the compiled module
+``orcha/service/_clone3.c``).
+
+Why: a process is born in its parent's cgroup, and Python cannot make the one call that
+creates it elsewhere. So, without this module, each petition's process first ran
+``/bin/sh`` to move itself into its cgroup and then exec'd the command (about 1.4 ms of
+shell start, cgroup move and second exec on a freed slot's path, and the move waits for
+an RCU grace period after a quiet moment), or was started by the spawner process
+(:mod:`orcha.service.spawner`, a hand-off and a copy of a Python process per start).
+Here the child is born in the cgroup and execs the command at once: a plain
+``Popen`` costs as much.
+
+The child is what ``Popen(start_new_session=True, close_fds=True,
+restore_signals=True)`` makes: a new session; fds 0-2 and no other; signal handlers
+back to their defaults (SIGPIPE and SIGXFSZ too); the caller's signal mask. A command
+that cannot be executed, or a working directory that cannot be entered, raises the
+OSError Popen raises (same type, errno and filename).
+
+:func:`usable` tells whether the module was built and works here (Linux on x86_64; the
+build is optional: without a C compiler orcha installs without it). A kernel or sandbox
+that refuses ``clone3`` raises :class:`CloneRefused` on the first spawn, before anything
+ran: the caller then starts processes as before, and does not try again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+try:
+    from orcha.service import _clone3
+except ImportError:  # not built here (no C compiler at install time)
+    _clone3 = None  # type: ignore[assignment]
+
+#: The errnos of a ``clone3`` that this kernel or sandbox will never allow (seccomp
+#: filters answer ENOSYS or EPERM; E2BIG/EINVAL: a kernel before CLONE_INTO_CGROUP).
+REFUSED = frozenset({errno.ENOSYS, errno.EPERM, errno.E2BIG, errno.EINVAL})
+
+
+class CloneRefused(OSError):
+    """The kernel refused the clone itself: nothing was started. ``permanent``: it
+    always will here (see :data:`REFUSED`), else only this cgroup was refused (it is
+    gone, say)."""
+
+    @property
+    def permanent(self) -> bool:
+        return self.errno in REFUSED
+
+
+def usable() -> bool:
+    """Whether :class:`NativeProcess` can start processes here (the compiled module is
+    installed and this platform has the call)."""
+    return _clone3 is not None and _clone3.available()
+
+
+class NativeProcess(subprocess.Popen[bytes]):
+    """A ``subprocess.Popen`` started by ``clone3`` in the cgroup whose directory is open
+    as ``cgroup`` (-1: the caller's); always in a new session, without the caller's fds
+    (whatever ``start_new_session``/``close_fds`` say). Waited for, polled and signalled
+    as any Popen: it is the caller's own child."""
+
+    def __init__(self, argv: Sequence[str], *, cgroup: int = -1, **kwargs: Any) -> None:
+        self._cgroup = cgroup
+        super().__init__(argv, **kwargs)
+
+    def _execute_child(
+        self,
+        args: Sequence[str],
+        executable: Any,
+        preexec_fn: Any,
+        close_fds: bool,
+        pass_fds: Any,
+        cwd: Any,
+        env: Mapping[str, str] | None,
+        startupinfo: Any,
+        creationflags: Any,
+        shell: bool,
+        p2cread: int,
+        p2cwrite: int,
+        c2pread: int,
+        c2pwrite: int,
+        errread: int,
+        errwrite: int,
+        *rest: Any,
+    ) -> None:
+        try:
+            fds = (p2cread, c2pwrite, errwrite)
+            if -1 in fds:
+                raise ValueError("a native process needs its stdin, stdout and stderr")
+            args = list(args)
+            name = os.fsencode(args[0] if executable is None else executable)
+            environ = os.environ if env is None else env
+            if os.path.dirname(name):
+                paths: Sequence[bytes] = (name,)
+            else:  # as Popen (and os.execvpe): each folder of the environment's PATH
+                paths = [os.path.join(os.fsencode(d), name) for d in os.get_exec_path(environ)]
+            try:
+                self.pid = _clone3.spawn(paths, args, environ, cwd, self._cgroup, *fds)
+            except OSError as e:
+                code = e.errno or errno.EINVAL
+                if e.filename == "cwd":
+                    raise OSError(code, os.strerror(code), cwd) from None
+                if e.filename == "exec":
+                    raise OSError(code, os.strerror(code), args[0]) from None
+                raise CloneRefused(code, f"clone3: {os.strerror(code)}") from None
+            self._child_created = True
+        finally:
+            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]

@@ -1,0 +1,216 @@
+"""How a petition's process is started (the part of
+:class:`~orcha.service.procs.ProcessControl` that starts them): born in its cgroup by
+orcha's clone3 helper (:mod:`orcha.service.native`) where it was built; else through the
+spawner process (:mod:`orcha.service.spawner`) after a quiet moment, or a shell that
+joins the cgroup before it execs the command; without cgroups, a plain ``Popen``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from orcha.defaults import SPAWNER_QUIET_SECONDS
+
+if TYPE_CHECKING:
+    from orcha.service.cgroups import Cgroups
+    from orcha.service.memory import MemoryWatch
+    from orcha.service.orphans import Tracker
+    from orcha.service.spawner import Spawner
+
+log = logging.getLogger("orcha.service.starting")
+
+_NO_LOCK = contextlib.nullcontext()
+
+#: How many (command, PATH) lookups :meth:`Starter._check_command` remembers.
+_COMMANDS_KEPT = 256
+
+#: How a petition's cgroup directory is opened for clone3's CLONE_INTO_CGROUP.
+_CGROUP_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Starter:
+    """Starts petitions' processes, one way or another (see the module doc)."""
+
+    def __init__(
+        self,
+        cgroups: Cgroups | None,
+        tracker: Tracker | None,
+        memory: MemoryWatch,
+        spawner: Spawner | None = None,
+        native: bool = False,
+    ) -> None:
+        """As :class:`~orcha.service.procs.ProcessControl` says; ``memory``: its watch of
+        petitions held to ``--mem``."""
+        self.cgroups = cgroups
+        self.tracker = tracker
+        self.memory = memory
+        self.spawner = spawner
+        self.native = native
+        self._commands: dict[tuple[str, str], str] = {}  # (name, PATH) -> where found
+        self._last_start = -SPAWNER_QUIET_SECONDS  # time.monotonic() of the last spawn
+
+    def start(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: Mapping[str, str],
+        token: str | None,
+        procs_file: str | None,
+        stdin: int,
+        channels: Any,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (of petition ``token``, in the cgroup of ``procs_file`` if one)
+        in a new session with ``stdin`` and ``channels.child`` as its fds 0-2 (told
+        ``channels.started`` once it has them). Raises as ``subprocess.Popen`` does."""
+        if self.native:
+            proc = self._native(argv, cwd, env, token, procs_file, stdin, channels)
+            if proc is not None:
+                return proc
+        return self._other(argv, cwd, env, token, procs_file, stdin, channels)
+
+    def _native(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: Mapping[str, str],
+        token: str | None,
+        procs_file: str | None,
+        stdin: int,
+        channels: Any,
+    ) -> subprocess.Popen[bytes] | None:
+        """Start it with :class:`~orcha.service.native.NativeProcess`, in its cgroup if
+        ``procs_file``; None if the kernel refused the clone (nothing ran: the caller
+        starts it another way; a refusal that always will be here turns this way off)."""
+        from orcha.service.native import CloneRefused, NativeProcess
+
+        cgroup = -1
+        if procs_file is not None:
+            try:
+                cgroup = os.open(os.path.dirname(procs_file), _CGROUP_OPEN)
+            except OSError:
+                return None  # the shell's way reports what is wrong with it
+        # The cgroups' lock: 'pause --running' must not stop the child before it is the
+        # petition's command (this thread waits for its exec). The tracker's: it never
+        # sees a main process it does not know (it would take it for an orphan).
+        lock = self.cgroups.visiting if self.cgroups is not None and cgroup >= 0 else (
+            self.tracker.lock if self.tracker is not None else _NO_LOCK
+        )  # fmt: skip
+        try:
+            with lock:
+                proc = NativeProcess(
+                    argv, cgroup=cgroup, cwd=cwd, env=env,
+                    stdin=stdin, stdout=channels.child[0], stderr=channels.child[1],
+                )  # fmt: skip
+                channels.started(proc)
+                if self.tracker is not None and token:
+                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        except CloneRefused as e:
+            if e.permanent:
+                log.warning("the kernel refuses clone3 (%s): petitions start as before", e)
+                self.native = False
+            return None
+        finally:
+            if cgroup >= 0:
+                os.close(cgroup)
+        return proc
+
+    def _other(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: Mapping[str, str],
+        token: str | None,
+        procs_file: str | None,
+        stdin: int,
+        channels: Any,
+    ) -> subprocess.Popen[bytes]:
+        """Start it without :mod:`orcha.service.native`: through the spawner or a shell
+        that joins the cgroup (``procs_file``), else with a plain Popen."""
+        spawner = self.spawner
+        proc: subprocess.Popen[bytes] | None = None
+        # Which way into the cgroup: moving a process there (the shell's way) waits for
+        # an RCU grace period when no move came in the last ~10 ms (8-22 ms here), while
+        # the spawner creates it there (clone3) but costs a hand-off and a copy of a
+        # Python process per start (in a stream, an array ran at 0.47-0.66x tsp through
+        # it alone against 0.74-1.02x this way). So the spawner after a quiet moment (an
+        # 'orcha run' starts at once), the shell in a stream of starts. Not for a
+        # petition held to --mem: until it execs, the spawner's child is a copy of a
+        # Python process, charged to the petition's cgroup (a small memory.max would
+        # kill it before the command even ran).
+        now = time.monotonic()
+        quiet, self._last_start = now - self._last_start >= SPAWNER_QUIET_SECONDS, now
+        quiet = quiet and token not in self.memory
+        if procs_file is not None and spawner is not None and spawner.usable and quiet:
+            from orcha.service.spawner import SpawnedProcess, SpawnerUnavailable
+
+            # Born in its cgroup, without a shell: the spawner reports a command that
+            # cannot be executed as Popen would.
+            try:
+                proc = SpawnedProcess(
+                    spawner, procs_file, argv, cwd=cwd, env=env,
+                    stdin=stdin, stdout=channels.child[0], stderr=channels.child[1],
+                )  # fmt: skip
+            except SpawnerUnavailable:
+                pass  # nothing was started: through the shell, as if there were none
+            else:
+                channels.started(proc)
+        if proc is None:
+            if procs_file is not None:
+                self._check_command(argv[0], cwd, env.get("PATH", os.defpath))
+                argv = self.cgroups.wrap(procs_file, argv)  # type: ignore[union-attr]
+            # Held from fork to watch(): the tracker never sees a main process it does
+            # not know (it would take it for an orphan).
+            with self.tracker.lock if self.tracker is not None else _NO_LOCK:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=stdin,
+                    stdout=channels.child[0],
+                    stderr=channels.child[1],
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                channels.started(proc)
+                if self.tracker is not None and token:
+                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+        return proc
+
+    def _check_command(self, name: str, cwd: str, path: str) -> None:
+        """Raise as ``subprocess.Popen`` would if ``name`` cannot be executed (see
+        :func:`~orcha.service.cgroups.check_command`). A command found on ``path``
+        before is only checked again where it was found (one ``access`` call instead
+        of a walk of ``path``): it runs if it is still executable there."""
+        key = (name, path)
+        found = self._commands.get(key) if os.sep not in name else None
+        if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+            return
+        from orcha.service.cgroups import check_command
+
+        found = check_command(name, cwd, path)
+        if found is not None and os.path.isabs(found):  # not one of a relative PATH entry
+            if len(self._commands) >= _COMMANDS_KEPT:
+                self._commands.clear()  # bounded; refilled by the commands in use
+            self._commands[key] = found
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of
+    /proc/PID/stat); with the PID it identifies a process even after PIDs are reused."""
+    # Only field 22, through os.read: on every petition's start (read_stat's object and
+    # the io stack cost several times the kernel's part). The command name (field 2) is
+    # in parentheses and may contain anything.
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return int(stat[stat.rfind(b")") + 2 :].split(None, 20)[19])
+    except (OSError, IndexError, ValueError):
+        return None
