@@ -230,11 +230,15 @@ error:
     return NULL;
 }
 
-/* "KEY=value" strings of a mapping; NULL with an exception set. */
+/* "KEY=value" strings of a mapping, or a copy of a list of them; NULL with an
+ * exception set. */
 static char **
 env_array(PyObject *env)
 {
-    PyObject *items = PyMapping_Items(env);
+    PyObject *items;
+    if (PyList_Check(env))
+        return to_array(env, NULL, "env must be a mapping or a list");
+    items = PyMapping_Items(env);
     Py_ssize_t n, i;
     char **array;
     if (items == NULL)
@@ -291,7 +295,8 @@ error:
 PyDoc_STRVAR(spawn_doc,
 "spawn(paths, argv, env, cwd, cgroup, stdin, stdout, stderr) -> pid\n\n"
 "Start argv[0]'s program (the first of paths that execs) in a new session, with\n"
-"stdin/stdout/stderr as its fds 0-2 and no other fd, env as its whole environment,\n"
+"stdin/stdout/stderr as its fds 0-2 and no other fd, env as its whole environment\n"
+"(a mapping, or a list of b'KEY=value'),\n"
 "in cwd (None: ours), born in the cgroup whose directory fd is cgroup (-1: ours).\n"
 "Returns its PID once it has exec'd (it is our child: waitpid it). Raises OSError:\n"
 "filename 'cwd' when the working directory failed, 'exec' when the program could not\n"

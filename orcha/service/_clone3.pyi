@@ -8,7 +8,7 @@ def available() -> bool: ...
 def spawn(
     paths: Sequence[_Path],
     argv: Sequence[_Path],
-    env: Mapping[Any, Any],
+    env: Mapping[Any, Any] | list[bytes],
     cwd: _Path | None,
     cgroup: int,
     stdin: int,

@@ -26,6 +26,7 @@ from orcha.defaults import (
 from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.capture import OrderedReader, is_ordered
+from orcha.service.environments import Environment
 from orcha.service.machines import LocalMachine
 from orcha.service.procs import exit_code_of
 
@@ -135,12 +136,16 @@ class ServiceContext:
         ``CUDA_VISIBLE_DEVICES``, and the token that lets cancellation find the whole
         tree). Its stdin is what the attached client sends (``orcha run`` with piped
         input) for the petition's first process, /dev/null otherwise."""
-        env = dict(self.env)
-        env[ENV_PETITION_TOKEN] = self._job.token
-        env[ENV_PETITION_ID] = self.id
-        env[ENV_ATTEMPT] = str(self.attempt)
+        own = {
+            ENV_PETITION_TOKEN: self._job.token,
+            ENV_PETITION_ID: self.id,
+            ENV_ATTEMPT: str(self.attempt),
+        }
         if self.gpus or self._job.schedule.gpus or self._has_gpus:
-            env[ENV_GPUS] = env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+            own[ENV_GPUS] = own["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        # Over the petition's environment, not a copy of it: an array's members share
+        # one base, which the machine may have encoded once for all (native.py).
+        env = Environment(self.env, own)
         # The input its attached client sends goes to its first process only.
         feed = self._job.stdin
         fed = feed is not None and not feed.used and not feed.closed

@@ -52,6 +52,70 @@ class CloneRefused(OSError):
         return self.errno in REFUSED
 
 
+#: Bounds of the caches below (refilled by what is in use once cleared).
+_CACHED = 64
+#: (command name, PATH) -> where to try it, as Popen would (os.get_exec_path's folders).
+_PATHS: dict[tuple[bytes, str], tuple[bytes, ...]] = {}
+#: id(shared base) -> (the base, kept alive so its id is not reused; its "K=V" block;
+#: its keys in the block's order).
+_BLOCKS: dict[int, tuple[Mapping[str, str], list[bytes], list[str]]] = {}
+
+
+def exec_paths(name: bytes, env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """Where to try executing ``name``: itself if it has a slash, else in each folder
+    of ``env``'s PATH (``os.defpath`` without), in order (as ``Popen`` and
+    ``os.execvpe``). Cached: every member of an array asks for the same."""
+    if os.path.dirname(name):
+        return (name,)
+    path = env.get("PATH", os.defpath)
+    found = _PATHS.get((name, path))
+    if found is None:
+        if len(_PATHS) >= _CACHED:
+            _PATHS.clear()
+        folders = os.get_exec_path({"PATH": path})
+        found = _PATHS[(name, path)] = tuple(os.path.join(os.fsencode(d), name) for d in folders)
+    return found
+
+
+def _encode(env: Mapping[str, str]) -> list[bytes]:
+    """``env`` as ``KEY=value`` byte strings (ValueError for a key Popen would refuse)."""
+    block = []
+    for key, value in env.items():
+        k = os.fsencode(key)
+        if not k or b"=" in k:
+            raise ValueError("illegal environment variable name")
+        block.append(k + b"=" + os.fsencode(value))
+    return block
+
+
+def environ_block(env: Mapping[str, str]) -> Mapping[str, str] | list[bytes]:
+    """What :func:`_clone3.spawn` takes as the environment: ``env`` itself if it is a
+    plain mapping (encoded in C), else, for an
+    :class:`~orcha.service.environments.Environment` (a shared base with variables
+    over it, in layers), the base's block encoded once and cached, with the rest after
+    it (an array's members share their base: only their own few are encoded)."""
+    from orcha.service.environments import Environment
+
+    if not isinstance(env, Environment):
+        return env
+    over: dict[str, str] = {}
+    layers = []
+    while isinstance(env, Environment):
+        layers.append(env.own)
+        env = env.base
+    for own in reversed(layers):
+        over.update(own)
+    cached = _BLOCKS.get(id(env))
+    if cached is None or cached[0] is not env:
+        if len(_BLOCKS) >= _CACHED:
+            _BLOCKS.clear()
+        cached = _BLOCKS[id(env)] = (env, _encode(env), list(env))
+    _, block, keys = cached
+    if not over.keys().isdisjoint(keys):
+        block = [item for item, key in zip(block, keys, strict=True) if key not in over]
+    return block + _encode(over)
+
+
 def usable() -> bool:
     """Whether :class:`NativeProcess` can start processes here (the compiled module is
     installed and this platform has the call)."""
@@ -95,12 +159,10 @@ class NativeProcess(subprocess.Popen[bytes]):
             args = list(args)
             name = os.fsencode(args[0] if executable is None else executable)
             environ = os.environ if env is None else env
-            if os.path.dirname(name):
-                paths: Sequence[bytes] = (name,)
-            else:  # as Popen (and os.execvpe): each folder of the environment's PATH
-                paths = [os.path.join(os.fsencode(d), name) for d in os.get_exec_path(environ)]
+            paths = exec_paths(name, environ)
+            block = environ_block(environ)
             try:
-                self.pid = _clone3.spawn(paths, args, environ, cwd, self._cgroup, *fds)
+                self.pid = _clone3.spawn(paths, args, block, cwd, self._cgroup, *fds)
             except OSError as e:
                 code = e.errno or errno.EINVAL
                 if e.filename == "cwd":

@@ -255,3 +255,42 @@ def test_process_control_starts_a_petition_in_its_real_cgroup_without_a_shell(
     finally:
         cgroups.remove(token)
         control.stop_strays(0)
+
+
+def test_an_environment_in_layers_reaches_the_child_whole_with_upper_layers_winning() -> None:
+    """An Environment (a shared base, an array member's variables over it, the
+    petition's over those) is what the child sees, exactly; the base's block is encoded
+    once and shared by the next spawn; a variable over one of the base's replaces it."""
+    from orcha.service.environments import Environment
+
+    base = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "SHARED": "base", "ÜNI": "wert ü"}
+    member = Environment(base, {"ORCHA_ARRAY_INDEX": "3", "SHARED": "member"})
+    env = Environment(member, {"ORCHA_PETITION_ID": "a_3", "LC_ALL": "POSIX"})
+    expected = {**base, "ORCHA_ARRAY_INDEX": "3", "SHARED": "member"}
+    expected.update(ORCHA_PETITION_ID="a_3", LC_ALL="POSIX")
+    block = native.environ_block(env)
+    assert isinstance(block, list) and len(block) == len(expected)
+    assert native.environ_block(Environment(base, {"X": "1"}))[: len(base)] == [  # type: ignore[index]
+        f"{k}={v}".encode() for k, v in base.items()
+    ]
+    proc = _run(["env", "-0"], env=env)
+    out, _ = proc.communicate(timeout=10)
+    seen = dict(item.split("=", 1) for item in out.decode().split("\0") if item)
+    assert seen == expected
+    # A plain mapping goes to the C side as it is; a key Popen would refuse is refused.
+    assert native.environ_block(base) is base
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        _run(["true"], env=Environment(base, {"A=B": "1"}))
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        _run(["true"], env={**base, "A=B": "1"})
+
+
+def test_a_base_that_is_replaced_is_not_taken_from_the_cache() -> None:
+    """The cache holds each base it encoded, so a new base never reuses a cached
+    one's id; a new base object is encoded anew."""
+    from orcha.service.environments import Environment
+
+    first = {"PATH": "/bin", "V": "1"}
+    native.environ_block(Environment(first, {"X": "1"}))
+    second = {"PATH": "/bin", "V": "2"}
+    assert b"V=2" in native.environ_block(Environment(second, {"X": "1"}))
