@@ -44,11 +44,11 @@ RUN = Command(
         PRIORITY,
         Argument("command", "-- CMD [ARG]...", rest=True),
         DETACH,
-        # Arrays are left to click (fast=False): they are read by orcha.cli.arrays.
+        # --array and --at-once with --detach take the fast path (orcha.cli.fast_arrays);
+        # attached arrays and --each are left to click (orcha.cli.arrays).
         Option(
             "--array",
             metavar="SPEC",
-            fast=False,
             help="Run an array: one petition ID_INDEX per index of SPEC (Slurm's "
             "syntax: 1-100, 1,3,5-9, 0-20:5; '%N' at the end: at most N at once). "
             "'{}' in the command and ORCHA_ARRAY_INDEX give the index.",
@@ -66,7 +66,6 @@ RUN = Command(
             type="int",
             min=1,
             metavar="N",
-            fast=False,
             help="With --array or --each: at most N of its petitions run at once (as '%N').",
         ),
         JSON,

@@ -60,7 +60,7 @@ def parse(args: list[str], disabled: frozenset[str]) -> Parsed | None:
 class Request:
     """What the fast path would send, and with which global options."""
 
-    __slots__ = ("as_json", "cwd", "detach", "env", "kind", "params", "petition_id",
+    __slots__ = ("array", "as_json", "cwd", "detach", "env", "kind", "params", "petition_id",
                  "priority", "schedule", "stdin", "values")  # fmt: skip
     values: dict[str, Any]
     schedule: Schedule | None
@@ -87,6 +87,17 @@ class Request:
 
             self.schedule = Schedule.from_wire(fields)
         self.env, self.cwd = env, cwd
+        #: ``--array SPEC``'s members and limit (``run --detach`` only: attached arrays
+        #: stream as ``follow`` does, through click).
+        self.array: tuple[list[Any], int | None] | None = None
+        if values.get("array") is not None:
+            from orcha.cli.fast_arrays import members
+
+            if not self.detach or self.as_json or values.get("each") is not None:
+                raise ValueError("an array the fast path does not send")
+            self.array = members(values["array"], values.get("at_once"), self.petition_id)
+        elif values.get("at_once") is not None:
+            raise ValueError("--at-once goes with --array or --each")  # click says so
 
 
 def prepare(args: list[str], disabled: frozenset[str]) -> Request | None:
@@ -136,6 +147,10 @@ def try_fast(args: list[str]) -> int | None:
             from orcha.cli import verbose
 
             verbose.report(resolved)
+        if request.array is not None:
+            from orcha.cli.fast_arrays import submit_detached
+
+            return submit_detached(resolved, request, *request.array)
         return run_in_foreground(
             resolved, request.kind, request.petition_id, request.params, request.priority,
             request.detach, schedule=request.schedule, env=request.env or None, cwd=request.cwd,

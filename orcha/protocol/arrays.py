@@ -93,6 +93,25 @@ def member_id(name: str, index: int) -> str:
     return f"{name}{ARRAY_SEPARATOR}{index}"
 
 
+def params_vary(params: Any, members: list[Member]) -> bool:
+    """Whether members' parameters differ from the template's ``params``: some member has
+    a line, or some string of ``params`` holds the placeholder. If not, every member's
+    parameters are the template's (and may share that one object)."""
+    if any(line is not None for _, line in members):
+        return True
+
+    def holds(obj: Any) -> bool:
+        if isinstance(obj, str):
+            return ARRAY_PLACEHOLDER in obj
+        if isinstance(obj, list):
+            return any(holds(x) for x in obj)
+        if isinstance(obj, dict):
+            return any(holds(v) for v in obj.values())
+        return False
+
+    return holds(params)
+
+
 def member_params(params: dict[str, Any], member: Member) -> dict[str, Any]:
     """A member's parameters: every ``{}`` in the template's strings replaced by its
     index (or its line). A line that no ``{}`` took is appended to ``argv`` (a command's

@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from orcha.protocol.arrays import member_id, member_params
+from orcha.protocol.arrays import member_id, member_params, params_vary
 from orcha.protocol.messages import SubmitRequest
 from orcha.service.environments import member_environment
 
@@ -58,11 +58,14 @@ def _submit(
     template = request.submit
     count = len(request.members)
     size = str(count)
+    # Members with the template's very parameters share them (read-only), so that the
+    # service checks them once for all (submit_many), not once per member.
+    vary = params_vary(template.params, request.members)
     requests = [
         SubmitRequest(
             template.kind,
             member_id(name, member[0]),
-            member_params(template.params, member),
+            member_params(template.params, member) if vary else template.params,
             template.priority,
             template.cwd,
             member_environment(template.env, name, member[0], size),  # one shared env

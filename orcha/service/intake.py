@@ -84,13 +84,23 @@ class Intake:
         self._check_accepting()
         ids = [r.id or "" for r in requests]  # members are always named
         built: list[tuple[Petition, SubmitRequest, Schedule]] = []
+        # Members sharing one parameters object (an array's, arrays.py) are checked once;
+        # those sharing a schedule keep sharing it once timed (one wire form below).
+        # Keyed by id(): every request, so every key's object, lives until we return.
+        checked: dict[int, dict[str, Any]] = {}
+        timed: dict[int, Schedule] = {}
+        default = Schedule()
+        now = self.clock()
         for request in requests:
             resolved = self.runtime_kinds.resolve(request)
-            petition = self.manager.petition_from_request(resolved, DISCARD)
-            built.append((petition, resolved, request.schedule or Schedule()))
-        now = self.clock()
-        built = [(petition, resolved, timed_schedule(schedule, now))
-                 for petition, resolved, schedule in built]  # fmt: skip
+            memo = checked.get(id(resolved.params))
+            petition = self.manager.petition_from_request(resolved, DISCARD, checked=memo)
+            if memo is None:
+                checked[id(resolved.params)] = dict(petition.params)  # type: ignore[attr-defined]
+            schedule = request.schedule or default
+            if id(schedule) not in timed:
+                timed[id(schedule)] = timed_schedule(schedule, now)
+            built.append((petition, resolved, timed[id(schedule)]))
         for schedule in {id(s): s for _, _, s in built}.values():
             self.scheduler.check_feasible(schedule)
         self._take_ids(ids, None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +112,38 @@ def test_ctrl_c_in_an_attached_array_cancels_the_members_left(env: Env) -> None:
             proc.kill()
             proc.wait()
     assert wait_for(lambda: {r["state"] for r in _records(env, "cc")} == {"CANCELLED"})
+
+
+def test_a_detached_array_is_queued_by_the_fast_path_with_its_name_printed(env: Env) -> None:
+    """'run --detach --array SPEC ID' (the fast path: no click imported) prints the
+    array's name on stdout and what was queued on stderr; its members run with their
+    indices; a nameless one gets the service's name; a wrong SPEC is click's error."""
+    # The fast path serves the commands click last found (its note, which is keyed by
+    # sys.path: written here by the same kind of interpreter line, through click). Then
+    # click cannot be imported: only the fast path can queue the array.
+    main = "from orcha.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    quiet = env.root / "fast-path-cwd"  # sys.path[0] of 'python -c': nothing changes it
+    quiet.mkdir(exist_ok=True)
+
+    def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], env=env.vars, capture_output=True, text=True,
+            timeout=60, stdin=subprocess.DEVNULL, cwd=quiet,
+        )  # fmt: skip
+
+    assert python(f"import sys; {main}", "ls").returncode == 0
+    probe = f"import sys; sys.modules['click'] = None; {main}"
+    script = 'echo "$ORCHA_ARRAY_INDEX {}"'
+    args = ["run", "--detach", "--array", "1-4%2", "fa", "--", "sh", "-c", script]
+    done = python(probe, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "fa\n"
+    queued = "orcha: array fa: 4 petition(s) queued (fa_1 to fa_4), at most 2 at once"
+    assert done.stderr == queued + "\n"
+    assert env.run("wait", "fa").returncode == 0
+    for i in range(1, 5):
+        assert env.run("logs", f"fa_{i}").stdout == f"{i} {i}\n"
+    nameless = env.run("run", "--detach", "--array", "1-2", "--", "true")
+    assert nameless.returncode == 0 and nameless.stdout.startswith("array"), nameless.stderr
+    wrong = env.run("run", "--detach", "--array", "2-1", "fb", "--", "true")
+    assert wrong.returncode == 2 and "invalid value for '--array'" in wrong.stderr

@@ -382,3 +382,84 @@ def test_the_fast_path_exits_with_its_output_flushed_and_no_teardown() -> None:
         main_module.exit_now(0)  # returns: the process goes on
     finally:
         sys.stdout = saved
+
+
+DETACHED_ARRAYS = [
+    ["run", "--detach", "--array", "1-5", "a", "--", "true"],
+    ["run", "--detach", "--array", "1-10%3", "--", "echo", "{}"],
+    ["run", "--detach", "--array", "1,3,5-9", "--at-once", "2", "--priority", "3", "a", "--",
+     "true"],
+    ["run", "--array", "0-20:5", "--detach", "--cpus", "1", "--env", "A=1", "b", "--", "true"],
+    ["run", "--detach", "--array", "1-3%2", "--at-once", "2", "c", "--", "true"],
+]  # fmt: skip
+ARRAYS_FOR_CLICK = [
+    ["run", "--array", "1-5", "a", "--", "true"],  # attached: streamed as 'follow' does
+    ["run", "--detach", "--json", "--array", "1-5", "a", "--", "true"],
+    ["run", "--detach", "--array", "1-5", "--each", "-", "a", "--", "true"],
+    ["run", "--detach", "--array", "bad", "a", "--", "true"],
+    ["run", "--detach", "--array", "1-3%2", "--at-once", "3", "a", "--", "true"],
+    ["run", "--detach", "--at-once", "2", "a", "--", "true"],  # --at-once needs an array
+    ["run", "--detach", "--array", "1-3", "a~1", "--", "true"],  # not a member's ID
+    ["run", "--detach", "--array", "1-3", "--kind", "k", "a", "--", "true"],
+]
+
+
+def _array_views(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(what the fast path would submit as an array, what click's run_array would)."""
+    import orcha.cli.arrays as arrays
+    from orcha.cli.petition_options import chosen
+    from orcha.protocol.schedule import Schedule
+
+    request = fast.prepare(args, frozenset())
+    fast_says = None
+    if request is not None:
+        assert request.array is not None, args
+        members, limit = request.array
+        fast_says = {
+            "kind": request.kind, "name": request.petition_id, "params": request.params,
+            "priority": request.priority, "members": members, "limit": limit,
+            "schedule": request.schedule.to_wire() if request.schedule else {},
+            "env": request.env, "cwd": request.cwd,
+        }  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    def fake_run_array(
+        kind: str, name: str | None, params: dict[str, Any], priority: Any, detach: bool,
+        members: list[Any], limit: int | None,
+    ) -> int:  # fmt: skip
+        options = chosen(click.get_current_context())
+        seen.update(
+            kind=kind, name=name, params=params, priority=priority, members=members,
+            limit=limit, schedule=Schedule.from_wire(options.schedule).to_wire(),
+            env=options.env, cwd=options.cwd,
+        )  # fmt: skip
+        return 0
+
+    monkeypatch.setattr(arrays, "run_array", fake_run_array)
+    try:
+        rv = cli.main(args=list(args), prog_name="orcha", standalone_mode=False)
+    except (click.ClickException, ValueError):
+        return fast_says, None
+    return fast_says, seen if rv == 0 and seen else None
+
+
+@pytest.mark.parametrize("args", DETACHED_ARRAYS)
+def test_a_detached_array_takes_the_fast_path_and_means_what_it_means_to_click(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'run --detach --array SPEC' is submitted without click (1,000 petitions for one
+    Python start-up), with the very members, limit and options click would send."""
+    _note(monkeypatch)
+    fast_says, click_says = _array_views(args, monkeypatch)
+    assert fast_says is not None and click_says is not None
+    assert fast_says == click_says
+
+
+@pytest.mark.parametrize("args", ARRAYS_FOR_CLICK)
+def test_other_arrays_and_wrong_ones_go_to_click(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _note(monkeypatch)
+    assert fast.prepare(args, frozenset()) is None
