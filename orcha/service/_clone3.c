@@ -230,64 +230,85 @@ error:
     return NULL;
 }
 
-/* "KEY=value" strings of a mapping, or a copy of a list of them; NULL with an
+/* One "KEY=value" string of a (key, value) pair: a new PyMem_Raw block; NULL with an
  * exception set. */
+static char *
+env_item(PyObject *pair)
+{
+    PyObject *key = NULL, *value = NULL;
+    Py_ssize_t ksize, vsize;
+    char *item = NULL;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_TypeError, "env items must be pairs");
+        return NULL;
+    }
+    if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 0), &key))
+        return NULL;
+    if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 1), &value))
+        goto done;
+    ksize = PyBytes_GET_SIZE(key);
+    vsize = PyBytes_GET_SIZE(value);
+    if (ksize == 0 || memchr(PyBytes_AS_STRING(key), '=', ksize) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "illegal environment variable name");
+        goto done;
+    }
+    if ((item = PyMem_RawMalloc(ksize + vsize + 2)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(item, PyBytes_AS_STRING(key), ksize);
+    item[ksize] = '=';
+    memcpy(item + ksize + 1, PyBytes_AS_STRING(value), vsize + 1);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return item;
+}
+
+/* The environment block: "KEY=value" strings of a mapping; or a copy of a list of such
+ * bytes; or, of a (list, mapping) pair, the list's then the mapping's (a shared base
+ * encoded once, and a petition's own variables). NULL with an exception set. */
 static char **
 env_array(PyObject *env)
 {
-    PyObject *items;
+    PyObject *block = NULL, *mapping = env, *items = NULL;
+    Py_ssize_t nblock = 0, nitems = 0, i;
+    char **array = NULL;
     if (PyList_Check(env))
         return to_array(env, NULL, "env must be a mapping or a list");
-    items = PyMapping_Items(env);
-    Py_ssize_t n, i;
-    char **array;
-    if (items == NULL)
-        return NULL;
-    n = PyList_GET_SIZE(items);
-    array = PyMem_RawCalloc(n + 1, sizeof(char *));
-    if (array == NULL) {
-        Py_DECREF(items);
-        PyErr_NoMemory();
-        return NULL;
+    if (PyTuple_Check(env)) {
+        if (PyTuple_GET_SIZE(env) != 2 || !PyList_Check(PyTuple_GET_ITEM(env, 0))) {
+            PyErr_SetString(PyExc_TypeError, "env must be a (list, mapping) pair");
+            return NULL;
+        }
+        block = PyTuple_GET_ITEM(env, 0);
+        mapping = PyTuple_GET_ITEM(env, 1);
+        nblock = PyList_GET_SIZE(block);
     }
-    for (i = 0; i < n; i++) {
-        PyObject *pair = PyList_GET_ITEM(items, i), *key = NULL, *value = NULL;
-        Py_ssize_t ksize, vsize;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "env items must be pairs");
+    if ((items = PyMapping_Items(mapping)) == NULL)
+        return NULL;
+    nitems = PyList_GET_SIZE(items);
+    if ((array = PyMem_RawCalloc(nblock + nitems + 1, sizeof(char *))) == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (i = 0; i < nblock; i++) {
+        PyObject *item = PyList_GET_ITEM(block, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "an env block holds bytes");
             goto error;
         }
-        if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 0), &key))
+        if ((array[i] = copy_bytes(item)) == NULL)
             goto error;
-        if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 1), &value)) {
-            Py_DECREF(key);
+    }
+    for (i = 0; i < nitems; i++) {
+        if ((array[nblock + i] = env_item(PyList_GET_ITEM(items, i))) == NULL)
             goto error;
-        }
-        ksize = PyBytes_GET_SIZE(key);
-        vsize = PyBytes_GET_SIZE(value);
-        if (ksize == 0 || memchr(PyBytes_AS_STRING(key), '=', ksize) != NULL) {
-            Py_DECREF(key);
-            Py_DECREF(value);
-            PyErr_SetString(PyExc_ValueError, "illegal environment variable name");
-            goto error;
-        }
-        array[i] = PyMem_RawMalloc(ksize + vsize + 2);
-        if (array[i] == NULL) {
-            Py_DECREF(key);
-            Py_DECREF(value);
-            PyErr_NoMemory();
-            goto error;
-        }
-        memcpy(array[i], PyBytes_AS_STRING(key), ksize);
-        array[i][ksize] = '=';
-        memcpy(array[i] + ksize + 1, PyBytes_AS_STRING(value), vsize + 1);
-        Py_DECREF(key);
-        Py_DECREF(value);
     }
     Py_DECREF(items);
     return array;
 error:
-    Py_DECREF(items);
+    Py_XDECREF(items);
     free_array(array);
     return NULL;
 }
@@ -296,7 +317,7 @@ PyDoc_STRVAR(spawn_doc,
 "spawn(paths, argv, env, cwd, cgroup, stdin, stdout, stderr) -> pid\n\n"
 "Start argv[0]'s program (the first of paths that execs) in a new session, with\n"
 "stdin/stdout/stderr as its fds 0-2 and no other fd, env as its whole environment\n"
-"(a mapping, or a list of b'KEY=value'),\n"
+"(a mapping; a list of b'KEY=value'; or a (list, mapping) pair: both),\n"
 "in cwd (None: ours), born in the cgroup whose directory fd is cgroup (-1: ours).\n"
 "Returns its PID once it has exec'd (it is our child: waitpid it). Raises OSError:\n"
 "filename 'cwd' when the working directory failed, 'exec' when the program could not\n"

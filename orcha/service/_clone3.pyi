@@ -8,7 +8,7 @@ def available() -> bool: ...
 def spawn(
     paths: Sequence[_Path],
     argv: Sequence[_Path],
-    env: Mapping[Any, Any] | list[bytes],
+    env: Mapping[Any, Any] | list[bytes] | tuple[list[bytes], Mapping[Any, Any]],
     cwd: _Path | None,
     cgroup: int,
     stdin: int,

@@ -16,9 +16,10 @@ Two ways to find out, chosen by the machine's process control
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger("orcha.service.memory")
@@ -59,6 +60,10 @@ class MemoryWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watched: dict[str, _Watched] = {}
+        # Petitions whose process is being started (see starting()), and how many starts
+        # each one began or ended: a probe that overlapped one is not believed.
+        self._starting: dict[str, int] = {}
+        self._starts: dict[str, int] = {}
 
     def __bool__(self) -> bool:
         with self._lock:
@@ -78,12 +83,35 @@ class MemoryWatch:
     def remove(self, token: str) -> None:
         with self._lock:
             self._watched.pop(token, None)
+            self._starts.pop(token, None)
+
+    @contextlib.contextmanager
+    def starting(self, token: str) -> Iterator[None]:
+        """Within it a process of petition ``token`` is being started: until it execs it
+        may share the service's memory (:mod:`orcha.service.native`), so a probe that
+        ran meanwhile, which may have counted the service's memory as the petition's,
+        is not believed (the next look decides)."""
+        with self._lock:
+            self._starting[token] = self._starting.get(token, 0) + 1
+            self._starts[token] = self._starts.get(token, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._starting.pop(token) - 1
+                if left:
+                    self._starting[token] = left
+                self._starts[token] = self._starts.get(token, 0) + 1
 
     def check(self) -> None:
         """Probe every watched petition; tell each one found over its limit (once)."""
         with self._lock:
-            watched = [(t, w) for t, w in self._watched.items() if not w.told]
-        for token, w in watched:
+            watched = [
+                (t, w, self._starts.get(t, 0))
+                for t, w in self._watched.items()
+                if not w.told and t not in self._starting
+            ]
+        for token, w, starts in watched:
             try:
                 used, over = w.probe()
             except Exception:
@@ -91,6 +119,9 @@ class MemoryWatch:
                 continue
             if not over and (used is None or used <= w.limit):
                 continue
+            with self._lock:
+                if token in self._starting or self._starts.get(token, 0) != starts:
+                    continue  # a start overlapped the probe: look again next time
             w.told = True
             try:
                 w.exceeded(over_limit_message(used, w.limit))

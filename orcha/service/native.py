@@ -88,12 +88,15 @@ def _encode(env: Mapping[str, str]) -> list[bytes]:
     return block
 
 
-def environ_block(env: Mapping[str, str]) -> Mapping[str, str] | list[bytes]:
+def environ_block(
+    env: Mapping[str, str],
+) -> Mapping[str, str] | tuple[list[bytes], dict[str, str]]:
     """What :func:`_clone3.spawn` takes as the environment: ``env`` itself if it is a
     plain mapping (encoded in C), else, for an
     :class:`~orcha.service.environments.Environment` (a shared base with variables
     over it, in layers), the base's block encoded once and cached, with the rest after
-    it (an array's members share their base: only their own few are encoded)."""
+    it (an array's members share their base: only their own few are encoded, in C:
+    a (block, mapping) pair)."""
     from orcha.service.environments import Environment
 
     if not isinstance(env, Environment):
@@ -113,7 +116,7 @@ def environ_block(env: Mapping[str, str]) -> Mapping[str, str] | list[bytes]:
     _, block, keys = cached
     if not over.keys().isdisjoint(keys):
         block = [item for item, key in zip(block, keys, strict=True) if key not in over]
-    return block + _encode(over)
+    return block, over
 
 
 def usable() -> bool:

@@ -102,8 +102,11 @@ class Starter:
         # (the command then starts paused, as it would have an instant later); a kill ends
         # the wait at once.
         lock = self.tracker.lock if self.tracker is not None and cgroup < 0 else _NO_LOCK
+        # Until it execs, the child shares the service's memory: not measured as the
+        # petition's meanwhile (a --mem of 1M would see the service's 100 MB).
+        watch = self.memory.starting(token) if token and token in self.memory else _NO_LOCK
         try:
-            with lock:
+            with lock, watch:
                 proc = NativeProcess(
                     argv, cgroup=cgroup, cwd=cwd, env=env,
                     stdin=stdin, stdout=channels.child[0], stderr=channels.child[1],

@@ -57,3 +57,38 @@ def test_a_failing_probe_is_logged_and_tried_again() -> None:
     assert told == []
     watch.check()
     assert told == ["used 50 MiB, asked for 10 MiB"]
+
+
+def test_a_probe_during_or_across_a_start_is_not_believed() -> None:
+    """While a process of the petition is being started (orcha.service.native: until it
+    execs it shares the service's memory) a probe may count the service's memory as the
+    petition's: no look is taken then, and one that a start overlapped is not believed;
+    the next look decides."""
+    watch = MemoryWatch()
+    told: list[str] = []
+    service = 120 * MIB
+    seen = {"used": service}
+    during: list[object] = []
+
+    def probe() -> tuple[int | None, bool]:
+        if during:  # a start begins while this probe runs (and ends before it returns)
+            with watch.starting("a"):
+                pass
+            during.clear()
+        return (seen["used"], False)
+
+    watch.add("a", 1 * MIB, probe, told.append)
+    with watch.starting("a"):
+        watch.check()  # not looked at while starting
+    assert told == []
+    during.append(True)
+    watch.check()  # a start overlapped the probe: not believed
+    assert told == []
+    seen["used"] = 512 * 1024  # the command itself, once exec'd
+    watch.check()
+    assert told == []
+    seen["used"] = 3 * MIB  # really over now: told
+    watch.check()
+    assert told == ["used 3 MiB, asked for 1 MiB"]
+    watch.remove("a")
+    assert not watch
