@@ -224,6 +224,7 @@ class ProcessControl:
         """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
         is removed, in the background: see :class:`~orcha.service.sweeping.CgroupRemover`)."""
         self._caged.pop(token, None)
+        self.starter.forget(token)
         self.memory.remove(token)
         if self.tracker is not None:
             self.tracker.forget(token)
@@ -333,10 +334,12 @@ class ProcessControl:
     def signal_tree(self, roots: Iterable[int], token: str | None, sig: int) -> int:
         """Send ``sig`` to every process of a petition's tree (e.g. SIGSTOP/SIGCONT to
         pause and resume it); returns how many were signalled. Not while the spawner
-        starts a process (it may be inside a cgroup, or its child not exec'd yet: a
-        SIGSTOP would stop it before it is the petition's command)."""
+        starts a process, nor while one of this petition's is being started (it may be
+        inside a cgroup, or not exec'd yet: a SIGSTOP would stop it before it is the
+        petition's command)."""
         self._look()
-        with self.cgroups.visiting if self.cgroups is not None else _NO_LOCK:
+        visiting = self.cgroups.visiting if self.cgroups is not None else _NO_LOCK
+        with visiting, self.starter.quiet(token):
             procs = self.tree(roots, token)
             self.signal_all(procs.values(), sig)
         return len(procs)

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,27 @@ class Starter:
         self.native = native
         self._commands: dict[tuple[str, str], str] = {}  # (name, PATH) -> where found
         self._last_start = -SPAWNER_QUIET_SECONDS  # time.monotonic() of the last spawn
+        # Per petition, held while one of its processes is born and until it has exec'd
+        # (see quiet()); made on demand, dropped when the petition is forgotten.
+        self._guard = threading.Lock()
+        self._starts: dict[str, threading.Lock] = {}
+
+    def quiet(self, token: str | None) -> threading.Lock | contextlib.nullcontext[None]:
+        """Held, no process of petition ``token`` is being started: one that a signal
+        would reach before its exec ('pause --running' stopping it there, say) would not
+        yet be the petition's command. Per petition, so starts of others go on."""
+        if not token:
+            return _NO_LOCK
+        with self._guard:
+            lock = self._starts.get(token)
+            if lock is None:
+                lock = self._starts[token] = threading.Lock()
+            return lock
+
+    def forget(self, token: str) -> None:
+        """Petition ``token`` has ended: its lock of :meth:`quiet` goes."""
+        with self._guard:
+            self._starts.pop(token, None)
 
     def start(
         self,
@@ -95,13 +117,11 @@ class Starter:
             except OSError:
                 return None  # the shell's way reports what is wrong with it
         # The tracker's lock: it never sees a main process it does not know (it would take
-        # it for an orphan). No lock in a cgroup: this thread waits for the child's exec,
-        # and that wait under a lock of all starts made them take turns (two slots refilled
-        # at 0.94-1.04k/s whatever the number of slots). A 'pause --running' that stops
-        # the child before its exec only holds this thread until the resume continues it
-        # (the command then starts paused, as it would have an instant later); a kill ends
-        # the wait at once.
-        lock = self.tracker.lock if self.tracker is not None and cgroup < 0 else _NO_LOCK
+        # it for an orphan). In a cgroup, the petition's own lock (quiet()): a signal to
+        # its tree waits for the exec. Not one lock of all starts: this thread waits for
+        # the child's exec, and waiting under one lock made every start take turns (two
+        # slots refilled at 0.94-1.04k/s whatever the number of slots).
+        lock = self.tracker.lock if self.tracker is not None and cgroup < 0 else self.quiet(token)
         # Until it execs, the child shares the service's memory: not measured as the
         # petition's meanwhile (a --mem of 1M would see the service's 100 MB).
         watch = self.memory.starting(token) if token and token in self.memory else _NO_LOCK

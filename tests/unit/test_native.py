@@ -296,3 +296,37 @@ def test_a_base_that_is_replaced_is_not_taken_from_the_cache() -> None:
     second = {"PATH": "/bin", "V": "2"}
     block, _ = native.environ_block(Environment(second, {"X": "1"}))
     assert b"V=2" in block
+
+
+def test_a_petitions_start_holds_its_own_lock_which_signals_to_its_tree_take(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cgroup: Path
+) -> None:
+    """While a petition's process is born and until it execs, that petition's lock
+    (Starter.quiet) is held, and only that one: a 'pause --running' (signal_tree) of
+    it waits for the exec, so it never stops the child before it is the command, while
+    starts of other petitions go on. It is dropped once the petition is forgotten."""
+    from orcha.service.cgroups import Cgroups
+
+    fs = hierarchy()
+    cgroups = Cgroups(fs, str(cgroup), memory=False, namespace="lock")
+    control = ProcessControl(cgroups=cgroups, native=True)
+    real = native._clone3.spawn
+    held: list[tuple[bool, bool]] = []
+
+    def spawn(*args: Any) -> int:
+        held.append((control.starter.quiet("t1").locked(), control.starter.quiet("t2").locked()))
+        return real(*args)
+
+    monkeypatch.setattr(native._clone3, "spawn", spawn)
+    try:
+        proc = control.spawn(["true"], cwd=str(tmp_path), env={**ENV, ENV_PETITION_TOKEN: "t1"})
+        assert proc.wait(10) == 0
+        assert held == [(True, False)]
+        assert not control.starter.quiet("t1").locked()
+        assert control.signal_tree([], "t1", signal.SIGCONT) == 0  # takes it, and returns
+        lock = control.starter.quiet("t1")
+        control.finished("t1")
+        assert control.starter.quiet("t1") is not lock  # forgotten: a new one
+    finally:
+        cgroups.remove("t1")
+        control.stop_strays(0)
