@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from orcha.service.popens import StartedPopen
 
 try:
     from orcha.service import _clone3
@@ -125,54 +126,34 @@ def usable() -> bool:
     return _clone3 is not None and _clone3.available()
 
 
-class NativeProcess(subprocess.Popen[bytes]):
+class NativeProcess(StartedPopen):
     """A ``subprocess.Popen`` started by ``clone3`` in the cgroup whose directory is open
     as ``cgroup`` (-1: the caller's); always in a new session, without the caller's fds
-    (whatever ``start_new_session``/``close_fds`` say). Waited for, polled and signalled
-    as any Popen: it is the caller's own child."""
+    (:class:`~orcha.service.popens.StartedPopen`). Waited for, polled and signalled as
+    any Popen: it is the caller's own child."""
 
     def __init__(self, argv: Sequence[str], *, cgroup: int = -1, **kwargs: Any) -> None:
         self._cgroup = cgroup
         super().__init__(argv, **kwargs)
 
-    def _execute_child(
+    def _start(
         self,
-        args: Sequence[str],
+        args: list[str],
         executable: Any,
-        preexec_fn: Any,
-        close_fds: bool,
-        pass_fds: Any,
         cwd: Any,
         env: Mapping[str, str] | None,
-        startupinfo: Any,
-        creationflags: Any,
-        shell: bool,
-        p2cread: int,
-        p2cwrite: int,
-        c2pread: int,
-        c2pwrite: int,
-        errread: int,
-        errwrite: int,
-        *rest: Any,
-    ) -> None:
+        fds: tuple[int, int, int],
+    ) -> int:
+        name = os.fsencode(args[0] if executable is None else executable)
+        environ = os.environ if env is None else env
+        paths = exec_paths(name, environ)
+        block = environ_block(environ)
         try:
-            fds = (p2cread, c2pwrite, errwrite)
-            if -1 in fds:
-                raise ValueError("a native process needs its stdin, stdout and stderr")
-            args = list(args)
-            name = os.fsencode(args[0] if executable is None else executable)
-            environ = os.environ if env is None else env
-            paths = exec_paths(name, environ)
-            block = environ_block(environ)
-            try:
-                self.pid = _clone3.spawn(paths, args, block, cwd, self._cgroup, *fds)
-            except OSError as e:
-                code = e.errno or errno.EINVAL
-                if e.filename == "cwd":
-                    raise OSError(code, os.strerror(code), cwd) from None
-                if e.filename == "exec":
-                    raise OSError(code, os.strerror(code), args[0]) from None
-                raise CloneRefused(code, f"clone3: {os.strerror(code)}") from None
-            self._child_created = True
-        finally:
-            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
+            return _clone3.spawn(paths, args, block, cwd, self._cgroup, *fds)
+        except OSError as e:
+            code = e.errno or errno.EINVAL
+            if e.filename == "cwd":
+                raise OSError(code, os.strerror(code), cwd) from None
+            if e.filename == "exec":
+                raise OSError(code, os.strerror(code), args[0]) from None
+            raise CloneRefused(code, f"clone3: {os.strerror(code)}") from None

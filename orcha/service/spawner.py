@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orcha.defaults import SPAWNER_READY_SECONDS
+from orcha.service.popens import StartedPopen
 from orcha.service.zygote import HEADER, read_exact
 
 log = logging.getLogger("orcha.service.spawner")
@@ -299,7 +300,7 @@ def close_all() -> None:
         spawner.close()
 
 
-class SpawnedProcess(subprocess.Popen[bytes]):
+class SpawnedProcess(StartedPopen):
     """A ``subprocess.Popen`` started by a :class:`Spawner` in the cgroup of
     ``procs_file``; the spawner reaps it and reports its end here."""
 
@@ -319,39 +320,18 @@ class SpawnedProcess(subprocess.Popen[bytes]):
         self.adopted = False
         super().__init__(argv, **kwargs)
 
-    def _execute_child(
+    def _start(
         self,
-        args: Sequence[str],
+        args: list[str],
         executable: Any,
-        preexec_fn: Any,
-        close_fds: bool,
-        pass_fds: Any,
-        cwd: str,
-        env: Mapping[str, str],
-        startupinfo: Any,
-        creationflags: Any,
-        shell: bool,
-        p2cread: int,
-        p2cwrite: int,
-        c2pread: int,
-        c2pwrite: int,
-        errread: int,
-        errwrite: int,
-        *rest: Any,
-    ) -> None:
-        # Always in a session of its own, without the service's fds (close_fds), with
-        # SIGPIPE and SIGXFSZ at their defaults (restore_signals): as the service's Popen.
-        try:
-            fds = [p2cread, c2pwrite, errwrite]
-            if -1 in fds:
-                raise ValueError("a spawned process needs its stdin, stdout and stderr")
-            self.pid = self._spawner.spawn(
-                self, list(args), os.fspath(cwd) if cwd is not None else os.getcwd(),
-                env if env is not None else os.environ, self._procs_file, fds,
-            )  # fmt: skip
-            self._child_created = True
-        finally:
-            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
+        cwd: Any,
+        env: Mapping[str, str] | None,
+        fds: tuple[int, int, int],
+    ) -> int:
+        return self._spawner.spawn(
+            self, args, os.fspath(cwd) if cwd is not None else os.getcwd(),
+            env if env is not None else os.environ, self._procs_file, list(fds),
+        )  # fmt: skip
 
     def exited(self, status: int, cpu: float | None, rss: int | None) -> None:
         """The spawner reaped it: its wait status and rusage."""
