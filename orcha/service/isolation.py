@@ -40,8 +40,9 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
             log.info("petitions are not put in cgroups (%s); tracking their processes", e)
         else:
             what = "with" if cgroups.memory else "without"
-            log.info("each petition runs in a cgroup under %s (%s memory.max)",
-                     cgroups.base, what)  # fmt: skip
+            how = "born there by orcha's clone3 helper" if native else "started there"
+            log.info("each petition runs in a cgroup under %s (%s memory.max), its "
+                     "processes %s", cgroups.base, what, how)  # fmt: skip
             from orcha.defaults import SPAWNER_ENABLED
 
             if native:
