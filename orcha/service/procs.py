@@ -204,7 +204,7 @@ class ProcessControl:
         carriers = self.cgroups is None and self.tracker is None
         # Its main processes have exited: a PID of theirs may be another process's by now.
         if self.cgroups is not None:
-            if not self.cgroups.pids(token):
+            if self.cgroups.emptied(token):
                 return 0  # empty: nothing of it is left anywhere (one read, at every end)
             roots = []  # the cgroup holds all that is left
         elif self.tracker is not None:
@@ -221,14 +221,15 @@ class ProcessControl:
         return caged is not None and all(pid in caged for pid in roots)
 
     def finished(self, token: str) -> None:
-        """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup
-        is removed, in the background: see :class:`~orcha.service.sweeping.CgroupRemover`)."""
+        """Petition ``token`` has ended and its tree was stopped: forget it (its cgroup,
+        found empty, is kept for another petition; else it is removed in the background:
+        see :class:`~orcha.service.sweeping.CgroupRemover`)."""
         self._caged.pop(token, None)
         self.starter.forget(token)
         self.memory.remove(token)
         if self.tracker is not None:
             self.tracker.forget(token)
-        if self.cgroups is not None:
+        if self.cgroups is not None and not self.cgroups.release(token):
             if self._remover is None:
                 self._remover = CgroupRemover(self.cgroups)
             self._remover.add(token)
@@ -239,6 +240,8 @@ class ProcessControl:
         petitions not removed yet are removed now; the spawner exits."""
         if self._remover is not None:
             self._remover.flush()
+        if self.cgroups is not None:
+            self.cgroups.remove_spares()
         if self.spawner is not None:
             self.spawner.close()
         if self.tracker is None:

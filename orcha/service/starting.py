@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -208,20 +209,39 @@ class Starter:
 
     def _check_command(self, name: str, cwd: str, path: str) -> None:
         """Raise as ``subprocess.Popen`` would if ``name`` cannot be executed (see
-        :func:`~orcha.service.cgroups.check_command`). A command found on ``path``
+        :func:`check_command`). A command found on ``path``
         before is only checked again where it was found (one ``access`` call instead
         of a walk of ``path``): it runs if it is still executable there."""
         key = (name, path)
         found = self._commands.get(key) if os.sep not in name else None
         if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
             return
-        from orcha.service.cgroups import check_command
-
         found = check_command(name, cwd, path)
         if found is not None and os.path.isabs(found):  # not one of a relative PATH entry
             if len(self._commands) >= _COMMANDS_KEPT:
                 self._commands.clear()  # bounded; refilled by the commands in use
             self._commands[key] = found
+
+
+def check_command(name: str, cwd: str, path: str) -> str | None:
+    """Raise as ``subprocess.Popen`` would if ``name`` could not be executed
+    (FileNotFoundError, PermissionError): a petition's command runs behind the shell
+    that puts it in its cgroup, so it is looked up here, to fail the same way. Returns
+    where a name without a slash was found on ``path`` (None for a path)."""
+    if os.sep in name:
+        full = os.path.join(cwd, name)
+        if not os.path.exists(full):
+            raise FileNotFoundError(2, "No such file or directory", name)
+        if os.path.isdir(full) or not os.access(full, os.X_OK):
+            raise PermissionError(13, "Permission denied", name)
+        return None
+    found = shutil.which(name, path=path)
+    if found is not None:
+        return found
+    for folder in path.split(os.pathsep):
+        if os.path.exists(os.path.join(folder or ".", name)):
+            raise PermissionError(13, "Permission denied", name)
+    raise FileNotFoundError(2, "No such file or directory", name)
 
 
 def start_ticks(pid: int) -> int | None:

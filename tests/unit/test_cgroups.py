@@ -33,7 +33,8 @@ class FakeCgroupFS(CgroupFS):
         parent = os.path.dirname(path)
         enabled = self.read(os.path.join(parent, "cgroup.subtree_control")).split()
         files = {"cgroup.procs": "", "cgroup.kill": "", "cgroup.subtree_control": "",
-                 "cgroup.controllers": " ".join(enabled)}  # fmt: skip
+                 "cgroup.controllers": " ".join(enabled),
+                 "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"}  # fmt: skip
         if "memory" in enabled:
             files.update({"memory.max": "max\n", "memory.swap.max": "max\n",
                           "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
@@ -183,27 +184,6 @@ def test_empty_cgroups_of_dead_services_are_removed(tmp_path: Path) -> None:
     assert os.path.exists(busy.path("999999999.123-2"))
 
 
-def test_a_command_is_checked_as_popen_would(tmp_path: Path) -> None:
-    from orcha.service.cgroups import check_command
-
-    plain = tmp_path / "plain.sh"
-    plain.write_text("#!/bin/sh\n")
-    runnable = tmp_path / "run.sh"
-    runnable.write_text("#!/bin/sh\n")
-    runnable.chmod(0o755)
-    check_command("./run.sh", str(tmp_path), "")
-    check_command("run.sh", "/", str(tmp_path))
-    check_command("sh", "/", os.defpath)
-    with pytest.raises(PermissionError):
-        check_command(str(plain), "/", "")
-    with pytest.raises(PermissionError):
-        check_command("plain.sh", "/", str(tmp_path))
-    with pytest.raises(FileNotFoundError):
-        check_command("orcha-no-such-command-xyz", "/", os.defpath)
-    with pytest.raises(FileNotFoundError):
-        check_command("./missing", str(tmp_path), "")
-
-
 def test_a_tree_spawned_into_its_cgroup_is_contained_and_commands_are_rechecked(
     tmp_path: Path,
 ) -> None:
@@ -231,3 +211,114 @@ def test_a_tree_spawned_into_its_cgroup_is_contained_and_commands_are_rechecked(
         procs.spawn(["tool"], cwd="/", env=env)
     procs.finished("tok")
     assert not procs.contained("tok", [proc.pid])
+
+
+def _cpu(cgroups: Cgroups, token: str, usec: int) -> None:
+    """The kernel's count of CPU time in petition ``token``'s cgroup, all petitions in it."""
+    Path(cgroups.path(token), "cpu.stat").write_text(f"usage_usec {usec}\nuser_usec 0\n")
+
+
+def test_an_emptied_cgroup_goes_to_the_next_petition_which_is_charged_only_its_own_cpu(
+    tmp_path: Path,
+) -> None:
+    fs = _fs(tmp_path, controllers="cpu pids")  # no memory controller: reusable
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert cgroups.reusing
+    procs = cgroups.create("a")
+    # Named for the service, not the petition: it will hold others.
+    assert procs == str(tmp_path / "svc" / f"orcha-p-ns-{os.getpid()}.c1" / "cgroup.procs")
+    Path(procs).write_text("11\n")
+    assert not cgroups.emptied("a") and not cgroups.release("a")  # still busy: not kept
+    Path(procs).write_text("")
+    assert cgroups.emptied("a")
+    _cpu(cgroups, "a", 5000)
+    assert cgroups.cpu_seconds("a") == 0.005
+    assert cgroups.release("a")
+    assert cgroups.create("b") == procs  # the same cgroup, not a new one
+    _cpu(cgroups, "b", 8000)
+    assert cgroups.cpu_seconds("b") == 0.003  # not what "a" used before it
+    # The petition that had it no longer sees, nor kills, what runs in it now.
+    Path(procs).write_text("21\n")
+    assert cgroups.pids("a") == [] and cgroups.pids("b") == [21]
+    cgroups.kill("a")
+    assert fs.killed == [] and cgroups.pids("b") == [21]
+    cgroups.kill("b")
+    assert fs.killed == [os.path.dirname(procs)]
+
+
+def test_a_cgroup_is_kept_only_if_found_empty_since_its_last_process_started(
+    tmp_path: Path,
+) -> None:
+    fs = _fs(tmp_path, controllers="cpu pids")
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    first = cgroups.create("a")
+    assert cgroups.emptied("a")
+    cgroups.create("a")  # a second attempt starts a process: the look before is stale
+    assert not cgroups.release("a")
+    assert cgroups.remove("a") and not os.path.exists(os.path.dirname(first))
+    # Never looked at (a cancelled petition, say): removed, not kept.
+    cgroups.create("b")
+    assert not cgroups.release("b") and cgroups.remove("b")
+    assert cgroups.create("c") != first  # nothing was kept: a new one
+
+
+def test_spares_are_bounded_removed_at_stop_and_at_the_next_start(tmp_path: Path) -> None:
+    fs = _fs(tmp_path, controllers="cpu pids")
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    cgroups.spares = 1
+    for token in ("a", "b"):
+        cgroups.create(token)
+    assert cgroups.emptied("a") and cgroups.emptied("b")
+    assert cgroups.release("a")
+    assert not cgroups.release("b")  # one spare at most: this one is removed
+    assert cgroups.remove("b")
+    made = sorted(n for n in os.listdir(tmp_path / "svc") if n.startswith("orcha-p-"))
+    assert made == [f"orcha-p-ns-{os.getpid()}.c1"]
+    cgroups.remove_spares()
+    assert not [n for n in os.listdir(tmp_path / "svc") if n.startswith("orcha-p-")]
+    # A service that died with spares: the next one removes them, as any of its cgroups.
+    cgroups.create("c")
+    assert cgroups.emptied("c") and cgroups.release("c")
+    Cgroups.setup(fs, pid=4242, namespace="ns")
+    assert not [n for n in os.listdir(tmp_path / "svc") if n.startswith("orcha-p-")]
+
+
+def test_with_the_memory_controller_every_petition_gets_a_new_cgroup(tmp_path: Path) -> None:
+    cgroups = Cgroups.setup(_fs(tmp_path), pid=4242, namespace="ns")
+    assert cgroups.memory and not cgroups.reusing  # memory.peak cannot be reset
+    procs = cgroups.create("a")
+    assert procs == str(tmp_path / "svc" / "orcha-p-ns-a" / "cgroup.procs")
+    assert cgroups.emptied("a") and not cgroups.release("a")
+    assert cgroups.remove("a")
+    assert cgroups.create("b") == str(tmp_path / "svc" / "orcha-p-ns-b" / "cgroup.procs")
+
+
+def test_a_service_sharing_the_state_directory_keeps_its_cgroups_when_another_starts(
+    tmp_path: Path,
+) -> None:
+    """Two services may share a state directory at two addresses (docs/scheduling.rst):
+    the one starting second must not take the first one's cgroups for stale ones."""
+    import subprocess
+    import sys
+
+    fs = _fs(tmp_path, controllers="cpu pids")
+    first = Cgroups.setup(fs, pid=4242, namespace="ns")
+    idle = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    with subprocess.Popen([*idle, "orcha"], stdin=subprocess.PIPE) as service, \
+            subprocess.Popen(idle, stdin=subprocess.PIPE) as other:  # fmt: skip
+        theirs = tmp_path / "svc" / f"orcha-p-ns-{service.pid}.c1"
+        reused_pid = tmp_path / "svc" / f"orcha-p-ns-{other.pid}.c1"  # not an orcha process
+        for path in (theirs, reused_pid):
+            fs.mkdir(str(path))
+        Cgroups.setup(fs, pid=4343, namespace="ns")
+        assert theirs.exists() and not reused_pid.exists()
+        service.communicate(b"")
+        other.communicate(b"")
+    # A spare removed behind this service's back (by the successor of a service that
+    # shared its state directory, say) is not handed out: a new one is made.
+    first.create("a")
+    assert first.emptied("a") and first.release("a")
+    (spare,) = first._spare
+    fs.rmdir(spare.path)
+    procs = first.create("b")
+    assert procs != os.path.join(spare.path, "cgroup.procs") and os.path.exists(procs)
