@@ -115,7 +115,7 @@ class Lab:
             service.profiles = []
         return written
 
-    def close(self) -> list[int]:
+    def close(self) -> list[str]:
         """Stop every service (SIGTERM, then SIGKILL), then kill whatever still carries
         this run's mark (petitions, tsp's server, nq's jobs); remove the directory. Returns
         the PIDs that had to be killed after the services stopped."""
@@ -314,21 +314,23 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return got[0].decode(errors="replace") if got else ""
 
 
-def kill_marked(mark: str) -> list[int]:
-    """Kill every process of this user whose environment carries ``MARK=mark``; their
-    PIDs. (Processes of other users cannot be read, and the bench starts none.)"""
-    me, found = os.getpid(), []
+def kill_marked(mark: str) -> list[str]:
+    """Kill every process of this user whose environment carries ``MARK=mark``; each as
+    "PID (its command line)". (Processes of other users cannot be read, and the bench
+    starts none.)"""
+    me, found, named = os.getpid(), [], []
     for p in psutil.process_iter(["pid"]):
         if p.pid == me:
             continue
         with contextlib.suppress(psutil.Error):
             if p.environ().get(MARK) == mark:
                 found.append(p)
+                named.append(f"{p.pid} ({' '.join(p.cmdline())[:80]})")
     for p in found:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(found, timeout=5)
-    return [p.pid for p in found]
+    return named
 
 
 class Sampler:

@@ -238,14 +238,15 @@ def _preamble(lab: Lab, args: argparse.Namespace, scale: Scale) -> None:
     print(f"  figures: median [min..max] over interleaved repeats; {time.strftime('%F %T %Z')}")
 
 
-def _summary(rows: list[Row], elapsed: float, left: list[int]) -> None:
+def _summary(rows: list[Row], elapsed: float, left: list[str]) -> None:
     print(f"\nsummary ({elapsed:.0f} s):", flush=True)
     print(HEADER)
     for row in rows:
         print(row.line())
     counts = {v: sum(r.verdict == v for r in rows) for v in (PASS, FAIL, ERROR)}
     print(f"{counts[PASS]} PASS, {counts[FAIL]} FAIL, {counts[ERROR]} ERROR", end="")
-    print(f"; processes killed after stopping the services: {left or 'none'}", flush=True)
+    killed = ", ".join(left) or "none"
+    print(f"; processes killed after stopping the services: {killed}", flush=True)
 
 
 if __name__ == "__main__":
