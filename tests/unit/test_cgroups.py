@@ -322,3 +322,53 @@ def test_a_service_sharing_the_state_directory_keeps_its_cgroups_when_another_st
     fs.rmdir(spare.path)
     procs = first.create("b")
     assert procs != os.path.join(spare.path, "cgroup.procs") and os.path.exists(procs)
+
+
+def test_real_cgroups_go_to_the_next_petition_only_when_found_empty(tmp_path: Path) -> None:
+    """On this host's own hierarchy (no memory controller for petitions: reused), through
+    ProcessControl as the runner drives it: a petition whose cgroup was empty when its
+    action returned hands it to the next; one that left a process behind has it killed
+    and removed; nothing is left once the service stops."""
+    import psutil
+
+    from orcha.defaults import ENV_PETITION_TOKEN
+    from orcha.service import native
+    from orcha.service.cgroups import hierarchy, unavailable
+    from orcha.service.procs import ProcessControl
+
+    if why := unavailable():
+        pytest.skip(why)
+    fs = hierarchy()
+    cgroups = Cgroups(fs, fs.path(fs.own()), memory=False, namespace=f"reuse{os.getpid()}")
+    control = ProcessControl(cgroups=cgroups, native=native.usable())
+
+    def run(token: str, script: str) -> str:
+        env = {"PATH": "/usr/bin:/bin", ENV_PETITION_TOKEN: token}
+        proc = control.spawn(["sh", "-c", script], cwd=str(tmp_path), env=env)
+        assert proc.stdout is not None and proc.stderr is not None
+        out = proc.stdout.read().decode()
+        proc.stderr.close()
+        assert proc.wait(10) == 0
+        return out
+
+    def mine() -> list[str]:
+        return [n for n in fs.listdir(cgroups.base) if n.startswith(cgroups.prefix)]
+
+    try:
+        first = run("a", "cat /proc/self/cgroup")
+        assert control.stop_leftovers([], "a", 1.0) == 0
+        control.finished("a")
+        assert run("b", "cat /proc/self/cgroup") == first  # the same cgroup, handed on
+        assert control.stop_leftovers([], "b", 1.0) == 0
+        control.finished("b")
+        # "c" leaves a process behind in it: killed, and its cgroup is not handed on.
+        left = int(run("c", "sleep 30 >/dev/null 2>&1 & echo $!"))
+        assert control.stop_leftovers([], "c", 1.0) == 1
+        assert not psutil.pid_exists(left) or psutil.Process(left).status() == "zombie"
+        control.finished("c")
+        assert run("d", "cat /proc/self/cgroup") != first
+        assert control.stop_leftovers([], "d", 1.0) == 0
+        control.finished("d")
+    finally:
+        control.stop_strays(0)
+    assert mine() == []
