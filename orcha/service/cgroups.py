@@ -327,29 +327,32 @@ class Cgroups:
         """``argv`` run so that it enters the cgroup of ``procs_file`` before it execs."""
         return ["/bin/sh", "-c", _ENTER, procs_file, *argv]
 
+    def _listed(self, token: str) -> list[int]:
+        """What petition ``token``'s ``cgroup.procs`` lists (nothing if it has no cgroup);
+        called with the lock held."""
+        try:
+            text = self.fs.read(os.path.join(self.path(token), "cgroup.procs"))
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
     def pids(self, token: str) -> list[int]:
         """The processes in petition ``token``'s cgroup (none if it has none)."""
         with self._lock:
-            try:
-                text = self.fs.read(os.path.join(self.path(token), "cgroup.procs"))
-            except OSError:
-                return []
-        return [int(p) for p in text.split()]
+            return self._listed(token)
 
     def emptied(self, token: str) -> bool:
         """Whether petition ``token``'s cgroup holds no process now. Call it only once
         the petition can start no more (its action returned): then, if it is empty, it
         stays so, and :meth:`release` may give it to another petition."""
         with self._lock:
+            if self._listed(token):
+                return False
             held = self._held.get(token)
-            try:
-                text = self.fs.read(os.path.join(self.path(token), "cgroup.procs"))
-            except OSError:
-                return True
-            if held is not None and not text.split():
+            if held is not None:
                 held.emptied = True
                 held.final = None  # its CPU time is read again: final now
-            return not text.split()
+            return True
 
     def oom_kills(self, token: str) -> int:
         """How many of the petition's processes the kernel killed for its memory.max."""
@@ -390,21 +393,16 @@ class Cgroups:
     def kill(self, token: str) -> None:
         """SIGKILL every process in petition ``token``'s cgroup, at once."""
         with self.visiting, self._lock:  # never the spawner with them
-            path = self.path(token)
-            kill_file = os.path.join(path, "cgroup.kill")
+            kill_file = os.path.join(self.path(token), "cgroup.kill")
             if self.fs.exists(kill_file):
                 try:
                     self.fs.write(kill_file, "1")
                     return
                 except OSError:
                     pass
-            try:  # a kernel before 5.14: one by one
-                pids = self.fs.read(os.path.join(path, "cgroup.procs")).split()
-            except OSError:
-                pids = []
-            for pid in pids:
+            for pid in self._listed(token):  # a kernel before 5.14: one by one
                 try:
-                    os.kill(int(pid), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
 
@@ -463,11 +461,13 @@ class Cgroups:
         """Remove the petition cgroups a previous service left (what is in them is
         killed); returns how many. Those of a service still running with the same state
         directory (at another address) are its own: left alone."""
-        names = [n for n in self.fs.listdir(self.base) if n.startswith(self.prefix)]
+        names = [
+            name
+            for name in self.fs.listdir(self.base)
+            if name.startswith(self.prefix) and not _serving(name[len(self.prefix) :].split(".")[0])
+        ]
         for name in names:
             token = name[len(self.prefix) :]
-            if _serving(token.partition(".")[0]):
-                continue
             left = self.pids(token)
             if left:
                 log.warning("killing %d process(es) a previous service left in %s", len(left), name)

@@ -310,7 +310,8 @@ def test_a_service_sharing_the_state_directory_keeps_its_cgroups_when_another_st
         reused_pid = tmp_path / "svc" / f"orcha-p-ns-{other.pid}.c1"  # not an orcha process
         for path in (theirs, reused_pid):
             fs.mkdir(str(path))
-        Cgroups.setup(fs, pid=4343, namespace="ns")
+        second = Cgroups(fs, first.base, memory=False, namespace="ns")
+        assert second.remove_stale() == 1  # what it removed, not what it saw
         assert theirs.exists() and not reused_pid.exists()
         service.communicate(b"")
         other.communicate(b"")
