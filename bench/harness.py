@@ -118,7 +118,7 @@ class Lab:
     def close(self) -> list[str]:
         """Stop every service (SIGTERM, then SIGKILL), then kill whatever still carries
         this run's mark (petitions, tsp's server, nq's jobs); remove the directory. Returns
-        the PIDs that had to be killed after the services stopped."""
+        what had to be killed after the services stopped (PID and command line each)."""
         for service in self.services:
             with contextlib.suppress(Exception):
                 service.stop()
