@@ -211,6 +211,16 @@ class ProcessControl:
             roots = self.tracker.live_roots(token)
         return self._stop(roots, token, grace, False, carriers)
 
+    def started_at(self, token: str) -> int | None:
+        """When petition ``token``'s first process started (clock ticks since boot), if
+        the tracker follows it; else None."""
+        return self.tracker.since(token) if self.tracker is not None else None
+
+    def started_since(self, ticks: int) -> list[int] | None:
+        """The processes that started at ``ticks`` or later, if the tracker knows them
+        all; else None."""
+        return self.tracker.started_since(ticks) if self.tracker is not None else None
+
     def contained(self, token: str, roots: Iterable[int]) -> bool:
         """Whether every process of petition ``token`` descends from ``roots`` spawned
         into its cgroup: then the cgroup held its whole tree (a process is born in its

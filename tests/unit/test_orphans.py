@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 
+from orcha.service import orphans
 from orcha.service.orphans import ProcInfo, Tracker, read_proc_table
 
 ME = 100
 MY_SID = 100
+PID_MAX = 32768
 
 
 class Table:
@@ -19,9 +21,11 @@ class Table:
         self.rows: dict[int, ProcInfo] = {ME: ProcInfo(1, MY_SID, 10, "S", 0)}
         self.tokens: dict[int, str] = {}
         self.reaped: list[int] = []
+        self.last = ME  # the last PID handed out (as /proc/loadavg says)
 
     def add(self, pid: int, ppid: int, sid: int, start: int, rss: int = 0, state: str = "S"):  # type: ignore[no-untyped-def]
         self.rows[pid] = ProcInfo(ppid, sid, start, state, rss)
+        self.last = pid  # handed out now (the kernel goes up, and wraps around)
 
     def orphan(self, pid: int) -> None:
         """Its parent died: the subreaper (ME) adopts it."""
@@ -35,6 +39,8 @@ class Table:
             reap=self._reap,
             me=ME,
             subreaper=True,
+            last_pid=lambda: self.last,
+            pid_max=lambda: PID_MAX,
         )
 
     def _reap(self, pid: int) -> None:
@@ -145,6 +151,7 @@ def test_a_look_reads_only_what_may_matter_and_everything_now_and_then() -> None
     tracker = Tracker(
         list_pids=lambda: list(t.rows), read_stat=read_stat, read_token=t.tokens.get,
         reap=t._reap, me=ME, subreaper=True, clock=lambda: now[0],
+        last_pid=lambda: t.last, pid_max=lambda: PID_MAX,
     )  # fmt: skip
     tracker.watch("a", 200, 50)
     tracker.tick()
@@ -157,3 +164,138 @@ def test_a_look_reads_only_what_may_matter_and_everything_now_and_then() -> None
     now[0] += 2.5
     tracker.tick()
     assert 900 in read  # every 2 s, everything again
+
+
+def counting_tracker(t: Table, listed: list[int], read: list[int]) -> Tracker:
+    """A tracker on ``t`` whose listings of /proc and reads are counted (its clock stays
+    put: after the first look, no look reads everything again)."""
+
+    def list_pids() -> list[int]:
+        listed.append(1)
+        return list(t.rows)
+
+    def read_stat(pid: int) -> ProcInfo | None:
+        read.append(pid)
+        return t.rows.get(pid)
+
+    return Tracker(
+        list_pids=list_pids, read_stat=read_stat, read_token=t.tokens.get, reap=t._reap,
+        me=ME, subreaper=True, clock=lambda: 0.5, last_pid=lambda: t.last,
+        pid_max=lambda: PID_MAX,
+    )  # fmt: skip
+
+
+def test_a_look_reads_the_pids_born_since_the_last_one_without_listing_proc() -> None:
+    t = Table()
+    for pid in range(101, 140):
+        t.add(pid, 1, pid, 5)  # somebody else's processes
+    t.add(200, ME, 200, 50)
+    listed: list[int] = []
+    read: list[int] = []
+    tracker = counting_tracker(t, listed, read)
+    tracker.watch("a", 200, 50)
+    tracker.tick()  # the first look lists and reads everything
+    assert listed == [1] and 120 in read
+    listed.clear()
+    read.clear()
+    t.add(201, 200, 200, 51)
+    t.add(202, 201, 200, 52)
+    tracker.tick()
+    assert listed == []  # no listing: 201 and 202 were handed out since the last look
+    assert sorted(set(read)) == [ME, 200, 201, 202]
+    assert sorted(tracker.members("a")) == [201, 202]
+
+
+def test_a_pid_handed_out_before_its_process_shows_is_looked_for_again() -> None:
+    t = Table()
+    t.add(200, ME, 200, 50)
+    tracker = counting_tracker(t, [], [])
+    tracker.watch("a", 200, 50)
+    tracker.tick()
+    t.last = 201  # handed out, not in /proc yet
+    tracker.tick()
+    t.add(201, 200, 200, 51)
+    t.add(250, 1, 250, 52)  # the next look's own span starts after 201
+    tracker.tick()
+    assert tracker.members("a") == [201]
+
+
+def test_a_thread_is_not_taken_for_a_process() -> None:
+    t = Table()
+    t.add(200, ME, 200, 50)
+    tracker = counting_tracker(t, [], [])
+    tracker.watch("a", 200, 50)
+    tracker.watch("b", 300, 60)
+    tracker.tick()
+    # The ID of a thread of the service's parent's child: /proc/301 reads as a child of
+    # the service in another session, as an orphan would (only exit_signal tells).
+    t.rows[301] = ProcInfo(ME, 301, 70, "S", 0, thread=True)
+    t.last = 301
+    tracker.tick()
+    assert tracker.members("a") == [] and tracker.members("b") == []
+    assert tracker.all_known() == [200, 300]
+
+
+def test_pids_that_wrapped_around_are_read_and_a_long_span_lists_proc() -> None:
+    t = Table()
+    t.last = PID_MAX - 3
+    t.add(200, ME, 200, 50)
+    t.last = PID_MAX - 3
+    listed: list[int] = []
+    read: list[int] = []
+    tracker = counting_tracker(t, listed, read)
+    tracker.watch("a", 200, 50)
+    tracker.tick()
+    listed.clear()
+    read.clear()
+    t.add(5, 200, 200, 51)  # after PID_MAX - 1, the kernel starts again from the bottom
+    tracker.tick()
+    assert listed == [] and tracker.members("a") == [5]
+    assert {PID_MAX - 2, PID_MAX - 1, 1, 5} <= set(read) and PID_MAX not in read
+    t.add(5000, 200, 200, 52)  # thousands of PIDs handed out since: a listing is cheaper
+    tracker.tick()
+    assert listed == [1] and sorted(tracker.members("a")) == [5, 5000]
+
+
+def test_what_started_since_a_petition_is_what_may_carry_its_token() -> None:
+    t = Table()
+    t.add(150, 1, 150, 40)
+    t.add(200, ME, 200, 50)
+    tracker = t.tracker()
+    tracker.watch("a", 200, 50)
+    assert tracker.since("a") == 50 and tracker.since("b") is None
+    t.add(300, 1, 300, 55)  # somebody else's, born since: it is read, to be sure
+    assert sorted(tracker.started_since(50)) == [200, 300]
+
+
+def test_the_real_tracker_finds_a_grandchild_born_after_its_first_look() -> None:
+    import signal
+    import subprocess
+    import time
+
+    listed: list[int] = []
+
+    def list_pids() -> list[int]:
+        listed.append(1)
+        return orphans.list_pids()
+
+    tracker = Tracker(list_pids=list_pids, clock=lambda: 0.5)  # no second full look
+    proc = subprocess.Popen(
+        ["sh", "-c", "read x; sleep 30 & wait"], stdin=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        tracker.watch("a", proc.pid, orphans.read_stat(proc.pid).start)  # type: ignore[union-attr]
+        tracker.tick()
+        assert listed == [1]
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while not tracker.members("a") and time.monotonic() < deadline:
+            tracker.tick()
+        (sleep,) = tracker.members("a")
+        assert orphans.read_stat(sleep).ppid == proc.pid  # type: ignore[union-attr]
+        assert len(listed) <= 2  # a listing only if thousands of PIDs went by meanwhile
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
