@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness import Lab, Timed, interleave, script_python, tool, tsp_server
@@ -235,6 +236,69 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
         )
     )
     _detached(lab, scale, env, emit)
+    _crowded(lab, scale, env, emit)
+
+
+#: Idle processes started for the crowded-host line (a shared host has thousands).
+CROWD = 1000
+
+
+def _crowded(lab: Lab, scale: Any, env: dict[str, str], emit: Emit) -> None:
+    """Report only: the array rate of a service without cgroups (``isolation: none``,
+    where it tracks processes through /proc) with CROWD idle processes on the host, next
+    to the cgroup service of target 2 on the same crowded host, interleaved."""
+    n = scale.petitions
+    what = f"{n:,} petitions, isolation none, {CROWD:,} idle processes"
+    tracked_env = lab.env("petitions-none")
+    config = Path(tracked_env["XDG_CONFIG_HOME"]) / "orcha"
+    config.mkdir(parents=True)
+    (config / "config.yaml").write_text("isolation: none\n")
+    lab.serve("petitions-none", "--max-running", "2", env=tracked_env)
+    o = lab.orcha_cmd
+    if _in_cgroup(lab, tracked_env):
+        emit(Row("2", what, verdict=ERROR, note="the service gave the petition a cgroup"))
+        return
+    crowd = [
+        subprocess.Popen(["sleep", "3600"], env=lab.base_env, stdin=subprocess.DEVNULL)
+        for _ in range(CROWD)
+    ]
+    try:
+
+        def array(e: dict[str, str]) -> Callable[[int], float]:
+            def step(r: int) -> float:
+                t = lab.run(o("run", "--detach", "--array", f"1-{n}", f"x{r}", "--", "true"), e)
+                t2 = lab.run(o("wait", f"x{r}"), e)
+                lab.run(o("clean"), e)
+                return rate(n, t.wall + t2.wall)
+
+            return step
+
+        got = interleave(scale.heavy, {"none": array(tracked_env), "cgroup": array(env)})
+    finally:
+        for proc in crowd:
+            proc.kill()
+        for proc in crowd:
+            proc.wait()
+    isolation = "cgroups" if _in_cgroup(lab, env) else "no cgroups either"
+    emit(
+        compare_row(
+            "2",
+            what,
+            summarize(got["none"]),
+            "/s",
+            f"{isolation}, same host",
+            summarize(got["cgroup"]),
+            kind="ratio",
+            limit=None,
+        )
+    )
+
+
+def _in_cgroup(lab: Lab, env: dict[str, str]) -> bool:
+    """Whether the service of ``env`` runs each petition in a cgroup of its own."""
+    where = lab.output(lab.orcha_cmd("run", "where", "--", "cat", "/proc/self/cgroup"), env)
+    lab.run(lab.orcha_cmd("clean"), env)
+    return "orcha-p-" in where
 
 
 def _detached(lab: Lab, scale: Any, env: dict[str, str], emit: Emit) -> None:
