@@ -75,6 +75,24 @@ class ProcInfo(NamedTuple):
     thread: bool = False  # a thread's ID, not a process's (/proc/TID is readable too)
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Seconds a petition's start is moved earlier when it is turned into clock ticks since
+#: boot (the wall clock may have been stepped since).
+START_SLACK = 1.0
+
+
+def boot_ticks(wall: float | None) -> int | None:
+    """Wall-clock time ``wall`` in clock ticks since boot (how /proc/PID/stat counts a
+    process's start), :data:`START_SLACK` early; None if unknown."""
+    if wall is None:
+        return None
+    try:
+        boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return None
+    return max(0, int((boot - (time.time() - wall) - START_SLACK) * _CLK_TCK))
+
+
 def list_pids() -> list[int]:
     """Every PID in /proc."""
     return list(map(int, filter(str.isdigit, os.listdir("/proc"))))

@@ -211,10 +211,16 @@ class ProcessControl:
             roots = self.tracker.live_roots(token)
         return self._stop(roots, token, grace, False, carriers)
 
-    def started_at(self, token: str) -> int | None:
-        """When petition ``token``'s first process started (clock ticks since boot), if
-        the tracker follows it; else None."""
-        return self.tracker.since(token) if self.tracker is not None else None
+    def started_at(self, token: str, started: float | None) -> int | None:
+        """Clock ticks since boot before which nothing carries petition ``token``'s
+        token, if the tracker follows it (else None): the earlier of its start
+        (``started``, wall-clock time, a second early) and its first process's."""
+        if self.tracker is None:
+            return None
+        from orcha.service.orphans import boot_ticks
+
+        known = [t for t in (self.tracker.since(token), boot_ticks(started)) if t is not None]
+        return min(known) if known else None
 
     def started_since(self, ticks: int) -> list[int] | None:
         """The processes that started at ``ticks`` or later, if the tracker knows them

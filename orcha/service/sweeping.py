@@ -51,7 +51,7 @@ class Sweeper:
 
     def add(self, job: Job) -> None:
         """Called before the job's processes are forgotten (its start is still known)."""
-        since = self._procs.started_at(job.token)
+        since = self._procs.started_at(job.token, job.started)
         with self._cond:
             self._pending[job.token] = (job, since)
             if self._thread is None:

@@ -299,3 +299,24 @@ def test_the_real_tracker_finds_a_grandchild_born_after_its_first_look() -> None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_a_start_in_wall_clock_time_is_the_ticks_a_process_started_then_would_have() -> None:
+    import subprocess
+    import sys
+    import time
+
+    before = orphans.boot_ticks(time.time())
+    proc = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        info = orphans.read_stat(proc.pid)
+        after = orphans.boot_ticks(time.time())
+        assert info is not None and before is not None and after is not None
+        # A second early (START_SLACK): never after the process's own start.
+        slack = int(orphans.START_SLACK * orphans._CLK_TCK)
+        assert before <= info.start <= after + slack + 1
+        assert info.start - before >= slack - 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert orphans.boot_ticks(None) is None

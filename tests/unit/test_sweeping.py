@@ -40,7 +40,8 @@ class Procs:
         self.stopped: list[tuple[list[int], str]] = []
         self.done = threading.Event()
 
-    def started_at(self, token: str) -> int | None:
+    def started_at(self, token: str, started: float | None) -> int | None:
+        assert started == 1234.5
         return self.starts[token]
 
     def started_since(self, ticks: int) -> list[int]:
@@ -68,7 +69,7 @@ def sweep(
     sweeper = Sweeper(procs, grace=1.0)  # type: ignore[arg-type]
     with sweeper._cond:  # one batch: its thread waits for this lock (an RLock)
         for token in starts:
-            sweeper.add(SimpleNamespace(token=token, id=token))  # type: ignore[arg-type]
+            sweeper.add(SimpleNamespace(token=token, id=token, started=1234.5))  # type: ignore[arg-type]
     deadline = time.monotonic() + 10
     while not (procs.done.is_set() and asked) and time.monotonic() < deadline:
         procs.done.wait(0.05)
