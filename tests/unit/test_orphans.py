@@ -320,3 +320,29 @@ def test_a_start_in_wall_clock_time_is_the_ticks_a_process_started_then_would_ha
         proc.kill()
         proc.wait()
     assert orphans.boot_ticks(None) is None
+
+
+def test_everything_is_read_again_less_often_on_a_host_with_many_processes() -> None:
+    t = Table()
+    for pid in range(200, 5200):
+        t.add(pid, 1, pid, 5)
+    now = [0.0]
+    listed: list[int] = []
+
+    def list_pids() -> list[int]:
+        listed.append(1)
+        return list(t.rows)
+
+    tracker = Tracker(
+        list_pids=list_pids, read_stat=t.rows.get, read_token=t.tokens.get, reap=t._reap,
+        me=ME, subreaper=True, clock=lambda: now[0], last_pid=lambda: t.last,
+        pid_max=lambda: PID_MAX,
+    )  # fmt: skip
+    tracker.tick()
+    assert listed == [1]
+    now[0] = 5.0  # past FULL_SECONDS, not past 5,000 x FULL_SECONDS_EACH
+    tracker.tick()
+    assert listed == [1]
+    now[0] = 10.5
+    tracker.tick()
+    assert listed == [1, 1]
