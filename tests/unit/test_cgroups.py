@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orcha.service.cgroups import CgroupFS, Cgroups, CgroupUnavailable
+from tests.conftest import wait_for
 
 
 class FakeCgroupFS(CgroupFS):
@@ -310,6 +311,10 @@ def test_a_service_sharing_the_state_directory_keeps_its_cgroups_when_another_st
         reused_pid = tmp_path / "svc" / f"orcha-p-ns-{other.pid}.c1"  # not an orcha process
         for path in (theirs, reused_pid):
             fs.mkdir(str(path))
+        # Popen returns once the child has exec'd, a moment before the kernel has set
+        # up its new command line (read as empty until then).
+        cmdline = Path(f"/proc/{service.pid}/cmdline")
+        assert wait_for(lambda: b"\0orcha\0" in cmdline.read_bytes())
         second = Cgroups(fs, first.base, memory=False, namespace="ns")
         assert second.remove_stale() == 1  # what it removed, not what it saw
         assert theirs.exists() and not reused_pid.exists()
