@@ -221,6 +221,7 @@ class Tracker:
         self._pid_max = pid_max()
         self._last: int | None = None  # the last PID handed out, as of the last look
         self._missed: set[int] = set()  # born since the last look but not readable yet
+        self._spawned: set[int] = set()  # main processes started since the last look
         self._read_token = read_token
         self._reap = reap
         self._me = os.getpid() if me is None else me
@@ -237,10 +238,13 @@ class Tracker:
         with self.lock:
             return bool(self._tracked) or bool(self._ambiguous)
 
-    def watch(self, token: str, pid: int, start: int | None) -> None:
+    def watch(self, token: str, pid: int, start: int | None, spawned: bool = False) -> None:
         """Process ``pid`` (started at ``start`` ticks) is a main process of petition
-        ``token``."""
+        ``token``; ``spawned``: the caller started it since the last look (holding
+        :attr:`lock` from its start to this call)."""
         with self.lock:
+            if spawned:
+                self._spawned.add(pid)
             tracked = self._tracked.get(token)
             if tracked is None:
                 tracked = self._tracked[token] = Tracked(token, start or 0)
@@ -353,6 +357,13 @@ class Tracker:
         last = self._last_pid()  # first: what is born after it is for the next look
         born = self._born(last)
         self._last = last
+        if born is not None and not self._spawned <= born:
+            # A process started since the last look is not among the PIDs handed out
+            # since: this kernel (or sandbox) does not say which PID it handed out last.
+            log.warning("/proc/loadavg does not name the last PID; listing /proc at each look")
+            self._last_pid = _unknown
+            born = None
+        self._spawned = set()
         fresh = {self._me} | set(self._ambiguous) | set(self._strays)
         fresh.update(self._children.get(self._me, ()))
         for tracked in self._tracked.values():
@@ -474,6 +485,10 @@ class Tracker:
                 pids.update(tracked.roots)
                 pids.update(tracked.members)
             return sorted(pids)
+
+
+def _unknown() -> int | None:
+    return None
 
 
 def _same(table: dict[int, ProcInfo], pid: int, start: int | None) -> bool:

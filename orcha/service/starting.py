@@ -134,7 +134,7 @@ class Starter:
                 )  # fmt: skip
                 channels.started(proc)
                 if self.tracker is not None and token:
-                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid), spawned=True)
         except CloneRefused as e:
             if e.permanent:
                 log.warning("the kernel refuses clone3 (%s): petitions start as before", e)
@@ -204,7 +204,7 @@ class Starter:
                 )
                 channels.started(proc)
                 if self.tracker is not None and token:
-                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid))
+                    self.tracker.watch(token, proc.pid, start_ticks(proc.pid), spawned=True)
         return proc
 
     def _check_command(self, name: str, cwd: str, path: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from orcha.service import orphans
 from orcha.service.orphans import ProcInfo, Tracker, read_proc_table
 
@@ -346,3 +348,27 @@ def test_everything_is_read_again_less_often_on_a_host_with_many_processes() -> 
     now[0] = 10.5
     tracker.tick()
     assert listed == [1, 1]
+
+
+def test_a_kernel_that_does_not_name_the_last_pid_is_looked_at_by_listing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = Table()
+    t.add(200, ME, 200, 50)
+    listed: list[int] = []
+    tracker = counting_tracker(t, listed, [])
+    t.last = 7  # what /proc/loadavg says here, whatever is started
+    tracker.watch("a", 200, 50, spawned=True)
+    tracker.tick()
+    listed.clear()
+    t.add(300, ME, 300, 60)
+    tracker.watch("b", 300, 60, spawned=True)
+    t.add(301, 300, 300, 61)
+    t.last = 7
+    tracker.tick()
+    assert listed == [1] and tracker.members("b") == [301]
+    assert "does not name the last PID" in caplog.text
+    t.add(302, 300, 300, 62)
+    t.last = 7
+    tracker.tick()
+    assert listed == [1, 1] and sorted(tracker.members("b")) == [301, 302]
