@@ -44,7 +44,8 @@ class Sweeper:
     def __init__(self, procs: ProcessControl, grace: float) -> None:
         self._procs = procs
         self._grace = grace
-        # Per token: the job, and when its first process started (ticks; None: unknown).
+        # Per token: the job, and the clock ticks before which nothing carries its token
+        # (None: unknown; see ProcessControl.started_at).
         self._pending: dict[str, tuple[Job, int | None]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
