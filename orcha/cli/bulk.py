@@ -68,9 +68,10 @@ def report_cancel(
     results: dict[str, str], selects: bool, sig: int | None, quiet: bool = False
 ) -> int:
     """Say what ``cancel`` did: each ID cancelled (a count for a selection: ``--all``,
-    ``--group``, ``--state``), one line per petition it could not act on. 0, or 209
-    (NO_PETITION) if there was one. ``quiet`` (``--json``, which printed the results):
-    only the failures are said."""
+    ``--group``, ``--state``; or for more than :data:`NAMED` IDs, an array's members
+    say), one line per petition it could not act on (the first :data:`NAMED`, then how
+    many more). 0, or 209 (NO_PETITION) if there was one. ``quiet`` (``--json``, which
+    printed the results): only the failures are said."""
     done_word = "cancelled" if sig is None else "signalled"
     done = [i for i, r in results.items() if r == done_word]
     failures = [r for r in results.values() if r != done_word]
@@ -80,7 +81,7 @@ def report_cancel(
         if done:
             _say(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
                  f"{some(done)}")  # fmt: skip
-    elif selects and results:
+    elif (selects and results) or len(done) > NAMED:
         _say(f"orcha: cancelled {len(done)} petition(s)" + (f": {some(done)}" if done else ""))
     else:
         for petition_id in done:
@@ -89,8 +90,11 @@ def report_cancel(
         what = "running" if sig is not None else "queued or running"
         _say(f"orcha: no {what} petition matched; nothing done")
     what = "nothing to cancel" if sig is None else "not signalled"
-    for reason in failures:
+    for reason in failures[:NAMED]:
         _say(f"orcha: {reason}; {what}")
+    if len(failures) > NAMED:
+        _say(f"orcha: and {len(failures) - NAMED} more not cancelled"
+             + (" (--json lists each)" if not quiet else ""))  # fmt: skip
     return int(ExitCode.NO_PETITION) if failures else 0
 
 

@@ -112,7 +112,8 @@ def cancel(
     ID (an array's name: its members), --group, --state or --all.
 
     Exit 0 when each was cancelled (signalled); 209 if one named could not be (one
-    line each: unknown, or already ended).
+    line each: unknown, or already ended; past ten, how many more). More than ten
+    cancelled (an array's members) are counted on one line.
     """
     selects = bool(groups or states or everything)
     if not (ids or selects):

@@ -51,5 +51,16 @@ def test_cancel_says_how_many_for_a_selection(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().err == (
         "orcha: there is no petition with ID 'x'; nothing to cancel\n"
     )
+    # An array's 300 members: a count, not 300 lines; and so for what could not be.
+    results = {f"a_{i}": "cancelled" for i in range(1, 301)}
+    assert bulk.report_cancel(results, False, None) == 0
+    assert capsys.readouterr().err == (
+        "orcha: cancelled 300 petition(s): " + ", ".join(f"a_{i}" for i in range(1, 11)) + ", ...\n"
+    )
+    ended = {f"a_{i}": f"petition 'a_{i}' has already ended (CANCELLED)" for i in range(1, 301)}
+    assert bulk.report_cancel(ended, False, None) == 209
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 11 and lines[0].endswith("(CANCELLED); nothing to cancel")
+    assert lines[-1] == "orcha: and 290 more not cancelled (--json lists each)"
     assert bulk.report_cancel({}, True, signal.SIGUSR1) == 0
     assert capsys.readouterr().err == "orcha: no running petition matched; nothing done\n"
