@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from orcha.cli import bulk
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
@@ -141,11 +142,8 @@ def _pause_or_resume(
     for name in groups:
         click.echo(f"orcha: {done} group {name}", err=True)
     failures = [r for r in results.values() if r != done]
-    for petition_id, result in results.items():
-        if result == done:
-            click.echo(f"orcha: {done} {petition_id}", err=True)
-    for reason in failures[:-1]:
-        click.echo(f"orcha: {reason}", err=True)
+    bulk.say_done(done, [i for i, r in results.items() if r == done])
+    bulk.say_each(failures[:-1])
     if failures:
         raise NoPetitionError(f"{failures[-1]}; see 'orcha status'")
     return 0

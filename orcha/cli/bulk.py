@@ -1,6 +1,8 @@
-"""What ``cancel``, ``wait``, ``clean`` and ``logs`` say when they act on many petitions
-(IDs, an array's name, ``--group``, ``--state``, ``--all``): one line per failure, a
-count for a selection, and their exit codes (documented in each command's help)."""
+"""What ``cancel``, ``wait``, ``clean``, ``logs``, ``pause``, ``resume``, ``release`` and
+``restart`` say when they act on many petitions (IDs, an array's name, ``--group``,
+``--state``, ``--all``): one line per failure (the first :data:`NAMED`), a count for a
+selection or past :data:`NAMED` IDs, and their exit codes (documented in each
+command's help)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,25 @@ def some(ids: Iterable[str]) -> str:
     return ", ".join(ids[:NAMED]) + (", ..." if len(ids) > NAMED else "")
 
 
+def say_done(word: str, ids: list[str]) -> None:
+    """ "orcha: WORD ID" for each of ``ids``; past :data:`NAMED` (an array's members),
+    one line: how many, and the first few."""
+    if len(ids) > NAMED:
+        _say(f"orcha: {word} {len(ids)} petition(s): {some(ids)}")
+        return
+    for petition_id in ids:
+        _say(f"orcha: {word} {petition_id}")
+
+
+def say_each(lines: list[str], suffix: str = "") -> None:
+    """ "orcha: LINE" (with ``suffix``) for the first :data:`NAMED` of ``lines``, then
+    how many more."""
+    for line in lines[:NAMED]:
+        _say(f"orcha: {line}{suffix}")
+    if len(lines) > NAMED:
+        _say(f"orcha: and {len(lines) - NAMED} more like these (--json lists each)")
+
+
 def report_cancel(
     results: dict[str, str], selects: bool, sig: int | None, quiet: bool = False
 ) -> int:
@@ -81,20 +102,14 @@ def report_cancel(
         if done:
             _say(f"orcha: sent {signal_words(sig)} to {len(done)} running petition(s): "
                  f"{some(done)}")  # fmt: skip
-    elif (selects and results) or len(done) > NAMED:
+    elif selects and results:
         _say(f"orcha: cancelled {len(done)} petition(s)" + (f": {some(done)}" if done else ""))
     else:
-        for petition_id in done:
-            _say(f"orcha: cancelled {petition_id}")
+        say_done("cancelled", done)
     if selects and not results and not quiet:
         what = "running" if sig is not None else "queued or running"
         _say(f"orcha: no {what} petition matched; nothing done")
-    what = "nothing to cancel" if sig is None else "not signalled"
-    for reason in failures[:NAMED]:
-        _say(f"orcha: {reason}; {what}")
-    if len(failures) > NAMED:
-        _say(f"orcha: and {len(failures) - NAMED} more not cancelled"
-             + (" (--json lists each)" if not quiet else ""))  # fmt: skip
+    say_each(failures, "; nothing to cancel" if sig is None else "; not signalled")
     return int(ExitCode.NO_PETITION) if failures else 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from orcha.cli import bulk
 from orcha.cli.build import click_option
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
@@ -39,17 +40,15 @@ def _print_json(document: Any) -> None:
 
 
 def _report(results: dict[str, str], done: str, as_json: bool, extra: Any = None) -> int:
-    """Say what happened to each ID (one line each on stderr, or JSON); NoPetitionError
-    (its one line) if nothing was done for the last one that failed."""
+    """Say what happened to each ID (one line each on stderr, past ten a count; or
+    JSON); NoPetitionError (its one line) if nothing was done for the last one that
+    failed."""
     failures = [(i, r) for i, r in results.items() if r != done]
     if as_json:
         _print_json(extra if extra is not None else {"results": results})
     else:
-        for petition_id, result in results.items():
-            if result == done:
-                click.echo(f"orcha: {done} {petition_id}", err=True)
-        for _, reason in failures[:-1]:
-            click.echo(f"orcha: {reason}", err=True)
+        bulk.say_done(done, [i for i, r in results.items() if r == done])
+        bulk.say_each([reason for _, reason in failures[:-1]])
     if failures:
         if as_json:
             return int(ExitCode.NO_PETITION)
@@ -65,7 +64,7 @@ def _report(results: dict[str, str], done: str, as_json: bool, extra: Any = None
 def release(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     """Let held (--hold) or delayed (--delay, --at) petitions start like any other:
     the hold and the start time are dropped (Slurm's 'scontrol release', pueue's
-    'enqueue')."""
+    'enqueue'). An array's name releases its held or delayed members."""
     with client(ctx) as service:
         results = service.release(ids)
     return _report(results, "released", as_json)

@@ -61,6 +61,6 @@ def test_cancel_says_how_many_for_a_selection(capsys: pytest.CaptureFixture[str]
     assert bulk.report_cancel(ended, False, None) == 209
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 11 and lines[0].endswith("(CANCELLED); nothing to cancel")
-    assert lines[-1] == "orcha: and 290 more not cancelled (--json lists each)"
+    assert lines[-1] == "orcha: and 290 more like these (--json lists each)"
     assert bulk.report_cancel({}, True, signal.SIGUSR1) == 0
     assert capsys.readouterr().err == "orcha: no running petition matched; nothing done\n"

@@ -83,17 +83,25 @@ def _save(service: Service, job: Job, **fields: Any) -> None:
 # -- release ---------------------------------------------------------------------------------
 def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, Any]:
     """Let held (``--hold``) or delayed (``--delay``, ``--at``) petitions start like any
-    other: for each ID, ``"released"`` or why not."""
+    other: for each ID, ``"released"`` or why not. An array's name stands for its held
+    or delayed members (the others are left out quietly, as 'scontrol release' does;
+    an array with none says so under its name)."""
+    from orcha.service import arrays
+
     scheduler, now = service.scheduler, service.clock()
+    ids, named = arrays.expand(service, request.ids)
+    members = {member for of in named.values() for member in of}
     results: dict[str, str] = {}
-    for petition_id in request.ids:
+    for petition_id in ids:
         job = live_job(service, petition_id)
         if job is None or job.state is not State.QUEUED:
-            results[petition_id] = _not_waiting(service, petition_id, "released").message
+            if petition_id not in members:
+                results[petition_id] = _not_waiting(service, petition_id, "released").message
             continue
         schedule = job.schedule
         if not schedule.hold and (schedule.begin is None or schedule.begin <= now):
-            results[petition_id] = f"petition {petition_id!r} is neither held nor delayed"
+            if petition_id not in members:
+                results[petition_id] = f"petition {petition_id!r} is neither held nor delayed"
             continue
         if not scheduler.release(job):  # it started or ended meanwhile
             results[petition_id] = _not_waiting(service, petition_id, "released").message
@@ -102,6 +110,9 @@ def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, 
         service.events.watch_event(job, "released", {})
         log.info("petition %s released", job.id)
         results[petition_id] = "released"
+    for name, of in named.items():
+        if not any(results.get(member) == "released" for member in of):
+            results[name] = f"array {name!r} has no held or delayed petition"
     return {"results": results}
 
 

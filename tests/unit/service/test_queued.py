@@ -197,3 +197,23 @@ def test_an_entry_read_before_gives_the_job_it_became(tmp_path: Path) -> None:
         assert h.record("w_1")["state"] == "SUCCEEDED"
     finally:
         h.close()
+
+
+def test_an_arrays_name_releases_its_held_members(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        h.submit("blocker")
+        h.gates.wait_started("blocker")
+        _array(h, "h", 12, schedule={"hold": True})
+        h.call("cancel", ids=["h_3"])
+        results = h.call("release", ids=["h"])["results"]
+        # Its held members, not the cancelled one (left out quietly, as for pause).
+        assert results == {f"h_{i}": "released" for i in range(1, 13) if i != 3}
+        assert h.record("h_5")["state"] == "QUEUED" and "hold" not in h.record("h_5")["schedule"]
+        assert h.call("release", ids=["h"])["results"] == {
+            "h": "array 'h' has no held or delayed petition"
+        }
+        h.run_to_end("blocker")
+        h.gates.wait_started("h_1")
+    finally:
+        h.close()
