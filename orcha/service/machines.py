@@ -444,7 +444,7 @@ class LocalMachine(Machine):
         petition: a quarter of what it spends on one.)"""
         if self.procs.cgroups is not None:
             return None
-        from orcha.service.procs import start_ticks
+        from orcha.service.proc_table import start_ticks
 
         return start_ticks(pid)
 

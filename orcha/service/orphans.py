@@ -39,9 +39,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from orcha.defaults import ENV_PETITION_TOKEN
+from orcha.service.proc_table import (
+    ProcInfo,
+    list_pids,
+    read_last_pid,
+    read_pid_max,
+    read_stat,
+    read_token,
+    reap,
+)
 
 log = logging.getLogger("orcha.service.orphans")
 
@@ -56,7 +63,6 @@ FULL_SECONDS_EACH = 0.002
 #: At most this many PIDs born since the last look are read one by one; more, and the
 #: look lists /proc instead.
 SPAN_MAX = 2048
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def become_subreaper() -> bool:
@@ -66,115 +72,6 @@ def become_subreaper() -> bool:
         return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
-
-
-class ProcInfo(NamedTuple):
-    """One line of the process table: what the tracker needs of a process."""
-
-    ppid: int
-    sid: int
-    start: int  # clock ticks since boot: with the PID, it names one process
-    state: str  # "Z" for a zombie
-    rss: int  # bytes
-    thread: bool = False  # a thread's ID, not a process's (/proc/TID is readable too)
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-#: Seconds a petition's start is moved earlier when it is turned into clock ticks since
-#: boot (the wall clock may have been stepped since).
-START_SLACK = 1.0
-
-
-def boot_ticks(wall: float | None) -> int | None:
-    """Wall-clock time ``wall`` in clock ticks since boot (how /proc/PID/stat counts a
-    process's start), :data:`START_SLACK` early; None if unknown."""
-    if wall is None:
-        return None
-    try:
-        boot = time.clock_gettime(time.CLOCK_BOOTTIME)
-    except (AttributeError, OSError):
-        return None
-    return max(0, int((boot - (time.time() - wall) - START_SLACK) * _CLK_TCK))
-
-
-def list_pids() -> list[int]:
-    """Every PID in /proc."""
-    return list(map(int, filter(str.isdigit, os.listdir("/proc"))))
-
-
-def read_last_pid() -> int | None:
-    """The PID the kernel handed out last in this PID namespace (``/proc/loadavg``'s
-    last field), or None if it cannot be read."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return int(f.read().split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def read_pid_max() -> int:
-    """Where PIDs wrap around (``/proc/sys/kernel/pid_max``)."""
-    try:
-        with open("/proc/sys/kernel/pid_max", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 4194304  # the kernel's upper bound: a span past it is never read
-
-
-def read_stat(pid: int) -> ProcInfo | None:
-    """Process ``pid`` as /proc/PID/stat tells it, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain anything.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return ProcInfo(
-            ppid=int(fields[1]),
-            sid=int(fields[3]),
-            start=int(fields[19]),
-            state=fields[0].decode(),
-            rss=int(fields[21]) * _PAGE,
-            thread=fields[35] == b"-1",  # exit_signal: a thread has none
-        )
-    except (IndexError, ValueError):
-        return None
-
-
-def read_proc_table() -> dict[int, ProcInfo]:
-    """Every process of /proc, read from /proc/PID/stat."""
-    table: dict[int, ProcInfo] = {}
-    for pid in list_pids():
-        info = read_stat(pid)
-        if info is not None:
-            table[pid] = info
-    return table
-
-
-def read_token(pid: int) -> str | None:
-    """The petition token in process ``pid``'s environment, or None."""
-    key = f"\0{ENV_PETITION_TOKEN}=".encode()
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = b"\0" + f.read()
-    except OSError:
-        return None
-    start = environ.find(key)
-    if start < 0:
-        return None
-    start += len(key)
-    end = environ.find(b"\0", start)
-    return environ[start : end if end >= 0 else None].decode(errors="replace")
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status of zombie child ``pid`` (and drop it)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @dataclass

@@ -32,7 +32,8 @@ import psutil
 
 from orcha.defaults import ENV_PETITION_TOKEN, TRACK_SECONDS
 from orcha.service.capture import capture_channels
-from orcha.service.starting import Starter, start_ticks
+from orcha.service.proc_table import boot_ticks, start_ticks
+from orcha.service.starting import Starter
 from orcha.service.sweeping import CgroupRemover, token_carriers
 
 if TYPE_CHECKING:
@@ -217,8 +218,6 @@ class ProcessControl:
         (``started``, wall-clock time, a second early) and its first process's."""
         if self.tracker is None:
             return None
-        from orcha.service.orphans import boot_ticks
-
         known = [t for t in (self.tracker.since(token), boot_ticks(started)) if t is not None]
         return min(known) if known else None
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import SPAWNER_QUIET_SECONDS
+from orcha.service.proc_table import start_ticks
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
@@ -242,20 +243,3 @@ def check_command(name: str, cwd: str, path: str) -> str | None:
         if os.path.exists(os.path.join(folder or ".", name)):
             raise PermissionError(13, "Permission denied", name)
     raise FileNotFoundError(2, "No such file or directory", name)
-
-
-def start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (field 22 of
-    /proc/PID/stat); with the PID it identifies a process even after PIDs are reused."""
-    # Only field 22, through os.read: on every petition's start (read_stat's object and
-    # the io stack cost several times the kernel's part). The command name (field 2) is
-    # in parentheses and may contain anything.
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            stat = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        return int(stat[stat.rfind(b")") + 2 :].split(None, 20)[19])
-    except (OSError, IndexError, ValueError):
-        return None

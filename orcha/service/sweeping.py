@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from orcha.defaults import ENV_PETITION_TOKEN
+from orcha.service.proc_table import list_pids, read_token
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
@@ -85,9 +85,6 @@ class Sweeper:
                 log.exception("sweeping leftover processes failed")
 
 
-_TOKEN_KEY = f"\0{ENV_PETITION_TOKEN}=".encode()
-
-
 def tokens_in_proc(pids: Iterable[int] | None = None) -> dict[str, list[int]]:
     """Every petition token found in the environment of a process (of ``pids``; None:
     of every process), with the PIDs carrying it.
@@ -97,22 +94,10 @@ def tokens_in_proc(pids: Iterable[int] | None = None) -> dict[str, list[int]]:
     """
     me = os.getpid()
     found: dict[str, list[int]] = {}
-    names = os.listdir("/proc") if pids is None else map(str, pids)
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = b"\0" + f.read()  # each entry now has a NUL on both sides
-        except OSError:
-            continue
-        start = environ.find(_TOKEN_KEY)
-        if start < 0:
-            continue
-        start += len(_TOKEN_KEY)
-        end = environ.find(b"\0", start)
-        token = environ[start : end if end >= 0 else None].decode(errors="replace")
-        found.setdefault(token, []).append(int(name))
+    for pid in list_pids() if pids is None else pids:
+        token = read_token(pid) if pid != me else None
+        if token is not None:
+            found.setdefault(token, []).append(pid)
     return found
 
 
