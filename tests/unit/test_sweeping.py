@@ -16,13 +16,16 @@ import pytest
 from orcha.defaults import ENV_PETITION_TOKEN
 from orcha.service import sweeping
 from orcha.service.sweeping import Sweeper, tokens_in_proc
+from tests.conftest import wait_for
 
 
 def test_the_token_search_reads_the_processes_it_is_given_or_every_one() -> None:
     env = dict(os.environ, **{ENV_PETITION_TOKEN: "tok-sweep-1"})
     proc = subprocess.Popen([sys.executable, "-c", "input()"], env=env, stdin=subprocess.PIPE)
     try:
-        assert tokens_in_proc([proc.pid]).get("tok-sweep-1") == [proc.pid]
+        # Popen returns once the child has exec'd, a moment before the kernel sets up
+        # its new environment (read as empty until then).
+        assert wait_for(lambda: tokens_in_proc([proc.pid]).get("tok-sweep-1") == [proc.pid])
         assert tokens_in_proc()["tok-sweep-1"] == [proc.pid]
         assert "tok-sweep-1" not in tokens_in_proc([os.getppid()])
         assert tokens_in_proc([]) == {}
