@@ -151,6 +151,9 @@ HOOK_FIELDS = (
 #: next ``orcha serve`` at its address stops them.
 ENV_NO_GUARD = "ORCHA_NO_GUARD"
 
+#: Seconds, beyond the grace period, ``orcha cancel`` waits for the running petitions it
+#: stopped to end before it replies.
+CANCEL_REPLY_WAIT_SECONDS = 5.0
 #: Seconds, beyond the grace period, the guard gives the service to stop after passing it
 #: a stop signal (time for its sessions, webhooks and hooks); then it SIGKILLs it.
 GUARD_STOP_MARGIN = 15.0

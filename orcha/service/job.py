@@ -94,7 +94,8 @@ class Job:
         "leftovers", "lock", "log", "lost", "machine", "message", "native", "outcome",
         "output_lock",
         "over_memory", "parent", "paused", "peak_rss", "petition",
-        "pid_starts", "pids", "progress", "schedule", "seq", "session", "started", "state",
+        "pid_starts", "pids", "progress", "released", "schedule", "seq", "session", "started",
+        "state",
         "stdin", "stopped", "stoppers", "timed_out", "token",
     )  # fmt: skip
 
@@ -157,6 +158,9 @@ class Job:
         self.closer: Any = None  # its kind's close(), bound to its context, while running
         self.cancel_deferred = False  # cancelled, but close() comes before the action hears
         self.action_done: threading.Event | None = None  # set when an attempt's action returns
+        # True once the runner is done with it (its slot and ID free); until then None, or
+        # the Event a waiter made (see wait_released).
+        self.released: bool | threading.Event | None = None
         self.started: float | None = None
         self.ended: float | None = None
         self.stoppers: list[threading.Thread] = _NO_STOPPERS
@@ -217,6 +221,24 @@ class Job:
             self.events.watch_event(self, "progress", dict(self.progress))
         if self.native:
             self.queue.put(Progress(value, target, unit))
+
+    def release(self) -> None:
+        """The runner is done with it: its slot and its ID are free."""
+        with self.lock:
+            waiter, self.released = self.released, True
+        if isinstance(waiter, threading.Event):
+            waiter.set()
+
+    def wait_released(self, timeout: float) -> bool:
+        """Wait until :meth:`release` (at most ``timeout`` seconds); whether it came."""
+        with self.lock:
+            if self.released is True:
+                return True
+            if self.released is None:
+                self.released = threading.Event()
+            waiter = self.released
+        assert isinstance(waiter, threading.Event)
+        return waiter.wait(timeout)
 
     @property
     def cancel_event(self) -> threading.Event:

@@ -92,6 +92,7 @@ class Runner:
                 self._events.job_ended(job)
                 if self.scheduler is not None:
                     self.scheduler.finished(job)
+                job.release()
                 self._events.wake()
         if job.machine is not None:
             if not job.cancel_requested:
@@ -267,6 +268,7 @@ class Runner:
             # another one cost each refill a thread switch.
             with self._pool.keeping_next():
                 self.scheduler.finished(job)
+        job.release()
         self._events.wake()
         if job.native:
             job.queue.put(job.end_item())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import OUTPUT_BUFFER_BYTES
+from orcha.defaults import CANCEL_REPLY_WAIT_SECONDS, OUTPUT_BUFFER_BYTES
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
@@ -102,13 +103,21 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         results.update(bulk.signal(jobs, request.signal))
         return {"results": results}
     # Queued ones first: cancelling a running one frees room that one of them would take.
+    stopping: list[Job] = []
     for job in sorted(dict.fromkeys(jobs), key=lambda j: j.state is State.RUNNING):
         by_client = job.session is peer
+        if job.state is State.RUNNING:
+            stopping.append(job)
         service.cancel(job, "cancelled with 'orcha cancel'" if not by_client
                        else "cancelled by its client", by_client=by_client)  # fmt: skip
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
         results[given.get(job, job.id)] = "cancelled"
+    # The reply comes once what was running has ended (its ID free for a new petition:
+    # 'orcha cancel build; orcha run build -- ...'), or after the grace period and a bit.
+    deadline = time.monotonic() + service.runner.grace + CANCEL_REPLY_WAIT_SECONDS
+    for job in stopping:
+        job.wait_released(max(0.0, deadline - time.monotonic()))
     # In the order the IDs were given, then what the filters selected.
     return {"results": {**{i: results[i] for i in order if i in results}, **results}}
 

@@ -122,6 +122,19 @@ def test_cancel_a_queued_and_a_running_petition(h: Harness) -> None:
     assert again == "petition 'a' has already ended (CANCELLED)"
 
 
+def test_cancel_replies_once_the_running_ones_have_ended(h: Harness) -> None:
+    # 'orcha cancel build; orcha run build -- ...': the ID is free when cancel returns.
+    h.submit("build")
+    h.gates.wait_started("build")
+    assert h.call("cancel", ids=["build"])["results"] == {"build": "cancelled"}
+    assert h.record("build")["state"] == "CANCELLED"
+    assert h.service.scheduler.peek("build") is None  # neither queued nor running
+    assert h.submit("build")["ok"] is True  # not refused as a duplicate
+    h.gates.open("build")
+    h.wait_ended("build")
+    assert h.record("build")["state"] == "SUCCEEDED"
+
+
 def test_a_client_that_goes_away_cancels_what_it_submitted(h: Harness) -> None:
     client = h.peer()
     h.submit("a", client, attach=True)
