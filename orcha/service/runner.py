@@ -6,19 +6,18 @@ A petition's processes are reached only through the machine it was admitted onto
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import logging
-import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.errors import ExitCode, NotSavedError
 from orcha.protocol.messages import STDERR
+from orcha.service.deadlines import Deadlines
 from orcha.service.job import Job, Started
+from orcha.service.worker_pool import WorkerPool
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -331,110 +330,3 @@ class Runner:
         done = job.action_done
         if done is not None:
             done.wait(max(0.0, deadline - time.monotonic()))
-
-
-class WorkerPool:
-    """Reused daemon threads: starting a thread per petition cost more than a short
-    petition. Grows only while every thread is busy; idle threads wait without a timeout.
-    A worker ending a task may keep the next one for itself (:meth:`keeping_next`).
-
-    (Not ThreadPoolExecutor: its threads are joined at interpreter exit, so an action
-    stuck in uninterruptible code would keep a forced stop from exiting.)
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-        self._count = 0
-        # In a worker: "kept", the task it runs next ([] while it keeps the next one
-        # submitted, None otherwise).
-        self._local = threading.local()
-
-    def submit(self, task: Callable[[], None]) -> None:
-        kept = getattr(self._local, "kept", None)
-        if kept is not None and not kept:
-            kept.append(task)  # this worker runs it once its current task returns
-            return
-        with self._lock:
-            spawn = self._idle == 0
-            if spawn:
-                self._count += 1
-            else:
-                self._idle -= 1
-        self._tasks.put(task)
-        if spawn:
-            threading.Thread(
-                target=self._work, name=f"{self._name}-{self._count}", daemon=True
-            ).start()
-
-    @contextlib.contextmanager
-    def keeping_next(self) -> Iterator[None]:
-        """Within it, in a worker of this pool, the first task submitted from this
-        thread is run by this thread once its current task returns, not by another
-        (elsewhere, and for later tasks, :meth:`submit` as usual)."""
-        if not getattr(self._local, "worker", False) or self._local.next is not None:
-            yield
-            return
-        kept: list[Callable[[], None]] = []
-        self._local.kept = kept
-        try:
-            yield
-        finally:
-            self._local.kept = None
-            if kept:
-                self._local.next = kept[0]
-
-    def _work(self) -> None:
-        local = self._local
-        local.worker, local.kept, local.next = True, None, None
-        while True:
-            task: Callable[[], None] | None = self._tasks.get()
-            while task is not None:
-                try:
-                    task()
-                except BaseException:
-                    log.exception("worker task raised")
-                task, local.next = local.next, None
-            with self._lock:  # idle, a worker keeps no ended petition alive
-                self._idle += 1
-
-
-class Deadlines:
-    """Calls ``expire(job)`` when a running attempt's ``--timeout`` is up.
-
-    One thread for every petition with a timeout, sleeping until the earliest deadline
-    (without a timeout when there is none).
-    """
-
-    def __init__(self, expire: Callable[[Job], None]) -> None:
-        self._expire = expire
-        self._heap: list[tuple[float, int, int, Job]] = []  # (when, seq, attempt, job)
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, job: Job, seconds: float) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, job.seq, job.attempt, job))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="deadlines", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def remove(self, job: Job) -> None:
-        with self._cond:
-            self._heap = [e for e in self._heap if e[1] != job.seq]
-            heapq.heapify(self._heap)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                _, _, attempt, job = heapq.heappop(self._heap)
-            if job.attempt == attempt:
-                try:
-                    self._expire(job)
-                except Exception:
-                    log.exception("petition %s: timing out failed", job.id)

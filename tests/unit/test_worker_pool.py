@@ -1,12 +1,12 @@
-"""The runner's worker pool (orcha.service.runner.WorkerPool) and the background removal
+"""The runner's worker pool (orcha.service.worker_pool.WorkerPool) and the background removal
 of ended petitions' cgroups (orcha.service.sweeping.CgroupRemover)."""
 
 from __future__ import annotations
 
 import threading
 
-from orcha.service.runner import WorkerPool
 from orcha.service.sweeping import CgroupRemover
+from orcha.service.worker_pool import WorkerPool
 
 
 def test_a_worker_runs_the_task_it_keeps_next_itself_and_others_go_to_the_pool() -> None:
