@@ -336,13 +336,21 @@ def test_cancel_waits_the_grace_period_then_force_cuts_it_short(
     detach(env, pid, f'trap "" TERM; echo ready; {GATE}', tmp_path)
     wait_running(env, pid)
     assert wait_for(lambda: bool(petition_processes(pid)), WAIT)
-    result = env.run("cancel", pid, timeout=WAIT)
-    assert (result.returncode, result.stderr) == (0, f"orcha: cancelled {pid}\n")
-    time.sleep(1.0)
-    assert states(env).get(pid) == "RUNNING"  # TERM ignored: within its grace period
-    assert petition_processes(pid)
-    result = env.run("cancel", pid, "--force", timeout=WAIT)
-    assert result.returncode == 0, result.stderr
+    # The cancel returns once the petition has ended: here not before --force.
+    first = env.popen("cancel", pid)
+    try:
+        time.sleep(1.0)
+        assert states(env).get(pid) == "RUNNING"  # TERM ignored: within its grace period
+        assert petition_processes(pid)
+        assert first.poll() is None
+        result = env.run("cancel", pid, "--force", timeout=WAIT)
+        assert result.returncode == 0, result.stderr
+        _, err = first.communicate(timeout=WAIT)
+        assert (first.returncode, err) == (0, f"orcha: cancelled {pid}\n".encode())
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     wait_ended(env, pid)
     row = record(env, pid)
     assert row["state"] == "CANCELLED"
