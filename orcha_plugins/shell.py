@@ -17,6 +17,8 @@ from orcha_plugins.base import FirstPartyPlugin
 from orcha_plugins.shell_command import KIND, RUN, check_argv
 
 if TYPE_CHECKING:
+    import subprocess
+
     from orcha.service.context import Context
 
 
@@ -43,7 +45,8 @@ class ShellKind(Kind):
         except ValueError as e:
             raise InvalidPetitionError(str(e)) from None
 
-    def run(self, ctx: Context) -> int:
+    def start(self, ctx: Context) -> subprocess.Popen[bytes] | int:
+        # Started, not pumped: the service pumps it (Kind.start), many at once.
         argv = ctx.params["argv"]
         # Only where it runs: a worker's file system is not the service host's.
         if getattr(ctx, "local", True) and not os.path.isdir(ctx.cwd):
@@ -63,7 +66,7 @@ class ShellKind(Kind):
         except OSError as e:
             ctx.fail(f"cannot execute {argv[0]}: {e.strerror or e}")
             return int(ExitCode.CANNOT_EXECUTE)
-        return ctx.pump(proc)
+        return proc
 
 
 @command(RUN)

@@ -328,8 +328,24 @@ class Kind:
         return dict(params)
 
     def run(self, ctx: Context) -> int:
-        """Do the petition's work (see the class's contract); return its exit code."""
+        """Do the petition's work (see the class's contract); return its exit code. By
+        default, for a kind that defines :meth:`start`: its process, pumped to the end."""
+        started = self.start(ctx)
+        return started if isinstance(started, int) else ctx.pump(started)
+
+    def start(self, ctx: Context) -> subprocess.Popen[bytes] | int:
+        """Optional, for a kind whose work is one process streamed to its end: start it
+        (``ctx.spawn``) and return it, without pumping it; or return an exit code if it
+        could not start (after ``ctx.fail``). The service then pumps it and takes its
+        exit code as the petition's, without a thread of its own per petition (see
+        :attr:`startable`): it must not block. Define either this or :meth:`run`."""
         raise NotImplementedError
+
+    @property
+    def startable(self) -> bool:
+        """Whether this kind defines :meth:`start` and leaves :meth:`run` to it."""
+        cls = type(self)
+        return cls.start is not Kind.start and cls.run is Kind.run
 
     def close(self, ctx: Context) -> Any:
         """Bring a running petition to an orderly end; return its outcome (JSON) or None.

@@ -94,6 +94,14 @@ class OutputQueue:
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
 
+    def would_block(self) -> bool:
+        """Whether a :meth:`put` of output would wait now (the queue is at its bound and
+        its reader has not taken it)."""
+        with self._cond:
+            if not self._max_bytes or self._discarded:
+                return False
+            return self._bytes + self._lent > self._max_bytes
+
     def offer(self, item: Any) -> bool:
         """Queue ``item`` unless that would hold more than ``max_bytes`` (an item is
         always taken by an empty queue, so the queue never refuses for ever); never

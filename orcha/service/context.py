@@ -29,6 +29,7 @@ from orcha.service.capture import OrderedReader, is_ordered
 from orcha.service.environments import Environment
 from orcha.service.machines import LocalMachine
 from orcha.service.procs import exit_code_of
+from orcha.service.pumping import EXIT_POLL_SECONDS, Pump, open_pidfd
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
 
@@ -37,18 +38,6 @@ if TYPE_CHECKING:
     from orcha.service.children import ServiceChild
     from orcha.service.job import Job
     from orcha.service.machines import Machine
-
-
-#: Seconds between two looks at whether a process has exited, where pidfds are missing.
-_EXIT_POLL_SECONDS = 0.05
-
-
-def _pidfd(pid: int) -> int | None:
-    """A descriptor readable once process ``pid`` exits (Linux 5.3+), or None."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
 
 
 class ServiceContext:
@@ -164,16 +153,17 @@ class ServiceContext:
         pipes are closed, or :data:`~orcha.defaults.DRAIN_SECONDS` after it exited (a
         process it left running may hold them open: that one is stopped once the action
         returns); return its exit code (128+N if a signal N killed it)."""
-        # A process on another host (a Dask worker's) has no pidfd here: its pipes end.
-        pidfd = None if getattr(proc, "remote", False) else _pidfd(proc.pid)
+        if not is_ordered(proc):
+            return Pump(self._job, proc, self._machine).run()
+        # Ordered capture (--ordered): sockets read in rounds, merged by kernel stamps.
+        pidfd = None if getattr(proc, "remote", False) else open_pidfd(proc.pid)
         pipes = 0
         drain_until: float | None = None
-        # Ordered capture (--ordered): sockets read in rounds, merged by kernel stamps.
-        ordered = OrderedReader() if is_ordered(proc) else None
+        ordered = OrderedReader()
         with selectors.DefaultSelector() as sel:
             for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
                 if pipe is not None:
-                    sel.register(pipe if ordered else pipe.fileno(), selectors.EVENT_READ, tag)
+                    sel.register(pipe, selectors.EVENT_READ, tag)
                     pipes += 1
             if pidfd is not None:
                 sel.register(pidfd, selectors.EVENT_READ, None)  # readable once it exits
@@ -181,59 +171,28 @@ class ServiceContext:
                 if drain_until is not None:
                     timeout: float | None = max(0.0, drain_until - time.monotonic())
                 else:
-                    timeout = None if pidfd is not None else _EXIT_POLL_SECONDS
-                due = ordered.due_in() if ordered is not None else None
+                    timeout = None if pidfd is not None else EXIT_POLL_SECONDS
+                due = ordered.due_in()
                 if due is not None:
                     timeout = due if timeout is None else min(timeout, due)
-                events = sel.select(timeout)
-                for key, _ in events:
+                for key, _ in sel.select(timeout):
                     if key.data is None:  # the pidfd: the process has exited
                         sel.unregister(key.fd)
                         drain_until = time.monotonic() + DRAIN_SECONDS
-                        continue
-                    if ordered is not None:
-                        continue  # read below, both channels at once
-                    data = os.read(key.fd, PIPE_CHUNK)
-                    if data:
-                        self._job.emit(key.data, data)
-                    else:
-                        sel.unregister(key.fd)
-                        pipes -= 1
-                if ordered is not None:
-                    pipes -= ordered.round(sel, self._job.emit)
+                pipes -= ordered.round(sel, self._job.emit)
                 if drain_until is None and pidfd is None and proc.poll() is not None:
                     drain_until = time.monotonic() + DRAIN_SECONDS
                 if drain_until is not None and time.monotonic() >= drain_until:
-                    # All it wrote before it exited is in the pipes by now (a slow
-                    # client may have kept us from reading it): take that, not more.
-                    if ordered is not None:
-                        ordered.round(sel, self._job.emit, final=True)
-                        break
-                    for key in list(sel.get_map().values()):
-                        if key.data is not None:
-                            self._take_buffered(key.fd, key.data)
+                    # All it wrote before it exited is in the sockets by now: take that.
+                    ordered.round(sel, self._job.emit, final=True)
                     break
         if pidfd is not None:
             os.close(pidfd)
-        if ordered is not None:
-            ordered.close()
+        ordered.close()
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         return exit_code_of(self._machine.reap(self._job, proc))  # accounted for
-
-    def _take_buffered(self, fd: int, stream: int) -> None:
-        """Emit what pipe ``fd`` holds now, without waiting (a process writing without
-        end, one it left running, cannot keep this going: a pipe's worth at most)."""
-        os.set_blocking(fd, False)
-        for _ in range(2):  # a pipe holds at most PIPE_CHUNK (F_SETPIPE_SZ) bytes
-            try:
-                data = os.read(fd, PIPE_CHUNK)
-            except BlockingIOError:
-                return
-            if not data:
-                return
-            self._job.emit(stream, data)
 
     def submit(
         self,

@@ -36,6 +36,8 @@ from orcha.service.context import ServiceContext
 from orcha.service.manager import Manager
 
 if TYPE_CHECKING:
+    import subprocess
+
     from orcha.service.store import Store
 
 __all__ = ["KindManager", "KindPetition", "KindRegistry", "RuntimeKinds", "templates_of"]
@@ -356,6 +358,39 @@ class KindManager(Manager):
         if not isinstance(petition, KindPetition):
             super().run(petition, register)
             return
+        kind, ctx = self._context(petition, register)
+        self.end(petition, kind.run(ctx))
+
+    def startable(self, petition: Petition) -> bool:
+        """Whether an attempt of ``petition`` can be run by :meth:`start` (its kind
+        defines ``Kind.start``)."""
+        if not isinstance(petition, KindPetition):
+            return False
+        kind = self.registry.plugin_kind(petition.kind)
+        return kind is not None and kind.startable
+
+    def start(
+        self, petition: Petition, register: ActionCallbackT
+    ) -> subprocess.Popen[bytes] | None:
+        """Start one attempt of a :meth:`startable` petition without waiting for it: the
+        process to pump, whose exit code goes to :meth:`end`; None if it did not start
+        (its code is set). Raises what the kind raised."""
+        assert isinstance(petition, KindPetition)
+        kind, ctx = self._context(petition, register)
+        started = kind.start(ctx)
+        if isinstance(started, int):
+            self.end(petition, started)
+            return None
+        return started
+
+    def end(self, petition: Petition, code: int | None) -> None:
+        """The attempt's action returned ``code``."""
+        job = petition.record
+        # finish_called fails a code outside 0-255 (see the contract of Kind.run), so a
+        # negative or huge one reaches neither the client nor the database as it is.
+        job.finish_called(int(code) if code is not None else 0)
+
+    def _context(self, petition: KindPetition, register: ActionCallbackT) -> tuple[Kind, Context]:
         kind = self.registry.plugin_kind(petition.kind)
         if kind is None:  # its plugin was there when it was queued: not again
             raise UnknownKindError(petition.kind, self.registry.names())
@@ -363,7 +398,4 @@ class KindManager(Manager):
         ctx: Context = ServiceContext(job, register, job.placed)
         if kind.closable:
             job.closer = lambda: kind.close(ctx)
-        code = kind.run(ctx)
-        # finish_called fails a code outside 0-255 (see the contract of Kind.run), so a
-        # negative or huge one reaches neither the client nor the database as it is.
-        job.finish_called(int(code) if code is not None else 0)
+        return kind, ctx

@@ -231,6 +231,11 @@ class Machine:
         that was."""
         return 0
 
+    def left_running(self, job: Job) -> bool:
+        """Whether :meth:`stop_leftovers` may have anything to stop now, from a quick
+        look that never waits (by default it cannot tell: True)."""
+        return True
+
     def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
         """Hold the running petition to ``limit`` bytes for its whole tree: call
         ``exceeded(reason)`` (once, in any thread) when it is found using more. Called
@@ -422,6 +427,9 @@ class LocalMachine(Machine):
 
     def stop_leftovers(self, job: Job, grace: float) -> int:
         return self.procs.stop_leftovers(list(job.pids), job.token, grace)
+
+    def left_running(self, job: Job) -> bool:
+        return self.procs.left_running(job.token)
 
     def limit_memory(self, job: Job, limit: int, exceeded: Callable[[str], None]) -> None:
         self.procs.limit_memory(job.token, limit, lambda: list(job.pids), exceeded)

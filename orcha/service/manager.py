@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from orcha.errors import UnknownKindError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from orcha.model import ActionCallbackT, Message, Petition
     from orcha.plugins.contract import Kind
     from orcha.protocol.messages import SubmitRequest
@@ -93,6 +95,23 @@ class Manager:
         API's way, the petition's ``action``. ``register(pid)`` hands the service each
         process the attempt starts, so a cancel stops its whole tree."""
         petition.action(register, petition)
+
+    def startable(self, petition: Petition) -> bool:
+        """Whether an attempt of ``petition`` can be run by :meth:`start` instead of
+        :meth:`run` (never, here; orcha's kinds may: ``Kind.start``)."""
+        return False
+
+    def start(
+        self, petition: Petition, register: ActionCallbackT
+    ) -> subprocess.Popen[bytes] | None:
+        """Start one attempt of a :meth:`startable` petition without waiting for it: its
+        process, to be pumped, whose exit code then goes to :meth:`end`; None if it did
+        not start (its code is set)."""
+        raise NotImplementedError
+
+    def end(self, petition: Petition, code: int | None) -> None:
+        """The attempt :meth:`start` began has ended with ``code``."""
+        raise NotImplementedError
 
     def on_start(self, petition: Petition) -> None:
         """Called in the petition's thread just before its action runs."""

@@ -212,6 +212,17 @@ class ProcessControl:
             roots = self.tracker.live_roots(token)
         return self._stop(roots, token, grace, False, carriers)
 
+    def left_running(self, token: str) -> bool:
+        """Whether :meth:`stop_leftovers` may have anything to stop (a quick look, never
+        waiting): its cgroup is not empty, or the tracker sees a process of it alive;
+        without either, it cannot tell (True)."""
+        if self.cgroups is not None:
+            return not self.cgroups.emptied(token)
+        if self.tracker is not None:
+            self._look()
+            return bool(self.tracker.live_roots(token) or self.tracker.members(token))
+        return True
+
     def started_at(self, token: str, started: float | None) -> int | None:
         """Clock ticks since boot before which nothing carries petition ``token``'s
         token, if the tracker follows it (else None): the earlier of its start

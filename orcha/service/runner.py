@@ -1,4 +1,6 @@
-"""Runs admitted petitions, each in its own thread, and stops them when asked.
+"""Runs admitted petitions and stops them when asked: each in its own thread, or, for
+kinds that start one process and stream it (``Kind.start``: ``orcha run``), many in the
+petition loop (:mod:`orcha.service.petition_loop`).
 
 A petition's processes are reached only through the machine it was admitted onto
 (``job.machine``): the runner adopts, pauses, stops and sweeps them there, never by PID.
@@ -10,18 +12,23 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.errors import ExitCode, NotSavedError
 from orcha.protocol.messages import STDERR
 from orcha.service.deadlines import Deadlines
 from orcha.service.job import Job, Started
+from orcha.service.machines import LocalMachine
+from orcha.service.manager import Manager
+from orcha.service.petition_loop import ACTION, BLOCKING, PetitionLoop, Step
 from orcha.service.worker_pool import WorkerPool
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.service.manager import Manager
+    import subprocess
+
+    from orcha.service.pumping import Pump
     from orcha.service.scheduler import Scheduler
 
 log = logging.getLogger("orcha.service.runner")
@@ -63,10 +70,18 @@ class Runner:
         self._events = events
         self._pool = WorkerPool("petition")
         self._deadlines = Deadlines(self._time_out)
+        #: Runs the petitions it can (:meth:`loopable`) in one thread.
+        self.loop = PetitionLoop(self)
 
     def start(self, job: Job) -> None:
-        """Called by the scheduler (under its lock) when ``job`` is admitted."""
-        self._pool.submit(lambda: self._run(job))
+        """Called by the scheduler (under its lock) when ``job`` is admitted: its
+        lifecycle runs in the petition loop if it can (:meth:`loopable`), else in a
+        thread of its own."""
+        steps = self._lifecycle(job)
+        if self.loopable(job):
+            self.loop.add(job, steps)
+        else:
+            self._pool.submit(lambda: self._drive(job, steps))
 
     def _register(self, job: Job, pid: int) -> None:
         machine = job.placed
@@ -78,9 +93,12 @@ class Runner:
             # 'orcha pause --running' came before this process existed.
             machine.signal_tree(job, signal.SIGSTOP)
 
-    def _run(self, job: Job) -> None:
+    def _lifecycle(self, job: Job) -> Iterator[Step]:
+        """Everything that happens to an admitted job, up to its end, as steps a driver
+        runs: a thread (:meth:`_drive`) or the petition loop. It yields ACTION where the
+        attempt's action runs, and BLOCKING before what may wait (only a thread may)."""
         try:
-            self._execute(job)
+            yield from self._execute(job)
         finally:
             try:
                 self.finish(job)
@@ -103,7 +121,71 @@ class Runner:
             except Exception:
                 log.exception("petition %s: forgetting its processes failed", job.id)
 
-    def _execute(self, job: Job) -> None:
+    def _drive(self, job: Job, steps: Iterator[Step], pump: Pump | None = None) -> None:
+        """Run ``job``'s lifecycle in this thread, from where ``steps`` stands: with
+        ``pump``, its action's process was started and is pumped here first."""
+        if pump is not None:
+            self.pumped(job, pump.run)
+        for step in steps:
+            if step is ACTION:
+                self._act(job)
+
+    def resume(self, job: Job, steps: Iterator[Step], pump: Pump | None = None) -> None:
+        """Go on with ``job``'s lifecycle in a thread of the pool (see :meth:`_drive`):
+        the petition loop hands over a job at a step that may block."""
+        self._pool.submit(lambda: self._drive(job, steps, pump))
+
+    def _act(self, job: Job) -> None:
+        """Run the attempt's action, blocking until it returns."""
+        try:
+            self.manager.run(job.petition, lambda pid: self._register(job, pid))
+        except BaseException as e:
+            self._action_failed(job, e)
+
+    def begin(self, job: Job) -> subprocess.Popen[bytes] | None:
+        """Start the attempt's action of a :meth:`loopable` job without waiting: its
+        process, to be pumped and then handed to :meth:`pumped`; None if the action
+        already ended (it did not start, or raised)."""
+        try:
+            return self.manager.start(job.petition, lambda pid: self._register(job, pid))
+        except BaseException as e:
+            self._action_failed(job, e)
+            return None
+
+    def pumped(self, job: Job, close: Callable[[], int]) -> None:
+        """The action's process, started by :meth:`begin`, is done: ``close`` reaps it
+        and gives its exit code, the attempt's."""
+        try:
+            self.manager.end(job.petition, close())
+        except BaseException as e:
+            self._action_failed(job, e)
+
+    def _action_failed(self, job: Job, e: BaseException) -> None:
+        # Whatever an action raises fails its petition, never the thread or the
+        # service: a plugin's sys.exit() or KeyboardInterrupt (or any BaseException;
+        # none is used here to end a thread) must not pass for a success.
+        log.error("petition %s: action raised", job.id, exc_info=e)
+        job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
+        if job.code in (None, 0):
+            job.code = int(ExitCode.FAILED)
+
+    def loopable(self, job: Job) -> bool:
+        """Whether the petition loop can run ``job``: its kind starts one process to be
+        streamed to its end (``Kind.start``), on this host, with plain pipes, and no
+        hook of a plugin's manager runs around it."""
+        manager = self.manager
+        if not job.native or not isinstance(job.placed, LocalMachine):
+            return False
+        if type(manager).on_start is not Manager.on_start:
+            return False
+        if type(manager).on_finish is not Manager.on_finish:
+            return False
+        ordered = job.schedule.ordered
+        if ordered or (ordered is None and job.placed.ordered_output):
+            return False
+        return manager.startable(job.petition)
+
+    def _execute(self, job: Job) -> Iterator[Step]:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
         try:
             self._events.job_started(job)
@@ -120,7 +202,7 @@ class Runner:
         schedule = job.schedule
         attempts = 1 + schedule.retries
         while True:
-            self._attempt(job)
+            yield from self._attempt(job)
             if job.cancel_requested or (job.code in (None, 0) and not job.message):
                 break  # cancelled, or succeeded
             if job.lost is not None:
@@ -144,8 +226,10 @@ class Runner:
             # A cancel during the delay must be heard at once.
             if not job.end_attempt():
                 break
-            if delay and job.cancel_event.wait(delay):
-                break  # cancelled while waiting to retry
+            if delay:
+                yield BLOCKING
+                if job.cancel_event.wait(delay):
+                    break  # cancelled while waiting to retry
             if not job.next_attempt():
                 break
             try:
@@ -158,11 +242,11 @@ class Runner:
                 break
         if job.cancel_requested:
             # The client hears the end only once the whole tree is gone.
+            yield BLOCKING
             for stopper in list(job.stoppers):
                 stopper.join()
 
-    def _attempt(self, job: Job) -> None:
-        petition = job.petition
+    def _attempt(self, job: Job) -> Iterator[Step]:
         timeout = job.schedule.timeout
         if timeout is not None:
             self._deadlines.add(job, timeout)
@@ -175,16 +259,7 @@ class Runner:
             job.placed.limit_memory(
                 job, mem, lambda reason: self._over_memory(job, attempt, reason)
             )
-        try:
-            self.manager.run(petition, lambda pid: self._register(job, pid))
-        except BaseException as e:
-            # Whatever an action raises fails its petition, never the thread or the
-            # service: a plugin's sys.exit() or KeyboardInterrupt (or any BaseException;
-            # none is used here to end a thread) must not pass for a success.
-            log.exception("petition %s: action raised", job.id)
-            job.message = job.message or f"petition {job.id} failed: {type(e).__name__}: {e}"
-            if job.code in (None, 0):
-                job.code = int(ExitCode.FAILED)
+        yield ACTION
         if mem:
             job.placed.check_memory(job)  # the kernel's OOM kill may be why it returned
         job.action_done.set()
@@ -192,18 +267,21 @@ class Runner:
         if timeout is not None:
             self._deadlines.remove(job)
         if job.timed_out:
+            yield BLOCKING
             for stopper in list(job.stoppers):
                 stopper.join()  # what the attempt started is gone before the next one
             job.code = int(ExitCode.TIMEOUT)
             job.message = f"timed out after {timeout:g}s"
             log.info("petition %s: attempt %d timed out", job.id, job.attempt)
         elif job.over_memory is not None and not job.cancel_requested:
+            yield BLOCKING
             for stopper in list(job.stoppers):
                 stopper.join()
             job.code = int(ExitCode.MEMORY)
             job.message = job.over_memory
             log.info("petition %s: attempt %d %s", job.id, job.attempt, job.over_memory)
-        elif not job.cancel_requested:
+        elif not job.cancel_requested and job.placed.left_running(job):
+            yield BLOCKING
             self._stop_leftovers(job)
         try:
             job.placed.account(job)
