@@ -21,6 +21,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.service.procs import ProcessControl
 from orcha.service.pumping import EXIT_POLL_SECONDS, Pump, open_pidfd
 from tests.conftest import wait_for
+from tests.unit.service.harness import FakeClock
 
 #: Longest a test waits for a child to do something before it fails.
 DEADLINE = 10.0
@@ -52,16 +53,6 @@ class FakeMachine:
     def reap(self, job: Any, proc: subprocess.Popen[bytes]) -> int:
         self.reaped.append(proc.pid)
         return proc.wait()
-
-
-class FakeClock:
-    """Monotonic time that moves only when the test says."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeQueue:
@@ -199,10 +190,10 @@ def test_a_grandchild_holding_the_pipes_ends_the_pump_after_the_drain(
         assert not pump.done and pump.due_in() == DRAIN_SECONDS
         pump.tick()
         assert not pump.done and len(pump.channels) == 2 and job.emitted == []
-        clock.now += DRAIN_SECONDS / 2
+        clock.advance(DRAIN_SECONDS / 2)
         pump.exited()  # a second look at the pidfd does not push the deadline back
         assert pump.due_in() == DRAIN_SECONDS / 2
-        clock.now += DRAIN_SECONDS / 2
+        clock.advance(DRAIN_SECONDS / 2)
         assert pump.due_in() == 0.0
         pump.tick()
         assert pump.done and not pump.channels
@@ -319,7 +310,7 @@ def test_a_drain_is_due_once_its_time_has_come_and_pipes_are_left(
         assert not pump.drain_due()  # not exited
         pump.exited()
         assert not pump.drain_due()
-        clock.now += DRAIN_SECONDS
+        clock.advance(DRAIN_SECONDS)
         assert pump.drain_due()
         pump.tick()
         assert not pump.drain_due() and pump.done  # drained: no pipe left
