@@ -20,6 +20,7 @@ petitions per second in a prototype (``/work/tools/synth3.py``; bench line 2).
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 import selectors
@@ -164,7 +165,11 @@ class PetitionLoop:
                 proc = self._runner.begin(job)
                 if proc is None:
                     continue  # it did not start: the lifecycle goes on
-                pump = Pump(job, proc, job.placed)
+                try:
+                    pump = Pump(job, proc, job.placed)
+                except Exception as e:  # its action fails; the lifecycle stops the process
+                    self._runner.pumped(job, functools.partial(_raise, e))
+                    continue
                 if pump.pidfd is None:  # no pidfd here: a thread polls for its exit
                     self._runner.resume(job, running.steps, pump)
                     return
@@ -211,7 +216,7 @@ class PetitionLoop:
             return
         pump = self._detach(running)
         pump.abandon()
-        self._runner.pumped(running.job, lambda: _raise(e))
+        self._runner.pumped(running.job, functools.partial(_raise, e))
         self._advance(running)
 
 

@@ -24,6 +24,7 @@ from orcha.kinds import Kind
 from orcha.protocol.messages import STDOUT, SubmitRequest
 from orcha.protocol.outputs import OutputQueue
 from orcha.protocol.schedule import Schedule
+from orcha.service import petition_loop
 from orcha.service.job import End, Job, Started
 from orcha.service.kinds import KindManager
 from orcha.service.machines import LocalMachine, Machine
@@ -399,6 +400,29 @@ def test_a_failure_while_pumping_fails_that_petition_and_the_loop_runs_on(
     assert read_to_end(steady)[:2] == (b"got go\n", b"")
     assert read_to_end(feeder)[2].state is State.SUCCEEDED
     assert sloppy.threads("steady") == sloppy.threads("feeder") == [LOOP]
+
+
+def test_a_process_that_cannot_be_pumped_fails_its_petition_and_is_stopped(
+    sloppy: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its pump cannot be made: the action fails, the lifecycle goes on to its end (it
+    is not left RUNNING) and stops the process, and the loop runs the next one."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Pump:
+        raise ValueError("no pump for this one")
+
+    monkeypatch.setattr(petition_loop, "Pump", refuse)
+    doomed = sloppy.job("doomed", "exec sleep 30")
+    sloppy.start(doomed)
+    _, _, end = read_to_end(doomed)
+    assert (end.state, end.code) == (State.FAILED, int(ExitCode.FAILED))
+    assert end.message == "petition doomed failed: ValueError: no pump for this one"
+    ((pid, _),) = sloppy.events.pids["doomed"]
+    assert job_stopped(doomed, pid)
+    monkeypatch.undo()
+    after = sloppy.job("after", "echo fine")
+    sloppy.start(after)
+    assert read_to_end(after)[0] == b"fine\n"
 
 
 class GateQueue(OutputQueue):
