@@ -8,15 +8,11 @@ control.
 from __future__ import annotations
 
 import math
-import os
-import selectors
 import subprocess
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import (
-    DRAIN_SECONDS,
     ENV_ATTEMPT,
     ENV_GPUS,
     ENV_PETITION_ID,
@@ -25,11 +21,10 @@ from orcha.defaults import (
 )
 from orcha.plugins.contract import Context
 from orcha.protocol.messages import STDERR, STDOUT
-from orcha.service.capture import OrderedReader, is_ordered
+from orcha.service.capture import is_ordered
 from orcha.service.environments import Environment
 from orcha.service.machines import LocalMachine
-from orcha.service.procs import exit_code_of
-from orcha.service.pumping import EXIT_POLL_SECONDS, Pump, open_pidfd
+from orcha.service.pumping import Pump, pump_ordered
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
 
@@ -153,46 +148,9 @@ class ServiceContext:
         pipes are closed, or :data:`~orcha.defaults.DRAIN_SECONDS` after it exited (a
         process it left running may hold them open: that one is stopped once the action
         returns); return its exit code (128+N if a signal N killed it)."""
-        if not is_ordered(proc):
-            return Pump(self._job, proc, self._machine).run()
-        # Ordered capture (--ordered): sockets read in rounds, merged by kernel stamps.
-        pidfd = None if getattr(proc, "remote", False) else open_pidfd(proc.pid)
-        pipes = 0
-        drain_until: float | None = None
-        ordered = OrderedReader()
-        with selectors.DefaultSelector() as sel:
-            for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
-                if pipe is not None:
-                    sel.register(pipe, selectors.EVENT_READ, tag)
-                    pipes += 1
-            if pidfd is not None:
-                sel.register(pidfd, selectors.EVENT_READ, None)  # readable once it exits
-            while pipes:
-                if drain_until is not None:
-                    timeout: float | None = max(0.0, drain_until - time.monotonic())
-                else:
-                    timeout = None if pidfd is not None else EXIT_POLL_SECONDS
-                due = ordered.due_in()
-                if due is not None:
-                    timeout = due if timeout is None else min(timeout, due)
-                for key, _ in sel.select(timeout):
-                    if key.data is None:  # the pidfd: the process has exited
-                        sel.unregister(key.fd)
-                        drain_until = time.monotonic() + DRAIN_SECONDS
-                pipes -= ordered.round(sel, self._job.emit)
-                if drain_until is None and pidfd is None and proc.poll() is not None:
-                    drain_until = time.monotonic() + DRAIN_SECONDS
-                if drain_until is not None and time.monotonic() >= drain_until:
-                    # All it wrote before it exited is in the sockets by now: take that.
-                    ordered.round(sel, self._job.emit, final=True)
-                    break
-        if pidfd is not None:
-            os.close(pidfd)
-        ordered.close()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        return exit_code_of(self._machine.reap(self._job, proc))  # accounted for
+        if is_ordered(proc):
+            return pump_ordered(self._job, proc, self._machine)
+        return Pump(self._job, proc, self._machine).run()
 
     def submit(
         self,

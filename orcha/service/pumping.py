@@ -12,8 +12,8 @@ It is driven in one of two ways, with the same rules:
 The rules: every byte the process wrote is emitted, until it has exited and its pipes
 are closed, or :data:`~orcha.defaults.DRAIN_SECONDS` after it exited (a process it left
 running may hold them open; what is in the pipes then is taken, not more). The ordered
-capture (``--ordered``: sockets, merged by kernel stamps) is read by the service
-context itself.
+capture (``--ordered``: sockets, merged by kernel stamps) is read by
+:func:`pump_ordered`, in a thread only.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from orcha.defaults import DRAIN_SECONDS, PIPE_CHUNK
 from orcha.protocol.messages import STDERR, STDOUT
-from orcha.service.capture import is_ordered
+from orcha.service.capture import OrderedReader, is_ordered
 from orcha.service.procs import exit_code_of
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Pump:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if is_ordered(proc):
-            raise ValueError("an ordered capture is read by ServiceContext.pump")
+            raise ValueError("an ordered capture is read by pump_ordered")
         self._job = job
         self._proc = proc
         self._machine = machine
@@ -185,3 +185,45 @@ class Pump:
             if pipe is not None:
                 pipe.close()
         self.channels.clear()
+
+
+def pump_ordered(job: Job, proc: subprocess.Popen[bytes], machine: Machine) -> int:
+    """What :meth:`Pump.run` does, for an ordered capture (``--ordered``: sockets read in
+    rounds, their messages merged by kernel stamps: :class:`OrderedReader`)."""
+    pidfd = None if getattr(proc, "remote", False) else open_pidfd(proc.pid)
+    pipes = 0
+    drain_until: float | None = None
+    ordered = OrderedReader()
+    with selectors.DefaultSelector() as sel:
+        for pipe, tag in ((proc.stdout, STDOUT), (proc.stderr, STDERR)):
+            if pipe is not None:
+                sel.register(pipe, selectors.EVENT_READ, tag)
+                pipes += 1
+        if pidfd is not None:
+            sel.register(pidfd, selectors.EVENT_READ, None)  # readable once it exits
+        while pipes:
+            if drain_until is not None:
+                timeout: float | None = max(0.0, drain_until - time.monotonic())
+            else:
+                timeout = None if pidfd is not None else EXIT_POLL_SECONDS
+            due = ordered.due_in()
+            if due is not None:
+                timeout = due if timeout is None else min(timeout, due)
+            for key, _ in sel.select(timeout):
+                if key.data is None:  # the pidfd: the process has exited
+                    sel.unregister(key.fd)
+                    drain_until = time.monotonic() + DRAIN_SECONDS
+            pipes -= ordered.round(sel, job.emit)
+            if drain_until is None and pidfd is None and proc.poll() is not None:
+                drain_until = time.monotonic() + DRAIN_SECONDS
+            if drain_until is not None and time.monotonic() >= drain_until:
+                # All it wrote before it exited is in the sockets by now: take that.
+                ordered.round(sel, job.emit, final=True)
+                break
+    if pidfd is not None:
+        os.close(pidfd)
+    ordered.close()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return exit_code_of(machine.reap(job, proc))  # accounted for
