@@ -42,6 +42,12 @@ if TYPE_CHECKING:
     from orcha.service.orphans import Tracker
     from orcha.service.spawner import Spawner
 
+#: How many of the processes being stopped _wait_gone watches through pidfds (each a
+#: descriptor while it waits); the rest, and all of them between wake-ups, are polled.
+WAIT_PIDFDS = 256
+#: Seconds between two looks at whether stopped processes are gone.
+WAIT_POLL_SECONDS = 0.02
+
 log = logging.getLogger("orcha.service.procs")
 
 _NO_LOCK = contextlib.nullcontext()
@@ -418,14 +424,43 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
     Not psutil.wait_procs: it reaps the service's own children, stealing the exit status
     their runner's ``Popen.wait()`` reports. A zombie counts as gone here; its parent reaps
-    it. (Polls, but only while a petition is being stopped.)
+    it. Woken by the processes' pidfds as each exits (the first WAIT_PIDFDS of them), and
+    looks again every WAIT_POLL_SECONDS whatever happens (only while a petition is being
+    stopped): an ``orcha cancel``, which waits for the end, hears it at once.
     """
     deadline = time.monotonic() + timeout
     alive = [p for p in procs if _alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [p for p in alive if _alive(p)]
+    if not alive:
+        return alive
+    import select
+
+    poller = select.poll()
+    fds: list[int] = []
+    try:
+        for proc in alive[:WAIT_PIDFDS]:
+            fd = open_pidfd(proc.pid)
+            if fd is not None:
+                fds.append(fd)
+                poller.register(fd, select.POLLIN)
+        while alive:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, _ in poller.poll(min(left, WAIT_POLL_SECONDS) * 1000):
+                poller.unregister(fd)  # readable for good once its process exited
+            alive = [p for p in alive if _alive(p)]
+    finally:
+        for fd in fds:
+            os.close(fd)
     return alive
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A descriptor readable once process ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _alive(proc: psutil.Process) -> bool:

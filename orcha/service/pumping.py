@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from orcha.defaults import DRAIN_SECONDS, PIPE_CHUNK
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.service.capture import OrderedReader, is_ordered
-from orcha.service.procs import exit_code_of
+from orcha.service.procs import exit_code_of, open_pidfd
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -36,14 +36,6 @@ if TYPE_CHECKING:
 
 #: Seconds between two looks at whether a process has exited, where pidfds are missing.
 EXIT_POLL_SECONDS = 0.05
-
-
-def open_pidfd(pid: int) -> int | None:
-    """A descriptor readable once process ``pid`` exits (Linux 5.3+), or None."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
 
 
 class Pump:

@@ -18,8 +18,8 @@ import pytest
 from orcha.defaults import DRAIN_SECONDS
 from orcha.protocol.messages import STDERR, STDOUT
 from orcha.protocol.outputs import DISCARD
-from orcha.service.procs import ProcessControl
-from orcha.service.pumping import EXIT_POLL_SECONDS, Pump, open_pidfd
+from orcha.service.procs import ProcessControl, open_pidfd
+from orcha.service.pumping import EXIT_POLL_SECONDS, Pump
 from tests.conftest import wait_for
 from tests.unit.service.harness import FakeClock
 
