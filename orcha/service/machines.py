@@ -366,10 +366,19 @@ class LocalMachine(Machine):
         stdin: bool = False,
         ordered: bool | None = None,
     ) -> subprocess.Popen[bytes]:
-        ordered = self.ordered_output if ordered is None else ordered
         return self.procs.spawn(
-            argv, cwd=cwd, env=env, pipe_size=pipe_size, stdin=stdin, ordered=ordered
+            argv,
+            cwd=cwd,
+            env=env,
+            pipe_size=pipe_size,
+            stdin=stdin,
+            ordered=self.captures_ordered(ordered),
         )
+
+    def captures_ordered(self, ordered: bool | None) -> bool:
+        """Whether a petition asking ``ordered`` (None: it did not say) is captured
+        ordered here."""
+        return self.ordered_output if ordered is None else ordered
 
     def adopt(self, job: Job, pid: int) -> None:
         with job.lock:

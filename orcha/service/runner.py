@@ -180,8 +180,7 @@ class Runner:
             return False
         if type(manager).on_finish is not Manager.on_finish:
             return False
-        ordered = job.schedule.ordered
-        if ordered or (ordered is None and job.placed.ordered_output):
+        if job.placed.captures_ordered(job.schedule.ordered):
             return False
         return manager.startable(job.petition)
 
