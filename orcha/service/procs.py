@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -432,8 +433,6 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     alive = [p for p in procs if _alive(p)]
     if not alive:
         return alive
-    import select
-
     poller = select.poll()
     fds: list[int] = []
     try:
