@@ -158,18 +158,12 @@ class Pump:
     def close(self) -> int:
         """Close the pidfd and the pipes, reap the process (accounting for what it used)
         and return its exit code (128+N if a signal N killed it)."""
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-            self._drain_until = self._drain_until or self._clock()
-        for pipe in (self._proc.stdout, self._proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        self.abandon()
         return exit_code_of(self._machine.reap(self._job, self._proc))
 
     def abandon(self) -> None:
         """Close the pidfd and the pipes without waiting for the process (pumping it
-        failed: the lifecycle stops what is left of it)."""
+        failed: the lifecycle stops what is left of it; or :meth:`close` reaps it)."""
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
