@@ -165,8 +165,10 @@ def _imports(lab: Lab, env: dict[str, str]) -> Row:
 
 def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
     """2: an array of N ``true`` then ``orcha wait`` on it against N ``tsp true`` then
-    ``tsp -w`` through ``tsp -S 2`` (rates); the service's CPU per petition; N separate
-    ``orcha run --detach`` calls interleaved with N ``python -c pass`` (report only)."""
+    ``tsp -w`` through ``tsp -S 2`` (rates), and against N ``subprocess.run(["true"])``
+    in a Python loop (report only: what running ``true`` one at a time costs here); the
+    service's CPU per petition; N separate ``orcha run --detach`` calls interleaved with
+    N ``python -c pass`` (report only)."""
     n = scale.petitions
     env = lab.env("petitions")
     service = lab.serve("petitions", "--max-running", "2", env=env)
@@ -197,6 +199,15 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
             return rate(n, took)
 
         steps["tsp"] = tsp_batch
+
+    def python_loop(r: int) -> float:
+        # The reference of what running `true` costs here: Python alone, one at a time.
+        start = time.perf_counter()
+        for _ in range(n):
+            subprocess.run(["true"], env=env, stdin=subprocess.DEVNULL, capture_output=True)
+        return rate(n, time.perf_counter() - start)
+
+    steps["python"] = python_loop
     got = interleave(scale.heavy, steps)
     what = f"{n:,} petitions: --array + wait, rate"
     orcha_rate = summarize(got["orcha"])
@@ -223,6 +234,18 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
                 note="tsp is not installed: no peer",
             )
         )
+    emit(
+        compare_row(
+            "2",
+            "  the array vs subprocess.run(true), serial",
+            orcha_rate,
+            "/s",
+            "python",
+            summarize(got["python"]),
+            kind="ratio",
+            limit=None,
+        )
+    )
     emit(
         compare_row(
             "2",
