@@ -15,6 +15,8 @@ import select
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -95,11 +97,20 @@ def serve_with_few_threads(env: Env, nproc: int, *args: str) -> Service:
     if shutil.which("prlimit") is None or shutil.which("setpriv") is None:
         pytest.skip("prlimit(1) and setpriv(1) are needed to limit threads as root")
     nobody = pwd.getpwnam("nobody")
+    uid, gid = nobody.pw_uid, nobody.pw_gid
+    as_nobody = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    probe = subprocess.run(
+        [*as_nobody, sys.executable, "-c", "import orcha"], capture_output=True, timeout=30
+    )
+    if probe.returncode != 0:
+        # A checkout in a folder only root may enter (mktemp -d makes one, mode 0700):
+        # the service could not even import orcha as nobody.
+        why = (probe.stderr.decode().strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"nobody cannot import orcha from here: {why}")
     for path in [env.root, *env.root.rglob("*")]:
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        os.chown(path, uid, gid)
     service = Service(env, list(args), {}, ("serve",))
-    service.prefix = ("prlimit", f"--nproc={nproc}", "setpriv", f"--reuid={nobody.pw_uid}",
-                      f"--regid={nobody.pw_gid}", "--clear-groups")  # fmt: skip
+    service.prefix = ("prlimit", f"--nproc={nproc}", *as_nobody)
     env.services.append(service)
     service.start()
     env.vars["ORCHA_KEY"] = (env.state / "key").read_text().strip()
