@@ -6,11 +6,12 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness import Lab, Timed, interleave, script_python, tool, tsp_server
-from stats import ERROR, FAIL, PASS, Row, compare_row, rate, summarize
+from stats import ERROR, FAIL, PASS, Row, compare_row, fmt, rate, ratio, summarize
 
 Emit = Callable[[Row], None]
 
@@ -211,6 +212,18 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
         return rate(n, time.perf_counter() - start)
 
     steps["python"] = python_loop
+    xargs = shutil.which("xargs")
+    if xargs:
+        numbers = lab.root / "petitions-numbers"
+        numbers.write_text("".join(f"{i}\n" for i in range(n)))
+
+        def xargs_pool(r: int) -> float:
+            # The machine's ceiling for N `true`, two at a time: C, no queue, no records.
+            with numbers.open("rb") as lines:
+                t = lab.run([xargs, "-P", "2", "-n", "1", "true"], env, stdin=lines)
+            return rate(n, t.wall)
+
+        steps["xargs"] = xargs_pool
     got = interleave(scale.heavy, steps)
     what = f"{n:,} petitions: --array + wait, rate"
     orcha_rate = summarize(got["orcha"])
@@ -249,6 +262,24 @@ def petitions(lab: Lab, scale: Any, emit: Emit) -> None:
             limit=None,
         )
     )
+    if xargs:
+        ceiling = summarize(got["xargs"])
+        row = compare_row(
+            "2",
+            "  the array vs xargs -P 2 true (C, no queue)",
+            orcha_rate,
+            "/s",
+            "xargs",
+            ceiling,
+            kind="ratio",
+            limit=None,
+        )
+        if tsp:
+            # What target 2 asks, as a share of that ceiling: 2x tsp / xargs.
+            tsp_share = ratio(summarize(got["tsp"]).median, ceiling.median)
+            note = f"tsp at {fmt(tsp_share, 'x')} of it: 2x tsp is {fmt(2 * tsp_share, 'x')}"
+            row = replace(row, note=note)
+        emit(row)
     emit(
         compare_row(
             "2",
