@@ -99,20 +99,33 @@ def read_proc_table() -> dict[int, ProcInfo]:
     return table
 
 
-def read_token(pid: int) -> str | None:
-    """The petition token in process ``pid``'s environment, or None."""
-    key = f"\0{ENV_PETITION_TOKEN}=".encode()
+def read_environ(pid: int) -> bytes | None:
+    """Process ``pid``'s environment as the kernel gives it (NUL-separated), or None if
+    it cannot be read. It reads empty for a kernel thread, a zombie, a process with an
+    empty environment, and one caught in ``exec`` before its new environment is set up."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = b"\0" + f.read()
+            return f.read()
     except OSError:
         return None
+
+
+def token_in(environ: bytes) -> str | None:
+    """The petition token in an environment read by :func:`read_environ`, or None."""
+    key = f"\0{ENV_PETITION_TOKEN}=".encode()
+    environ = b"\0" + environ
     start = environ.find(key)
     if start < 0:
         return None
     start += len(key)
     end = environ.find(b"\0", start)
     return environ[start : end if end >= 0 else None].decode(errors="replace")
+
+
+def read_token(pid: int) -> str | None:
+    """The petition token in process ``pid``'s environment, or None."""
+    environ = read_environ(pid)
+    return None if environ is None else token_in(environ)
 
 
 def reap(pid: int) -> None:

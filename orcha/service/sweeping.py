@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from orcha.service.proc_table import list_pids, read_token
+from orcha.service.proc_table import list_pids, read_environ, token_in
 
 if TYPE_CHECKING:
     from orcha.service.cgroups import Cgroups
@@ -85,19 +85,41 @@ class Sweeper:
                 log.exception("sweeping leftover processes failed")
 
 
+#: Seconds before the environments that read empty are read again: a process caught in
+#: ``exec`` reads empty until the kernel has set up its new one (microseconds, unless it
+#: is preempted there), and a leftover seen only then would be missed.
+REREAD_SECONDS = 0.001
+
+
 def tokens_in_proc(pids: Iterable[int] | None = None) -> dict[str, list[int]]:
     """Every petition token found in the environment of a process (of ``pids``; None:
-    of every process), with the PIDs carrying it.
+    of every process), with the PIDs carrying it. Environments that read empty are read
+    once more, REREAD_SECONDS later.
 
     Reads /proc directly (a tenth of psutil's cost). Processes of other users are
     unreadable and skipped.
     """
     me = os.getpid()
     found: dict[str, list[int]] = {}
-    for pid in list_pids() if pids is None else pids:
-        token = read_token(pid) if pid != me else None
+    empty: list[int] = []
+
+    def look(pid: int) -> None:
+        environ = read_environ(pid)
+        if environ == b"":
+            empty.append(pid)
+            return
+        token = None if environ is None else token_in(environ)
         if token is not None:
             found.setdefault(token, []).append(pid)
+
+    for pid in list_pids() if pids is None else pids:
+        if pid != me:
+            look(pid)
+    if empty:
+        again, empty = empty, []
+        time.sleep(REREAD_SECONDS)
+        for pid in again:
+            look(pid)
     return found
 
 

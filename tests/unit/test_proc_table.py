@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 
+from orcha.defaults import ENV_PETITION_TOKEN
 from orcha.service import proc_table
 from orcha.service.proc_table import read_proc_table, start_ticks
+from tests.conftest import wait_for
 
 
 def test_the_real_process_table_has_this_process() -> None:
@@ -58,3 +60,25 @@ def test_the_last_pid_handed_out_is_at_least_a_new_processs() -> None:
     assert last is not None and 0 < last < proc_table.read_pid_max()
     # Handed out since: the new process's, or (PIDs wrapped) one below it.
     assert last >= proc.pid or last < 1000
+
+
+def test_the_token_is_the_whole_value_of_its_own_variable_only() -> None:
+    key = f"{ENV_PETITION_TOKEN}="
+    assert proc_table.token_in(f"{key}t1\0A=1\0".encode()) == "t1"
+    assert proc_table.token_in(f"A=1\0{key}t2".encode()) == "t2"  # last, no NUL after
+    assert proc_table.token_in(f"X{key}t3\0A={key}t4\0".encode()) is None
+    assert proc_table.token_in(b"") is None
+
+
+def test_an_environment_is_read_as_the_kernel_gives_it() -> None:
+    env = {"A": "1", ENV_PETITION_TOKEN: "t5"}
+    proc = subprocess.Popen([sys.executable, "-c", "input()"], env=env, stdin=subprocess.PIPE)
+    try:
+        expected = f"A=1\0{ENV_PETITION_TOKEN}=t5\0".encode()
+        # Popen returns a moment before the kernel sets the new environment up.
+        assert wait_for(lambda: proc_table.read_environ(proc.pid) == expected)
+        assert proc_table.read_token(proc.pid) == "t5"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc_table.read_environ(proc.pid) is None  # reaped: no such process

@@ -34,6 +34,28 @@ def test_the_token_search_reads_the_processes_it_is_given_or_every_one() -> None
         proc.wait()
 
 
+def test_an_environment_read_empty_is_read_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 11 is caught in exec (empty, then its environment); 12 stays empty (a kernel
+    # thread, a zombie); 13 cannot be read; 14 carries another token.
+    token = f"{ENV_PETITION_TOKEN}=".encode()
+    reads: dict[int, list[bytes | None]] = {
+        11: [b"", b"A=1\0" + token + b"tok-exec\0"],
+        12: [b"", b""],
+        13: [None],
+        14: [token + b"tok-other"],
+    }
+    seen: list[int] = []
+
+    def read_environ(pid: int) -> bytes | None:
+        seen.append(pid)
+        return reads[pid].pop(0)
+
+    monkeypatch.setattr(sweeping, "read_environ", read_environ)
+    monkeypatch.setattr(sweeping, "REREAD_SECONDS", 0.0)
+    assert tokens_in_proc([11, 12, 13, 14]) == {"tok-exec": [11], "tok-other": [14]}
+    assert seen == [11, 12, 13, 14, 11, 12]  # each empty one read twice, no more
+
+
 class Procs:
     """The sweeper's side of ProcessControl: when petitions started, what started since."""
 
