@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from orcha.cli.build import Refused
 from orcha.cli.options import global_options, globals_of
 
 #: The core commands: name -> (module, attribute). Each module is imported when one of
@@ -140,17 +141,22 @@ def cli(ctx: click.Context) -> None:
     globals_of(ctx)
 
 
-def bad_value(error: click.BadParameter) -> str:
-    """One line for a value the user gave and click refused (``--priority 10**30``): what
-    is wrong and where the help is; not the usage block, which says nothing more."""
+def bad_value(error: click.BadParameter | Refused) -> str:
+    """One line for a value the user gave and click refused (``--priority 10**30``), or
+    that orcha refused (:class:`~orcha.cli.build.Refused`): what is wrong and where the
+    help is; not the usage block, which says nothing more."""
     path = error.ctx.command_path if error.ctx is not None else "orcha"
     text = " ".join(error.format_message().split())
     text = text[:1].lower() + text[1:]
     # click's range and type words, said plainly ("between A and B", "an integer").
     text = re.sub(r"is not in the range (\S+)<=x<=(\S+?)\.?$", r"is not between \1 and \2", text)
+    text = re.sub(r"is not in the range x>=(\S+?)\.?$", r"is less than \1", text)
+    text = re.sub(r"is not in the range x<=(\S+?)\.?$", r"is more than \1", text)
     text = text.replace("valid integer range", "valid integer")
     text = text.replace("valid float range", "valid number")
-    return f"{path}: {text.rstrip('.')} (see '{path} --help')"
+    text = text.rstrip(".")
+    # A message that already says where to look needs no pointer to the help.
+    return f"{path}: {text}" if "see '" in text else f"{path}: {text} (see '{path} --help')"
 
 
 def run(args: list[str]) -> int:
@@ -162,6 +168,9 @@ def run(args: list[str]) -> int:
         rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)
     except click.exceptions.Abort:
         return report(KeyboardInterrupt(), args)
+    except Refused as e:
+        click.echo(bad_value(e), err=True)
+        return e.exit_code
     except click.BadParameter as e:
         if isinstance(e, click.MissingParameter):
             e.show()  # what is missing is best shown with the usage line

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from orcha.cli.build import Refused
 from orcha.errors import ExitCode
 
 #: How many failed members a summary line names before it says "...".
@@ -30,12 +31,12 @@ def members_of(
     from orcha.protocol.arrays import parse_lines, parse_spec
 
     if spec is not None and each is not None:
-        raise click.UsageError("give --array or --each, not both")
+        raise Refused("give --array or --each, not both")
     try:
         if spec is not None:
             indices, limit = parse_spec(spec)
             if limit is not None and at_once is not None and limit != at_once:
-                raise click.UsageError(f"--array {spec} and --at-once {at_once} disagree")
+                raise Refused(f"--array {spec} and --at-once {at_once} disagree")
             return [(i, None) for i in indices], limit if limit is not None else at_once
         assert each is not None
         return parse_lines(_read(each)), at_once
@@ -47,7 +48,7 @@ def members_of(
 def _read(path: str) -> str:
     if path == "-":
         if sys.stdin.isatty():
-            raise click.UsageError("--each -: pipe the lines in (e.g. 'ls *.gz | orcha run ...')")
+            raise Refused("--each -: pipe the lines in (e.g. 'ls *.gz | orcha run ...')")
         return sys.stdin.read()
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
@@ -82,7 +83,7 @@ def run_array(
     try:
         schedule = Schedule.from_wire(options.schedule)
     except ValueError as e:
-        raise click.UsageError(str(e)) from e
+        raise Refused(str(e)) from e
     environment = dict(os.environ)
     environment.update(options.env)
     from orcha.client.requests import host_name, user_name

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from orcha.cli import bulk
-from orcha.cli.build import click_option
+from orcha.cli.build import Refused, click_option
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
@@ -83,7 +83,7 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
     from now."""
     changes = dict(chosen(ctx).schedule)
     if priority is None and not changes:
-        raise click.UsageError("nothing to change: give --priority or other requests")
+        raise Refused("nothing to change: give --priority or other requests")
     with client(ctx) as service:
         now = service.edit(petition_id, priority=priority, **changes)
     if as_json:
@@ -147,9 +147,9 @@ def restart(
     if not ids:
         group = changes.pop("group", None)
         if not (failed or group):
-            raise click.UsageError("name the petitions to restart, or use --failed or --group")
+            raise Refused("name the petitions to restart, or use --failed or --group")
     if follow and len(ids) != 1:
-        raise click.UsageError("--follow needs exactly one ID")
+        raise Refused("--follow needs exactly one ID")
     with client(ctx) as service:
         answer = service.restart(ids, failed=failed, group=group, priority=priority, **changes)
     results = answer["results"]

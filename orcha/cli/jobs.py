@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from orcha.cli import bulk, status_text, status_view
+from orcha.cli.build import Refused
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
@@ -118,9 +119,9 @@ def cancel(
     """
     selects = bool(groups or states or everything)
     if not (ids or selects):
-        raise click.UsageError("say what to cancel: IDs, --group, --state or --all")
+        raise Refused("say what to cancel: IDs, --group, --state or --all")
     if sig is not None and force:
-        raise click.UsageError("--force goes with cancelling, not with --signal")
+        raise Refused("--force goes with cancelling, not with --signal")
     if sig is not None and selects and not states:
         states = ("RUNNING",)  # a signal goes to running trees: queued ones are not named
     with client(ctx) as service:
@@ -210,7 +211,7 @@ def wait(
     "3 of 100 failed"), or with --status success; 124 if --timeout passed first.
     """
     if not (ids or groups or everything):
-        raise click.UsageError("say what to wait for: IDs, --group or --all")
+        raise Refused("say what to wait for: IDs, --group or --all")
     seconds = None
     if timeout is not None:
         try:

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from orcha.cli.build import Refused
+
 
 def attach(
     kind: str,
@@ -53,12 +55,10 @@ def attach(
     try:
         schedule = Schedule.from_wire(options.schedule)
     except ValueError as e:
-        raise click.UsageError(str(e)) from e
+        raise Refused(str(e)) from e
     as_json = bool(ctx.params.get("as_json"))
     if as_json and not detach:
-        raise click.UsageError(
-            "--json goes with --detach (attached, stdout is the petition's own output)"
-        )
+        raise Refused("--json goes with --detach (attached, stdout is the petition's own output)")
     settings = settings_from(ctx)
     report(settings)
     return run_in_foreground(
@@ -79,5 +79,5 @@ def _checked(ctx: click.Context, kind_name: str, params: dict[str, Any]) -> dict
             try:
                 return dict(kind.check(dict(params)))
             except InvalidPetitionError as e:
-                raise click.UsageError(e.message) from None
+                raise Refused(e.message) from None
     return params

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from orcha.cli.build import click_option
+from orcha.cli.build import Refused, click_option
 from orcha.cli.grammar import (
     FLAG,
     PETITION_OPTIONS,
@@ -144,7 +144,7 @@ def petition_id(values: dict[str, Any]) -> str | None:
     try:
         return petition_id_of(values)
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        raise Refused(str(e)) from None
 
 
 def submission(spec: Command, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -152,4 +152,4 @@ def submission(spec: Command, values: dict[str, Any]) -> tuple[str, dict[str, An
     try:
         return spec.submission(values)
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        raise Refused(str(e)) from None

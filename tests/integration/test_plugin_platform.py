@@ -275,8 +275,9 @@ def test_a_plugin_command_refuses_parameters_against_the_schema(
     out, err = orcha(penv, "orchatest-greet", petition_id, "world", *args, code=USAGE)
     assert out == ""
     assert (
-        f"Error: invalid parameters for kind 'greet': {problem}; see 'orcha describe greet'\n"
-    ) in err, err
+        f"orcha orchatest-greet: invalid parameters for kind 'greet': {problem}; "
+        "see 'orcha describe greet'\n"
+    ) == err, err
     # Nothing was sent: the service never heard of it.
     status = json.loads(orcha(penv, "status", "--json", petition_id, code=209)[0])
     assert status == {"petitions": [], "missing": [petition_id], "hidden": 0}

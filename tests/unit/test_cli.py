@@ -60,8 +60,35 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
     assert run(["send", "x", "--priority", "abc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'abc' is not a valid integer" in err, err
+    assert run(["send", "x", "--counter", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "orcha send: invalid value for '--counter': -1 is less than 0 (see 'orcha send --help')\n"
+    )
     assert run(["run"]) == 2
     assert "Usage: orcha run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["run", "we ird", "--", "true"],
+         "orcha run: the petition ID 'we ird' has whitespace or control characters"),
+        (["run", "--array", "1-3", "--each", "f", "x", "--", "true"],
+         "orcha run: give --array or --each, not both"),
+        (["cancel"], "orcha cancel: say what to cancel: IDs, --group, --state or --all"),
+        (["restart"], "orcha restart: name the petitions to restart, or use --failed or --group"),
+        (["edit", "x"], "orcha edit: nothing to change: give --priority or other requests"),
+    ],
+)  # fmt: skip
+def test_what_orcha_refuses_of_the_values_given_is_one_line_too(
+    capsys: pytest.CaptureFixture[str], args: list[str], line: str
+) -> None:
+    """Nothing is sent: these are refused before the client connects (no service runs)."""
+    from orcha.cli.app import run
+
+    assert run(args) == 2
+    command = args[0]
+    assert capsys.readouterr().err == f"{line} (see 'orcha {command} --help')\n"
 
 
 def test_a_click_command_whose_reader_is_gone_exits_as_sigpipe_would() -> None:
