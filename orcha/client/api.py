@@ -258,8 +258,8 @@ class Client:
         everything: bool = False,
         signal: int | None = None,
     ) -> dict[str, str]:
-        """Cancel petitions (``ids``; an array's name: its members), and the queued or
-        running ones of ``groups`` in ``states`` (QUEUED, RUNNING), or ``everything``;
+        """Cancel petitions (``ids``; an array's name: its members not ended yet), the
+        queued or running ones of ``groups`` in ``states`` (QUEUED, RUNNING), or all;
         with ``signal`` (a number), send it to their running trees instead: for each
         ID, ``"cancelled"`` (``"signalled"``) or why it was not."""
         results: dict[str, str] = self._call(

@@ -157,9 +157,9 @@ class StatusRequest(Request):
 
 
 class CancelRequest(Request):
-    """``cancel``: petitions named by ``ids`` (an array's name: its members) and the
-    queued or running ones the filters select (``groups``, ``states``: QUEUED and/or
-    RUNNING, each narrowing the other; ``all``: every one), saying what happened to
+    """``cancel``: petitions named by ``ids`` (an array's name: its members not ended)
+    and the queued or running ones the filters select (``groups``, ``states``: QUEUED
+    and/or RUNNING, each narrowing the other; ``all``: every one), saying what happened to
     each (``orcha cancel ID... [--force]``); with ``signal``, that signal is sent to
     the running trees instead (``orcha cancel --signal USR1``). Or one ``id`` (an
     attached client's Ctrl+C, or the original API's ``finish``)."""

@@ -82,10 +82,15 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     results: dict[str, str] = {}
     jobs: list[Job] = []
     given: dict[Job, str] = {}  # a job named on the command line: the reference used
-    order = arrays.expand(service, request.ids)[0]  # an array: its members
+    # An array's name stands for its members still queued or running: the ended ones
+    # are left out quietly (as 'scancel' of a job array, and as 'orcha pause' does).
+    order, named = arrays.expand(service, request.ids)
+    members = {member for of in named.values() for member in of}
     for petition_id in order:
         found = resolve(petition_id, service.scheduler, service.store)
         job = found[-1].job if found else None
+        if job is None and petition_id in members and petition_id not in request.ids:
+            continue
         if job is None:
             record = found[-1].record if found else None
             results[petition_id] = (
@@ -95,6 +100,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
             continue
         jobs.append(job)
         given.setdefault(job, petition_id)
+    for name, of in named.items():
+        if not any(job.id in of for job in jobs):
+            results[name] = f"array {name!r} has no queued or running petition"
     if request.selects:
         scheduler = service.scheduler  # what the filters select is built, not the rest
         jobs += [scheduler.job(j) for j in bulk.selected(scheduler.views(), request.groups,
@@ -119,7 +127,8 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     for job in stopping:
         job.wait_released(max(0.0, deadline - time.monotonic()))
     # In the order the IDs were given, then what the filters selected.
-    return {"results": {**{i: results[i] for i in order if i in results}, **results}}
+    shown = [*request.ids, *order]
+    return {"results": {**{i: results[i] for i in shown if i in results}, **results}}
 
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:

@@ -119,15 +119,38 @@ def test_array_names_stand_for_their_members(tmp_path: Path) -> None:
         assert cancelled == {"arr_1": "cancelled", "arr_2": "cancelled", "arr_3": "cancelled"}
         for member in ("arr_1", "arr_2", "arr_3"):
             waiter.expect(event="ended", id=member)
-        # Its members have all ended: nothing of it is left to pause.
-        assert h.call("pause", ids=["arr"])["results"] == {
-            "arr": "array 'arr' has no queued or running petition"
-        }
+        # Its members have all ended: nothing of it is left to pause or cancel.
+        for verb in ("pause", "cancel"):
+            assert h.call(verb, ids=["arr"])["results"] == {
+                "arr": "array 'arr' has no queued or running petition"
+            }
         # A newer petition with the array's very name wins over the array.
         h.gates.open("first")
         h.wait_ended("first")
         h.submit("arr")
         assert [p["id"] for p in h.call("status", ids=["arr"])["petitions"]] == ["arr"]
+    finally:
+        h.close()
+
+
+def test_cancelling_an_array_leaves_its_ended_members_out_quietly(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        _array(h, "arr", [1, 2, 3])
+        h.gates.wait_started("arr_1")
+        h.gates.open("arr_1")
+        h.wait_ended("arr_1")
+        h.gates.wait_started("arr_2")
+        cancelled = h.call("cancel", ids=["arr"])["results"]
+        assert cancelled == {"arr_2": "cancelled", "arr_3": "cancelled"}
+        states = {m["id"]: m["state"] for m in h.call("status", ids=["arr"])["petitions"]}
+        assert states == {"arr_1": "SUCCEEDED", "arr_2": "CANCELLED", "arr_3": "CANCELLED"}
+        # A member named on its own is still said to have ended.
+        again = h.call("cancel", ids=["arr_1", "arr"])["results"]
+        assert again == {
+            "arr_1": "petition 'arr_1' has already ended (SUCCEEDED)",
+            "arr": "array 'arr' has no queued or running petition",
+        }
     finally:
         h.close()
 
