@@ -155,9 +155,14 @@ def restart(
     results = answer["results"]
     if not results and not as_json:
         click.echo("orcha: no failed petition to restart", err=True)
-    code = _report(results, "restarted", as_json, answer)
+    # A petition the service numbered is numbered again: say the new run's number.
+    done = [i for i, r in results.items() if r == "restarted"]
+    new_ids = {i: new["id"] for i, new in zip(done, answer["restarted"], strict=False)}
+    shown = {(i if new_ids.get(i, i) == i else f"{i} as {new_ids[i]}"): r
+             for i, r in results.items()}  # fmt: skip
+    code = _report(shown, "restarted", as_json, answer)
     if follow:
-        return int(ctx.invoke(_follow_command(), ids=ids))
+        return int(ctx.invoke(_follow_command(), ids=(new_ids.get(ids[0], ids[0]),)))
     return code
 
 

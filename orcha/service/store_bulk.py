@@ -1,8 +1,8 @@
 """Records in bulk: the members of an array (``run --array``, ``run --each``) added in
 one transaction and found again by the array's name; ended records removed by selection
-(``clean``); the live records (a restart's, in chunks), the default status view and
-listings in pages, read through indexes. Mixed into :class:`~orcha.service.store.Store`,
-whose connections it uses."""
+(``clean``); the records run again (``restart --failed``); the live records (a
+restart's, in chunks), the default status view and listings in pages, read through
+indexes. Mixed into :class:`~orcha.service.store.Store`, whose connections it uses."""
 
 from __future__ import annotations
 
@@ -367,6 +367,16 @@ class BulkRecords:
         if not rows:
             return None
         return max(r[0] for r in rows), [r[1] for r in rows]
+
+    def restarted(self) -> set[int]:
+        """The numbers of the records that were run again (``orcha restart``): the
+        ``restart_of`` of every record."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT DISTINCT restart_of FROM petitions WHERE restart_of IS NOT NULL"
+            ).fetchall()
+        )
+        return {seq for (seq,) in rows}
 
     def array_names(self) -> set[str]:
         """The name of every array recorded."""

@@ -128,6 +128,18 @@ def test_restart_runs_ended_petitions_again_as_new_records(
     client.cancel(live)
 
 
+def test_a_numbered_petition_restarts_as_a_new_number_and_follow_streams_that(
+    env: Env, client: Client
+) -> None:
+    out, _ = orcha(env, "run", "--detach", "--", "sh", "-c", "echo n; exit 3")
+    first = out.strip()
+    assert first.isdigit() and ended(client, first) == {first: "FAILED"}
+    out, err = orcha(env, "restart", first, "--follow", code=3)
+    (new,) = [r for r in client.status([]) if r.get("restart_of") == int(first)]
+    assert new["id"] == str(new["seq"]) != first
+    assert (out, err) == ("n\n", f"orcha: restarted {first} as {new['id']}\n")
+
+
 def test_a_cpu_only_petition_passes_one_that_waits_for_the_gpu(
     env: Env, client: Client, tmp_path: Path
 ) -> None:

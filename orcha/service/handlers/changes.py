@@ -167,7 +167,8 @@ _FAILED = (str(State.FAILED), str(State.INTERRUPTED))
 
 def _chosen(service: Service, request: RestartRequest) -> list[str]:
     """The IDs to restart: those given, or the failed ones (of a group), whose newest
-    record failed."""
+    record failed and was not run again already (a record the service numbered is the
+    only one of its ID: its restarts are numbered anew, linked by ``restart_of``)."""
     if request.ids:
         return list(dict.fromkeys(request.ids))
     store = service.store
@@ -179,12 +180,18 @@ def _chosen(service: Service, request: RestartRequest) -> list[str]:
             r for r in failed if (r["schedule"] or {}).get("group", "default") == request.group
         ]
     newest = {r["id"]: r["seq"] for r in store.find([r["id"] for r in failed], (), ("seq", "id"))}
-    return list(dict.fromkeys(r["id"] for r in failed if newest.get(r["id"]) == r["seq"]))
+    again = store.restarted()
+    return list(
+        dict.fromkeys(
+            r["id"] for r in failed if newest.get(r["id"]) == r["seq"] and r["seq"] not in again
+        )
+    )
 
 
 def _restart_one(service: Service, petition_id: str, request: RestartRequest) -> dict[str, Any]:
     """Queue petition ``petition_id`` again (a new record, linked to the old); its new
     record's ``{"id", "seq", "restart_of"}``. PetitionError (one line) if it cannot."""
+    from orcha.protocol.ids import is_number
     from orcha.protocol.messages import SubmitRequest
     from orcha.protocol.schedule import Schedule
 
@@ -212,8 +219,12 @@ def _restart_one(service: Service, petition_id: str, request: RestartRequest) ->
     # restart asks again (--hold, --delay, --at).
     schedule = _changed(old.replace(hold=False, begin=None), request.changes, service.clock())
     priority = request.priority if request.priority is not None else record["priority"]
+    # The new record takes the old one's name, whatever named it ('build~1', its record
+    # number); one the service numbered (no name given) is numbered again.
+    name = record.get("id") or petition_id
+    new_id = None if is_number(name) else name
     submit = SubmitRequest(
-        record["kind"], petition_id, record["params"] or {}, priority, record["cwd"] or "/",
+        record["kind"], new_id, record["params"] or {}, priority, record["cwd"] or "/",
         record["env"] or {}, attach=False, user=record["user"] or "", host=record["host"] or "",
         schedule=schedule,
     )  # fmt: skip

@@ -200,6 +200,39 @@ def test_restart_failed_picks_the_newest_failed_records_of_a_group(h: Harness) -
     assert h.record("f2")["priority"] == -1
 
 
+def test_a_numbered_petition_is_restarted_as_a_new_number_and_once_by_failed(
+    h: Harness,
+) -> None:
+    first = h.submit(None)["id"]  # type: ignore[arg-type]  # no ID: the service numbers it
+    h.gates.wait_started(first)
+    h.run_to_end(first, code=3)
+    reply = h.call("restart", ids=[first])
+    (new,) = reply["restarted"]
+    assert reply["results"] == {first: "restarted"}
+    assert new["id"] == str(new["seq"]) and new["restart_of"] == int(first)
+    h.gates.wait_started(new["id"])
+    h.run_to_end(new["id"], code=4)
+    # Only the newest run of that lineage is picked: the first was run again already.
+    reply = h.call("restart", failed=True)
+    assert reply["results"] == {new["id"]: "restarted"}
+    assert reply["restarted"][0]["restart_of"] == new["seq"]
+
+
+def test_a_restart_by_an_older_run_s_reference_takes_the_name_again(h: Harness) -> None:
+    for code in (5, 0):
+        h.submit("nm")
+        h.gates.wait_started("nm")
+        h.run_to_end("nm", code=code)
+    old = h.call("status", ids=["nm~1"])["petitions"][0]
+    reply = h.call("restart", ids=["nm~1"])
+    assert reply["results"] == {"nm~1": "restarted"}
+    assert reply["restarted"][0] == {
+        "id": "nm",
+        "seq": reply["restarted"][0]["seq"],
+        "restart_of": old["seq"],
+    }
+
+
 def test_restart_can_hold_or_delay_the_new_run(h: Harness) -> None:
     h.submit("j")
     h.gates.wait_started("j")
