@@ -86,10 +86,10 @@ def run_array(
         raise Refused(str(e)) from e
     environment = dict(os.environ)
     environment.update(options.env)
-    from orcha.client.requests import host_name, user_name
+    from orcha.client.requests import host_name, user_name, working_directory
 
     template = SubmitRequest(
-        kind, name or "", params, priority, options.cwd or os.getcwd(), environment,
+        kind, name or "", params, priority, working_directory(options.cwd), environment,
         attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
     )  # fmt: skip
     if name:

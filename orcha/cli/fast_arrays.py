@@ -39,7 +39,7 @@ def submit_detached(
     import os
     import sys
 
-    from orcha.client.requests import host_name, user_name
+    from orcha.client.requests import host_name, user_name, working_directory
     from orcha.client.session import Session
     from orcha.protocol.arrays import ArrayRequest
     from orcha.protocol.messages import SubmitRequest
@@ -48,7 +48,7 @@ def submit_detached(
     environment.update(request.env)
     template = SubmitRequest(
         request.kind, request.petition_id or "", request.params, request.priority,
-        request.cwd or os.getcwd(), environment, attach=False, user=user_name(),
+        working_directory(request.cwd), environment, attach=False, user=user_name(),
         host=host_name(), schedule=request.schedule,
     )  # fmt: skip
     session = Session.open(settings)

@@ -13,7 +13,7 @@ import os
 
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
-from orcha.client.requests import changes_of, host_name, schedule_of, user_name
+from orcha.client.requests import changes_of, host_name, schedule_of, user_name, working_directory
 from orcha.client.session import Session
 from orcha.defaults import STATUS_PAGE, STATUS_TEXT_PAGE
 from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
@@ -182,7 +182,7 @@ class Client:
         environment = dict(os.environ)
         environment.update(env or {})
         request = SubmitRequest(
-            kind, petition_id, dict(params), priority, os.path.abspath(cwd or os.getcwd()),
+            kind, petition_id, dict(params), priority, os.path.abspath(working_directory(cwd)),
             environment, attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
         )  # fmt: skip
         if detach:

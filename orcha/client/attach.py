@@ -367,6 +367,8 @@ def run_in_foreground(
     import _socket
     import pwd
 
+    from orcha.client.requests import working_directory
+
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -376,7 +378,7 @@ def run_in_foreground(
         environment.update(env)
     forward = stdin and not detach and _piped_stdin()
     request = SubmitRequest(
-        kind, petition_id, params, priority, cwd or os.getcwd(), environment,
+        kind, petition_id, params, priority, working_directory(cwd), environment,
         attach=not detach, user=user, host=_socket.gethostname(), schedule=schedule,
         stdin=forward,
     )  # fmt: skip

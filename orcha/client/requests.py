@@ -1,11 +1,12 @@
 """What :class:`orcha.Client`'s methods send as requests: keyword requests (``cpus``,
-``mem``, ``timeout``...) as the wire's schedule fields, and who submits from where."""
+``mem``, ``timeout``...) as the wire's schedule fields, and who submits from where (and
+in which directory)."""
 
 from __future__ import annotations
 
 import os
 
-from orcha.errors import InvalidPetitionError
+from orcha.errors import ConfigError, InvalidPetitionError
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -49,6 +50,19 @@ def changes_of(requests: dict[str, Any]) -> dict[str, Any]:
         return requests_wire(requests)
     except ValueError as e:
         raise InvalidPetitionError(f"invalid request: {e}") from None
+
+
+def working_directory(cwd: str | None = None) -> str:
+    """Where a petition runs: ``cwd`` if given, else this process's working directory.
+    ConfigError (exit 2, nothing sent) if that directory has been removed."""
+    if cwd:
+        return cwd
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise ConfigError(
+            "the current directory no longer exists; cd to one that does and try again"
+        ) from None
 
 
 def user_name() -> str:

@@ -148,3 +148,33 @@ def test_a_socket_this_user_may_not_open_says_permission_denied_and_whose(
     assert env.run("status", timeout=30).returncode == 0  # it was serving all along
     assert psutil.pid_exists(service.pid)
     assert wait_for(lambda: service.proc is not None and service.proc.poll() is None, 1)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "gone", "--", "true"),
+        ("run", "gone", "--detach", "--", "true"),
+        ("run", "gone", "--detach", "--array", "1-2", "--", "true"),
+        ("send", "gone"),
+    ],
+)
+def test_a_removed_working_directory_is_one_line_and_reaches_nothing(
+    env: Env, service: Service, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    # The client starts in a directory removed under it (a shell left in a deleted build
+    # tree): os.getcwd() fails there.
+    script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", str(gone), sys.executable, "-m", "orcha", *args],
+        env=env.vars, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert result.stderr == (
+        "orcha: the current directory no longer exists; cd to one that does and try again\n"
+    )
+    status = env.run("status", "--json", "gone", timeout=30)
+    assert status.returncode == 209, status  # the service never heard of it
+    assert env.run("run", "gone", "--cwd", str(tmp_path), "--", "pwd").stdout == f"{tmp_path}\n"
