@@ -110,8 +110,9 @@ def cancel(
     everything: bool, sig: int | None, force: bool, as_json: bool,
 ) -> int:  # fmt: skip
     """Cancel queued or running petitions (their whole process trees are stopped): by
-    ID (an array's name: its members not ended yet), --group, --state or --all. It returns once the
-    running ones have ended (their IDs free again), after the grace period at most.
+    ID (an array's name: its members not ended yet), --group, --state or --all. It
+    returns once the running ones have ended (their IDs free again), after the grace
+    period at most.
 
     Exit 0 when each was cancelled (signalled); 209 if one named could not be (one
     line each: unknown, or already ended; past ten, how many more). More than ten

@@ -364,22 +364,15 @@ def run_in_foreground(
 
     Raises OrchaError subclasses (no service, wrong key, refused, lost service).
     """
-    import _socket
-    import pwd
+    from orcha.client.requests import host_name, user_name, working_directory
 
-    from orcha.client.requests import working_directory
-
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = str(os.getuid())
     environment = dict(os.environ)
     if env:
         environment.update(env)
     forward = stdin and not detach and _piped_stdin()
     request = SubmitRequest(
         kind, petition_id, params, priority, working_directory(cwd), environment,
-        attach=not detach, user=user, host=_socket.gethostname(), schedule=schedule,
+        attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
         stdin=forward,
     )  # fmt: skip
     session = Session.open(settings)

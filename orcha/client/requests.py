@@ -77,6 +77,6 @@ def user_name() -> str:
 
 def host_name() -> str:
     """The submitting host's name."""
-    import socket
+    import _socket  # the C module: socket's own module sets up enums (client start-up)
 
-    return socket.gethostname()
+    return _socket.gethostname()
