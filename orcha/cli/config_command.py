@@ -155,7 +155,7 @@ def config_reload(ctx: click.Context, as_json: bool) -> int:
         return 0
     for line in answer["changed"]:
         click.echo(line)
-    if not answer["changed"]:
+    if not answer["changed"] and not answer["restart"]:
         click.echo(f"orcha: {answer['path']}: nothing changed", err=True)
     for name in answer["restart"]:
         click.echo(f"orcha: {name} changed in the file; it takes effect at the next start "

@@ -95,15 +95,16 @@ def reload(service: Service) -> dict[str, Any]:
         except Exception as e:
             log.warning("reload refused, the configuration is unchanged: %s", e)
             raise
+        # source.config stays the file the service started with: what needs a restart
+        # is compared with what is in effect, so a reload says so again until then.
         _apply(service, plan)
-        source.config = config
     for line in plan["changed"]:
         log.warning("reload: %s", line)
     for name in plan["restart"]:
         log.warning("reload: %s changed in the file; it takes effect at the next start", name)
     for line in plan["warnings"]:
         log.warning("reload: %s", line)
-    if not plan["changed"]:
+    if not plan["changed"] and not plan["restart"]:
         log.warning("reload: %s: nothing to change", config.path)
     return {key: plan[key] for key in ("path", "changed", "restart", "warnings")}
 

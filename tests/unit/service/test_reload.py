@@ -191,6 +191,11 @@ def test_settings_that_need_a_restart_are_named_and_left(h: Harness, tmp_path: P
     answer = reload(h)
     assert (answer["changed"], answer["restart"]) == ([], ["address", "isolation"])
     assert h.service.settings.address == address
+    # Said again while it is pending (compared with the file the service started with),
+    # and no longer once the file is back to what is in effect.
+    assert reload(h)["restart"] == ["address", "isolation"]
+    path.write_text("max_running: 1\nisolation: auto\n")
+    assert reload(h)["restart"] == []
 
 
 def test_under_nohup_a_hang_up_only_reloads(h: Harness) -> None:
