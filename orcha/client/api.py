@@ -33,10 +33,8 @@ __all__ = ["Client", "Following", "PetitionHandle", "exit_code"]
 
 
 def _ids(ids: str | Iterable[str] | None) -> list[str]:
-    """A list of IDs (a single ID may be given as a string)."""
-    if ids is None:
-        return []
-    return [ids] if isinstance(ids, str) else list(ids)
+    """A list of IDs (a single ID may be given as a string; None: none)."""
+    return [] if ids is None else [ids] if isinstance(ids, str) else list(ids)
 
 
 class Client:
@@ -167,6 +165,8 @@ class Client:
         if argv is not None:
             if params is not None or kind != "shell":
                 raise TypeError("give either argv (a shell petition) or kind= and params=")
+            if isinstance(argv, (str, bytes)):  # each character would be an argument
+                raise TypeError(f"argv is one string: give a list, e.g. {argv.split()!r}")
             params = {"argv": [str(a) for a in argv]}
         elif params is None:
             raise TypeError("give argv (a shell petition) or kind= and params=")

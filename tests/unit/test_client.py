@@ -93,6 +93,9 @@ def test_submit_needs_argv_or_kind_and_params() -> None:
         client.submit("x", ["true"], params={"argv": ["true"]})
     with pytest.raises(InvalidPetitionError):
         client.submit("has space", ["true"])
+    # One string would be run character by character ('e', 'c', 'h', 'o'...): refused.
+    with pytest.raises(TypeError, match=r"argv is one string: give a list, e.g. \['echo', 'hi'\]"):
+        client.submit("x", "echo hi")
 
 
 def test_a_refusal_travels_as_a_builtin_exception_naming_the_wire_error() -> None:
