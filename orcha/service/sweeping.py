@@ -101,24 +101,19 @@ def tokens_in_proc(pids: Iterable[int] | None = None) -> dict[str, list[int]]:
     """
     me = os.getpid()
     found: dict[str, list[int]] = {}
-    empty: list[int] = []
 
-    def look(pid: int) -> None:
+    def look(pid: int) -> bool:
+        """Note the token ``pid`` carries; True if its environment read empty."""
         environ = read_environ(pid)
-        if environ == b"":
-            empty.append(pid)
-            return
-        token = None if environ is None else token_in(environ)
+        token = token_in(environ) if environ else None
         if token is not None:
             found.setdefault(token, []).append(pid)
+        return environ == b""
 
-    for pid in list_pids() if pids is None else pids:
-        if pid != me:
-            look(pid)
+    empty = [pid for pid in (list_pids() if pids is None else pids) if pid != me and look(pid)]
     if empty:
-        again, empty = empty, []
         time.sleep(REREAD_SECONDS)
-        for pid in again:
+        for pid in empty:
             look(pid)
     return found
 
