@@ -322,7 +322,9 @@ def test_two_restarts_run_each_queued_petition_exactly_once(env: Env, tmp_path: 
     blocker = ["sh", "-c", f"echo blocker >> {order}; exec sleep 300"]
     result = env.run("run", "blocker", "--detach", "--", *blocker, timeout=WAIT)
     assert result.returncode == 0, result.stderr
-    wait_state(env, "blocker", "RUNNING")
+    # Its line is written, so its start is committed (RUNNING alone is shown a moment
+    # before: a crash in between would queue it again, as it never ran).
+    assert wait_for(lambda: lines(order) == ["blocker"], WAIT)
     submit_queued(env, order)
     kill9(first)
 

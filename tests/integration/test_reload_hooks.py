@@ -208,8 +208,12 @@ def test_signed_webhooks_and_on_finish_with_output_and_after_a_restart(
 
     # Running when the service dies: the next start marks it INTERRUPTED, and says so.
     stuck = new_id("stuck")
-    detach(env, stuck, gated(env.root / "never"))
-    assert wait_for(lambda: states(env, stuck) == ["RUNNING"], WAIT)
+    began = env.root / "began"
+    detach(env, stuck, f"touch {began}; " + gated(env.root / "never"))
+    # Its process has begun, so its start is committed (RUNNING alone is shown a moment
+    # before: a crash in between queues it again, as it never ran).
+    assert wait_for(began.exists, WAIT)
+    assert states(env, stuck) == ["RUNNING"]
     service.kill_service()
     second = env.serve("--max-running", "2", "--grace", "1")
     post = receiver.finished(stuck)
