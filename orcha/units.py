@@ -40,10 +40,12 @@ def parse_gpus(text: str) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 
 #: The forms :func:`parse_duration` accepts, for its error messages.
-DURATION_FORMS = "90 or 90s, 15m, 1h30m, 2d12h, 1w; 30:00 (MM:SS), 1:30:00, 2-12 (D-HH), 2-00:00:00"
+DURATION_FORMS = (
+    "90 or 90s, 500ms, 15m, 1h30m, 2d12h, 1w; 30:00 (MM:SS), 1:30:00, 2-12 (D-HH), 2-00:00:00"
+)
 
 # 1w2d3h4m5s: units in this order, each at most once (the last number may have decimals).
 _COMPOUND = r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?"
@@ -56,6 +58,7 @@ def parse_duration(text: str) -> float:
 
     * a number of seconds, ``90`` or ``1.5`` (unlike Slurm's ``--time``, where a bare
       number is minutes);
+    * one number with one unit: ``500ms``, ``1.5h``, ``12 h`` (ms, s, m, h, d, w);
     * units, largest first, each at most once: ``90s``, ``15m``, ``1h30m``, ``2d12h``,
       ``1w`` (w, d, h, m, s);
     * Slurm's clock forms: ``MM:SS`` (``30:00``), ``H:MM:SS`` (``1:30:00``), and with
@@ -65,7 +68,7 @@ def parse_duration(text: str) -> float:
     import re
 
     given = text.strip()
-    single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", given)  # 1.5h, 12 h
+    single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)", given)  # 1.5h, 12 h, 500ms
     if single is not None:
         return float(single.group(1)) * _UNITS[single.group(2) or "s"]
     compound = re.fullmatch(_COMPOUND, given)

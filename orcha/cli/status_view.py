@@ -174,10 +174,11 @@ def _requests(schedule: dict[str, Any]) -> str:
         if key == "mem" and isinstance(value, int):
             value = _size(value)
         elif key in ("timeout", "retry_delay", "delay") and isinstance(value, (int, float)):
-            value = _duration(value)
+            # As typed again: a 1 ms timeout is "0.001s", not "0.0s".
+            value = f"{value:.6g}s" if 0 < value < 1 else _duration(value)
         elif key == "begin" and isinstance(value, (int, float)):
             # Shown as the option a user types to ask for it again (--at takes ISO 8601).
-            key, value = "at", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
+            key, value = "at", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(round(value)))
         elif isinstance(value, list):
             value = ",".join(map(str, value))
         words.append(f"--{key.replace('_', '-')} {value}")

@@ -255,7 +255,7 @@ def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
      ("7d", 604800.0), ("2w", 1209600.0), ("0", 0.0), ("1.5h", 5400.0),
      # compound units, largest first
      ("1h30m", 5400.0), ("2d12h", 216000.0), ("1w1d", 691200.0), ("1h30m15.5s", 5415.5),
-     ("1m30", 90.0),
+     ("1m30", 90.0), ("500ms", 0.5), ("1.5 ms", 0.0015), ("0ms", 0.0),
      # Slurm's --time forms: MM:SS, H:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
      ("30:00", 1800.0), ("0:59", 59.0), ("90:00", 5400.0), ("1:30:00", 5400.0),
      ("2-12", 216000.0), ("2-12:30", 217800.0), ("2-00:00:00", 172800.0),
@@ -268,7 +268,8 @@ def test_parse_duration(text: str, seconds: float) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "m", "-5", "5 minutes", "1e3", "5y", "inf", "30m1h", "1h1h", "1:60", "1:30:60",
-     "2-24", "2-", "-12", "1:2:3:4", "1-2-3", ":30", "1.5:00", "1h 30m"],
+     "2-24", "2-", "-12", "1:2:3:4", "1-2-3", ":30", "1.5:00", "1h 30m", "1s500ms", "ms",
+     "5mss"],
 )  # fmt: skip
 def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration") as refused:

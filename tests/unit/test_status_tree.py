@@ -47,3 +47,18 @@ def test_the_detail_view_shows_requests_as_the_options_that_ask_for_them() -> No
               "schedule": {"begin": begin, "timeout": 90, "cpus": 2}}  # fmt: skip
     requests = dict(detail(record, ""))["Requests"]
     assert requests == "--at 2026-12-24T14:30:00 --timeout 1m30s --cpus 2"
+
+
+def test_requests_below_a_second_and_between_seconds_read_as_typed_again() -> None:
+    import time
+
+    from orcha.cli.status_view import detail
+    from orcha.units import parse_duration
+
+    # --at 1.6 s into a minute shows the rounded second the note's "starts at" shows.
+    begin = time.mktime((2026, 12, 24, 14, 30, 0, 0, 0, -1)) + 0.6
+    record = {"id": "a", "state": "QUEUED", "priority": 0,
+              "schedule": {"begin": begin, "timeout": 0.001, "delay": 0.25}}  # fmt: skip
+    requests = dict(detail(record, ""))["Requests"]
+    assert requests == "--at 2026-12-24T14:30:01 --timeout 0.001s --delay 0.25s"
+    assert parse_duration("0.001s") == 0.001 and parse_duration("0.25s") == 0.25
