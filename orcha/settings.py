@@ -214,6 +214,9 @@ def resolve(
     """Build Settings from explicit values, then the environment, then the configuration
     file (``config``, else the one :func:`orcha.config.config_path` names, if it exists),
     then defaults. ConfigError if the file is invalid."""
+    for name, value in (("address", address), ("key", key)):
+        if value is not None and not isinstance(value, str):  # from Python: a caller's slip
+            raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
     if config is None:
         config = _config_if_any()
     if config is not None and config.exists:

@@ -65,8 +65,9 @@ class Client:
             from orcha import settings as configuration
 
             settings = configuration.resolve(address=address, key=key)
-        self.settings = settings
-        self.timeout = timeout
+        if timeout is not None and not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        self.settings, self.timeout = settings, timeout
         self._control: Session | None = None
         self._sessions: list[Session] = []
 
@@ -104,8 +105,7 @@ class Client:
         session.close()
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a request-reply operation on the shared connection (reopened next time if
-        it broke)."""
+        """Run a request-reply operation on the shared connection (reopened if broken)."""
         if self._control is None:
             self._control = self._open()
         try:

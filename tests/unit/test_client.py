@@ -98,6 +98,21 @@ def test_submit_needs_argv_or_kind_and_params() -> None:
         client.submit("x", "echo hi")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"key": 123}, "key must be a str or None, not int"),
+     ({"key": b"k"}, "key must be a str or None, not bytes"),
+     ({"address": 8080}, "address must be a str or None, not int"),
+     ({"timeout": "3"}, "timeout must be a number of seconds, not str")],
+)  # fmt: skip
+def test_a_client_of_values_of_the_wrong_type_is_refused_at_once(
+    kwargs: dict[str, Any], words: str
+) -> None:
+    # Not an AttributeError at first use, from deep inside: a TypeError naming the value.
+    with pytest.raises(TypeError, match=words):
+        Client(**kwargs)
+
+
 def test_a_refusal_travels_as_a_builtin_exception_naming_the_wire_error() -> None:
     from orcha.client.session import error_of
 
