@@ -92,6 +92,38 @@ class OrchaGroup(click.Group):
             return command
         return self._plugin_commands().get(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        unknown = name and not name.startswith("-") and not ctx.resilient_parsing
+        if unknown and self.get_command(ctx, name) is None:
+            raise Refused(self._unknown(ctx, name), ctx)
+        return super().resolve_command(ctx, args)
+
+    def _unknown(self, ctx: click.Context, name: str) -> str:
+        """What to say of a command no one provides: the names it may be a slip for, or
+        the disabled plugins that may provide it (they are not imported to find out)."""
+        import difflib
+
+        from orcha.cli import fast_commands
+
+        if name == "help":
+            return "no command 'help'; see 'orcha --help', or 'orcha COMMAND --help'"
+        known = [*self.list_commands(ctx), *self._plugin_commands()]
+        close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+        if close:
+            named = [repr(c) for c in close]
+            either = ", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else named[0]
+            return f"no command {name!r}; did you mean {either}?"
+        disabled = sorted(fast_commands.disabled_plugins(_config()))
+        if disabled:
+            return (
+                f"no command {name!r}; disabled plugins may provide it "
+                f"({', '.join(disabled)}; see 'orcha ls')"
+            )
+        return f"no command {name!r} (see 'orcha --help' for commands, 'orcha ls' for plugins)"
+
 
 def _config() -> Any:
     """The configuration file (``--config``, ``ORCHA_CONFIG`` or the default one) if

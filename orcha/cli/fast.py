@@ -8,7 +8,7 @@ commands the click application last found (:mod:`orcha.cli.fast_commands`). It n
 plugin. It returns None, so that click answers, for anything it is not sure of: help, an
 unknown, repeated or ``fast=False`` option, a bad value, ``--config``, a command it has no
 current note of, and a command of a plugin that ``ORCHA_DISABLE_PLUGINS`` or the
-configuration file disables (click then says "No such command").
+configuration file disables (click then says "no command").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import Env, Service
 from tests.integration.clients import new_id, orcha
 
-NO_SUCH_RUN = "No such command 'run'"
+NO_SUCH_RUN = "orcha: no command 'run'; disabled plugins may provide it (shell; see 'orcha ls')"
 FORMS = (("--",), ("--timeout", "5", "--"))  # the fast form, and one with a petition option
 
 

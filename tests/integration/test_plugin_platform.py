@@ -198,7 +198,10 @@ def test_orcha_disable_plugins_hides_a_plugin_and_does_not_import_a_broken_one(
     assert "└ orchatest_full - not loaded\n    error: disabled\n" in out, out
     assert "is broken on purpose" not in out
     _, err = orcha(penv, "orchatest-greet", "x", "y", code=USAGE, extra=off)
-    assert "No such command 'orchatest-greet'" in err, err
+    assert err == (
+        "orcha: no command 'orchatest-greet'; disabled plugins may provide it "
+        f"({', '.join(sorted([FULL, 'orchatest_broken']))}; see 'orcha ls')\n"
+    ), err
     orcha(penv, "describe", "greet", code=UNKNOWN, extra=off)
 
     penv.vars.update(off)

@@ -91,6 +91,30 @@ def test_what_orcha_refuses_of_the_values_given_is_one_line_too(
     assert capsys.readouterr().err == f"{line} (see 'orcha {command} --help')\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["sned", "x"], "orcha: no command 'sned'; did you mean 'send'? (see 'orcha --help')"),
+        (["stat"], "orcha: no command 'stat'; did you mean 'state', 'status' or 'restart'? "
+                   "(see 'orcha --help')"),
+        (["frobnicate"], "orcha: no command 'frobnicate' (see 'orcha --help' for commands, "
+                         "'orcha ls' for plugins)"),
+        (["help"], "orcha: no command 'help'; see 'orcha --help', or 'orcha COMMAND --help'"),
+    ],
+)  # fmt: skip
+def test_an_unknown_command_is_one_line_naming_what_it_may_be_a_slip_for(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    line: str,
+) -> None:
+    from orcha.cli.app import run
+
+    monkeypatch.delenv("ORCHA_DISABLE_PLUGINS", raising=False)
+    assert run(args) == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
 def test_a_click_command_whose_reader_is_gone_exits_as_sigpipe_would() -> None:
     """As the plain forms do (orcha.cli.report): 128 + SIGPIPE and nothing on stderr,
     not click's own exit 1."""
