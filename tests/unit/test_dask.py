@@ -389,3 +389,19 @@ def test_the_shell_kind_checks_the_cwd_on_the_service_host_only_for_local_petiti
                           cancel_event=None, attempt=1, gpu_ids=(), events=None)  # fmt: skip
     assert ServiceContext(job, print, LocalMachine(slots=1)).local is True  # type: ignore[arg-type]
     assert ServiceContext(job, print, FakeMachine("w1")).local is False  # type: ignore[arg-type]
+
+
+def test_the_probe_tells_a_listening_scheduler_from_a_refused_port() -> None:
+    from orcha.service.dask.cluster import _answers
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert _answers(f"tcp://127.0.0.1:{port}")
+        assert _answers(f"127.0.0.1:{port}")  # Dask's scheme-less form
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        assert not _answers(f"tcp://127.0.0.1:{closed.getsockname()[1]}")
+    assert not _answers("tcp://127.0.0.1:notaport")
+    assert _answers("inproc://whatever")  # only TCP is probed

@@ -250,6 +250,14 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
     # The default client of this process (its loop carries the output and input streams).
     if target.scheduler_file:
         _wait_for_file(target.scheduler_file)
+    if target.address and not _answers(target.address):
+        # Dask retries a refused connection for its whole timeout (a scheduler starting
+        # beside orcha comes up meanwhile): say why nothing happens for a while.
+        print(
+            f"orcha serve: nothing answers at {target.address} yet; waiting up to "
+            f"{DASK_CONNECT_SECONDS:g} s for the Dask scheduler",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
     try:
         if target.address:
             client = Client(target.address, timeout=DASK_CONNECT_SECONDS, set_as_default=True)
@@ -304,3 +312,20 @@ def _wait_for_file(path: str) -> None:
                 f"'dask scheduler --scheduler-file {path}' first"
             )
         time.sleep(0.05)
+
+
+def _answers(address: str) -> bool:
+    """Whether something accepts connections at ``address`` (``tcp://HOST:PORT``, or
+    another Dask address, which is taken to answer: only TCP is probed)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return True
+    try:
+        port = parts.port
+        with socket.create_connection((parts.hostname or "", port or 8786), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
