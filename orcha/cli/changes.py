@@ -80,7 +80,8 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
     """Change a queued petition's priority and requests while it waits (refused once it
     has started). Its place in the queue follows its new priority; 'orcha status'
     shows the change. --after and --after-any replace its dependencies; --delay counts
-    from now."""
+    from now. An array's name edits its queued members (Slurm's 'scontrol update' of a
+    job array); those that started are left as they are."""
     changes = dict(chosen(ctx).schedule)
     if priority is None and not changes:
         raise Refused("nothing to change: give --priority or other requests")
@@ -88,6 +89,10 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
         now = service.edit(petition_id, priority=priority, **changes)
     if as_json:
         _print_json(now)
+    elif "edited" in now:
+        count = len(now["edited"])
+        click.echo(f"orcha: edited array {now['id']} ({count} queued petition"
+                   f"{'' if count == 1 else 's'}): {_requests(now)}", err=True)  # fmt: skip
     else:
         click.echo(f"orcha: edited {now['id']}: {_requests(now)}", err=True)
     return 0

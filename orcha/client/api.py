@@ -449,8 +449,7 @@ class Client:
 
     # -- changes after submission ------------------------------------------------------------
     def release(self, ids: str | Iterable[str]) -> dict[str, str]:
-        """Let held or delayed petitions start like any other: for each ID,
-        ``"released"`` or why not."""
+        """Let held or delayed petitions start: for each ID, ``"released"`` or why not."""
         results: dict[str, str] = self._call(operations.release, _ids(ids))
         return results
 
@@ -458,8 +457,9 @@ class Client:
         """Change a queued petition's ``priority`` and ``requests`` (as :meth:`submit`
         takes them: ``cpus``, ``mem``, ``gpus``, ``group``, ``after``, ``after_any``,
         ``timeout``, ``retries``, ``retry_delay``, ``notify``, ``hold``, ``delay``,
-        ``begin``): ``{"id", "priority", "schedule"}`` as they are now. PetitionError
-        if it is not queued (it has started or ended) or the change is refused."""
+        ``begin``): ``{"id", "priority", "schedule"}`` as they are now (an array's name:
+        its queued members, listed in ``"edited"``). PetitionError if it is not queued
+        (it has started or ended) or the change is refused."""
         result: dict[str, Any] = self._call(operations.edit, id, priority, changes_of(requests))
         return result
 

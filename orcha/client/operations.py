@@ -425,12 +425,12 @@ def edit(
     session: Session, petition_id: str, priority: int | None, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Change a queued petition's priority and requests (``changes``: schedule fields):
-    ``{"id", "priority", "schedule"}`` as they are now. PetitionError (one line) if it
-    is not queued."""
+    ``{"id", "priority", "schedule"}`` as they are now, and for an array's name
+    ``"edited"``, its queued members. PetitionError (one line) if it is not queued."""
     reply: dict[str, Any] = session.call(
         "edit", {"id": petition_id, "priority": priority, "changes": changes}
     )
-    return {k: reply[k] for k in ("id", "priority", "schedule")}
+    return {k: reply[k] for k in ("id", "priority", "schedule", "edited") if k in reply}
 
 
 def restart(

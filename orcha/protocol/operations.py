@@ -124,7 +124,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("info", NoRequest, _INFO),
         Operation("reload", NoRequest, ("path", "changed", "restart", "warnings")),
         Operation("release", ReleaseRequest, ("results",)),
-        Operation("edit", EditRequest, ("id", "priority", "schedule"),
+        Operation("edit", EditRequest, ("id", "priority", "schedule", "edited"),
                   ("refused", "no_petition")),
         Operation("restart", RestartRequest, ("results", "restarted"),
                   ("refused", "no_petition", "duplicate", "unknown", "not_saved")),

@@ -99,6 +99,29 @@ def test_hold_delay_at_release_and_edit(env: Env, client: Client) -> None:
     assert list(client.logs(held)) == [("stdout", b"held\n")]
 
 
+def test_edit_of_an_array_name_edits_its_queued_members(env: Env, client: Client) -> None:
+    name = new_id("sweep")
+    orcha(env, "run", "--detach", "--hold", "--array", "1-3", name, "--", "true")
+    _, err = orcha(env, "edit", name, "--priority", "4", "--timeout", "90")
+    assert (
+        err == f"orcha: edited array {name} (3 queued petitions): priority 4, held, timeout=90.0\n"
+    )
+    members = [f"{name}_{i}" for i in (1, 2, 3)]
+    for member in members:
+        row = record(client, member)
+        assert (row["priority"], row["schedule"]) == (4, {"hold": True, "timeout": 90.0})
+    # More CPUs than the service has: refused in one line, and no member is changed.
+    result = env.run("edit", name, "--cpus", "64", timeout=WAIT)
+    assert result.returncode == REFUSED
+    one_line(result.stderr, "asks for 64 CPUs")
+    assert all("cpus" not in record(client, m)["schedule"] for m in members)
+    orcha(env, "release", name)
+    assert ended(client, *members) == dict.fromkeys(members, "SUCCEEDED")
+    result = env.run("edit", name, "--priority", "1", timeout=WAIT)
+    assert result.returncode == REFUSED
+    one_line(result.stderr, f"array '{name}' has no queued petition")
+
+
 def test_restart_runs_ended_petitions_again_as_new_records(
     env: Env, client: Client, tmp_path: Path
 ) -> None:

@@ -140,8 +140,43 @@ def _changed(schedule: Schedule, changes: dict[str, Any], now: float) -> Schedul
 def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
     """Change a queued petition's priority and requests (refused once it has started);
     its place in the queue follows its new priority. The new request must be one this
-    service can ever meet, and its new dependencies must exist."""
-    petition_id = request.id
+    service can ever meet, and its new dependencies must exist. An array's name stands
+    for its queued members (as ``scontrol update`` of a job array): each is checked
+    before any changes, the others are left out quietly; ``edited`` lists them."""
+    from orcha.service import arrays
+
+    members, named = arrays.expand(service, [request.id])
+    if not named:
+        return _edit_one(service, request.id, request)
+    now = service.clock()
+    checked: dict[int, Schedule] = {}  # members share their schedule: checked once
+    planned: list[tuple[Job, Schedule | None]] = []
+    for member in members:
+        job = live_job(service, member)
+        if job is None or job.state is not State.QUEUED:
+            continue
+        schedule = None
+        if request.changes:
+            schedule = checked.get(id(job.schedule))
+            if schedule is None:
+                schedule = _changed(job.schedule, request.changes, now)
+                service.scheduler.check_feasible(schedule)
+                checked[id(job.schedule)] = schedule
+            service.check_dependencies(job.id, schedule)
+        planned.append((job, schedule))
+    edited = [job for job, schedule in planned if _apply(service, job, request, schedule)]
+    if not edited:
+        raise PetitionError(
+            f"array {request.id!r} has no queued petition; only a queued one can be edited",
+            ExitCode.REFUSED,
+        )
+    log.info("array %s: %d queued petition(s) edited", request.id, len(edited))
+    first = edited[0]
+    return {"id": request.id, "priority": first.priority,
+            "schedule": first.schedule.to_wire(), "edited": [j.id for j in edited]}  # fmt: skip
+
+
+def _edit_one(service: Service, petition_id: str, request: EditRequest) -> dict[str, Any]:
     job = live_job(service, petition_id)
     if job is None or job.state is not State.QUEUED:
         raise _not_waiting(service, petition_id, "edited")
@@ -150,13 +185,21 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
         schedule = _changed(job.schedule, request.changes, service.clock())
         service.scheduler.check_feasible(schedule)
         service.check_dependencies(job.id, schedule)
-    if not service.scheduler.change(job, priority=request.priority, schedule=schedule):
+    if not _apply(service, job, request, schedule):
         raise _not_waiting(service, petition_id, "edited")
+    log.info("petition %s edited: priority %s, %s", job.id, job.priority, job.schedule.to_wire())
+    return {"id": job.id, "priority": job.priority, "schedule": job.schedule.to_wire()}
+
+
+def _apply(service: Service, job: Job, request: EditRequest, schedule: Schedule | None) -> bool:
+    """Give queued ``job`` the request's priority and ``schedule``, saved and announced;
+    False if it is no longer queued (it started meanwhile)."""
+    if not service.scheduler.change(job, priority=request.priority, schedule=schedule):
+        return False
     _save(service, job, **({"priority": request.priority} if request.priority is not None else {}))
     service.events.watch_event(job, "edited", {"priority": job.priority,
                                                "schedule": job.schedule.to_wire()})  # fmt: skip
-    log.info("petition %s edited: priority %s, %s", job.id, job.priority, job.schedule.to_wire())
-    return {"id": job.id, "priority": job.priority, "schedule": job.schedule.to_wire()}
+    return True
 
 
 # -- restart ---------------------------------------------------------------------------------

@@ -155,6 +155,40 @@ def test_cancelling_an_array_leaves_its_ended_members_out_quietly(tmp_path: Path
         h.close()
 
 
+def test_editing_an_array_edits_its_queued_members_all_checked_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        _array(h, "arr", [1, 2, 3, 4])
+        h.gates.wait_started("arr_1")
+        h.submit("other")  # queued behind the array, until the edit puts the array behind it
+        # One member can never meet the change (its own dependency): none is changed.
+        refused = h.request("edit", id="arr", changes={"after": ["arr_3"]})
+        assert refused["error"] == "refused", refused
+        assert [h.record(m)["priority"] for m in ("arr_2", "arr_3", "arr_4")] == [0, 0, 0]
+        reply = h.call("edit", id="arr", priority=5, changes={"timeout": 60})
+        # The running member is left as it is, quietly.
+        assert {k: reply[k] for k in ("id", "priority", "schedule", "edited")} == {
+            "id": "arr", "priority": 5, "schedule": {"timeout": 60.0},
+            "edited": ["arr_2", "arr_3", "arr_4"],
+        }  # fmt: skip
+        for member in ("arr_2", "arr_3", "arr_4"):
+            record = h.record(member)
+            assert (record["priority"], record["schedule"]) == (5, {"timeout": 60.0})
+        assert h.record("arr_1")["priority"] == 0
+        h.run_to_end("arr_1")
+        h.gates.wait_started("other")  # the edited members now come after it
+        assert h.record("arr_2")["state"] == "QUEUED"
+        h.call("cancel", ids=["arr"])
+        h.run_to_end("other")
+        reply = h.request("edit", id="arr", priority=1)
+        assert (reply["error"], reply["message"]) == (
+            "refused",
+            "array 'arr' has no queued petition; only a queued one can be edited",
+        )
+    finally:
+        h.close()
+
+
 def test_the_percent_limit_holds_again_after_a_restart(tmp_path: Path) -> None:
     first = Harness(tmp_path, max_running=4)
     first.call("pause", all=True)
