@@ -143,7 +143,9 @@ def restart(
 
     Without IDs, --failed restarts every petition whose newest run failed (or was
     INTERRUPTED by the service's death), and --group G those of group G (then --group
-    selects, it does not move them). The new runs are
+    selects, it does not move them). An array's name restarts its members that have
+    ended (with --failed: those that failed), each under its own name; with IDs,
+    --failed restarts those of them that failed. The new runs are
     detached, as pueue's restart: 'orcha follow ID' (or --follow) streams one. A
     petition still queued or running is refused.
     """

@@ -122,6 +122,25 @@ def test_edit_of_an_array_name_edits_its_queued_members(env: Env, client: Client
     one_line(result.stderr, f"array '{name}' has no queued petition")
 
 
+def test_restart_of_an_array_name_runs_its_failed_members_again(
+    env: Env, client: Client, tmp_path: Path
+) -> None:
+    name, flag = new_id("sweep"), tmp_path / "fixed"
+    script = f'test "$ORCHA_ARRAY_INDEX" != 2 || test -e {flag}'  # member 2 fails until fixed
+    orcha(env, "run", "--detach", "--array", "1-3", name, "--", "sh", "-c", script)
+    members = [f"{name}_{i}" for i in (1, 2, 3)]
+    assert ended(client, *members) == {members[0]: "SUCCEEDED", members[1]: "FAILED",
+                                       members[2]: "SUCCEEDED"}  # fmt: skip
+    flag.touch()
+    _, err = orcha(env, "restart", name, "--failed")
+    assert err == f"orcha: restarted {members[1]}\n"
+    assert ended(client, *members) == dict.fromkeys(members, "SUCCEEDED")
+    assert orcha(env, "wait", name) == ("", "")  # the array's newest runs all succeeded
+    result = env.run("restart", name, "--failed", timeout=WAIT)
+    assert result.returncode == 209
+    one_line(result.stderr, f"array '{name}' has no failed petition to restart")
+
+
 def test_restart_runs_ended_petitions_again_as_new_records(
     env: Env, client: Client, tmp_path: Path
 ) -> None:

@@ -231,6 +231,39 @@ def _chosen(service: Service, request: RestartRequest) -> list[str]:
     )
 
 
+def _members(
+    service: Service, request: RestartRequest
+) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+    """:func:`_chosen`, each array's name replaced by its members that have ended (with
+    ``failed``: failed or INTERRUPTED); the others are left out quietly, as cancel does.
+    Also the arrays so replaced, with all their members; and the IDs named with
+    ``failed`` whose newest run did not fail, with why they are not restarted."""
+    from orcha.service import arrays
+
+    ids, named = arrays.expand(service, _chosen(service, request))
+    given = request.failed and bool(request.ids)  # else _chosen picked failed ones only
+    if not named and not given:
+        return ids, named, {}
+    of_arrays = {member for members in named.values() for member in members}
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    for petition_id in ids:
+        found = resolve(petition_id, service.scheduler, service.store)
+        target = found[-1] if found else None
+        record = target.record if target is not None else None
+        ended = target is not None and target.job is None and record is not None
+        if petition_id in of_arrays and not ended:
+            continue
+        if given and ended and record is not None and record.get("state") not in _FAILED:
+            if petition_id not in of_arrays:
+                skipped[petition_id] = (
+                    f"petition {petition_id!r} did not fail ({record['state']}); not restarted"
+                )
+            continue
+        kept.append(petition_id)
+    return kept, named, skipped
+
+
 def _restart_one(service: Service, petition_id: str, request: RestartRequest) -> dict[str, Any]:
     """Queue petition ``petition_id`` again (a new record, linked to the old); its new
     record's ``{"id", "seq", "restart_of"}``. PetitionError (one line) if it cannot."""
@@ -280,19 +313,26 @@ def restart(service: Service, peer: Peer, request: RestartRequest) -> dict[str, 
     """Run ended petitions again, detached: each with the same kind, parameters, working
     directory, environment and requests (``priority`` and ``changes`` override them),
     as a new record whose ``restart_of`` is the old one's number. For each ID,
-    ``"restarted"`` or why not (one line); ``restarted``: the new records."""
-    results: dict[str, str] = {}
+    ``"restarted"`` or why not (one line); ``restarted``: the new records. An array's
+    name restarts its members that have ended (with ``failed``: those that failed), each
+    under its own name; they run as petitions of their own (the array's ``%N`` is not
+    theirs)."""
     restarted: list[dict[str, Any]] = []
-    for petition_id in _chosen(service, request):
+    ids, named, results = _members(service, request)
+    for petition_id in ids:
         try:
             new = _restart_one(service, petition_id, request)
         except PetitionError as e:
-            if len(request.ids) == 1:
+            if len(request.ids) == 1 and not named:
                 raise  # one ID: its refusal is the answer, with its exit code
             results[petition_id] = e.message
             continue
         results[petition_id] = "restarted"
         restarted.append(new)
+    for name, members in named.items():
+        if not any(results.get(member) == "restarted" for member in members):
+            which = "failed" if request.failed else "ended"
+            results[name] = f"array {name!r} has no {which} petition to restart"
     return {"results": results, "restarted": restarted}
 
 

@@ -189,6 +189,40 @@ def test_editing_an_array_edits_its_queued_members_all_checked_first(tmp_path: P
         h.close()
 
 
+def test_restarting_an_array_restarts_its_ended_members_or_its_failed_ones(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, max_running=2)
+    try:
+        _array(h, "arr", [1, 2, 3])
+        for member, code in (("arr_1", 0), ("arr_2", 3)):
+            h.gates.wait_started(member)
+            h.gates.open(member, code)
+            h.wait_ended(member)
+        h.gates.wait_started("arr_3")  # still running: left out quietly
+        first = h.record("arr_2")["seq"]
+        reply = h.call("restart", ids=["arr"], failed=True)
+        assert reply["results"] == {"arr_2": "restarted"}
+        assert [r["restart_of"] for r in reply["restarted"]] == [first]
+        h.gates.wait_started("arr_2")  # under its own name
+        h.gates.open("arr_2", 0)
+        h.wait_ended("arr_2")
+        # Its newest run succeeded: nothing failed is left to restart.
+        assert h.call("restart", ids=["arr"], failed=True)["results"] == {
+            "arr": "array 'arr' has no failed petition to restart"
+        }
+        h.gates.open("arr_3", 0)
+        h.wait_ended("arr_3")
+        reply = h.call("restart", ids=["arr"])  # every member has ended: all again
+        assert reply["results"] == dict.fromkeys(["arr_1", "arr_2", "arr_3"], "restarted")
+        # A member named on its own is refused as before while it is queued or running.
+        refused = h.request("restart", ids=["arr_1"])
+        assert refused["error"] == "duplicate", refused
+        h.call("cancel", ids=["arr"])
+    finally:
+        h.close()
+
+
 def test_the_percent_limit_holds_again_after_a_restart(tmp_path: Path) -> None:
     first = Harness(tmp_path, max_running=4)
     first.call("pause", all=True)

@@ -285,3 +285,22 @@ def test_restart_failed_takes_interrupted_runs_but_not_cancelled_ones(h: Harness
     h.submit("stopped", schedule={"hold": True})
     h.call("cancel", ids=["stopped"])
     assert h.call("restart", failed=True)["results"] == {"crashed": "restarted"}
+
+
+def test_restart_failed_with_ids_restarts_only_those_that_failed(h: Harness) -> None:
+    for name, code in (("ok", 0), ("bad", 3)):
+        h.submit(name)
+        h.gates.wait_started(name)
+        h.run_to_end(name, code)
+    reply = h.call("restart", ids=["ok", "bad"], failed=True)
+    assert reply["results"] == {
+        "ok": "petition 'ok' did not fail (SUCCEEDED); not restarted",
+        "bad": "restarted",
+    }
+    assert [r["id"] for r in reply["restarted"]] == ["bad"]
+    h.gates.wait_started("bad")
+    h.run_to_end("bad")
+    # Without --failed, the IDs given are restarted whatever their end.
+    assert h.call("restart", ids=["ok"])["results"] == {"ok": "restarted"}
+    h.gates.wait_started("ok")
+    h.run_to_end("ok")
