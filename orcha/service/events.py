@@ -228,8 +228,9 @@ class Events:
 
     def finish_deliveries(self, timeout: float) -> list[str]:
         """Let queued webhooks, hooks and sink events go out within ``timeout`` seconds in
-        all; what is still queued then."""
+        all (webhooks are tried again without pauses); what is still queued then."""
         deadline = time.monotonic() + timeout
+        self.webhooks.hurry()
         queues = (("webhook deliveries", self.webhooks), ("on_finish hooks", self.finish_hooks),
                   ("event sinks", self.sinks))  # fmt: skip
         return [what for what, queue in queues

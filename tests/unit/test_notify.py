@@ -14,6 +14,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.states import State
 from orcha.units import check_hook_template
+from tests.conftest import wait_for
 
 
 def job(notify: tuple[str, ...] = (), **fields: Any) -> Any:
@@ -84,6 +85,18 @@ def test_a_post_that_succeeds_on_a_retry_is_not_reported() -> None:
     hooks.event(job(notify=("http://127.0.0.1:9/flaky",)), envelope())
     assert hooks.idle(5)
     assert (len(post.calls), failed) == (3, [])
+
+
+def test_at_a_stop_failing_deliveries_are_tried_again_without_the_pauses() -> None:
+    post, failed = Poster(failures=100), []
+    hooks = Webhooks(post=post, backoff=3600, failed=lambda j, m: failed.append(m))
+    for _ in range(3):
+        hooks.event(job(notify=("http://127.0.0.1:9/down",)), envelope())
+    assert wait_for(lambda: len(post.calls) >= 1, 5)  # the first try, then an hour's pause
+    assert not hooks.idle(0.2)
+    hooks.hurry()
+    assert hooks.idle(30)  # every try of every delivery, with no pause between
+    assert len(post.calls) == 12 and len(failed) == 3
 
 
 def test_event_sinks_get_copies_and_a_raising_sink_harms_no_other(
