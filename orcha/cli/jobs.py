@@ -242,7 +242,8 @@ def wait(
 
 @click.command("logs")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=petition_ids)
-@click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@click.option("--tail", "--lines", "-n", "tail", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines of each (as tail -n; as follow's --lines).")  # fmt: skip
 @json_option
 @global_options
 @click.pass_context

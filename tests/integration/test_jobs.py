@@ -526,6 +526,8 @@ def test_logs_tail_gives_the_last_lines(env: Env, service: Service, tmp_path: Pa
 
     assert logs(pid, "--tail", "3") == (0, "8\n9\n10\n", "")
     assert logs(pid, "--tail", "1") == (0, "10\n", "")
+    # tail's -n and follow's --lines say the same
+    assert logs(pid, "-n", "1") == logs(pid, "--lines", "1") == (0, "10\n", "")
     assert logs(pid, "--tail", "0") == (0, "", "")
     assert logs(pid, "--tail", "11") == (0, "".join(f"{i}\n" for i in range(1, 11)), "early-err\n")
     assert logs(pid, "--tail", "100") == logs(pid)
