@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from orcha.cli import bulk
+from orcha.cli.build import Refused
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
@@ -42,13 +43,18 @@ def _print_groups(groups: list[dict[str, Any]], as_json: bool) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
-@click.group("group")
-def group() -> None:
+@click.group("group", invoke_without_command=True)
+@click.pass_context
+def group(ctx: click.Context) -> int | None:
     """Named groups of petitions, each with its own limit of running petitions.
 
     A petition joins a group with --group NAME (else it is in 'default'); a group's
-    limit counts its running petitions, within the service's CPU capacity.
+    limit counts its running petitions, within the service's CPU capacity. Alone,
+    'orcha group' lists them, as 'orcha group ls' (pueue's 'group').
     """
+    if ctx.invoked_subcommand is None:
+        return int(ctx.invoke(group_ls))
+    return None
 
 
 @group.command("ls")
@@ -65,13 +71,22 @@ def group_ls(ctx: click.Context, as_json: bool) -> int:
 
 @group.command("set")
 @click.argument("name", callback=_group_name)
-@click.option("--max-running", type=click.IntRange(min=1), metavar="N", required=True,
-              help="Run at most N petitions of this group at once.")  # fmt: skip
+@click.argument("limit", type=click.IntRange(min=1), required=False, metavar="[N]")
+@click.option("--max-running", type=click.IntRange(min=1), metavar="N",
+              help="Run at most N petitions of this group at once (the same as N).")  # fmt: skip
 @json_option
 @global_options
 @click.pass_context
-def group_set(ctx: click.Context, name: str, max_running: int, as_json: bool) -> int:
-    """Limit how many petitions of group NAME run at once (kept across restarts)."""
+def group_set(
+    ctx: click.Context, name: str, limit: int | None, max_running: int | None, as_json: bool
+) -> int:
+    """Limit how many petitions of group NAME run at once to N (kept across restarts):
+    'orcha group set gpu 1', or 'orcha group set gpu --max-running 1'."""
+    if limit is not None and max_running is not None and limit != max_running:
+        raise Refused(f"give the limit once: {limit} or --max-running {max_running}")
+    max_running = limit if limit is not None else max_running
+    if max_running is None:
+        raise Refused(f"say how many may run at once: 'orcha group set {name} N'")
     with client(ctx) as service:
         groups = service.set_group(name, max_running)
     mine = [g for g in groups if g["name"] == name]

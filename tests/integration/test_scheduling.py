@@ -501,6 +501,15 @@ def test_group_limit_holds_its_petitions_and_rm_lifts_it(env: Env, tmp_path: Pat
 
     table = group_table(orcha(env, "group", "ls")[0])
     assert table == {"build": ["1", "1", "1", "admitting"], "default": ["-", "1", "0", "admitting"]}
+    assert group_table(orcha(env, "group")[0]) == table  # alone, it lists them (pueue's group)
+    # The limit as a plain argument (pueue's 'parallel N'), the same as --max-running.
+    assert group_table(orcha(env, "group", "set", "build", "1")[0])["build"][0] == "1"
+    for args, words in (
+        (("build",), "say how many may run at once: 'orcha group set build N'"),
+        (("build", "1", "--max-running", "2"), "give the limit once"),
+    ):
+        _, err = orcha(env, "group", "set", *args, code=2)
+        assert err.startswith("orcha group set: " + words) and err.count("\n") == 1, err
     assert groups(env) == {
         "build": {"name": "build", "max_running": 1, "running": 1, "queued": 1, "paused": False},
         "default": {"name": "default", "max_running": None, "running": 1, "queued": 0,
