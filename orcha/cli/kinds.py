@@ -12,13 +12,18 @@ from orcha.cli.options import global_options
 from orcha.cli.output import json_option, print_json
 
 
-@click.group("kinds")
-def kinds() -> None:
+@click.group("kinds", invoke_without_command=True)
+@click.pass_context
+def kinds(ctx: click.Context) -> int | None:
     """Runtime kinds: reusable petition templates (a kind, fixed parameters, resources).
 
     A template is kept by the service across restarts and usable at once, e.g. with
     'orcha send ID --kind NAME'. What a submission gives itself wins over the template.
+    Alone, 'orcha kinds' lists them, as 'orcha kinds ls'.
     """
+    if ctx.invoked_subcommand is None:
+        return int(ctx.invoke(kinds_ls))
+    return None
 
 
 def _value(key: str, text: str) -> Any:
@@ -63,6 +68,9 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
     if as_json:
         print_json({"kinds": listing})
         return 0
+    if not listing:
+        click.echo("orcha: no runtime kinds; 'orcha kinds add NAME --from KIND' defines one",
+                   err=True)  # fmt: skip
     for k in listing:
         settings = {**k["params"], **k["schedule"]}
         words = " ".join(f"{key}={json.dumps(v)}" for key, v in settings.items())

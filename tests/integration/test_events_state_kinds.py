@@ -750,6 +750,9 @@ def test_runtime_kinds_add_send_restart_unavailable_rm(senv: Env) -> None:
     out, err = orcha(senv, "kinds", "rm", "build", code=NO_PETITION)
     assert err == "orcha: there is no runtime kind 'build'; see 'orcha kinds ls'\n", err
     assert kinds_json(senv) == []
+    # None left: said in one line, to stderr; 'orcha kinds' alone lists as 'kinds ls' does.
+    none = ("", "orcha: no runtime kinds; 'orcha kinds add NAME --from KIND' defines one\n")
+    assert orcha(senv, "kinds", "ls") == orcha(senv, "kinds") == none
     stop(service)
 
 
