@@ -57,7 +57,7 @@ def try_jobs(args: list[str], config: Config | None) -> int | None:
             return _status(Client(settings=resolved), ids)
         with Client(settings=resolved) as service:
             if args[0] == "cancel":
-                results = service.cancel_each(ids, False, groups=(), states=(),
+                results = service.cancel_each(ids, False, groups=[], states=[],
                                               everything=False, signal=None)  # fmt: skip
             else:
                 report = service.wait_report(list(ids), None)

@@ -89,12 +89,13 @@ def status(
 
 @click.command("cancel")
 @click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
-@click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="Every queued or running petition of this group. Repeatable.")  # fmt: skip
-@click.option("--state", "states", multiple=True, metavar="STATE",
-              type=click.Choice(["QUEUED", "RUNNING"], case_sensitive=False),
-              help="Every petition in this state (QUEUED or RUNNING; with --group, of "
-              "those groups). Repeatable.")  # fmt: skip
+@click.option("--group", "groups", multiple=True, metavar="NAME[,NAME]",
+              callback=status_view.groups_option,
+              help="Every queued or running petition of these groups. Repeatable.")  # fmt: skip
+@click.option("--state", "states", multiple=True, metavar="STATE[,STATE]",
+              callback=status_view.states_among("QUEUED", "RUNNING"),
+              help="Every petition in these states (QUEUED, RUNNING; any case; with "
+              "--group, of those groups). Repeatable.")  # fmt: skip
 @click.option("--all", "everything", is_flag=True,
               help="Every queued and running petition (no confirmation is asked; it "
               "says how many it cancelled).")  # fmt: skip
@@ -133,16 +134,18 @@ def cancel(
     return bulk.report_cancel(results, selects, sig, quiet=as_json)
 
 
-_ENDED_STATES = [str(s) for s in FINISHED]
+_ENDED_STATES = [str(s) for s in State if s in FINISHED]  # in order: help text is stable
 
 
 @click.command("clean")
 @click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
-@click.option("--state", "states", multiple=True, metavar="STATE",
-              type=click.Choice(sorted(_ENDED_STATES), case_sensitive=False),
-              help="Only petitions that ended in this state. Repeatable.")  # fmt: skip
-@click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="Only petitions of this group. Repeatable.")  # fmt: skip
+@click.option("--state", "states", multiple=True, metavar="STATE[,STATE]",
+              callback=status_view.states_among(*_ENDED_STATES),
+              help=f"Only petitions that ended in these states ({', '.join(_ENDED_STATES)}; "
+              "any case). Repeatable.")  # fmt: skip
+@click.option("--group", "groups", multiple=True, metavar="NAME[,NAME]",
+              callback=status_view.groups_option,
+              help="Only petitions of these groups. Repeatable.")  # fmt: skip
 @click.option(
     "--older-than",
     metavar="DURATION",
@@ -188,8 +191,9 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 
 @click.command("wait")
 @click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)
-@click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="Every petition of this group queued or running now. Repeatable.")  # fmt: skip
+@click.option("--group", "groups", multiple=True, metavar="NAME[,NAME]",
+              callback=status_view.groups_option,
+              help="Every petition of these groups queued or running now. Repeatable.")  # fmt: skip
 @click.option("--all", "everything", is_flag=True,
               help="Every petition queued or running now.")  # fmt: skip
 @click.option("--timeout", metavar="DURATION",

@@ -114,15 +114,30 @@ def _words(values: tuple[str, ...]) -> list[str]:
 def states_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
     """``--state``: repeatable or a comma list, any case; a usage error names the legal
     states."""
-    import click
-
     from orcha.states import State
 
-    legal = [s.value for s in State]
+    return _states_of(values, [s.value for s in State])
+
+
+def states_among(
+    *legal: str,
+) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], list[str]]:
+    """A ``--state`` callback as :func:`states_option`, of the ``legal`` states only
+    (cancel: QUEUED and RUNNING; clean: the ended ones)."""
+
+    def option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+        return _states_of(values, list(legal))
+
+    return option
+
+
+def _states_of(values: tuple[str, ...], legal: list[str]) -> list[str]:
+    import click
+
     out = []
     for word in _words(values):
         if word.upper() not in legal:
-            raise click.BadParameter(f"{word!r} is not a state: {', '.join(legal)}")
+            raise click.BadParameter(f"{word!r} is not one of the states {', '.join(legal)}")
         out.append(word.upper())
     return list(dict.fromkeys(out))
 

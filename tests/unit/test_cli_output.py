@@ -173,8 +173,13 @@ def test_state_and_group_options_take_lists_in_any_case() -> None:
     assert status_view.states_option(ctx, param, ("queued,Running", "FAILED", "queued")) == [
         "QUEUED", "RUNNING", "FAILED",
     ]  # fmt: skip
-    with pytest.raises(click.BadParameter, match="not a state"):
+    with pytest.raises(click.BadParameter, match="'done' is not one of the states QUEUED, "):
         status_view.states_option(ctx, param, ("done",))
+    # cancel's and clean's take lists too, of the states they can act on
+    ended = status_view.states_among("SUCCEEDED", "FAILED")
+    assert ended(ctx, param, ("failed,succeeded",)) == ["FAILED", "SUCCEEDED"]
+    with pytest.raises(click.BadParameter, match=r"'queued' is not one of the states SUCCEEDED"):
+        ended(ctx, param, ("queued",))
     assert status_view.groups_option(ctx, param, ("a,b", "a")) == ["a", "b"]
     with pytest.raises(click.BadParameter):
         status_view.groups_option(ctx, param, ("bad name",))
