@@ -208,11 +208,10 @@ class NoServiceError(OrchaError):
 
     exit_code = ExitCode.NO_SERVICE
 
-    def __init__(self, address: str, reason: str = "") -> None:
+    def __init__(self, address: str, reason: str = "", advice: str = "") -> None:
         why = f" ({reason})" if reason else ""
-        super().__init__(
-            f"no orcha service is running at {address}{why}; start one with 'orcha serve'"
-        )
+        advice = advice or "start one with 'orcha serve'"
+        super().__init__(f"no orcha service is running at {address}{why}; {advice}")
 
 
 class DroppedError(NoServiceError):

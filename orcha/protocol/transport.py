@@ -98,6 +98,25 @@ def connect(
         return _connect_once(address, key, timeout)
 
 
+def _refused(address: Address) -> NoServiceError:
+    """A refused connection: a path that is not a socket says so (a mistyped --address
+    naming a directory or a file); else the socket is stale, or the port closed."""
+    if isinstance(address.sockaddr, str):
+        import stat
+
+        try:
+            mode = os.stat(address.sockaddr).st_mode
+        except OSError:
+            mode = stat.S_IFSOCK
+        if not stat.S_ISSOCK(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a file"
+            return NoServiceError(
+                str(address), f"{kind}, not a socket",
+                "check --address, ORCHA_ADDRESS or the configuration's address",
+            )  # fmt: skip
+    return NoServiceError(str(address), "connection refused")
+
+
 def _connect_once(
     address: Address, key: bytes | None, timeout: float = CONNECT_TIMEOUT
 ) -> WireConnection:
@@ -111,7 +130,7 @@ def _connect_once(
         raise NoServiceError(str(address), "no socket there") from None
     except ConnectionRefusedError:
         sock.close()
-        raise NoServiceError(str(address), "connection refused") from None
+        raise _refused(address) from None
     except TimeoutError:
         sock.close()
         raise NoServiceError(str(address), "it did not answer") from None
@@ -201,9 +220,23 @@ def listen(address: Address) -> socket.socket:
 
 
 def _remove_stale_socket(address: Address) -> None:
+    """Remove the socket a service that died left at the address (nobody answers there);
+    AlreadyRunningError if one answers; ConfigError if something other than a socket is
+    there (a file or a directory given by mistake: never removed)."""
+    import stat
+
     assert address.path is not None
-    if not os.path.lexists(address.path):
+    try:
+        mode = os.lstat(address.path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else
+                "a symbolic link" if stat.S_ISLNK(mode) else "a file")  # fmt: skip
+        raise ConfigError(
+            f"cannot listen on {address}: it is {kind}, not a socket, and orcha leaves it "
+            "as it is; choose another --address"
+        )
     import socket
 
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

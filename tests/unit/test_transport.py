@@ -20,6 +20,49 @@ def test_no_socket_is_no_service(tmp_path: Path) -> None:
     assert caught.value.exit_code == ExitCode.NO_SERVICE
 
 
+def test_a_path_that_is_not_a_socket_is_said_to_be_so_not_a_stopped_service(
+    tmp_path: Path,
+) -> None:
+    for path, kind in ((tmp_path, "a directory"), (tmp_path / "file", "a file")):
+        if kind == "a file":
+            path.write_text("data")
+        with pytest.raises(NoServiceError) as refused:
+            transport.connect(parse_address(str(path)), b"k")
+        assert refused.value.message == (
+            f"no orcha service is running at {path} ({kind}, not a socket); check "
+            "--address, ORCHA_ADDRESS or the configuration's address"
+        )
+
+
+def test_listen_never_removes_what_is_not_a_socket_but_takes_a_stale_one(
+    tmp_path: Path,
+) -> None:
+    from orcha.errors import ConfigError
+
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    (tmp_path / "link").symlink_to(precious)
+    for name, kind in (("precious", "a file"), ("link", "a symbolic link"), (".", "a directory")):
+        path = tmp_path / name
+        with pytest.raises(ConfigError) as refused:
+            transport.listen(parse_address(str(path)))
+        assert refused.value.message == (
+            f"cannot listen on {path}: it is {kind}, not a socket, and orcha leaves it as it "
+            "is; choose another --address"
+        )
+    assert precious.read_text() == "keep me" and (tmp_path / "link").is_symlink()
+    # A socket nobody listens on (a service that died left it) is replaced.
+    stale = tmp_path / "stale.sock"
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(stale))
+    left.close()
+    listening = transport.listen(parse_address(str(stale)))
+    try:
+        assert stale.is_socket()
+    finally:
+        listening.close()
+
+
 def test_a_socket_this_user_may_not_use_says_permission_denied_and_whose(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
