@@ -113,6 +113,17 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> Any:
     return value
 
 
+def _unknown(key: str, properties: dict[str, Any]) -> str:
+    """Why ``key`` is refused: unknown, the known one it may be a slip for, and the
+    known ones."""
+    import difflib
+
+    known = ", ".join(sorted(properties)) or "none"
+    close = difflib.get_close_matches(key, list(properties), n=1, cutoff=0.75)
+    slip = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown setting{slip} (known: {known})"
+
+
 def _object(schema: dict[str, Any], value: dict[str, Any], path: str) -> dict[str, Any]:
     properties: dict[str, Any] = schema.get("properties", {})
     extra = schema.get("additionalProperties", True)
@@ -124,8 +135,7 @@ def _object(schema: dict[str, Any], value: dict[str, Any], path: str) -> dict[st
         if key in properties:
             out[key] = validate(properties[key], item, where)
         elif extra is False:
-            known = ", ".join(sorted(properties)) or "none"
-            raise SchemaError(where, f"unknown setting (known: {known})")
+            raise SchemaError(where, _unknown(key, properties))
         elif isinstance(extra, dict):
             out[key] = validate(extra, item, where)
         else:

@@ -194,7 +194,7 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str) -> N
 def test_an_unknown_top_level_key_is_refused_by_name(tmp_path: Path) -> None:
     message = error_of(tmp_path, "grace: 1\nmax_runing: 2\n")
     head, _, known = message.partition(" (known: ")
-    assert head == "max_runing: unknown setting", message
+    assert head == "max_runing: unknown setting; did you mean 'max_running'?", message
     names = known.removesuffix(")").split(", ")
     assert names == sorted(names) and set(KEYS) <= set(names), message
 

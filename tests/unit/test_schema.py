@@ -117,6 +117,11 @@ def test_additional_properties_false_names_the_key_and_the_known_ones() -> None:
     schema = {**OBJECT, "additionalProperties": False}
     assert refused(schema, {"a": 1, "zz": 0}, "cfg") == "cfg.zz: unknown setting (known: a, b)"
     assert refused({"additionalProperties": False}, {"x": 1}) == "x: unknown setting (known: none)"
+    # A slip of a known one is named (only a close one: 'zz' is like neither 'a' nor 'b').
+    slips = {"additionalProperties": False, "properties": {"timeout": {}, "times": {}}}
+    assert refused(slips, {"timout": 1}) == (
+        "timout: unknown setting; did you mean 'timeout'? (known: timeout, times)"
+    )
 
 
 def test_additional_properties_as_a_schema() -> None:
