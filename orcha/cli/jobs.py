@@ -82,7 +82,7 @@ def status(
                 **arrays})  # fmt: skip
     if missing:
         raise NoPetitionError(
-            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status' for all"
+            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status'"
         )
     return 0
 

@@ -137,5 +137,5 @@ def show(answer: dict[str, Any], ids: tuple[str, ...], sort: str, out: Echo = ec
         from orcha.errors import NoPetitionError
 
         raise NoPetitionError(
-            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status' for all"
+            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status'"
         )

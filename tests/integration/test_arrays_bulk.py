@@ -95,8 +95,7 @@ def test_bulk_signal_wait_cancel_clean_follow(env: Env) -> None:
     cleaned = env.run("clean", "b1", "b2", "b3", "nope", "--state", "cancelled")
     assert cleaned.returncode == 209, cleaned.stderr
     assert cleaned.stderr == (
-        "orcha: removed 2 ended petition(s)\n"
-        "orcha: there is no petition with ID 'nope'; not cleaned\n"
+        "orcha: removed 2 ended petition(s)\norcha: no petition has ID 'nope'; not cleaned\n"
     )
 
 

@@ -47,10 +47,8 @@ def test_cancel_says_how_many_for_a_selection(capsys: pytest.CaptureFixture[str]
     assert bulk.report_cancel(results, True, None) == 0
     err = capsys.readouterr().err
     assert err.startswith("orcha: cancelled 12 petition(s): p0, p1,") and err.endswith(", ...\n")
-    assert bulk.report_cancel({"x": "there is no petition with ID 'x'"}, False, None) == 209
-    assert capsys.readouterr().err == (
-        "orcha: there is no petition with ID 'x'; nothing to cancel\n"
-    )
+    assert bulk.report_cancel({"x": "no petition has ID 'x'"}, False, None) == 209
+    assert capsys.readouterr().err == ("orcha: no petition has ID 'x'; nothing to cancel\n")
     # An array's 300 members: a count, not 300 lines; and so for what could not be.
     results = {f"a_{i}": "cancelled" for i in range(1, 301)}
     assert bulk.report_cancel(results, False, None) == 0

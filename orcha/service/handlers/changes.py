@@ -47,7 +47,7 @@ def _named(service: Service, petition_id: str) -> tuple[Job | None, dict[str, An
     record = target.record if target is not None else None
     if target is None or (target.job is None and record is None):
         raise PetitionError(
-            f"there is no petition with ID {petition_id!r}; see 'orcha status'",
+            f"no petition has ID {petition_id!r}; see 'orcha status'",
             ExitCode.NO_PETITION,
         )
     return target.job, record if record is not None else {}

@@ -95,7 +95,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
             record = found[-1].record if found else None
             results[petition_id] = (
                 f"petition {petition_id!r} has already ended ({record['state']})"
-                if record else f"there is no petition with ID {petition_id!r}"
+                if record else f"no petition has ID {petition_id!r}"
             )  # fmt: skip
             continue
         jobs.append(job)
@@ -179,7 +179,7 @@ def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
     record = service.events.ended_record(request.id)
     if record is None:
         raise PetitionError(
-            f"no petition has ID {request.id!r}; see 'orcha status' for all",
+            f"no petition has ID {request.id!r}; see 'orcha status'",
             ExitCode.NO_PETITION,
         )
     frames = list(read_log(record["log_path"]))
@@ -210,7 +210,7 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
             found = resolve(petition_id, service.scheduler, service.store)
             record = found[-1].record if found else None
             if record is None:
-                results[petition_id] = f"there is no petition with ID {petition_id!r}"
+                results[petition_id] = f"no petition has ID {petition_id!r}"
             elif record["state"] in (str(State.QUEUED), str(State.RUNNING)):
                 results[petition_id] = (
                     f"petition {petition_id!r} is {record['state'].lower()}; cancel it first"

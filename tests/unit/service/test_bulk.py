@@ -31,7 +31,7 @@ def test_cancel_a_selection_takes_the_queued_ones_first(h: Harness) -> None:
     assert reply["results"] == {}
     reply = h.call("cancel", ids=["nope"], all=True)
     assert reply["results"] == {
-        "nope": "there is no petition with ID 'nope'",
+        "nope": "no petition has ID 'nope'",
         "r2": "cancelled",
         "q2": "cancelled",
     }
@@ -67,7 +67,7 @@ def test_clean_by_ids_states_groups_and_age(h: Harness) -> None:
     assert reply["removed"] == 1
     assert reply["results"] == {
         "live": "petition 'live' is running; cancel it first",
-        "nope": "there is no petition with ID 'nope'",
+        "nope": "no petition has ID 'nope'",
     }
     assert h.call("clean", states=["FAILED"], groups=["g"], older_than=60)["removed"] == 0
     h.clock.advance(120)

@@ -49,7 +49,7 @@ def test_release_says_why_not_for_each_id(h: Harness) -> None:
     assert results == {
         "plain": "petition 'plain' is running; only a queued one can be released",
         "waits": "petition 'waits' is neither held nor delayed",
-        "nope": "there is no petition with ID 'nope'; see 'orcha status'",
+        "nope": "no petition has ID 'nope'; see 'orcha status'",
     }
 
 

@@ -110,7 +110,7 @@ def test_cancel_a_queued_and_a_running_petition(h: Harness) -> None:
     assert reply["results"] == {
         "b": "cancelled",
         "a": "cancelled",
-        "nope": "there is no petition with ID 'nope'",
+        "nope": "no petition has ID 'nope'",
     }
     h.wait_ended("a", "b")
     a, b = h.record("a"), h.record("b")
