@@ -19,8 +19,14 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import ENV_CACHE_SIZE
-from orcha.errors import DuplicateIdError, InvalidPetitionError, PetitionError, UnknownKindError
+from orcha.defaults import ENV_CACHE_SIZE, STORE_START_WAIT
+from orcha.errors import (
+    DuplicateIdError,
+    InvalidPetitionError,
+    NotSavedError,
+    PetitionError,
+    UnknownKindError,
+)  # fmt: skip
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
@@ -30,6 +36,7 @@ from orcha.states import State, transition
 
 if TYPE_CHECKING:
     from orcha.service.service import Service
+    from orcha.service.store import Store
 
 log = logging.getLogger("orcha.service")
 
@@ -284,6 +291,20 @@ def _retry(
         f"queued for attempt {done + 1}",
     )  # fmt: skip
     return _requeue(service, row, now, named, parsed, attempt=done + 1)
+
+
+def save_end(store: Store, job: Job, **fields: Any) -> None:
+    """Keep how ``job`` ended (``fields``): handed to the record writer, committed a batch
+    later (docs/reliability.rst), unless a restart would give it another attempt (its
+    record RUNNING, with ``--retries`` left: :func:`_retry`). Then it is committed before
+    its client is told: after a crash in between, it would run again though it ended."""
+    if job.parent is None and job.kind and job.attempt < 1 + job.schedule.retries:
+        try:
+            store.update(job.seq, wait=STORE_START_WAIT, **fields)
+            return
+        except NotSavedError:
+            pass  # the writer keeps trying; the outage is logged and in 'orcha health'
+    store.update_later(job.seq, **fields)
 
 
 def _end(service: Service, row: dict[str, Any], **changes: Any) -> None:

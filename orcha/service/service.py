@@ -28,6 +28,7 @@ from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job, StdinRead
 from orcha.service.logs import PetitionLog
 from orcha.service.queued_notices import QueuedNotices
+from orcha.service.recovery import save_end
 from orcha.service.references import intake_name, pin
 from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
@@ -377,17 +378,14 @@ class Service(Intake):
         if parent is not None and parent.family is not None:
             parent.family.ended()
         if self.store is not None:
-            self.store.update_later(
-                job.seq,
-                state=str(job.state),
-                ended=job.ended or self.clock(),
-                code=job.code,
-                message=job.message,
+            save_end(
+                self.store, job, state=str(job.state), ended=job.ended or self.clock(),
+                code=job.code, message=job.message,
                 **({"outcome": job.outcome} if job.outcome is not None else {}),
                 **({"leftovers": job.leftovers} if job.leftovers is not None else {}),
                 **({"cpu_time": job.cpu_time} if job.cpu_time is not None else {}),
                 **({"peak_rss": job.peak_rss} if job.peak_rss is not None else {}),
-            )
+            )  # fmt: skip
         if job.log is not None:
             job.log.close()
         if job.stdin is not None:

@@ -175,6 +175,42 @@ def test_an_interrupted_petition_with_retries_left_is_queued_again_and_the_attem
         fourth.close()
 
 
+def test_the_end_of_a_petition_a_restart_would_retry_is_committed_before_it_is_told(
+    tmp_path: Path,
+) -> None:
+    # Its record RUNNING with attempts left after a crash, it would run again though it
+    # had ended: its end is committed at once, not a batch of the record writer later.
+    import sqlite3
+
+    h = Harness(tmp_path, max_running=2)
+    try:
+        assert h.service.store is not None
+        saver = h.service.store.saver
+        assert saver._thread is None
+        saver._start = False  # no record writer: what is handed to it waits (Saver(start=))
+        h.submit("retried", schedule={"retries": 2})
+        h.submit("plain")
+        h.gates.wait_started("retried")
+        h.gates.wait_started("plain")
+        h.run_to_end("retried")  # its client is told here...
+        h.run_to_end("plain")
+
+        def committed(petition_id: str) -> str:
+            db = sqlite3.connect(f"file:{tmp_path / 'state' / 'orcha.db'}?mode=ro", uri=True)
+            try:
+                query = "SELECT state FROM petitions WHERE id = ?"
+                return str(db.execute(query, (petition_id,)).fetchone()[0])
+            finally:
+                db.close()
+
+        assert committed("retried") == "SUCCEEDED"  # ...and it was committed before
+        assert committed("plain") == "RUNNING"  # a batch later: no restart runs it again
+        saver.step()
+        assert committed("plain") == "SUCCEEDED"
+    finally:
+        h.close()
+
+
 def test_an_interrupted_petition_without_retries_or_with_a_parent_is_never_run_again(
     tmp_path: Path,
 ) -> None:
