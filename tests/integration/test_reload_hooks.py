@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, wait_for
+from tests.conftest import Env, Service, wait_for
 from tests.integration.clients import WAIT, new_id, orcha
 
 REFUSED = 204
@@ -143,7 +143,10 @@ class SigningReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
-    def finished(self, petition_id: str) -> dict[str, Any]:
+    def finished(self, petition_id: str, *services: Service) -> dict[str, Any]:
+        """The 'finished' POST of ``petition_id``, once it has come (the ``services``'
+        logs are shown if it does not)."""
+
         def find() -> dict[str, Any] | None:
             for post in self.posts:
                 body = post["body"]
@@ -152,7 +155,8 @@ class SigningReceiver:
             return None
 
         with self.cond:
-            assert self.cond.wait_for(lambda: find() is not None, WAIT), self.posts
+            came = self.cond.wait_for(lambda: find() is not None, WAIT)
+            assert came, (self.posts, [service.stderr for service in services])
             found = find()
             assert found is not None
             return found
@@ -194,7 +198,7 @@ def test_signed_webhooks_and_on_finish_with_output_and_after_a_restart(
     service = env.serve("--max-running", "2", "--grace", "1")
     loud = new_id("loud")
     orcha(env, "run", loud, "--", "sh", "-c", "echo one; echo two >&2; exit 3", code=3)
-    post = receiver.finished(loud)
+    post = receiver.finished(loud, service)
     assert post["valid"] and post["github"] and post["event"] == "finished"
     assert post["body"]["data"]["state"] == "FAILED"
     env_file = hooked / f"{loud}.env"
@@ -216,11 +220,11 @@ def test_signed_webhooks_and_on_finish_with_output_and_after_a_restart(
     assert states(env, stuck) == ["RUNNING"]
     service.kill_service()
     second = env.serve("--max-running", "2", "--grace", "1")
-    post = receiver.finished(stuck)
+    post = receiver.finished(stuck, service, second)
     assert post["valid"] and post["body"]["data"]["state"] == "INTERRUPTED"
     env_file = hooked / f"{stuck}.env"
-    assert wait_for(env_file.exists, WAIT)
+    assert wait_for(env_file.exists, WAIT), second.stderr
     assert env_file.read_text().split("|")[:2] == [stuck, "INTERRUPTED"]
-    assert second.stop(timeout=WAIT) == 0
+    assert second.stop(timeout=WAIT) == 0, second.stderr
     for text in (service.stderr, second.stderr):  # (config show: tests/unit/test_config.py)
         assert "top-secret-42" not in text
