@@ -23,6 +23,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("orcha.cli.ls", "ls"),
     "describe": ("orcha.cli.describe", "describe"),
     "health": ("orcha.cli.health", "health"),
+    "shutdown": ("orcha.cli.shutdown", "shutdown"),
     "config": ("orcha.cli.config_command", "config"),
     "state": ("orcha.cli.state", "state"),
     "kinds": ("orcha.cli.kinds", "kinds"),

@@ -249,15 +249,9 @@ class Client:
             raise NoPetitionError(f"{reason}; nothing to cancel")
 
     def cancel_each(
-        self,
-        ids: Iterable[str],
-        force: bool = False,
-        *,
-        groups: Iterable[str] = (),
-        states: Iterable[str] = (),
-        everything: bool = False,
-        signal: int | None = None,
-    ) -> dict[str, str]:
+        self, ids: Iterable[str], force: bool = False, *, groups: Iterable[str] = (),
+        states: Iterable[str] = (), everything: bool = False, signal: int | None = None,
+    ) -> dict[str, str]:  # fmt: skip
         """Cancel petitions (``ids``; an array's name: its members not ended yet), the
         queued or running ones of ``groups`` in ``states`` (QUEUED, RUNNING), or all;
         with ``signal`` (a number), send it to their running trees instead: for each
@@ -275,13 +269,9 @@ class Client:
         return removed
 
     def clean_each(
-        self,
-        ids: Iterable[str] = (),
-        *,
-        states: Iterable[str] = (),
-        groups: Iterable[str] = (),
-        older_than: float | None = None,
-    ) -> dict[str, Any]:
+        self, ids: Iterable[str] = (), *, states: Iterable[str] = (),
+        groups: Iterable[str] = (), older_than: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Forget ended petitions: ``ids`` (all if none; an array's name: its members),
         only in ``states``, of ``groups``, that ended over ``older_than`` seconds ago.
         ``{"removed": how many, "results": {ID: why it was not cleaned}}``."""
@@ -430,6 +420,11 @@ class Client:
         "changed", "restart", "warnings"}``. PetitionError (REFUSED) if the file is
         invalid: the service keeps the configuration it had."""
         return dict(self._call(operations.reload))
+
+    def shutdown(self) -> dict[str, Any]:
+        """Stop the service, as SIGTERM does: ``{"pid", "running", "queued"}`` (running
+        ones are cancelled, queued ones kept for its next start)."""
+        return dict(self._call(operations.shutdown))
 
     def state(self, plugin: str) -> dict[str, Any]:
         """Every key of a plugin's persistent state with its value."""

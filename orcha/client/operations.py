@@ -414,6 +414,13 @@ def reload(session: Session) -> dict[str, Any]:
     return reply
 
 
+def shutdown(session: Session) -> dict[str, Any]:
+    """Ask the service to stop, as SIGTERM does: ``{"pid", "running", "queued"}`` (the
+    running ones are cancelled, the queued ones kept for its next start)."""
+    reply: dict[str, Any] = session.call("shutdown")
+    return reply
+
+
 # -- changes after submission ----------------------------------------------------------------
 def release(session: Session, ids: list[str]) -> dict[str, str]:
     """Let held or delayed petitions start: for each ID, ``"released"`` or why not."""

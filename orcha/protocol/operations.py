@@ -123,6 +123,7 @@ OPERATIONS: dict[str, Operation] = {
                   ("refused", "unknown", "not_saved")),
         Operation("info", NoRequest, _INFO),
         Operation("reload", NoRequest, ("path", "changed", "restart", "warnings")),
+        Operation("shutdown", NoRequest, ("pid", "running", "queued")),
         Operation("release", ReleaseRequest, ("results",)),
         Operation("edit", EditRequest, ("id", "priority", "schedule", "edited"),
                   ("refused", "no_petition")),

@@ -253,7 +253,7 @@ def _remove_stale_socket(address: Address) -> None:
         probe.close()
     raise AlreadyRunningError(
         f"another orcha service is already listening at {address}; "
-        "stop it first (Ctrl+C in its terminal) or use --address"
+        "stop it first ('orcha shutdown', or Ctrl+C in its terminal) or use --address"
     )
 
 

@@ -125,7 +125,7 @@ class Daemon:
             if self._hangups:
                 self._hangups = 0
                 self._hang_up()
-            if self._signals and not service.stopping:
+            if (self._signals or service.stop_asked) and not service.stopping:
                 sel.unregister(listener)
                 listener.close()
                 systemd.stopping(f"stopping; {service.status_words()}")

@@ -18,7 +18,7 @@ stays behind as the *guard*; its child becomes the service. The guard:
 
 The service runs in its own process group (a terminal's Ctrl+C reaches the guard alone,
 which forwards it once, not twice) with ``PR_SET_PDEATHSIG`` = SIGTERM: if the guard is
-killed, the service stops as on ``orcha stop``, stopping its petitions.
+killed, the service stops as on ``orcha shutdown``, stopping its petitions.
 
 Every OS effect goes through :class:`GuardOS`, which tests replace. ``ORCHA_NO_GUARD=1``
 (or a system without ``prctl``) runs the service in the one process, as before.

@@ -48,7 +48,7 @@ class AddressLock:
             os.close(fd)
             raise AlreadyRunningError(
                 f"another orcha service (pid {owner}) is already listening at {address}; "
-                "stop it first (Ctrl+C in its terminal) or use --address"
+                "stop it first ('orcha shutdown', or Ctrl+C in its terminal) or use --address"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

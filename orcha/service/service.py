@@ -77,6 +77,7 @@ class Service(Intake):
         self.clock = clock
         self.token_prefix = f"{os.getpid()}.{time.time_ns()}"
         self.stopping = False
+        self.stop_asked = False  # by a client ('orcha shutdown'): the daemon's loop stops
         self.wake_on_submit = False  # the daemon reports the queue length to systemd
         self.server: ManagerServer | None = None  # set by the daemon that serves it
         self.store: Store | None = None  # opened by open_store()

@@ -235,6 +235,34 @@ def test_sigterm_keeps_queued_petitions_for_the_next_start(env: Env, tmp_path: P
         reap(blocker, *queued)
 
 
+def test_orcha_shutdown_stops_it_as_sigterm_does_and_wait_returns_once_it_exited(
+    env: Env, tmp_path: Path
+) -> None:
+    service = env.serve("--max-running", "1", "--grace", "2")
+    pidfile = tmp_path / "pid"
+    assert env.run("run", "blocker", "--detach", "--", *pid_writer(pidfile)).returncode == 0
+    pid = read_pid(pidfile)
+    assert env.run("send", "q1", "--counter", "1", "--detach").returncode == 0
+    result = env.run("shutdown", "--wait", timeout=30)
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr
+    assert result.stderr == (
+        f"orcha: the service at {env.socket} is stopping: cancelling 1 running "
+        "petition(s), keeping 1 queued for its next start\n"
+    )
+    assert service.proc is not None
+    assert service.proc.wait(20) == 0  # --wait returned once the service had exited
+    assert "a client asked the service to stop" in service.stderr
+    assert wait_for(lambda: gone(pid), 10), f"petition process {pid} survived the service"
+    again = env.run("shutdown", timeout=30)  # nobody there now
+    assert again.returncode == 200 and "no orcha service" in one_error_line(again.stderr)
+    # The queued one runs at the next start; the running one was cancelled.
+    env.serve("--max-running", "1")
+    followed = env.run("follow", "q1", timeout=30)
+    assert (followed.returncode, followed.stdout) == (0, "Hello world! 0\n")
+    status = env.run("status", "blocker", "--json", timeout=30)
+    assert json.loads(status.stdout)["petitions"][0]["state"] == "CANCELLED", status.stdout
+
+
 def test_second_signal_forces_stop_with_exit_one(env: Env, tmp_path: Path) -> None:
     grace = 30.0
     service = env.serve("--max-running", "2", "--grace", str(grace))

@@ -250,6 +250,23 @@ def reload(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         ) from None
 
 
+def shutdown(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+    """Stop as a first SIGTERM does (pueue's ``shutdown``): the daemon's loop stops
+    admitting, cancels the running petitions and keeps the queued ones; the service's
+    PID and what it held when asked."""
+    scheduler = service.scheduler
+    answer = {"pid": os.getpid(), "running": scheduler.running_count,
+              "queued": scheduler.queued_count}  # fmt: skip
+    if not service.stopping:
+        log.warning("a client asked the service to stop")
+        service.stop_asked = True
+        try:
+            os.write(service.waker_w, b"\0")  # the loop looks now
+        except BlockingIOError:
+            pass  # it is awake already
+    return answer
+
+
 HANDLERS: dict[str, Handler] = {
     "group": group,
     "pause": pause,
@@ -260,4 +277,5 @@ HANDLERS: dict[str, Handler] = {
     "info": info,
     "workers": workers,
     "reload": reload,
+    "shutdown": shutdown,
 }

@@ -1,0 +1,70 @@
+"""``orcha shutdown``: stop the service from a client, as Ctrl+C or SIGTERM does."""
+
+from __future__ import annotations
+
+import click
+
+from orcha.cli.connect import client
+from orcha.cli.options import global_options
+from orcha.cli.output import json_option, print_json
+
+#: How long ``--wait`` waits for the service to exit beyond its grace period (the grace
+#: bounds how long its petitions' trees take to stop).
+_WAIT_MARGIN = 30.0
+
+
+@click.command("shutdown")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Return once the service has exited (it is on this host).")  # fmt: skip
+@json_option
+@global_options
+@click.pass_context
+def shutdown(ctx: click.Context, wait_: bool, as_json: bool) -> int:
+    """Stop the service, as Ctrl+C or SIGTERM does (pueue's 'shutdown', tsp -K): it
+    stops admitting, cancels the running petitions (their whole process trees, within
+    its grace period), keeps the queued ones for its next start, and exits.
+
+    Exit 0; 200 if no service runs there; 124 if --wait gave up first.
+    """
+    service = client(ctx)
+    address = service.settings.address
+    if wait_ and not address.is_unix:
+        from orcha.address import is_loopback
+
+        if not is_loopback(address):
+            from orcha.cli.build import Refused
+
+            raise Refused("--wait needs the service on this host (a socket or a loopback address)")
+    with service:
+        answer = service.shutdown()
+    if as_json:
+        print_json({**answer, "address": str(address)})
+    else:
+        click.echo(
+            f"orcha: the service at {address} is stopping: cancelling {answer['running']} "
+            f"running petition(s), keeping {answer['queued']} queued for its next start",
+            err=True,
+        )
+    if not wait_:
+        return 0
+    return _wait_for_exit(int(answer["pid"]), service.settings.grace + _WAIT_MARGIN)
+
+
+def _wait_for_exit(pid: int, timeout: float) -> int:
+    """Poll until process ``pid`` is gone (0), or ``timeout`` seconds pass (124)."""
+    import os
+    import time
+
+    from orcha.errors import ExitCode
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 0
+        except PermissionError:
+            pass  # it is there, another user's: wait on
+        time.sleep(0.05)
+    click.echo(f"orcha: the service (pid {pid}) has not exited after {timeout:g} s", err=True)
+    return int(ExitCode.TIMEOUT)
