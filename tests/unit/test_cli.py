@@ -128,3 +128,16 @@ def test_a_click_command_whose_reader_is_gone_exits_as_sigpipe_would() -> None:
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_shutdown_wait_is_refused_for_a_service_on_another_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Refused before anything is sent: its PID would name a process of this host."""
+    from orcha.cli.app import run
+
+    assert run(["shutdown", "--wait", "--address", "192.0.2.1:9"]) == 2
+    assert capsys.readouterr().err == (
+        "orcha shutdown: --wait needs the service on this host (a socket or a loopback "
+        "address) (see 'orcha shutdown --help')\n"
+    )
