@@ -95,7 +95,9 @@ def kinds_add(
     """Define runtime kind NAME from KIND with fixed settings (replacing one of that name).
 
     Refused if it asks for more CPUs, memory or GPUs than the service has. Options given
-    to 'orcha send/run --kind NAME' (--cpus, --timeout...) override its settings.
+    to 'orcha send/run --kind NAME' (--cpus, --timeout...) override its settings. It may
+    leave out parameters KIND requires: 'orcha kinds add big --from shell --set cpus=8',
+    then 'orcha run --kind big -- CMD' gives each run its command.
     """
     with client(ctx) as service:
         kind = service.add_kind(name, parent, settings)

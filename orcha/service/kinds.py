@@ -123,7 +123,7 @@ class RuntimeKinds:
         params = {k: v for k, v in settings.items() if k not in _SCHEDULE_KEYS}
         try:
             schedule = Schedule.from_wire(schedule).to_wire()
-            params = kind.check(params)
+            params = _template_params(kind, params)
         except ValueError as e:
             raise PetitionError(
                 f"invalid settings for kind {name!r}: {e}", ExitCode.REFUSED
@@ -167,6 +167,24 @@ class RuntimeKinds:
             request.cwd, request.env, request.attach, request.user, request.host, schedule,
             request.stdin,
         )  # fmt: skip
+
+
+def _template_params(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
+    """A template's parameters, checked as ``kind`` checks a petition's. A template may
+    leave out parameters the kind requires (``orcha kinds add gpu --from shell --set
+    gpus=1``: each ``orcha run --kind gpu -- CMD`` gives its command): then those it
+    gives are checked against the schema, and the whole at each submission."""
+    schema = kind.schema or {}
+    if all(key in params for key in schema.get("required", ())):
+        return kind.check(params)
+    from orcha.schema import SchemaError, validate
+
+    try:
+        return validate({**schema, "required": []}, params, "params")
+    except SchemaError as e:
+        raise InvalidPetitionError(
+            f"invalid parameters for kind {kind.name!r}: {e}; see 'orcha describe {kind.name}'"
+        ) from None
 
 
 class KindRegistry:

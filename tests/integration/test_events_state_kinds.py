@@ -773,6 +773,25 @@ def test_runtime_kinds_refuse_bad_settings_and_taken_names(senv: Env) -> None:
     orcha(senv, "send", "hello-still", "--counter", "1")  # 'hello' is still the plugin's
 
 
+def test_a_template_of_resources_alone_takes_the_command_of_each_run(senv: Env) -> None:
+    serve(senv)
+    # shell requires argv: a template may leave it to each 'orcha run --kind big -- CMD'.
+    _, err = orcha(senv, "kinds", "add", "big", "--from", "shell", "--set", "cpus=2",
+                   "--set", "timeout=10m")  # fmt: skip
+    assert err == "orcha: kind big defined from shell\n"
+    assert orcha(senv, "run", "kb", "--kind", "big", "--", "echo", "mine") == ("mine\n", "")
+    row = record(senv, "kb")
+    assert (row["kind"], row["params"]) == ("big", {"argv": ["echo", "mine"]})
+    assert row["schedule"]["cpus"] == 2 and row["schedule"]["timeout"] == 600
+    # What a submission still lacks is refused then, as for any petition of the kind.
+    out, err = orcha(senv, "send", "kc", "--kind", "big", code=REFUSED)
+    assert out == "" and "params.argv: is required" in err, err
+    # What the template gives is checked when it is defined.
+    _, err = orcha(senv, "kinds", "add", "bad", "--from", "shell", "--set", "argv=5",
+                   code=REFUSED)  # fmt: skip
+    assert "params.argv: expected a list" in err, err
+
+
 def test_a_queued_petition_of_a_removed_runtime_kind_survives_a_restart(senv: Env) -> None:
     service = serve(senv)
     orcha(senv, "kinds", "add", "build", "--from", "shell",
