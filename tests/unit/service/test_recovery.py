@@ -63,6 +63,56 @@ def test_a_restart_keeps_pauses(tmp_path: Path) -> None:
         second.close()
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_a_resume_is_saved_before_what_it_lets_start_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool
+) -> None:
+    # A petition a resume starts may crash the service at once (a restart must not find
+    # the pause again): what each start sees saved is the resume.
+    import threading
+
+    from orcha.service.handlers import control
+    from orcha.service.service import Service
+
+    h = Harness(tmp_path, max_running=1)
+    try:
+        store, address = h.service.store, str(h.settings.address)
+        assert store is not None
+        if named:  # paused by its ID alone: the resume of its ID lets it start
+            h.submit("first")
+            h.gates.wait_started("first")
+            h.submit("a")
+            h.call("pause", ids=["a"])
+            h.run_to_end("first")
+        else:
+            h.call("pause", all=True)
+            h.submit("a")
+        assert h.record("a")["state"] == "QUEUED"
+        seen: list[object] = []
+        started = threading.Event()
+        job_started = Service.job_started
+
+        def spy(service: Service, job: object) -> None:
+            row = store.named("a")
+            seen.append((store.get_value(address, "groups", {}), row and row["paused"]))
+            started.set()
+            job_started(service, job)
+
+        monkeypatch.setattr(Service, "job_started", spy)
+        save = control.save_groups
+
+        def late_save(service: Service) -> None:
+            started.wait(0.5)  # a start that came before the save would be seen here
+            save(service)
+
+        monkeypatch.setattr(control, "save_groups", late_save)
+        h.call("resume", **({"ids": ["a"]} if named else {"all": True}))
+        h.gates.wait_started("a")
+        assert seen == [({"limits": {}, "paused": [], "paused_all": False}, 0)]
+    finally:
+        h.close()
+
+
 def test_a_restart_cancels_the_queued_children_of_an_interrupted_parent(tmp_path: Path) -> None:
     first = Harness(tmp_path, max_running=1)
     first.call("pause", all=True)
