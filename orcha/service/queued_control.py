@@ -12,8 +12,9 @@ waiting by record number), explaining why petitions wait.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from orcha.errors import DuplicateIdError
@@ -45,6 +46,19 @@ class QueuedControl:
 
     def _insert(self, job: Waiting) -> None:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Start nothing inside (the caller holds the lock), then admit: what a change
+        made inside allows starts only once the caller has saved it (a petition it
+        starts may crash the service; the next start must find the change)."""
+        with self.lock:
+            accepting, self.accepting = self.accepting, False
+            try:
+                yield
+            finally:
+                self.accepting = accepting  # as found: False if the service is stopping
+                self.admit()
 
     # -- queuing -------------------------------------------------------------------------
     def submit_queued(self, entries: list[Queued], taken: list[Queued] | None = None) -> None:

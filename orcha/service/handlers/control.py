@@ -38,8 +38,9 @@ def group(service: Service, peer: Peer, request: GroupRequest) -> dict[str, Any]
     scheduler = service.scheduler
     if request.name is None:
         return {"groups": scheduler.groups()}
-    scheduler.set_group_limit(request.name, request.max_running)
-    save_groups(service)
+    with scheduler.holding():  # saved before what a higher limit allows starts
+        scheduler.set_group_limit(request.name, request.max_running)
+        save_groups(service)
     log.info("group %s: max running %s", request.name, request.max_running or "unlimited")
     if request.max_running is not None:
         for warning in scheduler.group_warnings({request.name: request.max_running}).values():
@@ -85,41 +86,35 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
             results[name] = f"array {name!r} has no queued or running petition"
     # Nothing starts until the change is saved: a petition started by a resume could
     # crash the service before the resume was kept, and the next start would restore
-    # the pause (orcha.service.recovery). Under the scheduler's lock, as submit_many
-    # holds back admission (the two restore what they found).
-    with scheduler.lock:
-        accepting, scheduler.accepting = scheduler.accepting, False
-        try:
-            scheduler.set_paused(paused, jobs, groups, everything)
-            scope = set(groups)
-            covered: list[Waiting] = list(jobs)
-            if everything or scope:
-                # As held (a compact entry is not built: its pause is all that changes).
-                covered += [j for j in scheduler.views() if everything or j.schedule.group in scope]
-            for held in covered:
-                if (
-                    held.state is State.RUNNING
-                    and (request.running or not paused)
-                    and held.stopped != paused
-                ):
-                    # The flag first: a process the petition starts meanwhile is stopped by
-                    # the runner when it registers (see Runner._register).
-                    running = scheduler.job(held)  # a running petition is a Job
-                    running.stopped = paused
-                    sig = signal.SIGSTOP if paused else signal.SIGCONT
-                    running.placed.signal_tree(running, sig)
-                if held.state is State.QUEUED and service.store is not None:
-                    if held in refs:  # named: its own flag, saved before anything starts
-                        service.store.update(held.seq, paused=int(held.paused))
-                    else:
-                        service.store.update_later(held.seq, paused=int(held.paused))
-                service.events.watch_event(held, "paused" if paused else "resumed", {})
-            for job in jobs:
-                results[refs[job]] = "paused" if paused else "resumed"
-            save_groups(service)
-        finally:
-            scheduler.accepting = accepting
-            scheduler.admit()
+    # the pause (orcha.service.recovery).
+    with scheduler.holding():
+        scheduler.set_paused(paused, jobs, groups, everything)
+        scope = set(groups)
+        covered: list[Waiting] = list(jobs)
+        if everything or scope:
+            # As held (a compact entry is not built: its pause is all that changes).
+            covered += [j for j in scheduler.views() if everything or j.schedule.group in scope]
+        for held in covered:
+            if (
+                held.state is State.RUNNING
+                and (request.running or not paused)
+                and held.stopped != paused
+            ):
+                # The flag first: a process the petition starts meanwhile is stopped by
+                # the runner when it registers (see Runner._register).
+                running = scheduler.job(held)  # a running petition is a Job
+                running.stopped = paused
+                sig = signal.SIGSTOP if paused else signal.SIGCONT
+                running.placed.signal_tree(running, sig)
+            if held.state is State.QUEUED and service.store is not None:
+                if held in refs:  # named: its own flag, saved before anything starts
+                    service.store.update(held.seq, paused=int(held.paused))
+                else:
+                    service.store.update_later(held.seq, paused=int(held.paused))
+            service.events.watch_event(held, "paused" if paused else "resumed", {})
+        for job in jobs:
+            results[refs[job]] = "paused" if paused else "resumed"
+        save_groups(service)
     log.info(
         "%s: ids %s, groups %s%s", "paused" if paused else "resumed", request.ids, groups,
         ", everything" if everything else "",

@@ -63,9 +63,9 @@ def test_a_restart_keeps_pauses(tmp_path: Path) -> None:
         second.close()
 
 
-@pytest.mark.parametrize("named", [False, True])
-def test_a_resume_is_saved_before_what_it_lets_start_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool
+@pytest.mark.parametrize("how", ["all", "named", "group limit"])
+def test_a_resume_or_a_higher_limit_is_saved_before_what_it_lets_start_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     # A petition a resume starts may crash the service at once (a restart must not find
     # the pause again): what each start sees saved is the resume.
@@ -74,16 +74,21 @@ def test_a_resume_is_saved_before_what_it_lets_start_starts(
     from orcha.service.handlers import control
     from orcha.service.service import Service
 
-    h = Harness(tmp_path, max_running=1)
+    h = Harness(tmp_path, max_running=2 if how == "group limit" else 1)
     try:
         store, address = h.service.store, str(h.settings.address)
         assert store is not None
-        if named:  # paused by its ID alone: the resume of its ID lets it start
+        if how == "named":  # paused by its ID alone: the resume of its ID lets it start
             h.submit("first")
             h.gates.wait_started("first")
             h.submit("a")
             h.call("pause", ids=["a"])
             h.run_to_end("first")
+        elif how == "group limit":  # a group full at 1: a limit of 2 lets it start
+            h.call("group", name="g", max_running=1)
+            h.submit("first", schedule={"group": "g"})
+            h.gates.wait_started("first")
+            h.submit("a", schedule={"group": "g"})
         else:
             h.call("pause", all=True)
             h.submit("a")
@@ -106,9 +111,13 @@ def test_a_resume_is_saved_before_what_it_lets_start_starts(
             save(service)
 
         monkeypatch.setattr(control, "save_groups", late_save)
-        h.call("resume", **({"ids": ["a"]} if named else {"all": True}))
+        if how == "group limit":
+            h.call("group", name="g", max_running=2)
+        else:
+            h.call("resume", **({"ids": ["a"]} if how == "named" else {"all": True}))
         h.gates.wait_started("a")
-        assert seen == [({"limits": {}, "paused": [], "paused_all": False}, 0)]
+        limits = {"g": 2} if how == "group limit" else {}
+        assert seen == [({"limits": limits, "paused": [], "paused_all": False}, 0)]
     finally:
         h.close()
 
