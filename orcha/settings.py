@@ -177,6 +177,11 @@ def _private_dir(path: str) -> str:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
+    except FileExistsError:  # "File exists": but it is not a directory
+        raise ConfigError(
+            f"cannot create directory {path}: a file of that name is there; move it or "
+            "choose another directory"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
     if st.st_uid != os.getuid():

@@ -31,7 +31,12 @@ def requests_wire(requests: dict[str, Any]) -> dict[str, Any]:
         elif name in ("timeout", "retry_delay", "delay") and isinstance(value, str):
             value = parse_duration(value)
         elif name in ("after", "after_any", "notify"):
-            value = [value] if isinstance(value, str) else list(value)
+            try:
+                value = [value] if isinstance(value, str) else list(value)
+            except TypeError:  # a number, say: not "'int' object is not iterable"
+                raise ValueError(
+                    f"{name!r} must be a string or a list of them, not {value!r}"
+                ) from None
         wire[name] = value
     return wire
 

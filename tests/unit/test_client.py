@@ -85,6 +85,18 @@ def test_invalid_options_are_refused_before_anything_is_sent(kwargs: dict[str, A
     assert caught.value.message.startswith("invalid petition: ")
 
 
+@pytest.mark.parametrize("name", ["after", "after_any", "notify"])
+def test_a_request_list_given_a_number_names_the_option(name: str) -> None:
+    client = Client(address="/nonexistent/orcha.sock", key="k")
+    with pytest.raises(InvalidPetitionError) as refused:
+        client.submit("x", ["true"], **{name: 5})
+    assert refused.value.message == (
+        f"invalid petition: {name!r} must be a string or a list of them, not 5"
+    )
+    with pytest.raises(InvalidPetitionError, match=f"invalid request: {name!r} must be"):
+        client.edit("x", **{name: 5})  # refused before anything is sent
+
+
 def test_submit_needs_argv_or_kind_and_params() -> None:
     client = Client(address="/nonexistent/orcha.sock", key="k")
     with pytest.raises(TypeError):

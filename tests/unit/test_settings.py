@@ -196,6 +196,20 @@ def test_private_dir_creates_0700(tmp_path: Path) -> None:
     assert mode(path) == 0o700
 
 
+def test_private_dir_where_a_file_is_says_so_and_leaves_the_file(tmp_path: Path) -> None:
+    from orcha.errors import ConfigError
+
+    path = tmp_path / "state"
+    path.write_text("keep")
+    with pytest.raises(ConfigError) as refused:
+        settings._private_dir(str(path))
+    assert refused.value.message == (
+        f"cannot create directory {path}: a file of that name is there; move it or choose "
+        "another directory"
+    )
+    assert path.read_text() == "keep"
+
+
 @pytest.mark.parametrize("loose", [0o755, 0o770, 0o701, 0o777])
 def test_private_dir_tightens_loose_mode(tmp_path: Path, loose: int) -> None:
     path = tmp_path / "d"
