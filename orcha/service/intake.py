@@ -128,23 +128,18 @@ class Intake:
             scheduler = self.scheduler
             # Queued together and admitted once (not once per member, which walks the
             # queue each time): the scheduler's lock is held, so no one sees it paused.
-            with scheduler.lock:
-                accepting, scheduler.accepting = scheduler.accepting, False
-                try:
-                    if peer is None and self.store is not None:  # no Job until needed
-                        jobs += queue_many(self, built, named, requests, seqs, now, prepare)  # type: ignore[arg-type]
-                    else:
-                        for (petition, _, schedule), (token, log_path), request, seq in zip(
-                            built, named, requests, seqs, strict=True
-                        ):
-                            jobs.append(
-                                self._queue_recorded(petition, True, request.kind, schedule,
-                                                     peer, None, seq, token, log_path, now,
-                                                     prepare)
-                            )  # fmt: skip
-                finally:
-                    scheduler.accepting = accepting
-                scheduler.settle_dependencies()  # starts what may start
+            with scheduler.holding(settle=True):  # then starts what may start
+                if peer is None and self.store is not None:  # no Job until needed
+                    jobs += queue_many(self, built, named, requests, seqs, now, prepare)  # type: ignore[arg-type]
+                else:
+                    for (petition, _, schedule), (token, log_path), request, seq in zip(
+                        built, named, requests, seqs, strict=True
+                    ):
+                        jobs.append(
+                            self._queue_recorded(petition, True, request.kind, schedule,
+                                                 peer, None, seq, token, log_path, now,
+                                                 prepare)
+                        )  # fmt: skip
         finally:
             self._release_ids(ids)
         log.info("%d petitions (%s) queued together", len(jobs), ", ".join(ids[:3]) +

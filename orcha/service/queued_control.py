@@ -47,18 +47,26 @@ class QueuedControl:
     def _insert(self, job: Waiting) -> None:
         raise NotImplementedError
 
+    def settle_dependencies(self) -> None:
+        raise NotImplementedError
+
     @contextlib.contextmanager
-    def holding(self) -> Iterator[None]:
-        """Start nothing inside (the caller holds the lock), then admit: what a change
-        made inside allows starts only once the caller has saved it (a petition it
-        starts may crash the service; the next start must find the change)."""
+    def holding(self, settle: bool = False) -> Iterator[None]:
+        """Start nothing inside (the caller holds the lock), then admit (``settle``:
+        :meth:`settle_dependencies`, which also admits, for petitions queued inside).
+        What a change made inside allows starts only once the caller has saved it (a
+        petition it starts may crash the service; the next start must find the change),
+        and many petitions queued inside are admitted once, not once each."""
         with self.lock:
             accepting, self.accepting = self.accepting, False
             try:
                 yield
             finally:
                 self.accepting = accepting  # as found: False if the service is stopping
-                self.admit()
+                if settle:
+                    self.settle_dependencies()
+                else:
+                    self.admit()
 
     # -- queuing -------------------------------------------------------------------------
     def submit_queued(self, entries: list[Queued], taken: list[Queued] | None = None) -> None:
