@@ -17,12 +17,12 @@ from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
 from orcha.cli.options import global_options
 from orcha.cli.petition_options import chosen
 from orcha.errors import ExitCode, NoPetitionError
-from orcha.protocol.requests import CHANGEABLE
+from orcha.protocol.change_requests import CHANGEABLE
 
 
 def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--priority`` and the petition options of the requests that may change
-    (:data:`~orcha.protocol.operations.CHANGEABLE`); their values are collected in
+    (:data:`~orcha.protocol.change_requests.CHANGEABLE`); their values are collected in
     :func:`orcha.cli.petition_options.chosen`."""
     for option in reversed([o for o in PETITION_OPTIONS if o.dest in CHANGEABLE]):
 

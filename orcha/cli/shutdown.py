@@ -14,15 +14,20 @@ _WAIT_MARGIN = 30.0
 
 
 @click.command("shutdown")
+@click.option("--force", is_flag=True,
+              help="Kill the running petitions' trees at once (as a second Ctrl+C), "
+                   "also when a stop is under way.")  # fmt: skip
 @click.option("--wait", "wait_", is_flag=True,
               help="Return once the service has exited (it is on this host).")  # fmt: skip
 @json_option
 @global_options
 @click.pass_context
-def shutdown(ctx: click.Context, wait_: bool, as_json: bool) -> int:
+def shutdown(ctx: click.Context, force: bool, wait_: bool, as_json: bool) -> int:
     """Stop the service, as Ctrl+C or SIGTERM does (pueue's 'shutdown', tsp -K): it
     stops admitting, cancels the running petitions (their whole process trees, within
-    its grace period), keeps the queued ones for its next start, and exits.
+    its grace period), keeps the queued ones for its next start, and exits. While it
+    stops, it still answers ('orcha status'); a second stop signal, or --force, kills
+    what still runs at once.
 
     Exit 0; 200 if no service runs there; 124 if --wait gave up first.
     """
@@ -36,13 +41,28 @@ def shutdown(ctx: click.Context, wait_: bool, as_json: bool) -> int:
 
             raise Refused("--wait needs the service on this host (a socket or a loopback address)")
     with service:
-        answer = service.shutdown()
+        answer = service.shutdown(force)
+    running, queued = answer["running"], answer["queued"]
     if as_json:
         print_json({**answer, "address": str(address)})
+    elif force:
+        # Once stopping, the queued ones are set aside already (not counted here).
+        kept = "" if answer.get("stopping") else f", keeping {queued} queued for its next start"
+        click.echo(
+            f"orcha: the service at {address} is stopping by force: killing {running} "
+            f"running petition(s){kept}",
+            err=True,
+        )
+    elif answer.get("stopping"):
+        click.echo(
+            f"orcha: the service at {address} is stopping already, {running} running "
+            "petition(s) left; 'orcha shutdown --force' kills them at once",
+            err=True,
+        )
     else:
         click.echo(
-            f"orcha: the service at {address} is stopping: cancelling {answer['running']} "
-            f"running petition(s), keeping {answer['queued']} queued for its next start",
+            f"orcha: the service at {address} is stopping: cancelling {running} "
+            f"running petition(s), keeping {queued} queued for its next start",
             err=True,
         )
     if not wait_:

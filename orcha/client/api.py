@@ -421,10 +421,11 @@ class Client:
         invalid: the service keeps the configuration it had."""
         return dict(self._call(operations.reload))
 
-    def shutdown(self) -> dict[str, Any]:
-        """Stop the service, as SIGTERM does: ``{"pid", "running", "queued"}`` (running
+    def shutdown(self, force: bool = False) -> dict[str, Any]:
+        """Stop the service, as SIGTERM does (``force``: as a second one, killing every
+        running tree at once): ``{"pid", "running", "queued", "stopping"}`` (running
         ones are cancelled, queued ones kept for its next start)."""
-        return dict(self._call(operations.shutdown))
+        return dict(self._call(operations.shutdown, force))
 
     def state(self, plugin: str) -> dict[str, Any]:
         """Every key of a plugin's persistent state with its value."""

@@ -414,10 +414,12 @@ def reload(session: Session) -> dict[str, Any]:
     return reply
 
 
-def shutdown(session: Session) -> dict[str, Any]:
-    """Ask the service to stop, as SIGTERM does: ``{"pid", "running", "queued"}`` (the
-    running ones are cancelled, the queued ones kept for its next start)."""
-    reply: dict[str, Any] = session.call("shutdown")
+def shutdown(session: Session, force: bool = False) -> dict[str, Any]:
+    """Ask the service to stop, as SIGTERM does (``force``: as a second one, every
+    running tree killed at once): ``{"pid", "running", "queued", "stopping"}`` (the
+    running ones are cancelled, the queued ones kept for its next start; ``stopping``:
+    it was stopping already)."""
+    reply: dict[str, Any] = session.call("shutdown", {"force": force} if force else None)
     return reply
 
 

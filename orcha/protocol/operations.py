@@ -18,11 +18,11 @@ or ``dataclasses``.
 from __future__ import annotations
 
 from orcha.protocol.arrays import ArrayRequest
+from orcha.protocol.change_requests import EditRequest, ReleaseRequest, RestartRequest
 from orcha.protocol.messages import StdinRequest, SubmitRequest
 from orcha.protocol.requests import (
     CancelRequest,
     CleanRequest,
-    EditRequest,
     FollowRequest,
     GroupRequest,
     IdsRequest,
@@ -31,8 +31,7 @@ from orcha.protocol.requests import (
     MessageRequest,
     NoRequest,
     PauseRequest,
-    ReleaseRequest,
-    RestartRequest,
+    ShutdownRequest,
     StateRequest,
     StatusRequest,
     WatchRequest,
@@ -123,7 +122,7 @@ OPERATIONS: dict[str, Operation] = {
                   ("refused", "unknown", "not_saved")),
         Operation("info", NoRequest, _INFO),
         Operation("reload", NoRequest, ("path", "changed", "restart", "warnings")),
-        Operation("shutdown", NoRequest, ("pid", "running", "queued")),
+        Operation("shutdown", ShutdownRequest, ("pid", "running", "queued", "stopping")),
         Operation("release", ReleaseRequest, ("results",)),
         Operation("edit", EditRequest, ("id", "priority", "schedule", "edited"),
                   ("refused", "no_petition")),

@@ -25,7 +25,8 @@ def check_state_key(key: object) -> str:
     return key
 
 
-def _strings(value: Any) -> bool:
+def are_strings(value: Any) -> bool:
+    """Whether ``value`` is a list of strings (a request field of IDs or names)."""
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -68,6 +69,23 @@ class NoRequest(Request):
         return cls()
 
 
+class ShutdownRequest(Request):
+    """``shutdown``: stop as a first SIGTERM does; ``force``: as a second one (every
+    running tree killed at once)."""
+
+    __slots__ = ("force",)
+
+    def __init__(self, force: bool = False) -> None:
+        self.force = force
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ShutdownRequest:
+        force = obj.get("force", False)
+        if not isinstance(force, bool):
+            raise ValueError("'force' must be true or false")
+        return cls(force)
+
+
 class IdsRequest(Request):
     """``wait``, ``follow``, ``watch``: petition IDs (``watch`` without any: all)."""
 
@@ -79,7 +97,7 @@ class IdsRequest(Request):
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> IdsRequest:
         ids = obj.get("ids", [])
-        if not _strings(ids):
+        if not are_strings(ids):
             raise ValueError("'ids' must be a list of strings")
         return cls(ids)
 
@@ -142,7 +160,7 @@ class StatusRequest(Request):
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> StatusRequest:
         ids, states, groups = obj.get("ids", []), obj.get("states", []), obj.get("groups", [])
-        if not _strings(ids) or not _strings(states) or not _strings(groups):
+        if not are_strings(ids) or not are_strings(states) or not are_strings(groups):
             raise ValueError("'ids', 'states' and 'groups' must be lists of strings")
         counts = {name: obj.get(name) for name in cls._COUNTS}
         for name, value in counts.items():
@@ -196,7 +214,7 @@ class CancelRequest(Request):
         if not any(k in obj for k in ("ids", "groups", "states", "all")):
             return cls(None, obj.get("id"))
         ids, groups, states = obj.get("ids", []), obj.get("groups", []), obj.get("states", [])
-        if not _strings(ids) or not _strings(groups) or not _strings(states):
+        if not are_strings(ids) or not are_strings(groups) or not are_strings(states):
             raise ValueError("'ids', 'groups' and 'states' must be lists of strings")
         groups = [check_group(g) for g in groups]
         if not set(states) <= {"QUEUED", "RUNNING"}:
@@ -241,7 +259,7 @@ class CleanRequest(Request):
         ):
             raise ValueError("'older_than' must be a number of seconds >= 0")
         ids, groups, states = obj.get("ids", []), obj.get("groups", []), obj.get("states", [])
-        if not _strings(ids) or not _strings(groups) or not _strings(states):
+        if not are_strings(ids) or not are_strings(groups) or not are_strings(states):
             raise ValueError("'ids', 'groups' and 'states' must be lists of strings")
         if not set(states) <= {"SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"}:
             raise ValueError("only ended petitions are cleaned: SUCCEEDED, FAILED, "
@@ -311,7 +329,7 @@ class PauseRequest(Request):
         from orcha.protocol.schedule import check_group
 
         ids, groups = obj.get("ids", []), obj.get("groups", [])
-        if not _strings(ids) or not _strings(groups):
+        if not are_strings(ids) or not are_strings(groups):
             raise ValueError("'ids' and 'groups' must be lists of strings")
         groups = [check_group(g) for g in groups]
         everything = obj.get("all", False) is True
@@ -376,109 +394,6 @@ class KindsRequest(Request):
         if action == "rm":
             return cls("rm", name)
         raise ValueError("'action' must be ls, add or rm")
-
-
-#: The requests ``edit`` and ``restart`` may change (the schedule's fields).
-CHANGEABLE = ("cpus", "mem", "gpus", "group", "after", "after_any", "timeout", "retries",
-              "retry_delay", "notify", "hold", "begin", "delay")  # fmt: skip
-
-
-def _changes(obj: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
-    """(new priority or None, schedule fields to change) of an ``edit`` or ``restart``;
-    the fields' values are checked when applied (``Schedule.replace``)."""
-    from orcha.defaults import MAX_PRIORITY
-
-    priority = obj.get("priority")
-    if priority is not None and (
-        isinstance(priority, bool) or not isinstance(priority, int)
-        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
-    ):  # fmt: skip
-        raise ValueError(f"'priority' must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}")
-    changes = obj.get("changes", {})
-    if not isinstance(changes, dict):
-        raise ValueError("'changes' must be an object")
-    unknown = set(changes) - set(CHANGEABLE)
-    if unknown:
-        raise ValueError(
-            f"cannot change {', '.join(sorted(unknown))} (only {', '.join(CHANGEABLE)})"
-        )
-    return priority, changes
-
-
-class ReleaseRequest(Request):
-    """``release``: let held or delayed petitions ``ids`` start like any other."""
-
-    __slots__ = ("ids",)
-
-    def __init__(self, ids: list[str]) -> None:
-        self.ids = ids
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> ReleaseRequest:
-        ids = obj.get("ids")
-        if not _strings(ids) or not ids:
-            raise ValueError("'ids' must be a non-empty list of strings")
-        return cls(ids)
-
-
-class EditRequest(Request):
-    """``edit``: give the queued petition ``id`` a new ``priority`` and/or new requests
-    (``changes``: schedule fields, see :data:`CHANGEABLE`)."""
-
-    __slots__ = ("changes", "id", "priority")
-
-    def __init__(self, id: str, priority: int | None, changes: dict[str, Any]) -> None:
-        self.id = id
-        self.priority = priority
-        self.changes = changes
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> EditRequest:
-        petition_id = obj.get("id")
-        if not isinstance(petition_id, str):
-            raise ValueError("'id' must be a string")
-        priority, changes = _changes(obj)
-        if priority is None and not changes:
-            raise ValueError("nothing to change: give a new priority or requests")
-        return cls(petition_id, priority, changes)
-
-
-class RestartRequest(Request):
-    """``restart``: run ended petitions again, each as a new record linked to its old
-    one: ``ids``, or (without ids) every ``failed`` one, or the failed ones of ``group``;
-    ``priority`` and ``changes`` (schedule fields) override what they asked for."""
-
-    __slots__ = ("changes", "failed", "group", "ids", "priority")
-
-    def __init__(
-        self,
-        ids: list[str],
-        failed: bool = False,
-        group: str | None = None,
-        priority: int | None = None,
-        changes: dict[str, Any] | None = None,
-    ) -> None:
-        self.ids = ids
-        self.failed = failed
-        self.group = group
-        self.priority = priority
-        self.changes = changes or {}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> RestartRequest:
-        from orcha.protocol.schedule import check_group
-
-        ids = obj.get("ids", [])
-        if not _strings(ids):
-            raise ValueError("'ids' must be a list of strings")
-        failed = obj.get("failed", False) is True
-        group = obj.get("group")
-        if group is not None:
-            group = check_group(group)
-        if not (ids or failed or group):
-            raise ValueError("name petition IDs, or ask for the failed ones (of a group)")
-        priority, changes = _changes(obj)
-        return cls(ids, failed, group, priority, changes)
 
 
 class FollowRequest(IdsRequest):

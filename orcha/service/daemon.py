@@ -3,9 +3,11 @@
 The main thread runs one event loop over three descriptors, with no timeout: the
 listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
 petition ends. Signal handlers only count signals; the loop acts on the count. The first
-SIGINT/SIGTERM stops accepting, keeps the queued petitions for the next start and
-cancels the running ones (their trees get TERM, grace, KILL), then exits 0 once all have
-ended; a second signal kills every tree at once and exits 1.
+SIGINT/SIGTERM (or ``orcha shutdown``) stops admitting, keeps the queued petitions for
+the next start and cancels the running ones (their trees get TERM, grace, KILL), then
+exits 0 once all have ended; meanwhile clients are still answered (submissions refused).
+A second stop (a signal, or ``orcha shutdown --force``) kills every tree at once and
+exits 1.
 
 SIGHUP reloads the configuration file (``orcha.service.reload``): the handler only sets a
 flag; the loop reloads. Only when the terminal the service was started from has hung up
@@ -45,6 +47,9 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds the service waits, once every petition has ended, for sessions to deliver the
 #: last output and end events to their clients before it exits.
 _FLUSH_SECONDS = 2.0
+#: Seconds a forced stop waits for the trees it killed to be reaped, so their ends are
+#: recorded (CANCELLED) rather than found by the next start (INTERRUPTED).
+_FORCED_SECONDS = 2.0
 
 
 class Daemon:
@@ -95,6 +100,7 @@ class Daemon:
         systemd.ready(service.status_words())
         watchdog = systemd.watchdog_interval
         next_ping = time.monotonic()
+        forced: float | None = None  # when a forced stop gives up waiting for its ends
         while True:
             # Wake up on a timer only while a petition waits for free memory or a
             # plugin's predicate, for the next start time (--delay, --at), or to feed
@@ -107,6 +113,9 @@ class Daemon:
             timeout = recheck
             if watchdog is not None:
                 due = max(0.0, next_ping - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
+            if forced is not None:
+                due = max(0.0, forced - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
             events = sel.select(timeout)
             if not events and recheck is not None:
@@ -126,12 +135,16 @@ class Daemon:
                 self._hangups = 0
                 self._hang_up()
             if (self._signals or service.stop_asked) and not service.stopping:
-                sel.unregister(listener)
-                listener.close()
+                # The listener stays open: while the trees stop, clients still see the
+                # service ('status', 'shutdown --force'); submissions are refused.
                 systemd.stopping(f"stopping; {service.status_words()}")
                 service.begin_stop()
-            if self._signals >= 2:
+            # Force: a second stop signal; or one after a client's 'orcha shutdown'; or
+            # 'orcha shutdown --force'.
+            if self._signals + service.stop_asked >= 2 and forced is None:
                 service.force_stop()
+                forced = time.monotonic() + _FORCED_SECONDS
+            if forced is not None and (scheduler.running_count == 0 or time.monotonic() >= forced):
                 return 1
             if service.stopping and scheduler.running_count == 0:
                 self._flush()

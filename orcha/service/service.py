@@ -77,7 +77,7 @@ class Service(Intake):
         self.clock = clock
         self.token_prefix = f"{os.getpid()}.{time.time_ns()}"
         self.stopping = False
-        self.stop_asked = False  # by a client ('orcha shutdown'): the daemon's loop stops
+        self.stop_asked = 0  # by a client ('orcha shutdown'): 1, stop; 2, by force (--force)
         self.wake_on_submit = False  # the daemon reports the queue length to systemd
         self.server: ManagerServer | None = None  # set by the daemon that serves it
         self.store: Store | None = None  # opened by open_store()
@@ -276,8 +276,8 @@ class Service(Intake):
     def _check_accepting(self) -> None:
         if self.stopping:
             raise PetitionError(
-                "the service is stopping and accepts no petitions; start it again with "
-                "'orcha serve'",
+                "the service is stopping and accepts no petitions; submit again once it "
+                "has stopped and 'orcha serve' runs again",
                 ExitCode.REFUSED,
             )
 
@@ -449,7 +449,7 @@ class Service(Intake):
         kept = [j for j in queued if j.native and self.store is not None and j.parent is None]
         log.warning(
             "stopping: cancelling %d running petition(s), keeping %d queued for the next "
-            "start; send the signal again to kill them at once",
+            "start; a second signal ('orcha shutdown --force') kills them at once",
             len(running),
             waiting - len(queued) + len(kept),
         )

@@ -235,6 +235,69 @@ def test_sigterm_keeps_queued_petitions_for_the_next_start(env: Env, tmp_path: P
         reap(blocker, *queued)
 
 
+def stubborn(pidfile: Path) -> list[str]:
+    """argv for ``orcha run``: a process that ignores SIGTERM (set before its PID is
+    recorded), so a stop waits for its grace period."""
+    return ["sh", "-c", f'trap "" TERM; echo $$ > "{pidfile}"; exec sleep 300']
+
+
+def test_a_stopping_service_still_answers_and_shutdown_force_kills_what_runs(
+    env: Env, tmp_path: Path
+) -> None:
+    service = env.serve("--max-running", "1", "--grace", "120")
+    pidfile = tmp_path / "pid"
+    assert env.run("run", "stubborn", "--detach", "--", *stubborn(pidfile)).returncode == 0
+    pid = read_pid(pidfile)
+    assert env.run("send", "q1", "--counter", "1", "--detach").returncode == 0
+    first = env.run("shutdown", timeout=30)
+    assert first.returncode == 0, first.stderr
+    # Its petition ignores SIGTERM: the service waits for its grace, and meanwhile answers.
+    assert wait_for(lambda: "stopping: cancelling 1" in service.stderr, 10), service.stderr
+    shown = json.loads(env.run("status", "--json", timeout=30).stdout)["petitions"]
+    assert {p["id"]: p["state"] for p in shown} == {"stubborn": "RUNNING", "q1": "QUEUED"}
+    refused = env.run("run", "late", "--", "true", timeout=30)
+    assert refused.returncode == 204
+    assert "the service is stopping" in one_error_line(refused.stderr)
+    again = env.run("shutdown", timeout=30)
+    assert again.returncode == 0
+    assert again.stderr == (
+        f"orcha: the service at {env.socket} is stopping already, 1 running petition(s) "
+        "left; 'orcha shutdown --force' kills them at once\n"
+    )
+    assert not gone(pid)  # a plain shutdown again did not force it
+    forced = env.run("shutdown", "--force", "--wait", timeout=30)
+    assert (forced.returncode, forced.stdout) == (0, ""), forced.stderr
+    assert forced.stderr == (
+        f"orcha: the service at {env.socket} is stopping by force: killing 1 running petition(s)\n"
+    )
+    assert service.proc is not None
+    assert service.proc.wait(20) == 1  # stopped by force, as by a second signal
+    assert wait_for(lambda: gone(pid), 10), f"petition process {pid} survived the service"
+    # The queued one was kept: the next service runs it.
+    env.serve("--max-running", "1")
+    followed = env.run("follow", "q1", timeout=30)
+    assert (followed.returncode, followed.stdout) == (0, "Hello world! 0\n")
+    status = env.run("status", "stubborn", "--json", timeout=30)
+    assert json.loads(status.stdout)["petitions"][0]["state"] == "CANCELLED", status.stdout
+
+
+def test_a_stop_signal_after_orcha_shutdown_is_the_second_one(env: Env, tmp_path: Path) -> None:
+    """The service's log says a second signal kills at once: after a client's
+    'orcha shutdown', one signal is that second one."""
+    service = env.serve("--grace", "120")
+    pidfile = tmp_path / "pid"
+    assert env.run("run", "stubborn", "--detach", "--", *stubborn(pidfile)).returncode == 0
+    pid = read_pid(pidfile)
+    assert env.run("shutdown", timeout=30).returncode == 0
+    assert wait_for(lambda: "stopping: cancelling 1" in service.stderr, 10), service.stderr
+    assert not gone(pid)
+    service.signal(signal.SIGTERM)
+    assert service.proc is not None
+    assert service.proc.wait(20) == 1
+    assert "forced stop: killing 1 petition(s) now" in service.stderr
+    assert wait_for(lambda: gone(pid), 10), f"petition process {pid} survived the service"
+
+
 def test_orcha_shutdown_stops_it_as_sigterm_does_and_wait_returns_once_it_exited(
     env: Env, tmp_path: Path
 ) -> None:

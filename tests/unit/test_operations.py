@@ -10,12 +10,14 @@ import pytest
 
 import orcha.protocol.operations as operations_module
 from orcha.errors import WIRE_ERRORS
+from orcha.protocol.change_requests import EditRequest
 from orcha.protocol.operations import OPERATIONS
 from orcha.protocol.requests import (
     CancelRequest,
     GroupRequest,
     KindsRequest,
     PauseRequest,
+    ShutdownRequest,
     StateRequest,
 )
 
@@ -79,6 +81,9 @@ def test_the_table_imports_neither_the_service_nor_the_client() -> None:
         ("kinds", {}, KindsRequest("ls")),
         ("kinds", {"action": "add", "name": "n", "from": "shell", "set": {"a": 1}},
          KindsRequest("add", "n", "shell", {"a": 1})),
+        ("shutdown", {}, ShutdownRequest(force=False)),
+        ("shutdown", {"force": True}, ShutdownRequest(force=True)),
+        ("edit", {"id": "a", "priority": 3}, EditRequest("a", 3, {})),
     ],
 )  # fmt: skip
 def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> None:
@@ -110,6 +115,8 @@ def test_valid_requests_parse(op: str, body: dict[str, Any], parsed: object) -> 
         ("kinds", {"action": "zap", "name": "n"},
          "invalid request: 'action' must be ls, add or rm"),
         ("submit", {"kind": "", "id": "a"}, "invalid petition: 'kind' must be a non-empty string"),
+        ("shutdown", {"force": "yes"}, "invalid request: 'force' must be true or false"),
+        ("release", {"ids": []}, "invalid request: 'ids' must be a non-empty list of strings"),
     ],
 )  # fmt: skip
 def test_invalid_requests_are_refused_with_their_words(

@@ -21,7 +21,7 @@ from orcha.service.references import resolve
 from orcha.states import State
 
 if TYPE_CHECKING:
-    from orcha.protocol.requests import EditRequest, ReleaseRequest, RestartRequest
+    from orcha.protocol.change_requests import EditRequest, ReleaseRequest, RestartRequest
     from orcha.protocol.schedule import Schedule
     from orcha.service.handlers import Handler
     from orcha.service.job import Job

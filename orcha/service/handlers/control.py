@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         KindsRequest,
         NoRequest,
         PauseRequest,
+        ShutdownRequest,
         StateRequest,
     )
     from orcha.service.handlers import Handler
@@ -258,16 +259,18 @@ def reload(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         ) from None
 
 
-def shutdown(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
+def shutdown(service: Service, peer: Peer, request: ShutdownRequest) -> dict[str, Any]:
     """Stop as a first SIGTERM does (pueue's ``shutdown``): the daemon's loop stops
-    admitting, cancels the running petitions and keeps the queued ones; the service's
-    PID and what it held when asked."""
+    admitting, cancels the running petitions and keeps the queued ones; ``force``: as a
+    second one, every running tree killed at once (also when a stop is under way). The
+    service's PID, what it held when asked, and whether it was stopping already."""
     scheduler = service.scheduler
     answer = {"pid": os.getpid(), "running": scheduler.running_count,
-              "queued": scheduler.queued_count}  # fmt: skip
-    if not service.stopping:
-        log.warning("a client asked the service to stop")
-        service.stop_asked = True
+              "queued": scheduler.queued_count, "stopping": service.stopping}  # fmt: skip
+    asked = 2 if request.force else 1
+    if asked > service.stop_asked and not (service.stopping and asked == 1):
+        log.warning("a client asked the service to stop%s", " by force" if request.force else "")
+        service.stop_asked = asked
         try:
             os.write(service.waker_w, b"\0")  # the loop looks now
         except BlockingIOError:
