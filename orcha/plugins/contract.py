@@ -309,19 +309,25 @@ class Kind:
     def check(self, params: dict[str, Any]) -> dict[str, Any]:
         """The schema check then :meth:`validate`: what clients and the service call.
         InvalidPetitionError naming the bad parameter otherwise."""
+        return self.validate(self.check_schema(params))
+
+    def check_schema(self, params: dict[str, Any], required: bool = True) -> dict[str, Any]:
+        """The schema check alone (``required=False``: the parameters it requires may be
+        missing, as in a runtime kind's template): the parameters with defaults filled
+        in, or InvalidPetitionError naming the bad one."""
+        if self.schema is None:
+            return params
         from orcha.errors import InvalidPetitionError
+        from orcha.schema import SchemaError, validate
 
-        if self.schema is not None:
-            from orcha.schema import SchemaError, validate
-
-            try:
-                params = validate(self.schema, params, "params")
-            except SchemaError as e:
-                raise InvalidPetitionError(
-                    f"invalid parameters for kind {self.name!r}: {e}; "
-                    f"see 'orcha describe {self.name}'"
-                ) from None
-        return self.validate(params)
+        schema = self.schema if required else {**self.schema, "required": []}
+        try:
+            return validate(schema, params, "params")
+        except SchemaError as e:
+            raise InvalidPetitionError(
+                f"invalid parameters for kind {self.name!r}: {e}; "
+                f"see 'orcha describe {self.name}'"
+            ) from None
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """The normalised parameters (a new dict), or InvalidPetitionError."""

@@ -177,14 +177,7 @@ def _template_params(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
     schema = kind.schema or {}
     if all(key in params for key in schema.get("required", ())):
         return kind.check(params)
-    from orcha.schema import SchemaError, validate
-
-    try:
-        return validate({**schema, "required": []}, params, "params")
-    except SchemaError as e:
-        raise InvalidPetitionError(
-            f"invalid parameters for kind {kind.name!r}: {e}; see 'orcha describe {kind.name}'"
-        ) from None
+    return kind.check_schema(params, required=False)
 
 
 class KindRegistry:
