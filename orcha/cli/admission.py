@@ -133,6 +133,20 @@ def _scope_options(f: Any) -> Any:
     return click.argument("ids", nargs=-1, metavar="[ID]...", shell_complete=petition_ids)(f)
 
 
+def _unused(name: str, report: list[dict[str, Any]]) -> str:
+    """A note for a group nobody uses (no petition, no limit of its own): a pause holds
+    it for petitions to come, but it may be a slip for another group's name."""
+    used = sorted(g["name"] for g in report if g["running"] or g["queued"] or g["max_running"])
+    if name in used:
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(name, used, n=1, cutoff=0.6)
+    if close:
+        return f" (no petition is in it yet; did you mean {close[0]!r}?)"
+    return " (no petition is in it yet)"
+
+
 def _pause_or_resume(
     ctx: click.Context, op: str, ids: tuple[str, ...], groups: tuple[str, ...],
     everything: bool, running: bool, as_json: bool = False,
@@ -143,6 +157,7 @@ def _pause_or_resume(
             results = service.pause(ids, groups, everything, running)
         else:
             results = service.resume(ids, groups, everything)
+        report = service.groups() if groups and not as_json else []
     done = "paused" if op == "pause" else "resumed"
     if as_json:
         from orcha.cli.output import print_json
@@ -155,7 +170,7 @@ def _pause_or_resume(
     if everything:
         click.echo(f"orcha: {done} everything", err=True)
     for name in groups:
-        click.echo(f"orcha: {done} group {name}", err=True)
+        click.echo(f"orcha: {done} group {name}{_unused(name, report)}", err=True)
     failures = [r for r in results.values() if r != done]
     bulk.say_done(done, [i for i, r in results.items() if r == done])
     bulk.say_each(failures[:-1])

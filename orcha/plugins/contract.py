@@ -325,8 +325,7 @@ class Kind:
             return validate(schema, params, "params")
         except SchemaError as e:
             raise InvalidPetitionError(
-                f"invalid parameters for kind {self.name!r}: {e}; "
-                f"see 'orcha describe {self.name}'"
+                f"invalid parameters for kind {self.name!r}: {e}; see 'orcha describe {self.name}'"
             ) from None
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:

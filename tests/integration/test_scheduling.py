@@ -543,7 +543,9 @@ def test_group_limits_and_pauses_survive_a_restart(env: Env) -> None:
 def test_pause_and_resume_a_group(env: Env, tmp_path: Path) -> None:
     serve(env)
     _, stderr = orcha(env, "pause", "--group", "g")
-    assert stderr == "orcha: paused group g\n"
+    # Held for petitions to come (a pause is for now and later), with a note: nobody
+    # uses the group yet.
+    assert stderr == "orcha: paused group g (no petition is in it yet)\n"
     held, free = new_id("held"), new_id("free")
     detach(env, held, "echo held", tmp_path, "--group", "g")
     assert waiting(env, held) == "group g is paused ('orcha resume --group g')"
@@ -556,6 +558,17 @@ def test_pause_and_resume_a_group(env: Env, tmp_path: Path) -> None:
     assert stderr == "orcha: resumed group g\n"
     assert ended(env, held) == ("SUCCEEDED", 0)
     assert logs(env, held) == "held\n"
+
+
+def test_pausing_a_group_nobody_uses_names_the_close_one(env: Env, tmp_path: Path) -> None:
+    """pueue refuses an unknown group; orcha's pause holds a group for petitions to come,
+    so a slip ('biuld') is paused, but said so, with the group it may have meant."""
+    serve(env)
+    orcha(env, "group", "set", "build", "1")
+    _, stderr = orcha(env, "pause", "--group", "biuld")
+    assert stderr == "orcha: paused group biuld (no petition is in it yet; did you mean 'build'?)\n"
+    _, stderr = orcha(env, "pause", "--group", "build")
+    assert stderr == "orcha: paused group build\n"
 
 
 def test_pause_running_stops_its_processes_and_resume_continues_them(
