@@ -466,3 +466,18 @@ SPAWNER_ENABLED = True
 #: 8-22 ms with 20 ms or more); the spawner's clone3 never moves one, but its two extra
 #: hand-offs per petition halved an array's rate (299/s against 483/s, same run).
 SPAWNER_QUIET_SECONDS = 0.01
+
+# -- durations and start times far ahead (fix-time) --
+
+#: The longest duration orcha takes (``--timeout``, ``--retry-delay``, ``--delay``, ``wait
+#: --timeout``, the configuration's durations), and the furthest ahead ``--at`` may name:
+#: 10 years. Far beyond any real job, so "practically never" still fits; near enough that
+#: every clock sum and wait stays representable (Python's thread waits end at ~292 years,
+#: a 32-bit time_t in 2038, datetime in year 9999).
+MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+#: Its wording in messages.
+MAX_DURATION_TEXT = "3650d (10 years)"
+
+#: The longest one wait of a loop or a thread blocks before it looks again: epoll takes
+#: at most INT_MAX milliseconds (~24.8 days), and waking once a day costs nothing.
+MAX_WAIT_SECONDS = 86400.0

@@ -1,6 +1,7 @@
 """Values users write, in settings, configuration files and options: sizes, durations,
 GPU lists, webhook URLs and hook templates. Each parser returns the value or raises
-ValueError saying what is wrong, with an example of what is right.
+ValueError saying what is wrong, with an example of what is right. And waits of any
+duration, cut into waits the system takes (:func:`capped_wait`, :func:`wait_event`).
 
 Part of the base layer: it imports nothing of orcha's but the defaults, so the settings,
 the configuration, the protocol and the CLI can all use it.
@@ -8,7 +9,11 @@ the configuration, the protocol and the CLI can all use it.
 
 from __future__ import annotations
 
-from orcha.defaults import HOOK_FIELDS
+from orcha.defaults import HOOK_FIELDS, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, MAX_WAIT_SECONDS
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
+if TYPE_CHECKING:
+    from threading import Event
 
 
 def parse_size(text: str) -> int:
@@ -54,7 +59,8 @@ _CLOCK = r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+(?:\.\d+)?))?"
 
 
 def parse_duration(text: str) -> float:
-    """A duration -> seconds; ValueError naming the accepted forms otherwise.
+    """A duration -> seconds; ValueError naming the accepted forms otherwise, or the
+    limit for one longer than :data:`~orcha.defaults.MAX_DURATION_SECONDS` (10 years).
 
     * a number of seconds, ``90`` or ``1.5`` (unlike Slurm's ``--time``, where a bare
       number is minutes);
@@ -65,6 +71,43 @@ def parse_duration(text: str) -> float:
       days ``D-HH`` (``2-12``), ``D-HH:MM``, ``D-HH:MM:SS`` (``2-00:00:00``). Minutes and
       seconds after the first field are below 60, hours after a day below 24.
     """
+    seconds = _duration(text)
+    check_duration(seconds, repr(text.strip()))
+    return seconds
+
+
+def check_duration(seconds: float, what: str) -> float:
+    """``seconds`` if it is at most the longest duration orcha takes; ValueError naming
+    ``what`` and the limit otherwise (so no clock sum or wait it reaches can overflow)."""
+    if not seconds <= MAX_DURATION_SECONDS:  # nan too
+        raise ValueError(
+            f"{what} is longer than the longest duration orcha takes, {MAX_DURATION_TEXT}"
+        )
+    return seconds
+
+
+def capped_wait(seconds: float) -> float:
+    """A wait of ``seconds`` as one wait of a loop may block: between 0 and
+    :data:`~orcha.defaults.MAX_WAIT_SECONDS`. The loop waits again if its time has not
+    come: epoll, select and thread waits refuse long ones (OverflowError), and a clock
+    may be changed meanwhile."""
+    return min(max(0.0, seconds), MAX_WAIT_SECONDS)
+
+
+def wait_event(event: Event, seconds: float) -> bool:
+    """``event.wait(seconds)`` for any number of seconds (however many, in waits
+    :func:`capped_wait` allows): whether the event was set."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if event.wait(capped_wait(left)) or left <= 0:
+            return event.is_set()
+
+
+def _duration(text: str) -> float:
+    """:func:`parse_duration` without the upper bound."""
     import re
 
     given = text.strip()

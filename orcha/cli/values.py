@@ -49,9 +49,13 @@ def timeout(text: str) -> float:
 
 def start_time(text: str) -> float:
     """``HH:MM[:SS]`` (the next such time: today, or tomorrow if it has passed) or an
-    ISO 8601 date and time (local unless it has a UTC offset) -> seconds since the epoch."""
+    ISO 8601 date and time (local unless it has a UTC offset) -> seconds since the epoch;
+    at most :data:`~orcha.defaults.MAX_DURATION_SECONDS` (10 years) from now."""
     import datetime
     import re
+    import time
+
+    from orcha.defaults import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
 
     given = text.strip()
     clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", given)
@@ -63,12 +67,17 @@ def start_time(text: str) -> float:
             if at <= now:
                 at += datetime.timedelta(days=1)
             return at.timestamp()
-        return datetime.datetime.fromisoformat(given).timestamp()
-    except ValueError:
+        moment = datetime.datetime.fromisoformat(given).timestamp()
+    except (ValueError, OverflowError, OSError):  # the last two: not representable here
         raise ValueError(
             f"{text!r} is not a time (e.g. 14:30, 14:30:15, 2026-12-10T09:00, "
             "2026-12-10 09:00+01:00)"
         ) from None
+    if moment > time.time() + MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is more than {MAX_DURATION_TEXT} ahead: too far to schedule")
+    if moment < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return moment
 
 
 def group(text: str) -> str:

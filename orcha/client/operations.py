@@ -245,11 +245,16 @@ def _items_until(session: Session, queue: str, deadline: float | None) -> Iterat
     import select
     import time
 
+    from orcha.units import capped_wait
+
     while True:
         session.send(queue, "get_batch")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([session.fileno()], [], [], remaining)[0]:
-            raise TimeoutError("the deadline passed")
+        while True:  # in waits select takes (a timeout of years overflows it)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the deadline passed")
+            if select.select([session.fileno()], [], [], capped_wait(remaining))[0]:
+                break
         yield from session.recv()
 
 

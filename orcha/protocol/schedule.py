@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from orcha.defaults import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
 from orcha.units import check_url
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -182,10 +183,10 @@ class Schedule:
             raise ValueError(f"at most {MAX_DEPENDENCIES} dependencies")
         timeout = obj.get("timeout")
         if timeout is not None:
-            timeout = _seconds(timeout, "timeout")
+            timeout = check_seconds(timeout, "timeout")
             if timeout <= 0:
                 raise ValueError("'timeout' must be more than 0 seconds")
-        retry_delay = _seconds(obj.get("retry_delay", 0.0), "retry_delay")
+        retry_delay = check_seconds(obj.get("retry_delay", 0.0), "retry_delay")
         notify = obj.get("notify", [])
         if not isinstance(notify, list) or len(notify) > MAX_WEBHOOKS:
             raise ValueError(f"'notify' must be a list of at most {MAX_WEBHOOKS} URLs")
@@ -195,8 +196,8 @@ class Schedule:
             raise ValueError("'hold' must be true or false")
         begin = obj.get("begin")
         if begin is not None:
-            begin = _seconds(begin, "begin")
-        delay = _seconds(obj.get("delay", 0.0), "delay")
+            begin = _moment(begin)
+        delay = check_seconds(obj.get("delay", 0.0), "delay")
         ordered = obj.get("ordered")
         if ordered is not None and not isinstance(ordered, bool):
             raise ValueError("'ordered' must be true, false or null")
@@ -221,11 +222,33 @@ def _int(obj: dict[str, Any], name: str, default: int, low: int, high: int) -> i
     return value
 
 
-def _seconds(value: object, name: str) -> float:
+def check_seconds(value: object, name: str) -> float:
+    """A duration: from 0 to the longest orcha takes (every sum and wait it reaches then
+    stays representable: a lying client cannot make the service overflow)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"'{name}' must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"'{name}' must be a finite number of seconds >= 0, got {value!r}")
+    if value > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"'{name}' must be at most {MAX_DURATION_SECONDS:.0f} seconds "
+            f"({MAX_DURATION_TEXT}), got {value!r}"
+        )
+    return float(value)
+
+
+def _moment(value: object) -> float:
+    """A start time (``begin``, seconds since the epoch): at most the longest duration
+    orcha takes from now (the wall clock: a record's time, checked again after a
+    restart, only comes nearer)."""
+    import time
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'begin' must be a number of seconds since the epoch, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"'begin' must be a finite time >= 0, got {value!r}")
+    if value > time.time() + MAX_DURATION_SECONDS:
+        raise ValueError(f"'begin' must be at most {MAX_DURATION_TEXT} from now, got {value!r}")
     return float(value)
 
 

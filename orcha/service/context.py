@@ -112,7 +112,9 @@ class ServiceContext:
 
     def sleep(self, seconds: float) -> bool:
         """Wait ``seconds``; True (at once) if the petition was cancelled meanwhile."""
-        return self.cancelled.wait(seconds)
+        from orcha.units import wait_event
+
+        return wait_event(self.cancelled, seconds)
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` in its own session, in the petition's cwd and environment (plus

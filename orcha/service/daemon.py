@@ -36,6 +36,7 @@ from orcha.service.server import ManagerServer
 from orcha.service.streams import reuse_output_buffers
 from orcha.service.systemd import Notifier
 from orcha.settings import ensure_runtime_dir
+from orcha.units import capped_wait
 
 if TYPE_CHECKING:
     from orcha.service.service import Service
@@ -117,7 +118,9 @@ class Daemon:
             if forced is not None:
                 due = max(0.0, forced - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
-            events = sel.select(timeout)
+            # A start weeks ahead would overflow epoll (INT_MAX ms): wait a day at most,
+            # then look again (admitting early starts nothing: the predicates say when).
+            events = sel.select(None if timeout is None else capped_wait(timeout))
             if not events and recheck is not None:
                 scheduler.admit()
             # Only a scheduler whose lock can be taken is alive: a stuck one stops the

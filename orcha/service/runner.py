@@ -24,6 +24,7 @@ from orcha.service.manager import Manager
 from orcha.service.petition_loop import ACTION, BLOCKING, PetitionLoop, Step
 from orcha.service.worker_pool import WorkerPool
 from orcha.states import State
+from orcha.units import wait_event
 
 if TYPE_CHECKING:
     import subprocess
@@ -227,7 +228,7 @@ class Runner:
                 break
             if delay:
                 yield BLOCKING
-                if job.cancel_event.wait(delay):
+                if wait_event(job.cancel_event, delay):
                     break  # cancelled while waiting to retry
             if not job.next_attempt():
                 break

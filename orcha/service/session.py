@@ -32,6 +32,7 @@ from orcha.protocol.batch import answer_pieces, write_pieces
 from orcha.service.handlers import operation_named, perform
 from orcha.service.peer import Peer
 from orcha.service.streams import EventStream, PetitionStream
+from orcha.units import capped_wait
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -179,7 +180,9 @@ class Session(StreamPeer):
                     else:
                         sel.unregister(socket_fd)
                     reading = want_read
-                for key, _ in sel.select(timeout):
+                # A client's get_batch(timeout) may be any number: a day at most, then
+                # again (epoll refuses more than ~24.8 days).
+                for key, _ in sel.select(None if timeout is None else capped_wait(timeout)):
                     if key.fd == socket_fd:
                         self._request(self.conn.recv_bytes(MAX_REQUEST_BYTES))
         except (EOFError, OSError):

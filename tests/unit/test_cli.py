@@ -68,6 +68,9 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
     assert "Usage: orcha run" in capsys.readouterr().err
 
 
+TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
@@ -78,6 +81,18 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
         (["cancel"], "orcha cancel: say what to cancel: IDs, --group, --state or --all"),
         (["restart"], "orcha restart: name the petitions to restart, or use --failed or --group"),
         (["edit", "x"], "orcha edit: nothing to change: give --priority or other requests"),
+        # durations and start times have an upper bound, named
+        (["run", "a", "--detach", "--timeout", "200000d", "--", "true"],
+         f"orcha run: invalid value for '--timeout': '200000d' is {TOO_LONG}"),
+        (["run", "a", "--retries", "1", "--retry-delay", "200000d", "--", "false"],
+         f"orcha run: invalid value for '--retry-delay': '200000d' is {TOO_LONG}"),
+        (["edit", "x", "--delay", "3651d"],
+         f"orcha edit: invalid value for '--delay': '3651d' is {TOO_LONG}"),
+        (["wait", "x", "--timeout", "200000d"],
+         f"orcha wait: invalid value for '--timeout': '200000d' is {TOO_LONG}"),
+        (["run", "a", "--detach", "--at", "2999-01-01T00:00", "--", "true"],
+         "orcha run: invalid value for '--at': '2999-01-01T00:00' is more than 3650d (10 years) "
+         "ahead: too far to schedule"),
     ],
 )  # fmt: skip
 def test_what_orcha_refuses_of_the_values_given_is_one_line_too(

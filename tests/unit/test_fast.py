@@ -60,6 +60,7 @@ SLOW_FORMS = [
     ["run", "x", "--id", "y", "--", "true"],  # two IDs
     ["run", "12", "--", "true"],  # numbers name records
     ["run", "--id", "a~1", "--", "true"],  # so does NAME~N
+    ["run", "x", "--timeout", "3651d", "--", "true"],  # beyond the longest duration
     ["run", "--group", "--", "true"],  # '--' as a value: click's to read
     ["run", "x", "--", ""],  # an empty command name
     ["run", "x", "--cpus", "0", "--", "true"],

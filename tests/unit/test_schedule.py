@@ -263,3 +263,32 @@ def test_check_group_refuses_bad_characters_and_long_names(name: str) -> None:
     assert str(info.value) == (
         f"group name {name!r} must be 1-{MAX_GROUP_LENGTH} letters, digits, '-', '_' or '.'"
     )
+
+
+# -- durations and start times far ahead ------------------------------------------------------
+@pytest.mark.parametrize("name", ["timeout", "retry_delay", "delay"])
+def test_from_wire_takes_durations_up_to_ten_years_only(name: str) -> None:
+    """A client that bypasses the CLI cannot hand the service a duration that overflows
+    its waits (a timeout of 200000 days once killed the deadlines thread)."""
+    from orcha.defaults import MAX_DURATION_SECONDS
+
+    assert getattr(Schedule.from_wire({name: MAX_DURATION_SECONDS}), name) == MAX_DURATION_SECONDS
+    assert _refused({name: 1.728e10}) == (
+        f"'{name}' must be at most 315360000 seconds (3650d (10 years)), got 17280000000.0"
+    )
+
+
+def test_from_wire_takes_start_times_up_to_ten_years_ahead_only() -> None:
+    import time
+
+    from orcha.defaults import MAX_DURATION_SECONDS
+
+    near = time.time() + MAX_DURATION_SECONDS - 60
+    assert Schedule.from_wire({"begin": near}).begin == near
+    assert (
+        _refused({"begin": 1e18}) == "'begin' must be at most 3650d (10 years) from now, got 1e+18"
+    )
+    assert _refused({"begin": math.inf}) == "'begin' must be a finite time >= 0, got inf"
+    assert _refused({"begin": "soon"}) == (
+        "'begin' must be a number of seconds since the epoch, got 'soon'"
+    )

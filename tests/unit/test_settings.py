@@ -368,3 +368,31 @@ def test_key_override_skips_the_key_file(dirs: tuple[Path, Path]) -> None:
     state.mkdir(mode=0o700)
     _write_key(state, b"abc123\n", 0o644)
     assert settings.resolve(key="given").client_key() == b"given"
+
+
+def test_parse_duration_takes_up_to_ten_years_and_names_the_limit_beyond() -> None:
+    from orcha.defaults import MAX_DURATION_SECONDS
+
+    assert units.parse_duration("3650d") == MAX_DURATION_SECONDS == 10 * 365 * 86400
+    for text in ("3650d1s", "200000d", "9" * 400):  # the last: a float's inf
+        with pytest.raises(ValueError) as refused:
+            units.parse_duration(text)
+        assert str(refused.value) == (
+            f"{text!r} is longer than the longest duration orcha takes, 3650d (10 years)"
+        )
+
+
+def test_a_wait_of_any_length_is_cut_into_waits_the_system_takes() -> None:
+    import threading
+
+    from orcha.defaults import MAX_WAIT_SECONDS
+
+    # epoll takes at most INT_MAX ms (~24.8 days); thread waits at most ~292 years
+    assert MAX_WAIT_SECONDS * 1000 < 2**31 - 1
+    assert units.capped_wait(30 * 86400.0) == MAX_WAIT_SECONDS
+    assert units.capped_wait(1e300) == MAX_WAIT_SECONDS
+    assert (units.capped_wait(-5.0), units.capped_wait(1.5)) == (0.0, 1.5)
+    event = threading.Event()
+    event.set()
+    assert units.wait_event(event, 1e12) is True  # not OverflowError
+    assert units.wait_event(threading.Event(), 0.01) is False

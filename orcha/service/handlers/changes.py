@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol.outputs import DISCARD
+from orcha.protocol.schedule import check_seconds
 from orcha.service.references import resolve
 from orcha.states import State
 
@@ -123,11 +124,9 @@ def _changed(schedule: Schedule, changes: dict[str, Any], now: float) -> Schedul
     given with it)."""
     changes = dict(changes)
     delay = changes.pop("delay", None)
-    if delay is not None and not (isinstance(delay, (int, float)) and not isinstance(delay, bool)):
-        raise PetitionError(
-            "invalid request: 'delay' must be a number of seconds", ExitCode.REFUSED
-        )
     try:
+        if delay is not None:
+            delay = check_seconds(delay, "delay")  # as a submit's: a number, 10 years at most
         changed = schedule.replace(**changes)
         if delay:
             begin = max(changes.get("begin") or 0.0, now + delay)

@@ -77,6 +77,24 @@ def test_a_delayed_petition_starts_once_its_time_comes_on_the_service_clock(h: H
     assert h.service.scheduler.next_start() is None  # idle: no timer left
 
 
+def test_durations_and_start_times_beyond_ten_years_are_refused_not_run(h: Harness) -> None:
+    """From a client that bypasses the CLI's checks: refused with one line, nothing
+    queued (a retry delay of 200000 days once failed its petition with a traceback)."""
+    for schedule in ({"timeout": 1.728e10}, {"retries": 1, "retry_delay": 1.728e10},
+                     {"delay": 1e300}, {"begin": h.clock.now + 1e12}):  # fmt: skip
+        reply = h.submit("far", schedule=schedule)
+        assert reply["error"] == "refused", schedule
+        assert "3650d (10 years)" in reply["message"] and "\n" not in reply["message"]
+    assert h.call("status", ids=["far"])["petitions"] == []
+    h.submit("w", schedule={"hold": True})
+    reply = h.request("edit", id="w", changes={"delay": 1e300})
+    assert reply["error"] == "refused"
+    assert reply["message"] == (
+        "invalid request: 'delay' must be at most 315360000 seconds (3650d (10 years)), got 1e+300"
+    )
+    assert h.record("w")["schedule"] == {"hold": True}
+
+
 def test_an_idle_service_has_no_timer(h: Harness) -> None:
     assert h.service.scheduler.next_start() is None
     h.submit("held", schedule={"hold": True})
