@@ -73,6 +73,7 @@ def run_array(
     import os
 
     from orcha.cli.connect import client
+    from orcha.cli.grammar import check_start
     from orcha.cli.petition_options import chosen
     from orcha.protocol.arrays import ArrayRequest, member_id
     from orcha.protocol.messages import SubmitRequest
@@ -81,7 +82,7 @@ def run_array(
     ctx = click.get_current_context()
     options = chosen(ctx)
     try:
-        schedule = Schedule.from_wire(options.schedule)
+        schedule = Schedule.from_wire(check_start(options.schedule))
     except ValueError as e:
         raise Refused(str(e)) from e
     environment = dict(os.environ)

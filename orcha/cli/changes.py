@@ -13,7 +13,7 @@ from orcha.cli import bulk
 from orcha.cli.build import Refused, click_option
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
-from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY
+from orcha.cli.grammar import PETITION_OPTIONS, PRIORITY, check_start
 from orcha.cli.options import global_options
 from orcha.cli.petition_options import chosen
 from orcha.errors import ExitCode, NoPetitionError
@@ -32,6 +32,15 @@ def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
         f = click_option(option, store)(f)
     return click_option(PRIORITY)(f)
+
+
+def _changes(ctx: click.Context) -> dict[str, Any]:
+    """The requests the command line changes; a usage error (exit 2) for both --delay
+    and --at."""
+    try:
+        return check_start(dict(chosen(ctx).schedule))
+    except ValueError as e:
+        raise Refused(str(e)) from None
 
 
 def _print_json(document: Any) -> None:
@@ -82,7 +91,7 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
     shows the change. --after and --after-any replace its dependencies; --delay counts
     from now. An array's name edits its queued members (Slurm's 'scontrol update' of a
     job array); those that started are left as they are."""
-    changes = dict(chosen(ctx).schedule)
+    changes = _changes(ctx)
     if priority is None and not changes:
         raise Refused("nothing to change: give --priority or other requests")
     with client(ctx) as service:
@@ -149,7 +158,7 @@ def restart(
     detached, as pueue's restart: 'orcha follow ID' (or --follow) streams one. A
     petition still queued or running is refused.
     """
-    changes = dict(chosen(ctx).schedule)
+    changes = _changes(ctx)
     group = None
     if not ids:
         group = changes.pop("group", None)

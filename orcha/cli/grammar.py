@@ -322,9 +322,20 @@ def convert(option: Option, given: Any) -> Any:
     return option.check(value) if option.check is not None else value
 
 
+def check_start(schedule: dict[str, Any]) -> dict[str, Any]:
+    """``schedule`` (the schedule fields the command line gave); ValueError if it gives
+    both ``--delay`` and ``--at``: each says when to start, and one would be dropped."""
+    if schedule.get("delay") is not None and schedule.get("begin") is not None:
+        raise ValueError(
+            "--delay and --at both say when to start: give one (--delay counts from now, "
+            "--at names a time)"
+        )
+    return schedule
+
+
 def petition_request(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
     """(schedule fields, environment, working directory) from the petition options in
-    ``values`` (only those given)."""
+    ``values`` (only those given); ValueError as :func:`check_start` says."""
     schedule: dict[str, Any] = {}
     env: dict[str, str] = {}
     cwd: str | None = None
@@ -338,7 +349,7 @@ def petition_request(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
             cwd = value
         else:
             schedule[option.dest] = value
-    return schedule, env, cwd
+    return check_start(schedule), env, cwd
 
 
 class _Reader:

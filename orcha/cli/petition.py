@@ -38,6 +38,7 @@ def attach(
     number. Raises OrchaError subclasses (no service, wrong key, refused, lost service),
     and click.BadParameter for an invalid ID (nothing is sent).
     """
+    from orcha.cli.grammar import check_start
     from orcha.cli.options import settings_from
     from orcha.cli.petition_options import chosen
     from orcha.cli.verbose import report
@@ -53,7 +54,7 @@ def attach(
     params = _checked(ctx, kind, params)
     options = chosen(ctx)
     try:
-        schedule = Schedule.from_wire(options.schedule)
+        schedule = Schedule.from_wire(check_start(options.schedule))
     except ValueError as e:
         raise Refused(str(e)) from e
     as_json = bool(ctx.params.get("as_json"))

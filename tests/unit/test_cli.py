@@ -68,6 +68,9 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
     assert "Usage: orcha run" in capsys.readouterr().err
 
 
+BOTH_STARTS = (
+    "--delay and --at both say when to start: give one (--delay counts from now, --at names a time)"
+)
 TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
 
 
@@ -81,6 +84,14 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
         (["cancel"], "orcha cancel: say what to cancel: IDs, --group, --state or --all"),
         (["restart"], "orcha restart: name the petitions to restart, or use --failed or --group"),
         (["edit", "x"], "orcha edit: nothing to change: give --priority or other requests"),
+        # --delay and --at both say when: neither is dropped quietly, in any order
+        (["run", "a", "--detach", "--delay", "1s", "--at", "12:00", "--", "true"],
+         f"orcha run: {BOTH_STARTS}"),
+        (["run", "a", "--at", "12:00", "--delay", "1s", "--", "true"], f"orcha run: {BOTH_STARTS}"),
+        (["run", "a", "--detach", "--array", "1-3", "--delay", "1s", "--at", "12:00", "--",
+          "true"], f"orcha run: {BOTH_STARTS}"),
+        (["edit", "x", "--delay", "1s", "--at", "12:00"], f"orcha edit: {BOTH_STARTS}"),
+        (["restart", "x", "--at", "12:00", "--delay", "1s"], f"orcha restart: {BOTH_STARTS}"),
         # durations and start times have an upper bound, named
         (["run", "a", "--detach", "--timeout", "200000d", "--", "true"],
          f"orcha run: invalid value for '--timeout': '200000d' is {TOO_LONG}"),

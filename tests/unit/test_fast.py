@@ -60,6 +60,8 @@ SLOW_FORMS = [
     ["run", "x", "--id", "y", "--", "true"],  # two IDs
     ["run", "12", "--", "true"],  # numbers name records
     ["run", "--id", "a~1", "--", "true"],  # so does NAME~N
+    ["run", "x", "--detach", "--delay", "1s", "--at", "12:00", "--", "true"],  # click refuses
+    ["send", "x", "--at", "12:00", "--delay", "1s"],
     ["run", "x", "--timeout", "3651d", "--", "true"],  # beyond the longest duration
     ["run", "--group", "--", "true"],  # '--' as a value: click's to read
     ["run", "x", "--", ""],  # an empty command name
@@ -400,6 +402,7 @@ ARRAYS_FOR_CLICK = [
     ["run", "--detach", "--array", "bad", "a", "--", "true"],
     ["run", "--detach", "--array", "1-3%2", "--at-once", "3", "a", "--", "true"],
     ["run", "--detach", "--at-once", "2", "a", "--", "true"],  # --at-once needs an array
+    ["run", "--detach", "--array", "1-3", "--delay", "1s", "--at", "12:00", "a", "--", "true"],
     ["run", "--detach", "--array", "1-3", "a~1", "--", "true"],  # not a member's ID
     ["run", "--detach", "--array", "1-3", "--kind", "k", "a", "--", "true"],
 ]
