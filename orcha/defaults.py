@@ -467,7 +467,7 @@ SPAWNER_ENABLED = True
 #: hand-offs per petition halved an array's rate (299/s against 483/s, same run).
 SPAWNER_QUIET_SECONDS = 0.01
 
-# -- durations and start times far ahead (fix-time) --
+# -- durations and start times far ahead --
 
 #: The longest duration orcha takes (``--timeout``, ``--retry-delay``, ``--delay``, ``wait
 #: --timeout``, the configuration's durations), and the furthest ahead ``--at`` may name:
