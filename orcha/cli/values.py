@@ -96,11 +96,14 @@ def machine(text: str) -> str:
 
 def ids(values: Sequence[str]) -> list[str]:
     """Petition IDs, each value holding one or more separated by commas; in order,
-    without repeats."""
+    without repeats. An empty value names none: ``orcha edit ID --after ''`` drops the
+    petition's dependencies (its new list replaces the old)."""
     from orcha.protocol.messages import check_id
 
     out: list[str] = []
     for value in values:
+        if value == "":
+            continue
         for item in value.split(","):
             petition_id = check_id(item.strip())
             if petition_id not in out:

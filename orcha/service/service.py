@@ -23,13 +23,14 @@ from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STDIN_WINDOW_BYTES, STO
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
+from orcha.service import dependencies
 from orcha.service.children import Family
 from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job, StdinRead
 from orcha.service.logs import PetitionLog
 from orcha.service.queued_notices import QueuedNotices
 from orcha.service.recovery import save_end
-from orcha.service.references import intake_name, pin
+from orcha.service.references import intake_name
 from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_state_dir
@@ -38,6 +39,7 @@ from orcha.states import State
 if TYPE_CHECKING:
     from orcha.model import Message, Petition
     from orcha.protocol.messages import SubmitRequest
+    from orcha.service.dependencies import Planned
     from orcha.service.events import Events
     from orcha.service.handlers import Handler
     from orcha.service.kinds import RuntimeKinds
@@ -250,28 +252,16 @@ class Service(Intake):
         return job
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        """Refuse dependencies on itself or on references that name no petition; keep
-        the others pinned (``schedule`` is changed; see references.pin)."""
+        """Refuse (PetitionError) dependencies on itself, on references that name no
+        petition or that close a cycle; keep the others pinned (see dependencies.check)."""
+        dependencies.check(petition_id, schedule, self.scheduler, self.store)
 
-        def pinned(dep: str) -> str:
-            found = pin(dep, self.scheduler, self.store)
-            if dep == petition_id or found is None:
-                itself = dep == petition_id
-                raise PetitionError(
-                    f"petition {petition_id!r} cannot run after itself; check --after"
-                    if itself else f"there is no petition {dep!r} to run after; see 'orcha status'",
-                    ExitCode.REFUSED if itself else ExitCode.NO_PETITION,
-                )  # fmt: skip
-            return found
-
-        if schedule.dependencies:
-            schedule.after = tuple(dict.fromkeys(map(pinned, schedule.after)))
-            schedule.after_any = tuple(dict.fromkeys(map(pinned, schedule.after_any)))
-
-    def check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        """Refuse (PetitionError) dependencies on itself or on IDs no petition ever had
-        (for a request changed after submission: ``orcha edit``)."""
-        self._check_dependencies(petition_id, schedule)
+    def check_dependencies(
+        self, petition_id: str, schedule: Schedule, planned: Planned | None = None
+    ) -> None:
+        """:meth:`_check_dependencies` for a request changed after submission (``orcha
+        edit``); ``planned``: the new dependencies of others changed with it."""
+        dependencies.check(petition_id, schedule, self.scheduler, self.store, planned)
 
     def _check_accepting(self) -> None:
         if self.stopping:

@@ -122,6 +122,23 @@ def test_edit_of_an_array_name_edits_its_queued_members(env: Env, client: Client
     one_line(result.stderr, f"array '{name}' has no queued petition")
 
 
+def test_edit_refuses_a_dependency_cycle_and_after_empty_drops_dependencies(
+    env: Env, client: Client
+) -> None:
+    first, then = new_id("cy1"), new_id("cy2")
+    detach(env, first, "--hold", "--", "true")
+    detach(env, then, "--after", first, "--", "true")
+    result = env.run("edit", first, "--after", then, timeout=WAIT)
+    assert result.returncode == REFUSED
+    one_line(result.stderr, f"({first} -> {then} -> {first})", "check --after")
+    assert record(client, first)["schedule"] == {"hold": True}
+    _, err = orcha(env, "edit", then, "--after", "")
+    assert err == f"orcha: edited {then}: priority 0\n"
+    assert ended(client, then) == {then: "SUCCEEDED"}  # it waited for nothing more
+    orcha(env, "release", first)
+    assert ended(client, first) == {first: "SUCCEEDED"}
+
+
 def test_restart_of_an_array_name_runs_its_failed_members_again(
     env: Env, client: Client, tmp_path: Path
 ) -> None:

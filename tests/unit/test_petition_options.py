@@ -43,6 +43,12 @@ def test_every_option_reaches_the_schedule() -> None:
     )  # fmt: skip
 
 
+def test_an_empty_after_names_no_dependency() -> None:
+    # 'orcha edit ID --after ""' drops the dependencies: the empty list replaces them.
+    assert parse("--after", "", "--after-any", "")["schedule"] == Schedule()
+    assert parse("--after", "", "--after", "a")["schedule"] == Schedule(after=("a",))
+
+
 def test_env_is_repeatable_and_values_may_hold_equals_or_be_empty() -> None:
     got = parse("--env", "A=1", "--env", "B=x=y", "--env", "C=")
     assert got["env"] == {"A": "1", "B": "x=y", "C": ""}

@@ -150,6 +150,7 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
     now = service.clock()
     checked: dict[int, Schedule] = {}  # members share their schedule: checked once
     planned: list[tuple[Job, Schedule | None]] = []
+    waits: dict[str, tuple[str, ...]] = {}  # what the members checked will run after
     for member in members:
         job = live_job(service, member)
         if job is None or job.state is not State.QUEUED:
@@ -161,7 +162,10 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
                 schedule = _changed(job.schedule, request.changes, now)
                 service.scheduler.check_feasible(schedule)
                 checked[id(job.schedule)] = schedule
-            service.check_dependencies(job.id, schedule)
+            # Each against what the members checked before it will run after, not what
+            # they run after now.
+            service.check_dependencies(job.id, schedule, waits)
+            waits[job.id] = schedule.dependencies
         planned.append((job, schedule))
     edited = [job for job, schedule in planned if _apply(service, job, request, schedule)]
     if not edited:

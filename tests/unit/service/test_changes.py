@@ -173,6 +173,37 @@ def test_edit_can_hold_and_group_a_waiting_petition(h: Harness) -> None:
     assert h.record("w")["schedule"] == {"group": "gpu"}
 
 
+def test_edit_refuses_a_dependency_cycle_naming_it(h: Harness) -> None:
+    h.submit("cy1", schedule={"hold": True})
+    h.submit("cy2", schedule={"after": ["cy1"]})
+    h.submit("cy3", schedule={"after": ["cy2"]})
+    reply = h.request("edit", id="cy1", changes={"after": ["cy3"]})
+    assert reply["error"] == "refused"
+    assert reply["message"] == (
+        "petition 'cy1' cannot run after 'cy3': that makes a dependency cycle "
+        "(cy1 -> cy3 -> cy2 -> cy1) in which none would ever start; check --after"
+    )
+    reply = h.request("edit", id="cy1", changes={"after_any": ["cy2"]})
+    assert "(cy1 -> cy2 -> cy1)" in reply["message"]
+    assert h.record("cy1")["schedule"] == {"hold": True}  # unchanged
+    h.call("release", ids=["cy1"])
+    for name in ("cy1", "cy2", "cy3"):
+        h.gates.wait_started(name)
+        h.run_to_end(name)
+
+
+def test_edit_of_an_array_refuses_a_cycle_through_its_members(h: Harness) -> None:
+    members = [[1, None], [2, None]]
+    template = {"kind": "gate", "id": "arr", "params": {}, "cwd": "/", "env": {},
+                "attach": False, "schedule": {"hold": True}}  # fmt: skip
+    h.call("submit_array", submit=template, members=members, limit=None)
+    h.submit("x", schedule={"after": ["arr_2"]})
+    reply = h.request("edit", id="arr", changes={"after": ["x"]})
+    assert reply["error"] == "refused"
+    assert "(arr_2 -> x -> arr_2)" in reply["message"]
+    assert h.record("arr_1")["schedule"] == {"hold": True}  # no member changed
+
+
 # -- restart -----------------------------------------------------------------------------------
 def test_restart_runs_an_ended_petition_again_as_a_new_linked_record(h: Harness) -> None:
     h.submit("job", params={"out": "x\n"}, priority=3, schedule={"timeout": 30})
