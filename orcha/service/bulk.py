@@ -1,5 +1,6 @@
 """Bulk operations on live petitions: which ones a filter selects (``cancel --group G
---state S --all``), and sending a signal to running trees (``cancel --signal SIG``)."""
+--state S --all``), the order many are cancelled in, and sending a signal to running
+trees (``cancel --signal SIG``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,33 @@ def selected(jobs: Iterable[Waiting], groups: list[str], states: list[str]) -> l
         if (not groups or job.schedule.group in groups)
         and (not states or str(job.state) in states)
     ]  # fmt: skip
+
+
+def cancel_order(jobs: Iterable[Job]) -> list[Job]:
+    """``jobs`` (each once) in the order to cancel them: the queued ones first (cancelling
+    a running one frees room that one of them would take), each before any of them it
+    runs after. A queued petition whose dependency ends CANCELLED fails (exit 210): one
+    cancelled with its dependency must end CANCELLED, as asked, not FAILED."""
+    unique = list(dict.fromkeys(jobs))
+    queued = {job.id: job for job in unique if job.state is State.QUEUED}
+    ordered: list[Job] = []  # dependencies before their dependants, reversed below
+    seen: set[str] = set()
+    for first in queued.values():
+        if first.id in seen:
+            continue
+        seen.add(first.id)
+        # Depth first, iteratively: a chain of thousands must not exhaust the stack.
+        stack = [(first, iter(first.schedule.dependencies))]
+        while stack:
+            job, deps = stack[-1]
+            dep = next((d for d in deps if d in queued and d not in seen), None)
+            if dep is None:
+                ordered.append(job)
+                stack.pop()
+            else:
+                seen.add(dep)
+                stack.append((queued[dep], iter(queued[dep].schedule.dependencies)))
+    return ordered[::-1] + [job for job in unique if job.id not in queued]
 
 
 def signal_name(sig: int) -> str:

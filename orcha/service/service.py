@@ -23,7 +23,7 @@ from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STDIN_WINDOW_BYTES, STO
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
-from orcha.service import dependencies
+from orcha.service import bulk, dependencies
 from orcha.service.children import Family
 from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job, StdinRead
@@ -412,7 +412,7 @@ class Service(Intake):
     def peer_closed(self, peer: Peer) -> None:
         """``peer`` has gone (its client exited, was killed, or its terminal closed): what
         it submitted and has not ended is cancelled, as if the client pressed Ctrl+C."""
-        for job in list(peer.submitted):
+        for job in bulk.cancel_order(list(peer.submitted)):  # dependants first
             self.cancel(job, "its client went away", by_client=True)
         self.events.unsubscribe(peer)
         with self.peers_lock:

@@ -110,9 +110,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     if request.signal is not None:
         results.update(bulk.signal(jobs, request.signal))
         return {"results": results}
-    # Queued ones first: cancelling a running one frees room that one of them would take.
     stopping: list[Job] = []
-    for job in sorted(dict.fromkeys(jobs), key=lambda j: j.state is State.RUNNING):
+
+    def cancel_one(job: Job) -> None:
         by_client = job.session is peer
         if job.state is State.RUNNING:
             stopping.append(job)
@@ -121,6 +121,18 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
         results[given.get(job, job.id)] = "cancelled"
+
+    to_cancel = bulk.cancel_order(jobs)
+    # The queued ones with nothing starting meanwhile: one a cancelled one held back (by
+    # priority, backfill or a dependency) would start only to be stopped.
+    with service.scheduler.holding():
+        queued = {job for job in to_cancel if job.state is State.QUEUED}
+        for job in to_cancel:
+            if job in queued:
+                cancel_one(job)
+    for job in to_cancel:
+        if job not in queued:
+            cancel_one(job)
     # The reply comes once what was running has ended (its ID free for a new petition:
     # 'orcha cancel build; orcha run build -- ...'), or after the grace period and a bit.
     deadline = time.monotonic() + service.runner.grace + CANCEL_REPLY_WAIT_SECONDS

@@ -38,6 +38,28 @@ def test_cancel_a_selection_takes_the_queued_ones_first(h: Harness) -> None:
     h.wait_ended("r2", "q2")
 
 
+@pytest.mark.parametrize(
+    "how",
+    [{"ids": ["p1", "q1", "r1", "x"]}, {"ids": [], "all": True}, {"ids": [], "states": ["QUEUED"]}],
+)
+def test_petitions_cancelled_together_end_cancelled_whatever_they_run_after(
+    h: Harness, how: dict[str, object]
+) -> None:
+    h.submit("p1", schedule={"hold": True})
+    h.submit("q1", schedule={"after": ["p1"]})
+    h.submit("r1", schedule={"after": ["q1"], "after_any": ["p1"]})
+    h.submit("x", schedule={"after": ["r1"], "hold": True})
+    reply = h.call("cancel", **{"states": [], "groups": [], **how})
+    assert sorted(reply["results"]) == ["p1", "q1", "r1", "x"]
+    assert set(reply["results"].values()) == {"cancelled"}
+    h.wait_ended("p1", "q1", "r1", "x")
+    for name in ("p1", "q1", "r1", "x"):
+        record = h.record(name)
+        assert (record["state"], record["code"]) == ("CANCELLED", None), record
+    # Cancelled, not failed: 'restart --failed' leaves them alone.
+    assert h.call("restart", failed=True)["results"] == {}
+
+
 def test_cancel_with_a_signal_signals_running_trees_only(h: Harness) -> None:
     h.submit("a")
     h.submit("b")

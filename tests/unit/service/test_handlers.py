@@ -5,6 +5,7 @@ the declared errors."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,19 @@ def test_a_client_that_goes_away_cancels_what_it_submitted(h: Harness) -> None:
     h.wait_ended("a")
     assert h.record("a")["state"] == "CANCELLED"
     assert client not in h.service.peers
+
+
+def test_what_a_client_that_goes_away_submitted_ends_cancelled_in_any_order(
+    h: Harness,
+) -> None:
+    client = h.peer()
+    names = [f"p{i}" for i in range(8)]
+    h.submit(names[0], client, attach=True, schedule={"hold": True})
+    for before, name in itertools.pairwise(names):  # a chain: each after the last
+        h.submit(name, client, attach=True, schedule={"after": [before]})
+    h.service.peer_closed(client)
+    h.wait_ended(*names)
+    assert [h.record(name)["state"] for name in names] == ["CANCELLED"] * len(names)
 
 
 def test_wait_and_watch_deliver_the_events(h: Harness) -> None:
