@@ -259,9 +259,15 @@ class PetitionError(OrchaError):
 
 
 class DuplicateIdError(PetitionError):
-    def __init__(self, petition_id: str) -> None:
+    """``petition_id`` is taken: a petition (``array``: members of the array) of that
+    name is queued or running."""
+
+    def __init__(self, petition_id: str, array: bool = False) -> None:
         super().__init__(
-            f"a petition with ID {petition_id!r} is already queued or running; "
+            f"array {petition_id!r} has petitions queued or running; choose another ID "
+            "or wait for them to finish"
+            if array
+            else f"a petition with ID {petition_id!r} is already queued or running; "
             "choose another ID or wait for it to finish",
             ExitCode.DUPLICATE,
         )

@@ -86,7 +86,7 @@ def _submit(
         if limit is not None:
             job.array = (_limit_key(name, job.created), name, limit)
 
-    jobs = service.submit_many(requests, peer, fields, prepare=limited)
+    jobs = service.submit_many(requests, peer, fields, prepare=limited, name=name)
     log.info("array %s: %d member(s) queued%s", name, count,
              f", at most {limit} at once" if limit else "")  # fmt: skip
     return name, jobs
@@ -95,7 +95,8 @@ def _submit(
 def _free_name(service: Service) -> str:
     taken = service.store.array_names() if service.store is not None else set()
     n = 1
-    while f"{_AUTO_NAME}{n}" in taken:
+    # Not one a queued or running petition has either: the array would be refused.
+    while f"{_AUTO_NAME}{n}" in taken or service.scheduler.peek(f"{_AUTO_NAME}{n}") is not None:
         n += 1
     return f"{_AUTO_NAME}{n}"
 

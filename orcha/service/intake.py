@@ -74,13 +74,16 @@ class Intake:
         peer: Peer | None,
         fields: list[dict[str, Any]],
         prepare: Callable[[Waiting], None] | None = None,
+        name: str | None = None,
     ) -> list[Waiting]:
         """Queue several petitions of orcha's kinds at once (an array's members), all or
         none: every ID is checked, every petition built and every record added (with
         its own extra ``fields``) in one transaction before any is queued;
         ``prepare(job)`` is called on each before it is queued. Their output is
         kept in their logs only (followers read it); ``peer``, if given, is the client
-        they end with. Raises PetitionError if refused (nothing is recorded then)."""
+        they end with; ``name``, the array's, taken with their IDs (refused while a
+        petition or another array of that name is queued or running). Raises
+        PetitionError if refused (nothing is recorded then)."""
         self._check_accepting()
         ids = [r.id or "" for r in requests]  # members are always named
         built: list[tuple[Petition, SubmitRequest, Schedule]] = []
@@ -103,8 +106,11 @@ class Intake:
             built.append((petition, resolved, timed[id(schedule)]))
         for schedule in {id(s): s for _, _, s in built}.values():
             self.scheduler.check_feasible(schedule)
-        self._take_ids(ids, None)
+        taken = [*ids, name] if name else ids
+        self._take_ids(taken, None)
         try:
+            if name:
+                self.check_no_live_array(name)
             for petition_id, (_, _, schedule) in zip(ids, built, strict=True):
                 if schedule.dependencies:
                     self._check_dependencies(petition_id, schedule)
@@ -141,7 +147,7 @@ class Intake:
                                                  prepare)
                         )  # fmt: skip
         finally:
-            self._release_ids(ids)
+            self._release_ids(taken)
         log.info("%d petitions (%s) queued together", len(jobs), ", ".join(ids[:3]) +
                  (", ..." if len(ids) > 3 else ""))  # fmt: skip
         if self.wake_on_submit:
@@ -164,6 +170,15 @@ class Intake:
             if parent is not None and parent.family is not None:
                 parent.family.check_open()
             self._intake.update(ids)
+
+    def check_no_live_array(self, name: str) -> None:
+        """DuplicateIdError if a member of array ``name`` is queued or running: a name
+        belongs to one queued or running petition, or array, at a time (else ``status
+        NAME`` and ``cancel NAME`` would reach only one of them). Called with ``name``
+        taken (:meth:`_take_ids`): an array recorded meanwhile has been queued."""
+        found = self.store.array_members(name) if self.store is not None and name else None
+        if found is not None and any(m is not None for m in self.scheduler.peek_each(found[1])):
+            raise DuplicateIdError(name, array=True)
 
     def _release_ids(self, ids: list[str]) -> None:
         with self.scheduler.lock:

@@ -218,6 +218,7 @@ class Service(Intake):
         self.scheduler.check_feasible(schedule)
         self._take_ids([petition_id], parent)
         try:
+            self.check_no_live_array(petition_id)
             self._check_dependencies(petition_id, schedule)  # reads records: not locked
             # Named before the record exists, so one INSERT holds everything.
             uid = os.urandom(8).hex()

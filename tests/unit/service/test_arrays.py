@@ -133,6 +133,38 @@ def test_array_names_stand_for_their_members(tmp_path: Path) -> None:
         h.close()
 
 
+def test_a_name_belongs_to_one_queued_petition_or_array(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=1)
+    try:
+        h.submit("sh1", schedule={"hold": True})
+        reply = _array(h, "sh1", [1, 2], schedule={"hold": True})
+        assert (reply["error"], reply["message"]) == ("duplicate", (
+            "a petition with ID 'sh1' is already queued or running; choose another ID or "
+            "wait for it to finish"
+        ))  # fmt: skip
+        assert _array(h, "dupa", [1, 2], schedule={"hold": True})["ok"]
+        array_taken = (
+            "array 'dupa' has petitions queued or running; choose another ID or wait for "
+            "them to finish"
+        )
+        reply = h.submit("dupa", schedule={"hold": True})
+        assert (reply["error"], reply["message"]) == ("duplicate", array_taken)
+        reply = _array(h, "dupa", [3, 4])  # another array of that name too
+        assert (reply["error"], reply["message"]) == ("duplicate", array_taken)
+        assert [p["id"] for p in h.call("status", ids=["sh1", "dupa"])["petitions"]] == [
+            "sh1", "dupa_1", "dupa_2",
+        ]  # fmt: skip
+        # A nameless array is not given the name of a queued petition.
+        h.submit("array1", schedule={"hold": True})
+        assert _array(h, "", [1])["name"] == "array2"
+        # Once the array's members have ended, its name is free.
+        h.call("cancel", ids=["dupa"])
+        h.wait_ended("dupa_1", "dupa_2")
+        assert h.submit("dupa", schedule={"hold": True})["ok"]
+    finally:
+        h.close()
+
+
 def test_cancelling_an_array_leaves_its_ended_members_out_quietly(tmp_path: Path) -> None:
     h = Harness(tmp_path, max_running=1)
     try:
