@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from orcha.cli.build import Refused
+from orcha.cli.bulk import how_ended
 from orcha.errors import ExitCode
 
 #: How many failed members a summary line names before it says "...".
@@ -144,7 +145,7 @@ def summarize(name: str, ends: list[dict[str, Any]], count: int) -> int:
     failed = [e for e in ends if e.get("state") != "SUCCEEDED"]
     if not failed:
         return 0
-    named = ", ".join(f"{e['id']} ({e.get('state')}, code {e.get('code')})"
+    named = ", ".join(f"{e['id']} ({how_ended(e.get('state'), e.get('code'), listed=True)})"
                       for e in failed[:_NAMED])  # fmt: skip
     more = ", ..." if len(failed) > _NAMED else ""
     click.echo(f"orcha: array {name}: {len(failed)} of {count} failed: {named}{more}", err=True)

@@ -60,6 +60,15 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+def how_ended(state: object, code: object, listed: bool = False) -> str:
+    """``FAILED (code 3)``, or the state alone where there is no code (a petition
+    cancelled before it started: ``CANCELLED``); ``listed`` (inside parentheses
+    already): ``FAILED, code 3``."""
+    if code is None:
+        return str(state)
+    return f"{state}, code {code}" if listed else f"{state} (code {code})"
+
+
 def some(ids: Iterable[str]) -> str:
     """The first few of ``ids``, comma separated, then "..." if there are more."""
     ids = list(ids)
@@ -129,11 +138,13 @@ def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: st
     asked: list[str] = report["ids"]
     failed = [e for e in ended.values() if e.get("state") != "SUCCEEDED"]
     if failed and collective:
-        named = some(f"{e['id']} ({e.get('state')}, code {e.get('code')})" for e in failed)
+        named = some(
+            f"{e['id']} ({how_ended(e.get('state'), e.get('code'), listed=True)})" for e in failed
+        )
         _say(f"orcha: {len(failed)} of {len(asked)} failed: {named}")
     elif failed and want == "success":
         for e in failed:
-            _say(f"orcha: petition {e['id']} ended {e['state']} (code {e['code']})")
+            _say(f"orcha: petition {e['id']} ended {how_ended(e['state'], e.get('code'))}")
     if report["timed_out"]:
         pending = [i for i in asked if i not in ended]
         _say(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "

@@ -14,6 +14,8 @@ import json
 import time
 from typing import Any
 
+from orcha.cli.bulk import how_ended
+
 
 def _when(stamp: float | None) -> str:
     if not stamp:
@@ -28,7 +30,7 @@ def _detail(event: str, data: dict[str, Any]) -> str:
 
         return describe(data.get("value"), data.get("target"), str(data.get("unit") or ""))
     if event == "finished":
-        text = f"{data.get('state')} (code {data.get('code')})"
+        text = how_ended(data.get("state"), data.get("code"))
         message = data.get("message")
         return f"{text}: {message}" if message and data.get("state") != "SUCCEEDED" else text
     if event == "state":

@@ -87,3 +87,16 @@ def test_the_request_round_trips_and_checks_its_fields() -> None:
         ArrayRequest.from_wire({**wire, "submit": {**wire["submit"], "id": "x" * 127}})
     nameless = ArrayRequest.from_wire({**wire, "submit": {**wire["submit"], "id": ""}})
     assert nameless.name == ""
+
+
+def test_an_array_summary_says_no_code_for_a_member_without_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orcha.cli.arrays import summarize
+
+    ends = [{"id": "a_1", "state": "CANCELLED", "code": None},
+            {"id": "a_2", "state": "FAILED", "code": 2}]  # fmt: skip
+    assert summarize("a", ends, 2) == 1
+    assert capsys.readouterr().err == (
+        "orcha: array a: 2 of 2 failed: a_1 (CANCELLED), a_2 (FAILED, code 2)\n"
+    )

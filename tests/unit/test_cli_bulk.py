@@ -42,6 +42,18 @@ def test_wait_reports_failures_of_a_selection_and_timeouts(
     assert capsys.readouterr().err == "orcha: timed out after 5s: 1 of 4 have not ended: b\n"
 
 
+def test_wait_says_how_one_without_a_code_ended(capsys: pytest.CaptureFixture[str]) -> None:
+    ended = {"c": {"id": "c", "state": "CANCELLED", "code": None},
+             "f": {"id": "f", "state": "FAILED", "code": 3}}  # fmt: skip
+    report = {"ended": ended, "ids": list(ended), "arrays": {}, "timed_out": False}
+    assert bulk.report_wait(report, False, "success", None) == 1
+    assert capsys.readouterr().err == (
+        "orcha: petition c ended CANCELLED\norcha: petition f ended FAILED (code 3)\n"
+    )
+    assert bulk.report_wait(report, True, "any", None) == 1
+    assert capsys.readouterr().err == "orcha: 2 of 2 failed: c (CANCELLED), f (FAILED, code 3)\n"
+
+
 def test_cancel_says_how_many_for_a_selection(capsys: pytest.CaptureFixture[str]) -> None:
     results = {f"p{i}": "cancelled" for i in range(12)}
     assert bulk.report_cancel(results, True, None) == 0

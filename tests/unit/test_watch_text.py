@@ -35,6 +35,10 @@ def test_finished_says_how_and_why() -> None:
     assert _lines("finished", state="FAILED", code=124, message="timed out after 1s") == [
         "p1 finished FAILED (code 124): timed out after 1s"
     ]
+    # Cancelled before it started: no code, and no "None" said for one.
+    assert _lines("finished", state="CANCELLED", code=None, message="cancelled") == [
+        "p1 finished CANCELLED: cancelled"
+    ]
 
 
 def test_output_is_one_line_per_line_and_stderr_is_marked() -> None:
