@@ -322,7 +322,11 @@ def restart(service: Service, peer: Peer, request: RestartRequest) -> dict[str, 
     theirs)."""
     restarted: list[dict[str, Any]] = []
     ids, named, results = _members(service, request)
+    again: set[int | None] = set()  # the records run again
     for petition_id in ids:
+        found = resolve(petition_id, service.scheduler, service.store)
+        if found and found[-1].seq in again:
+            continue  # a record named twice ('w1' and its number) runs again once
         try:
             new = _restart_one(service, petition_id, request)
         except PetitionError as e:
@@ -332,6 +336,7 @@ def restart(service: Service, peer: Peer, request: RestartRequest) -> dict[str, 
             continue
         results[petition_id] = "restarted"
         restarted.append(new)
+        again.add(new["restart_of"])
     for name, members in named.items():
         if not any(results.get(member) == "restarted" for member in members):
             which = "failed" if request.failed else "ended"

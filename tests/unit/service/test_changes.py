@@ -234,6 +234,22 @@ def test_restart_of_a_live_petition_is_refused_with_one_line(h: Harness) -> None
     assert h.request("restart", ids=["ghost"])["error"] == "no_petition"
 
 
+def test_a_petition_named_twice_counts_once(h: Harness) -> None:
+    h.submit("w1")
+    h.run_to_end("w1", code=1)
+    seq = str(h.record("w1")["seq"])
+    reply = h.call("restart", ids=["w1", "w1", seq], changes={"hold": True})
+    assert reply["results"] == {"w1": "restarted"}
+    assert len(reply["restarted"]) == 1
+    for verb, word in (("pause", "paused"), ("resume", "resumed"), ("release", "released")):
+        assert h.call(verb, ids=["w1", "w1"])["results"] == {"w1": word}, verb
+    h.gates.wait_started("w1")
+    assert h.call("cancel", ids=["w1", "w1"])["results"] == {"w1": "cancelled"}
+    h.wait_ended("w1")
+    assert h.call("clean", ids=["w1", "w1"]) == {"re": "clean", "ok": True, "removed": 1,
+                                                 "results": {}}  # fmt: skip
+
+
 def test_restart_failed_picks_the_newest_failed_records_of_a_group(h: Harness) -> None:
     for name, group, code in (("f1", "a", 1), ("f2", "b", 2), ("ok", "a", 0)):
         h.submit(name, schedule={"group": group})
