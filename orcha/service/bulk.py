@@ -35,24 +35,30 @@ def cancel_order(jobs: Iterable[Job]) -> list[Job]:
     cancelled with its dependency must end CANCELLED, as asked, not FAILED."""
     unique = list(dict.fromkeys(jobs))
     queued = {job.id: job for job in unique if job.state is State.QUEUED}
-    ordered: list[Job] = []  # dependencies before their dependants, reversed below
+    dependants: dict[str, list[Job]] = {}  # among ``jobs``: who waits for whom
+    for job in queued.values():
+        for dep in job.schedule.dependencies:
+            if dep in queued:
+                dependants.setdefault(dep, []).append(job)
+    # Each after its dependants (depth first, iteratively: a chain of thousands must not
+    # exhaust the stack); those that wait for none of the others keep their order.
+    ordered: list[Job] = []
     seen: set[str] = set()
     for first in queued.values():
         if first.id in seen:
             continue
         seen.add(first.id)
-        # Depth first, iteratively: a chain of thousands must not exhaust the stack.
-        stack = [(first, iter(first.schedule.dependencies))]
+        stack = [(first, iter(dependants.get(first.id, ())))]
         while stack:
-            job, deps = stack[-1]
-            dep = next((d for d in deps if d in queued and d not in seen), None)
-            if dep is None:
+            job, waiting = stack[-1]
+            dependant = next((d for d in waiting if d.id not in seen), None)
+            if dependant is None:
                 ordered.append(job)
                 stack.pop()
             else:
-                seen.add(dep)
-                stack.append((queued[dep], iter(queued[dep].schedule.dependencies)))
-    return ordered[::-1] + [job for job in unique if job.id not in queued]
+                seen.add(dependant.id)
+                stack.append((dependant, iter(dependants.get(dependant.id, ()))))
+    return ordered + [job for job in unique if job.id not in queued]
 
 
 def signal_name(sig: int) -> str:
