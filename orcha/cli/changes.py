@@ -88,9 +88,10 @@ def release(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
 def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bool) -> int:
     """Change a queued petition's priority and requests while it waits (refused once it
     has started). Its place in the queue follows its new priority; 'orcha status'
-    shows the change. --after and --after-any replace its dependencies; --delay counts
-    from now. An array's name edits its queued members (Slurm's 'scontrol update' of a
-    job array); those that started are left as they are."""
+    shows the change. --after and --after-any replace its dependencies (--after ''
+    drops them; one that would close a cycle is refused); --delay counts from now.
+    An array's name edits its queued members (Slurm's 'scontrol update' of a job
+    array); those that started are left as they are."""
     changes = _changes(ctx)
     if priority is None and not changes:
         raise Refused("nothing to change: give --priority or other requests")
