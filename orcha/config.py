@@ -352,6 +352,12 @@ def load(explicit: str | None = None) -> Config:
         return Config(path, False, validate(SCHEMA, {}))
     except OSError as e:
         raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        # YAML files are UTF-8; a Latin-1 editor's accent is the usual cause.
+        raise ConfigError(
+            f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at {e.start}); "
+            "save the file as UTF-8"
+        ) from None
     raw = _parse_yaml(path, text)
     try:
         data = validate(SCHEMA, raw)

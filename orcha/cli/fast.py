@@ -39,6 +39,17 @@ def _configuration() -> tuple[bool, Config | None]:
         return False, None
 
 
+def _names_config(args: list[str]) -> bool:
+    """Whether ``args`` give ``--config`` (before ``--``: after it, the words are the
+    command's own)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--config" or arg.startswith("--config="):
+            return True
+    return False
+
+
 def parse(args: list[str], disabled: frozenset[str]) -> Parsed | None:
     """``args`` parsed by the declaration of its command, if the fast path may run it
     with ``disabled`` plugins; None otherwise."""
@@ -116,6 +127,8 @@ def try_fast(args: list[str]) -> int | None:
     """Run ``args`` if it is a fast-path command line; None to let click handle it."""
     from orcha.cli import fast_commands
 
+    if _names_config(args):
+        return None  # click reads that file; the default one is none of this command's
     usable, config = _configuration()
     if not usable:
         return None

@@ -3,8 +3,10 @@ one line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +169,31 @@ def test_shutdown_wait_is_refused_for_a_service_on_another_host(
         "orcha shutdown: --wait needs the service on this host (a socket or a loopback "
         "address) (see 'orcha shutdown --help')\n"
     )
+
+
+def test_a_configuration_file_that_is_not_utf8_is_one_line_from_any_command(
+    tmp_path: Path,
+) -> None:
+    default = tmp_path / "cfg" / "orcha" / "config.yaml"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"max_running: 3\n# \xe9t\xe9\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("max_running: 3\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "ORCHA_STATE_DIR": str(tmp_path / "state"),
+           "ORCHA_RUNTIME_DIR": str(tmp_path / "run")}  # fmt: skip
+    env.pop("ORCHA_CONFIG", None)
+
+    def orcha(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orcha", *args], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    for command in (["status"], ["run", "x", "--", "true"], ["serve"]):
+        proc = orcha(*command)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert proc.stderr == (
+            f"orcha: {default}: not UTF-8 (byte 0xe9 at 17); save the file as UTF-8\n"
+        ), command
+    # Another file named: the default one does not matter (no service here: 200).
+    proc = orcha("--config", str(other), "status")
+    assert proc.returncode == 200 and proc.stderr.startswith("orcha: no orcha service"), proc

@@ -186,6 +186,15 @@ def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
     assert error_of(tmp_path, "a: b: c\n").startswith("not valid YAML (line 1, column 5): ")
 
 
+def test_a_file_that_is_not_utf8_names_the_byte_and_where(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"max_running: 3\n# \xe9t\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == f"{path}: not UTF-8 (byte 0xe9 at 17); save the file as UTF-8"
+
+
 @pytest.mark.parametrize("text", ["- grace\n- 1\n", "just text\n", "5\n"])
 def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str) -> None:
     assert error_of(tmp_path, text) == "the file must be a mapping of settings, not a list or text"

@@ -222,6 +222,17 @@ def test_disabled_plugins_come_from_the_environment_and_the_configuration(
     assert fast_commands.disabled_plugins(loaded) == {"x", "shell", "hello"}
 
 
+def test_a_named_configuration_file_leaves_the_default_one_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unread() -> None:
+        raise AssertionError("the fast path read the default configuration file")
+
+    monkeypatch.setattr(fast, "_configuration", unread)
+    for args in (["--config", "o.yaml", "status"], ["--config=o.yaml", "run", "x", "--", "t"]):
+        assert fast.try_fast(args) is None  # click reads o.yaml
+
+
 def test_without_a_current_note_everything_goes_to_click(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,10 @@ def test_an_invalid_file_is_refused_and_the_old_configuration_kept(
     assert len(refused) == 1
     configure(h, tmp_path, "notify: [ftp://x]\n")
     assert h.request("reload")["error"] == "refused"
+    path.write_bytes(b"max_running: 2\n# \xe9t\xe9\n")  # a Latin-1 editor's file
+    answer = h.request("reload")
+    assert answer["error"] == "refused" and "not UTF-8 (byte 0xe9 at 17)" in answer["message"]
+    assert h.service.manager.max_running == 3
 
 
 def test_the_command_lines_options_still_beat_the_file(h: Harness, tmp_path: Path) -> None:
