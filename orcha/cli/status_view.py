@@ -310,14 +310,20 @@ def print_json_listing(
 ) -> None:
     """Print ``{"petitions": [every record of states and groups], **tail}`` as
     :func:`orcha.cli.output.print_json` would, a page at a time: piped, on one line, the
-    pages as the service encoded them; on a terminal, indented from the records."""
+    pages as the service encoded them; on a terminal, indented from the records.
+
+    Nothing is printed until the first page has come, so a service that cannot be
+    reached leaves stdout empty. A connection lost after that raises with the document
+    cut short and no final newline: never closed as if it were complete."""
+    import itertools
     import sys
 
     indent = 2 if sys.stdout.isatty() else None
-    if indent is None:
-        pieces = json_texts(service.status_pages(states, groups, text=True), tail)
-    else:
-        pieces = json_pages(service.status_pages(states, groups), tail, indent)
+    pages: Iterator[Any] = iter(service.status_pages(states, groups, text=indent is None))
+    first = next(pages, None)  # connects and asks: an error here has printed nothing
+    if first is not None:
+        pages = itertools.chain([first], pages)
+    pieces = json_texts(pages, tail) if indent is None else json_pages(pages, tail, indent)
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()

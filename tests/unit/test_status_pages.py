@@ -4,6 +4,7 @@ printed whole (tests/unit/test_cli_output.py has the rest of the JSON output).""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -101,3 +102,36 @@ def test_a_page_refused_leaves_no_answer_to_wait_for() -> None:
     with pytest.raises(PetitionError, match="cannot read"):
         next(pages)
     assert session.unread == 0
+
+
+class PagesThenFault:
+    """A Client whose ``status_pages`` gives ``pages`` then raises ``fault``."""
+
+    def __init__(self, pages: list[list[dict[str, Any]]], fault: Exception) -> None:
+        self.pages, self.fault = pages, fault
+
+    def status_pages(self, states: Any, groups: Any, text: bool = False) -> Iterator[Any]:
+        for page in self.pages:
+            yield ", ".join(json.dumps(r) for r in page) if text else page
+        raise self.fault
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_no_service_prints_nothing_and_a_lost_one_never_a_closed_document(
+    tty: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orcha.cli.status_view import print_json_listing
+    from orcha.errors import LostServiceError, NoServiceError
+
+    monkeypatch.setattr("sys.stdout.isatty", lambda: tty)
+    tail = {"missing": [], "hidden": 0}
+    with pytest.raises(NoServiceError):
+        print_json_listing(PagesThenFault([], NoServiceError("none")), [], [], tail)  # type: ignore[arg-type]
+    assert capsys.readouterr().out == ""
+    lost = PagesThenFault([[ROW]], LostServiceError("lost"))
+    with pytest.raises(LostServiceError):
+        print_json_listing(lost, [], [], tail)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert out.startswith("{") and not out.endswith("\n")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
