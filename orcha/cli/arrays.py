@@ -1,7 +1,8 @@
 """``orcha run --array SPEC`` and ``orcha run --each FILE``: many petitions at once.
 
 One ``submit_array`` request queues every member (see :mod:`orcha.protocol.arrays`).
-With ``--detach`` the array's name is printed and the command returns. Attached, the
+With ``--detach`` the array's name is printed and the command returns (``--json``:
+``{"name": NAME, "ids": [member IDs]}``). Attached, the
 members' output streams here as ``follow`` prints several petitions (each line behind
 ``[NAME_INDEX]``, stdout to stdout, stderr to stderr), in the order they write it; the
 exit code is 0 if every member succeeded, 1 (after a line saying how many failed) if
@@ -70,7 +71,8 @@ def run_array(
     limit: int | None,
 ) -> int:
     """Submit the array (one request) with the invocation's petition options, then
-    print its name (``detach``) or stream its members' output; the exit code."""
+    print its name (``detach``; with ``--json``, its name and member IDs as JSON) or
+    stream its members' output; the exit code."""
     import os
 
     from orcha.cli.connect import client
@@ -81,6 +83,9 @@ def run_array(
     from orcha.protocol.schedule import Schedule
 
     ctx = click.get_current_context()
+    as_json = bool(ctx.params.get("as_json"))
+    if as_json and not detach:
+        raise Refused("--json goes with --detach (attached, stdout is the members' own output)")
     options = chosen(ctx)
     try:
         schedule = Schedule.from_wire(check_start(options.schedule))
@@ -104,6 +109,11 @@ def run_array(
     with client(ctx) as service:
         reply = service.submit_array(ArrayRequest(template, members, limit))
         name, ids = reply["name"], reply["ids"]
+        if as_json:  # the notice on stderr is left out, as with every --json
+            from orcha.cli.output import print_json
+
+            print_json({"name": name, "ids": ids})
+            return 0
         at_once = f", at most {limit} at once" if limit else ""
         span = f"{ids[0]} to {ids[-1]}" if len(ids) > 1 else ids[0]
         click.echo(f"orcha: array {name}: {len(ids)} petition(s) queued ({span}){at_once}",

@@ -71,6 +71,21 @@ def test_each_line_of_stdin_is_a_petition(env: Env, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "cannot read" in refused.stderr
 
 
+def test_a_detached_array_with_json_prints_its_name_and_members_as_json(env: Env) -> None:
+    run = env.run("run", "aj", "--array", "1-2", "--detach", "--json", "--", "true")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"name": "aj", "ids": ["aj_1", "aj_2"]}
+    assert run.stderr == ""  # the notice is left out, as with every --json
+    run = env.run("run", "--each", "-", "--detach", "--json", "--", "echo", input=b"a\nb\n")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["ids"] == [f"{doc['name']}_1", f"{doc['name']}_2"]
+    attached = env.run("run", "ak", "--array", "1-2", "--json", "--", "true")
+    assert attached.returncode == 2 and attached.stdout == ""
+    assert "--json goes with --detach" in attached.stderr
+    assert env.run("wait", "aj", doc["name"]).returncode == 0
+
+
 def test_bulk_signal_wait_cancel_clean_follow(env: Env) -> None:
     trap = 'trap "echo got usr1; exit 0" USR1; echo ready; while :; do sleep 0.05; done'
     for name in ("b1", "b2"):
