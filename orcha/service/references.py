@@ -121,6 +121,10 @@ class Target:
         return f"Target({self.ref!r} -> #{self.seq} {self.id!r}, live={self.live})"
 
 
+#: The largest record number and offset SQLite stores (a signed 64-bit integer).
+_LARGEST = 2**63 - 1
+
+
 def _live(scheduler: Scheduler, petition_id: str, seq: int | None = None) -> Waiting | None:
     """The queued or running job named ``petition_id`` (that is record ``seq``), as the
     scheduler holds it (see :attr:`Target.job`)."""
@@ -138,6 +142,8 @@ def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]
     parts = split(ref)
     if parts is None:  # a record number
         seq = int(ref)
+        if seq > _LARGEST:
+            return []  # no record has it (SQLite would refuse to look it up)
         if store is None:  # no records: numbers are the jobs' own
             job = next((j for j in scheduler.jobs() if j.seq == seq), None)
             return [Target(ref, seq, job.id, job)] if job is not None else []
@@ -152,6 +158,8 @@ def resolve(ref: str, scheduler: Scheduler, store: Store | None) -> list[Target]
         return [Target(ref, held.seq, held.id, held, store=store, scheduler=scheduler)]
     record = store.named(ref, 0) if store is not None else None
     name, back = parts
+    if back > _LARGEST:
+        return []  # no name has that many records (SQLite would refuse the offset)
     if record is None and name != ref:  # NAME~N
         held = _live(scheduler, name) if back == 0 else None
         if held is not None:

@@ -175,3 +175,16 @@ def test_labels_name_each_target_by_the_reference_given_else_its_id_else_its_num
     name = labeller(targets)
     assert [name(t) for t in targets] == ["a", "x", "y", "4", "5"]
     assert [label(t, targets) for t in targets] == [name(t) for t in targets]
+
+
+HUGE = "99999999999999999999"  # beyond SQLite's integers
+
+
+@pytest.mark.parametrize("ref", [HUGE, str(2**63), f"a~{HUGE}", f"a~{2**63}"])
+def test_a_number_beyond_any_record_names_none(h: Harness, ref: str) -> None:
+    assert h.submit("a")["ok"]
+    assert _resolve(h, ref) == []
+    assert h.call("status", ids=[ref])["missing"] == [ref]
+    reply = h.submit("later", schedule={"after": [ref]})
+    assert WIRE_ERRORS[reply["error"]] == ExitCode.NO_PETITION, reply
+    assert _resolve(h, str(2**63 - 1)) == []  # the largest it can look up
