@@ -20,7 +20,7 @@ def parse_size(text: str) -> int:
     """``4096``, ``512K``, ``64M``, ``1G`` (powers of 1024) -> bytes; ValueError otherwise."""
     import re
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I | re.A)
     if not m:
         raise ValueError(f"{text!r} is not a size (e.g. 4096, 512K, 64M, 1G)")
     scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
@@ -37,7 +37,7 @@ def parse_gpus(text: str) -> tuple[str, ...] | None:
         return ()
     out: list[str] = []
     for item in (part.strip() for part in text.split(",")):
-        if not item or not all(c.isalnum() or c in "-_" for c in item):
+        if not item or not all(c.isascii() and (c.isalnum() or c in "-_") for c in item):
             raise ValueError(f"{text!r} is not a GPU list (e.g. 0,1,2; 'auto'; 'none')")
         if item in out:
             raise ValueError(f"GPU {item} is listed twice in {text!r}")
@@ -111,10 +111,11 @@ def _duration(text: str) -> float:
     import re
 
     given = text.strip()
-    single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)", given)  # 1.5h, 12 h, 500ms
+    # re.ASCII: digits are 0-9 (a bare \d also takes '٣', which int() reads as 3).
+    single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)", given, re.A)  # 1.5h, 12 h, 500ms
     if single is not None:
         return float(single.group(1)) * _UNITS[single.group(2) or "s"]
-    compound = re.fullmatch(_COMPOUND, given)
+    compound = re.fullmatch(_COMPOUND, given, re.A)
     if given and compound is not None:
         weeks, days, hours, minutes, seconds = compound.groups()
         return (
@@ -122,7 +123,7 @@ def _duration(text: str) -> float:
             + int(hours or 0) * _UNITS["h"] + int(minutes or 0) * _UNITS["m"]
             + float(seconds or 0)
         )  # fmt: skip
-    clock = re.fullmatch(_CLOCK, given)
+    clock = re.fullmatch(_CLOCK, given, re.A)
     if clock is not None and (":" in given or "-" in given):
         days, first, second, third = clock.groups()
         limits: tuple[int | None, ...]

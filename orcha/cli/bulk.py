@@ -30,7 +30,7 @@ def signal_option(ctx: click.Context, param: click.Parameter, value: str | None)
     if value is None:
         return None
     text = value.strip().upper()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # ASCII: str.isdigit also takes '²' and '٣'
         number = int(text)
         if 1 <= number <= signal.SIGRTMAX:
             return number

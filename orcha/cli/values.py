@@ -58,7 +58,7 @@ def start_time(text: str) -> float:
     from orcha.defaults import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
 
     given = text.strip()
-    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", given)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", given, re.ASCII)  # 0-9 only
     try:
         if clock is not None:
             hour, minute, second = (int(g or 0) for g in clock.groups())

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 Member = tuple[int, "str | None"]
 
 
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits (``str.isdigit`` alone also takes ``²`` and
+    ``٣``, which ``int`` then refuses or reads)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_spec(text: str) -> tuple[list[int], int | None]:
     """``1-100%4``, ``1,3,5-9``, ``0-20:5`` (Slurm's ``--array`` syntax) -> (the
     indices, ascending and distinct; the ``%N`` limit or None). ValueError saying what is
@@ -44,7 +50,7 @@ def parse_spec(text: str) -> tuple[list[int], int | None]:
     spec, percent, limit_text = text.strip().partition("%")
     limit: int | None = None
     if percent:
-        if not limit_text.isdigit() or int(limit_text) < 1:
+        if not _digits(limit_text) or int(limit_text) < 1:
             raise ValueError(
                 f"{text!r}: the limit after '%' must be a whole number >= 1 ({example})"
             )
@@ -54,9 +60,9 @@ def parse_spec(text: str) -> tuple[list[int], int | None]:
         part = part.strip()
         span, colon, step_text = part.partition(":")
         first_text, dash, last_text = span.partition("-")
-        if not first_text.isdigit() or (dash and not last_text.isdigit()):
+        if not _digits(first_text) or (dash and not _digits(last_text)):
             raise ValueError(f"{text!r} is not an array ({example})")
-        if colon and (not dash or not step_text.isdigit() or int(step_text) < 1):
+        if colon and (not dash or not _digits(step_text) or int(step_text) < 1):
             raise ValueError(f"{text!r}: a step ':N' follows a range and is >= 1 ({example})")
         first = int(first_text)
         last = int(last_text) if dash else first

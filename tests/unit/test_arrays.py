@@ -43,6 +43,13 @@ def test_slurm_array_syntax(spec: str, indices: list[int], limit: int | None) ->
         ("0-99999999", "indices go up to"),
         ("1-20000", "at most 10000 members"),
         ("-1", "is not an array"),
+        # Unicode digits pass str.isdigit(), and int() refused them (or read them)
+        ("²", "is not an array"),
+        ("\u0663", "is not an array"),
+        ("1-\u0663", "is not an array"),
+        ("1-3%²", "limit after '%'"),
+        ("1-3%\u0663", "limit after '%'"),
+        ("1-9:²", "a step ':N' follows a range"),
     ],
 )
 def test_bad_arrays_say_what_is_wrong(spec: str, words: str) -> None:

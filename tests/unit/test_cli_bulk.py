@@ -21,7 +21,10 @@ def test_signals_by_name_or_number(text: str, number: int) -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["USR9", "0", "999", "", "SIG_DFL"])
+# Unicode digits pass str.isdigit(): '²' made int() raise, '٣' (Arabic-Indic 3) sent SIGQUIT.
+@pytest.mark.parametrize(
+    "text", ["USR9", "0", "999", "", "SIG_DFL", "\u00b2", "\u0663", "\uff11\uff10"]
+)
 def test_a_bad_signal_is_a_usage_error(text: str) -> None:
     with pytest.raises(click.BadParameter, match="is not a signal"):
         bulk.signal_option(click.Context(click.Command("x")), click.Option(["--s"]), text)

@@ -136,7 +136,9 @@ def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "x", "10x", "-1", "1.5.2M"])
+@pytest.mark.parametrize(
+    "text", ["", "x", "10x", "-1", "1.5.2M", "\u0663M", "\uff14\uff10\uff19\uff16"]
+)
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)

@@ -79,6 +79,9 @@ def test_cwd_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (["--delay", "2 hours"], "is not a duration"),
         (["--at", "25:00"], "is not a time"),
         (["--at", "tomorrow"], "is not a time"),
+        # ASCII digits only: Arabic-Indic 12:30, 3m
+        (["--at", "\u0661\u0662:\u0663\u0660"], "is not a time"),
+        (["--timeout", "\u0663m"], "is not a duration"),
     ],
 )
 def test_bad_values_are_usage_errors(args: list[str], words: str) -> None:

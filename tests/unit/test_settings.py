@@ -283,7 +283,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
     "text",
     ["", "m", "-5", "5 minutes", "1e3", "5y", "inf", "30m1h", "1h1h", "1:60", "1:30:60",
      "2-24", "2-", "-12", "1:2:3:4", "1-2-3", ":30", "1.5:00", "1h 30m", "1s500ms", "ms",
-     "5mss"],
+     "5mss",
+     # ASCII digits only (Arabic-Indic ones)
+     "\u0663", "\u0663m", "1h\u0663m", "\u0661:\u0663\u0660", "\u0663-00"],
 )  # fmt: skip
 def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration") as refused:
@@ -303,7 +305,8 @@ def test_parse_gpus(text: str, gpus: tuple[str, ...] | None) -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [("0,,1", "not a GPU list"), ("0;1", "not a GPU list"),
-                                             ("1,1", "listed twice")])  # fmt: skip
+                                             ("1,1", "listed twice"),
+                                             ("\u0663", "not a GPU list")])  # fmt: skip
 def test_parse_gpus_refuses_bad_lists(text: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         units.parse_gpus(text)

@@ -39,7 +39,11 @@ def check_address(address: str, where: str) -> str:
     ``HOST:PORT``); ConfigError naming ``where`` otherwise."""
     scheme, _, rest = address.rpartition("://")
     host, _, port = rest.rpartition(":")
-    if scheme not in ("", "tcp", "tls", "ucx", "ws", "wss") or not host or not port.isdigit():
+    if (
+        scheme not in ("", "tcp", "tls", "ucx", "ws", "wss")
+        or not host
+        or not (port.isascii() and port.isdigit())
+    ):
         raise ConfigError(
             f"{where}: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
             "(or tls://HOST:PORT)"
