@@ -197,3 +197,27 @@ def test_a_configuration_file_that_is_not_utf8_is_one_line_from_any_command(
     # Another file named: the default one does not matter (no service here: 200).
     proc = orcha("--config", str(other), "status")
     assert proc.returncode == 200 and proc.stderr.startswith("orcha: no orcha service"), proc
+
+
+def test_an_output_that_cannot_be_written_is_one_line_not_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "ORCHA_STATE_DIR": str(tmp_path / "state"),
+           "ORCHA_RUNTIME_DIR": str(tmp_path / "run")}  # fmt: skip
+    env.pop("ORCHA_CONFIG", None)
+    for args in (["config", "show"], ["config", "show", "--json"], ["--help"]):
+        with open("/dev/full", "w") as full:  # every write: ENOSPC
+            proc = subprocess.run([sys.executable, "-m", "orcha", *args], env=env, stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+        assert (proc.returncode, proc.stderr) == (
+            1, "orcha: cannot write the output: No space left on device\n"), args  # fmt: skip
+
+
+def test_other_os_errors_are_still_internal_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from orcha.cli.report import report
+
+    assert report(OSError(28, "No space left on device", "/some/file"), []) == 1
+    assert "internal error" in capsys.readouterr().err  # a file's error names the file
+    assert report(ConnectionResetError(104, "Connection reset by peer"), []) == 1
+    assert "internal error" in capsys.readouterr().err
