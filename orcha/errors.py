@@ -225,6 +225,18 @@ class DroppedError(NoServiceError):
         )
 
 
+class NoAnswerError(NoServiceError):
+    """Nothing answered in time: the connection did not open, or opened and no service
+    greeted it (a firewall that drops packets, a wrong host, a proxy, a stuck service)."""
+
+    def __init__(self, address: str, seconds: float) -> None:
+        OrchaError.__init__(
+            self,
+            f"nothing answered at {address} within {seconds:g} s; check --address, "
+            "ORCHA_ADDRESS or the configuration's address, and that a service runs there",
+        )
+
+
 class AuthError(OrchaError):
     """The service rejected our key, or the peer is not an orcha service."""
 

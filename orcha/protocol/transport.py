@@ -25,6 +25,7 @@ from orcha.errors import (
     AuthError,
     ConfigError,
     DroppedError,
+    NoAnswerError,
     NoServiceError,
 )
 from orcha.protocol.wire import (
@@ -133,7 +134,7 @@ def _connect_once(
         raise _refused(address) from None
     except TimeoutError:
         sock.close()
-        raise NoServiceError(str(address), "it did not answer") from None
+        raise NoAnswerError(str(address), timeout) from None
     except PermissionError:
         sock.close()
         raise AuthError(_permission_denied(address)) from None
@@ -148,6 +149,18 @@ def _connect_once(
         )
     _nodelay(sock)
     sock.settimeout(HANDSHAKE_TIMEOUT)
+    # The service speaks first (its challenge). Silence is no orcha service there, or
+    # one that does not accept: not a handshake it dropped, so it is not tried again.
+    try:
+        greeted = sock.recv(1, _socket.MSG_PEEK)
+    except TimeoutError:
+        sock.close()
+        raise NoAnswerError(str(address), HANDSHAKE_TIMEOUT) from None
+    except OSError:
+        greeted = b""
+    if not greeted:  # hung up at once (too many handshakes pending)
+        sock.close()
+        raise DroppedError(str(address))
     conn = WireConnection(sock)
     try:
         conn.authenticate(key)

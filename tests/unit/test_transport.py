@@ -124,6 +124,47 @@ def test_a_handshake_the_service_drops_says_so_not_that_no_service_runs(tmp_path
     assert caught.value.exit_code == ExitCode.NO_SERVICE
 
 
+def test_silence_after_connecting_is_nothing_answered_not_a_dropped_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that never accepts (its backlog completes the TCP connection, as a
+    proxy or a stuck service does): told at once, not tried twice, not "hung up"."""
+    import time
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 0.3)
+    address = parse_address(f"127.0.0.1:{listener.getsockname()[1]}")
+    started = time.monotonic()
+    try:
+        with pytest.raises(NoServiceError) as caught:
+            transport.connect(address, b"key")
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 0.3 * 2  # one try only
+    assert str(caught.value) == (
+        f"nothing answered at {address} within 0.3 s; check --address, ORCHA_ADDRESS or "
+        "the configuration's address, and that a service runs there"
+    )
+    assert caught.value.exit_code == ExitCode.NO_SERVICE
+
+
+def test_a_connection_that_does_not_open_in_time_is_nothing_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Unanswered(socket.socket):
+        def connect(self, address: object) -> None:
+            raise TimeoutError("timed out")  # what a dropped SYN gives after the timeout
+
+    monkeypatch.setattr(transport, "_client_socket", lambda family: Unanswered(family))
+    address = parse_address("10.255.255.1:5000")
+    with pytest.raises(NoServiceError) as caught:
+        transport.connect(address, b"key", timeout=2.5)
+    assert str(caught.value).startswith("nothing answered at 10.255.255.1:5000 within 2.5 s; ")
+    assert caught.value.exit_code == ExitCode.NO_SERVICE
+
+
 def _service_side(key: bytes, early: bool) -> tuple[socket.socket, threading.Thread, list[object]]:
     """A socket pair whose far end runs the service's handshake in a thread (its
     challenge sent before the thread, as the server's accept does, when ``early``);
