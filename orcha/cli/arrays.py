@@ -78,7 +78,7 @@ def run_array(
     from orcha.cli.connect import client
     from orcha.cli.grammar import check_start
     from orcha.cli.petition_options import chosen
-    from orcha.protocol.arrays import ArrayRequest, member_id
+    from orcha.protocol.arrays import ArrayRequest
     from orcha.protocol.messages import SubmitRequest
     from orcha.protocol.schedule import Schedule
 
@@ -101,9 +101,9 @@ def run_array(
     )  # fmt: skip
     if name:
         try:
-            from orcha.protocol.ids import check_id
+            from orcha.protocol.arrays import check_member_ids
 
-            check_id(member_id(name, max(i for i, _ in members)))
+            check_member_ids(name, max(i for i, _ in members))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="'ID'") from None
     with client(ctx) as service:

@@ -19,14 +19,13 @@ def members(spec: str, at_once: int | None, name: str | None) -> tuple[list[Any]
     """The members and the limit of ``--array SPEC`` (with ``--at-once N``) of an array
     named ``name`` (None: the service names it); ValueError where click would refuse
     them (the fast path then leaves the command line to click)."""
-    from orcha.protocol.arrays import member_id, parse_spec
-    from orcha.protocol.ids import check_id
+    from orcha.protocol.arrays import check_member_ids, parse_spec
 
     indices, limit = parse_spec(spec)
     if limit is not None and at_once is not None and limit != at_once:
         raise ValueError(f"--array {spec} and --at-once {at_once} disagree")
     if name:
-        check_id(member_id(name, max(indices)))
+        check_member_ids(name, max(indices))
     return [(i, None) for i in indices], limit if limit is not None else at_once
 
 

@@ -99,6 +99,24 @@ def member_id(name: str, index: int) -> str:
     return f"{name}{ARRAY_SEPARATOR}{index}"
 
 
+def check_member_ids(name: str, last: int) -> None:
+    """ValueError unless every member ID of array ``name`` with indices up to ``last``
+    is a valid ID: one that would be too long names that member, and how long the name
+    may be for that range (the name alone being valid)."""
+    from orcha.defaults import MAX_ID_LENGTH
+
+    longest = member_id(name, last)
+    if len(longest) > MAX_ID_LENGTH:
+        shown = longest if len(longest) <= 40 else f"{name[:16]}...{ARRAY_SEPARATOR}{last}"
+        room = MAX_ID_LENGTH - len(longest) + len(name)
+        raise ValueError(
+            f"the member ID {shown} would have {len(longest)} characters, more than "
+            f"{MAX_ID_LENGTH}: with indices up to {last}, the array's name may have at most "
+            f"{room} (it has {len(name)})"
+        )
+    check_id(longest)
+
+
 def params_vary(params: Any, members: list[Member]) -> bool:
     """Whether members' parameters differ from the template's ``params``: some member has
     a line, or some string of ``params`` holds the placeholder. If not, every member's
@@ -218,7 +236,7 @@ class ArrayRequest:
             seen.add(index)
             checked.append((index, line))
         if name:
-            check_id(member_id(name, max(seen)))  # the longest member ID must be valid
+            check_member_ids(name, max(seen))
         limit = obj.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):  # fmt: skip

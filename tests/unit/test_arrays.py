@@ -90,8 +90,12 @@ def test_the_request_round_trips_and_checks_its_fields() -> None:
         ArrayRequest.from_wire({**wire, "limit": 0})
     with pytest.raises(ValueError, match="index"):
         ArrayRequest.from_wire({**wire, "members": [[-1, None]]})
-    with pytest.raises(ValueError, match="longer than"):
+    with pytest.raises(ValueError) as too_long:
         ArrayRequest.from_wire({**wire, "submit": {**wire["submit"], "id": "x" * 127}})
+    assert str(too_long.value) == (  # the member's ID, not the name given, is too long
+        "the member ID xxxxxxxxxxxxxxxx..._2 would have 129 characters, more than 128: with "
+        "indices up to 2, the array's name may have at most 126 (it has 127)"
+    )
     nameless = ArrayRequest.from_wire({**wire, "submit": {**wire["submit"], "id": ""}})
     assert nameless.name == ""
 

@@ -106,6 +106,10 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
         (["run", "a", "--detach", "--at", "2999-01-01T00:00", "--", "true"],
          "orcha run: invalid value for '--at': '2999-01-01T00:00' is more than 3650d (10 years) "
          "ahead: too far to schedule"),
+        (["run", "c" * 125, "--array", "1-1000", "--", "true"],
+         "orcha run: invalid value for 'ID': the member ID cccccccccccccccc..._1000 would "
+         "have 130 characters, more than 128: with indices up to 1000, the array's name may "
+         "have at most 123 (it has 125)"),
     ],
 )  # fmt: skip
 def test_what_orcha_refuses_of_the_values_given_is_one_line_too(
