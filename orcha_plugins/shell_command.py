@@ -32,7 +32,10 @@ def check_argv(argv: object) -> list[str]:
 def _submission(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     # --kind NAME: a runtime kind of 'shell' (a template) gives its resources and
     # settings; the command given here is its argv, and options given here win.
-    return values.get("kind_name") or KIND, {"argv": check_argv(list(values["command"]))}
+    command = list(values["command"])
+    if not command or not command[0]:  # 'orcha run -- ""': the API's wording says argv
+        raise ValueError("the command is empty: give the program to run after '--'")
+    return values.get("kind_name") or KIND, {"argv": check_argv(command)}
 
 
 RUN = Command(

@@ -106,6 +106,9 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
         (["run", "a", "--detach", "--at", "2999-01-01T00:00", "--", "true"],
          "orcha run: invalid value for '--at': '2999-01-01T00:00' is more than 3650d (10 years) "
          "ahead: too far to schedule"),
+        (["run", "--", ""], "orcha run: the command is empty: give the program to run after '--'"),
+        (["run", "x", "--", "", "a"],
+         "orcha run: the command is empty: give the program to run after '--'"),
         (["run", "c" * 125, "--array", "1-1000", "--", "true"],
          "orcha run: invalid value for 'ID': the member ID cccccccccccccccc..._1000 would "
          "have 130 characters, more than 128: with indices up to 1000, the array's name may "
