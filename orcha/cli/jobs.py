@@ -381,6 +381,8 @@ def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
         return int(ExitCode.INTERRUPTED)
     finally:
         service.close()
+    if following.missing:  # said when following began; 209 as logs, once the others end
+        return int(ExitCode.NO_PETITION)
     return next((codes[i] for i in following.ids if codes.get(i)), 0)
 
 

@@ -86,6 +86,21 @@ def test_a_detached_array_with_json_prints_its_name_and_members_as_json(env: Env
     assert env.run("wait", "aj", doc["name"]).returncode == 0
 
 
+def test_a_missing_id_among_several_exits_209_after_the_others(env: Env) -> None:
+    """follow, as logs and status: the others' output, one line about the missing ID,
+    then 209 (README: follow is among the commands that exit 209)."""
+    assert env.run("run", "fm1", "--", "echo", "hello").returncode == 0
+    for command in ("follow", "logs", "status"):
+        result = env.run(command, "fm1", "nonexist")
+        assert result.returncode == 209, (command, result)
+        assert "hello" in result.stdout or "fm1" in result.stdout, (command, result)
+        assert result.stderr.count("\n") == 1 and "'nonexist'" in result.stderr, result
+    for command in ("wait", "watch"):  # these refuse at once: nothing to wait for
+        result = env.run(command, "fm1", "nonexist", timeout=30)
+        assert (result.returncode, result.stderr) == (
+            209, "orcha: no petition has ID 'nonexist'\n"), result  # fmt: skip
+
+
 def test_bulk_signal_wait_cancel_clean_follow(env: Env) -> None:
     trap = 'trap "echo got usr1; exit 0" USR1; echo ready; while :; do sleep 0.05; done'
     for name in ("b1", "b2"):
