@@ -71,11 +71,15 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
     if not listing:
         click.echo("orcha: no runtime kinds; 'orcha kinds add NAME --from KIND' defines one",
                    err=True)  # fmt: skip
+    # Columns aligned: each as wide as its longest entry.
+    name_width = max((len(k["name"]) for k in listing), default=0)
+    from_width = max((len(k["from"]) for k in listing), default=0)
     for k in listing:
         settings = {**k["params"], **k["schedule"]}
         words = " ".join(f"{key}={json.dumps(v)}" for key, v in settings.items())
         state = "" if k["available"] else f"  (unavailable: no loaded plugin has {k['from']})"
-        click.echo(f"{k['name']}  from {k['from']}  {words}{state}".rstrip())
+        line = f"{k['name']:<{name_width}}  from {k['from']:<{from_width}}  {words}{state}"
+        click.echo(line.rstrip())
     return 0
 
 

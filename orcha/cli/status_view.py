@@ -196,6 +196,10 @@ def _requests(schedule: dict[str, Any]) -> str:
             key, value = "at", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(round(value)))
         elif isinstance(value, list):
             value = ",".join(map(str, value))
+        elif isinstance(value, bool):  # a flag (--hold): given or not, never "True"
+            if value:
+                words.append(f"--{key.replace('_', '-')}")
+            continue
         words.append(f"--{key.replace('_', '-')} {value}")
     return printable(" ".join(words)) or "-"
 

@@ -167,6 +167,12 @@ def test_the_detail_view_has_the_command_cwd_requests_and_accounting() -> None:
     assert lines[0] == "ID:          job"  # labels aligned on the longest
 
 
+def test_a_flag_among_the_requests_is_shown_as_typed() -> None:
+    record = rec(1, "job", kind="shell", state="QUEUED", params={"argv": ["make"]},
+                 schedule={"hold": True, "cpus": 2})  # fmt: skip
+    assert dict(status_view.detail(record, None))["Requests"] == "--hold --cpus 2"
+
+
 def test_state_and_group_options_take_lists_in_any_case() -> None:
     ctx = click.Context(click.Command("status"))
     param = click.Option(["--state"])
