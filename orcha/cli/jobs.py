@@ -348,8 +348,9 @@ class _Prefixer:
 @click.pass_context
 def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
     """Stream the output of running or ended petitions from the start (with several IDs,
-    each line is prefixed [ID]); exit with the petition's code. Ctrl+C only stops
-    following: the petitions keep running."""
+    each line is prefixed [ID]); exit with the petition's code, or 209 once the others
+    have ended if an ID named no petition. Ctrl+C only stops following: the petitions
+    keep running."""
     from orcha.client.handles import exit_code
 
     service = client(ctx)
