@@ -15,6 +15,8 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """Run orcha with ``argv`` (default: the command line) and exit with its code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None or sys.stderr is None or sys.stdin is None:
+        _open_closed_standard_fds()  # Python found one of fds 0-2 closed
     from orcha.cli import take_back_sigint
 
     fast = False
@@ -37,6 +39,27 @@ def main(argv: list[str] | None = None) -> None:
     if fast:
         exit_now(code)
     sys.exit(code)
+
+
+def _open_closed_standard_fds() -> None:
+    """Open the null device on whichever of fds 0-2 the caller left closed (``orcha run
+    x -- echo hi >&-``), and make it that stream. Else the connection to the service
+    takes the lowest free fd, 1 say, and what orcha writes to its stdout goes into that
+    connection: garbage to the service, a client that hangs. What had nowhere to go is
+    dropped, as a shell drops it."""
+    import os
+
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+        setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (for the process's life)
 
 
 def exit_now(code: int) -> None:

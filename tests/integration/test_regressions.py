@@ -427,3 +427,40 @@ def test_an_original_api_message_naming_a_kind_reads_text_then_the_code(
     status = env.run("status", "legacy-kind", "--json")
     record = json.loads(status.stdout)["petitions"][0]
     assert (record["kind"], record["state"]) == ("hello", "SUCCEEDED"), record
+
+
+# -- standard descriptors closed by the caller -------------------------------------------------
+def _with_closed(env: Env, fd: int, *args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI with ``fd`` (0, 1 or 2) closed, as ``orcha ... >&-`` does; the others
+    are pipes (or /dev/null for stdin)."""
+    streams: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE,
+                               "stderr": subprocess.PIPE}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orcha", *args],
+        env=env.vars,
+        preexec_fn=lambda: os.close(fd),
+        timeout=60,
+        check=False,
+        **streams,
+        **kw,
+    )
+
+
+def test_a_client_with_a_standard_fd_closed_never_writes_into_its_connection(
+    env: Env, service: Service
+) -> None:
+    """With fd 1 closed, the connection to the service took fd 1 and 'orcha run' wrote
+    the petition's output into it: the client hung, or showed a traceback."""
+    quiet = _with_closed(env, 1, "run", "a", "--", "seq", "1", "200000")
+    assert (quiet.returncode, quiet.stderr) == (0, b"")
+    assert _with_closed(env, 1, "status").returncode == 0
+    loud = _with_closed(env, 2, "run", "b", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (loud.returncode, loud.stdout) == (3, b"out\n")
+    reading = _with_closed(env, 0, "run", "c", "--", "cat")
+    assert (reading.returncode, reading.stdout, reading.stderr) == (0, b"", b"")
+    shown = json.loads(env.run("status", "a", "b", "c", "--json").stdout)["petitions"]
+    assert {p["id"]: (p["state"], p["code"]) for p in shown} == {
+        "a": ("SUCCEEDED", 0),
+        "b": ("FAILED", 3),
+        "c": ("SUCCEEDED", 0),
+    }
