@@ -57,6 +57,17 @@ def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]
     return out
 
 
+def _kind_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """A new kind's name, checked here (a usage error, exit 2) by the rules the service
+    applies: a group's, safe on command lines and in logs."""
+    from orcha.protocol.schedule import check_group
+
+    try:
+        return check_group(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e).replace("group name", "kind name")) from None
+
+
 @kinds.command("ls")
 @json_option
 @global_options
@@ -84,7 +95,7 @@ def kinds_ls(ctx: click.Context, as_json: bool) -> int:
 
 
 @kinds.command("add")
-@click.argument("name")
+@click.argument("name", callback=_kind_name)
 @click.option("--from", "parent", required=True, metavar="KIND",
               help="The kind it is a template of (see 'orcha ls').")  # fmt: skip
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", callback=_settings,
