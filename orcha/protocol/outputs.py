@@ -38,7 +38,9 @@ class OutputQueue:
     ``max_bytes`` plus one item. What it holds includes the batch :meth:`lend` last
     handed out, until its reader is done with it (:meth:`release`, or its next read): a
     session writing a batch to a slow client holds it meanwhile. After :meth:`discard`,
-    puts are dropped and never block.
+    puts are dropped and never block. After :meth:`stop_waiting` (its petition is being
+    stopped), puts never block either: output beyond ``max_bytes`` is dropped (its
+    petition's log keeps it), everything else is still queued.
 
     ``OutputQueue.peak_bytes``: the most any bounded queue has held (for tests and
     ``info``).
@@ -53,6 +55,7 @@ class OutputQueue:
         self._max_bytes = max_bytes
         self._cond = threading.Condition()
         self._discarded = False
+        self._waits = True  # a put of output beyond the bound waits (see stop_waiting)
         self._closed = False
         self._efd: int | None = None
         self._signalled = False  # the descriptor of fileno() is readable
@@ -69,6 +72,8 @@ class OutputQueue:
             if self._max_bytes and size and block:
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while self._bytes + self._lent > self._max_bytes and not self._discarded:
+                    if not self._waits:
+                        return  # its petition is being stopped: its log has this
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise queue.Full
@@ -98,7 +103,7 @@ class OutputQueue:
         """Whether a :meth:`put` of output would wait now (the queue is at its bound and
         its reader has not taken it)."""
         with self._cond:
-            if not self._max_bytes or self._discarded:
+            if not self._max_bytes or self._discarded or not self._waits:
                 return False
             return self._bytes + self._lent > self._max_bytes
 
@@ -199,6 +204,20 @@ class OutputQueue:
                     os.eventfd_write(self._efd, 1)
                     self._signalled = True
             return self._efd
+
+    def stop_waiting(self, stop: bool = True) -> None:
+        """Its petition is being stopped (cancelled, timed out, or the service stops):
+        from now on no put waits for the reader, and a put waiting now returns. Output
+        beyond ``max_bytes`` is dropped rather than queued (the bound holds; the
+        petition's log keeps every byte); events, its end among them, are still queued.
+
+        Without it a client that stopped reading (``orcha run ... | less``, never
+        scrolled) would keep the thread pumping its petition waiting for ever: the
+        petition could never end, its ID and slot never be freed, the service never
+        stop. ``stop`` False: puts wait again (its next attempt runs)."""
+        with self._cond:
+            self._waits = not stop
+            self._cond.notify_all()
 
     def discard(self) -> None:
         """Nobody will read any more: drop what is queued and every later put."""

@@ -214,6 +214,15 @@ class Job:
         # The original API's clients read text lines from their queue, then the exit code.
         self.queue.put((stream, data) if self.native else data.decode(errors="replace"))
 
+    def output_waits(self, waits: bool) -> None:
+        """Whether a put of its output may wait for its client to read (as it does while
+        it runs: a slow reader slows it). Not once it is being stopped: its output goes
+        to its log, and to its client only as far as the client's queue has room
+        (:meth:`OutputQueue.stop_waiting <orcha.protocol.outputs.OutputQueue.stop_waiting>`)."""
+        stop_waiting = getattr(self.queue, "stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting(not waits)
+
     def report_progress(self, value: float | None, target: float | None, unit: str) -> None:
         """How far the petition has come: to its client, to watchers, and for status."""
         self.progress = {"value": value, "target": target, "unit": unit}
@@ -299,7 +308,8 @@ class Job:
             self.over_memory = None
             self._cancel_event = None
             self.finish_was_called = False
-            return True
+        self.output_waits(True)  # the next attempt's client slows it again
+        return True
 
     def next_attempt(self) -> bool:
         """Start the next attempt (no exit code or message yet); False if the petition is

@@ -365,6 +365,9 @@ class Runner:
         self._start_stopper(job, force)
 
     def _start_stopper(self, job: Job, force: bool) -> None:
+        # A client that stopped reading must not keep the attempt from ending: the thread
+        # pumping it may be waiting for room in its queue (see Job.output_waits).
+        job.output_waits(False)
         stopper = threading.Thread(
             target=self._stop, args=(job, force), name=f"stop:{job.id}", daemon=True
         )

@@ -468,6 +468,7 @@ class Service(Intake):
         log.warning("forced stop: killing %d petition(s) now", len(running))
         for job in running:
             job.request_cancel("the service was stopped by force", by_client=False)
+            job.output_waits(False)  # a client that stopped reading must not hold it up
             job.placed.stop_tree(job, 0, force=True)
 
     def status_words(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -272,3 +273,69 @@ def test_ctrl_c_removes_a_queued_petition(
     rc, out, err = reuse.finish_text()
     assert (rc, out, without_progress(err)) == (0, "Hello world! 0\nHello world! 1\n", "")
     assert_still_serving(env)
+
+
+# -- a client that stopped reading -------------------------------------------------------------
+def pipe_held(fd: int) -> int:
+    """Bytes waiting in the pipe whose read end is ``fd``."""
+    import fcntl
+    import termios
+
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
+
+
+class StuckClient:
+    """``orcha run ID -- yes`` whose stdout is a pipe nobody reads (``| less``, never
+    scrolled): once the pipe is full the client blocks writing, and its petition's
+    output queue in the service fills up."""
+
+    def __init__(self, env: Env, petition_id: str) -> None:
+        self.read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orcha", "run", petition_id, "--", "yes"],
+            env=env.vars,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write_fd)
+
+    def wait_stuck(self) -> None:
+        assert wait_for(lambda: pipe_held(self.read_fd) >= 65536, WAIT), pipe_held(self.read_fd)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        os.close(self.read_fd)
+
+
+def test_a_petition_whose_client_stopped_reading_is_cancelled_and_the_service_stops(
+    env: Env,
+) -> None:
+    service = env.serve("--max-running", "1", "--grace", "2")
+    petition_id, queued_id = new_id("stuck"), new_id("behind")
+    stuck = StuckClient(env, petition_id)
+    try:
+        stuck.wait_stuck()
+        assert env.run("run", "--detach", queued_id, "--", "true").returncode == 0
+        # 'cancel' returns once the petition has ended: its ID and its slot are free.
+        result = env.run("cancel", "--force", petition_id, timeout=WAIT)
+        assert (result.returncode, result.stderr) == (0, f"orcha: cancelled {petition_id}\n")
+        assert petition_id not in states(env)
+        again = env.run("run", petition_id, "--", "echo", "again", timeout=WAIT)
+        assert (again.returncode, again.stdout) == (0, "again\n"), again.stderr
+        assert wait_for(lambda: queued_id not in states(env), WAIT), states(env)
+    finally:
+        stuck.close()
+    # A stopping service does not wait for ever for such a petition either.
+    stuck = StuckClient(env, new_id("stuck"))
+    try:
+        stuck.wait_stuck()
+        assert service.stop(timeout=WAIT) == 0, service.stderr
+    finally:
+        stuck.close()

@@ -236,6 +236,33 @@ def test_discard_wakes_blocked_putter() -> None:
         oq.close()
 
 
+def test_stop_waiting_releases_a_blocked_put_and_keeps_the_bound_and_the_events() -> None:
+    """A petition being stopped never waits for a client that stopped reading: output
+    beyond the bound is dropped (the log keeps it), its end is still queued; with
+    ``stop=False`` (its next attempt) puts wait again."""
+    oq = OutputQueue(max_bytes=2)
+    try:
+        oq.put((1, b"abc"))
+        t = threading.Thread(target=oq.put, args=((1, b"def"),))
+        t.start()  # waits for room (if it has got that far: either way it returns)
+        oq.stop_waiting()
+        t.join(JOIN)
+        assert not t.is_alive()
+        assert not oq.would_block()
+        oq.put((1, b"ghi"))  # never waits now
+        oq.put(0)  # an exit code (its end): still queued
+        assert oq.drain() == [(1, b"abc"), 0]
+        oq.put((1, b"jkl"))  # room again: queued
+        assert oq.drain() == [(1, b"jkl")]
+        oq.stop_waiting(False)
+        oq.put((1, b"mno"))
+        assert oq.would_block()
+        with pytest.raises(queue.Full):
+            oq.put((1, b"pqr"), timeout=0.01)
+    finally:
+        oq.close()
+
+
 def test_close_releases_descriptor_and_is_idempotent() -> None:
     oq = OutputQueue()
     fd = oq.fileno()

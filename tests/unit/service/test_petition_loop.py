@@ -377,6 +377,28 @@ def test_a_stalled_client_gets_its_petition_pumped_by_a_thread_and_loses_nothing
     assert world.runner.pumped_in == [("stalled", ended_in)]
 
 
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_petition_whose_client_stopped_reading_can_be_stopped(world: World, how: str) -> None:
+    """A client that takes nothing (``orcha run ... | less``, never scrolled) does not
+    keep its petition from being cancelled or timed out: the thread pumping it, waiting
+    for the client, is released, the process is reaped and the petition ends (its ID
+    and slot freed); its client still gets its end."""
+    schedule = Schedule(timeout=0.5) if how == "timeout" else None
+    job = world.job("stuck", ["yes"], queue=OutputQueue(max_bytes=1), schedule=schedule)
+    world.start(job)
+    assert wait_for(lambda: world.runner.resumed, timeout=DEADLINE)  # handed to a thread
+    ((pid, _),) = world.events.pids["stuck"]
+    if how == "cancel":
+        assert job.request_cancel("cancelled", by_client=False)
+        world.runner.cancel_running(job)
+    assert world.events.wait_ended("stuck")
+    assert gone(pid) and not psutil.pid_exists(pid)  # reaped, not a zombie
+    assert job.released is True
+    items = job.queue.drain()
+    assert isinstance(items[-1], End)
+    assert items[-1].state is (State.CANCELLED if how == "cancel" else State.FAILED)
+
+
 def test_a_failure_while_pumping_fails_that_petition_and_the_loop_runs_on(
     sloppy: World,
 ) -> None:
