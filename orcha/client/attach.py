@@ -12,6 +12,13 @@ cancel and keep printing until the petition has ended: everything it wrote, up t
 end, is printed (exit 130). Second Ctrl+C: print what has already arrived (for
 _LAST_DRAIN_SECONDS at most) and stop waiting (exit 130; the service still stops the
 petition, because the session closes).
+
+A Ctrl+C that comes while the client is blocked writing output its reader does not take
+(``orcha run ... | less``, never scrolled) interrupts that write (see
+:class:`_WriteInterrupted`), and the client prints no more of the petition's output (its
+log keeps it: ``orcha logs ID``): it goes on reading from the service instead, whose
+session, blocked sending it output, could not otherwise hear the cancel. It ends once
+the petition has ended (130), or at a second Ctrl+C.
 """
 
 from __future__ import annotations
@@ -29,12 +36,26 @@ from orcha.protocol.messages import SubmitRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from orcha.client.progress import ProgressView
     from orcha.client.screen import Screen
     from orcha.protocol.schedule import Schedule
     from orcha.settings import Settings
+
+
+class _WriteInterrupted(Exception):
+    """Raised by the SIGINT handler, only while the client writes output (see
+    :meth:`_Interrupts.writing`).
+
+    Counting is enough while the loop selects, since the wakeup descriptor wakes it. But
+    a write to a pipe its reader has stopped reading blocks, and Python restarts a write
+    interrupted by a signal once its handler returns (PEP 475): the loop would never
+    look at the count, the petition never be cancelled, the client never end. Only a
+    handler that raises ends that write. It raises only there, so the rest of the loop
+    keeps the rule that a handler only counts; and it costs the stream nothing (no
+    select before each write, no O_NONBLOCK on a stdout other processes share)."""
 
 
 class _Interrupts:
@@ -48,9 +69,26 @@ class _Interrupts:
     def __init__(self) -> None:
         self.count = 0
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._in_write = False  # the handler raises _WriteInterrupted
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.count += 1
+        if self._in_write:
+            self._in_write = False  # once: the write it interrupts is given up
+            raise _WriteInterrupted
+
+    def writing(self, write: Callable[..., object], *args: Any) -> bool:
+        """Call ``write(*args)`` (a write to stdout or stderr, which may block); False if
+        a SIGINT interrupted it."""
+        try:
+            self._in_write = True
+            try:
+                write(*args)
+            finally:
+                self._in_write = False
+        except _WriteInterrupted:  # raised in write(), or before the flag was cleared
+            return False
+        return True
 
     def __enter__(self) -> _Interrupts:
         self._old_handler = signal.getsignal(signal.SIGINT)
@@ -167,10 +205,15 @@ class _Attached:
         self.progress: ProgressView | None = None
         self.queued: str | None = None  # why it waits, while it is known to wait
         self.queue = ""
+        self.interrupts: _Interrupts | None = None
+        self.cancel_sent = False
+        # A Ctrl+C interrupted a write: its reader takes nothing, print no more.
+        self.drop_output = False
 
     def run(self) -> int:
         session, request = self.session, self.request
         with _Interrupts() as interrupts:
+            self.interrupts = interrupts
             reply = session.call("submit", request.to_wire())  # refusals raise here
             self.queue = queue = reply["queue"]
             request.id = str(reply.get("id") or request.id)  # named by the service if unnamed
@@ -179,7 +222,6 @@ class _Attached:
             # out, the service already sends the next, and it never waits for a request.
             session.send(queue, "get_batch")
             session.send(queue, "get_batch")
-            cancel_sent = False
             reading = False  # stdin is registered
             writing = False  # the connection is registered for writing too
             # A file or /dev/null cannot be polled (epoll refuses them): always readable.
@@ -191,12 +233,8 @@ class _Attached:
                 while True:
                     if interrupts.count >= 2:
                         return self._stop_waiting(sel)
-                    if interrupts.count == 1 and not cancel_sent:
-                        cancel_sent = True
-                        self.screen.notice(f"cancelling petition {request.id} "
-                                           "(press Ctrl+C again to stop waiting)")  # fmt: skip
-                        # Its answer follows the batch in flight; the end says how it went.
-                        session.send(None, "call", "cancel", {"id": request.id}, skip=True)
+                    if interrupts.count == 1:
+                        self._cancel()
                     timeout = _TICK_SECONDS if self.screen.has_live else None
                     if stdin is not None:
                         wants = stdin.wants_input()
@@ -237,6 +275,26 @@ class _Attached:
                     if code is not None:
                         return code
 
+    def _cancel(self) -> None:
+        """The first Ctrl+C: ask the service to cancel the petition (once)."""
+        if self.cancel_sent:
+            return
+        self.cancel_sent = True
+        # Its answer follows the batch in flight; the end says how it went.
+        self.session.send(None, "call", "cancel", {"id": self.request.id}, skip=True)
+        text = f"cancelling petition {self.request.id} (press Ctrl+C again to stop waiting)"
+        self._write(self.screen.notice, text)
+
+    def _write(self, write: Callable[..., object], *args: Any) -> None:
+        """Call ``write(*args)``, which may block on a reader that takes nothing. A
+        Ctrl+C interrupts it: the petition is cancelled and no more of its output is
+        printed (the service, blocked sending the next batch to this client, hears the
+        cancel only once the client reads again)."""
+        assert self.interrupts is not None
+        if not self.interrupts.writing(write, *args):
+            self.drop_output = True
+            self._cancel()
+
     def _batch(self, items: list[Any], stdin: _StdinForwarder | None) -> int | None:
         """Show one batch; the exit code once the petition has ended (else None)."""
         last = items[-1] if items else None
@@ -247,8 +305,11 @@ class _Attached:
             if type(item) is tuple:
                 if self.queued is not None:
                     self._started()
+                if self.drop_output:
+                    continue
+                fd, data = (1 if item[0] == "stdout" else 2), item[1]
                 try:
-                    screen.output(1 if item[0] == "stdout" else 2, item[1])
+                    self._write(screen.output, fd, data)
                 except BrokenPipeError:
                     # Our reader went away (``orcha run ... | head``): like a command
                     # killed by SIGPIPE. Closing the session cancels the petition.
@@ -316,7 +377,9 @@ class _Attached:
                     return code
         except (LostServiceError, OSError):
             pass
-        self.screen.notice(f"stopped waiting; petition {self.request.id} is being cancelled")
+        self._write(
+            self.screen.notice, f"stopped waiting; petition {self.request.id} is being cancelled"
+        )
         return int(ExitCode.INTERRUPTED)
 
 

@@ -292,6 +292,7 @@ class StuckClient:
     output queue in the service fills up."""
 
     def __init__(self, env: Env, petition_id: str) -> None:
+        self.petition_id = petition_id
         self.read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orcha", "run", petition_id, "--", "yes"],
@@ -337,5 +338,22 @@ def test_a_petition_whose_client_stopped_reading_is_cancelled_and_the_service_st
     try:
         stuck.wait_stuck()
         assert service.stop(timeout=WAIT) == 0, service.stderr
+    finally:
+        stuck.close()
+
+
+def test_ctrl_c_reaches_a_client_blocked_writing_to_a_reader_that_stopped(env: Env) -> None:
+    """A Ctrl+C cancels the petition although the client is blocked in a write its
+    reader never takes: the client prints no more of its output and ends with it (130)."""
+    env.serve("--max-running", "1", "--grace", "2")
+    stuck = StuckClient(env, new_id("stuck"))
+    try:
+        stuck.wait_stuck()
+        stuck.proc.send_signal(signal.SIGINT)
+        assert stuck.proc.wait(WAIT) == 130
+        assert stuck.petition_id not in states(env)
+        assert stuck.proc.stderr is not None
+        err = stuck.proc.stderr.read().decode()
+        assert err.splitlines()[0] == notice(stuck.petition_id), err
     finally:
         stuck.close()
