@@ -41,6 +41,10 @@ class RunnerEvents(Protocol):
     def job_started(self, job: Job) -> None:
         """NotSavedError if its start cannot be recorded: then it is not run."""
 
+    def saving_fails(self) -> bool:
+        """Whether saving is known to be failing now: :meth:`job_started` may then wait
+        (STORE_START_WAIT) for its commit. A flag: it is asked of every start."""
+
     def job_pid(self, job: Job, pid: int) -> None: ...
 
     def job_ended(self, job: Job) -> None: ...
@@ -187,6 +191,10 @@ class Runner:
 
     def _execute(self, job: Job) -> Iterator[Step]:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
+        if self._events.saving_fails():
+            # Its start's commit may wait for seconds: not in the petition loop, where
+            # every other petition's output and end would wait with it.
+            yield BLOCKING
         try:
             self._events.job_started(job)
         except NotSavedError as e:

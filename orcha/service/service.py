@@ -341,6 +341,9 @@ class Service(Intake):
             job.family = Family(self, job)
         self.events.watch_event(job, "started", {})
 
+    def saving_fails(self) -> bool:
+        return self.store is not None and self.store.outage.problem is not None
+
     def job_attempt(self, job: Job) -> None:
         if job.family is not None:
             job.family.cancel_left()  # what the last attempt left

@@ -59,9 +59,19 @@ class Events:
         self._cond = threading.Condition()
         self.pids: dict[str, list[tuple[int, str]]] = {}
         self.ended: dict[str, str] = {}
+        self.failing = False  # saving is known to be failing
+        # Petition ID -> what its start's commit waits for (as a full disk makes it).
+        self.commit_waits: dict[str, threading.Event] = {}
+        self.started_in: dict[str, str] = {}
 
     def job_started(self, job: Job) -> None:
-        pass
+        self.started_in[job.id] = here()
+        waits = self.commit_waits.get(job.id)
+        if waits is not None:
+            assert waits.wait(DEADLINE)
+
+    def saving_fails(self) -> bool:
+        return self.failing
 
     def job_pid(self, job: Job, pid: int) -> None:
         with self._cond:
@@ -397,6 +407,31 @@ def test_a_petition_whose_client_stopped_reading_can_be_stopped(world: World, ho
     items = job.queue.drain()
     assert isinstance(items[-1], End)
     assert items[-1].state is (State.CANCELLED if how == "cancel" else State.FAILED)
+
+
+def test_while_saving_fails_a_start_waits_for_its_commit_in_a_thread_not_the_loop(
+    world: World,
+) -> None:
+    """A start whose commit may wait (saving is failing: a full disk, a locked
+    database) waits in a pool thread: the other petitions of the loop stream and end
+    meanwhile. While saving works, starts stay in the loop (no thread per petition)."""
+    world.start(first := world.job("first", "echo one"))
+    assert world.events.wait_ended("first") == LOOP
+    assert world.events.started_in["first"] == LOOP
+    assert read_to_end(first)[0] == b"one\n"
+    world.events.failing = True
+    world.events.commit_waits["slow"] = commit = threading.Event()
+    slow, quick = world.job("slow", "echo slow"), world.job("quick", "echo quick")
+    world.start(slow, quick)
+    try:
+        world.events.wait_ended("quick")  # not held up by slow's commit
+        assert read_to_end(quick)[0] == b"quick\n"
+        assert "slow" not in world.events.ended
+    finally:
+        commit.set()
+    world.events.wait_ended("slow")
+    assert world.events.started_in["slow"].startswith("petition-")
+    assert read_to_end(slow)[0] == b"slow\n"
 
 
 def test_a_failure_while_pumping_fails_that_petition_and_the_loop_runs_on(
