@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 
 class _WriteInterrupted(Exception):
-    """Raised by the SIGINT handler, only while the client writes output (see
+    """Raised by the SIGINT handler, only while the client writes output, in a write that
+    has lasted :data:`_STUCK_WRITE_SECONDS` (a Ctrl+C in a younger one sets an alarm,
+    whose handler raises it if that write is still not done then; see
     :meth:`_Interrupts.writing`).
 
     Counting is enough while the loop selects, since the wakeup descriptor wakes it. But
@@ -69,18 +71,34 @@ class _Interrupts:
     def __init__(self) -> None:
         self.count = 0
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._in_write = False  # the handler raises _WriteInterrupted
+        self._in_write = False  # the handler may raise _WriteInterrupted
+        self._write_began = 0.0
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self._in_write:
-            self._in_write = False  # once: the write it interrupts is given up
-            raise _WriteInterrupted
+            # Only a write that has lasted is stuck on its reader: one that a Ctrl+C
+            # merely happened to meet goes on, and the petition's output is printed to
+            # its end. A young one is looked at again once it would have lasted.
+            lasted = time.monotonic() - self._write_began
+            if lasted >= _STUCK_WRITE_SECONDS:
+                self._give_up_write()
+            signal.setitimer(signal.ITIMER_REAL, _STUCK_WRITE_SECONDS - lasted)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        # Set by _handler: a Ctrl+C came while a write began; it is still not done.
+        if self._in_write and self.count:
+            self._give_up_write()
+
+    def _give_up_write(self) -> None:
+        self._in_write = False  # once: the write it interrupts is given up
+        raise _WriteInterrupted
 
     def writing(self, write: Callable[..., object], *args: Any) -> bool:
         """Call ``write(*args)`` (a write to stdout or stderr, which may block); False if
         a SIGINT interrupted it."""
         try:
+            self._write_began = time.monotonic()
             self._in_write = True
             try:
                 write(*args)
@@ -94,12 +112,15 @@ class _Interrupts:
         self._old_handler = signal.getsignal(signal.SIGINT)
         if self._old_handler != signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._handler)
+            self._old_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
         self._old_fd = signal.set_wakeup_fd(self.write_fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
         signal.set_wakeup_fd(self._old_fd)
         if self._old_handler != signal.SIG_IGN:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old_alarm)
             signal.signal(signal.SIGINT, self._old_handler)
         os.close(self.read_fd)
         os.close(self.write_fd)
@@ -171,6 +192,9 @@ class _StdinForwarder:
 #: Seconds a client that stopped waiting (a second Ctrl+C) still prints what the service
 #: had already sent, at most.
 _LAST_DRAIN_SECONDS = 0.5
+#: A write of output that has lasted this long when Ctrl+C comes is taken as stuck on a
+#: reader that takes nothing, and given up (see _WriteInterrupted); a shorter one is not.
+_STUCK_WRITE_SECONDS = 0.2
 
 #: Seconds between two redraws of the live line (its spinner and clock).
 _TICK_SECONDS = 0.1
