@@ -71,6 +71,10 @@ DEFAULT_LOG_CAP = 64 << 20
 #: File name of the petition database inside the state directory.
 DATABASE_NAME = "orcha.db"
 
+#: File name, inside the state directory, of the lock the service holds for its whole
+#: life: one service per database (orcha.service.lock.StateLock).
+STATE_LOCK_NAME = "orcha.lock"
+
 #: Folder of petition output logs inside the state directory.
 LOGS_DIR_NAME = "logs"
 

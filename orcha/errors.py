@@ -116,7 +116,7 @@ class ExitCode(_IntEnum):
     START_FAILED = 205  # the petition could not be started
     LOST_SERVICE = 206  # the service went away while the petition was in it
     CANCELLED = 207  # cancelled by someone else (another client, service shutdown)
-    ALREADY_RUNNING = 208  # serve: a service already listens at that address
+    ALREADY_RUNNING = 208  # serve: a service already listens there or uses the state dir
     NO_PETITION = 209  # no petition has that ID (or it has ended, for cancel)
     DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
     MEMORY = 211  # the petition's tree used more memory than its --mem
@@ -244,7 +244,7 @@ class AuthError(OrchaError):
 
 
 class AlreadyRunningError(OrchaError):
-    """``serve`` found another service at its address."""
+    """``serve`` found another service at its address, or using its state directory."""
 
     exit_code = ExitCode.ALREADY_RUNNING
 

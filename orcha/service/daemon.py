@@ -31,11 +31,11 @@ from orcha import __version__
 from orcha.defaults import DELIVERY_DRAIN_SECONDS, RECHECK_SECONDS
 from orcha.protocol import transport
 from orcha.protocol.managed import registry
-from orcha.service.lock import AddressLock
+from orcha.service.lock import AddressLock, StateLock
 from orcha.service.server import ManagerServer
 from orcha.service.streams import reuse_output_buffers
 from orcha.service.systemd import Notifier
-from orcha.settings import ensure_runtime_dir
+from orcha.settings import ensure_runtime_dir, ensure_state_dir
 from orcha.units import capped_wait
 
 if TYPE_CHECKING:
@@ -155,7 +155,8 @@ class Daemon:
 
     # -- start -----------------------------------------------------------------------------
     def _listen(self, stack: contextlib.ExitStack) -> Any:
-        """Take the address (its lock first, for a unix socket) and listen on it."""
+        """Take the address (its lock first, for a unix socket) and the state directory
+        (its lock: before the database is opened), then listen on the address."""
         settings = self.service.settings
         address = settings.address
         if address.is_unix:
@@ -165,6 +166,11 @@ class Daemon:
             lock = AddressLock(address.path + ".lock")
             lock.acquire(str(address))
             stack.callback(lock.release)
+        # Released after the database is closed (the stack unwinds in reverse).
+        ensure_state_dir(settings)
+        state_lock = StateLock(settings.state_dir)
+        state_lock.acquire(str(address), address.path if address.is_unix else None)
+        stack.callback(state_lock.release)
         # The key file exists before the socket does: a client that finds the socket of
         # a starting service finds its key too (and is not told it has none).
         settings.service_key()

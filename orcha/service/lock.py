@@ -1,4 +1,11 @@
-"""One service per address: an exclusive lock held for the service's whole life."""
+"""One service per address and per state directory: exclusive locks held for the
+service's whole life.
+
+Two services on one address would steal each other's clients; two on one state
+directory would both take over the queue its database holds and run every petition
+twice. Each lock is an ``flock`` on a file, which the kernel releases when the service
+dies, however it dies: a crashed service never blocks the next one.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,12 @@ import fcntl
 import os
 import stat
 
+from orcha.defaults import STATE_LOCK_NAME
 from orcha.errors import AlreadyRunningError, ConfigError
 
 
 class AddressLock:
-    """``flock`` on ``<socket>.lock`` beside a unix socket; the kernel releases it when the
-    service dies, however it dies, so a crashed service never blocks the next one."""
+    """``flock`` on ``<socket>.lock`` beside a unix socket."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -24,35 +31,19 @@ class AddressLock:
         ConfigError if the path is a symlink or anything but a regular file of this user
         with one link: the socket's directory may be shared (``/tmp``), and a file planted
         there must not get its target truncated. AlreadyRunningError if another service
-        holds the lock."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-        try:
-            fd = os.open(self.path, flags, 0o600)
-        except OSError as e:
-            if e.errno != errno.ELOOP:  # ELOOP: O_NOFOLLOW met a symlink
-                raise ConfigError(f"cannot create lock file {self.path}: {e.strerror}") from e
-            fd, problem = -1, "is a symbolic link"
-        else:
-            problem = _untrusted(os.fstat(fd))
-        if problem:
-            if fd >= 0:
-                os.close(fd)
-            raise ConfigError(
-                f"the lock file {self.path} {problem}; remove it, or use --address "
-                "in a directory only you can write to"
-            )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        holds the lock (saying how to stop it, even when its socket was deleted)."""
+        fd = _open_trusted(self.path, ", or use --address in a directory only you can write to")
+        owner = _lock_or_owner(fd)
+        if owner is not None:
+            pid = owner[0] if owner and owner[0] else "unknown"
+            socket = self.path.removesuffix(".lock")
+            if not os.path.exists(socket):
+                raise AlreadyRunningError(_unreachable(pid, socket))
             raise AlreadyRunningError(
-                f"another orcha service (pid {owner}) is already listening at {address}; "
+                f"another orcha service (pid {pid}) is already listening at {address}; "
                 "stop it first ('orcha shutdown', or Ctrl+C in its terminal) or use --address"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+            )
+        self._fd = _claim(fd, [str(os.getpid())])
 
     def release(self) -> None:
         """Close the file, which releases the lock (the file stays: unlinking it could
@@ -60,6 +51,96 @@ class AddressLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class StateLock:
+    """``flock`` on ``orcha.lock`` in the state directory, taken before the database is
+    opened and held until the service has closed it: one service per database, whatever
+    address each listens at, and even when the runtime directory holding the address
+    lock was deleted (logind removes ``$XDG_RUNTIME_DIR`` at a user's last logout)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, STATE_LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self, address: str, socket: str | None) -> None:
+        """Lock the file (creating it 0600) and write our PID, address and socket path
+        (``socket``: None for a TCP address) in it, for the refusal of the next one.
+
+        ConfigError if the file cannot be trusted (see :class:`AddressLock`).
+        AlreadyRunningError if another service holds it: the message names its PID and
+        address, and says to stop it with ``kill`` when its socket is gone (nothing
+        else reaches it then)."""
+        fd = _open_trusted(self.path)
+        owner = _lock_or_owner(fd)
+        if owner is not None:
+            pid = owner[0] if owner and owner[0] else "unknown"
+            where = owner[1] if len(owner) > 1 and owner[1] else "an unknown address"
+            path = owner[2] if len(owner) > 2 else ""
+            if path and not os.path.exists(path):
+                raise AlreadyRunningError(_unreachable(pid, path))
+            raise AlreadyRunningError(
+                f"another orcha service (pid {pid}, listening at {where}) already uses the "
+                f"state directory {self.state_dir}; stop it first ('orcha shutdown "
+                f"--address {where}') or give this one another ORCHA_STATE_DIR"
+            )
+        self._fd = _claim(fd, [str(os.getpid()), address, socket or ""])
+
+    def release(self) -> None:
+        """Close the file, which releases the lock (the file stays, as AddressLock's)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _unreachable(pid: str, socket: str) -> str:
+    """The refusal when the service holding a lock lost its socket: no client reaches it,
+    so 'orcha shutdown' cannot stop it."""
+    return (
+        f"an orcha service (pid {pid}) is still running, but its socket {socket} is gone "
+        "(deleted with its directory?), so no client can reach it; stop "
+        f"it with 'kill {pid}' (it stops cleanly on SIGTERM and keeps its queued "
+        "petitions), then start again"
+    )
+
+
+def _open_trusted(path: str, alternative: str = "") -> int:
+    """Open (creating 0600) the lock file ``path``; ConfigError (saying to remove it, or
+    ``alternative``) if it is a symlink or anything but a regular file of this user with
+    one link."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        if e.errno != errno.ELOOP:  # ELOOP: O_NOFOLLOW met a symlink
+            raise ConfigError(f"cannot create lock file {path}: {e.strerror}") from e
+        fd, problem = -1, "is a symbolic link"
+    else:
+        problem = _untrusted(os.fstat(fd))
+    if problem:
+        if fd >= 0:
+            os.close(fd)
+        raise ConfigError(f"the lock file {path} {problem}; remove it{alternative}")
+    return fd
+
+
+def _lock_or_owner(fd: int) -> list[str] | None:
+    """Lock ``fd``: None if taken; else (``fd`` closed) the lines its holder wrote."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 4096).decode(errors="replace")
+        os.close(fd)
+        return [line.strip() for line in text.splitlines()]
+    return None
+
+
+def _claim(fd: int, lines: list[str]) -> int:
+    """Write ``lines`` in the locked file ``fd`` in place of what was there."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, "".join(f"{line}\n" for line in lines).encode(), 0)
+    return fd
 
 
 def _untrusted(st: os.stat_result) -> str:

@@ -1,5 +1,6 @@
 """The address lock: one service per address, and a lock file planted in a shared
-directory (a symlink, a hard link, a FIFO) is refused rather than written through."""
+directory (a symlink, a hard link, a FIFO) is refused rather than written through. The
+state lock: one service per state directory (its database), whatever its address."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from orcha.errors import AlreadyRunningError, ConfigError
 from orcha.service import lock as lock_mod
-from orcha.service.lock import AddressLock
+from orcha.service.lock import AddressLock, StateLock
 
 ADDRESS = "unix:/shared/orcha.sock"
 
@@ -105,3 +106,82 @@ def test_release_twice_is_harmless(tmp_path: Path) -> None:
     lock.release()
     lock.release()
     assert lock._fd is None
+
+
+def test_the_address_lock_of_a_service_whose_socket_is_gone_says_to_kill_it(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "orcha.sock.lock")  # no orcha.sock beside it: deleted
+    first = AddressLock(path)
+    first.acquire(ADDRESS)
+    try:
+        with pytest.raises(AlreadyRunningError) as caught:
+            AddressLock(path).acquire(ADDRESS)
+    finally:
+        first.release()
+    assert str(caught.value) == (
+        f"an orcha service (pid {os.getpid()}) is still running, but its socket "
+        f"{tmp_path / 'orcha.sock'} is gone (deleted with its directory?), so no client can "
+        f"reach it; stop it with 'kill {os.getpid()}' (it stops cleanly on SIGTERM and "
+        "keeps its queued petitions), then start again"
+    )
+
+
+def test_the_state_lock_holds_our_pid_address_and_socket(tmp_path: Path) -> None:
+    lock = StateLock(str(tmp_path))
+    lock.acquire(ADDRESS, "/shared/orcha.sock")
+    try:
+        path = tmp_path / "orcha.lock"
+        assert path.read_text() == f"{os.getpid()}\n{ADDRESS}\n/shared/orcha.sock\n"
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        lock.release()
+
+
+def test_a_second_service_on_one_state_directory_is_refused_whatever_its_address(
+    tmp_path: Path,
+) -> None:
+    socket = tmp_path / "orcha.sock"
+    socket.write_text("")  # the first service's socket is there
+    first = StateLock(str(tmp_path))
+    first.acquire(f"unix:{socket}", str(socket))
+    try:
+        with pytest.raises(AlreadyRunningError) as caught:
+            StateLock(str(tmp_path)).acquire("127.0.0.1:7000", None)
+    finally:
+        first.release()
+    assert str(caught.value) == (
+        f"another orcha service (pid {os.getpid()}, listening at unix:{socket}) already uses "
+        f"the state directory {tmp_path}; stop it first ('orcha shutdown --address "
+        f"unix:{socket}') or give this one another ORCHA_STATE_DIR"
+    )
+    second = StateLock(str(tmp_path))  # released: the next service takes it
+    second.acquire("127.0.0.1:7000", None)
+    second.release()
+
+
+def test_the_state_lock_of_a_service_whose_socket_is_gone_says_to_kill_it(
+    tmp_path: Path,
+) -> None:
+    socket = tmp_path / "run" / "orcha.sock"  # its runtime directory was deleted
+    first = StateLock(str(tmp_path))
+    first.acquire(f"unix:{socket}", str(socket))
+    try:
+        with pytest.raises(AlreadyRunningError, match=f"its socket {socket} is gone.*'kill "):
+            StateLock(str(tmp_path)).acquire(f"unix:{socket}", str(socket))
+    finally:
+        first.release()
+
+
+def test_a_stale_state_lock_file_does_not_block(tmp_path: Path) -> None:
+    (tmp_path / "orcha.lock").write_text("12345\nunix:/gone.sock\n/gone.sock\n")
+    lock = StateLock(str(tmp_path))
+    lock.acquire(ADDRESS, None)
+    lock.release()
+    assert (tmp_path / "orcha.lock").read_text() == f"{os.getpid()}\n{ADDRESS}\n\n"
+
+
+def test_a_symlink_state_lock_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "orcha.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"is a symbolic link; remove it$"):
+        StateLock(str(tmp_path)).acquire(ADDRESS, None)
