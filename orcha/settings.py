@@ -170,8 +170,9 @@ def _platform_dir(kind: str) -> str:
     return platform_dirs.state_dir()
 
 
-def _private_dir(path: str) -> str:
-    """Create ``path`` (mode 0700) if missing; refuse one that others may write to."""
+def _private_dir(path: str, advice: str = "move it or choose another directory") -> str:
+    """Create ``path`` (mode 0700) if missing; refuse one that others may write to, or
+    a file in its place (``advice``: what to do about that file)."""
     import stat
 
     try:
@@ -179,8 +180,7 @@ def _private_dir(path: str) -> str:
         st = os.stat(path)
     except FileExistsError:  # "File exists": but it is not a directory
         raise ConfigError(
-            f"cannot create directory {path}: a file of that name is there; move it or "
-            "choose another directory"
+            f"cannot create directory {path}: a file of that name is there; {advice}"
         ) from None
     except OSError as e:
         raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
@@ -197,6 +197,12 @@ def _private_dir(path: str) -> str:
 def ensure_state_dir(settings: Settings) -> None:
     """Create the state directory (0700) that holds the key, the database and the logs."""
     _private_dir(settings.state_dir)
+
+
+def ensure_logs_dir(settings: Settings) -> str:
+    """Create the folder (0700) of the petitions' output logs in the state directory;
+    ConfigError if it cannot be (a file of that name is there: move it aside)."""
+    return _private_dir(os.path.join(settings.state_dir, defaults.LOGS_DIR_NAME), "move it aside")
 
 
 def ensure_runtime_dir(settings: Settings) -> None:

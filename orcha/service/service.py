@@ -33,7 +33,7 @@ from orcha.service.recovery import save_end
 from orcha.service.references import intake_name
 from orcha.service.stdin import StdinFeed
 from orcha.service.store import Store
-from orcha.settings import Settings, ensure_state_dir
+from orcha.settings import Settings, ensure_logs_dir, ensure_state_dir
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Service(Intake):
     def open_store(self) -> None:
         """Open the records (and the logs' directory) in the state directory."""
         ensure_state_dir(self.settings)
-        os.makedirs(os.path.join(self.settings.state_dir, LOGS_DIR_NAME), mode=0o700, exist_ok=True)
+        ensure_logs_dir(self.settings)
         self.store = Store(os.path.join(self.settings.state_dir, DATABASE_NAME))
         self.events.store = self.store
 

@@ -237,6 +237,22 @@ def test_private_dir_on_a_file_is_config_error(tmp_path: Path) -> None:
         settings._private_dir(str(path / "sub"))
 
 
+def test_a_file_in_place_of_the_logs_folder_says_to_move_it_aside(
+    dirs: tuple[Path, Path],
+) -> None:
+    from orcha.errors import ConfigError
+
+    dirs[1].mkdir()
+    logs = dirs[1] / "logs"
+    logs.write_text("keep")
+    with pytest.raises(ConfigError) as refused:
+        settings.ensure_logs_dir(settings.resolve())
+    assert refused.value.message == (
+        f"cannot create directory {logs}: a file of that name is there; move it aside"
+    )
+    assert logs.read_text() == "keep"
+
+
 def test_ensure_runtime_dir(dirs: tuple[Path, Path]) -> None:
     settings.ensure_runtime_dir(settings.resolve())
     assert mode(dirs[0]) == 0o700

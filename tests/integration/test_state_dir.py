@@ -1,8 +1,10 @@
-"""One service per state directory: its database's queue is run by one service only.
+"""The state directory: one service per state directory, and what ``orcha serve`` says
+of a state directory it cannot use.
 
 A second ``orcha serve`` on the same state directory is refused (208) whatever address
 it listens at, also when the first one's runtime directory (its socket and address
-lock) was deleted, as logind does to ``$XDG_RUNTIME_DIR`` at a user's last logout.
+lock) was deleted, as logind does to ``$XDG_RUNTIME_DIR`` at a user's last logout: its
+database's queue is run by one service only.
 """
 
 from __future__ import annotations
@@ -78,3 +80,14 @@ def test_a_second_service_at_another_address_on_the_same_state_is_refused(env: E
     ), line
     assert not other.exists()  # it never listened
     assert env.run("status").returncode == 0  # the first one is unaffected
+
+
+def test_a_file_in_place_of_the_logs_folder_is_one_line_and_exit_2(env: Env) -> None:
+    env.state.mkdir(mode=0o700)
+    (env.state / "logs").write_text("keep")
+    result = env.run("serve", timeout=WAIT)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"orcha: cannot create directory {env.state / 'logs'}: a file of that name is there; "
+        "move it aside\n",
+    )
