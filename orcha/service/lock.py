@@ -137,9 +137,17 @@ def _lock_or_owner(fd: int) -> list[str] | None:
 
 
 def _claim(fd: int, lines: list[str]) -> int:
-    """Write ``lines`` in the locked file ``fd`` in place of what was there."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, "".join(f"{line}\n" for line in lines).encode(), 0)
+    """Write ``lines`` in the locked file ``fd`` in place of what was there.
+
+    Over the old text first, then cut to length: on a full disk the old text's block is
+    still ours to overwrite. What cannot be written is only missing from the refusal of
+    the next service (it says "pid unknown"): the lock is held all the same."""
+    data = "".join(f"{line}\n" for line in lines).encode()
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        pass
     return fd
 
 

@@ -185,3 +185,19 @@ def test_a_symlink_state_lock_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "orcha.lock").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match=r"is a symbolic link; remove it$"):
         StateLock(str(tmp_path)).acquire(ADDRESS, None)
+
+
+def test_a_full_disk_leaves_the_lock_held_without_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lock_mod.os, "pwrite", full)
+    lock = StateLock(str(tmp_path))
+    lock.acquire(ADDRESS, None)  # the lock is what matters; its text only informs
+    try:
+        with pytest.raises(AlreadyRunningError, match=r"\(pid unknown, listening at an unknown"):
+            StateLock(str(tmp_path)).acquire(ADDRESS, None)
+    finally:
+        lock.release()
