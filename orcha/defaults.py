@@ -203,6 +203,10 @@ STORE_WRITE_BUSY_MS = 2000
 #: serves nothing yet); beyond it, 'orcha serve' exits with a line saying so.
 STORE_OPEN_BUSY_MS = 5000
 
+#: Free bytes below which a disk I/O error of the database is taken as a full disk
+#: (SQLite says "disk I/O error" when it cannot grow its shared-memory file, not "full").
+STORE_FULL_DISK_BYTES = 1 << 20
+
 #: Milliseconds a read (status, wait, logs, clean) waits for a lock. Reads have their own
 #: connection (WAL): they never wait for the service's own writes.
 STORE_READ_BUSY_MS = 2000

@@ -318,6 +318,13 @@ class NotSavedError(PetitionError):
         self.reason = reason
 
 
+class StateUnavailableError(OrchaError):
+    """``serve``: its database cannot be used now (the disk is full or failing, another
+    process holds it locked), though nothing says it is damaged: it is left as it is."""
+
+    exit_code = ExitCode.NOT_SAVED
+
+
 class NoPetitionError(OrchaError):
     """No petition (or other named thing: a runtime kind, a state key) has that name."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from orcha.errors import ConfigError
+from orcha.service.db_faults import damaged
 
 #: MIGRATIONS[n] brings a database from version n to version n + 1.
 MIGRATIONS: list[list[str]] = [
@@ -134,14 +135,6 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def damaged(path: str, why: str) -> str:
-    """The one line that refuses a damaged database and says how to recover."""
-    return (
-        f"the petition database {path} is damaged ({why}); move it aside to start "
-        "afresh, or restore it from a backup"
-    )
 
 
 def check_pages(db: sqlite3.Connection, path: str) -> None:

@@ -32,11 +32,13 @@ from orcha.defaults import (
     STORE_SYNC_WAIT,
     STORE_WRITE_BUSY_MS,
 )
-from orcha.errors import ConfigError, ExitCode, NotSavedError, PetitionError
+from orcha.errors import ConfigError, NotSavedError, PetitionError
+from orcha.service.db_faults import damaged, is_damage, open_refusal, read_refusal
 from orcha.service.environments import EnvironmentTable
-from orcha.service.migrations import check_pages, damaged, migrate
-from orcha.service.saving import Changes, Outage, Saver, Writes, describe
+from orcha.service.migrations import check_pages, migrate
+from orcha.service.saving import Changes, Outage, Saver, Writes
 from orcha.service.store_bulk import BulkRecords
+from orcha.service.store_values import KeptValues
 
 _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
@@ -82,7 +84,7 @@ def _check_fields(fields: Iterable[str]) -> None:
         raise ValueError(f"unknown record fields: {sorted(unknown)}")
 
 
-class Store(BulkRecords):
+class Store(BulkRecords, KeptValues):
     """The petition records. Thread-safe: a writing connection behind one lock, a
     reading connection behind another.
 
@@ -122,6 +124,7 @@ class Store(BulkRecords):
         except OSError as e:
             raise ConfigError(f"cannot open the petition database {path}: {e.strerror}") from e
         self._read_lock = threading.Lock()  # the reading connection
+        self.damage: str | None = None  # why a read found the file damaged (it stays so)
         self.envs = EnvironmentTable()
         self.outage = Outage(clock)
         self.saver = Saver(
@@ -148,16 +151,8 @@ class Store(BulkRecords):
             self._db.execute(f"PRAGMA busy_timeout={STORE_WRITE_BUSY_MS}")
         except sqlite3.Error as e:
             self._db.close()
-            if type(e) is sqlite3.DatabaseError:  # not a database, or malformed; not busy
-                raise ConfigError(damaged(path, str(e))) from e
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise ConfigError(
-                    f"cannot use the petition database {path}: another process holds it "
-                    "locked; end that process (see 'fuser' or 'lsof') and start again"
-                ) from e
-            raise ConfigError(
-                f"cannot use the petition database {path}: {e}; move it aside to start afresh"
-            ) from e
+            # Only a damaged file is to be moved aside: a full disk or a lock is not.
+            raise open_refusal(path, e) from e
         except BaseException:
             self._db.close()
             raise
@@ -175,6 +170,13 @@ class Store(BulkRecords):
         if self.outage.problem is not None and not self.saver.pending:
             with contextlib.suppress(NotSavedError):  # it fails: the outage goes on
                 self._writes.run(_probe, "nothing", probe=True)
+        # Reads too: a damaged file may take writes and fail every read. Counting the
+        # records walks one index's pages (milliseconds for 100,000 records), where a
+        # full check (PRAGMA quick_check) reads every page: seconds for a big database.
+        with contextlib.suppress(PetitionError):  # damaged: noted; busy: not a fault
+            self._read(lambda db: db.execute("SELECT count(*) FROM petitions").fetchone())
+        if self.damage is not None:
+            return False, f"DAMAGED: {damaged(self.path, self.damage, running=True)}"
         problem = self.outage.problem
         if problem is None:
             return True, "saving ok"
@@ -204,11 +206,12 @@ class Store(BulkRecords):
                     return work(reader)
                 finally:
                     reader.execute("COMMIT")  # ends the read snapshot; nothing was written
-            except sqlite3.OperationalError as e:
-                raise PetitionError(
-                    f"the service cannot read its records now ({describe(e)}); retry soon",
-                    ExitCode.REFUSED,
-                ) from None
+            except sqlite3.DatabaseError as e:  # damaged (212, sticky: see health), busy
+                if is_damage(e):
+                    self.damage = " ".join(str(e).split())
+                elif not isinstance(e, sqlite3.OperationalError):
+                    raise  # a misuse (closed): not the database's fault
+                raise read_refusal(self.path, e) from None
 
     def _records(
         self,
@@ -411,74 +414,6 @@ class Store(BulkRecords):
         for parent_seq, child in rows:
             out.setdefault(parent_seq, []).append(child)
         return out
-
-    def get_value(self, service: str, key: str, default: Any = None) -> Any:
-        """A JSON value the service kept under ``key`` (``default`` if none)."""
-        row = self._read(
-            lambda db: db.execute(
-                "SELECT value FROM service_state WHERE service = ? AND key = ?", (service, key)
-            ).fetchone()
-        )
-        return json.loads(row[0]) if row else default
-
-    def set_value(self, service: str, key: str, value: Any) -> None:
-        """Keep a JSON value under ``key`` (one transaction); NotSavedError if it cannot."""
-        text = json.dumps(value)
-        self._write(
-            lambda db: db.execute(
-                "INSERT INTO service_state (service, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
-                (service, key, text),
-            ),
-            "the setting was not kept",
-        )
-
-    # -- plugins' state ------------------------------------------------------------------
-    def state_items(self, plugin: str) -> dict[str, Any]:
-        """Every key of ``plugin``'s state with its value, by key."""
-        rows = self._read(
-            lambda db: db.execute(
-                "SELECT key, value FROM plugin_state WHERE plugin = ? ORDER BY key", (plugin,)
-            ).fetchall()
-        )
-        return {key: json.loads(value) for key, value in rows}
-
-    def state_get(self, plugin: str, key: str) -> tuple[bool, Any]:
-        """(found, value) of one key of ``plugin``'s state."""
-        row = self._read(
-            lambda db: db.execute(
-                "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
-            ).fetchone()
-        )
-        return (True, json.loads(row[0])) if row else (False, None)
-
-    def state_set(self, plugin: str, key: str, value: Any) -> None:
-        """Keep a JSON value (one transaction). ValueError if it is not JSON data;
-        NotSavedError if it cannot be saved now."""
-        try:
-            text = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"the value of {key!r} is not JSON data: {e}") from None
-        now = time.time()
-        self._write(
-            lambda db: db.execute(
-                "INSERT INTO plugin_state (plugin, key, value, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, "
-                "updated = excluded.updated",
-                (plugin, key, text, now),
-            ),
-            "the value was not kept",
-        )
-
-    def state_rm(self, plugin: str, key: str) -> bool:
-        """Forget one key; False if it was not there. NotSavedError if it cannot."""
-        cur = self._write(
-            lambda db: db.execute(
-                "DELETE FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
-            ),
-            "the key was not removed",
-        )
-        return cur.rowcount > 0
 
     def close(self, timeout: float = STORE_CLOSE_WAIT) -> None:
         """Give queued changes ``timeout`` seconds to be committed, then close (what is

@@ -9,7 +9,9 @@ database's queue is run by one service only.
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -91,3 +93,32 @@ def test_a_file_in_place_of_the_logs_folder_is_one_line_and_exit_2(env: Env) -> 
         f"orcha: cannot create directory {env.state / 'logs'}: a file of that name is there; "
         "move it aside\n",
     )
+
+
+def test_a_database_damaged_while_serving_is_212_with_advice_and_health_unhealthy(
+    env: Env,
+) -> None:
+    env.serve(*SERVE)
+    filled = env.run("run", "cx", "--detach", "--array", "1-2000", "--", "true")
+    assert filled.returncode == 0, filled.stderr
+    assert env.run("wait", "cx", timeout=120).returncode == 0
+    db = env.state / "orcha.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        for offset in range(4096 * 3, size, 4096 * 7):
+            f.seek(offset)
+            f.write(os.urandom(4096))
+    advice = (
+        f"orcha: the petition database {db} is damaged (database disk image is malformed); "
+        "stop the service ('orcha shutdown'), then move it aside to start afresh, or restore "
+        "it from a backup"
+    )
+    for command in (("health",), ("status", "--all"), ("logs", "cx_7"), ("wait", "cx")):
+        result = env.run(*command, timeout=WAIT)
+        if command == ("health",):
+            assert result.returncode == 1, (command, result.stdout, result.stderr)
+            assert f"state: DAMAGED: {advice.removeprefix('orcha: ')}" in result.stdout
+        else:
+            assert (result.returncode, result.stderr) == (212, advice + "\n"), command

@@ -26,6 +26,7 @@ from orcha.errors import (
     PetitionError,
     PluginError,
     SchemaError,
+    StateUnavailableError,
     UnknownKindError,
     wire_name,
 )
@@ -58,6 +59,7 @@ EXAMPLES: dict[type[OrchaError], tuple[OrchaError, ExitCode]] = {
     NoPetitionError: (NoPetitionError("no petition has ID 'x'"), ExitCode.NO_PETITION),
     NotSavedError: (NotSavedError("disk full: database or disk is full"), ExitCode.NOT_SAVED),
     ExecutorError: (ExecutorError("needs distributed"), ExitCode.EXECUTOR),
+    StateUnavailableError: (StateUnavailableError("disk full"), ExitCode.NOT_SAVED),
 }
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from orcha.errors import ConfigError
-from orcha.service import migrations
+from orcha.errors import ConfigError, ExitCode, OrchaError, PetitionError
+from orcha.service import db_faults, migrations
 from orcha.service import store as store_mod
 from orcha.service.migrations import MIGRATIONS, SCHEMA_VERSION
 from orcha.service.store import Store
@@ -283,6 +283,102 @@ def test_a_sound_existing_database_passes_the_check(db_path: str) -> None:
         assert len(s.live(SERVICE)) == 20
     finally:
         s.close()
+
+
+def _damage_pages(db_path: str) -> None:
+    """Overwrite some middle pages of the database's main file (header and schema intact)."""
+    data = bytearray(Path(db_path).read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[3 * page : 6 * page] = b"\xa5" * (3 * page)
+    Path(db_path).write_bytes(bytes(data))
+
+
+RUNNING_ADVICE = (
+    "; stop the service ('orcha shutdown'), then move it aside to start afresh, or restore it "
+    "from a backup"
+)
+
+
+def test_reads_of_a_database_damaged_while_open_say_so_with_212_and_what_to_do(
+    db_path: str,
+) -> None:
+    _filled(db_path)
+    s = Store(db_path)  # sound at open
+    try:
+        _damage_pages(db_path)
+        with pytest.raises(PetitionError) as info:
+            s.live(SERVICE)
+        assert info.value.exit_code == ExitCode.NOT_SAVED
+        assert str(info.value) == (
+            f"the petition database {db_path} is damaged (database disk image is malformed)"
+            f"{RUNNING_ADVICE}"
+        )
+        assert s.health() == (False, f"DAMAGED: {info.value}")
+    finally:
+        s.close()
+
+
+def test_health_reads_the_database_and_finds_it_damaged(db_path: str) -> None:
+    _filled(db_path)
+    s = Store(db_path)
+    try:
+        _damage_pages(db_path)
+        healthy, state = s.health()  # no read came before: its own finds the damage
+        assert not healthy
+        assert state.startswith(f"DAMAGED: the petition database {db_path} is damaged (")
+        assert state.endswith(RUNNING_ADVICE)
+    finally:
+        s.close()
+
+
+def _failing_open(monkeypatch: pytest.MonkeyPatch, message: str, name: str) -> None:
+    """Opening an existing database fails with SQLite's ``message`` (error ``name``)."""
+
+    def check(db: sqlite3.Connection, path: str) -> None:
+        error = sqlite3.OperationalError(message)
+        error.sqlite_errorname = name  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(store_mod, "check_pages", check)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "failing"])
+def test_a_full_or_failing_disk_at_open_is_212_and_never_says_to_move_the_database_aside(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, full: bool
+) -> None:
+    _filled(db_path, 5)
+    # A full tmpfs: SQLite cannot size its shared-memory file and says "disk I/O error".
+    _failing_open(monkeypatch, "disk I/O error", "SQLITE_IOERR_SHMSIZE")
+    monkeypatch.setattr(db_faults, "disk_full", lambda directory: full)
+    with pytest.raises(OrchaError) as info:
+        Store(db_path)
+    directory = str(Path(db_path).parent)
+    assert info.value.exit_code == ExitCode.NOT_SAVED
+    assert str(info.value) == (
+        f"cannot use the petition database {db_path}: the disk holding it is full (disk I/O "
+        f"error); free space in {directory} and start again (the database and its petitions "
+        "are kept: do not move it aside)"
+        if full
+        else f"cannot use the petition database {db_path}: disk I/O error (the disk is full or "
+        f"failing); free space in {directory} or check the disk (dmesg), then start again (do "
+        "not move the database aside: it may be intact)"
+    )
+    monkeypatch.undo()
+    Store(db_path).close()  # the same database opens once the disk is fixed
+
+
+def test_a_database_locked_at_open_is_212_and_says_what_to_end(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _filled(db_path, 5)
+    _failing_open(monkeypatch, "database is locked", "SQLITE_BUSY")
+    with pytest.raises(OrchaError) as info:
+        Store(db_path)
+    assert info.value.exit_code == ExitCode.NOT_SAVED
+    assert str(info.value) == (
+        f"cannot use the petition database {db_path}: another process holds it locked "
+        "(database is locked); end that process (see 'fuser' or 'lsof') and start again"
+    )
 
 
 # -- add / get ---------------------------------------------------------------------------------
