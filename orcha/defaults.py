@@ -96,6 +96,11 @@ DEFAULT_AGING = 600.0
 #: petitions that start ahead of it (backfill; ``serve --backfill-bound``, 0 turns it off).
 DEFAULT_BACKFILL_BOUND = 300.0
 
+#: Seconds between two looks (one stat) at whether the service's unix socket is still
+#: there: one deleted (its runtime directory removed at logout, or by a tmp cleaner) is
+#: made again, so clients reach the service again (orcha.service.socket_keeper).
+SOCKET_CHECK_SECONDS = 5.0
+
 #: Seconds between admission checks while a petition waits for something that changes
 #: without an event orcha sees (free memory, a plugin's predicate). No checks otherwise.
 RECHECK_SECONDS = 1.0

@@ -33,6 +33,7 @@ from orcha.protocol import transport
 from orcha.protocol.managed import registry
 from orcha.service.lock import AddressLock, StateLock
 from orcha.service.server import ManagerServer
+from orcha.service.socket_keeper import SocketKeeper
 from orcha.service.streams import reuse_output_buffers
 from orcha.service.systemd import Notifier
 from orcha.settings import ensure_runtime_dir, ensure_state_dir
@@ -65,6 +66,7 @@ class Daemon:
         self._signals = 0
         self._hangups = 0  # SIGHUPs not yet acted on (a reload each, at most one at a time)
         self._terminal = _has_terminal()  # a hang-up then stops rather than reloads
+        self.keeper: SocketKeeper | None = None  # of a unix socket, once listening
 
     def run(self) -> int:
         """Serve until stopped. Returns the exit code; raises OrchaError if it cannot start."""
@@ -118,6 +120,10 @@ class Daemon:
             if forced is not None:
                 due = max(0.0, forced - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
+            keeper = self.keeper
+            due_check = keeper.wait() if keeper is not None else None
+            if due_check is not None:
+                timeout = due_check if timeout is None else min(timeout, due_check)
             # A start weeks ahead would overflow epoll (INT_MAX ms): wait a day at most,
             # then look again (admitting early starts nothing: the predicates say when).
             events = sel.select(None if timeout is None else capped_wait(timeout))
@@ -129,6 +135,12 @@ class Daemon:
                 systemd.watchdog()
                 next_ping = time.monotonic() + watchdog
             systemd.status(service.status_words())
+            remade = keeper.check() if keeper is not None else None
+            if remade is not None:  # the socket was deleted and made again
+                sel.unregister(listener)
+                _close(listener)
+                sel.register(remade, selectors.EVENT_READ, "accept")
+                listener = remade
             for key, _ in events:
                 if key.data == "accept":
                     self._accept(listener)
@@ -176,8 +188,11 @@ class Daemon:
         settings.service_key()
         listener = transport.listen(address)
         if address.is_unix and address.path:
-            stack.callback(_unlink, address.path)
-        stack.callback(_close, listener)
+            # It makes the socket again if it is deleted, and removes it at the end.
+            self.keeper = SocketKeeper(settings, listener)
+            stack.callback(self.keeper.close)
+        else:
+            stack.callback(_close, listener)
         return listener
 
     def _serve_managers(self) -> None:
@@ -298,13 +313,6 @@ def _alive(service: Service, timeout: float) -> bool:
 def _close(listener: Any) -> None:
     if listener.fileno() >= 0:
         listener.close()
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _drain(fd: int) -> None:
