@@ -1,13 +1,14 @@
 """Daemon: the ``orcha serve`` process around the service core.
 
-The main thread runs one event loop over three descriptors, with no timeout: the
-listening socket, the signal wakeup pipe, and a waker pipe other threads write to when a
-petition ends. Signal handlers only count signals; the loop acts on the count. The first
-SIGINT/SIGTERM (or ``orcha shutdown``) stops admitting, keeps the queued petitions for
-the next start and cancels the running ones (their trees get TERM, grace, KILL), then
-exits 0 once all have ended; meanwhile clients are still answered (submissions refused).
-A second stop (a signal, or ``orcha shutdown --force``) kills every tree at once and
-exits 1.
+The main thread runs one event loop over three descriptors: the listening socket, the
+signal wakeup pipe, and a waker pipe other threads write to when a petition ends. Idle,
+it wakes only to look (one stat) at whether its unix socket is still there every
+SOCKET_CHECK_SECONDS (orcha.service.socket_keeper). Signal handlers only count
+signals; the loop acts on the count. The first SIGINT/SIGTERM (or ``orcha shutdown``)
+stops admitting, keeps the queued petitions for the next start and cancels the running
+ones (their trees get TERM, grace, KILL), then exits 0 once all have ended; meanwhile
+clients are still answered (submissions refused). A second stop (a signal, or ``orcha
+shutdown --force``) kills every tree at once and exits 1.
 
 SIGHUP reloads the configuration file (``orcha.service.reload``): the handler only sets a
 flag; the loop reloads. Only when the terminal the service was started from has hung up
