@@ -3,7 +3,7 @@
 Each error's message says what happened and what to do; the CLI prints it as one line
 and exits with the error's code. Users never see a traceback.
 
-orcha's own outcomes use codes 200-212 so that they never collide with what ``orcha run``
+orcha's own outcomes use codes 200-213 so that they never collide with what ``orcha run``
 passes through from the command it ran (0-125 the command's own, 126 cannot execute,
 127 not found, 128+N killed by signal N).
 """
@@ -152,7 +152,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.LOST_SERVICE: "the connection to the service was lost while the petition was in "
     "it, or the service stopped and kept the petition queued for its next start",
     ExitCode.CANCELLED: "the petition was cancelled by someone else (e.g. the service stopped)",
-    ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address",
+    ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address, or "
+    "uses the same state directory (its database); the line says how to stop it",
     ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, 'clean' "
     "of one still queued or running, or no such runtime kind or state key",
     ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
@@ -161,7 +162,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "and were stopped",
     ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
     "failing): the petition was not taken (or, queued before, was not started); see "
-    "'orcha health', then submit again",
+    "'orcha health', then submit again; 'serve': its database cannot be used now (disk full "
+    "or failing, locked by another process); its database was found damaged (stop the "
+    "service, move the file aside or restore it)",
     ExitCode.EXECUTOR: "'serve --dask': the Dask executor cannot be used: its extra is not "
     "installed (pip install 'orcha[dask]') or the scheduler cannot be reached",
 }
