@@ -200,9 +200,20 @@ def ensure_state_dir(settings: Settings) -> None:
 
 
 def ensure_logs_dir(settings: Settings) -> str:
-    """Create the folder (0700) of the petitions' output logs in the state directory;
-    ConfigError if it cannot be (a file of that name is there: move it aside)."""
-    return _private_dir(os.path.join(settings.state_dir, defaults.LOGS_DIR_NAME), "move it aside")
+    """Create the folder (0700) of the petitions' output logs in the state directory, if
+    missing; ConfigError if it cannot be (a file of that name is there: move it aside).
+    One that is there is taken as it is (a link to another disk, say, whose mode is not
+    ours to change): the state directory around it is private already."""
+    path = os.path.join(settings.state_dir, defaults.LOGS_DIR_NAME)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:  # "File exists": but it is not a directory
+        raise ConfigError(
+            f"cannot create directory {path}: a file of that name is there; move it aside"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
+    return path
 
 
 def ensure_runtime_dir(settings: Settings) -> None:
