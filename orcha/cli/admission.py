@@ -153,11 +153,13 @@ def _pause_or_resume(
 ) -> int:  # fmt: skip
     everything = everything or not (ids or groups)
     with client(ctx) as service:
+        # Before: a resume may start a group's petitions, and they may end before a look
+        # after it, leaving the group looking unused.
+        report = service.groups() if groups and not as_json else []
         if op == "pause":
             results = service.pause(ids, groups, everything, running)
         else:
             results = service.resume(ids, groups, everything)
-        report = service.groups() if groups and not as_json else []
     done = "paused" if op == "pause" else "resumed"
     if as_json:
         from orcha.cli.output import print_json
