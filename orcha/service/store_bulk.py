@@ -9,15 +9,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
+from orcha.service.store_access import StoreAccess
 
 if TYPE_CHECKING:
     from orcha.service.environments import EnvironmentTable
     from orcha.service.saving import Saver
-
-_T = TypeVar("_T")
 
 
 #: The condition of the partial indexes of live records (petitions_live, _waiting).
@@ -35,23 +34,11 @@ QUEUED_COLUMNS = (
 )  # fmt: skip
 
 
-class BulkRecords:
+class BulkRecords(StoreAccess):
     """What :class:`~orcha.service.store.Store` does to many records at once."""
 
     saver: Saver
     envs: EnvironmentTable
-
-    def _write(
-        self,
-        work: Callable[[sqlite3.Connection], _T],
-        what: str,
-        wait: float = 0,
-        give_up: Callable[[], bool] | None = None,
-    ) -> _T:
-        raise NotImplementedError
-
-    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        raise NotImplementedError
 
     @staticmethod
     def _encode(record: dict[str, Any]) -> dict[str, Any]:

@@ -6,28 +6,14 @@ uses: a read may be refused (PetitionError), a write may not be saved (NotSavedE
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-_T = TypeVar("_T")
+from orcha.service.store_access import StoreAccess
 
 
-class KeptValues:
+class KeptValues(StoreAccess):
     """The key/value state :class:`~orcha.service.store.Store` keeps."""
-
-    def _write(
-        self,
-        work: Callable[[sqlite3.Connection], _T],
-        what: str,
-        wait: float = 0,
-        give_up: Callable[[], bool] | None = None,
-    ) -> _T:
-        raise NotImplementedError
-
-    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        raise NotImplementedError
 
     def get_value(self, service: str, key: str, default: Any = None) -> Any:
         """A JSON value the service kept under ``key`` (``default`` if none)."""
