@@ -170,18 +170,28 @@ def _platform_dir(kind: str) -> str:
     return platform_dirs.state_dir()
 
 
+def _make_dir(path: str, advice: str) -> str:
+    """Create ``path`` (mode 0700) if missing; ConfigError if it cannot be (a file in its
+    place: ``advice`` says what to do about it)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:  # "File exists": but it is not a directory
+        raise ConfigError(
+            f"cannot create directory {path}: a file of that name is there; {advice}"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
+    return path
+
+
 def _private_dir(path: str, advice: str = "move it or choose another directory") -> str:
     """Create ``path`` (mode 0700) if missing; refuse one that others may write to, or
     a file in its place (``advice``: what to do about that file)."""
     import stat
 
+    _make_dir(path, advice)
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
-    except FileExistsError:  # "File exists": but it is not a directory
-        raise ConfigError(
-            f"cannot create directory {path}: a file of that name is there; {advice}"
-        ) from None
     except OSError as e:
         raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
     if st.st_uid != os.getuid():
@@ -204,16 +214,7 @@ def ensure_logs_dir(settings: Settings) -> str:
     missing; ConfigError if it cannot be (a file of that name is there: move it aside).
     One that is there is taken as it is (a link to another disk, say, whose mode is not
     ours to change): the state directory around it is private already."""
-    path = os.path.join(settings.state_dir, defaults.LOGS_DIR_NAME)
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except FileExistsError:  # "File exists": but it is not a directory
-        raise ConfigError(
-            f"cannot create directory {path}: a file of that name is there; move it aside"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from e
-    return path
+    return _make_dir(os.path.join(settings.state_dir, defaults.LOGS_DIR_NAME), "move it aside")
 
 
 def ensure_runtime_dir(settings: Settings) -> None:
