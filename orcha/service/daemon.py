@@ -112,19 +112,16 @@ class Daemon:
             recheck = RECHECK_SECONDS if scheduler.needs_recheck else None
             start = scheduler.next_start()
             if start is not None:
-                due = max(0.0, start - service.clock())
-                recheck = due if recheck is None else min(recheck, due)
+                recheck = _sooner(recheck, start - service.clock())
+            now = time.monotonic()
             timeout = recheck
             if watchdog is not None:
-                due = max(0.0, next_ping - time.monotonic())
-                timeout = due if timeout is None else min(timeout, due)
+                timeout = _sooner(timeout, next_ping - now)
             if forced is not None:
-                due = max(0.0, forced - time.monotonic())
-                timeout = due if timeout is None else min(timeout, due)
+                timeout = _sooner(timeout, forced - now)
             keeper = self.keeper
-            due_check = keeper.wait() if keeper is not None else None
-            if due_check is not None:
-                timeout = due_check if timeout is None else min(timeout, due_check)
+            if keeper is not None:
+                timeout = _sooner(timeout, keeper.wait())
             # A start weeks ahead would overflow epoll (INT_MAX ms): wait a day at most,
             # then look again (admitting early starts nothing: the predicates say when).
             events = sel.select(None if timeout is None else capped_wait(timeout))
@@ -291,6 +288,14 @@ class Daemon:
             peer.idle.wait(max(0.0, deadline - time.monotonic()))
         for what in self.service.events.finish_deliveries(DELIVERY_DRAIN_SECONDS):
             log.warning("stopping without the %s still queued", what)
+
+
+def _sooner(timeout: float | None, due: float | None) -> float | None:
+    """The nearer of two waits in seconds (None: none; a past one is 0)."""
+    if due is None:
+        return timeout
+    due = max(0.0, due)
+    return due if timeout is None else min(timeout, due)
 
 
 def _has_terminal() -> bool:
