@@ -38,8 +38,10 @@ log = logging.getLogger("orcha.service.runner")
 class RunnerEvents(Protocol):
     """What the runner tells the service about a job (each may be called in any thread)."""
 
-    def job_started(self, job: Job) -> None:
-        """NotSavedError if its start cannot be recorded: then it is not run."""
+    def job_started(self, job: Job, wait: bool = True) -> None:
+        """NotSavedError if its start cannot be recorded: then it is not run. ``wait``
+        False: one try, NotSavedError at once if it fails (the caller then retries with
+        the wait elsewhere)."""
 
     def saving_fails(self) -> bool:
         """Whether saving is known to be failing now: :meth:`job_started` may then wait
@@ -191,12 +193,20 @@ class Runner:
 
     def _execute(self, job: Job) -> Iterator[Step]:
         """Run the action, once per attempt (``--retries``), each within ``--timeout``."""
-        if self._events.saving_fails():
-            # Its start's commit may wait for seconds: not in the petition loop, where
-            # every other petition's output and end would wait with it.
+        # Its start's commit may wait for seconds while saving fails (STORE_START_WAIT):
+        # not in the petition loop, where every other petition's output and end would
+        # wait with it. So the loop tries once; it waits only in a thread.
+        quick = not self._events.saving_fails()
+        if not quick:
             yield BLOCKING
         try:
-            self._events.job_started(job)
+            try:
+                self._events.job_started(job, wait=not quick)
+            except NotSavedError:
+                if not quick:
+                    raise
+                yield BLOCKING  # saving has just begun to fail: the retries wait there
+                self._events.job_started(job)
         except NotSavedError as e:
             # Not recorded as started, so not run: after a crash it could run twice. One
             # line here (the store logged the outage); its record is finished later.

@@ -326,7 +326,7 @@ class Service(Intake):
             job.family.cancel_all(f"its parent {job.id} timed out")
 
     # -- what the runner reports (RunnerEvents) ----------------------------------------------
-    def job_started(self, job: Job) -> None:
+    def job_started(self, job: Job, wait: bool = True) -> None:
         if self.store is not None:
             # Committed now, before its action starts a process: if the service dies from
             # here on, the next one finds it RUNNING and marks it INTERRUPTED; it never
@@ -334,7 +334,8 @@ class Service(Intake):
             # With its token: a petition queued again after a restart has a new one.
             self.store.update(
                 job.seq, state=str(job.state), started=job.started, machine=job.placed.name,
-                token=job.token, wait=STORE_START_WAIT, give_up=lambda: job.cancel_requested,
+                token=job.token, wait=STORE_START_WAIT if wait else 0,
+                give_up=lambda: job.cancel_requested,
                 what="it did not run",
             )  # fmt: skip
         if job.native:

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from orcha.errors import ExitCode
+from orcha.errors import ExitCode, NotSavedError
 from orcha.kinds import Kind
 from orcha.protocol.messages import STDOUT, SubmitRequest
 from orcha.protocol.outputs import OutputQueue
@@ -63,8 +63,12 @@ class Events:
         # Petition ID -> what its start's commit waits for (as a full disk makes it).
         self.commit_waits: dict[str, threading.Event] = {}
         self.started_in: dict[str, str] = {}
+        # Petition IDs whose start's first try fails (saving has just begun to fail).
+        self.first_try_fails: set[str] = set()
 
-    def job_started(self, job: Job) -> None:
+    def job_started(self, job: Job, wait: bool = True) -> None:
+        if not wait and job.id in self.first_try_fails:
+            raise NotSavedError("disk full", "it did not run")
         self.started_in[job.id] = here()
         waits = self.commit_waits.get(job.id)
         if waits is not None:
@@ -425,6 +429,27 @@ def test_while_saving_fails_a_start_waits_for_its_commit_in_a_thread_not_the_loo
     world.start(slow, quick)
     try:
         world.events.wait_ended("quick")  # not held up by slow's commit
+        assert read_to_end(quick)[0] == b"quick\n"
+        assert "slow" not in world.events.ended
+    finally:
+        commit.set()
+    world.events.wait_ended("slow")
+    assert world.events.started_in["slow"].startswith("petition-")
+    assert read_to_end(slow)[0] == b"slow\n"
+
+
+def test_a_start_whose_first_try_to_be_saved_fails_retries_in_a_thread_not_the_loop(
+    world: World,
+) -> None:
+    """Saving has just begun to fail, and nobody knows yet: the loop tries the start's
+    commit once, then hands its retries (which may wait for seconds) to a pool thread;
+    the loop's other petitions stream and end meanwhile."""
+    world.events.first_try_fails.add("slow")
+    world.events.commit_waits["slow"] = commit = threading.Event()
+    slow, quick = world.job("slow", "echo slow"), world.job("quick", "echo quick")
+    world.start(slow, quick)
+    try:
+        assert world.events.wait_ended("quick") == LOOP  # not held up by slow's retries
         assert read_to_end(quick)[0] == b"quick\n"
         assert "slow" not in world.events.ended
     finally:
