@@ -97,11 +97,11 @@ def test_a_resume_or_a_higher_limit_is_saved_before_what_it_lets_start_starts(
         started = threading.Event()
         job_started = Service.job_started
 
-        def spy(service: Service, job: object) -> None:
+        def spy(service: Service, job: object, wait: bool = True) -> None:
             row = store.named("a")
             seen.append((store.get_value(address, "groups", {}), row and row["paused"]))
             started.set()
-            job_started(service, job)
+            job_started(service, job, wait)
 
         monkeypatch.setattr(Service, "job_started", spy)
         save = control.save_groups
