@@ -241,13 +241,19 @@ def stubborn(pidfile: Path) -> list[str]:
     return ["sh", "-c", f'trap "" TERM; echo $$ > "{pidfile}"; exec sleep 300']
 
 
+def serve_with_stubborn(env: Env, tmp_path: Path, *args: str) -> tuple[Service, int]:
+    """A service (``args``, a long grace) running petition 'stubborn' (see
+    :func:`stubborn`): the service and the petition's PID."""
+    service = env.serve(*args, "--grace", "120")
+    pidfile = tmp_path / "pid"
+    assert env.run("run", "stubborn", "--detach", "--", *stubborn(pidfile)).returncode == 0
+    return service, read_pid(pidfile)
+
+
 def test_a_stopping_service_still_answers_and_shutdown_force_kills_what_runs(
     env: Env, tmp_path: Path
 ) -> None:
-    service = env.serve("--max-running", "1", "--grace", "120")
-    pidfile = tmp_path / "pid"
-    assert env.run("run", "stubborn", "--detach", "--", *stubborn(pidfile)).returncode == 0
-    pid = read_pid(pidfile)
+    service, pid = serve_with_stubborn(env, tmp_path, "--max-running", "1")
     assert env.run("send", "q1", "--counter", "1", "--detach").returncode == 0
     first = env.run("shutdown", timeout=30)
     assert first.returncode == 0, first.stderr
@@ -284,10 +290,7 @@ def test_a_stopping_service_still_answers_and_shutdown_force_kills_what_runs(
 def test_a_stop_signal_after_orcha_shutdown_is_the_second_one(env: Env, tmp_path: Path) -> None:
     """The service's log says a second signal kills at once: after a client's
     'orcha shutdown', one signal is that second one."""
-    service = env.serve("--grace", "120")
-    pidfile = tmp_path / "pid"
-    assert env.run("run", "stubborn", "--detach", "--", *stubborn(pidfile)).returncode == 0
-    pid = read_pid(pidfile)
+    service, pid = serve_with_stubborn(env, tmp_path)
     assert env.run("shutdown", timeout=30).returncode == 0
     assert wait_for(lambda: "stopping: cancelling 1" in service.stderr, 10), service.stderr
     assert not gone(pid)

@@ -424,18 +424,7 @@ def test_while_saving_fails_a_start_waits_for_its_commit_in_a_thread_not_the_loo
     assert world.events.started_in["first"] == LOOP
     assert read_to_end(first)[0] == b"one\n"
     world.events.failing = True
-    world.events.commit_waits["slow"] = commit = threading.Event()
-    slow, quick = world.job("slow", "echo slow"), world.job("quick", "echo quick")
-    world.start(slow, quick)
-    try:
-        world.events.wait_ended("quick")  # not held up by slow's commit
-        assert read_to_end(quick)[0] == b"quick\n"
-        assert "slow" not in world.events.ended
-    finally:
-        commit.set()
-    world.events.wait_ended("slow")
-    assert world.events.started_in["slow"].startswith("petition-")
-    assert read_to_end(slow)[0] == b"slow\n"
+    _a_slow_commit_holds_up_no_other(world)
 
 
 def test_a_start_whose_first_try_to_be_saved_fails_retries_in_a_thread_not_the_loop(
@@ -445,11 +434,18 @@ def test_a_start_whose_first_try_to_be_saved_fails_retries_in_a_thread_not_the_l
     commit once, then hands its retries (which may wait for seconds) to a pool thread;
     the loop's other petitions stream and end meanwhile."""
     world.events.first_try_fails.add("slow")
+    assert _a_slow_commit_holds_up_no_other(world) == LOOP
+
+
+def _a_slow_commit_holds_up_no_other(world: World) -> str:
+    """Start "slow", whose start's commit waits until released, and "quick": quick
+    streams and ends meanwhile, slow's commit waits in a pool thread, and slow runs once
+    released. Returns the thread quick ended in."""
     world.events.commit_waits["slow"] = commit = threading.Event()
     slow, quick = world.job("slow", "echo slow"), world.job("quick", "echo quick")
     world.start(slow, quick)
     try:
-        assert world.events.wait_ended("quick") == LOOP  # not held up by slow's retries
+        quick_ended_in = world.events.wait_ended("quick")  # not held up by slow's commit
         assert read_to_end(quick)[0] == b"quick\n"
         assert "slow" not in world.events.ended
     finally:
@@ -457,6 +453,7 @@ def test_a_start_whose_first_try_to_be_saved_fails_retries_in_a_thread_not_the_l
     world.events.wait_ended("slow")
     assert world.events.started_in["slow"].startswith("petition-")
     assert read_to_end(slow)[0] == b"slow\n"
+    return quick_ended_in
 
 
 def test_a_failure_while_pumping_fails_that_petition_and_the_loop_runs_on(
