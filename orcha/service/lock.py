@@ -4,7 +4,10 @@ service's whole life.
 Two services on one address would steal each other's clients; two on one state
 directory would both take over the queue its database holds and run every petition
 twice. Each lock is an ``flock`` on a file, which the kernel releases when the service
-dies, however it dies: a crashed service never blocks the next one.
+dies, however it dies: a crashed service never blocks the next one. A child forked
+from the service (an original-API action) closes its copies of the locks' descriptors
+at once: a lock lives as long as any descriptor of it, and such a child may outlive a
+crashed service until the guard stops it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import errno
 import fcntl
 import os
 import stat
+import weakref
 
 from orcha.defaults import STATE_LOCK_NAME
 from orcha.errors import AlreadyRunningError, ConfigError
@@ -44,10 +48,12 @@ class AddressLock:
                 "stop it first ('orcha shutdown', or Ctrl+C in its terminal) or use --address"
             )
         self._fd = _claim(fd, [str(os.getpid())])
+        _HELD.add(self)
 
     def release(self) -> None:
         """Close the file, which releases the lock (the file stays: unlinking it could
         race with the next service's lock)."""
+        _HELD.discard(self)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -86,12 +92,34 @@ class StateLock:
                 f"--address {where}') or give this one another ORCHA_STATE_DIR"
             )
         self._fd = _claim(fd, [str(os.getpid()), address, socket or ""])
+        _HELD.add(self)
 
     def release(self) -> None:
         """Close the file, which releases the lock (the file stays, as AddressLock's)."""
+        _HELD.discard(self)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+#: The locks this process holds (see :func:`_close_in_child`).
+_HELD: weakref.WeakSet[AddressLock | StateLock] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    """In a forked child: close our copies of the held locks' descriptors. Closing, not
+    ``LOCK_UN``: the lock stays the parent's (an unlock through any copy would drop it)."""
+    for held in list(_HELD):
+        fd, held._fd = held._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 def _unreachable(pid: str, socket: str) -> str:

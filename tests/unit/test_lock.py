@@ -201,3 +201,43 @@ def test_a_full_disk_leaves_the_lock_held_without_its_text(
             StateLock(str(tmp_path)).acquire(ADDRESS, None)
     finally:
         lock.release()
+
+
+def test_a_forked_child_does_not_keep_the_locks_alive(tmp_path: Path) -> None:
+    # An original-API action is a forked child that may outlive a crashed service: if it
+    # kept copies of the locks' descriptors, the next service would be refused until the
+    # guard had stopped it.
+    state, address = StateLock(str(tmp_path)), AddressLock(str(tmp_path / "s.lock"))
+    state.acquire(ADDRESS, None)
+    address.acquire(ADDRESS)
+    held = [state._fd, address._fd]
+    try:
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: says whether its copies are closed, then lives on
+            closed = 0
+            for fd in held:
+                try:
+                    os.fstat(fd)  # type: ignore[arg-type]
+                except OSError:
+                    closed += 1
+            os.write(ready_w, bytes([closed]))
+            os.read(go_r, 1)
+            os._exit(0)
+        try:
+            assert os.read(ready_r, 1) == bytes([2])
+            assert state._fd is not None and address._fd is not None  # ours still held
+            state.release()
+            address.release()
+            # The child still runs: the parent's release alone frees both locks.
+            StateLock(str(tmp_path)).acquire(ADDRESS, None)
+            AddressLock(str(tmp_path / "s.lock")).acquire(ADDRESS)
+        finally:
+            os.write(go_w, b"x")
+            os.waitpid(pid, 0)
+            for fd in (ready_r, ready_w, go_r, go_w):
+                os.close(fd)
+    finally:
+        state.release()
+        address.release()
