@@ -260,8 +260,8 @@ class LostServiceError(OrchaError):
     def __init__(self, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"lost the connection to the orcha service{extra}; "
-            "check it is still running with 'orcha ls' or restart it with 'orcha serve'"
+            f"lost the connection to the orcha service{extra}; 'orcha status' tells "
+            "whether it still runs, 'orcha serve' starts it again (it keeps what was queued)"
         )
 
 

@@ -148,3 +148,10 @@ def test_the_readme_table_lists_every_exit_code() -> None:
     listed = {int(line.split("|")[1]) for line in readme.splitlines()
               if line.startswith("| ") and line.split("|")[1].strip().isdigit()}  # fmt: skip
     assert listed == {int(code) for code in ExitCode}
+
+
+def test_a_lost_connection_names_a_command_that_looks_at_the_service() -> None:
+    # 'orcha ls' lists plugins and succeeds without any service: it tells nothing.
+    message = str(LostServiceError("connection closed"))
+    assert "'orcha status'" in message and "'orcha ls'" not in message
+    assert "keeps what was queued" in message
