@@ -78,7 +78,7 @@ class StateLock:
         AlreadyRunningError if another service holds it: the message names its PID and
         address, and says to stop it with ``kill`` when its socket is gone (nothing
         else reaches it then)."""
-        fd = _open_trusted(self.path)
+        fd = _open_trusted(self.path, ", or give it another ORCHA_STATE_DIR")
         owner = _lock_or_owner(fd)
         if owner is not None:
             pid = owner[0] if owner and owner[0] else "unknown"
@@ -142,7 +142,12 @@ def _open_trusted(path: str, alternative: str = "") -> int:
         fd = os.open(path, flags, 0o600)
     except OSError as e:
         if e.errno != errno.ELOOP:  # ELOOP: O_NOFOLLOW met a symlink
-            raise ConfigError(f"cannot create lock file {path}: {e.strerror}") from e
+            verb = "open" if os.path.lexists(path) else "create"
+            raise ConfigError(
+                f"cannot {verb} the lock file {path}: {e.strerror}; the service must be "
+                f"able to write in {os.path.dirname(path) or '.'} (check its permissions "
+                f"and that its disk is not mounted read-only){alternative}"
+            ) from e
         fd, problem = -1, "is a symbolic link"
     else:
         problem = _untrusted(os.fstat(fd))

@@ -183,7 +183,8 @@ def test_a_stale_state_lock_file_does_not_block(tmp_path: Path) -> None:
 
 def test_a_symlink_state_lock_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "orcha.lock").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(ConfigError, match=r"is a symbolic link; remove it$"):
+    refusal = r"is a symbolic link; remove it, or give it another ORCHA_STATE_DIR$"
+    with pytest.raises(ConfigError, match=refusal):
         StateLock(str(tmp_path)).acquire(ADDRESS, None)
 
 
@@ -241,3 +242,20 @@ def test_a_forked_child_does_not_keep_the_locks_alive(tmp_path: Path) -> None:
     finally:
         state.release()
         address.release()
+
+
+def test_a_read_only_state_directory_is_one_line_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "orcha.lock").write_text("")  # a service ran here before
+
+    def read_only(*args: object, **kwargs: object) -> int:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(lock_mod.os, "open", read_only)
+    with pytest.raises(ConfigError) as refused:
+        StateLock(str(tmp_path)).acquire(ADDRESS, None)
+    message = str(refused.value)
+    assert message.startswith(f"cannot open the lock file {tmp_path}/orcha.lock")
+    assert "Read-only file system" in message and "read-only" in message
+    assert message.endswith("or give it another ORCHA_STATE_DIR")
