@@ -15,6 +15,7 @@ at every ``orcha`` start (to register the command) and must stay light.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -258,8 +259,8 @@ def top(ctx: click.Context, interval: float, ended: int, once: bool, as_json: bo
     queue's head and why each waits, GPUs and who holds them, groups, the last ended.
 
     It refreshes from the service's event stream (no polling); 'q' or Ctrl+C leaves.
-    When stdout is not a terminal, or with --once or --json, it prints one snapshot
-    and exits 0.
+    When stdout is not a terminal or is a dumb one (TERM=dumb: no cursor movement), or
+    with --once or --json, it prints one snapshot and exits 0.
     """
     from orcha.cli.connect import client
     from orcha.client.top_model import TopModel
@@ -269,7 +270,7 @@ def top(ctx: click.Context, interval: float, ended: int, once: bool, as_json: bo
         recent, events = service.watch_usage(interval)
         model = TopModel(recent)
         address = str(service.settings.address)
-        if once or as_json or not sys.stdout.isatty():
+        if once or as_json or not sys.stdout.isatty() or _dumb_terminal():
             for envelope in events:
                 model.apply(envelope)
                 if model.usage_seen:
@@ -291,6 +292,12 @@ def top(ctx: click.Context, interval: float, ended: int, once: bool, as_json: bo
         return _live(model, events, address, ended)
     finally:
         service.close()
+
+
+def _dumb_terminal() -> bool:
+    """Whether the terminal cannot move its cursor (an Emacs shell, say): rich's live
+    view draws nothing there, so a snapshot is all ``top`` can show."""
+    return os.environ.get("TERM", "") in ("dumb", "unknown")
 
 
 def _live(model: TopModel, events: Iterator[dict[str, Any]], address: str, ended: int) -> int:

@@ -50,7 +50,7 @@ class Terminal:
     """``orcha top`` on the slave side of a pseudo-terminal of 30x140; the test reads
     the screen's bytes and types on the master side."""
 
-    def __init__(self, env: Env, *args: str) -> None:
+    def __init__(self, env: Env, *args: str, term: str = "xterm-256color") -> None:
         pid, fd = pty.fork()
         if pid == 0:  # the child: becomes orcha top, on the terminal
             try:
@@ -58,7 +58,7 @@ class Terminal:
                 # The terminal's own size, not a COLUMNS/LINES the suite's process may have.
                 variables = {k: v for k, v in env.vars.items() if k not in ("COLUMNS", "LINES")}
                 os.execve(sys.executable, [sys.executable, "-m", "orcha", "top", *args],
-                          {**variables, "TERM": "xterm-256color"})  # fmt: skip
+                          {**variables, "TERM": term})  # fmt: skip
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
@@ -140,6 +140,17 @@ def test_ctrl_c_leaves_top_with_130_and_restores_the_terminal(busy: Env) -> None
         assert b"\x1b[?1049l" in term.screen[term.screen.rindex(b"later") :]
         assert term.echo()
         assert b"Traceback" not in term.screen
+    finally:
+        term.close()
+
+
+def test_top_on_a_dumb_terminal_prints_one_plain_snapshot(busy: Env) -> None:
+    # An Emacs shell, say: no cursor movement, so no live view (rich draws nothing there).
+    term = Terminal(busy, term="dumb")
+    try:
+        assert _reap(term) == 0
+        assert b"hog" in term.screen and b"later" in term.screen, term.screen[-3000:]
+        assert b"\x1b" not in term.screen
     finally:
         term.close()
 
