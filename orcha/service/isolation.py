@@ -22,7 +22,8 @@ def process_control(isolation: str = "auto", namespace: str = "") -> ProcessCont
     may, else as "none"). ``namespace``: names this service's cgroups (see
     :class:`~orcha.service.cgroups.Cgroups`). Logs which it chose."""
     from orcha.defaults import NATIVE_SPAWN
-    from orcha.service.cgroups import Cgroups, CgroupUnavailable
+    from orcha.service.cgroup_fs import CgroupUnavailable
+    from orcha.service.cgroups import Cgroups
     from orcha.service.native import usable
     from orcha.service.orphans import Tracker, become_subreaper
 

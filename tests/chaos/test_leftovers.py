@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orcha.service.cgroups import unavailable
+from orcha.service.cgroup_fs import unavailable
 from tests.conftest import Env, Service, wait_for
 
 #: A daemon that leaves every trace orcha could follow: it double-forks, calls setsid,

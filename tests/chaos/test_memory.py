@@ -11,7 +11,7 @@ import re
 import pytest
 
 from orcha.errors import ExitCode
-from orcha.service.cgroups import unavailable
+from orcha.service.cgroup_fs import unavailable
 from tests.conftest import Env
 
 _HOG = "x = bytearray(300 * 2**20); import time; time.sleep(30)"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orcha.service.cgroups import CgroupFS, Cgroups, CgroupUnavailable
+from orcha.service.cgroup_fs import CgroupFS, CgroupUnavailable
+from orcha.service.cgroups import Cgroups
 from tests.conftest import wait_for
 
 
@@ -339,7 +340,7 @@ def test_real_cgroups_go_to_the_next_petition_only_when_found_empty(tmp_path: Pa
 
     from orcha.defaults import ENV_PETITION_TOKEN
     from orcha.service import native
-    from orcha.service.cgroups import hierarchy, unavailable
+    from orcha.service.cgroup_fs import hierarchy, unavailable
     from orcha.service.procs import ProcessControl
 
     if why := unavailable():

@@ -8,7 +8,7 @@ import pytest
 
 from orcha.errors import ConfigError
 from orcha.service import cgroups, isolation, orphans
-from orcha.service.cgroups import CgroupUnavailable
+from orcha.service.cgroup_fs import CgroupUnavailable
 
 
 def _no_cgroups(**_: object) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
 from orcha.service import native
-from orcha.service.cgroups import hierarchy, unavailable
+from orcha.service.cgroup_fs import hierarchy, unavailable
 from orcha.service.procs import ProcessControl
 from tests.conftest import wait_for
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
-from orcha.service.cgroups import hierarchy, unavailable
+from orcha.service.cgroup_fs import hierarchy, unavailable
 from orcha.service.procs import reap
 from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner, SpawnerUnavailable
 from tests.conftest import wait_for
