@@ -48,13 +48,16 @@ class _Cgroup:
     (``final``: what the next one starts from); whether it was found empty since a
     process of it was last started (``emptied``)."""
 
-    __slots__ = ("emptied", "final", "path", "start")
+    __slots__ = ("emptied", "final", "killed", "path", "start")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.start = 0
         self.final: int | None = None
         self.emptied = False
+        #: ``cgroup.kill`` was written to it: no process may be started in it again (see
+        #: :meth:`Cgroups.kill`).
+        self.killed = False
 
 
 def _usage_usec(fs: CgroupFS, path: str) -> int | None:
@@ -127,6 +130,8 @@ class Cgroups:
         self._lock = threading.Lock()
         self._held: dict[str, _Cgroup] = {}
         self._spare: list[_Cgroup] = []
+        #: Killed cgroups replaced for a petition's next attempt: removed at the stop.
+        self._retired: list[str] = []
         self._made = 0  # spare-able cgroups made so far (their names' numbers)
 
     @classmethod
@@ -198,6 +203,10 @@ class Cgroups:
         its processes is started."""
         with self._lock:
             held = self._held.get(token)
+            if held is not None and held.killed:  # an attempt after a kill: a new cgroup
+                del self._held[token]
+                self._retired.append(held.path)
+                held = None
             while held is None and self._spare:
                 spare = self._spare.pop()
                 # Gone if a service sharing the state directory was stopped and its
@@ -213,6 +222,10 @@ class Cgroups:
                     name = f"{os.getpid()}.c{self._made}"
             else:
                 name = token
+                if self._retired:  # the name of a retired one may still be taken
+                    with self._lock:
+                        self._made += 1
+                        name = f"{token}.r{self._made}"
             path = os.path.join(self.base, self.prefix + name)
             try:
                 self.fs.mkdir(path)  # one call, not a look first: every petition's start
@@ -296,8 +309,16 @@ class Cgroups:
             return max(0, usec - held.start) / 1e6
 
     def kill(self, token: str) -> None:
-        """SIGKILL every process in petition ``token``'s cgroup, at once."""
+        """SIGKILL every process in petition ``token``'s cgroup, at once.
+
+        Its cgroup is never given a process again (its next attempt gets a new one, and
+        :meth:`release` does not keep it): after ``cgroup.kill``, some kernels (6.18 here)
+        SIGKILL every child later cloned into it with ``CLONE_INTO_CGROUP``, before it
+        execs."""
         with self.visiting, self._lock:  # never the spawner with them
+            held = self._held.get(token)
+            if held is not None:
+                held.killed = True
             kill_file = os.path.join(self.path(token), "cgroup.kill")
             if self.fs.exists(kill_file):
                 try:
@@ -319,7 +340,9 @@ class Cgroups:
             held = self._held.get(token)
             if held is None:
                 return True
-            if not (held.emptied and self.reusing and len(self._spare) < self.spares):
+            if held.killed or not (
+                held.emptied and self.reusing and len(self._spare) < self.spares
+            ):
                 return False
             if held.final is None:  # not read since it emptied
                 held.final = _usage_usec(self.fs, held.path)
@@ -355,12 +378,13 @@ class Cgroups:
     def remove_spares(self) -> None:
         """Remove the cgroups kept for later petitions (the service stops)."""
         with self._lock:
-            spares, self._spare = self._spare, []
-        for spare in spares:
+            paths = [spare.path for spare in self._spare] + self._retired
+            self._spare, self._retired = [], []
+        for path in paths:
             try:
-                self.fs.rmdir(spare.path)
+                self.fs.rmdir(path)
             except OSError as e:
-                log.warning("cannot remove the cgroup %s: %s", spare.path, e.strerror)
+                log.warning("cannot remove the cgroup %s: %s", path, e.strerror)
 
     def remove_stale(self) -> int:
         """Remove the petition cgroups a previous service left (what is in them is

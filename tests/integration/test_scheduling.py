@@ -426,6 +426,23 @@ def test_retries_run_again_and_report_each_failed_attempt(env: Env) -> None:
     assert any(re.fullmatch(r"Note:\s+" + re.escape(note), line) for line in detail), detail
 
 
+def test_an_attempt_killed_by_its_timeout_leaves_the_next_attempts_and_petitions_whole(
+    env: Env,
+) -> None:
+    """A timeout forced with SIGKILL (the cgroup's ``cgroup.kill``) once made every later
+    process born in that cgroup die before it ran: the retry, then every petition."""
+    serve(env, "--grace", "0.2")
+    t = new_id("t")
+    result = env.run(
+        "run", t, "--timeout", "0.3", "--retries", "1", "--",
+        "sh", "-c", "echo try $ORCHA_ATTEMPT; trap '' TERM; sleep 30", timeout=WAIT,
+    )  # fmt: skip
+    assert result.returncode == TIMEOUT, result.stderr
+    assert result.stdout == "try 1\ntry 2\n"
+    for n in range(3):  # more than the slots: every cgroup kept for later petitions
+        assert orcha(env, "run", new_id("after"), "--", "echo", f"ran {n}")[0] == f"ran {n}\n"
+
+
 def test_retries_stop_at_the_first_success(env: Env, tmp_path: Path) -> None:
     serve(env)
     r = new_id("r2")

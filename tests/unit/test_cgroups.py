@@ -295,6 +295,32 @@ def test_with_the_memory_controller_every_petition_gets_a_new_cgroup(tmp_path: P
     assert cgroups.create("b") == str(tmp_path / "svc" / "orcha-p-ns-b" / "cgroup.procs")
 
 
+@pytest.mark.parametrize("controllers", ["cpu pids", "cpu memory pids"])
+def test_a_killed_cgroup_never_gets_a_process_again(tmp_path: Path, controllers: str) -> None:
+    """Some kernels (6.18 here) SIGKILL a child cloned into a cgroup after its
+    ``cgroup.kill``: the next attempt of the petition gets a new cgroup, the killed one
+    is not kept for others, and it is removed at the stop."""
+    fs = _fs(tmp_path, controllers=controllers)
+    cgroups = Cgroups.setup(fs, pid=4242, namespace="ns")
+    first = cgroups.create("a")
+    cgroups.kill("a")  # a timeout's forced stop, say
+    assert fs.killed == [os.path.dirname(first)]
+    second = cgroups.create("a")  # its retry
+    assert second != first and os.path.exists(second)
+    assert cgroups.emptied("a") and cgroups.release("a") is cgroups.reusing
+    if not cgroups.reusing:
+        assert cgroups.remove("a")
+    other = cgroups.create("b")  # the spare "a" left, where cgroups are reused
+    cgroups.kill("b")
+    assert cgroups.emptied("b") and not cgroups.release("b")  # not a spare: removed
+    assert cgroups.remove("b")
+    assert (other == second) is cgroups.reusing
+    assert cgroups.create("c") not in (first, other)  # no killed cgroup is handed on
+    cgroups.remove_spares()
+    cgroups.remove("c")
+    assert not [n for n in os.listdir(tmp_path / "svc") if n.startswith("orcha-p-")]
+
+
 def test_a_service_sharing_the_state_directory_keeps_its_cgroups_when_another_starts(
     tmp_path: Path,
 ) -> None:
@@ -376,6 +402,16 @@ def test_real_cgroups_go_to_the_next_petition_only_when_found_empty(tmp_path: Pa
         assert run("d", "cat /proc/self/cgroup") != first
         assert control.stop_leftovers([], "d", 1.0) == 0
         control.finished("d")
+        # A cgroup killed (a forced stop) and the petition's next attempt: it runs (this
+        # kernel killed any child cloned into a killed cgroup before it could exec).
+        killed = run("e", "cat /proc/self/cgroup")
+        cgroups.kill("e")
+        assert run("e", "echo again") == "again\n"
+        assert control.stop_leftovers([], "e", 1.0) == 0
+        control.finished("e")
+        assert run("f", "cat /proc/self/cgroup") != killed
+        assert control.stop_leftovers([], "f", 1.0) == 0
+        control.finished("f")
     finally:
         control.stop_strays(0)
     assert mine() == []
