@@ -5,6 +5,7 @@ command and the ``shell`` kind."""
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -53,20 +54,50 @@ class ShellKind(Kind):
             ctx.fail(f"working directory {ctx.cwd} does not exist on the service host")
             return int(ExitCode.START_FAILED)
         try:
-            proc = ctx.spawn(argv)
+            return ctx.spawn(argv)
         except NotADirectoryError as e:  # its cwd is missing where it runs (a Dask worker)
             ctx.fail(e.strerror or str(e))
             return int(ExitCode.START_FAILED)
-        except FileNotFoundError:
-            ctx.fail(f"command not found: {argv[0]}")
-            return int(ExitCode.NOT_FOUND)
-        except PermissionError:
-            ctx.fail(f"cannot execute {argv[0]}: permission denied")
-            return int(ExitCode.CANNOT_EXECUTE)
         except OSError as e:
-            ctx.fail(f"cannot execute {argv[0]}: {e.strerror or e}")
-            return int(ExitCode.CANNOT_EXECUTE)
-        return proc
+            error = e
+        local = getattr(ctx, "local", True)
+        if error.errno == errno.ENOEXEC and local and (script := _script(ctx, argv[0])):
+            # A script without a '#!' line: run by /bin/sh, as execvp(3) does (env, nohup,
+            # xargs, tsp and a shell all run it so).
+            try:
+                return ctx.spawn(["/bin/sh", script, *argv[1:]])
+            except OSError as e:
+                error = e
+        return _not_started(ctx, argv[0], error, local)
+
+
+def _script(ctx: Context, name: str) -> str | None:
+    """The file ``name`` is on the service host, as execvp(3) finds it (in the
+    petition's cwd if it has a slash, else along the petition's PATH), or None."""
+    import shutil
+
+    if "/" in name:
+        path = os.path.join(ctx.cwd, name)
+        return path if os.path.isfile(path) else None
+    return shutil.which(name, path=ctx.env.get("PATH", os.defpath))
+
+
+def _not_started(ctx: Context, name: str, error: OSError, local: bool) -> int:
+    """Record why ``name`` could not be executed, as a shell says it; its exit code."""
+    path = os.path.join(ctx.cwd, name) if local and "/" in name else ""
+    if isinstance(error, FileNotFoundError):
+        if path and os.path.isfile(path):  # the file is there: its interpreter is not
+            ctx.fail(f"cannot execute {name}: the interpreter its '#!' line names is missing")
+        else:
+            ctx.fail(f"command not found: {name}")
+        return int(ExitCode.NOT_FOUND)
+    if path and os.path.isdir(path):
+        ctx.fail(f"cannot execute {name}: it is a directory")
+    elif isinstance(error, PermissionError):
+        ctx.fail(f"cannot execute {name}: permission denied")
+    else:
+        ctx.fail(f"cannot execute {name}: {error.strerror or error}")
+    return int(ExitCode.CANNOT_EXECUTE)
 
 
 @command(RUN)

@@ -221,6 +221,37 @@ def test_run_not_executable_exits_126(env: Env, service: Service, tmp_path: Path
     one_error_line(result.stderr)
 
 
+def test_a_script_without_a_shebang_line_runs_under_sh_as_execvp_runs_it(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    script = tmp_path / "plain.sh"
+    script.write_text('echo "no #! line, got $1"\n')
+    script.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "plain-on-path").symlink_to(script)
+    path = {"PATH": f"{bin_dir}:{env.vars.get('PATH', os.defpath)}"}
+    for command, where in (("./plain.sh", tmp_path), ("plain-on-path", None)):
+        result = env.run("run", new_id("ns"), "--", command, "arg", cwd=where, env=path)
+        assert (result.returncode, result.stdout) == (0, "no #! line, got arg\n"), result.stderr
+
+
+def test_what_cannot_be_executed_is_said_as_a_shell_says_it(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    result = env.run("run", new_id("dir"), "--", str(tmp_path))
+    assert result.returncode == 126, result.stderr
+    assert one_error_line(result.stderr) == f"orcha: cannot execute {tmp_path}: it is a directory"
+    script = tmp_path / "lost.sh"
+    script.write_text("#!/no/such/interpreter\necho never\n")
+    script.chmod(0o755)
+    result = env.run("run", new_id("lost"), "--", "./lost.sh", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (127, ""), result.stderr
+    assert one_error_line(result.stderr) == (
+        "orcha: cannot execute ./lost.sh: the interpreter its '#!' line names is missing"
+    )
+
+
 # -- run: the client's cwd and environment ---------------------------------------------------
 def test_run_uses_the_clients_working_directory(env: Env, service: Service, tmp_path: Path) -> None:
     workdir = tmp_path / "work dir"
