@@ -41,16 +41,23 @@ def split(ref: str) -> tuple[str, int] | None:
 
 def check_name(name: str) -> str:
     """``name`` if a new petition may take it; ValueError saying why not otherwise (all
-    digits: a number means a record number; ``NAME~N``: the N-th older NAME)."""
+    digits: a number means a record number; ending in ``~N``: ``NAME~N`` is the N-th
+    older NAME; a comma: it separates the IDs of ``--after``)."""
     if is_number(name):
         raise ValueError(
             f"the petition ID {name!r} is a number, and numbers name records; leave the "
             "ID out to get a number, or choose a name with a letter in it"
         )
-    parts = split(name)
-    if parts is not None and parts[0] != name:
+    before, tilde, back = name.rpartition("~")
+    if tilde and is_number(back):
+        older = f" of {before!r}" if before else ""
         raise ValueError(
             f"the petition ID {name!r} ends in '~' and a number, which names an older "
-            f"record of {parts[0]!r}; choose another name"
+            f"record{older}; choose another name"
+        )
+    if "," in name:
+        raise ValueError(
+            f"the petition ID {name!r} has a comma, which separates the IDs of --after; "
+            "choose another name"
         )
     return name

@@ -41,9 +41,15 @@ def test_split_tells_numbers_names_and_older_names(ref: str, parts: object) -> N
     assert split(ref) == parts
 
 
-@pytest.mark.parametrize("name", ["12", "0", "a~1", "build~0"])
+@pytest.mark.parametrize("name", ["12", "0", "a~1", "build~0", "~1", "~~2"])
 def test_a_new_name_may_not_look_like_a_reference(name: str) -> None:
     with pytest.raises(ValueError, match="number"):
+        check_name(name)
+
+
+@pytest.mark.parametrize("name", ["a,b", ",", "a,"])
+def test_a_new_name_may_not_hold_a_comma_which_separates_after_ids(name: str) -> None:
+    with pytest.raises(ValueError, match="comma, which separates the IDs of --after"):
         check_name(name)
 
 
