@@ -423,6 +423,11 @@ DASK_REFRESH_SECONDS = 0.5
 #: the last byte received) before its petition is taken as lost with its worker.
 DASK_RECONNECTS = 5
 
+#: Seconds a worker waits for the service to resume a running petition's output stream
+#: once it closed (the service resumes a broken one within about 1.5 s) before it takes
+#: the service as dead and stops the petition's tree (TERM, its grace, KILL).
+DASK_ORPHAN_SECONDS = 2.0
+
 #: Seconds to wait for the Dask scheduler at start-up.
 DASK_CONNECT_SECONDS = 10.0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -34,12 +35,14 @@ import orcha
 from orcha.defaults import (
     DASK_FORGET_SECONDS,
     DASK_MEASURE_SECONDS,
+    DASK_ORPHAN_SECONDS,
     DRAIN_SECONDS,
     PIPE_CHUNK,
     TRACK_SECONDS,
 )
 from orcha.service.dask.stream import INPUT_OP, OUTPUT_OP, Buffer, serve_input, serve_output
 
+log = logging.getLogger("orcha.service.dask")
 PLUGIN_NAME = "orcha"
 #: A command's end, from the spawner: exit code, CPU seconds, peak resident bytes.
 Exit = tuple[int, float | None, int | None]
@@ -164,6 +167,10 @@ class OrchaWorkerPlugin(WorkerPlugin):
         self.pids: dict[str, int] = {}
         self.streams: dict[str, str] = {}
         self.limits: dict[str, int] = {}  # --mem
+        self.graces: dict[str, float] = {}
+        # By stream: the service's output connections open now (its liveness, as seen
+        # here: a killed service closes them, and its petitions must not outlive it).
+        self.readers: dict[str, int] = {}
         self.link: SpawnerLink | None = None
         self._watch: asyncio.Task[None] | None = None
 
@@ -198,22 +205,51 @@ class OrchaWorkerPlugin(WorkerPlugin):
             task = asyncio.ensure_future(self.run(stream, **run))
             self._tasks.add(task)  # held: the loop keeps only weak references
             task.add_done_callback(self._tasks.discard)
-        return await serve_output(comm, self.buffers, stream, offset)
+        self.readers[stream] = self.readers.get(stream, 0) + 1
+        try:
+            return await serve_output(comm, self.buffers, stream, offset)
+        finally:
+            self.readers[stream] -= 1
+            if not self.readers[stream]:
+                del self.readers[stream]
+                asyncio.get_running_loop().call_later(DASK_ORPHAN_SECONDS, self._orphaned, stream)
+
+    def _orphaned(self, stream: str) -> None:
+        """``stream``'s last connection closed :data:`DASK_ORPHAN_SECONDS` ago. If its
+        petition still runs and the service has not resumed the stream, the service is
+        gone (killed, its host lost): stop the petition's tree, TERM, its grace, KILL, as
+        the guard does for a dead service's local petitions."""
+        if self.readers.get(stream):
+            return  # resumed
+        token = next((t for t, s in self.streams.items() if s == stream), None)
+        pid = self.pids.get(token or "")
+        if token is None or pid is None:
+            return  # it has ended (or never started)
+        grace = self.graces.get(token, self.grace)
+        log.warning("orcha: the service's stream of petition %s closed and was not "
+                    "resumed: the service is gone; stopping its tree (grace %g s)",
+                    token[:8], grace)  # fmt: skip
+        task = asyncio.ensure_future(stop_tree(token, pid, grace, False))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def serve_input(self, comm: Any, stream: str) -> Any:
         return await serve_input(comm, self.stdins, stream)
 
     async def run(
         self, stream: str, token: str, argv: list[str], cwd: str, env: dict[str, str],
-        stdin: bool = False, mem: int = 0,
+        stdin: bool = False, mem: int = 0, grace: float | None = None,
     ) -> int:  # fmt: skip
         """Run one petition's command (started by the service's ``orcha_output``
         connection ``stream``, not by a Dask task: that costs the scheduler's round trip
         and its batching): its output into its buffer, then its end record; returns its
         exit code. A start error ends it at once (code 127 or 126). ``stdin``: its stdin
         is fed by the service (else /dev/null); ``mem``: its ``--mem`` in bytes (0:
-        none), watched with its use."""
+        none), watched with its use; ``grace``: its grace period, should its service
+        die (:meth:`_orphaned`)."""
         buffer = self.buffers.setdefault(stream, Buffer())
+        if grace is not None:
+            self.graces[token] = grace
         try:
             code = await self._run(stream, token, buffer, argv, cwd, env, stdin, mem)
         except BaseException:
@@ -221,6 +257,7 @@ class OrchaWorkerPlugin(WorkerPlugin):
                 buffer.end(-9)  # never leave the service waiting for an end
             raise
         finally:
+            self.graces.pop(token, None)
             self._forget_later(stream, buffer)
         end = self.ends.setdefault(stream, asyncio.get_running_loop().create_future())
         if not end.done():

@@ -154,7 +154,7 @@ class WorkerMachine(Machine):
         limit, exceeded = self._limits.get(token, (0, None))
         stream = uuid.uuid4().hex  # this start's, on the worker
         run = {"token": token, "argv": list(argv), "cwd": cwd, "env": dict(env),
-               "stdin": stdin, "mem": limit}  # fmt: skip
+               "stdin": stdin, "mem": limit, "grace": self.grace}  # fmt: skip
         # The command starts from the stream's connection (one hop, no scheduler); the
         # task, submitted after, only shows it on Dask's dashboard and ends with it.
         proc = RemoteProcess(self, token, None, stream, run)
