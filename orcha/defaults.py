@@ -431,6 +431,13 @@ DASK_ORPHAN_SECONDS = 2.0
 #: Seconds to wait for the Dask scheduler at start-up.
 DASK_CONNECT_SECONDS = 10.0
 
+#: Once the Dask scheduler is lost, the service tries to reach it again (re-reading its
+#: scheduler file, if it was given one) after this many seconds, then twice as long each
+#: time, up to DASK_RECONNECT_MAX_SECONDS; each try waits DASK_RECONNECT_TRY_SECONDS.
+DASK_RECONNECT_SECONDS = 1.0
+DASK_RECONNECT_MAX_SECONDS = 10.0
+DASK_RECONNECT_TRY_SECONDS = 2.0
+
 #: Seconds a worker keeps an ended petition's unread output (its service died or
 #: restarted meanwhile and will never read it), so nothing grows on the worker.
 DASK_FORGET_SECONDS = 300.0

@@ -475,10 +475,44 @@ def a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
     assert field(env, "before", "state") == "INTERRUPTED"
 
 
+def a_lost_scheduler_is_reached_again(cluster: Cluster) -> None:
+    """kill -9 of the scheduler: the service says so (health, why waiting), keeps trying,
+    and takes the new scheduler (its file read again: a new port) and its new worker."""
+    env = cluster.env
+    old = json.loads(cluster.file.read_text())["address"]
+    scheduler = cluster.procs.pop("scheduler")
+    scheduler.kill()
+    scheduler.wait(10)
+
+    def health() -> Any:
+        return env.run("health")
+
+    assert wait_for(lambda: health().returncode == 1, timeout=15), health().stdout
+    out = health()
+    assert "dask: the Dask scheduler at" in out.stdout and "unreachable" in out.stdout, out
+    env.run("run", "--detach", "--id", "back", "--", "echo", "hi")
+    assert wait_for(lambda: "unreachable" in (field(env, "back", "waiting") or ""))
+    cluster.start("scheduler2", sys.executable, "-m", "dask", "scheduler", "--host",
+                  "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                  "--scheduler-file", str(cluster.file), *cluster.tls)  # fmt: skip
+
+    def address() -> str:
+        try:
+            return str(json.loads(cluster.file.read_text())["address"])
+        except (OSError, ValueError, KeyError):
+            return old
+
+    assert wait_for(lambda: address() != old, timeout=60)
+    cluster.worker("w5", "CPU=1")
+    assert wait_for(lambda: field(env, "back", "state") == "SUCCEEDED", timeout=60)
+    assert field(env, "back", "machine") == "w5"
+    assert health().returncode == 0
+
+
 @pytest.mark.timeout(600)  # seven tests' worth (about 25 s unloaded)
 def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     """Every scenario, in this order, on the one cluster (each leaves it as it found it,
-    but the restart, which comes last)."""
+    but the service's restart and the scheduler's, which come last)."""
     (tmp_path / "priority").mkdir()
     (tmp_path / "death").mkdir()
     (tmp_path / "groups").mkdir()
@@ -493,3 +527,4 @@ def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
     worker_death_and_version_mismatch(cluster, tmp_path / "death")
     a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(cluster)
+    a_lost_scheduler_is_reached_again(cluster)

@@ -10,6 +10,13 @@ leaves.
   milliseconds; a worker missing from a report is taken as gone too. Its running
   petitions end INTERRUPTED naming it; its spawner has already stopped their trees (it
   dies with its worker, see :mod:`.spawner`).
+* **The scheduler lost** (killed, restarted, its host down): the workers get no new
+  petition (state ``unreachable``), why a petition waits and ``orcha health`` say so, and
+  the service keeps trying to reach it (:meth:`Cluster.reconnect`, with backoff,
+  re-reading the scheduler file). Once back it registers orcha's plugin again (a new
+  scheduler does not have it) and takes the workers that rejoin; those that do not
+  within :data:`~orcha.defaults.DASK_CONNECT_SECONDS` are lost. The running petitions'
+  streams go straight to their workers, over a pool of their own: they go on meanwhile.
 * **Admission** stays the scheduler's: the machines are kept in best-fit order
   (:func:`~.inventory.best_fit`), a request is refused only if no connected worker could
   ever hold it (with none connected it waits), and why a petition waits names the best
@@ -18,6 +25,7 @@ leaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -26,7 +34,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orcha
-from orcha.defaults import DASK_CONNECT_SECONDS, DASK_REFRESH_SECONDS
+from orcha.defaults import (
+    DASK_CONNECT_SECONDS,
+    DASK_RECONNECT_MAX_SECONDS,
+    DASK_RECONNECT_SECONDS,
+    DASK_RECONNECT_TRY_SECONDS,
+    DASK_REFRESH_SECONDS,
+)
 from orcha.errors import ExecutorError
 from orcha.service.dask.inventory import WorkerReport, best_fit, read_report, why_waiting
 from orcha.service.dask.remote import WorkerMachine
@@ -47,10 +61,17 @@ log = logging.getLogger("orcha.service.dask")
 class Cluster:
     """The workers of one Dask cluster as machines of ``service``'s scheduler."""
 
-    def __init__(self, service: Service, target: DaskTarget, client: Any) -> None:
+    def __init__(self, service: Service, target: DaskTarget, client: Any, pool: Any = None) -> None:
+        """``pool``: the connection pool of the petitions' streams (default the client's)."""
         self.service = service
         self.target = target
         self.client = client
+        self.pool = pool if pool is not None else client.rpc
+        self.reachable = True  # the scheduler; else since when it is not (time.time())
+        self.unreachable_since = 0.0
+        self._retry_at = 0.0  # monotonic: the next try to reach it
+        self._delay = DASK_RECONNECT_SECONDS
+        self._settle_until = 0.0  # monotonic: until then, workers missing may rejoin
         self.scheduler = service.scheduler
         self.local = self.scheduler.machines[0]
         self.workers: dict[str, WorkerMachine] = {}  # by address, connected and orcha's
@@ -84,7 +105,7 @@ class Cluster:
                 continue  # closing already: never placed on
             if machine is None:
                 machine = WorkerMachine(
-                    report, self.client, self.service.settings.grace, self.relocate
+                    report, self.client, self.service.settings.grace, self.relocate, self.pool
                 )
                 with self.scheduler.lock:
                     self.workers[address] = machine
@@ -102,14 +123,17 @@ class Cluster:
                 changed = changed or report.cpus != machine.report.cpus
                 with self.scheduler.lock:
                     machine.update(report)
+        settling = time.monotonic() < self._settle_until
         for address in [a for a in list(self.workers) if a not in seen]:
-            if address not in info.get("workers", {}):
+            if address not in info.get("workers", {}) and not settling:
                 self.lose(address, "left the cluster")
                 changed = True
         for address in [a for a in list(self.refused) if a not in info.get("workers", {})]:
             del self.refused[address]
         self._order()
         if changed:
+            # Waiting petitions may fit now: nothing else would look (no petition ended).
+            self.scheduler.admit()
             self.service.wake()
 
     def lose(self, address: str, why: str) -> None:
@@ -177,9 +201,69 @@ class Cluster:
     def _loop(self) -> None:
         while not self._stop.wait(DASK_REFRESH_SECONDS):
             try:
+                if self.client.status != "running":
+                    self.reconnect()
+                    continue
+                if not self.reachable:
+                    self._back()  # Dask's own client found it again
                 self.refresh()
             except Exception as e:
                 log.warning("cannot read the Dask cluster's workers: %s", e)
+
+    # -- losing the scheduler -------------------------------------------------------------------
+    def reconnect(self) -> None:
+        """The client has lost the scheduler (Dask's own client retries the same address
+        for a while, then gives up for good): place nothing meanwhile, and try a new
+        client, the scheduler file read again, every :data:`DASK_RECONNECT_SECONDS`,
+        twice as long each time up to :data:`DASK_RECONNECT_MAX_SECONDS`."""
+        now = time.monotonic()
+        if self.reachable:
+            self.reachable = False
+            self.unreachable_since = time.time()
+            self._delay = DASK_RECONNECT_SECONDS
+            self._retry_at = now + self._delay
+            log.warning("lost the Dask scheduler at %s; petitions wait while orcha tries to "
+                        "reach it again", self.address)  # fmt: skip
+            with self.scheduler.lock:
+                for machine in self.workers.values():
+                    if machine.state != "lost":
+                        machine.state = "unreachable"
+            self._order()
+            self.service.wake()
+            return
+        if now < self._retry_at:
+            return
+        self._delay = min(self._delay * 2, DASK_RECONNECT_MAX_SECONDS)
+        self._retry_at = now + self._delay
+        try:
+            # On the same event loop: the running petitions' streams live there.
+            client = _client(self.target, DASK_RECONNECT_TRY_SECONDS, loop=self.client.loop)
+        except Exception as e:
+            log.info("the Dask scheduler at %s is still unreachable: %s", self.target.where, e)
+            self._retry_at = time.monotonic() + self._delay
+            return
+        old, self.client = self.client, client
+        with contextlib.suppress(Exception):
+            old.close(timeout=2)
+        self._back()
+
+    def _back(self) -> None:
+        """The scheduler answers again (perhaps a new one): give it orcha's plugin and
+        subscription, and the workers time to rejoin before those missing are lost."""
+        from orcha.service.dask.plugin import OrchaWorkerPlugin
+
+        client = self.client
+        client.register_plugin(OrchaWorkerPlugin(self.service.settings.grace), name="orcha")
+        client.subscribe_topic("all", self.on_event)
+        self.address = str(getattr(client.scheduler, "address", "") or self.target.where)
+        self.dashboard = str(getattr(client, "dashboard_link", "") or "")
+        with self.scheduler.lock:
+            for machine in [*self.workers.values(), *(m for m, _ in self.gone.values())]:
+                machine.client = client
+        self._settle_until = time.monotonic() + DASK_CONNECT_SECONDS
+        self.reachable = True
+        log.warning("reconnected to the Dask scheduler at %s", self.address)
+        self.refresh()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="dask-cluster", daemon=True)
@@ -200,7 +284,21 @@ class Cluster:
         if machines:
             check_feasible(machines, schedule)
 
+    @property
+    def trouble(self) -> str | None:
+        """What is wrong with the cluster as a whole (for ``health``), or None."""
+        if self.reachable:
+            return None
+        since = time.strftime("%H:%M:%S", time.localtime(self.unreachable_since))
+        return (
+            f"the Dask scheduler at {self.target.where} is unreachable since {since}; "
+            "orcha keeps trying to reach it (start it again, or check the network)"
+        )
+
     def summary(self, job: Waiting, machines: Sequence[Capacity], reasons: list[str]) -> str:
+        trouble = self.trouble
+        if trouble is not None:
+            return trouble
         pairs = [(m, r) for m, r in zip(machines, reasons, strict=True) if m.slots > 0]
         where = job.schedule.on
         if where is not None:
@@ -243,8 +341,6 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
     plugin, wait (briefly) for the connected workers' first reports, and keep the
     scheduler's machines in step from then on. ExecutorError if the scheduler cannot be
     reached."""
-    from distributed import Client
-
     from orcha.service.dask.plugin import OrchaWorkerPlugin
 
     # The default client of this process (its loop carries the output and input streams).
@@ -259,16 +355,12 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
             file=sys.stderr, flush=True,
         )  # fmt: skip
     try:
-        if target.address:
-            client = Client(target.address, timeout=DASK_CONNECT_SECONDS, set_as_default=True)
-        else:
-            client = Client(scheduler_file=target.scheduler_file, timeout=DASK_CONNECT_SECONDS,
-                            set_as_default=True)  # fmt: skip
+        client = _client(target, DASK_CONNECT_SECONDS)
     except Exception as e:  # OSError, TimeoutError, or a TLS problem: one line
         raise ExecutorError(
             f"cannot reach the Dask scheduler at {target.where} ({target.source}): {e}"
         ) from None
-    cluster = Cluster(service, target, client)
+    cluster = Cluster(service, target, client, _pool(client))
     client.register_plugin(OrchaWorkerPlugin(service.settings.grace), name="orcha")
     client.subscribe_topic("all", cluster.on_event)
     scheduler = service.scheduler
@@ -298,6 +390,31 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
         file=sys.stderr, flush=True,
     )  # fmt: skip
     return cluster
+
+
+def _client(target: DaskTarget, timeout: float, loop: Any = None) -> Any:
+    """A Dask client of ``target``'s scheduler (its file read now), the default client
+    of this process; on ``loop`` if given (else on a loop of its own)."""
+    from distributed import Client
+
+    if target.address:
+        return Client(target.address, timeout=timeout, set_as_default=True, loop=loop)
+    return Client(scheduler_file=target.scheduler_file, timeout=timeout, set_as_default=True,
+                  loop=loop)  # fmt: skip
+
+
+def _pool(client: Any) -> Any:
+    """A connection pool like ``client``'s, for the petitions' streams to the workers:
+    it stays open when the client is closed (Dask closes a client that lost its
+    scheduler for long, and orcha replaces it), so running petitions go on."""
+    from distributed.core import ConnectionPool
+
+    rpc = client.rpc
+    pool = ConnectionPool(deserialize=True, serializers=rpc.serializers,
+                          deserializers=rpc.deserializers,
+                          connection_args=client.connection_args, timeout=rpc.timeout)  # fmt: skip
+    client.sync(pool.start)
+    return pool
 
 
 def _wait_for_file(path: str) -> None:

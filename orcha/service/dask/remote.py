@@ -58,14 +58,18 @@ class WorkerMachine(Machine):
         client: Any,
         grace: float,
         relocate: Callable[[Job], bool] | None = None,
+        pool: Any = None,
     ) -> None:
         """``relocate``: moves a petition of this worker, once it is lost, to another
-        (see :meth:`Machine.relocate`)."""
+        (see :meth:`Machine.relocate`); ``pool``: the connection pool of the output and
+        input streams (default the client's; the cluster gives one that outlives its
+        client, which it replaces when it reconnects to the scheduler)."""
         super().__init__(report.name, report.gpus)
         self._relocate = relocate
         self.report = report
         self.address = report.address
         self.client = client
+        self.pool = pool if pool is not None else client.rpc
         self.grace = grace
         self.state = "ok"
         self._limits: dict[str, tuple[int, Callable[[str], None]]] = {}  # --mem, by token
@@ -109,7 +113,7 @@ class WorkerMachine(Machine):
     async def open_stream(self, op: str, **args: Any) -> Any:
         """A connection to the worker (from the client's pool: its TLS settings apply)
         on which it serves ``op`` with ``args`` (:mod:`.stream`)."""
-        comm = await self.client.rpc.connect(self.address)
+        comm = await self.pool.connect(self.address)
         try:
             await comm.write({"op": op, "reply": False, **args})
         except BaseException:
@@ -121,7 +125,7 @@ class WorkerMachine(Machine):
         """Write ``msg`` on ``comm``; with ``reuse`` its stream is over: back to the pool."""
         await comm.write(msg)
         if reuse:
-            self.client.rpc.reuse(self.address, comm)
+            self.pool.reuse(self.address, comm)
 
     def abort(self, comm: Any) -> None:
         """Drop ``comm`` (from any thread)."""

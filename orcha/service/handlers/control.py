@@ -191,13 +191,16 @@ def _check_fits(service: Service, name: str, settings: dict[str, Any]) -> None:
 
 def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     """Whether the service and each plugin are healthy (plugin checks run with a time
-    limit, their errors caught), with the queue and capacity."""
+    limit, their errors caught), with the queue and capacity. A service whose Dask
+    scheduler is unreachable is not healthy (``dask`` says why)."""
     plugins = service.plugins.health()
     scheduler = service.scheduler
     saving, state = service.store.health() if service.store is not None else (True, "saving ok")
+    trouble = service.dask.trouble if service.dask is not None else None
     return {
-        "healthy": saving and all(p["healthy"] for p in plugins.values()),
+        "healthy": saving and trouble is None and all(p["healthy"] for p in plugins.values()),
         "state": state,
+        **({"dask": trouble} if trouble is not None else {}),
         "queued": scheduler.queued_count,
         "running": scheduler.running_count,
         "cpus_in_use": scheduler.used_cpus,
@@ -216,6 +219,7 @@ def workers(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         "executor": "dask",
         "scheduler": cluster.address,
         "dashboard": cluster.dashboard,
+        "trouble": cluster.trouble,
         "workers": cluster.describe(),
     }
 
