@@ -405,3 +405,58 @@ def test_the_probe_tells_a_listening_scheduler_from_a_refused_port() -> None:
         assert not _answers(f"tcp://127.0.0.1:{closed.getsockname()[1]}")
     assert not _answers("tcp://127.0.0.1:notaport")
     assert _answers("inproc://whatever")  # only TCP is probed
+
+
+# -- a lost worker's petitions ------------------------------------------------------------------
+class FakeWorker:
+    """What Cluster.relocate asks of a machine."""
+
+    def __init__(self, name: str, slots: int = 2) -> None:
+        self.name, self.slots, self.free_slots = name, slots, slots
+        self.aliases = (name, f"tcp://127.0.0.1:{len(name)}")
+        self.free_gpu_count = 0
+
+    def refresh(self) -> None:
+        pass
+
+    def free_memory(self) -> int:
+        return 1 << 40
+
+    def reserve(self, need: Any) -> tuple[str, ...]:
+        self.free_slots -= need.cpus
+        return ()
+
+    def release(self, need: Any, gpus: Any) -> None:
+        self.free_slots += need.cpus
+
+
+def relocating(on: str | None, *machines: FakeWorker) -> tuple[Any, Any]:
+    """A cluster whose scheduler has ``machines``, and a job of its first (lost), pinned
+    ``on``, that has been cancelled (so that waiting for a machine ends at once)."""
+    import threading
+
+    from orcha.service.dask.cluster import Cluster
+
+    scheduler = SimpleNamespace(lock=threading.RLock(), machines=list(machines))
+    service = SimpleNamespace(scheduler=scheduler, store=None)
+    client = SimpleNamespace(scheduler=SimpleNamespace(address="tcp://s:1"), rpc=None)
+    cluster = Cluster(service, SimpleNamespace(where="tcp://s:1"), client)  # type: ignore[arg-type]
+    cancelled = threading.Event()
+    cancelled.set()
+    job = SimpleNamespace(id="pin", seq=1, placed=machines[0], machine=machines[0], gpu_ids=(),
+                          lock=threading.Lock(), pids={1}, cancel_event=cancelled,
+                          schedule=SimpleNamespace(on=on, cpus=1, gpus=0, mem=0))  # fmt: skip
+    job.placed.slots = 0  # lost
+    return cluster, job
+
+
+def test_a_pinned_petition_waits_for_its_worker_to_run_again() -> None:
+    lost, other = FakeWorker("w1"), FakeWorker("w2")
+    cluster, job = relocating("w1", lost, other)
+    assert cluster.relocate(job) is False  # not moved to w2: it waited (and was cancelled)
+    assert job.machine is lost and other.free_slots == 2
+    back = FakeWorker("w1")  # w1 rejoined (a new machine of that name)
+    cluster, job = relocating("w1", lost, other, back)
+    assert cluster.relocate(job) is True and job.machine is back
+    cluster, job = relocating(None, lost, other)  # not pinned: any worker with room
+    assert cluster.relocate(job) is True and job.machine is other

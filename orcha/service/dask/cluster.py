@@ -152,14 +152,18 @@ class Cluster:
     def relocate(self, job: Job) -> bool:
         """Move ``job`` (its worker was lost; it has attempts left) to the best worker its
         request fits on now, waiting for one; False if it is cancelled meanwhile. It goes
-        ahead of the waiting petitions, as a petition already started."""
+        ahead of the waiting petitions, as a petition already started. One pinned with
+        ``--on`` waits for a worker of that name (its own, when it rejoins)."""
         need = job.schedule
+        told = False
         while True:
             with self.scheduler.lock:
                 old = job.placed
                 for machine in self.scheduler.machines:
                     machine.refresh()
                     if machine.slots <= 0 or machine is old:
+                        continue
+                    if need.on is not None and need.on not in machine.aliases:
                         continue
                     if (machine.free_slots >= need.cpus and machine.free_gpu_count >= need.gpus
                             and (not need.mem or machine.free_memory() >= need.mem)):  # fmt: skip
@@ -178,6 +182,10 @@ class Cluster:
                 with job.lock:
                     job.pids.clear()  # those were the lost worker's
                 return True
+            if need.on is not None and not told:
+                told = True
+                log.info("petition %s waits for worker %s (--on) for its next attempt", job.id,
+                         need.on)  # fmt: skip
             if job.cancel_event.wait(DASK_REFRESH_SECONDS):
                 return False
 
