@@ -460,3 +460,25 @@ def test_a_pinned_petition_waits_for_its_worker_to_run_again() -> None:
     assert cluster.relocate(job) is True and job.machine is back
     cluster, job = relocating(None, lost, other)  # not pinned: any worker with room
     assert cluster.relocate(job) is True and job.machine is other
+
+
+def test_on_names_a_lost_worker_and_the_petition_waits_for_it() -> None:
+    import time
+
+    from orcha.errors import PetitionError
+    from orcha.protocol.schedule import Schedule
+
+    lost, other = FakeWorker("w1"), FakeWorker("w2")
+    cluster, _ = relocating(None, lost)
+    cluster.scheduler.machines[:] = [other]  # w1 was lost: no longer a machine
+    for machine in (lost, other):
+        machine.inventory = ()  # type: ignore[attr-defined]
+        machine.total_memory = lambda: 1 << 40  # type: ignore[attr-defined]
+    lost.state = "lost"  # type: ignore[attr-defined]
+    cluster.gone[lost.aliases[1]] = (lost, time.time())  # type: ignore[assignment]
+    cluster.check_feasible(Schedule(on="w1"))  # accepted: it waits
+    with pytest.raises(PetitionError, match="no machine of this service is called so"):
+        cluster.check_feasible(Schedule(on="w9"))
+    waiting = SimpleNamespace(schedule=SimpleNamespace(on="w1", cpus=1, gpus=0, mem=0))
+    why = cluster.summary(waiting, [other], ["runs only on w1"])  # type: ignore[arg-type]
+    assert why == "worker w1 was lost; waiting for it to rejoin (--on)"

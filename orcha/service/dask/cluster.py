@@ -287,10 +287,21 @@ class Cluster:
     # -- admission words ------------------------------------------------------------------------
     def check_feasible(self, schedule: Schedule) -> None:
         """Refuse a request no connected worker (nor this host, if it runs petitions)
-        could ever hold; with no worker connected, accept it: it waits for one."""
+        could ever hold; with no worker connected, accept it: it waits for one. With
+        ``--on``, a worker known but not connected now (lost a while ago, or the
+        scheduler unreachable) is waited for too."""
         machines = [m for m in self.scheduler.machines if m.slots > 0]
+        on = schedule.on
+        if on is not None and not any(on in m.aliases for m in machines) and self._known(on):
+            return
         if machines:
             check_feasible(machines, schedule)
+
+    def _known(self, where: str) -> WorkerMachine | None:
+        """The worker ``where`` names among those known but not connected, or None."""
+        with self.scheduler.lock:
+            known = [*self.workers.values(), *(m for m, _ in self.gone.values())]
+        return next((m for m in known if where in m.aliases), None)
 
     @property
     def trouble(self) -> str | None:
@@ -312,6 +323,9 @@ class Cluster:
         if where is not None:
             pairs = [(m, r) for m, r in pairs if where in getattr(m, "aliases", (m.name,))]
             if not pairs:
+                known = self._known(where)
+                if known is not None and known.state == "lost":
+                    return f"worker {where} was lost; waiting for it to rejoin (--on)"
                 return f"no worker called {where} is connected (--on)"
         gpus = {m.name: len(m.inventory) for m in self.workers.values()}
         return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs], gpus)
