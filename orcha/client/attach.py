@@ -421,7 +421,13 @@ def _end_code(event: dict[str, Any], petition_id: str, screen: Screen) -> int:
         screen.notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
         return int(ExitCode.CANCELLED)
     if state == "INTERRUPTED":
-        raise LostServiceError("the petition was interrupted")
+        if not message:
+            raise LostServiceError("the petition was interrupted")
+        # The service is fine: what it ran on was lost (a Dask worker). Its record says
+        # which; the code stays the one 'wait' and 'follow' give an interrupted petition.
+        screen.notice(f"petition {petition_id} was interrupted: {message}; see 'orcha "
+                      f"status {petition_id}'")  # fmt: skip
+        return int(ExitCode.LOST_SERVICE)
     if message:
         screen.notice(message)
     return code if code else int(ExitCode.FAILED)

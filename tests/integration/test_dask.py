@@ -405,6 +405,7 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
              "sys.argv[0] = 'dask-worker'; main()")  # fmt: skip
     cluster.worker("w3", "CPU=5")
     cluster.worker("w4", "CPU=8", prefix=other)
+    attached: subprocess.Popen[str] | None = None
     try:
         assert wait_for(lambda: {"w3", "w4"} <= set(cluster.workers()), timeout=60, interval=0.2)
         workers = cluster.workers()
@@ -417,10 +418,15 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         env.run("run", "--detach", "--id", "hold", "--", "sh", "-c",
                 f"while [ ! -e {gate} ]; do sleep 0.05; done")  # fmt: skip
         assert wait_for(lambda: field(env, "hold", "machine") == "w2")  # the fullest first
-        env.run("run", "--detach", "--id", "doomed", "--cpus", "4", "--", "sh", "-c", tree("1733"))
+        env.run("run", "--detach", "--id", "doomed", "--cpus", "3", "--", "sh", "-c", tree("1733"))
         again = 'if [ "$ORCHA_ATTEMPT" = 2 ]; then echo second; else exec sleep 17359; fi'
         env.run("run", "--detach", "--id", "again", "--retries", "1", "--", "sh", "-c", again)
-        assert wait_for(lambda: len(sleeps("1733")) == 4 and len(sleeps("17359")) == 1, timeout=30)
+        attached = subprocess.Popen(
+            [sys.executable, "-m", "orcha", "run", "--id", "att", "--on", "w3", "--", "sleep",
+             "17361"], env=env.vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert wait_for(lambda: len(sleeps("1733")) == 4 and len(sleeps("17359")) == 1
+                        and len(sleeps("17361")) == 1, timeout=30)  # fmt: skip
         assert field(env, "doomed", "machine") == field(env, "again", "machine") == "w3"
         # Contract: the scheduler's event for a lost worker, as orcha reads it.
         from distributed import Client
@@ -445,6 +451,11 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         watcher.close()
         assert wait_for(lambda: field(env, "doomed", "state") == "INTERRUPTED")
         assert "w3" in field(env, "doomed", "message")
+        # The attached client says its worker was lost, not that the service was.
+        _, err = attached.communicate(timeout=30)
+        assert attached.returncode == 206, err
+        want = "orcha: petition att was interrupted: worker w3 was lost; see 'orcha status att'\n"
+        assert err == want, err
         # With a retry left, it runs again on a worker that has room (w1).
         assert wait_for(lambda: field(env, "again", "state") == "SUCCEEDED")
         assert (field(env, "again", "machine"), field(env, "again", "attempt")) == ("w1", 2)
@@ -456,6 +467,9 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         out = env.run("run", "--cpus", "4", "--", "true", timeout=5)  # fits nowhere now
         assert out.returncode == 204
     finally:
+        if attached is not None and attached.poll() is None:
+            attached.kill()
+            attached.wait(10)
         cluster.stop("w3")
         cluster.stop("w4")
 

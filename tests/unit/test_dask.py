@@ -482,3 +482,16 @@ def test_on_names_a_lost_worker_and_the_petition_waits_for_it() -> None:
     waiting = SimpleNamespace(schedule=SimpleNamespace(on="w1", cpus=1, gpus=0, mem=0))
     why = cluster.summary(waiting, [other], ["runs only on w1"])  # type: ignore[arg-type]
     assert why == "worker w1 was lost; waiting for it to rejoin (--on)"
+
+
+def test_an_attached_client_says_its_petition_was_interrupted_by_its_worker() -> None:
+    from orcha.client.attach import _end_code
+    from orcha.errors import LostServiceError
+
+    said: list[str] = []
+    screen = SimpleNamespace(notice=said.append)
+    end = {"state": "INTERRUPTED", "code": 1, "message": "worker w2 was lost"}
+    assert _end_code(end, "att", screen) == ExitCode.LOST_SERVICE  # type: ignore[arg-type]
+    assert said == ["petition att was interrupted: worker w2 was lost; see 'orcha status att'"]
+    with pytest.raises(LostServiceError):  # no word of why: the service went away
+        _end_code({"state": "INTERRUPTED"}, "att", screen)  # type: ignore[arg-type]
