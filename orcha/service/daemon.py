@@ -264,10 +264,14 @@ class Daemon:
                     address,
                 )
         guard = f"guard {self.guard_pid}, " if self.guard_pid else ""
+        if service.dask is not None:  # the workers run petitions, this host maybe
+            where = str(service.dask.banner())
+        else:
+            where = (f"up to {service.manager.max_running} running, "
+                     f"GPUs: {','.join(service.scheduler.inventory) or 'none'}")  # fmt: skip
         print(
             f"orcha {__version__}: listening on {address} (pid {os.getpid()}, {guard}"
-            f"up to {service.manager.max_running} running, "
-            f"GPUs: {','.join(service.scheduler.inventory) or 'none'}, kinds: "
+            f"{where}, kinds: "
             f"{', '.join(sorted(service.manager.kinds())) or 'none'})",
             flush=True,
         )

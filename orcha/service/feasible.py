@@ -28,12 +28,13 @@ def check_feasible(machines: Sequence[Machine], schedule: Schedule) -> None:
             )
         machines = named
     one = len(machines) == 1
-    slots = max(m.slots for m in machines)
+    largest = max(machines, key=lambda m: m.slots)
+    slots = largest.slots
     if schedule.cpus > slots:
         where = "this service has" if one else "the largest machine of this service has"
         raise PetitionError(
             f"the petition asks for {schedule.cpus} CPUs but {where} {slots} "
-            "('orcha serve --max-running'); ask for fewer with --cpus",
+            f"({largest.capacity_hint}); ask for fewer with --cpus",
             ExitCode.REFUSED,
         )
     most_gpus = max(len(m.inventory) for m in machines)

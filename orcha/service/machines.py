@@ -63,6 +63,11 @@ class Machine:
         """What ``--on`` may call it: its name, and e.g. its host's name."""
         return (self.name,)
 
+    @property
+    def capacity_hint(self) -> str:
+        """Where its CPU slots are set, for a refusal's hint."""
+        return "'orcha serve --max-running'"
+
     # -- capacity ---------------------------------------------------------------------------
     @property
     def slots(self) -> int:

@@ -192,6 +192,10 @@ def tree(marker: str) -> str:
 
 
 def workers_report_their_capacity(cluster: Cluster) -> None:
+    # The banner says where petitions run: the workers, not this host's --max-running.
+    banner = cluster.env.services[-1].banner
+    assert re.search(r"on Dask: \d worker\(s\), \d CPU slot\(s\), \d GPU\(s\), kinds", banner)
+    assert "up to" not in banner and "this host" not in banner, banner
     out = cluster.env.run("workers", "--json")
     assert out.returncode == 0, out.stderr
     workers = {w["name"]: w for w in json.loads(out.stdout)["workers"]}

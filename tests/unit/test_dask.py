@@ -495,3 +495,24 @@ def test_an_attached_client_says_its_petition_was_interrupted_by_its_worker() ->
     assert said == ["petition att was interrupted: worker w2 was lost; see 'orcha status att'"]
     with pytest.raises(LostServiceError):  # no word of why: the service went away
         _end_code({"state": "INTERRUPTED"}, "att", screen)  # type: ignore[arg-type]
+
+
+def test_a_request_too_big_for_any_worker_names_where_a_worker_gets_its_slots() -> None:
+    from orcha.errors import PetitionError
+    from orcha.protocol.schedule import Schedule
+    from orcha.service.dask.inventory import WorkerReport
+    from orcha.service.dask.remote import WorkerMachine
+    from orcha.service.feasible import check_feasible
+
+    def worker(name: str, cpus: int) -> WorkerMachine:
+        report = WorkerReport(address=f"tcp://127.0.0.1:{cpus}", name=name, host="h",
+                              cpus=cpus, mem_total=1 << 30, mem_available=1 << 30, gpus=(),
+                              load=0.0, version="x", running=0, last_seen=0.0)  # fmt: skip
+        return WorkerMachine(report, SimpleNamespace(rpc=None), 1.0)
+
+    with pytest.raises(PetitionError) as e:
+        check_feasible([worker("w1", 2), worker("w2", 1)], Schedule(cpus=3))
+    assert e.value.message == (
+        "the petition asks for 3 CPUs but the largest machine of this service has 2 (worker "
+        "w1: 'dask worker --resources CPU=N', else its host's cores); ask for fewer with --cpus"
+    )

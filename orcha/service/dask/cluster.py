@@ -330,6 +330,18 @@ class Cluster:
         gpus = {m.name: len(m.inventory) for m in self.workers.values()}
         return why_waiting(job, [m for m, _ in pairs], [r for _, r in pairs], gpus)
 
+    def banner(self) -> str:
+        """Where petitions run, for ``orcha serve``'s banner: the workers' capacity, and
+        this host's only if it runs petitions too (``--dask-local``)."""
+        with self.scheduler.lock:
+            workers = list(self.workers.values())
+        words = (f"on Dask: {len(workers)} worker(s), {sum(m.slots for m in workers)} CPU "
+                 f"slot(s), {sum(len(m.inventory) for m in workers)} GPU(s)")  # fmt: skip
+        if self.local.slots > 0:
+            words += (f"; this host: up to {self.local.slots} running, GPUs: "
+                      f"{','.join(self.local.inventory) or 'none'}")  # fmt: skip
+        return words
+
     # -- what 'orcha workers' shows -------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
         """Every worker: connected, refused, and recently lost."""

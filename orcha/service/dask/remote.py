@@ -84,6 +84,11 @@ class WorkerMachine(Machine):
         return (r.name, r.host, r.address, r.address.split("://", 1)[-1])
 
     @property
+    def capacity_hint(self) -> str:
+        return (f"worker {self.name}: 'dask worker --resources CPU=N', else its host's "
+                "cores")  # fmt: skip
+
+    @property
     def slots(self) -> int:
         return self.report.cpus if self.state == "ok" else 0
 
