@@ -420,14 +420,11 @@ def _end_code(event: dict[str, Any], petition_id: str, screen: Screen) -> int:
             return int(ExitCode.INTERRUPTED)
         screen.notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
         return int(ExitCode.CANCELLED)
-    if state == "INTERRUPTED":
+    if state == "INTERRUPTED":  # with a message, the service is fine: its Dask worker was lost
         if not message:
             raise LostServiceError("the petition was interrupted")
-        # The service is fine: what it ran on was lost (a Dask worker). Its record says
-        # which; the code stays the one 'wait' and 'follow' give an interrupted petition.
-        screen.notice(f"petition {petition_id} was interrupted: {message}; see 'orcha "
-                      f"status {petition_id}'")  # fmt: skip
-        return int(ExitCode.LOST_SERVICE)
+        screen.notice(f"petition {petition_id} was interrupted: {message} (--retries reruns it)")
+        return int(ExitCode.LOST_SERVICE)  # what 'wait' and 'follow' give it too
     if message:
         screen.notice(message)
     return code if code else int(ExitCode.FAILED)

@@ -458,7 +458,7 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         # The attached client says its worker was lost, not that the service was.
         _, err = attached.communicate(timeout=30)
         assert attached.returncode == 206, err
-        want = "orcha: petition att was interrupted: worker w3 was lost; see 'orcha status att'\n"
+        want = "orcha: petition att was interrupted: worker w3 was lost (--retries reruns it)\n"
         assert err == want, err
         # With a retry left, it runs again on a worker that has room (w1).
         assert wait_for(lambda: field(env, "again", "state") == "SUCCEEDED")

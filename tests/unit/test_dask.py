@@ -492,7 +492,7 @@ def test_an_attached_client_says_its_petition_was_interrupted_by_its_worker() ->
     screen = SimpleNamespace(notice=said.append)
     end = {"state": "INTERRUPTED", "code": 1, "message": "worker w2 was lost"}
     assert _end_code(end, "att", screen) == ExitCode.LOST_SERVICE  # type: ignore[arg-type]
-    assert said == ["petition att was interrupted: worker w2 was lost; see 'orcha status att'"]
+    assert said == ["petition att was interrupted: worker w2 was lost (--retries reruns it)"]
     with pytest.raises(LostServiceError):  # no word of why: the service went away
         _end_code({"state": "INTERRUPTED"}, "att", screen)  # type: ignore[arg-type]
 
