@@ -419,24 +419,14 @@ DASK_POLL_SECONDS = 1.0
 #: heartbeats; a worker's death is heard at once through the scheduler's events).
 DASK_REFRESH_SECONDS = 0.5
 
-#: Times in a row a broken output stream from a worker is reconnected (resumed from
-#: the last byte received) before its petition is taken as lost with its worker.
-DASK_RECONNECTS = 5
+#: Times in a row a broken output stream from a worker is resumed (from the last byte
+#: received) before its petition is taken as lost with its worker; seconds the worker
+#: waits for it before it takes the service as dead and stops the petition's tree.
+DASK_RECONNECTS, DASK_ORPHAN_SECONDS = 5, 2.0
 
-#: Seconds a worker waits for the service to resume a running petition's output stream
-#: once it closed (the service resumes a broken one within about 1.5 s) before it takes
-#: the service as dead and stops the petition's tree (TERM, its grace, KILL).
-DASK_ORPHAN_SECONDS = 2.0
-
-#: Seconds to wait for the Dask scheduler at start-up.
-DASK_CONNECT_SECONDS = 10.0
-
-#: Once the Dask scheduler is lost, the service tries to reach it again (re-reading its
-#: scheduler file, if it was given one) after this many seconds, then twice as long each
-#: time, up to DASK_RECONNECT_MAX_SECONDS; each try waits DASK_RECONNECT_TRY_SECONDS.
-DASK_RECONNECT_SECONDS = 1.0
-DASK_RECONNECT_MAX_SECONDS = 10.0
-DASK_RECONNECT_TRY_SECONDS = 2.0
+#: Seconds to wait for the Dask scheduler at start-up; once lost, seconds to the first
+#: try to reach it again (each waits as long), doubled each time up to the former.
+DASK_CONNECT_SECONDS, DASK_RECONNECT_SECONDS = 10.0, 2.0
 
 #: Seconds a worker keeps an ended petition's unread output (its service died or
 #: restarted meanwhile and will never read it), so nothing grows on the worker.

@@ -36,9 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orcha
 from orcha.defaults import (
     DASK_CONNECT_SECONDS,
-    DASK_RECONNECT_MAX_SECONDS,
     DASK_RECONNECT_SECONDS,
-    DASK_RECONNECT_TRY_SECONDS,
     DASK_REFRESH_SECONDS,
 )
 from orcha.errors import ExecutorError
@@ -222,8 +220,8 @@ class Cluster:
     def reconnect(self) -> None:
         """The client has lost the scheduler (Dask's own client retries the same address
         for a while, then gives up for good): place nothing meanwhile, and try a new
-        client, the scheduler file read again, every :data:`DASK_RECONNECT_SECONDS`,
-        twice as long each time up to :data:`DASK_RECONNECT_MAX_SECONDS`."""
+        client, the scheduler file read again, after :data:`DASK_RECONNECT_SECONDS`,
+        then twice as long each time up to :data:`DASK_CONNECT_SECONDS`."""
         now = time.monotonic()
         if self.reachable:
             self.reachable = False
@@ -241,11 +239,11 @@ class Cluster:
             return
         if now < self._retry_at:
             return
-        self._delay = min(self._delay * 2, DASK_RECONNECT_MAX_SECONDS)
+        self._delay = min(self._delay * 2, DASK_CONNECT_SECONDS)
         self._retry_at = now + self._delay
         try:
             # On the same event loop: the running petitions' streams live there.
-            client = _client(self.target, DASK_RECONNECT_TRY_SECONDS, loop=self.client.loop)
+            client = _client(self.target, DASK_RECONNECT_SECONDS, loop=self.client.loop)
         except Exception as e:
             log.info("the Dask scheduler at %s is still unreachable: %s", self.target.where, e)
             self._retry_at = time.monotonic() + self._delay
