@@ -19,7 +19,7 @@ from orcha.cli.output import json_option, print_json
 def workers(ctx: click.Context, as_json: bool) -> int:
     """List the Dask workers petitions run on ('orcha serve --dask'): each one's name,
     host, address, CPUs in use/total, memory available/total, GPUs, running petitions,
-    state (ok, lost, version mismatch) and when it last reported.
+    state (ok, lost, unreachable, version mismatch) and when it last reported.
 
     A service without Dask runs petitions on its own host only, and says so.
     """
