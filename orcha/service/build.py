@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from orcha.plugins.discovery import LoadedPlugin
     from orcha.service.dask.target import DaskTarget
     from orcha.service.manager import Manager
+    from orcha.service.queued import Waiting
     from orcha.settings import Settings
 
 log = logging.getLogger("orcha.service")
@@ -93,6 +94,7 @@ def build_service(
         backfill_bound=settings.backfill_bound,
         ended=service.end_of,
         failed=service.failed_waiting,
+        met=lambda job: _keep_met(service, job),
         predicates=[PluginPredicate(p) for p in kind_manager.predicates] if kind_manager else (),
     )
     runner.scheduler = scheduler
@@ -132,3 +134,10 @@ def _namespace(settings: Settings) -> str:
     import hashlib
 
     return hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:8]
+
+
+def _keep_met(service: Service, job: Waiting) -> None:
+    """``job``'s dependencies are met: its record keeps that, so that a restart does not
+    look them up again (their records may be cleaned by then)."""
+    if service.store is not None and job.seq is not None:
+        service.store.update_later(job.seq, deps_met=1)

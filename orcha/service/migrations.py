@@ -132,6 +132,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX petitions_waiting ON petitions (state, seq) "
         "WHERE state IN ('QUEUED', 'RUNNING')",
     ],
+    [
+        # 1 once every petition it runs --after (--after-any) has ended as it must: met
+        # for good, so a restart does not look them up again (their records may have
+        # been cleaned meanwhile, or their names reused).
+        "ALTER TABLE petitions ADD COLUMN deps_met INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -423,11 +423,26 @@ class Dependencies:
     ``--after-any``). A dependency that failed dooms it: the scheduler fails it; until
     then the reason says so."""
 
-    def __init__(self, live: dict[str, Waiting], ended: EndLookup) -> None:
-        """``live``: the waiting and running jobs by ID; ``ended``: the records."""
+    def __init__(
+        self,
+        live: dict[str, Waiting],
+        ended: EndLookup,
+        met: Callable[[Waiting], None] | None = None,
+    ) -> None:
+        """``live``: the waiting and running jobs by ID; ``ended``: the records; ``met``:
+        told when a job's dependencies are met (its record keeps that: see :meth:`met`)."""
         self.live = live
         self.ended = ended
+        self.on_met = met
         self.recent: dict[str, tuple[State, int | None]] = {}  # ID -> how it ended
+
+    def met(self, job: Waiting) -> None:
+        """``job``'s dependencies are met, for good, as Slurm drops a satisfied one: it
+        is not checked again, not even after a restart (``on_met`` keeps it in its
+        record), when what it ran after may have been cleaned or its name reused."""
+        job.deps_ready = True
+        if job.schedule.dependencies and self.on_met is not None:
+            self.on_met(job)
 
     def remember(self, job: Waiting) -> None:
         """``job`` has ended (its dependants look its end up here first)."""

@@ -190,7 +190,9 @@ class Queued:
         env: tuple[str, ...] | str,
         log: str | bytes,
         paused: bool = False,
+        deps_met: bool = False,
     ) -> None:
+        """``deps_met``: its record says its dependencies were met (before a restart)."""
         self.source = source
         self.seq = seq
         self.id = petition_id
@@ -201,7 +203,7 @@ class Queued:
         self.log = log  # its log's path, or its unique name (see compact_log)
         self.paused = paused
         self.rank: tuple[Any, ...] = ()
-        self.deps_ready = not source.schedule.dependencies
+        self.deps_ready = deps_met or not source.schedule.dependencies
         self.blocked_since: float | None = None
         self.built: Job | None = None  # its Job, once built (Scheduler.job)
 

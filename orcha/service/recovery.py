@@ -146,7 +146,7 @@ class _Plain:
         for batch in batches:
             for row in batch:
                 (seq, petition_id, _, _, params, _, _, _, _, own, log_path, _,
-                 paused, _, _) = row  # fmt: skip
+                 paused, _, _, deps_met) = row  # fmt: skip
                 try:
                     source = self.source(row)
                     checked = self.checked(source.runs, params)
@@ -162,6 +162,7 @@ class _Plain:
                         own,
                         compact_log(self.service, log_path, logs),
                         bool(paused),
+                        bool(deps_met),
                     )
                 )
         taken: list[Queued] = []  # IDs live already: the first of a name stays
@@ -184,7 +185,7 @@ class _Plain:
     def source(self, row: tuple[Any, ...]) -> Source:
         """What the record shares with those of its kind, schedule and submission."""
         (_, _, kind, runs_as, _, priority, submitted, cwd, env_id, _, _, schedule,
-         _, array, limit) = row  # fmt: skip
+         _, array, limit, _) = row  # fmt: skip
         key = (kind, runs_as, priority, submitted, cwd, env_id, schedule, array, limit)
         source = self.sources.get(key)
         if source is None:
@@ -372,6 +373,8 @@ def _requeue(
         created=row["submitted"],
     )  # fmt: skip
     job.paused = bool(row["paused"])
+    # Met before the restart: met for good (what it ran after may be cleaned since).
+    job.deps_ready = job.deps_ready or bool(row.get("deps_met"))
     job.attempt = attempt
     job.events = service.events
     changed: dict[str, Any] = {}

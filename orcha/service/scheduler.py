@@ -29,8 +29,7 @@ The rules (docs/scheduling.rst explains them for users):
 * **Loans** (:mod:`orcha.service.loans`): a parent blocked on its children lends them
   its reservation, one child at a time, so parents waiting on children never deadlock.
 
-Why a petition waits (:meth:`Scheduler.explain`) is the words of the predicate that said
-no.
+Why a petition waits (:meth:`Scheduler.explain`) is the words of the predicate that said no.
 """
 
 from __future__ import annotations
@@ -82,6 +81,7 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         backfill_bound: float = 0.0,
         ended: EndLookup | None = None,
         failed: Callable[[Job], None] | None = None,
+        met: Callable[[Waiting], None] | None = None,
         machines: Sequence[Machine] | None = None,
         procs: ProcessControl | None = None,
         predicates: Sequence[preds.Predicate] = (),
@@ -93,8 +93,9 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         the inventory of GPU indices); ``aging``: seconds of waiting per priority step (0:
         no aging); ``backfill_bound``: how long a blocked petition may be delayed by later
         ones; ``ended(id)``: how an ID that is neither queued nor running ended (records);
-        ``failed(job)``: told when a waiting job fails (a dependency failed);
-        ``predicates``: more conditions every petition of orcha's kinds must meet."""
+        ``failed(job)``: told when a waiting job fails (a dependency failed); ``met(job)``:
+        when its dependencies are met (predicates.Dependencies.met); ``predicates``:
+        more conditions every petition of orcha's kinds must meet."""
         if machines is None:
             machines = [LocalMachine(host, procs, slots=capacity, gpus=gpus)]
         if not machines:
@@ -102,15 +103,14 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         self.machines: list[Machine] = list(machines)
         self._start = start
         self._clock = clock
-        self.aging = aging
-        self.backfill_bound = backfill_bound
+        self.aging, self.backfill_bound = aging, backfill_bound
         self._failed = failed
         self.inventory: tuple[str, ...] = tuple(g for m in self.machines for g in m.inventory)
         # The predicates (see orcha.service.predicates for the three roles).
         self._state = preds.Holds()
         paused, full = preds.Paused(self._state), preds.GroupFull(self._state)
         self._live: dict[str, Waiting] = {}  # ID -> waiting or running job (or entry)
-        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None))
+        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None), met)
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
         self._rules = Rules(
@@ -252,7 +252,7 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         it failed."""
         outcome = self._deps.check(job)
         if outcome is None:
-            job.deps_ready = True
+            self._deps.met(job)
             self._enter_order(job)
         elif outcome[0] == "fail":
             return self._fail(job, outcome[1], settle=settle)

@@ -50,7 +50,7 @@ _COLUMNS = (
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
     "parent", "parent_seq", "leftovers", "log_truncated", "cpu_time", "peak_rss",
-    "restart_of", "array", "array_index", "array_limit",
+    "restart_of", "array", "array_index", "array_limit", "deps_met",
 )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ _PLAIN_QUEUED = (
 #: Their columns, in this order.
 QUEUED_COLUMNS = (
     "seq", "id", "kind", "runs_as", "params", "priority", "submitted", "cwd", "env_id",
-    "env", "log_path", "schedule", "paused", "array", "array_limit",
+    "env", "log_path", "schedule", "paused", "array", "array_limit", "deps_met",
 )  # fmt: skip
 
 

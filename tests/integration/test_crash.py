@@ -315,6 +315,29 @@ def test_ended_records_survive_a_crash_in_private_files(env: Env) -> None:
     )
 
 
+def test_a_met_dependency_stays_met_after_a_crash_though_its_record_was_cleaned(
+    env: Env,
+) -> None:
+    # Held (or waiting for CPUs) after what they run after ended, then that is cleaned
+    # (a cron 'clean --older-than'): a crash must not turn them into 210 'unknown'.
+    service = env.serve(*SERVE)
+    assert env.run("run", "a", "--", "true", timeout=WAIT).returncode == 0
+    assert env.run("run", "b", "--", "false", timeout=WAIT).returncode == 1
+    for name, option, dep in (("dep", "--after", "a"), ("any", "--after-any", "b")):
+        queued = env.run("run", name, "--detach", "--hold", option, dep, "--", "echo", name)
+        assert queued.returncode == 0, queued.stderr
+    cleaned = env.run("clean", "a", "b", timeout=WAIT)  # commits what was queued first
+    assert cleaned.returncode == 0, cleaned.stderr
+    kill9(service)
+
+    env.serve(*SERVE)
+    released = env.run("release", "dep", "any", timeout=WAIT)
+    assert released.returncode == 0, released.stderr
+    waited = env.run("wait", "dep", "any", "--status", "success", timeout=WAIT)
+    assert waited.returncode == 0, waited.stderr
+    assert env.run("logs", "dep", "any", timeout=WAIT).stdout == "[dep] dep\n[any] any\n"
+
+
 # -- 6. restarts do not run anything twice -------------------------------------------------
 def test_two_restarts_run_each_queued_petition_exactly_once(env: Env, tmp_path: Path) -> None:
     first = env.serve(*SERVE)

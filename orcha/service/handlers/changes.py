@@ -76,9 +76,11 @@ def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError
 
 def _save(service: Service, job: Job, **fields: Any) -> None:
     """Keep a waiting job's changed request in its record (queued again after a restart
-    with it)."""
+    with it), and whether its dependencies are met (new ones may not be)."""
     if service.store is not None and job.seq is not None:
-        service.store.update_later(job.seq, schedule=job.schedule.to_wire(), **fields)
+        service.store.update_later(
+            job.seq, schedule=job.schedule.to_wire(), deps_met=int(job.deps_ready), **fields
+        )
 
 
 # -- release ---------------------------------------------------------------------------------

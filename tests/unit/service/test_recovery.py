@@ -314,3 +314,53 @@ def test_the_on_finish_hook_hears_of_petitions_a_restart_interrupted(
         assert log_path.startswith(str(tmp_path)) and log_path.endswith(".log")
     finally:
         second.close()
+
+
+@pytest.mark.parametrize("after", ["after", "after_any"])
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_met_dependency_stays_met_after_a_restart_though_its_record_was_cleaned(
+    tmp_path: Path, after: str, plain: bool
+) -> None:
+    # 'dep' may start once 'a' succeeded; a clean of 'a' and a restart must not undo
+    # that (its dependency is not unknown: it was met). ``plain``: restored as a compact
+    # entry (the common case), else as a Job (a record whose environment is its own).
+    first = Harness(tmp_path, max_running=1)
+    first.submit("a")
+    first.run_to_end("a")
+    first.submit("dep", schedule={after: ["a"], "hold": True})
+    assert first.call("clean", ids=["a"], older_than=None)["removed"] == 1
+    store = first.service.store
+    assert store is not None
+    if not plain:
+        store.update(first.record("dep")["seq"], env={"OWN": "1"})
+    first.service.begin_stop()
+    first.close()
+
+    second = Harness(tmp_path, max_running=1)
+    try:
+        record = second.record("dep")
+        assert (record["state"], record.get("waiting")) == ("QUEUED", "held ('orcha release dep')")
+        second.call("release", ids=["dep"])
+        second.gates.wait_started("dep")
+    finally:
+        second.close()
+
+
+def test_dependencies_edited_after_theirs_were_met_are_waited_for_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    first = Harness(tmp_path, max_running=1)
+    first.submit("a")
+    first.run_to_end("a")
+    first.submit("b", schedule={"hold": True})
+    first.submit("dep", schedule={"after": ["a"], "hold": True})  # met at once
+    first.call("edit", id="dep", changes={"after": ["b"]})  # not met
+    first.service.begin_stop()
+    first.close()
+
+    second = Harness(tmp_path, max_running=1)
+    try:
+        second.call("release", ids=["dep"])
+        assert second.record("dep")["waiting"] == "after b (queued)"
+    finally:
+        second.close()
