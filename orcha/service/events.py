@@ -168,8 +168,9 @@ class Events:
         self.finish_hooks.finished(job)
 
     def ended_at_restart(self, row: dict[str, Any]) -> None:
-        """A petition a restart found ended (INTERRUPTED, or CANCELLED): ``row`` is its
-        record as updated. Its webhooks, the event sinks and the on_finish hook hear of
+        """A petition ended without a Job (a restart found it INTERRUPTED or CANCELLED
+        it; a stopping service's queued one was cancelled): ``row`` is its record as
+        updated. Its webhooks, the event sinks and the on_finish hook hear of
         it as of a live end (no session can be waiting for it yet)."""
         from types import SimpleNamespace
 

@@ -74,6 +74,18 @@ def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError
     )
 
 
+def _refuse_while_stopping(service: Service, what: str) -> None:
+    """PetitionError (REFUSED, one line) while the service stops: it has put its queued
+    petitions away for its next start (their records), so none can be ``what`` (released,
+    edited) now; without this, each would be said to have ended (QUEUED)."""
+    if service.stopping:
+        raise PetitionError(
+            "the service is stopping; its queued petitions stay as they are for its next "
+            f"start: {what} them once 'orcha serve' runs again",
+            ExitCode.REFUSED,
+        )
+
+
 def _save(service: Service, job: Job, **fields: Any) -> None:
     """Keep a waiting job's changed request in its record (queued again after a restart
     with it), and whether its dependencies are met (new ones may not be)."""
@@ -91,6 +103,7 @@ def release(service: Service, peer: Peer, request: ReleaseRequest) -> dict[str, 
     an array with none says so under its name)."""
     from orcha.service import arrays
 
+    _refuse_while_stopping(service, "release")
     scheduler, now = service.scheduler, service.clock()
     ids, named = arrays.expand(service, request.ids)
     members = {member for of in named.values() for member in of}
@@ -146,6 +159,7 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
     before any changes, the others are left out quietly; ``edited`` lists them."""
     from orcha.service import arrays
 
+    _refuse_while_stopping(service, "edit")
     members, named = arrays.expand(service, [request.id])
     if not named:
         return _edit_one(service, request.id, request)

@@ -17,7 +17,7 @@ from orcha.service.listing import STATUS_COLUMNS
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.service.references import resolve, resolve_all
-from orcha.states import State
+from orcha.states import State, transition
 
 if TYPE_CHECKING:
     from orcha.protocol.messages import SubmitRequest
@@ -73,6 +73,12 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     if request.ids is None:
         found = resolve(str(request.id), service.scheduler, service.store)
         job = found[-1].job if found else None
+        kept = _kept(service, found[-1].record) if found and job is None else None
+        if kept is not None:
+            done = _cancel_kept(service, kept)
+            if done != "cancelled":
+                raise PetitionError(done, ExitCode.NOT_SAVED)
+            return {"id": kept["id"]}
         if job is None:
             raise PetitionError(
                 f"no queued or running petition has ID {request.id!r}", ExitCode.REFUSED
@@ -89,10 +95,14 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     for petition_id in order:
         found = resolve(petition_id, service.scheduler, service.store)
         job = found[-1].job if found else None
+        record = found[-1].record if found and job is None else None
+        kept = _kept(service, record)
+        if kept is not None:
+            results[petition_id] = _cancel_kept(service, kept)
+            continue
         if job is None and petition_id in members and petition_id not in request.ids:
             continue
         if job is None:
-            record = found[-1].record if found else None
             results[petition_id] = (
                 f"petition {petition_id!r} has already ended ({record['state']})"
                 if record else f"no petition has ID {petition_id!r}"
@@ -101,7 +111,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         jobs.append(job)
         given.setdefault(job, petition_id)
     for name, of in named.items():
-        if not any(job.id in of for job in jobs):
+        if not any(job.id in of for job in jobs) and "cancelled" not in {
+            results.get(member) for member in of
+        }:
             results[name] = f"array {name!r} has no queued or running petition"
     if request.selects:
         scheduler = service.scheduler  # what the filters select is built, not the rest
@@ -141,6 +153,35 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     # In the order the IDs were given, then what the filters selected.
     shown = [*request.ids, *order]
     return {"results": {**{i: results[i] for i in shown if i in results}, **results}}
+
+
+def _kept(service: Service, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``record`` if it is of a queued petition a stopping service has put away for its
+    next start (its Job is gone; only its record is left), else None."""
+    if record is None or not service.stopping or record.get("state") != str(State.QUEUED):
+        return None
+    return record
+
+
+def _cancel_kept(service: Service, record: dict[str, Any]) -> str:
+    """Cancel a queued petition a stopping service keeps (:func:`_kept`) in its record, so
+    that it does not run at the next start; announced as any end. ``"cancelled"``, or
+    why not (its end could not be saved)."""
+    from orcha.errors import NotSavedError
+
+    assert service.store is not None  # a record was found
+    end: dict[str, Any] = {
+        "state": str(transition(State.QUEUED, State.CANCELLED)),
+        "ended": service.clock(),
+        "message": "cancelled with 'orcha cancel' while the service was stopping",
+    }
+    try:
+        service.store.update(record["seq"], wait=service.store.sync_wait, **end)
+    except NotSavedError as e:
+        return e.message
+    log.info("petition %s (record %s) cancelled while stopping", record["id"], record["seq"])
+    service.events.ended_at_restart({**record, **end})
+    return "cancelled"
 
 
 def status(service: Service, peer: Peer, request: StatusRequest) -> dict[str, Any]:

@@ -369,3 +369,42 @@ def test_restart_failed_with_ids_restarts_only_those_that_failed(h: Harness) -> 
     assert h.call("restart", ids=["ok"])["results"] == {"ok": "restarted"}
     h.gates.wait_started("ok")
     h.run_to_end("ok")
+
+
+def test_while_the_service_stops_a_queued_petition_is_cancelled_in_its_record_not_edited(
+    tmp_path: Path,
+) -> None:
+    # The stop puts the queued petitions away for the next start: a cancel of one must
+    # be honoured (it must not run then); a release or an edit is refused, saying why,
+    # not that it "has ended (QUEUED)".
+    first = Harness(tmp_path, max_running=1)
+    first.submit("q", schedule={"hold": True})
+    first.submit("k", schedule={"hold": True})
+    first.submit("one", schedule={"hold": True})
+    first.service.begin_stop()
+    try:
+        for op, fields in (("release", {"ids": ["q"]}), ("edit", {"id": "q", "priority": 3})):
+            refused = first.request(op, **fields)
+            assert (refused["error"], refused["message"]) == (
+                "refused",
+                "the service is stopping; its queued petitions stay as they are for its next "
+                f"start: {op} them once 'orcha serve' runs again",
+            )
+        assert first.call("cancel", ids=["q"])["results"] == {"q": "cancelled"}
+        assert first.call("cancel", id="one")["id"] == "one"  # the original API's form
+        q = first.record("q")
+        assert (q["state"], q["message"]) == (
+            "CANCELLED",
+            "cancelled with 'orcha cancel' while the service was stopping",
+        )
+    finally:
+        first.close()
+    second = Harness(tmp_path, max_running=1)
+    try:
+        assert [second.record(i)["state"] for i in ("q", "one", "k")] == [
+            "CANCELLED",
+            "CANCELLED",
+            "QUEUED",
+        ]
+    finally:
+        second.close()
