@@ -116,10 +116,14 @@ def limit_of(name: str | None, submitted: float, limit: int | None) -> tuple[str
 
 
 def expand(service: Service, ids: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """``ids`` with each array's name replaced by its members' IDs (by index), and the
-    names so replaced with their members. A name is an array's when the newest array of
-    that name is newer than the newest petition with that very ID (the newest wins, as
-    for IDs shared by several records). Order is kept; an ID given twice counts once.
+    """``ids`` with each array's name replaced by references to its members (by index),
+    and the names so replaced with their members. A member is named by its ID, unless a
+    newer record has that ID: then by its record number, so that a petition submitted
+    later under a member's name is not taken for it (see Store.array_refs; a member run
+    again by ``orcha restart`` is its newest run). A name is an array's when the newest
+    array of that name is newer than the newest petition with that very ID (the newest
+    wins, as for IDs shared by several records). Order is kept; an ID given twice counts
+    once.
 
     A separate step so that other resolutions of what users type (``NAME~1``, record
     numbers) can be chained before or after it."""
@@ -129,7 +133,7 @@ def expand(service: Service, ids: list[str]) -> tuple[list[str], dict[str, list[
     out: list[str] = []
     arrays: dict[str, list[str]] = {}
     for given in ids:
-        found = store.array_members(given)
+        found = store.array_refs(given)
         if found is not None:
             newest, members = found
             own = store.named(given, 0)

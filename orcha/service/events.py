@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
+from orcha.protocol.ids import is_number
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.service.queued import Queued
 from orcha.service.references import labeller, resolve, resolve_all
@@ -353,8 +354,10 @@ class Events:
         :mod:`orcha.service.usage`), and the reply has the ``recent`` ended records;
         without ``output``, no ``output`` events."""
         targets, missing = resolve_all(ids, self.scheduler, self.store)
-        # Watched by name: a name belongs to one live petition at most.
-        wanted = frozenset(t.id for t in targets) or None
+        # Watched by name: a name belongs to one live petition at most. Not the name of
+        # an ended record named by its number (an array's member whose ID a later
+        # petition took): that record has no more events, and the name is another's.
+        wanted = frozenset(t.id for t in targets if t.live or not is_number(t.ref)) or None
         if ids and wanted is None:
             wanted = frozenset()
         with self._lock:

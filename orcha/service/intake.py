@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orcha.errors import DuplicateIdError, PetitionError
+from orcha.protocol.ids import is_number
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
 from orcha.service.job import Job
@@ -175,9 +176,12 @@ class Intake:
         """DuplicateIdError if a member of array ``name`` is queued or running: a name
         belongs to one queued or running petition, or array, at a time (else ``status
         NAME`` and ``cancel NAME`` would reach only one of them). Called with ``name``
-        taken (:meth:`_take_ids`): an array recorded meanwhile has been queued."""
-        found = self.store.array_members(name) if self.store is not None and name else None
-        if found is not None and any(m is not None for m in self.scheduler.peek_each(found[1])):
+        taken (:meth:`_take_ids`): an array recorded meanwhile has been queued. A member
+        referred to by its record number has a newer record of its ID (the live one, if
+        any): it is not live itself."""
+        found = self.store.array_refs(name) if self.store is not None and name else None
+        live = self.scheduler.peek_each([r for r in found[1] if not is_number(r)] if found else [])
+        if any(m is not None for m in live):
             raise DuplicateIdError(name, array=True)
 
     def _release_ids(self, ids: list[str]) -> None:

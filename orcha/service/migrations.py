@@ -138,6 +138,11 @@ MIGRATIONS: list[list[str]] = [
         # been cleaned meanwhile, or their names reused).
         "ALTER TABLE petitions ADD COLUMN deps_met INTEGER NOT NULL DEFAULT 0",
     ],
+    [
+        # The runs 'orcha restart' made of a record, found from it: an array's name
+        # stands for its members' newest runs (orcha.service.arrays.expand).
+        "CREATE INDEX petitions_restart_of ON petitions (restart_of) WHERE restart_of IS NOT NULL",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -337,23 +337,35 @@ class BulkRecords(StoreAccess):
             records = self._records(read, marked=True, raw=raw)
             yield [r for r in records if r["state"] in ("QUEUED", "RUNNING")]
 
-    def array_members(self, name: str) -> tuple[int, list[str]] | None:
-        """(the newest record number, the member IDs by index) of the newest array
-        called ``name`` (its members were recorded together: they share their
-        submission time); None if no array has that name."""
+    def array_refs(self, name: str) -> tuple[int, list[str]] | None:
+        """(the newest record number, a reference to each member by index) of the newest
+        array called ``name`` (its members were recorded together: they share their
+        submission time); None if no array has that name. A member is its record, or
+        the newest run ``orcha restart`` made of it (linked by ``restart_of``); it is
+        referred to by its ID while that run is the newest record of its ID, else by the
+        run's record number: a petition submitted later under a member's name is not
+        the member."""
 
         def read(db: sqlite3.Connection) -> list[Any]:
+            # Each member's runs, through the restart_of index: few steps each.
             return db.execute(
-                "SELECT seq, id FROM petitions WHERE array = ? AND submitted = "
-                "(SELECT submitted FROM petitions WHERE array = ? ORDER BY seq DESC LIMIT 1) "
-                "ORDER BY array_index",
+                "WITH RECURSIVE runs(member, idx, seq) AS ("
+                " SELECT seq, array_index, seq FROM petitions WHERE array = ? AND submitted ="
+                " (SELECT submitted FROM petitions WHERE array = ? ORDER BY seq DESC LIMIT 1)"
+                " UNION ALL SELECT runs.member, runs.idx, p.seq FROM petitions p"
+                " JOIN runs ON p.restart_of = runs.seq)"
+                " SELECT newest.member, newest.seq, p.id, NOT EXISTS (SELECT 1 FROM petitions"
+                " q WHERE q.id = p.id AND q.seq > p.seq) FROM (SELECT member, idx, MAX(seq)"
+                " AS seq FROM runs GROUP BY member) newest JOIN petitions p ON p.seq ="
+                " newest.seq ORDER BY newest.idx",
                 (name, name),
             ).fetchall()
 
         rows = self._read(read)
         if not rows:
             return None
-        return max(r[0] for r in rows), [r[1] for r in rows]
+        refs = [petition_id if newest else str(seq) for _, seq, petition_id, newest in rows]
+        return max(r[0] for r in rows), refs
 
     def restarted(self) -> set[int]:
         """The numbers of the records that were run again (``orcha restart``): the

@@ -325,3 +325,60 @@ def test_nameless_arrays_submitted_at_once_get_names_of_their_own(tmp_path: Path
         assert sorted(r["name"] for r in replies) == ["array1", "array2"]
     finally:
         h.close()
+
+
+def test_a_later_petition_named_like_a_member_is_not_that_member(tmp_path: Path) -> None:
+    # 'sq_1' submitted on its own after the array 'sq' is not its member: an array's
+    # name stands for its members' records (and the runs 'restart' made of them).
+    h = Harness(tmp_path, max_running=2)
+    try:
+        _array(h, "sq", [1, 2])
+        for member in ("sq_1", "sq_2"):
+            h.run_to_end(member)
+        members = [p["seq"] for p in h.call("status", ids=["sq"])["petitions"]]
+        h.submit("sq_1", schedule={"hold": True})  # unrelated, queued
+        # The member whose ID it took by its record number ('orcha logs sq' reads these).
+        assert h.call("status", ids=["sq"])["arrays"] == {"sq": [str(members[0]), "sq_2"]}
+        assert h.call("cancel", ids=["sq"])["results"] == {
+            "sq": "array 'sq' has no queued or running petition"
+        }
+        assert h.call("pause", ids=["sq"])["results"] == {
+            "sq": "array 'sq' has no queued or running petition"
+        }
+        assert h.request("edit", id="sq", priority=3)["error"] == "refused"
+        assert h.call("release", ids=["sq"])["results"] == {
+            "sq": "array 'sq' has no held or delayed petition"
+        }
+        watcher = h.peer()
+        h.call("watch", watcher, ids=["sq"])  # its members' ends, not the other's state
+        assert [(f["event"], f["petition"]) for f in watcher.frames] == [
+            ("finished", "sq_1"),
+            ("finished", "sq_2"),
+        ]
+        h.call("release", ids=["sq_1"])
+        h.run_to_end("sq_1", 3)  # the unrelated one fails
+        assert len(watcher.frames) == 2  # and the watcher of 'sq' heard nothing of it
+        assert [p["seq"] for p in h.call("status", ids=["sq"])["petitions"]] == members
+        waited = h.call("wait", h.peer(), ids=["sq"])
+        assert [(e["id"], e["code"]) for e in waited["ended"]] == [("sq_1", 0), ("sq_2", 0)]
+        handles = h.call("follow", h.peer(), ids=["sq"])["handles"]
+        assert len(handles) == 2 and "sq_2" in handles
+        assert h.call("restart", ids=["sq"], failed=True)["results"] == {
+            "sq": "array 'sq' has no failed petition to restart"
+        }
+        again = h.call("restart", ids=["sq"])["restarted"]
+        assert [r["restart_of"] for r in again] == members
+        # Now the array's members are those new runs.
+        waiter = h.peer()
+        assert len(h.call("wait", waiter, ids=["sq"])["pending"]) == 2
+        for run in again:
+            h.gates.open(run["id"], 0)
+            waiter.expect(event="ended", id=run["id"])
+        assert h.call("clean", ids=["sq"], older_than=None)["removed"] == 2
+        unrelated = h.record("sq_1")
+        assert (unrelated["state"], unrelated["code"]) == ("FAILED", 3)
+        # Nor is one queued under a member's name a live member: 'sq' is free.
+        h.submit("sq_2", schedule={"hold": True})
+        assert h.submit("sq", schedule={"hold": True})["ok"] is True
+    finally:
+        h.close()
