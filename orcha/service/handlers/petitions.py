@@ -8,9 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import CANCEL_REPLY_WAIT_SECONDS, OUTPUT_BUFFER_BYTES
-from orcha.errors import ExitCode, PetitionError
+from orcha.errors import ExitCode, NotSavedError, PetitionError
 from orcha.protocol import messages
 from orcha.protocol.outputs import DISCARD, OutputQueue
+from orcha.protocol.schedule import DEFAULT_GROUP
 from orcha.protocol.selection import first_queued, select
 from orcha.service import arrays, bulk, listing
 from orcha.service.listing import STATUS_COLUMNS
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.peer import Peer
     from orcha.service.service import Service
+    from orcha.service.store import Store
 
 log = logging.getLogger("orcha.service.session")
 
@@ -167,8 +169,6 @@ def _cancel_kept(service: Service, record: dict[str, Any]) -> str:
     """Cancel a queued petition a stopping service keeps (:func:`_kept`) in its record, so
     that it does not run at the next start; announced as any end. ``"cancelled"``, or
     why not (its end could not be saved)."""
-    from orcha.errors import NotSavedError
-
     assert service.store is not None  # a record was found
     end: dict[str, Any] = {
         "state": str(transition(State.QUEUED, State.CANCELLED)),
@@ -252,15 +252,18 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
     """Drop ended records and their logs: those of the IDs given (an array's name: its
     members; for each ID not cleaned, why), or all, narrowed by states, groups and the
     time since they ended."""
-    if service.store is None:
+    store = service.store
+    if store is None:
         return {"removed": 0, "results": {}}
     older = request.older_than
+    before = service.clock() - older if older is not None else None
     seqs: list[int] | None = None
     results: dict[str, str] = {}
+    given: dict[int, dict[str, Any]] = {}  # record number -> record, of the IDs given
     if request.ids:
         seqs = []
         for petition_id in arrays.expand(service, request.ids)[0]:
-            found = resolve(petition_id, service.scheduler, service.store)
+            found = resolve(petition_id, service.scheduler, store)
             record = found[-1].record if found else None
             if record is None:
                 results[petition_id] = f"no petition has ID {petition_id!r}"
@@ -270,17 +273,84 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
                 )
             else:
                 seqs.append(record["seq"])
-    removed = service.store.remove_finished(
-        service.clock() - older if older is not None else None,
-        seqs=seqs, states=request.states, groups=request.groups,
-    )  # fmt: skip
+                given[record["seq"]] = {**record, "id": petition_id}
+    freed = _free_unsaved(store, given)
+    try:
+        removed = store.remove_finished(
+            before, seqs=seqs, states=request.states, groups=request.groups
+        )
+    except NotSavedError as e:
+        if not freed:
+            raise
+        raise NotSavedError(
+            e.reason, f"nothing was removed but the output log of {', '.join(freed)}, to free space"
+        ) from None
     for row in removed:
-        if row["log_path"]:
-            try:
-                os.unlink(row["log_path"])
-            except OSError:
-                pass
+        _unlink(row["log_path"])
+    gone = {row["seq"] for row in removed}
+    for seq, record in given.items():
+        if seq not in gone and record["id"] in freed:  # its end is still not saved
+            results[record["id"]] = (
+                f"petition {record['id']!r} has ended but its end is not saved yet "
+                f"({store.outage.problem or 'the database was busy'}); its output log was "
+                "removed to free space: clean it again once 'orcha health' says the service "
+                "saves again"
+            )
+    if not request.ids:
+        results.update(_unsaved_ends(store, request, before))
     return {"removed": len(removed), "results": results}
+
+
+def _unsaved_ends(store: Store, request: CleanRequest, before: float | None) -> dict[str, str]:
+    """While the records cannot be saved, the ended petitions a selection would clean
+    but whose ends are not saved yet (kept: see Store.remove_finished), each with the
+    way out: cleaning it by ID frees its log (:func:`_free_unsaved`)."""
+    problem = store.outage.problem
+    if problem is None:
+        return {}
+    out: dict[str, str] = {}
+    for seq in store.saver.pending_seqs():
+        r = store.get(seq)  # with its changes not saved yet
+        if (
+            r is None
+            or r["state"] in (str(State.QUEUED), str(State.RUNNING))
+            or (request.states and r["state"] not in request.states)
+            or (
+                request.groups
+                and (r["schedule"] or {}).get("group", DEFAULT_GROUP) not in request.groups
+            )
+            or (before is not None and (r["ended"] or 0) >= before)
+        ):
+            continue
+        out[r["id"]] = (
+            f"petition {r['id']!r} has ended but its end is not saved yet ({problem}): "
+            f"'orcha clean {r['id']}' removes its output log to free space"
+        )
+    return out
+
+
+def _free_unsaved(store: Store, given: dict[int, dict[str, Any]]) -> list[str]:
+    """While the records cannot be saved, remove the output logs of the ended petitions
+    ``given`` whose end is not saved yet (their records cannot be removed before it is);
+    their IDs. On a full disk that is often the very log that filled it: removed, the
+    end can be saved and the record removed with it, now."""
+    if store.outage.problem is None:
+        return []  # what is not saved yet will be: remove_finished waits for it
+    unsaved = set(store.saver.pending_seqs())
+    freed = [r["id"] for seq, r in given.items() if seq in unsaved and r.get("log_path")]
+    for seq in unsaved.intersection(given):
+        _unlink(given[seq].get("log_path"))
+    if freed:
+        log.warning("clean: removed the output log of %s to free space", ", ".join(freed))
+    return freed
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 HANDLERS: dict[str, Handler] = {

@@ -5,6 +5,7 @@ see unsaved changes, and a write a caller waits for fails within a bound with 21
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from orcha.errors import WIRE_ERRORS, ExitCode, NotSavedError
 from orcha.service import service as service_module
 from orcha.service.saving import Changes, Outage, Saver, describe
 from orcha.service.store import Store
+from tests.conftest import wait_for
 from tests.unit.service.harness import Harness
 
 FULL = sqlite3.OperationalError("database or disk is full")
@@ -347,3 +349,76 @@ def test_flush_hurries_a_writer_pausing_between_tries() -> None:
     assert saver.flush(timeout=10)  # but a flush (a stop) has it try again at once
     assert db.committed == [{1: {"code": 0}}]
     saver.close(timeout=1)
+
+
+class FilledBy(Breakable):
+    """The writing connection of a disk a file filled: full while that file exists."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        super().__init__(db)
+        self.path = path
+
+    @property  # type: ignore[override]
+    def broken(self) -> bool:
+        return os.path.exists(self.path)
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        pass  # only removing the file frees the disk
+
+
+class Full(Breakable):
+    """The writing connection of a full disk, as SQLite has it: a change fails, a
+    transaction that changes nothing (a clean that deletes nothing) does not."""
+
+    def execute(self, *args: Any) -> Any:
+        if self.broken and str(args[0]).lstrip().upper().startswith(("UPDATE", "INSERT")):
+            raise FULL
+        return self.db.execute(*args)
+
+
+@pytest.mark.parametrize("freed", [True, False])
+def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_space(
+    h: Harness, freed: bool
+) -> None:
+    # Its log filled the disk, so its end is not saved (the database says RUNNING):
+    # 'clean big' removes that log, and then the end and the removal are saved. If the
+    # disk stays full even so, it says why the record is left, and what to do.
+    store = h.service.store
+    assert store is not None
+    h.submit("big", params={"out": "x" * 1000})
+    h.gates.wait_started("big")
+    path = store.named("big")["log_path"]  # type: ignore[index]
+    assert wait_for(lambda: os.path.exists(path))
+    breakable = store._db
+    inner = breakable.db  # type: ignore[attr-defined]
+    store._db = FilledBy(inner, path) if freed else Full(inner)  # type: ignore[assignment]
+    store._db.broken = True  # type: ignore[attr-defined]
+    try:
+        h.run_to_end("big")
+        assert not store.flush(timeout=0.1)  # its end is not saved
+        if not freed:  # a selection cannot remove it either: it says how to
+            selected = h.call("clean", states=["SUCCEEDED"], older_than=None)
+            assert (selected["removed"], list(selected["results"])) == (0, ["big"])
+            assert selected["results"]["big"].endswith(
+                "): 'orcha clean big' removes its output log to free space"
+            )
+        reply = h.call("clean", ids=["big"], older_than=None)
+        assert not os.path.exists(path)
+        if freed:
+            assert (reply["removed"], reply["results"]) == (1, {})
+            assert h.request("status", ids=["big"])["missing"] == ["big"]
+        else:
+            assert (reply["removed"], list(reply["results"])) == (0, ["big"])
+            assert reply["results"]["big"].startswith(
+                "petition 'big' has ended but its end is not saved yet (disk full: "
+            )
+            assert reply["results"]["big"].endswith(
+                "its output log was removed to free space: clean it again once 'orcha "
+                "health' says the service saves again"
+            )
+    finally:
+        store._db = breakable
+        breakable.broken = False  # type: ignore[attr-defined]
+    assert store.flush(timeout=5)
+    assert h.call("health")["state"] == "saving ok"
