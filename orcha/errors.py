@@ -150,7 +150,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.START_FAILED: "the petition could not be started (e.g. its working directory "
     "is missing)",
     ExitCode.LOST_SERVICE: "the connection to the service was lost while the petition was in "
-    "it, or the service stopped and kept the petition queued for its next start",
+    "it, or the service stopped and kept the petition queued for its next start; the "
+    "petition was interrupted (INTERRUPTED: the service died while it ran, or its Dask "
+    "worker was lost: the line says which)",
     ExitCode.CANCELLED: "the petition was cancelled by someone else (e.g. the service stopped)",
     ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address, or "
     "uses the same state directory (its database); the line says how to stop it",
