@@ -230,13 +230,21 @@ class Events:
 
     def finish_deliveries(self, timeout: float) -> list[str]:
         """Let queued webhooks, hooks and sink events go out within ``timeout`` seconds in
-        all (webhooks are tried again without pauses); what is still queued then."""
+        all (webhooks are tried again without pauses, each receiver's in parallel with
+        the others'); what is still queued then, one line each, with counts (webhooks:
+        how many to which URL)."""
         deadline = time.monotonic() + timeout
         self.webhooks.hurry()
-        queues = (("webhook deliveries", self.webhooks), ("on_finish hooks", self.finish_hooks),
-                  ("event sinks", self.sinks))  # fmt: skip
-        return [what for what, queue in queues
-                if not queue.idle(max(0.0, deadline - time.monotonic()))]  # fmt: skip
+        left = []
+        if not self.webhooks.idle(max(0.0, deadline - time.monotonic())):
+            pending = self.webhooks.pending()
+            if pending:
+                urls = ", ".join(f"{n} to {url}" for url, n in sorted(pending.items()))
+                left.append(f"{sum(pending.values())} webhook deliveries ({urls})")
+        queues = (("on_finish hooks", self.finish_hooks), ("event sinks", self.sinks))
+        left += [what for what, queue in queues
+                 if not queue.idle(max(0.0, deadline - time.monotonic()))]  # fmt: skip
+        return left
 
     # -- subscriptions ---------------------------------------------------------------------
     def ended_record(self, petition_id: str) -> dict[str, Any] | None:

@@ -1,23 +1,16 @@
 """Deliveries that must never hold up the scheduler: webhooks and ``on_finish`` hooks.
 
 * :class:`Webhooks` POSTs event envelopes (``{petition, kind, event, timestamp, data}``)
-  as JSON to HTTP endpoints: ``--notify URL`` on a petition, ``notify:`` in the
-  configuration file for all. Each POST has a short timeout and up to
-  :data:`~orcha.defaults.WEBHOOK_ATTEMPTS` tries with growing pauses; what finally fails
-  is logged and reported through ``failed(job, message)`` (``orcha status`` shows it).
-  With a secret (``notify_secret``, or a webhook's own ``secret``), each body is signed:
-  header ``X-Orcha-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` (and the same in
-  GitHub's ``X-Hub-Signature-256``); ``X-Orcha-Delivery`` is unique per delivery (kept on
-  its retries) and the body's ``timestamp`` is signed with it, so a receiver can refuse
-  replays. The secret is never logged.
+  as JSON to HTTP endpoints, a queue per receiver (:mod:`orcha.service.webhooks`).
+* :class:`EventSinks` hands them to the plugins' event sinks.
 * :class:`FinishHooks` runs ``hooks: {on_finish: "command template"}`` once a petition
   has ended (or was found INTERRUPTED at a restart), like pueue's callback: its fields
   (:data:`~orcha.defaults.HOOK_FIELDS`: the command, the log's path and the output's last
   lines among them) are substituted shell-quoted, and given as ``ORCHA_<FIELD>``
   environment variables (``ORCHA_ID``, ``ORCHA_TAIL``, ...).
 
-Both work in one daemon thread each, fed by a bounded queue: when a receiver is slow or
-down, events queue up to :data:`~orcha.defaults.DELIVERY_QUEUE` and older ones are
+The sinks and the hooks work in one daemon thread each, fed by a bounded queue: when
+one is slow, events queue up to :data:`~orcha.defaults.DELIVERY_QUEUE` and older ones are
 dropped (and logged) rather than growing the service's memory.
 """
 
@@ -25,8 +18,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -39,20 +30,15 @@ from collections.abc import Callable
 from typing import Any
 
 from orcha.defaults import (
-    DEFAULT_EVENTS,
     DELIVERY_QUEUE,
     HOOK_FIELDS,
     HOOK_TAIL_BYTES,
     HOOK_TAIL_LINES,
     HOOK_TIMEOUT,
-    WEBHOOK_ATTEMPTS,
-    WEBHOOK_BACKOFF,
-    WEBHOOK_DELIVERY_HEADER,
-    WEBHOOK_EVENT_HEADER,
-    WEBHOOK_GITHUB_SIGNATURE_HEADER,
-    WEBHOOK_SIGNATURE_HEADER,
-    WEBHOOK_TIMEOUT,
 )
+from orcha.service.webhooks import Webhooks, signed
+
+__all__ = ["EventSinks", "FinishHooks", "Webhooks", "signed"]
 
 log = logging.getLogger("orcha.service.notify")
 
@@ -103,94 +89,6 @@ class _Worker:
                     return True
             time.sleep(0.02)
         return False
-
-
-class Webhooks:
-    """POSTs events to URLs, off the scheduler's threads."""
-
-    def __init__(
-        self,
-        everyone: list[dict[str, Any]] | None = None,
-        failed: Callable[[Any, str], None] | None = None,
-        post: Callable[[str, bytes, float, dict[str, str]], None] | None = None,
-        backoff: float = WEBHOOK_BACKOFF,
-        secret: bytes | None = None,
-    ) -> None:
-        """``everyone``: [{"url", "events", "secret"}] for every petition (the
-        configuration; ``secret`` optional); ``failed(job, message)``: told when a
-        delivery finally fails; ``post(url, body, timeout, headers)``: the HTTP seam
-        (tests replace it); ``secret``: signs what goes to a petition's own URLs."""
-        self.everyone = everyone or []
-        self.secret = secret
-        self._failed = failed
-        self._post = post or _post
-        self._backoff = backoff
-        self._worker = _Worker("webhooks")
-        self._hurry = threading.Event()  # the service is stopping: retry without pauses
-
-    def event(self, job: Any, envelope: dict[str, Any]) -> None:
-        """Queue ``envelope`` for every URL that wants its event."""
-        event = envelope["event"]
-        targets = {t["url"]: t.get("secret") for t in self.everyone if event in t["events"]}
-        if event in DEFAULT_EVENTS or "." in event:  # state changes and custom events
-            for url in job.schedule.notify:
-                targets.setdefault(url, self.secret)
-        if not targets:
-            return
-        body = json.dumps(envelope).encode()
-        for url, secret in targets.items():
-            headers = signed(body, secret, event)
-            self._worker.put(functools.partial(self._deliver, job, url, body, event, headers))
-
-    def _deliver(
-        self, job: Any, url: str, body: bytes, event: str, headers: dict[str, str]
-    ) -> None:
-        error = ""
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            if attempt:
-                self._hurry.wait(self._backoff * (2 ** (attempt - 1)))
-            try:
-                self._post(url, body, WEBHOOK_TIMEOUT, headers)
-                return
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"
-        message = f"webhook {url} failed for event {event} ({WEBHOOK_ATTEMPTS} tries): {error}"
-        log.warning("petition %s: %s", job.id, message)
-        if self._failed is not None:
-            self._failed(job, message)
-
-    def idle(self, timeout: float) -> bool:
-        return self._worker.idle(timeout)
-
-    def hurry(self) -> None:
-        """The service is stopping: what is queued is tried without the pauses between
-        tries, so that a receiver that is down holds the stop up for no more than the
-        tries themselves take (a refused connection: none)."""
-        self._hurry.set()
-
-
-def signed(body: bytes, secret: bytes | None, event: str) -> dict[str, str]:
-    """The headers of one delivery of ``body``: its event, a delivery ID, and with a
-    ``secret`` its signature (``sha256=`` and the hex HMAC-SHA256 of the body)."""
-    headers = {WEBHOOK_EVENT_HEADER: event, WEBHOOK_DELIVERY_HEADER: os.urandom(16).hex()}
-    if secret:
-        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-        headers[WEBHOOK_SIGNATURE_HEADER] = signature
-        headers[WEBHOOK_GITHUB_SIGNATURE_HEADER] = signature
-    return headers
-
-
-def _post(url: str, body: bytes, timeout: float, headers: dict[str, str]) -> None:
-    """POST ``body`` as JSON; raises on a connection error or a non-2xx answer."""
-    import urllib.request
-
-    request = urllib.request.Request(
-        url, data=body, method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "orcha", **headers},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=timeout) as answer:  # URLs: http(s) only
-        if not 200 <= answer.status < 300:
-            raise OSError(f"HTTP {answer.status}")
 
 
 class EventSinks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -240,3 +241,74 @@ def test_the_tail_of_a_big_log_reads_only_its_end(tmp_path: Any) -> None:
     )
     assert len(tail_of(log.path, lines=1000, limit=500)) == 500
     assert tail_of(str(tmp_path / "none.log")) == "" and tail_of("") == ""
+
+
+# -- one receiver never holds up another's deliveries ---------------------------------------
+class Blocking(Poster):
+    """The HTTP seam: POSTs to ``slow`` wait until ``release`` is set."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, url: str, body: bytes, timeout: float, headers: dict[str, str]) -> None:
+        if url == self.slow:
+            assert self.release.wait(30)
+        with self.lock:
+            super().__call__(url, body, timeout, headers)
+
+
+SLOW, FAST = "http://127.0.0.1:9/slow", "http://127.0.0.1:9/fast"
+
+
+def test_a_slow_receiver_holds_up_no_other_receivers_deliveries() -> None:
+    post = Blocking(SLOW)
+    hooks = Webhooks(post=post, backoff=0)
+    try:
+        for event in ("submitted", "started", "finished"):
+            hooks.event(job(notify=(SLOW,)), envelope(event))
+        for event in ("submitted", "started", "finished"):
+            hooks.event(job(notify=(FAST,), id="j2"), envelope(event))
+        assert wait_for(lambda: len(post.calls) == 3, 5)  # while the slow one still waits
+        assert [(c[0], c[1]["event"]) for c in post.calls] == [
+            (FAST, "submitted"), (FAST, "started"), (FAST, "finished")]  # fmt: skip
+        assert hooks.pending() == {SLOW: 3}
+    finally:
+        post.release.set()
+    assert hooks.idle(5)
+    assert [c[1]["event"] for c in post.calls if c[0] == SLOW] == [
+        "submitted", "started", "finished"]  # fmt: skip
+
+
+def test_each_receiver_gets_its_events_in_order_with_fewer_threads_than_receivers() -> None:
+    post = Poster()
+    hooks = Webhooks(post=post, backoff=0, threads=2)
+    urls = [f"http://127.0.0.1:9/{i}" for i in range(5)]
+    for n in range(40):
+        for url in urls:
+            hooks.event(job(notify=(url,)), {**envelope("finished"), "data": {"n": n}})
+    assert hooks.idle(10)
+    for url in urls:
+        assert [c[1]["data"]["n"] for c in post.calls if c[0] == url] == list(range(40))
+
+
+def test_at_a_stop_each_receiver_drains_and_what_is_left_is_said_by_url() -> None:
+    from orcha.service.events import Events
+
+    post = Blocking(SLOW)
+    events = Events(scheduler=SimpleNamespace())  # type: ignore[arg-type]
+    events.webhooks = Webhooks(post=post, backoff=3600)
+    try:
+        events.webhooks.event(job(notify=(SLOW,)), envelope("started"))
+        events.webhooks.event(job(notify=(SLOW,)), envelope("finished"))
+        assert wait_for(lambda: events.webhooks.pending() == {SLOW: 2}, 5)
+        for event in ("submitted", "started", "finished"):
+            events.webhooks.event(job(notify=(FAST,), id="j2"), envelope(event))
+        left = events.finish_deliveries(0.5)
+    finally:
+        post.release.set()
+    assert [c[0] for c in post.calls[:3]] == [FAST] * 3
+    assert left[0] == f"2 webhook deliveries (2 to {SLOW})"
+    assert events.webhooks.idle(5)
