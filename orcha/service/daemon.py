@@ -291,7 +291,7 @@ class Daemon:
         for peer in peers:
             peer.idle.wait(max(0.0, deadline - time.monotonic()))
         for what in self.service.events.finish_deliveries(DELIVERY_DRAIN_SECONDS):
-            log.warning("stopping without the %s still queued", what)
+            log.warning("stopping: dropped %s still queued", what)
 
 
 def _sooner(timeout: float | None, due: float | None) -> float | None:

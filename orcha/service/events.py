@@ -231,8 +231,8 @@ class Events:
     def finish_deliveries(self, timeout: float) -> list[str]:
         """Let queued webhooks, hooks and sink events go out within ``timeout`` seconds in
         all (webhooks are tried again without pauses, each receiver's in parallel with
-        the others'); what is still queued then, one line each, with counts (webhooks:
-        how many to which URL)."""
+        the others'); what is still queued then, one line each with its count (webhooks:
+        how many to which URL); nothing if all went out."""
         deadline = time.monotonic() + timeout
         self.webhooks.hurry()
         left = []
@@ -241,9 +241,11 @@ class Events:
             if pending:
                 urls = ", ".join(f"{n} to {url}" for url, n in sorted(pending.items()))
                 left.append(f"{sum(pending.values())} webhook deliveries ({urls})")
-        queues = (("on_finish hooks", self.finish_hooks), ("event sinks", self.sinks))
-        left += [what for what, queue in queues
-                 if not queue.idle(max(0.0, deadline - time.monotonic()))]  # fmt: skip
+        queues = (("on_finish hook runs", self.finish_hooks),
+                  ("events for the plugins' event sinks", self.sinks))  # fmt: skip
+        for what, queue in queues:
+            if not queue.idle(max(0.0, deadline - time.monotonic())) and queue.pending():
+                left.append(f"{queue.pending()} {what}")
         return left
 
     # -- subscriptions ---------------------------------------------------------------------

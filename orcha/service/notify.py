@@ -25,7 +25,6 @@ import shlex
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +71,7 @@ class _Worker:
         while True:
             with self._cond:
                 self._busy = False
+                self._cond.notify_all()  # idle() waits for this
                 self._cond.wait_for(lambda: bool(self._tasks))
                 task = self._tasks.popleft()
                 self._busy = True
@@ -80,15 +80,18 @@ class _Worker:
             except Exception:
                 log.exception("%s: a delivery failed", self._name)
 
+    def pending(self) -> int:
+        """How many tasks are not done yet (queued, or running)."""
+        with self._cond:
+            return len(self._tasks) + self._busy
+
     def idle(self, timeout: float) -> bool:
-        """Wait until the queue is empty (for tests and a clean stop); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._tasks and not self._busy:
-                    return True
-            time.sleep(0.02)
-        return False
+        """Wait until the queue is empty (for tests and a clean stop); False on timeout.
+        Looked at even with no time left: an empty queue is idle at once."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._tasks and not self._busy, max(0.0, timeout)
+            )
 
 
 class EventSinks:
@@ -111,6 +114,10 @@ class EventSinks:
 
     def idle(self, timeout: float) -> bool:
         return self._worker.idle(timeout)
+
+    def pending(self) -> int:
+        """How many deliveries are not done yet."""
+        return self._worker.pending()
 
 
 class FinishHooks:
@@ -190,6 +197,10 @@ class FinishHooks:
 
     def idle(self, timeout: float) -> bool:
         return self._worker.idle(timeout)
+
+    def pending(self) -> int:
+        """How many deliveries are not done yet."""
+        return self._worker.pending()
 
 
 def command_of(kind: str | None, params: Any) -> str:

@@ -310,5 +310,28 @@ def test_at_a_stop_each_receiver_drains_and_what_is_left_is_said_by_url() -> Non
     finally:
         post.release.set()
     assert [c[0] for c in post.calls[:3]] == [FAST] * 3
-    assert left[0] == f"2 webhook deliveries (2 to {SLOW})"
+    assert left == [f"2 webhook deliveries (2 to {SLOW})"]  # no hooks nor sinks: not named
     assert events.webhooks.idle(5)
+
+
+def test_at_a_stop_only_what_is_left_is_said_with_its_count() -> None:
+    from orcha.service.events import Events
+
+    events = Events(scheduler=SimpleNamespace())  # type: ignore[arg-type]
+    assert events.finish_deliveries(0) == []  # nothing configured, nothing queued
+    release = threading.Event()
+
+    def run(argv: list[str], **kw: Any) -> Any:
+        assert release.wait(30)
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    events.finish_hooks = FinishHooks("true", run=run)
+    events.sinks = EventSinks([("p", lambda envelope: None)])
+    try:
+        for _ in range(3):
+            events.finish_hooks.finished(job())
+        events.sinks.event(envelope())
+        assert events.finish_deliveries(0.1) == ["3 on_finish hook runs"]  # the sink's went
+    finally:
+        release.set()
+    assert events.finish_hooks.idle(5) and events.finish_deliveries(0) == []
