@@ -340,6 +340,11 @@ class PluginError(OrchaError):
     """A plugin failed to load or broke its contract."""
 
 
+class ConcurrentUseError(OrchaError):
+    """A Python client's connection was used by two threads at once in a way it cannot
+    serve (two threads reading one petition's output): nothing was read."""
+
+
 #: Error names on the wire (service -> client) mapped to exit codes; the service sends the
 #: name, the client rebuilds a PetitionError with the right code.
 WIRE_ERRORS: dict[str, ExitCode] = {

@@ -14,9 +14,9 @@ import os
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
 from orcha.client.requests import changes_of, host_name, schedule_of, user_name, working_directory
-from orcha.client.session import Session
+from orcha.client.session import Connections, Session
 from orcha.defaults import STATUS_PAGE, STATUS_TEXT_PAGE
-from orcha.errors import InvalidPetitionError, LostServiceError, NoPetitionError
+from orcha.errors import InvalidPetitionError, NoPetitionError, PetitionError
 from orcha.protocol.ids import check_name
 from orcha.protocol.messages import SubmitRequest, check_id
 
@@ -47,9 +47,12 @@ class Client:
     past it); the default waits as long as it takes.
 
     It connects when first used; use it as a context manager, or call :meth:`close`:
-    closing it cancels the attached petitions it submitted that have not ended. Use a
-    client from one thread at a time (a handle's :meth:`~PetitionHandle.cancel` may come
-    from another thread while one reads its output). Every method raises the errors of
+    closing it cancels the attached petitions it submitted that have not ended. Threads
+    may share a client: each call, stream and attached petition has a connection of its
+    own while in use. A handle's output, a :meth:`follow` or a :meth:`watch` is read
+    from one thread at a time (ConcurrentUseError otherwise); a handle's
+    :meth:`~PetitionHandle.cancel` may come from any thread. Every method raises the
+    errors of
     :mod:`orcha.errors`, each with its ``exit_code``:
     :class:`~orcha.errors.NoServiceError` (200), :class:`~orcha.errors.AuthError` (201),
     :class:`~orcha.errors.PetitionError` (refused: 202 duplicate ID, 203 unknown kind,
@@ -68,8 +71,7 @@ class Client:
         if timeout is not None and not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         self.settings, self.timeout = settings, timeout
-        self._control: Session | None = None
-        self._sessions: list[Session] = []
+        self._connections = Connections(settings, timeout)
 
     # -- connections ----------------------------------------------------------------------
     def __enter__(self) -> Client:
@@ -83,36 +85,28 @@ class Client:
 
     def close(self) -> None:
         """Close every connection (attached petitions not yet ended are cancelled)."""
-        for session in [*self._sessions]:
-            self._forget(session)
-        self._control = None
+        self._connections.close()
 
     def _open(self) -> Session:
         """A new connection of its own (output streams and attached petitions)."""
-        session = Session.open(self.settings)
-        if self.timeout:
-            from orcha.protocol.transport import set_recv_timeout
-
-            set_recv_timeout(session.fileno(), self.timeout)
-        self._sessions.append(session)
-        return session
+        return self._connections.open()
 
     def _forget(self, session: Session) -> None:
-        if session in self._sessions:
-            self._sessions.remove(session)
-        if session is self._control:
-            self._control = None
-        session.close()
+        self._connections.forget(session)
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a request-reply operation on the shared connection (reopened if broken)."""
-        if self._control is None:
-            self._control = self._open()
+        """Run a request-reply operation on an idle connection (closed if it broke)."""
+        session = self._connections.borrow()
         try:
-            return operation(self._control, *args, **kwargs)
-        except (OSError, LostServiceError):
-            self._forget(self._control)
+            result = operation(session, *args, **kwargs)
+        except (PetitionError, NoPetitionError):  # answered: the connection is sound
+            self._connections.give_back(session)
             raise
+        except BaseException:  # broken, or an answer left unread (Ctrl+C): not reused
+            self._forget(session)
+            raise
+        self._connections.give_back(session)
+        return result
 
     # -- petitions ------------------------------------------------------------------------
     def submit(
@@ -231,15 +225,15 @@ class Client:
         first, as ``orcha status --json`` prints them, ``page`` records at a time: a long
         listing is never held whole, by the service or here. With ``text``, each page as
         the JSON text the service encoded: its records' ``json.dumps`` joined by ``", "``."""
-        if self._control is None:
-            self._control = self._open()
+        session = self._connections.borrow()
+        read = operations.status_texts if text else operations.status_pages
         try:
-            read = operations.status_texts if text else operations.status_pages
-            yield from read(self._control, [s.upper() for s in states], list(groups),
+            yield from read(session, [s.upper() for s in states], list(groups),
                             page or (STATUS_TEXT_PAGE if text else STATUS_PAGE))  # fmt: skip
-        except (OSError, LostServiceError):
-            self._forget(self._control)
+        except BaseException:
+            self._forget(session)  # a listing not read to its end: answers may be due
             raise
+        self._connections.give_back(session)
 
     def cancel(self, id: str, force: bool = False) -> None:
         """Cancel a queued or running petition (``force``: SIGKILL its processes at once,

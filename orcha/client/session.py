@@ -10,7 +10,16 @@ order of the requests, so requests may be pipelined: :meth:`Session.send` queues
 
 from __future__ import annotations
 
-from orcha.errors import WIRE_ERRORS, AuthError, ExitCode, LostServiceError, PetitionError
+from _thread import RLock, allocate_lock  # threading's C module: threading.py costs start-up
+
+from orcha.errors import (
+    WIRE_ERRORS,
+    AuthError,
+    ConcurrentUseError,
+    ExitCode,
+    LostServiceError,
+    PetitionError,
+)
 from orcha.protocol import transport
 from orcha.protocol.batch import output_batch
 from orcha.protocol.wire import RemoteError, answer, request_frame
@@ -40,7 +49,9 @@ class Session:
     """One authenticated connection; answers are read in request order.
 
     Answers of requests sent with ``skip`` (a cancel sent while output is being read)
-    are read and dropped by :meth:`recv`.
+    are read and dropped by :meth:`recv`. Any thread may :meth:`send` at any time (a
+    cancel from another thread while one reads); one thread at a time may read: a
+    second reader raises ConcurrentUseError at once (it would take the other's answers).
     """
 
     def __init__(self, conn: Connection, trace: bool = False) -> None:
@@ -48,6 +59,10 @@ class Session:
         self.conn = conn
         self.trace = trace
         self._skip: list[bool] = []  # per request in flight: drop its answer?
+        # A request's skip flag and its frame go in the same order: answers come back in
+        # the order the frames were sent. Reentrant: a signal handler may send a cancel.
+        self._sending = RLock()
+        self._reading = allocate_lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Session:
@@ -75,11 +90,13 @@ class Session:
 
     def send(self, ident: str | None, method: str, *args: Any, skip: bool = False) -> None:
         """Send one request without waiting for its answer."""
-        self._skip.append(skip)  # first: another thread may read its answer at once
-        try:
-            self.conn.send_bytes(request_frame(ident, method, args))
-        except OSError as e:
-            raise LostServiceError(str(e)) from e
+        frame = request_frame(ident, method, args)
+        with self._sending:
+            self._skip.append(skip)  # first: another thread may read its answer at once
+            try:
+                self.conn.send_bytes(frame)
+            except OSError as e:
+                raise LostServiceError(str(e)) from e
 
     def recv(self, wait: bool = True, views: bool = False) -> Any:
         """The value of the next answer (those of ``skip`` requests are dropped); the
@@ -88,7 +105,19 @@ class Session:
         arrived were all dropped (a caller that selects on the connection must not wait
         here for an answer that may come much later). With ``views``, a batch of output
         chunks holds views into the connection's buffer (not copies): valid until the
-        next call."""
+        next call. ConcurrentUseError if another thread is reading this connection."""
+        if not self._reading.acquire(False):
+            raise ConcurrentUseError(
+                "this connection is being read by another thread: read a petition's "
+                "output, a follow or a watch from one thread at a time (make a Client, "
+                "or a handle, per thread)"
+            )
+        try:
+            return self._recv(wait, views)
+        finally:
+            self._reading.release()
+
+    def _recv(self, wait: bool, views: bool) -> Any:
         dropped = False
         while True:
             if dropped and not wait and not self.conn.readable():
@@ -134,6 +163,59 @@ class Session:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class Connections:
+    """A client's sessions, thread-safe: those open (all closed by :meth:`close`) and,
+    of those that carry request-reply operations, the idle ones to reuse. A thread that
+    needs one while all are in use by others gets a new one: threads never wait for
+    each other's answers, and never read each other's."""
+
+    def __init__(self, settings: Settings, timeout: float | None = None) -> None:
+        """``timeout``: seconds each answer may take at most (LostServiceError past it)."""
+        self.settings, self.timeout = settings, timeout
+        self._lock = allocate_lock()  # held for list changes only, never over I/O
+        self._open: list[Session] = []
+        self._idle: list[Session] = []
+
+    def open(self) -> Session:
+        """A new session of the caller's own (output streams, attached petitions)."""
+        session = Session.open(self.settings)
+        if self.timeout:
+            transport.set_recv_timeout(session.fileno(), self.timeout)
+        with self._lock:
+            self._open.append(session)
+        return session
+
+    def borrow(self) -> Session:
+        """An idle session for request-reply operations (a new one if none is idle):
+        the caller's alone until it :meth:`give_back` it (or :meth:`forget` it)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self.open()
+
+    def give_back(self, session: Session) -> None:
+        """``session`` is idle again (not if it was forgotten or closed meanwhile)."""
+        with self._lock:
+            if session in self._open:
+                self._idle.append(session)
+
+    def forget(self, session: Session) -> None:
+        """Close ``session`` (a broken one, or a stream that has ended)."""
+        with self._lock:
+            if session in self._open:
+                self._open.remove(session)
+            if session in self._idle:
+                self._idle.remove(session)
+        session.close()
+
+    def close(self) -> None:
+        """Close every session."""
+        with self._lock:
+            sessions, self._open, self._idle = self._open, [], []
+        for session in sessions:
+            session.close()
 
 
 def _now() -> float:

@@ -224,3 +224,32 @@ def test_no_service_duplicate_id_and_wrong_key(env: Env, service: Service) -> No
         with pytest.raises(PetitionError) as unknown:
             c.submit(new_id("k"), kind="no-such-kind", params={})
         assert unknown.value.exit_code == ExitCode.UNKNOWN
+
+
+def test_threads_may_share_one_client(client: orcha.Client) -> None:
+    import threading
+
+    ended: list[tuple[bytes, int]] = []
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(3):
+                handle = client.submit(None, ["echo", f"{i} {j}"], timeout=WAIT)
+                ended.append((b"".join(d for _, d in handle.output()), handle.wait()))
+                for _ in range(5):  # request-reply calls, many at once from all threads
+                    assert client.status([handle.id])[0]["id"] == handle.id
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stuck = sum(t.is_alive() for t in threads)
+    client.close()  # a stuck thread's connection closes: it ends
+    for t in threads:
+        t.join(10)
+    assert (stuck, errors) == (0, [])
+    assert sorted(ended) == sorted((f"{i} {j}\n".encode(), 0) for i in range(8) for j in range(3))

@@ -247,3 +247,33 @@ def test_a_session_looks_for_the_key_again_once_it_finds_a_starting_service(
     keys = iter([None, None])  # still none: the user is told so
     with pytest.raises(AuthError):
         Session.open(Settings())  # type: ignore[arg-type]
+
+
+# -- threads ---------------------------------------------------------------------------------
+def test_a_second_thread_reading_one_connection_fails_at_once() -> None:
+    import threading
+
+    from orcha.client.session import Session
+    from orcha.errors import ConcurrentUseError
+    from orcha.protocol.wire import dumps_plain
+
+    arrived, release = threading.Event(), threading.Event()
+
+    class Conn:
+        def recv_frame(self) -> bytes:
+            arrived.set()
+            assert release.wait(10)
+            return dumps_plain(("#RETURN", "first"))
+
+    session = Session(Conn())  # type: ignore[arg-type]
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(session.recv()))
+    reader.start()
+    try:
+        assert arrived.wait(10)
+        with pytest.raises(ConcurrentUseError, match="read by another thread"):
+            session.recv()
+    finally:
+        release.set()
+        reader.join(10)
+    assert got == ["first"]
