@@ -13,7 +13,17 @@ import os
 
 from orcha.client import operations
 from orcha.client.handles import Following, PetitionHandle, exit_code
-from orcha.client.requests import changes_of, host_name, schedule_of, user_name, working_directory
+from orcha.client.requests import (
+    changes_of,
+    environment_of,
+    host_name,
+    one_id,
+    params_of,
+    schedule_of,
+    user_name,
+    working_directory,
+)
+from orcha.client.requests import ids_of as _ids
 from orcha.client.session import Connections, Session
 from orcha.defaults import STATUS_PAGE, STATUS_TEXT_PAGE
 from orcha.errors import InvalidPetitionError, NoPetitionError, PetitionError
@@ -30,11 +40,6 @@ if TYPE_CHECKING:
     from orcha.settings import Settings
 
 __all__ = ["Client", "Following", "PetitionHandle", "exit_code"]
-
-
-def _ids(ids: str | Iterable[str] | None) -> list[str]:
-    """A list of IDs (a single ID may be given as a string; None: none)."""
-    return [] if ids is None else [ids] if isinstance(ids, str) else list(ids)
 
 
 class Client:
@@ -164,6 +169,8 @@ class Client:
             params = {"argv": [str(a) for a in argv]}
         elif params is None:
             raise TypeError("give argv (a shell petition) or kind= and params=")
+        params = params_of(params)
+        environment = environment_of(env)
         try:
             petition_id = None if id is None else check_name(check_id(id))
             schedule = schedule_of(
@@ -173,10 +180,8 @@ class Client:
             )  # fmt: skip
         except ValueError as e:
             raise InvalidPetitionError(f"invalid petition: {e}") from None
-        environment = dict(os.environ)
-        environment.update(env or {})
         request = SubmitRequest(
-            kind, petition_id, dict(params), priority, os.path.abspath(working_directory(cwd)),
+            kind, petition_id, params, priority, os.path.abspath(working_directory(cwd)),
             environment, attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
         )  # fmt: skip
         if detach:
@@ -238,7 +243,7 @@ class Client:
     def cancel(self, id: str, force: bool = False) -> None:
         """Cancel a queued or running petition (``force``: SIGKILL its processes at once,
         without the grace period). NoPetitionError if none has that ID."""
-        reason = self.cancel_each([id], force)[id]
+        reason = self.cancel_each([one_id(id, "cancel", "cancel_each")], force)[id]
         if reason != "cancelled":
             raise NoPetitionError(f"{reason}; nothing to cancel")
 

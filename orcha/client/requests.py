@@ -1,6 +1,7 @@
 """What :class:`orcha.Client`'s methods send as requests: keyword requests (``cpus``,
-``mem``, ``timeout``...) as the wire's schedule fields, and who submits from where (and
-in which directory)."""
+``mem``, ``timeout``...) as the wire's schedule fields, IDs, parameters and environment
+checked (TypeError before anything is sent, as for any misuse of the client), and who
+submits from where (and in which directory)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,64 @@ if TYPE_CHECKING:
     from typing import Any
 
     from orcha.protocol.schedule import Schedule
+
+
+def ids_of(ids: Any, name: str = "ids") -> list[str]:
+    """A list of IDs: ``ids`` is one ID (a string), several (any iterable of strings),
+    or None (none). TypeError naming ``name`` otherwise."""
+    if ids is None:
+        return []
+    if isinstance(ids, str):
+        return [ids]
+    try:
+        listed = list(ids)
+    except TypeError:
+        listed = [ids]
+    for item in listed:
+        if not isinstance(item, str):
+            raise TypeError(
+                f"{name} must be an ID (a string) or a list of IDs (strings), but holds "
+                f"{item!r} ({type(item).__name__})"
+            )
+    return listed
+
+
+def one_id(petition_id: Any, method: str, several: str) -> str:
+    """``petition_id`` if it is one ID (a string); TypeError saying to use ``several``
+    (the method taking a list) otherwise."""
+    if not isinstance(petition_id, str):
+        raise TypeError(
+            f"{method}() takes one ID (a string), not {type(petition_id).__name__}; for "
+            f"several, call {several}({petition_id!r})"
+        )
+    return petition_id
+
+
+def params_of(params: Any) -> dict[str, Any]:
+    """A kind's parameters as a dict of their own; TypeError unless a mapping with
+    string keys (the kind checks the values)."""
+    given = dict(params) if hasattr(params, "keys") else None
+    if given is None or not all(isinstance(k, str) for k in given):
+        raise TypeError(
+            "params must be a dict of the kind's parameters by name (e.g. "
+            f"{{'counter': 3}}), not {params!r}"
+        )
+    return given
+
+
+def environment_of(env: Any) -> dict[str, str]:
+    """This process's environment with ``env`` (None: nothing) added; TypeError unless
+    ``env`` maps strings to strings."""
+    environment = dict(os.environ)
+    if env is None:
+        return environment
+    if not hasattr(env, "keys"):
+        raise TypeError(f"env must be a dict of variables to add (e.g. {{'X': '1'}}), not {env!r}")
+    for key, value in dict(env).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"env must map strings to strings, but holds {key!r}: {value!r}")
+        environment[key] = value
+    return environment
 
 
 def requests_wire(requests: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,31 @@ def test_submit_needs_argv_or_kind_and_params() -> None:
 
 
 @pytest.mark.parametrize(
+    ("call", "words"),
+    [(lambda c: c.submit("x", ["true"], env="X=1"),
+      r"env must be a dict of variables to add \(e.g. \{'X': '1'\}\), not 'X=1'"),
+     (lambda c: c.submit("x", ["true"], env={"X": 1}), "env must map strings to strings, but "
+      "holds 'X': 1"),
+     (lambda c: c.submit("x", kind="hello", params=[1, 2]),
+      r"params must be a dict of the kind's parameters by name \(e.g. \{'counter': 3\}\), "
+      r"not \[1, 2\]"),
+     (lambda c: c.cancel(["a2"]),
+      r"cancel\(\) takes one ID \(a string\), not list; for several, call "
+      r"cancel_each\(\['a2'\]\)"),
+     (lambda c: c.cancel_each([["a2"]]), r"ids must be an ID \(a string\) or a list of IDs "
+      r"\(strings\), but holds \['a2'\] \(list\)"),
+     (lambda c: c.status(5), r"ids must be an ID .* but holds 5 \(int\)")],
+)  # fmt: skip
+def test_misused_arguments_raise_type_errors_naming_them_before_anything_is_sent(
+    call: Any, words: str
+) -> None:
+    # No service listens at that address: reaching it would raise NoServiceError instead.
+    client = Client(address="/nonexistent/orcha.sock", key="k")
+    with pytest.raises(TypeError, match=words):
+        call(client)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "words"),
     [({"key": 123}, "key must be a str or None, not int"),
      ({"key": b"k"}, "key must be a str or None, not bytes"),
