@@ -116,11 +116,10 @@ HEALTH_TIMEOUT = 5.0
 
 #: Webhooks (``--notify``, ``notify:``): seconds a POST may take, how many tries (the
 #: first and 3 retries), the first pause between tries (doubling each time), receivers
-#: (URLs, each with its queue) delivered to at once, seconds an idle delivery thread stays.
-WEBHOOK_TIMEOUT = 5.0
-WEBHOOK_ATTEMPTS = 4
-WEBHOOK_BACKOFF = 0.5
-WEBHOOK_THREADS, WEBHOOK_IDLE_SECONDS = 8, 5.0
+#: (URLs, each with its queue) delivered to at once, seconds an idle delivery thread
+#: stays, and how many 307/308 redirects a POST follows (as a POST of the same body).
+WEBHOOK_TIMEOUT, WEBHOOK_ATTEMPTS, WEBHOOK_BACKOFF = 5.0, 4, 0.5
+WEBHOOK_THREADS, WEBHOOK_IDLE_SECONDS, WEBHOOK_REDIRECTS = 8, 5.0, 5
 
 #: Seconds an ``on_finish`` hook command may run before it is stopped.
 HOOK_TIMEOUT = 60.0

@@ -16,6 +16,11 @@ a slow or failing receiver holds up its own deliveries only, never another's. Al
 queues together hold at most :data:`~orcha.defaults.DELIVERY_QUEUE` deliveries; beyond,
 the oldest of the longest queue is dropped (and logged) rather than growing the
 service's memory.
+
+Redirects: a 307 or 308 is followed with the same POST and body, at most
+:data:`~orcha.defaults.WEBHOOK_REDIRECTS` hops; a 301, 302 or 303 (which HTTP clients
+follow as a GET without the body: the receiver would never get the event) is a
+delivery error naming where it pointed, not tried again.
 """
 
 from __future__ import annotations
@@ -40,12 +45,17 @@ from orcha.defaults import (
     WEBHOOK_EVENT_HEADER,
     WEBHOOK_GITHUB_SIGNATURE_HEADER,
     WEBHOOK_IDLE_SECONDS,
+    WEBHOOK_REDIRECTS,
     WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_THREADS,
     WEBHOOK_TIMEOUT,
 )
 
 log = logging.getLogger("orcha.service.webhooks")
+
+
+class Redirected(OSError):
+    """A receiver answered with a redirect a POST does not follow (301, 302, 303)."""
 
 
 class _Receivers:
@@ -176,16 +186,21 @@ class Webhooks:
     def _deliver(
         self, job: Any, url: str, body: bytes, event: str, headers: dict[str, str]
     ) -> None:
-        error = ""
+        error, tries = "", 0
         for attempt in range(WEBHOOK_ATTEMPTS):
             if attempt:
                 self._hurry.wait(self._backoff * (2 ** (attempt - 1)))
+            tries += 1
             try:
                 self._post(url, body, WEBHOOK_TIMEOUT, headers)
                 return
+            except Redirected as e:  # it would say the same again: no use trying
+                error = str(e)
+                break
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
-        message = f"webhook {url} failed for event {event} ({WEBHOOK_ATTEMPTS} tries): {error}"
+        tried = f"{tries} tries" if tries > 1 else "1 try"
+        message = f"webhook {url} failed for event {event} ({tried}): {error}"
         log.warning("petition %s: %s", job.id, message)
         if self._failed is not None:
             self._failed(job, message)
@@ -217,13 +232,52 @@ def signed(body: bytes, secret: bytes | None, event: str) -> dict[str, str]:
 
 
 def _post(url: str, body: bytes, timeout: float, headers: dict[str, str]) -> None:
-    """POST ``body`` as JSON; raises on a connection error or a non-2xx answer."""
+    """POST ``body`` as JSON; raises on a connection error or a non-2xx answer
+    (Redirected on a 301, 302 or 303; a 307 or 308 is followed, the same POST)."""
+    import urllib.error
     import urllib.request
 
     request = urllib.request.Request(
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "orcha", **headers},
     )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=timeout) as answer:  # URLs: http(s) only
+    opener = urllib.request.build_opener(_post_redirects())
+    try:
+        answer = opener.open(request, timeout=timeout)  # URLs: http(s) only
+    except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:  # urllib's words for this take three lines
+            raise Redirected(f"HTTP {e.code}: redirected more than {WEBHOOK_REDIRECTS} times "
+                             f"or in a loop (last to {e.url})") from None  # fmt: skip
+        raise
+    with answer:
         if not 200 <= answer.status < 300:
             raise OSError(f"HTTP {answer.status}")
+
+
+def _post_redirects() -> Any:
+    """The redirect handler of webhook POSTs (built when one is sent: urllib is imported
+    by the first delivery, not by the service's start)."""
+    import urllib.request
+
+    class PostRedirects(urllib.request.HTTPRedirectHandler):
+        max_redirections = WEBHOOK_REDIRECTS
+
+        def redirect_request(
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Any:
+            if code not in (307, 308):
+                # urllib would send a GET without the body, which receivers refuse
+                # with an error of their own ("HTTP Error 501"): say what happened.
+                raise Redirected(
+                    f"HTTP {code}: redirected to {newurl}; give that URL to --notify (or notify:)"
+                )
+            if not newurl.startswith(("http://", "https://")):
+                raise Redirected(f"HTTP {code}: redirected to {newurl}, not an http(s) URL")
+            # The same POST: its body, and the headers it was given (its signature and
+            # delivery ID among them), not those of the first connection (Host).
+            return urllib.request.Request(
+                newurl, data=req.data, headers=req.headers, method="POST",
+                origin_req_host=req.origin_req_host, unverifiable=True,
+            )  # fmt: skip
+
+    return PostRedirects

@@ -335,3 +335,88 @@ def test_at_a_stop_only_what_is_left_is_said_with_its_count() -> None:
     finally:
         release.set()
     assert events.finish_hooks.idle(5) and events.finish_deliveries(0) == []
+
+
+# -- redirects: 307/308 followed as the same POST; 301/302/303 an error naming the URL --------
+@pytest.fixture
+def receiver() -> Any:
+    """A local HTTP receiver: ``/to/CODE`` redirects to ``/landed`` with CODE; ``/landed``
+    answers 200; each request is kept as (method, path, body, delivery header)."""
+    import http.server
+
+    seen: list[tuple[str, str, bytes, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            size = int(self.headers.get("Content-Length") or 0)
+            seen.append((self.command, self.path, self.rfile.read(size),
+                         self.headers.get("X-Orcha-Delivery")))  # fmt: skip
+            if self.path.startswith("/to/"):
+                self.send_response(int(self.path[4:]))
+                self.send_header("Location", "/landed")
+            elif self.path == "/loop":
+                self.send_response(307)
+                self.send_header("Location", "/loop")
+            else:
+                self.send_response(200 if self.path == "/landed" else 501)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET = _answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("code", [307, 308])
+def test_a_307_or_308_is_followed_with_the_same_post_and_body(receiver: Any, code: int) -> None:
+    base, seen = receiver
+    failed: list[str] = []
+    hooks = Webhooks(backoff=0, failed=lambda j, m: failed.append(m))
+    hooks.event(job(notify=(f"{base}/to/{code}",)), envelope("finished"))
+    assert hooks.idle(10)
+    assert failed == []
+    (first, landed) = seen
+    assert (first[0], first[1], landed[0], landed[1]) == ("POST", f"/to/{code}", "POST", "/landed")
+    assert json.loads(landed[2])["event"] == "finished" and landed[2] == first[2]
+    assert landed[3] == first[3]  # the same delivery (its signature too)
+
+
+@pytest.mark.parametrize("code", [301, 302, 303])
+def test_a_301_302_or_303_is_an_error_naming_the_url_tried_once(receiver: Any, code: int) -> None:
+    base, seen = receiver
+    failed: list[str] = []
+    hooks = Webhooks(backoff=0, failed=lambda j, m: failed.append(m))
+    hooks.event(job(notify=(f"{base}/to/{code}",)), envelope("finished"))
+    assert hooks.idle(10)
+    assert [s[:2] for s in seen] == [("POST", f"/to/{code}")]  # no GET without the body
+    assert failed == [
+        f"webhook {base}/to/{code} failed for event finished (1 try): HTTP {code}: redirected "
+        f"to {base}/landed; give that URL to --notify (or notify:)"
+    ]
+
+
+def test_redirects_are_followed_a_bounded_number_of_times(receiver: Any) -> None:
+    from orcha.defaults import WEBHOOK_REDIRECTS
+
+    base, seen = receiver
+    failed: list[str] = []
+    hooks = Webhooks(backoff=0, failed=lambda j, m: failed.append(m))
+    hooks.event(job(notify=(f"{base}/loop",)), envelope("finished"))
+    assert hooks.idle(10)
+    assert failed == [
+        f"webhook {base}/loop failed for event finished (1 try): HTTP 307: redirected more "
+        f"than {WEBHOOK_REDIRECTS} times or in a loop (last to {base}/loop)"
+    ]
+    assert [s[:2] for s in seen] == [("POST", "/loop")] * len(seen)
+    assert len(seen) <= WEBHOOK_REDIRECTS + 1
