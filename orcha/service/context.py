@@ -82,7 +82,9 @@ class ServiceContext:
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
         """Emit a custom event, ``KIND.NAME`` in the usual envelope, to watchers
         (``orcha watch``) and webhooks (``--notify`` gets every custom event of its
-        petition). ValueError if ``name`` is not a short word or ``data`` not JSON data."""
+        petition). ``KIND`` is the kind that runs: a runtime kind's parent, whose code
+        emits the event (the envelope's ``kind`` is the runtime kind's name). ValueError
+        if ``name`` is not a short word or ``data`` not JSON data."""
         import json
 
         if not isinstance(name, str) or not name.isidentifier() or len(name) > 64:
@@ -93,7 +95,10 @@ class ServiceContext:
             raise ValueError(f"event data must be JSON data: {e}") from None
         events = self._job.events
         if events is not None:
-            events.watch_event(self._job, f"{self._job.kind or 'petition'}.{name}", data or {})
+            # Named after the kind whose code emits it, so that a notify: entry listing
+            # "goodevent.custom" hears it from every runtime kind made from goodevent.
+            kind = getattr(self._job.petition, "kind", "") or self._job.kind or "petition"
+            events.watch_event(self._job, f"{kind}.{name}", data or {})
 
     def set_outcome(self, value: Any) -> None:
         """Record the petition's outcome: JSON data the client prints when it ends and

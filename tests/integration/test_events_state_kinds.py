@@ -453,6 +453,26 @@ def test_a_custom_event_reaches_notify_and_watch(
     assert set(bodies[2]) == ENVELOPE_KEYS
 
 
+def test_a_runtime_kinds_custom_event_is_named_after_its_parent_kind(
+    senv: Env, receiver: Receiver
+) -> None:
+    # A notify: entry listing the parent kind's event hears it from its runtime kinds.
+    write_config(senv, f"notify:\n  - {{url: {receiver.url('/ev')}, "
+                       "events: [steps_event.checkpoint]}\n")  # fmt: skip
+    serve(senv)
+    gate = senv.root / "gate"
+    gate.touch()
+    orcha(senv, "kinds", "add", "gated", "--from", "steps_event", "--set", f"gate={gate}")
+    petition_id = new_id("tmpl")
+    out, _ = orcha(senv, "send", petition_id, "--kind", "gated")
+    assert out == "waiting for the gate\nevent sent\n"
+    receiver.wait_posts(1, "/ev")
+    ((body,),) = [receiver.delivered("/ev")]
+    assert (body["event"], body["kind"], body["petition"], body["data"]) == (
+        "steps_event.checkpoint", "gated", petition_id, {"n": 1},
+    )  # fmt: skip
+
+
 # -- 3. the on_finish hook -------------------------------------------------------------------
 def test_on_finish_hook_runs_after_each_petition(senv: Env) -> None:
     hooked = senv.root / "finished.txt"

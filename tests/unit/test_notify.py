@@ -420,3 +420,23 @@ def test_redirects_are_followed_a_bounded_number_of_times(receiver: Any) -> None
     ]
     assert [s[:2] for s in seen] == [("POST", "/loop")] * len(seen)
     assert len(seen) <= WEBHOOK_REDIRECTS + 1
+
+
+# -- custom events: named after the kind whose code emits them -------------------------------
+def test_a_runtime_kinds_custom_events_are_named_after_its_parent_kind() -> None:
+    from orcha.service.context import ServiceContext
+
+    seen: list[tuple[str, str | None, dict[str, Any]]] = []
+    events = SimpleNamespace(watch_event=lambda j, event, data: seen.append((event, j.kind, data)))
+    petition = SimpleNamespace(kind="goodevent", params={}, cwd="/", env={})
+    runtime = SimpleNamespace(id="p1", kind="ge", petition=petition, cancel_event=None,
+                              attempt=1, gpu_ids=(), events=events)  # fmt: skip
+    ServiceContext(runtime, lambda *a: None, None).event("custom", {"n": 1})  # type: ignore[arg-type]
+    plain = SimpleNamespace(**{**vars(runtime), "kind": "goodevent"})
+    ServiceContext(plain, lambda *a: None, None).event("custom", {"n": 2})  # type: ignore[arg-type]
+    # The same event name either way (a notify: entry listing it hears both); the
+    # envelope's kind says which runtime kind the petition was submitted as.
+    assert seen == [
+        ("goodevent.custom", "ge", {"n": 1}),
+        ("goodevent.custom", "goodevent", {"n": 2}),
+    ]
