@@ -33,10 +33,11 @@ def _complete(ctx: click.Context) -> dict[str, Any]:
     """The file, validated, with every default filled in, plugins' settings included."""
     from orcha.cli.options import load_config
     from orcha.config import check_plugins
+    from orcha.plugins.discovery import plugins_by_name
 
     loaded = load_config(ctx)
     group = ctx.find_root().command
-    plugins = {e.name: e.plugin for e in group.plugins()}  # type: ignore[attr-defined]
+    plugins = plugins_by_name(group.plugins())  # type: ignore[attr-defined]
     settings, unconfigured = check_plugins(loaded, plugins)
     data = {**_machine_defaults(), **loaded.data}
     data["plugins"] = {

@@ -64,9 +64,10 @@ def _unconfigured(ctx: click.Context, entries: list[Any]) -> dict[str, str]:
     from orcha.cli.options import load_config
     from orcha.config import check_plugins
     from orcha.errors import ConfigError
+    from orcha.plugins.discovery import plugins_by_name
 
     try:
-        _, unconfigured = check_plugins(load_config(ctx), {e.name: e.plugin for e in entries})
+        _, unconfigured = check_plugins(load_config(ctx), plugins_by_name(entries))
     except ConfigError:
         return {}
     return unconfigured

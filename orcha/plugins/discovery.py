@@ -13,8 +13,8 @@ ways, in this order:
 ``ORCHA_DISABLE_PLUGINS=a,b`` (or ``enabled: false`` in the configuration file) blocks
 plugins by name: one whose entry point or module has that name is not even imported.
 
-A plugin that fails to import, or claims a command or kind name another plugin has, is
-listed with its error and left out; everything else keeps working. Discovery imports
+A plugin that fails to import, or claims a plugin, command or kind name another plugin
+has, is listed with its error and left out; everything else keeps working. Discovery imports
 neither the CLI nor the service: the CLI builds commands from what it finds
 (:func:`orcha.cli.bridge.discover`), the service its kinds and hooks
 (:func:`orcha.service.plugin_host.load_plugins`).
@@ -37,6 +37,7 @@ __all__ = [
     "LoadedPlugin",
     "disabled_from_env",
     "discover",
+    "plugins_by_name",
 ]
 
 #: The entry-point group plugins register in.
@@ -139,6 +140,16 @@ def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
         found.append(_load(entry, functools.partial(_import_file, name, location), disabled))
     _collect(found, disabled)
     return found
+
+
+def plugins_by_name(entries: list[LoadedPlugin]) -> dict[str, BasePlugin | None]:
+    """Each plugin name ``entries`` have, and its plugin (None if none of that name is
+    loaded): of two plugins of one name, the one discovery kept."""
+    out: dict[str, BasePlugin | None] = {}
+    for entry in entries:
+        if out.get(entry.name) is None:
+            out[entry.name] = entry.plugin
+    return out
 
 
 def _instantiate(obj: Any) -> BasePlugin:
@@ -255,12 +266,23 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
     leaves out the same plugins ``orcha ls`` reports."""
     owners: dict[str, str] = {name: "orcha" for name in CORE_COMMANDS}
     kind_owners: dict[str, str] = {}
+    # A plugin's name is its key everywhere (the configuration file, its state, health):
+    # two of one name would share (and overwrite) them.
+    named: dict[str, LoadedPlugin] = {}
     for entry in found:
         plugin = entry.plugin
         if plugin is None:
             continue
         if entry.name in disabled:  # a plugin whose own name differs from its module's
             entry.error = "disabled"
+            entry.plugin = None
+            continue
+        first = named.get(entry.name)
+        if first is not None:
+            entry.error = (
+                f"conflict: plugin {entry.name} of module {entry.module} claims the name "
+                f"{entry.name!r} (already taken by module {first.module}, {first.origin})"
+            )
             entry.plugin = None
             continue
         try:
@@ -284,6 +306,7 @@ def _collect(found: list[LoadedPlugin], disabled: frozenset[str]) -> None:
             entry.error = f"conflict: plugin {entry.name} claims " + ", ".join(what)
             entry.plugin = None
             continue
+        named[entry.name] = entry
         for name in names:
             owners[name] = entry.name
         for name in kinds:

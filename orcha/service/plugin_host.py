@@ -45,7 +45,7 @@ def load_plugins(
     ConfigError if the file's settings for a plugin are invalid.
     """
     from orcha.config import check_plugins
-    from orcha.plugins.discovery import disabled_from_env, discover
+    from orcha.plugins.discovery import disabled_from_env, discover, plugins_by_name
 
     if entries is None:
         if disabled is None:
@@ -53,7 +53,7 @@ def load_plugins(
                 name for name in config.data["plugins"] if not config.plugin_enabled(name)
             }
         entries = discover(disabled)
-    settings, unconfigured = check_plugins(config, {e.name: e.plugin for e in entries})
+    settings, unconfigured = check_plugins(config, plugins_by_name(entries))
     host = PluginHost({}, settings)
     for entry in entries:
         why = entry.error or unconfigured.get(entry.name)
