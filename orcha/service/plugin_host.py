@@ -203,13 +203,22 @@ class PluginHost:
 
 
 def _health_result(value: Any) -> dict[str, Any]:
-    """A plugin's ``health()`` answer as {"healthy": bool, "details": {...}}."""
+    """A plugin's ``health()`` answer as {"healthy": bool, "details": {...}}: a pair
+    ``(healthy, details)``, or a bare bool. Anything else is the plugin's error: unhealthy,
+    saying what it returned."""
     if isinstance(value, tuple) and len(value) == 2:
         healthy, details = value
         if not isinstance(details, dict):
             details = {"details": details}
-    else:
+    elif isinstance(value, bool):
         healthy, details = value, {}
+    else:
+        # A string or None is no answer: counting it as healthy (or as unhealthy with
+        # nothing said) would hide a broken check.
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        why = f"health() returned {shown} ({type(value).__name__}), not (healthy, details)"
+        return {"healthy": False, "details": {"error": why}}
     import json
 
     try:

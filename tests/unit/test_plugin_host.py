@@ -228,8 +228,30 @@ def health_of(answer: Any) -> dict[str, Any]:
         ((False, {"why": "no disk"}), {"healthy": False, "details": {"why": "no disk"}}),
         (True, {"healthy": True, "details": {}}),
         (False, {"healthy": False, "details": {}}),
-        (None, {"healthy": False, "details": {}}),
         ((1, {}), {"healthy": True, "details": {}}),
+        (
+            None,
+            {
+                "healthy": False,
+                "details": {"error": "health() returned None (NoneType), not (healthy, details)"},
+            },
+        ),
+        (
+            "junk",
+            {
+                "healthy": False,
+                "details": {"error": "health() returned 'junk' (str), not (healthy, details)"},
+            },
+        ),
+        (
+            (True, {}, 3),
+            {
+                "healthy": False,
+                "details": {
+                    "error": "health() returned (True, {}, 3) (tuple), not (healthy, details)"
+                },
+            },
+        ),
     ],
 )
 def test_health_answers(answer: Any, expected: dict[str, Any]) -> None:
