@@ -21,6 +21,7 @@ predicates whether a petition may start.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -395,11 +396,23 @@ class KindManager(Manager):
         return started
 
     def end(self, petition: Petition, code: int | None) -> None:
-        """The attempt's action returned ``code``."""
+        """The attempt's action returned ``code``: an int (None counts as 0). Anything
+        else fails the petition, its message saying what ``run`` must return."""
         job = petition.record
+        if code is not None:
+            try:
+                code = operator.index(code)  # an int, or what stands for one exactly
+            except TypeError:
+                shown = repr(code) if len(repr(code)) <= 40 else repr(code)[:37] + "..."
+                job.message = job.message or (
+                    f"kind {getattr(petition, 'kind', '')!r}: run returned {shown} "
+                    f"({type(code).__name__}); it must return the exit code, an int in "
+                    "0-255 (0: success)"
+                )
+                code = int(ExitCode.FAILED)
         # finish_called fails a code outside 0-255 (see the contract of Kind.run), so a
         # negative or huge one reaches neither the client nor the database as it is.
-        job.finish_called(int(code) if code is not None else 0)
+        job.finish_called(code if code is not None else 0)
 
     def _context(self, petition: KindPetition, register: ActionCallbackT) -> tuple[Kind, Context]:
         kind = self.registry.plugin_kind(petition.kind)

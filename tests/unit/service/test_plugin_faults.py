@@ -98,3 +98,21 @@ def test_the_original_apis_finish_maps_a_code_out_of_range(code: int) -> None:
     petition.finish(code)
     assert (job.code, job.message) == (FAILED, f"exit code {code} is out of range 0-255")
     assert q.items == [FAILED]
+
+
+@pytest.mark.parametrize(
+    ("returned", "shown"), [("hello", "'hello' (str)"), (1.5, "1.5 (float)"), ([0], "[0] (list)")]
+)
+def test_a_run_returning_no_int_fails_saying_what_run_must_return(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, returned: Any, shown: str
+) -> None:
+    monkeypatch.setattr(h.gates, "run", lambda petition_id, cancelled: returned)
+    h.submit("odd")
+    message = (
+        f"kind 'gate': run returned {shown}; it must return the exit code, an int in 0-255 "
+        "(0: success)"
+    )
+    summary = ended(h, "odd")
+    assert (summary["state"], summary["code"], summary["message"]) == ("FAILED", FAILED, message)
+    record = record_of_ended(h, "odd")
+    assert (record["state"], record["code"], record["message"]) == ("FAILED", FAILED, message)
