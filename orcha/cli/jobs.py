@@ -262,8 +262,12 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bo
     failures: list[str] = []
     docs: list[dict[str, Any]] = []
     with client(ctx) as service:
-        arrays = service.status_report(ids).get("arrays", {})  # an array's name: its members
+        report = service.status_report(ids)
+        arrays = report.get("arrays", {})  # an array's name: its members
         targets = list(dict.fromkeys(m for i in ids for m in arrays.get(i, [i])))
+        # A petition of the original API (a plugin's own service) has no kind and keeps
+        # no log: its output went to its client only. Said, not left as an empty log.
+        kinds = {r["id"]: r.get("kind") for r in report.get("petitions", [])}
         out = _Prefixer(prefix=len(targets) > 1)
         for petition_id in targets:
             try:
@@ -272,6 +276,14 @@ def logs(ctx: click.Context, ids: tuple[str, ...], tail: int | None, as_json: bo
                     continue
                 for stream, data in service.logs(petition_id, tail):
                     out.write(petition_id, stream, data)
+                if kinds.get(petition_id) == "":
+                    out.flush(petition_id)
+                    click.echo(
+                        f"orcha: petition {petition_id} keeps no log: a petition of the "
+                        "original API (a plugin's own service) sends its output to its "
+                        "client only",
+                        err=True,
+                    )
             except NoPetitionError as e:
                 failures.append(e.message)
             except PetitionError as e:

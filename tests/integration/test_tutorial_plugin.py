@@ -76,6 +76,13 @@ def test_hello_world_serve_and_send(tenv: Env) -> None:
     alias = tenv.run_bytes("hw", "send", "t2", "--counter", "2")
     assert alias.returncode == 0, alias.stderr
     assert alias.stdout.replace(b"\r", b"") == b"Hello world! 0\nHello world! 1\n"
+    # Its output went to its client only: 'orcha logs' says so rather than print nothing.
+    logs = tenv.run("logs", "t1")
+    assert (logs.returncode, logs.stdout) == (0, "")
+    assert logs.stderr == (
+        "orcha: petition t1 keeps no log: a petition of the original API (a plugin's own "
+        "service) sends its output to its client only\n"
+    )
     assert service.stop() == 0
 
 
