@@ -371,7 +371,9 @@ class Job:
             if ret is not None and not 0 <= ret <= 255:
                 self.message = self.message or f"exit code {ret} is out of range 0-255"
                 ret = int(ExitCode.FAILED)
-            self.code = 0 if ret is None else ret
+            # finish() without a code means success, unless it was cancelled: then no code
+            # is known (as for a petition cancelled before it ran), not a success's 0.
+            self.code = ret if ret is not None else (None if self.cancel_requested else 0)
         if not self.native:
             # The original API's client returns the integer it reads, so a cancelled
             # petition must not look like a success to it.

@@ -3,6 +3,7 @@ pip and run against orcha: listed, served, sent to, and cancelled with Ctrl+C.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,10 @@ def test_ctrl_c_finishes_the_tutorial_petition(tenv: Env) -> None:
     assert b"Ctrl + C caught! Finishing..." in out
     assert client.returncode == 130
     assert b"Traceback" not in err
+    # Its action called finish() without a code once stopped: no code, not a success's 0.
+    status = tenv.run("status", "--json", "long")
+    (record,) = json.loads(status.stdout)["petitions"]
+    assert (record["state"], record["code"]) == ("CANCELLED", None), record
     # The service is still serving, and its intake is intact.
     again = tenv.run("hello-world", "send", "after", "--counter", "1")
     assert again.returncode == 0, again.stderr
