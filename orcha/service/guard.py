@@ -14,7 +14,10 @@ stays behind as the *guard*; its child becomes the service. The guard:
   every process still below it: SIGTERM (with SIGCONT), the grace period, SIGKILL; then
   exits with the service's exit status (128+N if a signal N killed it);
 * SIGKILLs a service that has not ended ``grace + GUARD_STOP_MARGIN`` seconds after a
-  forwarded stop signal.
+  forwarded stop signal;
+* tells a service that exits on its own path (it writes to a pipe on its way out) from
+  one that died unexpectedly (a plugin's ``os._exit(7)``): for the latter it logs one
+  line with the code and exits 1 (an internal error), not the plugin's arbitrary code.
 
 The service runs in its own process group (a terminal's Ctrl+C reaches the guard alone,
 which forwards it once, not twice) with ``PR_SET_PDEATHSIG`` = SIGTERM: if the guard is
@@ -39,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from orcha.defaults import ENV_NO_GUARD, GUARD_STOP_MARGIN
+from orcha.errors import ExitCode
 
 log = logging.getLogger("orcha.service.guard")
 
@@ -82,6 +86,9 @@ class GuardOS:
         self._pending: list[int] = []
         self._wake_r = -1
         self._wake_w = -1
+        # The service writes a byte here on its way out (see announce_exit).
+        self._exit_r = -1
+        self._exit_w = -1
 
     # -- set-up ------------------------------------------------------------------------
     def set_subreaper(self, on: bool = True) -> bool:
@@ -99,6 +106,39 @@ class GuardOS:
             with contextlib.suppress(Exception):
                 stream.flush()
         return os.fork()
+
+    def open_exit_pipe(self) -> None:
+        """Before the fork: the pipe the service announces its own exit through."""
+        with contextlib.suppress(OSError):
+            self._exit_r, self._exit_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def keep_exit_pipe(self, service: bool) -> None:
+        """After the fork: each side closes the end it does not use."""
+        fd = self._exit_r if service else self._exit_w
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if service:
+            self._exit_r = -1
+        else:
+            self._exit_w = -1
+
+    def announce_exit(self) -> None:
+        """In the service, on its way out: it exits on its own path (a stop, an error it
+        reported), not cut short (``os._exit`` in a plugin)."""
+        if self._exit_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._exit_w, b"x")
+
+    def exit_announced(self) -> bool:
+        """In the guard, once the service has ended: whether it announced its exit (True
+        when there is no pipe to tell: nothing is known against it)."""
+        if self._exit_r < 0:
+            return True
+        try:
+            return bool(os.read(self._exit_r, 1))
+        except OSError:  # EAGAIN: nothing written
+            return False
 
     def become_service(self, guard_pid: int) -> None:
         """In the forked child: own process group, SIGTERM when the guard dies."""
@@ -245,6 +285,16 @@ class Guard:
                 "the service (pid %d) was killed by signal %d; stopping what it left running",
                 self.service_pid, os.WTERMSIG(self.status),
             )  # fmt: skip
+        elif not self.os.exit_announced():
+            # Not its own exit: something in its process (a plugin's os._exit) ended it.
+            # Its code means nothing to orcha's users; the documented internal error does.
+            log.error(
+                "the service (pid %d) died unexpectedly with exit code %d (not through its "
+                "own stop: a plugin may have called os._exit); stopping what it left "
+                "running; exiting %d",
+                self.service_pid, code, int(ExitCode.FAILED),
+            )  # fmt: skip
+            code = int(ExitCode.FAILED)
         stopped = self.sweep()
         if stopped:
             log.warning("stopped %d process(es) the service left running", stopped)
@@ -321,17 +371,24 @@ def serve_guarded(
         return serve(None)
     guard_pid = os.getpid()
     mask = osx.block_signals()  # none may come between the fork and the handlers
+    osx.open_exit_pipe()
     try:
         pid = osx.fork()
     except OSError as e:  # e.g. EAGAIN under a process limit: serve all the same
         osx.restore_signals(mask)
         osx.set_subreaper(False)  # nobody here would reap the orphans
+        osx.keep_exit_pipe(service=True)  # both ends closed: no guard to tell
+        osx.keep_exit_pipe(service=False)
         log.warning("cannot start the guard process (%s); serving without it", e.strerror)
         return serve(None)
+    osx.keep_exit_pipe(service=pid == 0)
     if pid == 0:
         osx.restore_signals(mask)
         osx.become_service(guard_pid)
-        return serve(guard_pid)
+        try:
+            return serve(guard_pid)
+        finally:
+            osx.announce_exit()  # whatever it returns or raises: its own way out
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also here: whichever of the two runs first
     osx.catch_signals()

@@ -251,3 +251,44 @@ def test_a_fork_that_fails_serves_without_a_guard(monkeypatch: pytest.MonkeyPatc
     assert serve_guarded(GRACE, lambda guard_pid: 7 if guard_pid is None else 0, osx) == 7
     assert osx.subreaper == [True, False]  # no subreaper left where nobody reaps orphans
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # signals unblocked again
+
+
+class Unannounced(FakeOS):
+    """A service that ends without announcing its exit (a plugin's os._exit)."""
+
+    def exit_announced(self) -> bool:
+        return False
+
+
+def test_a_service_that_dies_unannounced_is_logged_and_exits_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = Unannounced()
+    fake.add(SERVICE, dies_on={signal.SIGKILL})
+    fake.at(1.0, lambda: fake.end(SERVICE, exited(7)))
+    with caplog.at_level("ERROR", logger="orcha.service.guard"):
+        assert Guard(fake, SERVICE, GRACE).run() == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the service (pid {SERVICE}) died unexpectedly with exit code 7 (not through its "
+        "own stop: a plugin may have called os._exit); stopping what it left running; "
+        "exiting 1"
+    ]
+
+
+def test_a_service_that_announced_its_exit_keeps_its_code(fake: FakeOS) -> None:
+    fake.at(1.0, lambda: fake.end(SERVICE, exited(212)))
+    assert Guard(fake, SERVICE, GRACE).run() == 212
+
+
+def test_the_exit_pipe_tells_an_announced_exit_from_none() -> None:
+    told, silent = GuardOS(), GuardOS()
+    for osx in (told, silent):
+        osx.open_exit_pipe()
+    try:
+        told.announce_exit()  # as the service does on its way out (same process here)
+        assert told.exit_announced() is True
+        assert silent.exit_announced() is False
+    finally:
+        for osx in (told, silent):
+            osx.keep_exit_pipe(service=True)
+            osx.keep_exit_pipe(service=False)
