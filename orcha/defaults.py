@@ -113,6 +113,8 @@ PLUGIN_HOOK_TIMEOUT = 10.0
 
 #: Seconds a plugin's health check may take before it counts as unhealthy.
 HEALTH_TIMEOUT = 5.0
+#: Seconds (at least) a stopped petition's action may take to return; then it is abandoned.
+ABANDON_WAIT_SECONDS = 1.0
 
 #: Webhooks (``--notify``, ``notify:``): seconds a POST may take, how many tries (the
 #: first and 3 retries), the first pause between tries (doubling each time), receivers
@@ -254,8 +256,6 @@ SUBSCRIBER_BUFFER_BYTES = 8 << 20
 
 # ---------------------------------------------------------------------------------------
 # Issue 13 (daily use). One heading per part; each part adds its constants under its own.
-
-# Identity, history and accounting (points 1, 2, 19).
 
 # Restart, hold/delay/at, edit, durations, scheduling past blocked petitions (3-5, 10, 24).
 #: How many waiting petitions behind a blocked one an admission walk looks at for one that

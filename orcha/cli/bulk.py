@@ -94,16 +94,45 @@ def say_each(lines: list[str], suffix: str = "") -> None:
         _say(f"orcha: and {len(lines) - NAMED} more like these (--json lists each)")
 
 
+def abandoned(service: Any, results: dict[str, str], took: float) -> set[str]:
+    """Of the petitions ``cancel`` reports cancelled, those whose action ignored the
+    cancel and was abandoned (ended without it; its thread may run on in the service).
+    The service abandons an action ABANDON_WAIT_SECONDS after the cancel at the soonest,
+    so a reply that came sooner (``took`` seconds) needs no second request."""
+    from orcha.defaults import ABANDON_WAIT_SECONDS
+    from orcha.protocol.messages import ABANDONED
+
+    done = [i for i, r in results.items() if r == "cancelled"]
+    if took < ABANDON_WAIT_SECONDS or not done:
+        return set()
+    records = service.status_report(done)["petitions"]
+    return {
+        r["id"] for r in records
+        if r.get("state") == "CANCELLED" and ABANDONED in (r.get("message") or "")
+    }  # fmt: skip
+
+
 def report_cancel(
-    results: dict[str, str], selects: bool, sig: int | None, quiet: bool = False
+    results: dict[str, str],
+    selects: bool,
+    sig: int | None,
+    quiet: bool = False,
+    abandoned: Iterable[str] = (),
 ) -> int:
     """Say what ``cancel`` did: each ID cancelled (a count for a selection: ``--all``,
     ``--group``, ``--state``; or for more than :data:`NAMED` IDs, an array's members
     say), one line per petition it could not act on (the first :data:`NAMED`, then how
     many more). 0, or 209 (NO_PETITION) if there was one. ``quiet`` (``--json``, which
-    printed the results): only the failures are said."""
+    printed the results): only the failures are said. ``abandoned``: cancelled IDs whose
+    action ignored the cancel: each said so on a line of its own, not as cancelled."""
     done_word = "cancelled" if sig is None else "signalled"
-    done = [i for i, r in results.items() if r == done_word]
+    gave_up = set(abandoned)
+    done = [i for i, r in results.items() if r == done_word and i not in gave_up]
+    for petition_id in sorted(gave_up) if not quiet else ():
+        _say(
+            f"orcha: cancelled {petition_id}, but its action ignored the cancel and was "
+            "abandoned: it may still run inside the service ('orcha health' counts it)"
+        )
     failures = [r for r in results.values() if r != done_word]
     if quiet:
         pass

@@ -40,6 +40,7 @@ def try_jobs(args: list[str], config: Config | None) -> int | None:
     configuration file if there is one); None to let click handle it."""
     import os
     import sys
+    import time
 
     ids = plain_ids(args)
     if ids is None or "_ORCHA_COMPLETE" in os.environ:  # completion.COMPLETE_VAR: click's
@@ -57,12 +58,14 @@ def try_jobs(args: list[str], config: Config | None) -> int | None:
             return _status(Client(settings=resolved), ids)
         with Client(settings=resolved) as service:
             if args[0] == "cancel":
+                began = time.monotonic()
                 results = service.cancel_each(ids, False, groups=[], states=[],
                                               everything=False, signal=None)  # fmt: skip
+                gave_up = bulk.abandoned(service, results, time.monotonic() - began)
             else:
                 report = service.wait_report(list(ids), None)
         if args[0] == "cancel":
-            return bulk.report_cancel(results, False, None)
+            return bulk.report_cancel(results, False, None, abandoned=gave_up)
         return bulk.report_wait(report, bool(report["arrays"]), "any", None)
     except BaseException as e:
         from orcha.cli.report import report as report_error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterable
 from typing import Any
 
@@ -127,11 +128,14 @@ def cancel(
     if sig is not None and selects and not states:
         states = ("RUNNING",)  # a signal goes to running trees: queued ones are not named
     with client(ctx) as service:
+        began = time.monotonic()
         results = service.cancel_each(ids, force, groups=groups, states=states,
                                       everything=everything, signal=sig)  # fmt: skip
+        took = time.monotonic() - began
+        gave_up = bulk.abandoned(service, results, took) if sig is None else set()
     if as_json:
         print_json({"results": results})
-    return bulk.report_cancel(results, selects, sig, quiet=as_json)
+    return bulk.report_cancel(results, selects, sig, quiet=as_json, abandoned=gave_up)
 
 
 _ENDED_STATES = [str(s) for s in State if s in FINISHED]  # in order: help text is stable

@@ -31,6 +31,9 @@ STDOUT = b"o"[0]
 STDERR = b"e"[0]
 #: The stream names of output items, by tag.
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
+#: The words in a petition's message once the service gave up on its action (it ignored
+#: a stop: orcha.service.runner); ``orcha cancel`` looks for them in the record.
+ABANDONED = "and was abandoned"
 
 _HANDLE = Struct("!I")
 

@@ -98,6 +98,7 @@ def build_service(
         predicates=[PluginPredicate(p) for p in kind_manager.predicates] if kind_manager else (),
     )
     runner.scheduler = scheduler
+    runner.plugins = plugin_host
     service.scheduler, service.runner, service.handlers = scheduler, runner, HANDLERS
     service.events = Events(
         scheduler,

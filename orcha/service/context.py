@@ -57,12 +57,26 @@ class ServiceContext:
         # With GPUs in the inventory, a petition that asked for none sees none.
         self._has_gpus = bool(getattr(getattr(events, "scheduler", None), "inventory", ()))
 
+    def _live(self) -> None:
+        """PetitionError once the petition has ended without its action (abandoned after
+        it ignored a stop): that action's thread may run on, but nothing it does reaches
+        the ended petition, its record or its client, and it starts nothing more."""
+        if self._job.abandoned:
+            from orcha.errors import ExitCode, PetitionError
+
+            raise PetitionError(
+                f"petition {self.id} has ended: its action ignored a stop and was abandoned",
+                ExitCode.CANCELLED,
+            )
+
     def write(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stdout."""
+        self._live()
         self._job.emit(STDOUT, data.encode() if isinstance(data, str) else data)
 
     def write_err(self, data: str | bytes) -> None:
         """Send ``data`` to the client's stderr."""
+        self._live()
         self._job.emit(STDERR, data.encode() if isinstance(data, str) else data)
 
     def progress(
@@ -77,6 +91,7 @@ class ServiceContext:
                 or not math.isfinite(number)
             ):  # fmt: skip
                 raise ValueError(f"progress {name} must be a finite number or None")
+        self._live()
         self._job.report_progress(value, target, str(unit))
 
     def event(self, name: str, data: dict[str, Any] | None = None) -> None:
@@ -93,6 +108,7 @@ class ServiceContext:
             json.dumps(data or {}, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"event data must be JSON data: {e}") from None
+        self._live()
         events = self._job.events
         if events is not None:
             # Named after the kind whose code emits it, so that a notify: entry listing
@@ -109,10 +125,12 @@ class ServiceContext:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"an outcome must be JSON data: {e}") from None
+        self._live()
         self._job.outcome = value
 
     def fail(self, message: str) -> None:
         """Record why the petition failed; the client prints it as one line."""
+        self._live()
         self._job.message = message
 
     def sleep(self, seconds: float) -> bool:
@@ -127,6 +145,7 @@ class ServiceContext:
         ``CUDA_VISIBLE_DEVICES``, and the token that lets cancellation find the whole
         tree). Its stdin is what the attached client sends (``orcha run`` with piped
         input) for the petition's first process, /dev/null otherwise."""
+        self._live()
         own = {
             ENV_PETITION_TOKEN: self._job.token,
             ENV_PETITION_ID: self.id,
@@ -170,6 +189,7 @@ class ServiceContext:
         """Submit a child petition of ``kind`` (see
         :meth:`orcha.plugins.contract.Context.submit`); its handle, at once.
         PetitionError if it is refused."""
+        self._live()
         family = self._job.family
         if family is None:
             from orcha.errors import ExitCode, PetitionError

@@ -87,7 +87,8 @@ class Job:
     """
 
     __slots__ = (
-        "_cancel_event", "action_done", "announced", "array", "attempt", "blocked_since",
+        "_cancel_event", "abandoned", "action_done", "announced", "array", "attempt",
+        "blocked_since",
         "cancel_deferred", "cancel_requested",
         "cancelled_by_client", "closer", "code", "cpu_time", "created", "deps_ready",
         "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
@@ -158,6 +159,9 @@ class Job:
         self.closer: Any = None  # its kind's close(), bound to its context, while running
         self.cancel_deferred = False  # cancelled, but close() comes before the action hears
         self.action_done: threading.Event | None = None  # set when an attempt's action returns
+        # Its action ignored a stop and was left running in its thread; the job has ended
+        # without it (see Runner): nothing that thread does any more reaches the job.
+        self.abandoned = False
         # True once the runner is done with it (its slot and ID free); until then None, or
         # the Event a waiter made (see wait_released).
         self.released: bool | threading.Event | None = None
@@ -358,6 +362,29 @@ class Job:
             self.cancel_deferred = False
             if self.cancel_requested and self._cancel_event is not None:
                 self._cancel_event.set()
+
+    def abandon(self, done: threading.Event) -> bool:
+        """Give up on the attempt whose action sets ``done`` when it returns: from now on
+        what that action reports (its code, its finish) is ignored. False if it has
+        returned meanwhile (or another attempt runs, or the job has ended)."""
+        with self.lock:
+            if self.abandoned or self.action_done is not done or done.is_set():
+                return False
+            if self.state in FINISHED:
+                return False
+            self.abandoned = True
+            self.finish_was_called = True  # what the action passes to finish() is ignored
+            return True
+
+    def action_returned(self) -> bool:
+        """The current attempt's action returned: True, unless it had been abandoned (its
+        job has ended without it)."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            if self.action_done is not None:
+                self.action_done.set()
+            return True
 
     def finish_called(self, ret: int | None) -> None:
         """``Petition.finish(ret)`` was called by the action (or ``Kind.run`` returned

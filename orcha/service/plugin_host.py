@@ -63,6 +63,7 @@ def load_plugins(
             continue
         host.plugins[entry.name] = entry.plugin
         host.kinds.update(entry.kinds)
+        host.owners.update(dict.fromkeys(entry.kinds, entry.name))
         host.predicates.extend(entry.predicates)
         host.sinks.extend((entry.name, sink) for sink in entry.sinks)
     return host
@@ -123,6 +124,10 @@ class PluginHost:
         self.predicates: list[Predicate] = []
         self.sinks: list[tuple[str, EventSink]] = []  # (plugin name, sink)
         self.not_loaded: dict[str, str] = {}  # name -> why (disabled ones are not here)
+        self.owners: dict[str, str] = {}  # kind name -> the plugin that provides it
+        # Plugin name -> how many of its kinds' actions ignored a stop, were abandoned and
+        # have not returned (orcha.service.runner): each makes it unhealthy.
+        self._abandoned: dict[str, int] = {}
         self.hook_timeout = hook_timeout
         self.health_timeout = health_timeout
         # Each plugin's last health check, kept while it runs: one in flight per plugin,
@@ -158,6 +163,22 @@ class PluginHost:
         """``stop`` of every plugin, in reverse order."""
         for name, plugin in reversed(list(self.plugins.items())):
             self._hook(name, "stop", plugin.stop)
+
+    def owner_of(self, kind: str) -> str | None:
+        """The name of the plugin that provides ``kind`` (None: no plugin's)."""
+        return self.owners.get(kind)
+
+    def action_abandoned(self, kind: str, n: int) -> None:
+        """``n`` (1, or -1 when it returns after all) actions of ``kind`` that ignored a
+        stop run on abandoned in the service."""
+        owner = self.owners.get(kind)
+        if owner is not None:
+            with self._checks_lock:
+                left = self._abandoned.get(owner, 0) + n
+                if left > 0:
+                    self._abandoned[owner] = left
+                else:
+                    self._abandoned.pop(owner, None)
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each plugin's health check, run with a time limit and its errors caught.
@@ -199,6 +220,14 @@ class PluginHost:
                 out[name] = {"healthy": False, "details": {"error": f"{type(e).__name__}: {e}"}}
             else:
                 out[name] = _health_result(outcome.value)
+        with self._checks_lock:
+            abandoned = dict(self._abandoned)
+        for name, n in abandoned.items():
+            if name in out:
+                words = "action that ignored its cancel still runs" if n == 1 else (
+                    "actions that ignored their cancel still run")  # fmt: skip
+                details = {**out[name]["details"], "abandoned": f"{n} {words}"}
+                out[name] = {"healthy": False, "details": details}
         return out
 
 

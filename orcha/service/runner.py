@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from orcha.defaults import ABANDON_WAIT_SECONDS
 from orcha.errors import ExitCode, NotSavedError
-from orcha.protocol.messages import STDERR
+from orcha.protocol.messages import ABANDONED, STDERR
 from orcha.service.deadlines import Deadlines
 from orcha.service.job import Job, Started
 from orcha.service.machines import LocalMachine
@@ -29,6 +30,7 @@ from orcha.units import wait_event
 if TYPE_CHECKING:
     import subprocess
 
+    from orcha.service.plugin_host import PluginHost
     from orcha.service.pumping import Pump
     from orcha.service.scheduler import Scheduler
 
@@ -74,6 +76,8 @@ class Runner:
         self.manager = manager
         self.grace = grace
         self.scheduler: Scheduler | None = None
+        #: The plugins whose kinds it runs: told of each action abandoned (see _abandon).
+        self.plugins: PluginHost | None = None
         self._events = events
         self._pool = WorkerPool("petition")
         self._deadlines = Deadlines(self._time_out)
@@ -93,6 +97,9 @@ class Runner:
     def _register(self, job: Job, pid: int) -> None:
         machine = job.placed
         machine.adopt(job, pid)
+        if job.abandoned:  # its petition has ended: what its action starts now must not run
+            self._start_stopper(job, force=True)
+            return
         self._events.job_pid(job, pid)
         if job.cancel_requested:
             self.cancel_running(job)  # cancelled before it could report this process
@@ -107,17 +114,12 @@ class Runner:
         try:
             yield from self._execute(job)
         finally:
-            try:
-                self.finish(job)
-            except Exception:
-                # Bookkeeping must not leave the job RUNNING forever (it would hold its
-                # slot and block shutdown), whatever a plugin hook did.
-                log.exception("petition %s: finishing failed", job.id)
-                self._events.job_ended(job)
-                if self.scheduler is not None:
-                    self.scheduler.finished(job)
-                job.release()
-                self._events.wake()
+            if not job.abandoned:  # else its end was recorded without it (_abandon)
+                self._finish_surely(job)
+        if job.abandoned:
+            log.warning("petition %s: its abandoned action returned after all", job.id)
+            self._count_abandoned(job, -1)
+            return
         if job.machine is not None:
             if not job.cancel_requested:
                 # What the action left behind without telling orcha (a daemonised
@@ -127,6 +129,19 @@ class Runner:
                 job.machine.forget(job)
             except Exception:
                 log.exception("petition %s: forgetting its processes failed", job.id)
+
+    def _finish_surely(self, job: Job) -> None:
+        try:
+            self.finish(job)
+        except Exception:
+            # Bookkeeping must not leave the job RUNNING forever (it would hold its slot
+            # and block shutdown), whatever a plugin hook did.
+            log.exception("petition %s: finishing failed", job.id)
+            self._events.job_ended(job)
+            if self.scheduler is not None:
+                self.scheduler.finished(job)
+            job.release()
+            self._events.wake()
 
     def _drive(self, job: Job, steps: Iterator[Step], pump: Pump | None = None) -> None:
         """Run ``job``'s lifecycle in this thread, from where ``steps`` stands: with
@@ -221,6 +236,8 @@ class Runner:
         attempts = 1 + schedule.retries
         while True:
             yield from self._attempt(job)
+            if job.abandoned:
+                return
             if job.cancel_requested or (job.code in (None, 0) and not job.message):
                 break  # cancelled, or succeeded
             if job.lost is not None:
@@ -278,9 +295,12 @@ class Runner:
                 job, mem, lambda reason: self._over_memory(job, attempt, reason)
             )
         yield ACTION
+        if job.abandoned:
+            return  # its end was recorded without it
         if mem:
             job.placed.check_memory(job)  # the kernel's OOM kill may be why it returned
-        job.action_done.set()
+        if not job.action_returned():
+            return
         job.closer = None  # bound to this attempt's context
         if timeout is not None:
             self._deadlines.remove(job)
@@ -367,6 +387,8 @@ class Runner:
         self._events.wake()
         if job.native:
             job.queue.put(job.end_item())
+        elif job.abandoned:
+            job.queue.put(job.client_code())  # its action never reached finish()
         elif not job.finish_was_called:
             job.petition.finish(job.code)
 
@@ -394,6 +416,8 @@ class Runner:
             job.stoppers.append(stopper)
 
     def _stop(self, job: Job, force: bool = False) -> None:
+        deadline = time.monotonic() + self.grace
+        done = job.action_done  # the attempt being stopped
         closer = job.closer
         if not force and closer is not None and job.cancel_deferred:
             self._close(job, closer)
@@ -403,6 +427,44 @@ class Runner:
             log.info("petition %s: stopped %d process(es)", job.id, n)
         except Exception:
             log.exception("petition %s: stopping its processes failed", job.id)
+        # An action that returns once its processes are gone or it sees ctx.cancelled has
+        # returned by now, or does within the rest of the grace period.
+        wait = max(ABANDON_WAIT_SECONDS, deadline - time.monotonic())
+        if done is not None and not done.wait(wait):
+            self._abandon(job, done)
+
+    def _abandon(self, job: Job, done: threading.Event) -> None:
+        """The action ignored the stop: a thread cannot be killed, so the petition ends
+        without it (recorded, its slot freed, its client told), and the plugin counts
+        one action that still runs ('orcha health') until it returns, if ever."""
+        if not job.abandon(done):
+            return  # it returned meanwhile
+        kind = str(getattr(job.petition, "kind", None) or job.kind or "")
+        plugin = self.plugins.owner_of(kind) if self.plugins is not None else None
+        what = "cancel" if job.cancel_requested else "stop"
+        if not job.cancel_requested and job.timed_out:
+            job.code = int(ExitCode.TIMEOUT)
+            job.message = job.message or f"timed out after {job.schedule.timeout:g}s"
+        elif not job.cancel_requested and job.over_memory is not None:
+            job.code, job.message = int(ExitCode.MEMORY), job.message or job.over_memory
+        note = f"its action ignored the {what} {ABANDONED}: it may still run in the service"
+        job.message = f"{job.message}; {note}" if job.message else note
+        log.warning(
+            "petition %s: the action of kind %s (plugin %s) ignored the %s and has not "
+            "returned; abandoned: its thread runs on, its slot is free",
+            job.id, kind or "-", plugin or "-", what,
+        )  # fmt: skip
+        self._count_abandoned(job, 1)
+        self._finish_surely(job)
+        try:
+            job.placed.forget(job)
+        except Exception:
+            log.exception("petition %s: forgetting its processes failed", job.id)
+
+    def _count_abandoned(self, job: Job, n: int) -> None:
+        if self.plugins is not None:
+            kind = str(getattr(job.petition, "kind", None) or job.kind or "")
+            self.plugins.action_abandoned(kind, n)
 
     def _close(self, job: Job, closer: Callable[[], Any]) -> None:
         """The kind's close() first, within the grace period; then the action is told it

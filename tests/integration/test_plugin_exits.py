@@ -1,17 +1,20 @@
 """Plugins that leave the rules the hard way (a real service, a fixture plugin on
 ORCHA_PLUGIN_PATH): a kind whose ``run`` calls ``os._exit`` kills its service, which
 'orcha serve' says in one line and ends with exit code 1, and the petition is INTERRUPTED
-by the next service."""
+by the next service; a kind whose ``run`` never looks at ``ctx.cancelled`` is abandoned
+after the grace period (its slot freed, 'cancel' and 'health' saying so), and the
+service still stops, exit 0."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, wait_for
 from tests.integration.clients import new_id, orcha
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 EXIT_PLUGIN = '''
 """Kinds that break the contract of Kind.run on purpose."""
 import os
+import time
 
 from orcha.kinds import Kind
 from orcha.plugins import BasePlugin
@@ -33,11 +37,21 @@ class QuitKind(Kind):
         os._exit(7)
 
 
+class StubbornKind(Kind):
+    name = "exittest_stubborn"
+    help = "Never looks at ctx.cancelled."
+    schema = {"type": "object"}
+
+    def run(self, ctx):
+        while True:
+            time.sleep(0.2)
+
+
 class ExitPlugin(BasePlugin):
     name = "exittest"
 
     def kinds(self):
-        return [QuitKind()]
+        return [QuitKind(), StubbornKind()]
 
 
 plugin = ExitPlugin
@@ -76,3 +90,40 @@ def test_a_kind_calling_os_exit_is_named_by_the_guard_and_serve_exits_1(xenv: En
     row = record(xenv, quitter)
     assert row["state"] == "INTERRUPTED", row
     assert again.stop() == 0
+
+
+def test_a_kind_that_ignores_its_cancel_is_abandoned_and_the_service_still_stops(
+    xenv: Env,
+) -> None:
+    service = xenv.serve("--grace", "1", "--max-running", "1")
+    stuck = new_id("s")
+    orcha(xenv, "send", stuck, "--kind", "exittest_stubborn", "--detach")
+    assert wait_for(lambda: record(xenv, stuck)["state"] == "RUNNING")
+    _, err = orcha(xenv, "cancel", stuck)
+    assert err == (
+        f"orcha: cancelled {stuck}, but its action ignored the cancel and was abandoned: it "
+        "may still run inside the service ('orcha health' counts it)\n"
+    )
+    row = record(xenv, stuck)
+    assert (row["state"], row["code"]) == ("CANCELLED", None), row
+    assert row["message"].endswith(
+        "its action ignored the cancel and was abandoned: it may still run in the service"
+    ), row
+    # Its slot is free: the next petition runs at once.
+    assert orcha(xenv, "run", new_id("next"), "--", "echo", "ran")[0] == "ran\n"
+    health = xenv.run("health")
+    assert health.returncode == 1, health.stdout
+    assert (
+        "plugin exittest: UNHEALTHY (abandoned=1 action that ignored its cancel still runs)"
+        in health.stdout
+    ), health.stdout
+    # One more, running when the service is told to stop: it stops after the grace.
+    second = new_id("s")
+    orcha(xenv, "send", second, "--kind", "exittest_stubborn", "--detach")
+    assert wait_for(lambda: record(xenv, second)["state"] == "RUNNING")
+    began = time.monotonic()
+    assert service.stop() == 0, service.stderr
+    assert time.monotonic() - began < 10, service.stderr  # the grace and a bit, not 20 s
+    assert "petition " + second + ": the action of kind exittest_stubborn (plugin exittest)" in (
+        service.stderr
+    )
