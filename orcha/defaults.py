@@ -113,6 +113,8 @@ PLUGIN_HOOK_TIMEOUT = 10.0
 
 #: Seconds a plugin's health check may take before it counts as unhealthy.
 HEALTH_TIMEOUT = 5.0
+#: Seconds a plugin predicate may run before 'orcha health' reports the scheduler stuck.
+PREDICATE_STUCK_SECONDS = 3.0
 #: Seconds (at least) a stopped petition's action may take to return; then it is abandoned.
 ABANDON_WAIT_SECONDS = 1.0
 

@@ -7,6 +7,7 @@ way and always has a reason to show for a petition that waits.
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,7 +30,10 @@ def reason_of(answer: Any) -> str | None:
 
 
 class _Adapted:
-    """A predicate of either shape, asked in the new one."""
+    """A predicate of either shape, asked in the new one. While it is being asked,
+    :attr:`since` says since when (``time.monotonic()``): the service asks under its
+    scheduler's lock, so one that blocks holds up admission, and ``orcha health`` says
+    which."""
 
     def __init__(self, fn: Any, takes_machine: bool) -> None:
         self.__wrapped__ = fn
@@ -37,11 +41,17 @@ class _Adapted:
         self.__name__ = str(getattr(fn, "__name__", None) or type(fn).__name__)
         self._fn = fn
         self._takes_machine = takes_machine
+        self.since: float | None = None
 
     def __call__(self, petition: Any, machine: Any = None) -> str | None:
-        if self._takes_machine:
-            return reason_of(self._fn(petition, machine))
-        return reason_of(self._fn(petition))
+        # One timestamp per call: it is asked for every petition that may start.
+        self.since = monotonic()
+        try:
+            if self._takes_machine:
+                return reason_of(self._fn(petition, machine))
+            return reason_of(self._fn(petition))
+        finally:
+            self.since = None
 
     def __repr__(self) -> str:
         return f"<predicate {self.__name__}>"

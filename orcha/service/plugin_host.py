@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orcha.defaults import HEALTH_TIMEOUT, PLUGIN_HOOK_TIMEOUT
+from orcha.defaults import HEALTH_TIMEOUT, PLUGIN_HOOK_TIMEOUT, PREDICATE_STUCK_SECONDS
 from orcha.service.plugin_state import PluginState
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def load_plugins(
         host.kinds.update(entry.kinds)
         host.owners.update(dict.fromkeys(entry.kinds, entry.name))
         host.predicates.extend(entry.predicates)
+        host.predicate_owners.extend((entry.name, p) for p in entry.predicates)
         host.sinks.extend((entry.name, sink) for sink in entry.sinks)
     return host
 
@@ -125,6 +126,7 @@ class PluginHost:
         self.sinks: list[tuple[str, EventSink]] = []  # (plugin name, sink)
         self.not_loaded: dict[str, str] = {}  # name -> why (disabled ones are not here)
         self.owners: dict[str, str] = {}  # kind name -> the plugin that provides it
+        self.predicate_owners: list[tuple[str, Predicate]] = []  # (plugin name, predicate)
         # Plugin name -> how many of its kinds' actions ignored a stop, were abandoned and
         # have not returned (orcha.service.runner): each makes it unhealthy.
         self._abandoned: dict[str, int] = {}
@@ -220,6 +222,7 @@ class PluginHost:
                 out[name] = {"healthy": False, "details": {"error": f"{type(e).__name__}: {e}"}}
             else:
                 out[name] = _health_result(outcome.value)
+        self._stuck_predicates(out)
         with self._checks_lock:
             abandoned = dict(self._abandoned)
         for name, n in abandoned.items():
@@ -229,6 +232,21 @@ class PluginHost:
                 details = {**out[name]["details"], "abandoned": f"{n} {words}"}
                 out[name] = {"healthy": False, "details": details}
         return out
+
+    def _stuck_predicates(self, out: dict[str, dict[str, Any]]) -> None:
+        """Mark in ``out`` the plugins with a predicate asked for more than
+        PREDICATE_STUCK_SECONDS: the scheduler's lock is held meanwhile (no petition
+        starts; submissions and 'status' wait)."""
+        now = time.monotonic()
+        for name, predicate in self.predicate_owners:
+            since = getattr(predicate, "since", None)
+            if name in out and since is not None and now - since > PREDICATE_STUCK_SECONDS:
+                why = (
+                    f"predicate {getattr(predicate, '__name__', predicate)} has not returned "
+                    f"for {now - since:.0f}s; the scheduler waits for it (no petition "
+                    "starts; submissions and 'status' wait)"
+                )
+                out[name] = {"healthy": False, "details": {**out[name]["details"], "stuck": why}}
 
 
 def _health_result(value: Any) -> dict[str, Any]:
