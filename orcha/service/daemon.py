@@ -109,8 +109,16 @@ class Daemon:
             # Wake up on a timer only while a petition waits for free memory or a
             # plugin's predicate, for the next start time (--delay, --at), or to feed
             # systemd's watchdog.
-            recheck = RECHECK_SECONDS if scheduler.needs_recheck else None
-            start = scheduler.next_start()
+            # Not while another thread holds the scheduler (a plugin predicate that
+            # blocks): this loop accepts clients, so it looks again a recheck later.
+            if scheduler.lock.acquire(blocking=False):
+                try:
+                    recheck = RECHECK_SECONDS if scheduler.needs_recheck else None
+                    start = scheduler.next_start()
+                finally:
+                    scheduler.lock.release()
+            else:
+                recheck, start = RECHECK_SECONDS, None
             if start is not None:
                 recheck = _sooner(recheck, start - service.clock())
             now = time.monotonic()
@@ -125,8 +133,11 @@ class Daemon:
             # A start weeks ahead would overflow epoll (INT_MAX ms): wait a day at most,
             # then look again (admitting early starts nothing: the predicates say when).
             events = sel.select(None if timeout is None else capped_wait(timeout))
-            if not events and recheck is not None:
-                scheduler.admit()
+            if not events and recheck is not None and scheduler.lock.acquire(blocking=False):
+                try:
+                    scheduler.admit()
+                finally:
+                    scheduler.lock.release()
             # Only a scheduler whose lock can be taken is alive: a stuck one stops the
             # pings, and systemd restarts the service.
             if watchdog is not None and time.monotonic() >= next_ping and _alive(service, watchdog):

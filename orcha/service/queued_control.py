@@ -17,12 +17,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from orcha.defaults import PREDICATE_STUCK_SECONDS
 from orcha.errors import DuplicateIdError
+from orcha.service.explain import explain
+from orcha.service.petition_queue import first_in_order
 from orcha.service.queued import Queued, rank_of
 
 if TYPE_CHECKING:
+    from orcha.service.explain import Rules
     from orcha.service.job import Job
+    from orcha.service.machines import Machine
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
+    from orcha.service.predicates import Holds
     from orcha.service.queued import Waiting
 
 
@@ -40,6 +46,10 @@ class QueuedControl:
     _queue: PetitionQueue
     _timed: SortedIndex
     _parked: dict[int, Waiting]
+    machines: list[Machine]
+    backfill_bound: float
+    _rules: Rules
+    _state: Holds
 
     def admit(self) -> None:
         raise NotImplementedError
@@ -115,16 +125,16 @@ class QueuedControl:
 
     def peek(self, petition_id: str) -> Waiting | None:
         """The waiting or running petition ``petition_id`` as it is held (a compact
-        entry is not built): for reading only."""
-        with self.lock:
-            return self._live.get(petition_id)
+        entry is not built): for reading only. Without the lock: one dict read is atomic,
+        and a status must not wait for admission (a plugin predicate that blocks holds
+        the lock)."""
+        return self._live.get(petition_id)
 
     def peek_each(self, petition_ids: Iterable[str]) -> list[Waiting | None]:
-        """:meth:`peek` for each of ``petition_ids``, in order, under one hold of the lock
-        (a listing's page looks up thousands)."""
-        with self.lock:
-            get = self._live.get
-            return [get(petition_id) for petition_id in petition_ids]
+        """:meth:`peek` for each of ``petition_ids``, in order (a listing's page looks up
+        thousands)."""
+        get = self._live.get
+        return [get(petition_id) for petition_id in petition_ids]
 
     def get_seq(self, seq: int) -> Job | None:
         """The waiting or running petition of record ``seq``, as its Job, or None."""
@@ -192,3 +202,25 @@ class QueuedControl:
             self._queue.replace(job)
             self._timed.replace(job)
             return job
+
+    def explain(self, first: int | None = None) -> dict[int, str]:
+        """For each waiting job (by seq; the ``first`` N in order if given), why it has not
+        started, in words: those of the predicate that said no, or why backfill waits.
+
+        Copies what it needs under the lock and words it outside, so a status request
+        over a long queue does not hold up admission; none (no reasons) if the lock is
+        held longer than a scheduler that is not stuck holds it (PREDICATE_STUCK_SECONDS).
+        """
+        if not self.lock.acquire(timeout=PREDICATE_STUCK_SECONDS):
+            return {}  # stuck (a plugin predicate that blocks: 'orcha health' names it)
+        try:
+            jobs = first_in_order(self._waiting.values(), first)
+            if not self.accepting:
+                return {job.seq: "the service is not starting petitions" for job in jobs}
+            memory = any(j.schedule.mem for j in jobs)
+            views = [m.snapshot(memory) for m in self.machines]
+            holds = {job.seq: self._rules.hold_reason(job) for job in jobs}
+            groups = self._state.copy()
+        finally:
+            self.lock.release()
+        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound, groups)

@@ -44,7 +44,7 @@ from orcha.errors import DuplicateIdError, ExitCode
 from orcha.protocol.schedule import Schedule
 from orcha.service import predicates as preds
 from orcha.service.backfill import BackfillControl
-from orcha.service.explain import Rules, explain
+from orcha.service.explain import Rules
 from orcha.service.feasible import check_feasible
 from orcha.service.groups import GroupControl
 from orcha.service.loans import Loan, LoanControl, Loans
@@ -405,24 +405,6 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
             self._ended_now(job)
         self._again = True  # what it held back may start
         return job
-
-    # -- why petitions wait ---------------------------------------------------------------------
-    def explain(self, first: int | None = None) -> dict[int, str]:
-        """For each waiting job (by seq; the ``first`` N in order if given), why it has not
-        started, in words: those of the predicate that said no, or why backfill waits.
-
-        Copies what it needs under the lock and words it outside, so a status request
-        over a long queue does not hold up admission.
-        """
-        with self.lock:
-            jobs = first_in_order(self._waiting.values(), first)
-            if not self.accepting:
-                return {job.seq: "the service is not starting petitions" for job in jobs}
-            memory = any(j.schedule.mem for j in jobs)
-            views = [m.snapshot(memory) for m in self.machines]
-            holds = {job.seq: self._rules.hold_reason(job) for job in jobs}
-            groups = self._state.copy()
-        return explain(jobs, holds, views, self._rules, self._clock(), self.backfill_bound, groups)
 
     # -- ends -------------------------------------------------------------------------------
     def remove_queued(self, job: Job, on_removed: Callable[[Job], None] | None = None) -> bool:

@@ -1,0 +1,75 @@
+"""A plugin predicate that blocks (a stat() on a hung NFS mount, say) holds the scheduler:
+'orcha health' names it and exits 1, and 'orcha status' still answers (without the
+reasons petitions wait) instead of waiting for it (a real service, a fixture plugin on
+ORCHA_PLUGIN_PATH whose predicate blocks while a flag file exists)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+SLOW_PLUGIN = """
+import os
+import time
+
+from orcha.plugins import BasePlugin
+
+FLAG = {flag!r}
+INSIDE = {inside!r}
+
+
+class SlowPlugin(BasePlugin):
+    name = "slowpred"
+
+    def predicates(self):
+        def nfs_quota_ok(petition):
+            open(INSIDE, "w").close()
+            while os.path.exists(FLAG):
+                time.sleep(0.05)
+            return True
+
+        return [nfs_quota_ok]
+
+
+plugin = SlowPlugin
+"""
+
+
+def test_a_blocking_predicate_is_reported_and_status_still_answers(
+    env: Env, tmp_path: Path
+) -> None:
+    plugins, flag, inside = tmp_path / "plugins", tmp_path / "hung", tmp_path / "inside"
+    plugins.mkdir()
+    (plugins / "slowpred.py").write_text(SLOW_PLUGIN.format(flag=str(flag), inside=str(inside)))
+    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    service = env.serve("--grace", "1")
+    flag.touch()
+    submit = env.popen("run", "p1", "--detach", "--", "true")
+    try:
+        assert wait_for(inside.exists)  # the scheduler is asking it, under its lock
+        began = time.monotonic()
+        status = env.run("status", timeout=15)
+        assert status.returncode == 0, status.stderr
+        assert time.monotonic() - began < 10  # not for as long as the predicate blocks
+        health = env.run("health", timeout=15)
+        assert health.returncode == 1, health.stdout
+        assert "plugin slowpred: UNHEALTHY (stuck=predicate nfs_quota_ok has not returned for " in (
+            health.stdout
+        )
+    finally:
+        flag.unlink()
+        try:
+            submit.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            submit.kill()
+            submit.communicate()
+    assert submit.returncode == 0
+    assert env.run("health").returncode == 0
+    assert service.stop() == 0
