@@ -100,3 +100,20 @@ def test_an_action_that_ignores_its_cancel_is_abandoned_and_frees_its_slot(
     assert again["outcome"] is None
     assert stubborn.runs == 1
     assert h.run_to_end("s2", 0)["state"] == "SUCCEEDED"
+
+
+def test_an_action_that_ignores_its_timeout_is_abandoned_and_not_retried(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubborn = Stubborn(h, monkeypatch)
+    h.submit("s1", schedule={"timeout": 0.05, "retries": 1})
+    assert stubborn.inside.wait(DEADLINE)
+    h.wait_ended("s1")
+    record = h.record("s1")
+    note = NOTE.replace("the cancel", "the stop")
+    assert (record["state"], record["code"], record["attempt"]) == ("FAILED", 124, 1), record
+    assert record["message"] == f"timed out after 0.05s; {note}"
+    stubborn.release.set()
+    assert stubborn.returned.wait(DEADLINE)
+    assert stubborn.runs == 1  # its retry never ran beside the abandoned attempt
+    assert h.record("s1")["message"] == record["message"]
