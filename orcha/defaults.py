@@ -96,11 +96,9 @@ DEFAULT_AGING = 600.0
 #: petitions that start ahead of it (backfill; ``serve --backfill-bound``, 0 turns it off).
 DEFAULT_BACKFILL_BOUND = 300.0
 
-#: Seconds between two looks (one stat) at whether the service's unix socket is still
-#: there: one deleted (its runtime directory removed at logout, or by a tmp cleaner) is
-#: made again, so clients reach the service again (orcha.service.socket_keeper). Not
-#: more often: each look wakes an idle service (every 5 s cost 0.007 % of a CPU, idle
-#: 0.001 % without; issue 14 wants an idle service at 0 %).
+#: Seconds between two looks (one stat) at the service's unix socket: one deleted (its
+#: runtime directory removed at logout) is made again (orcha.service.socket_keeper). Each
+#: look wakes an idle service: every 5 s cost 0.007 % of a CPU (issue 14 wants 0 %).
 SOCKET_CHECK_SECONDS = 30.0
 
 #: Seconds between admission checks while a petition waits for something that changes
@@ -155,7 +153,6 @@ HOOK_FIELDS = (
     "log",
     "tail",
 )
-
 
 # --- Issue 12 sections: each keeps its constants under its own heading. ---
 
