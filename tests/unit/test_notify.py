@@ -430,7 +430,7 @@ def test_a_runtime_kinds_custom_events_are_named_after_its_parent_kind() -> None
     events = SimpleNamespace(watch_event=lambda j, event, data: seen.append((event, j.kind, data)))
     petition = SimpleNamespace(kind="goodevent", params={}, cwd="/", env={})
     runtime = SimpleNamespace(id="p1", kind="ge", petition=petition, cancel_event=None,
-                              attempt=1, gpu_ids=(), events=events)  # fmt: skip
+                              attempt=1, gpu_ids=(), events=events, abandoned=False)  # fmt: skip
     ServiceContext(runtime, lambda *a: None, None).event("custom", {"n": 1})  # type: ignore[arg-type]
     plain = SimpleNamespace(**{**vars(runtime), "kind": "goodevent"})
     ServiceContext(plain, lambda *a: None, None).event("custom", {"n": 2})  # type: ignore[arg-type]
