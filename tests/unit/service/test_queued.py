@@ -92,6 +92,7 @@ def test_members_after_a_petition_that_fails_fail_and_cancel_by_group(tmp_path: 
         results = h.call("cancel", groups=["gone"])["results"]
         assert results == {"c_1": "cancelled", "c_2": "cancelled", "c_3": "cancelled"}
         h.run_to_end("dep", code=3)
+        h.wait_ended(*ids)  # failed once dep's end is taken in: just after it is announced
         for petition_id in ids:
             record = h.record(petition_id)
             assert record["state"] == "FAILED", record
