@@ -79,6 +79,15 @@ class Env:
         )
         self.services: list[Service] = []
 
+    def add_plugin(self, name: str, source: str) -> Path:
+        """Write ``source`` as plugin module ``name`` in this environment's plugin folder,
+        which ``ORCHA_PLUGIN_PATH`` names from now on; the folder."""
+        plugins = self.root / "plugins"
+        plugins.mkdir(exist_ok=True)
+        (plugins / f"{name}.py").write_text(source)
+        self.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+        return plugins
+
     @property
     def socket(self) -> Path:
         return self.runtime / "orcha.sock"

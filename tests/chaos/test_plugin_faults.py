@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -32,12 +31,9 @@ MESSAGES = {
 
 
 @pytest.fixture
-def fenv(env: Env, tmp_path: Path) -> Env:
+def fenv(env: Env) -> Env:
     """The environment with the fault plugin (its kinds and its hung health check)."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "orchatest_faults.py").write_text(FAULT_PLUGIN)
-    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    env.add_plugin("orchatest_faults", FAULT_PLUGIN)
     return env
 
 

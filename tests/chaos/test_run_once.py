@@ -153,10 +153,7 @@ plugin = ExitPlugin
 def test_a_kind_that_calls_os_exit_does_not_put_the_service_in_a_restart_loop(
     env: Env, tmp_path: Path, client: Callable[[], Any], sweep: Callable[[], list[psutil.Process]]
 ) -> None:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "orchatest_exit.py").write_text(EXIT_PLUGIN)
-    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    env.add_plugin("orchatest_exit", EXIT_PLUGIN)
     out = tmp_path / "ran.txt"
     service = env.serve(*SERVE)
     with client() as c, contextlib.suppress(LostServiceError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,12 +58,9 @@ plugin = ExitPlugin
 
 
 @pytest.fixture
-def xenv(env: Env, tmp_path: Path) -> Env:
+def xenv(env: Env) -> Env:
     """The environment with the exit plugin on ORCHA_PLUGIN_PATH."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "exittest.py").write_text(EXIT_PLUGIN)
-    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    env.add_plugin("exittest", EXIT_PLUGIN)
     return env
 
 

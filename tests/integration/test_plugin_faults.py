@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -73,12 +72,9 @@ plugin = FaultPlugin
 
 
 @pytest.fixture
-def fenv(env: Env, tmp_path: Path) -> Env:
+def fenv(env: Env) -> Env:
     """The environment with the fault plugin on ORCHA_PLUGIN_PATH."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "orchatest_faults.py").write_text(FAULT_PLUGIN)
-    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    env.add_plugin("orchatest_faults", FAULT_PLUGIN)
     return env
 
 

@@ -45,10 +45,8 @@ plugin = SlowPlugin
 def test_a_blocking_predicate_is_reported_and_status_still_answers(
     env: Env, tmp_path: Path
 ) -> None:
-    plugins, flag, inside = tmp_path / "plugins", tmp_path / "hung", tmp_path / "inside"
-    plugins.mkdir()
-    (plugins / "slowpred.py").write_text(SLOW_PLUGIN.format(flag=str(flag), inside=str(inside)))
-    env.vars["ORCHA_PLUGIN_PATH"] = str(plugins)
+    flag, inside = tmp_path / "hung", tmp_path / "inside"
+    env.add_plugin("slowpred", SLOW_PLUGIN.format(flag=str(flag), inside=str(inside)))
     service = env.serve("--grace", "1")
     flag.touch()
     submit = env.popen("run", "p1", "--detach", "--", "true")
