@@ -203,9 +203,13 @@ class Cgroups:
         its processes is started."""
         with self._lock:
             held = self._held.get(token)
+            replaced = held is not None and held.killed
             if held is not None and held.killed:  # an attempt after a kill: a new cgroup
                 del self._held[token]
-                self._retired.append(held.path)
+                try:  # emptied before a retry; else it goes at the stop
+                    self.fs.rmdir(held.path)
+                except OSError:
+                    self._retired.append(held.path)
                 held = None
             while held is None and self._spare:
                 spare = self._spare.pop()
@@ -220,12 +224,12 @@ class Cgroups:
                 with self._lock:
                     self._made += 1
                     name = f"{os.getpid()}.c{self._made}"
+            elif replaced:  # not the killed one's name, which may still be taken
+                with self._lock:
+                    self._made += 1
+                    name = f"{token}.r{self._made}"
             else:
                 name = token
-                if self._retired:  # the name of a retired one may still be taken
-                    with self._lock:
-                        self._made += 1
-                        name = f"{token}.r{self._made}"
             path = os.path.join(self.base, self.prefix + name)
             try:
                 self.fs.mkdir(path)  # one call, not a look first: every petition's start

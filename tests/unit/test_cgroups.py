@@ -307,6 +307,7 @@ def test_a_killed_cgroup_never_gets_a_process_again(tmp_path: Path, controllers:
     assert fs.killed == [os.path.dirname(first)]
     second = cgroups.create("a")  # its retry
     assert second != first and os.path.exists(second)
+    assert not os.path.exists(os.path.dirname(first))  # emptied: removed at once
     assert cgroups.emptied("a") and cgroups.release("a") is cgroups.reusing
     if not cgroups.reusing:
         assert cgroups.remove("a")
