@@ -172,3 +172,13 @@ def orcha(
     assert result.returncode == code, (args, result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     return result.stdout, result.stderr
+
+
+def record(env: Env, petition_id: str) -> dict[str, Any]:
+    """The petition's row of ``orcha status --json ID`` (the only row, of that ID)."""
+    import json
+
+    rows = json.loads(orcha(env, "status", "--json", petition_id)[0])["petitions"]
+    assert [r["id"] for r in rows] == [petition_id], rows
+    row: dict[str, Any] = rows[0]
+    return row

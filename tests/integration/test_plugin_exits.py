@@ -7,14 +7,12 @@ service still stops, exit 0."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import pytest
 
 from tests.conftest import Env, wait_for
-from tests.integration.clients import new_id, orcha
+from tests.integration.clients import new_id, orcha, record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,11 +60,6 @@ def xenv(env: Env) -> Env:
     """The environment with the exit plugin on ORCHA_PLUGIN_PATH."""
     env.add_plugin("exittest", EXIT_PLUGIN)
     return env
-
-
-def record(env: Env, petition_id: str) -> dict[str, Any]:
-    (row,) = json.loads(orcha(env, "status", "--json", petition_id)[0])["petitions"]
-    return dict(row)
 
 
 def test_a_kind_calling_os_exit_is_named_by_the_guard_and_serve_exits_1(xenv: Env) -> None:

@@ -5,15 +5,13 @@ costs one thread, not one per ``orcha health``."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import psutil
 import pytest
 
 from tests.conftest import Env
-from tests.integration.clients import new_id, orcha
+from tests.integration.clients import new_id, orcha, record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,13 +74,6 @@ def fenv(env: Env) -> Env:
     """The environment with the fault plugin on ORCHA_PLUGIN_PATH."""
     env.add_plugin("orchatest_faults", FAULT_PLUGIN)
     return env
-
-
-def record(env: Env, petition_id: str) -> dict[str, Any]:
-    rows = json.loads(orcha(env, "status", "--json", petition_id)[0])["petitions"]
-    assert [r["id"] for r in rows] == [petition_id], rows
-    row: dict[str, Any] = rows[0]
-    return row
 
 
 def test_a_kind_that_misbehaves_fails_its_petition_and_the_service_goes_on(fenv: Env) -> None:

@@ -29,6 +29,7 @@ from tests.integration.clients import (
     new_id,
     orcha,
     petition_processes,
+    record,
     states,
     without_progress,
 )
@@ -69,14 +70,6 @@ def detach(env: Env, petition_id: str, script: str, cwd: Path, *options: str) ->
         "run", petition_id, "--detach", *options, "--", "sh", "-c", script, cwd=cwd, timeout=WAIT
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{petition_id}\n", "")
-
-
-def record(env: Env, petition_id: str) -> dict[str, Any]:
-    """The petition's row of ``orcha status --json ID``."""
-    rows = json.loads(orcha(env, "status", "--json", petition_id)[0])["petitions"]
-    assert [r["id"] for r in rows] == [petition_id], rows
-    row: dict[str, Any] = rows[0]
-    return row
 
 
 def waiting(env: Env, petition_id: str) -> str:
