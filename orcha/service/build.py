@@ -95,6 +95,7 @@ def build_service(
         ended=service.end_of,
         failed=service.failed_waiting,
         met=lambda job: _keep_met(service, job),
+        members=service.array_members,
         predicates=[PluginPredicate(p) for p in kind_manager.predicates] if kind_manager else (),
     )
     runner.scheduler = scheduler

@@ -9,6 +9,8 @@ import signal as signals
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from orcha.protocol.arrays import ARRAY_SEPARATOR
+from orcha.protocol.ids import is_number
 from orcha.states import State
 
 if TYPE_CHECKING:
@@ -31,15 +33,21 @@ def selected(jobs: Iterable[Waiting], groups: list[str], states: list[str]) -> l
 def cancel_order(jobs: Iterable[Job]) -> list[Job]:
     """``jobs`` (each once) in the order to cancel them: the queued ones first (cancelling
     a running one frees room that one of them would take), each before any of them it
-    runs after. A queued petition whose dependency ends CANCELLED fails (exit 210): one
-    cancelled with its dependency must end CANCELLED, as asked, not FAILED."""
+    runs after (an array's name: its members). A queued petition whose dependency ends
+    CANCELLED fails (exit 210): one cancelled with its dependency must end CANCELLED, as
+    asked, not FAILED."""
     unique = list(dict.fromkeys(jobs))
     queued = {job.id: job for job in unique if job.state is State.QUEUED}
+    members: dict[str, list[str]] = {}  # what an array's name may stand for in --after
+    for petition_id in queued:
+        name, sep, index = petition_id.rpartition(ARRAY_SEPARATOR)
+        if sep and name and is_number(index):
+            members.setdefault(name, []).append(petition_id)
     dependants: dict[str, list[Job]] = {}  # among ``jobs``: who waits for whom
     for job in queued.values():
         for dep in job.schedule.dependencies:
-            if dep in queued:
-                dependants.setdefault(dep, []).append(job)
+            for waited in (dep,) if dep in queued else members.get(dep, ()):
+                dependants.setdefault(waited, []).append(job)
     # Each after its dependants (depth first, iteratively: a chain of thousands must not
     # exhaust the stack); those that wait for none of the others keep their order.
     ordered: list[Job] = []

@@ -2,7 +2,8 @@
 changed request's dependencies, at submission (``run``, arrays, ``restart``) and at
 ``orcha edit``.
 
-A petition may not run after itself, nor after a reference that names no petition. Nor
+A petition may not run after itself, nor after a reference that names no petition (or
+array: an array's name stands for all its members, see orcha.service.array_ends). Nor
 may it run after one that, through the petitions it waits for, waits for it: such a
 cycle keeps every petition in it queued forever (none ever ends, so none starts), so the
 request that would close it is refused, naming the cycle. Only queued petitions whose
@@ -43,6 +44,8 @@ def check(
 
     def pinned(dep: str) -> str:
         found = pin(dep, scheduler, store)
+        if found is None and store is not None and store.array_refs(dep) is not None:
+            found = dep  # an array's name: all its members (see orcha.service.array_ends)
         if dep == petition_id or found is None:
             itself = dep == petition_id
             raise PetitionError(
@@ -99,6 +102,8 @@ def _waits_for(petition_id: str, scheduler: Scheduler, planned: Planned) -> tupl
     if petition_id in planned:
         return planned[petition_id]
     job = scheduler.peek(petition_id)
-    if job is None or job.state is not State.QUEUED or job.deps_ready:
+    if job is None:
+        return scheduler.array_waits(petition_id)  # an array waits for its members
+    if job.state is not State.QUEUED or job.deps_ready:
         return ()
     return job.schedule.dependencies

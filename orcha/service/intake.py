@@ -11,9 +11,12 @@ import functools
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orcha.defaults import STORE_SYNC_WAIT
 from orcha.errors import DuplicateIdError, PetitionError
 from orcha.protocol.ids import is_number
 from orcha.protocol.outputs import DISCARD
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from orcha.model import Petition
     from orcha.protocol.messages import SubmitRequest
     from orcha.service.children import Family
+    from orcha.service.dependencies import Planned
     from orcha.service.events import Events
     from orcha.service.kinds import RuntimeKinds
     from orcha.service.logs import PetitionLog
@@ -53,12 +57,47 @@ class Intake:
     token_prefix: str
     wake_on_submit: bool
     _intake: set[str]
+    _recorded: threading.Condition
 
     def _check_accepting(self) -> None:
         raise NotImplementedError
 
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        raise NotImplementedError
+        """Refuse (PetitionError) dependencies on itself, on references that name no
+        petition or that close a cycle; keep the others pinned (see dependencies.check)."""
+        self.check_dependencies(petition_id, schedule)
+
+    def check_dependencies(
+        self, petition_id: str, schedule: Schedule, planned: Planned | None = None
+    ) -> None:
+        """:meth:`_check_dependencies`, also for a request changed after submission
+        (``orcha edit``); ``planned``: the new dependencies of others changed with it.
+        A dependency being recorded (an array's members take a while) is waited for."""
+        from orcha.service import dependencies
+
+        if schedule.dependencies:
+            self._await_recorded(schedule.dependencies)
+        dependencies.check(petition_id, schedule, self.scheduler, self.store, planned)
+
+    def _await_recorded(self, ids: tuple[str, ...]) -> None:
+        """Until none of ``ids`` is being recorded (at most STORE_SYNC_WAIT seconds, the
+        longest a record is waited for): until then they name nothing to run after."""
+        deadline = time.monotonic() + STORE_SYNC_WAIT
+        with self._recorded:
+            while any(i in self._intake for i in ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return  # refused as naming nothing, if it still does not
+                self._recorded.wait(left)
+
+    def array_members(self, name: str) -> list[str] | None:
+        """References to the members of the newest array ``name`` (by its name in
+        ``--after``: see orcha.service.array_ends), None if it names no array."""
+        from orcha.service import arrays
+
+        if self.store is None or is_number(name):
+            return None
+        return arrays.expand(self, [name])[1].get(name)  # type: ignore[arg-type]
 
     def open_log(self, job: Job, path: str) -> PetitionLog:
         raise NotImplementedError
@@ -112,6 +151,7 @@ class Intake:
         try:
             if name:
                 self.check_no_live_array(name)
+                self.scheduler.array_queued(name)
             for petition_id, (_, _, schedule) in zip(ids, built, strict=True):
                 if schedule.dependencies:
                     self._check_dependencies(petition_id, schedule)
@@ -187,6 +227,8 @@ class Intake:
     def _release_ids(self, ids: list[str]) -> None:
         with self.scheduler.lock:
             self._intake.difference_update(ids)
+        with self._recorded:  # dependants of theirs may look them up now
+            self._recorded.notify_all()
 
     def _new_record(
         self,

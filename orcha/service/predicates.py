@@ -428,13 +428,18 @@ class Dependencies:
         live: dict[str, Waiting],
         ended: EndLookup,
         met: Callable[[Waiting], None] | None = None,
+        members: Callable[[str], list[str] | None] | None = None,
     ) -> None:
         """``live``: the waiting and running jobs by ID; ``ended``: the records; ``met``:
-        told when a job's dependencies are met (its record keeps that: see :meth:`met`)."""
+        told when a job's dependencies are met (its record keeps that: see :meth:`met`);
+        ``members``: an array's members (see :mod:`orcha.service.array_ends`)."""
+        from orcha.service.array_ends import ArrayEnds
+
         self.live = live
         self.ended = ended
         self.on_met = met
         self.recent: dict[str, tuple[State, int | None]] = {}  # ID -> how it ended
+        self.arrays = ArrayEnds(members or (lambda _name: None), live, ended, self.recent)
 
     def met(self, job: Waiting) -> None:
         """``job``'s dependencies are met, for good, as Slurm drops a satisfied one: it
@@ -444,11 +449,13 @@ class Dependencies:
         if job.schedule.dependencies and self.on_met is not None:
             self.on_met(job)
 
-    def remember(self, job: Waiting) -> None:
-        """``job`` has ended (its dependants look its end up here first)."""
+    def remember(self, job: Waiting) -> str | None:
+        """``job`` has ended (its dependants look its end up here first): the name of
+        its array if that settles the array's dependants (ArrayEnds.ended)."""
         self.recent[job.id] = (job.state, job.code)
         if len(self.recent) > RECENT_ENDS:
             del self.recent[next(iter(self.recent))]
+        return self.arrays.ended(job)
 
     def check(self, job: Waiting) -> tuple[str, str] | None:
         """None if its dependencies are met, ("hold", why) while one has not ended, or
@@ -458,7 +465,14 @@ class Dependencies:
             live = self.live.get(dep)
             if live is not None and live is not job:
                 return ("hold", f"after {dep} ({str(live.state).lower()})")
-            end = self.recent.get(dep) or self.ended(dep)
+            end = self.recent.get(dep)
+            array = self.arrays.look(dep) if end is None else None  # an array's name?
+            if array is not None:
+                outcome = array.outcome(dep in schedule.after_any)
+                if outcome is not None:
+                    return outcome
+                continue
+            end = end or self.ended(dep)
             if end is None:
                 return ("fail", f"dependency {dep} is unknown (its record was cleaned)")
             state, code = end

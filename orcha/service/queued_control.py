@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.machines import Machine
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
-    from orcha.service.predicates import Holds
+    from orcha.service.predicates import Dependencies, Holds
     from orcha.service.queued import Waiting
 
 
@@ -50,6 +50,7 @@ class QueuedControl:
     backfill_bound: float
     _rules: Rules
     _state: Holds
+    _deps: Dependencies
 
     def admit(self) -> None:
         raise NotImplementedError
@@ -129,6 +130,18 @@ class QueuedControl:
         and a status must not wait for admission (a plugin predicate that blocks holds
         the lock)."""
         return self._live.get(petition_id)
+
+    def array_waits(self, name: str) -> tuple[str, ...]:
+        """The IDs of the members of array ``name`` not ended yet, which its
+        dependants wait for (none if ``name`` names no array)."""
+        with self.lock:
+            return self._deps.arrays.members_waited_for(name)
+
+    def array_queued(self, name: str) -> None:
+        """Array ``name`` was just queued: an earlier petition of that name that ended
+        is no longer what ``--after NAME`` means (the newest wins)."""
+        with self.lock:
+            self._deps.recent.pop(name, None)
 
     def peek_each(self, petition_ids: Iterable[str]) -> list[Waiting | None]:
         """:meth:`peek` for each of ``petition_ids``, in order (a listing's page looks up

@@ -82,6 +82,7 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         ended: EndLookup | None = None,
         failed: Callable[[Job], None] | None = None,
         met: Callable[[Waiting], None] | None = None,
+        members: Callable[[str], list[str] | None] | None = None,
         machines: Sequence[Machine] | None = None,
         procs: ProcessControl | None = None,
         predicates: Sequence[preds.Predicate] = (),
@@ -94,8 +95,9 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         no aging); ``backfill_bound``: how long a blocked petition may be delayed by later
         ones; ``ended(id)``: how an ID that is neither queued nor running ended (records);
         ``failed(job)``: told when a waiting job fails (a dependency failed); ``met(job)``:
-        when its dependencies are met (predicates.Dependencies.met); ``predicates``:
-        more conditions every petition of orcha's kinds must meet."""
+        when its dependencies are met (predicates.Dependencies.met); ``members(name)``:
+        an array's members (orcha.service.array_ends); ``predicates``: more conditions
+        every petition of orcha's kinds must meet."""
         if machines is None:
             machines = [LocalMachine(host, procs, slots=capacity, gpus=gpus)]
         if not machines:
@@ -110,7 +112,7 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         self._state = preds.Holds()
         paused, full = preds.Paused(self._state), preds.GroupFull(self._state)
         self._live: dict[str, Waiting] = {}  # ID -> waiting or running job (or entry)
-        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None), met)
+        self._deps = preds.Dependencies(self._live, ended or (lambda _id: None), met, members)
         self._walk_holds: list[preds.Hold] = [paused, full]  # the rest are met in the queue
         self._condition = preds.PetitionCondition()
         self._rules = Rules(
@@ -261,8 +263,8 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         return None
 
     def _watch_dependencies(self, job: Waiting) -> None:
-        for dep in job.schedule.dependencies:
-            if dep in self._live:
+        for dep in job.schedule.dependencies:  # a petition, or an array (its name)
+            if dep in self._live or self._deps.arrays.waiting(dep):
                 self._dependents.setdefault(dep, set()).add(job.seq)
 
     def _unqueue(self, job: Waiting) -> None:
@@ -440,15 +442,18 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         ended = [job]
         while ended:
             job = ended.pop()
-            self._deps.remember(job)
+            array = self._deps.remember(job)  # its array's name if that settles them
             self._forget(job)
-            for seq in sorted(self._dependents.pop(job.id, ())):
-                dependent = self._waiting.get(seq)
-                if dependent is None or dependent.deps_ready:
-                    continue
-                failed = self._settle(dependent, settle=False)
-                if failed is not None:
-                    ended.append(failed)
+            for key in (job.id,) if array is None else (job.id, array):
+                for seq in sorted(self._dependents.pop(key, ())):
+                    dependent = self._waiting.get(seq)
+                    if dependent is None or dependent.deps_ready:
+                        continue
+                    failed = self._settle(dependent, settle=False)
+                    if failed is not None:
+                        ended.append(failed)
+            if array is not None:
+                self._deps.arrays.settled(array)
 
     def _forget(self, job: Job) -> None:
         if self._live.get(job.id) is job:

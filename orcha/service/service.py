@@ -23,7 +23,7 @@ from orcha.defaults import DATABASE_NAME, LOGS_DIR_NAME, STDIN_WINDOW_BYTES, STO
 from orcha.errors import ExitCode, InvalidPetitionError, PetitionError
 from orcha.protocol.managed import proxy_ident
 from orcha.protocol.schedule import Schedule
-from orcha.service import bulk, dependencies
+from orcha.service import bulk
 from orcha.service.children import Family
 from orcha.service.intake import Intake, timed_schedule
 from orcha.service.job import Detached, Job, StdinRead
@@ -39,7 +39,6 @@ from orcha.states import State
 if TYPE_CHECKING:
     from orcha.model import Message, Petition
     from orcha.protocol.messages import SubmitRequest
-    from orcha.service.dependencies import Planned
     from orcha.service.events import Events
     from orcha.service.handlers import Handler
     from orcha.service.kinds import RuntimeKinds
@@ -88,6 +87,7 @@ class Service(Intake):
         self.peers_lock = threading.Lock()
         self._envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
         self._intake: set[str] = set()  # IDs being recorded (under the scheduler's lock)
+        self._recorded = threading.Condition()  # told when IDs being recorded are no more
         self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # What a reload reads again (orcha.service.reload; set by 'orcha serve'), and the
         # group limits the configuration file gave (applied at start and at each reload).
@@ -251,18 +251,6 @@ class Service(Intake):
         finally:
             self._release_ids([petition_id])
         return job
-
-    def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
-        """Refuse (PetitionError) dependencies on itself, on references that name no
-        petition or that close a cycle; keep the others pinned (see dependencies.check)."""
-        dependencies.check(petition_id, schedule, self.scheduler, self.store)
-
-    def check_dependencies(
-        self, petition_id: str, schedule: Schedule, planned: Planned | None = None
-    ) -> None:
-        """:meth:`_check_dependencies` for a request changed after submission (``orcha
-        edit``); ``planned``: the new dependencies of others changed with it."""
-        dependencies.check(petition_id, schedule, self.scheduler, self.store, planned)
 
     def _check_accepting(self) -> None:
         if self.stopping:
