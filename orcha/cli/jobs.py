@@ -133,8 +133,8 @@ def cancel(
                                       everything=everything, signal=sig)  # fmt: skip
         took = time.monotonic() - began
         gave_up = bulk.abandoned(service, results, took) if sig is None else set()
-    if as_json:
-        print_json({"results": results})
+    if as_json:  # with the IDs whose action ignored the cancel (the text says so too)
+        print_json({"results": results, "abandoned": [i for i in results if i in gave_up]})
     return bulk.report_cancel(results, selects, sig, quiet=as_json, abandoned=gave_up)
 
 

@@ -7,6 +7,7 @@ service still stops, exit 0."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -116,3 +117,23 @@ def test_a_kind_that_ignores_its_cancel_is_abandoned_and_the_service_still_stops
     assert "petition " + second + ": the action of kind exittest_stubborn (plugin exittest)" in (
         service.stderr
     )
+
+
+def test_cancel_json_says_which_actions_were_abandoned(xenv: Env) -> None:
+    service = xenv.serve("--grace", "1", "--max-running", "2")
+    stuck, plain = new_id("s"), new_id("p")
+    orcha(xenv, "send", stuck, "--kind", "exittest_stubborn", "--detach")
+    orcha(xenv, "run", plain, "--detach", "--", "sleep", "30")
+    assert wait_for(lambda: record(xenv, stuck)["state"] == "RUNNING")
+    out, err = orcha(xenv, "cancel", stuck, plain, "--json")
+    assert json.loads(out) == {
+        "results": {stuck: "cancelled", plain: "cancelled"},
+        "abandoned": [stuck],
+    }, out
+    assert err == ""  # --json: the JSON says it all
+    # None abandoned: an empty list, the same keys.
+    other = new_id("p")
+    orcha(xenv, "run", other, "--detach", "--", "sleep", "30")
+    out, _ = orcha(xenv, "cancel", other, "--json")
+    assert json.loads(out) == {"results": {other: "cancelled"}, "abandoned": []}, out
+    assert service.stop() == 0, service.stderr
