@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import STREAM_EVENTS
 from orcha.protocol import messages
-from orcha.protocol.ids import is_number
+from orcha.protocol.ids import split
 from orcha.service.notify import EventSinks, FinishHooks, Webhooks
 from orcha.service.queued import Queued
 from orcha.service.references import labeller, resolve, resolve_all
@@ -365,9 +365,10 @@ class Events:
         without ``output``, no ``output`` events."""
         targets, missing = resolve_all(ids, self.scheduler, self.store)
         # Watched by name: a name belongs to one live petition at most. Not the name of
-        # an ended record named by its number (an array's member whose ID a later
-        # petition took): that record has no more events, and the name is another's.
-        wanted = frozenset(t.id for t in targets if t.live or not is_number(t.ref)) or None
+        # an ended record named by its number or as NAME~N (an array's member whose ID
+        # a later petition took, an older run): that record has no more events (its end
+        # is told below), and the name is another's.
+        wanted = frozenset(t.id for t in targets if t.live or _newest(t.ref)) or None
         if ids and wanted is None:
             wanted = frozenset()
         with self._lock:
@@ -455,6 +456,13 @@ class Events:
             self._watchers.pop(peer, None)
             self._mute.discard(peer)
         self.usage.remove(peer)
+
+
+def _newest(ref: str) -> bool:
+    """Whether ``ref`` names the newest record of its name (``NAME``, ``NAME~0``), not a
+    record number nor an older record (``NAME~N``)."""
+    parts = split(ref)
+    return parts is not None and parts[1] == 0
 
 
 def _as_asked(summary: dict[str, Any], target: Target) -> dict[str, Any]:

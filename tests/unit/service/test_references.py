@@ -194,3 +194,22 @@ def test_a_number_beyond_any_record_names_none(h: Harness, ref: str) -> None:
     reply = h.submit("later", schedule={"after": [ref]})
     assert WIRE_ERRORS[reply["error"]] == ExitCode.NO_PETITION, reply
     assert _resolve(h, str(2**63 - 1)) == []  # the largest it can look up
+
+
+def test_watch_of_an_ended_name_n_concerns_that_record_only(h: Harness) -> None:
+    # As 'watch SEQ' of an ended record: its end, then nothing of the later petitions
+    # that took its name.
+    h.submit("nm")
+    h.run_to_end("nm", code=3)
+    h.submit("nm")
+    h.gates.wait_started("nm")
+    h.submit("other")  # queued: keeps the watch open past nm~1's end
+    watcher = h.peer()
+    assert h.call("watch", watcher, ids=["nm~1", "other"])["missing"] == []
+    h.run_to_end("nm")  # the later nm: not watched
+    h.gates.wait_started("other")
+    h.run_to_end("other")
+    watcher.expect(event="finished", petition="other")
+    about_nm = [(f["event"], (f.get("data") or {}).get("code")) for f in watcher.frames
+                if f.get("petition") == "nm"]  # fmt: skip
+    assert about_nm == [("finished", 3)], watcher.frames
