@@ -251,7 +251,8 @@ def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
 def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]:
     """Drop ended records and their logs: those of the IDs given (an array's name: its
     members; for each ID not cleaned, why), or all, narrowed by states, groups and the
-    time since they ended."""
+    time since they ended. While the records cannot be saved, each ended petition so
+    chosen whose end is not saved yet has its log removed first (:func:`_free_unsaved`)."""
     store = service.store
     if store is None:
         return {"removed": 0, "results": {}}
@@ -259,7 +260,7 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
     before = service.clock() - older if older is not None else None
     seqs: list[int] | None = None
     results: dict[str, str] = {}
-    given: dict[int, dict[str, Any]] = {}  # record number -> record, of the IDs given
+    given: dict[int, str] = {}  # record number -> the ID given for it
     if request.ids:
         seqs = []
         for petition_id in arrays.expand(service, request.ids)[0]:
@@ -273,8 +274,9 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
                 )
             else:
                 seqs.append(record["seq"])
-                given[record["seq"]] = {**record, "id": petition_id}
-    freed = _free_unsaved(store, given)
+                given[record["seq"]] = petition_id
+    unsaved = _unsaved_ends(store, request, before, given if request.ids else None)
+    freed = _free_unsaved(unsaved)
     try:
         removed = store.remove_finished(
             before, seqs=seqs, states=request.states, groups=request.groups
@@ -288,28 +290,30 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
     for row in removed:
         _unlink(row["log_path"])
     gone = {row["seq"] for row in removed}
-    for seq, record in given.items():
-        if seq not in gone and record["id"] in freed:  # its end is still not saved
-            results[record["id"]] = (
-                f"petition {record['id']!r} has ended but its end is not saved yet "
-                f"({store.outage.problem or 'the database was busy'}); its output log was "
-                "removed to free space: clean it again once 'orcha health' says the service "
-                "saves again"
+    problem = store.outage.problem or "the database was busy"
+    for seq, (name, record) in unsaved.items():
+        if seq not in gone:  # its end is still not saved
+            how = "; its output log was removed to free space" if record.get("log_path") else ""
+            results[name] = (
+                f"petition {name!r} has ended but its end is not saved yet ({problem}){how}: "
+                "clean it again once 'orcha health' says the service saves again"
             )
-    if not request.ids:
-        results.update(_unsaved_ends(store, request, before))
     return {"removed": len(removed), "results": results}
 
 
-def _unsaved_ends(store: Store, request: CleanRequest, before: float | None) -> dict[str, str]:
-    """While the records cannot be saved, the ended petitions a selection would clean
-    but whose ends are not saved yet (kept: see Store.remove_finished), each with the
-    way out: cleaning it by ID frees its log (:func:`_free_unsaved`)."""
-    problem = store.outage.problem
-    if problem is None:
-        return {}
-    out: dict[str, str] = {}
+def _unsaved_ends(
+    store: Store, request: CleanRequest, before: float | None, given: dict[int, str] | None
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """While the records cannot be saved, the ended petitions this clean would remove
+    (those ``given``, by record number, else every one) but whose ends are not saved yet
+    (Store.remove_finished keeps them until they are): record number -> (the ID to name
+    it by, its record with the changes not saved yet)."""
+    if store.outage.problem is None:
+        return {}  # what is not saved yet will be: remove_finished waits for it
+    out: dict[int, tuple[str, dict[str, Any]]] = {}
     for seq in store.saver.pending_seqs():
+        if given is not None and seq not in given:
+            continue
         r = store.get(seq)  # with its changes not saved yet
         if (
             r is None
@@ -322,24 +326,18 @@ def _unsaved_ends(store: Store, request: CleanRequest, before: float | None) -> 
             or (before is not None and (r["ended"] or 0) >= before)
         ):
             continue
-        out[r["id"]] = (
-            f"petition {r['id']!r} has ended but its end is not saved yet ({problem}): "
-            f"'orcha clean {r['id']}' removes its output log to free space"
-        )
+        out[seq] = (given[seq] if given is not None else r["id"], r)
     return out
 
 
-def _free_unsaved(store: Store, given: dict[int, dict[str, Any]]) -> list[str]:
-    """While the records cannot be saved, remove the output logs of the ended petitions
-    ``given`` whose end is not saved yet (their records cannot be removed before it is);
-    their IDs. On a full disk that is often the very log that filled it: removed, the
-    end can be saved and the record removed with it, now."""
-    if store.outage.problem is None:
-        return []  # what is not saved yet will be: remove_finished waits for it
-    unsaved = set(store.saver.pending_seqs())
-    freed = [r["id"] for seq, r in given.items() if seq in unsaved and r.get("log_path")]
-    for seq in unsaved.intersection(given):
-        _unlink(given[seq].get("log_path"))
+def _free_unsaved(unsaved: dict[int, tuple[str, dict[str, Any]]]) -> list[str]:
+    """Remove the output logs of the ended petitions ``unsaved`` (whose ends are not
+    saved yet: their records cannot be removed before they are); their IDs. On a full
+    disk that is often the very log that filled it: removed, the end can be saved and
+    the record removed with it, now."""
+    freed = [name for name, record in unsaved.values() if record.get("log_path")]
+    for _, record in unsaved.values():
+        _unlink(record.get("log_path"))
     if freed:
         log.warning("clean: removed the output log of %s to free space", ", ".join(freed))
     return freed

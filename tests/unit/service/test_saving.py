@@ -397,12 +397,6 @@ def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_sp
     try:
         h.run_to_end("big")
         assert not store.flush(timeout=0.1)  # its end is not saved
-        if not freed:  # a selection cannot remove it either: it says how to
-            selected = h.call("clean", states=["SUCCEEDED"], older_than=None)
-            assert (selected["removed"], list(selected["results"])) == (0, ["big"])
-            assert selected["results"]["big"].endswith(
-                "): 'orcha clean big' removes its output log to free space"
-            )
         reply = h.call("clean", ids=["big"], older_than=None)
         assert not os.path.exists(path)
         if freed:
@@ -414,6 +408,54 @@ def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_sp
                 "petition 'big' has ended but its end is not saved yet (disk full: "
             )
             assert reply["results"]["big"].endswith(
+                "its output log was removed to free space: clean it again once 'orcha "
+                "health' says the service saves again"
+            )
+    finally:
+        store._db = breakable
+        breakable.broken = False  # type: ignore[attr-defined]
+    assert store.flush(timeout=5)
+    assert h.call("health")["state"] == "saving ok"
+
+
+@pytest.mark.parametrize("freed", [True, False])
+@pytest.mark.parametrize(
+    "selection",
+    [{"states": ["SUCCEEDED"]}, {}, {"groups": ["default"]}, {"ids": ["arr"]}],
+    ids=["state", "all", "group", "array"],
+)
+def test_a_clean_by_selection_frees_the_log_of_a_petition_whose_end_is_not_saved(
+    h: Harness, freed: bool, selection: dict[str, Any]
+) -> None:
+    # As 'clean ID' (above), for each such petition a selection keeps: its log is
+    # removed, then its end is saved and its record removed; if the disk stays full, it
+    # says so and what to do (exit 209).
+    store = h.service.store
+    assert store is not None
+    template = {"kind": "gate", "id": "arr", "params": {"out": "x" * 1000}, "cwd": "/",
+                "env": {}, "attach": False}  # fmt: skip
+    h.call("submit_array", submit=template, members=[[1, None]], limit=None)
+    h.gates.wait_started("arr_1")
+    path = store.named("arr_1")["log_path"]  # type: ignore[index]
+    assert wait_for(lambda: os.path.exists(path))
+    breakable = store._db
+    inner = breakable.db  # type: ignore[attr-defined]
+    store._db = FilledBy(inner, path) if freed else Full(inner)  # type: ignore[assignment]
+    store._db.broken = True  # type: ignore[attr-defined]
+    try:
+        h.run_to_end("arr_1")
+        assert not store.flush(timeout=0.1)  # its end is not saved
+        reply = h.call("clean", older_than=None, **selection)
+        assert not os.path.exists(path)
+        if freed:
+            assert (reply["removed"], reply["results"]) == (1, {})
+            assert h.request("status", ids=["arr_1"])["missing"] == ["arr_1"]
+        else:
+            assert (reply["removed"], list(reply["results"])) == (0, ["arr_1"])
+            assert reply["results"]["arr_1"].startswith(
+                "petition 'arr_1' has ended but its end is not saved yet (disk full: "
+            )
+            assert reply["results"]["arr_1"].endswith(
                 "its output log was removed to free space: clean it again once 'orcha "
                 "health' says the service saves again"
             )
