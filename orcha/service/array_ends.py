@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from orcha.service.queued import Waiting
 
 
+#: How many names found to be no array's are remembered (older ones are asked again).
+RECENT_PLAIN = 4096
+
+
 class _Array:
     """A live array as its dependants see it: its members not ended yet (by ID), how
     many it has, and its first member that ended without success ((ID, state, code))."""
@@ -70,14 +74,20 @@ class ArrayEnds:
         self._members, self._live, self._ended, self._recent = members, live, ended, recent
         self._arrays: dict[str, _Array] = {}  # live arrays looked at, by name
         self._member_of: dict[str, str] = {}  # their members not ended: ID -> array
+        # Names found to be no array's (a petition's: most dependencies), so that their
+        # dependants do not ask the records again; forgotten when an array takes one.
+        self._plain: dict[str, None] = {}
 
     def look(self, name: str) -> _Array | None:
         """Array ``name`` as its dependants see it; None if ``name`` names no array."""
         array = self._arrays.get(name)
-        if array is not None:
+        if array is not None or name in self._plain:
             return array
         refs = self._members(name)
         if refs is None:
+            self._plain[name] = None
+            if len(self._plain) > RECENT_PLAIN:
+                del self._plain[next(iter(self._plain))]
             return None
         array = _Array(name, len(refs))
         for ref in refs:
@@ -94,6 +104,10 @@ class ArrayEnds:
             for member in array.pending:
                 self._member_of[member] = name
         return array
+
+    def queued(self, name: str) -> None:
+        """An array called ``name`` was just queued: the name is an array's now."""
+        self._plain.pop(name, None)
 
     def waiting(self, name: str) -> bool:
         """Whether ``name`` is a live array looked at (its members' ends are heard of)."""

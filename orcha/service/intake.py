@@ -151,7 +151,6 @@ class Intake:
         try:
             if name:
                 self.check_no_live_array(name)
-                self.scheduler.array_queued(name)
             for petition_id, (_, _, schedule) in zip(ids, built, strict=True):
                 if schedule.dependencies:
                     self._check_dependencies(petition_id, schedule)
@@ -187,6 +186,8 @@ class Intake:
                                                  peer, None, seq, token, log_path, now,
                                                  prepare)
                         )  # fmt: skip
+            if name:  # before its name is free: a dependant waits for that
+                scheduler.array_queued(name)
         finally:
             self._release_ids(taken)
         log.info("%d petitions (%s) queued together", len(jobs), ", ".join(ids[:3]) +

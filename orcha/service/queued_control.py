@@ -142,6 +142,7 @@ class QueuedControl:
         is no longer what ``--after NAME`` means (the newest wins)."""
         with self.lock:
             self._deps.recent.pop(name, None)
+            self._deps.arrays.queued(name)
 
     def peek_each(self, petition_ids: Iterable[str]) -> list[Waiting | None]:
         """:meth:`peek` for each of ``petition_ids``, in order (a listing's page looks up

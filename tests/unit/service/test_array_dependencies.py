@@ -172,3 +172,22 @@ def test_cancelling_all_cancels_a_dependant_of_an_array_before_its_members(
         assert h.record("x")["state"] == "CANCELLED"  # as asked, not failed by ar_1's end
     finally:
         h.close()
+
+
+def test_an_array_named_like_an_ended_petition_is_what_after_means_then(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, max_running=4)
+    try:
+        h.submit("ar")
+        h.run_to_end("ar")
+        h.submit("d", schedule={"after": ["ar"]})  # the petition ar: met at once
+        h.gates.wait_started("d")
+        _array(h, "ar", [1, 2])  # newer: 'ar' names the array from now on
+        h.submit("x", schedule={"after": ["ar"]})
+        assert h.record("x")["waiting"] == "after ar (array: 2 of 2 not ended)"
+        h.run_to_end("ar_1")
+        h.run_to_end("ar_2")
+        h.gates.wait_started("x")
+    finally:
+        h.close()
