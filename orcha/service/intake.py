@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import STORE_SYNC_WAIT
-from orcha.errors import DuplicateIdError, PetitionError
+from orcha.errors import DuplicateIdError, ExitCode, PetitionError
 from orcha.protocol.ids import is_number
 from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import Schedule
@@ -65,21 +65,27 @@ class Intake:
     def _check_dependencies(self, petition_id: str, schedule: Schedule) -> None:
         """Refuse (PetitionError) dependencies on itself, on references that name no
         petition or that close a cycle; keep the others pinned (see dependencies.check)."""
-        self.check_dependencies(petition_id, schedule)
+        self.check_dependencies(petition_id, schedule, mine=(petition_id,))
 
     def check_dependencies(
-        self, petition_id: str, schedule: Schedule, planned: Planned | None = None
+        self,
+        petition_id: str,
+        schedule: Schedule,
+        planned: Planned | None = None,
+        mine: tuple[str, ...] = (),
     ) -> None:
         """:meth:`_check_dependencies`, also for a request changed after submission
         (``orcha edit``); ``planned``: the new dependencies of others changed with it.
-        A dependency being recorded (an array's members take a while) is waited for."""
+        A dependency being recorded (an array's members take a while) is waited for,
+        but for the IDs this request is recording itself (``mine``)."""
         from orcha.service import dependencies
 
-        if schedule.dependencies:
-            self._await_recorded(schedule.dependencies)
+        waited = [d for d in schedule.dependencies if d not in mine]
+        if waited:
+            self._await_recorded(waited)
         dependencies.check(petition_id, schedule, self.scheduler, self.store, planned)
 
-    def _await_recorded(self, ids: tuple[str, ...]) -> None:
+    def _await_recorded(self, ids: list[str]) -> None:
         """Until none of ``ids`` is being recorded (at most STORE_SYNC_WAIT seconds, the
         longest a record is waited for): until then they name nothing to run after."""
         deadline = time.monotonic() + STORE_SYNC_WAIT
@@ -152,8 +158,13 @@ class Intake:
             if name:
                 self.check_no_live_array(name)
             for petition_id, (_, _, schedule) in zip(ids, built, strict=True):
+                if name and name in schedule.dependencies:
+                    raise PetitionError(
+                        f"array {name!r} cannot run after itself; check --after",
+                        ExitCode.REFUSED,
+                    )
                 if schedule.dependencies:
-                    self._check_dependencies(petition_id, schedule)
+                    self.check_dependencies(petition_id, schedule, mine=tuple(taken))
             named = []
             for _ in built:
                 uid = os.urandom(8).hex()

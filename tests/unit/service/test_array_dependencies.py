@@ -4,6 +4,7 @@ Slurm's afterok of an array job; a member's own ID keeps naming that member."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,5 +190,21 @@ def test_an_array_named_like_an_ended_petition_is_what_after_means_then(
         h.run_to_end("ar_1")
         h.run_to_end("ar_2")
         h.gates.wait_started("x")
+    finally:
+        h.close()
+
+
+def test_a_petition_or_an_array_after_itself_is_refused_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, max_running=4)
+    try:
+        _array(h, "ar", [1])
+        h.run_to_end("ar_1")
+        began = time.monotonic()
+        reply = _array(h, "ar", [1, 2], schedule={"after": ["ar"]})
+        assert reply["error"] == "refused", reply
+        assert reply["message"] == "array 'ar' cannot run after itself; check --after"
+        reply = h.submit("x", schedule={"after": ["x"]})
+        assert reply["message"] == "petition 'x' cannot run after itself; check --after"
+        assert time.monotonic() - began < 2  # not held up by their own recording
     finally:
         h.close()
