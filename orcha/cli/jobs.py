@@ -410,7 +410,8 @@ def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
 @click.pass_context
 def watch(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     """Print events as they happen: the current state first, then submitted, started,
-    output and finished. With IDs, exit once all of them have finished."""
+    output and finished. With IDs, exit once all of them (an array: its members) have
+    finished."""
     service = client(ctx)
     try:
         for obj in service.watch(ids):

@@ -299,23 +299,33 @@ def followed_items(
 def watch(session: Session, ids: list[str]) -> Iterator[dict[str, Any]]:
     """Event envelopes ``{"event", "petition", "kind", "timestamp", "data"}``: the
     current state of each petition first, then submitted, started, output, finished...
-    With IDs, it ends once each of them has finished. NoPetitionError for unknown IDs.
+    With IDs, it ends once each petition they name (an array: its members) has
+    finished. NoPetitionError for unknown IDs.
     A client that read too slowly gets ``{"event": "dropped", "petition": None,
     "data": {"count"}}`` where output and progress events were dropped."""
     reply = session.call("watch", {"ids": ids})
     if reply["missing"]:
         raise no_petition(reply["missing"])
-    wanted, finished = set(ids), set[str]()
-    if wanted and len(finished) >= len(wanted):
-        return
+    # The ends each petition owes before the watch is over: the service says which
+    # petitions the IDs named (an array's name: each of its members; two names of one
+    # ID: two ends). An older service does not: as many ends as IDs given, of any.
+    pending: dict[str, int] = {}
+    for petition_id in reply.get("ends", ()):
+        pending[petition_id] = pending.get(petition_id, 0) + 1
+    left = len(ids) if "ends" not in reply else sum(pending.values())
     for item in items(session, reply["queue"]):
         if not isinstance(item, dict) or "petition" not in item:
             continue
-        if item["event"] == "finished":
-            finished.add(item["petition"])
         yield item
-        if wanted and len(finished) >= len(wanted):
-            return
+        if ids and item["event"] == "finished":
+            if "ends" not in reply:
+                left -= item["petition"] not in pending
+                pending[item["petition"]] = 1
+            elif pending.get(item["petition"], 0) > 0:
+                pending[item["petition"]] -= 1
+                left -= 1
+            if left <= 0:
+                return
 
 
 def watch_usage(

@@ -110,7 +110,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("wait", IdsRequest, ("ended", "pending", "missing", "queue", "arrays"),
                   stream="events"),
         Operation("follow", FollowRequest, ("handles", "missing", "queue"), stream="events"),
-        Operation("watch", WatchRequest, ("missing", "queue", "recent"), stream="events"),
+        Operation("watch", WatchRequest, ("missing", "ends", "queue", "recent"), stream="events"),
         Operation("logs", LogsRequest, ("state", "code", "output"), ("refused", "no_petition")),
         Operation("group", GroupRequest, ("groups",), ("refused", "not_saved")),
         Operation("pause", PauseRequest, ("results", "groups")),

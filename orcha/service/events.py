@@ -412,7 +412,11 @@ class Events:
             }))  # fmt: skip
         if usage is None:
             self.usage.remove(peer)
-            return {"missing": missing}
+            if not ids:
+                return {"missing": missing}
+            # The "finished" events that end this watch: one per petition found (an
+            # array's name stands for each of its members).
+            return {"missing": missing, "ends": [t.id for t in targets if t.ref not in missing]}
         self.usage.add(peer, usage, wanted)  # after the state events: its first comes now
         return {"missing": missing, "recent": self._recent(wanted)}
 

@@ -834,3 +834,25 @@ def test_watch_of_an_unknown_petition_exits_209(env: Env, service: Service) -> N
     result = env.run("watch", unknown, timeout=WAIT)
     assert result.returncode == NO_PETITION and result.stdout == ""
     one_error(result.stderr, unknown)
+
+
+def test_watch_of_an_array_exits_once_every_member_has_finished(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path
+) -> None:
+    name = new_id("wa")
+    # The first member ends at once, the second when released.
+    script = f'[ "$ORCHA_ARRAY_INDEX" = 1 ] || {{ {GATE}; }}'
+    result = env.run("run", name, "--detach", "--array", "1-2", "--", "sh", "-c", script,
+                     cwd=tmp_path, timeout=WAIT)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wait_ended(env, f"{name}_1")
+    wait_running(env, f"{name}_2")
+    watcher = start("watch", name, "--json")
+    assert has_event(watcher, f"{name}_1", "finished")
+    assert has_event(watcher, f"{name}_2", "state")
+    assert watcher.proc.poll() is None  # it used to exit at the first member's end
+    release(tmp_path)
+    rc, out, err = watcher.finish_text()
+    assert (rc, err) == (0, "")
+    got = [(e["petition"], e["event"]) for e in events(out.encode()) if e["event"] != "output"]
+    assert got[-1] == (f"{name}_2", "finished")

@@ -45,7 +45,7 @@ def test_a_watcher_of_a_petition_that_has_just_ended_hears_it_ended() -> None:
     events = events_over(done)
     events.ended(done)  # announced to nobody yet
     peer = FakePeer()
-    assert events.watch(peer, ["done"]) == {"missing": []}
+    assert events.watch(peer, ["done"]) == {"missing": [], "ends": ["done"]}
     assert [f["event"] for f in peer.frames] == ["finished"]
     assert peer.frames[0]["data"]["state"] == "SUCCEEDED"
 
