@@ -51,6 +51,8 @@ def health(ctx: click.Context, as_json: bool) -> int:
             click.echo(f"state: {answer['state']}")
         if answer.get("dask"):  # its Dask scheduler is unreachable: exit 1 too (docs/dask.rst)
             click.echo(f"dask: {answer['dask']}")
+        if answer.get("scheduler"):  # held for more than 3 s by one thread: exit 1 too
+            click.echo(f"scheduler: {answer['scheduler']}")
         for name, result in answer["plugins"].items():
             details = result.get("details") or {}
             words = ", ".join(f"{k}={v}" for k, v in details.items())

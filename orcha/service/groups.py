@@ -7,7 +7,6 @@ start.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +18,14 @@ if TYPE_CHECKING:
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
     from orcha.service.predicates import Holds
     from orcha.service.queued import Waiting
+    from orcha.service.scheduler_lock import SchedulerLock
 
 
 class GroupControl:
     """Mixed into :class:`~orcha.service.scheduler.Scheduler`, whose lock, hold state,
     waiting jobs and admission it uses."""
 
-    lock: threading.RLock
+    lock: SchedulerLock
     _state: Holds
     _waiting: dict[int, Waiting]
     _queue: PetitionQueue

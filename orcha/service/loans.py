@@ -24,7 +24,6 @@ applies it when it walks the queue (:class:`orcha.service.scheduler.Scheduler`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from orcha.service.machines import Machine
     from orcha.service.petition_queue import PetitionQueue
     from orcha.service.queued import Waiting
+    from orcha.service.scheduler_lock import SchedulerLock
 
 
 class Loan:
@@ -146,7 +146,7 @@ class LoanControl:
     """Mixed into :class:`~orcha.service.scheduler.Scheduler`, whose lock, queue,
     predicates and admission it uses: the loans as the scheduler applies them."""
 
-    lock: threading.RLock
+    lock: SchedulerLock
     needs_recheck: bool
     _loans: Loans
     _running: dict[int, Job]

@@ -25,8 +25,9 @@ import logging
 import os
 import selectors
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from orcha.service.pumping import Pump
@@ -75,6 +76,19 @@ class PetitionLoop:
         self._sel: selectors.BaseSelector | None = None
         self._wake_fd = -1
         self._thread: threading.Thread | None = None
+        #: What the loop is busy with, for 'orcha health': (since, job) while it runs a
+        #: petition's step (``clock``: time.monotonic unless a test gives a fake). A step
+        #: that blocks (a kind's start that does not return) holds up every petition in it.
+        self.clock: Callable[[], float] = time.monotonic
+        self._busy: tuple[float, Job] | None = None
+
+    def stuck(self, longer_than: float) -> tuple[float, Job] | None:
+        """(seconds, job) if one step of ``job`` has kept the loop for more than
+        ``longer_than`` seconds (a kind's start or its bookkeeping); else None."""
+        busy = self._busy
+        if busy is None or self.clock() - busy[0] <= longer_than:
+            return None
+        return self.clock() - busy[0], busy[1]
 
     def add(self, job: Job, steps: Iterator[Step]) -> None:
         """Run ``steps``, ``job``'s lifecycle from its start, in the loop."""
@@ -157,6 +171,7 @@ class PetitionLoop:
     def _advance(self, running: _Running) -> None:
         """Run the lifecycle up to its next wait, or hand it over."""
         job = running.job
+        self._busy = (self.clock(), job)
         try:
             for step in running.steps:
                 if step is BLOCKING:
@@ -183,6 +198,8 @@ class PetitionLoop:
                 return
         except Exception:
             log.exception("petition %s: its lifecycle failed in the petition loop", job.id)
+        finally:
+            self._busy = None
 
     def _unregister(self, running: _Running, fd: int) -> None:
         assert self._sel is not None
@@ -201,7 +218,11 @@ class PetitionLoop:
 
     def _end(self, running: _Running) -> None:
         pump = self._detach(running)
-        self._runner.pumped(running.job, pump.close)
+        self._busy = (self.clock(), running.job)  # its end's bookkeeping
+        try:
+            self._runner.pumped(running.job, pump.close)
+        finally:
+            self._busy = None
         self._advance(running)
 
     def _hand_over(self, running: _Running) -> None:

@@ -13,7 +13,6 @@ waiting by record number), explaining why petitions wait.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -30,13 +29,14 @@ if TYPE_CHECKING:
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
     from orcha.service.predicates import Dependencies, Holds
     from orcha.service.queued import Waiting
+    from orcha.service.scheduler_lock import SchedulerLock
 
 
 class QueuedControl:
     """Mixed into :class:`~orcha.service.scheduler.Scheduler`, whose lock and waiting
     petitions it uses."""
 
-    lock: threading.RLock
+    lock: SchedulerLock
     accepting: bool
     aging: float
     _clock: Callable[[], float]

@@ -35,7 +35,6 @@ Why a petition waits (:meth:`Scheduler.explain`) is the words of the predicate t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -52,6 +51,7 @@ from orcha.service.machines import LocalMachine, Machine
 from orcha.service.petition_queue import PetitionQueue, SortedIndex, first_in_order
 from orcha.service.queued import Queued, set_rank
 from orcha.service.queued_control import QueuedControl
+from orcha.service.scheduler_lock import SchedulerLock
 from orcha.service.waiting import WaitingControl
 from orcha.states import State
 
@@ -142,7 +142,7 @@ class Scheduler(QueuedControl, GroupControl, LoanControl, WaitingControl, Backfi
         self._unsettled: list[Waiting] = []  # queued while restoring, deps not looked at
         self._loans, self._admitting = Loans(), False  # loans: see orcha.service.loans
         self._again = False
-        self.lock = threading.RLock()
+        self.lock = SchedulerLock()  # orcha health: who has held it, for how long
         self.accepting = True
         #: Whether some petition waits on something that changes without an event (free
         #: memory, a plugin predicate): the service then calls admit() now and then.

@@ -15,7 +15,6 @@ changed, back in (its place follows its new priority), then admission.
 from __future__ import annotations
 
 import heapq
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,13 +26,14 @@ if TYPE_CHECKING:
     from orcha.service.job import Job
     from orcha.service.petition_queue import PetitionQueue, SortedIndex
     from orcha.service.queued import Waiting
+    from orcha.service.scheduler_lock import SchedulerLock
 
 
 class WaitingControl:
     """Mixed into :class:`~orcha.service.scheduler.Scheduler`, whose lock, clock, queue
     and admission it uses."""
 
-    lock: threading.RLock
+    lock: SchedulerLock
     _clock: Callable[[], float]
     _queue: PetitionQueue
     _timed: SortedIndex

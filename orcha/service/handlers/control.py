@@ -9,6 +9,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from orcha import __version__
+from orcha.defaults import PREDICATE_STUCK_SECONDS
 from orcha.errors import ExitCode, PetitionError
 from orcha.protocol.outputs import OutputQueue
 from orcha.service.recovery import save_groups
@@ -192,15 +193,22 @@ def _check_fits(service: Service, name: str, settings: dict[str, Any]) -> None:
 def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     """Whether the service and each plugin are healthy (plugin checks run with a time
     limit, their errors caught), with the queue and capacity. A service whose Dask
-    scheduler is unreachable is not healthy (``dask`` says why)."""
+    scheduler is unreachable is not healthy (``dask`` says why), nor one whose scheduler
+    or petition loop has been held up for more than PREDICATE_STUCK_SECONDS
+    (``scheduler`` says by what: :func:`_stalls`)."""
     plugins = service.plugins.health()
     scheduler = service.scheduler
     saving, state = service.store.health() if service.store is not None else (True, "saving ok")
     trouble = service.dask.trouble if service.dask is not None else None
+    stalled = _stalls(service)
     return {
-        "healthy": saving and trouble is None and all(p["healthy"] for p in plugins.values()),
+        "healthy": saving
+        and trouble is None
+        and stalled is None
+        and all(p["healthy"] for p in plugins.values()),
         "state": state,
         **({"dask": trouble} if trouble is not None else {}),
+        **({"scheduler": stalled} if stalled is not None else {}),
         "queued": scheduler.queued_count,
         "running": scheduler.running_count,
         "cpus_in_use": scheduler.used_cpus,
@@ -208,6 +216,27 @@ def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
         "paused": scheduler.paused_all,
         "plugins": plugins,
     }
+
+
+def _stalls(service: Service) -> str | None:
+    """What has held up the scheduler or the petition loop for more than
+    PREDICATE_STUCK_SECONDS, in words (None: nothing). Never waits for either."""
+    stalls = []
+    held = service.scheduler.lock.stuck(PREDICATE_STUCK_SECONDS)
+    if held is not None:
+        stalls.append(
+            f"held by thread {held[1]} for {held[0]:.0f}s: no petition starts; "
+            "submissions and 'status' wait"
+        )
+    busy = service.runner.loop.stuck(PREDICATE_STUCK_SECONDS)
+    if busy is not None:
+        seconds, job = busy
+        stalls.append(
+            f"the petition loop has waited {seconds:.0f}s for petition {job.id} (kind "
+            f"{job.kind}) to start or end: the petitions it runs neither start, stream "
+            "nor end meanwhile"
+        )
+    return "; ".join(stalls) or None
 
 
 def workers(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:

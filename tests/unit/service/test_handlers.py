@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from orcha.protocol.operations import OPERATIONS
 from orcha.service.handlers import HANDLERS, MODULES, perform
 from orcha.service.job import End, Started
 from orcha.states import State
-from tests.unit.service.harness import Harness
+from tests.unit.service.harness import DEADLINE, FakeClock, Harness
 
 
 @pytest.fixture
@@ -289,3 +291,36 @@ def test_state_of_a_plugin_that_is_not_loaded_is_refused(h: Harness) -> None:
     reply = h.request("state", action="ls", plugin="nope")
     assert WIRE_ERRORS[reply["error"]] == ExitCode.UNKNOWN
     assert reply["message"] == "the service has no plugin 'nope' (loaded: test)"
+
+
+def test_health_names_a_thread_that_holds_the_scheduler_for_more_than_3s(h: Harness) -> None:
+    # Whatever holds the scheduler (here a thread standing for a kind's start that
+    # blocks, or a slow write under the lock) holds up admission: health says so at
+    # once, on its lock's clock (a fake one here), without waiting for the lock.
+    ticks = FakeClock()
+    h.service.scheduler.lock.clock = ticks
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with h.service.scheduler.lock:
+            holding.set()
+            release.wait(DEADLINE)
+
+    holder = threading.Thread(target=hold, name="stuck-start")
+    holder.start()
+    try:
+        assert holding.wait(DEADLINE)
+        ticks.advance(3.0)
+        assert h.call("health")["healthy"] is True  # 3 s: not yet
+        ticks.advance(1.0)
+        began = time.monotonic()
+        health = h.call("health")
+        assert time.monotonic() - began < 1.0  # it did not wait for the lock
+    finally:
+        release.set()
+        holder.join(DEADLINE)
+    assert health["healthy"] is False
+    assert health["scheduler"] == (
+        "held by thread stuck-start for 4s: no petition starts; submissions and 'status' wait"
+    )
+    assert "scheduler" not in h.call("health") and h.call("health")["healthy"] is True

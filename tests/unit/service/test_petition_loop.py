@@ -144,6 +144,21 @@ class BrokenKind(Kind):
         raise RuntimeError("no way to start")
 
 
+class HangingKind(Kind):
+    """A kind whose start does not return until the test lets it (a plugin's start that
+    waits on a hung mount, say); then it fails."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def start(self, ctx: Any) -> Any:
+        self.entered.set()
+        self.release.wait(DEADLINE)
+        return int(ExitCode.FAILED)
+
+
 class RunKind(ShellKind):
     """A kind that defines run() itself: its own thread runs it."""
 
@@ -174,7 +189,9 @@ class World:
     jobs: list[Job] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.manager = KindManager({k.name: k for k in (ShellKind(), BrokenKind(), RunKind())})
+        self.hanging = HangingKind()
+        kinds = (ShellKind(), BrokenKind(), RunKind(), self.hanging)
+        self.manager = KindManager({k.name: k for k in kinds})
         self.procs = Procs(self.leftovers)
         self.machine = LocalMachine(procs=self.procs, slots=8)
         self.runner = RecordingRunner(self.manager, self.events)
@@ -191,7 +208,7 @@ class World:
     ) -> Job:
         """An admitted petition running ``sh -c script`` (or ``argv``)."""
         argv = ["sh", "-c", script] if isinstance(script, str) else script
-        params = {"argv": argv} if kind != "broken" else {}
+        params = {"argv": argv} if kind not in ("broken", "hanging") else {}
         request = SubmitRequest(kind, petition_id, params, None, str(self.tmp), ENV)
         petition = self.manager.petition_from_request(request, queue or OutputQueue())
         token = f"test-loop-{os.getpid()}"  # unique per test process: a search finds ours
@@ -302,6 +319,28 @@ def test_an_action_that_does_not_start_goes_on_with_its_lifecycle(world: World) 
     assert end.code == int(ExitCode.FAILED) and end.state is State.FAILED
     assert "RuntimeError: no way to start" in (end.message or "")
     assert world.events.wait_ended("missing") == world.events.wait_ended("broken") == LOOP
+
+
+def test_a_start_that_does_not_return_shows_as_the_loop_stuck_on_its_petition(
+    world: World,
+) -> None:
+    """'orcha health' asks the loop what it has been busy with (its clock, a fake here):
+    a kind's start that has not returned for more than 3 s names its petition."""
+    ticks = SimpleNamespace(now=100.0)
+    loop = world.runner.loop
+    loop.clock = lambda: ticks.now
+    hung = world.job("hung", [], kind="hanging")
+    world.start(hung)
+    assert world.hanging.entered.wait(DEADLINE)
+    try:
+        ticks.now += 3.0
+        assert loop.stuck(3.0) is None  # 3 s: not yet
+        ticks.now += 1.5
+        assert loop.stuck(3.0) == (4.5, hung)
+    finally:
+        world.hanging.release.set()
+    assert world.events.wait_ended("hung") == LOOP
+    assert wait_for(lambda: loop.stuck(3.0) is None)  # once the loop is done with it
 
 
 def test_a_blocking_step_is_handed_to_a_thread_that_goes_on_from_it() -> None:
