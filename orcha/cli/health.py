@@ -53,6 +53,8 @@ def health(ctx: click.Context, as_json: bool) -> int:
             click.echo(f"dask: {answer['dask']}")
         if answer.get("scheduler"):  # held for more than 3 s by one thread: exit 1 too
             click.echo(f"scheduler: {answer['scheduler']}")
+        if answer.get("abandoned"):  # the original API's, which no plugin counts: exit 1
+            click.echo(f"abandoned: {answer['abandoned']}")
         for name, result in answer["plugins"].items():
             details = result.get("details") or {}
             words = ", ".join(f"{k}={v}" for k, v in details.items())

@@ -90,8 +90,8 @@ _SUBMIT_ERRORS = ("refused", "duplicate", "unknown", "no_petition", "not_saved")
 _INFO = ("version", "pid", "address", "kinds", "runtime_kinds", "running", "queued",
          "max_running", "cpus_in_use", "gpus", "groups", "paused", "petitions",
          "served_objects", "sessions", "output_peak_bytes")  # fmt: skip
-_HEALTH = ("healthy", "state", "scheduler", "queued", "running", "cpus_in_use", "capacity",
-           "paused", "plugins")  # fmt: skip
+_HEALTH = ("healthy", "state", "scheduler", "abandoned", "queued", "running", "cpus_in_use",
+           "capacity", "paused", "plugins")  # fmt: skip
 
 #: Every operation, by name.
 OPERATIONS: dict[str, Operation] = {

@@ -130,6 +130,8 @@ class PluginHost:
         # Plugin name -> how many of its kinds' actions ignored a stop, were abandoned and
         # have not returned (orcha.service.runner): each makes it unhealthy.
         self._abandoned: dict[str, int] = {}
+        # The same for actions of no plugin's kind (an original-API manager's petitions).
+        self._abandoned_elsewhere = 0
         self.hook_timeout = hook_timeout
         self.health_timeout = health_timeout
         # Each plugin's last health check, kept while it runs: one in flight per plugin,
@@ -172,15 +174,25 @@ class PluginHost:
 
     def action_abandoned(self, kind: str, n: int) -> None:
         """``n`` (1, or -1 when it returns after all) actions of ``kind`` that ignored a
-        stop run on abandoned in the service."""
+        stop run on abandoned in the service: counted against the plugin that provides
+        ``kind``, or (no plugin's: the original API's) by :meth:`abandoned_elsewhere`."""
         owner = self.owners.get(kind)
-        if owner is not None:
-            with self._checks_lock:
-                left = self._abandoned.get(owner, 0) + n
-                if left > 0:
-                    self._abandoned[owner] = left
-                else:
-                    self._abandoned.pop(owner, None)
+        with self._checks_lock:
+            if owner is None:
+                self._abandoned_elsewhere = max(0, self._abandoned_elsewhere + n)
+                return
+            left = self._abandoned.get(owner, 0) + n
+            if left > 0:
+                self._abandoned[owner] = left
+            else:
+                self._abandoned.pop(owner, None)
+
+    def abandoned_elsewhere(self) -> str | None:
+        """How many abandoned actions of no plugin's kind still run, in words (None:
+        none): 'orcha health' says so and counts the service unhealthy meanwhile."""
+        with self._checks_lock:
+            n = self._abandoned_elsewhere
+        return _abandoned_words(n) if n else None
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each plugin's health check, run with a time limit and its errors caught.
@@ -227,9 +239,7 @@ class PluginHost:
             abandoned = dict(self._abandoned)
         for name, n in abandoned.items():
             if name in out:
-                words = "action that ignored its cancel still runs" if n == 1 else (
-                    "actions that ignored their cancel still run")  # fmt: skip
-                details = {**out[name]["details"], "abandoned": f"{n} {words}"}
+                details = {**out[name]["details"], "abandoned": _abandoned_words(n)}
                 out[name] = {"healthy": False, "details": details}
         return out
 
@@ -247,6 +257,12 @@ class PluginHost:
                     "starts; submissions and 'status' wait)"
                 )
                 out[name] = {"healthy": False, "details": {**out[name]["details"], "stuck": why}}
+
+
+def _abandoned_words(n: int) -> str:
+    if n == 1:
+        return "1 action that ignored its cancel still runs"
+    return f"{n} actions that ignored their cancel still run"
 
 
 def _health_result(value: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ EXIT_PLUGIN = '''
 """Kinds that break the contract of Kind.run on purpose."""
 import os
 import time
+from pathlib import Path
 
 from orcha.kinds import Kind
 from orcha.plugins import BasePlugin
@@ -137,3 +139,86 @@ def test_cancel_json_says_which_actions_were_abandoned(xenv: Env) -> None:
     out, _ = orcha(xenv, "cancel", other, "--json")
     assert json.loads(out) == {"results": {other: "cancelled"}, "abandoned": []}, out
     assert service.stop() == 0, service.stderr
+
+
+STUBBORN_ORIGINAL = """
+import argparse
+import os
+import time
+from pathlib import Path
+from dataclasses import dataclass
+
+from orcha.interfaces import Message, Petition, ServiceWrapper, start_service
+from orcha.lib import ClientManager, Manager
+from orcha.plugins import BasePlugin
+
+FLAG = {flag!r}
+
+
+def _action(cb, p):
+    while os.path.exists(FLAG):  # never looks at its cancel
+        time.sleep(0.05)
+    p.finish(0)
+
+
+@dataclass(order=True)
+class StubbornPetition(Petition):
+    pass
+
+
+class StubbornManager(Manager):
+    def convert_to_petition(self, m):
+        return StubbornPetition(
+            id=m.id, queue=m.extras["queue"], action=_action, condition=lambda *_: True
+        )
+
+
+class StubbornPlugin(BasePlugin):
+    name = "stubborn"
+
+    def create_parser(self, parser):
+        sub = parser.add_subparsers(required=True)
+        sub.add_parser("serve").set_defaults(side="service")
+        send = sub.add_parser("send")
+        send.set_defaults(side="client")
+        send.add_argument("id")
+
+    def handle(self, ns):
+        if ns.side == "service":
+            return start_service(ServiceWrapper(StubbornManager()))
+        manager = ClientManager()
+        manager.connect()
+        queue = manager.manager.Queue()
+        manager.send(Message(id=ns.id, extras={{"queue": queue}}))
+        item = queue.get()
+        while isinstance(item, str):
+            item = queue.get()
+        return item if isinstance(item, int) else 0
+
+
+plugin = StubbornPlugin
+"""
+
+
+def test_an_abandoned_action_of_the_original_api_is_counted_by_health(
+    env: Env, tmp_path: Path
+) -> None:
+    flag = tmp_path / "hung"
+    env.add_plugin("stubborn", STUBBORN_ORIGINAL.format(flag=str(flag)))
+    service = env.serve(command=("stubborn", "serve"))  # its grace: the default 5 s
+    flag.touch()
+    sender = env.popen("stubborn", "send", "s1")
+    try:
+        assert wait_for(lambda: '"state": "RUNNING"' in env.run("status", "s1", "--json").stdout)
+        cancel = env.run("cancel", "s1")
+        assert cancel.returncode == 0, cancel.stderr
+        assert "was abandoned" in cancel.stderr and "'orcha health' counts it" in cancel.stderr
+        health = env.run("health")
+        assert health.returncode == 1, health.stdout
+        assert health.stdout.startswith("service: UNHEALTHY;")
+        assert "abandoned: 1 action that ignored its cancel still runs\n" in health.stdout
+    finally:
+        flag.unlink()
+    assert wait_for(lambda: env.run("health").returncode == 0)  # it returned after all
+    sender.communicate(timeout=30)
+    assert service.stop() == 0

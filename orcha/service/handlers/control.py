@@ -195,20 +195,25 @@ def health(service: Service, peer: Peer, request: NoRequest) -> dict[str, Any]:
     limit, their errors caught), with the queue and capacity. A service whose Dask
     scheduler is unreachable is not healthy (``dask`` says why), nor one whose scheduler
     or petition loop has been held up for more than PREDICATE_STUCK_SECONDS
-    (``scheduler`` says by what: :func:`_stalls`)."""
+    (``scheduler`` says by what: :func:`_stalls`), nor one where an abandoned action of
+    no plugin's kind (an original-API manager's) still runs (``abandoned`` counts them;
+    a plugin's own count against it)."""
     plugins = service.plugins.health()
     scheduler = service.scheduler
     saving, state = service.store.health() if service.store is not None else (True, "saving ok")
     trouble = service.dask.trouble if service.dask is not None else None
     stalled = _stalls(service)
+    abandoned = service.plugins.abandoned_elsewhere()  # the original API's actions
     return {
         "healthy": saving
         and trouble is None
         and stalled is None
+        and abandoned is None
         and all(p["healthy"] for p in plugins.values()),
         "state": state,
         **({"dask": trouble} if trouble is not None else {}),
         **({"scheduler": stalled} if stalled is not None else {}),
+        **({"abandoned": abandoned} if abandoned is not None else {}),
         "queued": scheduler.queued_count,
         "running": scheduler.running_count,
         "cpus_in_use": scheduler.used_cpus,

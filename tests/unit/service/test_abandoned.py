@@ -117,3 +117,22 @@ def test_an_action_that_ignores_its_timeout_is_abandoned_and_not_retried(
     assert stubborn.returned.wait(DEADLINE)
     assert stubborn.runs == 1  # its retry never ran beside the abandoned attempt
     assert h.record("s1")["message"] == record["message"]
+
+
+def test_an_abandoned_action_of_no_plugin_kind_is_counted_by_health(h: Harness) -> None:
+    # An original-API manager's petition has no kind of a plugin's: the runner counts its
+    # abandoned action under the kind "" (see Runner._count_abandoned), and health says
+    # so on its own, the service unhealthy, as a plugin is for its kinds' actions.
+    plugins = h.service.plugins
+    assert "abandoned" not in h.call("health")
+    plugins.action_abandoned("", 1)
+    plugins.action_abandoned("", 1)
+    reply = h.call("health")
+    assert reply["healthy"] is False
+    assert reply["abandoned"] == "2 actions that ignored their cancel still run"
+    assert reply["plugins"]["test"] == {"healthy": True, "details": {}}  # not the plugin's
+    plugins.action_abandoned("", -1)
+    assert h.call("health")["abandoned"] == "1 action that ignored its cancel still runs"
+    plugins.action_abandoned("", -1)  # it returned after all
+    reply = h.call("health")
+    assert reply["healthy"] is True and "abandoned" not in reply
