@@ -48,12 +48,27 @@ def _value(key: str, text: str) -> Any:
 
 
 def _settings(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, Any]:
+    """The --set items as {key: value}; the requests among them (cpus, gpus, timeout...)
+    checked here by the service's rules (a usage error, exit 2, rather than its 204). The
+    kind's own parameters are the service's to check: it has the kind."""
+    from orcha.protocol.schedule import Schedule
+
     out: dict[str, Any] = {}
     for item in items:
         key, eq, text = item.partition("=")
         if not eq or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--set'")
         out[key] = _value(key, text)
+    requests = {k: v for k, v in out.items() if k in Schedule.FIELDS}
+    for key, value in requests.items():
+        try:
+            Schedule.from_wire({key: value})
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=f"'--set {key}'") from None
+    try:
+        Schedule.from_wire(requests)  # what only holds of them together
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--set'") from None
     return out
 
 

@@ -90,6 +90,20 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
         (["kinds", "add", "a b", "--from", "shell"],
          "orcha kinds add: invalid value for 'NAME': kind name 'a b' must be 1-64 letters, "
          "digits, '-', '_' or '.'"),
+        # so are the requests a runtime kind fixes (cpus, gpus, retries, timeout, group...)
+        (["kinds", "add", "k", "--from", "shell", "--set", "cpus=0"],
+         "orcha kinds add: invalid value for '--set cpus': 'cpus' must be an integer from 1 "
+         "to 65536, got 0"),
+        (["kinds", "add", "k", "--from", "shell", "--set", "gpus=-1"],
+         "orcha kinds add: invalid value for '--set gpus': 'gpus' must be an integer from 0 "
+         "to 65536, got -1"),
+        (["kinds", "add", "k", "--from", "shell", "--set", "argv=[\"true\"]", "--set",
+          "timeout=0"],
+         "orcha kinds add: invalid value for '--set timeout': 'timeout' must be more than 0 "
+         "seconds"),
+        (["kinds", "add", "k", "--from", "shell", "--set", "group=a/b"],
+         "orcha kinds add: invalid value for '--set group': group name 'a/b' must be 1-64 "
+         "letters, digits, '-', '_' or '.'"),
         # --delay and --at both say when: neither is dropped quietly, in any order
         (["run", "a", "--detach", "--delay", "1s", "--at", "12:00", "--", "true"],
          f"orcha run: {BOTH_STARTS}"),

@@ -324,3 +324,12 @@ def test_health_names_a_thread_that_holds_the_scheduler_for_more_than_3s(h: Harn
         "held by thread stuck-start for 4s: no petition starts; submissions and 'status' wait"
     )
     assert "scheduler" not in h.call("health") and h.call("health")["healthy"] is True
+
+
+def test_a_runtime_kind_of_a_bad_request_is_still_refused_by_the_service(h: Harness) -> None:
+    # The CLI refuses it before sending (exit 2); a client that sends it anyway gets 204.
+    reply = h.request("kinds", action="add", name="k", **{"from": "gate"}, set={"cpus": 0})
+    assert WIRE_ERRORS[reply["error"]] == ExitCode.REFUSED
+    assert reply["message"] == (
+        "invalid settings for kind 'k': 'cpus' must be an integer from 1 to 65536, got 0"
+    )
