@@ -525,6 +525,9 @@ def a_lost_scheduler_is_reached_again(cluster: Cluster) -> None:
     assert wait_for(lambda: field(env, "back", "state") == "SUCCEEDED", timeout=60)
     assert field(env, "back", "machine") == "w5"
     assert health().returncode == 0
+    # The old client, replaced, had its reconnect cancelled: not a failure, no traceback.
+    logged = env.services[-1].stderr
+    assert "Traceback" not in logged and "CancelledError" not in logged, logged
 
 
 @pytest.mark.timeout(600)  # seven tests' worth (about 25 s unloaded)

@@ -5,8 +5,10 @@ tests/integration/test_dask.py."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -516,3 +518,32 @@ def test_a_request_too_big_for_any_worker_names_where_a_worker_gets_its_slots() 
         "the petition asks for 3 CPUs but the largest machine of this service has 2 (worker "
         "w1: 'dask worker --resources CPU=N', else its host's cores); ask for fewer with --cpus"
     )
+
+
+# -- what Dask's client logs --------------------------------------------------------------------
+async def _reconnect() -> None:  # as distributed.Client._reconnect, cancelled by close()
+    raise asyncio.CancelledError
+
+
+def test_a_cancelled_reconnect_of_a_replaced_client_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from orcha.service.dask.client_log import quiet_cancelled_tasks
+
+    quiet_cancelled_tasks()
+    quiet_cancelled_tasks()  # once is enough: no second line for one record
+    dask_client = logging.getLogger("distributed.client")
+    caplog.set_level(logging.INFO)
+    for error in (asyncio.CancelledError, ValueError):
+        try:
+            if error is ValueError:
+                raise ValueError("a real failure")
+            asyncio.run(_reconnect())
+        except BaseException as e:
+            dask_client.exception(e)  # what distributed.utils.log_errors does
+    lines = [(r.name, r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines == [
+        ("orcha.service.dask", "INFO",
+         "a replaced Dask client's reconnect was cancelled as it was closed", False),
+        ("distributed.client", "ERROR", "a real failure", True),  # its traceback kept
+    ]  # fmt: skip

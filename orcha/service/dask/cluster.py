@@ -40,6 +40,7 @@ from orcha.defaults import (
     DASK_REFRESH_SECONDS,
 )
 from orcha.errors import ExecutorError
+from orcha.service.dask.client_log import quiet_cancelled_tasks
 from orcha.service.dask.inventory import WorkerReport, best_fit, read_report, why_waiting
 from orcha.service.dask.remote import WorkerMachine
 from orcha.service.feasible import check_feasible
@@ -393,6 +394,7 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
             f"cannot reach the Dask scheduler at {target.where} ({target.source}): {e}"
         ) from None
     cluster = Cluster(service, target, client, _pool(client))
+    quiet_cancelled_tasks()  # the client it replaces one day logs its cancelled reconnect
     client.register_plugin(OrchaWorkerPlugin(service.settings.grace), name="orcha")
     client.subscribe_topic("all", cluster.on_event)
     scheduler = service.scheduler
