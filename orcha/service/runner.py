@@ -242,8 +242,11 @@ class Runner:
                 break  # cancelled, or succeeded
             if job.lost is not None:
                 # The machine it ran on is gone (a Dask worker): INTERRUPTED, unless it has
-                # attempts left and another machine takes it.
-                if job.attempt >= attempts or not job.placed.relocate(job):
+                # attempts left and another machine takes it. The attempt has ended: a
+                # cancel while it waits for one must be heard (end_attempt).
+                if job.attempt >= attempts or not job.end_attempt():
+                    break
+                if not job.placed.relocate(job):
                     break
                 job.lost = None
             if job.attempt >= attempts:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,3 +334,35 @@ def test_a_runtime_kind_of_a_bad_request_is_still_refused_by_the_service(h: Harn
     assert reply["message"] == (
         "invalid settings for kind 'k': 'cpus' must be an integer from 1 to 65536, got 0"
     )
+
+
+def test_a_petition_waiting_for_a_machine_after_its_own_was_lost_can_be_cancelled(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its Dask worker lost (here: its attempt says so), a petition with a retry left waits
+    # for a machine to take it (Machine.relocate, until cancelled): a cancel is heard
+    # then, as during --retry-delay (it was refused in silence, and a stop waited forever).
+    kind = h.service.manager.registry.plugin_kind("gate")
+    asked = threading.Event()
+
+    def lost_run(ctx: Any) -> int:
+        job = h.service.scheduler.get(ctx.id)
+        assert job is not None
+        job.lost = job.message = "worker w1 was lost"
+        return 1
+
+    def relocate(job: Any) -> bool:
+        asked.set()
+        return not job.cancel_event.wait(DEADLINE)  # False: cancelled while it waited
+
+    monkeypatch.setattr(kind, "run", lost_run)
+    monkeypatch.setattr(type(h.service.scheduler.machines[0]), "relocate",
+                        lambda self, job: relocate(job))  # fmt: skip
+    h.submit("pinned", schedule={"retries": 1})
+    assert asked.wait(DEADLINE)
+    began = time.monotonic()
+    assert h.call("cancel", ids=["pinned"])["results"] == {"pinned": "cancelled"}
+    h.wait_ended("pinned")
+    assert time.monotonic() - began < DEADLINE / 2  # not once relocate gave up
+    record = h.record("pinned")
+    assert (record["state"], record["attempt"]) == ("CANCELLED", 1), record
