@@ -97,7 +97,7 @@ class Job:
         "over_memory", "parent", "paused", "peak_rss", "petition",
         "pid_starts", "pids", "progress", "released", "schedule", "seq", "session", "started",
         "state",
-        "stdin", "stopped", "stoppers", "timed_out", "token",
+        "stdin", "stopped", "stoppers", "timed_out", "token", "waits_for",
     )  # fmt: skip
 
     def __init__(
@@ -145,6 +145,8 @@ class Job:
         self.blocked_since: float | None = None  # first found waiting for resources
         self.machine: Machine | None = None  # where it was admitted (kept after it ends)
         self.lost: str | None = None  # why the machine it ran on was lost (a Dask worker)
+        # Between attempts, what it waits for to run again (a worker to replace a lost one).
+        self.waits_for: str | None = None
         self.gpu_ids: tuple[str, ...] = ()
         self.attempt = 1
         self.timed_out = False  # the current attempt ran out of time

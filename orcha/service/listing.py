@@ -81,6 +81,8 @@ def live_fields(
         extra["effective_priority"] = round(scheduler.effective_priority(job), 3) + 0.0
     elif job.stopped:
         extra["waiting"] = f"stopped (SIGSTOP); 'orcha resume {job.id}' continues it"
+    elif getattr(job, "waits_for", None):  # a Job between attempts (compact entries: never)
+        extra["waiting"] = job.waits_for  # type: ignore[union-attr]
     return job.paused or job.stopped, job.attempt, extra
 
 

@@ -478,6 +478,38 @@ def worker_death_and_version_mismatch(cluster: Cluster, tmp_path: Path) -> None:
         cluster.stop("w4")
 
 
+def a_pinned_petition_waits_for_its_lost_worker_saying_so(cluster: Cluster) -> None:
+    """Its worker lost, a petition pinned with --on and a retry left waits for it to
+    rejoin: RUNNING (between attempts), its record naming no machine, and status saying
+    what it waits for, not that it runs on the lost worker."""
+    env = cluster.env
+    cluster.worker("w6", "CPU=1")
+    try:
+        assert wait_for(lambda: cluster.workers().get("w6", {}).get("state") == "ok",
+                        timeout=60, interval=0.2)  # fmt: skip
+        env.run("run", "--detach", "--id", "pinned", "--on", "w6", "--retries", "1", "--",
+                "sleep", "17363")  # fmt: skip
+        assert wait_for(lambda: len(sleeps("17363")) == 1, timeout=30)
+        assert field(env, "pinned", "machine") == "w6"
+        os.kill(cluster.procs["w6"].pid, signal.SIGKILL)
+        why = "worker w6 was lost; waiting for it to rejoin (--on) for attempt 2"
+
+        def waiting() -> Any:
+            with client(env) as c:
+                return c.status("pinned")[0].get("waiting")
+
+        assert wait_for(lambda: waiting() == why, timeout=30)
+        assert (field(env, "pinned", "state"), field(env, "pinned", "machine")) == (
+            "RUNNING", None)  # fmt: skip
+        shown = env.run("status", "pinned")
+        assert "Machine" not in shown.stdout and why in shown.stdout, shown.stdout
+        assert env.run("cancel", "pinned").returncode == 0
+        assert wait_for(lambda: field(env, "pinned", "state") == "CANCELLED")
+        assert wait_for(lambda: sleeps("17363") == [], timeout=15)  # its spawner stopped it
+    finally:
+        cluster.stop("w6")
+
+
 def a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(
     cluster: Cluster,
 ) -> None:
@@ -547,5 +579,6 @@ def test_on_a_dask_cluster(cluster: Cluster, tmp_path: Path) -> None:
     group_limits_hold_across_workers(cluster, tmp_path / "groups")
     cancel_and_timeout_stop_the_whole_tree_on_the_worker(cluster)
     worker_death_and_version_mismatch(cluster, tmp_path / "death")
+    a_pinned_petition_waits_for_its_lost_worker_saying_so(cluster)
     a_restarted_service_interrupts_remote_petitions_and_stops_their_trees(cluster)
     a_lost_scheduler_is_reached_again(cluster)

@@ -440,13 +440,16 @@ def relocating(on: str | None, *machines: FakeWorker) -> tuple[Any, Any]:
     from orcha.service.dask.cluster import Cluster
 
     scheduler = SimpleNamespace(lock=threading.RLock(), machines=list(machines))
-    service = SimpleNamespace(scheduler=scheduler, store=None)
+    store = SimpleNamespace(changes=[])
+    store.update_later = lambda seq, **fields: store.changes.append((seq, fields))
+    service = SimpleNamespace(scheduler=scheduler, store=store)
     client = SimpleNamespace(scheduler=SimpleNamespace(address="tcp://s:1"), rpc=None)
     cluster = Cluster(service, SimpleNamespace(where="tcp://s:1"), client)  # type: ignore[arg-type]
     cancelled = threading.Event()
     cancelled.set()
     job = SimpleNamespace(id="pin", seq=1, placed=machines[0], machine=machines[0], gpu_ids=(),
-                          lock=threading.Lock(), pids={1}, cancel_event=cancelled,
+                          lock=threading.Lock(), pids={1}, cancel_event=cancelled, attempt=1,
+                          waits_for=None,
                           schedule=SimpleNamespace(on=on, cpus=1, gpus=0, mem=0))  # fmt: skip
     job.placed.slots = 0  # lost
     return cluster, job
@@ -462,6 +465,41 @@ def test_a_pinned_petition_waits_for_its_worker_to_run_again() -> None:
     assert cluster.relocate(job) is True and job.machine is back
     cluster, job = relocating(None, lost, other)  # not pinned: any worker with room
     assert cluster.relocate(job) is True and job.machine is other
+
+
+@pytest.mark.parametrize(
+    ("on", "why"),
+    [("w1", "worker w1 was lost; waiting for it to rejoin (--on) for attempt 2"),
+     (None, "worker w1 was lost; waiting for a worker with room for attempt 2")],
+)  # fmt: skip
+def test_while_it_waits_for_a_worker_its_status_says_so_and_names_none_as_its_own(
+    on: str | None, why: str
+) -> None:
+    """Its worker lost, a petition with a retry left waits for a worker (its own if
+    pinned): still RUNNING (between attempts, as during --retry-delay), but its record
+    names no machine and it says what it waits for, until it moves to one."""
+    import threading
+
+    lost, full = FakeWorker("w1"), FakeWorker("w2", slots=1)
+    full.free_slots = 0
+    cluster, job = relocating(on, lost, full)
+    job.cancel_event = threading.Event()
+    moved: list[bool] = []
+    relocating_thread = threading.Thread(target=lambda: moved.append(cluster.relocate(job)))
+    relocating_thread.start()
+    try:
+        assert wait_for(lambda: job.waits_for is not None)
+        assert job.waits_for == why
+        assert cluster.service.store.changes == [(1, {"machine": None})]  # it runs nowhere
+        back = FakeWorker("w1")  # w1 rejoins (a new machine of that name), with room
+        with cluster.scheduler.lock:
+            cluster.scheduler.machines.append(back)
+        relocating_thread.join(10)
+    finally:
+        job.cancel_event.set()
+        relocating_thread.join(10)
+    assert moved == [True] and job.machine is back and job.waits_for is None
+    assert cluster.service.store.changes[-1] == (1, {"machine": "w1"})
 
 
 def test_on_names_a_lost_worker_and_the_petition_waits_for_it() -> None:

@@ -152,9 +152,10 @@ class Cluster:
         """Move ``job`` (its worker was lost; it has attempts left) to the best worker its
         request fits on now, waiting for one; False if it is cancelled meanwhile. It goes
         ahead of the waiting petitions, as a petition already started. One pinned with
-        ``--on`` waits for a worker of that name (its own, when it rejoins)."""
+        ``--on`` waits for a worker of that name (its own, when it rejoins). Meanwhile it
+        stays RUNNING (between attempts, as during ``--retry-delay``), but its record names
+        no machine and ``status`` says what it waits for (``job.waits_for``)."""
         need = job.schedule
-        told = False
         while True:
             with self.scheduler.lock:
                 old = job.placed
@@ -174,17 +175,19 @@ class Cluster:
                         break
                 else:
                     machine = None
+            store = self.service.store
             if machine is not None:
-                store = self.service.store
+                job.waits_for = None
                 if store is not None:  # its record says where it runs now
                     store.update_later(job.seq, machine=machine.name)
                 with job.lock:
                     job.pids.clear()  # those were the lost worker's
                 return True
-            if need.on is not None and not told:
-                told = True
-                log.info("petition %s waits for worker %s (--on) for its next attempt", job.id,
-                         need.on)  # fmt: skip
+            if job.waits_for is None:
+                job.waits_for = _waits_for(job, old.name)
+                log.info("petition %s: %s", job.id, job.waits_for)
+                if store is not None:  # it runs nowhere meanwhile: not on the lost worker
+                    store.update_later(job.seq, machine=None)
             if job.cancel_event.wait(DASK_REFRESH_SECONDS):
                 return False
 
@@ -424,6 +427,15 @@ def attach_cluster(service: Service, target: DaskTarget) -> Cluster:
         file=sys.stderr, flush=True,
     )  # fmt: skip
     return cluster
+
+
+def _waits_for(job: Job, lost: str) -> str:
+    """Why ``job``, whose worker ``lost`` was lost, has not run its next attempt yet."""
+    on, attempt = job.schedule.on, job.attempt + 1
+    if on is None:
+        return f"worker {lost} was lost; waiting for a worker with room for attempt {attempt}"
+    whom = "it" if on == lost else on
+    return f"worker {lost} was lost; waiting for {whom} to rejoin (--on) for attempt {attempt}"
 
 
 def _client(target: DaskTarget, timeout: float, loop: Any = None) -> Any:

@@ -44,6 +44,9 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     assert slow is not None
     slow.progress = {"value": 3, "target": 10, "unit": "files"}
     slow.stopped = True  # as 'orcha pause --running' leaves it
+    gpu = harness.service.scheduler.get("gpu")
+    assert gpu is not None
+    gpu.waits_for = "worker w1 was lost; waiting for it to rejoin (--on) for attempt 2"
     for n in range(5):  # queued: two slots are taken
         harness.submit(f"q{n}", priority=n % 3, schedule={"group": "batch"} if n % 2 else {})
     harness.call("pause", ids=["q1"])
@@ -100,6 +103,10 @@ def test_every_kind_of_record_is_listed_as_the_reference_lists_it(h: Harness) ->
     assert records["slow"]["progress"] == {"value": 3, "target": 10, "unit": "files"}
     assert records["slow"]["paused"] is True and "SIGSTOP" in records["slow"]["waiting"]
     assert records["slow"]["wall_time"] > 0 and records["slow"]["state"] == "RUNNING"
+    assert records["gpu"]["state"] == "RUNNING"  # between attempts, its worker lost
+    assert records["gpu"]["waiting"] == (
+        "worker w1 was lost; waiting for it to rejoin (--on) for attempt 2"
+    )
     assert records["q1"]["paused"] is True and records["q1"]["waiting"]
     assert records["q2"]["effective_priority"] == round(2 - 123.456 / 600, 3)
     assert records["every"]["outcome"] == {"k": ["v", 1.25, None, True], "ü": "\u2603"}
