@@ -11,28 +11,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 
 class SchedulerLock:
     """A re-entrant lock (``threading.RLock``'s interface) that records which thread took
     it first and when (``clock``: ``time.monotonic`` unless a test gives a fake). It costs
-    each outermost acquire one timestamp."""
+    each outermost acquire one timestamp and one thread ident."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.RLock()
         self._depth = 0  # changed by the holder only
         self._since: float | None = None
-        self._holder: str | None = None
+        self._holder: int | None = None  # its thread's ident
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if not self._lock.acquire(blocking, timeout):
             return False
         self._depth += 1
         if self._depth == 1:
-            self._holder = threading.current_thread().name
-            self._since = self.clock()
+            self._holder, self._since = get_ident(), self.clock()
         return True
 
     def release(self) -> None:
@@ -42,10 +42,17 @@ class SchedulerLock:
         self._lock.release()
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1:
+            self._holder, self._since = get_ident(), self.clock()
+        return True
 
     def __exit__(self, *exc: Any) -> None:
-        self.release()
+        self._depth -= 1
+        if self._depth == 0:
+            self._since = self._holder = None
+        self._lock.release()
 
     def stuck(self, longer_than: float) -> tuple[float, str] | None:
         """(seconds, thread name) if one thread has held the lock for more than
@@ -55,4 +62,7 @@ class SchedulerLock:
         if since is None or holder is None or since != self._since:
             return None
         held = self.clock() - since
-        return (held, holder) if held > longer_than else None
+        if held <= longer_than:
+            return None
+        name = next((t.name for t in threading.enumerate() if t.ident == holder), None)
+        return held, name or f"#{holder}"
