@@ -30,8 +30,10 @@ def report(error: BaseException, args: list[str]) -> int:
             "(run with -v for details, and please report it)"
         )
         code = int(ExitCode.FAILED)
+    from orcha.text import escaped
+
     try:
-        sys.stderr.write(f"orcha: {message}\n")
+        sys.stderr.write(f"orcha: {escaped(message)}\n")  # a name in it may hold any bytes
         sys.stderr.flush()
     except OSError:
         pass

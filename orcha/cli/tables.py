@@ -12,6 +12,7 @@ Cheap to import (no rich): ``orcha status`` piped prints through it.
 from __future__ import annotations
 
 from orcha.cli.output import paint
+from orcha.text import printable as printable  # what every cell goes through
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,20 +35,6 @@ def cell_width(text: str) -> int:
     if text.isascii():
         return len(text)
     return sum(_char_width(ch) for ch in text)
-
-
-def printable(text: str) -> str:
-    """``text`` on one line, control characters shown escaped (``\\n``, ``\\x1b``), so a
-    cell cannot move the cursor or break the table."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
-        else:
-            out.append(repr(ch)[1:-1])
-    return "".join(out)
 
 
 def truncate(text: str, width: int) -> str:

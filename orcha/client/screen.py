@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+from orcha.text import escaped
+
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -124,7 +126,7 @@ class Screen:
 
     def notice(self, text: str) -> None:
         """One line of the client's own on stderr (``orcha: ...``), on a line of its own."""
-        line = f"orcha: {text}\n"
+        line = f"orcha: {escaped(text)}\n"  # a name in it may hold any bytes
         if self._midline and 2 in self._terminal:
             line = "\n" + line  # a notice never continues the petition's open line
         try:

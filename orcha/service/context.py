@@ -25,6 +25,7 @@ from orcha.service.capture import is_ordered
 from orcha.service.environments import Environment
 from orcha.service.machines import LocalMachine
 from orcha.service.pumping import Pump, pump_ordered
+from orcha.text import escaped
 
 __all__ = ["Context", "ServiceContext"]  # Context: the contract, for earlier type hints
 
@@ -131,7 +132,7 @@ class ServiceContext:
     def fail(self, message: str) -> None:
         """Record why the petition failed; the client prints it as one line."""
         self._live()
-        self._job.message = message
+        self._job.message = escaped(message)  # a command's name may hold any bytes
 
     def sleep(self, seconds: float) -> bool:
         """Wait ``seconds``; True (at once) if the petition was cancelled meanwhile."""

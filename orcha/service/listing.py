@@ -26,6 +26,7 @@ string concatenation costs more than Python's: measured again, its ``printf`` an
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -208,7 +209,8 @@ def _shared(values: tuple[Any, ...], encoded: _Memo[str]) -> tuple[str, str, str
         f'"ended": {"null" if ended is None else _number(ended)}, '
         f'"code": {"null" if code is None else _integer(code)}, '
         f'"message": {"null" if message is None else q(message)}, '
-        f'"user": {q(user)}, "host": {q(host)}, "cwd": {q(cwd)}'
+        f'"user": {q(user)}, "host": {q(host)}, '
+        f'"cwd": {q(cwd if cwd.__class__ is str else os.fsdecode(cwd))}'
     )  # fmt: skip
     tail = (
         f'"outcome": {"null" if outcome is None else encoded[outcome]}, '

@@ -196,7 +196,7 @@ class _Plain:
             store = self.service.store
             assert store is not None
             source = Source(
-                self.service, kind=kind, runs=runs, cwd=cwd,
+                self.service, kind=kind, runs=runs, cwd=os.fsdecode(cwd),  # bytes: not UTF-8
                 env=store.envs.base(env_id, store._base_text), priority=priority,
                 schedule=self.parsed.schedule(schedule), created=submitted,
                 array=arrays.limit_of(array, submitted, limit), token="seq",

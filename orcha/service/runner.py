@@ -25,6 +25,7 @@ from orcha.service.manager import Manager
 from orcha.service.petition_loop import ACTION, BLOCKING, PetitionLoop, Step
 from orcha.service.worker_pool import WorkerPool
 from orcha.states import State
+from orcha.text import escaped
 from orcha.units import wait_event
 
 if TYPE_CHECKING:
@@ -357,7 +358,7 @@ class Runner:
     def _notice(self, job: Job, text: str) -> None:
         """A line from orcha itself in the petition's stderr (its log and its client)."""
         try:
-            job.emit(STDERR, f"orcha: {text}\n".encode())
+            job.emit(STDERR, f"orcha: {escaped(text)}\n".encode())
         except Exception:
             log.exception("petition %s: could not report %r", job.id, text)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from orcha.service.migrations import check_pages, migrate
 from orcha.service.saving import Changes, Outage, Saver, Writes
 from orcha.service.store_bulk import BulkRecords
 from orcha.service.store_values import KeptValues
+from orcha.text import escaped, is_utf8
 
 _T = TypeVar("_T")
 log = logging.getLogger("orcha.service.store")
@@ -59,14 +61,26 @@ def _row(row: sqlite3.Row, decoded: tuple[str, ...] = _JSON_FIELDS) -> dict[str,
     for name in decoded:
         if name in record and isinstance(record[name], str):
             record[name] = json.loads(record[name])
+    if record.get("cwd").__class__ is bytes:  # not UTF-8: kept as its bytes (see _text)
+        record["cwd"] = os.fsdecode(record["cwd"])
     return record
+
+
+def _text(name: str, value: Any) -> Any:
+    """A text field's value as the database can hold it: SQLite's text is UTF-8, and a
+    client's text may hold bytes that are not (its working directory, its command's
+    name in a message). A cwd is kept as those very bytes (a BLOB: it must run there
+    again after a restart); any other text, only shown, with them escaped (``\\xff``)."""
+    if value.__class__ is not str or is_utf8(value):
+        return value
+    return os.fsencode(value) if name == "cwd" else escaped(value)
 
 
 def _column(name: str, value: Any) -> Any:
     """A field's value as its column holds it (a changed env is kept whole, unshared)."""
     if name == "env":
         return json.dumps(dict(value))
-    return json.dumps(value) if name in _JSON_FIELDS else value
+    return json.dumps(value) if name in _JSON_FIELDS else _text(name, value)
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -104,8 +118,6 @@ class Store(BulkRecords, KeptValues):
     ) -> None:
         self.path = path
         self.sync_wait = sync_wait
-        import os
-
         try:
             # Private from the start: SQLite gives its -wal and -shm files this file's mode.
             # O_EXCL tells a database we create from one that exists: only ours is new.
@@ -266,7 +278,8 @@ class Store(BulkRecords, KeptValues):
     def _encode(record: dict[str, Any]) -> dict[str, Any]:
         """A new record's fields, checked, JSON fields encoded, without ``seq``."""
         _check_fields(record)
-        values = {k: v for k, v in record.items() if k != "seq"}
+        values = {k: v if k in _JSON_FIELDS else _text(k, v) for k, v in record.items()
+                  if k != "seq"}  # fmt: skip
         for name in _JSON_FIELDS:
             if name in values:
                 values[name] = json.dumps(values[name])

@@ -760,3 +760,27 @@ def test_a_direct_write_is_never_overtaken_by_an_older_batch_being_committed(
     assert not direct.is_alive()
     assert store.flush(10)
     assert store.get(seq)["state"] == "RUNNING"  # type: ignore[index]
+
+
+# -- text that is not UTF-8 (a byte of a file name or command line) --------------------------
+def test_a_message_that_is_not_utf8_is_saved_with_its_bytes_escaped(store: Store) -> None:
+    seq = store.add(_record(message="command not found: \udcffcmd"))
+    store.update(seq, notify_error="webhook http://h/\udcfe failed")
+    store.update_later(seq, state="FAILED", message="command not found: \udcffcmd!")
+    assert store.flush(10)
+    record = store.get(seq)
+    assert record is not None
+    assert record["message"] == "command not found: \\xffcmd!"
+    assert record["notify_error"] == "webhook http://h/\\xfe failed"
+
+
+def test_a_cwd_that_is_not_utf8_is_kept_as_its_bytes(store: Store, db_path: str) -> None:
+    cwd = "/tmp/d\udcffir"
+    seq = store.add(_record(id="odd", cwd=cwd, kind="shell", log_path="/tmp/odd.log"))
+    assert store.get(seq)["cwd"] == cwd  # type: ignore[index]
+    assert store.named("odd")["cwd"] == cwd  # type: ignore[index]
+    rows = [row for batch in store.queued_rows(SERVICE) for row in batch]
+    assert [row[7] for row in rows] == [b"/tmp/d\xffir"]  # recovery decodes it (fsdecode)
+    store.update(seq, cwd="/tmp/e\udcfe")
+    assert store.find(["odd"])[0]["cwd"] == "/tmp/e\udcfe"
+
