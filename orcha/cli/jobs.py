@@ -17,6 +17,7 @@ from orcha.cli.output import json_option, print_json
 from orcha.defaults import STATUS_ENDED_SHOWN, STATUS_QUEUED_SHOWN
 from orcha.errors import ExitCode, NoPetitionError, PetitionError
 from orcha.states import FINISHED, State
+from orcha.text import quoted
 from orcha.units import parse_duration
 
 _STATES = [s.value for s in State]
@@ -83,7 +84,7 @@ def status(
                 **arrays})  # fmt: skip
     if missing:
         raise NoPetitionError(
-            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status'"
+            f"no petition has ID {', '.join(map(quoted, missing))}; see 'orcha status'"
         )
     return 0
 
@@ -341,7 +342,7 @@ class _Prefixer:
             _write(fd, data)
             return
         key = (petition_id, fd)
-        head = f"[{petition_id}] ".encode()
+        head = f"[{petition_id}] ".encode("utf-8", "surrogateescape")
         *lines, rest = (self.partial.pop(key, b"") + data).split(b"\n")
         if lines:
             _write(fd, b"".join(head + line + b"\n" for line in lines))
@@ -349,7 +350,7 @@ class _Prefixer:
             self.partial[key] = rest
 
     def flush(self, petition_id: str) -> None:
-        head = f"[{petition_id}] ".encode()
+        head = f"[{petition_id}] ".encode("utf-8", "surrogateescape")
         for (name, fd), rest in list(self.partial.items()):
             if name == petition_id:
                 _write(fd, head + rest + b"\n")
@@ -372,7 +373,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
     service = client(ctx)
     try:
         following = service.follow(ids, lines)
-        missing = ", ".join(map(repr, following.missing))
+        missing = ", ".join(map(quoted, following.missing))
         if not following.ids:
             raise NoPetitionError(f"no petition has ID {missing}; see 'orcha status'")
         if missing:

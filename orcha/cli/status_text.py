@@ -13,6 +13,7 @@ import sys
 import time
 
 from orcha.cli import status_view
+from orcha.text import quoted
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -137,5 +138,5 @@ def show(answer: dict[str, Any], ids: tuple[str, ...], sort: str, out: Echo = ec
         from orcha.errors import NoPetitionError
 
         raise NoPetitionError(
-            f"no petition has ID {', '.join(map(repr, missing))}; see 'orcha status'"
+            f"no petition has ID {', '.join(map(quoted, missing))}; see 'orcha status'"
         )

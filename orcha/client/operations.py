@@ -19,6 +19,7 @@ from __future__ import annotations
 from orcha.client.session import Session
 from orcha.errors import LostServiceError, NoPetitionError, PetitionError
 from orcha.protocol.messages import SubmitRequest
+from orcha.text import quoted
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 def no_petition(ids: list[str], hint: str = "") -> NoPetitionError:
     """``no petition has ID 'a', 'b'`` (plus ``hint``): the error for unknown IDs."""
-    return NoPetitionError(f"no petition has ID {', '.join(map(repr, ids))}{hint}")
+    return NoPetitionError(f"no petition has ID {', '.join(map(quoted, ids))}{hint}")
 
 
 def items(session: Session, queue: str) -> Iterator[Any]:

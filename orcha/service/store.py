@@ -356,6 +356,8 @@ class Store(BulkRecords, KeptValues):
 
     def named(self, petition_id: str, back: int = 0) -> dict[str, Any] | None:
         """The record with this ID ``back`` records before the newest (0: the newest)."""
+        if not is_utf8(petition_id):
+            return None  # no ID holds a byte that is not UTF-8 (check_id), nor could SQLite
         sql = "SELECT * FROM petitions WHERE id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?"
         rows = self._records(lambda db: [db.execute(sql, (petition_id, back)).fetchone()])
         return rows[0] if rows else None
@@ -375,9 +377,12 @@ class Store(BulkRecords, KeptValues):
             where.append(f"seq IN ({', '.join('?' for _ in seqs)})" if seqs else "0")
             args.extend(seqs)
         elif ids:
+            ids = [i for i in ids if is_utf8(i)]  # no ID holds a byte that is not UTF-8
             where.append(
                 f"seq IN (SELECT MAX(seq) FROM petitions WHERE id IN "
                 f"({', '.join('?' for _ in ids)}) GROUP BY id)"
+                if ids
+                else "0"
             )
             args.extend(ids)
         states = list(states)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import STORE_CLEAN_FLUSH_WAIT
 from orcha.service.store_access import StoreAccess
+from orcha.text import is_utf8
 
 if TYPE_CHECKING:
     from orcha.service.environments import EnvironmentTable
@@ -345,6 +346,8 @@ class BulkRecords(StoreAccess):
         referred to by its ID while that run is the newest record of its ID, else by the
         run's record number: a petition submitted later under a member's name is not
         the member."""
+        if not is_utf8(name):
+            return None  # no name holds a byte that is not UTF-8 (check_id)
 
         def read(db: sqlite3.Connection) -> list[Any]:
             # Each member's runs, through the restart_of index: few steps each.

@@ -4,6 +4,12 @@ line, and shows them as the bytes they are (``\\xff``), never as Python's surrog
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
 from tests.conftest import Env, Service
 from tests.integration.clients import new_id, record
 from tests.integration.test_run_send import one_error_line
@@ -18,3 +24,26 @@ def test_a_command_name_that_is_not_utf8_is_not_found_exit_127(env: Env, service
     assert result.returncode == 127, result.stderr
     assert one_error_line(result.stderr) == "orcha: command not found: \\xffcmd"
     assert record(env, petition_id)["message"] == "command not found: \\xffcmd"
+
+
+def test_a_working_directory_that_is_not_utf8_is_where_the_petition_runs(
+    env: Env, service: Service, tmp_path: Path
+) -> None:
+    workdir = tmp_path / f"d{FF}ir"
+    workdir.mkdir()
+    petition_id = new_id("cwd")
+    show = "import os; print(os.getcwdb().hex())"
+    result = env.run("run", petition_id, "--", sys.executable, "-c", show, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert bytes.fromhex(result.stdout.strip()) == os.fsencode(os.path.realpath(workdir))
+    assert record(env, petition_id)["cwd"] == str(workdir)  # the very name, in JSON
+    shown = env.run("status", petition_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Cwd:         {tmp_path}/d\\xffir\n" in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "logs", "cancel", "wait", "restart"])
+def test_an_id_that_is_not_utf8_names_no_petition(env: Env, service: Service, command: str) -> None:
+    result = env.run(command, f"a{FF}")
+    assert result.returncode == 209, result.stderr
+    assert one_error_line(result.stderr).startswith("orcha: no petition has ID 'a\\xff'")

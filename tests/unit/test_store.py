@@ -784,3 +784,10 @@ def test_a_cwd_that_is_not_utf8_is_kept_as_its_bytes(store: Store, db_path: str)
     store.update(seq, cwd="/tmp/e\udcfe")
     assert store.find(["odd"])[0]["cwd"] == "/tmp/e\udcfe"
 
+
+def test_an_id_that_is_not_utf8_names_no_record(store: Store) -> None:
+    store.add(_record(id="p1"))
+    assert store.named("p\udcff") is None
+    assert store.find(["p\udcff"]) == []
+    assert [r["id"] for r in store.find(["p\udcff", "p1"])] == ["p1"]
+    assert store.array_refs("p\udcff") is None

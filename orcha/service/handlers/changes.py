@@ -20,6 +20,7 @@ from orcha.protocol.outputs import DISCARD
 from orcha.protocol.schedule import check_seconds
 from orcha.service.references import resolve
 from orcha.states import State
+from orcha.text import quoted
 
 if TYPE_CHECKING:
     from orcha.protocol.change_requests import EditRequest, ReleaseRequest, RestartRequest
@@ -48,7 +49,7 @@ def _named(service: Service, petition_id: str) -> tuple[Job | None, dict[str, An
     record = target.record if target is not None else None
     if target is None or (target.job is None and record is None):
         raise PetitionError(
-            f"no petition has ID {petition_id!r}; see 'orcha status'",
+            f"no petition has ID {quoted(petition_id)}; see 'orcha status'",
             ExitCode.NO_PETITION,
         )
     return target.job, record if record is not None else {}

@@ -15,6 +15,7 @@ from orcha.protocol.outputs import OutputQueue
 from orcha.service.recovery import save_groups
 from orcha.service.references import resolve
 from orcha.states import State
+from orcha.text import quoted
 
 if TYPE_CHECKING:
     from orcha.protocol.requests import (
@@ -82,7 +83,7 @@ def _set_paused(service: Service, request: PauseRequest, paused: bool) -> dict[s
             jobs.append(job)
             refs.setdefault(job, petition_id)
         elif petition_id not in members:
-            results[petition_id] = f"there is no queued or running petition {petition_id!r}"
+            results[petition_id] = f"there is no queued or running petition {quoted(petition_id)}"
     for name, of in named.items():
         if not any(job.id in of for job in jobs):
             results[name] = f"array {name!r} has no queued or running petition"

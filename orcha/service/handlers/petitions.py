@@ -19,6 +19,7 @@ from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.service.references import resolve, resolve_all
 from orcha.states import State, transition
+from orcha.text import quoted
 
 if TYPE_CHECKING:
     from orcha.protocol.messages import SubmitRequest
@@ -83,7 +84,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
             return {"id": kept["id"]}
         if job is None:
             raise PetitionError(
-                f"no queued or running petition has ID {request.id!r}", ExitCode.REFUSED
+                f"no queued or running petition has ID {quoted(str(request.id))}", ExitCode.REFUSED
             )
         service.cancel(job, "cancelled by a client", by_client=job.session is peer)
         return {"id": job.id}
@@ -107,7 +108,7 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         if job is None:
             results[petition_id] = (
                 f"petition {petition_id!r} has already ended ({record['state']})"
-                if record else f"no petition has ID {petition_id!r}"
+                if record else f"no petition has ID {quoted(petition_id)}"
             )  # fmt: skip
             continue
         jobs.append(job)
@@ -232,7 +233,7 @@ def logs(service: Service, peer: Peer, request: LogsRequest) -> Reply:
     record = service.events.ended_record(request.id)
     if record is None:
         raise PetitionError(
-            f"no petition has ID {request.id!r}; see 'orcha status'",
+            f"no petition has ID {quoted(request.id)}; see 'orcha status'",
             ExitCode.NO_PETITION,
         )
     frames = list(read_log(record["log_path"]))
@@ -267,7 +268,7 @@ def clean(service: Service, peer: Peer, request: CleanRequest) -> dict[str, Any]
             found = resolve(petition_id, service.scheduler, store)
             record = found[-1].record if found else None
             if record is None:
-                results[petition_id] = f"no petition has ID {petition_id!r}"
+                results[petition_id] = f"no petition has ID {quoted(petition_id)}"
             elif record["state"] in (str(State.QUEUED), str(State.RUNNING)):
                 results[petition_id] = (
                     f"petition {petition_id!r} is {record['state'].lower()}; cancel it first"
