@@ -288,7 +288,8 @@ def resolve(
         address=addr,
         runtime_dir=runtime_dir,
         state_dir=state_dir,
-        key_override=key.encode() if key is not None else None,
+        # The bytes the user gave: Python reads a byte that is not UTF-8 as a surrogate.
+        key_override=key.encode("utf-8", "surrogateescape") if key is not None else None,
         grace=defaults.DEFAULT_GRACE if grace is None else grace,
         max_running=max_running,
         verbose=verbose,

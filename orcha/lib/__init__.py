@@ -36,7 +36,11 @@ class ClientManager:
                 address=address or str(base.address),
                 key=key
                 if key is not None
-                else (base.key_override.decode() if base.key_override else None),
+                else (
+                    base.key_override.decode("utf-8", "surrogateescape")
+                    if base.key_override
+                    else None
+                ),
             )
         self.manager: QueueManager | None = None
         self._session: Session | None = None

@@ -47,3 +47,10 @@ def test_an_id_that_is_not_utf8_names_no_petition(env: Env, service: Service, co
     result = env.run(command, f"a{FF}")
     assert result.returncode == 209, result.stderr
     assert one_error_line(result.stderr).startswith("orcha: no petition has ID 'a\\xff'")
+
+
+def test_a_key_that_is_not_utf8_is_refused_by_the_service(env: Env, service: Service) -> None:
+    for given in (["--key", f"k{FF}", "status"], ["status"]):
+        result = env.run(*given, env={"ORCHA_KEY": f"{FF}"})
+        assert result.returncode == 201, result.stderr
+        assert "refused" in one_error_line(result.stderr)

@@ -127,6 +127,16 @@ def test_empty_env_key_is_config_error(
         settings.resolve()
 
 
+def test_a_key_that_is_not_utf8_is_its_bytes(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python reads the byte 0xff of an argument or variable as "\udcff": the key is
+    # the bytes the user gave, as any other key.
+    assert settings.resolve(key="k\udcff").key_override == b"k\xff"
+    monkeypatch.setenv(defaults.ENV_KEY, "\udcfe")
+    assert settings.resolve().key_override == b"\xfe"
+
+
 def test_bad_env_address_is_config_error(
     dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
