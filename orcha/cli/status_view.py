@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from orcha.cli.tables import printable
+from orcha.text import is_utf8
 
 TYPE_CHECKING = False  # click and typing are not imported at load: status's plain forms
 if TYPE_CHECKING:  # print without them (orcha.cli.fast_jobs)
@@ -56,11 +57,14 @@ _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 
 def _quote(word: str) -> str:
-    """``shlex.quote(word)``, without the import of ``re`` it costs (client start-up)."""
+    """``shlex.quote(word)``, without the import of ``re`` it costs (client start-up); a
+    word with bytes that are not UTF-8 as bash's ``$'...'`` writes them (``$'\\xff'``)."""
     if not word:
         return "''"
     if all(ch in _SAFE for ch in word):
         return word
+    if not is_utf8(word):
+        return "$'" + "".join("\\" + ch if ch in "\\'" else printable(ch) for ch in word) + "'"
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 

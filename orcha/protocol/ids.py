@@ -3,6 +3,8 @@ a name one a new petition may take (see :mod:`orcha.service.references`)."""
 
 from __future__ import annotations
 
+from orcha.text import is_utf8, quoted
+
 
 def check_id(petition_id: object) -> str:
     """A valid petition ID as text; ValueError saying what is wrong otherwise.
@@ -18,6 +20,10 @@ def check_id(petition_id: object) -> str:
         raise ValueError("the petition ID must be a non-empty string")
     if len(petition_id) > MAX_ID_LENGTH:
         raise ValueError(f"the petition ID is longer than {MAX_ID_LENGTH} characters")
+    if not is_utf8(petition_id):  # a byte that is not UTF-8, as Python reads it
+        raise ValueError(
+            f"the petition ID {quoted(petition_id)} is not valid UTF-8; choose a name in UTF-8"
+        )
     if not petition_id.isprintable() or any(c.isspace() for c in petition_id):
         raise ValueError(f"the petition ID {petition_id!r} has whitespace or control characters")
     return petition_id

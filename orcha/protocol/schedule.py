@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from orcha.defaults import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
+from orcha.text import is_utf8, quoted
 from orcha.units import check_url
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -32,6 +33,8 @@ def check_machine(name: object) -> str:
     """A valid ``--on`` value (a machine's name, host or address); ValueError otherwise."""
     if not isinstance(name, str) or not name or len(name) > 255:
         raise ValueError("a machine name must be a non-empty string of at most 255 characters")
+    if not is_utf8(name):  # a byte that is not UTF-8, as Python reads it
+        raise ValueError(f"machine name {quoted(name)} is not valid UTF-8")
     if not all(c.isprintable() and not c.isspace() for c in name):
         raise ValueError(f"machine name {name!r} must not hold spaces or control characters")
     return name
@@ -47,7 +50,8 @@ def check_group(name: object) -> str:
         raise ValueError("a group name must be a non-empty string")
     if len(name) > MAX_GROUP_LENGTH or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(
-            f"group name {name!r} must be 1-{MAX_GROUP_LENGTH} letters, digits, '-', '_' or '.'"
+            f"group name {quoted(name)} must be 1-{MAX_GROUP_LENGTH} letters, digits, '-', '_' "
+            "or '.'"
         )
     return name
 

@@ -81,6 +81,11 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
     [
         (["run", "we ird", "--", "true"],
          "orcha run: the petition ID 'we ird' has whitespace or control characters"),
+        (["run", "id\udcff", "--", "true"],
+         "orcha run: the petition ID 'id\\xff' is not valid UTF-8; choose a name in UTF-8"),
+        (["run", "x", "--after", "a\udcff", "--", "true"],
+         "orcha run: invalid value for '--after': the petition ID 'a\\xff' is not valid "
+         "UTF-8; choose a name in UTF-8"),
         (["run", "--array", "1-3", "--each", "f", "x", "--", "true"],
          "orcha run: give --array or --each, not both"),
         (["cancel"], "orcha cancel: say what to cancel: IDs, --group, --state or --all"),

@@ -122,6 +122,11 @@ def test_command_of_quotes_a_shell_command_and_lists_other_parameters() -> None:
     assert status_view.command_of({"params": {"counter": 3, "name": "x"}}) == "counter=3 name=x"
     assert status_view.command_of({"params": {}}) == "-"
     assert "\\n" in status_view.command_of({"params": {"argv": ["printf", "a\nb"]}})
+    # bytes that are not UTF-8 as a shell writes them (bash's $'...'), not as '\udcff'
+    argv = ["printf", "%s\n", "\udcff\udcfe", "it's\udcff\x1b"]
+    assert status_view.command_of({"params": {"argv": argv}}) == (
+        "printf '%s\\n' $'\\xff\\xfe' $'it\\'s\\xff\\x1b'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,9 @@ def test_check_id_message_names_the_problem() -> None:
         check_id("")
     with pytest.raises(ValueError, match="whitespace or control"):
         check_id("a\tb")
+    # a byte that is not UTF-8 (Python's surrogate) is said so, and shown as the byte
+    with pytest.raises(ValueError, match=r"^the petition ID 'id\\xff' is not valid UTF-8"):
+        check_id("id\udcff")
 
 
 def _wire(**changes: Any) -> dict[str, Any]:
