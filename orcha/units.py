@@ -3,8 +3,9 @@ GPU lists, webhook URLs and hook templates. Each parser returns the value or rai
 ValueError saying what is wrong, with an example of what is right. And waits of any
 duration, cut into waits the system takes (:func:`capped_wait`, :func:`wait_event`).
 
-Part of the base layer: it imports nothing of orcha's but the defaults, so the settings,
-the configuration, the protocol and the CLI can all use it.
+Part of the base layer: it imports nothing of orcha's but the defaults and the text
+helpers (:mod:`orcha.text`), so the settings, the configuration, the protocol and the CLI
+can all use it.
 """
 
 from __future__ import annotations
@@ -158,14 +159,39 @@ def clock_time(moment: float, now: float) -> str:
 
 
 def check_url(url: object) -> str:
-    """A webhook URL (http or https); ValueError otherwise."""
+    """A webhook URL (http or https) that urllib can send to; ValueError otherwise: a
+    URL it would always refuse (a space or control character anywhere, a byte that is
+    not UTF-8, a character that is not ASCII after the host) is refused here, before
+    any petition counts on it, rather than failing at each of its events."""
     from urllib.parse import urlsplit
+
+    from orcha.text import is_utf8, quoted
 
     if not isinstance(url, str) or not url:
         raise ValueError("a webhook URL must be a non-empty string")
+    if not is_utf8(url):  # a byte of the command line that is not UTF-8
+        raise ValueError(f"{quoted(url)} is not valid UTF-8; percent-encode its bytes (%FF)")
+    bad = next((ch for ch in url if ch <= " " or "\x7f" <= ch <= "\x9f"), None)
+    if bad is not None:
+        what = "a space" if bad == " " else "a control character"
+        raise ValueError(
+            f"{quoted(url)} has {what}, which no URL holds; percent-encode it "
+            f"({''.join(f'%{b:02X}' for b in bad.encode())})"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if not url[len(parts.scheme) + 3 + len(parts.netloc) :].isascii():
+        raise ValueError(
+            f"{url!r} has a character that is not ASCII after its host; percent-encode it "
+            "(é is %C3%A9)"
+        )
+    host = parts.hostname or ""
+    try:
+        if not host.isascii():
+            host.encode("idna")  # how urllib sends a host name that is not ASCII
+    except UnicodeError:
+        raise ValueError(f"{url!r} has a host name urllib cannot send (not IDNA)") from None
     return url
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from orcha.text import printable
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, and the
@@ -26,6 +28,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class LineFormatter(logging.Formatter):
+    """Text lines whose message shows control characters and bytes that are not UTF-8
+    escaped (``\\x1b``, ``\\n``, ``\\xff``): a name a client gave (a command, a URL, a
+    directory) cannot clear the operator's terminal, forge a line of its own, or fail to
+    be written. A traceback still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def configure_logging(verbose: int, log_format: str = "text") -> None:
     """Service logs go to stderr: warnings by default, -v info, -vv debug; as text lines
     or (``log_format="json"``) one JSON object per line."""
@@ -36,7 +48,7 @@ def configure_logging(verbose: int, log_format: str = "text") -> None:
         if verbose <= 0
         else "orcha serve: %(levelname)s %(name)s: %(message)s"
     )
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(fmt))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LineFormatter(fmt))
     root = logging.getLogger("orcha")
     root.handlers[:] = [handler]
     root.setLevel(level)

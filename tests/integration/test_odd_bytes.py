@@ -54,3 +54,22 @@ def test_a_key_that_is_not_utf8_is_refused_by_the_service(env: Env, service: Ser
         result = env.run(*given, env={"ORCHA_KEY": f"{FF}"})
         assert result.returncode == 201, result.stderr
         assert "refused" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (f"http://127.0.0.1:1/{FF}", "'http://127.0.0.1:1/\\xff' is not valid UTF-8"),
+        ("http://127.0.0.1:1/\x1b[2J", "'http://127.0.0.1:1/\\x1b[2J' has a control character"),
+    ],
+)
+def test_a_webhook_url_urllib_cannot_send_to_is_refused_before_anything_is_sent(
+    env: Env, service: Service, url: str, said: str
+) -> None:
+    petition_id = new_id("nt")
+    result = env.run("run", petition_id, "--notify", url, "--", "true")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("orcha run: invalid value for '--notify': "), result.stderr
+    assert said in result.stderr and "percent-encode" in result.stderr, result.stderr
+    assert env.run("status", petition_id).returncode == 209  # nothing was sent
