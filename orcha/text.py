@@ -66,3 +66,20 @@ def quoted(text: str) -> str:
     if is_utf8(text):
         return repr(text)
     return "'" + "".join("\\" + ch if ch in "\\'" else printable(ch) for ch in text) + "'"
+
+
+#: The characters a shell word may hold unquoted: those of :func:`shlex.quote`.
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def shell_word(word: str) -> str:
+    """``shlex.quote(word)``, without the import of ``re`` it costs (client start-up); a
+    word with bytes that are not UTF-8 as bash's ``$'...'`` writes them (``$'\\xff'``,
+    control characters escaped too), which a shell reads back as those very bytes."""
+    if not word:
+        return "''"
+    if all(ch in _SAFE for ch in word):
+        return word
+    if not is_utf8(word):
+        return "$'" + "".join("\\" + ch if ch in "\\'" else printable(ch) for ch in word) + "'"
+    return "'" + word.replace("'", "'\"'\"'") + "'"

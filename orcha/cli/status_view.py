@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from orcha.cli.tables import printable
-from orcha.text import is_utf8
+from orcha.text import shell_word
 
 TYPE_CHECKING = False  # click and typing are not imported at load: status's plain forms
 if TYPE_CHECKING:  # print without them (orcha.cli.fast_jobs)
@@ -43,29 +43,13 @@ def command_of(row: dict[str, Any]) -> str:
     params = row.get("params") or {}
     argv = params.get("argv")
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
-        return printable(" ".join(map(_quote, argv)))
+        return printable(" ".join(map(shell_word, argv)))
     if not isinstance(params, dict) or not params:
         return "-"
     import json
 
     words = (f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
     return printable(" ".join(words))
-
-
-#: The characters a shell word may hold unquoted: those of :func:`shlex.quote`.
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
-
-
-def _quote(word: str) -> str:
-    """``shlex.quote(word)``, without the import of ``re`` it costs (client start-up); a
-    word with bytes that are not UTF-8 as bash's ``$'...'`` writes them (``$'\\xff'``)."""
-    if not word:
-        return "''"
-    if all(ch in _SAFE for ch in word):
-        return word
-    if not is_utf8(word):
-        return "$'" + "".join("\\" + ch if ch in "\\'" else printable(ch) for ch in word) + "'"
-    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:

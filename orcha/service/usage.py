@@ -26,7 +26,6 @@ The data of a ``usage`` event (docs/json-output.rst documents it for users)::
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from orcha.defaults import USAGE_COMMAND_CHARS, USAGE_QUEUE_HEAD
 from orcha.protocol import messages
+from orcha.text import printable, shell_word
 
 if TYPE_CHECKING:
     from orcha.service.job import Job
@@ -58,13 +58,15 @@ def command_of(kind: str | None, params: Any) -> str:
     """A petition's command in one line: a shell petition's argv, else its kind and
     parameters (``hello counter=3``); cut to :data:`USAGE_COMMAND_CHARS`."""
     if isinstance(params, dict) and isinstance(params.get("argv"), list):
-        text = shlex.join(str(a) for a in params["argv"])
+        text = " ".join(shell_word(str(a)) for a in params["argv"])
     else:
         words = [kind or "petition"]
         if isinstance(params, dict):
             words += [f"{k}={v}" for k, v in params.items()]
         text = " ".join(words)
-    text = " ".join(text.split())  # one line: newlines in arguments would break rows
+    # One line (newlines in arguments would break rows), and nothing that could drive
+    # the terminal 'orcha top' draws on (an escape sequence in an argument is shown).
+    text = printable(" ".join(text.split()))
     if len(text) > USAGE_COMMAND_CHARS:
         text = text[: USAGE_COMMAND_CHARS - 1] + "…"
     return text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orcha.text import escaped, is_utf8, printable, quoted
+from orcha.text import escaped, is_utf8, printable, quoted, shell_word
 
 
 def test_utf8_text_is_left_as_it_is() -> None:
@@ -25,3 +25,12 @@ def test_a_byte_that_was_not_utf8_is_shown_as_that_byte() -> None:
 def test_printable_escapes_control_characters_and_bytes() -> None:
     assert printable("a\x1b[2J\nb\udcff") == "a\\x1b[2J\\nb\\xff"
     assert printable("a b") == "a b"
+
+
+def test_shell_word_is_shlex_quote_and_bash_quoting_for_bytes() -> None:
+    import shlex
+
+    for word in ("", "plain", "a b", "it's", "été", "a\nb", "$HOME"):
+        assert shell_word(word) == shlex.quote(word)
+    assert shell_word("\udcff\udcfe") == "$'\\xff\\xfe'"
+    assert shell_word("it's\\\udcff\x1b") == "$'it\\'s\\\\\\xff\\x1b'"

@@ -159,6 +159,9 @@ def test_command_of() -> None:
     assert command_of("hello", {"counter": 3}) == "hello counter=3"
     assert command_of("", None) == "petition"
     assert command_of("shell", {"argv": ["printf", "a\nb"]}) == "printf 'a b'"
+    # what 'orcha top' shows can neither drive the terminal nor hold Python's surrogates
+    odd = command_of("shell", {"argv": ["sh", "-c", "sleep 9", "\udcff\x1b[2J", "\x1b[2J"]})
+    assert odd.encode("utf-8", "backslashreplace") == b"sh -c 'sleep 9' $'\\xff\\x1b[2J' '\\x1b[2J'"
     long = command_of("shell", {"argv": ["x" * 1000]})
     assert len(long) == USAGE_COMMAND_CHARS and long.endswith("…")
 
