@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orcha.cli.options import global_options
+from orcha.cli.tables import printable
+from orcha.cli.tables import render as table_lines
 from orcha.defaults import TOP_INTERVAL, USAGE_MAX_INTERVAL, USAGE_MIN_INTERVAL
 from orcha.errors import ExitCode
 
@@ -41,12 +43,15 @@ _STATE_STYLES = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow",
 
 
 class Section:
-    """One table of the view: a title, column names and rows of text."""
+    """One table of the view: a title, column names and rows of text. The cells come
+    from petitions (a command line, a message): they are kept as
+    :func:`~orcha.cli.tables.printable` shows them, as ``orcha status`` does, so that
+    no petition can send its escape sequences to the viewer's terminal."""
 
     def __init__(self, title: str, header: list[str], rows: list[list[str]], more: int = 0):
         self.title = title
         self.header = header
-        self.rows = rows
+        self.rows = [[printable(cell) for cell in row] for row in rows]
         self.more = more  # rows left out for lack of room
         self.styles: list[str | None] = [None] * len(rows)
 
@@ -168,11 +173,7 @@ def plain(title: str, parts: list[Section]) -> str:
         if not part.rows:
             lines.append("  (none)")
             continue
-        table = [part.header, *part.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(part.header))]
-        for row in table:
-            lines.append(("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-                         .rstrip())  # fmt: skip
+        lines += ["  " + line for line in table_lines(part.header, part.rows)]
         if part.more:
             lines.append(f"  … and {part.more} more")
     return "\n".join(lines) + "\n"
@@ -218,7 +219,7 @@ def render(model: TopModel, address: str, ended: int, height: int | None) -> Any
             column.overflow = "ellipsis"
         if part.rows:
             for row, style in zip(part.rows, part.styles, strict=True):
-                table.add_row(*row, style=style)
+                table.add_row(*map(Text, row), style=style)  # Text: no markup in cells
         else:
             table.add_row("(none)", *[""] * (len(part.header) - 1), style="dim")
         items.append(table)

@@ -108,3 +108,62 @@ def test_importing_the_command_does_not_import_rich() -> None:
     code = "import sys, orcha.cli.app; print('rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _hostile() -> TopModel:
+    """A model whose petitions' commands, reasons and messages hold terminal escape
+    sequences, a right-to-left override and rich markup."""
+    model = TopModel()
+    model.apply(_usage(
+        running=[{"id": "a", "started": 0.0, "command": "sh -c 'echo \x1b[2J\x1b]0;PWN\x07'"},
+                 {"id": "b", "started": 0.0, "command": "sleep 30 '\u202eevil'"},
+                 {"id": "d", "started": 0.0, "command": "sleep 30 '[/bold] [red]x'"}],
+        waiting=[{"id": "w", "command": "x", "why": "held\x1b[8m", "group": "g\x1b[1m"}],
+        queued=1,
+    ))  # fmt: skip
+    model.apply({"event": "finished", "petition": "e", "kind": "shell", "timestamp": 1.0,
+                 "data": {"state": "FAILED", "code": 127,
+                          "message": "command not found: \x1b[31mred\x1b[0m"}})  # fmt: skip
+    return model
+
+
+def test_a_petitions_text_is_shown_escaped_never_sent_to_the_terminal() -> None:
+    # As 'orcha status' shows it: control characters and invisible format characters
+    # escaped (the message kept whole: it was 'command not found: red' piped).
+    parts = {p.title: p for p in sections(_hostile(), 10.0)}
+    commands = [row[-2] for row in parts["Running"].rows]
+    assert commands == ["sh -c 'echo \\x1b[2J\\x1b]0;PWN\\x07'", "sleep 30 '\\u202eevil'",
+                        "sleep 30 '[/bold] [red]x'"]  # fmt: skip
+    assert parts["Waiting (queue head)"].rows[0][-1] == "held\\x1b[8m"
+    assert parts["Waiting (queue head)"].rows[0][-3] == "g\\x1b[1m"
+    assert parts["Ended (last 5)"].rows[0][-1] == "command not found: \\x1b[31mred\\x1b[0m"
+    text = plain("title", list(parts.values()))
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+
+
+def test_the_live_view_shows_markup_in_a_command_as_text() -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200, height=40, color_system="truecolor")
+    console.print(render(_hostile(), "/run/orcha.sock", 5, 40))
+    text = console.export_text()
+    assert "sleep 30 '[/bold] [red]x'" in text and "PWN\\x07" in text
+    screen = console.export_text(styles=True)
+    assert "\x1b]" not in screen and "\x07" not in screen and "\u202e" not in screen
+
+
+def test_plain_text_aligns_wide_characters_by_terminal_cells() -> None:
+    from orcha.cli.tables import cell_width
+
+    model = TopModel()
+    model.apply(_usage(running=[{"id": "日本", "started": 0.0, "command": "cmd-x"},
+                                {"id": "ab", "started": 0.0, "command": "cmd-y"}]))  # fmt: skip
+    lines = plain("t", sections(model, 1.0, ended=0)).splitlines()
+    header = next(line for line in lines if "COMMAND" in line)
+    rows = [line for line in lines if "cmd-" in line]
+    # COMMAND starts in the same terminal cell on every line: '日本' takes four cells.
+    starts = {
+        cell_width(line[: line.index(word)])
+        for line, word in [(header, "COMMAND"), (rows[0], "cmd-"), (rows[1], "cmd-")]
+    }
+    assert len(starts) == 1
