@@ -19,6 +19,7 @@ import click
 
 from orcha.cli.build import Refused
 from orcha.cli.bulk import how_ended
+from orcha.cli.tables import printable
 from orcha.errors import ExitCode
 
 #: How many failed members a summary line names before it says "...".
@@ -133,7 +134,7 @@ def _stream(service: Any, name: str, count: int) -> int:
     try:
         for petition_id, stream, data in service.follow([name]):
             if stream == "skipped":
-                click.echo(f"orcha: {petition_id}: {data.get('message')}", err=True)
+                click.echo(f"orcha: {petition_id}: {printable(str(data.get('message')))}", err=True)
             elif stream == "end":
                 out.flush(petition_id)
                 ends[petition_id] = data

@@ -14,6 +14,7 @@ from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
 from orcha.cli.options import global_options
 from orcha.cli.output import json_option, print_json
+from orcha.cli.tables import printable
 from orcha.defaults import STATUS_ENDED_SHOWN, STATUS_QUEUED_SHOWN
 from orcha.errors import ExitCode, NoPetitionError, PetitionError
 from orcha.states import FINISHED, State
@@ -383,7 +384,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
         for petition_id, stream, data in following:
             if stream == "skipped":
                 who = f"{petition_id}: " if len(following.ids) > 1 else ""
-                click.echo(f"orcha: {who}{data.get('message')}", err=True)
+                click.echo(f"orcha: {who}{printable(str(data.get('message')))}", err=True)
                 continue
             if stream != "end":
                 out.write(petition_id, stream, data)
@@ -393,7 +394,7 @@ def follow(ctx: click.Context, ids: tuple[str, ...], lines: int | None) -> int:
             if data.get("message") and data.get("state") != "SUCCEEDED":
                 # Why it failed (a dependency, a timeout...), as the attached client says.
                 who = f"{petition_id}: " if len(following.ids) > 1 else ""
-                click.echo(f"orcha: {who}{data['message']}", err=True)
+                click.echo(f"orcha: {who}{printable(str(data['message']))}", err=True)
     except KeyboardInterrupt:
         click.echo("orcha: stopped following; the petitions keep running", err=True)
         return int(ExitCode.INTERRUPTED)

@@ -6,7 +6,9 @@ import sys
 
 
 def report(error: BaseException, args: list[str]) -> int:
-    """Print ``error`` as one line on stderr and return its exit code (no traceback)."""
+    """Print ``error`` as one line on stderr and return its exit code (no traceback).
+    The line shows control characters escaped (:func:`orcha.text.printable`): a
+    message may quote what a petition holds, and must not drive the terminal."""
     from orcha.errors import ExitCode, OrchaError
 
     if isinstance(error, SystemExit):
@@ -30,10 +32,10 @@ def report(error: BaseException, args: list[str]) -> int:
             "(run with -v for details, and please report it)"
         )
         code = int(ExitCode.FAILED)
-    from orcha.text import escaped
+    from orcha.text import printable  # a message may quote a petition's argv
 
     try:
-        sys.stderr.write(f"orcha: {escaped(message)}\n")  # a name in it may hold any bytes
+        sys.stderr.write(f"orcha: {printable(message)}\n")
         sys.stderr.flush()
     except OSError:
         pass

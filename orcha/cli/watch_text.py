@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from orcha.cli.bulk import how_ended
+from orcha.cli.tables import printable
 
 
 def _when(stamp: float | None) -> str:
@@ -32,7 +33,9 @@ def _detail(event: str, data: dict[str, Any]) -> str:
     if event == "finished":
         text = how_ended(data.get("state"), data.get("code"))
         message = data.get("message")
-        return f"{text}: {message}" if message and data.get("state") != "SUCCEEDED" else text
+        if not message or data.get("state") == "SUCCEEDED":
+            return text
+        return f"{text}: {printable(str(message))}"  # it may quote the petition's argv
     if event == "state":
         return str(data.get("state") or "")
     if event == "submitted":

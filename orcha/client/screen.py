@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from orcha.text import escaped
+from orcha.text import printable
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
@@ -125,8 +125,10 @@ class Screen:
         self._draw()
 
     def notice(self, text: str) -> None:
-        """One line of the client's own on stderr (``orcha: ...``), on a line of its own."""
-        line = f"orcha: {escaped(text)}\n"  # a name in it may hold any bytes
+        """One line of the client's own on stderr (``orcha: ...``), on a line of its own;
+        control characters and bytes that were not UTF-8 shown escaped (it may quote a
+        petition's argv or message)."""
+        line = f"orcha: {printable(text)}\n"
         if self._midline and 2 in self._terminal:
             line = "\n" + line  # a notice never continues the petition's open line
         try:

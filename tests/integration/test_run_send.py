@@ -211,6 +211,19 @@ def test_run_command_not_found_exits_127(env: Env, service: Service) -> None:
     assert one_error_line(result.stderr) == "orcha: command not found: orcha-no-such-command-xyz"
 
 
+def test_a_message_quoting_the_argv_is_shown_escaped(env: Env, service: Service) -> None:
+    # The message names the command as given: its escape sequences (an OSC that sets
+    # the terminal's title) are shown escaped, by the attached run as by follow.
+    pid = new_id("nfesc")
+    result = env.run("run", pid, "--", "\x1b]0;T\x07orcha-no-such", "arg")
+    assert result.returncode == 127, result.stderr
+    expected = "orcha: command not found: \\x1b]0;T\\x07orcha-no-such"
+    assert one_error_line(result.stderr) == expected
+    result = env.run("follow", pid)
+    assert result.returncode == 127, result.stderr
+    assert one_error_line(result.stderr) == expected
+
+
 def test_run_not_executable_exits_126(env: Env, service: Service, tmp_path: Path) -> None:
     script = tmp_path / "plain.sh"
     script.write_text("#!/bin/sh\necho should not run\n")

@@ -251,3 +251,15 @@ def test_other_os_errors_are_still_internal_errors(capsys: pytest.CaptureFixture
     assert "internal error" in capsys.readouterr().err  # a file's error names the file
     assert report(ConnectionResetError(104, "Connection reset by peer"), []) == 1
     assert "internal error" in capsys.readouterr().err
+
+
+def test_an_error_line_shows_control_characters_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An error's message may quote a petition's argv or message: one line, and nothing
+    # in it reaches the terminal as an escape sequence.
+    from orcha.cli.report import report
+    from orcha.errors import OrchaError
+
+    assert report(OrchaError("command not found: \x1b]0;T\x07red\nnext"), []) == 1
+    assert capsys.readouterr().err == "orcha: command not found: \\x1b]0;T\\x07red\\nnext\n"

@@ -50,3 +50,12 @@ def test_output_is_one_line_per_line_and_stderr_is_marked() -> None:
 def test_a_kinds_own_event_shows_its_data() -> None:
     assert _lines("hello.greeted", n=1, who="x") == ['p1 hello.greeted {"n":1,"who":"x"}']
     assert _lines("hello.ping") == ["p1 hello.ping"]
+
+
+def test_a_message_is_shown_escaped_never_sent_to_the_terminal() -> None:
+    # The message may hold the petition's argv (command not found: ...): its escape
+    # sequences are shown as 'orcha status' shows them, not sent to the terminal.
+    assert _lines("finished", state="FAILED", code=127,
+                  message="command not found: \x1b]0;T\x07red\u202e") == [
+        "p1 finished FAILED (code 127): command not found: \\x1b]0;T\\x07red\\u202e"
+    ]  # fmt: skip
