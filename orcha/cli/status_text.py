@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     Echo = Callable[[str, bool], None]
 
 
+#: Piped, the widest command (in terminal cells) that sets the COMMAND column's width: a
+#: longer one is printed whole but runs over, pushing only its own row's NOTE, so one
+#: huge argv does not pad every other row (and the header) to its width.
+PIPED_COMMAND_CELLS = 120
+
+
 def echo(text: str, err: bool = False) -> None:
     """Print ``text`` and a newline on stdout (stderr if ``err``), then flush: what
     ``click.echo(text, color=True)`` does on a stream whose encoding is not ASCII."""
@@ -104,15 +110,16 @@ def print_table(rows: list[dict[str, Any]], sort: str, out: Echo = echo) -> None
         for cells, machine in zip(table, machines, strict=True):
             cells.insert(at_state, machine or "-")
     # Piped, lines stay whole: a script or grep wants every word.
-    width = None
+    at = header.index
+    width, overflow = None, {at("COMMAND"): PIPED_COMMAND_CELLS}
     if sys.stdout.isatty():
         import shutil  # only for a terminal: piped, its import is start-up wasted
 
-        width = shutil.get_terminal_size().columns
-    at = header.index
+        width, overflow = shutil.get_terminal_size().columns, {}
     shrink = {at("COMMAND"): 12, at("NOTE"): 24}
     styles = [status_view.STATE_STYLES.get(r["state"]) for _, r in shown]
-    lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")])
+    lines = render(header, table, width, shrink, styles, use_color(), wrapped=[at("NOTE")],
+                   overflow=overflow)  # fmt: skip
     for line in lines:
         out(line, False)  # coloured only if use_color() said so
 

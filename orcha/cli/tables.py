@@ -113,17 +113,23 @@ def render(
     color: bool = False,
     gap: int = 2,
     wrapped: Sequence[int] = (),
+    overflow: Mapping[int, int] | None = None,
 ) -> list[str]:
     """The lines of a table: ``header`` (bold when ``color``) and ``rows``, columns
     ``gap`` cells apart and aligned by cell width, no trailing spaces. With ``width``,
     the columns of ``shrink`` (see :func:`fit`) are narrowed to fit it: their cells are
     cut short with an ellipsis, or, for the columns in ``wrapped``, continued on the
     next lines of the row. ``styles``: one style per row (see
-    :func:`orcha.cli.output.paint`)."""
+    :func:`orcha.cli.output.paint`). ``overflow``: column index -> the most cells a
+    cell of it may take and still set the column's width; a wider cell (a 500 KB
+    command line) is left out of it and runs over, pushing the rest of its own row
+    only (when ``width`` does not cut it)."""
     header = [printable(h) for h in header]
     table = [[printable(c) for c in row] for row in rows]
+    limit = overflow or {}
     widths = [
-        max([cell_width(h), *(cell_width(r[i]) for r in table)]) for i, h in enumerate(header)
+        max([cell_width(h), *(w for r in table if (w := cell_width(r[i])) <= limit.get(i, w))])
+        for i, h in enumerate(header)
     ]
     if width is not None and shrink:
         widths = fit(widths, width, shrink, gap)
@@ -131,7 +137,7 @@ def render(
     lines = []
     for n, row in enumerate([header, *table]):
         cells = [
-            wrap(c, w) if i in wrapped else [truncate(c, w)]
+            wrap(c, w) if i in wrapped else [truncate(c, w) if i not in limit else c]
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         style = "bold" if n == 0 else (styles[n - 1] if styles is not None else None)
