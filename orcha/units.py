@@ -158,6 +158,27 @@ def clock_time(moment: float, now: float) -> str:
     return f"{at.date().isoformat()} {clock}"
 
 
+#: How the reason of a petition waiting for its start time begins (the service's words,
+#: :class:`orcha.service.predicates.StartsAt`).
+STARTS_AT = "starts at "
+
+
+def starts_at(begin: float, now: float) -> str:
+    """Why a petition waits for its start time ``begin``: ``starts at 14:30`` (in this
+    process's time zone, see :func:`clock_time`)."""
+    return STARTS_AT + clock_time(begin, now)
+
+
+def local_reason(reason: str, begin: object, now: float) -> str:
+    """``reason``, why a petition waits as the service words it, with its start time
+    said again in this process's time zone: the service words ``starts at 13:00`` in
+    its own zone (a systemd unit's is often UTC), which need not be the user's.
+    ``begin``: the petition's start time (its ``schedule.begin``), None if it has none."""
+    if reason.startswith(STARTS_AT) and isinstance(begin, (int, float)):
+        return starts_at(begin, now)
+    return reason
+
+
 def check_url(url: object) -> str:
     """A webhook URL (http or https) that urllib can send to; ValueError otherwise: a
     URL it would always refuse (a space or control character anywhere, a byte that is

@@ -113,14 +113,14 @@ def _requests(record: dict[str, Any]) -> str:
     starts at 14:30``."""
     import time
 
-    from orcha.units import clock_time
+    from orcha.units import starts_at
 
     words = [f"priority {record['priority']}"]
     for name, value in record["schedule"].items():
         if name == "hold":
             words.append("held")
         elif name == "begin":
-            words.append(f"starts at {clock_time(value, time.time())}")
+            words.append(starts_at(value, time.time()))
         else:
             words.append(
                 f"{name}={','.join(map(str, value)) if isinstance(value, list) else value}"

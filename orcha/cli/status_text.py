@@ -60,7 +60,13 @@ def _runtime(row: dict[str, Any]) -> str:
 def note(row: dict[str, Any]) -> str:
     """The NOTE cell of a petition's row: why it waits or what its message says, its
     attempt, progress and what went wrong around it."""
-    note = str(row.get("waiting") or row.get("message") or "")
+    if row.get("waiting"):  # a start time in this client's time zone, not the service's
+        from orcha.units import local_reason
+
+        begin = (row.get("schedule") or {}).get("begin")
+        note = local_reason(str(row["waiting"]), begin, time.time())
+    else:
+        note = str(row.get("message") or "")
     retries = (row.get("schedule") or {}).get("retries", 0)
     if retries and row.get("started"):
         note = f"attempt {row.get('attempt', 1)}/{retries + 1}" + (f"; {note}" if note else "")

@@ -27,6 +27,7 @@ from orcha.cli.tables import printable
 from orcha.cli.tables import render as table_lines
 from orcha.defaults import TOP_INTERVAL, USAGE_MAX_INTERVAL, USAGE_MIN_INTERVAL
 from orcha.errors import ExitCode
+from orcha.units import local_reason
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -135,7 +136,7 @@ def sections(model: TopModel, now: float, ended: int = 5) -> list[Section]:
           _elapsed(p.get("submitted"), now), str(p.get("cpus") or 1),
           p.get("group") or "default", p.get("command") or p.get("kind") or "-",
           ("paused; " if p.get("paused") and "paused" not in (p.get("why") or "") else "")
-          + (p.get("why") or "")]
+          + local_reason(p.get("why") or "", p.get("begin"), now)]
          for p in model.waiting.values()],
         more=max(0, model.queued - len(model.waiting)),
     ))  # fmt: skip

@@ -30,6 +30,7 @@ import sys
 import time
 
 from orcha.client import poller as selectors  # selectors' epoll, without its imports
+from orcha.client.endings import end_code
 from orcha.client.session import NOTHING, Session
 from orcha.errors import ExitCode, LostServiceError
 from orcha.protocol.messages import SubmitRequest
@@ -361,7 +362,7 @@ class _Attached:
                 self.progress.close()
                 self.progress = None
             if event == "end":
-                return _end_code(item, self.request.id or "", screen)
+                return end_code(item, self.request.id or "", screen)
             if event == "detached":
                 screen.notice(str(item.get("message")))
                 return int(ExitCode.LOST_SERVICE)
@@ -371,6 +372,9 @@ class _Attached:
     def _waits(self, reason: str) -> None:
         """It waits, and why: on a terminal the live line says so (kept up to date);
         otherwise one line, the first time."""
+        from orcha.units import local_reason  # a start time in the user's zone
+
+        reason = local_reason(reason, getattr(self.request.schedule, "begin", None), time.time())
         first, self.queued = self.queued is None, reason
         if self.screen.tty:
             text = f"orcha: queued ({reason})"
@@ -405,29 +409,6 @@ class _Attached:
             self.screen.notice, f"stopped waiting; petition {self.request.id} is being cancelled"
         )
         return int(ExitCode.INTERRUPTED)
-
-
-def _end_code(event: dict[str, Any], petition_id: str, screen: Screen) -> int:
-    state, code, message = event.get("state"), int(event.get("code", 1)), event.get("message")
-    if event.get("outcome") is not None:
-        import json
-
-        screen.notice(f"outcome: {json.dumps(event['outcome'])}")
-    if state == "SUCCEEDED":
-        return 0
-    if state == "CANCELLED":
-        if event.get("by_client"):
-            return int(ExitCode.INTERRUPTED)
-        screen.notice(f"petition {petition_id} was cancelled: {message or 'by another client'}")
-        return int(ExitCode.CANCELLED)
-    if state == "INTERRUPTED":  # with a message, the service is fine: its Dask worker was lost
-        if not message:
-            raise LostServiceError("the petition was interrupted")
-        screen.notice(f"petition {petition_id} was interrupted: {message} (--retries reruns it)")
-        return int(ExitCode.LOST_SERVICE)  # what 'wait' and 'follow' give it too
-    if message:
-        screen.notice(message)
-    return code if code else int(ExitCode.FAILED)
 
 
 def run_in_foreground(

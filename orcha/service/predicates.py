@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orcha.protocol.schedule import DEFAULT_GROUP
 from orcha.states import State
-from orcha.units import clock_time
+from orcha.units import starts_at
 
 if TYPE_CHECKING:
     from orcha.protocol.schedule import Schedule
@@ -407,7 +407,7 @@ class StartsAt:
         begin = job.schedule.begin
         if begin is None or begin <= self.clock():
             return None
-        return f"starts at {clock_time(begin, self.clock())}"
+        return starts_at(begin, self.clock())
 
 
 #: How an ID that is neither queued nor running ended: (state, code), None if unknown.

@@ -19,7 +19,7 @@ The data of a ``usage`` event (docs/json-output.rst documents it for users)::
      "running": [{"id", "kind", "command", "group", "cpus", "mem", "gpus", "started",
                   "attempt", "paused", "progress", "cpu_percent", "rss", "processes"}],
      "waiting": [{"id", "kind", "command", "group", "cpus", "mem", "gpus", "priority",
-                  "effective_priority", "submitted", "paused", "why"}],
+                  "effective_priority", "submitted", "begin", "paused", "why"}],
      "gpus": [{"index", "petition"}], "groups": [as 'group ls']}
 """
 
@@ -191,7 +191,7 @@ class UsageFeed:
         out = self._common(job)
         out.update(gpus=job.schedule.gpus, priority=job.priority,
                    effective_priority=round(self.scheduler.effective_priority(job), 3) + 0.0,
-                   submitted=job.created, why=why)  # fmt: skip
+                   submitted=job.created, begin=job.schedule.begin, why=why)  # fmt: skip
         return out
 
     def _measure(self, job: Job) -> dict[str, Any]:

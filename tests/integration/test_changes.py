@@ -18,7 +18,7 @@ from orcha.client.api import Client
 from orcha.errors import PetitionError
 from orcha.units import clock_time
 from tests.conftest import Env
-from tests.integration.clients import WAIT, new_id, orcha
+from tests.integration.clients import WAIT, Stream, new_id, orcha
 
 REFUSED = 204
 DUPLICATE = 202
@@ -213,3 +213,29 @@ def test_a_cpu_only_petition_passes_one_that_waits_for_the_gpu(
     assert (row["state"], row["waiting"]) == ("QUEUED", "needs 1 GPU(s), 0 free")
     (tmp_path / "go").touch()
     assert ended(client, g1, g5) == {g1: "SUCCEEDED", g5: "SUCCEEDED"}
+
+
+def test_a_start_time_is_said_in_the_clients_time_zone(env: Env, client: Client) -> None:
+    # A user in New York types --at 08:00; the service may run in another zone (UTC, as
+    # a systemd unit's often is): 'orcha run' attached, 'status' and 'top' say 08:00.
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    day = datetime.datetime.now(new_york).date() + datetime.timedelta(days=2)
+    at = f"{day.isoformat()}T08:00"
+    said = f"starts at {day.isoformat()} 08:00"
+    there = {"TZ": "America/New_York"}
+    pid = new_id("tz")
+    proc = env.popen("run", pid, "--at", at, "--", "true", env=there)
+    try:
+        err = Stream(proc.stderr)  # type: ignore[arg-type]
+        assert err.wait_for(lambda data: b")\n" in data), err.data
+        assert bytes(err.data).decode() == f"orcha: queued ({said})\n"
+        out, _ = orcha(env, "status", pid, extra=there)
+        assert f"Note:      {said}\n" in out
+        out, _ = orcha(env, "top", "--once", extra=there)
+        assert said in next(line for line in out.splitlines() if pid in line)
+    finally:
+        orcha(env, "cancel", pid)
+        proc.wait(timeout=WAIT)

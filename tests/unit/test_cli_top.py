@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from orcha.cli.top import header_line, plain, render, sections
 from orcha.client.top_model import TopModel
@@ -167,3 +170,23 @@ def test_plain_text_aligns_wide_characters_by_terminal_cells() -> None:
         for line, word in [(header, "COMMAND"), (rows[0], "cmd-"), (rows[1], "cmd-")]
     }
     assert len(starts) == 1
+
+
+def test_why_it_waits_says_the_start_time_in_this_clients_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orcha.units import clock_time
+
+    begin = 1_796_562_000.0  # 2026-12-06 13:00 UTC, 08:00 in New York
+    model = TopModel()
+    model.apply(_usage(waiting=[{"id": "tz1", "begin": begin, "paused": True,
+                                 "why": "starts at 2026-12-06 13:00"}], queued=1))  # fmt: skip
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        (row,) = sections(model, time.time(), ended=0)[1].rows
+        assert row[-1] == f"paused; starts at {clock_time(begin, time.time())}"
+        assert "08:00" in row[-1]
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -525,16 +525,16 @@ def test_on_names_a_lost_worker_and_the_petition_waits_for_it() -> None:
 
 
 def test_an_attached_client_says_its_petition_was_interrupted_by_its_worker() -> None:
-    from orcha.client.attach import _end_code
+    from orcha.client.endings import end_code
     from orcha.errors import LostServiceError
 
     said: list[str] = []
     screen = SimpleNamespace(notice=said.append)
     end = {"state": "INTERRUPTED", "code": 1, "message": "worker w2 was lost"}
-    assert _end_code(end, "att", screen) == ExitCode.LOST_SERVICE  # type: ignore[arg-type]
+    assert end_code(end, "att", screen) == ExitCode.LOST_SERVICE  # type: ignore[arg-type]
     assert said == ["petition att was interrupted: worker w2 was lost (--retries reruns it)"]
     with pytest.raises(LostServiceError):  # no word of why: the service went away
-        _end_code({"state": "INTERRUPTED"}, "att", screen)  # type: ignore[arg-type]
+        end_code({"state": "INTERRUPTED"}, "att", screen)  # type: ignore[arg-type]
 
 
 def test_a_request_too_big_for_any_worker_names_where_a_worker_gets_its_slots() -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from orcha.cli import status_text
+from orcha.units import clock_time
 from tests.unit.test_cli_fast_status import record
 
 
@@ -37,3 +42,29 @@ def test_piped_commands_that_fit_are_aligned_as_before() -> None:
     header, a, b = _piped(rows)
     assert a.index("sh -c") == b.index("sh -c") == header.index("COMMAND")
     assert b.index("exited") == header.index("NOTE")
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process in New York's time zone (the service's words were in UTC)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+#: 2026-12-06 13:00 UTC: 08:00 in New York, where the user typed '--at 2026-12-06T08:00'.
+BEGIN = 1_796_562_000.0
+
+
+def test_the_start_time_is_said_in_this_clients_time_zone(new_york: None) -> None:
+    row = record(1, "tz1", "QUEUED", schedule={"begin": BEGIN},
+                 waiting="starts at 2026-12-06 13:00")  # fmt: skip
+    note = status_text.note(row)
+    assert note == f"starts at {clock_time(BEGIN, time.time())}"
+    assert "08:00" in note and "13:00" not in note
+    # Another reason (held first) is the service's, word for word.
+    row = record(2, "h", "QUEUED", schedule={"begin": BEGIN, "hold": True},
+                 waiting="held ('orcha release h')")  # fmt: skip
+    assert status_text.note(row) == "held ('orcha release h')"

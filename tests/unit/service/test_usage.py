@@ -188,3 +188,14 @@ def test_a_new_watch_of_the_same_client_replaces_its_old_one(h: Harness) -> None
     assert h.service.events.usage and not h.service.events.wants_output
     h.call("watch", peer, ids=[])  # now a plain watch: output, no usage
     assert not h.service.events.usage and h.service.events.wants_output
+
+
+def test_a_waiting_petition_carries_its_start_time(h: Harness) -> None:
+    # 'orcha top' words "starts at ..." in its own time zone from it (the service's
+    # 'why' is in the service's).
+    begin = h.clock.now + 3600
+    h.submit("later", schedule={"begin": begin})
+    watcher = h.peer()
+    h.call("watch", watcher, ids=[], usage=0.5, output=False)
+    (later,) = watcher.expect(event="usage")["data"]["waiting"]
+    assert later["begin"] == begin and later["why"].startswith("starts at ")
