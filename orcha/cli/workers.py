@@ -18,8 +18,9 @@ from orcha.cli.output import json_option, print_json
 @click.pass_context
 def workers(ctx: click.Context, as_json: bool) -> int:
     """List the Dask workers petitions run on ('orcha serve --dask'): each one's name,
-    host, address, CPUs in use/total, memory available/total, GPUs, running petitions,
-    state (ok, lost, unreachable, version mismatch) and when it last reported.
+    host, address, CPUs in use/total, memory available/total, GPUs in use/total, running
+    petitions, state (ok; closing: Dask is closing or has paused it; lost; unreachable:
+    the scheduler is; version mismatch) and when it last reported.
 
     A service without Dask runs petitions on its own host only, and says so.
     """
@@ -50,7 +51,7 @@ def workers(ctx: click.Context, as_json: bool) -> int:
         [
             r["name"], r["host"], r["address"], f"{r['cpus_used']}/{r['cpus']}",
             f"{_gib(r['mem_available'])}/{_gib(r['mem_total'])}",
-            (f"{len(r['gpus_free'])}/{len(r['gpus'])}" if r["gpus"] else "-"),
+            (f"{len(r['gpus']) - len(r['gpus_free'])}/{len(r['gpus'])}" if r["gpus"] else "-"),
             ",".join(r["running"]) or "-", r["state"],
             f"{max(0.0, now - r['last_seen']):.0f}s ago",
         ]

@@ -207,7 +207,10 @@ def workers_report_their_capacity(cluster: Cluster) -> None:
     text = cluster.env.run("workers")
     assert text.returncode == 0
     assert "2 worker(s) connected" in text.stdout
-    assert any(line.split()[:1] == ["w1"] and "2/2" in line for line in text.stdout.splitlines())
+    # CPUS and GPUS are both in use/total: w1 is idle.
+    header, *rows = text.stdout.splitlines()[1:]
+    cells = {row.split()[0]: dict(zip(header.split(), row.split(), strict=False)) for row in rows}
+    assert (cells["w1"]["CPUS"], cells["w1"]["GPUS"]) == ("0/2", "0/2"), text.stdout
 
 
 def the_cluster_speaks_mutual_tls(cluster: Cluster) -> None:
