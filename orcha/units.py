@@ -28,6 +28,17 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def size_text(n: float) -> str:
+    """``n`` bytes as people read a size, in the units ``orcha status`` shows: ``100 B``,
+    ``3.9 KiB``, ``1.5 MiB``, ``312 MiB``, ``4 GiB`` (one decimal, none when it is 0)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            text = f"{n:.0f}" if unit == "B" else f"{n:.1f}".removesuffix(".0")
+            return f"{text} {unit}"
+        n /= 1024
+    raise AssertionError("not reached")  # pragma: no cover
+
+
 def parse_gpus(text: str) -> tuple[str, ...] | None:
     """``auto`` -> None (discover), ``none`` or empty -> no GPUs, ``0,1,3`` -> those
     indices (distinct, each a non-negative integer or a GPU UUID); ValueError otherwise."""

@@ -22,22 +22,20 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from orcha.units import size_text
+
 log = logging.getLogger("orcha.service.memory")
-
-MIB = 1 << 20
-
-
-def mib(n: int) -> str:
-    """``n`` bytes in whole MiB (at least 1 for a non-zero amount)."""
-    return f"{max(1, round(n / MIB)) if n else 0} MiB"
 
 
 def over_limit_message(used: int | None, limit: int) -> str:
     """The one line a petition stopped for its memory fails with: "used 312 MiB, asked
-    for 10 MiB" (``used`` None: the kernel stopped it at its limit, so it used more)."""
+    for 10 MiB", "used 2 MiB, asked for 100 B" (sizes as ``orcha status`` shows them,
+    :func:`orcha.units.size_text`; ``used`` None: the kernel stopped it at its limit, so
+    it used more)."""
+    asked = size_text(limit)
     if used is None or used <= limit:
-        return f"used more than {mib(limit)}, asked for {mib(limit)}"
-    return f"used {mib(used)}, asked for {mib(limit)}"
+        return f"used more than {asked}, asked for {asked}"
+    return f"used {size_text(used)}, asked for {asked}"
 
 
 #: A probe: how much the petition uses now (bytes), and whether it is over its limit

@@ -28,7 +28,7 @@ def test_a_petition_over_its_memory_is_stopped_with_its_own_code(env: Env, isola
     assert done.returncode == int(ExitCode.MEMORY), (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert re.search(r"used (more than )?\d+ MiB, asked for 10 MiB$", lines[0]), lines[0]
+    assert re.search(r"used (more than )?[\d.]+ [KMG]iB, asked for 10 MiB$", lines[0]), lines[0]
     # Stopped, not left to end its 30 s sleep: by the service's own records (started to
     # ended), which a loaded machine slowing the client does not stretch.
     listed = env.run("status", "--json", "hog", timeout=40)

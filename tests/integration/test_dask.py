@@ -311,7 +311,7 @@ def mem_is_enforced_on_the_worker(cluster: Cluster) -> None:
                            hog, timeout=40)  # fmt: skip
     assert done.returncode == 211, (done.returncode, done.stderr)  # ExitCode.MEMORY
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and re.search(r"used \d+ MiB, asked for 50 MiB$", lines[0]), lines
+    assert len(lines) == 1 and re.search(r"used [\d.]+ [KMG]iB, asked for 50 MiB$", lines[0]), lines
     assert field(cluster.env, "hog", "peak_rss") > 50 * 2**20  # the worker's wait4
 
 

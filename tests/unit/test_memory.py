@@ -13,7 +13,17 @@ def test_the_reason_says_what_it_used_and_what_it_asked_for() -> None:
     assert over_limit_message(10 * MIB + 1, 10 * MIB) == "used 10 MiB, asked for 10 MiB"
     # Stopped by the kernel at its limit: it used more than it could be seen using.
     assert over_limit_message(None, 10 * MIB) == "used more than 10 MiB, asked for 10 MiB"
-    assert over_limit_message(512 * 1024, 512 * 1024 - 1).startswith("used 1 MiB")
+    assert over_limit_message(512 * 1024, 512 * 1024 - 1) == "used 512 KiB, asked for 512 KiB"
+
+
+def test_the_reason_says_what_was_asked_for_in_its_own_unit() -> None:
+    # It said "asked for 1 MiB" for all of these (whole MiB, at least 1).
+    assert over_limit_message(2 * MIB, 100) == "used 2 MiB, asked for 100 B"
+    assert over_limit_message(2 * MIB, 4000) == "used 2 MiB, asked for 3.9 KiB"
+    assert over_limit_message(6 * MIB, 1500 * 1024) == "used 6 MiB, asked for 1.5 MiB"
+    assert over_limit_message(int(2.3 * MIB), 2 * MIB) == "used 2.3 MiB, asked for 2 MiB"
+    assert over_limit_message(None, 100) == "used more than 100 B, asked for 100 B"
+    assert over_limit_message(5 << 30, 4 << 30) == "used 5 GiB, asked for 4 GiB"
 
 
 def test_a_petition_over_its_limit_is_told_once_and_one_under_it_never() -> None:
