@@ -17,10 +17,12 @@ from orcha.cli.output import json_option, print_json
 @global_options
 @click.pass_context
 def workers(ctx: click.Context, as_json: bool) -> int:
-    """List the Dask workers petitions run on ('orcha serve --dask'): each one's name,
-    host, address, CPUs in use/total, memory available/total, GPUs in use/total, running
-    petitions, state (ok; closing: Dask is closing or has paused it; lost; unreachable:
-    the scheduler is; version mismatch) and when it last reported.
+    """List the Dask workers petitions run on ('orcha serve --dask').
+
+    For each: its name, host, address, CPUs in use/total, memory available/total, GPUs
+    in use/total, running petitions, state (ok; closing: Dask is closing or has paused
+    it; lost; unreachable: the scheduler is; version mismatch) and when it last
+    reported.
 
     A service without Dask runs petitions on its own host only, and says so.
     """
