@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from orcha.terminal_text import printable
+
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -84,14 +86,18 @@ class ProgressView:
             # Never started: no thread of rich's draws; the screen asks for the line.
             self._bar = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.fields[amount]}"), TimeElapsedColumn(), auto_refresh=False,
+                # The amount holds the kind's unit: text, not markup (see below).
+                TextColumn("{task.fields[amount]}", markup=False), TimeElapsedColumn(),
+                auto_refresh=False,
             )  # fmt: skip
             self._task = self._bar.add_task(self.petition_id, total=None, amount="")
         self._bar.update(
             self._task,
             completed=value or 0,
             total=target if value is not None else None,
-            amount=describe(value, target, unit),
+            # Escaped: a kind may pass on what a petition holds; it must not drive the
+            # terminal.
+            amount=printable(describe(value, target, unit)),
         )
         self.screen.live(self._line)
 
