@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from orcha.terminal_text import printable
+from orcha.text import printable
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
