@@ -15,6 +15,7 @@ from orcha.defaults import HOOK_FIELDS, MAX_DURATION_SECONDS, MAX_DURATION_TEXT,
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
 if TYPE_CHECKING:
     from threading import Event
+    from typing import NoReturn
 
 
 def parse_size(text: str) -> int:
@@ -64,8 +65,13 @@ DURATION_FORMS = (
     "90 or 90s, 500ms, 15m, 1h30m, 2d12h, 1w; 30:00 (MM:SS), 1:30:00, 2-12 (D-HH), 2-00:00:00"
 )
 
-# 1w2d3h4m5s: units in this order, each at most once (the last number may have decimals).
-_COMPOUND = r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?"
+# 1w2d3h4m5s: units in this order, each at most once and each written (only seconds may
+# have decimals). A bare number after a unit is no duration: "1h30" means 1h30m to most
+# people, and was taken as 1h0m30s.
+_COMPOUND = r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?"
+_ORDER = ("w", "d", "h", "m", "s")
+#: After the first unit written, each is below the next larger one (1h90m is refused).
+_BELOW = {"d": (7, "days"), "h": (24, "hours"), "m": (60, "minutes"), "s": (60, "seconds")}
 # Slurm's --time forms: [D-]HH[:MM[:SS]] with a day, [[H:]M:]S without one.
 _CLOCK = r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+(?:\.\d+)?))?"
 
@@ -77,8 +83,10 @@ def parse_duration(text: str) -> float:
     * a number of seconds, ``90`` or ``1.5`` (unlike Slurm's ``--time``, where a bare
       number is minutes);
     * one number with one unit: ``500ms``, ``1.5h``, ``12 h`` (ms, s, m, h, d, w);
-    * units, largest first, each at most once: ``90s``, ``15m``, ``1h30m``, ``2d12h``,
-      ``1w`` (w, d, h, m, s);
+    * units, largest first, each at most once and each written: ``90s``, ``15m``,
+      ``1h30m``, ``2d12h``, ``1w`` (w, d, h, m, s); after the first, days are below 7,
+      hours below 24, minutes and seconds below 60 (``1h30`` and ``1h90m`` are refused,
+      saying what they may mean: ``1h30m``, ``2h30m``);
     * Slurm's clock forms: ``MM:SS`` (``30:00``), ``H:MM:SS`` (``1:30:00``), and with
       days ``D-HH`` (``2-12``), ``D-HH:MM``, ``D-HH:MM:SS`` (``2-00:00:00``). Minutes and
       seconds after the first field are below 60, hours after a day below 24.
@@ -127,14 +135,19 @@ def _duration(text: str) -> float:
     single = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)", given, re.A)  # 1.5h, 12 h, 500ms
     if single is not None:
         return float(single.group(1)) * _UNITS[single.group(2) or "s"]
-    compound = re.fullmatch(_COMPOUND, given, re.A)
-    if given and compound is not None:
-        weeks, days, hours, minutes, seconds = compound.groups()
-        return (
-            int(weeks or 0) * _UNITS["w"] + int(days or 0) * _UNITS["d"]
-            + int(hours or 0) * _UNITS["h"] + int(minutes or 0) * _UNITS["m"]
-            + float(seconds or 0)
-        )  # fmt: skip
+    compound = _compound(given)
+    if compound is not None:
+        seconds, first, problem = compound
+        if problem is None:
+            return seconds
+        _refuse(text, problem, _spelled(seconds, first))
+    bare = re.fullmatch(r"(.*[wdhm])(\d+(?:\.\d+)?)", given, re.A)  # 1h30
+    before = _compound(bare.group(1)) if bare is not None else None
+    if bare is not None and before is not None:
+        seconds, first, _ = before
+        unit = _ORDER[_ORDER.index(bare.group(1)[-1]) + 1]  # the next smaller one
+        meant = seconds + float(bare.group(2)) * _UNITS[unit]
+        _refuse(text, "its last number has no unit", _spelled(meant, first))
     clock = re.fullmatch(_CLOCK, given, re.A)
     if clock is not None and (":" in given or "-" in given):
         days, first, second, third = clock.groups()
@@ -152,6 +165,46 @@ def _duration(text: str) -> float:
             d, h, m, s = parts
             return d * _UNITS["d"] + h * _UNITS["h"] + m * _UNITS["m"] + s
     raise ValueError(f"{text!r} is not a duration (accepted: {DURATION_FORMS})")
+
+
+def _compound(given: str) -> tuple[float, str, str | None] | None:
+    """``given`` in units largest first (``1h30m``): (its seconds, its first unit, what
+    breaks the rule that each unit after the first is below the next larger one, or
+    None); None if it is not written that way."""
+    import re
+
+    match = re.fullmatch(_COMPOUND, given, re.A)
+    if not given or match is None:
+        return None
+    fields = [(unit, value) for unit, value in zip(_ORDER, match.groups(), strict=True) if value]
+    problem = None
+    for unit, value in fields[1:]:
+        limit, name = _BELOW[unit]
+        if float(value) >= limit:
+            problem = problem or f"{name} after the first unit are below {limit}"
+    seconds = sum(float(value) * _UNITS[unit] for unit, value in fields)
+    return seconds, fields[0][0], problem
+
+
+def _spelled(seconds: float, first: str) -> str:
+    """``seconds`` in units from ``first`` down, each below the next larger one."""
+    parts = []
+    for unit in _ORDER[_ORDER.index(first) :]:
+        if unit == "s":
+            count = f"{round(seconds, 6):f}".rstrip("0").rstrip(".")
+        else:
+            whole, seconds = divmod(seconds, _UNITS[unit])
+            count = str(int(whole))
+        if count != "0":
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or f"0{first}"
+
+
+def _refuse(text: str, problem: str, meant: str) -> NoReturn:
+    raise ValueError(
+        f"{text!r} is not a duration: {problem}; did you mean {meant!r}? "
+        f"(accepted: {DURATION_FORMS})"
+    )
 
 
 def clock_time(moment: float, now: float) -> str:

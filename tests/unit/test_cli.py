@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from orcha.units import DURATION_FORMS
+
 EARLY_CTRL_C = """
 import os, signal, sys
 sys.argv = ["/somewhere/bin/orcha", "status"]
@@ -129,6 +131,13 @@ TOO_LONG = "longer than the longest duration orcha takes, 3650d (10 years)"
         (["run", "a", "--detach", "--at", "2999-01-01T00:00", "--", "true"],
          "orcha run: invalid value for '--at': '2999-01-01T00:00' is more than 3650d (10 years) "
          "ahead: too far to schedule"),
+        # a bare number after a unit is not taken as seconds (1h30 was 1h0m30s)
+        (["run", "a", "--detach", "--timeout", "1h30", "--", "true"],
+         "orcha run: invalid value for '--timeout': '1h30' is not a duration: its last number "
+         f"has no unit; did you mean '1h30m'? (accepted: {DURATION_FORMS})"),
+        (["edit", "x", "--delay", "1h90m"],
+         "orcha edit: invalid value for '--delay': '1h90m' is not a duration: minutes after "
+         f"the first unit are below 60; did you mean '2h30m'? (accepted: {DURATION_FORMS})"),
         (["run", "--", ""], "orcha run: the command is empty: give the program to run after '--'"),
         (["run", "x", "--", "", "a"],
          "orcha run: the command is empty: give the program to run after '--'"),

@@ -295,7 +295,7 @@ def test_configure_and_current(dirs: tuple[Path, Path]) -> None:
      ("7d", 604800.0), ("2w", 1209600.0), ("0", 0.0), ("1.5h", 5400.0),
      # compound units, largest first
      ("1h30m", 5400.0), ("2d12h", 216000.0), ("1w1d", 691200.0), ("1h30m15.5s", 5415.5),
-     ("1m30", 90.0), ("500ms", 0.5), ("1.5 ms", 0.0015), ("0ms", 0.0),
+     ("1d23h59m59s", 172799.0), ("500ms", 0.5), ("1.5 ms", 0.0015), ("0ms", 0.0),
      # Slurm's --time forms: MM:SS, H:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
      ("30:00", 1800.0), ("0:59", 59.0), ("90:00", 5400.0), ("1:30:00", 5400.0),
      ("2-12", 216000.0), ("2-12:30", 217800.0), ("2-00:00:00", 172800.0),
@@ -319,6 +319,35 @@ def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
     # one line, naming the accepted forms
     assert str(refused.value) == f"{text!r} is not a duration (accepted: {units.DURATION_FORMS})"
     assert "1h30m" in units.DURATION_FORMS and "2-00:00:00" in units.DURATION_FORMS
+
+
+@pytest.mark.parametrize(
+    ("text", "problem", "meant"),
+    [  # a bare number after a unit: seconds whatever the unit, before (1h30 was 1h0m30s)
+     ("1h30", "its last number has no unit", "1h30m"),
+     ("1m30", "its last number has no unit", "1m30s"),
+     ("1d12", "its last number has no unit", "1d12h"),
+     ("2w3", "its last number has no unit", "2w3d"),
+     ("1h30.5", "its last number has no unit", "1h30m30s"),
+     ("1h90", "its last number has no unit", "2h30m"),
+     # after the first unit, each is below the next larger one (1h90m was 2h30m)
+     ("1h90m", "minutes after the first unit are below 60", "2h30m"),
+     ("1m60s", "seconds after the first unit are below 60", "2m"),
+     ("1h0m75.5s", "seconds after the first unit are below 60", "1h1m15.5s"),
+     ("2d30h", "hours after the first unit are below 24", "3d6h"),
+     ("1w30h", "hours after the first unit are below 24", "1w1d6h"),
+     ("1w7d", "days after the first unit are below 7", "2w")],
+)  # fmt: skip
+def test_parse_duration_refuses_a_unitless_or_overflowing_field_and_says_what_was_meant(
+    text: str, problem: str, meant: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        units.parse_duration(text)
+    assert str(refused.value) == (
+        f"{text!r} is not a duration: {problem}; did you mean {meant!r}? "
+        f"(accepted: {units.DURATION_FORMS})"
+    )
+    assert units.parse_duration(meant) >= 0  # what it suggests is a duration
 
 
 @pytest.mark.parametrize(
