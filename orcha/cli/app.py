@@ -114,9 +114,7 @@ class OrchaGroup(click.Group):
         known = [*self.list_commands(ctx), *self._plugin_commands()]
         close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
         if close:
-            named = [repr(c) for c in close]
-            either = ", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else named[0]
-            return f"no command {name!r}; did you mean {either}?"
+            return f"no command {name!r}; did you mean {_either(close)}?"
         disabled = sorted(fast_commands.disabled_plugins(_config()))
         if disabled:
             return (
@@ -124,6 +122,12 @@ class OrchaGroup(click.Group):
                 f"({', '.join(disabled)}; see 'orcha ls')"
             )
         return f"no command {name!r} (see 'orcha --help' for commands, 'orcha ls' for plugins)"
+
+
+def _either(names: list[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``."""
+    named = [repr(n) for n in names]
+    return ", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else named[0]
 
 
 def _config() -> Any:
@@ -192,6 +196,46 @@ def bad_value(error: click.BadParameter | Refused) -> str:
     return f"{path}: {text}" if "see '" in text else f"{path}: {text} (see '{path} --help')"
 
 
+def usage_line(error: click.UsageError, args: list[str]) -> str:
+    """One line for a command line of the wrong shape (an unknown option, a missing or
+    an extra argument, an option without its value), as :func:`bad_value` says a refused
+    value: what is wrong, what click suggests, where the help is; not click's usage
+    block (``orcha restart: no such option '--detach' (did you mean '--delay'?); see
+    'orcha restart --help'``)."""
+    path = error.ctx.command_path if error.ctx is not None else _command_path(args)
+    suggested = sorted(getattr(error, "possibilities", None) or ())
+    # An unknown option or command: click's message without its own "Did you mean".
+    text = error.message if hasattr(error, "possibilities") else error.format_message()
+    text = " ".join(text.split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    text = re.sub(
+        r"^got unexpected extra (arguments?) \((.*)\)$", r"unexpected extra \1 '\2'", text
+    )
+    if suggested:
+        return f"{path}: {text} (did you mean {_either(suggested)}?); see '{path} --help'"
+    return f"{path}: {text} (see '{path} --help')"
+
+
+def _command_path(args: list[str]) -> str:
+    """The path of the command ``args`` run (``orcha config validate``), for an error
+    click raised before it made that command's context (an option without its value):
+    ``args`` read again leniently, as click's shell completion reads them."""
+    path = "orcha"
+    try:
+        ctx = cli.make_context("orcha", list(args), resilient_parsing=True)
+        while isinstance(ctx.command, click.Group):
+            protected = getattr(ctx, "_protected_args", None)  # click < 8.2: protected_args
+            rest = [*(ctx.protected_args if protected is None else protected), *ctx.args]
+            name, command, rest = ctx.command.resolve_command(ctx, rest) if rest else ("", None, [])
+            if command is None or name is None:
+                break
+            path = f"{ctx.command_path} {name}"
+            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+    except Exception:
+        pass  # what was read so far
+    return path
+
+
 def run(args: list[str]) -> int:
     """Run the click application on ``args``; return the exit code (never raises)."""
     from orcha.cli.report import report
@@ -201,14 +245,15 @@ def run(args: list[str]) -> int:
         rv = cli.main(args=args, prog_name="orcha", standalone_mode=False)
     except click.exceptions.Abort:
         return report(KeyboardInterrupt(), args)
-    except Refused as e:
-        click.echo(bad_value(e), err=True)
-        return e.exit_code
-    except click.BadParameter as e:
-        if isinstance(e, click.MissingParameter):
-            e.show()  # what is missing is best shown with the usage line
-        else:
+    except click.UsageError as e:
+        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            e.show()  # 'orcha config' alone: its help (click >= 8.2; before, it exits 0)
+        elif isinstance(e, Refused) or (
+            isinstance(e, click.BadParameter) and not isinstance(e, click.MissingParameter)
+        ):
             click.echo(bad_value(e), err=True)
+        else:
+            click.echo(usage_line(e, args), err=True)
         return e.exit_code
     except click.ClickException as e:
         e.show()

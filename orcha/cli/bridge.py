@@ -9,7 +9,7 @@ calls :func:`discover` here, so that every entry's ``commands`` holds click comm
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -19,7 +19,7 @@ from orcha.plugins.discovery import discover as discover_plugins
 if TYPE_CHECKING:
     from orcha.plugins.contract import BasePlugin
 
-__all__ = ["bridge", "discover", "with_commands"]
+__all__ = ["OneLineParser", "bridge", "discover", "with_commands"]
 
 
 def discover(disabled: frozenset[str] = frozenset()) -> list[LoadedPlugin]:
@@ -38,6 +38,17 @@ def with_commands(entries: list[LoadedPlugin]) -> list[LoadedPlugin]:
     return entries
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """The parser of an argparse plugin's command: argparse's, but a usage error is one
+    line, as orcha's own commands say theirs (``orcha hello-world send: the following
+    arguments are required: ID (see 'orcha hello-world send --help')``), not the usage
+    block and ``PROG: error: ...``; exit code 2. Its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        see = f" (see '{self.prog} --help')" if self.add_help else ""
+        self.exit(2, f"{self.prog}: {message}{see}\n")
+
+
 def bridge(plugin: BasePlugin) -> click.Command:
     """A click command named after ``plugin`` that hands its arguments to argparse."""
 
@@ -47,11 +58,11 @@ def bridge(plugin: BasePlugin) -> click.Command:
         from orcha.cli.verbose import report
 
         report(settings_from(ctx))
-        parser = argparse.ArgumentParser(prog=f"orcha {plugin.name}", description=plugin.help)
+        parser = OneLineParser(prog=f"orcha {plugin.name}", description=plugin.help)
         plugin.create_parser(parser)
         try:
             namespace = parser.parse_args(ctx.args)
-        except SystemExit as e:  # argparse printed its usage/help itself
+        except SystemExit as e:  # argparse printed its help, or the parser its error
             return e.code if isinstance(e.code, int) else 2
         return plugin.handle(namespace)
 

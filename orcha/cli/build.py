@@ -21,7 +21,7 @@ class Refused(click.UsageError):
     """What the command line gave is refused (a value, or options that disagree), where
     the shape of the command line is fine: :func:`orcha.cli.app.run` prints it as one
     line, as a refused value (exit 2). click's own errors about the shape (a missing
-    argument, an unknown option) keep its usage block, which is what helps there."""
+    argument, an unknown option) are one line too (:func:`orcha.cli.app.usage_line`)."""
 
     def __init__(self, message: str, ctx: click.Context | None = None) -> None:
         super().__init__(message, ctx or click.get_current_context(silent=True))

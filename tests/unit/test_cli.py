@@ -50,9 +50,7 @@ def test_processes_the_suite_starts_get_sigint_at_its_default() -> None:
     assert proc.stdout == "True\n", proc.stderr
 
 
-def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_refused_value_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from orcha.cli.app import run
 
     assert run(["run", "x", "--priority", str(10**30), "--", "true"]) == 2
@@ -68,8 +66,66 @@ def test_a_refused_value_is_one_line_and_a_missing_argument_keeps_the_usage(
     assert capsys.readouterr().err == (
         "orcha send: invalid value for '--counter': -1 is less than 0 (see 'orcha send --help')\n"
     )
-    assert run(["run"]) == 2
-    assert "Usage: orcha run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        # an unknown option: what click suggests, then where the help is
+        (["restart", "first", "--json", "--detach"],
+         "orcha restart: no such option '--detach' (did you mean '--delay'?); "
+         "see 'orcha restart --help'"),
+        (["run", "--detatch", "x", "--", "true"],
+         "orcha run: no such option '--detatch' (did you mean '--delay', '--detach' or "
+         "'--each'?); see 'orcha run --help'"),
+        (["status", "--cpus"], "orcha status: no such option '--cpus' (see 'orcha status --help')"),
+        (["--bogus"],
+         "orcha: no such option '--bogus' (did you mean '--verbose'?); see 'orcha --help'"),
+        (["config", "validate", "--bogus"],
+         "orcha config validate: no such option '--bogus' (did you mean '--verbose'?); "
+         "see 'orcha config validate --help'"),
+        # a plugin's command (orcha's own plugins: send, run)
+        (["send", "--bogus"],
+         "orcha send: no such option '--bogus' (did you mean '--cpus', '--gpus' or "
+         "'--verbose'?); see 'orcha send --help'"),
+        # a missing argument, an extra one, an option without its value
+        (["run"], "orcha run: missing argument '-- CMD [ARG]...' (see 'orcha run --help')"),
+        (["logs"], "orcha logs: missing argument 'ID...' (see 'orcha logs --help')"),
+        (["kinds", "add"],
+         "orcha kinds add: missing argument 'NAME' (see 'orcha kinds add --help')"),
+        (["ls", "extra"], "orcha ls: unexpected extra argument 'extra' (see 'orcha ls --help')"),
+        (["ls", "a", "b"], "orcha ls: unexpected extra arguments 'a b' (see 'orcha ls --help')"),
+        (["run", "x", "--cpus"],
+         "orcha run: option '--cpus' requires an argument (see 'orcha run --help')"),
+        (["config", "validate", "--config"],
+         "orcha config validate: option '--config' requires an argument "
+         "(see 'orcha config validate --help')"),
+        (["--address"], "orcha: option '--address' requires an argument (see 'orcha --help')"),
+        (["config", "nosuch"],
+         "orcha config: no such command 'nosuch' (see 'orcha config --help')"),
+        # what a command refuses as a usage error of its own
+        (["run", "x", "--at-once", "2", "--", "true"],
+         "orcha run: --at-once goes with --array or --each (see 'orcha run --help')"),
+    ],
+)  # fmt: skip
+def test_an_unknown_option_or_a_missing_argument_is_one_line_too(
+    capsys: pytest.CaptureFixture[str], args: list[str], line: str
+) -> None:
+    """As a refused value: what is wrong and where the help is, not click's usage block."""
+    from orcha.cli.app import run
+
+    assert run(args) == 2
+    assert capsys.readouterr().err == f"{line}\n"
+
+
+def test_a_group_without_its_command_still_shows_its_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orcha.cli.app import run
+
+    assert run(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: orcha config [OPTIONS] COMMAND [ARGS]...") and "validate" in err
 
 
 BOTH_STARTS = (

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -161,6 +162,54 @@ def test_legacy_argparse_plugin_is_bridged(plugin_dir: Path) -> None:
     assert isinstance(entry.commands["targ"], click.Command)
     assert entry.commands["targ"].name == "targ"
     assert entry.aliases == {"ta": "targ", "tb": "targ"}
+
+
+class _ArgparsePlugin(BasePlugin):
+    """An argparse plugin with a subcommand, as the tutorial's hello-world is."""
+
+    name = "targ"
+
+    def create_parser(self, parser: Any) -> None:
+        parser.add_argument("--level", type=int)
+        sub = parser.add_subparsers(required=True, metavar="command")
+        send = sub.add_parser("send")
+        send.add_argument("id", metavar="ID")
+
+    def handle(self, namespace: Any) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ([], "orcha targ: the following arguments are required: command "
+             "(see 'orcha targ --help')"),
+        (["--level", "x", "send", "a"],
+         "orcha targ: argument --level: invalid int value: 'x' (see 'orcha targ --help')"),
+        (["send"], "orcha targ send: the following arguments are required: ID "
+                   "(see 'orcha targ send --help')"),
+        (["send", "a", "--bogus"], "orcha targ: unrecognized arguments: --bogus "
+                                   "(see 'orcha targ --help')"),
+    ],
+)  # fmt: skip
+def test_an_argparse_plugins_usage_errors_are_one_line_as_orchas_own(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    line: str,
+) -> None:
+    """argparse prints its usage block and 'PROG: error: ...'; the bridge says the same in
+    one line, as orcha's own commands do (exit code 2)."""
+    from orcha import settings
+    from orcha.cli.bridge import bridge
+
+    monkeypatch.setattr(settings, "_current", settings._current)  # the command sets it
+    command = bridge(_ArgparsePlugin())
+    assert command.main(args, prog_name="orcha targ", standalone_mode=False) == 2
+    assert capsys.readouterr().err == f"{line}\n"
+    assert command.main(["send", "a"], prog_name="orcha targ", standalone_mode=False) == 0
+    assert command.main(["send", "--help"], prog_name="orcha targ", standalone_mode=False) == 0
+    assert capsys.readouterr().out.startswith("usage: orcha targ send [-h] ID")
 
 
 def test_tutorial_plugin_found_as_legacy_module(monkeypatch: pytest.MonkeyPatch) -> None:
