@@ -209,11 +209,15 @@ class SchemaError(ConfigError):
 
 
 class NoServiceError(OrchaError):
-    """Nothing answers at the address."""
+    """Nothing answers at the address. ``advises_serve``: the advice is the default one,
+    to start ``orcha serve``; a client that needs another service (a plugin's own) says
+    which instead (:mod:`orcha.cli.bridge`)."""
 
     exit_code = ExitCode.NO_SERVICE
+    advises_serve = False
 
     def __init__(self, address: str, reason: str = "", advice: str = "") -> None:
+        self.address, self.reason, self.advises_serve = address, reason, not advice
         why = f" ({reason})" if reason else ""
         advice = advice or "start one with 'orcha serve'"
         super().__init__(f"no orcha service is running at {address}{why}; {advice}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from orcha.errors import NoServiceError
 from orcha.plugins.discovery import LoadedPlugin
 from orcha.plugins.discovery import discover as discover_plugins
 
@@ -34,7 +35,8 @@ def with_commands(entries: list[LoadedPlugin]) -> list[LoadedPlugin]:
     for entry in entries:
         plugin = entry.plugin
         if plugin is not None and plugin.is_argparse and plugin.name not in entry.commands:
-            entry.commands = {plugin.name: bridge(plugin), **entry.commands}
+            command = bridge(plugin, own_service=not entry.kinds)
+            entry.commands = {plugin.name: command, **entry.commands}
     return entries
 
 
@@ -49,8 +51,11 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}{see}\n")
 
 
-def bridge(plugin: BasePlugin) -> click.Command:
-    """A click command named after ``plugin`` that hands its arguments to argparse."""
+def bridge(plugin: BasePlugin, own_service: bool = False) -> click.Command:
+    """A click command named after ``plugin`` that hands its arguments to argparse.
+    ``own_service``: the plugin brings its own service (the original API's, as the
+    tutorial's hello-world: no kinds), so when none runs, its client says to start that
+    one rather than 'orcha serve' (which would refuse its messages)."""
 
     @click.pass_context
     def callback(ctx: click.Context) -> Any:
@@ -64,7 +69,13 @@ def bridge(plugin: BasePlugin) -> click.Command:
             namespace = parser.parse_args(ctx.args)
         except SystemExit as e:  # argparse printed its help, or the parser its error
             return e.code if isinstance(e.code, int) else 2
-        return plugin.handle(namespace)
+        try:
+            return plugin.handle(namespace)
+        except NoServiceError as e:
+            if not (own_service and e.advises_serve):
+                raise
+            advice = _start_own_service(parser, f"orcha {plugin.name}")
+            raise NoServiceError(e.address, e.reason, advice) from e
 
     return click.Command(
         name=plugin.name,
@@ -74,3 +85,16 @@ def bridge(plugin: BasePlugin) -> click.Command:
         add_help_option=False,  # argparse answers --help for the plugin
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
+
+
+def _start_own_service(parser: argparse.ArgumentParser, prog: str) -> str:
+    """What to run when a plugin's own service is not running: its ``serve`` subcommand,
+    as the original API's plugins name it, or where its help says how."""
+    serves = any(
+        isinstance(action, argparse._SubParsersAction) and "serve" in action.choices
+        for action in parser._actions
+    )
+    not_ours = "'orcha serve' does not run its messages"
+    if serves:
+        return f"start the plugin's own service with '{prog} serve' ({not_ours})"
+    return f"start the plugin's own service (see '{prog} --help'; {not_ours})"

@@ -68,6 +68,20 @@ def test_ls_lists_the_tutorial_plugin(tenv: Env) -> None:
     assert "service: its own, not 'orcha serve' (see 'orcha hello-world --help')" in result.stdout
 
 
+def test_without_its_service_the_client_names_the_plugins_own(tenv: Env) -> None:
+    """No service at all: the tutorial's client says to start its plugin's service, not
+    'orcha serve' (which would refuse its messages, 204)."""
+    for args in (("hw", "send", "m1"), ("hello-world", "send", "m2", "--counter", "3")):
+        result = tenv.run(*args)
+        assert (result.returncode, result.stdout) == (200, ""), result.stderr
+        assert result.stderr == (
+            f"orcha: no orcha service is running at {tenv.socket} (no socket there); start "
+            "the plugin's own service with 'orcha hello-world serve' ('orcha serve' does not "
+            "run its messages)\n"
+        )
+    assert not tenv.socket.exists()
+
+
 def test_hello_world_serve_and_send(tenv: Env) -> None:
     service = _serve_tutorial(tenv)
     # The tutorial writes "Hello world! {i}\n\r"; compare bytes, without the \r.

@@ -212,6 +212,60 @@ def test_an_argparse_plugins_usage_errors_are_one_line_as_orchas_own(
     assert capsys.readouterr().out.startswith("usage: orcha targ send [-h] ID")
 
 
+class _OwnServiceClient(BasePlugin):
+    """An argparse plugin whose client finds no service (``subcommands``: its own)."""
+
+    name = "tclient"
+    subcommands: tuple[str, ...] = ("serve", "send")
+    advice = ""
+
+    def create_parser(self, parser: Any) -> None:
+        sub = parser.add_subparsers(required=True, metavar="command")
+        for name in self.subcommands:
+            sub.add_parser(name)
+
+    def handle(self, namespace: Any) -> int:
+        from orcha.errors import NoServiceError
+
+        raise NoServiceError("/run/x.sock", "no socket there", self.advice)
+
+
+@pytest.mark.parametrize(
+    ("subcommands", "own_service", "advice", "said"),
+    [
+        (("serve", "send"), True, "",
+         "start the plugin's own service with 'orcha tclient serve' ('orcha serve' does not "
+         "run its messages)"),
+        (("start", "send"), True, "",
+         "start the plugin's own service (see 'orcha tclient --help'; 'orcha serve' does not "
+         "run its messages)"),
+        # a plugin with kinds is served by 'orcha serve'; an advice of its own is kept
+        (("serve", "send"), False, "", "start one with 'orcha serve'"),
+        (("serve", "send"), True, "check --address", "check --address"),
+    ],
+)  # fmt: skip
+def test_the_client_of_a_plugins_own_service_says_to_start_that_one(
+    monkeypatch: pytest.MonkeyPatch,
+    subcommands: tuple[str, ...],
+    own_service: bool,
+    advice: str,
+    said: str,
+) -> None:
+    from orcha import settings
+    from orcha.cli.bridge import bridge
+    from orcha.errors import NoServiceError
+
+    monkeypatch.setattr(settings, "_current", settings._current)  # the command sets it
+    plugin = _OwnServiceClient()
+    plugin.subcommands, plugin.advice = subcommands, advice
+    command = bridge(plugin, own_service=own_service)
+    with pytest.raises(NoServiceError) as caught:
+        command.main(["send"], prog_name="orcha tclient", standalone_mode=False)
+    assert str(caught.value) == (
+        f"no orcha service is running at /run/x.sock (no socket there); {said}"
+    )
+
+
 def test_tutorial_plugin_found_as_legacy_module(monkeypatch: pytest.MonkeyPatch) -> None:
     before = set(sys.modules)
     _drop_modules(("orcha_hello_world",))
