@@ -69,6 +69,9 @@ class OrchaGroup(click.Group):
             note_key = fast_commands.key(disabled)  # before discovery extends sys.path
             OrchaGroup._plugins = discover(disabled)
             _note_fast_commands(note_key, OrchaGroup._plugins)
+            from orcha.cli import seen_commands
+
+            seen_commands.remember(OrchaGroup._plugins)
         return OrchaGroup._plugins
 
     def _plugin_commands(self) -> dict[str, click.Command]:
@@ -104,22 +107,44 @@ class OrchaGroup(click.Group):
 
     def _unknown(self, ctx: click.Context, name: str) -> str:
         """What to say of a command no one provides: the names it may be a slip for, or
-        the disabled plugins that may provide it (they are not imported to find out)."""
+        the disabled plugins that may provide it. They are not imported to find out: a
+        disabled plugin has the commands it had when last loaded (orcha.cli.seen_commands),
+        and one never seen loaded may have any."""
         import difflib
 
-        from orcha.cli import fast_commands
+        from orcha.cli import seen_commands
 
         if name == "help":
             return "no command 'help'; see 'orcha --help', or 'orcha COMMAND --help'"
-        known = [*self.list_commands(ctx), *self._plugin_commands()]
-        close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
-        if close:
-            return f"no command {name!r}; did you mean {_either(close)}?"
-        disabled = sorted(fast_commands.disabled_plugins(_config()))
-        if disabled:
+        seen = seen_commands.read()
+        off: dict[str, str] = {}  # a disabled plugin's command -> its plugin
+        unseen: list[str] = []  # disabled plugins never seen loaded
+        for entry in self.plugins():
+            if entry.error == "disabled":
+                had = seen.get(seen_commands.key(entry))
+                if had is None:
+                    unseen.append(entry.name)
+                for command in had or ():
+                    off.setdefault(command, entry.name)
+        if name in off:
             return (
                 f"no command {name!r}; disabled plugins may provide it "
-                f"({', '.join(disabled)}; see 'orcha ls')"
+                f"({', '.join(sorted({off[name], *unseen}))}; see 'orcha ls')"
+            )
+        known = {*self.list_commands(ctx), *self._plugin_commands(), *off}
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        if close:
+            said = f"no command {name!r}; did you mean {_either(close)}?"
+            disabled = [c for c in close if c in off]
+            if not disabled:
+                return said
+            owners = sorted({off[c] for c in disabled})
+            plugins = f"plugin{'s' if len(owners) > 1 else ''} {', '.join(owners)}"
+            return f"{said} ({_either(disabled)}: disabled with {plugins}; see 'orcha ls')"
+        if unseen:
+            return (
+                f"no command {name!r}; disabled plugins may provide it "
+                f"({', '.join(sorted(unseen))}; see 'orcha ls')"
             )
         return f"no command {name!r} (see 'orcha --help' for commands, 'orcha ls' for plugins)"
 

@@ -73,8 +73,12 @@ def write(note_key: str, entries: Iterable[tuple[str, str, str, str]]) -> None:
     """Write the note (``note_key``, then command, plugin, module, declared name per
     line) unless it already says that; quietly nothing if the state directory is
     missing or not writable (the fast path then just stays off)."""
-    text = "\n".join([note_key, *("\t".join(entry) for entry in sorted(entries))])
-    target = path()
+    save(path(), "\n".join([note_key, *("\t".join(entry) for entry in sorted(entries))]))
+
+
+def save(target: str, text: str) -> None:
+    """Write ``text`` to ``target`` (atomically) unless it already holds it; quietly
+    nothing if its folder is missing or not writable."""
     try:
         with open(target, encoding="utf-8") as f:
             if f.read() == text:

@@ -215,6 +215,59 @@ def test_orcha_disable_plugins_hides_a_plugin_and_does_not_import_a_broken_one(
     assert "orchatest_broken" not in service.stderr, service.stderr
 
 
+GREET_PLUGIN = """
+import click
+from orcha.plugins import BasePlugin
+
+
+@click.command("greet")
+@click.argument("name")
+def greet(name):
+    click.echo(f"hi {name}")
+
+
+class P(BasePlugin):
+    name = "greeter"
+
+    def commands(self):
+        return [greet]
+
+
+plugin = P
+"""
+
+
+MAY_PROVIDE = "disabled plugins may provide it (greeter; see 'orcha ls')"
+
+
+def test_a_mistyped_command_is_blamed_on_a_disabled_plugin_only_if_it_may_be_its(
+    env: Env,
+) -> None:
+    """A disabled plugin is not imported; the commands it had when last loaded are
+    remembered, so an unknown command names it only when it may be one of them."""
+    env.add_plugin("greeter", GREET_PLUGIN)
+    env.state.mkdir(mode=0o700)  # as a service once made it: the note is kept there
+    off = {"ORCHA_DISABLE_PLUGINS": "greeter"}
+    # Never loaded yet: what it provides is unknown, so it may provide any command.
+    _, err = orcha(env, "nosuchcmd", code=USAGE, extra=off)
+    assert err == f"orcha: no command 'nosuchcmd'; {MAY_PROVIDE}\n"
+    assert orcha(env, "greet", "World") == ("hi World\n", "")  # loaded: 'greet' is its
+    _, err = orcha(env, "greet", "World", code=USAGE, extra=off)
+    assert err == f"orcha: no command 'greet'; {MAY_PROVIDE}\n"
+    _, err = orcha(env, "gret", "World", code=USAGE, extra=off)
+    assert err == (
+        "orcha: no command 'gret'; did you mean 'greet'? ('greet': disabled with plugin "
+        "greeter; see 'orcha ls')\n"
+    )
+    _, err = orcha(env, "nosuchcmd", code=USAGE, extra=off)
+    assert err == (
+        "orcha: no command 'nosuchcmd' (see 'orcha --help' for commands, 'orcha ls' for plugins)\n"
+    )
+    # A disabled name that no plugin has is no plugin to blame.
+    _, err = orcha(env, "nosuchcmd", code=USAGE, extra={"ORCHA_DISABLE_PLUGINS": "nothere"})
+    assert "disabled" not in err, err
+
+
 def test_a_broken_plugin_is_reported_and_everything_else_works(penv: Env) -> None:
     service = serve(penv)
     assert "kinds: greet, hello, shell)" in service.banner, service.banner
