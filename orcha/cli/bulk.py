@@ -176,6 +176,8 @@ def report_wait(report: dict[str, Any], collective: bool, want: str, timeout: st
             _say(f"orcha: petition {e['id']} ended {how_ended(e['state'], e.get('code'))}")
     if report["timed_out"]:
         pending = [i for i in asked if i not in ended]
+        if timeout is not None and timeout.replace(".", "", 1).isdigit():
+            timeout += "s"  # a bare number is seconds: say so
         _say(f"orcha: timed out after {timeout}: {len(pending)} of {len(asked)} have "
              f"not ended: {some(pending)}")  # fmt: skip
         return int(ExitCode.TIMEOUT)

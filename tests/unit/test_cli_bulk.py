@@ -43,6 +43,9 @@ def test_wait_reports_failures_of_a_selection_and_timeouts(
     report = {**report, "ids": [*ended, "b"], "timed_out": True}
     assert bulk.report_wait(report, False, "any", "5s") == 124
     assert capsys.readouterr().err == "orcha: timed out after 5s: 1 of 4 have not ended: b\n"
+    for bare in ("1", "0.5"):  # a bare number is seconds, and the line says so
+        assert bulk.report_wait(report, False, "any", bare) == 124
+        assert f"timed out after {bare}s: " in capsys.readouterr().err
 
 
 def test_wait_says_how_one_without_a_code_ended(capsys: pytest.CaptureFixture[str]) -> None:
