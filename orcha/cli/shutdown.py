@@ -18,7 +18,8 @@ _WAIT_MARGIN = 30.0
               help="Kill the running petitions' trees at once (as a second Ctrl+C), "
                    "also when a stop is under way.")  # fmt: skip
 @click.option("--wait", "wait_", is_flag=True,
-              help="Return once the service has exited (it is on this host).")  # fmt: skip
+              help="Return once the service has exited (it is on this host); give up "
+                   "(exit 124) if it has not 30 s after its grace period.")  # fmt: skip
 @json_option
 @global_options
 @click.pass_context
@@ -29,7 +30,8 @@ def shutdown(ctx: click.Context, force: bool, wait_: bool, as_json: bool) -> int
     stops, it still answers ('orcha status'); a second stop signal, or --force, kills
     what still runs at once.
 
-    Exit 0; 200 if no service runs there; 124 if --wait gave up first.
+    Exit 0; 200 if no service runs there; 124 if --wait gave up first (30 s after
+    the service's grace period).
     """
     service = client(ctx)
     address = service.settings.address
