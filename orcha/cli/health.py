@@ -22,9 +22,11 @@ def health(ctx: click.Context, as_json: bool) -> int:
     """Check the service: does it answer, how full is it, are its plugins healthy.
 
     Exit 0 when healthy, 1 when a plugin is unhealthy, the service cannot save its
-    state (disk full, database locked: the "state:" line says why) or cannot reach its
-    Dask scheduler (the "dask:" line), 2 when it cannot be reached (not running, wrong
-    key, connection lost).
+    state (disk full, database locked: the "state:" line says why), cannot reach its
+    Dask scheduler (the "dask:" line), has been held up for more than 3 s (the
+    "scheduler:" line names what holds it) or still runs actions that ignored their
+    cancel (the "abandoned:" line); 2 when it cannot be reached (not running, wrong key,
+    connection lost).
     """
     from orcha.errors import AuthError, LostServiceError, NoServiceError
 
