@@ -91,7 +91,7 @@ _INFO = ("version", "pid", "address", "kinds", "runtime_kinds", "running", "queu
          "max_running", "cpus_in_use", "gpus", "groups", "paused", "petitions",
          "served_objects", "sessions", "output_peak_bytes")  # fmt: skip
 _HEALTH = ("healthy", "state", "scheduler", "abandoned", "queued", "running", "cpus_in_use",
-           "capacity", "paused", "plugins")  # fmt: skip
+           "capacity", "paused", "plugins", "dask")  # fmt: skip
 
 #: Every operation, by name.
 OPERATIONS: dict[str, Operation] = {
