@@ -5,7 +5,8 @@
 commands and those of its own plugins (``run``, ``send``), the same set the CLI
 reference in the docs shows; a test fails when they are not up to date, so run it after
 changing a command. ``python -m orcha.cli.manpages --out DIR`` writes the pages of every
-command installed here, third-party plugins' included, into ``DIR/man1`` (then ``man -M
+command installed here, third-party plugins' included (not those disabled by
+``ORCHA_DISABLE_PLUGINS`` or the configuration file), into ``DIR/man1`` (then ``man -M
 DIR orcha-mycommand``).
 
 A page is named after its command path (``orcha-config-reload.1``); a group's page lists
@@ -38,13 +39,21 @@ Entry = tuple[list[str], click.Command, click.Context]
 def commands(embedded_only: bool = True) -> list[Entry]:
     """Every command as (path, command, its context), the root ``orcha`` first, each
     group before its subcommands. ``embedded_only``: orcha's own plugins only (the
-    shipped set), not whatever else is installed. The CLI's plugins are as before after."""
-    from orcha.cli.app import OrchaGroup, cli
-    from orcha.plugins import discover
+    shipped set), not whatever else is installed. The CLI's plugins are as before after.
+
+    The plugins are found as the CLI finds them (argparse plugins' commands bridged, so
+    their aliases have a command to name); every installed command means every one the
+    CLI offers here, so plugins disabled (ORCHA_DISABLE_PLUGINS, the configuration file)
+    are left out, except from the shipped set, which is the same everywhere."""
+    from orcha.cli import fast_commands
+    from orcha.cli.app import OrchaGroup, _config, cli
+    from orcha.cli.bridge import discover
 
     before = OrchaGroup._plugins
-    found = discover()
-    OrchaGroup._plugins = [p for p in found if p.embedded] if embedded_only else found
+    if embedded_only:
+        OrchaGroup._plugins = [p for p in discover() if p.embedded]
+    else:
+        OrchaGroup._plugins = discover(fast_commands.disabled_plugins(_config()))
     try:
         root = click.Context(cli, info_name="orcha", **cli.context_settings)  # -h too
         return list(_walk(cli, root, ["orcha"]))

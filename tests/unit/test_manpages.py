@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -87,3 +88,60 @@ def test_the_command_line_checks_and_writes_pages_elsewhere(
     written = {p.name for p in (tmp_path / "man1").glob("*.1")}
     assert {"orcha.1", "orcha-run.1", "orcha-config-reload.1"} <= written
     assert "pages to" in capsys.readouterr().err
+
+
+ARGPARSE_PLUGIN = """
+from orcha.plugins import BasePlugin
+
+
+class P(BasePlugin):
+    name = "tman-arg"
+    aliases = ("tma",)
+    help = "an argparse test plugin"
+
+    def create_parser(self, parser):
+        parser.add_argument("x")
+
+
+plugin = P
+"""
+
+
+@pytest.fixture
+def argparse_plugin_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An argparse plugin with an alias (as the tutorial's hello-world, the docs'
+    countdown) in ORCHA_PLUGIN_PATH; no configuration file."""
+    import sys
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "tman_arg.py").write_text(ARGPARSE_PLUGIN)
+    monkeypatch.setenv("ORCHA_PLUGIN_PATH", str(folder))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.delenv("ORCHA_CONFIG", raising=False)
+    monkeypatch.delenv("ORCHA_DISABLE_PLUGINS", raising=False)
+    yield tmp_path
+    sys.modules.pop("tman_arg", None)
+
+
+def test_out_writes_the_page_of_an_argparse_plugin_with_an_alias(
+    argparse_plugin_on_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = argparse_plugin_on_path / "mp"
+    assert manpages.main(["--out", str(out)]) == 0
+    page = (out / "man1" / "orcha-tman-arg.1").read_text()
+    assert "an argparse test plugin" in page
+    assert not (out / "man1" / "orcha-tma.1").exists()  # an alias has no page of its own
+    assert "pages to" in capsys.readouterr().err
+    # The shipped set (--write, --check) is orcha's own plugins' only.
+    assert "orcha-tman-arg.1" not in manpages.pages()
+
+
+def test_out_leaves_out_disabled_plugins(
+    argparse_plugin_on_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHA_DISABLE_PLUGINS", "tman-arg")
+    out = argparse_plugin_on_path / "mp"
+    assert manpages.main(["--out", str(out)]) == 0
+    written = {p.name for p in (out / "man1").glob("*.1")}
+    assert "orcha-run.1" in written and "orcha-tman-arg.1" not in written
