@@ -117,7 +117,7 @@ class ExitCode(_IntEnum):
     LOST_SERVICE = 206  # the service went away while the petition was in it
     CANCELLED = 207  # cancelled by someone else (another client, service shutdown)
     ALREADY_RUNNING = 208  # serve: a service already listens there or uses the state dir
-    NO_PETITION = 209  # no petition has that ID (or it has ended, for cancel)
+    NO_PETITION = 209  # no petition has that ID (or not in the state the operation needs)
     DEPENDENCY_FAILED = 210  # a petition it runs --after failed or was cancelled
     MEMORY = 211  # the petition's tree used more memory than its --mem
     NOT_SAVED = 212  # the service cannot save its state now: the petition was not taken
@@ -143,7 +143,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "serve'), or it hung up before the handshake finished (overloaded: try again)",
     ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file), or the "
     "socket belongs to another user's service (permission denied)",
-    ExitCode.DUPLICATE: "a petition with this ID is already queued or running",
+    ExitCode.DUPLICATE: "a petition with this ID is already queued or running ('restart' "
+    "of one still queued or running)",
     ExitCode.UNKNOWN: "no such petition kind or plugin",
     ExitCode.REFUSED: "the service refused the petition (malformed, can never fit, or the "
     "service is stopping); 'config reload': the service found its file invalid",
@@ -157,7 +158,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address, or "
     "uses the same state directory (its database); the line says how to stop it",
     ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, 'clean' "
-    "of one still queued or running, or no such runtime kind or state key",
+    "of one still queued or running, 'release' or 'edit' of one not queued (or 'release' of "
+    "one neither held nor delayed), or no such runtime kind or state key",
     ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
     "interrupted",
     ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "

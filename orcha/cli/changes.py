@@ -73,7 +73,11 @@ def _report(results: dict[str, str], done: str, as_json: bool, extra: Any = None
 def release(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> int:
     """Let held (--hold) or delayed (--delay, --at) petitions start like any other:
     the hold and the start time are dropped (Slurm's 'scontrol release', pueue's
-    'enqueue'). An array's name releases its held or delayed members."""
+    'enqueue'). An array's name releases its held or delayed members.
+
+    Exit 0 when each was released; 209 if one named could not be (one line each:
+    unknown, not queued (it started or ended), or neither held nor delayed).
+    """
     with client(ctx) as service:
         results = service.release(ids)
     return _report(results, "released", as_json)
@@ -91,7 +95,12 @@ def edit(ctx: click.Context, petition_id: str, priority: int | None, as_json: bo
     shows the change. --after and --after-any replace its dependencies (--after ''
     drops them; one that would close a cycle is refused); --delay counts from now.
     An array's name edits its queued members (Slurm's 'scontrol update' of a job
-    array); those that started are left as they are."""
+    array); those that started are left as they are.
+
+    Exit 0 once changed; 209 if no petition has that ID or it is not queued (it started
+    or ended; an array: none of its members is queued), or a new --after names none;
+    204 if the service refused the change (invalid, can never fit, a cycle, stopping).
+    """
     changes = _changes(ctx)
     if priority is None and not changes:
         raise Refused("nothing to change: give --priority or other requests")
@@ -158,6 +167,12 @@ def restart(
     --failed restarts those of them that failed. The new runs are
     detached, as pueue's restart: 'orcha follow ID' (or --follow) streams one. A
     petition still queued or running is refused.
+
+    Exit 0 when each was restarted (with --follow: the new run's exit code); 202 if the
+    one ID named is still queued or running (its ID is taken until it ends); 204 if the
+    service refused it (sent through the original API, or the service is stopping);
+    209 if no petition has that ID, or, of several, one could not be restarted (one
+    line each).
     """
     changes = _changes(ctx)
     group = None

@@ -17,11 +17,12 @@ import pytest
 from orcha.client.api import Client
 from orcha.errors import PetitionError
 from orcha.units import clock_time
-from tests.conftest import Env
+from tests.conftest import Env, wait_for
 from tests.integration.clients import WAIT, Stream, new_id, orcha
 
 REFUSED = 204
 DUPLICATE = 202
+NO_PETITION = 209
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_hold_delay_at_release_and_edit(env: Env, client: Client) -> None:
         {"cpus": 2, "hold": True, "timeout": 172800.0},
     )
     result = env.run("edit", later, "--priority", "1", timeout=WAIT)
-    assert result.returncode == REFUSED
+    assert result.returncode == NO_PETITION
     one_line(result.stderr, "has ended (SUCCEEDED)", "only a queued one can be edited")
 
     # release: both start now
@@ -97,6 +98,31 @@ def test_hold_delay_at_release_and_edit(env: Env, client: Client) -> None:
     assert err == f"orcha: released {held}\norcha: released {at}\n"
     assert ended(client, held, at) == {held: "SUCCEEDED", at: "SUCCEEDED"}
     assert list(client.logs(held)) == [("stdout", b"held\n")]
+
+
+def test_a_petition_in_the_wrong_state_is_one_documented_code(env: Env, client: Client) -> None:
+    """release and edit of one not queued: 209 (as cancel of an ended one, clean of a
+    live one); restart of one queued or running: 202 (its ID is taken); each --help says."""
+    live, plain = new_id("live"), new_id("plain")
+    detach(env, live, "--", "sleep", "30")
+    assert wait_for(lambda: record(client, live)["state"] == "RUNNING", WAIT)
+    detach(env, plain, "--after-any", live, "--", "true")  # waits, neither held nor delayed
+    try:
+        for args, code, words in (
+            (("release", live), NO_PETITION, "only a queued one can be released"),
+            (("release", plain), NO_PETITION, "neither held nor delayed"),
+            (("edit", live, "--priority", "1"), NO_PETITION, "only a queued one can be edited"),
+            (("restart", live), DUPLICATE, "is still running"),
+        ):
+            result = env.run(*args, timeout=WAIT)
+            assert result.returncode == code, (args, result.stderr)
+            one_line(result.stderr, f"petition '{args[1]}'", words)
+    finally:
+        client.cancel(live)
+    for command, codes in (("release", "209"), ("edit", "209"), ("restart", "202")):
+        text = " ".join(orcha(env, command, "--help")[0].split())
+        assert "Exit 0 " in text and codes in text, (command, text)
+    assert ended(client, plain) == {plain: "SUCCEEDED"}
 
 
 def test_edit_of_an_array_name_edits_its_queued_members(env: Env, client: Client) -> None:
@@ -118,7 +144,7 @@ def test_edit_of_an_array_name_edits_its_queued_members(env: Env, client: Client
     orcha(env, "release", name)
     assert ended(client, *members) == dict.fromkeys(members, "SUCCEEDED")
     result = env.run("edit", name, "--priority", "1", timeout=WAIT)
-    assert result.returncode == REFUSED
+    assert result.returncode == NO_PETITION
     one_line(result.stderr, f"array '{name}' has no queued petition")
 
 

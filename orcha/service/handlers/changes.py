@@ -56,8 +56,9 @@ def _named(service: Service, petition_id: str) -> tuple[Job | None, dict[str, An
 
 
 def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError:
-    """Why petition ``petition_id`` cannot be ``what`` (released, edited), in one line:
-    refused, or no petition if none has that ID."""
+    """Why petition ``petition_id`` cannot be ``what`` (released, edited), in one line.
+    NO_PETITION whether none has that ID or it is not queued: no queued petition has it
+    (as cancel of an ended one and clean of a live one)."""
     try:
         job, record = _named(service, petition_id)
     except PetitionError as e:
@@ -66,12 +67,12 @@ def _not_waiting(service: Service, petition_id: str, what: str) -> PetitionError
         return PetitionError(
             f"petition {petition_id!r} is {str(job.state).lower()}; only a queued one can be "
             f"{what}",
-            ExitCode.REFUSED,
+            ExitCode.NO_PETITION,
         )
     return PetitionError(
         f"petition {petition_id!r} has ended ({record['state']}); only a queued one can be "
         f"{what} ('orcha restart {petition_id}' runs it again)",
-        ExitCode.REFUSED,
+        ExitCode.NO_PETITION,
     )
 
 
@@ -188,7 +189,7 @@ def edit(service: Service, peer: Peer, request: EditRequest) -> dict[str, Any]:
     if not edited:
         raise PetitionError(
             f"array {request.id!r} has no queued petition; only a queued one can be edited",
-            ExitCode.REFUSED,
+            ExitCode.NO_PETITION,
         )
     log.info("array %s: %d queued petition(s) edited", request.id, len(edited))
     first = edited[0]

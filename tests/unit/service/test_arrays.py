@@ -214,7 +214,7 @@ def test_editing_an_array_edits_its_queued_members_all_checked_first(tmp_path: P
         h.run_to_end("other")
         reply = h.request("edit", id="arr", priority=1)
         assert (reply["error"], reply["message"]) == (
-            "refused",
+            "no_petition",
             "array 'arr' has no queued petition; only a queued one can be edited",
         )
     finally:
@@ -345,7 +345,7 @@ def test_a_later_petition_named_like_a_member_is_not_that_member(tmp_path: Path)
         assert h.call("pause", ids=["sq"])["results"] == {
             "sq": "array 'sq' has no queued or running petition"
         }
-        assert h.request("edit", id="sq", priority=3)["error"] == "refused"
+        assert h.request("edit", id="sq", priority=3)["error"] == "no_petition"
         assert h.call("release", ids=["sq"])["results"] == {
             "sq": "array 'sq' has no held or delayed petition"
         }

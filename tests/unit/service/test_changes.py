@@ -145,10 +145,11 @@ def test_edit_is_refused_with_one_line_once_it_runs_or_ended(h: Harness) -> None
     h.submit("a")
     h.gates.wait_started("a")
     reply = h.request("edit", id="a", priority=3)
-    assert reply["error"] == "refused"
+    assert reply["error"] == "no_petition"  # as cancel of an ended one: exit 209
     assert reply["message"] == "petition 'a' is running; only a queued one can be edited"
     h.run_to_end("a")
     reply = h.request("edit", id="a", priority=3)
+    assert reply["error"] == "no_petition"
     assert reply["message"] == (
         "petition 'a' has ended (SUCCEEDED); only a queued one can be edited "
         "('orcha restart a' runs it again)"
