@@ -258,18 +258,7 @@ def resolve(
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
     state_dir = os.environ.get(defaults.ENV_STATE_DIR) or _platform_dir("state")
     sources: dict[str, str] = {}
-    if address:
-        sources["address"] = "--address"
-    elif os.environ.get(defaults.ENV_ADDRESS):
-        address, sources["address"] = os.environ[defaults.ENV_ADDRESS], defaults.ENV_ADDRESS
-    elif config is not None and config.exists and config.data.get("address"):
-        address, sources["address"] = config.data["address"], "the configuration file"
-    if address:
-        addr = parse_address(address)
-    else:
-        addr = parse_address(os.path.join(runtime_dir, defaults.SOCKET_NAME))
-        where = defaults.ENV_RUNTIME_DIR if os.environ.get(defaults.ENV_RUNTIME_DIR) else None
-        sources["address"] = f"default: the socket in {where or 'the runtime directory'}"
+    addr, sources["address"] = resolve_address(address, config, runtime_dir)
     if key is not None:
         sources["key"] = "--key"
     elif os.environ.get(defaults.ENV_KEY) is not None:
@@ -300,6 +289,25 @@ def resolve(
             defaults.DEFAULT_BACKFILL_BOUND if backfill_bound is None else backfill_bound
         ),
         sources=sources,
+    )
+
+
+def resolve_address(
+    address: str | None, config: Config | None, runtime_dir: str
+) -> tuple[Address, str]:
+    """The service's address and where it came from, in words: ``address`` (given with
+    --address), else ``ORCHA_ADDRESS``, else the configuration file's, else the socket in
+    ``runtime_dir``. ConfigError if the one chosen is invalid."""
+    if address:
+        return parse_address(address), "--address"
+    if os.environ.get(defaults.ENV_ADDRESS):
+        return parse_address(os.environ[defaults.ENV_ADDRESS]), defaults.ENV_ADDRESS
+    if config is not None and config.exists and config.data.get("address"):
+        return parse_address(config.data["address"]), "the configuration file"
+    where = defaults.ENV_RUNTIME_DIR if os.environ.get(defaults.ENV_RUNTIME_DIR) else None
+    return (
+        parse_address(os.path.join(runtime_dir, defaults.SOCKET_NAME)),
+        f"default: the socket in {where or 'the runtime directory'}",
     )
 
 

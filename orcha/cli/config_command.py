@@ -29,13 +29,15 @@ def config_path(ctx: click.Context) -> int:
     return 0
 
 
-def _complete(ctx: click.Context) -> dict[str, Any]:
-    """The file, validated, with every default filled in, plugins' settings included."""
+def _complete(ctx: click.Context, loaded: Any = None) -> dict[str, Any]:
+    """The file (``loaded``, else the one this invocation names), validated, with every
+    default filled in, plugins' settings included."""
     from orcha.cli.options import load_config
     from orcha.config import check_plugins
     from orcha.plugins.discovery import plugins_by_name
 
-    loaded = load_config(ctx)
+    if loaded is None:
+        loaded = load_config(ctx)
     group = ctx.find_root().command
     plugins = plugins_by_name(group.plugins())  # type: ignore[attr-defined]
     settings, unconfigured = check_plugins(loaded, plugins)
@@ -70,13 +72,55 @@ def _machine_defaults() -> dict[str, Any]:
     import os
 
     from orcha import defaults
-    from orcha.settings import _platform_dir
 
-    runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
     return {
-        "address": os.path.join(runtime_dir, defaults.SOCKET_NAME),
+        "address": os.path.join(_runtime_dir(), defaults.SOCKET_NAME),
         "max_running": os.cpu_count() or 1,
     }
+
+
+def _runtime_dir() -> str:
+    """The folder of the default socket (``ORCHA_RUNTIME_DIR`` if set)."""
+    import os
+
+    from orcha import defaults
+    from orcha.settings import _platform_dir
+
+    return os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
+
+
+def _in_effect(ctx: click.Context) -> dict[str, Any]:
+    """:func:`_complete`, with what beats the file applied as the client and the service
+    apply it: the address (``--address``, ``ORCHA_ADDRESS``) and the Dask executor
+    (``ORCHA_DASK``); ``overridden`` says which keys, and where their values come from."""
+    from orcha.cli.options import load_config
+    from orcha.service.dask.target import resolve as dask_target
+    from orcha.settings import resolve_address
+
+    loaded = load_config(ctx)
+    doc = _complete(ctx, loaded)
+    data, overridden = doc["config"], {}
+    address, source = resolve_address(globals_of(ctx).address, loaded, _runtime_dir())
+    if source in ("--address", "ORCHA_ADDRESS"):
+        data["address"], overridden["address"] = str(address), source
+    target = dask_target(None, None, None, loaded)  # 'orcha serve' has the options too
+    if target is not None and target.source != loaded.path:
+        where = {"scheduler": target.address} if target.address else {
+            "scheduler_file": target.scheduler_file}  # fmt: skip
+        data["executor"] = {"kind": "dask", **where, "local": target.local}
+        overridden["executor"] = target.source
+    return {**doc, "overridden": overridden}
+
+
+def _marked(text: str, overridden: dict[str, str]) -> str:
+    """The YAML ``text``, each top-level key in ``overridden`` marked with where its
+    value comes from (``address: ...  # from ORCHA_ADDRESS``)."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        key = line.split(":", 1)[0]
+        if key in overridden and not line.startswith(" "):
+            lines[i] = f"{line}  # from {overridden[key]}"
+    return "\n".join(lines)
 
 
 @config.command("show")
@@ -84,8 +128,9 @@ def _machine_defaults() -> dict[str, Any]:
 @global_options
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> int:
-    """Print the configuration in effect: the file, defaults filled in."""
-    doc = _complete(ctx)
+    """Print the configuration in effect: the file, defaults filled in, and what beats
+    it applied (--address, ORCHA_ADDRESS, ORCHA_DASK: marked with where it comes from)."""
+    doc = _in_effect(ctx)
     if as_json:
         print_json(doc)
         return 0
@@ -93,7 +138,8 @@ def config_show(ctx: click.Context, as_json: bool) -> int:
 
     where = doc["path"] if doc["exists"] else f"{doc['path']} (absent: defaults)"
     click.echo(f"# {where}")
-    click.echo(yaml.safe_dump(doc["config"], sort_keys=False).rstrip())
+    text = yaml.safe_dump(doc["config"], sort_keys=False).rstrip()
+    click.echo(_marked(text, doc["overridden"]))
     return 0
 
 
@@ -102,11 +148,15 @@ def config_show(ctx: click.Context, as_json: bool) -> int:
 @global_options
 @click.pass_context
 def config_validate(ctx: click.Context, as_json: bool) -> int:
-    """Check the configuration file (and every plugin's settings); exit 2 if invalid."""
+    """Check the configuration file (and every plugin's settings); exit 2 if invalid.
+    Warn, as 'orcha serve' does, of a webhook secret in a file others may read."""
+    from orcha.cli.options import load_config
     from orcha.errors import ConfigError
+    from orcha.service.reload import secret_warnings
 
     try:
-        doc = _complete(ctx)
+        loaded = load_config(ctx)
+        doc = _complete(ctx, loaded)
     except ConfigError as e:
         if as_json:
             from orcha import config as configuration
@@ -115,14 +165,17 @@ def config_validate(ctx: click.Context, as_json: bool) -> int:
             print_json({"path": path, "valid": False, "error": e.message})
         raise
     problems = {n: p["error"] for n, p in doc["config"]["plugins"].items() if "error" in p}
+    warnings = secret_warnings(loaded)
     if as_json:
         print_json({"path": doc["path"], "exists": doc["exists"], "valid": True,
-                    "plugins_left_out": problems})  # fmt: skip
+                    "plugins_left_out": problems, "warnings": warnings})  # fmt: skip
         return 0
     state = "valid" if doc["exists"] else "absent (the defaults apply)"
     click.echo(f"orcha: {doc['path']}: {state}", err=True)
     for name, why in problems.items():
         click.echo(f"orcha: plugin {name} will not load: {why}", err=True)
+    for line in warnings:
+        click.echo(f"orcha: warning: {line}", err=True)
     return 0
 
 

@@ -541,3 +541,65 @@ def test_config_show_never_shows_a_secret(
     assert run(["config", "show", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "hush" not in out and out.count("(secret: not shown)") == 2
+
+
+def _show(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, Any], str]:
+    """``orcha [args] config show``: its --json document and its YAML text."""
+    import json
+
+    from orcha.cli.app import run
+
+    assert run([*args, "config", "show", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert run([*args, "config", "show"]) == 0
+    return doc, capsys.readouterr().out
+
+
+def test_config_show_applies_the_address_and_dask_that_beat_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config_file(tmp_path, f"address: {tmp_path}/file.sock\n")
+    monkeypatch.setenv("ORCHA_CONFIG", str(path))
+    doc, text = _show(capsys)  # the file's, nothing beats it
+    assert doc["config"]["address"] == f"{tmp_path}/file.sock" and doc["overridden"] == {}
+    assert f"address: {tmp_path}/file.sock\n" in text
+
+    monkeypatch.setenv("ORCHA_ADDRESS", f"{tmp_path}/env.sock")
+    monkeypatch.setenv("ORCHA_DASK", "tcp://127.0.0.1:1")
+    doc, text = _show(capsys)
+    assert doc["config"]["address"] == f"{tmp_path}/env.sock"
+    assert doc["config"]["executor"] == {
+        "kind": "dask", "scheduler": "tcp://127.0.0.1:1", "local": False,
+    }  # fmt: skip
+    assert doc["overridden"] == {"address": "ORCHA_ADDRESS", "executor": "ORCHA_DASK"}
+    assert f"address: {tmp_path}/env.sock  # from ORCHA_ADDRESS\n" in text
+    assert "executor:  # from ORCHA_DASK\n  kind: dask\n" in text
+
+    doc, text = _show(capsys, "--address", f"{tmp_path}/opt.sock")  # the option beats both
+    assert doc["config"]["address"] == f"{tmp_path}/opt.sock"
+    assert doc["overridden"]["address"] == "--address"
+    assert f"address: {tmp_path}/opt.sock  # from --address\n" in text
+
+
+def test_config_validate_warns_of_a_secret_others_may_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from orcha.cli.app import run
+
+    path = config_file(tmp_path, "notify_secret: hush\n")
+    path.chmod(0o644)
+    monkeypatch.setenv("ORCHA_CONFIG", str(path))
+    assert run(["config", "validate"]) == 0  # valid: a warning, as 'orcha serve' gives
+    assert capsys.readouterr().err == (
+        f"orcha: {path}: valid\n"
+        f"orcha: warning: {path} holds a webhook secret and others may read it (mode 0644): "
+        f"run 'chmod 600 {path}', or keep the secret in notify_secret_file\n"
+    )
+    assert run(["config", "validate", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is True and len(doc["warnings"]) == 1
+    path.chmod(0o600)
+    assert run(["config", "validate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
