@@ -812,6 +812,42 @@ def test_a_template_of_resources_alone_takes_the_command_of_each_run(senv: Env) 
     assert "params.argv: expected a list" in err, err
 
 
+def test_describe_of_a_runtime_kind_shows_its_template_and_its_parents_parameters(
+    senv: Env,
+) -> None:
+    serve(senv)
+    orcha(senv, "kinds", "add", "big", "--from", "shell", "--set", "cpus=2")
+    orcha(senv, "kinds", "add", "hk", "--from", "hello", "--set", "counter=2")
+    assert orcha(senv, "describe", "big") == (
+        "big (runtime kind from shell, plugin shell): Run a command (argv list) on the "
+        "service host.\n"
+        "settings: cpus=2 (a submission's own parameters and options override them)\n"
+        "PARAMETER  TYPE             DEFAULT     CONSTRAINTS  DESCRIPTION\n"
+        "argv       array of string  (required)  items >= 1   The command and its "
+        "arguments (no shell).\n"
+        "no other parameters are accepted\n",
+        "",
+    )
+    out, _ = orcha(senv, "describe", "hk")  # the template's value is each run's default
+    assert out.splitlines()[1:4] == [
+        "settings: counter=2 sleep_time=0.0 (a submission's own parameters and options "
+        "override them)",
+        "PARAMETER   TYPE     DEFAULT  CONSTRAINTS  DESCRIPTION",
+        "counter     integer  2        >= 0         How many lines to print.",
+    ], out
+    doc = json.loads(orcha(senv, "describe", "hk", "--json")[0])
+    assert (doc["kind"], doc["plugin"]) == ("hk", "hello")
+    assert doc["template"] == {
+        "from": "hello", "params": {"counter": 2, "sleep_time": 0.0}, "schedule": {},
+    }  # fmt: skip
+    assert doc["schema"]["properties"]["counter"]["default"] == 1  # the parent's schema
+    assert json.loads(orcha(senv, "describe", "hello", "--json")[0])["template"] is None
+    out, err = orcha(senv, "describe", "nope", code=UNKNOWN)
+    assert out == "" and err.endswith(
+        "and the service has no runtime kind of that name; see 'orcha ls' and 'orcha kinds ls'\n"
+    ), err
+
+
 def test_a_queued_petition_of_a_removed_runtime_kind_survives_a_restart(senv: Env) -> None:
     service = serve(senv)
     orcha(senv, "kinds", "add", "build", "--from", "shell",

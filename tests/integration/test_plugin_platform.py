@@ -301,6 +301,7 @@ def test_describe_json(penv: Env) -> None:
     out, _ = orcha(penv, "describe", "greet", "--json")
     assert json.loads(out) == {
         "kind": "greet", "plugin": FULL, "description": GREET_HELP, "schema": GREET_SCHEMA,
+        "template": None,
     }  # fmt: skip
 
 
