@@ -92,7 +92,7 @@ def group_set(
     mine = [g for g in groups if g["name"] == name]
     _print_groups(mine, as_json)
     for g in mine:
-        if g.get("warning"):
+        if g.get("warning") and not as_json:  # with --json: its "warning" field only
             click.echo(f"orcha: warning: {g['warning']}", err=True)
     return 0
 

@@ -234,7 +234,11 @@ def wait(
         if groups or everything:
             targets += [i for i in bulk.live_ids(service, groups) if i not in targets]
         if not targets:
-            click.echo("orcha: no petition is queued or running; nothing to wait for", err=True)
+            if as_json:  # the report of no petition: the notice is for people
+                print_json({"petitions": [], "failed": 0, "pending": [], "timed_out": False})
+            else:
+                click.echo("orcha: no petition is queued or running; nothing to wait for",
+                           err=True)  # fmt: skip
             return 0
         report = service.wait_report(targets, seconds)
     collective = bool(groups or everything or report["arrays"])

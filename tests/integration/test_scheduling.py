@@ -528,6 +528,19 @@ def test_group_limit_holds_its_petitions_and_rm_lifts_it(env: Env, tmp_path: Pat
 
     _, stderr = orcha(env, "group", "rm", "build")
     assert stderr == "orcha: group build has no limit of its own now\n"
+    # A notice goes in the JSON, not on stderr (docs/json-output.rst): a limit above the
+    # capacity is a warning; a wait with nothing to wait for is an empty report.
+    _, stderr = orcha(env, "group", "set", "wide", "9")
+    assert "warning: group wide's limit of 9 running is above the service's capacity" in stderr
+    out, stderr = orcha(env, "group", "set", "wide", "9", "--json")
+    assert (
+        stderr == "" and "above the service's capacity" in json.loads(out)["groups"][0]["warning"]
+    ), (out, stderr)
+    orcha(env, "group", "rm", "wide")
+    assert orcha(env, "wait", "--group", "wide", "--json") == (
+        '{"petitions": [], "failed": 0, "pending": [], "timed_out": false}\n',
+        "",
+    )
     wait_running(env, b2)
     assert states(env)[b1] == "RUNNING"
     assert groups(env)["build"]["max_running"] is None
