@@ -127,50 +127,96 @@ class ExitCode(_IntEnum):
 #: What each exit code means to a user (the reference pages are generated from this).
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "the petition succeeded ('serve': stopped cleanly)",
-    ExitCode.FAILED: "the petition failed ('wait --status success', or 'wait' on an array, "
-    "--group or --all, and an attached array: one of them did not succeed); 'serve': "
-    "stopped by a second signal; an internal error",
-    ExitCode.USAGE: "usage error: bad option or value, or an invalid configuration file "
-    "(nothing was sent)",
-    ExitCode.TIMEOUT: "the petition ran longer than its --timeout; 'wait --timeout': some "
-    "had not ended by then",
+    ExitCode.FAILED: (
+        "the petition failed ('wait --status success', or 'wait' on an array, '--group' "
+        "or '--all', and an attached array: one of them did not succeed); 'serve': "
+        "stopped by force (a second signal, 'shutdown --force'); the output could not be "
+        "written ('orcha logs X > /dev/full': \"cannot write the output: ...\"); an "
+        "internal error"
+    ),
+    ExitCode.USAGE: (
+        "usage error: bad option or value, or an invalid configuration file (nothing was sent)"
+    ),
+    ExitCode.TIMEOUT: (
+        "the petition ran longer than its '--timeout'; 'wait --timeout': some had not "
+        "ended by then; 'shutdown --wait': the service had not exited"
+    ),
     ExitCode.CANNOT_EXECUTE: "'orcha run': the command cannot be executed",
     ExitCode.NOT_FOUND: "'orcha run': the command was not found",
     ExitCode.INTERRUPTED: "Ctrl+C in this client cancelled its petition",
-    ExitCode.BROKEN_PIPE: "the reader of orcha's output went away ('orcha status | head "
-    "-1'): quietly, as a program killed by SIGPIPE",
-    ExitCode.NO_SERVICE: "no service is running at the address (start one with 'orcha "
-    "serve'), or it hung up before the handshake finished (overloaded: try again)",
-    ExitCode.AUTH: "the service refused the key (--key, ORCHA_KEY, or the key file), or the "
-    "socket belongs to another user's service (permission denied)",
-    ExitCode.DUPLICATE: "a petition with this ID is already queued or running ('restart' "
-    "of one still queued or running)",
-    ExitCode.UNKNOWN: "no such petition kind or plugin",
-    ExitCode.REFUSED: "the service refused the petition (malformed, can never fit, or the "
-    "service is stopping); 'config reload': the service found its file invalid",
-    ExitCode.START_FAILED: "the petition could not be started (e.g. its working directory "
-    "is missing)",
-    ExitCode.LOST_SERVICE: "the connection to the service was lost while the petition was in "
-    "it, or the service stopped and kept the petition queued for its next start; the "
-    "petition was interrupted (INTERRUPTED: the service died while it ran, or its Dask "
-    "worker was lost: the line says which)",
+    ExitCode.BROKEN_PIPE: (
+        "the reader of orcha's output went away ('orcha status | head -1'): quietly, as a"
+        " program killed by SIGPIPE"
+    ),
+    ExitCode.NO_SERVICE: (
+        "no service is running at the address (start one with 'orcha serve'); nothing "
+        "answered there within 5 s (check '--address', 'ORCHA_ADDRESS' or the "
+        "configuration's address); or it hung up before the handshake finished "
+        "(overloaded: try again)"
+    ),
+    ExitCode.AUTH: (
+        "the service refused the key ('--key', 'ORCHA_KEY', or the key file), or the "
+        "socket belongs to another user's service (permission denied)"
+    ),
+    ExitCode.DUPLICATE: (
+        "a petition with this ID is already queued or running ('restart' of one still "
+        "queued or running)"
+    ),
+    ExitCode.UNKNOWN: (
+        "no such petition kind or plugin ('describe', 'state', a runtime kind whose "
+        "parent plugin is not loaded)"
+    ),
+    ExitCode.REFUSED: (
+        "the service refused the petition (malformed request, a request that can never "
+        "fit such as more '--cpus' than the service has, service stopping); 'config "
+        "reload': the service found its file invalid (it keeps its configuration)"
+    ),
+    ExitCode.START_FAILED: (
+        "the petition could not be started (e.g. the working directory is missing)"
+    ),
+    ExitCode.LOST_SERVICE: (
+        "the connection to the service was lost while the petition was in it, or the "
+        "service stopped and kept the petition queued for its next start; the petition "
+        "was interrupted (INTERRUPTED: the service died while it ran, or its Dask worker "
+        "was lost: the line says which)"
+    ),
     ExitCode.CANCELLED: "the petition was cancelled by someone else (e.g. the service stopped)",
-    ExitCode.ALREADY_RUNNING: "'serve': another service already listens at that address, or "
-    "uses the same state directory (its database); the line says how to stop it",
-    ExitCode.NO_PETITION: "no petition has that ID, 'cancel' of one that has ended, 'clean' "
-    "of one still queued or running, 'release' or 'edit' of one not queued (or 'release' of "
-    "one neither held nor delayed), or no such runtime kind or state key",
-    ExitCode.DEPENDENCY_FAILED: "a petition it runs --after failed, was cancelled or was "
-    "interrupted",
-    ExitCode.MEMORY: "the petition's processes used more memory than it asked for with --mem, "
-    "and were stopped",
-    ExitCode.NOT_SAVED: "the service cannot save its state (disk full, database locked or "
-    "failing): the petition was not taken (or, queued before, was not started); see "
-    "'orcha health', then submit again; 'serve': its database cannot be used now (disk full "
-    "or failing, locked by another process); its database was found damaged (stop the "
-    "service, move the file aside or restore it)",
-    ExitCode.EXECUTOR: "'serve --dask': the Dask executor cannot be used: its extra is not "
-    "installed (pip install 'orcha[dask]') or the scheduler cannot be reached",
+    ExitCode.ALREADY_RUNNING: (
+        "'serve': another service already listens at that address, or uses the same state"
+        " directory (its database); the line says how to stop it ('kill PID' when its "
+        "socket was deleted)"
+    ),
+    ExitCode.NO_PETITION: (
+        "no petition has that ID ('status', 'logs', 'follow', 'wait', 'watch', 'pause', "
+        "'resume', '--after'), 'cancel' (or '--signal') of one that has ended, 'clean' of"
+        " one still queued or running, 'release' or 'edit' of one not queued (or "
+        "'release' of one neither held nor delayed), no such runtime kind ('kinds rm') or"
+        " state key ('state get')"
+    ),
+    ExitCode.DEPENDENCY_FAILED: (
+        "a petition it runs '--after' failed, was cancelled or was interrupted"
+    ),
+    ExitCode.MEMORY: (
+        "the petition's processes used more memory than it asked for with '--mem', and were stopped"
+    ),
+    ExitCode.NOT_SAVED: (
+        "the service cannot save its state (disk full, database locked or failing): the "
+        "petition was not taken (or, queued before, was not started); see 'orcha health',"
+        " then submit again; 'serve': its database cannot be used now (disk full or "
+        "failing, locked by another process: free space or end that process, then start "
+        "again); a database found damaged while the service runs (stop it, move the file "
+        "aside or restore it)"
+    ),
+    ExitCode.EXECUTOR: (
+        "'serve --dask': the Dask executor cannot be used: its extra is not installed "
+        "('pip install 'orcha[dask]'') or the scheduler cannot be reached"
+    ),
+}
+
+#: What `orcha run` passes through from its command (codes, not ExitCode members).
+RUN_CODE_MEANINGS: dict[str, str] = {
+    "0-255": "'orcha run': the command's own exit code",
+    "128+N": "'orcha run': the command was killed by signal N",
 }
 
 

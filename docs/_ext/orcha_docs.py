@@ -174,10 +174,13 @@ class StateDiagram(SphinxDirective):
 
 class ExitCodes(_GeneratedDirective):
     def lines(self) -> list[str]:
-        from orcha.errors import EXIT_CODE_MEANINGS
+        from orcha.errors import EXIT_CODE_MEANINGS, RUN_CODE_MEANINGS
 
         rows = [[f"``{int(code)}``", f"``{code.name}``", _cell(meaning)]
                 for code, meaning in EXIT_CODE_MEANINGS.items()]  # fmt: skip
+        rows[3:3] = [
+            [f"``{code}``", "", _cell(meaning)] for code, meaning in RUN_CODE_MEANINGS.items()
+        ]
         return _list_table("Exit codes", ["Code", "Name", "Meaning"], rows)
 
 

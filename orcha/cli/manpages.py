@@ -175,7 +175,7 @@ _FILES = (
 
 def _root_sections() -> list[str]:
     """ENVIRONMENT, FILES and EXIT STATUS, on orcha(1) only."""
-    from orcha.errors import EXIT_CODE_MEANINGS
+    from orcha.errors import EXIT_CODE_MEANINGS, RUN_CODE_MEANINGS
 
     lines = [".SH ENVIRONMENT"]
     for name, meaning in _ENVIRONMENT:
@@ -186,6 +186,9 @@ def _root_sections() -> list[str]:
     lines.append(".SH EXIT STATUS")
     for code, meaning in EXIT_CODE_MEANINGS.items():
         lines += [".TP", f".B {int(code)}", _escape(meaning)]
+        if code == 2:  # then what 'orcha run' passes through, as the README's table
+            for run_code, run_meaning in RUN_CODE_MEANINGS.items():
+                lines += [".TP", f".B {_escape(run_code)}", _escape(run_meaning)]
     return lines
 
 
