@@ -273,6 +273,7 @@ class Intake:
             "token": token,
             "log_path": log_path if native else None,
             "schedule": schedule.to_wire() if schedule_wire is None else schedule_wire,
+            **({"stdin": 1} if request is not None and request.stdin else {}),
             **(
                 {"parent": parent.id, "parent_seq": parent.seq}
                 if parent is not None else {}

@@ -143,6 +143,12 @@ MIGRATIONS: list[list[str]] = [
         # stands for its members' newest runs (orcha.service.arrays.expand).
         "CREATE INDEX petitions_restart_of ON petitions (restart_of) WHERE restart_of IS NOT NULL",
     ],
+    [
+        # 1: its attached client sends its stdin ('orcha run' with piped input). That
+        # input cannot outlive the client: a restart finding it queued cancels it
+        # rather than run it on an empty stdin.
+        "ALTER TABLE petitions ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,7 +3,8 @@
 Queued petitions are queued again in their order; those that were running become
 INTERRUPTED and whatever of their process trees survived is stopped, unless they asked
 for ``--retries`` and have attempts left: then the interrupted run counts as an attempt
-and they are queued again; group limits and pauses hold again. A petition that ends here
+and they are queued again; group limits and pauses hold again. A queued petition whose
+client was sending its stdin is CANCELLED: its input went with its client. A petition that ends here
 (INTERRUPTED, or CANCELLED) is announced like any end: webhooks, event sinks and the
 ``on_finish`` hook hear of it. (The stop that leaves
 this behind is ``Service.begin_stop``.)
@@ -32,6 +33,7 @@ from orcha.protocol.schedule import Schedule
 from orcha.service import arrays
 from orcha.service.job import Job
 from orcha.service.queued import Queued, Source, compact_log
+from orcha.service.stdin import LOST_AT_RESTART
 from orcha.states import State, transition
 
 if TYPE_CHECKING:
@@ -72,7 +74,10 @@ def restore(service: Service) -> None:
         if plain:
             requeued += _Plain(service, now).restore(store.queued_rows(address))
         for row in (row for chunk in itertools.chain([first], chunks) for row in chunk):
-            if row["state"] != str(State.QUEUED) or row.get("parent"):
+            # A first attempt fed by its client lost its input with it (a retry reads
+            # /dev/null anyway): it must never run on an empty stdin instead.
+            lost = row["state"] == str(State.QUEUED) and row["stdin"] and row["attempt"] <= 1
+            if row["state"] != str(State.QUEUED) or row.get("parent") or lost:
                 row = _decoded(row)  # it ends here, and is announced: as a whole record
             if row["state"] == str(State.RUNNING):
                 _stop_leftovers(service, row)
@@ -84,6 +89,8 @@ def restore(service: Service) -> None:
                     message="the service stopped while it was running",
                 )  # fmt: skip
                 interrupted += 1
+            elif lost:
+                _end(service, row, state=str(State.CANCELLED), ended=now, message=LOST_AT_RESTART)
             elif row.get("parent"):
                 # Its parent was running, so it is INTERRUPTED now: nobody waits for
                 # this child any more.

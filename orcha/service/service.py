@@ -31,7 +31,7 @@ from orcha.service.logs import PetitionLog
 from orcha.service.queued_notices import QueuedNotices
 from orcha.service.recovery import save_end
 from orcha.service.references import intake_name
-from orcha.service.stdin import StdinFeed
+from orcha.service.stdin import LOST_AT_STOP, StdinFeed
 from orcha.service.store import Store
 from orcha.settings import Settings, ensure_logs_dir, ensure_state_dir
 from orcha.states import State
@@ -428,8 +428,13 @@ class Service(Intake):
         waiting = self.scheduler.queued_count
         queued = self.scheduler.drain_queued()  # Jobs only: compact entries need nothing
         running = self.scheduler.running()
-        # Children are not kept: their parents are cancelled.
-        kept = [j for j in queued if j.native and self.store is not None and j.parent is None]
+        # Children are not kept: their parents are cancelled. Nor those whose input their
+        # client sends (the stop disconnects it): they would run later on an empty stdin.
+        fed = {j for j in queued if j.stdin is not None and j.stdin.waiting}
+        kept = [
+            j for j in queued
+            if j.native and self.store is not None and j.parent is None and j not in fed
+        ]  # fmt: skip
         log.warning(
             "stopping: cancelling %d running petition(s), keeping %d queued for the next "
             "start; a second signal ('orcha shutdown --force') kills them at once",
@@ -452,7 +457,8 @@ class Service(Intake):
             )
         keep = set(kept)  # a set: with 100,000 queued a list lookup made this quadratic
         for job in [j for j in queued if j not in keep] + running:
-            self.cancel(job, "the service is stopping", by_client=False)
+            reason = LOST_AT_STOP if job in fed else "the service is stopping"
+            self.cancel(job, reason, by_client=False)
 
     def force_stop(self) -> None:
         """Kill every running tree at once (a second signal)."""

@@ -28,6 +28,18 @@ from typing import IO
 
 log = logging.getLogger("orcha.service.stdin")
 
+#: Why a queued petition whose client sends its stdin is cancelled when the service
+#: stops (or was found queued at the next start): its input lives in that client, which
+#: the stop disconnects, so it could only run later on an empty stdin, a wrong result.
+LOST_AT_STOP = (
+    "the service is stopping before it started, and its stdin comes from its client, "
+    "which the stop disconnects: it is not run without its input; submit it again"
+)
+LOST_AT_RESTART = (
+    "its stdin came from its client, which the restart disconnected: it is not run "
+    "without its input; submit it again"
+)
+
 
 class StdinFeed:
     """What an attached client has sent for its petition's stdin and not yet written.
@@ -70,6 +82,11 @@ class StdinFeed:
             self.eof = self.eof or eof
             self._wake()
             return self._buffered
+
+    @property
+    def waiting(self) -> bool:
+        """Whether its input is still for a process to come (none has started yet)."""
+        return not self.used and not self.closed
 
     def attach(self, pipe: IO[bytes]) -> None:
         """Feed ``pipe``, a process's stdin, from a thread of its own (it closes it)."""

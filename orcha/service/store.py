@@ -52,7 +52,7 @@ _COLUMNS = (
     "ended", "code", "message", "user", "host", "cwd", "env", "log_path", "token", "pids",
     "schedule", "attempt", "paused", "outcome", "notify_error", "runs_as", "machine",
     "parent", "parent_seq", "leftovers", "log_truncated", "cpu_time", "peak_rss",
-    "restart_of", "array", "array_index", "array_limit", "deps_met",
+    "restart_of", "array", "array_index", "array_limit", "deps_met", "stdin",
 )  # fmt: skip
 
 

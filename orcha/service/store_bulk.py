@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 #: The condition of the partial indexes of live records (petitions_live, _waiting).
 _LIVE = "state IN ('QUEUED', 'RUNNING')"
 #: Queued records a restart queues again as they are (:meth:`BulkRecords.queued_rows`):
-#: not children, of a kind, with a shared environment and a log path.
+#: not children, of a kind, with a shared environment and a log path, not fed by a client.
 _PLAIN_QUEUED = (
     "state = 'QUEUED' AND parent IS NULL AND kind != '' AND env_id IS NOT NULL "
-    "AND log_path IS NOT NULL"
+    "AND log_path IS NOT NULL AND stdin = 0"
 )
 #: Their columns, in this order.
 QUEUED_COLUMNS = (

@@ -359,6 +359,55 @@ def test_queued_petitions_are_kept_on_shutdown_and_their_clients_not_told_succes
         reap(blocker, *queued)
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_a_queued_petition_fed_by_its_client_never_runs_later_on_an_empty_stdin(
+    env: Env, tmp_path: Path, stop: str
+) -> None:
+    """B14: its piped input lives in its client, which the stop disconnects. Kept queued,
+    it ran at the next start on an empty stdin and 'succeeded'. A stop cancels it (its
+    client says so, 207); after a crash, the next start does; one without stdin is kept."""
+    service = env.serve("--max-running", "1", "--grace", "2")
+    release = tmp_path / "release"
+    clients = [env.popen("run", "blocker", "--", *blocker_argv(release))]
+    try:
+        wait_state(env, "blocker", "RUNNING")
+        counter = ["sh", "-c", 'n=$(wc -l); echo "got $n lines"; test "$n" -gt 0']
+        fed = env.popen("run", "fed", "--", *counter, stdin=subprocess.PIPE)
+        clients.append(fed)
+        plain = env.popen("run", "--detach", "plain", "--", "true")
+        clients.append(plain)
+        assert fed.stdin is not None
+        fed.stdin.write(b"1\n2\n")
+        fed.stdin.close()
+        fed.stdin = None  # for finish(): communicate() would flush it
+        wait_state(env, "fed", "QUEUED")
+        assert plain.wait(20) == 0
+        assert service.proc is not None
+        if stop == "SIGTERM":
+            service.signal(signal.SIGTERM)
+            assert service.proc.wait(20) == 0
+            code, out, err = finish(fed)
+            assert (code, out) == (207, ""), (code, out, err)
+            line = one_error_line(err)
+            assert "petition fed was cancelled" in line and "submit it again" in line, line
+        else:
+            service.kill_service(20)  # the service process alone (not its guard)
+            code, _, err = finish(fed)
+            assert code == 206, err
+        release.touch()
+        env.serve("--max-running", "1")
+        assert env.run("wait", "plain", "--status", "success", timeout=30).returncode == 0
+        shown = env.run("status", "fed", "--json")
+        record = json.loads(shown.stdout)
+        record = record["petitions"][0] if "petitions" in record else record
+        assert record["state"] == "CANCELLED", record
+        assert "stdin" in record["message"] and "submit it again" in record["message"]
+        assert env.run("logs", "fed").stdout == ""  # never ran
+    finally:
+        release.touch()
+        reap(*clients)
+
+
 # -- output channels and keys ----------------------------------------------------------------
 @pytest.mark.parametrize("verbosity", [[], ["-v"], ["-vv"]], ids=["quiet", "-v", "-vv"])
 def test_logs_never_go_to_stdout(env: Env, verbosity: list[str]) -> None:

@@ -304,8 +304,9 @@ def shutdown(service: Service, peer: Peer, request: ShutdownRequest) -> dict[str
     second one, every running tree killed at once (also when a stop is under way). The
     service's PID, what it held when asked, and whether it was stopping already."""
     scheduler = service.scheduler
+    kept = scheduler.queued_count - _fed(service)  # what a stop keeps for the next start
     answer = {"pid": os.getpid(), "running": scheduler.running_count,
-              "queued": scheduler.queued_count, "stopping": service.stopping}  # fmt: skip
+              "queued": kept, "stopping": service.stopping}  # fmt: skip
     asked = 2 if request.force else 1
     if asked > service.stop_asked and not (service.stopping and asked == 1):
         log.warning("a client asked the service to stop%s", " by force" if request.force else "")
@@ -315,6 +316,16 @@ def shutdown(service: Service, peer: Peer, request: ShutdownRequest) -> dict[str
         except BlockingIOError:
             pass  # it is awake already
     return answer
+
+
+def _fed(service: Service) -> int:
+    """How many queued petitions wait for the stdin their client sends: a stop cancels
+    them (``Service.begin_stop``), it does not keep them. Few: one client each."""
+    with service.peers_lock:
+        return sum(
+            1 for peer in service.peers for job in peer.submitted
+            if job.state is State.QUEUED and job.stdin is not None and job.stdin.waiting
+        )  # fmt: skip
 
 
 HANDLERS: dict[str, Handler] = {

@@ -10,6 +10,7 @@ import pytest
 
 from orcha.defaults import STDIN_WINDOW_BYTES
 from orcha.service.job import End, Queued, Started
+from orcha.states import State
 from tests.unit.service.harness import DEADLINE, Harness
 
 
@@ -61,3 +62,31 @@ def test_a_waiting_attached_petition_is_told_why_before_it_starts(h: Harness) ->
     assert isinstance(queue.get(timeout=DEADLINE), Started)
     h.gates.open("second")
     assert isinstance(h.client.read_until_end(handle)[-1], End)
+
+
+def test_a_stop_cancels_a_queued_petition_whose_client_sends_its_stdin(h: Harness) -> None:
+    # Its input lives in the client, which the stop disconnects: kept queued, it would
+    # run at the next start on an empty stdin as if that were its input.
+    h.submit("first", attach=True)
+    h.gates.wait_started("first")
+    fed = h.submit("fed", attach=True, stdin=True)["handle"]
+    assert h.call("stdin", handle=fed, data=b"1\n2\n", eof=True)["buffered"] == 4
+    plain = h.submit("plain", attach=True)["handle"]
+    h.service.begin_stop()
+    end = h.client.read_until_end(fed)[-1]
+    assert isinstance(end, End) and end.state is State.CANCELLED and not end.by_client
+    assert "stdin" in end.message and "submit it again" in end.message
+    assert "stays queued" in h.client.read_until_end(plain)[-1].message
+    h.wait_ended("first", "fed")
+    record = h.record("fed")
+    assert (record["state"], record["message"]) == ("CANCELLED", end.message)
+    assert h.record("plain")["state"] == "QUEUED"
+
+
+def test_shutdown_counts_as_kept_only_the_queued_petitions_a_stop_keeps(h: Harness) -> None:
+    h.submit("first")
+    h.gates.wait_started("first")
+    h.submit("fed", attach=True, stdin=True)
+    h.submit("plain")
+    answer = h.call("shutdown")
+    assert (answer["running"], answer["queued"]) == (1, 1)  # 'fed' is cancelled, not kept

@@ -364,3 +364,29 @@ def test_dependencies_edited_after_theirs_were_met_are_waited_for_after_a_restar
         assert second.record("dep")["waiting"] == "after b (queued)"
     finally:
         second.close()
+
+
+def test_a_restart_cancels_a_queued_petition_whose_client_was_sending_its_stdin(
+    tmp_path: Path,
+) -> None:
+    # After a crash its client is gone, and its input with it: it must not run on an
+    # empty stdin as if that were its input. One without a fed stdin is queued again.
+    import sqlite3
+
+    first = Harness(tmp_path, max_running=1)
+    first.call("pause", all=True)
+    fed = first.submit("fed", attach=True, stdin=True)["handle"]
+    first.call("stdin", handle=fed, data=b"1\n2\n", eof=True)
+    first.submit("plain", attach=True)
+    first.close()
+    # As if the service had died while both were queued:
+    with sqlite3.connect(tmp_path / "state" / "orcha.db") as db:
+        db.execute("UPDATE petitions SET state = 'QUEUED', ended = NULL, message = NULL")
+    second = Harness(tmp_path, max_running=1)
+    try:
+        record = second.record("fed")
+        assert record["state"] == "CANCELLED", record
+        assert "stdin" in record["message"] and "submit it again" in record["message"]
+        assert second.record("plain")["state"] == "QUEUED"
+    finally:
+        second.close()
