@@ -118,8 +118,10 @@ def run(**values: Any) -> int:
         from orcha.cli.arrays import members_of, run_array
 
         members, limit = members_of(values["array"], values["each"], values["at_once"])
+        # Members read /dev/null; '--each -' takes the stdin as its list.
+        stdin = not values["no_stdin"] and values["each"] != "-"
         return run_array(kind, petition_id(values), params, values["priority"],
-                         values["detach"], members, limit)  # fmt: skip
+                         values["detach"], members, limit, stdin)  # fmt: skip
     if values.get("at_once") is not None:
         raise click.UsageError("--at-once goes with --array or --each")
     return attach(

@@ -70,10 +70,13 @@ def run_array(
     detach: bool,
     members: list[Any],
     limit: int | None,
+    stdin: bool = False,
 ) -> int:
     """Submit the array (one request) with the invocation's petition options, then
     print its name (``detach``; with ``--json``, its name and member IDs as JSON) or
-    stream its members' output; the exit code."""
+    stream its members' output; the exit code. Its members read /dev/null: with
+    ``stdin`` (the command would send a piped stdin), attached, one line says that a
+    piped or redirected stdin was not sent."""
     import os
 
     from orcha.cli.connect import client
@@ -122,6 +125,13 @@ def run_array(
         if detach:
             click.echo(name)
             return 0
+        if stdin:
+            from orcha.client.piped import piped_stdin
+
+            if piped_stdin():
+                click.echo(f"orcha: array {name}: its members do not read this stdin (they "
+                           "read /dev/null); it was not sent (--no-stdin: no such line)",
+                           err=True)  # fmt: skip
         return _stream(service, name, len(ids))
 
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import _signal as signal  # signal's C module: signal.py builds enums on import
 import os
-import stat
 import sys
 import time
 
 from orcha.client import poller as selectors  # selectors' epoll, without its imports
 from orcha.client.endings import end_code
+from orcha.client.piped import piped_stdin
 from orcha.client.session import NOTHING, Session
 from orcha.errors import ExitCode, LostServiceError
 from orcha.protocol.messages import SubmitRequest
@@ -440,7 +440,7 @@ def run_in_foreground(
     environment = dict(os.environ)
     if env:
         environment.update(env)
-    forward = stdin and not detach and _piped_stdin()
+    forward = stdin and not detach and piped_stdin()
     request = SubmitRequest(
         kind, petition_id, params, priority, working_directory(cwd), environment,
         attach=not detach, user=user_name(), host=host_name(), schedule=schedule,
@@ -461,21 +461,3 @@ def run_in_foreground(
         return run_attached(session, request, forward)
     finally:
         session.close()
-
-
-def _piped_stdin() -> bool:
-    """Whether this process has a stdin to forward: open, not a terminal (what is typed
-    there is for the shell, not for a petition that may run much later) and not
-    ``/dev/null`` (the petition reads /dev/null anyway: forwarding it would only cost a
-    pipe and a request, in every ``orcha run ... < /dev/null`` of a script)."""
-    try:
-        st = os.fstat(0)
-    except OSError:
-        return False
-    if stat.S_ISCHR(st.st_mode):  # a terminal, /dev/null, /dev/zero...
-        try:
-            if st.st_rdev == os.stat(os.devnull).st_rdev:
-                return False
-        except OSError:
-            pass
-    return not os.isatty(0)

@@ -71,6 +71,30 @@ def test_each_line_of_stdin_is_a_petition(env: Env, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "cannot read" in refused.stderr
 
 
+def test_an_attached_array_says_that_a_piped_stdin_was_not_sent(env: Env) -> None:
+    """B15: the members read /dev/null; a piped stdin was dropped without a word."""
+    script = 'echo "m{} got $(wc -l) lines"'
+    run = env.run("run", "ain", "--array", "1-2", "--", "sh", "-c", script, input=b"1\n2\n3\n")
+    assert run.returncode == 0, run.stderr
+    assert sorted(run.stdout.splitlines()) == [f"[ain_{i}] m{i} got 0 lines" for i in (1, 2)]
+    notice = [line for line in run.stderr.splitlines() if "stdin" in line]
+    assert notice == [
+        "orcha: array ain: its members do not read this stdin (they read /dev/null); it "
+        "was not sent (--no-stdin: no such line)"
+    ], run.stderr
+    # Not with --no-stdin, --detach, a stdin that is /dev/null, or --each - (it is the list).
+    for args, given in (
+        (["ain2", "--array", "1", "--no-stdin"], b"x\n"),
+        (["ain3", "--array", "1", "--detach"], b"x\n"),
+        (["ain4", "--array", "1"], None),
+        (["ain5", "--each", "-"], b"x\n"),
+    ):
+        quiet = env.run("run", *args, "--", "true", input=given)
+        assert quiet.returncode == 0, quiet.stderr
+        assert "stdin" not in quiet.stderr, (args, quiet.stderr)
+    assert env.run("wait", "ain3").returncode == 0
+
+
 def test_a_detached_array_with_json_prints_its_name_and_members_as_json(env: Env) -> None:
     run = env.run("run", "aj", "--array", "1-2", "--detach", "--json", "--", "true")
     assert run.returncode == 0, run.stderr

@@ -442,7 +442,7 @@ def _array_views(
 
     def fake_run_array(
         kind: str, name: str | None, params: dict[str, Any], priority: Any, detach: bool,
-        members: list[Any], limit: int | None,
+        members: list[Any], limit: int | None, stdin: bool = False,
     ) -> int:  # fmt: skip
         options = chosen(click.get_current_context())
         seen.update(
