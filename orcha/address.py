@@ -59,6 +59,18 @@ class Address:
         return f"{host}:{self.port}"
 
 
+def check_text_path(path: str, what: str, hint: str) -> None:
+    """ConfigError if ``path`` is not valid UTF-8 (bytes the file system decoding kept
+    as surrogates): orcha writes its paths as text (lock files, records, digests), so
+    such a path failed deep inside as an internal error. ``what`` names where it came
+    from; ``hint`` says what to do."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ConfigError(f"{what} '{shown}' is not valid UTF-8; {hint}") from None
+
+
 def parse_address(text: str) -> Address:
     """Parse ``--address``: ``unix:PATH`` or a path with a ``/`` is a unix socket;
     ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT`` is TCP (host defaults to loopback).
@@ -74,6 +86,7 @@ def parse_address(text: str) -> Address:
         if not given:
             raise ConfigError(f"invalid address {text!r}: the socket path is empty; {forms}")
         path = os.path.abspath(os.path.expanduser(given))
+        check_text_path(path, "socket path", "choose a UTF-8 path with --address")
         if len(os.fsencode(path)) > MAX_UNIX_PATH:
             raise ConfigError(
                 f"socket path {path!r} is longer than {MAX_UNIX_PATH} bytes; "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from orcha import defaults
-from orcha.address import Address, parse_address
+from orcha.address import Address, check_text_path, parse_address
 from orcha.errors import ConfigError
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs client start-up
@@ -257,6 +257,10 @@ def resolve(
             backfill_bound = config.seconds("backfill_bound")
     runtime_dir = os.environ.get(defaults.ENV_RUNTIME_DIR) or _platform_dir("runtime")
     state_dir = os.environ.get(defaults.ENV_STATE_DIR) or _platform_dir("state")
+    for var, path, name in ((defaults.ENV_RUNTIME_DIR, runtime_dir, "runtime"),
+                            (defaults.ENV_STATE_DIR, state_dir, "state")):  # fmt: skip
+        what = var if os.environ.get(var) else f"the {name} directory"
+        check_text_path(path, what, f"choose a directory whose path is UTF-8 with {var}")
     sources: dict[str, str] = {}
     addr, sources["address"] = resolve_address(address, config, runtime_dir)
     if key is not None:

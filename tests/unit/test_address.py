@@ -178,3 +178,10 @@ def test_address_equality_and_hash() -> None:
     assert addr != parse_address("localhost:9000")
     assert parse_address("/tmp/a.sock") != Address(host="/tmp/a.sock")
     assert addr != "127.0.0.1:9000"
+
+
+def test_a_socket_path_that_is_not_utf8_is_refused_in_words() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_address(os.fsdecode(b"/tmp/s\xffock"))
+    message = refused.value.message
+    assert "/tmp/s\\xffock" in message and "UTF-8" in message and message.isprintable()

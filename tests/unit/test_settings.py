@@ -454,3 +454,19 @@ def test_a_wait_of_any_length_is_cut_into_waits_the_system_takes() -> None:
     event.set()
     assert units.wait_event(event, 1e12) is True  # not OverflowError
     assert units.wait_event(threading.Event(), 0.01) is False
+
+
+@pytest.mark.parametrize("var", [defaults.ENV_RUNTIME_DIR, defaults.ENV_STATE_DIR])
+def test_a_directory_whose_path_is_not_utf8_is_one_config_error_naming_it(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    # B12: it reached .encode() (the lock file, the namespace's digest, sqlite) as an
+    # internal error, after the directory was made.
+    bad = os.fsdecode(os.fsencode(dirs[0].parent) + b"/r\xffun")
+    monkeypatch.setenv(var, bad)
+    with pytest.raises(ConfigError) as refused:
+        settings.resolve()
+    message = refused.value.message
+    assert message.startswith(f"{var} ") and "UTF-8" in message, message
+    assert "r\\xffun" in message and message.isprintable(), message
+    assert not os.path.exists(bad)
