@@ -54,8 +54,19 @@ def _json(ctx: click.Context, param: click.Parameter, text: str) -> Any:
         return value
     except ValueError:
         raise click.BadParameter(
-            f"{text!r} is not JSON; quote text as JSON, e.g. '\"{text}\"'"
+            f"{text!r} is not JSON; quote text as JSON, e.g. {_as_json_text(text)}"
         ) from None
+
+
+def _as_json_text(text: str) -> str:
+    """``text`` as a JSON string, quoted for a shell: typed back, it is ``text``. Its
+    control characters (and bytes that are not UTF-8) escaped, never printed raw."""
+    import shlex
+
+    encoded = json.dumps(text, ensure_ascii=False)
+    if not encoded.isprintable():  # U+2028 and the like, or a surrogate
+        encoded = json.dumps(text)
+    return shlex.quote(encoded)
 
 
 def _not_json(name: str) -> Any:

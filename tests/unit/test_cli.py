@@ -328,3 +328,33 @@ def test_an_error_line_shows_control_characters_escaped(
 
     assert report(OrchaError("command not found: \x1b]0;T\x07red\nnext"), []) == 1
     assert capsys.readouterr().err == "orcha: command not found: \\x1b]0;T\\x07red\\nnext\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "suggested"),
+    [
+        ("notjson", "'\"notjson\"'"),
+        ('say "hi"', '\'"say \\"hi\\""\''),
+        ('"a', '\'"\\"a"\''),
+        ("it's", "'\"it'\"'\"'s\"'"),
+        ("v\x1b]0;T\x07", "'\"v\\u001b]0;T\\u0007\"'"),
+        ("café", "'\"café\"'"),
+    ],
+)
+def test_state_set_suggests_the_json_of_a_value_that_is_not_json(
+    capsys: pytest.CaptureFixture[str], value: str, suggested: str
+) -> None:
+    """B10: the suggestion was '"VALUE"' as typed: not JSON when it held a quote, and
+    with its control characters raw. Now it is the JSON text, quoted for a shell."""
+    import json
+    import shlex
+
+    from orcha.cli.app import run
+
+    assert run(["state", "set", "shell", "k", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    line = err.rstrip("\n")
+    assert line.isprintable(), line
+    assert line.endswith(f"quote text as JSON, e.g. {suggested} (see 'orcha state set --help')")
+    assert json.loads(shlex.split(suggested)[0]) == value  # typed back, it is the value
