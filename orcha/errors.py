@@ -311,12 +311,15 @@ class LostServiceError(OrchaError):
 
     exit_code = ExitCode.LOST_SERVICE
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", then: str | None = None) -> None:
+        """``then``: what follows for the petition, if not the usual (it is kept)."""
+        self.detail = detail
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"lost the connection to the orcha service{extra}; 'orcha status' tells "
-            "whether it still runs, 'orcha serve' starts it again (it keeps what was queued)"
+        then = then or (
+            "'orcha status' tells whether it still runs, 'orcha serve' starts it again "
+            "(it keeps what was queued)"
         )
+        super().__init__(f"lost the connection to the orcha service{extra}; {then}")
 
 
 class PetitionError(OrchaError):

@@ -211,8 +211,16 @@ def run_attached(session: Session, request: SubmitRequest, forward_stdin: bool =
     from orcha.client.screen import Screen
 
     screen = Screen()
+    attached = _Attached(session, request, screen, forward_stdin)
     try:
-        return _Attached(session, request, screen, forward_stdin).run()
+        return attached.run()
+    except LostServiceError as e:
+        if not forward_stdin or attached.began:
+            raise
+        # Its input was this client's: neither a restart nor the service keeps it.
+        then = (f"petition {request.id} had not started, and its stdin came from this "
+                "client: it will not run without it; submit it again")  # fmt: skip
+        raise LostServiceError(e.detail, then) from None
     finally:
         screen.close()  # whatever happened, the terminal gets its cursor back
 
@@ -229,6 +237,7 @@ class _Attached:
         self.forward_stdin = forward_stdin
         self.progress: ProgressView | None = None
         self.queued: str | None = None  # why it waits, while it is known to wait
+        self.began = False  # it is known to have started
         self.queue = ""
         self.interrupts: _Interrupts | None = None
         self.cancel_sent = False
@@ -328,6 +337,7 @@ class _Attached:
         screen = self.screen
         for item in items:
             if type(item) is tuple:
+                self.began = True
                 if self.queued is not None:
                     self._started()
                 if self.drop_output:
@@ -348,6 +358,7 @@ class _Attached:
             if event == "queued":
                 self._waits(str(item.get("reason") or "waiting"))
                 continue
+            self.began = True  # any other event comes once it has started
             if self.queued is not None:
                 self._started()
             if event == "progress":

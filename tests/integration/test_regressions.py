@@ -394,6 +394,9 @@ def test_a_queued_petition_fed_by_its_client_never_runs_later_on_an_empty_stdin(
             service.kill_service(20)  # the service process alone (not its guard)
             code, _, err = finish(fed)
             assert code == 206, err
+            line = one_error_line(err)
+            assert "lost the connection" in line and "it keeps what was queued" not in line
+            assert "had not started, and its stdin came from this client" in line, line
         release.touch()
         env.serve("--max-running", "1")
         assert env.run("wait", "plain", "--status", "success", timeout=30).returncode == 0
