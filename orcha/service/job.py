@@ -14,6 +14,8 @@ from orcha.protocol.schedule import Schedule
 from orcha.states import ACTIVE, FINISHED, State, transition
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orcha.model import Petition
     from orcha.service.logs import PetitionLog
     from orcha.service.machines import Machine
@@ -91,8 +93,9 @@ class Job:
         "blocked_since",
         "cancel_deferred", "cancel_requested",
         "cancelled_by_client", "closer", "code", "cpu_time", "created", "deps_ready",
-        "ended", "events", "family", "finish_was_called", "gpu_ids", "id", "kind",
-        "leftovers", "lock", "log", "lost", "machine", "message", "native", "outcome",
+        "ended", "events", "exit_probe", "family", "finish_was_called", "gpu_ids", "id",
+        "kind", "late_cancel", "leftovers", "lock", "log", "lost", "machine", "message",
+        "native", "outcome",
         "output_lock",
         "over_memory", "parent", "paused", "peak_rss", "petition",
         "pid_starts", "pids", "progress", "released", "schedule", "seq", "session", "started",
@@ -161,6 +164,11 @@ class Job:
         self.closer: Any = None  # its kind's close(), bound to its context, while running
         self.cancel_deferred = False  # cancelled, but close() comes before the action hears
         self.action_done: threading.Event | None = None  # set when an attempt's action returns
+        # Whether the attempt's process has exited (observable, reaped or not), where the
+        # attempt is that one process (the petition loop's): a cancel coming later finds
+        # its outcome decided. A cancel that came then, to stop a next attempt.
+        self.exit_probe: Callable[[], bool] | None = None
+        self.late_cancel: tuple[str, bool] | None = None
         # Its action ignored a stop and was left running in its thread; the job has ended
         # without it (see Runner): nothing that thread does any more reaches the job.
         self.abandoned = False
@@ -308,6 +316,11 @@ class Job:
         """The attempt ended and another will follow: from now on a cancel is heard (and
         the stop request is fresh). False if the petition is being cancelled."""
         with self.lock:
+            self.exit_probe = None
+            late, self.late_cancel = self.late_cancel, None
+            if late is not None and not self.cancel_requested:
+                self.message, self.cancelled_by_client = late
+                self.cancel_requested = True
             if self.cancel_requested:
                 return False
             self.timed_out = False
@@ -341,6 +354,11 @@ class Job:
     def request_cancel(self, reason: str, by_client: bool, defer: bool = False) -> bool:
         """Mark the job cancelled; False if it had already been asked (or has ended).
 
+        A job whose process has exited on its own (:attr:`exit_probe`) has ended as far
+        as a cancel goes: what the process did is its outcome (never CANCELLED with the
+        process's own code); if another attempt would follow, the cancel is kept
+        (:attr:`late_cancel`) and stops it (:meth:`end_attempt`).
+
         A running job whose kind defines ``close()`` is not told yet (its cancel event
         stays clear): the runner calls ``close()`` first, then :meth:`wake_cancel`. With
         ``defer`` it is not told yet either, whatever its kind: a parent is marked before
@@ -350,6 +368,11 @@ class Job:
         with self.lock:
             if self.cancel_requested or self.state in FINISHED or self.finish_was_called:
                 return False  # asked already, or the action has reported its end
+            probe = self.exit_probe
+            if probe is not None and probe():
+                if self.attempt <= self.schedule.retries:  # another attempt may follow
+                    self.late_cancel = self.late_cancel or (reason, by_client)
+                return False
             self.message = reason  # what its clients and its record are told
             self.cancelled_by_client = by_client
             self.cancel_requested = True

@@ -185,6 +185,9 @@ class PetitionLoop:
                 except Exception as e:  # its action fails; the lifecycle stops the process
                     self._runner.pumped(job, functools.partial(_raise, e))
                     continue
+                # The attempt is this process: once it has exited on its own, a cancel
+                # must not make its end a CANCELLED one (Job.request_cancel).
+                job.exit_probe = pump.has_exited
                 if pump.pidfd is None:  # no pidfd here: a thread polls for its exit
                     self._runner.resume(job, running.steps, pump)
                     return

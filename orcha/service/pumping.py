@@ -19,8 +19,10 @@ capture (``--ordered``: sockets, merged by kernel stamps) is read by
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,6 +66,20 @@ class Pump:
             if pipe is not None:
                 self.channels[pipe.fileno()] = stream
         self._drain_until: float | None = None
+        self._pidfd_lock = threading.Lock()  # has_exited() polls it from another thread
+        self._reaped = False
+
+    def has_exited(self) -> bool:
+        """Whether the process has exited (its exit seen, or observable now: reaped or
+        not); for a cancel that may come at that very moment (``Job.exit_probe``)."""
+        with self._pidfd_lock:
+            if self._drain_until is not None or self._reaped:
+                return True
+            if self.pidfd is None:
+                return False  # not known here: pumped without a pidfd, or abandoned
+            poller = select.poll()  # not select(): descriptors may be above 1023
+            poller.register(self.pidfd, select.POLLIN)
+            return bool(poller.poll(0))
 
     @property
     def done(self) -> bool:
@@ -159,14 +175,17 @@ class Pump:
         """Close the pidfd and the pipes, reap the process (accounting for what it used)
         and return its exit code (128+N if a signal N killed it)."""
         self.abandon()
-        return exit_code_of(self._machine.reap(self._job, self._proc))
+        code = exit_code_of(self._machine.reap(self._job, self._proc))
+        self._reaped = True
+        return code
 
     def abandon(self) -> None:
         """Close the pidfd and the pipes without waiting for the process (pumping it
         failed: the lifecycle stops what is left of it; or :meth:`close` reaps it)."""
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        with self._pidfd_lock:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
         for pipe in (self._proc.stdout, self._proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -291,21 +291,23 @@ class Service(Intake):
         job.queue.put(job.end_item() if job.native else job.code)
 
     # -- cancellation ----------------------------------------------------------------------
-    def cancel(self, job: Job, reason: str, by_client: bool) -> None:
+    def cancel(self, job: Job, reason: str, by_client: bool) -> bool:
         """Cancel ``job``: its unfinished children first, then drop it if waiting, stop
-        its tree if running."""
+        its tree if running. False if it has ended meanwhile (its process exited on its
+        own: that is its outcome), or a cancel was asked before."""
         # Marked first, told last: a parent whose action returns as soon as its children
         # end (cancelled) must still end CANCELLED, not FAILED by their codes.
         asked = job.request_cancel(reason, by_client, defer=job.family is not None)
         if job.family is not None:
             job.family.cancel_all(f"its parent {job.id} was cancelled")
         if not asked:
-            return
+            return job.late_cancel is not None  # it stops the next attempt
         log.info("petition %s: %s", job.id, reason)
         if self.scheduler.remove_queued(job, on_removed=self.job_ended):
             job.queue.put(job.end_item() if job.native else job.client_code())
         else:
             self.runner.cancel_running(job)
+        return True
 
     def job_timed_out(self, job: Job) -> None:
         """An attempt of ``job`` ran out of time: its children go first (a parent blocked

@@ -19,8 +19,10 @@ from tests.integration.clients import (
     describe,
     gone,
     new_id,
+    orcha,
     petition_processes,
     read_pid,
+    record,
     states,
     without_progress,
 )
@@ -231,6 +233,37 @@ def test_sigkilled_client_has_its_petition_cancelled(
         "",
     )
     assert_still_serving(env)
+
+
+@pytest.mark.parametrize("how", ["client gone", "orcha cancel"])
+def test_a_cancel_after_its_command_exited_leaves_its_outcome(
+    env: Env, service: Service, start: Callable[..., Client], tmp_path: Path, how: str
+) -> None:
+    """The command exits 0 on its own (what it left in the background holds its output
+    open a moment longer); then its client goes away (as one that cannot write what it
+    got: 'orcha run ... > /dev/full'), or 'orcha cancel' comes. Nothing was stopped by
+    the cancel: the record says SUCCEEDED 0, not CANCELLED with code 0; 'orcha cancel'
+    says it had ended."""
+    petition_id = new_id("exited")
+    script = "echo $$ > main.pid; sleep 300 & echo started"
+    client = start("run", petition_id, "--", "sh", "-c", script, cwd=tmp_path)
+    assert client.out.wait_for(lambda d: d == b"started\n"), bytes(client.out.data)
+    main = read_pid(tmp_path / "main.pid")
+    assert wait_for(lambda: gone(main), WAIT)
+    if how == "orcha cancel":
+        _, err = orcha(env, "cancel", petition_id, code=209)
+        assert (
+            err
+            == f"orcha: petition {petition_id!r} has already ended (SUCCEEDED); nothing to cancel\n"
+        )
+    client.proc.kill()
+    assert client.proc.wait(WAIT) in (-signal.SIGKILL, 0)
+    assert wait_for(lambda: petition_id not in states(env), GRACE + WAIT), states(env)
+    row = record(env, petition_id)
+    assert (row["state"], row["code"], row["message"]) == ("SUCCEEDED", 0, None), row
+    assert wait_for(lambda: not petition_processes(petition_id), WAIT), (
+        f"left behind: {describe(petition_processes(petition_id))}"
+    )
 
 
 # -- a queued petition -----------------------------------------------------------------------

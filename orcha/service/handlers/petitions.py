@@ -18,7 +18,7 @@ from orcha.service.listing import STATUS_COLUMNS
 from orcha.service.logs import last_lines, read_log
 from orcha.service.peer import Reply
 from orcha.service.references import resolve, resolve_all
-from orcha.states import State, transition
+from orcha.states import FINISHED, State, transition
 from orcha.text import quoted
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
             raise PetitionError(
                 f"no queued or running petition has ID {quoted(str(request.id))}", ExitCode.REFUSED
             )
-        service.cancel(job, "cancelled by a client", by_client=job.session is peer)
+        if not (service.cancel(job, "cancelled by a client", by_client=job.session is peer)
+                or job.cancel_requested):  # fmt: skip
+            raise PetitionError(f"petition {job.id!r} has already ended", ExitCode.REFUSED)
         return {"id": job.id}
     results: dict[str, str] = {}
     jobs: list[Job] = []
@@ -126,13 +128,17 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
         results.update(bulk.signal(jobs, request.signal))
         return {"results": results}
     stopping: list[Job] = []
+    ended: list[Job] = []  # its process had exited on its own: its outcome stands
 
     def cancel_one(job: Job) -> None:
         by_client = job.session is peer
         if job.state is State.RUNNING:
             stopping.append(job)
-        service.cancel(job, "cancelled with 'orcha cancel'" if not by_client
-                       else "cancelled by its client", by_client=by_client)  # fmt: skip
+        if not (service.cancel(job, "cancelled with 'orcha cancel'" if not by_client
+                               else "cancelled by its client", by_client=by_client)
+                or job.cancel_requested):  # fmt: skip
+            ended.append(job)
+            return
         if request.force and job.state is State.RUNNING:
             service.runner.cancel_running(job, force=True)
         results[given.get(job, job.id)] = "cancelled"
@@ -153,6 +159,9 @@ def cancel(service: Service, peer: Peer, request: CancelRequest) -> dict[str, An
     deadline = time.monotonic() + service.runner.grace + CANCEL_REPLY_WAIT_SECONDS
     for job in stopping:
         job.wait_released(max(0.0, deadline - time.monotonic()))
+    for job in ended:
+        state = f" ({job.state})" if job.state in FINISHED else ""
+        results[given.get(job, job.id)] = f"petition {job.id!r} has already ended{state}"
     # In the order the IDs were given, then what the filters selected.
     shown = [*request.ids, *order]
     return {"results": {**{i: results[i] for i in shown if i in results}, **results}}
