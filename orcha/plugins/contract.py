@@ -292,7 +292,8 @@ class Kind:
       with ``ctx.write``/``ctx.write_err``, starts processes only through ``ctx.spawn`` (so
       cancellation finds them), returns promptly once ``ctx.cancelled`` is set, and returns
       the petition's exit code (0 = success; a code outside 0-255 fails the petition
-      with code 1 and the message "exit code N is out of range 0-255"). An exception
+      with code 1 and the message "exit code N is out of range 0-255"; what is no int,
+      None included, fails it with code 1 too). An exception
       (any, KeyboardInterrupt and SystemExit too) fails the petition, never the
       service. It may record a JSON ``outcome`` with ``ctx.set_outcome(value)``: the
       client prints it and ``orcha status`` shows it;

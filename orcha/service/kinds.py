@@ -390,29 +390,38 @@ class KindManager(Manager):
         assert isinstance(petition, KindPetition)
         kind, ctx = self._context(petition, register)
         started = kind.start(ctx)
-        if isinstance(started, int):
-            self.end(petition, started)
+        if started is None or isinstance(started, int):
+            # An exit code (it could not start); None fails it, saying what it must return.
+            self.end(petition, started, "start")
             return None
         return started
 
-    def end(self, petition: Petition, code: int | None) -> None:
-        """The attempt's action returned ``code``: an int (None counts as 0). Anything
-        else fails the petition, its message saying what ``run`` must return."""
+    def end(self, petition: Petition, code: int | None, by: str = "run") -> None:
+        """The attempt's action (``by``: ``run``, or ``start`` that started nothing)
+        returned ``code``: an int. Anything else fails the petition, its message saying
+        what was returned and what must be: None too (a ``run`` that forgot its
+        ``return`` on some path must not pass for a success), unless it was cancelled
+        (then no code is known)."""
         job = petition.record
-        if code is not None:
-            try:
-                code = operator.index(code)  # an int, or what stands for one exactly
-            except TypeError:
-                shown = repr(code) if len(repr(code)) <= 40 else repr(code)[:37] + "..."
-                job.message = job.message or (
-                    f"kind {getattr(petition, 'kind', '')!r}: run returned {shown} "
-                    f"({type(code).__name__}); it must return the exit code, an int in "
-                    "0-255 (0: success)"
-                )
-                code = int(ExitCode.FAILED)
+        if code is None and job.cancel_requested:
+            job.finish_called(None)
+            return
+        try:
+            code = operator.index(code)  # type: ignore[arg-type]  # an int, or its equal
+        except TypeError:
+            shown = repr(code) if len(repr(code)) <= 40 else repr(code)[:37] + "..."
+            must = (
+                "the exit code, an int in 0-255 (0: success)" if by == "run" else
+                "the process it started (ctx.spawn) or an exit code, an int in 0-255"
+            )  # fmt: skip
+            job.message = job.message or (
+                f"kind {getattr(petition, 'kind', '')!r}: {by} returned {shown} "
+                f"({type(code).__name__}); it must return {must}"
+            )
+            code = int(ExitCode.FAILED)
         # finish_called fails a code outside 0-255 (see the contract of Kind.run), so a
         # negative or huge one reaches neither the client nor the database as it is.
-        job.finish_called(code if code is not None else 0)
+        job.finish_called(code)
 
     def _context(self, petition: KindPetition, register: ActionCallbackT) -> tuple[Kind, Context]:
         kind = self.registry.plugin_kind(petition.kind)

@@ -159,6 +159,15 @@ class HangingKind(Kind):
         return int(ExitCode.FAILED)
 
 
+class NoneKind(Kind):
+    """A kind whose start returns neither a process nor an exit code."""
+
+    name = "none"
+
+    def start(self, ctx: Any) -> Any:
+        return None
+
+
 class RunKind(ShellKind):
     """A kind that defines run() itself: its own thread runs it."""
 
@@ -192,6 +201,10 @@ class World:
         self.hanging = HangingKind()
         kinds = (ShellKind(), BrokenKind(), RunKind(), self.hanging)
         self.manager = KindManager({k.name: k for k in kinds})
+
+        self.manager = KindManager(
+            {k.name: k for k in (ShellKind(), BrokenKind(), RunKind(), NoneKind())}
+        )
         self.procs = Procs(self.leftovers)
         self.machine = LocalMachine(procs=self.procs, slots=8)
         self.runner = RecordingRunner(self.manager, self.events)
@@ -209,6 +222,8 @@ class World:
         """An admitted petition running ``sh -c script`` (or ``argv``)."""
         argv = ["sh", "-c", script] if isinstance(script, str) else script
         params = {"argv": argv} if kind not in ("broken", "hanging") else {}
+
+        params = {"argv": argv} if kind not in ("broken", "none") else {}
         request = SubmitRequest(kind, petition_id, params, None, str(self.tmp), ENV)
         petition = self.manager.petition_from_request(request, queue or OutputQueue())
         token = f"test-loop-{os.getpid()}"  # unique per test process: a search finds ours
@@ -341,6 +356,19 @@ def test_a_start_that_does_not_return_shows_as_the_loop_stuck_on_its_petition(
         world.hanging.release.set()
     assert world.events.wait_ended("hung") == LOOP
     assert wait_for(lambda: loop.stuck(3.0) is None)  # once the loop is done with it
+
+
+def test_a_start_returning_neither_a_process_nor_a_code_fails(world: World) -> None:
+    """As a run that returns no int: not a success; the message says what start must
+    return."""
+    job = world.job("none", [], kind="none")
+    world.start(job)
+    _, _, end = read_to_end(job)
+    assert (end.state, end.code) == (State.FAILED, int(ExitCode.FAILED))
+    assert end.message == (
+        "kind 'none': start returned None (NoneType); it must return the process it "
+        "started (ctx.spawn) or an exit code, an int in 0-255"
+    )
 
 
 def test_a_blocking_step_is_handed_to_a_thread_that_goes_on_from_it() -> None:

@@ -101,7 +101,14 @@ def test_the_original_apis_finish_maps_a_code_out_of_range(code: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("returned", "shown"), [("hello", "'hello' (str)"), (1.5, "1.5 (float)"), ([0], "[0] (list)")]
+    ("returned", "shown"),
+    [
+        ("hello", "'hello' (str)"),
+        (1.5, "1.5 (float)"),
+        ([0], "[0] (list)"),
+        # A run that forgets its return on some path (after ctx.fail, say): not a success.
+        (None, "None (NoneType)"),
+    ],
 )
 def test_a_run_returning_no_int_fails_saying_what_run_must_return(
     h: Harness, monkeypatch: pytest.MonkeyPatch, returned: Any, shown: str
@@ -116,3 +123,23 @@ def test_a_run_returning_no_int_fails_saying_what_run_must_return(
     assert (summary["state"], summary["code"], summary["message"]) == ("FAILED", FAILED, message)
     record = record_of_ended(h, "odd")
     assert (record["state"], record["code"], record["message"]) == ("FAILED", FAILED, message)
+
+
+def test_a_cancelled_run_returning_none_ends_cancelled_with_no_code(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that returns None once it is cancelled: CANCELLED (no code is known), not
+    FAILED for what it returned."""
+    gate_run = h.gates.run
+
+    def run(petition_id: str, cancelled: Any) -> Any:
+        gate_run(petition_id, cancelled)
+        return None
+
+    monkeypatch.setattr(h.gates, "run", run)
+    h.submit("c")
+    h.gates.wait_started("c")
+    h.call("cancel", ids=["c"])
+    summary = ended(h, "c")
+    assert (summary["state"], summary["code"]) == ("CANCELLED", None)
+    assert summary["message"] == "cancelled with 'orcha cancel'"
