@@ -10,7 +10,7 @@ from orcha.cli import bulk
 from orcha.cli.build import Refused
 from orcha.cli.completion import petition_ids
 from orcha.cli.connect import client
-from orcha.cli.options import global_options
+from orcha.cli.options import NumbersAsArguments, global_options
 from orcha.cli.output import json_option
 from orcha.errors import NoPetitionError
 
@@ -69,7 +69,7 @@ def group_ls(ctx: click.Context, as_json: bool) -> int:
     return 0
 
 
-@group.command("set")
+@group.command("set", cls=NumbersAsArguments)
 @click.argument("name", callback=_group_name)
 @click.argument("limit", type=click.IntRange(min=1), required=False, metavar="[N]")
 @click.option("--max-running", type=click.IntRange(min=1), metavar="N",

@@ -84,3 +84,23 @@ def load_config(ctx: click.Context) -> Any:
     from orcha import config
 
     return config.load(globals_of(ctx).config)
+
+
+class NumbersAsArguments(click.Command):
+    """A command whose arguments are numbers that may be negative ('orcha group set g
+    -1'): such a word is its argument (refused by the argument's range, in one line, as
+    0 is), not an unknown option '-1'. The value of an option stays the option's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            valued = {name for p in self.params if isinstance(p, click.Option)
+                      and not p.is_flag and not p.count for name in p.opts}  # fmt: skip
+            kept: list[str] = []
+            numbers: list[str] = []
+            for word in args:
+                negative = word[:1] == "-" and word[1:].isdigit() and word[1:].isascii()
+                after_option = bool(kept) and kept[-1] in valued
+                (numbers if negative and not after_option else kept).append(word)
+            if numbers:
+                args = [*kept, "--", *numbers]
+        return super().parse_args(ctx, args)
