@@ -176,8 +176,18 @@ class ServiceContext:
         process it left running may hold them open: that one is stopped once the action
         returns); return its exit code (128+N if a signal N killed it)."""
         if is_ordered(proc):
-            return pump_ordered(self._job, proc, self._machine)
+            return pump_ordered(self._job, proc, self._machine, attempt=True)
         return Pump(self._job, proc, self._machine).run()
+
+    def pump_attempt(self, proc: subprocess.Popen[bytes]) -> int:
+        """As :meth:`pump`, for the process that is the whole attempt (a kind's
+        ``start``): once it has exited on its own, a cancel finds its outcome decided
+        (``Job.exit_probe``), as in the petition loop."""
+        if is_ordered(proc):
+            return pump_ordered(self._job, proc, self._machine, attempt=True)
+        pump = Pump(self._job, proc, self._machine)
+        self._job.exit_probe = pump.has_exited
+        return pump.run()
 
     def submit(
         self,

@@ -371,7 +371,15 @@ class KindManager(Manager):
             super().run(petition, register)
             return
         kind, ctx = self._context(petition, register)
-        self.end(petition, kind.run(ctx))
+        if not (kind.startable and isinstance(ctx, ServiceContext)):
+            self.end(petition, kind.run(ctx))
+            return
+        # Kind.run's own way (start, then pump), where the attempt is that one process.
+        started = kind.start(ctx)
+        if started is None or isinstance(started, int):
+            self.end(petition, started, "start")
+            return
+        self.end(petition, ctx.pump_attempt(started))
 
     def startable(self, petition: Petition) -> bool:
         """Whether an attempt of ``petition`` can be run by :meth:`start` (its kind

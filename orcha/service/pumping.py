@@ -77,9 +77,7 @@ class Pump:
                 return True
             if self.pidfd is None:
                 return False  # not known here: pumped without a pidfd, or abandoned
-            poller = select.poll()  # not select(): descriptors may be above 1023
-            poller.register(self.pidfd, select.POLLIN)
-            return bool(poller.poll(0))
+            return _readable(self.pidfd)
 
     @property
     def done(self) -> bool:
@@ -192,10 +190,29 @@ class Pump:
         self.channels.clear()
 
 
-def pump_ordered(job: Job, proc: subprocess.Popen[bytes], machine: Machine) -> int:
+def _readable(fd: int) -> bool:
+    poller = select.poll()  # not select(): descriptors may be above 1023
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def pump_ordered(
+    job: Job, proc: subprocess.Popen[bytes], machine: Machine, attempt: bool = False
+) -> int:
     """What :meth:`Pump.run` does, for an ordered capture (``--ordered``: sockets read in
-    rounds, their messages merged by kernel stamps: :class:`OrderedReader`)."""
+    rounds, their messages merged by kernel stamps: :class:`OrderedReader`). With
+    ``attempt`` (the process is the whole attempt), ``job.exit_probe`` says whether it
+    has exited, as :meth:`Pump.has_exited` does."""
     pidfd = None if getattr(proc, "remote", False) else open_pidfd(proc.pid)
+    exited = threading.Event()  # its exit seen (or it was reaped)
+    pidfd_lock = threading.Lock()
+
+    def has_exited() -> bool:
+        with pidfd_lock:
+            return exited.is_set() or (pidfd is not None and _readable(pidfd))
+
+    if attempt:
+        job.exit_probe = has_exited
     pipes = 0
     drain_until: float | None = None
     ordered = OrderedReader()
@@ -218,17 +235,23 @@ def pump_ordered(job: Job, proc: subprocess.Popen[bytes], machine: Machine) -> i
                 if key.data is None:  # the pidfd: the process has exited
                     sel.unregister(key.fd)
                     drain_until = time.monotonic() + DRAIN_SECONDS
+                    exited.set()
             pipes -= ordered.round(sel, job.emit)
             if drain_until is None and pidfd is None and proc.poll() is not None:
                 drain_until = time.monotonic() + DRAIN_SECONDS
+                exited.set()
             if drain_until is not None and time.monotonic() >= drain_until:
                 # All it wrote before it exited is in the sockets by now: take that.
                 ordered.round(sel, job.emit, final=True)
                 break
-    if pidfd is not None:
-        os.close(pidfd)
+    with pidfd_lock:
+        if pidfd is not None:
+            os.close(pidfd)
+            pidfd = None
     ordered.close()
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-    return exit_code_of(machine.reap(job, proc))  # accounted for
+    code = exit_code_of(machine.reap(job, proc))  # accounted for
+    exited.set()
+    return code

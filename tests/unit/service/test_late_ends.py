@@ -39,10 +39,22 @@ class NoneKind(Kind):
         return None
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+class HookedManager(KindManager):
+    """With a hook around each petition: its petitions are not the loop's, each runs in
+    a thread of its own (Kind.run: start, then ctx.pump)."""
+
+    def on_start(self, petition: Any) -> None:
+        pass
+
+
+@pytest.fixture(params=["loop", "thread", "ordered"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    """The petition loop's world; or with its petitions each in a thread of its own (a
+    hook of the manager's), or captured ordered (--ordered: in a thread too)."""
     w = World(tmp_path)
-    w.manager = KindManager({k.name: k for k in (ShellKind(), NoneKind())})
+    w.ordered = request.param == "ordered"  # type: ignore[attr-defined]
+    manager = HookedManager if request.param == "thread" else KindManager
+    w.manager = manager({k.name: k for k in (ShellKind(), NoneKind())})
     w.runner = RecordingRunner(w.manager, w.events)
     yield w
     w.close()
@@ -62,11 +74,13 @@ def test_a_start_returning_neither_a_process_nor_a_code_fails(world: World) -> N
 
 
 def _exited_holding_its_pipe(
-    world: World, petition_id: str, fifo: Path, code: int, schedule: Schedule | None = None
+    world: World, petition_id: str, fifo: Path, code: int, retries: int = 0
 ) -> Job:
     """A petition whose main process exits with ``code`` at once, leaving a process that
     holds its output open (so its end is not taken yet) until ``fifo`` is written."""
     os.mkfifo(fifo)
+    ordered = True if world.ordered else None  # type: ignore[attr-defined]
+    schedule = Schedule(retries=retries, retry_delay=0.01, ordered=ordered)
     job = world.job(petition_id, f"(read word < {fifo}) & exit {code}", schedule=schedule)
     world.start(job)
     assert wait_for(lambda: world.events.pids.get(petition_id), timeout=DEADLINE)
@@ -112,9 +126,7 @@ def test_a_cancel_after_an_attempt_exited_stops_the_retry(world: World) -> None:
     """The attempt that exited was not the last: the cancel applies to what follows (no
     next attempt), as one during the retry delay does."""
     fifo = world.tmp / "fifo"
-    job = _exited_holding_its_pipe(
-        world, "retried", fifo, 3, schedule=Schedule(retries=2, retry_delay=0.01)
-    )
+    job = _exited_holding_its_pipe(world, "retried", fifo, 3, retries=2)
     if job.request_cancel("cancelled with 'orcha cancel'", by_client=False):
         world.runner.cancel_running(job)
     _release(fifo)
