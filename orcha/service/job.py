@@ -277,12 +277,16 @@ class Job:
 
     def time_out(self, attempt: int) -> bool:
         """The given attempt ran out of time: ask it to stop. False if that attempt has
-        already ended or the petition is being cancelled anyway."""
+        already ended (its process has exited, :attr:`exit_probe`) or the petition is
+        being cancelled anyway."""
         with self.lock:
             if self.attempt != attempt or self.state is not State.RUNNING:
                 return False
             if self.cancel_requested or self.finish_was_called:
                 return False
+            probe = self.exit_probe
+            if probe is not None and probe():
+                return False  # its process exited in time: its end is being taken
             self.timed_out = True
             if self._cancel_event is not None:
                 self._cancel_event.set()

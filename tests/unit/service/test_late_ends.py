@@ -74,13 +74,18 @@ def test_a_start_returning_neither_a_process_nor_a_code_fails(world: World) -> N
 
 
 def _exited_holding_its_pipe(
-    world: World, petition_id: str, fifo: Path, code: int, retries: int = 0
+    world: World,
+    petition_id: str,
+    fifo: Path,
+    code: int,
+    retries: int = 0,
+    timeout: float | None = None,
 ) -> Job:
     """A petition whose main process exits with ``code`` at once, leaving a process that
     holds its output open (so its end is not taken yet) until ``fifo`` is written."""
     os.mkfifo(fifo)
     ordered = True if world.ordered else None  # type: ignore[attr-defined]
-    schedule = Schedule(retries=retries, retry_delay=0.01, ordered=ordered)
+    schedule = Schedule(retries=retries, retry_delay=0.01, ordered=ordered, timeout=timeout)
     job = world.job(petition_id, f"(read word < {fifo}) & exit {code}", schedule=schedule)
     world.start(job)
     assert wait_for(lambda: world.events.pids.get(petition_id), timeout=DEADLINE)
@@ -133,3 +138,15 @@ def test_a_cancel_after_an_attempt_exited_stops_the_retry(world: World) -> None:
     _, _, end = read_to_end(job)
     assert (end.state, job.attempt) == (State.CANCELLED, 1)
     assert end.message == "cancelled with 'orcha cancel'"
+
+
+def test_a_timeout_after_the_process_exited_in_time_leaves_its_outcome(world: World) -> None:
+    """Its --timeout runs out once its process has exited on its own (what it left
+    running holds its output a moment longer): it finished in time; SUCCEEDED 0, not
+    FAILED 124 "timed out"."""
+    fifo = world.tmp / "fifo"
+    job = _exited_holding_its_pipe(world, "in-time", fifo, 0, timeout=3600.0)
+    world.runner._time_out(job)  # what the deadline thread calls when it runs out
+    _release(fifo)
+    _, _, end = read_to_end(job)
+    assert (end.state, end.code, end.message) == (State.SUCCEEDED, 0, None)
