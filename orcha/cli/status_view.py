@@ -222,6 +222,8 @@ def detail(record: dict[str, Any], note: str) -> list[tuple[str, str]]:
         out.append(("CPU time", _duration(float(record["cpu_time"]))))
     if record.get("peak_rss") is not None:
         out.append(("Peak memory", _size(float(record["peak_rss"]))))
+    elif record.get("cpu_time") is not None:  # measured, but its peak cannot be told
+        out.append(("Peak memory", "-"))
     out.append(("Attempt", f"{record.get('attempt', 1)}/{retries + 1}"))
     if record.get("machine"):
         out.append(("Machine", str(record["machine"])))

@@ -6,7 +6,8 @@ Measured by the kernel, never by a loop per petition (an idle service does nothi
 * the processes a kind spawns and streams (``ctx.spawn`` then ``ctx.pump``: every
   ``orcha run``) are reaped with ``wait4``, which gives the CPU time (user + system) of
   each and of the descendants it waited for, and the peak resident size of the largest
-  of them (:meth:`orcha.service.machines.Machine.reap`);
+  of them where that is their own, not the memory of the process that started them
+  (:mod:`orcha.service.rusage`; :meth:`orcha.service.machines.Machine.reap`);
 * where the petition has a cgroup of its own, ``cpu.stat`` adds what the rest of its
   tree used (processes it did not wait for, leftovers), and ``memory.peak`` (with the
   memory controller) the peak of the whole tree at once

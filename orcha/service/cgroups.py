@@ -297,6 +297,15 @@ class Cgroups:
                 continue
         return None
 
+    def peak(self, token: str) -> int | None:
+        """The most memory the petition's cgroup has held (``memory.peak``, Linux 5.19+:
+        its processes' memory with the page cache and kernel memory charged to it); None
+        without it (``memory.current`` after the end is no peak)."""
+        try:
+            return int(self.fs.read(os.path.join(self.path(token), "memory.peak")).split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def cpu_seconds(self, token: str) -> float | None:
         """CPU seconds (user + system) every process of the petition's cgroup used, those
         that have exited included (``cpu.stat``, kept by every cgroup v2; what earlier

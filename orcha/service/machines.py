@@ -412,7 +412,7 @@ class LocalMachine(Machine):
         return {"processes": float(len(procs)), "cpu_seconds": cpu, "rss": float(rss)}
 
     def reap(self, job: Job, proc: subprocess.Popen[bytes]) -> int:
-        from orcha.service.procs import reap
+        from orcha.service.rusage import reap
 
         returncode, cpu, rss = reap(proc)
         job.used(cpu, rss)
@@ -425,7 +425,7 @@ class LocalMachine(Machine):
         cgroups = self.procs.cgroups
         if cgroups is not None:
             # The whole tree, what exited unwaited included; over every attempt so far.
-            peak = cgroups.usage(job.token) if cgroups.memory else None
+            peak = cgroups.peak(job.token) if cgroups.memory else None
             job.used(cgroups.cpu_seconds(job.token), peak, total=True)
 
     def sweep(self, job: Job, grace: float) -> None:

@@ -472,22 +472,3 @@ def _alive(proc: psutil.Process) -> bool:
 def exit_code_of(returncode: int) -> int:
     """Shell convention: 128+N for a process killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-def reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
-    """Wait for ``proc``, a child of the service, as ``proc.wait()`` does: (its
-    returncode, the CPU seconds (user + system) and the peak resident bytes of it and of
-    the descendants it waited for), from ``wait4``: the kernel's own figures, measured
-    without polling. (returncode, None, None) if it was reaped already."""
-    if getattr(proc, "adopted", True) is False:  # a SpawnedProcess the spawner waits for
-        returncode = proc.wait()
-        cpu, rss = proc.usage  # type: ignore[attr-defined]
-        return returncode, cpu, rss
-    if proc.returncode is None:
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except ChildProcessError:  # reaped meanwhile (poll()): its figures are gone
-            return proc.wait(), None, None
-        proc.returncode = os.waitstatus_to_exitcode(status)  # what Popen.wait() returns
-        return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
-    return proc.returncode, None, None

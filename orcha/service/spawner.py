@@ -17,7 +17,7 @@ petition's kind gets: a ``subprocess.Popen`` whose process the spawner started;
 made by ``clone3`` is the service's own child (``CLONE_PARENT``,
 :attr:`SpawnedProcess.adopted`): waited for as Popen waits, its exec waited for by the
 caller (still under the lock), and reaped with ``wait4``'s figures
-(:func:`orcha.service.procs.reap`). One the spawner ``posix_spawn``\\ ed (where clone3
+(:func:`orcha.service.rusage.reap`). One the spawner ``posix_spawn``\\ ed (where clone3
 is refused) is its child: it reaps it and reports its end, and
 :attr:`SpawnedProcess.usage` holds the kernel's figures.
 
@@ -90,7 +90,7 @@ class Spawner:
         self.usable = True
         self._table = threading.Lock()  # guards the two dicts below
         self._running: dict[int, SpawnedProcess] = {}
-        self._early: dict[int, tuple[int, float, int]] = {}  # exits told before the start
+        self._early: dict[int, tuple[int, float, int | None]] = {}  # exits told before the start
         _ALL.add(self)
 
     @property
@@ -231,12 +231,13 @@ class Spawner:
                     ready.set()
                     continue
                 _, pid, status, cpu, maxrss = message
+                rss = None if maxrss is None else maxrss * 1024  # None: not its own
                 with self._table:
                     target = self._running.pop(pid, None)
                     if target is None:
-                        self._early[pid] = (status, cpu, maxrss * 1024)
+                        self._early[pid] = (status, cpu, rss)
                 if target is not None:
-                    target.exited(status, cpu, maxrss * 1024)
+                    target.exited(status, cpu, rss)
         except (EOFError, OSError, ValueError):
             pass
         events.close()

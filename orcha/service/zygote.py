@@ -43,7 +43,9 @@ Wire format, both sockets (Unix stream): a frame is a 4-byte little-endian lengt
   where)`` failed, ``where`` "cwd" (the directory) or "exec" (the command) or "cgroup"
   (joining the cgroup);
 * events, on EVENTS: ``("r",)`` once, ready; then ``("x", pid, wait_status, cpu_seconds,
-  maxrss_kib)`` for each process it started as its own child, once reaped.
+  maxrss_kib)`` for each process it started as its own child, once reaped
+  (``maxrss_kib`` None where it may be this process's memory, not the child's: see
+  :mod:`orcha.service.rusage`).
 
 It exits when the service closes REQ (or dies): its running children are then
 reparented (to the guard, or to init), and stay in their cgroups.
@@ -54,6 +56,7 @@ import ctypes
 import errno
 import marshal
 import os
+import resource
 import select
 import signal
 import socket
@@ -278,7 +281,21 @@ def _reap(events: socket.socket, started: set[int]) -> None:
         if pid in started:
             started.discard(pid)
             cpu = usage.ru_utime + usage.ru_stime
-            _send(events, ("x", pid, status, cpu, usage.ru_maxrss))
+            # Its exec counted our memory into it (orcha/service/rusage.py): not its own.
+            own = usage.ru_maxrss if usage.ru_maxrss * 1024 > _high_water() else None
+            _send(events, ("x", pid, status, cpu, own))
+
+
+def _high_water() -> int:
+    """orcha.service.rusage.high_water (no orcha imports here)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main(argv: list[str]) -> int:

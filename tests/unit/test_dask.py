@@ -283,7 +283,7 @@ def test_the_spawner_starts_reports_and_refuses_in_one_line(spawner: Any, tmp_pa
         assert (out.read(), err.read()) == (b"out\n", b"err\n")
     end = json.loads(sock.recv(4096))
     assert (end["exit"], end["code"]) == (msg["pid"], 4)
-    assert end["cpu"] >= 0 and end["rss"] > 0  # wait4's figures
+    assert end["cpu"] >= 0 and end["rss"] is None  # sh's peak, below the spawner's: unknown
     # With stdin: the write end of its stdin pipe comes third.
     msg, fds = ask(sock, ["cat"], str(tmp_path), stdin=True)
     assert len(fds) == 3

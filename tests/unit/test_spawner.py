@@ -17,7 +17,7 @@ import pytest
 
 from orcha.defaults import ENV_PETITION_TOKEN
 from orcha.service.cgroup_fs import hierarchy, unavailable
-from orcha.service.procs import reap
+from orcha.service.rusage import reap
 from orcha.service.spawner import CgroupJoinError, SpawnedProcess, Spawner, SpawnerUnavailable
 from tests.conftest import wait_for
 from tests.unit.test_cgroups import _fs
@@ -72,8 +72,8 @@ def test_a_command_starts_in_its_cgroup_as_popen_would_start_it(
     assert (cwd, lc_all) == (str(tmp_path), "C")
     assert sorted(fds) == ["0", "1", "2"]
     assert procs.read_text() == "0" and home.read_text() == "0"
-    cpu, rss = proc.usage
-    assert cpu is not None and cpu >= 0 and rss is not None and rss > 0
+    cpu, rss = proc.usage  # sh's peak, below the spawner's own: cannot be told apart
+    assert cpu is not None and cpu >= 0 and rss is None
 
 
 def test_in_a_real_cgroup_the_command_is_born_inside_and_the_spawner_never_moves(
@@ -109,7 +109,7 @@ def test_in_a_real_cgroup_the_command_is_born_inside_and_the_spawner_never_moves
         # CLONE_PARENT: our own child, waited for here (wait4's figures), not reported.
         assert proc.adopted and psutil.Process(proc.pid).ppid() == os.getpid()
         code, cpu, rss = reap(proc)
-        assert code == 3 and cpu is not None and rss is not None and rss > 0
+        assert code == 3 and cpu is not None and rss is None  # sh's, below ours: not known
         # A command that cannot be executed: refused as by Popen, and its child (ours,
         # exited 127 after its report) reaped, not left a zombie.
         plain = tmp_path / "plain"
@@ -220,7 +220,8 @@ def test_process_control_spawns_through_it_and_never_counts_it_in_a_tree(
     reaped with their figures, and the spawner is neither part of a petition's tree nor
     present while its cgroup is killed (the kill waits for it to be back home)."""
     from orcha.service.cgroups import Cgroups
-    from orcha.service.procs import ProcessControl, reap
+    from orcha.service.procs import ProcessControl
+    from orcha.service.rusage import reap
 
     cgroups = Cgroups.setup(_fs(tmp_path), pid=4242)
     spawner = Spawner(cgroups.home, cgroups.visiting)
@@ -234,7 +235,7 @@ def test_process_control_spawns_through_it_and_never_counts_it_in_a_tree(
         proc.stdin.close()
         assert proc.stdout is not None and proc.stdout.read() == b"in\n"
         code, cpu, rss = reap(proc)
-        assert code == 0 and cpu is not None and rss is not None
+        assert code == 0 and cpu is not None and rss is None  # cat's, below ours
         ordered = control.spawn(["echo", "both"], cwd="/", env=env, ordered=True)
         assert ordered.stdout is not None and ordered.stdout.recv(100) == b"both\n"  # type: ignore[attr-defined]
         assert reap(ordered)[0] == 0
@@ -295,7 +296,7 @@ def test_in_a_real_cgroup_a_killed_spawner_loses_no_exit_status(home: Path, tmp_
         proc.stdin.write(b"go\n")
         proc.stdin.close()
         code, cpu, rss = reap(proc)
-        assert code == 4 and proc.lost is None and cpu is not None and rss is not None
+        assert code == 4 and proc.lost is None and cpu is not None and rss is None
         assert proc.stdout is not None and proc.stdout.read() == b""
     finally:
         spawner.close()

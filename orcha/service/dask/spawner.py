@@ -18,7 +18,8 @@ with the read ends of the command's stdout and stderr pipes attached (SCM_RIGHTS
 ``{"error": TEXT}``. When a command it spawned exits it sends ``{"exit": N, "code": C,
 "cpu": S, "rss": B}`` (``C`` as Popen's returncode: ``-SIG`` if a signal killed it; CPU
 seconds and peak resident bytes of it and of the children it waited for, from
-``wait4``). Each command runs in its own session.
+``wait4``; ``B`` null where that may be the spawner's own memory:
+:mod:`orcha.service.rusage`). Each command runs in its own session.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import socket
 import subprocess
 import sys
 import time
+
+from orcha.service.rusage import own_peak
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -136,7 +139,7 @@ class Spawner:
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 self._send({"exit": pid, "code": proc.returncode,
                             "cpu": usage.ru_utime + usage.ru_stime,
-                            "rss": usage.ru_maxrss * 1024})  # fmt: skip
+                            "rss": own_peak(usage.ru_maxrss)})  # fmt: skip
 
     def stop_all(self) -> None:
         """Stop every process below the spawner: TERM, the grace period, KILL."""

@@ -15,7 +15,8 @@ from orcha.service.accounting import live_usage, wall_time
 from orcha.service.cgroups import Cgroups
 from orcha.service.job import Job
 from orcha.service.machines import LocalMachine
-from orcha.service.procs import ProcessControl, reap
+from orcha.service.procs import ProcessControl
+from orcha.service.rusage import high_water, own_peak, reap
 from tests.unit.test_cgroups import _fs
 
 MIB = 1 << 20
@@ -27,18 +28,33 @@ def _job() -> Job:
 
 
 def test_reap_gives_the_kernels_cpu_time_and_peak_of_what_the_process_waited_for() -> None:
-    # The child burns CPU and writes 40 MB; its parent (the reaped process) waits for it.
+    # The child burns CPU and writes 40 MB more than this process ever held (what its
+    # exec counts into its figure: see the next test); its parent (the reaped process)
+    # waits for it.
+    size = high_water() + (40 << 20)
     burn = (
-        "import time; block = b'x' * (40 << 20); t = time.process_time()\n"
+        f"import time; block = b'x' * {size}; t = time.process_time()\n"
         "while time.process_time() - t < 0.1: pass"
     )
     proc = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{burn}"; exit 3'])
     returncode, cpu, rss = reap(proc)
     assert returncode == 3 and proc.returncode == 3 and proc.wait() == 3
     assert cpu is not None and 0.1 <= cpu < 20
-    assert rss is not None and 40 * MIB <= rss < 1024 * MIB
+    assert rss is not None and size <= rss < size + 1024 * MIB
     # Reaped already (by poll or wait): no figures, the same returncode.
     assert reap(proc) == (3, None, None)
+
+
+def test_a_small_processs_peak_is_unknown_not_the_size_of_its_starter() -> None:
+    # Linux counts the memory of the process that started a child (this one) into the
+    # child's ru_maxrss at its exec: 'true' would show this process's size.
+    for spawn in (
+        lambda: subprocess.Popen(["true"]),  # vfork (posix_spawn) or fork
+        lambda: subprocess.Popen(["true"], preexec_fn=lambda: None),  # a real fork
+    ):
+        returncode, cpu, rss = reap(spawn())
+        assert (returncode, rss) == (0, None) and cpu is not None
+    assert own_peak(1) is None and own_peak((high_water() >> 10) + 1024) is not None
 
 
 def test_a_killed_process_reaps_to_popens_negative_returncode() -> None:
@@ -70,6 +86,22 @@ def test_a_petitions_cgroup_accounts_for_its_whole_tree(tmp_path: Path) -> None:
     machine.account(job)
     assert (job.cpu_time, job.peak_rss) == (2.5, 80 * MIB)
     assert cgroups.cpu_seconds("none") is None
+
+
+def test_a_cgroups_peak_is_its_memory_peak_never_its_memory_now(tmp_path: Path) -> None:
+    cgroups = Cgroups.setup(_fs(tmp_path), pid=4242)
+    cgroups.memory = True
+    job = _job()
+    cgroups.create(job.token)
+    path = Path(cgroups.path(job.token))
+    (path / "memory.peak").unlink(missing_ok=True)  # a kernel before 5.19
+    (path / "memory.current").write_text(f"{3 * MIB}\n")  # the page cache left, say
+    machine = LocalMachine(procs=ProcessControl(cgroups=cgroups))
+    machine.account(job)
+    assert job.peak_rss is None
+    (path / "memory.peak").write_text(f"{64 * MIB}\n")
+    machine.account(job)
+    assert job.peak_rss == 64 * MIB
 
 
 def test_wall_time_is_the_time_from_start_to_end() -> None:
