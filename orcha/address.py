@@ -111,3 +111,20 @@ def is_loopback(address: Address) -> bool:
         return True
     host = address.host or ""
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_dask_address(address: str, where: str) -> str:
+    """``address`` if it is a Dask address (``tcp://HOST:PORT``, ``tls://...``,
+    ``HOST:PORT``); ConfigError naming ``where`` otherwise."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if (
+        scheme not in ("", "tcp", "tls", "ucx", "ws", "wss")
+        or not host
+        or not (port.isascii() and port.isdigit())
+    ):
+        raise ConfigError(
+            f"{where}: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
+            "(or tls://HOST:PORT)"
+        )
+    return address if scheme else f"tcp://{address}"

@@ -368,6 +368,7 @@ def load(explicit: str | None = None) -> Config:
     config.seconds("aging"), config.seconds("backfill_bound"), config.size("log_cap")
     config.gpus(), config.webhooks(), config.on_finish(), config.group_limits()
     config.notify_secret()
+    executor_settings(data["executor"], path)
     if "address" in data:
         from orcha.address import parse_address
 
@@ -377,6 +378,28 @@ def load(explicit: str | None = None) -> Config:
             raise ConfigError(f"{path}: address: {e}") from None
     config_note.write(note_key, data, raw)
     return config
+
+
+def executor_settings(executor: dict[str, Any], path: str) -> dict[str, Any]:
+    """The file's ``executor:`` (at ``path``), its parts checked together: a Dask one names
+    one scheduler (its address, ``tcp://`` added where it has no scheme, or its file), a
+    local one none. ConfigError otherwise: loading the file, 'orcha config validate' and
+    'orcha serve' refuse the same files."""
+    from orcha.address import check_dask_address
+
+    given = bool(executor.get("scheduler")), bool(executor.get("scheduler_file"))
+    if executor.get("kind", "local") != "dask":
+        if any(given):
+            raise ConfigError(f"{path}: executor: a scheduler is given but kind is not 'dask'")
+        return executor
+    if given[0] == given[1]:
+        raise ConfigError(
+            f"{path}: executor: with kind 'dask' give one of scheduler or scheduler_file"
+        )
+    if given[0]:
+        address = check_dask_address(executor["scheduler"], f"{path}: executor.scheduler")
+        return {**executor, "scheduler": address}
+    return executor
 
 
 def _parse_yaml(path: str, text: str) -> dict[str, Any]:

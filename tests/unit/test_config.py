@@ -243,6 +243,30 @@ def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, messag
     assert error_of(tmp_path, text + "\n") == message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("executor: {kind: dask}", "executor: with kind 'dask' give one of scheduler or "
+                                   "scheduler_file"),
+        ("executor: {kind: dask, scheduler: 'tcp://h:1', scheduler_file: s.json}",
+         "executor: with kind 'dask' give one of scheduler or scheduler_file"),
+        ("executor: {kind: local, scheduler: 'tcp://h:1'}",
+         "executor: a scheduler is given but kind is not 'dask'"),
+        ("executor: {scheduler_file: s.json}",
+         "executor: a scheduler is given but kind is not 'dask'"),
+        ("executor: {kind: dask, scheduler: 'http://h:1'}",
+         "executor.scheduler: 'http://h:1' is not a Dask scheduler address; give "
+         "tcp://HOST:PORT (or tls://HOST:PORT)"),
+    ],
+)  # fmt: skip
+def test_an_executor_serve_would_refuse_is_refused_when_the_file_is_loaded(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # 'orcha config validate' passed these, then 'orcha serve' refused to start.
+    assert error_of(tmp_path, text + "\n") == message
+    load_text(tmp_path, "executor: {kind: dask, scheduler: 'h:8786', local: true}\n")
+
+
 def test_an_invalid_address_is_refused_when_the_file_is_loaded(tmp_path: Path) -> None:
     assert error_of(tmp_path, "address: 'host:notaport'\n").startswith("address: ")
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orcha.address import check_dask_address as check_address
+from orcha.config import executor_settings
 from orcha.defaults import ENV_DASK
 from orcha.errors import ConfigError
 
@@ -34,23 +36,6 @@ def _looks_like_address(text: str) -> bool:
     return "://" in text or (":" in text and not os.path.exists(text))
 
 
-def check_address(address: str, where: str) -> str:
-    """``address`` if it is a Dask address (``tcp://HOST:PORT``, ``tls://...``,
-    ``HOST:PORT``); ConfigError naming ``where`` otherwise."""
-    scheme, _, rest = address.rpartition("://")
-    host, _, port = rest.rpartition(":")
-    if (
-        scheme not in ("", "tcp", "tls", "ucx", "ws", "wss")
-        or not host
-        or not (port.isascii() and port.isdigit())
-    ):
-        raise ConfigError(
-            f"{where}: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
-            "(or tls://HOST:PORT)"
-        )
-    return address if scheme else f"tcp://{address}"
-
-
 def resolve(
     address: str | None,
     scheduler_file: str | None,
@@ -75,19 +60,12 @@ def resolve(
         if _looks_like_address(value):
             return DaskTarget(check_address(value, ENV_DASK), None, local, ENV_DASK)
         return DaskTarget(None, _file(value, ENV_DASK), local, ENV_DASK)
-    if data.get("kind", "local") != "dask":
-        if data.get("scheduler") or data.get("scheduler_file"):
-            path = config.path if config is not None else "config"
-            raise ConfigError(f"{path}: executor: a scheduler is given but kind is not 'dask'")
-        return None
     path = config.path if config is not None else "config"
-    if bool(data.get("scheduler")) == bool(data.get("scheduler_file")):
-        raise ConfigError(
-            f"{path}: executor: with kind 'dask' give one of scheduler or scheduler_file"
-        )
+    data = executor_settings(data, path)  # as 'orcha config validate' checks it
+    if data.get("kind", "local") != "dask":
+        return None
     if data.get("scheduler"):
-        where = f"{path}: executor.scheduler"
-        return DaskTarget(check_address(data["scheduler"], where), None, local, path)
+        return DaskTarget(data["scheduler"], None, local, path)
     file = os.path.join(os.path.dirname(path), os.path.expanduser(data["scheduler_file"]))
     return DaskTarget(None, _file(file, f"{path}: executor.scheduler_file"), local, path)
 
