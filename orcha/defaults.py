@@ -324,7 +324,7 @@ RELOADABLE_SETTINGS = (
     "hooks",
     "ordered_output",
 )
-RESTART_SETTINGS = ("address", "isolation", "plugins")
+RESTART_SETTINGS = ("address", "isolation", "executor", "plugins")
 
 #: Lines of a petition's output an ``on_finish`` hook gets as ``{tail}`` and
 #: ``ORCHA_TAIL`` (pueue's callback_log_lines), and the most bytes they may take.

@@ -18,8 +18,8 @@ stopped by a reload:
 * ``notify``, ``notify_secret``/``notify_secret_file`` and ``hooks``: for events from now
   on (deliveries already queued go out as they were made).
 
-``address``, ``isolation`` and ``plugins`` need a restart: a reload names them if they
-changed and leaves them. Options given on ``orcha serve``'s command line (and the
+``address``, ``isolation``, ``executor`` and ``plugins`` need a restart: a reload names
+them if they changed and leaves them. Options given on ``orcha serve``'s command line (and the
 environment variables that stand for them) still beat the file after a reload, as at
 start. An invalid file is refused as a whole (ConfigError, one log line): the service
 keeps the configuration it had.

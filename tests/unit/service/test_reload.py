@@ -202,6 +202,23 @@ def test_settings_that_need_a_restart_are_named_and_left(h: Harness, tmp_path: P
     assert reload(h)["restart"] == []
 
 
+def test_an_executor_changed_in_the_file_is_named_as_needing_a_restart(
+    h: Harness, tmp_path: Path
+) -> None:
+    # It was neither applied nor named: 'nothing changed', until the next start.
+    from orcha.config import load
+
+    path = configure(h, tmp_path, "", max_running=1)
+    source = h.service.config_source
+    assert source is not None
+    source.config = load(str(path))  # as 'orcha serve' started with it
+    path.write_text("executor:\n  kind: dask\n  scheduler: tcp://127.0.0.1:1\n")
+    answer = reload(h)
+    assert (answer["changed"], answer["restart"]) == ([], ["executor"])
+    path.write_text("executor: {kind: local}\n")  # the default, written out
+    assert reload(h)["restart"] == []
+
+
 def test_under_nohup_a_hang_up_only_reloads(h: Harness) -> None:
     import contextlib
     import signal
