@@ -129,7 +129,8 @@ def _plan(service: Service, source: ConfigSource, config: Config) -> dict[str, A
     ordered = bool(config.data.get("ordered_output"))
     plan["ordered_output"] = ordered
     if ordered != getattr(local, "ordered_output", ordered):
-        changed.append(f"ordered_output: {not ordered} -> {ordered} (for petitions from now on)")
+        changed.append(f"ordered_output: {_bool(not ordered)} -> {_bool(ordered)} "
+                       "(for petitions from now on)")  # fmt: skip
     # Group limits: those the file names; one it stops naming keeps a limit set by hand.
     before = service.config_groups
     after = config.group_limits()
@@ -153,12 +154,14 @@ def _plan(service: Service, source: ConfigSource, config: Config) -> dict[str, A
         (w["url"], w["events"]) for w in before_hooks
     ]:
         changed.append(f"notify: {len(before_hooks)} -> {len(webhooks)} webhook(s)")
-    if [w.get("secret") for w in webhooks] != [w.get("secret") for w in before_hooks] or (
-        secret != events.webhooks.secret
-    ):
+    # The secrets in use, not which webhook has which: a webhook added or removed changes
+    # no secret (a webhook without one of its own has notify_secret's, or none).
+    if _secrets(webhooks, secret) != _secrets(before_hooks, events.webhooks.secret):
         changed.append("notify_secret: changed (not shown)")
-    if on_finish != events.finish_hooks.on_finish:
-        changed.append(f"hooks.on_finish: {'set' if on_finish else 'none'}")
+    hook = events.finish_hooks.on_finish
+    if on_finish != hook:
+        state = "changed" if on_finish and hook else "set" if on_finish else "none"
+        changed.append(f"hooks.on_finish: {state}")
     plan["hooks"] = (webhooks, on_finish, secret)
     plan["restart"] = _restart_only(source.config, config)
     plan["slots_before"] = slots_before
@@ -253,7 +256,20 @@ def _seconds(value: float) -> str:
 
 
 def _bytes(value: int) -> str:
-    return f"{value} bytes"
+    """As the file would write it: ``64M``, ``1K``, ``1500``."""
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"  # as YAML and 'orcha config show' write it
+
+
+def _secrets(webhooks: list[dict[str, Any]], secret: bytes | None) -> set[bytes]:
+    """The secrets that sign some webhook's bodies, or would sign a petition's own."""
+    return {s for s in (secret, *(w.get("secret") for w in webhooks)) if s}
 
 
 def _list(gpus: tuple[str, ...]) -> str:

@@ -135,7 +135,7 @@ def test_webhooks_hooks_and_secrets_change_for_later_events(h: Harness, tmp_path
     (tmp_path / "config.yaml").chmod(0o644)
     answer = reload(h)
     assert answer["changed"] == [
-        "grace: 1s -> 2s", "log_cap: 67108864 bytes -> 1024 bytes", "notify: 0 -> 1 webhook(s)",
+        "grace: 1s -> 2s", "log_cap: 64M -> 1K", "notify: 0 -> 1 webhook(s)",
         "notify_secret: changed (not shown)", "hooks.on_finish: set",
     ]  # fmt: skip
     assert "s3cret" not in str(answer)
@@ -147,6 +147,28 @@ def test_webhooks_hooks_and_secrets_change_for_later_events(h: Harness, tmp_path
     assert events.webhooks.secret == b"s3cret" and events.finish_hooks.on_finish == "true {id}"
     assert (h.service.log_cap, h.service.runner.grace) == (1024, 2.0)
     assert reload(h)["changed"] == []  # the same file again: nothing changes
+
+
+def test_a_reload_names_only_what_changed_as_the_file_writes_it(h: Harness, tmp_path: Path) -> None:
+    # notify alone claimed "notify_secret: changed" (no secret anywhere), ordered_output
+    # showed Python's False/True, a hook replaced by another was "set".
+    configure(h, tmp_path, "notify: ['http://127.0.0.1:9/x']\n", max_running=1)
+    assert reload(h)["changed"] == ["notify: 0 -> 1 webhook(s)"]
+    configure(h, tmp_path, "notify: ['http://127.0.0.1:9/y']\n", max_running=1)
+    assert reload(h)["changed"] == ["notify: 1 -> 1 webhook(s)"]
+    text = "notify: ['http://127.0.0.1:9/y']\nordered_output: true\nhooks: {on_finish: 'true'}\n"
+    configure(h, tmp_path, text, max_running=1)
+    assert reload(h)["changed"] == [
+        "ordered_output: false -> true (for petitions from now on)", "hooks.on_finish: set",
+    ]  # fmt: skip
+    configure(h, tmp_path, text.replace("'true'", "'echo {id}'"), max_running=1)
+    assert reload(h)["changed"] == ["hooks.on_finish: changed"]
+    configure(h, tmp_path, "notify: ['http://127.0.0.1:9/y']\nnotify_secret: s\n", max_running=1)
+    (tmp_path / "config.yaml").chmod(0o600)
+    assert reload(h)["changed"] == [
+        "ordered_output: true -> false (for petitions from now on)",
+        "notify_secret: changed (not shown)", "hooks.on_finish: none",
+    ]  # fmt: skip
 
 
 def test_a_reload_that_leaves_a_waiting_petition_too_big_warns_and_keeps_it(
