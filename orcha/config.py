@@ -428,19 +428,22 @@ def check_plugins(
 
     ``plugins`` maps installed plugin names to plugin objects (None for one that is not
     loaded: disabled or broken; its settings are not checked). ConfigError naming the
-    key path if the file's settings for a plugin are invalid, or name no plugin.
+    key path if the file's settings for a plugin are invalid. A plugin the file names
+    that is not installed (uninstalled since, say, or disabled before it went) is left
+    out too, not refused: the service starts without it, as with a plugin lacking
+    settings.
     """
     from orcha.schema import SchemaError, validate
 
+    settings: dict[str, dict[str, Any]] = {}
+    unconfigured: dict[str, str] = {}
     for name in config.data["plugins"]:
         if name not in plugins:
             known = ", ".join(sorted(plugins)) or "none"
-            raise ConfigError(
-                f"{config.path}: plugins.{name}: no installed plugin is named {name!r} "
-                f"(installed: {known})"
+            unconfigured[name] = (
+                f"no installed plugin is named {name!r} (installed: {known}); its settings "
+                f"in {config.path} are ignored"
             )
-    settings: dict[str, dict[str, Any]] = {}
-    unconfigured: dict[str, str] = {}
     for name, plugin in plugins.items():
         if plugin is None:
             continue

@@ -53,8 +53,12 @@ def load_plugins(
                 name for name in config.data["plugins"] if not config.plugin_enabled(name)
             }
         entries = discover(disabled)
-    settings, unconfigured = check_plugins(config, plugins_by_name(entries))
+    by_name = plugins_by_name(entries)
+    settings, unconfigured = check_plugins(config, by_name)
     host = PluginHost({}, settings)
+    for name, reason in unconfigured.items():
+        if name not in by_name:  # the file names it, nobody installed it
+            host.not_loaded[name] = reason
     for entry in entries:
         why = entry.error or unconfigured.get(entry.name)
         if why is not None or entry.plugin is None:

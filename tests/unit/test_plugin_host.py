@@ -443,6 +443,17 @@ def test_load_plugins_gathers_what_the_loaded_plugins_supply() -> None:
     assert host.settings == {"a": {}, "c": {}}
 
 
+def test_load_plugins_names_a_plugin_the_file_names_but_nobody_installed() -> None:
+    from orcha.service.plugin_host import load_plugins
+
+    host = load_plugins(_config({"greet": {"enabled": False}}), entries=_entries(Supplier("a")))
+    assert list(host.plugins) == ["a"]
+    assert host.not_loaded == {
+        "greet": "no installed plugin is named 'greet' (installed: a); its settings in "
+        "/etc/orcha.yaml are ignored"
+    }
+
+
 def test_load_plugins_gives_each_its_settings() -> None:
     from orcha.service.plugin_host import load_plugins
 
