@@ -133,11 +133,16 @@ def ls(ctx: click.Context, as_json: bool) -> int:
         console.print(tree)
         console.print(f"\n{escape(FOOTER)}")
         return 0
-    out = [f"orcha - {__version__}"]
+    from orcha.cli.output import paint, use_color
+
+    color = use_color()  # not a terminal: --color always or FORCE_COLOR paint it
+    out = [paint("orcha", "bold", color) + f" - {__version__}"]
     for i, e in enumerate(entries):
         last = i == len(entries) - 1
-        out.append(("└ " if last else "├ ") + _label(e))
+        broken = e.error or e.name in unconfigured
+        style = "red" if broken else "green" if e.embedded else "cyan"
+        out.append(("└ " if last else "├ ") + paint(_label(e), style, color))
         out.extend(("    " if last else "│   ") + line for line in _details(e, unconfigured))
     out += ["", FOOTER]
-    click.echo("\n".join(out))
+    click.echo("\n".join(out), color=color)  # click strips colour off a terminal otherwise
     return 0

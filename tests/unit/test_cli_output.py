@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,38 @@ def test_use_color(
         monkeypatch.setenv(name, value)
     stream = Tty() if tty else io.StringIO()
     assert output.use_color(stream, choice) is expected
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "coloured"),
+    [
+        (["--color", "always"], {}, True),
+        ([], {"FORCE_COLOR": "1"}, True),
+        (["--color", "always"], {"NO_COLOR": "1"}, True),
+        ([], {}, False),
+        ([], {"NO_COLOR": "1", "FORCE_COLOR": "1"}, False),
+        (["--color", "never"], {"FORCE_COLOR": "1"}, False),
+    ],
+)
+def test_ls_piped_colours_as_status_does(
+    tmp_path: Path, args: list[str], env: dict[str, str], coloured: bool
+) -> None:
+    # 'orcha ls' coloured only a terminal: --color always and FORCE_COLOR did nothing.
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("ORCHA_") and k not in ("NO_COLOR", "FORCE_COLOR")}  # fmt: skip
+    base.update(XDG_CONFIG_HOME=str(tmp_path), ORCHA_STATE_DIR=str(tmp_path / "s"), **env)
+    done = subprocess.run([sys.executable, "-m", "orcha", *args, "ls"], env=base,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ("\x1b[" in done.stdout) is coloured, done.stdout
+    plain = subprocess.run([sys.executable, "-m", "orcha", "ls"], env={**base, "NO_COLOR": "1"},
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    # The same lines, only painted.
+    assert re.sub(r"\x1b\[[0-9;]*m", "", done.stdout) == plain.stdout
 
 
 def test_paint_only_when_colouring() -> None:
