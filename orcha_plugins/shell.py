@@ -108,6 +108,9 @@ def run(**values: Any) -> int:
     code is orcha's. Put '--' before the command so its options are not read as orcha's.
     An ID, if given, goes before '--' (or with --id); without one the service numbers
     the petition ('orcha run -- make test' runs 'make test'; --detach prints the number).
+    Without '--' every word is the command, as with tsp and pueue: 'orcha run sleep 10'
+    runs 'sleep 10', and 'orcha run test pytest' runs the shell's 'test pytest' (which
+    succeeds), not pytest as petition 'test': that is 'orcha run test -- pytest'.
     A piped or redirected stdin is sent to the command (--no-stdin: not); a terminal's
     is not, nor with --detach (the command reads /dev/null).
     """

@@ -106,6 +106,20 @@ def test_a_small_petitions_peak_is_not_the_services_size(isolation: str) -> None
             assert row["peak_rss"] is None or row["peak_rss"] < service // 4, (row, service)
 
 
+def test_run_help_says_that_without_dashes_every_word_is_the_command(env: Env) -> None:
+    # It was written nowhere a user looks: 'orcha run test pytest' ran sh's 'test pytest'
+    # (and succeeded) where 'test' was meant as the ID.
+    text = " ".join(env.run("run", "--help").stdout.split())
+    assert "Without '--' every word is the command, as with tsp and pueue" in text, text
+    assert "'orcha run test -- pytest'" in text, text
+    # ... and so it is.
+    done = env.run("run", "test", "pytest")
+    assert done.returncode == 0, done.stderr
+    assert env.run("status", "test").returncode == 209  # no petition is named 'test'
+    last = json.loads(env.run("status", "--json", "--last", "1").stdout)["petitions"]
+    assert last[0]["params"]["argv"] == ["test", "pytest"], last
+
+
 def test_an_id_that_starts_with_a_dash_is_given_with_id(env: Env) -> None:
     done = env.run("run", "--id", "-x", "--", "echo", "hi")
     assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
