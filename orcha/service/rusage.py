@@ -37,11 +37,20 @@ def high_water() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+#: The last :func:`high_water` read. It only grows, so a peak at or below it cannot be
+#: the child's own without reading /proc again (once per petition's end, else).
+_known_high_water = 0
+
+
 def own_peak(maxrss_kib: int) -> int | None:
     """``ru_maxrss`` (KiB) of a child of this process, reaped: its peak resident bytes
     if they are its own (see the module doc), else None (not known)."""
+    global _known_high_water
     peak = maxrss_kib * 1024
-    return peak if peak > high_water() else None
+    if peak <= _known_high_water:
+        return None
+    _known_high_water = high_water()  # threads racing here at worst read it once more
+    return peak if peak > _known_high_water else None
 
 
 def reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
