@@ -377,37 +377,31 @@ class Full(Breakable):
         return self.db.execute(*args)
 
 
-@pytest.mark.parametrize("freed", [True, False])
-def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_space(
-    h: Harness, freed: bool
-) -> None:
-    # Its log filled the disk, so its end is not saved (the database says RUNNING):
-    # 'clean big' removes that log, and then the end and the removal are saved. If the
-    # disk stays full even so, it says why the record is left, and what to do.
+def _clean_with_its_end_unsaved(h: Harness, petition: str, freed: bool, **clean: Any) -> None:
+    """``petition`` (running) ends while the disk is full, so its end is not saved; then
+    ``clean`` (its request's fields). ``freed``: removing its log frees the disk."""
     store = h.service.store
     assert store is not None
-    h.submit("big", params={"out": "x" * 1000})
-    h.gates.wait_started("big")
-    path = store.named("big")["log_path"]  # type: ignore[index]
+    path = store.named(petition)["log_path"]  # type: ignore[index]
     assert wait_for(lambda: os.path.exists(path))
     breakable = store._db
     inner = breakable.db  # type: ignore[attr-defined]
     store._db = FilledBy(inner, path) if freed else Full(inner)  # type: ignore[assignment]
     store._db.broken = True  # type: ignore[attr-defined]
     try:
-        h.run_to_end("big")
+        h.run_to_end(petition)
         assert not store.flush(timeout=0.1)  # its end is not saved
-        reply = h.call("clean", ids=["big"], older_than=None)
+        reply = h.call("clean", older_than=None, **clean)
         assert not os.path.exists(path)
         if freed:
             assert (reply["removed"], reply["results"]) == (1, {})
-            assert h.request("status", ids=["big"])["missing"] == ["big"]
+            assert h.request("status", ids=[petition])["missing"] == [petition]
         else:
-            assert (reply["removed"], list(reply["results"])) == (0, ["big"])
-            assert reply["results"]["big"].startswith(
-                "petition 'big' has ended but its end is not saved yet (disk full: "
+            assert (reply["removed"], list(reply["results"])) == (0, [petition])
+            assert reply["results"][petition].startswith(
+                f"petition '{petition}' has ended but its end is not saved yet (disk full: "
             )
-            assert reply["results"]["big"].endswith(
+            assert reply["results"][petition].endswith(
                 "its output log was removed to free space: clean it again once 'orcha "
                 "health' says the service saves again"
             )
@@ -416,6 +410,18 @@ def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_sp
         breakable.broken = False  # type: ignore[attr-defined]
     assert store.flush(timeout=5)
     assert h.call("health")["state"] == "saving ok"
+
+
+@pytest.mark.parametrize("freed", [True, False])
+def test_cleaning_the_petition_whose_end_is_not_saved_removes_its_log_to_free_space(
+    h: Harness, freed: bool
+) -> None:
+    # Its log filled the disk, so its end is not saved (the database says RUNNING):
+    # 'clean big' removes that log, and then the end and the removal are saved. If the
+    # disk stays full even so, it says why the record is left, and what to do.
+    h.submit("big", params={"out": "x" * 1000})
+    h.gates.wait_started("big")
+    _clean_with_its_end_unsaved(h, "big", freed, ids=["big"])
 
 
 @pytest.mark.parametrize("freed", [True, False])
@@ -430,37 +436,8 @@ def test_a_clean_by_selection_frees_the_log_of_a_petition_whose_end_is_not_saved
     # As 'clean ID' (above), for each such petition a selection keeps: its log is
     # removed, then its end is saved and its record removed; if the disk stays full, it
     # says so and what to do (exit 209).
-    store = h.service.store
-    assert store is not None
     template = {"kind": "gate", "id": "arr", "params": {"out": "x" * 1000}, "cwd": "/",
                 "env": {}, "attach": False}  # fmt: skip
     h.call("submit_array", submit=template, members=[[1, None]], limit=None)
     h.gates.wait_started("arr_1")
-    path = store.named("arr_1")["log_path"]  # type: ignore[index]
-    assert wait_for(lambda: os.path.exists(path))
-    breakable = store._db
-    inner = breakable.db  # type: ignore[attr-defined]
-    store._db = FilledBy(inner, path) if freed else Full(inner)  # type: ignore[assignment]
-    store._db.broken = True  # type: ignore[attr-defined]
-    try:
-        h.run_to_end("arr_1")
-        assert not store.flush(timeout=0.1)  # its end is not saved
-        reply = h.call("clean", older_than=None, **selection)
-        assert not os.path.exists(path)
-        if freed:
-            assert (reply["removed"], reply["results"]) == (1, {})
-            assert h.request("status", ids=["arr_1"])["missing"] == ["arr_1"]
-        else:
-            assert (reply["removed"], list(reply["results"])) == (0, ["arr_1"])
-            assert reply["results"]["arr_1"].startswith(
-                "petition 'arr_1' has ended but its end is not saved yet (disk full: "
-            )
-            assert reply["results"]["arr_1"].endswith(
-                "its output log was removed to free space: clean it again once 'orcha "
-                "health' says the service saves again"
-            )
-    finally:
-        store._db = breakable
-        breakable.broken = False  # type: ignore[attr-defined]
-    assert store.flush(timeout=5)
-    assert h.call("health")["state"] == "saving ok"
+    _clean_with_its_end_unsaved(h, "arr_1", freed, **selection)
